@@ -1,0 +1,570 @@
+//! Certificates, rustls configurations and peer identity for hostwatch.
+//!
+//! Every hostwatch connection is TLS 1.3 with a client certificate signed by
+//! the deployment's CA; who a peer is comes from its certificate's URI SAN
+//! (`hostwatch://<role>/<name>`), never from anything the peer says.
+//!
+//! Layout:
+//! - [`Identity`] and [`Role`]: the URI SAN and its parsing;
+//! - [`Ca`]: creating a CA and issuing role certificates with rcgen (quick
+//!   starts and tests; production users bring their own PKI);
+//! - [`TlsFiles`], [`server_config`], [`client_config`]: rustls
+//!   configurations from PEM files;
+//! - [`peer_identity`]: identity of a verified peer certificate.
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use time::{Duration, OffsetDateTime};
+
+/// ALPN protocol of gRPC over HTTP/2.
+const ALPN_H2: &[u8] = b"h2";
+/// URI scheme of hostwatch identities.
+const SCHEME: &str = "hostwatch://";
+
+/// Errors of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {what}", path.display())]
+    BadFile { path: PathBuf, what: String },
+    #[error("invalid identity {0:?}: expected hostwatch://agent|operator|collector/<name>")]
+    BadIdentity(String),
+    #[error("invalid name {0:?}: use 1 to 253 characters of letters, digits, '.', '-' and '_'")]
+    BadName(String),
+    #[error("certificate has no hostwatch:// URI SAN")]
+    NoIdentity,
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("TLS configuration failed: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("client verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+}
+
+/// What a certificate holder may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Sends samples of its own host through Ingest.
+    Agent,
+    /// Reads through Query and manages through Admin.
+    Operator,
+    /// Serves agents and operators.
+    Collector,
+}
+
+impl Role {
+    /// The role's name in URIs, file names and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Agent => "agent",
+            Role::Operator => "operator",
+            Role::Collector => "collector",
+        }
+    }
+}
+
+impl FromStr for Role {
+    type Err = PkiError;
+    fn from_str(s: &str) -> Result<Self, PkiError> {
+        match s {
+            "agent" => Ok(Role::Agent),
+            "operator" => Ok(Role::Operator),
+            "collector" => Ok(Role::Collector),
+            _ => Err(PkiError::BadIdentity(s.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A peer's role and name, as written in its certificate's URI SAN.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Identity {
+    pub role: Role,
+    /// Host id for agents, person or tool for operators, instance for collectors.
+    pub name: String,
+}
+
+impl Identity {
+    /// Builds an identity, checking that `name` is usable as a host id.
+    pub fn new(role: Role, name: &str) -> Result<Self, PkiError> {
+        validate_name(name)?;
+        Ok(Identity {
+            role,
+            name: name.to_owned(),
+        })
+    }
+
+    /// The URI SAN form, `hostwatch://<role>/<name>`.
+    pub fn uri(&self) -> String {
+        format!("{SCHEME}{}/{}", self.role, self.name)
+    }
+
+    /// Parses `hostwatch://<role>/<name>`.
+    pub fn parse_uri(uri: &str) -> Result<Self, PkiError> {
+        let bad = || PkiError::BadIdentity(uri.to_owned());
+        let rest = uri.strip_prefix(SCHEME).ok_or_else(bad)?;
+        let (role, name) = rest.split_once('/').ok_or_else(bad)?;
+        let role = role.parse().map_err(|_| bad())?;
+        Identity::new(role, name).map_err(|_| bad())
+    }
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.role, self.name)
+    }
+}
+
+/// Host ids and names become URI path segments, file names and label
+/// values, so they are kept to a conservative alphabet.
+fn validate_name(name: &str) -> Result<(), PkiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(PkiError::BadName(name.to_owned()))
+    }
+}
+
+/// Validity and extra names of an issued certificate.
+#[derive(Debug, Clone)]
+pub struct IssueOptions {
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+    /// DNS names (server certificates).
+    pub dns_names: Vec<String>,
+    /// IP addresses (server certificates).
+    pub ip_addresses: Vec<IpAddr>,
+}
+
+impl IssueOptions {
+    /// Valid from an hour ago (clock skew) for `days` days.
+    pub fn valid_for_days(days: i64) -> Self {
+        let now = OffsetDateTime::now_utc();
+        IssueOptions {
+            not_before: now - Duration::hours(1),
+            not_after: now + Duration::days(days),
+            dns_names: Vec::new(),
+            ip_addresses: Vec::new(),
+        }
+    }
+
+    /// The names a collector on this machine answers to: localhost, the
+    /// loopback addresses and `hostname`.
+    pub fn with_local_names(mut self, hostname: Option<&str>) -> Self {
+        self.dns_names.push("localhost".to_owned());
+        if let Some(h) = hostname.filter(|h| !h.is_empty() && *h != "localhost") {
+            self.dns_names.push(h.to_owned());
+        }
+        self.ip_addresses.extend([
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ]);
+        self
+    }
+}
+
+/// A PEM certificate and its PEM private key.
+#[derive(Clone)]
+pub struct CertPair {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl fmt::Debug for CertPair {
+    // The private key never reaches a log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertPair")
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
+}
+
+impl CertPair {
+    /// Writes `<stem>.pem` and `<stem>.key` (mode 0600) in `dir`.
+    pub fn write(&self, dir: &Path, stem: &str) -> Result<(PathBuf, PathBuf), PkiError> {
+        let cert = dir.join(format!("{stem}.pem"));
+        let key = dir.join(format!("{stem}.key"));
+        write_file(&cert, self.cert_pem.as_bytes(), 0o644)?;
+        write_file(&key, self.key_pem.as_bytes(), 0o600)?;
+        Ok((cert, key))
+    }
+}
+
+fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |source| PkiError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(err)?;
+    file.write_all(contents).map_err(err)?;
+    file.sync_all().map_err(err)
+}
+
+fn read_file(path: &Path) -> Result<String, PkiError> {
+    std::fs::read_to_string(path).map_err(|source| PkiError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// A certificate authority that issues hostwatch role certificates.
+pub struct Ca {
+    pair: CertPair,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl fmt::Debug for Ca {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ca").finish_non_exhaustive()
+    }
+}
+
+impl Ca {
+    /// File stem of the CA in a certificate directory (`ca.pem`, `ca.key`).
+    pub const STEM: &'static str = "ca";
+
+    /// Creates a new CA valid for `days` days.
+    pub fn generate(common_name: &str, days: i64) -> Result<Self, PkiError> {
+        let options = IssueOptions::valid_for_days(days);
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.not_before = options.not_before;
+        params.not_after = options.not_after;
+        let key = KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
+        let pair = CertPair {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        };
+        Ok(Ca {
+            issuer: Issuer::new(params, key),
+            pair,
+        })
+    }
+
+    /// Loads `ca.pem` and `ca.key` from `dir`.
+    pub fn load(dir: &Path) -> Result<Self, PkiError> {
+        let cert_path = dir.join(format!("{}.pem", Self::STEM));
+        let key_path = dir.join(format!("{}.key", Self::STEM));
+        let cert_pem = read_file(&cert_path)?;
+        let key_pem = read_file(&key_path)?;
+        let key = KeyPair::from_pem(&key_pem).map_err(|e| PkiError::BadFile {
+            path: key_path.clone(),
+            what: format!("not a usable private key: {e}"),
+        })?;
+        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| PkiError::BadFile {
+            path: cert_path.clone(),
+            what: format!("not a usable CA certificate: {e}"),
+        })?;
+        Ok(Ca {
+            pair: CertPair { cert_pem, key_pem },
+            issuer,
+        })
+    }
+
+    /// Writes `ca.pem` and `ca.key` to `dir`.
+    pub fn write(&self, dir: &Path) -> Result<(), PkiError> {
+        self.pair.write(dir, Self::STEM).map(|_| ())
+    }
+
+    /// The CA certificate, PEM.
+    pub fn cert_pem(&self) -> &str {
+        &self.pair.cert_pem
+    }
+
+    /// Issues a certificate for `identity`, usable both as TLS client and
+    /// server certificate.
+    pub fn issue(&self, identity: &Identity, options: &IssueOptions) -> Result<CertPair, PkiError> {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, identity.to_string());
+        params.subject_alt_names = vec![SanType::URI(identity.uri().try_into()?)];
+        for dns in &options.dns_names {
+            params
+                .subject_alt_names
+                .push(SanType::DnsName(dns.clone().try_into()?));
+        }
+        for ip in &options.ip_addresses {
+            params.subject_alt_names.push(SanType::IpAddress(*ip));
+        }
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.not_before = options.not_before;
+        params.not_after = options.not_after;
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(CertPair {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
+/// File stem of a role certificate in a certificate directory, e.g.
+/// `agent-web1` for `agent-web1.pem` and `agent-web1.key`.
+pub fn cert_stem(identity: &Identity) -> String {
+    format!("{}-{}", identity.role, identity.name)
+}
+
+/// Paths of the PEM files a TLS endpoint needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// CA certificate(s) that peers' certificates must chain to.
+    pub ca: PathBuf,
+    /// This endpoint's certificate chain.
+    pub cert: PathBuf,
+    /// This endpoint's private key.
+    pub key: PathBuf,
+}
+
+struct LoadedFiles {
+    roots: RootCertStore,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    identity: Identity,
+}
+
+impl TlsFiles {
+    fn load(&self) -> Result<LoadedFiles, PkiError> {
+        let ca = read_certs(&self.ca)?;
+        let mut roots = RootCertStore::empty();
+        for cert in ca {
+            roots.add(cert).map_err(|e| PkiError::BadFile {
+                path: self.ca.clone(),
+                what: format!("not a usable CA certificate: {e}"),
+            })?;
+        }
+        let chain = read_certs(&self.cert)?;
+        let identity = peer_identity(&chain[0]).map_err(|e| PkiError::BadFile {
+            path: self.cert.clone(),
+            what: e.to_string(),
+        })?;
+        let key_pem = read_file(&self.key)?;
+        let key =
+            PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| PkiError::BadFile {
+                path: self.key.clone(),
+                what: format!("no PEM private key: {e}"),
+            })?;
+        Ok(LoadedFiles {
+            roots,
+            chain,
+            key,
+            identity,
+        })
+    }
+
+    /// The identity in this endpoint's own certificate.
+    pub fn own_identity(&self) -> Result<Identity, PkiError> {
+        let chain = read_certs(&self.cert)?;
+        peer_identity(&chain[0]).map_err(|e| PkiError::BadFile {
+            path: self.cert.clone(),
+            what: e.to_string(),
+        })
+    }
+}
+
+/// Reads every certificate of a PEM file; at least one must be there.
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PkiError> {
+    let pem = read_file(path)?;
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PkiError::BadFile {
+            path: path.to_owned(),
+            what: format!("invalid PEM: {e}"),
+        })?;
+    if certs.is_empty() {
+        return Err(PkiError::BadFile {
+            path: path.to_owned(),
+            what: "no PEM certificate in file".to_owned(),
+        });
+    }
+    Ok(certs)
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A TLS 1.3-only server configuration that requires a client certificate
+/// chaining to `files.ca`, with ALPN h2. Returns the server's own identity too.
+pub fn server_config(files: &TlsFiles) -> Result<(Arc<ServerConfig>, Identity), PkiError> {
+    let loaded = files.load()?;
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(loaded.roots), provider()).build()?;
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(loaded.chain, loaded.key)?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok((Arc::new(config), loaded.identity))
+}
+
+/// A TLS 1.3-only client configuration presenting `files.cert`, trusting
+/// only `files.ca`, with ALPN h2. Returns the client's own identity too.
+pub fn client_config(files: &TlsFiles) -> Result<(Arc<ClientConfig>, Identity), PkiError> {
+    let loaded = files.load()?;
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(loaded.roots)
+        .with_client_auth_cert(loaded.chain, loaded.key)?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok((Arc::new(config), loaded.identity))
+}
+
+/// The hostwatch identity in a certificate's URI SAN. Call it only on a
+/// certificate rustls has verified.
+pub fn peer_identity(cert: &CertificateDer<'_>) -> Result<Identity, PkiError> {
+    let (_, parsed) =
+        x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|_| PkiError::NoIdentity)?;
+    let Ok(Some(san)) = parsed.subject_alternative_name() else {
+        return Err(PkiError::NoIdentity);
+    };
+    san.value
+        .general_names
+        .iter()
+        .find_map(|name| match name {
+            x509_parser::extensions::GeneralName::URI(uri) if uri.starts_with(SCHEME) => {
+                Some(Identity::parse_uri(uri))
+            }
+            _ => None,
+        })
+        .unwrap_or(Err(PkiError::NoIdentity))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_uri_round_trip() {
+        let id = Identity::new(Role::Agent, "web-1.example.com").unwrap();
+        assert_eq!(id.uri(), "hostwatch://agent/web-1.example.com");
+        assert_eq!(Identity::parse_uri(&id.uri()).unwrap(), id);
+    }
+
+    #[test]
+    fn bad_identities_are_refused() {
+        for uri in [
+            "",
+            "https://agent/x",
+            "hostwatch://agent",
+            "hostwatch://agent/",
+            "hostwatch://root/x",
+            "hostwatch://agent/a/b",
+            "hostwatch://agent/a b",
+            "hostwatch://agent/..",
+        ] {
+            assert!(Identity::parse_uri(uri).is_err(), "{uri} accepted");
+        }
+    }
+
+    #[test]
+    fn issued_certificate_carries_identity() {
+        let ca = Ca::generate("test CA", 1).unwrap();
+        let id = Identity::new(Role::Operator, "alice").unwrap();
+        let pair = ca.issue(&id, &IssueOptions::valid_for_days(1)).unwrap();
+        let der = CertificateDer::from_pem_slice(pair.cert_pem.as_bytes()).unwrap();
+        assert_eq!(peer_identity(&der).unwrap(), id);
+        assert!(!format!("{pair:?}").contains("PRIVATE KEY"));
+    }
+
+    #[test]
+    fn ca_round_trips_through_files_and_configs_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::generate("test CA", 1).unwrap();
+        ca.write(dir.path()).unwrap();
+        let ca = Ca::load(dir.path()).unwrap();
+        let id = Identity::new(Role::Collector, "main").unwrap();
+        let options = IssueOptions::valid_for_days(1).with_local_names(Some("box"));
+        let (cert, key) = ca
+            .issue(&id, &options)
+            .unwrap()
+            .write(dir.path(), &cert_stem(&id))
+            .unwrap();
+        let files = TlsFiles {
+            ca: dir.path().join("ca.pem"),
+            cert,
+            key,
+        };
+        let (_, own) = server_config(&files).unwrap();
+        assert_eq!(own, id);
+        client_config(&files).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&files.key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn unreadable_and_malformed_files_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate").unwrap();
+        let files = TlsFiles {
+            ca: garbage.clone(),
+            cert: garbage.clone(),
+            key: dir.path().join("missing.key"),
+        };
+        let err = server_config(&files).err().unwrap().to_string();
+        assert!(err.contains("garbage.pem"), "{err}");
+        let missing = TlsFiles {
+            ca: dir.path().join("missing-ca.pem"),
+            ..files
+        };
+        let err = client_config(&missing).err().unwrap().to_string();
+        assert!(err.contains("missing-ca.pem"), "{err}");
+        assert!(Ca::load(dir.path()).is_err());
+    }
+}
