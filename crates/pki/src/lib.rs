@@ -10,7 +10,14 @@
 //!   starts and tests; production users bring their own PKI);
 //! - [`TlsFiles`], [`server_config`], [`client_config`]: rustls
 //!   configurations from PEM files;
-//! - [`peer_identity`]: identity of a verified peer certificate.
+//! - [`peer_identity`]: identity of a verified peer certificate;
+//! - [`transport`]: the mTLS listener and channel connector for tonic;
+//! - [`config`]: TOML configuration loading shared by every binary;
+//! - [`process`]: logging setup and the shutdown signal.
+
+pub mod config;
+pub mod process;
+pub mod transport;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -359,8 +366,10 @@ pub fn cert_stem(identity: &Identity) -> String {
     format!("{}-{}", identity.role, identity.name)
 }
 
-/// Paths of the PEM files a TLS endpoint needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Paths of the PEM files a TLS endpoint needs: the `[tls]` section of
+/// every hostwatch configuration.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct TlsFiles {
     /// CA certificate(s) that peers' certificates must chain to.
     pub ca: PathBuf,
@@ -378,6 +387,16 @@ struct LoadedFiles {
 }
 
 impl TlsFiles {
+    /// The same files, relative paths taken from `base` (the directory of
+    /// the configuration file that named them).
+    pub fn resolve(&self, base: &Path) -> TlsFiles {
+        TlsFiles {
+            ca: config::resolve(base, &self.ca),
+            cert: config::resolve(base, &self.cert),
+            key: config::resolve(base, &self.key),
+        }
+    }
+
     fn load(&self) -> Result<LoadedFiles, PkiError> {
         let ca = read_certs(&self.ca)?;
         let mut roots = RootCertStore::empty();

@@ -1,0 +1,197 @@
+//! The collector's configuration file.
+
+use hostwatch_pki::TlsFiles;
+use hostwatch_pki::config::{ConfigError, base_dir, resolve};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Environment variables with this prefix override keys of the file.
+pub const ENV_PREFIX: &str = "HOSTWATCH_COLLECTOR";
+
+/// `collector.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorConfig {
+    /// Address to listen on for agents and operators.
+    pub listen: SocketAddr,
+    /// Directory of the sled database.
+    pub data_dir: PathBuf,
+    /// A host with no data and no open stream for this long is down.
+    #[serde(with = "humantime_serde", default = "default_host_down_after")]
+    pub host_down_after: Duration,
+    pub tls: TlsFiles,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub storage: Storage,
+}
+
+/// Explicit bounds on what peers may use.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Connections open at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Concurrent gRPC calls per connection.
+    pub max_streams_per_connection: u32,
+    /// Largest gRPC message accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// Most series one host may create.
+    pub max_series_per_host: usize,
+    /// Most points one range query may return.
+    pub max_query_points: usize,
+    /// Time a peer has to complete the TLS handshake and send its Hello.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            max_streams_per_connection: 16,
+            max_message_bytes: 16 << 20,
+            max_series_per_host: 10_000,
+            max_query_points: 5_000_000,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Storage windows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Storage {
+    /// Samples older than this are refused.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// Samples further than this in the future (agent clock ahead) are refused.
+    #[serde(with = "humantime_serde")]
+    pub future_tolerance: Duration,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage {
+            retention: Duration::from_secs(30 * 24 * 3600),
+            future_tolerance: Duration::from_secs(600),
+        }
+    }
+}
+
+fn default_host_down_after() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl CollectorConfig {
+    /// Reads and validates `path`; relative paths in it are relative to its directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let mut config: CollectorConfig = hostwatch_pki::config::load(path, ENV_PREFIX)?;
+        let base = base_dir(path);
+        config.data_dir = resolve(&base, &config.data_dir);
+        config.tls = config.tls.resolve(&base);
+        config.validate().map_err(|m| ConfigError::new(path, m))?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("host_down_after", self.host_down_after.is_zero()),
+            ("limits.max_connections", self.limits.max_connections == 0),
+            (
+                "limits.max_streams_per_connection",
+                self.limits.max_streams_per_connection == 0,
+            ),
+            (
+                "limits.max_message_bytes",
+                self.limits.max_message_bytes < 1024,
+            ),
+            (
+                "limits.max_series_per_host",
+                self.limits.max_series_per_host == 0,
+            ),
+            ("limits.max_query_points", self.limits.max_query_points == 0),
+            (
+                "limits.handshake_timeout",
+                self.limits.handshake_timeout.is_zero(),
+            ),
+            ("storage.retention", self.storage.retention.is_zero()),
+        ];
+        match positive.iter().find(|(_, bad)| *bad) {
+            Some((key, _)) if *key == "limits.max_message_bytes" => {
+                Err(format!("{key} must be at least 1024"))
+            }
+            Some((key, _)) => Err(format!("{key} must be greater than zero")),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+listen = "127.0.0.1:7070"
+data_dir = "data"
+[tls]
+ca = "ca.pem"
+cert = "collector.pem"
+key = "collector.key"
+"#;
+
+    fn load_text(text: &str) -> Result<CollectorConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("collector.toml");
+        std::fs::write(&path, text).unwrap();
+        CollectorConfig::load(&path)
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults_and_resolved_paths() {
+        let config = load_text(MINIMAL).unwrap();
+        assert_eq!(config.host_down_after, Duration::from_secs(30));
+        assert!(config.data_dir.is_absolute());
+        assert!(config.tls.ca.ends_with("ca.pem"));
+        assert_eq!(config.limits.max_series_per_host, 10_000);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            (MINIMAL.replace("127.0.0.1:7070", "nowhere"), "listen"),
+            (
+                format!("{MINIMAL}\n[limits]\nmax_connections = 0\n"),
+                "limits.max_connections",
+            ),
+            (
+                format!("{MINIMAL}\n[limits]\nmax_message_bytes = 10\n"),
+                "max_message_bytes",
+            ),
+            (
+                format!("{MINIMAL}\n[limits]\nhandshake_timeout = \"soon\"\n"),
+                "handshake_timeout",
+            ),
+            (
+                format!("{MINIMAL}\n[storage]\nretention = \"0s\"\n"),
+                "storage.retention",
+            ),
+            (format!("{MINIMAL}\n[storage]\nkeep = 1\n"), "keep"),
+            (
+                MINIMAL.replace(
+                    "data_dir = \"data\"",
+                    "data_dir = \"data\"\nhost_down_after = \"0s\"",
+                ),
+                "host_down_after",
+            ),
+            (MINIMAL.replace("data_dir = \"data\"", ""), "data_dir"),
+            (format!("{MINIMAL}\nlisten_port = 1\n"), "listen_port"),
+        ];
+        for (text, key) in cases {
+            let err = load_text(&text).unwrap_err().to_string();
+            assert!(err.contains(key), "{key:?} not named in {err:?}");
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Translation between the protocol and the store's domain types: the only
+//! place where protobuf and `hostwatch-tsdb` meet.
+
+use hostwatch_proto::v1 as pb;
+use hostwatch_tsdb as tsdb;
+use tonic::Status;
+
+/// A batch from the wire, for `host` (from the certificate) and the
+/// stream's spool id. Series whose timestamp and value arrays differ in
+/// length are malformed; they are counted and left out, not guessed at.
+pub(crate) fn batch(host: &str, source: u64, batch: pb::Batch) -> (tsdb::Batch, u64) {
+    let mut malformed = 0;
+    let series = batch
+        .series
+        .into_iter()
+        .filter_map(|s| {
+            if s.timestamps_ms.len() != s.values.len() {
+                malformed += s.timestamps_ms.len().max(s.values.len()) as u64;
+                return None;
+            }
+            let points = s
+                .timestamps_ms
+                .iter()
+                .zip(&s.values)
+                .map(|(&t_ms, &value)| tsdb::Point { t_ms, value })
+                .collect();
+            Some(tsdb::SeriesInput {
+                metric: s.metric,
+                labels: s.labels.into_iter().map(label).collect(),
+                points,
+            })
+        })
+        .collect();
+    let batch = tsdb::Batch {
+        host: host.to_owned(),
+        source,
+        seq: batch.seq,
+        series,
+    };
+    (batch, malformed)
+}
+
+fn label(l: pb::Label) -> tsdb::Label {
+    tsdb::Label::new(l.name, l.value)
+}
+
+fn labels_out(key: &tsdb::SeriesKey) -> Vec<pb::Label> {
+    key.labels
+        .iter()
+        .map(|l| pb::Label {
+            name: l.name.clone(),
+            value: l.value.clone(),
+        })
+        .collect()
+}
+
+/// Query matchers from the wire; an unknown operator or a bad regex is
+/// INVALID_ARGUMENT naming the matcher.
+pub(crate) fn matchers(matchers: &[pb::Matcher]) -> Result<Vec<tsdb::Matcher>, Status> {
+    use pb::matcher::Op;
+    matchers
+        .iter()
+        .map(|m| {
+            let op = Op::try_from(m.op).unwrap_or(Op::Unspecified);
+            let name = m.name.clone();
+            let value = m.value.clone();
+            match op {
+                Op::Equal => Ok(tsdb::Matcher::Equal(name, value)),
+                Op::NotEqual => Ok(tsdb::Matcher::NotEqual(name, value)),
+                Op::Regex | Op::NotRegex => tsdb::Matcher::regex(&name, &value, op == Op::NotRegex)
+                    .map_err(|e| Status::invalid_argument(e.to_string())),
+                Op::Unspecified => Err(Status::invalid_argument(format!(
+                    "matcher on {name:?}: op must be EQUAL, NOT_EQUAL, REGEX or NOT_REGEX"
+                ))),
+            }
+        })
+        .collect()
+}
+
+pub(crate) fn series_data(data: tsdb::SeriesData) -> pb::SeriesPoints {
+    let labels = labels_out(&data.key);
+    let (timestamps_ms, values) = data.points.iter().map(|p| (p.t_ms, p.value)).unzip();
+    pb::SeriesPoints {
+        metric: data.key.metric,
+        labels,
+        timestamps_ms,
+        values,
+    }
+}
+
+pub(crate) fn series_value((key, point): (tsdb::SeriesKey, tsdb::Point)) -> pb::SeriesValue {
+    pb::SeriesValue {
+        labels: labels_out(&key),
+        metric: key.metric,
+        timestamp_ms: point.t_ms,
+        value: point.value,
+    }
+}
+
+/// The one mapping of store errors to gRPC statuses.
+pub(crate) fn storage_status(error: tsdb::TsdbError) -> Status {
+    match error {
+        tsdb::TsdbError::Invalid(m) => Status::invalid_argument(m),
+        e => {
+            tracing::error!(error = %e, "storage failure");
+            // UNAVAILABLE: agents keep the batch and retry.
+            Status::unavailable(format!("storage failure: {e}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mismatched_arrays_are_counted_and_dropped() {
+        let wire = pb::Batch {
+            seq: 3,
+            series: vec![
+                pb::SeriesPoints {
+                    metric: "ok".into(),
+                    labels: vec![],
+                    timestamps_ms: vec![1, 2],
+                    values: vec![1.0, 2.0],
+                },
+                pb::SeriesPoints {
+                    metric: "bad".into(),
+                    labels: vec![],
+                    timestamps_ms: vec![1, 2, 3],
+                    values: vec![1.0],
+                },
+            ],
+            dropped_batches_total: 0,
+        };
+        let (batch, malformed) = batch("h", 9, wire);
+        assert_eq!(malformed, 3);
+        assert_eq!(batch.series.len(), 1);
+        assert_eq!((batch.host.as_str(), batch.source, batch.seq), ("h", 9, 3));
+    }
+
+    #[test]
+    fn unknown_matcher_ops_and_bad_regexes_are_invalid_arguments() {
+        let bad_op = pb::Matcher {
+            name: "a".into(),
+            op: 42,
+            value: "x".into(),
+        };
+        let bad_re = pb::Matcher {
+            name: "a".into(),
+            op: pb::matcher::Op::Regex as i32,
+            value: "(".into(),
+        };
+        for m in [bad_op, bad_re] {
+            let status = matchers(&[m]).unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        }
+    }
+}

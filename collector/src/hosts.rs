@@ -1,0 +1,171 @@
+//! The host registry: every host that ever connected, its facts, boot id,
+//! last-seen time and open streams. Persisted in sled so a restarted
+//! collector still lists hosts (as down until they reconnect).
+
+use hostwatch_proto::v1::{HostFacts, HostStatus};
+use prost::Message;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[derive(Debug, Clone, Default)]
+struct HostEntry {
+    facts: Option<HostFacts>,
+    boot_id: String,
+    last_seen_ms: i64,
+    open_streams: u32,
+    /// The agent said goodbye before its last stream closed.
+    clean_shutdown: bool,
+}
+
+/// The registry; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct HostRegistry {
+    tree: sled::Tree,
+    hosts: Arc<Mutex<HashMap<String, HostEntry>>>,
+    down_after_ms: i64,
+}
+
+impl HostRegistry {
+    pub(crate) fn open(db: &sled::Db, down_after_ms: i64) -> Result<Self, sled::Error> {
+        let tree = db.open_tree("hosts")?;
+        let mut hosts = HashMap::new();
+        for entry in tree.iter() {
+            let (key, value) = entry?;
+            let Ok(status) = HostStatus::decode(&*value) else {
+                tracing::warn!(key = ?key, "skipping undecodable host record");
+                continue;
+            };
+            hosts.insert(
+                status.host_id.clone(),
+                HostEntry {
+                    facts: status.facts,
+                    boot_id: status.boot_id,
+                    last_seen_ms: status.last_seen_ms,
+                    open_streams: 0,
+                    clean_shutdown: false,
+                },
+            );
+        }
+        Ok(HostRegistry {
+            tree,
+            hosts: Arc::new(Mutex::new(hosts)),
+            down_after_ms,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, HostEntry>> {
+        // The map stays consistent even if a holder panicked: every update
+        // is a plain field assignment.
+        self.hosts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An agent stream opened with a Hello.
+    pub(crate) fn connected(&self, host: &str, facts: Option<HostFacts>, boot_id: &str) {
+        let mut hosts = self.lock();
+        let entry = hosts.entry(host.to_owned()).or_default();
+        entry.facts = facts.or(entry.facts.take());
+        entry.boot_id = boot_id.to_owned();
+        entry.last_seen_ms = now_ms();
+        entry.open_streams += 1;
+        entry.clean_shutdown = false;
+        self.persist(host, entry);
+    }
+
+    /// Data arrived from `host`.
+    pub(crate) fn seen(&self, host: &str) {
+        if let Some(entry) = self.lock().get_mut(host) {
+            entry.last_seen_ms = now_ms();
+            self.persist(host, entry);
+        }
+    }
+
+    /// The agent announced a clean shutdown.
+    pub(crate) fn goodbye(&self, host: &str) {
+        if let Some(entry) = self.lock().get_mut(host) {
+            entry.clean_shutdown = true;
+        }
+    }
+
+    /// An agent stream closed.
+    pub(crate) fn disconnected(&self, host: &str) {
+        if let Some(entry) = self.lock().get_mut(host) {
+            entry.open_streams = entry.open_streams.saturating_sub(1);
+            entry.last_seen_ms = now_ms();
+            self.persist(host, entry);
+        }
+    }
+
+    /// Every host, sorted by id, with its status at `now_ms`.
+    pub(crate) fn list(&self, now_ms: i64) -> Vec<HostStatus> {
+        let hosts = self.lock();
+        let mut out: Vec<HostStatus> = hosts
+            .iter()
+            .map(|(id, entry)| self.status(id, entry, now_ms))
+            .collect();
+        out.sort_by(|a, b| a.host_id.cmp(&b.host_id));
+        out
+    }
+
+    fn status(&self, id: &str, entry: &HostEntry, now_ms: i64) -> HostStatus {
+        HostStatus {
+            host_id: id.to_owned(),
+            // An open stream alone does not make a host up: a hung agent
+            // keeps its connection but sends nothing.
+            up: now_ms - entry.last_seen_ms <= self.down_after_ms,
+            last_seen_ms: entry.last_seen_ms,
+            connected: entry.open_streams > 0,
+            boot_id: entry.boot_id.clone(),
+            facts: entry.facts.clone(),
+            clean_shutdown: entry.clean_shutdown,
+        }
+    }
+
+    fn persist(&self, host: &str, entry: &HostEntry) {
+        let record = HostStatus {
+            host_id: host.to_owned(),
+            last_seen_ms: entry.last_seen_ms,
+            boot_id: entry.boot_id.clone(),
+            facts: entry.facts.clone(),
+            ..HostStatus::default()
+        };
+        // Durable with the next store flush; losing a last-seen update in a
+        // crash only makes the host look down a little earlier.
+        if let Err(e) = self.tree.insert(host.as_bytes(), record.encode_to_vec()) {
+            tracing::warn!(host.id = host, error = %e, "cannot persist host record");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_go_down_after_the_timeout_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let registry = HostRegistry::open(&db, 1_000).unwrap();
+        registry.connected("web1", None, "boot-a");
+        let now = now_ms();
+        let listed = registry.list(now);
+        assert!(listed[0].up && listed[0].connected);
+        registry.disconnected("web1");
+        let later = registry.list(now + 5_000);
+        assert!(!later[0].up && !later[0].connected);
+        drop(registry);
+        let reopened = HostRegistry::open(&db, 1_000).unwrap();
+        let listed = reopened.list(now);
+        assert_eq!(listed[0].host_id, "web1");
+        assert_eq!(listed[0].boot_id, "boot-a");
+        assert!(!listed[0].connected);
+    }
+}

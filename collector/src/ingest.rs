@@ -1,0 +1,184 @@
+//! The Ingest service: one bidirectional stream per agent connection.
+//!
+//! Hello first (host id checked against the certificate), Welcome back with
+//! the last sequence already stored, then batches, each acknowledged only
+//! after the store has flushed it.
+
+use crate::auth;
+use crate::convert;
+use crate::server::Shared;
+use hostwatch_pki::Role;
+use hostwatch_proto::v1::agent_message::Kind as AgentKind;
+use hostwatch_proto::v1::collector_message::Kind as CollectorKind;
+use hostwatch_proto::v1::ingest_server::Ingest;
+use hostwatch_proto::v1::{Ack, AgentMessage, CollectorMessage, Welcome};
+use std::pin::Pin;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Replies queued per stream; the agent reads acks as fast as we make them,
+/// so this only absorbs scheduling jitter.
+const REPLY_QUEUE: usize = 64;
+
+pub(crate) struct IngestService {
+    pub(crate) shared: Shared,
+}
+
+type ReplyStream = Pin<Box<dyn Stream<Item = Result<CollectorMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Ingest for IngestService {
+    type StreamStream = ReplyStream;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<ReplyStream>, Status> {
+        let peer = auth::require(&request, Role::Agent)?;
+        let host = peer.identity.name.clone();
+        let mut inbound = request.into_inner();
+        let timeout = self.shared.limits.handshake_timeout;
+        let first = tokio::time::timeout(timeout, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded(format!("no Hello within {timeout:?}")))??;
+        let Some(AgentMessage {
+            kind: Some(AgentKind::Hello(hello)),
+        }) = first
+        else {
+            return Err(Status::invalid_argument("the first message must be Hello"));
+        };
+        if hello.host_id != host {
+            tracing::warn!(peer.addr = %peer.addr, host.id = %host, claimed = %hello.host_id, "agent claims another host");
+            return Err(Status::permission_denied(format!(
+                "certificate is for host {host:?}, Hello claims {:?}",
+                hello.host_id
+            )));
+        }
+        let store = self.shared.store.clone();
+        let (host_copy, spool_id) = (host.clone(), hello.spool_id);
+        let last_stored_seq =
+            tokio::task::spawn_blocking(move || store.last_seq(&host_copy, spool_id))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(convert::storage_status)?;
+        self.shared
+            .hosts
+            .connected(&host, hello.facts, &hello.boot_id);
+        tracing::info!(peer.addr = %peer.addr, host.id = %host, spool.id = spool_id, last_stored_seq, "agent connected");
+
+        let (replies, rx) = mpsc::channel(REPLY_QUEUE);
+        let welcome = CollectorMessage {
+            kind: Some(CollectorKind::Welcome(Welcome {
+                collector: self.shared.identity.name.clone(),
+                last_stored_seq,
+            })),
+        };
+        // Cannot fail: the channel is new and has room.
+        let _ = replies.try_send(Ok(welcome));
+        let session = Session {
+            shared: self.shared.clone(),
+            host,
+            spool_id,
+            stream_seq: 0,
+            replies,
+        };
+        self.shared.tasks.spawn(session.run(inbound));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+struct Session {
+    shared: Shared,
+    host: String,
+    spool_id: u64,
+    /// Sequence of the previous batch on this stream, 0 before the first.
+    stream_seq: u64,
+    replies: mpsc::Sender<Result<CollectorMessage, Status>>,
+}
+
+impl Session {
+    async fn run(mut self, mut inbound: Streaming<AgentMessage>) {
+        let stop = self.shared.stop.clone();
+        loop {
+            let message = tokio::select! {
+                // Ending the reply stream lets the agent reconnect elsewhere
+                // or later; everything acknowledged so far is on disk.
+                _ = stop.cancelled() => break,
+                message = inbound.message() => message,
+            };
+            let result = match message {
+                Ok(Some(AgentMessage { kind: Some(kind) })) => self.handle(kind).await,
+                Ok(Some(AgentMessage { kind: None })) => {
+                    Err(Status::invalid_argument("empty message"))
+                }
+                Ok(None) => break,
+                Err(status) => {
+                    tracing::debug!(host.id = %self.host, error = %status, "agent stream broke");
+                    break;
+                }
+            };
+            match result {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(status) => {
+                    tracing::warn!(host.id = %self.host, error = %status, "ending agent stream");
+                    let _ = self.replies.send(Err(status)).await;
+                    break;
+                }
+            }
+        }
+        self.shared.hosts.disconnected(&self.host);
+        tracing::info!(host.id = %self.host, "agent disconnected");
+    }
+
+    /// Handles one message; `Ok(false)` ends the stream cleanly.
+    async fn handle(&mut self, kind: AgentKind) -> Result<bool, Status> {
+        match kind {
+            AgentKind::Batch(batch) => {
+                // A batch stored before (an ack lost with a connection) is
+                // fine: the store skips it. Within one stream, though,
+                // sequences must increase, or the agent is broken.
+                if batch.seq <= self.stream_seq {
+                    return Err(Status::invalid_argument(format!(
+                        "batch sequence {} after {}: sequences must increase and start at 1",
+                        batch.seq, self.stream_seq
+                    )));
+                }
+                let seq = batch.seq;
+                let (batch, malformed) = convert::batch(&self.host, self.spool_id, batch);
+                let store = self.shared.store.clone();
+                let outcome = tokio::task::spawn_blocking(move || store.append(&batch))
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .map_err(convert::storage_status)?;
+                self.shared.hosts.seen(&self.host);
+                let rejected = outcome.rejected.total() + malformed;
+                if rejected > 0 {
+                    tracing::warn!(
+                        host.id = %self.host,
+                        batch.seq = seq,
+                        rejected,
+                        malformed,
+                        first_error = outcome.first_error.as_deref().unwrap_or("arrays of unequal length"),
+                        "samples rejected"
+                    );
+                }
+                self.stream_seq = seq;
+                let ack = CollectorMessage {
+                    kind: Some(CollectorKind::Ack(Ack { seq })),
+                };
+                Ok(self.replies.send(Ok(ack)).await.is_ok())
+            }
+            AgentKind::Goodbye(goodbye) => {
+                tracing::info!(host.id = %self.host, reason = %goodbye.reason, "agent said goodbye");
+                self.shared.hosts.goodbye(&self.host);
+                Ok(false)
+            }
+            AgentKind::Hello(_) => Err(Status::invalid_argument(
+                "Hello may only be the first message",
+            )),
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! hostwatch-collector: authenticates agents by certificate, stores their
+//! samples durably, and answers operators.
+//!
+//! Layout:
+//! - `config`: `collector.toml`;
+//! - `server`: wiring of store, registry and services; [`serve`];
+//! - `ingest`: the agents' stream (Hello, batches, acknowledgements);
+//! - `query`: the operators' reads;
+//! - `hosts`: the host registry (facts, last seen, up/down);
+//! - `auth`: role checks on the peer identity from the mTLS listener;
+//! - `convert`: protobuf <-> store types, and store errors -> gRPC status.
+
+mod auth;
+pub mod config;
+mod convert;
+mod hosts;
+mod ingest;
+mod query;
+mod server;
+
+pub use config::CollectorConfig;
+pub use server::{CollectorError, serve};

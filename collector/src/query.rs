@@ -1,0 +1,92 @@
+//! The Query service: operators' reads.
+
+use crate::auth;
+use crate::convert;
+use crate::hosts::now_ms;
+use crate::server::Shared;
+use hostwatch_pki::Role;
+use hostwatch_proto::v1::query_server::Query;
+use hostwatch_proto::v1::{
+    LatestRequest, LatestResponse, ListHostsRequest, ListHostsResponse, RangeRequest, RangeResponse,
+};
+use tonic::{Request, Response, Status};
+
+pub(crate) struct QueryService {
+    pub(crate) shared: Shared,
+}
+
+impl QueryService {
+    /// Runs a store read on the blocking pool: sled calls may hit the disk.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&hostwatch_tsdb::Store) -> Result<T, hostwatch_tsdb::TsdbError>
+        + Send
+        + 'static,
+    ) -> Result<T, Status> {
+        let store = self.shared.store.clone();
+        tokio::task::spawn_blocking(move || read(&store))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(convert::storage_status)
+    }
+}
+
+#[tonic::async_trait]
+impl Query for QueryService {
+    async fn list_hosts(
+        &self,
+        request: Request<ListHostsRequest>,
+    ) -> Result<Response<ListHostsResponse>, Status> {
+        auth::require(&request, Role::Operator)?;
+        let hosts = self.shared.hosts.list(now_ms());
+        Ok(Response::new(ListHostsResponse { hosts }))
+    }
+
+    async fn latest(
+        &self,
+        request: Request<LatestRequest>,
+    ) -> Result<Response<LatestResponse>, Status> {
+        auth::require(&request, Role::Operator)?;
+        let host = request.into_inner().host_id;
+        if host.is_empty() {
+            return Err(Status::invalid_argument("host_id is required"));
+        }
+        let latest = self.blocking(move |store| store.latest(&host)).await?;
+        Ok(Response::new(LatestResponse {
+            values: latest.into_iter().map(convert::series_value).collect(),
+        }))
+    }
+
+    async fn range(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeResponse>, Status> {
+        auth::require(&request, Role::Operator)?;
+        let request = request.into_inner();
+        if request.metric.is_empty() {
+            return Err(Status::invalid_argument("metric is required"));
+        }
+        if request.start_ms >= request.end_ms {
+            return Err(Status::invalid_argument(format!(
+                "start_ms ({}) must be before end_ms ({})",
+                request.start_ms, request.end_ms
+            )));
+        }
+        let matchers = convert::matchers(&request.matchers)?;
+        let limit = self.shared.limits.max_query_points;
+        let data = self
+            .blocking(move |store| {
+                store.range(&request.metric, &matchers, request.start_ms, request.end_ms)
+            })
+            .await?;
+        let points: usize = data.iter().map(|s| s.points.len()).sum();
+        if points > limit {
+            return Err(Status::resource_exhausted(format!(
+                "query selects {points} points, more than limits.max_query_points ({limit}); narrow the range or the matchers"
+            )));
+        }
+        Ok(Response::new(RangeResponse {
+            series: data.into_iter().map(convert::series_data).collect(),
+        }))
+    }
+}
