@@ -8,6 +8,7 @@
 //! - `queue`: unacknowledged batches, bounded by bytes;
 //! - `shipper`: the stream to the collector, acknowledgements, reconnects.
 
+pub mod cmd;
 pub mod config;
 pub mod facts;
 pub mod queue;

@@ -1,52 +1,5 @@
-//! `hostwatch-agent --config FILE`
+//! `hostwatch-agent --config FILE`: see [`hostwatch_agent::cmd`].
 
-use anyhow::Context;
-use clap::Parser;
-use hostwatch_agent::AgentConfig;
-use std::path::PathBuf;
-use std::process::ExitCode;
-
-/// hostwatch's agent: samples this host and streams the samples to the
-/// collector over mutual TLS.
-#[derive(Parser)]
-#[command(version)]
-struct Args {
-    /// Path of agent.toml.
-    #[arg(long, short)]
-    config: PathBuf,
-}
-
-/// Exit status for an unusable configuration.
-const EXIT_CONFIG: u8 = 64;
-
-fn main() -> ExitCode {
-    hostwatch_pki::process::init_tracing();
-    let args = Args::parse();
-    let config = match AgentConfig::load(&args.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("hostwatch-agent: invalid configuration: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    match run(config) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("hostwatch-agent: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn run(config: AgentConfig) -> anyhow::Result<()> {
-    // One thread: the agent's work is a few reads of /proc per interval.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
-    runtime.block_on(hostwatch_agent::run(
-        config,
-        hostwatch_pki::process::shutdown_signal(),
-    ))?;
-    Ok(())
+fn main() -> std::process::ExitCode {
+    hostwatch_agent::cmd::main()
 }

@@ -51,7 +51,7 @@ impl HostRegistry {
                     boot_id: status.boot_id,
                     last_seen_ms: status.last_seen_ms,
                     open_streams: 0,
-                    clean_shutdown: false,
+                    clean_shutdown: status.clean_shutdown,
                 },
             );
         }
@@ -92,6 +92,7 @@ impl HostRegistry {
     pub(crate) fn goodbye(&self, host: &str) {
         if let Some(entry) = self.lock().get_mut(host) {
             entry.clean_shutdown = true;
+            self.persist(host, entry);
         }
     }
 
@@ -135,6 +136,7 @@ impl HostRegistry {
             last_seen_ms: entry.last_seen_ms,
             boot_id: entry.boot_id.clone(),
             facts: entry.facts.clone(),
+            clean_shutdown: entry.clean_shutdown,
             ..HostStatus::default()
         };
         // Durable with the next store flush; losing a last-seen update in a

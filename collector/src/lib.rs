@@ -11,6 +11,7 @@
 //! - `convert`: protobuf <-> store types, and store errors -> gRPC status.
 
 mod auth;
+pub mod cmd;
 pub mod config;
 mod convert;
 mod hosts;

@@ -1,52 +1,5 @@
-//! `hostwatch-collector --config FILE`
+//! `hostwatch-collector --config FILE`: see [`hostwatch_collector::cmd`].
 
-use anyhow::Context;
-use clap::Parser;
-use hostwatch_collector::CollectorConfig;
-use std::path::PathBuf;
-use std::process::ExitCode;
-
-/// hostwatch's collector: receives agents' samples over mutual TLS, stores
-/// them, and answers operators.
-#[derive(Parser)]
-#[command(version)]
-struct Args {
-    /// Path of collector.toml.
-    #[arg(long, short)]
-    config: PathBuf,
-}
-
-/// Exit status for an unusable configuration (EX_CONFIG would be 78; 64 is
-/// EX_USAGE, which the project uses for every bad-input case).
-const EXIT_CONFIG: u8 = 64;
-
-fn main() -> ExitCode {
-    hostwatch_pki::process::init_tracing();
-    let args = Args::parse();
-    let config = match CollectorConfig::load(&args.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("hostwatch-collector: invalid configuration: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    match run(config) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("hostwatch-collector: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn run(config: CollectorConfig) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-    runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {} (listen)", config.listen))?;
-        hostwatch_collector::serve(config, listener, hostwatch_pki::process::shutdown_signal())
-            .await?;
-        Ok(())
-    })
+fn main() -> std::process::ExitCode {
+    hostwatch_collector::cmd::main()
 }

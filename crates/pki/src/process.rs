@@ -2,13 +2,14 @@
 //! shutdown signal.
 
 /// Logs to stderr (journald picks it up under systemd), level from
-/// `RUST_LOG`, `info` by default.
-pub fn init_tracing() {
+/// `RUST_LOG`, else `default_level` (e.g. "info").
+pub fn init_tracing(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 

@@ -1,0 +1,91 @@
+//! `hostwatch`, the operator's command: certificates, a local quick start,
+//! and reads from a running collector.
+//!
+//! Layout:
+//! - this file: arguments and dispatch, exit codes;
+//! - `client`: `cli.toml` and the mTLS connection to the collector;
+//! - `certs`: `hostwatch certs init|issue`;
+//! - `quickstart`: PKI, configs, collector and agent in one process;
+//! - `read`: `hosts` and `query`, as tables or JSON.
+
+mod certs;
+mod client;
+mod quickstart;
+mod read;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit status of bad usage or an unusable configuration (EX_USAGE).
+pub const EXIT_USAGE: u8 = 64;
+
+/// An error in what the user asked for (arguments, configuration), as
+/// opposed to a failure while doing it; exits with [`EXIT_USAGE`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// hostwatch: host monitoring with an agent, a collector and this command.
+#[derive(Parser)]
+#[command(name = "hostwatch", version)]
+struct Args {
+    /// Client configuration (collector address and certificates); needed by
+    /// the commands that talk to a collector.
+    #[arg(long, short, global = true, env = "HOSTWATCH_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a CA and issue role certificates.
+    Certs {
+        #[command(subcommand)]
+        command: certs::CertsCommand,
+    },
+    /// Run a collector and an agent for this machine and show a live summary.
+    Quickstart(quickstart::QuickstartArgs),
+    /// List hosts with their status.
+    Hosts {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the samples of a metric of one host.
+    Query(read::QueryArgs),
+}
+
+/// The whole program; `main.rs` only calls this.
+pub fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    // Warnings only: the quick start's summary is the output people read.
+    hostwatch_pki::process::init_tracing("warn");
+    match dispatch(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hostwatch: {e:#}");
+            let usage = e.downcast_ref::<UsageError>().is_some()
+                || e.downcast_ref::<hostwatch_pki::config::ConfigError>()
+                    .is_some();
+            ExitCode::from(if usage { EXIT_USAGE } else { 1 })
+        }
+    }
+}
+
+fn dispatch(args: Args) -> anyhow::Result<()> {
+    match args.command {
+        Command::Certs { command } => certs::run(command),
+        Command::Quickstart(q) => quickstart::run(q),
+        Command::Hosts { json } => read::hosts(&client::config_path(args.config)?, json),
+        Command::Query(q) => read::query(&client::config_path(args.config)?, q),
+    }
+}

@@ -1,0 +1,5 @@
+//! `hostwatch`: see [`hostwatch::main`].
+
+fn main() -> std::process::ExitCode {
+    hostwatch::main()
+}

@@ -1,0 +1,371 @@
+//! `hostwatch quickstart`: everything needed to watch this machine, in one
+//! directory and one process. Creates (or reuses) a PKI and the three
+//! configuration files, runs a collector and an agent, and prints a live
+//! summary of this host until the duration ends or Ctrl-C.
+
+use crate::UsageError;
+use crate::certs::create_dir;
+use crate::client::ClientConfig;
+use crate::read::{format_bytes, host_status_word};
+use clap::Args;
+use hostwatch_agent::AgentConfig;
+use hostwatch_collector::CollectorConfig;
+use hostwatch_pki::{Ca, Identity, IssueOptions, Role, cert_stem};
+use hostwatch_proto::v1::query_client::QueryClient;
+use hostwatch_proto::v1::{LatestRequest, ListHostsRequest, SeriesValue};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Port the quick start's collector prefers; another is picked if it is taken.
+const PREFERRED_PORT: u16 = 7070;
+/// Sampling interval of the quick start's agent: short, so figures show up fast.
+const AGENT_INTERVAL: &str = "2s";
+/// Time between summary lines.
+const SUMMARY_EVERY: Duration = Duration::from_secs(2);
+/// Name of the quick start's collector and operator certificates.
+const QUICKSTART: &str = "quickstart";
+
+#[derive(Args)]
+pub(crate) struct QuickstartArgs {
+    /// Directory for certificates, configurations and data; reused if it exists.
+    #[arg(long, default_value = "hostwatch-quickstart")]
+    dir: PathBuf,
+    /// Stop after this many seconds instead of at Ctrl-C.
+    #[arg(long)]
+    duration: Option<u64>,
+}
+
+pub(crate) fn run(args: QuickstartArgs) -> anyhow::Result<()> {
+    if args.duration == Some(0) {
+        return Err(UsageError("--duration must be at least 1 second".to_owned()).into());
+    }
+    create_dir(&args.dir)?;
+    let dir = args
+        .dir
+        .canonicalize()
+        .map_err(|e| anyhow::anyhow!("cannot resolve {}: {e}", args.dir.display()))?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(run_async(dir, args.duration.map(Duration::from_secs)))
+}
+
+async fn run_async(dir: PathBuf, duration: Option<Duration>) -> anyhow::Result<()> {
+    let host_id = local_host_id();
+    ensure_certificates(&dir, &host_id)?;
+    let collector_path = dir.join("collector.toml");
+    let listener = if collector_path.exists() {
+        let config = CollectorConfig::load(&collector_path)?;
+        bind(config.listen).await?
+    } else {
+        let listener = match bind(SocketAddr::from(([127, 0, 0, 1], PREFERRED_PORT))).await {
+            Ok(l) => l,
+            Err(_) => bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?,
+        };
+        write_collector_config(&collector_path, listener.local_addr()?)?;
+        listener
+    };
+    let address = listener.local_addr()?;
+    let agent_path = dir.join("agent.toml");
+    if !agent_path.exists() {
+        write_agent_config(&agent_path, address, &host_id)?;
+    }
+    let cli_path = dir.join("cli.toml");
+    if !cli_path.exists() {
+        write_cli_config(&cli_path, address)?;
+    }
+    // Read back through the real loaders: what runs is what the files say.
+    let collector_config = CollectorConfig::load(&collector_path)?;
+    let agent_config = AgentConfig::load(&agent_path)?;
+    let cli_config = ClientConfig::load(&cli_path)?;
+    let agent_host = agent_config.tls.own_identity()?.name;
+
+    println!("hostwatch quick start in {}", dir.display());
+    println!(
+        "  collector listening on {address}, agent for host {agent_host:?} every {AGENT_INTERVAL}"
+    );
+    match duration {
+        Some(d) => println!("  running for {}s (Ctrl-C stops earlier)\n", d.as_secs()),
+        None => println!("  press Ctrl-C to stop\n"),
+    }
+
+    let stop = CancellationToken::new();
+    let collector = tokio::spawn(hostwatch_collector::serve(
+        collector_config,
+        listener,
+        stop.clone().cancelled_owned(),
+    ));
+    let agent_stop = CancellationToken::new();
+    let agent = tokio::spawn(hostwatch_agent::run(
+        agent_config,
+        agent_stop.clone().cancelled_owned(),
+    ));
+
+    let started = tokio::time::Instant::now();
+    let deadline = duration.map(|d| started + d);
+    let mut ticker = tokio::time::interval(SUMMARY_EVERY);
+    ticker.tick().await;
+    let mut client = None;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let until_deadline = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = &mut ctrl_c => break,
+            _ = until_deadline => break,
+            _ = ticker.tick() => {}
+        }
+        if collector.is_finished() {
+            break;
+        }
+        if client.is_none() {
+            client = cli_config.connect().await.ok().map(QueryClient::new);
+        }
+        if let Some(c) = client.as_mut() {
+            let elapsed = started.elapsed().as_secs();
+            match summary(c, &agent_host).await {
+                Ok(line) => println!("{elapsed:>5}s  {line}"),
+                Err(e) => println!("{elapsed:>5}s  collector not answering: {e}"),
+            }
+        }
+    }
+
+    // The agent first, so its goodbye reaches a running collector.
+    agent_stop.cancel();
+    let agent_result = agent.await;
+    stop.cancel();
+    let collector_result = collector.await;
+    collector_result??;
+    agent_result??;
+    println!(
+        "\nstopped after {}s; certificates, configurations and data are in {}",
+        started.elapsed().as_secs(),
+        dir.display()
+    );
+    println!("next:");
+    println!(
+        "  cargo run --release --bin hostwatch-collector -- --config {}",
+        collector_path.display()
+    );
+    println!(
+        "  cargo run --release --bin hostwatch -- --config {} hosts",
+        cli_path.display()
+    );
+    println!(
+        "  cargo run --release --bin hostwatch -- --config {} query host_memory_available_bytes --host {agent_host}",
+        cli_path.display()
+    );
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (listen in collector.toml): {e}"))
+}
+
+/// This machine's host id: its hostname, reduced to the characters an
+/// identity may hold.
+fn local_host_id() -> String {
+    let name = sysinfo::System::host_name()
+        .unwrap_or_default()
+        .to_lowercase();
+    let cleaned: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let cleaned = cleaned.trim_start_matches('.').to_owned();
+    if cleaned.is_empty() {
+        "localhost".to_owned()
+    } else {
+        cleaned
+    }
+}
+
+/// Creates the CA and the three role certificates, keeping any that exist.
+fn ensure_certificates(dir: &Path, host_id: &str) -> anyhow::Result<()> {
+    let certs = dir.join("certs");
+    create_dir(&certs)?;
+    let ca = if certs.join("ca.pem").exists() {
+        Ca::load(&certs)?
+    } else {
+        let ca = Ca::generate("hostwatch quick start CA", 3650)?;
+        ca.write(&certs)?;
+        ca
+    };
+    let hostname = sysinfo::System::host_name();
+    for (role, name) in [
+        (Role::Collector, QUICKSTART),
+        (Role::Agent, host_id),
+        (Role::Operator, QUICKSTART),
+    ] {
+        let identity = Identity::new(role, name)?;
+        let stem = cert_stem(&identity);
+        if certs.join(format!("{stem}.pem")).exists() {
+            continue;
+        }
+        let mut options = IssueOptions::valid_for_days(825);
+        if role == Role::Collector {
+            options = options.with_local_names(hostname.as_deref());
+        }
+        ca.issue(&identity, &options)?.write(&certs, &stem)?;
+    }
+    Ok(())
+}
+
+fn quote(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+fn tls_section(role: Role, name: &str) -> String {
+    let stem = format!("{role}-{name}");
+    format!(
+        "[tls]\nca = {}\ncert = {}\nkey = {}\n",
+        quote("certs/ca.pem"),
+        quote(&format!("certs/{stem}.pem")),
+        quote(&format!("certs/{stem}.key"))
+    )
+}
+
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+}
+
+fn write_collector_config(path: &Path, listen: SocketAddr) -> anyhow::Result<()> {
+    let text = format!(
+        "# hostwatch collector, written by `hostwatch quickstart`.\n\
+         # Relative paths are relative to this file's directory.\n\
+         listen = {}\n\
+         data_dir = \"collector-data\"\n\
+         host_down_after = \"10s\"\n\n{}",
+        quote(&listen.to_string()),
+        tls_section(Role::Collector, QUICKSTART)
+    );
+    write(path, &text)
+}
+
+fn write_agent_config(path: &Path, collector: SocketAddr, host_id: &str) -> anyhow::Result<()> {
+    let text = format!(
+        "# hostwatch agent, written by `hostwatch quickstart`.\n\
+         collector = {}\n\
+         server_name = \"localhost\"\n\
+         interval = {}\n\
+         state_dir = \"agent-state\"\n\n{}",
+        quote(&collector.to_string()),
+        quote(AGENT_INTERVAL),
+        tls_section(Role::Agent, host_id)
+    );
+    write(path, &text)
+}
+
+fn write_cli_config(path: &Path, collector: SocketAddr) -> anyhow::Result<()> {
+    let text = format!(
+        "# hostwatch CLI, written by `hostwatch quickstart`.\n\
+         collector = {}\n\
+         server_name = \"localhost\"\n\n{}",
+        quote(&collector.to_string()),
+        tls_section(Role::Operator, QUICKSTART)
+    );
+    write(path, &text)
+}
+
+/// One line about `host`: status, CPU, memory, root disk, load.
+async fn summary(
+    client: &mut QueryClient<tonic::transport::Channel>,
+    host: &str,
+) -> anyhow::Result<String> {
+    let hosts = client
+        .list_hosts(ListHostsRequest {})
+        .await?
+        .into_inner()
+        .hosts;
+    let Some(status) = hosts.iter().find(|h| h.host_id == host) else {
+        return Ok(format!("{host}: waiting for the agent to connect"));
+    };
+    let latest = client
+        .latest(LatestRequest {
+            host_id: host.to_owned(),
+        })
+        .await?
+        .into_inner()
+        .values;
+    let value = |metric: &str, label: Option<(&str, &str)>| -> Option<f64> {
+        latest
+            .iter()
+            .find(|v| v.metric == metric && label.is_none_or(|(n, val)| has_label(v, n, val)))
+            .map(|v| v.value)
+    };
+    let mut parts = vec![format!("{host} {}", host_status_word(status))];
+    match value("host_cpu_utilization_ratio", Some(("cpu", "total"))) {
+        Some(cpu) => parts.push(format!("cpu {:.1}%", cpu * 100.0)),
+        None => parts.push("cpu -".to_owned()),
+    }
+    if let (Some(avail), Some(total)) = (
+        value("host_memory_available_bytes", None),
+        value("host_memory_total_bytes", None),
+    ) {
+        parts.push(format!(
+            "memory {} available of {}",
+            format_bytes(avail),
+            format_bytes(total)
+        ));
+    }
+    if let Some((mount, avail, size)) = root_disk(&latest) {
+        parts.push(format!(
+            "disk {mount} {} available of {}",
+            format_bytes(avail),
+            format_bytes(size)
+        ));
+    }
+    if let Some(load) = value("host_load1", None) {
+        parts.push(format!("load {load:.2}"));
+    }
+    Ok(parts.join("  "))
+}
+
+fn has_label(value: &SeriesValue, name: &str, expected: &str) -> bool {
+    value
+        .labels
+        .iter()
+        .any(|l| l.name == name && l.value == expected)
+}
+
+/// The filesystem mounted on "/" or, failing that, the largest one.
+fn root_disk(latest: &[SeriesValue]) -> Option<(String, f64, f64)> {
+    let mount = |v: &SeriesValue| {
+        v.labels
+            .iter()
+            .find(|l| l.name == "mountpoint")
+            .map(|l| l.value.clone())
+    };
+    let sizes: Vec<(String, f64)> = latest
+        .iter()
+        .filter(|v| v.metric == "host_filesystem_size_bytes")
+        .filter_map(|v| Some((mount(v)?, v.value)))
+        .collect();
+    let (mountpoint, size) = sizes
+        .iter()
+        .find(|(m, _)| m == "/")
+        .or_else(|| sizes.iter().max_by(|a, b| a.1.total_cmp(&b.1)))?
+        .clone();
+    let available = latest
+        .iter()
+        .find(|v| {
+            v.metric == "host_filesystem_available_bytes"
+                && mount(v).as_deref() == Some(&mountpoint)
+        })?
+        .value;
+    Some((mountpoint, available, size))
+}

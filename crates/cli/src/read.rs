@@ -1,0 +1,335 @@
+//! `hostwatch hosts` and `hostwatch query`: reads from a running
+//! collector, as tables for people or JSON for scripts.
+
+use crate::UsageError;
+use crate::client::ClientConfig;
+use clap::Args;
+use hostwatch_proto::v1::query_client::QueryClient;
+use hostwatch_proto::v1::{
+    HostStatus, ListHostsRequest, Matcher, RangeRequest, SeriesPoints, matcher,
+};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Args)]
+pub(crate) struct QueryArgs {
+    /// Metric name, e.g. host_memory_available_bytes.
+    metric: String,
+    /// Host id.
+    #[arg(long)]
+    host: String,
+    /// How far back, e.g. 15m, 1h, 2d.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    since: Duration,
+    /// Label matcher NAME=VALUE, NAME!=VALUE, NAME=~REGEX or NAME!~REGEX; repeatable.
+    #[arg(long = "match", value_parser = parse_matcher)]
+    matchers: Vec<Matcher>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (e.g. 15m, 1h, 2d)"))?;
+    if d.is_zero() {
+        return Err("must be greater than zero".to_owned());
+    }
+    Ok(d)
+}
+
+fn parse_matcher(s: &str) -> Result<Matcher, String> {
+    // Longest operators first, so "!=" is not read as "=" after "x!".
+    for (token, op) in [
+        ("=~", matcher::Op::Regex),
+        ("!~", matcher::Op::NotRegex),
+        ("!=", matcher::Op::NotEqual),
+        ("=", matcher::Op::Equal),
+    ] {
+        if let Some((name, value)) = s.split_once(token)
+            && !name.is_empty()
+            && !name.ends_with(['!', '='])
+        {
+            return Ok(Matcher {
+                name: name.to_owned(),
+                op: op as i32,
+                value: value.to_owned(),
+            });
+        }
+    }
+    Err(format!(
+        "{s:?}: expected NAME=VALUE, NAME!=VALUE, NAME=~REGEX or NAME!~REGEX"
+    ))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// RFC 3339 UTC time of a millisecond timestamp.
+pub(crate) fn format_time(t_ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t_ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| t_ms.to_string())
+}
+
+/// Bytes in binary units, e.g. "23.5 GiB".
+pub(crate) fn format_bytes(bytes: f64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = bytes;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{value:.0} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[derive(Serialize)]
+struct HostJson<'a> {
+    host_id: &'a str,
+    up: bool,
+    connected: bool,
+    clean_shutdown: bool,
+    last_seen_ms: i64,
+    last_seen: String,
+    boot_id: &'a str,
+    hostname: &'a str,
+    os: String,
+    kernel: &'a str,
+    architecture: &'a str,
+    cpu_model: &'a str,
+    cpu_count: u32,
+    memory_total_bytes: u64,
+    agent_version: &'a str,
+}
+
+pub(crate) fn host_status_word(host: &HostStatus) -> &'static str {
+    match (host.up, host.clean_shutdown) {
+        (true, _) => "up",
+        (false, true) => "stopped",
+        (false, false) => "down",
+    }
+}
+
+pub(crate) fn hosts(config_path: &Path, json: bool) -> anyhow::Result<()> {
+    let config = ClientConfig::load(config_path)?;
+    let hosts = runtime()?.block_on(async {
+        let mut client = QueryClient::new(config.connect().await?);
+        anyhow::Ok(
+            client
+                .list_hosts(ListHostsRequest {})
+                .await?
+                .into_inner()
+                .hosts,
+        )
+    })?;
+    if json {
+        let out: Vec<HostJson<'_>> = hosts
+            .iter()
+            .map(|h| {
+                let facts = h.facts.clone().unwrap_or_default();
+                let f = h.facts.as_ref();
+                HostJson {
+                    host_id: &h.host_id,
+                    up: h.up,
+                    connected: h.connected,
+                    clean_shutdown: h.clean_shutdown,
+                    last_seen_ms: h.last_seen_ms,
+                    last_seen: format_time(h.last_seen_ms),
+                    boot_id: &h.boot_id,
+                    hostname: f.map(|f| f.hostname.as_str()).unwrap_or(""),
+                    os: format!("{} {}", facts.os_name, facts.os_version)
+                        .trim()
+                        .to_owned(),
+                    kernel: f.map(|f| f.kernel_version.as_str()).unwrap_or(""),
+                    architecture: f.map(|f| f.architecture.as_str()).unwrap_or(""),
+                    cpu_model: f.map(|f| f.cpu_model.as_str()).unwrap_or(""),
+                    cpu_count: facts.cpu_count,
+                    memory_total_bytes: facts.memory_total_bytes,
+                    agent_version: f.map(|f| f.agent_version.as_str()).unwrap_or(""),
+                }
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    let now = now_ms();
+    let mut rows = vec![[
+        "HOST".to_owned(),
+        "STATUS".to_owned(),
+        "LAST SEEN".to_owned(),
+        "OS".to_owned(),
+        "CPUS".to_owned(),
+        "MEMORY".to_owned(),
+    ]];
+    for h in &hosts {
+        let facts = h.facts.clone().unwrap_or_default();
+        let ago = Duration::from_secs(((now - h.last_seen_ms).max(0) / 1000) as u64);
+        rows.push([
+            h.host_id.clone(),
+            host_status_word(h).to_owned(),
+            format!("{} ago", humantime::format_duration(ago)),
+            format!("{} {}", facts.os_name, facts.os_version)
+                .trim()
+                .to_owned(),
+            facts.cpu_count.to_string(),
+            format_bytes(facts.memory_total_bytes as f64),
+        ]);
+    }
+    print_table(&rows);
+    Ok(())
+}
+
+fn print_table<const N: usize>(rows: &[[String; N]]) {
+    let mut widths = [0; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}
+
+#[derive(Serialize)]
+struct SeriesJson {
+    metric: String,
+    labels: BTreeMap<String, String>,
+    points: Vec<PointJson>,
+}
+
+#[derive(Serialize)]
+struct PointJson {
+    timestamp_ms: i64,
+    value: f64,
+}
+
+pub(crate) fn query(config_path: &Path, args: QueryArgs) -> anyhow::Result<()> {
+    let config = ClientConfig::load(config_path)?;
+    if args.host.is_empty() {
+        return Err(UsageError("--host must not be empty".to_owned()).into());
+    }
+    let end = now_ms() + 1;
+    let start = end - args.since.as_millis() as i64;
+    let mut matchers = vec![Matcher {
+        name: "host".to_owned(),
+        op: matcher::Op::Equal as i32,
+        value: args.host.clone(),
+    }];
+    matchers.extend(args.matchers);
+    let request = RangeRequest {
+        metric: args.metric.clone(),
+        matchers,
+        start_ms: start,
+        end_ms: end,
+    };
+    let series = runtime()?.block_on(async {
+        let mut client =
+            QueryClient::new(config.connect().await?).max_decoding_message_size(256 << 20);
+        anyhow::Ok(client.range(request).await?.into_inner().series)
+    })?;
+    if args.json {
+        let out: Vec<SeriesJson> = series.into_iter().map(series_json).collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    if series.is_empty() {
+        eprintln!(
+            "no samples of {} for host {} in the last {}",
+            args.metric,
+            args.host,
+            humantime::format_duration(args.since)
+        );
+    }
+    for s in &series {
+        let labels: Vec<String> = s
+            .labels
+            .iter()
+            .map(|l| format!("{}={:?}", l.name, l.value))
+            .collect();
+        println!("{}{{{}}}", s.metric, labels.join(","));
+        for (t, v) in s.timestamps_ms.iter().zip(&s.values) {
+            println!("  {}  {v}", format_time(*t));
+        }
+    }
+    Ok(())
+}
+
+fn series_json(s: SeriesPoints) -> SeriesJson {
+    SeriesJson {
+        metric: s.metric,
+        labels: s.labels.into_iter().map(|l| (l.name, l.value)).collect(),
+        points: s
+            .timestamps_ms
+            .into_iter()
+            .zip(s.values)
+            .map(|(timestamp_ms, value)| PointJson {
+                timestamp_ms,
+                value,
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matchers_parse_every_operator() {
+        let cases = [
+            ("device=eth0", "device", matcher::Op::Equal, "eth0"),
+            ("device!=lo", "device", matcher::Op::NotEqual, "lo"),
+            ("cpu=~[0-9]+", "cpu", matcher::Op::Regex, "[0-9]+"),
+            ("cpu!~total", "cpu", matcher::Op::NotRegex, "total"),
+            ("mountpoint=", "mountpoint", matcher::Op::Equal, ""),
+        ];
+        for (text, name, op, value) in cases {
+            let m = parse_matcher(text).unwrap();
+            assert_eq!(
+                (m.name.as_str(), m.op, m.value.as_str()),
+                (name, op as i32, value),
+                "{text}"
+            );
+        }
+        for bad in ["", "novalue", "=x", "!=x"] {
+            assert!(parse_matcher(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn durations_and_sizes_format() {
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(format_bytes(512.0), "512 B");
+        assert_eq!(format_bytes(1.5 * 1024.0 * 1024.0 * 1024.0), "1.5 GiB");
+        assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
+    }
+}
