@@ -1,0 +1,259 @@
+//! Fixtures for hostwatch's end-to-end tests: a PKI generated at test
+//! time, collectors and agents running in-process on real loopback
+//! sockets with real mutual TLS, clients, and an `eventually` helper.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use hostwatch_agent::AgentConfig;
+use hostwatch_collector::CollectorConfig;
+use hostwatch_pki::transport::{ClientTarget, connect};
+use hostwatch_pki::{Ca, Identity, IssueOptions, Role, TlsFiles, cert_stem};
+use hostwatch_proto::v1::query_client::QueryClient;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// A CA and the certificates issued from it, in a temporary directory.
+pub struct TestPki {
+    pub dir: TempDir,
+    ca: Ca,
+}
+
+impl Default for TestPki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestPki {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::generate("test CA", 2).unwrap();
+        ca.write(dir.path()).unwrap();
+        TestPki { dir, ca }
+    }
+
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// A valid certificate for `role`/`name`; collectors also get the loopback names.
+    pub fn files(&self, role: Role, name: &str) -> TlsFiles {
+        let mut options = IssueOptions::valid_for_days(1);
+        if role == Role::Collector {
+            options = options.with_local_names(None);
+        }
+        self.files_with(role, name, &options)
+    }
+
+    /// A certificate with explicit options (expired ones, say).
+    pub fn files_with(&self, role: Role, name: &str, options: &IssueOptions) -> TlsFiles {
+        let identity = Identity::new(role, name).unwrap();
+        let stem = format!("{}-{}", cert_stem(&identity), rand_suffix());
+        let (cert, key) = self
+            .ca
+            .issue(&identity, options)
+            .unwrap()
+            .write(self.dir.path(), &stem)
+            .unwrap();
+        TlsFiles {
+            ca: self.ca_path(),
+            cert,
+            key,
+        }
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A collector configuration on 127.0.0.1 with its data in `data_dir`.
+pub fn collector_config(pki: &TestPki, data_dir: &Path) -> CollectorConfig {
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n[tls]\nca = \"x\"\ncert = \"x\"\nkey = \"x\"\n",
+        data_dir.display().to_string()
+    );
+    let path = pki
+        .dir
+        .path()
+        .join(format!("collector-{}.toml", rand_suffix()));
+    std::fs::write(&path, text).unwrap();
+    let mut config = CollectorConfig::load(&path).unwrap();
+    config.tls = pki.files(Role::Collector, "test");
+    config
+}
+
+/// An agent configuration for host `host`, sampling every 200 ms.
+pub fn agent_config(
+    pki: &TestPki,
+    host: &str,
+    collector: SocketAddr,
+    state_dir: &Path,
+) -> AgentConfig {
+    let text = format!(
+        "collector = \"{collector}\"\nserver_name = \"localhost\"\ninterval = \"200ms\"\nstate_dir = {:?}\n[tls]\nca = \"x\"\ncert = \"x\"\nkey = \"x\"\n[limits]\nmax_backoff = \"500ms\"\n",
+        state_dir.display().to_string()
+    );
+    let path = pki.dir.path().join(format!("agent-{}.toml", rand_suffix()));
+    std::fs::write(&path, text).unwrap();
+    let mut config = AgentConfig::load(&path).unwrap();
+    config.tls = pki.files(Role::Agent, host);
+    config
+}
+
+/// A collector serving in this process until stopped.
+pub struct RunningCollector {
+    pub addr: SocketAddr,
+    stop: CancellationToken,
+    task: JoinHandle<Result<(), hostwatch_collector::CollectorError>>,
+}
+
+impl RunningCollector {
+    pub async fn start(config: CollectorConfig) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(config, listener)
+    }
+
+    pub fn start_on(config: CollectorConfig, listener: TcpListener) -> Self {
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(hostwatch_collector::serve(
+            config,
+            listener,
+            stop.clone().cancelled_owned(),
+        ));
+        RunningCollector { addr, stop, task }
+    }
+
+    /// Stops gracefully and waits until the database is closed.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// An agent running in this process.
+pub struct RunningAgent {
+    stop: CancellationToken,
+    task: JoinHandle<Result<(), hostwatch_agent::AgentError>>,
+}
+
+impl RunningAgent {
+    pub fn start(config: AgentConfig) -> Self {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(hostwatch_agent::run(config, stop.clone().cancelled_owned()));
+        RunningAgent { stop, task }
+    }
+
+    /// Clean stop: the agent drains and says goodbye.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+
+    /// Abrupt stop: the task is dropped mid-flight, as in a crash; no goodbye.
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+/// A channel to `addr` with `files` as client identity.
+pub async fn channel(files: TlsFiles, addr: SocketAddr) -> Result<Channel, String> {
+    let target = ClientTarget {
+        address: addr.to_string(),
+        server_name: Some("localhost".to_owned()),
+        tls: files,
+        connect_timeout: Duration::from_secs(5),
+    };
+    connect(&target)
+        .await
+        .map(|(c, _)| c)
+        .map_err(|e| e.to_string())
+}
+
+/// A Query client with an operator certificate.
+pub async fn operator(pki: &TestPki, addr: SocketAddr) -> QueryClient<Channel> {
+    QueryClient::new(
+        channel(pki.files(Role::Operator, "tester"), addr)
+            .await
+            .unwrap(),
+    )
+}
+
+/// A channel over TLS 1.3 with an arbitrary client configuration (no
+/// certificate, say), for refusal tests.
+pub async fn raw_channel(
+    config: rustls::ClientConfig,
+    addr: SocketAddr,
+) -> Result<Channel, String> {
+    let config = Arc::new(config);
+    let connector = tower::service_fn(move |_| {
+        let tls = tokio_rustls::TlsConnector::from(config.clone());
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await?;
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let stream = tls.connect(name, tcp).await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+        }
+    });
+    tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .connect_with_connector(connector)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// A rustls client configuration trusting `ca`, TLS 1.3, without a client certificate.
+pub fn client_without_certificate(ca: &Path) -> rustls::ClientConfig {
+    let pem = std::fs::read(ca).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    config
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}

@@ -1,0 +1,242 @@
+//! Agents stream samples; the collector stores them, lists hosts, and
+//! answers queries, also after a restart.
+
+use hostwatch_proto::v1::{LatestRequest, ListHostsRequest, Matcher, RangeRequest, matcher};
+use hostwatch_tests::*;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn host_matcher(host: &str) -> Matcher {
+    Matcher {
+        name: "host".into(),
+        op: matcher::Op::Equal as i32,
+        value: host.into(),
+    }
+}
+
+async fn range_points(
+    client: &mut hostwatch_proto::v1::query_client::QueryClient<tonic::transport::Channel>,
+    metric: &str,
+    host: &str,
+) -> usize {
+    let response = client
+        .range(RangeRequest {
+            metric: metric.into(),
+            matchers: vec![host_matcher(host)],
+            start_ms: now_ms() - 600_000,
+            end_ms: now_ms() + 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    response.series.iter().map(|s| s.values.len()).sum()
+}
+
+#[tokio::test]
+async fn two_agents_are_listed_up_and_their_samples_queryable() {
+    let pki = TestPki::new();
+    let data = tempfile::tempdir().unwrap();
+    let collector = RunningCollector::start(collector_config(&pki, data.path())).await;
+    let state = tempfile::tempdir().unwrap();
+    let a = RunningAgent::start(agent_config(&pki, "alpha", collector.addr, state.path()));
+    let b = RunningAgent::start(agent_config(&pki, "beta", collector.addr, state.path()));
+    let mut client = operator(&pki, collector.addr).await;
+
+    for host in ["alpha", "beta"] {
+        eventually(WAIT, &format!("3 samples of {host}"), || {
+            let mut client = client.clone();
+            async move {
+                (range_points(&mut client, "host_memory_available_bytes", host).await >= 3)
+                    .then_some(())
+            }
+        })
+        .await;
+    }
+    let hosts = client
+        .list_hosts(ListHostsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .hosts;
+    let ids: Vec<&str> = hosts.iter().map(|h| h.host_id.as_str()).collect();
+    assert_eq!(ids, ["alpha", "beta"]);
+    for host in &hosts {
+        assert!(host.up && host.connected, "{host:?}");
+        let facts = host.facts.as_ref().expect("facts");
+        assert!(
+            facts.cpu_count > 0 && facts.memory_total_bytes > 0,
+            "{facts:?}"
+        );
+        assert!(!host.boot_id.is_empty());
+    }
+    let latest = client
+        .latest(LatestRequest {
+            host_id: "alpha".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .values;
+    let available = latest
+        .iter()
+        .find(|v| v.metric == "host_memory_available_bytes")
+        .expect("memory in latest");
+    assert!(available.value > 0.0);
+    assert!(latest.iter().all(|v| {
+        v.labels
+            .iter()
+            .any(|l| l.name == "host" && l.value == "alpha")
+    }));
+
+    a.stop().await;
+    b.stop().await;
+    collector.stop().await;
+}
+
+#[tokio::test]
+async fn restarted_collector_still_serves_earlier_samples() {
+    let pki = TestPki::new();
+    let data = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let config = collector_config(&pki, data.path());
+    let collector = RunningCollector::start(config.clone()).await;
+    let agent = RunningAgent::start(agent_config(&pki, "gamma", collector.addr, state.path()));
+    let mut client = operator(&pki, collector.addr).await;
+    eventually(WAIT, "samples of gamma", || {
+        let mut client = client.clone();
+        async move { (range_points(&mut client, "host_load1", "gamma").await >= 3).then_some(()) }
+    })
+    .await;
+    agent.stop().await;
+    let stored = range_points(&mut client, "host_load1", "gamma").await;
+    collector.stop().await;
+
+    let collector = RunningCollector::start(config).await;
+    let mut client = operator(&pki, collector.addr).await;
+    assert_eq!(
+        range_points(&mut client, "host_load1", "gamma").await,
+        stored
+    );
+    let hosts = client
+        .list_hosts(ListHostsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .hosts;
+    assert_eq!(hosts[0].host_id, "gamma");
+    assert!(!hosts[0].connected);
+    assert!(
+        hosts[0].clean_shutdown,
+        "the agent said goodbye before the restart"
+    );
+    collector.stop().await;
+}
+
+#[tokio::test]
+async fn stopped_or_killed_agents_turn_down_after_the_timeout() {
+    let pki = TestPki::new();
+    let data = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let mut config = collector_config(&pki, data.path());
+    config.host_down_after = Duration::from_secs(1);
+    let collector = RunningCollector::start(config).await;
+    let stopped = RunningAgent::start(agent_config(&pki, "stopped", collector.addr, state.path()));
+    let killed = RunningAgent::start(agent_config(&pki, "killed", collector.addr, state.path()));
+    let mut client = operator(&pki, collector.addr).await;
+    let status =
+        |client: &mut hostwatch_proto::v1::query_client::QueryClient<tonic::transport::Channel>| {
+            let mut client = client.clone();
+            async move {
+                client
+                    .list_hosts(ListHostsRequest {})
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .hosts
+            }
+        };
+    eventually(WAIT, "both hosts up", || {
+        let fut = status(&mut client);
+        async move { (fut.await.iter().filter(|h| h.up).count() == 2).then_some(()) }
+    })
+    .await;
+
+    stopped.stop().await;
+    killed.kill().await;
+    // Still up right after: the timeout has not passed.
+    let hosts = status(&mut client).await;
+    assert!(hosts.iter().all(|h| h.up), "{hosts:?}");
+    let hosts = eventually(WAIT, "both hosts down", || {
+        let fut = status(&mut client);
+        async move {
+            let hosts = fut.await;
+            hosts.iter().all(|h| !h.up && !h.connected).then_some(hosts)
+        }
+    })
+    .await;
+    let clean: Vec<(&str, bool)> = hosts
+        .iter()
+        .map(|h| (h.host_id.as_str(), h.clean_shutdown))
+        .collect();
+    assert_eq!(clean, [("killed", false), ("stopped", true)]);
+    collector.stop().await;
+}
+
+#[tokio::test]
+async fn operators_get_clear_errors_for_bad_queries() {
+    let pki = TestPki::new();
+    let data = tempfile::tempdir().unwrap();
+    let collector = RunningCollector::start(collector_config(&pki, data.path())).await;
+    let mut client = operator(&pki, collector.addr).await;
+    let bad = [
+        RangeRequest {
+            metric: "".into(),
+            matchers: vec![],
+            start_ms: 0,
+            end_ms: 1,
+        },
+        RangeRequest {
+            metric: "m".into(),
+            matchers: vec![],
+            start_ms: 5,
+            end_ms: 5,
+        },
+        RangeRequest {
+            metric: "m".into(),
+            matchers: vec![Matcher {
+                name: "a".into(),
+                op: matcher::Op::Regex as i32,
+                value: "(".into(),
+            }],
+            start_ms: 0,
+            end_ms: 1,
+        },
+        RangeRequest {
+            metric: "m".into(),
+            matchers: vec![Matcher {
+                name: "a".into(),
+                op: 99,
+                value: "x".into(),
+            }],
+            start_ms: 0,
+            end_ms: 1,
+        },
+    ];
+    for request in bad {
+        let status = client.range(request.clone()).await.unwrap_err();
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{request:?}: {status:?}"
+        );
+    }
+    let status = client
+        .latest(LatestRequest {
+            host_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    collector.stop().await;
+}
