@@ -15,17 +15,18 @@ const ENV_PREFIX: &str = "HOSTWATCH_CLI";
 /// `cli.toml`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct ClientConfig {
+pub struct ClientConfig {
     /// `host:port` of the collector.
-    pub(crate) collector: String,
+    pub collector: String,
     /// Name the collector's certificate must carry; default: the host of `collector`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) server_name: Option<String>,
-    pub(crate) tls: TlsFiles,
+    pub server_name: Option<String>,
+    pub tls: TlsFiles,
 }
 
 impl ClientConfig {
-    pub(crate) fn load(path: &Path) -> Result<Self, ConfigError> {
+    /// Reads `path`; relative paths in it are relative to its directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let mut config: ClientConfig = hostwatch_pki::config::load(path, ENV_PREFIX)?;
         config.tls = config.tls.resolve(&base_dir(path));
         if !config.collector.contains(':') {
@@ -38,7 +39,7 @@ impl ClientConfig {
     }
 
     /// An operator's channel to the collector.
-    pub(crate) async fn connect(&self) -> anyhow::Result<Channel> {
+    pub async fn connect(&self) -> anyhow::Result<Channel> {
         let target = ClientTarget {
             address: self.collector.clone(),
             server_name: self.server_name.clone(),

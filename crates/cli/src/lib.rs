@@ -9,9 +9,11 @@
 //! - `read`: `hosts` and `query`, as tables or JSON.
 
 mod certs;
-mod client;
+pub mod client;
 mod quickstart;
 mod read;
+
+pub use client::ClientConfig;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

@@ -1,5 +1,7 @@
 //! End-to-end tests: collectors and agents in this process, over real
 //! loopback sockets with real mutual TLS and certificates made at test time.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod auth;
 mod ingest;

@@ -1,0 +1,254 @@
+//! The `hostwatch` binary: certificates, the quick start scenario of the
+//! README, and clear errors with exit status 64 (usage, configuration) or 1.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn hostwatch(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hostwatch"))
+        .args(args)
+        .env_remove("HOSTWATCH_CONFIG")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn certs_init_and_issue_write_files_and_refuse_mistakes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = path(dir.path());
+    let out = hostwatch(&[
+        "certs", "issue", "--role", "agent", "--name", "web1", "--dir", d,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "issuing without a CA");
+    assert!(
+        text(&out.stderr).contains("ca.pem"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    assert!(hostwatch(&["certs", "init", "--dir", d]).status.success());
+    let again = hostwatch(&["certs", "init", "--dir", d]);
+    assert_eq!(again.status.code(), Some(64));
+    assert!(
+        text(&again.stderr).contains("refusing"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    let out = hostwatch(&[
+        "certs", "issue", "--role", "agent", "--name", "web1", "--dir", d,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        dir.path().join("agent-web1.pem").exists() && dir.path().join("agent-web1.key").exists()
+    );
+    let out = hostwatch(&[
+        "certs",
+        "issue",
+        "--role",
+        "collector",
+        "--name",
+        "main",
+        "--dir",
+        d,
+        "--dns",
+        "collector.example.com",
+        "--ip",
+        "10.0.0.1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    for (args, needle) in [
+        (
+            vec![
+                "certs", "issue", "--role", "root", "--name", "x", "--dir", d,
+            ],
+            "role",
+        ),
+        (
+            vec![
+                "certs", "issue", "--role", "agent", "--name", "a/b", "--dir", d,
+            ],
+            "a/b",
+        ),
+        (
+            vec![
+                "certs", "issue", "--role", "agent", "--name", "x", "--dir", d, "--days", "0",
+            ],
+            "--days",
+        ),
+        (
+            vec![
+                "certs", "issue", "--role", "agent", "--name", "x", "--dir", d, "--ip", "nope",
+            ],
+            "nope",
+        ),
+    ] {
+        let out = hostwatch(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(64),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(needle),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn reading_commands_need_a_usable_client_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = hostwatch(&["hosts"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        text(&out.stderr).contains("--config"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let missing = dir.path().join("cli.toml");
+    let out = hostwatch(&["--config", path(&missing), "hosts"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(text(&out.stderr).contains("cli.toml"));
+
+    std::fs::write(
+        &missing,
+        "collector = \"127.0.0.1:1\"\ntimeout = 3\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n",
+    )
+    .unwrap();
+    let out = hostwatch(&["--config", path(&missing), "hosts"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        text(&out.stderr).contains("timeout"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = hostwatch(&[
+        "--config",
+        path(&missing),
+        "query",
+        "m",
+        "--host",
+        "h",
+        "--since",
+        "soon",
+    ]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(text(&out.stderr).contains("soon"), "{}", text(&out.stderr));
+
+    let out = hostwatch(&["quickstart", "--dir", path(dir.path()), "--duration", "0"]);
+    assert_eq!(out.status.code(), Some(64));
+}
+
+#[test]
+fn quick_start_then_collector_serves_hosts_and_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("qs");
+    let out = hostwatch(&["quickstart", "--dir", path(&d), "--duration", "6"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let host = std::fs::read_dir(d.join("certs"))
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().into_string().ok())
+        .find_map(|n| {
+            n.strip_prefix("agent-")
+                .and_then(|n| n.strip_suffix(".pem"))
+                .map(str::to_owned)
+        })
+        .unwrap();
+    assert!(stdout.contains(&format!("{host} up")), "{stdout}");
+    assert!(
+        stdout.contains("memory") && stdout.contains("available"),
+        "{stdout}"
+    );
+
+    // The collector alone, on the quick start's files, serves what was stored.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let config = hostwatch_collector::CollectorConfig::load(&d.join("collector.toml")).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let collector = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+        tokio::spawn(hostwatch_collector::serve(
+            config,
+            listener,
+            stop.clone().cancelled_owned(),
+        ))
+    });
+    let cli = d.join("cli.toml");
+    let hosts = hostwatch(&["--config", path(&cli), "hosts", "--json"]);
+    assert!(hosts.status.success(), "{}", text(&hosts.stderr));
+    assert!(
+        text(&hosts.stdout).contains(&format!("\"host_id\": \"{host}\"")),
+        "{}",
+        text(&hosts.stdout)
+    );
+    let query = hostwatch(&[
+        "--config",
+        path(&cli),
+        "query",
+        "host_memory_available_bytes",
+        "--host",
+        &host,
+        "--json",
+    ]);
+    assert!(query.status.success(), "{}", text(&query.stderr));
+    let json = text(&query.stdout);
+    assert!(
+        json.contains("\"metric\": \"host_memory_available_bytes\"") && json.contains("\"value\""),
+        "{json}"
+    );
+    stop.cancel();
+    runtime.block_on(collector).unwrap().unwrap();
+
+    // Run again on the same directory: reuses the PKI and keeps the data.
+    let ca_before = std::fs::read(d.join("certs/ca.pem")).unwrap();
+    let out = hostwatch(&["quickstart", "--dir", path(&d), "--duration", "3"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(d.join("certs/ca.pem")).unwrap(), ca_before);
+
+    // With the collector gone, reading fails with a message, exit 1.
+    let out = hostwatch(&["--config", path(&cli), "hosts"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("cannot connect"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn quick_start_reports_a_port_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    std::fs::create_dir_all(d.join("certs")).unwrap();
+    std::fs::write(
+        d.join("collector.toml"),
+        format!("listen = \"{addr}\"\ndata_dir = \"data\"\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/collector-quickstart.pem\"\nkey = \"certs/collector-quickstart.key\"\n"),
+    )
+    .unwrap();
+    let out = hostwatch(&["quickstart", "--dir", path(d), "--duration", "2"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains(&addr.to_string()),
+        "{}",
+        text(&out.stderr)
+    );
+}
