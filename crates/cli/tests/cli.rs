@@ -182,14 +182,14 @@ fn quick_start_then_collector_serves_hosts_and_queries() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let config = hostwatch_collector::CollectorConfig::load(&d.join("collector.toml")).unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
-    let collector = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
-        tokio::spawn(hostwatch_collector::serve(
-            config,
-            listener,
-            stop.clone().cancelled_owned(),
-        ))
-    });
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(config.listen))
+        .unwrap();
+    let collector = runtime.spawn(hostwatch_collector::serve(
+        config,
+        listener,
+        stop.clone().cancelled_owned(),
+    ));
     let cli = d.join("cli.toml");
     let hosts = hostwatch(&["--config", path(&cli), "hosts", "--json"]);
     assert!(hosts.status.success(), "{}", text(&hosts.stderr));
