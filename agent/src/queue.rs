@@ -52,6 +52,7 @@ impl Queue {
             seq,
             series,
             dropped_batches_total: inner.dropped_total,
+            processes: Vec::new(),
         };
         let size = batch.encoded_len();
         inner.bytes += size;

@@ -5,11 +5,28 @@ use hostwatch_proto::v1 as pb;
 use hostwatch_tsdb as tsdb;
 use tonic::Status;
 
+/// Most processes one snapshot may list.
+const MAX_SNAPSHOT_PROCESSES: usize = 256;
+/// Longest process name, user or command accepted, in bytes.
+const MAX_PROCESS_TEXT: usize = 4096;
+
 /// A batch from the wire, for `host` (from the certificate) and the
 /// stream's spool id. Series whose timestamp and value arrays differ in
-/// length are malformed; they are counted and left out, not guessed at.
+/// length, and process snapshots that are too large or hold non-finite
+/// figures, are malformed: counted and left out, not guessed at.
 pub(crate) fn batch(host: &str, source: u64, batch: pb::Batch) -> (tsdb::Batch, u64) {
     let mut malformed = 0;
+    let processes = batch
+        .processes
+        .into_iter()
+        .filter_map(|s| match process_snapshot(s) {
+            Some(s) => Some(s),
+            None => {
+                malformed += 1;
+                None
+            }
+        })
+        .collect();
     let series = batch
         .series
         .into_iter()
@@ -36,8 +53,58 @@ pub(crate) fn batch(host: &str, source: u64, batch: pb::Batch) -> (tsdb::Batch, 
         source,
         seq: batch.seq,
         series,
+        processes,
     };
     (batch, malformed)
+}
+
+fn process_snapshot(snapshot: pb::ProcessSnapshot) -> Option<tsdb::ProcessSnapshot> {
+    if snapshot.processes.len() > MAX_SNAPSHOT_PROCESSES {
+        return None;
+    }
+    let processes = snapshot
+        .processes
+        .into_iter()
+        .map(|p| {
+            let sane = p.cpu_cores.is_finite()
+                && p.cpu_cores >= 0.0
+                && [&p.name, &p.command, &p.user]
+                    .iter()
+                    .all(|t| t.len() <= MAX_PROCESS_TEXT);
+            sane.then_some(tsdb::ProcessInfo {
+                pid: p.pid,
+                name: p.name,
+                command: p.command,
+                user: p.user,
+                cpu_cores: p.cpu_cores,
+                rss_bytes: p.rss_bytes,
+                start_time_ms: p.start_time_ms,
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(tsdb::ProcessSnapshot {
+        t_ms: snapshot.timestamp_ms,
+        processes,
+    })
+}
+
+pub(crate) fn process_snapshot_out(snapshot: tsdb::ProcessSnapshot) -> pb::ProcessSnapshot {
+    pb::ProcessSnapshot {
+        timestamp_ms: snapshot.t_ms,
+        processes: snapshot
+            .processes
+            .into_iter()
+            .map(|p| pb::ProcessInfo {
+                pid: p.pid,
+                name: p.name,
+                command: p.command,
+                user: p.user,
+                cpu_cores: p.cpu_cores,
+                rss_bytes: p.rss_bytes,
+                start_time_ms: p.start_time_ms,
+            })
+            .collect(),
+    }
 }
 
 fn label(l: pb::Label) -> tsdb::Label {
@@ -132,9 +199,35 @@ mod tests {
                 },
             ],
             dropped_batches_total: 0,
+            processes: vec![
+                pb::ProcessSnapshot {
+                    timestamp_ms: 1,
+                    processes: vec![pb::ProcessInfo {
+                        cpu_cores: f64::NAN,
+                        ..Default::default()
+                    }],
+                },
+                pb::ProcessSnapshot {
+                    timestamp_ms: 2,
+                    processes: vec![pb::ProcessInfo::default(); MAX_SNAPSHOT_PROCESSES + 1],
+                },
+                pb::ProcessSnapshot {
+                    timestamp_ms: 3,
+                    processes: vec![pb::ProcessInfo {
+                        name: "x".repeat(MAX_PROCESS_TEXT + 1),
+                        ..Default::default()
+                    }],
+                },
+                pb::ProcessSnapshot {
+                    timestamp_ms: 4,
+                    processes: vec![pb::ProcessInfo::default()],
+                },
+            ],
         };
         let (batch, malformed) = batch("h", 9, wire);
-        assert_eq!(malformed, 3);
+        assert_eq!(malformed, 3 + 3);
+        assert_eq!(batch.processes.len(), 1);
+        assert_eq!(batch.processes[0].t_ms, 4);
         assert_eq!(batch.series.len(), 1);
         assert_eq!((batch.host.as_str(), batch.source, batch.seq), ("h", 9, 3));
     }

@@ -7,7 +7,8 @@ use crate::server::Shared;
 use hostwatch_pki::Role;
 use hostwatch_proto::v1::query_server::Query;
 use hostwatch_proto::v1::{
-    LatestRequest, LatestResponse, ListHostsRequest, ListHostsResponse, RangeRequest, RangeResponse,
+    LatestRequest, LatestResponse, ListHostsRequest, ListHostsResponse, ProcessesRequest,
+    ProcessesResponse, RangeRequest, RangeResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -87,6 +88,28 @@ impl Query for QueryService {
         }
         Ok(Response::new(RangeResponse {
             series: data.into_iter().map(convert::series_data).collect(),
+        }))
+    }
+
+    async fn processes(
+        &self,
+        request: Request<ProcessesRequest>,
+    ) -> Result<Response<ProcessesResponse>, Status> {
+        auth::require(&request, Role::Operator)?;
+        let request = request.into_inner();
+        if request.host_id.is_empty() {
+            return Err(Status::invalid_argument("host_id is required"));
+        }
+        let at_ms = if request.at_ms == 0 {
+            i64::MAX
+        } else {
+            request.at_ms
+        };
+        let snapshot = self
+            .blocking(move |store| store.process_snapshot_at(&request.host_id, at_ms))
+            .await?;
+        Ok(Response::new(ProcessesResponse {
+            snapshot: snapshot.map(convert::process_snapshot_out),
         }))
     }
 }

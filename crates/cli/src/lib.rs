@@ -6,7 +6,7 @@
 //! - `client`: `cli.toml` and the mTLS connection to the collector;
 //! - `certs`: `hostwatch certs init|issue`;
 //! - `quickstart`: PKI, configs, collector and agent in one process;
-//! - `read`: `hosts` and `query`, as tables or JSON.
+//! - `read`: `hosts`, `query` and `processes`, as tables or JSON.
 
 mod certs;
 pub mod client;
@@ -57,6 +57,8 @@ enum Command {
     },
     /// Show the samples of a metric of one host.
     Query(read::QueryArgs),
+    /// Show the top processes of one host, now or at a past time.
+    Processes(read::ProcessesArgs),
 }
 
 /// The whole program; `main.rs` only calls this.
@@ -89,5 +91,6 @@ fn dispatch(args: Args) -> anyhow::Result<()> {
         Command::Quickstart(q) => quickstart::run(q),
         Command::Hosts { json } => read::hosts(&client::config_path(args.config)?, json),
         Command::Query(q) => read::query(&client::config_path(args.config)?, q),
+        Command::Processes(p) => read::processes(&client::config_path(args.config)?, p),
     }
 }

@@ -6,7 +6,8 @@ use crate::client::ClientConfig;
 use clap::Args;
 use hostwatch_proto::v1::query_client::QueryClient;
 use hostwatch_proto::v1::{
-    HostStatus, ListHostsRequest, Matcher, RangeRequest, SeriesPoints, matcher,
+    HostStatus, ListHostsRequest, Matcher, ProcessInfo, ProcessesRequest, RangeRequest,
+    SeriesPoints, matcher,
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -29,6 +30,37 @@ pub(crate) struct QueryArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct ProcessesArgs {
+    /// Host id.
+    #[arg(long)]
+    host: String,
+    /// A past moment: an RFC 3339 time (2026-11-23T10:00:00Z) or a time
+    /// ago (15m); default: the newest snapshot.
+    #[arg(long, value_parser = parse_moment)]
+    at: Option<i64>,
+    /// Order by cpu or memory.
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "memory"])]
+    sort: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Milliseconds since the Unix epoch of an RFC 3339 time or of "DURATION ago".
+fn parse_moment(s: &str) -> Result<i64, String> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        let d = t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|_| format!("{s:?} is before 1970"))?;
+        return Ok(d.as_millis() as i64);
+    }
+    let ago = parse_duration(s).map_err(|_| {
+        format!("{s:?}: expected an RFC 3339 time (2026-11-23T10:00:00Z) or a time ago (15m)")
+    })?;
+    Ok(now_ms() - ago.as_millis() as i64)
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -281,6 +313,81 @@ pub(crate) fn query(config_path: &Path, args: QueryArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[derive(Serialize)]
+struct ProcessJson<'a> {
+    pid: u32,
+    name: &'a str,
+    user: &'a str,
+    cpu_cores: f64,
+    rss_bytes: u64,
+    start_time_ms: i64,
+    command: &'a str,
+}
+
+pub(crate) fn processes(config_path: &Path, args: ProcessesArgs) -> anyhow::Result<()> {
+    let config = ClientConfig::load(config_path)?;
+    let request = ProcessesRequest {
+        host_id: args.host.clone(),
+        at_ms: args.at.unwrap_or(0),
+    };
+    let snapshot = runtime()?.block_on(async {
+        let mut client = QueryClient::new(config.connect().await?);
+        anyhow::Ok(client.processes(request).await?.into_inner().snapshot)
+    })?;
+    let Some(snapshot) = snapshot else {
+        if args.json {
+            println!("null");
+        } else {
+            eprintln!("no process snapshot of host {} at that time", args.host);
+        }
+        return Ok(());
+    };
+    let mut procs: Vec<&ProcessInfo> = snapshot.processes.iter().collect();
+    if args.sort == "memory" {
+        procs.sort_by_key(|p| std::cmp::Reverse(p.rss_bytes));
+    } else {
+        procs.sort_by(|a, b| b.cpu_cores.total_cmp(&a.cpu_cores));
+    }
+    if args.json {
+        let out: Vec<ProcessJson<'_>> = procs
+            .iter()
+            .map(|p| ProcessJson {
+                pid: p.pid,
+                name: &p.name,
+                user: &p.user,
+                cpu_cores: p.cpu_cores,
+                rss_bytes: p.rss_bytes,
+                start_time_ms: p.start_time_ms,
+                command: &p.command,
+            })
+            .collect();
+        let doc = serde_json::json!({ "timestamp_ms": snapshot.timestamp_ms, "processes": out });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    println!("{} at {}", args.host, format_time(snapshot.timestamp_ms));
+    let mut rows = vec![[
+        "PID".to_owned(),
+        "USER".to_owned(),
+        "CPU".to_owned(),
+        "RSS".to_owned(),
+        "NAME".to_owned(),
+        "COMMAND".to_owned(),
+    ]];
+    for p in procs {
+        rows.push([
+            p.pid.to_string(),
+            p.user.clone(),
+            format!("{:.0}%", p.cpu_cores * 100.0),
+            format_bytes(p.rss_bytes as f64),
+            p.name.clone(),
+            p.command.chars().take(80).collect(),
+        ]);
+    }
+    print_table(&rows);
+    Ok(())
+}
+
 fn series_json(s: SeriesPoints) -> SeriesJson {
     SeriesJson {
         metric: s.metric,
@@ -321,6 +428,14 @@ mod tests {
         for bad in ["", "novalue", "=x", "!=x"] {
             assert!(parse_matcher(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn moments_parse_as_times_or_durations_ago() {
+        assert_eq!(parse_moment("1970-01-01T00:00:01Z").unwrap(), 1000);
+        let ago = parse_moment("10m").unwrap();
+        assert!((now_ms() - ago - 600_000).abs() < 5_000);
+        assert!(parse_moment("yesterday-ish").is_err());
     }
 
     #[test]

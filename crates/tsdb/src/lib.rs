@@ -16,7 +16,7 @@ mod store;
 
 pub use model::{
     AppendOutcome, Batch, HOST_LABEL, Label, MAX_LABEL_VALUE_LEN, MAX_LABELS, MAX_NAME_LEN,
-    Matcher, Point, Rejections, SeriesData, SeriesInput, SeriesKey,
+    Matcher, Point, ProcessInfo, ProcessSnapshot, Rejections, SeriesData, SeriesInput, SeriesKey,
 };
 pub use store::{Clock, Options, Store};
 

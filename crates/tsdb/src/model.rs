@@ -198,6 +198,28 @@ pub struct Batch {
     /// The batch's sequence number.
     pub seq: u64,
     pub series: Vec<SeriesInput>,
+    /// Top-process snapshots taken while sampling this batch.
+    pub processes: Vec<ProcessSnapshot>,
+}
+
+/// The top processes of a host at one moment (an event, not series).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ProcessSnapshot {
+    pub t_ms: i64,
+    pub processes: Vec<ProcessInfo>,
+}
+
+/// One process of a snapshot.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub name: String,
+    pub command: String,
+    pub user: String,
+    /// Cores in use (1.0 = one core busy).
+    pub cpu_cores: f64,
+    pub rss_bytes: u64,
+    pub start_time_ms: i64,
 }
 
 /// Why samples of a batch were not stored, counted per reason.

@@ -4,19 +4,21 @@
 //! - `series`: encoded [`SeriesKey`] -> series id (u64 BE);
 //! - `series_by_id`: series id -> encoded key;
 //! - `host_series`: host, NUL, series id -> empty (a host's series);
-//! - `data`: `P` + series id + time -> value, and `Q` + host + NUL + source
-//!   -> highest sequence stored. Samples and the sequence of their batch are
-//!   written in one atomic sled batch, so a batch is either wholly stored and
+//! - `data`: `P` + series id + time -> value; `S` + host + NUL + time ->
+//!   process snapshot (postcard); `Q` + host + NUL + source -> highest
+//!   sequence stored. A batch's samples, snapshots and sequence are written
+//!   in one atomic sled batch, so a batch is either wholly stored and
 //!   recognized as such on replay, or not at all.
 
 use crate::TsdbError;
-use crate::model::{AppendOutcome, Batch, Matcher, Point, SeriesData, SeriesKey};
+use crate::model::{AppendOutcome, Batch, Matcher, Point, ProcessSnapshot, SeriesData, SeriesKey};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const SAMPLE: u8 = b'P';
 const SEQUENCE: u8 = b'Q';
+const SNAPSHOT: u8 = b'S';
 
 /// A source of wall-clock time in milliseconds since the Unix epoch.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -167,6 +169,17 @@ impl Store {
                     .get_or_insert_with(|| format!("{key}: sample {point:?} rejected"));
             }
         }
+        for snapshot in &batch.processes {
+            if snapshot.t_ms > newest {
+                outcome.rejected.future += 1;
+            } else if snapshot.t_ms < oldest {
+                outcome.rejected.too_old += 1;
+            } else {
+                let encoded = postcard::to_stdvec(snapshot)
+                    .map_err(|e| TsdbError::Invalid(format!("process snapshot: {e}")))?;
+                writes.insert(snapshot_key(&batch.host, snapshot.t_ms), encoded);
+            }
+        }
         writes.insert(seq_key, &batch.seq.to_be_bytes()[..]);
         self.data.apply_batch(writes)?;
         self.db.flush()?;
@@ -277,6 +290,36 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The newest process snapshot of `host` at or before `at_ms`.
+    pub fn process_snapshot_at(
+        &self,
+        host: &str,
+        at_ms: i64,
+    ) -> Result<Option<ProcessSnapshot>, TsdbError> {
+        let Some(entry) = self
+            .data
+            .range(snapshot_key(host, i64::MIN)..=snapshot_key(host, at_ms))
+            .next_back()
+        else {
+            return Ok(None);
+        };
+        let (_, value) = entry?;
+        postcard::from_bytes(&value)
+            .map(Some)
+            .map_err(|e| TsdbError::Corrupt(format!("process snapshot of {host}: {e}")))
+    }
+}
+
+fn snapshot_key(host: &str, t_ms: i64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(host.len() + 10);
+    key.push(SNAPSHOT);
+    key.extend_from_slice(host.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&order_preserving(t_ms).to_be_bytes());
+    key
+}
+
 fn sample_key(id: u64, t_ms: i64) -> [u8; 17] {
     let mut key = [0u8; 17];
     key[0] = SAMPLE;
@@ -357,6 +400,7 @@ mod tests {
                     .map(|&(t_ms, value)| Point { t_ms, value })
                     .collect(),
             }],
+            processes: vec![],
         }
     }
 
@@ -460,11 +504,56 @@ mod tests {
                 source: 1,
                 seq: 1,
                 series,
+                processes: vec![],
             })
             .unwrap();
         assert_eq!(out.stored, 3);
         assert_eq!(out.rejected.series_limit, 2);
         assert!(out.first_error.unwrap().contains("limit of 3 series"));
+    }
+
+    #[test]
+    fn process_snapshots_are_found_at_or_before_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let snapshot = |t_ms, pid| ProcessSnapshot {
+            t_ms,
+            processes: vec![crate::ProcessInfo {
+                pid,
+                name: "nginx".into(),
+                command: "nginx -g daemon off;".into(),
+                user: "www-data".into(),
+                cpu_cores: 1.5,
+                rss_bytes: 1 << 20,
+                start_time_ms: NOW - 1000,
+            }],
+        };
+        let mut b = batch("a", 1, &[]);
+        b.processes = vec![snapshot(NOW - 20, 1), snapshot(NOW - 10, 2)];
+        store.append(&b).unwrap();
+        let mut other = batch("ab", 1, &[]);
+        other.processes = vec![snapshot(NOW - 15, 3)];
+        store.append(&other).unwrap();
+        assert_eq!(
+            store
+                .process_snapshot_at("a", NOW)
+                .unwrap()
+                .unwrap()
+                .processes[0]
+                .pid,
+            2
+        );
+        assert_eq!(
+            store
+                .process_snapshot_at("a", NOW - 11)
+                .unwrap()
+                .unwrap()
+                .processes[0]
+                .pid,
+            1
+        );
+        assert!(store.process_snapshot_at("a", NOW - 21).unwrap().is_none());
+        assert!(store.process_snapshot_at("b", NOW).unwrap().is_none());
     }
 
     #[test]

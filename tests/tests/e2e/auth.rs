@@ -88,8 +88,7 @@ async fn operators_may_not_ingest_and_agents_only_for_their_own_host() {
     let batch = AgentMessage {
         kind: Some(Kind::Batch(Batch {
             seq: 1,
-            series: vec![],
-            dropped_batches_total: 0,
+            ..Default::default()
         })),
     };
 

@@ -240,3 +240,104 @@ async fn operators_get_clear_errors_for_bad_queries() {
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     collector.stop().await;
 }
+
+#[tokio::test]
+async fn process_snapshots_round_trip_and_replays_are_stored_once() {
+    use hostwatch_pki::Role;
+    use hostwatch_proto::v1::agent_message::Kind;
+    use hostwatch_proto::v1::collector_message::Kind as Reply;
+    use hostwatch_proto::v1::ingest_client::IngestClient;
+    use hostwatch_proto::v1::{
+        AgentMessage, Batch, Hello, ProcessInfo, ProcessSnapshot, ProcessesRequest, SeriesPoints,
+    };
+
+    let pki = TestPki::new();
+    let data = tempfile::tempdir().unwrap();
+    let collector = RunningCollector::start(collector_config(&pki, data.path())).await;
+    let now = now_ms();
+    let batch = Batch {
+        seq: 1,
+        series: vec![SeriesPoints {
+            metric: "host_load1".into(),
+            labels: vec![],
+            timestamps_ms: vec![now - 1000],
+            values: vec![0.5],
+        }],
+        dropped_batches_total: 0,
+        processes: vec![ProcessSnapshot {
+            timestamp_ms: now - 1000,
+            processes: vec![ProcessInfo {
+                pid: 42,
+                name: "busy".into(),
+                command: "busy --loop".into(),
+                user: "root".into(),
+                cpu_cores: 0.97,
+                rss_bytes: 1 << 20,
+                start_time_ms: now - 60_000,
+            }],
+        }],
+    };
+    let files = pki.files(Role::Agent, "delta");
+    // The same batch twice, on two streams: a replay after a lost ack.
+    for _ in 0..2 {
+        let agent = channel(files.clone(), collector.addr).await.unwrap();
+        let messages = vec![
+            AgentMessage {
+                kind: Some(Kind::Hello(Hello {
+                    host_id: "delta".into(),
+                    spool_id: 5,
+                    ..Default::default()
+                })),
+            },
+            AgentMessage {
+                kind: Some(Kind::Batch(batch.clone())),
+            },
+        ];
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        for m in messages {
+            tx.send(m).await.unwrap();
+        }
+        let mut replies = IngestClient::new(agent)
+            .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(matches!(
+            replies.message().await.unwrap().unwrap().kind,
+            Some(Reply::Welcome(_))
+        ));
+        let ack = replies.message().await.unwrap().unwrap();
+        assert!(
+            matches!(ack.kind, Some(Reply::Ack(a)) if a.seq == 1),
+            "{ack:?}"
+        );
+        drop(tx);
+    }
+    let mut client = operator(&pki, collector.addr).await;
+    assert_eq!(
+        range_points(&mut client, "host_load1", "delta").await,
+        1,
+        "replay stored twice"
+    );
+    let snapshot = client
+        .processes(ProcessesRequest {
+            host_id: "delta".into(),
+            at_ms: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .expect("a snapshot");
+    assert_eq!(snapshot.processes[0].name, "busy");
+    let before = client
+        .processes(ProcessesRequest {
+            host_id: "delta".into(),
+            at_ms: now - 5000,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(before.snapshot.is_none());
+    collector.stop().await;
+}
