@@ -5,6 +5,8 @@ use anyhow::Context;
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::watch;
 
 /// hostwatch's agent: samples this host and streams the samples to the
 /// collector over mutual TLS.
@@ -31,7 +33,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    match run(config) {
+    match run(config, args.config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hostwatch-agent: {e:#}");
@@ -40,15 +42,39 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(config: AgentConfig) -> anyhow::Result<()> {
+fn run(config: AgentConfig, path: PathBuf) -> anyhow::Result<()> {
     // One thread: the agent's work is a few reads of /proc per interval.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    runtime.block_on(crate::run(
-        config,
-        hostwatch_pki::process::shutdown_signal(),
-    ))?;
-    Ok(())
+    runtime.block_on(async {
+        // Before anything else: without a handler, SIGHUP would end the process.
+        let hangups = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+        let (configs, receiver) = watch::channel(config);
+        tokio::spawn(reload_on_hangup(hangups, path, configs));
+        crate::run_reloadable(receiver, hostwatch_pki::process::shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// On every SIGHUP, reads the configuration file again and applies it
+/// (certificates included: the stream reconnects with them). A file that
+/// does not load, or certificates that do not, leave the running
+/// configuration in place.
+async fn reload_on_hangup(mut hangups: Signal, path: PathBuf, configs: watch::Sender<AgentConfig>) {
+    while hangups.recv().await.is_some() {
+        crate::service::reloading();
+        let loaded = AgentConfig::load(&path).map_err(|e| e.to_string());
+        match loaded.and_then(|new| crate::check_reload(&configs.borrow(), &new).map(|()| new)) {
+            Ok(new) => {
+                configs.send_replace(new);
+                tracing::info!(path = %path.display(), "configuration reloaded");
+            }
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "configuration not reloaded: the running one stays");
+            }
+        }
+        crate::service::ready();
+    }
 }

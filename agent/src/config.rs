@@ -2,12 +2,16 @@
 
 use hostwatch_pki::TlsFiles;
 use hostwatch_pki::config::{ConfigError, base_dir, resolve};
-use serde::Deserialize;
+use regex::Regex;
+use serde::{Deserialize, Deserializer};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Environment variables with this prefix override keys of the file.
 pub const ENV_PREFIX: &str = "HOSTWATCH_AGENT";
+
+/// The kernel truncates process names (`comm`) to this many bytes.
+pub const MAX_PROCESS_NAME: usize = 15;
 
 /// `agent.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -21,21 +25,33 @@ pub struct AgentConfig {
     /// Time between samples.
     #[serde(with = "humantime_serde", default = "default_interval")]
     pub interval: Duration,
-    /// Directory for the agent's state.
+    /// Directory for the agent's state: the spool lives in `spool/` under it.
     pub state_dir: PathBuf,
     pub tls: TlsFiles,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub processes: ProcessesConfig,
+    #[serde(default)]
+    pub filesystems: FilesystemsConfig,
+    #[serde(default)]
+    pub disks: DisksConfig,
+    #[serde(default)]
+    pub network: NetworkConfig,
 }
 
 /// Explicit bounds.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Unacknowledged batches kept, in encoded bytes; the oldest go first.
-    pub queue_bytes: usize,
+    /// Bytes the spool may take on disk; beyond it the oldest batches are
+    /// dropped and counted.
+    pub spool_bytes: u64,
     /// Batches sent but not yet acknowledged.
     pub max_in_flight: usize,
+    /// Largest message when replaying a backlog: spooled batches are
+    /// coalesced up to this size, so a backlog drains in a few round trips.
+    pub replay_batch_bytes: usize,
     /// Longest wait between reconnection attempts.
     #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
@@ -46,12 +62,195 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            queue_bytes: 64 << 20,
+            spool_bytes: 64 << 20,
             max_in_flight: 32,
+            replay_batch_bytes: 1 << 20,
             max_backoff: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
         }
     }
+}
+
+/// `[processes]`: the top-N snapshot and watched processes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessesConfig {
+    /// Processes per snapshot: the union of the top N by CPU and by memory.
+    /// 0 sends no snapshots.
+    pub top: usize,
+    /// Command lines longer than this are cut (at a character boundary).
+    pub command_max_bytes: usize,
+    /// Processes reported as series, so that "nginx is not running" can alert.
+    pub watch: Vec<WatchRule>,
+}
+
+impl Default for ProcessesConfig {
+    fn default() -> Self {
+        ProcessesConfig {
+            top: 10,
+            command_max_bytes: 256,
+            watch: Vec::new(),
+        }
+    }
+}
+
+/// One watched process: by exact process name, or by a pattern over the
+/// command line.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchRule {
+    /// The `name` label of the series; without `pattern`, also the process
+    /// name to match exactly (as in `ps -o comm`).
+    pub name: String,
+    /// A regular expression searched in the command line (arguments joined
+    /// by spaces) instead of matching the name.
+    #[serde(default, deserialize_with = "optional_regex")]
+    pub pattern: Option<Pattern>,
+}
+
+/// `[filesystems]`: which mounts are reported.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesystemsConfig {
+    /// File system types left out (pseudo and in-memory file systems).
+    pub exclude_types: Vec<String>,
+    /// Mount points left out: a regular expression over the whole path.
+    #[serde(deserialize_with = "anchored_regex")]
+    pub exclude_mountpoints: Pattern,
+}
+
+impl Default for FilesystemsConfig {
+    fn default() -> Self {
+        FilesystemsConfig {
+            exclude_types: DEFAULT_EXCLUDED_FS_TYPES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            exclude_mountpoints: Pattern::anchored(DEFAULT_EXCLUDED_MOUNTPOINTS)
+                .unwrap_or_else(|_| unreachable!("the default pattern is valid")),
+        }
+    }
+}
+
+/// File systems that hold no user data, or mirror another mount.
+pub const DEFAULT_EXCLUDED_FS_TYPES: &[&str] = &[
+    "autofs",
+    "binfmt_misc",
+    "bpf",
+    "cgroup",
+    "cgroup2",
+    "configfs",
+    "debugfs",
+    "devpts",
+    "devtmpfs",
+    "efivarfs",
+    "fusectl",
+    "fuse.lxcfs",
+    "hugetlbfs",
+    "mqueue",
+    "nsfs",
+    "overlay",
+    "proc",
+    "pstore",
+    "ramfs",
+    "rpc_pipefs",
+    "securityfs",
+    "selinuxfs",
+    "squashfs",
+    "sysfs",
+    "tmpfs",
+    "tracefs",
+];
+
+/// Kernel and container-runtime mounts (as node_exporter's default).
+pub const DEFAULT_EXCLUDED_MOUNTPOINTS: &str =
+    "/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)(/.*)?";
+
+/// `[disks]`: which block devices are reported.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DisksConfig {
+    /// Devices left out: a regular expression over the whole name.
+    #[serde(deserialize_with = "anchored_regex")]
+    pub exclude: Pattern,
+}
+
+/// Partitions (their disk is reported), RAM disks and loop devices.
+pub const DEFAULT_EXCLUDED_DISKS: &str =
+    "(z?ram|loop|fd|(h|s|v|xv)d[a-z]+|nvme\\d+n\\d+p|mmcblk\\d+p)\\d+";
+
+impl Default for DisksConfig {
+    fn default() -> Self {
+        DisksConfig {
+            exclude: Pattern::anchored(DEFAULT_EXCLUDED_DISKS)
+                .unwrap_or_else(|_| unreachable!("the default pattern is valid")),
+        }
+    }
+}
+
+/// `[network]`: which interfaces are reported.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// Interfaces left out: a regular expression over the whole name.
+    #[serde(deserialize_with = "anchored_regex")]
+    pub exclude: Pattern,
+}
+
+/// Loopback and the per-container or per-VM virtual interfaces that come
+/// and go with their workloads.
+pub const DEFAULT_EXCLUDED_INTERFACES: &str = "lo|veth.*|cali.*|tap.*|vnet\\d+|ifb\\d+";
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            exclude: Pattern::anchored(DEFAULT_EXCLUDED_INTERFACES)
+                .unwrap_or_else(|_| unreachable!("the default pattern is valid")),
+        }
+    }
+}
+
+/// A compiled regular expression that remembers its source text.
+#[derive(Debug, Clone)]
+pub struct Pattern(Regex);
+
+impl Pattern {
+    /// Matches `text` anywhere.
+    pub fn search(source: &str) -> Result<Self, regex::Error> {
+        Regex::new(source).map(Pattern)
+    }
+
+    /// Matches only the whole text.
+    pub fn anchored(source: &str) -> Result<Self, regex::Error> {
+        Regex::new(&format!("^(?:{source})$")).map(Pattern)
+    }
+
+    pub fn is_match(&self, text: &str) -> bool {
+        self.0.is_match(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+fn anchored_regex<'de, D: Deserializer<'de>>(d: D) -> Result<Pattern, D::Error> {
+    let source = String::deserialize(d)?;
+    Pattern::anchored(&source)
+        .map_err(|e| serde::de::Error::custom(format!("invalid regular expression: {e}")))
+}
+
+fn optional_regex<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Pattern>, D::Error> {
+    let source = String::deserialize(d)?;
+    Pattern::search(&source)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("invalid regular expression: {e}")))
 }
 
 fn default_interval() -> Duration {
@@ -69,6 +268,11 @@ impl AgentConfig {
         Ok(config)
     }
 
+    /// Where the spool keeps its files.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.state_dir.join("spool")
+    }
+
     fn validate(&self) -> Result<(), String> {
         if self.interval < Duration::from_millis(100) {
             return Err(format!(
@@ -79,17 +283,50 @@ impl AgentConfig {
         if !self.collector.contains(':') {
             return Err(format!("collector {:?} must be host:port", self.collector));
         }
-        if self.limits.queue_bytes < 64 * 1024 {
-            return Err("limits.queue_bytes must be at least 65536".to_owned());
+        let limits = &self.limits;
+        if limits.spool_bytes < 64 * 1024 {
+            return Err("limits.spool_bytes must be at least 65536".to_owned());
         }
-        if self.limits.max_in_flight == 0 {
+        if limits.max_in_flight == 0 {
             return Err("limits.max_in_flight must be greater than zero".to_owned());
         }
-        if self.limits.max_backoff < Duration::from_millis(100) {
+        if !(64 * 1024..=crate::MAX_MESSAGE_BYTES).contains(&limits.replay_batch_bytes) {
+            return Err(format!(
+                "limits.replay_batch_bytes must be between 65536 and {}",
+                crate::MAX_MESSAGE_BYTES
+            ));
+        }
+        if limits.max_backoff < Duration::from_millis(100) {
             return Err("limits.max_backoff must be at least 100ms".to_owned());
         }
-        if self.limits.connect_timeout.is_zero() {
+        if limits.connect_timeout.is_zero() {
             return Err("limits.connect_timeout must be greater than zero".to_owned());
+        }
+        let processes = &self.processes;
+        if processes.top > 128 {
+            return Err("processes.top must be at most 128".to_owned());
+        }
+        if !(16..=4096).contains(&processes.command_max_bytes) {
+            return Err("processes.command_max_bytes must be between 16 and 4096".to_owned());
+        }
+        let mut names = std::collections::HashSet::new();
+        for rule in &processes.watch {
+            if rule.name.is_empty() {
+                return Err("processes.watch: name must not be empty".to_owned());
+            }
+            if !names.insert(rule.name.as_str()) {
+                return Err(format!(
+                    "processes.watch: name {:?} appears twice",
+                    rule.name
+                ));
+            }
+            if rule.pattern.is_none() && rule.name.len() > MAX_PROCESS_NAME {
+                return Err(format!(
+                    "processes.watch: name {:?} is longer than {MAX_PROCESS_NAME} bytes, the most \
+                     the kernel keeps of a process name; match it with pattern instead",
+                    rule.name
+                ));
+            }
         }
         Ok(())
     }
@@ -120,7 +357,64 @@ key = "agent.key"
         let config = load_text(MINIMAL).unwrap();
         assert_eq!(config.interval, Duration::from_secs(10));
         assert!(config.state_dir.is_absolute());
+        assert!(config.spool_dir().ends_with("state/spool"));
         assert!(config.tls.key.is_absolute());
+        assert_eq!(config.limits, Limits::default());
+        assert_eq!(config.processes.top, 10);
+        assert!(config.network.exclude.is_match("lo"));
+        assert!(!config.network.exclude.is_match("eth0"));
+        assert!(!config.network.exclude.is_match("xlo"), "anchored");
+        assert!(config.disks.exclude.is_match("sda1"));
+        assert!(config.disks.exclude.is_match("nvme0n1p2"));
+        assert!(!config.disks.exclude.is_match("sda"));
+        assert!(!config.disks.exclude.is_match("nvme0n1"));
+        assert!(config.filesystems.exclude_mountpoints.is_match("/proc"));
+        assert!(
+            config
+                .filesystems
+                .exclude_mountpoints
+                .is_match("/sys/fs/cgroup")
+        );
+        assert!(!config.filesystems.exclude_mountpoints.is_match("/"));
+        assert!(
+            !config
+                .filesystems
+                .exclude_mountpoints
+                .is_match("/srv/devices")
+        );
+        assert!(
+            config
+                .filesystems
+                .exclude_types
+                .iter()
+                .any(|t| t == "tmpfs")
+        );
+    }
+
+    #[test]
+    fn sections_are_read() {
+        let text = format!(
+            "{MINIMAL}[processes]\ntop = 3\nwatch = [{{ name = \"nginx\" }}, {{ name = \"api\", pattern = \"java .*api\\\\.jar\" }}]\n\
+             [filesystems]\nexclude_types = [\"proc\"]\nexclude_mountpoints = \"/boot\"\n\
+             [network]\nexclude = \"\"\n[disks]\nexclude = \"loop.*\"\n"
+        );
+        let config = load_text(&text).unwrap();
+        assert_eq!(config.processes.top, 3);
+        let watch = &config.processes.watch;
+        assert_eq!(watch.len(), 2);
+        assert!(watch[0].pattern.is_none());
+        assert!(
+            watch[1]
+                .pattern
+                .as_ref()
+                .unwrap()
+                .is_match("/usr/bin/java -jar api.jar")
+        );
+        assert_eq!(config.filesystems.exclude_types, ["proc"]);
+        assert!(config.filesystems.exclude_mountpoints.is_match("/boot"));
+        assert!(!config.filesystems.exclude_mountpoints.is_match("/boot/efi"));
+        assert!(!config.network.exclude.is_match("lo"));
+        assert!(config.disks.exclude.is_match("loop0"));
     }
 
     #[test]
@@ -131,19 +425,74 @@ key = "agent.key"
             (format!("interval = 10\n{MINIMAL}"), "interval"),
             (MINIMAL.replace("127.0.0.1:7070", "nohost"), "collector"),
             (
-                format!("{MINIMAL}[limits]\nqueue_bytes = 1\n"),
-                "limits.queue_bytes",
+                format!("{MINIMAL}[limits]\nspool_bytes = 1\n"),
+                "limits.spool_bytes",
+            ),
+            (
+                format!("{MINIMAL}[limits]\nspool_bytes = -1\n"),
+                "spool_bytes",
             ),
             (
                 format!("{MINIMAL}[limits]\nmax_in_flight = 0\n"),
                 "limits.max_in_flight",
             ),
+            (
+                format!("{MINIMAL}[limits]\nreplay_batch_bytes = 10\n"),
+                "limits.replay_batch_bytes",
+            ),
             (format!("{MINIMAL}[limits]\nbogus = 0\n"), "bogus"),
+            (
+                format!("{MINIMAL}[limits]\nqueue_bytes = 70000\n"),
+                "queue_bytes",
+            ),
             (format!("intervall = \"5s\"\n{MINIMAL}"), "intervall"),
             (MINIMAL.replace("state_dir = \"state\"", ""), "state_dir"),
+            (
+                format!("{MINIMAL}[processes]\ntop = 1000\n"),
+                "processes.top",
+            ),
+            (format!("{MINIMAL}[processes]\ntop = -1\n"), "top"),
+            (
+                format!("{MINIMAL}[processes]\ncommand_max_bytes = 0\n"),
+                "processes.command_max_bytes",
+            ),
+            (
+                format!(
+                    "{MINIMAL}[processes]\nwatch = [{{ name = \"a-very-long-process-name\" }}]\n"
+                ),
+                "a-very-long-process-name",
+            ),
+            (
+                format!("{MINIMAL}[processes]\nwatch = [{{ name = \"x\" }}, {{ name = \"x\" }}]\n"),
+                "appears twice",
+            ),
+            (
+                format!("{MINIMAL}[processes]\nwatch = [{{ name = \"\" }}]\n"),
+                "name must not be empty",
+            ),
+            (
+                format!("{MINIMAL}[processes]\nwatch = [{{ name = \"x\", pattern = \"(\" }}]\n"),
+                "regular expression",
+            ),
+            (
+                format!("{MINIMAL}[processes]\nwatch = [{{ name = \"x\", colour = \"red\" }}]\n"),
+                "colour",
+            ),
+            (
+                format!("{MINIMAL}[network]\nexclude = \"[\"\n"),
+                "regular expression",
+            ),
+            (format!("{MINIMAL}[disks]\nexclude = [\"a\"]\n"), "exclude"),
+            (
+                format!("{MINIMAL}[filesystems]\nexclude_types = \"tmpfs\"\n"),
+                "exclude_types",
+            ),
         ];
         for (text, key) in cases {
-            let err = load_text(&text).unwrap_err().to_string();
+            let err = match load_text(&text) {
+                Ok(_) => panic!("{key:?}: accepted {text}"),
+                Err(e) => e.to_string(),
+            };
             assert!(err.contains(key), "{key:?} not named in {err:?}");
         }
     }

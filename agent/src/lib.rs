@@ -1,32 +1,40 @@
-//! hostwatch-agent: samples this host every interval and streams numbered
-//! batches to the collector over mutual TLS.
+//! hostwatch-agent: samples this host every interval, writes each batch to
+//! a durable spool, and streams the batches to the collector over mutual
+//! TLS, deleting them once acknowledged.
 //!
 //! Layout:
 //! - `config`: `agent.toml`;
-//! - `sampler`: one file per metric family, sysinfo underneath;
+//! - `sampler`: one file per metric family, reading `/proc` directly;
 //! - `facts`: host facts and boot id for the Hello;
-//! - `queue`: unacknowledged batches, bounded by bytes;
-//! - `shipper`: the stream to the collector, acknowledgements, reconnects.
+//! - `spool`: unacknowledged batches on disk, bounded, checksummed;
+//! - `shipper`: the stream to the collector, acknowledgements, reconnects;
+//! - `health`: the agent's own figures (CPU, memory, spool, sending);
+//! - `service`: systemd notifications (ready, watchdog, reloading, stopping);
+//! - `cmd`: the binary (configuration, signals, runtime).
 
 pub mod cmd;
 pub mod config;
 pub mod facts;
-pub mod queue;
+mod health;
 pub mod sampler;
+pub mod service;
 mod shipper;
+pub mod spool;
 
 pub use config::AgentConfig;
 
+use health::Health;
 use hostwatch_pki::transport::ClientTarget;
-use hostwatch_proto::v1::{Hello, Label, SeriesPoints};
-use queue::Queue;
+use hostwatch_proto::v1::{Batch, Hello, Label, ProcessSnapshot, SeriesPoints};
+use spool::Spool;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// Largest message the agent sends or accepts.
-const MAX_MESSAGE_BYTES: usize = 16 << 20;
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 
 /// Errors that stop the agent before it starts.
 #[derive(Debug, thiserror::Error)]
@@ -35,65 +43,138 @@ pub enum AgentError {
     Tls(#[from] hostwatch_pki::PkiError),
 }
 
-/// Runs the agent until `shutdown` completes: samples every interval and
-/// ships the batches; at shutdown, sends what it can for a few seconds.
+/// Runs the agent with a fixed configuration until `shutdown` completes.
 pub async fn run(
     config: AgentConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
+    let (_keep, configs) = watch::channel(config);
+    run_reloadable(configs, shutdown).await
+}
+
+/// Runs the agent until `shutdown` completes, applying every configuration
+/// sent on `configs` (see [`check_reload`]): samples every interval into the
+/// spool and ships the spooled batches; at shutdown, sends what it can for a
+/// few seconds and syncs the spool to disk.
+pub async fn run_reloadable(
+    mut configs: watch::Receiver<AgentConfig>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError> {
+    let config = configs.borrow_and_update().clone();
     // Fail now, with a message naming the file, rather than in the loop.
     let (_, identity) = hostwatch_pki::client_config(&config.tls)?;
     let host_id = identity.name;
-    let queue = Arc::new(Queue::new(config.limits.queue_bytes));
+    let spool = Arc::new(Spool::open(&config.spool_dir(), config.limits.spool_bytes));
+    let health = Arc::new(Health::default());
     let hello = Hello {
         host_id: host_id.clone(),
-        spool_id: rand::random(),
+        spool_id: spool.spool_id(),
         boot_id: facts::boot_id(),
         facts: Some(facts::host_facts()),
     };
-    tracing::info!(host.id = %host_id, collector = %config.collector, interval = ?config.interval, "agent starting");
+    tracing::info!(host.id = %host_id, collector = %config.collector, interval = ?config.interval, spool.id = hello.spool_id, "agent starting");
     let stop = CancellationToken::new();
     let stop_on_shutdown = stop.clone();
     tokio::spawn(async move {
         shutdown.await;
+        service::stopping();
         stop_on_shutdown.cancel();
     });
-    let sampling = tokio::spawn(sample_loop(config.interval, queue.clone(), stop.clone()));
-    let shipper = shipper::Shipper {
-        target: ClientTarget {
-            address: config.collector.clone(),
-            server_name: config.server_name.clone(),
-            tls: config.tls.clone(),
-            connect_timeout: config.limits.connect_timeout,
-        },
-        queue,
-        hello,
-        max_in_flight: config.limits.max_in_flight,
-        max_backoff: config.limits.max_backoff,
-        max_message_bytes: MAX_MESSAGE_BYTES,
-    };
-    shipper.run(stop.cancelled()).await;
+    let sampling = tokio::spawn(sample_loop(
+        configs.clone(),
+        spool.clone(),
+        health.clone(),
+        stop.clone(),
+    ));
+    let watchdog = tokio::spawn(service::watchdog());
+    service::ready();
+    let shipper = shipper::Shipper::new(&config, spool.clone(), health, hello);
+    shipper.run(configs, stop.cancelled()).await;
     let _ = sampling.await;
-    tracing::info!("agent stopped");
+    watchdog.abort();
+    spool.sync();
+    tracing::info!(spooled = spool.len(), "agent stopped");
     Ok(())
 }
 
-/// Samples every `interval` until `stop`, queueing one batch per tick.
-async fn sample_loop(interval: std::time::Duration, queue: Arc<Queue>, stop: CancellationToken) {
-    let mut sampler = sampler::Sampler::new();
+/// Whether `new` may replace the running `current` configuration: its
+/// certificates must load and name the same host. The spool directory is
+/// kept until a restart (logged).
+pub fn check_reload(current: &AgentConfig, new: &AgentConfig) -> Result<(), String> {
+    let (_, identity) = hostwatch_pki::client_config(&new.tls).map_err(|e| e.to_string())?;
+    let (_, running) = hostwatch_pki::client_config(&current.tls).map_err(|e| e.to_string())?;
+    if identity.name != running.name {
+        return Err(format!(
+            "the new certificate is for host {:?}, not {:?}: a different host id needs a restart",
+            identity.name, running.name
+        ));
+    }
+    if new.state_dir != current.state_dir {
+        tracing::warn!(state_dir = %new.state_dir.display(), "state_dir changes take effect at the next restart");
+    }
+    Ok(())
+}
+
+/// Completes when the configuration changes; never if nobody can change it.
+async fn config_changed(configs: &mut watch::Receiver<AgentConfig>) {
+    if configs.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Samples every interval until `stop`, spooling one batch per tick.
+async fn sample_loop(
+    mut configs: watch::Receiver<AgentConfig>,
+    spool: Arc<Spool>,
+    health: Arc<Health>,
+    stop: CancellationToken,
+) {
+    let mut config = configs.borrow_and_update().clone();
+    let mut sampler = sampler::Sampler::new(sampler::Settings::from_config(&config));
+    let mut ticker = ticker(config.interval);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = config_changed(&mut configs) => {
+                let new = configs.borrow_and_update().clone();
+                sampler.reconfigure(sampler::Settings::from_config(&new));
+                spool.set_max_bytes(new.limits.spool_bytes);
+                if new.interval != config.interval {
+                    ticker = self::ticker(new.interval);
+                }
+                config = new;
+                continue;
+            }
+            _ = ticker.tick() => {}
+        }
+        let t_ms = now_ms();
+        let tick = sampler.sample(std::time::Instant::now());
+        let mut samples = tick.samples;
+        health.sample(&spool, &mut samples);
+        let processes = tick
+            .processes
+            .map(|processes| {
+                vec![ProcessSnapshot {
+                    timestamp_ms: t_ms,
+                    processes,
+                }]
+            })
+            .unwrap_or_default();
+        spool.push(Batch {
+            seq: 0,
+            series: to_series(samples, t_ms),
+            dropped_batches_total: 0,
+            processes,
+        });
+    }
+}
+
+fn ticker(interval: Duration) -> tokio::time::Interval {
     let mut ticker = tokio::time::interval(interval);
     // After a stall (suspended VM), sample once and continue from now rather
     // than firing a burst of catch-up ticks with identical readings.
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        let t_ms = now_ms();
-        let samples = sampler.sample();
-        queue.push(to_series(samples, t_ms));
-    }
+    ticker
 }
 
 fn to_series(samples: sampler::Samples, t_ms: i64) -> Vec<SeriesPoints> {
@@ -122,4 +203,14 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Where and how the shipper reaches the collector, from the configuration.
+fn client_target(config: &AgentConfig) -> ClientTarget {
+    ClientTarget {
+        address: config.collector.clone(),
+        server_name: config.server_name.clone(),
+        tls: config.tls.clone(),
+        connect_timeout: config.limits.connect_timeout,
+    }
 }

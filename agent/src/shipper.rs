@@ -1,7 +1,16 @@
-//! Streams queued batches to the collector and removes them once
-//! acknowledged; reconnects with jittered exponential backoff.
+//! Streams spooled batches to the collector and removes them once
+//! acknowledged; reconnects with jittered exponential backoff, and at once
+//! after a configuration reload.
+//!
+//! A backlog (after the collector was away) is replayed in order, several
+//! spooled batches coalesced per message (`limits.replay_batch_bytes`), at
+//! most `limits.max_in_flight` messages unacknowledged: it drains in a few
+//! round trips, so fresh samples are not held up for long, and the
+//! collector is never sent more than the window.
 
-use crate::queue::Queue;
+use crate::config::AgentConfig;
+use crate::health::Health;
+use crate::spool::Spool;
 use hostwatch_pki::transport::{ClientTarget, ConnectError, connect};
 use hostwatch_proto::v1::agent_message::Kind as AgentKind;
 use hostwatch_proto::v1::collector_message::Kind as CollectorKind;
@@ -11,23 +20,24 @@ use rand::Rng;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
-/// How long a stopping agent keeps sending what it has queued.
+/// How long a stopping agent keeps sending what it has spooled.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// First reconnection delay; doubles up to the configured maximum.
 const BACKOFF_BASE: Duration = Duration::from_millis(250);
 
 pub(crate) struct Shipper {
-    pub(crate) target: ClientTarget,
-    pub(crate) queue: Arc<Queue>,
-    pub(crate) hello: Hello,
-    pub(crate) max_in_flight: usize,
-    pub(crate) max_backoff: Duration,
-    pub(crate) max_message_bytes: usize,
+    target: ClientTarget,
+    spool: Arc<Spool>,
+    health: Arc<Health>,
+    hello: Hello,
+    max_in_flight: usize,
+    replay_batch_bytes: usize,
+    max_backoff: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +50,8 @@ enum SessionError {
     Closed,
     #[error("collector sent {0} where a Welcome was expected")]
     NoWelcome(&'static str),
+    #[error("configuration reloaded")]
+    Reconfigured,
 }
 
 impl SessionError {
@@ -52,31 +64,77 @@ impl SessionError {
 }
 
 impl Shipper {
+    pub(crate) fn new(
+        config: &AgentConfig,
+        spool: Arc<Spool>,
+        health: Arc<Health>,
+        hello: Hello,
+    ) -> Self {
+        let mut shipper = Shipper {
+            target: crate::client_target(config),
+            spool,
+            health,
+            hello,
+            max_in_flight: 1,
+            replay_batch_bytes: 0,
+            max_backoff: Duration::ZERO,
+        };
+        shipper.apply(config);
+        shipper
+    }
+
+    fn apply(&mut self, config: &AgentConfig) {
+        self.target = crate::client_target(config);
+        self.max_in_flight = config.limits.max_in_flight;
+        self.replay_batch_bytes = config.limits.replay_batch_bytes;
+        self.max_backoff = config.limits.max_backoff;
+    }
+
     /// Ships until `stop` completes, then drains for a while and says goodbye.
-    pub(crate) async fn run(self, stop: impl std::future::Future<Output = ()>) {
+    pub(crate) async fn run(
+        mut self,
+        mut configs: watch::Receiver<AgentConfig>,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
         tokio::pin!(stop);
         let mut attempt: u32 = 0;
+        let mut sessions: u64 = 0;
         loop {
             let mut welcomed = false;
-            let result = self.session(&mut stop, &mut welcomed).await;
-            match result {
+            let result = self
+                .session(&mut stop, &mut configs, &mut welcomed, sessions > 0)
+                .await;
+            if welcomed {
+                sessions += 1;
+                attempt = 0;
+                self.health.disconnected();
+            }
+            let e = match result {
                 Ok(()) => return,
-                Err(e) => {
-                    if welcomed {
-                        attempt = 0;
-                    }
-                    let delay = if e.is_permanent() {
-                        tracing::error!(error = %e, "collector refused this agent");
-                        self.max_backoff
-                    } else {
-                        tracing::warn!(error = %e, queued = self.queue.len(), "not connected to the collector");
-                        backoff(attempt, self.max_backoff)
-                    };
-                    attempt = attempt.saturating_add(1);
-                    tokio::select! {
-                        _ = &mut stop => return,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
+                Err(SessionError::Reconfigured) => {
+                    let config = configs.borrow_and_update().clone();
+                    self.apply(&config);
+                    tracing::info!(collector = %self.target.address, "reconnecting with the reloaded configuration");
+                    continue;
+                }
+                Err(e) => e,
+            };
+            let delay = if e.is_permanent() {
+                tracing::error!(error = %e, "collector refused this agent");
+                self.max_backoff
+            } else {
+                tracing::warn!(error = %e, spooled = self.spool.len(), "not connected to the collector");
+                backoff(attempt, self.max_backoff)
+            };
+            attempt = attempt.saturating_add(1);
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tokio::time::sleep(delay) => {}
+                // A reload (new certificates, say) is tried at once.
+                _ = crate::config_changed(&mut configs) => {
+                    let config = configs.borrow_and_update().clone();
+                    self.apply(&config);
+                    attempt = 0;
                 }
             }
         }
@@ -86,15 +144,18 @@ impl Shipper {
     async fn session(
         &self,
         stop: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+        configs: &mut watch::Receiver<AgentConfig>,
         welcomed: &mut bool,
+        reconnect: bool,
     ) -> Result<(), SessionError> {
         let (channel, _) = tokio::select! {
             _ = stop.as_mut() => return Ok(()),
+            _ = crate::config_changed(configs) => return Err(SessionError::Reconfigured),
             connected = connect(&self.target) => connected?,
         };
         let mut client = IngestClient::new(channel)
-            .max_decoding_message_size(self.max_message_bytes)
-            .max_encoding_message_size(self.max_message_bytes);
+            .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(crate::MAX_MESSAGE_BYTES);
         let (outbound, rx) = mpsc::channel(self.max_in_flight + 2);
         let hello = AgentMessage {
             kind: Some(AgentKind::Hello(self.hello.clone())),
@@ -111,20 +172,23 @@ impl Shipper {
             None => return Err(SessionError::Closed),
         };
         *welcomed = true;
-        self.queue.ack_through(last_stored);
-        tracing::info!(collector = %self.target.address, last_stored, queued = self.queue.len(), "connected to the collector");
+        self.health.connected(reconnect);
+        self.spool.skip_past(last_stored);
+        self.spool.ack_through(last_stored);
+        tracing::info!(collector = %self.target.address, last_stored, spooled = self.spool.len(), "connected to the collector");
 
         let mut sent = last_stored;
-        let mut in_flight: VecDeque<u64> = VecDeque::new();
+        // Sequence (the last of a coalesced message) and when it was sent.
+        let mut in_flight: VecDeque<(u64, Instant)> = VecDeque::new();
         let mut drain_deadline: Option<Instant> = None;
         loop {
-            let pushed = self.queue.pushed();
+            let pushed = self.spool.pushed();
             while in_flight.len() < self.max_in_flight {
-                let Some(batch) = self.queue.next_after(sent) else {
+                let Some(batch) = self.spool.batch_after(sent, self.replay_batch_bytes) else {
                     break;
                 };
                 sent = batch.seq;
-                in_flight.push_back(batch.seq);
+                in_flight.push_back((batch.seq, Instant::now()));
                 let message = AgentMessage {
                     kind: Some(AgentKind::Batch(batch)),
                 };
@@ -151,7 +215,7 @@ impl Shipper {
                 if !in_flight.is_empty() {
                     tracing::warn!(
                         unacknowledged = in_flight.len(),
-                        "stopping with unacknowledged batches"
+                        "stopping with unacknowledged batches (they stay spooled)"
                     );
                 }
                 return Ok(());
@@ -159,11 +223,14 @@ impl Shipper {
             let deadline =
                 drain_deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
-                _ = pushed, if in_flight.len() < self.max_in_flight => {}
+                _ = pushed, if in_flight.len() < self.max_in_flight && drain_deadline.is_none() => {}
                 message = inbound.message() => match message?.and_then(|m| m.kind) {
                     Some(CollectorKind::Ack(ack)) => {
-                        self.queue.ack_through(ack.seq);
-                        while in_flight.front().is_some_and(|s| *s <= ack.seq) {
+                        self.spool.ack_through(ack.seq);
+                        while let Some((seq, at)) = in_flight.front().copied() && seq <= ack.seq {
+                            if seq == ack.seq {
+                                self.health.acknowledged_after(at.elapsed());
+                            }
                             in_flight.pop_front();
                         }
                     }
@@ -172,6 +239,9 @@ impl Shipper {
                 },
                 _ = stop.as_mut(), if drain_deadline.is_none() => {
                     drain_deadline = Some(Instant::now() + DRAIN_TIMEOUT);
+                }
+                _ = crate::config_changed(configs), if drain_deadline.is_none() => {
+                    return Err(SessionError::Reconfigured);
                 }
                 _ = tokio::time::sleep_until(deadline), if drain_deadline.is_some() => {}
             }

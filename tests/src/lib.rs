@@ -93,7 +93,8 @@ pub fn collector_config(pki: &TestPki, data_dir: &Path) -> CollectorConfig {
     config
 }
 
-/// An agent configuration for host `host`, sampling every 200 ms.
+/// An agent configuration for host `host`, sampling every 200 ms, with its
+/// state (spool) in `state_dir/<host>`.
 pub fn agent_config(
     pki: &TestPki,
     host: &str,
@@ -102,7 +103,7 @@ pub fn agent_config(
 ) -> AgentConfig {
     let text = format!(
         "collector = \"{collector}\"\nserver_name = \"localhost\"\ninterval = \"200ms\"\nstate_dir = {:?}\n[tls]\nca = \"x\"\ncert = \"x\"\nkey = \"x\"\n[limits]\nmax_backoff = \"500ms\"\n",
-        state_dir.display().to_string()
+        state_dir.join(host).display().to_string()
     );
     let path = pki.dir.path().join(format!("agent-{}.toml", rand_suffix()));
     std::fs::write(&path, text).unwrap();

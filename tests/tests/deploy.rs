@@ -19,6 +19,20 @@ fn example_configurations_load() {
     assert!(collector.tls.key.ends_with("deploy/collector.key"));
     let agent = hostwatch_agent::AgentConfig::load(&deploy().join("agent.toml")).unwrap();
     assert_eq!(agent.interval, std::time::Duration::from_secs(10));
+    // The example spells out the defaults, not other values.
+    use hostwatch_agent::config as c;
+    assert_eq!(agent.limits, c::Limits::default());
+    assert_eq!(agent.processes.top, c::ProcessesConfig::default().top);
+    assert_eq!(
+        agent.filesystems.exclude_types,
+        c::FilesystemsConfig::default().exclude_types
+    );
+    assert_eq!(
+        agent.filesystems.exclude_mountpoints,
+        c::FilesystemsConfig::default().exclude_mountpoints
+    );
+    assert_eq!(agent.disks.exclude, c::DisksConfig::default().exclude);
+    assert_eq!(agent.network.exclude, c::NetworkConfig::default().exclude);
     let cli = hostwatch::ClientConfig::load(&deploy().join("cli.toml")).unwrap();
     assert_eq!(cli.collector, "collector.example.com:7070");
 }
@@ -51,10 +65,17 @@ fn example_configurations_set_every_documented_default() {
         "collector",
         "interval",
         "state_dir",
-        "queue_bytes",
+        "spool_bytes",
         "max_in_flight",
+        "replay_batch_bytes",
         "max_backoff",
         "connect_timeout",
+        "top",
+        "command_max_bytes",
+        "watch",
+        "exclude_types",
+        "exclude_mountpoints",
+        "exclude",
     ] {
         assert!(
             agent.contains(&format!("\n{key} = ")),

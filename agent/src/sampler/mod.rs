@@ -1,15 +1,32 @@
-//! Sampling of this host, one file per metric family. Each family appends
-//! [`Sample`]s for one tick; names follow DESIGN.md section 4 (Prometheus
-//! conventions, unit suffixes).
+//! Sampling of this host, one file per metric family. Each family parses
+//! its `/proc` file from a `&str` (so tests feed it recorded fixtures) and
+//! appends [`Sample`]s for one tick; names follow DESIGN.md section 4
+//! (Prometheus conventions, unit suffixes). A file that cannot be read or
+//! has an unexpected format is counted per family
+//! (`hostwatch_agent_sample_errors_total`) and skipped, never fatal.
+//!
+//! Layout: `cpu` (/proc/stat: utilization, time split, scheduler
+//! counters), `pressure` (/proc/pressure), `memory` (/proc/meminfo,
+//! /proc/vmstat), `load` (/proc/loadavg), `host` (uptime, boot time),
+//! `filesystem` (mountinfo + statvfs), `disk` (/proc/diskstats), `network`
+//! (/proc/net/dev), `process` (/proc/<pid>: counts, top-N snapshot,
+//! watched processes).
 
 mod cpu;
+mod disk;
 mod filesystem;
 mod host;
 mod load;
 mod memory;
 mod network;
+mod pressure;
+mod process;
 
-use sysinfo::{Disks, Networks, System};
+use crate::config::AgentConfig;
+use hostwatch_proto::v1::ProcessInfo;
+use std::fmt;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
 
 /// One value of one series at the tick's time.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,7 +41,7 @@ pub struct Sample {
 pub struct Samples(pub Vec<Sample>);
 
 impl Samples {
-    fn push(&mut self, metric: &'static str, value: f64) {
+    pub fn push(&mut self, metric: &'static str, value: f64) {
         self.0.push(Sample {
             metric,
             labels: Vec::new(),
@@ -32,7 +49,7 @@ impl Samples {
         });
     }
 
-    fn push_labeled(
+    pub fn push_labeled(
         &mut self,
         metric: &'static str,
         labels: Vec<(&'static str, String)>,
@@ -44,86 +61,477 @@ impl Samples {
             value,
         });
     }
-}
 
-/// Holds sysinfo's state between ticks; rates and CPU usage need the previous reading.
-pub struct Sampler {
-    system: System,
-    disks: Disks,
-    networks: Networks,
-    /// CPU usage is a difference between two readings; the first tick has none.
-    cpu_primed: bool,
-}
-
-impl Default for Sampler {
-    fn default() -> Self {
-        Self::new()
+    /// The value of `metric` with exactly `labels`, for tests and checks.
+    pub fn get(&self, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.0
+            .iter()
+            .find(|s| {
+                s.metric == metric
+                    && s.labels.len() == labels.len()
+                    && labels
+                        .iter()
+                        .all(|(k, v)| s.labels.iter().any(|(k2, v2)| k == k2 && v == v2))
+            })
+            .map(|s| s.value)
     }
+}
+
+/// What one tick produced.
+#[derive(Debug, Default)]
+pub struct Tick {
+    pub samples: Samples,
+    /// The top processes by CPU and memory; `None` on the first tick (CPU
+    /// use is a difference of two readings) or when snapshots are off.
+    pub processes: Option<Vec<ProcessInfo>>,
+}
+
+/// A file whose content is not what the kernel documents.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParseError(pub String);
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl ParseError {
+    fn new(what: impl Into<String>) -> Self {
+        ParseError(what.into())
+    }
+}
+
+/// Parses the whitespace-separated field `index` of `fields` as a number.
+fn field<T: std::str::FromStr>(fields: &[&str], index: usize, what: &str) -> Result<T, ParseError> {
+    fields
+        .get(index)
+        .ok_or_else(|| ParseError::new(format!("{what}: missing field {index}")))?
+        .parse()
+        .map_err(|_| ParseError::new(format!("{what}: field {index} is not a number")))
+}
+
+/// The metric families, as the `family` label of the error counter.
+pub const FAMILIES: [&str; 9] = [
+    "cpu",
+    "pressure",
+    "memory",
+    "load",
+    "host",
+    "filesystem",
+    "disk",
+    "network",
+    "process",
+];
+
+/// Problems met while sampling, per family, since start.
+#[derive(Debug, Default)]
+struct Problems {
+    counts: [u64; FAMILIES.len()],
+}
+
+impl Problems {
+    fn note(&mut self, family: &'static str, what: &dyn fmt::Display) {
+        let Some(i) = FAMILIES.iter().position(|f| *f == family) else {
+            return;
+        };
+        self.counts[i] += 1;
+        let n = self.counts[i];
+        // Logarithmic: a file that is always broken does not flood the journal.
+        if n.is_power_of_two() {
+            tracing::warn!(family, count = n, problem = %what, "sampling problem: counted and skipped");
+        }
+    }
+
+    fn emit(&self, out: &mut Samples) {
+        for (family, count) in FAMILIES.iter().zip(self.counts) {
+            out.push_labeled(
+                "hostwatch_agent_sample_errors_total",
+                vec![("family", (*family).to_owned())],
+                count as f64,
+            );
+        }
+    }
+}
+
+/// Reads files under a root (normally `/proc`) into one reused buffer.
+struct ProcFs {
+    root: PathBuf,
+    path: PathBuf,
+    buf: String,
+    bytes: Vec<u8>,
+}
+
+impl ProcFs {
+    fn new(root: PathBuf) -> Self {
+        ProcFs {
+            root,
+            path: PathBuf::new(),
+            buf: String::new(),
+            bytes: Vec::new(),
+        }
+    }
+
+    fn set_path(&mut self, relative: impl AsRef<Path>) {
+        self.path.clear();
+        self.path.push(&self.root);
+        self.path.push(relative);
+    }
+
+    fn read(&mut self, relative: impl AsRef<Path>) -> io::Result<&str> {
+        self.set_path(relative);
+        self.buf.clear();
+        std::fs::File::open(&self.path)?.read_to_string(&mut self.buf)?;
+        Ok(&self.buf)
+    }
+
+    /// For files that may hold any bytes (process names, command lines).
+    fn read_bytes(&mut self, relative: impl AsRef<Path>) -> io::Result<&[u8]> {
+        self.set_path(relative);
+        self.bytes.clear();
+        std::fs::File::open(&self.path)?.read_to_end(&mut self.bytes)?;
+        Ok(&self.bytes)
+    }
+}
+
+/// Where the sampler reads from; tests point it at recorded fixtures.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// The proc file system, normally `/proc`.
+    pub proc: PathBuf,
+    /// The user database for process owners, normally `/etc/passwd`.
+    pub passwd: PathBuf,
+}
+
+impl Default for Sources {
+    fn default() -> Self {
+        Sources {
+            proc: PathBuf::from("/proc"),
+            passwd: PathBuf::from("/etc/passwd"),
+        }
+    }
+}
+
+/// What the sampler reports, from the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub processes: crate::config::ProcessesConfig,
+    pub filesystems: crate::config::FilesystemsConfig,
+    pub disks: crate::config::DisksConfig,
+    pub network: crate::config::NetworkConfig,
+}
+
+impl Settings {
+    pub fn from_config(config: &AgentConfig) -> Self {
+        Settings {
+            processes: config.processes.clone(),
+            filesystems: config.filesystems.clone(),
+            disks: config.disks.clone(),
+            network: config.network.clone(),
+        }
+    }
+}
+
+/// Kernel constants the parsers need.
+#[derive(Debug, Clone, Copy)]
+struct Kernel {
+    /// Clock ticks per second (`USER_HZ`) of /proc/stat and /proc/<pid>/stat.
+    clock_ticks: u64,
+    page_size: u64,
+}
+
+impl Kernel {
+    fn this() -> Self {
+        use nix::unistd::{SysconfVar, sysconf};
+        let get = |var, default: u64| {
+            sysconf(var)
+                .ok()
+                .flatten()
+                .and_then(|v| u64::try_from(v).ok())
+                .filter(|v| *v > 0)
+                .unwrap_or(default)
+        };
+        Kernel {
+            clock_ticks: get(SysconfVar::CLK_TCK, 100),
+            page_size: get(SysconfVar::PAGE_SIZE, 4096),
+        }
+    }
+}
+
+/// Holds the state between ticks: counters whose rates need the previous reading.
+pub struct Sampler {
+    fs: ProcFs,
+    settings: Settings,
+    kernel: Kernel,
+    problems: Problems,
+    cpu: cpu::State,
+    disk: disk::State,
+    process: process::State,
 }
 
 impl Sampler {
-    pub fn new() -> Self {
-        let mut system = System::new();
-        system.refresh_cpu_usage();
+    pub fn new(settings: Settings) -> Self {
+        Self::with_sources(settings, Sources::default())
+    }
+
+    pub fn with_sources(settings: Settings, sources: Sources) -> Self {
+        let kernel = Kernel::this();
         Sampler {
-            system,
-            disks: Disks::new_with_refreshed_list(),
-            networks: Networks::new_with_refreshed_list(),
-            cpu_primed: false,
+            fs: ProcFs::new(sources.proc),
+            settings,
+            kernel,
+            problems: Problems::default(),
+            cpu: cpu::State::default(),
+            disk: disk::State::default(),
+            process: process::State::new(sources.passwd),
         }
     }
 
-    /// Reads every metric family once.
-    pub fn sample(&mut self) -> Samples {
+    /// Applies a reloaded configuration; counters' previous readings stay.
+    pub fn reconfigure(&mut self, settings: Settings) {
+        self.settings = settings;
+    }
+
+    /// Reads every metric family once. `now` is monotonic time, for rates.
+    pub fn sample(&mut self, now: std::time::Instant) -> Tick {
         let mut out = Samples::default();
-        self.system.refresh_cpu_usage();
-        if self.cpu_primed {
-            cpu::sample(&self.system, &mut out);
+        let fs = &mut self.fs;
+        let problems = &mut self.problems;
+
+        let boot_time = match fs
+            .read("stat")
+            .map_err(|e| e.to_string())
+            .and_then(|t| cpu::parse_stat(t).map_err(|e| e.to_string()))
+        {
+            Ok(stat) => {
+                let boot_time = stat.boot_time;
+                self.cpu.sample(stat, &mut out);
+                Some(boot_time)
+            }
+            Err(e) => {
+                problems.note("cpu", &format_args!("/proc/stat: {e}"));
+                None
+            }
+        };
+        for (resource, problem) in pressure::sample(fs, &mut out) {
+            problems.note(
+                "pressure",
+                &format_args!("/proc/pressure/{resource}: {problem}"),
+            );
         }
-        self.cpu_primed = true;
-        self.system.refresh_memory();
-        memory::sample(&self.system, &mut out);
-        load::sample(&mut out);
-        host::sample(&mut out);
-        // Refreshing the list picks up mounts and interfaces that appeared
-        // and drops those that went away.
-        self.disks.refresh(true);
-        filesystem::sample(&self.disks, &mut out);
-        self.networks.refresh(true);
-        network::sample(&self.networks, &mut out);
-        out
+        if let Err(e) = memory::sample(fs, self.kernel.page_size, &mut out) {
+            problems.note("memory", &e);
+        }
+        if let Err(e) = fs
+            .read("loadavg")
+            .map_err(|e| e.to_string())
+            .and_then(|t| load::sample(t, &mut out).map_err(|e| e.to_string()))
+        {
+            problems.note("load", &format_args!("/proc/loadavg: {e}"));
+        }
+        if let Err(e) = fs
+            .read("uptime")
+            .map_err(|e| e.to_string())
+            .and_then(|t| host::sample(t, boot_time, &mut out).map_err(|e| e.to_string()))
+        {
+            problems.note("host", &format_args!("/proc/uptime: {e}"));
+        }
+        match fs.read("self/mountinfo") {
+            Ok(text) => {
+                for problem in filesystem::sample(text, &self.settings.filesystems, &mut out) {
+                    problems.note("filesystem", &problem);
+                }
+            }
+            Err(e) => problems.note("filesystem", &format_args!("/proc/self/mountinfo: {e}")),
+        }
+        match fs.read("diskstats") {
+            Ok(text) => {
+                if let Err(e) = self.disk.sample(text, &self.settings.disks, now, &mut out) {
+                    problems.note("disk", &format_args!("/proc/diskstats: {e}"));
+                }
+            }
+            Err(e) => problems.note("disk", &format_args!("/proc/diskstats: {e}")),
+        }
+        if let Err(e) = fs.read("net/dev").map_err(|e| e.to_string()).and_then(|t| {
+            network::sample(t, &self.settings.network, &mut out).map_err(|e| e.to_string())
+        }) {
+            problems.note("network", &format_args!("/proc/net/dev: {e}"));
+        }
+        let processes = self.process.sample(
+            fs,
+            &self.settings.processes,
+            self.kernel,
+            boot_time,
+            now,
+            &mut out,
+            &mut |e| problems.note("process", &e),
+        );
+        problems.emit(&mut out);
+        Tick {
+            samples: out,
+            processes,
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use std::time::{Duration, Instant};
+
+    /// The recorded fixture tree `fixtures/<name>` of this crate.
+    pub(crate) fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(name)
+    }
+
+    fn fixture_sampler(name: &str) -> Sampler {
+        let root = fixture(name);
+        Sampler::with_sources(
+            Settings::default(),
+            Sources {
+                proc: root.join("proc"),
+                passwd: root.join("passwd"),
+            },
+        )
+    }
 
     #[test]
-    fn second_tick_has_every_family() {
-        let mut sampler = Sampler::new();
-        let first = sampler.sample();
+    fn this_host_second_tick_has_every_family_and_finite_values() {
+        let mut sampler = Sampler::new(Settings::default());
+        let start = Instant::now();
+        let first = sampler.sample(start);
         assert!(
-            !first
-                .0
-                .iter()
-                .any(|s| s.metric == "host_cpu_utilization_ratio")
+            first
+                .samples
+                .get("host_cpu_utilization_ratio", &[("cpu", "total")])
+                .is_none()
         );
-        let second = sampler.sample();
+        assert!(first.processes.is_none());
+        std::thread::sleep(Duration::from_millis(20));
+        let second = sampler.sample(Instant::now());
         for metric in [
             "host_cpu_utilization_ratio",
+            "host_cpu_time_ratio",
             "host_memory_available_bytes",
             "host_load1",
             "host_uptime_seconds",
             "host_boot_time_seconds",
+            "host_filesystem_free_bytes",
+            "host_processes",
+            "host_context_switches_total",
         ] {
             assert!(
-                second.0.iter().any(|s| s.metric == metric),
+                second.samples.0.iter().any(|s| s.metric == metric),
                 "{metric} missing"
             );
         }
-        for sample in &second.0 {
+        for sample in &second.samples.0 {
             assert!(sample.value.is_finite(), "{sample:?}");
         }
+        let errors: f64 = second
+            .samples
+            .0
+            .iter()
+            .filter(|s| s.metric == "hostwatch_agent_sample_errors_total")
+            .map(|s| s.value)
+            .sum();
+        assert_eq!(errors, 0.0, "sampling this host had problems");
+        let processes = second.processes.expect("a snapshot on the second tick");
+        assert!(!processes.is_empty());
+        assert!(processes.iter().any(|p| p.pid == std::process::id()));
+    }
+
+    #[test]
+    fn a_recorded_host_reads_completely() {
+        let mut sampler = fixture_sampler("host-a");
+        let t0 = Instant::now();
+        let first = sampler.sample(t0);
+        // The fixture's second reading is another tree: switch roots.
+        sampler.fs.root = fixture("host-a").join("proc2");
+        let second = sampler.sample(t0 + Duration::from_secs(10));
+        let s = &second.samples;
+        assert_eq!(
+            s.get("host_memory_total_bytes", &[]),
+            Some(24_684_084.0 * 1024.0)
+        );
+        assert_eq!(s.get("host_load1", &[]), Some(0.01));
+        assert_eq!(s.get("host_threads", &[]), Some(83.0));
+        assert_eq!(s.get("host_boot_time_seconds", &[]), Some(1_795_433_582.0));
+        assert_eq!(s.get("host_uptime_seconds", &[]), Some(2612.63));
+        // 1000 busy ticks of 2000 on two CPUs.
+        assert_eq!(
+            s.get("host_cpu_utilization_ratio", &[("cpu", "total")]),
+            Some(0.5)
+        );
+        assert_eq!(
+            s.get("host_cpu_time_ratio", &[("mode", "iowait")]),
+            Some(0.05)
+        );
+        assert_eq!(s.get("host_cpu_count", &[]), Some(2.0));
+        assert_eq!(
+            s.get(
+                "host_pressure_avg10_ratio",
+                &[("resource", "cpu"), ("kind", "some")]
+            ),
+            Some(0.0)
+        );
+        assert!(
+            s.get("host_network_receive_bytes_total", &[("device", "eth0")])
+                .is_some()
+        );
+        assert!(
+            s.get("host_network_receive_bytes_total", &[("device", "lo")])
+                .is_none()
+        );
+        let vda = [("device", "vda")];
+        assert!(s.get("host_disk_read_bytes_total", &vda).is_some());
+        assert_eq!(s.get("host_disk_utilization_ratio", &vda), Some(0.25));
+        assert!(
+            s.get("host_disk_read_bytes_total", &[("device", "loop0")])
+                .is_none()
+        );
+        let root = [
+            ("mountpoint", "/"),
+            ("device", "/dev/vda"),
+            ("fstype", "ext4"),
+        ];
+        assert!(s.get("host_filesystem_free_bytes", &root).is_some());
+        assert_eq!(s.get("host_processes", &[]), Some(4.0));
+        for family in FAMILIES {
+            assert_eq!(
+                s.get("hostwatch_agent_sample_errors_total", &[("family", family)]),
+                Some(0.0),
+                "{family}"
+            );
+        }
+        assert!(first.processes.is_none());
+        let snapshot = second.processes.unwrap();
+        assert_eq!(snapshot[0].name, "busy");
+        assert_eq!(snapshot[0].user, "alice");
+        assert_eq!(snapshot[0].cpu_cores, 1.0);
+        assert_eq!(snapshot[0].command, "/usr/local/bin/busy --threads 1");
+        let kthread = snapshot.iter().find(|p| p.pid == 2);
+        assert!(kthread.is_none(), "no CPU, no memory: not a top process");
+    }
+
+    #[test]
+    fn unexpected_formats_are_counted_and_skipped() {
+        let mut sampler = fixture_sampler("garbled");
+        let t0 = Instant::now();
+        sampler.sample(t0);
+        let tick = sampler.sample(t0 + Duration::from_secs(1));
+        let errors = |family: &str| {
+            tick.samples
+                .get("hostwatch_agent_sample_errors_total", &[("family", family)])
+                .unwrap()
+        };
+        for family in ["cpu", "memory", "load", "host", "disk", "network"] {
+            assert_eq!(errors(family), 2.0, "{family}");
+        }
+        // No pressure directory is not a problem: old kernels have none.
+        assert_eq!(errors("pressure"), 0.0);
+        assert!(tick.samples.get("host_load1", &[]).is_none());
     }
 }

@@ -1,0 +1,629 @@
+//! Processes from `/proc/<pid>/stat`: the process count, the top-N
+//! snapshot (union of the top N by CPU and by resident memory, with
+//! command line and user), and watched processes as series.
+//!
+//! Only `stat` is read for every process; command line and user are read
+//! for the processes that are shown or matched by a pattern, once per
+//! process lifetime (cached by pid and start time).
+
+use super::{Kernel, ParseError, ProcFs, Samples};
+use crate::config::ProcessesConfig;
+use hostwatch_proto::v1::ProcessInfo;
+use std::collections::HashMap;
+use std::io;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The fields of `/proc/<pid>/stat` the agent uses.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct ProcStat {
+    pub(super) name: String,
+    /// User plus system time, clock ticks.
+    pub(super) ticks: u64,
+    /// Start, clock ticks after boot.
+    pub(super) start: u64,
+    pub(super) rss_pages: u64,
+}
+
+/// `1234 (name with) spaces) S 1 ...`: the name is between the first `(`
+/// and the last `)`, so it may hold anything; the numbers follow.
+pub(super) fn parse_stat(bytes: &[u8]) -> Result<ProcStat, ParseError> {
+    let open = bytes.iter().position(|b| *b == b'(');
+    let close = bytes.iter().rposition(|b| *b == b')');
+    let (Some(open), Some(close)) = (open, close) else {
+        return Err(ParseError::new("no (name)"));
+    };
+    if close < open {
+        return Err(ParseError::new("no (name)"));
+    }
+    let name = String::from_utf8_lossy(&bytes[open + 1..close]).into_owned();
+    let rest = std::str::from_utf8(&bytes[close + 1..])
+        .map_err(|_| ParseError::new("fields are not text"))?;
+    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+    // Field numbers of proc(5) minus 3: the first after the name is `state` (3).
+    let number = |n: usize| -> Result<u64, ParseError> {
+        fields
+            .get(n - 3)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| ParseError::new(format!("field {n} missing or not a number")))
+    };
+    let rss: i64 = fields
+        .get(24 - 3)
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(|| ParseError::new("field 24 missing or not a number"))?;
+    Ok(ProcStat {
+        name,
+        ticks: number(14)?.saturating_add(number(15)?),
+        start: number(22)?,
+        rss_pages: rss.max(0) as u64,
+    })
+}
+
+/// The effective user id from `/proc/<pid>/status` (`Uid: real effective saved fs`).
+pub(super) fn parse_status_uid(text: &str) -> Option<u32> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_ascii_whitespace().nth(1))
+        .and_then(|id| id.parse().ok())
+}
+
+/// `/proc/<pid>/cmdline`: arguments separated (and ended) by NUL, joined by
+/// spaces and cut to `max` bytes at a character boundary; `[name]` for
+/// kernel threads, which have none.
+pub(super) fn command_line(bytes: &[u8], name: &str, max: usize) -> String {
+    let joined: Vec<u8> = bytes
+        .strip_suffix(b"\0")
+        .unwrap_or(bytes)
+        .iter()
+        .map(|b| if *b == 0 { b' ' } else { *b })
+        .collect();
+    let mut text = String::from_utf8_lossy(&joined).trim().to_owned();
+    if text.is_empty() {
+        return format!("[{name}]");
+    }
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
+}
+
+/// uid -> name from `/etc/passwd`. Users only a directory service knows
+/// are shown by number.
+struct Users {
+    path: PathBuf,
+    names: HashMap<u32, String>,
+    loaded: Option<Instant>,
+}
+
+/// How often an unknown uid may cause a re-read of the user database.
+const USERS_RELOAD: Duration = Duration::from_secs(60);
+
+impl Users {
+    fn name(&mut self, uid: u32, now: Instant) -> String {
+        if !self.names.contains_key(&uid)
+            && self
+                .loaded
+                .is_none_or(|t| now.saturating_duration_since(t) >= USERS_RELOAD)
+        {
+            self.loaded = Some(now);
+            match std::fs::read_to_string(&self.path) {
+                Ok(text) => self.names = parse_passwd(&text),
+                Err(e) => {
+                    tracing::debug!(path = %self.path.display(), error = %e, "cannot read the user database")
+                }
+            }
+        }
+        self.names
+            .get(&uid)
+            .cloned()
+            .unwrap_or_else(|| uid.to_string())
+    }
+}
+
+pub(super) fn parse_passwd(text: &str) -> HashMap<u32, String> {
+    text.lines()
+        .filter_map(|l| {
+            let mut parts = l.split(':');
+            let name = parts.next()?;
+            let uid = parts.nth(1)?.parse().ok()?;
+            (!name.is_empty()).then(|| (uid, name.to_owned()))
+        })
+        .collect()
+}
+
+/// One process at this tick.
+#[derive(Debug)]
+struct Proc {
+    pid: u32,
+    stat: ProcStat,
+    /// Cores used since the previous tick; none at the first.
+    cpu_cores: Option<f64>,
+}
+
+/// Readings of the previous tick and caches keyed by (pid, start).
+pub(super) struct State {
+    /// pid -> (start, ticks) at the previous tick.
+    prev: HashMap<u32, (u64, u64)>,
+    prev_time: Option<Instant>,
+    procs: Vec<Proc>,
+    commands: HashMap<u32, (u64, String)>,
+    owners: HashMap<u32, (u64, String)>,
+    users: Users,
+}
+
+impl State {
+    pub(super) fn new(passwd: PathBuf) -> Self {
+        State {
+            prev: HashMap::new(),
+            prev_time: None,
+            procs: Vec::new(),
+            commands: HashMap::new(),
+            owners: HashMap::new(),
+            users: Users {
+                path: passwd,
+                names: HashMap::new(),
+                loaded: None,
+            },
+        }
+    }
+
+    /// Appends the process count and the watched processes' series;
+    /// returns the top-N snapshot (none at the first tick, or with `top = 0`).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn sample(
+        &mut self,
+        fs: &mut ProcFs,
+        settings: &ProcessesConfig,
+        kernel: Kernel,
+        boot_time: Option<u64>,
+        now: Instant,
+        out: &mut Samples,
+        problem: &mut dyn FnMut(String),
+    ) -> Option<Vec<ProcessInfo>> {
+        let elapsed = self
+            .prev_time
+            .map(|t| now.saturating_duration_since(t).as_secs_f64())
+            .filter(|e| *e > 0.0);
+        let entries = match std::fs::read_dir(&fs.root) {
+            Ok(entries) => entries,
+            Err(e) => {
+                problem(format!("{}: {e}", fs.root.display()));
+                return None;
+            }
+        };
+        self.procs.clear();
+        let mut next = HashMap::with_capacity(self.prev.len() + 16);
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let stat = match fs.read_bytes(format!("{pid}/stat")) {
+                Ok(bytes) => match parse_stat(bytes) {
+                    Ok(stat) => stat,
+                    Err(e) => {
+                        problem(format!("/proc/{pid}/stat: {e}"));
+                        continue;
+                    }
+                },
+                // Exited between listing and reading: not a problem.
+                Err(e) if gone(&e) => continue,
+                Err(e) => {
+                    problem(format!("/proc/{pid}/stat: {e}"));
+                    continue;
+                }
+            };
+            let cpu_cores = elapsed.map(|secs| {
+                let used = match self.prev.get(&pid) {
+                    Some((start, ticks)) if *start == stat.start => {
+                        stat.ticks.saturating_sub(*ticks)
+                    }
+                    // Started since the previous tick: all its time is new.
+                    _ => stat.ticks,
+                };
+                used as f64 / kernel.clock_ticks as f64 / secs
+            });
+            next.insert(pid, (stat.start, stat.ticks));
+            self.procs.push(Proc {
+                pid,
+                stat,
+                cpu_cores,
+            });
+        }
+        self.prev = next;
+        self.prev_time = Some(now);
+        // Forget cached details of processes that are gone (or whose pid was reused).
+        let prev = &self.prev;
+        let alive = |pid: &u32, (start, _): &mut (u64, String)| {
+            prev.get(pid).is_some_and(|(s, _)| s == start)
+        };
+        self.commands.retain(alive);
+        self.owners.retain(alive);
+
+        out.push("host_processes", self.procs.len() as f64);
+        self.watched(fs, settings, kernel, out);
+        let primed = self.procs.iter().all(|p| p.cpu_cores.is_some());
+        if settings.top == 0 || !primed {
+            return None;
+        }
+        Some(self.top(fs, settings, kernel, boot_time.unwrap_or(0), now))
+    }
+
+    fn watched(
+        &mut self,
+        fs: &mut ProcFs,
+        settings: &ProcessesConfig,
+        kernel: Kernel,
+        out: &mut Samples,
+    ) {
+        for rule in &settings.watch {
+            let (mut running, mut cpu, mut rss) = (0u64, 0.0, 0u64);
+            let mut cpu_known = true;
+            for p in &self.procs {
+                let matched = match &rule.pattern {
+                    None => p.stat.name == rule.name,
+                    Some(pattern) => {
+                        let command =
+                            cached_command(&mut self.commands, fs, p, settings.command_max_bytes);
+                        pattern.is_match(command)
+                    }
+                };
+                if matched {
+                    running += 1;
+                    rss += p.stat.rss_pages * kernel.page_size;
+                    match p.cpu_cores {
+                        Some(c) => cpu += c,
+                        None => cpu_known = false,
+                    }
+                }
+            }
+            let labels = vec![("name", rule.name.clone())];
+            out.push_labeled("host_process_running", labels.clone(), running as f64);
+            if cpu_known {
+                out.push_labeled("host_process_cpu_cores", labels.clone(), cpu);
+            }
+            out.push_labeled("host_process_resident_bytes", labels, rss as f64);
+        }
+    }
+
+    fn top(
+        &mut self,
+        fs: &mut ProcFs,
+        settings: &ProcessesConfig,
+        kernel: Kernel,
+        boot_time: u64,
+        now: Instant,
+    ) -> Vec<ProcessInfo> {
+        let n = settings.top;
+        let cpu = |p: &Proc| p.cpu_cores.unwrap_or(0.0);
+        let mut by_cpu: Vec<usize> = (0..self.procs.len())
+            .filter(|i| cpu(&self.procs[*i]) > 0.0)
+            .collect();
+        by_cpu.sort_unstable_by(|a, b| cpu(&self.procs[*b]).total_cmp(&cpu(&self.procs[*a])));
+        by_cpu.truncate(n);
+        let mut by_rss: Vec<usize> = (0..self.procs.len())
+            .filter(|i| self.procs[*i].stat.rss_pages > 0)
+            .collect();
+        by_rss.sort_unstable_by_key(|i| std::cmp::Reverse(self.procs[*i].stat.rss_pages));
+        by_rss.truncate(n);
+        for i in by_rss {
+            if !by_cpu.contains(&i) {
+                by_cpu.push(i);
+            }
+        }
+        let mut infos = Vec::with_capacity(by_cpu.len());
+        for i in by_cpu {
+            let p = &self.procs[i];
+            let command =
+                cached_command(&mut self.commands, fs, p, settings.command_max_bytes).to_owned();
+            let user = match self.owners.get(&p.pid) {
+                Some((start, user)) if *start == p.stat.start => user.clone(),
+                _ => {
+                    let user = match fs.read(format!("{}/status", p.pid)) {
+                        Ok(text) => parse_status_uid(text)
+                            .map(|uid| self.users.name(uid, now))
+                            .unwrap_or_default(),
+                        Err(_) => String::new(),
+                    };
+                    self.owners.insert(p.pid, (p.stat.start, user.clone()));
+                    user
+                }
+            };
+            infos.push(ProcessInfo {
+                pid: p.pid,
+                name: p.stat.name.clone(),
+                command,
+                user,
+                cpu_cores: cpu(p),
+                rss_bytes: p.stat.rss_pages * kernel.page_size,
+                start_time_ms: (boot_time * 1000 + p.stat.start * 1000 / kernel.clock_ticks) as i64,
+            });
+        }
+        infos
+    }
+}
+
+/// The command line of `p`, read once per process lifetime.
+fn cached_command<'a>(
+    commands: &'a mut HashMap<u32, (u64, String)>,
+    fs: &mut ProcFs,
+    p: &Proc,
+    max: usize,
+) -> &'a str {
+    let fresh = commands
+        .get(&p.pid)
+        .is_some_and(|(start, _)| *start == p.stat.start);
+    if !fresh {
+        let command = match fs.read_bytes(format!("{}/cmdline", p.pid)) {
+            Ok(bytes) => command_line(bytes, &p.stat.name, max),
+            Err(_) => format!("[{}]", p.stat.name),
+        };
+        commands.insert(p.pid, (p.stat.start, command));
+    }
+    commands.get(&p.pid).map(|(_, c)| c.as_str()).unwrap_or("")
+}
+
+/// The process exited: its directory or files are gone (ENOENT), or the
+/// kernel refuses reads of a dying task (ESRCH).
+fn gone(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(nix::libc::ESRCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Pattern, WatchRule};
+
+    const STAT: &[u8] = b"4242 (my (odd) name) S 1 4242 4242 0 -1 4194560 1000 0 0 0 150 50 0 0 20 0 3 0 12345 100000000 2560 18446744073709551615 1 1 0 0 0 0 0 4096 0 0 0 0 17 1 0 0 0 0 0\n";
+
+    #[test]
+    fn parses_stat_with_any_name() {
+        let stat = parse_stat(STAT).unwrap();
+        assert_eq!(stat.name, "my (odd) name");
+        assert_eq!(stat.ticks, 200);
+        assert_eq!(stat.start, 12345);
+        assert_eq!(stat.rss_pages, 2560);
+        let binary = b"1 (\xff\xfe) S 1 1 1 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 5 0 7 0\n";
+        assert_eq!(parse_stat(binary).unwrap().name, "\u{fffd}\u{fffd}");
+    }
+
+    #[test]
+    fn bad_stat_is_an_error() {
+        for bad in [
+            &b""[..],
+            b"1 name S 1",
+            b"1 (x) S 1 2",
+            b"1 )x( S 1 1 1 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 5 0 7 0",
+            b"1 (x) S 1 1 1 0 -1 0 0 0 0 0 a 2 0 0 20 0 1 0 5 0 7 0",
+        ] {
+            assert!(
+                parse_stat(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn command_lines_are_joined_and_cut_at_a_character() {
+        assert_eq!(
+            command_line(b"nginx: master\0-g\0daemon off;\0", "nginx", 100),
+            "nginx: master -g daemon off;"
+        );
+        assert_eq!(command_line(b"", "kworker/0:1", 100), "[kworker/0:1]");
+        assert_eq!(command_line("aé".as_bytes(), "x", 2), "a");
+        assert_eq!(command_line(b"abcdef", "x", 3), "abc");
+    }
+
+    #[test]
+    fn status_and_passwd() {
+        assert_eq!(
+            parse_status_uid("Name:\tx\nUid:\t0\t1000\t1000\t1000\n"),
+            Some(1000)
+        );
+        assert_eq!(parse_status_uid("Name:\tx\n"), None);
+        let users = parse_passwd(
+            "root:x:0:0:root:/root:/bin/bash\nbad line\nalice:x:1000:1000::/home/alice:/bin/sh\n:x:5:5::/:\n",
+        );
+        assert_eq!(users.len(), 2);
+        assert_eq!(users[&1000], "alice");
+    }
+
+    /// A /proc tree with the given (pid, name, ticks, start, rss pages, cmdline).
+    fn tree(dir: &std::path::Path, procs: &[(u32, &str, u64, u64, u64, &str)]) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            std::fs::remove_dir_all(entry.unwrap().path()).unwrap();
+        }
+        for (pid, name, ticks, start, rss, cmdline) in procs {
+            let d = dir.join(pid.to_string());
+            std::fs::create_dir(&d).unwrap();
+            std::fs::write(
+                d.join("stat"),
+                format!("{pid} ({name}) S 1 1 1 0 -1 0 0 0 0 0 {ticks} 0 0 0 20 0 1 0 {start} 0 {rss} 0\n"),
+            )
+            .unwrap();
+            std::fs::write(d.join("cmdline"), cmdline.replace(' ', "\0")).unwrap();
+            std::fs::write(d.join("status"), "Uid:\t0\t1000\t0\t0\n").unwrap();
+        }
+    }
+
+    #[test]
+    fn top_n_watched_processes_and_pid_reuse() {
+        let dir = tempfile::tempdir().unwrap();
+        let passwd = dir.path().join("passwd");
+        std::fs::write(&passwd, "alice:x:1000:1000::/:/bin/sh\n").unwrap();
+        let proc_dir = dir.path().join("proc");
+        std::fs::create_dir(&proc_dir).unwrap();
+        let kernel = Kernel {
+            clock_ticks: 100,
+            page_size: 4096,
+        };
+        let settings = ProcessesConfig {
+            top: 1,
+            command_max_bytes: 64,
+            watch: vec![
+                WatchRule {
+                    name: "nginx".into(),
+                    pattern: None,
+                },
+                WatchRule {
+                    name: "api".into(),
+                    pattern: Some(Pattern::search("java .*api\\.jar").unwrap()),
+                },
+                WatchRule {
+                    name: "absent".into(),
+                    pattern: None,
+                },
+            ],
+        };
+        let mut state = State::new(passwd);
+        let mut fs = ProcFs::new(proc_dir.clone());
+        let mut problems = Vec::new();
+        let t0 = Instant::now();
+        tree(
+            &proc_dir,
+            &[
+                (1, "nginx", 100, 10, 100, "nginx: master"),
+                (2, "nginx", 100, 11, 300, "nginx: worker"),
+                (3, "java", 0, 12, 5000, "/usr/bin/java -jar api.jar"),
+                (4, "busy", 0, 13, 10, "busy --loop"),
+            ],
+        );
+        let mut out = Samples::default();
+        let snapshot = state.sample(
+            &mut fs,
+            &settings,
+            kernel,
+            Some(1000),
+            t0,
+            &mut out,
+            &mut |e| problems.push(e),
+        );
+        assert!(snapshot.is_none(), "no CPU figures at the first tick");
+        assert_eq!(out.get("host_processes", &[]), Some(4.0));
+        assert_eq!(
+            out.get("host_process_running", &[("name", "nginx")]),
+            Some(2.0)
+        );
+        assert_eq!(
+            out.get("host_process_resident_bytes", &[("name", "nginx")]),
+            Some(400.0 * 4096.0)
+        );
+        assert!(
+            out.get("host_process_cpu_cores", &[("name", "nginx")])
+                .is_none()
+        );
+        assert_eq!(
+            out.get("host_process_running", &[("name", "api")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            out.get("host_process_running", &[("name", "absent")]),
+            Some(0.0)
+        );
+
+        // Two seconds later: busy used 2 cores; pid 2 exited and its pid
+        // was reused by a new process, which started since the last tick.
+        tree(
+            &proc_dir,
+            &[
+                (1, "nginx", 150, 10, 100, "nginx: master"),
+                (2, "sh", 20, 99, 1, "sh -c true"),
+                (3, "java", 0, 12, 5000, "/usr/bin/java -jar api.jar"),
+                (4, "busy", 400, 13, 10, "busy --loop"),
+            ],
+        );
+        let mut out = Samples::default();
+        let snapshot = state
+            .sample(
+                &mut fs,
+                &settings,
+                kernel,
+                Some(1000),
+                t0 + Duration::from_secs(2),
+                &mut out,
+                &mut |e| problems.push(e),
+            )
+            .unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            out.get("host_process_running", &[("name", "nginx")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            out.get("host_process_cpu_cores", &[("name", "nginx")]),
+            Some(0.25)
+        );
+        // Top 1 by CPU (busy) and top 1 by memory (java).
+        let names: Vec<_> = snapshot.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["busy", "java"]);
+        let busy = &snapshot[0];
+        assert_eq!(busy.cpu_cores, 2.0);
+        assert_eq!(busy.command, "busy --loop");
+        assert_eq!(busy.user, "alice");
+        assert_eq!(busy.rss_bytes, 10 * 4096);
+        assert_eq!(busy.start_time_ms, 1_000_000 + 130);
+        // The reused pid's new process used all its 20 ticks since the last tick.
+        let mut out = Samples::default();
+        let settings = ProcessesConfig { top: 2, ..settings };
+        tree(
+            &proc_dir,
+            &[
+                (2, "sh", 20, 99, 1, "sh -c true"),
+                (5, "new", 50, 200, 1, "new"),
+            ],
+        );
+        let snapshot = state
+            .sample(
+                &mut fs,
+                &settings,
+                kernel,
+                Some(1000),
+                t0 + Duration::from_secs(3),
+                &mut out,
+                &mut |e| problems.push(e),
+            )
+            .unwrap();
+        let new = snapshot.iter().find(|p| p.pid == 5).unwrap();
+        assert_eq!(new.cpu_cores, 0.5);
+        let sh = snapshot.iter().find(|p| p.pid == 2).unwrap();
+        assert_eq!(sh.cpu_cores, 0.0);
+        assert_eq!(sh.command, "sh -c true");
+    }
+
+    #[test]
+    fn an_unreadable_or_garbled_process_is_counted_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let proc_dir = dir.path().join("proc");
+        std::fs::create_dir_all(proc_dir.join("7")).unwrap();
+        std::fs::write(proc_dir.join("7/stat"), "garbage").unwrap();
+        // A pid directory without a stat file: exited mid-read.
+        std::fs::create_dir_all(proc_dir.join("8")).unwrap();
+        let mut state = State::new(dir.path().join("no-passwd"));
+        let mut fs = ProcFs::new(proc_dir);
+        let mut problems = Vec::new();
+        let mut out = Samples::default();
+        let kernel = Kernel {
+            clock_ticks: 100,
+            page_size: 4096,
+        };
+        state.sample(
+            &mut fs,
+            &ProcessesConfig::default(),
+            kernel,
+            None,
+            Instant::now(),
+            &mut out,
+            &mut |e| problems.push(e),
+        );
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(out.get("host_processes", &[]), Some(0.0));
+    }
+}
