@@ -1,0 +1,1013 @@
+//! The evaluator: incremental on ingest. Each batch's samples update only
+//! the windows of the rules that watch their metric; nothing reads the
+//! store back, apart from a process snapshot when a CPU or memory alert
+//! fires and its batch holds none.
+//!
+//! State per host: for every (metric, labels) a rule watches, a slot with
+//! one tracker per matching rule (window or trend, and the alert's state
+//! machine); the newest value of every denominator metric; the clock-skew
+//! estimate; dropped-batch counters; which host-down alerts fire.
+//! Alerts that are not inactive live in one map by fingerprint.
+
+use crate::config::{Cause, Denominator, Eval, EventKind, Kind, Rule, RuleSet, SeriesRule, Source};
+use crate::machine::{Change, Cond, Machine, Phase};
+use crate::model::{Alert, Transition};
+use crate::template::{Context, format_bytes, format_duration, format_number};
+use crate::window::{Trend, Window};
+use hostwatch_tsdb::{Batch, Label, ProcessInfo, ProcessSnapshot};
+use sha2::Digest;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+/// Finds the newest process snapshot of a host at or before a time.
+pub type SnapshotSource = Arc<dyn Fn(&str, i64) -> Option<ProcessSnapshot> + Send + Sync>;
+
+/// Processes listed in a cause annotation.
+const TOP_PROCESSES: usize = 5;
+/// Span over which the clock-skew estimate takes the batch that arrived
+/// freshest (a replayed backlog alone does not look like skew).
+const SKEW_WINDOW_MS: i64 = 120_000;
+const SKEW_SAMPLES: usize = 64;
+
+/// What a batch brings besides its samples.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchContext {
+    /// Collector time when the batch arrived.
+    pub received_ms: i64,
+    /// The agent's running count of batches its spool dropped.
+    pub dropped_batches_total: u64,
+}
+
+/// A host's liveness, from the collector's registry.
+#[derive(Debug, Clone)]
+pub struct HostLiveness {
+    pub host: String,
+    /// Last time data arrived or a stream opened or closed.
+    pub last_seen_ms: i64,
+    pub connected: bool,
+    /// The agent said goodbye before its stream closed (a planned stop).
+    pub clean_shutdown: bool,
+}
+
+/// Changes to apply after an evaluation step, in order.
+#[derive(Default)]
+pub(crate) struct Effects {
+    pub(crate) transitions: Vec<Transition>,
+    pub(crate) ops: Vec<Op>,
+    /// Alerts the dispatcher should look at again.
+    pub(crate) dirty: Vec<u64>,
+    /// (host, spool id, dropped batches) to remember.
+    pub(crate) dropped: Vec<(String, u64, u64)>,
+}
+
+pub(crate) enum Op {
+    Save(Alert),
+    Remove(u64),
+}
+
+enum DenKey {
+    Series(u64),
+    Cpus,
+}
+
+/// One rule watching one series.
+struct Tracker {
+    rule: usize,
+    fp: u64,
+    labels: Arc<BTreeMap<String, String>>,
+    denominator: Option<DenKey>,
+    window: Option<Window>,
+    trend: Option<Trend>,
+    machine: Machine,
+    last_t: i64,
+}
+
+struct Slot {
+    /// Sorted, for the equality check behind the hash.
+    labels: Vec<Label>,
+    metric: String,
+    trackers: Vec<Tracker>,
+}
+
+#[derive(Default)]
+struct HostState {
+    slots: HashMap<u64, Vec<Slot>>,
+    /// Newest value of each denominator series, by series hash.
+    denominators: HashMap<u64, f64>,
+    cpus: Option<f64>,
+    /// (received, newest sample time - received), newest last.
+    skew: VecDeque<(i64, i64)>,
+    skew_trackers: Vec<Tracker>,
+    dropped: HashMap<u64, u64>,
+    /// Per host-down rule (by position): the firing alert.
+    down: Vec<Option<u64>>,
+}
+
+/// Which rules react to what.
+#[derive(Default)]
+struct Index {
+    by_metric: HashMap<String, Vec<usize>>,
+    denominators: HashSet<String>,
+    skew: Vec<usize>,
+    host_down: Vec<usize>,
+    reboot: Vec<usize>,
+    dropped: Vec<usize>,
+    by_name: HashMap<String, usize>,
+}
+
+impl Index {
+    fn build(rules: &[Rule]) -> Index {
+        let mut index = Index::default();
+        for (i, rule) in rules.iter().enumerate() {
+            index.by_name.insert(rule.name.clone(), i);
+            match &rule.kind {
+                Kind::Series(s) => match &s.source {
+                    Source::Metric {
+                        metric, divide_by, ..
+                    } => {
+                        index.by_metric.entry(metric.clone()).or_default().push(i);
+                        if let Some(Denominator::Metric(d)) = divide_by {
+                            index.denominators.insert(d.clone());
+                        }
+                    }
+                    Source::ClockSkew => index.skew.push(i),
+                },
+                Kind::HostDown { .. } => index.host_down.push(i),
+                Kind::Event {
+                    event: EventKind::Reboot,
+                    ..
+                } => index.reboot.push(i),
+                Kind::Event { .. } => index.dropped.push(i),
+            }
+        }
+        index
+    }
+}
+
+pub(crate) struct Evaluator {
+    set: Arc<RuleSet>,
+    index: Index,
+    hosts: HashMap<String, HostState>,
+    pub(crate) alerts: HashMap<u64, Alert>,
+}
+
+/// Everything an evaluation step needs besides the tracker.
+struct Step<'a> {
+    set: &'a RuleSet,
+    alerts: &'a mut HashMap<u64, Alert>,
+    effects: &'a mut Effects,
+    now_ms: i64,
+    host: &'a str,
+    processes: &'a [ProcessSnapshot],
+    snapshots: &'a SnapshotSource,
+}
+
+/// Order-independent hash of a series (metric and label set).
+fn series_hash(metric: &str, labels: &[Label]) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    metric.hash(&mut h);
+    let mut sum = h.finish();
+    for label in labels {
+        let mut h = std::hash::DefaultHasher::new();
+        label.name.hash(&mut h);
+        label.value.hash(&mut h);
+        sum = sum.wrapping_add(h.finish());
+    }
+    sum
+}
+
+fn same_labels(sorted: &[Label], labels: &[Label]) -> bool {
+    sorted.len() == labels.len() && labels.iter().all(|l| sorted.binary_search(l).is_ok())
+}
+
+/// The fingerprint of a label set: the first 8 bytes of SHA-256 over the
+/// sorted labels, stable across restarts and versions.
+pub(crate) fn fingerprint(labels: &BTreeMap<String, String>) -> u64 {
+    let mut hasher = sha2::Sha256::new();
+    for (k, v) in labels {
+        hasher.update(k.as_bytes());
+        hasher.update([0]);
+        hasher.update(v.as_bytes());
+        hasher.update([0]);
+    }
+    let digest = hasher.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
+}
+
+/// An alert's labels: the series' labels, `host`, the rule's labels (which
+/// win), and `alertname`.
+fn alert_labels(rule: &Rule, host: &str, series: &[Label]) -> BTreeMap<String, String> {
+    let mut labels: BTreeMap<String, String> = series
+        .iter()
+        .map(|l| (l.name.clone(), l.value.clone()))
+        .collect();
+    labels.insert("host".to_owned(), host.to_owned());
+    labels.extend(rule.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    labels.insert("alertname".to_owned(), rule.name.clone());
+    labels
+}
+
+impl Evaluator {
+    pub(crate) fn new(set: Arc<RuleSet>, stored: Vec<Alert>) -> Self {
+        let mut eval = Evaluator {
+            index: Index::build(&set.rules),
+            set,
+            hosts: HashMap::new(),
+            alerts: stored.into_iter().map(|a| (a.fp(), a)).collect(),
+        };
+        eval.bind_host_down();
+        eval
+    }
+
+    pub(crate) fn set(&self) -> &Arc<RuleSet> {
+        &self.set
+    }
+
+    /// Marks host-down alerts that fire (after a restart or reload) in their host's state.
+    fn bind_host_down(&mut self) {
+        let positions: HashMap<&str, usize> = self
+            .index
+            .host_down
+            .iter()
+            .enumerate()
+            .map(|(pos, &i)| (self.set.rules[i].name.as_str(), pos))
+            .collect();
+        for host in self.hosts.values_mut() {
+            host.down = vec![None; positions.len()];
+        }
+        for alert in self.alerts.values() {
+            let (Some(&pos), Some(host)) =
+                (positions.get(alert.rule.as_str()), alert.labels.get("host"))
+            else {
+                continue;
+            };
+            if alert.phase() == Phase::Firing {
+                let state = self.hosts.entry(host.clone()).or_default();
+                state.down.resize(positions.len(), None);
+                state.down[pos] = Some(alert.fp());
+            }
+        }
+    }
+
+    /// A host connected with `cpus` CPUs; `rebooted` if its boot id changed.
+    pub(crate) fn host_connected(
+        &mut self,
+        host: &str,
+        cpus: u32,
+        rebooted: Option<(&str, &str)>,
+        now_ms: i64,
+        effects: &mut Effects,
+    ) {
+        let state = self.hosts.entry(host.to_owned()).or_default();
+        if cpus > 0 {
+            state.cpus = Some(f64::from(cpus));
+        }
+        let Some((previous, current)) = rebooted else {
+            return;
+        };
+        for &i in &self.index.reboot.clone() {
+            let extra = [
+                ("previous_boot_id".to_owned(), previous.to_owned()),
+                ("boot_id".to_owned(), current.to_owned()),
+            ];
+            self.event(i, host, now_ms, 1.0, &extra, effects);
+        }
+    }
+
+    /// Fires (or, if firing, renews) an event alert of rule `i` for `host`.
+    fn event(
+        &mut self,
+        i: usize,
+        host: &str,
+        now_ms: i64,
+        value: f64,
+        extra: &[(String, String)],
+        effects: &mut Effects,
+    ) {
+        let rule = &self.set.rules[i];
+        let labels = alert_labels(rule, host, &[]);
+        let fp = fingerprint(&labels);
+        let max_alerts = self.set.settings.max_alerts;
+        let alerts_len = self.alerts.len();
+        let alert = match self.alerts.get_mut(&fp) {
+            Some(a) => a,
+            None if alerts_len >= max_alerts => {
+                tracing::error!(rule = %rule.name, host, max_alerts, "too many alerts (alerting.max_alerts); this one is not raised");
+                return;
+            }
+            None => self
+                .alerts
+                .entry(fp)
+                .or_insert_with(|| new_alert(rule, fp, labels)),
+        };
+        let firing = alert.phase() == Phase::Firing;
+        alert.value = if firing { alert.value + value } else { value };
+        alert.evaluated_ms = now_ms;
+        let change = alert.machine.force_fire(now_ms);
+        alert.annotations = render(rule, &alert.labels, Some(alert.value), None);
+        alert.annotations.extend(extra.iter().cloned());
+        match change {
+            Some(change) => record(alert, change, now_ms, now_ms, effects),
+            None => effects.ops.push(Op::Save(alert.clone())),
+        }
+    }
+
+    /// Evaluates one batch of `host`.
+    pub(crate) fn observe(
+        &mut self,
+        batch: &Batch,
+        ctx: BatchContext,
+        now_ms: i64,
+        snapshots: &SnapshotSource,
+        persisted_dropped: impl FnOnce() -> Option<u64>,
+        effects: &mut Effects,
+    ) {
+        let (host_id, source, series, processes) = (
+            batch.host.as_str(),
+            batch.source,
+            &batch.series[..],
+            &batch.processes[..],
+        );
+        let dropped_event = {
+            let Evaluator {
+                set,
+                index,
+                hosts,
+                alerts,
+            } = self;
+            let host = hosts.entry(host_id.to_owned()).or_default();
+            if !index.denominators.is_empty() {
+                for s in series {
+                    if index.denominators.contains(&s.metric)
+                        && let Some(p) = s.points.iter().rev().find(|p| p.value.is_finite())
+                    {
+                        host.denominators
+                            .insert(series_hash(&s.metric, &s.labels), p.value);
+                    }
+                }
+            }
+            let mut step = Step {
+                set,
+                alerts,
+                effects,
+                now_ms,
+                host: host_id,
+                processes,
+                snapshots,
+            };
+            let mut newest = i64::MIN;
+            for s in series {
+                newest = s.points.iter().fold(newest, |n, p| n.max(p.t_ms));
+                let Some(rule_ids) = index.by_metric.get(&s.metric) else {
+                    continue;
+                };
+                let key = series_hash(&s.metric, &s.labels);
+                let slots = host.slots.entry(key).or_default();
+                let pos = match slots.iter().position(|slot| {
+                    slot.metric == s.metric && same_labels(&slot.labels, &s.labels)
+                }) {
+                    Some(pos) => pos,
+                    None => {
+                        let mut labels = s.labels.clone();
+                        labels.sort();
+                        let trackers = build_trackers(
+                            step.set,
+                            rule_ids,
+                            host_id,
+                            &s.metric,
+                            &labels,
+                            step.alerts,
+                            &mut Vec::new(),
+                        );
+                        slots.push(Slot {
+                            labels,
+                            metric: s.metric.clone(),
+                            trackers,
+                        });
+                        slots.len() - 1
+                    }
+                };
+                let slot = &mut slots[pos];
+                for point in &s.points {
+                    if !point.value.is_finite() {
+                        continue;
+                    }
+                    for tracker in &mut slot.trackers {
+                        if point.t_ms <= tracker.last_t {
+                            continue;
+                        }
+                        let value = match &tracker.denominator {
+                            None => point.value,
+                            Some(DenKey::Cpus) => match host.cpus {
+                                Some(c) => point.value / c,
+                                None => continue,
+                            },
+                            Some(DenKey::Series(k)) => match host.denominators.get(k) {
+                                Some(&d) if d != 0.0 => point.value / d,
+                                _ => continue,
+                            },
+                        };
+                        step.point(tracker, point.t_ms, value);
+                    }
+                }
+            }
+            // Clock skew: the freshest batch of the last two minutes tells the
+            // difference best; a backlog's old samples never come out ahead.
+            if newest != i64::MIN && !index.skew.is_empty() {
+                host.skew
+                    .push_back((ctx.received_ms, newest - ctx.received_ms));
+                while host.skew.len() > SKEW_SAMPLES
+                    || host
+                        .skew
+                        .front()
+                        .is_some_and(|(r, _)| *r < ctx.received_ms - SKEW_WINDOW_MS)
+                {
+                    host.skew.pop_front();
+                }
+                let offset = host.skew.iter().map(|s| s.1).max().unwrap_or(0);
+                if host.skew_trackers.len() != index.skew.len() {
+                    host.skew_trackers = index
+                        .skew
+                        .iter()
+                        .map(|&i| new_tracker(step.set, i, host_id, &[], None, step.alerts))
+                        .collect();
+                }
+                for tracker in &mut host.skew_trackers {
+                    if ctx.received_ms > tracker.last_t {
+                        step.point(tracker, ctx.received_ms, (offset as f64 / 1000.0).abs());
+                    }
+                }
+            }
+            // Dropped batches: the agent's running count per spool.
+            if !index.dropped.is_empty() {
+                let previous = match host.dropped.get(&source) {
+                    Some(&n) => Some(n),
+                    None => persisted_dropped(),
+                };
+                let total = ctx.dropped_batches_total;
+                host.dropped.insert(source, total);
+                let increase = match previous {
+                    Some(p) if total > p => total - p,
+                    None if total > 0 => total,
+                    _ => 0,
+                };
+                if previous != Some(total) {
+                    step.effects
+                        .dropped
+                        .push((host_id.to_owned(), source, total));
+                }
+                (increase > 0).then_some((increase, total))
+            } else {
+                None
+            }
+        };
+        if let Some((increase, total)) = dropped_event {
+            let extra = [("dropped_batches_total".to_owned(), total.to_string())];
+            for i in self.index.dropped.clone() {
+                self.event(i, host_id, now_ms, increase as f64, &extra, effects);
+            }
+        }
+    }
+
+    /// Raises or resolves host-down alerts from the registry's view at `now_ms`.
+    pub(crate) fn check_hosts(
+        &mut self,
+        hosts: &[HostLiveness],
+        now_ms: i64,
+        effects: &mut Effects,
+    ) {
+        if self.index.host_down.is_empty() {
+            return;
+        }
+        let rules = self.index.host_down.len();
+        for h in hosts {
+            let state = self.hosts.entry(h.host.clone()).or_default();
+            state.down.resize(rules, None);
+            for pos in 0..rules {
+                let i = self.index.host_down[pos];
+                let rule = &self.set.rules[i];
+                let Kind::HostDown {
+                    timeout_ms,
+                    page_on_clean_shutdown,
+                } = rule.kind
+                else {
+                    continue;
+                };
+                let silent_ms = now_ms - h.last_seen_ms;
+                let down = silent_ms > timeout_ms && (page_on_clean_shutdown || !h.clean_shutdown);
+                match (down, state.down[pos]) {
+                    (true, None) => {
+                        let labels = alert_labels(rule, &h.host, &[]);
+                        let fp = fingerprint(&labels);
+                        if self.alerts.len() >= self.set.settings.max_alerts
+                            && !self.alerts.contains_key(&fp)
+                        {
+                            tracing::error!(rule = %rule.name, host.id = %h.host, "too many alerts (alerting.max_alerts); host down not raised");
+                            continue;
+                        }
+                        let alert = self
+                            .alerts
+                            .entry(fp)
+                            .or_insert_with(|| new_alert(rule, fp, labels));
+                        alert.value = silent_ms as f64 / 1000.0;
+                        alert.evaluated_ms = now_ms;
+                        alert.annotations = render(rule, &alert.labels, Some(alert.value), None);
+                        alert.annotations.insert(
+                            "last_seen".to_owned(),
+                            crate::format_rfc3339(h.last_seen_ms),
+                        );
+                        if let Some(change) = alert.machine.force_fire(now_ms) {
+                            record(alert, change, now_ms, now_ms, effects);
+                        }
+                        state.down[pos] = Some(fp);
+                    }
+                    (false, Some(fp)) => {
+                        state.down[pos] = None;
+                        if let Some(alert) = self.alerts.get_mut(&fp) {
+                            alert.evaluated_ms = now_ms;
+                            if let Some(change) = alert.machine.force_resolve(now_ms) {
+                                alert.announce_resolved_ms =
+                                    Some(now_ms + rule.timing.flap_window_ms);
+                                record(alert, change, now_ms, now_ms, effects);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Time-driven changes: event alerts expire; resolved alerts no hook
+    /// still needs are forgotten once `keep_ms` past their announcement.
+    pub(crate) fn tick(
+        &mut self,
+        now_ms: i64,
+        keep_ms: i64,
+        needed: impl Fn(u64) -> bool,
+        effects: &mut Effects,
+    ) {
+        let mut forget = Vec::new();
+        for (fp, alert) in &mut self.alerts {
+            let Some(&i) = self.index.by_name.get(&alert.rule) else {
+                continue;
+            };
+            let rule = &self.set.rules[i];
+            if let Kind::Event {
+                resolve_after_ms, ..
+            } = rule.kind
+                && alert.phase() == Phase::Firing
+                && now_ms - alert.evaluated_ms >= resolve_after_ms
+                && let Some(change) = alert.machine.force_resolve(now_ms)
+            {
+                alert.announce_resolved_ms = Some(now_ms + rule.timing.flap_window_ms);
+                record(alert, change, now_ms, now_ms, effects);
+            }
+            if alert.phase() == Phase::Resolved
+                && alert
+                    .announce_resolved_ms
+                    .is_some_and(|t| now_ms - t >= keep_ms)
+                && !needed(*fp)
+            {
+                forget.push(*fp);
+            }
+        }
+        for fp in forget {
+            self.alerts.remove(&fp);
+            effects.ops.push(Op::Remove(fp));
+        }
+    }
+
+    /// Switches to a new rule set. Trackers of rules that did not change
+    /// keep their windows; alerts of rules that are gone, or whose labels
+    /// changed (so their fingerprints did), are resolved.
+    pub(crate) fn reload(&mut self, set: Arc<RuleSet>, now_ms: i64, effects: &mut Effects) {
+        let index = Index::build(&set.rules);
+        let same: HashMap<usize, usize> = self
+            .set
+            .rules
+            .iter()
+            .enumerate()
+            .filter_map(|(old, rule)| {
+                let new = *index.by_name.get(&rule.name)?;
+                (set.rules[new].source == rule.source).then_some((old, new))
+            })
+            .collect();
+        for (host_id, host) in &mut self.hosts {
+            for slots in host.slots.values_mut() {
+                for slot in slots.iter_mut() {
+                    let mut old: Vec<Tracker> = std::mem::take(&mut slot.trackers)
+                        .into_iter()
+                        .filter_map(|mut t| {
+                            t.rule = *same.get(&t.rule)?;
+                            Some(t)
+                        })
+                        .collect();
+                    let ids = index
+                        .by_metric
+                        .get(&slot.metric)
+                        .cloned()
+                        .unwrap_or_default();
+                    slot.trackers = build_trackers(
+                        &set,
+                        &ids,
+                        host_id,
+                        &slot.metric,
+                        &slot.labels,
+                        &mut self.alerts,
+                        &mut old,
+                    );
+                }
+                slots.retain(|s| !s.trackers.is_empty());
+            }
+            host.slots.retain(|_, s| !s.is_empty());
+            host.skew_trackers.clear();
+        }
+        let old_labels: HashMap<String, BTreeMap<String, String>> = self
+            .set
+            .rules
+            .iter()
+            .map(|r| (r.name.clone(), r.labels.clone()))
+            .collect();
+        self.set = set;
+        self.index = index;
+        self.resolve_orphans(
+            now_ms,
+            |rule, new| old_labels.get(rule).is_none_or(|old| old == new),
+            effects,
+        );
+        self.bind_host_down();
+    }
+
+    /// Resolves alerts whose rule is gone, or whose labels changed
+    /// (`keep(rule, new labels)` false): nothing would evaluate them again.
+    pub(crate) fn resolve_orphans(
+        &mut self,
+        now_ms: i64,
+        keep: impl Fn(&str, &BTreeMap<String, String>) -> bool,
+        effects: &mut Effects,
+    ) {
+        for alert in self.alerts.values_mut() {
+            let keeps = self
+                .index
+                .by_name
+                .get(&alert.rule)
+                .is_some_and(|&i| keep(&alert.rule, &self.set.rules[i].labels));
+            if !keeps && let Some(change) = alert.machine.force_resolve(now_ms) {
+                alert.announce_resolved_ms = Some(now_ms);
+                alert.annotations.insert(
+                    "resolved_by".to_owned(),
+                    "its rule was removed or relabelled".to_owned(),
+                );
+                record(alert, change, now_ms, now_ms, effects);
+            }
+        }
+    }
+}
+
+fn new_alert(rule: &Rule, fp: u64, labels: BTreeMap<String, String>) -> Alert {
+    Alert {
+        fingerprint: format!("{fp:016x}"),
+        rule: rule.name.clone(),
+        labels,
+        annotations: BTreeMap::new(),
+        machine: Machine::default(),
+        value: 0.0,
+        evaluated_ms: 0,
+        changed_ms: 0,
+        announce_resolved_ms: None,
+    }
+}
+
+/// Records a phase change of `alert` at evaluation time `at_ms`.
+fn record(alert: &mut Alert, change: Change, at_ms: i64, now_ms: i64, effects: &mut Effects) {
+    alert.changed_ms = now_ms;
+    if change.to == Phase::Firing {
+        alert.announce_resolved_ms = None;
+    }
+    effects.transitions.push(Transition {
+        id: 0,
+        fingerprint: alert.fingerprint.clone(),
+        rule: alert.rule.clone(),
+        labels: alert.labels.clone(),
+        annotations: alert.annotations.clone(),
+        from: change.from,
+        to: change.to,
+        at_ms,
+        recorded_ms: now_ms,
+        value: alert.value,
+        flapping: change.flapping,
+    });
+    effects.ops.push(if change.to == Phase::Inactive {
+        Op::Remove(alert.fp())
+    } else {
+        Op::Save(alert.clone())
+    });
+    effects.dirty.push(alert.fp());
+}
+
+/// The rule's annotation templates, rendered.
+fn render(
+    rule: &Rule,
+    labels: &BTreeMap<String, String>,
+    value: Option<f64>,
+    series: Option<&SeriesRule>,
+) -> BTreeMap<String, String> {
+    let (threshold, clear, window_s, horizon_s, limit) = match series {
+        Some(s) => match s.eval {
+            Eval::Window { span_ms, .. } => (
+                Some(s.raise),
+                Some(s.clear),
+                Some(span_ms as f64 / 1000.0),
+                None,
+                None,
+            ),
+            Eval::Predict { span_ms, limit } => (
+                Some(s.raise),
+                Some(s.clear),
+                Some(span_ms as f64 / 1000.0),
+                Some(s.raise),
+                Some(limit),
+            ),
+        },
+        None => (None, None, None, None, None),
+    };
+    let ctx = Context {
+        labels: Some(labels),
+        rule: &rule.name,
+        value,
+        threshold,
+        clear,
+        for_s: Some(rule.timing.for_ms as f64 / 1000.0),
+        window_s,
+        horizon_s,
+        limit,
+    };
+    rule.annotations
+        .iter()
+        .map(|(k, t)| (k.clone(), t.render(&ctx)))
+        .collect()
+}
+
+fn new_tracker(
+    set: &RuleSet,
+    i: usize,
+    host: &str,
+    labels: &[Label],
+    denominator: Option<DenKey>,
+    alerts: &HashMap<u64, Alert>,
+) -> Tracker {
+    let rule = &set.rules[i];
+    let alert_labels = alert_labels(rule, host, labels);
+    let fp = fingerprint(&alert_labels);
+    let (window, trend) = match &rule.kind {
+        Kind::Series(s) => match s.eval {
+            Eval::Window { aggregate, span_ms } => (
+                Some(Window::new(aggregate, span_ms)),
+                s.trend_ms.map(Trend::new),
+            ),
+            Eval::Predict { span_ms, .. } => (None, Some(Trend::new(span_ms))),
+        },
+        _ => (None, None),
+    };
+    // After a restart or reload, the alert's state carries on.
+    let (machine, last_t) = match alerts.get(&fp) {
+        Some(a) => (a.machine, a.evaluated_ms),
+        None => (Machine::default(), i64::MIN),
+    };
+    Tracker {
+        rule: i,
+        fp,
+        labels: Arc::new(alert_labels),
+        denominator,
+        window,
+        trend,
+        machine,
+        last_t,
+    }
+}
+
+/// Trackers for a series of `metric` with `labels` (sorted) on `host`:
+/// one per rule among `rule_ids` whose matchers accept it, reusing those
+/// in `reuse` (already mapped to the new rule indices).
+fn build_trackers(
+    set: &RuleSet,
+    rule_ids: &[usize],
+    host: &str,
+    metric: &str,
+    labels: &[Label],
+    alerts: &mut HashMap<u64, Alert>,
+    reuse: &mut Vec<Tracker>,
+) -> Vec<Tracker> {
+    let mut out = Vec::new();
+    for &i in rule_ids {
+        let Kind::Series(SeriesRule {
+            source:
+                Source::Metric {
+                    matchers,
+                    divide_by,
+                    ..
+                },
+            ..
+        }) = &set.rules[i].kind
+        else {
+            continue;
+        };
+        let get = |name: &str| {
+            if name == "host" {
+                Some(host)
+            } else {
+                labels
+                    .iter()
+                    .find(|l| l.name == name)
+                    .map(|l| l.value.as_str())
+            }
+        };
+        if !matchers.iter().all(|m| m.matches(get)) {
+            continue;
+        }
+        if let Some(pos) = reuse.iter().position(|t| t.rule == i) {
+            out.push(reuse.swap_remove(pos));
+            continue;
+        }
+        let denominator = divide_by.as_ref().map(|d| match d {
+            Denominator::Cpus => DenKey::Cpus,
+            Denominator::Metric(m) => DenKey::Series(series_hash(m, labels)),
+        });
+        let _ = metric;
+        out.push(new_tracker(set, i, host, labels, denominator, alerts));
+    }
+    out
+}
+
+impl Step<'_> {
+    /// Feeds one value at `t_ms` to `tracker` and steps its alert.
+    fn point(&mut self, tracker: &mut Tracker, t_ms: i64, value: f64) {
+        tracker.last_t = t_ms;
+        let rule = &self.set.rules[tracker.rule];
+        let Kind::Series(sr) = &rule.kind else {
+            return;
+        };
+        let figure = match sr.eval {
+            Eval::Window { .. } => {
+                if let Some(trend) = tracker.trend.as_mut() {
+                    trend.push(t_ms, value);
+                }
+                tracker.window.as_mut().and_then(|w| w.push(t_ms, value))
+            }
+            Eval::Predict { limit, .. } => tracker.trend.as_mut().and_then(|trend| {
+                trend.push(t_ms, value);
+                trend.predict().map(|p| p.seconds_to(limit))
+            }),
+        };
+        // Not enough data yet: no verdict, the alert stays as it is.
+        let Some(figure) = figure else {
+            return;
+        };
+        let cond = if sr.op.holds(figure, sr.raise) {
+            Cond::Raise
+        } else if sr.op.holds(figure, sr.clear) {
+            Cond::Hold
+        } else {
+            Cond::Clear
+        };
+        let change = tracker.machine.step(t_ms, cond, &rule.timing);
+        let stale_after = self.set.settings.stale_after_ms;
+        let alerts_len = self.alerts.len();
+        let alert = match self.alerts.get_mut(&tracker.fp) {
+            Some(a) => {
+                // A firing alert seen fresh again after stale data: the
+                // dispatcher may now page it.
+                if a.phase() == Phase::Firing
+                    && self.now_ms - a.evaluated_ms > stale_after
+                    && self.now_ms - t_ms <= stale_after
+                {
+                    self.effects.dirty.push(tracker.fp);
+                }
+                a
+            }
+            None => {
+                if change.is_none_or(|c| c.to == Phase::Inactive) {
+                    return;
+                }
+                if alerts_len >= self.set.settings.max_alerts {
+                    tracing::error!(rule = %rule.name, host.id = self.host, max_alerts = self.set.settings.max_alerts, "too many alerts (alerting.max_alerts); this one is not raised");
+                    tracker.machine = Machine::default();
+                    return;
+                }
+                self.alerts
+                    .entry(tracker.fp)
+                    .or_insert_with(|| new_alert(rule, tracker.fp, (*tracker.labels).clone()))
+            }
+        };
+        alert.value = figure;
+        alert.evaluated_ms = t_ms;
+        alert.machine = tracker.machine;
+        let Some(change) = change else {
+            return;
+        };
+        alert.annotations = render(rule, &alert.labels, Some(figure), Some(sr));
+        if change.to == Phase::Firing || change.to == Phase::Pending {
+            let cause =
+                cause_annotations(sr, tracker, self.host, t_ms, self.processes, self.snapshots);
+            alert.annotations.extend(cause);
+        }
+        if change.to == Phase::Resolved {
+            alert.announce_resolved_ms = Some(self.now_ms + rule.timing.flap_window_ms);
+        }
+        record(alert, change, t_ms, self.now_ms, self.effects);
+    }
+}
+
+/// The cause of a bottleneck: top processes for CPU and memory, the mount
+/// and time to full for disks.
+fn cause_annotations(
+    sr: &SeriesRule,
+    tracker: &Tracker,
+    host: &str,
+    t_ms: i64,
+    processes: &[ProcessSnapshot],
+    snapshots: &SnapshotSource,
+) -> Vec<(String, String)> {
+    match sr.cause {
+        Cause::None => Vec::new(),
+        Cause::Cpu | Cause::Memory => {
+            let nearest = processes
+                .iter()
+                .min_by_key(|s| (s.t_ms - t_ms).abs())
+                .cloned();
+            let Some(snapshot) = nearest.or_else(|| snapshots(host, t_ms)) else {
+                return vec![(
+                    "cause".to_owned(),
+                    "no process snapshot near the trigger".to_owned(),
+                )];
+            };
+            let mut procs: Vec<&ProcessInfo> = snapshot.processes.iter().collect();
+            if sr.cause == Cause::Cpu {
+                procs.sort_by(|a, b| b.cpu_cores.total_cmp(&a.cpu_cores));
+            } else {
+                procs.sort_by_key(|p| std::cmp::Reverse(p.rss_bytes));
+            }
+            procs.truncate(TOP_PROCESSES);
+            let describe = |p: &ProcessInfo| {
+                format!(
+                    "{} (pid {}, user {}, cpu {}%, rss {})",
+                    p.name,
+                    p.pid,
+                    p.user,
+                    format_number(p.cpu_cores * 100.0, 0),
+                    format_bytes(p.rss_bytes as f64)
+                )
+            };
+            let list: Vec<String> = procs.iter().map(|p| describe(p)).collect();
+            let mut out = vec![
+                ("top_processes".to_owned(), list.join("; ")),
+                (
+                    "processes_at".to_owned(),
+                    crate::format_rfc3339(snapshot.t_ms),
+                ),
+            ];
+            if let Some(top) = procs.first() {
+                out.push(("cause".to_owned(), describe(top)));
+            }
+            out
+        }
+        Cause::Disk => {
+            let mut out = Vec::new();
+            if let Some(m) = tracker.labels.get("mountpoint") {
+                out.push(("mountpoint".to_owned(), m.clone()));
+            }
+            let seconds = match sr.eval {
+                Eval::Predict { limit, .. } => tracker
+                    .trend
+                    .as_ref()
+                    .and_then(|t| t.predict())
+                    .map(|p| p.seconds_to(limit)),
+                // Ratio rules (free / size): full at 0.
+                Eval::Window { .. } => tracker
+                    .trend
+                    .as_ref()
+                    .and_then(|t| t.predict())
+                    .map(|p| p.seconds_to(0.0)),
+            };
+            match seconds {
+                Some(s) if s.is_finite() => {
+                    out.push(("time_to_full".to_owned(), format_duration(s)));
+                    out.push((
+                        "predicted_full_at".to_owned(),
+                        crate::format_rfc3339(t_ms + (s * 1000.0) as i64),
+                    ));
+                }
+                Some(_) => out.push(("time_to_full".to_owned(), "not filling".to_owned())),
+                None => out.push((
+                    "time_to_full".to_owned(),
+                    "unknown (trend still building)".to_owned(),
+                )),
+            }
+            out
+        }
+    }
+}

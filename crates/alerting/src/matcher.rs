@@ -1,0 +1,171 @@
+//! Label matchers as operators write them: `name=value`, `name!=value`,
+//! `name=~regex`, `name!~regex` (regexes anchored at both ends, as in
+//! PromQL). Used by rules, hooks and silences.
+
+use regex::Regex;
+use std::fmt;
+
+/// One label matcher.
+#[derive(Debug, Clone)]
+pub struct LabelMatcher {
+    pub name: String,
+    pub op: MatchOp,
+    pub value: String,
+    regex: Option<Regex>,
+}
+
+/// How a matcher compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchOp {
+    Equal,
+    NotEqual,
+    Regex,
+    NotRegex,
+}
+
+impl MatchOp {
+    fn token(self) -> &'static str {
+        match self {
+            MatchOp::Equal => "=",
+            MatchOp::NotEqual => "!=",
+            MatchOp::Regex => "=~",
+            MatchOp::NotRegex => "!~",
+        }
+    }
+}
+
+impl LabelMatcher {
+    /// A matcher from its parts; a bad regex is an error naming it.
+    pub fn new(name: &str, op: MatchOp, value: &str) -> Result<Self, String> {
+        if name.is_empty() {
+            return Err("matcher without a label name".to_owned());
+        }
+        let regex = match op {
+            MatchOp::Regex | MatchOp::NotRegex => Some(
+                Regex::new(&format!("^(?:{value})$"))
+                    .map_err(|e| format!("matcher {name}{}{value}: {e}", op.token()))?,
+            ),
+            _ => None,
+        };
+        Ok(LabelMatcher {
+            name: name.to_owned(),
+            op,
+            value: value.to_owned(),
+            regex,
+        })
+    }
+
+    /// Parses `name=value`, `name!=value`, `name=~regex` or `name!~regex`.
+    /// A value may be wrapped in double quotes, as in PromQL.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        // Longest operators first, so "!=" is not read as "=" after "x!".
+        for (token, op) in [
+            ("=~", MatchOp::Regex),
+            ("!~", MatchOp::NotRegex),
+            ("!=", MatchOp::NotEqual),
+            ("=", MatchOp::Equal),
+        ] {
+            if let Some((name, value)) = text.split_once(token) {
+                let name = name.trim();
+                if name.is_empty() || name.ends_with(['!', '=']) {
+                    continue;
+                }
+                if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                    return Err(format!("matcher {text:?}: invalid label name {name:?}"));
+                }
+                let value = value.trim();
+                let value = value
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or(value);
+                return LabelMatcher::new(name, op, value);
+            }
+        }
+        Err(format!(
+            "matcher {text:?}: expected NAME=VALUE, NAME!=VALUE, NAME=~REGEX or NAME!~REGEX"
+        ))
+    }
+
+    /// Whether the label `self.name`, as returned by `get` (absent = ""), matches.
+    pub fn matches_value(&self, value: Option<&str>) -> bool {
+        let value = value.unwrap_or("");
+        match (self.op, &self.regex) {
+            (MatchOp::Equal, _) => value == self.value,
+            (MatchOp::NotEqual, _) => value != self.value,
+            (MatchOp::Regex, Some(re)) => re.is_match(value),
+            (MatchOp::NotRegex, Some(re)) => !re.is_match(value),
+            // new() always compiles the regex of regex operators.
+            (_, None) => false,
+        }
+    }
+
+    /// Whether a label set given as a lookup function matches.
+    pub fn matches<'a>(&self, get: impl Fn(&str) -> Option<&'a str>) -> bool {
+        self.matches_value(get(&self.name))
+    }
+}
+
+impl PartialEq for LabelMatcher {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.op == other.op && self.value == other.value
+    }
+}
+
+impl fmt::Display for LabelMatcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}{}", self.name, self.op.token(), self.value)
+    }
+}
+
+/// Whether every matcher matches the labels of `map`.
+pub fn all_match(
+    matchers: &[LabelMatcher],
+    map: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    matchers
+        .iter()
+        .all(|m| m.matches(|name| map.get(name).map(String::as_str)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn parses_every_operator_and_quotes() {
+        let cases = [
+            ("cpu=total", "cpu", MatchOp::Equal, "total"),
+            ("cpu=\"total\"", "cpu", MatchOp::Equal, "total"),
+            ("fstype!=tmpfs", "fstype", MatchOp::NotEqual, "tmpfs"),
+            ("mountpoint=~/var.*", "mountpoint", MatchOp::Regex, "/var.*"),
+            (
+                "device!~loop[0-9]+",
+                "device",
+                MatchOp::NotRegex,
+                "loop[0-9]+",
+            ),
+            ("device=", "device", MatchOp::Equal, ""),
+        ];
+        for (text, name, op, value) in cases {
+            let m = LabelMatcher::parse(text).unwrap();
+            assert_eq!((m.name.as_str(), m.op, m.value.as_str()), (name, op, value));
+            assert_eq!(LabelMatcher::parse(&m.to_string()).unwrap(), m);
+        }
+        for bad in ["", "novalue", "=x", "!=x", "a b=c", "x=~("] {
+            assert!(LabelMatcher::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn regexes_are_anchored_and_absent_labels_are_empty() {
+        let labels: BTreeMap<String, String> = [("mountpoint".into(), "/var/lib".into())].into();
+        let yes = |t: &str| all_match(&[LabelMatcher::parse(t).unwrap()], &labels);
+        assert!(yes("mountpoint=~/var.*"));
+        assert!(!yes("mountpoint=~/var"));
+        assert!(yes("mountpoint!~/home"));
+        assert!(yes("device="));
+        assert!(!yes("device!="));
+        assert!(yes("mountpoint!=/"));
+    }
+}

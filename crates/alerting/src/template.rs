@@ -1,0 +1,270 @@
+//! Annotation templates: `{{ host }}`, `{{ value }}`, `{{ threshold }}`,
+//! `{{ labels.mountpoint }}`, with an optional filter:
+//! `{{ value | percent }}`, `| bytes`, `| duration` (seconds), `| round`.
+//! Templates are parsed when rules load, so a typo is a configuration
+//! error, not a broken page.
+
+use std::collections::BTreeMap;
+
+/// Variables a template may use besides `labels.NAME`.
+const VARIABLES: &[&str] = &[
+    "host",
+    "value",
+    "threshold",
+    "clear",
+    "rule",
+    "for",
+    "window",
+    "horizon",
+    "limit",
+];
+
+/// A parsed template.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Part {
+    Text(String),
+    Var { name: String, filter: Filter },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Filter {
+    None,
+    Percent,
+    Bytes,
+    Duration,
+    Round,
+}
+
+/// What a template is rendered with.
+#[derive(Debug, Default)]
+pub struct Context<'a> {
+    pub labels: Option<&'a BTreeMap<String, String>>,
+    pub rule: &'a str,
+    pub value: Option<f64>,
+    pub threshold: Option<f64>,
+    pub clear: Option<f64>,
+    pub for_s: Option<f64>,
+    pub window_s: Option<f64>,
+    pub horizon_s: Option<f64>,
+    pub limit: Option<f64>,
+}
+
+impl Template {
+    /// Parses `text`; unknown variables and filters are errors.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("{{") {
+            if start > 0 {
+                parts.push(Part::Text(rest[..start].to_owned()));
+            }
+            let after = &rest[start + 2..];
+            let end = after
+                .find("}}")
+                .ok_or_else(|| format!("unclosed {{{{ in template {text:?}"))?;
+            let inner = after[..end].trim();
+            let (name, filter) = match inner.split_once('|') {
+                Some((n, f)) => (n.trim(), parse_filter(f.trim())?),
+                None => (inner, Filter::None),
+            };
+            let known = VARIABLES.contains(&name)
+                || name.strip_prefix("labels.").is_some_and(|l| {
+                    !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                });
+            if !known {
+                return Err(format!(
+                    "unknown template variable {name:?} (known: {}, labels.NAME)",
+                    VARIABLES.join(", ")
+                ));
+            }
+            parts.push(Part::Var {
+                name: name.to_owned(),
+                filter,
+            });
+            rest = &after[end + 2..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Text(rest.to_owned()));
+        }
+        Ok(Template { parts })
+    }
+
+    /// The text with every variable replaced; a variable without a value
+    /// renders as "?" (a page with a gap beats no page).
+    pub fn render(&self, ctx: &Context<'_>) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => out.push_str(t),
+                Part::Var { name, filter } => out.push_str(&render_var(name, *filter, ctx)),
+            }
+        }
+        out
+    }
+}
+
+fn parse_filter(name: &str) -> Result<Filter, String> {
+    Ok(match name {
+        "percent" => Filter::Percent,
+        "bytes" => Filter::Bytes,
+        "duration" => Filter::Duration,
+        "round" => Filter::Round,
+        other => {
+            return Err(format!(
+                "unknown template filter {other:?} (known: percent, bytes, duration, round)"
+            ));
+        }
+    })
+}
+
+fn render_var(name: &str, filter: Filter, ctx: &Context<'_>) -> String {
+    let label = |l: &str| ctx.labels.and_then(|m| m.get(l)).cloned();
+    let number = match name {
+        "host" => return label("host").unwrap_or_else(|| "?".to_owned()),
+        "rule" => return ctx.rule.to_owned(),
+        "value" => ctx.value,
+        "threshold" => ctx.threshold,
+        "clear" => ctx.clear,
+        "for" => ctx.for_s,
+        "window" => ctx.window_s,
+        "horizon" => ctx.horizon_s,
+        "limit" => ctx.limit,
+        other => {
+            let l = other.strip_prefix("labels.").unwrap_or(other);
+            return label(l).unwrap_or_default();
+        }
+    };
+    let Some(v) = number else {
+        return "?".to_owned();
+    };
+    let duration_default = matches!(name, "for" | "window" | "horizon");
+    match filter {
+        Filter::Percent => format!("{}%", format_number(v * 100.0, 1)),
+        Filter::Bytes => format_bytes(v),
+        Filter::Duration => format_duration(v),
+        Filter::Round => format_number(v, 0),
+        Filter::None if duration_default => format_duration(v),
+        Filter::None => format_number(v, 3),
+    }
+}
+
+/// `v` with at most `decimals` decimals, trailing zeros dropped.
+pub fn format_number(v: f64, decimals: usize) -> String {
+    if !v.is_finite() {
+        return if v.is_nan() {
+            "NaN".into()
+        } else if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
+    }
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        s
+    }
+}
+
+/// Bytes in binary units, e.g. "23.5 GiB".
+pub fn format_bytes(bytes: f64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = bytes;
+    let mut unit = 0;
+    while value.abs() >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{value:.0} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Seconds as a short human duration, e.g. "3h 20m"; infinite as "never".
+pub fn format_duration(seconds: f64) -> String {
+    if !seconds.is_finite() {
+        return "never".to_owned();
+    }
+    let s = seconds.max(0.0).round() as u64;
+    let (d, h, m, sec) = (s / 86_400, s / 3_600 % 24, s / 60 % 60, s % 60);
+    let parts: Vec<String> = [(d, "d"), (h, "h"), (m, "m"), (sec, "s")]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .take(2)
+        .map(|(n, u)| format!("{n}{u}"))
+        .collect();
+    if parts.is_empty() {
+        "0s".to_owned()
+    } else {
+        parts.join(" ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_variables_labels_and_filters() {
+        let labels: BTreeMap<String, String> = [
+            ("host".into(), "web1".into()),
+            ("mountpoint".into(), "/var".into()),
+        ]
+        .into();
+        let ctx = Context {
+            labels: Some(&labels),
+            rule: "disk_full",
+            value: Some(0.0734),
+            threshold: Some(0.1),
+            for_s: Some(300.0),
+            ..Context::default()
+        };
+        let t = Template::parse(
+            "{{ host }}:{{labels.mountpoint}} at {{ value | percent }} (< {{ threshold|percent }} for {{ for }}), {{ value }} {{ clear }}",
+        )
+        .unwrap();
+        assert_eq!(t.render(&ctx), "web1:/var at 7.3% (< 10% for 5m), 0.073 ?");
+        let b = Template::parse("{{ value | bytes }} {{ value | round }} {{ value | duration }}")
+            .unwrap();
+        let ctx = Context {
+            value: Some(5.0 * 1024.0 * 1024.0 * 1024.0),
+            ..Context::default()
+        };
+        assert_eq!(b.render(&ctx), "5.0 GiB 5368709120 62137d 20h");
+    }
+
+    #[test]
+    fn bad_templates_are_refused_with_the_reason() {
+        for (text, needle) in [
+            ("{{ hots }}", "hots"),
+            ("{{ value | percentage }}", "percentage"),
+            ("{{ value", "unclosed"),
+            ("{{ labels. }}", "labels."),
+        ] {
+            let err = Template::parse(text).unwrap_err();
+            assert!(err.contains(needle), "{err}");
+        }
+        assert_eq!(
+            Template::parse("plain")
+                .unwrap()
+                .render(&Context::default()),
+            "plain"
+        );
+    }
+
+    #[test]
+    fn durations_are_short() {
+        assert_eq!(format_duration(0.4), "0s");
+        assert_eq!(format_duration(90.0), "1m 30s");
+        assert_eq!(format_duration(3.0 * 86_400.0 + 7_200.0 + 5.0), "3d 2h");
+        assert_eq!(format_duration(f64::INFINITY), "never");
+    }
+}
