@@ -137,8 +137,8 @@ pub struct RuleConfig {
     /// Label matchers: `name=value`, `name!=value`, `name=~re`, `name!~re`.
     #[serde(default, rename = "match")]
     pub matchers: Vec<String>,
-    /// Divide by this metric of the same host and labels, or by "cpus"
-    /// (the host's CPU count).
+    /// Divide by this metric of the same host and labels (the denominator
+    /// may have no labels at all, like `host_cpu_count`).
     pub divide_by: Option<String>,
     pub aggregate: Option<Aggregate>,
     #[serde(default, with = "humantime_serde::option")]
@@ -344,18 +344,11 @@ pub enum Source {
     Metric {
         metric: String,
         matchers: Vec<LabelMatcher>,
-        divide_by: Option<Denominator>,
+        /// Denominator metric of a ratio rule.
+        divide_by: Option<String>,
     },
     /// Seconds between the agent's clock and the collector's, per host.
     ClockSkew,
-}
-
-/// The divisor of a ratio rule.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Denominator {
-    Metric(String),
-    /// The host's CPU count, from its Hello.
-    Cpus,
 }
 
 /// How values become the compared figure.
@@ -786,9 +779,8 @@ fn metric_source(config: &RuleConfig) -> Result<(Source, Cause), String> {
     }
     let divide_by = match config.divide_by.as_deref() {
         None => None,
-        Some("cpus") => Some(Denominator::Cpus),
-        Some(m) if valid_name(m) => Some(Denominator::Metric(m.to_owned())),
-        Some(m) => return Err(format!("divide_by {m:?} must be a metric name or \"cpus\"")),
+        Some(m) if valid_name(m) => Some(m.to_owned()),
+        Some(m) => return Err(format!("divide_by {m:?} must be a metric name")),
     };
     let cause = config.cause.unwrap_or_else(|| default_cause(&metric));
     let source = Source::Metric {

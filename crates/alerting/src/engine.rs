@@ -128,15 +128,16 @@ impl Alerting {
         });
     }
 
-    /// An agent connected: `cpus` from its facts; `previous_boot_id` is
-    /// the boot id the registry held (empty if none): a different one
-    /// means the host rebooted.
-    pub fn host_connected(&self, host: &str, cpus: u32, previous_boot_id: &str, boot_id: &str) {
+    /// An agent connected; `previous_boot_id` is the boot id the registry
+    /// held (empty if none): a different one means the host rebooted.
+    pub fn host_connected(&self, host: &str, previous_boot_id: &str, boot_id: &str) {
+        if previous_boot_id.is_empty() || boot_id.is_empty() || previous_boot_id == boot_id {
+            return;
+        }
         let now = self.inner.clock.now_ms();
-        let rebooted =
-            (!previous_boot_id.is_empty() && !boot_id.is_empty() && previous_boot_id != boot_id)
-                .then_some((previous_boot_id, boot_id));
-        self.with_eval(|eval, effects| eval.host_connected(host, cpus, rebooted, now, effects));
+        self.with_eval(|eval, effects| {
+            eval.rebooted(host, (previous_boot_id, boot_id), now, effects)
+        });
     }
 
     /// Raises or resolves host-down alerts from the registry's view now.

@@ -9,7 +9,7 @@
 //! estimate; dropped-batch counters; which host-down alerts fire.
 //! Alerts that are not inactive live in one map by fingerprint.
 
-use crate::config::{Cause, Denominator, Eval, EventKind, Kind, Rule, RuleSet, SeriesRule, Source};
+use crate::config::{Cause, Eval, EventKind, Kind, Rule, RuleSet, SeriesRule, Source};
 use crate::machine::{Change, Cond, Machine, Phase};
 use crate::model::{Alert, Transition};
 use crate::template::{Context, format_bytes, format_duration, format_number};
@@ -66,9 +66,11 @@ pub(crate) enum Op {
     Remove(u64),
 }
 
-enum DenKey {
-    Series(u64),
-    Cpus,
+/// Where a tracker's denominator is: the series of the denominator metric
+/// with the same labels, or else the one without labels.
+struct DenKey {
+    same_labels: u64,
+    no_labels: u64,
 }
 
 /// One rule watching one series.
@@ -95,7 +97,6 @@ struct HostState {
     slots: HashMap<u64, Vec<Slot>>,
     /// Newest value of each denominator series, by series hash.
     denominators: HashMap<u64, f64>,
-    cpus: Option<f64>,
     /// (received, newest sample time - received), newest last.
     skew: VecDeque<(i64, i64)>,
     skew_trackers: Vec<Tracker>,
@@ -127,7 +128,7 @@ impl Index {
                         metric, divide_by, ..
                     } => {
                         index.by_metric.entry(metric.clone()).or_default().push(i);
-                        if let Some(Denominator::Metric(d)) = divide_by {
+                        if let Some(d) = divide_by {
                             index.denominators.insert(d.clone());
                         }
                     }
@@ -252,22 +253,14 @@ impl Evaluator {
         }
     }
 
-    /// A host connected with `cpus` CPUs; `rebooted` if its boot id changed.
-    pub(crate) fn host_connected(
+    /// A host's agent connected after its boot id changed.
+    pub(crate) fn rebooted(
         &mut self,
         host: &str,
-        cpus: u32,
-        rebooted: Option<(&str, &str)>,
+        (previous, current): (&str, &str),
         now_ms: i64,
         effects: &mut Effects,
     ) {
-        let state = self.hosts.entry(host.to_owned()).or_default();
-        if cpus > 0 {
-            state.cpus = Some(f64::from(cpus));
-        }
-        let Some((previous, current)) = rebooted else {
-            return;
-        };
         for &i in &self.index.reboot.clone() {
             let extra = [
                 ("previous_boot_id".to_owned(), previous.to_owned()),
@@ -377,7 +370,6 @@ impl Evaluator {
                             step.set,
                             rule_ids,
                             host_id,
-                            &s.metric,
                             &labels,
                             step.alerts,
                             &mut Vec::new(),
@@ -401,11 +393,11 @@ impl Evaluator {
                         }
                         let value = match &tracker.denominator {
                             None => point.value,
-                            Some(DenKey::Cpus) => match host.cpus {
-                                Some(c) => point.value / c,
-                                None => continue,
-                            },
-                            Some(DenKey::Series(k)) => match host.denominators.get(k) {
+                            Some(key) => match host
+                                .denominators
+                                .get(&key.same_labels)
+                                .or_else(|| host.denominators.get(&key.no_labels))
+                            {
                                 Some(&d) if d != 0.0 => point.value / d,
                                 _ => continue,
                             },
@@ -615,7 +607,6 @@ impl Evaluator {
                         &set,
                         &ids,
                         host_id,
-                        &slot.metric,
                         &slot.labels,
                         &mut self.alerts,
                         &mut old,
@@ -790,14 +781,13 @@ fn new_tracker(
     }
 }
 
-/// Trackers for a series of `metric` with `labels` (sorted) on `host`:
+/// Trackers for a series with `labels` (sorted) on `host`:
 /// one per rule among `rule_ids` whose matchers accept it, reusing those
 /// in `reuse` (already mapped to the new rule indices).
 fn build_trackers(
     set: &RuleSet,
     rule_ids: &[usize],
     host: &str,
-    metric: &str,
     labels: &[Label],
     alerts: &mut HashMap<u64, Alert>,
     reuse: &mut Vec<Tracker>,
@@ -833,11 +823,10 @@ fn build_trackers(
             out.push(reuse.swap_remove(pos));
             continue;
         }
-        let denominator = divide_by.as_ref().map(|d| match d {
-            Denominator::Cpus => DenKey::Cpus,
-            Denominator::Metric(m) => DenKey::Series(series_hash(m, labels)),
+        let denominator = divide_by.as_ref().map(|d| DenKey {
+            same_labels: series_hash(d, labels),
+            no_labels: series_hash(d, &[]),
         });
-        let _ = metric;
         out.push(new_tracker(set, i, host, labels, denominator, alerts));
     }
     out

@@ -548,10 +548,10 @@ annotations = { summary = "{{ host }} rebooted" }
         let stop = stop.clone();
         tokio::spawn(async move { alerting.run(stop.cancelled_owned()).await })
     };
-    h.alerting.host_connected("web1", 4, "", "boot-a");
-    h.alerting.host_connected("web1", 4, "boot-a", "boot-a");
+    h.alerting.host_connected("web1", "", "boot-a");
+    h.alerting.host_connected("web1", "boot-a", "boot-a");
     assert!(h.alerting.alerts().is_empty());
-    h.alerting.host_connected("web1", 4, "boot-a", "boot-b");
+    h.alerting.host_connected("web1", "boot-a", "boot-b");
     let alert = h.alert("rebooted").unwrap();
     assert_eq!(alert.phase(), Phase::Firing);
     assert_eq!(alert.annotations["previous_boot_id"], "boot-a");
@@ -667,4 +667,45 @@ async fn a_reload_keeps_unchanged_rules_and_resolves_removed_ones() {
     assert!(h.transitions().is_empty());
     assert_eq!(h.alert("cpu_busy").unwrap().phase(), Phase::Firing);
     assert_eq!(h.alerting.rule_names().0, ["cpu_busy"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_denominator_without_labels_divides_every_series_of_its_host() {
+    let text = r#"
+[alerting]
+default_rules = false
+[[alerting.rules]]
+name = "load_per_core"
+kind = "threshold"
+metric = "host_load5"
+divide_by = "host_cpu_count"
+op = ">"
+raise = 2.0
+annotations = { summary = "{{ value }} per core" }
+"#;
+    let mut h = Harness::new(text);
+    let now = h.now();
+    h.send(
+        "web1",
+        vec![
+            series("host_load5", &[], now, 6.0),
+            series("host_cpu_count", &[], now, 4.0),
+        ],
+        vec![],
+    );
+    assert!(h.alerting.alerts().is_empty());
+    advance(10).await;
+    let now = h.now();
+    h.send(
+        "web1",
+        vec![
+            series("host_load5", &[], now, 10.0),
+            series("host_cpu_count", &[], now, 4.0),
+        ],
+        vec![],
+    );
+    assert_eq!(
+        h.alert("load_per_core").unwrap().annotations["summary"],
+        "2.5 per core"
+    );
 }
