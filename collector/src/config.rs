@@ -60,23 +60,35 @@ impl Default for Limits {
     }
 }
 
-/// Storage windows.
+/// Storage windows and limits.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Storage {
-    /// Samples older than this are refused.
+    /// Samples older than this are refused, and deleted in the background.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
+    /// When set, the oldest hours are deleted in the background while the
+    /// stored data (chunks, snapshots, WAL) exceeds this many bytes.
+    pub retention_bytes: Option<u64>,
     /// Samples further than this in the future (agent clock ahead) are refused.
     #[serde(with = "humantime_serde")]
     pub future_tolerance: Duration,
+    /// A sample older than its series' newest by at most this is still
+    /// stored (an agent's replay interleaving with fresh data); at most 1h.
+    #[serde(with = "humantime_serde")]
+    pub out_of_order_tolerance: Duration,
 }
+
+/// Longest out-of-order tolerance: the store's chunk window.
+const MAX_OUT_OF_ORDER: Duration = Duration::from_secs(3600);
 
 impl Default for Storage {
     fn default() -> Self {
         Storage {
             retention: Duration::from_secs(30 * 24 * 3600),
+            retention_bytes: None,
             future_tolerance: Duration::from_secs(600),
+            out_of_order_tolerance: Duration::from_secs(600),
         }
     }
 }
@@ -119,6 +131,18 @@ impl CollectorConfig {
             ),
             ("storage.retention", self.storage.retention.is_zero()),
         ];
+        if self.storage.retention_bytes == Some(0) {
+            return Err(
+                "storage.retention_bytes must be greater than zero (leave it out for no size limit)"
+                    .into(),
+            );
+        }
+        if self.storage.out_of_order_tolerance > MAX_OUT_OF_ORDER {
+            return Err(format!(
+                "storage.out_of_order_tolerance must be at most {}s (the chunk window)",
+                MAX_OUT_OF_ORDER.as_secs()
+            ));
+        }
         match positive.iter().find(|(_, bad)| *bad) {
             Some((key, _)) if *key == "limits.max_message_bytes" => {
                 Err(format!("{key} must be at least 1024"))
@@ -179,6 +203,26 @@ key = "collector.key"
                 "storage.retention",
             ),
             (format!("{MINIMAL}\n[storage]\nkeep = 1\n"), "keep"),
+            (
+                format!("{MINIMAL}\n[storage]\nretention_bytes = 0\n"),
+                "storage.retention_bytes",
+            ),
+            (
+                format!("{MINIMAL}\n[storage]\nretention_bytes = -5\n"),
+                "retention_bytes",
+            ),
+            (
+                format!("{MINIMAL}\n[storage]\nretention_bytes = \"lots\"\n"),
+                "retention_bytes",
+            ),
+            (
+                format!("{MINIMAL}\n[storage]\nout_of_order_tolerance = \"2h\"\n"),
+                "storage.out_of_order_tolerance",
+            ),
+            (
+                format!("{MINIMAL}\n[storage]\nout_of_order_tolerance = \"soon\"\n"),
+                "out_of_order_tolerance",
+            ),
             (
                 MINIMAL.replace(
                     "data_dir = \"data\"",

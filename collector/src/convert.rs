@@ -144,6 +144,24 @@ pub(crate) fn matchers(matchers: &[pb::Matcher]) -> Result<Vec<tsdb::Matcher>, S
         .collect()
 }
 
+/// The aggregation of a stepped range query; UNSPECIFIED or an unknown
+/// value is INVALID_ARGUMENT.
+pub(crate) fn aggregation(value: i32) -> Result<tsdb::Aggregation, Status> {
+    use pb::Aggregation as A;
+    match A::try_from(value).unwrap_or(A::Unspecified) {
+        A::Avg => Ok(tsdb::Aggregation::Avg),
+        A::Min => Ok(tsdb::Aggregation::Min),
+        A::Max => Ok(tsdb::Aggregation::Max),
+        A::Sum => Ok(tsdb::Aggregation::Sum),
+        A::Count => Ok(tsdb::Aggregation::Count),
+        A::Last => Ok(tsdb::Aggregation::Last),
+        A::Rate => Ok(tsdb::Aggregation::Rate),
+        A::Unspecified => Err(Status::invalid_argument(format!(
+            "aggregation {value} with step_ms: use AVG, MIN, MAX, SUM, COUNT, LAST or RATE"
+        ))),
+    }
+}
+
 pub(crate) fn series_data(data: tsdb::SeriesData) -> pb::SeriesPoints {
     let labels = labels_out(&data.key);
     let (timestamps_ms, values) = data.points.iter().map(|p| (p.t_ms, p.value)).unzip();
@@ -246,6 +264,18 @@ mod tests {
         };
         for m in [bad_op, bad_re] {
             let status = matchers(&[m]).unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        }
+    }
+
+    #[test]
+    fn aggregations_map_and_unknown_ones_are_invalid_arguments() {
+        assert_eq!(
+            aggregation(pb::Aggregation::Rate as i32).unwrap(),
+            tsdb::Aggregation::Rate
+        );
+        for bad in [0, 8, -1] {
+            let status = aggregation(bad).unwrap_err();
             assert_eq!(status.code(), tonic::Code::InvalidArgument);
         }
     }

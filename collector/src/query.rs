@@ -74,10 +74,30 @@ impl Query for QueryService {
             )));
         }
         let matchers = convert::matchers(&request.matchers)?;
+        let aggregation = match request.step_ms {
+            0 if request.aggregation == 0 => None,
+            0 => {
+                return Err(Status::invalid_argument(
+                    "aggregation needs step_ms greater than zero",
+                ));
+            }
+            step if step < 0 => {
+                return Err(Status::invalid_argument(format!(
+                    "step_ms must not be negative, not {step}"
+                )));
+            }
+            _ => Some(convert::aggregation(request.aggregation)?),
+        };
         let limit = self.shared.limits.max_query_points;
         let data = self
             .blocking(move |store| {
-                store.range(&request.metric, &matchers, request.start_ms, request.end_ms)
+                let (metric, start, end) = (&request.metric, request.start_ms, request.end_ms);
+                match aggregation {
+                    None => store.range(metric, &matchers, start, end),
+                    Some(agg) => {
+                        store.range_step(metric, &matchers, start, end, request.step_ms, agg)
+                    }
+                }
             })
             .await?;
         let points: usize = data.iter().map(|s| s.points.len()).sum();

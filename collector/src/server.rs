@@ -63,7 +63,9 @@ pub async fn serve(
         })?;
     let options = Options {
         retention_ms: config.storage.retention.as_millis() as i64,
+        retention_bytes: config.storage.retention_bytes,
         future_tolerance_ms: config.storage.future_tolerance.as_millis() as i64,
+        out_of_order_tolerance_ms: config.storage.out_of_order_tolerance.as_millis() as i64,
         max_series_per_host: config.limits.max_series_per_host,
         ..Options::default()
     };

@@ -6,8 +6,8 @@ use crate::client::ClientConfig;
 use clap::Args;
 use hostwatch_proto::v1::query_client::QueryClient;
 use hostwatch_proto::v1::{
-    HostStatus, ListHostsRequest, Matcher, ProcessInfo, ProcessesRequest, RangeRequest,
-    SeriesPoints, matcher,
+    Aggregation, HostStatus, ListHostsRequest, Matcher, ProcessInfo, ProcessesRequest,
+    RangeRequest, SeriesPoints, matcher,
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -27,9 +27,34 @@ pub(crate) struct QueryArgs {
     /// Label matcher NAME=VALUE, NAME!=VALUE, NAME=~REGEX or NAME!~REGEX; repeatable.
     #[arg(long = "match", value_parser = parse_matcher)]
     matchers: Vec<Matcher>,
+    /// One point per step (e.g. 1m, 1h) instead of raw samples; whole
+    /// minutes and hours are served from downsampled data.
+    #[arg(long, value_parser = parse_duration)]
+    step: Option<Duration>,
+    /// How each step folds its samples: avg, min, max, sum, count, last or
+    /// rate (per second, for counters). Needs --step.
+    #[arg(long, requires = "step", value_parser = parse_aggregation)]
+    agg: Option<Aggregation>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+fn parse_aggregation(s: &str) -> Result<Aggregation, String> {
+    Ok(match s {
+        "avg" => Aggregation::Avg,
+        "min" => Aggregation::Min,
+        "max" => Aggregation::Max,
+        "sum" => Aggregation::Sum,
+        "count" => Aggregation::Count,
+        "last" => Aggregation::Last,
+        "rate" => Aggregation::Rate,
+        _ => {
+            return Err(format!(
+                "{s:?}: expected avg, min, max, sum, count, last or rate"
+            ));
+        }
+    })
 }
 
 #[derive(Args)]
@@ -275,11 +300,20 @@ pub(crate) fn query(config_path: &Path, args: QueryArgs) -> anyhow::Result<()> {
         value: args.host.clone(),
     }];
     matchers.extend(args.matchers);
+    let (step_ms, aggregation) = match args.step {
+        Some(step) => (
+            step.as_millis() as i64,
+            args.agg.unwrap_or(Aggregation::Avg) as i32,
+        ),
+        None => (0, Aggregation::Unspecified as i32),
+    };
     let request = RangeRequest {
         metric: args.metric.clone(),
         matchers,
         start_ms: start,
         end_ms: end,
+        step_ms,
+        aggregation,
     };
     let series = runtime()?.block_on(async {
         let mut client =

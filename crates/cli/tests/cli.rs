@@ -152,6 +152,18 @@ fn reading_commands_need_a_usable_client_configuration() {
     assert_eq!(out.status.code(), Some(64));
     assert!(text(&out.stderr).contains("soon"), "{}", text(&out.stderr));
 
+    // An unknown aggregation, and an aggregation without a step.
+    for (args, named) in [
+        (&["--step", "1m", "--agg", "median"][..], "median"),
+        (&["--agg", "max"][..], "--step"),
+    ] {
+        let mut all = vec!["--config", path(&missing), "query", "m", "--host", "h"];
+        all.extend_from_slice(args);
+        let out = hostwatch(&all);
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        assert!(text(&out.stderr).contains(named), "{}", text(&out.stderr));
+    }
+
     let out = hostwatch(&["quickstart", "--dir", path(dir.path()), "--duration", "0"]);
     assert_eq!(out.status.code(), Some(64));
 }
@@ -213,6 +225,22 @@ fn quick_start_then_collector_serves_hosts_and_queries() {
         json.contains("\"metric\": \"host_memory_available_bytes\"") && json.contains("\"value\""),
         "{json}"
     );
+    let stepped = hostwatch(&[
+        "--config",
+        path(&cli),
+        "query",
+        "host_memory_available_bytes",
+        "--host",
+        &host,
+        "--step",
+        "1m",
+        "--agg",
+        "max",
+        "--json",
+    ]);
+    assert!(stepped.status.success(), "{}", text(&stepped.stderr));
+    let json = text(&stepped.stdout);
+    assert!(json.contains("\"value\""), "{json}");
     stop.cancel();
     runtime.block_on(collector).unwrap().unwrap();
 

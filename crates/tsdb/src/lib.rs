@@ -1,24 +1,64 @@
 //! hostwatch's embedded time-series store on sled.
 //!
-//! The store keeps a series index (metric + labels to a numeric id), the
-//! samples, and per (host, source) the highest batch sequence stored, which
-//! makes agent replays idempotent. [`Store::append`] returns only once the
-//! batch is flushed to disk, so the collector may acknowledge it.
+//! The life of a sample: [`Store::append`] validates a batch (rejecting,
+//! with a counted reason, non-finite values, timestamps too far ahead,
+//! older than the retention or older than the out-of-order tolerance),
+//! resolves each series to a compact id, encodes the accepted samples as
+//! one WAL frame, and queues it for the next commit group; the samples go
+//! into the head (Gorilla-encoded open windows in memory) and the call
+//! returns once the group is written and flushed, a flush shared by every
+//! append queued meanwhile. A background thread seals each window once no
+//! accepted sample can land in it any more: a raw chunk (delta-of-delta
+//! times, values as constants, scaled integers, scaled float32 or XOR,
+//! whichever is smallest), its 1 min aggregates and its hours in the day's
+//! 1 h chunk. Once every sample of a WAL group is sealed, the group is
+//! deleted. Restart replays the remaining WAL into the head; a group a
+//! sealed chunk already holds is skipped, so replay is idempotent.
+//!
+//! Exactly once: a batch's (host, source, sequence) travels in its WAL
+//! frame and is persisted when the frame is deleted; a sequence at or below
+//! the highest stored is a replay and is acknowledged without being stored.
 //!
 //! Layout:
 //! - `model`: series keys, points, batches, matchers, validation;
-//! - `store`: the sled layout, appends and queries.
+//! - `options`: limits, windows, the clock;
+//! - `codec`: bit streams, the head encoder, the sealed-chunk codec;
+//! - `chunk`, `snapshot`: stored blocks (raw chunks, aggregate rows,
+//!   process snapshots) in a checksummed envelope;
+//! - `wal`: WAL frames; `commit`: group commit;
+//! - `head`: per-host in-memory state; `keys`: the sled key layout;
+//! - `store`: open and replay, append, reads; `query`: steps and aggregations;
+//! - `maintain`: sealing, WAL truncation, retention; `stats`, `verify`;
+//! - `workload`: the deterministic writer the crash test and the benchmark kill.
 //!
 //! This crate sees neither tokio nor protobuf; the collector converts at its edge.
 
+mod chunk;
+mod codec;
+mod commit;
+mod head;
+mod keys;
+mod maintain;
 mod model;
+mod options;
+mod query;
+mod snapshot;
+mod stats;
 mod store;
+mod verify;
+mod wal;
+pub mod workload;
 
+pub use maintain::MaintenanceReport;
 pub use model::{
-    AppendOutcome, Batch, HOST_LABEL, Label, MAX_LABEL_VALUE_LEN, MAX_LABELS, MAX_NAME_LEN,
-    Matcher, Point, ProcessInfo, ProcessSnapshot, Rejections, SeriesData, SeriesInput, SeriesKey,
+    Aggregation, AppendOutcome, Batch, HOST_LABEL, Label, MAX_LABEL_VALUE_LEN, MAX_LABELS,
+    MAX_NAME_LEN, Matcher, Point, ProcessInfo, ProcessSnapshot, Rejections, SeriesData,
+    SeriesInput, SeriesKey,
 };
-pub use store::{Clock, Options, Store};
+pub use options::{Clock, Options, system_now_ms};
+pub use stats::StoreStats;
+pub use store::Store;
+pub use verify::VerifyReport;
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +69,28 @@ pub enum TsdbError {
     /// Stored data does not decode; the message says what.
     #[error("corrupt data: {0}")]
     Corrupt(String),
+    /// The store stopped accepting writes (a WAL write failed) or its
+    /// state is unusable; the message says why.
+    #[error("store failed: {0}")]
+    Failed(String),
     #[error("storage error: {0}")]
     Sled(#[from] sled::Error),
+}
+
+/// Entry points for the fuzz targets: decoders of untrusted bytes.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Decodes a raw chunk value; must never panic.
+    pub fn decode_chunk(bytes: &[u8]) {
+        let _ = crate::chunk::decode_raw(bytes);
+        let _ = crate::chunk::decode_rows(bytes);
+        let _ = crate::snapshot::decode(bytes);
+        let mut r = crate::codec::ByteReader::new(bytes);
+        let _ = crate::codec::decode_points(&mut r);
+    }
+
+    /// Decodes a WAL value; must never panic.
+    pub fn decode_wal(bytes: &[u8]) {
+        let _ = crate::wal::decode_value(bytes);
+    }
 }

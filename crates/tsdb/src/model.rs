@@ -155,6 +155,14 @@ fn validate_name(name: &str) -> Result<(), TsdbError> {
     }
 }
 
+/// A host id is a label value: at most MAX_LABEL_VALUE_LEN bytes, no NUL, not empty.
+pub(crate) fn validate_host(host: &str) -> Result<(), TsdbError> {
+    if host.is_empty() {
+        return Err(TsdbError::Invalid("host id is empty".to_owned()));
+    }
+    validate_value(host)
+}
+
 fn validate_value(value: &str) -> Result<(), TsdbError> {
     if value.len() > MAX_LABEL_VALUE_LEN || value.contains('\0') {
         return Err(TsdbError::Invalid(format!(
@@ -231,6 +239,12 @@ pub struct Rejections {
     pub future: u64,
     /// Timestamps older than the retention window.
     pub too_old: u64,
+    /// Timestamps older than their series' newest sample by more than the
+    /// out-of-order tolerance.
+    pub out_of_order: u64,
+    /// A second sample for a timestamp the series already holds (the first
+    /// value is kept; an identical repeat is counted here too).
+    pub duplicate: u64,
     /// Samples of series that would exceed the host's series limit.
     pub series_limit: u64,
     /// Samples of series with invalid names, labels or too many labels.
@@ -240,7 +254,13 @@ pub struct Rejections {
 impl Rejections {
     /// Total samples rejected.
     pub fn total(&self) -> u64 {
-        self.non_finite + self.future + self.too_old + self.series_limit + self.invalid_series
+        self.non_finite
+            + self.future
+            + self.too_old
+            + self.out_of_order
+            + self.duplicate
+            + self.series_limit
+            + self.invalid_series
     }
 }
 
@@ -287,6 +307,59 @@ impl Matcher {
             Matcher::Regex(n, re) => re.is_match(value(n)),
             Matcher::NotRegex(n, re) => !re.is_match(value(n)),
         }
+    }
+}
+
+/// How a range query with a step folds the samples of each step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregation {
+    Avg,
+    Min,
+    Max,
+    Sum,
+    Count,
+    /// The newest sample of the step.
+    Last,
+    /// Per-second increase of a counter over the step; a decrease is a
+    /// counter reset, after which the counter counts from zero.
+    Rate,
+}
+
+impl Aggregation {
+    /// Every aggregation, in the order of [`Aggregation::name`]s documented for users.
+    pub const ALL: [Aggregation; 7] = [
+        Aggregation::Avg,
+        Aggregation::Min,
+        Aggregation::Max,
+        Aggregation::Sum,
+        Aggregation::Count,
+        Aggregation::Last,
+        Aggregation::Rate,
+    ];
+
+    /// The lowercase name used by the CLI and the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Aggregation::Avg => "avg",
+            Aggregation::Min => "min",
+            Aggregation::Max => "max",
+            Aggregation::Sum => "sum",
+            Aggregation::Count => "count",
+            Aggregation::Last => "last",
+            Aggregation::Rate => "rate",
+        }
+    }
+
+    /// Parses a [`Aggregation::name`].
+    pub fn parse(name: &str) -> Result<Self, TsdbError> {
+        Aggregation::ALL
+            .into_iter()
+            .find(|a| a.name() == name)
+            .ok_or_else(|| {
+                TsdbError::Invalid(format!(
+                    "unknown aggregation {name:?}: use avg, min, max, sum, count, last or rate"
+                ))
+            })
     }
 }
 

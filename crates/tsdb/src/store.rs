@@ -1,241 +1,250 @@
-//! The sled layout, appends and queries.
+//! The store: opening and replay, appends, and reads.
 //!
-//! Trees:
-//! - `series`: encoded [`SeriesKey`] -> series id (u64 BE);
-//! - `series_by_id`: series id -> encoded key;
-//! - `host_series`: host, NUL, series id -> empty (a host's series);
-//! - `data`: `P` + series id + time -> value; `S` + host + NUL + time ->
-//!   process snapshot (postcard); `Q` + host + NUL + source -> highest
-//!   sequence stored. A batch's samples, snapshots and sequence are written
-//!   in one atomic sled batch, so a batch is either wholly stored and
-//!   recognized as such on replay, or not at all.
+//! Everything lives in one sled tree, `tsdb` (layout in `keys`), so that a
+//! commit group's WAL frames and the series definitions they need are one
+//! atomic sled batch. See the crate documentation for the life of a sample.
 
 use crate::TsdbError;
-use crate::model::{AppendOutcome, Batch, Matcher, Point, ProcessSnapshot, SeriesData, SeriesKey};
+use crate::chunk;
+use crate::commit::Committer;
+use crate::head::{HostState, Inserted, SeriesHead, series_hash};
+use crate::keys;
+use crate::maintain::MaintenanceState;
+use crate::model::{
+    AppendOutcome, Batch, Matcher, Point, ProcessSnapshot, Rejections, SeriesData, SeriesInput,
+    SeriesKey,
+};
+use crate::options::Options;
+use crate::snapshot;
+use crate::wal::{self, WalRecord};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, mpsc};
+use std::thread::JoinHandle;
 
-const SAMPLE: u8 = b'P';
-const SEQUENCE: u8 = b'Q';
-const SNAPSHOT: u8 = b'S';
-
-/// A source of wall-clock time in milliseconds since the Unix epoch.
-pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
-
-/// Limits and windows of the store.
-#[derive(Clone)]
-pub struct Options {
-    /// Samples older than this (ms) are rejected and, later, deleted.
-    pub retention_ms: i64,
-    /// Samples further than this (ms) in the future are rejected.
-    pub future_tolerance_ms: i64,
-    /// Most series one host may have.
-    pub max_series_per_host: usize,
-    /// Current time; injectable for tests.
-    pub clock: Clock,
+/// The time-series store. Cheap to share behind an `Arc`; every method
+/// takes `&self`, and appends from many threads share flushes.
+pub struct Store {
+    inner: Arc<Inner>,
+    worker: Option<Worker>,
 }
 
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            retention_ms: 30 * 24 * 3600 * 1000,
-            future_tolerance_ms: 10 * 60 * 1000,
-            max_series_per_host: 10_000,
-            clock: Arc::new(system_now_ms),
+/// The background maintenance thread; dropping the sender stops it.
+struct Worker {
+    stop: mpsc::Sender<()>,
+    handle: JoinHandle<()>,
+}
+
+/// The series index: ids to keys, metrics to ids.
+#[derive(Default)]
+pub(crate) struct Index {
+    pub(crate) keys: HashMap<u64, Arc<SeriesKey>>,
+    pub(crate) by_metric: HashMap<String, Vec<u64>>,
+    pub(crate) next_id: u64,
+}
+
+impl Index {
+    fn insert(&mut self, id: u64, key: Arc<SeriesKey>) {
+        self.by_metric
+            .entry(key.metric.clone())
+            .or_default()
+            .push(id);
+        self.keys.insert(id, key);
+        self.next_id = self.next_id.max(id + 1);
+    }
+}
+
+/// Counters since the store was opened.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) batches: AtomicU64,
+    pub(crate) duplicate_batches: AtomicU64,
+    pub(crate) samples: AtomicU64,
+    pub(crate) snapshots: AtomicU64,
+    pub(crate) rejected: [AtomicU64; 7],
+    pub(crate) corrupt_wal_frames: AtomicU64,
+    pub(crate) corrupt_blocks: AtomicU64,
+    pub(crate) corrupt_series: AtomicU64,
+    pub(crate) corrupt_sequences: AtomicU64,
+    pub(crate) orphan_samples: AtomicU64,
+    pub(crate) replayed_frames: AtomicU64,
+    pub(crate) replayed_samples: AtomicU64,
+    pub(crate) sealed_chunks: AtomicU64,
+    pub(crate) deleted_chunks: AtomicU64,
+    pub(crate) maintenance_errors: AtomicU64,
+}
+
+impl Counters {
+    fn reject(&self, r: &Rejections) {
+        let values = [
+            r.non_finite,
+            r.future,
+            r.too_old,
+            r.out_of_order,
+            r.duplicate,
+            r.series_limit,
+            r.invalid_series,
+        ];
+        for (counter, v) in self.rejected.iter().zip(values) {
+            if v > 0 {
+                counter.fetch_add(v, Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub(crate) fn rejections(&self) -> Rejections {
+        let v = |i: usize| self.rejected[i].load(Ordering::Relaxed);
+        Rejections {
+            non_finite: v(0),
+            future: v(1),
+            too_old: v(2),
+            out_of_order: v(3),
+            duplicate: v(4),
+            series_limit: v(5),
+            invalid_series: v(6),
         }
     }
 }
 
-impl std::fmt::Debug for Options {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Options")
-            .field("retention_ms", &self.retention_ms)
-            .field("future_tolerance_ms", &self.future_tolerance_ms)
-            .field("max_series_per_host", &self.max_series_per_host)
-            .finish_non_exhaustive()
-    }
+pub(crate) fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
 }
 
-fn system_now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+/// How a sample reaches the head.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Append,
+    /// From the WAL at open: a sealed chunk already holding the sample's
+    /// group makes it a no-op.
+    Replay,
 }
 
-/// The time-series store.
-pub struct Store {
-    db: sled::Db,
-    series: sled::Tree,
-    series_by_id: sled::Tree,
-    host_series: sled::Tree,
-    data: sled::Tree,
-    options: Options,
-    /// Serializes appends: the duplicate check and the write of a batch's
-    /// sequence must not interleave with another append of the same source.
-    append_lock: Mutex<Index>,
+pub(crate) type HostRef = Arc<Mutex<HostState>>;
+
+pub(crate) struct Inner {
+    pub(crate) db: sled::Db,
+    pub(crate) tree: sled::Tree,
+    pub(crate) options: Options,
+    pub(crate) index: RwLock<Index>,
+    pub(crate) hosts: RwLock<HashMap<String, HostRef>>,
+    pub(crate) commit: Committer,
+    pub(crate) counters: Counters,
+    pub(crate) maintenance: Mutex<MaintenanceState>,
 }
 
-/// In-memory copy of the series index, loaded at open.
-#[derive(Default)]
-struct Index {
-    ids: HashMap<SeriesKey, u64>,
-    series_per_host: HashMap<String, usize>,
+pub(crate) fn poisoned() -> TsdbError {
+    TsdbError::Failed("store state poisoned by an earlier panic".into())
+}
+
+pub(crate) fn lock(host: &HostRef) -> Result<MutexGuard<'_, HostState>, TsdbError> {
+    host.lock().map_err(|_| poisoned())
 }
 
 impl Store {
-    /// Opens the store in `db`, which the caller may share with other trees.
+    /// Opens the store in `db`, which the caller may share with other trees,
+    /// replays the WAL and starts the background maintenance (if
+    /// `options.maintenance_interval` is set). Damaged records are skipped
+    /// and counted in [`Store::stats`], never fatal.
     pub fn open(db: sled::Db, options: Options) -> Result<Self, TsdbError> {
-        let series = db.open_tree("series")?;
-        let mut index = Index::default();
-        for entry in series.iter() {
-            let (key, id) = entry?;
-            let key = SeriesKey::decode(&key)?;
-            *index
-                .series_per_host
+        options.validate()?;
+        let tree = db.open_tree("tsdb")?;
+        let counters = Counters::default();
+        let mut index = Index {
+            next_id: 1,
+            ..Index::default()
+        };
+        for entry in tree.scan_prefix([keys::SERIES]) {
+            let (key, value) = entry?;
+            let id = key
+                .get(1..9)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes);
+            match (id, SeriesKey::decode(&value)) {
+                (Some(id), Ok(series)) if key.len() == 9 => index.insert(id, Arc::new(series)),
+                _ => bump(&counters.corrupt_series, 1),
+            }
+        }
+        let mut hosts: HashMap<String, HostState> = HashMap::new();
+        for (id, key) in &index.keys {
+            hosts
                 .entry(key.host().to_owned())
-                .or_default() += 1;
-            index.ids.insert(key, decode_u64(&id)?);
+                .or_default()
+                .add(*id, key.clone(), false);
         }
-        Ok(Store {
-            series,
-            series_by_id: db.open_tree("series_by_id")?,
-            host_series: db.open_tree("host_series")?,
-            data: db.open_tree("data")?,
-            db,
-            options,
-            append_lock: Mutex::new(index),
-        })
-    }
-
-    /// Stores a batch durably, unless (host, source, seq) was stored before.
-    /// Invalid samples are counted in the outcome, not stored; the rest of
-    /// the batch is.
-    pub fn append(&self, batch: &Batch) -> Result<AppendOutcome, TsdbError> {
-        let mut index = self
-            .append_lock
-            .lock()
-            .map_err(|_| TsdbError::Invalid("store poisoned by an earlier panic".into()))?;
-        let mut outcome = AppendOutcome::default();
-        let seq_key = sequence_key(&batch.host, batch.source);
-        if let Some(stored) = self.data.get(&seq_key)?
-            && decode_u64(&stored)? >= batch.seq
+        for entry in tree.scan_prefix([keys::SEQUENCE]) {
+            let (key, value) = entry?;
+            match (keys::parse_sequence(&key), <[u8; 8]>::try_from(&value[..])) {
+                (Some((host, source)), Ok(seq)) => {
+                    let seq = u64::from_be_bytes(seq);
+                    let state = hosts.entry(host.to_owned()).or_default();
+                    let source = state.sources.entry(source).or_default();
+                    source.durable = seq;
+                    source.persisted = seq;
+                }
+                _ => bump(&counters.corrupt_sequences, 1),
+            }
+        }
+        let mut next_group = match tree.get(keys::META_NEXT_GROUP)? {
+            Some(v) if v.len() == 8 => u64::from_be_bytes(v[..].try_into().unwrap_or([0; 8])),
+            _ => 1,
+        };
+        if let Some(entry) = tree.scan_prefix([keys::WAL]).keys().next_back()
+            && let Some(last) = keys::parse_wal(&entry?)
         {
-            outcome.duplicate = true;
-            return Ok(outcome);
+            next_group = next_group.max(last + 1);
         }
-        let now = (self.options.clock)();
-        let oldest = now - self.options.retention_ms;
-        let newest = now + self.options.future_tolerance_ms;
-        let mut writes = sled::Batch::default();
-        for input in &batch.series {
-            let key = match SeriesKey::for_host(&batch.host, &input.metric, &input.labels) {
-                Ok(key) => key,
-                Err(e) => {
-                    outcome.rejected.invalid_series += input.points.len() as u64;
-                    outcome.first_error.get_or_insert_with(|| e.to_string());
-                    continue;
-                }
-            };
-            let Some(id) = self.series_id(&mut index, &key)? else {
-                outcome.rejected.series_limit += input.points.len() as u64;
-                outcome.first_error.get_or_insert_with(|| {
-                    format!(
-                        "host {} reached its limit of {} series; {key} not created",
-                        batch.host, self.options.max_series_per_host
-                    )
-                });
-                continue;
-            };
-            for point in &input.points {
-                let rejected = &mut outcome.rejected;
-                if !point.value.is_finite() {
-                    rejected.non_finite += 1;
-                } else if point.t_ms > newest {
-                    rejected.future += 1;
-                } else if point.t_ms < oldest {
-                    rejected.too_old += 1;
-                } else {
-                    writes.insert(
-                        &sample_key(id, point.t_ms)[..],
-                        &point.value.to_be_bytes()[..],
-                    );
-                    outcome.stored += 1;
-                    continue;
-                }
-                outcome
-                    .first_error
-                    .get_or_insert_with(|| format!("{key}: sample {point:?} rejected"));
-            }
-        }
-        for snapshot in &batch.processes {
-            if snapshot.t_ms > newest {
-                outcome.rejected.future += 1;
-            } else if snapshot.t_ms < oldest {
-                outcome.rejected.too_old += 1;
-            } else {
-                let encoded = postcard::to_stdvec(snapshot)
-                    .map_err(|e| TsdbError::Invalid(format!("process snapshot: {e}")))?;
-                writes.insert(snapshot_key(&batch.host, snapshot.t_ms), encoded);
-            }
-        }
-        writes.insert(seq_key, &batch.seq.to_be_bytes()[..]);
-        self.data.apply_batch(writes)?;
-        self.db.flush()?;
-        Ok(outcome)
+        let hosts = hosts
+            .into_iter()
+            .map(|(name, state)| (name, Arc::new(Mutex::new(state))))
+            .collect();
+        let inner = Inner {
+            commit: Committer::new(db.clone(), tree.clone(), next_group.max(1), 0),
+            db,
+            tree,
+            options,
+            index: RwLock::new(index),
+            hosts: RwLock::new(hosts),
+            counters,
+            maintenance: Mutex::new(MaintenanceState::default()),
+        };
+        inner.replay()?;
+        let inner = Arc::new(inner);
+        let worker = match inner.options.maintenance_interval {
+            Some(interval) => Some(spawn_worker(inner.clone(), interval)?),
+            None => None,
+        };
+        Ok(Store { inner, worker })
     }
 
-    /// The id of `key`, creating the series if the host is under its limit.
-    fn series_id(&self, index: &mut Index, key: &SeriesKey) -> Result<Option<u64>, TsdbError> {
-        if let Some(id) = index.ids.get(key) {
-            return Ok(Some(*id));
-        }
-        let count = index
-            .series_per_host
-            .entry(key.host().to_owned())
-            .or_default();
-        if *count >= self.options.max_series_per_host {
-            return Ok(None);
-        }
-        let id = self.db.generate_id()?;
-        let encoded = key.encode();
-        // Index entries are idempotent; written before the samples that use them.
-        self.series_by_id
-            .insert(id.to_be_bytes(), encoded.as_slice())?;
-        self.host_series
-            .insert(host_series_key(key.host(), id), &[][..])?;
-        self.series.insert(encoded, &id.to_be_bytes()[..])?;
-        *count += 1;
-        index.ids.insert(key.clone(), id);
-        Ok(Some(id))
+    /// Stores a batch durably, unless (host, source, seq) was stored before:
+    /// returns once the batch's WAL frame is flushed, sharing the flush with
+    /// concurrent appends. Invalid samples are counted in the outcome, not
+    /// stored; the rest of the batch is.
+    pub fn append(&self, batch: &Batch) -> Result<AppendOutcome, TsdbError> {
+        self.inner.append(batch)
     }
 
     /// Highest sequence stored for (host, source), 0 if none.
     pub fn last_seq(&self, host: &str, source: u64) -> Result<u64, TsdbError> {
-        match self.data.get(sequence_key(host, source))? {
-            Some(v) => decode_u64(&v),
-            None => Ok(0),
-        }
+        let Some(state) = self.inner.host(host)? else {
+            return Ok(0);
+        };
+        let state = lock(&state)?;
+        Ok(state.sources.get(&source).map_or(0, |s| s.highest()))
     }
 
-    /// Series of `metric` matching every matcher.
+    /// Series of `metric` matching every matcher, sorted by key.
     pub fn select(
         &self,
         metric: &str,
         matchers: &[Matcher],
     ) -> Result<Vec<(SeriesKey, u64)>, TsdbError> {
-        let mut prefix = metric.as_bytes().to_vec();
-        prefix.push(0);
-        let mut out = Vec::new();
-        for entry in self.series.scan_prefix(prefix) {
-            let (key, id) = entry?;
-            let key = SeriesKey::decode(&key)?;
-            if matchers.iter().all(|m| m.matches(&key)) {
-                out.push((key, decode_u64(&id)?));
-            }
-        }
-        Ok(out)
+        Ok(self
+            .inner
+            .select(metric, matchers)?
+            .into_iter()
+            .map(|(key, id)| ((*key).clone(), id))
+            .collect())
     }
 
     /// Points in `[start_ms, end_ms)` of every series of `metric` matching
@@ -248,318 +257,576 @@ impl Store {
         end_ms: i64,
     ) -> Result<Vec<SeriesData>, TsdbError> {
         let mut out = Vec::new();
-        for (key, id) in self.select(metric, matchers)? {
-            let points = self.points(id, start_ms, end_ms)?;
+        for (key, id) in self.inner.select(metric, matchers)? {
+            let points = self.inner.raw_points(&key, id, start_ms, end_ms)?;
             if !points.is_empty() {
-                out.push(SeriesData { key, points });
+                out.push(SeriesData {
+                    key: (*key).clone(),
+                    points,
+                });
             }
         }
         Ok(out)
     }
 
-    fn points(&self, id: u64, start_ms: i64, end_ms: i64) -> Result<Vec<Point>, TsdbError> {
-        if start_ms >= end_ms {
-            return Ok(Vec::new());
-        }
-        self.data
-            .range(sample_key(id, start_ms)..sample_key(id, end_ms))
-            .map(|entry| decode_sample(&entry?))
-            .collect()
-    }
-
-    /// The newest point of every series of `host`.
+    /// The newest point of every series of `host`, sorted by key.
     pub fn latest(&self, host: &str) -> Result<Vec<(SeriesKey, Point)>, TsdbError> {
-        let mut prefix = host.as_bytes().to_vec();
-        prefix.push(0);
-        let mut out = Vec::new();
-        for entry in self.host_series.scan_prefix(&prefix) {
-            let (key, _) = entry?;
-            let id = decode_u64(&key[prefix.len()..])?;
-            let series = self
-                .series_by_id
-                .get(id.to_be_bytes())?
-                .ok_or_else(|| TsdbError::Corrupt(format!("series {id} has no key")))?;
-            let mut sample_prefix = vec![SAMPLE];
-            sample_prefix.extend_from_slice(&id.to_be_bytes());
-            if let Some(entry) = self.data.scan_prefix(sample_prefix).next_back() {
-                out.push((SeriesKey::decode(&series)?, decode_sample(&entry?)?));
+        let Some(state) = self.inner.host(host)? else {
+            return Ok(Vec::new());
+        };
+        let mut state = lock(&state)?;
+        let mut out = Vec::with_capacity(state.series.len());
+        for (id, series) in state.series.iter_mut() {
+            self.inner.load_last(*id, series)?;
+            if let Some(last) = series.last {
+                out.push(((*series.key).clone(), last));
             }
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
-}
 
-impl Store {
     /// The newest process snapshot of `host` at or before `at_ms`.
     pub fn process_snapshot_at(
         &self,
         host: &str,
         at_ms: i64,
     ) -> Result<Option<ProcessSnapshot>, TsdbError> {
-        let Some(entry) = self
-            .data
-            .range(snapshot_key(host, i64::MIN)..=snapshot_key(host, at_ms))
-            .next_back()
-        else {
+        self.inner.snapshot_at(host, at_ms)
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Some(worker) = self.worker.take() {
+            drop(worker.stop);
+            let _ = worker.handle.join();
+        }
+    }
+}
+
+fn spawn_worker(inner: Arc<Inner>, interval: std::time::Duration) -> Result<Worker, TsdbError> {
+    let (stop, stopped) = mpsc::channel::<()>();
+    let handle = std::thread::Builder::new()
+        .name("tsdb-maintenance".into())
+        .spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                if let Err(e) = inner.maintain(false) {
+                    bump(&inner.counters.maintenance_errors, 1);
+                    tracing::error!(error = %e, "storage maintenance failed");
+                }
+            }
+        })
+        .map_err(|e| TsdbError::Failed(format!("cannot start the maintenance thread: {e}")))?;
+    Ok(Worker { stop, handle })
+}
+
+impl Inner {
+    /// The state of `host`, if it has ever stored anything.
+    pub(crate) fn host(&self, host: &str) -> Result<Option<HostRef>, TsdbError> {
+        Ok(self
+            .hosts
+            .read()
+            .map_err(|_| poisoned())?
+            .get(host)
+            .cloned())
+    }
+
+    fn host_or_create(&self, host: &str) -> Result<HostRef, TsdbError> {
+        if let Some(state) = self.host(host)? {
+            return Ok(state);
+        }
+        let mut hosts = self.hosts.write().map_err(|_| poisoned())?;
+        Ok(hosts
+            .entry(host.to_owned())
+            .or_insert_with(|| Arc::new(Mutex::new(HostState::default())))
+            .clone())
+    }
+
+    /// Every host with its state, for passes over the whole store.
+    pub(crate) fn all_hosts(&self) -> Result<Vec<(String, HostRef)>, TsdbError> {
+        let hosts = self.hosts.read().map_err(|_| poisoned())?;
+        Ok(hosts.iter().map(|(n, s)| (n.clone(), s.clone())).collect())
+    }
+
+    /// Replays the WAL into the head.
+    fn replay(&self) -> Result<(), TsdbError> {
+        let mut wal_bytes = 0u64;
+        for entry in self.tree.scan_prefix([keys::WAL]) {
+            let (key, value) = entry?;
+            wal_bytes += value.len() as u64;
+            let Some(group) = keys::parse_wal(&key) else {
+                bump(&self.counters.corrupt_wal_frames, 1);
+                continue;
+            };
+            let decoded = wal::decode_value(&value);
+            if decoded.corrupt > 0 {
+                tracing::warn!(
+                    group,
+                    frames = decoded.corrupt,
+                    "skipping damaged WAL frames"
+                );
+                bump(&self.counters.corrupt_wal_frames, decoded.corrupt);
+            }
+            for record in decoded.records {
+                self.replay_record(group, record)?;
+            }
+        }
+        self.commit.wal_bytes.store(wal_bytes, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn replay_record(&self, group: u64, record: WalRecord) -> Result<(), TsdbError> {
+        bump(&self.counters.replayed_frames, 1);
+        let state = self.host_or_create(&record.host)?;
+        let mut state = lock(&state)?;
+        let source = state.sources.entry(record.source).or_default();
+        source.durable = source.durable.max(record.seq);
+        let now = (self.options.clock)();
+        for (id, points) in record.series {
+            if !state.series.contains_key(&id) {
+                // Its definition is missing or damaged: nothing to file the samples under.
+                bump(&self.counters.orphan_samples, points.len() as u64);
+                continue;
+            }
+            for p in points {
+                self.insert(&mut state, id, p, group, Mode::Replay, now)?;
+                bump(&self.counters.replayed_samples, 1);
+            }
+        }
+        for snapshot in record.snapshots {
+            self.insert_snapshot(&record.host, &mut state, snapshot, group, Mode::Replay, now)?;
+        }
+        Ok(())
+    }
+
+    /// Puts one sample into its series' open window, opening (or reopening
+    /// from its sealed chunk) the window first.
+    pub(crate) fn insert(
+        &self,
+        state: &mut HostState,
+        id: u64,
+        p: Point,
+        lsn: u64,
+        mode: Mode,
+        now: i64,
+    ) -> Result<Inserted, TsdbError> {
+        let start = self.options.window_of(p.t_ms);
+        let Some(series) = state.series.get_mut(&id) else {
+            return Ok(Inserted::Duplicate);
+        };
+        if series.window_mut(start).is_none() {
+            let (base_lsn, base) = self.sealed_raw(id, start)?.unwrap_or_default();
+            if mode == Mode::Replay && base_lsn >= lsn && !base.is_empty() {
+                // The sealed chunk already holds this group's samples.
+                return Ok(Inserted::Duplicate);
+            }
+            series.open_window(start, base, base_lsn, lsn);
+        }
+        Ok(series.insert(start, p, lsn, now))
+    }
+
+    pub(crate) fn insert_snapshot(
+        &self,
+        host: &str,
+        state: &mut HostState,
+        snapshot: ProcessSnapshot,
+        lsn: u64,
+        mode: Mode,
+        now: i64,
+    ) -> Result<Inserted, TsdbError> {
+        let start = self.options.window_of(snapshot.t_ms);
+        if !state.snapshot_windows.iter().any(|w| w.start == start) {
+            let (base_lsn, base) = self.sealed_snapshots(host, start)?.unwrap_or_default();
+            if mode == Mode::Replay && base_lsn >= lsn && !base.is_empty() {
+                return Ok(Inserted::Duplicate);
+            }
+            for old in base {
+                state.insert_snapshot(start, old, lsn, now);
+            }
+            if let Some(w) = state.snapshot_windows.iter_mut().find(|w| w.start == start) {
+                w.max_lsn = w.max_lsn.max(base_lsn);
+            }
+        }
+        Ok(state.insert_snapshot(start, snapshot, lsn, now))
+    }
+
+    /// The sealed raw chunk of (series, window), if any; a damaged one is
+    /// counted and treated as absent.
+    pub(crate) fn sealed_raw(
+        &self,
+        id: u64,
+        start: i64,
+    ) -> Result<Option<(u64, Vec<Point>)>, TsdbError> {
+        let Some(value) = self.tree.get(keys::chunk(keys::TIER_RAW, id, start))? else {
             return Ok(None);
         };
-        let (_, value) = entry?;
-        postcard::from_bytes(&value)
-            .map(Some)
-            .map_err(|e| TsdbError::Corrupt(format!("process snapshot of {host}: {e}")))
-    }
-}
-
-fn snapshot_key(host: &str, t_ms: i64) -> Vec<u8> {
-    let mut key = Vec::with_capacity(host.len() + 10);
-    key.push(SNAPSHOT);
-    key.extend_from_slice(host.as_bytes());
-    key.push(0);
-    key.extend_from_slice(&order_preserving(t_ms).to_be_bytes());
-    key
-}
-
-fn sample_key(id: u64, t_ms: i64) -> [u8; 17] {
-    let mut key = [0u8; 17];
-    key[0] = SAMPLE;
-    key[1..9].copy_from_slice(&id.to_be_bytes());
-    key[9..].copy_from_slice(&order_preserving(t_ms).to_be_bytes());
-    key
-}
-
-/// Maps i64 to u64 so that big-endian bytes sort like the signed numbers.
-fn order_preserving(t: i64) -> u64 {
-    (t as u64) ^ (1 << 63)
-}
-
-fn decode_sample((key, value): &(sled::IVec, sled::IVec)) -> Result<Point, TsdbError> {
-    if key.len() != 17 || value.len() != 8 {
-        return Err(TsdbError::Corrupt("sample record".to_owned()));
-    }
-    let t = decode_u64(&key[9..])? ^ (1 << 63);
-    Ok(Point {
-        t_ms: t as i64,
-        value: f64::from_bits(decode_u64(value)?),
-    })
-}
-
-fn sequence_key(host: &str, source: u64) -> Vec<u8> {
-    let mut key = Vec::with_capacity(host.len() + 10);
-    key.push(SEQUENCE);
-    key.extend_from_slice(host.as_bytes());
-    key.push(0);
-    key.extend_from_slice(&source.to_be_bytes());
-    key
-}
-
-fn host_series_key(host: &str, id: u64) -> Vec<u8> {
-    let mut key = Vec::with_capacity(host.len() + 9);
-    key.extend_from_slice(host.as_bytes());
-    key.push(0);
-    key.extend_from_slice(&id.to_be_bytes());
-    key
-}
-
-fn decode_u64(bytes: &[u8]) -> Result<u64, TsdbError> {
-    let array: [u8; 8] = bytes
-        .try_into()
-        .map_err(|_| TsdbError::Corrupt(format!("expected 8 bytes, found {}", bytes.len())))?;
-    Ok(u64::from_be_bytes(array))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::{Label, SeriesInput};
-
-    const NOW: i64 = 1_800_000_000_000;
-
-    fn options() -> Options {
-        Options {
-            clock: Arc::new(|| NOW),
-            max_series_per_host: 3,
-            ..Options::default()
-        }
+        Ok(self.decoded(chunk::decode_raw(&value), "chunk", id, start))
     }
 
-    fn open(dir: &std::path::Path) -> Store {
-        Store::open(sled::open(dir).unwrap(), options()).unwrap()
-    }
-
-    fn batch(host: &str, seq: u64, points: &[(i64, f64)]) -> Batch {
-        Batch {
-            host: host.to_owned(),
-            source: 7,
-            seq,
-            series: vec![SeriesInput {
-                metric: "host_load1".to_owned(),
-                labels: vec![],
-                points: points
-                    .iter()
-                    .map(|&(t_ms, value)| Point { t_ms, value })
-                    .collect(),
-            }],
-            processes: vec![],
-        }
-    }
-
-    #[test]
-    fn append_then_query_and_replays_are_ignored() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        let out = store
-            .append(&batch("a", 1, &[(NOW - 20, 1.0), (NOW - 10, 2.0)]))
-            .unwrap();
-        assert_eq!(out.stored, 2);
-        let out = store.append(&batch("a", 1, &[(NOW - 5, 9.0)])).unwrap();
-        assert!(out.duplicate);
-        store.append(&batch("b", 1, &[(NOW - 5, 3.0)])).unwrap();
-        let a = Matcher::Equal("host".into(), "a".into());
-        let data = store.range("host_load1", &[a], NOW - 100, NOW).unwrap();
-        assert_eq!(data.len(), 1);
-        assert_eq!(data[0].points.len(), 2);
-        assert_eq!(
-            store
-                .range("host_load1", &[], NOW - 100, NOW)
-                .unwrap()
-                .len(),
-            2
-        );
-        let latest = store.latest("a").unwrap();
-        assert_eq!(
-            latest[0].1,
-            Point {
-                t_ms: NOW - 10,
-                value: 2.0
-            }
-        );
-        assert_eq!(store.last_seq("a", 7).unwrap(), 1);
-        assert_eq!(store.last_seq("a", 8).unwrap(), 0);
-    }
-
-    #[test]
-    fn data_and_sequences_survive_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let store = open(dir.path());
-            store.append(&batch("a", 5, &[(NOW - 20, 1.0)])).unwrap();
-        }
-        let store = open(dir.path());
-        assert!(
-            store
-                .append(&batch("a", 5, &[(NOW, 1.0)]))
-                .unwrap()
-                .duplicate
-        );
-        assert_eq!(
-            store.range("host_load1", &[], 0, NOW + 1).unwrap()[0]
-                .points
-                .len(),
-            1
-        );
-    }
-
-    #[test]
-    fn bad_samples_are_counted_not_stored() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        let out = store
-            .append(&batch(
-                "a",
-                1,
-                &[
-                    (NOW, f64::NAN),
-                    (NOW, f64::INFINITY),
-                    (NOW + 3_600_000, 1.0),
-                    (NOW - 365 * 24 * 3_600_000, 1.0),
-                    (NOW, 1.0),
-                ],
-            ))
-            .unwrap();
-        assert_eq!(out.stored, 1);
-        assert_eq!(out.rejected.non_finite, 2);
-        assert_eq!(out.rejected.future, 1);
-        assert_eq!(out.rejected.too_old, 1);
-        assert!(out.first_error.is_some());
-    }
-
-    #[test]
-    fn series_limit_per_host_is_enforced() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        let series = (0..5)
-            .map(|i| SeriesInput {
-                metric: "m".to_owned(),
-                labels: vec![Label::new("i", i.to_string())],
-                points: vec![Point {
-                    t_ms: NOW,
-                    value: 1.0,
-                }],
-            })
-            .collect();
-        let out = store
-            .append(&Batch {
-                host: "a".into(),
-                source: 1,
-                seq: 1,
-                series,
-                processes: vec![],
-            })
-            .unwrap();
-        assert_eq!(out.stored, 3);
-        assert_eq!(out.rejected.series_limit, 2);
-        assert!(out.first_error.unwrap().contains("limit of 3 series"));
-    }
-
-    #[test]
-    fn process_snapshots_are_found_at_or_before_a_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        let snapshot = |t_ms, pid| ProcessSnapshot {
-            t_ms,
-            processes: vec![crate::ProcessInfo {
-                pid,
-                name: "nginx".into(),
-                command: "nginx -g daemon off;".into(),
-                user: "www-data".into(),
-                cpu_cores: 1.5,
-                rss_bytes: 1 << 20,
-                start_time_ms: NOW - 1000,
-            }],
+    fn sealed_snapshots(
+        &self,
+        host: &str,
+        start: i64,
+    ) -> Result<Option<(u64, Vec<ProcessSnapshot>)>, TsdbError> {
+        let Some(value) = self.tree.get(keys::snapshots(host, start))? else {
+            return Ok(None);
         };
-        let mut b = batch("a", 1, &[]);
-        b.processes = vec![snapshot(NOW - 20, 1), snapshot(NOW - 10, 2)];
-        store.append(&b).unwrap();
-        let mut other = batch("ab", 1, &[]);
-        other.processes = vec![snapshot(NOW - 15, 3)];
-        store.append(&other).unwrap();
-        assert_eq!(
-            store
-                .process_snapshot_at("a", NOW)
-                .unwrap()
-                .unwrap()
-                .processes[0]
-                .pid,
-            2
-        );
-        assert_eq!(
-            store
-                .process_snapshot_at("a", NOW - 11)
-                .unwrap()
-                .unwrap()
-                .processes[0]
-                .pid,
-            1
-        );
-        assert!(store.process_snapshot_at("a", NOW - 21).unwrap().is_none());
-        assert!(store.process_snapshot_at("b", NOW).unwrap().is_none());
+        Ok(self.decoded(snapshot::decode(&value), "snapshot block", 0, start))
     }
 
-    #[test]
-    fn negative_timestamps_sort_before_positive() {
-        assert!(sample_key(1, -5) < sample_key(1, 0));
-        assert!(sample_key(1, 0) < sample_key(1, 5));
-        assert!(sample_key(1, i64::MAX) < sample_key(2, i64::MIN));
+    /// The value of a decoded block, or `None` after counting and logging the damage.
+    pub(crate) fn decoded<T>(
+        &self,
+        result: Result<T, TsdbError>,
+        what: &str,
+        id: u64,
+        start: i64,
+    ) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                bump(&self.counters.corrupt_blocks, 1);
+                tracing::warn!(series.id = id, start, error = %e, "skipping damaged {what}");
+                None
+            }
+        }
+    }
+
+    fn append(&self, batch: &Batch) -> Result<AppendOutcome, TsdbError> {
+        self.commit.check()?;
+        crate::model::validate_host(&batch.host)?;
+        let state = self.host_or_create(&batch.host)?;
+        let mut guard = lock(&state)?;
+        let host = &mut *guard;
+        let mut outcome = AppendOutcome::default();
+        let source = host.sources.entry(batch.source).or_default();
+        source.promote(self.commit.durable());
+        if batch.seq <= source.highest() {
+            // A replay: acknowledge it once the original is durable too.
+            let wait = source.newest_group();
+            drop(guard);
+            if let Some(group) = wait {
+                self.commit.wait(group)?;
+            }
+            bump(&self.counters.duplicate_batches, 1);
+            outcome.duplicate = true;
+            return Ok(outcome);
+        }
+        let now = (self.options.clock)();
+        let oldest = now.saturating_sub(self.options.retention_ms);
+        let newest = now.saturating_add(self.options.future_tolerance_ms);
+        let mut defs = Vec::new();
+        let mut accepted: Vec<(u64, Vec<Point>)> = Vec::with_capacity(batch.series.len());
+        for input in &batch.series {
+            if input.points.is_empty() {
+                continue;
+            }
+            let n = input.points.len() as u64;
+            let id = match self.resolve(&batch.host, host, input, &mut defs) {
+                Ok(Some(id)) => id,
+                Ok(None) => {
+                    outcome.rejected.series_limit += n;
+                    outcome.first_error.get_or_insert_with(|| {
+                        format!(
+                            "host {} reached its limit of {} series; {} not created",
+                            batch.host, self.options.max_series_per_host, input.metric
+                        )
+                    });
+                    continue;
+                }
+                Err(e) => {
+                    outcome.rejected.invalid_series += n;
+                    outcome.first_error.get_or_insert_with(|| e.to_string());
+                    continue;
+                }
+            };
+            let Some(series) = host.series.get_mut(&id) else {
+                continue;
+            };
+            self.load_last(id, series)?;
+            // A series listed twice in one batch sees its earlier points too.
+            let mut newest_seen = accepted
+                .iter()
+                .filter(|(other, _)| *other == id)
+                .flat_map(|(_, points)| points.iter().map(|p| p.t_ms))
+                .fold(series.max_t(), i64::max);
+            let mut points = Vec::with_capacity(input.points.len());
+            for p in &input.points {
+                let rejected = &mut outcome.rejected;
+                let why = if !p.value.is_finite() {
+                    rejected.non_finite += 1;
+                    "value is not finite"
+                } else if p.t_ms > newest {
+                    rejected.future += 1;
+                    "timestamp too far in the future"
+                } else if p.t_ms < oldest {
+                    rejected.too_old += 1;
+                    "timestamp older than the retention"
+                } else if newest_seen != i64::MIN
+                    && p.t_ms < newest_seen.saturating_sub(self.options.out_of_order_tolerance_ms)
+                {
+                    rejected.out_of_order += 1;
+                    "timestamp older than the series' newest sample by more than the out-of-order tolerance"
+                } else {
+                    newest_seen = newest_seen.max(p.t_ms);
+                    points.push(*p);
+                    continue;
+                };
+                outcome
+                    .first_error
+                    .get_or_insert_with(|| format!("{}: sample {p:?} rejected: {why}", series.key));
+            }
+            if !points.is_empty() {
+                accepted.push((id, points));
+            }
+        }
+        let mut snapshots = Vec::with_capacity(batch.processes.len());
+        for s in &batch.processes {
+            if s.t_ms > newest {
+                outcome.rejected.future += 1;
+            } else if s.t_ms < oldest {
+                outcome.rejected.too_old += 1;
+            } else {
+                snapshots.push(s.clone());
+                continue;
+            }
+            outcome.first_error.get_or_insert_with(|| {
+                format!(
+                    "process snapshot at {} rejected: outside the accepted time window",
+                    s.t_ms
+                )
+            });
+        }
+        // Even an empty batch is logged: its sequence must be remembered.
+        let mut frame = Vec::with_capacity(64 + accepted.len() * 16);
+        wal::encode_frame(
+            &batch.host,
+            batch.source,
+            batch.seq,
+            &accepted,
+            &snapshots,
+            &mut frame,
+        )?;
+        let group = self.commit.enqueue(&frame, defs)?;
+        for (id, points) in accepted {
+            for p in points {
+                match self.insert(host, id, p, group, Mode::Append, now)? {
+                    Inserted::Stored => outcome.stored += 1,
+                    Inserted::Duplicate => {
+                        outcome.rejected.duplicate += 1;
+                        outcome.first_error.get_or_insert_with(|| {
+                            format!("duplicate sample {p:?} in series {id}")
+                        });
+                    }
+                }
+            }
+        }
+        for s in snapshots {
+            if self.insert_snapshot(&batch.host, host, s, group, Mode::Append, now)?
+                == Inserted::Stored
+            {
+                bump(&self.counters.snapshots, 1);
+            }
+        }
+        host.sources
+            .entry(batch.source)
+            .or_default()
+            .pending
+            .push((group, batch.seq));
+        drop(guard);
+        bump(&self.counters.batches, 1);
+        bump(&self.counters.samples, outcome.stored);
+        self.counters.reject(&outcome.rejected);
+        self.commit.wait(group)?;
+        Ok(outcome)
+    }
+
+    /// The id of the series of `input`, creating it if the host is under
+    /// its limit (`None` when it is not); invalid names are an error.
+    fn resolve(
+        &self,
+        host_name: &str,
+        host: &mut HostState,
+        input: &SeriesInput,
+        defs: &mut Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<Option<u64>, TsdbError> {
+        let hash = series_hash(&input.metric, &input.labels);
+        if let Some(id) = host.find(hash, &input.metric, &input.labels) {
+            return Ok(Some(id));
+        }
+        let key = SeriesKey::for_host(host_name, &input.metric, &input.labels)?;
+        if host.series.len() >= self.options.max_series_per_host {
+            return Ok(None);
+        }
+        let key = Arc::new(key);
+        let mut index = self.index.write().map_err(|_| poisoned())?;
+        let id = index.next_id;
+        index.insert(id, key.clone());
+        drop(index);
+        defs.push((keys::series(id).to_vec(), key.encode()));
+        host.add(id, key, true);
+        Ok(Some(id))
+    }
+
+    /// Makes sure `series.last` accounts for its sealed chunks.
+    pub(crate) fn load_last(&self, id: u64, series: &mut SeriesHead) -> Result<(), TsdbError> {
+        if series.last_loaded {
+            return Ok(());
+        }
+        let prefix = keys::chunk(keys::TIER_RAW, id, 0);
+        for entry in self.tree.scan_prefix(&prefix[..10]).rev() {
+            let (key, value) = entry?;
+            let start = keys::parse_chunk(&key).map_or(0, |(_, _, s)| s);
+            if let Some((_, points)) = self.decoded(chunk::decode_raw(&value), "chunk", id, start) {
+                if let Some(p) = points.last()
+                    && series.last.is_none_or(|last| p.t_ms > last.t_ms)
+                {
+                    series.last = Some(*p);
+                }
+                break;
+            }
+        }
+        series.last_loaded = true;
+        Ok(())
+    }
+
+    pub(crate) fn select(
+        &self,
+        metric: &str,
+        matchers: &[Matcher],
+    ) -> Result<Vec<(Arc<SeriesKey>, u64)>, TsdbError> {
+        let index = self.index.read().map_err(|_| poisoned())?;
+        let mut out: Vec<(Arc<SeriesKey>, u64)> = index
+            .by_metric
+            .get(metric)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| index.keys.get(id).map(|k| (k.clone(), *id)))
+            .filter(|(key, _)| matchers.iter().all(|m| m.matches(key)))
+            .collect();
+        drop(index);
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// Head windows of a series overlapping `[start, end)`: their starts
+    /// and points in the range.
+    pub(crate) fn head_points(
+        &self,
+        key: &SeriesKey,
+        id: u64,
+        start: i64,
+        end: i64,
+    ) -> Result<(Vec<i64>, Vec<Point>), TsdbError> {
+        let mut starts = Vec::new();
+        let mut points = Vec::new();
+        let Some(state) = self.host(key.host())? else {
+            return Ok((starts, points));
+        };
+        let state = lock(&state)?;
+        let Some(series) = state.series.get(&id) else {
+            return Ok((starts, points));
+        };
+        let window = self.options.chunk_window_ms;
+        for w in &series.windows {
+            if w.start < end && w.start.saturating_add(window) > start {
+                starts.push(w.start);
+                points.extend(
+                    w.points()
+                        .into_iter()
+                        .filter(|p| p.t_ms >= start && p.t_ms < end),
+                );
+            }
+        }
+        Ok((starts, points))
+    }
+
+    /// Raw points of one series in `[start, end)`, oldest first.
+    pub(crate) fn raw_points(
+        &self,
+        key: &SeriesKey,
+        id: u64,
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<Point>, TsdbError> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let (open, mut points) = self.head_points(key, id, start, end)?;
+        let from = keys::chunk(keys::TIER_RAW, id, self.options.window_of(start));
+        let to = keys::chunk(keys::TIER_RAW, id, self.options.window_of(end - 1));
+        for entry in self.tree.range(from..=to) {
+            let (k, value) = entry?;
+            let Some((_, _, chunk_start)) = keys::parse_chunk(&k) else {
+                continue;
+            };
+            if open.contains(&chunk_start) {
+                continue;
+            }
+            if let Some((_, sealed)) =
+                self.decoded(chunk::decode_raw(&value), "chunk", id, chunk_start)
+            {
+                points.extend(
+                    sealed
+                        .into_iter()
+                        .filter(|p| p.t_ms >= start && p.t_ms < end),
+                );
+            }
+        }
+        // Windows never overlap, so sorting merges without duplicates.
+        points.sort_by_key(|p| p.t_ms);
+        Ok(points)
+    }
+
+    fn snapshot_at(&self, host: &str, at_ms: i64) -> Result<Option<ProcessSnapshot>, TsdbError> {
+        let mut best: Option<ProcessSnapshot> = None;
+        let mut open = Vec::new();
+        if let Some(state) = self.host(host)? {
+            let state = lock(&state)?;
+            for w in &state.snapshot_windows {
+                open.push(w.start);
+                let i = w.snapshots.partition_point(|s| s.t_ms <= at_ms);
+                if let Some(s) = i.checked_sub(1).map(|i| &w.snapshots[i])
+                    && best.as_ref().is_none_or(|b| s.t_ms > b.t_ms)
+                {
+                    best = Some(s.clone());
+                }
+            }
+        }
+        let from = keys::snapshots(host, i64::MIN);
+        let to = keys::snapshots(host, self.options.window_of(at_ms));
+        for entry in self.tree.range(from..=to).rev() {
+            let (key, value) = entry?;
+            let Some((_, start)) = keys::parse_snapshots(&key) else {
+                continue;
+            };
+            if open.contains(&start) {
+                continue;
+            }
+            if best.as_ref().is_some_and(|b| b.t_ms >= start) {
+                break;
+            }
+            let Some((_, snapshots)) =
+                self.decoded(snapshot::decode(&value), "snapshot block", 0, start)
+            else {
+                continue;
+            };
+            let i = snapshots.partition_point(|s| s.t_ms <= at_ms);
+            if let Some(i) = i.checked_sub(1) {
+                let found = snapshots.into_iter().nth(i);
+                if let Some(s) = found
+                    && best.as_ref().is_none_or(|b| s.t_ms > b.t_ms)
+                {
+                    best = Some(s);
+                }
+                break;
+            }
+        }
+        Ok(best)
     }
 }

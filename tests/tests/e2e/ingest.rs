@@ -1,7 +1,9 @@
 //! Agents stream samples; the collector stores them, lists hosts, and
 //! answers queries, also after a restart.
 
-use hostwatch_proto::v1::{LatestRequest, ListHostsRequest, Matcher, RangeRequest, matcher};
+use hostwatch_proto::v1::{
+    Aggregation, LatestRequest, ListHostsRequest, Matcher, RangeRequest, matcher,
+};
 use hostwatch_tests::*;
 use std::time::Duration;
 
@@ -26,6 +28,7 @@ async fn range_points(
             matchers: vec![host_matcher(host)],
             start_ms: now_ms() - 600_000,
             end_ms: now_ms() + 1,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -195,12 +198,14 @@ async fn operators_get_clear_errors_for_bad_queries() {
             matchers: vec![],
             start_ms: 0,
             end_ms: 1,
+            ..Default::default()
         },
         RangeRequest {
             metric: "m".into(),
             matchers: vec![],
             start_ms: 5,
             end_ms: 5,
+            ..Default::default()
         },
         RangeRequest {
             metric: "m".into(),
@@ -211,6 +216,7 @@ async fn operators_get_clear_errors_for_bad_queries() {
             }],
             start_ms: 0,
             end_ms: 1,
+            ..Default::default()
         },
         RangeRequest {
             metric: "m".into(),
@@ -221,8 +227,25 @@ async fn operators_get_clear_errors_for_bad_queries() {
             }],
             start_ms: 0,
             end_ms: 1,
+            ..Default::default()
         },
     ];
+    let stepped = |step_ms, aggregation| RangeRequest {
+        metric: "m".into(),
+        start_ms: 0,
+        end_ms: 1,
+        step_ms,
+        aggregation,
+        ..Default::default()
+    };
+    let bad = bad.into_iter().chain([
+        // A step without an aggregation, an unknown one, a negative step,
+        // an aggregation without a step.
+        stepped(60_000, 0),
+        stepped(60_000, 42),
+        stepped(-1, Aggregation::Avg as i32),
+        stepped(0, Aggregation::Avg as i32),
+    ]);
     for request in bad {
         let status = client.range(request.clone()).await.unwrap_err();
         assert_eq!(

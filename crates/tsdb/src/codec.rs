@@ -1,0 +1,1005 @@
+//! Sample compression: bit streams, varints, the head encoder and the
+//! sealed-chunk format.
+//!
+//! Two encodings share the bit-level building blocks:
+//! - [`HeadChunk`] is Gorilla (VLDB 2015) as published: delta-of-delta
+//!   timestamps in buckets and XOR-encoded floats, appendable one sample at
+//!   a time, for the samples still in memory;
+//! - [`encode_points`] writes a sealed chunk once its window is complete,
+//!   so it may look at all samples first: timestamps are either "regular"
+//!   (one delta) or delta-of-delta with run-length coded zeros; values pick
+//!   the smallest of constant, scaled integers (with the common divisor of
+//!   their deltas removed, as delta or delta-of-delta), float32 data scaled
+//!   by a power of ten, and Gorilla XOR with run-length coded repeats.
+//!
+//! Every decoder is bounds-checked and refuses, never panics on, arbitrary
+//! bytes (there is a fuzz target for it).
+
+use crate::TsdbError;
+use crate::model::Point;
+
+/// Most points one encoded block may claim; a larger count is corruption.
+pub(crate) const MAX_BLOCK_POINTS: usize = 1 << 20;
+
+fn corrupt(what: &str) -> TsdbError {
+    TsdbError::Corrupt(what.to_owned())
+}
+
+// ---------------------------------------------------------------- varints
+
+pub(crate) fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+pub(crate) fn put_ivarint(out: &mut Vec<u8>, v: i64) {
+    put_uvarint(out, zigzag(v));
+}
+
+pub(crate) fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+pub(crate) fn unzigzag(z: u64) -> i64 {
+    ((z >> 1) as i64) ^ -((z & 1) as i64)
+}
+
+/// A cursor over bytes with bounds-checked reads.
+pub(crate) struct ByteReader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> ByteReader<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        ByteReader { bytes, pos: 0 }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.pos >= self.bytes.len()
+    }
+
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        &self.bytes[self.pos.min(self.bytes.len())..]
+    }
+
+    pub(crate) fn u8(&mut self) -> Result<u8, TsdbError> {
+        let b = *self
+            .bytes
+            .get(self.pos)
+            .ok_or_else(|| corrupt("truncated"))?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    pub(crate) fn bytes(&mut self, n: usize) -> Result<&'a [u8], TsdbError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|end| *end <= self.bytes.len())
+            .ok_or_else(|| corrupt("truncated"))?;
+        let out = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(out)
+    }
+
+    pub(crate) fn u32_le(&mut self) -> Result<u32, TsdbError> {
+        let b = self.bytes(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    pub(crate) fn u64_le(&mut self) -> Result<u64, TsdbError> {
+        let b = self.bytes(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    pub(crate) fn uvarint(&mut self) -> Result<u64, TsdbError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Ok(v);
+            }
+        }
+        Err(corrupt("varint too long"))
+    }
+
+    pub(crate) fn ivarint(&mut self) -> Result<i64, TsdbError> {
+        self.uvarint().map(unzigzag)
+    }
+
+    /// A length that must not exceed `max`.
+    pub(crate) fn len(&mut self, max: usize) -> Result<usize, TsdbError> {
+        let n = self.uvarint()?;
+        usize::try_from(n)
+            .ok()
+            .filter(|n| *n <= max)
+            .ok_or_else(|| corrupt("length out of bounds"))
+    }
+
+    pub(crate) fn str(&mut self, max: usize) -> Result<&'a str, TsdbError> {
+        let n = self.len(max)?;
+        std::str::from_utf8(self.bytes(n)?).map_err(|_| corrupt("invalid UTF-8"))
+    }
+}
+
+pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_uvarint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+// ---------------------------------------------------------------- bits
+
+/// Writes bits most significant first; the last byte is kept partially filled.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BitWriter {
+    buf: Vec<u8>,
+    bits: usize,
+}
+
+impl BitWriter {
+    pub(crate) fn with_capacity(bytes: usize) -> Self {
+        BitWriter {
+            buf: Vec::with_capacity(bytes),
+            bits: 0,
+        }
+    }
+
+    /// Appends the low `n` bits of `value`, `n <= 64`.
+    pub(crate) fn write(&mut self, value: u64, n: u32) {
+        debug_assert!(n <= 64);
+        let mut left = n;
+        while left > 0 {
+            let used = (self.bits % 8) as u32;
+            if used == 0 {
+                self.buf.push(0);
+            }
+            let free = 8 - used;
+            let take = free.min(left);
+            let shifted = if left - take >= 64 {
+                0
+            } else {
+                value >> (left - take)
+            };
+            let chunk = (shifted & ((1u64 << take) - 1)) as u8;
+            if let Some(last) = self.buf.last_mut() {
+                *last |= chunk << (free - take);
+            }
+            self.bits += take as usize;
+            left -= take;
+        }
+    }
+
+    pub(crate) fn bit(&mut self, set: bool) {
+        self.write(u64::from(set), 1);
+    }
+
+    pub(crate) fn bit_len(&self) -> usize {
+        self.bits
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.buf.capacity()
+    }
+}
+
+/// Reads bits most significant first, refusing to read past `bits`.
+pub(crate) struct BitReader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    bits: usize,
+}
+
+impl<'a> BitReader<'a> {
+    pub(crate) fn new(buf: &'a [u8], bits: usize) -> Self {
+        BitReader {
+            buf,
+            pos: 0,
+            bits: bits.min(buf.len() * 8),
+        }
+    }
+
+    pub(crate) fn read(&mut self, n: u32) -> Result<u64, TsdbError> {
+        if n == 0 {
+            return Ok(0);
+        }
+        if n > 64 || self.pos + n as usize > self.bits {
+            return Err(corrupt("bit stream truncated"));
+        }
+        if n > 56 {
+            let high = self.read(n - 32)?;
+            let low = self.read(32)?;
+            return Ok((high << 32) | low);
+        }
+        let byte = self.pos / 8;
+        let mut word = [0u8; 8];
+        let avail = (self.buf.len() - byte).min(8);
+        word[..avail].copy_from_slice(&self.buf[byte..byte + avail]);
+        let word = u64::from_be_bytes(word);
+        let offset = (self.pos % 8) as u32;
+        self.pos += n as usize;
+        Ok((word << offset) >> (64 - n))
+    }
+
+    pub(crate) fn bit(&mut self) -> Result<bool, TsdbError> {
+        Ok(self.read(1)? == 1)
+    }
+
+    /// Elias gamma code of a number >= 1.
+    fn gamma(&mut self) -> Result<u64, TsdbError> {
+        let mut zeros = 0;
+        while !self.bit()? {
+            zeros += 1;
+            if zeros > 63 {
+                return Err(corrupt("gamma code too long"));
+            }
+        }
+        let rest = self.read(zeros)?;
+        Ok((1u64 << zeros) | rest)
+    }
+}
+
+fn put_gamma(w: &mut BitWriter, v: u64) {
+    debug_assert!(v >= 1);
+    let n = 63 - v.leading_zeros();
+    w.write(0, n);
+    w.write(v, n + 1);
+}
+
+// ----------------------------------------------- integer streams (sealed)
+
+/// Writes unsigned numbers: runs of zeros as `0` + gamma(run), any other
+/// number as `1` + gamma(bit length) + its bits below the leading one.
+struct IntStream<'w> {
+    w: &'w mut BitWriter,
+    zeros: u64,
+}
+
+impl<'w> IntStream<'w> {
+    fn new(w: &'w mut BitWriter) -> Self {
+        IntStream { w, zeros: 0 }
+    }
+
+    fn push(&mut self, z: u64) {
+        if z == 0 {
+            self.zeros += 1;
+            return;
+        }
+        self.flush_zeros();
+        let n = 64 - z.leading_zeros();
+        self.w.bit(true);
+        put_gamma(self.w, u64::from(n));
+        self.w.write(z, n - 1);
+    }
+
+    fn flush_zeros(&mut self) {
+        if self.zeros > 0 {
+            self.w.bit(false);
+            put_gamma(self.w, self.zeros);
+            self.zeros = 0;
+        }
+    }
+
+    fn finish(mut self) {
+        self.flush_zeros();
+    }
+}
+
+/// Reads `count` numbers written by [`IntStream`].
+fn read_ints(r: &mut BitReader<'_>, count: usize, out: &mut Vec<u64>) -> Result<(), TsdbError> {
+    let end = out.len() + count;
+    while out.len() < end {
+        if r.bit()? {
+            let n = r.gamma()?;
+            if n > 64 {
+                return Err(corrupt("integer wider than 64 bits"));
+            }
+            let n = n as u32;
+            let rest = r.read(n - 1)?;
+            out.push((1u64 << (n - 1)) | rest);
+        } else {
+            let run = r.gamma()?;
+            if run > (end - out.len()) as u64 {
+                return Err(corrupt("zero run past the end"));
+            }
+            out.extend(std::iter::repeat_n(0, run as usize));
+        }
+    }
+    Ok(())
+}
+
+// -------------------------------------------------- XOR streams (sealed)
+
+/// Gorilla XOR of `width`-bit patterns with run-length coded repeats:
+/// `0` + gamma(run) for repeated values, `10` + bits inside the previous
+/// leading/trailing window, `11` + leading zeros + length + bits.
+fn write_xor(w: &mut BitWriter, values: &[u64], width: u32) {
+    let field = if width == 64 { 6 } else { 5 };
+    let Some((&first, rest)) = values.split_first() else {
+        return;
+    };
+    w.write(first, width);
+    let mut prev = first;
+    let mut window: Option<(u32, u32)> = None;
+    let mut zeros = 0u64;
+    for &v in rest {
+        let x = v ^ prev;
+        prev = v;
+        if x == 0 {
+            zeros += 1;
+            continue;
+        }
+        if zeros > 0 {
+            w.bit(false);
+            put_gamma(w, zeros);
+            zeros = 0;
+        }
+        w.bit(true);
+        let lead = x.leading_zeros() - (64 - width);
+        let trail = x.trailing_zeros();
+        match window {
+            Some((l, t)) if lead >= l && trail >= t => {
+                w.bit(false);
+                w.write(x >> t, width - l - t);
+            }
+            _ => {
+                let lead = lead.min((1 << field) - 1);
+                let len = width - lead - trail;
+                w.bit(true);
+                w.write(u64::from(lead), field);
+                w.write(u64::from(len - 1), field);
+                w.write(x >> trail, len);
+                window = Some((lead, trail));
+            }
+        }
+    }
+    if zeros > 0 {
+        w.bit(false);
+        put_gamma(w, zeros);
+    }
+}
+
+fn read_xor(
+    r: &mut BitReader<'_>,
+    count: usize,
+    width: u32,
+    out: &mut Vec<u64>,
+) -> Result<(), TsdbError> {
+    if count == 0 {
+        return Ok(());
+    }
+    let field = if width == 64 { 6 } else { 5 };
+    let end = out.len() + count;
+    let mut prev = r.read(width)?;
+    out.push(prev);
+    let mut window: Option<(u32, u32)> = None;
+    while out.len() < end {
+        if !r.bit()? {
+            let run = r.gamma()?;
+            if run > (end - out.len()) as u64 {
+                return Err(corrupt("repeat run past the end"));
+            }
+            out.extend(std::iter::repeat_n(prev, run as usize));
+            continue;
+        }
+        let (lead, trail) = if r.bit()? {
+            let lead = r.read(field)? as u32;
+            let len = r.read(field)? as u32 + 1;
+            if lead + len > width {
+                return Err(corrupt("XOR window wider than the value"));
+            }
+            let w = (lead, width - lead - len);
+            window = Some(w);
+            w
+        } else {
+            window.ok_or_else(|| corrupt("XOR window reused before set"))?
+        };
+        let bits = r.read(width - lead - trail)?;
+        prev ^= bits << trail;
+        out.push(prev);
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------ value columns
+
+const POW10: [f64; 10] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
+
+const VALUES_CONSTANT: u8 = 0;
+const VALUES_INT_DELTA: u8 = 1;
+const VALUES_INT_DOD: u8 = 2;
+const VALUES_F32: u8 = 3;
+const VALUES_XOR: u8 = 4;
+
+/// `round(v * 10^e)` for every value if that reproduces each value exactly.
+fn as_scaled_ints(values: &[f64], e: usize) -> Option<Vec<i64>> {
+    const LIMIT: f64 = (1u64 << 53) as f64;
+    let scale = POW10[e];
+    values
+        .iter()
+        .map(|&v| {
+            let x = (v * scale).round();
+            // Checked on what the decoder computes, so -0.0 is not taken for 0.
+            let i = x as i64;
+            (x.abs() < LIMIT && (i as f64 / scale).to_bits() == v.to_bits()).then_some(i)
+        })
+        .collect()
+}
+
+/// `v * 10^e` as float32 for every value if that reproduces each value
+/// exactly; sensors and sysinfo report float32, often scaled afterwards.
+fn as_scaled_f32(values: &[f64], e: usize) -> Option<Vec<u64>> {
+    let scale = POW10[e];
+    values
+        .iter()
+        .map(|&v| {
+            let p = (v * scale) as f32;
+            (p.is_finite() && (f64::from(p) / scale).to_bits() == v.to_bits())
+                .then_some(u64::from(p.to_bits()))
+        })
+        .collect()
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// Appends a value column to `out` (header bytes, then a bit stream whose
+/// byte length precedes it), choosing the smallest encoding.
+pub(crate) fn encode_values(values: &[f64], out: &mut Vec<u8>) {
+    let Some(&first) = values.first() else {
+        return;
+    };
+    if values.iter().all(|v| v.to_bits() == first.to_bits()) {
+        out.push(VALUES_CONSTANT);
+        out.extend_from_slice(&first.to_bits().to_le_bytes());
+        return;
+    }
+    let mut best: Option<Vec<u8>> = None;
+    let mut consider = |candidate: Vec<u8>| {
+        if best.as_ref().is_none_or(|b| candidate.len() < b.len()) {
+            best = Some(candidate);
+        }
+    };
+    if let Some((e, ints)) =
+        (0..POW10.len()).find_map(|e| as_scaled_ints(values, e).map(|i| (e, i)))
+    {
+        for order in [VALUES_INT_DELTA, VALUES_INT_DOD] {
+            consider(encode_ints(&ints, e as u8, order));
+        }
+    }
+    if let Some((e, bits)) = (0..4).find_map(|e| as_scaled_f32(values, e).map(|b| (e, b))) {
+        let mut w = BitWriter::with_capacity(values.len() * 3);
+        write_xor(&mut w, &bits, 32);
+        let mut c = vec![VALUES_F32, e as u8];
+        put_bits(&mut c, w);
+        consider(c);
+    }
+    let bits: Vec<u64> = values.iter().map(|v| v.to_bits()).collect();
+    let mut w = BitWriter::with_capacity(values.len() * 4);
+    write_xor(&mut w, &bits, 64);
+    let mut c = vec![VALUES_XOR];
+    put_bits(&mut c, w);
+    consider(c);
+    if let Some(best) = best {
+        out.extend_from_slice(&best);
+    }
+}
+
+fn encode_ints(ints: &[i64], e: u8, order: u8) -> Vec<u8> {
+    let deltas: Vec<i64> = ints.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
+    let divisor = deltas
+        .iter()
+        .fold(0u64, |g, d| gcd(g, d.unsigned_abs()))
+        .max(1);
+    let scaled: Vec<i64> = deltas.iter().map(|d| d / divisor as i64).collect();
+    let mut out = vec![order, e];
+    put_ivarint(&mut out, ints[0]);
+    put_uvarint(&mut out, divisor);
+    let mut w = BitWriter::with_capacity(ints.len());
+    let mut stream = IntStream::new(&mut w);
+    if order == VALUES_INT_DELTA {
+        for d in &scaled {
+            stream.push(zigzag(*d));
+        }
+    } else {
+        let mut prev = 0i64;
+        for d in &scaled {
+            stream.push(zigzag(d.wrapping_sub(prev)));
+            prev = *d;
+        }
+    }
+    stream.finish();
+    put_bits(&mut out, w);
+    out
+}
+
+fn put_bits(out: &mut Vec<u8>, w: BitWriter) {
+    put_uvarint(out, w.bit_len() as u64);
+    out.extend_from_slice(w.bytes());
+}
+
+fn read_bits<'a>(r: &mut ByteReader<'a>) -> Result<BitReader<'a>, TsdbError> {
+    let bits = r.len(usize::MAX / 2)?;
+    let bytes = r.bytes(bits.div_ceil(8))?;
+    Ok(BitReader::new(bytes, bits))
+}
+
+/// Reads `count` values written by [`encode_values`].
+pub(crate) fn decode_values(
+    r: &mut ByteReader<'_>,
+    count: usize,
+    out: &mut Vec<f64>,
+) -> Result<(), TsdbError> {
+    if count == 0 {
+        return Ok(());
+    }
+    match r.u8()? {
+        VALUES_CONSTANT => {
+            let v = f64::from_bits(r.u64_le()?);
+            out.extend(std::iter::repeat_n(v, count));
+        }
+        order @ (VALUES_INT_DELTA | VALUES_INT_DOD) => {
+            let e = usize::from(r.u8()?);
+            let scale = *POW10.get(e).ok_or_else(|| corrupt("decimal exponent"))?;
+            let mut x = r.ivarint()?;
+            let divisor = r.uvarint()? as i64;
+            let mut bits = read_bits(r)?;
+            let mut zs = Vec::with_capacity(count - 1);
+            read_ints(&mut bits, count - 1, &mut zs)?;
+            out.push(x as f64 / scale);
+            let mut delta = 0i64;
+            for z in zs {
+                let d = unzigzag(z);
+                delta = if order == VALUES_INT_DELTA {
+                    d
+                } else {
+                    delta.wrapping_add(d)
+                };
+                x = x.wrapping_add(delta.wrapping_mul(divisor));
+                out.push(x as f64 / scale);
+            }
+        }
+        VALUES_F32 => {
+            let e = usize::from(r.u8()?);
+            let scale = *POW10.get(e).ok_or_else(|| corrupt("decimal exponent"))?;
+            let mut bits = read_bits(r)?;
+            let mut raw = Vec::with_capacity(count);
+            read_xor(&mut bits, count, 32, &mut raw)?;
+            out.extend(
+                raw.into_iter()
+                    .map(|b| f64::from(f32::from_bits(b as u32)) / scale),
+            );
+        }
+        VALUES_XOR => {
+            let mut bits = read_bits(r)?;
+            let mut raw = Vec::with_capacity(count);
+            read_xor(&mut bits, count, 64, &mut raw)?;
+            out.extend(raw.into_iter().map(f64::from_bits));
+        }
+        _ => return Err(corrupt("unknown value encoding")),
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------- timestamp columns
+
+const TIMES_REGULAR: u8 = 0;
+const TIMES_DOD: u8 = 1;
+
+/// Appends a strictly increasing timestamp column.
+pub(crate) fn encode_times(times: &[i64], out: &mut Vec<u8>) {
+    let Some(&first) = times.first() else {
+        return;
+    };
+    put_ivarint(out, first);
+    if times.len() == 1 {
+        return;
+    }
+    let first_delta = times[1].wrapping_sub(first);
+    if times
+        .windows(2)
+        .all(|w| w[1].wrapping_sub(w[0]) == first_delta)
+    {
+        out.push(TIMES_REGULAR);
+        put_ivarint(out, first_delta);
+        return;
+    }
+    out.push(TIMES_DOD);
+    put_ivarint(out, first_delta);
+    let mut w = BitWriter::with_capacity(times.len() / 4);
+    let mut stream = IntStream::new(&mut w);
+    let mut prev_delta = first_delta;
+    for pair in times[1..].windows(2) {
+        let delta = pair[1].wrapping_sub(pair[0]);
+        stream.push(zigzag(delta.wrapping_sub(prev_delta)));
+        prev_delta = delta;
+    }
+    stream.finish();
+    put_bits(out, w);
+}
+
+pub(crate) fn decode_times(
+    r: &mut ByteReader<'_>,
+    count: usize,
+    out: &mut Vec<i64>,
+) -> Result<(), TsdbError> {
+    if count == 0 {
+        return Ok(());
+    }
+    let mut t = r.ivarint()?;
+    out.push(t);
+    if count == 1 {
+        return Ok(());
+    }
+    let mode = r.u8()?;
+    let mut delta = r.ivarint()?;
+    t = t.wrapping_add(delta);
+    out.push(t);
+    match mode {
+        TIMES_REGULAR => {
+            for _ in 2..count {
+                t = t.wrapping_add(delta);
+                out.push(t);
+            }
+        }
+        TIMES_DOD => {
+            let mut bits = read_bits(r)?;
+            let mut zs = Vec::with_capacity(count - 2);
+            read_ints(&mut bits, count - 2, &mut zs)?;
+            for z in zs {
+                delta = delta.wrapping_add(unzigzag(z));
+                t = t.wrapping_add(delta);
+                out.push(t);
+            }
+        }
+        _ => return Err(corrupt("unknown timestamp encoding")),
+    }
+    Ok(())
+}
+
+/// Encodes points sorted by strictly increasing time: count, times, values.
+pub(crate) fn encode_points(points: &[Point], out: &mut Vec<u8>) {
+    put_uvarint(out, points.len() as u64);
+    let times: Vec<i64> = points.iter().map(|p| p.t_ms).collect();
+    let values: Vec<f64> = points.iter().map(|p| p.value).collect();
+    encode_times(&times, out);
+    encode_values(&values, out);
+}
+
+/// Decodes what [`encode_points`] wrote; refuses times that do not increase.
+pub(crate) fn decode_points(r: &mut ByteReader<'_>) -> Result<Vec<Point>, TsdbError> {
+    let count = r.len(MAX_BLOCK_POINTS)?;
+    let mut times = Vec::with_capacity(count);
+    decode_times(r, count, &mut times)?;
+    if times.windows(2).any(|w| w[1] <= w[0]) {
+        return Err(corrupt("timestamps do not increase"));
+    }
+    let mut values = Vec::with_capacity(count);
+    decode_values(r, count, &mut values)?;
+    Ok(times
+        .into_iter()
+        .zip(values)
+        .map(|(t_ms, value)| Point { t_ms, value })
+        .collect())
+}
+
+// ------------------------------------------------------------ head chunks
+
+/// Gorilla-encoded samples appended in time order, for the samples still
+/// in memory: `dod == 0` costs one bit, a repeated value one bit.
+#[derive(Debug, Clone)]
+pub(crate) struct HeadChunk {
+    bits: BitWriter,
+    count: u32,
+    first_t: i64,
+    first_value: u64,
+    last_t: i64,
+    last_delta: i64,
+    last_value: u64,
+    lead: u32,
+    trail: u32,
+}
+
+impl HeadChunk {
+    pub(crate) fn new(first: Point) -> Self {
+        HeadChunk {
+            bits: BitWriter::with_capacity(32),
+            count: 1,
+            first_t: first.t_ms,
+            first_value: first.value.to_bits(),
+            last_t: first.t_ms,
+            last_delta: 0,
+            last_value: first.value.to_bits(),
+            lead: u32::MAX,
+            trail: 0,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub(crate) fn last_t(&self) -> i64 {
+        self.last_t
+    }
+
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.bits.heap_bytes()
+    }
+
+    /// Appends a sample later than every sample so far.
+    pub(crate) fn push(&mut self, p: Point) {
+        debug_assert!(p.t_ms > self.last_t);
+        let delta = p.t_ms.wrapping_sub(self.last_t);
+        let dod = if self.count == 1 {
+            // The first delta is written in full so that any interval costs the same.
+            self.bits.write(zigzag(delta), 64);
+            0
+        } else {
+            delta.wrapping_sub(self.last_delta)
+        };
+        if self.count > 1 {
+            let w = &mut self.bits;
+            match dod {
+                0 => w.bit(false),
+                -64..=63 => {
+                    w.write(0b10, 2);
+                    w.write(dod as u64, 7);
+                }
+                -256..=255 => {
+                    w.write(0b110, 3);
+                    w.write(dod as u64, 9);
+                }
+                -2048..=2047 => {
+                    w.write(0b1110, 4);
+                    w.write(dod as u64, 12);
+                }
+                _ => {
+                    w.write(0b1111, 4);
+                    w.write(dod as u64, 64);
+                }
+            }
+        }
+        let v = p.value.to_bits();
+        let x = v ^ self.last_value;
+        if x == 0 {
+            self.bits.bit(false);
+        } else {
+            self.bits.bit(true);
+            let lead = x.leading_zeros().min(31);
+            let trail = x.trailing_zeros();
+            if self.lead != u32::MAX && lead >= self.lead && trail >= self.trail {
+                self.bits.bit(false);
+                self.bits
+                    .write(x >> self.trail, 64 - self.lead - self.trail);
+            } else {
+                let len = 64 - lead - trail;
+                self.bits.bit(true);
+                self.bits.write(u64::from(lead), 5);
+                self.bits.write(u64::from(len - 1), 6);
+                self.bits.write(x >> trail, len);
+                self.lead = lead;
+                self.trail = trail;
+            }
+        }
+        self.last_delta = delta;
+        self.last_t = p.t_ms;
+        self.last_value = v;
+        self.count += 1;
+    }
+
+    /// Every sample, oldest first.
+    pub(crate) fn points(&self) -> Vec<Point> {
+        let mut out = Vec::with_capacity(self.len());
+        // The stream is written by `push` only; a decoding error would be a bug here.
+        let _ = self.decode_into(&mut out);
+        out
+    }
+
+    fn decode_into(&self, out: &mut Vec<Point>) -> Result<(), TsdbError> {
+        let mut r = BitReader::new(self.bits.bytes(), self.bits.bit_len());
+        let mut t = self.first_t;
+        let mut value = self.first_value;
+        out.push(Point {
+            t_ms: t,
+            value: f64::from_bits(value),
+        });
+        let mut delta = 0i64;
+        let (mut lead, mut trail) = (0u32, 0u32);
+        for i in 1..self.count {
+            if i == 1 {
+                delta = unzigzag(r.read(64)?);
+            } else {
+                let dod = if !r.bit()? {
+                    0
+                } else if !r.bit()? {
+                    sign_extend(r.read(7)?, 7)
+                } else if !r.bit()? {
+                    sign_extend(r.read(9)?, 9)
+                } else if !r.bit()? {
+                    sign_extend(r.read(12)?, 12)
+                } else {
+                    r.read(64)? as i64
+                };
+                delta = delta.wrapping_add(dod);
+            }
+            t = t.wrapping_add(delta);
+            if r.bit()? {
+                if r.bit()? {
+                    lead = r.read(5)? as u32;
+                    let len = r.read(6)? as u32 + 1;
+                    trail = 64u32.saturating_sub(lead + len);
+                }
+                value ^= r.read(64 - lead - trail)? << trail;
+            }
+            out.push(Point {
+                t_ms: t,
+                value: f64::from_bits(value),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn sign_extend(v: u64, bits: u32) -> i64 {
+    let shift = 64 - bits;
+    ((v << shift) as i64) >> shift
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn bits(points: &[Point]) -> Vec<(i64, u64)> {
+        points.iter().map(|p| (p.t_ms, p.value.to_bits())).collect()
+    }
+
+    fn round_trip(points: &[Point]) -> usize {
+        let mut out = Vec::new();
+        encode_points(points, &mut out);
+        let back = decode_points(&mut ByteReader::new(&out)).unwrap();
+        assert_eq!(bits(&back), bits(points));
+        let mut head = HeadChunk::new(points[0]);
+        for p in &points[1..] {
+            head.push(*p);
+        }
+        assert_eq!(bits(&head.points()), bits(points));
+        out.len()
+    }
+
+    fn deltas() -> impl Strategy<Value = i64> {
+        prop_oneof![
+            4 => Just(10_000i64),
+            2 => 9_990i64..10_010,
+            1 => 1i64..3,
+            1 => 1i64..1_000_000_000,
+        ]
+    }
+
+    fn values(n: usize) -> impl Strategy<Value = Vec<f64>> {
+        prop_oneof![
+            // Any bit pattern, NaN payloads and infinities included.
+            prop::collection::vec(any::<u64>().prop_map(f64::from_bits), n),
+            prop::collection::vec(
+                prop_oneof![
+                    Just(f64::NAN),
+                    Just(-0.0),
+                    Just(f64::INFINITY),
+                    any::<f64>()
+                ],
+                n
+            ),
+            // Counters with resets.
+            prop::collection::vec((0u64..1_000_000, prop::bool::weighted(0.05)), n).prop_map(
+                |steps| {
+                    let mut c = 0u64;
+                    steps
+                        .into_iter()
+                        .map(|(d, reset)| {
+                            c = if reset { d % 10 } else { c + d };
+                            c as f64
+                        })
+                        .collect()
+                }
+            ),
+            // Decimals, float32 percentages as ratios, constants.
+            prop::collection::vec(-100_000i64..100_000, n)
+                .prop_map(|v| v.into_iter().map(|x| x as f64 / 100.0).collect()),
+            prop::collection::vec(0f32..100.0, n)
+                .prop_map(|v| v.into_iter().map(|x| f64::from(x) / 100.0).collect()),
+            any::<f64>().prop_map(move |v| vec![v; n]),
+        ]
+    }
+
+    fn points() -> impl Strategy<Value = Vec<Point>> {
+        (
+            1usize..400,
+            -1_000_000_000_000_000i64..1_000_000_000_000_000,
+        )
+            .prop_flat_map(|(n, start)| {
+                (prop::collection::vec(deltas(), n), values(n)).prop_map(move |(d, v)| {
+                    let mut t = start;
+                    d.into_iter()
+                        .zip(v)
+                        .map(|(delta, value)| {
+                            t += delta;
+                            Point { t_ms: t, value }
+                        })
+                        .collect()
+                })
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn chunks_and_head_chunks_round_trip_bit_exactly(points in points()) {
+            round_trip(&points);
+        }
+
+        #[test]
+        fn decoders_refuse_garbage_without_panicking(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            let _ = decode_points(&mut ByteReader::new(&bytes));
+            let mut values = Vec::new();
+            let _ = decode_values(&mut ByteReader::new(&bytes), 50, &mut values);
+        }
+    }
+
+    #[test]
+    fn agent_shapes_compress_well() {
+        let regular = |f: &dyn Fn(i64) -> f64| -> Vec<Point> {
+            (0..360)
+                .map(|i| Point {
+                    t_ms: 1_800_000_000_000 + i * 10_000,
+                    value: f(i),
+                })
+                .collect()
+        };
+        let constant = round_trip(&regular(&|_| 16_000_000_000.0));
+        assert!(constant < 24, "constant: {constant} bytes");
+        let uptime = round_trip(&regular(&|i| 86_400.0 + i as f64 * 10.0));
+        assert!(uptime < 24, "uptime: {uptime} bytes");
+        let pages = round_trip(&regular(&|i| 8e9 + ((i * 7919) % 61 - 30) as f64 * 4096.0));
+        assert!(pages < 360 * 2, "memory in pages: {pages} bytes");
+        let load = round_trip(&regular(&|i| ((i * 31) % 200) as f64 / 100.0));
+        assert!(load < 360 * 2, "load average: {load} bytes");
+        let cpu = round_trip(&regular(&|i| {
+            f64::from(((i * 7919) % 1000) as f32 / 997.0 * 100.0) / 100.0
+        }));
+        assert!(cpu < 360 * 4, "float32 percentages as ratios: {cpu} bytes");
+    }
+
+    #[test]
+    fn irregular_intervals_and_resets_round_trip() {
+        let points: Vec<Point> = [0i64, 1, 2, 10_000, 10_001, 3_600_000, 3_600_500]
+            .iter()
+            .zip([5.0, 6.0, 0.0, 1.0, f64::NAN, -0.0, 2.5])
+            .map(|(&t_ms, value)| Point { t_ms, value })
+            .collect();
+        round_trip(&points);
+        // Negative zero next to integers must not be taken for an integer.
+        let zeros: Vec<Point> = [0.0, -0.0, 1.0, -0.0]
+            .iter()
+            .enumerate()
+            .map(|(i, &value)| Point {
+                t_ms: i as i64,
+                value,
+            })
+            .collect();
+        round_trip(&zeros);
+    }
+}

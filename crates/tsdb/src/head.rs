@@ -1,0 +1,414 @@
+//! The head: per host, the samples and snapshots not yet sealed into
+//! chunks, and the batch sequences per source.
+//!
+//! A series' open windows hold in-order samples Gorilla-encoded and the
+//! few out-of-order ones in a sorted side list; both merge when the window
+//! seals. Each open window remembers the lowest commit group whose samples
+//! it holds: the WAL may drop groups below the lowest of all of them.
+
+use crate::codec::HeadChunk;
+use crate::model::{Label, Point, ProcessSnapshot, SeriesKey};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+/// What inserting one sample did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Inserted {
+    Stored,
+    /// The series already holds a sample at that time; the first one stays.
+    Duplicate,
+}
+
+/// One window of a series still in memory.
+#[derive(Debug)]
+pub(crate) struct OpenWindow {
+    pub(crate) start: i64,
+    /// Samples in time order; `None` until the first sample.
+    chunk: Option<HeadChunk>,
+    /// Samples older than the chunk's newest, sorted, not in `chunk`.
+    late: Vec<Point>,
+    /// Lowest and highest commit group whose samples this window holds.
+    pub(crate) min_lsn: u64,
+    pub(crate) max_lsn: u64,
+}
+
+impl OpenWindow {
+    /// A window holding `base` (the sealed chunk it reopens, sorted, from
+    /// groups up to `base_lsn`), about to receive a sample of group `lsn`.
+    fn new(start: i64, base: Vec<Point>, base_lsn: u64, lsn: u64) -> Self {
+        let mut points = base.into_iter();
+        let chunk = points.next().map(|first| {
+            let mut chunk = HeadChunk::new(first);
+            for p in points {
+                chunk.push(p);
+            }
+            chunk
+        });
+        OpenWindow {
+            start,
+            chunk,
+            late: Vec::new(),
+            min_lsn: lsn,
+            max_lsn: base_lsn.max(lsn),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.chunk.as_ref().map_or(0, HeadChunk::len) + self.late.len()
+    }
+
+    fn insert(&mut self, p: Point, lsn: u64) -> Inserted {
+        self.max_lsn = self.max_lsn.max(lsn);
+        let Some(chunk) = &mut self.chunk else {
+            self.chunk = Some(HeadChunk::new(p));
+            return Inserted::Stored;
+        };
+        if p.t_ms > chunk.last_t() {
+            chunk.push(p);
+            return Inserted::Stored;
+        }
+        if p.t_ms == chunk.last_t() {
+            return Inserted::Duplicate;
+        }
+        match self.late.binary_search_by_key(&p.t_ms, |q| q.t_ms) {
+            Ok(_) => Inserted::Duplicate,
+            Err(at) => {
+                if chunk.points().iter().any(|q| q.t_ms == p.t_ms) {
+                    return Inserted::Duplicate;
+                }
+                self.late.insert(at, p);
+                Inserted::Stored
+            }
+        }
+    }
+
+    /// Every sample, oldest first.
+    pub(crate) fn points(&self) -> Vec<Point> {
+        let mut points = self
+            .chunk
+            .as_ref()
+            .map(HeadChunk::points)
+            .unwrap_or_default();
+        if !self.late.is_empty() {
+            points.extend_from_slice(&self.late);
+            points.sort_by_key(|p| p.t_ms);
+        }
+        points
+    }
+
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.chunk.as_ref().map_or(0, HeadChunk::heap_bytes)
+            + self.late.capacity() * std::mem::size_of::<Point>()
+    }
+}
+
+/// A series of the host: identity, newest sample, open windows.
+#[derive(Debug)]
+pub(crate) struct SeriesHead {
+    pub(crate) key: Arc<SeriesKey>,
+    /// The newest sample, once known: from appends, replay or the newest
+    /// sealed chunk (read on first use after a restart).
+    pub(crate) last: Option<Point>,
+    /// Whether `last` accounts for sealed chunks too.
+    pub(crate) last_loaded: bool,
+    /// Open windows, sorted by start.
+    pub(crate) windows: Vec<OpenWindow>,
+    /// Wall-clock time of the last sample inserted.
+    pub(crate) touched_ms: i64,
+}
+
+impl SeriesHead {
+    pub(crate) fn new(key: Arc<SeriesKey>, known_empty: bool) -> Self {
+        SeriesHead {
+            key,
+            last: None,
+            last_loaded: known_empty,
+            windows: Vec::new(),
+            touched_ms: i64::MIN,
+        }
+    }
+
+    /// Newest sample time known, `i64::MIN` if none.
+    pub(crate) fn max_t(&self) -> i64 {
+        self.last.map_or(i64::MIN, |p| p.t_ms)
+    }
+
+    pub(crate) fn window_mut(&mut self, start: i64) -> Option<&mut OpenWindow> {
+        self.windows.iter_mut().find(|w| w.start == start)
+    }
+
+    /// Opens window `start` on `base` (sealed points) for a sample of group `lsn`.
+    pub(crate) fn open_window(&mut self, start: i64, base: Vec<Point>, base_lsn: u64, lsn: u64) {
+        let at = self.windows.partition_point(|w| w.start < start);
+        self.windows
+            .insert(at, OpenWindow::new(start, base, base_lsn, lsn));
+    }
+
+    /// Inserts into the open window `start`, which must exist.
+    pub(crate) fn insert(&mut self, start: i64, p: Point, lsn: u64, now_ms: i64) -> Inserted {
+        let Some(window) = self.window_mut(start) else {
+            return Inserted::Duplicate;
+        };
+        let result = window.insert(p, lsn);
+        if result == Inserted::Stored {
+            self.touched_ms = now_ms;
+            if self.last.is_none_or(|last| p.t_ms > last.t_ms) {
+                self.last = Some(p);
+            }
+        }
+        result
+    }
+
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.windows
+            .iter()
+            .map(OpenWindow::heap_bytes)
+            .sum::<usize>()
+            + self.windows.capacity() * std::mem::size_of::<OpenWindow>()
+    }
+}
+
+/// One window of a host's process snapshots still in memory.
+#[derive(Debug)]
+pub(crate) struct SnapshotWindow {
+    pub(crate) start: i64,
+    /// Sorted by time, distinct times.
+    pub(crate) snapshots: Vec<ProcessSnapshot>,
+    pub(crate) min_lsn: u64,
+    pub(crate) max_lsn: u64,
+}
+
+/// Batch sequences of one (host, source).
+#[derive(Debug, Default)]
+pub(crate) struct SourceSeq {
+    /// Highest sequence whose group is known durable.
+    pub(crate) durable: u64,
+    /// (group, sequence) of appends whose group may not be durable yet.
+    pub(crate) pending: Vec<(u64, u64)>,
+    /// The value last written under the `Q` key.
+    pub(crate) persisted: u64,
+}
+
+impl SourceSeq {
+    /// Moves pending sequences of groups up to `durable_group` into `durable`.
+    pub(crate) fn promote(&mut self, durable_group: u64) {
+        let durable = &mut self.durable;
+        self.pending.retain(|&(group, seq)| {
+            if group <= durable_group {
+                *durable = (*durable).max(seq);
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Highest sequence stored or being stored.
+    pub(crate) fn highest(&self) -> u64 {
+        self.pending
+            .iter()
+            .map(|&(_, seq)| seq)
+            .fold(self.durable, u64::max)
+    }
+
+    /// The newest group an acknowledgement of a replay must wait for.
+    pub(crate) fn newest_group(&self) -> Option<u64> {
+        self.pending.iter().map(|&(group, _)| group).max()
+    }
+}
+
+/// Ids of the series whose (metric, labels) hash to one value.
+#[derive(Debug)]
+enum Ids {
+    One(u64),
+    Many(Vec<u64>),
+}
+
+/// Everything in memory about one host. Appends of one host are serialized
+/// by its lock, so a host's WAL frames are in the order its head applied them.
+#[derive(Debug)]
+pub(crate) struct HostState {
+    pub(crate) series: HashMap<u64, SeriesHead>,
+    by_hash: HashMap<u64, Ids>,
+    pub(crate) sources: HashMap<u64, SourceSeq>,
+    pub(crate) snapshot_windows: Vec<SnapshotWindow>,
+    /// Newest snapshot time known.
+    pub(crate) snapshot_max_t: i64,
+    /// Wall-clock time of the last snapshot inserted.
+    pub(crate) snapshot_touched_ms: i64,
+}
+
+/// Hash of a metric and a label set that ignores the labels' order.
+pub(crate) fn series_hash(metric: &str, labels: &[Label]) -> u64 {
+    fn one(parts: &[&str]) -> u64 {
+        let mut h = std::hash::DefaultHasher::new();
+        parts.hash(&mut h);
+        h.finish()
+    }
+    labels
+        .iter()
+        .filter(|l| l.name != crate::model::HOST_LABEL)
+        .fold(one(&[metric]), |acc, l| {
+            acc.wrapping_add(one(&[&l.name, &l.value]))
+        })
+}
+
+/// Whether `key` is `metric` with exactly `labels` plus its host label.
+fn same_series(key: &SeriesKey, metric: &str, labels: &[Label]) -> bool {
+    key.metric == metric
+        && key.labels.len() == labels.len() + 1
+        && labels.iter().all(|l| {
+            l.name != crate::model::HOST_LABEL
+                && key
+                    .labels
+                    .binary_search_by(|k| k.name.as_str().cmp(&l.name))
+                    .is_ok_and(|i| key.labels[i].value == l.value)
+        })
+}
+
+impl Default for HostState {
+    fn default() -> Self {
+        HostState {
+            series: HashMap::new(),
+            by_hash: HashMap::new(),
+            sources: HashMap::new(),
+            snapshot_windows: Vec::new(),
+            snapshot_max_t: i64::MIN,
+            snapshot_touched_ms: i64::MIN,
+        }
+    }
+}
+
+impl HostState {
+    /// The id of the series `metric` + `labels` (as an agent sends them), if known.
+    pub(crate) fn find(&self, hash: u64, metric: &str, labels: &[Label]) -> Option<u64> {
+        let matches = |id: &u64| {
+            self.series
+                .get(id)
+                .is_some_and(|s| same_series(&s.key, metric, labels))
+        };
+        match self.by_hash.get(&hash)? {
+            Ids::One(id) => Some(*id).filter(matches),
+            Ids::Many(ids) => ids.iter().copied().find(matches),
+        }
+    }
+
+    /// Adds a series to the host.
+    pub(crate) fn add(&mut self, id: u64, key: Arc<SeriesKey>, known_empty: bool) {
+        let own: Vec<Label> = key
+            .labels
+            .iter()
+            .filter(|l| l.name != crate::model::HOST_LABEL)
+            .cloned()
+            .collect();
+        let hash = series_hash(&key.metric, &own);
+        match self.by_hash.get_mut(&hash) {
+            None => {
+                self.by_hash.insert(hash, Ids::One(id));
+            }
+            Some(Ids::One(other)) => {
+                let other = *other;
+                self.by_hash.insert(hash, Ids::Many(vec![other, id]));
+            }
+            Some(Ids::Many(ids)) => ids.push(id),
+        }
+        self.series.insert(id, SeriesHead::new(key, known_empty));
+    }
+
+    /// Lowest commit group any open window of this host holds, if any.
+    pub(crate) fn min_lsn(&self) -> Option<u64> {
+        let series = self
+            .series
+            .values()
+            .flat_map(|s| s.windows.iter().map(|w| w.min_lsn));
+        let snapshots = self.snapshot_windows.iter().map(|w| w.min_lsn);
+        series.chain(snapshots).min()
+    }
+
+    /// Stores a snapshot in its open window; a snapshot at a time the
+    /// window already holds is a duplicate and is dropped.
+    pub(crate) fn insert_snapshot(
+        &mut self,
+        start: i64,
+        snapshot: ProcessSnapshot,
+        lsn: u64,
+        now_ms: i64,
+    ) -> Inserted {
+        let at = self.snapshot_windows.partition_point(|w| w.start < start);
+        if self
+            .snapshot_windows
+            .get(at)
+            .is_none_or(|w| w.start != start)
+        {
+            self.snapshot_windows.insert(
+                at,
+                SnapshotWindow {
+                    start,
+                    snapshots: Vec::new(),
+                    min_lsn: lsn,
+                    max_lsn: lsn,
+                },
+            );
+        }
+        let window = &mut self.snapshot_windows[at];
+        window.max_lsn = window.max_lsn.max(lsn);
+        match window
+            .snapshots
+            .binary_search_by_key(&snapshot.t_ms, |s| s.t_ms)
+        {
+            Ok(_) => Inserted::Duplicate,
+            Err(i) => {
+                self.snapshot_max_t = self.snapshot_max_t.max(snapshot.t_ms);
+                self.snapshot_touched_ms = now_ms;
+                window.snapshots.insert(i, snapshot);
+                Inserted::Stored
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_merge_late_samples_and_refuse_duplicates() {
+        let key = Arc::new(SeriesKey::for_host("h", "m", &[]).unwrap());
+        let mut s = SeriesHead::new(key, true);
+        s.open_window(0, vec![], 0, 1);
+        let p = |t_ms, value| Point { t_ms, value };
+        assert_eq!(s.insert(0, p(20, 2.0), 1, 0), Inserted::Stored);
+        assert_eq!(s.insert(0, p(30, 3.0), 1, 0), Inserted::Stored);
+        assert_eq!(s.insert(0, p(10, 1.0), 2, 0), Inserted::Stored);
+        assert_eq!(s.insert(0, p(10, 9.0), 2, 0), Inserted::Duplicate);
+        assert_eq!(s.insert(0, p(20, 9.0), 2, 0), Inserted::Duplicate);
+        assert_eq!(s.insert(0, p(30, 9.0), 2, 0), Inserted::Duplicate);
+        let w = &s.windows[0];
+        assert_eq!(w.points(), vec![p(10, 1.0), p(20, 2.0), p(30, 3.0)]);
+        assert_eq!((w.min_lsn, w.max_lsn, w.len()), (1, 2, 3));
+        assert_eq!(s.last, Some(p(30, 3.0)));
+    }
+
+    #[test]
+    fn lookups_ignore_label_order_and_check_equality() {
+        let mut h = HostState::default();
+        let labels = vec![Label::new("b", "2"), Label::new("a", "1")];
+        let key = SeriesKey::for_host("h", "m", &labels).unwrap();
+        h.add(7, Arc::new(key), true);
+        let swapped = vec![Label::new("a", "1"), Label::new("b", "2")];
+        assert_eq!(h.find(series_hash("m", &swapped), "m", &swapped), Some(7));
+        let other = vec![Label::new("a", "1"), Label::new("b", "3")];
+        assert_eq!(h.find(series_hash("m", &other), "m", &other), None);
+        let with_host = vec![
+            Label::new("a", "1"),
+            Label::new("b", "2"),
+            Label::new("host", "h"),
+        ];
+        assert_eq!(
+            h.find(series_hash("m", &with_host), "m", &with_host),
+            None,
+            "an agent may not name the host label"
+        );
+    }
+}

@@ -1,0 +1,148 @@
+//! The key layout of the store's sled tree (`tsdb`).
+//!
+//! Every key starts with a kind byte, so each kind is one ordered range:
+//! - `S` + series id: the encoded [`crate::SeriesKey`];
+//! - `W` + group + piece: WAL frames of one commit group (see `wal`);
+//! - `Q` + host + NUL + source: highest batch sequence stored (u64 BE);
+//! - `M` + name: store metadata (the next commit group);
+//! - `C` + tier + series id + start: a chunk (tier 0 raw samples of one
+//!   window, tier 1 the window's 1 min aggregates, tier 2 a day of 1 h
+//!   aggregates);
+//! - `P` + host + NUL + start: a window of a host's process snapshots.
+//!
+//! Numbers are big-endian and times order-preserving, so a series' chunks
+//! sort by start and a range query is one ordered scan.
+
+pub(crate) const SERIES: u8 = b'S';
+pub(crate) const WAL: u8 = b'W';
+pub(crate) const SEQUENCE: u8 = b'Q';
+pub(crate) const META: u8 = b'M';
+pub(crate) const CHUNK: u8 = b'C';
+pub(crate) const SNAPSHOTS: u8 = b'P';
+
+/// Raw samples, one chunk per window.
+pub(crate) const TIER_RAW: u8 = 0;
+/// 1 min aggregates, one chunk per window.
+pub(crate) const TIER_MINUTE: u8 = 1;
+/// 1 h aggregates, one chunk per day.
+pub(crate) const TIER_HOUR: u8 = 2;
+
+/// The metadata key holding the next commit group.
+pub(crate) const META_NEXT_GROUP: &[u8] = b"Mnext_group";
+
+/// Maps i64 to u64 so that big-endian bytes sort like the signed numbers.
+pub(crate) fn order_preserving(t: i64) -> u64 {
+    (t as u64) ^ (1 << 63)
+}
+
+pub(crate) fn from_order_preserving(u: u64) -> i64 {
+    (u ^ (1 << 63)) as i64
+}
+
+pub(crate) fn series(id: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = SERIES;
+    key[1..].copy_from_slice(&id.to_be_bytes());
+    key
+}
+
+pub(crate) fn wal(group: u64, piece: u32) -> [u8; 13] {
+    let mut key = [0u8; 13];
+    key[0] = WAL;
+    key[1..9].copy_from_slice(&group.to_be_bytes());
+    key[9..].copy_from_slice(&piece.to_be_bytes());
+    key
+}
+
+/// The first WAL key of `group`.
+pub(crate) fn wal_start(group: u64) -> [u8; 13] {
+    wal(group, 0)
+}
+
+pub(crate) fn sequence(host: &str, source: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(host.len() + 10);
+    key.push(SEQUENCE);
+    key.extend_from_slice(host.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&source.to_be_bytes());
+    key
+}
+
+pub(crate) fn chunk(tier: u8, id: u64, start: i64) -> [u8; 18] {
+    let mut key = [0u8; 18];
+    key[0] = CHUNK;
+    key[1] = tier;
+    key[2..10].copy_from_slice(&id.to_be_bytes());
+    key[10..].copy_from_slice(&order_preserving(start).to_be_bytes());
+    key
+}
+
+/// (tier, series id, start) of a chunk key.
+pub(crate) fn parse_chunk(key: &[u8]) -> Option<(u8, u64, i64)> {
+    if key.len() != 18 || key[0] != CHUNK {
+        return None;
+    }
+    let id = u64::from_be_bytes(key[2..10].try_into().ok()?);
+    let start = u64::from_be_bytes(key[10..18].try_into().ok()?);
+    Some((key[1], id, from_order_preserving(start)))
+}
+
+pub(crate) fn snapshots(host: &str, start: i64) -> Vec<u8> {
+    let mut key = snapshots_prefix(host);
+    key.extend_from_slice(&order_preserving(start).to_be_bytes());
+    key
+}
+
+pub(crate) fn snapshots_prefix(host: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(host.len() + 10);
+    key.push(SNAPSHOTS);
+    key.extend_from_slice(host.as_bytes());
+    key.push(0);
+    key
+}
+
+/// (host, start) of a snapshot block key.
+pub(crate) fn parse_snapshots(key: &[u8]) -> Option<(&str, i64)> {
+    if key.len() < 10 || key[0] != SNAPSHOTS || key[key.len() - 9] != 0 {
+        return None;
+    }
+    let host = std::str::from_utf8(&key[1..key.len() - 9]).ok()?;
+    let start = u64::from_be_bytes(key[key.len() - 8..].try_into().ok()?);
+    Some((host, from_order_preserving(start)))
+}
+
+/// (host, source) of a sequence key.
+pub(crate) fn parse_sequence(key: &[u8]) -> Option<(&str, u64)> {
+    if key.len() < 10 || key[0] != SEQUENCE || key[key.len() - 9] != 0 {
+        return None;
+    }
+    let host = std::str::from_utf8(&key[1..key.len() - 9]).ok()?;
+    let source = u64::from_be_bytes(key[key.len() - 8..].try_into().ok()?);
+    Some((host, source))
+}
+
+/// Group number of a WAL key.
+pub(crate) fn parse_wal(key: &[u8]) -> Option<u64> {
+    if key.len() != 13 || key[0] != WAL {
+        return None;
+    }
+    Some(u64::from_be_bytes(key[1..9].try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_by_time_and_parse_back() {
+        assert!(chunk(0, 1, -5) < chunk(0, 1, 0));
+        assert!(chunk(0, 1, 0) < chunk(0, 1, 5));
+        assert!(chunk(0, 1, i64::MAX) < chunk(0, 2, i64::MIN));
+        assert!(chunk(0, u64::MAX, 0) < chunk(1, 0, 0));
+        assert_eq!(parse_chunk(&chunk(2, 7, -9)), Some((2, 7, -9)));
+        assert_eq!(parse_snapshots(&snapshots("web", 42)), Some(("web", 42)));
+        assert_eq!(parse_sequence(&sequence("web", 3)), Some(("web", 3)));
+        assert_eq!(parse_wal(&wal(9, 2)), Some(9));
+        assert!(wal(1, u32::MAX) < wal(2, 0));
+    }
+}

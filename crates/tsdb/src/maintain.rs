@@ -1,0 +1,334 @@
+//! Background maintenance: sealing windows into chunks (with their
+//! downsampled tiers), truncating the WAL, persisting batch sequences, and
+//! retention by age and by size.
+//!
+//! Order matters for crash safety: sealed chunks are written and flushed
+//! before the WAL groups holding their samples are deleted, and the
+//! sequences of deleted groups are written in the same atomic batch as the
+//! deletion. Only windows whose samples are all durable are sealed, so a
+//! chunk never holds a sample the WAL could still lose.
+
+use crate::TsdbError;
+use crate::chunk::{self, Row};
+use crate::head::HostState;
+use crate::keys;
+use crate::options::{DAY_MS, HOUR_MS, MINUTE_MS, align};
+use crate::snapshot;
+use crate::store::{Inner, bump, lock, poisoned};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+
+/// State kept between maintenance passes.
+#[derive(Debug, Default)]
+pub(crate) struct MaintenanceState {
+    /// Bytes of chunks and snapshot blocks per window start, once counted
+    /// (retention by size needs them; counting takes one scan).
+    window_bytes: Option<BTreeMap<i64, u64>>,
+    /// Windows before this start are already deleted by age.
+    expired_before: Option<i64>,
+}
+
+/// What one maintenance pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    /// Raw chunks written (each with its 1 min tier chunk).
+    pub sealed_chunks: u64,
+    /// Snapshot blocks written.
+    pub sealed_snapshot_blocks: u64,
+    /// WAL values deleted because every sample in them is sealed.
+    pub wal_values_deleted: u64,
+    /// Chunks and snapshot blocks deleted by retention (age or size).
+    pub deleted: u64,
+}
+
+impl Inner {
+    /// One pass; `force` seals every window regardless of its age.
+    pub(crate) fn maintain(&self, force: bool) -> Result<MaintenanceReport, TsdbError> {
+        let mut state = self.maintenance.lock().map_err(|_| poisoned())?;
+        let mut report = MaintenanceReport::default();
+        let now = (self.options.clock)();
+        self.commit.sync()?;
+        let durable = self.commit.durable();
+        let mut low = durable + 1;
+        let mut sequences = Vec::new();
+        for (name, host) in self.all_hosts()? {
+            let mut host = lock(&host)?;
+            self.seal_host(
+                &name,
+                &mut host,
+                now,
+                durable,
+                force,
+                &mut state,
+                &mut report,
+            )?;
+            if let Some(m) = host.min_lsn() {
+                low = low.min(m);
+            }
+            for (source, seq) in host.sources.iter_mut() {
+                seq.promote(durable);
+                if seq.durable > seq.persisted {
+                    sequences.push((keys::sequence(&name, *source), seq.durable));
+                    seq.persisted = seq.durable;
+                }
+            }
+        }
+        // Chunks are durable before the WAL groups they replace go.
+        self.db.flush()?;
+        let mut batch = sled::Batch::default();
+        let mut freed = 0u64;
+        for entry in self.tree.range(keys::wal_start(0)..keys::wal_start(low)) {
+            let (key, value) = entry?;
+            freed += value.len() as u64;
+            batch.remove(key);
+            report.wal_values_deleted += 1;
+        }
+        for (key, seq) in sequences {
+            batch.insert(key, &seq.to_be_bytes()[..]);
+        }
+        batch.insert(keys::META_NEXT_GROUP, &(durable + 1).to_be_bytes()[..]);
+        self.tree.apply_batch(batch)?;
+        let _ = self
+            .commit
+            .wal_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_sub(freed))
+            });
+        self.expire_by_age(now, &mut state, &mut report)?;
+        self.expire_by_size(&mut state, &mut report)?;
+        Ok(report)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn seal_host(
+        &self,
+        name: &str,
+        host: &mut HostState,
+        now: i64,
+        durable: u64,
+        force: bool,
+        state: &mut MaintenanceState,
+        report: &mut MaintenanceReport,
+    ) -> Result<(), TsdbError> {
+        let window = self.options.chunk_window_ms;
+        let tolerance = self.options.out_of_order_tolerance_ms;
+        let idle = self.options.idle_seal_ms;
+        let due = |start: i64, newest: i64, touched: i64| {
+            let end = start.saturating_add(window).saturating_add(tolerance);
+            force || newest >= end || (now >= end && now.saturating_sub(touched) >= idle)
+        };
+        let mut batch = sled::Batch::default();
+        let mut hour_rows: HashMap<(u64, i64), Vec<Row>> = HashMap::new();
+        let mut added: Vec<(i64, u64)> = Vec::new();
+        for (id, series) in host.series.iter_mut() {
+            let (newest, touched) = (series.max_t(), series.touched_ms);
+            let mut sealed_any = false;
+            for w in &series.windows {
+                if w.max_lsn > durable || !due(w.start, newest, touched) {
+                    continue;
+                }
+                sealed_any = true;
+                let points = w.points();
+                if points.is_empty() {
+                    continue;
+                }
+                let raw = chunk::encode_raw(&points, w.max_lsn);
+                let minutes = chunk::encode_rows(&chunk::rows(&points, MINUTE_MS), w.max_lsn);
+                added.push((w.start, (raw.len() + minutes.len() + 36) as u64));
+                batch.insert(&keys::chunk(keys::TIER_RAW, *id, w.start)[..], raw);
+                batch.insert(&keys::chunk(keys::TIER_MINUTE, *id, w.start)[..], minutes);
+                hour_rows
+                    .entry((*id, align(w.start, DAY_MS)))
+                    .or_default()
+                    .extend(chunk::rows(&points, HOUR_MS));
+                report.sealed_chunks += 1;
+            }
+            if sealed_any {
+                series
+                    .windows
+                    .retain(|w| w.max_lsn > durable || !due(w.start, newest, touched));
+                series.windows.shrink_to_fit();
+            }
+        }
+        for ((id, day), rows) in hour_rows {
+            let key = keys::chunk(keys::TIER_HOUR, id, day);
+            let (mut lsn, mut merged) = match self.tree.get(key)? {
+                Some(v) => self
+                    .decoded(chunk::decode_rows(&v), "hour chunk", id, day)
+                    .unwrap_or_default(),
+                None => (0, Vec::new()),
+            };
+            // A resealed window replaces its hours.
+            merged.retain(|r| !rows.iter().any(|n| n.t_ms == r.t_ms));
+            merged.extend(rows);
+            merged.sort_by_key(|r| r.t_ms);
+            lsn = lsn.max(durable);
+            let value = chunk::encode_rows(&merged, lsn);
+            added.push((day + DAY_MS - window, value.len() as u64));
+            batch.insert(&key[..], value);
+        }
+        let (newest, touched) = (host.snapshot_max_t, host.snapshot_touched_ms);
+        let mut sealed_snapshots = false;
+        for w in &host.snapshot_windows {
+            if w.max_lsn > durable || !due(w.start, newest, touched) {
+                continue;
+            }
+            sealed_snapshots = true;
+            let value = snapshot::encode(&w.snapshots, w.max_lsn);
+            added.push((w.start, value.len() as u64));
+            batch.insert(keys::snapshots(name, w.start), value);
+            report.sealed_snapshot_blocks += 1;
+        }
+        if sealed_snapshots {
+            host.snapshot_windows
+                .retain(|w| w.max_lsn > durable || !due(w.start, newest, touched));
+        }
+        self.tree.apply_batch(batch)?;
+        bump(&self.counters.sealed_chunks, report.sealed_chunks);
+        if let Some(bytes) = &mut state.window_bytes {
+            for (start, n) in added {
+                *bytes.entry(start).or_default() += n;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes chunks and snapshot blocks of windows entirely older than the retention.
+    fn expire_by_age(
+        &self,
+        now: i64,
+        state: &mut MaintenanceState,
+        report: &mut MaintenanceReport,
+    ) -> Result<(), TsdbError> {
+        let cutoff = now.saturating_sub(self.options.retention_ms);
+        let before = self.options.window_of(cutoff);
+        if state.expired_before.is_some_and(|done| done >= before) {
+            return Ok(());
+        }
+        let day_before = align(cutoff, DAY_MS);
+        let ids: Vec<u64> = self
+            .index
+            .read()
+            .map_err(|_| poisoned())?
+            .keys
+            .keys()
+            .copied()
+            .collect();
+        let mut batch = sled::Batch::default();
+        let mut n = 0u64;
+        for id in ids {
+            for (tier, end) in [
+                (keys::TIER_RAW, before),
+                (keys::TIER_MINUTE, before),
+                (keys::TIER_HOUR, day_before),
+            ] {
+                let range = keys::chunk(tier, id, i64::MIN)..keys::chunk(tier, id, end);
+                for key in self.tree.range(range).keys() {
+                    batch.remove(key?);
+                    n += 1;
+                }
+            }
+        }
+        for (host, _) in self.all_hosts()? {
+            let range = keys::snapshots(&host, i64::MIN)..keys::snapshots(&host, before);
+            for key in self.tree.range(range).keys() {
+                batch.remove(key?);
+                n += 1;
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        if let Some(bytes) = &mut state.window_bytes {
+            bytes.retain(|start, _| *start >= before);
+        }
+        state.expired_before = Some(before);
+        report.deleted += n;
+        bump(&self.counters.deleted_chunks, n);
+        Ok(())
+    }
+
+    /// Deletes the oldest windows while the store is larger than `retention_bytes`.
+    fn expire_by_size(
+        &self,
+        state: &mut MaintenanceState,
+        report: &mut MaintenanceReport,
+    ) -> Result<(), TsdbError> {
+        let Some(limit) = self.options.retention_bytes else {
+            return Ok(());
+        };
+        if state.window_bytes.is_none() {
+            state.window_bytes = Some(self.count_window_bytes()?);
+        }
+        let Some(bytes) = &mut state.window_bytes else {
+            return Ok(());
+        };
+        let wal = self.commit.wal_bytes.load(Ordering::Relaxed);
+        let mut total: u64 = bytes.values().sum::<u64>() + wal;
+        if total <= limit {
+            return Ok(());
+        }
+        let window = self.options.chunk_window_ms;
+        let ids: Vec<u64> = self
+            .index
+            .read()
+            .map_err(|_| poisoned())?
+            .keys
+            .keys()
+            .copied()
+            .collect();
+        let hosts = self.all_hosts()?;
+        while total > limit {
+            let Some((start, size)) = bytes.pop_first() else {
+                break;
+            };
+            total = total.saturating_sub(size);
+            let mut batch = sled::Batch::default();
+            let last_of_day = (start + window).rem_euclid(DAY_MS) == 0;
+            for id in &ids {
+                batch.remove(&keys::chunk(keys::TIER_RAW, *id, start)[..]);
+                batch.remove(&keys::chunk(keys::TIER_MINUTE, *id, start)[..]);
+                if last_of_day {
+                    let day = align(start, DAY_MS);
+                    batch.remove(&keys::chunk(keys::TIER_HOUR, *id, day)[..]);
+                }
+            }
+            for (host, _) in &hosts {
+                batch.remove(keys::snapshots(host, start));
+            }
+            self.tree.apply_batch(batch)?;
+            report.deleted += 1;
+            bump(&self.counters.deleted_chunks, 1);
+            tracing::info!(
+                window.start = start,
+                bytes = size,
+                "deleted the oldest window: store over its size limit"
+            );
+        }
+        Ok(())
+    }
+
+    /// Bytes of chunks and snapshot blocks per window, by one scan (keys
+    /// and values: what the data costs before sled's own overhead).
+    fn count_window_bytes(&self) -> Result<BTreeMap<i64, u64>, TsdbError> {
+        let window = self.options.chunk_window_ms;
+        let mut out = BTreeMap::new();
+        for entry in self.tree.scan_prefix([keys::CHUNK]) {
+            let (key, value) = entry?;
+            let Some((tier, _, start)) = keys::parse_chunk(&key) else {
+                continue;
+            };
+            let start = if tier == keys::TIER_HOUR {
+                start + DAY_MS - window
+            } else {
+                start
+            };
+            *out.entry(start).or_default() += (key.len() + value.len()) as u64;
+        }
+        for entry in self.tree.scan_prefix([keys::SNAPSHOTS]) {
+            let (key, value) = entry?;
+            if let Some((_, start)) = keys::parse_snapshots(&key) {
+                *out.entry(start).or_default() += (key.len() + value.len()) as u64;
+            }
+        }
+        Ok(out)
+    }
+}

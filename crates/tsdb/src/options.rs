@@ -1,0 +1,204 @@
+//! The store's limits, windows and clock.
+
+use crate::TsdbError;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// One hour in milliseconds: raw chunk windows are whole hours, so that
+/// every 1 h aggregate comes from exactly one chunk.
+pub(crate) const HOUR_MS: i64 = 3_600_000;
+/// One minute in milliseconds, the finer downsampled resolution.
+pub(crate) const MINUTE_MS: i64 = 60_000;
+/// One day: the span of a chunk of the 1 h tier.
+pub(crate) const DAY_MS: i64 = 24 * HOUR_MS;
+
+/// A source of wall-clock time in milliseconds since the Unix epoch.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// Limits and windows of the store.
+#[derive(Clone)]
+pub struct Options {
+    /// Samples older than this (ms) are rejected and, in the background, deleted.
+    pub retention_ms: i64,
+    /// When set, the oldest data is deleted in the background while the
+    /// stored chunks, snapshots and WAL add up to more than this many bytes.
+    pub retention_bytes: Option<u64>,
+    /// Samples further than this (ms) in the future are rejected.
+    pub future_tolerance_ms: i64,
+    /// A sample older than its series' newest sample by at most this (ms)
+    /// is still accepted; older ones are rejected as out of order. At most
+    /// [`Options::chunk_window_ms`].
+    pub out_of_order_tolerance_ms: i64,
+    /// Most series one host may have.
+    pub max_series_per_host: usize,
+    /// Time span of one raw chunk (ms): a whole number of hours dividing a day.
+    pub chunk_window_ms: i64,
+    /// A series that received nothing for this long (ms, wall clock) has its
+    /// finished windows sealed even though no newer sample pushed them out.
+    pub idle_seal_ms: i64,
+    /// How often the background thread seals chunks, truncates the WAL and
+    /// enforces retention; `None` runs no thread (call [`crate::Store::maintain`]).
+    pub maintenance_interval: Option<Duration>,
+    /// Current time; injectable for tests.
+    pub clock: Clock,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            retention_ms: 30 * DAY_MS,
+            retention_bytes: None,
+            future_tolerance_ms: 10 * MINUTE_MS,
+            out_of_order_tolerance_ms: 10 * MINUTE_MS,
+            max_series_per_host: 10_000,
+            chunk_window_ms: HOUR_MS,
+            idle_seal_ms: 15 * MINUTE_MS,
+            maintenance_interval: Some(Duration::from_secs(5)),
+            clock: Arc::new(system_now_ms),
+        }
+    }
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("retention_ms", &self.retention_ms)
+            .field("retention_bytes", &self.retention_bytes)
+            .field("future_tolerance_ms", &self.future_tolerance_ms)
+            .field("out_of_order_tolerance_ms", &self.out_of_order_tolerance_ms)
+            .field("max_series_per_host", &self.max_series_per_host)
+            .field("chunk_window_ms", &self.chunk_window_ms)
+            .field("idle_seal_ms", &self.idle_seal_ms)
+            .field("maintenance_interval", &self.maintenance_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Options {
+    /// Refuses options the store cannot honour, naming the field.
+    pub fn validate(&self) -> Result<(), TsdbError> {
+        let bad = |m: String| Err(TsdbError::Invalid(m));
+        if self.retention_ms <= 0 {
+            return bad("retention_ms must be greater than zero".into());
+        }
+        if self.retention_bytes == Some(0) {
+            return bad("retention_bytes must be greater than zero".into());
+        }
+        if self.future_tolerance_ms < 0 {
+            return bad("future_tolerance_ms must not be negative".into());
+        }
+        if self.max_series_per_host == 0 {
+            return bad("max_series_per_host must be greater than zero".into());
+        }
+        let w = self.chunk_window_ms;
+        if w <= 0 || w % HOUR_MS != 0 || DAY_MS % w != 0 {
+            return bad(format!(
+                "chunk_window_ms ({w}) must be a whole number of hours that divides a day"
+            ));
+        }
+        if !(0..=w).contains(&self.out_of_order_tolerance_ms) {
+            return bad(format!(
+                "out_of_order_tolerance_ms ({}) must be between 0 and chunk_window_ms ({w})",
+                self.out_of_order_tolerance_ms
+            ));
+        }
+        if self.idle_seal_ms <= 0 {
+            return bad("idle_seal_ms must be greater than zero".into());
+        }
+        if self.maintenance_interval.is_some_and(|d| d.is_zero()) {
+            return bad("maintenance_interval must be greater than zero".into());
+        }
+        Ok(())
+    }
+
+    /// Start of the raw window holding `t_ms`.
+    pub(crate) fn window_of(&self, t_ms: i64) -> i64 {
+        align(t_ms, self.chunk_window_ms)
+    }
+}
+
+/// The multiple of `step` at or below `t_ms` (saturating at the ends of time).
+pub(crate) fn align(t_ms: i64, step: i64) -> i64 {
+    t_ms.div_euclid(step).saturating_mul(step)
+}
+
+/// Milliseconds since the Unix epoch by the system clock.
+pub fn system_now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_options_name_their_field() {
+        let cases: Vec<(Options, &str)> = vec![
+            (
+                Options {
+                    retention_ms: 0,
+                    ..Options::default()
+                },
+                "retention_ms",
+            ),
+            (
+                Options {
+                    retention_bytes: Some(0),
+                    ..Options::default()
+                },
+                "retention_bytes",
+            ),
+            (
+                Options {
+                    chunk_window_ms: 5 * HOUR_MS,
+                    ..Options::default()
+                },
+                "chunk_window_ms",
+            ),
+            (
+                Options {
+                    chunk_window_ms: 90 * MINUTE_MS,
+                    ..Options::default()
+                },
+                "chunk_window_ms",
+            ),
+            (
+                Options {
+                    out_of_order_tolerance_ms: 2 * HOUR_MS,
+                    ..Options::default()
+                },
+                "out_of_order_tolerance_ms",
+            ),
+            (
+                Options {
+                    maintenance_interval: Some(Duration::ZERO),
+                    ..Options::default()
+                },
+                "maintenance_interval",
+            ),
+            (
+                Options {
+                    max_series_per_host: 0,
+                    ..Options::default()
+                },
+                "max_series_per_host",
+            ),
+        ];
+        for (options, field) in cases {
+            let err = options.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{field} not named in {err}");
+        }
+        Options::default().validate().unwrap();
+    }
+
+    #[test]
+    fn windows_align_below_negative_times_too() {
+        let o = Options::default();
+        assert_eq!(o.window_of(HOUR_MS + 5), HOUR_MS);
+        assert_eq!(o.window_of(-1), -HOUR_MS);
+        assert_eq!(o.window_of(0), 0);
+    }
+}

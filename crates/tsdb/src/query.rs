@@ -1,0 +1,240 @@
+//! Range queries with a step and an aggregation, served from the coarsest
+//! tier whose resolution divides the step.
+//!
+//! Buckets are aligned to multiples of the step since the epoch and the
+//! range is widened to whole buckets, so every 1 min or 1 h row falls in
+//! exactly one bucket. Windows still in the head are aggregated from raw
+//! samples; sealed windows from their tier. `rate` adds the increases
+//! between consecutive samples (between consecutive rows' last values when
+//! served from a tier, so a reset inside one row loses the increase before
+//! it) and divides by the step.
+
+use crate::TsdbError;
+use crate::chunk::{self, Row};
+use crate::keys;
+use crate::model::{Aggregation, Matcher, Point, SeriesData, SeriesKey};
+use crate::options::{DAY_MS, HOUR_MS, MINUTE_MS, align};
+use crate::store::{Inner, Store};
+
+/// One input of a bucket: a raw sample or a downsampled row.
+enum Item {
+    Sample(Point),
+    Row(Row),
+}
+
+impl Item {
+    fn t_ms(&self) -> i64 {
+        match self {
+            Item::Sample(p) => p.t_ms,
+            Item::Row(r) => r.t_ms,
+        }
+    }
+}
+
+/// Running aggregates of one bucket.
+struct Bucket {
+    start: i64,
+    row: Option<Row>,
+    increase: f64,
+    /// Number of increases added (rate needs at least one).
+    pairs: u64,
+}
+
+impl Store {
+    /// Points of every series of `metric` matching every matcher in
+    /// `[start_ms, end_ms)` widened to whole steps: one point per non-empty
+    /// step, at the step's start, holding `aggregation` of its samples.
+    pub fn range_step(
+        &self,
+        metric: &str,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+        aggregation: Aggregation,
+    ) -> Result<Vec<SeriesData>, TsdbError> {
+        if step_ms <= 0 {
+            return Err(TsdbError::Invalid(format!(
+                "step must be positive, not {step_ms} ms"
+            )));
+        }
+        let start = align(start_ms, step_ms);
+        let end = align(end_ms.saturating_add(step_ms - 1), step_ms);
+        let inner = self.inner();
+        let mut out = Vec::new();
+        for (key, id) in inner.select(metric, matchers)? {
+            let items = inner.items(&key, id, start, end, step_ms)?;
+            let points = fold(items, step_ms, aggregation);
+            if !points.is_empty() {
+                out.push(SeriesData {
+                    key: (*key).clone(),
+                    points,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Inner {
+    /// Samples (head and, for fine steps, sealed raw chunks) and rows of
+    /// one series in `[start, end)`, sorted by time.
+    fn items(
+        &self,
+        key: &SeriesKey,
+        id: u64,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Result<Vec<Item>, TsdbError> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let tier = if step % HOUR_MS == 0 {
+            keys::TIER_HOUR
+        } else if step % MINUTE_MS == 0 {
+            keys::TIER_MINUTE
+        } else {
+            keys::TIER_RAW
+        };
+        if tier == keys::TIER_RAW {
+            return Ok(self
+                .raw_points(key, id, start, end)?
+                .into_iter()
+                .map(Item::Sample)
+                .collect());
+        }
+        let (open, head) = self.head_points(key, id, start, end)?;
+        let mut items: Vec<Item> = head.into_iter().map(Item::Sample).collect();
+        let in_range = |r: &Row| r.t_ms >= start && r.t_ms < end;
+        let open_window = |t: i64| open.contains(&self.options.window_of(t));
+        let (from, to) = if tier == keys::TIER_HOUR {
+            (align(start, DAY_MS), align(end - 1, DAY_MS))
+        } else {
+            (
+                self.options.window_of(start),
+                self.options.window_of(end - 1),
+            )
+        };
+        for entry in self
+            .tree
+            .range(keys::chunk(tier, id, from)..=keys::chunk(tier, id, to))
+        {
+            let (k, value) = entry?;
+            let Some((_, _, chunk_start)) = keys::parse_chunk(&k) else {
+                continue;
+            };
+            if let Some((_, rows)) =
+                self.decoded(chunk::decode_rows(&value), "rows", id, chunk_start)
+            {
+                items.extend(
+                    rows.into_iter()
+                        .filter(|r| in_range(r) && !open_window(r.t_ms))
+                        .map(Item::Row),
+                );
+            }
+        }
+        items.sort_by_key(Item::t_ms);
+        Ok(items)
+    }
+}
+
+/// Folds time-sorted items into one point per non-empty step.
+fn fold(items: Vec<Item>, step: i64, aggregation: Aggregation) -> Vec<Point> {
+    let mut out = Vec::new();
+    let mut bucket: Option<Bucket> = None;
+    let mut previous_last: Option<f64> = None;
+    for item in items {
+        let start = align(item.t_ms(), step);
+        if bucket.as_ref().is_some_and(|b| b.start != start) {
+            emit(bucket.take(), step, aggregation, &mut out);
+        }
+        let b = bucket.get_or_insert(Bucket {
+            start,
+            row: None,
+            increase: 0.0,
+            pairs: 0,
+        });
+        let row = match item {
+            Item::Sample(p) => Row {
+                t_ms: p.t_ms,
+                min: p.value,
+                max: p.value,
+                sum: p.value,
+                count: 1,
+                last: p.value,
+            },
+            Item::Row(r) => r,
+        };
+        if let Some(prev) = previous_last {
+            // A decrease is a counter reset: the counter restarted from zero.
+            b.increase += if row.last >= prev {
+                row.last - prev
+            } else {
+                row.last
+            };
+            b.pairs += 1;
+        }
+        previous_last = Some(row.last);
+        match &mut b.row {
+            Some(acc) => acc.merge(&row),
+            None => b.row = Some(row),
+        }
+    }
+    emit(bucket, step, aggregation, &mut out);
+    out
+}
+
+fn emit(bucket: Option<Bucket>, step: i64, aggregation: Aggregation, out: &mut Vec<Point>) {
+    let Some(Bucket {
+        start,
+        row: Some(row),
+        increase,
+        pairs,
+    }) = bucket
+    else {
+        return;
+    };
+    let value = match aggregation {
+        Aggregation::Avg => row.sum / row.count as f64,
+        Aggregation::Min => row.min,
+        Aggregation::Max => row.max,
+        Aggregation::Sum => row.sum,
+        Aggregation::Count => row.count as f64,
+        Aggregation::Last => row.last,
+        Aggregation::Rate if pairs == 0 => return,
+        Aggregation::Rate => increase / (step as f64 / 1000.0),
+    };
+    out.push(Point { t_ms: start, value });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples(values: &[(i64, f64)]) -> Vec<Item> {
+        values
+            .iter()
+            .map(|&(t_ms, value)| Item::Sample(Point { t_ms, value }))
+            .collect()
+    }
+
+    #[test]
+    fn buckets_aggregate_and_rate_handles_resets() {
+        let items = || samples(&[(0, 1.0), (10, 3.0), (20, 2.0), (100, 10.0), (110, 4.0)]);
+        let at = |agg| {
+            fold(items(), 100, agg)
+                .into_iter()
+                .map(|p| (p.t_ms, p.value))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(at(Aggregation::Avg), vec![(0, 2.0), (100, 7.0)]);
+        assert_eq!(at(Aggregation::Min), vec![(0, 1.0), (100, 4.0)]);
+        assert_eq!(at(Aggregation::Max), vec![(0, 3.0), (100, 10.0)]);
+        assert_eq!(at(Aggregation::Sum), vec![(0, 6.0), (100, 14.0)]);
+        assert_eq!(at(Aggregation::Count), vec![(0, 3.0), (100, 2.0)]);
+        assert_eq!(at(Aggregation::Last), vec![(0, 2.0), (100, 4.0)]);
+        // 1 -> 3 (+2), 3 -> 2 reset (+2); 2 -> 10 (+8), 10 -> 4 reset (+4); per 0.1 s.
+        assert_eq!(at(Aggregation::Rate), vec![(0, 40.0), (100, 120.0)]);
+    }
+}

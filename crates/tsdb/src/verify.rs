@@ -1,0 +1,138 @@
+//! `verify`: a walk over everything stored, decoding each record.
+
+use crate::TsdbError;
+use crate::chunk;
+use crate::keys;
+use crate::model::SeriesKey;
+use crate::snapshot;
+use crate::store::{Store, poisoned};
+use crate::wal;
+
+/// Most damaged records described one by one; the rest are only counted.
+const MAX_DESCRIBED: usize = 1000;
+
+/// What [`Store::verify`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub series: u64,
+    pub sequences: u64,
+    pub wal_values: u64,
+    pub wal_frames: u64,
+    /// Raw chunks, and the samples in them.
+    pub chunks: u64,
+    pub chunk_samples: u64,
+    /// Chunks of 1 min and 1 h aggregates.
+    pub row_chunks: u64,
+    pub snapshot_blocks: u64,
+    /// Damaged records found (described in `damaged`, up to a limit).
+    pub damaged_total: u64,
+    pub damaged: Vec<String>,
+}
+
+impl VerifyReport {
+    /// Whether nothing is damaged.
+    pub fn is_clean(&self) -> bool {
+        self.damaged_total == 0
+    }
+
+    fn damage(&mut self, what: String) {
+        self.damaged_total += 1;
+        if self.damaged.len() < MAX_DESCRIBED {
+            self.damaged.push(what);
+        }
+    }
+}
+
+impl Store {
+    /// Reads and decodes every series definition, sequence, WAL frame,
+    /// chunk and snapshot block, reporting each damaged one. Reads only;
+    /// damaged records stay where they are (queries and replay skip them).
+    pub fn verify(&self) -> Result<VerifyReport, TsdbError> {
+        let inner = self.inner();
+        let mut report = VerifyReport::default();
+        for entry in inner.tree.iter() {
+            let (key, value) = entry?;
+            match key.first() {
+                Some(&keys::SERIES) => {
+                    report.series += 1;
+                    if key.len() != 9 || SeriesKey::decode(&value).is_err() {
+                        report.damage(format!("series definition {}", hex(&key)));
+                    }
+                }
+                Some(&keys::SEQUENCE) => {
+                    report.sequences += 1;
+                    if keys::parse_sequence(&key).is_none() || value.len() != 8 {
+                        report.damage(format!("batch sequence {}", hex(&key)));
+                    }
+                }
+                Some(&keys::WAL) => {
+                    report.wal_values += 1;
+                    let decoded = wal::decode_value(&value);
+                    report.wal_frames += decoded.records.len() as u64;
+                    if keys::parse_wal(&key).is_none() || decoded.corrupt > 0 {
+                        report.damage(format!(
+                            "WAL value {}: {} damaged frame(s)",
+                            hex(&key),
+                            decoded.corrupt
+                        ));
+                    }
+                }
+                Some(&keys::CHUNK) => self.verify_chunk(&key, &value, &mut report)?,
+                Some(&keys::SNAPSHOTS) => {
+                    report.snapshot_blocks += 1;
+                    let place = keys::parse_snapshots(&key)
+                        .map(|(host, start)| format!("host {host} window {start}"));
+                    match (place, snapshot::decode(&value)) {
+                        (Some(_), Ok(_)) => {}
+                        (place, result) => report.damage(format!(
+                            "snapshot block {}: {}",
+                            place.unwrap_or_else(|| hex(&key)),
+                            result.err().map_or("bad key".to_owned(), |e| e.to_string())
+                        )),
+                    }
+                }
+                Some(&keys::META) => {}
+                _ => report.damage(format!("unknown record {}", hex(&key))),
+            }
+        }
+        Ok(report)
+    }
+
+    fn verify_chunk(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        report: &mut VerifyReport,
+    ) -> Result<(), TsdbError> {
+        let Some((tier, id, start)) = keys::parse_chunk(key) else {
+            report.damage(format!("chunk key {}", hex(key)));
+            return Ok(());
+        };
+        let known = self
+            .inner()
+            .index
+            .read()
+            .map_err(|_| poisoned())?
+            .keys
+            .contains_key(&id);
+        let place = format!("series {id} tier {tier} start {start}");
+        if !known {
+            report.damage(format!("chunk of an unknown series: {place}"));
+        }
+        let result = if tier == keys::TIER_RAW {
+            report.chunks += 1;
+            chunk::decode_raw(value).map(|(_, points)| report.chunk_samples += points.len() as u64)
+        } else {
+            report.row_chunks += 1;
+            chunk::decode_rows(value).map(|_| ())
+        };
+        if let Err(e) = result {
+            report.damage(format!("chunk {place}: {e}"));
+        }
+        Ok(())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,393 @@
+//! A deterministic writer for crash testing: the content of every batch
+//! follows from (writer, sequence), so after a crash a checker knows
+//! exactly what each acknowledged batch stored.
+//!
+//! [`crash_round`] runs writers in a child process (the caller's own
+//! executable, re-executed with arguments that lead to [`child_main`]),
+//! kills it with SIGKILL after a given delay, reopens the store and checks
+//! that every acknowledged batch is present exactly once, that batches not
+//! acknowledged are present either whole or not at all, and that replays
+//! of stored batches are recognized. The crash test runs a few rounds; the
+//! benchmark runs many.
+
+use crate::model::{Batch, Label, Matcher, Point, ProcessInfo, ProcessSnapshot, SeriesInput};
+use crate::options::{DAY_MS, Options};
+use crate::store::Store;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Sample interval of the workload's series.
+const STEP_MS: i64 = 10_000;
+/// How far before its batch's time the late series' sample lies (within
+/// the out-of-order tolerance).
+const LATE_MS: i64 = 5 * 60_000;
+
+/// Per timestamp of one series: how many copies were found, and the value.
+type Copies = HashMap<i64, (u64, f64)>;
+
+/// Shape of the workload.
+#[derive(Debug, Clone, Copy)]
+pub struct Workload {
+    pub writers: u32,
+    /// Series per batch (plus one late series).
+    pub series: u32,
+    /// Time of sequence 0; sequence `s` is at `base_ms + s * 10 s`.
+    pub base_ms: i64,
+}
+
+impl Workload {
+    /// A workload whose times start 29 days before `now_ms`, inside the
+    /// default 30-day retention, leaving room for 250,000 batches per writer.
+    pub fn new(writers: u32, series: u32, now_ms: i64) -> Self {
+        Workload {
+            writers,
+            series,
+            base_ms: now_ms - 29 * DAY_MS,
+        }
+    }
+
+    /// Store options of the child: maintenance every few milliseconds, so
+    /// kills land during sealing and WAL truncation too.
+    pub fn options(&self) -> Options {
+        Options {
+            maintenance_interval: Some(Duration::from_millis(5)),
+            ..Options::default()
+        }
+    }
+
+    pub fn host(&self, writer: u32) -> String {
+        format!("crash-{writer}")
+    }
+
+    fn value(writer: u32, seq: u64, series: u32) -> f64 {
+        // Distinct per sample, with a mix of shapes (integers and fractions).
+        if series.is_multiple_of(2) {
+            (seq * 1000 + u64::from(series) + u64::from(writer)) as f64
+        } else {
+            seq as f64 / 7.0 + f64::from(series) + f64::from(writer) * 1e-3
+        }
+    }
+
+    fn t(&self, seq: u64) -> i64 {
+        self.base_ms + seq as i64 * STEP_MS
+    }
+
+    /// The batch `seq` of `writer`.
+    pub fn batch(&self, writer: u32, seq: u64) -> Batch {
+        let t = self.t(seq);
+        let mut series: Vec<SeriesInput> = (0..self.series)
+            .map(|s| SeriesInput {
+                metric: "crash_value".into(),
+                labels: vec![Label::new("s", s.to_string())],
+                points: vec![Point {
+                    t_ms: t,
+                    value: Self::value(writer, seq, s),
+                }],
+            })
+            .collect();
+        series.push(SeriesInput {
+            metric: "crash_late".into(),
+            labels: vec![],
+            points: vec![Point {
+                t_ms: t - LATE_MS,
+                value: seq as f64,
+            }],
+        });
+        Batch {
+            host: self.host(writer),
+            source: 1,
+            seq,
+            series,
+            processes: vec![ProcessSnapshot {
+                t_ms: t,
+                processes: vec![ProcessInfo {
+                    pid: (seq % 30_000) as u32,
+                    name: "crash".into(),
+                    command: "crash --child".into(),
+                    user: "root".into(),
+                    cpu_cores: seq as f64 / 3.0,
+                    rss_bytes: seq,
+                    start_time_ms: self.base_ms,
+                }],
+            }],
+        }
+    }
+
+    /// Expected (series metric, label s, point) of batch `seq` of `writer`.
+    fn expected(&self, writer: u32, seq: u64) -> Vec<(&'static str, Option<u32>, Point)> {
+        let t = self.t(seq);
+        let mut out: Vec<_> = (0..self.series)
+            .map(|s| {
+                (
+                    "crash_value",
+                    Some(s),
+                    Point {
+                        t_ms: t,
+                        value: Self::value(writer, seq, s),
+                    },
+                )
+            })
+            .collect();
+        out.push((
+            "crash_late",
+            None,
+            Point {
+                t_ms: t - LATE_MS,
+                value: seq as f64,
+            },
+        ));
+        out
+    }
+
+    /// Checks the store after a crash against the highest acknowledged
+    /// sequence per writer; returns the batches found per writer.
+    pub fn check(&self, store: &Store, acked: &HashMap<u32, u64>) -> Result<CheckReport, String> {
+        let mut report = CheckReport::default();
+        for writer in 0..self.writers {
+            let host = self.host(writer);
+            let acked = acked.get(&writer).copied().unwrap_or(0);
+            let stored_seq = store.last_seq(&host, 1).map_err(|e| e.to_string())?;
+            if stored_seq < acked {
+                return Err(format!(
+                    "{host}: acknowledged up to {acked}, store remembers {stored_seq}"
+                ));
+            }
+            // Every point of this host, per (metric, s).
+            let matchers = [Matcher::Equal("host".into(), host.clone())];
+            let mut found: HashMap<(&str, Option<u32>), Copies> = HashMap::new();
+            for metric in ["crash_value", "crash_late"] {
+                let data = store
+                    .range(metric, &matchers, i64::MIN, i64::MAX)
+                    .map_err(|e| e.to_string())?;
+                for series in data {
+                    let s = series.key.label("s").and_then(|s| s.parse().ok());
+                    let points = found.entry((metric, s)).or_default();
+                    for p in series.points {
+                        let entry = points.entry(p.t_ms).or_insert((0, p.value));
+                        entry.0 += 1;
+                    }
+                }
+            }
+            for seq in 1..=stored_seq.max(acked) + 2 {
+                let expected = self.expected(writer, seq);
+                let mut present = 0;
+                for (metric, s, p) in &expected {
+                    match found.get(&(*metric, *s)).and_then(|m| m.get(&p.t_ms)) {
+                        None => {}
+                        Some((1, v)) if v.to_bits() == p.value.to_bits() => present += 1,
+                        Some((n, v)) => {
+                            return Err(format!(
+                                "{host} seq {seq} {metric}{{s={s:?}}} at {}: {n} copies, value {v} (expected one, {})",
+                                p.t_ms, p.value
+                            ));
+                        }
+                    }
+                }
+                if seq <= acked && present != expected.len() {
+                    return Err(format!(
+                        "{host} seq {seq} was acknowledged but {present} of {} samples are present",
+                        expected.len()
+                    ));
+                }
+                if present != 0 && present != expected.len() {
+                    return Err(format!(
+                        "{host} seq {seq} is half visible: {present} of {} samples",
+                        expected.len()
+                    ));
+                }
+                if present > 0 && seq > stored_seq {
+                    return Err(format!(
+                        "{host} seq {seq} is stored but the store remembers only {stored_seq}"
+                    ));
+                }
+                if seq <= stored_seq && present == 0 {
+                    return Err(format!(
+                        "{host} seq {seq} is remembered as stored but absent"
+                    ));
+                }
+                if present > 0 {
+                    let snapshot = store
+                        .process_snapshot_at(&host, self.t(seq))
+                        .map_err(|e| e.to_string())?;
+                    if snapshot.map(|s| s.t_ms) != Some(self.t(seq)) {
+                        return Err(format!("{host} seq {seq}: process snapshot missing"));
+                    }
+                    report.batches += 1;
+                }
+            }
+            // Replays of stored batches are recognized, across the restart.
+            if stored_seq > 0 {
+                let replay = store
+                    .append(&self.batch(writer, stored_seq))
+                    .map_err(|e| e.to_string())?;
+                if !replay.duplicate {
+                    return Err(format!(
+                        "{host}: replay of seq {stored_seq} was stored again"
+                    ));
+                }
+            }
+        }
+        let stats = store.stats().map_err(|e| e.to_string())?;
+        report.replayed_frames = stats.replayed_frames;
+        Ok(report)
+    }
+}
+
+/// What [`Workload::check`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Batches present, over all writers.
+    pub batches: u64,
+    /// WAL frames the reopen replayed.
+    pub replayed_frames: u64,
+}
+
+/// Runs the writers against the store in `dir` until killed, printing
+/// `ack <writer> <seq>` on stdout once each append returns.
+pub fn child_main(dir: &Path, workload: Workload) -> Result<(), String> {
+    let db = sled::open(dir).map_err(|e| format!("open {}: {e}", dir.display()))?;
+    let store = Arc::new(Store::open(db, workload.options()).map_err(|e| e.to_string())?);
+    let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
+    let threads: Vec<_> = (0..workload.writers)
+        .map(|writer| {
+            let (store, out) = (store.clone(), out.clone());
+            std::thread::spawn(move || -> Result<(), String> {
+                let host = workload.host(writer);
+                let mut seq = store.last_seq(&host, 1).map_err(|e| e.to_string())?;
+                loop {
+                    seq += 1;
+                    let outcome = store
+                        .append(&workload.batch(writer, seq))
+                        .map_err(|e| e.to_string())?;
+                    if outcome.rejected.total() > 0 || outcome.duplicate {
+                        return Err(format!("writer {writer} seq {seq}: {outcome:?}"));
+                    }
+                    let mut out = out.lock().map_err(|_| "stdout poisoned".to_owned())?;
+                    writeln!(out, "ack {writer} {seq}").map_err(|e| e.to_string())?;
+                    out.flush().map_err(|e| e.to_string())?;
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().map_err(|_| "writer panicked".to_owned())??;
+    }
+    Ok(())
+}
+
+/// One crash round's findings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RoundReport {
+    /// Acknowledgements the child printed before it died.
+    pub acked: u64,
+    pub check: CheckReport,
+}
+
+/// Starts `command` (which must end up in [`child_main`] on `dir`), kills
+/// it with SIGKILL `kill_after` after its first acknowledgement, reopens
+/// the store and checks it.
+pub fn crash_round(
+    mut command: Command,
+    dir: &Path,
+    workload: Workload,
+    kill_after: Duration,
+) -> Result<RoundReport, String> {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start the child: {e}"))?;
+    let stdout = child.stdout.take().ok_or("child has no stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel::<(u32, u64)>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let mut parts = line.split_whitespace();
+            if parts.next() != Some("ack") {
+                continue;
+            }
+            let writer = parts.next().and_then(|w| w.parse().ok());
+            let seq = parts.next().and_then(|s| s.parse().ok());
+            if let (Some(w), Some(s)) = (writer, seq)
+                && tx.send((w, s)).is_err()
+            {
+                break;
+            }
+        }
+    });
+    let mut acked: HashMap<u32, u64> = HashMap::new();
+    let mut count = 0u64;
+    // Wait (bounded) for the first acknowledgement, then for the kill moment.
+    let started = Instant::now();
+    let first_deadline = started + Duration::from_secs(60);
+    let mut kill_at = None;
+    loop {
+        let deadline = kill_at.unwrap_or(first_deadline);
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        match rx.recv_timeout(deadline - now) {
+            Ok((w, s)) => {
+                let a = acked.entry(w).or_default();
+                *a = (*a).max(s);
+                count += 1;
+                kill_at.get_or_insert_with(|| Instant::now() + kill_after);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    // SIGKILL on Unix.
+    let _ = child.kill();
+    let status = child.wait().map_err(|e| e.to_string())?;
+    // Acknowledgements already in the pipe were printed before the kill.
+    let _ = reader.join();
+    while let Ok((w, s)) = rx.try_recv() {
+        let a = acked.entry(w).or_default();
+        *a = (*a).max(s);
+        count += 1;
+    }
+    if kill_at.is_none() {
+        return Err(format!(
+            "the child acknowledged nothing within 60 s (exit: {status})"
+        ));
+    }
+    let db = sled::open(dir).map_err(|e| format!("reopen: {e}"))?;
+    let options = Options {
+        maintenance_interval: None,
+        ..workload.options()
+    };
+    let store = Store::open(db, options).map_err(|e| format!("reopen: {e}"))?;
+    let check = workload.check(&store, &acked)?;
+    let verify = store.verify().map_err(|e| e.to_string())?;
+    if !verify.is_clean() {
+        return Err(format!("verify found damage: {:?}", verify.damaged));
+    }
+    Ok(RoundReport {
+        acked: count,
+        check,
+    })
+}
+
+/// A small deterministic pseudo-random generator (splitmix64) for kill delays.
+#[derive(Debug, Clone)]
+pub struct Jitter(u64);
+
+impl Jitter {
+    pub fn new(seed: u64) -> Self {
+        Jitter(seed)
+    }
+
+    /// A number in `0..bound` (`bound > 0`).
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % bound.max(1)
+    }
+}

@@ -1,0 +1,95 @@
+//! Helpers shared by the store's integration tests.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+use hostwatch_tsdb::{Batch, Label, Options, Point, SeriesInput, Store};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+/// A fixed "now": 2027-01-15.
+pub const NOW: i64 = 1_800_000_000_000;
+pub const HOUR: i64 = 3_600_000;
+pub const MINUTE: i64 = 60_000;
+
+/// A clock tests move by hand.
+#[derive(Clone)]
+pub struct TestClock(Arc<AtomicI64>);
+
+impl TestClock {
+    pub fn new(at: i64) -> Self {
+        TestClock(Arc::new(AtomicI64::new(at)))
+    }
+    pub fn set(&self, at: i64) {
+        self.0.store(at, Ordering::SeqCst);
+    }
+    pub fn now(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Options with the test clock and no background thread.
+pub fn options(clock: &TestClock) -> Options {
+    let c = clock.clone();
+    Options {
+        clock: Arc::new(move || c.now()),
+        maintenance_interval: None,
+        ..Options::default()
+    }
+}
+
+/// Opens the store in `dir`. sled's background threads may hold the
+/// previous instance's file lock for a moment after it is dropped, so the
+/// open is retried until a deadline.
+pub fn open(dir: &Path, options: Options) -> Store {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let db = loop {
+        match sled::open(dir) {
+            Ok(db) => break db,
+            Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => panic!("cannot open {}: {e}", dir.display()),
+        }
+    };
+    Store::open(db, options).unwrap()
+}
+
+pub fn points(values: &[(i64, f64)]) -> Vec<Point> {
+    values
+        .iter()
+        .map(|&(t_ms, value)| Point { t_ms, value })
+        .collect()
+}
+
+/// A batch of one series `metric` (with `labels`) for `host`, source 7.
+pub fn batch(
+    host: &str,
+    seq: u64,
+    metric: &str,
+    labels: &[(&str, &str)],
+    values: &[(i64, f64)],
+) -> Batch {
+    Batch {
+        host: host.to_owned(),
+        source: 7,
+        seq,
+        series: vec![SeriesInput {
+            metric: metric.to_owned(),
+            labels: labels.iter().map(|(n, v)| Label::new(*n, *v)).collect(),
+            points: points(values),
+        }],
+        processes: vec![],
+    }
+}
+
+/// Every point of `metric` of `host`, all time.
+pub fn all_points(store: &Store, host: &str, metric: &str) -> Vec<(i64, f64)> {
+    let matchers = [hostwatch_tsdb::Matcher::Equal("host".into(), host.into())];
+    store
+        .range(metric, &matchers, i64::MIN, i64::MAX)
+        .unwrap()
+        .into_iter()
+        .flat_map(|s| s.points)
+        .map(|p| (p.t_ms, p.value))
+        .collect()
+}

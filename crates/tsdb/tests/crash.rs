@@ -1,0 +1,82 @@
+//! Crash test: writers in a child process (this very binary, re-executed)
+//! are killed with SIGKILL at random moments; after each kill the store is
+//! reopened and every acknowledged batch must be present exactly once,
+//! every other batch whole or absent, replays recognized, `verify` clean.
+//!
+//! A custom harness (`harness = false`), so the child mode is not a test.
+//! `HOSTWATCH_CRASH_ROUNDS` and `HOSTWATCH_CRASH_SEED` override the
+//! bounded defaults; `hostwatch-bench storage --crash-rounds N` runs many more.
+
+use hostwatch_tsdb::workload::{Jitter, Workload, child_main, crash_round};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+const CHILD_DIR: &str = "HOSTWATCH_TSDB_CRASH_CHILD_DIR";
+const CHILD_BASE: &str = "HOSTWATCH_TSDB_CRASH_CHILD_BASE";
+const WRITERS: u32 = 4;
+const SERIES: u32 = 8;
+
+fn main() -> ExitCode {
+    if let Ok(dir) = std::env::var(CHILD_DIR) {
+        let base: i64 = std::env::var(CHILD_BASE)
+            .ok()
+            .and_then(|b| b.parse().ok())
+            .unwrap_or_default();
+        let workload = Workload {
+            writers: WRITERS,
+            series: SERIES,
+            base_ms: base,
+        };
+        return match child_main(dir.as_ref(), workload) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("crash child: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let rounds: u32 = std::env::var("HOSTWATCH_CRASH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(6);
+    let seed: u64 = std::env::var("HOSTWATCH_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| hostwatch_tsdb::system_now_ms() as u64);
+    println!("crash test: {rounds} rounds, seed {seed} (HOSTWATCH_CRASH_SEED)");
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("tempdir: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let workload = Workload::new(WRITERS, SERIES, hostwatch_tsdb::system_now_ms());
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("current_exe: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut jitter = Jitter::new(seed);
+    for round in 1..=rounds {
+        let kill_after = Duration::from_millis(jitter.below(150));
+        let mut command = Command::new(&exe);
+        command
+            .env(CHILD_DIR, dir.path())
+            .env(CHILD_BASE, workload.base_ms.to_string());
+        match crash_round(command, dir.path(), workload, kill_after) {
+            Ok(report) => println!(
+                "round {round}: killed {kill_after:?} after the first ack, {} acks seen, {} batches stored, {} WAL frames replayed",
+                report.acked, report.check.batches, report.check.replayed_frames
+            ),
+            Err(e) => {
+                eprintln!("round {round} (kill after {kill_after:?}, seed {seed}): {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    println!("crash test: ok");
+    ExitCode::SUCCESS
+}

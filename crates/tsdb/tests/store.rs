@@ -1,0 +1,455 @@
+//! The store through its public API: appends, exactly-once, rejections,
+//! out-of-order samples, sealing, reopening, snapshots, aggregation.
+
+mod common;
+
+use common::*;
+use hostwatch_tsdb::{
+    Aggregation, Batch, Label, Matcher, Point, ProcessInfo, ProcessSnapshot, SeriesInput, Store,
+};
+use std::sync::Arc;
+
+#[test]
+fn append_then_query_and_replays_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(NOW);
+    let store = open(dir.path(), options(&clock));
+    let out = store
+        .append(&batch(
+            "a",
+            1,
+            "host_load1",
+            &[],
+            &[(NOW - 20, 1.0), (NOW - 10, 2.0)],
+        ))
+        .unwrap();
+    assert_eq!(out.stored, 2);
+    let out = store
+        .append(&batch("a", 1, "host_load1", &[], &[(NOW - 5, 9.0)]))
+        .unwrap();
+    assert!(out.duplicate);
+    store
+        .append(&batch("b", 1, "host_load1", &[], &[(NOW - 5, 3.0)]))
+        .unwrap();
+    let a = Matcher::Equal("host".into(), "a".into());
+    let data = store.range("host_load1", &[a], NOW - 100, NOW).unwrap();
+    assert_eq!(data.len(), 1);
+    assert_eq!(data[0].points.len(), 2);
+    assert_eq!(
+        store
+            .range("host_load1", &[], NOW - 100, NOW)
+            .unwrap()
+            .len(),
+        2
+    );
+    let latest = store.latest("a").unwrap();
+    assert_eq!(
+        latest[0].1,
+        Point {
+            t_ms: NOW - 10,
+            value: 2.0
+        }
+    );
+    assert_eq!(store.last_seq("a", 7).unwrap(), 1);
+    assert_eq!(store.last_seq("a", 8).unwrap(), 0);
+    assert_eq!(store.last_seq("nobody", 7).unwrap(), 0);
+    assert!(store.latest("nobody").unwrap().is_empty());
+}
+
+#[test]
+fn data_and_sequences_survive_reopen_from_the_wal_and_from_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(NOW);
+    let t0 = NOW - 5 * HOUR;
+    {
+        let store = open(dir.path(), options(&clock));
+        for seq in 1..=200 {
+            let t = t0 + seq as i64 * 60_000;
+            store
+                .append(&batch("a", seq, "m", &[("k", "v")], &[(t, seq as f64)]))
+                .unwrap();
+        }
+        // Seal what is finished: hours that the series has moved past.
+        let report = store.maintain().unwrap();
+        assert!(report.sealed_chunks >= 2, "{report:?}");
+        assert!(report.wal_values_deleted > 0, "{report:?}");
+    }
+    let store = open(dir.path(), options(&clock));
+    assert!(store.stats().unwrap().replayed_frames > 0);
+    let got = all_points(&store, "a", "m");
+    assert_eq!(got.len(), 200);
+    assert!(
+        got.iter()
+            .enumerate()
+            .all(|(i, &(t, v))| t == t0 + (i as i64 + 1) * 60_000 && v == (i + 1) as f64)
+    );
+    assert!(
+        store
+            .append(&batch("a", 200, "m", &[("k", "v")], &[(NOW, 1.0)]))
+            .unwrap()
+            .duplicate
+    );
+    assert_eq!(store.last_seq("a", 7).unwrap(), 200);
+    // Everything sealed, the WAL emptied: still all there after another reopen.
+    store.seal_all().unwrap();
+    assert_eq!(store.stats().unwrap().head_samples, 0);
+    drop(store);
+    let store = open(dir.path(), options(&clock));
+    assert_eq!(store.stats().unwrap().replayed_frames, 0);
+    assert_eq!(all_points(&store, "a", "m").len(), 200);
+    assert_eq!(store.last_seq("a", 7).unwrap(), 200);
+    assert_eq!(store.latest("a").unwrap()[0].1.t_ms, t0 + 200 * 60_000);
+    assert!(store.verify().unwrap().is_clean());
+}
+
+#[test]
+fn bad_samples_are_counted_by_reason_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(NOW);
+    let store = open(dir.path(), options(&clock));
+    store
+        .append(&batch("a", 1, "m", &[], &[(NOW, 1.0)]))
+        .unwrap();
+    let out = store
+        .append(&batch(
+            "a",
+            2,
+            "m",
+            &[],
+            &[
+                (NOW - 1, f64::NAN),
+                (NOW - 2, f64::INFINITY),
+                (NOW + 3_600_000, 1.0),
+                (NOW - 365 * 24 * 3_600_000, 1.0),
+                (NOW - 3_600_000, 1.0),
+                (NOW, 5.0),
+                (NOW - 60_000, 2.0),
+            ],
+        ))
+        .unwrap();
+    assert_eq!(out.stored, 1, "{out:?}");
+    assert_eq!(out.rejected.non_finite, 2);
+    assert_eq!(out.rejected.future, 1);
+    assert_eq!(out.rejected.too_old, 1);
+    assert_eq!(out.rejected.out_of_order, 1);
+    assert_eq!(out.rejected.duplicate, 1);
+    assert!(out.first_error.unwrap().contains("not finite"));
+    assert_eq!(store.stats().unwrap().rejected, out.rejected);
+    // The first value at a timestamp stays.
+    assert_eq!(
+        all_points(&store, "a", "m"),
+        vec![(NOW - 60_000, 2.0), (NOW, 1.0)]
+    );
+    let err = store
+        .append(&batch("", 3, "m", &[], &[(NOW, 1.0)]))
+        .unwrap_err();
+    assert!(err.to_string().contains("host"), "{err}");
+}
+
+#[test]
+fn series_limit_per_host_is_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(NOW);
+    let store = open(
+        dir.path(),
+        hostwatch_tsdb::Options {
+            max_series_per_host: 3,
+            ..options(&clock)
+        },
+    );
+    let series = (0..5)
+        .map(|i| SeriesInput {
+            metric: "m".to_owned(),
+            labels: vec![Label::new("i", i.to_string())],
+            points: vec![Point {
+                t_ms: NOW,
+                value: 1.0,
+            }],
+        })
+        .chain([SeriesInput {
+            metric: "bad name".to_owned(),
+            labels: vec![],
+            points: vec![Point {
+                t_ms: NOW,
+                value: 1.0,
+            }],
+        }])
+        .collect();
+    let out = store
+        .append(&Batch {
+            host: "a".into(),
+            source: 1,
+            seq: 1,
+            series,
+            processes: vec![],
+        })
+        .unwrap();
+    assert_eq!(out.stored, 3);
+    assert_eq!(out.rejected.series_limit, 2);
+    assert_eq!(out.rejected.invalid_series, 1);
+    assert!(out.first_error.unwrap().contains("limit of 3 series"));
+    assert_eq!(store.select("m", &[]).unwrap().len(), 3);
+}
+
+#[test]
+fn late_samples_within_the_tolerance_merge_in_time_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(NOW);
+    let store = open(dir.path(), options(&clock));
+    let t = NOW - 2 * HOUR;
+    // Fresh data first, then an agent's replay interleaving older samples.
+    store
+        .append(&batch("a", 1, "m", &[], &[(t, 0.0), (t + 20_000, 2.0)]))
+        .unwrap();
+    let out = store
+        .append(&batch(
+            "a",
+            2,
+            "m",
+            &[],
+            &[(t + 10_000, 1.0), (t - 5 * MINUTE, -1.0)],
+        ))
+        .unwrap();
+    assert_eq!(out.stored, 2, "{out:?}");
+    let expected = vec![
+        (t - 5 * MINUTE, -1.0),
+        (t, 0.0),
+        (t + 10_000, 1.0),
+        (t + 20_000, 2.0),
+    ];
+    assert_eq!(all_points(&store, "a", "m"), expected);
+    // Sealed, then a late sample reopens the window: still one ordered copy.
+    store.seal_all().unwrap();
+    store
+        .append(&batch("a", 3, "m", &[], &[(t + 5_000, 0.5)]))
+        .unwrap();
+    let mut with_late = expected.clone();
+    with_late.insert(2, (t + 5_000, 0.5));
+    assert_eq!(all_points(&store, "a", "m"), with_late);
+    store.seal_all().unwrap();
+    drop(store);
+    let store = open(dir.path(), options(&clock));
+    assert_eq!(all_points(&store, "a", "m"), with_late);
+    assert!(store.verify().unwrap().is_clean());
+}
+
+#[test]
+fn a_series_back_after_an_outage_reopens_its_idle_sealed_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(NOW);
+    let store = open(dir.path(), options(&clock));
+    let hour = NOW.div_euclid(HOUR) * HOUR;
+    store
+        .append(&batch("a", 1, "m", &[], &[(hour + 1000, 1.0)]))
+        .unwrap();
+    // An hour of silence: the window seals on the wall clock.
+    clock.set(hour + 2 * HOUR);
+    assert_eq!(store.maintain().unwrap().sealed_chunks, 1);
+    // The agent's spool replays what it sampled during the outage.
+    let out = store
+        .append(&batch(
+            "a",
+            2,
+            "m",
+            &[],
+            &[(hour + 2000, 2.0), (hour + HOUR + 10, 3.0)],
+        ))
+        .unwrap();
+    assert_eq!(out.stored, 2, "{out:?}");
+    assert_eq!(
+        all_points(&store, "a", "m"),
+        vec![
+            (hour + 1000, 1.0),
+            (hour + 2000, 2.0),
+            (hour + HOUR + 10, 3.0)
+        ]
+    );
+}
+
+fn snapshot(t_ms: i64, pid: u32) -> ProcessSnapshot {
+    ProcessSnapshot {
+        t_ms,
+        processes: vec![ProcessInfo {
+            pid,
+            name: "nginx".into(),
+            command: "nginx -g daemon off;".into(),
+            user: "www-data".into(),
+            cpu_cores: 1.5,
+            rss_bytes: 1 << 20,
+            start_time_ms: NOW - 1000,
+        }],
+    }
+}
+
+#[test]
+fn process_snapshots_are_found_at_or_before_a_time_in_head_and_sealed_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(NOW);
+    let store = open(dir.path(), options(&clock));
+    let old = NOW - 3 * HOUR;
+    let mut b = batch("a", 1, "m", &[], &[]);
+    b.processes = vec![snapshot(old, 1), snapshot(old + 10, 2)];
+    store.append(&b).unwrap();
+    let mut other = batch("ab", 1, "m", &[], &[]);
+    other.processes = vec![snapshot(NOW - 15, 3)];
+    store.append(&other).unwrap();
+    let check = |store: &Store| {
+        let pid = |host: &str, at| {
+            store
+                .process_snapshot_at(host, at)
+                .unwrap()
+                .map(|s| s.processes[0].pid)
+        };
+        assert_eq!(pid("a", NOW), Some(5));
+        assert_eq!(pid("a", NOW - 11), Some(2));
+        assert_eq!(pid("a", old + 9), Some(1));
+        assert_eq!(pid("a", old - 1), None);
+        assert_eq!(pid("b", NOW), None);
+        assert_eq!(pid("ab", NOW), Some(3));
+    };
+    let mut newer = batch("a", 2, "m", &[], &[]);
+    newer.processes = vec![snapshot(NOW - 10, 5)];
+    store.append(&newer).unwrap();
+    check(&store);
+    store.seal_all().unwrap();
+    check(&store);
+    drop(store);
+    let store = open(dir.path(), options(&clock));
+    check(&store);
+}
+
+#[test]
+fn concurrent_appends_share_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(NOW);
+    let store = Arc::new(open(dir.path(), options(&clock)));
+    let threads: Vec<_> = (0..8)
+        .map(|w| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for seq in 1..=40u64 {
+                    let t = NOW - 10_000 + seq as i64;
+                    store
+                        .append(&batch(&format!("h{w}"), seq, "m", &[], &[(t, 1.0)]))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let stats = store.stats().unwrap();
+    assert_eq!((stats.batches, stats.samples_stored), (320, 320));
+    assert!(
+        stats.commit_groups < stats.batches,
+        "{} groups for {} batches",
+        stats.commit_groups,
+        stats.batches
+    );
+}
+
+#[test]
+fn steps_aggregate_the_same_from_tiers_as_from_raw_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(NOW);
+    let store = open(dir.path(), options(&clock));
+    let day = NOW.div_euclid(24 * HOUR) * 24 * HOUR - 24 * HOUR;
+    // A counter with a reset, every 10 s for 30 h, in 3 h batches.
+    let mut counter = 0.0;
+    let mut values = Vec::new();
+    for i in 0..(30 * 360) {
+        counter += (i % 7) as f64;
+        if i == 5000 {
+            counter = 3.0;
+        }
+        values.push((day + i * 10_000, counter));
+    }
+    for (seq, part) in values.chunks(3 * 360).enumerate() {
+        store
+            .append(&batch("a", seq as u64 + 1, "c", &[], part))
+            .unwrap();
+    }
+    let query = |step, agg| {
+        let mut data = store
+            .range_step("c", &[], day, day + 30 * HOUR, step, agg)
+            .unwrap();
+        assert_eq!(data.len(), 1);
+        data.remove(0).points
+    };
+    // Before sealing everything comes from raw samples.
+    let mut raw = Vec::new();
+    for agg in Aggregation::ALL {
+        for step in [MINUTE, 5 * MINUTE, HOUR, 3 * HOUR] {
+            raw.push(query(step, agg));
+        }
+    }
+    let report = store.seal_all().unwrap();
+    assert_eq!(report.sealed_chunks, 30);
+    let mut i = 0;
+    for agg in Aggregation::ALL {
+        for step in [MINUTE, 5 * MINUTE, HOUR, 3 * HOUR] {
+            let tiered = query(step, agg);
+            if agg == Aggregation::Rate {
+                // From tiers the first row's inner increase is not known,
+                // nor an increase before a reset inside one row.
+                assert!(raw[i].len() - tiered.len() <= 1, "{agg:?} {step}");
+                let reset_at = values[5000].0;
+                for p in &tiered {
+                    let r = raw[i].iter().find(|r| r.t_ms == p.t_ms).unwrap();
+                    if p.t_ms != day && !(p.t_ms..p.t_ms + step).contains(&reset_at) {
+                        assert!(
+                            (p.value - r.value).abs() < 1e-9,
+                            "{agg:?} {step} {p:?} {r:?}"
+                        );
+                    }
+                }
+            } else {
+                assert_eq!(tiered, raw[i], "{agg:?} step {step}");
+            }
+            i += 1;
+        }
+    }
+    let hourly = query(HOUR, Aggregation::Count);
+    assert_eq!(hourly.len(), 30);
+    assert!(hourly.iter().all(|p| p.value == 360.0));
+    let rate = query(HOUR, Aggregation::Rate);
+    // Increments average 3 per 10 s: 0.3/s.
+    let reset_hour = values[5000].0.div_euclid(HOUR) * HOUR;
+    assert!(
+        rate.iter()
+            .filter(|p| p.t_ms != reset_hour)
+            .all(|p| (p.value - 0.3).abs() < 0.01),
+        "{rate:?}"
+    );
+    assert!(
+        store
+            .range_step("c", &[], 0, 1, 0, Aggregation::Avg)
+            .is_err()
+    );
+}
+
+#[test]
+fn matchers_select_by_label() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(NOW);
+    let store = open(dir.path(), options(&clock));
+    for (seq, cpu) in ["0", "1", "total"].iter().enumerate() {
+        store
+            .append(&batch(
+                "a",
+                seq as u64 + 1,
+                "cpu",
+                &[("cpu", cpu)],
+                &[(NOW, 0.5)],
+            ))
+            .unwrap();
+    }
+    let count = |matchers: &[Matcher]| store.select("cpu", matchers).unwrap().len();
+    assert_eq!(count(&[]), 3);
+    assert_eq!(count(&[Matcher::Equal("cpu".into(), "total".into())]), 1);
+    assert_eq!(count(&[Matcher::NotEqual("cpu".into(), "total".into())]), 2);
+    assert_eq!(count(&[Matcher::regex("cpu", "[0-9]+", false).unwrap()]), 2);
+    assert_eq!(count(&[Matcher::Equal("host".into(), "b".into())]), 0);
+    assert_eq!(store.select("nothing", &[]).unwrap().len(), 0);
+}
