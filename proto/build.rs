@@ -5,7 +5,12 @@ use prost::Message;
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["hostwatch/v1/ingest.proto", "hostwatch/v1/query.proto"];
+    let files = [
+        "hostwatch/v1/ingest.proto",
+        "hostwatch/v1/query.proto",
+        "hostwatch/v1/alerts.proto",
+        "hostwatch/v1/admin.proto",
+    ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }

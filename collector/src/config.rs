@@ -1,5 +1,6 @@
 //! The collector's configuration file.
 
+use hostwatch_alerting::{AlertingConfig, RuleSet};
 use hostwatch_pki::TlsFiles;
 use hostwatch_pki::config::{ConfigError, base_dir, resolve};
 use serde::Deserialize;
@@ -26,6 +27,12 @@ pub struct CollectorConfig {
     pub limits: Limits,
     #[serde(default)]
     pub storage: Storage,
+    /// Alert rules and hooks (see `deploy/collector.toml`).
+    #[serde(default)]
+    pub alerting: AlertingConfig,
+    /// The file this was loaded from, for reloads (SIGHUP, Admin.Reload).
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
 }
 
 /// Explicit bounds on what peers may use.
@@ -104,8 +111,21 @@ impl CollectorConfig {
         let base = base_dir(path);
         config.data_dir = resolve(&base, &config.data_dir);
         config.tls = config.tls.resolve(&base);
+        config.alerting.resolve_paths(&base);
+        config.path = Some(path.to_owned());
         config.validate().map_err(|m| ConfigError::new(path, m))?;
+        config.alert_rules()?;
         Ok(config)
+    }
+
+    /// The validated alert rules and hooks; the error names the key.
+    pub fn alert_rules(&self) -> Result<RuleSet, ConfigError> {
+        self.alerting.compile(self.host_down_after).map_err(|m| {
+            ConfigError::new(
+                self.path.as_deref().unwrap_or(Path::new("collector.toml")),
+                m,
+            )
+        })
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -183,6 +203,25 @@ key = "collector.key"
     }
 
     #[test]
+    fn alert_rules_keep_case_templates_and_relative_paths() {
+        let text = format!(
+            "{MINIMAL}\n[alerting]\ndefault_rules = false\n[[alerting.rules]]\nname = \"cpu\"\nkind = \"threshold\"\nmetric = \"host_cpu_utilization_ratio\"\nmatch = [\"cpu=total\"]\nop = \">\"\nraise = 0.9\nfor = \"1m\"\nlabels = {{ Team = \"Ops\" }}\nannotations = {{ Summary = \"{{{{ host }}}} busy\" }}\n[[alerting.hooks]]\nname = \"run\"\nkind = \"exec\"\ncommand = [\"./page.sh\"]\n"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("page.sh"), "#!/bin/sh\n").unwrap();
+        let path = dir.path().join("collector.toml");
+        std::fs::write(&path, text).unwrap();
+        let config = CollectorConfig::load(&path).unwrap();
+        let rule = &config.alerting.rules[0];
+        assert_eq!(rule.for_, Some(Duration::from_secs(60)));
+        assert_eq!(rule.labels["Team"], "Ops");
+        assert_eq!(rule.annotations["Summary"], "{{ host }} busy");
+        let command = config.alerting.hooks[0].command.as_ref().unwrap();
+        assert_eq!(Path::new(&command[0]), dir.path().join("./page.sh"));
+        assert_eq!(config.alert_rules().unwrap().rules.len(), 1);
+    }
+
+    #[test]
     fn bad_values_name_their_key() {
         let cases = [
             (MINIMAL.replace("127.0.0.1:7070", "nowhere"), "listen"),
@@ -232,6 +271,29 @@ key = "collector.key"
             ),
             (MINIMAL.replace("data_dir = \"data\"", ""), "data_dir"),
             (format!("{MINIMAL}\nlisten_port = 1\n"), "listen_port"),
+            (
+                format!("{MINIMAL}\n[alerting]\nstale_after = \"0s\"\n"),
+                "alerting.stale_after",
+            ),
+            (format!("{MINIMAL}\n[alerting]\nbogus = 1\n"), "bogus"),
+            (
+                format!(
+                    "{MINIMAL}\n[[alerting.rules]]\nname = \"r\"\nkind = \"threshold\"\nmetric = \"m\"\nop = \">\"\n"
+                ),
+                "alerting.rules[0] \"r\": raise",
+            ),
+            (
+                format!(
+                    "{MINIMAL}\n[[alerting.rules]]\nname = \"r\"\nkind = \"threshold\"\nmetric = \"m\"\nop = \">\"\nraise = 1.0\nfour = \"1m\"\n"
+                ),
+                "four",
+            ),
+            (
+                format!(
+                    "{MINIMAL}\n[[alerting.hooks]]\nname = \"h\"\nkind = \"webhook\"\nurl = \"gopher://x\"\n"
+                ),
+                "alerting.hooks[0] \"h\": url",
+            ),
         ];
         for (text, key) in cases {
             let err = load_text(&text).unwrap_err().to_string();

@@ -1,6 +1,7 @@
 //! Translation between the protocol and the store's domain types: the only
 //! place where protobuf and `hostwatch-tsdb` meet.
 
+use hostwatch_alerting as alerting;
 use hostwatch_proto::v1 as pb;
 use hostwatch_tsdb as tsdb;
 use tonic::Status;
@@ -179,6 +180,113 @@ pub(crate) fn series_value((key, point): (tsdb::SeriesKey, tsdb::Point)) -> pb::
         metric: key.metric,
         timestamp_ms: point.t_ms,
         value: point.value,
+    }
+}
+
+fn alert_state(phase: alerting::Phase) -> i32 {
+    use pb::AlertState;
+    (match phase {
+        alerting::Phase::Inactive => AlertState::Inactive,
+        alerting::Phase::Pending => AlertState::Pending,
+        alerting::Phase::Firing => AlertState::Firing,
+        alerting::Phase::Resolved => AlertState::Resolved,
+    }) as i32
+}
+
+pub(crate) fn alert_out(alert: alerting::Alert, silenced_by: Vec<String>) -> pb::Alert {
+    pb::Alert {
+        state: alert_state(alert.phase()),
+        fingerprint: alert.fingerprint,
+        rule: alert.rule,
+        labels: alert.labels.into_iter().collect(),
+        annotations: alert.annotations.into_iter().collect(),
+        value: alert.value,
+        active_since_ms: alert.machine.active_since_ms,
+        fired_ms: alert.machine.fired_ms.unwrap_or(0),
+        resolved_ms: alert.machine.resolved_ms.unwrap_or(0),
+        evaluated_ms: alert.evaluated_ms,
+        flaps: alert.machine.flaps,
+        silenced_by,
+    }
+}
+
+pub(crate) fn transition_out(t: alerting::Transition) -> pb::AlertTransition {
+    pb::AlertTransition {
+        id: t.id,
+        fingerprint: t.fingerprint,
+        rule: t.rule,
+        labels: t.labels.into_iter().collect(),
+        annotations: t.annotations.into_iter().collect(),
+        from: alert_state(t.from),
+        to: alert_state(t.to),
+        at_ms: t.at_ms,
+        recorded_ms: t.recorded_ms,
+        value: t.value,
+        flapping: t.flapping,
+    }
+}
+
+/// Silence matchers from the wire, in the text form alerting stores.
+pub(crate) fn silence_matchers(matchers: &[pb::Matcher]) -> Result<Vec<String>, Status> {
+    use pb::matcher::Op;
+    matchers
+        .iter()
+        .map(|m| {
+            let token = match Op::try_from(m.op).unwrap_or(Op::Unspecified) {
+                Op::Equal => "=",
+                Op::NotEqual => "!=",
+                Op::Regex => "=~",
+                Op::NotRegex => "!~",
+                Op::Unspecified => {
+                    return Err(Status::invalid_argument(format!(
+                        "matcher on {:?}: op must be EQUAL, NOT_EQUAL, REGEX or NOT_REGEX",
+                        m.name
+                    )));
+                }
+            };
+            Ok(format!("{}{token}{}", m.name, m.value))
+        })
+        .collect()
+}
+
+pub(crate) fn silence_out(s: alerting::Silence) -> pb::Silence {
+    use alerting::matcher::{LabelMatcher, MatchOp};
+    use pb::matcher::Op;
+    let matchers = s
+        .matchers
+        .iter()
+        .filter_map(|text| LabelMatcher::parse(text).ok())
+        .map(|m| pb::Matcher {
+            op: match m.op {
+                MatchOp::Equal => Op::Equal,
+                MatchOp::NotEqual => Op::NotEqual,
+                MatchOp::Regex => Op::Regex,
+                MatchOp::NotRegex => Op::NotRegex,
+            } as i32,
+            name: m.name,
+            value: m.value,
+        })
+        .collect();
+    pb::Silence {
+        id: s.id,
+        matchers,
+        starts_ms: s.starts_ms,
+        ends_ms: s.ends_ms,
+        created_by: s.created_by,
+        comment: s.comment,
+        created_ms: s.created_ms,
+    }
+}
+
+/// The one mapping of alerting errors to gRPC statuses.
+pub(crate) fn alerting_status(error: alerting::AlertingError) -> Status {
+    match error {
+        alerting::AlertingError::Invalid(m) => Status::invalid_argument(m),
+        alerting::AlertingError::NotFound(m) => Status::not_found(m),
+        e => {
+            tracing::error!(error = %e, "alert state failure");
+            Status::unavailable(format!("alert state failure: {e}"))
+        }
     }
 }
 

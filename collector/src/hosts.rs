@@ -68,16 +68,18 @@ impl HostRegistry {
         self.hosts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// An agent stream opened with a Hello.
-    pub(crate) fn connected(&self, host: &str, facts: Option<HostFacts>, boot_id: &str) {
+    /// An agent stream opened with a Hello; returns the boot id held before
+    /// (empty if none), so a reboot can be told from a reconnect.
+    pub(crate) fn connected(&self, host: &str, facts: Option<HostFacts>, boot_id: &str) -> String {
         let mut hosts = self.lock();
         let entry = hosts.entry(host.to_owned()).or_default();
         entry.facts = facts.or(entry.facts.take());
-        entry.boot_id = boot_id.to_owned();
+        let previous = std::mem::replace(&mut entry.boot_id, boot_id.to_owned());
         entry.last_seen_ms = now_ms();
         entry.open_streams += 1;
         entry.clean_shutdown = false;
         self.persist(host, entry);
+        previous
     }
 
     /// Data arrived from `host`.
@@ -114,6 +116,19 @@ impl HostRegistry {
             .collect();
         out.sort_by(|a, b| a.host_id.cmp(&b.host_id));
         out
+    }
+
+    /// Every host's liveness, for host-down alerts.
+    pub(crate) fn liveness(&self) -> Vec<hostwatch_alerting::HostLiveness> {
+        self.lock()
+            .iter()
+            .map(|(id, entry)| hostwatch_alerting::HostLiveness {
+                host: id.clone(),
+                last_seen_ms: entry.last_seen_ms,
+                connected: entry.open_streams > 0,
+                clean_shutdown: entry.clean_shutdown,
+            })
+            .collect()
     }
 
     fn status(&self, id: &str, entry: &HostEntry, now_ms: i64) -> HostStatus {
@@ -156,7 +171,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
         let registry = HostRegistry::open(&db, 1_000).unwrap();
-        registry.connected("web1", None, "boot-a");
+        assert_eq!(registry.connected("web1", None, "boot-a"), "");
         let now = now_ms();
         let listed = registry.list(now);
         assert!(listed[0].up && listed[0].connected);
@@ -169,5 +184,8 @@ mod tests {
         assert_eq!(listed[0].host_id, "web1");
         assert_eq!(listed[0].boot_id, "boot-a");
         assert!(!listed[0].connected);
+        assert_eq!(reopened.connected("web1", None, "boot-b"), "boot-a");
+        let live = reopened.liveness();
+        assert!(live[0].connected && !live[0].clean_shutdown);
     }
 }

@@ -6,7 +6,9 @@
 
 use crate::auth;
 use crate::convert;
+use crate::hosts::now_ms;
 use crate::server::Shared;
+use hostwatch_alerting::BatchContext;
 use hostwatch_pki::Role;
 use hostwatch_proto::v1::agent_message::Kind as AgentKind;
 use hostwatch_proto::v1::collector_message::Kind as CollectorKind;
@@ -63,9 +65,13 @@ impl Ingest for IngestService {
                 .await
                 .map_err(|e| Status::internal(e.to_string()))?
                 .map_err(convert::storage_status)?;
-        self.shared
+        let previous_boot_id = self
+            .shared
             .hosts
             .connected(&host, hello.facts, &hello.boot_id);
+        self.shared
+            .alerting
+            .host_connected(&host, &previous_boot_id, &hello.boot_id);
         tracing::info!(peer.addr = %peer.addr, host.id = %host, spool.id = spool_id, last_stored_seq, "agent connected");
 
         let (replies, rx) = mpsc::channel(REPLY_QUEUE);
@@ -147,12 +153,25 @@ impl Session {
                     )));
                 }
                 let seq = batch.seq;
+                let context = BatchContext {
+                    received_ms: now_ms(),
+                    dropped_batches_total: batch.dropped_batches_total,
+                };
                 let (batch, malformed) = convert::batch(&self.host, self.spool_id, batch);
                 let store = self.shared.store.clone();
-                let outcome = tokio::task::spawn_blocking(move || store.append(&batch))
-                    .await
-                    .map_err(|e| Status::internal(e.to_string()))?
-                    .map_err(convert::storage_status)?;
+                let alerting = self.shared.alerting.clone();
+                let outcome = tokio::task::spawn_blocking(move || {
+                    let outcome = store.append(&batch)?;
+                    // Evaluated once, after it is durable; a replay the
+                    // store skipped was evaluated when first stored.
+                    if !outcome.duplicate {
+                        alerting.observe(&batch, context);
+                    }
+                    Ok::<_, hostwatch_tsdb::TsdbError>(outcome)
+                })
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(convert::storage_status)?;
                 self.shared.hosts.seen(&self.host);
                 let rejected = outcome.rejected.total() + malformed;
                 if rejected > 0 {

@@ -3,13 +3,16 @@
 //!
 //! Layout:
 //! - `config`: `collector.toml`;
-//! - `server`: wiring of store, registry and services; [`serve`];
+//! - `server`: wiring of store, registry, alerting and services; [`serve`];
+//!   SIGHUP reloads certificates and alert rules;
 //! - `ingest`: the agents' stream (Hello, batches, acknowledgements);
-//! - `query`: the operators' reads;
+//! - `query`: the operators' reads, alerts included;
+//! - `admin`: silences and reloading the alert rules;
 //! - `hosts`: the host registry (facts, last seen, up/down);
 //! - `auth`: role checks on the peer identity from the mTLS listener;
 //! - `convert`: protobuf <-> store types, and store errors -> gRPC status.
 
+mod admin;
 mod auth;
 pub mod cmd;
 pub mod config;

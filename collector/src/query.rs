@@ -7,10 +7,22 @@ use crate::server::Shared;
 use hostwatch_pki::Role;
 use hostwatch_proto::v1::query_server::Query;
 use hostwatch_proto::v1::{
-    LatestRequest, LatestResponse, ListHostsRequest, ListHostsResponse, ProcessesRequest,
-    ProcessesResponse, RangeRequest, RangeResponse,
+    AlertHistoryRequest, AlertHistoryResponse, AlertTransition, LatestRequest, LatestResponse,
+    ListAlertsRequest, ListAlertsResponse, ListHostsRequest, ListHostsResponse, ProcessesRequest,
+    ProcessesResponse, RangeRequest, RangeResponse, WatchAlertsRequest,
 };
+use std::pin::Pin;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+
+/// Most transitions one history call returns.
+const MAX_HISTORY: usize = 10_000;
+/// Transitions queued per watcher on the way out.
+const WATCH_QUEUE: usize = 256;
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<AlertTransition, Status>> + Send>>;
 
 pub(crate) struct QueryService {
     pub(crate) shared: Shared,
@@ -34,6 +46,100 @@ impl QueryService {
 
 #[tonic::async_trait]
 impl Query for QueryService {
+    type WatchAlertsStream = WatchStream;
+
+    async fn list_alerts(
+        &self,
+        request: Request<ListAlertsRequest>,
+    ) -> Result<Response<ListAlertsResponse>, Status> {
+        auth::require(&request, Role::Operator)?;
+        let request = request.into_inner();
+        let alerting = &self.shared.alerting;
+        let alerts = alerting
+            .alerts()
+            .into_iter()
+            .filter(|a| {
+                request.host_id.is_empty() || a.labels.get("host") == Some(&request.host_id)
+            })
+            .filter(|a| {
+                request.include_resolved || a.phase() != hostwatch_alerting::Phase::Resolved
+            })
+            .map(|a| {
+                let silenced_by = alerting.silenced_by(&a.labels);
+                convert::alert_out(a, silenced_by)
+            })
+            .collect();
+        Ok(Response::new(ListAlertsResponse { alerts }))
+    }
+
+    async fn alert_history(
+        &self,
+        request: Request<AlertHistoryRequest>,
+    ) -> Result<Response<AlertHistoryResponse>, Status> {
+        auth::require(&request, Role::Operator)?;
+        let request = request.into_inner();
+        let filter = hostwatch_alerting::HistoryFilter {
+            since_ms: request.since_ms,
+            host: request.host_id,
+            rule: request.rule,
+            limit: match request.limit as usize {
+                0 => MAX_HISTORY,
+                n => n.min(MAX_HISTORY),
+            },
+        };
+        let alerting = self.shared.alerting.clone();
+        let transitions = tokio::task::spawn_blocking(move || alerting.history(&filter))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(convert::alerting_status)?;
+        Ok(Response::new(AlertHistoryResponse {
+            transitions: transitions
+                .into_iter()
+                .map(convert::transition_out)
+                .collect(),
+        }))
+    }
+
+    async fn watch_alerts(
+        &self,
+        request: Request<WatchAlertsRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        auth::require(&request, Role::Operator)?;
+        let host = request.into_inner().host_id;
+        let mut transitions = self.shared.alerting.subscribe();
+        let stop = self.shared.stop.clone();
+        let (tx, rx) = mpsc::channel(WATCH_QUEUE);
+        tokio::spawn(async move {
+            loop {
+                let t = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tx.closed() => break,
+                    t = transitions.recv() => t,
+                };
+                match t {
+                    Ok(t) => {
+                        if !host.is_empty() && t.labels.get("host") != Some(&host) {
+                            continue;
+                        }
+                        if tx.send(Ok(convert::transition_out(t))).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        let _ = tx
+                            .send(Err(Status::resource_exhausted(format!(
+                                "this watcher fell {missed} transitions behind; read AlertHistory and watch again"
+                            ))))
+                            .await;
+                        break;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
     async fn list_hosts(
         &self,
         request: Request<ListHostsRequest>,

@@ -1,16 +1,20 @@
 //! Wiring: the store, the host registry and the tonic services behind the
 //! mTLS listener, with a graceful shutdown.
 
+use crate::admin::AdminService;
 use crate::config::{CollectorConfig, Limits};
 use crate::hosts::HostRegistry;
 use crate::ingest::IngestService;
 use crate::query::QueryService;
+use hostwatch_alerting::{Alerting, Clock, SnapshotSource};
 use hostwatch_pki::Identity;
 use hostwatch_pki::transport::{ListenerLimits, ServerTls, incoming};
+use hostwatch_proto::v1::admin_server::AdminServer;
 use hostwatch_proto::v1::ingest_server::IngestServer;
 use hostwatch_proto::v1::query_server::QueryServer;
 use hostwatch_tsdb::{Options, Store};
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -19,6 +23,9 @@ use tokio_util::task::TaskTracker;
 
 /// How long open agent streams get to finish their current batch at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often host-down alerts look at the registry: a host is reported
+/// down at most this long after its timeout.
+const HOST_DOWN_TICK: Duration = Duration::from_millis(250);
 
 /// Errors that stop the collector.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +36,10 @@ pub enum CollectorError {
     OpenData { path: String, source: sled::Error },
     #[error("storage: {0}")]
     Storage(#[from] hostwatch_tsdb::TsdbError),
+    #[error(transparent)]
+    Config(#[from] hostwatch_pki::config::ConfigError),
+    #[error("alert state: {0}")]
+    Alerting(#[from] hostwatch_alerting::AlertingError),
     #[error("gRPC server: {0}")]
     Serve(String),
 }
@@ -38,6 +49,9 @@ pub enum CollectorError {
 pub(crate) struct Shared {
     pub(crate) store: Arc<Store>,
     pub(crate) hosts: HostRegistry,
+    pub(crate) alerting: Alerting,
+    /// The configuration file, re-read on reload.
+    pub(crate) config_path: Option<PathBuf>,
     pub(crate) identity: Identity,
     pub(crate) limits: Limits,
     /// Cancelled at shutdown; long-lived streams end on it.
@@ -77,10 +91,25 @@ pub async fn serve(
                 source,
             }
         })?;
+    let snapshots: SnapshotSource = {
+        let store = store.clone();
+        Arc::new(
+            move |host: &str, at_ms: i64| match store.process_snapshot_at(host, at_ms) {
+                Ok(snapshot) => snapshot,
+                Err(e) => {
+                    tracing::warn!(host.id = host, error = %e, "cannot read a process snapshot for an alert's cause");
+                    None
+                }
+            },
+        )
+    };
+    let alerting = Alerting::open(&db, config.alert_rules()?, snapshots, Clock::system())?;
     let stop = CancellationToken::new();
     let shared = Shared {
         store,
         hosts,
+        alerting,
+        config_path: config.path.clone(),
         identity: tls.identity().clone(),
         limits: config.limits.clone(),
         stop: stop.clone(),
@@ -94,6 +123,9 @@ pub async fn serve(
         .await;
     health_reporter
         .set_serving::<QueryServer<QueryService>>()
+        .await;
+    health_reporter
+        .set_serving::<AdminServer<AdminService>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(hostwatch_proto::FILE_DESCRIPTOR_SET)
@@ -110,6 +142,11 @@ pub async fn serve(
     })
     .max_decoding_message_size(max_message)
     .max_encoding_message_size(max_message.max(64 << 20));
+    let admin = AdminServer::new(AdminService {
+        shared: shared.clone(),
+    })
+    .max_decoding_message_size(max_message);
+    spawn_alerting(&shared, tls.clone());
 
     let stop_signal = stop.clone();
     tokio::spawn(async move {
@@ -129,6 +166,7 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(ingest)
         .add_service(query)
+        .add_service(admin)
         .serve_with_incoming_shutdown(connections, stop.clone().cancelled_owned())
         .await;
     stop.cancel();
@@ -145,4 +183,76 @@ pub async fn serve(
     served.map_err(|e| CollectorError::Serve(hostwatch_pki::transport::error_chain(&e)))?;
     tracing::info!("collector stopped");
     Ok(())
+}
+
+/// The alerting tasks: notification delivery, the host-down ticker, and
+/// reloads on SIGHUP (certificates and alert rules).
+fn spawn_alerting(shared: &Shared, tls: ServerTls) {
+    let alerting = shared.alerting.clone();
+    let stop = shared.stop.clone().cancelled_owned();
+    shared.tasks.spawn(async move { alerting.run(stop).await });
+    let (alerting, hosts, stop) = (
+        shared.alerting.clone(),
+        shared.hosts.clone(),
+        shared.stop.clone(),
+    );
+    shared.tasks.spawn(async move {
+        let mut ticker = tokio::time::interval(HOST_DOWN_TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = ticker.tick() => alerting.check_hosts(&hosts.liveness()),
+            }
+        }
+    });
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGHUP; reload through Admin only");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shared.stop.cancelled() => return,
+                _ = hangup.recv() => {}
+            }
+            tracing::info!("SIGHUP: reloading certificates and alert rules");
+            if let Err(e) = tls.reload() {
+                tracing::error!(error = %e, "certificates not reloaded; the running ones stay");
+            }
+            match reload_alerting(&shared).await {
+                Ok((rules, hooks)) => tracing::info!(
+                    rules = rules.len(),
+                    hooks = hooks.len(),
+                    "alert rules reloaded"
+                ),
+                Err(e) => {
+                    tracing::error!(error = %e, "alert rules not reloaded; the running ones stay")
+                }
+            }
+        }
+    });
+}
+
+/// Re-reads the configuration file and applies its `[alerting]` section;
+/// an invalid file leaves the running rules in place. Returns the names of
+/// the rules and hooks in force. Other sections need a restart.
+pub(crate) async fn reload_alerting(shared: &Shared) -> Result<(Vec<String>, Vec<String>), String> {
+    let path = shared
+        .config_path
+        .clone()
+        .ok_or("the collector was not started from a configuration file")?;
+    let rules = tokio::task::spawn_blocking(move || {
+        CollectorConfig::load(&path).and_then(|config| config.alert_rules())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    shared.alerting.reload(rules);
+    Ok(shared.alerting.rule_names())
 }

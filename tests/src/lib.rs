@@ -79,8 +79,14 @@ fn rand_suffix() -> u64 {
 
 /// A collector configuration on 127.0.0.1 with its data in `data_dir`.
 pub fn collector_config(pki: &TestPki, data_dir: &Path) -> CollectorConfig {
+    collector_config_with(pki, data_dir, "")
+}
+
+/// A collector configuration with `extra` TOML: top-level keys first,
+/// then sections such as `[alerting]`.
+pub fn collector_config_with(pki: &TestPki, data_dir: &Path, extra: &str) -> CollectorConfig {
     let text = format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n[tls]\nca = \"x\"\ncert = \"x\"\nkey = \"x\"\n",
+        "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n{extra}\n[tls]\nca = \"x\"\ncert = \"x\"\nkey = \"x\"\n",
         data_dir.display().to_string()
     );
     let path = pki
@@ -257,4 +263,143 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
+}
+
+/// One request a [`WebhookReceiver`] got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: axum::http::HeaderMap,
+    pub body: serde_json::Value,
+    pub at: std::time::Instant,
+}
+
+/// An HTTP(S) receiver on loopback recording every POST to any path.
+pub struct WebhookReceiver {
+    pub addr: SocketAddr,
+    received: Arc<std::sync::Mutex<Vec<Received>>>,
+    task: JoinHandle<()>,
+}
+
+impl WebhookReceiver {
+    /// Plain HTTP.
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::default();
+        let app = Self::app(&received);
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        WebhookReceiver {
+            addr,
+            received,
+            task,
+        }
+    }
+
+    /// HTTPS over TLS 1.3 that requires a client certificate from the CA
+    /// of `files`, presenting `files`' certificate.
+    pub async fn start_mtls(files: &TlsFiles) -> Self {
+        let (config, _) = hostwatch_pki::server_config(files).unwrap();
+        let mut config = (*config).clone();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::default();
+        let app = Self::app(&received);
+        let tls = TlsListener {
+            tcp: listener,
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        };
+        let task = tokio::spawn(async move {
+            axum::serve(tls, app).await.unwrap();
+        });
+        WebhookReceiver {
+            addr,
+            received,
+            task,
+        }
+    }
+
+    fn app(received: &Arc<std::sync::Mutex<Vec<Received>>>) -> axum::Router {
+        let received = received.clone();
+        axum::Router::new().fallback(axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let received = received.clone();
+                async move {
+                    received.lock().unwrap().push(Received {
+                        headers,
+                        body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+                        at: std::time::Instant::now(),
+                    });
+                    axum::http::StatusCode::OK
+                }
+            },
+        ))
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Alerts received so far, flattened: (status, labels, annotations).
+    pub fn alerts(&self) -> Vec<(String, serde_json::Value, serde_json::Value)> {
+        self.received()
+            .iter()
+            .flat_map(|r| {
+                let alerts = r.body["alerts"].as_array().cloned().unwrap_or_default();
+                alerts.into_iter().map(|a| {
+                    (
+                        a["status"].as_str().unwrap_or("").to_owned(),
+                        a["labels"].clone(),
+                        a["annotations"].clone(),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// The first alert received with this alertname and status.
+    pub fn find(
+        &self,
+        alertname: &str,
+        status: &str,
+    ) -> Option<(serde_json::Value, serde_json::Value)> {
+        self.alerts()
+            .into_iter()
+            .find(|(s, l, _)| s == status && l["alertname"] == alertname)
+            .map(|(_, l, a)| (l, a))
+    }
+}
+
+impl Drop for WebhookReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct TlsListener {
+    tcp: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            // A client that fails the handshake (no certificate) is dropped.
+            if let Ok(stream) = self.acceptor.accept(tcp).await {
+                return (stream, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
 }

@@ -35,7 +35,6 @@ struct Group {
     labels: BTreeMap<String, String>,
     alerts: BTreeSet<u64>,
     next_flush: Option<i64>,
-    last_flush: Option<i64>,
     last_sent: Option<i64>,
 }
 
@@ -214,7 +213,9 @@ impl Dispatcher {
                         ..Group::default()
                     });
                 group.alerts.insert(fp);
-                let when = match group.last_flush {
+                // A group that has not notified yet waits group_wait; one
+                // that has, group_interval since its last notification.
+                let when = match group.last_sent {
                     None => now + hook.group_wait_ms,
                     Some(last) => (last + hook.group_interval_ms).max(now),
                 };
@@ -333,7 +334,6 @@ impl Dispatcher {
             !firing.is_empty() && last_sent.is_none_or(|t| now - t >= hook.repeat_interval_ms);
         let announce_resolved = !resolved.is_empty() && hook.send_resolved;
         group.alerts = keep;
-        group.last_flush = Some(now);
         if changed || repeat_due || announce_resolved {
             for a in &firing {
                 updates.push((

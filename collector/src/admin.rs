@@ -1,0 +1,82 @@
+//! The Admin service: silences and reloading the alert rules.
+
+use crate::auth;
+use crate::convert;
+use crate::server::{Shared, reload_alerting};
+use hostwatch_pki::Role;
+use hostwatch_proto::v1::admin_server::Admin;
+use hostwatch_proto::v1::{
+    CreateSilenceRequest, ExpireSilenceRequest, ListSilencesRequest, ListSilencesResponse,
+    ReloadRequest, ReloadResponse, Silence,
+};
+use tonic::{Request, Response, Status};
+
+pub(crate) struct AdminService {
+    pub(crate) shared: Shared,
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn create_silence(
+        &self,
+        request: Request<CreateSilenceRequest>,
+    ) -> Result<Response<Silence>, Status> {
+        let peer = auth::require(&request, Role::Operator)?;
+        let request = request.into_inner();
+        let silence = self
+            .shared
+            .alerting
+            .create_silence(hostwatch_alerting::NewSilence {
+                matchers: convert::silence_matchers(&request.matchers)?,
+                starts_ms: request.starts_ms,
+                ends_ms: request.ends_ms,
+                created_by: peer.identity.name,
+                comment: request.comment,
+            })
+            .await
+            .map_err(convert::alerting_status)?;
+        Ok(Response::new(convert::silence_out(silence)))
+    }
+
+    async fn list_silences(
+        &self,
+        request: Request<ListSilencesRequest>,
+    ) -> Result<Response<ListSilencesResponse>, Status> {
+        auth::require(&request, Role::Operator)?;
+        let silences = self.shared.alerting.silences();
+        Ok(Response::new(ListSilencesResponse {
+            silences: silences.into_iter().map(convert::silence_out).collect(),
+        }))
+    }
+
+    async fn expire_silence(
+        &self,
+        request: Request<ExpireSilenceRequest>,
+    ) -> Result<Response<Silence>, Status> {
+        let peer = auth::require(&request, Role::Operator)?;
+        let id = request.into_inner().id;
+        if id.is_empty() {
+            return Err(Status::invalid_argument("id is required"));
+        }
+        let silence = self
+            .shared
+            .alerting
+            .expire_silence(&id)
+            .await
+            .map_err(convert::alerting_status)?;
+        tracing::info!(silence.id = %id, by = %peer.identity, "silence expired through Admin");
+        Ok(Response::new(convert::silence_out(silence)))
+    }
+
+    async fn reload(
+        &self,
+        request: Request<ReloadRequest>,
+    ) -> Result<Response<ReloadResponse>, Status> {
+        let peer = auth::require(&request, Role::Operator)?;
+        tracing::info!(by = %peer.identity, "reload requested through Admin");
+        let (rules, hooks) = reload_alerting(&self.shared)
+            .await
+            .map_err(Status::invalid_argument)?;
+        Ok(Response::new(ReloadResponse { rules, hooks }))
+    }
+}
