@@ -38,6 +38,48 @@ fn example_configurations_load() {
 }
 
 #[test]
+fn example_alerting_section_and_its_commented_hooks_load() {
+    let collector =
+        hostwatch_collector::CollectorConfig::load(&deploy().join("collector.toml")).unwrap();
+    let rules = collector.alert_rules().unwrap();
+    assert!(rules.rules.iter().any(|r| r.name == "data_disk_filling"));
+    assert!(rules.rules.iter().any(|r| r.name == "host_down"));
+    assert!(rules.hooks.is_empty());
+    // The hooks, uncommented, with the files they name made up.
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(deploy().join("collector.toml")).unwrap();
+    let mut text = text.replace("\n#~ ", "\n");
+    for (shipped, name, content) in [
+        ("/etc/hostwatch/webhook.secret", "webhook.secret", "key"),
+        ("/usr/local/bin/hostwatch-page", "page", "#!/bin/sh\n"),
+    ] {
+        std::fs::write(dir.path().join(name), content).unwrap();
+        text = text.replace(shipped, &dir.path().join(name).display().to_string());
+    }
+    let pki = hostwatch_pki::Ca::generate("t", 1).unwrap();
+    pki.write(dir.path()).unwrap();
+    let client = hostwatch_pki::Identity::new(hostwatch_pki::Role::Collector, "hook").unwrap();
+    let (cert, key) = pki
+        .issue(&client, &hostwatch_pki::IssueOptions::valid_for_days(1))
+        .unwrap()
+        .write(dir.path(), "hook-client")
+        .unwrap();
+    for (shipped, path) in [
+        ("/etc/hostwatch/hooks-ca.pem", dir.path().join("ca.pem")),
+        ("/etc/hostwatch/hook-client.pem", cert),
+        ("/etc/hostwatch/hook-client.key", key),
+    ] {
+        text = text.replace(shipped, &path.display().to_string());
+    }
+    let path = dir.path().join("collector.toml");
+    std::fs::write(&path, text).unwrap();
+    let collector = hostwatch_collector::CollectorConfig::load(&path).unwrap();
+    let hooks = collector.alert_rules().unwrap().hooks;
+    let names: Vec<&str> = hooks.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(names, ["oncall", "alertmanager", "pager-script"]);
+}
+
+#[test]
 fn example_configurations_set_every_documented_default() {
     // The examples spell out every key, so an operator sees all knobs: a
     // key missing from an example would load as a default and go unseen.
@@ -54,6 +96,13 @@ fn example_configurations_set_every_documented_default() {
         "handshake_timeout",
         "retention",
         "future_tolerance",
+        "default_rules",
+        "disabled_rules",
+        "external_url",
+        "stale_after",
+        "flap_window",
+        "history_limit",
+        "max_alerts",
     ] {
         assert!(
             collector.contains(&format!("\n{key} = ")),
