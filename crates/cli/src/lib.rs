@@ -6,8 +6,10 @@
 //! - `client`: `cli.toml` and the mTLS connection to the collector;
 //! - `certs`: `hostwatch certs init|issue`;
 //! - `quickstart`: PKI, configs, collector and agent in one process;
-//! - `read`: `hosts`, `query` and `processes`, as tables or JSON.
+//! - `read`: `hosts`, `query` and `processes`, as tables or JSON;
+//! - `alerts`: `alerts` (list, history, watch), `silence`, `reload`.
 
+mod alerts;
 mod certs;
 pub mod client;
 mod quickstart;
@@ -59,6 +61,15 @@ enum Command {
     Query(read::QueryArgs),
     /// Show the top processes of one host, now or at a past time.
     Processes(read::ProcessesArgs),
+    /// List alerts (pending and firing); `history` and `watch` their transitions.
+    Alerts(alerts::AlertsArgs),
+    /// Create, list and expire silences.
+    Silence {
+        #[command(subcommand)]
+        command: alerts::SilenceCommand,
+    },
+    /// Make the collector re-read its configuration's [alerting] section.
+    Reload,
 }
 
 /// The whole program; `main.rs` only calls this.
@@ -92,5 +103,10 @@ fn dispatch(args: Args) -> anyhow::Result<()> {
         Command::Hosts { json } => read::hosts(&client::config_path(args.config)?, json),
         Command::Query(q) => read::query(&client::config_path(args.config)?, q),
         Command::Processes(p) => read::processes(&client::config_path(args.config)?, p),
+        Command::Alerts(a) => alerts::alerts(&client::config_path(args.config)?, a),
+        Command::Silence { command } => {
+            alerts::silence(&client::config_path(args.config)?, command)
+        }
+        Command::Reload => alerts::reload(&client::config_path(args.config)?),
     }
 }

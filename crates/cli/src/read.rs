@@ -75,7 +75,7 @@ pub(crate) struct ProcessesArgs {
 }
 
 /// Milliseconds since the Unix epoch of an RFC 3339 time or of "DURATION ago".
-fn parse_moment(s: &str) -> Result<i64, String> {
+pub(crate) fn parse_moment(s: &str) -> Result<i64, String> {
     if let Ok(t) = humantime::parse_rfc3339_weak(s) {
         let d = t
             .duration_since(std::time::UNIX_EPOCH)
@@ -88,7 +88,7 @@ fn parse_moment(s: &str) -> Result<i64, String> {
     Ok(now_ms() - ago.as_millis() as i64)
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (e.g. 15m, 1h, 2d)"))?;
     if d.is_zero() {
         return Err("must be greater than zero".to_owned());
@@ -96,7 +96,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-fn parse_matcher(s: &str) -> Result<Matcher, String> {
+pub(crate) fn parse_matcher(s: &str) -> Result<Matcher, String> {
     // Longest operators first, so "!=" is not read as "=" after "x!".
     for (token, op) in [
         ("=~", matcher::Op::Regex),
@@ -120,7 +120,7 @@ fn parse_matcher(s: &str) -> Result<Matcher, String> {
     ))
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
@@ -257,7 +257,7 @@ pub(crate) fn hosts(config_path: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_table<const N: usize>(rows: &[[String; N]]) {
+pub(crate) fn print_table<const N: usize>(rows: &[[String; N]]) {
     let mut widths = [0; N];
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {

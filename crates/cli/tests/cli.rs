@@ -280,3 +280,158 @@ fn quick_start_reports_a_port_in_use() {
         text(&out.stderr)
     );
 }
+
+/// Runs `hostwatch` until `check` accepts its output, or panics after 30 s.
+fn eventually_output(args: &[&str], what: &str, check: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = hostwatch(args);
+        let stdout = text(&out.stdout);
+        if out.status.success() && check(&stdout) {
+            return stdout;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {stdout}\n{}",
+            text(&out.stderr)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn alerts_silences_and_reload_against_a_running_collector() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("qs");
+    let out = hostwatch(&["quickstart", "--dir", path(&d), "--duration", "2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let host = std::fs::read_dir(d.join("certs"))
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().into_string().ok())
+        .find_map(|n| {
+            n.strip_prefix("agent-")
+                .and_then(|n| n.strip_suffix(".pem"))
+                .map(str::to_owned)
+        })
+        .unwrap();
+    // The quick start's agent stopped cleanly; this rule pages that too.
+    let collector_toml = d.join("collector.toml");
+    let original = std::fs::read_to_string(&collector_toml).unwrap();
+    let alerting = "\n[alerting]\ndefault_rules = false\n[[alerting.rules]]\nname = \"gone\"\nkind = \"host_down\"\ntimeout = \"1s\"\npage_on_clean_shutdown = true\nannotations = { summary = \"{{ host }} is gone\" }\n";
+    std::fs::write(&collector_toml, format!("{original}{alerting}")).unwrap();
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let config = hostwatch_collector::CollectorConfig::load(&collector_toml).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(config.listen))
+        .unwrap();
+    let collector = runtime.spawn(hostwatch_collector::serve(
+        config,
+        listener,
+        stop.clone().cancelled_owned(),
+    ));
+    let cli = d.join("cli.toml");
+    let c = path(&cli);
+    let listed = eventually_output(&["--config", c, "alerts", "--json"], "the alert", |s| {
+        s.contains("\"rule\": \"gone\"") && s.contains("\"state\": \"firing\"")
+    });
+    assert!(listed.contains(&format!("{host} is gone")), "{listed}");
+    let history = hostwatch(&["--config", c, "alerts", "history", "--json"]);
+    assert!(text(&history.stdout).contains("\"to\": \"firing\""));
+
+    let out = hostwatch(&[
+        "--config",
+        c,
+        "silence",
+        "add",
+        "--match",
+        &format!("host={host}"),
+        "--duration",
+        "1h",
+        "--comment",
+        "moving racks",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_owned();
+    let table = text(&hostwatch(&["--config", c, "alerts"]).stdout);
+    assert!(table.contains("firing") && table.contains(&id), "{table}");
+    let silences = text(&hostwatch(&["--config", c, "silence", "list", "--json"]).stdout);
+    assert!(
+        silences.contains(&id) && silences.contains("\"active\": true"),
+        "{silences}"
+    );
+    let bad = hostwatch(&[
+        "--config",
+        c,
+        "silence",
+        "add",
+        "--match",
+        "nohost",
+        "--duration",
+        "1h",
+    ]);
+    assert_eq!(bad.status.code(), Some(64));
+
+    // An invalid file: refused with the key named, nothing changes.
+    std::fs::write(
+        &collector_toml,
+        format!("{original}{}", alerting.replace("1s", "never")),
+    )
+    .unwrap();
+    let refused = hostwatch(&["--config", c, "reload"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused.stderr).contains("timeout"),
+        "{}",
+        text(&refused.stderr)
+    );
+
+    // A watcher sees the alert resolve when a reload removes its rule.
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_hostwatch"))
+        .args(["--config", c, "alerts", "watch", "--count", "1", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = watch.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap();
+    assert!(line.contains("watching"), "{line}");
+    std::fs::write(
+        &collector_toml,
+        format!("{original}\n[alerting]\ndefault_rules = false\n"),
+    )
+    .unwrap();
+    let reloaded = hostwatch(&["--config", c, "reload"]);
+    assert!(reloaded.status.success(), "{}", text(&reloaded.stderr));
+    assert!(text(&reloaded.stdout).contains("hooks: (none)"));
+    let watched = watch.wait_with_output().unwrap();
+    assert!(watched.status.success());
+    let transition = text(&watched.stdout);
+    assert!(
+        transition.contains("\"to\":\"resolved\"") && transition.contains("\"rule\":\"gone\""),
+        "{transition}"
+    );
+
+    let out = hostwatch(&["--config", c, "silence", "expire", &id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = hostwatch(&["--config", c, "silence", "expire", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no silence"),
+        "{}",
+        text(&out.stderr)
+    );
+    stop.cancel();
+    runtime.block_on(collector).unwrap().unwrap();
+}

@@ -1,0 +1,432 @@
+//! `hostwatch alerts` (list, history, watch), `hostwatch silence` (add,
+//! list, expire) and `hostwatch reload`: the alert API, as tables for
+//! people or JSON for scripts.
+
+use crate::UsageError;
+use crate::client::ClientConfig;
+use crate::read::{
+    format_time, now_ms, parse_duration, parse_matcher, parse_moment, print_table, runtime,
+};
+use clap::{Args, Subcommand};
+use hostwatch_proto::v1::admin_client::AdminClient;
+use hostwatch_proto::v1::query_client::QueryClient;
+use hostwatch_proto::v1::{
+    Alert, AlertHistoryRequest, AlertState, AlertTransition, CreateSilenceRequest,
+    ExpireSilenceRequest, ListAlertsRequest, ListSilencesRequest, Matcher, ReloadRequest, Silence,
+    WatchAlertsRequest, matcher,
+};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Args)]
+pub(crate) struct AlertsArgs {
+    #[command(subcommand)]
+    command: Option<AlertsCommand>,
+    /// Only alerts of this host.
+    #[arg(long, global = true)]
+    host: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Also list alerts resolved recently.
+    #[arg(long)]
+    all: bool,
+}
+
+#[derive(Subcommand)]
+enum AlertsCommand {
+    /// Recorded transitions (pending, firing, resolved), oldest first.
+    History {
+        /// How far back, e.g. 1h, or an RFC 3339 time.
+        #[arg(long, default_value = "24h", value_parser = parse_moment)]
+        since: i64,
+        /// Only this rule.
+        #[arg(long)]
+        rule: Option<String>,
+        /// At most this many, the newest.
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+    },
+    /// Transitions as they happen, one line each, until Ctrl-C.
+    Watch {
+        /// Stop after this many transitions.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum SilenceCommand {
+    /// Mute notifications of alerts matching every --match.
+    Add {
+        /// Label matcher NAME=VALUE, NAME!=VALUE, NAME=~REGEX or NAME!~REGEX; repeatable.
+        #[arg(long = "match", required = true, value_parser = parse_matcher)]
+        matchers: Vec<Matcher>,
+        /// How long, e.g. 2h.
+        #[arg(long, value_parser = parse_duration)]
+        duration: Duration,
+        /// Why (shown in `silence list`).
+        #[arg(long, default_value = "")]
+        comment: String,
+        /// Print JSON instead of the id.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Silences, including those that ended in the last day.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a silence now.
+    Expire {
+        /// The silence's id (from `silence add` or `silence list`).
+        id: String,
+    },
+}
+
+fn state_word(state: i32) -> &'static str {
+    match AlertState::try_from(state).unwrap_or(AlertState::Unspecified) {
+        AlertState::Inactive => "inactive",
+        AlertState::Pending => "pending",
+        AlertState::Firing => "firing",
+        AlertState::Resolved => "resolved",
+        AlertState::Unspecified => "?",
+    }
+}
+
+#[derive(Serialize)]
+struct AlertJson<'a> {
+    fingerprint: &'a str,
+    rule: &'a str,
+    state: &'static str,
+    labels: BTreeMap<&'a String, &'a String>,
+    annotations: BTreeMap<&'a String, &'a String>,
+    value: f64,
+    active_since: String,
+    fired: Option<String>,
+    resolved: Option<String>,
+    flaps: u32,
+    silenced_by: &'a [String],
+}
+
+fn alert_json(a: &Alert) -> AlertJson<'_> {
+    let time = |t: i64| (t > 0).then(|| format_time(t));
+    AlertJson {
+        fingerprint: &a.fingerprint,
+        rule: &a.rule,
+        state: state_word(a.state),
+        labels: a.labels.iter().collect(),
+        annotations: a.annotations.iter().collect(),
+        value: a.value,
+        active_since: format_time(a.active_since_ms),
+        fired: time(a.fired_ms),
+        resolved: time(a.resolved_ms),
+        flaps: a.flaps,
+        silenced_by: &a.silenced_by,
+    }
+}
+
+#[derive(Serialize)]
+struct TransitionJson<'a> {
+    id: u64,
+    at: String,
+    recorded: String,
+    rule: &'a str,
+    fingerprint: &'a str,
+    from: &'static str,
+    to: &'static str,
+    value: f64,
+    flapping: bool,
+    labels: BTreeMap<&'a String, &'a String>,
+    annotations: BTreeMap<&'a String, &'a String>,
+}
+
+fn transition_json(t: &AlertTransition) -> TransitionJson<'_> {
+    TransitionJson {
+        id: t.id,
+        at: format_time(t.at_ms),
+        recorded: format_time(t.recorded_ms),
+        rule: &t.rule,
+        fingerprint: &t.fingerprint,
+        from: state_word(t.from),
+        to: state_word(t.to),
+        value: t.value,
+        flapping: t.flapping,
+        labels: t.labels.iter().collect(),
+        annotations: t.annotations.iter().collect(),
+    }
+}
+
+/// The one line people read about an alert: its summary, else its cause.
+fn summary(annotations: &std::collections::HashMap<String, String>) -> String {
+    let text = annotations
+        .get("summary")
+        .or_else(|| annotations.get("cause"))
+        .cloned()
+        .unwrap_or_default();
+    match annotations.get("cause") {
+        Some(cause) if annotations.contains_key("summary") => format!("{text} (top: {cause})"),
+        _ => text,
+    }
+}
+
+fn transition_line(t: &AlertTransition) -> String {
+    format!(
+        "{}  {:<8} -> {:<8}  {}  {}  {}{}",
+        format_time(t.at_ms),
+        state_word(t.from),
+        state_word(t.to),
+        t.rule,
+        t.labels.get("host").map(String::as_str).unwrap_or("-"),
+        summary(&t.annotations),
+        if t.flapping { "  (flapping)" } else { "" }
+    )
+}
+
+pub(crate) fn alerts(config_path: &Path, args: AlertsArgs) -> anyhow::Result<()> {
+    let config = ClientConfig::load(config_path)?;
+    let host = args.host.unwrap_or_default();
+    match args.command {
+        None => {
+            let request = ListAlertsRequest {
+                host_id: host,
+                include_resolved: args.all,
+            };
+            let alerts = runtime()?.block_on(async {
+                let mut client = QueryClient::new(config.connect().await?);
+                anyhow::Ok(client.list_alerts(request).await?.into_inner().alerts)
+            })?;
+            if args.json {
+                let out: Vec<AlertJson<'_>> = alerts.iter().map(alert_json).collect();
+                println!("{}", serde_json::to_string_pretty(&out)?);
+                return Ok(());
+            }
+            if alerts.is_empty() {
+                eprintln!("no alerts");
+                return Ok(());
+            }
+            let mut rows = vec![[
+                "STATE".to_owned(),
+                "ALERT".to_owned(),
+                "HOST".to_owned(),
+                "SINCE".to_owned(),
+                "SILENCED".to_owned(),
+                "SUMMARY".to_owned(),
+            ]];
+            for a in &alerts {
+                rows.push([
+                    state_word(a.state).to_owned(),
+                    a.rule.clone(),
+                    a.labels.get("host").cloned().unwrap_or_default(),
+                    format_time(if a.fired_ms > 0 {
+                        a.fired_ms
+                    } else {
+                        a.active_since_ms
+                    }),
+                    if a.silenced_by.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        a.silenced_by.join(",")
+                    },
+                    summary(&a.annotations),
+                ]);
+            }
+            print_table(&rows);
+        }
+        Some(AlertsCommand::History { since, rule, limit }) => {
+            let request = AlertHistoryRequest {
+                since_ms: since,
+                host_id: host,
+                rule: rule.unwrap_or_default(),
+                limit,
+            };
+            let transitions = runtime()?.block_on(async {
+                let mut client = QueryClient::new(config.connect().await?);
+                anyhow::Ok(
+                    client
+                        .alert_history(request)
+                        .await?
+                        .into_inner()
+                        .transitions,
+                )
+            })?;
+            if args.json {
+                let out: Vec<TransitionJson<'_>> =
+                    transitions.iter().map(transition_json).collect();
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                for t in &transitions {
+                    println!("{}", transition_line(t));
+                }
+            }
+        }
+        Some(AlertsCommand::Watch { count }) => {
+            if count == Some(0) {
+                return Err(UsageError("--count must be at least 1".to_owned()).into());
+            }
+            runtime()?.block_on(async {
+                let mut client = QueryClient::new(config.connect().await?);
+                let mut stream = client
+                    .watch_alerts(WatchAlertsRequest { host_id: host })
+                    .await?
+                    .into_inner();
+                eprintln!("watching alert transitions (Ctrl-C stops)");
+                let mut seen = 0;
+                loop {
+                    let next = tokio::select! {
+                        _ = tokio::signal::ctrl_c() => return anyhow::Ok(()),
+                        next = stream.message() => next?,
+                    };
+                    let Some(t) = next else {
+                        anyhow::bail!("the collector ended the watch");
+                    };
+                    if args.json {
+                        println!("{}", serde_json::to_string(&transition_json(&t))?);
+                    } else {
+                        println!("{}", transition_line(&t));
+                    }
+                    std::io::stdout().flush()?;
+                    seen += 1;
+                    if count.is_some_and(|c| seen >= c) {
+                        return Ok(());
+                    }
+                }
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn matcher_text(m: &Matcher) -> String {
+    let op = match matcher::Op::try_from(m.op).unwrap_or(matcher::Op::Unspecified) {
+        matcher::Op::Equal => "=",
+        matcher::Op::NotEqual => "!=",
+        matcher::Op::Regex => "=~",
+        matcher::Op::NotRegex => "!~",
+        matcher::Op::Unspecified => "?",
+    };
+    format!("{}{op}{}", m.name, m.value)
+}
+
+#[derive(Serialize)]
+struct SilenceJson<'a> {
+    id: &'a str,
+    matchers: Vec<String>,
+    starts: String,
+    ends: String,
+    active: bool,
+    created_by: &'a str,
+    comment: &'a str,
+}
+
+fn silence_json(s: &Silence) -> SilenceJson<'_> {
+    let now = now_ms();
+    SilenceJson {
+        id: &s.id,
+        matchers: s.matchers.iter().map(matcher_text).collect(),
+        starts: format_time(s.starts_ms),
+        ends: format_time(s.ends_ms),
+        active: s.starts_ms <= now && now < s.ends_ms,
+        created_by: &s.created_by,
+        comment: &s.comment,
+    }
+}
+
+pub(crate) fn silence(config_path: &Path, command: SilenceCommand) -> anyhow::Result<()> {
+    let config = ClientConfig::load(config_path)?;
+    let rt = runtime()?;
+    match command {
+        SilenceCommand::Add {
+            matchers,
+            duration,
+            comment,
+            json,
+        } => {
+            let request = CreateSilenceRequest {
+                matchers,
+                starts_ms: 0,
+                ends_ms: now_ms() + duration.as_millis() as i64,
+                comment,
+            };
+            let silence = rt.block_on(async {
+                let mut admin = AdminClient::new(config.connect().await?);
+                anyhow::Ok(admin.create_silence(request).await?.into_inner())
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&silence_json(&silence))?);
+            } else {
+                println!("{}", silence.id);
+            }
+        }
+        SilenceCommand::List { json } => {
+            let silences = rt.block_on(async {
+                let mut admin = AdminClient::new(config.connect().await?);
+                anyhow::Ok(
+                    admin
+                        .list_silences(ListSilencesRequest {})
+                        .await?
+                        .into_inner()
+                        .silences,
+                )
+            })?;
+            let out: Vec<SilenceJson<'_>> = silences.iter().map(silence_json).collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+                return Ok(());
+            }
+            let mut rows = vec![[
+                "ID".to_owned(),
+                "ACTIVE".to_owned(),
+                "ENDS".to_owned(),
+                "BY".to_owned(),
+                "MATCHERS".to_owned(),
+                "COMMENT".to_owned(),
+            ]];
+            for s in &out {
+                rows.push([
+                    s.id.to_owned(),
+                    if s.active { "yes" } else { "no" }.to_owned(),
+                    s.ends.clone(),
+                    s.created_by.to_owned(),
+                    s.matchers.join(","),
+                    s.comment.to_owned(),
+                ]);
+            }
+            print_table(&rows);
+        }
+        SilenceCommand::Expire { id } => {
+            let silence = rt.block_on(async {
+                let mut admin = AdminClient::new(config.connect().await?);
+                anyhow::Ok(
+                    admin
+                        .expire_silence(ExpireSilenceRequest { id })
+                        .await?
+                        .into_inner(),
+                )
+            })?;
+            println!("expired {}", silence.id);
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn reload(config_path: &Path) -> anyhow::Result<()> {
+    let config = ClientConfig::load(config_path)?;
+    let response = runtime()?.block_on(async {
+        let mut admin = AdminClient::new(config.connect().await?);
+        anyhow::Ok(admin.reload(ReloadRequest {}).await?.into_inner())
+    })?;
+    println!("rules: {}", response.rules.join(", "));
+    println!(
+        "hooks: {}",
+        if response.hooks.is_empty() {
+            "(none)".to_owned()
+        } else {
+            response.hooks.join(", ")
+        }
+    );
+    Ok(())
+}
