@@ -115,7 +115,6 @@ pub async fn serve(
         stop: stop.clone(),
         tasks: TaskTracker::new(),
     };
-    tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), collector = %shared.identity, data_dir = %config.data_dir.display(), "collector serving");
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
@@ -147,6 +146,8 @@ pub async fn serve(
     })
     .max_decoding_message_size(max_message);
     spawn_alerting(&shared, tls.clone());
+    // Logged once SIGHUP is handled: from here on it reloads, not kills.
+    tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), collector = %shared.identity, data_dir = %config.data_dir.display(), "collector serving");
 
     let stop_signal = stop.clone();
     tokio::spawn(async move {
@@ -207,15 +208,17 @@ fn spawn_alerting(shared: &Shared, tls: ServerTls) {
         }
     });
     let shared = shared.clone();
+    // Registered before serve() announces itself, so an early SIGHUP
+    // cannot hit the default action (termination).
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGHUP; reload through Admin only");
+            return;
+        }
+    };
     tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hangup = match signal(SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGHUP; reload through Admin only");
-                return;
-            }
-        };
         loop {
             tokio::select! {
                 _ = shared.stop.cancelled() => return,
