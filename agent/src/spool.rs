@@ -688,6 +688,62 @@ impl Inner {
     }
 }
 
+/// What a spool directory holds, read without changing anything.
+#[derive(Debug, Default)]
+pub struct Inspection {
+    /// The id in the newest valid segment header.
+    pub spool_id: Option<u64>,
+    /// Every readable record, acknowledged or not (acknowledgements are
+    /// not written down), oldest first.
+    pub batches: Vec<Batch>,
+    /// Damaged headers, records and torn tails.
+    pub damaged: u64,
+}
+
+/// Reads the spool in `dir` as the agent would at its next start, without
+/// changing it (the agent may be running).
+pub fn inspect(dir: &Path) -> io::Result<Inspection> {
+    let mut names: Vec<(u64, PathBuf)> = fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|path| {
+            let seq = path
+                .file_name()?
+                .to_str()?
+                .strip_suffix(".seg")?
+                .parse()
+                .ok()?;
+            Some((seq, path))
+        })
+        .collect();
+    names.sort();
+    let mut inspection = Inspection::default();
+    for (first_seq, path) in names {
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            // Deleted by the running agent since the listing.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        match parse_header(&bytes) {
+            Some((id, seq)) if seq == first_seq => inspection.spool_id = Some(id),
+            _ => {
+                inspection.damaged += 1;
+                continue;
+            }
+        }
+        let scan = scan_records(&bytes);
+        inspection.damaged += scan.damaged;
+        for record in scan.records {
+            let start = record.offset + RECORD_HEADER;
+            match Batch::decode(&bytes[start..start + record.len as usize]) {
+                Ok(batch) => inspection.batches.push(batch),
+                Err(_) => inspection.damaged += 1,
+            }
+        }
+    }
+    Ok(inspection)
+}
+
 /// A segment's target size: small enough that dropping one (when full)
 /// loses a small share, large enough that files stay few.
 fn segment_bytes(max_bytes: u64) -> u64 {

@@ -4,6 +4,9 @@
 
 use super::{ParseError, Samples};
 use crate::config::FilesystemsConfig;
+use std::collections::{HashMap, HashSet};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 /// One line of mountinfo, the fields the agent uses.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,39 +88,187 @@ pub(super) fn mounts(text: &str, settings: &FilesystemsConfig) -> (Vec<Mount>, V
     (mounts, problems)
 }
 
+/// The figures of one file system, from `statvfs`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct FsFigures {
+    size: u64,
+    free: u64,
+    available: u64,
+    inodes: u64,
+    inodes_free: u64,
+}
+
+/// `statvfs` of a mount point, in bytes and inodes.
+fn statvfs(mountpoint: &str) -> Result<FsFigures, String> {
+    let stat = nix::sys::statvfs::statvfs(mountpoint).map_err(|e| e.to_string())?;
+    let block = stat.fragment_size();
+    Ok(FsFigures {
+        size: stat.blocks() * block,
+        free: stat.blocks_free() * block,
+        available: stat.blocks_available() * block,
+        inodes: stat.files(),
+        inodes_free: stat.files_free(),
+    })
+}
+
+type Reply = (String, Result<FsFigures, String>);
+
+/// Queries mount points on a helper thread, so that a mount that hangs
+/// (its NFS server gone, say) costs one wait of `timeout`, and is then
+/// skipped until it answers, instead of hanging the agent's only thread.
+pub(super) struct Statfs {
+    stat: fn(&str) -> Result<FsFigures, String>,
+    timeout: Duration,
+    /// Requests to the current helper; none until needed, or after it hung.
+    requests: Option<mpsc::Sender<Vec<String>>>,
+    replies_tx: mpsc::Sender<Reply>,
+    replies: mpsc::Receiver<Reply>,
+    /// Mount points a helper is stuck on; skipped until their answer comes.
+    stuck: HashSet<String>,
+}
+
+impl Statfs {
+    pub(super) fn new() -> Self {
+        Self::with(statvfs, Duration::from_secs(1))
+    }
+
+    fn with(stat: fn(&str) -> Result<FsFigures, String>, timeout: Duration) -> Self {
+        let (replies_tx, replies) = mpsc::channel();
+        Statfs {
+            stat,
+            timeout,
+            requests: None,
+            replies_tx,
+            replies,
+            stuck: HashSet::new(),
+        }
+    }
+
+    /// Figures of each mount point that answers in time; the problems of
+    /// the others.
+    fn query(&mut self, mountpoints: &[String]) -> (HashMap<String, FsFigures>, Vec<String>) {
+        let mut figures = HashMap::new();
+        let mut problems = Vec::new();
+        // Late answers: those mounts respond again.
+        while let Ok((mountpoint, _)) = self.replies.try_recv() {
+            self.stuck.remove(&mountpoint);
+        }
+        let mut pending: Vec<String> = mountpoints
+            .iter()
+            .filter(|m| !self.stuck.contains(*m))
+            .cloned()
+            .collect();
+        if pending.is_empty() {
+            return (figures, problems);
+        }
+        let sent = match &self.requests {
+            Some(requests) => requests.send(pending.clone()).is_ok(),
+            None => false,
+        };
+        if !sent {
+            match self.spawn() {
+                Ok(requests) => {
+                    // A new helper is alive and waiting: this cannot fail.
+                    let _ = requests.send(pending.clone());
+                    self.requests = Some(requests);
+                }
+                Err(e) => {
+                    problems.push(format!("cannot start the statvfs thread: {e}"));
+                    return (figures, problems);
+                }
+            }
+        }
+        let deadline = Instant::now() + self.timeout;
+        while !pending.is_empty() {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match self.replies.recv_timeout(wait) {
+                Ok((mountpoint, result)) => {
+                    let Some(i) = pending.iter().position(|m| *m == mountpoint) else {
+                        // A late answer from a helper that was stuck.
+                        self.stuck.remove(&mountpoint);
+                        continue;
+                    };
+                    pending.remove(i);
+                    match result {
+                        Ok(f) => {
+                            figures.insert(mountpoint, f);
+                        }
+                        Err(e) => problems.push(format!("statvfs {mountpoint}: {e}")),
+                    }
+                }
+                Err(_) => {
+                    // The helper works through the list in order: it hangs
+                    // on the first unanswered mount. The rest wait for the
+                    // next tick and a new helper.
+                    let hung = pending.remove(0);
+                    problems.push(format!(
+                        "statvfs {hung}: no answer within {:?}; skipped until it answers",
+                        self.timeout
+                    ));
+                    self.stuck.insert(hung);
+                    self.requests = None;
+                    break;
+                }
+            }
+        }
+        (figures, problems)
+    }
+
+    fn spawn(&self) -> std::io::Result<mpsc::Sender<Vec<String>>> {
+        let (requests, inbox) = mpsc::channel::<Vec<String>>();
+        let replies = self.replies_tx.clone();
+        let stat = self.stat;
+        std::thread::Builder::new()
+            .name("hostwatch-statfs".into())
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                // Ends when the sampler replaces it (its sender dropped).
+                while let Ok(mountpoints) = inbox.recv() {
+                    for mountpoint in mountpoints {
+                        let result = stat(&mountpoint);
+                        if replies.send((mountpoint, result)).is_err() {
+                            return;
+                        }
+                    }
+                }
+            })?;
+        Ok(requests)
+    }
+}
+
 /// Appends space and inodes of every reported mount; returns the problems
-/// (malformed lines, mounts that vanished or cannot be queried).
-pub(super) fn sample(text: &str, settings: &FilesystemsConfig, out: &mut Samples) -> Vec<String> {
+/// (malformed lines, mounts that vanished, hang or cannot be queried).
+pub(super) fn sample(
+    text: &str,
+    settings: &FilesystemsConfig,
+    statfs: &mut Statfs,
+    out: &mut Samples,
+) -> Vec<String> {
     let (mounts, parse_problems) = mounts(text, settings);
     let mut problems: Vec<String> = parse_problems
         .into_iter()
         .map(|e| format!("/proc/self/mountinfo: {e}"))
         .collect();
+    let points: Vec<String> = mounts.iter().map(|m| m.mountpoint.clone()).collect();
+    let (mut figures, stat_problems) = statfs.query(&points);
+    problems.extend(stat_problems);
     for mount in mounts {
-        let stat = match nix::sys::statvfs::statvfs(mount.mountpoint.as_str()) {
-            Ok(stat) => stat,
-            Err(e) => {
-                problems.push(format!("statvfs {}: {e}", mount.mountpoint));
-                continue;
-            }
+        let Some(f) = figures.remove(&mount.mountpoint) else {
+            continue;
         };
-        let block = stat.fragment_size();
         let labels = vec![
             ("mountpoint", mount.mountpoint),
             ("device", mount.device),
             ("fstype", mount.fstype),
         ];
-        let figures = [
-            ("host_filesystem_size_bytes", stat.blocks() * block),
-            ("host_filesystem_free_bytes", stat.blocks_free() * block),
-            (
-                "host_filesystem_available_bytes",
-                stat.blocks_available() * block,
-            ),
-            ("host_filesystem_inodes", stat.files()),
-            ("host_filesystem_inodes_free", stat.files_free()),
+        let values = [
+            ("host_filesystem_size_bytes", f.size),
+            ("host_filesystem_free_bytes", f.free),
+            ("host_filesystem_available_bytes", f.available),
+            ("host_filesystem_inodes", f.inodes),
+            ("host_filesystem_inodes_free", f.inodes_free),
         ];
-        for (metric, value) in figures {
+        for (metric, value) in values {
             out.push_labeled(metric, labels.clone(), value as f64);
         }
     }
@@ -169,7 +320,7 @@ this line is not a mount
     fn a_vanished_mount_is_counted_and_the_others_reported() {
         let text = "27 1 254:0 / / rw - ext4 /dev/vda rw\n41 27 8:2 / /no/such/mount/point rw - ext4 /dev/sdc1 rw\n";
         let mut out = Samples::default();
-        let problems = sample(text, &settings(), &mut out);
+        let problems = sample(text, &settings(), &mut Statfs::new(), &mut out);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].contains("/no/such/mount/point"));
         let root = [
@@ -183,6 +334,52 @@ this line is not a mount
         assert!(size > 0.0 && free <= size && available <= free);
         assert!(out.get("host_filesystem_inodes", &root).is_some());
         assert_eq!(out.0.len(), 5);
+    }
+
+    /// Hangs on "/hang" while set, as statvfs on a dead NFS server does.
+    static HANG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+    fn fake_stat(mountpoint: &str) -> Result<FsFigures, String> {
+        while mountpoint == "/hang" && HANG.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        match mountpoint {
+            "/gone" => Err("ENOENT: No such file or directory".into()),
+            _ => Ok(FsFigures {
+                size: 100,
+                free: 50,
+                available: 40,
+                inodes: 10,
+                inodes_free: 5,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_hanging_mount_is_skipped_until_it_answers() {
+        let mut statfs = Statfs::with(fake_stat, Duration::from_millis(100));
+        let points = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let all = points(&["/a", "/gone", "/hang", "/b"]);
+        let (figures, problems) = statfs.query(&all);
+        assert_eq!(figures.keys().collect::<Vec<_>>(), ["/a"]);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[1].contains("/hang") && problems[1].contains("no answer"));
+        // Next tick: the hung mount is skipped, a new helper answers the rest.
+        let (figures, problems) = statfs.query(&all);
+        let mut answered: Vec<_> = figures.keys().cloned().collect();
+        answered.sort();
+        assert_eq!(answered, ["/a", "/b"]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        // Once it answers, it is queried again.
+        HANG.store(false, std::sync::atomic::Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (figures, _) = statfs.query(&all);
+            if figures.contains_key("/hang") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the mount never came back");
+        }
     }
 
     #[test]

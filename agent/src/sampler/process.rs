@@ -6,12 +6,14 @@
 //! for the processes that are shown or matched by a pattern, once per
 //! process lifetime (cached by pid and start time).
 
-use super::{Kernel, ParseError, ProcFs, Samples};
+use super::{Kernel, ParseError, ProcFs, Samples, read_all};
 use crate::config::ProcessesConfig;
 use hostwatch_proto::v1::ProcessInfo;
 use std::collections::HashMap;
+use std::fs::File;
 use std::io;
-use std::path::PathBuf;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The fields of `/proc/<pid>/stat` the agent uses.
@@ -148,6 +150,12 @@ struct Proc {
 pub(super) struct State {
     /// pid -> (start, ticks) at the previous tick.
     prev: HashMap<u32, (u64, u64)>,
+    /// `/proc/<pid>/stat` files kept open between ticks and read again
+    /// with `pread`: an open, a close and a path lookup fewer per process
+    /// and tick. Bounded, to leave file descriptors for everything else.
+    stat_files: HashMap<u32, File>,
+    max_open: usize,
+    buf: Vec<u8>,
     prev_time: Option<Instant>,
     procs: Vec<Proc>,
     commands: HashMap<u32, (u64, String)>,
@@ -159,6 +167,9 @@ impl State {
     pub(super) fn new(passwd: PathBuf) -> Self {
         State {
             prev: HashMap::new(),
+            stat_files: HashMap::new(),
+            max_open: max_open_files(),
+            buf: Vec::new(),
             prev_time: None,
             procs: Vec::new(),
             commands: HashMap::new(),
@@ -205,7 +216,14 @@ impl State {
             else {
                 continue;
             };
-            let stat = match fs.read_bytes(format!("{pid}/stat")) {
+            let read = read_stat(
+                &mut self.stat_files,
+                &fs.root,
+                pid,
+                &mut self.buf,
+                self.max_open,
+            );
+            let stat = match read {
                 Ok(bytes) => match parse_stat(bytes) {
                     Ok(stat) => stat,
                     Err(e) => {
@@ -239,6 +257,8 @@ impl State {
         }
         self.prev = next;
         self.prev_time = Some(now);
+        let prev = &self.prev;
+        self.stat_files.retain(|pid, _| prev.contains_key(pid));
         // Forget cached details of processes that are gone (or whose pid was reused).
         let prev = &self.prev;
         let alive = |pid: &u32, (start, _): &mut (u64, String)| {
@@ -350,6 +370,57 @@ impl State {
     }
 }
 
+/// At most this many `stat` files stay open: half the descriptor limit, so
+/// the agent's own sockets and files always have room.
+fn max_open_files() -> usize {
+    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft)
+        .unwrap_or(1024);
+    usize::try_from(soft / 2).unwrap_or(usize::MAX).min(4096)
+}
+
+/// `/proc/<pid>/stat`, through the file kept open for `pid` if there is
+/// one (a stale one, its pid reused, fails and is replaced).
+fn read_stat<'a>(
+    files: &mut HashMap<u32, File>,
+    root: &Path,
+    pid: u32,
+    buf: &'a mut Vec<u8>,
+    max_open: usize,
+) -> io::Result<&'a [u8]> {
+    if let Some(file) = files.get(&pid) {
+        match pread_whole(file, buf) {
+            Ok(()) => return Ok(buf),
+            Err(_) => {
+                files.remove(&pid);
+            }
+        }
+    }
+    let mut file = File::open(root.join(pid.to_string()).join("stat"))?;
+    read_all(&mut file, buf)?;
+    if files.len() < max_open {
+        files.insert(pid, file);
+    }
+    Ok(buf)
+}
+
+/// Reads a kept-open stat file from its start. The kernel produces the
+/// one-line record whole on a read: a read shorter than the buffer is all
+/// of it, so one system call per process and tick.
+fn pread_whole(file: &File, buf: &mut Vec<u8>) -> io::Result<()> {
+    const CHUNK: usize = 1024;
+    buf.clear();
+    loop {
+        let len = buf.len();
+        buf.resize(len + CHUNK, 0);
+        let n = file.read_at(&mut buf[len..], len as u64)?;
+        buf.truncate(len + n);
+        if n < CHUNK {
+            return Ok(());
+        }
+    }
+}
+
 /// The command line of `p`, read once per process lifetime.
 fn cached_command<'a>(
     commands: &'a mut HashMap<u32, (u64, String)>,
@@ -436,14 +507,20 @@ mod tests {
         assert_eq!(users[&1000], "alice");
     }
 
-    /// A /proc tree with the given (pid, name, ticks, start, rss pages, cmdline).
+    /// A /proc tree with the given (pid, name, ticks, start, rss pages,
+    /// cmdline). Files are rewritten in place, as /proc shows new figures
+    /// through a file kept open.
     fn tree(dir: &std::path::Path, procs: &[(u32, &str, u64, u64, u64, &str)]) {
         for entry in std::fs::read_dir(dir).unwrap() {
-            std::fs::remove_dir_all(entry.unwrap().path()).unwrap();
+            let path = entry.unwrap().path();
+            let pid: u32 = path.file_name().unwrap().to_str().unwrap().parse().unwrap();
+            if !procs.iter().any(|p| p.0 == pid) {
+                std::fs::remove_dir_all(path).unwrap();
+            }
         }
         for (pid, name, ticks, start, rss, cmdline) in procs {
             let d = dir.join(pid.to_string());
-            std::fs::create_dir(&d).unwrap();
+            std::fs::create_dir_all(&d).unwrap();
             std::fs::write(
                 d.join("stat"),
                 format!("{pid} ({name}) S 1 1 1 0 -1 0 0 0 0 0 {ticks} 0 0 0 20 0 1 0 {start} 0 {rss} 0\n"),

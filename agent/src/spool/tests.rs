@@ -79,6 +79,25 @@ fn numbers_persist_across_reopen_and_acked_segments_go() {
 }
 
 #[test]
+fn inspection_reads_without_changing() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path(), 64 << 10);
+    for i in 0..3 {
+        spool.push(batch(i, 2));
+    }
+    let before = segment_files(dir.path());
+    let inspection = inspect(dir.path()).unwrap();
+    assert_eq!(inspection.spool_id, Some(spool.spool_id()));
+    assert_eq!(
+        inspection.batches.iter().map(|b| b.seq).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert_eq!(inspection.damaged, 0);
+    assert_eq!(segment_files(dir.path()), before);
+    assert!(inspect(&dir.path().join("none")).is_err());
+}
+
+#[test]
 fn full_acknowledged_segments_are_replaced_and_deleted() {
     let dir = tempfile::tempdir().unwrap();
     // 64 KiB bound: 4 KiB segments.

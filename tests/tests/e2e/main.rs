@@ -5,4 +5,5 @@
 
 mod alerts;
 mod auth;
+mod durability;
 mod ingest;

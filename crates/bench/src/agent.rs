@@ -1,0 +1,498 @@
+//! `hostwatch-bench agent`: runs the real `hostwatch-agent` binary at a 1 s
+//! interval against a collector in this process, and, when Debian's
+//! `prometheus-node-exporter` is installed (`crates/bench/install-deps.sh`),
+//! a node_exporter on loopback scraped once per interval in the same run.
+//!
+//! Every interval, half-way between two agent samples, it reads both
+//! processes' CPU time (schedstat, nanoseconds) and memory, then scrapes
+//! node_exporter once, so each window holds exactly one agent sample and
+//! one scrape. It prints medians of CPU per sample / per scrape, steady and
+//! peak memory, their ratios, and how far the two agree on memory
+//! available, filesystem free bytes, load and boot time.
+
+use crate::measure::{Probe, median};
+use anyhow::{Context, bail};
+use hostwatch_pki::transport::{ClientTarget, connect};
+use hostwatch_pki::{Ca, Identity, IssueOptions, Role, TlsFiles, cert_stem};
+use hostwatch_proto::v1::LatestRequest;
+use hostwatch_proto::v1::query_client::QueryClient;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::time::Instant;
+
+const HOST: &str = "bench-agent";
+/// The issue's targets: CPU per sample at most half of node_exporter's per
+/// scrape; steady resident memory at most 8 MiB.
+const TARGET_CPU_RATIO: f64 = 0.5;
+const TARGET_RSS_BYTES: f64 = 8.0 * 1024.0 * 1024.0;
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// Measured time, after the warm-up.
+    #[arg(long, default_value = "60")]
+    duration_secs: u64,
+    /// Time before measuring: connection, first samples, caches.
+    #[arg(long, default_value = "10")]
+    warmup_secs: u64,
+    /// The agent's sampling interval, and the scrape interval.
+    #[arg(long, default_value = "1000")]
+    interval_ms: u64,
+    /// The agent binary; default: `hostwatch-agent` next to this program
+    /// (`cargo build --release -p hostwatch-agent -p hostwatch-bench`).
+    #[arg(long)]
+    agent_bin: Option<PathBuf>,
+    /// node_exporter; skipped when absent.
+    #[arg(long, default_value = "/usr/bin/prometheus-node-exporter")]
+    node_exporter: PathBuf,
+    /// Watched processes for the agent to report (names), as an operator
+    /// would configure them.
+    #[arg(long, default_value = "sshd,cron")]
+    watch: String,
+}
+
+/// Kills a child process when dropped, so an error leaves nothing behind.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
+    if args.duration_secs == 0 || args.interval_ms == 0 {
+        bail!("--duration-secs and --interval-ms must be greater than zero");
+    }
+    let agent_bin = match &args.agent_bin {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("no directory for this program")?
+            .join("hostwatch-agent"),
+    };
+    if !agent_bin.exists() {
+        bail!(
+            "{} not found: build it first (cargo build --release -p hostwatch-agent -p hostwatch-bench) or pass --agent-bin",
+            agent_bin.display()
+        );
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(bench(args, agent_bin))
+}
+
+fn issue(ca: &Ca, dir: &Path, role: Role, name: &str) -> anyhow::Result<TlsFiles> {
+    let identity = Identity::new(role, name)?;
+    let mut options = IssueOptions::valid_for_days(1);
+    if role == Role::Collector {
+        options = options.with_local_names(None);
+    }
+    let (cert, key) = ca
+        .issue(&identity, &options)?
+        .write(dir, &cert_stem(&identity))?;
+    Ok(TlsFiles {
+        ca: dir.join("ca.pem"),
+        cert,
+        key,
+    })
+}
+
+async fn bench(args: Args, agent_bin: PathBuf) -> anyhow::Result<()> {
+    let interval = Duration::from_millis(args.interval_ms);
+    let dir = tempfile::tempdir()?;
+    let pki = dir.path().join("pki");
+    std::fs::create_dir(&pki)?;
+    let ca = Ca::generate("bench CA", 1)?;
+    ca.write(&pki)?;
+    let collector_tls = issue(&ca, &pki, Role::Collector, "bench")?;
+    let agent_tls = issue(&ca, &pki, Role::Agent, HOST)?;
+    let operator_tls = issue(&ca, &pki, Role::Operator, "bench")?;
+
+    // The collector, in this process.
+    let collector_toml = dir.path().join("collector.toml");
+    std::fs::write(
+        &collector_toml,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+            dir.path().join("data"),
+            collector_tls.ca,
+            collector_tls.cert,
+            collector_tls.key
+        ),
+    )?;
+    let config = hostwatch_collector::CollectorConfig::load(&collector_toml)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let collector_addr = listener.local_addr()?;
+    let (stop_collector, stopped) = tokio::sync::oneshot::channel::<()>();
+    let collector = tokio::spawn(hostwatch_collector::serve(config, listener, async move {
+        let _ = stopped.await;
+    }));
+
+    // The agent, as operators run it.
+    let watch: Vec<String> = args
+        .watch
+        .split(',')
+        .filter(|n| !n.is_empty())
+        .map(|n| format!("{{ name = {n:?} }}"))
+        .collect();
+    let agent_toml = dir.path().join("agent.toml");
+    std::fs::write(
+        &agent_toml,
+        format!(
+            "collector = \"{collector_addr}\"\nserver_name = \"localhost\"\ninterval = \"{}ms\"\nstate_dir = {:?}\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n[processes]\nwatch = [{}]\n",
+            args.interval_ms,
+            dir.path().join("agent-state"),
+            agent_tls.ca,
+            agent_tls.cert,
+            agent_tls.key,
+            watch.join(", ")
+        ),
+    )?;
+    let agent = Reaped(
+        Command::new(&agent_bin)
+            .arg("--config")
+            .arg(&agent_toml)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", agent_bin.display()))?,
+    );
+    let agent_probe = Probe::new(agent.0.id());
+
+    let node = if args.node_exporter.exists() {
+        let port = free_port()?;
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let child = Command::new(&args.node_exporter)
+            .arg(format!("--web.listen-address={addr}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", args.node_exporter.display()))?;
+        Some((Reaped(child), addr))
+    } else {
+        println!(
+            "node_exporter=absent ({}; crates/bench/install-deps.sh installs it)",
+            args.node_exporter.display()
+        );
+        None
+    };
+
+    let channel = connect(&ClientTarget {
+        address: collector_addr.to_string(),
+        server_name: Some("localhost".to_owned()),
+        tls: operator_tls,
+        connect_timeout: Duration::from_secs(5),
+    })
+    .await?
+    .0;
+    let mut query = QueryClient::new(channel);
+
+    // Wait for the agent's first samples, and node_exporter's first answer.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let uptime_at = loop {
+        if let Some(t) = latest(&mut query)
+            .await?
+            .get(&key("host_uptime_seconds", None))
+            .map(|v| v.0)
+        {
+            break t;
+        }
+        if Instant::now() > deadline {
+            bail!("no samples from the agent within 30s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    if let Some((_, addr)) = &node {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while scrape(*addr).is_err() {
+            if Instant::now() > deadline {
+                bail!("node_exporter does not answer on {addr}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(args.warmup_secs)).await;
+
+    // Measure half-way between two agent samples: each window then holds
+    // exactly one sample (and one scrape, made right after each reading).
+    let period = args.interval_ms as i64;
+    let phase = (uptime_at + period / 2).rem_euclid(period);
+    let wait = (phase - now_ms().rem_euclid(period)).rem_euclid(period);
+    tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+    let start = Instant::now();
+    let node_probe = node.as_ref().map(|(child, _)| Probe::new(child.0.id()));
+    let steps = args.duration_secs * 1000 / args.interval_ms;
+    let mut agent_cpu = Vec::new();
+    let mut agent_rss = Vec::new();
+    let mut node_cpu = Vec::new();
+    let mut node_rss = Vec::new();
+    let mut accuracy: HashMap<&str, Vec<f64>> = HashMap::new();
+    let mut node_series = 0;
+    let mut previous: Option<(u64, Option<u64>)> = None;
+    for step in 0..=steps {
+        tokio::time::sleep_until(start + interval * step as u32).await;
+        let agent_ns = agent_probe.cpu_ns()?;
+        agent_rss.push(agent_probe.rss_bytes()?.0 as f64);
+        let node_ns = match &node_probe {
+            Some(p) => {
+                node_rss.push(p.rss_bytes()?.0 as f64);
+                Some(p.cpu_ns()?)
+            }
+            None => None,
+        };
+        if let Some((agent_before, node_before)) = previous {
+            agent_cpu.push((agent_ns - agent_before) as f64 / 1e6);
+            if let (Some(now), Some(before)) = (node_ns, node_before) {
+                node_cpu.push((now - before) as f64 / 1e6);
+            }
+        }
+        previous = Some((agent_ns, node_ns));
+        if step == steps {
+            break;
+        }
+        if let Some((_, addr)) = &node {
+            let text = scrape(*addr)?;
+            node_series = text
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.is_empty())
+                .count();
+            let ours = latest(&mut query).await?;
+            compare(&text, &ours, &mut accuracy);
+        }
+    }
+    let (_, agent_peak) = agent_probe.rss_bytes()?;
+    let node_peak = match &node_probe {
+        Some(p) => Some(p.rss_bytes()?.1),
+        None => None,
+    };
+    let agent_series = latest_values(&mut query).await?.len();
+    let stored = agent_cpu.len();
+
+    let mib = |b: f64| b / (1024.0 * 1024.0);
+    let agent_cpu_median = median(&agent_cpu).unwrap_or(f64::NAN);
+    let agent_rss_median = median(&agent_rss).unwrap_or(f64::NAN);
+    println!("agent_binary={}", agent_bin.display());
+    println!("interval_ms={}", args.interval_ms);
+    println!("duration_seconds={}", args.duration_secs);
+    println!("agent_windows={stored}");
+    println!("agent_series={agent_series}");
+    println!("agent_cpu_per_sample_ms_median={agent_cpu_median:.3}");
+    println!(
+        "agent_cpu_per_sample_ms_mean={:.3}",
+        agent_cpu.iter().sum::<f64>() / stored.max(1) as f64
+    );
+    println!("agent_rss_steady_mib_median={:.2}", mib(agent_rss_median));
+    println!("agent_rss_peak_mib={:.2}", mib(agent_peak as f64));
+    if let (Some(node_peak), false) = (node_peak, node_cpu.is_empty()) {
+        let node_cpu_median = median(&node_cpu).unwrap_or(f64::NAN);
+        let node_rss_median = median(&node_rss).unwrap_or(f64::NAN);
+        println!("node_exporter_series={node_series}");
+        println!("node_exporter_cpu_per_scrape_ms_median={node_cpu_median:.3}");
+        println!(
+            "node_exporter_cpu_per_scrape_ms_mean={:.3}",
+            node_cpu.iter().sum::<f64>() / node_cpu.len() as f64
+        );
+        println!(
+            "node_exporter_rss_steady_mib_median={:.2}",
+            mib(node_rss_median)
+        );
+        println!("node_exporter_rss_peak_mib={:.2}", mib(node_peak as f64));
+        let cpu_ratio = agent_cpu_median / node_cpu_median;
+        println!("ratio_cpu_agent_to_node_exporter={cpu_ratio:.3}");
+        println!(
+            "ratio_rss_agent_to_node_exporter={:.3}",
+            agent_rss_median / node_rss_median
+        );
+        println!(
+            "target_cpu_at_most_half_met={}",
+            cpu_ratio <= TARGET_CPU_RATIO
+        );
+        let mut names: Vec<_> = accuracy.keys().copied().collect();
+        names.sort();
+        for name in names {
+            let diffs = &accuracy[name];
+            let m = median(diffs).unwrap_or(f64::NAN);
+            println!("accuracy_{name}_relative_difference_median={m:.6}");
+            println!("accuracy_{name}_within_1pct={}", m <= 0.01);
+        }
+    }
+    println!(
+        "target_rss_at_most_8mib_met={}",
+        agent_rss_median <= TARGET_RSS_BYTES
+    );
+
+    drop(agent);
+    drop(node);
+    let _ = stop_collector.send(());
+    collector.await??;
+    Ok(())
+}
+
+/// A series key: metric, and the mount point for file systems.
+fn key(metric: &str, mountpoint: Option<&str>) -> String {
+    match mountpoint {
+        Some(m) => format!("{metric}{{mountpoint={m}}}"),
+        None => metric.to_owned(),
+    }
+}
+
+/// The agent's latest values, by [`key`] (one per metric, and per mount
+/// point for file systems), with their timestamps.
+async fn latest(
+    query: &mut QueryClient<tonic::transport::Channel>,
+) -> anyhow::Result<HashMap<String, (i64, f64)>> {
+    Ok(latest_values(query)
+        .await?
+        .into_iter()
+        .map(|v| {
+            let mountpoint = v
+                .labels
+                .iter()
+                .find(|l| l.name == "mountpoint")
+                .map(|l| l.value.as_str());
+            (key(&v.metric, mountpoint), (v.timestamp_ms, v.value))
+        })
+        .collect())
+}
+
+async fn latest_values(
+    query: &mut QueryClient<tonic::transport::Channel>,
+) -> anyhow::Result<Vec<hostwatch_proto::v1::SeriesValue>> {
+    Ok(query
+        .latest(LatestRequest {
+            host_id: HOST.to_owned(),
+        })
+        .await?
+        .into_inner()
+        .values)
+}
+
+/// Relative differences between node_exporter's figures and the agent's.
+fn compare(text: &str, ours: &HashMap<String, (i64, f64)>, out: &mut HashMap<&str, Vec<f64>>) {
+    let pairs: [(&str, &str, Option<&str>, &str); 6] = [
+        (
+            "memory_available",
+            "node_memory_MemAvailable_bytes",
+            None,
+            "host_memory_available_bytes",
+        ),
+        (
+            "filesystem_root_free",
+            "node_filesystem_free_bytes",
+            Some("/"),
+            "host_filesystem_free_bytes",
+        ),
+        ("load1", "node_load1", None, "host_load1"),
+        ("load5", "node_load5", None, "host_load5"),
+        ("load15", "node_load15", None, "host_load15"),
+        (
+            "boot_time",
+            "node_boot_time_seconds",
+            None,
+            "host_boot_time_seconds",
+        ),
+    ];
+    for (name, node_metric, mountpoint, our_metric) in pairs {
+        let theirs = prometheus_value(text, node_metric, mountpoint);
+        let mine = ours.get(&key(our_metric, mountpoint)).map(|v| v.1);
+        if let (Some(theirs), Some(mine)) = (theirs, mine) {
+            let scale = theirs.abs().max(mine.abs());
+            let diff = if scale == 0.0 {
+                0.0
+            } else {
+                (theirs - mine).abs() / scale
+            };
+            out.entry(name).or_default().push(diff);
+        }
+    }
+}
+
+/// The value of `metric` (with `mountpoint="..."` if given) in a
+/// Prometheus text exposition.
+fn prometheus_value(text: &str, metric: &str, mountpoint: Option<&str>) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(metric)?;
+        let (labels, value) = match rest.strip_prefix('{') {
+            Some(r) => r.split_once('}')?,
+            None if rest.starts_with(' ') => ("", rest),
+            None => return None,
+        };
+        if let Some(m) = mountpoint
+            && !labels.contains(&format!("mountpoint=\"{m}\""))
+        {
+            return None;
+        }
+        value.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// One GET /metrics over plain HTTP/1.0; the body.
+fn scrape(addr: SocketAddr) -> anyhow::Result<String> {
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("no HTTP header from node_exporter")?;
+    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+        bail!(
+            "node_exporter answered {}",
+            head.lines().next().unwrap_or_default()
+        );
+    }
+    Ok(body.to_owned())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "# HELP node_load1 1m load average.\n# TYPE node_load1 gauge\nnode_load1 0.52\nnode_load15 0.3\nnode_filesystem_free_bytes{device=\"/dev/vda\",fstype=\"ext4\",mountpoint=\"/boot\"} 5\nnode_filesystem_free_bytes{device=\"/dev/vda\",fstype=\"ext4\",mountpoint=\"/\"} 1.5e+10\n";
+
+    #[test]
+    fn reads_prometheus_text() {
+        assert_eq!(prometheus_value(TEXT, "node_load1", None), Some(0.52));
+        assert_eq!(prometheus_value(TEXT, "node_load15", None), Some(0.3));
+        assert_eq!(prometheus_value(TEXT, "node_load5", None), None);
+        assert_eq!(
+            prometheus_value(TEXT, "node_filesystem_free_bytes", Some("/")),
+            Some(1.5e10)
+        );
+    }
+
+    #[test]
+    fn compares_relative_differences() {
+        let mut ours = HashMap::new();
+        ours.insert("host_load1".to_owned(), (0, 0.52));
+        ours.insert(
+            "host_filesystem_free_bytes{mountpoint=/}".to_owned(),
+            (0, 1.515e10),
+        );
+        let mut out = HashMap::new();
+        compare(TEXT, &ours, &mut out);
+        assert_eq!(out["load1"], [0.0]);
+        assert!((out["filesystem_root_free"][0] - 0.15 / 15.15).abs() < 1e-9);
+        assert!(!out.contains_key("memory_available"));
+    }
+}

@@ -1,0 +1,94 @@
+//! Measurement of another process from /proc, and statistics.
+
+use std::path::PathBuf;
+
+/// A running process observed from outside.
+pub(crate) struct Probe {
+    pid: u32,
+}
+
+impl Probe {
+    pub(crate) fn new(pid: u32) -> Self {
+        Probe { pid }
+    }
+
+    fn dir(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}", self.pid))
+    }
+
+    /// CPU time of all its threads so far, in nanoseconds (the first field
+    /// of each thread's schedstat: time on CPU, at nanosecond resolution).
+    pub(crate) fn cpu_ns(&self) -> anyhow::Result<u64> {
+        let mut total = 0;
+        for task in std::fs::read_dir(self.dir().join("task"))? {
+            let path = task?.path().join("schedstat");
+            // A thread may exit between listing and reading.
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let ns: u64 = text
+                .split_whitespace()
+                .next()
+                .and_then(|f| f.parse().ok())
+                .ok_or_else(|| anyhow::anyhow!("{}: unexpected {text:?}", path.display()))?;
+            total += ns;
+        }
+        Ok(total)
+    }
+
+    /// (resident, peak resident) bytes, from VmRSS and VmHWM.
+    pub(crate) fn rss_bytes(&self) -> anyhow::Result<(u64, u64)> {
+        let status = std::fs::read_to_string(self.dir().join("status"))?;
+        let field = |name: &str| -> anyhow::Result<u64> {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|kb| kb.parse::<u64>().ok())
+                .map(|kb| kb * 1024)
+                .ok_or_else(|| anyhow::anyhow!("no {name} in /proc/{}/status", self.pid))
+        };
+        Ok((field("VmRSS:")?, field("VmHWM:")?))
+    }
+}
+
+/// The median of `values` (mean of the middle two for an even count).
+pub(crate) fn median(values: &[f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    Some(if sorted.len().is_multiple_of(2) {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    } else {
+        sorted[mid]
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
+
+    #[test]
+    fn probes_this_process() {
+        let probe = Probe::new(std::process::id());
+        let before = probe.cpu_ns().unwrap();
+        let mut x = 0u64;
+        for i in 0..2_000_000u64 {
+            x = x.wrapping_add(i * i);
+        }
+        std::hint::black_box(x);
+        assert!(probe.cpu_ns().unwrap() > before);
+        let (rss, peak) = probe.rss_bytes().unwrap();
+        assert!(rss > 0 && peak >= rss);
+    }
+}
