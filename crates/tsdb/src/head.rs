@@ -107,11 +107,11 @@ impl OpenWindow {
 #[derive(Debug)]
 pub(crate) struct SeriesHead {
     pub(crate) key: Arc<SeriesKey>,
-    /// The newest sample, once known: from appends, replay or the newest
-    /// sealed chunk (read on first use after a restart).
+    /// The newest sample: from appends, replay, or the series' `L` record
+    /// (the newest sealed sample, loaded at open).
     pub(crate) last: Option<Point>,
-    /// Whether `last` accounts for sealed chunks too.
-    pub(crate) last_loaded: bool,
+    /// Time of the sample in the series' `L` record, `i64::MIN` if none.
+    pub(crate) persisted_last_t: i64,
     /// Open windows, sorted by start.
     pub(crate) windows: Vec<OpenWindow>,
     /// Wall-clock time of the last sample inserted.
@@ -119,11 +119,11 @@ pub(crate) struct SeriesHead {
 }
 
 impl SeriesHead {
-    pub(crate) fn new(key: Arc<SeriesKey>, known_empty: bool) -> Self {
+    pub(crate) fn new(key: Arc<SeriesKey>) -> Self {
         SeriesHead {
             key,
             last: None,
-            last_loaded: known_empty,
+            persisted_last_t: i64::MIN,
             windows: Vec::new(),
             touched_ms: i64::MIN,
         }
@@ -295,7 +295,7 @@ impl HostState {
     }
 
     /// Adds a series to the host.
-    pub(crate) fn add(&mut self, id: u64, key: Arc<SeriesKey>, known_empty: bool) {
+    pub(crate) fn add(&mut self, id: u64, key: Arc<SeriesKey>) {
         let own: Vec<Label> = key
             .labels
             .iter()
@@ -313,7 +313,7 @@ impl HostState {
             }
             Some(Ids::Many(ids)) => ids.push(id),
         }
-        self.series.insert(id, SeriesHead::new(key, known_empty));
+        self.series.insert(id, SeriesHead::new(key));
     }
 
     /// Lowest commit group any open window of this host holds, if any.
@@ -375,7 +375,7 @@ mod tests {
     #[test]
     fn windows_merge_late_samples_and_refuse_duplicates() {
         let key = Arc::new(SeriesKey::for_host("h", "m", &[]).unwrap());
-        let mut s = SeriesHead::new(key, true);
+        let mut s = SeriesHead::new(key);
         s.open_window(0, vec![], 0, 1);
         let p = |t_ms, value| Point { t_ms, value };
         assert_eq!(s.insert(0, p(20, 2.0), 1, 0), Inserted::Stored);
@@ -395,7 +395,7 @@ mod tests {
         let mut h = HostState::default();
         let labels = vec![Label::new("b", "2"), Label::new("a", "1")];
         let key = SeriesKey::for_host("h", "m", &labels).unwrap();
-        h.add(7, Arc::new(key), true);
+        h.add(7, Arc::new(key));
         let swapped = vec![Label::new("a", "1"), Label::new("b", "2")];
         assert_eq!(h.find(series_hash("m", &swapped), "m", &swapped), Some(7));
         let other = vec![Label::new("a", "1"), Label::new("b", "3")];

@@ -5,6 +5,7 @@
 //! - `W` + group + piece: WAL frames of one commit group (see `wal`);
 //! - `Q` + host + NUL + source: highest batch sequence stored (u64 BE);
 //! - `M` + name: store metadata (the next commit group);
+//! - `L` + series id: the series' newest sealed sample (time, value bits);
 //! - `C` + tier + series id + start: a chunk (tier 0 raw samples of one
 //!   window, tier 1 the window's 1 min aggregates, tier 2 a day of 1 h
 //!   aggregates);
@@ -17,6 +18,7 @@ pub(crate) const SERIES: u8 = b'S';
 pub(crate) const WAL: u8 = b'W';
 pub(crate) const SEQUENCE: u8 = b'Q';
 pub(crate) const META: u8 = b'M';
+pub(crate) const LAST: u8 = b'L';
 pub(crate) const CHUNK: u8 = b'C';
 pub(crate) const SNAPSHOTS: u8 = b'P';
 
@@ -44,6 +46,30 @@ pub(crate) fn series(id: u64) -> [u8; 9] {
     key[0] = SERIES;
     key[1..].copy_from_slice(&id.to_be_bytes());
     key
+}
+
+pub(crate) fn last(id: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = LAST;
+    key[1..].copy_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// A series' newest sealed sample as an `L` value.
+pub(crate) fn encode_last(p: crate::model::Point) -> [u8; 16] {
+    let mut value = [0u8; 16];
+    value[..8].copy_from_slice(&p.t_ms.to_be_bytes());
+    value[8..].copy_from_slice(&p.value.to_bits().to_be_bytes());
+    value
+}
+
+pub(crate) fn decode_last(value: &[u8]) -> Option<crate::model::Point> {
+    let t = value.get(..8)?.try_into().ok().map(i64::from_be_bytes)?;
+    let v = value.get(8..16)?.try_into().ok().map(u64::from_be_bytes)?;
+    (value.len() == 16).then_some(crate::model::Point {
+        t_ms: t,
+        value: f64::from_bits(v),
+    })
 }
 
 pub(crate) fn wal(group: u64, piece: u32) -> [u8; 13] {

@@ -123,14 +123,18 @@ impl Inner {
         for (id, series) in host.series.iter_mut() {
             let (newest, touched) = (series.max_t(), series.touched_ms);
             let mut sealed_any = false;
+            let mut sealed_last: Option<crate::model::Point> = None;
             for w in &series.windows {
                 if w.max_lsn > durable || !due(w.start, newest, touched) {
                     continue;
                 }
                 sealed_any = true;
                 let points = w.points();
-                if points.is_empty() {
+                let Some(&last) = points.last() else {
                     continue;
+                };
+                if sealed_last.is_none_or(|p| last.t_ms > p.t_ms) {
+                    sealed_last = Some(last);
                 }
                 let raw = chunk::encode_raw(&points, w.max_lsn);
                 let minutes = chunk::encode_rows(&chunk::rows(&points, MINUTE_MS), w.max_lsn);
@@ -142,6 +146,12 @@ impl Inner {
                     .or_default()
                     .extend(chunk::rows(&points, HOUR_MS));
                 report.sealed_chunks += 1;
+            }
+            if let Some(last) = sealed_last
+                && last.t_ms > series.persisted_last_t
+            {
+                batch.insert(&keys::last(*id)[..], &keys::encode_last(last)[..]);
+                series.persisted_last_t = last.t_ms;
             }
             if sealed_any {
                 series
@@ -229,11 +239,20 @@ impl Inner {
                 }
             }
         }
-        for (host, _) in self.all_hosts()? {
-            let range = keys::snapshots(&host, i64::MIN)..keys::snapshots(&host, before);
+        for (name, host) in self.all_hosts()? {
+            let range = keys::snapshots(&name, i64::MIN)..keys::snapshots(&name, before);
             for key in self.tree.range(range).keys() {
                 batch.remove(key?);
                 n += 1;
+            }
+            // A series whose newest sample expired has no latest value.
+            let mut host = lock(&host)?;
+            for (id, series) in host.series.iter_mut() {
+                if series.windows.is_empty() && series.last.is_some_and(|p| p.t_ms < cutoff) {
+                    series.last = None;
+                    series.persisted_last_t = i64::MIN;
+                    batch.remove(&keys::last(*id)[..]);
+                }
             }
         }
         self.tree.apply_batch(batch)?;

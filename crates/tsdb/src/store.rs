@@ -7,7 +7,7 @@
 use crate::TsdbError;
 use crate::chunk;
 use crate::commit::Committer;
-use crate::head::{HostState, Inserted, SeriesHead, series_hash};
+use crate::head::{HostState, Inserted, series_hash};
 use crate::keys;
 use crate::maintain::MaintenanceState;
 use crate::model::{
@@ -35,11 +35,12 @@ struct Worker {
     handle: JoinHandle<()>,
 }
 
-/// The series index: ids to keys, metrics to ids.
+/// The series index: ids to keys, metrics and hosts to ids.
 #[derive(Default)]
 pub(crate) struct Index {
     pub(crate) keys: HashMap<u64, Arc<SeriesKey>>,
     pub(crate) by_metric: HashMap<String, Vec<u64>>,
+    pub(crate) by_host: HashMap<String, Vec<u64>>,
     pub(crate) next_id: u64,
 }
 
@@ -47,6 +48,10 @@ impl Index {
     fn insert(&mut self, id: u64, key: Arc<SeriesKey>) {
         self.by_metric
             .entry(key.metric.clone())
+            .or_default()
+            .push(id);
+        self.by_host
+            .entry(key.host().to_owned())
             .or_default()
             .push(id);
         self.keys.insert(id, key);
@@ -111,12 +116,20 @@ pub(crate) fn bump(counter: &AtomicU64, by: u64) {
 }
 
 /// How a sample reaches the head.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
+pub(crate) enum Mode<'a> {
     Append,
     /// From the WAL at open: a sealed chunk already holding the sample's
-    /// group makes it a no-op.
-    Replay,
+    /// group makes it a no-op. Remembers the newest group of each sealed
+    /// window seen, so later samples of the window need not read it again.
+    Replay(&'a mut Sealed),
+}
+
+/// Newest commit group of sealed windows met during replay: series
+/// windows by (series id, start), snapshot windows by (host, start).
+#[derive(Default)]
+pub(crate) struct Sealed {
+    series: HashMap<(u64, i64), u64>,
+    snapshots: HashMap<(String, i64), u64>,
 }
 
 pub(crate) type HostRef = Arc<Mutex<HostState>>;
@@ -169,7 +182,21 @@ impl Store {
             hosts
                 .entry(key.host().to_owned())
                 .or_default()
-                .add(*id, key.clone(), false);
+                .add(*id, key.clone());
+        }
+        for entry in tree.scan_prefix([keys::LAST]) {
+            let (key, value) = entry?;
+            let id = key.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
+            let series = id
+                .and_then(|id| index.keys.get(&id).map(|k| (id, k)))
+                .and_then(|(id, k)| hosts.get_mut(k.host())?.series.get_mut(&id));
+            match (series, keys::decode_last(&value)) {
+                (Some(series), Some(p)) => {
+                    series.last = Some(p);
+                    series.persisted_last_t = p.t_ms;
+                }
+                _ => bump(&counters.corrupt_series, 1),
+            }
         }
         for entry in tree.scan_prefix([keys::SEQUENCE]) {
             let (key, value) = entry?;
@@ -274,10 +301,9 @@ impl Store {
         let Some(state) = self.inner.host(host)? else {
             return Ok(Vec::new());
         };
-        let mut state = lock(&state)?;
+        let state = lock(&state)?;
         let mut out = Vec::with_capacity(state.series.len());
-        for (id, series) in state.series.iter_mut() {
-            self.inner.load_last(*id, series)?;
+        for series in state.series.values() {
             if let Some(last) = series.last {
                 out.push(((*series.key).clone(), last));
             }
@@ -356,6 +382,7 @@ impl Inner {
     /// Replays the WAL into the head.
     fn replay(&self) -> Result<(), TsdbError> {
         let mut wal_bytes = 0u64;
+        let mut sealed = Sealed::default();
         for entry in self.tree.scan_prefix([keys::WAL]) {
             let (key, value) = entry?;
             wal_bytes += value.len() as u64;
@@ -373,14 +400,19 @@ impl Inner {
                 bump(&self.counters.corrupt_wal_frames, decoded.corrupt);
             }
             for record in decoded.records {
-                self.replay_record(group, record)?;
+                self.replay_record(group, record, &mut sealed)?;
             }
         }
         self.commit.wal_bytes.store(wal_bytes, Ordering::Relaxed);
         Ok(())
     }
 
-    fn replay_record(&self, group: u64, record: WalRecord) -> Result<(), TsdbError> {
+    fn replay_record(
+        &self,
+        group: u64,
+        record: WalRecord,
+        sealed: &mut Sealed,
+    ) -> Result<(), TsdbError> {
         bump(&self.counters.replayed_frames, 1);
         let state = self.host_or_create(&record.host)?;
         let mut state = lock(&state)?;
@@ -394,12 +426,19 @@ impl Inner {
                 continue;
             }
             for p in points {
-                self.insert(&mut state, id, p, group, Mode::Replay, now)?;
+                self.insert(&mut state, id, p, group, Mode::Replay(sealed), now)?;
                 bump(&self.counters.replayed_samples, 1);
             }
         }
         for snapshot in record.snapshots {
-            self.insert_snapshot(&record.host, &mut state, snapshot, group, Mode::Replay, now)?;
+            self.insert_snapshot(
+                &record.host,
+                &mut state,
+                snapshot,
+                group,
+                Mode::Replay(sealed),
+                now,
+            )?;
         }
         Ok(())
     }
@@ -412,7 +451,7 @@ impl Inner {
         id: u64,
         p: Point,
         lsn: u64,
-        mode: Mode,
+        mode: Mode<'_>,
         now: i64,
     ) -> Result<Inserted, TsdbError> {
         let start = self.options.window_of(p.t_ms);
@@ -420,10 +459,20 @@ impl Inner {
             return Ok(Inserted::Duplicate);
         };
         if series.window_mut(start).is_none() {
-            let (base_lsn, base) = self.sealed_raw(id, start)?.unwrap_or_default();
-            if mode == Mode::Replay && base_lsn >= lsn && !base.is_empty() {
-                // The sealed chunk already holds this group's samples.
+            if let Mode::Replay(sealed) = &mode
+                && sealed.series.get(&(id, start)).is_some_and(|&m| m >= lsn)
+            {
                 return Ok(Inserted::Duplicate);
+            }
+            let (base_lsn, base) = self.sealed_raw(id, start)?.unwrap_or_default();
+            if let Mode::Replay(sealed) = mode
+                && !base.is_empty()
+            {
+                sealed.series.insert((id, start), base_lsn);
+                if base_lsn >= lsn {
+                    // The sealed chunk already holds this group's samples.
+                    return Ok(Inserted::Duplicate);
+                }
             }
             series.open_window(start, base, base_lsn, lsn);
         }
@@ -436,14 +485,27 @@ impl Inner {
         state: &mut HostState,
         snapshot: ProcessSnapshot,
         lsn: u64,
-        mode: Mode,
+        mode: Mode<'_>,
         now: i64,
     ) -> Result<Inserted, TsdbError> {
         let start = self.options.window_of(snapshot.t_ms);
         if !state.snapshot_windows.iter().any(|w| w.start == start) {
-            let (base_lsn, base) = self.sealed_snapshots(host, start)?.unwrap_or_default();
-            if mode == Mode::Replay && base_lsn >= lsn && !base.is_empty() {
+            if let Mode::Replay(sealed) = &mode
+                && sealed
+                    .snapshots
+                    .get(&(host.to_owned(), start))
+                    .is_some_and(|&m| m >= lsn)
+            {
                 return Ok(Inserted::Duplicate);
+            }
+            let (base_lsn, base) = self.sealed_snapshots(host, start)?.unwrap_or_default();
+            if let Mode::Replay(sealed) = mode
+                && !base.is_empty()
+            {
+                sealed.snapshots.insert((host.to_owned(), start), base_lsn);
+                if base_lsn >= lsn {
+                    return Ok(Inserted::Duplicate);
+                }
             }
             for old in base {
                 state.insert_snapshot(start, old, lsn, now);
@@ -521,7 +583,7 @@ impl Inner {
         let oldest = now.saturating_sub(self.options.retention_ms);
         let newest = now.saturating_add(self.options.future_tolerance_ms);
         let mut defs = Vec::new();
-        let mut accepted: Vec<(u64, Vec<Point>)> = Vec::with_capacity(batch.series.len());
+        let mut accepted: Vec<(u64, Point)> = Vec::with_capacity(batch.series.len());
         for input in &batch.series {
             if input.points.is_empty() {
                 continue;
@@ -548,14 +610,12 @@ impl Inner {
             let Some(series) = host.series.get_mut(&id) else {
                 continue;
             };
-            self.load_last(id, series)?;
             // A series listed twice in one batch sees its earlier points too.
             let mut newest_seen = accepted
                 .iter()
                 .filter(|(other, _)| *other == id)
-                .flat_map(|(_, points)| points.iter().map(|p| p.t_ms))
+                .map(|(_, p)| p.t_ms)
                 .fold(series.max_t(), i64::max);
-            let mut points = Vec::with_capacity(input.points.len());
             for p in &input.points {
                 let rejected = &mut outcome.rejected;
                 let why = if !p.value.is_finite() {
@@ -574,15 +634,12 @@ impl Inner {
                     "timestamp older than the series' newest sample by more than the out-of-order tolerance"
                 } else {
                     newest_seen = newest_seen.max(p.t_ms);
-                    points.push(*p);
+                    accepted.push((id, *p));
                     continue;
                 };
                 outcome
                     .first_error
                     .get_or_insert_with(|| format!("{}: sample {p:?} rejected: {why}", series.key));
-            }
-            if !points.is_empty() {
-                accepted.push((id, points));
             }
         }
         let mut snapshots = Vec::with_capacity(batch.processes.len());
@@ -613,16 +670,14 @@ impl Inner {
             &mut frame,
         )?;
         let group = self.commit.enqueue(&frame, defs)?;
-        for (id, points) in accepted {
-            for p in points {
-                match self.insert(host, id, p, group, Mode::Append, now)? {
-                    Inserted::Stored => outcome.stored += 1,
-                    Inserted::Duplicate => {
-                        outcome.rejected.duplicate += 1;
-                        outcome.first_error.get_or_insert_with(|| {
-                            format!("duplicate sample {p:?} in series {id}")
-                        });
-                    }
+        for (id, p) in accepted {
+            match self.insert(host, id, p, group, Mode::Append, now)? {
+                Inserted::Stored => outcome.stored += 1,
+                Inserted::Duplicate => {
+                    outcome.rejected.duplicate += 1;
+                    outcome
+                        .first_error
+                        .get_or_insert_with(|| format!("duplicate sample {p:?} in series {id}"));
                 }
             }
         }
@@ -669,30 +724,8 @@ impl Inner {
         index.insert(id, key.clone());
         drop(index);
         defs.push((keys::series(id).to_vec(), key.encode()));
-        host.add(id, key, true);
+        host.add(id, key);
         Ok(Some(id))
-    }
-
-    /// Makes sure `series.last` accounts for its sealed chunks.
-    pub(crate) fn load_last(&self, id: u64, series: &mut SeriesHead) -> Result<(), TsdbError> {
-        if series.last_loaded {
-            return Ok(());
-        }
-        let prefix = keys::chunk(keys::TIER_RAW, id, 0);
-        for entry in self.tree.scan_prefix(&prefix[..10]).rev() {
-            let (key, value) = entry?;
-            let start = keys::parse_chunk(&key).map_or(0, |(_, _, s)| s);
-            if let Some((_, points)) = self.decoded(chunk::decode_raw(&value), "chunk", id, start) {
-                if let Some(p) = points.last()
-                    && series.last.is_none_or(|last| p.t_ms > last.t_ms)
-                {
-                    series.last = Some(*p);
-                }
-                break;
-            }
-        }
-        series.last_loaded = true;
-        Ok(())
     }
 
     pub(crate) fn select(
@@ -701,13 +734,24 @@ impl Inner {
         matchers: &[Matcher],
     ) -> Result<Vec<(Arc<SeriesKey>, u64)>, TsdbError> {
         let index = self.index.read().map_err(|_| poisoned())?;
-        let mut out: Vec<(Arc<SeriesKey>, u64)> = index
-            .by_metric
-            .get(metric)
+        // Candidates: the metric's series, or the host's when a matcher
+        // names the host and it has fewer.
+        let mut candidates = index.by_metric.get(metric);
+        for m in matchers {
+            if let Matcher::Equal(name, host) = m
+                && name == crate::model::HOST_LABEL
+            {
+                let of_host = index.by_host.get(host);
+                if of_host.map_or(0, Vec::len) < candidates.map_or(0, Vec::len) {
+                    candidates = of_host;
+                }
+            }
+        }
+        let mut out: Vec<(Arc<SeriesKey>, u64)> = candidates
             .into_iter()
             .flatten()
             .filter_map(|id| index.keys.get(id).map(|k| (k.clone(), *id)))
-            .filter(|(key, _)| matchers.iter().all(|m| m.matches(key)))
+            .filter(|(key, _)| key.metric == metric && matchers.iter().all(|m| m.matches(key)))
             .collect();
         drop(index);
         out.sort_by(|a, b| a.0.cmp(&b.0));

@@ -24,6 +24,14 @@ pub struct VerifyReport {
     /// Chunks of 1 min and 1 h aggregates.
     pub row_chunks: u64,
     pub snapshot_blocks: u64,
+    /// Bytes (keys and values, before sled's own overhead) of raw chunks,
+    /// of aggregate chunks, of snapshot blocks, of the WAL, and of the rest
+    /// (series definitions, sequences, metadata).
+    pub raw_bytes: u64,
+    pub row_bytes: u64,
+    pub snapshot_bytes: u64,
+    pub wal_bytes: u64,
+    pub other_bytes: u64,
     /// Damaged records found (described in `damaged`, up to a limit).
     pub damaged_total: u64,
     pub damaged: Vec<String>,
@@ -52,6 +60,14 @@ impl Store {
         let mut report = VerifyReport::default();
         for entry in inner.tree.iter() {
             let (key, value) = entry?;
+            let size = (key.len() + value.len()) as u64;
+            match (key.first(), key.get(1)) {
+                (Some(&keys::CHUNK), Some(&keys::TIER_RAW)) => report.raw_bytes += size,
+                (Some(&keys::CHUNK), _) => report.row_bytes += size,
+                (Some(&keys::SNAPSHOTS), _) => report.snapshot_bytes += size,
+                (Some(&keys::WAL), _) => report.wal_bytes += size,
+                _ => report.other_bytes += size,
+            }
             match key.first() {
                 Some(&keys::SERIES) => {
                     report.series += 1;
@@ -89,6 +105,11 @@ impl Store {
                             place.unwrap_or_else(|| hex(&key)),
                             result.err().map_or("bad key".to_owned(), |e| e.to_string())
                         )),
+                    }
+                }
+                Some(&keys::LAST) => {
+                    if key.len() != 9 || keys::decode_last(&value).is_none() {
+                        report.damage(format!("newest sample record {}", hex(&key)));
                     }
                 }
                 Some(&keys::META) => {}

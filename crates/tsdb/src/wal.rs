@@ -31,34 +31,35 @@ pub(crate) struct WalRecord {
     pub(crate) snapshots: Vec<ProcessSnapshot>,
 }
 
-/// Appends `record` as one frame to `out`.
+/// Appends one frame to `out`: the batch (host, source, seq), its accepted
+/// samples as (series id, point) with each series' points adjacent, and
+/// its process snapshots.
 pub(crate) fn encode_frame(
     host: &str,
     source: u64,
     seq: u64,
-    series: &[(u64, Vec<Point>)],
+    samples: &[(u64, Point)],
     snapshots: &[ProcessSnapshot],
     out: &mut Vec<u8>,
 ) -> Result<(), TsdbError> {
-    let mut payload = Vec::with_capacity(64 + series.len() * 12);
+    let mut payload = Vec::with_capacity(64 + samples.len() * 8);
     payload.push(RECORD_VERSION);
     put_str(&mut payload, host);
     put_uvarint(&mut payload, source);
     put_uvarint(&mut payload, seq);
-    let base_t = series
-        .iter()
-        .find_map(|(_, points)| points.first())
-        .map_or(0, |p| p.t_ms);
+    let base_t = samples.first().map_or(0, |(_, p)| p.t_ms);
     put_ivarint(&mut payload, base_t);
-    put_uvarint(&mut payload, series.len() as u64);
+    let runs = samples.chunk_by(|a, b| a.0 == b.0);
+    put_uvarint(&mut payload, runs.clone().count() as u64);
     let mut prev_id = 0u64;
-    for (id, points) in series {
+    for run in runs {
+        let id = run[0].0;
         put_ivarint(&mut payload, id.wrapping_sub(prev_id) as i64);
-        prev_id = *id;
-        put_uvarint(&mut payload, points.len() as u64);
+        prev_id = id;
+        put_uvarint(&mut payload, run.len() as u64);
         let mut prev_t = base_t;
         let mut prev_bits = 0u64;
-        for p in points {
+        for (_, p) in run {
             put_ivarint(&mut payload, p.t_ms.wrapping_sub(prev_t));
             prev_t = p.t_ms;
             let bits = p.value.to_bits();
@@ -238,7 +239,12 @@ mod tests {
     }
 
     fn encode(r: &WalRecord, out: &mut Vec<u8>) {
-        encode_frame(&r.host, r.source, r.seq, &r.series, &r.snapshots, out).unwrap();
+        let samples: Vec<(u64, Point)> = r
+            .series
+            .iter()
+            .flat_map(|(id, points)| points.iter().map(|p| (*id, *p)))
+            .collect();
+        encode_frame(&r.host, r.source, r.seq, &samples, &r.snapshots, out).unwrap();
     }
 
     #[test]
