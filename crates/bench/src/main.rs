@@ -2,11 +2,12 @@
 //! runs one benchmark in release mode and prints one `name=value` line per
 //! figure (medians over the run, ratios measured in the same run).
 //!
-//! Layout: `measure` (process CPU and memory from /proc, medians), one
-//! module per subcommand (`agent`).
+//! Layout: `measure` (process CPU and memory from /proc, medians and
+//! percentiles), one module per subcommand (`agent`, `storage`).
 
 mod agent;
 mod measure;
+mod storage;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -23,12 +24,21 @@ enum Command {
     /// The agent's CPU per sample and memory, against node_exporter's per
     /// scrape on the same machine in the same run, and their agreement.
     Agent(agent::Args),
+    /// The storage engine on agent-like data: durable ingest with
+    /// concurrent writers, bytes per sample, query latencies, restart,
+    /// memory per series; against Prometheus' promtool when installed.
+    Storage(storage::Args),
+    /// The crash rounds' child process (internal).
+    #[command(hide = true)]
+    StorageCrashChild(storage::CrashChildArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Agent(args) => agent::run(args),
+        Command::Storage(args) => storage::run(args),
+        Command::StorageCrashChild(args) => storage::crash_child(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -128,14 +128,23 @@ pub(crate) fn encode_rows(rows: &[Row], max_lsn: u64) -> Vec<u8> {
     encode_times(&times, &mut payload);
     let counts: Vec<f64> = rows.iter().map(|r| r.count as f64).collect();
     encode_values(&counts, &mut payload);
-    for column in [
-        |r: &Row| r.min,
-        |r: &Row| r.max,
-        |r: &Row| r.sum,
-        |r: &Row| r.last,
-    ] {
-        let values: Vec<f64> = rows.iter().map(column).collect();
-        encode_values(&values, &mut payload);
+    // min, max, sum, last; a column equal to an earlier one (max and last
+    // of a counter) is written as a reference to it: byte 1 + its index.
+    let columns: [Vec<u64>; 4] = [
+        rows.iter().map(|r| r.min.to_bits()).collect(),
+        rows.iter().map(|r| r.max.to_bits()).collect(),
+        rows.iter().map(|r| r.sum.to_bits()).collect(),
+        rows.iter().map(|r| r.last.to_bits()).collect(),
+    ];
+    for (i, column) in columns.iter().enumerate() {
+        match columns[..i].iter().position(|earlier| earlier == column) {
+            Some(j) => payload.push(1 + j as u8),
+            None => {
+                payload.push(0);
+                let values: Vec<f64> = column.iter().map(|b| f64::from_bits(*b)).collect();
+                encode_values(&values, &mut payload);
+            }
+        }
     }
     seal(KIND_ROWS, max_lsn, &payload)
 }
@@ -150,14 +159,26 @@ pub(crate) fn decode_rows(value: &[u8]) -> Result<(u64, Vec<Row>), TsdbError> {
     if times.windows(2).any(|w| w[1] <= w[0]) {
         return Err(corrupt("row times do not increase"));
     }
-    let mut columns: [Vec<f64>; 5] = Default::default();
-    for column in &mut columns {
-        decode_values(&mut r, n, column)?;
+    let mut counts = Vec::with_capacity(n);
+    decode_values(&mut r, n, &mut counts)?;
+    let mut columns: Vec<Vec<f64>> = Vec::with_capacity(4);
+    for i in 0..4 {
+        let column = match usize::from(r.u8()?) {
+            0 => {
+                let mut values = Vec::with_capacity(n);
+                decode_values(&mut r, n, &mut values)?;
+                values
+            }
+            j if j <= i => columns[j - 1].clone(),
+            _ => return Err(corrupt("row column reference")),
+        };
+        columns.push(column);
     }
     if !r.is_empty() {
         return Err(corrupt("trailing bytes in rows"));
     }
-    let [counts, min, max, sum, last] = columns;
+    let [min, max, sum, last]: [Vec<f64>; 4] =
+        columns.try_into().map_err(|_| corrupt("row columns"))?;
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let count = counts[i];

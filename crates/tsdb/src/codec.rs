@@ -416,10 +416,16 @@ fn read_xor(
 const POW10: [f64; 10] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
 
 const VALUES_CONSTANT: u8 = 0;
-const VALUES_INT_DELTA: u8 = 1;
-const VALUES_INT_DOD: u8 = 2;
+const VALUES_INT: u8 = 1;
 const VALUES_F32: u8 = 3;
 const VALUES_XOR: u8 = 4;
+const VALUES_RATIO: u8 = 5;
+
+const INTS_DELTA: u8 = 0;
+const INTS_DOD: u8 = 1;
+
+/// Largest denominator the ratio encoding looks for.
+const MAX_DENOMINATOR: u64 = 1 << 24;
 
 /// `round(v * 10^e)` for every value if that reproduces each value exactly.
 fn as_scaled_ints(values: &[f64], e: usize) -> Option<Vec<i64>> {
@@ -450,6 +456,64 @@ fn as_scaled_f32(values: &[f64], e: usize) -> Option<Vec<u64>> {
         .collect()
 }
 
+/// The fraction with the smallest denominator (at most MAX_DENOMINATOR)
+/// whose float64 quotient is exactly `v`. Monitoring ratios are quotients
+/// of integers (busy over total ticks); if `v` is the correctly rounded
+/// `a / b` with a small `b`, then `|v - a/b| < 1 / (2 b^2)` and `a / b` is a
+/// convergent of `v`'s continued fraction (Legendre), which this walks.
+fn as_fraction(v: f64) -> Option<(u64, u64)> {
+    if v.to_bits() == 0 {
+        return Some((0, 1));
+    }
+    if !(v > 0.0 && v < (1u64 << 40) as f64) {
+        return None;
+    }
+    // v = m / 2^k exactly.
+    let bits = v.to_bits();
+    let exponent = ((bits >> 52) & 0x7ff) as i64;
+    let mantissa = (bits & ((1 << 52) - 1)) | (1 << 52);
+    let shift = 1075 - exponent;
+    if exponent == 0 || shift > 120 {
+        return None;
+    }
+    let (mut n, mut d): (u128, u128) = if shift <= 0 {
+        (u128::from(mantissa) << (-shift), 1)
+    } else {
+        (u128::from(mantissa), 1u128 << shift)
+    };
+    let (mut p0, mut q0, mut p1, mut q1) = (0u128, 1u128, 1u128, 0u128);
+    while d != 0 {
+        let a = n / d;
+        (n, d) = (d, n - a * d);
+        let (p, q) = (a * p1 + p0, a * q1 + q0);
+        if q > u128::from(MAX_DENOMINATOR) {
+            return None;
+        }
+        if (p as f64 / q as f64).to_bits() == bits {
+            return Some((p as u64, q as u64));
+        }
+        (p0, q0, p1, q1) = (p1, q1, p, q);
+    }
+    None
+}
+
+/// Numerators and denominators reproducing every value, each denominator
+/// a multiple of its reduced one chosen close to the previous denominator,
+/// so that a steady total (ticks per interval) stays steady.
+fn as_ratios(values: &[f64]) -> Option<(Vec<i64>, Vec<i64>)> {
+    let mut numerators = Vec::with_capacity(values.len());
+    let mut denominators = Vec::with_capacity(values.len());
+    let mut prev_q = 1u64;
+    for &v in values {
+        let (p, q) = as_fraction(v)?;
+        let k = ((prev_q as f64 / q as f64).round() as u64).clamp(1, MAX_DENOMINATOR / q);
+        numerators.push((p * k) as i64);
+        denominators.push((q * k) as i64);
+        prev_q = q * k;
+    }
+    Some((numerators, denominators))
+}
+
 fn gcd(mut a: u64, mut b: u64) -> u64 {
     while b != 0 {
         (a, b) = (b, a % b);
@@ -457,8 +521,8 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
     a
 }
 
-/// Appends a value column to `out` (header bytes, then a bit stream whose
-/// byte length precedes it), choosing the smallest encoding.
+/// Appends a value column to `out` (a mode byte, its parameters, then bit
+/// streams whose bit lengths precede them), choosing the smallest encoding.
 pub(crate) fn encode_values(values: &[f64], out: &mut Vec<u8>) {
     let Some(&first) = values.first() else {
         return;
@@ -477,9 +541,14 @@ pub(crate) fn encode_values(values: &[f64], out: &mut Vec<u8>) {
     if let Some((e, ints)) =
         (0..POW10.len()).find_map(|e| as_scaled_ints(values, e).map(|i| (e, i)))
     {
-        for order in [VALUES_INT_DELTA, VALUES_INT_DOD] {
-            consider(encode_ints(&ints, e as u8, order));
-        }
+        let mut c = vec![VALUES_INT, e as u8];
+        encode_ints(&ints, &mut c);
+        consider(c);
+    } else if let Some((numerators, denominators)) = as_ratios(values) {
+        let mut c = vec![VALUES_RATIO];
+        encode_ints(&denominators, &mut c);
+        encode_ints(&numerators, &mut c);
+        consider(c);
     }
     if let Some((e, bits)) = (0..4).find_map(|e| as_scaled_f32(values, e).map(|b| (e, b))) {
         let mut w = BitWriter::with_capacity(values.len() * 3);
@@ -499,32 +568,69 @@ pub(crate) fn encode_values(values: &[f64], out: &mut Vec<u8>) {
     }
 }
 
-fn encode_ints(ints: &[i64], e: u8, order: u8) -> Vec<u8> {
+/// An integer column: the first value, the greatest common divisor of the
+/// differences, and the differences divided by it as deltas or as
+/// delta-of-deltas, whichever is smaller.
+fn encode_ints(ints: &[i64], out: &mut Vec<u8>) {
     let deltas: Vec<i64> = ints.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
     let divisor = deltas
         .iter()
         .fold(0u64, |g, d| gcd(g, d.unsigned_abs()))
         .max(1);
     let scaled: Vec<i64> = deltas.iter().map(|d| d / divisor as i64).collect();
-    let mut out = vec![order, e];
-    put_ivarint(&mut out, ints[0]);
-    put_uvarint(&mut out, divisor);
-    let mut w = BitWriter::with_capacity(ints.len());
-    let mut stream = IntStream::new(&mut w);
-    if order == VALUES_INT_DELTA {
-        for d in &scaled {
-            stream.push(zigzag(*d));
-        }
-    } else {
+    let stream = |order: u8| {
+        let mut w = BitWriter::with_capacity(ints.len());
+        let mut stream = IntStream::new(&mut w);
         let mut prev = 0i64;
         for d in &scaled {
-            stream.push(zigzag(d.wrapping_sub(prev)));
+            let z = if order == INTS_DELTA {
+                *d
+            } else {
+                d.wrapping_sub(prev)
+            };
+            stream.push(zigzag(z));
             prev = *d;
         }
+        stream.finish();
+        w
+    };
+    let (delta, dod) = (stream(INTS_DELTA), stream(INTS_DOD));
+    let (order, w) = if dod.bit_len() < delta.bit_len() {
+        (INTS_DOD, dod)
+    } else {
+        (INTS_DELTA, delta)
+    };
+    out.push(order);
+    put_ivarint(out, ints.first().copied().unwrap_or(0));
+    put_uvarint(out, divisor);
+    put_bits(out, w);
+}
+
+/// Reads `count` integers written by [`encode_ints`].
+fn decode_ints(r: &mut ByteReader<'_>, count: usize) -> Result<Vec<i64>, TsdbError> {
+    let order = r.u8()?;
+    if order != INTS_DELTA && order != INTS_DOD {
+        return Err(corrupt("unknown integer column order"));
     }
-    stream.finish();
-    put_bits(&mut out, w);
-    out
+    let mut x = r.ivarint()?;
+    let divisor = r.uvarint()? as i64;
+    let mut bits = read_bits(r)?;
+    let mut zs = Vec::with_capacity(count.saturating_sub(1));
+    read_ints(&mut bits, count.saturating_sub(1), &mut zs)?;
+    let mut out = Vec::with_capacity(count);
+    out.push(x);
+    let mut delta = 0i64;
+    for z in zs {
+        let d = unzigzag(z);
+        delta = if order == INTS_DELTA {
+            d
+        } else {
+            delta.wrapping_add(d)
+        };
+        x = x.wrapping_add(delta.wrapping_mul(divisor));
+        out.push(x);
+    }
+    Ok(out)
 }
 
 fn put_bits(out: &mut Vec<u8>, w: BitWriter) {
@@ -552,26 +658,20 @@ pub(crate) fn decode_values(
             let v = f64::from_bits(r.u64_le()?);
             out.extend(std::iter::repeat_n(v, count));
         }
-        order @ (VALUES_INT_DELTA | VALUES_INT_DOD) => {
+        VALUES_INT => {
             let e = usize::from(r.u8()?);
             let scale = *POW10.get(e).ok_or_else(|| corrupt("decimal exponent"))?;
-            let mut x = r.ivarint()?;
-            let divisor = r.uvarint()? as i64;
-            let mut bits = read_bits(r)?;
-            let mut zs = Vec::with_capacity(count - 1);
-            read_ints(&mut bits, count - 1, &mut zs)?;
-            out.push(x as f64 / scale);
-            let mut delta = 0i64;
-            for z in zs {
-                let d = unzigzag(z);
-                delta = if order == VALUES_INT_DELTA {
-                    d
-                } else {
-                    delta.wrapping_add(d)
-                };
-                x = x.wrapping_add(delta.wrapping_mul(divisor));
-                out.push(x as f64 / scale);
-            }
+            out.extend(decode_ints(r, count)?.into_iter().map(|x| x as f64 / scale));
+        }
+        VALUES_RATIO => {
+            let denominators = decode_ints(r, count)?;
+            let numerators = decode_ints(r, count)?;
+            out.extend(
+                numerators
+                    .into_iter()
+                    .zip(denominators)
+                    .map(|(p, q)| p as f64 / q as f64),
+            );
         }
         VALUES_F32 => {
             let e = usize::from(r.u8()?);
@@ -922,6 +1022,11 @@ mod tests {
                 .prop_map(|v| v.into_iter().map(|x| x as f64 / 100.0).collect()),
             prop::collection::vec(0f32..100.0, n)
                 .prop_map(|v| v.into_iter().map(|x| f64::from(x) / 100.0).collect()),
+            // Ratios of ticks, as the agent computes utilizations.
+            prop::collection::vec((0u64..5000, 3990u64..4010), n).prop_map(|v| v
+                .into_iter()
+                .map(|(a, b)| a.min(b) as f64 / b as f64)
+                .collect()),
             any::<f64>().prop_map(move |v| vec![v; n]),
         ]
     }
@@ -981,6 +1086,41 @@ mod tests {
             f64::from(((i * 7919) % 1000) as f32 / 997.0 * 100.0) / 100.0
         }));
         assert!(cpu < 360 * 4, "float32 percentages as ratios: {cpu} bytes");
+        // Busy over total ticks of 4 cores, the total a little irregular.
+        let ticks = |i: i64| {
+            let total = 4000 + (i * 7) % 5;
+            let busy = 400 + (i * 7919) % 160;
+            busy as f64 / total as f64
+        };
+        let xor = {
+            let bits: Vec<u64> = (0..360).map(|i| ticks(i).to_bits()).collect();
+            let mut w = BitWriter::default();
+            write_xor(&mut w, &bits, 64);
+            w.bytes().len()
+        };
+        let ratio = round_trip(&regular(&ticks));
+        assert!(ratio * 2 < xor, "ticks ratios: {ratio} bytes, XOR {xor}");
+    }
+
+    #[test]
+    fn fractions_are_found_exactly() {
+        for (a, b) in [
+            (1u64, 3u64),
+            (0, 7),
+            (4000, 4001),
+            (17, 1 << 20),
+            (5, 1),
+            (123_456, 4003),
+        ] {
+            let v = a as f64 / b as f64;
+            let (p, q) = as_fraction(v).unwrap();
+            assert_eq!((p as f64 / q as f64).to_bits(), v.to_bits(), "{a}/{b}");
+            assert!(q <= b, "{a}/{b} found as {p}/{q}");
+        }
+        assert_eq!(as_fraction(std::f64::consts::PI), None);
+        assert_eq!(as_fraction(-0.5), None);
+        assert_eq!(as_fraction(-0.0), None);
+        assert_eq!(as_fraction(f64::NAN), None);
     }
 
     #[test]

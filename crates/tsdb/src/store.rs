@@ -186,7 +186,10 @@ impl Store {
         }
         for entry in tree.scan_prefix([keys::LAST]) {
             let (key, value) = entry?;
-            let id = key.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
+            let id = key
+                .get(1..9)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes);
             let series = id
                 .and_then(|id| index.keys.get(&id).map(|k| (id, k)))
                 .and_then(|(id, k)| hosts.get_mut(k.host())?.series.get_mut(&id));

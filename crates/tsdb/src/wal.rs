@@ -12,7 +12,7 @@ use crate::TsdbError;
 use crate::codec::{ByteReader, put_ivarint, put_str, put_uvarint};
 use crate::model::{MAX_LABEL_VALUE_LEN, Point, ProcessSnapshot};
 
-const RECORD_VERSION: u8 = 1;
+const RECORD_VERSION: u8 = 2;
 /// Most series one record may carry; more is corruption.
 const MAX_RECORD_SERIES: usize = 1 << 20;
 /// Most points of one series in one record.
@@ -53,17 +53,34 @@ pub(crate) fn encode_frame(
     put_uvarint(&mut payload, runs.clone().count() as u64);
     let mut prev_id = 0u64;
     for run in runs {
+        // One header byte for the common case (the next id, at the batch's
+        // time, a few points): NEXT_ID | AT_BASE | points - 1 (or 63 and a varint).
         let id = run[0].0;
-        put_ivarint(&mut payload, id.wrapping_sub(prev_id) as i64);
+        let next_id = id == prev_id.wrapping_add(1);
+        let at_base = run[0].1.t_ms == base_t;
+        let few = run.len() < usize::from(MANY_POINTS) + 1;
+        let count = if few {
+            run.len() as u8 - 1
+        } else {
+            MANY_POINTS
+        };
+        payload.push(if next_id { NEXT_ID } else { 0 } | if at_base { AT_BASE } else { 0 } | count);
+        if !next_id {
+            put_ivarint(&mut payload, id.wrapping_sub(prev_id) as i64);
+        }
+        if !few {
+            put_uvarint(&mut payload, run.len() as u64);
+        }
         prev_id = id;
-        put_uvarint(&mut payload, run.len() as u64);
         let mut prev_t = base_t;
         let mut prev_bits = 0u64;
-        for (_, p) in run {
-            put_ivarint(&mut payload, p.t_ms.wrapping_sub(prev_t));
+        for (i, (_, p)) in run.iter().enumerate() {
+            if i > 0 || !at_base {
+                put_ivarint(&mut payload, p.t_ms.wrapping_sub(prev_t));
+            }
             prev_t = p.t_ms;
             let bits = p.value.to_bits();
-            put_trimmed(&mut payload, bits ^ prev_bits);
+            put_value(&mut payload, p.value, prev_bits);
             prev_bits = bits;
         }
     }
@@ -80,11 +97,30 @@ pub(crate) fn encode_frame(
     Ok(())
 }
 
-/// A 64-bit pattern without its zero bytes at either end: a tag byte
-/// (leading zero bytes << 4 | trailing zero bytes, 0xff for zero), then the rest.
-fn put_trimmed(out: &mut Vec<u8>, x: u64) {
+/// Run header bits: the series id is the previous one plus one; the first
+/// point is at the batch's base time; the low bits count points.
+const NEXT_ID: u8 = 0x80;
+const AT_BASE: u8 = 0x40;
+const MANY_POINTS: u8 = 0x3f;
+
+/// Value tags: the same bits as the previous value of the run (or zero);
+/// an integer, as a zigzag varint; otherwise the XOR with the previous
+/// bits without its zero bytes at either end, the tag being
+/// (leading zero bytes << 4 | trailing zero bytes).
+const SAME: u8 = 0xff;
+const INTEGER: u8 = 0xfe;
+
+fn put_value(out: &mut Vec<u8>, v: f64, prev_bits: u64) {
+    const LIMIT: f64 = (1u64 << 53) as f64;
+    let x = v.to_bits() ^ prev_bits;
     if x == 0 {
-        out.push(0xff);
+        out.push(SAME);
+        return;
+    }
+    let i = v as i64;
+    if v.abs() < LIMIT && (i as f64).to_bits() == v.to_bits() {
+        out.push(INTEGER);
+        put_ivarint(out, i);
         return;
     }
     let lead = x.leading_zeros() / 8;
@@ -94,10 +130,12 @@ fn put_trimmed(out: &mut Vec<u8>, x: u64) {
     out.extend_from_slice(&bytes[lead as usize..8 - trail as usize]);
 }
 
-fn read_trimmed(r: &mut ByteReader<'_>) -> Result<u64, TsdbError> {
+fn read_value(r: &mut ByteReader<'_>, prev_bits: u64) -> Result<u64, TsdbError> {
     let tag = r.u8()?;
-    if tag == 0xff {
-        return Ok(0);
+    match tag {
+        SAME => return Ok(prev_bits),
+        INTEGER => return Ok((r.ivarint()? as f64).to_bits()),
+        _ => {}
     }
     let (lead, trail) = (usize::from(tag >> 4), usize::from(tag & 0x0f));
     if lead + trail >= 8 {
@@ -105,7 +143,7 @@ fn read_trimmed(r: &mut ByteReader<'_>) -> Result<u64, TsdbError> {
     }
     let mut bytes = [0u8; 8];
     bytes[lead..8 - trail].copy_from_slice(r.bytes(8 - lead - trail)?);
-    Ok(u64::from_be_bytes(bytes))
+    Ok(u64::from_be_bytes(bytes) ^ prev_bits)
 }
 
 /// What decoding one WAL value found.
@@ -153,15 +191,25 @@ fn decode_payload(payload: &[u8]) -> Result<WalRecord, TsdbError> {
     let mut series = Vec::with_capacity(n_series.min(4096));
     let mut prev_id = 0u64;
     for _ in 0..n_series {
-        let id = prev_id.wrapping_add(r.ivarint()? as u64);
+        let header = r.u8()?;
+        let id = if header & NEXT_ID != 0 {
+            prev_id.wrapping_add(1)
+        } else {
+            prev_id.wrapping_add(r.ivarint()? as u64)
+        };
         prev_id = id;
-        let n = r.len(MAX_RECORD_POINTS)?;
+        let n = match header & MANY_POINTS {
+            MANY_POINTS => r.len(MAX_RECORD_POINTS)?,
+            few => usize::from(few) + 1,
+        };
         let mut points = Vec::with_capacity(n.min(4096));
         let mut t = base_t;
         let mut bits = 0u64;
-        for _ in 0..n {
-            t = t.wrapping_add(r.ivarint()?);
-            bits ^= read_trimmed(&mut r)?;
+        for i in 0..n {
+            if i > 0 || header & AT_BASE == 0 {
+                t = t.wrapping_add(r.ivarint()?);
+            }
+            bits = read_value(&mut r, bits)?;
             points.push(Point {
                 t_ms: t,
                 value: f64::from_bits(bits),
@@ -221,6 +269,15 @@ mod tests {
                         t_ms: 1_699_999_990_000,
                         value: -0.0,
                     }],
+                ),
+                (
+                    2,
+                    (0..70)
+                        .map(|i| Point {
+                            t_ms: 1_700_000_000_000 + i * 10_000,
+                            value: [12_345.0, -7.0, 0.0, 0.1][i as usize % 4],
+                        })
+                        .collect(),
                 ),
             ],
             snapshots: vec![ProcessSnapshot {

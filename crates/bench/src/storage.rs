@@ -1,0 +1,1120 @@
+//! `hostwatch-bench storage`: the storage engine on agent-like data.
+//!
+//! Generates `--hosts` hosts with the agent's series (CPU time split and
+//! utilization per core, memory, load, uptime, filesystems, disks,
+//! network, pressure, watched processes: constant totals, slow gauges in
+//! pages, counters, two-decimal load averages, and noisy ratios of kernel
+//! ticks), one sample every 10 s for `--hours`, and measures, in order:
+//! - ingest by `--writers` threads, each append acknowledged durably
+//!   (median of per-second rates, and overall);
+//! - memory: resident bytes added per series, and the head's own bytes;
+//! - restart: reopening the store as left by ingest (the open hour in the
+//!   WAL), then after sealing everything (median of 3 each);
+//! - latest values of one host and the range of one series over the whole
+//!   run (24 h by default): p50 and p99 over `--queries` random queries,
+//!   also for 1 min and 1 h steps;
+//! - disk: the sled directory after sealing, over the samples stored;
+//! - with `promtool` (Debian's `prometheus`, `crates/bench/install-deps.sh`):
+//!   the first `--promtool-hosts` hosts as OpenMetrics, built into
+//!   Prometheus blocks, and the same hosts in a fresh store, side by side;
+//! - with `--crash-rounds N`: N SIGKILL crash rounds (the crash test's
+//!   workload, this binary as the child).
+
+use crate::measure::{Probe, median, percentile};
+use anyhow::{Context, bail};
+use hostwatch_tsdb::workload::{Jitter, Workload, child_main, crash_round};
+use hostwatch_tsdb::{
+    Aggregation, Batch, Label, Matcher, Options, Point, SeriesInput, Store, system_now_ms,
+};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const INTERVAL_MS: i64 = 10_000;
+/// The targets.
+const TARGET_INGEST: f64 = 1_000_000.0;
+const TARGET_BYTES_PER_SAMPLE: f64 = 1.0;
+const TARGET_RANGE_P99_MS: f64 = 2.0;
+const TARGET_LATEST_P99_MS: f64 = 1.0;
+const TARGET_RESTART_MS: f64 = 2000.0;
+const TARGET_RSS_PER_SERIES: f64 = 1024.0;
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// Hosts simulated (89 series each).
+    #[arg(long, default_value = "140")]
+    hosts: u32,
+    /// Hours of data per series, one sample every 10 s.
+    #[arg(long, default_value = "24")]
+    hours: u32,
+    /// Concurrent writers; hosts are spread over them.
+    #[arg(long, default_value = "8")]
+    writers: u32,
+    /// Agent ticks per batch (1: one batch per host per 10 s sample, as
+    /// the agent sends them; more: an agent's spool replay after an outage).
+    #[arg(long, default_value = "1")]
+    ticks_per_batch: u32,
+    /// Random queries per latency figure.
+    #[arg(long, default_value = "2000")]
+    queries: u32,
+    /// Where to put the store (default: a temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// promtool, for the Prometheus comparison; skipped when absent.
+    #[arg(long, default_value = "/usr/bin/promtool")]
+    promtool: PathBuf,
+    /// Hosts written as OpenMetrics for promtool (the text is ~90 bytes a sample).
+    #[arg(long, default_value = "5")]
+    promtool_hosts: u32,
+    /// SIGKILL crash rounds to run after the measurements.
+    #[arg(long, default_value = "0")]
+    crash_rounds: u32,
+    /// Seed of the crash rounds' kill moments (default: the clock).
+    #[arg(long)]
+    crash_seed: Option<u64>,
+}
+
+/// Arguments of the crash child (`storage-crash-child`, hidden).
+#[derive(clap::Args)]
+pub(crate) struct CrashChildArgs {
+    #[arg(long)]
+    dir: PathBuf,
+    #[arg(long)]
+    base_ms: i64,
+}
+
+const CRASH_WRITERS: u32 = 4;
+const CRASH_SERIES: u32 = 8;
+
+pub(crate) fn crash_child(args: CrashChildArgs) -> anyhow::Result<()> {
+    let workload = Workload {
+        writers: CRASH_WRITERS,
+        series: CRASH_SERIES,
+        base_ms: args.base_ms,
+    };
+    child_main(&args.dir, workload).map_err(anyhow::Error::msg)
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
+    if args.hosts == 0 || args.hours == 0 || args.writers == 0 || args.ticks_per_batch == 0 {
+        bail!("--hosts, --hours, --writers and --ticks-per-batch must be greater than zero");
+    }
+    let temp = tempfile::tempdir()?;
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| temp.path().join("store"));
+    if dir.exists() {
+        bail!("{} exists; give a new directory", dir.display());
+    }
+    let now = system_now_ms();
+    let ticks = i64::from(args.hours) * 3_600_000 / INTERVAL_MS;
+    // The last sample 10 minutes ago, on a 10 s boundary.
+    let start = (now - 600_000 - ticks * INTERVAL_MS).div_euclid(INTERVAL_MS) * INTERVAL_MS;
+    let hosts: Vec<HostGen> = (0..args.hosts).map(HostGen::new).collect();
+    let series_per_host = hosts[0].series.len();
+    println!(
+        "# {} hosts x {} series x {} samples (10 s for {} h) = {} samples; {} writers, {} tick(s) per batch; loadavg {}",
+        args.hosts,
+        series_per_host,
+        ticks,
+        args.hours,
+        u64::from(args.hosts) * series_per_host as u64 * ticks as u64,
+        args.writers,
+        args.ticks_per_batch,
+        loadavg()
+    );
+    let me = Probe::new(std::process::id());
+    let rss_before = me.rss_bytes()?.0;
+
+    // Ingest.
+    let store = Arc::new(open(&dir)?);
+    let ingest = ingest(
+        &store,
+        hosts,
+        args.writers,
+        args.ticks_per_batch,
+        start,
+        ticks,
+    )?;
+    println!("ingest_samples={}", ingest.samples);
+    println!("ingest_seconds={:.1}", ingest.seconds);
+    println!(
+        "ingest_samples_per_sec={:.0}",
+        ingest.samples as f64 / ingest.seconds
+    );
+    println!(
+        "ingest_samples_per_sec_median={:.0} target>={TARGET_INGEST:.0}",
+        ingest.median_rate
+    );
+    println!(
+        "ingest_samples_per_cpu_sec={:.0}",
+        ingest.samples as f64 / ingest.cpu_seconds
+    );
+    let stats = store.stats()?;
+    println!(
+        "ingest_batches_per_flush={:.1}",
+        stats.batches as f64 / stats.commit_groups.max(1) as f64
+    );
+    if stats.rejected.total() > 0 {
+        bail!("the store rejected generated samples: {:?}", stats.rejected);
+    }
+
+    // Memory, with the background maintenance caught up.
+    store.maintain()?;
+    let stats = store.stats()?;
+    let rss_after = me.rss_bytes()?.0;
+    let per_series = rss_after.saturating_sub(rss_before) as f64 / stats.series as f64;
+    println!("series={}", stats.series);
+    println!("rss_bytes_per_series={per_series:.0} target<={TARGET_RSS_PER_SERIES:.0}");
+    println!(
+        "head_bytes_per_series={:.0}",
+        stats.head_bytes as f64 / stats.series as f64
+    );
+    println!("head_samples={}", stats.head_samples);
+    println!("wal_bytes={}", stats.wal_bytes);
+    let stored = stats.samples_stored;
+    drop(store);
+
+    // Restart with the open hour in the WAL; queries on the last instance.
+    let (restart_ms, store) = restart(&dir)?;
+    println!("restart_ms={restart_ms:.0} target<={TARGET_RESTART_MS:.0}");
+    queries(&store, &args, start, ticks)?;
+    store.seal_all()?;
+    drop(store);
+
+    // Disk after sealing, then restart of the sealed store.
+    let (apparent, allocated) = dir_size(&dir)?;
+    println!("disk_bytes={apparent}");
+    println!("disk_allocated_bytes={allocated}");
+    println!(
+        "bytes_per_sample={:.3} target<={TARGET_BYTES_PER_SAMPLE}",
+        apparent as f64 / stored as f64
+    );
+    let (restart_sealed, store) = restart(&dir)?;
+    println!("restart_sealed_ms={restart_sealed:.0}");
+    let started = Instant::now();
+    let verify = store.verify()?;
+    println!("verify_seconds={:.1}", started.elapsed().as_secs_f64());
+    println!("verify_damaged={}", verify.damaged_total);
+    let per = |b: u64| b as f64 / stored as f64;
+    println!("raw_chunk_bytes_per_sample={:.3}", per(verify.raw_bytes));
+    println!("tier_chunk_bytes_per_sample={:.3}", per(verify.row_bytes));
+    println!(
+        "sled_overhead_bytes_per_sample={:.3}",
+        per(apparent.saturating_sub(
+            verify.raw_bytes
+                + verify.row_bytes
+                + verify.snapshot_bytes
+                + verify.wal_bytes
+                + verify.other_bytes
+        ))
+    );
+    drop(store);
+
+    if args.promtool.exists() {
+        promtool(&args, start, ticks, temp.path())?;
+    } else {
+        println!(
+            "# {} not found: no Prometheus comparison (crates/bench/install-deps.sh installs it)",
+            args.promtool.display()
+        );
+    }
+    if args.crash_rounds > 0 {
+        crash_rounds(&args, temp.path())?;
+    }
+    Ok(())
+}
+
+fn open(dir: &Path) -> anyhow::Result<Store> {
+    // The collector's configuration: sled's defaults, the store's defaults.
+    let db = sled::Config::new()
+        .path(dir)
+        .open()
+        .with_context(|| format!("open {}", dir.display()))?;
+    Ok(Store::open(db, Options::default())?)
+}
+
+/// Median time of three reopenings, and the last store.
+fn restart(dir: &Path) -> anyhow::Result<(f64, Store)> {
+    let mut times = Vec::new();
+    let mut last = None;
+    for _ in 0..3 {
+        drop(last.take());
+        let started = Instant::now();
+        let store = open_retrying(dir)?;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        last = Some(store);
+    }
+    let store = last.context("no store")?;
+    Ok((median(&times).unwrap_or(f64::NAN), store))
+}
+
+/// sled's background threads may hold the lock of a store just dropped
+/// for a moment; polls until it opens or 30 s pass.
+fn open_retrying(dir: &Path) -> anyhow::Result<Store> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match open(dir) {
+            Ok(store) => return Ok(store),
+            Err(e) if Instant::now() < deadline && format!("{e:#}").contains("lock") => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+struct Ingest {
+    samples: u64,
+    seconds: f64,
+    cpu_seconds: f64,
+    median_rate: f64,
+}
+
+fn ingest(
+    store: &Arc<Store>,
+    hosts: Vec<HostGen>,
+    writers: u32,
+    ticks_per_batch: u32,
+    start: i64,
+    ticks: i64,
+) -> anyhow::Result<Ingest> {
+    let me = Probe::new(std::process::id());
+    let done = Arc::new(AtomicU64::new(0));
+    let finished = Arc::new(AtomicBool::new(false));
+    let mut per_writer: Vec<Vec<HostGen>> = (0..writers).map(|_| Vec::new()).collect();
+    for (i, host) in hosts.into_iter().enumerate() {
+        per_writer[i % writers as usize].push(host);
+    }
+    let per_batch = i64::from(ticks_per_batch);
+    let cpu_before = me.cpu_ns()?;
+    let started = Instant::now();
+    let writers: Vec<_> = per_writer
+        .into_iter()
+        .map(|mut hosts| {
+            let (store, done) = (store.clone(), done.clone());
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                let mut batches: Vec<Batch> = hosts.iter().map(HostGen::batch).collect();
+                let mut tick = 0;
+                let mut seq = 0;
+                while tick < ticks {
+                    let n = per_batch.min(ticks - tick);
+                    seq += 1;
+                    for (host, batch) in hosts.iter_mut().zip(&mut batches) {
+                        host.fill(batch, seq, start + tick * INTERVAL_MS, n);
+                        let outcome = store.append(batch)?;
+                        done.fetch_add(outcome.stored, Ordering::Relaxed);
+                    }
+                    tick += n;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    // Per-second rates while the writers run.
+    let monitor = {
+        let (done, finished) = (done.clone(), finished.clone());
+        std::thread::spawn(move || {
+            let mut rates = Vec::new();
+            let mut last = 0;
+            let mut at = Instant::now();
+            while !finished.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_secs(1));
+                let now = done.load(Ordering::Relaxed);
+                let elapsed = at.elapsed().as_secs_f64();
+                at = Instant::now();
+                if !finished.load(Ordering::Relaxed) {
+                    rates.push((now - last) as f64 / elapsed);
+                }
+                last = now;
+            }
+            rates
+        })
+    };
+    let mut failure = None;
+    for w in writers {
+        match w.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failure = Some(e),
+            Err(_) => failure = Some(anyhow::anyhow!("a writer panicked")),
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu_seconds = (me.cpu_ns()? - cpu_before) as f64 / 1e9;
+    finished.store(true, Ordering::Relaxed);
+    let rates = monitor
+        .join()
+        .map_err(|_| anyhow::anyhow!("monitor panicked"))?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let samples = done.load(Ordering::Relaxed);
+    Ok(Ingest {
+        samples,
+        seconds,
+        cpu_seconds,
+        median_rate: median(&rates).unwrap_or(samples as f64 / seconds),
+    })
+}
+
+/// Latest and range latencies over random hosts and series.
+fn queries(store: &Store, args: &Args, start: i64, ticks: i64) -> anyhow::Result<()> {
+    let end = start + ticks * INTERVAL_MS;
+    let mut rng = Rng(0x5eed);
+    let series = HostGen::new(0).series;
+    let mut time = |label: &str, f: &mut dyn FnMut(&mut Rng) -> anyhow::Result<usize>| {
+        let mut ms = Vec::with_capacity(args.queries as usize);
+        let mut points = 0;
+        for _ in 0..args.queries {
+            let started = Instant::now();
+            points += f(&mut rng)?;
+            ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        println!(
+            "{label}_p50_ms={:.3}",
+            percentile(&ms, 50.0).unwrap_or(f64::NAN)
+        );
+        let p99 = percentile(&ms, 99.0).unwrap_or(f64::NAN);
+        Ok::<_, anyhow::Error>((p99, points / args.queries.max(1) as usize))
+    };
+    let hosts = args.hosts;
+    let (p99, n) = time("latest", &mut |rng| {
+        let host = format!("host-{}", rng.below(u64::from(hosts)));
+        Ok(store.latest(&host)?.len())
+    })?;
+    println!("latest_p99_ms={p99:.3} target<={TARGET_LATEST_P99_MS} (values per query: {n})");
+    let pick = |rng: &mut Rng| {
+        let host = format!("host-{}", rng.below(u64::from(hosts)));
+        let s = &series[rng.below(series.len() as u64) as usize];
+        let mut matchers = vec![Matcher::Equal("host".into(), host)];
+        matchers.extend(
+            s.labels
+                .iter()
+                .map(|l| Matcher::Equal(l.name.clone(), l.value.clone())),
+        );
+        (s.metric.clone(), matchers)
+    };
+    let (p99, n) = time("range", &mut |rng| {
+        let (metric, matchers) = pick(rng);
+        let data = store.range(&metric, &matchers, start, end)?;
+        Ok(data.iter().map(|d| d.points.len()).sum())
+    })?;
+    println!("range_p99_ms={p99:.3} target<={TARGET_RANGE_P99_MS} (points per query: {n})");
+    for (name, step) in [("range_step_1m", 60_000), ("range_step_1h", 3_600_000)] {
+        let (p99, n) = time(name, &mut |rng| {
+            let (metric, matchers) = pick(rng);
+            let data = store.range_step(&metric, &matchers, start, end, step, Aggregation::Avg)?;
+            Ok(data.iter().map(|d| d.points.len()).sum())
+        })?;
+        println!("{name}_p99_ms={p99:.3} (points per query: {n})");
+    }
+    Ok(())
+}
+
+/// Apparent and allocated bytes of every file under `dir`.
+fn dir_size(dir: &Path) -> anyhow::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut apparent = 0;
+    let mut allocated = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        if meta.is_dir() {
+            let (a, b) = dir_size(&entry.path())?;
+            apparent += a;
+            allocated += b;
+        } else {
+            apparent += meta.len();
+            allocated += meta.blocks() * 512;
+        }
+    }
+    Ok((apparent, allocated))
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// The first hosts as OpenMetrics, through `promtool tsdb
+/// create-blocks-from openmetrics`, against the same hosts in a new store.
+fn promtool(args: &Args, start: i64, ticks: i64, temp: &Path) -> anyhow::Result<()> {
+    let hosts = args.promtool_hosts.min(args.hosts);
+    let text = temp.join("samples.om");
+    let mut out = BufWriter::new(std::fs::File::create(&text)?);
+    let mut gens: Vec<HostGen> = (0..hosts).map(HostGen::new).collect();
+    // Families must be contiguous: generate every host's values first.
+    let mut values: Vec<Vec<Vec<f64>>> = Vec::new();
+    for host in &mut gens {
+        let mut per_series = vec![Vec::with_capacity(ticks as usize); host.series.len()];
+        for _ in 0..ticks {
+            for (i, v) in host.next_values().into_iter().enumerate() {
+                per_series[i].push(v);
+            }
+        }
+        values.push(per_series);
+    }
+    let template = HostGen::new(0);
+    let mut families: Vec<&str> = Vec::new();
+    for s in &template.series {
+        if !families.contains(&s.metric.as_str()) {
+            families.push(&s.metric);
+        }
+    }
+    let mut samples = 0u64;
+    for family in families {
+        writeln!(out, "# TYPE {family} gauge")?;
+        for (h, host) in gens.iter().enumerate() {
+            for (i, s) in host.series.iter().enumerate() {
+                if s.metric != family {
+                    continue;
+                }
+                let mut labels: Vec<String> = s
+                    .labels
+                    .iter()
+                    .map(|l| format!("{}=\"{}\"", l.name, l.value))
+                    .collect();
+                labels.push(format!("host=\"{}\"", host.name));
+                labels.sort();
+                let labels = labels.join(",");
+                for (k, v) in values[h][i].iter().enumerate() {
+                    let t = start + k as i64 * INTERVAL_MS;
+                    writeln!(out, "{family}{{{labels}}} {v} {}", t / 1000)?;
+                    samples += 1;
+                }
+            }
+        }
+    }
+    writeln!(out, "# EOF")?;
+    out.flush()?;
+    drop(out);
+    let blocks = temp.join("prometheus-blocks");
+    let started = Instant::now();
+    let status = Command::new(&args.promtool)
+        .args([
+            "tsdb",
+            "create-blocks-from",
+            "openmetrics",
+            "--max-block-duration=24h",
+        ])
+        .arg(&text)
+        .arg(&blocks)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .with_context(|| format!("running {}", args.promtool.display()))?;
+    if !status.success() {
+        bail!("promtool failed: {status}");
+    }
+    let promtool_seconds = started.elapsed().as_secs_f64();
+    let (prom_bytes, _) = dir_size(&blocks)?;
+    // The same hosts in a new store.
+    let dir = temp.join("subset");
+    let store = Arc::new(open(&dir)?);
+    let gens = (0..hosts).map(HostGen::new).collect();
+    let writers = args.writers.min(hosts);
+    let ingested = ingest(&store, gens, writers, args.ticks_per_batch, start, ticks)?;
+    store.seal_all()?;
+    drop(store);
+    let (ours, _) = dir_size(&dir)?;
+    println!("promtool_hosts={hosts}");
+    println!("promtool_samples={samples}");
+    println!("promtool_seconds={promtool_seconds:.1}");
+    println!(
+        "prometheus_bytes_per_sample={:.3}",
+        prom_bytes as f64 / samples as f64
+    );
+    println!(
+        "hostwatch_same_hosts_bytes_per_sample={:.3}",
+        ours as f64 / ingested.samples as f64
+    );
+    Ok(())
+}
+
+fn crash_rounds(args: &Args, temp: &Path) -> anyhow::Result<()> {
+    let seed = args.crash_seed.unwrap_or_else(|| system_now_ms() as u64);
+    let exe = std::env::current_exe()?;
+    let mut jitter = Jitter::new(seed);
+    let mut dir = None;
+    let mut acked = 0;
+    for round in 0..args.crash_rounds {
+        // A fresh store every 50 rounds keeps each round's check short.
+        if round % 50 == 0 {
+            dir = Some(temp.join(format!("crash-{round}")));
+        }
+        let dir = dir.as_ref().context("no directory")?;
+        let workload = Workload::new(CRASH_WRITERS, CRASH_SERIES, system_now_ms());
+        let kill_after = Duration::from_millis(jitter.below(300));
+        let mut command = Command::new(&exe);
+        command
+            .arg("storage-crash-child")
+            .arg("--dir")
+            .arg(dir)
+            .arg("--base-ms")
+            .arg(workload.base_ms.to_string());
+        let report = crash_round(command, dir, workload, kill_after)
+            .map_err(|e| anyhow::anyhow!("crash round {round} (seed {seed}): {e}"))?;
+        acked += report.acked;
+    }
+    println!("crash_rounds_passed={}", args.crash_rounds);
+    println!("crash_acks_checked={acked}");
+    println!("crash_seed={seed}");
+    Ok(())
+}
+
+// ------------------------------------------------------------ the data
+
+/// xorshift64*: cheap, deterministic.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    /// Uniform in [-1, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+    }
+}
+
+/// How one series' values evolve, tick by tick.
+enum Shape {
+    Constant(f64),
+    /// Busy ticks over total ticks of an interval (the agent's ratios):
+    /// a noisy fraction around a slowly moving level.
+    Ticks {
+        level: f64,
+        total: u64,
+    },
+    /// A counter growing by about `rate` per interval, in multiples of `unit`.
+    Counter {
+        value: u64,
+        rate: f64,
+        unit: u64,
+    },
+    /// A counter in seconds counted in `per_second` units (pressure stalls
+    /// in microseconds, disk busy time in milliseconds).
+    Seconds {
+        value: u64,
+        rate: f64,
+        per_second: f64,
+    },
+    /// A gauge in whole pages (memory, filesystems), drifting.
+    Pages {
+        pages: i64,
+        step: i64,
+        min: i64,
+    },
+    /// A non-negative integer gauge taking small steps.
+    Walk {
+        value: i64,
+        step: i64,
+        max: i64,
+    },
+    /// A gauge of `value / scale` (load averages in hundredths, pressure
+    /// in hundredths of a percent), mean-reverting towards `center`.
+    Decimal {
+        value: i64,
+        step: i64,
+        center: i64,
+        scale: f64,
+    },
+    /// Seconds since boot with two decimals, 10 s more each tick.
+    Uptime {
+        centis: i64,
+    },
+}
+
+impl Shape {
+    fn next(&mut self, rng: &mut Rng) -> f64 {
+        match self {
+            Shape::Constant(v) => *v,
+            Shape::Ticks { level, total } => {
+                *level = (*level + rng.unit() * 0.01).clamp(0.0, 0.95);
+                let total_now = *total + rng.below(5);
+                let busy = ((*level + rng.unit() * 0.02).max(0.0) * total_now as f64) as u64;
+                busy.min(total_now) as f64 / total_now as f64
+            }
+            Shape::Counter { value, rate, unit } => {
+                let step = (*rate * (1.0 + rng.unit() * 0.5)).max(0.0) as u64;
+                *value += step / *unit * *unit;
+                *value as f64
+            }
+            Shape::Seconds {
+                value,
+                rate,
+                per_second,
+            } => {
+                *value += (*rate * (1.0 + rng.unit())).max(0.0) as u64;
+                *value as f64 / *per_second
+            }
+            Shape::Pages { pages, step, min } => {
+                if rng.below(3) > 0 {
+                    *pages = (*pages + (rng.unit() * *step as f64) as i64).max(*min);
+                }
+                (*pages * 4096) as f64
+            }
+            Shape::Walk { value, step, max } => {
+                *value = (*value + (rng.unit() * *step as f64).round() as i64).clamp(0, *max);
+                *value as f64
+            }
+            Shape::Decimal {
+                value,
+                step,
+                center,
+                scale,
+            } => {
+                let pull = if *value > *center { -1 } else { 1 };
+                *value = (*value + (rng.unit() * *step as f64) as i64 + pull).max(0);
+                *value as f64 / *scale
+            }
+            Shape::Uptime { centis } => {
+                *centis += 1000 + rng.below(3) as i64 - 1;
+                *centis as f64 / 100.0
+            }
+        }
+    }
+}
+
+struct SeriesGen {
+    metric: String,
+    labels: Vec<Label>,
+    shape: Shape,
+}
+
+/// One simulated host: the agent's series with a typical machine's shape
+/// (4 cores, 2 mounts, 2 disks, 2 network devices, 2 watched processes).
+struct HostGen {
+    name: String,
+    series: Vec<SeriesGen>,
+    rng: Rng,
+}
+
+impl HostGen {
+    fn new(index: u32) -> Self {
+        let mut rng =
+            Rng(0x9e37_79b9_7f4a_7c15 ^ (u64::from(index) + 1).wrapping_mul(0xff51_afd7_ed55_8ccd));
+        let mut series = Vec::new();
+        let mut add = |metric: &str, labels: &[(&str, &str)], shape: Shape| {
+            series.push(SeriesGen {
+                metric: metric.to_owned(),
+                labels: labels.iter().map(|(n, v)| Label::new(*n, *v)).collect(),
+                shape,
+            });
+        };
+        let level = 0.05 + (rng.below(30) as f64) / 100.0;
+        let cores = 4u64;
+        add(
+            "host_cpu_utilization_ratio",
+            &[("cpu", "total")],
+            Shape::Ticks {
+                level,
+                total: 1000 * cores,
+            },
+        );
+        for cpu in ["0", "1", "2", "3"] {
+            add(
+                "host_cpu_utilization_ratio",
+                &[("cpu", cpu)],
+                Shape::Ticks { level, total: 1000 },
+            );
+        }
+        for (mode, share) in [
+            ("user", 0.6),
+            ("system", 0.3),
+            ("iowait", 0.05),
+            ("softirq", 0.02),
+        ] {
+            add(
+                "host_cpu_time_ratio",
+                &[("mode", mode)],
+                Shape::Ticks {
+                    level: level * share,
+                    total: 1000 * cores,
+                },
+            );
+        }
+        add(
+            "host_cpu_time_ratio",
+            &[("mode", "idle")],
+            Shape::Ticks {
+                level: 1.0 - level,
+                total: 1000 * cores,
+            },
+        );
+        for mode in ["nice", "irq", "steal"] {
+            add(
+                "host_cpu_time_ratio",
+                &[("mode", mode)],
+                Shape::Constant(0.0),
+            );
+        }
+        add("host_cpu_count", &[], Shape::Constant(cores as f64));
+        add(
+            "host_context_switches_total",
+            &[],
+            Shape::Counter {
+                value: 1 << 30,
+                rate: 30_000.0,
+                unit: 1,
+            },
+        );
+        add(
+            "host_forks_total",
+            &[],
+            Shape::Counter {
+                value: 1 << 20,
+                rate: 20.0,
+                unit: 1,
+            },
+        );
+        add(
+            "host_procs_running",
+            &[],
+            Shape::Walk {
+                value: 2,
+                step: 2,
+                max: 8,
+            },
+        );
+        add(
+            "host_procs_blocked",
+            &[],
+            Shape::Walk {
+                value: 0,
+                step: 1,
+                max: 2,
+            },
+        );
+        let mem_pages = 4 << 20; // 16 GiB
+        add(
+            "host_memory_total_bytes",
+            &[],
+            Shape::Constant((mem_pages * 4096) as f64),
+        );
+        for (metric, pages) in [
+            ("host_memory_available_bytes", mem_pages / 2),
+            ("host_memory_used_bytes", mem_pages / 3),
+            ("host_memory_free_bytes", mem_pages / 8),
+            ("host_memory_buffers_bytes", mem_pages / 64),
+            ("host_memory_cached_bytes", mem_pages / 4),
+        ] {
+            add(
+                metric,
+                &[],
+                Shape::Pages {
+                    pages,
+                    step: 64,
+                    min: 0,
+                },
+            );
+        }
+        add(
+            "host_swap_total_bytes",
+            &[],
+            Shape::Constant((2u64 << 30) as f64),
+        );
+        add(
+            "host_swap_used_bytes",
+            &[],
+            Shape::Constant((12u64 << 20) as f64),
+        );
+        add(
+            "host_swap_in_bytes_total",
+            &[],
+            Shape::Constant((40u64 << 20) as f64),
+        );
+        add(
+            "host_swap_out_bytes_total",
+            &[],
+            Shape::Constant((52u64 << 20) as f64),
+        );
+        let load = |step| Shape::Decimal {
+            value: 80,
+            step,
+            center: 80,
+            scale: 100.0,
+        };
+        add("host_load1", &[], load(20));
+        add("host_load5", &[], load(5));
+        add("host_load15", &[], load(2));
+        add(
+            "host_threads",
+            &[],
+            Shape::Walk {
+                value: 600,
+                step: 4,
+                max: 5000,
+            },
+        );
+        add(
+            "host_processes",
+            &[],
+            Shape::Walk {
+                value: 250,
+                step: 2,
+                max: 5000,
+            },
+        );
+        add(
+            "host_uptime_seconds",
+            &[],
+            Shape::Uptime {
+                centis: 12 * 86_400 * 100,
+            },
+        );
+        add(
+            "host_boot_time_seconds",
+            &[],
+            Shape::Constant(1_790_000_000.0 + f64::from(index)),
+        );
+        for (mount, device) in [("/", "/dev/sda1"), ("/var", "/dev/sdb1")] {
+            let labels = [
+                ("mountpoint", mount),
+                ("device", device),
+                ("fstype", "ext4"),
+            ];
+            let size_pages: i64 = 50 << 20;
+            add(
+                "host_filesystem_size_bytes",
+                &labels,
+                Shape::Constant((size_pages * 4096) as f64),
+            );
+            add(
+                "host_filesystem_available_bytes",
+                &labels,
+                Shape::Pages {
+                    pages: size_pages / 3,
+                    step: 8,
+                    min: 0,
+                },
+            );
+            add(
+                "host_filesystem_free_bytes",
+                &labels,
+                Shape::Pages {
+                    pages: size_pages / 3 + 100_000,
+                    step: 8,
+                    min: 0,
+                },
+            );
+            add(
+                "host_filesystem_inodes",
+                &labels,
+                Shape::Constant(6_553_600.0),
+            );
+            add(
+                "host_filesystem_inodes_free",
+                &labels,
+                Shape::Walk {
+                    value: 6_000_000,
+                    step: 3,
+                    max: 6_553_600,
+                },
+            );
+        }
+        for (device, scale) in [("sda", 1.0), ("sdb", 0.2)] {
+            let l = [("device", device)];
+            add(
+                "host_disk_read_bytes_total",
+                &l,
+                Shape::Counter {
+                    value: 1 << 34,
+                    rate: 200_000.0 * scale,
+                    unit: 512,
+                },
+            );
+            add(
+                "host_disk_written_bytes_total",
+                &l,
+                Shape::Counter {
+                    value: 1 << 35,
+                    rate: 1_000_000.0 * scale,
+                    unit: 512,
+                },
+            );
+            add(
+                "host_disk_reads_completed_total",
+                &l,
+                Shape::Counter {
+                    value: 1 << 22,
+                    rate: 50.0 * scale,
+                    unit: 1,
+                },
+            );
+            add(
+                "host_disk_writes_completed_total",
+                &l,
+                Shape::Counter {
+                    value: 1 << 24,
+                    rate: 200.0 * scale,
+                    unit: 1,
+                },
+            );
+            add(
+                "host_disk_io_time_seconds_total",
+                &l,
+                Shape::Seconds {
+                    value: 1 << 32,
+                    rate: 800.0 * scale,
+                    per_second: 1e3,
+                },
+            );
+            add(
+                "host_disk_utilization_ratio",
+                &l,
+                Shape::Ticks {
+                    level: 0.08 * scale,
+                    total: 10_000,
+                },
+            );
+        }
+        for (device, scale) in [("lo", 0.05), ("eth0", 1.0)] {
+            let l = [("device", device)];
+            add(
+                "host_network_receive_bytes_total",
+                &l,
+                Shape::Counter {
+                    value: 1 << 36,
+                    rate: 500_000.0 * scale,
+                    unit: 1,
+                },
+            );
+            add(
+                "host_network_transmit_bytes_total",
+                &l,
+                Shape::Counter {
+                    value: 1 << 35,
+                    rate: 300_000.0 * scale,
+                    unit: 1,
+                },
+            );
+            add(
+                "host_network_receive_packets_total",
+                &l,
+                Shape::Counter {
+                    value: 1 << 28,
+                    rate: 800.0 * scale,
+                    unit: 1,
+                },
+            );
+            add(
+                "host_network_transmit_packets_total",
+                &l,
+                Shape::Counter {
+                    value: 1 << 28,
+                    rate: 600.0 * scale,
+                    unit: 1,
+                },
+            );
+            for metric in [
+                "host_network_receive_errors_total",
+                "host_network_transmit_errors_total",
+                "host_network_receive_drops_total",
+                "host_network_transmit_drops_total",
+            ] {
+                add(metric, &l, Shape::Constant(0.0));
+            }
+        }
+        for (resource, kind) in [
+            ("cpu", "some"),
+            ("memory", "some"),
+            ("memory", "full"),
+            ("io", "some"),
+            ("io", "full"),
+        ] {
+            let l = [("resource", resource), ("kind", kind)];
+            let avg10 = Shape::Decimal {
+                value: 10,
+                step: 3,
+                center: 10,
+                scale: 10_000.0,
+            };
+            add("host_pressure_avg10_ratio", &l, avg10);
+            add(
+                "host_pressure_stalled_seconds_total",
+                &l,
+                Shape::Seconds {
+                    value: 1 << 30,
+                    rate: 20_000.0,
+                    per_second: 1e6,
+                },
+            );
+        }
+        for name in ["nginx", "postgres"] {
+            let l = [("name", name)];
+            add("host_process_running", &l, Shape::Constant(1.0));
+            add(
+                "host_process_cpu_cores",
+                &l,
+                Shape::Ticks {
+                    level: 0.1,
+                    total: 1000,
+                },
+            );
+            add(
+                "host_process_resident_bytes",
+                &l,
+                Shape::Pages {
+                    pages: 50_000,
+                    step: 16,
+                    min: 1000,
+                },
+            );
+        }
+        HostGen {
+            name: format!("host-{index}"),
+            series,
+            rng,
+        }
+    }
+
+    fn next_values(&mut self) -> Vec<f64> {
+        let rng = &mut self.rng;
+        self.series.iter_mut().map(|s| s.shape.next(rng)).collect()
+    }
+
+    /// An empty batch with this host's series.
+    fn batch(&self) -> Batch {
+        Batch {
+            host: self.name.clone(),
+            source: 1,
+            seq: 0,
+            series: self
+                .series
+                .iter()
+                .map(|s| SeriesInput {
+                    metric: s.metric.clone(),
+                    labels: s.labels.clone(),
+                    points: Vec::new(),
+                })
+                .collect(),
+            processes: Vec::new(),
+        }
+    }
+
+    /// Refills `batch` with `n` ticks from `t_ms`, as batch `seq`.
+    fn fill(&mut self, batch: &mut Batch, seq: u64, t_ms: i64, n: i64) {
+        batch.seq = seq;
+        for input in &mut batch.series {
+            input.points.clear();
+        }
+        for k in 0..n {
+            let t_ms = t_ms + k * INTERVAL_MS;
+            for (s, input) in self.series.iter_mut().zip(&mut batch.series) {
+                let value = s.shape.next(&mut self.rng);
+                input.points.push(Point { t_ms, value });
+            }
+        }
+    }
+}
