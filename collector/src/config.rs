@@ -84,7 +84,13 @@ pub struct Storage {
     /// stored (an agent's replay interleaving with fresh data); at most 1h.
     #[serde(with = "humantime_serde")]
     pub out_of_order_tolerance: Duration,
+    /// Memory sled may use to cache pages of the database, in bytes (the
+    /// kernel's page cache holds the file too).
+    pub cache_bytes: u64,
 }
+
+/// Smallest sled page cache accepted.
+const MIN_CACHE_BYTES: u64 = 1 << 20;
 
 /// Longest out-of-order tolerance: the store's chunk window.
 const MAX_OUT_OF_ORDER: Duration = Duration::from_secs(3600);
@@ -96,6 +102,7 @@ impl Default for Storage {
             retention_bytes: None,
             future_tolerance: Duration::from_secs(600),
             out_of_order_tolerance: Duration::from_secs(600),
+            cache_bytes: 64 << 20,
         }
     }
 }
@@ -156,6 +163,11 @@ impl CollectorConfig {
                 "storage.retention_bytes must be greater than zero (leave it out for no size limit)"
                     .into(),
             );
+        }
+        if self.storage.cache_bytes < MIN_CACHE_BYTES {
+            return Err(format!(
+                "storage.cache_bytes must be at least {MIN_CACHE_BYTES}"
+            ));
         }
         if self.storage.out_of_order_tolerance > MAX_OUT_OF_ORDER {
             return Err(format!(
@@ -253,6 +265,10 @@ key = "collector.key"
             (
                 format!("{MINIMAL}\n[storage]\nretention_bytes = \"lots\"\n"),
                 "retention_bytes",
+            ),
+            (
+                format!("{MINIMAL}\n[storage]\ncache_bytes = 1000\n"),
+                "storage.cache_bytes",
             ),
             (
                 format!("{MINIMAL}\n[storage]\nout_of_order_tolerance = \"2h\"\n"),

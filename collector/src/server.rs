@@ -70,6 +70,7 @@ pub async fn serve(
     let tls = ServerTls::load(config.tls.clone())?;
     let db = sled::Config::new()
         .path(&config.data_dir)
+        .cache_capacity(config.storage.cache_bytes)
         .open()
         .map_err(|source| CollectorError::OpenData {
             path: config.data_dir.display().to_string(),

@@ -75,6 +75,9 @@ pub(crate) struct Args {
     /// Seed of the crash rounds' kill moments (default: the clock).
     #[arg(long)]
     crash_seed: Option<u64>,
+    /// sled's page cache, as the collector's `storage.cache_bytes` (same default).
+    #[arg(long, default_value = "67108864")]
+    cache_bytes: u64,
 }
 
 /// Arguments of the crash child (`storage-crash-child`, hidden).
@@ -131,7 +134,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let rss_before = me.rss_bytes()?.0;
 
     // Ingest.
-    let store = Arc::new(open(&dir)?);
+    let store = Arc::new(open(&dir, args.cache_bytes)?);
     let ingest = ingest(
         &store,
         hosts,
@@ -180,9 +183,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     drop(store);
 
     // Restart with the open hour in the WAL; queries on the last instance.
-    let (restart_ms, store) = restart(&dir)?;
+    let (restart_ms, store) = restart(&dir, args.cache_bytes)?;
     println!("restart_ms={restart_ms:.0} target<={TARGET_RESTART_MS:.0}");
-    queries(&store, &args, start, ticks)?;
+    // First right after the restart (caches cold), then again (warm).
+    queries(&store, &args, start, ticks, "cold_")?;
+    queries(&store, &args, start, ticks, "")?;
     store.seal_all()?;
     drop(store);
 
@@ -194,7 +199,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         "bytes_per_sample={:.3} target<={TARGET_BYTES_PER_SAMPLE}",
         apparent as f64 / stored as f64
     );
-    let (restart_sealed, store) = restart(&dir)?;
+    let (restart_sealed, store) = restart(&dir, args.cache_bytes)?;
     println!("restart_sealed_ms={restart_sealed:.0}");
     let started = Instant::now();
     let verify = store.verify()?;
@@ -229,23 +234,24 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn open(dir: &Path) -> anyhow::Result<Store> {
-    // The collector's configuration: sled's defaults, the store's defaults.
+fn open(dir: &Path, cache_bytes: u64) -> anyhow::Result<Store> {
+    // As the collector opens it: its default cache, the store's defaults.
     let db = sled::Config::new()
         .path(dir)
+        .cache_capacity(cache_bytes)
         .open()
         .with_context(|| format!("open {}", dir.display()))?;
     Ok(Store::open(db, Options::default())?)
 }
 
 /// Median time of three reopenings, and the last store.
-fn restart(dir: &Path) -> anyhow::Result<(f64, Store)> {
+fn restart(dir: &Path, cache_bytes: u64) -> anyhow::Result<(f64, Store)> {
     let mut times = Vec::new();
     let mut last = None;
     for _ in 0..3 {
         drop(last.take());
         let started = Instant::now();
-        let store = open_retrying(dir)?;
+        let store = open_retrying(dir, cache_bytes)?;
         times.push(started.elapsed().as_secs_f64() * 1000.0);
         last = Some(store);
     }
@@ -255,10 +261,10 @@ fn restart(dir: &Path) -> anyhow::Result<(f64, Store)> {
 
 /// sled's background threads may hold the lock of a store just dropped
 /// for a moment; polls until it opens or 30 s pass.
-fn open_retrying(dir: &Path) -> anyhow::Result<Store> {
+fn open_retrying(dir: &Path, cache_bytes: u64) -> anyhow::Result<Store> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match open(dir) {
+        match open(dir, cache_bytes) {
             Ok(store) => return Ok(store),
             Err(e) if Instant::now() < deadline && format!("{e:#}").contains("lock") => {
                 std::thread::sleep(Duration::from_millis(2));
@@ -362,7 +368,7 @@ fn ingest(
 }
 
 /// Latest and range latencies over random hosts and series.
-fn queries(store: &Store, args: &Args, start: i64, ticks: i64) -> anyhow::Result<()> {
+fn queries(store: &Store, args: &Args, start: i64, ticks: i64, prefix: &str) -> anyhow::Result<()> {
     let end = start + ticks * INTERVAL_MS;
     let mut rng = Rng(0x5eed);
     let series = HostGen::new(0).series;
@@ -386,7 +392,9 @@ fn queries(store: &Store, args: &Args, start: i64, ticks: i64) -> anyhow::Result
         let host = format!("host-{}", rng.below(u64::from(hosts)));
         Ok(store.latest(&host)?.len())
     })?;
-    println!("latest_p99_ms={p99:.3} target<={TARGET_LATEST_P99_MS} (values per query: {n})");
+    println!(
+        "{prefix}latest_p99_ms={p99:.3} target<={TARGET_LATEST_P99_MS} (values per query: {n})"
+    );
     let pick = |rng: &mut Rng| {
         let host = format!("host-{}", rng.below(u64::from(hosts)));
         let s = &series[rng.below(series.len() as u64) as usize];
@@ -403,14 +411,14 @@ fn queries(store: &Store, args: &Args, start: i64, ticks: i64) -> anyhow::Result
         let data = store.range(&metric, &matchers, start, end)?;
         Ok(data.iter().map(|d| d.points.len()).sum())
     })?;
-    println!("range_p99_ms={p99:.3} target<={TARGET_RANGE_P99_MS} (points per query: {n})");
+    println!("{prefix}range_p99_ms={p99:.3} target<={TARGET_RANGE_P99_MS} (points per query: {n})");
     for (name, step) in [("range_step_1m", 60_000), ("range_step_1h", 3_600_000)] {
         let (p99, n) = time(name, &mut |rng| {
             let (metric, matchers) = pick(rng);
             let data = store.range_step(&metric, &matchers, start, end, step, Aggregation::Avg)?;
             Ok(data.iter().map(|d| d.points.len()).sum())
         })?;
-        println!("{name}_p99_ms={p99:.3} (points per query: {n})");
+        println!("{prefix}{name}_p99_ms={p99:.3} (points per query: {n})");
     }
     Ok(())
 }
@@ -514,7 +522,7 @@ fn promtool(args: &Args, start: i64, ticks: i64, temp: &Path) -> anyhow::Result<
     let (prom_bytes, _) = dir_size(&blocks)?;
     // The same hosts in a new store.
     let dir = temp.join("subset");
-    let store = Arc::new(open(&dir)?);
+    let store = Arc::new(open(&dir, args.cache_bytes)?);
     let gens = (0..hosts).map(HostGen::new).collect();
     let writers = args.writers.min(hosts);
     let ingested = ingest(&store, gens, writers, args.ticks_per_batch, start, ticks)?;

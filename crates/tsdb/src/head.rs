@@ -111,7 +111,12 @@ pub(crate) struct SeriesHead {
     /// (the newest sealed sample, loaded at open).
     pub(crate) last: Option<Point>,
     /// Time of the sample in the series' `L` record, `i64::MIN` if none.
+    /// No sealed chunk starts after this sample's window.
     pub(crate) persisted_last_t: i64,
+    /// Whether `persisted_last_t` is known to bound the sealed chunks
+    /// (false after a restart until the `L` record is read, and for good
+    /// if it is missing or damaged: then every window is looked up).
+    pub(crate) sealed_known: bool,
     /// Open windows, sorted by start.
     pub(crate) windows: Vec<OpenWindow>,
     /// Wall-clock time of the last sample inserted.
@@ -124,6 +129,7 @@ impl SeriesHead {
             key,
             last: None,
             persisted_last_t: i64::MIN,
+            sealed_known: true,
             windows: Vec::new(),
             touched_ms: i64::MIN,
         }

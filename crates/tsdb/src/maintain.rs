@@ -147,6 +147,16 @@ impl Inner {
                     .extend(chunk::rows(&points, HOUR_MS));
                 report.sealed_chunks += 1;
             }
+            if sealed_last.is_some() && !series.sealed_known {
+                // No trustworthy `L` record: find the newest chunk once.
+                if let Some(p) = self.newest_sealed(*id)? {
+                    series.persisted_last_t = series.persisted_last_t.max(p.t_ms);
+                    if sealed_last.is_none_or(|s| p.t_ms > s.t_ms) {
+                        sealed_last = Some(p);
+                    }
+                }
+                series.sealed_known = true;
+            }
             if let Some(last) = sealed_last
                 && last.t_ms > series.persisted_last_t
             {
@@ -248,7 +258,8 @@ impl Inner {
             // A series whose newest sample expired has no latest value.
             let mut host = lock(&host)?;
             for (id, series) in host.series.iter_mut() {
-                if series.windows.is_empty() && series.last.is_some_and(|p| p.t_ms < cutoff) {
+                // Only when its newest chunk goes in this batch too.
+                if series.windows.is_empty() && series.last.is_some_and(|p| p.t_ms < before) {
                     series.last = None;
                     series.persisted_last_t = i64::MIN;
                     batch.remove(&keys::last(*id)[..]);

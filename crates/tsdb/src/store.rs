@@ -179,10 +179,12 @@ impl Store {
         }
         let mut hosts: HashMap<String, HostState> = HashMap::new();
         for (id, key) in &index.keys {
-            hosts
-                .entry(key.host().to_owned())
-                .or_default()
-                .add(*id, key.clone());
+            let host = hosts.entry(key.host().to_owned()).or_default();
+            host.add(*id, key.clone());
+            if let Some(series) = host.series.get_mut(id) {
+                // Until its `L` record is read, any window may be sealed.
+                series.sealed_known = false;
+            }
         }
         for entry in tree.scan_prefix([keys::LAST]) {
             let (key, value) = entry?;
@@ -197,6 +199,7 @@ impl Store {
                 (Some(series), Some(p)) => {
                     series.last = Some(p);
                     series.persisted_last_t = p.t_ms;
+                    series.sealed_known = true;
                 }
                 _ => bump(&counters.corrupt_series, 1),
             }
@@ -467,7 +470,16 @@ impl Inner {
             {
                 return Ok(Inserted::Duplicate);
             }
-            let (base_lsn, base) = self.sealed_raw(id, start)?.unwrap_or_default();
+            // No sealed chunk starts after the window of the newest sealed
+            // sample (the `L` record), so new windows need no lookup.
+            let may_be_sealed = !series.sealed_known
+                || (series.persisted_last_t != i64::MIN
+                    && start <= self.options.window_of(series.persisted_last_t));
+            let (base_lsn, base) = if may_be_sealed {
+                self.sealed_raw(id, start)?.unwrap_or_default()
+            } else {
+                (0, Vec::new())
+            };
             if let Mode::Replay(sealed) = mode
                 && !base.is_empty()
             {
@@ -729,6 +741,19 @@ impl Inner {
         defs.push((keys::series(id).to_vec(), key.encode()));
         host.add(id, key);
         Ok(Some(id))
+    }
+
+    /// The newest sample of the newest raw chunk of a series that decodes.
+    pub(crate) fn newest_sealed(&self, id: u64) -> Result<Option<Point>, TsdbError> {
+        let prefix = keys::chunk(keys::TIER_RAW, id, 0);
+        for entry in self.tree.scan_prefix(&prefix[..10]).rev() {
+            let (key, value) = entry?;
+            let start = keys::parse_chunk(&key).map_or(0, |(_, _, s)| s);
+            if let Some((_, points)) = self.decoded(chunk::decode_raw(&value), "chunk", id, start) {
+                return Ok(points.last().copied());
+            }
+        }
+        Ok(None)
     }
 
     pub(crate) fn select(

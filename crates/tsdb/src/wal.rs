@@ -178,7 +178,7 @@ pub(crate) fn decode_value(value: &[u8]) -> Decoded {
     out
 }
 
-fn decode_payload(payload: &[u8]) -> Result<WalRecord, TsdbError> {
+pub(crate) fn decode_payload(payload: &[u8]) -> Result<WalRecord, TsdbError> {
     let mut r = ByteReader::new(payload);
     if r.u8()? != RECORD_VERSION {
         return Err(TsdbError::Corrupt("unknown WAL record version".to_owned()));

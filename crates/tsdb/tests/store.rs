@@ -453,3 +453,144 @@ fn matchers_select_by_label() {
     assert_eq!(count(&[Matcher::Equal("host".into(), "b".into())]), 0);
     assert_eq!(store.select("nothing", &[]).unwrap().len(), 0);
 }
+
+/// A minute-by-minute series `m` of host `a` over `[from, to)`, one batch per hour.
+fn fill(store: &Store, from: i64, to: i64) {
+    let values: Vec<(i64, f64)> = (from..to)
+        .step_by(MINUTE as usize)
+        .map(|t| (t, (t / MINUTE % 1000) as f64))
+        .collect();
+    for (seq, part) in values.chunks(60).enumerate() {
+        let outcome = store.append(&batch("a", seq as u64 + 1, "m", &[], part));
+        assert!(outcome.is_ok(), "{outcome:?}");
+    }
+}
+
+#[test]
+fn retention_by_age_deletes_whole_old_hours_and_stale_latest_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(NOW);
+    let opts = || hostwatch_tsdb::Options {
+        retention_ms: 4 * HOUR,
+        ..options(&clock)
+    };
+    let store = open(dir.path(), opts());
+    let start = (NOW - 3 * HOUR).div_euclid(HOUR) * HOUR;
+    fill(&store, start, NOW);
+    store.seal_all().unwrap();
+    assert_eq!(all_points(&store, "a", "m").first().unwrap().0, start);
+    // Two hours later the cutoff is NOW - 2h: the hours before its hour go.
+    clock.set(NOW + 2 * HOUR);
+    let report = store.maintain().unwrap();
+    assert!(report.deleted > 0, "{report:?}");
+    let cutoff_hour = (NOW - 2 * HOUR).div_euclid(HOUR) * HOUR;
+    let left = all_points(&store, "a", "m");
+    assert_eq!(left.first().unwrap().0, cutoff_hour);
+    assert_eq!(left.last().unwrap().0, NOW - MINUTE);
+    assert_eq!(store.latest("a").unwrap().len(), 1);
+    // Much later everything has expired, the latest value too, also after a reopen.
+    clock.set(NOW + 10 * HOUR);
+    store.maintain().unwrap();
+    assert!(all_points(&store, "a", "m").is_empty());
+    assert!(store.latest("a").unwrap().is_empty());
+    assert!(store.verify().unwrap().is_clean());
+    drop(store);
+    let store = open(dir.path(), opts());
+    assert!(store.latest("a").unwrap().is_empty());
+    assert!(all_points(&store, "a", "m").is_empty());
+}
+
+#[test]
+fn retention_by_size_drops_the_oldest_hours_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(NOW);
+    let start = (NOW - 6 * HOUR).div_euclid(HOUR) * HOUR;
+    let (all, stored) = {
+        let store = open(dir.path(), options(&clock));
+        fill(&store, start, NOW);
+        store.seal_all().unwrap();
+        let v = store.verify().unwrap();
+        (all_points(&store, "a", "m"), v.raw_bytes + v.row_bytes)
+    };
+    let store = open(
+        dir.path(),
+        hostwatch_tsdb::Options {
+            retention_bytes: Some(stored / 2),
+            ..options(&clock)
+        },
+    );
+    let report = store.maintain().unwrap();
+    assert!(report.deleted > 0, "{report:?}");
+    let left = all_points(&store, "a", "m");
+    assert!(
+        !left.is_empty() && left.len() < all.len(),
+        "{} of {}",
+        left.len(),
+        all.len()
+    );
+    // What is left is the newest part, whole hours.
+    assert_eq!(left[..], all[all.len() - left.len()..]);
+    assert_eq!(left[0].0 % HOUR, 0);
+    assert!(store.verify().unwrap().is_clean());
+}
+
+#[test]
+fn damaged_wal_frames_and_chunks_are_skipped_counted_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(NOW);
+    let start = (NOW - 3 * HOUR).div_euclid(HOUR) * HOUR;
+    {
+        let store = open(dir.path(), options(&clock));
+        fill(&store, start, start + 2 * HOUR);
+        store.seal_all().unwrap();
+        // These stay in the WAL.
+        store
+            .append(&batch("a", 100, "m", &[], &[(NOW - 2 * MINUTE, 1.0)]))
+            .unwrap();
+        store
+            .append(&batch("a", 101, "m", &[], &[(NOW - MINUTE, 2.0)]))
+            .unwrap();
+    }
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let tree = db.open_tree("tsdb").unwrap();
+        let flip = |prefix: &[u8]| {
+            let (key, value) = tree.scan_prefix(prefix).next().unwrap().unwrap();
+            let mut value = value.to_vec();
+            let middle = value.len() / 2;
+            value[middle] ^= 0x55;
+            tree.insert(key, value).unwrap();
+        };
+        flip(b"W");
+        flip(&[b'C', 0]);
+        db.flush().unwrap();
+    }
+    let store = open(dir.path(), options(&clock));
+    let stats = store.stats().unwrap();
+    assert!(stats.corrupt_wal_frames >= 1, "{stats:?}");
+    // The first hour's raw chunk is gone; the second hour and the later WAL
+    // frame remain; nothing crashes.
+    let left = all_points(&store, "a", "m");
+    assert!(left.iter().all(|(t, _)| *t >= start + HOUR), "{left:?}");
+    assert_eq!(
+        left.iter().filter(|(t, _)| *t < NOW - 10 * MINUTE).count(),
+        60
+    );
+    assert!(store.stats().unwrap().corrupt_blocks >= 1);
+    let report = store.verify().unwrap();
+    assert_eq!(report.damaged_total, 2, "{:?}", report.damaged);
+    assert!(
+        report.damaged.iter().any(|d| d.contains("WAL")),
+        "{:?}",
+        report.damaged
+    );
+    assert!(
+        report.damaged.iter().any(|d| d.contains("tier 0")),
+        "{:?}",
+        report.damaged
+    );
+    // Appends go on.
+    store
+        .append(&batch("a", 102, "m", &[], &[(NOW, 3.0)]))
+        .unwrap();
+}
