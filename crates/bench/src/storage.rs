@@ -547,15 +547,19 @@ fn crash_rounds(args: &Args, temp: &Path) -> anyhow::Result<()> {
     let seed = args.crash_seed.unwrap_or_else(|| system_now_ms() as u64);
     let exe = std::env::current_exe()?;
     let mut jitter = Jitter::new(seed);
-    let mut dir = None;
+    let mut current = None;
     let mut acked = 0;
     for round in 0..args.crash_rounds {
-        // A fresh store every 50 rounds keeps each round's check short.
+        // A fresh store every 50 rounds keeps each round's check short;
+        // the workload's times are fixed per store.
         if round % 50 == 0 {
-            dir = Some(temp.join(format!("crash-{round}")));
+            current = Some((
+                temp.join(format!("crash-{round}")),
+                Workload::new(CRASH_WRITERS, CRASH_SERIES, system_now_ms()),
+            ));
         }
-        let dir = dir.as_ref().context("no directory")?;
-        let workload = Workload::new(CRASH_WRITERS, CRASH_SERIES, system_now_ms());
+        let (dir, workload) = current.as_ref().context("no directory")?;
+        let (dir, workload) = (dir.as_path(), *workload);
         let kill_after = Duration::from_millis(jitter.below(300));
         let mut command = Command::new(&exe);
         command

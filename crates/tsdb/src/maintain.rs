@@ -18,6 +18,9 @@ use crate::store::{Inner, bump, lock, poisoned};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 
+/// Series sealed per hold of their host's lock.
+const SEAL_SERIES_PER_LOCK: usize = 8;
+
 /// State kept between maintenance passes.
 #[derive(Debug, Default)]
 pub(crate) struct MaintenanceState {
@@ -52,10 +55,27 @@ impl Inner {
         let mut low = durable + 1;
         let mut sequences = Vec::new();
         for (name, host) in self.all_hosts()? {
+            let ids: Vec<u64> = lock(&host)?.series.keys().copied().collect();
+            // A few series per hold of the host's lock: its queries and
+            // appends wait for at most that much encoding.
+            for part in ids.chunks(SEAL_SERIES_PER_LOCK) {
+                let mut host = lock(&host)?;
+                self.seal_host(
+                    &name,
+                    &mut host,
+                    Some(part),
+                    now,
+                    durable,
+                    force,
+                    &mut state,
+                    &mut report,
+                )?;
+            }
             let mut host = lock(&host)?;
             self.seal_host(
                 &name,
                 &mut host,
+                None,
                 now,
                 durable,
                 force,
@@ -100,10 +120,13 @@ impl Inner {
     }
 
     #[allow(clippy::too_many_arguments)]
+    /// Seals the due windows of the series `ids` of a host, or with
+    /// `None` its due snapshot windows.
     fn seal_host(
         &self,
         name: &str,
         host: &mut HostState,
+        ids: Option<&[u64]>,
         now: i64,
         durable: u64,
         force: bool,
@@ -118,9 +141,13 @@ impl Inner {
             force || newest >= end || (now >= end && now.saturating_sub(touched) >= idle)
         };
         let mut batch = sled::Batch::default();
+        let mut sealed = 0u64;
         let mut hour_rows: HashMap<(u64, i64), Vec<Row>> = HashMap::new();
         let mut added: Vec<(i64, u64)> = Vec::new();
-        for (id, series) in host.series.iter_mut() {
+        for id in ids.unwrap_or_default() {
+            let Some(series) = host.series.get_mut(id) else {
+                continue;
+            };
             let (newest, touched) = (series.max_t(), series.touched_ms);
             let mut sealed_any = false;
             let mut sealed_last: Option<crate::model::Point> = None;
@@ -145,7 +172,7 @@ impl Inner {
                     .entry((*id, align(w.start, DAY_MS)))
                     .or_default()
                     .extend(chunk::rows(&points, HOUR_MS));
-                report.sealed_chunks += 1;
+                sealed += 1;
             }
             if sealed_last.is_some() && !series.sealed_known {
                 // No trustworthy `L` record: find the newest chunk once.
@@ -189,7 +216,12 @@ impl Inner {
         }
         let (newest, touched) = (host.snapshot_max_t, host.snapshot_touched_ms);
         let mut sealed_snapshots = false;
-        for w in &host.snapshot_windows {
+        let snapshot_windows = if ids.is_none() {
+            &host.snapshot_windows[..]
+        } else {
+            &[]
+        };
+        for w in snapshot_windows {
             if w.max_lsn > durable || !due(w.start, newest, touched) {
                 continue;
             }
@@ -204,7 +236,8 @@ impl Inner {
                 .retain(|w| w.max_lsn > durable || !due(w.start, newest, touched));
         }
         self.tree.apply_batch(batch)?;
-        bump(&self.counters.sealed_chunks, report.sealed_chunks);
+        report.sealed_chunks += sealed;
+        bump(&self.counters.sealed_chunks, sealed);
         if let Some(bytes) = &mut state.window_bytes {
             for (start, n) in added {
                 *bytes.entry(start).or_default() += n;
