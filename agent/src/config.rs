@@ -50,7 +50,8 @@ pub struct Limits {
     /// Batches sent but not yet acknowledged.
     pub max_in_flight: usize,
     /// Largest message when replaying a backlog: spooled batches are
-    /// coalesced up to this size, so a backlog drains in a few round trips.
+    /// coalesced up to this size, so a backlog drains in few round trips;
+    /// also about the most bytes sent and not yet acknowledged.
     pub replay_batch_bytes: usize,
     /// Longest wait between reconnection attempts.
     #[serde(with = "humantime_serde")]
@@ -64,7 +65,7 @@ impl Default for Limits {
         Limits {
             spool_bytes: 64 << 20,
             max_in_flight: 32,
-            replay_batch_bytes: 1 << 20,
+            replay_batch_bytes: 256 << 10,
             max_backoff: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
         }

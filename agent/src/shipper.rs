@@ -3,10 +3,11 @@
 //! after a configuration reload.
 //!
 //! A backlog (after the collector was away) is replayed in order, several
-//! spooled batches coalesced per message (`limits.replay_batch_bytes`), at
-//! most `limits.max_in_flight` messages unacknowledged: it drains in a few
-//! round trips, so fresh samples are not held up for long, and the
-//! collector is never sent more than the window.
+//! spooled batches coalesced per message (`limits.replay_batch_bytes`), with
+//! at most `limits.max_in_flight` messages and about one replay message of
+//! bytes unacknowledged: it drains at one large message per round trip, so
+//! fresh samples are not held up for long, and neither the collector nor
+//! the agent's memory takes more than the window.
 
 use crate::config::AgentConfig;
 use crate::health::Health;
@@ -16,6 +17,7 @@ use hostwatch_proto::v1::agent_message::Kind as AgentKind;
 use hostwatch_proto::v1::collector_message::Kind as CollectorKind;
 use hostwatch_proto::v1::ingest_client::IngestClient;
 use hostwatch_proto::v1::{AgentMessage, Goodbye, Hello};
+use prost::Message;
 use rand::Rng;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -178,17 +180,26 @@ impl Shipper {
         tracing::info!(collector = %self.target.address, last_stored, spooled = self.spool.len(), "connected to the collector");
 
         let mut sent = last_stored;
-        // Sequence (the last of a coalesced message) and when it was sent.
-        let mut in_flight: VecDeque<(u64, Instant)> = VecDeque::new();
+        // Sequence (the last of a coalesced message), when it was sent, size.
+        let mut in_flight: VecDeque<(u64, Instant, usize)> = VecDeque::new();
+        let mut in_flight_bytes = 0;
         let mut drain_deadline: Option<Instant> = None;
         loop {
             let pushed = self.spool.pushed();
-            while in_flight.len() < self.max_in_flight {
+            // The window: a number of messages, and (for a backlog, whose
+            // messages are large) about one replay message of bytes, so the
+            // agent's memory stays small while it catches up.
+            let room = |in_flight: &VecDeque<_>, bytes: usize| {
+                in_flight.len() < self.max_in_flight && bytes < self.replay_batch_bytes
+            };
+            while room(&in_flight, in_flight_bytes) {
                 let Some(batch) = self.spool.batch_after(sent, self.replay_batch_bytes) else {
                     break;
                 };
+                let size = batch.encoded_len();
                 sent = batch.seq;
-                in_flight.push_back((batch.seq, Instant::now()));
+                in_flight.push_back((batch.seq, Instant::now(), size));
+                in_flight_bytes += size;
                 let message = AgentMessage {
                     kind: Some(AgentKind::Batch(batch)),
                 };
@@ -223,14 +234,15 @@ impl Shipper {
             let deadline =
                 drain_deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
-                _ = pushed, if in_flight.len() < self.max_in_flight && drain_deadline.is_none() => {}
+                _ = pushed, if room(&in_flight, in_flight_bytes) && drain_deadline.is_none() => {}
                 message = inbound.message() => match message?.and_then(|m| m.kind) {
                     Some(CollectorKind::Ack(ack)) => {
                         self.spool.ack_through(ack.seq);
-                        while let Some((seq, at)) = in_flight.front().copied() && seq <= ack.seq {
+                        while let Some((seq, at, size)) = in_flight.front().copied() && seq <= ack.seq {
                             if seq == ack.seq {
                                 self.health.acknowledged_after(at.elapsed());
                             }
+                            in_flight_bytes -= size;
                             in_flight.pop_front();
                         }
                     }

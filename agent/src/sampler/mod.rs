@@ -24,8 +24,11 @@ mod process;
 
 use crate::config::AgentConfig;
 use hostwatch_proto::v1::ProcessInfo;
+use std::collections::HashMap;
 use std::fmt;
+use std::fs::File;
 use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// One value of one series at the tick's time.
@@ -159,6 +162,10 @@ struct ProcFs {
     root: PathBuf,
     path: PathBuf,
     buf: Vec<u8>,
+    /// The files read every tick, kept open and read again from offset 0
+    /// (the kernel regenerates their text): no path lookup, open or close
+    /// per tick.
+    kept: HashMap<&'static str, File>,
 }
 
 impl ProcFs {
@@ -167,22 +174,63 @@ impl ProcFs {
             root,
             path: PathBuf::new(),
             buf: Vec::new(),
+            kept: HashMap::new(),
         }
     }
 
-    fn read(&mut self, relative: impl AsRef<Path>) -> io::Result<&str> {
-        let bytes = self.read_bytes(relative)?;
-        std::str::from_utf8(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    /// A file read every tick, as text.
+    fn read(&mut self, relative: &'static str) -> io::Result<&str> {
+        if let Some(file) = self.kept.get(relative) {
+            if pread_all(file, &mut self.buf).is_ok() {
+                return as_text(&self.buf);
+            }
+            // Reopened below.
+            self.kept.remove(relative);
+        }
+        self.path.clear();
+        self.path.push(&self.root);
+        self.path.push(relative);
+        let mut file = File::open(&self.path)?;
+        read_all(&mut file, &mut self.buf)?;
+        self.kept.insert(relative, file);
+        as_text(&self.buf)
     }
 
-    /// For files that may hold any bytes (process names, command lines).
+    /// A file read once in a while (a process's command line or owner),
+    /// opened each time.
     fn read_bytes(&mut self, relative: impl AsRef<Path>) -> io::Result<&[u8]> {
         self.path.clear();
         self.path.push(&self.root);
         self.path.push(relative);
-        let mut file = std::fs::File::open(&self.path)?;
+        let mut file = File::open(&self.path)?;
         read_all(&mut file, &mut self.buf)?;
         Ok(&self.buf)
+    }
+}
+
+fn as_text(bytes: &[u8]) -> io::Result<&str> {
+    std::str::from_utf8(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Reads a kept-open file from its start to its end into `buf`.
+fn pread_all(file: &File, buf: &mut Vec<u8>) -> io::Result<()> {
+    const CHUNK: usize = 4096;
+    buf.clear();
+    loop {
+        let len = buf.len();
+        buf.resize(len + CHUNK, 0);
+        match file.read_at(&mut buf[len..], len as u64) {
+            Ok(0) => {
+                buf.truncate(len);
+                return Ok(());
+            }
+            Ok(n) => buf.truncate(len + n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => buf.truncate(len),
+            Err(e) => {
+                buf.truncate(len);
+                return Err(e);
+            }
+        }
     }
 }
 

@@ -6,7 +6,12 @@
 use super::{ParseError, ProcFs, Samples};
 use std::io;
 
-const RESOURCES: [&str; 3] = ["cpu", "memory", "io"];
+/// (resource, file under /proc).
+const RESOURCES: [(&str, &str); 3] = [
+    ("cpu", "pressure/cpu"),
+    ("memory", "pressure/memory"),
+    ("io", "pressure/io"),
+];
 
 /// One line: `some avg10=0.12 avg60=0.05 avg300=0.01 total=123456`.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,8 +59,8 @@ pub(super) fn parse(text: &str) -> Result<Vec<Line>, ParseError> {
 /// problems (resource, what), for counting.
 pub(super) fn sample(fs: &mut ProcFs, out: &mut Samples) -> Vec<(&'static str, String)> {
     let mut problems = Vec::new();
-    for resource in RESOURCES {
-        let text = match fs.read(format!("pressure/{resource}")) {
+    for (resource, path) in RESOURCES {
+        let text = match fs.read(path) {
             Ok(text) => text,
             // No PSI in this kernel, or disabled at boot (EOPNOTSUPP).
             Err(e)

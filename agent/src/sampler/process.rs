@@ -346,7 +346,8 @@ impl State {
             let user = match self.owners.get(&p.pid) {
                 Some((start, user)) if *start == p.stat.start => user.clone(),
                 _ => {
-                    let user = match fs.read(format!("{}/status", p.pid)) {
+                    let status = fs.read_bytes(format!("{}/status", p.pid));
+                    let user = match status.and_then(super::as_text) {
                         Ok(text) => parse_status_uid(text)
                             .map(|uid| self.users.name(uid, now))
                             .unwrap_or_default(),

@@ -41,8 +41,9 @@ pub(crate) struct Args {
     /// The agent's sampling interval, and the scrape interval.
     #[arg(long, default_value = "1000")]
     interval_ms: u64,
-    /// The agent binary; default: `hostwatch-agent` next to this program
-    /// (`cargo build --release -p hostwatch-agent -p hostwatch-bench`).
+    /// The agent binary; default: the deployed build,
+    /// `target/release-small/hostwatch-agent` (`cargo build --profile
+    /// release-small -p hostwatch-agent`).
     #[arg(long)]
     agent_bin: Option<PathBuf>,
     /// node_exporter; skipped when absent.
@@ -70,14 +71,16 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     }
     let agent_bin = match &args.agent_bin {
         Some(path) => path.clone(),
+        // This program is target/<profile>/hostwatch-bench.
         None => std::env::current_exe()?
             .parent()
-            .context("no directory for this program")?
-            .join("hostwatch-agent"),
+            .and_then(Path::parent)
+            .context("no target directory above this program")?
+            .join("release-small/hostwatch-agent"),
     };
     if !agent_bin.exists() {
         bail!(
-            "{} not found: build it first (cargo build --release -p hostwatch-agent -p hostwatch-bench) or pass --agent-bin",
+            "{} not found: build it first (cargo build --profile release-small -p hostwatch-agent) or pass --agent-bin",
             agent_bin.display()
         );
     }
