@@ -65,7 +65,7 @@ impl Default for Limits {
         Limits {
             spool_bytes: 64 << 20,
             max_in_flight: 32,
-            replay_batch_bytes: 256 << 10,
+            replay_batch_bytes: 64 << 10,
             max_backoff: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
         }
@@ -291,9 +291,9 @@ impl AgentConfig {
         if limits.max_in_flight == 0 {
             return Err("limits.max_in_flight must be greater than zero".to_owned());
         }
-        if !(64 * 1024..=crate::MAX_MESSAGE_BYTES).contains(&limits.replay_batch_bytes) {
+        if !(16 * 1024..=crate::MAX_MESSAGE_BYTES).contains(&limits.replay_batch_bytes) {
             return Err(format!(
-                "limits.replay_batch_bytes must be between 65536 and {}",
+                "limits.replay_batch_bytes must be between 16384 and {}",
                 crate::MAX_MESSAGE_BYTES
             ));
         }

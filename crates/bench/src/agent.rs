@@ -14,8 +14,8 @@ use crate::measure::{Probe, median};
 use anyhow::{Context, bail};
 use hostwatch_pki::transport::{ClientTarget, connect};
 use hostwatch_pki::{Ca, Identity, IssueOptions, Role, TlsFiles, cert_stem};
-use hostwatch_proto::v1::LatestRequest;
 use hostwatch_proto::v1::query_client::QueryClient;
+use hostwatch_proto::v1::{LatestRequest, ListHostsRequest};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -53,6 +53,11 @@ pub(crate) struct Args {
     /// would configure them.
     #[arg(long, default_value = "sshd,cron")]
     watch: String,
+    /// After the measurement, stop the collector this long (the agent
+    /// spools), restart it, and measure the replay: time until fresh
+    /// samples arrive again, and the agent's memory meanwhile.
+    #[arg(long, default_value = "0")]
+    outage_secs: u64,
 }
 
 /// Kills a child process when dropped, so an error leaves nothing behind.
@@ -131,9 +136,13 @@ async fn bench(args: Args, agent_bin: PathBuf) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let collector_addr = listener.local_addr()?;
     let (stop_collector, stopped) = tokio::sync::oneshot::channel::<()>();
-    let collector = tokio::spawn(hostwatch_collector::serve(config, listener, async move {
-        let _ = stopped.await;
-    }));
+    let collector = tokio::spawn(hostwatch_collector::serve(
+        config.clone(),
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
 
     // The agent, as operators run it.
     let watch: Vec<String> = args
@@ -292,6 +301,9 @@ async fn bench(args: Args, agent_bin: PathBuf) -> anyhow::Result<()> {
     );
     println!("agent_rss_steady_mib_median={:.2}", mib(agent_rss_median));
     println!("agent_rss_peak_mib={:.2}", mib(agent_peak as f64));
+    let (anon, file) = agent_probe.rss_split()?;
+    println!("agent_rss_anonymous_mib={:.2}", mib(anon as f64));
+    println!("agent_rss_file_backed_mib={:.2}", mib(file as f64));
     if let (Some(node_peak), false) = (node_peak, node_cpu.is_empty()) {
         let node_cpu_median = median(&node_cpu).unwrap_or(f64::NAN);
         let node_rss_median = median(&node_rss).unwrap_or(f64::NAN);
@@ -330,9 +342,102 @@ async fn bench(args: Args, agent_bin: PathBuf) -> anyhow::Result<()> {
         agent_rss_median <= TARGET_RSS_BYTES
     );
 
+    let _ = stop_collector.send(());
+    collector.await??;
+    if args.outage_secs > 0 {
+        outage(&args, config, collector_addr, &agent_probe, &mut query).await?;
+    }
     drop(agent);
     drop(node);
-    let _ = stop_collector.send(());
+    Ok(())
+}
+
+/// The collector (already stopped) stays away `outage_secs`, comes back on
+/// the same address; prints how long until a sample taken after its return
+/// is stored (the backlog before it replayed), and the agent's memory.
+async fn outage(
+    args: &Args,
+    config: hostwatch_collector::CollectorConfig,
+    addr: SocketAddr,
+    agent: &Probe,
+    query: &mut QueryClient<tonic::transport::Channel>,
+) -> anyhow::Result<()> {
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let mut rss = Vec::new();
+    let away = Instant::now();
+    while away.elapsed() < Duration::from_secs(args.outage_secs) {
+        rss.push(agent.rss_bytes()?.0 as f64);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} again"))?;
+    let back_ms = now_ms();
+    let back = Instant::now();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let collector = tokio::spawn(hostwatch_collector::serve(config, listener, async move {
+        let _ = stopped.await;
+    }));
+    let deadline = back + Duration::from_secs(600);
+    // Reconnection waits for the agent's backoff (up to limits.max_backoff).
+    let reconnected = loop {
+        let connected = query
+            .list_hosts(ListHostsRequest {})
+            .await
+            .ok()
+            .is_some_and(|r| {
+                r.into_inner()
+                    .hosts
+                    .iter()
+                    .any(|h| h.host_id == HOST && h.connected)
+            });
+        if connected {
+            break back.elapsed();
+        }
+        if Instant::now() > deadline {
+            bail!("the agent did not reconnect within 10 minutes of the collector's return");
+        }
+        rss.push(agent.rss_bytes()?.0 as f64);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let replayed = loop {
+        let fresh = latest(query)
+            .await
+            .ok()
+            .and_then(|l| l.get(&key("host_uptime_seconds", None)).map(|v| v.0))
+            .is_some_and(|t| t > back_ms);
+        if fresh {
+            break back.elapsed();
+        }
+        if Instant::now() > deadline {
+            bail!("no fresh sample within 10 minutes of the collector's return");
+        }
+        rss.push(agent.rss_bytes()?.0 as f64);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (after, peak) = agent.rss_bytes()?;
+    println!("outage_seconds={}", args.outage_secs);
+    println!("outage_reconnect_seconds={:.3}", reconnected.as_secs_f64());
+    println!(
+        "outage_replay_after_reconnect_until_fresh_sample_seconds={:.3}",
+        (replayed - reconnected).as_secs_f64()
+    );
+    println!(
+        "outage_agent_rss_median_mib={:.2}",
+        median(&rss).unwrap_or(f64::NAN) / (1024.0 * 1024.0)
+    );
+    println!("outage_agent_rss_after_replay_mib={:.2}", mib(after));
+    println!("outage_agent_rss_peak_mib={:.2}", mib(peak));
+    let (anon, file) = agent.rss_split()?;
+    println!(
+        "outage_agent_rss_anonymous_after_replay_mib={:.2}",
+        mib(anon)
+    );
+    println!(
+        "outage_agent_rss_file_backed_after_replay_mib={:.2}",
+        mib(file)
+    );
+    let _ = stop.send(());
     collector.await??;
     Ok(())
 }

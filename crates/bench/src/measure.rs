@@ -38,17 +38,27 @@ impl Probe {
 
     /// (resident, peak resident) bytes, from VmRSS and VmHWM.
     pub(crate) fn rss_bytes(&self) -> anyhow::Result<(u64, u64)> {
+        Ok((self.status_bytes("VmRSS:")?, self.status_bytes("VmHWM:")?))
+    }
+
+    /// (anonymous, file-backed) resident bytes: heap and stacks, and
+    /// mapped code and libraries.
+    pub(crate) fn rss_split(&self) -> anyhow::Result<(u64, u64)> {
+        Ok((
+            self.status_bytes("RssAnon:")?,
+            self.status_bytes("RssFile:")?,
+        ))
+    }
+
+    fn status_bytes(&self, name: &str) -> anyhow::Result<u64> {
         let status = std::fs::read_to_string(self.dir().join("status"))?;
-        let field = |name: &str| -> anyhow::Result<u64> {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|kb| kb.parse::<u64>().ok())
-                .map(|kb| kb * 1024)
-                .ok_or_else(|| anyhow::anyhow!("no {name} in /proc/{}/status", self.pid))
-        };
-        Ok((field("VmRSS:")?, field("VmHWM:")?))
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .ok_or_else(|| anyhow::anyhow!("no {name} in /proc/{}/status", self.pid))
     }
 }
 
@@ -111,5 +121,7 @@ mod tests {
         assert!(probe.cpu_ns().unwrap() > before);
         let (rss, peak) = probe.rss_bytes().unwrap();
         assert!(rss > 0 && peak >= rss);
+        let (anon, file) = probe.rss_split().unwrap();
+        assert!(anon > 0 && file > 0 && anon + file <= rss + 4096 * 16);
     }
 }

@@ -4,7 +4,7 @@
 //! missing, none sent to the store twice).
 
 use hostwatch_pki::Role;
-use hostwatch_proto::v1::{Matcher, RangeRequest, SeriesPoints, matcher};
+use hostwatch_proto::v1::{Matcher, ProcessesRequest, RangeRequest, SeriesPoints, matcher};
 use hostwatch_tests::*;
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -204,6 +204,26 @@ async fn samples_spooled_before_a_sigkill_are_stored_exactly_once() {
     assert!(
         !collector_log.contains("duplicate sample"),
         "the collector received samples twice"
+    );
+    // The snapshots of top processes travel with the samples.
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let snapshot = operator(&pki, addr)
+        .await
+        .processes(ProcessesRequest {
+            host_id: HOST.into(),
+            at_ms: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .expect("a process snapshot");
+    assert!(
+        snapshot
+            .processes
+            .iter()
+            .any(|p| p.rss_bytes > 0 && !p.command.is_empty()),
+        "{snapshot:?}"
     );
     assert!(agent.log().contains("spool opened"));
     drop(agent);
