@@ -51,8 +51,9 @@ fn run(config: AgentConfig, path: PathBuf) -> anyhow::Result<()> {
     runtime.block_on(async {
         // Before anything else: without a handler, SIGHUP would end the process.
         let hangups = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+        let host_id = crate::host_id(&config)?;
         let (configs, receiver) = watch::channel(config);
-        tokio::spawn(reload_on_hangup(hangups, path, configs));
+        tokio::spawn(reload_on_hangup(hangups, path, host_id, configs));
         crate::run_reloadable(receiver, hostwatch_pki::process::shutdown_signal()).await?;
         Ok(())
     })
@@ -62,11 +63,18 @@ fn run(config: AgentConfig, path: PathBuf) -> anyhow::Result<()> {
 /// (certificates included: the stream reconnects with them). A file that
 /// does not load, or certificates that do not, leave the running
 /// configuration in place.
-async fn reload_on_hangup(mut hangups: Signal, path: PathBuf, configs: watch::Sender<AgentConfig>) {
+async fn reload_on_hangup(
+    mut hangups: Signal,
+    path: PathBuf,
+    host_id: String,
+    configs: watch::Sender<AgentConfig>,
+) {
     while hangups.recv().await.is_some() {
         crate::service::reloading();
         let loaded = AgentConfig::load(&path).map_err(|e| e.to_string());
-        match loaded.and_then(|new| crate::check_reload(&configs.borrow(), &new).map(|()| new)) {
+        let checked = loaded
+            .and_then(|new| crate::check_reload(&host_id, &configs.borrow(), &new).map(|()| new));
+        match checked {
             Ok(new) => {
                 configs.send_replace(new);
                 tracing::info!(path = %path.display(), "configuration reloaded");

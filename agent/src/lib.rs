@@ -41,6 +41,25 @@ pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 pub enum AgentError {
     #[error(transparent)]
     Tls(#[from] hostwatch_pki::PkiError),
+    /// The collector would refuse it forever: said now instead.
+    #[error("{}: the certificate is for {identity}; the agent needs an agent certificate (hostwatch://agent/<host-id>)", path.display())]
+    NotAnAgent {
+        path: std::path::PathBuf,
+        identity: hostwatch_pki::Identity,
+    },
+}
+
+/// The host id this agent runs as: the name in its certificate, which
+/// must be an agent's and must load.
+pub fn host_id(config: &AgentConfig) -> Result<String, AgentError> {
+    let (_, identity) = hostwatch_pki::client_config(&config.tls)?;
+    if identity.role != hostwatch_pki::Role::Agent {
+        return Err(AgentError::NotAnAgent {
+            path: config.tls.cert.clone(),
+            identity,
+        });
+    }
+    Ok(identity.name)
 }
 
 /// Runs the agent with a fixed configuration until `shutdown` completes.
@@ -62,8 +81,7 @@ pub async fn run_reloadable(
 ) -> Result<(), AgentError> {
     let config = configs.borrow_and_update().clone();
     // Fail now, with a message naming the file, rather than in the loop.
-    let (_, identity) = hostwatch_pki::client_config(&config.tls)?;
-    let host_id = identity.name;
+    let host_id = host_id(&config)?;
     let spool = Arc::new(Spool::open(&config.spool_dir(), config.limits.spool_bytes));
     let health = Arc::new(Health::default());
     let hello = Hello {
@@ -97,16 +115,17 @@ pub async fn run_reloadable(
     Ok(())
 }
 
-/// Whether `new` may replace the running `current` configuration: its
-/// certificates must load and name the same host. The spool directory is
-/// kept until a restart (logged).
-pub fn check_reload(current: &AgentConfig, new: &AgentConfig) -> Result<(), String> {
-    let (_, identity) = hostwatch_pki::client_config(&new.tls).map_err(|e| e.to_string())?;
-    let (_, running) = hostwatch_pki::client_config(&current.tls).map_err(|e| e.to_string())?;
-    if identity.name != running.name {
+/// Whether `new` may replace the running `current` configuration of the
+/// agent running as `host_id`: its certificates must load, be an agent's,
+/// and name that same host (certificates are usually replaced in place, so
+/// the running files are no reference). The spool directory is kept until
+/// a restart (logged).
+pub fn check_reload(host_id: &str, current: &AgentConfig, new: &AgentConfig) -> Result<(), String> {
+    let host = self::host_id(new).map_err(|e| e.to_string())?;
+    if host != host_id {
         return Err(format!(
-            "the new certificate is for host {:?}, not {:?}: a different host id needs a restart",
-            identity.name, running.name
+            "{}: the new certificate is for host {host:?}, not {host_id:?}: a different host id needs a restart",
+            new.tls.cert.display()
         ));
     }
     if new.state_dir != current.state_dir {

@@ -53,3 +53,26 @@ fn unreadable_certificates_exit_1_naming_the_file() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("ca.pem"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_certificate_that_is_not_an_agents_exits_1_naming_it() {
+    use hostwatch_pki::{Ca, Identity, IssueOptions, Role, cert_stem};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::generate("test CA", 1).unwrap();
+    ca.write(dir.path()).unwrap();
+    let identity = Identity::new(Role::Operator, "alice").unwrap();
+    ca.issue(&identity, &IssueOptions::valid_for_days(1))
+        .unwrap()
+        .write(dir.path(), &cert_stem(&identity))
+        .unwrap();
+    let path = dir.path().join("agent.toml");
+    let config = CONFIG
+        .replace("agent.pem", "operator-alice.pem")
+        .replace("agent.key", "operator-alice.key");
+    std::fs::write(&path, config).unwrap();
+    let out = run(&path);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("operator-alice.pem"), "{err}");
+    assert!(err.contains("agent certificate"), "{err}");
+}

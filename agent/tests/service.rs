@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use hostwatch_pki::{Ca, Identity, IssueOptions, Role, cert_stem};
+use hostwatch_pki::{Ca, Identity, IssueOptions, Role};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::os::unix::net::UnixDatagram;
@@ -36,13 +36,8 @@ impl Agent {
     /// Starts the agent with `state_dir`, a collector that is not there,
     /// and a watchdog of 300 ms.
     fn start(dir: &Path, state_dir: &Path) -> Agent {
-        let ca = Ca::generate("test CA", 1).unwrap();
-        ca.write(dir).unwrap();
-        let identity = Identity::new(Role::Agent, "svc").unwrap();
-        ca.issue(&identity, &IssueOptions::valid_for_days(1))
-            .unwrap()
-            .write(dir, &cert_stem(&identity))
-            .unwrap();
+        Ca::generate("test CA", 1).unwrap().write(dir).unwrap();
+        issue_agent(dir, "svc", "agent-svc");
         let config = dir.join("agent.toml");
         std::fs::write(&config, config_text(state_dir, "100ms")).unwrap();
         let socket_path = dir.join("notify.sock");
@@ -102,6 +97,16 @@ impl Agent {
     }
 }
 
+/// An agent certificate for `host`, from the CA in `dir`, as `<stem>.pem/.key`.
+fn issue_agent(dir: &Path, host: &str, stem: &str) {
+    let ca = Ca::load(dir).unwrap();
+    let identity = Identity::new(Role::Agent, host).unwrap();
+    ca.issue(&identity, &IssueOptions::valid_for_days(1))
+        .unwrap()
+        .write(dir, stem)
+        .unwrap();
+}
+
 fn config_text(state_dir: &Path, interval: &str) -> String {
     format!(
         "collector = \"127.0.0.1:9\"\ninterval = \"{interval}\"\nstate_dir = {:?}\n[tls]\nca = \"ca.pem\"\ncert = \"agent-svc.pem\"\nkey = \"agent-svc.key\"\n",
@@ -133,6 +138,18 @@ fn notifies_systemd_pings_the_watchdog_reloads_and_stops() {
     agent.wait_for_log("configuration not reloaded");
     assert!(agent.log().contains("colour"), "{}", agent.log());
     agent.expect("WATCHDOG=1");
+    assert!(
+        agent.child.try_wait().unwrap().is_none(),
+        "the agent stopped"
+    );
+
+    // Certificates replaced in place by ones for another host: refused.
+    std::fs::write(&agent.config, config_text(&state, "200ms")).unwrap();
+    issue_agent(dir.path(), "other", "agent-svc");
+    agent.signal(Signal::SIGHUP);
+    agent.expect("RELOADING=1");
+    agent.expect("READY=1");
+    agent.wait_for_log("a different host id needs a restart");
     assert!(
         agent.child.try_wait().unwrap().is_none(),
         "the agent stopped"

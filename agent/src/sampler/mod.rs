@@ -11,6 +11,13 @@
 //! `filesystem` (mountinfo + statvfs), `disk` (/proc/diskstats), `network`
 //! (/proc/net/dev), `process` (/proc/<pid>: counts, top-N snapshot,
 //! watched processes).
+//!
+//! Why not sysinfo here (it gives the host facts at start): most figures
+//! need /proc anyway (the CPU time split, PSI, disk and network error
+//! counters, swap traffic, inodes), and sysinfo would read the same files
+//! again and keep a full record per process; reading each file once per
+//! tick, and only `stat` per process, is what keeps a sample cheaper than
+//! half a node_exporter scrape (`hostwatch-bench agent`).
 
 mod cpu;
 mod disk;

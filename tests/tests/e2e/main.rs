@@ -7,3 +7,4 @@ mod alerts;
 mod auth;
 mod durability;
 mod ingest;
+mod rotation;
