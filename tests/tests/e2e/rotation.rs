@@ -65,11 +65,14 @@ async fn sighup_reconnects_with_certificates_rotated_in_place() {
     agent.signal(Signal::SIGHUP);
     // A healthy stream is never re-established on its own: this is the reload.
     eventually(WAIT, "a reconnection after the reload", || async {
-        (latest(&pki, &collector, "hostwatch_agent_reconnects_total").await? >= 1.0)
-            .then_some(())
+        (latest(&pki, &collector, "hostwatch_agent_reconnects_total").await? >= 1.0).then_some(())
     })
     .await;
-    assert!(agent.log().contains("reconnecting with the reloaded configuration"));
+    assert!(
+        agent
+            .log()
+            .contains("reconnecting with the reloaded configuration")
+    );
     drop(agent);
     collector.stop().await;
 }
