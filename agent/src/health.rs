@@ -1,6 +1,7 @@
 //! The agent's own figures, sent with every batch: its CPU time and
-//! memory, the spool (bytes, batches, drops, damage, disk errors), and the
-//! stream (connected, reconnects, acknowledgement latency).
+//! memory, the batch's sequence number, the spool (bytes, batches, drops,
+//! damage, disk errors), and the stream (connected, reconnects,
+//! acknowledgement latency).
 
 use crate::sampler::Samples;
 use crate::spool::Spool;
@@ -47,6 +48,9 @@ impl Health {
         if let Some(rss) = resident_bytes() {
             out.push("hostwatch_agent_resident_bytes", rss as f64);
         }
+        // This batch's sequence number: it survives restarts, so stored
+        // values with a hole mean lost batches.
+        out.push("hostwatch_agent_batches_total", spool.next_seq() as f64);
         let stats = spool.stats();
         out.push("hostwatch_agent_spool_bytes", stats.bytes as f64);
         out.push("hostwatch_agent_spool_batches", stats.batches as f64);
@@ -120,6 +124,7 @@ mod tests {
             Some(0.007)
         );
         assert_eq!(out.get("hostwatch_agent_spool_durable", &[]), Some(1.0));
+        assert_eq!(out.get("hostwatch_agent_batches_total", &[]), Some(1.0));
         assert!(out.get("hostwatch_agent_resident_bytes", &[]).unwrap() > 0.0);
         assert!(out.get("hostwatch_agent_cpu_seconds_total", &[]).unwrap() > 0.0);
         let mut out = Samples::default();

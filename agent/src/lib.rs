@@ -169,6 +169,7 @@ async fn sample_loop(
         let t_ms = now_ms();
         let tick = sampler.sample(std::time::Instant::now());
         let mut samples = tick.samples;
+        // Only this task pushes: the next sequence is this batch's.
         health.sample(&spool, &mut samples);
         let processes = tick
             .processes

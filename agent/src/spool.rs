@@ -305,13 +305,19 @@ impl Spool {
         self.pushed.notified().await;
     }
 
-    /// Makes what was written durable on disk (at a clean stop).
+    /// Makes what was written durable on disk, segments and their names
+    /// (at a clean stop: a power failure after it loses nothing).
     pub fn sync(&self) {
         let inner = self.lock();
-        if let Some(segment) = inner.active.and_then(|k| inner.segments.get(&k))
-            && let Err(e) = segment.file.sync_data()
-        {
-            tracing::warn!(path = %segment.path.display(), error = %e, "cannot sync the spool");
+        let segments = inner
+            .segments
+            .values()
+            .map(|s| (&s.path, s.file.sync_data()));
+        let dir = File::open(&inner.dir).and_then(|d| d.sync_all());
+        for (path, result) in segments.chain([(&inner.dir, dir)]) {
+            if let Err(e) = result {
+                tracing::warn!(path = %path.display(), error = %e, "cannot sync the spool");
+            }
         }
     }
 }

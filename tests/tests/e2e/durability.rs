@@ -169,33 +169,55 @@ async fn samples_spooled_before_a_sigkill_are_stored_exactly_once() {
     })
     .await;
 
-    let uptime_key = series_key("host_uptime_seconds", &[]);
     for (key, times) in &stored_points {
         let unique: BTreeSet<i64> = times.iter().copied().collect();
         assert_eq!(unique.len(), times.len(), "{key}: a sample stored twice");
     }
     // Nothing lost between what was acknowledged before the collector
-    // stopped and what was spooled after: the uptime series, sampled every
-    // 200 ms, has no hole before the kill (a generous bound for a loaded
-    // machine), and its last point before the kill is recent.
-    let mut before_kill: Vec<i64> = stored_points[&uptime_key]
+    // stopped and what was spooled after: every batch carries its sequence
+    // number as a series, and those stored from before the kill follow one
+    // another without a hole (a torn last record may be missing at the end);
+    // after the restart the numbering continues above them.
+    let numbers = eventually(WAIT, "batch numbers after the restart", || async {
+        let series = stored(&pki, port, "hostwatch_agent_batches_total").await?;
+        let mut points: Vec<(i64, f64)> = series
+            .iter()
+            .flat_map(|s| {
+                s.timestamps_ms
+                    .iter()
+                    .copied()
+                    .zip(s.values.iter().copied())
+            })
+            .collect();
+        points.sort_by_key(|p| p.0);
+        points.iter().any(|p| p.0 > killed_at).then_some(points)
+    })
+    .await;
+    let before: Vec<u64> = numbers
         .iter()
-        .copied()
-        .filter(|t| *t <= killed_at)
+        .filter(|p| p.0 <= killed_at)
+        .map(|p| p.1 as u64)
         .collect();
-    before_kill.sort();
-    for pair in before_kill.windows(2) {
-        assert!(
-            pair[1] - pair[0] < 2_000,
-            "{} ms without a sample before the kill",
-            pair[1] - pair[0]
+    assert_eq!(before[0], 1, "the first batch is missing");
+    for pair in before.windows(2) {
+        assert_eq!(
+            pair[1],
+            pair[0] + 1,
+            "batches lost between {} and {}",
+            pair[0],
+            pair[1]
         );
     }
-    let last = *before_kill.last().unwrap();
+    let last_spooled = on_disk.batches.iter().map(|b| b.seq).max().unwrap();
+    assert_eq!(
+        *before.last().unwrap(),
+        last_spooled,
+        "the newest spooled batch was not stored"
+    );
+    let after = numbers.iter().find(|p| p.0 > killed_at).unwrap().1 as u64;
     assert!(
-        killed_at - last < 2_000,
-        "last sample {} ms before the kill",
-        killed_at - last
+        after > last_spooled,
+        "numbering went back after the restart: {after}"
     );
     // The store keeps the first sample of a timestamp and logs any second
     // one: the agent never sent a stored sample again as new data (replays
