@@ -15,7 +15,7 @@ const MAX_PROCESS_TEXT: usize = 4096;
 /// stream's spool id. Series whose timestamp and value arrays differ in
 /// length, and process snapshots that are too large or hold non-finite
 /// figures, are malformed: counted and left out, not guessed at.
-pub(crate) fn batch(host: &str, source: u64, batch: pb::Batch) -> (tsdb::Batch, u64) {
+pub fn batch(host: &str, source: u64, batch: pb::Batch) -> (tsdb::Batch, u64) {
     let mut malformed = 0;
     let processes = batch
         .processes

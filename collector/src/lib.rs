@@ -23,4 +23,7 @@ mod query;
 mod server;
 
 pub use config::CollectorConfig;
+/// The conversion of an agent's batch that ingest applies before storing
+/// it; public for the benchmark harness, which times ingest's CPU.
+pub use convert::batch as convert_batch;
 pub use server::{CollectorError, serve};

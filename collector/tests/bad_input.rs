@@ -60,6 +60,18 @@ fn invalid_configuration_exits_64_naming_the_problem() {
         ),
         (text.replace("listen = ", "lissen = "), "lissen"),
         (text.replace("\"127.0.0.1:0\"", "\"localhost\""), "listen"),
+        (
+            format!(
+                "{text}\n[alerting]\n[[alerting.rules]]\nname = \"r\"\nkind = \"threshold\"\nmetric = \"m\"\nop = \">\"\n"
+            ),
+            "alerting.rules[0] \"r\": raise",
+        ),
+        (
+            format!(
+                "{text}\n[alerting]\n[[alerting.hooks]]\nname = \"h\"\nkind = \"exec\"\ncommand = [\"/nonexistent/pager\"]\n"
+            ),
+            "alerting.hooks[0] \"h\": command /nonexistent/pager",
+        ),
     ] {
         std::fs::write(&path, bad).unwrap();
         let out = run(&path);

@@ -10,14 +10,14 @@
 //! Alerts that are not inactive live in one map by fingerprint.
 
 use crate::config::{Cause, Eval, EventKind, Kind, Rule, RuleSet, SeriesRule, Source};
+use crate::fasthash::{FastMap, hash_one};
 use crate::machine::{Change, Cond, Machine, Phase};
 use crate::model::{Alert, Transition};
 use crate::template::{Context, format_bytes, format_duration, format_number};
-use crate::window::{Trend, Window};
-use hostwatch_tsdb::{Batch, Label, ProcessInfo, ProcessSnapshot};
+use crate::window::{Aggregate, Trend, Window};
+use hostwatch_tsdb::{Batch, Label, ProcessInfo, ProcessSnapshot, SeriesInput};
 use sha2::Digest;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::hash::{Hash, Hasher};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 /// Finds the newest process snapshot of a host at or before a time.
@@ -79,37 +79,103 @@ struct Tracker {
     fp: u64,
     labels: Arc<BTreeMap<String, String>>,
     denominator: Option<DenKey>,
-    window: Option<Window>,
-    trend: Option<Trend>,
+    /// For aggregates over a window (`last` needs none); boxed, as most
+    /// trackers have none and the per-host array of trackers stays small.
+    window: Option<Box<Window>>,
+    trend: Option<Box<Trend>>,
     machine: Machine,
     last_t: i64,
 }
 
-struct Slot {
-    /// Sorted, for the equality check behind the hash.
-    labels: Vec<Label>,
-    metric: String,
-    trackers: Vec<Tracker>,
+/// A series some rule watches, in a host's state: its hash and where its
+/// trackers are.
+#[derive(Clone, Copy)]
+struct Watched {
+    hash: u64,
+    first: u32,
+    count: u32,
 }
 
+/// A host's evaluation state, laid out for the per-batch walk: an agent
+/// lists its series in the same order every time, so the watched series
+/// and their trackers are kept in that order, contiguous, and the next one
+/// expected is found without a map lookup. A series is recognized by a
+/// 64-bit hash of its metric and labels.
 #[derive(Default)]
 struct HostState {
-    slots: HashMap<u64, Vec<Slot>>,
-    /// Newest value of each denominator series, by series hash.
-    denominators: HashMap<u64, f64>,
+    watched: Vec<Watched>,
+    /// Metric and sorted labels of each watched series (read on reloads only).
+    names: Vec<(String, Vec<Label>)>,
+    trackers: Vec<Tracker>,
+    /// Newest value of each denominator series, by series hash (few: linear).
+    denominators: Vec<(u64, f64)>,
     /// (received, newest sample time - received), newest last.
     skew: VecDeque<(i64, i64)>,
     skew_trackers: Vec<Tracker>,
-    dropped: HashMap<u64, u64>,
+    dropped: Vec<(u64, u64)>,
     /// Per host-down rule (by position): the firing alert.
     down: Vec<Option<u64>>,
+}
+
+/// What a metric is to the rules: watched by some, denominator of some.
+#[derive(Default)]
+struct MetricUse {
+    rules: Vec<usize>,
+    denominator: bool,
+}
+
+/// Metric names to numbers, looked up once per series of every batch, so
+/// without hashing: by length, then the last 8 bytes, then the whole name.
+#[derive(Default)]
+struct MetricIndex {
+    /// By name length: (last 8 bytes, number).
+    by_len: Vec<Vec<(u64, u32)>>,
+    names: Vec<String>,
+}
+
+/// The last (up to) 8 bytes of a name, as a number.
+fn tail(name: &str) -> u64 {
+    let bytes = name.as_bytes();
+    match bytes
+        .len()
+        .checked_sub(8)
+        .and_then(|start| bytes.get(start..))
+    {
+        Some(last) => last.iter().fold(0, |w, &b| (w << 8) | u64::from(b)),
+        None => bytes.iter().fold(0, |w, &b| (w << 8) | u64::from(b)),
+    }
+}
+
+impl MetricIndex {
+    fn get(&self, name: &str) -> Option<u32> {
+        let candidates = self.by_len.get(name.len())?;
+        let t = tail(name);
+        candidates
+            .iter()
+            .find(|(c, i)| *c == t && self.names[*i as usize] == name)
+            .map(|(_, i)| *i)
+    }
+
+    /// Adds `name` (not present) as number `i`; returns `i`.
+    fn insert(&mut self, name: &str, i: u32) -> u32 {
+        if self.by_len.len() <= name.len() {
+            self.by_len.resize_with(name.len() + 1, Vec::new);
+        }
+        self.by_len[name.len()].push((tail(name), i));
+        if self.names.len() <= i as usize {
+            self.names.resize(i as usize + 1, String::new());
+        }
+        self.names[i as usize] = name.to_owned();
+        i
+    }
 }
 
 /// Which rules react to what.
 #[derive(Default)]
 struct Index {
-    by_metric: HashMap<String, Vec<usize>>,
-    denominators: HashSet<String>,
+    /// Metric name -> its entry in `uses`.
+    by_metric: MetricIndex,
+    uses: Vec<MetricUse>,
     skew: Vec<usize>,
     host_down: Vec<usize>,
     reboot: Vec<usize>,
@@ -118,6 +184,25 @@ struct Index {
 }
 
 impl Index {
+    fn use_of(&mut self, metric: &str) -> &mut MetricUse {
+        let i = match self.by_metric.get(metric) {
+            Some(i) => i,
+            None => {
+                self.uses.push(MetricUse::default());
+                self.by_metric.insert(metric, self.uses.len() as u32 - 1)
+            }
+        };
+        &mut self.uses[i as usize]
+    }
+
+    /// The rules watching `metric`.
+    fn rules_of(&self, metric: &str) -> &[usize] {
+        self.by_metric
+            .get(metric)
+            .map(|i| self.uses[i as usize].rules.as_slice())
+            .unwrap_or(&[])
+    }
+
     fn build(rules: &[Rule]) -> Index {
         let mut index = Index::default();
         for (i, rule) in rules.iter().enumerate() {
@@ -127,9 +212,9 @@ impl Index {
                     Source::Metric {
                         metric, divide_by, ..
                     } => {
-                        index.by_metric.entry(metric.clone()).or_default().push(i);
+                        index.use_of(metric).rules.push(i);
                         if let Some(d) = divide_by {
-                            index.denominators.insert(d.clone());
+                            index.use_of(d).denominator = true;
                         }
                     }
                     Source::ClockSkew => index.skew.push(i),
@@ -149,14 +234,18 @@ impl Index {
 pub(crate) struct Evaluator {
     set: Arc<RuleSet>,
     index: Index,
-    hosts: HashMap<String, HostState>,
-    pub(crate) alerts: HashMap<u64, Alert>,
+    /// Reused per batch: (series position, metric use) of watched series.
+    scratch: Vec<(u32, u32)>,
+    /// Host id -> position in `states`.
+    hosts: FastMap<String, u32>,
+    states: Vec<HostState>,
+    pub(crate) alerts: FastMap<u64, Alert>,
 }
 
 /// Everything an evaluation step needs besides the tracker.
 struct Step<'a> {
     set: &'a RuleSet,
-    alerts: &'a mut HashMap<u64, Alert>,
+    alerts: &'a mut FastMap<u64, Alert>,
     effects: &'a mut Effects,
     now_ms: i64,
     host: &'a str,
@@ -164,22 +253,21 @@ struct Step<'a> {
     snapshots: &'a SnapshotSource,
 }
 
-/// Order-independent hash of a series (metric and label set).
-fn series_hash(metric: &str, labels: &[Label]) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    metric.hash(&mut h);
-    let mut sum = h.finish();
-    for label in labels {
-        let mut h = std::hash::DefaultHasher::new();
-        label.name.hash(&mut h);
-        label.value.hash(&mut h);
-        sum = sum.wrapping_add(h.finish());
+/// The position of `id`'s state, created if new (one hash when it exists).
+fn host_index(hosts: &mut FastMap<String, u32>, states: &mut Vec<HostState>, id: &str) -> usize {
+    if let Some(&i) = hosts.get(id) {
+        return i as usize;
     }
-    sum
+    states.push(HostState::default());
+    hosts.insert(id.to_owned(), states.len() as u32 - 1);
+    states.len() - 1
 }
 
-fn same_labels(sorted: &[Label], labels: &[Label]) -> bool {
-    sorted.len() == labels.len() && labels.iter().all(|l| sorted.binary_search(l).is_ok())
+/// Order-independent hash of a series (metric and label set).
+fn series_hash(metric: &str, labels: &[Label]) -> u64 {
+    labels.iter().fold(hash_one(metric), |sum, l| {
+        sum.wrapping_add(hash_one((&l.name, &l.value)))
+    })
 }
 
 /// The fingerprint of a label set: the first 8 bytes of SHA-256 over the
@@ -215,8 +303,10 @@ impl Evaluator {
     pub(crate) fn new(set: Arc<RuleSet>, stored: Vec<Alert>) -> Self {
         let mut eval = Evaluator {
             index: Index::build(&set.rules),
+            scratch: Vec::new(),
             set,
-            hosts: HashMap::new(),
+            hosts: FastMap::default(),
+            states: Vec::new(),
             alerts: stored.into_iter().map(|a| (a.fp(), a)).collect(),
         };
         eval.bind_host_down();
@@ -236,7 +326,7 @@ impl Evaluator {
             .enumerate()
             .map(|(pos, &i)| (self.set.rules[i].name.as_str(), pos))
             .collect();
-        for host in self.hosts.values_mut() {
+        for host in &mut self.states {
             host.down = vec![None; positions.len()];
         }
         for alert in self.alerts.values() {
@@ -246,7 +336,8 @@ impl Evaluator {
                 continue;
             };
             if alert.phase() == Phase::Firing {
-                let state = self.hosts.entry(host.clone()).or_default();
+                let i = host_index(&mut self.hosts, &mut self.states, host);
+                let state = &mut self.states[i];
                 state.down.resize(positions.len(), None);
                 state.down[pos] = Some(alert.fp());
             }
@@ -324,22 +415,37 @@ impl Evaluator {
             &batch.series[..],
             &batch.processes[..],
         );
+        let mut scratch = std::mem::take(&mut self.scratch);
         let dropped_event = {
             let Evaluator {
                 set,
                 index,
                 hosts,
+                states,
                 alerts,
+                ..
             } = self;
-            let host = hosts.entry(host_id.to_owned()).or_default();
-            if !index.denominators.is_empty() {
-                for s in series {
-                    if index.denominators.contains(&s.metric)
-                        && let Some(p) = s.points.iter().rev().find(|p| p.value.is_finite())
-                    {
-                        host.denominators
-                            .insert(series_hash(&s.metric, &s.labels), p.value);
+            let position = host_index(hosts, states, host_id);
+            let host = &mut states[position];
+            // One lookup per series (most metrics no rule watches);
+            // denominators first, as a batch may list them after their ratios.
+            scratch.clear();
+            for (i, s) in series.iter().enumerate() {
+                let Some(u) = index.by_metric.get(&s.metric) else {
+                    continue;
+                };
+                let used = &index.uses[u as usize];
+                if used.denominator
+                    && let Some(p) = s.points.iter().rev().find(|p| p.value.is_finite())
+                {
+                    let key = series_hash(&s.metric, &s.labels);
+                    match host.denominators.iter_mut().find(|(k, _)| *k == key) {
+                        Some(entry) => entry.1 = p.value,
+                        None => host.denominators.push((key, p.value)),
                     }
+                }
+                if !used.rules.is_empty() {
+                    scratch.push((i as u32, u));
                 }
             }
             let mut step = Step {
@@ -351,56 +457,72 @@ impl Evaluator {
                 processes,
                 snapshots,
             };
-            let mut newest = i64::MIN;
-            for s in series {
-                newest = s.points.iter().fold(newest, |n, p| n.max(p.t_ms));
-                let Some(rule_ids) = index.by_metric.get(&s.metric) else {
-                    continue;
+            // The batch's newest sample time, for the clock skew: from the
+            // watched series (all series of a tick share its time), else all.
+            let newest_of = |s: &SeriesInput| s.points.iter().map(|p| p.t_ms).max();
+            let newest = if scratch.is_empty() {
+                series.iter().filter_map(newest_of).max()
+            } else {
+                scratch
+                    .iter()
+                    .filter_map(|&(i, _)| newest_of(&series[i as usize]))
+                    .max()
+            }
+            .unwrap_or(i64::MIN);
+            let mut cursor = 0;
+            for &(i, u) in &scratch {
+                let s = &series[i as usize];
+                let hash = series_hash(&s.metric, &s.labels);
+                let pos = if host.watched.get(cursor).is_some_and(|w| w.hash == hash) {
+                    cursor
+                } else if let Some(pos) = host.watched.iter().position(|w| w.hash == hash) {
+                    pos
+                } else {
+                    let mut labels = s.labels.clone();
+                    labels.sort();
+                    let trackers = build_trackers(
+                        step.set,
+                        &index.uses[u as usize].rules,
+                        host_id,
+                        &labels,
+                        step.alerts,
+                        &mut Vec::new(),
+                    );
+                    host.watched.push(Watched {
+                        hash,
+                        first: host.trackers.len() as u32,
+                        count: trackers.len() as u32,
+                    });
+                    host.trackers.extend(trackers);
+                    host.names.push((s.metric.clone(), labels));
+                    host.watched.len() - 1
                 };
-                let key = series_hash(&s.metric, &s.labels);
-                let slots = host.slots.entry(key).or_default();
-                let pos = match slots.iter().position(|slot| {
-                    slot.metric == s.metric && same_labels(&slot.labels, &s.labels)
-                }) {
-                    Some(pos) => pos,
-                    None => {
-                        let mut labels = s.labels.clone();
-                        labels.sort();
-                        let trackers = build_trackers(
-                            step.set,
-                            rule_ids,
-                            host_id,
-                            &labels,
-                            step.alerts,
-                            &mut Vec::new(),
-                        );
-                        slots.push(Slot {
-                            labels,
-                            metric: s.metric.clone(),
-                            trackers,
-                        });
-                        slots.len() - 1
-                    }
-                };
-                let slot = &mut slots[pos];
+                cursor = pos + 1;
+                let w = host.watched[pos];
+                let trackers = &mut host.trackers[w.first as usize..(w.first + w.count) as usize];
                 for point in &s.points {
                     if !point.value.is_finite() {
                         continue;
                     }
-                    for tracker in &mut slot.trackers {
+                    for tracker in trackers.iter_mut() {
                         if point.t_ms <= tracker.last_t {
                             continue;
                         }
                         let value = match &tracker.denominator {
                             None => point.value,
-                            Some(key) => match host
-                                .denominators
-                                .get(&key.same_labels)
-                                .or_else(|| host.denominators.get(&key.no_labels))
-                            {
-                                Some(&d) if d != 0.0 => point.value / d,
-                                _ => continue,
-                            },
+                            Some(key) => {
+                                let d = host
+                                    .denominators
+                                    .iter()
+                                    .find(|(k, _)| *k == key.same_labels)
+                                    .or_else(|| {
+                                        host.denominators.iter().find(|(k, _)| *k == key.no_labels)
+                                    });
+                                match d {
+                                    Some(&(_, d)) if d != 0.0 => point.value / d,
+                                    _ => continue,
+                                }
+                            }
                         };
                         step.point(tracker, point.t_ms, value);
                     }
@@ -435,12 +557,16 @@ impl Evaluator {
             }
             // Dropped batches: the agent's running count per spool.
             if !index.dropped.is_empty() {
-                let previous = match host.dropped.get(&source) {
-                    Some(&n) => Some(n),
+                let known = host.dropped.iter().position(|(s, _)| *s == source);
+                let previous = match known {
+                    Some(k) => Some(host.dropped[k].1),
                     None => persisted_dropped(),
                 };
                 let total = ctx.dropped_batches_total;
-                host.dropped.insert(source, total);
+                match known {
+                    Some(k) => host.dropped[k].1 = total,
+                    None => host.dropped.push((source, total)),
+                }
                 let increase = match previous {
                     Some(p) if total > p => total - p,
                     None if total > 0 => total,
@@ -456,6 +582,7 @@ impl Evaluator {
                 None
             }
         };
+        self.scratch = scratch;
         if let Some((increase, total)) = dropped_event {
             let extra = [("dropped_batches_total".to_owned(), total.to_string())];
             for i in self.index.dropped.clone() {
@@ -476,7 +603,8 @@ impl Evaluator {
         }
         let rules = self.index.host_down.len();
         for h in hosts {
-            let state = self.hosts.entry(h.host.clone()).or_default();
+            let i = host_index(&mut self.hosts, &mut self.states, &h.host);
+            let state = &mut self.states[i];
             state.down.resize(rules, None);
             for pos in 0..rules {
                 let i = self.index.host_down[pos];
@@ -588,33 +716,34 @@ impl Evaluator {
                 (set.rules[new].source == rule.source).then_some((old, new))
             })
             .collect();
-        for (host_id, host) in &mut self.hosts {
-            for slots in host.slots.values_mut() {
-                for slot in slots.iter_mut() {
-                    let mut old: Vec<Tracker> = std::mem::take(&mut slot.trackers)
-                        .into_iter()
-                        .filter_map(|mut t| {
-                            t.rule = *same.get(&t.rule)?;
-                            Some(t)
-                        })
-                        .collect();
-                    let ids = index
-                        .by_metric
-                        .get(&slot.metric)
-                        .cloned()
-                        .unwrap_or_default();
-                    slot.trackers = build_trackers(
-                        &set,
-                        &ids,
-                        host_id,
-                        &slot.labels,
-                        &mut self.alerts,
-                        &mut old,
-                    );
+        for (host_id, &i) in &self.hosts {
+            let host = &mut self.states[i as usize];
+            let mut old = std::mem::take(&mut host.trackers).into_iter();
+            let watched = std::mem::take(&mut host.watched);
+            let names = std::mem::take(&mut host.names);
+            for (w, (metric, labels)) in watched.into_iter().zip(names) {
+                let mut reuse: Vec<Tracker> = old
+                    .by_ref()
+                    .take(w.count as usize)
+                    .filter_map(|mut t| {
+                        t.rule = *same.get(&t.rule)?;
+                        Some(t)
+                    })
+                    .collect();
+                let ids = index.rules_of(&metric);
+                if ids.is_empty() {
+                    continue;
                 }
-                slots.retain(|s| !s.trackers.is_empty());
+                let trackers =
+                    build_trackers(&set, ids, host_id, &labels, &mut self.alerts, &mut reuse);
+                host.watched.push(Watched {
+                    hash: w.hash,
+                    first: host.trackers.len() as u32,
+                    count: trackers.len() as u32,
+                });
+                host.trackers.extend(trackers);
+                host.names.push((metric, labels));
             }
-            host.slots.retain(|_, s| !s.is_empty());
             host.skew_trackers.clear();
         }
         let old_labels: HashMap<String, BTreeMap<String, String>> = self
@@ -749,7 +878,7 @@ fn new_tracker(
     host: &str,
     labels: &[Label],
     denominator: Option<DenKey>,
-    alerts: &HashMap<u64, Alert>,
+    alerts: &FastMap<u64, Alert>,
 ) -> Tracker {
     let rule = &set.rules[i];
     let alert_labels = alert_labels(rule, host, labels);
@@ -757,10 +886,10 @@ fn new_tracker(
     let (window, trend) = match &rule.kind {
         Kind::Series(s) => match s.eval {
             Eval::Window { aggregate, span_ms } => (
-                Some(Window::new(aggregate, span_ms)),
-                s.trend_ms.map(Trend::new),
+                (aggregate != Aggregate::Last).then(|| Box::new(Window::new(aggregate, span_ms))),
+                s.trend_ms.map(|ms| Box::new(Trend::new(ms))),
             ),
-            Eval::Predict { span_ms, .. } => (None, Some(Trend::new(span_ms))),
+            Eval::Predict { span_ms, .. } => (None, Some(Box::new(Trend::new(span_ms)))),
         },
         _ => (None, None),
     };
@@ -789,7 +918,7 @@ fn build_trackers(
     rule_ids: &[usize],
     host: &str,
     labels: &[Label],
-    alerts: &mut HashMap<u64, Alert>,
+    alerts: &mut FastMap<u64, Alert>,
     reuse: &mut Vec<Tracker>,
 ) -> Vec<Tracker> {
     let mut out = Vec::new();
@@ -845,7 +974,10 @@ impl Step<'_> {
                 if let Some(trend) = tracker.trend.as_mut() {
                     trend.push(t_ms, value);
                 }
-                tracker.window.as_mut().and_then(|w| w.push(t_ms, value))
+                match tracker.window.as_mut() {
+                    Some(w) => w.push(t_ms, value),
+                    None => Some(value),
+                }
             }
             Eval::Predict { limit, .. } => tracker.trend.as_mut().and_then(|trend| {
                 trend.push(t_ms, value);
@@ -864,6 +996,10 @@ impl Step<'_> {
             Cond::Clear
         };
         let change = tracker.machine.step(t_ms, cond, &rule.timing);
+        // The common case: nothing going on, no alert to look up.
+        if change.is_none() && tracker.machine.phase == Phase::Inactive {
+            return;
+        }
         let stale_after = self.set.settings.stale_after_ms;
         let alerts_len = self.alerts.len();
         let alert = match self.alerts.get_mut(&tracker.fp) {

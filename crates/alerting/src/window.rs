@@ -39,15 +39,16 @@ impl Window {
     /// Adds a point (times must not go backwards; the caller drops older
     /// points) and returns the aggregate, if the window holds enough data.
     pub(crate) fn push(&mut self, t_ms: i64, value: f64) -> Option<f64> {
+        if self.aggregate == Aggregate::Last {
+            // Nothing to remember: the newest value is the figure.
+            return Some(value);
+        }
         let increase = match self.points.back() {
             Some(&(_, prev, _)) if value >= prev => value - prev,
             // A counter that went down was reset: it counted up from zero.
             Some(_) => value,
             None => 0.0,
         };
-        if self.aggregate == Aggregate::Last {
-            self.points.clear();
-        }
         self.points.push_back((t_ms, value, increase));
         // Keep points within the span, but always the newest one.
         while self.points.len() > 1
@@ -185,6 +186,15 @@ impl Trend {
 
     /// Adds a point (times must not go backwards).
     pub(crate) fn push(&mut self, t_ms: i64, value: f64) {
+        self.last_ms = t_ms;
+        // Most points fall in the newest bucket: no division needed.
+        if let Some(b) = self.buckets.back_mut()
+            && t_ms >= b.start_ms
+            && t_ms < b.start_ms + self.bucket_ms
+        {
+            b.sums.add((t_ms - b.start_ms) as f64 / 1000.0, value);
+            return;
+        }
         let start_ms = t_ms - t_ms.rem_euclid(self.bucket_ms);
         let offset = (t_ms - start_ms) as f64 / 1000.0;
         match self.buckets.back_mut() {
@@ -206,7 +216,6 @@ impl Trend {
         {
             self.buckets.pop_front();
         }
-        self.last_ms = t_ms;
     }
 
     /// The fitted line, once the points span at least a quarter of the

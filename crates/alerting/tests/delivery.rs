@@ -419,6 +419,36 @@ async fn a_replayed_backlog_does_not_page_stale_alerts_but_pages_ongoing_ones() 
 }
 
 #[tokio::test]
+async fn an_alert_firing_again_within_the_flap_window_is_not_paged_again() {
+    let receiver = Receiver::start().await;
+    let (_dir, db) = temp_db();
+    let text = webhook(receiver.addr, "").replace("flap_window = \"0s\"", "flap_window = \"1s\"");
+    let mut engine = Engine::start(&db, &text);
+    let t = now_ms();
+    engine.cpu("web1", t, 0.99);
+    receiver.wait_for("the page", 1).await;
+    engine.cpu("web1", t + 1, 0.2);
+    engine.cpu("web1", t + 2, 0.99);
+    // web2 is the barrier: once its page is in, web1's would have been too.
+    engine.cpu("web2", now_ms(), 0.99);
+    receiver.wait_for("web2's page", 2).await;
+    assert_eq!(receiver.for_host("web1").len(), 1);
+    let flapped = engine
+        .alerting
+        .alerts()
+        .into_iter()
+        .find(|a| a.labels["host"] == "web1")
+        .unwrap();
+    assert_eq!((flapped.phase(), flapped.machine.flaps), (Phase::Firing, 1));
+    // Resolved for good: announced once the flap window has passed.
+    engine.cpu("web1", t + 3, 0.2);
+    let got = receiver.wait_for("web1's resolution", 3).await;
+    assert_eq!(got[2].body["status"], "resolved");
+    assert_eq!(receiver.for_host("web1").len(), 2);
+    engine.stop().await;
+}
+
+#[tokio::test]
 async fn alerts_are_grouped_and_repeated() {
     let receiver = Receiver::start().await;
     let (_dir, db) = temp_db();
@@ -545,16 +575,18 @@ async fn exec_hooks_get_the_json_and_their_exit_status_decides_retries() {
     );
     let fails = script("fails", "echo 'no pager configured' >&2\nexit 1");
     let later = script("later", "exit 75");
+    let slow = script("slow", "exec sleep 30");
     let hook = |name: &str, path: &str| {
         format!(
             "[[alerting.hooks]]\nname = \"{name}\"\nkind = \"exec\"\ncommand = [{path:?}]\ngroup_wait = \"0s\"\nmin_backoff = \"20ms\"\nmax_backoff = \"50ms\"\ntimeout = \"5s\"\n"
         )
     };
     let text = format!(
-        "{RULE}\n{}\n{}\n{}",
+        "{RULE}\n{}\n{}\n{}\n{}",
         hook("ok", &ok),
         hook("fails", &fails),
-        hook("later", &later)
+        hook("later", &later),
+        hook("slow", &slow).replace("timeout = \"5s\"", "timeout = \"100ms\"")
     );
     let (_db_dir, db) = temp_db();
     let mut engine = Engine::start(&db, &text);
@@ -563,7 +595,8 @@ async fn exec_hooks_get_the_json_and_their_exit_status_decides_retries() {
         let stats = engine.alerting.delivery_stats();
         let done = stats.get("ok").is_some_and(|s| s.delivered == 1)
             && stats.get("fails").is_some_and(|s| s.failed == 1)
-            && stats.get("later").is_some_and(|s| s.retried >= 2);
+            && stats.get("later").is_some_and(|s| s.retried >= 2)
+            && stats.get("slow").is_some_and(|s| s.retried >= 1);
         done.then_some(())
     })
     .await;

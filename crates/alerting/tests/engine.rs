@@ -709,3 +709,69 @@ annotations = { summary = "{{ value }} per core" }
         "2.5 per core"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_watched_process_that_stops_fires_after_for() {
+    let text = r#"
+[alerting]
+default_rules = false
+[[alerting.rules]]
+name = "process_down"
+kind = "event"
+event = "process_down"
+for = "20s"
+annotations = { summary = "{{ labels.name }} is not running on {{ host }}" }
+"#;
+    let mut h = Harness::new(text);
+    let running = |t, nginx, api| {
+        vec![
+            series("host_process_running", &[("name", "nginx")], t, nginx),
+            series("host_process_running", &[("name", "api")], t, api),
+        ]
+    };
+    for (nginx, api) in [(1.0, 2.0), (0.0, 2.0), (0.0, 2.0), (0.0, 1.0)] {
+        let now = h.now();
+        h.send("web1", running(now, nginx, api), vec![]);
+        advance(10).await;
+    }
+    let alerts = h.alerting.alerts();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].phase(), Phase::Firing);
+    assert_eq!(
+        alerts[0].annotations["summary"],
+        "nginx is not running on web1"
+    );
+    let now = h.now();
+    h.send("web1", running(now, 1.0, 1.0), vec![]);
+    assert_eq!(h.alert("process_down").unwrap().phase(), Phase::Resolved);
+}
+
+#[tokio::test(start_paused = true)]
+async fn silences_survive_a_restart() {
+    let mut h = Harness::new(CPU_RULE);
+    let silence = h
+        .alerting
+        .create_silence(hostwatch_alerting::NewSilence {
+            matchers: vec!["host=web1".into(), "alertname=~cpu.*".into()],
+            starts_ms: 0,
+            ends_ms: h.now() + 3_600_000,
+            created_by: "alice".into(),
+            comment: "kernel upgrade".into(),
+        })
+        .await
+        .unwrap();
+    h.reopen(CPU_RULE);
+    assert_eq!(h.alerting.silences(), std::slice::from_ref(&silence));
+    let labels = [
+        ("host".to_owned(), "web1".to_owned()),
+        ("alertname".to_owned(), "cpu_busy".to_owned()),
+    ]
+    .into();
+    assert_eq!(
+        h.alerting.silenced_by(&labels),
+        std::slice::from_ref(&silence.id)
+    );
+    h.alerting.expire_silence(&silence.id).await.unwrap();
+    h.reopen(CPU_RULE);
+    assert!(h.alerting.silenced_by(&labels).is_empty());
+}

@@ -2,10 +2,12 @@
 //! runs one benchmark in release mode and prints one `name=value` line per
 //! figure (medians over the run, ratios measured in the same run).
 //!
-//! Layout: `measure` (process CPU and memory from /proc, medians and
-//! percentiles), one module per subcommand (`agent`, `storage`).
+//! Layout: `measure` (process CPU and memory from /proc and getrusage,
+//! thread CPU, medians and percentiles), one module per subcommand
+//! (`agent`, `storage`, `alerts`).
 
 mod agent;
+mod alerts;
 mod measure;
 mod storage;
 
@@ -28,6 +30,10 @@ enum Command {
     /// concurrent writers, bytes per sample, query latencies, restart,
     /// memory per series; against Prometheus' promtool when installed.
     Storage(storage::Args),
+    /// Alert evaluation's CPU as a share of the collector's ingest CPU with
+    /// 10,000 hosts and the default rules, sample-to-webhook latency, and
+    /// host-down delay.
+    Alerts(alerts::Args),
     /// The crash rounds' child process (internal).
     #[command(hide = true)]
     StorageCrashChild(storage::CrashChildArgs),
@@ -38,6 +44,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Agent(args) => agent::run(args),
         Command::Storage(args) => storage::run(args),
+        Command::Alerts(args) => alerts::run(args),
         Command::StorageCrashChild(args) => storage::crash_child(args),
     };
     match result {

@@ -1,4 +1,5 @@
-//! Measurement of another process from /proc, and statistics.
+//! Measurement of another process from /proc, of this process and thread
+//! from the kernel's clocks, and statistics.
 
 use std::path::PathBuf;
 
@@ -62,6 +63,24 @@ impl Probe {
     }
 }
 
+/// CPU time (user and system) of this process so far, in nanoseconds,
+/// threads that already ended included.
+pub(crate) fn process_cpu_ns() -> anyhow::Result<u64> {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let usage = getrusage(UsageWho::RUSAGE_SELF)?;
+    let ns =
+        |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000_000 + t.tv_usec() as u64 * 1_000;
+    Ok(ns(usage.user_time()) + ns(usage.system_time()))
+}
+
+/// CPU time of the calling thread so far, in nanoseconds (one system
+/// call, cheap enough to bracket small pieces of work).
+pub(crate) fn thread_cpu_ns() -> anyhow::Result<u64> {
+    use nix::time::{ClockId, clock_gettime};
+    let t = clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)?;
+    Ok(t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+}
+
 /// The median of `values` (mean of the middle two for an even count).
 pub(crate) fn median(values: &[f64]) -> Option<f64> {
     if values.is_empty() {
@@ -107,6 +126,28 @@ mod tests {
         assert_eq!(percentile(&values, 100.0), Some(100.0));
         assert_eq!(percentile(&[7.0], 99.0), Some(7.0));
         assert_eq!(percentile(&[], 99.0), None);
+    }
+
+    #[test]
+    fn measures_this_process_and_thread() {
+        let (before, thread_before) = (process_cpu_ns().unwrap(), thread_cpu_ns().unwrap());
+        let mut x = 0u64;
+        for i in 0..2_000_000u64 {
+            x = x.wrapping_add(i * i);
+        }
+        std::hint::black_box(x);
+        assert!(thread_cpu_ns().unwrap() > thread_before);
+        // A thread that ended still counts for the process.
+        std::thread::spawn(|| {
+            let mut y = 0u64;
+            for i in 0..2_000_000u64 {
+                y = y.wrapping_add(i * i);
+            }
+            std::hint::black_box(y);
+        })
+        .join()
+        .unwrap();
+        assert!(process_cpu_ns().unwrap() > before);
     }
 
     #[test]
