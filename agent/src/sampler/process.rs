@@ -16,10 +16,11 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// The fields of `/proc/<pid>/stat` the agent uses.
+/// The fields of `/proc/<pid>/stat` the agent uses; the name borrows the
+/// read buffer (a process name is only copied if it is shown).
 #[derive(Debug, Clone, PartialEq)]
-pub(super) struct ProcStat {
-    pub(super) name: String,
+pub(super) struct ProcStat<'a> {
+    pub(super) name: std::borrow::Cow<'a, str>,
     /// User plus system time, clock ticks.
     pub(super) ticks: u64,
     /// Start, clock ticks after boot.
@@ -28,8 +29,9 @@ pub(super) struct ProcStat {
 }
 
 /// `1234 (name with) spaces) S 1 ...`: the name is between the first `(`
-/// and the last `)`, so it may hold anything; the numbers follow.
-pub(super) fn parse_stat(bytes: &[u8]) -> Result<ProcStat, ParseError> {
+/// and the last `)`, so it may hold anything; the numbers follow. Read
+/// for every process every tick: no allocation.
+pub(super) fn parse_stat(bytes: &[u8]) -> Result<ProcStat<'_>, ParseError> {
     let open = bytes.iter().position(|b| *b == b'(');
     let close = bytes.iter().rposition(|b| *b == b')');
     let (Some(open), Some(close)) = (open, close) else {
@@ -38,25 +40,28 @@ pub(super) fn parse_stat(bytes: &[u8]) -> Result<ProcStat, ParseError> {
     if close < open {
         return Err(ParseError::new("no (name)"));
     }
-    let name = String::from_utf8_lossy(&bytes[open + 1..close]).into_owned();
+    let name = String::from_utf8_lossy(&bytes[open + 1..close]);
     let rest = std::str::from_utf8(&bytes[close + 1..])
         .map_err(|_| ParseError::new("fields are not text"))?;
-    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
-    // Field numbers of proc(5) minus 3: the first after the name is `state` (3).
-    let number = |n: usize| -> Result<u64, ParseError> {
+    // Fields are numbered as in proc(5): the first after the name is 3.
+    let mut fields = rest.split_ascii_whitespace();
+    let mut number = |skip: usize, n: usize| -> Result<u64, ParseError> {
         fields
-            .get(n - 3)
+            .nth(skip)
             .and_then(|f| f.parse().ok())
             .ok_or_else(|| ParseError::new(format!("field {n} missing or not a number")))
     };
-    let rss: i64 = fields
-        .get(24 - 3)
-        .and_then(|f| f.parse().ok())
+    let utime = number(11, 14)?;
+    let stime = number(0, 15)?;
+    let start = number(6, 22)?;
+    let rss = fields
+        .nth(1)
+        .and_then(|f| f.parse::<i64>().ok())
         .ok_or_else(|| ParseError::new("field 24 missing or not a number"))?;
     Ok(ProcStat {
         name,
-        ticks: number(14)?.saturating_add(number(15)?),
-        start: number(22)?,
+        ticks: utime.saturating_add(stime),
+        start,
         rss_pages: rss.max(0) as u64,
     })
 }
@@ -141,15 +146,22 @@ pub(super) fn parse_passwd(text: &str) -> HashMap<u32, String> {
 #[derive(Debug)]
 struct Proc {
     pid: u32,
-    stat: ProcStat,
+    /// Its name in [`State::names`].
+    name: std::ops::Range<usize>,
+    start: u64,
+    rss_pages: u64,
     /// Cores used since the previous tick; none at the first.
     cpu_cores: Option<f64>,
 }
 
 /// Readings of the previous tick and caches keyed by (pid, start).
 pub(super) struct State {
-    /// pid -> (start, ticks) at the previous tick.
+    /// pid -> (start, ticks) at the previous tick, and being filled for
+    /// this one (swapped each tick; both keep their capacity).
     prev: HashMap<u32, (u64, u64)>,
+    next: HashMap<u32, (u64, u64)>,
+    /// `/proc`, kept open; listed again every tick.
+    proc_dir: Option<nix::dir::Dir>,
     /// `/proc/<pid>/stat` files kept open between ticks and read again
     /// with `pread`: an open, a close and a path lookup fewer per process
     /// and tick. Bounded, to leave file descriptors for everything else.
@@ -158,6 +170,8 @@ pub(super) struct State {
     buf: Vec<u8>,
     prev_time: Option<Instant>,
     procs: Vec<Proc>,
+    /// The names of this tick's processes, end to end.
+    names: String,
     commands: HashMap<u32, (u64, String)>,
     owners: HashMap<u32, (u64, String)>,
     users: Users,
@@ -167,11 +181,14 @@ impl State {
     pub(super) fn new(passwd: PathBuf) -> Self {
         State {
             prev: HashMap::new(),
+            next: HashMap::new(),
+            proc_dir: None,
             stat_files: HashMap::new(),
             max_open: max_open_files(),
             buf: Vec::new(),
             prev_time: None,
             procs: Vec::new(),
+            names: String::new(),
             commands: HashMap::new(),
             owners: HashMap::new(),
             users: Users {
@@ -199,21 +216,27 @@ impl State {
             .prev_time
             .map(|t| now.saturating_duration_since(t).as_secs_f64())
             .filter(|e| *e > 0.0);
-        let entries = match std::fs::read_dir(&fs.root) {
-            Ok(entries) => entries,
-            Err(e) => {
-                problem(format!("{}: {e}", fs.root.display()));
-                return None;
+        if self.proc_dir.is_none() {
+            let flags = nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY;
+            match nix::dir::Dir::open(&fs.root, flags, nix::sys::stat::Mode::empty()) {
+                Ok(dir) => self.proc_dir = Some(dir),
+                Err(e) => {
+                    problem(format!("{}: {e}", fs.root.display()));
+                    return None;
+                }
             }
-        };
+        }
+        let dir = self.proc_dir.as_mut()?;
         self.procs.clear();
-        let mut next = HashMap::with_capacity(self.prev.len() + 16);
-        for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u32>().ok())
-            else {
+        self.names.clear();
+        self.next.clear();
+        // The iterator rewinds the directory when dropped: the next tick
+        // lists it afresh.
+        for entry in dir.iter() {
+            let Ok(entry) = entry else {
+                continue;
+            };
+            let Some(pid) = parse_pid(entry.file_name().to_bytes()) else {
                 continue;
             };
             let read = read_stat(
@@ -248,19 +271,23 @@ impl State {
                 };
                 used as f64 / kernel.clock_ticks as f64 / secs
             });
-            next.insert(pid, (stat.start, stat.ticks));
+            self.next.insert(pid, (stat.start, stat.ticks));
+            let at = self.names.len();
+            self.names.push_str(&stat.name);
             self.procs.push(Proc {
                 pid,
-                stat,
+                name: at..self.names.len(),
+                start: stat.start,
+                rss_pages: stat.rss_pages,
                 cpu_cores,
             });
         }
-        self.prev = next;
+        std::mem::swap(&mut self.prev, &mut self.next);
         self.prev_time = Some(now);
+        // Forget files and details of processes that are gone (or whose
+        // pid was reused).
         let prev = &self.prev;
         self.stat_files.retain(|pid, _| prev.contains_key(pid));
-        // Forget cached details of processes that are gone (or whose pid was reused).
-        let prev = &self.prev;
         let alive = |pid: &u32, (start, _): &mut (u64, String)| {
             prev.get(pid).is_some_and(|(s, _)| s == start)
         };
@@ -269,8 +296,7 @@ impl State {
 
         out.push("host_processes", self.procs.len() as f64);
         self.watched(fs, settings, kernel, out);
-        let primed = self.procs.iter().all(|p| p.cpu_cores.is_some());
-        if settings.top == 0 || !primed {
+        if settings.top == 0 || elapsed.is_none() {
             return None;
         }
         Some(self.top(fs, settings, kernel, boot_time.unwrap_or(0), now))
@@ -287,17 +313,23 @@ impl State {
             let (mut running, mut cpu, mut rss) = (0u64, 0.0, 0u64);
             let mut cpu_known = true;
             for p in &self.procs {
+                let name = &self.names[p.name.clone()];
                 let matched = match &rule.pattern {
-                    None => p.stat.name == rule.name,
+                    None => name == rule.name,
                     Some(pattern) => {
-                        let command =
-                            cached_command(&mut self.commands, fs, p, settings.command_max_bytes);
+                        let command = cached_command(
+                            &mut self.commands,
+                            fs,
+                            p,
+                            name,
+                            settings.command_max_bytes,
+                        );
                         pattern.is_match(command)
                     }
                 };
                 if matched {
                     running += 1;
-                    rss += p.stat.rss_pages * kernel.page_size;
+                    rss += p.rss_pages * kernel.page_size;
                     match p.cpu_cores {
                         Some(c) => cpu += c,
                         None => cpu_known = false,
@@ -329,9 +361,9 @@ impl State {
         by_cpu.sort_unstable_by(|a, b| cpu(&self.procs[*b]).total_cmp(&cpu(&self.procs[*a])));
         by_cpu.truncate(n);
         let mut by_rss: Vec<usize> = (0..self.procs.len())
-            .filter(|i| self.procs[*i].stat.rss_pages > 0)
+            .filter(|i| self.procs[*i].rss_pages > 0)
             .collect();
-        by_rss.sort_unstable_by_key(|i| std::cmp::Reverse(self.procs[*i].stat.rss_pages));
+        by_rss.sort_unstable_by_key(|i| std::cmp::Reverse(self.procs[*i].rss_pages));
         by_rss.truncate(n);
         for i in by_rss {
             if !by_cpu.contains(&i) {
@@ -341,10 +373,12 @@ impl State {
         let mut infos = Vec::with_capacity(by_cpu.len());
         for i in by_cpu {
             let p = &self.procs[i];
+            let name = &self.names[p.name.clone()];
             let command =
-                cached_command(&mut self.commands, fs, p, settings.command_max_bytes).to_owned();
+                cached_command(&mut self.commands, fs, p, name, settings.command_max_bytes)
+                    .to_owned();
             let user = match self.owners.get(&p.pid) {
-                Some((start, user)) if *start == p.stat.start => user.clone(),
+                Some((start, user)) if *start == p.start => user.clone(),
                 _ => {
                     let status = fs.read_bytes(format!("{}/status", p.pid));
                     let user = match status.and_then(super::as_text) {
@@ -353,22 +387,30 @@ impl State {
                             .unwrap_or_default(),
                         Err(_) => String::new(),
                     };
-                    self.owners.insert(p.pid, (p.stat.start, user.clone()));
+                    self.owners.insert(p.pid, (p.start, user.clone()));
                     user
                 }
             };
             infos.push(ProcessInfo {
                 pid: p.pid,
-                name: p.stat.name.clone(),
+                name: name.to_owned(),
                 command,
                 user,
                 cpu_cores: cpu(p),
-                rss_bytes: p.stat.rss_pages * kernel.page_size,
-                start_time_ms: (boot_time * 1000 + p.stat.start * 1000 / kernel.clock_ticks) as i64,
+                rss_bytes: p.rss_pages * kernel.page_size,
+                start_time_ms: (boot_time * 1000 + p.start * 1000 / kernel.clock_ticks) as i64,
             });
         }
         infos
     }
+}
+
+/// A process directory's name: all digits.
+fn parse_pid(name: &[u8]) -> Option<u32> {
+    if name.is_empty() || !name.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(name).ok()?.parse().ok()
 }
 
 /// At most this many `stat` files stay open: half the descriptor limit, so
@@ -422,22 +464,23 @@ fn pread_whole(file: &File, buf: &mut Vec<u8>) -> io::Result<()> {
     }
 }
 
-/// The command line of `p`, read once per process lifetime.
+/// The command line of `p` (named `name`), read once per process lifetime.
 fn cached_command<'a>(
     commands: &'a mut HashMap<u32, (u64, String)>,
     fs: &mut ProcFs,
     p: &Proc,
+    name: &str,
     max: usize,
 ) -> &'a str {
     let fresh = commands
         .get(&p.pid)
-        .is_some_and(|(start, _)| *start == p.stat.start);
+        .is_some_and(|(start, _)| *start == p.start);
     if !fresh {
         let command = match fs.read_bytes(format!("{}/cmdline", p.pid)) {
-            Ok(bytes) => command_line(bytes, &p.stat.name, max),
-            Err(_) => format!("[{}]", p.stat.name),
+            Ok(bytes) => command_line(bytes, name, max),
+            Err(_) => format!("[{name}]"),
         };
-        commands.insert(p.pid, (p.stat.start, command));
+        commands.insert(p.pid, (p.start, command));
     }
     commands.get(&p.pid).map(|(_, c)| c.as_str()).unwrap_or("")
 }
