@@ -52,6 +52,8 @@ enum SessionError {
     Closed,
     #[error("collector sent {0} where a Welcome was expected")]
     NoWelcome(&'static str),
+    #[error("no Welcome from the collector within {0:?} (limits.connect_timeout)")]
+    NoAnswer(Duration),
     #[error("configuration reloaded")]
     Reconfigured,
 }
@@ -164,8 +166,22 @@ impl Shipper {
         };
         // Cannot fail: the receiver is alive and the channel has room.
         let _ = outbound.try_send(hello);
-        let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
-        let last_stored = match inbound.message().await? {
+        let handshake = async {
+            let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+            let first = inbound.message().await?;
+            Ok::<_, SessionError>((inbound, first))
+        };
+        // A collector that accepts the connection but never answers must
+        // not hold the agent: bounded, and a stop or reload still acts.
+        let wait = self.target.connect_timeout;
+        let (mut inbound, first) = tokio::select! {
+            _ = stop.as_mut() => return Ok(()),
+            _ = crate::config_changed(configs) => return Err(SessionError::Reconfigured),
+            answered = tokio::time::timeout(wait, handshake) => {
+                answered.map_err(|_| SessionError::NoAnswer(wait))??
+            }
+        };
+        let last_stored = match first {
             Some(message) => match message.kind {
                 Some(CollectorKind::Welcome(w)) => w.last_stored_seq,
                 Some(CollectorKind::Ack(_)) => return Err(SessionError::NoWelcome("an Ack")),

@@ -8,3 +8,4 @@ mod auth;
 mod durability;
 mod ingest;
 mod rotation;
+mod silent;
