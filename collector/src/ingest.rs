@@ -156,6 +156,7 @@ impl Session {
                 let context = BatchContext {
                     received_ms: now_ms(),
                     dropped_batches_total: batch.dropped_batches_total,
+                    future_tolerance_ms: self.shared.future_tolerance_ms,
                 };
                 let (batch, malformed) = convert::batch(&self.host, self.spool_id, batch);
                 let store = self.shared.store.clone();

@@ -50,6 +50,8 @@ pub(crate) struct Shared {
     pub(crate) store: Arc<Store>,
     pub(crate) hosts: HostRegistry,
     pub(crate) alerting: Alerting,
+    /// `storage.future_tolerance`: newer samples are neither stored nor evaluated.
+    pub(crate) future_tolerance_ms: i64,
     /// The configuration file, re-read on reload.
     pub(crate) config_path: Option<PathBuf>,
     pub(crate) identity: Identity,
@@ -110,6 +112,7 @@ pub async fn serve(
         store,
         hosts,
         alerting,
+        future_tolerance_ms: config.storage.future_tolerance.as_millis() as i64,
         config_path: config.path.clone(),
         identity: tls.identity().clone(),
         limits: config.limits.clone(),

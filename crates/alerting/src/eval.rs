@@ -37,6 +37,10 @@ pub struct BatchContext {
     pub received_ms: i64,
     /// The agent's running count of batches its spool dropped.
     pub dropped_batches_total: u64,
+    /// Samples further ahead of `received_ms` than this are not evaluated
+    /// (the store refuses them too): one would otherwise stand ahead of
+    /// every real sample of its series until the clock catches up.
+    pub future_tolerance_ms: i64,
 }
 
 /// A host's liveness, from the collector's registry.
@@ -469,6 +473,7 @@ impl Evaluator {
                     .max()
             }
             .unwrap_or(i64::MIN);
+            let horizon = ctx.received_ms.saturating_add(ctx.future_tolerance_ms);
             let mut cursor = 0;
             for &(i, u) in &scratch {
                 let s = &series[i as usize];
@@ -501,7 +506,7 @@ impl Evaluator {
                 let w = host.watched[pos];
                 let trackers = &mut host.trackers[w.first as usize..(w.first + w.count) as usize];
                 for point in &s.points {
-                    if !point.value.is_finite() {
+                    if !point.value.is_finite() || point.t_ms > horizon {
                         continue;
                     }
                     for tracker in trackers.iter_mut() {

@@ -175,6 +175,7 @@ impl Engine {
             BatchContext {
                 received_ms: now_ms(),
                 dropped_batches_total: 0,
+                future_tolerance_ms: 600_000,
             },
         );
     }

@@ -92,6 +92,7 @@ impl Harness {
             BatchContext {
                 received_ms: self.now(),
                 dropped_batches_total: dropped,
+                future_tolerance_ms: 600_000,
             },
         );
     }
@@ -774,4 +775,15 @@ async fn silences_survive_a_restart() {
     h.alerting.expire_silence(&silence.id).await.unwrap();
     h.reopen(CPU_RULE);
     assert!(h.alerting.silenced_by(&labels).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sample_from_far_ahead_is_not_evaluated_and_hides_nothing() {
+    let mut h = Harness::new(&CPU_RULE.replace("for = \"30s\"", "for = \"0s\""));
+    let now = h.now();
+    // An hour ahead (agent clock wrong): stored by no one, evaluated by no one.
+    h.send("web1", cpu(now + 3_600_000, 0.99), vec![]);
+    assert!(h.alert("cpu_busy").is_none());
+    h.send("web1", cpu(now, 0.99), vec![]);
+    assert_eq!(h.alert("cpu_busy").unwrap().phase(), Phase::Firing);
 }

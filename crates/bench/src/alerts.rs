@@ -57,6 +57,9 @@ pub(crate) struct Args {
     /// Hosts whose connections are cut for the host-down figure.
     #[arg(long, default_value_t = 20)]
     down_hosts: u32,
+    /// Only the latency and host-down figures.
+    #[arg(long)]
+    skip_evaluation: bool,
 }
 
 /// Longest wait for any one page before the benchmark gives up.
@@ -75,7 +78,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     {
         bail!("--hosts, --rounds, --threads, --crossings and --down-hosts must be at least 1");
     }
-    evaluation_share(&args)?;
+    // The collector's warnings (a delivery retried, say) explain outliers.
+    hostwatch_pki::process::init_tracing("warn");
+    if !args.skip_evaluation {
+        evaluation_share(&args)?;
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         notification_latency(&args).await?;
@@ -398,6 +405,7 @@ fn ingest_and_evaluate(
                             BatchContext {
                                 received_ms,
                                 dropped_batches_total: 0,
+                                future_tolerance_ms: 600_000,
                             },
                         );
                     }
