@@ -56,6 +56,8 @@ pub struct Limits {
     /// Longest wait between reconnection attempts.
     #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
+    /// Longest wait for the connection (TCP and TLS), and then for the
+    /// collector's Welcome on the stream.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
 }
