@@ -303,9 +303,9 @@ async fn server_errors_are_retried_and_client_errors_are_not() {
     let receiver = Receiver::start().await;
     let (_dir, db) = temp_db();
     let mut engine = Engine::start(&db, &webhook(receiver.addr, ""));
-    receiver.respond(&[500, 503, 200]);
+    receiver.respond(&[500, 429, 503, 200]);
     engine.cpu("web1", now_ms(), 0.99);
-    let got = receiver.wait_for("three attempts", 3).await;
+    let got = receiver.wait_for("four attempts", 4).await;
     let keys: Vec<_> = got
         .iter()
         .map(|r| r.headers["idempotency-key"].clone())
@@ -315,24 +315,24 @@ async fn server_errors_are_retried_and_client_errors_are_not() {
         let stats = engine.alerting.delivery_stats();
         (stats
             .get("oncall")
-            .is_some_and(|s| s.delivered == 1 && s.retried == 2))
+            .is_some_and(|s| s.delivered == 1 && s.retried == 3))
         .then_some(())
     })
     .await;
 
     receiver.respond(&[400]);
     engine.cpu("web2", now_ms(), 0.99);
-    receiver.wait_for("the refused notification", 4).await;
+    receiver.wait_for("the refused notification", 5).await;
     // A later notification gets through; the refused one was not retried.
     engine.cpu("web3", now_ms(), 0.99);
-    receiver.wait_for("the next notification", 5).await;
+    receiver.wait_for("the next notification", 6).await;
     assert_eq!(receiver.for_host("web2").len(), 1);
     // The receiver answers before the worker records the outcome: wait for it.
-    eventually("two delivered, one refused, two retries", || async {
+    eventually("two delivered, one refused, three retries", || async {
         let stats = engine.alerting.delivery_stats();
         stats
             .get("oncall")
-            .is_some_and(|s| (s.delivered, s.failed, s.retried) == (2, 1, 2))
+            .is_some_and(|s| (s.delivered, s.failed, s.retried) == (2, 1, 3))
             .then_some(())
     })
     .await;
