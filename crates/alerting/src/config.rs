@@ -782,7 +782,9 @@ fn metric_source(config: &RuleConfig) -> Result<(Source, Cause), String> {
         Some(m) if valid_name(m) => Some(m.to_owned()),
         Some(m) => return Err(format!("divide_by {m:?} must be a metric name")),
     };
-    let cause = config.cause.unwrap_or_else(|| default_cause(&metric));
+    let cause = config
+        .cause
+        .unwrap_or_else(|| default_cause(&metric, &config.matchers));
     let source = Source::Metric {
         matchers: parse_matchers(&config.matchers)?,
         metric,
@@ -792,15 +794,20 @@ fn metric_source(config: &RuleConfig) -> Result<(Source, Cause), String> {
 }
 
 /// The cause a metric's alerts carry unless the rule says otherwise.
-fn default_cause(metric: &str) -> Cause {
-    if metric.starts_with("host_cpu")
-        || metric.starts_with("host_load")
-        || metric.starts_with("host_pressure_cpu")
-    {
+/// Pressure (PSI) series tell their resource by a label, which the rule's
+/// matchers pin.
+fn default_cause(metric: &str, matchers: &[String]) -> Cause {
+    let pressure_on = |resource: &str| {
+        metric.starts_with("host_pressure")
+            && matchers
+                .iter()
+                .any(|m| *m == format!("resource={resource}"))
+    };
+    if metric.starts_with("host_cpu") || metric.starts_with("host_load") || pressure_on("cpu") {
         Cause::Cpu
     } else if metric.starts_with("host_memory")
         || metric.starts_with("host_swap")
-        || metric.starts_with("host_pressure_memory")
+        || pressure_on("memory")
     {
         Cause::Memory
     } else if metric.starts_with("host_filesystem") {
@@ -1002,6 +1009,23 @@ mod tests {
                 names.contains(&expected),
                 "{expected} missing from {names:?}"
             );
+        }
+        // CPU and memory bottlenecks name their top processes, disks their mount.
+        let cause = |name: &str| match &set.rules.iter().find(|r| r.name == name).unwrap().kind {
+            Kind::Series(sr) => sr.cause,
+            _ => Cause::None,
+        };
+        for (name, expected) in [
+            ("cpu_saturated", Cause::Cpu),
+            ("cpu_iowait_high", Cause::Cpu),
+            ("load_per_core_high", Cause::Cpu),
+            ("memory_low", Cause::Memory),
+            ("memory_pressure", Cause::Memory),
+            ("swapping", Cause::Memory),
+            ("filesystem_almost_full", Cause::Disk),
+            ("filesystem_filling", Cause::Disk),
+        ] {
+            assert_eq!(cause(name), expected, "{name}");
         }
         for rule in &set.rules {
             assert!(
