@@ -237,15 +237,70 @@ async fn silences_and_reloads_through_admin() {
         .unwrap()
         .into_inner();
     assert_eq!(silence.created_by, "alice");
+    // Every field refused when wrong, with the reason.
+    let later = now_ms() + 60_000;
+    for (request, reason) in [
+        (
+            CreateSilenceRequest {
+                ends_ms: later,
+                ..CreateSilenceRequest::default()
+            },
+            "at least one matcher",
+        ),
+        (
+            CreateSilenceRequest {
+                matchers: vec![Matcher {
+                    op: matcher::Op::Unspecified as i32,
+                    ..equal("host", "quiet")
+                }],
+                ends_ms: later,
+                ..CreateSilenceRequest::default()
+            },
+            "op must be",
+        ),
+        (
+            CreateSilenceRequest {
+                matchers: vec![Matcher {
+                    op: matcher::Op::Regex as i32,
+                    ..equal("host", "(unclosed")
+                }],
+                ends_ms: later,
+                ..CreateSilenceRequest::default()
+            },
+            "(unclosed",
+        ),
+        (
+            CreateSilenceRequest {
+                matchers: vec![equal("host", "quiet")],
+                ends_ms: now_ms() - 1_000,
+                ..CreateSilenceRequest::default()
+            },
+            "must end after it starts and in the future",
+        ),
+        (
+            CreateSilenceRequest {
+                matchers: vec![equal("host", "quiet")],
+                starts_ms: later + 60_000,
+                ends_ms: later,
+                ..CreateSilenceRequest::default()
+            },
+            "must end after it starts",
+        ),
+    ] {
+        let bad = admin.create_silence(request).await.unwrap_err();
+        assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{reason}");
+        assert!(bad.message().contains(reason), "{}", bad.message());
+    }
     let bad = admin
-        .create_silence(CreateSilenceRequest {
-            matchers: vec![],
-            ends_ms: now_ms() + 60_000,
-            ..CreateSilenceRequest::default()
-        })
+        .expire_silence(ExpireSilenceRequest { id: String::new() })
         .await
         .unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(
+        bad.message().contains("id is required"),
+        "{}",
+        bad.message()
+    );
 
     // An invalid file is refused, naming the key; the running rules stay.
     let text = std::fs::read_to_string(&path).unwrap();
