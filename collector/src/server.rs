@@ -86,7 +86,11 @@ pub async fn serve(
         max_series_per_host: config.limits.max_series_per_host,
         ..Options::default()
     };
-    let store = Arc::new(Store::open(db.clone(), options)?);
+    let store = Arc::new(Store::open(
+        db.clone(),
+        &config.data_dir.join("wal"),
+        options,
+    )?);
     let hosts =
         HostRegistry::open(&db, config.host_down_after.as_millis() as i64).map_err(|source| {
             CollectorError::OpenData {

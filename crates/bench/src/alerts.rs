@@ -438,7 +438,11 @@ fn ingest_and_evaluate(
 fn evaluation_share(args: &Args) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let db = sled::Config::new().path(dir.path()).open()?;
-    let store = Arc::new(Store::open(db.clone(), Options::default())?);
+    let store = Arc::new(Store::open(
+        db.clone(),
+        &dir.path().join("wal"),
+        Options::default(),
+    )?);
     let rules = AlertingConfig::default()
         .compile(Duration::from_secs(30))
         .map_err(anyhow::Error::msg)?;

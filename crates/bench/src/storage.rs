@@ -5,7 +5,8 @@
 //! network, pressure, watched processes: constant totals, slow gauges in
 //! pages, counters, two-decimal load averages, and noisy ratios of kernel
 //! ticks), one sample every 10 s for `--hours`, and measures, in order:
-//! - ingest by `--writers` threads, each append acknowledged durably
+//! - ingest by `--writers` threads, each with up to `--in-flight` batches
+//!   submitted and not yet durable, a sample counted once its batch is
 //!   (median of per-second rates, and overall);
 //! - memory: resident bytes added per series, and the head's own bytes;
 //! - restart: reopening the store as left by ingest (the open hour in the
@@ -26,6 +27,7 @@ use hostwatch_tsdb::workload::{Jitter, Workload, child_main, crash_round};
 use hostwatch_tsdb::{
     Aggregation, Batch, Label, Matcher, Options, Point, SeriesInput, Store, system_now_ms,
 };
+use std::collections::VecDeque;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -53,6 +55,11 @@ pub(crate) struct Args {
     /// Concurrent writers; hosts are spread over them.
     #[arg(long, default_value = "8")]
     writers: u32,
+    /// Batches each writer keeps in flight (submitted, not yet durable),
+    /// like a collector thread serving many agent streams: it waits for
+    /// the oldest only when this many are pending. 1: every append waits.
+    #[arg(long, default_value = "16")]
+    in_flight: u32,
     /// Agent ticks per batch (1: one batch per host per 10 s sample, as
     /// the agent sends them; more: an agent's spool replay after an outage).
     #[arg(long, default_value = "1")]
@@ -102,8 +109,15 @@ pub(crate) fn crash_child(args: CrashChildArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<()> {
-    if args.hosts == 0 || args.hours == 0 || args.writers == 0 || args.ticks_per_batch == 0 {
-        bail!("--hosts, --hours, --writers and --ticks-per-batch must be greater than zero");
+    if args.hosts == 0
+        || args.hours == 0
+        || args.writers == 0
+        || args.ticks_per_batch == 0
+        || args.in_flight == 0
+    {
+        bail!(
+            "--hosts, --hours, --writers, --in-flight and --ticks-per-batch must be greater than zero"
+        );
     }
     let temp = tempfile::tempdir()?;
     let dir = args
@@ -120,13 +134,14 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let hosts: Vec<HostGen> = (0..args.hosts).map(HostGen::new).collect();
     let series_per_host = hosts[0].series.len();
     println!(
-        "# {} hosts x {} series x {} samples (10 s for {} h) = {} samples; {} writers, {} tick(s) per batch; loadavg {}",
+        "# {} hosts x {} series x {} samples (10 s for {} h) = {} samples; {} writers with {} batches in flight each, {} tick(s) per batch; loadavg {}",
         args.hosts,
         series_per_host,
         ticks,
         args.hours,
         u64::from(args.hosts) * series_per_host as u64 * ticks as u64,
         args.writers,
+        args.in_flight,
         args.ticks_per_batch,
         loadavg()
     );
@@ -138,8 +153,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let ingest = ingest(
         &store,
         hosts,
-        args.writers,
-        args.ticks_per_batch,
+        Writers {
+            threads: args.writers,
+            in_flight: args.in_flight,
+            ticks_per_batch: args.ticks_per_batch,
+        },
         start,
         ticks,
     )?;
@@ -241,7 +259,7 @@ fn open(dir: &Path, cache_bytes: u64) -> anyhow::Result<Store> {
         .cache_capacity(cache_bytes)
         .open()
         .with_context(|| format!("open {}", dir.display()))?;
-    Ok(Store::open(db, Options::default())?)
+    Ok(Store::open(db, &dir.join("wal"), Options::default())?)
 }
 
 /// Median time of three reopenings, and the last store.
@@ -281,14 +299,26 @@ struct Ingest {
     median_rate: f64,
 }
 
+/// How ingest writes: threads, batches in flight per thread, ticks per batch.
+#[derive(Clone, Copy)]
+struct Writers {
+    threads: u32,
+    in_flight: u32,
+    ticks_per_batch: u32,
+}
+
 fn ingest(
     store: &Arc<Store>,
     hosts: Vec<HostGen>,
-    writers: u32,
-    ticks_per_batch: u32,
+    writers: Writers,
     start: i64,
     ticks: i64,
 ) -> anyhow::Result<Ingest> {
+    let Writers {
+        threads: writers,
+        in_flight,
+        ticks_per_batch,
+    } = writers;
     let me = Probe::new(std::process::id());
     let done = Arc::new(AtomicU64::new(0));
     let finished = Arc::new(AtomicBool::new(false));
@@ -305,6 +335,7 @@ fn ingest(
             let (store, done) = (store.clone(), done.clone());
             std::thread::spawn(move || -> anyhow::Result<()> {
                 let mut batches: Vec<Batch> = hosts.iter().map(HostGen::batch).collect();
+                let mut pending = VecDeque::with_capacity(in_flight as usize);
                 let mut tick = 0;
                 let mut seq = 0;
                 while tick < ticks {
@@ -312,10 +343,20 @@ fn ingest(
                     seq += 1;
                     for (host, batch) in hosts.iter_mut().zip(&mut batches) {
                         host.fill(batch, seq, start + tick * INTERVAL_MS, n);
-                        let outcome = store.append(batch)?;
-                        done.fetch_add(outcome.stored, Ordering::Relaxed);
+                        if pending.len() == in_flight as usize
+                            && let Some(oldest) = pending.pop_front()
+                        {
+                            // Counted once durable, as an acknowledgement would be.
+                            let outcome = store.wait(oldest)?;
+                            done.fetch_add(outcome.stored, Ordering::Relaxed);
+                        }
+                        pending.push_back(store.submit(batch)?);
                     }
                     tick += n;
+                }
+                for p in pending {
+                    let outcome = store.wait(p)?;
+                    done.fetch_add(outcome.stored, Ordering::Relaxed);
                 }
                 Ok(())
             })
@@ -524,8 +565,12 @@ fn promtool(args: &Args, start: i64, ticks: i64, temp: &Path) -> anyhow::Result<
     let dir = temp.join("subset");
     let store = Arc::new(open(&dir, args.cache_bytes)?);
     let gens = (0..hosts).map(HostGen::new).collect();
-    let writers = args.writers.min(hosts);
-    let ingested = ingest(&store, gens, writers, args.ticks_per_batch, start, ticks)?;
+    let writers = Writers {
+        threads: args.writers.min(hosts),
+        in_flight: args.in_flight,
+        ticks_per_batch: args.ticks_per_batch,
+    };
+    let ingested = ingest(&store, gens, writers, start, ticks)?;
     store.seal_all()?;
     drop(store);
     let (ours, _) = dir_size(&dir)?;

@@ -1,4 +1,5 @@
-//! Group commit: concurrent appends share one sled write and one flush.
+//! Group commit into the WAL: concurrent appends share one sled write and
+//! one flush.
 //!
 //! An append enqueues its WAL frame and gets the number of the group that
 //! will carry it (the group's LSN). Then it waits: the first waiter that
@@ -8,14 +9,25 @@
 //! queue up for the next group, so the number of flushes follows the disk,
 //! not the number of writers.
 //!
+//! The WAL lives in sled databases of its own, its *generations*
+//! (`<wal dir>/<number>/`), apart from the chunks: a WAL record lives
+//! about an hour, and deleted records would otherwise leave garbage in the
+//! chunks' sled file that sled reclaims only slowly (a segment is cleaned
+//! once half of it is dead). New groups go to the newest generation;
+//! maintenance starts a new one when the newest is large or holds nothing
+//! unsealed, and deletes a whole older generation (its directory) once
+//! every group in it is sealed. A group is one atomic sled batch in one
+//! generation: its frames and the definitions of the series it created.
+//!
 //! A failed write or flush poisons the committer: the frames may or may not
 //! be on disk, but they are already visible in memory, so the store refuses
 //! every later append rather than acknowledge anything it cannot vouch for.
 
 use crate::TsdbError;
 use crate::keys;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// Largest WAL value written: sled stores values over a quarter of its
 /// segment (512 KiB by default) as separate files and rewrites a leaf of up
@@ -23,7 +35,68 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 /// size (a single larger frame gets a value of its own).
 const MAX_WAL_VALUE: usize = 8 << 10;
 
-#[derive(Default)]
+/// One WAL database.
+pub(crate) struct Generation {
+    /// Position in the order of generations (the directory name).
+    pub(crate) number: u64,
+    pub(crate) path: PathBuf,
+    pub(crate) db: sled::Db,
+    /// Highest group taken for this generation (0: none). Set when a
+    /// leader takes the group, before writing it, so a generation that is
+    /// no longer the newest has its final value here.
+    pub(crate) last_group: AtomicU64,
+    /// Frame bytes written to it.
+    pub(crate) bytes: AtomicU64,
+}
+
+impl Generation {
+    /// Opens (creating if needed) generation `number` under `dir`.
+    pub(crate) fn open(dir: &Path, number: u64) -> Result<Self, TsdbError> {
+        let path = dir.join(format!("{number:020}"));
+        let db = sled::Config::new()
+            .path(&path)
+            // The WAL is read only at restart: a small cache suffices.
+            .cache_capacity(8 << 20)
+            .open()?;
+        Ok(Generation {
+            number,
+            path,
+            db,
+            last_group: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        })
+    }
+
+    /// Every generation under `dir` (created if missing), oldest first.
+    pub(crate) fn open_all(dir: &Path) -> Result<Vec<Self>, TsdbError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            TsdbError::Failed(format!(
+                "cannot create WAL directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            TsdbError::Failed(format!("cannot list WAL directory {}: {e}", dir.display()))
+        })?;
+        let mut numbers = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| {
+                TsdbError::Failed(format!("cannot list WAL directory {}: {e}", dir.display()))
+            })?;
+            let name = entry.file_name();
+            match name.to_str().and_then(|n| n.parse::<u64>().ok()) {
+                Some(n) if entry.path().is_dir() => numbers.push(n),
+                _ => tracing::warn!(
+                    path = %entry.path().display(),
+                    "ignoring a file that is not a WAL generation"
+                ),
+            }
+        }
+        numbers.sort_unstable();
+        numbers.into_iter().map(|n| Self::open(dir, n)).collect()
+    }
+}
+
 struct Queue {
     /// Encoded frames of the next group.
     frames: Vec<u8>,
@@ -37,12 +110,15 @@ struct Queue {
     writing: bool,
     /// Why the committer stopped, after a failed write.
     failed: Option<String>,
+    /// The generation new groups go to.
+    current: Arc<Generation>,
 }
 
 pub(crate) struct Committer {
-    tree: sled::Tree,
-    db: sled::Db,
+    dir: PathBuf,
     queue: Mutex<Queue>,
+    /// Every generation, oldest first (the current one last).
+    generations: Mutex<Vec<Arc<Generation>>>,
     done: Condvar,
     /// Highest group known durable.
     durable: AtomicU64,
@@ -53,20 +129,119 @@ pub(crate) struct Committer {
 }
 
 impl Committer {
-    /// A committer whose next group is `next`; everything before it is durable.
-    pub(crate) fn new(db: sled::Db, tree: sled::Tree, next: u64, wal_bytes: u64) -> Self {
-        Committer {
-            tree,
-            db,
+    /// A committer over the generations under `dir` (oldest first; a new
+    /// one is created when there is none) whose next group is `next`;
+    /// everything before it is durable.
+    pub(crate) fn new(
+        dir: &Path,
+        mut generations: Vec<Generation>,
+        next: u64,
+    ) -> Result<Self, TsdbError> {
+        if generations.is_empty() {
+            generations.push(Generation::open(dir, 1)?);
+        }
+        let generations: Vec<Arc<Generation>> = generations.into_iter().map(Arc::new).collect();
+        let wal_bytes = generations
+            .iter()
+            .map(|g| g.bytes.load(Ordering::Relaxed))
+            .sum();
+        let current = generations
+            .last()
+            .cloned()
+            .ok_or_else(|| TsdbError::Failed("no WAL generation".into()))?;
+        Ok(Committer {
+            dir: dir.to_owned(),
             queue: Mutex::new(Queue {
+                frames: Vec::new(),
+                starts: Vec::new(),
+                defs: Vec::new(),
                 next,
-                ..Queue::default()
+                writing: false,
+                failed: None,
+                current,
             }),
+            generations: Mutex::new(generations),
             done: Condvar::new(),
             durable: AtomicU64::new(next.saturating_sub(1)),
             groups: AtomicU64::new(0),
             wal_bytes: AtomicU64::new(wal_bytes),
+        })
+    }
+
+    fn generations(&self) -> Result<MutexGuard<'_, Vec<Arc<Generation>>>, TsdbError> {
+        self.generations
+            .lock()
+            .map_err(|_| TsdbError::Failed("WAL generations poisoned by a panic".into()))
+    }
+
+    /// The generations, oldest first, held while the caller reads them
+    /// (maintenance cannot delete one meanwhile).
+    pub(crate) fn with_generations<T>(
+        &self,
+        f: impl FnOnce(&[Arc<Generation>]) -> Result<T, TsdbError>,
+    ) -> Result<T, TsdbError> {
+        let generations = self.generations()?;
+        f(&generations)
+    }
+
+    /// Starts a new generation for the groups taken from now on when the
+    /// current one holds at least `max_bytes` of frames (so an old one can
+    /// be deleted while the WAL still holds the newest hour), or holds
+    /// frames and no group at or above `low` (nothing unsealed: it can go
+    /// at once).
+    pub(crate) fn rotate_if_due(&self, low: u64, max_bytes: u64) -> Result<(), TsdbError> {
+        let current = self.lock()?.current.clone();
+        let bytes = current.bytes.load(Ordering::Relaxed);
+        let last = current.last_group.load(Ordering::Acquire);
+        let sealed = last != 0 && last < low;
+        if bytes < max_bytes && !sealed {
+            return Ok(());
         }
+        let next = Arc::new(Generation::open(&self.dir, current.number + 1)?);
+        let mut generations = self.generations()?;
+        self.lock()?.current = next.clone();
+        generations.push(next);
+        Ok(())
+    }
+
+    /// Generations older than the current one whose every group is below
+    /// `low`: what maintenance may delete once everything below `low` is
+    /// durable outside the WAL.
+    pub(crate) fn deletable(&self, low: u64) -> Result<Vec<Arc<Generation>>, TsdbError> {
+        let generations = self.generations()?;
+        let n = generations.len().saturating_sub(1);
+        Ok(generations[..n]
+            .iter()
+            .filter(|g| g.last_group.load(Ordering::Acquire) < low)
+            .cloned()
+            .collect())
+    }
+
+    /// Deletes the generations `gone` (from [`Committer::deletable`]): their
+    /// directories are removed once their databases are closed.
+    pub(crate) fn delete(&self, gone: Vec<Arc<Generation>>) -> Result<(), TsdbError> {
+        let mut generations = self.generations()?;
+        for g in gone {
+            generations.retain(|other| other.number != g.number);
+            let freed = g.bytes.load(Ordering::Relaxed);
+            let _ = self
+                .wal_bytes
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                    Some(b.saturating_sub(freed))
+                });
+            let path = g.path.clone();
+            // The last handle closes the database; a leader that wrote an
+            // earlier group may hold one for a moment more, which on Unix
+            // does not keep the directory from going.
+            drop(g);
+            std::fs::remove_dir_all(&path).map_err(|e| {
+                TsdbError::Failed(format!(
+                    "cannot delete WAL generation {}: {e}",
+                    path.display()
+                ))
+            })?;
+        }
+        Ok(())
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Queue>, TsdbError> {
@@ -143,8 +318,11 @@ impl Committer {
             let frames = std::mem::take(&mut q.frames);
             let starts = std::mem::take(&mut q.starts);
             let defs = std::mem::take(&mut q.defs);
+            let generation = q.current.clone();
+            generation.last_group.store(number, Ordering::Release);
             drop(q);
-            let result = self.write(number, &frames, &starts, defs);
+            let result = self.write(&generation, number, &frames, &starts, defs);
+            drop(generation);
             q = self.lock()?;
             q.writing = false;
             match result {
@@ -160,6 +338,7 @@ impl Committer {
 
     fn write(
         &self,
+        generation: &Generation,
         group: u64,
         frames: &[u8],
         starts: &[usize],
@@ -187,10 +366,11 @@ impl Committer {
         if piece_start < frames.len() {
             emit(piece_start..frames.len());
         }
-        self.tree.apply_batch(batch)?;
-        self.db.flush()?;
-        self.wal_bytes
-            .fetch_add(frames.len() as u64, Ordering::Relaxed);
+        generation.db.apply_batch(batch)?;
+        generation.db.flush()?;
+        let n = frames.len() as u64;
+        generation.bytes.fetch_add(n, Ordering::Relaxed);
+        self.wal_bytes.fetch_add(n, Ordering::Relaxed);
         Ok(())
     }
 }

@@ -1,10 +1,13 @@
-//! The key layout of the store's sled tree (`tsdb`).
+//! The key layout of the store's sled tree (`tsdb`) and of its WAL
+//! databases (their default tree: `W` and `S` keys only).
 //!
 //! Every key starts with a kind byte, so each kind is one ordered range:
-//! - `S` + series id: the encoded [`crate::SeriesKey`];
+//! - `S` + series id: the encoded [`crate::SeriesKey`] (in a WAL database
+//!   for a series created there, until the generation is deleted);
 //! - `W` + group + piece: WAL frames of one commit group (see `wal`);
 //! - `Q` + host + NUL + source: highest batch sequence stored (u64 BE);
-//! - `M` + name: store metadata (the next commit group);
+//! - `M` + name: store metadata (the next commit group, the lowest
+//!   group not sealed);
 //! - `L` + series id: the series' newest sealed sample (time, value bits);
 //! - `C` + tier + series id + start: a chunk (tier 0 raw samples of one
 //!   window, tier 1 the window's 1 min aggregates, tier 2 a day of 1 h
@@ -31,6 +34,9 @@ pub(crate) const TIER_HOUR: u8 = 2;
 
 /// The metadata key holding the next commit group.
 pub(crate) const META_NEXT_GROUP: &[u8] = b"Mnext_group";
+/// The metadata key holding the lowest commit group not sealed: replay
+/// starts there.
+pub(crate) const META_LOW_GROUP: &[u8] = b"Mlow_group";
 
 /// Maps i64 to u64 so that big-endian bytes sort like the signed numbers.
 pub(crate) fn order_preserving(t: i64) -> u64 {

@@ -7,13 +7,16 @@
 //! one WAL frame, and queues it for the next commit group; the samples go
 //! into the head (Gorilla-encoded open windows in memory) and the call
 //! returns once the group is written and flushed, a flush shared by every
-//! append queued meanwhile. A background thread seals each window once no
+//! append queued meanwhile ([`Store::submit`] and [`Store::wait`] split
+//! the two, so one caller can have many batches in flight). A background thread seals each window once no
 //! accepted sample can land in it any more: a raw chunk (delta-of-delta
 //! times, values as constants, scaled integers, scaled float32 or XOR,
 //! whichever is smallest), its 1 min aggregates and its hours in the day's
-//! 1 h chunk. Once every sample of a WAL group is sealed, the group is
-//! deleted. Restart replays the remaining WAL into the head; a group a
-//! sealed chunk already holds is skipped, so replay is idempotent.
+//! 1 h chunk. The WAL lives in sled databases of its own (generations);
+//! once every group of a generation is sealed, the generation is deleted
+//! whole. Restart replays the WAL from the lowest group not sealed into
+//! the head; a group a sealed chunk already holds is skipped, so replay is
+//! idempotent.
 //!
 //! Exactly once: a batch's (host, source, sequence) travels in its WAL
 //! frame and is persisted when the frame is deleted; a sequence at or below
@@ -57,7 +60,7 @@ pub use model::{
 };
 pub use options::{Clock, Options, system_now_ms};
 pub use stats::StoreStats;
-pub use store::Store;
+pub use store::{Pending, Store};
 pub use verify::VerifyReport;
 
 /// Errors of the store.

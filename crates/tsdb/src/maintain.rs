@@ -3,10 +3,11 @@
 //! retention by age and by size.
 //!
 //! Order matters for crash safety: sealed chunks are written and flushed
-//! before the WAL groups holding their samples are deleted, and the
-//! sequences of deleted groups are written in the same atomic batch as the
-//! deletion. Only windows whose samples are all durable are sealed, so a
-//! chunk never holds a sample the WAL could still lose.
+//! first; then the batch sequences, the series definitions of the WAL
+//! generations about to go, and the lowest group not sealed (where replay
+//! starts), flushed again; only then are WAL generations whose every group
+//! lies below that deleted. Only windows whose samples are all durable are
+//! sealed, so a chunk never holds a sample the WAL could still lose.
 
 use crate::TsdbError;
 use crate::chunk::{self, Row};
@@ -38,8 +39,8 @@ pub struct MaintenanceReport {
     pub sealed_chunks: u64,
     /// Snapshot blocks written.
     pub sealed_snapshot_blocks: u64,
-    /// WAL values deleted because every sample in them is sealed.
-    pub wal_values_deleted: u64,
+    /// WAL generations deleted because every sample in them is sealed.
+    pub wal_generations_deleted: u64,
     /// Chunks and snapshot blocks deleted by retention (age or size).
     pub deleted: u64,
 }
@@ -95,25 +96,26 @@ impl Inner {
         }
         // Chunks are durable before the WAL groups they replace go.
         self.db.flush()?;
+        self.commit
+            .rotate_if_due(low, self.options.wal_generation_bytes)?;
+        let gone = self.commit.deletable(low)?;
         let mut batch = sled::Batch::default();
-        let mut freed = 0u64;
-        for entry in self.tree.range(keys::wal_start(0)..keys::wal_start(low)) {
-            let (key, value) = entry?;
-            freed += value.len() as u64;
-            batch.remove(key);
-            report.wal_values_deleted += 1;
-        }
         for (key, seq) in sequences {
             batch.insert(key, &seq.to_be_bytes()[..]);
         }
+        // The definitions of series created in the generations about to go.
+        for g in &gone {
+            for entry in g.db.scan_prefix([keys::SERIES]) {
+                let (key, value) = entry?;
+                batch.insert(key, value);
+            }
+        }
         batch.insert(keys::META_NEXT_GROUP, &(durable + 1).to_be_bytes()[..]);
+        batch.insert(keys::META_LOW_GROUP, &low.to_be_bytes()[..]);
         self.tree.apply_batch(batch)?;
-        let _ = self
-            .commit
-            .wal_bytes
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
-                Some(b.saturating_sub(freed))
-            });
+        self.db.flush()?;
+        report.wal_generations_deleted += gone.len() as u64;
+        self.commit.delete(gone)?;
         self.expire_by_age(now, &mut state, &mut report)?;
         self.expire_by_size(&mut state, &mut report)?;
         Ok(report)

@@ -36,6 +36,10 @@ pub struct Options {
     /// A series that received nothing for this long (ms, wall clock) has its
     /// finished windows sealed even though no newer sample pushed them out.
     pub idle_seal_ms: i64,
+    /// WAL bytes after which new commit groups go to a new WAL database
+    /// (a generation), so that the older one can be deleted whole once
+    /// sealed; see the `commit` module.
+    pub wal_generation_bytes: u64,
     /// How often the background thread seals chunks, truncates the WAL and
     /// enforces retention; `None` runs no thread (call [`crate::Store::maintain`]).
     pub maintenance_interval: Option<Duration>,
@@ -53,6 +57,7 @@ impl Default for Options {
             max_series_per_host: 10_000,
             chunk_window_ms: HOUR_MS,
             idle_seal_ms: 15 * MINUTE_MS,
+            wal_generation_bytes: 32 << 20,
             maintenance_interval: Some(Duration::from_secs(5)),
             clock: Arc::new(system_now_ms),
         }
@@ -69,6 +74,7 @@ impl std::fmt::Debug for Options {
             .field("max_series_per_host", &self.max_series_per_host)
             .field("chunk_window_ms", &self.chunk_window_ms)
             .field("idle_seal_ms", &self.idle_seal_ms)
+            .field("wal_generation_bytes", &self.wal_generation_bytes)
             .field("maintenance_interval", &self.maintenance_interval)
             .finish_non_exhaustive()
     }
@@ -104,6 +110,9 @@ impl Options {
         }
         if self.idle_seal_ms <= 0 {
             return bad("idle_seal_ms must be greater than zero".into());
+        }
+        if self.wal_generation_bytes == 0 {
+            return bad("wal_generation_bytes must be greater than zero".into());
         }
         if self.maintenance_interval.is_some_and(|d| d.is_zero()) {
             return bad("maintenance_interval must be greater than zero".into());
@@ -178,6 +187,13 @@ mod tests {
                     ..Options::default()
                 },
                 "maintenance_interval",
+            ),
+            (
+                Options {
+                    wal_generation_bytes: 0,
+                    ..Options::default()
+                },
+                "wal_generation_bytes",
             ),
             (
                 Options {

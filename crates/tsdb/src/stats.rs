@@ -17,7 +17,7 @@ pub struct StoreStats {
     pub head_bytes: u64,
     /// Bytes of WAL records on disk (before sled's own overhead).
     pub wal_bytes: u64,
-    /// Size of the whole sled database on disk.
+    /// Size on disk of the whole sled database and of the WAL's.
     pub disk_bytes: u64,
     /// Batches appended (not counting replays of stored batches).
     pub batches: u64,
@@ -54,7 +54,14 @@ impl Store {
         let mut stats = StoreStats {
             series: inner.index.read().map_err(|_| poisoned())?.keys.len() as u64,
             wal_bytes: get(&inner.commit.wal_bytes),
-            disk_bytes: inner.db.size_on_disk()?,
+            disk_bytes: inner.db.size_on_disk()?
+                + inner.commit.with_generations(|generations| {
+                    let mut bytes = 0;
+                    for g in generations {
+                        bytes += g.db.size_on_disk()?;
+                    }
+                    Ok(bytes)
+                })?,
             batches: get(&c.batches),
             duplicate_batches: get(&c.duplicate_batches),
             samples_stored: get(&c.samples),

@@ -1,12 +1,12 @@
 //! The store: opening and replay, appends, and reads.
 //!
-//! Everything lives in one sled tree, `tsdb` (layout in `keys`), so that a
-//! commit group's WAL frames and the series definitions they need are one
-//! atomic sled batch. See the crate documentation for the life of a sample.
+//! Chunks, the index and the sequences live in one sled tree, `tsdb`
+//! (layout in `keys`); the WAL in sled databases of its own (see
+//! `commit`). See the crate documentation for the life of a sample.
 
 use crate::TsdbError;
 use crate::chunk;
-use crate::commit::Committer;
+use crate::commit::{Committer, Generation};
 use crate::head::{HostState, Inserted, series_hash};
 use crate::keys;
 use crate::maintain::MaintenanceState;
@@ -18,6 +18,7 @@ use crate::options::Options;
 use crate::snapshot;
 use crate::wal::{self, WalRecord};
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, mpsc};
 use std::thread::JoinHandle;
@@ -33,6 +34,17 @@ pub struct Store {
 struct Worker {
     stop: mpsc::Sender<()>,
     handle: JoinHandle<()>,
+}
+
+/// A submitted batch not yet known durable: wait on it with [`Store::wait`]
+/// before acknowledging it.
+#[derive(Debug)]
+#[must_use = "a submitted batch is acknowledged only after `Store::wait`"]
+pub struct Pending {
+    /// The commit group that makes the batch (or the original of a
+    /// replayed one) durable; `None` when it already is.
+    group: Option<u64>,
+    outcome: AppendOutcome,
 }
 
 /// The series index: ids to keys, metrics and hosts to ids.
@@ -154,27 +166,36 @@ pub(crate) fn lock(host: &HostRef) -> Result<MutexGuard<'_, HostState>, TsdbErro
 }
 
 impl Store {
-    /// Opens the store in `db`, which the caller may share with other trees,
-    /// replays the WAL and starts the background maintenance (if
+    /// Opens the store: chunks and the index in `db` (which the caller may
+    /// share with other trees), the WAL in sled databases of its own under
+    /// `wal_dir` (created if missing; nothing else may live there). Replays
+    /// the WAL and starts the background maintenance (if
     /// `options.maintenance_interval` is set). Damaged records are skipped
     /// and counted in [`Store::stats`], never fatal.
-    pub fn open(db: sled::Db, options: Options) -> Result<Self, TsdbError> {
+    pub fn open(db: sled::Db, wal_dir: &Path, options: Options) -> Result<Self, TsdbError> {
         options.validate()?;
         let tree = db.open_tree("tsdb")?;
+        let generations = Generation::open_all(wal_dir)?;
         let counters = Counters::default();
         let mut index = Index {
             next_id: 1,
             ..Index::default()
         };
-        for entry in tree.scan_prefix([keys::SERIES]) {
-            let (key, value) = entry?;
-            let id = key
-                .get(1..9)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes);
-            match (id, SeriesKey::decode(&value)) {
-                (Some(id), Ok(series)) if key.len() == 9 => index.insert(id, Arc::new(series)),
-                _ => bump(&counters.corrupt_series, 1),
+        // Definitions of series created since the oldest WAL generation
+        // are only there until it is deleted.
+        let wal_trees = generations.iter().map(|g| (*g.db).clone());
+        for tree in std::iter::once(tree.clone()).chain(wal_trees) {
+            for entry in tree.scan_prefix([keys::SERIES]) {
+                let (key, value) = entry?;
+                let id = key
+                    .get(1..9)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_be_bytes);
+                match (id, SeriesKey::decode(&value)) {
+                    (Some(id), _) if index.keys.contains_key(&id) => {}
+                    (Some(id), Ok(series)) if key.len() == 9 => index.insert(id, Arc::new(series)),
+                    _ => bump(&counters.corrupt_series, 1),
+                }
             }
         }
         let mut hosts: HashMap<String, HostState> = HashMap::new();
@@ -217,21 +238,28 @@ impl Store {
                 _ => bump(&counters.corrupt_sequences, 1),
             }
         }
-        let mut next_group = match tree.get(keys::META_NEXT_GROUP)? {
-            Some(v) if v.len() == 8 => u64::from_be_bytes(v[..].try_into().unwrap_or([0; 8])),
-            _ => 1,
+        let meta = |key: &[u8], default: u64| -> Result<u64, TsdbError> {
+            Ok(match tree.get(key)? {
+                Some(v) if v.len() == 8 => u64::from_be_bytes(v[..].try_into().unwrap_or([0; 8])),
+                _ => default,
+            })
         };
-        if let Some(entry) = tree.scan_prefix([keys::WAL]).keys().next_back()
-            && let Some(last) = keys::parse_wal(&entry?)
-        {
-            next_group = next_group.max(last + 1);
+        let mut next_group = meta(keys::META_NEXT_GROUP, 1)?;
+        let low = meta(keys::META_LOW_GROUP, 0)?;
+        for g in &generations {
+            if let Some(entry) = g.db.scan_prefix([keys::WAL]).keys().next_back()
+                && let Some(last) = keys::parse_wal(&entry?)
+            {
+                g.last_group.store(last, Ordering::Relaxed);
+                next_group = next_group.max(last + 1);
+            }
         }
         let hosts = hosts
             .into_iter()
             .map(|(name, state)| (name, Arc::new(Mutex::new(state))))
             .collect();
         let inner = Inner {
-            commit: Committer::new(db.clone(), tree.clone(), next_group.max(1), 0),
+            commit: Committer::new(wal_dir, generations, next_group.max(1))?,
             db,
             tree,
             options,
@@ -240,7 +268,7 @@ impl Store {
             counters,
             maintenance: Mutex::new(MaintenanceState::default()),
         };
-        inner.replay()?;
+        inner.replay(low)?;
         let inner = Arc::new(inner);
         let worker = match inner.options.maintenance_interval {
             Some(interval) => Some(spawn_worker(inner.clone(), interval)?),
@@ -252,9 +280,33 @@ impl Store {
     /// Stores a batch durably, unless (host, source, seq) was stored before:
     /// returns once the batch's WAL frame is flushed, sharing the flush with
     /// concurrent appends. Invalid samples are counted in the outcome, not
-    /// stored; the rest of the batch is.
+    /// stored; the rest of the batch is. The same as [`Store::submit`]
+    /// followed by [`Store::wait`].
     pub fn append(&self, batch: &Batch) -> Result<AppendOutcome, TsdbError> {
-        self.inner.append(batch)
+        let pending = self.inner.submit(batch)?;
+        self.wait(pending)
+    }
+
+    /// Queues a batch for the next commit group without waiting for it to
+    /// be durable: its samples are in the head (visible to queries) at
+    /// once; [`Store::wait`] on the returned ticket says when the batch may
+    /// be acknowledged. A caller with many streams keeps several batches in
+    /// flight this way, so one flush carries more of them. A queued group
+    /// is written when some caller waits (or maintenance runs), so every
+    /// ticket should be waited on.
+    pub fn submit(&self, batch: &Batch) -> Result<Pending, TsdbError> {
+        self.inner.submit(batch)
+    }
+
+    /// Returns once the batch of `pending` is durable (flushing as the
+    /// leader of a commit group when no other thread is), with its outcome.
+    /// An error means the store failed (see [`TsdbError::Failed`]): the
+    /// batch must not be acknowledged.
+    pub fn wait(&self, pending: Pending) -> Result<AppendOutcome, TsdbError> {
+        if let Some(group) = pending.group {
+            self.inner.commit.wait(group)?;
+        }
+        Ok(pending.outcome)
     }
 
     /// Highest sequence stored for (host, source), 0 if none.
@@ -385,32 +437,41 @@ impl Inner {
         Ok(hosts.iter().map(|(n, s)| (n.clone(), s.clone())).collect())
     }
 
-    /// Replays the WAL into the head.
-    fn replay(&self) -> Result<(), TsdbError> {
-        let mut wal_bytes = 0u64;
+    /// Replays the WAL from group `low` on into the head: every group
+    /// below it is sealed, its sequences and series definitions persisted.
+    fn replay(&self, low: u64) -> Result<(), TsdbError> {
         let mut sealed = Sealed::default();
-        for entry in self.tree.scan_prefix([keys::WAL]) {
-            let (key, value) = entry?;
-            wal_bytes += value.len() as u64;
-            let Some(group) = keys::parse_wal(&key) else {
-                bump(&self.counters.corrupt_wal_frames, 1);
-                continue;
-            };
-            let decoded = wal::decode_value(&value);
-            if decoded.corrupt > 0 {
-                tracing::warn!(
-                    group,
-                    frames = decoded.corrupt,
-                    "skipping damaged WAL frames"
-                );
-                bump(&self.counters.corrupt_wal_frames, decoded.corrupt);
+        self.commit.with_generations(|generations| {
+            let mut wal_bytes = 0u64;
+            for g in generations {
+                let mut bytes = 0u64;
+                let range = keys::wal_start(low)..keys::wal_start(u64::MAX);
+                for entry in g.db.range(range) {
+                    let (key, value) = entry?;
+                    bytes += value.len() as u64;
+                    let Some(group) = keys::parse_wal(&key) else {
+                        bump(&self.counters.corrupt_wal_frames, 1);
+                        continue;
+                    };
+                    let decoded = wal::decode_value(&value);
+                    if decoded.corrupt > 0 {
+                        tracing::warn!(
+                            group,
+                            frames = decoded.corrupt,
+                            "skipping damaged WAL frames"
+                        );
+                        bump(&self.counters.corrupt_wal_frames, decoded.corrupt);
+                    }
+                    for record in decoded.records {
+                        self.replay_record(group, record, &mut sealed)?;
+                    }
+                }
+                g.bytes.store(bytes, Ordering::Relaxed);
+                wal_bytes += bytes;
             }
-            for record in decoded.records {
-                self.replay_record(group, record, &mut sealed)?;
-            }
-        }
-        self.commit.wal_bytes.store(wal_bytes, Ordering::Relaxed);
-        Ok(())
+            self.commit.wal_bytes.store(wal_bytes, Ordering::Relaxed);
+            Ok(())
+        })
     }
 
     fn replay_record(
@@ -574,7 +635,7 @@ impl Inner {
         }
     }
 
-    fn append(&self, batch: &Batch) -> Result<AppendOutcome, TsdbError> {
+    fn submit(&self, batch: &Batch) -> Result<Pending, TsdbError> {
         self.commit.check()?;
         crate::model::validate_host(&batch.host)?;
         let state = self.host_or_create(&batch.host)?;
@@ -585,14 +646,11 @@ impl Inner {
         source.promote(self.commit.durable());
         if batch.seq <= source.highest() {
             // A replay: acknowledge it once the original is durable too.
-            let wait = source.newest_group();
+            let group = source.newest_group();
             drop(guard);
-            if let Some(group) = wait {
-                self.commit.wait(group)?;
-            }
             bump(&self.counters.duplicate_batches, 1);
             outcome.duplicate = true;
-            return Ok(outcome);
+            return Ok(Pending { group, outcome });
         }
         let now = (self.options.clock)();
         let oldest = now.saturating_sub(self.options.retention_ms);
@@ -712,8 +770,10 @@ impl Inner {
         bump(&self.counters.batches, 1);
         bump(&self.counters.samples, outcome.stored);
         self.counters.reject(&outcome.rejected);
-        self.commit.wait(group)?;
-        Ok(outcome)
+        Ok(Pending {
+            group: Some(group),
+            outcome,
+        })
     }
 
     /// The id of the series of `input`, creating it if the host is under

@@ -52,71 +52,91 @@ impl VerifyReport {
 }
 
 impl Store {
-    /// Reads and decodes every series definition, sequence, WAL frame,
-    /// chunk and snapshot block, reporting each damaged one. Reads only;
-    /// damaged records stay where they are (queries and replay skip them).
+    /// Reads and decodes every series definition, sequence, WAL frame (of
+    /// every WAL generation, sealed groups too), chunk and snapshot block,
+    /// reporting each damaged one. Reads only; damaged records stay where
+    /// they are (queries and replay skip them).
     pub fn verify(&self) -> Result<VerifyReport, TsdbError> {
         let inner = self.inner();
         let mut report = VerifyReport::default();
+        inner.commit.with_generations(|generations| {
+            for g in generations {
+                for entry in g.db.iter() {
+                    let (key, value) = entry?;
+                    self.verify_entry(&key, &value, &mut report)?;
+                }
+            }
+            Ok(())
+        })?;
         for entry in inner.tree.iter() {
             let (key, value) = entry?;
-            let size = (key.len() + value.len()) as u64;
-            match (key.first(), key.get(1)) {
-                (Some(&keys::CHUNK), Some(&keys::TIER_RAW)) => report.raw_bytes += size,
-                (Some(&keys::CHUNK), _) => report.row_bytes += size,
-                (Some(&keys::SNAPSHOTS), _) => report.snapshot_bytes += size,
-                (Some(&keys::WAL), _) => report.wal_bytes += size,
-                _ => report.other_bytes += size,
-            }
-            match key.first() {
-                Some(&keys::SERIES) => {
-                    report.series += 1;
-                    if key.len() != 9 || SeriesKey::decode(&value).is_err() {
-                        report.damage(format!("series definition {}", hex(&key)));
-                    }
-                }
-                Some(&keys::SEQUENCE) => {
-                    report.sequences += 1;
-                    if keys::parse_sequence(&key).is_none() || value.len() != 8 {
-                        report.damage(format!("batch sequence {}", hex(&key)));
-                    }
-                }
-                Some(&keys::WAL) => {
-                    report.wal_values += 1;
-                    let decoded = wal::decode_value(&value);
-                    report.wal_frames += decoded.records.len() as u64;
-                    if keys::parse_wal(&key).is_none() || decoded.corrupt > 0 {
-                        report.damage(format!(
-                            "WAL value {}: {} damaged frame(s)",
-                            hex(&key),
-                            decoded.corrupt
-                        ));
-                    }
-                }
-                Some(&keys::CHUNK) => self.verify_chunk(&key, &value, &mut report)?,
-                Some(&keys::SNAPSHOTS) => {
-                    report.snapshot_blocks += 1;
-                    let place = keys::parse_snapshots(&key)
-                        .map(|(host, start)| format!("host {host} window {start}"));
-                    match (place, snapshot::decode(&value)) {
-                        (Some(_), Ok(_)) => {}
-                        (place, result) => report.damage(format!(
-                            "snapshot block {}: {}",
-                            place.unwrap_or_else(|| hex(&key)),
-                            result.err().map_or("bad key".to_owned(), |e| e.to_string())
-                        )),
-                    }
-                }
-                Some(&keys::LAST) => {
-                    if key.len() != 9 || keys::decode_last(&value).is_none() {
-                        report.damage(format!("newest sample record {}", hex(&key)));
-                    }
-                }
-                Some(&keys::META) => {}
-                _ => report.damage(format!("unknown record {}", hex(&key))),
-            }
+            self.verify_entry(&key, &value, &mut report)?;
         }
         Ok(report)
+    }
+
+    fn verify_entry(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        report: &mut VerifyReport,
+    ) -> Result<(), TsdbError> {
+        let size = (key.len() + value.len()) as u64;
+        match (key.first(), key.get(1)) {
+            (Some(&keys::CHUNK), Some(&keys::TIER_RAW)) => report.raw_bytes += size,
+            (Some(&keys::CHUNK), _) => report.row_bytes += size,
+            (Some(&keys::SNAPSHOTS), _) => report.snapshot_bytes += size,
+            (Some(&keys::WAL), _) => report.wal_bytes += size,
+            _ => report.other_bytes += size,
+        }
+        match key.first() {
+            Some(&keys::SERIES) => {
+                report.series += 1;
+                if key.len() != 9 || SeriesKey::decode(value).is_err() {
+                    report.damage(format!("series definition {}", hex(key)));
+                }
+            }
+            Some(&keys::SEQUENCE) => {
+                report.sequences += 1;
+                if keys::parse_sequence(key).is_none() || value.len() != 8 {
+                    report.damage(format!("batch sequence {}", hex(key)));
+                }
+            }
+            Some(&keys::WAL) => {
+                report.wal_values += 1;
+                let decoded = wal::decode_value(value);
+                report.wal_frames += decoded.records.len() as u64;
+                if keys::parse_wal(key).is_none() || decoded.corrupt > 0 {
+                    report.damage(format!(
+                        "WAL value {}: {} damaged frame(s)",
+                        hex(key),
+                        decoded.corrupt
+                    ));
+                }
+            }
+            Some(&keys::CHUNK) => self.verify_chunk(key, value, report)?,
+            Some(&keys::SNAPSHOTS) => {
+                report.snapshot_blocks += 1;
+                let place = keys::parse_snapshots(key)
+                    .map(|(host, start)| format!("host {host} window {start}"));
+                match (place, snapshot::decode(value)) {
+                    (Some(_), Ok(_)) => {}
+                    (place, result) => report.damage(format!(
+                        "snapshot block {}: {}",
+                        place.unwrap_or_else(|| hex(key)),
+                        result.err().map_or("bad key".to_owned(), |e| e.to_string())
+                    )),
+                }
+            }
+            Some(&keys::LAST) => {
+                if key.len() != 9 || keys::decode_last(value).is_none() {
+                    report.damage(format!("newest sample record {}", hex(key)));
+                }
+            }
+            Some(&keys::META) => {}
+            _ => report.damage(format!("unknown record {}", hex(key))),
+        }
+        Ok(())
     }
 
     fn verify_chunk(

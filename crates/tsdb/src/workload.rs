@@ -50,11 +50,13 @@ impl Workload {
         }
     }
 
-    /// Store options of the child: maintenance every few milliseconds, so
-    /// kills land during sealing and WAL truncation too.
+    /// Store options of the child: maintenance every few milliseconds and
+    /// small WAL generations, so kills land during sealing and while WAL
+    /// generations are started and deleted too.
     pub fn options(&self) -> Options {
         Options {
             maintenance_interval: Some(Duration::from_millis(5)),
+            wal_generation_bytes: 16 << 10,
             ..Options::default()
         }
     }
@@ -250,7 +252,8 @@ pub struct CheckReport {
 /// `ack <writer> <seq>` on stdout once each append returns.
 pub fn child_main(dir: &Path, workload: Workload) -> Result<(), String> {
     let db = sled::open(dir).map_err(|e| format!("open {}: {e}", dir.display()))?;
-    let store = Arc::new(Store::open(db, workload.options()).map_err(|e| e.to_string())?);
+    let store =
+        Arc::new(Store::open(db, &dir.join("wal"), workload.options()).map_err(|e| e.to_string())?);
     let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
     let threads: Vec<_> = (0..workload.writers)
         .map(|writer| {
@@ -361,7 +364,7 @@ pub fn crash_round(
         maintenance_interval: None,
         ..workload.options()
     };
-    let store = Store::open(db, options).map_err(|e| format!("reopen: {e}"))?;
+    let store = Store::open(db, &dir.join("wal"), options).map_err(|e| format!("reopen: {e}"))?;
     let check = workload.check(&store, &acked)?;
     let verify = store.verify().map_err(|e| e.to_string())?;
     if !verify.is_clean() {

@@ -51,7 +51,12 @@ pub fn open(dir: &Path, options: Options) -> Store {
             Err(e) => panic!("cannot open {}: {e}", dir.display()),
         }
     };
-    Store::open(db, options).unwrap()
+    Store::open(db, &wal_dir(dir), options).unwrap()
+}
+
+/// Where [`open`] puts the store's WAL.
+pub fn wal_dir(dir: &Path) -> std::path::PathBuf {
+    dir.join("wal")
 }
 
 pub fn points(values: &[(i64, f64)]) -> Vec<Point> {
