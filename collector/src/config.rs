@@ -221,6 +221,11 @@ key = "collector.key"
         );
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("page.sh"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(
+            dir.path().join("page.sh"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
         let path = dir.path().join("collector.toml");
         std::fs::write(&path, text).unwrap();
         let config = CollectorConfig::load(&path).unwrap();

@@ -53,8 +53,12 @@ fn example_alerting_section_and_its_commented_hooks_load() {
         ("/etc/hostwatch/webhook.secret", "webhook.secret", "key"),
         ("/usr/local/bin/hostwatch-page", "page", "#!/bin/sh\n"),
     ] {
-        std::fs::write(dir.path().join(name), content).unwrap();
-        text = text.replace(shipped, &dir.path().join(name).display().to_string());
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        // The exec hook's program must be executable; the secret need not be.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        text = text.replace(shipped, &path.display().to_string());
     }
     let pki = hostwatch_pki::Ca::generate("t", 1).unwrap();
     pki.write(dir.path()).unwrap();

@@ -942,12 +942,27 @@ fn compile_hook(config: &HookConfig) -> Result<Hook, String> {
             let program = command
                 .first()
                 .ok_or("command is required: [program, args...]")?;
-            if program.contains('/') {
-                let meta =
-                    std::fs::metadata(program).map_err(|e| format!("command {program}: {e}"))?;
-                if !meta.is_file() {
-                    return Err(format!("command {program} is not a file"));
-                }
+            if program.is_empty() {
+                return Err("command: the program name is empty".to_owned());
+            }
+            // Found now rather than at the first page: a typo is a
+            // refused configuration, not a page that never leaves.
+            let path = if program.contains('/') {
+                PathBuf::from(program)
+            } else {
+                std::env::var_os("PATH")
+                    .iter()
+                    .flat_map(std::env::split_paths)
+                    .map(|dir| dir.join(program))
+                    .find(|p| p.is_file())
+                    .ok_or_else(|| format!("command {program}: not found on PATH"))?
+            };
+            let meta = std::fs::metadata(&path).map_err(|e| format!("command {program}: {e}"))?;
+            if !meta.is_file() {
+                return Err(format!("command {program} is not a file"));
+            }
+            if std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o111 == 0 {
+                return Err(format!("command {program} is not executable"));
             }
             HookTarget::Exec { command }
         }
@@ -1134,6 +1149,53 @@ raise = 0.5
             (rule("kind = \"event\"\nevent = \"eclipse\""), "eclipse"),
             (rule("kind = \"event\"\nevent = \"clock_skew\""), "max_skew"),
             (rule("kind = \"host_down\"\ntimeout = \"0s\""), "timeout"),
+            (
+                rule("kind = \"host_down\"\npage_on_clean_shutdown = \"yes\""),
+                "page_on_clean_shutdown",
+            ),
+            (
+                rule("kind = \"threshold\"\nmetric = \"m\"\nop = \">\"\nraise = nan"),
+                "raise and clear must be finite",
+            ),
+            (
+                rule(&format!("{threshold}keep_firing_for = \"a while\"")),
+                "keep_firing_for",
+            ),
+            (
+                rule(&format!("{threshold}flap_window = \"often\"")),
+                "flap_window",
+            ),
+            (rule(&format!("{threshold}cause = \"gpu\"")), "gpu"),
+            (
+                rule(
+                    "kind = \"prediction\"\nmetric = \"m\"\nwindow = \"1h\"\nlimit = inf\nhorizon = \"1h\"",
+                ),
+                "limit must be a finite number",
+            ),
+            (
+                rule("kind = \"prediction\"\nmetric = \"m\"\nlimit = 0.0\nhorizon = \"1h\""),
+                "window",
+            ),
+            (
+                rule("kind = \"prediction\"\nmetric = \"m\"\nwindow = \"1h\"\nlimit = 0.0"),
+                "horizon is required",
+            ),
+            (
+                rule("kind = \"event\"\nevent = \"reboot\"\nresolve_after = \"0s\""),
+                "resolve_after",
+            ),
+            (
+                rule("kind = \"event\"\nevent = \"reboot\"\nraise = 1.0"),
+                "raise does not apply",
+            ),
+            (
+                rule("kind = \"event\"\nevent = \"process_down\"\nmetric = \"bad metric\""),
+                "metric",
+            ),
+            (
+                rule("kind = \"event\"\nevent = \"clock_skew\"\nmax_skew = \"0s\""),
+                "max_skew",
+            ),
             (rule("kind = \"volcano\""), "volcano"),
             (
                 format!(
@@ -1156,6 +1218,23 @@ raise = 0.5
                 "[alerting]\nexternal_url = \"not a url\"\n".to_owned(),
                 "external_url",
             ),
+            (
+                "[alerting]\nhistory_limit = 0\n".to_owned(),
+                "alerting.history_limit",
+            ),
+            (
+                "[alerting]\nmax_alerts = 0\n".to_owned(),
+                "alerting.max_alerts",
+            ),
+            (
+                "[alerting]\nflap_window = \"often\"\n".to_owned(),
+                "flap_window",
+            ),
+            (
+                "[alerting]\ndefault_rules = \"yes\"\n".to_owned(),
+                "default_rules",
+            ),
+            ("[alerting]\nmax_alerts = -1\n".to_owned(), "max_alerts"),
         ];
         for (text, needle) in cases {
             let err = compile_text(&text)
@@ -1168,6 +1247,8 @@ raise = 0.5
                 && !needle.contains("colour")
                 && !needle.contains("eclipse")
                 && !needle.contains("volcano")
+                && !needle.contains("gpu")
+                && !["page_on_clean_shutdown", "keep_firing_for", "flap_window"].contains(&needle)
                 && needle != "name"
             {
                 assert!(err.contains("alerting.rules["), "rule not named in {err:?}");
@@ -1177,6 +1258,10 @@ raise = 0.5
 
     #[test]
     fn bad_hooks_name_the_hook_and_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("pager.txt");
+        std::fs::write(&plain, "not a program").unwrap();
+        let plain = plain.display().to_string();
         let hook = |body: &str| format!("[alerting]\n[[alerting.hooks]]\nname = \"h\"\n{body}\n");
         let cases = [
             (hook("kind = \"webhook\""), "url is required"),
@@ -1233,6 +1318,67 @@ raise = 0.5
                 "match",
             ),
             (hook("kind = \"exec\""), "command is required"),
+            (hook("kind = \"exec\"\ncommand = []"), "command is required"),
+            (
+                hook("kind = \"exec\"\ncommand = [\"\"]"),
+                "program name is empty",
+            ),
+            (
+                hook("kind = \"exec\"\ncommand = [\"no-such-pager-anywhere\"]"),
+                "no-such-pager-anywhere: not found on PATH",
+            ),
+            (
+                hook(&format!("kind = \"exec\"\ncommand = [{plain:?}]")),
+                "is not executable",
+            ),
+            (
+                hook("kind = \"exec\"\ncommand = [\"/\"]"),
+                "/ is not a file",
+            ),
+            (
+                hook("kind = \"webhook\"\nurl = \"http://x\"\nhmac_secret_file = \"/dev/null\""),
+                "/dev/null is empty",
+            ),
+            (
+                hook("kind = \"webhook\"\nurl = \"http://x\"\ntimeout = \"0s\""),
+                "timeout must be greater than zero",
+            ),
+            (
+                hook("kind = \"webhook\"\nurl = \"http://x\"\nretry_for = \"0s\""),
+                "retry_for must be greater than zero",
+            ),
+            (
+                hook("kind = \"webhook\"\nurl = \"http://x\"\nmin_backoff = \"0s\""),
+                "min_backoff must be greater than zero",
+            ),
+            (
+                hook("kind = \"webhook\"\nurl = \"http://x\"\nmax_queued = 0"),
+                "max_queued",
+            ),
+            (
+                hook("kind = \"webhook\"\nurl = \"http://x\"\nsend_resolved = \"yes\""),
+                "send_resolved",
+            ),
+            (
+                hook("kind = \"webhook\"\nurl = \"http://x\"\ngroup_wait = \"soon\""),
+                "group_wait",
+            ),
+            (
+                hook("kind = \"webhook\"\nurl = \"http://x\"\ngroup_interval = \"-1s\""),
+                "group_interval",
+            ),
+            (
+                hook(
+                    "kind = \"alertmanager\"\nurl = \"http://x\"\nhmac_secret_file = \"/dev/null\"",
+                ),
+                "hmac_secret_file does not apply",
+            ),
+            (
+                hook(
+                    "kind = \"webhook\"\nurl = \"https://x\"\n[alerting.hooks.tls]\nkey = \"/etc/hostname\"",
+                ),
+                "tls",
+            ),
             (
                 hook("kind = \"exec\"\ncommand = [\"/nonexistent/page\"]"),
                 "/nonexistent/page",
