@@ -1013,6 +1013,7 @@ mod tests {
             "filesystem_almost_full",
             "filesystem_filling",
             "inodes_almost_full",
+            "inodes_filling",
             "load_per_core_high",
             "host_down",
             "host_rebooted",
@@ -1039,6 +1040,7 @@ mod tests {
             ("swapping", Cause::Memory),
             ("filesystem_almost_full", Cause::Disk),
             ("filesystem_filling", Cause::Disk),
+            ("inodes_filling", Cause::Disk),
         ] {
             assert_eq!(cause(name), expected, "{name}");
         }
