@@ -125,7 +125,6 @@ impl HostRegistry {
             .map(|(id, entry)| hostwatch_alerting::HostLiveness {
                 host: id.clone(),
                 last_seen_ms: entry.last_seen_ms,
-                connected: entry.open_streams > 0,
                 clean_shutdown: entry.clean_shutdown,
             })
             .collect()
@@ -185,7 +184,12 @@ mod tests {
         assert_eq!(listed[0].boot_id, "boot-a");
         assert!(!listed[0].connected);
         assert_eq!(reopened.connected("web1", None, "boot-b"), "boot-a");
+        assert!(reopened.list(now_ms())[0].connected);
+        reopened.goodbye("web1");
         let live = reopened.liveness();
-        assert!(live[0].connected && !live[0].clean_shutdown);
+        assert!(live[0].clean_shutdown);
+        // A new stream is no longer a planned stop.
+        reopened.connected("web1", None, "boot-b");
+        assert!(!reopened.liveness()[0].clean_shutdown);
     }
 }

@@ -66,7 +66,7 @@ impl Alerting {
             .collect();
         let silences = persist.load_silences()?;
         let set = Arc::new(rules);
-        let eval = Evaluator::new(set.clone(), stored);
+        let eval = Evaluator::new(set.clone(), stored, clock.now_ms());
         let (rules, _) = watch::channel(set);
         let (transitions, _) = broadcast::channel(WATCH_BUFFER);
         let alerting = Alerting {

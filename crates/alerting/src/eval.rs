@@ -47,9 +47,10 @@ pub struct BatchContext {
 #[derive(Debug, Clone)]
 pub struct HostLiveness {
     pub host: String,
-    /// Last time data arrived or a stream opened or closed.
+    /// Last time data arrived or a stream opened or closed. An open
+    /// stream alone does not keep a host up: a hung agent keeps its
+    /// connection but sends nothing.
     pub last_seen_ms: i64,
-    pub connected: bool,
     /// The agent said goodbye before its stream closed (a planned stop).
     pub clean_shutdown: bool,
 }
@@ -244,6 +245,10 @@ pub(crate) struct Evaluator {
     hosts: FastMap<String, u32>,
     states: Vec<HostState>,
     pub(crate) alerts: FastMap<u64, Alert>,
+    /// When this evaluator started (the collector's start): host silence
+    /// is counted from here at the earliest, as what hosts sent while the
+    /// collector was down is unknown.
+    started_ms: i64,
 }
 
 /// Everything an evaluation step needs besides the tracker.
@@ -304,7 +309,7 @@ fn alert_labels(rule: &Rule, host: &str, series: &[Label]) -> BTreeMap<String, S
 }
 
 impl Evaluator {
-    pub(crate) fn new(set: Arc<RuleSet>, stored: Vec<Alert>) -> Self {
+    pub(crate) fn new(set: Arc<RuleSet>, stored: Vec<Alert>, now_ms: i64) -> Self {
         let mut eval = Evaluator {
             index: Index::build(&set.rules),
             scratch: Vec::new(),
@@ -312,6 +317,7 @@ impl Evaluator {
             hosts: FastMap::default(),
             states: Vec::new(),
             alerts: stored.into_iter().map(|a| (a.fp(), a)).collect(),
+            started_ms: now_ms,
         };
         eval.bind_host_down();
         eval
@@ -622,7 +628,15 @@ impl Evaluator {
                     continue;
                 };
                 let silent_ms = now_ms - h.last_seen_ms;
-                let down = silent_ms > timeout_ms && (page_on_clean_shutdown || !h.clean_shutdown);
+                // Raising takes a silence this collector watched for the
+                // whole timeout, so its own restart pages no host; a host
+                // already down stays down until its data are fresh.
+                let watched_ms = if state.down[pos].is_some() {
+                    silent_ms
+                } else {
+                    now_ms - h.last_seen_ms.max(self.started_ms)
+                };
+                let down = watched_ms > timeout_ms && (page_on_clean_shutdown || !h.clean_shutdown);
                 match (down, state.down[pos]) {
                     (true, None) => {
                         let labels = alert_labels(rule, &h.host, &[]);

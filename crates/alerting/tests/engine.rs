@@ -476,7 +476,6 @@ fn liveness(host: &str, last_seen_ms: i64, clean_shutdown: bool) -> HostLiveness
     HostLiveness {
         host: host.to_owned(),
         last_seen_ms,
-        connected: false,
         clean_shutdown,
     }
 }
@@ -526,6 +525,42 @@ async fn host_down_after_the_timeout_unless_stopped_cleanly() {
             ("host_down".to_owned(), Phase::Firing, Phase::Resolved),
             ("host_stopped".to_owned(), Phase::Firing, Phase::Resolved)
         ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_collector_back_from_a_long_stop_pages_only_hosts_silent_for_the_timeout_since() {
+    let mut h = Harness::new(HOST_DOWN);
+    let seen = h.now();
+    h.alerting
+        .check_hosts(&[liveness("a", seen, false), liveness("b", seen, false)]);
+    // The collector stops for ten minutes; what the hosts sent meanwhile
+    // is unknown, so its return is no reason to page them.
+    advance(600).await;
+    h.reopen(HOST_DOWN);
+    h.alerting
+        .check_hosts(&[liveness("a", seen, false), liveness("b", seen, false)]);
+    assert!(h.alerting.alerts().is_empty());
+    // a's agent reconnects in time; b stays silent for the timeout.
+    advance(20).await;
+    let back = h.now();
+    h.alerting
+        .check_hosts(&[liveness("a", back, false), liveness("b", seen, false)]);
+    assert!(h.alerting.alerts().is_empty());
+    advance(11).await;
+    h.alerting
+        .check_hosts(&[liveness("a", back, false), liveness("b", seen, false)]);
+    let firing: Vec<String> = h
+        .alerting
+        .alerts()
+        .iter()
+        .map(|a| a.labels["host"].clone())
+        .collect();
+    assert_eq!(firing, ["b"]);
+    // Its value is the whole silence, the collector's stop included.
+    assert_eq!(
+        h.alert("host_down").unwrap().annotations["summary"],
+        "b silent for 10m 31s"
     );
 }
 
