@@ -169,6 +169,62 @@ fn reading_commands_need_a_usable_client_configuration() {
 }
 
 #[test]
+fn alert_and_silence_arguments_are_checked_before_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let cli = dir.path().join("cli.toml");
+    let c = path(&cli);
+    for (args, named) in [
+        (
+            &["alerts", "history", "--since", "yesterday"][..],
+            "yesterday",
+        ),
+        (&["alerts", "history", "--limit", "many"][..], "many"),
+        (&["alerts", "history", "--limit", "-1"][..], "-1"),
+        (&["alerts", "watch", "--count", "none"][..], "none"),
+        (&["alerts", "--colour"][..], "--colour"),
+        (&["silence", "add", "--duration", "1h"][..], "--match"),
+        (
+            &["silence", "add", "--match", "host=a", "--duration", "never"][..],
+            "never",
+        ),
+        (
+            &["silence", "add", "--match", "host=a", "--duration", "0s"][..],
+            "greater than zero",
+        ),
+        (&["silence", "add", "--match", "host=a"][..], "--duration"),
+        (
+            &["silence", "add", "--match", "=a", "--duration", "1h"][..],
+            "=a",
+        ),
+        (&["silence", "expire"][..], "<ID>"),
+        (&["silence", "mute"][..], "mute"),
+    ] {
+        let mut all = vec!["--config", c];
+        all.extend_from_slice(args);
+        let out = hostwatch(&all);
+        assert_eq!(
+            out.status.code(),
+            Some(64),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(named),
+            "{named} not in {}",
+            text(&out.stderr)
+        );
+    }
+    // Well-formed, but no configuration to reach the collector with.
+    let out = hostwatch(&["--config", c, "alerts"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        text(&out.stderr).contains("cli.toml"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
 fn quick_start_then_collector_serves_hosts_and_queries() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("qs");
