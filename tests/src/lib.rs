@@ -273,10 +273,12 @@ pub struct Received {
     pub at: std::time::Instant,
 }
 
-/// An HTTP(S) receiver on loopback recording every POST to any path.
+/// An HTTP(S) receiver on loopback recording every POST to any path,
+/// answering 200 OK unless told otherwise ([`WebhookReceiver::answer`]).
 pub struct WebhookReceiver {
     pub addr: SocketAddr,
     received: Arc<std::sync::Mutex<Vec<Received>>>,
+    status: Arc<std::sync::atomic::AtomicU16>,
     task: JoinHandle<()>,
 }
 
@@ -285,14 +287,15 @@ impl WebhookReceiver {
     pub async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let received = Arc::default();
-        let app = Self::app(&received);
+        let (received, status) = (Arc::default(), Arc::new(200.into()));
+        let app = Self::app(&received, &status);
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
         WebhookReceiver {
             addr,
             received,
+            status,
             task,
         }
     }
@@ -305,8 +308,8 @@ impl WebhookReceiver {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let received = Arc::default();
-        let app = Self::app(&received);
+        let (received, status) = (Arc::default(), Arc::new(200.into()));
+        let app = Self::app(&received, &status);
         let tls = TlsListener {
             tcp: listener,
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
@@ -317,22 +320,34 @@ impl WebhookReceiver {
         WebhookReceiver {
             addr,
             received,
+            status,
             task,
         }
     }
 
-    fn app(received: &Arc<std::sync::Mutex<Vec<Received>>>) -> axum::Router {
-        let received = received.clone();
+    /// Answers every request from now on with `status` (a 503 makes the
+    /// collector retry).
+    pub fn answer(&self, status: u16) {
+        self.status
+            .store(status, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn app(
+        received: &Arc<std::sync::Mutex<Vec<Received>>>,
+        status: &Arc<std::sync::atomic::AtomicU16>,
+    ) -> axum::Router {
+        let (received, status) = (received.clone(), status.clone());
         axum::Router::new().fallback(axum::routing::post(
             move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                let received = received.clone();
+                let (received, status) = (received.clone(), status.clone());
                 async move {
                     received.lock().unwrap().push(Received {
                         headers,
                         body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
                         at: std::time::Instant::now(),
                     });
-                    axum::http::StatusCode::OK
+                    let code = status.load(std::sync::atomic::Ordering::Relaxed);
+                    axum::http::StatusCode::from_u16(code).unwrap()
                 }
             },
         ))

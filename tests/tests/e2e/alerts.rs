@@ -1,6 +1,7 @@
 //! Alerting end to end: a real agent samples this machine, the collector
 //! evaluates its rules on ingest and delivers to a webhook receiver over
-//! real mutual TLS; operators read alerts, history and a live watch.
+//! real mutual TLS; operators read alerts, history and a live watch. With
+//! real processes: a page waiting in the outbox survives a collector SIGKILL.
 
 use hostwatch_agent::config::{Pattern, WatchRule};
 use hostwatch_pki::Role;
@@ -393,4 +394,90 @@ async fn agents_may_not_administer() {
         .unwrap_err();
     assert_eq!(denied.code(), tonic::Code::PermissionDenied);
     collector.stop().await;
+}
+
+/// The outbox with real processes: a page the receiver keeps refusing
+/// (503) waits in the collector's outbox; the collector is SIGKILLed and
+/// started again, and delivers that very page (same idempotency key)
+/// without paging the still-firing alert a second time.
+#[tokio::test]
+async fn a_page_in_the_outbox_survives_a_collector_sigkill() {
+    let pki = TestPki::new();
+    let receiver = WebhookReceiver::start().await;
+    receiver.answer(503);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let tls = |f: &hostwatch_pki::TlsFiles| {
+        format!(
+            "[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+            f.ca, f.cert, f.key
+        )
+    };
+    let collector_toml = dir.path().join("collector.toml");
+    std::fs::write(
+        &collector_toml,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\nhost_down_after = \"2s\"\n{}\n[alerting]\ndefault_rules = false\nflap_window = \"0s\"\n[[alerting.rules]]\nname = \"memory_seen\"\nkind = \"threshold\"\nmetric = \"host_memory_available_bytes\"\nop = \">\"\nraise = 0.0\n[[alerting.rules]]\nname = \"host_down\"\nkind = \"host_down\"\n[[alerting.hooks]]\nname = \"oncall\"\nkind = \"webhook\"\nurl = \"http://{}/hook\"\ngroup_wait = \"0s\"\nmin_backoff = \"100ms\"\nmax_backoff = \"200ms\"\n",
+            dir.path().join("data"),
+            tls(&pki.files(Role::Collector, "test")),
+            receiver.addr
+        ),
+    )
+    .unwrap();
+    let agent_toml = dir.path().join("agent.toml");
+    std::fs::write(
+        &agent_toml,
+        format!(
+            "collector = \"127.0.0.1:{port}\"\nserver_name = \"localhost\"\ninterval = \"200ms\"\nstate_dir = {:?}\n{}[limits]\nmax_backoff = \"300ms\"\n",
+            dir.path().join("agent-state"),
+            tls(&pki.files(Role::Agent, "crashy"))
+        ),
+    )
+    .unwrap();
+    let collector_bin = std::path::Path::new(env!("CARGO_BIN_EXE_e2e-collector"));
+    let agent_bin = std::path::Path::new(env!("CARGO_BIN_EXE_e2e-agent"));
+    let log = |name: &str| dir.path().join(format!("{name}.log"));
+    let collector = Process::start(collector_bin, &collector_toml, log("collector"));
+    let agent = Process::start(agent_bin, &agent_toml, log("agent"));
+
+    // Refused twice: the page is in the outbox, being retried.
+    let refused = eventually(WAIT, "two refused attempts", || async {
+        let got = receiver.received();
+        (got.len() >= 2).then_some(got)
+    })
+    .await;
+    let key = refused[0].headers["idempotency-key"].clone();
+    assert!(
+        refused.iter().all(|r| r.headers["idempotency-key"] == key),
+        "{refused:?}"
+    );
+    assert_eq!(
+        refused[0].body["alerts"][0]["labels"]["alertname"],
+        "memory_seen"
+    );
+    collector.kill();
+    let before_restart = receiver.received().len();
+    receiver.answer(200);
+    let collector = Process::start(collector_bin, &collector_toml, log("collector"));
+    let delivered = eventually(WAIT, "the page after the restart", || async {
+        receiver.received().get(before_restart).cloned()
+    })
+    .await;
+    assert_eq!(delivered.headers["idempotency-key"], key);
+    assert_eq!(delivered.body["status"], "firing");
+
+    // The agent goes silent: once its host-down page is in, a second page
+    // of memory_seen (still firing, re-evaluated after the restart) would
+    // have come before it.
+    agent.kill();
+    eventually(WAIT, "the host-down page", || async {
+        receiver.find("host_down", "firing")
+    })
+    .await;
+    let memory_pages = receiver.received()[before_restart..]
+        .iter()
+        .filter(|r| r.body["alerts"][0]["labels"]["alertname"] == "memory_seen")
+        .count();
+    assert_eq!(memory_pages, 1);
+    assert_eq!(collector.terminate(WAIT).await.code(), Some(0));
 }
