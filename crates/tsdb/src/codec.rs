@@ -7,10 +7,12 @@
 //!   a time, for the samples still in memory;
 //! - [`encode_points`] writes a sealed chunk once its window is complete,
 //!   so it may look at all samples first: timestamps are either "regular"
-//!   (one delta) or delta-of-delta with run-length coded zeros; values pick
-//!   the smallest of constant, scaled integers (with the common divisor of
-//!   their deltas removed, as delta or delta-of-delta), float32 data scaled
-//!   by a power of ten, and Gorilla XOR with run-length coded repeats.
+//!   (one delta) or delta-of-delta; values pick the smallest of constant,
+//!   scaled integers (with the common divisor of their deltas removed, as
+//!   delta or delta-of-delta), float32 data scaled by a power of ten, and
+//!   Gorilla XOR with run-length coded repeats. Integer streams are coded
+//!   as runs of zeros and gamma-coded lengths, or Rice-coded with the
+//!   parameter that suits them, whichever is smaller.
 //!
 //! Every decoder is bounds-checked and refuses, never panics on, arbitrary
 //! bytes (there is a fuzz target for it).
@@ -318,6 +320,136 @@ fn read_ints(r: &mut BitReader<'_>, count: usize, out: &mut Vec<u64>) -> Result<
     Ok(())
 }
 
+// ------------------------------------------ Rice-coded streams (sealed)
+
+/// Quotients at or above this are escaped: the number follows in the
+/// [`IntStream`] form, so one outlier (a counter reset) costs few bits.
+const RICE_ESCAPE: u64 = 24;
+/// Largest Rice parameter.
+const MAX_RICE_K: u32 = 62;
+
+/// Bits [`write_rice`] spends on `z` with parameter `k`.
+fn rice_bits(z: u64, k: u32) -> u64 {
+    let q = z >> k;
+    if q < RICE_ESCAPE {
+        q + 1 + u64::from(k)
+    } else {
+        let n = u64::from(64 - z.leading_zeros());
+        RICE_ESCAPE + 2 * (63 - n.leading_zeros() as u64) + 1 + (n - 1)
+    }
+}
+
+/// The Rice parameter that codes `zs` in the fewest bits, and that count.
+/// Near-Gaussian noise (a gauge's steps, a counter's increments around its
+/// rate) costs about log2(spread) + 2 bits a number this way, where the
+/// gamma-coded [`IntStream`] spends twice the log of the bit length more.
+fn best_rice(zs: &[u64]) -> (u32, u64) {
+    let mean = zs.iter().map(|&z| u128::from(z)).sum::<u128>() / zs.len().max(1) as u128;
+    let around = 128 - mean.leading_zeros();
+    let from = around.saturating_sub(3);
+    let to = (around + 1).min(MAX_RICE_K);
+    (from..=to)
+        .map(|k| (k, zs.iter().map(|&z| rice_bits(z, k)).sum::<u64>()))
+        .min_by_key(|&(_, bits)| bits)
+        .unwrap_or((0, 0))
+}
+
+/// Writes each number as its quotient by 2^k in unary (ones, then a zero)
+/// and its k low bits; a quotient of [`RICE_ESCAPE`] or more as that many
+/// ones and the number's bit length (gamma) and bits below the leading one.
+fn write_rice(w: &mut BitWriter, zs: &[u64], k: u32) {
+    for &z in zs {
+        let q = z >> k;
+        if q < RICE_ESCAPE {
+            write_ones(w, q);
+            w.bit(false);
+            w.write(z, k);
+        } else {
+            write_ones(w, RICE_ESCAPE);
+            // z >= RICE_ESCAPE, so it has a leading one.
+            let n = 64 - z.leading_zeros();
+            put_gamma(w, u64::from(n));
+            w.write(z, n - 1);
+        }
+    }
+}
+
+fn write_ones(w: &mut BitWriter, mut n: u64) {
+    while n > 0 {
+        let take = n.min(32) as u32;
+        w.write(u64::MAX, take);
+        n -= u64::from(take);
+    }
+}
+
+/// Reads `count` numbers written by [`write_rice`].
+fn read_rice(
+    r: &mut BitReader<'_>,
+    count: usize,
+    k: u32,
+    out: &mut Vec<u64>,
+) -> Result<(), TsdbError> {
+    if k > MAX_RICE_K {
+        return Err(corrupt("Rice parameter out of range"));
+    }
+    for _ in 0..count {
+        let mut q = 0u64;
+        while q < RICE_ESCAPE && r.bit()? {
+            q += 1;
+        }
+        if q < RICE_ESCAPE {
+            out.push((q << k) | r.read(k)?);
+        } else {
+            let n = r.gamma()?;
+            if !(1..=64).contains(&n) {
+                return Err(corrupt("escaped number wider than 64 bits"));
+            }
+            let n = n as u32;
+            let rest = r.read(n - 1)?;
+            out.push((1u64 << (n - 1)) | rest);
+        }
+    }
+    Ok(())
+}
+
+/// How a stream of unsigned numbers is coded: zero runs and gamma lengths
+/// ([`IntStream`]), or Rice with a parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Coding {
+    Gamma,
+    Rice(u32),
+}
+
+/// The smaller of the two codings of `zs`, written.
+fn write_ints_best(zs: &[u64]) -> (Coding, BitWriter) {
+    let mut gamma = BitWriter::with_capacity(zs.len());
+    let mut stream = IntStream::new(&mut gamma);
+    for &z in zs {
+        stream.push(z);
+    }
+    stream.finish();
+    let (k, rice_bits) = best_rice(zs);
+    if !zs.is_empty() && rice_bits < gamma.bit_len() as u64 {
+        let mut w = BitWriter::with_capacity(rice_bits.div_ceil(8) as usize);
+        write_rice(&mut w, zs, k);
+        (Coding::Rice(k), w)
+    } else {
+        (Coding::Gamma, gamma)
+    }
+}
+
+fn read_ints_coded(
+    r: &mut BitReader<'_>,
+    coding: Coding,
+    count: usize,
+    out: &mut Vec<u64>,
+) -> Result<(), TsdbError> {
+    match coding {
+        Coding::Gamma => read_ints(r, count, out),
+        Coding::Rice(k) => read_rice(r, count, k, out),
+    }
+}
+
 // -------------------------------------------------- XOR streams (sealed)
 
 /// Gorilla XOR of `width`-bit patterns with run-length coded repeats:
@@ -421,8 +553,10 @@ const VALUES_F32: u8 = 3;
 const VALUES_XOR: u8 = 4;
 const VALUES_RATIO: u8 = 5;
 
+/// Integer column orders; `| INTS_RICE` when Rice-coded (a parameter byte follows).
 const INTS_DELTA: u8 = 0;
 const INTS_DOD: u8 = 1;
+const INTS_RICE: u8 = 2;
 
 /// Largest denominator the ratio encoding looks for.
 const MAX_DENOMINATOR: u64 = 1 << 24;
@@ -579,28 +713,34 @@ fn encode_ints(ints: &[i64], out: &mut Vec<u8>) {
         .max(1);
     let scaled: Vec<i64> = deltas.iter().map(|d| d / divisor as i64).collect();
     let stream = |order: u8| {
-        let mut w = BitWriter::with_capacity(ints.len());
-        let mut stream = IntStream::new(&mut w);
         let mut prev = 0i64;
-        for d in &scaled {
-            let z = if order == INTS_DELTA {
-                *d
-            } else {
-                d.wrapping_sub(prev)
-            };
-            stream.push(zigzag(z));
-            prev = *d;
-        }
-        stream.finish();
-        w
+        let zs: Vec<u64> = scaled
+            .iter()
+            .map(|d| {
+                let z = if order == INTS_DELTA {
+                    *d
+                } else {
+                    d.wrapping_sub(prev)
+                };
+                prev = *d;
+                zigzag(z)
+            })
+            .collect();
+        write_ints_best(&zs)
     };
     let (delta, dod) = (stream(INTS_DELTA), stream(INTS_DOD));
-    let (order, w) = if dod.bit_len() < delta.bit_len() {
+    let (order, (coding, w)) = if dod.1.bit_len() < delta.1.bit_len() {
         (INTS_DOD, dod)
     } else {
         (INTS_DELTA, delta)
     };
-    out.push(order);
+    match coding {
+        Coding::Gamma => out.push(order),
+        Coding::Rice(k) => {
+            out.push(order | INTS_RICE);
+            out.push(k as u8);
+        }
+    }
     put_ivarint(out, ints.first().copied().unwrap_or(0));
     put_uvarint(out, divisor);
     put_bits(out, w);
@@ -608,15 +748,21 @@ fn encode_ints(ints: &[i64], out: &mut Vec<u8>) {
 
 /// Reads `count` integers written by [`encode_ints`].
 fn decode_ints(r: &mut ByteReader<'_>, count: usize) -> Result<Vec<i64>, TsdbError> {
-    let order = r.u8()?;
-    if order != INTS_DELTA && order != INTS_DOD {
+    let tag = r.u8()?;
+    if tag > (INTS_DOD | INTS_RICE) {
         return Err(corrupt("unknown integer column order"));
     }
+    let order = tag & !INTS_RICE;
+    let coding = if tag & INTS_RICE != 0 {
+        Coding::Rice(u32::from(r.u8()?))
+    } else {
+        Coding::Gamma
+    };
     let mut x = r.ivarint()?;
     let divisor = r.uvarint()? as i64;
     let mut bits = read_bits(r)?;
     let mut zs = Vec::with_capacity(count.saturating_sub(1));
-    read_ints(&mut bits, count.saturating_sub(1), &mut zs)?;
+    read_ints_coded(&mut bits, coding, count.saturating_sub(1), &mut zs)?;
     let mut out = Vec::with_capacity(count);
     out.push(x);
     let mut delta = 0i64;
@@ -699,6 +845,8 @@ pub(crate) fn decode_values(
 
 const TIMES_REGULAR: u8 = 0;
 const TIMES_DOD: u8 = 1;
+/// Delta-of-delta, Rice-coded (a parameter byte follows).
+const TIMES_DOD_RICE: u8 = 2;
 
 /// Appends a strictly increasing timestamp column.
 pub(crate) fn encode_times(times: &[i64], out: &mut Vec<u8>) {
@@ -718,17 +866,25 @@ pub(crate) fn encode_times(times: &[i64], out: &mut Vec<u8>) {
         put_ivarint(out, first_delta);
         return;
     }
-    out.push(TIMES_DOD);
-    put_ivarint(out, first_delta);
-    let mut w = BitWriter::with_capacity(times.len() / 4);
-    let mut stream = IntStream::new(&mut w);
     let mut prev_delta = first_delta;
-    for pair in times[1..].windows(2) {
-        let delta = pair[1].wrapping_sub(pair[0]);
-        stream.push(zigzag(delta.wrapping_sub(prev_delta)));
-        prev_delta = delta;
+    let zs: Vec<u64> = times[1..]
+        .windows(2)
+        .map(|pair| {
+            let delta = pair[1].wrapping_sub(pair[0]);
+            let z = zigzag(delta.wrapping_sub(prev_delta));
+            prev_delta = delta;
+            z
+        })
+        .collect();
+    let (coding, w) = write_ints_best(&zs);
+    match coding {
+        Coding::Gamma => out.push(TIMES_DOD),
+        Coding::Rice(k) => {
+            out.push(TIMES_DOD_RICE);
+            out.push(k as u8);
+        }
     }
-    stream.finish();
+    put_ivarint(out, first_delta);
     put_bits(out, w);
 }
 
@@ -746,6 +902,10 @@ pub(crate) fn decode_times(
         return Ok(());
     }
     let mode = r.u8()?;
+    let coding = match mode {
+        TIMES_DOD_RICE => Coding::Rice(u32::from(r.u8()?)),
+        _ => Coding::Gamma,
+    };
     let mut delta = r.ivarint()?;
     t = t.wrapping_add(delta);
     out.push(t);
@@ -756,10 +916,10 @@ pub(crate) fn decode_times(
                 out.push(t);
             }
         }
-        TIMES_DOD => {
+        TIMES_DOD | TIMES_DOD_RICE => {
             let mut bits = read_bits(r)?;
             let mut zs = Vec::with_capacity(count - 2);
-            read_ints(&mut bits, count - 2, &mut zs)?;
+            read_ints_coded(&mut bits, coding, count - 2, &mut zs)?;
             for z in zs {
                 delta = delta.wrapping_add(unzigzag(z));
                 t = t.wrapping_add(delta);
@@ -1057,6 +1217,21 @@ mod tests {
         }
 
         #[test]
+        fn rice_streams_round_trip_and_cost_what_they_claim(
+            zs in prop::collection::vec(prop_oneof![0u64..64, 0u64..1_000_000, any::<u64>()], 0..200),
+            k in 0u32..=MAX_RICE_K,
+        ) {
+            let mut w = BitWriter::default();
+            write_rice(&mut w, &zs, k);
+            let claimed: u64 = zs.iter().map(|&z| rice_bits(z, k)).sum();
+            prop_assert_eq!(w.bit_len() as u64, claimed);
+            let mut r = BitReader::new(w.bytes(), w.bit_len());
+            let mut out = Vec::new();
+            read_rice(&mut r, zs.len(), k, &mut out).unwrap();
+            prop_assert_eq!(out, zs);
+        }
+
+        #[test]
         fn decoders_refuse_garbage_without_panicking(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
             let _ = decode_points(&mut ByteReader::new(&bytes));
             let mut values = Vec::new();
@@ -1100,6 +1275,31 @@ mod tests {
         };
         let ratio = round_trip(&regular(&ticks));
         assert!(ratio * 2 < xor, "ticks ratios: {ratio} bytes, XOR {xor}");
+    }
+
+    #[test]
+    fn noisy_integers_take_the_rice_coding_when_it_is_smaller() {
+        // A counter growing by 30,000 +- 50% a step, as context switches do.
+        let mut x = 0x9e37_79b9_u64;
+        let mut c = 1i64 << 30;
+        let counter: Vec<i64> = (0..360)
+            .map(|_| {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                c += 15_000 + ((x >> 33) % 30_000) as i64;
+                c
+            })
+            .collect();
+        let mut out = Vec::new();
+        encode_ints(&counter, &mut out);
+        assert_ne!(out[0] & INTS_RICE, 0, "Rice-coded");
+        let zs: Vec<u64> = counter.windows(2).map(|w| zigzag(w[1] - w[0])).collect();
+        let mut gamma = BitWriter::default();
+        let mut stream = IntStream::new(&mut gamma);
+        zs.iter().for_each(|&z| stream.push(z));
+        stream.finish();
+        assert!(out.len() * 8 < gamma.bit_len(), "{} bytes", out.len());
+        let back = decode_ints(&mut ByteReader::new(&out), counter.len()).unwrap();
+        assert_eq!(back, counter);
     }
 
     #[test]
