@@ -9,8 +9,34 @@
 use crate::codec::HeadChunk;
 use crate::model::{Label, Point, ProcessSnapshot, SeriesKey};
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
+
+/// A map keyed by series ids (assigned by the store) or by hashes: such
+/// keys need mixing, not SipHash's protection against chosen keys, and
+/// replay and appends look one up per sample.
+pub(crate) type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+
+/// Multiplies the key by a large odd constant: the high bits (which the
+/// map's control bytes use) depend on every bit of the key.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, key: u64) {
+        self.0 = (self.0.rotate_left(5) ^ key).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
 
 /// What inserting one sample did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,9 +261,9 @@ enum Ids {
 /// by its lock, so a host's WAL frames are in the order its head applied them.
 #[derive(Debug)]
 pub(crate) struct HostState {
-    pub(crate) series: HashMap<u64, SeriesHead>,
-    by_hash: HashMap<u64, Ids>,
-    pub(crate) sources: HashMap<u64, SourceSeq>,
+    pub(crate) series: IdMap<SeriesHead>,
+    by_hash: IdMap<Ids>,
+    pub(crate) sources: IdMap<SourceSeq>,
     pub(crate) snapshot_windows: Vec<SnapshotWindow>,
     /// Newest snapshot time known.
     pub(crate) snapshot_max_t: i64,
@@ -276,9 +302,9 @@ fn same_series(key: &SeriesKey, metric: &str, labels: &[Label]) -> bool {
 impl Default for HostState {
     fn default() -> Self {
         HostState {
-            series: HashMap::new(),
-            by_hash: HashMap::new(),
-            sources: HashMap::new(),
+            series: IdMap::default(),
+            by_hash: IdMap::default(),
+            sources: IdMap::default(),
             snapshot_windows: Vec::new(),
             snapshot_max_t: i64::MIN,
             snapshot_touched_ms: i64::MIN,

@@ -7,7 +7,7 @@
 use crate::TsdbError;
 use crate::chunk;
 use crate::commit::{Committer, Generation};
-use crate::head::{HostState, Inserted, series_hash};
+use crate::head::{HostState, IdMap, Inserted, series_hash};
 use crate::keys;
 use crate::maintain::MaintenanceState;
 use crate::model::{
@@ -36,6 +36,9 @@ struct Worker {
     handle: JoinHandle<()>,
 }
 
+/// Most threads replaying the WAL at open.
+const MAX_REPLAY_THREADS: usize = 4;
+
 /// A submitted batch not yet known durable: wait on it with [`Store::wait`]
 /// before acknowledging it.
 #[derive(Debug)]
@@ -50,7 +53,7 @@ pub struct Pending {
 /// The series index: ids to keys, metrics and hosts to ids.
 #[derive(Default)]
 pub(crate) struct Index {
-    pub(crate) keys: HashMap<u64, Arc<SeriesKey>>,
+    pub(crate) keys: IdMap<Arc<SeriesKey>>,
     pub(crate) by_metric: HashMap<String, Vec<u64>>,
     pub(crate) by_host: HashMap<String, Vec<u64>>,
     pub(crate) next_id: u64,
@@ -439,39 +442,90 @@ impl Inner {
 
     /// Replays the WAL from group `low` on into the head: every group
     /// below it is sealed, its sequences and series definitions persisted.
+    /// Hosts are independent, so each of a few threads replays the frames
+    /// of its share of the hosts, in WAL order.
     fn replay(&self, low: u64) -> Result<(), TsdbError> {
-        let mut sealed = Sealed::default();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, MAX_REPLAY_THREADS);
         self.commit.with_generations(|generations| {
-            let mut wal_bytes = 0u64;
-            for g in generations {
-                let mut bytes = 0u64;
-                let range = keys::wal_start(low)..keys::wal_start(u64::MAX);
-                for entry in g.db.range(range) {
-                    let (key, value) = entry?;
-                    bytes += value.len() as u64;
-                    let Some(group) = keys::parse_wal(&key) else {
-                        bump(&self.counters.corrupt_wal_frames, 1);
-                        continue;
-                    };
-                    let decoded = wal::decode_value(&value);
-                    if decoded.corrupt > 0 {
-                        tracing::warn!(
-                            group,
-                            frames = decoded.corrupt,
-                            "skipping damaged WAL frames"
-                        );
-                        bump(&self.counters.corrupt_wal_frames, decoded.corrupt);
-                    }
-                    for record in decoded.records {
-                        self.replay_record(group, record, &mut sealed)?;
-                    }
-                }
-                g.bytes.store(bytes, Ordering::Relaxed);
-                wal_bytes += bytes;
+            let results: Vec<Result<Vec<u64>, TsdbError>> = std::thread::scope(|scope| {
+                let workers: Vec<_> = (0..threads)
+                    .map(|share| {
+                        scope.spawn(move || self.replay_share(generations, low, share, threads))
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .map(|w| {
+                        w.join().unwrap_or_else(|_| {
+                            Err(TsdbError::Failed("a WAL replay thread panicked".into()))
+                        })
+                    })
+                    .collect()
+            });
+            let results = results.into_iter().collect::<Result<Vec<_>, TsdbError>>()?;
+            // Every share read every value; the first one's sizes serve.
+            let sizes = results.into_iter().next().unwrap_or_default();
+            for (g, bytes) in generations.iter().zip(&sizes) {
+                g.bytes.store(*bytes, Ordering::Relaxed);
             }
-            self.commit.wal_bytes.store(wal_bytes, Ordering::Relaxed);
+            let total = sizes.iter().sum();
+            self.commit.wal_bytes.store(total, Ordering::Relaxed);
             Ok(())
         })
+    }
+
+    /// Replays the frames of the hosts that hash to `share` of `shares`;
+    /// damage that names no host is counted by share 0. Returns the bytes
+    /// of the WAL values read, per generation.
+    fn replay_share(
+        &self,
+        generations: &[Arc<Generation>],
+        low: u64,
+        share: usize,
+        shares: usize,
+    ) -> Result<Vec<u64>, TsdbError> {
+        let mine = |host: Option<&str>| {
+            let Some(host) = host else {
+                return share == 0;
+            };
+            let mut h = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(host, &mut h);
+            std::hash::Hasher::finish(&h) as usize % shares == share
+        };
+        let mut sealed = Sealed::default();
+        let mut sizes = Vec::with_capacity(generations.len());
+        for g in generations {
+            let mut bytes = 0;
+            for entry in g.db.range(keys::wal_start(low)..keys::wal_start(u64::MAX)) {
+                let (key, value) = entry?;
+                bytes += value.len() as u64;
+                let Some(group) = keys::parse_wal(&key) else {
+                    if share == 0 {
+                        bump(&self.counters.corrupt_wal_frames, 1);
+                    }
+                    continue;
+                };
+                for frame in wal::frames(&value) {
+                    let record = match frame {
+                        Ok(frame) if !mine(frame.host()) => continue,
+                        Ok(frame) => frame.decode(),
+                        Err(e) if share == 0 => Err(e),
+                        Err(_) => continue,
+                    };
+                    match record {
+                        Ok(record) => self.replay_record(group, record, &mut sealed)?,
+                        Err(e) => {
+                            tracing::warn!(group, error = %e, "skipping a damaged WAL frame");
+                            bump(&self.counters.corrupt_wal_frames, 1);
+                        }
+                    }
+                }
+            }
+            sizes.push(bytes);
+        }
+        Ok(sizes)
     }
 
     fn replay_record(
@@ -492,9 +546,9 @@ impl Inner {
                 bump(&self.counters.orphan_samples, points.len() as u64);
                 continue;
             }
+            bump(&self.counters.replayed_samples, points.len() as u64);
             for p in points {
                 self.insert(&mut state, id, p, group, Mode::Replay(sealed), now)?;
-                bump(&self.counters.replayed_samples, 1);
             }
         }
         for snapshot in record.snapshots {

@@ -157,25 +157,59 @@ pub(crate) struct Decoded {
 /// Decodes every frame of one WAL value, skipping damaged ones.
 pub(crate) fn decode_value(value: &[u8]) -> Decoded {
     let mut out = Decoded::default();
-    let mut r = ByteReader::new(value);
-    while !r.is_empty() {
-        let frame = r
-            .len(value.len())
-            .and_then(|len| Ok((r.u32_le()?, r.bytes(len)?)));
-        let Ok((crc, payload)) = frame else {
-            out.corrupt += 1;
-            break;
-        };
-        if crc32fast::hash(payload) != crc {
-            out.corrupt += 1;
-            continue;
-        }
-        match decode_payload(payload) {
+    for frame in frames(value) {
+        match frame.and_then(|f| f.decode()) {
             Ok(record) => out.records.push(record),
             Err(_) => out.corrupt += 1,
         }
     }
     out
+}
+
+/// One frame of a WAL value, not yet checked.
+pub(crate) struct Frame<'a> {
+    crc: u32,
+    payload: &'a [u8],
+}
+
+impl<'a> Frame<'a> {
+    /// The host of the frame's batch, read without checking the frame
+    /// (replay uses it to share frames out between threads by host).
+    pub(crate) fn host(&self) -> Option<&'a str> {
+        let mut r = ByteReader::new(self.payload);
+        r.u8().ok()?;
+        r.str(MAX_LABEL_VALUE_LEN).ok()
+    }
+
+    /// Checks the checksum and decodes the payload.
+    pub(crate) fn decode(&self) -> Result<WalRecord, TsdbError> {
+        if crc32fast::hash(self.payload) != self.crc {
+            return Err(TsdbError::Corrupt("WAL frame checksum mismatch".into()));
+        }
+        decode_payload(self.payload)
+    }
+}
+
+/// The frames of one WAL value in order; a length running past the value
+/// (a torn tail) is one error and ends it.
+pub(crate) fn frames(value: &[u8]) -> impl Iterator<Item = Result<Frame<'_>, TsdbError>> {
+    let mut r = ByteReader::new(value);
+    let mut torn = false;
+    std::iter::from_fn(move || {
+        if torn || r.is_empty() {
+            return None;
+        }
+        let frame = r
+            .len(value.len())
+            .and_then(|len| Ok((r.u32_le()?, r.bytes(len)?)));
+        Some(match frame {
+            Ok((crc, payload)) => Ok(Frame { crc, payload }),
+            Err(e) => {
+                torn = true;
+                Err(e)
+            }
+        })
+    })
 }
 
 pub(crate) fn decode_payload(payload: &[u8]) -> Result<WalRecord, TsdbError> {
