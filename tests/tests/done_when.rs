@@ -181,11 +181,13 @@ async fn a_loaded_host_pages_cpu_with_its_cause_a_killed_agent_pages_host_down_a
     let collector = Process::start(collector_bin, &qs.join("collector.toml"), log("collector"));
     let agent = Process::start(agent_bin, &qs.join("agent.toml"), log("agent"));
 
-    // Every core busy, by processes the agent will see.
+    // Every core busy, by processes the agent will see. Two per core, so
+    // that on a machine busy with other work too, some still rank among
+    // the top processes the page names.
     let link: PathBuf = dir.path().join(BURNER);
     std::os::unix::fs::symlink("/bin/sh", &link).unwrap();
     let cores = std::thread::available_parallelism().unwrap().get();
-    let burners: Vec<Burner> = (0..cores).map(|_| Burner::start(&link)).collect();
+    let burners: Vec<Burner> = (0..2 * cores).map(|_| Burner::start(&link)).collect();
     let pids: Vec<u32> = burners.iter().map(|b| b.0.id()).collect();
 
     let page = eventually(WAIT, "the cpu_saturated page", || async {
