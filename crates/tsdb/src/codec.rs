@@ -237,6 +237,27 @@ impl<'a> BitReader<'a> {
         Ok(self.read(1)? == 1)
     }
 
+    /// Counts ones, up to `max`, consuming them and the zero after them
+    /// (none after `max` ones).
+    fn ones(&mut self, max: u64) -> Result<u64, TsdbError> {
+        let mut q = 0u64;
+        while q < max {
+            let n = ((self.bits - self.pos) as u64).min(32).min(max - q) as u32;
+            if n == 0 {
+                return Err(corrupt("bit stream truncated"));
+            }
+            let start = self.pos;
+            let window = self.read(n)?;
+            let ones = ((!window) << (64 - n)).leading_zeros().min(n);
+            if ones < n {
+                self.pos = start + ones as usize + 1;
+                return Ok(q + u64::from(ones));
+            }
+            q += u64::from(n);
+        }
+        Ok(q)
+    }
+
     /// Elias gamma code of a number >= 1.
     fn gamma(&mut self) -> Result<u64, TsdbError> {
         let mut zeros = 0;
@@ -393,10 +414,7 @@ fn read_rice(
         return Err(corrupt("Rice parameter out of range"));
     }
     for _ in 0..count {
-        let mut q = 0u64;
-        while q < RICE_ESCAPE && r.bit()? {
-            q += 1;
-        }
+        let q = r.ones(RICE_ESCAPE)?;
         if q < RICE_ESCAPE {
             out.push((q << k) | r.read(k)?);
         } else {
