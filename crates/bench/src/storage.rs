@@ -14,7 +14,9 @@
 //! - latest values of one host and the range of one series over the whole
 //!   run (24 h by default): p50 and p99 over `--queries` random queries,
 //!   also for 1 min and 1 h steps;
-//! - disk: the sled directory after sealing, over the samples stored;
+//! - disk: the store's directory (the WAL's databases included) over the
+//!   samples stored, after ingest (the open hour in the WAL) and after
+//!   sealing;
 //! - with `promtool` (Debian's `prometheus`, `crates/bench/install-deps.sh`):
 //!   the first `--promtool-hosts` hosts as OpenMetrics, built into
 //!   Prometheus blocks, and the same hosts in a fresh store, side by side;
@@ -198,6 +200,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     println!("head_samples={}", stats.head_samples);
     println!("wal_bytes={}", stats.wal_bytes);
     let stored = stats.samples_stored;
+    // What the store takes while running, the open hour still in the WAL.
+    let (unsealed, _) = dir_size(&dir)?;
+    println!(
+        "bytes_per_sample_before_sealing={:.3}",
+        unsealed as f64 / stored as f64
+    );
     drop(store);
 
     // Restart with the open hour in the WAL; queries on the last instance.

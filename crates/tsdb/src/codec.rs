@@ -9,8 +9,10 @@
 //!   so it may look at all samples first: timestamps are either "regular"
 //!   (one delta) or delta-of-delta; values pick the smallest of constant,
 //!   scaled integers (with the common divisor of their deltas removed, as
-//!   delta or delta-of-delta), float32 data scaled by a power of ten, and
-//!   Gorilla XOR with run-length coded repeats. Integer streams are coded
+//!   delta or delta-of-delta), ratios of integers, decimals with the few
+//!   ulps each value lies off its decimal (float sums of decimals), float32
+//!   data scaled by a power of ten, and Gorilla XOR with run-length coded
+//!   repeats. Integer streams are coded
 //!   as runs of zeros and gamma-coded lengths, or Rice-coded with the
 //!   parameter that suits them, whichever is smaller.
 //!
@@ -570,6 +572,11 @@ const VALUES_INT: u8 = 1;
 const VALUES_F32: u8 = 3;
 const VALUES_XOR: u8 = 4;
 const VALUES_RATIO: u8 = 5;
+const VALUES_NEAR_SCALED: u8 = 6;
+
+/// Most units in the last place a value may lie from its decimal to be
+/// coded as that decimal and the distance.
+const MAX_ULPS: i64 = 1 << 16;
 
 /// Integer column orders; `| INTS_RICE` when Rice-coded (a parameter byte follows).
 const INTS_DELTA: u8 = 0;
@@ -592,6 +599,32 @@ fn as_scaled_ints(values: &[f64], e: usize) -> Option<Vec<i64>> {
             (x.abs() < LIMIT && (i as f64 / scale).to_bits() == v.to_bits()).then_some(i)
         })
         .collect()
+}
+
+/// For every value, the decimal `round(v * 10^e) / 10^e` (as an integer
+/// at that scale) and the value's distance from it in units in the last
+/// place, if each is within [`MAX_ULPS`]: sums and averages of decimals
+/// (the `sum` of a load average's minute) lie a few ulps off a short
+/// decimal, where XOR would spend most of the mantissa.
+fn as_near_scaled(values: &[f64], e: usize) -> Option<(Vec<i64>, Vec<i64>)> {
+    const LIMIT: f64 = (1u64 << 53) as f64;
+    let scale = POW10[e];
+    let mut ints = Vec::with_capacity(values.len());
+    let mut ulps = Vec::with_capacity(values.len());
+    for &v in values {
+        let x = (v * scale).round();
+        if !(x.abs() < LIMIT) {
+            return None;
+        }
+        let i = x as i64;
+        let d = (v.to_bits() as i64).wrapping_sub((i as f64 / scale).to_bits() as i64);
+        if !(-MAX_ULPS..=MAX_ULPS).contains(&d) {
+            return None;
+        }
+        ints.push(i);
+        ulps.push(d);
+    }
+    Some((ints, ulps))
 }
 
 /// `v * 10^e` as float32 for every value if that reproduces each value
@@ -696,11 +729,21 @@ pub(crate) fn encode_values(values: &[f64], out: &mut Vec<u8>) {
         let mut c = vec![VALUES_INT, e as u8];
         encode_ints(&ints, &mut c);
         consider(c);
-    } else if let Some((numerators, denominators)) = as_ratios(values) {
-        let mut c = vec![VALUES_RATIO];
-        encode_ints(&denominators, &mut c);
-        encode_ints(&numerators, &mut c);
-        consider(c);
+    } else {
+        if let Some((numerators, denominators)) = as_ratios(values) {
+            let mut c = vec![VALUES_RATIO];
+            encode_ints(&denominators, &mut c);
+            encode_ints(&numerators, &mut c);
+            consider(c);
+        }
+        if let Some((e, (ints, ulps))) =
+            (0..POW10.len()).find_map(|e| as_near_scaled(values, e).map(|n| (e, n)))
+        {
+            let mut c = vec![VALUES_NEAR_SCALED, e as u8];
+            encode_ints(&ints, &mut c);
+            encode_ints(&ulps, &mut c);
+            consider(c);
+        }
     }
     if let Some((e, bits)) = (0..4).find_map(|e| as_scaled_f32(values, e).map(|b| (e, b))) {
         let mut w = BitWriter::with_capacity(values.len() * 3);
@@ -836,6 +879,15 @@ pub(crate) fn decode_values(
                     .zip(denominators)
                     .map(|(p, q)| p as f64 / q as f64),
             );
+        }
+        VALUES_NEAR_SCALED => {
+            let e = usize::from(r.u8()?);
+            let scale = *POW10.get(e).ok_or_else(|| corrupt("decimal exponent"))?;
+            let ints = decode_ints(r, count)?;
+            let ulps = decode_ints(r, count)?;
+            out.extend(ints.into_iter().zip(ulps).map(|(i, d)| {
+                f64::from_bits(((i as f64 / scale).to_bits() as i64).wrapping_add(d) as u64)
+            }));
         }
         VALUES_F32 => {
             let e = usize::from(r.u8()?);
@@ -1200,6 +1252,12 @@ mod tests {
                 .prop_map(|v| v.into_iter().map(|x| x as f64 / 100.0).collect()),
             prop::collection::vec(0f32..100.0, n)
                 .prop_map(|v| v.into_iter().map(|x| f64::from(x) / 100.0).collect()),
+            // Float sums of decimals, as a minute's sum of load averages.
+            prop::collection::vec(prop::collection::vec(-100_000i64..100_000, 6), n)
+                .prop_map(|v| v
+                    .into_iter()
+                    .map(|six| six.into_iter().map(|x| x as f64 / 100.0).sum())
+                    .collect()),
             // Ratios of ticks, as the agent computes utilizations.
             prop::collection::vec((0u64..5000, 3990u64..4010), n).prop_map(|v| v
                 .into_iter()
@@ -1318,6 +1376,29 @@ mod tests {
         assert!(out.len() * 8 < gamma.bit_len(), "{} bytes", out.len());
         let back = decode_ints(&mut ByteReader::new(&out), counter.len()).unwrap();
         assert_eq!(back, counter);
+    }
+
+    #[test]
+    fn float_sums_of_decimals_are_coded_as_decimals_and_ulps() {
+        let sums: Vec<f64> = (0..60)
+            .map(|i| {
+                (0..6)
+                    .map(|k| ((i * 37 + k * 11) % 300) as f64 / 100.0)
+                    .sum()
+            })
+            .collect();
+        assert!(
+            as_scaled_ints(&sums, 2).is_none(),
+            "some sums are inexact decimals"
+        );
+        let mut out = Vec::new();
+        encode_values(&sums, &mut out);
+        assert_eq!(out[0], VALUES_NEAR_SCALED);
+        let mut back = Vec::new();
+        decode_values(&mut ByteReader::new(&out), sums.len(), &mut back).unwrap();
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&back), bits(&sums));
+        assert!(out.len() < 60 * 3, "{} bytes for 60 sums", out.len());
     }
 
     #[test]
