@@ -613,7 +613,9 @@ fn as_near_scaled(values: &[f64], e: usize) -> Option<(Vec<i64>, Vec<i64>)> {
     let mut ulps = Vec::with_capacity(values.len());
     for &v in values {
         let x = (v * scale).round();
-        if !(x.abs() < LIMIT) {
+        // NaN compares false: refused too.
+        let representable = x.abs() < LIMIT;
+        if !representable {
             return None;
         }
         let i = x as i64;
@@ -1253,11 +1255,12 @@ mod tests {
             prop::collection::vec(0f32..100.0, n)
                 .prop_map(|v| v.into_iter().map(|x| f64::from(x) / 100.0).collect()),
             // Float sums of decimals, as a minute's sum of load averages.
-            prop::collection::vec(prop::collection::vec(-100_000i64..100_000, 6), n)
-                .prop_map(|v| v
+            prop::collection::vec(prop::collection::vec(-100_000i64..100_000, 6), n).prop_map(
+                |v| v
                     .into_iter()
                     .map(|six| six.into_iter().map(|x| x as f64 / 100.0).sum())
-                    .collect()),
+                    .collect()
+            ),
             // Ratios of ticks, as the agent computes utilizations.
             prop::collection::vec((0u64..5000, 3990u64..4010), n).prop_map(|v| v
                 .into_iter()
