@@ -20,6 +20,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("hostwatch_descriptor.bin"),
         descriptors.encode_to_vec(),
     )?;
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    // The CLI prints the store's figures as JSON straight from the messages.
+    let mut builder = tonic_prost_build::configure();
+    for message in [
+        "StorageStatsResponse",
+        "Rejections",
+        "VerifyStorageResponse",
+    ] {
+        builder = builder.type_attribute(
+            format!("hostwatch.v1.{message}"),
+            "#[derive(serde::Serialize)]",
+        );
+    }
+    builder.compile_fds(descriptors)?;
     Ok(())
 }

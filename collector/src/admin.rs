@@ -1,4 +1,5 @@
-//! The Admin service: silences and reloading the alert rules.
+//! The Admin service: silences, reloading the alert rules, and the
+//! store's counters and verification.
 
 use crate::auth;
 use crate::convert;
@@ -7,7 +8,8 @@ use hostwatch_pki::Role;
 use hostwatch_proto::v1::admin_server::Admin;
 use hostwatch_proto::v1::{
     CreateSilenceRequest, ExpireSilenceRequest, ListSilencesRequest, ListSilencesResponse,
-    ReloadRequest, ReloadResponse, Silence,
+    ReloadRequest, ReloadResponse, Silence, StorageStatsRequest, StorageStatsResponse,
+    VerifyStorageRequest, VerifyStorageResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -78,5 +80,38 @@ impl Admin for AdminService {
             .await
             .map_err(Status::invalid_argument)?;
         Ok(Response::new(ReloadResponse { rules, hooks }))
+    }
+
+    async fn storage_stats(
+        &self,
+        request: Request<StorageStatsRequest>,
+    ) -> Result<Response<StorageStatsResponse>, Status> {
+        auth::require(&request, Role::Operator)?;
+        let store = self.shared.store.clone();
+        let stats = tokio::task::spawn_blocking(move || store.stats())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(convert::storage_status)?;
+        Ok(Response::new(convert::storage_stats_out(stats)))
+    }
+
+    async fn verify_storage(
+        &self,
+        request: Request<VerifyStorageRequest>,
+    ) -> Result<Response<VerifyStorageResponse>, Status> {
+        let peer = auth::require(&request, Role::Operator)?;
+        tracing::info!(by = %peer.identity, "storage verification requested through Admin");
+        let store = self.shared.store.clone();
+        let report = tokio::task::spawn_blocking(move || store.verify())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(convert::storage_status)?;
+        if !report.is_clean() {
+            tracing::warn!(
+                damaged = report.damaged_total,
+                "storage verification found damage"
+            );
+        }
+        Ok(Response::new(convert::verify_out(report)))
     }
 }

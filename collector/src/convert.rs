@@ -278,6 +278,56 @@ pub(crate) fn silence_out(s: alerting::Silence) -> pb::Silence {
     }
 }
 
+pub(crate) fn storage_stats_out(s: tsdb::StoreStats) -> pb::StorageStatsResponse {
+    let r = s.rejected;
+    pb::StorageStatsResponse {
+        hosts: s.hosts,
+        series: s.series,
+        head_samples: s.head_samples,
+        head_bytes: s.head_bytes,
+        wal_bytes: s.wal_bytes,
+        disk_bytes: s.disk_bytes,
+        batches: s.batches,
+        duplicate_batches: s.duplicate_batches,
+        samples_stored: s.samples_stored,
+        snapshots_stored: s.snapshots_stored,
+        rejected: Some(pb::Rejections {
+            non_finite: r.non_finite,
+            future: r.future,
+            too_old: r.too_old,
+            out_of_order: r.out_of_order,
+            duplicate: r.duplicate,
+            series_limit: r.series_limit,
+            invalid_series: r.invalid_series,
+        }),
+        commit_groups: s.commit_groups,
+        sealed_chunks: s.sealed_chunks,
+        deleted_chunks: s.deleted_chunks,
+        replayed_frames: s.replayed_frames,
+        replayed_samples: s.replayed_samples,
+        corrupt_wal_frames: s.corrupt_wal_frames,
+        corrupt_blocks: s.corrupt_blocks,
+        corrupt_series: s.corrupt_series,
+        corrupt_sequences: s.corrupt_sequences,
+        orphan_samples: s.orphan_samples,
+        maintenance_errors: s.maintenance_errors,
+    }
+}
+
+pub(crate) fn verify_out(r: tsdb::VerifyReport) -> pb::VerifyStorageResponse {
+    pb::VerifyStorageResponse {
+        series: r.series,
+        sequences: r.sequences,
+        wal_frames: r.wal_frames,
+        chunks: r.chunks,
+        chunk_samples: r.chunk_samples,
+        aggregate_chunks: r.row_chunks,
+        snapshot_blocks: r.snapshot_blocks,
+        damaged_total: r.damaged_total,
+        damaged: r.damaged,
+    }
+}
+
 /// The one mapping of alerting errors to gRPC statuses.
 pub(crate) fn alerting_status(error: alerting::AlertingError) -> Status {
     match error {

@@ -7,13 +7,15 @@
 //! - `certs`: `hostwatch certs init|issue`;
 //! - `quickstart`: PKI, configs, collector and agent in one process;
 //! - `read`: `hosts`, `query` and `processes`, as tables or JSON;
-//! - `alerts`: `alerts` (list, history, watch), `silence`, `reload`.
+//! - `alerts`: `alerts` (list, history, watch), `silence`, `reload`;
+//! - `storage`: `storage stats|verify`, the collector store's health.
 
 mod alerts;
 mod certs;
 pub mod client;
 mod quickstart;
 mod read;
+mod storage;
 
 pub use client::ClientConfig;
 
@@ -70,6 +72,11 @@ enum Command {
     },
     /// Make the collector re-read its configuration's [alerting] section.
     Reload,
+    /// The collector's store: counters and sizes, or a check for damage.
+    Storage {
+        #[command(subcommand)]
+        command: storage::StorageCommand,
+    },
 }
 
 /// The whole program; `main.rs` only calls this.
@@ -108,5 +115,6 @@ fn dispatch(args: Args) -> anyhow::Result<()> {
             alerts::silence(&client::config_path(args.config)?, command)
         }
         Command::Reload => alerts::reload(&client::config_path(args.config)?),
+        Command::Storage { command } => storage::run(&client::config_path(args.config)?, command),
     }
 }

@@ -169,7 +169,7 @@ fn reading_commands_need_a_usable_client_configuration() {
 }
 
 #[test]
-fn alert_and_silence_arguments_are_checked_before_connecting() {
+fn alert_silence_and_storage_arguments_are_checked_before_connecting() {
     let dir = tempfile::tempdir().unwrap();
     let cli = dir.path().join("cli.toml");
     let c = path(&cli);
@@ -198,6 +198,8 @@ fn alert_and_silence_arguments_are_checked_before_connecting() {
         ),
         (&["silence", "expire"][..], "<ID>"),
         (&["silence", "mute"][..], "mute"),
+        (&["storage", "check"][..], "check"),
+        (&["storage", "verify", "--repair"][..], "--repair"),
     ] {
         let mut all = vec!["--config", c];
         all.extend_from_slice(args);
@@ -297,6 +299,22 @@ fn quick_start_then_collector_serves_hosts_and_queries() {
     assert!(stepped.status.success(), "{}", text(&stepped.stderr));
     let json = text(&stepped.stdout);
     assert!(json.contains("\"value\""), "{json}");
+    // The store's health: what the collector replayed at start, and a clean walk.
+    let stats = hostwatch(&["--config", path(&cli), "storage", "stats", "--json"]);
+    assert!(stats.status.success(), "{}", text(&stats.stderr));
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert_eq!(stats["hosts"], 1, "{stats}");
+    assert!(stats["series"].as_u64().unwrap() > 10, "{stats}");
+    assert_eq!(stats["corrupt_wal_frames"], 0, "{stats}");
+    let verify = hostwatch(&["--config", path(&cli), "storage", "verify"]);
+    assert!(verify.status.success(), "{}", text(&verify.stderr));
+    let listing = text(&verify.stdout);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("damaged_total") && l.ends_with(" 0")),
+        "{listing}"
+    );
     stop.cancel();
     runtime.block_on(collector).unwrap().unwrap();
 

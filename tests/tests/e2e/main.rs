@@ -9,3 +9,4 @@ mod durability;
 mod ingest;
 mod rotation;
 mod silent;
+mod storage;
