@@ -488,11 +488,22 @@ impl Drop for Process {
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago, for a process that
-/// must listen on the same port after a restart.
+/// must listen on the same port after a restart. Taken below the kernel's
+/// ephemeral range (32768 and up by default), so the port-0 listeners of
+/// concurrent tests cannot be handed it before the process binds it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Test binaries of one run start at different offsets.
+    let start = std::process::id() % COUNT;
+    for _ in 0..COUNT {
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed) % COUNT) % COUNT;
+        let port = u16::try_from(FIRST + offset).expect("below 32000");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + COUNT);
 }

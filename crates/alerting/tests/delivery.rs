@@ -341,9 +341,11 @@ async fn server_errors_are_retried_and_client_errors_are_not() {
 
 #[tokio::test]
 async fn a_receiver_down_for_a_while_gets_the_notification_when_back() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
+    // A socket bound but not listening holds the port (no other test can
+    // be handed it) and refuses connections; it listens once "back".
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
     let (_dir, db) = temp_db();
     let mut engine = Engine::start(&db, &webhook(addr, ""));
     engine.cpu("web1", now_ms(), 0.99);
@@ -359,7 +361,7 @@ async fn a_receiver_down_for_a_while_gets_the_notification_when_back() {
     // The collector stops while the receiver is still down: the
     // notification waits in the outbox for the next start.
     engine.stop().await;
-    let receiver = Receiver::start_on(tokio::net::TcpListener::bind(addr).await.unwrap());
+    let receiver = Receiver::start_on(socket.listen(64).unwrap());
     let engine = Engine::start(&db, &webhook(addr, ""));
     let got = receiver.wait_for("the delayed notification", 1).await;
     assert_eq!(got[0].body["status"], "firing");
