@@ -365,6 +365,10 @@ pub enum Eval {
     },
 }
 
+/// Longest window of a threshold rule: its samples are kept in memory per
+/// series (3,600 at a 1 s interval).
+const MAX_THRESHOLD_WINDOW: Duration = Duration::from_secs(3600);
+
 /// Trend window for the time-to-full figure of disk alerts.
 const DISK_TREND_MS: i64 = 6 * 3_600_000;
 
@@ -589,6 +593,13 @@ fn compile_rule(
             let aggregate = config.aggregate.unwrap_or(Aggregate::Last);
             let span_ms = match (aggregate, config.window) {
                 (Aggregate::Last, None) => 0,
+                (_, Some(w)) if w > MAX_THRESHOLD_WINDOW => {
+                    return Err(format!(
+                        "window {} is longer than {}: a threshold window keeps every sample in memory; for trends over longer spans use kind = \"prediction\"",
+                        humantime::format_duration(w),
+                        humantime::format_duration(MAX_THRESHOLD_WINDOW)
+                    ));
+                }
                 (_, Some(w)) if !w.is_zero() => ms(w),
                 _ => return Err("window is required (and non-zero) with this aggregate".to_owned()),
             };
@@ -1115,6 +1126,10 @@ raise = 0.5
             (
                 rule(&format!("{threshold}aggregate = \"median\"")),
                 "median",
+            ),
+            (
+                rule(&format!("{threshold}aggregate = \"avg\"\nwindow = \"7d\"")),
+                "window 7days is longer than 1h",
             ),
             (rule(&format!("{threshold}match = [\"cpu=~(\"]")), "match"),
             (
