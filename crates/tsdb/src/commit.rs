@@ -49,14 +49,36 @@ pub(crate) struct Generation {
     pub(crate) bytes: AtomicU64,
 }
 
+/// A file in a generation's directory, written once the database is
+/// created: a directory without it was cut short while being created
+/// (never written to) and is removed at open.
+const READY: &str = "ready";
+/// Suffix a generation's directory is renamed to before it is removed, so
+/// a removal cut short is never taken for a generation.
+const DELETED: &str = ".deleted";
+
+fn io_error(what: &str, path: &Path, e: std::io::Error) -> TsdbError {
+    TsdbError::Failed(format!("cannot {what} {}: {e}", path.display()))
+}
+
+/// Makes a directory's entries (a created or renamed file) durable.
+fn sync_dir(path: &Path) -> Result<(), TsdbError> {
+    std::fs::File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error("sync directory", path, e))
+}
+
 impl Generation {
-    /// Opens (creating if needed) generation `number` under `dir`.
-    pub(crate) fn open(dir: &Path, number: u64) -> Result<Self, TsdbError> {
-        let path = dir.join(format!("{number:020}"));
+    fn path(dir: &Path, number: u64) -> PathBuf {
+        dir.join(format!("{number:020}"))
+    }
+
+    fn open(dir: &Path, number: u64) -> Result<Self, TsdbError> {
+        let path = Self::path(dir, number);
         let db = sled::Config::new()
             .path(&path)
             // The WAL is read only at restart: a small cache suffices.
-            .cache_capacity(8 << 20)
+            .cache_capacity(1 << 20)
             .open()?;
         Ok(Generation {
             number,
@@ -67,27 +89,42 @@ impl Generation {
         })
     }
 
-    /// Every generation under `dir` (created if missing), oldest first.
+    /// Creates generation `number` under `dir`, marked ready once its
+    /// database is on disk.
+    pub(crate) fn create(dir: &Path, number: u64) -> Result<Self, TsdbError> {
+        let generation = Self::open(dir, number)?;
+        generation.db.flush()?;
+        let ready = generation.path.join(READY);
+        std::fs::File::create(&ready)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io_error("create", &ready, e))?;
+        sync_dir(&generation.path)?;
+        sync_dir(dir)?;
+        Ok(generation)
+    }
+
+    /// Every ready generation under `dir` (created if missing), oldest
+    /// first; what a crash left of a creation or a removal is removed.
     pub(crate) fn open_all(dir: &Path) -> Result<Vec<Self>, TsdbError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            TsdbError::Failed(format!(
-                "cannot create WAL directory {}: {e}",
-                dir.display()
-            ))
-        })?;
-        let entries = std::fs::read_dir(dir).map_err(|e| {
-            TsdbError::Failed(format!("cannot list WAL directory {}: {e}", dir.display()))
-        })?;
+        std::fs::create_dir_all(dir).map_err(|e| io_error("create WAL directory", dir, e))?;
+        let entries = std::fs::read_dir(dir).map_err(|e| io_error("list WAL directory", dir, e))?;
         let mut numbers = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|e| {
-                TsdbError::Failed(format!("cannot list WAL directory {}: {e}", dir.display()))
-            })?;
-            let name = entry.file_name();
-            match name.to_str().and_then(|n| n.parse::<u64>().ok()) {
-                Some(n) if entry.path().is_dir() => numbers.push(n),
-                _ => tracing::warn!(
-                    path = %entry.path().display(),
+            let path = entry
+                .map_err(|e| io_error("list WAL directory", dir, e))?
+                .path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            match name.parse::<u64>() {
+                Ok(n) if path.join(READY).is_file() => numbers.push(n),
+                Ok(_) => {
+                    tracing::info!(path = %path.display(), "removing a WAL generation cut short while being created");
+                    std::fs::remove_dir_all(&path).map_err(|e| io_error("remove", &path, e))?;
+                }
+                Err(_) if name.ends_with(DELETED) => {
+                    std::fs::remove_dir_all(&path).map_err(|e| io_error("remove", &path, e))?;
+                }
+                Err(_) => tracing::warn!(
+                    path = %path.display(),
                     "ignoring a file that is not a WAL generation"
                 ),
             }
@@ -138,7 +175,7 @@ impl Committer {
         next: u64,
     ) -> Result<Self, TsdbError> {
         if generations.is_empty() {
-            generations.push(Generation::open(dir, 1)?);
+            generations.push(Generation::create(dir, 1)?);
         }
         let generations: Vec<Arc<Generation>> = generations.into_iter().map(Arc::new).collect();
         let wal_bytes = generations
@@ -197,7 +234,7 @@ impl Committer {
         if bytes < max_bytes && !sealed {
             return Ok(());
         }
-        let next = Arc::new(Generation::open(&self.dir, current.number + 1)?);
+        let next = Arc::new(Generation::create(&self.dir, current.number + 1)?);
         let mut generations = self.generations()?;
         self.lock()?.current = next.clone();
         generations.push(next);
@@ -229,17 +266,19 @@ impl Committer {
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
                     Some(b.saturating_sub(freed))
                 });
-            let path = g.path.clone();
             // The last handle closes the database; a leader that wrote an
             // earlier group may hold one for a moment more, which on Unix
             // does not keep the directory from going.
+            let path = g.path.clone();
             drop(g);
-            std::fs::remove_dir_all(&path).map_err(|e| {
-                TsdbError::Failed(format!(
-                    "cannot delete WAL generation {}: {e}",
-                    path.display()
-                ))
-            })?;
+            // Renamed first, durably: a removal cut short leaves a
+            // directory open_all removes, never a damaged generation.
+            let mut gone = path.clone().into_os_string();
+            gone.push(DELETED);
+            let gone = PathBuf::from(gone);
+            std::fs::rename(&path, &gone).map_err(|e| io_error("rename", &path, e))?;
+            sync_dir(&self.dir)?;
+            std::fs::remove_dir_all(&gone).map_err(|e| io_error("remove", &gone, e))?;
         }
         Ok(())
     }

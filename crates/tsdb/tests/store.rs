@@ -388,6 +388,35 @@ fn submitted_batches_share_one_flush_and_survive_reopen() {
 }
 
 #[test]
+fn wal_generations_cut_short_by_a_crash_are_removed_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(NOW);
+    {
+        let store = open(dir.path(), options(&clock));
+        store
+            .append(&batch("a", 1, "m", &[], &[(NOW - 10, 1.0)]))
+            .unwrap();
+    }
+    let wal = wal_dir(dir.path());
+    // A generation whose creation was cut short (no ready marker, a torn
+    // database file) and one whose removal was.
+    let unready = wal.join(format!("{:020}", 99));
+    std::fs::create_dir_all(&unready).unwrap();
+    std::fs::write(unready.join("conf"), b"torn").unwrap();
+    std::fs::write(unready.join("db"), b"\x01\x02").unwrap();
+    let removing = wal.join(format!("{:020}.deleted", 1));
+    std::fs::create_dir_all(&removing).unwrap();
+    std::fs::write(removing.join("db"), b"half gone").unwrap();
+    let store = open(dir.path(), options(&clock));
+    assert!(!unready.exists() && !removing.exists());
+    assert_eq!(all_points(&store, "a", "m"), vec![(NOW - 10, 1.0)]);
+    store
+        .append(&batch("a", 2, "m", &[], &[(NOW - 5, 2.0)]))
+        .unwrap();
+    assert!(store.verify().unwrap().is_clean());
+}
+
+#[test]
 fn steps_aggregate_the_same_from_tiers_as_from_raw_samples() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new(NOW);
