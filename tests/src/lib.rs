@@ -487,6 +487,50 @@ impl Drop for Process {
     }
 }
 
+/// Sends `batch` as agent `host` (spool `spool_id`) on a stream of its own,
+/// as an agent would, and waits for its ack.
+pub async fn deliver_batch(
+    files: TlsFiles,
+    addr: SocketAddr,
+    host: &str,
+    spool_id: u64,
+    batch: hostwatch_proto::v1::Batch,
+) {
+    use hostwatch_proto::v1::agent_message::Kind;
+    use hostwatch_proto::v1::collector_message::Kind as Reply;
+    use hostwatch_proto::v1::ingest_client::IngestClient;
+    use hostwatch_proto::v1::{AgentMessage, Hello};
+    let agent = channel(files, addr).await.unwrap();
+    let seq = batch.seq;
+    let messages = [
+        Kind::Hello(Hello {
+            host_id: host.into(),
+            spool_id,
+            ..Default::default()
+        }),
+        Kind::Batch(batch),
+    ];
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    for kind in messages {
+        tx.send(AgentMessage { kind: Some(kind) }).await.unwrap();
+    }
+    let mut replies = IngestClient::new(agent)
+        .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let welcome = replies.message().await.unwrap().unwrap();
+    assert!(
+        matches!(welcome.kind, Some(Reply::Welcome(_))),
+        "{welcome:?}"
+    );
+    let ack = replies.message().await.unwrap().unwrap();
+    assert!(
+        matches!(ack.kind, Some(Reply::Ack(a)) if a.seq == seq),
+        "{ack:?}"
+    );
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago, for a process that
 /// must listen on the same port after a restart. Taken below the kernel's
 /// ephemeral range (32768 and up by default), so the port-0 listeners of

@@ -267,11 +267,8 @@ async fn operators_get_clear_errors_for_bad_queries() {
 #[tokio::test]
 async fn process_snapshots_round_trip_and_replays_are_stored_once() {
     use hostwatch_pki::Role;
-    use hostwatch_proto::v1::agent_message::Kind;
-    use hostwatch_proto::v1::collector_message::Kind as Reply;
-    use hostwatch_proto::v1::ingest_client::IngestClient;
     use hostwatch_proto::v1::{
-        AgentMessage, Batch, Hello, ProcessInfo, ProcessSnapshot, ProcessesRequest, SeriesPoints,
+        Batch, ProcessInfo, ProcessSnapshot, ProcessesRequest, SeriesPoints,
     };
 
     let pki = TestPki::new();
@@ -300,41 +297,10 @@ async fn process_snapshots_round_trip_and_replays_are_stored_once() {
             }],
         }],
     };
-    let files = pki.files(Role::Agent, "delta");
     // The same batch twice, on two streams: a replay after a lost ack.
     for _ in 0..2 {
-        let agent = channel(files.clone(), collector.addr).await.unwrap();
-        let messages = vec![
-            AgentMessage {
-                kind: Some(Kind::Hello(Hello {
-                    host_id: "delta".into(),
-                    spool_id: 5,
-                    ..Default::default()
-                })),
-            },
-            AgentMessage {
-                kind: Some(Kind::Batch(batch.clone())),
-            },
-        ];
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        for m in messages {
-            tx.send(m).await.unwrap();
-        }
-        let mut replies = IngestClient::new(agent)
-            .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(matches!(
-            replies.message().await.unwrap().unwrap().kind,
-            Some(Reply::Welcome(_))
-        ));
-        let ack = replies.message().await.unwrap().unwrap();
-        assert!(
-            matches!(ack.kind, Some(Reply::Ack(a)) if a.seq == 1),
-            "{ack:?}"
-        );
-        drop(tx);
+        let files = pki.files(Role::Agent, "delta");
+        deliver_batch(files, collector.addr, "delta", 5, batch.clone()).await;
     }
     let mut client = operator(&pki, collector.addr).await;
     assert_eq!(
