@@ -7,6 +7,7 @@ use crate::model::SeriesKey;
 use crate::snapshot;
 use crate::store::{Store, poisoned};
 use crate::wal;
+use std::collections::HashSet;
 
 /// Most damaged records described one by one; the rest are only counted.
 const MAX_DESCRIBED: usize = 1000;
@@ -59,18 +60,22 @@ impl Store {
     pub fn verify(&self) -> Result<VerifyReport, TsdbError> {
         let inner = self.inner();
         let mut report = VerifyReport::default();
+        // A series definition lives in the WAL generation of the group that
+        // created it and, once maintenance persisted it, in the tree too:
+        // each copy is checked, each series counted once.
+        let mut series_seen = HashSet::new();
         inner.commit.with_generations(|generations| {
             for g in generations {
                 for entry in g.db.iter() {
                     let (key, value) = entry?;
-                    self.verify_entry(&key, &value, &mut report)?;
+                    self.verify_entry(&key, &value, &mut report, &mut series_seen)?;
                 }
             }
             Ok(())
         })?;
         for entry in inner.tree.iter() {
             let (key, value) = entry?;
-            self.verify_entry(&key, &value, &mut report)?;
+            self.verify_entry(&key, &value, &mut report, &mut series_seen)?;
         }
         Ok(report)
     }
@@ -80,6 +85,7 @@ impl Store {
         key: &[u8],
         value: &[u8],
         report: &mut VerifyReport,
+        series_seen: &mut HashSet<sled::IVec>,
     ) -> Result<(), TsdbError> {
         let size = (key.len() + value.len()) as u64;
         match (key.first(), key.get(1)) {
@@ -91,7 +97,9 @@ impl Store {
         }
         match key.first() {
             Some(&keys::SERIES) => {
-                report.series += 1;
+                if series_seen.insert(sled::IVec::from(key)) {
+                    report.series += 1;
+                }
                 if key.len() != 9 || SeriesKey::decode(value).is_err() {
                     report.damage(format!("series definition {}", hex(key)));
                 }

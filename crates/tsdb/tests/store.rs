@@ -57,6 +57,44 @@ fn append_then_query_and_replays_are_ignored() {
 }
 
 #[test]
+fn verify_counts_a_series_once_while_its_definition_is_in_the_wal_and_the_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(NOW);
+    {
+        let store = open(dir.path(), options(&clock));
+        for host in ["a", "b"] {
+            store
+                .append(&batch(host, 1, "m", &[], &[(NOW - 5, 1.0)]))
+                .unwrap();
+        }
+    }
+    // As after a crash between maintenance copying the definitions into
+    // the tree and deleting their WAL generation.
+    let generation = std::fs::read_dir(wal_dir(dir.path()))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
+    let wal = sled::open(generation).unwrap();
+    let db = sled::open(dir.path()).unwrap();
+    let tree = db.open_tree("tsdb").unwrap();
+    let mut copied = 0;
+    for entry in wal.scan_prefix(b"S") {
+        let (key, value) = entry.unwrap();
+        tree.insert(key, value).unwrap();
+        copied += 1;
+    }
+    assert_eq!(copied, 2);
+    db.flush().unwrap();
+    drop((tree, db, wal));
+    let store = open(dir.path(), options(&clock));
+    let report = store.verify().unwrap();
+    assert_eq!(report.series, 2, "{report:?}");
+    assert!(report.is_clean(), "{:?}", report.damaged);
+    assert_eq!(store.stats().unwrap().series, 2);
+}
+
+#[test]
 fn data_and_sequences_survive_reopen_from_the_wal_and_from_chunks() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new(NOW);
