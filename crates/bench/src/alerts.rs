@@ -60,6 +60,11 @@ pub(crate) struct Args {
     /// Only the latency and host-down figures.
     #[arg(long)]
     skip_evaluation: bool,
+    /// Store each thread's chunk of batches pipelined (all submitted, then
+    /// waited for, so they share flushes) instead of appending one batch at
+    /// a time as the collector's streams do today.
+    #[arg(long)]
+    pipelined: bool,
 }
 
 /// Longest wait for any one page before the benchmark gives up.
@@ -369,6 +374,7 @@ struct RoundCpu {
 fn ingest_and_evaluate(
     wire: &[Wire],
     threads: u32,
+    pipelined: bool,
     store: &Store,
     alerting: &Alerting,
 ) -> anyhow::Result<RoundCpu> {
@@ -390,9 +396,14 @@ fn ingest_and_evaluate(
                         .map(|(w, b)| hostwatch_collector::convert_batch(&w.host, 1, b).0)
                         .collect();
                     let Ok(decoded) = thread_cpu_ns() else { return };
-                    if batches.len() != chunk.len()
-                        || !batches.iter().all(|b| store.append(b).is_ok())
-                    {
+                    let stored = if pipelined {
+                        let pending: Result<Vec<_>, _> =
+                            batches.iter().map(|b| store.submit(b)).collect();
+                        pending.is_ok_and(|p| p.into_iter().all(|p| store.wait(p).is_ok()))
+                    } else {
+                        batches.iter().all(|b| store.append(b).is_ok())
+                    };
+                    if batches.len() != chunk.len() || !stored {
                         failed.store(true, Ordering::Relaxed);
                         return;
                     }
@@ -461,7 +472,7 @@ fn evaluation_share(args: &Args) -> anyhow::Result<()> {
             .map(|h| encode(&agent_batch(h, seq, t_ms, h % 100 == 0)))
             .collect();
         let samples = (args.hosts as usize * agent_batch(0, seq, t_ms, false).series.len()) as f64;
-        let cpu = ingest_and_evaluate(&wire, args.threads, &store, &alerting)?;
+        let cpu = ingest_and_evaluate(&wire, args.threads, args.pipelined, &store, &alerting)?;
         if round == 0 {
             continue; // warm-up: series and trackers created
         }
