@@ -23,6 +23,28 @@ fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// Runs `hostwatch` with `args` and checks it refused them as bad usage
+/// (exit 64) with a message naming `named`.
+fn assert_refused(args: &[&str], named: &str) {
+    let out = hostwatch(args);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
+    assert!(stderr.contains(named), "{named} not in {args:?}: {stderr}");
+}
+
+/// The agent's host id in a quick start directory (from its certificate's name).
+fn quick_start_host(dir: &Path) -> String {
+    std::fs::read_dir(dir.join("certs"))
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().into_string().ok())
+        .find_map(|n| {
+            n.strip_prefix("agent-")
+                .and_then(|n| n.strip_suffix(".pem"))
+                .map(str::to_owned)
+        })
+        .unwrap()
+}
+
 #[test]
 fn certs_init_and_issue_write_files_and_refuse_mistakes() {
     let dir = tempfile::tempdir().unwrap();
@@ -95,73 +117,33 @@ fn certs_init_and_issue_write_files_and_refuse_mistakes() {
             "nope",
         ),
     ] {
-        let out = hostwatch(&args);
-        assert_eq!(
-            out.status.code(),
-            Some(64),
-            "{args:?}: {}",
-            text(&out.stderr)
-        );
-        assert!(
-            text(&out.stderr).contains(needle),
-            "{args:?}: {}",
-            text(&out.stderr)
-        );
+        assert_refused(&args, needle);
     }
 }
 
 #[test]
 fn reading_commands_need_a_usable_client_configuration() {
     let dir = tempfile::tempdir().unwrap();
-    let out = hostwatch(&["hosts"]);
-    assert_eq!(out.status.code(), Some(64));
-    assert!(
-        text(&out.stderr).contains("--config"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_refused(&["hosts"], "--config");
 
     let missing = dir.path().join("cli.toml");
-    let out = hostwatch(&["--config", path(&missing), "hosts"]);
-    assert_eq!(out.status.code(), Some(64));
-    assert!(text(&out.stderr).contains("cli.toml"));
+    assert_refused(&["--config", path(&missing), "hosts"], "cli.toml");
 
     std::fs::write(
         &missing,
         "collector = \"127.0.0.1:1\"\ntimeout = 3\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n",
     )
     .unwrap();
-    let out = hostwatch(&["--config", path(&missing), "hosts"]);
-    assert_eq!(out.status.code(), Some(64));
-    assert!(
-        text(&out.stderr).contains("timeout"),
-        "{}",
-        text(&out.stderr)
-    );
-
-    let out = hostwatch(&[
-        "--config",
-        path(&missing),
-        "query",
-        "m",
-        "--host",
-        "h",
-        "--since",
-        "soon",
-    ]);
-    assert_eq!(out.status.code(), Some(64));
-    assert!(text(&out.stderr).contains("soon"), "{}", text(&out.stderr));
+    assert_refused(&["--config", path(&missing), "hosts"], "timeout");
+    let query = ["--config", path(&missing), "query", "m", "--host", "h"];
+    assert_refused(&[&query[..], &["--since", "soon"]].concat(), "soon");
 
     // An unknown aggregation, and an aggregation without a step.
     for (args, named) in [
         (&["--step", "1m", "--agg", "median"][..], "median"),
         (&["--agg", "max"][..], "--step"),
     ] {
-        let mut all = vec!["--config", path(&missing), "query", "m", "--host", "h"];
-        all.extend_from_slice(args);
-        let out = hostwatch(&all);
-        assert_eq!(out.status.code(), Some(64), "{args:?}");
-        assert!(text(&out.stderr).contains(named), "{}", text(&out.stderr));
+        assert_refused(&[&query[..], args].concat(), named);
     }
 
     let out = hostwatch(&["quickstart", "--dir", path(dir.path()), "--duration", "0"]);
@@ -203,18 +185,7 @@ fn alert_silence_and_storage_arguments_are_checked_before_connecting() {
     ] {
         let mut all = vec!["--config", c];
         all.extend_from_slice(args);
-        let out = hostwatch(&all);
-        assert_eq!(
-            out.status.code(),
-            Some(64),
-            "{args:?}: {}",
-            text(&out.stderr)
-        );
-        assert!(
-            text(&out.stderr).contains(named),
-            "{named} not in {}",
-            text(&out.stderr)
-        );
+        assert_refused(&all, named);
     }
     // Well-formed, but no configuration to reach the collector with.
     let out = hostwatch(&["--config", c, "alerts"]);
@@ -233,15 +204,7 @@ fn quick_start_then_collector_serves_hosts_and_queries() {
     let out = hostwatch(&["quickstart", "--dir", path(&d), "--duration", "6"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
-    let host = std::fs::read_dir(d.join("certs"))
-        .unwrap()
-        .filter_map(|e| e.unwrap().file_name().into_string().ok())
-        .find_map(|n| {
-            n.strip_prefix("agent-")
-                .and_then(|n| n.strip_suffix(".pem"))
-                .map(str::to_owned)
-        })
-        .unwrap();
+    let host = quick_start_host(&d);
     assert!(stdout.contains(&format!("{host} up")), "{stdout}");
     assert!(
         stdout.contains("memory") && stdout.contains("available"),
@@ -379,15 +342,7 @@ fn alerts_silences_and_reload_against_a_running_collector() {
     let d = dir.path().join("qs");
     let out = hostwatch(&["quickstart", "--dir", path(&d), "--duration", "2"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let host = std::fs::read_dir(d.join("certs"))
-        .unwrap()
-        .filter_map(|e| e.unwrap().file_name().into_string().ok())
-        .find_map(|n| {
-            n.strip_prefix("agent-")
-                .and_then(|n| n.strip_suffix(".pem"))
-                .map(str::to_owned)
-        })
-        .unwrap();
+    let host = quick_start_host(&d);
     // The quick start's agent stopped cleanly; this rule pages that too.
     let collector_toml = d.join("collector.toml");
     let original = std::fs::read_to_string(&collector_toml).unwrap();
