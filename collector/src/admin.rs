@@ -87,11 +87,7 @@ impl Admin for AdminService {
         request: Request<StorageStatsRequest>,
     ) -> Result<Response<StorageStatsResponse>, Status> {
         auth::require(&request, Role::Operator)?;
-        let store = self.shared.store.clone();
-        let stats = tokio::task::spawn_blocking(move || store.stats())
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(convert::storage_status)?;
+        let stats = self.shared.on_store(|store| store.stats()).await?;
         Ok(Response::new(convert::storage_stats_out(stats)))
     }
 
@@ -101,11 +97,7 @@ impl Admin for AdminService {
     ) -> Result<Response<VerifyStorageResponse>, Status> {
         let peer = auth::require(&request, Role::Operator)?;
         tracing::info!(by = %peer.identity, "storage verification requested through Admin");
-        let store = self.shared.store.clone();
-        let report = tokio::task::spawn_blocking(move || store.verify())
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(convert::storage_status)?;
+        let report = self.shared.on_store(|store| store.verify()).await?;
         if !report.is_clean() {
             tracing::warn!(
                 damaged = report.damaged_total,

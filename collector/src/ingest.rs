@@ -58,13 +58,11 @@ impl Ingest for IngestService {
                 hello.host_id
             )));
         }
-        let store = self.shared.store.clone();
         let (host_copy, spool_id) = (host.clone(), hello.spool_id);
-        let last_stored_seq =
-            tokio::task::spawn_blocking(move || store.last_seq(&host_copy, spool_id))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?
-                .map_err(convert::storage_status)?;
+        let last_stored_seq = self
+            .shared
+            .on_store(move |store| store.last_seq(&host_copy, spool_id))
+            .await?;
         let previous_boot_id = self
             .shared
             .hosts

@@ -28,22 +28,6 @@ pub(crate) struct QueryService {
     pub(crate) shared: Shared,
 }
 
-impl QueryService {
-    /// Runs a store read on the blocking pool: sled calls may hit the disk.
-    async fn blocking<T: Send + 'static>(
-        &self,
-        read: impl FnOnce(&hostwatch_tsdb::Store) -> Result<T, hostwatch_tsdb::TsdbError>
-        + Send
-        + 'static,
-    ) -> Result<T, Status> {
-        let store = self.shared.store.clone();
-        tokio::task::spawn_blocking(move || read(&store))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(convert::storage_status)
-    }
-}
-
 #[tonic::async_trait]
 impl Query for QueryService {
     type WatchAlertsStream = WatchStream;
@@ -158,7 +142,10 @@ impl Query for QueryService {
         if host.is_empty() {
             return Err(Status::invalid_argument("host_id is required"));
         }
-        let latest = self.blocking(move |store| store.latest(&host)).await?;
+        let latest = self
+            .shared
+            .on_store(move |store| store.latest(&host))
+            .await?;
         Ok(Response::new(LatestResponse {
             values: latest.into_iter().map(convert::series_value).collect(),
         }))
@@ -196,7 +183,8 @@ impl Query for QueryService {
         };
         let limit = self.shared.limits.max_query_points;
         let data = self
-            .blocking(move |store| {
+            .shared
+            .on_store(move |store| {
                 let (metric, start, end) = (&request.metric, request.start_ms, request.end_ms);
                 match aggregation {
                     None => store.range(metric, &matchers, start, end),
@@ -232,7 +220,8 @@ impl Query for QueryService {
             request.at_ms
         };
         let snapshot = self
-            .blocking(move |store| store.process_snapshot_at(&request.host_id, at_ms))
+            .shared
+            .on_store(move |store| store.process_snapshot_at(&request.host_id, at_ms))
             .await?;
         Ok(Response::new(ProcessesResponse {
             snapshot: snapshot.map(convert::process_snapshot_out),

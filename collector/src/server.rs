@@ -62,6 +62,21 @@ pub(crate) struct Shared {
     pub(crate) tasks: TaskTracker,
 }
 
+impl Shared {
+    /// Runs a store call on the blocking pool (sled calls may hit the
+    /// disk), mapping its error to a gRPC status.
+    pub(crate) async fn on_store<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&Store) -> Result<T, hostwatch_tsdb::TsdbError> + Send + 'static,
+    ) -> Result<T, tonic::Status> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || call(&store))
+            .await
+            .map_err(|e| tonic::Status::internal(e.to_string()))?
+            .map_err(crate::convert::storage_status)
+    }
+}
+
 /// Runs the collector on an already-bound `listener` until `shutdown`
 /// completes, then drains open streams and flushes the database.
 pub async fn serve(
