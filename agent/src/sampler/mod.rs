@@ -221,36 +221,28 @@ fn as_text(bytes: &[u8]) -> io::Result<&str> {
 
 /// Reads a kept-open file from its start to its end into `buf`.
 fn pread_all(file: &File, buf: &mut Vec<u8>) -> io::Result<()> {
-    const CHUNK: usize = 4096;
-    buf.clear();
-    loop {
-        let len = buf.len();
-        buf.resize(len + CHUNK, 0);
-        match file.read_at(&mut buf[len..], len as u64) {
-            Ok(0) => {
-                buf.truncate(len);
-                return Ok(());
-            }
-            Ok(n) => buf.truncate(len + n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => buf.truncate(len),
-            Err(e) => {
-                buf.truncate(len);
-                return Err(e);
-            }
-        }
-    }
+    fill(buf, |buf, offset| file.read_at(buf, offset))
 }
 
 /// Reads `file` to its end into `buf`. Unlike `read_to_end`, no `fstat`
 /// and `lseek` to size the buffer first: /proc files have no size, and
 /// those two calls were a third of the agent's system calls.
 fn read_all(file: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<()> {
+    fill(buf, |buf, _| file.read(buf))
+}
+
+/// Replaces `buf` with what `read` returns until it returns 0; `read`
+/// gets the room to fill and how many bytes came before it.
+fn fill(
+    buf: &mut Vec<u8>,
+    mut read: impl FnMut(&mut [u8], u64) -> io::Result<usize>,
+) -> io::Result<()> {
     const CHUNK: usize = 4096;
     buf.clear();
     loop {
         let len = buf.len();
         buf.resize(len + CHUNK, 0);
-        match file.read(&mut buf[len..]) {
+        match read(&mut buf[len..], len as u64) {
             Ok(0) => {
                 buf.truncate(len);
                 return Ok(());
