@@ -28,7 +28,7 @@ pub(crate) struct QueryArgs {
     #[arg(long = "match", value_parser = parse_matcher)]
     matchers: Vec<Matcher>,
     /// One point per step (e.g. 1m, 1h) instead of raw samples; whole
-    /// minutes and hours are served from downsampled data.
+    /// hours are served from downsampled data.
     #[arg(long, value_parser = parse_duration)]
     step: Option<Duration>,
     /// How each step folds its samples: avg, min, max, sum, count, last or

@@ -10,8 +10,7 @@
 //!   group not sealed);
 //! - `L` + series id: the series' newest sealed sample (time, value bits);
 //! - `C` + tier + series id + start: a chunk (tier 0 raw samples of one
-//!   window, tier 1 the window's 1 min aggregates, tier 2 a day of 1 h
-//!   aggregates);
+//!   window, tier 2 a day of 1 h aggregates; tier 1 is not used);
 //! - `P` + host + NUL + start: a window of a host's process snapshots.
 //!
 //! Numbers are big-endian and times order-preserving, so a series' chunks
@@ -27,8 +26,6 @@ pub(crate) const SNAPSHOTS: u8 = b'P';
 
 /// Raw samples, one chunk per window.
 pub(crate) const TIER_RAW: u8 = 0;
-/// 1 min aggregates, one chunk per window.
-pub(crate) const TIER_MINUTE: u8 = 1;
 /// 1 h aggregates, one chunk per day.
 pub(crate) const TIER_HOUR: u8 = 2;
 

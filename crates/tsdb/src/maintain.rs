@@ -1,5 +1,5 @@
-//! Background maintenance: sealing windows into chunks (with their
-//! downsampled tiers), truncating the WAL, persisting batch sequences, and
+//! Background maintenance: sealing windows into chunks (with their hours
+//! in the 1 h tier), truncating the WAL, persisting batch sequences, and
 //! retention by age and by size.
 //!
 //! Order matters for crash safety: sealed chunks are written and flushed
@@ -13,7 +13,7 @@ use crate::TsdbError;
 use crate::chunk::{self, Row};
 use crate::head::HostState;
 use crate::keys;
-use crate::options::{DAY_MS, HOUR_MS, MINUTE_MS, align};
+use crate::options::{DAY_MS, HOUR_MS, align};
 use crate::snapshot;
 use crate::store::{Inner, bump, lock, poisoned};
 use std::collections::{BTreeMap, HashMap};
@@ -35,7 +35,7 @@ pub(crate) struct MaintenanceState {
 /// What one maintenance pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MaintenanceReport {
-    /// Raw chunks written (each with its 1 min tier chunk).
+    /// Raw chunks written.
     pub sealed_chunks: u64,
     /// Snapshot blocks written.
     pub sealed_snapshot_blocks: u64,
@@ -166,10 +166,8 @@ impl Inner {
                     sealed_last = Some(last);
                 }
                 let raw = chunk::encode_raw(&points, w.max_lsn);
-                let minutes = chunk::encode_rows(&chunk::rows(&points, MINUTE_MS), w.max_lsn);
-                added.push((w.start, (raw.len() + minutes.len() + 36) as u64));
+                added.push((w.start, (raw.len() + 18) as u64));
                 batch.insert(&keys::chunk(keys::TIER_RAW, *id, w.start)[..], raw);
-                batch.insert(&keys::chunk(keys::TIER_MINUTE, *id, w.start)[..], minutes);
                 hour_rows
                     .entry((*id, align(w.start, DAY_MS)))
                     .or_default()
@@ -272,11 +270,7 @@ impl Inner {
         let mut batch = sled::Batch::default();
         let mut n = 0u64;
         for id in ids {
-            for (tier, end) in [
-                (keys::TIER_RAW, before),
-                (keys::TIER_MINUTE, before),
-                (keys::TIER_HOUR, day_before),
-            ] {
+            for (tier, end) in [(keys::TIER_RAW, before), (keys::TIER_HOUR, day_before)] {
                 let range = keys::chunk(tier, id, i64::MIN)..keys::chunk(tier, id, end);
                 for key in self.tree.range(range).keys() {
                     batch.remove(key?);
@@ -350,7 +344,6 @@ impl Inner {
             let last_of_day = (start + window).rem_euclid(DAY_MS) == 0;
             for id in &ids {
                 batch.remove(&keys::chunk(keys::TIER_RAW, *id, start)[..]);
-                batch.remove(&keys::chunk(keys::TIER_MINUTE, *id, start)[..]);
                 if last_of_day {
                     let day = align(start, DAY_MS);
                     batch.remove(&keys::chunk(keys::TIER_HOUR, *id, day)[..]);

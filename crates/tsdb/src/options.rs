@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// One hour in milliseconds: raw chunk windows are whole hours, so that
 /// every 1 h aggregate comes from exactly one chunk.
 pub(crate) const HOUR_MS: i64 = 3_600_000;
-/// One minute in milliseconds, the finer downsampled resolution.
+/// One minute in milliseconds.
 pub(crate) const MINUTE_MS: i64 = 60_000;
 /// One day: the span of a chunk of the 1 h tier.
 pub(crate) const DAY_MS: i64 = 24 * HOUR_MS;

@@ -1,19 +1,24 @@
-//! Range queries with a step and an aggregation, served from the coarsest
-//! tier whose resolution divides the step.
+//! Range queries with a step and an aggregation: steps of whole hours are
+//! served from the 1 h tier, any other step from raw samples.
+//!
+//! There is no 1 min tier: a window's minute aggregates (min, max, sum,
+//! count, last) took as many bytes as its raw chunk (sums of noisy ratios
+//! do not compress), so reading them cost what reading the raw chunk
+//! costs, and the store twice the disk.
 //!
 //! Buckets are aligned to multiples of the step since the epoch and the
-//! range is widened to whole buckets, so every 1 min or 1 h row falls in
-//! exactly one bucket. Windows still in the head are aggregated from raw
-//! samples; sealed windows from their tier. `rate` adds the increases
-//! between consecutive samples (between consecutive rows' last values when
-//! served from a tier, so a reset inside one row loses the increase before
+//! range is widened to whole buckets, so every 1 h row falls in exactly
+//! one bucket. Windows still in the head are aggregated from raw samples;
+//! sealed windows from their tier. `rate` adds the increases between
+//! consecutive samples (between consecutive rows' last values when served
+//! from the 1 h tier, so a reset inside one row loses the increase before
 //! it) and divides by the step.
 
 use crate::TsdbError;
 use crate::chunk::{self, Row};
 use crate::keys;
 use crate::model::{Aggregation, Matcher, Point, SeriesData, SeriesKey};
-use crate::options::{DAY_MS, HOUR_MS, MINUTE_MS, align};
+use crate::options::{DAY_MS, HOUR_MS, align};
 use crate::store::{Inner, Store};
 
 /// One input of a bucket: a raw sample or a downsampled row.
@@ -77,8 +82,8 @@ impl Store {
 }
 
 impl Inner {
-    /// Samples (head and, for fine steps, sealed raw chunks) and rows of
-    /// one series in `[start, end)`, sorted by time.
+    /// Samples (head and, for steps not of whole hours, sealed raw chunks)
+    /// and 1 h rows of one series in `[start, end)`, sorted by time.
     fn items(
         &self,
         key: &SeriesKey,
@@ -90,14 +95,7 @@ impl Inner {
         if start >= end {
             return Ok(Vec::new());
         }
-        let tier = if step % HOUR_MS == 0 {
-            keys::TIER_HOUR
-        } else if step % MINUTE_MS == 0 {
-            keys::TIER_MINUTE
-        } else {
-            keys::TIER_RAW
-        };
-        if tier == keys::TIER_RAW {
+        if step % HOUR_MS != 0 {
             return Ok(self
                 .raw_points(key, id, start, end)?
                 .into_iter()
@@ -108,17 +106,10 @@ impl Inner {
         let mut items: Vec<Item> = head.into_iter().map(Item::Sample).collect();
         let in_range = |r: &Row| r.t_ms >= start && r.t_ms < end;
         let open_window = |t: i64| open.contains(&self.options.window_of(t));
-        let (from, to) = if tier == keys::TIER_HOUR {
-            (align(start, DAY_MS), align(end - 1, DAY_MS))
-        } else {
-            (
-                self.options.window_of(start),
-                self.options.window_of(end - 1),
-            )
-        };
+        let (from, to) = (align(start, DAY_MS), align(end - 1, DAY_MS));
         for entry in self
             .tree
-            .range(keys::chunk(tier, id, from)..=keys::chunk(tier, id, to))
+            .range(keys::chunk(keys::TIER_HOUR, id, from)..=keys::chunk(keys::TIER_HOUR, id, to))
         {
             let (k, value) = entry?;
             let Some((_, _, chunk_start)) = keys::parse_chunk(&k) else {

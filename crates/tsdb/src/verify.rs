@@ -22,7 +22,7 @@ pub struct VerifyReport {
     /// Raw chunks, and the samples in them.
     pub chunks: u64,
     pub chunk_samples: u64,
-    /// Chunks of 1 min and 1 h aggregates.
+    /// Chunks of 1 h aggregates.
     pub row_chunks: u64,
     pub snapshot_blocks: u64,
     /// Bytes (keys and values, before sled's own overhead) of raw chunks,
@@ -168,12 +168,17 @@ impl Store {
         if !known {
             report.damage(format!("chunk of an unknown series: {place}"));
         }
-        let result = if tier == keys::TIER_RAW {
-            report.chunks += 1;
-            chunk::decode_raw(value).map(|(_, points)| report.chunk_samples += points.len() as u64)
-        } else {
-            report.row_chunks += 1;
-            chunk::decode_rows(value).map(|_| ())
+        let result = match tier {
+            keys::TIER_RAW => {
+                report.chunks += 1;
+                chunk::decode_raw(value)
+                    .map(|(_, points)| report.chunk_samples += points.len() as u64)
+            }
+            keys::TIER_HOUR => {
+                report.row_chunks += 1;
+                chunk::decode_rows(value).map(|_| ())
+            }
+            _ => Err(TsdbError::Corrupt("unknown tier".to_owned())),
         };
         if let Err(e) = result {
             report.damage(format!("chunk {place}: {e}"));
