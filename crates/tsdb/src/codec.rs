@@ -12,9 +12,11 @@
 //!   delta or delta-of-delta), ratios of integers, decimals with the few
 //!   ulps each value lies off its decimal (float sums of decimals), float32
 //!   data scaled by a power of ten, and Gorilla XOR with run-length coded
-//!   repeats. Integer streams are coded
-//!   as runs of zeros and gamma-coded lengths, or Rice-coded with the
-//!   parameter that suits them, whichever is smaller.
+//!   repeats. Integer columns are differences (deltas, delta-of-deltas or
+//!   distances from the first value), zigzagged or offset by their minimum
+//!   (a counter's increments); the streams are coded as runs of zeros and
+//!   gamma-coded lengths, or Rice-coded with the parameter that suits them,
+//!   whichever is smallest.
 //!
 //! Every decoder is bounds-checked and refuses, never panics on, arbitrary
 //! bytes (there is a fuzz target for it).
@@ -578,10 +580,19 @@ const VALUES_NEAR_SCALED: u8 = 6;
 /// coded as that decimal and the distance.
 const MAX_ULPS: i64 = 1 << 16;
 
-/// Integer column orders; `| INTS_RICE` when Rice-coded (a parameter byte follows).
+/// Integer column orders (what the stream holds: differences from the
+/// previous value, differences of those, or differences from the first
+/// value); `| INTS_RICE` when Rice-coded (a parameter byte follows);
+/// `| INTS_OFFSET` when the stream holds the numbers minus their minimum
+/// (an ivarint after the divisor) instead of zigzagged: a counter's
+/// increments are never negative and seldom near zero, so a zigzag would
+/// spend a bit a number on the sign and Rice codes on the distance from zero.
 const INTS_DELTA: u8 = 0;
 const INTS_DOD: u8 = 1;
-const INTS_RICE: u8 = 2;
+const INTS_LEVEL: u8 = 2;
+const INTS_ORDER: u8 = 3;
+const INTS_RICE: u8 = 4;
+const INTS_OFFSET: u8 = 8;
 
 /// Largest denominator the ratio encoding looks for.
 const MAX_DENOMINATOR: u64 = 1 << 24;
@@ -766,77 +777,122 @@ pub(crate) fn encode_values(values: &[f64], out: &mut Vec<u8>) {
 }
 
 /// An integer column: the first value, the greatest common divisor of the
-/// differences, and the differences divided by it as deltas or as
-/// delta-of-deltas, whichever is smaller.
+/// differences, and the differences divided by it as deltas,
+/// delta-of-deltas or distances from the first value, zigzagged or offset
+/// by their minimum, whichever of the six is smallest.
 fn encode_ints(ints: &[i64], out: &mut Vec<u8>) {
+    let first = ints.first().copied().unwrap_or(0);
     let deltas: Vec<i64> = ints.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
     let divisor = deltas
         .iter()
         .fold(0u64, |g, d| gcd(g, d.unsigned_abs()))
         .max(1);
     let scaled: Vec<i64> = deltas.iter().map(|d| d / divisor as i64).collect();
-    let stream = |order: u8| {
-        let mut prev = 0i64;
-        let zs: Vec<u64> = scaled
-            .iter()
-            .map(|d| {
-                let z = if order == INTS_DELTA {
-                    *d
-                } else {
-                    d.wrapping_sub(prev)
-                };
-                prev = *d;
-                zigzag(z)
-            })
-            .collect();
-        write_ints_best(&zs)
-    };
-    let (delta, dod) = (stream(INTS_DELTA), stream(INTS_DOD));
-    let (order, (coding, w)) = if dod.1.bit_len() < delta.1.bit_len() {
-        (INTS_DOD, dod)
-    } else {
-        (INTS_DELTA, delta)
-    };
-    match coding {
-        Coding::Gamma => out.push(order),
-        Coding::Rice(k) => {
-            out.push(order | INTS_RICE);
-            out.push(k as u8);
+    let mut prev = 0i64;
+    let dods: Vec<i64> = scaled
+        .iter()
+        .map(|d| {
+            let dod = d.wrapping_sub(prev);
+            prev = *d;
+            dod
+        })
+        .collect();
+    let levels: Vec<i64> = ints
+        .iter()
+        .skip(1)
+        .map(|x| x.wrapping_sub(first) / divisor as i64)
+        .collect();
+    // Distances from the first value that wrap around do not divide.
+    let levels_exact = ints
+        .iter()
+        .skip(1)
+        .zip(&levels)
+        .all(|(x, l)| first.wrapping_add(l.wrapping_mul(divisor as i64)) == *x);
+    let mut best: Option<Vec<u8>> = None;
+    let orders = [
+        (INTS_DELTA, &scaled),
+        (INTS_DOD, &dods),
+        (INTS_LEVEL, &levels),
+    ];
+    for (order, numbers) in orders {
+        if order == INTS_LEVEL && !levels_exact {
+            continue;
+        }
+        let min = numbers.iter().copied().min().unwrap_or(0);
+        for offset in [None, Some(min)] {
+            let zs: Vec<u64> = numbers
+                .iter()
+                .map(|&n| match offset {
+                    // The distance from the minimum fits in a u64 even where
+                    // the i64 subtraction wraps.
+                    Some(min) => n.wrapping_sub(min) as u64,
+                    None => zigzag(n),
+                })
+                .collect();
+            let (coding, w) = write_ints_best(&zs);
+            let tag = order | if offset.is_some() { INTS_OFFSET } else { 0 };
+            let mut c = Vec::with_capacity(w.bytes().len() + 24);
+            match coding {
+                Coding::Gamma => c.push(tag),
+                Coding::Rice(k) => {
+                    c.push(tag | INTS_RICE);
+                    c.push(k as u8);
+                }
+            }
+            put_ivarint(&mut c, first);
+            put_uvarint(&mut c, divisor);
+            if let Some(min) = offset {
+                put_ivarint(&mut c, min);
+            }
+            put_bits(&mut c, w);
+            if best.as_ref().is_none_or(|b| c.len() < b.len()) {
+                best = Some(c);
+            }
         }
     }
-    put_ivarint(out, ints.first().copied().unwrap_or(0));
-    put_uvarint(out, divisor);
-    put_bits(out, w);
+    if let Some(best) = best {
+        out.extend_from_slice(&best);
+    }
 }
 
 /// Reads `count` integers written by [`encode_ints`].
 fn decode_ints(r: &mut ByteReader<'_>, count: usize) -> Result<Vec<i64>, TsdbError> {
     let tag = r.u8()?;
-    if tag > (INTS_DOD | INTS_RICE) {
+    let order = tag & INTS_ORDER;
+    if tag > (INTS_ORDER | INTS_RICE | INTS_OFFSET) || order > INTS_LEVEL {
         return Err(corrupt("unknown integer column order"));
     }
-    let order = tag & !INTS_RICE;
     let coding = if tag & INTS_RICE != 0 {
         Coding::Rice(u32::from(r.u8()?))
     } else {
         Coding::Gamma
     };
-    let mut x = r.ivarint()?;
+    let first = r.ivarint()?;
     let divisor = r.uvarint()? as i64;
+    let offset = if tag & INTS_OFFSET != 0 {
+        Some(r.ivarint()?)
+    } else {
+        None
+    };
     let mut bits = read_bits(r)?;
     let mut zs = Vec::with_capacity(count.saturating_sub(1));
     read_ints_coded(&mut bits, coding, count.saturating_sub(1), &mut zs)?;
     let mut out = Vec::with_capacity(count);
-    out.push(x);
-    let mut delta = 0i64;
+    out.push(first);
+    let (mut x, mut delta) = (first, 0i64);
     for z in zs {
-        let d = unzigzag(z);
-        delta = if order == INTS_DELTA {
-            d
-        } else {
-            delta.wrapping_add(d)
+        let n = match offset {
+            Some(min) => min.wrapping_add(z as i64),
+            None => unzigzag(z),
         };
-        x = x.wrapping_add(delta.wrapping_mul(divisor));
+        x = match order {
+            INTS_DELTA => x.wrapping_add(n.wrapping_mul(divisor)),
+            INTS_DOD => {
+                delta = delta.wrapping_add(n);
+                x.wrapping_add(delta.wrapping_mul(divisor))
+            }
+            _ => first.wrapping_add(n.wrapping_mul(divisor)),
+        };
         out.push(x);
     }
     Ok(out)
@@ -1311,6 +1367,20 @@ mod tests {
         }
 
         #[test]
+        fn integer_columns_round_trip(
+            ints in prop::collection::vec(
+                prop_oneof![any::<i64>(), -1000i64..1000, (1i64 << 40)..(1i64 << 40) + 1000],
+                1..100,
+            ),
+        ) {
+            let mut out = Vec::new();
+            encode_ints(&ints, &mut out);
+            let mut r = ByteReader::new(&out);
+            prop_assert_eq!(decode_ints(&mut r, ints.len()).unwrap(), ints);
+            prop_assert!(r.is_empty());
+        }
+
+        #[test]
         fn decoders_refuse_garbage_without_panicking(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
             let _ = decode_points(&mut ByteReader::new(&bytes));
             let mut values = Vec::new();
@@ -1379,6 +1449,16 @@ mod tests {
         assert!(out.len() * 8 < gamma.bit_len(), "{} bytes", out.len());
         let back = decode_ints(&mut ByteReader::new(&out), counter.len()).unwrap();
         assert_eq!(back, counter);
+        // Increments of 15,000 to 45,000 as distances from 15,000: no sign
+        // bit, and one Rice parameter less than their zigzags need.
+        assert_ne!(out[0] & INTS_OFFSET, 0, "offset by the smallest increment");
+        let (_, zigzagged) = write_ints_best(&zs);
+        assert!(
+            out.len() * 8 + 256 < zigzagged.bit_len(),
+            "{} bytes against {} bits zigzagged",
+            out.len(),
+            zigzagged.bit_len()
+        );
     }
 
     #[test]
