@@ -23,11 +23,12 @@
 //! - with `--crash-rounds N`: N SIGKILL crash rounds (the crash test's
 //!   workload, this binary as the child).
 
-use crate::measure::{Probe, median, percentile};
+use crate::measure::{Probe, median, percentile, process_cpu_ns};
 use anyhow::{Context, bail};
 use hostwatch_tsdb::workload::{Jitter, Workload, child_main, crash_round};
 use hostwatch_tsdb::{
-    Aggregation, Batch, Label, Matcher, Options, Point, SeriesInput, Store, system_now_ms,
+    Aggregation, Batch, Label, Matcher, Options, Point, ProcessInfo, ProcessSnapshot, SeriesInput,
+    Store, system_now_ms,
 };
 use std::collections::VecDeque;
 use std::io::{BufWriter, Write};
@@ -54,6 +55,18 @@ pub(crate) struct Args {
     /// Hours of data per series, one sample every 10 s.
     #[arg(long, default_value = "24")]
     hours: u32,
+    /// Minutes of data instead of `--hours`: many hosts (about 11,240 for
+    /// a million series) in bounded time and memory.
+    #[arg(long, conflicts_with = "hours")]
+    minutes: Option<u32>,
+    /// Batches without process snapshots (by default every tick carries
+    /// the agent's top-10 by CPU and by memory).
+    #[arg(long)]
+    no_snapshots: bool,
+    /// Stop after the ingest and memory figures (no restarts, queries,
+    /// sealing or Prometheus comparison): for runs with many series.
+    #[arg(long)]
+    ingest_only: bool,
     /// Concurrent writers; hosts are spread over them.
     #[arg(long, default_value = "8")]
     writers: u32,
@@ -113,12 +126,13 @@ pub(crate) fn crash_child(args: CrashChildArgs) -> anyhow::Result<()> {
 pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     if args.hosts == 0
         || args.hours == 0
+        || args.minutes == Some(0)
         || args.writers == 0
         || args.ticks_per_batch == 0
         || args.in_flight == 0
     {
         bail!(
-            "--hosts, --hours, --writers, --in-flight and --ticks-per-batch must be greater than zero"
+            "--hosts, --hours, --minutes, --writers, --in-flight and --ticks-per-batch must be greater than zero"
         );
     }
     let temp = tempfile::tempdir()?;
@@ -130,18 +144,27 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         bail!("{} exists; give a new directory", dir.display());
     }
     let now = system_now_ms();
-    let ticks = i64::from(args.hours) * 3_600_000 / INTERVAL_MS;
+    let minutes = args.minutes.unwrap_or(args.hours * 60);
+    let ticks = i64::from(minutes) * 60_000 / INTERVAL_MS;
     // The last sample 10 minutes ago, on a 10 s boundary.
     let start = (now - 600_000 - ticks * INTERVAL_MS).div_euclid(INTERVAL_MS) * INTERVAL_MS;
-    let hosts: Vec<HostGen> = (0..args.hosts).map(HostGen::new).collect();
+    let snapshots = !args.no_snapshots;
+    let hosts: Vec<HostGen> = (0..args.hosts)
+        .map(|i| HostGen::new(i, snapshots))
+        .collect();
     let series_per_host = hosts[0].series.len();
     println!(
-        "# {} hosts x {} series x {} samples (10 s for {} h) = {} samples; {} writers with {} batches in flight each, {} tick(s) per batch; loadavg {}",
+        "# {} hosts x {} series x {} samples (10 s for {} min) = {} samples, {}; {} writers with {} batches in flight each, {} tick(s) per batch; loadavg {}",
         args.hosts,
         series_per_host,
         ticks,
-        args.hours,
+        minutes,
         u64::from(args.hosts) * series_per_host as u64 * ticks as u64,
+        if snapshots {
+            "a top-process snapshot every tick"
+        } else {
+            "no process snapshots"
+        },
         args.writers,
         args.in_flight,
         args.ticks_per_batch,
@@ -177,6 +200,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         "ingest_samples_per_cpu_sec={:.0}",
         ingest.samples as f64 / ingest.cpu_seconds
     );
+    println!(
+        "ingest_cpu_ns_per_sample={:.0}",
+        ingest.cpu_seconds * 1e9 / ingest.samples as f64
+    );
     let stats = store.stats()?;
     println!(
         "ingest_batches_per_flush={:.1}",
@@ -198,7 +225,19 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         stats.head_bytes as f64 / stats.series as f64
     );
     println!("head_samples={}", stats.head_samples);
+    println!("snapshots_stored={}", stats.snapshots_stored);
+    println!(
+        "head_host_bytes_per_host={:.0}",
+        stats.head_host_bytes as f64 / stats.hosts.max(1) as f64
+    );
+    println!(
+        "rss_bytes_per_host={:.0}",
+        rss_after.saturating_sub(rss_before) as f64 / stats.hosts.max(1) as f64
+    );
     println!("wal_bytes={}", stats.wal_bytes);
+    if args.ingest_only {
+        return Ok(());
+    }
     let stored = stats.samples_stored;
     // What the store takes while running, the open hour still in the WAL.
     let (unsealed, _) = dir_size(&dir)?;
@@ -327,7 +366,6 @@ fn ingest(
         in_flight,
         ticks_per_batch,
     } = writers;
-    let me = Probe::new(std::process::id());
     let done = Arc::new(AtomicU64::new(0));
     let finished = Arc::new(AtomicBool::new(false));
     let mut per_writer: Vec<Vec<HostGen>> = (0..writers).map(|_| Vec::new()).collect();
@@ -335,7 +373,8 @@ fn ingest(
         per_writer[i % writers as usize].push(host);
     }
     let per_batch = i64::from(ticks_per_batch);
-    let cpu_before = me.cpu_ns()?;
+    // getrusage: the writers' CPU counts after they exit too.
+    let cpu_before = process_cpu_ns()?;
     let started = Instant::now();
     let writers: Vec<_> = per_writer
         .into_iter()
@@ -399,7 +438,7 @@ fn ingest(
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    let cpu_seconds = (me.cpu_ns()? - cpu_before) as f64 / 1e9;
+    let cpu_seconds = (process_cpu_ns()? - cpu_before) as f64 / 1e9;
     finished.store(true, Ordering::Relaxed);
     let rates = monitor
         .join()
@@ -420,7 +459,7 @@ fn ingest(
 fn queries(store: &Store, args: &Args, start: i64, ticks: i64, prefix: &str) -> anyhow::Result<()> {
     let end = start + ticks * INTERVAL_MS;
     let mut rng = Rng(0x5eed);
-    let series = HostGen::new(0).series;
+    let series = HostGen::new(0, false).series;
     let mut time = |label: &str, f: &mut dyn FnMut(&mut Rng) -> anyhow::Result<usize>| {
         let mut ms = Vec::with_capacity(args.queries as usize);
         let mut points = 0;
@@ -504,7 +543,7 @@ fn promtool(args: &Args, start: i64, ticks: i64, temp: &Path) -> anyhow::Result<
     let hosts = args.promtool_hosts.min(args.hosts);
     let text = temp.join("samples.om");
     let mut out = BufWriter::new(std::fs::File::create(&text)?);
-    let mut gens: Vec<HostGen> = (0..hosts).map(HostGen::new).collect();
+    let mut gens: Vec<HostGen> = (0..hosts).map(|i| HostGen::new(i, false)).collect();
     // Families must be contiguous: generate every host's values first.
     let mut values: Vec<Vec<Vec<f64>>> = Vec::new();
     for host in &mut gens {
@@ -516,7 +555,7 @@ fn promtool(args: &Args, start: i64, ticks: i64, temp: &Path) -> anyhow::Result<
         }
         values.push(per_series);
     }
-    let template = HostGen::new(0);
+    let template = HostGen::new(0, false);
     let mut families: Vec<&str> = Vec::new();
     for s in &template.series {
         if !families.contains(&s.metric.as_str()) {
@@ -572,7 +611,8 @@ fn promtool(args: &Args, start: i64, ticks: i64, temp: &Path) -> anyhow::Result<
     // The same hosts in a new store.
     let dir = temp.join("subset");
     let store = Arc::new(open(&dir, args.cache_bytes)?);
-    let gens = (0..hosts).map(HostGen::new).collect();
+    // Without snapshots: Prometheus' blocks hold only the series.
+    let gens = (0..hosts).map(|i| HostGen::new(i, false)).collect();
     let writers = Writers {
         threads: args.writers.min(hosts),
         in_flight: args.in_flight,
@@ -763,10 +803,12 @@ struct HostGen {
     name: String,
     series: Vec<SeriesGen>,
     rng: Rng,
+    /// The host's processes, when batches carry snapshots.
+    processes: Option<ProcessGen>,
 }
 
 impl HostGen {
-    fn new(index: u32) -> Self {
+    fn new(index: u32, snapshots: bool) -> Self {
         let mut rng =
             Rng(0x9e37_79b9_7f4a_7c15 ^ (u64::from(index) + 1).wrapping_mul(0xff51_afd7_ed55_8ccd));
         let mut series = Vec::new();
@@ -1141,6 +1183,7 @@ impl HostGen {
             name: format!("host-{index}"),
             series,
             rng,
+            processes: snapshots.then(|| ProcessGen::new(index)),
         }
     }
 
@@ -1174,12 +1217,327 @@ impl HostGen {
         for input in &mut batch.series {
             input.points.clear();
         }
+        // Snapshots are refilled in place: the generator's allocations
+        // would otherwise count as the store's CPU.
+        let snapshots = if self.processes.is_some() {
+            n as usize
+        } else {
+            0
+        };
+        batch.processes.resize_with(snapshots, || ProcessSnapshot {
+            t_ms: 0,
+            processes: Vec::new(),
+        });
         for k in 0..n {
             let t_ms = t_ms + k * INTERVAL_MS;
             for (s, input) in self.series.iter_mut().zip(&mut batch.series) {
                 let value = s.shape.next(&mut self.rng);
                 input.points.push(Point { t_ms, value });
             }
+            if let Some(processes) = &mut self.processes {
+                processes.snapshot(t_ms, &mut batch.processes[k as usize]);
+            }
+        }
+    }
+}
+
+/// Processes in an agent's snapshot: the top N by CPU and the top N by
+/// resident memory (`processes.top`, default 10), as the agent's sampler
+/// picks them.
+const TOP_PROCESSES: usize = 10;
+
+/// A process of a simulated host.
+struct SimProcess {
+    pid: u32,
+    name: String,
+    command: String,
+    user: &'static str,
+    start_time_ms: i64,
+    /// Typical CPU, in cores.
+    cpu_level: f64,
+    rss_pages: i64,
+    /// Largest change of `rss_pages` in one tick.
+    rss_step: i64,
+    /// Ticks left for a short-lived job; `None` for a service.
+    ticks_left: Option<u32>,
+}
+
+/// The processes of a simulated host: about 40 long-running services (a
+/// web server, a database, an application server, the system's daemons,
+/// kernel threads) and short jobs (cron, backups) coming and going, so an
+/// hour of snapshots lists a few dozen distinct processes.
+struct ProcessGen {
+    processes: Vec<SimProcess>,
+    next_pid: u32,
+    rng: Rng,
+}
+
+impl ProcessGen {
+    fn new(index: u32) -> Self {
+        let mut rng = Rng(0xd1b5_4a32_d192_ed03 ^ (u64::from(index) + 1).wrapping_mul(0x9e37_79b9));
+        let boot_ms = 1_790_000_000_000 + i64::from(index) * 1000;
+        let mut host = ProcessGen {
+            processes: Vec::new(),
+            next_pid: 1,
+            rng: Rng(0),
+        };
+        let mut add = |host: &mut ProcessGen,
+                       name: &str,
+                       command: String,
+                       user: &'static str,
+                       cpu_level: f64,
+                       rss_mib: i64| {
+            let pid = host.next_pid;
+            host.next_pid += 1 + rng.below(40) as u32;
+            host.processes.push(SimProcess {
+                pid,
+                name: name.to_owned(),
+                command,
+                user,
+                start_time_ms: boot_ms + i64::from(pid) * 137,
+                cpu_level,
+                rss_pages: rss_mib * 256,
+                rss_step: (rss_mib * 256 / 500).max(1),
+                ticks_left: None,
+            });
+        };
+        add(
+            &mut host,
+            "systemd",
+            "/sbin/init splash".into(),
+            "root",
+            0.001,
+            12,
+        );
+        for (name, command, mib) in [
+            ("systemd-journal", "/lib/systemd/systemd-journald", 48),
+            ("systemd-udevd", "/lib/systemd/systemd-udevd", 8),
+            ("systemd-logind", "/lib/systemd/systemd-logind", 7),
+            (
+                "dbus-daemon",
+                "/usr/bin/dbus-daemon --system --address=systemd: --nofork --nopidfile --systemd-activation --syslog-only",
+                5,
+            ),
+            ("rsyslogd", "/usr/sbin/rsyslogd -n -iNONE", 6),
+            ("cron", "/usr/sbin/cron -f -P", 3),
+            (
+                "sshd",
+                "sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups",
+                9,
+            ),
+            ("containerd", "/usr/bin/containerd", 45),
+            (
+                "dockerd",
+                "/usr/bin/dockerd -H fd:// --containerd=/run/containerd/containerd.sock",
+                80,
+            ),
+        ] {
+            add(&mut host, name, command.into(), "root", 0.002, mib);
+        }
+        add(
+            &mut host,
+            "hostwatch-agent",
+            "/usr/bin/hostwatch-agent --config /etc/hostwatch/agent.toml".into(),
+            "hostwatch",
+            0.003,
+            9,
+        );
+        add(
+            &mut host,
+            "nginx",
+            "nginx: master process /usr/sbin/nginx -g daemon on; master_process on;".into(),
+            "root",
+            0.0,
+            10,
+        );
+        for _ in 0..4 {
+            add(
+                &mut host,
+                "nginx",
+                "nginx: worker process".into(),
+                "www-data",
+                0.05,
+                24,
+            );
+        }
+        add(
+            &mut host,
+            "postgres",
+            "/usr/lib/postgresql/15/bin/postgres -D /var/lib/postgresql/15/main -c config_file=/etc/postgresql/15/main/postgresql.conf".into(),
+            "postgres",
+            0.002,
+            220,
+        );
+        for role in [
+            "checkpointer",
+            "background writer",
+            "walwriter",
+            "autovacuum launcher",
+            "logical replication launcher",
+        ] {
+            add(
+                &mut host,
+                "postgres",
+                format!("postgres: 15/main: {role}"),
+                "postgres",
+                0.001,
+                40,
+            );
+        }
+        for i in 0..8 {
+            add(
+                &mut host,
+                "postgres",
+                format!(
+                    "postgres: 15/main: app appdb 10.0.3.{}({}) idle",
+                    10 + i,
+                    40_000 + i * 113
+                ),
+                "postgres",
+                0.04,
+                150,
+            );
+        }
+        add(
+            &mut host,
+            "java",
+            "/usr/lib/jvm/java-17-openjdk-amd64/bin/java -Xms2g -Xmx2g -XX:+UseG1GC -Dspring.profiles.active=prod -jar /opt/app/app.jar".into(),
+            "app",
+            0.35,
+            2300,
+        );
+        for _ in 0..4 {
+            add(
+                &mut host,
+                "gunicorn",
+                "/opt/web/venv/bin/python3 /opt/web/venv/bin/gunicorn -w 4 -b 127.0.0.1:8000 web.wsgi:application".into(),
+                "app",
+                0.08,
+                180,
+            );
+        }
+        add(
+            &mut host,
+            "node",
+            "node /srv/frontend/server.js --port 3000".into(),
+            "app",
+            0.06,
+            160,
+        );
+        add(
+            &mut host,
+            "redis-server",
+            "/usr/bin/redis-server 127.0.0.1:6379".into(),
+            "redis",
+            0.01,
+            64,
+        );
+        for cpu in 0..4 {
+            add(
+                &mut host,
+                &format!("kworker/{cpu}:1-events"),
+                format!("[kworker/{cpu}:1-events]"),
+                "root",
+                0.002,
+                0,
+            );
+            add(
+                &mut host,
+                &format!("ksoftirqd/{cpu}"),
+                format!("[ksoftirqd/{cpu}]"),
+                "root",
+                0.001,
+                0,
+            );
+        }
+        host.rng = rng;
+        host
+    }
+
+    /// The snapshot of one tick at `t_ms`, into `out`: every process moves
+    /// on, short jobs end and start, and the top N by CPU and by memory are
+    /// listed.
+    fn snapshot(&mut self, t_ms: i64, out: &mut ProcessSnapshot) {
+        let rng = &mut self.rng;
+        self.processes.retain(|p| p.ticks_left != Some(0));
+        let mut cpus = Vec::with_capacity(self.processes.len());
+        for p in &mut self.processes {
+            if let Some(left) = &mut p.ticks_left {
+                *left -= 1;
+            }
+            if rng.below(4) == 0 {
+                p.rss_pages = (p.rss_pages + (rng.unit() * p.rss_step as f64) as i64).max(0);
+            }
+            // CPU as the agent computes it: ticks of 1/100 s over 10 s.
+            let cpu = (p.cpu_level * (1.0 + 0.8 * rng.unit()) * 1000.0)
+                .round()
+                .max(0.0);
+            cpus.push(cpu / 1000.0);
+        }
+        // A short job now and then: cron, a backup, log rotation.
+        if rng.below(10) == 0 {
+            const JOBS: [(&str, &str, &str); 4] = [
+                (
+                    "sh",
+                    "/bin/sh -c /usr/local/bin/backup.sh --incremental /var/lib/app",
+                    "root",
+                ),
+                (
+                    "python3",
+                    "python3 /opt/scripts/report.py --daily --output /var/reports",
+                    "app",
+                ),
+                ("gzip", "gzip -9 /var/log/app/app.log.1", "root"),
+                ("run-parts", "run-parts --report /etc/cron.hourly", "root"),
+            ];
+            let (name, command, user) = JOBS[rng.below(JOBS.len() as u64) as usize];
+            self.next_pid += 1 + rng.below(200) as u32;
+            self.processes.push(SimProcess {
+                pid: self.next_pid,
+                name: name.to_owned(),
+                command: command.to_owned(),
+                user,
+                start_time_ms: t_ms - rng.below(10_000) as i64,
+                cpu_level: 0.3 + rng.unit().abs() * 0.7,
+                rss_pages: 2000 + rng.below(20_000) as i64,
+                rss_step: 200,
+                ticks_left: Some(1 + rng.below(6) as u32),
+            });
+            cpus.push(0.5);
+        }
+        let mut by_cpu: Vec<usize> = (0..cpus.len()).filter(|&i| cpus[i] > 0.0).collect();
+        by_cpu.sort_unstable_by(|&a, &b| cpus[b].total_cmp(&cpus[a]));
+        by_cpu.truncate(TOP_PROCESSES);
+        let mut by_rss: Vec<usize> = (0..self.processes.len())
+            .filter(|&i| self.processes[i].rss_pages > 0)
+            .collect();
+        by_rss.sort_unstable_by_key(|&i| std::cmp::Reverse(self.processes[i].rss_pages));
+        by_rss.truncate(TOP_PROCESSES);
+        for i in by_rss {
+            if !by_cpu.contains(&i) {
+                by_cpu.push(i);
+            }
+        }
+        out.t_ms = t_ms;
+        out.processes.resize_with(by_cpu.len(), || ProcessInfo {
+            pid: 0,
+            name: String::new(),
+            command: String::new(),
+            user: String::new(),
+            cpu_cores: 0.0,
+            rss_bytes: 0,
+            start_time_ms: 0,
+        });
+        for (info, i) in out.processes.iter_mut().zip(by_cpu) {
+            let p = &self.processes[i];
+            info.pid = p.pid;
+            info.name.clone_from(&p.name);
+            info.command.clone_from(&p.command);
+            info.user.clear();
+            info.user.push_str(p.user);
+            info.cpu_cores = cpus[i];
+            info.rss_bytes = p.rss_pages as u64 * 4096;
+            info.start_time_ms = p.start_time_ms;
         }
     }
 }

@@ -6,8 +6,11 @@
 //! seals. Each open window remembers the lowest commit group whose samples
 //! it holds: the WAL may drop groups below the lowest of all of them.
 
+use crate::TsdbError;
 use crate::codec::HeadChunk;
 use crate::model::{Label, Point, ProcessSnapshot, SeriesKey};
+use crate::shape::BatchShape;
+use crate::snapshot::OpenBlock;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
@@ -201,12 +204,12 @@ impl SeriesHead {
     }
 }
 
-/// One window of a host's process snapshots still in memory.
+/// One window of a host's process snapshots still in memory, encoded.
 #[derive(Debug)]
 pub(crate) struct SnapshotWindow {
     pub(crate) start: i64,
     /// Sorted by time, distinct times.
-    pub(crate) snapshots: Vec<ProcessSnapshot>,
+    pub(crate) block: OpenBlock,
     pub(crate) min_lsn: u64,
     pub(crate) max_lsn: u64,
 }
@@ -269,6 +272,8 @@ pub(crate) struct HostState {
     pub(crate) snapshot_max_t: i64,
     /// Wall-clock time of the last snapshot inserted.
     pub(crate) snapshot_touched_ms: i64,
+    /// The previous batch's series and their ids, for the next batch's lookups.
+    pub(crate) last_batch: BatchShape,
 }
 
 /// Hash of a metric and a label set that ignores the labels' order.
@@ -308,6 +313,7 @@ impl Default for HostState {
             snapshot_windows: Vec::new(),
             snapshot_max_t: i64::MIN,
             snapshot_touched_ms: i64::MIN,
+            last_batch: BatchShape::default(),
         }
     }
 }
@@ -358,45 +364,76 @@ impl HostState {
         series.chain(snapshots).min()
     }
 
-    /// Stores a snapshot in its open window; a snapshot at a time the
-    /// window already holds is a duplicate and is dropped.
+    /// Opens snapshot window `start` on `base` (the sealed block it
+    /// reopens, from groups up to `base_lsn`) for a snapshot of group `lsn`.
+    pub(crate) fn open_snapshot_window(
+        &mut self,
+        start: i64,
+        base: Vec<ProcessSnapshot>,
+        base_lsn: u64,
+        lsn: u64,
+    ) {
+        let at = self.snapshot_windows.partition_point(|w| w.start < start);
+        if let Some(t) = base.iter().map(|s| s.t_ms).max() {
+            self.snapshot_max_t = self.snapshot_max_t.max(t);
+        }
+        self.snapshot_windows.insert(
+            at,
+            SnapshotWindow {
+                start,
+                block: OpenBlock::from_snapshots(base),
+                min_lsn: lsn,
+                max_lsn: base_lsn.max(lsn),
+            },
+        );
+    }
+
+    /// Stores a snapshot in its open window (opened empty if missing); a
+    /// snapshot at a time the window already holds is a duplicate and is
+    /// dropped. Appends in time order only encode the new snapshot; an
+    /// older one (rare: replays interleaving with fresh data) re-encodes
+    /// the window.
     pub(crate) fn insert_snapshot(
         &mut self,
         start: i64,
-        snapshot: ProcessSnapshot,
+        snapshot: &ProcessSnapshot,
         lsn: u64,
         now_ms: i64,
-    ) -> Inserted {
+    ) -> Result<Inserted, TsdbError> {
         let at = self.snapshot_windows.partition_point(|w| w.start < start);
         if self
             .snapshot_windows
             .get(at)
             .is_none_or(|w| w.start != start)
         {
-            self.snapshot_windows.insert(
-                at,
-                SnapshotWindow {
-                    start,
-                    snapshots: Vec::new(),
-                    min_lsn: lsn,
-                    max_lsn: lsn,
-                },
-            );
+            self.open_snapshot_window(start, Vec::new(), 0, lsn);
         }
         let window = &mut self.snapshot_windows[at];
         window.max_lsn = window.max_lsn.max(lsn);
-        match window
-            .snapshots
-            .binary_search_by_key(&snapshot.t_ms, |s| s.t_ms)
-        {
-            Ok(_) => Inserted::Duplicate,
-            Err(i) => {
-                self.snapshot_max_t = self.snapshot_max_t.max(snapshot.t_ms);
-                self.snapshot_touched_ms = now_ms;
-                window.snapshots.insert(i, snapshot);
-                Inserted::Stored
+        match window.block.last_t() {
+            Some(last) if snapshot.t_ms == last => return Ok(Inserted::Duplicate),
+            Some(last) if snapshot.t_ms < last => {
+                let mut all = window.block.snapshots()?;
+                match all.binary_search_by_key(&snapshot.t_ms, |s| s.t_ms) {
+                    Ok(_) => return Ok(Inserted::Duplicate),
+                    Err(i) => all.insert(i, snapshot.clone()),
+                }
+                window.block = OpenBlock::from_snapshots(all);
             }
+            _ => window.block.push(snapshot),
         }
+        self.snapshot_max_t = self.snapshot_max_t.max(snapshot.t_ms);
+        self.snapshot_touched_ms = now_ms;
+        Ok(Inserted::Stored)
+    }
+
+    /// Heap bytes of the open snapshot windows.
+    pub(crate) fn snapshot_heap_bytes(&self) -> usize {
+        self.snapshot_windows
+            .iter()
+            .map(|w| w.block.heap_bytes())
+            .sum::<usize>()
+            + self.snapshot_windows.capacity() * std::mem::size_of::<SnapshotWindow>()
     }
 }
 

@@ -28,7 +28,8 @@
 //! - `chunk`, `snapshot`: stored blocks (raw chunks, aggregate rows,
 //!   process snapshots) in a checksummed envelope;
 //! - `wal`: WAL frames; `commit`: group commit;
-//! - `head`: per-host in-memory state; `keys`: the sled key layout;
+//! - `head`: per-host in-memory state; `shape`: the previous batch's series,
+//!   for lookups; `keys`: the sled key layout;
 //! - `store`: open and replay, append, reads; `query`: steps and aggregations;
 //! - `maintain`: sealing, WAL truncation, retention; `stats`, `verify`;
 //! - `workload`: the deterministic writer the crash test and the benchmark kill.
@@ -44,6 +45,7 @@ mod maintain;
 mod model;
 mod options;
 mod query;
+mod shape;
 mod snapshot;
 mod stats;
 mod store;

@@ -14,7 +14,6 @@ use crate::chunk::{self, Row};
 use crate::head::HostState;
 use crate::keys;
 use crate::options::{DAY_MS, HOUR_MS, align};
-use crate::snapshot;
 use crate::store::{Inner, bump, lock, poisoned};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
@@ -226,7 +225,7 @@ impl Inner {
                 continue;
             }
             sealed_snapshots = true;
-            let value = snapshot::encode(&w.snapshots, w.max_lsn);
+            let value = w.block.seal(w.max_lsn);
             added.push((w.start, value.len() as u64));
             batch.insert(keys::snapshots(name, w.start), value);
             report.sealed_snapshot_blocks += 1;

@@ -1,61 +1,208 @@
-//! Compact blocks of a host's process snapshots.
+//! Compact encoding of a host's process snapshots: sealed blocks, the
+//! head's open windows and WAL frames share it.
 //!
-//! Consecutive snapshots list mostly the same processes, so a block keeps
-//! each distinct process (pid, start time, name, command, user) once, in
-//! order of first appearance, and every snapshot lists references to it
+//! Consecutive snapshots list mostly the same processes, so an encoding
+//! keeps each distinct process (pid, start time, name, command, user) once,
+//! in order of first appearance, and every snapshot lists references to it
 //! with its CPU (XOR with that process' previous figure, zero bytes
 //! trimmed) and RSS (difference from its previous figure).
+//!
+//! Layout of a payload: `[count varint]` then per snapshot `[time delta
+//! ivarint][processes varint]` and per process `[index varint]` (a new
+//! index is followed by pid, start time, name, command and user) `[cpu
+//! xor][rss delta zigzag]`. A sealed block wraps a payload in the chunk
+//! envelope (`chunk::seal`); the head keeps an open window's snapshots as
+//! a payload without its count ([`OpenBlock`]), appending each snapshot
+//! as it arrives, so an hour of a host's snapshots costs a few dozen
+//! kilobytes instead of a few megabytes of decoded strings.
 
 use crate::TsdbError;
 use crate::chunk::{KIND_SNAPSHOTS, open, seal};
-use crate::codec::{ByteReader, put_ivarint, put_str, put_uvarint, zigzag};
+use crate::codec::{ByteReader, put_ivarint, put_str, put_uvarint, unzigzag, zigzag};
+use crate::head::IdMap;
 use crate::model::{ProcessInfo, ProcessSnapshot};
-use std::collections::HashMap;
 
 /// Longest text field accepted when decoding.
 const MAX_TEXT: usize = 64 << 10;
 /// Most snapshots, or processes per snapshot, accepted when decoding.
 const MAX_ITEMS: usize = 1 << 20;
 
-type Identity<'a> = (u32, i64, &'a str, &'a str, &'a str);
+/// A process met earlier in an encoding: where its identity starts in the
+/// body, and its figures as the decoder will have them.
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    /// Offset of its pid in `body`.
+    at: u32,
+    cpu_bits: u64,
+    rss: u64,
+}
 
-/// Encodes snapshots sorted by time (distinct times).
-pub(crate) fn encode(snapshots: &[ProcessSnapshot], max_lsn: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(snapshots.len() * 64);
-    put_uvarint(&mut out, snapshots.len() as u64);
-    // Per known process: its index and previous cpu bits and rss.
-    let mut known: HashMap<Identity<'_>, (usize, u64, u64)> = HashMap::new();
-    let mut prev_t = 0i64;
-    for snapshot in snapshots {
-        put_ivarint(&mut out, snapshot.t_ms.wrapping_sub(prev_t));
-        prev_t = snapshot.t_ms;
-        put_uvarint(&mut out, snapshot.processes.len() as u64);
+/// Snapshots in time order, encoded as they are pushed: a payload without
+/// its leading count.
+#[derive(Debug, Default)]
+pub(crate) struct OpenBlock {
+    body: Vec<u8>,
+    count: u64,
+    /// Time of the newest snapshot (the base of the next delta).
+    last_t: Option<i64>,
+    known: Vec<Known>,
+    /// Index in `known` of the latest process with a given (pid, start
+    /// time) hash; a hit is checked against the identity in `body`.
+    by_pid: IdMap<u32>,
+}
+
+impl OpenBlock {
+    /// A block holding `snapshots` (any order; the result is sorted and
+    /// keeps the first of equal times).
+    pub(crate) fn from_snapshots(mut snapshots: Vec<ProcessSnapshot>) -> Self {
+        snapshots.sort_by_key(|s| s.t_ms);
+        snapshots.dedup_by_key(|s| s.t_ms);
+        let mut block = OpenBlock::default();
+        for s in &snapshots {
+            block.push(s);
+        }
+        block
+    }
+
+    /// Time of the newest snapshot.
+    pub(crate) fn last_t(&self) -> Option<i64> {
+        self.last_t
+    }
+
+    /// Appends a snapshot newer than every one held (the caller checks).
+    pub(crate) fn push(&mut self, snapshot: &ProcessSnapshot) {
+        let prev_t = self.last_t.unwrap_or(0);
+        put_ivarint(&mut self.body, snapshot.t_ms.wrapping_sub(prev_t));
+        self.last_t = Some(snapshot.t_ms);
+        self.count += 1;
+        put_uvarint(&mut self.body, snapshot.processes.len() as u64);
         for p in &snapshot.processes {
-            let identity = (
-                p.pid,
-                p.start_time_ms,
-                p.name.as_str(),
-                p.command.as_str(),
-                p.user.as_str(),
-            );
-            let next = known.len();
-            let entry = known.entry(identity).or_insert((next, 0, 0));
-            put_uvarint(&mut out, entry.0 as u64);
-            if entry.0 == next {
-                put_uvarint(&mut out, u64::from(p.pid));
-                put_ivarint(&mut out, p.start_time_ms);
-                put_str(&mut out, &p.name);
-                put_str(&mut out, &p.command);
-                put_str(&mut out, &p.user);
+            let (index, new) = self.index_of(p);
+            put_uvarint(&mut self.body, index as u64);
+            if new {
+                // Bodies stay far below 4 GiB: a window holds one host's hour.
+                self.known[index].at = self.body.len() as u32;
+                put_uvarint(&mut self.body, u64::from(p.pid));
+                put_ivarint(&mut self.body, p.start_time_ms);
+                put_str(&mut self.body, &p.name);
+                put_str(&mut self.body, &p.command);
+                put_str(&mut self.body, &p.user);
             }
+            let known = &mut self.known[index];
             let cpu = p.cpu_cores.to_bits();
-            put_xor(&mut out, cpu ^ entry.1);
-            put_uvarint(&mut out, zigzag(p.rss_bytes.wrapping_sub(entry.2) as i64));
-            entry.1 = cpu;
-            entry.2 = p.rss_bytes;
+            put_xor(&mut self.body, cpu ^ known.cpu_bits);
+            put_uvarint(
+                &mut self.body,
+                zigzag(p.rss_bytes.wrapping_sub(known.rss) as i64),
+            );
+            known.cpu_bits = cpu;
+            known.rss = p.rss_bytes;
         }
     }
-    seal(KIND_SNAPSHOTS, max_lsn, &out)
+
+    /// The index of `p`'s identity, and whether it is new (then the caller
+    /// writes the identity after the index).
+    fn index_of(&mut self, p: &ProcessInfo) -> (usize, bool) {
+        let key = pid_key(p.pid, p.start_time_ms);
+        if let Some(&i) = self.by_pid.get(&key) {
+            let known = self.known[i as usize];
+            if identity_at(&self.body, known.at as usize).is_some_and(|id| id.matches(p)) {
+                return (i as usize, false);
+            }
+        }
+        // A new process, or one that replaced its name or command (exec)
+        // under the same pid: either way a new identity.
+        let index = self.known.len();
+        self.by_pid.insert(key, index as u32);
+        self.known.push(Known {
+            at: 0,
+            cpu_bits: 0,
+            rss: 0,
+        });
+        (index, true)
+    }
+
+    /// The block with its count, sealed in the chunk envelope.
+    pub(crate) fn seal(&self, max_lsn: u64) -> Vec<u8> {
+        seal(KIND_SNAPSHOTS, max_lsn, &self.payload())
+    }
+
+    /// The payload: count, then the body.
+    pub(crate) fn payload(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.body.len() + 10);
+        put_uvarint(&mut out, self.count);
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    /// Every snapshot, oldest first.
+    pub(crate) fn snapshots(&self) -> Result<Vec<ProcessSnapshot>, TsdbError> {
+        decode_body(self.count, &self.body)
+    }
+
+    /// The newest snapshot at or before `at_ms`.
+    pub(crate) fn at(&self, at_ms: i64) -> Result<Option<ProcessSnapshot>, TsdbError> {
+        body_at(self.count, &self.body, at_ms)
+    }
+
+    /// Heap bytes held.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.body.capacity()
+            + self.known.capacity() * std::mem::size_of::<Known>()
+            + self.by_pid.capacity() * (std::mem::size_of::<(u64, u32)>() + 1)
+    }
+}
+
+/// The map key of a (pid, start time): a hit is checked, so collisions
+/// only cost a comparison.
+fn pid_key(pid: u32, start_time_ms: i64) -> u64 {
+    (start_time_ms as u64).rotate_left(20) ^ u64::from(pid)
+}
+
+/// A process identity as encoded, borrowed from the bytes.
+#[derive(Debug, Clone, Copy)]
+struct Identity<'a> {
+    pid: u32,
+    start_time_ms: i64,
+    name: &'a str,
+    command: &'a str,
+    user: &'a str,
+}
+
+impl Identity<'_> {
+    fn matches(&self, p: &ProcessInfo) -> bool {
+        self.pid == p.pid
+            && self.start_time_ms == p.start_time_ms
+            && self.name == p.name
+            && self.command == p.command
+            && self.user == p.user
+    }
+}
+
+fn read_identity<'a>(r: &mut ByteReader<'a>) -> Result<Identity<'a>, TsdbError> {
+    let pid = u32::try_from(r.uvarint()?).map_err(|_| TsdbError::Corrupt("pid".into()))?;
+    Ok(Identity {
+        pid,
+        start_time_ms: r.ivarint()?,
+        name: r.str(MAX_TEXT)?,
+        command: r.str(MAX_TEXT)?,
+        user: r.str(MAX_TEXT)?,
+    })
+}
+
+fn identity_at(body: &[u8], at: usize) -> Option<Identity<'_>> {
+    read_identity(&mut ByteReader::new(body.get(at..)?)).ok()
+}
+
+/// Encodes snapshots in the given order as a payload (a WAL frame's).
+pub(crate) fn encode_payload<'a>(
+    snapshots: impl IntoIterator<Item = &'a ProcessSnapshot>,
+) -> Vec<u8> {
+    let mut block = OpenBlock::default();
+    for s in snapshots {
+        block.push(s);
+    }
+    block.payload()
 }
 
 /// Eight bytes without their trailing zero bytes: a count byte, then the rest.
@@ -77,55 +224,109 @@ fn read_xor(r: &mut ByteReader<'_>) -> Result<u64, TsdbError> {
     Ok(u64::from_be_bytes(bytes))
 }
 
-/// The max LSN and snapshots of a block.
+/// The max LSN and snapshots of a sealed block.
 pub(crate) fn decode(value: &[u8]) -> Result<(u64, Vec<ProcessSnapshot>), TsdbError> {
-    let corrupt = |m: &str| TsdbError::Corrupt(m.to_owned());
     let (max_lsn, payload) = open(KIND_SNAPSHOTS, value)?;
+    Ok((max_lsn, decode_payload(payload)?))
+}
+
+/// The newest snapshot at or before `at_ms` of a sealed block.
+pub(crate) fn decode_at(value: &[u8], at_ms: i64) -> Result<Option<ProcessSnapshot>, TsdbError> {
+    let (_, payload) = open(KIND_SNAPSHOTS, value)?;
     let mut r = ByteReader::new(payload);
     let n = r.len(MAX_ITEMS)?;
-    let mut out = Vec::with_capacity(n.min(4096));
-    // Known processes: identity fields, previous cpu bits and rss.
-    let mut known: Vec<(ProcessInfo, u64)> = Vec::new();
-    let mut t = 0i64;
-    for _ in 0..n {
-        t = t.wrapping_add(r.ivarint()?);
-        let count = r.len(MAX_ITEMS)?;
-        let mut processes = Vec::with_capacity(count.min(4096));
-        for _ in 0..count {
-            let index = r.len(known.len())?;
-            if index == known.len() {
-                let pid = u32::try_from(r.uvarint()?).map_err(|_| corrupt("pid"))?;
-                let start_time_ms = r.ivarint()?;
-                let name = r.str(MAX_TEXT)?.to_owned();
-                let command = r.str(MAX_TEXT)?.to_owned();
-                let user = r.str(MAX_TEXT)?.to_owned();
-                known.push((
-                    ProcessInfo {
-                        pid,
-                        name,
-                        command,
-                        user,
-                        cpu_cores: 0.0,
-                        rss_bytes: 0,
-                        start_time_ms,
-                    },
-                    0,
-                ));
-            }
-            let (info, cpu_bits) = &mut known[index];
-            *cpu_bits ^= read_xor(&mut r)?;
-            info.cpu_cores = f64::from_bits(*cpu_bits);
-            info.rss_bytes = info
-                .rss_bytes
-                .wrapping_add(crate::codec::unzigzag(r.uvarint()?) as u64);
-            processes.push(info.clone());
+    body_at(n as u64, r.rest(), at_ms)
+}
+
+/// The snapshots of a payload, in their encoded order.
+pub(crate) fn decode_payload(payload: &[u8]) -> Result<Vec<ProcessSnapshot>, TsdbError> {
+    let mut r = ByteReader::new(payload);
+    let n = r.len(MAX_ITEMS)?;
+    decode_body(n as u64, r.rest())
+}
+
+fn decode_body(count: u64, body: &[u8]) -> Result<Vec<ProcessSnapshot>, TsdbError> {
+    let mut out = Vec::with_capacity((count as usize).min(4096));
+    walk(count, body, |t_ms, processes, known| {
+        out.push(ProcessSnapshot {
+            t_ms,
+            processes: materialize(processes, known),
+        });
+    })?;
+    Ok(out)
+}
+
+/// The newest snapshot at or before `at_ms` (the first of equal times).
+fn body_at(count: u64, body: &[u8], at_ms: i64) -> Result<Option<ProcessSnapshot>, TsdbError> {
+    let mut best: Option<ProcessSnapshot> = None;
+    walk(count, body, |t_ms, processes, known| {
+        if t_ms <= at_ms && best.as_ref().is_none_or(|b| t_ms > b.t_ms) {
+            best = Some(ProcessSnapshot {
+                t_ms,
+                processes: materialize(processes, known),
+            });
         }
-        out.push(ProcessSnapshot { t_ms: t, processes });
+    })?;
+    Ok(best)
+}
+
+/// A decoded process of the snapshot being read: its index in `known`,
+/// cpu bits and rss.
+type Listed = (usize, u64, u64);
+
+fn materialize(processes: &[Listed], known: &[Identity<'_>]) -> Vec<ProcessInfo> {
+    processes
+        .iter()
+        .map(|&(i, cpu_bits, rss_bytes)| {
+            let id = known[i];
+            ProcessInfo {
+                pid: id.pid,
+                name: id.name.to_owned(),
+                command: id.command.to_owned(),
+                user: id.user.to_owned(),
+                cpu_cores: f64::from_bits(cpu_bits),
+                rss_bytes,
+                start_time_ms: id.start_time_ms,
+            }
+        })
+        .collect()
+}
+
+/// Decodes `count` snapshots of `body`, calling `each` with every
+/// snapshot's time and processes (identities borrowed from the body).
+/// The whole body must decode.
+fn walk<'a>(
+    count: u64,
+    body: &'a [u8],
+    mut each: impl FnMut(i64, &[Listed], &[Identity<'a>]),
+) -> Result<(), TsdbError> {
+    let mut r = ByteReader::new(body);
+    let mut identities: Vec<Identity<'a>> = Vec::new();
+    // Per known process: its cpu bits and rss so far.
+    let mut figures: Vec<(u64, u64)> = Vec::new();
+    let mut listed: Vec<Listed> = Vec::new();
+    let mut t = 0i64;
+    for _ in 0..count {
+        t = t.wrapping_add(r.ivarint()?);
+        let n = r.len(MAX_ITEMS)?;
+        listed.clear();
+        for _ in 0..n {
+            let index = r.len(identities.len())?;
+            if index == identities.len() {
+                identities.push(read_identity(&mut r)?);
+                figures.push((0, 0));
+            }
+            let (cpu, rss) = &mut figures[index];
+            *cpu ^= read_xor(&mut r)?;
+            *rss = rss.wrapping_add(unzigzag(r.uvarint()?) as u64);
+            listed.push((index, *cpu, *rss));
+        }
+        each(t, &listed, &identities);
     }
     if !r.is_empty() {
-        return Err(corrupt("trailing bytes in snapshots"));
+        return Err(TsdbError::Corrupt("trailing bytes in snapshots".into()));
     }
-    Ok((max_lsn, out))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -144,36 +345,163 @@ mod tests {
         }
     }
 
-    #[test]
-    fn blocks_round_trip_and_share_process_identities() {
-        let snapshots: Vec<ProcessSnapshot> = (0..60)
+    fn hour() -> Vec<ProcessSnapshot> {
+        (0..60)
             .map(|i| ProcessSnapshot {
                 t_ms: 1_800_000_000_000 + i * 10_000,
                 processes: (0..20)
-                    .map(|p| process(p, f64::from(p) * 0.01 + i as f64 * 1e-3, 1 << 20))
+                    .map(|p| {
+                        process(
+                            p,
+                            f64::from(p) * 0.01 + i as f64 * 1e-3,
+                            (1 << 20) - i as u64,
+                        )
+                    })
                     .chain([process(1000 + i as u32, f64::NAN, 0)])
                     .collect(),
             })
-            .collect();
-        let block = encode(&snapshots, 9);
-        let (lsn, back) = decode(&block).unwrap();
-        assert_eq!(lsn, 9);
-        assert_eq!(back.len(), snapshots.len());
-        for (a, b) in back.iter().zip(&snapshots) {
-            assert_eq!(a.t_ms, b.t_ms);
-            for (x, y) in a.processes.iter().zip(&b.processes) {
-                assert_eq!(x.cpu_cores.to_bits(), y.cpu_cores.to_bits());
-                assert_eq!((x.pid, &x.name, x.rss_bytes), (y.pid, &y.name, y.rss_bytes));
+            .collect()
+    }
+
+    fn assert_same(a: &[ProcessSnapshot], b: &[ProcessSnapshot]) {
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b) {
+            assert_eq!(x.t_ms, y.t_ms);
+            assert_eq!(x.processes.len(), y.processes.len());
+            for (p, q) in x.processes.iter().zip(&y.processes) {
+                assert_eq!(p.cpu_cores.to_bits(), q.cpu_cores.to_bits());
+                let rest = |p: &ProcessInfo| {
+                    (
+                        p.pid,
+                        p.name.clone(),
+                        p.command.clone(),
+                        p.user.clone(),
+                        p.rss_bytes,
+                        p.start_time_ms,
+                    )
+                };
+                assert_eq!(rest(p), rest(q));
             }
         }
+    }
+
+    #[test]
+    fn blocks_round_trip_and_share_process_identities() {
+        let snapshots = hour();
+        let block = OpenBlock::from_snapshots(snapshots.clone());
+        assert_same(&block.snapshots().unwrap(), &snapshots);
+        let sealed = block.seal(9);
+        let (lsn, back) = decode(&sealed).unwrap();
+        assert_eq!(lsn, 9);
+        assert_same(&back, &snapshots);
         let postcard: usize = snapshots
             .iter()
             .map(|s| postcard::to_stdvec(s).unwrap().len())
             .sum();
         assert!(
-            block.len() * 3 < postcard,
+            sealed.len() * 3 < postcard,
             "{} vs {postcard} bytes",
-            block.len()
+            sealed.len()
         );
+        // Held encoded, an hour costs about its block (the buffer grows by doubling).
+        assert!(
+            block.heap_bytes() < sealed.len() * 3,
+            "{} vs {}",
+            block.heap_bytes(),
+            sealed.len()
+        );
+    }
+
+    #[test]
+    fn the_snapshot_at_a_time_is_the_newest_not_after_it() {
+        let snapshots = hour();
+        let block = OpenBlock::from_snapshots(snapshots.clone());
+        let sealed = block.seal(1);
+        let t0 = snapshots[0].t_ms;
+        for (at, want) in [
+            (t0 - 1, None),
+            (t0, Some(0)),
+            (t0 + 15_000, Some(1)),
+            (i64::MAX, Some(59)),
+        ] {
+            let from_head = block.at(at).unwrap();
+            let from_block = decode_at(&sealed, at).unwrap();
+            let want: Vec<ProcessSnapshot> =
+                want.map(|i| snapshots[i].clone()).into_iter().collect();
+            assert_same(&from_head.into_iter().collect::<Vec<_>>(), &want);
+            assert_same(&from_block.into_iter().collect::<Vec<_>>(), &want);
+        }
+    }
+
+    #[test]
+    fn a_process_that_execs_under_its_pid_keeps_its_new_identity() {
+        let mut shell = process(7, 0.5, 100);
+        let first = ProcessSnapshot {
+            t_ms: 10,
+            processes: vec![shell.clone()],
+        };
+        shell.name = "backup".into();
+        shell.command = "backup --all".into();
+        let second = ProcessSnapshot {
+            t_ms: 20,
+            processes: vec![shell.clone(), process(8, 0.0, 5)],
+        };
+        let third = ProcessSnapshot {
+            t_ms: 30,
+            processes: vec![shell],
+        };
+        let all = vec![first, second, third];
+        let block = OpenBlock::from_snapshots(all.clone());
+        assert_same(&block.snapshots().unwrap(), &all);
+        // The WAL's payloads keep the given order, unsorted too.
+        let reversed: Vec<ProcessSnapshot> = all.iter().rev().cloned().collect();
+        assert_same(
+            &decode_payload(&encode_payload(&reversed)).unwrap(),
+            &reversed,
+        );
+    }
+
+    #[test]
+    fn damaged_blocks_are_errors_not_panics() {
+        let block = OpenBlock::from_snapshots(hour());
+        let sealed = block.seal(3);
+        // Any flipped byte fails the checksum.
+        for i in [0, 1, sealed.len() / 2, sealed.len() - 1] {
+            let mut bad = sealed.clone();
+            bad[i] ^= 0x10;
+            assert!(
+                matches!(decode(&bad), Err(TsdbError::Corrupt(_))),
+                "byte {i}"
+            );
+            assert!(decode_at(&bad, i64::MAX).is_err());
+        }
+        // Payloads (checked by the WAL frame's checksum, not here) cut
+        // short, with a reference to an unknown process, or with trailing
+        // bytes.
+        let payload = block.payload();
+        for cut in [1, 2, 5, payload.len() / 3, payload.len() - 1] {
+            assert!(decode_payload(&payload[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut unknown = Vec::new();
+        put_uvarint(&mut unknown, 1);
+        put_ivarint(&mut unknown, 5);
+        put_uvarint(&mut unknown, 1);
+        put_uvarint(&mut unknown, 3);
+        assert!(decode_payload(&unknown).is_err());
+        let mut trailing = payload.clone();
+        trailing.push(0);
+        assert!(decode_payload(&trailing).is_err());
+        let mut long_cpu = Vec::new();
+        put_uvarint(&mut long_cpu, 1);
+        put_ivarint(&mut long_cpu, 5);
+        put_uvarint(&mut long_cpu, 1);
+        put_uvarint(&mut long_cpu, 0);
+        put_uvarint(&mut long_cpu, 1);
+        put_ivarint(&mut long_cpu, 0);
+        for _ in 0..3 {
+            put_str(&mut long_cpu, "x");
+        }
+        long_cpu.push(9);
+        assert!(decode_payload(&long_cpu).is_err());
     }
 }

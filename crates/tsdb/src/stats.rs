@@ -15,6 +15,9 @@ pub struct StoreStats {
     pub head_samples: u64,
     /// Heap bytes of the head's encoded samples.
     pub head_bytes: u64,
+    /// Heap bytes of the head's process snapshots (encoded) and of each
+    /// host's previous batch's series (for lookups).
+    pub head_host_bytes: u64,
     /// Bytes of WAL records on disk (before sled's own overhead).
     pub wal_bytes: u64,
     /// Size on disk of the whole sled database and of the WAL's.
@@ -83,6 +86,8 @@ impl Store {
         for (_, host) in inner.all_hosts()? {
             let host = lock(&host)?;
             stats.hosts += 1;
+            stats.head_host_bytes +=
+                (host.snapshot_heap_bytes() + host.last_batch.heap_bytes()) as u64;
             for series in host.series.values() {
                 stats.head_bytes += series.heap_bytes() as u64;
                 stats.head_samples += series.windows.iter().map(|w| w.len() as u64).sum::<u64>();

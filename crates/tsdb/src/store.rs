@@ -15,6 +15,7 @@ use crate::model::{
     SeriesKey,
 };
 use crate::options::Options;
+use crate::shape::ShapeMatch;
 use crate::snapshot;
 use crate::wal::{self, WalRecord};
 use std::collections::HashMap;
@@ -551,7 +552,7 @@ impl Inner {
                 self.insert(&mut state, id, p, group, Mode::Replay(sealed), now)?;
             }
         }
-        for snapshot in record.snapshots {
+        for snapshot in &record.snapshots {
             self.insert_snapshot(
                 &record.host,
                 &mut state,
@@ -613,7 +614,7 @@ impl Inner {
         &self,
         host: &str,
         state: &mut HostState,
-        snapshot: ProcessSnapshot,
+        snapshot: &ProcessSnapshot,
         lsn: u64,
         mode: Mode<'_>,
         now: i64,
@@ -637,14 +638,9 @@ impl Inner {
                     return Ok(Inserted::Duplicate);
                 }
             }
-            for old in base {
-                state.insert_snapshot(start, old, lsn, now);
-            }
-            if let Some(w) = state.snapshot_windows.iter_mut().find(|w| w.start == start) {
-                w.max_lsn = w.max_lsn.max(base_lsn);
-            }
+            state.open_snapshot_window(start, base, base_lsn, lsn);
         }
-        Ok(state.insert_snapshot(start, snapshot, lsn, now))
+        state.insert_snapshot(start, snapshot, lsn, now)
     }
 
     /// The sealed raw chunk of (series, window), if any; a damaged one is
@@ -711,12 +707,19 @@ impl Inner {
         let newest = now.saturating_add(self.options.future_tolerance_ms);
         let mut defs = Vec::new();
         let mut accepted: Vec<(u64, Point)> = Vec::with_capacity(batch.series.len());
+        let mut shape = ShapeMatch::new(std::mem::take(&mut host.last_batch));
         for input in &batch.series {
             if input.points.is_empty() {
                 continue;
             }
             let n = input.points.len() as u64;
-            let id = match self.resolve(&batch.host, host, input, &mut defs) {
+            let known = shape.known(input).filter(|id| host.series.contains_key(id));
+            let resolved = match known {
+                Some(id) => Ok(Some(id)),
+                None => self.resolve(&batch.host, host, input, &mut defs),
+            };
+            shape.record(resolved.as_ref().ok().copied().flatten());
+            let id = match resolved {
                 Ok(Some(id)) => id,
                 Ok(None) => {
                     outcome.rejected.series_limit += n;
@@ -769,6 +772,7 @@ impl Inner {
                     .get_or_insert_with(|| format!("{}: sample {p:?} rejected: {why}", series.key));
             }
         }
+        host.last_batch = shape.finish(batch.series.iter().filter(|s| !s.points.is_empty()));
         let mut snapshots = Vec::with_capacity(batch.processes.len());
         for s in &batch.processes {
             if s.t_ms > newest {
@@ -776,7 +780,7 @@ impl Inner {
             } else if s.t_ms < oldest {
                 outcome.rejected.too_old += 1;
             } else {
-                snapshots.push(s.clone());
+                snapshots.push(s);
                 continue;
             }
             outcome.first_error.get_or_insert_with(|| {
@@ -795,7 +799,7 @@ impl Inner {
             &accepted,
             &snapshots,
             &mut frame,
-        )?;
+        );
         let group = self.commit.enqueue(&frame, defs)?;
         for (id, p) in accepted {
             match self.insert(host, id, p, group, Mode::Append, now)? {
@@ -976,11 +980,13 @@ impl Inner {
             let state = lock(&state)?;
             for w in &state.snapshot_windows {
                 open.push(w.start);
-                let i = w.snapshots.partition_point(|s| s.t_ms <= at_ms);
-                if let Some(s) = i.checked_sub(1).map(|i| &w.snapshots[i])
+                if w.start > at_ms {
+                    continue;
+                }
+                if let Some(s) = w.block.at(at_ms)?
                     && best.as_ref().is_none_or(|b| s.t_ms > b.t_ms)
                 {
-                    best = Some(s.clone());
+                    best = Some(s);
                 }
             }
         }
@@ -997,17 +1003,16 @@ impl Inner {
             if best.as_ref().is_some_and(|b| b.t_ms >= start) {
                 break;
             }
-            let Some((_, snapshots)) =
-                self.decoded(snapshot::decode(&value), "snapshot block", 0, start)
-            else {
+            let Some(found) = self.decoded(
+                snapshot::decode_at(&value, at_ms),
+                "snapshot block",
+                0,
+                start,
+            ) else {
                 continue;
             };
-            let i = snapshots.partition_point(|s| s.t_ms <= at_ms);
-            if let Some(i) = i.checked_sub(1) {
-                let found = snapshots.into_iter().nth(i);
-                if let Some(s) = found
-                    && best.as_ref().is_none_or(|b| s.t_ms > b.t_ms)
-                {
+            if let Some(s) = found {
+                if best.as_ref().is_none_or(|b| s.t_ms > b.t_ms) {
                     best = Some(s);
                 }
                 break;

@@ -11,13 +11,15 @@
 use crate::TsdbError;
 use crate::codec::{ByteReader, put_ivarint, put_str, put_uvarint};
 use crate::model::{MAX_LABEL_VALUE_LEN, Point, ProcessSnapshot};
+use crate::snapshot;
 
-const RECORD_VERSION: u8 = 2;
+/// 3: process snapshots in the snapshot codec (2: postcard).
+const RECORD_VERSION: u8 = 3;
 /// Most series one record may carry; more is corruption.
 const MAX_RECORD_SERIES: usize = 1 << 20;
 /// Most points of one series in one record.
 const MAX_RECORD_POINTS: usize = 1 << 20;
-/// Largest encoded process snapshot accepted.
+/// Largest encoding of a batch's process snapshots accepted.
 const MAX_SNAPSHOT_BYTES: usize = 16 << 20;
 
 /// One appended batch as the WAL holds it.
@@ -33,15 +35,16 @@ pub(crate) struct WalRecord {
 
 /// Appends one frame to `out`: the batch (host, source, seq), its accepted
 /// samples as (series id, point) with each series' points adjacent, and
-/// its process snapshots.
+/// its process snapshots (in the snapshot codec: a batch's snapshots share
+/// their processes' names and commands).
 pub(crate) fn encode_frame(
     host: &str,
     source: u64,
     seq: u64,
     samples: &[(u64, Point)],
-    snapshots: &[ProcessSnapshot],
+    snapshots: &[&ProcessSnapshot],
     out: &mut Vec<u8>,
-) -> Result<(), TsdbError> {
+) {
     let mut payload = Vec::with_capacity(64 + samples.len() * 8);
     payload.push(RECORD_VERSION);
     put_str(&mut payload, host);
@@ -84,17 +87,12 @@ pub(crate) fn encode_frame(
             prev_bits = bits;
         }
     }
-    put_uvarint(&mut payload, snapshots.len() as u64);
-    for snapshot in snapshots {
-        let encoded = postcard::to_stdvec(snapshot)
-            .map_err(|e| TsdbError::Invalid(format!("process snapshot: {e}")))?;
-        put_uvarint(&mut payload, encoded.len() as u64);
-        payload.extend_from_slice(&encoded);
-    }
+    let encoded = snapshot::encode_payload(snapshots.iter().copied());
+    put_uvarint(&mut payload, encoded.len() as u64);
+    payload.extend_from_slice(&encoded);
     put_uvarint(out, payload.len() as u64);
     out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
     out.extend_from_slice(&payload);
-    Ok(())
 }
 
 /// Run header bits: the series id is the previous one plus one; the first
@@ -251,14 +249,8 @@ pub(crate) fn decode_payload(payload: &[u8]) -> Result<WalRecord, TsdbError> {
         }
         series.push((id, points));
     }
-    let n_snapshots = r.len(MAX_RECORD_SERIES)?;
-    let mut snapshots = Vec::with_capacity(n_snapshots.min(64));
-    for _ in 0..n_snapshots {
-        let n = r.len(MAX_SNAPSHOT_BYTES)?;
-        let snapshot = postcard::from_bytes(r.bytes(n)?)
-            .map_err(|e| TsdbError::Corrupt(format!("process snapshot: {e}")))?;
-        snapshots.push(snapshot);
-    }
+    let n = r.len(MAX_SNAPSHOT_BYTES)?;
+    let snapshots = snapshot::decode_payload(r.bytes(n)?)?;
     if !r.is_empty() {
         return Err(TsdbError::Corrupt(
             "trailing bytes in WAL record".to_owned(),
@@ -335,7 +327,8 @@ mod tests {
             .iter()
             .flat_map(|(id, points)| points.iter().map(|p| (*id, *p)))
             .collect();
-        encode_frame(&r.host, r.source, r.seq, &samples, &r.snapshots, out).unwrap();
+        let snapshots: Vec<&ProcessSnapshot> = r.snapshots.iter().collect();
+        encode_frame(&r.host, r.source, r.seq, &samples, &snapshots, out);
     }
 
     #[test]

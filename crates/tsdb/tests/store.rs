@@ -719,3 +719,133 @@ fn damaged_wal_frames_and_chunks_are_skipped_counted_and_reported() {
         .append(&batch("a", 102, "m", &[], &[(NOW, 3.0)]))
         .unwrap();
 }
+
+#[test]
+fn snapshots_out_of_order_reopened_and_replayed_keep_one_per_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(NOW);
+    let store = open(dir.path(), options(&clock));
+    let hour = NOW - NOW.rem_euclid(HOUR) - HOUR;
+    let append = |store: &Store, seq: u64, snapshots: Vec<ProcessSnapshot>| {
+        let mut b = batch("a", seq, "m", &[], &[]);
+        b.processes = snapshots;
+        store.append(&b).unwrap();
+    };
+    append(
+        &store,
+        1,
+        vec![snapshot(hour + 20, 1), snapshot(hour + 30, 2)],
+    );
+    // An older snapshot lands between; one at a time already held is dropped.
+    append(
+        &store,
+        2,
+        vec![snapshot(hour + 10, 3), snapshot(hour + 30, 9)],
+    );
+    assert_eq!(store.stats().unwrap().snapshots_stored, 3);
+    let pid = |store: &Store, at| {
+        store
+            .process_snapshot_at("a", at)
+            .unwrap()
+            .map(|s| s.processes[0].pid)
+    };
+    let check = |store: &Store, want: &[(i64, Option<u32>)]| {
+        for &(at, p) in want {
+            assert_eq!(pid(store, at), p, "at hour + {}", at - hour);
+        }
+    };
+    let first = [
+        (hour + 9, None),
+        (hour + 15, Some(3)),
+        (hour + 25, Some(1)),
+        (hour + 30, Some(2)),
+    ];
+    check(&store, &first);
+    // Replayed from the WAL.
+    drop(store);
+    let store = open(dir.path(), options(&clock));
+    check(&store, &first);
+    // Sealed, then reopened by a snapshot of the same hour.
+    store.seal_all().unwrap();
+    append(&store, 3, vec![snapshot(hour + 25, 4)]);
+    let second = [
+        (hour + 15, Some(3)),
+        (hour + 24, Some(1)),
+        (hour + 27, Some(4)),
+        (hour + 40, Some(2)),
+    ];
+    check(&store, &second);
+    store.seal_all().unwrap();
+    check(&store, &second);
+    drop(store);
+    let store = open(dir.path(), options(&clock));
+    check(&store, &second);
+    assert_eq!(store.verify().unwrap().damaged_total, 0);
+}
+
+#[test]
+fn batches_whose_series_change_order_or_labels_store_each_sample_in_its_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(NOW);
+    let store = open(
+        dir.path(),
+        hostwatch_tsdb::Options {
+            max_series_per_host: 3,
+            ..options(&clock)
+        },
+    );
+    let series = |labels: &[&str], t_ms: i64| -> Vec<SeriesInput> {
+        labels
+            .iter()
+            .map(|l| SeriesInput {
+                metric: "m".to_owned(),
+                labels: vec![Label::new("l", *l)],
+                // The value names its series.
+                points: vec![Point {
+                    t_ms,
+                    value: l.parse().unwrap(),
+                }],
+            })
+            .collect()
+    };
+    let shapes: [&[&str]; 6] = [
+        &["1", "2"],
+        &["1", "2"],
+        &["2", "1"],
+        &["1", "3"],
+        &["1", "3", "4"],
+        &["1", "2", "3"],
+    ];
+    let mut stored = 0;
+    for (i, labels) in shapes.iter().enumerate() {
+        let out = store
+            .append(&Batch {
+                host: "a".into(),
+                source: 1,
+                seq: i as u64 + 1,
+                series: series(labels, NOW - 100 + i as i64),
+                processes: vec![],
+            })
+            .unwrap();
+        stored += out.stored;
+        // "4" is over the limit of 3 series, every time.
+        assert_eq!(out.rejected.series_limit, u64::from(labels.contains(&"4")));
+    }
+    assert_eq!(stored, 13);
+    for data in store.range("m", &[], NOW - 1000, NOW + 1).unwrap() {
+        let want: f64 = data.key.label("l").unwrap().parse().unwrap();
+        assert!(
+            data.points.iter().all(|p| p.value == want),
+            "{}: {:?}",
+            data.key,
+            data.points
+        );
+    }
+    let counts: Vec<usize> = store
+        .range("m", &[], NOW - 1000, NOW + 1)
+        .unwrap()
+        .iter()
+        .map(|d| d.points.len())
+        .collect();
+    assert_eq!(counts, vec![6, 4, 3]);
+}
