@@ -107,23 +107,37 @@ impl Inner {
         let in_range = |r: &Row| r.t_ms >= start && r.t_ms < end;
         let open_window = |t: i64| open.contains(&self.options.window_of(t));
         let (from, to) = (align(start, DAY_MS), align(end - 1, DAY_MS));
+        // A day's hours are written with its last window: until then (or
+        // if its series stopped during the day) its raw chunks serve. The
+        // gaps between the days that have their hours are read raw.
+        let mut gaps = Vec::new();
+        let mut covered_to = start;
         for entry in self
             .tree
             .range(keys::chunk(keys::TIER_HOUR, id, from)..=keys::chunk(keys::TIER_HOUR, id, to))
         {
             let (k, value) = entry?;
-            let Some((_, _, chunk_start)) = keys::parse_chunk(&k) else {
+            let Some((_, _, day)) = keys::parse_chunk(&k) else {
                 continue;
             };
-            if let Some((_, rows)) =
-                self.decoded(chunk::decode_rows(&value), "rows", id, chunk_start)
-            {
+            if let Some((_, rows)) = self.decoded(chunk::decode_rows(&value), "rows", id, day) {
+                gaps.push((covered_to, day));
+                covered_to = covered_to.max(day.saturating_add(DAY_MS));
                 items.extend(
                     rows.into_iter()
                         .filter(|r| in_range(r) && !open_window(r.t_ms))
                         .map(Item::Row),
                 );
             }
+        }
+        gaps.push((covered_to, end));
+        for (gap_start, gap_end) in gaps {
+            let (s, e) = (gap_start.max(start), gap_end.min(end));
+            items.extend(
+                self.sealed_points(id, s, e, &open)?
+                    .into_iter()
+                    .map(Item::Sample),
+            );
         }
         items.sort_by_key(Item::t_ms);
         Ok(items)

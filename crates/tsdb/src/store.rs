@@ -948,6 +948,25 @@ impl Inner {
             return Ok(Vec::new());
         }
         let (open, mut points) = self.head_points(key, id, start, end)?;
+        points.extend(self.sealed_points(id, start, end, &open)?);
+        // Windows never overlap, so sorting merges without duplicates.
+        points.sort_by_key(|p| p.t_ms);
+        Ok(points)
+    }
+
+    /// Points of the sealed raw chunks of one series in `[start, end)`,
+    /// skipping the windows starting at `open` (in the head), oldest first.
+    pub(crate) fn sealed_points(
+        &self,
+        id: u64,
+        start: i64,
+        end: i64,
+        open: &[i64],
+    ) -> Result<Vec<Point>, TsdbError> {
+        let mut points = Vec::new();
+        if start >= end {
+            return Ok(points);
+        }
         let from = keys::chunk(keys::TIER_RAW, id, self.options.window_of(start));
         let to = keys::chunk(keys::TIER_RAW, id, self.options.window_of(end - 1));
         for entry in self.tree.range(from..=to) {
@@ -968,8 +987,6 @@ impl Inner {
                 );
             }
         }
-        // Windows never overlap, so sorting merges without duplicates.
-        points.sort_by_key(|p| p.t_ms);
         Ok(points)
     }
 

@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use hostwatch_tsdb::{Batch, Label, Matcher, Options, Point, SeriesInput, Store};
+use hostwatch_tsdb::{Aggregation, Batch, Label, Matcher, Options, Point, SeriesInput, Store};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 
@@ -41,7 +41,8 @@ fn value() -> impl Strategy<Value = f64> {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    // Times in seconds around a base three hours before the clock start.
+    // Times in seconds after a base two hours before the midnight before
+    // the clock start, so that sealing completes a day.
     let points = prop::collection::vec((0i64..4 * 3600, value()), 0..6);
     prop_oneof![
         10 => (0..HOSTS, prop::bool::weighted(0.1), prop::collection::vec((0..SERIES, points), 1..4))
@@ -129,6 +130,31 @@ fn check(store: &Store, model: &Model) {
                 .map(|p| (p.t_ms, p.value.to_bits()))
                 .collect();
             assert_eq!(got, want, "series {host} s={s}");
+            // Steps of whole hours: the 1 h tier where a day has it, raw
+            // samples elsewhere.
+            for agg in [Aggregation::Count, Aggregation::Max] {
+                let got: Vec<(i64, f64)> = store
+                    .range_step("m", &m, NOW - 48 * HOUR, NOW + 24 * HOUR, HOUR, agg)
+                    .unwrap()
+                    .into_iter()
+                    .flat_map(|d| d.points)
+                    .map(|p| (p.t_ms, p.value))
+                    .collect();
+                let mut hours: BTreeMap<i64, f64> = BTreeMap::new();
+                for &(t, bits) in &want {
+                    let v = f64::from_bits(bits);
+                    let bucket = hours.entry(t.div_euclid(HOUR) * HOUR);
+                    match agg {
+                        Aggregation::Count => *bucket.or_default() += 1.0,
+                        _ => {
+                            let max = bucket.or_insert(v);
+                            *max = max.max(v);
+                        }
+                    }
+                }
+                let hours: Vec<(i64, f64)> = hours.into_iter().collect();
+                assert_eq!(got, hours, "{agg:?} by hour of {host} s={s}");
+            }
             if let Some(&last) = want.last() {
                 latest.push((s.to_string(), last));
             }
@@ -156,7 +182,7 @@ fn run(ops: Vec<Op>) {
         out_of_order_tolerance_ms: TOLERANCE,
         ..options(&clock)
     };
-    let base = NOW - 3 * HOUR;
+    let base = NOW - NOW.rem_euclid(24 * HOUR) - 2 * HOUR;
     let mut store = Some(open(dir.path(), opts()));
     let mut model = Model::default();
     for op in ops {
