@@ -4,11 +4,16 @@
 //! utilization per core, memory, load, uptime, filesystems, disks,
 //! network, pressure, watched processes: constant totals, slow gauges in
 //! pages, counters, two-decimal load averages, and noisy ratios of kernel
-//! ticks), one sample every 10 s for `--hours`, and measures, in order:
+//! ticks), one sample every 10 s for `--hours` (or `--minutes`), each
+//! batch with a top-process snapshot as the agent sends it (top 10 by CPU
+//! and by memory of about 40 services and short jobs; `--no-snapshots`
+//! leaves them out), and measures, in order:
 //! - ingest by `--writers` threads, each with up to `--in-flight` batches
 //!   submitted and not yet durable, a sample counted once its batch is
-//!   (median of per-second rates, and overall);
-//! - memory: resident bytes added per series, and the head's own bytes;
+//!   (median of per-second rates, and overall), and the process' CPU per
+//!   sample meanwhile (the store's work and the generator's);
+//! - memory: resident bytes added per series and per host, and the head's
+//!   own bytes (`--ingest-only` stops here);
 //! - restart: reopening the store as left by ingest (the open hour in the
 //!   WAL), then after sealing everything (median of 3 each);
 //! - latest values of one host and the range of one series over the whole
@@ -273,6 +278,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let per = |b: u64| b as f64 / stored as f64;
     println!("raw_chunk_bytes_per_sample={:.3}", per(verify.raw_bytes));
     println!("tier_chunk_bytes_per_sample={:.3}", per(verify.row_bytes));
+    println!(
+        "snapshot_bytes_per_sample={:.3}",
+        per(verify.snapshot_bytes)
+    );
     println!(
         "sled_overhead_bytes_per_sample={:.3}",
         per(apparent.saturating_sub(
