@@ -151,8 +151,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let now = system_now_ms();
     let minutes = args.minutes.unwrap_or(args.hours * 60);
     let ticks = i64::from(minutes) * 60_000 / INTERVAL_MS;
-    // The last sample 10 minutes ago, on a 10 s boundary.
-    let start = (now - 600_000 - ticks * INTERVAL_MS).div_euclid(INTERVAL_MS) * INTERVAL_MS;
+    // The last sample at least 10 minutes ago, at the moment of the hour
+    // when the store holds most in memory and in its WAL: 10 s before the
+    // out-of-order tolerance (10 min) lets the previous hour's windows seal,
+    // so a full hour and 10 minutes are open. Figures then do not depend on
+    // the minute the bench was started.
+    let hour = 3_600_000;
+    let tolerance = Options::default().out_of_order_tolerance_ms;
+    let last = (now - 600_000 - tolerance).div_euclid(hour) * hour + tolerance - INTERVAL_MS;
+    let start = last - (ticks - 1) * INTERVAL_MS;
     let snapshots = !args.no_snapshots;
     let hosts: Vec<HostGen> = (0..args.hosts)
         .map(|i| HostGen::new(i, snapshots))
@@ -221,7 +228,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     // Memory, with the background maintenance caught up.
     store.maintain()?;
     let stats = store.stats()?;
-    let rss_after = me.rss_bytes()?.0;
+    let (rss_after, settle) = settled_rss(&me)?;
+    println!("rss_settle_seconds={}", settle.as_secs());
     let per_series = rss_after.saturating_sub(rss_before) as f64 / stats.series as f64;
     println!("series={}", stats.series);
     println!("rss_bytes_per_series={per_series:.0} target<={TARGET_RSS_PER_SERIES:.0}");
@@ -462,6 +470,24 @@ fn ingest(
         cpu_seconds,
         median_rate: median(&rates).unwrap_or(samples as f64 / seconds),
     })
+}
+
+/// Resident bytes once they stop falling: the allocator hands pages that
+/// ingest freed back to the system over seconds (jemalloc's decay), and a
+/// running collector is measured in that state, not right after a burst.
+/// Polls each second until three polls in a row fall by less than 1 %, at
+/// most 30 s; returns the last reading and how long it took.
+fn settled_rss(me: &Probe) -> anyhow::Result<(u64, Duration)> {
+    let started = Instant::now();
+    let mut last = me.rss_bytes()?.0;
+    let mut steady = 0;
+    while steady < 3 && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = me.rss_bytes()?.0;
+        steady = if now as f64 >= last as f64 * 0.99 { steady + 1 } else { 0 };
+        last = now;
+    }
+    Ok((last, started.elapsed()))
 }
 
 /// Latest and range latencies over random hosts and series.

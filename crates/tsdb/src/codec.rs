@@ -2,9 +2,10 @@
 //! sealed-chunk format.
 //!
 //! Two encodings share the bit-level building blocks:
-//! - [`HeadChunk`] is Gorilla (VLDB 2015) as published: delta-of-delta
-//!   timestamps in buckets and XOR-encoded floats, appendable one sample at
-//!   a time, for the samples still in memory;
+//! - [`HeadChunk`] holds the samples still in memory: the newest in Gorilla
+//!   (VLDB 2015) as published, delta-of-delta timestamps in buckets and
+//!   XOR-encoded floats, appendable one sample at a time; every
+//!   [`HEAD_BLOCK_POINTS`] of them re-encoded as a block of the format below;
 //! - [`encode_points`] writes a sealed chunk once its window is complete,
 //!   so it may look at all samples first: timestamps are either "regular"
 //!   (one delta) or delta-of-delta; values pick the smallest of constant,
@@ -196,6 +197,13 @@ impl BitWriter {
 
     pub(crate) fn heap_bytes(&self) -> usize {
         self.buf.capacity()
+    }
+
+    /// Makes sure `spare` more bytes fit; if not, grows by exactly `grow`.
+    pub(crate) fn reserve_at_least(&mut self, spare: usize, grow: usize) {
+        if self.buf.capacity() - self.buf.len() < spare {
+            self.buf.reserve_exact(grow.max(spare));
+        }
     }
 }
 
@@ -1087,10 +1095,82 @@ pub(crate) fn decode_points(r: &mut ByteReader<'_>) -> Result<Vec<Point>, TsdbEr
 
 // ------------------------------------------------------------ head chunks
 
-/// Gorilla-encoded samples appended in time order, for the samples still
-/// in memory: `dod == 0` costs one bit, a repeated value one bit.
+/// Samples appended in time order, for the samples still in memory. The
+/// newest (up to [`HEAD_BLOCK_POINTS`]) are Gorilla-encoded as they come;
+/// each full run of them is re-encoded with the sealed-chunk codec, which
+/// takes a fraction of Gorilla's bytes on agent data (noisy decimals,
+/// counters, whole pages), and the head is most of the collector's memory
+/// per series.
 #[derive(Debug, Clone)]
 pub(crate) struct HeadChunk {
+    /// Complete runs, [`encode_points`] blocks back to back, oldest first;
+    /// grown to the exact size, since most series' heads live an hour.
+    blocks: Vec<u8>,
+    /// Samples in `blocks`.
+    block_points: u32,
+    /// The newest samples, at least one.
+    run: GorillaRun,
+}
+
+/// Samples a head keeps Gorilla-encoded before re-encoding them as a block.
+pub(crate) const HEAD_BLOCK_POINTS: usize = 64;
+
+impl HeadChunk {
+    pub(crate) fn new(first: Point) -> Self {
+        HeadChunk {
+            blocks: Vec::new(),
+            block_points: 0,
+            run: GorillaRun::new(first),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.block_points as usize + self.run.len()
+    }
+
+    pub(crate) fn last_t(&self) -> i64 {
+        self.run.last_t
+    }
+
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.blocks.capacity() + self.run.bits.heap_bytes()
+    }
+
+    /// Appends a sample later than every sample so far.
+    pub(crate) fn push(&mut self, p: Point) {
+        if self.run.len() < HEAD_BLOCK_POINTS {
+            self.run.push(p);
+            return;
+        }
+        let run = std::mem::replace(&mut self.run, GorillaRun::new(p));
+        let points = run.points();
+        let mut block = Vec::new();
+        encode_points(&points, &mut block);
+        self.blocks.reserve_exact(block.len());
+        self.blocks.extend_from_slice(&block);
+        self.block_points += points.len() as u32;
+    }
+
+    /// Every sample, oldest first.
+    pub(crate) fn points(&self) -> Vec<Point> {
+        let mut out = Vec::with_capacity(self.len());
+        let mut r = ByteReader::new(&self.blocks);
+        while !r.is_empty() {
+            // Written by `push` only; a decoding error would be a bug here.
+            match decode_points(&mut r) {
+                Ok(points) => out.extend(points),
+                Err(_) => break,
+            }
+        }
+        out.extend(self.run.points());
+        out
+    }
+}
+
+/// Gorilla (VLDB 2015) as published, appendable one sample at a time:
+/// `dod == 0` costs one bit, a repeated value one bit.
+#[derive(Debug, Clone)]
+struct GorillaRun {
     bits: BitWriter,
     count: u32,
     first_t: i64,
@@ -1102,10 +1182,10 @@ pub(crate) struct HeadChunk {
     trail: u32,
 }
 
-impl HeadChunk {
-    pub(crate) fn new(first: Point) -> Self {
-        HeadChunk {
-            bits: BitWriter::with_capacity(32),
+impl GorillaRun {
+    fn new(first: Point) -> Self {
+        GorillaRun {
+            bits: BitWriter::with_capacity(16),
             count: 1,
             first_t: first.t_ms,
             first_value: first.value.to_bits(),
@@ -1117,21 +1197,16 @@ impl HeadChunk {
         }
     }
 
-    pub(crate) fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.count as usize
     }
 
-    pub(crate) fn last_t(&self) -> i64 {
-        self.last_t
-    }
-
-    pub(crate) fn heap_bytes(&self) -> usize {
-        self.bits.heap_bytes()
-    }
-
     /// Appends a sample later than every sample so far.
-    pub(crate) fn push(&mut self, p: Point) {
+    fn push(&mut self, p: Point) {
         debug_assert!(p.t_ms > self.last_t);
+        // One sample takes at most 19 bytes; grow by little at a time,
+        // where doubling would leave up to half of a run's bytes unused.
+        self.bits.reserve_at_least(20, 48);
         let delta = p.t_ms.wrapping_sub(self.last_t);
         let dod = if self.count == 1 {
             // The first delta is written in full so that any interval costs the same.
@@ -1191,7 +1266,7 @@ impl HeadChunk {
     }
 
     /// Every sample, oldest first.
-    pub(crate) fn points(&self) -> Vec<Point> {
+    fn points(&self) -> Vec<Point> {
         let mut out = Vec::with_capacity(self.len());
         // The stream is written by `push` only; a decoding error would be a bug here.
         let _ = self.decode_into(&mut out);
@@ -1424,6 +1499,32 @@ mod tests {
         };
         let ratio = round_trip(&regular(&ticks));
         assert!(ratio * 2 < xor, "ticks ratios: {ratio} bytes, XOR {xor}");
+    }
+
+    #[test]
+    fn head_chunks_keep_complete_runs_in_the_sealed_format() {
+        // Busy over total ticks, as the agent's CPU utilizations: noisy
+        // doubles, which Gorilla's XOR codes at 6 to 8 bytes a sample.
+        let points: Vec<Point> = (0..360)
+            .map(|i| Point {
+                t_ms: 1_800_000_000_000 + i * 10_000,
+                value: (400 + (i * 7919) % 160) as f64 / (4000 + (i * 7) % 5) as f64,
+            })
+            .collect();
+        let mut head = HeadChunk::new(points[0]);
+        let mut gorilla = GorillaRun::new(points[0]);
+        for p in &points[1..] {
+            head.push(*p);
+            gorilla.push(*p);
+        }
+        assert_eq!(bits(&head.points()), bits(&points));
+        assert_eq!(head.len(), 360);
+        assert!(
+            head.heap_bytes() * 2 < gorilla.bits.bytes().len(),
+            "head {} bytes, Gorilla alone {}",
+            head.heap_bytes(),
+            gorilla.bits.bytes().len()
+        );
     }
 
     #[test]
