@@ -484,7 +484,11 @@ fn settled_rss(me: &Probe) -> anyhow::Result<(u64, Duration)> {
     while steady < 3 && started.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_secs(1));
         let now = me.rss_bytes()?.0;
-        steady = if now as f64 >= last as f64 * 0.99 { steady + 1 } else { 0 };
+        steady = if now as f64 >= last as f64 * 0.99 {
+            steady + 1
+        } else {
+            0
+        };
         last = now;
     }
     Ok((last, started.elapsed()))
