@@ -38,20 +38,22 @@ pub fn options(clock: &TestClock) -> Options {
 }
 
 /// Opens the store in `dir`. sled's background threads may hold the
-/// previous instance's file lock for a moment after it is dropped, so the
-/// open is retried until a deadline.
+/// previous instance's file locks (of its tree and of its WAL generations)
+/// for a moment after it is dropped, so the open is retried until a deadline.
 pub fn open(dir: &Path, options: Options) -> Store {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let db = loop {
-        match sled::open(dir) {
-            Ok(db) => break db,
+    loop {
+        let opened = sled::open(dir)
+            .map_err(hostwatch_tsdb::TsdbError::from)
+            .and_then(|db| Store::open(db, &wal_dir(dir), options.clone()));
+        match opened {
+            Ok(store) => return store,
             Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("lock") => {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
             Err(e) => panic!("cannot open {}: {e}", dir.display()),
         }
-    };
-    Store::open(db, &wal_dir(dir), options).unwrap()
+    }
 }
 
 /// Where [`open`] puts the store's WAL.
