@@ -75,8 +75,8 @@ fn verify_counts_a_series_once_while_its_definition_is_in_the_wal_and_the_tree()
         .map(|e| e.unwrap().path())
         .max()
         .unwrap();
-    let wal = sled::open(generation).unwrap();
-    let db = sled::open(dir.path()).unwrap();
+    let wal = open_db(&generation);
+    let db = open_db(dir.path());
     let tree = db.open_tree("tsdb").unwrap();
     let mut copied = 0;
     for entry in wal.scan_prefix(b"S") {
@@ -668,7 +668,7 @@ fn damaged_wal_frames_and_chunks_are_skipped_counted_and_reported() {
             value[middle] ^= 0x55;
             tree.insert(key, value).unwrap();
         };
-        let db = sled::open(dir.path()).unwrap();
+        let db = open_db(dir.path());
         let tree = db.open_tree("tsdb").unwrap();
         flip(&tree, &[b'C', 0]);
         // A chunk of a tier this build does not write (tier 1).
@@ -684,7 +684,7 @@ fn damaged_wal_frames_and_chunks_are_skipped_counted_and_reported() {
             .map(|e| e.unwrap().path())
             .max()
             .unwrap();
-        let db = sled::open(newest).unwrap();
+        let db = open_db(&newest);
         flip(&db, b"W");
         db.flush().unwrap();
     }

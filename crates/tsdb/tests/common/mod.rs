@@ -1,7 +1,7 @@
 //! Helpers shared by the store's integration tests.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
-use hostwatch_tsdb::{Batch, Label, Options, Point, SeriesInput, Store};
+use hostwatch_tsdb::{Batch, Label, Options, Point, SeriesInput, Store, TsdbError};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -37,23 +37,33 @@ pub fn options(clock: &TestClock) -> Options {
     }
 }
 
-/// Opens the store in `dir`. sled's background threads may hold the
-/// previous instance's file locks (of its tree and of its WAL generations)
-/// for a moment after it is dropped, so the open is retried until a deadline.
-pub fn open(dir: &Path, options: Options) -> Store {
+/// sled's background threads may hold the file lock of a store just
+/// dropped (of its tree or of a WAL generation) for a moment, so opens
+/// after a drop retry on a lock error until a deadline.
+fn retrying<T>(what: &Path, mut open: impl FnMut() -> Result<T, TsdbError>) -> T {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let opened = sled::open(dir)
-            .map_err(hostwatch_tsdb::TsdbError::from)
-            .and_then(|db| Store::open(db, &wal_dir(dir), options.clone()));
-        match opened {
-            Ok(store) => return store,
+        match open() {
+            Ok(opened) => return opened,
             Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("lock") => {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
-            Err(e) => panic!("cannot open {}: {e}", dir.display()),
+            Err(e) => panic!("cannot open {}: {e}", what.display()),
         }
     }
+}
+
+/// Opens the store in `dir`, its WAL in [`wal_dir`].
+pub fn open(dir: &Path, options: Options) -> Store {
+    retrying(dir, || {
+        let db = sled::open(dir)?;
+        Store::open(db, &wal_dir(dir), options.clone())
+    })
+}
+
+/// Opens a sled database (a store's tree or a WAL generation) directly.
+pub fn open_db(path: &Path) -> sled::Db {
+    retrying(path, || Ok(sled::open(path)?))
 }
 
 /// Where [`open`] puts the store's WAL.
