@@ -45,6 +45,22 @@ fn quick_start_host(dir: &Path) -> String {
         .unwrap()
 }
 
+/// Waits until no process or thread holds `file`'s lock (sled's lock of
+/// its database), at most 10 s.
+fn wait_unlocked(file: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let handle = std::fs::File::open(file).unwrap();
+        match handle.try_lock() {
+            Ok(()) => return,
+            Err(e) if std::time::Instant::now() > deadline => {
+                panic!("{} still locked: {e}", file.display())
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+        }
+    }
+}
+
 #[test]
 fn certs_init_and_issue_write_files_and_refuse_mistakes() {
     let dir = tempfile::tempdir().unwrap();
@@ -280,6 +296,10 @@ fn quick_start_then_collector_serves_hosts_and_queries() {
     );
     stop.cancel();
     runtime.block_on(collector).unwrap().unwrap();
+    // Its tasks (alerting's) hold the database until the runtime ends, and
+    // sled's threads its lock a moment after.
+    drop(runtime);
+    wait_unlocked(&d.join("collector-data/db"));
 
     // Run again on the same directory: reuses the PKI and keeps the data.
     let ca_before = std::fs::read(d.join("certs/ca.pem")).unwrap();
