@@ -11,7 +11,8 @@
 //! the two, so one caller can have many batches in flight). A background thread seals each window once no
 //! accepted sample can land in it any more: a raw chunk (delta-of-delta
 //! times, values as constants, scaled integers, scaled float32 or XOR,
-//! whichever is smallest) and its hours in the day's 1 h chunk. The WAL
+//! whichever is smallest); a day's last window also writes the day's 1 h
+//! chunk. The WAL
 //! lives in sled databases of its own (generations); once every group of a generation is sealed, the generation is deleted
 //! whole. Restart replays the WAL from the lowest group not sealed into
 //! the head; a group a sealed chunk already holds is skipped, so replay is
