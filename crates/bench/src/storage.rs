@@ -286,11 +286,6 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let per = |b: u64| b as f64 / stored as f64;
     println!("raw_chunk_bytes_per_sample={:.3}", per(verify.raw_bytes));
     println!("tier_chunk_bytes_per_sample={:.3}", per(verify.row_bytes));
-    // Process snapshots are on disk too, counted over the samples.
-    println!(
-        "snapshot_bytes_per_sample={:.3}",
-        per(verify.snapshot_bytes)
-    );
     println!(
         "wal_and_other_bytes_per_sample={:.3}",
         per(verify.wal_bytes + verify.other_bytes)
