@@ -86,15 +86,7 @@ fn quick_start_files(dir: &Path, receiver: std::net::SocketAddr) -> String {
         "1",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let host = std::fs::read_dir(dir.join("certs"))
-        .unwrap()
-        .filter_map(|e| e.unwrap().file_name().into_string().ok())
-        .find_map(|n| {
-            n.strip_prefix("agent-")
-                .and_then(|n| n.strip_suffix(".pem"))
-                .map(str::to_owned)
-        })
-        .unwrap();
+    let host = hostwatch::local_host_id();
     // The quick start's own port may be taken by the time the collector
     // runs again (other quick starts): move all three files to a free one.
     let collector_toml = dir.join("collector.toml");

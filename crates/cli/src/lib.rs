@@ -18,6 +18,7 @@ mod read;
 mod storage;
 
 pub use client::ClientConfig;
+pub use quickstart::local_host_id;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

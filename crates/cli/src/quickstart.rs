@@ -170,9 +170,9 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (listen in collector.toml): {e}"))
 }
 
-/// This machine's host id: its hostname, reduced to the characters an
-/// identity may hold.
-fn local_host_id() -> String {
+/// This machine's host id, which the quick start gives its agent: the
+/// hostname, reduced to the characters an identity may hold.
+pub fn local_host_id() -> String {
     let name = sysinfo::System::host_name()
         .unwrap_or_default()
         .to_lowercase();

@@ -32,19 +32,6 @@ fn assert_refused(args: &[&str], named: &str) {
     assert!(stderr.contains(named), "{named} not in {args:?}: {stderr}");
 }
 
-/// The agent's host id in a quick start directory (from its certificate's name).
-fn quick_start_host(dir: &Path) -> String {
-    std::fs::read_dir(dir.join("certs"))
-        .unwrap()
-        .filter_map(|e| e.unwrap().file_name().into_string().ok())
-        .find_map(|n| {
-            n.strip_prefix("agent-")
-                .and_then(|n| n.strip_suffix(".pem"))
-                .map(str::to_owned)
-        })
-        .unwrap()
-}
-
 /// Waits until no process or thread holds `file`'s lock (sled's lock of
 /// its database), at most 10 s.
 fn wait_unlocked(file: &Path) {
@@ -220,7 +207,7 @@ fn quick_start_then_collector_serves_hosts_and_queries() {
     let out = hostwatch(&["quickstart", "--dir", path(&d), "--duration", "6"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
-    let host = quick_start_host(&d);
+    let host = hostwatch::local_host_id();
     assert!(stdout.contains(&format!("{host} up")), "{stdout}");
     assert!(
         stdout.contains("memory") && stdout.contains("available"),
@@ -362,7 +349,7 @@ fn alerts_silences_and_reload_against_a_running_collector() {
     let d = dir.path().join("qs");
     let out = hostwatch(&["quickstart", "--dir", path(&d), "--duration", "2"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let host = quick_start_host(&d);
+    let host = hostwatch::local_host_id();
     // The quick start's agent stopped cleanly; this rule pages that too.
     let collector_toml = d.join("collector.toml");
     let original = std::fs::read_to_string(&collector_toml).unwrap();

@@ -187,17 +187,21 @@ fn bad_samples_are_counted_by_reason_not_stored() {
     assert!(err.to_string().contains("host"), "{err}");
 }
 
+fn open_with_three_series_per_host(dir: &std::path::Path, clock: &TestClock) -> Store {
+    open(
+        dir,
+        hostwatch_tsdb::Options {
+            max_series_per_host: 3,
+            ..options(clock)
+        },
+    )
+}
+
 #[test]
 fn series_limit_per_host_is_enforced() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new(NOW);
-    let store = open(
-        dir.path(),
-        hostwatch_tsdb::Options {
-            max_series_per_host: 3,
-            ..options(&clock)
-        },
-    );
+    let store = open_with_three_series_per_host(dir.path(), &clock);
     let series = (0..5)
         .map(|i| SeriesInput {
             metric: "m".to_owned(),
@@ -790,13 +794,7 @@ fn snapshots_out_of_order_reopened_and_replayed_keep_one_per_time() {
 fn batches_whose_series_change_order_or_labels_store_each_sample_in_its_series() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new(NOW);
-    let store = open(
-        dir.path(),
-        hostwatch_tsdb::Options {
-            max_series_per_host: 3,
-            ..options(&clock)
-        },
-    );
+    let store = open_with_three_series_per_host(dir.path(), &clock);
     let series = |labels: &[&str], t_ms: i64| -> Vec<SeriesInput> {
         labels
             .iter()
