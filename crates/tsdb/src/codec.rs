@@ -158,29 +158,38 @@ impl BitWriter {
         }
     }
 
-    /// Appends the low `n` bits of `value`, `n <= 64`.
+    /// Appends the low `n` bits of `value`, `n <= 64`: the free bits of
+    /// the last byte first, then whole bytes at once (the head and the
+    /// seal spend most of their encoding time here).
     pub(crate) fn write(&mut self, value: u64, n: u32) {
         debug_assert!(n <= 64);
-        let mut left = n;
-        while left > 0 {
-            let used = (self.bits % 8) as u32;
-            if used == 0 {
-                self.buf.push(0);
-            }
-            let free = 8 - used;
-            let take = free.min(left);
-            let shifted = if left - take >= 64 {
-                0
-            } else {
-                value >> (left - take)
-            };
-            let chunk = (shifted & ((1u64 << take) - 1)) as u8;
-            if let Some(last) = self.buf.last_mut() {
-                *last |= chunk << (free - take);
-            }
-            self.bits += take as usize;
-            left -= take;
+        if n == 0 {
+            return;
         }
+        let mut value = if n == 64 {
+            value
+        } else {
+            value & ((1u64 << n) - 1)
+        };
+        let mut n = n;
+        self.bits += n as usize;
+        let used = (self.bits - n as usize) % 8;
+        if used != 0
+            && let Some(last) = self.buf.last_mut()
+        {
+            let free = 8 - used as u32;
+            if n <= free {
+                *last |= (value << (free - n)) as u8;
+                return;
+            }
+            *last |= (value >> (n - free)) as u8;
+            n -= free;
+            value &= (1u64 << n) - 1;
+        }
+        // Byte aligned: the n low bits of `value`, most significant first.
+        let top = value << (64 - n);
+        self.buf
+            .extend_from_slice(&top.to_be_bytes()[..n.div_ceil(8) as usize]);
     }
 
     pub(crate) fn bit(&mut self, set: bool) {
@@ -450,22 +459,59 @@ enum Coding {
     Rice(u32),
 }
 
+/// The smaller of the two codings of `zs`, and its length in bits.
+fn best_ints_coding(zs: &[u64]) -> (Coding, u64) {
+    let (k, rice_bits) = best_rice(zs);
+    let gamma_bits = int_stream_bits(zs);
+    if !zs.is_empty() && rice_bits < gamma_bits {
+        (Coding::Rice(k), rice_bits)
+    } else {
+        (Coding::Gamma, gamma_bits)
+    }
+}
+
+fn write_ints_coded(zs: &[u64], coding: Coding, bits: u64) -> BitWriter {
+    let mut w = BitWriter::with_capacity(bits.div_ceil(8) as usize);
+    match coding {
+        Coding::Rice(k) => write_rice(&mut w, zs, k),
+        Coding::Gamma => {
+            let mut stream = IntStream::new(&mut w);
+            for &z in zs {
+                stream.push(z);
+            }
+            stream.finish();
+        }
+    }
+    w
+}
+
 /// The smaller of the two codings of `zs`, written.
 fn write_ints_best(zs: &[u64]) -> (Coding, BitWriter) {
-    let mut gamma = BitWriter::with_capacity(zs.len());
-    let mut stream = IntStream::new(&mut gamma);
+    let (coding, bits) = best_ints_coding(zs);
+    (coding, write_ints_coded(zs, coding, bits))
+}
+
+/// Bits [`IntStream`] takes for `zs`, counted without writing them.
+fn int_stream_bits(zs: &[u64]) -> u64 {
+    let gamma_bits = |v: u64| 2 * u64::from(63 - v.leading_zeros()) + 1;
+    let mut bits = 0;
+    let mut zeros = 0;
     for &z in zs {
-        stream.push(z);
+        if z == 0 {
+            zeros += 1;
+            continue;
+        }
+        if zeros > 0 {
+            bits += 1 + gamma_bits(zeros);
+            zeros = 0;
+        }
+        let n = u64::from(64 - z.leading_zeros());
+        bits += 1 + gamma_bits(n) + n - 1;
     }
-    stream.finish();
-    let (k, rice_bits) = best_rice(zs);
-    if !zs.is_empty() && rice_bits < gamma.bit_len() as u64 {
-        let mut w = BitWriter::with_capacity(rice_bits.div_ceil(8) as usize);
-        write_rice(&mut w, zs, k);
-        (Coding::Rice(k), w)
-    } else {
-        (Coding::Gamma, gamma)
+    if zeros > 0 {
+        bits += 1 + gamma_bits(zeros);
     }
+    bits
 }
 
 fn read_ints_coded(
@@ -816,7 +862,8 @@ fn encode_ints(ints: &[i64], out: &mut Vec<u8>) {
         .skip(1)
         .zip(&levels)
         .all(|(x, l)| first.wrapping_add(l.wrapping_mul(divisor as i64)) == *x);
-    let mut best: Option<Vec<u8>> = None;
+    // Each candidate's size is counted, and only the smallest written.
+    let mut best: Option<(usize, Vec<u8>, Vec<u64>, Coding, u64)> = None;
     let orders = [
         (INTS_DELTA, &scaled),
         (INTS_DOD, &dods),
@@ -837,29 +884,31 @@ fn encode_ints(ints: &[i64], out: &mut Vec<u8>) {
                     None => zigzag(n),
                 })
                 .collect();
-            let (coding, w) = write_ints_best(&zs);
+            let (coding, bits) = best_ints_coding(&zs);
             let tag = order | if offset.is_some() { INTS_OFFSET } else { 0 };
-            let mut c = Vec::with_capacity(w.bytes().len() + 24);
+            let mut header = Vec::with_capacity(32);
             match coding {
-                Coding::Gamma => c.push(tag),
+                Coding::Gamma => header.push(tag),
                 Coding::Rice(k) => {
-                    c.push(tag | INTS_RICE);
-                    c.push(k as u8);
+                    header.push(tag | INTS_RICE);
+                    header.push(k as u8);
                 }
             }
-            put_ivarint(&mut c, first);
-            put_uvarint(&mut c, divisor);
+            put_ivarint(&mut header, first);
+            put_uvarint(&mut header, divisor);
             if let Some(min) = offset {
-                put_ivarint(&mut c, min);
+                put_ivarint(&mut header, min);
             }
-            put_bits(&mut c, w);
-            if best.as_ref().is_none_or(|b| c.len() < b.len()) {
-                best = Some(c);
+            put_uvarint(&mut header, bits);
+            let size = header.len() + bits.div_ceil(8) as usize;
+            if best.as_ref().is_none_or(|b| size < b.0) {
+                best = Some((size, header, zs, coding, bits));
             }
         }
     }
-    if let Some(best) = best {
-        out.extend_from_slice(&best);
+    if let Some((_, header, zs, coding, bits)) = best {
+        out.extend_from_slice(&header);
+        out.extend_from_slice(write_ints_coded(&zs, coding, bits).bytes());
     }
 }
 
@@ -1439,6 +1488,37 @@ mod tests {
             let mut out = Vec::new();
             read_rice(&mut r, zs.len(), k, &mut out).unwrap();
             prop_assert_eq!(out, zs);
+        }
+
+        #[test]
+        fn integer_streams_cost_what_they_are_counted(
+            zs in prop::collection::vec(prop_oneof![Just(0u64), 0u64..64, any::<u64>()], 0..200),
+        ) {
+            let mut w = BitWriter::default();
+            let mut stream = IntStream::new(&mut w);
+            for &z in &zs {
+                stream.push(z);
+            }
+            stream.finish();
+            prop_assert_eq!(w.bit_len() as u64, int_stream_bits(&zs));
+        }
+
+        #[test]
+        fn bit_writer_packs_like_one_bit_at_a_time(
+            fields in prop::collection::vec((any::<u64>(), 0u32..=64), 0..100),
+        ) {
+            let mut w = BitWriter::default();
+            let mut bits = Vec::new();
+            for &(value, n) in &fields {
+                w.write(value, n);
+                bits.extend((0..n).rev().map(|i| (value >> i) & 1 == 1));
+            }
+            let mut expected = vec![0u8; bits.len().div_ceil(8)];
+            for (i, &bit) in bits.iter().enumerate() {
+                expected[i / 8] |= u8::from(bit) << (7 - i % 8);
+            }
+            prop_assert_eq!(w.bit_len(), bits.len());
+            prop_assert_eq!(w.bytes(), &expected[..]);
         }
 
         #[test]
