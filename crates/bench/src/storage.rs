@@ -40,7 +40,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const INTERVAL_MS: i64 = 10_000;
@@ -105,6 +105,10 @@ pub(crate) struct Args {
     /// sled's page cache, as the collector's `storage.cache_bytes` (same default).
     #[arg(long, default_value = "67108864")]
     cache_bytes: u64,
+    /// Only reopen the store left in `--dir` by an earlier run (with
+    /// `--ingest-only`, say) three times: its restart figures, nothing written.
+    #[arg(long, requires = "dir")]
+    reopen: bool,
 }
 
 /// Arguments of the crash child (`storage-crash-child`, hidden).
@@ -139,6 +143,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         bail!(
             "--hosts, --hours, --minutes, --writers, --in-flight and --ticks-per-batch must be greater than zero"
         );
+    }
+    if args.reopen {
+        let dir = args.dir.as_deref().context("--reopen needs --dir")?;
+        return reopen(dir, args.cache_bytes);
     }
     let temp = tempfile::tempdir()?;
     let dir = args
@@ -263,6 +271,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     // Restart with the open hour in the WAL; queries on the last instance.
     let (restart_ms, store) = restart(&dir, args.cache_bytes)?;
     println!("restart_ms={restart_ms:.0} target<={TARGET_RESTART_MS:.0}");
+    print_replayed(&store)?;
     // First right after the restart (caches cold), then again (warm).
     queries(&store, &args, start, ticks, "cold_")?;
     queries(&store, &args, start, ticks, "")?;
@@ -330,6 +339,24 @@ fn open(dir: &Path, cache_bytes: u64) -> anyhow::Result<Store> {
     Ok(Store::open(db, &dir.join("wal"), Options::default())?)
 }
 
+/// Restart figures of an existing store.
+fn reopen(dir: &Path, cache_bytes: u64) -> anyhow::Result<()> {
+    if !dir.join("db").is_file() {
+        bail!("{} holds no store", dir.display());
+    }
+    let (restart_ms, store) = restart(dir, cache_bytes)?;
+    println!("restart_ms={restart_ms:.0} target<={TARGET_RESTART_MS:.0}");
+    print_replayed(&store)
+}
+
+/// What the last restart read back from the WAL.
+fn print_replayed(store: &Store) -> anyhow::Result<()> {
+    let stats = store.stats()?;
+    println!("restart_replayed_frames={}", stats.replayed_frames);
+    println!("restart_replayed_samples={}", stats.replayed_samples);
+    Ok(())
+}
+
 /// Median time of three reopenings, and the last store.
 fn restart(dir: &Path, cache_bytes: u64) -> anyhow::Result<(f64, Store)> {
     let mut times = Vec::new();
@@ -394,19 +421,29 @@ fn ingest(
         per_writer[i % writers as usize].push(host);
     }
     let per_batch = i64::from(ticks_per_batch);
+    // Each writer's next tick: a writer waits while it is more than
+    // MAX_TICK_SKEW ahead of the slowest, as agents sending in real time
+    // are (unbounded, fast writers ran up to 40 minutes ahead and the WAL
+    // after ingest held that much more than the open hour).
+    let progress: Arc<Vec<AtomicI64>> = Arc::new((0..writers).map(|_| AtomicI64::new(0)).collect());
     // getrusage: the writers' CPU counts after they exit too.
     let cpu_before = process_cpu_ns()?;
     let started = Instant::now();
     let writers: Vec<_> = per_writer
         .into_iter()
-        .map(|mut hosts| {
-            let (store, done) = (store.clone(), done.clone());
+        .enumerate()
+        .map(|(me, mut hosts)| {
+            let (store, done, progress) = (store.clone(), done.clone(), progress.clone());
             std::thread::spawn(move || -> anyhow::Result<()> {
                 let mut batches: Vec<Batch> = hosts.iter().map(HostGen::batch).collect();
                 let mut pending = VecDeque::with_capacity(in_flight as usize);
                 let mut tick = 0;
                 let mut seq = 0;
                 while tick < ticks {
+                    progress[me].store(tick, Ordering::Release);
+                    while tick > slowest(&progress) + MAX_TICK_SKEW {
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
                     let n = per_batch.min(ticks - tick);
                     seq += 1;
                     for (host, batch) in hosts.iter_mut().zip(&mut batches) {
@@ -422,6 +459,8 @@ fn ingest(
                     }
                     tick += n;
                 }
+                // Done: no longer holds the others back.
+                progress[me].store(i64::MAX, Ordering::Release);
                 for p in pending {
                     let outcome = store.wait(p)?;
                     done.fetch_add(outcome.stored, Ordering::Relaxed);
@@ -474,6 +513,17 @@ fn ingest(
         cpu_seconds,
         median_rate: median(&rates).unwrap_or(samples as f64 / seconds),
     })
+}
+
+/// Ticks (10 s each) a writer may run ahead of the slowest one.
+const MAX_TICK_SKEW: i64 = 30;
+
+fn slowest(progress: &[AtomicI64]) -> i64 {
+    progress
+        .iter()
+        .map(|p| p.load(Ordering::Acquire))
+        .min()
+        .unwrap_or(0)
 }
 
 /// Resident bytes once they stop falling: the allocator hands pages that
