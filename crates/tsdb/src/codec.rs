@@ -863,7 +863,14 @@ fn encode_ints(ints: &[i64], out: &mut Vec<u8>) {
         .zip(&levels)
         .all(|(x, l)| first.wrapping_add(l.wrapping_mul(divisor as i64)) == *x);
     // Each candidate's size is counted, and only the smallest written.
-    let mut best: Option<(usize, Vec<u8>, Vec<u64>, Coding, u64)> = None;
+    struct Candidate {
+        size: usize,
+        header: Vec<u8>,
+        zs: Vec<u64>,
+        coding: Coding,
+        bits: u64,
+    }
+    let mut best: Option<Candidate> = None;
     let orders = [
         (INTS_DELTA, &scaled),
         (INTS_DOD, &dods),
@@ -901,14 +908,20 @@ fn encode_ints(ints: &[i64], out: &mut Vec<u8>) {
             }
             put_uvarint(&mut header, bits);
             let size = header.len() + bits.div_ceil(8) as usize;
-            if best.as_ref().is_none_or(|b| size < b.0) {
-                best = Some((size, header, zs, coding, bits));
+            if best.as_ref().is_none_or(|b| size < b.size) {
+                best = Some(Candidate {
+                    size,
+                    header,
+                    zs,
+                    coding,
+                    bits,
+                });
             }
         }
     }
-    if let Some((_, header, zs, coding, bits)) = best {
-        out.extend_from_slice(&header);
-        out.extend_from_slice(write_ints_coded(&zs, coding, bits).bytes());
+    if let Some(c) = best {
+        out.extend_from_slice(&c.header);
+        out.extend_from_slice(write_ints_coded(&c.zs, c.coding, c.bits).bytes());
     }
 }
 
