@@ -29,6 +29,8 @@ pub(crate) struct MaintenanceState {
     window_bytes: Option<BTreeMap<i64, u64>>,
     /// Windows before this start are already deleted by age.
     expired_before: Option<i64>,
+    /// The lowest unsealed group last written to `META_LOW_GROUP`.
+    persisted_low: Option<u64>,
 }
 
 /// What one maintenance pass did.
@@ -53,15 +55,15 @@ impl Inner {
         self.commit.sync()?;
         let durable = self.commit.durable();
         let mut low = durable + 1;
-        let mut sequences = Vec::new();
-        for (name, host) in self.all_hosts()? {
-            let ids: Vec<u64> = lock(&host)?.series.keys().copied().collect();
+        let hosts = self.all_hosts()?;
+        for (name, host) in &hosts {
+            let ids: Vec<u64> = lock(host)?.series.keys().copied().collect();
             // A few series per hold of the host's lock: its queries and
             // appends wait for at most that much encoding.
             for part in ids.chunks(SEAL_SERIES_PER_LOCK) {
-                let mut host = lock(&host)?;
+                let mut host = lock(host)?;
                 self.seal_host(
-                    &name,
+                    name,
                     &mut host,
                     Some(part),
                     now,
@@ -71,9 +73,9 @@ impl Inner {
                     &mut report,
                 )?;
             }
-            let mut host = lock(&host)?;
+            let mut host = lock(host)?;
             self.seal_host(
-                &name,
+                name,
                 &mut host,
                 None,
                 now,
@@ -85,25 +87,53 @@ impl Inner {
             if let Some(m) = host.min_lsn() {
                 low = low.min(m);
             }
-            for (source, seq) in host.sources.iter_mut() {
-                seq.promote(durable);
-                if seq.durable > seq.persisted {
-                    sequences.push((keys::sequence(&name, *source), seq.durable));
-                    seq.persisted = seq.durable;
-                }
-            }
         }
         // Chunks are durable before the WAL groups they replace go.
         self.db.flush()?;
         self.commit
             .rotate_if_due(low, self.options.wal_generation_bytes)?;
         let gone = self.commit.deletable(low)?;
+        // Replay starts at `low` and recovers the sequences of every batch
+        // from there on, so they and the metadata need writing only when
+        // `low` moves (about once a window) or a generation goes, not at
+        // every pass (every 5 s: a key per agent source and two flushes).
+        if state.persisted_low != Some(low) || !gone.is_empty() {
+            self.persist_low(&hosts, durable, low, &gone)?;
+            state.persisted_low = Some(low);
+        }
+        report.wal_generations_deleted += gone.len() as u64;
+        self.commit.delete(gone)?;
+        self.expire_by_age(now, &mut state, &mut report)?;
+        self.expire_by_size(&mut state, &mut report)?;
+        Ok(report)
+    }
+
+    /// Writes the batch sequences stored up to group `durable`, the
+    /// definitions of the series created in the generations `gone`, the
+    /// next group and `low`, where replay starts, and flushes them.
+    fn persist_low(
+        &self,
+        hosts: &[(String, crate::store::HostRef)],
+        durable: u64,
+        low: u64,
+        gone: &[std::sync::Arc<crate::commit::Generation>],
+    ) -> Result<(), TsdbError> {
         let mut batch = sled::Batch::default();
-        for (key, seq) in sequences {
-            batch.insert(key, &seq.to_be_bytes()[..]);
+        for (name, host) in hosts {
+            let mut host = lock(host)?;
+            for (source, seq) in host.sources.iter_mut() {
+                seq.promote(durable);
+                if seq.durable > seq.persisted {
+                    batch.insert(
+                        keys::sequence(name, *source),
+                        &seq.durable.to_be_bytes()[..],
+                    );
+                    seq.persisted = seq.durable;
+                }
+            }
         }
         // The definitions of series created in the generations about to go.
-        for g in &gone {
+        for g in gone {
             for entry in g.db.scan_prefix([keys::SERIES]) {
                 let (key, value) = entry?;
                 batch.insert(key, value);
@@ -113,11 +143,7 @@ impl Inner {
         batch.insert(keys::META_LOW_GROUP, &low.to_be_bytes()[..]);
         self.tree.apply_batch(batch)?;
         self.db.flush()?;
-        report.wal_generations_deleted += gone.len() as u64;
-        self.commit.delete(gone)?;
-        self.expire_by_age(now, &mut state, &mut report)?;
-        self.expire_by_size(&mut state, &mut report)?;
-        Ok(report)
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -142,6 +168,7 @@ impl Inner {
             force || newest >= end || (now >= end && now.saturating_sub(touched) >= idle)
         };
         let mut batch = sled::Batch::default();
+        let mut writes = 0usize;
         let mut sealed = 0u64;
         // Per (series, day): the hours of the windows sealed now, and
         // whether the day's last window is one of them.
@@ -168,6 +195,7 @@ impl Inner {
                 }
                 let raw = chunk::encode_raw(&points, w.max_lsn);
                 added.push((w.start, (raw.len() + 18) as u64));
+                writes += 1;
                 batch.insert(&keys::chunk(keys::TIER_RAW, *id, w.start)[..], raw);
                 let day = align(w.start, DAY_MS);
                 let (rows, completes_day) = hour_rows.entry((*id, day)).or_default();
@@ -188,6 +216,7 @@ impl Inner {
             if let Some(last) = sealed_last
                 && last.t_ms > series.persisted_last_t
             {
+                writes += 1;
                 batch.insert(&keys::last(*id)[..], &keys::encode_last(last)[..]);
                 series.persisted_last_t = last.t_ms;
             }
@@ -220,6 +249,7 @@ impl Inner {
             lsn = lsn.max(durable);
             let value = chunk::encode_rows(&merged, lsn);
             added.push((day + DAY_MS - window, value.len() as u64));
+            writes += 1;
             batch.insert(&key[..], value);
         }
         let (newest, touched) = (host.snapshot_max_t, host.snapshot_touched_ms);
@@ -236,6 +266,7 @@ impl Inner {
             sealed_snapshots = true;
             let value = w.block.seal(w.max_lsn);
             added.push((w.start, value.len() as u64));
+            writes += 1;
             batch.insert(keys::snapshots(name, w.start), value);
             report.sealed_snapshot_blocks += 1;
         }
@@ -243,7 +274,11 @@ impl Inner {
             host.snapshot_windows
                 .retain(|w| w.max_lsn > durable || !due(w.start, newest, touched));
         }
-        self.tree.apply_batch(batch)?;
+        // Most passes seal nothing for most series, and an empty sled
+        // batch still appends a record to sled's log (48 bytes).
+        if writes > 0 {
+            self.tree.apply_batch(batch)?;
+        }
         report.sealed_chunks += sealed;
         bump(&self.counters.sealed_chunks, sealed);
         if let Some(bytes) = &mut state.window_bytes {
