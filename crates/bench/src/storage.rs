@@ -109,6 +109,12 @@ pub(crate) struct Args {
     /// `--ingest-only`, say) three times: its restart figures, nothing written.
     #[arg(long, requires = "dir")]
     reopen: bool,
+    /// Maintenance (sealing, WAL truncation) during ingest every this many
+    /// ticks of agent time, as a collector's every 5 s of wall time keeps
+    /// up with its agents; 0: only the store's own, every 5 s of the
+    /// bench's wall time (over an hour of data at full speed).
+    #[arg(long, default_value = "30")]
+    maintain_every_ticks: i64,
 }
 
 /// Arguments of the crash child (`storage-crash-child`, hidden).
@@ -202,6 +208,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             threads: args.writers,
             in_flight: args.in_flight,
             ticks_per_batch: args.ticks_per_batch,
+            maintain_every: args.maintain_every_ticks,
         },
         start,
         ticks,
@@ -223,6 +230,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     println!(
         "ingest_cpu_ns_per_sample={:.0}",
         ingest.cpu_seconds * 1e9 / ingest.samples as f64
+    );
+    println!(
+        "ingest_maintenance_passes={} seconds={:.1}",
+        ingest.maintenance_passes, ingest.maintenance_seconds
     );
     let stats = store.stats()?;
     println!(
@@ -344,9 +355,19 @@ fn reopen(dir: &Path, cache_bytes: u64) -> anyhow::Result<()> {
     if !dir.join("db").is_file() {
         bail!("{} holds no store", dir.display());
     }
+    let me = Probe::new(std::process::id());
+    let rss_before = me.rss_bytes()?.0;
     let (restart_ms, store) = restart(dir, cache_bytes)?;
     println!("restart_ms={restart_ms:.0} target<={TARGET_RESTART_MS:.0}");
-    print_replayed(&store)
+    print_replayed(&store)?;
+    let (rss, _) = settled_rss(&me)?;
+    let stats = store.stats()?;
+    println!("series={}", stats.series);
+    println!(
+        "rss_bytes_per_series_after_restart={:.0}",
+        rss.saturating_sub(rss_before) as f64 / stats.series.max(1) as f64
+    );
+    Ok(())
 }
 
 /// What the last restart read back from the WAL.
@@ -392,6 +413,9 @@ struct Ingest {
     seconds: f64,
     cpu_seconds: f64,
     median_rate: f64,
+    /// Maintenance passes the bench ran, and their wall time.
+    maintenance_passes: u32,
+    maintenance_seconds: f64,
 }
 
 /// How ingest writes: threads, batches in flight per thread, ticks per batch.
@@ -400,6 +424,7 @@ struct Writers {
     threads: u32,
     in_flight: u32,
     ticks_per_batch: u32,
+    maintain_every: i64,
 }
 
 fn ingest(
@@ -413,6 +438,7 @@ fn ingest(
         threads: writers,
         in_flight,
         ticks_per_batch,
+        maintain_every,
     } = writers;
     let done = Arc::new(AtomicU64::new(0));
     let finished = Arc::new(AtomicBool::new(false));
@@ -469,6 +495,30 @@ fn ingest(
             })
         })
         .collect();
+    // Maintenance (sealing, WAL truncation) every few minutes of agent
+    // time, as the collector's runs every 5 s of wall time: driven by the
+    // wall clock alone, the bench's 24 h in about 100 s were sealed in
+    // steps of over an hour of data, and the WAL and its memory held that
+    // much more than a collector's do.
+    let maintainer = {
+        let (store, progress, finished) = (store.clone(), progress.clone(), finished.clone());
+        std::thread::spawn(move || -> anyhow::Result<(u32, Duration)> {
+            let (mut last, mut passes, mut took) = (0, 0, Duration::ZERO);
+            while !finished.load(Ordering::Relaxed) {
+                let now = slowest(&progress);
+                if maintain_every > 0 && now != i64::MAX && now >= last + maintain_every {
+                    let started = Instant::now();
+                    store.maintain()?;
+                    took += started.elapsed();
+                    passes += 1;
+                    last = now;
+                } else {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            Ok((passes, took))
+        })
+    };
     // Per-second rates while the writers run.
     let monitor = {
         let (done, finished) = (done.clone(), finished.clone());
@@ -503,6 +553,9 @@ fn ingest(
     let rates = monitor
         .join()
         .map_err(|_| anyhow::anyhow!("monitor panicked"))?;
+    let (maintenance_passes, maintenance_time) = maintainer
+        .join()
+        .map_err(|_| anyhow::anyhow!("maintenance thread panicked"))??;
     if let Some(e) = failure {
         return Err(e);
     }
@@ -512,6 +565,8 @@ fn ingest(
         seconds,
         cpu_seconds,
         median_rate: median(&rates).unwrap_or(samples as f64 / seconds),
+        maintenance_passes,
+        maintenance_seconds: maintenance_time.as_secs_f64(),
     })
 }
 
@@ -710,6 +765,7 @@ fn promtool(args: &Args, start: i64, ticks: i64, temp: &Path) -> anyhow::Result<
         threads: args.writers.min(hosts),
         in_flight: args.in_flight,
         ticks_per_batch: args.ticks_per_batch,
+        maintain_every: args.maintain_every_ticks,
     };
     let ingested = ingest(&store, gens, writers, start, ticks)?;
     store.seal_all()?;
