@@ -114,7 +114,7 @@ pub(crate) struct Args {
     /// up with its agents; 0: only the store's own, every 5 s of the
     /// bench's wall time (over an hour of data at full speed).
     #[arg(long, default_value = "30")]
-    maintain_every_ticks: i64,
+    maintain_every_ticks: u32,
 }
 
 /// Arguments of the crash child (`storage-crash-child`, hidden).
@@ -424,7 +424,7 @@ struct Writers {
     threads: u32,
     in_flight: u32,
     ticks_per_batch: u32,
-    maintain_every: i64,
+    maintain_every: u32,
 }
 
 fn ingest(
@@ -447,6 +447,7 @@ fn ingest(
         per_writer[i % writers as usize].push(host);
     }
     let per_batch = i64::from(ticks_per_batch);
+    let maintain_every = i64::from(maintain_every);
     // Each writer's next tick: a writer waits while it is more than
     // MAX_TICK_SKEW ahead of the slowest, as agents sending in real time
     // are (unbounded, fast writers ran up to 40 minutes ahead and the WAL
@@ -461,6 +462,8 @@ fn ingest(
         .map(|(me, mut hosts)| {
             let (store, done, progress) = (store.clone(), done.clone(), progress.clone());
             std::thread::spawn(move || -> anyhow::Result<()> {
+                // However it ends, this writer no longer holds the others back.
+                let _done = WriterDone(&progress[me]);
                 let mut batches: Vec<Batch> = hosts.iter().map(HostGen::batch).collect();
                 let mut pending = VecDeque::with_capacity(in_flight as usize);
                 let mut tick = 0;
@@ -485,8 +488,6 @@ fn ingest(
                     }
                     tick += n;
                 }
-                // Done: no longer holds the others back.
-                progress[me].store(i64::MAX, Ordering::Release);
                 for p in pending {
                     let outcome = store.wait(p)?;
                     done.fetch_add(outcome.stored, Ordering::Relaxed);
@@ -572,6 +573,15 @@ fn ingest(
 
 /// Ticks (10 s each) a writer may run ahead of the slowest one.
 const MAX_TICK_SKEW: i64 = 30;
+
+/// Marks a writer's progress as past the end when it drops.
+struct WriterDone<'a>(&'a AtomicI64);
+
+impl Drop for WriterDone<'_> {
+    fn drop(&mut self) {
+        self.0.store(i64::MAX, Ordering::Release);
+    }
+}
 
 fn slowest(progress: &[AtomicI64]) -> i64 {
     progress
