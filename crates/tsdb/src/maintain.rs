@@ -103,6 +103,7 @@ impl Inner {
         }
         report.wal_generations_deleted += gone.len() as u64;
         self.commit.delete(gone)?;
+        self.commit.close_idle()?;
         self.expire_by_age(now, &mut state, &mut report)?;
         self.expire_by_size(&mut state, &mut report)?;
         Ok(report)
@@ -134,8 +135,7 @@ impl Inner {
         }
         // The definitions of series created in the generations about to go.
         for g in gone {
-            for entry in g.db.scan_prefix([keys::SERIES]) {
-                let (key, value) = entry?;
+            for (key, value) in g.series()? {
                 batch.insert(key, value);
             }
         }

@@ -61,7 +61,7 @@ impl Store {
                 + inner.commit.with_generations(|generations| {
                     let mut bytes = 0;
                     for g in generations {
-                        bytes += g.db.size_on_disk()?;
+                        bytes += g.size_on_disk()?;
                     }
                     Ok(bytes)
                 })?,

@@ -187,7 +187,10 @@ impl Store {
         };
         // Definitions of series created since the oldest WAL generation
         // are only there until it is deleted.
-        let wal_trees = generations.iter().map(|g| (*g.db).clone());
+        let wal_trees = generations
+            .iter()
+            .map(|g| Ok((*g.db()?).clone()))
+            .collect::<Result<Vec<_>, TsdbError>>()?;
         for tree in std::iter::once(tree.clone()).chain(wal_trees) {
             for entry in tree.scan_prefix([keys::SERIES]) {
                 let (key, value) = entry?;
@@ -251,7 +254,7 @@ impl Store {
         let mut next_group = meta(keys::META_NEXT_GROUP, 1)?;
         let low = meta(keys::META_LOW_GROUP, 0)?;
         for g in &generations {
-            if let Some(entry) = g.db.scan_prefix([keys::WAL]).keys().next_back()
+            if let Some(entry) = g.db()?.scan_prefix([keys::WAL]).keys().next_back()
                 && let Some(last) = keys::parse_wal(&entry?)
             {
                 g.last_group.store(last, Ordering::Relaxed);
@@ -273,6 +276,9 @@ impl Store {
             maintenance: Mutex::new(MaintenanceState::default()),
         };
         inner.replay(low)?;
+        // Everything is durable now: the generations replay read are
+        // closed, and their pages with them.
+        inner.commit.close_idle()?;
         let inner = Arc::new(inner);
         let worker = match inner.options.maintenance_interval {
             Some(interval) => Some(spawn_worker(inner.clone(), interval)?),
@@ -499,7 +505,10 @@ impl Inner {
         let mut sizes = Vec::with_capacity(generations.len());
         for g in generations {
             let mut bytes = 0;
-            for entry in g.db.range(keys::wal_start(low)..keys::wal_start(u64::MAX)) {
+            for entry in g
+                .db()?
+                .range(keys::wal_start(low)..keys::wal_start(u64::MAX))
+            {
                 let (key, value) = entry?;
                 bytes += value.len() as u64;
                 let Some(group) = keys::parse_wal(&key) else {

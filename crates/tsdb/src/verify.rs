@@ -66,7 +66,7 @@ impl Store {
         let mut series_seen = HashSet::new();
         inner.commit.with_generations(|generations| {
             for g in generations {
-                for entry in g.db.iter() {
+                for entry in g.db()?.iter() {
                     let (key, value) = entry?;
                     self.verify_entry(&key, &value, &mut report, &mut series_seen)?;
                 }

@@ -186,6 +186,45 @@ fn passes_that_move_no_window_write_nothing_and_sequences_still_survive() {
 }
 
 #[test]
+fn closed_wal_generations_are_read_verified_and_deleted_with_their_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(NOW);
+    // Every pass starts a new generation: the older ones get closed.
+    let options = || hostwatch_tsdb::Options {
+        wal_generation_bytes: 1,
+        ..options(&clock)
+    };
+    let t0 = NOW - 5 * HOUR;
+    let store = open(dir.path(), options());
+    for (seq, metric) in [(1, "m1"), (2, "m2"), (3, "m3")] {
+        store
+            .append(&batch("a", seq, metric, &[], &[(t0 + seq as i64, 1.0)]))
+            .unwrap();
+        store.maintain().unwrap();
+    }
+    store.maintain().unwrap();
+    let stats = store.stats().unwrap();
+    assert!(stats.disk_bytes > 0, "{stats:?}");
+    let report = store.verify().unwrap();
+    assert!(report.is_clean(), "{:?}", report.damaged);
+    assert_eq!(report.series, 3, "{report:?}");
+    drop(store);
+    // Replay reads them back and closes them again; sealed, they go, the
+    // series definitions they held kept in the tree.
+    let store = open(dir.path(), options());
+    assert_eq!(store.stats().unwrap().replayed_frames, 3);
+    let report = store.seal_all().unwrap();
+    assert!(report.wal_generations_deleted >= 3, "{report:?}");
+    drop(store);
+    let store = open(dir.path(), options());
+    assert_eq!(store.stats().unwrap().replayed_frames, 0);
+    for metric in ["m1", "m2", "m3"] {
+        assert_eq!(all_points(&store, "a", metric).len(), 1, "{metric}");
+    }
+    assert!(store.verify().unwrap().is_clean());
+}
+
+#[test]
 fn bad_samples_are_counted_by_reason_not_stored() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new(NOW);
