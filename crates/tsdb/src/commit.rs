@@ -45,10 +45,7 @@ pub(crate) struct Generation {
     /// it wrote or read in memory far beyond its cache capacity (a scratch
     /// test: 100 MB of 8 KiB values written with a 1 MiB cache left 60 MB
     /// resident, reading them back 52 MB more). Reopened when read again.
-    db: Mutex<Option<sled::Db>>,
-    /// What deletion and the stats need of a closed generation: its
-    /// series definitions and its size on disk.
-    closed: Mutex<Option<Closed>>,
+    state: Mutex<State>,
     /// Highest group taken for this generation (0: none). Set when a
     /// leader takes the group, before writing it, so a generation that is
     /// no longer the newest has its final value here.
@@ -65,10 +62,14 @@ const READY: &str = "ready";
 /// a removal cut short is never taken for a generation.
 const DELETED: &str = ".deleted";
 
-/// Read from a generation as it is closed.
-pub(crate) struct Closed {
-    pub(crate) series: Vec<(sled::IVec, sled::IVec)>,
-    pub(crate) disk_bytes: u64,
+enum State {
+    Open(sled::Db),
+    /// Closed, with what deletion and the stats need: its series
+    /// definitions and its size on disk.
+    Closed {
+        series: Vec<(sled::IVec, sled::IVec)>,
+        disk_bytes: u64,
+    },
 }
 
 fn poisoned() -> TsdbError {
@@ -105,19 +106,22 @@ impl Generation {
         Ok(Generation {
             number,
             path,
-            db: Mutex::new(Some(db)),
-            closed: Mutex::new(None),
+            state: Mutex::new(State::Open(db)),
             last_group: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
         })
+    }
+
+    fn state(&self) -> Result<MutexGuard<'_, State>, TsdbError> {
+        self.state.lock().map_err(|_| poisoned())
     }
 
     /// The generation's database, reopened if it was closed. sled's
     /// threads may hold the file lock of a database just closed for a
     /// moment, so a reopen retries for up to 2 s.
     pub(crate) fn db(&self) -> Result<sled::Db, TsdbError> {
-        let mut db = self.db.lock().map_err(|_| poisoned())?;
-        if let Some(db) = &*db {
+        let mut state = self.state()?;
+        if let State::Open(db) = &*state {
             return Ok(db.clone());
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
@@ -131,50 +135,40 @@ impl Generation {
                 other => break other?,
             }
         };
-        *db = Some(reopened.clone());
+        *state = State::Open(reopened.clone());
         Ok(reopened)
     }
 
     /// Closes the database, keeping what deletion and the stats need.
     fn close(&self) -> Result<(), TsdbError> {
-        let mut db = self.db.lock().map_err(|_| poisoned())?;
-        let Some(open) = db.take() else {
+        let mut state = self.state()?;
+        let State::Open(db) = &*state else {
             return Ok(());
         };
-        let series = open
+        let series = db
             .scan_prefix([keys::SERIES])
             .collect::<Result<Vec<_>, _>>()?;
-        open.flush()?;
-        let disk_bytes = open.size_on_disk()?;
-        *self.closed.lock().map_err(|_| poisoned())? = Some(Closed { series, disk_bytes });
+        db.flush()?;
+        let disk_bytes = db.size_on_disk()?;
+        *state = State::Closed { series, disk_bytes };
         Ok(())
     }
 
     /// Its series definitions (created by its groups).
     pub(crate) fn series(&self) -> Result<Vec<(sled::IVec, sled::IVec)>, TsdbError> {
-        if let Some(series) = self.if_closed(|c| c.series.clone())? {
-            return Ok(series);
+        match &*self.state()? {
+            State::Open(db) => Ok(db
+                .scan_prefix([keys::SERIES])
+                .collect::<Result<Vec<_>, _>>()?),
+            State::Closed { series, .. } => Ok(series.clone()),
         }
-        Ok(self
-            .db()?
-            .scan_prefix([keys::SERIES])
-            .collect::<Result<Vec<_>, _>>()?)
     }
 
     pub(crate) fn size_on_disk(&self) -> Result<u64, TsdbError> {
-        if let Some(bytes) = self.if_closed(|c| c.disk_bytes)? {
-            return Ok(bytes);
+        match &*self.state()? {
+            State::Open(db) => Ok(db.size_on_disk()?),
+            State::Closed { disk_bytes, .. } => Ok(*disk_bytes),
         }
-        Ok(self.db()?.size_on_disk()?)
-    }
-
-    /// `f` of what was kept when the database was closed, if it is closed.
-    fn if_closed<T>(&self, f: impl FnOnce(&Closed) -> T) -> Result<Option<T>, TsdbError> {
-        let db = self.db.lock().map_err(|_| poisoned())?;
-        if db.is_some() {
-            return Ok(None);
-        }
-        Ok(self.closed.lock().map_err(|_| poisoned())?.as_ref().map(f))
     }
 
     /// Creates generation `number` under `dir`, marked ready once its

@@ -11,11 +11,13 @@
 
 use crate::TsdbError;
 use crate::chunk::{self, Row};
+use crate::commit::Generation;
 use crate::head::HostState;
 use crate::keys;
 use crate::options::{DAY_MS, HOUR_MS, align};
-use crate::store::{Inner, bump, lock, poisoned};
+use crate::store::{HostRef, Inner, bump, lock, poisoned};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 /// Series sealed per hold of their host's lock.
@@ -114,10 +116,10 @@ impl Inner {
     /// next group and `low`, where replay starts, and flushes them.
     fn persist_low(
         &self,
-        hosts: &[(String, crate::store::HostRef)],
+        hosts: &[(String, HostRef)],
         durable: u64,
         low: u64,
-        gone: &[std::sync::Arc<crate::commit::Generation>],
+        gone: &[Arc<Generation>],
     ) -> Result<(), TsdbError> {
         let mut batch = sled::Batch::default();
         for (name, host) in hosts {
@@ -168,7 +170,6 @@ impl Inner {
             force || newest >= end || (now >= end && now.saturating_sub(touched) >= idle)
         };
         let mut batch = sled::Batch::default();
-        let mut writes = 0usize;
         let mut sealed = 0u64;
         // Per (series, day): the hours of the windows sealed now, and
         // whether the day's last window is one of them.
@@ -195,7 +196,6 @@ impl Inner {
                 }
                 let raw = chunk::encode_raw(&points, w.max_lsn);
                 added.push((w.start, (raw.len() + 18) as u64));
-                writes += 1;
                 batch.insert(&keys::chunk(keys::TIER_RAW, *id, w.start)[..], raw);
                 let day = align(w.start, DAY_MS);
                 let (rows, completes_day) = hour_rows.entry((*id, day)).or_default();
@@ -216,7 +216,6 @@ impl Inner {
             if let Some(last) = sealed_last
                 && last.t_ms > series.persisted_last_t
             {
-                writes += 1;
                 batch.insert(&keys::last(*id)[..], &keys::encode_last(last)[..]);
                 series.persisted_last_t = last.t_ms;
             }
@@ -249,7 +248,6 @@ impl Inner {
             lsn = lsn.max(durable);
             let value = chunk::encode_rows(&merged, lsn);
             added.push((day + DAY_MS - window, value.len() as u64));
-            writes += 1;
             batch.insert(&key[..], value);
         }
         let (newest, touched) = (host.snapshot_max_t, host.snapshot_touched_ms);
@@ -266,7 +264,6 @@ impl Inner {
             sealed_snapshots = true;
             let value = w.block.seal(w.max_lsn);
             added.push((w.start, value.len() as u64));
-            writes += 1;
             batch.insert(keys::snapshots(name, w.start), value);
             report.sealed_snapshot_blocks += 1;
         }
@@ -274,9 +271,10 @@ impl Inner {
             host.snapshot_windows
                 .retain(|w| w.max_lsn > durable || !due(w.start, newest, touched));
         }
-        // Most passes seal nothing for most series, and an empty sled
-        // batch still appends a record to sled's log (48 bytes).
-        if writes > 0 {
+        // Every write above comes with a sealed window. Most passes seal
+        // nothing for most series, and an empty sled batch still appends a
+        // record to sled's log (48 bytes).
+        if sealed > 0 || sealed_snapshots {
             self.tree.apply_batch(batch)?;
         }
         report.sealed_chunks += sealed;
