@@ -55,3 +55,48 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn storage_args(args: &[&str]) -> Result<storage::Args, clap::Error> {
+        let argv = ["hostwatch-bench", "storage"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Storage(args) => Ok(args),
+            _ => unreachable!("parsed as storage"),
+        }
+    }
+
+    #[test]
+    fn storage_flags_refuse_bad_values() {
+        let e = storage_args(&["--reopen"])
+            .err()
+            .expect("--reopen needs --dir");
+        assert!(e.to_string().contains("--dir"), "{e}");
+        for bad in ["x", "", "1.5"] {
+            let e = storage_args(&["--maintain-every-ticks", bad])
+                .err()
+                .expect("refused");
+            assert!(
+                e.to_string().contains("--maintain-every-ticks"),
+                "{bad}: {e}"
+            );
+        }
+        // A negative number reads as an unknown flag, named in the error.
+        let e = storage_args(&["--maintain-every-ticks", "-1"])
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("'-1'"), "{e}");
+        assert!(storage_args(&["--maintain-every-ticks", "0"]).is_ok());
+    }
+
+    #[test]
+    fn reopen_refuses_a_directory_without_a_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_str().unwrap();
+        let e = storage::run(storage_args(&["--reopen", "--dir", path]).unwrap())
+            .expect_err("no store to reopen");
+        assert!(format!("{e:#}").contains("holds no store"), "{e:#}");
+    }
+}
