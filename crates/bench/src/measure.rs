@@ -39,27 +39,35 @@ impl Probe {
 
     /// (resident, peak resident) bytes, from VmRSS and VmHWM.
     pub(crate) fn rss_bytes(&self) -> anyhow::Result<(u64, u64)> {
-        Ok((self.status_bytes("VmRSS:")?, self.status_bytes("VmHWM:")?))
+        let [rss, peak] = self.status_bytes(["VmRSS:", "VmHWM:"])?;
+        Ok((rss, peak))
     }
 
     /// (anonymous, file-backed) resident bytes: heap and stacks, and
     /// mapped code and libraries.
     pub(crate) fn rss_split(&self) -> anyhow::Result<(u64, u64)> {
-        Ok((
-            self.status_bytes("RssAnon:")?,
-            self.status_bytes("RssFile:")?,
-        ))
+        let [anon, file] = self.status_bytes(["RssAnon:", "RssFile:"])?;
+        Ok((anon, file))
     }
 
-    fn status_bytes(&self, name: &str) -> anyhow::Result<u64> {
+    /// Fields of one reading of /proc/<pid>/status, in bytes: read apart,
+    /// they could come from different moments of a running process.
+    fn status_bytes<const N: usize>(&self, names: [&str; N]) -> anyhow::Result<[u64; N]> {
         let status = std::fs::read_to_string(self.dir().join("status"))?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|kb| kb.parse::<u64>().ok())
-            .map(|kb| kb * 1024)
-            .ok_or_else(|| anyhow::anyhow!("no {name} in /proc/{}/status", self.pid))
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|kb| kb.parse::<u64>().ok())
+                .map(|kb| kb * 1024)
+                .ok_or_else(|| anyhow::anyhow!("no {name} in /proc/{}/status", self.pid))
+        };
+        let mut out = [0; N];
+        for (slot, name) in out.iter_mut().zip(names) {
+            *slot = field(name)?;
+        }
+        Ok(out)
     }
 }
 
@@ -162,7 +170,12 @@ mod tests {
         assert!(probe.cpu_ns().unwrap() > before);
         let (rss, peak) = probe.rss_bytes().unwrap();
         assert!(rss > 0 && peak >= rss);
-        let (anon, file) = probe.rss_split().unwrap();
+        assert!(probe.rss_split().is_ok());
+        // One reading: other tests' threads change the resident size
+        // between two.
+        let [rss, anon, file] = probe
+            .status_bytes(["VmRSS:", "RssAnon:", "RssFile:"])
+            .unwrap();
         assert!(anon > 0 && file > 0 && anon + file <= rss + 4096 * 16);
     }
 }
