@@ -176,6 +176,9 @@ impl SeriesHead {
     /// Opens window `start` on `base` (sealed points) for a sample of group `lsn`.
     pub(crate) fn open_window(&mut self, start: i64, base: Vec<Point>, base_lsn: u64, lsn: u64) {
         let at = self.windows.partition_point(|w| w.start < start);
+        // A series seldom has more than two windows open, and an amortized
+        // insert into a one-window vector makes room for four.
+        self.windows.reserve_exact(1);
         self.windows
             .insert(at, OpenWindow::new(start, base, base_lsn, lsn));
     }
