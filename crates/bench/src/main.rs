@@ -74,14 +74,11 @@ mod tests {
             .err()
             .expect("--reopen needs --dir");
         assert!(e.to_string().contains("--dir"), "{e}");
-        for bad in ["x", "", "1.5"] {
-            let e = storage_args(&["--maintain-every-ticks", bad])
-                .err()
-                .expect("refused");
-            assert!(
-                e.to_string().contains("--maintain-every-ticks"),
-                "{bad}: {e}"
-            );
+        for flag in ["--maintain-every-ticks", "--wal-generation-bytes"] {
+            for bad in ["x", "", "1.5"] {
+                let e = storage_args(&[flag, bad]).err().expect("refused");
+                assert!(e.to_string().contains(flag), "{flag} {bad}: {e}");
+            }
         }
         // A negative number reads as an unknown flag, named in the error.
         let e = storage_args(&["--maintain-every-ticks", "-1"])
@@ -89,6 +86,14 @@ mod tests {
             .expect("refused");
         assert!(e.to_string().contains("'-1'"), "{e}");
         assert!(storage_args(&["--maintain-every-ticks", "0"]).is_ok());
+    }
+
+    #[test]
+    fn an_empty_wal_generation_is_refused_by_the_store() {
+        let args = ["--hosts", "1", "--hours", "1", "--ingest-only"];
+        let args = storage_args(&[&args[..], &["--wal-generation-bytes", "0"]].concat()).unwrap();
+        let e = storage::run(args).expect_err("refused");
+        assert!(format!("{e:#}").contains("wal_generation_bytes"), "{e:#}");
     }
 
     #[test]

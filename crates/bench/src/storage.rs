@@ -105,6 +105,10 @@ pub(crate) struct Args {
     /// sled's page cache, as the collector's `storage.cache_bytes` (same default).
     #[arg(long, default_value = "67108864")]
     cache_bytes: u64,
+    /// WAL bytes after which the store starts a new WAL database (its
+    /// `wal_generation_bytes`; default the store's).
+    #[arg(long, default_value_t = Options::default().wal_generation_bytes)]
+    wal_generation_bytes: u64,
     /// Only reopen the store left in `--dir` by an earlier run (with
     /// `--ingest-only`, say) three times: its restart figures, nothing written.
     #[arg(long, requires = "dir")]
@@ -152,7 +156,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     }
     if args.reopen {
         let dir = args.dir.as_deref().context("--reopen needs --dir")?;
-        return reopen(dir, args.cache_bytes);
+        return reopen(dir, StoreConfig::of(&args));
     }
     let temp = tempfile::tempdir()?;
     let dir = args
@@ -200,7 +204,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let rss_before = me.rss_bytes()?.0;
 
     // Ingest.
-    let store = Arc::new(open(&dir, args.cache_bytes)?);
+    let store = Arc::new(open(&dir, StoreConfig::of(&args))?);
     let ingest = ingest(
         &store,
         hosts,
@@ -280,7 +284,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     drop(store);
 
     // Restart with the open hour in the WAL; queries on the last instance.
-    let (restart_ms, store) = restart(&dir, args.cache_bytes)?;
+    let (restart_ms, store) = restart(&dir, StoreConfig::of(&args))?;
     println!("restart_ms={restart_ms:.0} target<={TARGET_RESTART_MS:.0}");
     print_replayed(&store)?;
     // First right after the restart (caches cold), then again (warm).
@@ -297,7 +301,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         "bytes_per_sample={:.3} target<={TARGET_BYTES_PER_SAMPLE}",
         apparent as f64 / stored as f64
     );
-    let (restart_sealed, store) = restart(&dir, args.cache_bytes)?;
+    let (restart_sealed, store) = restart(&dir, StoreConfig::of(&args))?;
     println!("restart_sealed_ms={restart_sealed:.0}");
     let started = Instant::now();
     let verify = store.verify()?;
@@ -340,24 +344,44 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn open(dir: &Path, cache_bytes: u64) -> anyhow::Result<Store> {
-    // As the collector opens it: its default cache, the store's defaults.
+/// The settings the bench opens its store with; the rest are the store's defaults.
+#[derive(Clone, Copy)]
+struct StoreConfig {
+    cache_bytes: u64,
+    wal_generation_bytes: u64,
+}
+
+impl StoreConfig {
+    fn of(args: &Args) -> Self {
+        StoreConfig {
+            cache_bytes: args.cache_bytes,
+            wal_generation_bytes: args.wal_generation_bytes,
+        }
+    }
+}
+
+fn open(dir: &Path, config: StoreConfig) -> anyhow::Result<Store> {
+    // As the collector opens it.
     let db = sled::Config::new()
         .path(dir)
-        .cache_capacity(cache_bytes)
+        .cache_capacity(config.cache_bytes)
         .open()
         .with_context(|| format!("open {}", dir.display()))?;
-    Ok(Store::open(db, &dir.join("wal"), Options::default())?)
+    let options = Options {
+        wal_generation_bytes: config.wal_generation_bytes,
+        ..Options::default()
+    };
+    Ok(Store::open(db, &dir.join("wal"), options)?)
 }
 
 /// Restart figures of an existing store.
-fn reopen(dir: &Path, cache_bytes: u64) -> anyhow::Result<()> {
+fn reopen(dir: &Path, config: StoreConfig) -> anyhow::Result<()> {
     if !dir.join("db").is_file() {
         bail!("{} holds no store", dir.display());
     }
     let me = Probe::new(std::process::id());
     let rss_before = me.rss_bytes()?.0;
-    let (restart_ms, store) = restart(dir, cache_bytes)?;
+    let (restart_ms, store) = restart(dir, config)?;
     println!("restart_ms={restart_ms:.0} target<={TARGET_RESTART_MS:.0}");
     print_replayed(&store)?;
     let (rss, _) = settled_rss(&me)?;
@@ -379,13 +403,13 @@ fn print_replayed(store: &Store) -> anyhow::Result<()> {
 }
 
 /// Median time of three reopenings, and the last store.
-fn restart(dir: &Path, cache_bytes: u64) -> anyhow::Result<(f64, Store)> {
+fn restart(dir: &Path, config: StoreConfig) -> anyhow::Result<(f64, Store)> {
     let mut times = Vec::new();
     let mut last = None;
     for _ in 0..3 {
         drop(last.take());
         let started = Instant::now();
-        let store = open_retrying(dir, cache_bytes)?;
+        let store = open_retrying(dir, config)?;
         times.push(started.elapsed().as_secs_f64() * 1000.0);
         last = Some(store);
     }
@@ -395,10 +419,10 @@ fn restart(dir: &Path, cache_bytes: u64) -> anyhow::Result<(f64, Store)> {
 
 /// sled's background threads may hold the lock of a store just dropped
 /// for a moment; polls until it opens or 30 s pass.
-fn open_retrying(dir: &Path, cache_bytes: u64) -> anyhow::Result<Store> {
+fn open_retrying(dir: &Path, config: StoreConfig) -> anyhow::Result<Store> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match open(dir, cache_bytes) {
+        match open(dir, config) {
             Ok(store) => return Ok(store),
             Err(e) if Instant::now() < deadline && format!("{e:#}").contains("lock") => {
                 std::thread::sleep(Duration::from_millis(2));
@@ -768,7 +792,7 @@ fn promtool(args: &Args, start: i64, ticks: i64, temp: &Path) -> anyhow::Result<
     let (prom_bytes, _) = dir_size(&blocks)?;
     // The same hosts in a new store.
     let dir = temp.join("subset");
-    let store = Arc::new(open(&dir, args.cache_bytes)?);
+    let store = Arc::new(open(&dir, StoreConfig::of(args))?);
     // Without snapshots: Prometheus' blocks hold only the series.
     let gens = (0..hosts).map(|i| HostGen::new(i, false)).collect();
     let writers = Writers {
