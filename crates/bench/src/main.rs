@@ -86,6 +86,14 @@ mod tests {
             .expect("refused");
         assert!(e.to_string().contains("'-1'"), "{e}");
         assert!(storage_args(&["--maintain-every-ticks", "0"]).is_ok());
+        // No retention at all is not a retention.
+        for bad in ["0", "x", "1.5"] {
+            let e = storage_args(&["--retention-hours", bad])
+                .err()
+                .expect("refused");
+            assert!(e.to_string().contains("--retention-hours"), "{bad}: {e}");
+        }
+        assert!(storage_args(&["--retention-hours", "1"]).is_ok());
     }
 
     #[test]
@@ -94,6 +102,15 @@ mod tests {
         let args = storage_args(&[&args[..], &["--wal-generation-bytes", "0"]].concat()).unwrap();
         let e = storage::run(args).expect_err("refused");
         assert!(format!("{e:#}").contains("wal_generation_bytes"), "{e:#}");
+    }
+
+    #[test]
+    fn a_retention_shorter_than_the_data_runs_on_the_writers_clock() {
+        // On the system clock, the first two hours would be refused as
+        // older than the retention, and the bench fails on any refusal.
+        let args = ["--hosts", "1", "--hours", "3", "--retention-hours", "1"];
+        let args = storage_args(&[&args[..], &["--ingest-only"]].concat()).unwrap();
+        storage::run(args).unwrap();
     }
 
     #[test]

@@ -32,8 +32,8 @@ use crate::measure::{Probe, median, percentile, process_cpu_ns};
 use anyhow::{Context, bail};
 use hostwatch_tsdb::workload::{Jitter, Workload, child_main, crash_round};
 use hostwatch_tsdb::{
-    Aggregation, Batch, Label, Matcher, Options, Point, ProcessInfo, ProcessSnapshot, SeriesInput,
-    Store, system_now_ms,
+    Aggregation, Batch, Clock, Label, Matcher, Options, Point, ProcessInfo, ProcessSnapshot,
+    SeriesInput, Store, system_now_ms,
 };
 use std::collections::VecDeque;
 use std::io::{BufWriter, Write};
@@ -44,6 +44,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const INTERVAL_MS: i64 = 10_000;
+const HOUR_MS: i64 = 3_600_000;
 /// The targets.
 const TARGET_INGEST: f64 = 1_000_000.0;
 const TARGET_BYTES_PER_SAMPLE: f64 = 1.0;
@@ -119,6 +120,13 @@ pub(crate) struct Args {
     /// bench's wall time (over an hour of data at full speed).
     #[arg(long, default_value = "30")]
     maintain_every_ticks: u32,
+    /// The store's retention in hours (default: the store's 30 days). The
+    /// store's clock then follows the writers' agent time, so windows older
+    /// than this are deleted during ingest, as in a collector that has run
+    /// longer than its retention; with more `--hours` than this, the disk
+    /// figures are those of that steady state.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    retention_hours: Option<u32>,
 }
 
 /// Arguments of the crash child (`storage-crash-child`, hidden).
@@ -174,7 +182,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     // out-of-order tolerance (10 min) lets the previous hour's windows seal,
     // so a full hour and 10 minutes are open. Figures then do not depend on
     // the minute the bench was started.
-    let hour = 3_600_000;
+    let hour = HOUR_MS;
     let tolerance = Options::default().out_of_order_tolerance_ms;
     let last = (now - 600_000 - tolerance).div_euclid(hour) * hour + tolerance - INTERVAL_MS;
     let start = last - (ticks - 1) * INTERVAL_MS;
@@ -204,12 +212,22 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let rss_before = me.rss_bytes()?.0;
 
     // Ingest.
-    let store = Arc::new(open(&dir, StoreConfig::of(&args))?);
+    let progress = writer_progress(args.writers);
+    // With a retention shorter than the data, the store's clock is the
+    // slowest writer's agent time (the system clock is past all of it).
+    let clock: Clock = match args.retention_hours {
+        Some(_) => {
+            let progress = progress.clone();
+            Arc::new(move || start + slowest(&progress).min(ticks) * INTERVAL_MS)
+        }
+        None => Options::default().clock,
+    };
+    let store = Arc::new(open_with_clock(&dir, StoreConfig::of(&args), clock)?);
     let ingest = ingest(
         &store,
+        &progress,
         hosts,
         Writers {
-            threads: args.writers,
             in_flight: args.in_flight,
             ticks_per_batch: args.ticks_per_batch,
             maintain_every: args.maintain_every_ticks,
@@ -274,39 +292,58 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     if args.ingest_only {
         return Ok(());
     }
-    let stored = stats.samples_stored;
-    // What the store takes while running, the open hour still in the WAL.
+    // What the store takes while running, the open hour still in the WAL;
+    // with a retention shorter than the data, over the samples it holds.
     let (unsealed, _) = dir_size(&dir)?;
+    let held = match args.retention_hours {
+        Some(_) => store.verify()?.chunk_samples + stats.head_samples,
+        None => stats.samples_stored,
+    };
+    println!("samples_held={held}");
     println!(
         "bytes_per_sample_before_sealing={:.3}",
-        unsealed as f64 / stored as f64
+        unsealed as f64 / held as f64
     );
     drop(store);
 
-    // Restart with the open hour in the WAL; queries on the last instance.
+    // Restart with the open hour in the WAL; queries on the last instance,
+    // over the retained span.
     let (restart_ms, store) = restart(&dir, StoreConfig::of(&args))?;
     println!("restart_ms={restart_ms:.0} target<={TARGET_RESTART_MS:.0}");
     print_replayed(&store)?;
+    let retained_ticks = args
+        .retention_hours
+        .map_or(ticks, |h| ticks.min(i64::from(h) * HOUR_MS / INTERVAL_MS));
+    let queried_from = start + (ticks - retained_ticks) * INTERVAL_MS;
     // First right after the restart (caches cold), then again (warm).
-    queries(&store, &args, start, ticks, "cold_")?;
-    queries(&store, &args, start, ticks, "")?;
+    queries(&store, &args, queried_from, retained_ticks, "cold_")?;
+    queries(&store, &args, queried_from, retained_ticks, "")?;
     store.seal_all()?;
     drop(store);
 
     // Disk after sealing, then restart of the sealed store.
     let (apparent, allocated) = dir_size(&dir)?;
-    println!("disk_bytes={apparent}");
-    println!("disk_allocated_bytes={allocated}");
-    println!(
-        "bytes_per_sample={:.3} target<={TARGET_BYTES_PER_SAMPLE}",
-        apparent as f64 / stored as f64
-    );
     let (restart_sealed, store) = restart(&dir, StoreConfig::of(&args))?;
     println!("restart_sealed_ms={restart_sealed:.0}");
     let started = Instant::now();
     let verify = store.verify()?;
     println!("verify_seconds={:.1}", started.elapsed().as_secs_f64());
     println!("verify_damaged={}", verify.damaged_total);
+    // Every sample is in a raw chunk now: what the disk holds.
+    let stored = verify.chunk_samples;
+    if args.retention_hours.is_none() && stored != stats.samples_stored {
+        bail!(
+            "sealed chunks hold {stored} samples, {} were acknowledged",
+            stats.samples_stored
+        );
+    }
+    println!("samples_held_sealed={stored}");
+    println!("disk_bytes={apparent}");
+    println!("disk_allocated_bytes={allocated}");
+    println!(
+        "bytes_per_sample={:.3} target<={TARGET_BYTES_PER_SAMPLE}",
+        apparent as f64 / stored as f64
+    );
     let per = |b: u64| b as f64 / stored as f64;
     println!("raw_chunk_bytes_per_sample={:.3}", per(verify.raw_bytes));
     println!("tier_chunk_bytes_per_sample={:.3}", per(verify.row_bytes));
@@ -349,6 +386,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
 struct StoreConfig {
     cache_bytes: u64,
     wal_generation_bytes: u64,
+    retention_ms: i64,
 }
 
 impl StoreConfig {
@@ -356,11 +394,18 @@ impl StoreConfig {
         StoreConfig {
             cache_bytes: args.cache_bytes,
             wal_generation_bytes: args.wal_generation_bytes,
+            retention_ms: args
+                .retention_hours
+                .map_or(Options::default().retention_ms, |h| i64::from(h) * HOUR_MS),
         }
     }
 }
 
 fn open(dir: &Path, config: StoreConfig) -> anyhow::Result<Store> {
+    open_with_clock(dir, config, Options::default().clock)
+}
+
+fn open_with_clock(dir: &Path, config: StoreConfig, clock: Clock) -> anyhow::Result<Store> {
     // As the collector opens it.
     let db = sled::Config::new()
         .path(dir)
@@ -369,6 +414,8 @@ fn open(dir: &Path, config: StoreConfig) -> anyhow::Result<Store> {
         .with_context(|| format!("open {}", dir.display()))?;
     let options = Options {
         wal_generation_bytes: config.wal_generation_bytes,
+        retention_ms: config.retention_ms,
+        clock,
         ..Options::default()
     };
     Ok(Store::open(db, &dir.join("wal"), options)?)
@@ -442,41 +489,38 @@ struct Ingest {
     maintenance_seconds: f64,
 }
 
-/// How ingest writes: threads, batches in flight per thread, ticks per batch.
+/// How ingest writes: batches in flight per writer, ticks per batch.
 #[derive(Clone, Copy)]
 struct Writers {
-    threads: u32,
     in_flight: u32,
     ticks_per_batch: u32,
     maintain_every: u32,
 }
 
+/// Runs a writer for each of `progress`' entries and, every
+/// `maintain_every` ticks of the slowest, maintenance.
 fn ingest(
     store: &Arc<Store>,
+    progress: &Progress,
     hosts: Vec<HostGen>,
     writers: Writers,
     start: i64,
     ticks: i64,
 ) -> anyhow::Result<Ingest> {
     let Writers {
-        threads: writers,
         in_flight,
         ticks_per_batch,
         maintain_every,
     } = writers;
+    let writers = progress.len();
     let done = Arc::new(AtomicU64::new(0));
     let finished = Arc::new(AtomicBool::new(false));
     let mut per_writer: Vec<Vec<HostGen>> = (0..writers).map(|_| Vec::new()).collect();
     for (i, host) in hosts.into_iter().enumerate() {
-        per_writer[i % writers as usize].push(host);
+        per_writer[i % writers].push(host);
     }
     let per_batch = i64::from(ticks_per_batch);
     let maintain_every = i64::from(maintain_every);
-    // Each writer's next tick: a writer waits while it is more than
-    // MAX_TICK_SKEW ahead of the slowest, as agents sending in real time
-    // are (unbounded, fast writers ran up to 40 minutes ahead and the WAL
-    // after ingest held that much more than the open hour).
-    let progress: Arc<Vec<AtomicI64>> = Arc::new((0..writers).map(|_| AtomicI64::new(0)).collect());
     // getrusage: the writers' CPU counts after they exit too.
     let cpu_before = process_cpu_ns()?;
     let started = Instant::now();
@@ -593,6 +637,16 @@ fn ingest(
         maintenance_passes,
         maintenance_seconds: maintenance_time.as_secs_f64(),
     })
+}
+
+/// Each writer's next tick: a writer waits while it is more than
+/// MAX_TICK_SKEW ahead of the slowest, as agents sending in real time are
+/// (unbounded, fast writers ran up to 40 minutes ahead and the WAL after
+/// ingest held that much more than the open hour).
+type Progress = Arc<Vec<AtomicI64>>;
+
+fn writer_progress(writers: u32) -> Progress {
+    Arc::new((0..writers).map(|_| AtomicI64::new(0)).collect())
 }
 
 /// Ticks (10 s each) a writer may run ahead of the slowest one.
@@ -792,16 +846,21 @@ fn promtool(args: &Args, start: i64, ticks: i64, temp: &Path) -> anyhow::Result<
     let (prom_bytes, _) = dir_size(&blocks)?;
     // The same hosts in a new store.
     let dir = temp.join("subset");
-    let store = Arc::new(open(&dir, StoreConfig::of(args))?);
+    // All of the data, as in Prometheus' blocks, whatever `--retention-hours`.
+    let config = StoreConfig {
+        retention_ms: Options::default().retention_ms,
+        ..StoreConfig::of(args)
+    };
+    let store = Arc::new(open(&dir, config)?);
     // Without snapshots: Prometheus' blocks hold only the series.
     let gens = (0..hosts).map(|i| HostGen::new(i, false)).collect();
     let writers = Writers {
-        threads: args.writers.min(hosts),
         in_flight: args.in_flight,
         ticks_per_batch: args.ticks_per_batch,
         maintain_every: args.maintain_every_ticks,
     };
-    let ingested = ingest(&store, gens, writers, start, ticks)?;
+    let progress = writer_progress(args.writers.min(hosts));
+    let ingested = ingest(&store, &progress, gens, writers, start, ticks)?;
     store.seal_all()?;
     drop(store);
     let (ours, _) = dir_size(&dir)?;
