@@ -4,11 +4,12 @@
 //!
 //! Layout: `measure` (process CPU and memory from /proc and getrusage,
 //! thread CPU, medians and percentiles), one module per subcommand
-//! (`agent`, `storage`, `alerts`).
+//! (`agent`, `storage`, `sled_space`, `alerts`).
 
 mod agent;
 mod alerts;
 mod measure;
+mod sled_space;
 mod storage;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,9 @@ enum Command {
     /// concurrent writers, bytes per sample, query latencies, restart,
     /// memory per series; against Prometheus' promtool when installed.
     Storage(storage::Args),
+    /// sled's directory over the data it holds, for the store's chunk
+    /// writes and retention deletes without the store.
+    SledSpace(sled_space::Args),
     /// Alert evaluation's CPU as a share of the collector's ingest CPU with
     /// 10,000 hosts and the default rules, sample-to-webhook latency, and
     /// host-down delay.
@@ -44,6 +48,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Agent(args) => agent::run(args),
         Command::Storage(args) => storage::run(args),
+        Command::SledSpace(args) => sled_space::run(args),
         Command::Alerts(args) => alerts::run(args),
         Command::StorageCrashChild(args) => storage::crash_child(args),
     };
@@ -65,6 +70,53 @@ mod tests {
         match Cli::try_parse_from(argv)?.command {
             Command::Storage(args) => Ok(args),
             _ => unreachable!("parsed as storage"),
+        }
+    }
+
+    fn sled_space_args(args: &[&str]) -> Result<sled_space::Args, clap::Error> {
+        let argv = ["hostwatch-bench", "sled-space"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::SledSpace(args) => Ok(args),
+            _ => unreachable!("parsed as sled-space"),
+        }
+    }
+
+    #[test]
+    fn sled_space_flags_refuse_bad_values() {
+        for (flag, bad) in [
+            ("--series", "0"),
+            ("--windows", "0"),
+            ("--value-bytes", "9"),
+            ("--order", "random"),
+            ("--retention-windows", "0"),
+            ("--pause-ms", "x"),
+        ] {
+            let e = sled_space_args(&[flag, bad]).err().expect("refused");
+            assert!(e.to_string().contains(flag), "{flag} {bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn sled_space_refuses_an_existing_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = sled_space_args(&["--dir", dir.path().to_str().unwrap()]).unwrap();
+        let e = sled_space::run(args).expect_err("refused");
+        assert!(format!("{e:#}").contains("exists"), "{e:#}");
+    }
+
+    #[test]
+    fn sled_space_runs_with_retention_in_every_order() {
+        for order in ["series", "time", "day-trees"] {
+            let args = [
+                "--series",
+                "40",
+                "--windows",
+                "3",
+                "--retention-windows",
+                "2",
+            ];
+            let args = sled_space_args(&[&args[..], &["--order", order]].concat()).unwrap();
+            sled_space::run(args).unwrap();
         }
     }
 

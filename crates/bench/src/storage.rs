@@ -748,7 +748,7 @@ fn queries(store: &Store, args: &Args, start: i64, ticks: i64, prefix: &str) -> 
 }
 
 /// Apparent and allocated bytes of every file under `dir`.
-fn dir_size(dir: &Path) -> anyhow::Result<(u64, u64)> {
+pub(crate) fn dir_size(dir: &Path) -> anyhow::Result<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     let mut apparent = 0;
     let mut allocated = 0;
@@ -916,10 +916,10 @@ fn crash_rounds(args: &Args, temp: &Path) -> anyhow::Result<()> {
 // ------------------------------------------------------------ the data
 
 /// xorshift64*: cheap, deterministic.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
