@@ -20,6 +20,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+/// Series definitions written to the tree per sled batch.
+const DEFINITIONS_PER_BATCH: usize = 1024;
+
 /// Series sealed per hold of their host's lock.
 const SEAL_SERIES_PER_LOCK: usize = 8;
 
@@ -135,10 +138,19 @@ impl Inner {
                 }
             }
         }
-        // The definitions of series created in the generations about to go.
+        // The definitions of series created in the generations about to go,
+        // before the batch that moves `low`: a crash between leaves them in
+        // the tree and in their generation, and open takes the first. In
+        // batches of DEFINITIONS_PER_BATCH: one sled batch of 100,000
+        // definitions (heaptrack: sled's leaf writes and node splits under
+        // it) left about 500 bytes a series more resident.
         for g in gone {
-            for (key, value) in g.series()? {
-                batch.insert(key, value);
+            for definitions in g.series()?.chunks(DEFINITIONS_PER_BATCH) {
+                let mut batch = sled::Batch::default();
+                for (key, value) in definitions {
+                    batch.insert(key, value);
+                }
+                self.tree.apply_batch(batch)?;
             }
         }
         batch.insert(keys::META_NEXT_GROUP, &(durable + 1).to_be_bytes()[..]);

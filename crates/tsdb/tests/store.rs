@@ -225,6 +225,45 @@ fn closed_wal_generations_are_read_verified_and_deleted_with_their_series() {
 }
 
 #[test]
+fn thousands_of_series_definitions_outlive_their_wal_generation() {
+    // More definitions than one sled batch of them takes.
+    const SERIES: usize = 2_500;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(NOW);
+    let options = || hostwatch_tsdb::Options {
+        wal_generation_bytes: 1,
+        ..options(&clock)
+    };
+    let store = open(dir.path(), options());
+    let series = (0..SERIES)
+        .map(|i| SeriesInput {
+            metric: "m".to_owned(),
+            labels: vec![Label::new("i", i.to_string())],
+            points: vec![Point {
+                t_ms: NOW - 2 * HOUR,
+                value: i as f64,
+            }],
+        })
+        .collect();
+    let mut batch = batch("a", 1, "m", &[], &[]);
+    batch.series = series;
+    store.append(&batch).unwrap();
+    let report = store.seal_all().unwrap();
+    assert!(report.wal_generations_deleted >= 1, "{report:?}");
+    drop(store);
+    let store = open(dir.path(), options());
+    let stats = store.stats().unwrap();
+    assert_eq!((stats.series, stats.replayed_frames), (SERIES as u64, 0));
+    for i in [0, 1023, 1024, SERIES - 1] {
+        let matchers = [Matcher::Equal("i".into(), i.to_string())];
+        let found = store.range("m", &matchers, NOW - 3 * HOUR, NOW).unwrap();
+        assert_eq!(found.len(), 1, "series {i}");
+        assert_eq!(found[0].points[0].value, i as f64, "series {i}");
+    }
+    assert!(store.verify().unwrap().is_clean());
+}
+
+#[test]
 fn bad_samples_are_counted_by_reason_not_stored() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new(NOW);
