@@ -319,43 +319,45 @@ impl Inner {
             return Ok(());
         }
         let day_before = align(cutoff, DAY_MS);
-        let ids: Vec<u64> = self
-            .index
-            .read()
-            .map_err(|_| poisoned())?
-            .keys
-            .keys()
-            .copied()
-            .collect();
-        let mut batch = sled::Batch::default();
+        // A sled batch a host, not one for the store: past a 24 h retention
+        // (the storage bench, 72 h of 12,460 series, two runs each) one
+        // batch of every expired chunk left 32,963 and 38,546 bytes a series
+        // resident and 6.4 bytes a sample on disk, a batch a host 13,352 and
+        // 12,365 bytes, 4.4 and 4.0.
         let mut n = 0u64;
-        for id in ids {
-            for (tier, end) in [(keys::TIER_RAW, before), (keys::TIER_HOUR, day_before)] {
-                let range = keys::chunk(tier, id, i64::MIN)..keys::chunk(tier, id, end);
-                for key in self.tree.range(range).keys() {
-                    batch.remove(key?);
-                    n += 1;
-                }
-            }
-        }
         for (name, host) in self.all_hosts()? {
-            let range = keys::snapshots(&name, i64::MIN)..keys::snapshots(&name, before);
-            for key in self.tree.range(range).keys() {
-                batch.remove(key?);
-                n += 1;
-            }
-            // A series whose newest sample expired has no latest value.
+            let mut batch = sled::Batch::default();
+            let (mut deleted, mut lasts) = (0u64, 0u64);
             let mut host = lock(&host)?;
             for (id, series) in host.series.iter_mut() {
-                // Only when its newest chunk goes in this batch too.
+                for (tier, end) in [(keys::TIER_RAW, before), (keys::TIER_HOUR, day_before)] {
+                    let range = keys::chunk(tier, *id, i64::MIN)..keys::chunk(tier, *id, end);
+                    for key in self.tree.range(range).keys() {
+                        batch.remove(key?);
+                        deleted += 1;
+                    }
+                }
+                // A series whose newest sample expired has no latest value
+                // (its newest chunk goes in this batch too).
                 if series.windows.is_empty() && series.last.is_some_and(|p| p.t_ms < before) {
                     series.last = None;
                     series.persisted_last_t = i64::MIN;
                     batch.remove(&keys::last(*id)[..]);
+                    lasts += 1;
                 }
             }
+            drop(host);
+            let range = keys::snapshots(&name, i64::MIN)..keys::snapshots(&name, before);
+            for key in self.tree.range(range).keys() {
+                batch.remove(key?);
+                deleted += 1;
+            }
+            // An empty sled batch still appends a record to its log.
+            if deleted + lasts > 0 {
+                self.tree.apply_batch(batch)?;
+            }
+            n += deleted;
         }
-        self.tree.apply_batch(batch)?;
         if let Some(bytes) = &mut state.window_bytes {
             bytes.retain(|start, _| *start >= before);
         }
