@@ -3,7 +3,8 @@
 //! incompressible value per series (the size of a raw chunk of an hour)
 //! in batches of 8, under 18-byte keys in series order (the store's) or in
 //! time order, then flushes; with `--retention-windows`, the oldest window
-//! of every series is deleted once that many are held, as retention does.
+//! of every series is deleted once that many are held, in batches of a
+//! host's series, as retention does.
 //! `--order day-trees` puts each 24 windows in a tree of their own, in
 //! series order, and drops a tree whole once all of its windows expired.
 //! The directory over the bytes of the keys and values still held is
@@ -47,6 +48,8 @@ pub(crate) struct Args {
 }
 
 const BATCH_KEYS: u64 = 8;
+/// Keys deleted per batch: a host's series, as retention deletes.
+const DELETE_BATCH_KEYS: usize = 89;
 const WINDOWS_A_DAY: u64 = 24;
 const HOUR_MS: u64 = 3_600_000;
 
@@ -125,11 +128,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             if expired(window + 1 - held.len() as u64)
                 && let Some((keys, bytes)) = held.pop_front()
             {
-                let mut batch = sled::Batch::default();
-                for key in keys {
-                    batch.remove(&key[..]);
+                for host in keys.chunks(DELETE_BATCH_KEYS) {
+                    let mut batch = sled::Batch::default();
+                    for key in host {
+                        batch.remove(&key[..]);
+                    }
+                    db.apply_batch(batch)?;
                 }
-                db.apply_batch(batch)?;
                 data_bytes -= bytes;
             }
         }
