@@ -89,7 +89,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         } else {
             (*db).clone()
         };
-        let mut keys = Vec::with_capacity(args.series as usize);
+        // Kept for deletion, which day trees do not need.
+        let mut keys = Vec::with_capacity(if day_trees { 0 } else { args.series as usize });
         let mut bytes = 0;
         let mut batch = sled::Batch::default();
         for id in 0..args.series {
@@ -99,7 +100,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             let value: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
             bytes += key.len() as u64 + len;
             batch.insert(&key[..], value);
-            keys.push(key);
+            if !day_trees {
+                keys.push(key);
+            }
             if (id + 1) % BATCH_KEYS == 0 {
                 tree.apply_batch(std::mem::take(&mut batch))?;
             }

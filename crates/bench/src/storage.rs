@@ -182,9 +182,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     // out-of-order tolerance (10 min) lets the previous hour's windows seal,
     // so a full hour and 10 minutes are open. Figures then do not depend on
     // the minute the bench was started.
-    let hour = HOUR_MS;
     let tolerance = Options::default().out_of_order_tolerance_ms;
-    let last = (now - 600_000 - tolerance).div_euclid(hour) * hour + tolerance - INTERVAL_MS;
+    let last = (now - 600_000 - tolerance).div_euclid(HOUR_MS) * HOUR_MS + tolerance - INTERVAL_MS;
     let start = last - (ticks - 1) * INTERVAL_MS;
     let snapshots = !args.no_snapshots;
     let hosts: Vec<HostGen> = (0..args.hosts)
@@ -222,7 +221,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         }
         None => Options::default().clock,
     };
-    let store = Arc::new(open_with_clock(&dir, StoreConfig::of(&args), clock)?);
+    let config = StoreConfig::of(&args);
+    let store = Arc::new(open_with_clock(&dir, config, clock)?);
     let ingest = ingest(
         &store,
         &progress,
@@ -308,12 +308,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
 
     // Restart with the open hour in the WAL; queries on the last instance,
     // over the retained span.
-    let (restart_ms, store) = restart(&dir, StoreConfig::of(&args))?;
+    let (restart_ms, store) = restart(&dir, config)?;
     println!("restart_ms={restart_ms:.0} target<={TARGET_RESTART_MS:.0}");
     print_replayed(&store)?;
-    let retained_ticks = args
-        .retention_hours
-        .map_or(ticks, |h| ticks.min(i64::from(h) * HOUR_MS / INTERVAL_MS));
+    let retained_ticks = ticks.min(config.retention_ms / INTERVAL_MS);
     let queried_from = start + (ticks - retained_ticks) * INTERVAL_MS;
     // First right after the restart (caches cold), then again (warm).
     queries(&store, &args, queried_from, retained_ticks, "cold_")?;
@@ -323,7 +321,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
 
     // Disk after sealing, then restart of the sealed store.
     let (apparent, allocated) = dir_size(&dir)?;
-    let (restart_sealed, store) = restart(&dir, StoreConfig::of(&args))?;
+    let (restart_sealed, store) = restart(&dir, config)?;
     println!("restart_sealed_ms={restart_sealed:.0}");
     let started = Instant::now();
     let verify = store.verify()?;

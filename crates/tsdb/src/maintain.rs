@@ -327,7 +327,7 @@ impl Inner {
         let mut n = 0u64;
         for (name, host) in self.all_hosts()? {
             let mut batch = sled::Batch::default();
-            let (mut deleted, mut lasts) = (0u64, 0u64);
+            let (mut deleted, mut cleared_last) = (0u64, false);
             let mut host = lock(&host)?;
             for (id, series) in host.series.iter_mut() {
                 for (tier, end) in [(keys::TIER_RAW, before), (keys::TIER_HOUR, day_before)] {
@@ -343,7 +343,7 @@ impl Inner {
                     series.last = None;
                     series.persisted_last_t = i64::MIN;
                     batch.remove(&keys::last(*id)[..]);
-                    lasts += 1;
+                    cleared_last = true;
                 }
             }
             drop(host);
@@ -353,7 +353,7 @@ impl Inner {
                 deleted += 1;
             }
             // An empty sled batch still appends a record to its log.
-            if deleted + lasts > 0 {
+            if deleted > 0 || cleared_last {
                 self.tree.apply_batch(batch)?;
             }
             n += deleted;
