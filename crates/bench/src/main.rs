@@ -146,6 +146,12 @@ mod tests {
             assert!(e.to_string().contains("--retention-hours"), "{bad}: {e}");
         }
         assert!(storage_args(&["--retention-hours", "1"]).is_ok());
+        for bad in ["0", "x", "-1"] {
+            let e = storage_args(&["--retention-bytes", bad])
+                .err()
+                .expect("refused");
+            assert!(e.to_string().contains("--retention-bytes"), "{bad}: {e}");
+        }
     }
 
     #[test]
