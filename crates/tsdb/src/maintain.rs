@@ -32,7 +32,8 @@ pub(crate) struct MaintenanceState {
     /// Bytes of chunks and snapshot blocks per window start, once counted
     /// (retention by size needs them; counting takes one scan).
     window_bytes: Option<BTreeMap<i64, u64>>,
-    /// Windows before this start are already deleted by age.
+    /// Windows before this start are already deleted by age (retention by
+    /// size may have deleted later ones too).
     expired_before: Option<i64>,
     /// The lowest unsealed group last written to `META_LOW_GROUP`.
     persisted_low: Option<u64>,
@@ -318,7 +319,61 @@ impl Inner {
         if state.expired_before.is_some_and(|done| done >= before) {
             return Ok(());
         }
-        let day_before = align(cutoff, DAY_MS);
+        self.delete_before(before, state, report)?;
+        state.expired_before = Some(before);
+        Ok(())
+    }
+
+    /// Deletes the oldest windows while the store is larger than `retention_bytes`.
+    fn expire_by_size(
+        &self,
+        state: &mut MaintenanceState,
+        report: &mut MaintenanceReport,
+    ) -> Result<(), TsdbError> {
+        let Some(limit) = self.options.retention_bytes else {
+            return Ok(());
+        };
+        if state.window_bytes.is_none() {
+            state.window_bytes = Some(self.count_window_bytes()?);
+        }
+        let Some(bytes) = &state.window_bytes else {
+            return Ok(());
+        };
+        let wal = self.commit.wal_bytes.load(Ordering::Relaxed);
+        let mut total: u64 = bytes.values().sum::<u64>() + wal;
+        // The start of the oldest window to keep.
+        let mut before = None;
+        let mut freed = 0;
+        for (start, size) in bytes {
+            if total <= limit {
+                break;
+            }
+            total = total.saturating_sub(*size);
+            freed += size;
+            before = Some(start + self.options.chunk_window_ms);
+        }
+        let Some(before) = before else {
+            return Ok(());
+        };
+        self.delete_before(before, state, report)?;
+        tracing::info!(
+            before,
+            bytes = freed,
+            "deleted the oldest windows: store over its size limit"
+        );
+        Ok(())
+    }
+
+    /// Deletes the chunks and snapshot blocks of the windows that start
+    /// before `before` (and the 1 h chunks of the days before its day), and
+    /// the latest value of every series whose newest sample they held.
+    fn delete_before(
+        &self,
+        before: i64,
+        state: &mut MaintenanceState,
+        report: &mut MaintenanceReport,
+    ) -> Result<(), TsdbError> {
+        let day_before = align(before, DAY_MS);
         // A sled batch a host, not one for the store: past a 24 h retention
         // (the storage bench, 72 h of 12,460 series, two runs each) one
         // batch of every expired chunk left 32,963 and 38,546 bytes a series
@@ -337,7 +392,7 @@ impl Inner {
                         deleted += 1;
                     }
                 }
-                // A series whose newest sample expired has no latest value
+                // A series whose newest sample is gone has no latest value
                 // (its newest chunk goes in this batch too).
                 if series.windows.is_empty() && series.last.is_some_and(|p| p.t_ms < before) {
                     series.last = None;
@@ -361,68 +416,8 @@ impl Inner {
         if let Some(bytes) = &mut state.window_bytes {
             bytes.retain(|start, _| *start >= before);
         }
-        state.expired_before = Some(before);
         report.deleted += n;
         bump(&self.counters.deleted_chunks, n);
-        Ok(())
-    }
-
-    /// Deletes the oldest windows while the store is larger than `retention_bytes`.
-    fn expire_by_size(
-        &self,
-        state: &mut MaintenanceState,
-        report: &mut MaintenanceReport,
-    ) -> Result<(), TsdbError> {
-        let Some(limit) = self.options.retention_bytes else {
-            return Ok(());
-        };
-        if state.window_bytes.is_none() {
-            state.window_bytes = Some(self.count_window_bytes()?);
-        }
-        let Some(bytes) = &mut state.window_bytes else {
-            return Ok(());
-        };
-        let wal = self.commit.wal_bytes.load(Ordering::Relaxed);
-        let mut total: u64 = bytes.values().sum::<u64>() + wal;
-        if total <= limit {
-            return Ok(());
-        }
-        let window = self.options.chunk_window_ms;
-        let ids: Vec<u64> = self
-            .index
-            .read()
-            .map_err(|_| poisoned())?
-            .keys
-            .keys()
-            .copied()
-            .collect();
-        let hosts = self.all_hosts()?;
-        while total > limit {
-            let Some((start, size)) = bytes.pop_first() else {
-                break;
-            };
-            total = total.saturating_sub(size);
-            let mut batch = sled::Batch::default();
-            let last_of_day = (start + window).rem_euclid(DAY_MS) == 0;
-            for id in &ids {
-                batch.remove(&keys::chunk(keys::TIER_RAW, *id, start)[..]);
-                if last_of_day {
-                    let day = align(start, DAY_MS);
-                    batch.remove(&keys::chunk(keys::TIER_HOUR, *id, day)[..]);
-                }
-            }
-            for (host, _) in &hosts {
-                batch.remove(keys::snapshots(host, start));
-            }
-            self.tree.apply_batch(batch)?;
-            report.deleted += 1;
-            bump(&self.counters.deleted_chunks, 1);
-            tracing::info!(
-                window.start = start,
-                bytes = size,
-                "deleted the oldest window: store over its size limit"
-            );
-        }
         Ok(())
     }
 

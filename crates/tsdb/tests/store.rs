@@ -738,22 +738,42 @@ fn retention_by_size_drops_the_oldest_hours_first() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new(NOW);
     let start = (NOW - 6 * HOUR).div_euclid(HOUR) * HOUR;
-    let (all, stored) = {
+    let (all, stored, chunks) = {
         let store = open(dir.path(), options(&clock));
         fill(&store, start, NOW);
+        // Host b reported in the oldest hour only.
+        let points = [(start, 1.0), (start + MINUTE, 2.0)];
+        store.append(&batch("b", 1, "m", &[], &points)).unwrap();
         store.seal_all().unwrap();
+        assert_eq!(store.latest("b").unwrap().len(), 1);
         let v = store.verify().unwrap();
-        (all_points(&store, "a", "m"), v.raw_bytes + v.row_bytes)
+        (
+            all_points(&store, "a", "m"),
+            v.raw_bytes + v.row_bytes,
+            v.chunks + v.row_chunks,
+        )
     };
-    let store = open(
-        dir.path(),
-        hostwatch_tsdb::Options {
-            retention_bytes: Some(stored / 2),
-            ..options(&clock)
-        },
-    );
+    let opts = || hostwatch_tsdb::Options {
+        retention_bytes: Some(stored / 2),
+        ..options(&clock)
+    };
+    let store = open(dir.path(), opts());
     let report = store.maintain().unwrap();
-    assert!(report.deleted > 0, "{report:?}");
+    // The report counts chunks, as retention by age does.
+    let v = store.verify().unwrap();
+    assert!(v.is_clean());
+    assert_eq!(
+        report.deleted,
+        chunks - v.chunks - v.row_chunks,
+        "{report:?}"
+    );
+    assert!(report.deleted > 1, "{report:?}");
+    // Host b's latest value went with its chunk, also after a reopen.
+    assert!(store.latest("b").unwrap().is_empty());
+    assert!(all_points(&store, "b", "m").is_empty());
+    drop(store);
+    let store = open(dir.path(), opts());
+    assert!(store.latest("b").unwrap().is_empty());
     let left = all_points(&store, "a", "m");
     assert!(
         !left.is_empty() && left.len() < all.len(),
