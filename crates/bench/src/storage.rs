@@ -227,7 +227,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         }
         None => Options::default().clock,
     };
-    let config = StoreConfig::of(&args);
+    let config = StoreConfig {
+        reopen_at_ms: args.retention_hours.map(|_| start + ticks * INTERVAL_MS),
+        ..StoreConfig::of(&args)
+    };
     let store = Arc::new(open_with_clock(&dir, config, clock)?);
     let ingest = ingest(
         &store,
@@ -393,6 +396,12 @@ struct StoreConfig {
     wal_generation_bytes: u64,
     retention_ms: i64,
     retention_bytes: Option<u64>,
+    /// The store's clock when the bench reopens it: with a retention by
+    /// age, the end of the generated data, where the writers' clock left
+    /// the running store (the system clock is the run's length past it,
+    /// and would expire windows the running store held); otherwise the
+    /// system clock.
+    reopen_at_ms: Option<i64>,
 }
 
 impl StoreConfig {
@@ -404,6 +413,7 @@ impl StoreConfig {
                 .retention_hours
                 .map_or(Options::default().retention_ms, |h| i64::from(h) * HOUR_MS),
             retention_bytes: args.retention_bytes,
+            reopen_at_ms: None,
         }
     }
 
@@ -414,7 +424,11 @@ impl StoreConfig {
 }
 
 fn open(dir: &Path, config: StoreConfig) -> anyhow::Result<Store> {
-    open_with_clock(dir, config, Options::default().clock)
+    let clock: Clock = match config.reopen_at_ms {
+        Some(t) => Arc::new(move || t),
+        None => Options::default().clock,
+    };
+    open_with_clock(dir, config, clock)
 }
 
 fn open_with_clock(dir: &Path, config: StoreConfig, clock: Clock) -> anyhow::Result<Store> {
@@ -859,9 +873,10 @@ fn promtool(args: &Args, start: i64, ticks: i64, temp: &Path) -> anyhow::Result<
     let (prom_bytes, _) = dir_size(&blocks)?;
     // The same hosts in a new store.
     let dir = temp.join("subset");
-    // All of the data, as in Prometheus' blocks, whatever `--retention-hours`.
+    // All of the data, as in Prometheus' blocks, whatever the retention.
     let config = StoreConfig {
         retention_ms: Options::default().retention_ms,
+        retention_bytes: None,
         ..StoreConfig::of(args)
     };
     let store = Arc::new(open(&dir, config)?);
