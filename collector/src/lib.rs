@@ -28,7 +28,8 @@ mod server;
 /// series, 710 MB of the collector's 1 GB were free heap it held).
 /// jemalloc's background threads hand freed pages back to the system
 /// within seconds. Every program linking the collector (its binary, the
-/// quick start, the benchmarks) allocates this way.
+/// quick start, the benchmarks) allocates this way, with an arena per CPU
+/// (set where jemalloc is built: `.cargo/config.toml`).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
