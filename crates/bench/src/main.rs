@@ -139,18 +139,12 @@ mod tests {
         assert!(e.to_string().contains("'-1'"), "{e}");
         assert!(storage_args(&["--maintain-every-ticks", "0"]).is_ok());
         // No retention at all is not a retention.
-        for bad in ["0", "x", "1.5"] {
-            let e = storage_args(&["--retention-hours", bad])
-                .err()
-                .expect("refused");
-            assert!(e.to_string().contains("--retention-hours"), "{bad}: {e}");
-        }
-        assert!(storage_args(&["--retention-hours", "1"]).is_ok());
-        for bad in ["0", "x", "1.5"] {
-            let e = storage_args(&["--retention-bytes", bad])
-                .err()
-                .expect("refused");
-            assert!(e.to_string().contains("--retention-bytes"), "{bad}: {e}");
+        for flag in ["--retention-hours", "--retention-bytes"] {
+            for bad in ["0", "x", "1.5"] {
+                let e = storage_args(&[flag, bad]).err().expect("refused");
+                assert!(e.to_string().contains(flag), "{flag} {bad}: {e}");
+            }
+            assert!(storage_args(&[flag, "1"]).is_ok());
         }
     }
 
