@@ -218,18 +218,18 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
 
     // Ingest.
     let progress = writer_progress(args.writers);
-    // With a retention shorter than the data, the store's clock is the
-    // slowest writer's agent time (the system clock is past all of it).
-    let clock: Clock = match args.retention_hours {
+    let config = StoreConfig {
+        reopen_at_ms: args.retention_hours.map(|_| start + ticks * INTERVAL_MS),
+        ..StoreConfig::of(&args)
+    };
+    // With a retention by age, the store's clock is the slowest writer's
+    // agent time (the system clock is past all of it).
+    let clock: Clock = match config.reopen_at_ms {
         Some(_) => {
             let progress = progress.clone();
             Arc::new(move || start + slowest(&progress).min(ticks) * INTERVAL_MS)
         }
         None => Options::default().clock,
-    };
-    let config = StoreConfig {
-        reopen_at_ms: args.retention_hours.map(|_| start + ticks * INTERVAL_MS),
-        ..StoreConfig::of(&args)
     };
     let store = Arc::new(open_with_clock(&dir, config, clock)?);
     let ingest = ingest(
