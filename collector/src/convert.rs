@@ -14,8 +14,9 @@ const MAX_PROCESS_TEXT: usize = 4096;
 /// A batch from the wire, for `host` (from the certificate) and the
 /// stream's spool id. Series whose timestamp and value arrays differ in
 /// length, and process snapshots that are too large or hold non-finite
-/// figures, are malformed: counted and left out, not guessed at.
-pub fn batch(host: &str, source: u64, batch: pb::Batch) -> (tsdb::Batch, u64) {
+/// figures, are malformed: left out, not guessed at, and counted in the
+/// batch (the store counts them with its refusals).
+pub fn batch(host: &str, source: u64, batch: pb::Batch) -> tsdb::Batch {
     let mut malformed = 0;
     let processes = batch
         .processes
@@ -49,14 +50,14 @@ pub fn batch(host: &str, source: u64, batch: pb::Batch) -> (tsdb::Batch, u64) {
             })
         })
         .collect();
-    let batch = tsdb::Batch {
+    tsdb::Batch {
         host: host.to_owned(),
         source,
         seq: batch.seq,
         series,
         processes,
-    };
-    (batch, malformed)
+        malformed,
+    }
 }
 
 fn process_snapshot(snapshot: pb::ProcessSnapshot) -> Option<tsdb::ProcessSnapshot> {
@@ -299,6 +300,8 @@ pub(crate) fn storage_stats_out(s: tsdb::StoreStats) -> pb::StorageStatsResponse
             duplicate: r.duplicate,
             series_limit: r.series_limit,
             invalid_series: r.invalid_series,
+            too_dense: r.too_dense,
+            malformed: r.malformed,
         }),
         commit_groups: s.commit_groups,
         sealed_chunks: s.sealed_chunks,
@@ -400,8 +403,8 @@ mod tests {
                 },
             ],
         };
-        let (batch, malformed) = batch("h", 9, wire);
-        assert_eq!(malformed, 3 + 3);
+        let batch = batch("h", 9, wire);
+        assert_eq!(batch.malformed, 3 + 3);
         assert_eq!(batch.processes.len(), 1);
         assert_eq!(batch.processes[0].t_ms, 4);
         assert_eq!(batch.series.len(), 1);

@@ -156,7 +156,7 @@ impl Session {
                     dropped_batches_total: batch.dropped_batches_total,
                     future_tolerance_ms: self.shared.future_tolerance_ms,
                 };
-                let (batch, malformed) = convert::batch(&self.host, self.spool_id, batch);
+                let batch = convert::batch(&self.host, self.spool_id, batch);
                 let store = self.shared.store.clone();
                 let alerting = self.shared.alerting.clone();
                 let outcome = tokio::task::spawn_blocking(move || {
@@ -172,13 +172,13 @@ impl Session {
                 .map_err(|e| Status::internal(e.to_string()))?
                 .map_err(convert::storage_status)?;
                 self.shared.hosts.seen(&self.host);
-                let rejected = outcome.rejected.total() + malformed;
+                let rejected = outcome.rejected.total();
                 if rejected > 0 {
                     tracing::warn!(
                         host.id = %self.host,
                         batch.seq = seq,
                         rejected,
-                        malformed,
+                        malformed = outcome.rejected.malformed,
                         first_error = outcome.first_error.as_deref().unwrap_or("arrays of unequal length"),
                         "samples rejected"
                     );

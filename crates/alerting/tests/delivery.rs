@@ -169,6 +169,7 @@ impl Engine {
                 points: vec![Point { t_ms, value }],
             }],
             processes: vec![],
+            malformed: 0,
         };
         self.alerting.observe(
             &batch,

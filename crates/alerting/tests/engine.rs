@@ -86,6 +86,7 @@ impl Harness {
             seq: self.seq,
             series,
             processes,
+            malformed: 0,
         };
         self.alerting.observe(
             &batch,

@@ -292,6 +292,7 @@ fn agent_batch(host: u32, seq: u64, t_ms: i64, hot: bool) -> Batch {
         seq,
         series,
         processes: vec![ProcessSnapshot { t_ms, processes }],
+        malformed: 0,
     }
 }
 
@@ -393,7 +394,7 @@ fn ingest_and_evaluate(
                     let batches: Vec<Batch> = chunk
                         .iter()
                         .filter_map(|w| pb::Batch::decode(w.bytes.as_slice()).ok().map(|b| (w, b)))
-                        .map(|(w, b)| hostwatch_collector::convert_batch(&w.host, 1, b).0)
+                        .map(|(w, b)| hostwatch_collector::convert_batch(&w.host, 1, b))
                         .collect();
                     let Ok(decoded) = thread_cpu_ns() else { return };
                     let stored = if pipelined {

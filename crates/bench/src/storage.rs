@@ -1478,6 +1478,7 @@ impl HostGen {
                 })
                 .collect(),
             processes: Vec::new(),
+            malformed: 0,
         }
     }
 

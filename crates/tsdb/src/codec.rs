@@ -69,6 +69,19 @@ impl<'a> ByteReader<'a> {
         self.pos >= self.bytes.len()
     }
 
+    /// Bytes not read yet.
+    pub(crate) fn remaining(&self) -> usize {
+        self.bytes.len().saturating_sub(self.pos)
+    }
+
+    /// A count of items that each take at least one byte of what is left:
+    /// any count an encoder wrote passes, and a damaged one cannot make
+    /// the decoder allocate more than the input's size.
+    pub(crate) fn count(&mut self) -> Result<usize, TsdbError> {
+        let max = self.remaining();
+        self.len(max)
+    }
+
     pub(crate) fn rest(&self) -> &'a [u8] {
         &self.bytes[self.pos.min(self.bytes.len())..]
     }
@@ -133,6 +146,12 @@ impl<'a> ByteReader<'a> {
     pub(crate) fn str(&mut self, max: usize) -> Result<&'a str, TsdbError> {
         let n = self.len(max)?;
         std::str::from_utf8(self.bytes(n)?).map_err(|_| corrupt("invalid UTF-8"))
+    }
+
+    /// A string of any length the input holds.
+    pub(crate) fn text(&mut self) -> Result<&'a str, TsdbError> {
+        let max = self.remaining();
+        self.str(max)
     }
 }
 
@@ -1208,7 +1227,11 @@ impl HeadChunk {
         let points = run.points();
         let mut block = Vec::new();
         encode_points(&points, &mut block);
-        self.blocks.reserve_exact(block.len());
+        // Exact growth while the head is small (most series' heads live an
+        // hour), an eighth more at a time once it is large, so a dense
+        // window is not copied whole for every block.
+        self.blocks
+            .reserve_exact(block.len().max(self.blocks.len() / 8));
         self.blocks.extend_from_slice(&block);
         self.block_points += points.len() as u32;
     }

@@ -41,11 +41,21 @@ impl Hasher for IdHasher {
     }
 }
 
-/// What inserting one sample did.
+/// What inserting samples did, counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Inserts {
+    pub(crate) stored: u64,
+    /// At a time the series already holds: the first value stays.
+    pub(crate) duplicate: u64,
+    /// Over the limit of samples a series may hold in one window.
+    pub(crate) too_dense: u64,
+}
+
+/// What inserting one process snapshot did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Inserted {
     Stored,
-    /// The series already holds a sample at that time; the first one stays.
+    /// The host already holds a snapshot at that time; the first one stays.
     Duplicate,
 }
 
@@ -87,29 +97,67 @@ impl OpenWindow {
         self.chunk.as_ref().map_or(0, HeadChunk::len) + self.late.len()
     }
 
-    fn insert(&mut self, p: Point, lsn: u64) -> Inserted {
+    /// Inserts `points` (sorted by time; of equal times the first counts)
+    /// of commit group `lsn`, keeping at most `max_len` samples in the
+    /// window. Returns the newest sample stored, if any.
+    fn insert_run(
+        &mut self,
+        points: &[Point],
+        lsn: u64,
+        max_len: usize,
+        counts: &mut Inserts,
+    ) -> Option<Point> {
         self.max_lsn = self.max_lsn.max(lsn);
-        let Some(chunk) = &mut self.chunk else {
-            self.chunk = Some(HeadChunk::new(p));
-            return Inserted::Stored;
-        };
-        if p.t_ms > chunk.last_t() {
-            chunk.push(p);
-            return Inserted::Stored;
-        }
-        if p.t_ms == chunk.last_t() {
-            return Inserted::Duplicate;
-        }
-        match self.late.binary_search_by_key(&p.t_ms, |q| q.t_ms) {
-            Ok(_) => Inserted::Duplicate,
-            Err(at) => {
-                if chunk.points().iter().any(|q| q.t_ms == p.t_ms) {
-                    return Inserted::Duplicate;
+        let mut newest = None;
+        // Samples at or before the chunk's newest go to `late`, checked
+        // against the chunk's times decoded once for the whole run.
+        let split = self
+            .chunk
+            .as_ref()
+            .map_or(0, |c| points.partition_point(|p| p.t_ms <= c.last_t()));
+        let (late, fresh) = points.split_at(split);
+        if !late.is_empty() {
+            let chunk_times: Vec<i64> = self
+                .chunk
+                .as_ref()
+                .map(|c| c.points().iter().map(|p| p.t_ms).collect())
+                .unwrap_or_default();
+            let mut added: Vec<Point> = Vec::new();
+            for p in late {
+                let duplicate = chunk_times.binary_search(&p.t_ms).is_ok()
+                    || self.late.binary_search_by_key(&p.t_ms, |q| q.t_ms).is_ok()
+                    || added.last().is_some_and(|q| q.t_ms == p.t_ms);
+                if duplicate {
+                    counts.duplicate += 1;
+                } else if self.len() + added.len() >= max_len {
+                    counts.too_dense += 1;
+                } else {
+                    added.push(*p);
                 }
-                self.late.insert(at, p);
-                Inserted::Stored
             }
+            counts.stored += added.len() as u64;
+            newest = added.last().copied();
+            self.late.extend(added);
+            self.late.sort_by_key(|p| p.t_ms);
         }
+        for p in fresh {
+            let full = self.len() >= max_len;
+            match &mut self.chunk {
+                Some(chunk) if p.t_ms == chunk.last_t() => {
+                    counts.duplicate += 1;
+                    continue;
+                }
+                _ if full => {
+                    counts.too_dense += 1;
+                    continue;
+                }
+                Some(chunk) => chunk.push(*p),
+                None => self.chunk = Some(HeadChunk::new(*p)),
+            }
+            counts.stored += 1;
+            newest = Some(*p);
+        }
+        newest
     }
 
     /// Every sample, oldest first.
@@ -183,19 +231,27 @@ impl SeriesHead {
             .insert(at, OpenWindow::new(start, base, base_lsn, lsn));
     }
 
-    /// Inserts into the open window `start`, which must exist.
-    pub(crate) fn insert(&mut self, start: i64, p: Point, lsn: u64, now_ms: i64) -> Inserted {
+    /// Inserts `points` (sorted by time, all in window `start`, which must
+    /// be open) of commit group `lsn`, at most `max_len` in the window.
+    pub(crate) fn insert_run(
+        &mut self,
+        start: i64,
+        points: &[Point],
+        lsn: u64,
+        now_ms: i64,
+        max_len: usize,
+        counts: &mut Inserts,
+    ) {
         let Some(window) = self.window_mut(start) else {
-            return Inserted::Duplicate;
+            counts.duplicate += points.len() as u64;
+            return;
         };
-        let result = window.insert(p, lsn);
-        if result == Inserted::Stored {
+        if let Some(newest) = window.insert_run(points, lsn, max_len, counts) {
             self.touched_ms = now_ms;
-            if self.last.is_none_or(|last| p.t_ms > last.t_ms) {
-                self.last = Some(p);
+            if self.last.is_none_or(|last| newest.t_ms > last.t_ms) {
+                self.last = Some(newest);
             }
         }
-        result
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {
@@ -450,16 +506,46 @@ mod tests {
         let mut s = SeriesHead::new(key);
         s.open_window(0, vec![], 0, 1);
         let p = |t_ms, value| Point { t_ms, value };
-        assert_eq!(s.insert(0, p(20, 2.0), 1, 0), Inserted::Stored);
-        assert_eq!(s.insert(0, p(30, 3.0), 1, 0), Inserted::Stored);
-        assert_eq!(s.insert(0, p(10, 1.0), 2, 0), Inserted::Stored);
-        assert_eq!(s.insert(0, p(10, 9.0), 2, 0), Inserted::Duplicate);
-        assert_eq!(s.insert(0, p(20, 9.0), 2, 0), Inserted::Duplicate);
-        assert_eq!(s.insert(0, p(30, 9.0), 2, 0), Inserted::Duplicate);
+        let mut counts = Inserts::default();
+        s.insert_run(0, &[p(20, 2.0), p(30, 3.0)], 1, 0, 10, &mut counts);
+        assert_eq!(counts.stored, 2);
+        let mut counts = Inserts::default();
+        let late = [p(10, 1.0), p(10, 9.0), p(20, 9.0), p(30, 9.0)];
+        s.insert_run(0, &late, 2, 0, 10, &mut counts);
+        assert_eq!((counts.stored, counts.duplicate), (1, 3));
         let w = &s.windows[0];
         assert_eq!(w.points(), vec![p(10, 1.0), p(20, 2.0), p(30, 3.0)]);
         assert_eq!((w.min_lsn, w.max_lsn, w.len()), (1, 2, 3));
         assert_eq!(s.last, Some(p(30, 3.0)));
+    }
+
+    #[test]
+    fn a_window_keeps_at_most_its_limit_of_samples() {
+        let key = Arc::new(SeriesKey::for_host("h", "m", &[]).unwrap());
+        let mut s = SeriesHead::new(key);
+        s.open_window(0, vec![], 0, 1);
+        let points: Vec<Point> = (10..20)
+            .map(|t| Point {
+                t_ms: t,
+                value: 1.0,
+            })
+            .collect();
+        let mut counts = Inserts::default();
+        s.insert_run(0, &points, 1, 0, 4, &mut counts);
+        // Late samples count against the limit as well.
+        s.insert_run(
+            0,
+            &[Point {
+                t_ms: 1,
+                value: 1.0,
+            }],
+            2,
+            0,
+            4,
+            &mut counts,
+        );
+        assert_eq!((counts.stored, counts.too_dense), (4, 7));
+        assert_eq!(s.windows[0].len(), 4);
     }
 
     #[test]

@@ -60,7 +60,7 @@ pub use model::{
     MAX_NAME_LEN, Matcher, Point, ProcessInfo, ProcessSnapshot, Rejections, SeriesData,
     SeriesInput, SeriesKey,
 };
-pub use options::{Clock, Options, system_now_ms};
+pub use options::{Clock, MAX_WINDOW_SAMPLES, Options, system_now_ms};
 pub use stats::StoreStats;
 pub use store::{Pending, Store};
 pub use verify::VerifyReport;

@@ -208,6 +208,9 @@ pub struct Batch {
     pub series: Vec<SeriesInput>,
     /// Top-process snapshots taken while sampling this batch.
     pub processes: Vec<ProcessSnapshot>,
+    /// Samples and snapshots of the batch its sender could not read (left
+    /// out of `series` and `processes`): counted as rejected.
+    pub malformed: u64,
 }
 
 /// The top processes of a host at one moment (an event, not series).
@@ -249,6 +252,12 @@ pub struct Rejections {
     pub series_limit: u64,
     /// Samples of series with invalid names, labels or too many labels.
     pub invalid_series: u64,
+    /// Samples beyond the most one series may hold in one chunk window
+    /// ([`crate::Options::max_window_samples`]).
+    pub too_dense: u64,
+    /// Samples and snapshots the caller could not read (counted by it in
+    /// [`Batch::malformed`]), e.g. arrays of unequal length.
+    pub malformed: u64,
 }
 
 impl Rejections {
@@ -261,6 +270,8 @@ impl Rejections {
             + self.duplicate
             + self.series_limit
             + self.invalid_series
+            + self.too_dense
+            + self.malformed
     }
 }
 

@@ -7,6 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// One hour in milliseconds: raw chunk windows are whole hours, so that
 /// every 1 h aggregate comes from exactly one chunk.
 pub(crate) const HOUR_MS: i64 = 3_600_000;
+/// The most samples of one series in one chunk window the chunk codec
+/// reads back (a larger count in a chunk is taken for damage).
+pub const MAX_WINDOW_SAMPLES: usize = crate::codec::MAX_BLOCK_POINTS;
 /// One minute in milliseconds.
 pub(crate) const MINUTE_MS: i64 = 60_000;
 /// One day: the span of a chunk of the 1 h tier.
@@ -31,6 +34,10 @@ pub struct Options {
     pub out_of_order_tolerance_ms: i64,
     /// Most series one host may have.
     pub max_series_per_host: usize,
+    /// Most samples one series may hold in one chunk window; later ones
+    /// are refused (counted as `too_dense`), so every window can be
+    /// sealed and read back. At most [`MAX_WINDOW_SAMPLES`].
+    pub max_window_samples: usize,
     /// Time span of one raw chunk (ms): a whole number of hours dividing a day.
     pub chunk_window_ms: i64,
     /// A series that received nothing for this long (ms, wall clock) has its
@@ -55,6 +62,7 @@ impl Default for Options {
             future_tolerance_ms: 10 * MINUTE_MS,
             out_of_order_tolerance_ms: 10 * MINUTE_MS,
             max_series_per_host: 10_000,
+            max_window_samples: MAX_WINDOW_SAMPLES,
             chunk_window_ms: HOUR_MS,
             idle_seal_ms: 15 * MINUTE_MS,
             wal_generation_bytes: 32 << 20,
@@ -72,6 +80,7 @@ impl std::fmt::Debug for Options {
             .field("future_tolerance_ms", &self.future_tolerance_ms)
             .field("out_of_order_tolerance_ms", &self.out_of_order_tolerance_ms)
             .field("max_series_per_host", &self.max_series_per_host)
+            .field("max_window_samples", &self.max_window_samples)
             .field("chunk_window_ms", &self.chunk_window_ms)
             .field("idle_seal_ms", &self.idle_seal_ms)
             .field("wal_generation_bytes", &self.wal_generation_bytes)
@@ -95,6 +104,12 @@ impl Options {
         }
         if self.max_series_per_host == 0 {
             return bad("max_series_per_host must be greater than zero".into());
+        }
+        if !(1..=MAX_WINDOW_SAMPLES).contains(&self.max_window_samples) {
+            return bad(format!(
+                "max_window_samples ({}) must be between 1 and {MAX_WINDOW_SAMPLES}",
+                self.max_window_samples
+            ));
         }
         let w = self.chunk_window_ms;
         if w <= 0 || w % HOUR_MS != 0 || DAY_MS % w != 0 {

@@ -22,11 +22,6 @@ use crate::codec::{ByteReader, put_ivarint, put_str, put_uvarint, unzigzag, zigz
 use crate::head::IdMap;
 use crate::model::{ProcessInfo, ProcessSnapshot};
 
-/// Longest text field accepted when decoding.
-const MAX_TEXT: usize = 64 << 10;
-/// Most snapshots, or processes per snapshot, accepted when decoding.
-const MAX_ITEMS: usize = 1 << 20;
-
 /// A process met earlier in an encoding: where its identity starts in the
 /// body, and its figures as the decoder will have them.
 #[derive(Debug, Clone, Copy)]
@@ -184,9 +179,9 @@ fn read_identity<'a>(r: &mut ByteReader<'a>) -> Result<Identity<'a>, TsdbError> 
     Ok(Identity {
         pid,
         start_time_ms: r.ivarint()?,
-        name: r.str(MAX_TEXT)?,
-        command: r.str(MAX_TEXT)?,
-        user: r.str(MAX_TEXT)?,
+        name: r.text()?,
+        command: r.text()?,
+        user: r.text()?,
     })
 }
 
@@ -234,14 +229,14 @@ pub(crate) fn decode(value: &[u8]) -> Result<(u64, Vec<ProcessSnapshot>), TsdbEr
 pub(crate) fn decode_at(value: &[u8], at_ms: i64) -> Result<Option<ProcessSnapshot>, TsdbError> {
     let (_, payload) = open(KIND_SNAPSHOTS, value)?;
     let mut r = ByteReader::new(payload);
-    let n = r.len(MAX_ITEMS)?;
+    let n = r.count()?;
     body_at(n as u64, r.rest(), at_ms)
 }
 
 /// The snapshots of a payload, in their encoded order.
 pub(crate) fn decode_payload(payload: &[u8]) -> Result<Vec<ProcessSnapshot>, TsdbError> {
     let mut r = ByteReader::new(payload);
-    let n = r.len(MAX_ITEMS)?;
+    let n = r.count()?;
     decode_body(n as u64, r.rest())
 }
 
@@ -308,7 +303,7 @@ fn walk<'a>(
     let mut t = 0i64;
     for _ in 0..count {
         t = t.wrapping_add(r.ivarint()?);
-        let n = r.len(MAX_ITEMS)?;
+        let n = r.count()?;
         listed.clear();
         for _ in 0..n {
             let index = r.len(identities.len())?;

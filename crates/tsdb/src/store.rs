@@ -7,7 +7,7 @@
 use crate::TsdbError;
 use crate::chunk;
 use crate::commit::{Committer, Generation};
-use crate::head::{HostState, IdMap, Inserted, series_hash};
+use crate::head::{HostState, IdMap, Inserted, Inserts, series_hash};
 use crate::keys;
 use crate::maintain::MaintenanceState;
 use crate::model::{
@@ -82,7 +82,7 @@ pub(crate) struct Counters {
     pub(crate) duplicate_batches: AtomicU64,
     pub(crate) samples: AtomicU64,
     pub(crate) snapshots: AtomicU64,
-    pub(crate) rejected: [AtomicU64; 7],
+    pub(crate) rejected: [AtomicU64; 9],
     pub(crate) corrupt_wal_frames: AtomicU64,
     pub(crate) corrupt_blocks: AtomicU64,
     pub(crate) corrupt_series: AtomicU64,
@@ -105,6 +105,8 @@ impl Counters {
             r.duplicate,
             r.series_limit,
             r.invalid_series,
+            r.too_dense,
+            r.malformed,
         ];
         for (counter, v) in self.rejected.iter().zip(values) {
             if v > 0 {
@@ -123,6 +125,8 @@ impl Counters {
             duplicate: v(4),
             series_limit: v(5),
             invalid_series: v(6),
+            too_dense: v(7),
+            malformed: v(8),
         }
     }
 }
@@ -550,16 +554,26 @@ impl Inner {
         let source = state.sources.entry(record.source).or_default();
         source.durable = source.durable.max(record.seq);
         let now = (self.options.clock)();
-        for (id, points) in record.series {
+        for (id, mut points) in record.series {
             if !state.series.contains_key(&id) {
                 // Its definition is missing or damaged: nothing to file the samples under.
                 bump(&self.counters.orphan_samples, points.len() as u64);
                 continue;
             }
             bump(&self.counters.replayed_samples, points.len() as u64);
-            for p in points {
-                self.insert(&mut state, id, p, group, Mode::Replay(sealed), now)?;
-            }
+            // Appends write each series' samples sorted; a stable sort
+            // keeps the order of equal times, which decides the value kept.
+            points.sort_by_key(|p| p.t_ms);
+            let mut ignored = Inserts::default();
+            self.insert_runs(
+                &mut state,
+                id,
+                &points,
+                group,
+                Mode::Replay(sealed),
+                now,
+                &mut ignored,
+            )?;
         }
         for snapshot in &record.snapshots {
             self.insert_snapshot(
@@ -574,49 +588,77 @@ impl Inner {
         Ok(())
     }
 
-    /// Puts one sample into its series' open window, opening (or reopening
-    /// from its sealed chunk) the window first.
-    pub(crate) fn insert(
+    /// Puts samples of one series (sorted by time) into their windows,
+    /// opening (or reopening from its sealed chunk) each window first.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn insert_runs(
         &self,
         state: &mut HostState,
         id: u64,
-        p: Point,
+        points: &[Point],
         lsn: u64,
-        mode: Mode<'_>,
+        mut mode: Mode<'_>,
         now: i64,
-    ) -> Result<Inserted, TsdbError> {
-        let start = self.options.window_of(p.t_ms);
-        let Some(series) = state.series.get_mut(&id) else {
-            return Ok(Inserted::Duplicate);
-        };
-        if series.window_mut(start).is_none() {
-            if let Mode::Replay(sealed) = &mode
-                && sealed.series.get(&(id, start)).is_some_and(|&m| m >= lsn)
-            {
-                return Ok(Inserted::Duplicate);
-            }
-            // No sealed chunk starts after the window of the newest sealed
-            // sample (the `L` record), so new windows need no lookup.
-            let may_be_sealed = !series.sealed_known
-                || (series.persisted_last_t != i64::MIN
-                    && start <= self.options.window_of(series.persisted_last_t));
-            let (base_lsn, base) = if may_be_sealed {
-                self.sealed_raw(id, start)?.unwrap_or_default()
-            } else {
-                (0, Vec::new())
-            };
-            if let Mode::Replay(sealed) = mode
-                && !base.is_empty()
-            {
-                sealed.series.insert((id, start), base_lsn);
-                if base_lsn >= lsn {
-                    // The sealed chunk already holds this group's samples.
-                    return Ok(Inserted::Duplicate);
+        counts: &mut Inserts,
+    ) -> Result<(), TsdbError> {
+        let window_of = |p: &Point| self.options.window_of(p.t_ms);
+        for run in points.chunk_by(|a, b| window_of(a) == window_of(b)) {
+            let start = window_of(&run[0]);
+            if self.open_window(state, id, start, lsn, &mut mode)? {
+                if let Some(series) = state.series.get_mut(&id) {
+                    let max = self.options.max_window_samples;
+                    series.insert_run(start, run, lsn, now, max, counts);
                 }
+            } else {
+                counts.duplicate += run.len() as u64;
             }
-            series.open_window(start, base, base_lsn, lsn);
         }
-        Ok(series.insert(start, p, lsn, now))
+        Ok(())
+    }
+
+    /// Makes window `start` of a series open for samples of group `lsn`;
+    /// false when they are not to be inserted (a sealed chunk already
+    /// holds the group, in replay; or the series is unknown).
+    fn open_window(
+        &self,
+        state: &mut HostState,
+        id: u64,
+        start: i64,
+        lsn: u64,
+        mode: &mut Mode<'_>,
+    ) -> Result<bool, TsdbError> {
+        let Some(series) = state.series.get_mut(&id) else {
+            return Ok(false);
+        };
+        if series.window_mut(start).is_some() {
+            return Ok(true);
+        }
+        if let Mode::Replay(sealed) = mode
+            && sealed.series.get(&(id, start)).is_some_and(|&m| m >= lsn)
+        {
+            return Ok(false);
+        }
+        // No sealed chunk starts after the window of the newest sealed
+        // sample (the `L` record), so new windows need no lookup.
+        let may_be_sealed = !series.sealed_known
+            || (series.persisted_last_t != i64::MIN
+                && start <= self.options.window_of(series.persisted_last_t));
+        let (base_lsn, base) = if may_be_sealed {
+            self.sealed_raw(id, start)?.unwrap_or_default()
+        } else {
+            (0, Vec::new())
+        };
+        if let Mode::Replay(sealed) = mode
+            && !base.is_empty()
+        {
+            sealed.series.insert((id, start), base_lsn);
+            if base_lsn >= lsn {
+                // The sealed chunk already holds this group's samples.
+                return Ok(false);
+            }
+        }
+        series.open_window(start, base, base_lsn, lsn);
+        Ok(true)
     }
 
     pub(crate) fn insert_snapshot(
@@ -715,7 +757,12 @@ impl Inner {
         let oldest = now.saturating_sub(self.options.retention_ms);
         let newest = now.saturating_add(self.options.future_tolerance_ms);
         let mut defs = Vec::new();
-        let mut accepted: Vec<(u64, Point)> = Vec::with_capacity(batch.series.len());
+        // Each series once, with the inputs that list it: a series listed
+        // twice is validated and stored as one, so a batch's work stays
+        // linear in its samples however it repeats itself.
+        let mut listed: Vec<(u64, &SeriesInput, Vec<&SeriesInput>)> =
+            Vec::with_capacity(batch.series.len());
+        let mut position: IdMap<usize> = IdMap::default();
         let mut shape = ShapeMatch::new(std::mem::take(&mut host.last_batch));
         for input in &batch.series {
             if input.points.is_empty() {
@@ -728,8 +775,16 @@ impl Inner {
                 None => self.resolve(&batch.host, host, input, &mut defs),
             };
             shape.record(resolved.as_ref().ok().copied().flatten());
-            let id = match resolved {
-                Ok(Some(id)) => id,
+            match resolved {
+                Ok(Some(id)) => match position.entry(id) {
+                    std::collections::hash_map::Entry::Occupied(at) => {
+                        listed[*at.get()].2.push(input)
+                    }
+                    std::collections::hash_map::Entry::Vacant(at) => {
+                        at.insert(listed.len());
+                        listed.push((id, input, Vec::new()));
+                    }
+                },
                 Ok(None) => {
                     outcome.rejected.series_limit += n;
                     outcome.first_error.get_or_insert_with(|| {
@@ -738,24 +793,34 @@ impl Inner {
                             batch.host, self.options.max_series_per_host, input.metric
                         )
                     });
-                    continue;
                 }
                 Err(e) => {
                     outcome.rejected.invalid_series += n;
                     outcome.first_error.get_or_insert_with(|| e.to_string());
-                    continue;
                 }
-            };
-            let Some(series) = host.series.get_mut(&id) else {
+            }
+        }
+        let mut accepted: Vec<(u64, Point)> = Vec::with_capacity(batch.series.len());
+        for (id, first, more) in listed {
+            let Some(series) = host.series.get(&id) else {
                 continue;
             };
-            // A series listed twice in one batch sees its earlier points too.
-            let mut newest_seen = accepted
-                .iter()
-                .filter(|(other, _)| *other == id)
-                .map(|(_, p)| p.t_ms)
-                .fold(series.max_t(), i64::max);
-            for p in &input.points {
+            // Sorted, so that in-order samples append and the others are
+            // merged once; the sort is stable, so of equal times the one
+            // listed first is kept.
+            let points: std::borrow::Cow<'_, [Point]> =
+                if more.is_empty() && first.points.is_sorted_by_key(|p| p.t_ms) {
+                    std::borrow::Cow::Borrowed(&first.points)
+                } else {
+                    let mut all: Vec<Point> = first.points.clone();
+                    for input in more {
+                        all.extend_from_slice(&input.points);
+                    }
+                    all.sort_by_key(|p| p.t_ms);
+                    std::borrow::Cow::Owned(all)
+                };
+            let newest_before = series.max_t();
+            for p in points.iter() {
                 let rejected = &mut outcome.rejected;
                 let why = if !p.value.is_finite() {
                     rejected.non_finite += 1;
@@ -766,13 +831,12 @@ impl Inner {
                 } else if p.t_ms < oldest {
                     rejected.too_old += 1;
                     "timestamp older than the retention"
-                } else if newest_seen != i64::MIN
-                    && p.t_ms < newest_seen.saturating_sub(self.options.out_of_order_tolerance_ms)
+                } else if newest_before != i64::MIN
+                    && p.t_ms < newest_before.saturating_sub(self.options.out_of_order_tolerance_ms)
                 {
                     rejected.out_of_order += 1;
                     "timestamp older than the series' newest sample by more than the out-of-order tolerance"
                 } else {
-                    newest_seen = newest_seen.max(p.t_ms);
                     accepted.push((id, *p));
                     continue;
                 };
@@ -810,17 +874,30 @@ impl Inner {
             &mut frame,
         );
         let group = self.commit.enqueue(&frame, defs)?;
-        for (id, p) in accepted {
-            match self.insert(host, id, p, group, Mode::Append, now)? {
-                Inserted::Stored => outcome.stored += 1,
-                Inserted::Duplicate => {
-                    outcome.rejected.duplicate += 1;
-                    outcome
-                        .first_error
-                        .get_or_insert_with(|| format!("duplicate sample {p:?} in series {id}"));
-                }
+        let mut counts = Inserts::default();
+        for run in accepted.chunk_by(|a, b| a.0 == b.0) {
+            let id = run[0].0;
+            let points: Vec<Point> = run.iter().map(|(_, p)| *p).collect();
+            let before = counts;
+            self.insert_runs(host, id, &points, group, Mode::Append, now, &mut counts)?;
+            if counts.duplicate > before.duplicate || counts.too_dense > before.too_dense {
+                outcome.first_error.get_or_insert_with(|| {
+                    let key = host.series.get(&id).map(|s| s.key.to_string()).unwrap_or_default();
+                    if counts.too_dense > before.too_dense {
+                        format!(
+                            "{key}: samples rejected: a series holds at most {} samples in one {} ms window",
+                            self.options.max_window_samples, self.options.chunk_window_ms
+                        )
+                    } else {
+                        format!("{key}: samples rejected: a sample at that time is already stored")
+                    }
+                });
             }
         }
+        outcome.stored += counts.stored;
+        outcome.rejected.duplicate += counts.duplicate;
+        outcome.rejected.too_dense += counts.too_dense;
+        outcome.rejected.malformed += batch.malformed;
         for s in snapshots {
             if self.insert_snapshot(&batch.host, host, s, group, Mode::Append, now)?
                 == Inserted::Stored

@@ -15,12 +15,6 @@ use crate::snapshot;
 
 /// 3: process snapshots in the snapshot codec (2: postcard).
 const RECORD_VERSION: u8 = 3;
-/// Most series one record may carry; more is corruption.
-const MAX_RECORD_SERIES: usize = 1 << 20;
-/// Most points of one series in one record.
-const MAX_RECORD_POINTS: usize = 1 << 20;
-/// Largest encoding of a batch's process snapshots accepted.
-const MAX_SNAPSHOT_BYTES: usize = 16 << 20;
 
 /// One appended batch as the WAL holds it.
 #[derive(Debug, Clone, PartialEq)]
@@ -219,7 +213,9 @@ pub(crate) fn decode_payload(payload: &[u8]) -> Result<WalRecord, TsdbError> {
     let source = r.uvarint()?;
     let seq = r.uvarint()?;
     let base_t = r.ivarint()?;
-    let n_series = r.len(MAX_RECORD_SERIES)?;
+    // Counts are bounded by the bytes left, not by constants: every frame
+    // the encoder writes must replay, whatever size of batch was accepted.
+    let n_series = r.count()?;
     let mut series = Vec::with_capacity(n_series.min(4096));
     let mut prev_id = 0u64;
     for _ in 0..n_series {
@@ -231,7 +227,7 @@ pub(crate) fn decode_payload(payload: &[u8]) -> Result<WalRecord, TsdbError> {
         };
         prev_id = id;
         let n = match header & MANY_POINTS {
-            MANY_POINTS => r.len(MAX_RECORD_POINTS)?,
+            MANY_POINTS => r.count()?,
             few => usize::from(few) + 1,
         };
         let mut points = Vec::with_capacity(n.min(4096));
@@ -249,7 +245,7 @@ pub(crate) fn decode_payload(payload: &[u8]) -> Result<WalRecord, TsdbError> {
         }
         series.push((id, points));
     }
-    let n = r.len(MAX_SNAPSHOT_BYTES)?;
+    let n = r.count()?;
     let snapshots = snapshot::decode_payload(r.bytes(n)?)?;
     if !r.is_empty() {
         return Err(TsdbError::Corrupt(

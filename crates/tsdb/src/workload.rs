@@ -116,6 +116,7 @@ impl Workload {
                     start_time_ms: self.base_ms,
                 }],
             }],
+            malformed: 0,
         }
     }
 

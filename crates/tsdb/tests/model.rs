@@ -66,10 +66,21 @@ struct Model {
 impl Model {
     fn append(&mut self, host: usize, series: &[(usize, Vec<Point>)], now: i64) -> u64 {
         let mut stored = 0;
+        // A series listed twice is one series; its samples are taken in
+        // time order, the one listed first of equal times.
+        let mut merged: Vec<(usize, Vec<Point>)> = Vec::new();
         for (s, points) in series {
             if points.is_empty() {
                 continue;
             }
+            match merged.iter_mut().find(|(m, _)| m == s) {
+                Some((_, all)) => all.extend_from_slice(points),
+                None => merged.push((*s, points.clone())),
+            }
+        }
+        for (s, points) in &mut merged {
+            points.sort_by_key(|p| p.t_ms);
+            let (s, points) = (&*s, &*points);
             let created = self.created.entry(host).or_default();
             if !created.contains(s) {
                 if created.len() >= LIMIT {
@@ -78,7 +89,7 @@ impl Model {
                 created.push(*s);
             }
             let data = self.data.entry((host, *s)).or_default();
-            let mut newest = data.keys().next_back().copied();
+            let newest = data.keys().next_back().copied();
             for p in points {
                 let ok = p.value.is_finite()
                     && p.t_ms <= now + 10 * MINUTE
@@ -87,7 +98,6 @@ impl Model {
                 if !ok {
                     continue;
                 }
-                newest = Some(newest.map_or(p.t_ms, |n| n.max(p.t_ms)));
                 if let std::collections::btree_map::Entry::Vacant(e) = data.entry(p.t_ms) {
                     e.insert(p.value);
                     stored += 1;
@@ -225,6 +235,7 @@ fn run(ops: Vec<Op>) {
                         })
                         .collect(),
                     processes: vec![],
+                    malformed: 0,
                 };
                 let outcome = s.append(&batch).unwrap();
                 if seq <= highest {

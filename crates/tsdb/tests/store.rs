@@ -294,7 +294,12 @@ fn bad_samples_are_counted_by_reason_not_stored() {
     assert_eq!(out.rejected.too_old, 1);
     assert_eq!(out.rejected.out_of_order, 1);
     assert_eq!(out.rejected.duplicate, 1);
-    assert!(out.first_error.unwrap().contains("not finite"));
+    // Samples are validated in time order: the oldest refusal is named.
+    assert!(
+        out.first_error
+            .unwrap()
+            .contains("older than the retention")
+    );
     assert_eq!(store.stats().unwrap().rejected, out.rejected);
     // The first value at a timestamp stays.
     assert_eq!(
@@ -347,6 +352,7 @@ fn series_limit_per_host_is_enforced() {
             seq: 1,
             series,
             processes: vec![],
+            malformed: 0,
         })
         .unwrap();
     assert_eq!(out.stored, 3);
@@ -966,6 +972,7 @@ fn batches_whose_series_change_order_or_labels_store_each_sample_in_its_series()
                 seq: i as u64 + 1,
                 series: series(labels, NOW - 100 + i as i64),
                 processes: vec![],
+                malformed: 0,
             })
             .unwrap();
         stored += out.stored;

@@ -96,6 +96,7 @@ pub fn batch(
             points: points(values),
         }],
         processes: vec![],
+        malformed: 0,
     }
 }
 
