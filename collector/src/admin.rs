@@ -88,7 +88,10 @@ impl Admin for AdminService {
     ) -> Result<Response<StorageStatsResponse>, Status> {
         auth::require(&request, Role::Operator)?;
         let stats = self.shared.on_store(|store| store.stats()).await?;
-        Ok(Response::new(convert::storage_stats_out(stats)))
+        Ok(Response::new(convert::storage_stats_out(
+            stats,
+            &self.shared.refused_messages,
+        )))
     }
 
     async fn verify_storage(

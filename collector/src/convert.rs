@@ -279,9 +279,23 @@ pub(crate) fn silence_out(s: alerting::Silence) -> pb::Silence {
     }
 }
 
-pub(crate) fn storage_stats_out(s: tsdb::StoreStats) -> pb::StorageStatsResponse {
+pub(crate) fn storage_stats_out(
+    s: tsdb::StoreStats,
+    refused: &crate::ingest::RefusedMessages,
+) -> pb::StorageStatsResponse {
     let r = s.rejected;
+    let health = &s.health;
     pb::StorageStatsResponse {
+        state: health.condition.to_string(),
+        state_cause: health.refusal().unwrap_or_default(),
+        state_since_ms: health.since_ms,
+        recoveries: health.recoveries,
+        free_bytes: health.free_bytes,
+        min_free_bytes: health.min_free_bytes,
+        oversized_messages: refused.oversized.load(std::sync::atomic::Ordering::Relaxed),
+        undecodable_messages: refused
+            .undecodable
+            .load(std::sync::atomic::Ordering::Relaxed),
         hosts: s.hosts,
         series: s.series,
         head_samples: s.head_samples,
@@ -343,16 +357,46 @@ pub(crate) fn alerting_status(error: alerting::AlertingError) -> Status {
     }
 }
 
-/// The one mapping of store errors to gRPC statuses.
+/// How long an agent refused because the store cannot store waits before
+/// it tries again: the store looks at its free space and retries its
+/// rebuild every second, and a fleet coming back at once is spread out by
+/// the agents' jitter.
+pub(crate) const STORAGE_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The one mapping of store errors to gRPC statuses. Not logged here: the
+/// store logs a failure once, when it happens, not once per refused call.
 pub(crate) fn storage_status(error: tsdb::TsdbError) -> Status {
     match error {
         tsdb::TsdbError::Invalid(m) => Status::invalid_argument(m),
-        e => {
-            tracing::error!(error = %e, "storage failure");
-            // UNAVAILABLE: agents keep the batch and retry.
-            Status::unavailable(format!("storage failure: {e}"))
-        }
+        // Agents keep the batch and retry, after the delay.
+        tsdb::TsdbError::ReadOnly(m) => retry_after(
+            Status::resource_exhausted(format!("storage read-only: {m}")),
+            STORAGE_RETRY,
+        ),
+        e => retry_after(
+            Status::unavailable(format!("storage failure: {e}")),
+            STORAGE_RETRY,
+        ),
     }
+}
+
+/// The status that turns an agent away while the store does not store.
+pub(crate) fn health_status(health: &tsdb::Health) -> Option<Status> {
+    let why = health.refusal()?;
+    Some(storage_status(match health.condition {
+        tsdb::Condition::ReadOnly => tsdb::TsdbError::ReadOnly(why),
+        _ => tsdb::TsdbError::Failed(why),
+    }))
+}
+
+/// Tells the client when to try again, as gRPC's retry pushback does
+/// (`grpc-retry-pushback-ms`, in milliseconds).
+pub(crate) fn retry_after(mut status: Status, delay: std::time::Duration) -> Status {
+    let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+    status
+        .metadata_mut()
+        .insert("grpc-retry-pushback-ms", ms.into());
+    status
 }
 
 #[cfg(test)]

@@ -15,14 +15,29 @@ use hostwatch_proto::v1::collector_message::Kind as CollectorKind;
 use hostwatch_proto::v1::ingest_server::Ingest;
 use hostwatch_proto::v1::{Ack, AgentMessage, CollectorMessage, Welcome};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming};
 
 /// Replies queued per stream; the agent reads acks as fast as we make them,
 /// so this only absorbs scheduling jitter.
 const REPLY_QUEUE: usize = 64;
+/// A stream logs its first batch with refused samples, then at most one
+/// per this interval (a clock-skewed agent has them in every batch).
+const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Agent messages refused before they reached the store, for `storage stats`.
+#[derive(Debug, Default)]
+pub(crate) struct RefusedMessages {
+    /// Larger than `limits.max_message_bytes`.
+    pub(crate) oversized: AtomicU64,
+    /// Not a decodable `AgentMessage`.
+    pub(crate) undecodable: AtomicU64,
+}
 
 pub(crate) struct IngestService {
     pub(crate) shared: Shared,
@@ -58,6 +73,18 @@ impl Ingest for IngestService {
                 hello.host_id
             )));
         }
+        // An agent told to come back later keeps its batches; one welcomed
+        // would only have each of them refused.
+        if let Some(refusal) = convert::health_status(
+            &self
+                .shared
+                .store
+                .health()
+                .map_err(convert::storage_status)?,
+        ) {
+            tracing::debug!(peer.addr = %peer.addr, host.id = %host, "agent turned away: the store is not storing");
+            return Err(refusal);
+        }
         let (host_copy, spool_id) = (host.clone(), hello.spool_id);
         let last_stored_seq = self
             .shared
@@ -87,6 +114,8 @@ impl Ingest for IngestService {
             spool_id,
             stream_seq: 0,
             replies,
+            rejections_logged: None,
+            rejections_unlogged: 0,
         };
         self.shared.tasks.spawn(session.run(inbound));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -100,6 +129,10 @@ struct Session {
     /// Sequence of the previous batch on this stream, 0 before the first.
     stream_seq: u64,
     replies: mpsc::Sender<Result<CollectorMessage, Status>>,
+    /// When a batch with refused samples was last logged, and how many
+    /// such batches were not logged since.
+    rejections_logged: Option<Instant>,
+    rejections_unlogged: u64,
 }
 
 impl Session {
@@ -118,16 +151,26 @@ impl Session {
                     Err(Status::invalid_argument("empty message"))
                 }
                 Ok(None) => break,
-                Err(status) => {
-                    tracing::debug!(host.id = %self.host, error = %status, "agent stream broke");
-                    break;
-                }
+                Err(status) => match self.unreadable(&status) {
+                    Some(refusal) => Err(refusal),
+                    None => {
+                        tracing::debug!(host.id = %self.host, error = %status, "agent stream broke");
+                        break;
+                    }
+                },
             };
             match result {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(status) => {
-                    tracing::warn!(host.id = %self.host, error = %status, "ending agent stream");
+                    if matches!(status.code(), Code::Unavailable | Code::ResourceExhausted)
+                        && status.metadata().contains_key("grpc-retry-pushback-ms")
+                    {
+                        // The store logged why it cannot store, once.
+                        tracing::debug!(host.id = %self.host, error = %status, "ending agent stream");
+                    } else {
+                        tracing::warn!(host.id = %self.host, error = %status, "ending agent stream");
+                    }
                     let _ = self.replies.send(Err(status)).await;
                     break;
                 }
@@ -135,6 +178,31 @@ impl Session {
         }
         self.shared.hosts.disconnected(&self.host);
         tracing::info!(host.id = %self.host, "agent disconnected");
+    }
+
+    /// The status that answers a message tonic could not read (counted),
+    /// or `None` when the stream itself broke (the agent went away).
+    fn unreadable(&self, status: &Status) -> Option<Status> {
+        let refused = &self.shared.refused_messages;
+        match status.code() {
+            Code::OutOfRange => {
+                refused.oversized.fetch_add(1, Ordering::Relaxed);
+                Some(Status::resource_exhausted(format!(
+                    "message refused: {} (limits.max_message_bytes)",
+                    status.message()
+                )))
+            }
+            // Transport errors carry their cause; a message that does not
+            // decode has none.
+            Code::Internal if std::error::Error::source(status).is_none() => {
+                refused.undecodable.fetch_add(1, Ordering::Relaxed);
+                Some(Status::invalid_argument(format!(
+                    "message refused: not an AgentMessage: {}",
+                    status.message()
+                )))
+            }
+            _ => None,
+        }
     }
 
     /// Handles one message; `Ok(false)` ends the stream cleanly.
@@ -174,14 +242,7 @@ impl Session {
                 self.shared.hosts.seen(&self.host);
                 let rejected = outcome.rejected.total();
                 if rejected > 0 {
-                    tracing::warn!(
-                        host.id = %self.host,
-                        batch.seq = seq,
-                        rejected,
-                        malformed = outcome.rejected.malformed,
-                        first_error = outcome.first_error.as_deref().unwrap_or("arrays of unequal length"),
-                        "samples rejected"
-                    );
+                    self.log_rejections(seq, &outcome);
                 }
                 self.stream_seq = seq;
                 let ack = CollectorMessage {
@@ -198,5 +259,33 @@ impl Session {
                 "Hello may only be the first message",
             )),
         }
+    }
+}
+
+impl Session {
+    /// Logs a batch's refused samples: the stream's first such batch, then
+    /// at most one per [`REJECTION_LOG_INTERVAL`], saying how many batches
+    /// with refusals went unlogged meanwhile (all are counted in the
+    /// storage stats).
+    fn log_rejections(&mut self, seq: u64, outcome: &hostwatch_tsdb::AppendOutcome) {
+        let now = Instant::now();
+        if self
+            .rejections_logged
+            .is_some_and(|at| now.duration_since(at) < REJECTION_LOG_INTERVAL)
+        {
+            self.rejections_unlogged += 1;
+            return;
+        }
+        tracing::warn!(
+            host.id = %self.host,
+            batch.seq = seq,
+            rejected = outcome.rejected.total(),
+            malformed = outcome.rejected.malformed,
+            first_error = outcome.first_error.as_deref().unwrap_or("arrays of unequal length"),
+            unlogged_batches = self.rejections_unlogged,
+            "samples rejected"
+        );
+        self.rejections_logged = Some(now);
+        self.rejections_unlogged = 0;
     }
 }

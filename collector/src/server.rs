@@ -4,7 +4,7 @@
 use crate::admin::AdminService;
 use crate::config::{CollectorConfig, Limits};
 use crate::hosts::HostRegistry;
-use crate::ingest::IngestService;
+use crate::ingest::{IngestService, RefusedMessages};
 use crate::query::QueryService;
 use hostwatch_alerting::{Alerting, Clock, SnapshotSource};
 use hostwatch_pki::Identity;
@@ -21,8 +21,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// sled's page cache for the collector's own state: hosts, alert state
+/// and the outbox are small and mostly written.
+const STATE_CACHE_BYTES: u64 = 4 << 20;
 /// How long open agent streams get to finish their current batch at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the health service looks at the store's condition.
+const STORE_WATCH_TICK: Duration = Duration::from_secs(1);
 /// How often host-down alerts look at the registry: a host is reported
 /// down at most this long after its timeout.
 const HOST_DOWN_TICK: Duration = Duration::from_millis(250);
@@ -60,6 +65,8 @@ pub(crate) struct Shared {
     pub(crate) stop: CancellationToken,
     /// Tasks that hold the store; awaited before the database closes.
     pub(crate) tasks: TaskTracker,
+    /// Agent messages refused before they reached the store.
+    pub(crate) refused_messages: Arc<RefusedMessages>,
 }
 
 impl Shared {
@@ -85,9 +92,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), CollectorError> {
     let tls = ServerTls::load(config.tls.clone())?;
+    // The collector's own state (hosts, alert state, the outbox); the
+    // store keeps its series in a directory of its own, which it reopens
+    // by itself after a failed write.
     let db = sled::Config::new()
         .path(&config.data_dir)
-        .cache_capacity(config.storage.cache_bytes)
+        .cache_capacity(STATE_CACHE_BYTES)
         .open()
         .map_err(|source| CollectorError::OpenData {
             path: config.data_dir.display().to_string(),
@@ -99,13 +109,11 @@ pub async fn serve(
         future_tolerance_ms: config.storage.future_tolerance.as_millis() as i64,
         out_of_order_tolerance_ms: config.storage.out_of_order_tolerance.as_millis() as i64,
         max_series_per_host: config.limits.max_series_per_host,
+        cache_bytes: config.storage.cache_bytes,
+        min_free_bytes: config.storage.min_free_bytes,
         ..Options::default()
     };
-    let store = Arc::new(Store::open(
-        db.clone(),
-        &config.data_dir.join("wal"),
-        options,
-    )?);
+    let store = Arc::new(Store::open(&config.data_dir.join("store"), options)?);
     let hosts =
         HostRegistry::open(&db, config.host_down_after.as_millis() as i64).map_err(|source| {
             CollectorError::OpenData {
@@ -137,6 +145,7 @@ pub async fn serve(
         limits: config.limits.clone(),
         stop: stop.clone(),
         tasks: TaskTracker::new(),
+        refused_messages: Arc::default(),
     };
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -169,6 +178,7 @@ pub async fn serve(
     })
     .max_decoding_message_size(max_message);
     spawn_alerting(&shared, tls.clone());
+    spawn_store_watch(&shared, health_reporter.clone());
     // Logged once SIGHUP is handled: from here on it reloads, not kills.
     tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), collector = %shared.identity, data_dir = %config.data_dir.display(), "collector serving");
 
@@ -207,6 +217,38 @@ pub async fn serve(
     served.map_err(|e| CollectorError::Serve(hostwatch_pki::transport::error_chain(&e)))?;
     tracing::info!("collector stopped");
     Ok(())
+}
+
+/// Reports the Ingest service NOT_SERVING on the standard health service
+/// while the store does not store (read-only under the free-space reserve,
+/// or failed and rebuilding), so load balancers and probes see it.
+fn spawn_store_watch(shared: &Shared, health: tonic_health::server::HealthReporter) {
+    let (store, stop) = (shared.store.clone(), shared.stop.clone());
+    shared.tasks.spawn(async move {
+        let mut ticker = tokio::time::interval(STORE_WATCH_TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut serving = true;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let storing = store
+                .health()
+                .is_ok_and(|h| h.condition == hostwatch_tsdb::Condition::Storing);
+            if storing == serving {
+                continue;
+            }
+            serving = storing;
+            if storing {
+                health.set_serving::<IngestServer<IngestService>>().await;
+            } else {
+                health
+                    .set_not_serving::<IngestServer<IngestService>>()
+                    .await;
+            }
+        }
+    });
 }
 
 /// The alerting tasks: notification delivery, the host-down ticker, and

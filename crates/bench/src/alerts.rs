@@ -449,12 +449,9 @@ fn ingest_and_evaluate(
 
 fn evaluation_share(args: &Args) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
+    // As the collector opens them: its state and the store apart.
     let db = sled::Config::new().path(dir.path()).open()?;
-    let store = Arc::new(Store::open(
-        db.clone(),
-        &dir.path().join("wal"),
-        Options::default(),
-    )?);
+    let store = Arc::new(Store::open(&dir.path().join("store"), Options::default())?);
     let rules = AlertingConfig::default()
         .compile(Duration::from_secs(30))
         .map_err(anyhow::Error::msg)?;

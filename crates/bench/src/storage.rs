@@ -433,19 +433,15 @@ fn open(dir: &Path, config: StoreConfig) -> anyhow::Result<Store> {
 
 fn open_with_clock(dir: &Path, config: StoreConfig, clock: Clock) -> anyhow::Result<Store> {
     // As the collector opens it.
-    let db = sled::Config::new()
-        .path(dir)
-        .cache_capacity(config.cache_bytes)
-        .open()
-        .with_context(|| format!("open {}", dir.display()))?;
     let options = Options {
         wal_generation_bytes: config.wal_generation_bytes,
         retention_ms: config.retention_ms,
         retention_bytes: config.retention_bytes,
+        cache_bytes: config.cache_bytes,
         clock,
         ..Options::default()
     };
-    Ok(Store::open(db, &dir.join("wal"), options)?)
+    Store::open(dir, options).with_context(|| format!("open {}", dir.display()))
 }
 
 /// Restart figures of an existing store.

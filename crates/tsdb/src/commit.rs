@@ -76,6 +76,26 @@ fn poisoned() -> TsdbError {
     TsdbError::Failed("WAL generation poisoned by a panic".into())
 }
 
+/// Opens the sled database at `path`. sled's threads may hold the file
+/// lock of a database just closed (by this store: a WAL generation closed
+/// when idle, the whole state after a failure) for a moment, so an open
+/// retries on a lock error for up to 2 s.
+pub(crate) fn open_sled(path: &Path, cache_bytes: u64) -> Result<sled::Db, TsdbError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .open()
+        {
+            Err(e) if e.to_string().contains("lock") && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> TsdbError {
     TsdbError::Failed(format!("cannot {what} {}: {e}", path.display()))
 }
@@ -93,11 +113,8 @@ impl Generation {
     }
 
     fn open_db(path: &Path) -> Result<sled::Db, TsdbError> {
-        Ok(sled::Config::new()
-            .path(path)
-            // The WAL is read only at restart: a small cache suffices.
-            .cache_capacity(1 << 20)
-            .open()?)
+        // The WAL is read only at restart: a small cache suffices.
+        open_sled(path, 1 << 20)
     }
 
     fn open(dir: &Path, number: u64) -> Result<Self, TsdbError> {
@@ -116,25 +133,13 @@ impl Generation {
         self.state.lock().map_err(|_| poisoned())
     }
 
-    /// The generation's database, reopened if it was closed. sled's
-    /// threads may hold the file lock of a database just closed for a
-    /// moment, so a reopen retries for up to 2 s.
+    /// The generation's database, reopened if it was closed.
     pub(crate) fn db(&self) -> Result<sled::Db, TsdbError> {
         let mut state = self.state()?;
         if let State::Open(db) = &*state {
             return Ok(db.clone());
         }
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        let reopened = loop {
-            match Self::open_db(&self.path) {
-                Err(e)
-                    if e.to_string().contains("lock") && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                }
-                other => break other?,
-            }
-        };
+        let reopened = Self::open_db(&self.path)?;
         *state = State::Open(reopened.clone());
         Ok(reopened)
     }
@@ -245,6 +250,10 @@ pub(crate) struct Committer {
     pub(crate) groups: AtomicU64,
     /// Bytes of WAL values in the tree (maintenance subtracts what it deletes).
     pub(crate) wal_bytes: AtomicU64,
+    /// Makes group writes fail as a full disk would, for unit tests of
+    /// what a failed commit leaves behind.
+    #[cfg(test)]
+    pub(crate) fail_writes: std::sync::atomic::AtomicBool,
 }
 
 impl Committer {
@@ -284,6 +293,8 @@ impl Committer {
             durable: AtomicU64::new(next.saturating_sub(1)),
             groups: AtomicU64::new(0),
             wal_bytes: AtomicU64::new(wal_bytes),
+            #[cfg(test)]
+            fail_writes: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -483,6 +494,10 @@ impl Committer {
         starts: &[usize],
         defs: Vec<(Vec<u8>, Vec<u8>)>,
     ) -> Result<(), TsdbError> {
+        #[cfg(test)]
+        if self.fail_writes.load(Ordering::Relaxed) {
+            return Err(sled::Error::Io(std::io::ErrorKind::StorageFull.into()).into());
+        }
         let mut batch = sled::Batch::default();
         for (key, value) in defs {
             batch.insert(key, value);

@@ -33,6 +33,8 @@
 //!   for lookups; `keys`: the sled key layout;
 //! - `store`: open and replay, append, reads; `query`: steps and aggregations;
 //! - `maintain`: sealing, WAL truncation, retention; `stats`, `verify`;
+//! - `supervise`: the free-space reserve, failures and rebuilding from
+//!   disk, the background thread;
 //! - `workload`: the deterministic writer the crash test and the benchmark kill.
 //!
 //! This crate sees neither tokio nor protobuf; the collector converts at its edge.
@@ -50,6 +52,7 @@ mod shape;
 mod snapshot;
 mod stats;
 mod store;
+mod supervise;
 mod verify;
 mod wal;
 pub mod workload;
@@ -63,6 +66,7 @@ pub use model::{
 pub use options::{Clock, MAX_WINDOW_SAMPLES, Options, system_now_ms};
 pub use stats::StoreStats;
 pub use store::{Pending, Store};
+pub use supervise::{Condition, Health};
 pub use verify::VerifyReport;
 
 /// Errors of the store.
@@ -78,6 +82,10 @@ pub enum TsdbError {
     /// state is unusable; the message says why.
     #[error("store failed: {0}")]
     Failed(String),
+    /// The store's file system has less free space than the reserve
+    /// ([`Options::min_free_bytes`]): appends are refused until it is back.
+    #[error("store read-only: {0}")]
+    ReadOnly(String),
     #[error("storage error: {0}")]
     Sled(#[from] sled::Error),
 }

@@ -48,8 +48,15 @@ pub struct Options {
     /// sealed; see the `commit` module.
     pub wal_generation_bytes: u64,
     /// How often the background thread seals chunks, truncates the WAL and
-    /// enforces retention; `None` runs no thread (call [`crate::Store::maintain`]).
+    /// enforces retention; `None` runs no thread (call [`crate::Store::maintain`],
+    /// and [`crate::Store::recover`] after a failure).
     pub maintenance_interval: Option<Duration>,
+    /// Bytes of sled's page cache for chunks and the index.
+    pub cache_bytes: u64,
+    /// Appends are refused while the store's file system has less free
+    /// space than this (0: never), before the disk is full; see
+    /// [`crate::Condition::ReadOnly`].
+    pub min_free_bytes: u64,
     /// Current time; injectable for tests.
     pub clock: Clock,
 }
@@ -67,6 +74,8 @@ impl Default for Options {
             idle_seal_ms: 15 * MINUTE_MS,
             wal_generation_bytes: 32 << 20,
             maintenance_interval: Some(Duration::from_secs(5)),
+            cache_bytes: 16 << 20,
+            min_free_bytes: 0,
             clock: Arc::new(system_now_ms),
         }
     }
@@ -85,6 +94,8 @@ impl std::fmt::Debug for Options {
             .field("idle_seal_ms", &self.idle_seal_ms)
             .field("wal_generation_bytes", &self.wal_generation_bytes)
             .field("maintenance_interval", &self.maintenance_interval)
+            .field("cache_bytes", &self.cache_bytes)
+            .field("min_free_bytes", &self.min_free_bytes)
             .finish_non_exhaustive()
     }
 }

@@ -65,7 +65,7 @@ impl Store {
         }
         let start = align(start_ms, step_ms);
         let end = align(end_ms.saturating_add(step_ms - 1), step_ms);
-        let inner = self.inner();
+        let inner = self.inner()?;
         let mut out = Vec::new();
         for (key, id) in inner.select(metric, matchers)? {
             let items = inner.items(&key, id, start, end, step_ms)?;

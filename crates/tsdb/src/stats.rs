@@ -4,6 +4,7 @@ use crate::TsdbError;
 use crate::maintain::MaintenanceReport;
 use crate::model::Rejections;
 use crate::store::{Store, lock, poisoned};
+use crate::supervise::Health;
 use std::sync::atomic::Ordering;
 
 /// What the store holds and has done since it was opened.
@@ -46,12 +47,14 @@ pub struct StoreStats {
     pub corrupt_sequences: u64,
     pub orphan_samples: u64,
     pub maintenance_errors: u64,
+    /// Whether appends are stored, and if not why.
+    pub health: Health,
 }
 
 impl Store {
     /// Counters and sizes.
     pub fn stats(&self) -> Result<StoreStats, TsdbError> {
-        let inner = self.inner();
+        let inner = self.inner()?;
         let c = &inner.counters;
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         let mut stats = StoreStats {
@@ -81,6 +84,7 @@ impl Store {
             corrupt_sequences: get(&c.corrupt_sequences),
             orphan_samples: get(&c.orphan_samples),
             maintenance_errors: get(&c.maintenance_errors),
+            health: self.supervisor().health()?,
             ..StoreStats::default()
         };
         for (_, host) in inner.all_hosts()? {
@@ -100,13 +104,26 @@ impl Store {
     /// the WAL, persists sequences, enforces retention. The background
     /// thread does the same every `maintenance_interval`.
     pub fn maintain(&self) -> Result<MaintenanceReport, TsdbError> {
-        self.inner().maintain(false)
+        self.supervisor().maintain(false)
     }
 
     /// Seals every window, finished or not, and truncates the WAL: what a
     /// benchmark measures as the sealed size. Later samples of those
     /// windows reopen them.
     pub fn seal_all(&self) -> Result<MaintenanceReport, TsdbError> {
-        self.inner().maintain(true)
+        self.supervisor().maintain(true)
+    }
+
+    /// Whether the store is storing appends, and if not why.
+    pub fn health(&self) -> Result<Health, TsdbError> {
+        self.supervisor().health()
+    }
+
+    /// After a failed write, rebuilds the store from disk once the free
+    /// space is back above the reserve; returns whether it stores again.
+    /// The background thread calls this every second; a store opened
+    /// without one (no `maintenance_interval`) needs it called.
+    pub fn recover(&self) -> Result<bool, TsdbError> {
+        self.supervisor().recover()
     }
 }

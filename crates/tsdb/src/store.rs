@@ -17,24 +17,18 @@ use crate::model::{
 use crate::options::Options;
 use crate::shape::ShapeMatch;
 use crate::snapshot;
+use crate::supervise::{Supervisor, Worker};
 use crate::wal::{self, WalRecord};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, mpsc};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 /// The time-series store. Cheap to share behind an `Arc`; every method
 /// takes `&self`, and appends from many threads share flushes.
 pub struct Store {
-    inner: Arc<Inner>,
+    supervisor: Arc<Supervisor>,
     worker: Option<Worker>,
-}
-
-/// The background maintenance thread; dropping the sender stops it.
-struct Worker {
-    stop: mpsc::Sender<()>,
-    handle: JoinHandle<()>,
 }
 
 /// Most threads replaying the WAL at open.
@@ -45,6 +39,9 @@ const MAX_REPLAY_THREADS: usize = 4;
 #[derive(Debug)]
 #[must_use = "a submitted batch is acknowledged only after `Store::wait`"]
 pub struct Pending {
+    /// The state the batch was submitted to: a group number means nothing
+    /// to the state rebuilt after a failure.
+    incarnation: u64,
     /// The commit group that makes the batch (or the original of a
     /// replayed one) durable; `None` when it already is.
     group: Option<u64>,
@@ -154,14 +151,18 @@ pub(crate) struct Sealed {
 
 pub(crate) type HostRef = Arc<Mutex<HostState>>;
 
+/// The store's state as opened from disk: rebuilt whole after a failure.
 pub(crate) struct Inner {
+    /// Which opening this is, for [`Pending`] tickets.
+    pub(crate) incarnation: u64,
     pub(crate) db: sled::Db,
     pub(crate) tree: sled::Tree,
     pub(crate) options: Options,
     pub(crate) index: RwLock<Index>,
     pub(crate) hosts: RwLock<HashMap<String, HostRef>>,
     pub(crate) commit: Committer,
-    pub(crate) counters: Counters,
+    /// Kept across rebuilds: counters count since the store was opened.
+    pub(crate) counters: Arc<Counters>,
     pub(crate) maintenance: Mutex<MaintenanceState>,
 }
 
@@ -174,17 +175,173 @@ pub(crate) fn lock(host: &HostRef) -> Result<MutexGuard<'_, HostState>, TsdbErro
 }
 
 impl Store {
-    /// Opens the store: chunks and the index in `db` (which the caller may
-    /// share with other trees), the WAL in sled databases of its own under
-    /// `wal_dir` (created if missing; nothing else may live there). Replays
-    /// the WAL and starts the background maintenance (if
-    /// `options.maintenance_interval` is set). Damaged records are skipped
-    /// and counted in [`Store::stats`], never fatal.
-    pub fn open(db: sled::Db, wal_dir: &Path, options: Options) -> Result<Self, TsdbError> {
+    /// Opens the store in `dir` (created if missing): chunks and the index
+    /// in a sled database there, the WAL in sled databases of its own under
+    /// `dir/wal`. Replays the WAL and starts the background thread (if
+    /// `options.maintenance_interval` is set), which maintains the store
+    /// and rebuilds it after a failure. Damaged records are skipped and
+    /// counted in [`Store::stats`], never fatal.
+    pub fn open(dir: &Path, options: Options) -> Result<Self, TsdbError> {
         options.validate()?;
+        let supervisor = Arc::new(Supervisor::open(dir, options)?);
+        let worker = match supervisor.options.maintenance_interval {
+            Some(interval) => Some(Worker::spawn(supervisor.clone(), interval)?),
+            None => None,
+        };
+        Ok(Store { supervisor, worker })
+    }
+
+    /// Stores a batch durably, unless (host, source, seq) was stored before:
+    /// returns once the batch's WAL frame is flushed, sharing the flush with
+    /// concurrent appends. Invalid samples are counted in the outcome, not
+    /// stored; the rest of the batch is. The same as [`Store::submit`]
+    /// followed by [`Store::wait`].
+    pub fn append(&self, batch: &Batch) -> Result<AppendOutcome, TsdbError> {
+        let pending = self.submit(batch)?;
+        self.wait(pending)
+    }
+
+    /// Queues a batch for the next commit group without waiting for it to
+    /// be durable: its samples are in the head (visible to queries) at
+    /// once; [`Store::wait`] on the returned ticket says when the batch may
+    /// be acknowledged. A caller with many streams keeps several batches in
+    /// flight this way, so one flush carries more of them. A queued group
+    /// is written when some caller waits (or maintenance runs), so every
+    /// ticket should be waited on. Refused ([`TsdbError::ReadOnly`],
+    /// [`TsdbError::Failed`]) while the store is not storing.
+    pub fn submit(&self, batch: &Batch) -> Result<Pending, TsdbError> {
+        self.supervisor.admit()?;
+        let inner = self.supervisor.inner()?;
+        self.supervisor.written(inner.submit(batch))
+    }
+
+    /// Returns once the batch of `pending` is durable (flushing as the
+    /// leader of a commit group when no other thread is), with its outcome.
+    /// An error means the store failed (see [`TsdbError::Failed`]): the
+    /// batch must not be acknowledged.
+    pub fn wait(&self, pending: Pending) -> Result<AppendOutcome, TsdbError> {
+        let inner = self.supervisor.inner()?;
+        if pending.incarnation != inner.incarnation {
+            return Err(TsdbError::Failed(
+                "the store was rebuilt after a failure since the batch was submitted: \
+                 it is not known durable"
+                    .into(),
+            ));
+        }
+        if let Some(group) = pending.group {
+            self.supervisor.written(inner.commit.wait(group))?;
+        }
+        Ok(pending.outcome)
+    }
+
+    /// Highest sequence stored for (host, source), 0 if none.
+    /// Only durable batches count: a batch still being written may yet
+    /// fail, and whoever is told it is stored drops its copy.
+    pub fn last_seq(&self, host: &str, source: u64) -> Result<u64, TsdbError> {
+        let inner = self.supervisor.inner()?;
+        let Some(state) = inner.host(host)? else {
+            return Ok(0);
+        };
+        let mut state = lock(&state)?;
+        Ok(state.sources.get_mut(&source).map_or(0, |s| {
+            s.promote(inner.commit.durable());
+            s.durable
+        }))
+    }
+
+    /// Series of `metric` matching every matcher, sorted by key.
+    pub fn select(
+        &self,
+        metric: &str,
+        matchers: &[Matcher],
+    ) -> Result<Vec<(SeriesKey, u64)>, TsdbError> {
+        Ok(self
+            .supervisor
+            .inner()?
+            .select(metric, matchers)?
+            .into_iter()
+            .map(|(key, id)| ((*key).clone(), id))
+            .collect())
+    }
+
+    /// Points in `[start_ms, end_ms)` of every series of `metric` matching
+    /// every matcher; series without points in the range are left out.
+    pub fn range(
+        &self,
+        metric: &str,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<SeriesData>, TsdbError> {
+        let inner = self.supervisor.inner()?;
+        let mut out = Vec::new();
+        for (key, id) in inner.select(metric, matchers)? {
+            let points = inner.raw_points(&key, id, start_ms, end_ms)?;
+            if !points.is_empty() {
+                out.push(SeriesData {
+                    key: (*key).clone(),
+                    points,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The newest point of every series of `host`, sorted by key.
+    pub fn latest(&self, host: &str) -> Result<Vec<(SeriesKey, Point)>, TsdbError> {
+        let Some(state) = self.supervisor.inner()?.host(host)? else {
+            return Ok(Vec::new());
+        };
+        let state = lock(&state)?;
+        let mut out = Vec::with_capacity(state.series.len());
+        for series in state.series.values() {
+            if let Some(last) = series.last {
+                out.push(((*series.key).clone(), last));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// The newest process snapshot of `host` at or before `at_ms`.
+    pub fn process_snapshot_at(
+        &self,
+        host: &str,
+        at_ms: i64,
+    ) -> Result<Option<ProcessSnapshot>, TsdbError> {
+        self.supervisor.inner()?.snapshot_at(host, at_ms)
+    }
+
+    /// The state as opened from disk; refused while it is being rebuilt.
+    pub(crate) fn inner(&self) -> Result<Arc<Inner>, TsdbError> {
+        self.supervisor.inner()
+    }
+
+    pub(crate) fn supervisor(&self) -> &Supervisor {
+        &self.supervisor
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Some(worker) = self.worker.take() {
+            worker.stop();
+        }
+    }
+}
+
+impl Inner {
+    /// Opens the state on disk: chunks and the index in `db`, the WAL
+    /// under `wal_dir`, replayed into the head.
+    pub(crate) fn open(
+        db: sled::Db,
+        wal_dir: &Path,
+        options: Options,
+        counters: Arc<Counters>,
+        incarnation: u64,
+    ) -> Result<Self, TsdbError> {
         let tree = db.open_tree("tsdb")?;
         let generations = Generation::open_all(wal_dir)?;
-        let counters = Counters::default();
         let mut index = Index {
             next_id: 1,
             ..Index::default()
@@ -270,6 +427,7 @@ impl Store {
             .map(|(name, state)| (name, Arc::new(Mutex::new(state))))
             .collect();
         let inner = Inner {
+            incarnation,
             commit: Committer::new(wal_dir, generations, next_group.max(1))?,
             db,
             tree,
@@ -283,147 +441,9 @@ impl Store {
         // Everything is durable now: the generations replay read are
         // closed, and their pages with them.
         inner.commit.close_idle()?;
-        let inner = Arc::new(inner);
-        let worker = match inner.options.maintenance_interval {
-            Some(interval) => Some(spawn_worker(inner.clone(), interval)?),
-            None => None,
-        };
-        Ok(Store { inner, worker })
+        Ok(inner)
     }
 
-    /// Stores a batch durably, unless (host, source, seq) was stored before:
-    /// returns once the batch's WAL frame is flushed, sharing the flush with
-    /// concurrent appends. Invalid samples are counted in the outcome, not
-    /// stored; the rest of the batch is. The same as [`Store::submit`]
-    /// followed by [`Store::wait`].
-    pub fn append(&self, batch: &Batch) -> Result<AppendOutcome, TsdbError> {
-        let pending = self.inner.submit(batch)?;
-        self.wait(pending)
-    }
-
-    /// Queues a batch for the next commit group without waiting for it to
-    /// be durable: its samples are in the head (visible to queries) at
-    /// once; [`Store::wait`] on the returned ticket says when the batch may
-    /// be acknowledged. A caller with many streams keeps several batches in
-    /// flight this way, so one flush carries more of them. A queued group
-    /// is written when some caller waits (or maintenance runs), so every
-    /// ticket should be waited on.
-    pub fn submit(&self, batch: &Batch) -> Result<Pending, TsdbError> {
-        self.inner.submit(batch)
-    }
-
-    /// Returns once the batch of `pending` is durable (flushing as the
-    /// leader of a commit group when no other thread is), with its outcome.
-    /// An error means the store failed (see [`TsdbError::Failed`]): the
-    /// batch must not be acknowledged.
-    pub fn wait(&self, pending: Pending) -> Result<AppendOutcome, TsdbError> {
-        if let Some(group) = pending.group {
-            self.inner.commit.wait(group)?;
-        }
-        Ok(pending.outcome)
-    }
-
-    /// Highest sequence stored for (host, source), 0 if none.
-    pub fn last_seq(&self, host: &str, source: u64) -> Result<u64, TsdbError> {
-        let Some(state) = self.inner.host(host)? else {
-            return Ok(0);
-        };
-        let state = lock(&state)?;
-        Ok(state.sources.get(&source).map_or(0, |s| s.highest()))
-    }
-
-    /// Series of `metric` matching every matcher, sorted by key.
-    pub fn select(
-        &self,
-        metric: &str,
-        matchers: &[Matcher],
-    ) -> Result<Vec<(SeriesKey, u64)>, TsdbError> {
-        Ok(self
-            .inner
-            .select(metric, matchers)?
-            .into_iter()
-            .map(|(key, id)| ((*key).clone(), id))
-            .collect())
-    }
-
-    /// Points in `[start_ms, end_ms)` of every series of `metric` matching
-    /// every matcher; series without points in the range are left out.
-    pub fn range(
-        &self,
-        metric: &str,
-        matchers: &[Matcher],
-        start_ms: i64,
-        end_ms: i64,
-    ) -> Result<Vec<SeriesData>, TsdbError> {
-        let mut out = Vec::new();
-        for (key, id) in self.inner.select(metric, matchers)? {
-            let points = self.inner.raw_points(&key, id, start_ms, end_ms)?;
-            if !points.is_empty() {
-                out.push(SeriesData {
-                    key: (*key).clone(),
-                    points,
-                });
-            }
-        }
-        Ok(out)
-    }
-
-    /// The newest point of every series of `host`, sorted by key.
-    pub fn latest(&self, host: &str) -> Result<Vec<(SeriesKey, Point)>, TsdbError> {
-        let Some(state) = self.inner.host(host)? else {
-            return Ok(Vec::new());
-        };
-        let state = lock(&state)?;
-        let mut out = Vec::with_capacity(state.series.len());
-        for series in state.series.values() {
-            if let Some(last) = series.last {
-                out.push(((*series.key).clone(), last));
-            }
-        }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(out)
-    }
-
-    /// The newest process snapshot of `host` at or before `at_ms`.
-    pub fn process_snapshot_at(
-        &self,
-        host: &str,
-        at_ms: i64,
-    ) -> Result<Option<ProcessSnapshot>, TsdbError> {
-        self.inner.snapshot_at(host, at_ms)
-    }
-
-    pub(crate) fn inner(&self) -> &Inner {
-        &self.inner
-    }
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        if let Some(worker) = self.worker.take() {
-            drop(worker.stop);
-            let _ = worker.handle.join();
-        }
-    }
-}
-
-fn spawn_worker(inner: Arc<Inner>, interval: std::time::Duration) -> Result<Worker, TsdbError> {
-    let (stop, stopped) = mpsc::channel::<()>();
-    let handle = std::thread::Builder::new()
-        .name("tsdb-maintenance".into())
-        .spawn(move || {
-            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
-                if let Err(e) = inner.maintain(false) {
-                    bump(&inner.counters.maintenance_errors, 1);
-                    tracing::error!(error = %e, "storage maintenance failed");
-                }
-            }
-        })
-        .map_err(|e| TsdbError::Failed(format!("cannot start the maintenance thread: {e}")))?;
-    Ok(Worker { stop, handle })
-}
-
-impl Inner {
     /// The state of `host`, if it has ever stored anything.
     pub(crate) fn host(&self, host: &str) -> Result<Option<HostRef>, TsdbError> {
         Ok(self
@@ -751,7 +771,11 @@ impl Inner {
             drop(guard);
             bump(&self.counters.duplicate_batches, 1);
             outcome.duplicate = true;
-            return Ok(Pending { group, outcome });
+            return Ok(Pending {
+                incarnation: self.incarnation,
+                group,
+                outcome,
+            });
         }
         let now = (self.options.clock)();
         let oldest = now.saturating_sub(self.options.retention_ms);
@@ -915,6 +939,7 @@ impl Inner {
         bump(&self.counters.samples, outcome.stored);
         self.counters.reject(&outcome.rejected);
         Ok(Pending {
+            incarnation: self.incarnation,
             group: Some(group),
             outcome,
         })

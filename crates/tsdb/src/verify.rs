@@ -6,6 +6,7 @@ use crate::keys;
 use crate::model::SeriesKey;
 use crate::snapshot;
 use crate::store::{Store, poisoned};
+use crate::supervise::Condition;
 use crate::wal;
 use std::collections::HashSet;
 
@@ -58,7 +59,14 @@ impl Store {
     /// reporting each damaged one. Reads only; damaged records stay where
     /// they are (queries and replay skip them).
     pub fn verify(&self) -> Result<VerifyReport, TsdbError> {
-        let inner = self.inner();
+        // A failed state's memory and sled instances are not what the disk
+        // holds: verify the state rebuilt from it instead.
+        if let Condition::Failed { cause } = self.health()?.condition {
+            return Err(TsdbError::Failed(format!(
+                "cannot verify while the store is failed ({cause}); it rebuilds itself from disk once writes can succeed"
+            )));
+        }
+        let inner = self.inner()?;
         let mut report = VerifyReport::default();
         // A series definition lives in the WAL generation of the group that
         // created it and, once maintenance persisted it, in the tree too:
@@ -158,7 +166,7 @@ impl Store {
             return Ok(());
         };
         let known = self
-            .inner()
+            .inner()?
             .index
             .read()
             .map_err(|_| poisoned())?

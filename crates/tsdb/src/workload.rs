@@ -252,9 +252,7 @@ pub struct CheckReport {
 /// Runs the writers against the store in `dir` until killed, printing
 /// `ack <writer> <seq>` on stdout once each append returns.
 pub fn child_main(dir: &Path, workload: Workload) -> Result<(), String> {
-    let db = sled::open(dir).map_err(|e| format!("open {}: {e}", dir.display()))?;
-    let store =
-        Arc::new(Store::open(db, &dir.join("wal"), workload.options()).map_err(|e| e.to_string())?);
+    let store = Arc::new(Store::open(dir, workload.options()).map_err(|e| e.to_string())?);
     let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
     let threads: Vec<_> = (0..workload.writers)
         .map(|writer| {
@@ -360,12 +358,11 @@ pub fn crash_round(
             "the child acknowledged nothing within 60 s (exit: {status})"
         ));
     }
-    let db = sled::open(dir).map_err(|e| format!("reopen: {e}"))?;
     let options = Options {
         maintenance_interval: None,
         ..workload.options()
     };
-    let store = Store::open(db, &dir.join("wal"), options).map_err(|e| format!("reopen: {e}"))?;
+    let store = Store::open(dir, options).map_err(|e| format!("reopen: {e}"))?;
     let check = workload.check(&store, &acked)?;
     let verify = store.verify().map_err(|e| e.to_string())?;
     if !verify.is_clean() {

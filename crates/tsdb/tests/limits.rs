@@ -2,6 +2,8 @@
 //! collector's message limit lets through, series as dense as a window may
 //! hold, series listed many times in one batch.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;

@@ -5,6 +5,7 @@
 
 mod alerts;
 mod auth;
+mod disk_full;
 mod durability;
 mod ingest;
 mod rotation;

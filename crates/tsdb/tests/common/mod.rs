@@ -55,10 +55,7 @@ fn retrying<T>(what: &Path, mut open: impl FnMut() -> Result<T, TsdbError>) -> T
 
 /// Opens the store in `dir`, its WAL in [`wal_dir`].
 pub fn open(dir: &Path, options: Options) -> Store {
-    retrying(dir, || {
-        let db = sled::open(dir)?;
-        Store::open(db, &wal_dir(dir), options.clone())
-    })
+    retrying(dir, || Store::open(dir, options.clone()))
 }
 
 /// Opens a sled database (a store's tree or a WAL generation) directly.
