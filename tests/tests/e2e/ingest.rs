@@ -1,8 +1,12 @@
 //! Agents stream samples; the collector stores them, lists hosts, and
 //! answers queries, also after a restart.
 
+use hostwatch_pki::Role;
+use hostwatch_proto::v1::agent_message::Kind;
+use hostwatch_proto::v1::collector_message::Kind as Reply;
 use hostwatch_proto::v1::{
-    Aggregation, LatestRequest, ListHostsRequest, Matcher, RangeRequest, matcher,
+    AgentMessage, Aggregation, Batch, CollectorMessage, Hello, LatestRequest, ListHostsRequest,
+    Matcher, RangeRequest, SeriesPoints, matcher,
 };
 use hostwatch_tests::*;
 use std::time::Duration;
@@ -328,5 +332,143 @@ async fn process_snapshots_round_trip_and_replays_are_stored_once() {
         .unwrap()
         .into_inner();
     assert!(before.snapshot.is_none());
+    collector.stop().await;
+}
+
+/// Sends `messages`, encoded already (any bytes), on an Ingest stream as
+/// agent `host`; returns the replies up to the status that ended it.
+async fn raw_ingest(
+    pki: &TestPki,
+    addr: std::net::SocketAddr,
+    host: &str,
+    messages: Vec<Vec<u8>>,
+) -> (Vec<CollectorMessage>, tonic::Status) {
+    /// Sends bytes as they are; decodes replies as `CollectorMessage`s.
+    struct RawCodec;
+    struct RawEncoder;
+    struct ReplyDecoder;
+    impl tonic::codec::Encoder for RawEncoder {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn encode(
+            &mut self,
+            item: Vec<u8>,
+            dst: &mut tonic::codec::EncodeBuf<'_>,
+        ) -> Result<(), tonic::Status> {
+            bytes::BufMut::put_slice(dst, &item);
+            Ok(())
+        }
+    }
+    impl tonic::codec::Decoder for ReplyDecoder {
+        type Item = CollectorMessage;
+        type Error = tonic::Status;
+        fn decode(
+            &mut self,
+            src: &mut tonic::codec::DecodeBuf<'_>,
+        ) -> Result<Option<CollectorMessage>, tonic::Status> {
+            prost::Message::decode(src)
+                .map(Some)
+                .map_err(|e| tonic::Status::internal(e.to_string()))
+        }
+    }
+    impl tonic::codec::Codec for RawCodec {
+        type Encode = Vec<u8>;
+        type Decode = CollectorMessage;
+        type Encoder = RawEncoder;
+        type Decoder = ReplyDecoder;
+        fn encoder(&mut self) -> RawEncoder {
+            RawEncoder
+        }
+        fn decoder(&mut self) -> ReplyDecoder {
+            ReplyDecoder
+        }
+    }
+    let channel = channel(pki.files(Role::Agent, host), addr).await.unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/hostwatch.v1.Ingest/Stream");
+    let outbound = tokio_stream::iter(messages);
+    let mut inbound = match grpc
+        .streaming(tonic::Request::new(outbound), path, RawCodec)
+        .await
+    {
+        Ok(response) => response.into_inner(),
+        Err(status) => return (Vec::new(), status),
+    };
+    let mut replies = Vec::new();
+    loop {
+        match inbound.message().await {
+            Ok(Some(reply)) => replies.push(reply),
+            Ok(None) => return (replies, tonic::Status::ok("")),
+            Err(status) => return (replies, status),
+        }
+    }
+}
+
+#[tokio::test]
+async fn oversized_and_undecodable_messages_end_the_stream_with_a_reason_and_are_counted() {
+    use prost::Message;
+    let pki = TestPki::new();
+    let data = tempfile::tempdir().unwrap();
+    let config = collector_config_with(&pki, data.path(), "[limits]\nmax_message_bytes = 65536\n");
+    let collector = RunningCollector::start(config).await;
+    let hello = AgentMessage {
+        kind: Some(Kind::Hello(Hello {
+            host_id: "zeta".into(),
+            spool_id: 1,
+            ..Default::default()
+        })),
+    }
+    .encode_to_vec();
+    let big = AgentMessage {
+        kind: Some(Kind::Batch(Batch {
+            seq: 1,
+            series: vec![SeriesPoints {
+                metric: "m".into(),
+                labels: vec![],
+                timestamps_ms: (0..10_000).map(|i| now_ms() - i).collect(),
+                values: vec![1.5; 10_000],
+            }],
+            ..Default::default()
+        })),
+    }
+    .encode_to_vec();
+    assert!(big.len() > 65_536);
+    let (replies, status) =
+        raw_ingest(&pki, collector.addr, "zeta", vec![hello.clone(), big]).await;
+    assert!(
+        matches!(
+            replies[..],
+            [CollectorMessage {
+                kind: Some(Reply::Welcome(_))
+            }]
+        ),
+        "{replies:?}"
+    );
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("max_message_bytes"), "{status:?}");
+
+    // Not a protobuf message: field 0 does not exist.
+    let garbage = vec![0x00, 0xff, 0xff];
+    let (_, status) = raw_ingest(&pki, collector.addr, "zeta", vec![hello, garbage]).await;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("not an AgentMessage"),
+        "{status:?}"
+    );
+
+    let admin = channel(pki.files(Role::Operator, "ops"), collector.addr)
+        .await
+        .unwrap();
+    let stats = hostwatch_proto::v1::admin_client::AdminClient::new(admin)
+        .storage_stats(hostwatch_proto::v1::StorageStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (stats.oversized_messages, stats.undecodable_messages),
+        (1, 1),
+        "{stats:?}"
+    );
     collector.stop().await;
 }
