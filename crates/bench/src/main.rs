@@ -8,6 +8,7 @@
 
 mod agent;
 mod alerts;
+mod batch_shapes;
 mod measure;
 mod sled_space;
 mod storage;
@@ -38,6 +39,10 @@ enum Command {
     /// 10,000 hosts and the default rules, sample-to-webhook latency, and
     /// host-down delay.
     Alerts(alerts::Args),
+    /// What one hostile batch (a series listed once per sample, samples
+    /// newest first, a dense series) costs the store, and how long the
+    /// host's readers wait meanwhile.
+    BatchShapes(batch_shapes::Args),
     /// The crash rounds' child process (internal).
     #[command(hide = true)]
     StorageCrashChild(storage::CrashChildArgs),
@@ -50,6 +55,7 @@ fn main() -> ExitCode {
         Command::Storage(args) => storage::run(args),
         Command::SledSpace(args) => sled_space::run(args),
         Command::Alerts(args) => alerts::run(args),
+        Command::BatchShapes(args) => batch_shapes::run(args),
         Command::StorageCrashChild(args) => storage::crash_child(args),
     };
     match result {
@@ -79,6 +85,23 @@ mod tests {
             Command::SledSpace(args) => Ok(args),
             _ => unreachable!("parsed as sled-space"),
         }
+    }
+
+    #[test]
+    fn batch_shapes_runs_and_refuses_an_empty_batch() {
+        let parse = |args: &[&str]| {
+            let argv = ["hostwatch-bench", "batch-shapes"].iter().chain(args);
+            match Cli::try_parse_from(argv)?.command {
+                Command::BatchShapes(args) => Ok(args),
+                _ => unreachable!("parsed as batch-shapes"),
+            }
+        };
+        // (clap reads `-1` as a flag of its own.)
+        for bad in ["0", "x", "1.5"] {
+            let e: clap::Error = parse(&["--samples", bad]).err().expect("refused");
+            assert!(e.to_string().contains("--samples"), "{bad}: {e}");
+        }
+        batch_shapes::run(parse(&["--samples", "100"]).unwrap()).unwrap();
     }
 
     #[test]

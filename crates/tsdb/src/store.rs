@@ -22,7 +22,7 @@ use crate::wal::{self, WalRecord};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// The time-series store. Cheap to share behind an `Arc`; every method
 /// takes `&self`, and appends from many threads share flushes.
@@ -149,7 +149,23 @@ pub(crate) struct Sealed {
     snapshots: HashMap<(String, i64), u64>,
 }
 
-pub(crate) type HostRef = Arc<Mutex<HostState>>;
+/// A host's state, and the lock that puts its appends in one order.
+///
+/// An append holds `appends` from start to end, so the host's WAL frames
+/// are in the order its head applies them, but holds `state` only in
+/// slices (validation, then a few thousand samples at a time), so queries
+/// and maintenance of the host wait for a slice, not for a whole batch.
+#[derive(Default)]
+pub(crate) struct HostEntry {
+    appends: Mutex<()>,
+    /// Handed over fairly between an append's slices (`MutexGuard::bump`).
+    state: parking_lot::Mutex<HostState>,
+}
+
+pub(crate) type HostRef = Arc<HostEntry>;
+
+/// Samples an append inserts per hold of its host's state lock.
+const INSERTS_PER_LOCK: usize = 4096;
 
 /// The store's state as opened from disk: rebuilt whole after a failure.
 pub(crate) struct Inner {
@@ -170,8 +186,8 @@ pub(crate) fn poisoned() -> TsdbError {
     TsdbError::Failed("store state poisoned by an earlier panic".into())
 }
 
-pub(crate) fn lock(host: &HostRef) -> Result<MutexGuard<'_, HostState>, TsdbError> {
-    host.lock().map_err(|_| poisoned())
+pub(crate) fn lock(host: &HostRef) -> Result<parking_lot::MutexGuard<'_, HostState>, TsdbError> {
+    Ok(host.state.lock())
 }
 
 impl Store {
@@ -424,7 +440,13 @@ impl Inner {
         }
         let hosts = hosts
             .into_iter()
-            .map(|(name, state)| (name, Arc::new(Mutex::new(state))))
+            .map(|(name, state)| {
+                let entry = HostEntry {
+                    state: parking_lot::Mutex::new(state),
+                    ..HostEntry::default()
+                };
+                (name, Arc::new(entry))
+            })
             .collect();
         let inner = Inner {
             incarnation,
@@ -461,7 +483,7 @@ impl Inner {
         let mut hosts = self.hosts.write().map_err(|_| poisoned())?;
         Ok(hosts
             .entry(host.to_owned())
-            .or_insert_with(|| Arc::new(Mutex::new(HostState::default())))
+            .or_insert_with(Arc::default)
             .clone())
     }
 
@@ -760,6 +782,7 @@ impl Inner {
         self.commit.check()?;
         crate::model::validate_host(&batch.host)?;
         let state = self.host_or_create(&batch.host)?;
+        let _in_order = state.appends.lock().map_err(|_| poisoned())?;
         let mut guard = lock(&state)?;
         let host = &mut *guard;
         let mut outcome = AppendOutcome::default();
@@ -887,6 +910,7 @@ impl Inner {
                 )
             });
         }
+        drop(guard);
         // Even an empty batch is logged: its sequence must be remembered.
         let mut frame = Vec::with_capacity(64 + accepted.len() * 16);
         wal::encode_frame(
@@ -898,24 +922,48 @@ impl Inner {
             &mut frame,
         );
         let group = self.commit.enqueue(&frame, defs)?;
+        let mut guard = lock(&state)?;
+        guard
+            .sources
+            .entry(batch.source)
+            .or_default()
+            .pending
+            .push((group, batch.seq));
         let mut counts = Inserts::default();
+        let mut held = 0;
         for run in accepted.chunk_by(|a, b| a.0 == b.0) {
-            let id = run[0].0;
-            let points: Vec<Point> = run.iter().map(|(_, p)| *p).collect();
-            let before = counts;
-            self.insert_runs(host, id, &points, group, Mode::Append, now, &mut counts)?;
-            if counts.duplicate > before.duplicate || counts.too_dense > before.too_dense {
-                outcome.first_error.get_or_insert_with(|| {
-                    let key = host.series.get(&id).map(|s| s.key.to_string()).unwrap_or_default();
-                    if counts.too_dense > before.too_dense {
-                        format!(
-                            "{key}: samples rejected: a series holds at most {} samples in one {} ms window",
-                            self.options.max_window_samples, self.options.chunk_window_ms
-                        )
-                    } else {
-                        format!("{key}: samples rejected: a sample at that time is already stored")
-                    }
-                });
+            for piece in run.chunks(INSERTS_PER_LOCK) {
+                if held >= INSERTS_PER_LOCK {
+                    // Queries and maintenance of the host go in between.
+                    parking_lot::MutexGuard::bump(&mut guard);
+                    held = 0;
+                }
+                held += piece.len();
+                let id = piece[0].0;
+                let points: Vec<Point> = piece.iter().map(|(_, p)| *p).collect();
+                let before = counts;
+                self.insert_runs(
+                    &mut guard,
+                    id,
+                    &points,
+                    group,
+                    Mode::Append,
+                    now,
+                    &mut counts,
+                )?;
+                if counts.duplicate > before.duplicate || counts.too_dense > before.too_dense {
+                    outcome.first_error.get_or_insert_with(|| {
+                        let key = guard.series.get(&id).map(|s| s.key.to_string()).unwrap_or_default();
+                        if counts.too_dense > before.too_dense {
+                            format!(
+                                "{key}: samples rejected: a series holds at most {} samples in one {} ms window",
+                                self.options.max_window_samples, self.options.chunk_window_ms
+                            )
+                        } else {
+                            format!("{key}: samples rejected: a sample at that time is already stored")
+                        }
+                    });
+                }
             }
         }
         outcome.stored += counts.stored;
@@ -923,17 +971,12 @@ impl Inner {
         outcome.rejected.too_dense += counts.too_dense;
         outcome.rejected.malformed += batch.malformed;
         for s in snapshots {
-            if self.insert_snapshot(&batch.host, host, s, group, Mode::Append, now)?
+            if self.insert_snapshot(&batch.host, &mut guard, s, group, Mode::Append, now)?
                 == Inserted::Stored
             {
                 bump(&self.counters.snapshots, 1);
             }
         }
-        host.sources
-            .entry(batch.source)
-            .or_default()
-            .pending
-            .push((group, batch.seq));
         drop(guard);
         bump(&self.counters.batches, 1);
         bump(&self.counters.samples, outcome.stored);

@@ -54,8 +54,9 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-#[derive(Default)]
 struct Model {
+    /// Most samples a series holds in one hour (`max_window_samples`).
+    window_limit: usize,
     /// (host, series) -> time -> value.
     data: BTreeMap<(usize, usize), BTreeMap<i64, f64>>,
     /// Series created per host, in order.
@@ -98,7 +99,11 @@ impl Model {
                 if !ok {
                     continue;
                 }
-                if let std::collections::btree_map::Entry::Vacant(e) = data.entry(p.t_ms) {
+                let window = p.t_ms.div_euclid(HOUR) * HOUR;
+                let full = data.range(window..window + HOUR).count() >= self.window_limit;
+                if let std::collections::btree_map::Entry::Vacant(e) = data.entry(p.t_ms)
+                    && !full
+                {
                     e.insert(p.value);
                     stored += 1;
                 }
@@ -184,17 +189,23 @@ fn check(store: &Store, model: &Model) {
     }
 }
 
-fn run(ops: Vec<Op>) {
+fn run(ops: Vec<Op>, window_limit: usize) {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new(NOW);
     let opts = || Options {
         max_series_per_host: LIMIT,
         out_of_order_tolerance_ms: TOLERANCE,
+        max_window_samples: window_limit,
         ..options(&clock)
     };
     let base = NOW - NOW.rem_euclid(24 * HOUR) - 2 * HOUR;
     let mut store = Some(open(dir.path(), opts()));
-    let mut model = Model::default();
+    let mut model = Model {
+        window_limit,
+        data: BTreeMap::new(),
+        created: HashMap::new(),
+        seq: HashMap::new(),
+    };
     for op in ops {
         let s = store.as_ref().unwrap();
         match op {
@@ -271,6 +282,13 @@ proptest! {
 
     #[test]
     fn the_store_behaves_like_a_map(ops in prop::collection::vec(op(), 1..40)) {
-        run(ops);
+        run(ops, hostwatch_tsdb::MAX_WINDOW_SAMPLES);
+    }
+
+    /// Windows at their limit of samples, through appends, replays,
+    /// reopens (replaying the WAL) and sealing.
+    #[test]
+    fn full_windows_behave_like_a_map_with_a_limit(ops in prop::collection::vec(op(), 1..40)) {
+        run(ops, 3);
     }
 }
