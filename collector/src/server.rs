@@ -184,8 +184,8 @@ pub async fn serve(
     let connections = incoming(listener, tls, limits, stop.clone().cancelled_owned());
     let served = tonic::transport::Server::builder()
         .max_concurrent_streams(config.limits.max_streams_per_connection)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .http2_keepalive_interval(Some(config.limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(config.limits.keepalive_timeout))
         .add_service(health)
         .add_service(reflection)
         .add_service(ingest)

@@ -98,6 +98,8 @@ fn example_configurations_set_every_documented_default() {
         "max_series_per_host",
         "max_query_points",
         "handshake_timeout",
+        "keepalive_interval",
+        "keepalive_timeout",
         "retention",
         "future_tolerance",
         "default_rules",
