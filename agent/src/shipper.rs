@@ -22,7 +22,7 @@
 use crate::config::AgentConfig;
 use crate::health::Health;
 use crate::spool::Spool;
-use hostwatch_pki::transport::{ClientTarget, ConnectError, connect, error_chain};
+use hostwatch_pki::transport::{ClientTarget, ConnectError, Keepalive, connect};
 use hostwatch_proto::v1::agent_message::Kind as AgentKind;
 use hostwatch_proto::v1::collector_message::Kind as CollectorKind;
 use hostwatch_proto::v1::ingest_client::IngestClient;
@@ -80,6 +80,11 @@ enum SessionError {
     Refused(tonic::Status),
     #[error("connection to the collector lost: {0}")]
     Lost(String),
+    #[error(
+        "connection to the collector lost: nothing heard for {silent:.1?}, keepalive pings \
+         unanswered (limits.keepalive_interval, limits.keepalive_timeout): {cause}"
+    )]
+    KeepaliveTimeout { silent: Duration, cause: String },
     #[error("collector closed the stream")]
     Closed,
     #[error("collector sent {0} where a Welcome was expected")]
@@ -97,17 +102,34 @@ impl From<tonic::Status> for SessionError {
     /// a status too, with the transport error as its source; a status the
     /// collector sent has none.
     fn from(status: tonic::Status) -> Self {
-        match std::error::Error::source(&status) {
-            Some(cause) => {
-                let cause = error_chain(cause);
-                SessionError::Lost(if cause.starts_with(status.message()) {
-                    cause
-                } else {
-                    format!("{}: {cause}", status.message())
-                })
+        let Some(cause) = std::error::Error::source(&status) else {
+            return SessionError::Refused(status);
+        };
+        // The message and the chain repeat each other in part.
+        let mut text = status.message().to_owned();
+        let mut next = Some(cause);
+        while let Some(e) = next {
+            let part = e.to_string();
+            if !text.contains(&part) {
+                text.push_str(": ");
+                text.push_str(&part);
             }
-            None => SessionError::Refused(status),
+            next = e.source();
         }
+        SessionError::Lost(text)
+    }
+}
+
+/// A failed read on a stream: `silent` is how long nothing came from the
+/// collector. The stream only learns that its connection is gone ("broken
+/// pipe"); a loss after a silence the keepalive does not allow is the
+/// keepalive's doing.
+fn read_error(status: tonic::Status, silent: Duration, keepalive: Keepalive) -> SessionError {
+    match SessionError::from(status) {
+        SessionError::Lost(cause) if silent >= keepalive.interval + keepalive.timeout => {
+            SessionError::KeepaliveTimeout { silent, cause }
+        }
+        other => other,
     }
 }
 
@@ -316,6 +338,7 @@ impl Shipper {
         let mut in_flight_bytes = 0;
         let mut drain_deadline: Option<Instant> = None;
         let mut last_ack = Instant::now();
+        let mut heard = Instant::now();
         loop {
             let pushed = self.spool.pushed();
             // The window: a number of messages, and (for a backlog, whose
@@ -372,8 +395,12 @@ impl Shipper {
                 .map(|&(_, sent, _)| sent.max(last_ack) + self.ack_timeout);
             tokio::select! {
                 _ = pushed, if room(&in_flight, in_flight_bytes) && drain_deadline.is_none() => {}
-                message = inbound.message() => match message?.and_then(|m| m.kind) {
+                message = inbound.message() => match message
+                    .map_err(|s| read_error(s, heard.elapsed(), self.target.keepalive))?
+                    .and_then(|m| m.kind)
+                {
                     Some(CollectorKind::Ack(ack)) => {
+                        heard = Instant::now();
                         self.spool.ack_through(ack.seq);
                         while let Some((seq, at, size)) = in_flight.front().copied() && seq <= ack.seq {
                             if seq == ack.seq {
@@ -460,6 +487,23 @@ mod tests {
             text.starts_with("connection to the collector lost: ")
                 && text.contains("keep-alive timed out"),
             "{text}"
+        );
+        let keepalive = Keepalive {
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
+        };
+        let pipe = || {
+            let broken = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "broken pipe");
+            tonic::Status::from_error(Box::new(broken))
+        };
+        let quick = read_error(pipe(), Duration::from_secs(2), keepalive).to_string();
+        assert!(!quick.contains("keepalive"), "{quick}");
+        let silent = read_error(pipe(), Duration::from_secs(16), keepalive).to_string();
+        assert!(
+            silent.starts_with("connection to the collector lost: nothing heard for 16.0s")
+                && silent.contains("limits.keepalive_timeout")
+                && silent.ends_with("broken pipe"),
+            "{silent}"
         );
         let refused = SessionError::from(tonic::Status::invalid_argument("bad batch"));
         assert!(refused.is_permanent());
