@@ -192,7 +192,7 @@ impl Shipper {
         }
     }
 
-    /// The collector told its `host_down_after`; says what it changes.
+    /// The collector told its `host_down_after`; says if it caps the backoff.
     fn learn_host_down_after(&mut self, down: Duration) {
         if self.host_down_after == Some(down) {
             return;
@@ -200,10 +200,6 @@ impl Shipper {
         self.host_down_after = Some(down);
         if self.max_backoff() < self.max_backoff {
             tracing::info!(host_down_after = ?down, max_backoff = ?self.max_backoff(), "reconnection backoff kept below a third of the collector's host_down_after (limits.max_backoff)");
-        }
-        let keepalive = self.target.keepalive;
-        if keepalive.interval + keepalive.timeout >= down || self.ack_timeout >= down {
-            tracing::warn!(host_down_after = ?down, "limits.keepalive_interval + limits.keepalive_timeout, or limits.ack_timeout, reach the collector's host_down_after: a dead connection would be noticed only after this host is paged as down");
         }
     }
 
