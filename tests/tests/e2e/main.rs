@@ -8,6 +8,7 @@ mod auth;
 mod backoff;
 mod durability;
 mod ingest;
+mod outage;
 mod partition;
 mod rotation;
 mod silent;
