@@ -57,7 +57,8 @@ pub(crate) struct Shipper {
     replay_batch_bytes: usize,
     max_backoff: Duration,
     ack_timeout: Duration,
-    /// The collector's `host_down_after`, from its latest Welcome.
+    /// The collector's `host_down_after` (or a host-down rule's shorter
+    /// timeout), from its latest Welcome.
     host_down_after: Option<Duration>,
 }
 

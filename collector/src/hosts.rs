@@ -114,7 +114,7 @@ impl HostRegistry {
         }
     }
 
-    /// `host_down_after`, for agents to keep their backoff below it.
+    /// `host_down_after`.
     pub(crate) fn down_after_ms(&self) -> u64 {
         u64::try_from(self.down_after_ms).unwrap_or(0)
     }

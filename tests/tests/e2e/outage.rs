@@ -1,8 +1,9 @@
 //! A collector outage long enough for the agent's backoff to grow: when
-//! the collector returns, the agent is back before `host_down_after`, so
-//! the outage pages no host. The agent learned that timeout from the
-//! collector's Welcome and keeps its backoff below a third of it, whatever
-//! its own `limits.max_backoff`.
+//! the collector returns, the agent is back before the host-down timeout, so
+//! the outage pages no host. The agent learned the host-down timeout (a
+//! rule's, shorter than `host_down_after`) from the collector's Welcome
+//! and keeps its backoff below a third of it, whatever its own
+//! `limits.max_backoff`.
 
 use hostwatch_proto::v1::ListHostsRequest;
 use hostwatch_tests::*;
@@ -36,8 +37,8 @@ async fn a_returning_collector_pages_no_host_for_its_outage() {
         &pki,
         data.path(),
         &format!(
-            "host_down_after = \"6s\"\n[alerting]\ndefault_rules = false\n\
-             [[alerting.rules]]\nname = \"host_down\"\nkind = \"host_down\"\n\
+            "[alerting]\ndefault_rules = false\n\
+             [[alerting.rules]]\nname = \"host_down\"\nkind = \"host_down\"\ntimeout = \"4s\"\n\
              [[alerting.hooks]]\nname = \"oncall\"\nkind = \"webhook\"\nurl = \"http://{}/hook\"\n\
              group_wait = \"0s\"\nmin_backoff = \"100ms\"\nmax_backoff = \"200ms\"\n",
             receiver.addr
@@ -56,8 +57,9 @@ async fn a_returning_collector_pages_no_host_for_its_outage() {
     .await;
 
     // The outage: connections are accepted and dropped, counted, until
-    // the agent has failed seven times (its own backoff would now wait 8
-    // to 16 s, longer than host_down_after).
+    // the agent has failed seven times: its own backoff would now wait 8
+    // to 16 s, a third of host_down_after (30 s) 5 to 10 s, all longer
+    // than the rule's 4 s.
     collector.stop().await;
     let attempts = Arc::new(AtomicUsize::new(0));
     let away = TcpListener::bind(addr).await.unwrap();
