@@ -208,15 +208,15 @@ impl Shipper {
     /// acknowledged progress.
     fn retry_delay(&self, e: &SessionError, attempt: u32) -> Duration {
         let max = self.max_backoff();
-        if let Some(pushback) = e.pushback() {
+        if e.is_permanent() {
+            tracing::error!(error = %e, "collector refused this agent");
+            max.max(e.pushback().unwrap_or_default())
+        } else if let Some(pushback) = e.pushback() {
             // Jittered, so agents told the same delay do not return together.
             let asked = pushback + pushback.mul_f64(0.2 * rand::rng().random::<f64>());
             let delay = asked.max(backoff(attempt, max));
             tracing::warn!(error = %e, retry_in = ?delay, spooled = self.spool.len(), "the collector asked to be retried later");
             delay
-        } else if e.is_permanent() {
-            tracing::error!(error = %e, "collector refused this agent");
-            max
         } else {
             tracing::warn!(error = %e, spooled = self.spool.len(), "not connected to the collector");
             backoff(attempt, max)

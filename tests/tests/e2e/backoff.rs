@@ -194,14 +194,20 @@ async fn the_retry_delay_a_refusal_asks_for_is_honoured() {
 
 #[tokio::test(start_paused = true)]
 async fn invalid_argument_is_retried_at_the_slowest_pace() {
-    let opened = streams_within(
-        Behaviour::Refuse(Code::InvalidArgument, None),
-        0,
-        |l| l.max_backoff = Duration::from_secs(10),
-        Duration::from_secs(60),
-    )
-    .await;
-    assert!((1..=7).contains(&opened), "{opened} streams in a minute");
+    // Even when the refusal asks for less.
+    for pushback in [None, Some(100)] {
+        let opened = streams_within(
+            Behaviour::Refuse(Code::InvalidArgument, pushback),
+            0,
+            |l| l.max_backoff = Duration::from_secs(10),
+            Duration::from_secs(60),
+        )
+        .await;
+        assert!(
+            (1..=7).contains(&opened),
+            "{pushback:?}: {opened} streams in a minute"
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]
