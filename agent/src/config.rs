@@ -2,6 +2,7 @@
 
 use hostwatch_pki::TlsFiles;
 use hostwatch_pki::config::{ConfigError, base_dir, resolve};
+use hostwatch_pki::transport::Keepalive;
 use regex::Regex;
 use serde::{Deserialize, Deserializer};
 use std::path::{Path, PathBuf};
@@ -53,23 +54,52 @@ pub struct Limits {
     /// coalesced up to this size, so a backlog drains in few round trips;
     /// also about the most bytes sent and not yet acknowledged.
     pub replay_batch_bytes: usize,
-    /// Longest wait between reconnection attempts.
+    /// Longest wait between reconnection attempts; the agent keeps it
+    /// below a third of the collector's `host_down_after` (told in its
+    /// Welcome), so a collector back from an outage hears from its agents
+    /// before it pages them as down.
     #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
     /// Longest wait for the connection (TCP and TLS), and then for the
     /// collector's Welcome on the stream.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// HTTP/2 keepalive: a ping after this long without hearing from the
+    /// collector ...
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// ... and the connection is given up when its answer takes longer.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    /// With batches in flight, the connection is given up (and made
+    /// again) when no acknowledgement came for this long: a collector
+    /// that answers pings but stores nothing is not waited for forever.
+    #[serde(with = "humantime_serde")]
+    pub ack_timeout: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
+        let keepalive = Keepalive::default();
         Limits {
             spool_bytes: 64 << 20,
             max_in_flight: 32,
             replay_batch_bytes: 64 << 10,
-            max_backoff: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
+            keepalive_interval: keepalive.interval,
+            keepalive_timeout: keepalive.timeout,
+            ack_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+impl Limits {
+    /// The keepalive settings of the connection to the collector.
+    pub fn keepalive(&self) -> Keepalive {
+        Keepalive {
+            interval: self.keepalive_interval,
+            timeout: self.keepalive_timeout,
         }
     }
 }
@@ -302,8 +332,15 @@ impl AgentConfig {
         if limits.max_backoff < Duration::from_millis(100) {
             return Err("limits.max_backoff must be at least 100ms".to_owned());
         }
-        if limits.connect_timeout.is_zero() {
-            return Err("limits.connect_timeout must be greater than zero".to_owned());
+        for (key, value) in [
+            ("connect_timeout", limits.connect_timeout),
+            ("keepalive_interval", limits.keepalive_interval),
+            ("keepalive_timeout", limits.keepalive_timeout),
+            ("ack_timeout", limits.ack_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(format!("limits.{key} must be greater than zero"));
+            }
         }
         let processes = &self.processes;
         if processes.top > 128 {
@@ -442,6 +479,26 @@ key = "agent.key"
             (
                 format!("{MINIMAL}[limits]\nreplay_batch_bytes = 10\n"),
                 "limits.replay_batch_bytes",
+            ),
+            (
+                format!("{MINIMAL}[limits]\nkeepalive_interval = \"0s\"\n"),
+                "limits.keepalive_interval",
+            ),
+            (
+                format!("{MINIMAL}[limits]\nkeepalive_timeout = \"0s\"\n"),
+                "limits.keepalive_timeout",
+            ),
+            (
+                format!("{MINIMAL}[limits]\nkeepalive_timeout = 5\n"),
+                "keepalive_timeout",
+            ),
+            (
+                format!("{MINIMAL}[limits]\nack_timeout = \"0s\"\n"),
+                "limits.ack_timeout",
+            ),
+            (
+                format!("{MINIMAL}[limits]\nack_timeout = \"soon\"\n"),
+                "ack_timeout",
             ),
             (format!("{MINIMAL}[limits]\nbogus = 0\n"), "bogus"),
             (

@@ -232,5 +232,6 @@ fn client_target(config: &AgentConfig) -> ClientTarget {
         server_name: config.server_name.clone(),
         tls: config.tls.clone(),
         connect_timeout: config.limits.connect_timeout,
+        keepalive: config.limits.keepalive(),
     }
 }

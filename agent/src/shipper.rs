@@ -2,6 +2,16 @@
 //! acknowledged; reconnects with jittered exponential backoff, and at once
 //! after a configuration reload.
 //!
+//! The backoff starts over only after acknowledged progress, so a collector
+//! that welcomes streams but stores nothing (a full disk) is retried ever
+//! more slowly. A refusal carrying `grpc-retry-pushback-ms` (decimal
+//! milliseconds, as in gRPC's retry design A6) is retried no sooner than
+//! the collector asked. The longest backoff stays below a third of the
+//! collector's `host_down_after` (from its Welcome), so a collector back
+//! from an outage hears from its agents before it would page them as down.
+//! A connection gone silent is given up after the keepalive timeout, or
+//! once batches wait `limits.ack_timeout` for an acknowledgement.
+//!
 //! A backlog (after the collector was away) is replayed in order, several
 //! spooled batches coalesced per message (`limits.replay_batch_bytes`), with
 //! at most `limits.max_in_flight` messages and about one replay message of
@@ -12,7 +22,7 @@
 use crate::config::AgentConfig;
 use crate::health::Health;
 use crate::spool::Spool;
-use hostwatch_pki::transport::{ClientTarget, ConnectError, connect};
+use hostwatch_pki::transport::{ClientTarget, ConnectError, Keepalive, connect};
 use hostwatch_proto::v1::agent_message::Kind as AgentKind;
 use hostwatch_proto::v1::collector_message::Kind as CollectorKind;
 use hostwatch_proto::v1::ingest_client::IngestClient;
@@ -31,6 +41,12 @@ use tonic::Code;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// First reconnection delay; doubles up to the configured maximum.
 const BACKOFF_BASE: Duration = Duration::from_millis(250);
+/// The metadata key (header or trailer) of the delay a refusing collector
+/// asks for, in decimal milliseconds.
+const PUSHBACK_KEY: &str = "grpc-retry-pushback-ms";
+/// The longest delay a collector may ask for: beyond it, a misconfigured
+/// collector would lose touch with its agents for good.
+const MAX_PUSHBACK: Duration = Duration::from_secs(300);
 
 pub(crate) struct Shipper {
     target: ClientTarget,
@@ -40,6 +56,21 @@ pub(crate) struct Shipper {
     max_in_flight: usize,
     replay_batch_bytes: usize,
     max_backoff: Duration,
+    ack_timeout: Duration,
+    /// The collector's `host_down_after` (or a host-down rule's shorter
+    /// timeout), from its latest Welcome.
+    host_down_after: Option<Duration>,
+}
+
+/// What a session achieved, for the reconnection that follows.
+#[derive(Debug, Default)]
+struct Progress {
+    /// The collector said Welcome.
+    welcomed: bool,
+    /// The collector acknowledged a batch: it stores again.
+    acknowledged: bool,
+    /// The collector's `host_down_after`, if its Welcome told it.
+    host_down_after: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,15 +78,60 @@ enum SessionError {
     #[error(transparent)]
     Connect(#[from] ConnectError),
     #[error("collector refused: {}: {}", .0.code(), .0.message())]
-    Status(#[from] tonic::Status),
+    Refused(tonic::Status),
+    #[error("connection to the collector lost: {0}")]
+    Lost(String),
+    #[error(
+        "connection to the collector lost: nothing heard for {silent:.1?}, keepalive pings \
+         unanswered (limits.keepalive_interval, limits.keepalive_timeout): {cause}"
+    )]
+    KeepaliveTimeout { silent: Duration, cause: String },
     #[error("collector closed the stream")]
     Closed,
     #[error("collector sent {0} where a Welcome was expected")]
     NoWelcome(&'static str),
     #[error("no Welcome from the collector within {0:?} (limits.connect_timeout)")]
     NoAnswer(Duration),
+    #[error("no acknowledgement within {0:?} for batches in flight (limits.ack_timeout)")]
+    NoAck(Duration),
     #[error("configuration reloaded")]
     Reconfigured,
+}
+
+impl From<tonic::Status> for SessionError {
+    /// tonic reports a broken connection (a keepalive timeout, a reset) as
+    /// a status too, with the transport error as its source; a status the
+    /// collector sent has none.
+    fn from(status: tonic::Status) -> Self {
+        let Some(cause) = std::error::Error::source(&status) else {
+            return SessionError::Refused(status);
+        };
+        // The message and the chain repeat each other in part.
+        let mut text = status.message().to_owned();
+        let mut next = Some(cause);
+        while let Some(e) = next {
+            let part = e.to_string();
+            if !text.contains(&part) {
+                text.push_str(": ");
+                text.push_str(&part);
+            }
+            next = e.source();
+        }
+        SessionError::Lost(text)
+    }
+}
+
+/// A failed read on a stream: `silent` is how long nothing came from the
+/// collector. The stream only learns that its connection is gone ("broken
+/// pipe"); a loss after a silence the keepalive does not allow is the
+/// keepalive's doing.
+fn read_error(status: tonic::Status, silent: Duration, keepalive: Keepalive) -> SessionError {
+    match SessionError::from(status) {
+        SessionError::Lost(cause) if silent >= keepalive.interval + keepalive.timeout => {
+            SessionError::KeepaliveTimeout { silent, cause }
+        }
+        other => other,
+    }
 }
 
 impl SessionError {
@@ -63,7 +139,18 @@ impl SessionError {
     /// a protocol violation. Still retried (certificates get fixed and
     /// reloaded), but at the slowest pace.
     fn is_permanent(&self) -> bool {
-        matches!(self, SessionError::Status(s) if matches!(s.code(), Code::PermissionDenied | Code::Unauthenticated | Code::InvalidArgument))
+        matches!(self, SessionError::Refused(s) if matches!(s.code(), Code::PermissionDenied | Code::Unauthenticated | Code::InvalidArgument))
+    }
+
+    /// The delay the collector asked for with its refusal, at most
+    /// [`MAX_PUSHBACK`]; a value that is not a decimal number is ignored.
+    fn pushback(&self) -> Option<Duration> {
+        let SessionError::Refused(status) = self else {
+            return None;
+        };
+        let value = status.metadata().get(PUSHBACK_KEY)?.to_str().ok()?;
+        let ms: u64 = value.trim().parse().ok()?;
+        Some(Duration::from_millis(ms).min(MAX_PUSHBACK))
     }
 }
 
@@ -82,6 +169,8 @@ impl Shipper {
             max_in_flight: 1,
             replay_batch_bytes: 0,
             max_backoff: Duration::ZERO,
+            ack_timeout: Duration::ZERO,
+            host_down_after: None,
         };
         shipper.apply(config);
         shipper
@@ -92,6 +181,46 @@ impl Shipper {
         self.max_in_flight = config.limits.max_in_flight;
         self.replay_batch_bytes = config.limits.replay_batch_bytes;
         self.max_backoff = config.limits.max_backoff;
+        self.ack_timeout = config.limits.ack_timeout;
+    }
+
+    /// The longest backoff: the configured one, kept below a third of the
+    /// collector's `host_down_after`.
+    fn max_backoff(&self) -> Duration {
+        match self.host_down_after {
+            Some(down) => self.max_backoff.min((down / 3).max(BACKOFF_BASE)),
+            None => self.max_backoff,
+        }
+    }
+
+    /// The collector told its `host_down_after`; says if it caps the backoff.
+    fn learn_host_down_after(&mut self, down: Duration) {
+        if self.host_down_after == Some(down) {
+            return;
+        }
+        self.host_down_after = Some(down);
+        if self.max_backoff() < self.max_backoff {
+            tracing::info!(host_down_after = ?down, max_backoff = ?self.max_backoff(), "reconnection backoff kept below a third of the collector's host_down_after (limits.max_backoff)");
+        }
+    }
+
+    /// How long to wait after `e`, the `attempt`th failure since the last
+    /// acknowledged progress.
+    fn retry_delay(&self, e: &SessionError, attempt: u32) -> Duration {
+        let max = self.max_backoff();
+        if e.is_permanent() {
+            tracing::error!(error = %e, "collector refused this agent");
+            max.max(e.pushback().unwrap_or_default())
+        } else if let Some(pushback) = e.pushback() {
+            // Jittered, so agents told the same delay do not return together.
+            let asked = pushback + pushback.mul_f64(0.2 * rand::rng().random::<f64>());
+            let delay = asked.max(backoff(attempt, max));
+            tracing::warn!(error = %e, retry_in = ?delay, spooled = self.spool.len(), "the collector asked to be retried later");
+            delay
+        } else {
+            tracing::warn!(error = %e, spooled = self.spool.len(), "not connected to the collector");
+            backoff(attempt, max)
+        }
     }
 
     /// Ships until `stop` completes, then drains for a while and says goodbye.
@@ -101,17 +230,24 @@ impl Shipper {
         stop: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(stop);
+        // Failed attempts since the last acknowledged progress: a Welcome
+        // alone does not count, the collector may be unable to store.
         let mut attempt: u32 = 0;
         let mut sessions: u64 = 0;
         loop {
-            let mut welcomed = false;
+            let mut progress = Progress::default();
             let result = self
-                .session(&mut stop, &mut configs, &mut welcomed, sessions > 0)
+                .session(&mut stop, &mut configs, &mut progress, sessions > 0)
                 .await;
-            if welcomed {
+            if progress.welcomed {
                 sessions += 1;
-                attempt = 0;
                 self.health.disconnected();
+            }
+            if progress.acknowledged {
+                attempt = 0;
+            }
+            if let Some(down) = progress.host_down_after {
+                self.learn_host_down_after(down);
             }
             let e = match result {
                 Ok(()) => return,
@@ -123,13 +259,7 @@ impl Shipper {
                 }
                 Err(e) => e,
             };
-            let delay = if e.is_permanent() {
-                tracing::error!(error = %e, "collector refused this agent");
-                self.max_backoff
-            } else {
-                tracing::warn!(error = %e, spooled = self.spool.len(), "not connected to the collector");
-                backoff(attempt, self.max_backoff)
-            };
+            let delay = self.retry_delay(&e, attempt);
             attempt = attempt.saturating_add(1);
             tokio::select! {
                 _ = &mut stop => return,
@@ -149,7 +279,7 @@ impl Shipper {
         &self,
         stop: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
         configs: &mut watch::Receiver<AgentConfig>,
-        welcomed: &mut bool,
+        progress: &mut Progress,
         reconnect: bool,
     ) -> Result<(), SessionError> {
         let (channel, _) = tokio::select! {
@@ -183,13 +313,17 @@ impl Shipper {
         };
         let last_stored = match first {
             Some(message) => match message.kind {
-                Some(CollectorKind::Welcome(w)) => w.last_stored_seq,
+                Some(CollectorKind::Welcome(w)) => {
+                    progress.host_down_after = (w.host_down_after_ms > 0)
+                        .then(|| Duration::from_millis(w.host_down_after_ms));
+                    w.last_stored_seq
+                }
                 Some(CollectorKind::Ack(_)) => return Err(SessionError::NoWelcome("an Ack")),
                 None => return Err(SessionError::NoWelcome("an empty message")),
             },
             None => return Err(SessionError::Closed),
         };
-        *welcomed = true;
+        progress.welcomed = true;
         self.health.connected(reconnect);
         self.spool.skip_past(last_stored);
         self.spool.ack_through(last_stored);
@@ -200,6 +334,8 @@ impl Shipper {
         let mut in_flight: VecDeque<(u64, Instant, usize)> = VecDeque::new();
         let mut in_flight_bytes = 0;
         let mut drain_deadline: Option<Instant> = None;
+        let mut last_ack = Instant::now();
+        let mut heard = Instant::now();
         loop {
             let pushed = self.spool.pushed();
             // The window: a number of messages, and (for a backlog, whose
@@ -247,12 +383,21 @@ impl Shipper {
                 }
                 return Ok(());
             }
-            let deadline =
-                drain_deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let far = Instant::now() + Duration::from_secs(3600);
+            let deadline = drain_deadline.unwrap_or(far);
+            // Batches wait for an acknowledgement since they were sent, or
+            // since the last one came (a slow store still moves).
+            let ack_due = in_flight
+                .front()
+                .map(|&(_, sent, _)| sent.max(last_ack) + self.ack_timeout);
             tokio::select! {
                 _ = pushed, if room(&in_flight, in_flight_bytes) && drain_deadline.is_none() => {}
-                message = inbound.message() => match message?.and_then(|m| m.kind) {
+                message = inbound.message() => match message
+                    .map_err(|s| read_error(s, heard.elapsed(), self.target.keepalive))?
+                    .and_then(|m| m.kind)
+                {
                     Some(CollectorKind::Ack(ack)) => {
+                        heard = Instant::now();
                         self.spool.ack_through(ack.seq);
                         while let Some((seq, at, size)) = in_flight.front().copied() && seq <= ack.seq {
                             if seq == ack.seq {
@@ -260,6 +405,8 @@ impl Shipper {
                             }
                             in_flight_bytes -= size;
                             in_flight.pop_front();
+                            last_ack = Instant::now();
+                            progress.acknowledged = true;
                         }
                     }
                     Some(CollectorKind::Welcome(_)) => return Err(SessionError::NoWelcome("a second Welcome")),
@@ -272,6 +419,9 @@ impl Shipper {
                     return Err(SessionError::Reconfigured);
                 }
                 _ = tokio::time::sleep_until(deadline), if drain_deadline.is_some() => {}
+                _ = tokio::time::sleep_until(ack_due.unwrap_or(far)), if ack_due.is_some() && drain_deadline.is_none() => {
+                    return Err(SessionError::NoAck(self.ack_timeout));
+                }
             }
         }
     }
@@ -302,5 +452,61 @@ mod tests {
         }
         let samples: std::collections::HashSet<_> = (0..20).map(|_| backoff(10, max)).collect();
         assert!(samples.len() > 1, "no jitter");
+    }
+
+    fn refused_with_pushback(value: &str) -> SessionError {
+        let mut status = tonic::Status::unavailable("store full");
+        status
+            .metadata_mut()
+            .insert(PUSHBACK_KEY, value.parse().unwrap());
+        SessionError::from(status)
+    }
+
+    #[test]
+    fn pushback_is_read_bounded_and_ignored_when_malformed() {
+        let pushback = |value| refused_with_pushback(value).pushback();
+        assert_eq!(pushback("1500"), Some(Duration::from_millis(1500)));
+        assert_eq!(pushback("99999999999"), Some(MAX_PUSHBACK));
+        for bad in ["-5", "soon", "1.5", ""] {
+            assert_eq!(pushback(bad), None, "{bad:?}");
+        }
+        let unasked = SessionError::from(tonic::Status::unavailable("store full"));
+        assert_eq!(unasked.pushback(), None);
+    }
+
+    #[test]
+    fn a_broken_connection_is_not_reported_as_a_refusal() {
+        let reset =
+            std::io::Error::new(std::io::ErrorKind::ConnectionReset, "keep-alive timed out");
+        let lost = SessionError::from(tonic::Status::from_error(Box::new(reset)));
+        let text = lost.to_string();
+        assert!(
+            text.starts_with("connection to the collector lost: ")
+                && text.contains("keep-alive timed out"),
+            "{text}"
+        );
+        let keepalive = Keepalive {
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
+        };
+        let pipe = || {
+            let broken = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "broken pipe");
+            tonic::Status::from_error(Box::new(broken))
+        };
+        let quick = read_error(pipe(), Duration::from_secs(2), keepalive).to_string();
+        assert!(!quick.contains("keepalive"), "{quick}");
+        let silent = read_error(pipe(), Duration::from_secs(16), keepalive).to_string();
+        assert!(
+            silent.starts_with("connection to the collector lost: nothing heard for 16.0s")
+                && silent.contains("limits.keepalive_timeout")
+                && silent.ends_with("broken pipe"),
+            "{silent}"
+        );
+        let refused = SessionError::from(tonic::Status::invalid_argument("bad batch"));
+        assert!(refused.is_permanent());
+        assert_eq!(
+            refused.to_string(),
+            "collector refused: Client specified an invalid argument: bad batch"
+        );
     }
 }

@@ -3,6 +3,7 @@
 use hostwatch_alerting::{AlertingConfig, RuleSet};
 use hostwatch_pki::TlsFiles;
 use hostwatch_pki::config::{ConfigError, base_dir, resolve};
+use hostwatch_pki::transport::Keepalive;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ pub struct CollectorConfig {
     pub listen: SocketAddr,
     /// Directory of the sled database.
     pub data_dir: PathBuf,
-    /// A host with no data and no open stream for this long is down.
+    /// A host none of whose batches was stored for this long is down.
     #[serde(with = "humantime_serde", default = "default_host_down_after")]
     pub host_down_after: Duration,
     pub tls: TlsFiles,
@@ -52,6 +53,13 @@ pub struct Limits {
     /// Time a peer has to complete the TLS handshake and send its Hello.
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
+    /// HTTP/2 keepalive: a ping after this long without hearing from a
+    /// peer ...
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// ... and its connection is closed when the answer takes longer.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -63,6 +71,8 @@ impl Default for Limits {
             max_series_per_host: 10_000,
             max_query_points: 5_000_000,
             handshake_timeout: Duration::from_secs(10),
+            keepalive_interval: Keepalive::default().interval,
+            keepalive_timeout: Keepalive::default().timeout,
         }
     }
 }
@@ -165,6 +175,14 @@ impl CollectorConfig {
                 "limits.handshake_timeout",
                 self.limits.handshake_timeout.is_zero(),
             ),
+            (
+                "limits.keepalive_interval",
+                self.limits.keepalive_interval.is_zero(),
+            ),
+            (
+                "limits.keepalive_timeout",
+                self.limits.keepalive_timeout.is_zero(),
+            ),
             ("storage.retention", self.storage.retention.is_zero()),
         ];
         if self.storage.retention_bytes == Some(0) {
@@ -262,6 +280,18 @@ key = "collector.key"
             (
                 format!("{MINIMAL}\n[limits]\nhandshake_timeout = \"soon\"\n"),
                 "handshake_timeout",
+            ),
+            (
+                format!("{MINIMAL}\n[limits]\nkeepalive_interval = \"0s\"\n"),
+                "limits.keepalive_interval",
+            ),
+            (
+                format!("{MINIMAL}\n[limits]\nkeepalive_timeout = \"0s\"\n"),
+                "limits.keepalive_timeout",
+            ),
+            (
+                format!("{MINIMAL}\n[limits]\nkeepalive_timeout = 20\n"),
+                "keepalive_timeout",
             ),
             (
                 format!("{MINIMAL}\n[storage]\nretention = \"0s\"\n"),

@@ -1,6 +1,11 @@
 //! The host registry: every host that ever connected, its facts, boot id,
 //! last-seen time and open streams. Persisted in sled so a restarted
 //! collector still lists hosts (as down until they reconnect).
+//!
+//! Last seen is when a batch of the host was last stored (before its
+//! first, when it first connected): never a stream opening or closing, so
+//! a dead connection closing late, or an agent reconnecting to a collector
+//! that cannot store, does not make a silent host look alive.
 
 use hostwatch_proto::v1::{HostFacts, HostStatus};
 use prost::Message;
@@ -20,6 +25,7 @@ pub(crate) fn now_ms() -> i64 {
 struct HostEntry {
     facts: Option<HostFacts>,
     boot_id: String,
+    /// When a batch of the host was last stored (or it first connected).
     last_seen_ms: i64,
     open_streams: u32,
     /// The agent said goodbye before its last stream closed.
@@ -72,17 +78,20 @@ impl HostRegistry {
     /// (empty if none), so a reboot can be told from a reconnect.
     pub(crate) fn connected(&self, host: &str, facts: Option<HostFacts>, boot_id: &str) -> String {
         let mut hosts = self.lock();
-        let entry = hosts.entry(host.to_owned()).or_default();
+        // A new host's silence counts from its first connection.
+        let entry = hosts.entry(host.to_owned()).or_insert_with(|| HostEntry {
+            last_seen_ms: now_ms(),
+            ..HostEntry::default()
+        });
         entry.facts = facts.or(entry.facts.take());
         let previous = std::mem::replace(&mut entry.boot_id, boot_id.to_owned());
-        entry.last_seen_ms = now_ms();
         entry.open_streams += 1;
         entry.clean_shutdown = false;
         self.persist(host, entry);
         previous
     }
 
-    /// Data arrived from `host`.
+    /// A batch of `host` was stored.
     pub(crate) fn seen(&self, host: &str) {
         if let Some(entry) = self.lock().get_mut(host) {
             entry.last_seen_ms = now_ms();
@@ -98,13 +107,16 @@ impl HostRegistry {
         }
     }
 
-    /// An agent stream closed.
+    /// An agent stream closed; the host was not seen by it.
     pub(crate) fn disconnected(&self, host: &str) {
         if let Some(entry) = self.lock().get_mut(host) {
             entry.open_streams = entry.open_streams.saturating_sub(1);
-            entry.last_seen_ms = now_ms();
-            self.persist(host, entry);
         }
+    }
+
+    /// `host_down_after`.
+    pub(crate) fn down_after_ms(&self) -> u64 {
+        u64::try_from(self.down_after_ms).unwrap_or(0)
     }
 
     /// Every host, sorted by id, with its status at `now_ms`.
@@ -191,5 +203,35 @@ mod tests {
         // A new stream is no longer a planned stop.
         reopened.connected("web1", None, "boot-b");
         assert!(!reopened.liveness()[0].clean_shutdown);
+    }
+
+    #[test]
+    fn last_seen_moves_with_stored_batches_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let registry = HostRegistry::open(&db, 1_000).unwrap();
+        let last_seen = |registry: &HostRegistry| registry.liveness()[0].last_seen_ms;
+        let tick = |after: i64| {
+            while now_ms() <= after {
+                std::thread::yield_now();
+            }
+        };
+        registry.connected("web1", None, "boot-a");
+        let first = last_seen(&registry);
+        tick(first);
+        // A dead stream closing late, or a reconnection to a collector
+        // that stores nothing, is no sign of life.
+        registry.disconnected("web1");
+        registry.connected("web1", None, "boot-a");
+        registry.goodbye("web1");
+        assert_eq!(last_seen(&registry), first);
+        registry.seen("web1");
+        let stored = last_seen(&registry);
+        assert!(stored > first);
+        tick(stored);
+        registry.disconnected("web1");
+        drop(registry);
+        let reopened = HostRegistry::open(&db, 1_000).unwrap();
+        assert_eq!(last_seen(&reopened), stored);
     }
 }

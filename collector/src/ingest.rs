@@ -104,6 +104,7 @@ impl Ingest for IngestService {
             kind: Some(CollectorKind::Welcome(Welcome {
                 collector: self.shared.identity.name.clone(),
                 last_stored_seq,
+                host_down_after_ms: self.shared.host_down_after_ms(),
             })),
         };
         // Cannot fail: the channel is new and has room.

@@ -70,6 +70,15 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The shortest silence after which a host is paged as down
+    /// (`host_down_after`, or a host-down rule's shorter timeout), told
+    /// to agents so they keep their reconnection backoff below it.
+    pub(crate) fn host_down_after_ms(&self) -> u64 {
+        let rules = self.alerting.host_down_timeout_ms();
+        let rules = rules.map_or(u64::MAX, |ms| u64::try_from(ms).unwrap_or(0));
+        self.hosts.down_after_ms().min(rules)
+    }
+
     /// Runs a store call on the blocking pool (sled calls may hit the
     /// disk), mapping its error to a gRPC status.
     pub(crate) async fn on_store<T: Send + 'static>(
@@ -194,8 +203,8 @@ pub async fn serve(
     let connections = incoming(listener, tls, limits, stop.clone().cancelled_owned());
     let served = tonic::transport::Server::builder()
         .max_concurrent_streams(config.limits.max_streams_per_connection)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .http2_keepalive_interval(Some(config.limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(config.limits.keepalive_timeout))
         .add_service(health)
         .add_service(reflection)
         .add_service(ingest)

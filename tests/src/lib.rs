@@ -182,6 +182,7 @@ pub async fn channel(files: TlsFiles, addr: SocketAddr) -> Result<Channel, Strin
         server_name: Some("localhost".to_owned()),
         tls: files,
         connect_timeout: Duration::from_secs(5),
+        keepalive: hostwatch_pki::transport::Keepalive::default(),
     };
     connect(&target)
         .await

@@ -175,6 +175,18 @@ impl Alerting {
         self.inner.rules.send_replace(set);
     }
 
+    /// The shortest timeout of the host-down rules in force, if any.
+    pub fn host_down_timeout_ms(&self) -> Option<i64> {
+        let set = self.inner.rules.borrow().clone();
+        set.rules
+            .iter()
+            .filter_map(|r| match r.kind {
+                crate::config::Kind::HostDown { timeout_ms, .. } => Some(timeout_ms),
+                _ => None,
+            })
+            .min()
+    }
+
     /// Names of the rules and hooks in force.
     pub fn rule_names(&self) -> (Vec<String>, Vec<String>) {
         let set = self.inner.rules.borrow().clone();

@@ -47,7 +47,8 @@ pub struct BatchContext {
 #[derive(Debug, Clone)]
 pub struct HostLiveness {
     pub host: String,
-    /// Last time data arrived or a stream opened or closed. An open
+    /// Last time a batch of the host was stored (before its first, when
+    /// it first connected); never a stream opening or closing. An open
     /// stream alone does not keep a host up: a hung agent keeps its
     /// connection but sends nothing.
     pub last_seen_ms: i64,

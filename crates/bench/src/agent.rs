@@ -200,6 +200,7 @@ async fn bench(args: Args, agent_bin: PathBuf) -> anyhow::Result<()> {
         server_name: Some("localhost".to_owned()),
         tls: operator_tls,
         connect_timeout: Duration::from_secs(5),
+        keepalive: hostwatch_pki::transport::Keepalive::default(),
     })
     .await?
     .0;

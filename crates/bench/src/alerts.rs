@@ -679,6 +679,7 @@ impl Stream {
             server_name: Some("localhost".to_owned()),
             tls: setup.files(Role::Agent, host)?,
             connect_timeout: Duration::from_secs(10),
+            keepalive: hostwatch_pki::transport::Keepalive::default(),
         };
         let (channel, _) = connect(&target).await?;
         let (tx, rx) = mpsc::channel(64);

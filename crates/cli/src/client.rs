@@ -45,6 +45,7 @@ impl ClientConfig {
             server_name: self.server_name.clone(),
             tls: self.tls.clone(),
             connect_timeout: Duration::from_secs(10),
+            keepalive: hostwatch_pki::transport::Keepalive::default(),
         };
         let (channel, _) = connect(&target).await?;
         Ok(channel)

@@ -228,6 +228,25 @@ pub struct ClientTarget {
     pub server_name: Option<String>,
     pub tls: TlsFiles,
     pub connect_timeout: Duration,
+    pub keepalive: Keepalive,
+}
+
+/// HTTP/2 keepalive: after `interval` without reading anything from the
+/// peer, a ping; no answer within `timeout` closes the connection, so a
+/// silently dead peer (a partition, a black-holing firewall) is noticed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Keepalive {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for Keepalive {
+    fn default() -> Self {
+        Keepalive {
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Errors of [`connect`].
@@ -272,8 +291,8 @@ pub async fn connect(target: &ClientTarget) -> Result<(Channel, Identity), Conne
         .map_err(|_| ConnectError::Address(target.address.clone()))?
         .connect_timeout(target.connect_timeout)
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(20));
+        .http2_keep_alive_interval(target.keepalive.interval)
+        .keep_alive_timeout(target.keepalive.timeout);
     let address = target.address.clone();
     let connector = tower::service_fn(move |_: Uri| {
         let connector = tokio_rustls::TlsConnector::from(config.clone());

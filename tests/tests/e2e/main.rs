@@ -5,9 +5,12 @@
 
 mod alerts;
 mod auth;
+mod backoff;
 mod disk_full;
 mod durability;
 mod ingest;
+mod outage;
+mod partition;
 mod rotation;
 mod silent;
 mod storage;
