@@ -115,8 +115,7 @@ impl Ingest for IngestService {
             spool_id,
             stream_seq: 0,
             replies,
-            rejections_logged: None,
-            rejections_unlogged: 0,
+            rejection_logs: LogThrottle::new(REJECTION_LOG_INTERVAL),
         };
         self.shared.tasks.spawn(session.run(inbound));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -130,10 +129,8 @@ struct Session {
     /// Sequence of the previous batch on this stream, 0 before the first.
     stream_seq: u64,
     replies: mpsc::Sender<Result<CollectorMessage, Status>>,
-    /// When a batch with refused samples was last logged, and how many
-    /// such batches were not logged since.
-    rejections_logged: Option<Instant>,
-    rejections_unlogged: u64,
+    /// Batches with refused samples: logged at most once an interval.
+    rejection_logs: LogThrottle,
 }
 
 impl Session {
@@ -269,24 +266,65 @@ impl Session {
     /// with refusals went unlogged meanwhile (all are counted in the
     /// storage stats).
     fn log_rejections(&mut self, seq: u64, outcome: &hostwatch_tsdb::AppendOutcome) {
-        let now = Instant::now();
-        if self
-            .rejections_logged
-            .is_some_and(|at| now.duration_since(at) < REJECTION_LOG_INTERVAL)
-        {
-            self.rejections_unlogged += 1;
+        let Some(unlogged) = self.rejection_logs.admit(Instant::now()) else {
             return;
-        }
+        };
         tracing::warn!(
             host.id = %self.host,
             batch.seq = seq,
             rejected = outcome.rejected.total(),
             malformed = outcome.rejected.malformed,
             first_error = outcome.first_error.as_deref().unwrap_or("arrays of unequal length"),
-            unlogged_batches = self.rejections_unlogged,
+            unlogged_batches = unlogged,
             "samples rejected"
         );
-        self.rejections_logged = Some(now);
-        self.rejections_unlogged = 0;
+    }
+}
+
+/// Lets one log line through per interval and counts the others.
+#[derive(Debug)]
+struct LogThrottle {
+    interval: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl LogThrottle {
+    fn new(interval: Duration) -> Self {
+        LogThrottle {
+            interval,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(lines suppressed since the last one)` when a line may go out now.
+    fn admit(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|at| now.duration_since(at) < self.interval)
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_throttle_lets_one_line_through_an_interval_and_counts_the_rest() {
+        let mut throttle = LogThrottle::new(Duration::from_secs(60));
+        let start = Instant::now();
+        assert_eq!(throttle.admit(start), Some(0));
+        for i in 1..=100 {
+            assert_eq!(throttle.admit(start + Duration::from_millis(i * 100)), None);
+        }
+        assert_eq!(throttle.admit(start + Duration::from_secs(60)), Some(100));
+        assert_eq!(throttle.admit(start + Duration::from_secs(61)), None);
     }
 }
