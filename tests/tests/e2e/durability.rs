@@ -259,3 +259,131 @@ async fn samples_spooled_before_a_sigkill_are_stored_exactly_once() {
     drop(agent);
     drop(collector);
 }
+
+/// Sends `batch` as agent `HOST` on a stream of its own and returns the
+/// collector's reply to it (an Ack, or the status that ended the stream).
+async fn send_batch(
+    pki: &TestPki,
+    port: u16,
+    batch: hostwatch_proto::v1::Batch,
+) -> hostwatch_proto::v1::CollectorMessage {
+    use hostwatch_proto::v1::agent_message::Kind;
+    use hostwatch_proto::v1::ingest_client::IngestClient;
+    use hostwatch_proto::v1::{AgentMessage, Hello};
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let agent = channel(pki.files(Role::Agent, HOST), addr).await.unwrap();
+    let messages = [
+        Kind::Hello(Hello {
+            host_id: HOST.into(),
+            spool_id: 3,
+            ..Default::default()
+        }),
+        Kind::Batch(batch),
+    ]
+    .map(|kind| AgentMessage { kind: Some(kind) });
+    let mut replies = IngestClient::new(agent)
+        .max_encoding_message_size(64 << 20)
+        .stream(tokio_stream::iter(messages))
+        .await
+        .unwrap()
+        .into_inner();
+    let _welcome = replies.message().await.unwrap();
+    replies.message().await.unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn a_batch_of_a_million_samples_and_a_dense_one_survive_a_sigkill() {
+    use hostwatch_proto::v1::collector_message::Kind as Reply;
+    let pki = TestPki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (collector_toml, _) = write_configs(&pki, dir.path(), port);
+    // Room for samples up to an hour and a bit ahead.
+    let mut config = std::fs::read_to_string(&collector_toml).unwrap();
+    config.push_str("[storage]\nfuture_tolerance = \"3h\"\n");
+    std::fs::write(&collector_toml, config).unwrap();
+    let collector_bin = Path::new(env!("CARGO_BIN_EXE_e2e-collector"));
+    let log = |name: &str| dir.path().join(format!("{name}.log"));
+    let collector = Process::start(collector_bin, &collector_toml, log("collector"));
+    let now = now_ms();
+    let hour = 3_600_000;
+    // 1,050,000 samples of one series, 1 ms apart, in one frame: about
+    // 14 MiB, under the default limits.max_message_bytes. Half either side
+    // of the next hour, so no hour holds more than a series may.
+    let boundary = (now.div_euclid(hour) + 1) * hour;
+    let big: Vec<i64> = (0..1_050_000).map(|i| boundary - 525_000 + i).collect();
+    // As many samples as one hour of a series may hold, and 100 more.
+    let dense_start = now.div_euclid(hour) * hour - hour;
+    let dense: Vec<i64> = (0..(1 << 20) + 100).map(|i| dense_start + i).collect();
+    let batch = |seq, metric: &str, times: &[i64]| hostwatch_proto::v1::Batch {
+        seq,
+        series: vec![SeriesPoints {
+            metric: metric.into(),
+            labels: vec![],
+            timestamps_ms: times.to_vec(),
+            values: times.iter().map(|t| (t % 1000) as f64).collect(),
+        }],
+        ..Default::default()
+    };
+    eventually(WAIT, "the collector up", || async {
+        let addr = format!("127.0.0.1:{port}").parse().ok()?;
+        channel(pki.files(Role::Operator, "tester"), addr)
+            .await
+            .ok()
+    })
+    .await;
+    for (seq, metric, times) in [(1, "bulk", &big), (2, "dense", &dense)] {
+        let reply = send_batch(&pki, port, batch(seq, metric, times)).await;
+        assert!(
+            matches!(reply.kind, Some(Reply::Ack(ref a)) if a.seq == seq),
+            "{reply:?}"
+        );
+    }
+    // Killed right after the acknowledgements: only the WAL has them.
+    collector.kill();
+    let collector = Process::start(collector_bin, &collector_toml, log("collector"));
+    let count = |metric: &'static str| {
+        let pki = &pki;
+        async move {
+            let addr = format!("127.0.0.1:{port}").parse().unwrap();
+            let channel = channel(pki.files(Role::Operator, "tester"), addr)
+                .await
+                .ok()?;
+            let series = hostwatch_proto::v1::query_client::QueryClient::new(channel)
+                .max_decoding_message_size(64 << 20)
+                .range(RangeRequest {
+                    metric: metric.into(),
+                    start_ms: now - 4 * hour,
+                    end_ms: now + 2 * hour,
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .series;
+            Some(series.iter().map(|s| s.values.len()).sum::<usize>())
+        }
+    };
+    let counts = eventually(WAIT, "both series after the restart", || async {
+        let (bulk, dense) = (count("bulk").await?, count("dense").await?);
+        (bulk > 0 && dense > 0).then_some((bulk, dense))
+    })
+    .await;
+    assert_eq!(
+        counts,
+        (big.len(), 1 << 20),
+        "every acknowledged sample, the window's limit of the dense one"
+    );
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let stats = AdminClient::new(
+        channel(pki.files(Role::Operator, "tester"), addr)
+            .await
+            .unwrap(),
+    )
+    .storage_stats(StorageStatsRequest {})
+    .await
+    .unwrap()
+    .into_inner();
+    assert_eq!(stats.corrupt_wal_frames, 0, "{stats:?}");
+    drop(collector);
+}
