@@ -4,7 +4,7 @@
 //! still stops at once when told to.
 
 use hostwatch_pki::Role;
-use hostwatch_pki::transport::{ListenerLimits, ServerTls, incoming};
+use hostwatch_pki::transport::{CallLimitLayer, ListenerLimits, ServerTls, incoming};
 use hostwatch_proto::v1::ingest_server::{Ingest, IngestServer};
 use hostwatch_proto::v1::{AgentMessage, CollectorMessage};
 use hostwatch_tests::*;
@@ -41,7 +41,14 @@ async fn a_collector_that_never_answers_is_given_up_and_retried() {
     let tls = ServerTls::load(pki.files(Role::Collector, "silent")).unwrap();
     let limits = ListenerLimits {
         max_connections: 16,
+        reserved_operator_connections: 0,
+        max_connections_per_identity: 16,
+        max_handshakes: 16,
         handshake_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(60),
+        max_pending_bytes_per_connection: 1 << 20,
+        max_pending_bytes: 1 << 20,
+        message_timeout: Duration::from_secs(60),
     };
     let streams = Arc::new(AtomicUsize::new(0));
     let service = IngestServer::new(Silent {
@@ -49,6 +56,7 @@ async fn a_collector_that_never_answers_is_given_up_and_retried() {
     });
     let server = tokio::spawn(
         tonic::transport::Server::builder()
+            .layer(CallLimitLayer)
             .add_service(service)
             .serve_with_incoming(incoming(listener, tls, limits, std::future::pending())),
     );
