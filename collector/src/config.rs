@@ -192,7 +192,10 @@ impl CollectorConfig {
             ),
             ("limits.max_handshakes", self.limits.max_handshakes == 0),
             ("limits.idle_timeout", self.limits.idle_timeout.is_zero()),
-            ("limits.message_timeout", self.limits.message_timeout.is_zero()),
+            (
+                "limits.message_timeout",
+                self.limits.message_timeout.is_zero(),
+            ),
             ("limits.drain_timeout", self.limits.drain_timeout.is_zero()),
             (
                 "limits.handshake_timeout",
@@ -210,7 +213,10 @@ impl CollectorConfig {
             return Err("limits.max_pending_bytes_per_connection must be at least limits.max_message_bytes (a message of that size must fit)".into());
         }
         if limits.max_pending_bytes < limits.max_pending_bytes_per_connection {
-            return Err("limits.max_pending_bytes must be at least limits.max_pending_bytes_per_connection".into());
+            return Err(
+                "limits.max_pending_bytes must be at least limits.max_pending_bytes_per_connection"
+                    .into(),
+            );
         }
         if self.storage.retention_bytes == Some(0) {
             return Err(
@@ -313,7 +319,9 @@ key = "collector.key"
                 "storage.retention",
             ),
             (
-                format!("{MINIMAL}\n[limits]\nmax_connections = 10\nreserved_operator_connections = 10\n"),
+                format!(
+                    "{MINIMAL}\n[limits]\nmax_connections = 10\nreserved_operator_connections = 10\n"
+                ),
                 "limits.reserved_operator_connections",
             ),
             (

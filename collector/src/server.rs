@@ -191,7 +191,12 @@ pub async fn serve(
         max_pending_bytes: limits.max_pending_bytes,
         message_timeout: limits.message_timeout,
     };
-    let connections = incoming(listener, tls, listener_limits, stop.clone().cancelled_owned());
+    let connections = incoming(
+        listener,
+        tls,
+        listener_limits,
+        stop.clone().cancelled_owned(),
+    );
     // Graceful shutdown waits for every stream to end, and a stream whose
     // client stopped reading never does: after the drain, connections are
     // closed whatever their streams are doing.
@@ -227,7 +232,9 @@ pub async fn serve(
         .await
         .is_err()
     {
-        tracing::warn!("stream tasks still running {STORE_CALL_GRACE:?} after their connections closed; closing the database anyway");
+        tracing::warn!(
+            "stream tasks still running {STORE_CALL_GRACE:?} after their connections closed; closing the database anyway"
+        );
     }
     if let Err(e) = db.flush_async().await {
         tracing::error!(error = %e, "final flush failed");

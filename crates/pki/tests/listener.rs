@@ -346,9 +346,9 @@ async fn partial_call(
         .uri("/grpc.health.v1.Health/Check")
         .header("content-type", "application/grpc")
         .header("te", "trailers")
-        .body(tonic::body::Body::new(StreamBody::new(ReceiverStream::new(
-            rx,
-        ))))
+        .body(tonic::body::Body::new(StreamBody::new(
+            ReceiverStream::new(rx),
+        )))
         .unwrap();
     let channel = channel.clone();
     let response = tokio::spawn(async move {
@@ -372,13 +372,19 @@ async fn incomplete_messages_are_refused_over_their_budget() {
     let (_tx, refused) = partial_call(&first, 200 << 10, 10).await;
     let status = refused.await.unwrap();
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
-    assert!(status.message().contains("on this connection"), "{status:?}");
+    assert!(
+        status.message().contains("on this connection"),
+        "{status:?}"
+    );
 
     let second = channel(&pki, server.addr, Role::Agent, "other").await;
     let (_tx, refused) = partial_call(&second, 700 << 10, 10).await;
     let status = refused.await.unwrap();
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
-    assert!(status.message().contains("on all connections"), "{status:?}");
+    assert!(
+        status.message().contains("on all connections"),
+        "{status:?}"
+    );
     let stats = server.stats();
     assert_eq!(stats.messages_refused, 2, "{stats:?}");
     assert_eq!(stats.pending_message_bytes, 900 << 10, "{stats:?}");
@@ -406,7 +412,10 @@ async fn incomplete_messages_are_refused_after_the_message_timeout() {
     let (_open, response) = partial_call(&client, 1000, 10).await;
     let status = response.await.unwrap();
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
-    assert!(status.message().contains("not complete within"), "{status:?}");
+    assert!(
+        status.message().contains("not complete within"),
+        "{status:?}"
+    );
     let stats = server.stats();
     assert_eq!(stats.messages_refused, 1, "{stats:?}");
     assert_eq!(stats.pending_message_bytes, 0, "{stats:?}");

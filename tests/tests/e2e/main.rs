@@ -5,6 +5,7 @@
 
 mod alerts;
 mod auth;
+mod connections;
 mod durability;
 mod ingest;
 mod rotation;

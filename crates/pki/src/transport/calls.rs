@@ -207,7 +207,9 @@ impl LimitedBody {
         let charged = std::mem::take(&mut self.charged);
         if charged > 0 {
             let connection = self.connection();
-            connection.pending_bytes.fetch_sub(charged, Ordering::Relaxed);
+            connection
+                .pending_bytes
+                .fetch_sub(charged, Ordering::Relaxed);
             connection
                 .listener
                 .pending_bytes
@@ -248,10 +250,9 @@ impl HttpBody for LimitedBody {
             let declared = this.charged;
             let timeout = this.connection().listener.limits.message_timeout;
             this.release();
-            return Poll::Ready(Some(Err(this.refuse(
-                declared,
-                format!("not complete within {timeout:?}"),
-            ))));
+            return Poll::Ready(Some(Err(
+                this.refuse(declared, format!("not complete within {timeout:?}"))
+            )));
         }
         let frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
         if let Some(Ok(frame)) = &frame

@@ -13,9 +13,7 @@ mod listener;
 mod throttle;
 
 pub use calls::{CallLimit, CallLimitLayer};
-pub use listener::{
-    Connections, Incoming, ListenerLimits, ListenerStats, TlsConnection, incoming,
-};
+pub use listener::{Connections, Incoming, ListenerLimits, ListenerStats, TlsConnection, incoming};
 
 use crate::{Identity, PkiError, Role, TlsFiles};
 use hyper_util::rt::TokioIo;
