@@ -79,6 +79,79 @@ async fn operators_get_in_during_connection_floods() {
     collector.stop().await;
 }
 
+/// An Ingest stream on `agent`'s connection that says Hello as `host`,
+/// then sends the first KiB of a batch declared `declared` bytes long and
+/// nothing more; returns the sender (which keeps the stream open) and a
+/// task that completes when the collector ends the stream.
+async fn partial_batch(
+    agent: &tonic::transport::Channel,
+    host: &str,
+    declared: u32,
+) -> (
+    tokio::sync::mpsc::Sender<Result<http_body::Frame<tonic::codegen::Bytes>, tonic::Status>>,
+    tokio::task::JoinHandle<()>,
+) {
+    use http_body_util::BodyExt;
+    use prost::Message;
+    let hello = AgentMessage {
+        kind: Some(Kind::Hello(Hello {
+            host_id: host.into(),
+            spool_id: 1,
+            ..Default::default()
+        })),
+    }
+    .encode_to_vec();
+    let mut data = vec![0u8];
+    data.extend((hello.len() as u32).to_be_bytes());
+    data.extend(hello);
+    data.push(0);
+    data.extend(declared.to_be_bytes());
+    data.resize(data.len() + 1024, 0);
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(Ok(http_body::Frame::data(data.into())))
+        .await
+        .unwrap();
+    let request = tonic::codegen::http::Request::builder()
+        .method("POST")
+        .uri("/hostwatch.v1.Ingest/Stream")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(tonic::body::Body::new(http_body_util::StreamBody::new(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+        .unwrap();
+    let agent = agent.clone();
+    let ended = tokio::spawn(async move {
+        use tower::ServiceExt;
+        let mut body = agent.oneshot(request).await.unwrap().into_body();
+        while let Some(Ok(_)) = body.frame().await {}
+    });
+    (tx, ended)
+}
+
+#[tokio::test]
+async fn incomplete_batches_are_refused_over_the_connection_budget() {
+    let pki = TestPki::new();
+    let data = tempfile::tempdir().unwrap();
+    // Defaults: 16 MiB messages, 32 MiB of them pending per connection.
+    let collector = RunningCollector::start(collector_config(&pki, data.path())).await;
+    let agent = channel(pki.files(Role::Agent, "partial"), collector.addr)
+        .await
+        .unwrap();
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        streams.push(partial_batch(&agent, "partial", 15 << 20).await);
+    }
+    // Two fit in the connection's budget; the collector ends the third.
+    eventually(WAIT, "a stream ended by the collector", || {
+        let ended = streams.iter().filter(|(_, e)| e.is_finished()).count();
+        async move { (ended == 1).then_some(()) }
+    })
+    .await;
+    drop(streams);
+    collector.stop().await;
+}
+
 fn batch(seq: u64, now: i64) -> Batch {
     Batch {
         seq,
