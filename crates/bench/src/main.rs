@@ -4,10 +4,11 @@
 //!
 //! Layout: `measure` (process CPU and memory from /proc and getrusage,
 //! thread CPU, medians and percentiles), one module per subcommand
-//! (`agent`, `storage`, `sled_space`, `alerts`).
+//! (`agent`, `storage`, `sled_space`, `alerts`, `connections`).
 
 mod agent;
 mod alerts;
+mod connections;
 mod measure;
 mod sled_space;
 mod storage;
@@ -38,6 +39,10 @@ enum Command {
     /// 10,000 hosts and the default rules, sample-to-webhook latency, and
     /// host-down delay.
     Alerts(alerts::Args),
+    /// Operator call latency during connection floods at the collector's
+    /// limit (idle mTLS from one certificate, idle TCP, half handshakes),
+    /// and its memory under streams holding incomplete batches.
+    Connections(connections::Args),
     /// The crash rounds' child process (internal).
     #[command(hide = true)]
     StorageCrashChild(storage::CrashChildArgs),
@@ -50,6 +55,7 @@ fn main() -> ExitCode {
         Command::Storage(args) => storage::run(args),
         Command::SledSpace(args) => sled_space::run(args),
         Command::Alerts(args) => alerts::run(args),
+        Command::Connections(args) => connections::run(args),
         Command::StorageCrashChild(args) => storage::crash_child(args),
     };
     match result {
