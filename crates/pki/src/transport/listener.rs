@@ -11,8 +11,8 @@
 //! within its identity's limit, and agents only outside the places kept
 //! for operators.
 
-use super::PeerInfo;
 use super::throttle::Throttle;
+use super::{PeerInfo, ServerTls};
 use crate::{Identity, Role};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -30,8 +30,6 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::{CancellationToken, DropGuard, WaitForCancellationFutureOwned};
 use tonic::transport::server::Connected;
-
-use super::ServerTls;
 
 /// Limits of the listener and of the connections it yields.
 #[derive(Debug, Clone, Copy)]
