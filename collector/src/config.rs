@@ -40,8 +40,30 @@ pub struct CollectorConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Connections open at once; more wait in the listen backlog.
+    /// Authenticated connections open at once; more are refused.
     pub max_connections: usize,
+    /// Places among `max_connections` that only operators may take.
+    pub reserved_operator_connections: usize,
+    /// Connections one certificate identity may hold at once.
+    pub max_connections_per_identity: usize,
+    /// TLS handshakes in progress at once; when full, a new peer takes the
+    /// place of the one that has waited longest.
+    pub max_handshakes: usize,
+    /// A connection without an open call for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Bytes of messages begun and not yet complete, on one connection; at
+    /// least `max_message_bytes`.
+    pub max_pending_bytes_per_connection: usize,
+    /// Bytes of messages begun and not yet complete, on all connections.
+    pub max_pending_bytes: usize,
+    /// A message begun must be complete within this.
+    #[serde(with = "humantime_serde")]
+    pub message_timeout: Duration,
+    /// At shutdown, how long open calls get to finish before their
+    /// connections are closed; keep it well below the unit's TimeoutStopSec.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
     /// Concurrent gRPC calls per connection.
     pub max_streams_per_connection: u32,
     /// Largest gRPC message accepted, in bytes.
@@ -66,6 +88,14 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 10_000,
+            reserved_operator_connections: 64,
+            max_connections_per_identity: 16,
+            max_handshakes: 512,
+            idle_timeout: Duration::from_secs(120),
+            max_pending_bytes_per_connection: 32 << 20,
+            max_pending_bytes: 256 << 20,
+            message_timeout: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(10),
             max_streams_per_connection: 16,
             max_message_bytes: 16 << 20,
             max_series_per_host: 10_000,
@@ -172,6 +202,17 @@ impl CollectorConfig {
             ),
             ("limits.max_query_points", self.limits.max_query_points == 0),
             (
+                "limits.max_connections_per_identity",
+                self.limits.max_connections_per_identity == 0,
+            ),
+            ("limits.max_handshakes", self.limits.max_handshakes == 0),
+            ("limits.idle_timeout", self.limits.idle_timeout.is_zero()),
+            (
+                "limits.message_timeout",
+                self.limits.message_timeout.is_zero(),
+            ),
+            ("limits.drain_timeout", self.limits.drain_timeout.is_zero()),
+            (
                 "limits.handshake_timeout",
                 self.limits.handshake_timeout.is_zero(),
             ),
@@ -185,6 +226,21 @@ impl CollectorConfig {
             ),
             ("storage.retention", self.storage.retention.is_zero()),
         ];
+        let limits = &self.limits;
+        if limits.reserved_operator_connections >= limits.max_connections {
+            return Err(
+                "limits.reserved_operator_connections must be below limits.max_connections".into(),
+            );
+        }
+        if limits.max_pending_bytes_per_connection < limits.max_message_bytes {
+            return Err("limits.max_pending_bytes_per_connection must be at least limits.max_message_bytes (a message of that size must fit)".into());
+        }
+        if limits.max_pending_bytes < limits.max_pending_bytes_per_connection {
+            return Err(
+                "limits.max_pending_bytes must be at least limits.max_pending_bytes_per_connection"
+                    .into(),
+            );
+        }
         if self.storage.retention_bytes == Some(0) {
             return Err(
                 "storage.retention_bytes must be greater than zero (leave it out for no size limit)"
@@ -296,6 +352,40 @@ key = "collector.key"
             (
                 format!("{MINIMAL}\n[storage]\nretention = \"0s\"\n"),
                 "storage.retention",
+            ),
+            (
+                format!(
+                    "{MINIMAL}\n[limits]\nmax_connections = 10\nreserved_operator_connections = 10\n"
+                ),
+                "limits.reserved_operator_connections",
+            ),
+            (
+                format!("{MINIMAL}\n[limits]\nmax_connections_per_identity = 0\n"),
+                "limits.max_connections_per_identity",
+            ),
+            (
+                format!("{MINIMAL}\n[limits]\nmax_handshakes = 0\n"),
+                "limits.max_handshakes",
+            ),
+            (
+                format!("{MINIMAL}\n[limits]\nidle_timeout = \"0s\"\n"),
+                "limits.idle_timeout",
+            ),
+            (
+                format!("{MINIMAL}\n[limits]\nmax_pending_bytes_per_connection = 1024\n"),
+                "limits.max_pending_bytes_per_connection",
+            ),
+            (
+                format!("{MINIMAL}\n[limits]\nmax_pending_bytes = 1048576\n"),
+                "limits.max_pending_bytes",
+            ),
+            (
+                format!("{MINIMAL}\n[limits]\nmessage_timeout = \"later\"\n"),
+                "message_timeout",
+            ),
+            (
+                format!("{MINIMAL}\n[limits]\ndrain_timeout = \"0s\"\n"),
+                "limits.drain_timeout",
             ),
             (format!("{MINIMAL}\n[storage]\nkeep = 1\n"), "keep"),
             (

@@ -178,8 +178,9 @@ impl Session {
         tracing::info!(host.id = %self.host, "agent disconnected");
     }
 
-    /// The status that answers a message tonic could not read (counted),
-    /// or `None` when the stream itself broke (the agent went away).
+    /// The status that answers a message that could not be read (counted
+    /// here or by the listener), or `None` when the stream itself broke
+    /// (the agent went away).
     fn unreadable(&self, status: &Status) -> Option<Status> {
         let refused = &self.shared.refused_messages;
         match status.code() {
@@ -190,6 +191,9 @@ impl Session {
                     status.message()
                 )))
             }
+            // The listener's budget for incomplete messages ended the call
+            // (it counted and logged that): the agent is told why.
+            Code::ResourceExhausted => Some(Status::resource_exhausted(status.message())),
             // Transport errors carry their cause; a message that does not
             // decode has none.
             Code::Internal if std::error::Error::source(status).is_none() => {

@@ -8,7 +8,7 @@ use crate::ingest::{IngestService, RefusedMessages};
 use crate::query::QueryService;
 use hostwatch_alerting::{Alerting, Clock, SnapshotSource};
 use hostwatch_pki::Identity;
-use hostwatch_pki::transport::{ListenerLimits, ServerTls, incoming};
+use hostwatch_pki::transport::{CallLimitLayer, ListenerLimits, ServerTls, incoming};
 use hostwatch_proto::v1::admin_server::AdminServer;
 use hostwatch_proto::v1::ingest_server::IngestServer;
 use hostwatch_proto::v1::query_server::QueryServer;
@@ -24,10 +24,12 @@ use tokio_util::task::TaskTracker;
 /// sled's page cache for the collector's own state: hosts, alert state
 /// and the outbox are small and mostly written.
 const STATE_CACHE_BYTES: u64 = 4 << 20;
-/// How long open agent streams get to finish their current batch at shutdown.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the health service looks at the store's condition.
 const STORE_WATCH_TICK: Duration = Duration::from_secs(1);
+/// Once `limits.drain_timeout` is over and every connection is closed, a
+/// stream's task still in a store call gets this long to finish it before
+/// the database is flushed and closed.
+const STORE_CALL_GRACE: Duration = Duration::from_secs(5);
 /// How often host-down alerts look at the registry: a host is reported
 /// down at most this long after its timeout.
 const HOST_DOWN_TICK: Duration = Duration::from_millis(250);
@@ -196,12 +198,42 @@ pub async fn serve(
         shutdown.await;
         stop_signal.cancel();
     });
-    let limits = ListenerLimits {
-        max_connections: config.limits.max_connections,
-        handshake_timeout: config.limits.handshake_timeout,
+    let limits = &config.limits;
+    let listener_limits = ListenerLimits {
+        max_connections: limits.max_connections,
+        reserved_operator_connections: limits.reserved_operator_connections,
+        max_connections_per_identity: limits.max_connections_per_identity,
+        max_handshakes: limits.max_handshakes,
+        handshake_timeout: limits.handshake_timeout,
+        idle_timeout: limits.idle_timeout,
+        max_pending_bytes_per_connection: limits.max_pending_bytes_per_connection,
+        max_pending_bytes: limits.max_pending_bytes,
+        message_timeout: limits.message_timeout,
     };
-    let connections = incoming(listener, tls, limits, stop.clone().cancelled_owned());
+    let connections = incoming(
+        listener,
+        tls,
+        listener_limits,
+        stop.clone().cancelled_owned(),
+    );
+    // Graceful shutdown waits for every stream to end, and a stream whose
+    // client stopped reading never does: after the drain, connections are
+    // closed whatever their streams are doing.
+    let (drain, open) = (limits.drain_timeout, connections.connections());
+    let (draining, drained) = (stop.clone(), CancellationToken::new());
+    let all_closed = drained.clone();
+    tokio::spawn(async move {
+        draining.cancelled().await;
+        tokio::select! {
+            _ = all_closed.cancelled() => {}
+            _ = tokio::time::sleep(drain) => {
+                tracing::warn!(?drain, "streams still open after the drain; closing their connections");
+                open.close_all();
+            }
+        }
+    });
     let served = tonic::transport::Server::builder()
+        .layer(CallLimitLayer)
         .max_concurrent_streams(config.limits.max_streams_per_connection)
         .http2_keepalive_interval(Some(config.limits.keepalive_interval))
         .http2_keepalive_timeout(Some(config.limits.keepalive_timeout))
@@ -212,13 +244,16 @@ pub async fn serve(
         .add_service(admin)
         .serve_with_incoming_shutdown(connections, stop.clone().cancelled_owned())
         .await;
+    drained.cancel();
     stop.cancel();
     shared.tasks.close();
-    if tokio::time::timeout(DRAIN_TIMEOUT, shared.tasks.wait())
+    if tokio::time::timeout(STORE_CALL_GRACE, shared.tasks.wait())
         .await
         .is_err()
     {
-        tracing::warn!("agent streams still open after {DRAIN_TIMEOUT:?}; closing anyway");
+        tracing::warn!(
+            "stream tasks still running {STORE_CALL_GRACE:?} after their connections closed; closing the database anyway"
+        );
     }
     if let Err(e) = db.flush_async().await {
         tracing::error!(error = %e, "final flush failed");

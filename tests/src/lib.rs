@@ -175,6 +175,22 @@ impl RunningAgent {
     }
 }
 
+/// Listener limits for a test's own gRPC server on `incoming` (serve it
+/// with `CallLimitLayer`): room for one test's few connections.
+pub fn test_listener_limits() -> hostwatch_pki::transport::ListenerLimits {
+    hostwatch_pki::transport::ListenerLimits {
+        max_connections: 16,
+        reserved_operator_connections: 0,
+        max_connections_per_identity: 16,
+        max_handshakes: 16,
+        handshake_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(3600),
+        max_pending_bytes_per_connection: 1 << 20,
+        max_pending_bytes: 1 << 20,
+        message_timeout: Duration::from_secs(60),
+    }
+}
+
 /// A channel to `addr` with `files` as client identity.
 pub async fn channel(files: TlsFiles, addr: SocketAddr) -> Result<Channel, String> {
     let target = ClientTarget {

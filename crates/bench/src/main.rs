@@ -4,11 +4,12 @@
 //!
 //! Layout: `measure` (process CPU and memory from /proc and getrusage,
 //! thread CPU, medians and percentiles), one module per subcommand
-//! (`agent`, `storage`, `sled_space`, `alerts`).
+//! (`agent`, `storage`, `sled_space`, `alerts`, `connections`).
 
 mod agent;
 mod alerts;
 mod batch_shapes;
+mod connections;
 mod measure;
 mod sled_space;
 mod storage;
@@ -43,6 +44,10 @@ enum Command {
     /// newest first, a dense series) costs the store, and how long the
     /// host's readers wait meanwhile.
     BatchShapes(batch_shapes::Args),
+    /// Operator call latency during connection floods at the collector's
+    /// limit (idle mTLS from one certificate, idle TCP, half handshakes),
+    /// and its memory under streams holding incomplete batches.
+    Connections(connections::Args),
     /// The crash rounds' child process (internal).
     #[command(hide = true)]
     StorageCrashChild(storage::CrashChildArgs),
@@ -56,6 +61,7 @@ fn main() -> ExitCode {
         Command::SledSpace(args) => sled_space::run(args),
         Command::Alerts(args) => alerts::run(args),
         Command::BatchShapes(args) => batch_shapes::run(args),
+        Command::Connections(args) => connections::run(args),
         Command::StorageCrashChild(args) => storage::crash_child(args),
     };
     match result {

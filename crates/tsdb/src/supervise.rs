@@ -8,8 +8,8 @@
 //! refuses appends ([`TsdbError::Failed`]) and rebuilds its whole state
 //! from disk (its sled databases reopened, the WAL replayed), which holds
 //! exactly what is durable. The background thread tries every second, once
-//! the free space is back above the reserve; until the rebuild starts, the
-//! failed state still answers reads.
+//! the free space is back above the reserve (and a few MiB in any case);
+//! until the rebuild starts, the failed state still answers reads.
 //!
 //! The reserve: while the file system holding the store has less than
 //! [`Options::min_free_bytes`] free, appends are refused
@@ -34,6 +34,10 @@ const SPACE_CHECK: Duration = Duration::from_millis(250);
 /// How often the background thread looks at the free space and, after a
 /// failure, tries to rebuild.
 const RECOVERY_TICK: Duration = Duration::from_secs(1);
+/// Free space a rebuild waits for (when the reserve is smaller): reopening
+/// sled's files and starting to write again needs some, and a rebuild that
+/// fails for want of it leaves the store without a state to read from.
+const REBUILD_HEADROOM: u64 = 8 << 20;
 /// How long a rebuild waits for calls still using the failed state.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -251,8 +255,8 @@ impl Supervisor {
             return Ok(true);
         }
         self.check_space(true)?;
-        let min = self.options.min_free_bytes;
-        if min > 0 && self.health_lock()?.free_bytes < min {
+        let free = free_bytes(&self.dir)?;
+        if free < self.options.min_free_bytes.max(REBUILD_HEADROOM) {
             // Meanwhile the failed state still answers reads.
             return Ok(false);
         }

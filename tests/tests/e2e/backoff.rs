@@ -5,7 +5,7 @@
 
 use hostwatch_agent::config::Limits;
 use hostwatch_pki::Role;
-use hostwatch_pki::transport::{ListenerLimits, ServerTls, incoming};
+use hostwatch_pki::transport::{CallLimitLayer, ServerTls, incoming};
 use hostwatch_proto::v1::agent_message::Kind as AgentKind;
 use hostwatch_proto::v1::collector_message::Kind as CollectorKind;
 use hostwatch_proto::v1::ingest_server::{Ingest, IngestServer};
@@ -116,10 +116,7 @@ async fn streams_within(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let tls = ServerTls::load(pki.files(Role::Collector, "fake")).unwrap();
-    let listener_limits = ListenerLimits {
-        max_connections: 16,
-        handshake_timeout: Duration::from_secs(5),
-    };
+    let listener_limits = test_listener_limits();
     let streams = Arc::new(AtomicUsize::new(0));
     let service = IngestServer::new(FakeCollector {
         behaviour,
@@ -128,6 +125,7 @@ async fn streams_within(
     });
     let server = tokio::spawn(
         tonic::transport::Server::builder()
+            .layer(CallLimitLayer)
             .add_service(service)
             .serve_with_incoming(incoming(
                 listener,

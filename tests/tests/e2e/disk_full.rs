@@ -111,8 +111,9 @@ async fn ingest_health(pki: &TestPki, addr: SocketAddr) -> ServingStatus {
 }
 
 /// The agent's batch numbers stored for the host (one per batch, from its
-/// `hostwatch_agent_batches_total`), in order.
-async fn batch_numbers(pki: &TestPki, addr: SocketAddr) -> Vec<u64> {
+/// `hostwatch_agent_batches_total`), in order; `None` while the store
+/// cannot answer (the moment it rebuilds itself).
+async fn batch_numbers(pki: &TestPki, addr: SocketAddr) -> Option<Vec<u64>> {
     let mut query = operator(pki, addr).await;
     let series = query
         .range(RangeRequest {
@@ -127,13 +128,15 @@ async fn batch_numbers(pki: &TestPki, addr: SocketAddr) -> Vec<u64> {
             ..Default::default()
         })
         .await
-        .unwrap()
+        .ok()?
         .into_inner()
         .series;
-    series
-        .iter()
-        .flat_map(|s| s.values.iter().map(|v| *v as u64))
-        .collect()
+    Some(
+        series
+            .iter()
+            .flat_map(|s| s.values.iter().map(|v| *v as u64))
+            .collect(),
+    )
 }
 
 /// Every batch from the first stored one to the newest is there, once.
@@ -158,7 +161,7 @@ async fn fill_and_free(fs: &Tmpfs, storage: &str, leave: u64, state: &str) {
     let addr = collector.addr;
     let agent = RunningAgent::start(agent_config(&pki, HOST, addr, spool.path()));
     eventually(WAIT, "the first batches stored", || async {
-        (batch_numbers(&pki, addr).await.len() >= 5).then_some(())
+        (batch_numbers(&pki, addr).await?.len() >= 5).then_some(())
     })
     .await;
 
@@ -174,7 +177,10 @@ async fn fill_and_free(fs: &Tmpfs, storage: &str, leave: u64, state: &str) {
     })
     .await;
     // Refused meanwhile, and nothing lost: the agent keeps its batches.
-    let before = batch_numbers(&pki, addr).await;
+    let before = eventually(WAIT, "the batches stored so far", || {
+        batch_numbers(&pki, addr)
+    })
+    .await;
     assert_no_hole(&before);
 
     std::fs::remove_file(filler).unwrap();
@@ -190,7 +196,7 @@ async fn fill_and_free(fs: &Tmpfs, storage: &str, leave: u64, state: &str) {
         healed.recoveries
     );
     eventually(WAIT, "the backlog stored", || async {
-        (batch_numbers(&pki, addr).await.len() >= before.len() + 10).then_some(())
+        (batch_numbers(&pki, addr).await?.len() >= before.len() + 10).then_some(())
     })
     .await;
     assert_eq!(
@@ -203,7 +209,10 @@ async fn fill_and_free(fs: &Tmpfs, storage: &str, leave: u64, state: &str) {
 
     // What was acknowledged is on disk: a restarted collector has it all.
     let collector = RunningCollector::start(config).await;
-    let after = batch_numbers(&pki, collector.addr).await;
+    let after = eventually(WAIT, "the batches after a restart", || {
+        batch_numbers(&pki, collector.addr)
+    })
+    .await;
     assert_no_hole(&after);
     assert!(
         after.len() >= before.len() + 10,

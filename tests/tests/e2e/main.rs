@@ -6,6 +6,7 @@
 mod alerts;
 mod auth;
 mod backoff;
+mod connections;
 mod disk_full;
 mod durability;
 mod ingest;

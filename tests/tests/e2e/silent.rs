@@ -4,7 +4,7 @@
 //! still stops at once when told to.
 
 use hostwatch_pki::Role;
-use hostwatch_pki::transport::{ListenerLimits, ServerTls, incoming};
+use hostwatch_pki::transport::{CallLimitLayer, ServerTls, incoming};
 use hostwatch_proto::v1::ingest_server::{Ingest, IngestServer};
 use hostwatch_proto::v1::{AgentMessage, CollectorMessage};
 use hostwatch_tests::*;
@@ -39,16 +39,14 @@ async fn a_collector_that_never_answers_is_given_up_and_retried() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let tls = ServerTls::load(pki.files(Role::Collector, "silent")).unwrap();
-    let limits = ListenerLimits {
-        max_connections: 16,
-        handshake_timeout: Duration::from_secs(5),
-    };
+    let limits = test_listener_limits();
     let streams = Arc::new(AtomicUsize::new(0));
     let service = IngestServer::new(Silent {
         streams: streams.clone(),
     });
     let server = tokio::spawn(
         tonic::transport::Server::builder()
+            .layer(CallLimitLayer)
             .add_service(service)
             .serve_with_incoming(incoming(listener, tls, limits, std::future::pending())),
     );

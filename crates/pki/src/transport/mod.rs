@@ -1,21 +1,28 @@
 //! Mutual-TLS transport for tonic: a listener whose connections carry the
 //! peer's verified identity, and a channel connector that checks it is
 //! talking to a collector.
+//!
+//! Layout: `listener` (accepting, handshakes, admission by role and
+//! identity, idle and forced closing), `calls` (the tower layer counting a
+//! connection's calls and holding their messages to the pending-bytes
+//! budget), `throttle` (log lines about misbehaving peers, rate-limited);
+//! here the server's reloadable TLS settings and the client's connector.
+
+mod calls;
+mod listener;
+mod throttle;
+
+pub use calls::{CallLimit, CallLimitLayer};
+pub use listener::{Connections, Incoming, ListenerLimits, ListenerStats, TlsConnection, incoming};
 
 use crate::{Identity, PkiError, Role, TlsFiles};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, RwLock};
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::Connected;
+use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 /// Who is on the other end of a connection; set once, after the handshake.
@@ -23,6 +30,8 @@ use tonic::transport::{Channel, Endpoint, Uri};
 pub struct PeerInfo {
     pub addr: SocketAddr,
     pub identity: Identity,
+    /// What the connection's calls share with it (see `calls`).
+    connection: Arc<listener::ConnectionState>,
 }
 
 /// The server side's TLS settings, replaceable while the server runs so
@@ -70,153 +79,12 @@ impl ServerTls {
         &self.identity
     }
 
-    fn config(&self) -> Arc<rustls::ServerConfig> {
+    pub(crate) fn config(&self) -> Arc<rustls::ServerConfig> {
         match self.current.read() {
             Ok(c) => c.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
-}
-
-/// Limits of the listener.
-#[derive(Debug, Clone, Copy)]
-pub struct ListenerLimits {
-    /// Connections open at once, handshakes included; further ones wait in
-    /// the kernel's backlog.
-    pub max_connections: usize,
-    /// A peer that has not finished the TLS handshake by then is dropped.
-    pub handshake_timeout: Duration,
-}
-
-/// A TLS connection whose peer presented a valid certificate with a
-/// hostwatch identity.
-pub struct TlsConnection {
-    stream: tokio_rustls::server::TlsStream<TcpStream>,
-    peer: PeerInfo,
-    // Returned to the listener's semaphore when the connection is dropped.
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Connected for TlsConnection {
-    type ConnectInfo = PeerInfo;
-    fn connect_info(&self) -> PeerInfo {
-        self.peer.clone()
-    }
-}
-
-impl AsyncRead for TlsConnection {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TlsConnection {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-}
-
-/// Accepts TCP connections on `listener` and completes TLS handshakes in
-/// their own tasks, so one slow peer does not hold up the others. The
-/// returned stream, for `serve_with_incoming_shutdown`, yields only
-/// verified connections and ends when `shutdown` completes.
-pub fn incoming(
-    listener: TcpListener,
-    tls: ServerTls,
-    limits: ListenerLimits,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> ReceiverStream<io::Result<TlsConnection>> {
-    let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(async move {
-        let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-        tokio::pin!(shutdown);
-        loop {
-            let permit = tokio::select! {
-                _ = &mut shutdown => break,
-                permit = slots.clone().acquire_owned() => match permit {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-            };
-            let (tcp, addr) = tokio::select! {
-                _ = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait, not spin.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let _ = tcp.set_nodelay(true);
-                match handshake(acceptor, tcp, addr, limits.handshake_timeout).await {
-                    Ok((stream, identity)) => {
-                        let peer = PeerInfo { addr, identity };
-                        tracing::debug!(peer.addr = %addr, peer.id = %peer.identity, "connection accepted");
-                        let conn = TlsConnection {
-                            stream,
-                            peer,
-                            _permit: permit,
-                        };
-                        let _ = tx.send(Ok(conn)).await;
-                    }
-                    Err(e) => {
-                        tracing::info!(peer.addr = %addr, error = %e, "TLS handshake refused")
-                    }
-                }
-            });
-        }
-    });
-    ReceiverStream::new(rx)
-}
-
-async fn handshake(
-    acceptor: tokio_rustls::TlsAcceptor,
-    tcp: TcpStream,
-    addr: SocketAddr,
-    timeout: Duration,
-) -> Result<(tokio_rustls::server::TlsStream<TcpStream>, Identity), String> {
-    let stream = tokio::time::timeout(timeout, acceptor.accept(tcp))
-        .await
-        .map_err(|_| format!("no handshake from {addr} within {timeout:?}"))?
-        .map_err(|e| e.to_string())?;
-    let cert = stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .ok_or("no client certificate")?;
-    let identity = crate::peer_identity(cert).map_err(|e| e.to_string())?;
-    Ok((stream, identity))
 }
 
 /// Where and how a client reaches the collector.

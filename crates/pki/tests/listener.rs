@@ -1,0 +1,430 @@
+//! The mTLS listener over real loopback sockets with certificates made at
+//! test time, serving tonic's health service behind `CallLimitLayer`: who
+//! gets in under floods, idle connections, and incomplete messages.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use hostwatch_pki::transport::{
+    CallLimitLayer, ClientTarget, Connections, ListenerLimits, ListenerStats, ServerTls, connect,
+    incoming,
+};
+use hostwatch_pki::{Ca, Identity, IssueOptions, Role, TlsFiles, cert_stem};
+use http_body_util::StreamBody;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::Bytes;
+use tonic::codegen::http;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: Ca,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::generate("test CA", 1).unwrap();
+        ca.write(dir.path()).unwrap();
+        Pki { dir, ca }
+    }
+
+    fn files(&self, role: Role, name: &str) -> TlsFiles {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let identity = Identity::new(role, name).unwrap();
+        let mut options = IssueOptions::valid_for_days(1);
+        if role == Role::Collector {
+            options = options.with_local_names(None);
+        }
+        let stem = format!(
+            "{}-{}",
+            cert_stem(&identity),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let (cert, key) = self
+            .ca
+            .issue(&identity, &options)
+            .unwrap()
+            .write(self.dir.path(), &stem)
+            .unwrap();
+        TlsFiles {
+            ca: self.dir.path().join("ca.pem"),
+            cert,
+            key,
+        }
+    }
+}
+
+/// Limits no test reaches unless it lowers them.
+fn roomy() -> ListenerLimits {
+    ListenerLimits {
+        max_connections: 64,
+        reserved_operator_connections: 4,
+        max_connections_per_identity: 8,
+        max_handshakes: 64,
+        handshake_timeout: Duration::from_secs(3600),
+        idle_timeout: Duration::from_secs(3600),
+        max_pending_bytes_per_connection: 1 << 20,
+        max_pending_bytes: 1536 << 10,
+        message_timeout: Duration::from_secs(3600),
+    }
+}
+
+struct Server {
+    addr: SocketAddr,
+    connections: Connections,
+    health: tonic_health::server::HealthReporter,
+}
+
+impl Server {
+    async fn start(pki: &Pki, limits: ListenerLimits) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tls = ServerTls::load(pki.files(Role::Collector, "test")).unwrap();
+        let incoming = incoming(listener, tls, limits, std::future::pending());
+        let connections = incoming.connections();
+        let (health, service) = tonic_health::server::health_reporter();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .layer(CallLimitLayer)
+                .add_service(service)
+                .serve_with_incoming(incoming),
+        );
+        Server {
+            addr,
+            connections,
+            health,
+        }
+    }
+
+    fn stats(&self) -> ListenerStats {
+        self.connections.stats()
+    }
+
+    async fn until(&self, what: &str, check: impl Fn(&ListenerStats) -> bool) {
+        eventually(what, || async { check(&self.stats()).then_some(()) }).await;
+    }
+}
+
+async fn eventually<T, Fut: Future<Output = Option<T>>>(
+    what: &str,
+    mut check: impl FnMut() -> Fut,
+) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn channel(pki: &Pki, addr: SocketAddr, role: Role, name: &str) -> Channel {
+    let target = ClientTarget {
+        address: addr.to_string(),
+        server_name: Some("localhost".to_owned()),
+        tls: pki.files(role, name),
+        connect_timeout: Duration::from_secs(5),
+        keepalive: hostwatch_pki::transport::Keepalive::default(),
+    };
+    connect(&target).await.unwrap().0
+}
+
+/// A health check as an operator, on a connection of its own.
+async fn operator_check(pki: &Pki, addr: SocketAddr) {
+    let mut client = HealthClient::new(channel(pki, addr, Role::Operator, "alice").await);
+    client
+        .check(HealthCheckRequest::default())
+        .await
+        .expect("the operator's call");
+}
+
+/// A TLS connection as `role`/`name`, handshake done, without HTTP/2.
+async fn hold(
+    pki: &Pki,
+    addr: SocketAddr,
+    role: Role,
+    name: &str,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    hold_with(&pki.files(role, name), addr).await.unwrap()
+}
+
+async fn hold_with(
+    files: &TlsFiles,
+    addr: SocketAddr,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let (config, _) = hostwatch_pki::client_config(files).unwrap();
+    let tcp = TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+}
+
+/// Waits until the server closes `conn`.
+async fn closed(mut conn: impl tokio::io::AsyncRead + Unpin) {
+    let mut buf = [0; 256];
+    loop {
+        match tokio::time::timeout(WAIT, conn.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return,
+            Ok(Ok(_)) => {}
+            Err(_) => panic!("the server kept the connection"),
+        }
+    }
+}
+
+/// A peer that sends its ClientHello and nothing more.
+async fn half_handshake(pki: &Pki, addr: SocketAddr) -> TcpStream {
+    let (config, _) = hostwatch_pki::client_config(&pki.files(Role::Agent, "slow")).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = rustls::ClientConnection::new(config, name).unwrap();
+    let mut hello = Vec::new();
+    tls.write_tls(&mut hello).unwrap();
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(&hello).await.unwrap();
+    tcp
+}
+
+#[tokio::test]
+async fn an_operator_gets_in_while_agents_hold_their_limits() {
+    let pki = Pki::new();
+    let server = Server::start(
+        &pki,
+        ListenerLimits {
+            max_connections: 8,
+            reserved_operator_connections: 2,
+            max_connections_per_identity: 3,
+            ..roomy()
+        },
+    )
+    .await;
+    let addr = server.addr;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(hold(&pki, addr, Role::Agent, "web1").await);
+    }
+    server.until("3 connections", |s| s.connections == 3).await;
+    // One identity, one connection too many.
+    closed(hold(&pki, addr, Role::Agent, "web1").await).await;
+    assert_eq!(server.stats().connections_refused, 1);
+    operator_check(&pki, addr).await;
+
+    // Agents fill every place but the operators'.
+    for name in ["web2", "web3", "web4"] {
+        held.push(hold(&pki, addr, Role::Agent, name).await);
+    }
+    server.until("6 connections", |s| s.connections == 6).await;
+    closed(hold(&pki, addr, Role::Agent, "web5").await).await;
+    assert_eq!(server.stats().connections_refused, 2);
+    operator_check(&pki, addr).await;
+    operator_check(&pki, addr).await;
+}
+
+#[tokio::test]
+async fn an_operator_gets_in_through_a_flood_of_unfinished_handshakes() {
+    let pki = Pki::new();
+    let server = Server::start(
+        &pki,
+        ListenerLimits {
+            max_handshakes: 8,
+            ..roomy()
+        },
+    )
+    .await;
+    let addr = server.addr;
+    let mut flood = Vec::new();
+    for _ in 0..20 {
+        flood.push(TcpStream::connect(addr).await.unwrap());
+        flood.push(half_handshake(&pki, addr).await);
+    }
+    server
+        .until("the handshake pool full", |s| {
+            s.handshakes == 8 && s.handshakes_evicted == 32
+        })
+        .await;
+    // The flood goes on: it holds every place in the pool, and the
+    // handshake timeout is an hour.
+    operator_check(&pki, addr).await;
+    let stats = server.stats();
+    assert!(stats.handshakes_evicted > 32, "{stats:?}");
+    assert_eq!(stats.handshakes_refused, 0, "{stats:?}");
+
+    // A certificate from another CA is counted (and logged at most once
+    // in a while).
+    let other = Pki::new();
+    let mut intruder = other.files(Role::Agent, "intruder");
+    intruder.ca = pki.dir.path().join("ca.pem");
+    for _ in 0..3 {
+        if let Ok(conn) = hold_with(&intruder, addr).await {
+            closed(conn).await;
+        }
+    }
+    server
+        .until("3 refused handshakes", |s| s.handshakes_refused == 3)
+        .await;
+}
+
+#[tokio::test]
+async fn connections_without_calls_are_closed_after_the_idle_timeout() {
+    let pki = Pki::new();
+    let server = Server::start(
+        &pki,
+        ListenerLimits {
+            idle_timeout: Duration::from_secs(1),
+            ..roomy()
+        },
+    )
+    .await;
+    let addr = server.addr;
+    server
+        .health
+        .set_service_status("x", tonic_health::ServingStatus::Serving)
+        .await;
+    let mut watcher = HealthClient::new(channel(&pki, addr, Role::Operator, "alice").await);
+    let mut watch = watcher
+        .watch(HealthCheckRequest {
+            service: "x".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // Opened after the watch: by the time it is closed, the watch's
+    // connection has been open longer than the timeout too.
+    closed(hold(&pki, addr, Role::Agent, "idle").await).await;
+    server
+        .until("the idle connection gone, the watching one kept", |s| {
+            s.connections_closed_idle == 1 && s.connections == 1
+        })
+        .await;
+    // The watch still gets news.
+    watch.message().await.unwrap().unwrap();
+    server
+        .health
+        .set_service_status("x", tonic_health::ServingStatus::NotServing)
+        .await;
+    watch.message().await.unwrap().unwrap();
+    // Its call over, that connection goes too.
+    drop(watch);
+    server
+        .until("the watch's connection closed", |s| {
+            s.connections_closed_idle == 2 && s.connections == 0
+        })
+        .await;
+}
+
+/// A health check whose request is `prefix` and `bytes` bytes of a message
+/// declared `declared` bytes long, never finished; returns the sender,
+/// which keeps the request open, and the response's status when it comes.
+async fn partial_call(
+    channel: &Channel,
+    declared: u32,
+    bytes: usize,
+) -> (
+    mpsc::Sender<Result<http_body::Frame<Bytes>, tonic::Status>>,
+    tokio::task::JoinHandle<tonic::Status>,
+) {
+    let (tx, rx) = mpsc::channel(4);
+    let mut data = vec![0u8];
+    data.extend(declared.to_be_bytes());
+    data.resize(data.len() + bytes, 7);
+    tx.send(Ok(http_body::Frame::data(Bytes::from(data))))
+        .await
+        .unwrap();
+    let request = http::Request::builder()
+        .method("POST")
+        .uri("/grpc.health.v1.Health/Check")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(tonic::body::Body::new(StreamBody::new(
+            ReceiverStream::new(rx),
+        )))
+        .unwrap();
+    let channel = channel.clone();
+    let response = tokio::spawn(async move {
+        use tower::ServiceExt;
+        let response = channel.oneshot(request).await.unwrap();
+        tonic::Status::from_header_map(response.headers()).expect("a trailers-only answer")
+    });
+    (tx, response)
+}
+
+#[tokio::test]
+async fn incomplete_messages_are_refused_over_their_budget() {
+    let pki = Pki::new();
+    let server = Server::start(&pki, roomy()).await;
+    let first = channel(&pki, server.addr, Role::Agent, "big").await;
+    let (_open, pending) = partial_call(&first, 900 << 10, 1000).await;
+    server
+        .until("900 KiB pending", |s| s.pending_message_bytes == 900 << 10)
+        .await;
+
+    let (_tx, refused) = partial_call(&first, 200 << 10, 10).await;
+    let status = refused.await.unwrap();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("on this connection"),
+        "{status:?}"
+    );
+
+    let second = channel(&pki, server.addr, Role::Agent, "other").await;
+    let (_tx, refused) = partial_call(&second, 700 << 10, 10).await;
+    let status = refused.await.unwrap();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("on all connections"),
+        "{status:?}"
+    );
+    let stats = server.stats();
+    assert_eq!(stats.messages_refused, 2, "{stats:?}");
+    assert_eq!(stats.pending_message_bytes, 900 << 10, "{stats:?}");
+
+    // The peer gives up: its budget is free again.
+    pending.abort();
+    drop(_open);
+    server
+        .until("nothing pending", |s| s.pending_message_bytes == 0)
+        .await;
+}
+
+#[tokio::test]
+async fn incomplete_messages_are_refused_after_the_message_timeout() {
+    let pki = Pki::new();
+    let server = Server::start(
+        &pki,
+        ListenerLimits {
+            message_timeout: Duration::from_millis(200),
+            ..roomy()
+        },
+    )
+    .await;
+    let client = channel(&pki, server.addr, Role::Agent, "slow").await;
+    let (_open, response) = partial_call(&client, 1000, 10).await;
+    let status = response.await.unwrap();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("not complete within"),
+        "{status:?}"
+    );
+    let stats = server.stats();
+    assert_eq!(stats.messages_refused, 1, "{stats:?}");
+    assert_eq!(stats.pending_message_bytes, 0, "{stats:?}");
+    // Whole messages pass.
+    HealthClient::new(client)
+        .check(HealthCheckRequest::default())
+        .await
+        .unwrap();
+}
