@@ -287,7 +287,7 @@ async fn summary(
     host: &str,
 ) -> anyhow::Result<String> {
     let hosts = client
-        .list_hosts(ListHostsRequest {})
+        .list_hosts(ListHostsRequest::default())
         .await?
         .into_inner()
         .hosts;

@@ -192,13 +192,23 @@ pub(crate) fn hosts(config_path: &Path, json: bool) -> anyhow::Result<()> {
     let config = ClientConfig::load(config_path)?;
     let hosts = runtime()?.block_on(async {
         let mut client = QueryClient::new(config.connect().await?);
-        anyhow::Ok(
-            client
-                .list_hosts(ListHostsRequest {})
+        let mut hosts = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = client
+                .list_hosts(ListHostsRequest {
+                    page_size: 0,
+                    page_token,
+                })
                 .await?
-                .into_inner()
-                .hosts,
-        )
+                .into_inner();
+            hosts.extend(page.hosts);
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        anyhow::Ok(hosts)
     })?;
     if json {
         let out: Vec<HostJson<'_>> = hosts

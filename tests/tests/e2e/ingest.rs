@@ -57,7 +57,7 @@ async fn two_agents_are_listed_up_and_their_samples_queryable() {
         .await;
     }
     let hosts = client
-        .list_hosts(ListHostsRequest {})
+        .list_hosts(ListHostsRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -122,7 +122,7 @@ async fn restarted_collector_still_serves_earlier_samples() {
         stored
     );
     let hosts = client
-        .list_hosts(ListHostsRequest {})
+        .list_hosts(ListHostsRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -152,7 +152,7 @@ async fn stopped_or_killed_agents_turn_down_after_the_timeout() {
             let mut client = client.clone();
             async move {
                 client
-                    .list_hosts(ListHostsRequest {})
+                    .list_hosts(ListHostsRequest::default())
                     .await
                     .unwrap()
                     .into_inner()

@@ -7,6 +7,7 @@ mod alerts;
 mod auth;
 mod durability;
 mod ingest;
+mod peer_input;
 mod rotation;
 mod silent;
 mod storage;
