@@ -58,6 +58,7 @@ impl Ingest for IngestService {
                 hello.host_id
             )));
         }
+        crate::hosts::check_hello(&hello)?;
         let (host_copy, spool_id) = (host.clone(), hello.spool_id);
         let last_stored_seq = self
             .shared
