@@ -344,6 +344,9 @@ pub(crate) fn alerting_status(error: alerting::AlertingError) -> Status {
 pub(crate) fn storage_status(error: tsdb::TsdbError) -> Status {
     match error {
         tsdb::TsdbError::Invalid(m) => Status::invalid_argument(m),
+        tsdb::TsdbError::TooManyPoints { limit } => Status::resource_exhausted(format!(
+            "the query selects more than limits.max_query_points ({limit}) points; narrow the range or the matchers"
+        )),
         e => {
             tracing::error!(error = %e, "storage failure");
             // UNAVAILABLE: agents keep the batch and retry.

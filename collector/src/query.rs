@@ -196,8 +196,8 @@ impl Query for QueryService {
             )));
         }
         let matchers = convert::matchers(&request.matchers)?;
-        let aggregation = match request.step_ms {
-            0 if request.aggregation == 0 => None,
+        let step = match request.step_ms {
+            0 if request.aggregation == 0 => hostwatch_tsdb::Step::Raw,
             0 => {
                 return Err(Status::invalid_argument(
                     "aggregation needs step_ms greater than zero",
@@ -208,27 +208,16 @@ impl Query for QueryService {
                     "step_ms must not be negative, not {step}"
                 )));
             }
-            _ => Some(convert::aggregation(request.aggregation)?),
+            step => hostwatch_tsdb::Step::Every(step, convert::aggregation(request.aggregation)?),
         };
         let limit = self.shared.limits.max_query_points;
         let data = self
             .shared
             .on_store(move |store| {
                 let (metric, start, end) = (&request.metric, request.start_ms, request.end_ms);
-                match aggregation {
-                    None => store.range(metric, &matchers, start, end),
-                    Some(agg) => {
-                        store.range_step(metric, &matchers, start, end, request.step_ms, agg)
-                    }
-                }
+                store.range_within(metric, &matchers, start, end, step, limit)
             })
             .await?;
-        let points: usize = data.iter().map(|s| s.points.len()).sum();
-        if points > limit {
-            return Err(Status::resource_exhausted(format!(
-                "query selects {points} points, more than limits.max_query_points ({limit}); narrow the range or the matchers"
-            )));
-        }
         Ok(Response::new(RangeResponse {
             series: data.into_iter().map(convert::series_data).collect(),
         }))

@@ -61,6 +61,7 @@ pub use model::{
     SeriesInput, SeriesKey,
 };
 pub use options::{Clock, Options, system_now_ms};
+pub use query::Step;
 pub use stats::StoreStats;
 pub use store::{Pending, Store};
 pub use verify::VerifyReport;
@@ -71,6 +72,10 @@ pub enum TsdbError {
     /// The caller's input is unusable; the message says why.
     #[error("invalid input: {0}")]
     Invalid(String),
+    /// A query selects more points than its caller allows; refused before
+    /// its whole result was read.
+    #[error("the query selects more than {limit} points")]
+    TooManyPoints { limit: usize },
     /// Stored data does not decode; the message says what.
     #[error("corrupt data: {0}")]
     Corrupt(String),
