@@ -5,6 +5,7 @@
 
 use crate::UsageError;
 use crate::certs::create_dir;
+use std::os::unix::fs::PermissionsExt;
 use crate::client::ClientConfig;
 use crate::read::{format_bytes, host_status_word};
 use clap::Args;
@@ -42,7 +43,12 @@ pub(crate) fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     if args.duration == Some(0) {
         return Err(UsageError("--duration must be at least 1 second".to_owned()).into());
     }
+    // Private, as the units' UMask=0077 and StateDirectoryMode=0700 make
+    // them: the spool holds command lines, the store what hosts reported.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     create_dir(&args.dir)?;
+    std::fs::set_permissions(&args.dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| anyhow::anyhow!("cannot make {} private: {e}", args.dir.display()))?;
     let dir = args
         .dir
         .canonicalize()
