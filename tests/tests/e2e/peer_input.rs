@@ -163,6 +163,62 @@ async fn oversized_facts_are_cut_and_an_oversized_boot_id_refused() {
     collector.stop().await;
 }
 
+/// A `cli.toml` in `dir` for an operator of the collector at `addr`.
+fn cli_toml(pki: &TestPki, addr: SocketAddr, dir: &Path) -> std::path::PathBuf {
+    let files = pki.files(Role::Operator, "tester");
+    let path = dir.join("cli.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "collector = \"{addr}\"\nserver_name = \"localhost\"\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+            files.ca, files.cert, files.key
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Runs the `hostwatch` program with `cli_toml` and `args`.
+async fn hostwatch(cli_toml: &Path, args: &[&str]) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_e2e-hostwatch"));
+    command.arg("--config").arg(cli_toml).args(args);
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn samples_from_a_clock_ahead_are_shown_with_until() {
+    use hostwatch_proto::v1::{Batch, SeriesPoints};
+    let pki = TestPki::new();
+    let data = tempfile::tempdir().unwrap();
+    let collector = RunningCollector::start(collector_config(&pki, data.path())).await;
+    // The host's clock is five minutes ahead.
+    let batch = Batch {
+        seq: 1,
+        series: vec![SeriesPoints {
+            metric: "host_load1".into(),
+            labels: vec![],
+            timestamps_ms: vec![now_ms() + 300_000],
+            values: vec![4.25],
+        }],
+        ..Default::default()
+    };
+    let files = pki.files(Role::Agent, "ahead");
+    deliver_batch(files, collector.addr, "ahead", 1, batch).await;
+    let cli_toml = cli_toml(&pki, collector.addr, data.path());
+    let query = ["query", "host_load1", "--host", "ahead", "--json"];
+    let points = |output: std::process::Output| {
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let series: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
+        series.iter().map(|s| s["points"].as_array().unwrap().len()).sum::<usize>()
+    };
+    assert_eq!(points(hostwatch(&cli_toml, &query).await), 0);
+    let until = [&query[..], &["--until", "+10m"]].concat();
+    assert_eq!(points(hostwatch(&cli_toml, &until).await), 1);
+    collector.stop().await;
+}
+
 /// More hosts than fitted in one 4 MiB response before `ListHosts` paged.
 const MANY_HOSTS: usize = 25_000;
 
@@ -201,24 +257,8 @@ async fn the_cli_lists_more_hosts_than_one_response_holds() {
         db.flush().unwrap();
     }
     let collector = RunningCollector::start(collector_config(&pki, data.path())).await;
-    let files = pki.files(Role::Operator, "tester");
-    let cli_toml = data.path().join("cli.toml");
-    std::fs::write(
-        &cli_toml,
-        format!(
-            "collector = \"{}\"\nserver_name = \"localhost\"\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
-            collector.addr, files.ca, files.cert, files.key
-        ),
-    )
-    .unwrap();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_e2e-hostwatch"))
-            .args(["--config", cli_toml.to_str().unwrap(), "hosts", "--json"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let cli_toml = cli_toml(&pki, collector.addr, data.path());
+    let output = hostwatch(&cli_toml, &["hosts", "--json"]).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     let hosts: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
