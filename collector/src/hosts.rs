@@ -2,7 +2,7 @@
 //! last-seen time and open streams. Persisted in sled so a restarted
 //! collector still lists hosts (as down until they reconnect).
 
-use hostwatch_proto::v1::{HostFacts, HostStatus, Hello};
+use hostwatch_proto::v1::{Hello, HostFacts, HostStatus};
 use prost::Message;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -214,7 +214,13 @@ fn bounded_facts(host: &str, mut facts: HostFacts) -> HostFacts {
         ("agent_version", agent_version),
     ] {
         if value.len() > MAX_FACT_BYTES {
-            tracing::warn!(host.id = host, fact = name, bytes = value.len(), limit = MAX_FACT_BYTES, "host fact too long; truncated");
+            tracing::warn!(
+                host.id = host,
+                fact = name,
+                bytes = value.len(),
+                limit = MAX_FACT_BYTES,
+                "host fact too long; truncated"
+            );
             let mut cut = MAX_FACT_BYTES - TRUNCATED.len();
             while !value.is_char_boundary(cut) {
                 cut -= 1;
@@ -268,9 +274,15 @@ mod tests {
         }
         let ids = |page: Vec<HostStatus>| page.into_iter().map(|h| h.host_id).collect::<Vec<_>>();
         let (first, more) = registry.page(now_ms(), "", 2);
-        assert_eq!((ids(first), more), (vec!["a".to_owned(), "b".to_owned()], true));
+        assert_eq!(
+            (ids(first), more),
+            (vec!["a".to_owned(), "b".to_owned()], true)
+        );
         let (second, more) = registry.page(now_ms(), "b", 2);
-        assert_eq!((ids(second), more), (vec!["c".to_owned(), "d".to_owned()], true));
+        assert_eq!(
+            (ids(second), more),
+            (vec!["c".to_owned(), "d".to_owned()], true)
+        );
         let (last, more) = registry.page(now_ms(), "d", 2);
         assert_eq!((ids(last), more), (vec!["e".to_owned()], false));
     }

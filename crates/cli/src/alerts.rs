@@ -458,7 +458,10 @@ mod tests {
         assert_eq!(since(&resolved), Some(2_000));
         assert_eq!(alert_json(&resolved).active_since, None);
         assert_eq!(since(&alert(AlertState::Inactive, 0, 0, 0)), None);
-        assert_eq!(since(&alert(AlertState::Firing, 500, 1_000, 0)), Some(1_000));
+        assert_eq!(
+            since(&alert(AlertState::Firing, 500, 1_000, 0)),
+            Some(1_000)
+        );
         assert_eq!(since(&alert(AlertState::Pending, 500, 0, 0)), Some(500));
     }
 }

@@ -5,7 +5,6 @@
 
 use crate::UsageError;
 use crate::certs::create_dir;
-use std::os::unix::fs::PermissionsExt;
 use crate::client::ClientConfig;
 use crate::read::{format_bytes, host_status_word};
 use clap::Args;
@@ -15,6 +14,7 @@ use hostwatch_pki::{Ca, Identity, IssueOptions, Role, cert_stem};
 use hostwatch_proto::v1::query_client::QueryClient;
 use hostwatch_proto::v1::{LatestRequest, ListHostsRequest, SeriesValue};
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::net::TcpListener;

@@ -213,7 +213,8 @@ fn quick_start_then_collector_serves_hosts_and_queries() {
     let mut pending = vec![d.clone()];
     let mut seen = 0;
     while let Some(p) = pending.pop() {
-        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&p).unwrap().permissions());
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&p).unwrap().permissions());
         assert_eq!(mode & 0o077, 0, "{} is {mode:o}", p.display());
         seen += 1;
         if p.is_dir() {

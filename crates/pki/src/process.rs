@@ -169,6 +169,10 @@ mod tests {
         let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
         assert_eq!(text.lines().count(), 1, "{text}");
         assert!(!text.contains(['\r', '\x1b', '\u{9b}']), "{text}");
-        assert_eq!(text.matches(r"a\r\nINFO forged\u{1b}[31m\u{9b}").count(), 6, "{text}");
+        assert_eq!(
+            text.matches(r"a\r\nINFO forged\u{1b}[31m\u{9b}").count(),
+            6,
+            "{text}"
+        );
     }
 }

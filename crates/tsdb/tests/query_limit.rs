@@ -12,7 +12,9 @@ fn a_read_over_its_point_limit_is_refused_and_one_within_it_is_whole() {
     let clock = TestClock::new(NOW);
     let store = open(dir.path(), options(&clock));
     // Three series of ten samples, one a second.
-    let values: Vec<(i64, f64)> = (0..10).map(|i| (NOW - 10_000 + i * 1_000, i as f64)).collect();
+    let values: Vec<(i64, f64)> = (0..10)
+        .map(|i| (NOW - 10_000 + i * 1_000, i as f64))
+        .collect();
     for (seq, cpu) in [(1, "0"), (2, "1"), (3, "2")] {
         store
             .append(&batch("a", seq, "cpu", &[("cpu", cpu)], &values))

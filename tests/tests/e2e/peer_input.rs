@@ -149,7 +149,11 @@ async fn oversized_facts_are_cut_and_an_oversized_boot_id_refused() {
         .hosts;
     let facts = hosts[0].facts.clone().unwrap();
     assert!(facts.hostname.len() <= 256, "{}", facts.hostname.len());
-    assert!(facts.hostname.ends_with("[truncated]"), "{}", facts.hostname);
+    assert!(
+        facts.hostname.ends_with("[truncated]"),
+        "{}",
+        facts.hostname
+    );
     assert_eq!(facts.kernel_version, "6.1.0");
 
     let mut long_boot = hello("web1");
@@ -209,9 +213,16 @@ async fn samples_from_a_clock_ahead_are_shown_with_until() {
     let cli_toml = cli_toml(&pki, collector.addr, data.path());
     let query = ["query", "host_load1", "--host", "ahead", "--json"];
     let points = |output: std::process::Output| {
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let series: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
-        series.iter().map(|s| s["points"].as_array().unwrap().len()).sum::<usize>()
+        series
+            .iter()
+            .map(|s| s["points"].as_array().unwrap().len())
+            .sum::<usize>()
     };
     assert_eq!(points(hostwatch(&cli_toml, &query).await), 0);
     let until = [&query[..], &["--until", "+10m"]].concat();
