@@ -29,7 +29,7 @@ pub fn init_tracing(default_level: &str) {
 /// (`\n`, `\u{1b}`). The default escapes only some terminal controls, and
 /// only in the message; `%`-formatted fields reach the log raw.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct EscapedFields;
+pub(crate) struct EscapedFields;
 
 impl<'a> MakeVisitor<Writer<'a>> for EscapedFields {
     type Visitor = EscapingVisitor<'a>;
@@ -41,7 +41,7 @@ impl<'a> MakeVisitor<Writer<'a>> for EscapedFields {
 
 /// The visitor of [`EscapedFields`].
 #[derive(Debug)]
-pub struct EscapingVisitor<'a>(DefaultVisitor<'a>);
+pub(crate) struct EscapingVisitor<'a>(DefaultVisitor<'a>);
 
 impl Visit for EscapingVisitor<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
