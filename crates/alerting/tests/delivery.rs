@@ -402,14 +402,15 @@ async fn a_failed_delivery_logs_the_hook_url_without_its_path_or_query() {
             drop(connection);
         }
     });
+    // The process-wide subscriber: one scoped to this thread misses events
+    // while other tests run (tracing caches per-callsite interest).
+    // Other tests' lines land here too; none carries these secrets.
     let log = LogBuffer::default();
     let writer = log.clone();
-    let subscriber = tracing_subscriber::fmt()
+    tracing_subscriber::fmt()
         .with_writer(move || writer.clone())
         .with_ansi(false)
-        .finish();
-    // This test's runtime runs on this thread, delivery tasks included.
-    let _logging = tracing::subscriber::set_default(subscriber);
+        .init();
     let config = webhook(addr, "").replace(
         &format!("http://{addr}/hook"),
         &format!("http://user:pw@{addr}/services/T0/B0/SECRETPATH?token=SECRETTOKEN"),
@@ -418,8 +419,9 @@ async fn a_failed_delivery_logs_the_hook_url_without_its_path_or_query() {
     let mut engine = Engine::start(&db, &config);
     engine.cpu("web1", now_ms(), 0.99);
     let text = || String::from_utf8_lossy(&log.0.lock().unwrap()).into_owned();
+    let port = format!(":{}", addr.port());
     eventually("a failed delivery in the log", || async {
-        text().contains("notification not delivered").then_some(())
+        text().contains(&port).then_some(())
     })
     .await;
     engine.stop().await;
