@@ -246,3 +246,49 @@ impl Query for QueryService {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hosts::{HostRegistry, MAX_FACT_BYTES};
+    use hostwatch_proto::v1::HostFacts;
+    use prost::Message;
+
+    #[test]
+    fn a_full_page_of_the_largest_hosts_fits_a_default_client() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let registry = HostRegistry::open(&db, 1_000).unwrap();
+        let long = "x".repeat(4 * MAX_FACT_BYTES);
+        let facts = HostFacts {
+            hostname: long.clone(),
+            os_name: long.clone(),
+            os_version: long.clone(),
+            kernel_version: long.clone(),
+            architecture: long.clone(),
+            cpu_model: long.clone(),
+            agent_version: long,
+            cpu_count: u32::MAX,
+            memory_total_bytes: u64::MAX,
+            boot_time_ms: i64::MAX,
+        };
+        let boot_id = "b".repeat(MAX_FACT_BYTES);
+        for i in 0..=MAX_HOSTS_PAGE {
+            // Host ids are at most 253 bytes (hostwatch-pki).
+            let host = format!("{i:04}{}", "h".repeat(249));
+            registry.connected(&host, Some(facts.clone()), &boot_id);
+        }
+        let (hosts, more) = registry.page(now_ms(), "", MAX_HOSTS_PAGE);
+        assert!(more);
+        let response = ListHostsResponse {
+            next_page_token: hosts.last().unwrap().host_id.clone(),
+            hosts,
+        };
+        // tonic's default receive limit.
+        assert!(
+            response.encoded_len() < 4 << 20,
+            "{}",
+            response.encoded_len()
+        );
+    }
+}
