@@ -368,6 +368,9 @@ pub(crate) const STORAGE_RETRY: std::time::Duration = std::time::Duration::from_
 pub(crate) fn storage_status(error: tsdb::TsdbError) -> Status {
     match error {
         tsdb::TsdbError::Invalid(m) => Status::invalid_argument(m),
+        tsdb::TsdbError::TooManyPoints { limit } => Status::resource_exhausted(format!(
+            "the query selects more than limits.max_query_points ({limit}) points; narrow the range or the matchers"
+        )),
         // Agents keep the batch and retry, after the delay.
         tsdb::TsdbError::ReadOnly(m) => retry_after(
             Status::resource_exhausted(format!("storage read-only: {m}")),

@@ -7,7 +7,7 @@
 //! a dead connection closing late, or an agent reconnecting to a collector
 //! that cannot store, does not make a silent host look alive.
 
-use hostwatch_proto::v1::{HostFacts, HostStatus};
+use hostwatch_proto::v1::{Hello, HostFacts, HostStatus};
 use prost::Message;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -53,7 +53,8 @@ impl HostRegistry {
             hosts.insert(
                 status.host_id.clone(),
                 HostEntry {
-                    facts: status.facts,
+                    // A record stored before facts were bounded is bounded now.
+                    facts: status.facts.map(|f| bounded_facts(&status.host_id, f)),
                     boot_id: status.boot_id,
                     last_seen_ms: status.last_seen_ms,
                     open_streams: 0,
@@ -83,6 +84,7 @@ impl HostRegistry {
             last_seen_ms: now_ms(),
             ..HostEntry::default()
         });
+        let facts = facts.map(|f| bounded_facts(host, f));
         entry.facts = facts.or(entry.facts.take());
         let previous = std::mem::replace(&mut entry.boot_id, boot_id.to_owned());
         entry.open_streams += 1;
@@ -119,15 +121,20 @@ impl HostRegistry {
         u64::try_from(self.down_after_ms).unwrap_or(0)
     }
 
-    /// Every host, sorted by id, with its status at `now_ms`.
-    pub(crate) fn list(&self, now_ms: i64) -> Vec<HostStatus> {
+    /// Up to `limit` hosts whose ids sort after `after` (all hosts when
+    /// empty), sorted by id, with their status at `now_ms`; and whether
+    /// more hosts follow.
+    pub(crate) fn page(&self, now_ms: i64, after: &str, limit: usize) -> (Vec<HostStatus>, bool) {
         let hosts = self.lock();
-        let mut out: Vec<HostStatus> = hosts
-            .iter()
-            .map(|(id, entry)| self.status(id, entry, now_ms))
+        let mut ids: Vec<&String> = hosts.keys().filter(|id| id.as_str() > after).collect();
+        ids.sort_unstable();
+        let more = ids.len() > limit;
+        let page = ids
+            .into_iter()
+            .take(limit)
+            .filter_map(|id| hosts.get(id).map(|entry| self.status(id, entry, now_ms)))
             .collect();
-        out.sort_by(|a, b| a.host_id.cmp(&b.host_id));
-        out
+        (page, more)
     }
 
     /// Every host's liveness, for host-down alerts.
@@ -173,6 +180,70 @@ impl HostRegistry {
     }
 }
 
+/// Most bytes of each text fact and of the boot id. Facts are shown to
+/// operators, never parsed: real ones (a hostname, a CPU model, a kernel
+/// version) are far shorter, and the bound keeps a page of `ListHosts`
+/// well inside a client's receive limit.
+pub(crate) const MAX_FACT_BYTES: usize = 256;
+/// Appended to a fact cut at [`MAX_FACT_BYTES`].
+const TRUNCATED: &str = "…[truncated]";
+
+/// Refuses a Hello whose boot id is too long to be one. Unlike the facts,
+/// the boot id is compared (a changed one is a reboot) and goes into
+/// alerts, so it is refused rather than cut.
+pub(crate) fn check_hello(hello: &Hello) -> Result<(), tonic::Status> {
+    if hello.boot_id.len() > MAX_FACT_BYTES {
+        return Err(tonic::Status::invalid_argument(format!(
+            "Hello.boot_id has {} bytes, more than the limit of {MAX_FACT_BYTES}",
+            hello.boot_id.len()
+        )));
+    }
+    Ok(())
+}
+
+/// `facts` with every text fact longer than [`MAX_FACT_BYTES`] cut to fit,
+/// marked [`TRUNCATED`], and logged. Cut rather than refused: a Hello
+/// refused with INVALID_ARGUMENT stops the agent for good, and an odd
+/// hostname must not leave a host unmonitored.
+fn bounded_facts(host: &str, mut facts: HostFacts) -> HostFacts {
+    let HostFacts {
+        hostname,
+        os_name,
+        os_version,
+        kernel_version,
+        architecture,
+        cpu_model,
+        agent_version,
+        ..
+    } = &mut facts;
+    for (name, value) in [
+        ("hostname", hostname),
+        ("os_name", os_name),
+        ("os_version", os_version),
+        ("kernel_version", kernel_version),
+        ("architecture", architecture),
+        ("cpu_model", cpu_model),
+        ("agent_version", agent_version),
+    ] {
+        if value.len() > MAX_FACT_BYTES {
+            tracing::warn!(
+                host.id = host,
+                fact = name,
+                bytes = value.len(),
+                limit = MAX_FACT_BYTES,
+                "host fact too long; truncated"
+            );
+            let mut cut = MAX_FACT_BYTES - TRUNCATED.len();
+            while !value.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            value.truncate(cut);
+            value.push_str(TRUNCATED);
+        }
+    }
+    facts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,19 +255,19 @@ mod tests {
         let registry = HostRegistry::open(&db, 1_000).unwrap();
         assert_eq!(registry.connected("web1", None, "boot-a"), "");
         let now = now_ms();
-        let listed = registry.list(now);
+        let listed = registry.page(now, "", 10).0;
         assert!(listed[0].up && listed[0].connected);
         registry.disconnected("web1");
-        let later = registry.list(now + 5_000);
+        let later = registry.page(now + 5_000, "", 10).0;
         assert!(!later[0].up && !later[0].connected);
         drop(registry);
         let reopened = HostRegistry::open(&db, 1_000).unwrap();
-        let listed = reopened.list(now);
+        let listed = reopened.page(now, "", 10).0;
         assert_eq!(listed[0].host_id, "web1");
         assert_eq!(listed[0].boot_id, "boot-a");
         assert!(!listed[0].connected);
         assert_eq!(reopened.connected("web1", None, "boot-b"), "boot-a");
-        assert!(reopened.list(now_ms())[0].connected);
+        assert!(reopened.page(now_ms(), "", 10).0[0].connected);
         reopened.goodbye("web1");
         let live = reopened.liveness();
         assert!(live[0].clean_shutdown);
@@ -233,5 +304,64 @@ mod tests {
         drop(registry);
         let reopened = HostRegistry::open(&db, 1_000).unwrap();
         assert_eq!(last_seen(&reopened), stored);
+    }
+
+    #[test]
+    fn pages_follow_each_other_in_id_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let registry = HostRegistry::open(&db, 1_000).unwrap();
+        for host in ["c", "a", "e", "b", "d"] {
+            registry.connected(host, None, "");
+        }
+        let ids = |page: Vec<HostStatus>| page.into_iter().map(|h| h.host_id).collect::<Vec<_>>();
+        let (first, more) = registry.page(now_ms(), "", 2);
+        assert_eq!(
+            (ids(first), more),
+            (vec!["a".to_owned(), "b".to_owned()], true)
+        );
+        let (second, more) = registry.page(now_ms(), "b", 2);
+        assert_eq!(
+            (ids(second), more),
+            (vec!["c".to_owned(), "d".to_owned()], true)
+        );
+        let (last, more) = registry.page(now_ms(), "d", 2);
+        assert_eq!((ids(last), more), (vec!["e".to_owned()], false));
+    }
+
+    #[test]
+    fn long_facts_are_truncated_with_a_marker_and_long_boot_ids_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let registry = HostRegistry::open(&db, 1_000).unwrap();
+        let facts = HostFacts {
+            hostname: "h".repeat(12 << 20),
+            // A multi-byte character across the cut.
+            cpu_model: "é".repeat(200),
+            kernel_version: "6.1.0".to_owned(),
+            ..HostFacts::default()
+        };
+        registry.connected("web1", Some(facts), "boot");
+        let check = |registry: &HostRegistry| {
+            let stored = registry.page(now_ms(), "", 1).0.remove(0).facts.unwrap();
+            assert!(stored.hostname.len() <= MAX_FACT_BYTES);
+            assert!(stored.hostname.starts_with("hhh") && stored.hostname.ends_with(TRUNCATED));
+            assert!(stored.cpu_model.len() <= MAX_FACT_BYTES);
+            assert!(stored.cpu_model.ends_with(TRUNCATED));
+            assert_eq!(stored.kernel_version, "6.1.0");
+        };
+        check(&registry);
+        drop(registry);
+        check(&HostRegistry::open(&db, 1_000).unwrap());
+
+        let mut hello = Hello {
+            boot_id: "b".repeat(MAX_FACT_BYTES),
+            ..Hello::default()
+        };
+        assert!(check_hello(&hello).is_ok());
+        hello.boot_id.push('b');
+        let refused = check_hello(&hello).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert!(refused.message().contains("boot_id") && refused.message().contains("256"));
     }
 }

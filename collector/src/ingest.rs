@@ -73,6 +73,7 @@ impl Ingest for IngestService {
                 hello.host_id
             )));
         }
+        crate::hosts::check_hello(&hello)?;
         // An agent told to come back later keeps its batches; one welcomed
         // would only have each of them refused.
         if let Some(refusal) = convert::health_status(

@@ -17,6 +17,11 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+/// Hosts in a `ListHosts` page when the request names no size, and the
+/// most it may name: with facts bounded, a full page stays well inside a
+/// client's default 4 MiB receive limit.
+const DEFAULT_HOSTS_PAGE: usize = 500;
+const MAX_HOSTS_PAGE: usize = 1_000;
 /// Most transitions one history call returns.
 const MAX_HISTORY: usize = 10_000;
 /// Transitions queued per watcher on the way out.
@@ -129,8 +134,32 @@ impl Query for QueryService {
         request: Request<ListHostsRequest>,
     ) -> Result<Response<ListHostsResponse>, Status> {
         auth::require(&request, Role::Operator)?;
-        let hosts = self.shared.hosts.list(now_ms());
-        Ok(Response::new(ListHostsResponse { hosts }))
+        let request = request.into_inner();
+        let page_size = match usize::try_from(request.page_size) {
+            Ok(0) => DEFAULT_HOSTS_PAGE,
+            Ok(n) => n.min(MAX_HOSTS_PAGE),
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "page_size must not be negative, not {}",
+                    request.page_size
+                )));
+            }
+        };
+        // The token is the last host id of the previous page: hosts are
+        // listed in id order, so the next page starts after it even if
+        // hosts came or went meanwhile.
+        let (hosts, more) = self
+            .shared
+            .hosts
+            .page(now_ms(), &request.page_token, page_size);
+        let next_page_token = match hosts.last() {
+            Some(last) if more => last.host_id.clone(),
+            _ => String::new(),
+        };
+        Ok(Response::new(ListHostsResponse {
+            hosts,
+            next_page_token,
+        }))
     }
 
     async fn latest(
@@ -167,8 +196,8 @@ impl Query for QueryService {
             )));
         }
         let matchers = convert::matchers(&request.matchers)?;
-        let aggregation = match request.step_ms {
-            0 if request.aggregation == 0 => None,
+        let step = match request.step_ms {
+            0 if request.aggregation == 0 => hostwatch_tsdb::Step::Raw,
             0 => {
                 return Err(Status::invalid_argument(
                     "aggregation needs step_ms greater than zero",
@@ -179,27 +208,16 @@ impl Query for QueryService {
                     "step_ms must not be negative, not {step}"
                 )));
             }
-            _ => Some(convert::aggregation(request.aggregation)?),
+            step => hostwatch_tsdb::Step::Every(step, convert::aggregation(request.aggregation)?),
         };
         let limit = self.shared.limits.max_query_points;
         let data = self
             .shared
             .on_store(move |store| {
                 let (metric, start, end) = (&request.metric, request.start_ms, request.end_ms);
-                match aggregation {
-                    None => store.range(metric, &matchers, start, end),
-                    Some(agg) => {
-                        store.range_step(metric, &matchers, start, end, request.step_ms, agg)
-                    }
-                }
+                store.range_within(metric, &matchers, start, end, step, limit)
             })
             .await?;
-        let points: usize = data.iter().map(|s| s.points.len()).sum();
-        if points > limit {
-            return Err(Status::resource_exhausted(format!(
-                "query selects {points} points, more than limits.max_query_points ({limit}); narrow the range or the matchers"
-            )));
-        }
         Ok(Response::new(RangeResponse {
             series: data.into_iter().map(convert::series_data).collect(),
         }))
@@ -226,5 +244,51 @@ impl Query for QueryService {
         Ok(Response::new(ProcessesResponse {
             snapshot: snapshot.map(convert::process_snapshot_out),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hosts::{HostRegistry, MAX_FACT_BYTES};
+    use hostwatch_proto::v1::HostFacts;
+    use prost::Message;
+
+    #[test]
+    fn a_full_page_of_the_largest_hosts_fits_a_default_client() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let registry = HostRegistry::open(&db, 1_000).unwrap();
+        let long = "x".repeat(4 * MAX_FACT_BYTES);
+        let facts = HostFacts {
+            hostname: long.clone(),
+            os_name: long.clone(),
+            os_version: long.clone(),
+            kernel_version: long.clone(),
+            architecture: long.clone(),
+            cpu_model: long.clone(),
+            agent_version: long,
+            cpu_count: u32::MAX,
+            memory_total_bytes: u64::MAX,
+            boot_time_ms: i64::MAX,
+        };
+        let boot_id = "b".repeat(MAX_FACT_BYTES);
+        for i in 0..=MAX_HOSTS_PAGE {
+            // Host ids are at most 253 bytes (hostwatch-pki).
+            let host = format!("{i:04}{}", "h".repeat(249));
+            registry.connected(&host, Some(facts.clone()), &boot_id);
+        }
+        let (hosts, more) = registry.page(now_ms(), "", MAX_HOSTS_PAGE);
+        assert!(more);
+        let response = ListHostsResponse {
+            next_page_token: hosts.last().unwrap().host_id.clone(),
+            hosts,
+        };
+        // tonic's default receive limit.
+        assert!(
+            response.encoded_len() < 4 << 20,
+            "{}",
+            response.encoded_len()
+        );
     }
 }

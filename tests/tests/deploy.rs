@@ -161,6 +161,8 @@ fn systemd_units_are_hardened() {
             "NoNewPrivileges=yes",
             "ProtectSystem=strict",
             "CapabilityBoundingSet=\n",
+            "PrivateMounts=yes",
+            "DevicePolicy=closed\nDeviceAllow=\n",
         ] {
             assert!(text.contains(required), "{unit} lacks {required}");
         }
@@ -179,5 +181,19 @@ fn systemd_units_are_hardened() {
             .unwrap_or_else(|| panic!("no exposure level in: {report}"));
         // 0 is fully locked down, 10 fully exposed; systemd calls below 2.0 "OK".
         assert!(exposure <= 2.0, "{unit}: exposure {exposure}");
+        // No device at all (ProtectClock=yes would let the real-time
+        // clock be read), no mounts of its own, no clock changes.
+        for setting in [
+            "DeviceAllow=",
+            "PrivateMounts=",
+            "SystemCallFilter=~@clock",
+            "CapabilityBoundingSet=~CAP_SYS_TIME",
+        ] {
+            let line = report
+                .lines()
+                .find(|l| l.contains(&format!(" {setting} ")))
+                .unwrap_or_else(|| panic!("{unit}: no {setting} in: {report}"));
+            assert!(line.starts_with('✓'), "{unit}: {line}");
+        }
     }
 }

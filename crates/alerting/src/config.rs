@@ -908,9 +908,13 @@ fn compile_hook(config: &HookConfig) -> Result<Hook, String> {
                 only(&["url", "tls", "hmac_secret_file", "signature_header"])?;
             }
             let url = config.url.as_deref().ok_or("url is required")?;
-            let mut url = reqwest::Url::parse(url).map_err(|e| format!("url {url:?}: {e}"))?;
+            // The URL is not repeated: its path or query may hold a secret.
+            let mut url = reqwest::Url::parse(url).map_err(|e| format!("url: {e}"))?;
             if !matches!(url.scheme(), "http" | "https") {
-                return Err(format!("url {url}: scheme must be http or https"));
+                return Err(format!(
+                    "url: scheme {:?} must be http or https",
+                    url.scheme()
+                ));
             }
             if am {
                 let path = format!("{}/api/v2/alerts", url.path().trim_end_matches('/'));

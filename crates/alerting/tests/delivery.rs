@@ -379,6 +379,61 @@ async fn a_receiver_down_for_a_while_gets_the_notification_when_back() {
     engine.stop().await;
 }
 
+/// A log writer into memory.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_failed_delivery_logs_the_hook_url_without_its_path_or_query() {
+    // A receiver that takes each connection and drops it without answering.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let failing = tokio::spawn(async move {
+        while let Ok((connection, _)) = listener.accept().await {
+            drop(connection);
+        }
+    });
+    // The process-wide subscriber: one scoped to this thread misses events
+    // while other tests run (tracing caches per-callsite interest).
+    // Other tests' lines land here too; none carries these secrets.
+    let log = LogBuffer::default();
+    let writer = log.clone();
+    tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .init();
+    let config = webhook(addr, "").replace(
+        &format!("http://{addr}/hook"),
+        &format!("http://user:pw@{addr}/services/T0/B0/SECRETPATH?token=SECRETTOKEN"),
+    );
+    let (_dir, db) = temp_db();
+    let mut engine = Engine::start(&db, &config);
+    engine.cpu("web1", now_ms(), 0.99);
+    let text = || String::from_utf8_lossy(&log.0.lock().unwrap()).into_owned();
+    let port = format!(":{}", addr.port());
+    eventually("a failed delivery in the log", || async {
+        text().contains(&port).then_some(())
+    })
+    .await;
+    engine.stop().await;
+    failing.abort();
+    let text = text();
+    for secret in ["SECRETPATH", "SECRETTOKEN", "user:pw"] {
+        assert!(!text.contains(secret), "{secret} logged:\n{text}");
+    }
+    assert!(text.contains(&format!("http://{addr}/")), "{text}");
+}
+
 #[tokio::test]
 async fn a_restart_in_the_middle_of_an_alert_does_not_page_again() {
     let receiver = Receiver::start().await;

@@ -383,7 +383,7 @@ async fn outage(
     // Reconnection waits for the agent's backoff (up to limits.max_backoff).
     let reconnected = loop {
         let connected = query
-            .list_hosts(ListHostsRequest {})
+            .list_hosts(ListHostsRequest::default())
             .await
             .ok()
             .is_some_and(|r| {

@@ -87,6 +87,19 @@ pub(crate) enum SilenceCommand {
     },
 }
 
+/// When an alert entered its state: resolved alerts when they resolved,
+/// firing ones when they fired, pending ones when the condition began;
+/// `None` when not known (an inactive alert never fired).
+fn since(a: &Alert) -> Option<i64> {
+    let t = match AlertState::try_from(a.state).unwrap_or(AlertState::Unspecified) {
+        AlertState::Resolved => a.resolved_ms,
+        AlertState::Firing => a.fired_ms,
+        AlertState::Pending => a.active_since_ms,
+        AlertState::Inactive | AlertState::Unspecified => 0,
+    };
+    (t > 0).then_some(t)
+}
+
 fn state_word(state: i32) -> &'static str {
     match AlertState::try_from(state).unwrap_or(AlertState::Unspecified) {
         AlertState::Inactive => "inactive",
@@ -105,7 +118,7 @@ struct AlertJson<'a> {
     labels: BTreeMap<&'a String, &'a String>,
     annotations: BTreeMap<&'a String, &'a String>,
     value: f64,
-    active_since: String,
+    active_since: Option<String>,
     fired: Option<String>,
     resolved: Option<String>,
     flaps: u32,
@@ -121,7 +134,7 @@ fn alert_json(a: &Alert) -> AlertJson<'_> {
         labels: a.labels.iter().collect(),
         annotations: a.annotations.iter().collect(),
         value: a.value,
-        active_since: format_time(a.active_since_ms),
+        active_since: time(a.active_since_ms),
         fired: time(a.fired_ms),
         resolved: time(a.resolved_ms),
         flaps: a.flaps,
@@ -221,11 +234,7 @@ pub(crate) fn alerts(config_path: &Path, args: AlertsArgs) -> anyhow::Result<()>
                     state_word(a.state).to_owned(),
                     a.rule.clone(),
                     a.labels.get("host").cloned().unwrap_or_default(),
-                    format_time(if a.fired_ms > 0 {
-                        a.fired_ms
-                    } else {
-                        a.active_since_ms
-                    }),
+                    since(a).map_or_else(|| "-".to_owned(), format_time),
                     if a.silenced_by.is_empty() {
                         "-".to_owned()
                     } else {
@@ -429,4 +438,30 @@ pub(crate) fn reload(config_path: &Path) -> anyhow::Result<()> {
         }
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_alert_shows_since_when_it_entered_its_state_never_the_epoch() {
+        let alert = |state: AlertState, active_since_ms, fired_ms, resolved_ms| Alert {
+            state: state as i32,
+            active_since_ms,
+            fired_ms,
+            resolved_ms,
+            ..Alert::default()
+        };
+        // A resolved alert's episode is over: active since 0.
+        let resolved = alert(AlertState::Resolved, 0, 1_000, 2_000);
+        assert_eq!(since(&resolved), Some(2_000));
+        assert_eq!(alert_json(&resolved).active_since, None);
+        assert_eq!(since(&alert(AlertState::Inactive, 0, 0, 0)), None);
+        assert_eq!(
+            since(&alert(AlertState::Firing, 500, 1_000, 0)),
+            Some(1_000)
+        );
+        assert_eq!(since(&alert(AlertState::Pending, 500, 0, 0)), Some(500));
+    }
 }

@@ -14,6 +14,7 @@ use hostwatch_pki::{Ca, Identity, IssueOptions, Role, cert_stem};
 use hostwatch_proto::v1::query_client::QueryClient;
 use hostwatch_proto::v1::{LatestRequest, ListHostsRequest, SeriesValue};
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -42,7 +43,12 @@ pub(crate) fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     if args.duration == Some(0) {
         return Err(UsageError("--duration must be at least 1 second".to_owned()).into());
     }
+    // Private, as the units' UMask=0077 and StateDirectoryMode=0700 make
+    // them: the spool holds command lines, the store what hosts reported.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     create_dir(&args.dir)?;
+    std::fs::set_permissions(&args.dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| anyhow::anyhow!("cannot make {} private: {e}", args.dir.display()))?;
     let dir = args
         .dir
         .canonicalize()
@@ -287,7 +293,7 @@ async fn summary(
     host: &str,
 ) -> anyhow::Result<String> {
     let hosts = client
-        .list_hosts(ListHostsRequest {})
+        .list_hosts(ListHostsRequest::default())
         .await?
         .into_inner()
         .hosts;

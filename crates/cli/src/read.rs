@@ -21,9 +21,14 @@ pub(crate) struct QueryArgs {
     /// Host id.
     #[arg(long)]
     host: String,
-    /// How far back, e.g. 15m, 1h, 2d.
+    /// How far back from --until, e.g. 15m, 1h, 2d.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     since: Duration,
+    /// End of the range (included): an RFC 3339 time
+    /// (2026-11-23T10:00:00Z), a time ago (15m) or ahead (+15m), for
+    /// samples of a host whose clock is ahead; default: now.
+    #[arg(long, value_parser = parse_until)]
+    until: Option<i64>,
     /// Label matcher NAME=VALUE, NAME!=VALUE, NAME=~REGEX or NAME!~REGEX; repeatable.
     #[arg(long = "match", value_parser = parse_matcher)]
     matchers: Vec<Matcher>,
@@ -86,6 +91,14 @@ pub(crate) fn parse_moment(s: &str) -> Result<i64, String> {
         format!("{s:?}: expected an RFC 3339 time (2026-11-23T10:00:00Z) or a time ago (15m)")
     })?;
     Ok(now_ms() - ago.as_millis() as i64)
+}
+
+/// [`parse_moment`], or "+DURATION" for a time ahead of now.
+fn parse_until(s: &str) -> Result<i64, String> {
+    match s.strip_prefix('+') {
+        Some(ahead) => Ok(now_ms() + parse_duration(ahead)?.as_millis() as i64),
+        None => parse_moment(s),
+    }
 }
 
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -192,13 +205,23 @@ pub(crate) fn hosts(config_path: &Path, json: bool) -> anyhow::Result<()> {
     let config = ClientConfig::load(config_path)?;
     let hosts = runtime()?.block_on(async {
         let mut client = QueryClient::new(config.connect().await?);
-        anyhow::Ok(
-            client
-                .list_hosts(ListHostsRequest {})
+        let mut hosts = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = client
+                .list_hosts(ListHostsRequest {
+                    page_size: 0,
+                    page_token,
+                })
                 .await?
-                .into_inner()
-                .hosts,
-        )
+                .into_inner();
+            hosts.extend(page.hosts);
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        anyhow::Ok(hosts)
     })?;
     if json {
         let out: Vec<HostJson<'_>> = hosts
@@ -292,7 +315,8 @@ pub(crate) fn query(config_path: &Path, args: QueryArgs) -> anyhow::Result<()> {
     if args.host.is_empty() {
         return Err(UsageError("--host must not be empty".to_owned()).into());
     }
-    let end = now_ms() + 1;
+    // The end is exclusive on the wire; --until includes its moment.
+    let end = args.until.unwrap_or_else(now_ms) + 1;
     let start = end - args.since.as_millis() as i64;
     let mut matchers = vec![Matcher {
         name: "host".to_owned(),
@@ -326,11 +350,17 @@ pub(crate) fn query(config_path: &Path, args: QueryArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if series.is_empty() {
+        let when = match args.until {
+            Some(until) => format!(
+                "in the {} up to {}",
+                humantime::format_duration(args.since),
+                format_time(until)
+            ),
+            None => format!("in the last {}", humantime::format_duration(args.since)),
+        };
         eprintln!(
-            "no samples of {} for host {} in the last {}",
-            args.metric,
-            args.host,
-            humantime::format_duration(args.since)
+            "no samples of {} for host {} {when}",
+            args.metric, args.host
         );
     }
     for s in &series {
@@ -470,6 +500,10 @@ mod tests {
         let ago = parse_moment("10m").unwrap();
         assert!((now_ms() - ago - 600_000).abs() < 5_000);
         assert!(parse_moment("yesterday-ish").is_err());
+        let ahead = parse_until("+10m").unwrap();
+        assert!((ahead - now_ms() - 600_000).abs() < 5_000);
+        assert_eq!(parse_until("1970-01-01T00:00:01Z").unwrap(), 1000);
+        assert!(parse_until("+soon").is_err());
     }
 
     #[test]

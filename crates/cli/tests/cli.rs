@@ -209,6 +209,20 @@ fn quick_start_then_collector_serves_hosts_and_queries() {
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     let host = hostwatch::local_host_id();
     assert!(stdout.contains(&format!("{host} up")), "{stdout}");
+    // Everything it wrote is private: the spool holds command lines.
+    let mut pending = vec![d.clone()];
+    let mut seen = 0;
+    while let Some(p) = pending.pop() {
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&p).unwrap().permissions());
+        assert_eq!(mode & 0o077, 0, "{} is {mode:o}", p.display());
+        seen += 1;
+        if p.is_dir() {
+            pending.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    assert!(d.join("collector-data").is_dir() && d.join("agent-state").is_dir());
+    assert!(seen > 10, "{seen} files");
     assert!(
         stdout.contains("memory") && stdout.contains("available"),
         "{stdout}"

@@ -64,6 +64,7 @@ pub use model::{
     SeriesInput, SeriesKey,
 };
 pub use options::{Clock, MAX_WINDOW_SAMPLES, Options, system_now_ms};
+pub use query::Step;
 pub use stats::StoreStats;
 pub use store::{Pending, Store};
 pub use supervise::{Condition, Health};
@@ -75,6 +76,10 @@ pub enum TsdbError {
     /// The caller's input is unusable; the message says why.
     #[error("invalid input: {0}")]
     Invalid(String),
+    /// A query selects more points than its caller allows; refused before
+    /// its whole result was read.
+    #[error("the query selects more than {limit} points")]
+    TooManyPoints { limit: usize },
     /// Stored data does not decode; the message says what.
     #[error("corrupt data: {0}")]
     Corrupt(String),

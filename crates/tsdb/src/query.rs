@@ -58,18 +58,52 @@ impl Store {
         step_ms: i64,
         aggregation: Aggregation,
     ) -> Result<Vec<SeriesData>, TsdbError> {
-        if step_ms <= 0 {
-            return Err(TsdbError::Invalid(format!(
-                "step must be positive, not {step_ms} ms"
-            )));
-        }
-        let start = align(start_ms, step_ms);
-        let end = align(end_ms.saturating_add(step_ms - 1), step_ms);
+        let step = Step::Every(step_ms, aggregation);
+        self.range_within(metric, matchers, start_ms, end_ms, step, usize::MAX)
+    }
+
+    /// [`Store::range`] or [`Store::range_step`], as `step` says, refused
+    /// with [`TsdbError::TooManyPoints`] once the series read so far hold
+    /// more than `max_points` points: a query over the limit stops one
+    /// series past it instead of building its whole result first.
+    pub fn range_within(
+        &self,
+        metric: &str,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+        step: Step,
+        max_points: usize,
+    ) -> Result<Vec<SeriesData>, TsdbError> {
         let inner = self.inner()?;
+        let (start, end, fold_by) = match step {
+            Step::Raw => (start_ms, end_ms, None),
+            Step::Every(step_ms, aggregation) => {
+                if step_ms <= 0 {
+                    return Err(TsdbError::Invalid(format!(
+                        "step must be positive, not {step_ms} ms"
+                    )));
+                }
+                let start = align(start_ms, step_ms);
+                let end = align(end_ms.saturating_add(step_ms - 1), step_ms);
+                (start, end, Some((step_ms, aggregation)))
+            }
+        };
         let mut out = Vec::new();
+        let mut selected = 0usize;
         for (key, id) in inner.select(metric, matchers)? {
-            let items = inner.items(&key, id, start, end, step_ms)?;
-            let points = fold(items, step_ms, aggregation);
+            let points = match fold_by {
+                None => inner.raw_points(&key, id, start, end)?,
+                Some((step_ms, aggregation)) => fold(
+                    inner.items(&key, id, start, end, step_ms)?,
+                    step_ms,
+                    aggregation,
+                ),
+            };
+            selected = selected.saturating_add(points.len());
+            if selected > max_points {
+                return Err(TsdbError::TooManyPoints { limit: max_points });
+            }
             if !points.is_empty() {
                 out.push(SeriesData {
                     key: (*key).clone(),
@@ -79,6 +113,16 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// What a range query returns of each series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Every raw sample.
+    Raw,
+    /// One point per step of this many milliseconds, folded by the
+    /// aggregation.
+    Every(i64, Aggregation),
 }
 
 impl Inner {

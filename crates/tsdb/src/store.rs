@@ -289,18 +289,8 @@ impl Store {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<SeriesData>, TsdbError> {
-        let inner = self.supervisor.inner()?;
-        let mut out = Vec::new();
-        for (key, id) in inner.select(metric, matchers)? {
-            let points = inner.raw_points(&key, id, start_ms, end_ms)?;
-            if !points.is_empty() {
-                out.push(SeriesData {
-                    key: (*key).clone(),
-                    points,
-                });
-            }
-        }
-        Ok(out)
+        let step = crate::query::Step::Raw;
+        self.range_within(metric, matchers, start_ms, end_ms, step, usize::MAX)
     }
 
     /// The newest point of every series of `host`, sorted by key.

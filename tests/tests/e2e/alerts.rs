@@ -371,7 +371,7 @@ async fn silences_and_reloads_through_admin() {
         .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound);
     let _ = client
-        .list_hosts(hostwatch_proto::v1::ListHostsRequest {})
+        .list_hosts(hostwatch_proto::v1::ListHostsRequest::default())
         .await
         .unwrap();
 

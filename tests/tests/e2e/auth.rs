@@ -11,7 +11,7 @@ use hostwatch_tests::*;
 async fn list_hosts_with(files: TlsFiles, addr: std::net::SocketAddr) -> Result<(), String> {
     let channel = channel(files, addr).await?;
     QueryClient::new(channel)
-        .list_hosts(ListHostsRequest {})
+        .list_hosts(ListHostsRequest::default())
         .await
         .map(|_| ())
         .map_err(|s| s.to_string())
@@ -33,7 +33,7 @@ async fn connections_without_a_valid_certificate_are_refused() {
     let refused = match raw_channel(no_cert, collector.addr).await {
         Err(_) => true,
         Ok(channel) => QueryClient::new(channel)
-            .list_hosts(ListHostsRequest {})
+            .list_hosts(ListHostsRequest::default())
             .await
             .is_err(),
     };
@@ -64,7 +64,7 @@ async fn agents_may_not_query() {
         .await
         .unwrap();
     let status = QueryClient::new(channel)
-        .list_hosts(ListHostsRequest {})
+        .list_hosts(ListHostsRequest::default())
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
@@ -120,7 +120,7 @@ async fn operators_may_not_ingest_and_agents_only_for_their_own_host() {
     // Nothing of the refused streams was stored.
     let mut client = operator(&pki, collector.addr).await;
     let hosts = client
-        .list_hosts(ListHostsRequest {})
+        .list_hosts(ListHostsRequest::default())
         .await
         .unwrap()
         .into_inner()

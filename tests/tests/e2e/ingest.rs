@@ -61,7 +61,7 @@ async fn two_agents_are_listed_up_and_their_samples_queryable() {
         .await;
     }
     let hosts = client
-        .list_hosts(ListHostsRequest {})
+        .list_hosts(ListHostsRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -126,7 +126,7 @@ async fn restarted_collector_still_serves_earlier_samples() {
         stored
     );
     let hosts = client
-        .list_hosts(ListHostsRequest {})
+        .list_hosts(ListHostsRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -156,7 +156,7 @@ async fn stopped_or_killed_agents_turn_down_after_the_timeout() {
             let mut client = client.clone();
             async move {
                 client
-                    .list_hosts(ListHostsRequest {})
+                    .list_hosts(ListHostsRequest::default())
                     .await
                     .unwrap()
                     .into_inner()
@@ -470,5 +470,64 @@ async fn oversized_and_undecodable_messages_end_the_stream_with_a_reason_and_are
         (1, 1),
         "{stats:?}"
     );
+    collector.stop().await;
+}
+
+#[tokio::test]
+async fn a_query_over_max_query_points_is_refused() {
+    use hostwatch_proto::v1::{Batch, Label, SeriesPoints};
+    let pki = TestPki::new();
+    let data = tempfile::tempdir().unwrap();
+    let config = collector_config_with(&pki, data.path(), "[limits]\nmax_query_points = 10\n");
+    let collector = RunningCollector::start(config).await;
+    // Three series of five samples: 15 points.
+    let now = now_ms();
+    let series = (0..3)
+        .map(|cpu| SeriesPoints {
+            metric: "host_cpu_utilization_ratio".into(),
+            labels: vec![Label {
+                name: "cpu".into(),
+                value: cpu.to_string(),
+            }],
+            timestamps_ms: (0..5).map(|i| now - 5_000 + i * 1_000).collect(),
+            values: vec![0.5; 5],
+        })
+        .collect();
+    let batch = Batch {
+        seq: 1,
+        series,
+        ..Default::default()
+    };
+    let files = pki.files(hostwatch_pki::Role::Agent, "zeta");
+    deliver_batch(files, collector.addr, "zeta", 1, batch).await;
+    let mut client = operator(&pki, collector.addr).await;
+    let request = |matchers: Vec<Matcher>| RangeRequest {
+        metric: "host_cpu_utilization_ratio".into(),
+        matchers,
+        start_ms: now - 600_000,
+        end_ms: now + 1,
+        ..Default::default()
+    };
+    let refused = client
+        .range(request(vec![host_matcher("zeta")]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        refused.message().contains("limits.max_query_points (10)"),
+        "{refused:?}"
+    );
+    let one_cpu = Matcher {
+        name: "cpu".into(),
+        op: matcher::Op::Equal as i32,
+        value: "1".into(),
+    };
+    let series = client
+        .range(request(vec![host_matcher("zeta"), one_cpu]))
+        .await
+        .unwrap()
+        .into_inner()
+        .series;
+    assert_eq!(series[0].timestamps_ms.len(), 5);
     collector.stop().await;
 }

@@ -12,6 +12,7 @@ mod durability;
 mod ingest;
 mod outage;
 mod partition;
+mod peer_input;
 mod rotation;
 mod silent;
 mod storage;

@@ -91,7 +91,7 @@ pub(super) async fn alertmanager(
 async fn send(request: reqwest::RequestBuilder) -> Outcome {
     let response = match request.send().await {
         Ok(r) => r,
-        Err(e) => return Outcome::Retry(crate::error_chain(&e)),
+        Err(e) => return Outcome::Retry(crate::error_chain(&without_secrets(e))),
     };
     let status = response.status();
     if status.is_success() {
@@ -107,6 +107,28 @@ async fn send(request: reqwest::RequestBuilder) -> Outcome {
     }
 }
 
+/// `error` naming only the scheme, host and port of its URL: a hook's
+/// path or query may hold a secret (a Slack-style secret path, a token),
+/// and delivery errors are logged.
+fn without_secrets(error: reqwest::Error) -> reqwest::Error {
+    match error.url().map(origin) {
+        Some(url) => error.with_url(url),
+        None => error,
+    }
+}
+
+/// `url` without user, password, path, query and fragment.
+fn origin(url: &reqwest::Url) -> reqwest::Url {
+    let mut origin = url.clone();
+    // Both fail only for URLs without a host, which hooks refuse.
+    let _ = origin.set_username("");
+    let _ = origin.set_password(None);
+    origin.set_path("");
+    origin.set_query(None);
+    origin.set_fragment(None);
+    origin
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +140,14 @@ mod tests {
             signature(&secret, b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    #[test]
+    fn origins_keep_scheme_host_and_port_only() {
+        let url = reqwest::Url::parse(
+            "https://user:pw@hooks.example.com:8443/services/T0/B0/secret?token=abc#frag",
+        )
+        .unwrap();
+        assert_eq!(origin(&url).as_str(), "https://hooks.example.com:8443/");
     }
 }
