@@ -921,6 +921,7 @@ impl Inner {
             .push((group, batch.seq));
         let mut counts = Inserts::default();
         let mut held = 0;
+        let mut points: Vec<Point> = Vec::new();
         for run in accepted.chunk_by(|a, b| a.0 == b.0) {
             for piece in run.chunks(INSERTS_PER_LOCK) {
                 if held >= INSERTS_PER_LOCK {
@@ -930,7 +931,8 @@ impl Inner {
                 }
                 held += piece.len();
                 let id = piece[0].0;
-                let points: Vec<Point> = piece.iter().map(|(_, p)| *p).collect();
+                points.clear();
+                points.extend(piece.iter().map(|(_, p)| *p));
                 let before = counts;
                 self.insert_runs(
                     &mut guard,
