@@ -56,6 +56,11 @@ pub enum AlertingError {
     Corrupt(String),
     #[error("storage error: {0}")]
     Sled(#[from] sled::Error),
+    /// The collector's database cannot be written (a write failed; it is
+    /// reopened once writes can succeed) or is being reopened. Not logged
+    /// where it happens: the collector logs the failure once.
+    #[error("alert state unavailable: {0}")]
+    StateUnavailable(String),
 }
 
 /// RFC 3339 UTC time of a millisecond timestamp.
