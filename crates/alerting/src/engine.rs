@@ -4,7 +4,9 @@
 
 use crate::clock::Clock;
 use crate::config::RuleSet;
-use crate::eval::{BatchContext, Effects, Evaluator, HostLiveness, Op, SnapshotSource};
+use crate::eval::{
+    BatchContext, Effects, Evaluator, HostLiveness, Op, SnapshotSource, StorageCondition,
+};
 use crate::machine::Phase;
 use crate::matcher::LabelMatcher;
 use crate::model::{Alert, DeliveryStats, HistoryFilter, NewSilence, Silence, Transition};
@@ -150,6 +152,13 @@ impl Alerting {
     pub fn check_hosts(&self, hosts: &[HostLiveness]) {
         let now = self.inner.clock.now_ms();
         self.with_eval(|eval, effects| eval.check_hosts(hosts, now, effects));
+    }
+
+    /// Raises or resolves the `not_storing` alerts of the collector `host`
+    /// from its storage's conditions now.
+    pub fn check_storage(&self, host: &str, conditions: &[StorageCondition]) {
+        let now = self.inner.clock.now_ms();
+        self.with_eval(|eval, effects| eval.check_storage(host, conditions, now, effects));
     }
 
     /// Time-driven work: event alerts expiring, resolved alerts forgotten.

@@ -38,7 +38,7 @@ mod window;
 pub use clock::Clock;
 pub use config::{AlertingConfig, RuleSet};
 pub use engine::Alerting;
-pub use eval::{BatchContext, HostLiveness, SnapshotSource};
+pub use eval::{BatchContext, HostLiveness, Refusal, SnapshotSource, StorageCondition};
 pub use machine::Phase;
 pub use model::{Alert, DeliveryStats, HistoryFilter, NewSilence, Silence, Transition};
 pub use window::Aggregate;
