@@ -12,5 +12,6 @@ mod ingest;
 mod outage;
 mod partition;
 mod rotation;
+mod self_alert;
 mod silent;
 mod storage;
