@@ -45,8 +45,8 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl StateDb {
-    /// Opens the database in `path`; appends wait for `min_free_bytes`
-    /// (the store's reserve) before a reopen.
+    /// Opens the database in `path`; after a failure, a reopen waits for
+    /// `min_free_bytes` free (the store's reserve).
     pub(crate) fn open(path: &Path, min_free_bytes: u64) -> Result<(Self, sled::Db), sled::Error> {
         let db = open_db(path)?;
         let state = StateDb {
