@@ -1,18 +1,22 @@
-//! The collector alerts about itself when it cannot store. On a real small
-//! file system (a tmpfs this test mounts) filled to the last byte, the
-//! default `collector_not_storing` alert reaches a real webhook although
-//! the outbox (in the collector's own database, on the same full disk)
-//! cannot be written; once space returns, the store and the state
-//! database heal without a restart, the resolution arrives, and the alert
-//! state written after the recovery survives a restart.
+//! The collector alerts about itself when it cannot store. A collector
+//! process with its data on a real small file system (a tmpfs this test
+//! mounts) filled to the last byte: the default `collector_not_storing`
+//! alert reaches a real webhook although the outbox (in the collector's
+//! own database, on the same full disk) cannot be written; once space
+//! returns, the store and the state database heal without a restart, the
+//! resolution arrives, the failure and the recovery are logged once each,
+//! and the alert state written after the recovery survives a restart.
 
+use hostwatch_pki::Role;
+use hostwatch_proto::v1::query_client::QueryClient;
 use hostwatch_proto::v1::{
     AlertHistoryRequest, AlertState, ListAlertsRequest, Matcher, RangeRequest, matcher,
 };
 use hostwatch_tests::*;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tonic::transport::Channel;
 
 const WAIT: Duration = Duration::from_secs(60);
 const HOST: &str = "writer";
@@ -20,18 +24,19 @@ const HOST: &str = "writer";
 const COLLECTOR: &str = "test";
 const RULE: &str = "collector_not_storing";
 
-fn config(
-    pki: &TestPki,
-    data: &Path,
-    receiver: SocketAddr,
-) -> hostwatch_collector::CollectorConfig {
+/// Writes the collector's configuration into `dir`; returns its path.
+fn config(pki: &TestPki, dir: &Path, data: &Path, port: u16, receiver: SocketAddr) -> PathBuf {
+    let tls = pki.files(Role::Collector, COLLECTOR);
     // No reserve: sled meets ENOSPC itself, in the store and in the
     // collector's own database.
-    collector_config_with(
-        pki,
-        data,
-        &format!(
-            r#"[storage]
+    let text = format!(
+        r#"listen = "127.0.0.1:{port}"
+data_dir = {data:?}
+[tls]
+ca = {ca:?}
+cert = {cert:?}
+key = {key:?}
+[storage]
 min_free_bytes = 0
 [alerting]
 flap_window = "0s"
@@ -45,15 +50,27 @@ group_interval = "0s"
 repeat_interval = "1h"
 min_backoff = "50ms"
 max_backoff = "200ms"
-"#
-        ),
-    )
+"#,
+        ca = tls.ca,
+        cert = tls.cert,
+        key = tls.key,
+    );
+    let path = dir.join("collector.toml");
+    std::fs::write(&path, text).unwrap();
+    path
 }
 
-/// Batches of the agent stored so far.
-async fn stored_batches(pki: &TestPki, addr: SocketAddr) -> usize {
-    let mut query = operator(pki, addr).await;
-    let series = query
+/// A query client, once the collector listens.
+async fn query(pki: &TestPki, addr: SocketAddr) -> Option<QueryClient<Channel>> {
+    let channel = channel(pki.files(Role::Operator, "ops"), addr).await.ok()?;
+    Some(QueryClient::new(channel))
+}
+
+/// Batches of the agent stored so far; `None` while the collector cannot
+/// answer (starting, or its store being rebuilt).
+async fn stored_batches(pki: &TestPki, addr: SocketAddr) -> Option<usize> {
+    let series = query(pki, addr)
+        .await?
         .range(RangeRequest {
             metric: "hostwatch_agent_batches_total".into(),
             matchers: vec![Matcher {
@@ -66,10 +83,10 @@ async fn stored_batches(pki: &TestPki, addr: SocketAddr) -> usize {
             ..Default::default()
         })
         .await
-        .unwrap()
+        .ok()?
         .into_inner()
         .series;
-    series.iter().map(|s| s.values.len()).sum()
+    Some(series.iter().map(|s| s.values.len()).sum())
 }
 
 /// The self-alert about `storage` the webhook got with `status`: its annotations.
@@ -100,13 +117,22 @@ async fn a_full_disk_pages_through_the_webhook_and_the_state_database_heals() {
     };
     let pki = TestPki::new();
     let receiver = WebhookReceiver::start().await;
-    let spool = tempfile::tempdir().unwrap();
-    let config = config(&pki, &fs.path().join("data"), receiver.addr);
-    let collector = RunningCollector::start(config.clone()).await;
-    let addr = collector.addr;
-    let agent = RunningAgent::start(agent_config(&pki, HOST, addr, spool.path()));
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let config = config(
+        &pki,
+        dir.path(),
+        &fs.path().join("data"),
+        port,
+        receiver.addr,
+    );
+    let collector_bin = Path::new(env!("CARGO_BIN_EXE_e2e-collector"));
+    let log = |name: &str| dir.path().join(format!("{name}.log"));
+    let collector = Process::start(collector_bin, &config, log("collector"));
+    let agent = RunningAgent::start(agent_config(&pki, HOST, addr, dir.path()));
     eventually(WAIT, "the first batches stored", || async {
-        (stored_batches(&pki, addr).await >= 3).then_some(())
+        (stored_batches(&pki, addr).await? >= 3).then_some(())
     })
     .await;
 
@@ -119,8 +145,10 @@ async fn a_full_disk_pages_through_the_webhook_and_the_state_database_heals() {
     })
     .await;
     assert_eq!(state["condition"], "failed", "{state}");
-    let cause = state["cause"].as_str().unwrap();
-    assert!(cause.contains("a write failed"), "{state}");
+    assert!(
+        state["cause"].as_str().unwrap().contains("a write failed"),
+        "{state}"
+    );
     assert!(
         state["summary"]
             .as_str()
@@ -144,19 +172,32 @@ async fn a_full_disk_pages_through_the_webhook_and_the_state_database_heals() {
         )
         .await;
     }
-    let before = stored_batches(&pki, addr).await;
+    let before = eventually(WAIT, "the store answering", || async {
+        stored_batches(&pki, addr).await
+    })
+    .await;
     eventually(WAIT, "batches stored again", || async {
-        (stored_batches(&pki, addr).await > before).then_some(())
+        (stored_batches(&pki, addr).await? > before).then_some(())
     })
     .await;
     agent.stop().await;
-    collector.stop().await;
+    assert!(collector.terminate(WAIT).await.success());
+    let text = std::fs::read_to_string(log("collector")).unwrap();
+    for (line, what) in [
+        ("collector state database failed", "the failure"),
+        ("collector state database reopened", "the recovery"),
+    ] {
+        assert_eq!(text.matches(line).count(), 1, "{what} logged once:\n{text}");
+    }
 
     // What was written after the recovery is on disk: a restarted
     // collector knows both alerts resolved, and their history.
-    let collector = RunningCollector::start(config).await;
-    let mut query = operator(&pki, collector.addr).await;
-    let alerts = query
+    let collector = Process::start(collector_bin, &config, log("restarted"));
+    let mut client = eventually(WAIT, "the restarted collector", || async {
+        query(&pki, addr).await
+    })
+    .await;
+    let alerts = client
         .list_alerts(ListAlertsRequest {
             include_resolved: true,
             ..ListAlertsRequest::default()
@@ -172,7 +213,7 @@ async fn a_full_disk_pages_through_the_webhook_and_the_state_database_heals() {
             .unwrap_or_else(|| panic!("no {storage} self-alert in {alerts:?}"));
         assert_eq!(alert.state, AlertState::Resolved as i32, "{alert:?}");
     }
-    let history = query
+    let history = client
         .alert_history(AlertHistoryRequest {
             rule: RULE.into(),
             ..AlertHistoryRequest::default()
@@ -187,5 +228,5 @@ async fn a_full_disk_pages_through_the_webhook_and_the_state_database_heals() {
             .any(|t| t.labels["storage"] == "state" && t.to == AlertState::Resolved as i32),
         "{history:?}"
     );
-    collector.stop().await;
+    assert!(collector.terminate(WAIT).await.success());
 }
