@@ -122,3 +122,41 @@ fn free_bytes(dir: &Path) -> Result<u64, nix::Error> {
     let stat = nix::sys::statvfs::statvfs(dir)?;
     Ok(stat.blocks_available().saturating_mul(stat.fragment_size()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hostwatch_alerting::{AlertingConfig, Clock};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[test]
+    fn a_failure_is_healed_by_reopening_and_writing_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, db) = StateDb::open(dir.path(), 0).unwrap();
+        let hosts = HostRegistry::open(&db, 1_000).unwrap();
+        let rules = AlertingConfig::default()
+            .compile(Duration::from_secs(30))
+            .unwrap();
+        let alerting = Alerting::open(&db, rules, Arc::new(|_, _| None), Clock::system()).unwrap();
+        drop(db);
+        assert_eq!(state.check(&hosts, &alerting), None);
+        // What a failed write leaves: the registry refusing to write. (Here
+        // it let go of its tree; a real failure is in the e2e self_alert.)
+        hosts.detach();
+        hosts.connected("web1", None, "boot-a");
+        // Healed at once, as there is room: the old database closed
+        // completely (sled's lock), the new one has the missed record.
+        assert_eq!(state.check(&hosts, &alerting), None);
+        assert_eq!(hosts.failure(), None);
+        assert_eq!(alerting.state_failure(), None);
+        let db = locked(&state.db).clone().unwrap();
+        assert!(
+            db.open_tree("hosts")
+                .unwrap()
+                .get("web1")
+                .unwrap()
+                .is_some()
+        );
+    }
+}
