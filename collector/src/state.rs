@@ -11,7 +11,8 @@
 //! [`REOPEN_MIN_FREE_BYTES`]), heals: both let go of their trees (sled
 //! keeps its files locked until every handle is gone), the database is
 //! reopened, both take the new trees and write back what memory holds
-//! (hosts, alerts, what hooks were told, silences), and the recovery is
+//! (hosts, alerts, what hooks were told, silences, notifications waiting
+//! in memory), and the recovery is
 //! logged once. A reopen that fails (a handle still held, a write failing
 //! again) is tried again at the next check.
 

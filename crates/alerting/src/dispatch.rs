@@ -6,7 +6,8 @@
 //! has now been told, and wakes the hook's delivery worker. When the outbox
 //! cannot be written (the collector's database failed), the notification
 //! is handed to the worker in memory instead, bounded by the hook's
-//! `max_queued`: an alert about a full disk still goes out.
+//! `max_queued`: an alert about a full disk still goes out. Once the
+//! database is reopened, those still waiting go into the outbox.
 //!
 //! Silenced alerts are left out (and told later if still firing when the
 //! silence ends); a firing alert whose data is stale (a replayed backlog)

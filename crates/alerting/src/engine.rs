@@ -323,19 +323,37 @@ impl Alerting {
 
     /// Takes the trees of the reopened database `db` and writes back what
     /// memory holds that the disk may have missed: the alerts, what each
-    /// hook was told, the silences. (Transitions recorded while writes
-    /// failed are not in memory and are missing from the history.)
+    /// hook was told, the silences, and the notifications waiting in
+    /// memory, which go into the outbox. (Transitions recorded while
+    /// writes failed are not in memory and are missing from the history.)
     pub fn attach_state(&self, db: &sled::Db) -> Result<(), AlertingError> {
         self.inner.persist.attach(db)?;
-        // Evaluation applies its effects under this lock: none interleaves.
-        let eval = lock(&self.inner.eval);
-        let alerts: Vec<Alert> = eval.alerts.values().cloned().collect();
-        let notified: Vec<(String, u64, Notified)> = lock(&self.inner.notified)
-            .iter()
-            .map(|((hook, fp), n)| (hook.clone(), *fp, *n))
+        {
+            // Evaluation applies its effects under this lock: none interleaves.
+            let eval = lock(&self.inner.eval);
+            let alerts: Vec<Alert> = eval.alerts.values().cloned().collect();
+            let notified: Vec<(String, u64, Notified)> = lock(&self.inner.notified)
+                .iter()
+                .map(|((hook, fp), n)| (hook.clone(), *fp, *n))
+                .collect();
+            let silences = lock(&self.inner.silences).clone();
+            self.inner
+                .persist
+                .write_back(&alerts, &notified, &silences)?;
+        }
+        let mut waiting: Vec<OutboxEntry> = lock(&self.inner.unqueued)
+            .values()
+            .flatten()
+            .cloned()
             .collect();
-        let silences = lock(&self.inner.silences).clone();
-        self.inner.persist.write_back(&alerts, &notified, &silences)
+        let old_ids: HashSet<u64> = waiting.iter().map(|e| e.id).collect();
+        self.inner.persist.requeue(&mut waiting)?;
+        // Durable now: off the memory queues. A worker delivering one of
+        // them meanwhile may send it twice, with the same key.
+        for queue in lock(&self.inner.unqueued).values_mut() {
+            queue.retain(|e| !old_ids.contains(&e.id));
+        }
+        Ok(())
     }
 
     /// Deliveries per hook since start.

@@ -254,6 +254,20 @@ impl Persist {
         })
     }
 
+    /// Puts notifications that were queued in memory into the outbox, in
+    /// order, each with a new id (after those queued before), then flushes.
+    pub(crate) fn requeue(&self, entries: &mut [OutboxEntry]) -> Result<(), AlertingError> {
+        self.write(|t| {
+            for entry in entries.iter_mut() {
+                entry.id = t.db.generate_id()?;
+                let value = serde_json::to_vec(entry).map_err(|e| corrupt("outbox entry", e))?;
+                t.outbox.insert(hook_key(&entry.hook, entry.id), value)?;
+            }
+            t.db.flush()?;
+            Ok(())
+        })
+    }
+
     /// Every stored alert; undecodable records are skipped and logged.
     pub(crate) fn load_alerts(&self) -> Result<Vec<Alert>, AlertingError> {
         let mut out = Vec::new();

@@ -670,3 +670,33 @@ async fn without_a_writable_outbox_notifications_go_out_from_memory_and_state_is
     assert_eq!(receiver.for_host("web1").len(), 2, "web1 paged again");
     engine.stop().await;
 }
+
+#[tokio::test]
+async fn notifications_waiting_in_memory_go_into_the_outbox_once_it_can_be_written() {
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = webhook(receiver.addr, "repeat_interval = \"1h\"");
+    let db = sled::open(dir.path()).unwrap();
+    let mut engine = Engine::start(&db, &text);
+    engine.alerting.detach_state();
+    drop(db);
+    // The receiver is down: the page waits in memory, being retried.
+    receiver.respond(&[503; 10_000]);
+    engine.cpu("web1", now_ms(), 0.99);
+    let refused = receiver.wait_for("a refused attempt", 1).await;
+    let key = refused[0].headers["idempotency-key"].clone();
+    let db = sled::open(dir.path()).unwrap();
+    engine.alerting.attach_state(&db).unwrap();
+    // A restart now loses nothing: the page is in the outbox.
+    engine.stop().await;
+    receiver.state.responses.lock().unwrap().clear();
+    let before = receiver.received().len();
+    let engine = Engine::start(&db, &text);
+    let delivered = eventually("the page after the restart", || async {
+        receiver.received().get(before).cloned()
+    })
+    .await;
+    assert_eq!(delivered.headers["idempotency-key"], key);
+    assert_eq!(delivered.body["status"], "firing");
+    engine.stop().await;
+}
