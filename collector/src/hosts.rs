@@ -6,6 +6,11 @@
 //! first, when it first connected): never a stream opening or closing, so
 //! a dead connection closing late, or an agent reconnecting to a collector
 //! that cannot store, does not make a silent host look alive.
+//!
+//! Memory is the registry; the tree follows it. After a failed write (sled
+//! refuses writes until its database is reopened) records are kept in
+//! memory only, and written back when the collector hands over the
+//! reopened database ([`HostRegistry::attach`]).
 
 use hostwatch_proto::v1::{Hello, HostFacts, HostStatus};
 use prost::Message;
@@ -32,10 +37,19 @@ struct HostEntry {
     clean_shutdown: bool,
 }
 
+/// Where host records are written.
+enum Records {
+    Writable(sled::Tree),
+    /// A write failed (the cause): nothing is written until the database
+    /// is reopened.
+    Failed(String),
+}
+
 /// The registry; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct HostRegistry {
-    tree: sled::Tree,
+    /// Locked after `hosts`, where both are.
+    records: Arc<Mutex<Records>>,
     hosts: Arc<Mutex<HashMap<String, HostEntry>>>,
     down_after_ms: i64,
 }
@@ -63,7 +77,7 @@ impl HostRegistry {
             );
         }
         Ok(HostRegistry {
-            tree,
+            records: Arc::new(Mutex::new(Records::Writable(tree))),
             hosts: Arc::new(Mutex::new(hosts)),
             down_after_ms,
         })
@@ -163,19 +177,63 @@ impl HostRegistry {
         }
     }
 
-    fn persist(&self, host: &str, entry: &HostEntry) {
-        let record = HostStatus {
+    fn records(&self) -> MutexGuard<'_, Records> {
+        // A single assignment is the only update.
+        self.records.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Why host records cannot be written, if so: a write failed.
+    pub(crate) fn failure(&self) -> Option<String> {
+        match &*self.records() {
+            Records::Writable(_) => None,
+            Records::Failed(cause) => Some(cause.clone()),
+        }
+    }
+
+    /// Lets go of the tree, so that the database can be reopened; records
+    /// are kept in memory only until [`HostRegistry::attach`].
+    pub(crate) fn detach(&self) {
+        let mut records = self.records();
+        if let Records::Writable(_) = &*records {
+            *records = Records::Failed("the database is being reopened".to_owned());
+        }
+    }
+
+    /// Takes the tree of the reopened database `db` and writes every host
+    /// record from memory into it.
+    pub(crate) fn attach(&self, db: &sled::Db) -> Result<(), sled::Error> {
+        let tree = db.open_tree("hosts")?;
+        let hosts = self.lock();
+        for (host, entry) in hosts.iter() {
+            tree.insert(host.as_bytes(), Self::record(host, entry).encode_to_vec())?;
+        }
+        tree.flush()?;
+        *self.records() = Records::Writable(tree);
+        Ok(())
+    }
+
+    fn record(host: &str, entry: &HostEntry) -> HostStatus {
+        HostStatus {
             host_id: host.to_owned(),
             last_seen_ms: entry.last_seen_ms,
             boot_id: entry.boot_id.clone(),
             facts: entry.facts.clone(),
             clean_shutdown: entry.clean_shutdown,
             ..HostStatus::default()
+        }
+    }
+
+    fn persist(&self, host: &str, entry: &HostEntry) {
+        let record = Self::record(host, entry).encode_to_vec();
+        let mut records = self.records();
+        let Records::Writable(tree) = &*records else {
+            return;
         };
         // Durable with the next store flush; losing a last-seen update in a
-        // crash only makes the host look down a little earlier.
-        if let Err(e) = self.tree.insert(host.as_bytes(), record.encode_to_vec()) {
-            tracing::warn!(host.id = host, error = %e, "cannot persist host record");
+        // crash only makes the host look down a little earlier. A failure
+        // is logged once, by the collector's state watch.
+        if let Err(e) = tree.insert(host.as_bytes(), record) {
+            *records = Records::Failed(format!("a write failed ({e})"));
         }
     }
 }
@@ -363,5 +421,29 @@ mod tests {
         let refused = check_hello(&hello).unwrap_err();
         assert_eq!(refused.code(), tonic::Code::InvalidArgument);
         assert!(refused.message().contains("boot_id") && refused.message().contains("256"));
+    }
+
+    #[test]
+    fn records_missed_while_detached_are_written_back_on_attach() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let registry = HostRegistry::open(&db, 1_000).unwrap();
+        registry.connected("web1", None, "boot-a");
+        registry.detach();
+        drop(db);
+        assert!(registry.failure().is_some());
+        // Memory goes on while nothing can be written.
+        registry.connected("web2", None, "boot-b");
+        registry.goodbye("web1");
+        // Every handle was let go: the database opens again in-process.
+        let db = sled::open(dir.path()).unwrap();
+        registry.attach(&db).unwrap();
+        assert_eq!(registry.failure(), None);
+        drop(registry);
+        let reopened = HostRegistry::open(&db, 1_000).unwrap();
+        let listed = reopened.page(now_ms(), "", usize::MAX).0;
+        assert_eq!(listed.len(), 2);
+        assert!(listed[0].clean_shutdown);
+        assert_eq!(listed[1].boot_id, "boot-b");
     }
 }

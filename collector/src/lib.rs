@@ -9,6 +9,8 @@
 //! - `query`: the operators' reads, alerts included;
 //! - `admin`: silences and reloading the alert rules;
 //! - `hosts`: the host registry (facts, last seen, up/down);
+//! - `state`: the collector's own database (hosts, alert state, outbox),
+//!   reopened after a failed write;
 //! - `auth`: role checks on the peer identity from the mTLS listener;
 //! - `convert`: protobuf <-> store types, and store errors -> gRPC status.
 
@@ -21,6 +23,7 @@ mod hosts;
 mod ingest;
 mod query;
 mod server;
+mod state;
 
 /// jemalloc, not the system's malloc: ingest and WAL replay come in bursts
 /// from many threads, and glibc keeps what a burst freed in its per-thread

@@ -6,13 +6,14 @@ use crate::config::{CollectorConfig, Limits};
 use crate::hosts::HostRegistry;
 use crate::ingest::{IngestService, RefusedMessages};
 use crate::query::QueryService;
-use hostwatch_alerting::{Alerting, Clock, SnapshotSource};
+use crate::state::StateDb;
+use hostwatch_alerting::{Alerting, Clock, Refusal, SnapshotSource, StorageCondition};
 use hostwatch_pki::Identity;
 use hostwatch_pki::transport::{CallLimitLayer, ListenerLimits, ServerTls, incoming};
 use hostwatch_proto::v1::admin_server::AdminServer;
 use hostwatch_proto::v1::ingest_server::IngestServer;
 use hostwatch_proto::v1::query_server::QueryServer;
-use hostwatch_tsdb::{Options, Store};
+use hostwatch_tsdb::{Condition, Options, Store};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,10 +22,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// sled's page cache for the collector's own state: hosts, alert state
-/// and the outbox are small and mostly written.
-const STATE_CACHE_BYTES: u64 = 4 << 20;
-/// How often the health service looks at the store's condition.
+/// How often the store's and the state database's conditions are looked
+/// at (health service, self-alert, healing the state database).
 const STORE_WATCH_TICK: Duration = Duration::from_secs(1);
 /// Once `limits.drain_timeout` is over and every connection is closed, a
 /// stream's task still in a store call gets this long to finish it before
@@ -103,16 +102,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), CollectorError> {
     let tls = ServerTls::load(config.tls.clone())?;
-    // The collector's own state (hosts, alert state, the outbox); the
-    // store keeps its series in a directory of its own, which it reopens
-    // by itself after a failed write.
-    let db = sled::Config::new()
-        .path(&config.data_dir)
-        .cache_capacity(STATE_CACHE_BYTES)
-        .open()
-        .map_err(|source| CollectorError::OpenData {
-            path: config.data_dir.display().to_string(),
-            source,
+    // The collector's own state (hosts, alert state, the outbox), reopened
+    // by the state watch after a failed write; the store keeps its series
+    // in a directory of its own, which it reopens by itself.
+    let (state, db) =
+        StateDb::open(&config.data_dir, config.storage.min_free_bytes).map_err(|source| {
+            CollectorError::OpenData {
+                path: config.data_dir.display().to_string(),
+                source,
+            }
         })?;
     let options = Options {
         retention_ms: config.storage.retention.as_millis() as i64,
@@ -145,6 +143,9 @@ pub async fn serve(
         )
     };
     let alerting = Alerting::open(&db, config.alert_rules()?, snapshots, Clock::system())?;
+    // Registry and alerting hold their own trees; a handle kept here would
+    // keep the database from being reopened.
+    drop(db);
     let stop = CancellationToken::new();
     let shared = Shared {
         store,
@@ -189,7 +190,8 @@ pub async fn serve(
     })
     .max_decoding_message_size(max_message);
     spawn_alerting(&shared, tls.clone());
-    spawn_store_watch(&shared, health_reporter.clone());
+    let state = Arc::new(state);
+    spawn_store_watch(&shared, state.clone(), health_reporter.clone());
     // Logged once SIGHUP is handled: from here on it reloads, not kills.
     tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), collector = %shared.identity, data_dir = %config.data_dir.display(), "collector serving");
 
@@ -255,7 +257,7 @@ pub async fn serve(
             "stream tasks still running {STORE_CALL_GRACE:?} after their connections closed; closing the database anyway"
         );
     }
-    if let Err(e) = db.flush_async().await {
+    if let Err(e) = state.flush().await {
         tracing::error!(error = %e, "final flush failed");
     }
     served.map_err(|e| CollectorError::Serve(hostwatch_pki::transport::error_chain(&e)))?;
@@ -263,23 +265,47 @@ pub async fn serve(
     Ok(())
 }
 
-/// Reports the Ingest service NOT_SERVING on the standard health service
-/// while the store does not store (read-only under the free-space reserve,
-/// or failed and rebuilding), so load balancers and probes see it.
-fn spawn_store_watch(shared: &Shared, health: tonic_health::server::HealthReporter) {
-    let (store, stop) = (shared.store.clone(), shared.stop.clone());
-    shared.tasks.spawn(async move {
+/// Every [`STORE_WATCH_TICK`]: heals the collector's state database after a
+/// failed write (see `state`), reports the Ingest service NOT_SERVING on
+/// the standard health service while the store does not store (read-only
+/// under the free-space reserve, or failed and rebuilding), so load
+/// balancers and probes see it, and raises or resolves the collector's
+/// `not_storing` alerts from both conditions.
+fn spawn_store_watch(
+    shared: &Shared,
+    state: Arc<StateDb>,
+    health: tonic_health::server::HealthReporter,
+) {
+    let shared = shared.clone();
+    let tasks = shared.tasks.clone();
+    tasks.spawn(async move {
         let mut ticker = tokio::time::interval(STORE_WATCH_TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut serving = true;
         loop {
             tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = shared.stop.cancelled() => return,
                 _ = ticker.tick() => {}
             }
-            let storing = store
-                .health()
-                .is_ok_and(|h| h.condition == hostwatch_tsdb::Condition::Storing);
+            let (store, hosts, alerting, state) = (
+                shared.store.clone(),
+                shared.hosts.clone(),
+                shared.alerting.clone(),
+                state.clone(),
+            );
+            // Reopening a database and reading free space block.
+            let Ok(conditions) = tokio::task::spawn_blocking(move || {
+                let state = state.check(&hosts, &alerting);
+                storage_conditions(&store, state)
+            })
+            .await
+            else {
+                continue;
+            };
+            shared
+                .alerting
+                .check_storage(&shared.identity.name, &conditions);
+            let storing = conditions[0].refusal.is_none();
             if storing == serving {
                 continue;
             }
@@ -293,6 +319,41 @@ fn spawn_store_watch(shared: &Shared, health: tonic_health::server::HealthReport
             }
         }
     });
+}
+
+/// The conditions of the store (first) and of the state database, for the
+/// `not_storing` alerts.
+fn storage_conditions(store: &Store, state_failure: Option<String>) -> [StorageCondition; 2] {
+    let store_refusal = match store.health() {
+        Ok(health) => match &health.condition {
+            Condition::Storing => None,
+            Condition::ReadOnly => Some(Refusal {
+                condition: health.condition.to_string(),
+                cause: health.refusal().unwrap_or_default(),
+            }),
+            Condition::Failed { cause } => Some(Refusal {
+                condition: health.condition.to_string(),
+                cause: cause.clone(),
+            }),
+        },
+        Err(e) => Some(Refusal {
+            condition: "failed".to_owned(),
+            cause: e.to_string(),
+        }),
+    };
+    [
+        StorageCondition {
+            storage: "store".to_owned(),
+            refusal: store_refusal,
+        },
+        StorageCondition {
+            storage: "state".to_owned(),
+            refusal: state_failure.map(|cause| Refusal {
+                condition: "failed".to_owned(),
+                cause,
+            }),
+        },
+    ]
 }
 
 /// The alerting tasks: notification delivery, the host-down ticker, and

@@ -1,6 +1,7 @@
 //! Fixtures for hostwatch's end-to-end tests: a PKI generated at test
 //! time, collectors and agents running in-process on real loopback
-//! sockets with real mutual TLS, clients, and an `eventually` helper.
+//! sockets with real mutual TLS, clients, an `eventually` helper, webhook
+//! receivers and small file systems that fill ([`Tmpfs`]).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -567,4 +568,74 @@ pub fn free_port() -> u16 {
         }
     }
     panic!("no free port in {FIRST}..{}", FIRST + COUNT);
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped: a small file
+/// system that fills.
+pub struct Tmpfs {
+    dir: TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` bytes, or prints why it cannot (mounting
+    /// needs root, or CAP_SYS_ADMIN) and where what the test covers is
+    /// tested instead (`elsewhere`), and returns `None`.
+    pub fn mount(size: u64, elsewhere: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output();
+        match out {
+            Ok(out) if out.status.success() => Some(Tmpfs { dir }),
+            Ok(out) => {
+                println!(
+                    "NOT RUN: cannot mount a tmpfs here ({}); {elsewhere}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                println!("NOT RUN: cannot run mount ({e}); {elsewhere}");
+                None
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills the file system with a file until at most `leave` bytes are
+    /// free (all of it: `leave` = 0 writes until the disk is full).
+    pub fn fill(&self, leave: u64) -> PathBuf {
+        use std::io::Write;
+        let path = self.path().join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0x5a; 64 << 10];
+        loop {
+            let stat = nix::sys::statvfs::statvfs(self.path()).unwrap();
+            let free = stat.blocks_available() * stat.fragment_size();
+            if free <= leave {
+                break;
+            }
+            let n = (free - leave).min(chunk.len() as u64) as usize;
+            match file.write_all(&chunk[..n]) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => break,
+                Err(e) => panic!("filling the tmpfs: {e}"),
+            }
+        }
+        file.sync_all().ok();
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
 }

@@ -98,6 +98,9 @@ pub enum RuleKind {
     /// Something that happened: a reboot, a watched process gone, data
     /// dropped by an agent, clock skew.
     Event,
+    /// The collector itself does not store: its store or its own state
+    /// database is read-only (free space under the reserve) or failed.
+    NotStoring,
 }
 
 /// Events an `event` rule can watch.
@@ -323,6 +326,8 @@ pub enum Kind {
         event: EventKind,
         resolve_after_ms: i64,
     },
+    /// Fires while a part of the collector's storage does not store.
+    NotStoring,
 }
 
 /// A rule over a series of values per host (and labels).
@@ -672,6 +677,10 @@ fn compile_rule(
                 timeout_ms: ms(timeout),
                 page_on_clean_shutdown: config.page_on_clean_shutdown.unwrap_or(false),
             }
+        }
+        RuleKind::NotStoring => {
+            refuse_unused(config, &[])?;
+            Kind::NotStoring
         }
         RuleKind::Event => {
             let event = config
@@ -1035,6 +1044,7 @@ mod tests {
             "process_down",
             "agent_dropped_data",
             "clock_skew",
+            "collector_not_storing",
         ] {
             assert!(
                 names.contains(&expected),
@@ -1167,6 +1177,10 @@ raise = 0.5
                 "clear_horizon",
             ),
             (rule("kind = \"event\""), "event is required"),
+            (
+                rule("kind = \"not_storing\"\nfor = \"1m\""),
+                "for does not apply",
+            ),
             (rule("kind = \"event\"\nevent = \"eclipse\""), "eclipse"),
             (rule("kind = \"event\"\nevent = \"clock_skew\""), "max_skew"),
             (rule("kind = \"host_down\"\ntimeout = \"0s\""), "timeout"),

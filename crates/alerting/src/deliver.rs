@@ -1,12 +1,20 @@
-//! One delivery worker per hook: sends the hook's outbox entries oldest
-//! first (so a resolution never overtakes its firing), deletes each once
-//! delivered, and retries with jittered exponential backoff when the
+//! One delivery worker per hook: sends the hook's notifications oldest
+//! first (so a resolution never overtakes its firing), from the outbox and
+//! from memory (those the outbox could not take), takes each off its queue
+//! once delivered, and retries with jittered exponential backoff when the
 //! hook's outcome asks for it. A notification is given up (and logged as
 //! an error) after a permanent failure or after `retry_for`.
+//!
+//! While the outbox cannot be written, a delivered entry cannot be removed
+//! from it: the worker remembers it as done, passes over it, and removes
+//! it once the database is writable again.
 
+use crate::AlertingError;
 use crate::engine::{Inner, lock};
 use crate::hooks::{Hook, Outcome};
+use crate::persist::OutboxEntry;
 use rand::Rng;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -20,11 +28,14 @@ pub(crate) async fn worker(
 ) {
     let mut attempt: u32 = 0;
     let mut current: Option<u64> = None;
+    // Finished, but maybe still in the outbox (it could not be written).
+    let mut done: BTreeSet<u64> = BTreeSet::new();
     loop {
         if stop.is_cancelled() {
             return;
         }
-        let entry = match inner.persist.outbox_first(&hook.name) {
+        remove_done(&inner, &hook, &mut done);
+        let entry = match next(&inner, &hook, &done) {
             Ok(Some(entry)) => entry,
             Ok(None) => {
                 tokio::select! {
@@ -33,9 +44,12 @@ pub(crate) async fn worker(
                 }
             }
             Err(e) => {
-                tracing::error!(hook = %hook.name, error = %e, "cannot read the alert outbox");
+                if !matches!(e, AlertingError::StateUnavailable(_)) {
+                    tracing::error!(hook = %hook.name, error = %e, "cannot read the alert outbox");
+                }
                 tokio::select! {
                     _ = stop.cancelled() => return,
+                    _ = wake.notified() => continue,
                     _ = tokio::time::sleep(hook.max_backoff) => continue,
                 }
             }
@@ -51,7 +65,7 @@ pub(crate) async fn worker(
                 .entry(hook.name.clone())
                 .or_default()
                 .failed += 1;
-            remove(&inner, &hook, entry.id);
+            finish(&inner, &hook, entry.id, &mut done);
             continue;
         }
         let outcome = tokio::select! {
@@ -65,7 +79,7 @@ pub(crate) async fn worker(
                     .entry(hook.name.clone())
                     .or_default()
                     .delivered += 1;
-                remove(&inner, &hook, entry.id);
+                finish(&inner, &hook, entry.id, &mut done);
             }
             Outcome::Failed(reason) => {
                 tracing::error!(hook = %hook.name, notification.key = %entry.key, error = %reason, "notification refused; not retried");
@@ -73,7 +87,7 @@ pub(crate) async fn worker(
                     .entry(hook.name.clone())
                     .or_default()
                     .failed += 1;
-                remove(&inner, &hook, entry.id);
+                finish(&inner, &hook, entry.id, &mut done);
             }
             Outcome::Retry(reason) => {
                 lock(&inner.stats)
@@ -92,10 +106,51 @@ pub(crate) async fn worker(
     }
 }
 
-fn remove(inner: &Inner, hook: &Hook, id: u64) {
-    if let Err(e) = inner.persist.outbox_remove(&hook.name, id) {
-        tracing::error!(hook = %hook.name, error = %e, "cannot remove a finished notification from the outbox");
+/// The hook's oldest notification: the outbox's first, or the first of
+/// those in memory if older. What the outbox held before it failed is
+/// older than anything in memory, and what it takes after is newer.
+fn next(
+    inner: &Inner,
+    hook: &Hook,
+    done: &BTreeSet<u64>,
+) -> Result<Option<OutboxEntry>, AlertingError> {
+    let memory = lock(&inner.unqueued)
+        .get(&hook.name)
+        .and_then(|queue| queue.front().cloned());
+    match (inner.persist.outbox_first(&hook.name, done), memory) {
+        (Ok(Some(durable)), Some(memory)) if memory.created_ms < durable.created_ms => {
+            Ok(Some(memory))
+        }
+        (Ok(Some(durable)), _) => Ok(Some(durable)),
+        (_, Some(memory)) => Ok(Some(memory)),
+        (result, None) => result,
     }
+}
+
+/// Takes a finished notification off its queue. An entry whose outbox
+/// write failed may still be in the outbox (sled may have it in memory or
+/// on disk), so every finished id is also removed from there.
+fn finish(inner: &Inner, hook: &Hook, id: u64, done: &mut BTreeSet<u64>) {
+    if let Some(queue) = lock(&inner.unqueued).get_mut(&hook.name) {
+        queue.retain(|e| e.id != id);
+    }
+    done.insert(id);
+    remove_done(inner, hook, done);
+}
+
+/// Removes finished notifications from the outbox, keeping those it
+/// cannot remove now (the database cannot be written) for later.
+fn remove_done(inner: &Inner, hook: &Hook, done: &mut BTreeSet<u64>) {
+    done.retain(
+        |&id| match inner.persist.outbox_remove(&hook.name, id) {
+            Ok(()) => false,
+            Err(AlertingError::StateUnavailable(_)) => true,
+            Err(e) => {
+                tracing::error!(hook = %hook.name, error = %e, "cannot remove a finished notification from the outbox");
+                false
+            }
+        },
+    );
 }
 
 /// `min * 2^attempt`, capped at `max`, with full jitter over its upper

@@ -3,12 +3,17 @@
 //! `group_wait` when new, at most every `group_interval` after that, and
 //! again every `repeat_interval` while it has firing alerts. A flush writes
 //! one notification into the durable outbox, together with what the hook
-//! has now been told, and wakes the hook's delivery worker.
+//! has now been told, and wakes the hook's delivery worker. When the outbox
+//! cannot be written (the collector's database failed), the notification
+//! is handed to the worker in memory instead, bounded by the hook's
+//! `max_queued`: an alert about a full disk still goes out. Once the
+//! database is reopened, those still waiting go into the outbox.
 //!
 //! Silenced alerts are left out (and told later if still firing when the
 //! silence ends); a firing alert whose data is stale (a replayed backlog)
 //! waits for fresh data; a resolution is announced only after the flap window.
 
+use crate::AlertingError;
 use crate::config::RuleSet;
 use crate::deliver;
 use crate::engine::{Inner, lock};
@@ -116,6 +121,7 @@ impl Dispatcher {
                     self.forget_hook(name);
                 }
             }
+            Err(AlertingError::StateUnavailable(_)) => {}
             Err(e) => tracing::error!(error = %e, "cannot read the alert outbox"),
         }
         let stale: Vec<(String, u64)> = lock(&self.inner.notified)
@@ -150,8 +156,9 @@ impl Dispatcher {
     }
 
     fn forget_hook(&self, name: &str) {
+        lock(&self.inner.unqueued).remove(name);
         match self.inner.persist.forget_hook(name) {
-            Ok(0) => {}
+            Ok(0) | Err(AlertingError::StateUnavailable(_)) => {}
             Ok(dropped) => tracing::warn!(
                 hook = name,
                 dropped,
@@ -166,8 +173,9 @@ impl Dispatcher {
 
     fn forget_notified(&self, hook: &str, fp: u64) {
         lock(&self.inner.notified).remove(&(hook.to_owned(), fp));
-        if let Err(e) = self.inner.persist.remove_notified(hook, fp) {
-            tracing::error!(hook, error = %e, "cannot update notification state");
+        match self.inner.persist.remove_notified(hook, fp) {
+            Ok(()) | Err(AlertingError::StateUnavailable(_)) => {}
+            Err(e) => tracing::error!(hook, error = %e, "cannot update notification state"),
         }
     }
 
@@ -183,8 +191,11 @@ impl Dispatcher {
             ended
         };
         for id in ended {
-            if let Err(e) = self.inner.persist.remove_silence(&id) {
-                tracing::warn!(silence.id = %id, error = %e, "cannot delete an ended silence");
+            match self.inner.persist.remove_silence(&id) {
+                Ok(()) | Err(AlertingError::StateUnavailable(_)) => {}
+                Err(e) => {
+                    tracing::warn!(silence.id = %id, error = %e, "cannot delete an ended silence")
+                }
             }
         }
     }
@@ -375,7 +386,9 @@ impl Dispatcher {
     }
 
     /// Writes a notification and the hook's new knowledge atomically, then
-    /// wakes the hook's worker.
+    /// wakes the hook's worker. If the outbox cannot be written, the
+    /// notification goes to the worker in memory, and what the hook was
+    /// told is kept in memory (written back once the database is reopened).
     async fn enqueue(
         &mut self,
         hook: &Hook,
@@ -383,13 +396,13 @@ impl Dispatcher {
         updates: Vec<(u64, Option<Notified>)>,
         now: i64,
     ) {
-        let id = match self.inner.persist.new_id() {
-            Ok(id) => id,
-            Err(e) => {
-                tracing::error!(hook = %hook.name, error = %e, "cannot queue a notification");
-                return;
-            }
-        };
+        // An id from memory only names the notification for the receiver's
+        // duplicate detection: it is never stored.
+        let id = self
+            .inner
+            .persist
+            .new_id()
+            .unwrap_or_else(|_| rand::random());
         let entry = OutboxEntry {
             id,
             hook: hook.name.clone(),
@@ -401,11 +414,7 @@ impl Dispatcher {
             created_ms: now,
             notification,
         };
-        if let Err(e) = self.inner.persist.enqueue(&entry, &updates).await {
-            // Nothing was recorded as told: the next flush tries again.
-            tracing::error!(hook = %hook.name, error = %e, "cannot queue a notification");
-            return;
-        }
+        let queued = self.inner.persist.enqueue(&entry, &updates).await;
         {
             let mut notified = lock(&self.inner.notified);
             for (fp, n) in updates {
@@ -415,8 +424,20 @@ impl Dispatcher {
                 };
             }
         }
-        match self.inner.persist.outbox_trim(&hook.name, hook.max_queued) {
-            Ok(0) => {}
+        let (trimmed, place) = match queued {
+            Ok(()) => (
+                self.inner.persist.outbox_trim(&hook.name, hook.max_queued),
+                "outbox",
+            ),
+            Err(e) => {
+                if !matches!(e, AlertingError::StateUnavailable(_)) {
+                    tracing::error!(hook = %hook.name, error = %e, "cannot queue a notification in the outbox; delivering it from memory");
+                }
+                (Ok(self.queue_in_memory(hook, entry.clone())), "memory")
+            }
+        };
+        match trimmed {
+            Ok(0) | Err(AlertingError::StateUnavailable(_)) => {}
             Ok(dropped) => {
                 tracing::error!(hook = %hook.name, dropped, max_queued = hook.max_queued, "hook's queue is full: oldest notifications dropped");
                 lock(&self.inner.stats)
@@ -428,10 +449,21 @@ impl Dispatcher {
                 tracing::error!(hook = %hook.name, error = %e, "cannot trim the hook's queue")
             }
         }
-        tracing::debug!(hook = %hook.name, notification.key = %entry.key, alerts = entry.notification.alerts.len(), status = %entry.notification.status, "notification queued");
+        tracing::debug!(hook = %hook.name, notification.key = %entry.key, alerts = entry.notification.alerts.len(), status = %entry.notification.status, queue = place, "notification queued");
         if let Some(worker) = self.workers.get(&hook.name) {
             worker.wake.notify_one();
         }
+    }
+
+    /// Queues `entry` for the hook's worker in memory, dropping the oldest
+    /// beyond `max_queued`; returns how many were dropped.
+    fn queue_in_memory(&self, hook: &Hook, entry: OutboxEntry) -> u64 {
+        let mut unqueued = lock(&self.inner.unqueued);
+        let queue = unqueued.entry(hook.name.clone()).or_default();
+        queue.push_back(entry);
+        let excess = queue.len().saturating_sub(hook.max_queued);
+        queue.drain(..excess);
+        excess as u64
     }
 }
 

@@ -4,14 +4,16 @@
 
 use crate::clock::Clock;
 use crate::config::RuleSet;
-use crate::eval::{BatchContext, Effects, Evaluator, HostLiveness, Op, SnapshotSource};
+use crate::eval::{
+    BatchContext, Effects, Evaluator, HostLiveness, Op, SnapshotSource, StorageCondition,
+};
 use crate::machine::Phase;
 use crate::matcher::LabelMatcher;
 use crate::model::{Alert, DeliveryStats, HistoryFilter, NewSilence, Silence, Transition};
-use crate::persist::{Notified, Persist};
+use crate::persist::{Notified, OutboxEntry, Persist};
 use crate::{AlertingError, dispatch};
 use hostwatch_tsdb::Batch;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{Notify, broadcast, watch};
@@ -39,6 +41,10 @@ pub(crate) struct Inner {
     /// What each hook was last told about each alert, by (hook, fingerprint).
     pub(crate) notified: Mutex<HashMap<(String, u64), Notified>>,
     pub(crate) stats: Mutex<BTreeMap<String, DeliveryStats>>,
+    /// Notifications the outbox could not take (the database cannot be
+    /// written), by hook, oldest first: delivered from memory, bounded by
+    /// the hook's `max_queued`.
+    pub(crate) unqueued: Mutex<HashMap<String, VecDeque<OutboxEntry>>>,
 }
 
 /// A poisoned lock still holds consistent data here: every update under
@@ -82,6 +88,7 @@ impl Alerting {
                 silences: Mutex::new(silences),
                 notified: Mutex::new(notified),
                 stats: Mutex::new(BTreeMap::new()),
+                unqueued: Mutex::new(HashMap::new()),
             }),
         };
         let now = alerting.inner.clock.now_ms();
@@ -118,6 +125,7 @@ impl Alerting {
                 &inner.snapshots,
                 || match inner.persist.dropped(&batch.host, batch.source) {
                     Ok(n) => n,
+                    Err(AlertingError::StateUnavailable(_)) => None,
                     Err(e) => {
                         tracing::warn!(host.id = %batch.host, error = %e, "cannot read the dropped-batch count");
                         None
@@ -144,6 +152,13 @@ impl Alerting {
     pub fn check_hosts(&self, hosts: &[HostLiveness]) {
         let now = self.inner.clock.now_ms();
         self.with_eval(|eval, effects| eval.check_hosts(hosts, now, effects));
+    }
+
+    /// Raises or resolves the `not_storing` alerts of the collector `host`
+    /// from its storage's conditions now.
+    pub fn check_storage(&self, host: &str, conditions: &[StorageCondition]) {
+        let now = self.inner.clock.now_ms();
+        self.with_eval(|eval, effects| eval.check_storage(host, conditions, now, effects));
     }
 
     /// Time-driven work: event alerts expiring, resolved alerts forgotten.
@@ -292,6 +307,55 @@ impl Alerting {
         Ok(silence)
     }
 
+    /// Why the alert state cannot be written, if so: a write to the
+    /// collector's database failed (sled refuses writes until the database
+    /// is reopened), or it is being reopened.
+    pub fn state_failure(&self) -> Option<String> {
+        self.inner.persist.failure()
+    }
+
+    /// Lets go of the collector's database so that it can be reopened:
+    /// until [`Alerting::attach_state`], alert state lives in memory only
+    /// and notifications are delivered from memory.
+    pub fn detach_state(&self) {
+        self.inner.persist.detach();
+    }
+
+    /// Takes the trees of the reopened database `db` and writes back what
+    /// memory holds that the disk may have missed: the alerts, what each
+    /// hook was told, the silences, and the notifications waiting in
+    /// memory, which go into the outbox. (Transitions recorded while
+    /// writes failed are not in memory and are missing from the history.)
+    pub fn attach_state(&self, db: &sled::Db) -> Result<(), AlertingError> {
+        self.inner.persist.attach(db)?;
+        {
+            // Evaluation applies its effects under this lock: none interleaves.
+            let eval = lock(&self.inner.eval);
+            let alerts: Vec<Alert> = eval.alerts.values().cloned().collect();
+            let notified: Vec<(String, u64, Notified)> = lock(&self.inner.notified)
+                .iter()
+                .map(|((hook, fp), n)| (hook.clone(), *fp, *n))
+                .collect();
+            let silences = lock(&self.inner.silences).clone();
+            self.inner
+                .persist
+                .write_back(&alerts, &notified, &silences)?;
+        }
+        let mut waiting: Vec<OutboxEntry> = lock(&self.inner.unqueued)
+            .values()
+            .flatten()
+            .cloned()
+            .collect();
+        let old_ids: HashSet<u64> = waiting.iter().map(|e| e.id).collect();
+        self.inner.persist.requeue(&mut waiting)?;
+        // Durable now: off the memory queues. A worker delivering one of
+        // them meanwhile may send it twice, with the same key.
+        for queue in lock(&self.inner.unqueued).values_mut() {
+            queue.retain(|e| !old_ids.contains(&e.id));
+        }
+        Ok(())
+    }
+
     /// Deliveries per hook since start.
     pub fn delivery_stats(&self) -> BTreeMap<String, DeliveryStats> {
         lock(&self.inner.stats).clone()
@@ -310,18 +374,24 @@ impl Inner {
                 Op::Save(alert) => self.persist.save_alert(alert),
                 Op::Remove(fp) => self.persist.remove_alert(*fp),
             };
-            if let Err(e) = result {
-                tracing::error!(error = %e, "cannot store alert state");
+            // Unavailable: written back from memory once it is reopened.
+            match result {
+                Ok(()) | Err(AlertingError::StateUnavailable(_)) => {}
+                Err(e) => tracing::error!(error = %e, "cannot store alert state"),
             }
         }
         for (host, source, count) in &effects.dropped {
-            if let Err(e) = self.persist.set_dropped(host, *source, *count) {
-                tracing::warn!(host.id = %host, error = %e, "cannot store the dropped-batch count");
+            match self.persist.set_dropped(host, *source, *count) {
+                Ok(()) | Err(AlertingError::StateUnavailable(_)) => {}
+                Err(e) => {
+                    tracing::warn!(host.id = %host, error = %e, "cannot store the dropped-batch count")
+                }
             }
         }
         for mut t in effects.transitions {
-            if let Err(e) = self.persist.append_history(&mut t, history_limit) {
-                tracing::error!(error = %e, "cannot record an alert transition");
+            match self.persist.append_history(&mut t, history_limit) {
+                Ok(()) | Err(AlertingError::StateUnavailable(_)) => {}
+                Err(e) => tracing::error!(error = %e, "cannot record an alert transition"),
             }
             let host = t.labels.get("host").map(String::as_str).unwrap_or("");
             if t.to == Phase::Firing || t.from == Phase::Firing {

@@ -56,6 +56,23 @@ pub struct HostLiveness {
     pub clean_shutdown: bool,
 }
 
+/// Whether a part of the collector's storage stores, for `not_storing` rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageCondition {
+    /// `store` (the series) or `state` (hosts, alert state, the outbox).
+    pub storage: String,
+    /// Why it does not store; `None` while it stores.
+    pub refusal: Option<Refusal>,
+}
+
+/// Why a part of the collector's storage does not store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// `read-only` (free space under the reserve) or `failed`.
+    pub condition: String,
+    pub cause: String,
+}
+
 /// Changes to apply after an evaluation step, in order.
 #[derive(Default)]
 pub(crate) struct Effects {
@@ -184,6 +201,7 @@ struct Index {
     uses: Vec<MetricUse>,
     skew: Vec<usize>,
     host_down: Vec<usize>,
+    not_storing: Vec<usize>,
     reboot: Vec<usize>,
     dropped: Vec<usize>,
     by_name: HashMap<String, usize>,
@@ -226,6 +244,7 @@ impl Index {
                     Source::ClockSkew => index.skew.push(i),
                 },
                 Kind::HostDown { .. } => index.host_down.push(i),
+                Kind::NotStoring => index.not_storing.push(i),
                 Kind::Event {
                     event: EventKind::Reboot,
                     ..
@@ -676,6 +695,66 @@ impl Evaluator {
                         }
                     }
                     _ => {}
+                }
+            }
+        }
+    }
+
+    /// Raises, updates or resolves the `not_storing` alerts of the
+    /// collector `host` (labelled with the part's `storage`).
+    pub(crate) fn check_storage(
+        &mut self,
+        host: &str,
+        conditions: &[StorageCondition],
+        now_ms: i64,
+        effects: &mut Effects,
+    ) {
+        let set = self.set.clone();
+        for &i in &self.index.not_storing {
+            let rule = &set.rules[i];
+            for c in conditions {
+                let part = Label {
+                    name: "storage".to_owned(),
+                    value: c.storage.clone(),
+                };
+                let labels = alert_labels(rule, host, &[part]);
+                let fp = fingerprint(&labels);
+                let Some(refusal) = &c.refusal else {
+                    if let Some(alert) = self.alerts.get_mut(&fp)
+                        && let Some(change) = alert.machine.force_resolve(now_ms)
+                    {
+                        alert.evaluated_ms = now_ms;
+                        alert.announce_resolved_ms = Some(now_ms + rule.timing.flap_window_ms);
+                        record(alert, change, now_ms, now_ms, effects);
+                    }
+                    continue;
+                };
+                let told = [
+                    ("condition".to_owned(), refusal.condition.clone()),
+                    ("cause".to_owned(), refusal.cause.clone()),
+                ];
+                let mut shown = labels.clone();
+                shown.extend(told.iter().cloned());
+                let mut annotations = render(rule, &shown, None, None);
+                annotations.extend(told);
+                if self.alerts.len() >= set.settings.max_alerts && !self.alerts.contains_key(&fp) {
+                    tracing::error!(rule = %rule.name, "too many alerts (alerting.max_alerts); not-storing alert not raised");
+                    continue;
+                }
+                let alert = self
+                    .alerts
+                    .entry(fp)
+                    .or_insert_with(|| new_alert(rule, fp, labels));
+                // Fresh while it lasts, so a hook added meanwhile is told.
+                alert.evaluated_ms = now_ms;
+                let firing = alert.phase() == Phase::Firing;
+                if firing && alert.annotations == annotations {
+                    continue;
+                }
+                alert.annotations = annotations;
+                match alert.machine.force_fire(now_ms) {
+                    Some(change) => record(alert, change, now_ms, now_ms, effects),
+                    None => effects.ops.push(Op::Save(alert.clone())),
                 }
             }
         }

@@ -38,7 +38,7 @@ mod window;
 pub use clock::Clock;
 pub use config::{AlertingConfig, RuleSet};
 pub use engine::Alerting;
-pub use eval::{BatchContext, HostLiveness, SnapshotSource};
+pub use eval::{BatchContext, HostLiveness, Refusal, SnapshotSource, StorageCondition};
 pub use machine::Phase;
 pub use model::{Alert, DeliveryStats, HistoryFilter, NewSilence, Silence, Transition};
 pub use window::Aggregate;
@@ -56,6 +56,11 @@ pub enum AlertingError {
     Corrupt(String),
     #[error("storage error: {0}")]
     Sled(#[from] sled::Error),
+    /// The collector's database cannot be written (a write failed; it is
+    /// reopened once writes can succeed) or is being reopened. Not logged
+    /// where it happens: the collector logs the failure once.
+    #[error("alert state unavailable: {0}")]
+    StateUnavailable(String),
 }
 
 /// RFC 3339 UTC time of a millisecond timestamp.

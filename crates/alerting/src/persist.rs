@@ -14,6 +14,16 @@
 //!
 //! A group flush writes its outbox entry and the notified records in one
 //! transaction, so after a crash either both exist or neither.
+//!
+//! After a failed write (a full disk) sled refuses every write until its
+//! database is opened again. The first failure is recorded
+//! ([`Persist::failure`]) and from then on writes are refused with
+//! [`AlertingError::StateUnavailable`] without touching sled (callers do
+//! not log those: the collector logs the failure once). The collector
+//! heals the database: [`Persist::detach`] lets go of the trees (sled keeps
+//! its file locked until every handle is gone), it reopens the database,
+//! and [`Persist::attach`] takes the new trees, clears the failure and has
+//! the engine write back what memory holds.
 
 use crate::AlertingError;
 use crate::hooks::Notification;
@@ -21,7 +31,9 @@ use crate::machine::Phase;
 use crate::model::{Alert, HistoryFilter, Silence, Transition};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// What a hook was last told about one alert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,7 +53,11 @@ pub(crate) struct OutboxEntry {
     pub(crate) notification: Notification,
 }
 
-pub(crate) struct Persist {
+/// Why calls fail between [`Persist::detach`] and [`Persist::attach`].
+const REOPENING: &str = "the database is being reopened";
+
+/// The trees of one opening of the collector's database.
+struct Trees {
     db: sled::Db,
     alerts: sled::Tree,
     history: sled::Tree,
@@ -49,6 +65,29 @@ pub(crate) struct Persist {
     outbox: sled::Tree,
     silences: sled::Tree,
     meta: sled::Tree,
+}
+
+impl Trees {
+    fn open(db: &sled::Db) -> Result<Self, sled::Error> {
+        Ok(Trees {
+            db: db.clone(),
+            alerts: db.open_tree("alerts")?,
+            history: db.open_tree("alert_history")?,
+            notified: db.open_tree("alert_notified")?,
+            outbox: db.open_tree("alert_outbox")?,
+            silences: db.open_tree("silences")?,
+            meta: db.open_tree("alert_meta")?,
+        })
+    }
+}
+
+pub(crate) struct Persist {
+    /// `None` while the collector reopens its database. Calls hold a clone
+    /// only for the call, so detaching lets go of the database quickly.
+    trees: RwLock<Option<Arc<Trees>>>,
+    /// The first failed write since the trees were attached: writes are
+    /// refused until the database is reopened.
+    failure: Mutex<Option<String>>,
     history_len: AtomicUsize,
 }
 
@@ -79,26 +118,160 @@ fn split_hook_key(key: &[u8]) -> Option<(String, u64)> {
     Some((String::from_utf8(hook.to_vec()).ok()?, id))
 }
 
+/// A poisoned lock still holds consistent data here: each update is a
+/// single assignment.
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Persist {
     pub(crate) fn open(db: &sled::Db) -> Result<Self, AlertingError> {
-        let history = db.open_tree("alert_history")?;
-        let history_len = history.len();
+        let trees = Trees::open(db)?;
+        let history_len = trees.history.len();
         Ok(Persist {
-            db: db.clone(),
-            alerts: db.open_tree("alerts")?,
-            history,
-            notified: db.open_tree("alert_notified")?,
-            outbox: db.open_tree("alert_outbox")?,
-            silences: db.open_tree("silences")?,
-            meta: db.open_tree("alert_meta")?,
+            trees: RwLock::new(Some(Arc::new(trees))),
+            failure: Mutex::new(None),
             history_len: AtomicUsize::new(history_len),
+        })
+    }
+
+    /// Why writes are refused: a write failed since the trees were
+    /// attached (the database must be reopened). `None` while writable.
+    pub(crate) fn failure(&self) -> Option<String> {
+        locked(&self.failure).clone()
+    }
+
+    /// Lets go of the database's trees, so that it can be reopened; reads
+    /// and writes fail until [`Persist::attach`].
+    pub(crate) fn detach(&self) {
+        let mut trees = self.trees.write().unwrap_or_else(|p| p.into_inner());
+        *trees = None;
+        locked(&self.failure).get_or_insert_with(|| REOPENING.to_owned());
+    }
+
+    /// Takes the trees of the reopened `db` and accepts writes again.
+    pub(crate) fn attach(&self, db: &sled::Db) -> Result<(), AlertingError> {
+        let trees = Trees::open(db)?;
+        self.history_len
+            .store(trees.history.len(), Ordering::Relaxed);
+        *self.trees.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(trees));
+        *locked(&self.failure) = None;
+        Ok(())
+    }
+
+    /// The trees, for a read.
+    fn trees(&self) -> Result<Arc<Trees>, AlertingError> {
+        self.trees
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| AlertingError::StateUnavailable(REOPENING.to_owned()))
+    }
+
+    /// The trees, for a write: refused after a failed write.
+    fn writable(&self) -> Result<Arc<Trees>, AlertingError> {
+        if let Some(cause) = self.failure() {
+            return Err(AlertingError::StateUnavailable(cause));
+        }
+        self.trees()
+    }
+
+    /// Passes on a write's result; a storage error fails the database
+    /// (sled refuses writes after one until it is reopened) and is
+    /// reported as [`AlertingError::StateUnavailable`].
+    fn written<T>(&self, result: Result<T, AlertingError>) -> Result<T, AlertingError> {
+        match result {
+            Err(AlertingError::Sled(e)) => {
+                let cause = format!("a write failed ({e})");
+                let mut failure = locked(&self.failure);
+                Err(AlertingError::StateUnavailable(
+                    failure.get_or_insert(cause).clone(),
+                ))
+            }
+            other => other,
+        }
+    }
+
+    /// Runs a write on the trees, recording a failure.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&Trees) -> Result<T, AlertingError>,
+    ) -> Result<T, AlertingError> {
+        let trees = self.writable()?;
+        self.written(f(&trees))
+    }
+
+    /// Makes `tree` hold exactly `records` (key -> value), writing only
+    /// what differs: the write-back after a reopen.
+    fn sync_tree(
+        tree: &sled::Tree,
+        records: &BTreeMap<Vec<u8>, Vec<u8>>,
+    ) -> Result<(), AlertingError> {
+        for key in tree.iter().keys() {
+            let key = key?;
+            if !records.contains_key(key.as_ref()) {
+                tree.remove(key)?;
+            }
+        }
+        for (key, value) in records {
+            if tree.get(key)?.as_deref() != Some(value.as_slice()) {
+                tree.insert(key.as_slice(), value.as_slice())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes back what memory holds (the alerts, what each hook was told,
+    /// the silences) over what the disk has, then flushes: the writes
+    /// refused while the database had failed are not lost.
+    pub(crate) fn write_back(
+        &self,
+        alerts: &[Alert],
+        notified: &[(String, u64, Notified)],
+        silences: &[Silence],
+    ) -> Result<(), AlertingError> {
+        let mut records = BTreeMap::new();
+        for alert in alerts {
+            let value = serde_json::to_vec(alert).map_err(|e| corrupt("alert", e))?;
+            records.insert(alert.fp().to_be_bytes().to_vec(), value);
+        }
+        let alerts = std::mem::take(&mut records);
+        for (hook, fp, n) in notified {
+            let value = serde_json::to_vec(n).map_err(|e| corrupt("notified", e))?;
+            records.insert(hook_key(hook, *fp), value);
+        }
+        let notified = std::mem::take(&mut records);
+        for silence in silences {
+            let value = serde_json::to_vec(silence).map_err(|e| corrupt("silence", e))?;
+            records.insert(silence.id.as_bytes().to_vec(), value);
+        }
+        self.write(|t| {
+            Self::sync_tree(&t.alerts, &alerts)?;
+            Self::sync_tree(&t.notified, &notified)?;
+            Self::sync_tree(&t.silences, &records)?;
+            t.db.flush()?;
+            Ok(())
+        })
+    }
+
+    /// Puts notifications that were queued in memory into the outbox, in
+    /// order, each with a new id (after those queued before), then flushes.
+    pub(crate) fn requeue(&self, entries: &mut [OutboxEntry]) -> Result<(), AlertingError> {
+        self.write(|t| {
+            for entry in entries.iter_mut() {
+                entry.id = t.db.generate_id()?;
+                let value = serde_json::to_vec(entry).map_err(|e| corrupt("outbox entry", e))?;
+                t.outbox.insert(hook_key(&entry.hook, entry.id), value)?;
+            }
+            t.db.flush()?;
+            Ok(())
         })
     }
 
     /// Every stored alert; undecodable records are skipped and logged.
     pub(crate) fn load_alerts(&self) -> Result<Vec<Alert>, AlertingError> {
         let mut out = Vec::new();
-        for entry in self.alerts.iter() {
+        for entry in self.trees()?.alerts.iter() {
             let (key, value) = entry?;
             match serde_json::from_slice(&value) {
                 Ok(alert) => out.push(alert),
@@ -112,13 +285,17 @@ impl Persist {
 
     pub(crate) fn save_alert(&self, alert: &Alert) -> Result<(), AlertingError> {
         let value = serde_json::to_vec(alert).map_err(|e| corrupt("alert", e))?;
-        self.alerts.insert(alert.fp().to_be_bytes(), value)?;
-        Ok(())
+        self.write(|t| {
+            t.alerts.insert(alert.fp().to_be_bytes(), value)?;
+            Ok(())
+        })
     }
 
     pub(crate) fn remove_alert(&self, fp: u64) -> Result<(), AlertingError> {
-        self.alerts.remove(fp.to_be_bytes())?;
-        Ok(())
+        self.write(|t| {
+            t.alerts.remove(fp.to_be_bytes())?;
+            Ok(())
+        })
     }
 
     /// Appends `t` (giving it its id) and drops the oldest beyond `limit`.
@@ -127,19 +304,21 @@ impl Persist {
         t: &mut Transition,
         limit: usize,
     ) -> Result<(), AlertingError> {
-        t.id = self.db.generate_id()?;
-        let value = serde_json::to_vec(t).map_err(|e| corrupt("transition", e))?;
-        self.history.insert(t.id.to_be_bytes(), value)?;
-        let len = self.history_len.fetch_add(1, Ordering::Relaxed) + 1;
-        if len > limit {
-            let mut removed = 0;
-            for key in self.history.iter().keys().take(len - limit) {
-                self.history.remove(key?)?;
-                removed += 1;
+        self.write(|trees| {
+            t.id = trees.db.generate_id()?;
+            let value = serde_json::to_vec(t).map_err(|e| corrupt("transition", e))?;
+            trees.history.insert(t.id.to_be_bytes(), value)?;
+            let len = self.history_len.fetch_add(1, Ordering::Relaxed) + 1;
+            if len > limit {
+                let mut removed = 0;
+                for key in trees.history.iter().keys().take(len - limit) {
+                    trees.history.remove(key?)?;
+                    removed += 1;
+                }
+                self.history_len.fetch_sub(removed, Ordering::Relaxed);
             }
-            self.history_len.fetch_sub(removed, Ordering::Relaxed);
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Transitions matching `filter`, oldest first.
@@ -150,7 +329,7 @@ impl Persist {
             filter.limit
         };
         let mut out = Vec::new();
-        for entry in self.history.iter().rev() {
+        for entry in self.trees()?.history.iter().rev() {
             let (_, value) = entry?;
             let Ok(t) = serde_json::from_slice::<Transition>(&value) else {
                 continue;
@@ -173,7 +352,7 @@ impl Persist {
 
     pub(crate) fn load_notified(&self) -> Result<Vec<(String, u64, Notified)>, AlertingError> {
         let mut out = Vec::new();
-        for entry in self.notified.iter() {
+        for entry in self.trees()?.notified.iter() {
             let (key, value) = entry?;
             let (Some((hook, fp)), Ok(n)) = (split_hook_key(&key), serde_json::from_slice(&value))
             else {
@@ -186,8 +365,10 @@ impl Persist {
     }
 
     pub(crate) fn remove_notified(&self, hook: &str, fp: u64) -> Result<(), AlertingError> {
-        self.notified.remove(hook_key(hook, fp))?;
-        Ok(())
+        self.write(|t| {
+            t.notified.remove(hook_key(hook, fp))?;
+            Ok(())
+        })
     }
 
     /// Writes a notification into the outbox together with what the hook
@@ -207,40 +388,57 @@ impl Persist {
             records.push((hook_key(&entry.hook, *fp), v));
         }
         let outbox_key = hook_key(&entry.hook, entry.id);
-        (&self.outbox, &self.notified)
-            .transaction(|(outbox, notified)| {
-                outbox.insert(outbox_key.as_slice(), value.as_slice())?;
-                for (key, v) in &records {
-                    match v {
-                        Some(v) => notified.insert(key.as_slice(), v.as_slice())?,
-                        None => notified.remove(key.as_slice())?,
-                    };
-                }
-                Ok::<_, ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e| match e {
-                TransactionError::Storage(e) => AlertingError::Sled(e),
-                TransactionError::Abort(()) => {
-                    AlertingError::Corrupt("outbox transaction aborted".to_owned())
-                }
-            })?;
-        self.db.flush_async().await?;
+        let db = self.write(|t| {
+            (&t.outbox, &t.notified)
+                .transaction(|(outbox, notified)| {
+                    outbox.insert(outbox_key.as_slice(), value.as_slice())?;
+                    for (key, v) in &records {
+                        match v {
+                            Some(v) => notified.insert(key.as_slice(), v.as_slice())?,
+                            None => notified.remove(key.as_slice())?,
+                        };
+                    }
+                    Ok::<_, ConflictableTransactionError<()>>(())
+                })
+                .map_err(|e| match e {
+                    TransactionError::Storage(e) => AlertingError::Sled(e),
+                    TransactionError::Abort(()) => {
+                        AlertingError::Corrupt("outbox transaction aborted".to_owned())
+                    }
+                })?;
+            Ok(t.db.clone())
+        })?;
+        let flushed = db.flush_async().await;
+        drop(db);
+        self.written(flushed.map_err(AlertingError::from))?;
         Ok(())
     }
 
     pub(crate) fn new_id(&self) -> Result<u64, AlertingError> {
-        Ok(self.db.generate_id()?)
+        self.write(|t| Ok(t.db.generate_id()?))
     }
 
-    /// The oldest undelivered notification of `hook`.
-    pub(crate) fn outbox_first(&self, hook: &str) -> Result<Option<OutboxEntry>, AlertingError> {
-        for entry in self.outbox.scan_prefix(hook_prefix(hook)) {
+    /// The oldest undelivered notification of `hook`, passing over those
+    /// in `done` (delivered, but not yet removed).
+    pub(crate) fn outbox_first(
+        &self,
+        hook: &str,
+        done: &BTreeSet<u64>,
+    ) -> Result<Option<OutboxEntry>, AlertingError> {
+        let trees = self.trees()?;
+        for entry in trees.outbox.scan_prefix(hook_prefix(hook)) {
             let (key, value) = entry?;
+            if split_hook_key(&key).is_some_and(|(_, id)| done.contains(&id)) {
+                continue;
+            }
             match serde_json::from_slice(&value) {
                 Ok(e) => return Ok(Some(e)),
                 Err(e) => {
                     tracing::error!(hook, key = ?key, error = %e, "dropping undecodable outbox entry");
-                    self.outbox.remove(key)?;
+                    self.write(|t| {
+                        t.outbox.remove(key)?;
+                        Ok(())
+                    })?;
                 }
             }
         }
@@ -248,37 +446,41 @@ impl Persist {
     }
 
     /// Entries queued for `hook`.
-    pub(crate) fn outbox_len(&self, hook: &str) -> usize {
-        self.outbox.scan_prefix(hook_prefix(hook)).keys().count()
+    fn outbox_len(trees: &Trees, hook: &str) -> usize {
+        trees.outbox.scan_prefix(hook_prefix(hook)).keys().count()
     }
 
     /// Drops the oldest entries of `hook` beyond `max`; returns how many.
     pub(crate) fn outbox_trim(&self, hook: &str, max: usize) -> Result<u64, AlertingError> {
-        let len = self.outbox_len(hook);
-        let mut dropped = 0;
-        if len > max {
-            for key in self
-                .outbox
-                .scan_prefix(hook_prefix(hook))
-                .keys()
-                .take(len - max)
-            {
-                self.outbox.remove(key?)?;
-                dropped += 1;
+        self.write(|t| {
+            let len = Self::outbox_len(t, hook);
+            let mut dropped = 0;
+            if len > max {
+                for key in t
+                    .outbox
+                    .scan_prefix(hook_prefix(hook))
+                    .keys()
+                    .take(len - max)
+                {
+                    t.outbox.remove(key?)?;
+                    dropped += 1;
+                }
             }
-        }
-        Ok(dropped)
+            Ok(dropped)
+        })
     }
 
     pub(crate) fn outbox_remove(&self, hook: &str, id: u64) -> Result<(), AlertingError> {
-        self.outbox.remove(hook_key(hook, id))?;
-        Ok(())
+        self.write(|t| {
+            t.outbox.remove(hook_key(hook, id))?;
+            Ok(())
+        })
     }
 
     /// Hooks with queued notifications.
     pub(crate) fn outbox_hooks(&self) -> Result<Vec<String>, AlertingError> {
         let mut hooks: Vec<String> = Vec::new();
-        for key in self.outbox.iter().keys() {
+        for key in self.trees()?.outbox.iter().keys() {
             if let Some((hook, _)) = split_hook_key(&key?)
                 && hooks.last() != Some(&hook)
             {
@@ -290,20 +492,22 @@ impl Persist {
 
     /// Forgets everything queued for and notified by `hook` (it was removed).
     pub(crate) fn forget_hook(&self, hook: &str) -> Result<usize, AlertingError> {
-        let mut dropped = 0;
-        for key in self.outbox.scan_prefix(hook_prefix(hook)).keys() {
-            self.outbox.remove(key?)?;
-            dropped += 1;
-        }
-        for key in self.notified.scan_prefix(hook_prefix(hook)).keys() {
-            self.notified.remove(key?)?;
-        }
-        Ok(dropped)
+        self.write(|t| {
+            let mut dropped = 0;
+            for key in t.outbox.scan_prefix(hook_prefix(hook)).keys() {
+                t.outbox.remove(key?)?;
+                dropped += 1;
+            }
+            for key in t.notified.scan_prefix(hook_prefix(hook)).keys() {
+                t.notified.remove(key?)?;
+            }
+            Ok(dropped)
+        })
     }
 
     pub(crate) fn load_silences(&self) -> Result<Vec<Silence>, AlertingError> {
         let mut out = Vec::new();
-        for entry in self.silences.iter() {
+        for entry in self.trees()?.silences.iter() {
             let (key, value) = entry?;
             match serde_json::from_slice(&value) {
                 Ok(s) => out.push(s),
@@ -315,14 +519,21 @@ impl Persist {
 
     pub(crate) async fn save_silence(&self, silence: &Silence) -> Result<(), AlertingError> {
         let value = serde_json::to_vec(silence).map_err(|e| corrupt("silence", e))?;
-        self.silences.insert(silence.id.as_bytes(), value)?;
-        self.db.flush_async().await?;
+        let db = self.write(|t| {
+            t.silences.insert(silence.id.as_bytes(), value)?;
+            Ok(t.db.clone())
+        })?;
+        let flushed = db.flush_async().await;
+        drop(db);
+        self.written(flushed.map_err(AlertingError::from))?;
         Ok(())
     }
 
     pub(crate) fn remove_silence(&self, id: &str) -> Result<(), AlertingError> {
-        self.silences.remove(id.as_bytes())?;
-        Ok(())
+        self.write(|t| {
+            t.silences.remove(id.as_bytes())?;
+            Ok(())
+        })
     }
 
     fn dropped_key(host: &str, source: u64) -> Vec<u8> {
@@ -336,6 +547,7 @@ impl Persist {
     /// Dropped batches last seen from (host, spool), if ever.
     pub(crate) fn dropped(&self, host: &str, source: u64) -> Result<Option<u64>, AlertingError> {
         Ok(self
+            .trees()?
             .meta
             .get(Self::dropped_key(host, source))?
             .and_then(|v| Some(u64::from_be_bytes(v.as_ref().try_into().ok()?))))
@@ -347,8 +559,10 @@ impl Persist {
         source: u64,
         count: u64,
     ) -> Result<(), AlertingError> {
-        self.meta
-            .insert(Self::dropped_key(host, source), &count.to_be_bytes())?;
-        Ok(())
+        self.write(|t| {
+            t.meta
+                .insert(Self::dropped_key(host, source), &count.to_be_bytes())?;
+            Ok(())
+        })
     }
 }

@@ -684,3 +684,74 @@ async fn exec_hooks_get_the_json_and_their_exit_status_decides_retries() {
     }
     engine.stop().await;
 }
+
+#[tokio::test]
+async fn without_a_writable_outbox_notifications_go_out_from_memory_and_state_is_written_back() {
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = webhook(receiver.addr, "repeat_interval = \"1h\"");
+    let db = sled::open(dir.path()).unwrap();
+    let mut engine = Engine::start(&db, &text);
+    // What the collector does to reopen its failed database: until the
+    // trees are attached again, nothing can be written.
+    engine.alerting.detach_state();
+    drop(db);
+    assert!(engine.alerting.state_failure().is_some());
+    receiver.respond(&[503]);
+    engine.cpu("web1", now_ms(), 0.99);
+    // Delivered from memory, with the hook's retries.
+    let got = receiver.wait_for("the page, from memory", 2).await;
+    assert_eq!(got[1].body["status"], "firing");
+    assert_eq!(
+        got[0].headers["idempotency-key"],
+        got[1].headers["idempotency-key"]
+    );
+    // Every handle was let go: the database opens again in this process
+    // (sled holds a lock on its files until the last handle is gone).
+    let db = sled::open(dir.path()).unwrap();
+    engine.alerting.attach_state(&db).unwrap();
+    assert_eq!(engine.alerting.state_failure(), None);
+    engine.stop().await;
+
+    // The alert and what the hook was told were written back: a restart
+    // neither forgets web1's alert nor pages it again.
+    let mut engine = Engine::start(&db, &text);
+    engine.seq = 100;
+    assert_eq!(engine.alerting.alerts()[0].labels["host"], "web1");
+    engine.cpu("web1", now_ms(), 0.99);
+    // web2 paging (through the outbox again) is the barrier.
+    engine.cpu("web2", now_ms(), 0.99);
+    receiver.wait_for("web2's page", 3).await;
+    assert_eq!(receiver.for_host("web1").len(), 2, "web1 paged again");
+    engine.stop().await;
+}
+
+#[tokio::test]
+async fn notifications_waiting_in_memory_go_into_the_outbox_once_it_can_be_written() {
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = webhook(receiver.addr, "repeat_interval = \"1h\"");
+    let db = sled::open(dir.path()).unwrap();
+    let mut engine = Engine::start(&db, &text);
+    engine.alerting.detach_state();
+    drop(db);
+    // The receiver is down: the page waits in memory, being retried.
+    receiver.respond(&[503; 10_000]);
+    engine.cpu("web1", now_ms(), 0.99);
+    let refused = receiver.wait_for("a refused attempt", 1).await;
+    let key = refused[0].headers["idempotency-key"].clone();
+    let db = sled::open(dir.path()).unwrap();
+    engine.alerting.attach_state(&db).unwrap();
+    // A restart now loses nothing: the page is in the outbox.
+    engine.stop().await;
+    receiver.state.responses.lock().unwrap().clear();
+    let before = receiver.received().len();
+    let engine = Engine::start(&db, &text);
+    let delivered = eventually("the page after the restart", || async {
+        receiver.received().get(before).cloned()
+    })
+    .await;
+    assert_eq!(delivered.headers["idempotency-key"], key);
+    assert_eq!(delivered.body["status"], "firing");
+    engine.stop().await;
+}

@@ -6,7 +6,7 @@
 
 use hostwatch_alerting::{
     Alert, Alerting, AlertingConfig, BatchContext, Clock, HistoryFilter, HostLiveness, Phase,
-    RuleSet, SnapshotSource, Transition,
+    Refusal, RuleSet, SnapshotSource, StorageCondition, Transition,
 };
 use hostwatch_tsdb::{Batch, Label, Point, ProcessInfo, ProcessSnapshot, SeriesInput};
 use std::sync::Arc;
@@ -822,4 +822,75 @@ async fn a_sample_from_far_ahead_is_not_evaluated_and_hides_nothing() {
     assert!(h.alert("cpu_busy").is_none());
     h.send("web1", cpu(now, 0.99), vec![]);
     assert_eq!(h.alert("cpu_busy").unwrap().phase(), Phase::Firing);
+}
+
+fn storage(storage: &str, refusal: Option<(&str, &str)>) -> StorageCondition {
+    StorageCondition {
+        storage: storage.to_owned(),
+        refusal: refusal.map(|(condition, cause)| Refusal {
+            condition: condition.to_owned(),
+            cause: cause.to_owned(),
+        }),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_collector_not_storing_fires_by_default_with_its_cause_and_resolves() {
+    // The shipped rule, with nothing else configured.
+    let mut h = Harness::new("[alerting]\nflap_window = \"0s\"\n");
+    let storing = [storage("store", None), storage("state", None)];
+    h.alerting.check_storage("central", &storing);
+    assert!(h.alerting.alerts().is_empty());
+    let full =
+        "4096 bytes free on the store's file system, under the reserve of 65536 (min_free_bytes)";
+    h.alerting.check_storage(
+        "central",
+        &[
+            storage("store", Some(("read-only", full))),
+            storage("state", None),
+        ],
+    );
+    let alert = h.alert("collector_not_storing").unwrap();
+    assert_eq!(alert.phase(), Phase::Firing);
+    assert_eq!(
+        (
+            alert.labels["host"].as_str(),
+            alert.labels["storage"].as_str()
+        ),
+        ("central", "store")
+    );
+    assert_eq!(alert.annotations["condition"], "read-only");
+    assert_eq!(alert.annotations["cause"], full);
+    assert_eq!(
+        alert.annotations["summary"],
+        format!("The collector on central does not store (store read-only): {full}")
+    );
+    // A new cause updates the firing alert; it is the same alert.
+    let failed = "a write failed (No space left on device)";
+    h.alerting.check_storage(
+        "central",
+        &[
+            storage("store", Some(("failed", failed))),
+            storage("state", Some(("failed", failed))),
+        ],
+    );
+    let alerts = h.alerting.alerts();
+    assert_eq!(alerts.len(), 2);
+    assert!(
+        alerts
+            .iter()
+            .all(|a| a.annotations["condition"] == "failed")
+    );
+    advance(5).await;
+    h.alerting.check_storage("central", &storing);
+    let t = h.transitions();
+    let resolved = t.iter().filter(|(_, _, to)| *to == Phase::Resolved).count();
+    assert_eq!(resolved, 2, "{t:?}");
+    assert_eq!(t.len(), 4, "{t:?}");
+    // Disabled like any default rule.
+    let mut h = Harness::new("[alerting]\ndisabled_rules = [\"collector_not_storing\"]\n");
+    h.alerting
+        .check_storage("central", &[storage("store", Some(("failed", failed)))]);
+    assert!(h.alerting.alerts().is_empty());
+    assert!(h.transitions().is_empty());
 }

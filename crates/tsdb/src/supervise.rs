@@ -335,7 +335,7 @@ fn sync_files(dir: &Path) -> Result<(), TsdbError> {
 }
 
 /// Bytes of the file system holding `dir` available to this process.
-fn free_bytes(dir: &Path) -> Result<u64, TsdbError> {
+pub fn free_bytes(dir: &Path) -> Result<u64, TsdbError> {
     let stat = nix::sys::statvfs::statvfs(dir)
         .map_err(|e| io_error("read the free space of", dir, e.into()))?;
     Ok(stat.blocks_available().saturating_mul(stat.fragment_size()))

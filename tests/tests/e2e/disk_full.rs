@@ -7,82 +7,15 @@ use hostwatch_pki::Role;
 use hostwatch_proto::v1::admin_client::AdminClient;
 use hostwatch_proto::v1::{Matcher, RangeRequest, StorageStatsRequest, matcher};
 use hostwatch_tests::*;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 const WAIT: Duration = Duration::from_secs(60);
 const HOST: &str = "filling";
-
-/// A tmpfs mounted for one test, unmounted when dropped.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` bytes, or says why it cannot (mounting
-    /// needs root, or CAP_SYS_ADMIN) and returns `None`.
-    fn mount(size: u64) -> Option<Self> {
-        let dir = tempfile::tempdir().unwrap();
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output();
-        match out {
-            Ok(out) if out.status.success() => Some(Tmpfs { dir }),
-            Ok(out) => {
-                println!(
-                    "NOT RUN: cannot mount a tmpfs here ({}); the failed commit path is tested in hostwatch-tsdb's unit tests",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-                None
-            }
-            Err(e) => {
-                println!("NOT RUN: cannot run mount ({e})");
-                None
-            }
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Fills the file system with a file until at most `leave` bytes are
-    /// free (all of it: `leave` = 0 writes until the disk is full).
-    fn fill(&self, leave: u64) -> PathBuf {
-        let path = self.path().join("filler");
-        let mut file = std::fs::File::create(&path).unwrap();
-        let chunk = vec![0x5a; 64 << 10];
-        loop {
-            let stat = nix::sys::statvfs::statvfs(self.path()).unwrap();
-            let free = stat.blocks_available() * stat.fragment_size();
-            if free <= leave {
-                break;
-            }
-            let n = (free - leave).min(chunk.len() as u64) as usize;
-            match file.write_all(&chunk[..n]) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => break,
-                Err(e) => panic!("filling the tmpfs: {e}"),
-            }
-        }
-        file.sync_all().ok();
-        path
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
+/// Said when the tmpfs cannot be mounted.
+const TESTED_ELSEWHERE: &str = "the failed commit path is tested in hostwatch-tsdb's unit tests";
 
 async fn stats(pki: &TestPki, addr: SocketAddr) -> hostwatch_proto::v1::StorageStatsResponse {
     let channel = channel(pki.files(Role::Operator, "ops"), addr)
@@ -227,7 +160,7 @@ async fn fill_and_free(fs: &Tmpfs, storage: &str, leave: u64, state: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_fails_the_store_which_heals_once_space_returns() {
-    let Some(fs) = Tmpfs::mount(96 << 20) else {
+    let Some(fs) = Tmpfs::mount(96 << 20, TESTED_ELSEWHERE) else {
         return;
     };
     // No reserve: sled meets ENOSPC itself.
@@ -236,7 +169,7 @@ async fn a_full_disk_fails_the_store_which_heals_once_space_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_the_reserve_the_store_refuses_batches_before_the_disk_is_full() {
-    let Some(fs) = Tmpfs::mount(96 << 20) else {
+    let Some(fs) = Tmpfs::mount(96 << 20, TESTED_ELSEWHERE) else {
         return;
     };
     fill_and_free(&fs, "min_free_bytes = 33554432\n", 16 << 20, "read-only").await;

@@ -14,5 +14,6 @@ mod outage;
 mod partition;
 mod peer_input;
 mod rotation;
+mod self_alert;
 mod silent;
 mod storage;

@@ -1,0 +1,157 @@
+//! The collector's own state database (`data_dir`: the host registry, the
+//! alert state and the notification outbox) and how it heals after a
+//! failed write, without a restart.
+//!
+//! sled refuses every write after one failed (a full disk) until its
+//! database is opened again. The host registry and the alert state each
+//! record their first failed write and go on in memory; notifications go
+//! out from memory. [`StateDb::check`], called every second by the state
+//! watch, logs the failure once and, as soon as the free space is back
+//! above the reserve (`storage.min_free_bytes`, and never under
+//! [`REOPEN_MIN_FREE_BYTES`]), heals: both let go of their trees (sled
+//! keeps its files locked until every handle is gone), the database is
+//! reopened, both take the new trees and write back what memory holds
+//! (hosts, alerts, what hooks were told, silences, notifications waiting
+//! in memory), and the recovery is
+//! logged once. A reopen that fails (a handle still held, a write failing
+//! again) is tried again at the next check.
+
+use crate::hosts::HostRegistry;
+use hostwatch_alerting::Alerting;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+/// sled's page cache for the collector's own state: hosts, alert state
+/// and the outbox are small and mostly written.
+const STATE_CACHE_BYTES: u64 = 4 << 20;
+/// The least free space a reopen waits for whatever the reserve: a
+/// reopened database starts a fresh segment at once, and the write-back
+/// follows.
+const REOPEN_MIN_FREE_BYTES: u64 = 1 << 20;
+
+/// The collector's state database, reopened after a failed write.
+pub(crate) struct StateDb {
+    path: PathBuf,
+    /// Free space a reopen waits for.
+    min_free_bytes: u64,
+    /// `None` between letting go of a failed opening and a new one.
+    db: Mutex<Option<sled::Db>>,
+    /// The failure being healed (logged once), `None` while writable.
+    failed: Mutex<Option<String>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Each update is a single assignment.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl StateDb {
+    /// Opens the database in `path`; after a failure, a reopen waits for
+    /// `min_free_bytes` free (the store's reserve).
+    pub(crate) fn open(path: &Path, min_free_bytes: u64) -> Result<(Self, sled::Db), sled::Error> {
+        let db = open_db(path)?;
+        let state = StateDb {
+            path: path.to_owned(),
+            min_free_bytes: min_free_bytes.max(REOPEN_MIN_FREE_BYTES),
+            db: Mutex::new(Some(db.clone())),
+            failed: Mutex::new(None),
+        };
+        Ok((state, db))
+    }
+
+    /// Looks for a failed write and heals the database if it can; returns
+    /// why the state cannot be written while it cannot.
+    pub(crate) fn check(&self, hosts: &HostRegistry, alerting: &Alerting) -> Option<String> {
+        let mut failed = locked(&self.failed);
+        if failed.is_none() {
+            let cause = hosts.failure().or_else(|| alerting.state_failure())?;
+            tracing::error!(error = %cause, path = %self.path.display(), "collector state database failed: hosts, alert state and notifications kept in memory until it is reopened");
+            *failed = Some(cause);
+        }
+        match hostwatch_tsdb::free_bytes(&self.path) {
+            Ok(free) if free >= self.min_free_bytes => {}
+            // Not yet: the reopen would fail again.
+            Ok(_) | Err(_) => return failed.clone(),
+        }
+        match self.reopen(hosts, alerting) {
+            Ok(()) => {
+                tracing::info!(path = %self.path.display(), "collector state database reopened: writing again");
+                *failed = None;
+                None
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "collector state database not reopened yet");
+                failed.clone()
+            }
+        }
+    }
+
+    fn reopen(&self, hosts: &HostRegistry, alerting: &Alerting) -> Result<(), String> {
+        hosts.detach();
+        alerting.detach_state();
+        let mut db = locked(&self.db);
+        drop(db.take());
+        // Fails while a call still holds a handle of the old opening.
+        let reopened = open_db(&self.path).map_err(|e| e.to_string())?;
+        hosts.attach(&reopened).map_err(|e| e.to_string())?;
+        alerting
+            .attach_state(&reopened)
+            .map_err(|e| e.to_string())?;
+        *db = Some(reopened);
+        Ok(())
+    }
+
+    /// Flushes the database (at shutdown).
+    pub(crate) async fn flush(&self) -> Result<(), sled::Error> {
+        let db = locked(&self.db).clone();
+        match db {
+            Some(db) => db.flush_async().await.map(|_| ()),
+            None => Ok(()),
+        }
+    }
+}
+
+fn open_db(path: &Path) -> Result<sled::Db, sled::Error> {
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(STATE_CACHE_BYTES)
+        .open()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hostwatch_alerting::{AlertingConfig, Clock};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[test]
+    fn a_failure_is_healed_by_reopening_and_writing_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, db) = StateDb::open(dir.path(), 0).unwrap();
+        let hosts = HostRegistry::open(&db, 1_000).unwrap();
+        let rules = AlertingConfig::default()
+            .compile(Duration::from_secs(30))
+            .unwrap();
+        let alerting = Alerting::open(&db, rules, Arc::new(|_, _| None), Clock::system()).unwrap();
+        drop(db);
+        assert_eq!(state.check(&hosts, &alerting), None);
+        // What a failed write leaves: the registry refusing to write. (Here
+        // it let go of its tree; a real failure is in the e2e self_alert.)
+        hosts.detach();
+        hosts.connected("web1", None, "boot-a");
+        // Healed at once, as there is room: the old database closed
+        // completely (sled's lock), the new one has the missed record.
+        assert_eq!(state.check(&hosts, &alerting), None);
+        assert_eq!(hosts.failure(), None);
+        assert_eq!(alerting.state_failure(), None);
+        let db = locked(&state.db).clone().unwrap();
+        assert!(
+            db.open_tree("hosts")
+                .unwrap()
+                .get("web1")
+                .unwrap()
+                .is_some()
+        );
+    }
+}
