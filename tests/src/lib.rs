@@ -176,6 +176,37 @@ impl RunningAgent {
     }
 }
 
+/// The raw points of the last hour (and a minute ahead) of every series
+/// of `metric` for `host`; `None` while the collector cannot answer (not
+/// up yet, or its store being rebuilt).
+pub async fn host_series(
+    pki: &TestPki,
+    addr: SocketAddr,
+    host: &str,
+    metric: &str,
+) -> Option<Vec<hostwatch_proto::v1::SeriesPoints>> {
+    use hostwatch_proto::v1::{Matcher, RangeRequest, matcher};
+    let channel = channel(pki.files(Role::Operator, "tester"), addr)
+        .await
+        .ok()?;
+    let response = QueryClient::new(channel)
+        .range(RangeRequest {
+            metric: metric.into(),
+            matchers: vec![Matcher {
+                name: "host".into(),
+                op: matcher::Op::Equal as i32,
+                value: host.into(),
+            }],
+            start_ms: now_ms() - 3_600_000,
+            end_ms: now_ms() + 60_000,
+            // Raw points: no step, no aggregation.
+            ..Default::default()
+        })
+        .await
+        .ok()?;
+    Some(response.into_inner().series)
+}
+
 /// Listener limits for a test's own gRPC server on `incoming` (serve it
 /// with `CallLimitLayer`): room for one test's few connections.
 pub fn test_listener_limits() -> hostwatch_pki::transport::ListenerLimits {

@@ -4,8 +4,8 @@
 //! space returns, and every batch the agent took is stored exactly once.
 
 use hostwatch_pki::Role;
+use hostwatch_proto::v1::StorageStatsRequest;
 use hostwatch_proto::v1::admin_client::AdminClient;
-use hostwatch_proto::v1::{Matcher, RangeRequest, StorageStatsRequest, matcher};
 use hostwatch_tests::*;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -47,23 +47,7 @@ async fn ingest_health(pki: &TestPki, addr: SocketAddr) -> ServingStatus {
 /// `hostwatch_agent_batches_total`), in order; `None` while the store
 /// cannot answer (the moment it rebuilds itself).
 async fn batch_numbers(pki: &TestPki, addr: SocketAddr) -> Option<Vec<u64>> {
-    let mut query = operator(pki, addr).await;
-    let series = query
-        .range(RangeRequest {
-            metric: "hostwatch_agent_batches_total".into(),
-            matchers: vec![Matcher {
-                name: "host".into(),
-                op: matcher::Op::Equal as i32,
-                value: HOST.into(),
-            }],
-            start_ms: now_ms() - 3_600_000,
-            end_ms: now_ms() + 60_000,
-            ..Default::default()
-        })
-        .await
-        .ok()?
-        .into_inner()
-        .series;
+    let series = host_series(pki, addr, HOST, "hostwatch_agent_batches_total").await?;
     Some(
         series
             .iter()

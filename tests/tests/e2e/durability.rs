@@ -5,9 +5,7 @@
 
 use hostwatch_pki::Role;
 use hostwatch_proto::v1::admin_client::AdminClient;
-use hostwatch_proto::v1::{
-    Matcher, ProcessesRequest, RangeRequest, SeriesPoints, StorageStatsRequest, matcher,
-};
+use hostwatch_proto::v1::{ProcessesRequest, RangeRequest, SeriesPoints, StorageStatsRequest};
 use hostwatch_tests::*;
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -56,26 +54,8 @@ fn write_configs(pki: &TestPki, dir: &Path, port: u16) -> (std::path::PathBuf, s
 
 /// Every stored series of `metric` for the host.
 async fn stored(pki: &TestPki, port: u16, metric: &str) -> Option<Vec<SeriesPoints>> {
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let channel = channel(pki.files(Role::Operator, "tester"), addr)
-        .await
-        .ok()?;
-    let response = hostwatch_proto::v1::query_client::QueryClient::new(channel)
-        .range(RangeRequest {
-            metric: metric.into(),
-            matchers: vec![Matcher {
-                name: "host".into(),
-                op: matcher::Op::Equal as i32,
-                value: HOST.into(),
-            }],
-            start_ms: now_ms() - 3_600_000,
-            end_ms: now_ms() + 60_000,
-            // Raw points: no step, no aggregation.
-            ..Default::default()
-        })
-        .await
-        .ok()?;
-    Some(response.into_inner().series)
+    let addr = format!("127.0.0.1:{port}").parse().ok()?;
+    host_series(pki, addr, HOST, metric).await
 }
 
 /// Series identity: metric and labels other than `host`.

@@ -9,9 +9,7 @@
 
 use hostwatch_pki::Role;
 use hostwatch_proto::v1::query_client::QueryClient;
-use hostwatch_proto::v1::{
-    AlertHistoryRequest, AlertState, ListAlertsRequest, Matcher, RangeRequest, matcher,
-};
+use hostwatch_proto::v1::{AlertHistoryRequest, AlertState, ListAlertsRequest};
 use hostwatch_tests::*;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -69,23 +67,7 @@ async fn query(pki: &TestPki, addr: SocketAddr) -> Option<QueryClient<Channel>> 
 /// Batches of the agent stored so far; `None` while the collector cannot
 /// answer (starting, or its store being rebuilt).
 async fn stored_batches(pki: &TestPki, addr: SocketAddr) -> Option<usize> {
-    let series = query(pki, addr)
-        .await?
-        .range(RangeRequest {
-            metric: "hostwatch_agent_batches_total".into(),
-            matchers: vec![Matcher {
-                name: "host".into(),
-                op: matcher::Op::Equal as i32,
-                value: HOST.into(),
-            }],
-            start_ms: now_ms() - 3_600_000,
-            end_ms: now_ms() + 60_000,
-            ..Default::default()
-        })
-        .await
-        .ok()?
-        .into_inner()
-        .series;
+    let series = host_series(pki, addr, HOST, "hostwatch_agent_batches_total").await?;
     Some(series.iter().map(|s| s.values.len()).sum())
 }
 
