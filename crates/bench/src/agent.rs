@@ -10,10 +10,11 @@
 //! peak memory, their ratios, and how far the two agree on memory
 //! available, filesystem free bytes, load and boot time.
 
+use crate::fixture::issue;
 use crate::measure::{Probe, median};
 use anyhow::{Context, bail};
 use hostwatch_pki::transport::{ClientTarget, connect};
-use hostwatch_pki::{Ca, Identity, IssueOptions, Role, TlsFiles, cert_stem};
+use hostwatch_pki::{Ca, Role};
 use hostwatch_proto::v1::query_client::QueryClient;
 use hostwatch_proto::v1::{LatestRequest, ListHostsRequest};
 use std::collections::HashMap;
@@ -91,22 +92,6 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(bench(args, agent_bin))
-}
-
-fn issue(ca: &Ca, dir: &Path, role: Role, name: &str) -> anyhow::Result<TlsFiles> {
-    let identity = Identity::new(role, name)?;
-    let mut options = IssueOptions::valid_for_days(1);
-    if role == Role::Collector {
-        options = options.with_local_names(None);
-    }
-    let (cert, key) = ca
-        .issue(&identity, &options)?
-        .write(dir, &cert_stem(&identity))?;
-    Ok(TlsFiles {
-        ca: dir.join("ca.pem"),
-        cert,
-        key,
-    })
 }
 
 async fn bench(args: Args, agent_bin: PathBuf) -> anyhow::Result<()> {

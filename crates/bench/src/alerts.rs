@@ -22,11 +22,12 @@
 //!    cut; the time until the webhook holds each host's host-down page,
 //!    beyond `host_down_after`, is measured.
 
+use crate::fixture::{issue, spawn_collector};
 use crate::measure::{median, percentile, process_cpu_ns, thread_cpu_ns};
 use anyhow::{Context, bail};
 use hostwatch_alerting::{Alerting, AlertingConfig, BatchContext, Clock, SnapshotSource};
 use hostwatch_pki::transport::{ClientTarget, connect};
-use hostwatch_pki::{Ca, Identity, IssueOptions, Role, TlsFiles, cert_stem};
+use hostwatch_pki::{Ca, Role, TlsFiles};
 use hostwatch_proto::v1 as pb;
 use hostwatch_tsdb::{
     Batch, Label, Options, Point, ProcessInfo, ProcessSnapshot, SeriesInput, Store,
@@ -520,20 +521,7 @@ impl Setup {
     }
 
     fn files(&self, role: Role, name: &str) -> anyhow::Result<TlsFiles> {
-        let identity = Identity::new(role, name)?;
-        let mut options = IssueOptions::valid_for_days(1);
-        if role == Role::Collector {
-            options = options.with_local_names(None);
-        }
-        let (cert, key) = self
-            .ca
-            .issue(&identity, &options)?
-            .write(self.dir.path(), &cert_stem(&identity))?;
-        Ok(TlsFiles {
-            ca: self.dir.path().join("ca.pem"),
-            cert,
-            key,
-        })
+        issue(&self.ca, self.dir.path(), role, name)
     }
 
     /// Starts a collector whose rules page a crossing of `bench_value > 0.5`
@@ -579,21 +567,7 @@ group_interval = "0s"
         );
         let path = self.dir.path().join(format!("collector-{data}.toml"));
         std::fs::write(&path, text)?;
-        let config = hostwatch_collector::CollectorConfig::load(&path)?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let stop = CancellationToken::new();
-        let task = {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                if let Err(e) =
-                    hostwatch_collector::serve(config, listener, stop.cancelled_owned()).await
-                {
-                    eprintln!("collector: {e}");
-                }
-            })
-        };
-        Ok((addr, stop, task))
+        spawn_collector(&path).await
     }
 }
 

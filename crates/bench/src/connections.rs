@@ -4,10 +4,10 @@
 //! with its default limits but `max_connections`; every operator call opens
 //! a connection of its own, as the CLI does.
 
+use crate::fixture::{issue, spawn_collector};
 use crate::measure::{Probe, median, percentile};
-use anyhow::Context;
 use hostwatch_pki::transport::{ClientTarget, connect};
-use hostwatch_pki::{Ca, Identity, IssueOptions, Role, TlsFiles, cert_stem};
+use hostwatch_pki::{Ca, Role, TlsFiles};
 use hostwatch_proto::v1::agent_message::Kind;
 use hostwatch_proto::v1::query_client::QueryClient;
 use hostwatch_proto::v1::{AgentMessage, Hello, ListHostsRequest};
@@ -303,8 +303,8 @@ impl Setup {
         let dir = tempfile::tempdir()?;
         let ca = Ca::generate("bench CA", 2)?;
         ca.write(dir.path())?;
-        let operator = issue(dir.path(), &ca, Role::Operator, "bench")?;
-        let agent = issue(dir.path(), &ca, Role::Agent, "flood")?;
+        let operator = issue(&ca, dir.path(), Role::Operator, "bench")?;
+        let agent = issue(&ca, dir.path(), Role::Agent, "flood")?;
         Ok(Setup {
             dir,
             ca,
@@ -316,7 +316,7 @@ impl Setup {
     }
 
     fn files(&self, role: Role, name: &str) -> anyhow::Result<TlsFiles> {
-        issue(self.dir.path(), &self.ca, role, name)
+        issue(&self.ca, self.dir.path(), role, name)
     }
 
     /// A fresh collector with default limits but `max_connections`.
@@ -341,37 +341,6 @@ impl Setup {
                 files.key.display().to_string(),
             ),
         )?;
-        let config = hostwatch_collector::CollectorConfig::load(&path)
-            .with_context(|| format!("loading {}", path.display()))?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let stop = CancellationToken::new();
-        let task = {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                if let Err(e) =
-                    hostwatch_collector::serve(config, listener, stop.cancelled_owned()).await
-                {
-                    eprintln!("collector: {e}");
-                }
-            })
-        };
-        Ok((addr, stop, task))
+        spawn_collector(&path).await
     }
-}
-
-fn issue(dir: &std::path::Path, ca: &Ca, role: Role, name: &str) -> anyhow::Result<TlsFiles> {
-    let identity = Identity::new(role, name)?;
-    let mut options = IssueOptions::valid_for_days(1);
-    if role == Role::Collector {
-        options = options.with_local_names(None);
-    }
-    let (cert, key) = ca
-        .issue(&identity, &options)?
-        .write(dir, &cert_stem(&identity))?;
-    Ok(TlsFiles {
-        ca: dir.join("ca.pem"),
-        cert,
-        key,
-    })
 }

@@ -10,6 +10,7 @@ mod agent;
 mod alerts;
 mod batch_shapes;
 mod connections;
+mod fixture;
 mod measure;
 mod sled_space;
 mod storage;

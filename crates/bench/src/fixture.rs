@@ -1,0 +1,50 @@
+//! What several benchmarks set up the same way: role certificates from a
+//! test CA, and a collector running in this process.
+
+use anyhow::Context;
+use hostwatch_pki::{Ca, Identity, IssueOptions, Role, TlsFiles, cert_stem};
+use std::net::SocketAddr;
+use std::path::Path;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A certificate of `role`/`name` from `ca` (whose `ca.pem` is in `dir`),
+/// valid for a day, written into `dir`; collectors' are for localhost.
+pub(crate) fn issue(ca: &Ca, dir: &Path, role: Role, name: &str) -> anyhow::Result<TlsFiles> {
+    let identity = Identity::new(role, name)?;
+    let mut options = IssueOptions::valid_for_days(1);
+    if role == Role::Collector {
+        options = options.with_local_names(None);
+    }
+    let (cert, key) = ca
+        .issue(&identity, &options)?
+        .write(dir, &cert_stem(&identity))?;
+    Ok(TlsFiles {
+        ca: dir.join("ca.pem"),
+        cert,
+        key,
+    })
+}
+
+/// A collector serving on 127.0.0.1 in this process with the configuration
+/// at `path`, until the token is cancelled.
+pub(crate) async fn spawn_collector(
+    path: &Path,
+) -> anyhow::Result<(SocketAddr, CancellationToken, JoinHandle<()>)> {
+    let config = hostwatch_collector::CollectorConfig::load(path)
+        .with_context(|| format!("loading {}", path.display()))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let stop = CancellationToken::new();
+    let task = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if let Err(e) =
+                hostwatch_collector::serve(config, listener, stop.cancelled_owned()).await
+            {
+                eprintln!("collector: {e}");
+            }
+        })
+    };
+    Ok((addr, stop, task))
+}
