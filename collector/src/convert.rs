@@ -350,6 +350,10 @@ pub(crate) fn alerting_status(error: alerting::AlertingError) -> Status {
     match error {
         alerting::AlertingError::Invalid(m) => Status::invalid_argument(m),
         alerting::AlertingError::NotFound(m) => Status::not_found(m),
+        // The state database's failure is logged once, when it happens.
+        e @ alerting::AlertingError::StateUnavailable(_) => {
+            Status::unavailable(format!("alert state failure: {e}"))
+        }
         e => {
             tracing::error!(error = %e, "alert state failure");
             Status::unavailable(format!("alert state failure: {e}"))
