@@ -91,6 +91,7 @@ impl Admin for AdminService {
         Ok(Response::new(convert::storage_stats_out(
             stats,
             &self.shared.refused_messages,
+            self.shared.state.failure(),
         )))
     }
 

@@ -282,6 +282,7 @@ pub(crate) fn silence_out(s: alerting::Silence) -> pb::Silence {
 pub(crate) fn storage_stats_out(
     s: tsdb::StoreStats,
     refused: &crate::ingest::RefusedMessages,
+    state_database_failure: Option<String>,
 ) -> pb::StorageStatsResponse {
     let r = s.rejected;
     let health = &s.health;
@@ -296,6 +297,7 @@ pub(crate) fn storage_stats_out(
         undecodable_messages: refused
             .undecodable
             .load(std::sync::atomic::Ordering::Relaxed),
+        state_database_failure: state_database_failure.unwrap_or_default(),
         hosts: s.hosts,
         series: s.series,
         head_samples: s.head_samples,

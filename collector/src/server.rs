@@ -68,6 +68,8 @@ pub(crate) struct Shared {
     pub(crate) tasks: TaskTracker,
     /// Agent messages refused before they reached the store.
     pub(crate) refused_messages: Arc<RefusedMessages>,
+    /// The collector's own database (hosts, alert state, the outbox).
+    pub(crate) state: Arc<StateDb>,
 }
 
 impl Shared {
@@ -158,6 +160,7 @@ pub async fn serve(
         stop: stop.clone(),
         tasks: TaskTracker::new(),
         refused_messages: Arc::default(),
+        state: Arc::new(state),
     };
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -190,8 +193,7 @@ pub async fn serve(
     })
     .max_decoding_message_size(max_message);
     spawn_alerting(&shared, tls.clone());
-    let state = Arc::new(state);
-    spawn_store_watch(&shared, state.clone(), health_reporter.clone());
+    spawn_store_watch(&shared, shared.state.clone(), health_reporter.clone());
     // Logged once SIGHUP is handled: from here on it reloads, not kills.
     tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), collector = %shared.identity, data_dir = %config.data_dir.display(), "collector serving");
 
@@ -257,7 +259,7 @@ pub async fn serve(
             "stream tasks still running {STORE_CALL_GRACE:?} after their connections closed; closing the database anyway"
         );
     }
-    if let Err(e) = state.flush().await {
+    if let Err(e) = shared.state.flush().await {
         tracing::error!(error = %e, "final flush failed");
     }
     served.map_err(|e| CollectorError::Serve(hostwatch_pki::transport::error_chain(&e)))?;

@@ -59,6 +59,11 @@ impl StateDb {
         Ok((state, db))
     }
 
+    /// Why the database cannot be written, while it cannot.
+    pub(crate) fn failure(&self) -> Option<String> {
+        locked(&self.failed).clone()
+    }
+
     /// Looks for a failed write and heals the database if it can; returns
     /// why the state cannot be written while it cannot.
     pub(crate) fn check(&self, hosts: &HostRegistry, alerting: &Alerting) -> Option<String> {

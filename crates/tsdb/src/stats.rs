@@ -52,28 +52,17 @@ pub struct StoreStats {
 }
 
 impl Store {
-    /// Counters and sizes.
+    /// Counters and sizes. While the store rebuilds itself after a
+    /// failure it has no state to size: then only its health and counters.
     pub fn stats(&self) -> Result<StoreStats, TsdbError> {
-        let inner = self.inner()?;
-        let c = &inner.counters;
+        let c = self.supervisor().counters();
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         let mut stats = StoreStats {
-            series: inner.index.read().map_err(|_| poisoned())?.keys.len() as u64,
-            wal_bytes: get(&inner.commit.wal_bytes),
-            disk_bytes: inner.db.size_on_disk()?
-                + inner.commit.with_generations(|generations| {
-                    let mut bytes = 0;
-                    for g in generations {
-                        bytes += g.size_on_disk()?;
-                    }
-                    Ok(bytes)
-                })?,
             batches: get(&c.batches),
             duplicate_batches: get(&c.duplicate_batches),
             samples_stored: get(&c.samples),
             snapshots_stored: get(&c.snapshots),
             rejected: c.rejections(),
-            commit_groups: get(&inner.commit.groups),
             sealed_chunks: get(&c.sealed_chunks),
             deleted_chunks: get(&c.deleted_chunks),
             replayed_frames: get(&c.replayed_frames),
@@ -87,6 +76,20 @@ impl Store {
             health: self.supervisor().health()?,
             ..StoreStats::default()
         };
+        let Ok(inner) = self.inner() else {
+            return Ok(stats);
+        };
+        stats.series = inner.index.read().map_err(|_| poisoned())?.keys.len() as u64;
+        stats.wal_bytes = get(&inner.commit.wal_bytes);
+        stats.commit_groups = get(&inner.commit.groups);
+        stats.disk_bytes = inner.db.size_on_disk()?
+            + inner.commit.with_generations(|generations| {
+                let mut bytes = 0;
+                for g in generations {
+                    bytes += g.size_on_disk()?;
+                }
+                Ok(bytes)
+            })?;
         for (_, host) in inner.all_hosts()? {
             let host = lock(&host)?;
             stats.hosts += 1;

@@ -142,6 +142,11 @@ impl Supervisor {
         self.health.lock().map_err(|_| poisoned())
     }
 
+    /// Counted since the store was opened, across rebuilds.
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
     pub(crate) fn health(&self) -> Result<Health, TsdbError> {
         Ok(self.health_lock()?.clone())
     }

@@ -64,6 +64,20 @@ async fn query(pki: &TestPki, addr: SocketAddr) -> Option<QueryClient<Channel>> 
     Some(QueryClient::new(channel))
 }
 
+async fn storage_stats(
+    pki: &TestPki,
+    addr: SocketAddr,
+) -> hostwatch_proto::v1::StorageStatsResponse {
+    let channel = channel(pki.files(Role::Operator, "ops"), addr)
+        .await
+        .unwrap();
+    hostwatch_proto::v1::admin_client::AdminClient::new(channel)
+        .storage_stats(hostwatch_proto::v1::StorageStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// Batches of the agent stored so far; `None` while the collector cannot
 /// answer (starting, or its store being rebuilt).
 async fn stored_batches(pki: &TestPki, addr: SocketAddr) -> Option<usize> {
@@ -144,6 +158,9 @@ async fn a_full_disk_pages_through_the_webhook_and_the_state_database_heals() {
     .await;
     assert_eq!(store["condition"], "failed", "{store}");
     assert!(!store["cause"].as_str().unwrap().is_empty(), "{store}");
+    // Operators see it in the storage stats too.
+    let stats = storage_stats(&pki, addr).await;
+    assert!(!stats.state_database_failure.is_empty(), "{stats:?}");
 
     std::fs::remove_file(filler).unwrap();
     for storage in ["state", "store"] {
@@ -162,6 +179,12 @@ async fn a_full_disk_pages_through_the_webhook_and_the_state_database_heals() {
         (stored_batches(&pki, addr).await? > before).then_some(())
     })
     .await;
+    let stats = storage_stats(&pki, addr).await;
+    assert_eq!(
+        (stats.state.as_str(), stats.state_database_failure.as_str()),
+        ("storing", ""),
+        "{stats:?}"
+    );
     agent.stop().await;
     assert!(collector.terminate(WAIT).await.success());
     let text = std::fs::read_to_string(log("collector")).unwrap();
