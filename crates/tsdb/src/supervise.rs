@@ -465,6 +465,7 @@ mod tests {
             matches!(health.condition, Condition::Failed { .. }),
             "{health:?}"
         );
+        assert_eq!(store.stats().unwrap().health, health);
         assert!(matches!(store.append(&batch(3)), Err(TsdbError::Failed(_))));
         assert!(store.verify().is_err());
         fail(false);
