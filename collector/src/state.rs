@@ -8,7 +8,7 @@
 //! out from memory. [`StateDb::check`], called every second by the state
 //! watch, logs the failure once and, as soon as the free space is back
 //! above the reserve (`storage.min_free_bytes`, and never under
-//! [`REOPEN_MIN_FREE_BYTES`]), heals: both let go of their trees (sled
+//! the store's [`REOPEN_MIN_FREE_BYTES`]), heals: both let go of their trees (sled
 //! keeps its files locked until every handle is gone), the database is
 //! reopened, both take the new trees and write back what memory holds
 //! (hosts, alerts, what hooks were told, silences, notifications waiting
@@ -18,16 +18,13 @@
 
 use crate::hosts::HostRegistry;
 use hostwatch_alerting::Alerting;
+use hostwatch_tsdb::REOPEN_MIN_FREE_BYTES;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 /// sled's page cache for the collector's own state: hosts, alert state
 /// and the outbox are small and mostly written.
 const STATE_CACHE_BYTES: u64 = 4 << 20;
-/// The least free space a reopen waits for whatever the reserve: a
-/// reopened database starts a fresh segment at once, and the write-back
-/// follows.
-const REOPEN_MIN_FREE_BYTES: u64 = 1 << 20;
 
 /// The collector's state database, reopened after a failed write.
 pub(crate) struct StateDb {

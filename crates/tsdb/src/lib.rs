@@ -67,7 +67,7 @@ pub use options::{Clock, MAX_WINDOW_SAMPLES, Options, system_now_ms};
 pub use query::Step;
 pub use stats::StoreStats;
 pub use store::{Pending, Store};
-pub use supervise::{Condition, Health, free_bytes};
+pub use supervise::{Condition, Health, REOPEN_MIN_FREE_BYTES, free_bytes};
 pub use verify::VerifyReport;
 
 /// Errors of the store.

@@ -34,10 +34,11 @@ const SPACE_CHECK: Duration = Duration::from_millis(250);
 /// How often the background thread looks at the free space and, after a
 /// failure, tries to rebuild.
 const RECOVERY_TICK: Duration = Duration::from_secs(1);
-/// Free space a rebuild waits for (when the reserve is smaller): reopening
-/// sled's files and starting to write again needs some, and a rebuild that
-/// fails for want of it leaves the store without a state to read from.
-const REBUILD_HEADROOM: u64 = 8 << 20;
+/// Free space a reopen of a sled database after a failure waits for (when
+/// the reserve is smaller): reopening its files and starting to write
+/// again needs some, and a rebuild that fails for want of it leaves the
+/// store without a state to read from.
+pub const REOPEN_MIN_FREE_BYTES: u64 = 8 << 20;
 /// How long a rebuild waits for calls still using the failed state.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -261,7 +262,7 @@ impl Supervisor {
         }
         self.check_space(true)?;
         let free = free_bytes(&self.dir)?;
-        if free < self.options.min_free_bytes.max(REBUILD_HEADROOM) {
+        if free < self.options.min_free_bytes.max(REOPEN_MIN_FREE_BYTES) {
             // Meanwhile the failed state still answers reads.
             return Ok(false);
         }
