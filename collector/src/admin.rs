@@ -3,7 +3,7 @@
 
 use crate::auth;
 use crate::convert;
-use crate::server::{Shared, reload_alerting};
+use crate::shared::{Shared, reload_alerting};
 use hostwatch_pki::Role;
 use hostwatch_proto::v1::admin_server::Admin;
 use hostwatch_proto::v1::{

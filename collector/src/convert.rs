@@ -281,7 +281,7 @@ pub(crate) fn silence_out(s: alerting::Silence) -> pb::Silence {
 
 pub(crate) fn storage_stats_out(
     s: tsdb::StoreStats,
-    refused: &crate::ingest::RefusedMessages,
+    refused: &crate::shared::RefusedMessages,
     state_database_failure: Option<String>,
 ) -> pb::StorageStatsResponse {
     let r = s.rejected;

@@ -7,7 +7,7 @@
 use crate::auth;
 use crate::convert;
 use crate::hosts::now_ms;
-use crate::server::Shared;
+use crate::shared::Shared;
 use hostwatch_alerting::BatchContext;
 use hostwatch_pki::Role;
 use hostwatch_proto::v1::agent_message::Kind as AgentKind;
@@ -15,7 +15,7 @@ use hostwatch_proto::v1::collector_message::Kind as CollectorKind;
 use hostwatch_proto::v1::ingest_server::Ingest;
 use hostwatch_proto::v1::{Ack, AgentMessage, CollectorMessage, Welcome};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -29,15 +29,6 @@ const REPLY_QUEUE: usize = 64;
 /// A stream logs its first batch with refused samples, then at most one
 /// per this interval (a clock-skewed agent has them in every batch).
 const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(60);
-
-/// Agent messages refused before they reached the store, for `storage stats`.
-#[derive(Debug, Default)]
-pub(crate) struct RefusedMessages {
-    /// Larger than `limits.max_message_bytes`.
-    pub(crate) oversized: AtomicU64,
-    /// Not a decodable `AgentMessage`.
-    pub(crate) undecodable: AtomicU64,
-}
 
 pub(crate) struct IngestService {
     pub(crate) shared: Shared,

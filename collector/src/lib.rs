@@ -5,6 +5,8 @@
 //! - `config`: `collector.toml`;
 //! - `server`: wiring of store, registry, alerting and services; [`serve`];
 //!   SIGHUP reloads certificates and alert rules;
+//! - `shared`: the state the services share (store, registry, alerting,
+//!   limits), and reloading the alert rules;
 //! - `ingest`: the agents' stream (Hello, batches, acknowledgements);
 //! - `query`: the operators' reads, alerts included;
 //! - `admin`: silences and reloading the alert rules;
@@ -23,6 +25,7 @@ mod hosts;
 mod ingest;
 mod query;
 mod server;
+mod shared;
 mod state;
 
 /// jemalloc, not the system's malloc: ingest and WAL replay come in bursts

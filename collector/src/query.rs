@@ -3,7 +3,7 @@
 use crate::auth;
 use crate::convert;
 use crate::hosts::now_ms;
-use crate::server::Shared;
+use crate::shared::Shared;
 use hostwatch_pki::Role;
 use hostwatch_proto::v1::query_server::Query;
 use hostwatch_proto::v1::{

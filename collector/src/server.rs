@@ -2,20 +2,19 @@
 //! mTLS listener, with a graceful shutdown.
 
 use crate::admin::AdminService;
-use crate::config::{CollectorConfig, Limits};
+use crate::config::CollectorConfig;
 use crate::hosts::HostRegistry;
-use crate::ingest::{IngestService, RefusedMessages};
+use crate::ingest::IngestService;
 use crate::query::QueryService;
+use crate::shared::{Shared, reload_alerting};
 use crate::state::StateDb;
 use hostwatch_alerting::{Alerting, Clock, Refusal, SnapshotSource, StorageCondition};
-use hostwatch_pki::Identity;
 use hostwatch_pki::transport::{CallLimitLayer, ListenerLimits, ServerTls, incoming};
 use hostwatch_proto::v1::admin_server::AdminServer;
 use hostwatch_proto::v1::ingest_server::IngestServer;
 use hostwatch_proto::v1::query_server::QueryServer;
 use hostwatch_tsdb::{Condition, Options, Store};
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -48,52 +47,6 @@ pub enum CollectorError {
     Alerting(#[from] hostwatch_alerting::AlertingError),
     #[error("gRPC server: {0}")]
     Serve(String),
-}
-
-/// State every service shares.
-#[derive(Clone)]
-pub(crate) struct Shared {
-    pub(crate) store: Arc<Store>,
-    pub(crate) hosts: HostRegistry,
-    pub(crate) alerting: Alerting,
-    /// `storage.future_tolerance`: newer samples are neither stored nor evaluated.
-    pub(crate) future_tolerance_ms: i64,
-    /// The configuration file, re-read on reload.
-    pub(crate) config_path: Option<PathBuf>,
-    pub(crate) identity: Identity,
-    pub(crate) limits: Limits,
-    /// Cancelled at shutdown; long-lived streams end on it.
-    pub(crate) stop: CancellationToken,
-    /// Tasks that hold the store; awaited before the database closes.
-    pub(crate) tasks: TaskTracker,
-    /// Agent messages refused before they reached the store.
-    pub(crate) refused_messages: Arc<RefusedMessages>,
-    /// The collector's own database (hosts, alert state, the outbox).
-    pub(crate) state: Arc<StateDb>,
-}
-
-impl Shared {
-    /// The shortest silence after which a host is paged as down
-    /// (`host_down_after`, or a host-down rule's shorter timeout), told
-    /// to agents so they keep their reconnection backoff below it.
-    pub(crate) fn host_down_after_ms(&self) -> u64 {
-        let rules = self.alerting.host_down_timeout_ms();
-        let rules = rules.map_or(u64::MAX, |ms| u64::try_from(ms).unwrap_or(0));
-        self.hosts.down_after_ms().min(rules)
-    }
-
-    /// Runs a store call on the blocking pool (sled calls may hit the
-    /// disk), mapping its error to a gRPC status.
-    pub(crate) async fn on_store<T: Send + 'static>(
-        &self,
-        call: impl FnOnce(&Store) -> Result<T, hostwatch_tsdb::TsdbError> + Send + 'static,
-    ) -> Result<T, tonic::Status> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || call(&store))
-            .await
-            .map_err(|e| tonic::Status::internal(e.to_string()))?
-            .map_err(crate::convert::storage_status)
-    }
 }
 
 /// Runs the collector on an already-bound `listener` until `shutdown`
@@ -409,22 +362,4 @@ fn spawn_alerting(shared: &Shared, tls: ServerTls) {
             }
         }
     });
-}
-
-/// Re-reads the configuration file and applies its `[alerting]` section;
-/// an invalid file leaves the running rules in place. Returns the names of
-/// the rules and hooks in force. Other sections need a restart.
-pub(crate) async fn reload_alerting(shared: &Shared) -> Result<(Vec<String>, Vec<String>), String> {
-    let path = shared
-        .config_path
-        .clone()
-        .ok_or("the collector was not started from a configuration file")?;
-    let rules = tokio::task::spawn_blocking(move || {
-        CollectorConfig::load(&path).and_then(|config| config.alert_rules())
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())?;
-    shared.alerting.reload(rules);
-    Ok(shared.alerting.rule_names())
 }
