@@ -9,13 +9,13 @@
 #   sudo deploy/install.sh collector   # on the collector host
 #
 # Certificates: put ca.pem and this machine's certificate and key in
-# /etc/hostwatch (see README.md, "Deploying on real hosts").
+# /etc/hostwatch (see docs/operations.md, "Deploying").
 set -euo pipefail
 role=${1:?usage: install.sh agent|collector}
 case "$role" in agent|collector) ;; *) echo "usage: install.sh agent|collector" >&2; exit 64;; esac
 here=$(cd "$(dirname "$0")" && pwd)
 # The agent ships in the size-optimised profile: its memory target (8 MiB
-# steady RSS) is met only there (README, "Footprint").
+# steady RSS) is met only there (docs/benchmarks.md, "agent").
 if [ "$role" = agent ]; then
   profile=release-small build="cargo build --profile release-small -p hostwatch-agent"
 else

@@ -1,6 +1,6 @@
 //! The durable spool: every batch is written to local disk before it is
 //! sent, and deleted only once the collector has acknowledged it
-//! (DESIGN.md section 3).
+//! (docs/design.md, "Delivery guarantee").
 //!
 //! On disk, `<state_dir>/spool/` holds segment files named by the first
 //! sequence number they may hold (`00000000000000000042.seg`). A segment

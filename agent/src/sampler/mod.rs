@@ -1,6 +1,6 @@
 //! Sampling of this host, one file per metric family. Each family parses
 //! its `/proc` file from a `&str` (so tests feed it recorded fixtures) and
-//! appends [`Sample`]s for one tick; names follow DESIGN.md section 4
+//! appends [`Sample`]s for one tick; names follow docs/design.md, "Data model"
 //! (Prometheus conventions, unit suffixes). A file that cannot be read or
 //! has an unexpected format is counted per family
 //! (`hostwatch_agent_sample_errors_total`) and skipped, never fatal.

@@ -104,7 +104,7 @@ fn label(name: &str, value: &str) -> Label {
     Label::new(name, value)
 }
 
-/// One tick of an agent-like batch: the metric families of README.md's
+/// One tick of an agent-like batch: the metric families of docs/metrics.md's
 /// table, with realistic label sets and values; `hot` hosts run their CPU
 /// at 97% and fill their data disk.
 fn agent_batch(host: u32, seq: u64, t_ms: i64, hot: bool) -> Batch {

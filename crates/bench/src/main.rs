@@ -4,12 +4,14 @@
 //!
 //! Layout: `measure` (process CPU and memory from /proc and getrusage,
 //! thread CPU, medians and percentiles), one module per subcommand
-//! (`agent`, `storage`, `sled_space`, `alerts`, `connections`).
+//! (`agent`, `storage`, `sled_space`, `alerts`, `connections`), and
+//! `figures`, which writes their output into `docs/benchmarks.md`.
 
 mod agent;
 mod alerts;
 mod batch_shapes;
 mod connections;
+mod figures;
 mod fixture;
 mod measure;
 mod sled_space;
@@ -49,6 +51,9 @@ enum Command {
     /// limit (idle mTLS from one certificate, idle TCP, half handshakes),
     /// and its memory under streams holding incomplete batches.
     Connections(connections::Args),
+    /// Rewrites the figures table of docs/benchmarks.md from output files
+    /// of one benchmark's runs.
+    Figures(figures::Args),
     /// The crash rounds' child process (internal).
     #[command(hide = true)]
     StorageCrashChild(storage::CrashChildArgs),
@@ -63,6 +68,7 @@ fn main() -> ExitCode {
         Command::Alerts(args) => alerts::run(args),
         Command::BatchShapes(args) => batch_shapes::run(args),
         Command::Connections(args) => connections::run(args),
+        Command::Figures(args) => figures::run(args),
         Command::StorageCrashChild(args) => storage::crash_child(args),
     };
     match result {
