@@ -39,5 +39,5 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 pub use config::CollectorConfig;
 /// The conversion of an agent's batch that ingest applies before storing
 /// it; public for the benchmark harness, which times ingest's CPU.
-pub use convert::batch as convert_batch;
+pub use convert::{batch as convert_batch, matcher_out as convert_matcher};
 pub use server::{CollectorError, serve};

@@ -109,28 +109,11 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A label matcher `NAME=VALUE`, `NAME!=VALUE`, `NAME=~REGEX` or
+/// `NAME!~REGEX`, read as rules and silences read theirs (name and value
+/// trimmed, a double-quoted value unquoted, a regex checked).
 pub(crate) fn parse_matcher(s: &str) -> Result<Matcher, String> {
-    // Longest operators first, so "!=" is not read as "=" after "x!".
-    for (token, op) in [
-        ("=~", matcher::Op::Regex),
-        ("!~", matcher::Op::NotRegex),
-        ("!=", matcher::Op::NotEqual),
-        ("=", matcher::Op::Equal),
-    ] {
-        if let Some((name, value)) = s.split_once(token)
-            && !name.is_empty()
-            && !name.ends_with(['!', '='])
-        {
-            return Ok(Matcher {
-                name: name.to_owned(),
-                op: op as i32,
-                value: value.to_owned(),
-            });
-        }
-    }
-    Err(format!(
-        "{s:?}: expected NAME=VALUE, NAME!=VALUE, NAME=~REGEX or NAME!~REGEX"
-    ))
+    hostwatch_alerting::matcher::LabelMatcher::parse(s).map(hostwatch_collector::convert_matcher)
 }
 
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -492,6 +475,20 @@ mod tests {
         for bad in ["", "novalue", "=x", "!=x"] {
             assert!(parse_matcher(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn matchers_are_trimmed_and_unquoted_as_in_rules_and_silences() {
+        for text in [" device = eth0 ", "device=\"eth0\"", "device = \"eth0\""] {
+            let m = parse_matcher(text).unwrap();
+            assert_eq!(
+                (m.name.as_str(), m.op, m.value.as_str()),
+                ("device", matcher::Op::Equal as i32, "eth0"),
+                "{text:?}"
+            );
+        }
+        let m = parse_matcher("mountpoint=~ \"/var.*\"").unwrap();
+        assert_eq!((m.op, m.value.as_str()), (matcher::Op::Regex as i32, "/var.*"));
     }
 
     #[test]
