@@ -6,7 +6,7 @@
 
 use crate::auth;
 use crate::convert;
-use crate::hosts::now_ms;
+use hostwatch_tsdb::system_now_ms;
 use crate::server::Shared;
 use hostwatch_alerting::BatchContext;
 use hostwatch_pki::Role;
@@ -223,7 +223,7 @@ impl Session {
                 }
                 let seq = batch.seq;
                 let context = BatchContext {
-                    received_ms: now_ms(),
+                    received_ms: system_now_ms(),
                     dropped_batches_total: batch.dropped_batches_total,
                     future_tolerance_ms: self.shared.future_tolerance_ms,
                 };

@@ -6,7 +6,8 @@
 use crate::UsageError;
 use crate::certs::create_dir;
 use crate::client::ClientConfig;
-use crate::read::{format_bytes, host_status_word};
+use crate::read::host_status_word;
+use hostwatch_alerting::template::format_bytes;
 use clap::Args;
 use hostwatch_agent::AgentConfig;
 use hostwatch_collector::CollectorConfig;
