@@ -96,7 +96,7 @@ pub(crate) struct Args {
     /// promtool, for the Prometheus comparison; skipped when absent.
     #[arg(long, default_value = "/usr/bin/promtool")]
     promtool: PathBuf,
-    /// Hosts written as OpenMetrics for promtool (the text is ~90 bytes a sample).
+    /// Hosts written as OpenMetrics for promtool (text: many bytes a sample).
     #[arg(long, default_value = "5")]
     promtool_hosts: u32,
     /// SIGKILL crash rounds to run after the measurements.
@@ -591,9 +591,9 @@ fn ingest(
         .collect();
     // Maintenance (sealing, WAL truncation) every few minutes of agent
     // time, as the collector's runs every 5 s of wall time: driven by the
-    // wall clock alone, the bench's 24 h in about 100 s were sealed in
-    // steps of over an hour of data, and the WAL and its memory held that
-    // much more than a collector's do.
+    // wall clock alone, the bench's day of data, written in far less wall
+    // time, was sealed in steps of over an hour of data, and the WAL and
+    // its memory held that much more than a collector's do.
     let maintainer = {
         let (store, progress, finished) = (store.clone(), progress.clone(), finished.clone());
         std::thread::spawn(move || -> anyhow::Result<(u32, Duration)> {
