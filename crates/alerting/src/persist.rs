@@ -95,6 +95,22 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> AlertingError {
     AlertingError::Corrupt(format!("{what}: {e}"))
 }
 
+/// Every record of `tree`; an undecodable one is skipped and logged.
+fn load_all<T: serde::de::DeserializeOwned>(
+    tree: &sled::Tree,
+    what: &str,
+) -> Result<Vec<T>, AlertingError> {
+    let mut out = Vec::new();
+    for entry in tree.iter() {
+        let (key, value) = entry?;
+        match serde_json::from_slice(&value) {
+            Ok(record) => out.push(record),
+            Err(e) => tracing::warn!(key = ?key, error = %e, "skipping undecodable {what} record"),
+        }
+    }
+    Ok(out)
+}
+
 fn hook_key(hook: &str, id: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(hook.len() + 9);
     key.extend_from_slice(hook.as_bytes());
@@ -270,17 +286,7 @@ impl Persist {
 
     /// Every stored alert; undecodable records are skipped and logged.
     pub(crate) fn load_alerts(&self) -> Result<Vec<Alert>, AlertingError> {
-        let mut out = Vec::new();
-        for entry in self.trees()?.alerts.iter() {
-            let (key, value) = entry?;
-            match serde_json::from_slice(&value) {
-                Ok(alert) => out.push(alert),
-                Err(e) => {
-                    tracing::warn!(key = ?key, error = %e, "skipping undecodable alert record")
-                }
-            }
-        }
-        Ok(out)
+        load_all(&self.trees()?.alerts, "alert")
     }
 
     pub(crate) fn save_alert(&self, alert: &Alert) -> Result<(), AlertingError> {
@@ -505,16 +511,9 @@ impl Persist {
         })
     }
 
+    /// Every stored silence; undecodable records are skipped and logged.
     pub(crate) fn load_silences(&self) -> Result<Vec<Silence>, AlertingError> {
-        let mut out = Vec::new();
-        for entry in self.trees()?.silences.iter() {
-            let (key, value) = entry?;
-            match serde_json::from_slice(&value) {
-                Ok(s) => out.push(s),
-                Err(e) => tracing::warn!(key = ?key, error = %e, "skipping undecodable silence"),
-            }
-        }
-        Ok(out)
+        load_all(&self.trees()?.silences, "silence")
     }
 
     pub(crate) async fn save_silence(&self, silence: &Silence) -> Result<(), AlertingError> {
