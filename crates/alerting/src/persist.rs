@@ -217,6 +217,16 @@ impl Persist {
         self.written(f(&trees))
     }
 
+    /// Flushes `db` after a write, recording a failure; the handle goes
+    /// at once (sled keeps its files locked until every handle is gone,
+    /// and a reopen needs them).
+    async fn flush(&self, db: sled::Db) -> Result<(), AlertingError> {
+        let flushed = db.flush_async().await;
+        drop(db);
+        self.written(flushed.map_err(AlertingError::from))?;
+        Ok(())
+    }
+
     /// Makes `tree` hold exactly `records` (key -> value), writing only
     /// what differs: the write-back after a reopen.
     fn sync_tree(
@@ -414,10 +424,7 @@ impl Persist {
                 })?;
             Ok(t.db.clone())
         })?;
-        let flushed = db.flush_async().await;
-        drop(db);
-        self.written(flushed.map_err(AlertingError::from))?;
-        Ok(())
+        self.flush(db).await
     }
 
     pub(crate) fn new_id(&self) -> Result<u64, AlertingError> {
@@ -522,10 +529,7 @@ impl Persist {
             t.silences.insert(silence.id.as_bytes(), value)?;
             Ok(t.db.clone())
         })?;
-        let flushed = db.flush_async().await;
-        drop(db);
-        self.written(flushed.map_err(AlertingError::from))?;
-        Ok(())
+        self.flush(db).await
     }
 
     pub(crate) fn remove_silence(&self, id: &str) -> Result<(), AlertingError> {
