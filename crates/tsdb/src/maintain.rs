@@ -64,32 +64,25 @@ impl Inner {
         let hosts = self.all_hosts()?;
         for (name, host) in &hosts {
             let ids: Vec<u64> = lock(host)?.series.keys().copied().collect();
-            // A few series per hold of the host's lock: its queries and
-            // appends wait for at most that much encoding.
-            for part in ids.chunks(SEAL_SERIES_PER_LOCK) {
-                let mut host = lock(host)?;
+            let mut seal = |host: &mut HostState, ids: Option<&[u64]>| {
                 self.seal_host(
                     name,
-                    &mut host,
-                    Some(part),
+                    host,
+                    ids,
                     now,
                     durable,
                     force,
                     &mut state,
                     &mut report,
-                )?;
+                )
+            };
+            // A few series per hold of the host's lock: its queries and
+            // appends wait for at most that much encoding.
+            for part in ids.chunks(SEAL_SERIES_PER_LOCK) {
+                seal(&mut *lock(host)?, Some(part))?;
             }
             let mut host = lock(host)?;
-            self.seal_host(
-                name,
-                &mut host,
-                None,
-                now,
-                durable,
-                force,
-                &mut state,
-                &mut report,
-            )?;
+            seal(&mut *host, None)?;
             if let Some(m) = host.min_lsn() {
                 low = low.min(m);
             }
