@@ -13,10 +13,10 @@
 //! reopened database ([`HostRegistry::attach`]).
 
 use hostwatch_proto::v1::{Hello, HostFacts, HostStatus};
+use hostwatch_tsdb::system_now_ms;
 use prost::Message;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use hostwatch_tsdb::system_now_ms;
 
 #[derive(Debug, Clone, Default)]
 struct HostEntry {
@@ -393,7 +393,12 @@ mod tests {
         };
         registry.connected("web1", Some(facts), "boot");
         let check = |registry: &HostRegistry| {
-            let stored = registry.page(system_now_ms(), "", 1).0.remove(0).facts.unwrap();
+            let stored = registry
+                .page(system_now_ms(), "", 1)
+                .0
+                .remove(0)
+                .facts
+                .unwrap();
             assert!(stored.hostname.len() <= MAX_FACT_BYTES);
             assert!(stored.hostname.starts_with("hhh") && stored.hostname.ends_with(TRUNCATED));
             assert!(stored.cpu_model.len() <= MAX_FACT_BYTES);

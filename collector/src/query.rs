@@ -2,7 +2,6 @@
 
 use crate::auth;
 use crate::convert;
-use hostwatch_tsdb::system_now_ms;
 use crate::server::Shared;
 use hostwatch_pki::Role;
 use hostwatch_proto::v1::query_server::Query;
@@ -11,6 +10,7 @@ use hostwatch_proto::v1::{
     ListAlertsRequest, ListAlertsResponse, ListHostsRequest, ListHostsResponse, ProcessesRequest,
     ProcessesResponse, RangeRequest, RangeResponse, WatchAlertsRequest,
 };
+use hostwatch_tsdb::system_now_ms;
 use std::pin::Pin;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::Stream;

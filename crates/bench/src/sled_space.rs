@@ -11,9 +11,9 @@
 //! sled's own amplification, which no codec of the store can remove.
 
 use crate::storage::dir_size;
+use anyhow::{Context, bail};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use anyhow::{Context, bail};
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::Duration;

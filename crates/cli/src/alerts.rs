@@ -5,9 +5,8 @@
 use crate::UsageError;
 use crate::client::ClientConfig;
 use crate::read::{parse_duration, parse_matcher, parse_moment, print_table, runtime};
-use hostwatch_alerting::format_rfc3339;
-use hostwatch_tsdb::system_now_ms;
 use clap::{Args, Subcommand};
+use hostwatch_alerting::format_rfc3339;
 use hostwatch_proto::v1::admin_client::AdminClient;
 use hostwatch_proto::v1::query_client::QueryClient;
 use hostwatch_proto::v1::{
@@ -15,6 +14,7 @@ use hostwatch_proto::v1::{
     ExpireSilenceRequest, ListAlertsRequest, ListSilencesRequest, Matcher, ReloadRequest, Silence,
     WatchAlertsRequest, matcher,
 };
+use hostwatch_tsdb::system_now_ms;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -456,7 +456,10 @@ mod tests {
             );
         }
         let m = parse_matcher("mountpoint=~ \"/var.*\"").unwrap();
-        assert_eq!((m.op, m.value.as_str()), (matcher::Op::Regex as i32, "/var.*"));
+        assert_eq!(
+            (m.op, m.value.as_str()),
+            (matcher::Op::Regex as i32, "/var.*")
+        );
     }
 
     #[test]

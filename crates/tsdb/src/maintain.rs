@@ -82,7 +82,7 @@ impl Inner {
                 seal(&mut *lock(host)?, Some(part))?;
             }
             let mut host = lock(host)?;
-            seal(&mut *host, None)?;
+            seal(&mut host, None)?;
             if let Some(m) = host.min_lsn() {
                 low = low.min(m);
             }
