@@ -414,6 +414,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn series_hashes_ignore_label_order_and_tell_series_apart() {
+        let labels = |pairs: &[(&str, &str)]| -> Vec<Label> {
+            pairs.iter().map(|(n, v)| Label::new(*n, *v)).collect()
+        };
+        let ab = labels(&[("a", "1"), ("b", "2")]);
+        assert_eq!(
+            series_hash("host_load1", &ab),
+            series_hash("host_load1", &ab)
+        );
+        assert_eq!(
+            series_hash("m", &ab),
+            series_hash("m", &labels(&[("b", "2"), ("a", "1")]))
+        );
+        assert_ne!(
+            series_hash("host_load1", &[]),
+            series_hash("host_load5", &[])
+        );
+        assert_ne!(
+            series_hash("m", &labels(&[("a", "bc")])),
+            series_hash("m", &labels(&[("ab", "c")]))
+        );
+        assert_ne!(
+            series_hash("m", &ab),
+            series_hash("m", &labels(&[("a", "1")]))
+        );
+    }
+
+    #[test]
     fn key_encoding_round_trips() {
         let key = SeriesKey::for_host(
             "web1",
