@@ -107,17 +107,10 @@ impl From<tonic::Status> for SessionError {
             return SessionError::Refused(status);
         };
         // The message and the chain repeat each other in part.
-        let mut text = status.message().to_owned();
-        let mut next = Some(cause);
-        while let Some(e) = next {
-            let part = e.to_string();
-            if !text.contains(&part) {
-                text.push_str(": ");
-                text.push_str(&part);
-            }
-            next = e.source();
-        }
-        SessionError::Lost(text)
+        SessionError::Lost(hostwatch_pki::transport::with_sources(
+            status.message().to_owned(),
+            Some(cause),
+        ))
     }
 }
 

@@ -146,10 +146,9 @@ impl Default for Storage {
             retention_bytes: None,
             future_tolerance: Duration::from_secs(600),
             out_of_order_tolerance: Duration::from_secs(600),
-            // sled holds two to three times its cache capacity; 64 MiB
-            // cost 5 to 10 KB of resident memory a series more than 16 MiB
-            // at 12,460 series, with query latencies unchanged
-            // (`hostwatch-bench storage --cache-bytes`).
+            // sled holds a multiple of its cache capacity; a larger cache
+            // cost resident memory a series without making queries faster
+            // (`hostwatch-bench storage --cache-bytes`, docs/benchmarks.md).
             cache_bytes: 16 << 20,
             min_free_bytes: 64 << 20,
         }

@@ -250,23 +250,28 @@ pub(crate) fn silence_matchers(matchers: &[pb::Matcher]) -> Result<Vec<String>, 
         .collect()
 }
 
-pub(crate) fn silence_out(s: alerting::Silence) -> pb::Silence {
-    use alerting::matcher::{LabelMatcher, MatchOp};
+/// A matcher as alerting parses it (silences, the CLI's `--match`), on the wire.
+pub fn matcher_out(m: alerting::matcher::LabelMatcher) -> pb::Matcher {
+    use alerting::matcher::MatchOp;
     use pb::matcher::Op;
+    pb::Matcher {
+        op: match m.op {
+            MatchOp::Equal => Op::Equal,
+            MatchOp::NotEqual => Op::NotEqual,
+            MatchOp::Regex => Op::Regex,
+            MatchOp::NotRegex => Op::NotRegex,
+        } as i32,
+        name: m.name,
+        value: m.value,
+    }
+}
+
+pub(crate) fn silence_out(s: alerting::Silence) -> pb::Silence {
     let matchers = s
         .matchers
         .iter()
-        .filter_map(|text| LabelMatcher::parse(text).ok())
-        .map(|m| pb::Matcher {
-            op: match m.op {
-                MatchOp::Equal => Op::Equal,
-                MatchOp::NotEqual => Op::NotEqual,
-                MatchOp::Regex => Op::Regex,
-                MatchOp::NotRegex => Op::NotRegex,
-            } as i32,
-            name: m.name,
-            value: m.value,
-        })
+        .filter_map(|text| alerting::matcher::LabelMatcher::parse(text).ok())
+        .map(matcher_out)
         .collect();
     pb::Silence {
         id: s.id,

@@ -307,12 +307,7 @@ where
 }
 
 /// Wall-clock milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
+pub use hostwatch_tsdb::system_now_ms as now_ms;
 
 /// One request a [`WebhookReceiver`] got.
 #[derive(Debug, Clone)]

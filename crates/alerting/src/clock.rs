@@ -5,7 +5,6 @@
 //! pause and advance it. [`Clock`] joins the two: it reads the wall clock
 //! once and then advances with `tokio::time::Instant`.
 
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 /// Wall-clock time that advances with tokio's (pausable) clock.
@@ -18,11 +17,7 @@ pub struct Clock {
 impl Clock {
     /// A clock reading the system's wall time now.
     pub fn system() -> Self {
-        let origin_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        Clock::starting_at(origin_ms)
+        Clock::starting_at(hostwatch_tsdb::system_now_ms())
     }
 
     /// A clock that reads `origin_ms` now (tests pick their epoch).

@@ -153,8 +153,9 @@ fn remove_done(inner: &Inner, hook: &Hook, done: &mut BTreeSet<u64>) {
     );
 }
 
-/// `min * 2^attempt`, capped at `max`, with full jitter over its upper
-/// half so that many collectors' retries spread out.
+/// `min * 2^attempt`, capped at `max`, with equal jitter (half fixed,
+/// half random, as the agent's reconnections) so that many collectors'
+/// retries spread out.
 fn backoff(attempt: u32, min: Duration, max: Duration) -> Duration {
     let ceiling = min.saturating_mul(1u32 << attempt.min(20)).min(max);
     let half = ceiling / 2;

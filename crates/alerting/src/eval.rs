@@ -10,12 +10,12 @@
 //! Alerts that are not inactive live in one map by fingerprint.
 
 use crate::config::{Cause, Eval, EventKind, Kind, Rule, RuleSet, SeriesRule, Source};
-use crate::fasthash::{FastMap, hash_one};
 use crate::machine::{Change, Cond, Machine, Phase};
 use crate::model::{Alert, Transition};
 use crate::template::{Context, format_bytes, format_duration, format_number};
 use crate::window::{Aggregate, Trend, Window};
-use hostwatch_tsdb::{Batch, Label, ProcessInfo, ProcessSnapshot, SeriesInput};
+use hostwatch_tsdb::{Batch, Label, ProcessInfo, ProcessSnapshot, SeriesInput, series_hash};
+use rustc_hash::FxHashMap;
 use sha2::Digest;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -262,9 +262,9 @@ pub(crate) struct Evaluator {
     /// Reused per batch: (series position, metric use) of watched series.
     scratch: Vec<(u32, u32)>,
     /// Host id -> position in `states`.
-    hosts: FastMap<String, u32>,
+    hosts: FxHashMap<String, u32>,
     states: Vec<HostState>,
-    pub(crate) alerts: FastMap<u64, Alert>,
+    pub(crate) alerts: FxHashMap<u64, Alert>,
     /// When this evaluator started (the collector's start): host silence
     /// is counted from here at the earliest, as what hosts sent while the
     /// collector was down is unknown.
@@ -274,7 +274,7 @@ pub(crate) struct Evaluator {
 /// Everything an evaluation step needs besides the tracker.
 struct Step<'a> {
     set: &'a RuleSet,
-    alerts: &'a mut FastMap<u64, Alert>,
+    alerts: &'a mut FxHashMap<u64, Alert>,
     effects: &'a mut Effects,
     now_ms: i64,
     host: &'a str,
@@ -283,20 +283,13 @@ struct Step<'a> {
 }
 
 /// The position of `id`'s state, created if new (one hash when it exists).
-fn host_index(hosts: &mut FastMap<String, u32>, states: &mut Vec<HostState>, id: &str) -> usize {
+fn host_index(hosts: &mut FxHashMap<String, u32>, states: &mut Vec<HostState>, id: &str) -> usize {
     if let Some(&i) = hosts.get(id) {
         return i as usize;
     }
     states.push(HostState::default());
     hosts.insert(id.to_owned(), states.len() as u32 - 1);
     states.len() - 1
-}
-
-/// Order-independent hash of a series (metric and label set).
-fn series_hash(metric: &str, labels: &[Label]) -> u64 {
-    labels.iter().fold(hash_one(metric), |sum, l| {
-        sum.wrapping_add(hash_one((&l.name, &l.value)))
-    })
 }
 
 /// The fingerprint of a label set: the first 8 bytes of SHA-256 over the
@@ -334,7 +327,7 @@ impl Evaluator {
             index: Index::build(&set.rules),
             scratch: Vec::new(),
             set,
-            hosts: FastMap::default(),
+            hosts: FxHashMap::default(),
             states: Vec::new(),
             alerts: stored.into_iter().map(|a| (a.fp(), a)).collect(),
             started_ms: now_ms,
@@ -977,7 +970,7 @@ fn new_tracker(
     host: &str,
     labels: &[Label],
     denominator: Option<DenKey>,
-    alerts: &FastMap<u64, Alert>,
+    alerts: &FxHashMap<u64, Alert>,
 ) -> Tracker {
     let rule = &set.rules[i];
     let alert_labels = alert_labels(rule, host, labels);
@@ -1017,7 +1010,7 @@ fn build_trackers(
     rule_ids: &[usize],
     host: &str,
     labels: &[Label],
-    alerts: &mut FastMap<u64, Alert>,
+    alerts: &mut FxHashMap<u64, Alert>,
     reuse: &mut Vec<Tracker>,
 ) -> Vec<Tracker> {
     let mut out = Vec::new();

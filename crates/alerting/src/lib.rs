@@ -15,8 +15,7 @@
 //! - `engine`: [`Alerting`], the collector's handle; `persist`: sled trees;
 //! - `dispatch`: grouping, silences, repeats, the outbox; `deliver`: one
 //!   worker per hook with retries; `hooks`: webhook, Alertmanager, exec;
-//! - `clock`: wall-clock time on tokio's (pausable) clock; `fasthash`: the
-//!   evaluator's map hasher.
+//! - `clock`: wall-clock time on tokio's (pausable) clock.
 //!
 //! This crate sees neither protobuf nor tonic; the collector converts at its edge.
 
@@ -26,7 +25,6 @@ mod deliver;
 mod dispatch;
 mod engine;
 mod eval;
-mod fasthash;
 pub mod hooks;
 mod machine;
 pub mod matcher;

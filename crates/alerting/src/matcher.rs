@@ -1,8 +1,10 @@
 //! Label matchers as operators write them: `name=value`, `name!=value`,
 //! `name=~regex`, `name!~regex` (regexes anchored at both ends, as in
-//! PromQL). Used by rules, hooks and silences.
+//! PromQL). Used by rules, hooks and silences, and by the CLI for its
+//! query matchers; what a matcher matches is the store's
+//! [`hostwatch_tsdb::Matcher`].
 
-use regex::Regex;
+use hostwatch_tsdb::Matcher;
 use std::fmt;
 
 /// One label matcher.
@@ -11,7 +13,7 @@ pub struct LabelMatcher {
     pub name: String,
     pub op: MatchOp,
     pub value: String,
-    regex: Option<Regex>,
+    matcher: Matcher,
 }
 
 /// How a matcher compares.
@@ -40,18 +42,19 @@ impl LabelMatcher {
         if name.is_empty() {
             return Err("matcher without a label name".to_owned());
         }
-        let regex = match op {
-            MatchOp::Regex | MatchOp::NotRegex => Some(
-                Regex::new(&format!("^(?:{value})$"))
-                    .map_err(|e| format!("matcher {name}{}{value}: {e}", op.token()))?,
-            ),
-            _ => None,
+        let matcher = match op {
+            MatchOp::Equal => Matcher::Equal(name.to_owned(), value.to_owned()),
+            MatchOp::NotEqual => Matcher::NotEqual(name.to_owned(), value.to_owned()),
+            MatchOp::Regex | MatchOp::NotRegex => {
+                Matcher::regex(name, value, op == MatchOp::NotRegex)
+                    .map_err(|e| format!("matcher {name}{}{value}: {e}", op.token()))?
+            }
         };
         Ok(LabelMatcher {
             name: name.to_owned(),
             op,
             value: value.to_owned(),
-            regex,
+            matcher,
         })
     }
 
@@ -88,15 +91,7 @@ impl LabelMatcher {
 
     /// Whether the label `self.name`, as returned by `get` (absent = ""), matches.
     pub fn matches_value(&self, value: Option<&str>) -> bool {
-        let value = value.unwrap_or("");
-        match (self.op, &self.regex) {
-            (MatchOp::Equal, _) => value == self.value,
-            (MatchOp::NotEqual, _) => value != self.value,
-            (MatchOp::Regex, Some(re)) => re.is_match(value),
-            (MatchOp::NotRegex, Some(re)) => !re.is_match(value),
-            // new() always compiles the regex of regex operators.
-            (_, None) => false,
-        }
+        self.matcher.matches_value(value)
     }
 
     /// Whether a label set given as a lookup function matches.

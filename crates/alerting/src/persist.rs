@@ -95,6 +95,22 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> AlertingError {
     AlertingError::Corrupt(format!("{what}: {e}"))
 }
 
+/// Every record of `tree`; an undecodable one is skipped and logged.
+fn load_all<T: serde::de::DeserializeOwned>(
+    tree: &sled::Tree,
+    what: &str,
+) -> Result<Vec<T>, AlertingError> {
+    let mut out = Vec::new();
+    for entry in tree.iter() {
+        let (key, value) = entry?;
+        match serde_json::from_slice(&value) {
+            Ok(record) => out.push(record),
+            Err(e) => tracing::warn!(key = ?key, error = %e, "skipping undecodable {what} record"),
+        }
+    }
+    Ok(out)
+}
+
 fn hook_key(hook: &str, id: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(hook.len() + 9);
     key.extend_from_slice(hook.as_bytes());
@@ -201,6 +217,16 @@ impl Persist {
         self.written(f(&trees))
     }
 
+    /// Flushes `db` after a write, recording a failure; the handle goes
+    /// at once (sled keeps its files locked until every handle is gone,
+    /// and a reopen needs them).
+    async fn flush(&self, db: sled::Db) -> Result<(), AlertingError> {
+        let flushed = db.flush_async().await;
+        drop(db);
+        self.written(flushed.map_err(AlertingError::from))?;
+        Ok(())
+    }
+
     /// Makes `tree` hold exactly `records` (key -> value), writing only
     /// what differs: the write-back after a reopen.
     fn sync_tree(
@@ -270,17 +296,7 @@ impl Persist {
 
     /// Every stored alert; undecodable records are skipped and logged.
     pub(crate) fn load_alerts(&self) -> Result<Vec<Alert>, AlertingError> {
-        let mut out = Vec::new();
-        for entry in self.trees()?.alerts.iter() {
-            let (key, value) = entry?;
-            match serde_json::from_slice(&value) {
-                Ok(alert) => out.push(alert),
-                Err(e) => {
-                    tracing::warn!(key = ?key, error = %e, "skipping undecodable alert record")
-                }
-            }
-        }
-        Ok(out)
+        load_all(&self.trees()?.alerts, "alert")
     }
 
     pub(crate) fn save_alert(&self, alert: &Alert) -> Result<(), AlertingError> {
@@ -408,10 +424,7 @@ impl Persist {
                 })?;
             Ok(t.db.clone())
         })?;
-        let flushed = db.flush_async().await;
-        drop(db);
-        self.written(flushed.map_err(AlertingError::from))?;
-        Ok(())
+        self.flush(db).await
     }
 
     pub(crate) fn new_id(&self) -> Result<u64, AlertingError> {
@@ -505,16 +518,9 @@ impl Persist {
         })
     }
 
+    /// Every stored silence; undecodable records are skipped and logged.
     pub(crate) fn load_silences(&self) -> Result<Vec<Silence>, AlertingError> {
-        let mut out = Vec::new();
-        for entry in self.trees()?.silences.iter() {
-            let (key, value) = entry?;
-            match serde_json::from_slice(&value) {
-                Ok(s) => out.push(s),
-                Err(e) => tracing::warn!(key = ?key, error = %e, "skipping undecodable silence"),
-            }
-        }
-        Ok(out)
+        load_all(&self.trees()?.silences, "silence")
     }
 
     pub(crate) async fn save_silence(&self, silence: &Silence) -> Result<(), AlertingError> {
@@ -523,10 +529,7 @@ impl Persist {
             t.silences.insert(silence.id.as_bytes(), value)?;
             Ok(t.db.clone())
         })?;
-        let flushed = db.flush_async().await;
-        drop(db);
-        self.written(flushed.map_err(AlertingError::from))?;
-        Ok(())
+        self.flush(db).await
     }
 
     pub(crate) fn remove_silence(&self, id: &str) -> Result<(), AlertingError> {

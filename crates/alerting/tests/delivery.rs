@@ -11,7 +11,7 @@ use hmac::{KeyInit, Mac};
 use hostwatch_alerting::{
     Alerting, AlertingConfig, BatchContext, Clock, NewSilence, Phase, RuleSet,
 };
-use hostwatch_tsdb::{Batch, Point, SeriesInput};
+use hostwatch_tsdb::{Batch, Point, SeriesInput, system_now_ms as now_ms};
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::future::Future;
@@ -180,10 +180,6 @@ impl Engine {
             },
         );
     }
-}
-
-fn now_ms() -> i64 {
-    Clock::system().now_ms()
 }
 
 fn rules(text: &str) -> RuleSet {

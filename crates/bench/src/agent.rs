@@ -17,12 +17,13 @@ use hostwatch_pki::transport::{ClientTarget, connect};
 use hostwatch_pki::{Ca, Role};
 use hostwatch_proto::v1::query_client::QueryClient;
 use hostwatch_proto::v1::{LatestRequest, ListHostsRequest};
+use hostwatch_tsdb::system_now_ms as now_ms;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::time::Instant;
 
 const HOST: &str = "bench-agent";
@@ -549,13 +550,6 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ use hostwatch_pki::{Ca, Role, TlsFiles};
 use hostwatch_proto::v1 as pb;
 use hostwatch_tsdb::{
     Batch, Label, Options, Point, ProcessInfo, ProcessSnapshot, SeriesInput, Store,
+    system_now_ms as now_ms,
 };
 use prost::Message;
 use std::collections::HashMap;
@@ -94,10 +95,6 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         notification_latency(&args).await?;
         host_down_delay(&args).await
     })
-}
-
-fn now_ms() -> i64 {
-    Clock::system().now_ms()
 }
 
 fn label(name: &str, value: &str) -> Label {

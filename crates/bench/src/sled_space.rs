@@ -10,8 +10,10 @@
 //! The directory over the bytes of the keys and values still held is
 //! sled's own amplification, which no codec of the store can remove.
 
-use crate::storage::{Rng, dir_size};
+use crate::storage::dir_size;
 use anyhow::{Context, bail};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -75,7 +77,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         args.retention_windows
             .map_or("none".to_string(), |w| format!("{w} windows"))
     );
-    let mut rng = Rng(0x5eed);
+    let mut rng = SmallRng::seed_from_u64(0x5eed);
     // Per window held: its keys and their bytes, for deletion; with day
     // trees, per day held: its number and bytes.
     let mut held: VecDeque<(Vec<[u8; 18]>, u64)> = VecDeque::new();
@@ -97,7 +99,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             let key = chunk_key(time_order, id, start);
             // 60 % to 140 % of the mean, the same for a series every window.
             let len = args.value_bytes * (60 + (id * 37) % 81) / 100;
-            let value: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            let value: Vec<u8> = (0..len).map(|_| rng.random::<u8>()).collect();
             bytes += key.len() as u64 + len;
             batch.insert(&key[..], value);
             if !day_trees {

@@ -30,11 +30,13 @@
 
 use crate::measure::{Probe, median, percentile, process_cpu_ns};
 use anyhow::{Context, bail};
-use hostwatch_tsdb::workload::{Jitter, Workload, child_main, crash_round};
+use hostwatch_tsdb::workload::{Workload, child_main, crash_round};
 use hostwatch_tsdb::{
     Aggregation, Batch, Clock, Label, Matcher, Options, Point, ProcessInfo, ProcessSnapshot,
     SeriesInput, Store, system_now_ms,
 };
+use rand::rngs::{SmallRng, StdRng};
+use rand::{Rng, SeedableRng};
 use std::collections::VecDeque;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -94,7 +96,7 @@ pub(crate) struct Args {
     /// promtool, for the Prometheus comparison; skipped when absent.
     #[arg(long, default_value = "/usr/bin/promtool")]
     promtool: PathBuf,
-    /// Hosts written as OpenMetrics for promtool (the text is ~90 bytes a sample).
+    /// Hosts written as OpenMetrics for promtool (text: many bytes a sample).
     #[arg(long, default_value = "5")]
     promtool_hosts: u32,
     /// SIGKILL crash rounds to run after the measurements.
@@ -589,9 +591,9 @@ fn ingest(
         .collect();
     // Maintenance (sealing, WAL truncation) every few minutes of agent
     // time, as the collector's runs every 5 s of wall time: driven by the
-    // wall clock alone, the bench's 24 h in about 100 s were sealed in
-    // steps of over an hour of data, and the WAL and its memory held that
-    // much more than a collector's do.
+    // wall clock alone, the bench's day of data, written in far less wall
+    // time, was sealed in steps of over an hour of data, and the WAL and
+    // its memory held that much more than a collector's do.
     let maintainer = {
         let (store, progress, finished) = (store.clone(), progress.clone(), finished.clone());
         std::thread::spawn(move || -> anyhow::Result<(u32, Duration)> {
@@ -717,9 +719,9 @@ fn settled_rss(me: &Probe) -> anyhow::Result<(u64, Duration)> {
 /// Latest and range latencies over random hosts and series.
 fn queries(store: &Store, args: &Args, start: i64, ticks: i64, prefix: &str) -> anyhow::Result<()> {
     let end = start + ticks * INTERVAL_MS;
-    let mut rng = Rng(0x5eed);
+    let mut rng = SmallRng::seed_from_u64(0x5eed);
     let series = HostGen::new(0, false).series;
-    let mut time = |label: &str, f: &mut dyn FnMut(&mut Rng) -> anyhow::Result<usize>| {
+    let mut time = |label: &str, f: &mut dyn FnMut(&mut SmallRng) -> anyhow::Result<usize>| {
         let mut ms = Vec::with_capacity(args.queries as usize);
         let mut points = 0;
         for _ in 0..args.queries {
@@ -736,15 +738,15 @@ fn queries(store: &Store, args: &Args, start: i64, ticks: i64, prefix: &str) -> 
     };
     let hosts = args.hosts;
     let (p99, n) = time("latest", &mut |rng| {
-        let host = format!("host-{}", rng.below(u64::from(hosts)));
+        let host = format!("host-{}", rng.random_range(0..hosts.max(1)));
         Ok(store.latest(&host)?.len())
     })?;
     println!(
         "{prefix}latest_p99_ms={p99:.3} target<={TARGET_LATEST_P99_MS} (values per query: {n})"
     );
-    let pick = |rng: &mut Rng| {
-        let host = format!("host-{}", rng.below(u64::from(hosts)));
-        let s = &series[rng.below(series.len() as u64) as usize];
+    let pick = |rng: &mut SmallRng| {
+        let host = format!("host-{}", rng.random_range(0..hosts.max(1)));
+        let s = &series[rng.random_range(0..series.len())];
         let mut matchers = vec![Matcher::Equal("host".into(), host)];
         matchers.extend(
             s.labels
@@ -905,7 +907,7 @@ fn promtool(args: &Args, start: i64, ticks: i64, temp: &Path) -> anyhow::Result<
 fn crash_rounds(args: &Args, temp: &Path) -> anyhow::Result<()> {
     let seed = args.crash_seed.unwrap_or_else(|| system_now_ms() as u64);
     let exe = std::env::current_exe()?;
-    let mut jitter = Jitter::new(seed);
+    let mut jitter = StdRng::seed_from_u64(seed);
     let mut current = None;
     let mut acked = 0;
     for round in 0..args.crash_rounds {
@@ -919,7 +921,7 @@ fn crash_rounds(args: &Args, temp: &Path) -> anyhow::Result<()> {
         }
         let (dir, workload) = current.as_ref().context("no directory")?;
         let (dir, workload) = (dir.as_path(), *workload);
-        let kill_after = Duration::from_millis(jitter.below(300));
+        let kill_after = Duration::from_millis(jitter.random_range(0..300));
         let mut command = Command::new(&exe);
         command
             .arg("storage-crash-child")
@@ -939,23 +941,9 @@ fn crash_rounds(args: &Args, temp: &Path) -> anyhow::Result<()> {
 
 // ------------------------------------------------------------ the data
 
-/// xorshift64*: cheap, deterministic.
-pub(crate) struct Rng(pub(crate) u64);
-
-impl Rng {
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    /// Uniform in [-1, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 52) as f64 - 1.0
-    }
+/// Uniform in [-1, 1): the generated data's noise.
+fn noise(rng: &mut SmallRng) -> f64 {
+    rng.random_range(-1.0..1.0)
 }
 
 /// How one series' values evolve, tick by tick.
@@ -1007,17 +995,17 @@ enum Shape {
 }
 
 impl Shape {
-    fn next(&mut self, rng: &mut Rng) -> f64 {
+    fn next(&mut self, rng: &mut SmallRng) -> f64 {
         match self {
             Shape::Constant(v) => *v,
             Shape::Ticks { level, total } => {
-                *level = (*level + rng.unit() * 0.01).clamp(0.0, 0.95);
-                let total_now = *total + rng.below(5);
-                let busy = ((*level + rng.unit() * 0.02).max(0.0) * total_now as f64) as u64;
+                *level = (*level + noise(rng) * 0.01).clamp(0.0, 0.95);
+                let total_now = *total + rng.random_range(0..5);
+                let busy = ((*level + noise(rng) * 0.02).max(0.0) * total_now as f64) as u64;
                 busy.min(total_now) as f64 / total_now as f64
             }
             Shape::Counter { value, rate, unit } => {
-                let step = (*rate * (1.0 + rng.unit() * 0.5)).max(0.0) as u64;
+                let step = (*rate * (1.0 + noise(rng) * 0.5)).max(0.0) as u64;
                 *value += step / *unit * *unit;
                 *value as f64
             }
@@ -1026,17 +1014,17 @@ impl Shape {
                 rate,
                 per_second,
             } => {
-                *value += (*rate * (1.0 + rng.unit())).max(0.0) as u64;
+                *value += (*rate * (1.0 + noise(rng))).max(0.0) as u64;
                 *value as f64 / *per_second
             }
             Shape::Pages { pages, step, min } => {
-                if rng.below(3) > 0 {
-                    *pages = (*pages + (rng.unit() * *step as f64) as i64).max(*min);
+                if rng.random_range(0..3) > 0 {
+                    *pages = (*pages + (noise(rng) * *step as f64) as i64).max(*min);
                 }
                 (*pages * 4096) as f64
             }
             Shape::Walk { value, step, max } => {
-                *value = (*value + (rng.unit() * *step as f64).round() as i64).clamp(0, *max);
+                *value = (*value + (noise(rng) * *step as f64).round() as i64).clamp(0, *max);
                 *value as f64
             }
             Shape::Decimal {
@@ -1046,11 +1034,11 @@ impl Shape {
                 scale,
             } => {
                 let pull = if *value > *center { -1 } else { 1 };
-                *value = (*value + (rng.unit() * *step as f64) as i64 + pull).max(0);
+                *value = (*value + (noise(rng) * *step as f64) as i64 + pull).max(0);
                 *value as f64 / *scale
             }
             Shape::Uptime { centis } => {
-                *centis += 1000 + rng.below(3) as i64 - 1;
+                *centis += 1000 + rng.random_range(0..3) as i64 - 1;
                 *centis as f64 / 100.0
             }
         }
@@ -1068,15 +1056,14 @@ struct SeriesGen {
 struct HostGen {
     name: String,
     series: Vec<SeriesGen>,
-    rng: Rng,
+    rng: SmallRng,
     /// The host's processes, when batches carry snapshots.
     processes: Option<ProcessGen>,
 }
 
 impl HostGen {
     fn new(index: u32, snapshots: bool) -> Self {
-        let mut rng =
-            Rng(0x9e37_79b9_7f4a_7c15 ^ (u64::from(index) + 1).wrapping_mul(0xff51_afd7_ed55_8ccd));
+        let mut rng = SmallRng::seed_from_u64(u64::from(index));
         let mut series = Vec::new();
         let mut add = |metric: &str, labels: &[(&str, &str)], shape: Shape| {
             series.push(SeriesGen {
@@ -1085,7 +1072,7 @@ impl HostGen {
                 shape,
             });
         };
-        let level = 0.05 + (rng.below(30) as f64) / 100.0;
+        let level = 0.05 + (rng.random_range(0..30) as f64) / 100.0;
         let cores = 4u64;
         add(
             "host_cpu_utilization_ratio",
@@ -1536,17 +1523,18 @@ struct SimProcess {
 struct ProcessGen {
     processes: Vec<SimProcess>,
     next_pid: u32,
-    rng: Rng,
+    rng: SmallRng,
 }
 
 impl ProcessGen {
     fn new(index: u32) -> Self {
-        let mut rng = Rng(0xd1b5_4a32_d192_ed03 ^ (u64::from(index) + 1).wrapping_mul(0x9e37_79b9));
+        // Seeds of their own, apart from the hosts' series.
+        let mut rng = SmallRng::seed_from_u64(!u64::from(index));
         let boot_ms = 1_790_000_000_000 + i64::from(index) * 1000;
         let mut host = ProcessGen {
             processes: Vec::new(),
             next_pid: 1,
-            rng: Rng(0),
+            rng: SmallRng::seed_from_u64(0),
         };
         let mut add = |host: &mut ProcessGen,
                        name: &str,
@@ -1555,7 +1543,7 @@ impl ProcessGen {
                        cpu_level: f64,
                        rss_mib: i64| {
             let pid = host.next_pid;
-            host.next_pid += 1 + rng.below(40) as u32;
+            host.next_pid += 1 + rng.random_range(0..40) as u32;
             host.processes.push(SimProcess {
                 pid,
                 name: name.to_owned(),
@@ -1732,17 +1720,17 @@ impl ProcessGen {
             if let Some(left) = &mut p.ticks_left {
                 *left -= 1;
             }
-            if rng.below(4) == 0 {
-                p.rss_pages = (p.rss_pages + (rng.unit() * p.rss_step as f64) as i64).max(0);
+            if rng.random_range(0..4) == 0 {
+                p.rss_pages = (p.rss_pages + (noise(rng) * p.rss_step as f64) as i64).max(0);
             }
             // CPU as the agent computes it: ticks of 1/100 s over 10 s.
-            let cpu = (p.cpu_level * (1.0 + 0.8 * rng.unit()) * 1000.0)
+            let cpu = (p.cpu_level * (1.0 + 0.8 * noise(rng)) * 1000.0)
                 .round()
                 .max(0.0);
             cpus.push(cpu / 1000.0);
         }
         // A short job now and then: cron, a backup, log rotation.
-        if rng.below(10) == 0 {
+        if rng.random_range(0..10) == 0 {
             const JOBS: [(&str, &str, &str); 4] = [
                 (
                     "sh",
@@ -1757,18 +1745,18 @@ impl ProcessGen {
                 ("gzip", "gzip -9 /var/log/app/app.log.1", "root"),
                 ("run-parts", "run-parts --report /etc/cron.hourly", "root"),
             ];
-            let (name, command, user) = JOBS[rng.below(JOBS.len() as u64) as usize];
-            self.next_pid += 1 + rng.below(200) as u32;
+            let (name, command, user) = JOBS[rng.random_range(0..JOBS.len())];
+            self.next_pid += 1 + rng.random_range(0..200) as u32;
             self.processes.push(SimProcess {
                 pid: self.next_pid,
                 name: name.to_owned(),
                 command: command.to_owned(),
                 user,
-                start_time_ms: t_ms - rng.below(10_000) as i64,
-                cpu_level: 0.3 + rng.unit().abs() * 0.7,
-                rss_pages: 2000 + rng.below(20_000) as i64,
+                start_time_ms: t_ms - rng.random_range(0..10_000) as i64,
+                cpu_level: 0.3 + noise(rng).abs() * 0.7,
+                rss_pages: 2000 + rng.random_range(0..20_000) as i64,
                 rss_step: 200,
-                ticks_left: Some(1 + rng.below(6) as u32),
+                ticks_left: Some(1 + rng.random_range(0..6) as u32),
             });
             cpus.push(0.5);
         }

@@ -4,10 +4,9 @@
 
 use crate::UsageError;
 use crate::client::ClientConfig;
-use crate::read::{
-    format_time, now_ms, parse_duration, parse_matcher, parse_moment, print_table, runtime,
-};
+use crate::read::{parse_duration, parse_matcher, parse_moment, print_table, runtime};
 use clap::{Args, Subcommand};
+use hostwatch_alerting::format_rfc3339;
 use hostwatch_proto::v1::admin_client::AdminClient;
 use hostwatch_proto::v1::query_client::QueryClient;
 use hostwatch_proto::v1::{
@@ -15,6 +14,7 @@ use hostwatch_proto::v1::{
     ExpireSilenceRequest, ListAlertsRequest, ListSilencesRequest, Matcher, ReloadRequest, Silence,
     WatchAlertsRequest, matcher,
 };
+use hostwatch_tsdb::system_now_ms;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -126,7 +126,7 @@ struct AlertJson<'a> {
 }
 
 fn alert_json(a: &Alert) -> AlertJson<'_> {
-    let time = |t: i64| (t > 0).then(|| format_time(t));
+    let time = |t: i64| (t > 0).then(|| format_rfc3339(t));
     AlertJson {
         fingerprint: &a.fingerprint,
         rule: &a.rule,
@@ -160,8 +160,8 @@ struct TransitionJson<'a> {
 fn transition_json(t: &AlertTransition) -> TransitionJson<'_> {
     TransitionJson {
         id: t.id,
-        at: format_time(t.at_ms),
-        recorded: format_time(t.recorded_ms),
+        at: format_rfc3339(t.at_ms),
+        recorded: format_rfc3339(t.recorded_ms),
         rule: &t.rule,
         fingerprint: &t.fingerprint,
         from: state_word(t.from),
@@ -189,7 +189,7 @@ fn summary(annotations: &std::collections::HashMap<String, String>) -> String {
 fn transition_line(t: &AlertTransition) -> String {
     format!(
         "{}  {:<8} -> {:<8}  {}  {}  {}{}",
-        format_time(t.at_ms),
+        format_rfc3339(t.at_ms),
         state_word(t.from),
         state_word(t.to),
         t.rule,
@@ -234,7 +234,7 @@ pub(crate) fn alerts(config_path: &Path, args: AlertsArgs) -> anyhow::Result<()>
                     state_word(a.state).to_owned(),
                     a.rule.clone(),
                     a.labels.get("host").cloned().unwrap_or_default(),
-                    since(a).map_or_else(|| "-".to_owned(), format_time),
+                    since(a).map_or_else(|| "-".to_owned(), format_rfc3339),
                     if a.silenced_by.is_empty() {
                         "-".to_owned()
                     } else {
@@ -332,12 +332,12 @@ struct SilenceJson<'a> {
 }
 
 fn silence_json(s: &Silence) -> SilenceJson<'_> {
-    let now = now_ms();
+    let now = system_now_ms();
     SilenceJson {
         id: &s.id,
         matchers: s.matchers.iter().map(matcher_text).collect(),
-        starts: format_time(s.starts_ms),
-        ends: format_time(s.ends_ms),
+        starts: format_rfc3339(s.starts_ms),
+        ends: format_rfc3339(s.ends_ms),
         active: s.starts_ms <= now && now < s.ends_ms,
         created_by: &s.created_by,
         comment: &s.comment,
@@ -357,7 +357,7 @@ pub(crate) fn silence(config_path: &Path, command: SilenceCommand) -> anyhow::Re
             let request = CreateSilenceRequest {
                 matchers,
                 starts_ms: 0,
-                ends_ms: now_ms() + duration.as_millis() as i64,
+                ends_ms: system_now_ms() + duration.as_millis() as i64,
                 comment,
             };
             let silence = rt.block_on(async {

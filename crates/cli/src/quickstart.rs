@@ -6,9 +6,10 @@
 use crate::UsageError;
 use crate::certs::create_dir;
 use crate::client::ClientConfig;
-use crate::read::{format_bytes, host_status_word};
+use crate::read::host_status_word;
 use clap::Args;
 use hostwatch_agent::AgentConfig;
+use hostwatch_alerting::template::format_bytes;
 use hostwatch_collector::CollectorConfig;
 use hostwatch_pki::{Ca, Identity, IssueOptions, Role, cert_stem};
 use hostwatch_proto::v1::query_client::QueryClient;

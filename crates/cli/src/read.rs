@@ -4,11 +4,14 @@
 use crate::UsageError;
 use crate::client::ClientConfig;
 use clap::Args;
+use hostwatch_alerting::format_rfc3339;
+use hostwatch_alerting::template::format_bytes;
 use hostwatch_proto::v1::query_client::QueryClient;
 use hostwatch_proto::v1::{
     Aggregation, HostStatus, ListHostsRequest, Matcher, ProcessInfo, ProcessesRequest,
     RangeRequest, SeriesPoints, matcher,
 };
+use hostwatch_tsdb::system_now_ms;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -90,13 +93,13 @@ pub(crate) fn parse_moment(s: &str) -> Result<i64, String> {
     let ago = parse_duration(s).map_err(|_| {
         format!("{s:?}: expected an RFC 3339 time (2026-11-23T10:00:00Z) or a time ago (15m)")
     })?;
-    Ok(now_ms() - ago.as_millis() as i64)
+    Ok(system_now_ms() - ago.as_millis() as i64)
 }
 
 /// [`parse_moment`], or "+DURATION" for a time ahead of now.
 fn parse_until(s: &str) -> Result<i64, String> {
     match s.strip_prefix('+') {
-        Some(ahead) => Ok(now_ms() + parse_duration(ahead)?.as_millis() as i64),
+        Some(ahead) => Ok(system_now_ms() + parse_duration(ahead)?.as_millis() as i64),
         None => parse_moment(s),
     }
 }
@@ -109,69 +112,17 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A label matcher `NAME=VALUE`, `NAME!=VALUE`, `NAME=~REGEX` or
+/// `NAME!~REGEX`, read as rules and silences read theirs (name and value
+/// trimmed, a double-quoted value unquoted, a regex checked).
 pub(crate) fn parse_matcher(s: &str) -> Result<Matcher, String> {
-    // Longest operators first, so "!=" is not read as "=" after "x!".
-    for (token, op) in [
-        ("=~", matcher::Op::Regex),
-        ("!~", matcher::Op::NotRegex),
-        ("!=", matcher::Op::NotEqual),
-        ("=", matcher::Op::Equal),
-    ] {
-        if let Some((name, value)) = s.split_once(token)
-            && !name.is_empty()
-            && !name.ends_with(['!', '='])
-        {
-            return Ok(Matcher {
-                name: name.to_owned(),
-                op: op as i32,
-                value: value.to_owned(),
-            });
-        }
-    }
-    Err(format!(
-        "{s:?}: expected NAME=VALUE, NAME!=VALUE, NAME=~REGEX or NAME!~REGEX"
-    ))
+    hostwatch_alerting::matcher::LabelMatcher::parse(s).map(hostwatch_collector::convert_matcher)
 }
 
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
-}
-
-/// Wall-clock milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// RFC 3339 UTC time of a millisecond timestamp.
-pub(crate) fn format_time(t_ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t_ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| t_ms.to_string())
-}
-
-/// Bytes in binary units, e.g. "23.5 GiB".
-pub(crate) fn format_bytes(bytes: f64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut value = bytes;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{value:.0} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 #[derive(Serialize)]
@@ -235,7 +186,7 @@ pub(crate) fn hosts(config_path: &Path, json: bool) -> anyhow::Result<()> {
                     connected: h.connected,
                     clean_shutdown: h.clean_shutdown,
                     last_seen_ms: h.last_seen_ms,
-                    last_seen: format_time(h.last_seen_ms),
+                    last_seen: format_rfc3339(h.last_seen_ms),
                     boot_id: &h.boot_id,
                     hostname: f.map(|f| f.hostname.as_str()).unwrap_or(""),
                     os: format!("{} {}", facts.os_name, facts.os_version)
@@ -253,7 +204,7 @@ pub(crate) fn hosts(config_path: &Path, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    let now = now_ms();
+    let now = system_now_ms();
     let mut rows = vec![[
         "HOST".to_owned(),
         "STATUS".to_owned(),
@@ -316,7 +267,7 @@ pub(crate) fn query(config_path: &Path, args: QueryArgs) -> anyhow::Result<()> {
         return Err(UsageError("--host must not be empty".to_owned()).into());
     }
     // The end is exclusive on the wire; --until includes its moment.
-    let end = args.until.unwrap_or_else(now_ms) + 1;
+    let end = args.until.unwrap_or_else(system_now_ms) + 1;
     let start = end - args.since.as_millis() as i64;
     let mut matchers = vec![Matcher {
         name: "host".to_owned(),
@@ -354,7 +305,7 @@ pub(crate) fn query(config_path: &Path, args: QueryArgs) -> anyhow::Result<()> {
             Some(until) => format!(
                 "in the {} up to {}",
                 humantime::format_duration(args.since),
-                format_time(until)
+                format_rfc3339(until)
             ),
             None => format!("in the last {}", humantime::format_duration(args.since)),
         };
@@ -371,7 +322,7 @@ pub(crate) fn query(config_path: &Path, args: QueryArgs) -> anyhow::Result<()> {
             .collect();
         println!("{}{{{}}}", s.metric, labels.join(","));
         for (t, v) in s.timestamps_ms.iter().zip(&s.values) {
-            println!("  {}  {v}", format_time(*t));
+            println!("  {}  {v}", format_rfc3339(*t));
         }
     }
     Ok(())
@@ -429,7 +380,7 @@ pub(crate) fn processes(config_path: &Path, args: ProcessesArgs) -> anyhow::Resu
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
-    println!("{} at {}", args.host, format_time(snapshot.timestamp_ms));
+    println!("{} at {}", args.host, format_rfc3339(snapshot.timestamp_ms));
     let mut rows = vec![[
         "PID".to_owned(),
         "USER".to_owned(),
@@ -495,13 +446,30 @@ mod tests {
     }
 
     #[test]
+    fn matchers_are_trimmed_and_unquoted_as_in_rules_and_silences() {
+        for text in [" device = eth0 ", "device=\"eth0\"", "device = \"eth0\""] {
+            let m = parse_matcher(text).unwrap();
+            assert_eq!(
+                (m.name.as_str(), m.op, m.value.as_str()),
+                ("device", matcher::Op::Equal as i32, "eth0"),
+                "{text:?}"
+            );
+        }
+        let m = parse_matcher("mountpoint=~ \"/var.*\"").unwrap();
+        assert_eq!(
+            (m.op, m.value.as_str()),
+            (matcher::Op::Regex as i32, "/var.*")
+        );
+    }
+
+    #[test]
     fn moments_parse_as_times_or_durations_ago() {
         assert_eq!(parse_moment("1970-01-01T00:00:01Z").unwrap(), 1000);
         let ago = parse_moment("10m").unwrap();
-        assert!((now_ms() - ago - 600_000).abs() < 5_000);
+        assert!((system_now_ms() - ago - 600_000).abs() < 5_000);
         assert!(parse_moment("yesterday-ish").is_err());
         let ahead = parse_until("+10m").unwrap();
-        assert!((ahead - now_ms() - 600_000).abs() < 5_000);
+        assert!((ahead - system_now_ms() - 600_000).abs() < 5_000);
         assert_eq!(parse_until("1970-01-01T00:00:01Z").unwrap(), 1000);
         assert!(parse_until("+soon").is_err());
     }
@@ -513,6 +481,6 @@ mod tests {
         assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
         assert_eq!(format_bytes(512.0), "512 B");
         assert_eq!(format_bytes(1.5 * 1024.0 * 1024.0 * 1024.0), "1.5 GiB");
-        assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
     }
 }

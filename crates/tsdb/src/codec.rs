@@ -1620,7 +1620,7 @@ mod tests {
     #[test]
     fn head_chunks_keep_complete_runs_in_the_sealed_format() {
         // Busy over total ticks, as the agent's CPU utilizations: noisy
-        // doubles, which Gorilla's XOR codes at 6 to 8 bytes a sample.
+        // doubles, which Gorilla's XOR codes poorly.
         let points: Vec<Point> = (0..360)
             .map(|i| Point {
                 t_ms: 1_800_000_000_000 + i * 10_000,

@@ -42,9 +42,9 @@ pub(crate) struct Generation {
     pub(crate) path: PathBuf,
     /// Open while groups may still go to it; closed once it is neither the
     /// current generation nor being written, because sled keeps the pages
-    /// it wrote or read in memory far beyond its cache capacity (a scratch
-    /// test: 100 MB of 8 KiB values written with a 1 MiB cache left 60 MB
-    /// resident, reading them back 52 MB more). Reopened when read again.
+    /// it wrote or read in memory far beyond its cache capacity (values
+    /// written, and again those read back, stay resident). Reopened when
+    /// read again.
     state: Mutex<State>,
     /// Highest group taken for this generation (0: none). Set when a
     /// leader takes the group, before writing it, so a generation that is

@@ -61,7 +61,7 @@ pub use maintain::MaintenanceReport;
 pub use model::{
     Aggregation, AppendOutcome, Batch, HOST_LABEL, Label, MAX_LABEL_VALUE_LEN, MAX_LABELS,
     MAX_NAME_LEN, Matcher, Point, ProcessInfo, ProcessSnapshot, Rejections, SeriesData,
-    SeriesInput, SeriesKey,
+    SeriesInput, SeriesKey, series_hash,
 };
 pub use options::{Clock, MAX_WINDOW_SAMPLES, Options, system_now_ms};
 pub use query::Step;

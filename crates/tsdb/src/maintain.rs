@@ -64,32 +64,25 @@ impl Inner {
         let hosts = self.all_hosts()?;
         for (name, host) in &hosts {
             let ids: Vec<u64> = lock(host)?.series.keys().copied().collect();
-            // A few series per hold of the host's lock: its queries and
-            // appends wait for at most that much encoding.
-            for part in ids.chunks(SEAL_SERIES_PER_LOCK) {
-                let mut host = lock(host)?;
+            let mut seal = |host: &mut HostState, ids: Option<&[u64]>| {
                 self.seal_host(
                     name,
-                    &mut host,
-                    Some(part),
+                    host,
+                    ids,
                     now,
                     durable,
                     force,
                     &mut state,
                     &mut report,
-                )?;
+                )
+            };
+            // A few series per hold of the host's lock: its queries and
+            // appends wait for at most that much encoding.
+            for part in ids.chunks(SEAL_SERIES_PER_LOCK) {
+                seal(&mut *lock(host)?, Some(part))?;
             }
             let mut host = lock(host)?;
-            self.seal_host(
-                name,
-                &mut host,
-                None,
-                now,
-                durable,
-                force,
-                &mut state,
-                &mut report,
-            )?;
+            seal(&mut host, None)?;
             if let Some(m) = host.min_lsn() {
                 low = low.min(m);
             }
@@ -142,9 +135,9 @@ impl Inner {
         // The definitions of series created in the generations about to go,
         // before the batch that moves `low`: a crash between leaves them in
         // the tree and in their generation, and open takes the first. In
-        // batches of DEFINITIONS_PER_BATCH: one sled batch of 100,000
-        // definitions (heaptrack: sled's leaf writes and node splits under
-        // it) left about 500 bytes a series more resident.
+        // batches of DEFINITIONS_PER_BATCH: one sled batch of them all
+        // left sled's leaf writes and node splits under it resident
+        // (heaptrack).
         for g in gone {
             for definitions in g.series()?.chunks(DEFINITIONS_PER_BATCH) {
                 let mut batch = sled::Batch::default();
@@ -243,10 +236,10 @@ impl Inner {
             let key = keys::chunk(keys::TIER_HOUR, id, day);
             // A day's hours are written once, with its last window (queries
             // read the raw chunks of a day without them): rewritten at every
-            // window, the day's chunk was half of sled's writes and its
-            // garbage (a replay of the storage bench's seal writes: 17%
-            // more disk). A window sealed again, or late, after that
-            // replaces its hours.
+            // window, the day's chunk was much of sled's writes and its
+            // garbage (more disk in a replay of the storage bench's seal
+            // writes). A window sealed again, or late, after that replaces
+            // its hours.
             let (mut lsn, mut merged) = match self.tree.get(key)? {
                 Some(v) => self
                     .decoded(chunk::decode_rows(&v), "hour chunk", id, day)
@@ -374,11 +367,10 @@ impl Inner {
         report: &mut MaintenanceReport,
     ) -> Result<(), TsdbError> {
         let day_before = align(before, DAY_MS);
-        // A sled batch a host, not one for the store: past a 24 h retention
-        // (the storage bench, 72 h of 12,460 series, two runs each) one
-        // batch of every expired chunk left 32,963 and 38,546 bytes a series
-        // resident and 6.4 bytes a sample on disk, a batch a host 13,352 and
-        // 12,365 bytes, 4.4 and 4.0.
+        // A sled batch a host, not one for the store: in the storage bench
+        // past a retention, one batch of every expired chunk left far more
+        // bytes a series resident, and more bytes a sample on disk, than a
+        // batch a host.
         let mut n = 0u64;
         for (name, host) in self.all_hosts()? {
             let mut batch = sled::Batch::default();

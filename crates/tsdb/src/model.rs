@@ -2,6 +2,7 @@
 
 use crate::TsdbError;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 
 /// Longest metric or label name accepted.
 pub const MAX_NAME_LEN: usize = 200;
@@ -26,6 +27,20 @@ impl Label {
             value: value.into(),
         }
     }
+}
+
+/// Hash of a metric and a label set that ignores the labels' order (a sum
+/// of one FxHash per label). Kept in memory only, never stored: the store's
+/// and the evaluator's per-sample series lookups start from it.
+pub fn series_hash(metric: &str, labels: &[Label]) -> u64 {
+    fn one(value: impl Hash) -> u64 {
+        let mut h = rustc_hash::FxHasher::default();
+        value.hash(&mut h);
+        h.finish()
+    }
+    labels.iter().fold(one(metric), |sum, l| {
+        sum.wrapping_add(one((&l.name, &l.value)))
+    })
 }
 
 /// A series' identity: metric name plus labels sorted by name, `host` among them.
@@ -309,14 +324,27 @@ impl Matcher {
         })
     }
 
+    /// The label the matcher looks at.
+    pub fn name(&self) -> &str {
+        match self {
+            Matcher::Equal(n, _) | Matcher::NotEqual(n, _) => n,
+            Matcher::Regex(n, _) | Matcher::NotRegex(n, _) => n,
+        }
+    }
+
     /// Whether `key` satisfies the matcher; an absent label is the empty string.
     pub fn matches(&self, key: &SeriesKey) -> bool {
-        let value = |name: &str| key.label(name).unwrap_or("");
+        self.matches_value(key.label(self.name()))
+    }
+
+    /// Whether the matcher's label, with this value (absent = ""), matches.
+    pub fn matches_value(&self, value: Option<&str>) -> bool {
+        let value = value.unwrap_or("");
         match self {
-            Matcher::Equal(n, v) => value(n) == v,
-            Matcher::NotEqual(n, v) => value(n) != v,
-            Matcher::Regex(n, re) => re.is_match(value(n)),
-            Matcher::NotRegex(n, re) => !re.is_match(value(n)),
+            Matcher::Equal(_, v) => value == v,
+            Matcher::NotEqual(_, v) => value != v,
+            Matcher::Regex(_, re) => re.is_match(value),
+            Matcher::NotRegex(_, re) => !re.is_match(value),
         }
     }
 }
@@ -384,6 +412,34 @@ pub struct SeriesData {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn series_hashes_ignore_label_order_and_tell_series_apart() {
+        let labels = |pairs: &[(&str, &str)]| -> Vec<Label> {
+            pairs.iter().map(|(n, v)| Label::new(*n, *v)).collect()
+        };
+        let ab = labels(&[("a", "1"), ("b", "2")]);
+        assert_eq!(
+            series_hash("host_load1", &ab),
+            series_hash("host_load1", &ab)
+        );
+        assert_eq!(
+            series_hash("m", &ab),
+            series_hash("m", &labels(&[("b", "2"), ("a", "1")]))
+        );
+        assert_ne!(
+            series_hash("host_load1", &[]),
+            series_hash("host_load5", &[])
+        );
+        assert_ne!(
+            series_hash("m", &labels(&[("a", "bc")])),
+            series_hash("m", &labels(&[("ab", "c")]))
+        );
+        assert_ne!(
+            series_hash("m", &ab),
+            series_hash("m", &labels(&[("a", "1")]))
+        );
+    }
 
     #[test]
     fn key_encoding_round_trips() {

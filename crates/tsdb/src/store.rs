@@ -7,12 +7,12 @@
 use crate::TsdbError;
 use crate::chunk;
 use crate::commit::{Committer, Generation};
-use crate::head::{HostState, IdMap, Inserted, Inserts, series_hash};
+use crate::head::{HostState, IdMap, Inserted, Inserts};
 use crate::keys;
 use crate::maintain::MaintenanceState;
 use crate::model::{
     AppendOutcome, Batch, Matcher, Point, ProcessSnapshot, Rejections, SeriesData, SeriesInput,
-    SeriesKey,
+    SeriesKey, series_hash,
 };
 use crate::options::Options;
 use crate::shape::ShapeMatch;

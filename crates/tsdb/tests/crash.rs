@@ -7,7 +7,9 @@
 //! `HOSTWATCH_CRASH_ROUNDS` and `HOSTWATCH_CRASH_SEED` override the
 //! bounded defaults; `hostwatch-bench storage --crash-rounds N` runs many more.
 
-use hostwatch_tsdb::workload::{Jitter, Workload, child_main, crash_round};
+use hostwatch_tsdb::workload::{Workload, child_main, crash_round};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
@@ -59,9 +61,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut jitter = Jitter::new(seed);
+    let mut jitter = StdRng::seed_from_u64(seed);
     for round in 1..=rounds {
-        let kill_after = Duration::from_millis(jitter.below(150));
+        let kill_after = Duration::from_millis(jitter.random_range(0..150));
         let mut command = Command::new(&exe);
         command
             .env(CHILD_DIR, dir.path())
