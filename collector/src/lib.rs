@@ -25,17 +25,6 @@ mod query;
 mod server;
 mod state;
 
-/// jemalloc, not the system's malloc: ingest and WAL replay come in bursts
-/// from many threads, and glibc keeps what a burst freed in its per-thread
-/// arenas for good (after `hostwatch-bench storage` ingested 2 h of 62,300
-/// series, 710 MB of the collector's 1 GB were free heap it held).
-/// jemalloc's background threads hand freed pages back to the system
-/// within seconds. Every program linking the collector (its binary, the
-/// quick start, the benchmarks) allocates this way, with an arena per CPU
-/// (set where jemalloc is built: `.cargo/config.toml`).
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 pub use config::CollectorConfig;
 /// The conversion of an agent's batch that ingest applies before storing
 /// it; public for the benchmark harness, which times ingest's CPU.
