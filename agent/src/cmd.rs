@@ -18,19 +18,16 @@ struct Args {
     config: PathBuf,
 }
 
-/// Exit status for an unusable configuration.
-const EXIT_CONFIG: u8 = 64;
-
 /// The binary's whole behaviour, in the library so that end-to-end tests
 /// can build the same program as a real process.
 pub fn main() -> ExitCode {
-    hostwatch_pki::process::init_tracing("info");
+    hostwatch_runtime::init_tracing("info");
     let args = Args::parse();
     let config = match AgentConfig::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("hostwatch-agent: invalid configuration: {e}");
-            return ExitCode::from(EXIT_CONFIG);
+            return ExitCode::from(hostwatch_runtime::EXIT_USAGE);
         }
     };
     match run(config, args.config) {
@@ -54,7 +51,7 @@ fn run(config: AgentConfig, path: PathBuf) -> anyhow::Result<()> {
         let host_id = crate::host_id(&config)?;
         let (configs, receiver) = watch::channel(config);
         tokio::spawn(reload_on_hangup(hangups, path, host_id, configs));
-        crate::run_reloadable(receiver, hostwatch_pki::process::shutdown_signal()).await?;
+        crate::run_reloadable(receiver, hostwatch_runtime::shutdown_signal()).await?;
         Ok(())
     })
 }

@@ -1,8 +1,8 @@
 //! The agent's configuration file.
 
 use hostwatch_pki::TlsFiles;
-use hostwatch_pki::config::{ConfigError, base_dir, resolve};
 use hostwatch_pki::transport::Keepalive;
+use hostwatch_runtime::config::{ConfigError, base_dir, resolve};
 use regex::Regex;
 use serde::{Deserialize, Deserializer};
 use std::path::{Path, PathBuf};
@@ -293,7 +293,7 @@ fn default_interval() -> Duration {
 impl AgentConfig {
     /// Reads and validates `path`; relative paths in it are relative to its directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let mut config: AgentConfig = hostwatch_pki::config::load(path, ENV_PREFIX)?;
+        let mut config: AgentConfig = hostwatch_runtime::config::load(path, ENV_PREFIX)?;
         let base = base_dir(path);
         config.state_dir = resolve(&base, &config.state_dir);
         config.tls = config.tls.resolve(&base);

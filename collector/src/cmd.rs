@@ -16,20 +16,16 @@ struct Args {
     config: PathBuf,
 }
 
-/// Exit status for an unusable configuration (EX_CONFIG would be 78; 64 is
-/// EX_USAGE, which the project uses for every bad-input case).
-const EXIT_CONFIG: u8 = 64;
-
 /// The binary's whole behaviour, in the library so that end-to-end tests
 /// can build the same program as a real process.
 pub fn main() -> ExitCode {
-    hostwatch_pki::process::init_tracing("info");
+    hostwatch_runtime::init_tracing("info");
     let args = Args::parse();
     let config = match CollectorConfig::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("hostwatch-collector: invalid configuration: {e}");
-            return ExitCode::from(EXIT_CONFIG);
+            return ExitCode::from(hostwatch_runtime::EXIT_USAGE);
         }
     };
     match run(config) {
@@ -47,7 +43,7 @@ fn run(config: CollectorConfig) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {} (listen)", config.listen))?;
-        crate::serve(config, listener, hostwatch_pki::process::shutdown_signal()).await?;
+        crate::serve(config, listener, hostwatch_runtime::shutdown_signal()).await?;
         Ok(())
     })
 }

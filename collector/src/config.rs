@@ -2,8 +2,8 @@
 
 use hostwatch_alerting::{AlertingConfig, RuleSet};
 use hostwatch_pki::TlsFiles;
-use hostwatch_pki::config::{ConfigError, base_dir, resolve};
 use hostwatch_pki::transport::Keepalive;
+use hostwatch_runtime::config::{ConfigError, base_dir, resolve};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -162,7 +162,7 @@ fn default_host_down_after() -> Duration {
 impl CollectorConfig {
     /// Reads and validates `path`; relative paths in it are relative to its directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let mut config: CollectorConfig = hostwatch_pki::config::load(path, ENV_PREFIX)?;
+        let mut config: CollectorConfig = hostwatch_runtime::config::load(path, ENV_PREFIX)?;
         let base = base_dir(path);
         config.data_dir = resolve(&base, &config.data_dir);
         config.tls = config.tls.resolve(&base);

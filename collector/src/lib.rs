@@ -28,17 +28,6 @@ mod server;
 mod shared;
 mod state;
 
-/// jemalloc, not the system's malloc: ingest and WAL replay come in bursts
-/// from many threads, and glibc keeps what a burst freed in its per-thread
-/// arenas for good (after `hostwatch-bench storage`'s ingest, most of the
-/// collector's resident memory was free heap glibc held).
-/// jemalloc's background threads hand freed pages back to the system
-/// within seconds. Every program linking the collector (its binary, the
-/// quick start, the benchmarks) allocates this way, with an arena per CPU
-/// (set where jemalloc is built: `.cargo/config.toml`).
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 pub use config::CollectorConfig;
 /// The conversion of an agent's batch that ingest applies before storing
 /// it; public for the benchmark harness, which times ingest's CPU.

@@ -42,7 +42,7 @@ pub enum CollectorError {
     #[error("storage: {0}")]
     Storage(#[from] hostwatch_tsdb::TsdbError),
     #[error(transparent)]
-    Config(#[from] hostwatch_pki::config::ConfigError),
+    Config(#[from] hostwatch_runtime::config::ConfigError),
     #[error("alert state: {0}")]
     Alerting(#[from] hostwatch_alerting::AlertingError),
     #[error("gRPC server: {0}")]

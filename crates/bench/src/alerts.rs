@@ -86,7 +86,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         bail!("--hosts, --rounds, --threads, --crossings and --down-hosts must be at least 1");
     }
     // The collector's warnings (a delivery retried, say) explain outliers.
-    hostwatch_pki::process::init_tracing("warn");
+    hostwatch_runtime::init_tracing("warn");
     if !args.skip_evaluation {
         evaluation_share(&args)?;
     }

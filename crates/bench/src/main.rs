@@ -59,6 +59,12 @@ enum Command {
     StorageCrashChild(storage::CrashChildArgs),
 }
 
+/// The collector's allocator (collector/src/main.rs): the collector runs in
+/// this process, and the storage, alerts and connections figures, its
+/// memory above all, stand for the collector's.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {

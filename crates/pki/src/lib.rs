@@ -11,14 +11,11 @@
 //! - [`TlsFiles`], [`server_config`], [`client_config`]: rustls
 //!   configurations from PEM files;
 //! - [`peer_identity`]: identity of a verified peer certificate;
-//! - [`transport`]: the mTLS listener and channel connector for tonic;
-//! - [`config`]: TOML configuration loading shared by every binary;
-//! - [`process`]: logging setup and the shutdown signal.
+//! - [`transport`]: the mTLS listener and channel connector for tonic.
 
-pub mod config;
-pub mod process;
 pub mod transport;
 
+use hostwatch_runtime::config;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
@@ -564,6 +561,29 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&files.key).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn tls_files_load_as_a_section_and_resolve_relative_paths() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Example {
+            tls: TlsFiles,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("example.toml");
+        let good = "[tls]\nca = \"ca.pem\"\ncert = \"/abs/c.pem\"\nkey = \"k.key\"\n";
+        std::fs::write(&path, good).unwrap();
+        let example: Example = config::load(&path, "HOSTWATCH_TEST_PKI_TLS").unwrap();
+        let files = example.tls.resolve(&config::base_dir(&path));
+        assert_eq!(files.ca, dir.path().join("ca.pem"));
+        assert_eq!(files.cert, PathBuf::from("/abs/c.pem"));
+        assert_eq!(files.key, dir.path().join("k.key"));
+        std::fs::write(&path, format!("{good}extra = 1\n")).unwrap();
+        let err = config::load::<Example>(&path, "HOSTWATCH_TEST_PKI_TLS")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("extra"), "{err}");
     }
 
     #[test]

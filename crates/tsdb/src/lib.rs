@@ -35,7 +35,8 @@
 //! - `maintain`: sealing, WAL truncation, retention; `stats`, `verify`;
 //! - `supervise`: the free-space reserve, failures and rebuilding from
 //!   disk, the background thread;
-//! - `workload`: the deterministic writer the crash test and the benchmark kill.
+//! - `workload` (feature `test-util`): the deterministic writer the crash
+//!   test and the benchmark kill.
 //!
 //! This crate sees neither tokio nor protobuf; the collector converts at its edge.
 
@@ -55,6 +56,7 @@ mod store;
 mod supervise;
 mod verify;
 mod wal;
+#[cfg(feature = "test-util")]
 pub mod workload;
 
 pub use maintain::MaintenanceReport;

@@ -69,7 +69,16 @@ mod tests {
         name: String,
         #[serde(default)]
         count: u32,
-        tls: crate::TlsFiles,
+        tls: Files,
+    }
+
+    /// A section of paths, as hostwatch_pki's `TlsFiles`.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Files {
+        ca: PathBuf,
+        cert: PathBuf,
+        key: PathBuf,
     }
 
     fn write(dir: &Path, text: &str) -> PathBuf {
@@ -88,9 +97,13 @@ mod tests {
         let example: Example = load(&path, "HOSTWATCH_TEST_LOADS").unwrap();
         assert_eq!(example.name, "x");
         assert_eq!(example.count, 0);
-        let files = example.tls.resolve(&base_dir(&path));
-        assert_eq!(files.ca, dir.path().join("ca.pem"));
-        assert_eq!(files.cert, PathBuf::from("/abs/c.pem"));
+        let base = base_dir(&path);
+        assert_eq!(resolve(&base, &example.tls.ca), dir.path().join("ca.pem"));
+        assert_eq!(
+            resolve(&base, &example.tls.cert),
+            PathBuf::from("/abs/c.pem")
+        );
+        assert_eq!(resolve(&base, &example.tls.key), dir.path().join("k.key"));
         assert_eq!(base_dir(Path::new("x.toml")), PathBuf::from("."));
     }
 

@@ -21,11 +21,9 @@ pub use client::ClientConfig;
 pub use quickstart::local_host_id;
 
 use clap::{Parser, Subcommand};
+use hostwatch_runtime::EXIT_USAGE;
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-/// Exit status of bad usage or an unusable configuration (EX_USAGE).
-pub const EXIT_USAGE: u8 = 64;
 
 /// An error in what the user asked for (arguments, configuration), as
 /// opposed to a failure while doing it; exits with [`EXIT_USAGE`].
@@ -91,13 +89,13 @@ pub fn main() -> ExitCode {
         }
     };
     // Warnings only: the quick start's summary is the output people read.
-    hostwatch_pki::process::init_tracing("warn");
+    hostwatch_runtime::init_tracing("warn");
     match dispatch(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hostwatch: {e:#}");
             let usage = e.downcast_ref::<UsageError>().is_some()
-                || e.downcast_ref::<hostwatch_pki::config::ConfigError>()
+                || e.downcast_ref::<hostwatch_runtime::config::ConfigError>()
                     .is_some();
             ExitCode::from(if usage { EXIT_USAGE } else { 1 })
         }

@@ -1,5 +1,4 @@
-//! Process plumbing every hostwatch binary shares: logging setup and the
-//! shutdown signal.
+//! Logging set-up every hostwatch program shares.
 
 use std::fmt::{self, Write as _};
 use tracing::field::{Field, Visit};
@@ -111,24 +110,6 @@ impl fmt::Display for ErrorChain<'_> {
         }
         Ok(())
     }
-}
-
-/// Completes on SIGINT (Ctrl-C) or SIGTERM (systemd stop).
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM; stopping on Ctrl-C only");
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-    tracing::info!("shutdown requested");
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
 
 use crate::UsageError;
 use hostwatch_pki::TlsFiles;
-use hostwatch_pki::config::{ConfigError, base_dir};
 use hostwatch_pki::transport::{ClientTarget, connect};
+use hostwatch_runtime::config::{ConfigError, base_dir};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -27,7 +27,7 @@ pub struct ClientConfig {
 impl ClientConfig {
     /// Reads `path`; relative paths in it are relative to its directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let mut config: ClientConfig = hostwatch_pki::config::load(path, ENV_PREFIX)?;
+        let mut config: ClientConfig = hostwatch_runtime::config::load(path, ENV_PREFIX)?;
         config.tls = config.tls.resolve(&base_dir(path));
         if !config.collector.contains(':') {
             return Err(ConfigError::new(
