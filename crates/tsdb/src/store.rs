@@ -791,12 +791,63 @@ impl Inner {
             });
         }
         let now = (self.options.clock)();
-        let oldest = now.saturating_sub(self.options.retention_ms);
-        let newest = now.saturating_add(self.options.future_tolerance_ms);
         let mut defs = Vec::new();
-        // Each series once, with the inputs that list it: a series listed
-        // twice is validated and stored as one, so a batch's work stays
-        // linear in its samples however it repeats itself.
+        let listed = self.list_series(batch, host, &mut defs, &mut outcome);
+        let accepted = self.accept_samples(listed, host, now, &mut outcome);
+        let snapshots = self.accept_snapshots(batch, now, &mut outcome);
+        drop(guard);
+        // Even an empty batch is logged: its sequence must be remembered.
+        let mut frame = Vec::with_capacity(64 + accepted.len() * 16);
+        wal::encode_frame(
+            &batch.host,
+            batch.source,
+            batch.seq,
+            &accepted,
+            &snapshots,
+            &mut frame,
+        );
+        let group = self.commit.enqueue(&frame, defs)?;
+        let mut guard = lock(&state)?;
+        guard
+            .sources
+            .entry(batch.source)
+            .or_default()
+            .pending
+            .push((group, batch.seq));
+        drop(guard);
+        self.insert_accepted(&state, &accepted, group, now, &mut outcome)?;
+        outcome.rejected.malformed += batch.malformed;
+        let mut guard = lock(&state)?;
+        for s in snapshots {
+            if self.insert_snapshot(&batch.host, &mut guard, s, group, Mode::Append, now)?
+                == Inserted::Stored
+            {
+                bump(&self.counters.snapshots, 1);
+            }
+        }
+        drop(guard);
+        bump(&self.counters.batches, 1);
+        bump(&self.counters.samples, outcome.stored);
+        self.counters.reject(&outcome.rejected);
+        Ok(Pending {
+            incarnation: self.incarnation,
+            group: Some(group),
+            outcome,
+        })
+    }
+
+    /// The batch's series, each once with the inputs that list it: a
+    /// series listed twice is validated and stored as one, so a batch's
+    /// work stays linear in its samples however it repeats itself. Series
+    /// it cannot resolve (invalid, over the host's limit) are counted in
+    /// `outcome`; definitions of series it creates go to `defs`.
+    fn list_series<'b>(
+        &self,
+        batch: &'b Batch,
+        host: &mut HostState,
+        defs: &mut Vec<(Vec<u8>, Vec<u8>)>,
+        outcome: &mut AppendOutcome,
+    ) -> Vec<(u64, &'b SeriesInput, Vec<&'b SeriesInput>)> {
         let mut listed: Vec<(u64, &SeriesInput, Vec<&SeriesInput>)> =
             Vec::with_capacity(batch.series.len());
         let mut position: IdMap<usize> = IdMap::default();
@@ -809,7 +860,7 @@ impl Inner {
             let known = shape.known(input).filter(|id| host.series.contains_key(id));
             let resolved = match known {
                 Some(id) => Ok(Some(id)),
-                None => self.resolve(&batch.host, host, input, &mut defs),
+                None => self.resolve(&batch.host, host, input, defs),
             };
             shape.record(resolved.as_ref().ok().copied().flatten());
             match resolved {
@@ -837,7 +888,23 @@ impl Inner {
                 }
             }
         }
-        let mut accepted: Vec<(u64, Point)> = Vec::with_capacity(batch.series.len());
+        host.last_batch = shape.finish(batch.series.iter().filter(|s| !s.points.is_empty()));
+        listed
+    }
+
+    /// The samples of `listed` the store accepts, as (series id, point)
+    /// with each series' points adjacent and in time order; the others are
+    /// counted in `outcome` by reason.
+    fn accept_samples(
+        &self,
+        listed: Vec<(u64, &SeriesInput, Vec<&SeriesInput>)>,
+        host: &HostState,
+        now: i64,
+        outcome: &mut AppendOutcome,
+    ) -> Vec<(u64, Point)> {
+        let oldest = now.saturating_sub(self.options.retention_ms);
+        let newest = now.saturating_add(self.options.future_tolerance_ms);
+        let mut accepted: Vec<(u64, Point)> = Vec::with_capacity(listed.len());
         for (id, first, more) in listed {
             let Some(series) = host.series.get(&id) else {
                 continue;
@@ -882,7 +949,19 @@ impl Inner {
                     .get_or_insert_with(|| format!("{}: sample {p:?} rejected: {why}", series.key));
             }
         }
-        host.last_batch = shape.finish(batch.series.iter().filter(|s| !s.points.is_empty()));
+        accepted
+    }
+
+    /// The batch's process snapshots within the accepted time window; the
+    /// others are counted in `outcome`.
+    fn accept_snapshots<'b>(
+        &self,
+        batch: &'b Batch,
+        now: i64,
+        outcome: &mut AppendOutcome,
+    ) -> Vec<&'b ProcessSnapshot> {
+        let oldest = now.saturating_sub(self.options.retention_ms);
+        let newest = now.saturating_add(self.options.future_tolerance_ms);
         let mut snapshots = Vec::with_capacity(batch.processes.len());
         for s in &batch.processes {
             if s.t_ms > newest {
@@ -900,25 +979,21 @@ impl Inner {
                 )
             });
         }
-        drop(guard);
-        // Even an empty batch is logged: its sequence must be remembered.
-        let mut frame = Vec::with_capacity(64 + accepted.len() * 16);
-        wal::encode_frame(
-            &batch.host,
-            batch.source,
-            batch.seq,
-            &accepted,
-            &snapshots,
-            &mut frame,
-        );
-        let group = self.commit.enqueue(&frame, defs)?;
-        let mut guard = lock(&state)?;
-        guard
-            .sources
-            .entry(batch.source)
-            .or_default()
-            .pending
-            .push((group, batch.seq));
+        snapshots
+    }
+
+    /// Inserts the accepted samples of group `group` into the host's head,
+    /// holding its state lock for [`INSERTS_PER_LOCK`] samples at a time;
+    /// what the windows refuse is counted in `outcome`.
+    fn insert_accepted(
+        &self,
+        state: &HostRef,
+        accepted: &[(u64, Point)],
+        group: u64,
+        now: i64,
+        outcome: &mut AppendOutcome,
+    ) -> Result<(), TsdbError> {
+        let mut guard = lock(state)?;
         let mut counts = Inserts::default();
         let mut held = 0;
         let mut points: Vec<Point> = Vec::new();
@@ -961,23 +1036,7 @@ impl Inner {
         outcome.stored += counts.stored;
         outcome.rejected.duplicate += counts.duplicate;
         outcome.rejected.too_dense += counts.too_dense;
-        outcome.rejected.malformed += batch.malformed;
-        for s in snapshots {
-            if self.insert_snapshot(&batch.host, &mut guard, s, group, Mode::Append, now)?
-                == Inserted::Stored
-            {
-                bump(&self.counters.snapshots, 1);
-            }
-        }
-        drop(guard);
-        bump(&self.counters.batches, 1);
-        bump(&self.counters.samples, outcome.stored);
-        self.counters.reject(&outcome.rejected);
-        Ok(Pending {
-            incarnation: self.incarnation,
-            group: Some(group),
-            outcome,
-        })
+        Ok(())
     }
 
     /// The id of the series of `input`, creating it if the host is under
