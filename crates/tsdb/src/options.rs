@@ -228,6 +228,20 @@ mod tests {
                 },
                 "max_series_per_host",
             ),
+            (
+                Options {
+                    max_window_samples: 0,
+                    ..Options::default()
+                },
+                "max_window_samples",
+            ),
+            (
+                Options {
+                    max_window_samples: MAX_WINDOW_SAMPLES + 1,
+                    ..Options::default()
+                },
+                "max_window_samples",
+            ),
         ];
         for (options, field) in cases {
             let err = options.validate().unwrap_err().to_string();
