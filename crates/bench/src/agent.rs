@@ -27,7 +27,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 const HOST: &str = "bench-agent";
-/// The targets: CPU per sample at most half of node_exporter's per
+/// The targets (docs/benchmarks.md): CPU per sample at most half of node_exporter's per
 /// scrape; steady resident memory at most 8 MiB.
 const TARGET_CPU_RATIO: f64 = 0.5;
 const TARGET_RSS_BYTES: f64 = 8.0 * 1024.0 * 1024.0;

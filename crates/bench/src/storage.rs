@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 
 const INTERVAL_MS: i64 = 10_000;
 const HOUR_MS: i64 = 3_600_000;
-/// The targets.
+/// The targets (listed in docs/benchmarks.md).
 const TARGET_INGEST: f64 = 1_000_000.0;
 const TARGET_BYTES_PER_SAMPLE: f64 = 1.0;
 const TARGET_RANGE_P99_MS: f64 = 2.0;

@@ -61,7 +61,7 @@ fn a_window_holds_at_most_its_limit_and_what_it_holds_seals() {
     let values: Vec<(i64, f64)> = (0..limit as i64 + 50)
         .map(|i| (start + i, i as f64))
         .collect();
-    // Three batches, as the dense series came: the limit counts
+    // Three batches, as a dense series arrives in practice: the limit counts
     // what the window already holds.
     let mut stored = 0;
     let mut too_dense = 0;
