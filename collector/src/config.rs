@@ -320,10 +320,33 @@ key = "collector.key"
         assert_eq!(config.alert_rules().unwrap().rules.len(), 1);
     }
 
+    /// Loads each text, which must be refused with a message naming its key.
+    fn assert_refused_naming_the_key(cases: &[(String, &str)]) {
+        for (text, key) in cases {
+            let err = load_text(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{key:?} not named in {err:?}");
+        }
+    }
+
     #[test]
-    fn bad_values_name_their_key() {
-        let cases = [
+    fn bad_top_level_values_name_their_key() {
+        assert_refused_naming_the_key(&[
             (MINIMAL.replace("127.0.0.1:7070", "nowhere"), "listen"),
+            (
+                MINIMAL.replace(
+                    "data_dir = \"data\"",
+                    "data_dir = \"data\"\nhost_down_after = \"0s\"",
+                ),
+                "host_down_after",
+            ),
+            (MINIMAL.replace("data_dir = \"data\"", ""), "data_dir"),
+            (format!("{MINIMAL}\nlisten_port = 1\n"), "listen_port"),
+        ]);
+    }
+
+    #[test]
+    fn bad_limits_name_their_key() {
+        assert_refused_naming_the_key(&[
             (
                 format!("{MINIMAL}\n[limits]\nmax_connections = 0\n"),
                 "limits.max_connections",
@@ -347,10 +370,6 @@ key = "collector.key"
             (
                 format!("{MINIMAL}\n[limits]\nkeepalive_timeout = 20\n"),
                 "keepalive_timeout",
-            ),
-            (
-                format!("{MINIMAL}\n[storage]\nretention = \"0s\"\n"),
-                "storage.retention",
             ),
             (
                 format!(
@@ -386,6 +405,16 @@ key = "collector.key"
                 format!("{MINIMAL}\n[limits]\ndrain_timeout = \"0s\"\n"),
                 "limits.drain_timeout",
             ),
+        ]);
+    }
+
+    #[test]
+    fn bad_storage_values_name_their_key() {
+        assert_refused_naming_the_key(&[
+            (
+                format!("{MINIMAL}\n[storage]\nretention = \"0s\"\n"),
+                "storage.retention",
+            ),
             (format!("{MINIMAL}\n[storage]\nkeep = 1\n"), "keep"),
             (
                 format!("{MINIMAL}\n[storage]\nretention_bytes = 0\n"),
@@ -419,15 +448,12 @@ key = "collector.key"
                 format!("{MINIMAL}\n[storage]\nout_of_order_tolerance = \"soon\"\n"),
                 "out_of_order_tolerance",
             ),
-            (
-                MINIMAL.replace(
-                    "data_dir = \"data\"",
-                    "data_dir = \"data\"\nhost_down_after = \"0s\"",
-                ),
-                "host_down_after",
-            ),
-            (MINIMAL.replace("data_dir = \"data\"", ""), "data_dir"),
-            (format!("{MINIMAL}\nlisten_port = 1\n"), "listen_port"),
+        ]);
+    }
+
+    #[test]
+    fn bad_alerting_values_name_their_key() {
+        assert_refused_naming_the_key(&[
             (
                 format!("{MINIMAL}\n[alerting]\nstale_after = \"0s\"\n"),
                 "alerting.stale_after",
@@ -451,10 +477,6 @@ key = "collector.key"
                 ),
                 "alerting.hooks[0] \"h\": url",
             ),
-        ];
-        for (text, key) in cases {
-            let err = load_text(&text).unwrap_err().to_string();
-            assert!(err.contains(key), "{key:?} not named in {err:?}");
-        }
+        ]);
     }
 }
