@@ -92,6 +92,21 @@ struct Segment {
     live: u64,
 }
 
+/// Why a spooled batch cannot be read back: it is skipped and counted.
+#[derive(Debug, thiserror::Error)]
+enum UnreadableBatch {
+    #[error("segment gone")]
+    SegmentGone,
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error("checksum mismatch")]
+    Checksum,
+    #[error("sequence mismatch")]
+    Sequence,
+    #[error(transparent)]
+    Decode(#[from] prost::DecodeError),
+}
+
 /// A segment file read at start whose header is valid.
 struct ScannedSegment {
     first_seq: u64,
@@ -607,31 +622,29 @@ impl Inner {
     }
 
     /// Reads and decodes entry `i`.
-    fn read(&self, i: usize) -> Result<Batch, String> {
+    fn read(&self, i: usize) -> Result<Batch, UnreadableBatch> {
         let entry = &self.entries[i];
         let bytes = match &entry.place {
-            Place::Memory(bytes) => {
-                return Batch::decode(bytes.as_slice()).map_err(|e| e.to_string());
-            }
+            Place::Memory(bytes) => return Ok(Batch::decode(bytes.as_slice())?),
             Place::Disk {
                 segment,
                 offset,
                 len,
             } => {
-                let segment = self.segments.get(segment).ok_or("segment gone")?;
+                let segment = self
+                    .segments
+                    .get(segment)
+                    .ok_or(UnreadableBatch::SegmentGone)?;
                 let mut buf = vec![0; RECORD_HEADER + *len as usize];
-                segment
-                    .file
-                    .read_exact_at(&mut buf, *offset)
-                    .map_err(|e| e.to_string())?;
+                segment.file.read_exact_at(&mut buf, *offset)?;
                 buf
             }
         };
-        let record = parse_record(&bytes, 0).ok_or("checksum mismatch")?;
+        let record = parse_record(&bytes, 0).ok_or(UnreadableBatch::Checksum)?;
         if record.seq != entry.seq {
-            return Err("sequence mismatch".to_owned());
+            return Err(UnreadableBatch::Sequence);
         }
-        Batch::decode(&bytes[RECORD_HEADER..]).map_err(|e| e.to_string())
+        Ok(Batch::decode(&bytes[RECORD_HEADER..])?)
     }
 
     fn remove_entry(&mut self, i: usize) {
