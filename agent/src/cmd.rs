@@ -58,7 +58,7 @@ async fn reload_on_hangup(
 ) {
     while hangups.recv().await.is_some() {
         crate::service::reloading();
-        let loaded = AgentConfig::load(&path).map_err(|e| e.to_string());
+        let loaded = AgentConfig::load(&path).map_err(crate::AgentError::from);
         let checked = loaded
             .and_then(|new| crate::check_reload(&host_id, &configs.borrow(), &new).map(|()| new));
         match checked {

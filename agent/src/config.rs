@@ -297,7 +297,7 @@ impl AgentConfig {
         let base = base_dir(path);
         config.state_dir = resolve(&base, &config.state_dir);
         config.tls = config.tls.resolve(&base);
-        config.validate().map_err(|m| ConfigError::new(path, m))?;
+        config.validate(path)?;
         Ok(config)
     }
 
@@ -306,31 +306,33 @@ impl AgentConfig {
         self.state_dir.join("spool")
     }
 
-    fn validate(&self) -> Result<(), String> {
+    /// Checks what serde cannot; the error names the key.
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::new(path, message));
         if self.interval < Duration::from_millis(100) {
-            return Err(format!(
+            return invalid(format!(
                 "interval must be at least 100ms, not {:?}",
                 self.interval
             ));
         }
         if !self.collector.contains(':') {
-            return Err(format!("collector {:?} must be host:port", self.collector));
+            return invalid(format!("collector {:?} must be host:port", self.collector));
         }
         let limits = &self.limits;
         if limits.spool_bytes < 64 * 1024 {
-            return Err("limits.spool_bytes must be at least 65536".to_owned());
+            return invalid("limits.spool_bytes must be at least 65536".to_owned());
         }
         if limits.max_in_flight == 0 {
-            return Err("limits.max_in_flight must be greater than zero".to_owned());
+            return invalid("limits.max_in_flight must be greater than zero".to_owned());
         }
         if !(16 * 1024..=crate::MAX_MESSAGE_BYTES).contains(&limits.replay_batch_bytes) {
-            return Err(format!(
+            return invalid(format!(
                 "limits.replay_batch_bytes must be between 16384 and {}",
                 crate::MAX_MESSAGE_BYTES
             ));
         }
         if limits.max_backoff < Duration::from_millis(100) {
-            return Err("limits.max_backoff must be at least 100ms".to_owned());
+            return invalid("limits.max_backoff must be at least 100ms".to_owned());
         }
         for (key, value) in [
             ("connect_timeout", limits.connect_timeout),
@@ -339,29 +341,29 @@ impl AgentConfig {
             ("ack_timeout", limits.ack_timeout),
         ] {
             if value.is_zero() {
-                return Err(format!("limits.{key} must be greater than zero"));
+                return invalid(format!("limits.{key} must be greater than zero"));
             }
         }
         let processes = &self.processes;
         if processes.top > 128 {
-            return Err("processes.top must be at most 128".to_owned());
+            return invalid("processes.top must be at most 128".to_owned());
         }
         if !(16..=4096).contains(&processes.command_max_bytes) {
-            return Err("processes.command_max_bytes must be between 16 and 4096".to_owned());
+            return invalid("processes.command_max_bytes must be between 16 and 4096".to_owned());
         }
         let mut names = std::collections::HashSet::new();
         for rule in &processes.watch {
             if rule.name.is_empty() {
-                return Err("processes.watch: name must not be empty".to_owned());
+                return invalid("processes.watch: name must not be empty".to_owned());
             }
             if !names.insert(rule.name.as_str()) {
-                return Err(format!(
+                return invalid(format!(
                     "processes.watch: name {:?} appears twice",
                     rule.name
                 ));
             }
             if rule.pattern.is_none() && rule.name.len() > MAX_PROCESS_NAME {
-                return Err(format!(
+                return invalid(format!(
                     "processes.watch: name {:?} is longer than {MAX_PROCESS_NAME} bytes, the most \
                      the kernel keeps of a process name; match it with pattern instead",
                     rule.name
