@@ -168,7 +168,7 @@ impl CollectorConfig {
         config.tls = config.tls.resolve(&base);
         config.alerting.resolve_paths(&base);
         config.path = Some(path.to_owned());
-        config.validate().map_err(|m| ConfigError::new(path, m))?;
+        config.validate(path)?;
         config.alert_rules()?;
         Ok(config)
     }
@@ -183,7 +183,9 @@ impl CollectorConfig {
         })
     }
 
-    fn validate(&self) -> Result<(), String> {
+    /// Checks what serde cannot; the error names the key.
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::new(path, message));
         let positive = [
             ("host_down_after", self.host_down_after.is_zero()),
             ("limits.max_connections", self.limits.max_connections == 0),
@@ -227,41 +229,39 @@ impl CollectorConfig {
         ];
         let limits = &self.limits;
         if limits.reserved_operator_connections >= limits.max_connections {
-            return Err(
-                "limits.reserved_operator_connections must be below limits.max_connections".into(),
+            return invalid(
+                "limits.reserved_operator_connections must be below limits.max_connections"
+                    .to_owned(),
             );
         }
         if limits.max_pending_bytes_per_connection < limits.max_message_bytes {
-            return Err("limits.max_pending_bytes_per_connection must be at least limits.max_message_bytes (a message of that size must fit)".into());
+            return invalid("limits.max_pending_bytes_per_connection must be at least limits.max_message_bytes (a message of that size must fit)".to_owned());
         }
         if limits.max_pending_bytes < limits.max_pending_bytes_per_connection {
-            return Err(
+            return invalid(
                 "limits.max_pending_bytes must be at least limits.max_pending_bytes_per_connection"
-                    .into(),
+                    .to_owned(),
             );
         }
         if self.storage.retention_bytes == Some(0) {
-            return Err(
-                "storage.retention_bytes must be greater than zero (leave it out for no size limit)"
-                    .into(),
-            );
+            return invalid("storage.retention_bytes must be greater than zero (leave it out for no size limit)".to_owned());
         }
         if self.storage.cache_bytes < MIN_CACHE_BYTES {
-            return Err(format!(
+            return invalid(format!(
                 "storage.cache_bytes must be at least {MIN_CACHE_BYTES}"
             ));
         }
         if self.storage.out_of_order_tolerance > MAX_OUT_OF_ORDER {
-            return Err(format!(
+            return invalid(format!(
                 "storage.out_of_order_tolerance must be at most {}s (the chunk window)",
                 MAX_OUT_OF_ORDER.as_secs()
             ));
         }
         match positive.iter().find(|(_, bad)| *bad) {
             Some((key, _)) if *key == "limits.max_message_bytes" => {
-                Err(format!("{key} must be at least 1024"))
+                invalid(format!("{key} must be at least 1024"))
             }
-            Some((key, _)) => Err(format!("{key} must be greater than zero")),
+            Some((key, _)) => invalid(format!("{key} must be greater than zero")),
             None => Ok(()),
         }
     }

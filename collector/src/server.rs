@@ -32,7 +32,8 @@ const STORE_CALL_GRACE: Duration = Duration::from_secs(5);
 /// down at most this long after its timeout.
 const HOST_DOWN_TICK: Duration = Duration::from_millis(250);
 
-/// Errors that stop the collector.
+/// Errors that stop the collector, or keep its state database from being
+/// reopened (tried again at the next check).
 #[derive(Debug, thiserror::Error)]
 pub enum CollectorError {
     #[error(transparent)]
