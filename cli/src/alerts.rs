@@ -14,7 +14,7 @@ use hostwatch_proto::v1::{
     ExpireSilenceRequest, ListAlertsRequest, ListSilencesRequest, Matcher, ReloadRequest, Silence,
     WatchAlertsRequest, matcher,
 };
-use hostwatch_tsdb::system_now_ms;
+use hostwatch_stdx::now_ms;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -332,7 +332,7 @@ struct SilenceJson<'a> {
 }
 
 fn silence_json(s: &Silence) -> SilenceJson<'_> {
-    let now = system_now_ms();
+    let now = now_ms();
     SilenceJson {
         id: &s.id,
         matchers: s.matchers.iter().map(matcher_text).collect(),
@@ -357,7 +357,7 @@ pub(crate) fn silence(config_path: &Path, command: SilenceCommand) -> anyhow::Re
             let request = CreateSilenceRequest {
                 matchers,
                 starts_ms: 0,
-                ends_ms: system_now_ms() + duration.as_millis() as i64,
+                ends_ms: now_ms() + duration.as_millis() as i64,
                 comment,
             };
             let silence = rt.block_on(async {
