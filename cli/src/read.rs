@@ -290,11 +290,12 @@ pub(crate) fn query(config_path: &Path, args: QueryArgs) -> anyhow::Result<()> {
         step_ms,
         aggregation,
     };
-    let series = runtime()?.block_on(async {
-        let mut client =
-            QueryClient::new(config.connect().await?).max_decoding_message_size(256 << 20);
-        anyhow::Ok(client.range(request).await?.into_inner().series)
-    })?;
+    let series = config
+        .call(
+            |channel| QueryClient::new(channel).max_decoding_message_size(256 << 20),
+            |mut client| async move { client.range(request).await },
+        )?
+        .series;
     if args.json {
         let out: Vec<SeriesJson> = series.into_iter().map(series_json).collect();
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -345,10 +346,11 @@ pub(crate) fn processes(config_path: &Path, args: ProcessesArgs) -> anyhow::Resu
         host_id: args.host.clone(),
         at_ms: args.at.unwrap_or(0),
     };
-    let snapshot = runtime()?.block_on(async {
-        let mut client = QueryClient::new(config.connect().await?);
-        anyhow::Ok(client.processes(request).await?.into_inner().snapshot)
-    })?;
+    let snapshot = config
+        .call(QueryClient::new, |mut client| async move {
+            client.processes(request).await
+        })?
+        .snapshot;
     let Some(snapshot) = snapshot else {
         if args.json {
             println!("null");
