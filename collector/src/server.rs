@@ -124,7 +124,7 @@ pub async fn serve(
         .await;
     drained.cancel();
     finish(&shared).await;
-    served.map_err(|e| CollectorError::Serve(hostwatch_pki::transport::error_chain(&e)))?;
+    served.map_err(|e| CollectorError::Serve(hostwatch_stdx::error_chain(&e)))?;
     tracing::info!("collector stopped");
     Ok(())
 }
