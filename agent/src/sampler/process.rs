@@ -216,12 +216,34 @@ impl State {
             .prev_time
             .map(|t| now.saturating_duration_since(t).as_secs_f64())
             .filter(|e| *e > 0.0);
+        self.read_processes(&fs.root, kernel, elapsed, problem)?;
+        std::mem::swap(&mut self.prev, &mut self.next);
+        self.prev_time = Some(now);
+        self.forget_gone();
+        out.push("host_processes", self.procs.len() as f64);
+        self.watched(fs, settings, kernel, out);
+        if settings.top == 0 || elapsed.is_none() {
+            return None;
+        }
+        Some(self.top(fs, settings, kernel, boot_time.unwrap_or(0), now))
+    }
+
+    /// Lists the processes under `root` into `procs`, with the CPU they
+    /// used over the `elapsed` seconds since the previous tick, and their
+    /// readings into `next`; `None` when `root` cannot be opened.
+    fn read_processes(
+        &mut self,
+        root: &Path,
+        kernel: Kernel,
+        elapsed: Option<f64>,
+        problem: &mut dyn FnMut(String),
+    ) -> Option<()> {
         if self.proc_dir.is_none() {
             let flags = nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY;
-            match nix::dir::Dir::open(&fs.root, flags, nix::sys::stat::Mode::empty()) {
+            match nix::dir::Dir::open(root, flags, nix::sys::stat::Mode::empty()) {
                 Ok(dir) => self.proc_dir = Some(dir),
                 Err(e) => {
-                    problem(format!("{}: {e}", fs.root.display()));
+                    problem(format!("{}: {e}", root.display()));
                     return None;
                 }
             }
@@ -241,7 +263,7 @@ impl State {
             };
             let read = read_stat(
                 &mut self.stat_files,
-                &fs.root,
+                root,
                 pid,
                 &mut self.buf,
                 self.max_open,
@@ -282,10 +304,12 @@ impl State {
                 cpu_cores,
             });
         }
-        std::mem::swap(&mut self.prev, &mut self.next);
-        self.prev_time = Some(now);
-        // Forget files and details of processes that are gone (or whose
-        // pid was reused).
+        Some(())
+    }
+
+    /// Forgets the files and details of processes that are gone (or whose
+    /// pid was reused) since the previous tick.
+    fn forget_gone(&mut self) {
         let prev = &self.prev;
         self.stat_files.retain(|pid, _| prev.contains_key(pid));
         let alive = |pid: &u32, (start, _): &mut (u64, String)| {
@@ -293,13 +317,6 @@ impl State {
         };
         self.commands.retain(alive);
         self.owners.retain(alive);
-
-        out.push("host_processes", self.procs.len() as f64);
-        self.watched(fs, settings, kernel, out);
-        if settings.top == 0 || elapsed.is_none() {
-            return None;
-        }
-        Some(self.top(fs, settings, kernel, boot_time.unwrap_or(0), now))
     }
 
     fn watched(
