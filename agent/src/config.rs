@@ -459,13 +459,32 @@ key = "agent.key"
         assert!(config.disks.exclude.is_match("loop0"));
     }
 
+    /// Loads each text, which must be refused with a message naming its key.
+    fn assert_refused_naming_the_key(cases: &[(String, &str)]) {
+        for (text, key) in cases {
+            let err = match load_text(text) {
+                Ok(_) => panic!("{key:?}: accepted {text}"),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains(key), "{key:?} not named in {err:?}");
+        }
+    }
+
     #[test]
-    fn bad_values_name_their_key() {
-        let cases = [
+    fn bad_top_level_values_name_their_key() {
+        assert_refused_naming_the_key(&[
             (format!("interval = \"0s\"\n{MINIMAL}"), "interval"),
             (format!("interval = \"-5s\"\n{MINIMAL}"), "interval"),
             (format!("interval = 10\n{MINIMAL}"), "interval"),
             (MINIMAL.replace("127.0.0.1:7070", "nohost"), "collector"),
+            (format!("intervall = \"5s\"\n{MINIMAL}"), "intervall"),
+            (MINIMAL.replace("state_dir = \"state\"", ""), "state_dir"),
+        ]);
+    }
+
+    #[test]
+    fn bad_limits_name_their_key() {
+        assert_refused_naming_the_key(&[
             (
                 format!("{MINIMAL}[limits]\nspool_bytes = 1\n"),
                 "limits.spool_bytes",
@@ -507,8 +526,12 @@ key = "agent.key"
                 format!("{MINIMAL}[limits]\nqueue_bytes = 70000\n"),
                 "queue_bytes",
             ),
-            (format!("intervall = \"5s\"\n{MINIMAL}"), "intervall"),
-            (MINIMAL.replace("state_dir = \"state\"", ""), "state_dir"),
+        ]);
+    }
+
+    #[test]
+    fn bad_processes_values_name_their_key() {
+        assert_refused_naming_the_key(&[
             (
                 format!("{MINIMAL}[processes]\ntop = 1000\n"),
                 "processes.top",
@@ -540,6 +563,12 @@ key = "agent.key"
                 format!("{MINIMAL}[processes]\nwatch = [{{ name = \"x\", colour = \"red\" }}]\n"),
                 "colour",
             ),
+        ]);
+    }
+
+    #[test]
+    fn bad_filters_name_their_key() {
+        assert_refused_naming_the_key(&[
             (
                 format!("{MINIMAL}[network]\nexclude = \"[\"\n"),
                 "regular expression",
@@ -549,13 +578,6 @@ key = "agent.key"
                 format!("{MINIMAL}[filesystems]\nexclude_types = \"tmpfs\"\n"),
                 "exclude_types",
             ),
-        ];
-        for (text, key) in cases {
-            let err = match load_text(&text) {
-                Ok(_) => panic!("{key:?}: accepted {text}"),
-                Err(e) => e.to_string(),
-            };
-            assert!(err.contains(key), "{key:?} not named in {err:?}");
-        }
+        ]);
     }
 }
