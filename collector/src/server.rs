@@ -1,6 +1,7 @@
 //! Wiring: the store, the host registry and the tonic services behind the
 //! mTLS listener, with a graceful shutdown.
 
+use crate::CollectorError;
 use crate::admin::AdminService;
 use crate::config::{CollectorConfig, Limits};
 use crate::hosts::HostRegistry;
@@ -31,24 +32,6 @@ const STORE_CALL_GRACE: Duration = Duration::from_secs(5);
 /// How often host-down alerts look at the registry: a host is reported
 /// down at most this long after its timeout.
 const HOST_DOWN_TICK: Duration = Duration::from_millis(250);
-
-/// Errors that stop the collector, or keep its state database from being
-/// reopened (tried again at the next check).
-#[derive(Debug, thiserror::Error)]
-pub enum CollectorError {
-    #[error(transparent)]
-    Tls(#[from] hostwatch_pki::PkiError),
-    #[error("cannot open data directory {path}: {source}")]
-    OpenData { path: String, source: sled::Error },
-    #[error("storage: {0}")]
-    Storage(#[from] hostwatch_tsdb::TsdbError),
-    #[error(transparent)]
-    Config(#[from] hostwatch_runtime::config::ConfigError),
-    #[error("alert state: {0}")]
-    Alerting(#[from] hostwatch_alerting::AlertingError),
-    #[error("gRPC server: {0}")]
-    Serve(String),
-}
 
 /// Runs the collector on an already-bound `listener` until `shutdown`
 /// completes, then drains open streams and flushes the database.

@@ -16,8 +16,8 @@
 //! logged once. A reopen that fails (a handle still held, a write failing
 //! again) is tried again at the next check.
 
+use crate::CollectorError;
 use crate::hosts::HostRegistry;
-use crate::server::CollectorError;
 use hostwatch_alerting::Alerting;
 use hostwatch_tsdb::REOPEN_MIN_FREE_BYTES;
 use std::path::{Path, PathBuf};
