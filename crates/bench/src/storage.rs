@@ -1064,377 +1064,19 @@ struct HostGen {
 impl HostGen {
     fn new(index: u32, snapshots: bool) -> Self {
         let mut rng = SmallRng::seed_from_u64(u64::from(index));
-        let mut series = Vec::new();
-        let mut add = |metric: &str, labels: &[(&str, &str)], shape: Shape| {
-            series.push(SeriesGen {
-                metric: metric.to_owned(),
-                labels: labels.iter().map(|(n, v)| Label::new(*n, *v)).collect(),
-                shape,
-            });
-        };
+        let mut series = HostSeries::default();
         let level = 0.05 + (rng.random_range(0..30) as f64) / 100.0;
-        let cores = 4u64;
-        add(
-            "host_cpu_utilization_ratio",
-            &[("cpu", "total")],
-            Shape::Ticks {
-                level,
-                total: 1000 * cores,
-            },
-        );
-        for cpu in ["0", "1", "2", "3"] {
-            add(
-                "host_cpu_utilization_ratio",
-                &[("cpu", cpu)],
-                Shape::Ticks { level, total: 1000 },
-            );
-        }
-        for (mode, share) in [
-            ("user", 0.6),
-            ("system", 0.3),
-            ("iowait", 0.05),
-            ("softirq", 0.02),
-        ] {
-            add(
-                "host_cpu_time_ratio",
-                &[("mode", mode)],
-                Shape::Ticks {
-                    level: level * share,
-                    total: 1000 * cores,
-                },
-            );
-        }
-        add(
-            "host_cpu_time_ratio",
-            &[("mode", "idle")],
-            Shape::Ticks {
-                level: 1.0 - level,
-                total: 1000 * cores,
-            },
-        );
-        for mode in ["nice", "irq", "steal"] {
-            add(
-                "host_cpu_time_ratio",
-                &[("mode", mode)],
-                Shape::Constant(0.0),
-            );
-        }
-        add("host_cpu_count", &[], Shape::Constant(cores as f64));
-        add(
-            "host_context_switches_total",
-            &[],
-            Shape::Counter {
-                value: 1 << 30,
-                rate: 30_000.0,
-                unit: 1,
-            },
-        );
-        add(
-            "host_forks_total",
-            &[],
-            Shape::Counter {
-                value: 1 << 20,
-                rate: 20.0,
-                unit: 1,
-            },
-        );
-        add(
-            "host_procs_running",
-            &[],
-            Shape::Walk {
-                value: 2,
-                step: 2,
-                max: 8,
-            },
-        );
-        add(
-            "host_procs_blocked",
-            &[],
-            Shape::Walk {
-                value: 0,
-                step: 1,
-                max: 2,
-            },
-        );
-        let mem_pages = 4 << 20; // 16 GiB
-        add(
-            "host_memory_total_bytes",
-            &[],
-            Shape::Constant((mem_pages * 4096) as f64),
-        );
-        for (metric, pages) in [
-            ("host_memory_available_bytes", mem_pages / 2),
-            ("host_memory_used_bytes", mem_pages / 3),
-            ("host_memory_free_bytes", mem_pages / 8),
-            ("host_memory_buffers_bytes", mem_pages / 64),
-            ("host_memory_cached_bytes", mem_pages / 4),
-        ] {
-            add(
-                metric,
-                &[],
-                Shape::Pages {
-                    pages,
-                    step: 64,
-                    min: 0,
-                },
-            );
-        }
-        add(
-            "host_swap_total_bytes",
-            &[],
-            Shape::Constant((2u64 << 30) as f64),
-        );
-        add(
-            "host_swap_used_bytes",
-            &[],
-            Shape::Constant((12u64 << 20) as f64),
-        );
-        add(
-            "host_swap_in_bytes_total",
-            &[],
-            Shape::Constant((40u64 << 20) as f64),
-        );
-        add(
-            "host_swap_out_bytes_total",
-            &[],
-            Shape::Constant((52u64 << 20) as f64),
-        );
-        let load = |step| Shape::Decimal {
-            value: 80,
-            step,
-            center: 80,
-            scale: 100.0,
-        };
-        add("host_load1", &[], load(20));
-        add("host_load5", &[], load(5));
-        add("host_load15", &[], load(2));
-        add(
-            "host_threads",
-            &[],
-            Shape::Walk {
-                value: 600,
-                step: 4,
-                max: 5000,
-            },
-        );
-        add(
-            "host_processes",
-            &[],
-            Shape::Walk {
-                value: 250,
-                step: 2,
-                max: 5000,
-            },
-        );
-        add(
-            "host_uptime_seconds",
-            &[],
-            Shape::Uptime {
-                centis: 12 * 86_400 * 100,
-            },
-        );
-        add(
-            "host_boot_time_seconds",
-            &[],
-            Shape::Constant(1_790_000_000.0 + f64::from(index)),
-        );
-        for (mount, device) in [("/", "/dev/sda1"), ("/var", "/dev/sdb1")] {
-            let labels = [
-                ("mountpoint", mount),
-                ("device", device),
-                ("fstype", "ext4"),
-            ];
-            let size_pages: i64 = 50 << 20;
-            add(
-                "host_filesystem_size_bytes",
-                &labels,
-                Shape::Constant((size_pages * 4096) as f64),
-            );
-            add(
-                "host_filesystem_available_bytes",
-                &labels,
-                Shape::Pages {
-                    pages: size_pages / 3,
-                    step: 8,
-                    min: 0,
-                },
-            );
-            add(
-                "host_filesystem_free_bytes",
-                &labels,
-                Shape::Pages {
-                    pages: size_pages / 3 + 100_000,
-                    step: 8,
-                    min: 0,
-                },
-            );
-            add(
-                "host_filesystem_inodes",
-                &labels,
-                Shape::Constant(6_553_600.0),
-            );
-            add(
-                "host_filesystem_inodes_free",
-                &labels,
-                Shape::Walk {
-                    value: 6_000_000,
-                    step: 3,
-                    max: 6_553_600,
-                },
-            );
-        }
-        for (device, scale) in [("sda", 1.0), ("sdb", 0.2)] {
-            let l = [("device", device)];
-            add(
-                "host_disk_read_bytes_total",
-                &l,
-                Shape::Counter {
-                    value: 1 << 34,
-                    rate: 200_000.0 * scale,
-                    unit: 512,
-                },
-            );
-            add(
-                "host_disk_written_bytes_total",
-                &l,
-                Shape::Counter {
-                    value: 1 << 35,
-                    rate: 1_000_000.0 * scale,
-                    unit: 512,
-                },
-            );
-            add(
-                "host_disk_reads_completed_total",
-                &l,
-                Shape::Counter {
-                    value: 1 << 22,
-                    rate: 50.0 * scale,
-                    unit: 1,
-                },
-            );
-            add(
-                "host_disk_writes_completed_total",
-                &l,
-                Shape::Counter {
-                    value: 1 << 24,
-                    rate: 200.0 * scale,
-                    unit: 1,
-                },
-            );
-            add(
-                "host_disk_io_time_seconds_total",
-                &l,
-                Shape::Seconds {
-                    value: 1 << 32,
-                    rate: 800.0 * scale,
-                    per_second: 1e3,
-                },
-            );
-            add(
-                "host_disk_utilization_ratio",
-                &l,
-                Shape::Ticks {
-                    level: 0.08 * scale,
-                    total: 10_000,
-                },
-            );
-        }
-        for (device, scale) in [("lo", 0.05), ("eth0", 1.0)] {
-            let l = [("device", device)];
-            add(
-                "host_network_receive_bytes_total",
-                &l,
-                Shape::Counter {
-                    value: 1 << 36,
-                    rate: 500_000.0 * scale,
-                    unit: 1,
-                },
-            );
-            add(
-                "host_network_transmit_bytes_total",
-                &l,
-                Shape::Counter {
-                    value: 1 << 35,
-                    rate: 300_000.0 * scale,
-                    unit: 1,
-                },
-            );
-            add(
-                "host_network_receive_packets_total",
-                &l,
-                Shape::Counter {
-                    value: 1 << 28,
-                    rate: 800.0 * scale,
-                    unit: 1,
-                },
-            );
-            add(
-                "host_network_transmit_packets_total",
-                &l,
-                Shape::Counter {
-                    value: 1 << 28,
-                    rate: 600.0 * scale,
-                    unit: 1,
-                },
-            );
-            for metric in [
-                "host_network_receive_errors_total",
-                "host_network_transmit_errors_total",
-                "host_network_receive_drops_total",
-                "host_network_transmit_drops_total",
-            ] {
-                add(metric, &l, Shape::Constant(0.0));
-            }
-        }
-        for (resource, kind) in [
-            ("cpu", "some"),
-            ("memory", "some"),
-            ("memory", "full"),
-            ("io", "some"),
-            ("io", "full"),
-        ] {
-            let l = [("resource", resource), ("kind", kind)];
-            let avg10 = Shape::Decimal {
-                value: 10,
-                step: 3,
-                center: 10,
-                scale: 10_000.0,
-            };
-            add("host_pressure_avg10_ratio", &l, avg10);
-            add(
-                "host_pressure_stalled_seconds_total",
-                &l,
-                Shape::Seconds {
-                    value: 1 << 30,
-                    rate: 20_000.0,
-                    per_second: 1e6,
-                },
-            );
-        }
-        for name in ["nginx", "postgres"] {
-            let l = [("name", name)];
-            add("host_process_running", &l, Shape::Constant(1.0));
-            add(
-                "host_process_cpu_cores",
-                &l,
-                Shape::Ticks {
-                    level: 0.1,
-                    total: 1000,
-                },
-            );
-            add(
-                "host_process_resident_bytes",
-                &l,
-                Shape::Pages {
-                    pages: 50_000,
-                    step: 16,
-                    min: 1000,
-                },
-            );
-        }
+        cpu_series(&mut series, level);
+        memory_series(&mut series);
+        system_series(&mut series, index);
+        filesystem_series(&mut series);
+        disk_series(&mut series);
+        network_series(&mut series);
+        pressure_series(&mut series);
+        process_series(&mut series);
         HostGen {
             name: format!("host-{index}"),
-            series,
+            series: series.0,
             rng,
             processes: snapshots.then(|| ProcessGen::new(index)),
         }
@@ -1495,6 +1137,411 @@ impl HostGen {
     }
 }
 
+/// A host's series in the order its batches carry them.
+#[derive(Default)]
+struct HostSeries(Vec<SeriesGen>);
+
+impl HostSeries {
+    fn add(&mut self, metric: &str, labels: &[(&str, &str)], shape: Shape) {
+        self.0.push(SeriesGen {
+            metric: metric.to_owned(),
+            labels: labels.iter().map(|(n, v)| Label::new(*n, *v)).collect(),
+            shape,
+        });
+    }
+}
+
+/// A host's series of the processors, context switches, forks and run queue.
+fn cpu_series(s: &mut HostSeries, level: f64) {
+    let cores = 4u64;
+    s.add(
+        "host_cpu_utilization_ratio",
+        &[("cpu", "total")],
+        Shape::Ticks {
+            level,
+            total: 1000 * cores,
+        },
+    );
+    for cpu in ["0", "1", "2", "3"] {
+        s.add(
+            "host_cpu_utilization_ratio",
+            &[("cpu", cpu)],
+            Shape::Ticks { level, total: 1000 },
+        );
+    }
+    for (mode, share) in [
+        ("user", 0.6),
+        ("system", 0.3),
+        ("iowait", 0.05),
+        ("softirq", 0.02),
+    ] {
+        s.add(
+            "host_cpu_time_ratio",
+            &[("mode", mode)],
+            Shape::Ticks {
+                level: level * share,
+                total: 1000 * cores,
+            },
+        );
+    }
+    s.add(
+        "host_cpu_time_ratio",
+        &[("mode", "idle")],
+        Shape::Ticks {
+            level: 1.0 - level,
+            total: 1000 * cores,
+        },
+    );
+    for mode in ["nice", "irq", "steal"] {
+        s.add(
+            "host_cpu_time_ratio",
+            &[("mode", mode)],
+            Shape::Constant(0.0),
+        );
+    }
+    s.add("host_cpu_count", &[], Shape::Constant(cores as f64));
+    s.add(
+        "host_context_switches_total",
+        &[],
+        Shape::Counter {
+            value: 1 << 30,
+            rate: 30_000.0,
+            unit: 1,
+        },
+    );
+    s.add(
+        "host_forks_total",
+        &[],
+        Shape::Counter {
+            value: 1 << 20,
+            rate: 20.0,
+            unit: 1,
+        },
+    );
+    s.add(
+        "host_procs_running",
+        &[],
+        Shape::Walk {
+            value: 2,
+            step: 2,
+            max: 8,
+        },
+    );
+    s.add(
+        "host_procs_blocked",
+        &[],
+        Shape::Walk {
+            value: 0,
+            step: 1,
+            max: 2,
+        },
+    );
+}
+
+/// A host's series of memory and swap.
+fn memory_series(s: &mut HostSeries) {
+    let mem_pages = 4 << 20; // 16 GiB
+    s.add(
+        "host_memory_total_bytes",
+        &[],
+        Shape::Constant((mem_pages * 4096) as f64),
+    );
+    for (metric, pages) in [
+        ("host_memory_available_bytes", mem_pages / 2),
+        ("host_memory_used_bytes", mem_pages / 3),
+        ("host_memory_free_bytes", mem_pages / 8),
+        ("host_memory_buffers_bytes", mem_pages / 64),
+        ("host_memory_cached_bytes", mem_pages / 4),
+    ] {
+        s.add(
+            metric,
+            &[],
+            Shape::Pages {
+                pages,
+                step: 64,
+                min: 0,
+            },
+        );
+    }
+    s.add(
+        "host_swap_total_bytes",
+        &[],
+        Shape::Constant((2u64 << 30) as f64),
+    );
+    s.add(
+        "host_swap_used_bytes",
+        &[],
+        Shape::Constant((12u64 << 20) as f64),
+    );
+    s.add(
+        "host_swap_in_bytes_total",
+        &[],
+        Shape::Constant((40u64 << 20) as f64),
+    );
+    s.add(
+        "host_swap_out_bytes_total",
+        &[],
+        Shape::Constant((52u64 << 20) as f64),
+    );
+}
+
+/// A host's series of load, threads, processes, uptime and boot time.
+fn system_series(s: &mut HostSeries, index: u32) {
+    let load = |step| Shape::Decimal {
+        value: 80,
+        step,
+        center: 80,
+        scale: 100.0,
+    };
+    s.add("host_load1", &[], load(20));
+    s.add("host_load5", &[], load(5));
+    s.add("host_load15", &[], load(2));
+    s.add(
+        "host_threads",
+        &[],
+        Shape::Walk {
+            value: 600,
+            step: 4,
+            max: 5000,
+        },
+    );
+    s.add(
+        "host_processes",
+        &[],
+        Shape::Walk {
+            value: 250,
+            step: 2,
+            max: 5000,
+        },
+    );
+    s.add(
+        "host_uptime_seconds",
+        &[],
+        Shape::Uptime {
+            centis: 12 * 86_400 * 100,
+        },
+    );
+    s.add(
+        "host_boot_time_seconds",
+        &[],
+        Shape::Constant(1_790_000_000.0 + f64::from(index)),
+    );
+}
+
+/// A host's series of two mounted filesystems.
+fn filesystem_series(s: &mut HostSeries) {
+    for (mount, device) in [("/", "/dev/sda1"), ("/var", "/dev/sdb1")] {
+        let labels = [
+            ("mountpoint", mount),
+            ("device", device),
+            ("fstype", "ext4"),
+        ];
+        let size_pages: i64 = 50 << 20;
+        s.add(
+            "host_filesystem_size_bytes",
+            &labels,
+            Shape::Constant((size_pages * 4096) as f64),
+        );
+        s.add(
+            "host_filesystem_available_bytes",
+            &labels,
+            Shape::Pages {
+                pages: size_pages / 3,
+                step: 8,
+                min: 0,
+            },
+        );
+        s.add(
+            "host_filesystem_free_bytes",
+            &labels,
+            Shape::Pages {
+                pages: size_pages / 3 + 100_000,
+                step: 8,
+                min: 0,
+            },
+        );
+        s.add(
+            "host_filesystem_inodes",
+            &labels,
+            Shape::Constant(6_553_600.0),
+        );
+        s.add(
+            "host_filesystem_inodes_free",
+            &labels,
+            Shape::Walk {
+                value: 6_000_000,
+                step: 3,
+                max: 6_553_600,
+            },
+        );
+    }
+}
+
+/// A host's series of two disks.
+fn disk_series(s: &mut HostSeries) {
+    for (device, scale) in [("sda", 1.0), ("sdb", 0.2)] {
+        let l = [("device", device)];
+        s.add(
+            "host_disk_read_bytes_total",
+            &l,
+            Shape::Counter {
+                value: 1 << 34,
+                rate: 200_000.0 * scale,
+                unit: 512,
+            },
+        );
+        s.add(
+            "host_disk_written_bytes_total",
+            &l,
+            Shape::Counter {
+                value: 1 << 35,
+                rate: 1_000_000.0 * scale,
+                unit: 512,
+            },
+        );
+        s.add(
+            "host_disk_reads_completed_total",
+            &l,
+            Shape::Counter {
+                value: 1 << 22,
+                rate: 50.0 * scale,
+                unit: 1,
+            },
+        );
+        s.add(
+            "host_disk_writes_completed_total",
+            &l,
+            Shape::Counter {
+                value: 1 << 24,
+                rate: 200.0 * scale,
+                unit: 1,
+            },
+        );
+        s.add(
+            "host_disk_io_time_seconds_total",
+            &l,
+            Shape::Seconds {
+                value: 1 << 32,
+                rate: 800.0 * scale,
+                per_second: 1e3,
+            },
+        );
+        s.add(
+            "host_disk_utilization_ratio",
+            &l,
+            Shape::Ticks {
+                level: 0.08 * scale,
+                total: 10_000,
+            },
+        );
+    }
+}
+
+/// A host's series of two network devices.
+fn network_series(s: &mut HostSeries) {
+    for (device, scale) in [("lo", 0.05), ("eth0", 1.0)] {
+        let l = [("device", device)];
+        s.add(
+            "host_network_receive_bytes_total",
+            &l,
+            Shape::Counter {
+                value: 1 << 36,
+                rate: 500_000.0 * scale,
+                unit: 1,
+            },
+        );
+        s.add(
+            "host_network_transmit_bytes_total",
+            &l,
+            Shape::Counter {
+                value: 1 << 35,
+                rate: 300_000.0 * scale,
+                unit: 1,
+            },
+        );
+        s.add(
+            "host_network_receive_packets_total",
+            &l,
+            Shape::Counter {
+                value: 1 << 28,
+                rate: 800.0 * scale,
+                unit: 1,
+            },
+        );
+        s.add(
+            "host_network_transmit_packets_total",
+            &l,
+            Shape::Counter {
+                value: 1 << 28,
+                rate: 600.0 * scale,
+                unit: 1,
+            },
+        );
+        for metric in [
+            "host_network_receive_errors_total",
+            "host_network_transmit_errors_total",
+            "host_network_receive_drops_total",
+            "host_network_transmit_drops_total",
+        ] {
+            s.add(metric, &l, Shape::Constant(0.0));
+        }
+    }
+}
+
+/// A host's series of pressure stall information.
+fn pressure_series(s: &mut HostSeries) {
+    for (resource, kind) in [
+        ("cpu", "some"),
+        ("memory", "some"),
+        ("memory", "full"),
+        ("io", "some"),
+        ("io", "full"),
+    ] {
+        let l = [("resource", resource), ("kind", kind)];
+        let avg10 = Shape::Decimal {
+            value: 10,
+            step: 3,
+            center: 10,
+            scale: 10_000.0,
+        };
+        s.add("host_pressure_avg10_ratio", &l, avg10);
+        s.add(
+            "host_pressure_stalled_seconds_total",
+            &l,
+            Shape::Seconds {
+                value: 1 << 30,
+                rate: 20_000.0,
+                per_second: 1e6,
+            },
+        );
+    }
+}
+
+/// A host's series of two watched processes.
+fn process_series(s: &mut HostSeries) {
+    for name in ["nginx", "postgres"] {
+        let l = [("name", name)];
+        s.add("host_process_running", &l, Shape::Constant(1.0));
+        s.add(
+            "host_process_cpu_cores",
+            &l,
+            Shape::Ticks {
+                level: 0.1,
+                total: 1000,
+            },
+        );
+        s.add(
+            "host_process_resident_bytes",
+            &l,
+            Shape::Pages {
+                pages: 50_000,
+                step: 16,
+                min: 1000,
+            },
+        );
+    }
+}
+
 /// Processes in an agent's snapshot: the top N by CPU and the top N by
 /// resident memory (`processes.top`, default 10), as the agent's sampler
 /// picks them.
@@ -1526,187 +1573,202 @@ struct ProcessGen {
     rng: SmallRng,
 }
 
-impl ProcessGen {
-    fn new(index: u32) -> Self {
-        // Seeds of their own, apart from the hosts' series.
-        let mut rng = SmallRng::seed_from_u64(!u64::from(index));
-        let boot_ms = 1_790_000_000_000 + i64::from(index) * 1000;
-        let mut host = ProcessGen {
-            processes: Vec::new(),
-            next_pid: 1,
-            rng: SmallRng::seed_from_u64(0),
-        };
-        let mut add = |host: &mut ProcessGen,
-                       name: &str,
-                       command: String,
-                       user: &'static str,
-                       cpu_level: f64,
-                       rss_mib: i64| {
-            let pid = host.next_pid;
-            host.next_pid += 1 + rng.random_range(0..40) as u32;
-            host.processes.push(SimProcess {
-                pid,
-                name: name.to_owned(),
-                command,
-                user,
-                start_time_ms: boot_ms + i64::from(pid) * 137,
-                cpu_level,
-                rss_pages: rss_mib * 256,
-                rss_step: (rss_mib * 256 / 500).max(1),
-                ticks_left: None,
-            });
-        };
-        add(
-            &mut host,
-            "systemd",
-            "/sbin/init splash".into(),
-            "root",
-            0.001,
-            12,
-        );
-        for (name, command, mib) in [
-            ("systemd-journal", "/lib/systemd/systemd-journald", 48),
-            ("systemd-udevd", "/lib/systemd/systemd-udevd", 8),
-            ("systemd-logind", "/lib/systemd/systemd-logind", 7),
-            (
-                "dbus-daemon",
-                "/usr/bin/dbus-daemon --system --address=systemd: --nofork --nopidfile --systemd-activation --syslog-only",
-                5,
-            ),
-            ("rsyslogd", "/usr/sbin/rsyslogd -n -iNONE", 6),
-            ("cron", "/usr/sbin/cron -f -P", 3),
-            (
-                "sshd",
-                "sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups",
-                9,
-            ),
-            ("containerd", "/usr/bin/containerd", 45),
-            (
-                "dockerd",
-                "/usr/bin/dockerd -H fd:// --containerd=/run/containerd/containerd.sock",
-                80,
-            ),
-        ] {
-            add(&mut host, name, command.into(), "root", 0.002, mib);
-        }
-        add(
-            &mut host,
-            "hostwatch-agent",
-            "/usr/bin/hostwatch-agent --config /etc/hostwatch/agent.toml".into(),
-            "hostwatch",
-            0.003,
+/// A simulated host's processes as they are started after boot, each a
+/// pid a random gap after the previous one.
+struct ProcessTable {
+    host: ProcessGen,
+    boot_ms: i64,
+}
+
+impl ProcessTable {
+    /// Starts a long-running process.
+    fn start(
+        &mut self,
+        name: &str,
+        command: String,
+        user: &'static str,
+        cpu_level: f64,
+        rss_mib: i64,
+    ) {
+        let host = &mut self.host;
+        let pid = host.next_pid;
+        host.next_pid += 1 + host.rng.random_range(0..40) as u32;
+        host.processes.push(SimProcess {
+            pid,
+            name: name.to_owned(),
+            command,
+            user,
+            start_time_ms: self.boot_ms + i64::from(pid) * 137,
+            cpu_level,
+            rss_pages: rss_mib * 256,
+            rss_step: (rss_mib * 256 / 500).max(1),
+            ticks_left: None,
+        });
+    }
+}
+
+/// Starts the init system, the system's daemons and the agent.
+fn system_processes(table: &mut ProcessTable) {
+    table.start("systemd", "/sbin/init splash".into(), "root", 0.001, 12);
+    for (name, command, mib) in [
+        ("systemd-journal", "/lib/systemd/systemd-journald", 48),
+        ("systemd-udevd", "/lib/systemd/systemd-udevd", 8),
+        ("systemd-logind", "/lib/systemd/systemd-logind", 7),
+        (
+            "dbus-daemon",
+            "/usr/bin/dbus-daemon --system --address=systemd: --nofork --nopidfile --systemd-activation --syslog-only",
+            5,
+        ),
+        ("rsyslogd", "/usr/sbin/rsyslogd -n -iNONE", 6),
+        ("cron", "/usr/sbin/cron -f -P", 3),
+        (
+            "sshd",
+            "sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups",
             9,
-        );
-        add(
-            &mut host,
+        ),
+        ("containerd", "/usr/bin/containerd", 45),
+        (
+            "dockerd",
+            "/usr/bin/dockerd -H fd:// --containerd=/run/containerd/containerd.sock",
+            80,
+        ),
+    ] {
+        table.start(name, command.into(), "root", 0.002, mib);
+    }
+    table.start(
+        "hostwatch-agent",
+        "/usr/bin/hostwatch-agent --config /etc/hostwatch/agent.toml".into(),
+        "hostwatch",
+        0.003,
+        9,
+    );
+}
+
+/// Starts a web server and a database with its workers and connections.
+fn server_processes(table: &mut ProcessTable) {
+    table.start(
+        "nginx",
+        "nginx: master process /usr/sbin/nginx -g daemon on; master_process on;".into(),
+        "root",
+        0.0,
+        10,
+    );
+    for _ in 0..4 {
+        table.start(
             "nginx",
-            "nginx: master process /usr/sbin/nginx -g daemon on; master_process on;".into(),
-            "root",
-            0.0,
-            10,
+            "nginx: worker process".into(),
+            "www-data",
+            0.05,
+            24,
         );
-        for _ in 0..4 {
-            add(
-                &mut host,
-                "nginx",
-                "nginx: worker process".into(),
-                "www-data",
-                0.05,
-                24,
-            );
-        }
-        add(
-            &mut host,
+    }
+    table.start(
             "postgres",
             "/usr/lib/postgresql/15/bin/postgres -D /var/lib/postgresql/15/main -c config_file=/etc/postgresql/15/main/postgresql.conf".into(),
             "postgres",
             0.002,
             220,
         );
-        for role in [
-            "checkpointer",
-            "background writer",
-            "walwriter",
-            "autovacuum launcher",
-            "logical replication launcher",
-        ] {
-            add(
-                &mut host,
-                "postgres",
-                format!("postgres: 15/main: {role}"),
-                "postgres",
-                0.001,
-                40,
-            );
-        }
-        for i in 0..8 {
-            add(
-                &mut host,
-                "postgres",
-                format!(
-                    "postgres: 15/main: app appdb 10.0.3.{}({}) idle",
-                    10 + i,
-                    40_000 + i * 113
-                ),
-                "postgres",
-                0.04,
-                150,
-            );
-        }
-        add(
-            &mut host,
+    for role in [
+        "checkpointer",
+        "background writer",
+        "walwriter",
+        "autovacuum launcher",
+        "logical replication launcher",
+    ] {
+        table.start(
+            "postgres",
+            format!("postgres: 15/main: {role}"),
+            "postgres",
+            0.001,
+            40,
+        );
+    }
+    for i in 0..8 {
+        table.start(
+            "postgres",
+            format!(
+                "postgres: 15/main: app appdb 10.0.3.{}({}) idle",
+                10 + i,
+                40_000 + i * 113
+            ),
+            "postgres",
+            0.04,
+            150,
+        );
+    }
+}
+
+/// Starts the applications: a JVM, a Python web server, node and redis.
+fn app_processes(table: &mut ProcessTable) {
+    table.start(
             "java",
             "/usr/lib/jvm/java-17-openjdk-amd64/bin/java -Xms2g -Xmx2g -XX:+UseG1GC -Dspring.profiles.active=prod -jar /opt/app/app.jar".into(),
             "app",
             0.35,
             2300,
         );
-        for _ in 0..4 {
-            add(
-                &mut host,
+    for _ in 0..4 {
+        table.start(
                 "gunicorn",
                 "/opt/web/venv/bin/python3 /opt/web/venv/bin/gunicorn -w 4 -b 127.0.0.1:8000 web.wsgi:application".into(),
                 "app",
                 0.08,
                 180,
             );
-        }
-        add(
-            &mut host,
-            "node",
-            "node /srv/frontend/server.js --port 3000".into(),
-            "app",
-            0.06,
-            160,
+    }
+    table.start(
+        "node",
+        "node /srv/frontend/server.js --port 3000".into(),
+        "app",
+        0.06,
+        160,
+    );
+    table.start(
+        "redis-server",
+        "/usr/bin/redis-server 127.0.0.1:6379".into(),
+        "redis",
+        0.01,
+        64,
+    );
+}
+
+/// Starts kernel threads, one of each kind per core.
+fn kernel_threads(table: &mut ProcessTable) {
+    for cpu in 0..4 {
+        table.start(
+            &format!("kworker/{cpu}:1-events"),
+            format!("[kworker/{cpu}:1-events]"),
+            "root",
+            0.002,
+            0,
         );
-        add(
-            &mut host,
-            "redis-server",
-            "/usr/bin/redis-server 127.0.0.1:6379".into(),
-            "redis",
-            0.01,
-            64,
+        table.start(
+            &format!("ksoftirqd/{cpu}"),
+            format!("[ksoftirqd/{cpu}]"),
+            "root",
+            0.001,
+            0,
         );
-        for cpu in 0..4 {
-            add(
-                &mut host,
-                &format!("kworker/{cpu}:1-events"),
-                format!("[kworker/{cpu}:1-events]"),
-                "root",
-                0.002,
-                0,
-            );
-            add(
-                &mut host,
-                &format!("ksoftirqd/{cpu}"),
-                format!("[ksoftirqd/{cpu}]"),
-                "root",
-                0.001,
-                0,
-            );
-        }
-        host.rng = rng;
-        host
+    }
+}
+
+impl ProcessGen {
+    fn new(index: u32) -> Self {
+        let mut table = ProcessTable {
+            host: ProcessGen {
+                processes: Vec::new(),
+                next_pid: 1,
+                // Seeds of their own, apart from the hosts' series.
+                rng: SmallRng::seed_from_u64(!u64::from(index)),
+            },
+            boot_ms: 1_790_000_000_000 + i64::from(index) * 1000,
+        };
+        system_processes(&mut table);
+        server_processes(&mut table);
+        app_processes(&mut table);
+        kernel_threads(&mut table);
+        table.host
     }
 
     /// The snapshot of one tick at `t_ms`, into `out`: every process moves
