@@ -33,7 +33,7 @@ use anyhow::{Context, bail};
 use hostwatch_tsdb::workload::{Workload, child_main, crash_round};
 use hostwatch_tsdb::{
     Aggregation, Batch, Clock, Label, Matcher, Options, Point, ProcessInfo, ProcessSnapshot,
-    SeriesInput, Store, system_now_ms,
+    SeriesInput, Store, StoreStats, system_now_ms,
 };
 use rand::rngs::{SmallRng, StdRng};
 use rand::{Rng, SeedableRng};
@@ -182,39 +182,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     if dir.exists() {
         bail!("{} exists; give a new directory", dir.display());
     }
-    let now = system_now_ms();
-    let minutes = args.minutes.unwrap_or(args.hours * 60);
-    let ticks = i64::from(minutes) * 60_000 / INTERVAL_MS;
-    // The last sample at least 10 minutes ago, at the moment of the hour
-    // when the store holds most in memory and in its WAL: 10 s before the
-    // out-of-order tolerance (10 min) lets the previous hour's windows seal,
-    // so a full hour and 10 minutes are open. Figures then do not depend on
-    // the minute the bench was started.
-    let tolerance = Options::default().out_of_order_tolerance_ms;
-    let last = (now - 600_000 - tolerance).div_euclid(HOUR_MS) * HOUR_MS + tolerance - INTERVAL_MS;
-    let start = last - (ticks - 1) * INTERVAL_MS;
+    let span = Span::of(&args, system_now_ms());
+    let (start, ticks) = (span.start, span.ticks);
     let snapshots = !args.no_snapshots;
     let hosts: Vec<HostGen> = (0..args.hosts)
         .map(|i| HostGen::new(i, snapshots))
         .collect();
-    let series_per_host = hosts[0].series.len();
-    println!(
-        "# {} hosts x {} series x {} samples (10 s for {} min) = {} samples, {}; {} writers with {} batches in flight each, {} tick(s) per batch; loadavg {}",
-        args.hosts,
-        series_per_host,
-        ticks,
-        minutes,
-        u64::from(args.hosts) * series_per_host as u64 * ticks as u64,
-        if snapshots {
-            "a top-process snapshot every tick"
-        } else {
-            "no process snapshots"
-        },
-        args.writers,
-        args.in_flight,
-        args.ticks_per_batch,
-        loadavg()
-    );
+    print_header(&args, span, hosts[0].series.len(), snapshots);
     let me = Probe::new(std::process::id());
     let rss_before = me.rss_bytes()?.0;
 
@@ -246,6 +220,93 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         start,
         ticks,
     )?;
+    print_ingest(&ingest, &store)?;
+    let stats = print_memory(&store, &me, rss_before)?;
+    if args.ingest_only {
+        return Ok(());
+    }
+    print_held(&dir, &store, config, &stats)?;
+    drop(store);
+
+    // Restart with the open hour in the WAL; queries on the last instance,
+    // over the retained span.
+    let (restart_ms, store) = restart(&dir, config)?;
+    println!("restart_ms={restart_ms:.0} target<={TARGET_RESTART_MS:.0}");
+    print_replayed(&store)?;
+    let retained_ticks = ticks.min(config.retention_ms / INTERVAL_MS);
+    let queried_from = start + (ticks - retained_ticks) * INTERVAL_MS;
+    // First right after the restart (caches cold), then again (warm).
+    queries(&store, &args, queried_from, retained_ticks, "cold_")?;
+    queries(&store, &args, queried_from, retained_ticks, "")?;
+    store.seal_all()?;
+    drop(store);
+
+    print_sealed(&dir, config, &stats)?;
+    if args.promtool.exists() {
+        promtool(&args, start, ticks, temp.path())?;
+    } else {
+        println!(
+            "# {} not found: no Prometheus comparison (crates/bench/install-deps.sh installs it)",
+            args.promtool.display()
+        );
+    }
+    if args.crash_rounds > 0 {
+        crash_rounds(&args, temp.path())?;
+    }
+    Ok(())
+}
+
+/// The generated data's span: `ticks` samples 10 s apart from `start`.
+#[derive(Clone, Copy)]
+struct Span {
+    start: i64,
+    ticks: i64,
+    minutes: u32,
+}
+
+impl Span {
+    fn of(args: &Args, now: i64) -> Self {
+        let minutes = args.minutes.unwrap_or(args.hours * 60);
+        let ticks = i64::from(minutes) * 60_000 / INTERVAL_MS;
+        // The last sample at least 10 minutes ago, at the moment of the hour
+        // when the store holds most in memory and in its WAL: 10 s before the
+        // out-of-order tolerance (10 min) lets the previous hour's windows seal,
+        // so a full hour and 10 minutes are open. Figures then do not depend on
+        // the minute the bench was started.
+        let tolerance = Options::default().out_of_order_tolerance_ms;
+        let last =
+            (now - 600_000 - tolerance).div_euclid(HOUR_MS) * HOUR_MS + tolerance - INTERVAL_MS;
+        Span {
+            start: last - (ticks - 1) * INTERVAL_MS,
+            ticks,
+            minutes,
+        }
+    }
+}
+
+/// The comment line that says what the run generates and how it writes.
+fn print_header(args: &Args, span: Span, series_per_host: usize, snapshots: bool) {
+    println!(
+        "# {} hosts x {} series x {} samples (10 s for {} min) = {} samples, {}; {} writers with {} batches in flight each, {} tick(s) per batch; loadavg {}",
+        args.hosts,
+        series_per_host,
+        span.ticks,
+        span.minutes,
+        u64::from(args.hosts) * series_per_host as u64 * span.ticks as u64,
+        if snapshots {
+            "a top-process snapshot every tick"
+        } else {
+            "no process snapshots"
+        },
+        args.writers,
+        args.in_flight,
+        args.ticks_per_batch,
+        loadavg()
+    );
+}
+
+/// The ingest figures; an error if the store rejected a generated sample.
+fn print_ingest(ingest: &Ingest, store: &Store) -> anyhow::Result<()> {
     println!("ingest_samples={}", ingest.samples);
     println!("ingest_seconds={:.1}", ingest.seconds);
     println!(
@@ -276,11 +337,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     if stats.rejected.total() > 0 {
         bail!("the store rejected generated samples: {:?}", stats.rejected);
     }
+    Ok(())
+}
 
-    // Memory, with the background maintenance caught up.
+/// The memory figures, with the background maintenance caught up; the
+/// store's statistics then.
+fn print_memory(store: &Store, me: &Probe, rss_before: u64) -> anyhow::Result<StoreStats> {
     store.maintain()?;
     let stats = store.stats()?;
-    let (rss_after, settle) = settled_rss(&me)?;
+    let (rss_after, settle) = settled_rss(me)?;
     println!("rss_settle_seconds={}", settle.as_secs());
     let per_series = rss_after.saturating_sub(rss_before) as f64 / stats.series as f64;
     println!("series={}", stats.series);
@@ -300,12 +365,18 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         rss_after.saturating_sub(rss_before) as f64 / stats.hosts.max(1) as f64
     );
     println!("wal_bytes={}", stats.wal_bytes);
-    if args.ingest_only {
-        return Ok(());
-    }
-    // What the store takes while running, the open hour still in the WAL;
-    // with a retention shorter than the data, over the samples it holds.
-    let (unsealed, _) = dir_size(&dir)?;
+    Ok(stats)
+}
+
+/// What the store takes while running, the open hour still in the WAL;
+/// with a retention shorter than the data, over the samples it holds.
+fn print_held(
+    dir: &Path,
+    store: &Store,
+    config: StoreConfig,
+    stats: &StoreStats,
+) -> anyhow::Result<()> {
+    let (unsealed, _) = dir_size(dir)?;
     let held = if config.deletes() {
         store.verify()?.chunk_samples + stats.head_samples
     } else {
@@ -316,24 +387,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         "bytes_per_sample_before_sealing={:.3}",
         unsealed as f64 / held as f64
     );
-    drop(store);
+    Ok(())
+}
 
-    // Restart with the open hour in the WAL; queries on the last instance,
-    // over the retained span.
-    let (restart_ms, store) = restart(&dir, config)?;
-    println!("restart_ms={restart_ms:.0} target<={TARGET_RESTART_MS:.0}");
-    print_replayed(&store)?;
-    let retained_ticks = ticks.min(config.retention_ms / INTERVAL_MS);
-    let queried_from = start + (ticks - retained_ticks) * INTERVAL_MS;
-    // First right after the restart (caches cold), then again (warm).
-    queries(&store, &args, queried_from, retained_ticks, "cold_")?;
-    queries(&store, &args, queried_from, retained_ticks, "")?;
-    store.seal_all()?;
-    drop(store);
-
-    // Disk after sealing, then restart of the sealed store.
-    let (apparent, allocated) = dir_size(&dir)?;
-    let (restart_sealed, store) = restart(&dir, config)?;
+/// Disk after sealing, then restart of the sealed store.
+fn print_sealed(dir: &Path, config: StoreConfig, stats: &StoreStats) -> anyhow::Result<()> {
+    let (apparent, allocated) = dir_size(dir)?;
+    let (restart_sealed, store) = restart(dir, config)?;
     println!("restart_sealed_ms={restart_sealed:.0}");
     let started = Instant::now();
     let verify = store.verify()?;
@@ -376,18 +436,6 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         ))
     );
     drop(store);
-
-    if args.promtool.exists() {
-        promtool(&args, start, ticks, temp.path())?;
-    } else {
-        println!(
-            "# {} not found: no Prometheus comparison (crates/bench/install-deps.sh installs it)",
-            args.promtool.display()
-        );
-    }
-    if args.crash_rounds > 0 {
-        crash_rounds(&args, temp.path())?;
-    }
     Ok(())
 }
 
