@@ -600,41 +600,19 @@ fn ingest(
     let writers: Vec<_> = per_writer
         .into_iter()
         .enumerate()
-        .map(|(me, mut hosts)| {
-            let (store, done, progress) = (store.clone(), done.clone(), progress.clone());
-            std::thread::spawn(move || -> anyhow::Result<()> {
-                // However it ends, this writer no longer holds the others back.
-                let _done = WriterDone(&progress[me]);
-                let mut batches: Vec<Batch> = hosts.iter().map(HostGen::batch).collect();
-                let mut pending = VecDeque::with_capacity(in_flight as usize);
-                let mut tick = 0;
-                let mut seq = 0;
-                while tick < ticks {
-                    progress[me].store(tick, Ordering::Release);
-                    while tick > slowest(&progress) + MAX_TICK_SKEW {
-                        std::thread::sleep(Duration::from_micros(200));
-                    }
-                    let n = per_batch.min(ticks - tick);
-                    seq += 1;
-                    for (host, batch) in hosts.iter_mut().zip(&mut batches) {
-                        host.fill(batch, seq, start + tick * INTERVAL_MS, n);
-                        if pending.len() == in_flight as usize
-                            && let Some(oldest) = pending.pop_front()
-                        {
-                            // Counted once durable, as an acknowledgement would be.
-                            let outcome = store.wait(oldest)?;
-                            done.fetch_add(outcome.stored, Ordering::Relaxed);
-                        }
-                        pending.push_back(store.submit(batch)?);
-                    }
-                    tick += n;
-                }
-                for p in pending {
-                    let outcome = store.wait(p)?;
-                    done.fetch_add(outcome.stored, Ordering::Relaxed);
-                }
-                Ok(())
-            })
+        .map(|(me, hosts)| {
+            let writer = Writer {
+                store: store.clone(),
+                progress: progress.clone(),
+                done: done.clone(),
+                me,
+                hosts,
+                in_flight: in_flight as usize,
+                per_batch,
+                start,
+                ticks,
+            };
+            std::thread::spawn(move || writer.run())
         })
         .collect();
     // Maintenance (sealing, WAL truncation) every few minutes of agent
@@ -644,42 +622,12 @@ fn ingest(
     // its memory held that much more than a collector's do.
     let maintainer = {
         let (store, progress, finished) = (store.clone(), progress.clone(), finished.clone());
-        std::thread::spawn(move || -> anyhow::Result<(u32, Duration)> {
-            let (mut last, mut passes, mut took) = (0, 0, Duration::ZERO);
-            while !finished.load(Ordering::Relaxed) {
-                let now = slowest(&progress);
-                if maintain_every > 0 && now != i64::MAX && now >= last + maintain_every {
-                    let started = Instant::now();
-                    store.maintain()?;
-                    took += started.elapsed();
-                    passes += 1;
-                    last = now;
-                } else {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-            Ok((passes, took))
-        })
+        std::thread::spawn(move || maintain_while(&store, &progress, &finished, maintain_every))
     };
     // Per-second rates while the writers run.
     let monitor = {
         let (done, finished) = (done.clone(), finished.clone());
-        std::thread::spawn(move || {
-            let mut rates = Vec::new();
-            let mut last = 0;
-            let mut at = Instant::now();
-            while !finished.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_secs(1));
-                let now = done.load(Ordering::Relaxed);
-                let elapsed = at.elapsed().as_secs_f64();
-                at = Instant::now();
-                if !finished.load(Ordering::Relaxed) {
-                    rates.push((now - last) as f64 / elapsed);
-                }
-                last = now;
-            }
-            rates
-        })
+        std::thread::spawn(move || rates_while(&done, &finished))
     };
     let mut failure = None;
     for w in writers {
@@ -710,6 +658,101 @@ fn ingest(
         maintenance_passes,
         maintenance_seconds: maintenance_time.as_secs_f64(),
     })
+}
+
+/// One writer of the ingest: its hosts' batches, `in_flight` of them
+/// submitted and not yet durable at a time.
+struct Writer {
+    store: Arc<Store>,
+    progress: Progress,
+    /// Samples durable so far, over all writers.
+    done: Arc<AtomicU64>,
+    /// This writer's entry in `progress`.
+    me: usize,
+    hosts: Vec<HostGen>,
+    in_flight: usize,
+    per_batch: i64,
+    start: i64,
+    ticks: i64,
+}
+
+impl Writer {
+    fn run(mut self) -> anyhow::Result<()> {
+        let (store, progress, me) = (&self.store, &self.progress, self.me);
+        // However it ends, this writer no longer holds the others back.
+        let _done = WriterDone(&progress[me]);
+        let mut batches: Vec<Batch> = self.hosts.iter().map(HostGen::batch).collect();
+        let mut pending = VecDeque::with_capacity(self.in_flight);
+        let mut tick = 0;
+        let mut seq = 0;
+        while tick < self.ticks {
+            progress[me].store(tick, Ordering::Release);
+            while tick > slowest(progress) + MAX_TICK_SKEW {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            let n = self.per_batch.min(self.ticks - tick);
+            seq += 1;
+            for (host, batch) in self.hosts.iter_mut().zip(&mut batches) {
+                host.fill(batch, seq, self.start + tick * INTERVAL_MS, n);
+                if pending.len() == self.in_flight
+                    && let Some(oldest) = pending.pop_front()
+                {
+                    // Counted once durable, as an acknowledgement would be.
+                    let outcome = store.wait(oldest)?;
+                    self.done.fetch_add(outcome.stored, Ordering::Relaxed);
+                }
+                pending.push_back(store.submit(batch)?);
+            }
+            tick += n;
+        }
+        for p in pending {
+            let outcome = store.wait(p)?;
+            self.done.fetch_add(outcome.stored, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// Runs maintenance every `maintain_every` ticks of the slowest writer
+/// until `finished`; the passes run and their wall time.
+fn maintain_while(
+    store: &Store,
+    progress: &Progress,
+    finished: &AtomicBool,
+    maintain_every: i64,
+) -> anyhow::Result<(u32, Duration)> {
+    let (mut last, mut passes, mut took) = (0, 0, Duration::ZERO);
+    while !finished.load(Ordering::Relaxed) {
+        let now = slowest(progress);
+        if maintain_every > 0 && now != i64::MAX && now >= last + maintain_every {
+            let started = Instant::now();
+            store.maintain()?;
+            took += started.elapsed();
+            passes += 1;
+            last = now;
+        } else {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    Ok((passes, took))
+}
+
+/// The rates of `done` in each whole second until `finished`.
+fn rates_while(done: &AtomicU64, finished: &AtomicBool) -> Vec<f64> {
+    let mut rates = Vec::new();
+    let mut last = 0;
+    let mut at = Instant::now();
+    while !finished.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = done.load(Ordering::Relaxed);
+        let elapsed = at.elapsed().as_secs_f64();
+        at = Instant::now();
+        if !finished.load(Ordering::Relaxed) {
+            rates.push((now - last) as f64 / elapsed);
+        }
+        last = now;
+    }
+    rates
 }
 
 /// Each writer's next tick: a writer waits while it is more than
@@ -851,7 +894,51 @@ fn loadavg() -> String {
 fn promtool(args: &Args, start: i64, ticks: i64, temp: &Path) -> anyhow::Result<()> {
     let hosts = args.promtool_hosts.min(args.hosts);
     let text = temp.join("samples.om");
-    let mut out = BufWriter::new(std::fs::File::create(&text)?);
+    let samples = write_openmetrics(&text, hosts, start, ticks)?;
+    let blocks = temp.join("prometheus-blocks");
+    let started = Instant::now();
+    create_blocks(&args.promtool, &text, &blocks)?;
+    let promtool_seconds = started.elapsed().as_secs_f64();
+    let (prom_bytes, _) = dir_size(&blocks)?;
+    // The same hosts in a new store.
+    let dir = temp.join("subset");
+    // All of the data, as in Prometheus' blocks, whatever the retention.
+    let config = StoreConfig {
+        retention_ms: Options::default().retention_ms,
+        retention_bytes: None,
+        ..StoreConfig::of(args)
+    };
+    let store = Arc::new(open(&dir, config)?);
+    // Without snapshots: Prometheus' blocks hold only the series.
+    let gens = (0..hosts).map(|i| HostGen::new(i, false)).collect();
+    let writers = Writers {
+        in_flight: args.in_flight,
+        ticks_per_batch: args.ticks_per_batch,
+        maintain_every: args.maintain_every_ticks,
+    };
+    let progress = writer_progress(args.writers.min(hosts));
+    let ingested = ingest(&store, &progress, gens, writers, start, ticks)?;
+    store.seal_all()?;
+    drop(store);
+    let (ours, _) = dir_size(&dir)?;
+    println!("promtool_hosts={hosts}");
+    println!("promtool_samples={samples}");
+    println!("promtool_seconds={promtool_seconds:.1}");
+    println!(
+        "prometheus_bytes_per_sample={:.3}",
+        prom_bytes as f64 / samples as f64
+    );
+    println!(
+        "hostwatch_same_hosts_bytes_per_sample={:.3}",
+        ours as f64 / ingested.samples as f64
+    );
+    Ok(())
+}
+
+/// The first `hosts` hosts' `ticks` samples from `start` as OpenMetrics
+/// text in `path`, every series a gauge; the samples written.
+fn write_openmetrics(path: &Path, hosts: u32, start: i64, ticks: i64) -> anyhow::Result<u64> {
+    let mut out = BufWriter::new(std::fs::File::create(path)?);
     let mut gens: Vec<HostGen> = (0..hosts).map(|i| HostGen::new(i, false)).collect();
     // Families must be contiguous: generate every host's values first.
     let mut values: Vec<Vec<Vec<f64>>> = Vec::new();
@@ -897,58 +984,26 @@ fn promtool(args: &Args, start: i64, ticks: i64, temp: &Path) -> anyhow::Result<
     }
     writeln!(out, "# EOF")?;
     out.flush()?;
-    drop(out);
-    let blocks = temp.join("prometheus-blocks");
-    let started = Instant::now();
-    let status = Command::new(&args.promtool)
+    Ok(samples)
+}
+
+/// `promtool tsdb create-blocks-from openmetrics` of `text` into `blocks`.
+fn create_blocks(promtool: &Path, text: &Path, blocks: &Path) -> anyhow::Result<()> {
+    let status = Command::new(promtool)
         .args([
             "tsdb",
             "create-blocks-from",
             "openmetrics",
             "--max-block-duration=24h",
         ])
-        .arg(&text)
-        .arg(&blocks)
+        .arg(text)
+        .arg(blocks)
         .stdout(std::process::Stdio::null())
         .status()
-        .with_context(|| format!("running {}", args.promtool.display()))?;
+        .with_context(|| format!("running {}", promtool.display()))?;
     if !status.success() {
         bail!("promtool failed: {status}");
     }
-    let promtool_seconds = started.elapsed().as_secs_f64();
-    let (prom_bytes, _) = dir_size(&blocks)?;
-    // The same hosts in a new store.
-    let dir = temp.join("subset");
-    // All of the data, as in Prometheus' blocks, whatever the retention.
-    let config = StoreConfig {
-        retention_ms: Options::default().retention_ms,
-        retention_bytes: None,
-        ..StoreConfig::of(args)
-    };
-    let store = Arc::new(open(&dir, config)?);
-    // Without snapshots: Prometheus' blocks hold only the series.
-    let gens = (0..hosts).map(|i| HostGen::new(i, false)).collect();
-    let writers = Writers {
-        in_flight: args.in_flight,
-        ticks_per_batch: args.ticks_per_batch,
-        maintain_every: args.maintain_every_ticks,
-    };
-    let progress = writer_progress(args.writers.min(hosts));
-    let ingested = ingest(&store, &progress, gens, writers, start, ticks)?;
-    store.seal_all()?;
-    drop(store);
-    let (ours, _) = dir_size(&dir)?;
-    println!("promtool_hosts={hosts}");
-    println!("promtool_samples={samples}");
-    println!("promtool_seconds={promtool_seconds:.1}");
-    println!(
-        "prometheus_bytes_per_sample={:.3}",
-        prom_bytes as f64 / samples as f64
-    );
-    println!(
-        "hostwatch_same_hosts_bytes_per_sample={:.3}",
-        ours as f64 / ingested.samples as f64
-    );
     Ok(())
 }
 
