@@ -155,7 +155,7 @@ pub(crate) fn crash_child(args: CrashChildArgs) -> anyhow::Result<()> {
         series: CRASH_SERIES,
         base_ms: args.base_ms,
     };
-    child_main(&args.dir, workload).map_err(anyhow::Error::msg)
+    Ok(child_main(&args.dir, workload)?)
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<()> {
