@@ -1484,42 +1484,15 @@ fn filesystem_series(s: &mut HostSeries) {
 fn disk_series(s: &mut HostSeries) {
     for (device, scale) in [("sda", 1.0), ("sdb", 0.2)] {
         let l = [("device", device)];
-        s.add(
-            "host_disk_read_bytes_total",
-            &l,
-            Shape::Counter {
-                value: 1 << 34,
-                rate: 200_000.0 * scale,
-                unit: 512,
-            },
-        );
-        s.add(
-            "host_disk_written_bytes_total",
-            &l,
-            Shape::Counter {
-                value: 1 << 35,
-                rate: 1_000_000.0 * scale,
-                unit: 512,
-            },
-        );
-        s.add(
-            "host_disk_reads_completed_total",
-            &l,
-            Shape::Counter {
-                value: 1 << 22,
-                rate: 50.0 * scale,
-                unit: 1,
-            },
-        );
-        s.add(
-            "host_disk_writes_completed_total",
-            &l,
-            Shape::Counter {
-                value: 1 << 24,
-                rate: 200.0 * scale,
-                unit: 1,
-            },
-        );
+        for (metric, value, rate, unit) in [
+            ("host_disk_read_bytes_total", 1 << 34, 200_000.0, 512),
+            ("host_disk_written_bytes_total", 1 << 35, 1_000_000.0, 512),
+            ("host_disk_reads_completed_total", 1 << 22, 50.0, 1),
+            ("host_disk_writes_completed_total", 1 << 24, 200.0, 1),
+        ] {
+            let rate = rate * scale;
+            s.add(metric, &l, Shape::Counter { value, rate, unit });
+        }
         s.add(
             "host_disk_io_time_seconds_total",
             &l,
@@ -1544,42 +1517,15 @@ fn disk_series(s: &mut HostSeries) {
 fn network_series(s: &mut HostSeries) {
     for (device, scale) in [("lo", 0.05), ("eth0", 1.0)] {
         let l = [("device", device)];
-        s.add(
-            "host_network_receive_bytes_total",
-            &l,
-            Shape::Counter {
-                value: 1 << 36,
-                rate: 500_000.0 * scale,
-                unit: 1,
-            },
-        );
-        s.add(
-            "host_network_transmit_bytes_total",
-            &l,
-            Shape::Counter {
-                value: 1 << 35,
-                rate: 300_000.0 * scale,
-                unit: 1,
-            },
-        );
-        s.add(
-            "host_network_receive_packets_total",
-            &l,
-            Shape::Counter {
-                value: 1 << 28,
-                rate: 800.0 * scale,
-                unit: 1,
-            },
-        );
-        s.add(
-            "host_network_transmit_packets_total",
-            &l,
-            Shape::Counter {
-                value: 1 << 28,
-                rate: 600.0 * scale,
-                unit: 1,
-            },
-        );
+        for (metric, value, rate, unit) in [
+            ("host_network_receive_bytes_total", 1 << 36, 500_000.0, 1),
+            ("host_network_transmit_bytes_total", 1 << 35, 300_000.0, 1),
+            ("host_network_receive_packets_total", 1 << 28, 800.0, 1),
+            ("host_network_transmit_packets_total", 1 << 28, 600.0, 1),
+        ] {
+            let rate = rate * scale;
+            s.add(metric, &l, Shape::Counter { value, rate, unit });
+        }
         for metric in [
             "host_network_receive_errors_total",
             "host_network_transmit_errors_total",
