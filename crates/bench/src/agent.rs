@@ -280,44 +280,33 @@ fn print_figures(
     agent_probe: &Probe,
     measured: &Measured,
 ) -> anyhow::Result<()> {
-    let Measured {
-        agent_cpu,
-        agent_rss,
-        node_cpu,
-        node_rss,
-        accuracy,
-        node_series,
-        agent_peak,
-        node_peak,
-        agent_series,
-    } = measured;
-    let stored = agent_cpu.len();
+    let stored = measured.agent_cpu.len();
     let mib = |b: f64| b / (1024.0 * 1024.0);
-    let agent_cpu_median = median(agent_cpu).unwrap_or(f64::NAN);
-    let agent_rss_median = median(agent_rss).unwrap_or(f64::NAN);
+    let agent_cpu_median = median(&measured.agent_cpu).unwrap_or(f64::NAN);
+    let agent_rss_median = median(&measured.agent_rss).unwrap_or(f64::NAN);
     println!("agent_binary={}", agent_bin.display());
     println!("interval_ms={}", args.interval_ms);
     println!("duration_seconds={}", args.duration_secs);
     println!("agent_windows={stored}");
-    println!("agent_series={agent_series}");
+    println!("agent_series={}", measured.agent_series);
     println!("agent_cpu_per_sample_ms_median={agent_cpu_median:.3}");
     println!(
         "agent_cpu_per_sample_ms_mean={:.3}",
-        agent_cpu.iter().sum::<f64>() / stored.max(1) as f64
+        measured.agent_cpu.iter().sum::<f64>() / stored.max(1) as f64
     );
     println!("agent_rss_steady_mib_median={:.2}", mib(agent_rss_median));
-    println!("agent_rss_peak_mib={:.2}", mib(*agent_peak as f64));
+    println!("agent_rss_peak_mib={:.2}", mib(measured.agent_peak as f64));
     let (anon, file) = agent_probe.rss_split()?;
     println!("agent_rss_anonymous_mib={:.2}", mib(anon as f64));
     println!("agent_rss_file_backed_mib={:.2}", mib(file as f64));
-    if let (Some(node_peak), false) = (*node_peak, node_cpu.is_empty()) {
-        let node_cpu_median = median(node_cpu).unwrap_or(f64::NAN);
-        let node_rss_median = median(node_rss).unwrap_or(f64::NAN);
-        println!("node_exporter_series={node_series}");
+    if let (Some(node_peak), false) = (measured.node_peak, measured.node_cpu.is_empty()) {
+        let node_cpu_median = median(&measured.node_cpu).unwrap_or(f64::NAN);
+        let node_rss_median = median(&measured.node_rss).unwrap_or(f64::NAN);
+        println!("node_exporter_series={}", measured.node_series);
         println!("node_exporter_cpu_per_scrape_ms_median={node_cpu_median:.3}");
         println!(
             "node_exporter_cpu_per_scrape_ms_mean={:.3}",
-            node_cpu.iter().sum::<f64>() / node_cpu.len() as f64
+            measured.node_cpu.iter().sum::<f64>() / measured.node_cpu.len() as f64
         );
         println!(
             "node_exporter_rss_steady_mib_median={:.2}",
@@ -334,10 +323,10 @@ fn print_figures(
             "target_cpu_at_most_half_met={}",
             cpu_ratio <= TARGET_CPU_RATIO
         );
-        let mut names: Vec<_> = accuracy.keys().copied().collect();
+        let mut names: Vec<_> = measured.accuracy.keys().copied().collect();
         names.sort();
         for name in names {
-            let diffs = &accuracy[name];
+            let diffs = &measured.accuracy[name];
             let m = median(diffs).unwrap_or(f64::NAN);
             println!("accuracy_{name}_relative_difference_median={m:.6}");
             println!("accuracy_{name}_within_1pct={}", m <= 0.01);

@@ -1245,6 +1245,19 @@ impl HostGen {
 struct HostSeries(Vec<SeriesGen>);
 
 impl HostSeries {
+    /// Counters `(metric, start value, rate, unit)`, each rate times `scale`.
+    fn counters(
+        &mut self,
+        labels: &[(&str, &str)],
+        scale: f64,
+        counters: &[(&str, u64, f64, u64)],
+    ) {
+        for &(metric, value, rate, unit) in counters {
+            let rate = rate * scale;
+            self.add(metric, labels, Shape::Counter { value, rate, unit });
+        }
+    }
+
     fn add(&mut self, metric: &str, labels: &[(&str, &str)], shape: Shape) {
         self.0.push(SeriesGen {
             metric: metric.to_owned(),
@@ -1484,15 +1497,16 @@ fn filesystem_series(s: &mut HostSeries) {
 fn disk_series(s: &mut HostSeries) {
     for (device, scale) in [("sda", 1.0), ("sdb", 0.2)] {
         let l = [("device", device)];
-        for (metric, value, rate, unit) in [
-            ("host_disk_read_bytes_total", 1 << 34, 200_000.0, 512),
-            ("host_disk_written_bytes_total", 1 << 35, 1_000_000.0, 512),
-            ("host_disk_reads_completed_total", 1 << 22, 50.0, 1),
-            ("host_disk_writes_completed_total", 1 << 24, 200.0, 1),
-        ] {
-            let rate = rate * scale;
-            s.add(metric, &l, Shape::Counter { value, rate, unit });
-        }
+        s.counters(
+            &l,
+            scale,
+            &[
+                ("host_disk_read_bytes_total", 1 << 34, 200_000.0, 512),
+                ("host_disk_written_bytes_total", 1 << 35, 1_000_000.0, 512),
+                ("host_disk_reads_completed_total", 1 << 22, 50.0, 1),
+                ("host_disk_writes_completed_total", 1 << 24, 200.0, 1),
+            ],
+        );
         s.add(
             "host_disk_io_time_seconds_total",
             &l,
@@ -1517,15 +1531,16 @@ fn disk_series(s: &mut HostSeries) {
 fn network_series(s: &mut HostSeries) {
     for (device, scale) in [("lo", 0.05), ("eth0", 1.0)] {
         let l = [("device", device)];
-        for (metric, value, rate, unit) in [
-            ("host_network_receive_bytes_total", 1 << 36, 500_000.0, 1),
-            ("host_network_transmit_bytes_total", 1 << 35, 300_000.0, 1),
-            ("host_network_receive_packets_total", 1 << 28, 800.0, 1),
-            ("host_network_transmit_packets_total", 1 << 28, 600.0, 1),
-        ] {
-            let rate = rate * scale;
-            s.add(metric, &l, Shape::Counter { value, rate, unit });
-        }
+        s.counters(
+            &l,
+            scale,
+            &[
+                ("host_network_receive_bytes_total", 1 << 36, 500_000.0, 1),
+                ("host_network_transmit_bytes_total", 1 << 35, 300_000.0, 1),
+                ("host_network_receive_packets_total", 1 << 28, 800.0, 1),
+                ("host_network_transmit_packets_total", 1 << 28, 600.0, 1),
+            ],
+        );
         for metric in [
             "host_network_receive_errors_total",
             "host_network_transmit_errors_total",
