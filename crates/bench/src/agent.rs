@@ -223,7 +223,7 @@ fn start_node_exporter(path: &Path) -> anyhow::Result<Option<(Reaped, SocketAddr
     Ok(if path.exists() {
         let port = free_port()?;
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-        let child = Command::new(&path)
+        let child = Command::new(path)
             .arg(format!("--web.listen-address={addr}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -171,7 +171,10 @@ mod tests {
 
     #[test]
     fn bad_options_name_their_field() {
-        let cases: [(fn(&mut Options), &str); 10] = [
+        /// A change that makes the default options invalid, and the field
+        /// the error must name.
+        type Case = (fn(&mut Options), &'static str);
+        let cases: [Case; 10] = [
             (|o| o.retention_ms = 0, "retention_ms"),
             (|o| o.retention_bytes = Some(0), "retention_bytes"),
             (|o| o.chunk_window_ms = 5 * HOUR_MS, "chunk_window_ms"),
