@@ -1,0 +1,373 @@
+//! Function calls: range functions over windows (see `range_fns`), and
+//! functions of instant vectors and scalars.
+
+use crate::PromqlError;
+use crate::eval::{Collect, Evaluator, Grid, StepCursor, StepSeries, Stepped, unsupported};
+use crate::range_fns::{self, RangeFn, Window};
+use crate::value::{Labels, drop_name, get, set, valid_label_name};
+use promql_parser::label::MatchOp;
+use promql_parser::parser::{Call, Expr, VectorSelector};
+use std::collections::HashSet;
+
+/// Evaluates a function call over `grid`.
+pub(crate) fn call(
+    ev: &mut Evaluator<'_>,
+    call: &Call,
+    grid: &Grid,
+) -> Result<Stepped, PromqlError> {
+    let name = call.func.name;
+    let args: Vec<&Expr> = call.args.args.iter().map(|a| a.as_ref()).collect();
+    if let Some(f) = range_fns::lookup(name) {
+        return range_call(ev, f, &args, grid);
+    }
+    let n = grid.len();
+    Ok(match name {
+        "time" => Stepped::Scalar((0..n).map(|i| grid.ts(i) as f64 / 1000.0).collect()),
+        "pi" => Stepped::Scalar(vec![std::f64::consts::PI; n]),
+        "vector" => {
+            let values = ev.eval_scalar(args[0], grid)?;
+            let points = values.into_iter().enumerate().collect();
+            Stepped::Vector(vec![StepSeries {
+                labels: Vec::new(),
+                points,
+            }])
+        }
+        "scalar" => {
+            let input = ev.eval_vector(args[0], grid)?;
+            let mut cursor = StepCursor::new(&input);
+            Stepped::Scalar(
+                (0..n)
+                    .map(|step| match cursor.at(step)[..] {
+                        [(_, v)] => v,
+                        _ => f64::NAN,
+                    })
+                    .collect(),
+            )
+        }
+        "timestamp" => {
+            let input = match unwrap_parens(args[0]) {
+                Expr::VectorSelector(vs) => ev.vector_selector(vs, grid, true)?,
+                other => {
+                    let mut input = ev.eval_vector(other, grid)?;
+                    for s in &mut input {
+                        for p in &mut s.points {
+                            p.1 = grid.ts(p.0) as f64 / 1000.0;
+                        }
+                    }
+                    input
+                }
+            };
+            map_series(input, drop_name, |_, v| Some(v))?
+        }
+        "absent" => {
+            let input = ev.eval_vector(args[0], grid)?;
+            let mut present = vec![false; n];
+            for s in &input {
+                for &(step, _) in &s.points {
+                    present[step] = true;
+                }
+            }
+            absent_result(&present, absent_labels(args[0]))
+        }
+        "absent_over_time" => {
+            let windows = ev.maybe_windows(args[0], grid)?.ok_or_else(|| {
+                PromqlError::BadData("absent_over_time needs a range vector".into())
+            })?;
+            let mut present = vec![false; n];
+            for series in &windows.series {
+                windows.each(series, |step, _| {
+                    present[step] = true;
+                    Ok(())
+                })?;
+            }
+            absent_result(&present, absent_labels(args[0]))
+        }
+        "sort" | "sort_desc" => {
+            let input = ev.eval_vector(args[0], grid)?;
+            let descending = name == "sort_desc";
+            let mut cursor = StepCursor::new(&input);
+            let mut collect = Collect::default();
+            for step in 0..n {
+                let mut at = cursor.at(step);
+                // NaN last either way, as Prometheus orders it.
+                at.sort_by(|a, b| match (a.1.is_nan(), b.1.is_nan()) {
+                    (true, true) => std::cmp::Ordering::Equal,
+                    (true, false) => std::cmp::Ordering::Greater,
+                    (false, true) => std::cmp::Ordering::Less,
+                    _ if descending => b.1.total_cmp(&a.1),
+                    _ => a.1.total_cmp(&b.1),
+                });
+                for (i, v) in at {
+                    collect.push(step, cursor.labels(i).clone(), v)?;
+                }
+            }
+            Stepped::Vector(collect.finish()?)
+        }
+        "label_replace" => {
+            let input = ev.eval_vector(args[0], grid)?;
+            let (dst, repl, src, pattern) = (
+                string_arg(args[1])?,
+                string_arg(args[2])?,
+                string_arg(args[3])?,
+                string_arg(args[4])?,
+            );
+            let re = regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|_| {
+                PromqlError::Execution(format!(
+                    "invalid regular expression in label_replace(): {pattern}"
+                ))
+            })?;
+            if !valid_label_name(&dst) {
+                return Err(PromqlError::Execution(format!(
+                    "invalid destination label name in label_replace(): {dst}"
+                )));
+            }
+            map_series(
+                input,
+                |mut labels| {
+                    let value = get(&labels, &src).to_owned();
+                    if let Some(caps) = re.captures(&value) {
+                        let mut out = String::new();
+                        caps.expand(&repl, &mut out);
+                        set(&mut labels, &dst, &out);
+                    }
+                    labels
+                },
+                |_, v| Some(v),
+            )?
+        }
+        "label_join" => {
+            let input = ev.eval_vector(args[0], grid)?;
+            let (dst, sep) = (string_arg(args[1])?, string_arg(args[2])?);
+            let srcs = args[3..]
+                .iter()
+                .map(|a| string_arg(a))
+                .collect::<Result<Vec<_>, _>>()?;
+            if let Some(bad) = srcs.iter().find(|s| !valid_label_name(s)) {
+                return Err(PromqlError::Execution(format!(
+                    "invalid source label name in label_join(): {bad}"
+                )));
+            }
+            if !valid_label_name(&dst) {
+                return Err(PromqlError::Execution(format!(
+                    "invalid destination label name in label_join(): {dst}"
+                )));
+            }
+            map_series(
+                input,
+                |mut labels| {
+                    let joined: Vec<&str> = srcs.iter().map(|s| get(&labels, s)).collect();
+                    let joined = joined.join(&sep);
+                    set(&mut labels, &dst, &joined);
+                    labels
+                },
+                |_, v| Some(v),
+            )?
+        }
+        "round" => {
+            let input = ev.eval_vector(args[0], grid)?;
+            let to_nearest = match args.get(1) {
+                Some(a) => ev.eval_scalar(a, grid)?,
+                None => vec![1.0; n],
+            };
+            map_series(input, drop_name, |step, v| {
+                // Dividing by the inverse, as Prometheus does, for the same rounding.
+                let inverse = 1.0 / to_nearest[step];
+                Some((v * inverse + 0.5).floor() / inverse)
+            })?
+        }
+        "clamp" => {
+            let input = ev.eval_vector(args[0], grid)?;
+            let (min, max) = (
+                ev.eval_scalar(args[1], grid)?,
+                ev.eval_scalar(args[2], grid)?,
+            );
+            map_series(input, drop_name, |step, v| {
+                (max[step] >= min[step]).then(|| min[step].max(max[step].min(v)))
+            })?
+        }
+        "clamp_min" => {
+            let input = ev.eval_vector(args[0], grid)?;
+            let min = ev.eval_scalar(args[1], grid)?;
+            map_series(input, drop_name, |step, v| Some(min[step].max(v)))?
+        }
+        "clamp_max" => {
+            let input = ev.eval_vector(args[0], grid)?;
+            let max = ev.eval_scalar(args[1], grid)?;
+            map_series(input, drop_name, |step, v| Some(max[step].min(v)))?
+        }
+        _ => match math(name) {
+            Some(f) => {
+                let input = ev.eval_vector(args[0], grid)?;
+                map_series(input, drop_name, |_, v| Some(f(v)))?
+            }
+            None => return Err(unsupported(&format!("function {name}()"))),
+        },
+    })
+}
+
+/// The functions of one value.
+fn math(name: &str) -> Option<fn(f64) -> f64> {
+    Some(match name {
+        "abs" => f64::abs,
+        "ceil" => f64::ceil,
+        "floor" => f64::floor,
+        "exp" => f64::exp,
+        "sqrt" => f64::sqrt,
+        "ln" => f64::ln,
+        "log2" => f64::log2,
+        "log10" => f64::log10,
+        "sin" => f64::sin,
+        "cos" => f64::cos,
+        "tan" => f64::tan,
+        "asin" => f64::asin,
+        "acos" => f64::acos,
+        "atan" => f64::atan,
+        "sinh" => f64::sinh,
+        "cosh" => f64::cosh,
+        "tanh" => f64::tanh,
+        "asinh" => f64::asinh,
+        "acosh" => f64::acosh,
+        "atanh" => f64::atanh,
+        "rad" => f64::to_radians,
+        "deg" => f64::to_degrees,
+        "sgn" => |v: f64| {
+            if v < 0.0 {
+                -1.0
+            } else if v > 0.0 {
+                1.0
+            } else {
+                v
+            }
+        },
+        _ => return None,
+    })
+}
+
+/// A range function over every window of its range argument; the
+/// function's other (scalar) arguments are evaluated per step.
+fn range_call(
+    ev: &mut Evaluator<'_>,
+    f: RangeFn,
+    args: &[&Expr],
+    grid: &Grid,
+) -> Result<Stepped, PromqlError> {
+    let matrix_at = usize::from(f == RangeFn::QuantileOverTime);
+    let mut scalars = Vec::new();
+    for (i, arg) in args.iter().enumerate() {
+        if i != matrix_at {
+            scalars.push(ev.eval_scalar(arg, grid)?);
+        }
+    }
+    let windows = ev.maybe_windows(args[matrix_at], grid)?.ok_or_else(|| {
+        PromqlError::BadData(format!("expected a range vector: {}", args[matrix_at]))
+    })?;
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    let mut step_args = vec![0.0; scalars.len()];
+    for series in &windows.series {
+        ev.check_deadline()?;
+        let mut points = Vec::new();
+        windows.each(series, |step, window| {
+            for (a, values) in step_args.iter_mut().zip(&scalars) {
+                *a = values[step];
+            }
+            let w = Window {
+                end: windows.ends[step],
+                range_ms: windows.range_ms,
+                eval_ts: grid.ts(step),
+            };
+            if let Some(v) = f.apply(window, &w, &step_args) {
+                points.push((step, v));
+            }
+            Ok(())
+        })?;
+        if points.is_empty() {
+            continue;
+        }
+        ev.charge(points.len())?;
+        // last_over_time acts like an offset and keeps the name.
+        let labels = if f == RangeFn::LastOverTime {
+            series.labels.clone()
+        } else {
+            drop_name(series.labels.clone())
+        };
+        if !seen.insert(labels.clone()) {
+            return Err(crate::eval::duplicate_labelset());
+        }
+        out.push(StepSeries { labels, points });
+    }
+    Ok(Stepped::Vector(out))
+}
+
+/// Applies a label mapping and a value mapping (`None` drops the point)
+/// to every series.
+fn map_series(
+    input: Vec<StepSeries>,
+    mut labels_of: impl FnMut(Labels) -> Labels,
+    mut value_of: impl FnMut(usize, f64) -> Option<f64>,
+) -> Result<Stepped, PromqlError> {
+    let mut collect = Collect::default();
+    for s in input {
+        let labels = labels_of(s.labels);
+        for (step, v) in s.points {
+            if let Some(v) = value_of(step, v) {
+                collect.push(step, labels.clone(), v)?;
+            }
+        }
+    }
+    Ok(Stepped::Vector(collect.finish()?))
+}
+
+/// `absent`'s result: 1 at the steps where nothing was present.
+fn absent_result(present: &[bool], labels: Labels) -> Stepped {
+    let points: Vec<(usize, f64)> = present
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| !**p)
+        .map(|(step, _)| (step, 1.0))
+        .collect();
+    if points.is_empty() {
+        return Stepped::Vector(Vec::new());
+    }
+    Stepped::Vector(vec![StepSeries { labels, points }])
+}
+
+/// The labels `absent` gives: those a selector pins with `=` (once).
+fn absent_labels(arg: &Expr) -> Labels {
+    let vs: &VectorSelector = match unwrap_parens(arg) {
+        Expr::VectorSelector(vs) => vs,
+        Expr::MatrixSelector(ms) => &ms.vs,
+        _ => return Vec::new(),
+    };
+    let mut labels: Labels = Vec::new();
+    let mut pinned = HashSet::new();
+    for m in &vs.matchers.matchers {
+        if m.name == crate::value::METRIC_NAME {
+            continue;
+        }
+        if m.op == MatchOp::Equal && !pinned.contains(&m.name) {
+            set(&mut labels, &m.name, &m.value);
+            pinned.insert(m.name.clone());
+        } else {
+            set(&mut labels, &m.name, "");
+        }
+    }
+    labels
+}
+
+pub(crate) fn unwrap_parens(expr: &Expr) -> &Expr {
+    match expr {
+        Expr::Paren(p) => unwrap_parens(&p.expr),
+        other => other,
+    }
+}
+
+/// A string literal argument (through parentheses).
+pub(crate) fn string_arg(expr: &Expr) -> Result<String, PromqlError> {
+    match unwrap_parens(expr) {
+        Expr::StringLiteral(s) => Ok(s.val.clone()),
+        other => Err(PromqlError::BadData(format!(
+            "expected a string literal: {other}"
+        ))),
+    }
+}

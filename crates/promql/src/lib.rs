@@ -1,0 +1,154 @@
+//! PromQL over hostwatch's store: expressions parsed by `promql-parser`,
+//! evaluated here with Prometheus 2.42's semantics over
+//! [`hostwatch_tsdb::Store`]. A stored series (host, metric, labels) is,
+//! in PromQL, the label set `__name__` = metric, `host` = host, plus its
+//! own labels.
+//!
+//! The evaluation model is Prometheus' own: every expression is evaluated
+//! over a grid of steps (one step for an instant query); a vector
+//! selector takes, at each step, the newest sample at most the lookback
+//! (5 minutes) old; a range selector the samples in `[t - range, t]`, both
+//! ends closed as in 2.42. Each selected series' raw points are read once
+//! for the whole grid and windows slide over them.
+//!
+//! Layout:
+//! - `value`: results ([`Value`]) and label sets;
+//! - `eval`: the grid, the walk over the syntax tree, selectors and
+//!   subqueries, limits;
+//! - `select`: reading series from the store;
+//! - `range_fns`: functions over range vectors (`rate`, `*_over_time` ...);
+//! - `instant_fns`: functions over instant vectors and scalars;
+//! - `aggregate`: `sum`, `topk`, `quantile` ... with `by`/`without`;
+//! - `binary`: operators and vector matching.
+//!
+//! No HTTP and no protobuf here: the collector wraps the engine.
+
+mod aggregate;
+mod binary;
+mod eval;
+mod instant_fns;
+mod range_fns;
+mod select;
+mod value;
+
+#[cfg(test)]
+mod testdata;
+
+pub use value::{Sample, Series, Value};
+
+use hostwatch_tsdb::Store;
+use std::time::{Duration, Instant};
+
+/// How far back a vector selector looks for a sample (Prometheus' default).
+pub const LOOKBACK_MS: i64 = 5 * 60 * 1000;
+/// Step of a subquery that names none (Prometheus' default global
+/// evaluation interval).
+pub const DEFAULT_SUBQUERY_STEP_MS: i64 = 60 * 1000;
+/// Most points a range query may return per series (Prometheus' rule).
+pub const MAX_POINTS_PER_SERIES: i64 = 11_000;
+
+/// What one query may cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Samples a query may touch: raw samples read from the store plus the
+    /// points every step of the evaluation produces.
+    pub max_samples: usize,
+    /// Wall-clock time a query may take.
+    pub timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_samples: 50_000_000,
+            timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Errors of a query, one variant per Prometheus error type.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PromqlError {
+    /// The query is unusable: a parse error, an unsupported construct
+    /// (named), a bad time or step (Prometheus' `bad_data`).
+    #[error("{0}")]
+    BadData(String),
+    /// The query is valid but its evaluation failed, e.g. on duplicate
+    /// label sets or a failing store (Prometheus' `execution`).
+    #[error("{0}")]
+    Execution(String),
+    /// The query ran past [`Limits::timeout`] (Prometheus' `timeout`).
+    #[error("query timed out in {0}")]
+    Timeout(&'static str),
+    /// The query touched more than [`Limits::max_samples`] samples
+    /// (Prometheus' `execution`, with its message).
+    #[error("query processing would load too many samples into memory in {0}")]
+    TooManySamples(&'static str),
+}
+
+impl PromqlError {
+    /// The Prometheus HTTP API's `errorType` for this error.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            PromqlError::BadData(_) => "bad_data",
+            PromqlError::Execution(_) | PromqlError::TooManySamples(_) => "execution",
+            PromqlError::Timeout(_) => "timeout",
+        }
+    }
+}
+
+/// The PromQL engine: limits and the evaluation defaults.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Engine {
+    limits: Limits,
+}
+
+impl Engine {
+    pub fn new(limits: Limits) -> Self {
+        Engine { limits }
+    }
+
+    /// Evaluates `expr` at `at_ms`: a scalar, a string, an instant vector,
+    /// or (for a range selector or subquery) a matrix.
+    pub fn instant(&self, store: &Store, expr: &str, at_ms: i64) -> Result<Value, PromqlError> {
+        let expr = parse(expr)?;
+        let grid = eval::Grid::new(at_ms, at_ms, 1);
+        let mut ev = eval::Evaluator::new(store, self.limits, Instant::now(), grid);
+        ev.instant(&expr)
+    }
+
+    /// Evaluates `expr` at every `step_ms` from `start_ms` to `end_ms`:
+    /// a matrix (a scalar expression gives one series without labels).
+    pub fn range(
+        &self,
+        store: &Store,
+        expr: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<Value, PromqlError> {
+        if step_ms <= 0 {
+            return Err(PromqlError::BadData(
+                "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+            ));
+        }
+        if end_ms < start_ms {
+            return Err(PromqlError::BadData(
+                "end timestamp must not be before start time".into(),
+            ));
+        }
+        if (end_ms - start_ms) / step_ms > MAX_POINTS_PER_SERIES {
+            return Err(PromqlError::BadData(format!(
+                "exceeded maximum resolution of {MAX_POINTS_PER_SERIES} points per timeseries. Try decreasing the query resolution (?step=XX)"
+            )));
+        }
+        let expr = parse(expr)?;
+        let grid = eval::Grid::new(start_ms, end_ms, step_ms);
+        let mut ev = eval::Evaluator::new(store, self.limits, Instant::now(), grid);
+        ev.range(&expr)
+    }
+}
+
+fn parse(expr: &str) -> Result<promql_parser::parser::Expr, PromqlError> {
+    promql_parser::parser::parse(expr).map_err(PromqlError::BadData)
+}
