@@ -371,3 +371,171 @@ pub(crate) fn string_arg(expr: &Expr) -> Result<String, PromqlError> {
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::Value;
+    use crate::testdata::{Fixture, assert_close, assert_vector, load};
+
+    /// `u` at 0 s: a{mode=x} 1, a{mode=y} 2, b{mode=x} 3, b{mode=y} 4,
+    /// c{mode=x} 10; `m` on a: 1 at 0 s, 2 at 60 s.
+    fn fixture() -> Fixture {
+        load(&[
+            ("a", "u", &[("mode", "x")], vec![(0, 1.0)]),
+            ("a", "u", &[("mode", "y")], vec![(0, 2.0)]),
+            ("b", "u", &[("mode", "x")], vec![(0, 3.0)]),
+            ("b", "u", &[("mode", "y")], vec![(0, 4.0)]),
+            ("c", "u", &[("mode", "x")], vec![(0, 10.0)]),
+            ("a", "m", &[], vec![(0, 1.0), (60, 2.0)]),
+        ])
+    }
+
+    #[test]
+    fn math_functions_drop_the_name() {
+        let fx = fixture();
+        let c = r#"u{host="c"}"#;
+        let cases = [
+            (format!("abs(-{c})"), 10.0),
+            (format!("ceil({c} / 3)"), 4.0),
+            (format!("floor({c} / 3)"), 3.0),
+            (format!("sqrt({c})"), 10f64.sqrt()),
+            (format!("exp({c})"), 10f64.exp()),
+            (format!("ln({c})"), 10f64.ln()),
+            (format!("log2({c})"), 10f64.log2()),
+            (format!("log10({c})"), 1.0),
+            // Ties round up: 10/4 = 2.5 -> 3; to the nearest 0.5: 10/3 -> 3.5.
+            (format!("round({c} / 4)"), 3.0),
+            (format!("round({c} / 3, 0.5)"), 3.5),
+            (format!("clamp({c}, 0, 5)"), 5.0),
+            (format!("clamp_max({c}, 4)"), 4.0),
+            (format!("clamp_min({c}, 12)"), 12.0),
+        ];
+        for (expr, want) in &cases {
+            let v = fx.vector(expr, 0);
+            assert_eq!(v.len(), 1, "{expr}");
+            assert_eq!(v[0].0, "host=c,mode=x", "{expr}");
+            assert_close(v[0].1, *want, expr);
+        }
+        // clamp with min above max gives nothing.
+        assert!(fx.vector("clamp(u, 5, 1)", 0).is_empty());
+    }
+
+    #[test]
+    fn scalar_vector_time_timestamp() {
+        let fx = fixture();
+        assert_eq!(fx.scalar(r#"scalar(u{host="c"})"#, 0), 10.0);
+        assert!(fx.scalar("scalar(u)", 0).is_nan(), "more than one sample");
+        assert_vector(&fx.vector("vector(3)", 0), &[("", 3.0)], "vector");
+        assert_eq!(fx.scalar("time()", 90), 90.0);
+        // timestamp() of a selector is the sample's time, not the step's.
+        assert_vector(
+            &fx.vector("timestamp(m)", 90),
+            &[("host=a", 60.0)],
+            "timestamp",
+        );
+        assert_vector(
+            &fx.vector("timestamp(m @ 30)", 90),
+            &[("host=a", 0.0)],
+            "timestamp @",
+        );
+        // Of any other expression, the evaluation time.
+        assert_vector(
+            &fx.vector("timestamp(m + 1)", 90),
+            &[("host=a", 90.0)],
+            "timestamp of sum",
+        );
+    }
+
+    #[test]
+    fn absent_gives_the_labels_pinned_by_equality() {
+        let fx = fixture();
+        assert_vector(
+            &fx.vector(r#"absent(nothing{job="x", env=~"p.*"})"#, 0),
+            &[("job=x", 1.0)],
+            "absent",
+        );
+        assert!(fx.vector("absent(u)", 0).is_empty());
+        assert_vector(
+            &fx.vector("absent(sum(nothing))", 0),
+            &[("", 1.0)],
+            "no labels",
+        );
+    }
+
+    #[test]
+    fn label_replace_and_label_join() {
+        let fx = fixture();
+        assert_vector(
+            &fx.vector(
+                r#"label_replace(u{host="a", mode="x"}, "dst", "$1-z", "host", "(.*)")"#,
+                0,
+            ),
+            &[("__name__=u,dst=a-z,host=a,mode=x", 1.0)],
+            "replace",
+        );
+        // No match: unchanged.
+        assert_vector(
+            &fx.vector(
+                r#"label_replace(u{host="a", mode="x"}, "dst", "$1", "host", "b(.*)")"#,
+                0,
+            ),
+            &[("__name__=u,host=a,mode=x", 1.0)],
+            "no match",
+        );
+        // An empty replacement removes the label.
+        assert_vector(
+            &fx.vector(
+                r#"label_replace(u{host="a", mode="x"}, "mode", "", "host", ".*")"#,
+                0,
+            ),
+            &[("__name__=u,host=a", 1.0)],
+            "remove",
+        );
+        assert_vector(
+            &fx.vector(
+                r#"label_join(u{host="a", mode="x"}, "j", "/", "host", "mode")"#,
+                0,
+            ),
+            &[("__name__=u,host=a,j=a/x,mode=x", 1.0)],
+            "join",
+        );
+        // Two series made equal are refused.
+        let err = fx
+            .instant(r#"label_replace(u{host="a"}, "mode", "", "mode", ".*")"#, 0)
+            .unwrap_err();
+        assert!(err.to_string().contains("same labelset"), "{err}");
+        let err = fx
+            .instant(r#"label_replace(u, "dst", "", "host", "(")"#, 0)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("invalid regular expression"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn sort_and_sort_desc_order_an_instant_vector() {
+        let fx = fixture();
+        let order = |expr: &str| -> Vec<f64> {
+            let Value::Vector(samples) = fx.instant(expr, 0).unwrap() else {
+                panic!("not a vector")
+            };
+            samples.iter().map(|s| s.point.value).collect()
+        };
+        assert_eq!(order("sort(u)"), [1.0, 2.0, 3.0, 4.0, 10.0]);
+        assert_eq!(order("sort_desc(u)"), [10.0, 4.0, 3.0, 2.0, 1.0]);
+    }
+
+    #[test]
+    fn functions_outside_the_supported_set_are_refused_by_name() {
+        let fx = fixture();
+        for (expr, name) in [
+            ("hour()", "hour"),
+            ("histogram_quantile(0.9, u)", "histogram_quantile"),
+        ] {
+            let err = fx.instant(expr, 0).unwrap_err();
+            assert_eq!(err.error_type(), "bad_data", "{expr}");
+            assert!(err.to_string().contains(name), "{expr}: {err}");
+        }
+    }
+}

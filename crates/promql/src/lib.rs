@@ -51,7 +51,8 @@ pub const MAX_POINTS_PER_SERIES: i64 = 11_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Samples a query may touch: raw samples read from the store plus the
-    /// points every step of the evaluation produces.
+    /// points that selectors, range functions, aggregations and operators
+    /// produce, counted as they are made.
     pub max_samples: usize,
     /// Wall-clock time a query may take.
     pub timeout: Duration,
@@ -151,4 +152,43 @@ impl Engine {
 
 fn parse(expr: &str) -> Result<promql_parser::parser::Expr, PromqlError> {
     promql_parser::parser::parse(expr).map_err(PromqlError::BadData)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testdata::load;
+
+    #[test]
+    fn bad_queries_are_bad_data() {
+        let fx = load(&[("a", "m", &[], vec![(0, 1.0)])]);
+        let engine = Engine::default();
+        let err = engine.instant(&fx.store, "sum(", 0).unwrap_err();
+        assert_eq!(err.error_type(), "bad_data", "{err}");
+        let err = engine
+            .instant(&fx.store, "no_such_function(m)", 0)
+            .unwrap_err();
+        assert!(err.to_string().contains("no_such_function"), "{err}");
+        assert_eq!(err.error_type(), "bad_data");
+        for (start, end, step, why) in [
+            (0, 60_000, 0, "zero or negative"),
+            (0, 60_000, -1, "zero or negative"),
+            (60_000, 0, 1_000, "before start time"),
+            (0, 11_001_000, 1_000, "maximum resolution"),
+        ] {
+            let err = engine.range(&fx.store, "m", start, end, step).unwrap_err();
+            assert_eq!(err.error_type(), "bad_data", "{why}: {err}");
+            assert!(err.to_string().contains(why), "{why}: {err}");
+        }
+        // 11,000 steps exactly are allowed.
+        assert!(engine.range(&fx.store, "1", 0, 11_000_000, 1_000).is_ok());
+    }
+
+    #[test]
+    fn each_error_has_prometheus_error_type() {
+        assert_eq!(PromqlError::BadData("x".into()).error_type(), "bad_data");
+        assert_eq!(PromqlError::Execution("x".into()).error_type(), "execution");
+        assert_eq!(PromqlError::Timeout("x").error_type(), "timeout");
+        assert_eq!(PromqlError::TooManySamples("x").error_type(), "execution");
+    }
 }
