@@ -192,6 +192,7 @@ fn vector_scalar(
         } else {
             series.labels
         };
+        let mut values = Vec::with_capacity(series.points.len());
         for (step, x) in series.points {
             let (l, r) = if swap { (s[step], x) } else { (x, s[step]) };
             let (mut value, keep) = op.apply(l, r);
@@ -204,8 +205,9 @@ fn vector_scalar(
             } else if !keep {
                 continue;
             }
-            collect.push(step, labels.clone(), value)?;
+            values.push((step, value));
         }
+        collect.extend(labels, values);
     }
     collect.finish()
 }

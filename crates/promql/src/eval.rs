@@ -99,7 +99,30 @@ pub(crate) struct Collect {
 }
 
 impl Collect {
+    /// Adds one value of `labels` at `step`.
     pub(crate) fn push(&mut self, step: usize, labels: Labels, v: f64) -> Result<(), PromqlError> {
+        let points = self.points_of(labels);
+        if points.last().is_some_and(|p| p.0 == step) {
+            return Err(duplicate_labelset());
+        }
+        points.push((step, v));
+        Ok(())
+    }
+
+    /// Adds a whole series' values (steps ascending).
+    pub(crate) fn extend(&mut self, labels: Labels, values: Vec<(usize, f64)>) {
+        if values.is_empty() {
+            return;
+        }
+        let points = self.points_of(labels);
+        if points.is_empty() {
+            *points = values;
+        } else {
+            points.extend(values);
+        }
+    }
+
+    fn points_of(&mut self, labels: Labels) -> &mut Vec<(usize, f64)> {
         let i = match self.index.get(&labels) {
             Some(&i) => i,
             None => {
@@ -111,12 +134,7 @@ impl Collect {
                 self.out.len() - 1
             }
         };
-        let points = &mut self.out[i].points;
-        if points.last().is_some_and(|p| p.0 == step) {
-            return Err(duplicate_labelset());
-        }
-        points.push((step, v));
-        Ok(())
+        &mut self.out[i].points
     }
 
     /// The series, in the order their label sets first came; refused when
@@ -321,10 +339,8 @@ impl<'s> Evaluator<'s> {
                 Stepped::Vector(series) => {
                     let mut collect = Collect::default();
                     for s in series {
-                        let labels = drop_name(s.labels);
-                        for (step, v) in s.points {
-                            collect.push(step, labels.clone(), -v)?;
-                        }
+                        let values = s.points.into_iter().map(|(step, v)| (step, -v)).collect();
+                        collect.extend(drop_name(s.labels), values);
                     }
                     Ok(Stepped::Vector(collect.finish()?))
                 }
@@ -472,6 +488,10 @@ impl<'s> Evaluator<'s> {
             Vec::new()
         } else {
             let inner = Grid::new(start, hi, step);
+            // Every inner step may hold a value of each series: count one
+            // per step up front, so a fine step over a long range is
+            // refused before it is evaluated.
+            self.charge(inner.len())?;
             self.eval_vector(&sq.expr, &inner)?
                 .into_iter()
                 .map(|s| RawSeries {

@@ -308,12 +308,12 @@ fn map_series(
 ) -> Result<Stepped, PromqlError> {
     let mut collect = Collect::default();
     for s in input {
-        let labels = labels_of(s.labels);
-        for (step, v) in s.points {
-            if let Some(v) = value_of(step, v) {
-                collect.push(step, labels.clone(), v)?;
-            }
-        }
+        let values = s
+            .points
+            .into_iter()
+            .filter_map(|(step, v)| value_of(step, v).map(|v| (step, v)))
+            .collect();
+        collect.extend(labels_of(s.labels), values);
     }
     Ok(Stepped::Vector(collect.finish()?))
 }

@@ -184,6 +184,101 @@ mod tests {
         assert!(engine.range(&fx.store, "1", 0, 11_000_000, 1_000).is_ok());
     }
 
+    /// Prometheus' definition of a range query: at every step, what the
+    /// instant query at that step gives. Checked over agent-like data (a
+    /// counter with a reset on three hosts, one of them starting and one
+    /// stopping mid-range, a gauge) for expressions of every kind.
+    #[test]
+    fn a_range_query_is_the_instant_query_at_every_step() {
+        use crate::testdata::{assert_close, every, show};
+        let counter = |shift: f64| {
+            move |t: i64| {
+                if t < 1800 {
+                    t as f64 * 2.0 + shift
+                } else {
+                    (t - 1800) as f64
+                }
+            }
+        };
+        let fx = load(&[
+            (
+                "a",
+                "c_total",
+                &[("cpu", "0")],
+                every(0, 3600, 15, counter(0.0)),
+            ),
+            (
+                "b",
+                "c_total",
+                &[("cpu", "0")],
+                every(900, 3600, 15, counter(7.0)),
+            ),
+            (
+                "c",
+                "c_total",
+                &[("cpu", "0")],
+                every(0, 2000, 30, counter(1.0)),
+            ),
+            ("a", "g", &[], every(0, 3600, 60, |t| ((t / 60) % 7) as f64)),
+            ("b", "g", &[], every(0, 3600, 60, |t| ((t / 60) % 5) as f64)),
+        ]);
+        let engine = Engine::default();
+        let exprs = [
+            "c_total",
+            "rate(c_total[5m])",
+            "increase(c_total[2m] offset 1m)",
+            "sum by (cpu) (irate(c_total[1m]))",
+            "delta(g[10m])",
+            "deriv(g[5m])",
+            "predict_linear(g[10m], 300)",
+            "resets(c_total[30m])",
+            "avg_over_time(g[7m])",
+            "quantile_over_time(0.3, g[10m])",
+            "max_over_time(rate(c_total[2m])[10m:1m])",
+            "topk(1, g)",
+            "count(c_total) + sum(g)",
+            "g > on(host) group_left rate(c_total[5m])",
+            "g * on(host) group_left(cpu) c_total",
+            "c_total unless on(host) g",
+            "absent(c_total{host=\"c\"})",
+            "absent_over_time(c_total{host=\"c\"}[5m])",
+            "g @ 600",
+            "time() - timestamp(c_total)",
+            "label_replace(g, \"h\", \"$1\", \"host\", \"(.)\")",
+            "scalar(sum(g)) * 2",
+        ];
+        let (start, end, step) = (300_000, 3_600_000, 150_000);
+        for expr in exprs {
+            let Value::Matrix(range) = engine.range(&fx.store, expr, start, end, step).unwrap()
+            else {
+                panic!("{expr}: not a matrix")
+            };
+            let mut from_range: Vec<(i64, String, f64)> = range
+                .iter()
+                .flat_map(|s| s.points.iter().map(|p| (p.t_ms, show(&s.labels), p.value)))
+                .collect();
+            let mut from_instants = Vec::new();
+            for t in (start..=end).step_by(step as usize) {
+                match engine.instant(&fx.store, expr, t).unwrap() {
+                    Value::Vector(samples) => from_instants
+                        .extend(samples.iter().map(|s| (t, show(&s.labels), s.point.value))),
+                    Value::Scalar(p) => from_instants.push((t, String::new(), p.value)),
+                    other => panic!("{expr}: {other:?}"),
+                }
+            }
+            let key =
+                |a: &(i64, String, f64), b: &(i64, String, f64)| (a.0, &a.1).cmp(&(b.0, &b.1));
+            from_range.sort_by(key);
+            from_instants.sort_by(key);
+            assert!(!from_range.is_empty(), "{expr}: nothing");
+            assert_eq!(from_range.len(), from_instants.len(), "{expr}");
+            for (r, i) in from_range.iter().zip(&from_instants) {
+                assert_eq!((r.0, &r.1), (i.0, &i.1), "{expr}");
+                assert_close(r.2, i.2, &format!("{expr} at {}", r.0));
+            }
+        }
+    }
+
     #[test]
     fn each_error_has_prometheus_error_type() {
         assert_eq!(PromqlError::BadData("x".into()).error_type(), "bad_data");
