@@ -281,17 +281,11 @@ fn format_value(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use crate::Value;
-    use crate::testdata::{Fixture, assert_vector, load, show};
+    use crate::testdata::{Fixture, load_u, show};
 
-    /// `u` at 0 s: a{mode=x} 1, a{mode=y} 2, b{mode=x} 3, b{mode=y} 4,
-    /// c{mode=x} 10; `w`: 5 on a and b, 7 on c.
+    /// `u` (see `load_u`); `w`: 5 on a and b, 7 on c.
     fn fixture() -> Fixture {
-        load(&[
-            ("a", "u", &[("mode", "x")], vec![(0, 1.0)]),
-            ("a", "u", &[("mode", "y")], vec![(0, 2.0)]),
-            ("b", "u", &[("mode", "x")], vec![(0, 3.0)]),
-            ("b", "u", &[("mode", "y")], vec![(0, 4.0)]),
-            ("c", "u", &[("mode", "x")], vec![(0, 10.0)]),
+        load_u(&[
             ("a", "w", &[], vec![(0, 5.0)]),
             ("b", "w", &[], vec![(0, 5.0)]),
             ("c", "w", &[], vec![(0, 7.0)]),
@@ -316,7 +310,7 @@ mod tests {
             ("quantile(0.25, u)", 2.0),
         ];
         for (expr, want) in cases {
-            assert_vector(&fx.vector(expr, 0), &[("", want)], expr);
+            fx.check(expr, 0, &[("", want)]);
         }
     }
 
@@ -324,46 +318,34 @@ mod tests {
     fn by_and_without_group_and_drop_the_name() {
         let fx = fixture();
         let by_host = [("host=a", 3.0), ("host=b", 7.0), ("host=c", 10.0)];
-        assert_vector(&fx.vector("sum by (host) (u)", 0), &by_host, "by");
-        assert_vector(&fx.vector("sum without (mode) (u)", 0), &by_host, "without");
-        assert_vector(
-            &fx.vector("max by (mode) (u)", 0),
-            &[("mode=x", 10.0), ("mode=y", 4.0)],
-            "max by mode",
-        );
+        fx.check("sum by (host) (u)", 0, &by_host);
+        fx.check("sum without (mode) (u)", 0, &by_host);
+        fx.check("max by (mode) (u)", 0, &[("mode=x", 10.0), ("mode=y", 4.0)]);
         // by (__name__) keeps the name.
-        assert_vector(
-            &fx.vector("count by (__name__) (u)", 0),
-            &[("__name__=u", 5.0)],
-            "by name",
-        );
+        fx.check("count by (__name__) (u)", 0, &[("__name__=u", 5.0)]);
         // A grouping label no series has groups everything together.
-        assert_vector(
-            &fx.vector("sum by (nothing) (u)", 0),
-            &[("", 20.0)],
-            "absent label",
-        );
+        fx.check("sum by (nothing) (u)", 0, &[("", 20.0)]);
     }
 
     #[test]
     fn topk_and_bottomk_keep_whole_series() {
         let fx = fixture();
-        assert_vector(
-            &fx.vector("topk(2, u)", 0),
+        fx.check(
+            "topk(2, u)",
+            0,
             &[
                 ("__name__=u,host=b,mode=y", 4.0),
                 ("__name__=u,host=c,mode=x", 10.0),
             ],
-            "topk",
         );
-        assert_vector(
-            &fx.vector("bottomk by (host) (1, u)", 0),
+        fx.check(
+            "bottomk by (host) (1, u)",
+            0,
             &[
                 ("__name__=u,host=a,mode=x", 1.0),
                 ("__name__=u,host=b,mode=x", 3.0),
                 ("__name__=u,host=c,mode=x", 10.0),
             ],
-            "bottomk by host",
         );
         assert!(fx.vector("topk(0, u)", 0).is_empty());
         // Best first.
@@ -373,35 +355,23 @@ mod tests {
         let values: Vec<f64> = samples.iter().map(|s| s.point.value).collect();
         assert_eq!(values, [10.0, 4.0, 3.0]);
         // Ties keep the first series met (hosts a and b both hold 5).
-        assert_vector(
-            &fx.vector("topk(1, w)", 0),
-            &[("__name__=w,host=c", 7.0)],
-            "top",
-        );
-        assert_vector(
-            &fx.vector("bottomk(1, w)", 0),
-            &[("__name__=w,host=a", 5.0)],
-            "tie",
-        );
+        fx.check("topk(1, w)", 0, &[("__name__=w,host=c", 7.0)]);
+        fx.check("bottomk(1, w)", 0, &[("__name__=w,host=a", 5.0)]);
         assert_eq!(show(&[]), "");
     }
 
     #[test]
     fn count_values_counts_each_value_under_a_label() {
         let fx = fixture();
-        assert_vector(
-            &fx.vector(r#"count_values("v", w)"#, 0),
-            &[("v=5", 2.0), ("v=7", 1.0)],
-            "count_values",
-        );
-        assert_vector(
-            &fx.vector(r#"count_values by (host) ("v", w)"#, 0),
+        fx.check(r#"count_values("v", w)"#, 0, &[("v=5", 2.0), ("v=7", 1.0)]);
+        fx.check(
+            r#"count_values by (host) ("v", w)"#,
+            0,
             &[
                 ("host=a,v=5", 1.0),
                 ("host=b,v=5", 1.0),
                 ("host=c,v=7", 1.0),
             ],
-            "by host",
         );
         let err = fx.instant(r#"count_values("9bad", w)"#, 0).unwrap_err();
         assert!(err.to_string().contains("invalid label name"), "{err}");

@@ -373,17 +373,11 @@ fn show(labels: &Labels) -> String {
 
 #[cfg(test)]
 mod tests {
-    use crate::testdata::{Fixture, assert_vector, load};
+    use crate::testdata::{Fixture, load, load_u};
 
-    /// `u` at 0 s: a{mode=x} 1, a{mode=y} 2, b{mode=x} 3, b{mode=y} 4,
-    /// c{mode=x} 10; `info`: a{role=web} 1, b{role=db} 2.
+    /// `u` (see `load_u`); `info`: a{role=web} 1, b{role=db} 2.
     fn fixture() -> Fixture {
-        load(&[
-            ("a", "u", &[("mode", "x")], vec![(0, 1.0)]),
-            ("a", "u", &[("mode", "y")], vec![(0, 2.0)]),
-            ("b", "u", &[("mode", "x")], vec![(0, 3.0)]),
-            ("b", "u", &[("mode", "y")], vec![(0, 4.0)]),
-            ("c", "u", &[("mode", "x")], vec![(0, 10.0)]),
+        load_u(&[
             ("a", "info", &[("role", "web")], vec![(0, 1.0)]),
             ("b", "info", &[("role", "db")], vec![(0, 2.0)]),
         ])
@@ -404,36 +398,27 @@ mod tests {
     #[test]
     fn vector_and_scalar() {
         let fx = fixture();
-        assert_vector(
-            &fx.vector(r#"u{host="a"} * 2"#, 0),
+        // Arithmetic drops the name.
+        fx.check(
+            r#"u{host="a"} * 2"#,
+            0,
             &[("host=a,mode=x", 2.0), ("host=a,mode=y", 4.0)],
-            "arithmetic drops the name",
         );
         let over_two = [
             ("__name__=u,host=b,mode=x", 3.0),
             ("__name__=u,host=b,mode=y", 4.0),
             ("__name__=u,host=c,mode=x", 10.0),
         ];
-        assert_vector(
-            &fx.vector("u > 2", 0),
-            &over_two,
-            "a comparison filters, keeps the name",
-        );
-        assert_vector(
-            &fx.vector("2 < u", 0),
-            &over_two,
-            "scalar on the left keeps the vector's values",
-        );
-        assert_vector(
-            &fx.vector(r#"u{host="a"} > bool 1"#, 0),
+        // A comparison filters, keeps the name.
+        fx.check("u > 2", 0, &over_two);
+        // Scalar on the left keeps the vector's values.
+        fx.check("2 < u", 0, &over_two);
+        fx.check(
+            r#"u{host="a"} > bool 1"#,
+            0,
             &[("host=a,mode=x", 0.0), ("host=a,mode=y", 1.0)],
-            "bool",
         );
-        assert_vector(
-            &fx.vector(r#"10 - u{host="c"}"#, 0),
-            &[("host=c,mode=x", 0.0)],
-            "scalar minus vector",
-        );
+        fx.check(r#"10 - u{host="c"}"#, 0, &[("host=c,mode=x", 0.0)]);
     }
 
     #[test]
@@ -444,23 +429,23 @@ mod tests {
         assert_eq!(v.len(), 5);
         assert!(v.iter().all(|(l, x)| !l.contains("__name__") && *x == 1.0));
         // on() keeps only the matching labels.
-        assert_vector(
-            &fx.vector(r#"u{mode="x"} - on(host) u{mode="y"}"#, 0),
+        fx.check(
+            r#"u{mode="x"} - on(host) u{mode="y"}"#,
+            0,
             &[("host=a", -1.0), ("host=b", -1.0)],
-            "on",
         );
         // ignoring(mode) drops mode.
-        assert_vector(
-            &fx.vector(r#"u{mode="x"} + ignoring(mode) u{mode="y"}"#, 0),
+        fx.check(
+            r#"u{mode="x"} + ignoring(mode) u{mode="y"}"#,
+            0,
             &[("host=a", 3.0), ("host=b", 7.0)],
-            "ignoring",
         );
         // A comparison keeps the left value and the name; one-to-one
         // matching still drops the ignored labels.
-        assert_vector(
-            &fx.vector(r#"u{mode="y"} > ignoring(mode) u{mode="x"}"#, 0),
+        fx.check(
+            r#"u{mode="y"} > ignoring(mode) u{mode="x"}"#,
+            0,
             &[("__name__=u,host=a", 2.0), ("__name__=u,host=b", 4.0)],
-            "comparison",
         );
     }
 
@@ -473,25 +458,17 @@ mod tests {
             ("host=b,mode=x,role=db", 6.0),
             ("host=b,mode=y,role=db", 8.0),
         ];
-        assert_vector(
-            &fx.vector("u * on(host) group_left(role) info", 0),
-            &want,
-            "group_left",
-        );
-        assert_vector(
-            &fx.vector("info * on(host) group_right(role) u", 0),
-            &want,
-            "group_right",
-        );
+        fx.check("u * on(host) group_left(role) info", 0, &want);
+        fx.check("info * on(host) group_right(role) u", 0, &want);
         // group_right's comparison keeps the left (one) side's value.
-        assert_vector(
-            &fx.vector("info < on(host) group_right u", 0),
+        fx.check(
+            "info < on(host) group_right u",
+            0,
             &[
                 ("__name__=u,host=a,mode=y", 1.0),
                 ("__name__=u,host=b,mode=x", 2.0),
                 ("__name__=u,host=b,mode=y", 2.0),
             ],
-            "group_right comparison",
         );
     }
 
@@ -523,24 +500,21 @@ mod tests {
     fn set_operators() {
         let fx = fixture();
         assert_eq!(fx.vector("u and on(host) info", 0).len(), 4);
-        assert_vector(
-            &fx.vector("u unless on(host) info", 0),
+        fx.check(
+            "u unless on(host) info",
+            0,
             &[("__name__=u,host=c,mode=x", 10.0)],
-            "unless",
         );
-        assert_vector(
-            &fx.vector(r#"u{host="c"} or on(mode) u{host="a"}"#, 0),
+        // Or adds the right side's unmatched series.
+        fx.check(
+            r#"u{host="c"} or on(mode) u{host="a"}"#,
+            0,
             &[
                 ("__name__=u,host=a,mode=y", 2.0),
                 ("__name__=u,host=c,mode=x", 10.0),
             ],
-            "or adds the right side's unmatched series",
         );
-        assert_vector(
-            &fx.vector(r#"u and u{host="zzz"}"#, 0),
-            &[],
-            "and with nothing",
-        );
+        fx.check(r#"u and u{host="zzz"}"#, 0, &[]);
     }
 
     #[test]

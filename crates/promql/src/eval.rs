@@ -572,7 +572,7 @@ pub(crate) fn unsupported(what: &str) -> PromqlError {
 
 #[cfg(test)]
 mod tests {
-    use crate::testdata::{Fixture, assert_vector, every, load, show};
+    use crate::testdata::{Fixture, every, load, show};
     use crate::{Engine, Limits, PromqlError, Value};
 
     /// `m` on host a: the minute number every minute from 0 s to 600 s
@@ -595,16 +595,16 @@ mod tests {
     fn instant_selector_takes_the_newest_sample_within_the_lookback_both_ends_closed() {
         let fx = fixture();
         // At 630 s: a's newest is 600 s (10); b's newest 420 s, 210 s old.
-        assert_vector(
-            &fx.vector("m", 630),
+        fx.check(
+            "m",
+            630,
             &[("__name__=m,host=a", 10.0), ("__name__=m,host=b", 107.0)],
-            "m at 630",
         );
         // At 720 s b's last sample (420 s) is exactly 5 min old: still in.
-        assert_vector(
-            &fx.vector("m", 720),
+        fx.check(
+            "m",
+            720,
             &[("__name__=m,host=a", 10.0), ("__name__=m,host=b", 107.0)],
-            "m at 720",
         );
         // One millisecond later it is out.
         let later = Engine::default().instant(&fx.store, "m", 720_001).unwrap();
@@ -613,64 +613,45 @@ mod tests {
         };
         assert_eq!(samples.len(), 1);
         // Before b's first sample, only a.
-        assert_vector(
-            &fx.vector("m", 290),
-            &[("__name__=m,host=a", 4.0)],
-            "m at 290",
-        );
+        fx.check("m", 290, &[("__name__=m,host=a", 4.0)]);
     }
 
     #[test]
     fn name_matchers_select_across_metrics_by_pattern() {
         let fx = fixture();
-        assert_vector(
-            &fx.vector(r#"{__name__=~"m|n", host="a"}"#, 600),
+        // N's only sample is 600 s old.
+        fx.check(
+            r#"{__name__=~"m|n", host="a"}"#,
+            600,
             &[("__name__=m,host=a", 10.0)],
-            "n's only sample is 600 s old",
         );
-        assert_vector(
-            &fx.vector(r#"{__name__=~".+", host="a"}"#, 200),
+        // Every metric of host a.
+        fx.check(
+            r#"{__name__=~".+", host="a"}"#,
+            200,
             &[("__name__=m,host=a", 3.0), ("__name__=n,host=a", 7.0)],
-            "every metric of host a",
         );
-        assert_vector(
-            &fx.vector(r#"{__name__!="m", host="a"}"#, 100),
+        fx.check(
+            r#"{__name__!="m", host="a"}"#,
+            100,
             &[("__name__=n,host=a", 7.0)],
-            "negated name",
         );
-        assert_vector(
-            &fx.vector(r#"m{host=~"b|c"}"#, 400),
-            &[("__name__=m,host=b", 106.0)],
-            "host regex",
-        );
+        fx.check(r#"m{host=~"b|c"}"#, 400, &[("__name__=m,host=b", 106.0)]);
     }
 
     #[test]
     fn offset_and_at_move_the_reference_time() {
         let fx = fixture();
-        // offset 5m at 600 s reads 300 s: minute 5.
-        assert_vector(
-            &fx.vector(r#"m{host="a"} offset 5m"#, 600),
-            &[("__name__=m,host=a", 5.0)],
-            "offset",
-        );
-        // A negative offset looks ahead: at 300 s, 360 s.
-        assert_vector(
-            &fx.vector(r#"m{host="a"} offset -1m"#, 300),
-            &[("__name__=m,host=a", 6.0)],
-            "negative offset",
-        );
-        // @ pins the time whatever the evaluation time.
-        assert_vector(
-            &fx.vector(r#"m{host="a"} @ 120"#, 600),
-            &[("__name__=m,host=a", 2.0)],
-            "@",
-        );
-        assert_vector(
-            &fx.vector(r#"m{host="a"} @ 180 offset 1m"#, 600),
-            &[("__name__=m,host=a", 2.0)],
-            "@ and offset",
-        );
+        let cases = [
+            // offset 5m at 600 s reads 300 s: minute 5.
+            (r#"m{host="a"} offset 5m"#, 600, 5.0),
+            // A negative offset looks ahead: at 300 s, 360 s.
+            (r#"m{host="a"} offset -1m"#, 300, 6.0),
+            // @ pins the time whatever the evaluation time.
+            (r#"m{host="a"} @ 120"#, 600, 2.0),
+            (r#"m{host="a"} @ 180 offset 1m"#, 600, 2.0),
+        ];
+        fx.check_each("__name__=m,host=a", &cases);
         // In a range query, @ start() and @ end() are the query's ends.
         let series = fx.range(r#"m{host="a"} @ end()"#, 0, 120, 60);
         assert_eq!(
@@ -729,36 +710,19 @@ mod tests {
     #[test]
     fn subqueries_evaluate_on_their_own_aligned_grid() {
         let fx = fixture();
-        // [5m:1m] at 600 s: inner steps 300 ... 600 s, m = 5 ... 10.
-        assert_vector(
-            &fx.vector(r#"max_over_time(m{host="a"}[5m:1m])"#, 600),
-            &[("host=a", 10.0)],
-            "max",
-        );
-        assert_vector(
-            &fx.vector(r#"min_over_time(m{host="a"}[5m:1m])"#, 600),
-            &[("host=a", 5.0)],
-            "min",
-        );
-        // Without a step, the default minute: 6 inner steps.
-        assert_vector(
-            &fx.vector(r#"count_over_time(m{host="a"}[5m:])"#, 600),
-            &[("host=a", 6.0)],
-            "count",
-        );
-        // offset 1m: window [420 s, 540 s], inner steps 420, 480, 540: 7 + 8 + 9.
-        assert_vector(
-            &fx.vector(r#"sum_over_time(m{host="a"}[2m:1m] offset 1m)"#, 600),
-            &[("host=a", 24.0)],
-            "offset subquery",
-        );
-        // Inner steps align to multiples of the step: at 630 s with
-        // [2m:1m], 540 and 600 s (510 s is not a multiple).
-        assert_vector(
-            &fx.vector(r#"sum_over_time(m{host="a"}[2m:1m])"#, 630),
-            &[("host=a", 19.0)],
-            "aligned",
-        );
+        let cases = [
+            // [5m:1m] at 600 s: inner steps 300 ... 600 s, m = 5 ... 10.
+            (r#"max_over_time(m{host="a"}[5m:1m])"#, 600, 10.0),
+            (r#"min_over_time(m{host="a"}[5m:1m])"#, 600, 5.0),
+            // Without a step, the default minute: 6 inner steps.
+            (r#"count_over_time(m{host="a"}[5m:])"#, 600, 6.0),
+            // offset 1m: window [420 s, 540 s], inner steps 420, 480, 540: 7 + 8 + 9.
+            (r#"sum_over_time(m{host="a"}[2m:1m] offset 1m)"#, 600, 24.0),
+            // Inner steps align to multiples of the step: at 630 s with
+            // [2m:1m], 540 and 600 s (510 s is not a multiple).
+            (r#"sum_over_time(m{host="a"}[2m:1m])"#, 630, 19.0),
+        ];
+        fx.check_each("host=a", &cases);
         // A subquery as a whole instant query is a matrix of its inner points.
         let Value::Matrix(series) = fx.instant(r#"m{host="a"}[2m:1m]"#, 600).unwrap() else {
             panic!("not a matrix")

@@ -116,11 +116,7 @@ pub(crate) fn call(
                     "invalid regular expression in label_replace(): {pattern}"
                 ))
             })?;
-            if !valid_label_name(&dst) {
-                return Err(PromqlError::Execution(format!(
-                    "invalid destination label name in label_replace(): {dst}"
-                )));
-            }
+            check_label_name(&dst, "destination", "label_replace")?;
             map_series(
                 input,
                 |mut labels| {
@@ -142,16 +138,10 @@ pub(crate) fn call(
                 .iter()
                 .map(|a| string_arg(a))
                 .collect::<Result<Vec<_>, _>>()?;
-            if let Some(bad) = srcs.iter().find(|s| !valid_label_name(s)) {
-                return Err(PromqlError::Execution(format!(
-                    "invalid source label name in label_join(): {bad}"
-                )));
+            for src in &srcs {
+                check_label_name(src, "source", "label_join")?;
             }
-            if !valid_label_name(&dst) {
-                return Err(PromqlError::Execution(format!(
-                    "invalid destination label name in label_join(): {dst}"
-                )));
-            }
+            check_label_name(&dst, "destination", "label_join")?;
             map_series(
                 input,
                 |mut labels| {
@@ -355,6 +345,16 @@ fn absent_labels(arg: &Expr) -> Labels {
     labels
 }
 
+/// Refuses an invalid label name given to `function` as its `role` label.
+fn check_label_name(name: &str, role: &str, function: &str) -> Result<(), PromqlError> {
+    if valid_label_name(name) {
+        return Ok(());
+    }
+    Err(PromqlError::Execution(format!(
+        "invalid {role} label name in {function}(): {name}"
+    )))
+}
+
 pub(crate) fn unwrap_parens(expr: &Expr) -> &Expr {
     match expr {
         Expr::Paren(p) => unwrap_parens(&p.expr),
@@ -375,19 +375,11 @@ pub(crate) fn string_arg(expr: &Expr) -> Result<String, PromqlError> {
 #[cfg(test)]
 mod tests {
     use crate::Value;
-    use crate::testdata::{Fixture, assert_close, assert_vector, load};
+    use crate::testdata::{Fixture, assert_close, assert_vector, load_u};
 
-    /// `u` at 0 s: a{mode=x} 1, a{mode=y} 2, b{mode=x} 3, b{mode=y} 4,
-    /// c{mode=x} 10; `m` on a: 1 at 0 s, 2 at 60 s.
+    /// `u` (see `load_u`); `m` on a: 1 at 0 s, 2 at 60 s.
     fn fixture() -> Fixture {
-        load(&[
-            ("a", "u", &[("mode", "x")], vec![(0, 1.0)]),
-            ("a", "u", &[("mode", "y")], vec![(0, 2.0)]),
-            ("b", "u", &[("mode", "x")], vec![(0, 3.0)]),
-            ("b", "u", &[("mode", "y")], vec![(0, 4.0)]),
-            ("c", "u", &[("mode", "x")], vec![(0, 10.0)]),
-            ("a", "m", &[], vec![(0, 1.0), (60, 2.0)]),
-        ])
+        load_u(&[("a", "m", &[], vec![(0, 1.0), (60, 2.0)])])
     }
 
     #[test]
@@ -425,41 +417,25 @@ mod tests {
         let fx = fixture();
         assert_eq!(fx.scalar(r#"scalar(u{host="c"})"#, 0), 10.0);
         assert!(fx.scalar("scalar(u)", 0).is_nan(), "more than one sample");
-        assert_vector(&fx.vector("vector(3)", 0), &[("", 3.0)], "vector");
+        fx.check("vector(3)", 0, &[("", 3.0)]);
         assert_eq!(fx.scalar("time()", 90), 90.0);
         // timestamp() of a selector is the sample's time, not the step's.
-        assert_vector(
-            &fx.vector("timestamp(m)", 90),
-            &[("host=a", 60.0)],
-            "timestamp",
-        );
-        assert_vector(
-            &fx.vector("timestamp(m @ 30)", 90),
-            &[("host=a", 0.0)],
-            "timestamp @",
-        );
+        fx.check("timestamp(m)", 90, &[("host=a", 60.0)]);
+        fx.check("timestamp(m @ 30)", 90, &[("host=a", 0.0)]);
         // Of any other expression, the evaluation time.
-        assert_vector(
-            &fx.vector("timestamp(m + 1)", 90),
-            &[("host=a", 90.0)],
-            "timestamp of sum",
-        );
+        fx.check("timestamp(m + 1)", 90, &[("host=a", 90.0)]);
     }
 
     #[test]
     fn absent_gives_the_labels_pinned_by_equality() {
         let fx = fixture();
-        assert_vector(
-            &fx.vector(r#"absent(nothing{job="x", env=~"p.*"})"#, 0),
+        fx.check(
+            r#"absent(nothing{job="x", env=~"p.*"})"#,
+            0,
             &[("job=x", 1.0)],
-            "absent",
         );
         assert!(fx.vector("absent(u)", 0).is_empty());
-        assert_vector(
-            &fx.vector("absent(sum(nothing))", 0),
-            &[("", 1.0)],
-            "no labels",
-        );
+        fx.check("absent(sum(nothing))", 0, &[("", 1.0)]);
     }
 
     #[test]

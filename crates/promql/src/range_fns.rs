@@ -306,7 +306,7 @@ pub(crate) fn quantile(q: f64, values: &mut [f64]) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use crate::testdata::{Fixture, assert_close, assert_vector, every, load};
+    use crate::testdata::{Fixture, assert_close, every, load};
 
     /// `c`, a counter on host a every minute from 0 s to 600 s:
     /// 0 10 20 30 40, reset at 300 s to 5, then 15 25 35 45 55;
@@ -335,6 +335,11 @@ mod tests {
         ])
     }
 
+    /// Asserts the one-sample vector of `expr` at `t` s is `want`.
+    fn close(fx: &Fixture, expr: &str, t: i64, want: f64) {
+        assert_close(one(fx, expr, t), want, expr);
+    }
+
     fn one(fx: &Fixture, expr: &str, t: i64) -> f64 {
         let v = fx.vector(expr, t);
         assert_eq!(v.len(), 1, "{expr} at {t}: {v:?}");
@@ -346,50 +351,26 @@ mod tests {
         let fx = fixture();
         // At 600 s, [300 s, 600 s]: 5 ... 55, no reset, first and last on
         // the window's ends: increase 50 over 300 s, nothing to extrapolate.
-        assert_close(
-            one(&fx, r#"increase(c{host="a"}[5m])"#, 600),
-            50.0,
-            "increase",
-        );
-        assert_close(
-            one(&fx, r#"rate(c{host="a"}[5m])"#, 600),
-            50.0 / 300.0,
-            "rate",
-        );
+        close(&fx, r#"increase(c{host="a"}[5m])"#, 600, 50.0);
+        close(&fx, r#"rate(c{host="a"}[5m])"#, 600, 50.0 / 300.0);
         // At 330 s, [30 s, 330 s]: 10 20 30 40 5 (60 ... 300 s). 5 - 10
         // plus 40 lost at the reset = 35 over 240 s sampled, 60 s apart.
         // Zero point: 240 * 10/35 = 68.6 s back, further than the 30 s
         // to the start; both ends 30 s < 1.1 * 60 s away: extrapolated to
         // 300 s. increase = 35 * 300/240 = 43.75.
-        assert_close(
-            one(&fx, r#"increase(c{host="a"}[5m])"#, 330),
-            43.75,
-            "increase, reset",
-        );
-        assert_close(
-            one(&fx, r#"rate(c{host="a"}[5m])"#, 330),
-            43.75 / 300.0,
-            "rate, reset",
-        );
+        close(&fx, r#"increase(c{host="a"}[5m])"#, 330, 43.75);
+        close(&fx, r#"rate(c{host="a"}[5m])"#, 330, 43.75 / 300.0);
         // delta ignores resets: (5 - 10) * 300/240.
-        assert_close(one(&fx, r#"delta(c{host="a"}[5m])"#, 330), -6.25, "delta");
+        close(&fx, r#"delta(c{host="a"}[5m])"#, 330, -6.25);
         // Host b at 600 s, [0 s, 600 s] with [10m]: 100 -> 160 on the ends:
         // 60. The zero point (600 * 100/60 s back) is further than the start.
-        assert_close(
-            one(&fx, r#"increase(c{host="b"}[10m])"#, 600),
-            60.0,
-            "two samples",
-        );
+        close(&fx, r#"increase(c{host="b"}[10m])"#, 600, 60.0);
         // At 630 s, [330 s, 630 s] for b: its only sample is 600 s: dropped.
         assert!(fx.vector(r#"rate(c{host="b"}[5m])"#, 630).is_empty());
         // At 150 s, [-150 s, 150 s] for a: 0 10 20 at 0 60 120 s: 20 over
         // 120 s; the zero point is the first sample (0 back): no start
         // extrapolation; end 30 s < 66 s: +30. 20 * 150/120 = 25.
-        assert_close(
-            one(&fx, r#"increase(c{host="a"}[5m])"#, 150),
-            25.0,
-            "counter from zero",
-        );
+        close(&fx, r#"increase(c{host="a"}[5m])"#, 150, 25.0);
     }
 
     #[test]
@@ -408,42 +389,26 @@ mod tests {
         let fx = fixture();
         // At 330 s the last two samples are 40 (240 s) and 5 (300 s): a
         // reset, so irate counts 5 from zero over 60 s.
-        assert_close(
-            one(&fx, r#"irate(c{host="a"}[5m])"#, 330),
-            5.0 / 60.0,
-            "irate",
-        );
-        assert_close(one(&fx, r#"idelta(c{host="a"}[5m])"#, 330), -35.0, "idelta");
-        assert_close(
-            one(&fx, r#"irate(c{host="a"}[5m])"#, 600),
-            10.0 / 60.0,
-            "irate",
-        );
+        close(&fx, r#"irate(c{host="a"}[5m])"#, 330, 5.0 / 60.0);
+        close(&fx, r#"idelta(c{host="a"}[5m])"#, 330, -35.0);
+        close(&fx, r#"irate(c{host="a"}[5m])"#, 600, 10.0 / 60.0);
         // Over all of a: one reset, ten changes.
-        assert_close(one(&fx, r#"resets(c{host="a"}[10m])"#, 600), 1.0, "resets");
-        assert_close(
-            one(&fx, r#"changes(c{host="a"}[10m])"#, 600),
-            10.0,
-            "changes",
-        );
+        close(&fx, r#"resets(c{host="a"}[10m])"#, 600, 1.0);
+        close(&fx, r#"changes(c{host="a"}[10m])"#, 600, 10.0);
         // h: 3 1 4 1 5: two decreases, four changes.
-        assert_close(one(&fx, "resets(h[4m])", 240), 2.0, "resets h");
-        assert_close(one(&fx, "changes(h[4m])", 240), 4.0, "changes h");
+        close(&fx, "resets(h[4m])", 240, 2.0);
+        close(&fx, "changes(h[4m])", 240, 4.0);
     }
 
     #[test]
     fn deriv_and_predict_linear_fit_a_line_relative_to_the_eval_time() {
         let fx = fixture();
-        assert_close(one(&fx, "deriv(g[5m])", 600), 1.0 / 30.0, "deriv");
+        close(&fx, "deriv(g[5m])", 600, 1.0 / 30.0);
         // g(600) = 21, plus 60 s at 1/30.
-        assert_close(one(&fx, "predict_linear(g[5m], 60)", 600), 23.0, "predict");
+        close(&fx, "predict_linear(g[5m], 60)", 600, 23.0);
         // With an offset the window is [240 s, 540 s], but the line is
         // still read at the evaluation time, 600 s: the same 23.
-        assert_close(
-            one(&fx, "predict_linear(g[5m] offset 1m, 60)", 600),
-            23.0,
-            "predict offset",
-        );
+        close(&fx, "predict_linear(g[5m] offset 1m, 60)", 600, 23.0);
         // A constant series has slope 0 and its value as intercept.
         let flat = load(&[("a", "f", &[], every(0, 300, 60, |_| 4.0))]);
         assert_close(
@@ -473,28 +438,12 @@ mod tests {
             assert_close(one(&fx, &format!("{f}(h[4m])"), 240), want, f);
         }
         // Sorted 1 1 3 4 5: the median is rank 2; 0.9 is rank 3.6.
-        assert_close(
-            one(&fx, "quantile_over_time(0.5, h[4m])", 240),
-            3.0,
-            "median",
-        );
-        assert_close(one(&fx, "quantile_over_time(0.9, h[4m])", 240), 4.6, "p90");
-        assert_close(
-            one(&fx, "quantile_over_time(2, h[4m])", 240),
-            f64::INFINITY,
-            "q > 1",
-        );
+        close(&fx, "quantile_over_time(0.5, h[4m])", 240, 3.0);
+        close(&fx, "quantile_over_time(0.9, h[4m])", 240, 4.6);
+        close(&fx, "quantile_over_time(2, h[4m])", 240, f64::INFINITY);
         // last_over_time keeps the name; the others drop it.
-        assert_vector(
-            &fx.vector("last_over_time(h[4m])", 240),
-            &[("__name__=h,host=a", 5.0)],
-            "name kept",
-        );
-        assert_vector(
-            &fx.vector("max_over_time(h[4m])", 240),
-            &[("host=a", 5.0)],
-            "name dropped",
-        );
+        fx.check("last_over_time(h[4m])", 240, &[("__name__=h,host=a", 5.0)]);
+        fx.check("max_over_time(h[4m])", 240, &[("host=a", 5.0)]);
         // A window holding nothing gives nothing.
         assert!(fx.vector("avg_over_time(h[1m])", 400).is_empty());
     }
@@ -503,10 +452,10 @@ mod tests {
     fn absent_over_time_and_range_steps() {
         let fx = fixture();
         // h's last sample is 240 s: [1m] windows hold nothing after 300 s.
-        assert_vector(
-            &fx.vector(r#"absent_over_time(h{host="a"}[1m])"#, 400),
+        fx.check(
+            r#"absent_over_time(h{host="a"}[1m])"#,
+            400,
             &[("host=a", 1.0)],
-            "absent",
         );
         assert!(
             fx.vector(r#"absent_over_time(h{host="a"}[1m])"#, 240)
@@ -523,11 +472,7 @@ mod tests {
         assert_close(points[0].1, 0.15, "rate at 300");
         assert_close(points[1].1, 50.0 / 300.0, "rate at 600");
         // rate over a subquery: c's values each minute in [300 s, 600 s].
-        assert_close(
-            one(&fx, r#"rate(c{host="a"}[5m:1m])"#, 600),
-            50.0 / 300.0,
-            "rate of subquery",
-        );
+        close(&fx, r#"rate(c{host="a"}[5m:1m])"#, 600, 50.0 / 300.0);
     }
 
     #[test]

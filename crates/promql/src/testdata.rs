@@ -50,6 +50,20 @@ pub(crate) fn load(specs: &[Spec<'_>]) -> Fixture {
     Fixture { _dir: dir, store }
 }
 
+/// `u` at 0 s, by host and mode: a{mode=x} 1, a{mode=y} 2, b{mode=x} 3,
+/// b{mode=y} 4, c{mode=x} 10; then `extra`.
+pub(crate) fn load_u(extra: &[Spec<'_>]) -> Fixture {
+    let mut specs: Vec<Spec<'_>> = vec![
+        ("a", "u", &[("mode", "x")], vec![(0, 1.0)]),
+        ("a", "u", &[("mode", "y")], vec![(0, 2.0)]),
+        ("b", "u", &[("mode", "x")], vec![(0, 3.0)]),
+        ("b", "u", &[("mode", "y")], vec![(0, 4.0)]),
+        ("c", "u", &[("mode", "x")], vec![(0, 10.0)]),
+    ];
+    specs.extend(extra.iter().cloned());
+    load(&specs)
+}
+
 /// Points every `every` seconds from `from` to `to` (inclusive), valued `f(t)`.
 pub(crate) fn every(from: i64, to: i64, every: i64, f: impl Fn(i64) -> f64) -> Vec<(i64, f64)> {
     (0..)
@@ -89,6 +103,20 @@ impl Fixture {
                 out
             }
             other => panic!("{expr}: not a vector: {other:?}"),
+        }
+    }
+
+    /// Asserts the instant query's vector at `t` seconds is `want`
+    /// (labels, value), sorted by labels, values within 1e-9.
+    pub(crate) fn check(&self, expr: &str, t: i64, want: &[(&str, f64)]) {
+        assert_vector(&self.vector(expr, t), want, expr);
+    }
+
+    /// [`Fixture::check`] for cases (expression, time, value) whose
+    /// answer is one sample labelled `labels`.
+    pub(crate) fn check_each(&self, labels: &str, cases: &[(&str, i64, f64)]) {
+        for &(expr, t, want) in cases {
+            self.check(expr, t, &[(labels, want)]);
         }
     }
 
