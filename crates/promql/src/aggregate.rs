@@ -2,7 +2,7 @@
 //! step, as Prometheus 2.42's `aggregation` computes them.
 
 use crate::PromqlError;
-use crate::eval::{Collect, Evaluator, Grid, StepCursor, Stepped, unsupported};
+use crate::eval::{Evaluator, Grid, StepCursor, StepSeries, Stepped, unsupported};
 use crate::instant_fns::string_arg;
 use crate::range_fns::quantile;
 use crate::value::{Labels, METRIC_NAME, set, valid_label_name};
@@ -31,7 +31,8 @@ enum Op {
 
 /// Running state of one group at one step.
 struct Group {
-    labels: Labels,
+    /// The group's label set, interned.
+    id: usize,
     value: f64,
     mean: f64,
     count: usize,
@@ -100,9 +101,13 @@ pub(crate) fn eval(
     };
     // Each input series' group, computed once (count_values' depends on
     // the value, so per sample).
-    let groups_of: Vec<Labels> = input.iter().map(|s| group_labels(&s.labels)).collect();
+    let mut interned = Interner::default();
+    let groups_of: Vec<usize> = input
+        .iter()
+        .map(|s| interned.id(group_labels(&s.labels)))
+        .collect();
     let mut cursor = StepCursor::new(&input);
-    let mut collect = Collect::default();
+    let mut out = Output::default();
     // Empty unless the aggregation takes a number.
     let param = |step: usize| params.get(step).copied().unwrap_or(f64::NAN);
     for step in 0..grid.len() {
@@ -124,20 +129,20 @@ pub(crate) fn eval(
             }
             k = usize::try_from(kk).unwrap_or(usize::MAX);
         }
-        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut index: HashMap<usize, usize> = HashMap::new();
         let mut groups: Vec<Group> = Vec::new();
         for &(si, v) in &samples {
             let key = if op == Op::CountValues {
                 let mut labels = cursor.labels(si).clone();
                 set(&mut labels, &value_label, &format_value(v));
-                group_labels(&labels)
+                interned.id(group_labels(&labels))
             } else {
-                groups_of[si].clone()
+                groups_of[si]
             };
             let Some(&g) = index.get(&key) else {
-                index.insert(key.clone(), groups.len());
+                index.insert(key, groups.len());
                 groups.push(Group {
-                    labels: key,
+                    id: key,
                     value: match op {
                         Op::Stddev | Op::Stdvar => 0.0,
                         Op::Group => 1.0,
@@ -203,18 +208,76 @@ pub(crate) fn eval(
                         if desc { ord.reverse() } else { ord }
                     });
                     for (si, v) in g.heap {
-                        collect.push(step, cursor.labels(si).clone(), v)?;
+                        out.push(Key::Series(si), step, v);
                     }
                     continue;
                 }
                 Op::Sum | Op::Min | Op::Max | Op::Group => g.value,
             };
-            collect.push(step, g.labels, value)?;
+            out.push(Key::Group(g.id), step, value);
         }
     }
-    let out = collect.finish()?;
-    ev.charge(out.iter().map(|s| s.points.len()).sum())?;
-    Ok(Stepped::Vector(out))
+    ev.charge(out.points)?;
+    let series = out
+        .series
+        .into_iter()
+        .map(|(key, points)| StepSeries {
+            labels: match key {
+                Key::Group(id) => std::mem::take(&mut interned.labels[id]),
+                Key::Series(si) => cursor.labels(si).clone(),
+            },
+            points,
+        })
+        .collect();
+    Ok(Stepped::Vector(series))
+}
+
+/// Label sets by number, each stored once.
+#[derive(Default)]
+struct Interner {
+    ids: HashMap<Labels, usize>,
+    labels: Vec<Labels>,
+}
+
+impl Interner {
+    fn id(&mut self, labels: Labels) -> usize {
+        if let Some(&id) = self.ids.get(&labels) {
+            return id;
+        }
+        self.labels.push(labels.clone());
+        self.ids.insert(labels, self.labels.len() - 1);
+        self.labels.len() - 1
+    }
+}
+
+/// An output series: a group's, or (topk, bottomk) an input series'.
+/// Distinct keys have distinct label sets: groups by construction, input
+/// series because a vector never holds one label set twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Key {
+    Group(usize),
+    Series(usize),
+}
+
+/// The result's series in the order they first came, by key.
+#[derive(Default)]
+struct Output {
+    index: HashMap<Key, usize>,
+    series: Vec<(Key, Vec<(usize, f64)>)>,
+    points: usize,
+}
+
+impl Output {
+    /// Adds a value at `step`; steps come in ascending order, one value
+    /// per key and step.
+    fn push(&mut self, key: Key, step: usize, v: f64) {
+        let i = *self.index.entry(key).or_insert_with(|| {
+            self.series.push((key, Vec::new()));
+            self.series.len() - 1
+        });
+        self.series[i].1.push((step, v));
+        self.points += 1;
+    }
 }
 
 /// Keeps the `k` best samples in `heap`, a binary heap ordered by `less`
