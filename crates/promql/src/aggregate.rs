@@ -29,6 +29,26 @@ enum Op {
     CountValues,
 }
 
+impl Op {
+    fn of(agg: &AggregateExpr) -> Result<Op, PromqlError> {
+        Ok(match agg.op.id() {
+            T_SUM => Op::Sum,
+            T_AVG => Op::Avg,
+            T_MIN => Op::Min,
+            T_MAX => Op::Max,
+            T_COUNT => Op::Count,
+            T_GROUP => Op::Group,
+            T_STDDEV => Op::Stddev,
+            T_STDVAR => Op::Stdvar,
+            T_TOPK => Op::Topk,
+            T_BOTTOMK => Op::Bottomk,
+            T_QUANTILE => Op::Quantile,
+            T_COUNT_VALUES => Op::CountValues,
+            _ => return Err(unsupported(&format!("aggregation {}", agg.op))),
+        })
+    }
+}
+
 /// Running state of one group at one step.
 struct Group {
     /// The group's label set, interned.
@@ -40,27 +60,144 @@ struct Group {
     heap: Vec<(usize, f64)>,
 }
 
+impl Group {
+    fn new(op: Op, id: usize, si: usize, v: f64) -> Self {
+        Group {
+            id,
+            value: match op {
+                Op::Stddev | Op::Stdvar => 0.0,
+                Op::Group => 1.0,
+                _ => v,
+            },
+            mean: v,
+            count: 1,
+            heap: vec![(si, v)],
+        }
+    }
+
+    /// Adds sample `v` of input series `si` (`k`: topk's and bottomk's k).
+    fn add(&mut self, op: Op, k: usize, si: usize, v: f64) {
+        match op {
+            Op::Sum => self.value += v,
+            Op::Avg => {
+                self.count += 1;
+                let skip = self.mean.is_infinite()
+                    && ((v.is_infinite() && (self.mean > 0.0) == (v > 0.0))
+                        || (!v.is_infinite() && !v.is_nan()));
+                if !skip {
+                    let n = self.count as f64;
+                    self.mean += v / n - self.mean / n;
+                }
+            }
+            Op::Group => {}
+            Op::Max => {
+                if self.value < v || self.value.is_nan() {
+                    self.value = v;
+                }
+            }
+            Op::Min => {
+                if self.value > v || self.value.is_nan() {
+                    self.value = v;
+                }
+            }
+            Op::Count | Op::CountValues => self.count += 1,
+            Op::Stddev | Op::Stdvar => {
+                self.count += 1;
+                let delta = v - self.mean;
+                self.mean += delta / self.count as f64;
+                self.value += delta * (v - self.mean);
+            }
+            Op::Topk => keep_k(&mut self.heap, k, (si, v), |a, b| a.is_nan() || a < b),
+            Op::Bottomk => keep_k(&mut self.heap, k, (si, v), |a, b| a.is_nan() || a > b),
+            Op::Quantile => self.heap.push((si, v)),
+        }
+    }
+
+    /// Adds the group's result at `step` to `out` (`q`: quantile's φ).
+    fn emit(mut self, op: Op, q: f64, step: usize, out: &mut Output) {
+        let value = match op {
+            Op::Avg => self.mean,
+            Op::Count | Op::CountValues => self.count as f64,
+            Op::Stdvar => self.value / self.count as f64,
+            Op::Stddev => (self.value / self.count as f64).sqrt(),
+            Op::Quantile => {
+                let mut values: Vec<f64> = self.heap.iter().map(|s| s.1).collect();
+                quantile(q, &mut values)
+            }
+            Op::Topk | Op::Bottomk => {
+                // Best first; topk and bottomk keep the series' labels.
+                let desc = op == Op::Topk;
+                self.heap.sort_by(|a, b| {
+                    let ord = a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal);
+                    if desc { ord.reverse() } else { ord }
+                });
+                for (si, v) in self.heap {
+                    out.push(Key::Series(si), step, v);
+                }
+                return;
+            }
+            Op::Sum | Op::Min | Op::Max | Op::Group => self.value,
+        };
+        out.push(Key::Group(self.id), step, value);
+    }
+}
+
+/// Which labels an aggregation keeps: `by` these, or all `without` these
+/// (and without the name).
+struct Grouping {
+    without: bool,
+    names: Vec<String>,
+}
+
+impl Grouping {
+    fn new(agg: &AggregateExpr, op: Op, value_label: &str) -> Self {
+        let (without, mut names) = match &agg.modifier {
+            None => (false, Vec::new()),
+            Some(LabelModifier::Include(l)) => (false, l.labels.clone()),
+            Some(LabelModifier::Exclude(l)) => (true, l.labels.clone()),
+        };
+        // count_values by (...) groups by its value label too.
+        if op == Op::CountValues && !without {
+            names.push(value_label.to_owned());
+        }
+        Grouping { without, names }
+    }
+
+    /// The label set of the group `labels` belongs to.
+    fn labels_of(&self, labels: &Labels) -> Labels {
+        labels
+            .iter()
+            .filter(|l| {
+                if self.without {
+                    l.name != METRIC_NAME && !self.names.contains(&l.name)
+                } else {
+                    self.names.contains(&l.name)
+                }
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+/// topk's and bottomk's k from its scalar: refused when it overflows an
+/// int64 (NaN too), truncated, `None` below 1 (an empty result).
+fn topk_k(f: f64) -> Result<Option<usize>, PromqlError> {
+    if !(f >= i64::MIN as f64 && f <= i64::MAX as f64) {
+        return Err(PromqlError::Execution(format!(
+            "Scalar value {f} overflows int64"
+        )));
+    }
+    let k = f as i64;
+    Ok((k >= 1).then(|| usize::try_from(k).unwrap_or(usize::MAX)))
+}
+
 /// Evaluates an aggregation over `grid`.
 pub(crate) fn eval(
     ev: &mut Evaluator<'_>,
     agg: &AggregateExpr,
     grid: &Grid,
 ) -> Result<Stepped, PromqlError> {
-    let op = match agg.op.id() {
-        T_SUM => Op::Sum,
-        T_AVG => Op::Avg,
-        T_MIN => Op::Min,
-        T_MAX => Op::Max,
-        T_COUNT => Op::Count,
-        T_GROUP => Op::Group,
-        T_STDDEV => Op::Stddev,
-        T_STDVAR => Op::Stdvar,
-        T_TOPK => Op::Topk,
-        T_BOTTOMK => Op::Bottomk,
-        T_QUANTILE => Op::Quantile,
-        T_COUNT_VALUES => Op::CountValues,
-        _ => return Err(unsupported(&format!("aggregation {}", agg.op))),
-    };
+    let op = Op::of(agg)?;
     let mut params = Vec::new();
     let mut value_label = String::new();
     if let Some(param) = &agg.param {
@@ -76,29 +213,8 @@ pub(crate) fn eval(
         }
     }
     let input = ev.eval_vector(&agg.expr, grid)?;
-    let (without, mut grouping): (bool, Vec<String>) = match &agg.modifier {
-        None => (false, Vec::new()),
-        Some(LabelModifier::Include(l)) => (false, l.labels.clone()),
-        Some(LabelModifier::Exclude(l)) => (true, l.labels.clone()),
-    };
-    if op == Op::CountValues && !without {
-        grouping.push(value_label.clone());
-    }
-    let group_labels = |labels: &Labels| -> Labels {
-        if without {
-            labels
-                .iter()
-                .filter(|l| l.name != METRIC_NAME && !grouping.contains(&l.name))
-                .cloned()
-                .collect()
-        } else {
-            labels
-                .iter()
-                .filter(|l| grouping.contains(&l.name))
-                .cloned()
-                .collect()
-        }
-    };
+    let grouping = Grouping::new(agg, op, &value_label);
+    let group_labels = |labels: &Labels| grouping.labels_of(labels);
     // Each input series' group, computed once (count_values' depends on
     // the value, so per sample).
     let mut interned = Interner::default();
@@ -115,20 +231,14 @@ pub(crate) fn eval(
             ev.check_deadline()?;
         }
         let samples = cursor.at(step);
-        let mut k = 0usize;
-        if matches!(op, Op::Topk | Op::Bottomk) {
-            let f = param(step);
-            if !(f >= i64::MIN as f64 && f <= i64::MAX as f64) {
-                return Err(PromqlError::Execution(format!(
-                    "Scalar value {f} overflows int64"
-                )));
+        let k = if matches!(op, Op::Topk | Op::Bottomk) {
+            match topk_k(param(step))? {
+                Some(k) => k,
+                None => continue,
             }
-            let kk = f as i64;
-            if kk < 1 {
-                continue;
-            }
-            k = usize::try_from(kk).unwrap_or(usize::MAX);
-        }
+        } else {
+            0
+        };
         let mut index: HashMap<usize, usize> = HashMap::new();
         let mut groups: Vec<Group> = Vec::new();
         for &(si, v) in &samples {
@@ -141,80 +251,13 @@ pub(crate) fn eval(
             };
             let Some(&g) = index.get(&key) else {
                 index.insert(key, groups.len());
-                groups.push(Group {
-                    id: key,
-                    value: match op {
-                        Op::Stddev | Op::Stdvar => 0.0,
-                        Op::Group => 1.0,
-                        _ => v,
-                    },
-                    mean: v,
-                    count: 1,
-                    heap: vec![(si, v)],
-                });
+                groups.push(Group::new(op, key, si, v));
                 continue;
             };
-            let g = &mut groups[g];
-            match op {
-                Op::Sum => g.value += v,
-                Op::Avg => {
-                    g.count += 1;
-                    let skip = g.mean.is_infinite()
-                        && ((v.is_infinite() && (g.mean > 0.0) == (v > 0.0))
-                            || (!v.is_infinite() && !v.is_nan()));
-                    if !skip {
-                        let n = g.count as f64;
-                        g.mean += v / n - g.mean / n;
-                    }
-                }
-                Op::Group => {}
-                Op::Max => {
-                    if g.value < v || g.value.is_nan() {
-                        g.value = v;
-                    }
-                }
-                Op::Min => {
-                    if g.value > v || g.value.is_nan() {
-                        g.value = v;
-                    }
-                }
-                Op::Count | Op::CountValues => g.count += 1,
-                Op::Stddev | Op::Stdvar => {
-                    g.count += 1;
-                    let delta = v - g.mean;
-                    g.mean += delta / g.count as f64;
-                    g.value += delta * (v - g.mean);
-                }
-                Op::Topk => keep_k(&mut g.heap, k, (si, v), |a, b| a.is_nan() || a < b),
-                Op::Bottomk => keep_k(&mut g.heap, k, (si, v), |a, b| a.is_nan() || a > b),
-                Op::Quantile => g.heap.push((si, v)),
-            }
+            groups[g].add(op, k, si, v);
         }
-        for mut g in groups {
-            let value = match op {
-                Op::Avg => g.mean,
-                Op::Count | Op::CountValues => g.count as f64,
-                Op::Stdvar => g.value / g.count as f64,
-                Op::Stddev => (g.value / g.count as f64).sqrt(),
-                Op::Quantile => {
-                    let mut values: Vec<f64> = g.heap.iter().map(|s| s.1).collect();
-                    quantile(param(step), &mut values)
-                }
-                Op::Topk | Op::Bottomk => {
-                    // Best first; topk and bottomk keep the series' labels.
-                    let desc = op == Op::Topk;
-                    g.heap.sort_by(|a, b| {
-                        let ord = a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal);
-                        if desc { ord.reverse() } else { ord }
-                    });
-                    for (si, v) in g.heap {
-                        out.push(Key::Series(si), step, v);
-                    }
-                    continue;
-                }
-                Op::Sum | Op::Min | Op::Max | Op::Group => g.value,
-            };
-            out.push(Key::Group(g.id), step, value);
+        for g in groups {
+            g.emit(op, param(step), step, &mut out);
         }
     }
     ev.charge(out.points)?;

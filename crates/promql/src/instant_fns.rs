@@ -9,7 +9,9 @@ use promql_parser::label::MatchOp;
 use promql_parser::parser::{Call, Expr, VectorSelector};
 use std::collections::HashSet;
 
-/// Evaluates a function call over `grid`.
+/// Evaluates a function call over `grid`. One arm per function, so the
+/// list of what is supported reads in one place; the longer ones are
+/// functions of their own.
 pub(crate) fn call(
     ev: &mut Evaluator<'_>,
     call: &Call,
@@ -44,21 +46,7 @@ pub(crate) fn call(
                     .collect(),
             )
         }
-        "timestamp" => {
-            let input = match unwrap_parens(args[0]) {
-                Expr::VectorSelector(vs) => ev.vector_selector(vs, grid, true)?,
-                other => {
-                    let mut input = ev.eval_vector(other, grid)?;
-                    for s in &mut input {
-                        for p in &mut s.points {
-                            p.1 = grid.ts(p.0) as f64 / 1000.0;
-                        }
-                    }
-                    input
-                }
-            };
-            map_series(input, drop_name, |_, v| Some(v))?
-        }
+        "timestamp" => timestamp(ev, args[0], grid)?,
         "absent" => {
             let input = ev.eval_vector(args[0], grid)?;
             let mut present = vec![false; n];
@@ -82,77 +70,9 @@ pub(crate) fn call(
             }
             absent_result(&present, absent_labels(args[0]))
         }
-        "sort" | "sort_desc" => {
-            let input = ev.eval_vector(args[0], grid)?;
-            let descending = name == "sort_desc";
-            let mut cursor = StepCursor::new(&input);
-            let mut collect = Collect::default();
-            for step in 0..n {
-                let mut at = cursor.at(step);
-                // NaN last either way, as Prometheus orders it.
-                at.sort_by(|a, b| match (a.1.is_nan(), b.1.is_nan()) {
-                    (true, true) => std::cmp::Ordering::Equal,
-                    (true, false) => std::cmp::Ordering::Greater,
-                    (false, true) => std::cmp::Ordering::Less,
-                    _ if descending => b.1.total_cmp(&a.1),
-                    _ => a.1.total_cmp(&b.1),
-                });
-                for (i, v) in at {
-                    collect.push(step, cursor.labels(i).clone(), v)?;
-                }
-            }
-            Stepped::Vector(collect.finish()?)
-        }
-        "label_replace" => {
-            let input = ev.eval_vector(args[0], grid)?;
-            let (dst, repl, src, pattern) = (
-                string_arg(args[1])?,
-                string_arg(args[2])?,
-                string_arg(args[3])?,
-                string_arg(args[4])?,
-            );
-            let re = regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|_| {
-                PromqlError::Execution(format!(
-                    "invalid regular expression in label_replace(): {pattern}"
-                ))
-            })?;
-            check_label_name(&dst, "destination", "label_replace")?;
-            map_series(
-                input,
-                |mut labels| {
-                    let value = get(&labels, &src).to_owned();
-                    if let Some(caps) = re.captures(&value) {
-                        let mut out = String::new();
-                        caps.expand(&repl, &mut out);
-                        set(&mut labels, &dst, &out);
-                    }
-                    labels
-                },
-                |_, v| Some(v),
-            )?
-        }
-        "label_join" => {
-            let input = ev.eval_vector(args[0], grid)?;
-            let (dst, sep) = (string_arg(args[1])?, string_arg(args[2])?);
-            let srcs = args[3..]
-                .iter()
-                .map(|a| string_arg(a))
-                .collect::<Result<Vec<_>, _>>()?;
-            for src in &srcs {
-                check_label_name(src, "source", "label_join")?;
-            }
-            check_label_name(&dst, "destination", "label_join")?;
-            map_series(
-                input,
-                |mut labels| {
-                    let joined: Vec<&str> = srcs.iter().map(|s| get(&labels, s)).collect();
-                    let joined = joined.join(&sep);
-                    set(&mut labels, &dst, &joined);
-                    labels
-                },
-                |_, v| Some(v),
-            )?
-        }
+        "sort" | "sort_desc" => sort(ev, args[0], grid, name == "sort_desc")?,
+        "label_replace" => label_replace(ev, &args, grid)?,
+        "label_join" => label_join(ev, &args, grid)?,
         "round" => {
             let input = ev.eval_vector(args[0], grid)?;
             let to_nearest = match args.get(1) {
@@ -231,6 +151,109 @@ fn math(name: &str) -> Option<fn(f64) -> f64> {
         },
         _ => return None,
     })
+}
+
+/// `sort` and `sort_desc`: each step's samples by value, NaN last
+/// either way, as Prometheus orders them.
+fn sort(
+    ev: &mut Evaluator<'_>,
+    arg: &Expr,
+    grid: &Grid,
+    descending: bool,
+) -> Result<Stepped, PromqlError> {
+    let input = ev.eval_vector(arg, grid)?;
+    let mut cursor = StepCursor::new(&input);
+    let mut collect = Collect::default();
+    for step in 0..grid.len() {
+        let mut at = cursor.at(step);
+        at.sort_by(|a, b| match (a.1.is_nan(), b.1.is_nan()) {
+            (true, true) => std::cmp::Ordering::Equal,
+            (true, false) => std::cmp::Ordering::Greater,
+            (false, true) => std::cmp::Ordering::Less,
+            _ if descending => b.1.total_cmp(&a.1),
+            _ => a.1.total_cmp(&b.1),
+        });
+        for (i, v) in at {
+            collect.push(step, cursor.labels(i).clone(), v)?;
+        }
+    }
+    Ok(Stepped::Vector(collect.finish()?))
+}
+
+/// `timestamp`: of a selector, each sample's own time; of any other
+/// expression, the evaluation time (Prometheus special-cases selectors).
+fn timestamp(ev: &mut Evaluator<'_>, arg: &Expr, grid: &Grid) -> Result<Stepped, PromqlError> {
+    let input = match unwrap_parens(arg) {
+        Expr::VectorSelector(vs) => ev.vector_selector(vs, grid, true)?,
+        other => {
+            let mut input = ev.eval_vector(other, grid)?;
+            for s in &mut input {
+                for p in &mut s.points {
+                    p.1 = grid.ts(p.0) as f64 / 1000.0;
+                }
+            }
+            input
+        }
+    };
+    map_series(input, drop_name, |_, v| Some(v))
+}
+
+/// `label_replace(v, dst, replacement, src, regex)`.
+fn label_replace(
+    ev: &mut Evaluator<'_>,
+    args: &[&Expr],
+    grid: &Grid,
+) -> Result<Stepped, PromqlError> {
+    let input = ev.eval_vector(args[0], grid)?;
+    let (dst, repl, src, pattern) = (
+        string_arg(args[1])?,
+        string_arg(args[2])?,
+        string_arg(args[3])?,
+        string_arg(args[4])?,
+    );
+    let re = regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|_| {
+        PromqlError::Execution(format!(
+            "invalid regular expression in label_replace(): {pattern}"
+        ))
+    })?;
+    check_label_name(&dst, "destination", "label_replace")?;
+    map_series(
+        input,
+        |mut labels| {
+            let value = get(&labels, &src).to_owned();
+            if let Some(caps) = re.captures(&value) {
+                let mut out = String::new();
+                caps.expand(&repl, &mut out);
+                set(&mut labels, &dst, &out);
+            }
+            labels
+        },
+        |_, v| Some(v),
+    )
+}
+
+/// `label_join(v, dst, separator, src...)`.
+fn label_join(ev: &mut Evaluator<'_>, args: &[&Expr], grid: &Grid) -> Result<Stepped, PromqlError> {
+    let input = ev.eval_vector(args[0], grid)?;
+    let (dst, sep) = (string_arg(args[1])?, string_arg(args[2])?);
+    let srcs = args[3..]
+        .iter()
+        .map(|a| string_arg(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    for src in &srcs {
+        check_label_name(src, "source", "label_join")?;
+    }
+    check_label_name(&dst, "destination", "label_join")?;
+    map_series(
+        input,
+        |mut labels| {
+            let joined: Vec<&str> = srcs.iter().map(|s| get(&labels, s)).collect();
+            let joined = joined.join(&sep);
+            set(&mut labels, &dst, &joined);
+            labels
+        },
+        |_, v| Some(v),
+    )
 }
 
 /// A range function over every window of its range argument; the
