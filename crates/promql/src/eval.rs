@@ -27,7 +27,7 @@ impl Grid {
     }
 
     pub(crate) fn len(&self) -> usize {
-        ((self.end - self.start) / self.step) as usize + 1
+        (self.end.saturating_sub(self.start) / self.step) as usize + 1
     }
 
     pub(crate) fn ts(&self, i: usize) -> i64 {
@@ -69,7 +69,7 @@ impl Windows {
         let points = &series.points;
         let (mut lo, mut hi) = (0, 0);
         for (step, &end) in self.ends.iter().enumerate() {
-            let start = end - self.range_ms;
+            let start = end.saturating_sub(self.range_ms);
             // Ends never decrease; an `@` pins them, so restart then.
             if lo > 0 && points[lo - 1].t_ms >= start {
                 lo = 0;
@@ -396,7 +396,11 @@ impl<'s> Evaluator<'s> {
     ) -> Result<Vec<StepSeries>, PromqlError> {
         let refs = self.ref_times(&vs.at, &vs.offset, grid);
         let (first, last) = (refs[0], refs[refs.len() - 1]);
-        let raw = self.read(vs, first.min(last) - LOOKBACK_MS, first.max(last))?;
+        let raw = self.read(
+            vs,
+            first.min(last).saturating_sub(LOOKBACK_MS),
+            first.max(last),
+        )?;
         let mut out = Vec::with_capacity(raw.len());
         for series in raw {
             self.check_deadline()?;
@@ -414,7 +418,7 @@ impl<'s> Evaluator<'s> {
                     continue;
                 }
                 let p = points[next - 1];
-                if p.t_ms >= r - LOOKBACK_MS {
+                if p.t_ms >= r.saturating_sub(LOOKBACK_MS) {
                     let v = if timestamps {
                         p.t_ms as f64 / 1000.0
                     } else {
@@ -457,7 +461,11 @@ impl<'s> Evaluator<'s> {
         let range_ms = duration_ms(ms.range);
         let ends = self.ref_times(&ms.vs.at, &ms.vs.offset, grid);
         let (first, last) = (ends[0], ends[ends.len() - 1]);
-        let series = self.read(&ms.vs, first.min(last) - range_ms, first.max(last))?;
+        let series = self.read(
+            &ms.vs,
+            first.min(last).saturating_sub(range_ms),
+            first.max(last),
+        )?;
         Ok(Windows {
             series,
             ends,
@@ -479,10 +487,10 @@ impl<'s> Evaluator<'s> {
         let ends = self.ref_times(&sq.at, &sq.offset, grid);
         let (first, last) = (ends[0], ends[ends.len() - 1]);
         let (lo, hi) = (first.min(last), first.max(last));
-        let from = lo - range_ms;
-        let mut start = from.div_euclid(step) * step;
+        let from = lo.saturating_sub(range_ms);
+        let mut start = from.div_euclid(step).saturating_mul(step);
         if start < from {
-            start += step;
+            start = start.saturating_add(step);
         }
         let series = if start > hi {
             Vec::new()
@@ -532,7 +540,7 @@ impl<'s> Evaluator<'s> {
         let offset = match offset {
             None => 0,
             Some(Offset::Pos(d)) => duration_ms(*d),
-            Some(Offset::Neg(d)) => -duration_ms(*d),
+            Some(Offset::Neg(d)) => duration_ms(*d).saturating_neg(),
         };
         let pinned = at.as_ref().map(|at| match at {
             AtModifier::Start => self.query.start,
@@ -540,7 +548,7 @@ impl<'s> Evaluator<'s> {
             AtModifier::At(t) => system_time_ms(*t),
         });
         (0..grid.len())
-            .map(|i| pinned.unwrap_or(grid.ts(i)) - offset)
+            .map(|i| pinned.unwrap_or(grid.ts(i)).saturating_sub(offset))
             .collect()
     }
 }
@@ -552,7 +560,7 @@ fn duration_ms(d: std::time::Duration) -> i64 {
 fn system_time_ms(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => duration_ms(d),
-        Err(e) => -duration_ms(e.duration()),
+        Err(e) => duration_ms(e.duration()).saturating_neg(),
     }
 }
 

@@ -138,7 +138,7 @@ impl Engine {
                 "end timestamp must not be before start time".into(),
             ));
         }
-        if (end_ms - start_ms) / step_ms > MAX_POINTS_PER_SERIES {
+        if end_ms.saturating_sub(start_ms) / step_ms > MAX_POINTS_PER_SERIES {
             return Err(PromqlError::BadData(format!(
                 "exceeded maximum resolution of {MAX_POINTS_PER_SERIES} points per timeseries. Try decreasing the query resolution (?step=XX)"
             )));
@@ -277,6 +277,34 @@ mod tests {
                 assert_close(r.2, i.2, &format!("{expr} at {}", r.0));
             }
         }
+    }
+
+    /// Times and durations at the ends of the representable range give
+    /// an answer or an error, never an arithmetic overflow.
+    #[test]
+    fn extreme_times_and_durations_do_not_overflow() {
+        let fx = load(&[("a", "m", &[], vec![(0, 1.0), (60, 2.0)])]);
+        let engine = Engine::default();
+        let exprs = [
+            "m",
+            "rate(m[5m])",
+            "m offset -100000000y",
+            "m offset 100000000y",
+            "max_over_time(m[100000000y])",
+            "max_over_time(m[100000000y:1h])",
+            "m @ -9000000000000000",
+        ];
+        for expr in exprs {
+            for at in [i64::MIN, -1, 0, 60_000, i64::MAX] {
+                let _ = engine.instant(&fx.store, expr, at);
+            }
+            let _ = engine.range(&fx.store, expr, i64::MIN, i64::MAX, i64::MAX);
+        }
+        // Not refused for its own sake: the ordinary answer still comes.
+        let Value::Vector(v) = engine.instant(&fx.store, "m offset -1m", 0).unwrap() else {
+            panic!("not a vector")
+        };
+        assert_eq!(v[0].point.value, 2.0);
     }
 
     #[test]

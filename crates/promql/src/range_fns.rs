@@ -152,9 +152,9 @@ fn extrapolated_rate(points: &[Point], w: &Window, counter: bool, per_second: bo
             }
         }
     }
-    let range_start = w.end - w.range_ms;
-    let mut to_start = (first.t_ms - range_start) as f64 / 1000.0;
-    let to_end = (w.end - last.t_ms) as f64 / 1000.0;
+    let range_start = w.end.saturating_sub(w.range_ms);
+    let mut to_start = first.t_ms.saturating_sub(range_start) as f64 / 1000.0;
+    let to_end = w.end.saturating_sub(last.t_ms) as f64 / 1000.0;
     let sampled = (last.t_ms - first.t_ms) as f64 / 1000.0;
     let average_gap = sampled / (points.len() - 1) as f64;
     if counter && result > 0.0 && first.value >= 0.0 {
