@@ -168,8 +168,8 @@ pub(crate) fn eval(
         (Stepped::Vector(v), Stepped::Scalar(s)) => vector_scalar(op, &matching, v, &s, false)?,
         (Stepped::Scalar(s), Stepped::Vector(v)) => vector_scalar(op, &matching, v, &s, true)?,
         (Stepped::Vector(l), Stepped::Vector(r)) => match op {
-            Op::And | Op::Or | Op::Unless => set_op(op, &matching, &l, &r, grid.len())?,
-            _ => vector_vector(op, &matching, &l, &r, grid.len())?,
+            Op::And | Op::Or | Op::Unless => set_op(ev, op, &matching, &l, &r, grid.len())?,
+            _ => vector_vector(ev, op, &matching, &l, &r, grid.len())?,
         },
         _ => return Err(unsupported(&format!("operator {} on strings", b.op))),
     };
@@ -214,6 +214,7 @@ fn vector_scalar(
 
 /// `and`, `or`, `unless`, step by step.
 fn set_op(
+    ev: &Evaluator<'_>,
     op: Op,
     matching: &Matching,
     l: &[StepSeries],
@@ -225,6 +226,9 @@ fn set_op(
     let (mut lc, mut rc) = (StepCursor::new(l), StepCursor::new(r));
     let mut collect = Collect::default();
     for step in 0..steps {
+        if step % 64 == 0 {
+            ev.check_deadline()?;
+        }
         let (ls, rs) = (lc.at(step), rc.at(step));
         match op {
             Op::And | Op::Unless => {
@@ -254,6 +258,7 @@ fn set_op(
 /// Arithmetic and comparisons between two vectors, one-to-one or with
 /// `group_left`/`group_right`.
 fn vector_vector(
+    ev: &Evaluator<'_>,
     op: Op,
     matching: &Matching,
     l: &[StepSeries],
@@ -278,6 +283,9 @@ fn vector_vector(
     let mut result_labels: HashMap<(usize, usize), Labels> = HashMap::new();
     let mut collect = Collect::default();
     for step in 0..steps {
+        if step % 64 == 0 {
+            ev.check_deadline()?;
+        }
         let (ms, os) = (mc.at(step), oc.at(step));
         if ms.is_empty() || os.is_empty() {
             continue;

@@ -105,6 +105,7 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// An engine whose queries each stay within `limits`.
     pub fn new(limits: Limits) -> Self {
         Engine { limits }
     }

@@ -27,6 +27,7 @@ pub enum Value {
 pub struct Sample {
     /// Sorted by name.
     pub labels: Vec<Label>,
+    /// The value at the evaluation time.
     pub point: Point,
 }
 
