@@ -225,6 +225,16 @@ fn set_op(
     let r_sigs: Vec<Labels> = r.iter().map(|s| matching.signature(&s.labels)).collect();
     let (mut lc, mut rc) = (StepCursor::new(l), StepCursor::new(r));
     let mut collect = Collect::default();
+    // Each input series' result series, by number, made on first use.
+    let (mut l_slots, mut r_slots) = (vec![None; l.len()], vec![None; r.len()]);
+    fn slot(
+        collect: &mut Collect,
+        slots: &mut [Option<usize>],
+        side: &[StepSeries],
+        i: usize,
+    ) -> usize {
+        *slots[i].get_or_insert_with(|| collect.slot(side[i].labels.clone()))
+    }
     for step in 0..steps {
         if step % 64 == 0 {
             ev.check_deadline()?;
@@ -235,18 +245,21 @@ fn set_op(
                 let right: HashSet<&Labels> = rs.iter().map(|(i, _)| &r_sigs[*i]).collect();
                 for &(i, v) in &ls {
                     if right.contains(&l_sigs[i]) == (op == Op::And) {
-                        collect.push(step, l[i].labels.clone(), v)?;
+                        let at = slot(&mut collect, &mut l_slots, l, i);
+                        collect.push_slot(at, step, v)?;
                     }
                 }
             }
             _ => {
                 let left: HashSet<&Labels> = ls.iter().map(|(i, _)| &l_sigs[*i]).collect();
                 for &(i, v) in &ls {
-                    collect.push(step, l[i].labels.clone(), v)?;
+                    let at = slot(&mut collect, &mut l_slots, l, i);
+                    collect.push_slot(at, step, v)?;
                 }
                 for &(i, v) in &rs {
                     if !left.contains(&r_sigs[i]) {
-                        collect.push(step, r[i].labels.clone(), v)?;
+                        let at = slot(&mut collect, &mut r_slots, r, i);
+                        collect.push_slot(at, step, v)?;
                     }
                 }
             }
@@ -280,7 +293,8 @@ fn vector_vector(
     let many_sigs: Vec<Labels> = many.iter().map(|s| matching.signature(&s.labels)).collect();
     let one_sigs: Vec<Labels> = one.iter().map(|s| matching.signature(&s.labels)).collect();
     let (mut mc, mut oc) = (StepCursor::new(many), StepCursor::new(one));
-    let mut result_labels: HashMap<(usize, usize), Labels> = HashMap::new();
+    // Each matched pair's result series, by number.
+    let mut result_slot: HashMap<(usize, usize), usize> = HashMap::new();
     let mut collect = Collect::default();
     for step in 0..steps {
         if step % 64 == 0 {
@@ -303,7 +317,7 @@ fn vector_vector(
             }
             one_by_sig.insert(&one_sigs[i], (i, v));
         }
-        let mut matched: HashMap<&Labels, HashSet<Labels>> = HashMap::new();
+        let mut matched: HashMap<&Labels, HashSet<usize>> = HashMap::new();
         for &(mi, mv) in &ms {
             let sig = &many_sigs[mi];
             let Some(&(oi, ov)) = one_by_sig.get(sig) else {
@@ -316,12 +330,15 @@ fn vector_vector(
             } else if !keep {
                 continue;
             }
-            let labels = result_labels
-                .entry((mi, oi))
-                .or_insert_with(|| {
-                    result_metric(op, matching, include, &many[mi].labels, &one[oi].labels)
-                })
-                .clone();
+            let slot = *result_slot.entry((mi, oi)).or_insert_with(|| {
+                collect.slot(result_metric(
+                    op,
+                    matching,
+                    include,
+                    &many[mi].labels,
+                    &one[oi].labels,
+                ))
+            });
             let seen = matched.entry(sig).or_default();
             if include.is_none() {
                 if !seen.is_empty() {
@@ -329,14 +346,14 @@ fn vector_vector(
                         "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
                     ));
                 }
-            } else if seen.contains(&labels) {
+            } else if seen.contains(&slot) {
                 return Err(PromqlError::Execution(
                     "multiple matches for labels: grouping labels must ensure unique matches"
                         .into(),
                 ));
             }
-            seen.insert(labels.clone());
-            collect.push(step, labels, value)?;
+            seen.insert(slot);
+            collect.push_slot(slot, step, value)?;
         }
     }
     collect.finish()

@@ -101,7 +101,18 @@ pub(crate) struct Collect {
 impl Collect {
     /// Adds one value of `labels` at `step`.
     pub(crate) fn push(&mut self, step: usize, labels: Labels, v: f64) -> Result<(), PromqlError> {
-        let points = self.points_of(labels);
+        let slot = self.slot(labels);
+        self.push_slot(slot, step, v)
+    }
+
+    /// Adds one value at `step` to the series of [`Collect::slot`] `slot`.
+    pub(crate) fn push_slot(
+        &mut self,
+        slot: usize,
+        step: usize,
+        v: f64,
+    ) -> Result<(), PromqlError> {
+        let points = &mut self.out[slot].points;
         if points.last().is_some_and(|p| p.0 == step) {
             return Err(duplicate_labelset());
         }
@@ -123,18 +134,22 @@ impl Collect {
     }
 
     fn points_of(&mut self, labels: Labels) -> &mut Vec<(usize, f64)> {
-        let i = match self.index.get(&labels) {
-            Some(&i) => i,
-            None => {
-                self.out.push(StepSeries {
-                    labels: labels.clone(),
-                    points: Vec::new(),
-                });
-                self.index.insert(labels, self.out.len() - 1);
-                self.out.len() - 1
-            }
-        };
-        &mut self.out[i].points
+        let slot = self.slot(labels);
+        &mut self.out[slot].points
+    }
+
+    /// The number of the series of `labels`, made on first use: pushing
+    /// by number spares a label lookup per value.
+    pub(crate) fn slot(&mut self, labels: Labels) -> usize {
+        if let Some(&i) = self.index.get(&labels) {
+            return i;
+        }
+        self.out.push(StepSeries {
+            labels: labels.clone(),
+            points: Vec::new(),
+        });
+        self.index.insert(labels, self.out.len() - 1);
+        self.out.len() - 1
     }
 
     /// The series, in the order their label sets first came; refused when
