@@ -531,6 +531,12 @@ mod tests {
         for (expr, name) in [
             ("hour()", "hour"),
             ("histogram_quantile(0.9, u)", "histogram_quantile"),
+            ("limitk(1, u)", "limitk"),
+            (r#"u{host="a" or host="b"}"#, "`or` between label matchers"),
+            (
+                "double_exponential_smoothing(u[5m], 0.5, 0.5)",
+                "double_exponential_smoothing",
+            ),
         ] {
             let err = fx.instant(expr, 0).unwrap_err();
             assert_eq!(err.error_type(), "bad_data", "{expr}");
