@@ -1,7 +1,7 @@
 //! The evaluator: every expression is evaluated over a grid of steps, as
 //! Prometheus' engine does; selectors read each series once for the grid.
 
-use crate::select::{self, RawSeries};
+use crate::select::{self, RawSeries, Selected};
 use crate::value::{Labels, Sample, Series, Value, drop_name};
 use crate::{DEFAULT_SUBQUERY_STEP_MS, LOOKBACK_MS, Limits, PromqlError};
 use hostwatch_tsdb::{Point, Store};
@@ -49,45 +49,71 @@ pub(crate) struct StepSeries {
     pub(crate) points: Vec<(usize, f64)>,
 }
 
-/// A range vector over a grid: each series' points, and per step the
-/// window `[end - range, end]` its function sees.
+/// A range vector over a grid: its series, and per step the window
+/// `[end - range, end]` a function sees.
 pub(crate) struct Windows {
-    pub(crate) series: Vec<RawSeries>,
+    pub(crate) series: Vec<Source>,
     /// The window's end at each step (evaluation time, `@`, minus offset).
     pub(crate) ends: Vec<i64>,
     pub(crate) range_ms: i64,
 }
 
-impl Windows {
-    /// Calls `f(step, points of the window)` for each step whose window
-    /// holds points of `series`, sliding over them once.
-    pub(crate) fn each(
-        &self,
-        series: &RawSeries,
-        mut f: impl FnMut(usize, &[Point]) -> Result<(), PromqlError>,
-    ) -> Result<(), PromqlError> {
-        let points = &series.points;
-        let (mut lo, mut hi) = (0, 0);
-        for (step, &end) in self.ends.iter().enumerate() {
-            let start = end.saturating_sub(self.range_ms);
-            // Ends never decrease; an `@` pins them, so restart then.
-            if lo > 0 && points[lo - 1].t_ms >= start {
-                lo = 0;
-                hi = 0;
-            }
-            while lo < points.len() && points[lo].t_ms < start {
-                lo += 1;
-            }
-            hi = hi.max(lo);
-            while hi < points.len() && points[hi].t_ms <= end {
-                hi += 1;
-            }
-            if hi > lo {
-                f(step, &points[lo..hi])?;
-            }
+/// Where a range vector's series comes from.
+pub(crate) enum Source {
+    /// A stored series, read when its windows are walked.
+    Stored(Selected),
+    /// A subquery's series, already evaluated.
+    Evaluated(RawSeries),
+}
+
+impl Source {
+    pub(crate) fn labels(&self) -> &Labels {
+        match self {
+            Source::Stored(s) => &s.labels,
+            Source::Evaluated(s) => &s.labels,
         }
-        Ok(())
     }
+}
+
+impl Windows {
+    /// The span every window lies in.
+    fn span(&self) -> (i64, i64) {
+        let (first, last) = (self.ends[0], self.ends[self.ends.len() - 1]);
+        (
+            first.min(last).saturating_sub(self.range_ms),
+            first.max(last),
+        )
+    }
+}
+
+/// Calls `f(step, points of the window)` for each step whose window holds
+/// any of `points` (oldest first), sliding over them once.
+fn slide(
+    points: &[Point],
+    ends: &[i64],
+    range_ms: i64,
+    mut f: impl FnMut(usize, &[Point]) -> Result<(), PromqlError>,
+) -> Result<(), PromqlError> {
+    let (mut lo, mut hi) = (0, 0);
+    for (step, &end) in ends.iter().enumerate() {
+        let start = end.saturating_sub(range_ms);
+        // Ends never decrease; should one, start over.
+        if lo > 0 && points[lo - 1].t_ms >= start {
+            lo = 0;
+            hi = 0;
+        }
+        while lo < points.len() && points[lo].t_ms < start {
+            lo += 1;
+        }
+        hi = hi.max(lo);
+        while hi < points.len() && points[hi].t_ms <= end {
+            hi += 1;
+        }
+        if hi > lo {
+            f(step, &points[lo..hi])?;
+        }
+    }
+    Ok(())
 }
 
 /// Gathers per-step results into series, refusing two equal label sets
@@ -236,15 +262,15 @@ impl<'s> Evaluator<'s> {
         let t = grid.start;
         if let Some(windows) = self.maybe_windows(expr, &grid)? {
             let mut out = Vec::new();
-            for series in &windows.series {
+            for i in 0..windows.series.len() {
                 let mut points = Vec::new();
-                windows.each(series, |_, window| {
+                self.each_window(&windows, i, |_, window| {
                     points.extend_from_slice(window);
                     Ok(())
                 })?;
                 if !points.is_empty() {
                     out.push(Series {
-                        labels: series.labels.clone(),
+                        labels: windows.series[i].labels().clone(),
                         points,
                     });
                 }
@@ -411,15 +437,12 @@ impl<'s> Evaluator<'s> {
     ) -> Result<Vec<StepSeries>, PromqlError> {
         let refs = self.ref_times(&vs.at, &vs.offset, grid);
         let (first, last) = (refs[0], refs[refs.len() - 1]);
-        let raw = self.read(
-            vs,
-            first.min(last).saturating_sub(LOOKBACK_MS),
-            first.max(last),
-        )?;
-        let mut out = Vec::with_capacity(raw.len());
-        for series in raw {
+        let span = (first.min(last).saturating_sub(LOOKBACK_MS), first.max(last));
+        let selected = select::select(self.store, vs)?;
+        let mut out = Vec::with_capacity(selected.len());
+        for series in selected {
             self.check_deadline()?;
-            let points = &series.points;
+            let points = &self.read(&series, span)?;
             let mut next = 0;
             let mut values = Vec::new();
             for (step, &r) in refs.iter().enumerate() {
@@ -475,12 +498,10 @@ impl<'s> Evaluator<'s> {
     ) -> Result<Windows, PromqlError> {
         let range_ms = duration_ms(ms.range);
         let ends = self.ref_times(&ms.vs.at, &ms.vs.offset, grid);
-        let (first, last) = (ends[0], ends[ends.len() - 1]);
-        let series = self.read(
-            &ms.vs,
-            first.min(last).saturating_sub(range_ms),
-            first.max(last),
-        )?;
+        let series = select::select(self.store, &ms.vs)?
+            .into_iter()
+            .map(Source::Stored)
+            .collect();
         Ok(Windows {
             series,
             ends,
@@ -517,16 +538,18 @@ impl<'s> Evaluator<'s> {
             self.charge(inner.len())?;
             self.eval_vector(&sq.expr, &inner)?
                 .into_iter()
-                .map(|s| RawSeries {
-                    labels: s.labels,
-                    points: s
-                        .points
-                        .into_iter()
-                        .map(|(i, value)| Point {
-                            t_ms: inner.ts(i),
-                            value,
-                        })
-                        .collect(),
+                .map(|s| {
+                    Source::Evaluated(RawSeries {
+                        labels: s.labels,
+                        points: s
+                            .points
+                            .into_iter()
+                            .map(|(i, value)| Point {
+                                t_ms: inner.ts(i),
+                                value,
+                            })
+                            .collect(),
+                    })
                 })
                 .collect()
         };
@@ -537,16 +560,30 @@ impl<'s> Evaluator<'s> {
         })
     }
 
-    fn read(
+    /// The points of a stored series in `span` (both ends included),
+    /// counted against the sample limit.
+    fn read(&mut self, series: &Selected, span: (i64, i64)) -> Result<Vec<Point>, PromqlError> {
+        let points = select::points(self.store, series, span.0, span.1)?;
+        self.charge(points.len())?;
+        Ok(points)
+    }
+
+    /// Calls `f(step, points of the window)` for each step whose window
+    /// holds points of series `i` of `windows`, reading a stored series
+    /// once for all its windows.
+    pub(crate) fn each_window(
         &mut self,
-        vs: &VectorSelector,
-        start: i64,
-        end: i64,
-    ) -> Result<Vec<RawSeries>, PromqlError> {
-        let budget = self.max_samples.saturating_sub(self.samples);
-        let raw = select::read(self.store, vs, start, end, budget)?;
-        self.charge(raw.iter().map(|s| s.points.len()).sum())?;
-        Ok(raw)
+        windows: &Windows,
+        i: usize,
+        f: impl FnMut(usize, &[Point]) -> Result<(), PromqlError>,
+    ) -> Result<(), PromqlError> {
+        match &windows.series[i] {
+            Source::Stored(series) => {
+                let points = self.read(series, windows.span())?;
+                slide(&points, &windows.ends, windows.range_ms, f)
+            }
+            Source::Evaluated(series) => slide(&series.points, &windows.ends, windows.range_ms, f),
+        }
     }
 
     /// Each step's reference time: the step's time (or the `@` time),

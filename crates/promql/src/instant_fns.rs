@@ -62,8 +62,8 @@ pub(crate) fn call(
                 PromqlError::BadData("absent_over_time needs a range vector".into())
             })?;
             let mut present = vec![false; n];
-            for series in &windows.series {
-                windows.each(series, |step, _| {
+            for i in 0..windows.series.len() {
+                ev.each_window(&windows, i, |step, _| {
                     present[step] = true;
                     Ok(())
                 })?;
@@ -277,10 +277,10 @@ fn range_call(
     let mut out = Vec::new();
     let mut seen = HashSet::new();
     let mut step_args = vec![0.0; scalars.len()];
-    for series in &windows.series {
+    for i in 0..windows.series.len() {
         ev.check_deadline()?;
         let mut points = Vec::new();
-        windows.each(series, |step, window| {
+        ev.each_window(&windows, i, |step, window| {
             for (a, values) in step_args.iter_mut().zip(&scalars) {
                 *a = values[step];
             }
@@ -300,9 +300,9 @@ fn range_call(
         ev.charge(points.len())?;
         // last_over_time acts like an offset and keeps the name.
         let labels = if f == RangeFn::LastOverTime {
-            series.labels.clone()
+            windows.series[i].labels().clone()
         } else {
-            drop_name(series.labels.clone())
+            drop_name(windows.series[i].labels().clone())
         };
         if !seen.insert(labels.clone()) {
             return Err(crate::eval::duplicate_labelset());

@@ -3,26 +3,28 @@
 
 use crate::PromqlError;
 use crate::value::{Labels, METRIC_NAME, set};
-use hostwatch_tsdb::{Matcher, Point, Step, Store, TsdbError};
+use hostwatch_tsdb::{Matcher, Point, SeriesKey, Store, TsdbError};
 use promql_parser::label::MatchOp;
 use promql_parser::parser::VectorSelector;
 
-/// One selected series: its PromQL labels and raw points, oldest first.
+/// A series computed by the engine (a subquery's): labels and points,
+/// oldest first.
 pub(crate) struct RawSeries {
     pub(crate) labels: Labels,
     pub(crate) points: Vec<Point>,
 }
 
-/// Series matching `vs` with their points in `[start, end]`, sorted by
-/// label set; series without points there are left out. Refused with
-/// [`PromqlError::TooManySamples`] once they hold more than `budget` points.
-pub(crate) fn read(
-    store: &Store,
-    vs: &VectorSelector,
-    start: i64,
-    end: i64,
-    budget: usize,
-) -> Result<Vec<RawSeries>, PromqlError> {
+/// A stored series a selector matched: its PromQL labels and where the
+/// store keeps it; its points are read when it is evaluated, one series
+/// at a time.
+pub(crate) struct Selected {
+    pub(crate) labels: Labels,
+    key: SeriesKey,
+    id: u64,
+}
+
+/// The stored series matching `vs`, sorted by label set.
+pub(crate) fn select(store: &Store, vs: &VectorSelector) -> Result<Vec<Selected>, PromqlError> {
     if !vs.matchers.or_matchers.is_empty() {
         return Err(PromqlError::BadData(format!(
             "`or` between label matchers is not supported: {vs}"
@@ -54,30 +56,30 @@ pub(crate) fn read(
         None => store.metric_names().map_err(execution)?,
     };
     let mut out = Vec::new();
-    let mut left = budget;
-    let end_exclusive = end.saturating_add(1);
     for metric in metrics {
         if !names.iter().all(|m| m.matches_value(Some(&metric))) {
             continue;
         }
-        let found = store
-            .range_within(&metric, &labels, start, end_exclusive, Step::Raw, left)
-            .map_err(|e| match e {
-                TsdbError::TooManyPoints { .. } => PromqlError::TooManySamples("series selection"),
-                e => execution(e),
-            })?;
-        for series in found {
-            left = left.saturating_sub(series.points.len());
-            let mut labels = series.key.labels;
-            set(&mut labels, METRIC_NAME, &series.key.metric);
-            out.push(RawSeries {
-                labels,
-                points: series.points,
-            });
+        for (key, id) in store.select(&metric, &labels).map_err(execution)? {
+            let mut labels = key.labels.clone();
+            set(&mut labels, METRIC_NAME, &key.metric);
+            out.push(Selected { labels, key, id });
         }
     }
     out.sort_by(|a, b| a.labels.cmp(&b.labels));
     Ok(out)
+}
+
+/// The points of `series` in `[start, end]`, oldest first.
+pub(crate) fn points(
+    store: &Store,
+    series: &Selected,
+    start: i64,
+    end: i64,
+) -> Result<Vec<Point>, PromqlError> {
+    store
+        .series_points(&series.key, series.id, start, end.saturating_add(1))
+        .map_err(execution)
 }
 
 fn execution(e: TsdbError) -> PromqlError {
