@@ -9,7 +9,7 @@
 //! selector takes, at each step, the newest sample at most the lookback
 //! (5 minutes) old; a range selector the samples in `[t - range, t]`, both
 //! ends closed as in 2.42. Each selected series' raw points are read once
-//! for the whole grid and windows slide over them.
+//! for the whole grid, one series at a time, and windows slide over them.
 //!
 //! Layout:
 //! - `value`: results ([`Value`]) and label sets;
