@@ -40,6 +40,7 @@
 //!
 //! This crate sees neither tokio nor protobuf; the collector converts at its edge.
 
+mod catalog;
 mod chunk;
 mod codec;
 mod commit;

@@ -1,0 +1,87 @@
+//! Reading series from the store: PromQL matchers to the store's, and
+//! `__name__` matched against the stored metric names.
+
+use crate::PromqlError;
+use crate::value::{Labels, METRIC_NAME, set};
+use hostwatch_tsdb::{Matcher, Point, SeriesKey, Store, TsdbError};
+use promql_parser::label::MatchOp;
+use promql_parser::parser::VectorSelector;
+
+/// A series computed by the engine (a subquery's): labels and points,
+/// oldest first.
+pub(crate) struct RawSeries {
+    pub(crate) labels: Labels,
+    pub(crate) points: Vec<Point>,
+}
+
+/// A stored series a selector matched: its PromQL labels and where the
+/// store keeps it; its points are read when it is evaluated, one series
+/// at a time.
+pub(crate) struct Selected {
+    pub(crate) labels: Labels,
+    key: SeriesKey,
+    id: u64,
+}
+
+/// The stored series matching `vs`, sorted by label set.
+pub(crate) fn select(store: &Store, vs: &VectorSelector) -> Result<Vec<Selected>, PromqlError> {
+    if !vs.matchers.or_matchers.is_empty() {
+        return Err(PromqlError::BadData(format!(
+            "`or` between label matchers is not supported: {vs}"
+        )));
+    }
+    let mut names = Vec::new();
+    let mut labels = Vec::new();
+    for m in &vs.matchers.matchers {
+        let matcher = match &m.op {
+            MatchOp::Equal => Matcher::Equal(m.name.clone(), m.value.clone()),
+            MatchOp::NotEqual => Matcher::NotEqual(m.name.clone(), m.value.clone()),
+            MatchOp::Re(re) => Matcher::Regex(m.name.clone(), re.clone()),
+            MatchOp::NotRe(re) => Matcher::NotRegex(m.name.clone(), re.clone()),
+        };
+        if m.name == METRIC_NAME {
+            names.push(matcher);
+        } else {
+            labels.push(matcher);
+        }
+    }
+    if let Some(name) = &vs.name {
+        names.push(Matcher::Equal(METRIC_NAME.to_owned(), name.clone()));
+    }
+    let metrics: Vec<String> = match names.iter().find_map(|m| match m {
+        Matcher::Equal(_, v) => Some(v.clone()),
+        _ => None,
+    }) {
+        Some(name) => vec![name],
+        None => store.metric_names().map_err(execution)?,
+    };
+    let mut out = Vec::new();
+    for metric in metrics {
+        if !names.iter().all(|m| m.matches_value(Some(&metric))) {
+            continue;
+        }
+        for (key, id) in store.select(&metric, &labels).map_err(execution)? {
+            let mut labels = key.labels.clone();
+            set(&mut labels, METRIC_NAME, &key.metric);
+            out.push(Selected { labels, key, id });
+        }
+    }
+    out.sort_by(|a, b| a.labels.cmp(&b.labels));
+    Ok(out)
+}
+
+/// The points of `series` in `[start, end]`, oldest first.
+pub(crate) fn points(
+    store: &Store,
+    series: &Selected,
+    start: i64,
+    end: i64,
+) -> Result<Vec<Point>, PromqlError> {
+    store
+        .series_points(&series.key, series.id, start, end.saturating_add(1))
+        .map_err(execution)
+}
+
+fn execution(e: TsdbError) -> PromqlError {
+    PromqlError::Execution(format!("reading series: {e}"))
+}

@@ -1,0 +1,120 @@
+//! What the store holds, for query engines: the metric names of its
+//! series (to select series by a pattern over names rather than by one
+//! name), and one series' points at a time (so an engine holds one
+//! series' samples at once, not every selected series').
+
+use crate::TsdbError;
+use crate::model::{Point, SeriesKey};
+use crate::store::{Store, poisoned};
+
+impl Store {
+    /// Names of the metrics with at least one series, sorted.
+    pub fn metric_names(&self) -> Result<Vec<String>, TsdbError> {
+        let inner = self.inner()?;
+        let index = inner.index.read().map_err(|_| poisoned())?;
+        let mut names: Vec<String> = index
+            .by_metric
+            .iter()
+            .filter(|(_, ids)| !ids.is_empty())
+            .map(|(name, _)| name.clone())
+            .collect();
+        drop(index);
+        names.sort();
+        Ok(names)
+    }
+
+    /// Raw points in `[start_ms, end_ms)` of one series as
+    /// [`Store::select`] lists it (its key and id), oldest first.
+    pub fn series_points(
+        &self,
+        key: &SeriesKey,
+        id: u64,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Point>, TsdbError> {
+        self.inner()?.raw_points(key, id, start_ms, end_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Batch, Label, Matcher, Options, Point, SeriesInput, Store};
+
+    fn open(dir: &std::path::Path) -> Store {
+        let options = Options {
+            maintenance_interval: None,
+            clock: std::sync::Arc::new(|| 1_000_000),
+            ..Options::default()
+        };
+        Store::open(dir, options).unwrap()
+    }
+
+    #[test]
+    fn metric_names_lists_each_stored_metric_once_sorted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        assert!(store.metric_names().unwrap().is_empty());
+        let series = |metric: &str| SeriesInput {
+            metric: metric.to_owned(),
+            labels: vec![],
+            points: vec![Point {
+                t_ms: 999_000,
+                value: 1.0,
+            }],
+        };
+        for (seq, host) in ["a", "b"].into_iter().enumerate() {
+            let batch = Batch {
+                host: host.to_owned(),
+                source: 1,
+                seq: seq as u64 + 1,
+                series: vec![series("host_load1"), series("host_cpu_seconds_total")],
+                processes: vec![],
+                malformed: 0,
+            };
+            store.append(&batch).unwrap();
+        }
+        assert_eq!(
+            store.metric_names().unwrap(),
+            ["host_cpu_seconds_total", "host_load1"]
+        );
+    }
+
+    #[test]
+    fn series_points_reads_one_series_in_a_half_open_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let points: Vec<Point> = (0..5)
+            .map(|i| Point {
+                t_ms: 900_000 + i * 10_000,
+                value: i as f64,
+            })
+            .collect();
+        let series = |cpu: &str| SeriesInput {
+            metric: "host_cpu_seconds_total".to_owned(),
+            labels: vec![Label::new("cpu", cpu)],
+            points: points.clone(),
+        };
+        let batch = Batch {
+            host: "a".to_owned(),
+            source: 1,
+            seq: 1,
+            series: vec![series("0"), series("1")],
+            processes: vec![],
+            malformed: 0,
+        };
+        store.append(&batch).unwrap();
+        let cpu1 = Matcher::Equal("cpu".into(), "1".into());
+        let selected = store.select("host_cpu_seconds_total", &[cpu1]).unwrap();
+        assert_eq!(selected.len(), 1);
+        let (key, id) = &selected[0];
+        // [910 s, 930 s): the second and third points only.
+        let got = store.series_points(key, *id, 910_000, 930_000).unwrap();
+        assert_eq!(got, points[1..3]);
+        assert!(
+            store
+                .series_points(key, *id, 0, 900_000)
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
