@@ -32,6 +32,7 @@
 //! - `head`: per-host in-memory state; `shape`: the previous batch's series,
 //!   for lookups; `keys`: the sled key layout;
 //! - `store`: open and replay, append, reads; `query`: steps and aggregations;
+//! - `catalog`: metric names, and one series's raw points, for the PromQL engine;
 //! - `maintain`: sealing, WAL truncation, retention; `stats`, `verify`;
 //! - `supervise`: the free-space reserve, failures and rebuilding from
 //!   disk, the background thread;
