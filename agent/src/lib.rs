@@ -29,7 +29,7 @@ use hostwatch_proto::v1::{Batch, Hello, Label, ProcessSnapshot, SeriesPoints};
 use spool::Spool;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -166,7 +166,7 @@ async fn sample_loop(
             }
             _ = ticker.tick() => {}
         }
-        let t_ms = now_ms();
+        let t_ms = hostwatch_stdx::now_ms();
         let tick = sampler.sample(std::time::Instant::now());
         let mut samples = tick.samples;
         // Only this task pushes: the next sequence is this batch's.
@@ -215,14 +215,6 @@ fn to_series(samples: sampler::Samples, t_ms: i64) -> Vec<SeriesPoints> {
             values: vec![s.value],
         })
         .collect()
-}
-
-/// Wall-clock milliseconds since the Unix epoch.
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Where and how the shipper reaches the collector, from the configuration.

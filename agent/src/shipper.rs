@@ -107,7 +107,7 @@ impl From<tonic::Status> for SessionError {
             return SessionError::Refused(status);
         };
         // The message and the chain repeat each other in part.
-        SessionError::Lost(hostwatch_pki::transport::with_sources(
+        SessionError::Lost(hostwatch_stdx::with_sources(
             status.message().to_owned(),
             Some(cause),
         ))
@@ -207,12 +207,12 @@ impl Shipper {
         } else if let Some(pushback) = e.pushback() {
             // Jittered, so agents told the same delay do not return together.
             let asked = pushback + pushback.mul_f64(0.2 * rand::rng().random::<f64>());
-            let delay = asked.max(backoff(attempt, max));
+            let delay = asked.max(hostwatch_stdx::backoff(attempt, BACKOFF_BASE, max));
             tracing::warn!(error = %e, retry_in = ?delay, spooled = self.spool.len(), "the collector asked to be retried later");
             delay
         } else {
             tracing::warn!(error = %e, spooled = self.spool.len(), "not connected to the collector");
-            backoff(attempt, max)
+            hostwatch_stdx::backoff(attempt, BACKOFF_BASE, max)
         }
     }
 
@@ -420,32 +420,9 @@ impl Shipper {
     }
 }
 
-/// Delay before reconnection attempt `attempt`: exponential, capped, with
-/// jitter so a fleet restarted together does not reconnect in lockstep.
-fn backoff(attempt: u32, max: Duration) -> Duration {
-    let ceiling = BACKOFF_BASE
-        .saturating_mul(1u32 << attempt.min(16))
-        .min(max);
-    // Equal jitter: half fixed, half random, so the delay never collapses to zero.
-    let half = ceiling / 2;
-    half + half.mul_f64(rand::rng().random::<f64>())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_is_capped_and_jittered() {
-        let max = Duration::from_secs(30);
-        for attempt in 0..40 {
-            let d = backoff(attempt, max);
-            let ceiling = BACKOFF_BASE.saturating_mul(1 << attempt.min(16)).min(max);
-            assert!(d >= ceiling / 2 && d <= ceiling, "attempt {attempt}: {d:?}");
-        }
-        let samples: std::collections::HashSet<_> = (0..20).map(|_| backoff(10, max)).collect();
-        assert!(samples.len() > 1, "no jitter");
-    }
 
     fn refused_with_pushback(value: &str) -> SessionError {
         let mut status = tonic::Status::unavailable("store full");

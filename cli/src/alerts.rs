@@ -14,7 +14,7 @@ use hostwatch_proto::v1::{
     ExpireSilenceRequest, ListAlertsRequest, ListSilencesRequest, Matcher, ReloadRequest, Silence,
     WatchAlertsRequest, matcher,
 };
-use hostwatch_tsdb::system_now_ms;
+use hostwatch_stdx::now_ms;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -203,48 +203,7 @@ pub(crate) fn alerts(config_path: &Path, args: AlertsArgs) -> anyhow::Result<()>
     let config = ClientConfig::load(config_path)?;
     let host = args.host.unwrap_or_default();
     match args.command {
-        None => {
-            let request = ListAlertsRequest {
-                host_id: host,
-                include_resolved: args.all,
-            };
-            let alerts = runtime()?.block_on(async {
-                let mut client = QueryClient::new(config.connect().await?);
-                anyhow::Ok(client.list_alerts(request).await?.into_inner().alerts)
-            })?;
-            if args.json {
-                let out: Vec<AlertJson<'_>> = alerts.iter().map(alert_json).collect();
-                println!("{}", serde_json::to_string_pretty(&out)?);
-                return Ok(());
-            }
-            if alerts.is_empty() {
-                eprintln!("no alerts");
-                return Ok(());
-            }
-            let mut rows = vec![[
-                "STATE".to_owned(),
-                "ALERT".to_owned(),
-                "HOST".to_owned(),
-                "SINCE".to_owned(),
-                "SILENCED".to_owned(),
-                "SUMMARY".to_owned(),
-            ]];
-            for a in &alerts {
-                rows.push([
-                    state_word(a.state).to_owned(),
-                    a.rule.clone(),
-                    a.labels.get("host").cloned().unwrap_or_default(),
-                    since(a).map_or_else(|| "-".to_owned(), format_rfc3339),
-                    if a.silenced_by.is_empty() {
-                        "-".to_owned()
-                    } else {
-                        a.silenced_by.join(",")
-                    },
-                    summary(&a.annotations),
-                ]);
-            }
-            print_table(&rows);
-        }
+        None => list_alerts(&config, host, args.all, args.json),
         Some(AlertsCommand::History { since, rule, limit }) => {
             let request = AlertHistoryRequest {
                 since_ms: since,
@@ -252,61 +211,126 @@ pub(crate) fn alerts(config_path: &Path, args: AlertsArgs) -> anyhow::Result<()>
                 rule: rule.unwrap_or_default(),
                 limit,
             };
-            let transitions = runtime()?.block_on(async {
-                let mut client = QueryClient::new(config.connect().await?);
-                anyhow::Ok(
-                    client
-                        .alert_history(request)
-                        .await?
-                        .into_inner()
-                        .transitions,
-                )
-            })?;
-            if args.json {
-                let out: Vec<TransitionJson<'_>> =
-                    transitions.iter().map(transition_json).collect();
-                println!("{}", serde_json::to_string_pretty(&out)?);
-            } else {
-                for t in &transitions {
-                    println!("{}", transition_line(t));
-                }
-            }
+            alert_history(&config, request, args.json)
         }
-        Some(AlertsCommand::Watch { count }) => {
-            if count == Some(0) {
-                return Err(UsageError("--count must be at least 1".to_owned()).into());
-            }
-            runtime()?.block_on(async {
-                let mut client = QueryClient::new(config.connect().await?);
-                let mut stream = client
-                    .watch_alerts(WatchAlertsRequest { host_id: host })
-                    .await?
-                    .into_inner();
-                eprintln!("watching alert transitions (Ctrl-C stops)");
-                let mut seen = 0;
-                loop {
-                    let next = tokio::select! {
-                        _ = tokio::signal::ctrl_c() => return anyhow::Ok(()),
-                        next = stream.message() => next?,
-                    };
-                    let Some(t) = next else {
-                        anyhow::bail!("the collector ended the watch");
-                    };
-                    if args.json {
-                        println!("{}", serde_json::to_string(&transition_json(&t))?);
-                    } else {
-                        println!("{}", transition_line(&t));
-                    }
-                    std::io::stdout().flush()?;
-                    seen += 1;
-                    if count.is_some_and(|c| seen >= c) {
-                        return Ok(());
-                    }
-                }
-            })?;
+        Some(AlertsCommand::Watch { count }) => watch_alerts(&config, host, count, args.json),
+    }
+}
+
+/// `hostwatch alerts`: pending and firing alerts (and resolved ones with
+/// `include_resolved`), as a table or JSON.
+fn list_alerts(
+    config: &ClientConfig,
+    host_id: String,
+    include_resolved: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let request = ListAlertsRequest {
+        host_id,
+        include_resolved,
+    };
+    let alerts = config
+        .call(QueryClient::new, |mut client| async move {
+            client.list_alerts(request).await
+        })?
+        .alerts;
+    if json {
+        let out: Vec<AlertJson<'_>> = alerts.iter().map(alert_json).collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    if alerts.is_empty() {
+        eprintln!("no alerts");
+        return Ok(());
+    }
+    let mut rows = vec![[
+        "STATE".to_owned(),
+        "ALERT".to_owned(),
+        "HOST".to_owned(),
+        "SINCE".to_owned(),
+        "SILENCED".to_owned(),
+        "SUMMARY".to_owned(),
+    ]];
+    for a in &alerts {
+        rows.push([
+            state_word(a.state).to_owned(),
+            a.rule.clone(),
+            a.labels.get("host").cloned().unwrap_or_default(),
+            since(a).map_or_else(|| "-".to_owned(), format_rfc3339),
+            if a.silenced_by.is_empty() {
+                "-".to_owned()
+            } else {
+                a.silenced_by.join(",")
+            },
+            summary(&a.annotations),
+        ]);
+    }
+    print_table(&rows);
+    Ok(())
+}
+
+/// `hostwatch alerts history`: past transitions, one line (or JSON
+/// object) each.
+fn alert_history(
+    config: &ClientConfig,
+    request: AlertHistoryRequest,
+    json: bool,
+) -> anyhow::Result<()> {
+    let transitions = config
+        .call(QueryClient::new, |mut client| async move {
+            client.alert_history(request).await
+        })?
+        .transitions;
+    if json {
+        let out: Vec<TransitionJson<'_>> = transitions.iter().map(transition_json).collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for t in &transitions {
+            println!("{}", transition_line(t));
         }
     }
     Ok(())
+}
+
+/// `hostwatch alerts watch`: transitions as they happen, until Ctrl-C or
+/// `count` of them.
+fn watch_alerts(
+    config: &ClientConfig,
+    host_id: String,
+    count: Option<u64>,
+    json: bool,
+) -> anyhow::Result<()> {
+    if count == Some(0) {
+        return Err(UsageError("--count must be at least 1".to_owned()).into());
+    }
+    runtime()?.block_on(async {
+        let mut client = QueryClient::new(config.connect().await?);
+        let mut stream = client
+            .watch_alerts(WatchAlertsRequest { host_id })
+            .await?
+            .into_inner();
+        eprintln!("watching alert transitions (Ctrl-C stops)");
+        let mut seen = 0;
+        loop {
+            let next = tokio::select! {
+                _ = tokio::signal::ctrl_c() => return anyhow::Ok(()),
+                next = stream.message() => next?,
+            };
+            let Some(t) = next else {
+                anyhow::bail!("the collector ended the watch");
+            };
+            if json {
+                println!("{}", serde_json::to_string(&transition_json(&t))?);
+            } else {
+                println!("{}", transition_line(&t));
+            }
+            std::io::stdout().flush()?;
+            seen += 1;
+            if count.is_some_and(|c| seen >= c) {
+                return Ok(());
+            }
+        }
+    })
 }
 
 fn matcher_text(m: &Matcher) -> String {
@@ -332,7 +356,7 @@ struct SilenceJson<'a> {
 }
 
 fn silence_json(s: &Silence) -> SilenceJson<'_> {
-    let now = system_now_ms();
+    let now = now_ms();
     SilenceJson {
         id: &s.id,
         matchers: s.matchers.iter().map(matcher_text).collect(),
@@ -346,7 +370,6 @@ fn silence_json(s: &Silence) -> SilenceJson<'_> {
 
 pub(crate) fn silence(config_path: &Path, command: SilenceCommand) -> anyhow::Result<()> {
     let config = ClientConfig::load(config_path)?;
-    let rt = runtime()?;
     match command {
         SilenceCommand::Add {
             matchers,
@@ -357,12 +380,11 @@ pub(crate) fn silence(config_path: &Path, command: SilenceCommand) -> anyhow::Re
             let request = CreateSilenceRequest {
                 matchers,
                 starts_ms: 0,
-                ends_ms: system_now_ms() + duration.as_millis() as i64,
+                ends_ms: now_ms() + duration.as_millis() as i64,
                 comment,
             };
-            let silence = rt.block_on(async {
-                let mut admin = AdminClient::new(config.connect().await?);
-                anyhow::Ok(admin.create_silence(request).await?.into_inner())
+            let silence = config.call(AdminClient::new, |mut admin| async move {
+                admin.create_silence(request).await
             })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&silence_json(&silence))?);
@@ -371,16 +393,11 @@ pub(crate) fn silence(config_path: &Path, command: SilenceCommand) -> anyhow::Re
             }
         }
         SilenceCommand::List { json } => {
-            let silences = rt.block_on(async {
-                let mut admin = AdminClient::new(config.connect().await?);
-                anyhow::Ok(
-                    admin
-                        .list_silences(ListSilencesRequest {})
-                        .await?
-                        .into_inner()
-                        .silences,
-                )
-            })?;
+            let silences = config
+                .call(AdminClient::new, |mut admin| async move {
+                    admin.list_silences(ListSilencesRequest {}).await
+                })?
+                .silences;
             let out: Vec<SilenceJson<'_>> = silences.iter().map(silence_json).collect();
             if json {
                 println!("{}", serde_json::to_string_pretty(&out)?);
@@ -407,14 +424,8 @@ pub(crate) fn silence(config_path: &Path, command: SilenceCommand) -> anyhow::Re
             print_table(&rows);
         }
         SilenceCommand::Expire { id } => {
-            let silence = rt.block_on(async {
-                let mut admin = AdminClient::new(config.connect().await?);
-                anyhow::Ok(
-                    admin
-                        .expire_silence(ExpireSilenceRequest { id })
-                        .await?
-                        .into_inner(),
-                )
+            let silence = config.call(AdminClient::new, |mut admin| async move {
+                admin.expire_silence(ExpireSilenceRequest { id }).await
             })?;
             println!("expired {}", silence.id);
         }
@@ -424,9 +435,8 @@ pub(crate) fn silence(config_path: &Path, command: SilenceCommand) -> anyhow::Re
 
 pub(crate) fn reload(config_path: &Path) -> anyhow::Result<()> {
     let config = ClientConfig::load(config_path)?;
-    let response = runtime()?.block_on(async {
-        let mut admin = AdminClient::new(config.connect().await?);
-        anyhow::Ok(admin.reload(ReloadRequest {}).await?.into_inner())
+    let response = config.call(AdminClient::new, |mut admin| async move {
+        admin.reload(ReloadRequest {}).await
     })?;
     println!("rules: {}", response.rules.join(", "));
     println!(

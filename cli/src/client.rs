@@ -50,6 +50,23 @@ impl ClientConfig {
         let (channel, _) = connect(&target).await?;
         Ok(channel)
     }
+
+    /// Connects, builds a client with `new` (`QueryClient::new`,
+    /// `AdminClient::new`) and makes one call with it, on a runtime of its
+    /// own: what every one-shot command does.
+    pub(crate) fn call<C, T, Fut>(
+        &self,
+        new: impl FnOnce(Channel) -> C,
+        call: impl FnOnce(C) -> Fut,
+    ) -> anyhow::Result<T>
+    where
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        crate::read::runtime()?.block_on(async {
+            let client = new(self.connect().await?);
+            Ok(call(client).await?.into_inner())
+        })
+    }
 }
 
 /// The `--config` path, which the reading commands require.

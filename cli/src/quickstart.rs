@@ -61,31 +61,12 @@ pub(crate) fn run(args: QuickstartArgs) -> anyhow::Result<()> {
 async fn run_async(dir: PathBuf, duration: Option<Duration>) -> anyhow::Result<()> {
     let host_id = local_host_id();
     ensure_certificates(&dir, &host_id)?;
-    let collector_path = dir.join("collector.toml");
-    let listener = if collector_path.exists() {
-        let config = CollectorConfig::load(&collector_path)?;
-        bind(config.listen).await?
-    } else {
-        let listener = match bind(SocketAddr::from(([127, 0, 0, 1], PREFERRED_PORT))).await {
-            Ok(l) => l,
-            Err(_) => bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?,
-        };
-        write_collector_config(&collector_path, listener.local_addr()?)?;
-        listener
-    };
+    let (listener, paths) = write_configs(&dir, &host_id).await?;
     let address = listener.local_addr()?;
-    let agent_path = dir.join("agent.toml");
-    if !agent_path.exists() {
-        write_agent_config(&agent_path, address, &host_id)?;
-    }
-    let cli_path = dir.join("cli.toml");
-    if !cli_path.exists() {
-        write_cli_config(&cli_path, address)?;
-    }
     // Read back through the real loaders: what runs is what the files say.
-    let collector_config = CollectorConfig::load(&collector_path)?;
-    let agent_config = AgentConfig::load(&agent_path)?;
-    let cli_config = ClientConfig::load(&cli_path)?;
+    let collector_config = CollectorConfig::load(&paths.collector)?;
+    let agent_config = AgentConfig::load(&paths.agent)?;
+    let cli_config = ClientConfig::load(&paths.cli)?;
     let agent_host = agent_config.tls.own_identity()?.name;
 
     println!("hostwatch quick start in {}", dir.display());
@@ -108,7 +89,72 @@ async fn run_async(dir: PathBuf, duration: Option<Duration>) -> anyhow::Result<(
         agent_config,
         agent_stop.clone().cancelled_owned(),
     ));
+    let started = tokio::time::Instant::now();
+    print_summaries(&cli_config, &agent_host, &collector, duration).await;
 
+    // The agent first, so its goodbye reaches a running collector.
+    agent_stop.cancel();
+    let agent_result = agent.await;
+    stop.cancel();
+    let collector_result = collector.await;
+    collector_result??;
+    agent_result??;
+    println!(
+        "\nstopped after {}s; certificates, configurations and data are in {}",
+        started.elapsed().as_secs(),
+        dir.display()
+    );
+    print_next_steps(&paths, &agent_host);
+    Ok(())
+}
+
+/// Where the quick start keeps each program's configuration.
+struct ConfigPaths {
+    collector: PathBuf,
+    agent: PathBuf,
+    cli: PathBuf,
+}
+
+/// Binds the collector's listener (the address collector.toml names, or
+/// a new one written there) and writes the configuration files that do
+/// not exist yet, so a second quick start in the same folder keeps the
+/// first one's address and whatever the operator edited.
+async fn write_configs(dir: &Path, host_id: &str) -> anyhow::Result<(TcpListener, ConfigPaths)> {
+    let paths = ConfigPaths {
+        collector: dir.join("collector.toml"),
+        agent: dir.join("agent.toml"),
+        cli: dir.join("cli.toml"),
+    };
+    let listener = if paths.collector.exists() {
+        let config = CollectorConfig::load(&paths.collector)?;
+        bind(config.listen).await?
+    } else {
+        let listener = match bind(SocketAddr::from(([127, 0, 0, 1], PREFERRED_PORT))).await {
+            Ok(l) => l,
+            Err(_) => bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?,
+        };
+        write_collector_config(&paths.collector, listener.local_addr()?)?;
+        listener
+    };
+    let address = listener.local_addr()?;
+    if !paths.agent.exists() {
+        write_agent_config(&paths.agent, address, host_id)?;
+    }
+    if !paths.cli.exists() {
+        write_cli_config(&paths.cli, address)?;
+    }
+    Ok((listener, paths))
+}
+
+/// Prints a line on what the collector holds of `agent_host` every
+/// [`SUMMARY_EVERY`] until Ctrl-C, the end of `duration` or the
+/// collector's end.
+async fn print_summaries(
+    cli_config: &ClientConfig,
+    agent_host: &str,
+    collector: &tokio::task::JoinHandle<Result<(), hostwatch_collector::CollectorError>>,
+    duration: Option<Duration>,
+) {
     let started = tokio::time::Instant::now();
     let deadline = duration.map(|d| started + d);
     let mut ticker = tokio::time::interval(SUMMARY_EVERY);
@@ -136,39 +182,28 @@ async fn run_async(dir: PathBuf, duration: Option<Duration>) -> anyhow::Result<(
         }
         if let Some(c) = client.as_mut() {
             let elapsed = started.elapsed().as_secs();
-            match summary(c, &agent_host).await {
+            match summary(c, agent_host).await {
                 Ok(line) => println!("{elapsed:>5}s  {line}"),
                 Err(e) => println!("{elapsed:>5}s  collector not answering: {e}"),
             }
         }
     }
+}
 
-    // The agent first, so its goodbye reaches a running collector.
-    agent_stop.cancel();
-    let agent_result = agent.await;
-    stop.cancel();
-    let collector_result = collector.await;
-    collector_result??;
-    agent_result??;
-    println!(
-        "\nstopped after {}s; certificates, configurations and data are in {}",
-        started.elapsed().as_secs(),
-        dir.display()
-    );
+fn print_next_steps(paths: &ConfigPaths, agent_host: &str) {
     println!("next:");
     println!(
         "  cargo run --release --bin hostwatch-collector -- --config {}",
-        collector_path.display()
+        paths.collector.display()
     );
     println!(
         "  cargo run --release --bin hostwatch -- --config {} hosts",
-        cli_path.display()
+        paths.cli.display()
     );
     println!(
         "  cargo run --release --bin hostwatch -- --config {} query host_memory_available_bytes --host {agent_host}",
-        cli_path.display()
+        paths.cli.display()
     );
-    Ok(())
 }
 
 async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {

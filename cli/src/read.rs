@@ -11,7 +11,7 @@ use hostwatch_proto::v1::{
     Aggregation, HostStatus, ListHostsRequest, Matcher, ProcessInfo, ProcessesRequest,
     RangeRequest, SeriesPoints, matcher,
 };
-use hostwatch_tsdb::system_now_ms;
+use hostwatch_stdx::now_ms;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -93,13 +93,13 @@ pub(crate) fn parse_moment(s: &str) -> Result<i64, String> {
     let ago = parse_duration(s).map_err(|_| {
         format!("{s:?}: expected an RFC 3339 time (2026-11-23T10:00:00Z) or a time ago (15m)")
     })?;
-    Ok(system_now_ms() - ago.as_millis() as i64)
+    Ok(now_ms() - ago.as_millis() as i64)
 }
 
 /// [`parse_moment`], or "+DURATION" for a time ahead of now.
 fn parse_until(s: &str) -> Result<i64, String> {
     match s.strip_prefix('+') {
-        Some(ahead) => Ok(system_now_ms() + parse_duration(ahead)?.as_millis() as i64),
+        Some(ahead) => Ok(now_ms() + parse_duration(ahead)?.as_millis() as i64),
         None => parse_moment(s),
     }
 }
@@ -204,7 +204,7 @@ pub(crate) fn hosts(config_path: &Path, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    let now = system_now_ms();
+    let now = now_ms();
     let mut rows = vec![[
         "HOST".to_owned(),
         "STATUS".to_owned(),
@@ -267,7 +267,7 @@ pub(crate) fn query(config_path: &Path, args: QueryArgs) -> anyhow::Result<()> {
         return Err(UsageError("--host must not be empty".to_owned()).into());
     }
     // The end is exclusive on the wire; --until includes its moment.
-    let end = args.until.unwrap_or_else(system_now_ms) + 1;
+    let end = args.until.unwrap_or_else(now_ms) + 1;
     let start = end - args.since.as_millis() as i64;
     let mut matchers = vec![Matcher {
         name: "host".to_owned(),
@@ -290,11 +290,12 @@ pub(crate) fn query(config_path: &Path, args: QueryArgs) -> anyhow::Result<()> {
         step_ms,
         aggregation,
     };
-    let series = runtime()?.block_on(async {
-        let mut client =
-            QueryClient::new(config.connect().await?).max_decoding_message_size(256 << 20);
-        anyhow::Ok(client.range(request).await?.into_inner().series)
-    })?;
+    let series = config
+        .call(
+            |channel| QueryClient::new(channel).max_decoding_message_size(256 << 20),
+            |mut client| async move { client.range(request).await },
+        )?
+        .series;
     if args.json {
         let out: Vec<SeriesJson> = series.into_iter().map(series_json).collect();
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -345,10 +346,11 @@ pub(crate) fn processes(config_path: &Path, args: ProcessesArgs) -> anyhow::Resu
         host_id: args.host.clone(),
         at_ms: args.at.unwrap_or(0),
     };
-    let snapshot = runtime()?.block_on(async {
-        let mut client = QueryClient::new(config.connect().await?);
-        anyhow::Ok(client.processes(request).await?.into_inner().snapshot)
-    })?;
+    let snapshot = config
+        .call(QueryClient::new, |mut client| async move {
+            client.processes(request).await
+        })?
+        .snapshot;
     let Some(snapshot) = snapshot else {
         if args.json {
             println!("null");
@@ -466,10 +468,10 @@ mod tests {
     fn moments_parse_as_times_or_durations_ago() {
         assert_eq!(parse_moment("1970-01-01T00:00:01Z").unwrap(), 1000);
         let ago = parse_moment("10m").unwrap();
-        assert!((system_now_ms() - ago - 600_000).abs() < 5_000);
+        assert!((now_ms() - ago - 600_000).abs() < 5_000);
         assert!(parse_moment("yesterday-ish").is_err());
         let ahead = parse_until("+10m").unwrap();
-        assert!((ahead - system_now_ms() - 600_000).abs() < 5_000);
+        assert!((ahead - now_ms() - 600_000).abs() < 5_000);
         assert_eq!(parse_until("1970-01-01T00:00:01Z").unwrap(), 1000);
         assert!(parse_until("+soon").is_err());
     }

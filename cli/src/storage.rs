@@ -2,7 +2,6 @@
 //! walk over everything stored that reports damage.
 
 use crate::client::ClientConfig;
-use crate::read::runtime;
 use clap::Subcommand;
 use hostwatch_proto::v1::admin_client::AdminClient;
 use hostwatch_proto::v1::{StorageStatsRequest, VerifyStorageRequest};
@@ -29,29 +28,16 @@ pub(crate) enum StorageCommand {
 
 pub(crate) fn run(config_path: &Path, command: StorageCommand) -> anyhow::Result<()> {
     let config = ClientConfig::load(config_path)?;
-    let rt = runtime()?;
     match command {
         StorageCommand::Stats { json } => {
-            let stats = rt.block_on(async {
-                let mut admin = AdminClient::new(config.connect().await?);
-                anyhow::Ok(
-                    admin
-                        .storage_stats(StorageStatsRequest {})
-                        .await?
-                        .into_inner(),
-                )
+            let stats = config.call(AdminClient::new, |mut admin| async move {
+                admin.storage_stats(StorageStatsRequest {}).await
             })?;
             print(&stats, json)
         }
         StorageCommand::Verify { json } => {
-            let report = rt.block_on(async {
-                let mut admin = AdminClient::new(config.connect().await?);
-                anyhow::Ok(
-                    admin
-                        .verify_storage(VerifyStorageRequest {})
-                        .await?
-                        .into_inner(),
-                )
+            let report = config.call(AdminClient::new, |mut admin| async move {
+                admin.verify_storage(VerifyStorageRequest {}).await
             })?;
             print(&report, json)?;
             if report.damaged_total > 0 {

@@ -200,6 +200,9 @@ fn alert_silence_and_storage_arguments_are_checked_before_connecting() {
     );
 }
 
+// One scenario, as an operator runs it: each step reads what the steps
+// before left (the quick start's folder, a collector with the agent's
+// data), and running the programs again for each would cost seconds.
 #[test]
 fn quick_start_then_collector_serves_hosts_and_queries() {
     let dir = tempfile::tempdir().unwrap();
@@ -357,6 +360,7 @@ fn eventually_output(args: &[&str], what: &str, check: impl Fn(&str) -> bool) ->
     }
 }
 
+// One scenario against one running collector, for the reason above.
 #[test]
 fn alerts_silences_and_reload_against_a_running_collector() {
     let dir = tempfile::tempdir().unwrap();

@@ -13,7 +13,7 @@
 //! reopened database ([`HostRegistry::attach`]).
 
 use hostwatch_proto::v1::{Hello, HostFacts, HostStatus};
-use hostwatch_tsdb::system_now_ms;
+use hostwatch_stdx::now_ms;
 use prost::Message;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -87,7 +87,7 @@ impl HostRegistry {
         let mut hosts = self.lock();
         // A new host's silence counts from its first connection.
         let entry = hosts.entry(host.to_owned()).or_insert_with(|| HostEntry {
-            last_seen_ms: system_now_ms(),
+            last_seen_ms: now_ms(),
             ..HostEntry::default()
         });
         let facts = facts.map(|f| bounded_facts(host, f));
@@ -102,7 +102,7 @@ impl HostRegistry {
     /// A batch of `host` was stored.
     pub(crate) fn seen(&self, host: &str) {
         if let Some(entry) = self.lock().get_mut(host) {
-            entry.last_seen_ms = system_now_ms();
+            entry.last_seen_ms = now_ms();
             self.persist(host, entry);
         }
     }
@@ -304,7 +304,7 @@ mod tests {
         let db = sled::open(dir.path()).unwrap();
         let registry = HostRegistry::open(&db, 1_000).unwrap();
         assert_eq!(registry.connected("web1", None, "boot-a"), "");
-        let now = system_now_ms();
+        let now = now_ms();
         let listed = registry.page(now, "", 10).0;
         assert!(listed[0].up && listed[0].connected);
         registry.disconnected("web1");
@@ -317,7 +317,7 @@ mod tests {
         assert_eq!(listed[0].boot_id, "boot-a");
         assert!(!listed[0].connected);
         assert_eq!(reopened.connected("web1", None, "boot-b"), "boot-a");
-        assert!(reopened.page(system_now_ms(), "", 10).0[0].connected);
+        assert!(reopened.page(now_ms(), "", 10).0[0].connected);
         reopened.goodbye("web1");
         let live = reopened.liveness();
         assert!(live[0].clean_shutdown);
@@ -333,7 +333,7 @@ mod tests {
         let registry = HostRegistry::open(&db, 1_000).unwrap();
         let last_seen = |registry: &HostRegistry| registry.liveness()[0].last_seen_ms;
         let tick = |after: i64| {
-            while system_now_ms() <= after {
+            while now_ms() <= after {
                 std::thread::yield_now();
             }
         };
@@ -365,17 +365,17 @@ mod tests {
             registry.connected(host, None, "");
         }
         let ids = |page: Vec<HostStatus>| page.into_iter().map(|h| h.host_id).collect::<Vec<_>>();
-        let (first, more) = registry.page(system_now_ms(), "", 2);
+        let (first, more) = registry.page(now_ms(), "", 2);
         assert_eq!(
             (ids(first), more),
             (vec!["a".to_owned(), "b".to_owned()], true)
         );
-        let (second, more) = registry.page(system_now_ms(), "b", 2);
+        let (second, more) = registry.page(now_ms(), "b", 2);
         assert_eq!(
             (ids(second), more),
             (vec!["c".to_owned(), "d".to_owned()], true)
         );
-        let (last, more) = registry.page(system_now_ms(), "d", 2);
+        let (last, more) = registry.page(now_ms(), "d", 2);
         assert_eq!((ids(last), more), (vec!["e".to_owned()], false));
     }
 
@@ -393,12 +393,7 @@ mod tests {
         };
         registry.connected("web1", Some(facts), "boot");
         let check = |registry: &HostRegistry| {
-            let stored = registry
-                .page(system_now_ms(), "", 1)
-                .0
-                .remove(0)
-                .facts
-                .unwrap();
+            let stored = registry.page(now_ms(), "", 1).0.remove(0).facts.unwrap();
             assert!(stored.hostname.len() <= MAX_FACT_BYTES);
             assert!(stored.hostname.starts_with("hhh") && stored.hostname.ends_with(TRUNCATED));
             assert!(stored.cpu_model.len() <= MAX_FACT_BYTES);
@@ -438,7 +433,7 @@ mod tests {
         assert_eq!(registry.failure(), None);
         drop(registry);
         let reopened = HostRegistry::open(&db, 1_000).unwrap();
-        let listed = reopened.page(system_now_ms(), "", usize::MAX).0;
+        let listed = reopened.page(now_ms(), "", usize::MAX).0;
         assert_eq!(listed.len(), 2);
         assert!(listed[0].clean_shutdown);
         assert_eq!(listed[1].boot_id, "boot-b");

@@ -13,7 +13,7 @@ use hostwatch_proto::v1::agent_message::Kind as AgentKind;
 use hostwatch_proto::v1::collector_message::Kind as CollectorKind;
 use hostwatch_proto::v1::ingest_server::Ingest;
 use hostwatch_proto::v1::{Ack, AgentMessage, CollectorMessage, Welcome};
-use hostwatch_tsdb::system_now_ms;
+use hostwatch_stdx::now_ms;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -214,7 +214,7 @@ impl Session {
                 }
                 let seq = batch.seq;
                 let context = BatchContext {
-                    received_ms: system_now_ms(),
+                    received_ms: now_ms(),
                     dropped_batches_total: batch.dropped_batches_total,
                     future_tolerance_ms: self.shared.future_tolerance_ms,
                 };

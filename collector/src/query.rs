@@ -10,7 +10,7 @@ use hostwatch_proto::v1::{
     ListAlertsRequest, ListAlertsResponse, ListHostsRequest, ListHostsResponse, ProcessesRequest,
     ProcessesResponse, RangeRequest, RangeResponse, WatchAlertsRequest,
 };
-use hostwatch_tsdb::system_now_ms;
+use hostwatch_stdx::now_ms;
 use std::pin::Pin;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::Stream;
@@ -151,7 +151,7 @@ impl Query for QueryService {
         let (hosts, more) = self
             .shared
             .hosts
-            .page(system_now_ms(), &request.page_token, page_size);
+            .page(now_ms(), &request.page_token, page_size);
         let next_page_token = match hosts.last() {
             Some(last) if more => last.host_id.clone(),
             _ => String::new(),
@@ -278,7 +278,7 @@ mod tests {
             let host = format!("{i:04}{}", "h".repeat(249));
             registry.connected(&host, Some(facts.clone()), &boot_id);
         }
-        let (hosts, more) = registry.page(system_now_ms(), "", MAX_HOSTS_PAGE);
+        let (hosts, more) = registry.page(now_ms(), "", MAX_HOSTS_PAGE);
         assert!(more);
         let response = ListHostsResponse {
             next_page_token: hosts.last().unwrap().host_id.clone(),

@@ -215,7 +215,7 @@ pub async fn serve(
     if let Err(e) = shared.state.flush().await {
         tracing::error!(error = %e, "final flush failed");
     }
-    served.map_err(|e| CollectorError::Serve(hostwatch_pki::transport::error_chain(&e)))?;
+    served.map_err(|e| CollectorError::Serve(hostwatch_stdx::error_chain(&e)))?;
     tracing::info!("collector stopped");
     Ok(())
 }

@@ -307,7 +307,7 @@ where
 }
 
 /// Wall-clock milliseconds since the Unix epoch.
-pub use hostwatch_tsdb::system_now_ms as now_ms;
+pub use hostwatch_stdx::now_ms;
 
 /// One request a [`WebhookReceiver`] got.
 #[derive(Debug, Clone)]

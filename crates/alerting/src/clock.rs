@@ -17,7 +17,7 @@ pub struct Clock {
 impl Clock {
     /// A clock reading the system's wall time now.
     pub fn system() -> Self {
-        Clock::starting_at(hostwatch_tsdb::system_now_ms())
+        Clock::starting_at(hostwatch_stdx::now_ms())
     }
 
     /// A clock that reads `origin_ms` now (tests pick their epoch).

@@ -13,10 +13,8 @@ use crate::AlertingError;
 use crate::engine::{Inner, lock};
 use crate::hooks::{Hook, Outcome};
 use crate::persist::OutboxEntry;
-use rand::Rng;
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -94,7 +92,7 @@ pub(crate) async fn worker(
                     .entry(hook.name.clone())
                     .or_default()
                     .retried += 1;
-                let delay = backoff(attempt, hook.min_backoff, hook.max_backoff);
+                let delay = hostwatch_stdx::backoff(attempt, hook.min_backoff, hook.max_backoff);
                 attempt = attempt.saturating_add(1);
                 tracing::warn!(hook = %hook.name, notification.key = %entry.key, attempt, retry_in = ?delay, error = %reason, "notification not delivered; will retry");
                 tokio::select! {
@@ -151,28 +149,4 @@ fn remove_done(inner: &Inner, hook: &Hook, done: &mut BTreeSet<u64>) {
             }
         },
     );
-}
-
-/// `min * 2^attempt`, capped at `max`, with equal jitter (half fixed,
-/// half random, as the agent's reconnections) so that many collectors'
-/// retries spread out.
-fn backoff(attempt: u32, min: Duration, max: Duration) -> Duration {
-    let ceiling = min.saturating_mul(1u32 << attempt.min(20)).min(max);
-    let half = ceiling / 2;
-    half + rand::rng().random_range(Duration::ZERO..=half)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_stays_within_bounds() {
-        let (min, max) = (Duration::from_millis(100), Duration::from_secs(2));
-        for attempt in 0..30 {
-            let d = backoff(attempt, min, max);
-            let ceiling = min.saturating_mul(1 << attempt.min(20)).min(max);
-            assert!(d >= ceiling / 2 && d <= ceiling, "{attempt}: {d:?}");
-        }
-    }
 }

@@ -71,18 +71,3 @@ pub fn format_rfc3339(t_ms: i64) -> String {
         })
         .unwrap_or_else(|| t_ms.to_string())
 }
-
-/// An error with its sources, one line.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        let text = e.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = e.source();
-    }
-    out
-}

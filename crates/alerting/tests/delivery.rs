@@ -11,7 +11,8 @@ use hmac::{KeyInit, Mac};
 use hostwatch_alerting::{
     Alerting, AlertingConfig, BatchContext, Clock, NewSilence, Phase, RuleSet,
 };
-use hostwatch_tsdb::{Batch, Point, SeriesInput, system_now_ms as now_ms};
+use hostwatch_stdx::now_ms;
+use hostwatch_tsdb::{Batch, Point, SeriesInput};
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::future::Future;

@@ -17,7 +17,7 @@ use hostwatch_pki::transport::{ClientTarget, connect};
 use hostwatch_pki::{Ca, Role};
 use hostwatch_proto::v1::query_client::QueryClient;
 use hostwatch_proto::v1::{LatestRequest, ListHostsRequest};
-use hostwatch_tsdb::system_now_ms as now_ms;
+use hostwatch_stdx::now_ms;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::SocketAddr;

@@ -29,9 +29,9 @@ use hostwatch_alerting::{Alerting, AlertingConfig, BatchContext, Clock, Snapshot
 use hostwatch_pki::transport::{ClientTarget, connect};
 use hostwatch_pki::{Ca, Role, TlsFiles};
 use hostwatch_proto::v1 as pb;
+use hostwatch_stdx::now_ms;
 use hostwatch_tsdb::{
     Batch, Label, Options, Point, ProcessInfo, ProcessSnapshot, SeriesInput, Store,
-    system_now_ms as now_ms,
 };
 use prost::Message;
 use std::collections::HashMap;

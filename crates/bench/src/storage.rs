@@ -30,10 +30,11 @@
 
 use crate::measure::{Probe, median, percentile, process_cpu_ns};
 use anyhow::{Context, bail};
+use hostwatch_stdx::now_ms;
 use hostwatch_tsdb::workload::{Workload, child_main, crash_round};
 use hostwatch_tsdb::{
     Aggregation, Batch, Clock, Label, Matcher, Options, Point, ProcessInfo, ProcessSnapshot,
-    SeriesInput, Store, system_now_ms,
+    SeriesInput, Store,
 };
 use rand::rngs::{SmallRng, StdRng};
 use rand::{Rng, SeedableRng};
@@ -182,7 +183,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     if dir.exists() {
         bail!("{} exists; give a new directory", dir.display());
     }
-    let now = system_now_ms();
+    let now = now_ms();
     let minutes = args.minutes.unwrap_or(args.hours * 60);
     let ticks = i64::from(minutes) * 60_000 / INTERVAL_MS;
     // The last sample at least 10 minutes ago, at the moment of the hour
@@ -905,7 +906,7 @@ fn promtool(args: &Args, start: i64, ticks: i64, temp: &Path) -> anyhow::Result<
 }
 
 fn crash_rounds(args: &Args, temp: &Path) -> anyhow::Result<()> {
-    let seed = args.crash_seed.unwrap_or_else(|| system_now_ms() as u64);
+    let seed = args.crash_seed.unwrap_or_else(|| now_ms() as u64);
     let exe = std::env::current_exe()?;
     let mut jitter = StdRng::seed_from_u64(seed);
     let mut current = None;
@@ -916,7 +917,7 @@ fn crash_rounds(args: &Args, temp: &Path) -> anyhow::Result<()> {
         if round % 50 == 0 {
             current = Some((
                 temp.join(format!("crash-{round}")),
-                Workload::new(CRASH_WRITERS, CRASH_SERIES, system_now_ms()),
+                Workload::new(CRASH_WRITERS, CRASH_SERIES, now_ms()),
             ));
         }
         let (dir, workload) = current.as_ref().context("no directory")?;

@@ -57,7 +57,10 @@ impl Visit for EscapingVisitor<'_> {
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.record_debug(field, &format_args!("{}", ErrorChain(value)));
+        self.record_debug(
+            field,
+            &format_args!("{}", hostwatch_stdx::error_chain(value)),
+        );
     }
 }
 
@@ -92,21 +95,6 @@ impl fmt::Write for EscapingWriter<'_, '_> {
             } else {
                 self.0.write_char(c)?;
             }
-        }
-        Ok(())
-    }
-}
-
-/// An error and its sources, joined by ": ".
-struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
-
-impl fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(e) = source {
-            write!(f, ": {e}")?;
-            source = e.source();
         }
         Ok(())
     }

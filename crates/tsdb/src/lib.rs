@@ -65,7 +65,7 @@ pub use model::{
     MAX_NAME_LEN, Matcher, Point, ProcessInfo, ProcessSnapshot, Rejections, SeriesData,
     SeriesInput, SeriesKey, series_hash,
 };
-pub use options::{Clock, MAX_WINDOW_SAMPLES, Options, system_now_ms};
+pub use options::{Clock, MAX_WINDOW_SAMPLES, Options};
 pub use query::Step;
 pub use stats::StoreStats;
 pub use store::{Pending, Store};

@@ -2,7 +2,7 @@
 
 use crate::TsdbError;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// One hour in milliseconds: raw chunk windows are whole hours, so that
 /// every 1 h aggregate comes from exactly one chunk.
@@ -76,7 +76,7 @@ impl Default for Options {
             maintenance_interval: Some(Duration::from_secs(5)),
             cache_bytes: 16 << 20,
             min_free_bytes: 0,
-            clock: Arc::new(system_now_ms),
+            clock: Arc::new(hostwatch_stdx::now_ms),
         }
     }
 }
@@ -155,14 +155,6 @@ impl Options {
 /// The multiple of `step` at or below `t_ms` (saturating at the ends of time).
 pub(crate) fn align(t_ms: i64, step: i64) -> i64 {
     t_ms.div_euclid(step).saturating_mul(step)
-}
-
-/// Milliseconds since the Unix epoch by the system clock.
-pub fn system_now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@ fn main() -> ExitCode {
     let seed: u64 = std::env::var("HOSTWATCH_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| hostwatch_tsdb::system_now_ms() as u64);
+        .unwrap_or_else(|| hostwatch_stdx::now_ms() as u64);
     println!("crash test: {rounds} rounds, seed {seed} (HOSTWATCH_CRASH_SEED)");
     let dir = match tempfile::tempdir() {
         Ok(d) => d,
@@ -53,7 +53,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let workload = Workload::new(WRITERS, SERIES, hostwatch_tsdb::system_now_ms());
+    let workload = Workload::new(WRITERS, SERIES, hostwatch_stdx::now_ms());
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {

@@ -98,7 +98,7 @@ pub(super) async fn alertmanager(
 async fn send(request: reqwest::RequestBuilder) -> Outcome {
     let response = match request.send().await {
         Ok(r) => r,
-        Err(e) => return Outcome::Retry(crate::error_chain(&without_secrets(e))),
+        Err(e) => return Outcome::Retry(hostwatch_stdx::error_chain(&without_secrets(e))),
     };
     let status = response.status();
     if status.is_success() {

@@ -194,27 +194,7 @@ pub async fn connect(target: &ClientTarget) -> Result<(Channel, Identity), Conne
         .await
         .map_err(|e| ConnectError::Connect {
             address: target.address.clone(),
-            reason: error_chain(&e),
+            reason: hostwatch_stdx::error_chain(&e),
         })?;
     Ok((channel, identity))
-}
-
-/// An error and its sources on one line, joined by ": ".
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    with_sources(error.to_string(), error.source())
-}
-
-/// `text`, then `source` and its own sources, joined by ": "; a source
-/// whose text the line already holds is left out, since many errors
-/// repeat their source's message in their own.
-pub fn with_sources(mut text: String, mut source: Option<&dyn std::error::Error>) -> String {
-    while let Some(e) = source {
-        let part = e.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = e.source();
-    }
-    text
 }

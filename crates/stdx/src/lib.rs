@@ -1,0 +1,103 @@
+//! Small definitions every hostwatch crate shares, kept here once (as
+//! rust-analyzer keeps its `stdx`) because this crate sits below all of
+//! them: the storage engine and the alerting engine may not depend on the
+//! programs' runtime (tokio, logging set-up), and the agent does not
+//! depend on the storage engine.
+//!
+//! Layout: this one file: [`now_ms`], [`backoff`], [`error_chain`] and
+//! [`with_sources`].
+
+#![forbid(unsafe_code)]
+
+use rand::Rng;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch by the system clock: the time base of
+/// every sample and record (0 if the clock is set before 1970).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Delay before retry `attempt` (0 for the first): `min * 2^attempt`,
+/// capped at `max`, with equal jitter (half fixed, half random). The
+/// random half spreads out a fleet that failed together (agents after a
+/// collector restart, collectors retrying one receiver); the fixed half
+/// keeps the delay from collapsing to zero.
+pub fn backoff(attempt: u32, min: Duration, max: Duration) -> Duration {
+    let ceiling = min.saturating_mul(1u32 << attempt.min(20)).min(max);
+    let half = ceiling / 2;
+    half + rand::rng().random_range(Duration::ZERO..=half)
+}
+
+/// An error and its sources on one line, joined by ": ".
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    with_sources(error.to_string(), error.source())
+}
+
+/// `text`, then `source` and its own sources, joined by ": "; a source
+/// whose text the line already holds is left out, since many errors
+/// repeat their source's message in their own.
+pub fn with_sources(mut text: String, mut source: Option<&dyn std::error::Error>) -> String {
+    while let Some(e) = source {
+        let part = e.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = e.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fmt;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let (min, max) = (Duration::from_millis(250), Duration::from_secs(30));
+        for attempt in 0..40 {
+            let d = backoff(attempt, min, max);
+            let ceiling = min.saturating_mul(1 << attempt.min(20)).min(max);
+            assert!(d >= ceiling / 2 && d <= ceiling, "attempt {attempt}: {d:?}");
+        }
+        let delays: std::collections::HashSet<_> = (0..20).map(|_| backoff(10, min, max)).collect();
+        assert!(delays.len() > 1, "no jitter");
+    }
+
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl fmt::Display for Layer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn error_chain_joins_sources_and_skips_repeated_text() {
+        let io = Layer("connection refused", None);
+        let connect = Layer("connect: connection refused", Some(Box::new(io)));
+        let top = Layer("cannot reach collector", Some(Box::new(connect)));
+        assert_eq!(
+            error_chain(&top),
+            "cannot reach collector: connect: connection refused"
+        );
+        assert_eq!(error_chain(&Layer("alone", None)), "alone");
+    }
+
+    #[test]
+    fn now_ms_is_after_this_code_was_written() {
+        // 2026-01-01T00:00:00Z: a clock reading before it is not milliseconds.
+        assert!(now_ms() > 1_767_225_600_000);
+    }
+}
