@@ -278,15 +278,15 @@ pub enum Op {
 }
 
 impl TryFrom<String> for Op {
-    type Error = String;
+    type Error = KeyError;
 
-    fn try_from(s: String) -> Result<Op, String> {
+    fn try_from(s: String) -> Result<Op, KeyError> {
         Ok(match s.as_str() {
             ">" => Op::Gt,
             ">=" => Op::Ge,
             "<" => Op::Lt,
             "<=" => Op::Le,
-            _ => return Err(format!("{s:?} must be >, >=, < or <=")),
+            _ => return Err(KeyError::new("op", format!("{s:?} must be >, >=, < or <="))),
         })
     }
 }
