@@ -38,6 +38,35 @@ where
         .collect()
 }
 
+/// An entry taken apart.
+pub(crate) struct Entry<S> {
+    pub(crate) name: String,
+    pub(crate) kind: String,
+    /// The keys every kind has.
+    pub(crate) shared: S,
+    /// The keys of its kind, for that kind's type.
+    pub(crate) own: toml::Table,
+}
+
+/// Takes an entry apart: its `name`, its `kind`, the keys in
+/// `shared_keys` read into `S`, and the rest.
+pub(crate) fn read_entry<S: DeserializeOwned>(
+    mut table: toml::Table,
+    shared_keys: &[&str],
+) -> Result<Entry<S>, KeyError> {
+    let name = take_string(&mut table, "name")?;
+    let kind = take_string(&mut table, "kind")?;
+    let (shared, own): (toml::Table, toml::Table) = table
+        .into_iter()
+        .partition(|(key, _)| shared_keys.contains(&key.as_str()));
+    Ok(Entry {
+        name,
+        kind,
+        shared: from_keys(shared)?,
+        own,
+    })
+}
+
 /// Removes the string `key` (`name`, `kind`, `event`) from an entry.
 pub(crate) fn take_string(table: &mut toml::Table, key: &str) -> Result<String, KeyError> {
     match table.remove(key) {
@@ -48,13 +77,6 @@ pub(crate) fn take_string(table: &mut toml::Table, key: &str) -> Result<String, 
         )),
         None => Err(KeyError::new(key, format!("{key} is required"))),
     }
-}
-
-/// The keys of an entry in two: those in `shared`, and the others.
-pub(crate) fn partition(table: toml::Table, shared: &[&str]) -> (toml::Table, toml::Table) {
-    table
-        .into_iter()
-        .partition(|(key, _)| shared.contains(&key.as_str()))
 }
 
 /// The error for a `kind` (or `event`) that is none of `known`.

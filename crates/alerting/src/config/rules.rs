@@ -3,7 +3,7 @@
 //! to a kind is refused by deserialization (`deny_unknown_fields`).
 //! `compile` turns these into the rules the evaluator runs.
 
-use super::entry::{from_keys, partition, take_string, unknown};
+use super::entry::{from_keys, read_entry, take_string, unknown};
 use super::{KeyError, Place};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -41,17 +41,14 @@ struct Shared {
 impl TryFrom<toml::Table> for RuleConfig {
     type Error = KeyError;
 
-    fn try_from(mut table: toml::Table) -> Result<Self, KeyError> {
-        let name = take_string(&mut table, "name")?;
-        let kind = take_string(&mut table, "kind")?;
-        let (shared, own) = partition(table, &SHARED_KEYS);
-        let shared: Shared = from_keys(shared)?;
+    fn try_from(table: toml::Table) -> Result<Self, KeyError> {
+        let entry = read_entry::<Shared>(table, &SHARED_KEYS)?;
         Ok(RuleConfig {
-            name,
-            labels: shared.labels,
-            annotations: shared.annotations,
-            flap_window: shared.flap_window,
-            kind: RuleKind::from_keys(&kind, own)?,
+            name: entry.name,
+            labels: entry.shared.labels,
+            annotations: entry.shared.annotations,
+            flap_window: entry.shared.flap_window,
+            kind: RuleKind::from_keys(&entry.kind, entry.own)?,
         })
     }
 }

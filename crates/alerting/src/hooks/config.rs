@@ -7,7 +7,7 @@
 use super::exec::ExecConfig;
 use super::http::{AlertmanagerConfig, WebhookConfig};
 use super::{Hook, HookTarget};
-use crate::config::entry::{from_keys, partition, take_string, unknown};
+use crate::config::entry::{from_keys, read_entry, unknown};
 use crate::config::{KeyError, ms, parse_matchers, positive, valid_name};
 use serde::Deserialize;
 use std::path::Path;
@@ -82,20 +82,18 @@ pub enum HookKind {
 impl TryFrom<toml::Table> for HookConfig {
     type Error = KeyError;
 
-    fn try_from(mut table: toml::Table) -> Result<Self, KeyError> {
-        let name = take_string(&mut table, "name")?;
-        let kind = take_string(&mut table, "kind")?;
-        let (shared, own) = partition(table, &SHARED_KEYS);
-        let delivery = from_keys(shared)?;
-        let kind = match kind.as_str() {
+    fn try_from(table: toml::Table) -> Result<Self, KeyError> {
+        let entry = read_entry(table, &SHARED_KEYS)?;
+        let own = entry.own;
+        let kind = match entry.kind.as_str() {
             "webhook" => HookKind::Webhook(from_keys(own)?),
             "alertmanager" => HookKind::Alertmanager(from_keys(own)?),
             "exec" => HookKind::Exec(from_keys(own)?),
             other => return Err(unknown("kind", other, &["webhook", "alertmanager", "exec"])),
         };
         Ok(HookConfig {
-            name,
-            delivery,
+            name: entry.name,
+            delivery: entry.shared,
             kind,
         })
     }
