@@ -447,7 +447,10 @@ mod tests {
                 threshold_with("horizon = \"1h\""),
                 "horizon: unknown field `horizon`",
             ),
-            (threshold_with("for = \"soon\""), "for: "),
+            (
+                threshold_with("for = \"soon\""),
+                "for: invalid value: string \"soon\"",
+            ),
             (
                 threshold_with("annotations = { summary = \"{{ nope }}\" }"),
                 "annotations.summary",

@@ -13,7 +13,6 @@ use serde::de::{
     DeserializeOwned, DeserializeSeed, Error as _, IntoDeserializer, MapAccess, Visitor,
 };
 use serde::{Deserialize, Deserializer};
-use std::cell::RefCell;
 
 /// Deserializes a list of entries with `T::try_from` each, naming the
 /// entry where (`place`) in errors.
@@ -89,32 +88,53 @@ pub(crate) fn unknown(key: &str, value: &str, known: &[&str]) -> KeyError {
 
 /// Deserializes `T` from an entry's keys; a refused value names its key.
 pub(crate) fn from_keys<T: DeserializeOwned>(table: toml::Table) -> Result<T, KeyError> {
-    let current = RefCell::new(None);
-    T::deserialize(Keys {
-        table,
-        current: &current,
-    })
-    .map_err(|e| match current.take() {
-        Some(key) => KeyError::new(&key, format!("{key}: {}", e.message())),
-        // After the last key: a missing field, which the message names.
-        None => KeyError::new("", e.message()),
-    })
+    T::deserialize(Keys(table)).map_err(|e| e.0)
 }
 
-/// A table as a deserializer that remembers the key being read.
-struct Keys<'a> {
-    table: toml::Table,
-    current: &'a RefCell<Option<String>>,
+/// A table as a deserializer whose errors name the key they are about.
+struct Keys(toml::Table);
+
+/// A [`KeyError`] as serde's error type: `key` is empty until the key
+/// being read is known.
+#[derive(Debug)]
+struct KeysError(KeyError);
+
+impl std::fmt::Display for KeysError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
-impl<'de> Deserializer<'de> for Keys<'_> {
-    type Error = toml::de::Error;
+impl std::error::Error for KeysError {}
+
+impl serde::de::Error for KeysError {
+    fn custom<T: std::fmt::Display>(message: T) -> Self {
+        KeysError(KeyError::new("", message.to_string()))
+    }
+
+    fn missing_field(field: &'static str) -> Self {
+        KeysError(KeyError::new(field, format!("missing field `{field}`")))
+    }
+}
+
+impl KeysError {
+    /// The error about the value of `key`, unless it already names a key.
+    fn about(self, key: &str) -> Self {
+        if self.0.key.is_empty() {
+            KeysError(KeyError::new(key, format!("{key}: {}", self.0.message)))
+        } else {
+            self
+        }
+    }
+}
+
+impl<'de> Deserializer<'de> for Keys {
+    type Error = KeysError;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
         visitor.visit_map(KeysAccess {
-            entries: self.table.into_iter(),
-            value: None,
-            current: self.current,
+            entries: self.0.into_iter(),
+            current: None,
         })
     }
 
@@ -125,37 +145,73 @@ impl<'de> Deserializer<'de> for Keys<'_> {
     }
 }
 
-struct KeysAccess<'a> {
+struct KeysAccess {
     entries: <toml::Table as IntoIterator>::IntoIter,
-    value: Option<toml::Value>,
-    current: &'a RefCell<Option<String>>,
+    /// The key just read, and its value.
+    current: Option<(String, toml::Value)>,
 }
 
-impl<'de> MapAccess<'de> for KeysAccess<'_> {
-    type Error = toml::de::Error;
+impl<'de> MapAccess<'de> for KeysAccess {
+    type Error = KeysError;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, Self::Error> {
         let Some((key, value)) = self.entries.next() else {
-            *self.current.borrow_mut() = None;
             return Ok(None);
         };
-        self.value = Some(value);
-        *self.current.borrow_mut() = Some(key.clone());
-        let key: StringDeserializer<toml::de::Error> = key.into_deserializer();
-        seed.deserialize(key).map(Some)
+        let name: StringDeserializer<KeysError> = key.clone().into_deserializer();
+        let read = seed.deserialize(name).map_err(|e| e.about(&key))?;
+        self.current = Some((key, value));
+        Ok(Some(read))
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(
         &mut self,
         seed: V,
     ) -> Result<V::Value, Self::Error> {
-        let value = self
-            .value
+        let (key, value) = self
+            .current
             .take()
-            .ok_or_else(|| toml::de::Error::custom("a value without a key"))?;
+            .ok_or_else(|| KeysError::custom("a value without a key"))?;
         seed.deserialize(value)
+            .map_err(|e| KeysError::custom(e.message()).about(&key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Example {
+        count: u32,
+        #[serde(default)]
+        verbose: bool,
+    }
+
+    fn read(text: &str) -> Result<Example, KeyError> {
+        from_keys(toml::from_str(text).unwrap())
+    }
+
+    #[test]
+    fn errors_name_the_key_they_are_about() {
+        assert_eq!(read("count = 1\nverbose = true").unwrap().count, 1);
+        for (text, key, message) in [
+            (
+                "count = 1\ncolour = 2",
+                "colour",
+                "colour: unknown field `colour`",
+            ),
+            ("verbose = true", "count", "missing field `count`"),
+            ("count = \"x\"", "count", "count: invalid type"),
+            ("count = 1\nverbose = 3", "verbose", "verbose: invalid type"),
+        ] {
+            let err = read(text).unwrap_err();
+            assert_eq!(err.key, key, "{text}");
+            assert!(err.message.starts_with(message), "{err}");
+        }
     }
 }

@@ -501,6 +501,32 @@ raise = 0.5
     }
 
     #[test]
+    fn errors_carry_where_and_which_key() {
+        let config: AlertingConfig = toml::from_str(
+            "default_rules = false\n[[rules]]\nname = \"r\"\nkind = \"threshold\"\nmetric = \"m\"\nop = \">\"\nraise = 1.0\nclear = 2.0\n",
+        )
+        .unwrap();
+        let err = config.compile(Duration::from_secs(30)).unwrap_err();
+        assert_eq!(
+            err.place,
+            Place::Rule {
+                index: 0,
+                name: "r".to_owned()
+            }
+        );
+        assert_eq!(err.error.key, "clear");
+        let config = AlertingConfig {
+            max_alerts: 0,
+            ..AlertingConfig::default()
+        };
+        let err = config.compile(Duration::from_secs(30)).unwrap_err();
+        assert_eq!(
+            (err.place, err.error.key.as_str()),
+            (Place::Section, "max_alerts")
+        );
+    }
+
+    #[test]
     fn entries_without_a_name_or_kind_are_refused_naming_the_key() {
         assert_refused(
             &[
