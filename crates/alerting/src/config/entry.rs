@@ -198,7 +198,8 @@ mod tests {
 
     #[test]
     fn errors_name_the_key_they_are_about() {
-        assert_eq!(read("count = 1\nverbose = true").unwrap().count, 1);
+        let example = read("count = 1\nverbose = true").unwrap();
+        assert_eq!((example.count, example.verbose), (1, true));
         for (text, key, message) in [
             (
                 "count = 1\ncolour = 2",
