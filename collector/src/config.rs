@@ -444,7 +444,7 @@ key = "collector.key"
                 format!(
                     "{MINIMAL}\n[[alerting.rules]]\nname = \"r\"\nkind = \"threshold\"\nmetric = \"m\"\nop = \">\"\n"
                 ),
-                "alerting.rules[0] \"r\": missing field `raise`",
+                "alerting.rules[0] \"r\": raise",
             ),
             (
                 format!(

@@ -113,7 +113,19 @@ impl serde::de::Error for KeysError {
     }
 
     fn missing_field(field: &'static str) -> Self {
-        KeysError(KeyError::new(field, format!("missing field `{field}`")))
+        KeysError(KeyError::new(field, format!("{field} is required")))
+    }
+
+    fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
+        let keys = if expected.is_empty() {
+            "none".to_owned()
+        } else {
+            expected.join(", ")
+        };
+        KeysError(KeyError::new(
+            field,
+            format!("{field} does not apply to this kind (its keys: {keys})"),
+        ))
     }
 }
 
@@ -201,12 +213,8 @@ mod tests {
         let example = read("count = 1\nverbose = true").unwrap();
         assert_eq!((example.count, example.verbose), (1, true));
         for (text, key, message) in [
-            (
-                "count = 1\ncolour = 2",
-                "colour",
-                "colour: unknown field `colour`",
-            ),
-            ("verbose = true", "count", "missing field `count`"),
+            ("count = 1\ncolour = 2", "colour", "colour does not apply"),
+            ("verbose = true", "count", "count is required"),
             ("count = \"x\"", "count", "count: invalid type"),
             ("count = 1\nverbose = 3", "verbose", "verbose: invalid type"),
         ] {

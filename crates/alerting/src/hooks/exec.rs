@@ -171,7 +171,7 @@ mod tests {
         std::fs::write(&plain, "not a program").unwrap();
         let plain = plain.display().to_string();
         let cases = [
-            (hook("kind = \"exec\""), "missing field `command`"),
+            (hook("kind = \"exec\""), "command is required"),
             (hook("kind = \"exec\"\ncommand = []"), "command is required"),
             (
                 hook("kind = \"exec\"\ncommand = [\"\"]"),
