@@ -134,7 +134,8 @@ impl fmt::Display for Place {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct KeyError {
-    /// As written in the configuration (`op`, `tls.ca`, `annotations.summary`).
+    /// As written in the configuration (`op`, `tls.ca`, `annotations.summary`);
+    /// empty only for an error serde cannot tie to one key.
     pub key: String,
     pub message: String,
 }
