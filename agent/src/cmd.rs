@@ -3,7 +3,7 @@
 use crate::AgentConfig;
 use anyhow::Context;
 use clap::Parser;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
@@ -21,25 +21,15 @@ struct Args {
 /// The binary's whole behaviour, in the library so that end-to-end tests
 /// can build the same program as a real process.
 pub fn main() -> ExitCode {
-    hostwatch_runtime::init_tracing("info");
-    let args = Args::parse();
-    let config = match AgentConfig::load(&args.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("hostwatch-agent: invalid configuration: {e}");
-            return ExitCode::from(hostwatch_runtime::EXIT_USAGE);
-        }
-    };
-    match run(config, args.config) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("hostwatch-agent: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let path = Args::parse().config;
+    hostwatch_runtime::run_main(
+        "hostwatch-agent",
+        || AgentConfig::load(&path),
+        |config| run(config, &path),
+    )
 }
 
-fn run(config: AgentConfig, path: PathBuf) -> anyhow::Result<()> {
+fn run(config: AgentConfig, path: &Path) -> anyhow::Result<()> {
     // One thread: the agent's work is a few reads of /proc per interval.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -50,7 +40,7 @@ fn run(config: AgentConfig, path: PathBuf) -> anyhow::Result<()> {
         let hangups = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
         let host_id = crate::host_id(&config)?;
         let (configs, receiver) = watch::channel(config);
-        tokio::spawn(reload_on_hangup(hangups, path, host_id, configs));
+        tokio::spawn(reload_on_hangup(hangups, path.to_owned(), host_id, configs));
         crate::run_reloadable(receiver, hostwatch_runtime::shutdown_signal()).await?;
         Ok(())
     })
@@ -68,7 +58,7 @@ async fn reload_on_hangup(
 ) {
     while hangups.recv().await.is_some() {
         crate::service::reloading();
-        let loaded = AgentConfig::load(&path).map_err(|e| e.to_string());
+        let loaded = AgentConfig::load(&path).map_err(crate::AgentError::from);
         let checked = loaded
             .and_then(|new| crate::check_reload(&host_id, &configs.borrow(), &new).map(|()| new));
         match checked {

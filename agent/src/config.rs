@@ -297,7 +297,7 @@ impl AgentConfig {
         let base = base_dir(path);
         config.state_dir = resolve(&base, &config.state_dir);
         config.tls = config.tls.resolve(&base);
-        config.validate().map_err(|m| ConfigError::new(path, m))?;
+        config.validate(path)?;
         Ok(config)
     }
 
@@ -306,31 +306,33 @@ impl AgentConfig {
         self.state_dir.join("spool")
     }
 
-    fn validate(&self) -> Result<(), String> {
+    /// Checks what serde cannot; the error names the key.
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::new(path, message));
         if self.interval < Duration::from_millis(100) {
-            return Err(format!(
+            return invalid(format!(
                 "interval must be at least 100ms, not {:?}",
                 self.interval
             ));
         }
         if !self.collector.contains(':') {
-            return Err(format!("collector {:?} must be host:port", self.collector));
+            return invalid(format!("collector {:?} must be host:port", self.collector));
         }
         let limits = &self.limits;
         if limits.spool_bytes < 64 * 1024 {
-            return Err("limits.spool_bytes must be at least 65536".to_owned());
+            return invalid("limits.spool_bytes must be at least 65536".to_owned());
         }
         if limits.max_in_flight == 0 {
-            return Err("limits.max_in_flight must be greater than zero".to_owned());
+            return invalid("limits.max_in_flight must be greater than zero".to_owned());
         }
         if !(16 * 1024..=crate::MAX_MESSAGE_BYTES).contains(&limits.replay_batch_bytes) {
-            return Err(format!(
+            return invalid(format!(
                 "limits.replay_batch_bytes must be between 16384 and {}",
                 crate::MAX_MESSAGE_BYTES
             ));
         }
         if limits.max_backoff < Duration::from_millis(100) {
-            return Err("limits.max_backoff must be at least 100ms".to_owned());
+            return invalid("limits.max_backoff must be at least 100ms".to_owned());
         }
         for (key, value) in [
             ("connect_timeout", limits.connect_timeout),
@@ -339,29 +341,29 @@ impl AgentConfig {
             ("ack_timeout", limits.ack_timeout),
         ] {
             if value.is_zero() {
-                return Err(format!("limits.{key} must be greater than zero"));
+                return invalid(format!("limits.{key} must be greater than zero"));
             }
         }
         let processes = &self.processes;
         if processes.top > 128 {
-            return Err("processes.top must be at most 128".to_owned());
+            return invalid("processes.top must be at most 128".to_owned());
         }
         if !(16..=4096).contains(&processes.command_max_bytes) {
-            return Err("processes.command_max_bytes must be between 16 and 4096".to_owned());
+            return invalid("processes.command_max_bytes must be between 16 and 4096".to_owned());
         }
         let mut names = std::collections::HashSet::new();
         for rule in &processes.watch {
             if rule.name.is_empty() {
-                return Err("processes.watch: name must not be empty".to_owned());
+                return invalid("processes.watch: name must not be empty".to_owned());
             }
             if !names.insert(rule.name.as_str()) {
-                return Err(format!(
+                return invalid(format!(
                     "processes.watch: name {:?} appears twice",
                     rule.name
                 ));
             }
             if rule.pattern.is_none() && rule.name.len() > MAX_PROCESS_NAME {
-                return Err(format!(
+                return invalid(format!(
                     "processes.watch: name {:?} is longer than {MAX_PROCESS_NAME} bytes, the most \
                      the kernel keeps of a process name; match it with pattern instead",
                     rule.name
@@ -457,13 +459,32 @@ key = "agent.key"
         assert!(config.disks.exclude.is_match("loop0"));
     }
 
+    /// Loads each text, which must be refused with a message naming its key.
+    fn assert_refused_naming_the_key(cases: &[(String, &str)]) {
+        for (text, key) in cases {
+            let err = match load_text(text) {
+                Ok(_) => panic!("{key:?}: accepted {text}"),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains(key), "{key:?} not named in {err:?}");
+        }
+    }
+
     #[test]
-    fn bad_values_name_their_key() {
-        let cases = [
+    fn bad_top_level_values_name_their_key() {
+        assert_refused_naming_the_key(&[
             (format!("interval = \"0s\"\n{MINIMAL}"), "interval"),
             (format!("interval = \"-5s\"\n{MINIMAL}"), "interval"),
             (format!("interval = 10\n{MINIMAL}"), "interval"),
             (MINIMAL.replace("127.0.0.1:7070", "nohost"), "collector"),
+            (format!("intervall = \"5s\"\n{MINIMAL}"), "intervall"),
+            (MINIMAL.replace("state_dir = \"state\"", ""), "state_dir"),
+        ]);
+    }
+
+    #[test]
+    fn bad_limits_name_their_key() {
+        assert_refused_naming_the_key(&[
             (
                 format!("{MINIMAL}[limits]\nspool_bytes = 1\n"),
                 "limits.spool_bytes",
@@ -505,8 +526,12 @@ key = "agent.key"
                 format!("{MINIMAL}[limits]\nqueue_bytes = 70000\n"),
                 "queue_bytes",
             ),
-            (format!("intervall = \"5s\"\n{MINIMAL}"), "intervall"),
-            (MINIMAL.replace("state_dir = \"state\"", ""), "state_dir"),
+        ]);
+    }
+
+    #[test]
+    fn bad_processes_values_name_their_key() {
+        assert_refused_naming_the_key(&[
             (
                 format!("{MINIMAL}[processes]\ntop = 1000\n"),
                 "processes.top",
@@ -538,6 +563,12 @@ key = "agent.key"
                 format!("{MINIMAL}[processes]\nwatch = [{{ name = \"x\", colour = \"red\" }}]\n"),
                 "colour",
             ),
+        ]);
+    }
+
+    #[test]
+    fn bad_filters_name_their_key() {
+        assert_refused_naming_the_key(&[
             (
                 format!("{MINIMAL}[network]\nexclude = \"[\"\n"),
                 "regular expression",
@@ -547,13 +578,6 @@ key = "agent.key"
                 format!("{MINIMAL}[filesystems]\nexclude_types = \"tmpfs\"\n"),
                 "exclude_types",
             ),
-        ];
-        for (text, key) in cases {
-            let err = match load_text(&text) {
-                Ok(_) => panic!("{key:?}: accepted {text}"),
-                Err(e) => e.to_string(),
-            };
-            assert!(err.contains(key), "{key:?} not named in {err:?}");
-        }
+        ]);
     }
 }

@@ -36,7 +36,8 @@ use tokio_util::sync::CancellationToken;
 /// Largest message the agent sends or accepts.
 pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 
-/// Errors that stop the agent before it starts.
+/// Errors that stop the agent before it starts, or keep a reloaded
+/// configuration from replacing the running one.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error(transparent)]
@@ -46,6 +47,16 @@ pub enum AgentError {
     NotAnAgent {
         path: std::path::PathBuf,
         identity: hostwatch_pki::Identity,
+    },
+    #[error(transparent)]
+    Config(#[from] hostwatch_runtime::config::ConfigError),
+    /// The host id is where the spool's batches are stored: it changes
+    /// only with a restart.
+    #[error("{}: the new certificate is for host {host:?}, not {running:?}: a different host id needs a restart", path.display())]
+    HostChanged {
+        path: std::path::PathBuf,
+        host: String,
+        running: String,
     },
 }
 
@@ -120,13 +131,18 @@ pub async fn run_reloadable(
 /// and name that same host (certificates are usually replaced in place, so
 /// the running files are no reference). The spool directory is kept until
 /// a restart (logged).
-pub fn check_reload(host_id: &str, current: &AgentConfig, new: &AgentConfig) -> Result<(), String> {
-    let host = self::host_id(new).map_err(|e| e.to_string())?;
+pub fn check_reload(
+    host_id: &str,
+    current: &AgentConfig,
+    new: &AgentConfig,
+) -> Result<(), AgentError> {
+    let host = self::host_id(new)?;
     if host != host_id {
-        return Err(format!(
-            "{}: the new certificate is for host {host:?}, not {host_id:?}: a different host id needs a restart",
-            new.tls.cert.display()
-        ));
+        return Err(AgentError::HostChanged {
+            path: new.tls.cert.clone(),
+            host,
+            running: host_id.to_owned(),
+        });
     }
     if new.state_dir != current.state_dir {
         tracing::warn!(state_dir = %new.state_dir.display(), "state_dir changes take effect at the next restart");

@@ -26,7 +26,7 @@ use hostwatch_pki::transport::{ClientTarget, ConnectError, Keepalive, connect};
 use hostwatch_proto::v1::agent_message::Kind as AgentKind;
 use hostwatch_proto::v1::collector_message::Kind as CollectorKind;
 use hostwatch_proto::v1::ingest_client::IngestClient;
-use hostwatch_proto::v1::{AgentMessage, Goodbye, Hello};
+use hostwatch_proto::v1::{AgentMessage, CollectorMessage, Goodbye, Hello};
 use prost::Message;
 use rand::Rng;
 use std::collections::VecDeque;
@@ -275,8 +275,28 @@ impl Shipper {
         progress: &mut Progress,
         reconnect: bool,
     ) -> Result<(), SessionError> {
+        let Some(stream) = self.open(stop, configs).await? else {
+            return Ok(());
+        };
+        let last_stored = stream.welcome(progress)?;
+        progress.welcomed = true;
+        self.health.connected(reconnect);
+        self.spool.skip_past(last_stored);
+        self.spool.ack_through(last_stored);
+        tracing::info!(collector = %self.target.address, last_stored, spooled = self.spool.len(), "connected to the collector");
+        self.exchange(stream, last_stored, stop, configs, progress)
+            .await
+    }
+
+    /// Connects, says Hello and reads the collector's first message;
+    /// `None` when stopped meanwhile.
+    async fn open(
+        &self,
+        stop: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+        configs: &mut watch::Receiver<AgentConfig>,
+    ) -> Result<Option<Stream>, SessionError> {
         let (channel, _) = tokio::select! {
-            _ = stop.as_mut() => return Ok(()),
+            _ = stop.as_mut() => return Ok(None),
             _ = crate::config_changed(configs) => return Err(SessionError::Reconfigured),
             connected = connect(&self.target) => connected?,
         };
@@ -297,94 +317,53 @@ impl Shipper {
         // A collector that accepts the connection but never answers must
         // not hold the agent: bounded, and a stop or reload still acts.
         let wait = self.target.connect_timeout;
-        let (mut inbound, first) = tokio::select! {
-            _ = stop.as_mut() => return Ok(()),
+        let (inbound, first) = tokio::select! {
+            _ = stop.as_mut() => return Ok(None),
             _ = crate::config_changed(configs) => return Err(SessionError::Reconfigured),
             answered = tokio::time::timeout(wait, handshake) => {
                 answered.map_err(|_| SessionError::NoAnswer(wait))??
             }
         };
-        let last_stored = match first {
-            Some(message) => match message.kind {
-                Some(CollectorKind::Welcome(w)) => {
-                    progress.host_down_after = (w.host_down_after_ms > 0)
-                        .then(|| Duration::from_millis(w.host_down_after_ms));
-                    w.last_stored_seq
-                }
-                Some(CollectorKind::Ack(_)) => return Err(SessionError::NoWelcome("an Ack")),
-                None => return Err(SessionError::NoWelcome("an empty message")),
-            },
-            None => return Err(SessionError::Closed),
-        };
-        progress.welcomed = true;
-        self.health.connected(reconnect);
-        self.spool.skip_past(last_stored);
-        self.spool.ack_through(last_stored);
-        tracing::info!(collector = %self.target.address, last_stored, spooled = self.spool.len(), "connected to the collector");
+        Ok(Some(Stream {
+            outbound,
+            inbound,
+            first,
+        }))
+    }
 
-        let mut sent = last_stored;
-        // Sequence (the last of a coalesced message), when it was sent, size.
-        let mut in_flight: VecDeque<(u64, Instant, usize)> = VecDeque::new();
-        let mut in_flight_bytes = 0;
+    /// Sends spooled batches and reads acknowledgements until the stream
+    /// fails, the configuration changes, or `stop` completes and the
+    /// drain is over (`Ok`).
+    async fn exchange(
+        &self,
+        stream: Stream,
+        last_stored: u64,
+        stop: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+        configs: &mut watch::Receiver<AgentConfig>,
+        progress: &mut Progress,
+    ) -> Result<(), SessionError> {
+        let Stream {
+            outbound,
+            mut inbound,
+            ..
+        } = stream;
+        let mut window = Window::after(last_stored);
         let mut drain_deadline: Option<Instant> = None;
-        let mut last_ack = Instant::now();
         let mut heard = Instant::now();
         loop {
             let pushed = self.spool.pushed();
-            // The window: a number of messages, and (for a backlog, whose
-            // messages are large) about one replay message of bytes, so the
-            // agent's memory stays small while it catches up.
-            let room = |in_flight: &VecDeque<_>, bytes: usize| {
-                in_flight.len() < self.max_in_flight && bytes < self.replay_batch_bytes
-            };
-            while room(&in_flight, in_flight_bytes) {
-                let Some(batch) = self.spool.batch_after(sent, self.replay_batch_bytes) else {
-                    break;
-                };
-                let size = batch.encoded_len();
-                sent = batch.seq;
-                in_flight.push_back((batch.seq, Instant::now(), size));
-                in_flight_bytes += size;
-                let message = AgentMessage {
-                    kind: Some(AgentKind::Batch(batch)),
-                };
-                if outbound.send(message).await.is_err() {
-                    return Err(SessionError::Closed);
-                }
-            }
+            self.fill(&mut window, &outbound).await?;
             if let Some(deadline) = drain_deadline
-                && (in_flight.is_empty() || Instant::now() >= deadline)
+                && (window.in_flight.is_empty() || Instant::now() >= deadline)
             {
-                let goodbye = AgentMessage {
-                    kind: Some(AgentKind::Goodbye(Goodbye {
-                        reason: "agent stopping".to_owned(),
-                    })),
-                };
-                let _ = outbound.send(goodbye).await;
-                drop(outbound);
-                // Wait briefly for the collector to close its side, so the
-                // goodbye is read before the connection goes away.
-                let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                    while let Ok(Some(_)) = inbound.message().await {}
-                })
-                .await;
-                if !in_flight.is_empty() {
-                    tracing::warn!(
-                        unacknowledged = in_flight.len(),
-                        "stopping with unacknowledged batches (they stay spooled)"
-                    );
-                }
+                goodbye(outbound, inbound, window.in_flight.len()).await;
                 return Ok(());
             }
             let far = Instant::now() + Duration::from_secs(3600);
             let deadline = drain_deadline.unwrap_or(far);
-            // Batches wait for an acknowledgement since they were sent, or
-            // since the last one came (a slow store still moves).
-            let ack_due = in_flight
-                .front()
-                .map(|&(_, sent, _)| sent.max(last_ack) + self.ack_timeout);
+            let ack_due = window.ack_due(self.ack_timeout);
             tokio::select! {
-                _ = pushed, if room(&in_flight, in_flight_bytes) && drain_deadline.is_none() => {}
+                _ = pushed, if self.has_room(&window) && drain_deadline.is_none() => {}
                 message = inbound.message() => match message
                     .map_err(|s| read_error(s, heard.elapsed(), self.target.keepalive))?
                     .and_then(|m| m.kind)
@@ -392,13 +371,7 @@ impl Shipper {
                     Some(CollectorKind::Ack(ack)) => {
                         heard = Instant::now();
                         self.spool.ack_through(ack.seq);
-                        while let Some((seq, at, size)) = in_flight.front().copied() && seq <= ack.seq {
-                            if seq == ack.seq {
-                                self.health.acknowledged_after(at.elapsed());
-                            }
-                            in_flight_bytes -= size;
-                            in_flight.pop_front();
-                            last_ack = Instant::now();
+                        if window.acknowledge(ack.seq, &self.health) {
                             progress.acknowledged = true;
                         }
                     }
@@ -417,6 +390,142 @@ impl Shipper {
                 }
             }
         }
+    }
+
+    /// The window: a number of messages, and (for a backlog, whose
+    /// messages are large) about one replay message of bytes, so the
+    /// agent's memory stays small while it catches up.
+    fn has_room(&self, window: &Window) -> bool {
+        window.in_flight.len() < self.max_in_flight && window.bytes < self.replay_batch_bytes
+    }
+
+    /// Sends spooled batches while the window has room.
+    async fn fill(
+        &self,
+        window: &mut Window,
+        outbound: &mpsc::Sender<AgentMessage>,
+    ) -> Result<(), SessionError> {
+        while self.has_room(window) {
+            let Some(batch) = self.spool.batch_after(window.sent, self.replay_batch_bytes) else {
+                break;
+            };
+            window.sending(batch.seq, batch.encoded_len());
+            let message = AgentMessage {
+                kind: Some(AgentKind::Batch(batch)),
+            };
+            if outbound.send(message).await.is_err() {
+                return Err(SessionError::Closed);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A session's stream, and the collector's first message on it.
+struct Stream {
+    outbound: mpsc::Sender<AgentMessage>,
+    inbound: tonic::Streaming<CollectorMessage>,
+    first: Option<CollectorMessage>,
+}
+
+impl Stream {
+    /// The last sequence the collector holds, from its Welcome, which must
+    /// be the first message; notes its `host_down_after` in `progress`.
+    fn welcome(&self, progress: &mut Progress) -> Result<u64, SessionError> {
+        let Some(message) = &self.first else {
+            return Err(SessionError::Closed);
+        };
+        match &message.kind {
+            Some(CollectorKind::Welcome(w)) => {
+                progress.host_down_after =
+                    (w.host_down_after_ms > 0).then(|| Duration::from_millis(w.host_down_after_ms));
+                Ok(w.last_stored_seq)
+            }
+            Some(CollectorKind::Ack(_)) => Err(SessionError::NoWelcome("an Ack")),
+            None => Err(SessionError::NoWelcome("an empty message")),
+        }
+    }
+}
+
+/// The batches sent and not yet acknowledged.
+struct Window {
+    /// The last sequence sent.
+    sent: u64,
+    /// Sequence (the last of a coalesced message), when it was sent, size.
+    in_flight: VecDeque<(u64, Instant, usize)>,
+    /// The sizes in `in_flight`, summed.
+    bytes: usize,
+    /// When the last acknowledgement came.
+    last_ack: Instant,
+}
+
+impl Window {
+    /// An empty window; the next batch to send comes after `sent`.
+    fn after(sent: u64) -> Self {
+        Window {
+            sent,
+            in_flight: VecDeque::new(),
+            bytes: 0,
+            last_ack: Instant::now(),
+        }
+    }
+
+    fn sending(&mut self, seq: u64, size: usize) {
+        self.sent = seq;
+        self.in_flight.push_back((seq, Instant::now(), size));
+        self.bytes += size;
+    }
+
+    /// Batches wait for an acknowledgement since they were sent, or since
+    /// the last one came (a slow store still moves).
+    fn ack_due(&self, ack_timeout: Duration) -> Option<Instant> {
+        self.in_flight
+            .front()
+            .map(|&(_, sent, _)| sent.max(self.last_ack) + ack_timeout)
+    }
+
+    /// Takes the messages up to `seq` out of the window; whether any was.
+    fn acknowledge(&mut self, seq: u64, health: &Health) -> bool {
+        let mut acknowledged = false;
+        while let Some((sent, at, size)) = self.in_flight.front().copied()
+            && sent <= seq
+        {
+            if sent == seq {
+                health.acknowledged_after(at.elapsed());
+            }
+            self.bytes -= size;
+            self.in_flight.pop_front();
+            self.last_ack = Instant::now();
+            acknowledged = true;
+        }
+        acknowledged
+    }
+}
+
+/// Says Goodbye at the end of the drain, and waits briefly for the
+/// collector to close its side, so the goodbye is read before the
+/// connection goes away.
+async fn goodbye(
+    outbound: mpsc::Sender<AgentMessage>,
+    mut inbound: tonic::Streaming<CollectorMessage>,
+    unacknowledged: usize,
+) {
+    let goodbye = AgentMessage {
+        kind: Some(AgentKind::Goodbye(Goodbye {
+            reason: "agent stopping".to_owned(),
+        })),
+    };
+    let _ = outbound.send(goodbye).await;
+    drop(outbound);
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Ok(Some(_)) = inbound.message().await {}
+    })
+    .await;
+    if unacknowledged > 0 {
+        tracing::warn!(
+            unacknowledged,
+            "stopping with unacknowledged batches (they stay spooled)"
+        );
     }
 }
 

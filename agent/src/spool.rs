@@ -92,6 +92,29 @@ struct Segment {
     live: u64,
 }
 
+/// Why a spooled batch cannot be read back: it is skipped and counted.
+#[derive(Debug, thiserror::Error)]
+enum UnreadableBatch {
+    #[error("segment gone")]
+    SegmentGone,
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error("checksum mismatch")]
+    Checksum,
+    #[error("sequence mismatch")]
+    Sequence,
+    #[error(transparent)]
+    Decode(#[from] prost::DecodeError),
+}
+
+/// A segment file read at start whose header is valid.
+struct ScannedSegment {
+    first_seq: u64,
+    path: PathBuf,
+    spool_id: u64,
+    bytes: Vec<u8>,
+}
+
 struct Entry {
     seq: u64,
     place: Place,
@@ -334,6 +357,34 @@ impl Inner {
     /// Reads the segments in the directory: the newest valid header gives
     /// the spool id; records are indexed; damage is counted and skipped.
     fn load(&mut self) -> io::Result<()> {
+        let names = self.segment_names()?;
+        let (scanned, mut damaged_end) = self.read_segments(names);
+        let Some(spool_id) = scanned.last().map(|s| s.spool_id) else {
+            // Nothing valid: a new spool (new id), numbered from 1.
+            return Ok(());
+        };
+        self.spool_id = spool_id;
+        let newest = scanned.last().map(|s| s.first_seq);
+        for segment in scanned {
+            if segment.spool_id != spool_id {
+                // Left over from an earlier spool: numbered under another id,
+                // it cannot be sent any more.
+                let scan = scan_records(&segment.bytes);
+                tracing::warn!(path = %segment.path.display(), batches = scan.records.len(), "spool segment of an earlier spool id: dropped");
+                self.stats.dropped_total += scan.records.len() as u64;
+                let _ = fs::remove_file(&segment.path);
+                continue;
+            }
+            let newest = Some(segment.first_seq) == newest;
+            damaged_end = damaged_end.max(self.index_segment(segment, newest));
+        }
+        self.next_seq = self.next_seq.max(damaged_end);
+        Ok(())
+    }
+
+    /// The segment files in the directory, by first sequence; leftovers of
+    /// interrupted segment creations are removed.
+    fn segment_names(&self) -> io::Result<Vec<(u64, PathBuf)>> {
         fs::create_dir_all(&self.dir)?;
         let mut names = Vec::new();
         for entry in fs::read_dir(&self.dir)? {
@@ -352,14 +403,24 @@ impl Inner {
             }
         }
         names.sort();
+        Ok(names)
+    }
+
+    /// Reads the segments `names` whose header is valid; those whose header
+    /// is damaged are removed. Also returns the sequence numbering must
+    /// continue from at least, past what the damaged ones could hold.
+    fn read_segments(&mut self, names: Vec<(u64, PathBuf)>) -> (Vec<ScannedSegment>, u64) {
         let mut scanned = Vec::new();
         let mut damaged_end = 0;
         for (first_seq, path) in names {
             match fs::read(&path) {
                 Ok(bytes) => match parse_header(&bytes) {
-                    Some((id, seq)) if seq == first_seq => {
-                        scanned.push((first_seq, path, id, bytes))
-                    }
+                    Some((spool_id, seq)) if seq == first_seq => scanned.push(ScannedSegment {
+                        first_seq,
+                        path,
+                        spool_id,
+                        bytes,
+                    }),
                     _ => {
                         tracing::warn!(path = %path.display(), "spool segment with a damaged header: removed");
                         self.stats.corrupt_total += 1;
@@ -376,83 +437,78 @@ impl Inner {
                 }
             }
         }
-        let Some(&(_, _, spool_id, _)) = scanned.last() else {
-            // Nothing valid: a new spool (new id), numbered from 1.
-            return Ok(());
-        };
-        self.spool_id = spool_id;
-        let newest = scanned.last().map(|s| s.0);
-        for (first_seq, path, id, bytes) in scanned {
-            if id != spool_id {
-                // Left over from an earlier spool: numbered under another id,
-                // it cannot be sent any more.
-                let scan = scan_records(&bytes);
-                tracing::warn!(path = %path.display(), batches = scan.records.len(), "spool segment of an earlier spool id: dropped");
-                self.stats.dropped_total += scan.records.len() as u64;
-                let _ = fs::remove_file(&path);
+        (scanned, damaged_end)
+    }
+
+    /// Indexes the records of a segment of this spool and keeps it open;
+    /// the `newest` segment, when whole and not full, takes new records.
+    /// Returns the sequence numbering must continue from at least, past
+    /// records lost at its end (0 when none were).
+    fn index_segment(&mut self, segment: ScannedSegment, newest: bool) -> u64 {
+        let ScannedSegment {
+            first_seq,
+            path,
+            bytes,
+            ..
+        } = segment;
+        let scan = scan_records(&bytes);
+        self.stats.corrupt_total += scan.damaged;
+        self.next_seq = self.next_seq.max(first_seq);
+        let mut live = 0;
+        for record in &scan.records {
+            if record.seq < self.next_seq {
+                // Out of order: damage that happened to checksum right.
+                self.stats.corrupt_total += 1;
                 continue;
             }
-            let scan = scan_records(&bytes);
-            self.stats.corrupt_total += scan.damaged;
-            self.next_seq = self.next_seq.max(first_seq);
-            let mut live = 0;
-            for record in &scan.records {
-                if record.seq < self.next_seq {
-                    // Out of order: damage that happened to checksum right.
-                    self.stats.corrupt_total += 1;
-                    continue;
-                }
-                self.next_seq = record.seq + 1;
-                self.entries.push_back(Entry {
-                    seq: record.seq,
-                    place: Place::Disk {
-                        segment: first_seq,
-                        offset: record.offset as u64,
-                        len: record.len,
+            self.next_seq = record.seq + 1;
+            self.entries.push_back(Entry {
+                seq: record.seq,
+                place: Place::Disk {
+                    segment: first_seq,
+                    offset: record.offset as u64,
+                    len: record.len,
+                },
+            });
+            live += 1;
+        }
+        let mut damaged_end = 0;
+        if scan.damaged_tail_bytes > 0 {
+            // Records lost at the end may have been sent: never reuse
+            // their numbers (a gap is harmless, a reuse is taken for a replay).
+            let most = (scan.damaged_tail_bytes / RECORD_HEADER) as u64 + 1;
+            damaged_end = self.next_seq.saturating_add(most);
+        }
+        let appendable = newest && scan.damaged == 0 && (bytes.len() as u64) < self.segment_bytes;
+        let file = if appendable {
+            OpenOptions::new().read(true).append(true).open(&path)
+        } else {
+            File::open(&path)
+        };
+        match file {
+            Ok(file) => {
+                self.segments.insert(
+                    first_seq,
+                    Segment {
+                        path,
+                        file,
+                        len: bytes.len() as u64,
+                        live,
                     },
-                });
-                live += 1;
-            }
-            if scan.damaged_tail_bytes > 0 {
-                // Records lost at the end may have been sent: never reuse
-                // their numbers (a gap is harmless, a reuse is taken for a replay).
-                let most = (scan.damaged_tail_bytes / RECORD_HEADER) as u64 + 1;
-                damaged_end = damaged_end.max(self.next_seq.saturating_add(most));
-            }
-            let appendable = Some(first_seq) == newest
-                && scan.damaged == 0
-                && (bytes.len() as u64) < self.segment_bytes;
-            let file = if appendable {
-                OpenOptions::new().read(true).append(true).open(&path)
-            } else {
-                File::open(&path)
-            };
-            match file {
-                Ok(file) => {
-                    self.segments.insert(
-                        first_seq,
-                        Segment {
-                            path,
-                            file,
-                            len: bytes.len() as u64,
-                            live,
-                        },
-                    );
-                    if appendable {
-                        self.active = Some(first_seq);
-                    }
+                );
+                if appendable {
+                    self.active = Some(first_seq);
                 }
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot open spool segment: its batches are lost");
-                    self.stats.corrupt_total += live;
-                    self.entries.retain(
-                        |e| !matches!(e.place, Place::Disk { segment, .. } if segment == first_seq),
-                    );
-                }
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot open spool segment: its batches are lost");
+                self.stats.corrupt_total += live;
+                self.entries.retain(
+                    |e| !matches!(e.place, Place::Disk { segment, .. } if segment == first_seq),
+                );
             }
         }
-        self.next_seq = self.next_seq.max(damaged_end);
-        Ok(())
+        damaged_end
     }
 
     /// Starts a new segment for sequences from `first_seq` (the next one
@@ -566,31 +622,29 @@ impl Inner {
     }
 
     /// Reads and decodes entry `i`.
-    fn read(&self, i: usize) -> Result<Batch, String> {
+    fn read(&self, i: usize) -> Result<Batch, UnreadableBatch> {
         let entry = &self.entries[i];
         let bytes = match &entry.place {
-            Place::Memory(bytes) => {
-                return Batch::decode(bytes.as_slice()).map_err(|e| e.to_string());
-            }
+            Place::Memory(bytes) => return Ok(Batch::decode(bytes.as_slice())?),
             Place::Disk {
                 segment,
                 offset,
                 len,
             } => {
-                let segment = self.segments.get(segment).ok_or("segment gone")?;
+                let segment = self
+                    .segments
+                    .get(segment)
+                    .ok_or(UnreadableBatch::SegmentGone)?;
                 let mut buf = vec![0; RECORD_HEADER + *len as usize];
-                segment
-                    .file
-                    .read_exact_at(&mut buf, *offset)
-                    .map_err(|e| e.to_string())?;
+                segment.file.read_exact_at(&mut buf, *offset)?;
                 buf
             }
         };
-        let record = parse_record(&bytes, 0).ok_or("checksum mismatch")?;
+        let record = parse_record(&bytes, 0).ok_or(UnreadableBatch::Checksum)?;
         if record.seq != entry.seq {
-            return Err("sequence mismatch".to_owned());
+            return Err(UnreadableBatch::Sequence);
         }
-        Batch::decode(&bytes[RECORD_HEADER..]).map_err(|e| e.to_string())
+        Ok(Batch::decode(&bytes[RECORD_HEADER..])?)
     }
 
     fn remove_entry(&mut self, i: usize) {

@@ -57,9 +57,7 @@ impl Admin for AdminService {
     ) -> Result<Response<Silence>, Status> {
         let peer = auth::require(&request, Role::Operator)?;
         let id = request.into_inner().id;
-        if id.is_empty() {
-            return Err(Status::invalid_argument("id is required"));
-        }
+        convert::required(&id, "id")?;
         let silence = self
             .shared
             .alerting

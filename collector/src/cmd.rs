@@ -19,22 +19,8 @@ struct Args {
 /// The binary's whole behaviour, in the library so that end-to-end tests
 /// can build the same program as a real process.
 pub fn main() -> ExitCode {
-    hostwatch_runtime::init_tracing("info");
-    let args = Args::parse();
-    let config = match CollectorConfig::load(&args.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("hostwatch-collector: invalid configuration: {e}");
-            return ExitCode::from(hostwatch_runtime::EXIT_USAGE);
-        }
-    };
-    match run(config) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("hostwatch-collector: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let path = Args::parse().config;
+    hostwatch_runtime::run_main("hostwatch-collector", || CollectorConfig::load(&path), run)
 }
 
 fn run(config: CollectorConfig) -> anyhow::Result<()> {

@@ -168,7 +168,7 @@ impl CollectorConfig {
         config.tls = config.tls.resolve(&base);
         config.alerting.resolve_paths(&base);
         config.path = Some(path.to_owned());
-        config.validate().map_err(|m| ConfigError::new(path, m))?;
+        config.validate(path)?;
         config.alert_rules()?;
         Ok(config)
     }
@@ -183,7 +183,9 @@ impl CollectorConfig {
         })
     }
 
-    fn validate(&self) -> Result<(), String> {
+    /// Checks what serde cannot; the error names the key.
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::new(path, message));
         let positive = [
             ("host_down_after", self.host_down_after.is_zero()),
             ("limits.max_connections", self.limits.max_connections == 0),
@@ -227,41 +229,39 @@ impl CollectorConfig {
         ];
         let limits = &self.limits;
         if limits.reserved_operator_connections >= limits.max_connections {
-            return Err(
-                "limits.reserved_operator_connections must be below limits.max_connections".into(),
+            return invalid(
+                "limits.reserved_operator_connections must be below limits.max_connections"
+                    .to_owned(),
             );
         }
         if limits.max_pending_bytes_per_connection < limits.max_message_bytes {
-            return Err("limits.max_pending_bytes_per_connection must be at least limits.max_message_bytes (a message of that size must fit)".into());
+            return invalid("limits.max_pending_bytes_per_connection must be at least limits.max_message_bytes (a message of that size must fit)".to_owned());
         }
         if limits.max_pending_bytes < limits.max_pending_bytes_per_connection {
-            return Err(
+            return invalid(
                 "limits.max_pending_bytes must be at least limits.max_pending_bytes_per_connection"
-                    .into(),
+                    .to_owned(),
             );
         }
         if self.storage.retention_bytes == Some(0) {
-            return Err(
-                "storage.retention_bytes must be greater than zero (leave it out for no size limit)"
-                    .into(),
-            );
+            return invalid("storage.retention_bytes must be greater than zero (leave it out for no size limit)".to_owned());
         }
         if self.storage.cache_bytes < MIN_CACHE_BYTES {
-            return Err(format!(
+            return invalid(format!(
                 "storage.cache_bytes must be at least {MIN_CACHE_BYTES}"
             ));
         }
         if self.storage.out_of_order_tolerance > MAX_OUT_OF_ORDER {
-            return Err(format!(
+            return invalid(format!(
                 "storage.out_of_order_tolerance must be at most {}s (the chunk window)",
                 MAX_OUT_OF_ORDER.as_secs()
             ));
         }
         match positive.iter().find(|(_, bad)| *bad) {
             Some((key, _)) if *key == "limits.max_message_bytes" => {
-                Err(format!("{key} must be at least 1024"))
+                invalid(format!("{key} must be at least 1024"))
             }
-            Some((key, _)) => Err(format!("{key} must be greater than zero")),
+            Some((key, _)) => invalid(format!("{key} must be greater than zero")),
             None => Ok(()),
         }
     }
@@ -327,10 +327,33 @@ key = "collector.key"
         assert_eq!(config.alert_rules().unwrap().rules.len(), 1);
     }
 
+    /// Loads each text, which must be refused with a message naming its key.
+    fn assert_refused_naming_the_key(cases: &[(String, &str)]) {
+        for (text, key) in cases {
+            let err = load_text(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{key:?} not named in {err:?}");
+        }
+    }
+
     #[test]
-    fn bad_values_name_their_key() {
-        let cases = [
+    fn bad_top_level_values_name_their_key() {
+        assert_refused_naming_the_key(&[
             (MINIMAL.replace("127.0.0.1:7070", "nowhere"), "listen"),
+            (
+                MINIMAL.replace(
+                    "data_dir = \"data\"",
+                    "data_dir = \"data\"\nhost_down_after = \"0s\"",
+                ),
+                "host_down_after",
+            ),
+            (MINIMAL.replace("data_dir = \"data\"", ""), "data_dir"),
+            (format!("{MINIMAL}\nlisten_port = 1\n"), "listen_port"),
+        ]);
+    }
+
+    #[test]
+    fn bad_limits_name_their_key() {
+        assert_refused_naming_the_key(&[
             (
                 format!("{MINIMAL}\n[limits]\nmax_connections = 0\n"),
                 "limits.max_connections",
@@ -354,10 +377,6 @@ key = "collector.key"
             (
                 format!("{MINIMAL}\n[limits]\nkeepalive_timeout = 20\n"),
                 "keepalive_timeout",
-            ),
-            (
-                format!("{MINIMAL}\n[storage]\nretention = \"0s\"\n"),
-                "storage.retention",
             ),
             (
                 format!(
@@ -393,6 +412,16 @@ key = "collector.key"
                 format!("{MINIMAL}\n[limits]\ndrain_timeout = \"0s\"\n"),
                 "limits.drain_timeout",
             ),
+        ]);
+    }
+
+    #[test]
+    fn bad_storage_values_name_their_key() {
+        assert_refused_naming_the_key(&[
+            (
+                format!("{MINIMAL}\n[storage]\nretention = \"0s\"\n"),
+                "storage.retention",
+            ),
             (format!("{MINIMAL}\n[storage]\nkeep = 1\n"), "keep"),
             (
                 format!("{MINIMAL}\n[storage]\nretention_bytes = 0\n"),
@@ -426,15 +455,12 @@ key = "collector.key"
                 format!("{MINIMAL}\n[storage]\nout_of_order_tolerance = \"soon\"\n"),
                 "out_of_order_tolerance",
             ),
-            (
-                MINIMAL.replace(
-                    "data_dir = \"data\"",
-                    "data_dir = \"data\"\nhost_down_after = \"0s\"",
-                ),
-                "host_down_after",
-            ),
-            (MINIMAL.replace("data_dir = \"data\"", ""), "data_dir"),
-            (format!("{MINIMAL}\nlisten_port = 1\n"), "listen_port"),
+        ]);
+    }
+
+    #[test]
+    fn bad_alerting_values_name_their_key() {
+        assert_refused_naming_the_key(&[
             (
                 format!("{MINIMAL}\n[alerting]\nstale_after = \"0s\"\n"),
                 "alerting.stale_after",
@@ -458,10 +484,6 @@ key = "collector.key"
                 ),
                 "alerting.hooks[0] \"h\": url",
             ),
-        ];
-        for (text, key) in cases {
-            let err = load_text(&text).unwrap_err().to_string();
-            assert!(err.contains(key), "{key:?} not named in {err:?}");
-        }
+        ]);
     }
 }

@@ -11,6 +11,14 @@ const MAX_SNAPSHOT_PROCESSES: usize = 256;
 /// Longest process name, user or command accepted, in bytes.
 const MAX_PROCESS_TEXT: usize = 4096;
 
+/// Refuses a request whose required field `name` was left empty.
+pub(crate) fn required(value: &str, name: &str) -> Result<(), Status> {
+    if value.is_empty() {
+        return Err(Status::invalid_argument(format!("{name} is required")));
+    }
+    Ok(())
+}
+
 /// A batch from the wire, for `host` (from the certificate) and the
 /// stream's spool id. Series whose timestamp and value arrays differ in
 /// length, and process snapshots that are too large or hold non-finite

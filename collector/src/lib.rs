@@ -14,7 +14,8 @@
 //! - `state`: the collector's own database (hosts, alert state, outbox),
 //!   reopened after a failed write;
 //! - `auth`: role checks on the peer identity from the mTLS listener;
-//! - `convert`: protobuf <-> store types, and store errors -> gRPC status.
+//! - `convert`: protobuf <-> store types, and store errors -> gRPC status;
+//! - this file: [`CollectorError`], the crate's error.
 
 mod admin;
 mod auth;
@@ -32,4 +33,22 @@ pub use config::CollectorConfig;
 /// The conversion of an agent's batch that ingest applies before storing
 /// it; public for the benchmark harness, which times ingest's CPU.
 pub use convert::{batch as convert_batch, matcher_out as convert_matcher};
-pub use server::{CollectorError, serve};
+pub use server::serve;
+
+/// Errors that stop the collector, or keep its state database from being
+/// reopened (tried again at the next check).
+#[derive(Debug, thiserror::Error)]
+pub enum CollectorError {
+    #[error(transparent)]
+    Tls(#[from] hostwatch_pki::PkiError),
+    #[error("cannot open data directory {path}: {source}")]
+    OpenData { path: String, source: sled::Error },
+    #[error("storage: {0}")]
+    Storage(#[from] hostwatch_tsdb::TsdbError),
+    #[error(transparent)]
+    Config(#[from] hostwatch_runtime::config::ConfigError),
+    #[error("alert state: {0}")]
+    Alerting(#[from] hostwatch_alerting::AlertingError),
+    #[error("gRPC server: {0}")]
+    Serve(String),
+}

@@ -168,9 +168,7 @@ impl Query for QueryService {
     ) -> Result<Response<LatestResponse>, Status> {
         auth::require(&request, Role::Operator)?;
         let host = request.into_inner().host_id;
-        if host.is_empty() {
-            return Err(Status::invalid_argument("host_id is required"));
-        }
+        convert::required(&host, "host_id")?;
         let latest = self
             .shared
             .on_store(move |store| store.latest(&host))
@@ -186,9 +184,7 @@ impl Query for QueryService {
     ) -> Result<Response<RangeResponse>, Status> {
         auth::require(&request, Role::Operator)?;
         let request = request.into_inner();
-        if request.metric.is_empty() {
-            return Err(Status::invalid_argument("metric is required"));
-        }
+        convert::required(&request.metric, "metric")?;
         if request.start_ms >= request.end_ms {
             return Err(Status::invalid_argument(format!(
                 "start_ms ({}) must be before end_ms ({})",
@@ -229,9 +225,7 @@ impl Query for QueryService {
     ) -> Result<Response<ProcessesResponse>, Status> {
         auth::require(&request, Role::Operator)?;
         let request = request.into_inner();
-        if request.host_id.is_empty() {
-            return Err(Status::invalid_argument("host_id is required"));
-        }
+        convert::required(&request.host_id, "host_id")?;
         let at_ms = if request.at_ms == 0 {
             i64::MAX
         } else {

@@ -1,8 +1,9 @@
 //! Wiring: the store, the host registry and the tonic services behind the
 //! mTLS listener, with a graceful shutdown.
 
+use crate::CollectorError;
 use crate::admin::AdminService;
-use crate::config::CollectorConfig;
+use crate::config::{CollectorConfig, Limits};
 use crate::hosts::HostRegistry;
 use crate::ingest::IngestService;
 use crate::query::QueryService;
@@ -32,23 +33,6 @@ const STORE_CALL_GRACE: Duration = Duration::from_secs(5);
 /// down at most this long after its timeout.
 const HOST_DOWN_TICK: Duration = Duration::from_millis(250);
 
-/// Errors that stop the collector.
-#[derive(Debug, thiserror::Error)]
-pub enum CollectorError {
-    #[error(transparent)]
-    Tls(#[from] hostwatch_pki::PkiError),
-    #[error("cannot open data directory {path}: {source}")]
-    OpenData { path: String, source: sled::Error },
-    #[error("storage: {0}")]
-    Storage(#[from] hostwatch_tsdb::TsdbError),
-    #[error(transparent)]
-    Config(#[from] hostwatch_runtime::config::ConfigError),
-    #[error("alert state: {0}")]
-    Alerting(#[from] hostwatch_alerting::AlertingError),
-    #[error("gRPC server: {0}")]
-    Serve(String),
-}
-
 /// Runs the collector on an already-bound `listener` until `shutdown`
 /// completes, then drains open streams and flushes the database.
 pub async fn serve(
@@ -57,65 +41,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), CollectorError> {
     let tls = ServerTls::load(config.tls.clone())?;
-    // The collector's own state (hosts, alert state, the outbox), reopened
-    // by the state watch after a failed write; the store keeps its series
-    // in a directory of its own, which it reopens by itself.
-    let (state, db) =
-        StateDb::open(&config.data_dir, config.storage.min_free_bytes).map_err(|source| {
-            CollectorError::OpenData {
-                path: config.data_dir.display().to_string(),
-                source,
-            }
-        })?;
-    let options = Options {
-        retention_ms: config.storage.retention.as_millis() as i64,
-        retention_bytes: config.storage.retention_bytes,
-        future_tolerance_ms: config.storage.future_tolerance.as_millis() as i64,
-        out_of_order_tolerance_ms: config.storage.out_of_order_tolerance.as_millis() as i64,
-        max_series_per_host: config.limits.max_series_per_host,
-        cache_bytes: config.storage.cache_bytes,
-        min_free_bytes: config.storage.min_free_bytes,
-        ..Options::default()
-    };
-    let store = Arc::new(Store::open(&config.data_dir.join("store"), options)?);
-    let hosts =
-        HostRegistry::open(&db, config.host_down_after.as_millis() as i64).map_err(|source| {
-            CollectorError::OpenData {
-                path: config.data_dir.display().to_string(),
-                source,
-            }
-        })?;
-    let snapshots: SnapshotSource = {
-        let store = store.clone();
-        Arc::new(
-            move |host: &str, at_ms: i64| match store.process_snapshot_at(host, at_ms) {
-                Ok(snapshot) => snapshot,
-                Err(e) => {
-                    tracing::warn!(host.id = host, error = %e, "cannot read a process snapshot for an alert's cause");
-                    None
-                }
-            },
-        )
-    };
-    let alerting = Alerting::open(&db, config.alert_rules()?, snapshots, Clock::system())?;
-    // Registry and alerting hold their own trees; a handle kept here would
-    // keep the database from being reopened.
-    drop(db);
-    let stop = CancellationToken::new();
-    let shared = Shared {
-        store,
-        hosts,
-        alerting,
-        future_tolerance_ms: config.storage.future_tolerance.as_millis() as i64,
-        config_path: config.path.clone(),
-        identity: tls.identity().clone(),
-        limits: config.limits.clone(),
-        stop: stop.clone(),
-        tasks: TaskTracker::new(),
-        refused_messages: Arc::default(),
-        state: Arc::new(state),
-    };
-
+    let shared = open_shared(&config, &tls)?;
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<IngestServer<IngestService>>()
@@ -150,13 +76,116 @@ pub async fn serve(
     // Logged once SIGHUP is handled: from here on it reloads, not kills.
     tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), collector = %shared.identity, data_dir = %config.data_dir.display(), "collector serving");
 
-    let stop_signal = stop.clone();
+    let stop = shared.stop.clone();
     tokio::spawn(async move {
         shutdown.await;
-        stop_signal.cancel();
+        stop.cancel();
     });
     let limits = &config.limits;
-    let listener_limits = ListenerLimits {
+    let connections = incoming(
+        listener,
+        tls,
+        listener_limits(limits),
+        shared.stop.clone().cancelled_owned(),
+    );
+    let drained = close_after_drain(
+        &shared.stop,
+        limits.drain_timeout,
+        connections.connections(),
+    );
+    let served = tonic::transport::Server::builder()
+        .layer(CallLimitLayer)
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(ingest)
+        .add_service(query)
+        .add_service(admin)
+        .serve_with_incoming_shutdown(connections, shared.stop.clone().cancelled_owned())
+        .await;
+    drained.cancel();
+    finish(&shared).await;
+    served.map_err(|e| CollectorError::Serve(hostwatch_stdx::error_chain(&e)))?;
+    tracing::info!("collector stopped");
+    Ok(())
+}
+
+/// Opens what the services share: the collector's state database, the
+/// store, the host registry and the alerting engine.
+fn open_shared(config: &CollectorConfig, tls: &ServerTls) -> Result<Shared, CollectorError> {
+    let open_data = |source| CollectorError::OpenData {
+        path: config.data_dir.display().to_string(),
+        source,
+    };
+    // The collector's own state (hosts, alert state, the outbox), reopened
+    // by the state watch after a failed write; the store keeps its series
+    // in a directory of its own, which it reopens by itself.
+    let (state, db) =
+        StateDb::open(&config.data_dir, config.storage.min_free_bytes).map_err(open_data)?;
+    let store = Arc::new(Store::open(
+        &config.data_dir.join("store"),
+        store_options(config),
+    )?);
+    let hosts =
+        HostRegistry::open(&db, config.host_down_after.as_millis() as i64).map_err(open_data)?;
+    let alerting = Alerting::open(
+        &db,
+        config.alert_rules()?,
+        snapshot_source(&store),
+        Clock::system(),
+    )?;
+    // Registry and alerting hold their own trees; a handle kept here would
+    // keep the database from being reopened.
+    drop(db);
+    Ok(Shared {
+        store,
+        hosts,
+        alerting,
+        future_tolerance_ms: config.storage.future_tolerance.as_millis() as i64,
+        config_path: config.path.clone(),
+        identity: tls.identity().clone(),
+        limits: config.limits.clone(),
+        stop: CancellationToken::new(),
+        tasks: TaskTracker::new(),
+        refused_messages: Arc::default(),
+        state: Arc::new(state),
+    })
+}
+
+/// The store's options, from `[storage]` and `[limits]`.
+fn store_options(config: &CollectorConfig) -> Options {
+    let storage = &config.storage;
+    Options {
+        retention_ms: storage.retention.as_millis() as i64,
+        retention_bytes: storage.retention_bytes,
+        future_tolerance_ms: storage.future_tolerance.as_millis() as i64,
+        out_of_order_tolerance_ms: storage.out_of_order_tolerance.as_millis() as i64,
+        max_series_per_host: config.limits.max_series_per_host,
+        cache_bytes: storage.cache_bytes,
+        min_free_bytes: storage.min_free_bytes,
+        ..Options::default()
+    }
+}
+
+/// Where alerts find the process snapshot that names their cause.
+fn snapshot_source(store: &Arc<Store>) -> SnapshotSource {
+    let store = store.clone();
+    Arc::new(
+        move |host: &str, at_ms: i64| match store.process_snapshot_at(host, at_ms) {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                tracing::warn!(host.id = host, error = %e, "cannot read a process snapshot for an alert's cause");
+                None
+            }
+        },
+    )
+}
+
+/// The mTLS listener's limits, from `[limits]`.
+fn listener_limits(limits: &Limits) -> ListenerLimits {
+    ListenerLimits {
         max_connections: limits.max_connections,
         reserved_operator_connections: limits.reserved_operator_connections,
         max_connections_per_identity: limits.max_connections_per_identity,
@@ -166,17 +195,18 @@ pub async fn serve(
         max_pending_bytes_per_connection: limits.max_pending_bytes_per_connection,
         max_pending_bytes: limits.max_pending_bytes,
         message_timeout: limits.message_timeout,
-    };
-    let connections = incoming(
-        listener,
-        tls,
-        listener_limits,
-        stop.clone().cancelled_owned(),
-    );
-    // Graceful shutdown waits for every stream to end, and a stream whose
-    // client stopped reading never does: after the drain, connections are
-    // closed whatever their streams are doing.
-    let (drain, open) = (limits.drain_timeout, connections.connections());
+    }
+}
+
+/// Graceful shutdown waits for every stream to end, and a stream whose
+/// client stopped reading never does: once `stop` is cancelled, the
+/// connections still `open` after `drain` are closed whatever their
+/// streams are doing. Cancel the returned token when all have closed.
+fn close_after_drain(
+    stop: &CancellationToken,
+    drain: Duration,
+    open: hostwatch_pki::transport::Connections,
+) -> CancellationToken {
     let (draining, drained) = (stop.clone(), CancellationToken::new());
     let all_closed = drained.clone();
     tokio::spawn(async move {
@@ -189,20 +219,14 @@ pub async fn serve(
             }
         }
     });
-    let served = tonic::transport::Server::builder()
-        .layer(CallLimitLayer)
-        .max_concurrent_streams(config.limits.max_streams_per_connection)
-        .http2_keepalive_interval(Some(config.limits.keepalive_interval))
-        .http2_keepalive_timeout(Some(config.limits.keepalive_timeout))
-        .add_service(health)
-        .add_service(reflection)
-        .add_service(ingest)
-        .add_service(query)
-        .add_service(admin)
-        .serve_with_incoming_shutdown(connections, stop.clone().cancelled_owned())
-        .await;
-    drained.cancel();
-    stop.cancel();
+    drained
+}
+
+/// Once the server is done: stops the background tasks, gives the stream
+/// tasks still in a store call [`STORE_CALL_GRACE`], and flushes the state
+/// database.
+async fn finish(shared: &Shared) {
+    shared.stop.cancel();
     shared.tasks.close();
     if tokio::time::timeout(STORE_CALL_GRACE, shared.tasks.wait())
         .await
@@ -215,9 +239,6 @@ pub async fn serve(
     if let Err(e) = shared.state.flush().await {
         tracing::error!(error = %e, "final flush failed");
     }
-    served.map_err(|e| CollectorError::Serve(hostwatch_stdx::error_chain(&e)))?;
-    tracing::info!("collector stopped");
-    Ok(())
 }
 
 /// Every [`STORE_WATCH_TICK`]: heals the collector's state database after a

@@ -16,6 +16,7 @@
 //! logged once. A reopen that fails (a handle still held, a write failing
 //! again) is tried again at the next check.
 
+use crate::CollectorError;
 use crate::hosts::HostRegistry;
 use hostwatch_alerting::Alerting;
 use hostwatch_tsdb::REOPEN_MIN_FREE_BYTES;
@@ -88,17 +89,19 @@ impl StateDb {
         }
     }
 
-    fn reopen(&self, hosts: &HostRegistry, alerting: &Alerting) -> Result<(), String> {
+    fn reopen(&self, hosts: &HostRegistry, alerting: &Alerting) -> Result<(), CollectorError> {
+        let open_data = |source| CollectorError::OpenData {
+            path: self.path.display().to_string(),
+            source,
+        };
         hosts.detach();
         alerting.detach_state();
         let mut db = locked(&self.db);
         drop(db.take());
         // Fails while a call still holds a handle of the old opening.
-        let reopened = open_db(&self.path).map_err(|e| e.to_string())?;
-        hosts.attach(&reopened).map_err(|e| e.to_string())?;
-        alerting
-            .attach_state(&reopened)
-            .map_err(|e| e.to_string())?;
+        let reopened = open_db(&self.path).map_err(open_data)?;
+        hosts.attach(&reopened).map_err(open_data)?;
+        alerting.attach_state(&reopened)?;
         *db = Some(reopened);
         Ok(())
     }

@@ -4,6 +4,7 @@
 
 use super::{ParseError, Samples};
 use crate::config::FilesystemsConfig;
+use nix::errno::Errno;
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -99,8 +100,8 @@ pub(super) struct FsFigures {
 }
 
 /// `statvfs` of a mount point, in bytes and inodes.
-fn statvfs(mountpoint: &str) -> Result<FsFigures, String> {
-    let stat = nix::sys::statvfs::statvfs(mountpoint).map_err(|e| e.to_string())?;
+fn statvfs(mountpoint: &str) -> Result<FsFigures, Errno> {
+    let stat = nix::sys::statvfs::statvfs(mountpoint)?;
     let block = stat.fragment_size();
     Ok(FsFigures {
         size: stat.blocks() * block,
@@ -111,13 +112,13 @@ fn statvfs(mountpoint: &str) -> Result<FsFigures, String> {
     })
 }
 
-type Reply = (String, Result<FsFigures, String>);
+type Reply = (String, Result<FsFigures, Errno>);
 
 /// Queries mount points on a helper thread, so that a mount that hangs
 /// (its NFS server gone, say) costs one wait of `timeout`, and is then
 /// skipped until it answers, instead of hanging the agent's only thread.
 pub(super) struct Statfs {
-    stat: fn(&str) -> Result<FsFigures, String>,
+    stat: fn(&str) -> Result<FsFigures, Errno>,
     timeout: Duration,
     /// Requests to the current helper; none until needed, or after it hung.
     requests: Option<mpsc::Sender<Vec<String>>>,
@@ -132,7 +133,7 @@ impl Statfs {
         Self::with(statvfs, Duration::from_secs(1))
     }
 
-    fn with(stat: fn(&str) -> Result<FsFigures, String>, timeout: Duration) -> Self {
+    fn with(stat: fn(&str) -> Result<FsFigures, Errno>, timeout: Duration) -> Self {
         let (replies_tx, replies) = mpsc::channel();
         Statfs {
             stat,
@@ -339,12 +340,12 @@ this line is not a mount
     /// Hangs on "/hang" while set, as statvfs on a dead NFS server does.
     static HANG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
-    fn fake_stat(mountpoint: &str) -> Result<FsFigures, String> {
+    fn fake_stat(mountpoint: &str) -> Result<FsFigures, Errno> {
         while mountpoint == "/hang" && HANG.load(std::sync::atomic::Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(5));
         }
         match mountpoint {
-            "/gone" => Err("ENOENT: No such file or directory".into()),
+            "/gone" => Err(Errno::ENOENT),
             _ => Ok(FsFigures {
                 size: 100,
                 free: 50,

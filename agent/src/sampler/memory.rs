@@ -1,7 +1,7 @@
 //! Memory and swap from `/proc/meminfo`, in bytes, and swap traffic from
 //! `/proc/vmstat`, as byte counters.
 
-use super::{ParseError, ProcFs, Samples};
+use super::{FileError, ParseError, ProcFs, Samples};
 
 /// The `/proc/meminfo` fields the agent uses, in bytes.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -77,12 +77,8 @@ pub(super) fn parse_vmstat(text: &str) -> Result<(u64, u64), ParseError> {
     }
 }
 
-pub(super) fn sample(fs: &mut ProcFs, page_size: u64, out: &mut Samples) -> Result<(), String> {
-    let info = fs
-        .read("meminfo")
-        .map_err(|e| e.to_string())
-        .and_then(|t| parse_meminfo(t).map_err(|e| e.to_string()))
-        .map_err(|e| format!("/proc/meminfo: {e}"))?;
+pub(super) fn sample(fs: &mut ProcFs, page_size: u64, out: &mut Samples) -> Result<(), FileError> {
+    let info = fs.parse("meminfo", parse_meminfo)?;
     out.push("host_memory_total_bytes", info.total as f64);
     out.push("host_memory_available_bytes", info.available as f64);
     out.push(
@@ -97,11 +93,7 @@ pub(super) fn sample(fs: &mut ProcFs, page_size: u64, out: &mut Samples) -> Resu
         "host_swap_used_bytes",
         info.swap_total.saturating_sub(info.swap_free) as f64,
     );
-    let (swap_in, swap_out) = fs
-        .read("vmstat")
-        .map_err(|e| e.to_string())
-        .and_then(|t| parse_vmstat(t).map_err(|e| e.to_string()))
-        .map_err(|e| format!("/proc/vmstat: {e}"))?;
+    let (swap_in, swap_out) = fs.parse("vmstat", parse_vmstat)?;
     out.push("host_swap_in_bytes_total", (swap_in * page_size) as f64);
     out.push("host_swap_out_bytes_total", (swap_out * page_size) as f64);
     Ok(())

@@ -98,13 +98,23 @@ pub struct Tick {
 }
 
 /// A file whose content is not what the kernel documents.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
 pub struct ParseError(pub String);
 
-impl fmt::Display for ParseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+/// Why a file under /proc gave no figures; the message starts with the file.
+#[derive(Debug, thiserror::Error)]
+enum FileError {
+    #[error("/proc/{file}: {source}")]
+    Read {
+        file: &'static str,
+        source: io::Error,
+    },
+    #[error("/proc/{file}: {source}")]
+    Parse {
+        file: &'static str,
+        source: ParseError,
+    },
 }
 
 impl ParseError {
@@ -202,6 +212,18 @@ impl ProcFs {
         read_all(&mut file, &mut self.buf)?;
         self.kept.insert(relative, file);
         as_text(&self.buf)
+    }
+
+    /// A file read every tick, handed to `parse`.
+    fn parse<T>(
+        &mut self,
+        file: &'static str,
+        parse: impl FnOnce(&str) -> Result<T, ParseError>,
+    ) -> Result<T, FileError> {
+        let text = self
+            .read(file)
+            .map_err(|source| FileError::Read { file, source })?;
+        parse(text).map_err(|source| FileError::Parse { file, source })
     }
 
     /// A file read once in a while (a process's command line or owner),
@@ -364,18 +386,14 @@ impl Sampler {
         let fs = &mut self.fs;
         let problems = &mut self.problems;
 
-        let boot_time = match fs
-            .read("stat")
-            .map_err(|e| e.to_string())
-            .and_then(|t| cpu::parse_stat(t).map_err(|e| e.to_string()))
-        {
+        let boot_time = match fs.parse("stat", cpu::parse_stat) {
             Ok(stat) => {
                 let boot_time = stat.boot_time;
                 self.cpu.sample(stat, &mut out);
                 Some(boot_time)
             }
             Err(e) => {
-                problems.note("cpu", &format_args!("/proc/stat: {e}"));
+                problems.note("cpu", &e);
                 None
             }
         };
@@ -388,19 +406,11 @@ impl Sampler {
         if let Err(e) = memory::sample(fs, self.kernel.page_size, &mut out) {
             problems.note("memory", &e);
         }
-        if let Err(e) = fs
-            .read("loadavg")
-            .map_err(|e| e.to_string())
-            .and_then(|t| load::sample(t, &mut out).map_err(|e| e.to_string()))
-        {
-            problems.note("load", &format_args!("/proc/loadavg: {e}"));
+        if let Err(e) = fs.parse("loadavg", |t| load::sample(t, &mut out)) {
+            problems.note("load", &e);
         }
-        if let Err(e) = fs
-            .read("uptime")
-            .map_err(|e| e.to_string())
-            .and_then(|t| host::sample(t, boot_time, &mut out).map_err(|e| e.to_string()))
-        {
-            problems.note("host", &format_args!("/proc/uptime: {e}"));
+        if let Err(e) = fs.parse("uptime", |t| host::sample(t, boot_time, &mut out)) {
+            problems.note("host", &e);
         }
         match fs.read("self/mountinfo") {
             Ok(text) => {
@@ -411,18 +421,13 @@ impl Sampler {
             }
             Err(e) => problems.note("filesystem", &format_args!("/proc/self/mountinfo: {e}")),
         }
-        match fs.read("diskstats") {
-            Ok(text) => {
-                if let Err(e) = self.disk.sample(text, &self.settings.disks, now, &mut out) {
-                    problems.note("disk", &format_args!("/proc/diskstats: {e}"));
-                }
-            }
-            Err(e) => problems.note("disk", &format_args!("/proc/diskstats: {e}")),
+        let disks = &self.settings.disks;
+        if let Err(e) = fs.parse("diskstats", |t| self.disk.sample(t, disks, now, &mut out)) {
+            problems.note("disk", &e);
         }
-        if let Err(e) = fs.read("net/dev").map_err(|e| e.to_string()).and_then(|t| {
-            network::sample(t, &self.settings.network, &mut out).map_err(|e| e.to_string())
-        }) {
-            problems.note("network", &format_args!("/proc/net/dev: {e}"));
+        let network = &self.settings.network;
+        if let Err(e) = fs.parse("net/dev", |t| network::sample(t, network, &mut out)) {
+            problems.note("network", &e);
         }
         let processes = self.process.sample(
             fs,
@@ -466,7 +471,11 @@ pub(crate) mod tests {
 
     #[test]
     fn this_host_second_tick_has_every_family_and_finite_values() {
-        let mut sampler = Sampler::new(Settings::default());
+        let mut settings = Settings::default();
+        // Every process, so that this one is listed however busy the
+        // machine running the test is.
+        settings.processes.top = 100_000;
+        let mut sampler = Sampler::new(settings);
         let start = Instant::now();
         let first = sampler.sample(start);
         assert!(

@@ -77,30 +77,16 @@ veth12ab: 1 1 0 0 0 0 0 0 1 1 0 0 0 0 0 0
         let err = sample(NET_DEV, &NetworkConfig::default(), &mut out).unwrap_err();
         assert!(err.0.contains("wlan0"), "{err}");
         let eth0 = [("device", "eth0")];
-        assert_eq!(
-            out.get("host_network_receive_bytes_total", &eth0),
-            Some(171_955_089.0)
-        );
-        assert_eq!(
-            out.get("host_network_receive_errors_total", &eth0),
-            Some(3.0)
-        );
-        assert_eq!(
-            out.get("host_network_receive_drops_total", &eth0),
-            Some(4.0)
-        );
-        assert_eq!(
-            out.get("host_network_transmit_packets_total", &eth0),
-            Some(8517.0)
-        );
-        assert_eq!(
-            out.get("host_network_transmit_errors_total", &eth0),
-            Some(5.0)
-        );
-        assert_eq!(
-            out.get("host_network_transmit_drops_total", &eth0),
-            Some(6.0)
-        );
+        for (metric, value) in [
+            ("host_network_receive_bytes_total", 171_955_089.0),
+            ("host_network_receive_errors_total", 3.0),
+            ("host_network_receive_drops_total", 4.0),
+            ("host_network_transmit_packets_total", 8517.0),
+            ("host_network_transmit_errors_total", 5.0),
+            ("host_network_transmit_drops_total", 6.0),
+        ] {
+            assert_eq!(out.get(metric, &eth0), Some(value), "{metric}");
+        }
         assert!(
             out.get("host_network_receive_bytes_total", &[("device", "lo")])
                 .is_none()

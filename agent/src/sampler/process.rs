@@ -216,12 +216,34 @@ impl State {
             .prev_time
             .map(|t| now.saturating_duration_since(t).as_secs_f64())
             .filter(|e| *e > 0.0);
+        self.read_processes(&fs.root, kernel, elapsed, problem)?;
+        std::mem::swap(&mut self.prev, &mut self.next);
+        self.prev_time = Some(now);
+        self.forget_gone();
+        out.push("host_processes", self.procs.len() as f64);
+        self.watched(fs, settings, kernel, out);
+        if settings.top == 0 || elapsed.is_none() {
+            return None;
+        }
+        Some(self.top(fs, settings, kernel, boot_time.unwrap_or(0), now))
+    }
+
+    /// Lists the processes under `root` into `procs`, with the CPU they
+    /// used over the `elapsed` seconds since the previous tick, and their
+    /// readings into `next`; `None` when `root` cannot be opened.
+    fn read_processes(
+        &mut self,
+        root: &Path,
+        kernel: Kernel,
+        elapsed: Option<f64>,
+        problem: &mut dyn FnMut(String),
+    ) -> Option<()> {
         if self.proc_dir.is_none() {
             let flags = nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY;
-            match nix::dir::Dir::open(&fs.root, flags, nix::sys::stat::Mode::empty()) {
+            match nix::dir::Dir::open(root, flags, nix::sys::stat::Mode::empty()) {
                 Ok(dir) => self.proc_dir = Some(dir),
                 Err(e) => {
-                    problem(format!("{}: {e}", fs.root.display()));
+                    problem(format!("{}: {e}", root.display()));
                     return None;
                 }
             }
@@ -241,7 +263,7 @@ impl State {
             };
             let read = read_stat(
                 &mut self.stat_files,
-                &fs.root,
+                root,
                 pid,
                 &mut self.buf,
                 self.max_open,
@@ -282,10 +304,12 @@ impl State {
                 cpu_cores,
             });
         }
-        std::mem::swap(&mut self.prev, &mut self.next);
-        self.prev_time = Some(now);
-        // Forget files and details of processes that are gone (or whose
-        // pid was reused).
+        Some(())
+    }
+
+    /// Forgets the files and details of processes that are gone (or whose
+    /// pid was reused) since the previous tick.
+    fn forget_gone(&mut self) {
         let prev = &self.prev;
         self.stat_files.retain(|pid, _| prev.contains_key(pid));
         let alive = |pid: &u32, (start, _): &mut (u64, String)| {
@@ -293,13 +317,6 @@ impl State {
         };
         self.commands.retain(alive);
         self.owners.retain(alive);
-
-        out.push("host_processes", self.procs.len() as f64);
-        self.watched(fs, settings, kernel, out);
-        if settings.top == 0 || elapsed.is_none() {
-            return None;
-        }
-        Some(self.top(fs, settings, kernel, boot_time.unwrap_or(0), now))
     }
 
     fn watched(
@@ -575,18 +592,34 @@ mod tests {
         }
     }
 
-    #[test]
-    fn top_n_watched_processes_and_pid_reuse() {
-        let dir = tempfile::tempdir().unwrap();
-        let passwd = dir.path().join("passwd");
-        std::fs::write(&passwd, "alice:x:1000:1000::/:/bin/sh\n").unwrap();
-        let proc_dir = dir.path().join("proc");
-        std::fs::create_dir(&proc_dir).unwrap();
-        let kernel = Kernel {
-            clock_ticks: 100,
-            page_size: 4096,
-        };
-        let settings = ProcessesConfig {
+    const KERNEL: Kernel = Kernel {
+        clock_ticks: 100,
+        page_size: 4096,
+    };
+
+    /// (pid, name, ticks, start, rss pages, cmdline), as [`tree`] writes them.
+    type Proc = (u32, &'static str, u64, u64, u64, &'static str);
+
+    const FIRST_TICK: &[Proc] = &[
+        (1, "nginx", 100, 10, 100, "nginx: master"),
+        (2, "nginx", 100, 11, 300, "nginx: worker"),
+        (3, "java", 0, 12, 5000, "/usr/bin/java -jar api.jar"),
+        (4, "busy", 0, 13, 10, "busy --loop"),
+    ];
+
+    /// Two seconds later: busy used 2 cores; pid 2 exited and its pid was
+    /// reused by a new process, which started since the last tick.
+    const SECOND_TICK: &[Proc] = &[
+        (1, "nginx", 150, 10, 100, "nginx: master"),
+        (2, "sh", 20, 99, 1, "sh -c true"),
+        (3, "java", 0, 12, 5000, "/usr/bin/java -jar api.jar"),
+        (4, "busy", 400, 13, 10, "busy --loop"),
+    ];
+
+    /// Top 1, and three watched processes: by name, by pattern, and one
+    /// that never runs.
+    fn watching() -> ProcessesConfig {
+        ProcessesConfig {
             top: 1,
             command_max_bytes: 64,
             watch: vec![
@@ -603,30 +636,62 @@ mod tests {
                     pattern: None,
                 },
             ],
-        };
-        let mut state = State::new(passwd);
-        let mut fs = ProcFs::new(proc_dir.clone());
-        let mut problems = Vec::new();
-        let t0 = Instant::now();
-        tree(
-            &proc_dir,
-            &[
-                (1, "nginx", 100, 10, 100, "nginx: master"),
-                (2, "nginx", 100, 11, 300, "nginx: worker"),
-                (3, "java", 0, 12, 5000, "/usr/bin/java -jar api.jar"),
-                (4, "busy", 0, 13, 10, "busy --loop"),
-            ],
-        );
-        let mut out = Samples::default();
-        let snapshot = state.sample(
-            &mut fs,
-            &settings,
-            kernel,
-            Some(1000),
-            t0,
-            &mut out,
-            &mut |e| problems.push(e),
-        );
+        }
+    }
+
+    /// A /proc tree of its own, sampled by one [`State`] tick after tick.
+    struct FakeHost {
+        _dir: tempfile::TempDir,
+        proc_dir: std::path::PathBuf,
+        state: State,
+        fs: ProcFs,
+        start: Instant,
+    }
+
+    impl FakeHost {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let passwd = dir.path().join("passwd");
+            std::fs::write(&passwd, "alice:x:1000:1000::/:/bin/sh\n").unwrap();
+            let proc_dir = dir.path().join("proc");
+            std::fs::create_dir(&proc_dir).unwrap();
+            FakeHost {
+                fs: ProcFs::new(proc_dir.clone()),
+                _dir: dir,
+                proc_dir,
+                state: State::new(passwd),
+                start: Instant::now(),
+            }
+        }
+
+        /// Samples `procs`, `secs` seconds after the first tick; every
+        /// process reads cleanly.
+        fn tick(
+            &mut self,
+            settings: &ProcessesConfig,
+            secs: u64,
+            procs: &[Proc],
+        ) -> (Samples, Option<Vec<ProcessInfo>>) {
+            tree(&self.proc_dir, procs);
+            let mut out = Samples::default();
+            let mut problems = Vec::new();
+            let snapshot = self.state.sample(
+                &mut self.fs,
+                settings,
+                KERNEL,
+                Some(1000),
+                self.start + Duration::from_secs(secs),
+                &mut out,
+                &mut |e| problems.push(e),
+            );
+            assert!(problems.is_empty(), "{problems:?}");
+            (out, snapshot)
+        }
+    }
+
+    #[test]
+    fn the_first_tick_counts_watched_processes_without_cpu() {
+        let (out, snapshot) = FakeHost::new().tick(&watching(), 0, FIRST_TICK);
         assert!(snapshot.is_none(), "no CPU figures at the first tick");
         assert_eq!(out.get("host_processes", &[]), Some(4.0));
         assert_eq!(
@@ -649,31 +714,13 @@ mod tests {
             out.get("host_process_running", &[("name", "absent")]),
             Some(0.0)
         );
+    }
 
-        // Two seconds later: busy used 2 cores; pid 2 exited and its pid
-        // was reused by a new process, which started since the last tick.
-        tree(
-            &proc_dir,
-            &[
-                (1, "nginx", 150, 10, 100, "nginx: master"),
-                (2, "sh", 20, 99, 1, "sh -c true"),
-                (3, "java", 0, 12, 5000, "/usr/bin/java -jar api.jar"),
-                (4, "busy", 400, 13, 10, "busy --loop"),
-            ],
-        );
-        let mut out = Samples::default();
-        let snapshot = state
-            .sample(
-                &mut fs,
-                &settings,
-                kernel,
-                Some(1000),
-                t0 + Duration::from_secs(2),
-                &mut out,
-                &mut |e| problems.push(e),
-            )
-            .unwrap();
-        assert!(problems.is_empty(), "{problems:?}");
+    #[test]
+    fn the_second_tick_has_cpu_and_the_top_n_by_cpu_and_by_memory() {
+        let mut host = FakeHost::new();
+        host.tick(&watching(), 0, FIRST_TICK);
+        let (out, snapshot) = host.tick(&watching(), 2, SECOND_TICK);
         assert_eq!(
             out.get("host_process_running", &[("name", "nginx")]),
             Some(1.0)
@@ -683,6 +730,7 @@ mod tests {
             Some(0.25)
         );
         // Top 1 by CPU (busy) and top 1 by memory (java).
+        let snapshot = snapshot.unwrap();
         let names: Vec<_> = snapshot.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["busy", "java"]);
         let busy = &snapshot[0];
@@ -691,27 +739,24 @@ mod tests {
         assert_eq!(busy.user, "alice");
         assert_eq!(busy.rss_bytes, 10 * 4096);
         assert_eq!(busy.start_time_ms, 1_000_000 + 130);
+    }
+
+    #[test]
+    fn a_reused_pid_is_a_new_process() {
+        let mut host = FakeHost::new();
+        host.tick(&watching(), 0, FIRST_TICK);
+        host.tick(&watching(), 2, SECOND_TICK);
         // The reused pid's new process used all its 20 ticks since the last tick.
-        let mut out = Samples::default();
-        let settings = ProcessesConfig { top: 2, ..settings };
-        tree(
-            &proc_dir,
-            &[
-                (2, "sh", 20, 99, 1, "sh -c true"),
-                (5, "new", 50, 200, 1, "new"),
-            ],
-        );
-        let snapshot = state
-            .sample(
-                &mut fs,
-                &settings,
-                kernel,
-                Some(1000),
-                t0 + Duration::from_secs(3),
-                &mut out,
-                &mut |e| problems.push(e),
-            )
-            .unwrap();
+        let settings = ProcessesConfig {
+            top: 2,
+            ..watching()
+        };
+        let third = [
+            (2, "sh", 20, 99, 1, "sh -c true"),
+            (5, "new", 50, 200, 1, "new"),
+        ];
+        let (_, snapshot) = host.tick(&settings, 3, &third);
+        let snapshot = snapshot.unwrap();
         let new = snapshot.iter().find(|p| p.pid == 5).unwrap();
         assert_eq!(new.cpu_cores, 0.5);
         let sh = snapshot.iter().find(|p| p.pid == 2).unwrap();
@@ -731,14 +776,10 @@ mod tests {
         let mut fs = ProcFs::new(proc_dir);
         let mut problems = Vec::new();
         let mut out = Samples::default();
-        let kernel = Kernel {
-            clock_ticks: 100,
-            page_size: 4096,
-        };
         state.sample(
             &mut fs,
             &ProcessesConfig::default(),
-            kernel,
+            KERNEL,
             None,
             Instant::now(),
             &mut out,

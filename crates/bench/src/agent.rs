@@ -14,7 +14,7 @@ use crate::fixture::issue;
 use crate::measure::{Probe, median};
 use anyhow::{Context, bail};
 use hostwatch_pki::transport::{ClientTarget, connect};
-use hostwatch_pki::{Ca, Role};
+use hostwatch_pki::{Ca, Role, TlsFiles};
 use hostwatch_proto::v1::query_client::QueryClient;
 use hostwatch_proto::v1::{LatestRequest, ListHostsRequest};
 use hostwatch_stdx::now_ms;
@@ -96,7 +96,6 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn bench(args: Args, agent_bin: PathBuf) -> anyhow::Result<()> {
-    let interval = Duration::from_millis(args.interval_ms);
     let dir = tempfile::tempdir()?;
     let pki = dir.path().join("pki");
     std::fs::create_dir(&pki)?;
@@ -107,18 +106,7 @@ async fn bench(args: Args, agent_bin: PathBuf) -> anyhow::Result<()> {
     let operator_tls = issue(&ca, &pki, Role::Operator, "bench")?;
 
     // The collector, in this process.
-    let collector_toml = dir.path().join("collector.toml");
-    std::fs::write(
-        &collector_toml,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
-            dir.path().join("data"),
-            collector_tls.ca,
-            collector_tls.cert,
-            collector_tls.key
-        ),
-    )?;
-    let config = hostwatch_collector::CollectorConfig::load(&collector_toml)?;
+    let config = collector_config(dir.path(), &collector_tls)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let collector_addr = listener.local_addr()?;
     let (stop_collector, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -130,56 +118,9 @@ async fn bench(args: Args, agent_bin: PathBuf) -> anyhow::Result<()> {
         },
     ));
 
-    // The agent, as operators run it.
-    let watch: Vec<String> = args
-        .watch
-        .split(',')
-        .filter(|n| !n.is_empty())
-        .map(|n| format!("{{ name = {n:?} }}"))
-        .collect();
-    let agent_toml = dir.path().join("agent.toml");
-    std::fs::write(
-        &agent_toml,
-        format!(
-            "collector = \"{collector_addr}\"\nserver_name = \"localhost\"\ninterval = \"{}ms\"\nstate_dir = {:?}\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n[processes]\nwatch = [{}]\n",
-            args.interval_ms,
-            dir.path().join("agent-state"),
-            agent_tls.ca,
-            agent_tls.cert,
-            agent_tls.key,
-            watch.join(", ")
-        ),
-    )?;
-    let agent = Reaped(
-        Command::new(&agent_bin)
-            .arg("--config")
-            .arg(&agent_toml)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| format!("cannot start {}", agent_bin.display()))?,
-    );
+    let agent = start_agent(&args, &agent_bin, dir.path(), collector_addr, &agent_tls)?;
     let agent_probe = Probe::new(agent.0.id());
-
-    let node = if args.node_exporter.exists() {
-        let port = free_port()?;
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-        let child = Command::new(&args.node_exporter)
-            .arg(format!("--web.listen-address={addr}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("cannot start {}", args.node_exporter.display()))?;
-        Some((Reaped(child), addr))
-    } else {
-        println!(
-            "node_exporter=absent ({}; crates/bench/install-deps.sh installs it)",
-            args.node_exporter.display()
-        );
-        None
-    };
+    let node = start_node_exporter(&args.node_exporter)?;
 
     let channel = connect(&ClientTarget {
         address: collector_addr.to_string(),
@@ -192,10 +133,122 @@ async fn bench(args: Args, agent_bin: PathBuf) -> anyhow::Result<()> {
     .0;
     let mut query = QueryClient::new(channel);
 
-    // Wait for the agent's first samples, and node_exporter's first answer.
+    let uptime_at = wait_for_first_samples(&mut query, node.as_ref().map(|(_, a)| *a)).await?;
+    tokio::time::sleep(Duration::from_secs(args.warmup_secs)).await;
+
+    let node_probe = node.as_ref().map(|(child, _)| Probe::new(child.0.id()));
+    let measured = measure(
+        &args,
+        uptime_at,
+        &agent_probe,
+        node.as_ref().map(|(_, a)| *a),
+        node_probe.as_ref(),
+        &mut query,
+    )
+    .await?;
+    print_figures(&args, &agent_bin, &agent_probe, &measured)?;
+
+    let _ = stop_collector.send(());
+    collector.await??;
+    if args.outage_secs > 0 {
+        outage(&args, config, collector_addr, &agent_probe, &mut query).await?;
+    }
+    drop(agent);
+    drop(node);
+    Ok(())
+}
+
+/// The collector's configuration, written to and loaded from `dir`: on
+/// loopback, its data in `dir`.
+fn collector_config(
+    dir: &Path,
+    collector_tls: &TlsFiles,
+) -> anyhow::Result<hostwatch_collector::CollectorConfig> {
+    let collector_toml = dir.join("collector.toml");
+    std::fs::write(
+        &collector_toml,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+            dir.join("data"),
+            collector_tls.ca,
+            collector_tls.cert,
+            collector_tls.key
+        ),
+    )?;
+    Ok(hostwatch_collector::CollectorConfig::load(&collector_toml)?)
+}
+
+/// The agent, as operators run it: its configuration written to `dir`,
+/// sending to `collector_addr`.
+fn start_agent(
+    args: &Args,
+    agent_bin: &Path,
+    dir: &Path,
+    collector_addr: SocketAddr,
+    agent_tls: &TlsFiles,
+) -> anyhow::Result<Reaped> {
+    let watch: Vec<String> = args
+        .watch
+        .split(',')
+        .filter(|n| !n.is_empty())
+        .map(|n| format!("{{ name = {n:?} }}"))
+        .collect();
+    let agent_toml = dir.join("agent.toml");
+    std::fs::write(
+        &agent_toml,
+        format!(
+            "collector = \"{collector_addr}\"\nserver_name = \"localhost\"\ninterval = \"{}ms\"\nstate_dir = {:?}\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n[processes]\nwatch = [{}]\n",
+            args.interval_ms,
+            dir.join("agent-state"),
+            agent_tls.ca,
+            agent_tls.cert,
+            agent_tls.key,
+            watch.join(", ")
+        ),
+    )?;
+    Ok(Reaped(
+        Command::new(agent_bin)
+            .arg("--config")
+            .arg(&agent_toml)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", agent_bin.display()))?,
+    ))
+}
+
+/// node_exporter on a free loopback port, if installed at `path`.
+fn start_node_exporter(path: &Path) -> anyhow::Result<Option<(Reaped, SocketAddr)>> {
+    Ok(if path.exists() {
+        let port = free_port()?;
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let child = Command::new(path)
+            .arg(format!("--web.listen-address={addr}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", path.display()))?;
+        Some((Reaped(child), addr))
+    } else {
+        println!(
+            "node_exporter=absent ({}; crates/bench/install-deps.sh installs it)",
+            path.display()
+        );
+        None
+    })
+}
+
+/// Waits for the agent's first samples, and node_exporter's (at `node`)
+/// first answer; the time of the first uptime sample.
+async fn wait_for_first_samples(
+    query: &mut QueryClient<tonic::transport::Channel>,
+    node: Option<SocketAddr>,
+) -> anyhow::Result<i64> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let uptime_at = loop {
-        if let Some(t) = latest(&mut query)
+        if let Some(t) = latest(query)
             .await?
             .get(&key("host_uptime_seconds", None))
             .map(|v| v.0)
@@ -207,98 +260,53 @@ async fn bench(args: Args, agent_bin: PathBuf) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    if let Some((_, addr)) = &node {
+    if let Some(addr) = node {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while scrape(*addr).is_err() {
+        while scrape(addr).is_err() {
             if Instant::now() > deadline {
                 bail!("node_exporter does not answer on {addr}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    tokio::time::sleep(Duration::from_secs(args.warmup_secs)).await;
+    Ok(uptime_at)
+}
 
-    // Measure half-way between two agent samples: each window then holds
-    // exactly one sample (and one scrape, made right after each reading).
-    let period = args.interval_ms as i64;
-    let phase = (uptime_at + period / 2).rem_euclid(period);
-    let wait = (phase - now_ms().rem_euclid(period)).rem_euclid(period);
-    tokio::time::sleep(Duration::from_millis(wait as u64)).await;
-    let start = Instant::now();
-    let node_probe = node.as_ref().map(|(child, _)| Probe::new(child.0.id()));
-    let steps = args.duration_secs * 1000 / args.interval_ms;
-    let mut agent_cpu = Vec::new();
-    let mut agent_rss = Vec::new();
-    let mut node_cpu = Vec::new();
-    let mut node_rss = Vec::new();
-    let mut accuracy: HashMap<&str, Vec<f64>> = HashMap::new();
-    let mut node_series = 0;
-    let mut previous: Option<(u64, Option<u64>)> = None;
-    for step in 0..=steps {
-        tokio::time::sleep_until(start + interval * step as u32).await;
-        let agent_ns = agent_probe.cpu_ns()?;
-        agent_rss.push(agent_probe.rss_bytes()?.0 as f64);
-        let node_ns = match &node_probe {
-            Some(p) => {
-                node_rss.push(p.rss_bytes()?.0 as f64);
-                Some(p.cpu_ns()?)
-            }
-            None => None,
-        };
-        if let Some((agent_before, node_before)) = previous {
-            agent_cpu.push((agent_ns - agent_before) as f64 / 1e6);
-            if let (Some(now), Some(before)) = (node_ns, node_before) {
-                node_cpu.push((now - before) as f64 / 1e6);
-            }
-        }
-        previous = Some((agent_ns, node_ns));
-        if step == steps {
-            break;
-        }
-        if let Some((_, addr)) = &node {
-            let text = scrape(*addr)?;
-            node_series = text
-                .lines()
-                .filter(|l| !l.starts_with('#') && !l.is_empty())
-                .count();
-            let ours = latest(&mut query).await?;
-            compare(&text, &ours, &mut accuracy);
-        }
-    }
-    let (_, agent_peak) = agent_probe.rss_bytes()?;
-    let node_peak = match &node_probe {
-        Some(p) => Some(p.rss_bytes()?.1),
-        None => None,
-    };
-    let agent_series = latest_values(&mut query).await?.len();
-    let stored = agent_cpu.len();
-
+/// The figures of the agent and node_exporter: the `name=value` lines
+/// `hostwatch-bench figures` reads.
+fn print_figures(
+    args: &Args,
+    agent_bin: &Path,
+    agent_probe: &Probe,
+    measured: &Measured,
+) -> anyhow::Result<()> {
+    let stored = measured.agent_cpu.len();
     let mib = |b: f64| b / (1024.0 * 1024.0);
-    let agent_cpu_median = median(&agent_cpu).unwrap_or(f64::NAN);
-    let agent_rss_median = median(&agent_rss).unwrap_or(f64::NAN);
+    let agent_cpu_median = median(&measured.agent_cpu).unwrap_or(f64::NAN);
+    let agent_rss_median = median(&measured.agent_rss).unwrap_or(f64::NAN);
     println!("agent_binary={}", agent_bin.display());
     println!("interval_ms={}", args.interval_ms);
     println!("duration_seconds={}", args.duration_secs);
     println!("agent_windows={stored}");
-    println!("agent_series={agent_series}");
+    println!("agent_series={}", measured.agent_series);
     println!("agent_cpu_per_sample_ms_median={agent_cpu_median:.3}");
     println!(
         "agent_cpu_per_sample_ms_mean={:.3}",
-        agent_cpu.iter().sum::<f64>() / stored.max(1) as f64
+        measured.agent_cpu.iter().sum::<f64>() / stored.max(1) as f64
     );
     println!("agent_rss_steady_mib_median={:.2}", mib(agent_rss_median));
-    println!("agent_rss_peak_mib={:.2}", mib(agent_peak as f64));
+    println!("agent_rss_peak_mib={:.2}", mib(measured.agent_peak as f64));
     let (anon, file) = agent_probe.rss_split()?;
     println!("agent_rss_anonymous_mib={:.2}", mib(anon as f64));
     println!("agent_rss_file_backed_mib={:.2}", mib(file as f64));
-    if let (Some(node_peak), false) = (node_peak, node_cpu.is_empty()) {
-        let node_cpu_median = median(&node_cpu).unwrap_or(f64::NAN);
-        let node_rss_median = median(&node_rss).unwrap_or(f64::NAN);
-        println!("node_exporter_series={node_series}");
+    if let (Some(node_peak), false) = (measured.node_peak, measured.node_cpu.is_empty()) {
+        let node_cpu_median = median(&measured.node_cpu).unwrap_or(f64::NAN);
+        let node_rss_median = median(&measured.node_rss).unwrap_or(f64::NAN);
+        println!("node_exporter_series={}", measured.node_series);
         println!("node_exporter_cpu_per_scrape_ms_median={node_cpu_median:.3}");
         println!(
             "node_exporter_cpu_per_scrape_ms_mean={:.3}",
-            node_cpu.iter().sum::<f64>() / node_cpu.len() as f64
+            measured.node_cpu.iter().sum::<f64>() / measured.node_cpu.len() as f64
         );
         println!(
             "node_exporter_rss_steady_mib_median={:.2}",
@@ -315,10 +323,10 @@ async fn bench(args: Args, agent_bin: PathBuf) -> anyhow::Result<()> {
             "target_cpu_at_most_half_met={}",
             cpu_ratio <= TARGET_CPU_RATIO
         );
-        let mut names: Vec<_> = accuracy.keys().copied().collect();
+        let mut names: Vec<_> = measured.accuracy.keys().copied().collect();
         names.sort();
         for name in names {
-            let diffs = &accuracy[name];
+            let diffs = &measured.accuracy[name];
             let m = median(diffs).unwrap_or(f64::NAN);
             println!("accuracy_{name}_relative_difference_median={m:.6}");
             println!("accuracy_{name}_within_1pct={}", m <= 0.01);
@@ -328,15 +336,102 @@ async fn bench(args: Args, agent_bin: PathBuf) -> anyhow::Result<()> {
         "target_rss_at_most_8mib_met={}",
         agent_rss_median <= TARGET_RSS_BYTES
     );
-
-    let _ = stop_collector.send(());
-    collector.await??;
-    if args.outage_secs > 0 {
-        outage(&args, config, collector_addr, &agent_probe, &mut query).await?;
-    }
-    drop(agent);
-    drop(node);
     Ok(())
+}
+
+/// What the measuring windows hold.
+struct Measured {
+    /// The agent's CPU per window, in ms.
+    agent_cpu: Vec<f64>,
+    agent_rss: Vec<f64>,
+    /// node_exporter's CPU per window (one scrape each), in ms.
+    node_cpu: Vec<f64>,
+    node_rss: Vec<f64>,
+    /// Relative differences between the two, per quantity.
+    accuracy: HashMap<&'static str, Vec<f64>>,
+    /// Series in node_exporter's last scrape.
+    node_series: usize,
+    /// Peak resident memory, read at the end.
+    agent_peak: u64,
+    node_peak: Option<u64>,
+    /// Series of the agent's host in the collector at the end.
+    agent_series: usize,
+}
+
+/// Reads both processes' CPU and memory once per interval for
+/// `duration_secs`, scraping node_exporter (and comparing) after each read.
+async fn measure(
+    args: &Args,
+    uptime_at: i64,
+    agent_probe: &Probe,
+    node: Option<SocketAddr>,
+    node_probe: Option<&Probe>,
+    query: &mut QueryClient<tonic::transport::Channel>,
+) -> anyhow::Result<Measured> {
+    let interval = Duration::from_millis(args.interval_ms);
+    // Measure half-way between two agent samples: each window then holds
+    // exactly one sample (and one scrape, made right after each reading).
+    let period = args.interval_ms as i64;
+    let phase = (uptime_at + period / 2).rem_euclid(period);
+    let wait = (phase - now_ms().rem_euclid(period)).rem_euclid(period);
+    tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+    let start = Instant::now();
+    let steps = args.duration_secs * 1000 / args.interval_ms;
+    let mut agent_cpu = Vec::new();
+    let mut agent_rss = Vec::new();
+    let mut node_cpu = Vec::new();
+    let mut node_rss = Vec::new();
+    let mut accuracy: HashMap<&'static str, Vec<f64>> = HashMap::new();
+    let mut node_series = 0;
+    let mut previous: Option<(u64, Option<u64>)> = None;
+    for step in 0..=steps {
+        tokio::time::sleep_until(start + interval * step as u32).await;
+        let agent_ns = agent_probe.cpu_ns()?;
+        agent_rss.push(agent_probe.rss_bytes()?.0 as f64);
+        let node_ns = match node_probe {
+            Some(p) => {
+                node_rss.push(p.rss_bytes()?.0 as f64);
+                Some(p.cpu_ns()?)
+            }
+            None => None,
+        };
+        if let Some((agent_before, node_before)) = previous {
+            agent_cpu.push((agent_ns - agent_before) as f64 / 1e6);
+            if let (Some(now), Some(before)) = (node_ns, node_before) {
+                node_cpu.push((now - before) as f64 / 1e6);
+            }
+        }
+        previous = Some((agent_ns, node_ns));
+        if step == steps {
+            break;
+        }
+        if let Some(addr) = node {
+            let text = scrape(addr)?;
+            node_series = text
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.is_empty())
+                .count();
+            let ours = latest(query).await?;
+            compare(&text, &ours, &mut accuracy);
+        }
+    }
+    let (_, agent_peak) = agent_probe.rss_bytes()?;
+    let node_peak = match node_probe {
+        Some(p) => Some(p.rss_bytes()?.1),
+        None => None,
+    };
+    let agent_series = latest_values(query).await?.len();
+    Ok(Measured {
+        agent_cpu,
+        agent_rss,
+        node_cpu,
+        node_rss,
+        accuracy,
+        node_series,
+        agent_peak,
+        node_peak,
+        agent_series,
+    })
 }
 
 /// The collector (already stopped) stays away `outage_secs`, comes back on

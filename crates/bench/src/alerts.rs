@@ -105,23 +105,61 @@ fn label(name: &str, value: &str) -> Label {
 /// table, with realistic label sets and values; `hot` hosts run their CPU
 /// at 97% and fill their data disk.
 fn agent_batch(host: u32, seq: u64, t_ms: i64, hot: bool) -> Batch {
-    let mut series = Vec::with_capacity(110);
+    let mut s = TickSeries {
+        series: Vec::with_capacity(110),
+        t_ms,
+    };
     let wobble = ((host as u64 * 7919 + seq * 104_729) % 1000) as f64 / 1000.0;
-    let mut push = |metric: &str, labels: Vec<Label>, value: f64| {
-        series.push(SeriesInput {
+    let cpu = if hot { 0.97 } else { 0.1 + 0.3 * wobble };
+    cpu_series(&mut s, cpu);
+    pressure_series(&mut s, seq, wobble);
+    system_series(&mut s, seq, cpu, wobble);
+    filesystem_series(&mut s, seq, hot);
+    disk_series(&mut s, seq, wobble);
+    network_series(&mut s, seq);
+    watched_process_series(&mut s, wobble);
+    agent_self_series(&mut s, seq);
+    Batch {
+        host: format!("host-{host:05}"),
+        source: 1,
+        seq,
+        series: s.series,
+        processes: vec![ProcessSnapshot {
+            t_ms,
+            processes: top_processes(t_ms, hot),
+        }],
+        malformed: 0,
+    }
+}
+
+/// The series of one tick, in the order a batch lists them.
+struct TickSeries {
+    series: Vec<SeriesInput>,
+    t_ms: i64,
+}
+
+impl TickSeries {
+    fn push(&mut self, metric: &str, labels: Vec<Label>, value: f64) {
+        self.series.push(SeriesInput {
             metric: metric.to_owned(),
             labels,
-            points: vec![Point { t_ms, value }],
+            points: vec![Point {
+                t_ms: self.t_ms,
+                value,
+            }],
         })
-    };
-    let cpu = if hot { 0.97 } else { 0.1 + 0.3 * wobble };
-    push(
+    }
+}
+
+/// The processors, at utilization `cpu`.
+fn cpu_series(s: &mut TickSeries, cpu: f64) {
+    s.push(
         "host_cpu_utilization_ratio",
         vec![label("cpu", "total")],
         cpu,
     );
     for core in 0..4 {
-        push(
+        s.push(
             "host_cpu_utilization_ratio",
             vec![label("cpu", &core.to_string())],
             cpu,
@@ -136,32 +174,40 @@ fn agent_batch(host: u32, seq: u64, t_ms: i64, hot: bool) -> Batch {
         ("softirq", 0.01),
         ("steal", 0.0),
     ] {
-        push(
+        s.push(
             "host_cpu_time_ratio",
             vec![label("mode", mode)],
             cpu * share,
         );
     }
-    push(
+    s.push(
         "host_cpu_time_ratio",
         vec![label("mode", "idle")],
         1.0 - cpu,
     );
-    push("host_cpu_count", vec![], 4.0);
+    s.push("host_cpu_count", vec![], 4.0);
+}
+
+/// Pressure stall information.
+fn pressure_series(s: &mut TickSeries, seq: u64, wobble: f64) {
     for resource in ["cpu", "memory", "io"] {
         for kind in ["some", "full"] {
-            push(
+            s.push(
                 "host_pressure_avg10_ratio",
                 vec![label("kind", kind), label("resource", resource)],
                 0.01 * wobble,
             );
-            push(
+            s.push(
                 "host_pressure_stalled_seconds_total",
                 vec![label("kind", kind), label("resource", resource)],
                 seq as f64 * 0.01,
             );
         }
     }
+}
+
+/// Memory, swap, load, uptime and the process table.
+fn system_series(s: &mut TickSeries, seq: u64, cpu: f64, wobble: f64) {
     let total = 16e9;
     for (metric, value) in [
         ("host_memory_total_bytes", total),
@@ -186,8 +232,12 @@ fn agent_batch(host: u32, seq: u64, t_ms: i64, hot: bool) -> Batch {
         ("host_context_switches_total", seq as f64 * 5e4),
         ("host_forks_total", seq as f64 * 30.0),
     ] {
-        push(metric, vec![], value);
+        s.push(metric, vec![], value);
     }
+}
+
+/// Three filesystems; a `hot` host fills its data disk.
+fn filesystem_series(s: &mut TickSeries, seq: u64, hot: bool) {
     for (mount, device, size) in [
         ("/", "/dev/sda1", 50e9),
         ("/var/lib", "/dev/sdb1", 500e9),
@@ -205,12 +255,16 @@ fn agent_batch(host: u32, seq: u64, t_ms: i64, hot: bool) -> Batch {
         } else {
             size * 0.6
         };
-        push("host_filesystem_size_bytes", labels(), size);
-        push("host_filesystem_free_bytes", labels(), free);
-        push("host_filesystem_available_bytes", labels(), free * 0.95);
-        push("host_filesystem_inodes", labels(), 3e6);
-        push("host_filesystem_inodes_free", labels(), 2e6);
+        s.push("host_filesystem_size_bytes", labels(), size);
+        s.push("host_filesystem_free_bytes", labels(), free);
+        s.push("host_filesystem_available_bytes", labels(), free * 0.95);
+        s.push("host_filesystem_inodes", labels(), 3e6);
+        s.push("host_filesystem_inodes_free", labels(), 2e6);
     }
+}
+
+/// Two disks.
+fn disk_series(s: &mut TickSeries, seq: u64, wobble: f64) {
     for device in ["sda", "sdb"] {
         for metric in [
             "host_disk_read_bytes_total",
@@ -219,14 +273,18 @@ fn agent_batch(host: u32, seq: u64, t_ms: i64, hot: bool) -> Batch {
             "host_disk_writes_completed_total",
             "host_disk_io_time_seconds_total",
         ] {
-            push(metric, vec![label("device", device)], seq as f64 * 1e5);
+            s.push(metric, vec![label("device", device)], seq as f64 * 1e5);
         }
-        push(
+        s.push(
             "host_disk_utilization_ratio",
             vec![label("device", device)],
             0.1 * wobble,
         );
     }
+}
+
+/// Two network devices.
+fn network_series(s: &mut TickSeries, seq: u64) {
     for device in ["eth0", "eth1"] {
         for metric in [
             "host_network_receive_bytes_total",
@@ -238,22 +296,30 @@ fn agent_batch(host: u32, seq: u64, t_ms: i64, hot: bool) -> Batch {
             "host_network_receive_drops_total",
             "host_network_transmit_drops_total",
         ] {
-            push(metric, vec![label("device", device)], seq as f64 * 1e6);
+            s.push(metric, vec![label("device", device)], seq as f64 * 1e6);
         }
     }
+}
+
+/// Two watched processes.
+fn watched_process_series(s: &mut TickSeries, wobble: f64) {
     for name in ["nginx", "postgres"] {
-        push("host_process_running", vec![label("name", name)], 1.0);
-        push(
+        s.push("host_process_running", vec![label("name", name)], 1.0);
+        s.push(
             "host_process_cpu_cores",
             vec![label("name", name)],
             0.2 * wobble,
         );
-        push(
+        s.push(
             "host_process_resident_bytes",
             vec![label("name", name)],
             2e8,
         );
     }
+}
+
+/// The agent's own metrics.
+fn agent_self_series(s: &mut TickSeries, seq: u64) {
     for (metric, value) in [
         ("hostwatch_agent_cpu_seconds_total", seq as f64 * 0.002),
         ("hostwatch_agent_resident_bytes", 6e6),
@@ -267,9 +333,13 @@ fn agent_batch(host: u32, seq: u64, t_ms: i64, hot: bool) -> Batch {
         ("hostwatch_agent_reconnects_total", 0.0),
         ("hostwatch_agent_send_latency_seconds", 0.002),
     ] {
-        push(metric, vec![], value);
+        s.push(metric, vec![], value);
     }
-    let processes = (0..20)
+}
+
+/// The top processes of one snapshot; a `hot` host's first one is busy.
+fn top_processes(t_ms: i64, hot: bool) -> Vec<ProcessInfo> {
+    (0..20)
         .map(|i| ProcessInfo {
             pid: 1000 + i,
             name: format!("proc{i}"),
@@ -283,15 +353,7 @@ fn agent_batch(host: u32, seq: u64, t_ms: i64, hot: bool) -> Batch {
             rss_bytes: 1 << (20 + i % 8),
             start_time_ms: t_ms - 3_600_000,
         })
-        .collect();
-    Batch {
-        host: format!("host-{host:05}"),
-        source: 1,
-        seq,
-        series,
-        processes: vec![ProcessSnapshot { t_ms, processes }],
-        malformed: 0,
-    }
+        .collect()
 }
 
 /// Batches appended then evaluated together: few enough that a chunk's

@@ -16,6 +16,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::codegen::Bytes;
 
@@ -186,88 +188,10 @@ async fn partial_messages(setup: &Setup, args: &Args) -> anyhow::Result<()> {
     let mut streams = Vec::new();
     for i in 0..args.partial_streams {
         let host = format!("partial{i}");
-        let agent = setup.files(Role::Agent, &host)?;
-        let target = ClientTarget {
-            address: addr.to_string(),
-            server_name: Some("localhost".to_owned()),
-            tls: agent,
-            connect_timeout: CALL_TIMEOUT,
-            keepalive: hostwatch_pki::transport::Keepalive::default(),
-        };
-        let (channel, _) = connect(&target).await?;
-        let hello = prost::Message::encode_to_vec(&AgentMessage {
-            kind: Some(Kind::Hello(Hello {
-                host_id: host,
-                spool_id: 1,
-                ..Default::default()
-            })),
-        });
-        let mut head = vec![0u8];
-        head.extend((hello.len() as u32).to_be_bytes());
-        head.extend(hello);
-        head.push(0);
-        head.extend(args.partial_bytes.to_be_bytes());
-        let (tx, rx) =
-            tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, tonic::Status>>(2);
-        let request = tonic::codegen::http::Request::builder()
-            .method("POST")
-            .uri("/hostwatch.v1.Ingest/Stream")
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            .body(tonic::body::Body::new(http_body_util::StreamBody::new(
-                tokio_stream::wrappers::ReceiverStream::new(rx),
-            )))?;
-        let chunk = chunk.clone();
-        let total = args.partial_bytes as usize - 1;
-        streams.push(tokio::spawn(async move {
-            use tower::ServiceExt;
-            let response = tokio::spawn(channel.oneshot(request));
-            let mut sent = 0;
-            if tx
-                .send(Ok(http_body::Frame::data(head.into())))
-                .await
-                .is_err()
-            {
-                return (sent, tx);
-            }
-            while sent < total {
-                let n = (total - sent).min(chunk.len());
-                if tx
-                    .send(Ok(http_body::Frame::data(chunk.slice(..n))))
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-                sent += n;
-            }
-            // Keep reading replies (none come) so the stream stays open.
-            if let Ok(Ok(response)) = response.await {
-                let mut body = response.into_body();
-                while let Some(Ok(_)) = body.frame().await {}
-            }
-            (sent, tx)
-        }));
+        streams.push(partial_stream(setup, addr, host, args.partial_bytes, chunk.clone()).await?);
     }
     // Every stream has sent what it could: finished, or stuck on flow control.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut peak = before;
-    let mut last = 0;
-    let mut still = 0;
-    while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let rss = probe.rss_bytes()?.0;
-        peak = peak.max(rss);
-        if rss == last {
-            still += 1;
-            if still >= 4 {
-                break;
-            }
-        } else {
-            still = 0;
-        }
-        last = rss;
-    }
+    let peak = settled_peak(&probe, before).await?;
     let ended = streams.iter().filter(|s| s.is_finished()).count();
     let latencies = operator_calls(setup, addr, args.calls.min(50)).await?;
     report("partial_messages", &latencies, args.calls.min(50));
@@ -286,6 +210,108 @@ async fn partial_messages(setup: &Setup, args: &Args) -> anyhow::Result<()> {
     stop.cancel();
     task.await?;
     Ok(())
+}
+
+/// A frame of a request body sent through a channel.
+type BodyFrame = Result<http_body::Frame<Bytes>, tonic::Status>;
+
+/// What a partial stream's task ends with: the bytes it sent, and its
+/// request body's sender, kept so the stream stays open.
+type PartialStream = (usize, mpsc::Sender<BodyFrame>);
+
+/// A stream of its own connection for `host`: Hello, then all but the last
+/// byte of a batch of `partial_bytes`, sent `chunk` by `chunk`.
+async fn partial_stream(
+    setup: &Setup,
+    addr: SocketAddr,
+    host: String,
+    partial_bytes: u32,
+    chunk: Bytes,
+) -> anyhow::Result<JoinHandle<PartialStream>> {
+    let agent = setup.files(Role::Agent, &host)?;
+    let target = ClientTarget {
+        address: addr.to_string(),
+        server_name: Some("localhost".to_owned()),
+        tls: agent,
+        connect_timeout: CALL_TIMEOUT,
+        keepalive: hostwatch_pki::transport::Keepalive::default(),
+    };
+    let (channel, _) = connect(&target).await?;
+    let hello = prost::Message::encode_to_vec(&AgentMessage {
+        kind: Some(Kind::Hello(Hello {
+            host_id: host,
+            spool_id: 1,
+            ..Default::default()
+        })),
+    });
+    let mut head = vec![0u8];
+    head.extend((hello.len() as u32).to_be_bytes());
+    head.extend(hello);
+    head.push(0);
+    head.extend(partial_bytes.to_be_bytes());
+    let (tx, rx) = mpsc::channel::<BodyFrame>(2);
+    let request = tonic::codegen::http::Request::builder()
+        .method("POST")
+        .uri("/hostwatch.v1.Ingest/Stream")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(tonic::body::Body::new(http_body_util::StreamBody::new(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))?;
+    let total = partial_bytes as usize - 1;
+    Ok(tokio::spawn(async move {
+        use tower::ServiceExt;
+        let response = tokio::spawn(channel.oneshot(request));
+        let mut sent = 0;
+        if tx
+            .send(Ok(http_body::Frame::data(head.into())))
+            .await
+            .is_err()
+        {
+            return (sent, tx);
+        }
+        while sent < total {
+            let n = (total - sent).min(chunk.len());
+            if tx
+                .send(Ok(http_body::Frame::data(chunk.slice(..n))))
+                .await
+                .is_err()
+            {
+                break;
+            }
+            sent += n;
+        }
+        // Keep reading replies (none come) so the stream stays open.
+        if let Ok(Ok(response)) = response.await {
+            let mut body = response.into_body();
+            while let Some(Ok(_)) = body.frame().await {}
+        }
+        (sent, tx)
+    }))
+}
+
+/// The peak of this process's resident memory until it stops changing
+/// (four readings half a second apart alike), at most a minute.
+async fn settled_peak(probe: &Probe, before: u64) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut peak = before;
+    let mut last = 0;
+    let mut still = 0;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rss = probe.rss_bytes()?.0;
+        peak = peak.max(rss);
+        if rss == last {
+            still += 1;
+            if still >= 4 {
+                break;
+            }
+        } else {
+            still = 0;
+        }
+        last = rss;
+    }
+    Ok(peak)
 }
 
 /// A CA, an operator and an agent certificate, and the collectors' data.

@@ -19,6 +19,8 @@ impl Probe {
 
     /// CPU time of all its threads so far, in nanoseconds (the first field
     /// of each thread's schedstat: time on CPU, at nanosecond resolution).
+    /// A thread that exits takes its time out of the sum, so measure
+    /// processes whose threads outlive the measurement.
     pub(crate) fn cpu_ns(&self) -> anyhow::Result<u64> {
         let mut total = 0;
         for task in std::fs::read_dir(self.dir().join("task"))? {
@@ -161,13 +163,19 @@ mod tests {
     #[test]
     fn probes_this_process() {
         let probe = Probe::new(std::process::id());
-        let before = probe.cpu_ns().unwrap();
-        let mut x = 0u64;
-        for i in 0..2_000_000u64 {
-            x = x.wrapping_add(i * i);
-        }
-        std::hint::black_box(x);
-        assert!(probe.cpu_ns().unwrap() > before);
+        // Another test's thread that exits between two readings takes its
+        // time out of the sum, so a reading may go down once in a while:
+        // spinning must make it go up within a few tries.
+        let went_up = (0..10).any(|_| {
+            let before = probe.cpu_ns().unwrap();
+            let mut x = 0u64;
+            for i in 0..2_000_000u64 {
+                x = x.wrapping_add(i * i);
+            }
+            std::hint::black_box(x);
+            probe.cpu_ns().unwrap() > before
+        });
+        assert!(went_up, "CPU time did not grow while this thread spun");
         let (rss, peak) = probe.rss_bytes().unwrap();
         assert!(rss > 0 && peak >= rss);
         assert!(probe.rss_split().is_ok());

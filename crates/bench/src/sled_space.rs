@@ -92,24 +92,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             (*db).clone()
         };
         // Kept for deletion, which day trees do not need.
-        let mut keys = Vec::with_capacity(if day_trees { 0 } else { args.series as usize });
-        let mut bytes = 0;
-        let mut batch = sled::Batch::default();
-        for id in 0..args.series {
-            let key = chunk_key(time_order, id, start);
-            // 60 % to 140 % of the mean, the same for a series every window.
-            let len = args.value_bytes * (60 + (id * 37) % 81) / 100;
-            let value: Vec<u8> = (0..len).map(|_| rng.random::<u8>()).collect();
-            bytes += key.len() as u64 + len;
-            batch.insert(&key[..], value);
-            if !day_trees {
-                keys.push(key);
-            }
-            if (id + 1) % BATCH_KEYS == 0 {
-                tree.apply_batch(std::mem::take(&mut batch))?;
-            }
-        }
-        tree.apply_batch(batch)?;
+        let (keys, bytes) = write_window(&tree, &args, &mut rng, start, time_order, !day_trees)?;
         data_bytes += bytes;
         // Windows up to `window - retention` have expired.
         let expired = |last_window: u64| {
@@ -133,13 +116,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             if expired(window + 1 - held.len() as u64)
                 && let Some((keys, bytes)) = held.pop_front()
             {
-                for host in keys.chunks(DELETE_BATCH_KEYS) {
-                    let mut batch = sled::Batch::default();
-                    for key in host {
-                        batch.remove(&key[..]);
-                    }
-                    db.apply_batch(batch)?;
-                }
+                delete_keys(&db, &keys)?;
                 data_bytes -= bytes;
             }
         }
@@ -159,6 +136,49 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     println!("data_bytes={data_bytes}");
     println!("dir_bytes={apparent}");
     println!("dir_over_data={:.3}", apparent as f64 / data_bytes as f64);
+    Ok(())
+}
+
+/// Writes one window's value of every series into `tree`, `BATCH_KEYS` a
+/// batch; the keys written (with `keep_keys`) and the bytes.
+fn write_window(
+    tree: &sled::Tree,
+    args: &Args,
+    rng: &mut SmallRng,
+    start: u64,
+    time_order: bool,
+    keep_keys: bool,
+) -> anyhow::Result<(Vec<[u8; 18]>, u64)> {
+    let mut keys = Vec::with_capacity(if keep_keys { args.series as usize } else { 0 });
+    let mut bytes = 0;
+    let mut batch = sled::Batch::default();
+    for id in 0..args.series {
+        let key = chunk_key(time_order, id, start);
+        // 60 % to 140 % of the mean, the same for a series every window.
+        let len = args.value_bytes * (60 + (id * 37) % 81) / 100;
+        let value: Vec<u8> = (0..len).map(|_| rng.random::<u8>()).collect();
+        bytes += key.len() as u64 + len;
+        batch.insert(&key[..], value);
+        if keep_keys {
+            keys.push(key);
+        }
+        if (id + 1) % BATCH_KEYS == 0 {
+            tree.apply_batch(std::mem::take(&mut batch))?;
+        }
+    }
+    tree.apply_batch(batch)?;
+    Ok((keys, bytes))
+}
+
+/// Deletes an expired window's keys, a host's series a batch.
+fn delete_keys(db: &sled::Db, keys: &[[u8; 18]]) -> anyhow::Result<()> {
+    for host in keys.chunks(DELETE_BATCH_KEYS) {
+        let mut batch = sled::Batch::default();
+        for key in host {
+            batch.remove(&key[..]);
+        }
+        db.apply_batch(batch)?;
+    }
     Ok(())
 }
 

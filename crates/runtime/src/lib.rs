@@ -8,12 +8,16 @@
 //!   from the file's directory;
 //! - `logging`: [`init_tracing`], every field value with its control
 //!   characters escaped;
+//! - `program`: [`run_main`], a daemon's `main` once its arguments are
+//!   parsed (logging, configuration, exit codes);
 //! - this file: [`shutdown_signal`] and [`EXIT_USAGE`].
 
 pub mod config;
 mod logging;
+mod program;
 
 pub use logging::init_tracing;
+pub use program::run_main;
 
 /// Exit status of bad usage or an unusable configuration: `EX_USAGE` of
 /// sysexits.h, which hostwatch uses for every bad-input case (`EX_CONFIG`,

@@ -96,15 +96,11 @@ pub(crate) fn open_sled(path: &Path, cache_bytes: u64) -> Result<sled::Db, TsdbE
     }
 }
 
-fn io_error(what: &str, path: &Path, e: std::io::Error) -> TsdbError {
-    TsdbError::Failed(format!("cannot {what} {}: {e}", path.display()))
-}
-
 /// Makes a directory's entries (a created or renamed file) durable.
 fn sync_dir(path: &Path) -> Result<(), TsdbError> {
     std::fs::File::open(path)
         .and_then(|d| d.sync_all())
-        .map_err(|e| io_error("sync directory", path, e))
+        .map_err(|e| TsdbError::io("sync directory", path, e))
 }
 
 impl Generation {
@@ -184,7 +180,7 @@ impl Generation {
         let ready = generation.path.join(READY);
         std::fs::File::create(&ready)
             .and_then(|f| f.sync_all())
-            .map_err(|e| io_error("create", &ready, e))?;
+            .map_err(|e| TsdbError::io("create", &ready, e))?;
         sync_dir(&generation.path)?;
         sync_dir(dir)?;
         Ok(generation)
@@ -193,22 +189,25 @@ impl Generation {
     /// Every ready generation under `dir` (created if missing), oldest
     /// first; what a crash left of a creation or a removal is removed.
     pub(crate) fn open_all(dir: &Path) -> Result<Vec<Self>, TsdbError> {
-        std::fs::create_dir_all(dir).map_err(|e| io_error("create WAL directory", dir, e))?;
-        let entries = std::fs::read_dir(dir).map_err(|e| io_error("list WAL directory", dir, e))?;
+        std::fs::create_dir_all(dir).map_err(|e| TsdbError::io("create WAL directory", dir, e))?;
+        let entries =
+            std::fs::read_dir(dir).map_err(|e| TsdbError::io("list WAL directory", dir, e))?;
         let mut numbers = Vec::new();
         for entry in entries {
             let path = entry
-                .map_err(|e| io_error("list WAL directory", dir, e))?
+                .map_err(|e| TsdbError::io("list WAL directory", dir, e))?
                 .path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
             match name.parse::<u64>() {
                 Ok(n) if path.join(READY).is_file() => numbers.push(n),
                 Ok(_) => {
                     tracing::info!(path = %path.display(), "removing a WAL generation cut short while being created");
-                    std::fs::remove_dir_all(&path).map_err(|e| io_error("remove", &path, e))?;
+                    std::fs::remove_dir_all(&path)
+                        .map_err(|e| TsdbError::io("remove", &path, e))?;
                 }
                 Err(_) if name.ends_with(DELETED) => {
-                    std::fs::remove_dir_all(&path).map_err(|e| io_error("remove", &path, e))?;
+                    std::fs::remove_dir_all(&path)
+                        .map_err(|e| TsdbError::io("remove", &path, e))?;
                 }
                 Err(_) => tracing::warn!(
                     path = %path.display(),
@@ -387,9 +386,9 @@ impl Committer {
             let mut gone = path.clone().into_os_string();
             gone.push(DELETED);
             let gone = PathBuf::from(gone);
-            std::fs::rename(&path, &gone).map_err(|e| io_error("rename", &path, e))?;
+            std::fs::rename(&path, &gone).map_err(|e| TsdbError::io("rename", &path, e))?;
             sync_dir(&self.dir)?;
-            std::fs::remove_dir_all(&gone).map_err(|e| io_error("remove", &gone, e))?;
+            std::fs::remove_dir_all(&gone).map_err(|e| TsdbError::io("remove", &gone, e))?;
         }
         Ok(())
     }

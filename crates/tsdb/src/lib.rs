@@ -97,6 +97,14 @@ pub enum TsdbError {
     Sled(#[from] sled::Error),
 }
 
+impl TsdbError {
+    /// A file system operation on the store's files failed: the store
+    /// cannot go on ([`TsdbError::Failed`]).
+    pub(crate) fn io(what: &str, path: &std::path::Path, e: std::io::Error) -> Self {
+        TsdbError::Failed(format!("cannot {what} {}: {e}", path.display()))
+    }
+}
+
 /// Entry points for the fuzz targets: decoders of untrusted bytes.
 #[doc(hidden)]
 pub mod fuzzing {

@@ -12,7 +12,7 @@
 use crate::TsdbError;
 use crate::chunk::{self, Row};
 use crate::commit::Generation;
-use crate::head::HostState;
+use crate::head::{HostState, SeriesHead};
 use crate::keys;
 use crate::options::{DAY_MS, HOUR_MS, align};
 use crate::store::{HostRef, Inner, bump, lock, poisoned};
@@ -61,20 +61,19 @@ impl Inner {
         self.commit.sync()?;
         let durable = self.commit.durable();
         let mut low = durable + 1;
+        let due = Due {
+            now,
+            durable,
+            force,
+            window: self.options.chunk_window_ms,
+            tolerance: self.options.out_of_order_tolerance_ms,
+            idle: self.options.idle_seal_ms,
+        };
         let hosts = self.all_hosts()?;
         for (name, host) in &hosts {
             let ids: Vec<u64> = lock(host)?.series.keys().copied().collect();
             let mut seal = |host: &mut HostState, ids: Option<&[u64]>| {
-                self.seal_host(
-                    name,
-                    host,
-                    ids,
-                    now,
-                    durable,
-                    force,
-                    &mut state,
-                    &mut report,
-                )
+                self.seal_host(name, host, ids, due, &mut state, &mut report)
             };
             // A few series per hold of the host's lock: its queries and
             // appends wait for at most that much encoding.
@@ -154,7 +153,6 @@ impl Inner {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
     /// Seals the due windows of the series `ids` of a host, or with
     /// `None` its due snapshot windows.
     fn seal_host(
@@ -162,77 +160,102 @@ impl Inner {
         name: &str,
         host: &mut HostState,
         ids: Option<&[u64]>,
-        now: i64,
-        durable: u64,
-        force: bool,
+        due: Due,
         state: &mut MaintenanceState,
         report: &mut MaintenanceReport,
     ) -> Result<(), TsdbError> {
-        let window = self.options.chunk_window_ms;
-        let tolerance = self.options.out_of_order_tolerance_ms;
-        let idle = self.options.idle_seal_ms;
-        let due = |start: i64, newest: i64, touched: i64| {
-            let end = start.saturating_add(window).saturating_add(tolerance);
-            force || newest >= end || (now >= end && now.saturating_sub(touched) >= idle)
-        };
-        let mut batch = sled::Batch::default();
-        let mut sealed = 0u64;
-        // Per (series, day): the hours of the windows sealed now, and
-        // whether the day's last window is one of them.
-        let mut hour_rows: HashMap<(u64, i64), (Vec<Row>, bool)> = HashMap::new();
-        let mut added: Vec<(i64, u64)> = Vec::new();
+        let mut writes = SealWrites::default();
         for id in ids.unwrap_or_default() {
-            let Some(series) = host.series.get_mut(id) else {
-                continue;
-            };
-            let (newest, touched) = (series.max_t(), series.touched_ms);
-            let mut sealed_any = false;
-            let mut sealed_last: Option<crate::model::Point> = None;
-            for w in &series.windows {
-                if w.max_lsn > durable || !due(w.start, newest, touched) {
-                    continue;
-                }
-                sealed_any = true;
-                let points = w.points();
-                let Some(&last) = points.last() else {
-                    continue;
-                };
-                if sealed_last.is_none_or(|p| last.t_ms > p.t_ms) {
-                    sealed_last = Some(last);
-                }
-                let raw = chunk::encode_raw(&points, w.max_lsn);
-                added.push((w.start, (raw.len() + 18) as u64));
-                batch.insert(&keys::chunk(keys::TIER_RAW, *id, w.start)[..], raw);
-                let day = align(w.start, DAY_MS);
-                let (rows, completes_day) = hour_rows.entry((*id, day)).or_default();
-                rows.extend(chunk::rows(&points, HOUR_MS));
-                *completes_day |= w.start.saturating_add(window) >= day.saturating_add(DAY_MS);
-                sealed += 1;
-            }
-            if sealed_last.is_some() && !series.sealed_known {
-                // No trustworthy `L` record: find the newest chunk once.
-                if let Some(p) = self.newest_sealed(*id)? {
-                    series.persisted_last_t = series.persisted_last_t.max(p.t_ms);
-                    if sealed_last.is_none_or(|s| p.t_ms > s.t_ms) {
-                        sealed_last = Some(p);
-                    }
-                }
-                series.sealed_known = true;
-            }
-            if let Some(last) = sealed_last
-                && last.t_ms > series.persisted_last_t
-            {
-                batch.insert(&keys::last(*id)[..], &keys::encode_last(last)[..]);
-                series.persisted_last_t = last.t_ms;
-            }
-            if sealed_any {
-                series
-                    .windows
-                    .retain(|w| w.max_lsn > durable || !due(w.start, newest, touched));
-                series.windows.shrink_to_fit();
+            if let Some(series) = host.series.get_mut(id) {
+                self.seal_series(*id, series, due, &mut writes)?;
             }
         }
-        for ((id, day), (rows, completes_day)) in hour_rows {
+        self.write_hour_chunks(due, &mut writes)?;
+        if ids.is_none() {
+            seal_snapshots(name, host, due, &mut writes);
+        }
+        // Every write above comes with a sealed window. Most passes seal
+        // nothing for most series, and an empty sled batch still appends a
+        // record to sled's log (48 bytes).
+        if writes.chunks > 0 || writes.snapshot_blocks > 0 {
+            self.tree.apply_batch(writes.batch)?;
+        }
+        report.sealed_chunks += writes.chunks;
+        report.sealed_snapshot_blocks += writes.snapshot_blocks;
+        bump(&self.counters.sealed_chunks, writes.chunks);
+        if let Some(bytes) = &mut state.window_bytes {
+            for (start, n) in writes.added {
+                *bytes.entry(start).or_default() += n;
+            }
+        }
+        Ok(())
+    }
+
+    /// Seals the due windows of one series into raw chunks, gathers their
+    /// hours for the 1 h tier and records the series' newest sealed point.
+    fn seal_series(
+        &self,
+        id: u64,
+        series: &mut SeriesHead,
+        due: Due,
+        writes: &mut SealWrites,
+    ) -> Result<(), TsdbError> {
+        let (newest, touched) = (series.max_t(), series.touched_ms);
+        let mut sealed_any = false;
+        let mut sealed_last: Option<crate::model::Point> = None;
+        for w in &series.windows {
+            if !due.seals(w.start, w.max_lsn, newest, touched) {
+                continue;
+            }
+            sealed_any = true;
+            let points = w.points();
+            let Some(&last) = points.last() else {
+                continue;
+            };
+            if sealed_last.is_none_or(|p| last.t_ms > p.t_ms) {
+                sealed_last = Some(last);
+            }
+            let raw = chunk::encode_raw(&points, w.max_lsn);
+            writes.added.push((w.start, (raw.len() + 18) as u64));
+            writes
+                .batch
+                .insert(&keys::chunk(keys::TIER_RAW, id, w.start)[..], raw);
+            let day = align(w.start, DAY_MS);
+            let (rows, completes_day) = writes.hour_rows.entry((id, day)).or_default();
+            rows.extend(chunk::rows(&points, HOUR_MS));
+            *completes_day |= w.start.saturating_add(due.window) >= day.saturating_add(DAY_MS);
+            writes.chunks += 1;
+        }
+        if sealed_last.is_some() && !series.sealed_known {
+            // No trustworthy `L` record: find the newest chunk once.
+            if let Some(p) = self.newest_sealed(id)? {
+                series.persisted_last_t = series.persisted_last_t.max(p.t_ms);
+                if sealed_last.is_none_or(|s| p.t_ms > s.t_ms) {
+                    sealed_last = Some(p);
+                }
+            }
+            series.sealed_known = true;
+        }
+        if let Some(last) = sealed_last
+            && last.t_ms > series.persisted_last_t
+        {
+            writes
+                .batch
+                .insert(&keys::last(id)[..], &keys::encode_last(last)[..]);
+            series.persisted_last_t = last.t_ms;
+        }
+        if sealed_any {
+            series
+                .windows
+                .retain(|w| !due.seals(w.start, w.max_lsn, newest, touched));
+            series.windows.shrink_to_fit();
+        }
+        Ok(())
+    }
+
+    /// Writes the 1 h chunks of the days whose windows were sealed now.
+    fn write_hour_chunks(&self, due: Due, writes: &mut SealWrites) -> Result<(), TsdbError> {
+        for ((id, day), (rows, completes_day)) in std::mem::take(&mut writes.hour_rows) {
             let key = keys::chunk(keys::TIER_HOUR, id, day);
             // A day's hours are written once, with its last window (queries
             // read the raw chunks of a day without them): rewritten at every
@@ -251,44 +274,12 @@ impl Inner {
             merged.retain(|r| !rows.iter().any(|n| n.t_ms == r.t_ms));
             merged.extend(rows);
             merged.sort_by_key(|r| r.t_ms);
-            lsn = lsn.max(durable);
+            lsn = lsn.max(due.durable);
             let value = chunk::encode_rows(&merged, lsn);
-            added.push((day + DAY_MS - window, value.len() as u64));
-            batch.insert(&key[..], value);
-        }
-        let (newest, touched) = (host.snapshot_max_t, host.snapshot_touched_ms);
-        let mut sealed_snapshots = false;
-        let snapshot_windows = if ids.is_none() {
-            &host.snapshot_windows[..]
-        } else {
-            &[]
-        };
-        for w in snapshot_windows {
-            if w.max_lsn > durable || !due(w.start, newest, touched) {
-                continue;
-            }
-            sealed_snapshots = true;
-            let value = w.block.seal(w.max_lsn);
-            added.push((w.start, value.len() as u64));
-            batch.insert(keys::snapshots(name, w.start), value);
-            report.sealed_snapshot_blocks += 1;
-        }
-        if sealed_snapshots {
-            host.snapshot_windows
-                .retain(|w| w.max_lsn > durable || !due(w.start, newest, touched));
-        }
-        // Every write above comes with a sealed window. Most passes seal
-        // nothing for most series, and an empty sled batch still appends a
-        // record to sled's log (48 bytes).
-        if sealed > 0 || sealed_snapshots {
-            self.tree.apply_batch(batch)?;
-        }
-        report.sealed_chunks += sealed;
-        bump(&self.counters.sealed_chunks, sealed);
-        if let Some(bytes) = &mut state.window_bytes {
-            for (start, n) in added {
-                *bytes.entry(start).or_default() += n;
-            }
+            writes
+                .added
+                .push((day + DAY_MS - due.window, value.len() as u64));
+            writes.batch.insert(&key[..], value);
         }
         Ok(())
     }
@@ -437,5 +428,68 @@ impl Inner {
             }
         }
         Ok(out)
+    }
+}
+
+/// Which windows a maintenance pass seals: those whose samples are all
+/// durable and that no accepted sample can land in any more (past their
+/// end and the out-of-order tolerance, or idle), or every durable one when
+/// forced.
+#[derive(Debug, Clone, Copy)]
+struct Due {
+    now: i64,
+    durable: u64,
+    force: bool,
+    window: i64,
+    tolerance: i64,
+    idle: i64,
+}
+
+impl Due {
+    /// Whether the window starting at `start`, whose newest group is
+    /// `max_lsn`, of a series (or host) last written at `touched` with its
+    /// newest sample at `newest`, is sealed now.
+    fn seals(&self, start: i64, max_lsn: u64, newest: i64, touched: i64) -> bool {
+        let end = start
+            .saturating_add(self.window)
+            .saturating_add(self.tolerance);
+        max_lsn <= self.durable
+            && (self.force
+                || newest >= end
+                || (self.now >= end && self.now.saturating_sub(touched) >= self.idle))
+    }
+}
+
+/// What sealing one host writes: one sled batch, and its tallies.
+#[derive(Default)]
+struct SealWrites {
+    batch: sled::Batch,
+    /// Raw chunks in the batch.
+    chunks: u64,
+    /// Snapshot blocks in the batch.
+    snapshot_blocks: u64,
+    /// Per (series, day): the hours of the windows sealed now, and
+    /// whether the day's last window is one of them.
+    hour_rows: HashMap<(u64, i64), (Vec<Row>, bool)>,
+    /// (window start, bytes) of each value written, for retention by size.
+    added: Vec<(i64, u64)>,
+}
+
+/// Seals a host's due snapshot windows into blocks.
+fn seal_snapshots(name: &str, host: &mut HostState, due: Due, writes: &mut SealWrites) {
+    let (newest, touched) = (host.snapshot_max_t, host.snapshot_touched_ms);
+    let before = writes.snapshot_blocks;
+    for w in &host.snapshot_windows {
+        if !due.seals(w.start, w.max_lsn, newest, touched) {
+            continue;
+        }
+        let value = w.block.seal(w.max_lsn);
+        writes.added.push((w.start, value.len() as u64));
+        writes.batch.insert(keys::snapshots(name, w.start), value);
+        writes.snapshot_blocks += 1;
+    }
+    if writes.snapshot_blocks > before {
+        host.snapshot_windows
+            .retain(|w| !due.seals(w.start, w.max_lsn, newest, touched));
     }
 }

@@ -163,79 +163,33 @@ mod tests {
 
     #[test]
     fn bad_options_name_their_field() {
-        let cases: Vec<(Options, &str)> = vec![
+        /// A change that makes the default options invalid, and the field
+        /// the error must name.
+        type Case = (fn(&mut Options), &'static str);
+        let cases: [Case; 10] = [
+            (|o| o.retention_ms = 0, "retention_ms"),
+            (|o| o.retention_bytes = Some(0), "retention_bytes"),
+            (|o| o.chunk_window_ms = 5 * HOUR_MS, "chunk_window_ms"),
+            (|o| o.chunk_window_ms = 90 * MINUTE_MS, "chunk_window_ms"),
             (
-                Options {
-                    retention_ms: 0,
-                    ..Options::default()
-                },
-                "retention_ms",
-            ),
-            (
-                Options {
-                    retention_bytes: Some(0),
-                    ..Options::default()
-                },
-                "retention_bytes",
-            ),
-            (
-                Options {
-                    chunk_window_ms: 5 * HOUR_MS,
-                    ..Options::default()
-                },
-                "chunk_window_ms",
-            ),
-            (
-                Options {
-                    chunk_window_ms: 90 * MINUTE_MS,
-                    ..Options::default()
-                },
-                "chunk_window_ms",
-            ),
-            (
-                Options {
-                    out_of_order_tolerance_ms: 2 * HOUR_MS,
-                    ..Options::default()
-                },
+                |o| o.out_of_order_tolerance_ms = 2 * HOUR_MS,
                 "out_of_order_tolerance_ms",
             ),
             (
-                Options {
-                    maintenance_interval: Some(Duration::ZERO),
-                    ..Options::default()
-                },
+                |o| o.maintenance_interval = Some(Duration::ZERO),
                 "maintenance_interval",
             ),
+            (|o| o.wal_generation_bytes = 0, "wal_generation_bytes"),
+            (|o| o.max_series_per_host = 0, "max_series_per_host"),
+            (|o| o.max_window_samples = 0, "max_window_samples"),
             (
-                Options {
-                    wal_generation_bytes: 0,
-                    ..Options::default()
-                },
-                "wal_generation_bytes",
-            ),
-            (
-                Options {
-                    max_series_per_host: 0,
-                    ..Options::default()
-                },
-                "max_series_per_host",
-            ),
-            (
-                Options {
-                    max_window_samples: 0,
-                    ..Options::default()
-                },
-                "max_window_samples",
-            ),
-            (
-                Options {
-                    max_window_samples: MAX_WINDOW_SAMPLES + 1,
-                    ..Options::default()
-                },
+                |o| o.max_window_samples = MAX_WINDOW_SAMPLES + 1,
                 "max_window_samples",
             ),
         ];
-        for (options, field) in cases {
+        for (set, field) in cases {
+            let mut options = Options::default();
+            set(&mut options);
             let err = options.validate().unwrap_err().to_string();
             assert!(err.contains(field), "{field} not named in {err}");
         }

@@ -348,70 +348,16 @@ impl Inner {
     ) -> Result<Self, TsdbError> {
         let tree = db.open_tree("tsdb")?;
         let generations = Generation::open_all(wal_dir)?;
-        let mut index = Index {
-            next_id: 1,
-            ..Index::default()
-        };
         // Definitions of series created since the oldest WAL generation
         // are only there until it is deleted.
         let wal_trees = generations
             .iter()
             .map(|g| Ok((*g.db()?).clone()))
             .collect::<Result<Vec<_>, TsdbError>>()?;
-        for tree in std::iter::once(tree.clone()).chain(wal_trees) {
-            for entry in tree.scan_prefix([keys::SERIES]) {
-                let (key, value) = entry?;
-                let id = key
-                    .get(1..9)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u64::from_be_bytes);
-                match (id, SeriesKey::decode(&value)) {
-                    (Some(id), _) if index.keys.contains_key(&id) => {}
-                    (Some(id), Ok(series)) if key.len() == 9 => index.insert(id, Arc::new(series)),
-                    _ => bump(&counters.corrupt_series, 1),
-                }
-            }
-        }
-        let mut hosts: HashMap<String, HostState> = HashMap::new();
-        for (id, key) in &index.keys {
-            let host = hosts.entry(key.host().to_owned()).or_default();
-            host.add(*id, key.clone());
-            if let Some(series) = host.series.get_mut(id) {
-                // Until its `L` record is read, any window may be sealed.
-                series.sealed_known = false;
-            }
-        }
-        for entry in tree.scan_prefix([keys::LAST]) {
-            let (key, value) = entry?;
-            let id = key
-                .get(1..9)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes);
-            let series = id
-                .and_then(|id| index.keys.get(&id).map(|k| (id, k)))
-                .and_then(|(id, k)| hosts.get_mut(k.host())?.series.get_mut(&id));
-            match (series, keys::decode_last(&value)) {
-                (Some(series), Some(p)) => {
-                    series.last = Some(p);
-                    series.persisted_last_t = p.t_ms;
-                    series.sealed_known = true;
-                }
-                _ => bump(&counters.corrupt_series, 1),
-            }
-        }
-        for entry in tree.scan_prefix([keys::SEQUENCE]) {
-            let (key, value) = entry?;
-            match (keys::parse_sequence(&key), <[u8; 8]>::try_from(&value[..])) {
-                (Some((host, source)), Ok(seq)) => {
-                    let seq = u64::from_be_bytes(seq);
-                    let state = hosts.entry(host.to_owned()).or_default();
-                    let source = state.sources.entry(source).or_default();
-                    source.durable = seq;
-                    source.persisted = seq;
-                }
-                _ => bump(&counters.corrupt_sequences, 1),
-            }
-        }
+        let index = read_index(std::iter::once(tree.clone()).chain(wal_trees), &counters)?;
+        let mut hosts = hosts_of(&index);
+        read_last_points(&tree, &index, &mut hosts, &counters)?;
+        read_sequences(&tree, &mut hosts, &counters)?;
         let meta = |key: &[u8], default: u64| -> Result<u64, TsdbError> {
             Ok(match tree.get(key)? {
                 Some(v) if v.len() == 8 => u64::from_be_bytes(v[..].try_into().unwrap_or([0; 8])),
@@ -1242,4 +1188,97 @@ impl Inner {
         }
         Ok(best)
     }
+}
+/// The series id in a key of the form `prefix, id (8 bytes), ...`.
+fn key_series_id(key: &[u8]) -> Option<u64> {
+    key.get(1..9)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+}
+
+/// The series definitions in `trees` (the store's, then the WAL
+/// generations'); the first definition of an id wins, and one that does
+/// not decode is counted.
+fn read_index(
+    trees: impl Iterator<Item = sled::Tree>,
+    counters: &Counters,
+) -> Result<Index, TsdbError> {
+    let mut index = Index {
+        next_id: 1,
+        ..Index::default()
+    };
+    for tree in trees {
+        for entry in tree.scan_prefix([keys::SERIES]) {
+            let (key, value) = entry?;
+            let id = key_series_id(&key);
+            match (id, SeriesKey::decode(&value)) {
+                (Some(id), _) if index.keys.contains_key(&id) => {}
+                (Some(id), Ok(series)) if key.len() == 9 => index.insert(id, Arc::new(series)),
+                _ => bump(&counters.corrupt_series, 1),
+            }
+        }
+    }
+    Ok(index)
+}
+
+/// The hosts of the series in `index`, each with its series.
+fn hosts_of(index: &Index) -> HashMap<String, HostState> {
+    let mut hosts: HashMap<String, HostState> = HashMap::new();
+    for (id, key) in &index.keys {
+        let host = hosts.entry(key.host().to_owned()).or_default();
+        host.add(*id, key.clone());
+        if let Some(series) = host.series.get_mut(id) {
+            // Until its `L` record is read, any window may be sealed.
+            series.sealed_known = false;
+        }
+    }
+    hosts
+}
+
+/// Reads each series' newest sealed point (its `L` record) into `hosts`;
+/// a record of no known series, or one that does not decode, is counted.
+fn read_last_points(
+    tree: &sled::Tree,
+    index: &Index,
+    hosts: &mut HashMap<String, HostState>,
+    counters: &Counters,
+) -> Result<(), TsdbError> {
+    for entry in tree.scan_prefix([keys::LAST]) {
+        let (key, value) = entry?;
+        let series = key_series_id(&key)
+            .and_then(|id| index.keys.get(&id).map(|k| (id, k)))
+            .and_then(|(id, k)| hosts.get_mut(k.host())?.series.get_mut(&id));
+        match (series, keys::decode_last(&value)) {
+            (Some(series), Some(p)) => {
+                series.last = Some(p);
+                series.persisted_last_t = p.t_ms;
+                series.sealed_known = true;
+            }
+            _ => bump(&counters.corrupt_series, 1),
+        }
+    }
+    Ok(())
+}
+
+/// Reads the persisted batch sequence of each (host, source) into
+/// `hosts`; a record that does not decode is counted.
+fn read_sequences(
+    tree: &sled::Tree,
+    hosts: &mut HashMap<String, HostState>,
+    counters: &Counters,
+) -> Result<(), TsdbError> {
+    for entry in tree.scan_prefix([keys::SEQUENCE]) {
+        let (key, value) = entry?;
+        match (keys::parse_sequence(&key), <[u8; 8]>::try_from(&value[..])) {
+            (Some((host, source)), Ok(seq)) => {
+                let seq = u64::from_be_bytes(seq);
+                let state = hosts.entry(host.to_owned()).or_default();
+                let source = state.sources.entry(source).or_default();
+                source.durable = seq;
+                source.persisted = seq;
+            }
+            _ => bump(&counters.corrupt_sequences, 1),
+        }
+    }
+    Ok(())
 }

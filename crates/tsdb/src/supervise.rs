@@ -314,27 +314,23 @@ fn open_state(
     counters: Arc<Counters>,
     incarnation: u64,
 ) -> Result<Inner, TsdbError> {
-    std::fs::create_dir_all(dir).map_err(|e| io_error("create", dir, e))?;
+    std::fs::create_dir_all(dir).map_err(|e| TsdbError::io("create", dir, e))?;
     sync_files(dir)?;
     let db = crate::commit::open_sled(dir, options.cache_bytes)?;
     Inner::open(db, &dir.join("wal"), options.clone(), counters, incarnation)
 }
 
-fn io_error(what: &str, path: &Path, e: std::io::Error) -> TsdbError {
-    TsdbError::Failed(format!("cannot {what} {}: {e}", path.display()))
-}
-
 /// Syncs every file below `dir`.
 fn sync_files(dir: &Path) -> Result<(), TsdbError> {
-    let entries = std::fs::read_dir(dir).map_err(|e| io_error("list", dir, e))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| TsdbError::io("list", dir, e))?;
     for entry in entries {
-        let path = entry.map_err(|e| io_error("list", dir, e))?.path();
+        let path = entry.map_err(|e| TsdbError::io("list", dir, e))?.path();
         if path.is_dir() {
             sync_files(&path)?;
         } else if path.is_file() {
             std::fs::File::open(&path)
                 .and_then(|f| f.sync_all())
-                .map_err(|e| io_error("sync", &path, e))?;
+                .map_err(|e| TsdbError::io("sync", &path, e))?;
         }
     }
     Ok(())
@@ -343,7 +339,7 @@ fn sync_files(dir: &Path) -> Result<(), TsdbError> {
 /// Bytes of the file system holding `dir` available to this process.
 pub fn free_bytes(dir: &Path) -> Result<u64, TsdbError> {
     let stat = nix::sys::statvfs::statvfs(dir)
-        .map_err(|e| io_error("read the free space of", dir, e.into()))?;
+        .map_err(|e| TsdbError::io("read the free space of", dir, e.into()))?;
     Ok(stat.blocks_available().saturating_mul(stat.fragment_size()))
 }
 

@@ -10,7 +10,10 @@
 //! of stored batches are recognized. The crash test runs a few rounds; the
 //! benchmark runs many.
 
-use crate::model::{Batch, Label, Matcher, Point, ProcessInfo, ProcessSnapshot, SeriesInput};
+use crate::TsdbError;
+use crate::model::{
+    AppendOutcome, Batch, Label, Matcher, Point, ProcessInfo, ProcessSnapshot, SeriesInput,
+};
 use crate::options::{DAY_MS, Options};
 use crate::store::Store;
 use std::collections::HashMap;
@@ -25,6 +28,41 @@ const STEP_MS: i64 = 10_000;
 /// How far before its batch's time the late series' sample lies (within
 /// the out-of-order tolerance).
 const LATE_MS: i64 = 5 * 60_000;
+
+/// Why a crash round, the child's writers or a check failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkloadError {
+    #[error(transparent)]
+    Store(#[from] TsdbError),
+    /// Reopening the store after the kill failed.
+    #[error("reopen: {0}")]
+    Reopen(TsdbError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("cannot start the child: {0}")]
+    Spawn(std::io::Error),
+    #[error("child has no stdout")]
+    NoStdout,
+    #[error("stdout poisoned")]
+    StdoutPoisoned,
+    #[error("writer panicked")]
+    WriterPanicked,
+    /// The store did not store a fresh batch whole.
+    #[error("writer {writer} seq {seq}: {outcome:?}")]
+    NotStored {
+        writer: u32,
+        seq: u64,
+        outcome: AppendOutcome,
+    },
+    #[error("the child acknowledged nothing within 60 s (exit: {0})")]
+    NothingAcknowledged(std::process::ExitStatus),
+    /// The reopened store breaks the exactly-once contract; the message
+    /// names the host, the sequence and what was found.
+    #[error("{0}")]
+    Violation(String),
+    #[error("verify found damage: {0:?}")]
+    Damaged(Vec<String>),
+}
 
 /// Per timestamp of one series: how many copies were found, and the value.
 type Copies = HashMap<i64, (u64, f64)>;
@@ -148,24 +186,26 @@ impl Workload {
 
     /// Checks the store after a crash against the highest acknowledged
     /// sequence per writer; returns the batches found per writer.
-    pub fn check(&self, store: &Store, acked: &HashMap<u32, u64>) -> Result<CheckReport, String> {
+    pub fn check(
+        &self,
+        store: &Store,
+        acked: &HashMap<u32, u64>,
+    ) -> Result<CheckReport, WorkloadError> {
         let mut report = CheckReport::default();
         for writer in 0..self.writers {
             let host = self.host(writer);
             let acked = acked.get(&writer).copied().unwrap_or(0);
-            let stored_seq = store.last_seq(&host, 1).map_err(|e| e.to_string())?;
+            let stored_seq = store.last_seq(&host, 1)?;
             if stored_seq < acked {
-                return Err(format!(
+                return Err(WorkloadError::Violation(format!(
                     "{host}: acknowledged up to {acked}, store remembers {stored_seq}"
-                ));
+                )));
             }
             // Every point of this host, per (metric, s).
             let matchers = [Matcher::Equal("host".into(), host.clone())];
             let mut found: HashMap<(&str, Option<u32>), Copies> = HashMap::new();
             for metric in ["crash_value", "crash_late"] {
-                let data = store
-                    .range(metric, &matchers, i64::MIN, i64::MAX)
-                    .map_err(|e| e.to_string())?;
+                let data = store.range(metric, &matchers, i64::MIN, i64::MAX)?;
                 for series in data {
                     let s = series.key.label("s").and_then(|s| s.parse().ok());
                     let points = found.entry((metric, s)).or_default();
@@ -183,58 +223,56 @@ impl Workload {
                         None => {}
                         Some((1, v)) if v.to_bits() == p.value.to_bits() => present += 1,
                         Some((n, v)) => {
-                            return Err(format!(
+                            return Err(WorkloadError::Violation(format!(
                                 "{host} seq {seq} {metric}{{s={s:?}}} at {}: {n} copies, value {v} (expected one, {})",
                                 p.t_ms, p.value
-                            ));
+                            )));
                         }
                     }
                 }
                 if seq <= acked && present != expected.len() {
-                    return Err(format!(
+                    return Err(WorkloadError::Violation(format!(
                         "{host} seq {seq} was acknowledged but {present} of {} samples are present",
                         expected.len()
-                    ));
+                    )));
                 }
                 if present != 0 && present != expected.len() {
-                    return Err(format!(
+                    return Err(WorkloadError::Violation(format!(
                         "{host} seq {seq} is half visible: {present} of {} samples",
                         expected.len()
-                    ));
+                    )));
                 }
                 if present > 0 && seq > stored_seq {
-                    return Err(format!(
+                    return Err(WorkloadError::Violation(format!(
                         "{host} seq {seq} is stored but the store remembers only {stored_seq}"
-                    ));
+                    )));
                 }
                 if seq <= stored_seq && present == 0 {
-                    return Err(format!(
+                    return Err(WorkloadError::Violation(format!(
                         "{host} seq {seq} is remembered as stored but absent"
-                    ));
+                    )));
                 }
                 if present > 0 {
-                    let snapshot = store
-                        .process_snapshot_at(&host, self.t(seq))
-                        .map_err(|e| e.to_string())?;
+                    let snapshot = store.process_snapshot_at(&host, self.t(seq))?;
                     if snapshot.map(|s| s.t_ms) != Some(self.t(seq)) {
-                        return Err(format!("{host} seq {seq}: process snapshot missing"));
+                        return Err(WorkloadError::Violation(format!(
+                            "{host} seq {seq}: process snapshot missing"
+                        )));
                     }
                     report.batches += 1;
                 }
             }
             // Replays of stored batches are recognized, across the restart.
             if stored_seq > 0 {
-                let replay = store
-                    .append(&self.batch(writer, stored_seq))
-                    .map_err(|e| e.to_string())?;
+                let replay = store.append(&self.batch(writer, stored_seq))?;
                 if !replay.duplicate {
-                    return Err(format!(
+                    return Err(WorkloadError::Violation(format!(
                         "{host}: replay of seq {stored_seq} was stored again"
-                    ));
+                    )));
                 }
             }
         }
-        let stats = store.stats().map_err(|e| e.to_string())?;
+        let stats = store.stats()?;
         report.replayed_frames = stats.replayed_frames;
         Ok(report)
     }
@@ -251,32 +289,34 @@ pub struct CheckReport {
 
 /// Runs the writers against the store in `dir` until killed, printing
 /// `ack <writer> <seq>` on stdout once each append returns.
-pub fn child_main(dir: &Path, workload: Workload) -> Result<(), String> {
-    let store = Arc::new(Store::open(dir, workload.options()).map_err(|e| e.to_string())?);
+pub fn child_main(dir: &Path, workload: Workload) -> Result<(), WorkloadError> {
+    let store = Arc::new(Store::open(dir, workload.options())?);
     let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
     let threads: Vec<_> = (0..workload.writers)
         .map(|writer| {
             let (store, out) = (store.clone(), out.clone());
-            std::thread::spawn(move || -> Result<(), String> {
+            std::thread::spawn(move || -> Result<(), WorkloadError> {
                 let host = workload.host(writer);
-                let mut seq = store.last_seq(&host, 1).map_err(|e| e.to_string())?;
+                let mut seq = store.last_seq(&host, 1)?;
                 loop {
                     seq += 1;
-                    let outcome = store
-                        .append(&workload.batch(writer, seq))
-                        .map_err(|e| e.to_string())?;
+                    let outcome = store.append(&workload.batch(writer, seq))?;
                     if outcome.rejected.total() > 0 || outcome.duplicate {
-                        return Err(format!("writer {writer} seq {seq}: {outcome:?}"));
+                        return Err(WorkloadError::NotStored {
+                            writer,
+                            seq,
+                            outcome,
+                        });
                     }
-                    let mut out = out.lock().map_err(|_| "stdout poisoned".to_owned())?;
-                    writeln!(out, "ack {writer} {seq}").map_err(|e| e.to_string())?;
-                    out.flush().map_err(|e| e.to_string())?;
+                    let mut out = out.lock().map_err(|_| WorkloadError::StdoutPoisoned)?;
+                    writeln!(out, "ack {writer} {seq}")?;
+                    out.flush()?;
                 }
             })
         })
         .collect();
     for t in threads {
-        t.join().map_err(|_| "writer panicked".to_owned())??;
+        t.join().map_err(|_| WorkloadError::WriterPanicked)??;
     }
     Ok(())
 }
@@ -297,13 +337,13 @@ pub fn crash_round(
     dir: &Path,
     workload: Workload,
     kill_after: Duration,
-) -> Result<RoundReport, String> {
+) -> Result<RoundReport, WorkloadError> {
     let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .map_err(|e| format!("cannot start the child: {e}"))?;
-    let stdout = child.stdout.take().ok_or("child has no stdout")?;
+        .map_err(WorkloadError::Spawn)?;
+    let stdout = child.stdout.take().ok_or(WorkloadError::NoStdout)?;
     let (tx, rx) = std::sync::mpsc::channel::<(u32, u64)>();
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -345,7 +385,7 @@ pub fn crash_round(
     }
     // SIGKILL on Unix.
     let _ = child.kill();
-    let status = child.wait().map_err(|e| e.to_string())?;
+    let status = child.wait()?;
     // Acknowledgements already in the pipe were printed before the kill.
     let _ = reader.join();
     while let Ok((w, s)) = rx.try_recv() {
@@ -354,19 +394,17 @@ pub fn crash_round(
         count += 1;
     }
     if kill_at.is_none() {
-        return Err(format!(
-            "the child acknowledged nothing within 60 s (exit: {status})"
-        ));
+        return Err(WorkloadError::NothingAcknowledged(status));
     }
     let options = Options {
         maintenance_interval: None,
         ..workload.options()
     };
-    let store = Store::open(dir, options).map_err(|e| format!("reopen: {e}"))?;
+    let store = Store::open(dir, options).map_err(WorkloadError::Reopen)?;
     let check = workload.check(&store, &acked)?;
-    let verify = store.verify().map_err(|e| e.to_string())?;
+    let verify = store.verify()?;
     if !verify.is_clean() {
-        return Err(format!("verify found damage: {:?}", verify.damaged));
+        return Err(WorkloadError::Damaged(verify.damaged));
     }
     Ok(RoundReport {
         acked: count,

@@ -543,22 +543,36 @@ async fn close_when_idle(
     }
 }
 
+/// Why a peer's TLS handshake did not give a connection; logged and
+/// counted as a refused handshake, whatever the kind.
+#[derive(Debug, thiserror::Error)]
+enum HandshakeError {
+    #[error("no handshake from {addr} within {timeout:?}")]
+    TimedOut { addr: SocketAddr, timeout: Duration },
+    #[error(transparent)]
+    Tls(io::Error),
+    #[error("no client certificate")]
+    NoClientCertificate,
+    #[error(transparent)]
+    Identity(crate::PkiError),
+}
+
 async fn handshake(
     acceptor: tokio_rustls::TlsAcceptor,
     tcp: TcpStream,
     addr: SocketAddr,
     timeout: Duration,
-) -> Result<(tokio_rustls::server::TlsStream<TcpStream>, Identity), String> {
+) -> Result<(tokio_rustls::server::TlsStream<TcpStream>, Identity), HandshakeError> {
     let stream = tokio::time::timeout(timeout, acceptor.accept(tcp))
         .await
-        .map_err(|_| format!("no handshake from {addr} within {timeout:?}"))?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| HandshakeError::TimedOut { addr, timeout })?
+        .map_err(HandshakeError::Tls)?;
     let cert = stream
         .get_ref()
         .1
         .peer_certificates()
         .and_then(|c| c.first())
-        .ok_or("no client certificate")?;
-    let identity = crate::peer_identity(cert).map_err(|e| e.to_string())?;
+        .ok_or(HandshakeError::NoClientCertificate)?;
+    let identity = crate::peer_identity(cert).map_err(HandshakeError::Identity)?;
     Ok((stream, identity))
 }

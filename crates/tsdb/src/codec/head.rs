@@ -1,0 +1,239 @@
+//! The head encoder: samples still in memory.
+
+use super::bits::{BitReader, BitWriter};
+use super::bytes::{ByteReader, unzigzag, zigzag};
+use super::times::{decode_points, encode_points};
+use crate::TsdbError;
+use crate::model::Point;
+
+/// Samples appended in time order, for the samples still in memory. The
+/// newest (up to [`HEAD_BLOCK_POINTS`]) are Gorilla-encoded as they come;
+/// each full run of them is re-encoded with the sealed-chunk codec, which
+/// takes a fraction of Gorilla's bytes on agent data (noisy decimals,
+/// counters, whole pages), and the head is most of the collector's memory
+/// per series.
+#[derive(Debug, Clone)]
+pub(crate) struct HeadChunk {
+    /// Complete runs, [`encode_points`] blocks back to back, oldest first;
+    /// grown to the exact size, since most series' heads live an hour.
+    blocks: Vec<u8>,
+    /// Samples in `blocks`.
+    block_points: u32,
+    /// The newest samples, at least one.
+    run: GorillaRun,
+}
+
+/// Samples a head keeps Gorilla-encoded before re-encoding them as a block.
+pub(crate) const HEAD_BLOCK_POINTS: usize = 64;
+
+impl HeadChunk {
+    pub(crate) fn new(first: Point) -> Self {
+        HeadChunk {
+            blocks: Vec::new(),
+            block_points: 0,
+            run: GorillaRun::new(first),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.block_points as usize + self.run.len()
+    }
+
+    pub(crate) fn last_t(&self) -> i64 {
+        self.run.last_t
+    }
+
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.blocks.capacity() + self.run.bits.heap_bytes()
+    }
+
+    /// Appends a sample later than every sample so far.
+    pub(crate) fn push(&mut self, p: Point) {
+        if self.run.len() < HEAD_BLOCK_POINTS {
+            self.run.push(p);
+            return;
+        }
+        let run = std::mem::replace(&mut self.run, GorillaRun::new(p));
+        let points = run.points();
+        let mut block = Vec::new();
+        encode_points(&points, &mut block);
+        // Exact growth while the head is small (most series' heads live an
+        // hour), an eighth more at a time once it is large, so a dense
+        // window is not copied whole for every block.
+        self.blocks
+            .reserve_exact(block.len().max(self.blocks.len() / 8));
+        self.blocks.extend_from_slice(&block);
+        self.block_points += points.len() as u32;
+    }
+
+    /// Every sample, oldest first.
+    pub(crate) fn points(&self) -> Vec<Point> {
+        let mut out = Vec::with_capacity(self.len());
+        let mut r = ByteReader::new(&self.blocks);
+        while !r.is_empty() {
+            // Written by `push` only; a decoding error would be a bug here.
+            match decode_points(&mut r) {
+                Ok(points) => out.extend(points),
+                Err(_) => break,
+            }
+        }
+        out.extend(self.run.points());
+        out
+    }
+}
+
+/// Gorilla (VLDB 2015) as published, appendable one sample at a time:
+/// `dod == 0` costs one bit, a repeated value one bit.
+#[derive(Debug, Clone)]
+pub(super) struct GorillaRun {
+    pub(super) bits: BitWriter,
+    count: u32,
+    first_t: i64,
+    first_value: u64,
+    last_t: i64,
+    last_delta: i64,
+    last_value: u64,
+    lead: u32,
+    trail: u32,
+}
+
+impl GorillaRun {
+    pub(super) fn new(first: Point) -> Self {
+        GorillaRun {
+            bits: BitWriter::with_capacity(16),
+            count: 1,
+            first_t: first.t_ms,
+            first_value: first.value.to_bits(),
+            last_t: first.t_ms,
+            last_delta: 0,
+            last_value: first.value.to_bits(),
+            lead: u32::MAX,
+            trail: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Appends a sample later than every sample so far.
+    pub(super) fn push(&mut self, p: Point) {
+        debug_assert!(p.t_ms > self.last_t);
+        // One sample takes at most 19 bytes; grow by little at a time,
+        // where doubling would leave up to half of a run's bytes unused.
+        self.bits.reserve_at_least(20, 48);
+        let delta = p.t_ms.wrapping_sub(self.last_t);
+        let dod = if self.count == 1 {
+            // The first delta is written in full so that any interval costs the same.
+            self.bits.write(zigzag(delta), 64);
+            0
+        } else {
+            delta.wrapping_sub(self.last_delta)
+        };
+        if self.count > 1 {
+            let w = &mut self.bits;
+            match dod {
+                0 => w.bit(false),
+                -64..=63 => {
+                    w.write(0b10, 2);
+                    w.write(dod as u64, 7);
+                }
+                -256..=255 => {
+                    w.write(0b110, 3);
+                    w.write(dod as u64, 9);
+                }
+                -2048..=2047 => {
+                    w.write(0b1110, 4);
+                    w.write(dod as u64, 12);
+                }
+                _ => {
+                    w.write(0b1111, 4);
+                    w.write(dod as u64, 64);
+                }
+            }
+        }
+        let v = p.value.to_bits();
+        let x = v ^ self.last_value;
+        if x == 0 {
+            self.bits.bit(false);
+        } else {
+            self.bits.bit(true);
+            let lead = x.leading_zeros().min(31);
+            let trail = x.trailing_zeros();
+            if self.lead != u32::MAX && lead >= self.lead && trail >= self.trail {
+                self.bits.bit(false);
+                self.bits
+                    .write(x >> self.trail, 64 - self.lead - self.trail);
+            } else {
+                let len = 64 - lead - trail;
+                self.bits.bit(true);
+                self.bits.write(u64::from(lead), 5);
+                self.bits.write(u64::from(len - 1), 6);
+                self.bits.write(x >> trail, len);
+                self.lead = lead;
+                self.trail = trail;
+            }
+        }
+        self.last_delta = delta;
+        self.last_t = p.t_ms;
+        self.last_value = v;
+        self.count += 1;
+    }
+
+    /// Every sample, oldest first.
+    fn points(&self) -> Vec<Point> {
+        let mut out = Vec::with_capacity(self.len());
+        // The stream is written by `push` only; a decoding error would be a bug here.
+        let _ = self.decode_into(&mut out);
+        out
+    }
+
+    fn decode_into(&self, out: &mut Vec<Point>) -> Result<(), TsdbError> {
+        let mut r = BitReader::new(self.bits.bytes(), self.bits.bit_len());
+        let mut t = self.first_t;
+        let mut value = self.first_value;
+        out.push(Point {
+            t_ms: t,
+            value: f64::from_bits(value),
+        });
+        let mut delta = 0i64;
+        let (mut lead, mut trail) = (0u32, 0u32);
+        for i in 1..self.count {
+            if i == 1 {
+                delta = unzigzag(r.read(64)?);
+            } else {
+                let dod = if !r.bit()? {
+                    0
+                } else if !r.bit()? {
+                    sign_extend(r.read(7)?, 7)
+                } else if !r.bit()? {
+                    sign_extend(r.read(9)?, 9)
+                } else if !r.bit()? {
+                    sign_extend(r.read(12)?, 12)
+                } else {
+                    r.read(64)? as i64
+                };
+                delta = delta.wrapping_add(dod);
+            }
+            t = t.wrapping_add(delta);
+            if r.bit()? {
+                if r.bit()? {
+                    lead = r.read(5)? as u32;
+                    let len = r.read(6)? as u32 + 1;
+                    trail = 64u32.saturating_sub(lead + len);
+                }
+                value ^= r.read(64 - lead - trail)? << trail;
+            }
+            out.push(Point {
+                t_ms: t,
+                value: f64::from_bits(value),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn sign_extend(v: u64, bits: u32) -> i64 {
+    let shift = 64 - bits;
+    ((v << shift) as i64) >> shift
+}
