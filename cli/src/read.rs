@@ -116,7 +116,9 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 /// `NAME!~REGEX`, read as rules and silences read theirs (name and value
 /// trimmed, a double-quoted value unquoted, a regex checked).
 pub(crate) fn parse_matcher(s: &str) -> Result<Matcher, String> {
-    hostwatch_alerting::matcher::LabelMatcher::parse(s).map(hostwatch_collector::convert_matcher)
+    hostwatch_alerting::matcher::LabelMatcher::parse(s)
+        .map(hostwatch_collector::convert_matcher)
+        .map_err(|e| e.to_string())
 }
 
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

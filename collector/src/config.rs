@@ -175,10 +175,10 @@ impl CollectorConfig {
 
     /// The validated alert rules and hooks; the error names the key.
     pub fn alert_rules(&self) -> Result<RuleSet, ConfigError> {
-        self.alerting.compile(self.host_down_after).map_err(|m| {
+        self.alerting.compile(self.host_down_after).map_err(|e| {
             ConfigError::new(
                 self.path.as_deref().unwrap_or(Path::new("collector.toml")),
-                m,
+                e.to_string(),
             )
         })
     }
@@ -270,6 +270,8 @@ impl CollectorConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hostwatch_alerting::config::RuleKind;
+    use hostwatch_alerting::hooks::{ExecConfig, HookKind};
 
     const MINIMAL: &str = r#"
 listen = "127.0.0.1:7070"
@@ -312,10 +314,15 @@ key = "collector.key"
         std::fs::write(&path, text).unwrap();
         let config = CollectorConfig::load(&path).unwrap();
         let rule = &config.alerting.rules[0];
-        assert_eq!(rule.for_, Some(Duration::from_secs(60)));
+        let RuleKind::Threshold(threshold) = &rule.kind else {
+            panic!("{rule:?}");
+        };
+        assert_eq!(threshold.for_, Some(Duration::from_secs(60)));
         assert_eq!(rule.labels["Team"], "Ops");
         assert_eq!(rule.annotations["Summary"], "{{ host }} busy");
-        let command = config.alerting.hooks[0].command.as_ref().unwrap();
+        let HookKind::Exec(ExecConfig { command }) = &config.alerting.hooks[0].kind else {
+            panic!("{:?}", config.alerting.hooks[0]);
+        };
         assert_eq!(Path::new(&command[0]), dir.path().join("./page.sh"));
         assert_eq!(config.alert_rules().unwrap().rules.len(), 1);
     }

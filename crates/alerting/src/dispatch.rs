@@ -19,7 +19,7 @@ use crate::deliver;
 use crate::engine::{Inner, lock};
 use crate::hooks::{Hook, Notification, NotifiedAlert};
 use crate::machine::Phase;
-use crate::model::Alert;
+use crate::model::{Alert, Silence};
 use crate::persist::{Notified, OutboxEntry};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -274,67 +274,13 @@ impl Dispatcher {
                 .filter_map(|fp| notified.get(&(hook.name.clone(), *fp)).map(|n| (*fp, *n)))
                 .collect()
         };
-        let mut firing: Vec<Alert> = Vec::new();
-        let mut resolved: Vec<Alert> = Vec::new();
-        let mut updates: Vec<(u64, Option<Notified>)> = Vec::new();
-        let mut keep = BTreeSet::new();
-        let mut recheck: Option<i64> = None;
-        let mut later = |t: i64| recheck = Some(recheck.map_or(t, |r: i64| r.min(t)));
-        for (fp, alert) in alerts {
-            let told = known.get(&fp);
-            let Some(alert) = alert else {
-                if told.is_some() {
-                    updates.push((fp, None));
-                }
-                continue;
-            };
-            match alert.phase() {
-                Phase::Firing => {
-                    keep.insert(fp);
-                    let muted_until = silences
-                        .iter()
-                        .filter(|s| crate::matcher::all_match(&s.parsed(), &alert.labels))
-                        .filter_map(|s| {
-                            if s.active_at(now) {
-                                Some(s.ends_ms)
-                            } else {
-                                later(s.starts_ms);
-                                None
-                            }
-                        })
-                        .max();
-                    if let Some(end) = muted_until {
-                        later(end);
-                        continue;
-                    }
-                    // Stale: fired in a replayed backlog; paged only once
-                    // fresh data confirm it (the evaluator marks it dirty).
-                    if told.is_none() && now - alert.evaluated_ms > stale_after {
-                        continue;
-                    }
-                    firing.push(alert);
-                }
-                Phase::Resolved | Phase::Pending | Phase::Inactive => {
-                    if told.is_none() {
-                        if alert.phase() == Phase::Pending {
-                            keep.insert(fp);
-                        }
-                        continue;
-                    }
-                    let announce = alert.announce_resolved_ms.unwrap_or(now);
-                    if alert.phase() == Phase::Resolved && now < announce {
-                        keep.insert(fp);
-                        later(announce);
-                        continue;
-                    }
-                    updates.push((fp, None));
-                    if alert.phase() == Phase::Pending {
-                        keep.insert(fp);
-                    }
-                    resolved.push(alert);
-                }
-            }
-        }
+        let Sorted {
+            firing,
+            resolved,
+            mut updates,
+            keep,
+            recheck,
+        } = sort(alerts, &known, &silences, now, stale_after);
         let changed = firing.iter().any(|a| !known.contains_key(&a.fp()));
         let last_sent = known
             .values()
@@ -482,6 +428,97 @@ fn common(maps: &[&BTreeMap<String, String>]) -> BTreeMap<String, String> {
         .filter(|(k, v)| rest.iter().all(|m| m.get(*k) == Some(v)))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
+}
+
+/// A group's alerts sorted by what its receiver must hear.
+#[derive(Default)]
+struct Sorted {
+    /// Firing, not silenced, and fresh or told before.
+    firing: Vec<Alert>,
+    /// Told as firing, now no longer (resolved, pending again).
+    resolved: Vec<Alert>,
+    /// What the hook will have been told, by fingerprint (`None`: forget).
+    updates: Vec<(u64, Option<Notified>)>,
+    /// The alerts that stay in the group.
+    keep: BTreeSet<u64>,
+    /// When to look again: a silence starts or ends, a resolution is due.
+    recheck: Option<i64>,
+}
+
+/// Sorts a group's `alerts` (by fingerprint; `None`: gone), given what
+/// the hook was told (`known`) and the silences active now or later.
+fn sort(
+    alerts: Vec<(u64, Option<Alert>)>,
+    known: &HashMap<u64, Notified>,
+    silences: &[Silence],
+    now: i64,
+    stale_after: i64,
+) -> Sorted {
+    let mut sorted = Sorted::default();
+    let Sorted {
+        firing,
+        resolved,
+        updates,
+        keep,
+        recheck,
+    } = &mut sorted;
+    let mut later = |t: i64| *recheck = Some(recheck.map_or(t, |r: i64| r.min(t)));
+    for (fp, alert) in alerts {
+        let told = known.get(&fp);
+        let Some(alert) = alert else {
+            if told.is_some() {
+                updates.push((fp, None));
+            }
+            continue;
+        };
+        match alert.phase() {
+            Phase::Firing => {
+                keep.insert(fp);
+                let muted_until = silences
+                    .iter()
+                    .filter(|s| crate::matcher::all_match(&s.parsed(), &alert.labels))
+                    .filter_map(|s| {
+                        if s.active_at(now) {
+                            Some(s.ends_ms)
+                        } else {
+                            later(s.starts_ms);
+                            None
+                        }
+                    })
+                    .max();
+                if let Some(end) = muted_until {
+                    later(end);
+                    continue;
+                }
+                // Stale: fired in a replayed backlog; paged only once
+                // fresh data confirm it (the evaluator marks it dirty).
+                if told.is_none() && now - alert.evaluated_ms > stale_after {
+                    continue;
+                }
+                firing.push(alert);
+            }
+            Phase::Resolved | Phase::Pending | Phase::Inactive => {
+                if told.is_none() {
+                    if alert.phase() == Phase::Pending {
+                        keep.insert(fp);
+                    }
+                    continue;
+                }
+                let announce = alert.announce_resolved_ms.unwrap_or(now);
+                if alert.phase() == Phase::Resolved && now < announce {
+                    keep.insert(fp);
+                    later(announce);
+                    continue;
+                }
+                updates.push((fp, None));
+                if alert.phase() == Phase::Pending {
+                    keep.insert(fp);
+                }
+                resolved.push(alert);
+            }
+        }
+    }
+    sorted
 }
 
 fn notification(

@@ -249,7 +249,7 @@ impl Alerting {
             ));
         }
         for m in &new.matchers {
-            LabelMatcher::parse(m).map_err(AlertingError::Invalid)?;
+            LabelMatcher::parse(m).map_err(|e| AlertingError::Invalid(e.to_string()))?;
         }
         let starts_ms = if new.starts_ms == 0 {
             now

@@ -422,7 +422,8 @@ impl Evaluator {
         }
     }
 
-    /// Evaluates one batch of `host`.
+    /// Evaluates one batch of `host`: its watched series, then the clock
+    /// skew and dropped data it tells of.
     pub(crate) fn observe(
         &mut self,
         batch: &Batch,
@@ -432,13 +433,9 @@ impl Evaluator {
         persisted_dropped: impl FnOnce() -> Option<u64>,
         effects: &mut Effects,
     ) {
-        let (host_id, source, series, processes) = (
-            batch.host.as_str(),
-            batch.source,
-            &batch.series[..],
-            &batch.processes[..],
-        );
-        let mut scratch = std::mem::take(&mut self.scratch);
+        let host_id = batch.host.as_str();
+        let series = &batch.series[..];
+        let mut watched = std::mem::take(&mut self.scratch);
         let dropped_event = {
             let Evaluator {
                 set,
@@ -450,163 +447,30 @@ impl Evaluator {
             } = self;
             let position = host_index(hosts, states, host_id);
             let host = &mut states[position];
-            // One lookup per series (most metrics no rule watches);
-            // denominators first, as a batch may list them after their ratios.
-            scratch.clear();
-            for (i, s) in series.iter().enumerate() {
-                let Some(u) = index.by_metric.get(&s.metric) else {
-                    continue;
-                };
-                let used = &index.uses[u as usize];
-                if used.denominator
-                    && let Some(p) = s.points.iter().rev().find(|p| p.value.is_finite())
-                {
-                    let key = series_hash(&s.metric, &s.labels);
-                    match host.denominators.iter_mut().find(|(k, _)| *k == key) {
-                        Some(entry) => entry.1 = p.value,
-                        None => host.denominators.push((key, p.value)),
-                    }
-                }
-                if !used.rules.is_empty() {
-                    scratch.push((i as u32, u));
-                }
-            }
+            host.scan(index, series, &mut watched);
             let mut step = Step {
                 set,
                 alerts,
                 effects,
                 now_ms,
                 host: host_id,
-                processes,
+                processes: &batch.processes,
                 snapshots,
             };
-            // The batch's newest sample time, for the clock skew: from the
-            // watched series (all series of a tick share its time), else all.
-            let newest_of = |s: &SeriesInput| s.points.iter().map(|p| p.t_ms).max();
-            let newest = if scratch.is_empty() {
-                series.iter().filter_map(newest_of).max()
-            } else {
-                scratch
-                    .iter()
-                    .filter_map(|&(i, _)| newest_of(&series[i as usize]))
-                    .max()
-            }
-            .unwrap_or(i64::MIN);
             let horizon = ctx.received_ms.saturating_add(ctx.future_tolerance_ms);
-            let mut cursor = 0;
-            for &(i, u) in &scratch {
-                let s = &series[i as usize];
-                let hash = series_hash(&s.metric, &s.labels);
-                let pos = if host.watched.get(cursor).is_some_and(|w| w.hash == hash) {
-                    cursor
-                } else if let Some(pos) = host.watched.iter().position(|w| w.hash == hash) {
-                    pos
-                } else {
-                    let mut labels = s.labels.clone();
-                    labels.sort();
-                    let trackers = build_trackers(
-                        step.set,
-                        &index.uses[u as usize].rules,
-                        host_id,
-                        &labels,
-                        step.alerts,
-                        &mut Vec::new(),
-                    );
-                    host.watched.push(Watched {
-                        hash,
-                        first: host.trackers.len() as u32,
-                        count: trackers.len() as u32,
-                    });
-                    host.trackers.extend(trackers);
-                    host.names.push((s.metric.clone(), labels));
-                    host.watched.len() - 1
-                };
-                cursor = pos + 1;
-                let w = host.watched[pos];
-                let trackers = &mut host.trackers[w.first as usize..(w.first + w.count) as usize];
-                for point in &s.points {
-                    if !point.value.is_finite() || point.t_ms > horizon {
-                        continue;
-                    }
-                    for tracker in trackers.iter_mut() {
-                        if point.t_ms <= tracker.last_t {
-                            continue;
-                        }
-                        let value = match &tracker.denominator {
-                            None => point.value,
-                            Some(key) => {
-                                let d = host
-                                    .denominators
-                                    .iter()
-                                    .find(|(k, _)| *k == key.same_labels)
-                                    .or_else(|| {
-                                        host.denominators.iter().find(|(k, _)| *k == key.no_labels)
-                                    });
-                                match d {
-                                    Some(&(_, d)) if d != 0.0 => point.value / d,
-                                    _ => continue,
-                                }
-                            }
-                        };
-                        step.point(tracker, point.t_ms, value);
-                    }
-                }
+            host.feed(index, &mut step, series, &watched, horizon);
+            if let Some(newest) = newest_sample(series, &watched) {
+                host.observe_skew(index, &mut step, ctx.received_ms, newest);
             }
-            // Clock skew: the freshest batch of the last two minutes tells the
-            // difference best; a backlog's old samples never come out ahead.
-            if newest != i64::MIN && !index.skew.is_empty() {
-                host.skew
-                    .push_back((ctx.received_ms, newest - ctx.received_ms));
-                while host.skew.len() > SKEW_SAMPLES
-                    || host
-                        .skew
-                        .front()
-                        .is_some_and(|(r, _)| *r < ctx.received_ms - SKEW_WINDOW_MS)
-                {
-                    host.skew.pop_front();
-                }
-                let offset = host.skew.iter().map(|s| s.1).max().unwrap_or(0);
-                if host.skew_trackers.len() != index.skew.len() {
-                    host.skew_trackers = index
-                        .skew
-                        .iter()
-                        .map(|&i| new_tracker(step.set, i, host_id, &[], None, step.alerts))
-                        .collect();
-                }
-                for tracker in &mut host.skew_trackers {
-                    if ctx.received_ms > tracker.last_t {
-                        step.point(tracker, ctx.received_ms, (offset as f64 / 1000.0).abs());
-                    }
-                }
-            }
-            // Dropped batches: the agent's running count per spool.
-            if !index.dropped.is_empty() {
-                let known = host.dropped.iter().position(|(s, _)| *s == source);
-                let previous = match known {
-                    Some(k) => Some(host.dropped[k].1),
-                    None => persisted_dropped(),
-                };
-                let total = ctx.dropped_batches_total;
-                match known {
-                    Some(k) => host.dropped[k].1 = total,
-                    None => host.dropped.push((source, total)),
-                }
-                let increase = match previous {
-                    Some(p) if total > p => total - p,
-                    None if total > 0 => total,
-                    _ => 0,
-                };
-                if previous != Some(total) {
-                    step.effects
-                        .dropped
-                        .push((host_id.to_owned(), source, total));
-                }
-                (increase > 0).then_some((increase, total))
-            } else {
-                None
-            }
+            host.observe_dropped(
+                index,
+                &mut step,
+                batch.source,
+                ctx.dropped_batches_total,
+                persisted_dropped,
+            )
         };
-        self.scratch = scratch;
+        self.scratch = watched;
         if let Some((increase, total)) = dropped_event {
             let extra = [("dropped_batches_total".to_owned(), total.to_string())];
             for i in self.index.dropped.clone() {
@@ -877,6 +741,201 @@ impl Evaluator {
                 record(alert, change, now_ms, now_ms, effects);
             }
         }
+    }
+}
+
+/// The batch's newest sample time, for the clock skew: from the watched
+/// series (all series of a tick share its time), else from all.
+fn newest_sample(series: &[SeriesInput], watched: &[(u32, u32)]) -> Option<i64> {
+    let newest_of = |s: &SeriesInput| s.points.iter().map(|p| p.t_ms).max();
+    if watched.is_empty() {
+        series.iter().filter_map(newest_of).max()
+    } else {
+        watched
+            .iter()
+            .filter_map(|&(i, _)| newest_of(&series[i as usize]))
+            .max()
+    }
+}
+
+/// `value` divided by the newest value of the tracker's denominator, if it
+/// has one; `None` while that is unknown or zero.
+fn over_denominator(denominators: &[(u64, f64)], tracker: &Tracker, value: f64) -> Option<f64> {
+    let Some(key) = &tracker.denominator else {
+        return Some(value);
+    };
+    let d = denominators
+        .iter()
+        .find(|(k, _)| *k == key.same_labels)
+        .or_else(|| denominators.iter().find(|(k, _)| *k == key.no_labels));
+    match d {
+        Some(&(_, d)) if d != 0.0 => Some(value / d),
+        _ => None,
+    }
+}
+
+impl HostState {
+    /// Keeps the newest value of every denominator in `series`, and lists
+    /// in `watched` the series some rule watches (position, metric number).
+    /// One lookup per series (most metrics no rule watches); denominators
+    /// first, as a batch may list them after their ratios.
+    fn scan(&mut self, index: &Index, series: &[SeriesInput], watched: &mut Vec<(u32, u32)>) {
+        watched.clear();
+        for (i, s) in series.iter().enumerate() {
+            let Some(u) = index.by_metric.get(&s.metric) else {
+                continue;
+            };
+            let used = &index.uses[u as usize];
+            if used.denominator
+                && let Some(p) = s.points.iter().rev().find(|p| p.value.is_finite())
+            {
+                let key = series_hash(&s.metric, &s.labels);
+                match self.denominators.iter_mut().find(|(k, _)| *k == key) {
+                    Some(entry) => entry.1 = p.value,
+                    None => self.denominators.push((key, p.value)),
+                }
+            }
+            if !used.rules.is_empty() {
+                watched.push((i as u32, u));
+            }
+        }
+    }
+
+    /// Steps the trackers of every watched series through its points up to
+    /// `horizon` (later ones are from a clock ahead of ours).
+    fn feed(
+        &mut self,
+        index: &Index,
+        step: &mut Step<'_>,
+        series: &[SeriesInput],
+        watched: &[(u32, u32)],
+        horizon: i64,
+    ) {
+        let mut cursor = 0;
+        for &(i, u) in watched {
+            let s = &series[i as usize];
+            let pos = self.watched_position(index, step, s, u, cursor);
+            cursor = pos + 1;
+            let w = self.watched[pos];
+            let trackers = &mut self.trackers[w.first as usize..(w.first + w.count) as usize];
+            for point in &s.points {
+                if !point.value.is_finite() || point.t_ms > horizon {
+                    continue;
+                }
+                for tracker in trackers.iter_mut() {
+                    if point.t_ms <= tracker.last_t {
+                        continue;
+                    }
+                    if let Some(value) = over_denominator(&self.denominators, tracker, point.value)
+                    {
+                        step.point(tracker, point.t_ms, value);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Where series `s` (metric number `u`) is in `watched`, its trackers
+    /// built if it is new; tried first at `cursor`, as an agent lists its
+    /// series in the same order every time.
+    fn watched_position(
+        &mut self,
+        index: &Index,
+        step: &mut Step<'_>,
+        s: &SeriesInput,
+        u: u32,
+        cursor: usize,
+    ) -> usize {
+        let hash = series_hash(&s.metric, &s.labels);
+        if self.watched.get(cursor).is_some_and(|w| w.hash == hash) {
+            return cursor;
+        }
+        if let Some(pos) = self.watched.iter().position(|w| w.hash == hash) {
+            return pos;
+        }
+        let mut labels = s.labels.clone();
+        labels.sort();
+        let trackers = build_trackers(
+            step.set,
+            &index.uses[u as usize].rules,
+            step.host,
+            &labels,
+            step.alerts,
+            &mut Vec::new(),
+        );
+        self.watched.push(Watched {
+            hash,
+            first: self.trackers.len() as u32,
+            count: trackers.len() as u32,
+        });
+        self.trackers.extend(trackers);
+        self.names.push((s.metric.clone(), labels));
+        self.watched.len() - 1
+    }
+
+    /// Clock skew: the freshest batch of the last two minutes tells the
+    /// difference best; a backlog's old samples never come out ahead.
+    fn observe_skew(&mut self, index: &Index, step: &mut Step<'_>, received_ms: i64, newest: i64) {
+        if index.skew.is_empty() {
+            return;
+        }
+        self.skew.push_back((received_ms, newest - received_ms));
+        while self.skew.len() > SKEW_SAMPLES
+            || self
+                .skew
+                .front()
+                .is_some_and(|(r, _)| *r < received_ms - SKEW_WINDOW_MS)
+        {
+            self.skew.pop_front();
+        }
+        let offset = self.skew.iter().map(|s| s.1).max().unwrap_or(0);
+        if self.skew_trackers.len() != index.skew.len() {
+            self.skew_trackers = index
+                .skew
+                .iter()
+                .map(|&i| new_tracker(step.set, i, step.host, &[], None, step.alerts))
+                .collect();
+        }
+        for tracker in &mut self.skew_trackers {
+            if received_ms > tracker.last_t {
+                step.point(tracker, received_ms, (offset as f64 / 1000.0).abs());
+            }
+        }
+    }
+
+    /// Dropped batches: the agent's running count per spool (`source`), now
+    /// `total`. Returns the increase and the total if the count grew.
+    fn observe_dropped(
+        &mut self,
+        index: &Index,
+        step: &mut Step<'_>,
+        source: u64,
+        total: u64,
+        persisted_dropped: impl FnOnce() -> Option<u64>,
+    ) -> Option<(u64, u64)> {
+        if index.dropped.is_empty() {
+            return None;
+        }
+        let known = self.dropped.iter().position(|(s, _)| *s == source);
+        let previous = match known {
+            Some(k) => Some(self.dropped[k].1),
+            None => persisted_dropped(),
+        };
+        match known {
+            Some(k) => self.dropped[k].1 = total,
+            None => self.dropped.push((source, total)),
+        }
+        let increase = match previous {
+            Some(p) if total > p => total - p,
+            None if total > 0 => total,
+            _ => 0,
+        };
+        if previous != Some(total) {
+            step.effects
+                .dropped
+                .push((step.host.to_owned(), source, total));
+        }
+        (increase > 0).then_some((increase, total))
     }
 }
 

@@ -4,8 +4,9 @@
 //! Alertmanager or commands.
 //!
 //! Layout:
-//! - `config`: the `[alerting]` section (settings, rules, hooks) and its
-//!   validation into a [`RuleSet`]; `default_rules.toml`, the shipped rules;
+//! - `config`: the `[alerting]` section (settings, rules as written with a
+//!   type per kind, their validation into a [`RuleSet`]) and its errors;
+//!   `default_rules.toml`, the shipped rules;
 //! - `matcher`, `template`: label matchers and annotation templates;
 //! - `window`: sliding windows and linear trends, one point at a time;
 //! - `machine`: an alert's states (pending, firing, resolved), hysteresis,
@@ -14,7 +15,8 @@
 //!   host down, causes;
 //! - `engine`: [`Alerting`], the collector's handle; `persist`: sled trees;
 //! - `dispatch`: grouping, silences, repeats, the outbox; `deliver`: one
-//!   worker per hook with retries; `hooks`: webhook, Alertmanager, exec;
+//!   worker per hook with retries; `hooks`: webhook, Alertmanager, exec,
+//!   each with its configuration;
 //! - `clock`: wall-clock time on tokio's (pausable) clock.
 //!
 //! This crate sees neither protobuf nor tonic; the collector converts at its edge.
@@ -34,7 +36,7 @@ pub mod template;
 mod window;
 
 pub use clock::Clock;
-pub use config::{AlertingConfig, RuleSet};
+pub use config::{AlertingConfig, ConfigError, RuleSet};
 pub use engine::Alerting;
 pub use eval::{BatchContext, HostLiveness, Refusal, SnapshotSource, StorageCondition};
 pub use machine::Phase;

@@ -7,6 +7,23 @@
 use hostwatch_tsdb::Matcher;
 use std::fmt;
 
+/// A matcher that cannot be used; the message quotes it.
+#[derive(Debug, thiserror::Error)]
+pub enum MatcherError {
+    #[error("matcher without a label name")]
+    NoName,
+    #[error("matcher {text:?}: invalid label name {name:?}")]
+    InvalidName { text: String, name: String },
+    #[error("matcher {text:?}: expected NAME=VALUE, NAME!=VALUE, NAME=~REGEX or NAME!~REGEX")]
+    NoOperator { text: String },
+    #[error("matcher {matcher}: {source}")]
+    Regex {
+        /// As written: `name=~regex`.
+        matcher: String,
+        source: hostwatch_tsdb::TsdbError,
+    },
+}
+
 /// One label matcher.
 #[derive(Debug, Clone)]
 pub struct LabelMatcher {
@@ -38,16 +55,20 @@ impl MatchOp {
 
 impl LabelMatcher {
     /// A matcher from its parts; a bad regex is an error naming it.
-    pub fn new(name: &str, op: MatchOp, value: &str) -> Result<Self, String> {
+    pub fn new(name: &str, op: MatchOp, value: &str) -> Result<Self, MatcherError> {
         if name.is_empty() {
-            return Err("matcher without a label name".to_owned());
+            return Err(MatcherError::NoName);
         }
         let matcher = match op {
             MatchOp::Equal => Matcher::Equal(name.to_owned(), value.to_owned()),
             MatchOp::NotEqual => Matcher::NotEqual(name.to_owned(), value.to_owned()),
             MatchOp::Regex | MatchOp::NotRegex => {
-                Matcher::regex(name, value, op == MatchOp::NotRegex)
-                    .map_err(|e| format!("matcher {name}{}{value}: {e}", op.token()))?
+                Matcher::regex(name, value, op == MatchOp::NotRegex).map_err(|source| {
+                    MatcherError::Regex {
+                        matcher: format!("{name}{}{value}", op.token()),
+                        source,
+                    }
+                })?
             }
         };
         Ok(LabelMatcher {
@@ -60,7 +81,7 @@ impl LabelMatcher {
 
     /// Parses `name=value`, `name!=value`, `name=~regex` or `name!~regex`.
     /// A value may be wrapped in double quotes, as in PromQL.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, MatcherError> {
         // Longest operators first, so "!=" is not read as "=" after "x!".
         for (token, op) in [
             ("=~", MatchOp::Regex),
@@ -74,7 +95,10 @@ impl LabelMatcher {
                     continue;
                 }
                 if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                    return Err(format!("matcher {text:?}: invalid label name {name:?}"));
+                    return Err(MatcherError::InvalidName {
+                        text: text.to_owned(),
+                        name: name.to_owned(),
+                    });
                 }
                 let value = value.trim();
                 let value = value
@@ -84,9 +108,9 @@ impl LabelMatcher {
                 return LabelMatcher::new(name, op, value);
             }
         }
-        Err(format!(
-            "matcher {text:?}: expected NAME=VALUE, NAME!=VALUE, NAME=~REGEX or NAME!~REGEX"
-        ))
+        Err(MatcherError::NoOperator {
+            text: text.to_owned(),
+        })
     }
 
     /// Whether the label `self.name`, as returned by `get` (absent = ""), matches.

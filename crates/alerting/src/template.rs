@@ -54,9 +54,20 @@ pub struct Context<'a> {
     pub limit: Option<f64>,
 }
 
+/// A template that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("unclosed {{{{ in template {0:?}")]
+    Unclosed(String),
+    #[error("unknown template variable {0:?} (known: {known}, labels.NAME)", known = VARIABLES.join(", "))]
+    UnknownVariable(String),
+    #[error("unknown template filter {0:?} (known: percent, bytes, duration, round)")]
+    UnknownFilter(String),
+}
+
 impl Template {
     /// Parses `text`; unknown variables and filters are errors.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, TemplateError> {
         let mut parts = Vec::new();
         let mut rest = text;
         while let Some(start) = rest.find("{{") {
@@ -66,7 +77,7 @@ impl Template {
             let after = &rest[start + 2..];
             let end = after
                 .find("}}")
-                .ok_or_else(|| format!("unclosed {{{{ in template {text:?}"))?;
+                .ok_or_else(|| TemplateError::Unclosed(text.to_owned()))?;
             let inner = after[..end].trim();
             let (name, filter) = match inner.split_once('|') {
                 Some((n, f)) => (n.trim(), parse_filter(f.trim())?),
@@ -77,10 +88,7 @@ impl Template {
                     !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
                 });
             if !known {
-                return Err(format!(
-                    "unknown template variable {name:?} (known: {}, labels.NAME)",
-                    VARIABLES.join(", ")
-                ));
+                return Err(TemplateError::UnknownVariable(name.to_owned()));
             }
             parts.push(Part::Var {
                 name: name.to_owned(),
@@ -108,17 +116,13 @@ impl Template {
     }
 }
 
-fn parse_filter(name: &str) -> Result<Filter, String> {
+fn parse_filter(name: &str) -> Result<Filter, TemplateError> {
     Ok(match name {
         "percent" => Filter::Percent,
         "bytes" => Filter::Bytes,
         "duration" => Filter::Duration,
         "round" => Filter::Round,
-        other => {
-            return Err(format!(
-                "unknown template filter {other:?} (known: percent, bytes, duration, round)"
-            ));
-        }
+        other => return Err(TemplateError::UnknownFilter(other.to_owned())),
     })
 }
 
@@ -249,7 +253,7 @@ mod tests {
             ("{{ value", "unclosed"),
             ("{{ labels. }}", "labels."),
         ] {
-            let err = Template::parse(text).unwrap_err();
+            let err = Template::parse(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{err}");
         }
         assert_eq!(

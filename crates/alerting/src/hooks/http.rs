@@ -1,10 +1,17 @@
 //! HTTP hooks: the webhook POST (with an optional HMAC-SHA256 signature
-//! over the body) and the push to Alertmanager's `/api/v2/alerts`.
+//! over the body) and the push to Alertmanager's `/api/v2/alerts`; their
+//! keys as written, their validation and their TLS clients.
 
-use super::{Notification, Outcome, Secret, excerpt, hex};
+use super::{HookTarget, Notification, Outcome, Secret, excerpt, hex};
+use crate::config::KeyError;
 use hmac::{KeyInit, Mac};
-use serde::Serialize;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Header carrying the notification's idempotency key: the same on every
 /// retry of one notification, so a receiver can drop duplicates.
@@ -129,9 +136,297 @@ fn origin(url: &reqwest::Url) -> reqwest::Url {
     origin
 }
 
+/// `kind = "webhook"`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// File holding the HMAC-SHA256 key for the signature header.
+    pub hmac_secret_file: Option<PathBuf>,
+    /// Name of the signature header.
+    pub signature_header: Option<String>,
+    /// Over https: trust and client certificate.
+    pub tls: Option<HookTls>,
+}
+
+/// `kind = "alertmanager"`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerConfig {
+    /// Its base URL; alerts go to `<url>/api/v2/alerts`.
+    pub url: String,
+    /// Over https: trust and client certificate.
+    pub tls: Option<HookTls>,
+}
+
+/// TLS settings of an https hook.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookTls {
+    /// CA file to trust instead of the system's roots.
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) presented to the receiver; needs `key`.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Lowest TLS version: "1.3" (default) or "1.2".
+    pub min_version: Option<String>,
+}
+
+impl WebhookConfig {
+    pub(super) fn resolve_paths(&mut self, base: &Path) {
+        if let Some(p) = self.hmac_secret_file.as_mut() {
+            resolve(base, p);
+        }
+        if let Some(tls) = self.tls.as_mut() {
+            tls.resolve_paths(base);
+        }
+    }
+
+    pub(super) fn compile(&self, timeout: Duration) -> Result<HookTarget, KeyError> {
+        let url = parse_url(&self.url)?;
+        let client = http_client(self.tls.as_ref(), timeout)?;
+        let secret = match &self.hmac_secret_file {
+            Some(path) => Some(read_secret(path)?),
+            None => None,
+        };
+        let header = self
+            .signature_header
+            .clone()
+            .unwrap_or_else(|| "X-Hostwatch-Signature".to_owned());
+        reqwest::header::HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
+            KeyError::new(
+                "signature_header",
+                format!("signature_header {header:?} is not a valid header name"),
+            )
+        })?;
+        Ok(HookTarget::Webhook {
+            url,
+            client,
+            secret,
+            signature_header: header,
+        })
+    }
+}
+
+impl AlertmanagerConfig {
+    pub(super) fn resolve_paths(&mut self, base: &Path) {
+        if let Some(tls) = self.tls.as_mut() {
+            tls.resolve_paths(base);
+        }
+    }
+
+    pub(super) fn compile(&self, timeout: Duration) -> Result<HookTarget, KeyError> {
+        let mut url = parse_url(&self.url)?;
+        let path = format!("{}/api/v2/alerts", url.path().trim_end_matches('/'));
+        url.set_path(&path);
+        let client = http_client(self.tls.as_ref(), timeout)?;
+        Ok(HookTarget::Alertmanager { url, client })
+    }
+}
+
+impl HookTls {
+    fn resolve_paths(&mut self, base: &Path) {
+        for p in [&mut self.ca, &mut self.cert, &mut self.key]
+            .into_iter()
+            .flatten()
+        {
+            resolve(base, p);
+        }
+    }
+}
+
+fn resolve(base: &Path, p: &mut PathBuf) {
+    if p.is_relative() {
+        *p = base.join(&*p);
+    }
+}
+
+fn parse_url(url: &str) -> Result<reqwest::Url, KeyError> {
+    // The URL is not repeated: its path or query may hold a secret.
+    let url = reqwest::Url::parse(url).map_err(|e| KeyError::new("url", format!("url: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(KeyError::new(
+            "url",
+            format!("url: scheme {:?} must be http or https", url.scheme()),
+        ));
+    }
+    Ok(url)
+}
+
+fn read_secret(path: &Path) -> Result<Secret, KeyError> {
+    let key = "hmac_secret_file";
+    let bytes = std::fs::read(path)
+        .map_err(|e| KeyError::new(key, format!("{key} {}: {e}", path.display())))?;
+    let trimmed = bytes.trim_ascii().to_vec();
+    if trimmed.is_empty() {
+        return Err(KeyError::new(
+            key,
+            format!("{key} {} is empty", path.display()),
+        ));
+    }
+    Ok(Secret(trimmed))
+}
+
+/// An HTTP client for a hook: rustls with the ring provider, TLS 1.3
+/// unless `min_version = "1.2"`, the system's roots or `tls.ca`, and a
+/// client certificate if configured. Proxies from the environment are not
+/// used: a hook goes where its URL says.
+fn http_client(tls: Option<&HookTls>, timeout: Duration) -> Result<reqwest::Client, KeyError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let versions: &[&rustls::SupportedProtocolVersion] =
+        match tls.and_then(|t| t.min_version.as_deref()) {
+            None | Some("1.3") => &[&rustls::version::TLS13],
+            Some("1.2") => &[&rustls::version::TLS13, &rustls::version::TLS12],
+            Some(other) => {
+                return Err(KeyError::new(
+                    "tls.min_version",
+                    format!("tls.min_version {other:?} must be \"1.2\" or \"1.3\""),
+                ));
+            }
+        };
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(|e| KeyError::new("tls", format!("tls: {e}")))?;
+    let builder = match tls.and_then(|t| t.ca.as_ref()) {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in read_certs("tls.ca", ca)? {
+                roots.add(cert).map_err(|e| {
+                    KeyError::new(
+                        "tls.ca",
+                        format!("tls.ca {}: not a usable CA certificate: {e}", ca.display()),
+                    )
+                })?;
+            }
+            builder.with_root_certificates(roots)
+        }
+        None => {
+            let verifier = rustls_platform_verifier::Verifier::new(provider).map_err(|e| {
+                KeyError::new(
+                    "tls",
+                    format!("tls: cannot load the system's trusted roots: {e}"),
+                )
+            })?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+        }
+    };
+    let mut config = match (
+        tls.and_then(|t| t.cert.as_ref()),
+        tls.and_then(|t| t.key.as_ref()),
+    ) {
+        (None, None) => builder.with_no_client_auth(),
+        (Some(cert), Some(key)) => {
+            let chain = read_certs("tls.cert", cert)?;
+            let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+                KeyError::new(
+                    "tls.key",
+                    format!("tls.key {}: no usable PEM private key: {e}", key.display()),
+                )
+            })?;
+            builder
+                .with_client_auth_cert(chain, key_der)
+                .map_err(|e| KeyError::new("tls.cert", format!("tls.cert/tls.key: {e}")))?
+        }
+        (Some(_), None) => {
+            return Err(KeyError::new(
+                "tls.key",
+                "tls.key is required with tls.cert",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(KeyError::new(
+                "tls.cert",
+                "tls.cert is required with tls.key",
+            ));
+        }
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .timeout(timeout)
+        .no_proxy()
+        .user_agent(concat!("hostwatch/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| KeyError::new("tls", format!("http client: {e}")))
+}
+
+fn read_certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, KeyError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| KeyError::new(key, format!("{key} {}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(KeyError::new(
+            key,
+            format!("{key} {}: no PEM certificate in file", path.display()),
+        ));
+    }
+    Ok(certs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::testing::{assert_refused, hook};
+
+    #[test]
+    fn bad_http_hooks_name_the_hook_and_the_key() {
+        let cases = [
+            (hook("kind = \"webhook\""), "url is required"),
+            (hook("kind = \"webhook\"\nurl = \"ftp://x\""), "scheme"),
+            (hook("kind = \"webhook\"\nurl = \"::\""), "url"),
+            (
+                hook("kind = \"webhook\"\nurl = \"http://x\"\ncommand = [\"a\"]"),
+                "command does not apply",
+            ),
+            (
+                hook(
+                    "kind = \"webhook\"\nurl = \"http://x\"\nhmac_secret_file = \"/nonexistent/secret\"",
+                ),
+                "hmac_secret_file",
+            ),
+            (
+                hook(
+                    "kind = \"webhook\"\nurl = \"https://x\"\n[alerting.hooks.tls]\nca = \"/nonexistent/ca.pem\"",
+                ),
+                "tls.ca",
+            ),
+            (
+                hook(
+                    "kind = \"webhook\"\nurl = \"https://x\"\n[alerting.hooks.tls]\ncert = \"/etc/hostname\"",
+                ),
+                "tls.key",
+            ),
+            (
+                hook(
+                    "kind = \"webhook\"\nurl = \"https://x\"\n[alerting.hooks.tls]\nmin_version = \"1.1\"",
+                ),
+                "min_version",
+            ),
+            (
+                hook("kind = \"webhook\"\nurl = \"http://x\"\nsignature_header = \"bad header\""),
+                "signature_header",
+            ),
+            (
+                hook("kind = \"webhook\"\nurl = \"http://x\"\nhmac_secret_file = \"/dev/null\""),
+                "/dev/null is empty",
+            ),
+            (
+                hook(
+                    "kind = \"alertmanager\"\nurl = \"http://x\"\nhmac_secret_file = \"/dev/null\"",
+                ),
+                "hmac_secret_file does not apply",
+            ),
+            (
+                hook(
+                    "kind = \"webhook\"\nurl = \"https://x\"\n[alerting.hooks.tls]\nkey = \"/etc/hostname\"",
+                ),
+                "tls",
+            ),
+        ];
+        assert_refused(&cases, Some("alerting.hooks[0] \"h\""));
+    }
 
     #[test]
     fn signature_matches_rfc_4231_test_case_2() {

@@ -2,22 +2,23 @@
 //! Alertmanager (`/api/v2/alerts`), or a command (`exec`). Each delivery
 //! attempt ends in an [`Outcome`] that decides whether the outbox retries.
 //!
-//! Layout: this file holds the hook, the notification body and TLS for
-//! HTTP hooks; `http` sends webhook and Alertmanager requests; `exec`
-//! runs commands.
+//! Layout: this file holds the validated hook and the notification body;
+//! `config` a hook as written (the keys every kind has) and its
+//! validation; `http` the webhook and Alertmanager hooks (their keys, TLS,
+//! requests); `exec` the command hook (its keys, running it).
 
+mod config;
 mod exec;
-pub use exec::EXIT_RETRY;
 mod http;
 
-use crate::config::HookTls;
+pub use config::{DeliveryConfig, HookConfig, HookKind};
+pub use exec::{EXIT_RETRY, ExecConfig};
+pub use http::{AlertmanagerConfig, HookTls, WebhookConfig};
+
 use crate::matcher::LabelMatcher;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// A validated hook.
@@ -161,86 +162,6 @@ impl Hook {
             }
         }
     }
-}
-
-/// An HTTP client for a hook: rustls with the ring provider, TLS 1.3
-/// unless `min_version = "1.2"`, the system's roots or `tls.ca`, and a
-/// client certificate if configured. Proxies from the environment are not
-/// used: a hook goes where its URL says.
-pub(crate) fn http_client(
-    tls: Option<&HookTls>,
-    timeout: Duration,
-) -> Result<reqwest::Client, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let versions: &[&rustls::SupportedProtocolVersion] =
-        match tls.and_then(|t| t.min_version.as_deref()) {
-            None | Some("1.3") => &[&rustls::version::TLS13],
-            Some("1.2") => &[&rustls::version::TLS13, &rustls::version::TLS12],
-            Some(other) => {
-                return Err(format!(
-                    "tls.min_version {other:?} must be \"1.2\" or \"1.3\""
-                ));
-            }
-        };
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(versions)
-        .map_err(|e| format!("tls: {e}"))?;
-    let builder = match tls.and_then(|t| t.ca.as_ref()) {
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in read_certs("tls.ca", ca)? {
-                roots.add(cert).map_err(|e| {
-                    format!("tls.ca {}: not a usable CA certificate: {e}", ca.display())
-                })?;
-            }
-            builder.with_root_certificates(roots)
-        }
-        None => {
-            let verifier = rustls_platform_verifier::Verifier::new(provider)
-                .map_err(|e| format!("tls: cannot load the system's trusted roots: {e}"))?;
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(verifier))
-        }
-    };
-    let mut config = match (
-        tls.and_then(|t| t.cert.as_ref()),
-        tls.and_then(|t| t.key.as_ref()),
-    ) {
-        (None, None) => builder.with_no_client_auth(),
-        (Some(cert), Some(key)) => {
-            let chain = read_certs("tls.cert", cert)?;
-            let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-                format!("tls.key {}: no usable PEM private key: {e}", key.display())
-            })?;
-            builder
-                .with_client_auth_cert(chain, key_der)
-                .map_err(|e| format!("tls.cert/tls.key: {e}"))?
-        }
-        (Some(_), None) => return Err("tls.key is required with tls.cert".to_owned()),
-        (None, Some(_)) => return Err("tls.cert is required with tls.key".to_owned()),
-    };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(config)
-        .timeout(timeout)
-        .no_proxy()
-        .user_agent(concat!("hostwatch/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| format!("http client: {e}"))
-}
-
-fn read_certs(key: &str, path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("{key} {}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!(
-            "{key} {}: no PEM certificate in file",
-            path.display()
-        ));
-    }
-    Ok(certs)
 }
 
 /// Lowercase hex of `bytes`.
