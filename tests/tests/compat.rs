@@ -806,7 +806,11 @@ fn ordered(expr: &str) -> bool {
 
 /// Equal within a relative 1e-9; NaN equals NaN, infinities themselves.
 fn close(a: f64, b: f64) -> bool {
-    (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
+    // Infinities only in the first two cases: in the third, Inf would
+    // be within Inf of anything.
+    (a.is_nan() && b.is_nan())
+        || a == b
+        || (a.is_finite() && b.is_finite() && (a - b).abs() <= 1e-9 * a.abs().max(b.abs()))
 }
 
 /// An answer in a few hundred characters.
@@ -816,4 +820,81 @@ fn shorten(answer: &Answer) -> String {
         Some((i, _)) => format!("{} ...", &text[..i]),
         None => text,
     }
+}
+
+/// The comparison and the parsing of Prometheus' answers, without
+/// Prometheus: a harness that found everything equal would prove nothing.
+#[test]
+fn the_comparison_finds_each_kind_of_difference() {
+    let labels = |host: &str| -> Labels { [("host".to_owned(), host.to_owned())].into() };
+    let vector = |values: &[(&str, f64)]| {
+        Answer::Vector(values.iter().map(|(h, v)| (labels(h), 1000, *v)).collect())
+    };
+    let a_b = vector(&[("a", 1.0), ("b", 2.0)]);
+    let b_a = vector(&[("b", 2.0), ("a", 1.0)]);
+    assert_eq!(differences("m", &a_b, &b_a), None, "sets");
+    assert!(differences("sort(m)", &a_b, &b_a).is_some(), "order");
+    assert!(differences("(topk(2, m))", &a_b, &b_a).is_some(), "order");
+    assert_eq!(differences("topk(2, m) + 1", &a_b, &b_a), None);
+    let near = vector(&[("a", 1.0 + 1e-12), ("b", 2.0)]);
+    assert_eq!(differences("m", &a_b, &near), None, "within 1e-9");
+    for other in [
+        vector(&[("a", 1.0 + 1e-8), ("b", 2.0)]),
+        vector(&[("a", 1.0), ("c", 2.0)]),
+        vector(&[("a", 1.0)]),
+        vector(&[("a", f64::NAN), ("b", 2.0)]),
+        Answer::Vector(vec![(labels("a"), 2000, 1.0), (labels("b"), 1000, 2.0)]),
+        Answer::Matrix(vec![(labels("a"), vec![(1000, 1.0)])]),
+        Answer::Error("bad_data".into(), "no".into()),
+    ] {
+        assert!(differences("m", &a_b, &other).is_some(), "{other:?}");
+    }
+    let nan = Answer::Scalar(0, f64::NAN);
+    assert_eq!(differences("m", &nan, &nan), None, "NaN equals NaN");
+    let inf = Answer::Scalar(0, f64::INFINITY);
+    assert_eq!(differences("m", &inf, &inf), None);
+    for other in [f64::NEG_INFINITY, f64::MAX, 1.0, f64::NAN] {
+        assert!(
+            differences("m", &inf, &Answer::Scalar(0, other)).is_some(),
+            "{other}"
+        );
+        assert!(
+            differences("m", &Answer::Scalar(0, other), &inf).is_some(),
+            "{other}"
+        );
+    }
+    let matrix = |points: Vec<(i64, f64)>| Answer::Matrix(vec![(labels("a"), points)]);
+    let m = matrix(vec![(0, 1.0), (15_000, 2.0)]);
+    assert_eq!(differences("m", &m, &m.clone()), None);
+    assert!(differences("m", &m, &matrix(vec![(0, 1.0)])).is_some());
+    assert!(differences("m", &m, &matrix(vec![(0, 1.0), (15_001, 2.0)])).is_some());
+    let errors = |t: &str| Answer::Error(t.into(), String::new());
+    assert_eq!(
+        differences("m", &errors("execution"), &errors("execution")),
+        None
+    );
+    assert!(differences("m", &errors("bad_data"), &errors("execution")).is_some());
+
+    let json = |text: &str| parse_prometheus(&serde_json::from_str(text).unwrap()).unwrap();
+    assert_eq!(
+        json(r#"{"status":"success","data":{"resultType":"scalar","result":[1.5,"+Inf"]}}"#),
+        Answer::Scalar(1500, f64::INFINITY)
+    );
+    assert_eq!(
+        json(
+            r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"host":"a"},"value":[1,"2"]}]}}"#
+        ),
+        vector(&[("a", 2.0)])
+    );
+    assert_eq!(
+        json(
+            r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"host":"a"},"values":[[0,"1"],[15,"2"]]}]}}"#
+        ),
+        m
+    );
+    assert_eq!(
+        json(r#"{"status":"error","errorType":"bad_data","error":"parse error"}"#),
+        Answer::Error("bad_data".into(), "parse error".into())
+    );
+    assert_eq!(url_encode("a{b=\"c d\"}"), "a%7Bb%3D%22c%20d%22%7D");
 }
