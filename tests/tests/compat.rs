@@ -582,8 +582,11 @@ impl Prometheus {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("prometheus (tests/compat/run.sh installs it)");
-        let prometheus = Prometheus { child, port, log };
+        let mut prometheus = Prometheus { child, port, log };
         for _ in 0..600 {
+            if let Ok(Some(status)) = prometheus.child.try_wait() {
+                panic!("prometheus exited ({status}):\n{}", prometheus.log_tail());
+            }
             if http_get(port, "/-/ready").is_ok_and(|(status, _)| status == 200) {
                 return prometheus;
             }

@@ -93,7 +93,8 @@ pub(crate) fn call(
             );
             // Nothing only when max < min: a NaN bound clamps to NaN.
             map_series(input, drop_name, |step, v| {
-                (!(max[step] < min[step])).then(|| go_max(min[step], go_min(max[step], v)))
+                let (min, max) = (min[step], max[step]);
+                (max >= min || min.is_nan() || max.is_nan()).then(|| go_max(min, go_min(max, v)))
             })?
         }
         "clamp_min" => {
@@ -120,23 +121,22 @@ pub(crate) fn call(
 /// Go's `math.Max`, which `clamp*` use in Prometheus: +Inf wins, then
 /// NaN (Rust's `f64::max` ignores a NaN instead).
 fn go_max(a: f64, b: f64) -> f64 {
-    if a == f64::INFINITY || b == f64::INFINITY {
-        f64::INFINITY
-    } else if a.is_nan() || b.is_nan() {
-        f64::NAN
-    } else {
-        a.max(b)
-    }
+    go_extreme(a, b, f64::INFINITY, f64::max)
 }
 
 /// Go's `math.Min`: -Inf wins, then NaN.
 fn go_min(a: f64, b: f64) -> f64 {
-    if a == f64::NEG_INFINITY || b == f64::NEG_INFINITY {
-        f64::NEG_INFINITY
+    go_extreme(a, b, f64::NEG_INFINITY, f64::min)
+}
+
+/// `wins` if either is `wins`, else NaN if either is NaN, else `pick`'s.
+fn go_extreme(a: f64, b: f64, wins: f64, pick: fn(f64, f64) -> f64) -> f64 {
+    if a == wins || b == wins {
+        wins
     } else if a.is_nan() || b.is_nan() {
         f64::NAN
     } else {
-        a.min(b)
+        pick(a, b)
     }
 }
 
