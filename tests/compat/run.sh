@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Compatibility with Prometheus itself (issue 15): installs Debian's
+# Compatibility with Prometheus itself: installs Debian's
 # prometheus package (prometheus and promtool, 2.42 on bookworm) if
 # missing, then runs the harness in tests/tests/compat.rs, which loads the
 # same samples into Prometheus and hostwatch and compares the answers to

@@ -1,4 +1,4 @@
-//! Compatibility with Prometheus itself (issue 15): the same agent-like
+//! Compatibility with Prometheus itself: the same agent-like
 //! samples loaded into Debian's `prometheus` 2.42 (blocks written by
 //! `promtool tsdb create-blocks-from openmetrics`) and into a hostwatch
 //! store, then every query of `tests/compat/queries.txt` asked of both.
