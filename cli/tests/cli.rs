@@ -93,6 +93,16 @@ fn certs_init_and_issue_write_files_and_refuse_mistakes() {
         "10.0.0.1",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = hostwatch(&[
+        "certs", "issue", "--role", "viewer", "--name", "grafana", "--dir", d,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("hostwatch://viewer/grafana"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(dir.path().join("viewer-grafana.pem").exists());
 
     for (args, needle) in [
         (

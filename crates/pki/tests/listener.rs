@@ -146,7 +146,12 @@ async fn channel(pki: &Pki, addr: SocketAddr, role: Role, name: &str) -> Channel
 
 /// A health check as an operator, on a connection of its own.
 async fn operator_check(pki: &Pki, addr: SocketAddr) {
-    let mut client = HealthClient::new(channel(pki, addr, Role::Operator, "alice").await);
+    reader_check(pki, addr, Role::Operator).await;
+}
+
+/// A call by a reader (`Role::Operator` or `Role::Viewer`) succeeds.
+async fn reader_check(pki: &Pki, addr: SocketAddr, role: Role) {
+    let mut client = HealthClient::new(channel(pki, addr, role, "alice").await);
     client
         .check(HealthCheckRequest::default())
         .await
@@ -232,6 +237,8 @@ async fn an_operator_gets_in_while_agents_hold_their_limits() {
     assert_eq!(server.stats().connections_refused, 2);
     operator_check(&pki, addr).await;
     operator_check(&pki, addr).await;
+    // Viewers read as operators do: the reserve is theirs too.
+    reader_check(&pki, addr, Role::Viewer).await;
 }
 
 #[tokio::test]
