@@ -99,7 +99,11 @@ mod tests {
             (Access::Operate, vec![Operator]),
         ] {
             for role in [Agent, Operator, Viewer, Collector] {
-                assert_eq!(access.allows(role), allowed.contains(&role), "{access:?} {role}");
+                assert_eq!(
+                    access.allows(role),
+                    allowed.contains(&role),
+                    "{access:?} {role}"
+                );
             }
         }
     }

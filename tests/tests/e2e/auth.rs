@@ -80,7 +80,9 @@ async fn viewers_may_query_but_not_administer() {
     let data = tempfile::tempdir().unwrap();
     let collector = RunningCollector::start(collector_config(&pki, data.path())).await;
     let viewer = pki.files(Role::Viewer, "grafana");
-    list_hosts_with(viewer.clone(), collector.addr).await.unwrap();
+    list_hosts_with(viewer.clone(), collector.addr)
+        .await
+        .unwrap();
     let channel = channel(viewer, collector.addr).await.unwrap();
     let status = AdminClient::new(channel)
         .storage_stats(StorageStatsRequest::default())

@@ -586,7 +586,11 @@ async fn handshake(
         .await
         .map_err(|_| HandshakeError::TimedOut { addr, timeout })?
         .map_err(HandshakeError::Tls)?;
-    let cert = stream.get_ref().1.peer_certificates().and_then(|c| c.first());
+    let cert = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first());
     let identity = match (cert, client_auth) {
         (Some(cert), _) => Some(crate::peer_identity(cert).map_err(HandshakeError::Identity)?),
         (None, ClientAuth::Optional) => None,
