@@ -49,7 +49,8 @@ pub struct CollectorConfig {
 pub struct Limits {
     /// Authenticated connections open at once; more are refused.
     pub max_connections: usize,
-    /// Places among `max_connections` that only operators may take.
+    /// Places among `max_connections` that only operators and viewers may
+    /// take.
     pub reserved_operator_connections: usize,
     /// Connections one certificate identity may hold at once.
     pub max_connections_per_identity: usize,

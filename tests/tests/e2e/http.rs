@@ -409,6 +409,12 @@ async fn bad_input_gets_its_status_and_error_type() {
             422,
             "execution",
         ),
+        (
+            "/api/v1/query",
+            format!("query=host_load1&time={e}&timeout=0"),
+            503,
+            "timeout",
+        ),
     ];
     for (path, query, status, error_type) in &cases {
         for post in [false, true] {

@@ -36,8 +36,8 @@ use tonic::transport::server::Connected;
 pub struct ListenerLimits {
     /// Authenticated connections open at once.
     pub max_connections: usize,
-    /// Places among `max_connections` that only operators may take, so
-    /// agents (or anything else) filling the rest cannot lock them out.
+    /// Places among `max_connections` that only operators and viewers may
+    /// take, so agents (or anything else) filling the rest cannot lock them out.
     pub reserved_operator_connections: usize,
     /// Connections one identity (one certificate's URI SAN) may hold.
     pub max_connections_per_identity: usize,
