@@ -166,7 +166,7 @@ fn start_http(
     let tls = ServerTls::load_with(config.tls.clone(), ClientAuth::Optional)?;
     tracing::info!(http_listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "HTTPS API serving");
     let (task, connections) = crate::http::spawn(
-        crate::http::Api::new(shared.clone(), &config.query),
+        crate::http::Api::new(shared.clone(), config),
         listener,
         tls.clone(),
         &config.limits,

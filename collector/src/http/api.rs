@@ -4,6 +4,7 @@
 use super::error::ApiError;
 use super::json::{self, labels as label_object};
 use super::params::{MAX_TIME_MS, MIN_TIME_MS, Params};
+use super::reference;
 use crate::shared::Shared;
 use axum::Router;
 use axum::extract::{Path, Request, State};
@@ -35,11 +36,15 @@ pub(crate) struct Api {
     pub(crate) shared: Shared,
     limits: Limits,
     slots: Arc<Semaphore>,
+    /// `limits.message_timeout`: a form body must arrive within it.
+    message_timeout: Duration,
 }
 
 impl Api {
-    pub(crate) fn new(shared: Shared, query: &crate::config::Query) -> Self {
+    pub(crate) fn new(shared: Shared, config: &crate::config::CollectorConfig) -> Self {
+        let query = &config.query;
         Api {
+            message_timeout: config.limits.message_timeout,
             shared,
             limits: Limits {
                 max_samples: query.max_samples,
@@ -75,6 +80,30 @@ impl Api {
         Ok(result?)
     }
 
+    /// The request's parameters: its query string, then a form body,
+    /// which must arrive within `limits.message_timeout`.
+    async fn params(&self, request: Request) -> Result<Params, ApiError> {
+        let (parts, body) = request.into_parts();
+        let mut params = Params::default();
+        if let Some(query) = parts.uri.query() {
+            params.extend_from(query.as_bytes());
+        }
+        let form = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        if parts.method == Method::POST && form {
+            let read = axum::body::to_bytes(body, MAX_FORM_BYTES);
+            let body = tokio::time::timeout(self.message_timeout, read)
+                .await
+                .map_err(|_| ApiError::BadData("the form body took too long".into()))?
+                .map_err(|e| ApiError::BadData(format!("cannot read the form body: {e}")))?;
+            params.extend_from(&body);
+        }
+        Ok(params)
+    }
+
     /// The engine for one request: the configured limits, the timeout
     /// shortened by the request's `timeout` parameter.
     fn engine(&self, params: &Params) -> Result<(Engine, Duration), ApiError> {
@@ -98,32 +127,13 @@ pub(crate) fn router(api: Api) -> Router {
             "/api/v1/label/{name}/values",
             get(label_values).post(label_values),
         )
+        .route("/api/v1/metadata", get(metadata).post(metadata))
+        .route("/api/v1/alerts", get(alerts).post(alerts))
         .route("/api/v1/status/buildinfo", get(buildinfo).post(buildinfo))
         .route("/-/healthy", get(healthy).post(healthy))
         .route("/-/ready", get(ready).post(ready))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()).into_response() })
         .with_state(api)
-}
-
-/// The request's parameters: its query string, then a form body.
-async fn params(request: Request) -> Result<Params, ApiError> {
-    let (parts, body) = request.into_parts();
-    let mut params = Params::default();
-    if let Some(query) = parts.uri.query() {
-        params.extend_from(query.as_bytes());
-    }
-    let form = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if parts.method == Method::POST && form {
-        let body = axum::body::to_bytes(body, MAX_FORM_BYTES)
-            .await
-            .map_err(|e| ApiError::BadData(format!("cannot read the form body: {e}")))?;
-        params.extend_from(&body);
-    }
-    Ok(params)
 }
 
 /// An endpoint's answer: `data` on success, the error's shape otherwise.
@@ -134,19 +144,10 @@ async fn answer(data: impl Future<Output = Result<Json, ApiError>>) -> Response 
     }
 }
 
-fn required<'a>(params: &'a Params, name: &str) -> Result<&'a str, ApiError> {
-    params
-        .get(name)
-        .ok_or_else(|| ApiError::param(name, format!("cannot parse \"\" to a valid {name}")))
-}
-
 async fn query(State(api): State<Api>, request: Request) -> Response {
     answer(async move {
-        let params = params(request).await?;
-        let expr = params
-            .get("query")
-            .ok_or_else(|| ApiError::param("query", "query must not be empty"))?
-            .to_owned();
+        let params = api.params(request).await?;
+        let expr = params.expression()?;
         let at = params.time_or("time", hostwatch_stdx::now_ms())?;
         let (engine, timeout) = api.engine(&params)?;
         let value = api
@@ -159,17 +160,10 @@ async fn query(State(api): State<Api>, request: Request) -> Response {
 
 async fn query_range(State(api): State<Api>, request: Request) -> Response {
     answer(async move {
-        let params = params(request).await?;
-        let expr = params
-            .get("query")
-            .ok_or_else(|| ApiError::param("query", "query must not be empty"))?
-            .to_owned();
-        let start = super::params::parse_time(required(&params, "start")?)
-            .map_err(|e| ApiError::param("start", e))?;
-        let end = super::params::parse_time(required(&params, "end")?)
-            .map_err(|e| ApiError::param("end", e))?;
-        required(&params, "step")?;
-        let step = params.duration("step")?.unwrap_or(0);
+        let params = api.params(request).await?;
+        let expr = params.expression()?;
+        let (start, end) = (params.time("start")?, params.time("end")?);
+        let step = params.required_duration("step")?;
         let (engine, timeout) = api.engine(&params)?;
         let value = api
             .run(timeout, move |store| {
@@ -213,7 +207,7 @@ fn limited<T>(mut items: Vec<T>, limit: usize) -> Vec<T> {
 
 async fn series(State(api): State<Api>, request: Request) -> Response {
     answer(async move {
-        let params = params(request).await?;
+        let params = api.params(request).await?;
         let limit = params.limit("limit")?;
         let found = matching(&api, &params, false).await?;
         let found: Vec<Json> = found.iter().map(|l| label_object(l)).collect();
@@ -224,7 +218,7 @@ async fn series(State(api): State<Api>, request: Request) -> Response {
 
 async fn labels(State(api): State<Api>, request: Request) -> Response {
     answer(async move {
-        let params = params(request).await?;
+        let params = api.params(request).await?;
         let limit = params.limit("limit")?;
         let names: BTreeSet<String> = matching(&api, &params, true)
             .await?
@@ -246,7 +240,7 @@ async fn label_values(
         if !hostwatch_promql::valid_label_name(&name) {
             return Err(ApiError::BadData(format!("invalid label name: {name:?}")));
         }
-        let params = params(request).await?;
+        let params = api.params(request).await?;
         let limit = params.limit("limit")?;
         let values: BTreeSet<String> = matching(&api, &params, true)
             .await?
@@ -258,6 +252,19 @@ async fn label_values(
         Ok(json!(limited(values.into_iter().collect(), limit)))
     })
     .await
+}
+
+async fn metadata(State(api): State<Api>, request: Request) -> Response {
+    answer(async move {
+        let params = api.params(request).await?;
+        let limit = params.limit("limit")?;
+        Ok(reference::metadata_data(params.get("metric"), limit))
+    })
+    .await
+}
+
+async fn alerts(State(api): State<Api>) -> Response {
+    json::success(reference::alerts_data(&api.shared.alerting.alerts()))
 }
 
 async fn buildinfo() -> Response {

@@ -70,7 +70,7 @@ fn sample(t_ms: i64, value: &str) -> Json {
 
 /// A sample value as Prometheus writes it (Go's `FormatFloat(v, 'f', -1,
 /// 64)`: the shortest decimal that reads back the same, no exponent).
-fn value_text(value: f64) -> String {
+pub(crate) fn value_text(value: f64) -> String {
     if value.is_nan() {
         "NaN".to_owned()
     } else if value.is_infinite() {

@@ -10,12 +10,14 @@
 //!
 //! Layout: `api` (the routes and their handlers), `params` (parameters,
 //! times and durations), `json` (Prometheus' shapes), `error` (errors and
-//! their types); here the accept loop and authentication.
+//! their types), `reference` (metric metadata from docs/metrics.md, and
+//! alerts); here the accept loop and authentication.
 
 mod api;
 mod error;
 mod json;
 mod params;
+mod reference;
 
 pub(crate) use api::Api;
 

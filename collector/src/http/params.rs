@@ -41,11 +41,28 @@ impl Params {
             .collect()
     }
 
+    /// The PromQL expression, `query`.
+    pub(crate) fn expression(&self) -> Result<String, ApiError> {
+        self.get("query")
+            .map(str::to_owned)
+            .ok_or_else(|| ApiError::param("query", "query must not be empty"))
+    }
+
+    /// Parameter `name` as a time; required.
+    pub(crate) fn time(&self, name: &str) -> Result<i64, ApiError> {
+        parse_time(self.get(name).unwrap_or_default()).map_err(|e| ApiError::param(name, e))
+    }
+
     /// Parameter `name` as a time, or `default` when absent.
     pub(crate) fn time_or(&self, name: &str, default: i64) -> Result<i64, ApiError> {
         self.get(name).map_or(Ok(default), |text| {
             parse_time(text).map_err(|e| ApiError::param(name, e))
         })
+    }
+
+    /// Parameter `name` as a duration in milliseconds; required.
+    pub(crate) fn required_duration(&self, name: &str) -> Result<i64, ApiError> {
+        parse_duration(self.get(name).unwrap_or_default()).map_err(|e| ApiError::param(name, e))
     }
 
     /// Parameter `name` as a duration in milliseconds, if present.
@@ -141,6 +158,9 @@ mod tests {
         assert_eq!(params.get("time"), None);
         assert_eq!(params.all("match[]"), ["a", "b"]);
         assert!(params.time_or("query", 0).is_err());
+        assert_eq!(params.expression().unwrap(), "down");
+        assert!(params.time("time").is_err() && params.required_duration("step").is_err());
+        assert!(Params::default().expression().is_err());
         assert_eq!(params.limit("limit").unwrap(), 0);
     }
 }

@@ -252,6 +252,21 @@ async fn endpoints_answer_in_prometheus_shapes_over_http1_and_http2() {
         let (_, body, _) = call(&c, collector.http, "/api/v1/label/host/values", &q, post).await;
         assert_eq!(body["data"], json!([]));
 
+        let (_, body, _) = call(
+            &c,
+            collector.http,
+            "/api/v1/metadata",
+            "metric=host_load1",
+            post,
+        )
+        .await;
+        assert_eq!(
+            body["data"],
+            json!({"host_load1": [{"type": "gauge", "help": "runnable tasks", "unit": ""}]})
+        );
+        let (status, body, _) = call(&c, collector.http, "/api/v1/alerts", "", post).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body["data"]["alerts"].is_array(), "{body}");
         let (status, body, _) =
             call(&c, collector.http, "/api/v1/status/buildinfo", "", post).await;
         assert_eq!(status, 200);
