@@ -91,19 +91,21 @@ pub(crate) fn call(
                 ev.eval_scalar(args[1], grid)?,
                 ev.eval_scalar(args[2], grid)?,
             );
+            // Nothing only when max < min: a NaN bound clamps to NaN.
             map_series(input, drop_name, |step, v| {
-                (max[step] >= min[step]).then(|| min[step].max(max[step].min(v)))
+                let (min, max) = (min[step], max[step]);
+                (max >= min || min.is_nan() || max.is_nan()).then(|| go_max(min, go_min(max, v)))
             })?
         }
         "clamp_min" => {
             let input = ev.eval_vector(args[0], grid)?;
             let min = ev.eval_scalar(args[1], grid)?;
-            map_series(input, drop_name, |step, v| Some(min[step].max(v)))?
+            map_series(input, drop_name, |step, v| Some(go_max(min[step], v)))?
         }
         "clamp_max" => {
             let input = ev.eval_vector(args[0], grid)?;
             let max = ev.eval_scalar(args[1], grid)?;
-            map_series(input, drop_name, |step, v| Some(max[step].min(v)))?
+            map_series(input, drop_name, |step, v| Some(go_min(max[step], v)))?
         }
         _ => match math(name) {
             Some(f) => {
@@ -116,6 +118,28 @@ pub(crate) fn call(
 }
 
 /// The functions of one value.
+/// Go's `math.Max`, which `clamp*` use in Prometheus: +Inf wins, then
+/// NaN (Rust's `f64::max` ignores a NaN instead).
+fn go_max(a: f64, b: f64) -> f64 {
+    go_extreme(a, b, f64::INFINITY, f64::max)
+}
+
+/// Go's `math.Min`: -Inf wins, then NaN.
+fn go_min(a: f64, b: f64) -> f64 {
+    go_extreme(a, b, f64::NEG_INFINITY, f64::min)
+}
+
+/// `wins` if either is `wins`, else NaN if either is NaN, else `pick`'s.
+fn go_extreme(a: f64, b: f64, wins: f64, pick: fn(f64, f64) -> f64) -> f64 {
+    if a == wins || b == wins {
+        wins
+    } else if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        pick(a, b)
+    }
+}
+
 fn math(name: &str) -> Option<fn(f64) -> f64> {
     Some(match name {
         "abs" => f64::abs,
@@ -433,6 +457,29 @@ mod tests {
         }
         // clamp with min above max gives nothing.
         assert!(fx.vector("clamp(u, 5, 1)", 0).is_empty());
+        // A NaN bound gives NaN, as Go's math.Max and math.Min do; an
+        // infinite one wins over NaN.
+        for expr in [
+            format!("clamp_min({c}, NaN)"),
+            format!("clamp_max({c}, NaN)"),
+            format!("clamp({c}, 0, NaN)"),
+            format!("clamp({c}, NaN, 5)"),
+            format!("clamp_min({c} * NaN, 0)"),
+        ] {
+            let v = fx.vector(&expr, 0);
+            assert_eq!(v.len(), 1, "{expr}");
+            assert!(v[0].1.is_nan(), "{expr}: {}", v[0].1);
+        }
+        fx.check(
+            &format!("clamp_min({c} * NaN, Inf)"),
+            0,
+            &[("host=c,mode=x", f64::INFINITY)],
+        );
+        fx.check(
+            &format!("clamp_max({c} * NaN, -Inf)"),
+            0,
+            &[("host=c,mode=x", f64::NEG_INFINITY)],
+        );
     }
 
     #[test]

@@ -158,7 +158,10 @@ impl Fixture {
 pub(crate) fn assert_close(got: f64, want: f64, what: &str) {
     let ok = (got.is_nan() && want.is_nan())
         || got == want
-        || ((got - want).abs() <= 1e-9 * want.abs().max(got.abs()));
+        // Finite only: Inf would be within Inf of anything.
+        || (got.is_finite()
+            && want.is_finite()
+            && (got - want).abs() <= 1e-9 * want.abs().max(got.abs()));
     assert!(ok, "{what}: got {got}, want {want}");
 }
 
@@ -171,5 +174,25 @@ pub(crate) fn assert_vector(got: &[(String, f64)], want: &[(&str, f64)], what: &
     );
     for (g, w) in got.iter().zip(want) {
         assert_close(g.1, w.1, &format!("{what} {}", w.0));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::assert_close;
+
+    #[test]
+    fn assert_close_takes_nan_as_equal_and_infinities_as_themselves() {
+        assert_close(f64::NAN, f64::NAN, "NaN");
+        assert_close(f64::INFINITY, f64::INFINITY, "Inf");
+        assert_close(1.0 + 1e-12, 1.0, "near");
+        for (got, want) in [
+            (f64::INFINITY, 1.0),
+            (1.0, f64::NEG_INFINITY),
+            (1.0 + 1e-8, 1.0),
+        ] {
+            let caught = std::panic::catch_unwind(|| assert_close(got, want, "far"));
+            assert!(caught.is_err(), "{got} taken for {want}");
+        }
     }
 }

@@ -87,6 +87,8 @@ key = {key:?}
     )
 }
 
+// One scenario over real processes: the host_down page needs the agent
+// whose CPU page came first, and starting them again would cost seconds.
 #[tokio::test]
 async fn a_loaded_cpu_pages_with_the_busy_process_and_a_killed_agent_pages_host_down() {
     let pki = TestPki::new();
@@ -207,6 +209,8 @@ fn equal(name: &str, value: &str) -> Matcher {
     }
 }
 
+// One scenario, in the order an operator meets it: each step (a silence,
+// its refusals, a reload) acts on the alerts the steps before raised.
 #[tokio::test]
 async fn silences_and_reloads_through_admin() {
     let pki = TestPki::new();

@@ -210,6 +210,8 @@ async fn stingy_channel(files: &TlsFiles, addr: SocketAddr) -> tonic::transport:
         .unwrap()
 }
 
+// One scenario over a real collector process: the clients that stop
+// reading must be in place when SIGTERM comes.
 #[tokio::test]
 async fn sigterm_ends_the_collector_within_its_drain_when_clients_stop_reading() {
     let pki = TestPki::new();

@@ -85,6 +85,8 @@ fn spooled_points(batches: &[hostwatch_proto::v1::Batch]) -> HashMap<String, BTr
     points
 }
 
+// One scenario over real processes (spool, SIGKILL, restart, replay):
+// the check at the end needs every step before it.
 #[tokio::test]
 async fn samples_spooled_before_a_sigkill_are_stored_exactly_once() {
     let pki = TestPki::new();

@@ -103,6 +103,8 @@ fn self_alert(
         })
 }
 
+// One scenario on one tmpfs: fill it, see the page, free it, see the
+// database heal; each step needs the state the one before left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_pages_through_the_webhook_and_the_state_database_heals() {
     let Some(fs) = Tmpfs::mount(
