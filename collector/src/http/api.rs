@@ -129,6 +129,7 @@ pub(crate) fn router(api: Api) -> Router {
         )
         .route("/api/v1/metadata", get(metadata).post(metadata))
         .route("/api/v1/alerts", get(alerts).post(alerts))
+        .route("/api/v1/rules", get(rules).post(rules))
         .route("/api/v1/status/buildinfo", get(buildinfo).post(buildinfo))
         .route("/-/healthy", get(healthy).post(healthy))
         .route("/-/ready", get(ready).post(ready))
@@ -265,6 +266,16 @@ async fn metadata(State(api): State<Api>, request: Request) -> Response {
 
 async fn alerts(State(api): State<Api>) -> Response {
     json::success(reference::alerts_data(&api.shared.alerting.alerts()))
+}
+
+async fn rules(State(api): State<Api>) -> Response {
+    let shared = &api.shared;
+    let file = shared
+        .config_path
+        .as_ref()
+        .map_or_else(|| "collector.toml".to_owned(), |p| p.display().to_string());
+    let (rules, alerts) = (shared.alerting.rules(), shared.alerting.alerts());
+    json::success(reference::rules_data(&rules, &alerts, &file))
 }
 
 async fn buildinfo() -> Response {

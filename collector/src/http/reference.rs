@@ -1,8 +1,9 @@
-//! Metric metadata and alerts for Grafana: `/api/v1/metadata` from the
-//! metric reference (docs/metrics.md, read at build time, so the API and
-//! the documentation cannot disagree), and `/api/v1/alerts` from the
-//! alerting engine, in Prometheus' shapes.
+//! Metric metadata, alerts and rules for Grafana: `/api/v1/metadata` from
+//! the metric reference (docs/metrics.md, read at build time, so the API
+//! and the documentation cannot disagree), `/api/v1/alerts` and
+//! `/api/v1/rules` from the alerting engine, in Prometheus' shapes.
 
+use hostwatch_alerting::config::Rule;
 use hostwatch_alerting::{Alert, Phase};
 use serde_json::{Map, Value as Json, json};
 use time::OffsetDateTime;
@@ -76,26 +77,70 @@ pub(crate) fn metadata_data(metric: Option<&str>, limit: usize) -> Json {
     Json::Object(data)
 }
 
+/// Go's zero time, which Prometheus reports for what never happened.
+const NEVER: &str = "0001-01-01T00:00:00Z";
+
 /// `/api/v1/alerts`' data: the pending and firing alerts.
 pub(crate) fn alerts_data(alerts: &[Alert]) -> Json {
-    let alerts: Vec<Json> = alerts
+    let alerts: Vec<Json> = alerts.iter().filter_map(alert).collect();
+    json!({ "alerts": alerts })
+}
+
+/// A pending or firing alert in Prometheus' shape; `None` otherwise.
+fn alert(a: &Alert) -> Option<Json> {
+    let state = match a.phase() {
+        Phase::Pending => "pending",
+        Phase::Firing => "firing",
+        Phase::Inactive | Phase::Resolved => return None,
+    };
+    Some(json!({
+        "labels": a.labels,
+        "annotations": a.annotations,
+        "state": state,
+        "activeAt": rfc3339(a.machine.active_since_ms),
+        "value": go_exponent(a.value),
+    }))
+}
+
+/// `/api/v1/rules`' data: the alert rules in force, as one group, each
+/// with its pending and firing alerts; `query` is the rule on one line.
+pub(crate) fn rules_data(rules: &[Rule], alerts: &[Alert], file: &str) -> Json {
+    let rules: Vec<Json> = rules
         .iter()
-        .filter_map(|a| {
-            let state = match a.phase() {
-                Phase::Pending => "pending",
-                Phase::Firing => "firing",
-                Phase::Inactive | Phase::Resolved => return None,
-            };
-            Some(json!({
-                "labels": a.labels,
-                "annotations": a.annotations,
+        .map(|rule| {
+            let mine: Vec<Json> = alerts
+                .iter()
+                .filter(|a| a.rule == rule.name)
+                .filter_map(alert)
+                .collect();
+            let state = ["firing", "pending"]
+                .into_iter()
+                .find(|s| mine.iter().any(|a| a["state"] == *s))
+                .unwrap_or("inactive");
+            json!({
                 "state": state,
-                "activeAt": rfc3339(a.machine.active_since_ms),
-                "value": go_exponent(a.value),
-            }))
+                "name": rule.name,
+                "query": rule.source.kind.to_string(),
+                "duration": rule.timing.for_ms as f64 / 1000.0,
+                "labels": rule.labels,
+                "annotations": rule.source.annotations,
+                "alerts": mine,
+                "health": "ok",
+                "evaluationTime": 0,
+                "lastEvaluation": NEVER,
+                "type": "alerting",
+            })
         })
         .collect();
-    json!({ "alerts": alerts })
+    json!({"groups": [{
+        "name": "hostwatch",
+        "file": file,
+        "rules": rules,
+        "interval": 0,
+        "limit": 0,
+        "evaluationTime": 0,
+        "lastEvaluation": NEVER,
+    }]})
 }
 
 fn rfc3339(ms: i64) -> String {
@@ -184,6 +229,55 @@ mod tests {
         );
         assert_eq!(data["alerts"][1]["state"], "pending");
         assert_eq!(data["alerts"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn rules_carry_their_query_duration_and_alerts() {
+        let config: crate::config::CollectorConfig = {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("collector.toml");
+            std::fs::write(
+                &path,
+                "listen = \"127.0.0.1:1\"\ndata_dir = \"d\"\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n",
+            )
+            .unwrap();
+            crate::config::CollectorConfig::load(&path).unwrap()
+        };
+        let rules = config.alert_rules().unwrap().rules;
+        let firing: Alert = serde_json::from_value(json!({
+            "fingerprint": "0000000000000001", "rule": "cpu_saturated",
+            "labels": {"alertname": "cpu_saturated", "host": "web1"}, "annotations": {},
+            "machine": {"phase": "firing", "active_since_ms": 1_000, "fired_ms": 1_000,
+                "clearing_since_ms": null, "resolved_ms": null, "flaps": 0},
+            "value": 0.95, "evaluated_ms": 2_000, "changed_ms": 2_000, "announce_resolved_ms": null,
+        }))
+        .unwrap();
+        let data = rules_data(&rules, &[firing], "collector.toml");
+        let group = &data["groups"][0];
+        assert_eq!(group["rules"].as_array().unwrap().len(), rules.len());
+        let cpu = group["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "cpu_saturated")
+            .unwrap();
+        assert_eq!(cpu["state"], "firing");
+        assert_eq!(cpu["type"], "alerting");
+        assert_eq!(cpu["alerts"][0]["labels"]["host"], "web1");
+        assert!(
+            cpu["query"]
+                .as_str()
+                .unwrap()
+                .contains("host_cpu_utilization_ratio")
+        );
+        assert!(cpu["duration"].as_f64().unwrap() > 0.0, "{cpu}");
+        let other = group["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "host_down")
+            .unwrap();
+        assert_eq!(other["state"], "inactive");
     }
 
     #[test]

@@ -267,6 +267,15 @@ async fn endpoints_answer_in_prometheus_shapes_over_http1_and_http2() {
         let (status, body, _) = call(&c, collector.http, "/api/v1/alerts", "", post).await;
         assert_eq!(status, 200, "{body}");
         assert!(body["data"]["alerts"].is_array(), "{body}");
+        let (status, body, _) = call(&c, collector.http, "/api/v1/rules", "", post).await;
+        assert_eq!(status, 200, "{body}");
+        let rules = &body["data"]["groups"][0]["rules"];
+        assert!(
+            rules
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r["name"] == "cpu_saturated")),
+            "{body}"
+        );
         let (status, body, _) =
             call(&c, collector.http, "/api/v1/status/buildinfo", "", post).await;
         assert_eq!(status, 200);
