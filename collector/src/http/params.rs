@@ -6,8 +6,9 @@ use super::error::ApiError;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-/// Times Prometheus reads as "the beginning" and "the end" of time (what
-/// its clients send for an open range), in milliseconds.
+/// The beginning and the end of time for the series endpoints: an open
+/// range (Go's zero time, which clients send for no time, and the year
+/// 9999), in milliseconds.
 pub(crate) const MIN_TIME_MS: i64 = -62_135_596_800_000;
 pub(crate) const MAX_TIME_MS: i64 = 253_402_300_799_000;
 
@@ -82,9 +83,19 @@ impl Params {
     }
 }
 
-/// A time as Prometheus' API reads it: Unix seconds (a float), or RFC
-/// 3339; milliseconds since the epoch.
+/// How Prometheus writes its earliest and latest times, which its clients
+/// send back for an open range.
+const MIN_TIME_TEXT: &str = "-292273086-05-16T16:47:06Z";
+const MAX_TIME_TEXT: &str = "292277025-08-18T07:12:54.999999999Z";
+
+/// A time as Prometheus' API reads it: Unix seconds (a float), RFC 3339,
+/// or its earliest and latest times; milliseconds since the epoch.
 pub(crate) fn parse_time(text: &str) -> Result<i64, String> {
+    match text {
+        MIN_TIME_TEXT => return Ok(MIN_TIME_MS),
+        MAX_TIME_TEXT => return Ok(MAX_TIME_MS),
+        _ => {}
+    }
     if let Ok(seconds) = text.parse::<f64>() {
         if !seconds.is_finite() {
             return Err(format!("cannot parse {text:?} to a valid timestamp"));
@@ -132,6 +143,9 @@ mod tests {
             parse_time("2015-07-01T22:10:51.781+02:00"),
             Ok(1_435_781_451_781)
         );
+        assert_eq!(parse_time(MIN_TIME_TEXT), Ok(MIN_TIME_MS));
+        assert_eq!(parse_time(MAX_TIME_TEXT), Ok(MAX_TIME_MS));
+        assert_eq!(parse_time("-62135596800"), Ok(MIN_TIME_MS));
         for bad in ["soon", "", "NaN", "Inf", "2015-07-01"] {
             assert!(parse_time(bad).is_err(), "{bad}");
         }
