@@ -217,19 +217,26 @@ async fn series(State(api): State<Api>, request: Request) -> Response {
     .await
 }
 
+/// The distinct strings `pick` takes from the labels of the series
+/// `match[]` selects (every series without it), sorted, at most `limit`.
+async fn label_strings(
+    api: &Api,
+    request: Request,
+    pick: impl Fn(Label) -> Option<String>,
+) -> Result<Json, ApiError> {
+    let params = api.params(request).await?;
+    let limit = params.limit("limit")?;
+    let found: BTreeSet<String> = matching(api, &params, true)
+        .await?
+        .into_iter()
+        .flatten()
+        .filter_map(pick)
+        .collect();
+    Ok(json!(limited(found.into_iter().collect(), limit)))
+}
+
 async fn labels(State(api): State<Api>, request: Request) -> Response {
-    answer(async move {
-        let params = api.params(request).await?;
-        let limit = params.limit("limit")?;
-        let names: BTreeSet<String> = matching(&api, &params, true)
-            .await?
-            .into_iter()
-            .flatten()
-            .map(|l| l.name)
-            .collect();
-        Ok(json!(limited(names.into_iter().collect(), limit)))
-    })
-    .await
+    answer(label_strings(&api, request, |l| Some(l.name))).await
 }
 
 async fn label_values(
@@ -241,16 +248,7 @@ async fn label_values(
         if !hostwatch_promql::valid_label_name(&name) {
             return Err(ApiError::BadData(format!("invalid label name: {name:?}")));
         }
-        let params = api.params(request).await?;
-        let limit = params.limit("limit")?;
-        let values: BTreeSet<String> = matching(&api, &params, true)
-            .await?
-            .into_iter()
-            .flatten()
-            .filter(|l| l.name == name)
-            .map(|l| l.value)
-            .collect();
-        Ok(json!(limited(values.into_iter().collect(), limit)))
+        label_strings(&api, request, |l| (l.name == name).then_some(l.value)).await
     })
     .await
 }

@@ -199,23 +199,26 @@ mod tests {
         assert_eq!(metadata_data(Some("nope"), 0), json!({}));
     }
 
+    /// An alert of `rule` on host web1 in `phase`, active since 1 s.
+    fn an_alert(rule: &str, phase: &str) -> Alert {
+        serde_json::from_value(json!({
+            "fingerprint": "0000000000000001",
+            "rule": rule,
+            "labels": {"alertname": rule, "host": "web1"},
+            "annotations": {"summary": "busy"},
+            "machine": {"phase": phase, "active_since_ms": 1_000, "fired_ms": null,
+                "clearing_since_ms": null, "resolved_ms": null, "flaps": 0},
+            "value": 0.95,
+            "evaluated_ms": 2_000,
+            "changed_ms": 2_000,
+            "announce_resolved_ms": null,
+        }))
+        .unwrap()
+    }
+
     #[test]
     fn alerts_are_listed_pending_and_firing_in_prometheus_shape() {
-        let alert = |phase: &str| -> Alert {
-            serde_json::from_value(json!({
-                "fingerprint": "0000000000000001",
-                "rule": "cpu",
-                "labels": {"alertname": "cpu", "host": "web1"},
-                "annotations": {"summary": "busy"},
-                "machine": {"phase": phase, "active_since_ms": 1_000, "fired_ms": null,
-                    "clearing_since_ms": null, "resolved_ms": null, "flaps": 0},
-                "value": 0.95,
-                "evaluated_ms": 2_000,
-                "changed_ms": 2_000,
-                "announce_resolved_ms": null,
-            }))
-            .unwrap()
-        };
+        let alert = |phase: &str| an_alert("cpu", phase);
         let data = alerts_data(&[alert("firing"), alert("pending"), alert("resolved")]);
         assert_eq!(
             data["alerts"][0],
@@ -244,39 +247,22 @@ mod tests {
             crate::config::CollectorConfig::load(&path).unwrap()
         };
         let rules = config.alert_rules().unwrap().rules;
-        let firing: Alert = serde_json::from_value(json!({
-            "fingerprint": "0000000000000001", "rule": "cpu_saturated",
-            "labels": {"alertname": "cpu_saturated", "host": "web1"}, "annotations": {},
-            "machine": {"phase": "firing", "active_since_ms": 1_000, "fired_ms": 1_000,
-                "clearing_since_ms": null, "resolved_ms": null, "flaps": 0},
-            "value": 0.95, "evaluated_ms": 2_000, "changed_ms": 2_000, "announce_resolved_ms": null,
-        }))
-        .unwrap();
+        let firing = an_alert("cpu_saturated", "firing");
         let data = rules_data(&rules, &[firing], "collector.toml");
         let group = &data["groups"][0];
         assert_eq!(group["rules"].as_array().unwrap().len(), rules.len());
-        let cpu = group["rules"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["name"] == "cpu_saturated")
-            .unwrap();
+        let rule = |name: &str| {
+            let rules = group["rules"].as_array().unwrap();
+            rules.iter().find(|r| r["name"] == name).unwrap().clone()
+        };
+        let cpu = rule("cpu_saturated");
         assert_eq!(cpu["state"], "firing");
         assert_eq!(cpu["type"], "alerting");
         assert_eq!(cpu["alerts"][0]["labels"]["host"], "web1");
-        assert!(
-            cpu["query"]
-                .as_str()
-                .unwrap()
-                .contains("host_cpu_utilization_ratio")
-        );
+        let query = cpu["query"].as_str().unwrap();
+        assert!(query.contains("host_cpu_utilization_ratio"), "{query}");
         assert!(cpu["duration"].as_f64().unwrap() > 0.0, "{cpu}");
-        let other = group["rules"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["name"] == "host_down")
-            .unwrap();
+        let other = rule("host_down");
         assert_eq!(other["state"], "inactive");
     }
 
