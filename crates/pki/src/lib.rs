@@ -1,17 +1,20 @@
 //! Certificates, rustls configurations and peer identity for hostwatch.
 //!
 //! Every hostwatch connection is TLS 1.3 with a client certificate signed by
-//! the deployment's CA; who a peer is comes from its certificate's URI SAN
-//! (`hostwatch://<role>/<name>`), never from anything the peer says.
+//! the deployment's CA (optional in the handshake only for the HTTPS API,
+//! which authenticates each request: [`ClientAuth`]); who a peer is comes
+//! from its certificate's URI SAN (`hostwatch://<role>/<name>`), never from
+//! anything the peer says.
 //!
 //! Layout:
 //! - [`Identity`] and [`Role`]: the URI SAN and its parsing;
 //! - [`Ca`]: creating a CA and issuing role certificates with rcgen (quick
 //!   starts and tests; production users bring their own PKI);
-//! - [`TlsFiles`], [`server_config`], [`client_config`]: rustls
-//!   configurations from PEM files;
+//! - [`TlsFiles`], [`server_config`] ([`server_config_with`]),
+//!   [`client_config`]: rustls configurations from PEM files;
 //! - [`peer_identity`]: identity of a verified peer certificate;
-//! - [`transport`]: the mTLS listener and channel connector for tonic.
+//! - [`transport`]: the TLS listener (for tonic, and for the HTTPS API)
+//!   and the channel connector for tonic.
 
 pub mod transport;
 
