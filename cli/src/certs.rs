@@ -22,7 +22,8 @@ pub(crate) enum CertsCommand {
     Issue {
         #[arg(long, value_parser = parse_role)]
         role: Role,
-        /// Host id (agent), person (operator) or instance (collector).
+        /// Host id (agent), person or tool (operator, viewer) or instance
+        /// (collector).
         #[arg(long)]
         name: String,
         #[arg(long)]
@@ -41,7 +42,7 @@ pub(crate) enum CertsCommand {
 
 fn parse_role(s: &str) -> Result<Role, String> {
     s.parse()
-        .map_err(|_| format!("{s:?} is not a role: use agent, operator or collector"))
+        .map_err(|_| format!("{s:?} is not a role: use agent, operator, viewer or collector"))
 }
 
 pub(crate) fn run(command: CertsCommand) -> anyhow::Result<()> {

@@ -73,6 +73,15 @@ async fn run_async(dir: PathBuf, duration: Option<Duration>) -> anyhow::Result<(
     println!(
         "  collector listening on {address}, agent for host {agent_host:?} every {AGENT_INTERVAL}"
     );
+    if let Some(http) = collector_config.http_listen {
+        println!(
+            "  Prometheus HTTP API at https://localhost:{}/ (client certificate {})",
+            http.port(),
+            dir.join("certs")
+                .join(format!("operator-{QUICKSTART}.pem"))
+                .display()
+        );
+    }
     match duration {
         Some(d) => println!("  running for {}s (Ctrl-C stops earlier)\n", d.as_secs()),
         None => println!("  press Ctrl-C to stop\n"),
@@ -133,7 +142,12 @@ async fn write_configs(dir: &Path, host_id: &str) -> anyhow::Result<(TcpListener
             Ok(l) => l,
             Err(_) => bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?,
         };
-        write_collector_config(&paths.collector, listener.local_addr()?)?;
+        // A free loopback port for the HTTPS API, which the collector
+        // binds again when it starts.
+        let http = bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await?
+            .local_addr()?;
+        write_collector_config(&paths.collector, listener.local_addr()?, http)?;
         listener
     };
     let address = listener.local_addr()?;
@@ -285,14 +299,16 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }
 
-fn write_collector_config(path: &Path, listen: SocketAddr) -> anyhow::Result<()> {
+fn write_collector_config(path: &Path, listen: SocketAddr, http: SocketAddr) -> anyhow::Result<()> {
     let text = format!(
         "# hostwatch collector, written by `hostwatch quickstart`.\n\
          # Relative paths are relative to this file's directory.\n\
          listen = {}\n\
+         http_listen = {}\n\
          data_dir = \"collector-data\"\n\
          host_down_after = \"10s\"\n\n{}",
         quote(&listen.to_string()),
+        quote(&http.to_string()),
         tls_section(Role::Collector, QUICKSTART)
     );
     write(path, &text)

@@ -93,6 +93,16 @@ fn certs_init_and_issue_write_files_and_refuse_mistakes() {
         "10.0.0.1",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = hostwatch(&[
+        "certs", "issue", "--role", "viewer", "--name", "grafana", "--dir", d,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("hostwatch://viewer/grafana"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(dir.path().join("viewer-grafana.pem").exists());
 
     for (args, needle) in [
         (
@@ -212,6 +222,18 @@ fn quick_start_then_collector_serves_hosts_and_queries() {
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     let host = hostwatch::local_host_id();
     assert!(stdout.contains(&format!("{host} up")), "{stdout}");
+    // The HTTPS API is on, at the port its configuration names.
+    let config = std::fs::read_to_string(d.join("collector.toml")).unwrap();
+    let http: std::net::SocketAddr = config
+        .lines()
+        .find_map(|l| l.strip_prefix("http_listen = "))
+        .map(|v| v.trim_matches('"').parse().unwrap())
+        .expect("http_listen in collector.toml");
+    assert!(http.ip().is_loopback(), "{http}");
+    assert!(
+        stdout.contains(&format!("https://localhost:{}/", http.port())),
+        "{stdout}"
+    );
     // Everything it wrote is private: the spool holds command lines.
     let mut pending = vec![d.clone()];
     let mut seen = 0;

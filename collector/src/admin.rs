@@ -1,10 +1,9 @@
 //! The Admin service: silences, reloading the alert rules, and the
 //! store's counters and verification.
 
-use crate::auth;
+use crate::auth::{self, Access};
 use crate::convert;
 use crate::shared::{Shared, reload_alerting};
-use hostwatch_pki::Role;
 use hostwatch_proto::v1::admin_server::Admin;
 use hostwatch_proto::v1::{
     CreateSilenceRequest, ExpireSilenceRequest, ListSilencesRequest, ListSilencesResponse,
@@ -23,7 +22,7 @@ impl Admin for AdminService {
         &self,
         request: Request<CreateSilenceRequest>,
     ) -> Result<Response<Silence>, Status> {
-        let peer = auth::require(&request, Role::Operator)?;
+        let peer = auth::require(&request, Access::Operate)?;
         let request = request.into_inner();
         let silence = self
             .shared
@@ -44,7 +43,7 @@ impl Admin for AdminService {
         &self,
         request: Request<ListSilencesRequest>,
     ) -> Result<Response<ListSilencesResponse>, Status> {
-        auth::require(&request, Role::Operator)?;
+        auth::require(&request, Access::Operate)?;
         let silences = self.shared.alerting.silences();
         Ok(Response::new(ListSilencesResponse {
             silences: silences.into_iter().map(convert::silence_out).collect(),
@@ -55,7 +54,7 @@ impl Admin for AdminService {
         &self,
         request: Request<ExpireSilenceRequest>,
     ) -> Result<Response<Silence>, Status> {
-        let peer = auth::require(&request, Role::Operator)?;
+        let peer = auth::require(&request, Access::Operate)?;
         let id = request.into_inner().id;
         convert::required(&id, "id")?;
         let silence = self
@@ -72,7 +71,7 @@ impl Admin for AdminService {
         &self,
         request: Request<ReloadRequest>,
     ) -> Result<Response<ReloadResponse>, Status> {
-        let peer = auth::require(&request, Role::Operator)?;
+        let peer = auth::require(&request, Access::Operate)?;
         tracing::info!(by = %peer.identity, "reload requested through Admin");
         let (rules, hooks) = reload_alerting(&self.shared)
             .await
@@ -84,7 +83,7 @@ impl Admin for AdminService {
         &self,
         request: Request<StorageStatsRequest>,
     ) -> Result<Response<StorageStatsResponse>, Status> {
-        auth::require(&request, Role::Operator)?;
+        auth::require(&request, Access::Operate)?;
         let stats = self.shared.on_store(|store| store.stats()).await?;
         Ok(Response::new(convert::storage_stats_out(
             stats,
@@ -97,7 +96,7 @@ impl Admin for AdminService {
         &self,
         request: Request<VerifyStorageRequest>,
     ) -> Result<Response<VerifyStorageResponse>, Status> {
-        let peer = auth::require(&request, Role::Operator)?;
+        let peer = auth::require(&request, Access::Operate)?;
         tracing::info!(by = %peer.identity, "storage verification requested through Admin");
         let report = self.shared.on_store(|store| store.verify()).await?;
         if !report.is_clean() {

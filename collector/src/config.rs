@@ -18,6 +18,10 @@ pub const ENV_PREFIX: &str = "HOSTWATCH_COLLECTOR";
 pub struct CollectorConfig {
     /// Address to listen on for agents and operators.
     pub listen: SocketAddr,
+    /// Address of the HTTPS API (Prometheus' query API); off when empty
+    /// or absent.
+    #[serde(default, deserialize_with = "optional_address")]
+    pub http_listen: Option<SocketAddr>,
     /// Directory of the sled database.
     pub data_dir: PathBuf,
     /// A host none of whose batches was stored for this long is down.
@@ -28,6 +32,9 @@ pub struct CollectorConfig {
     pub limits: Limits,
     #[serde(default)]
     pub storage: Storage,
+    /// What PromQL queries may cost (the HTTP API).
+    #[serde(default)]
+    pub query: Query,
     /// Alert rules and hooks (see `deploy/collector.toml`).
     #[serde(default)]
     pub alerting: AlertingConfig,
@@ -42,7 +49,8 @@ pub struct CollectorConfig {
 pub struct Limits {
     /// Authenticated connections open at once; more are refused.
     pub max_connections: usize,
-    /// Places among `max_connections` that only operators may take.
+    /// Places among `max_connections` that only operators and viewers may
+    /// take.
     pub reserved_operator_connections: usize,
     /// Connections one certificate identity may hold at once.
     pub max_connections_per_identity: usize,
@@ -131,6 +139,43 @@ pub struct Storage {
     /// directory's file system has less free space than this, in bytes, so
     /// the store never writes into a full disk; 0 turns the reserve off.
     pub min_free_bytes: u64,
+}
+
+/// What PromQL queries may cost.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Query {
+    /// Samples one query may touch (read, and produced while evaluating).
+    pub max_samples: usize,
+    /// Longest a query may run; a request's `timeout` may only shorten it.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Queries evaluated at once; more wait for a place, at most `timeout`.
+    pub max_concurrent: usize,
+}
+
+impl Default for Query {
+    fn default() -> Self {
+        let engine = hostwatch_promql::Limits::default();
+        Query {
+            max_samples: engine.max_samples,
+            timeout: engine.timeout,
+            max_concurrent: 16,
+        }
+    }
+}
+
+/// `http_listen`: an address, or an empty string for none.
+fn optional_address<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("{text:?}: {e}")))
 }
 
 /// Smallest sled page cache accepted.
@@ -226,6 +271,9 @@ impl CollectorConfig {
                 self.limits.keepalive_timeout.is_zero(),
             ),
             ("storage.retention", self.storage.retention.is_zero()),
+            ("query.max_samples", self.query.max_samples == 0),
+            ("query.timeout", self.query.timeout.is_zero()),
+            ("query.max_concurrent", self.query.max_concurrent == 0),
         ];
         let limits = &self.limits;
         if limits.reserved_operator_connections >= limits.max_connections {
@@ -455,6 +503,51 @@ key = "collector.key"
                 format!("{MINIMAL}\n[storage]\nout_of_order_tolerance = \"soon\"\n"),
                 "out_of_order_tolerance",
             ),
+        ]);
+    }
+
+    #[test]
+    fn http_listen_is_off_when_empty_and_query_limits_have_defaults() {
+        let config = load_text(MINIMAL).unwrap();
+        assert_eq!(config.http_listen, None);
+        assert_eq!(config.query.max_samples, 50_000_000);
+        assert_eq!(config.query.timeout, Duration::from_secs(120));
+        let text = MINIMAL.replace(
+            "data_dir = \"data\"",
+            "data_dir = \"data\"\nhttp_listen = \"\"",
+        );
+        assert_eq!(load_text(&text).unwrap().http_listen, None);
+        let text = MINIMAL.replace(
+            "data_dir = \"data\"",
+            "data_dir = \"data\"\nhttp_listen = \"127.0.0.1:9090\"",
+        );
+        let config = load_text(&text).unwrap();
+        assert_eq!(config.http_listen, Some("127.0.0.1:9090".parse().unwrap()));
+    }
+
+    #[test]
+    fn bad_http_and_query_values_name_their_key() {
+        assert_refused_naming_the_key(&[
+            (
+                MINIMAL.replace(
+                    "data_dir = \"data\"",
+                    "data_dir = \"data\"\nhttp_listen = \"nowhere\"",
+                ),
+                "http_listen",
+            ),
+            (
+                format!("{MINIMAL}\n[query]\nmax_samples = 0\n"),
+                "query.max_samples",
+            ),
+            (
+                format!("{MINIMAL}\n[query]\ntimeout = \"0s\"\n"),
+                "query.timeout",
+            ),
+            (
+                format!("{MINIMAL}\n[query]\nmax_concurrent = 0\n"),
+                "query.max_concurrent",
+            ),
+            (format!("{MINIMAL}\n[query]\nlimit = 1\n"), "limit"),
         ]);
     }
 

@@ -311,6 +311,9 @@ pub(crate) fn storage_stats_out(
             .undecodable
             .load(std::sync::atomic::Ordering::Relaxed),
         state_database_failure: state_database_failure.unwrap_or_default(),
+        unauthorized_http_requests: refused
+            .http_unauthorized
+            .load(std::sync::atomic::Ordering::Relaxed),
         hosts: s.hosts,
         series: s.series,
         head_samples: s.head_samples,

@@ -4,11 +4,10 @@
 //! the last sequence already stored, then batches, each acknowledged only
 //! after the store has flushed it.
 
-use crate::auth;
+use crate::auth::{self, Access};
 use crate::convert;
 use crate::shared::Shared;
 use hostwatch_alerting::BatchContext;
-use hostwatch_pki::Role;
 use hostwatch_proto::v1::agent_message::Kind as AgentKind;
 use hostwatch_proto::v1::collector_message::Kind as CollectorKind;
 use hostwatch_proto::v1::ingest_server::Ingest;
@@ -44,7 +43,7 @@ impl Ingest for IngestService {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<ReplyStream>, Status> {
-        let peer = auth::require(&request, Role::Agent)?;
+        let peer = auth::require(&request, Access::Agent)?;
         let host = peer.identity.name.clone();
         let mut inbound = request.into_inner();
         let timeout = self.shared.limits.handshake_timeout;

@@ -10,6 +10,7 @@
 //! - `ingest`: the agents' stream (Hello, batches, acknowledgements);
 //! - `query`: the operators' reads, alerts included;
 //! - `admin`: silences and reloading the alert rules;
+//! - `http`: the HTTPS API (Prometheus' query API, PromQL);
 //! - `hosts`: the host registry (facts, last seen, up/down);
 //! - `state`: the collector's own database (hosts, alert state, outbox),
 //!   reopened after a failed write;
@@ -23,6 +24,7 @@ pub mod cmd;
 pub mod config;
 mod convert;
 mod hosts;
+mod http;
 mod ingest;
 mod query;
 mod server;
@@ -33,7 +35,7 @@ pub use config::CollectorConfig;
 /// The conversion of an agent's batch that ingest applies before storing
 /// it; public for the benchmark harness, which times ingest's CPU.
 pub use convert::{batch as convert_batch, matcher_out as convert_matcher};
-pub use server::serve;
+pub use server::{serve, serve_with_http};
 
 /// Errors that stop the collector, or keep its state database from being
 /// reopened (tried again at the next check).
@@ -51,4 +53,10 @@ pub enum CollectorError {
     Alerting(#[from] hostwatch_alerting::AlertingError),
     #[error("gRPC server: {0}")]
     Serve(String),
+    #[error("cannot listen on {address} ({key}): {source}")]
+    Listen {
+        key: &'static str,
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }

@@ -1,9 +1,8 @@
 //! The Query service: operators' reads.
 
-use crate::auth;
+use crate::auth::{self, Access};
 use crate::convert;
 use crate::shared::Shared;
-use hostwatch_pki::Role;
 use hostwatch_proto::v1::query_server::Query;
 use hostwatch_proto::v1::{
     AlertHistoryRequest, AlertHistoryResponse, AlertTransition, LatestRequest, LatestResponse,
@@ -41,7 +40,7 @@ impl Query for QueryService {
         &self,
         request: Request<ListAlertsRequest>,
     ) -> Result<Response<ListAlertsResponse>, Status> {
-        auth::require(&request, Role::Operator)?;
+        auth::require(&request, Access::Read)?;
         let request = request.into_inner();
         let alerting = &self.shared.alerting;
         let alerts = alerting
@@ -65,7 +64,7 @@ impl Query for QueryService {
         &self,
         request: Request<AlertHistoryRequest>,
     ) -> Result<Response<AlertHistoryResponse>, Status> {
-        auth::require(&request, Role::Operator)?;
+        auth::require(&request, Access::Read)?;
         let request = request.into_inner();
         let filter = hostwatch_alerting::HistoryFilter {
             since_ms: request.since_ms,
@@ -93,7 +92,7 @@ impl Query for QueryService {
         &self,
         request: Request<WatchAlertsRequest>,
     ) -> Result<Response<WatchStream>, Status> {
-        auth::require(&request, Role::Operator)?;
+        auth::require(&request, Access::Read)?;
         let host = request.into_inner().host_id;
         let mut transitions = self.shared.alerting.subscribe();
         let stop = self.shared.stop.clone();
@@ -133,7 +132,7 @@ impl Query for QueryService {
         &self,
         request: Request<ListHostsRequest>,
     ) -> Result<Response<ListHostsResponse>, Status> {
-        auth::require(&request, Role::Operator)?;
+        auth::require(&request, Access::Read)?;
         let request = request.into_inner();
         let page_size = match usize::try_from(request.page_size) {
             Ok(0) => DEFAULT_HOSTS_PAGE,
@@ -166,7 +165,7 @@ impl Query for QueryService {
         &self,
         request: Request<LatestRequest>,
     ) -> Result<Response<LatestResponse>, Status> {
-        auth::require(&request, Role::Operator)?;
+        auth::require(&request, Access::Read)?;
         let host = request.into_inner().host_id;
         convert::required(&host, "host_id")?;
         let latest = self
@@ -182,7 +181,7 @@ impl Query for QueryService {
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
-        auth::require(&request, Role::Operator)?;
+        auth::require(&request, Access::Read)?;
         let request = request.into_inner();
         convert::required(&request.metric, "metric")?;
         if request.start_ms >= request.end_ms {
@@ -223,7 +222,7 @@ impl Query for QueryService {
         &self,
         request: Request<ProcessesRequest>,
     ) -> Result<Response<ProcessesResponse>, Status> {
-        auth::require(&request, Role::Operator)?;
+        auth::require(&request, Access::Read)?;
         let request = request.into_inner();
         convert::required(&request.host_id, "host_id")?;
         let at_ms = if request.at_ms == 0 {

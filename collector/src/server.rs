@@ -1,5 +1,5 @@
 //! Wiring: the store, the host registry and the tonic services behind the
-//! mTLS listener, with a graceful shutdown.
+//! mTLS listener, the HTTPS API behind its own, with a graceful shutdown.
 
 use crate::CollectorError;
 use crate::admin::AdminService;
@@ -10,6 +10,7 @@ use crate::query::QueryService;
 use crate::shared::{Shared, reload_alerting};
 use crate::state::StateDb;
 use hostwatch_alerting::{Alerting, Clock, Refusal, SnapshotSource, StorageCondition};
+use hostwatch_pki::ClientAuth;
 use hostwatch_pki::transport::{CallLimitLayer, ListenerLimits, ServerTls, incoming};
 use hostwatch_proto::v1::admin_server::AdminServer;
 use hostwatch_proto::v1::ingest_server::IngestServer;
@@ -34,10 +35,36 @@ const STORE_CALL_GRACE: Duration = Duration::from_secs(5);
 const HOST_DOWN_TICK: Duration = Duration::from_millis(250);
 
 /// Runs the collector on an already-bound `listener` until `shutdown`
-/// completes, then drains open streams and flushes the database.
+/// completes, then drains open streams and flushes the database. The
+/// HTTPS API, when `http_listen` is set, listens there.
 pub async fn serve(
     config: CollectorConfig,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), CollectorError> {
+    let http = match config.http_listen {
+        Some(address) => {
+            Some(
+                TcpListener::bind(address)
+                    .await
+                    .map_err(|source| CollectorError::Listen {
+                        key: "http_listen",
+                        address,
+                        source,
+                    })?,
+            )
+        }
+        None => None,
+    };
+    serve_with_http(config, listener, http, shutdown).await
+}
+
+/// [`serve`], with the HTTPS API on an already-bound `http` listener (or
+/// none), whatever `http_listen` says.
+pub async fn serve_with_http(
+    config: CollectorConfig,
+    listener: TcpListener,
+    http: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), CollectorError> {
     let tls = ServerTls::load(config.tls.clone())?;
@@ -71,7 +98,10 @@ pub async fn serve(
         shared: shared.clone(),
     })
     .max_decoding_message_size(max_message);
-    spawn_alerting(&shared, tls.clone());
+    let http = start_http(&config, &shared, http)?;
+    let mut reloaded = vec![tls.clone()];
+    reloaded.extend(http.as_ref().map(|h| h.tls.clone()));
+    spawn_alerting(&shared, reloaded);
     spawn_store_watch(&shared, shared.state.clone(), health_reporter.clone());
     // Logged once SIGHUP is handled: from here on it reloads, not kills.
     tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), collector = %shared.identity, data_dir = %config.data_dir.display(), "collector serving");
@@ -88,11 +118,9 @@ pub async fn serve(
         listener_limits(limits),
         shared.stop.clone().cancelled_owned(),
     );
-    let drained = close_after_drain(
-        &shared.stop,
-        limits.drain_timeout,
-        connections.connections(),
-    );
+    let mut open = vec![connections.connections()];
+    open.extend(http.as_ref().map(|h| h.connections.clone()));
+    let drained = close_after_drain(&shared.stop, limits.drain_timeout, open);
     let served = tonic::transport::Server::builder()
         .layer(CallLimitLayer)
         .max_concurrent_streams(limits.max_streams_per_connection)
@@ -105,11 +133,51 @@ pub async fn serve(
         .add_service(admin)
         .serve_with_incoming_shutdown(connections, shared.stop.clone().cancelled_owned())
         .await;
+    if let Some(http) = http {
+        // Ends once its connections have closed, by themselves or by the drain.
+        let _ = http.task.await;
+    }
     drained.cancel();
     finish(&shared).await;
     served.map_err(|e| CollectorError::Serve(hostwatch_stdx::error_chain(&e)))?;
     tracing::info!("collector stopped");
     Ok(())
+}
+
+/// The HTTPS API while it runs.
+struct HttpApi {
+    task: tokio::task::JoinHandle<()>,
+    connections: hostwatch_pki::transport::Connections,
+    /// Its own TLS settings (client certificates optional), reloaded with
+    /// the gRPC listener's.
+    tls: ServerTls,
+}
+
+/// Starts the HTTPS API on `listener`, if any, with the collector's
+/// certificate and the gRPC listener's limits.
+fn start_http(
+    config: &CollectorConfig,
+    shared: &Shared,
+    listener: Option<TcpListener>,
+) -> Result<Option<HttpApi>, CollectorError> {
+    let Some(listener) = listener else {
+        return Ok(None);
+    };
+    let tls = ServerTls::load_with(config.tls.clone(), ClientAuth::Optional)?;
+    tracing::info!(http_listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "HTTPS API serving");
+    let (task, connections) = crate::http::spawn(
+        crate::http::Api::new(shared.clone(), config),
+        listener,
+        tls.clone(),
+        &config.limits,
+        listener_limits(&config.limits),
+        shared.stop.clone(),
+    );
+    Ok(Some(HttpApi {
+        task,
+        connections,
+        tls,
+    }))
 }
 
 /// Opens what the services share: the collector's state database, the
@@ -205,7 +273,7 @@ fn listener_limits(limits: &Limits) -> ListenerLimits {
 fn close_after_drain(
     stop: &CancellationToken,
     drain: Duration,
-    open: hostwatch_pki::transport::Connections,
+    open: Vec<hostwatch_pki::transport::Connections>,
 ) -> CancellationToken {
     let (draining, drained) = (stop.clone(), CancellationToken::new());
     let all_closed = drained.clone();
@@ -215,7 +283,7 @@ fn close_after_drain(
             _ = all_closed.cancelled() => {}
             _ = tokio::time::sleep(drain) => {
                 tracing::warn!(?drain, "streams still open after the drain; closing their connections");
-                open.close_all();
+                open.iter().for_each(|o| o.close_all());
             }
         }
     });
@@ -334,7 +402,7 @@ fn storage_conditions(store: &Store, state_failure: Option<String>) -> [StorageC
 
 /// The alerting tasks: notification delivery, the host-down ticker, and
 /// reloads on SIGHUP (certificates and alert rules).
-fn spawn_alerting(shared: &Shared, tls: ServerTls) {
+fn spawn_alerting(shared: &Shared, tls: Vec<ServerTls>) {
     let alerting = shared.alerting.clone();
     let stop = shared.stop.clone().cancelled_owned();
     shared.tasks.spawn(async move { alerting.run(stop).await });
@@ -371,8 +439,10 @@ fn spawn_alerting(shared: &Shared, tls: ServerTls) {
                 _ = hangup.recv() => {}
             }
             tracing::info!("SIGHUP: reloading certificates and alert rules");
-            if let Err(e) = tls.reload() {
-                tracing::error!(error = %e, "certificates not reloaded; the running ones stay");
+            for tls in &tls {
+                if let Err(e) = tls.reload() {
+                    tracing::error!(error = %e, "certificates not reloaded; the running ones stay");
+                }
             }
             match reload_alerting(&shared).await {
                 // The engine logs what it now runs.

@@ -65,9 +65,12 @@ impl Shared {
     }
 }
 
-/// Agent messages refused before they reached the store, for `storage stats`.
+/// Messages refused before they reached the store or the engine, for
+/// `storage stats`.
 #[derive(Debug, Default)]
 pub(crate) struct RefusedMessages {
+    /// HTTP API requests without an operator's or viewer's certificate.
+    pub(crate) http_unauthorized: AtomicU64,
     /// Larger than `limits.max_message_bytes`.
     pub(crate) oversized: AtomicU64,
     /// Not a decodable `AgentMessage`.

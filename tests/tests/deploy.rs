@@ -90,6 +90,7 @@ fn example_configurations_set_every_documented_default() {
     let collector = std::fs::read_to_string(deploy().join("collector.toml")).unwrap();
     for key in [
         "listen",
+        "http_listen",
         "data_dir",
         "host_down_after",
         "max_connections",
@@ -110,6 +111,9 @@ fn example_configurations_set_every_documented_default() {
         "drain_timeout",
         "retention",
         "future_tolerance",
+        "max_samples",
+        "timeout",
+        "max_concurrent",
         "default_rules",
         "disabled_rules",
         "external_url",

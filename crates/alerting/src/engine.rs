@@ -202,6 +202,11 @@ impl Alerting {
             .min()
     }
 
+    /// The rules in force.
+    pub fn rules(&self) -> Vec<crate::config::Rule> {
+        self.inner.rules.borrow().rules.clone()
+    }
+
     /// Names of the rules and hooks in force.
     pub fn rule_names(&self) -> (Vec<String>, Vec<String>) {
         let set = self.inner.rules.borrow().clone();

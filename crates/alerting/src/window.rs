@@ -18,6 +18,18 @@ pub enum Aggregate {
     Rate,
 }
 
+impl std::fmt::Display for Aggregate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Aggregate::Avg => "avg",
+            Aggregate::Max => "max",
+            Aggregate::Min => "min",
+            Aggregate::Last => "last",
+            Aggregate::Rate => "rate",
+        })
+    }
+}
+
 /// Points of the last `span_ms` of one series.
 #[derive(Debug, Clone)]
 pub(crate) struct Window {

@@ -1,17 +1,20 @@
 //! Certificates, rustls configurations and peer identity for hostwatch.
 //!
 //! Every hostwatch connection is TLS 1.3 with a client certificate signed by
-//! the deployment's CA; who a peer is comes from its certificate's URI SAN
-//! (`hostwatch://<role>/<name>`), never from anything the peer says.
+//! the deployment's CA (optional in the handshake only for the HTTPS API,
+//! which authenticates each request: [`ClientAuth`]); who a peer is comes
+//! from its certificate's URI SAN (`hostwatch://<role>/<name>`), never from
+//! anything the peer says.
 //!
 //! Layout:
 //! - [`Identity`] and [`Role`]: the URI SAN and its parsing;
 //! - [`Ca`]: creating a CA and issuing role certificates with rcgen (quick
 //!   starts and tests; production users bring their own PKI);
-//! - [`TlsFiles`], [`server_config`], [`client_config`]: rustls
-//!   configurations from PEM files;
+//! - [`TlsFiles`], [`server_config`] ([`server_config_with`]),
+//!   [`client_config`]: rustls configurations from PEM files;
 //! - [`peer_identity`]: identity of a verified peer certificate;
-//! - [`transport`]: the mTLS listener and channel connector for tonic.
+//! - [`transport`]: the TLS listener (for tonic, and for the HTTPS API)
+//!   and the channel connector for tonic.
 
 pub mod transport;
 
@@ -33,6 +36,8 @@ use time::{Duration, OffsetDateTime};
 
 /// ALPN protocol of gRPC over HTTP/2.
 const ALPN_H2: &[u8] = b"h2";
+/// ALPN protocol of HTTP/1.1, offered beside h2 by the HTTP API.
+const ALPN_HTTP1: &[u8] = b"http/1.1";
 /// URI scheme of hostwatch identities.
 const SCHEME: &str = "hostwatch://";
 
@@ -51,7 +56,7 @@ pub enum PkiError {
     },
     #[error("{}: {what}", path.display())]
     BadFile { path: PathBuf, what: String },
-    #[error("invalid identity {0:?}: expected hostwatch://agent|operator|collector/<name>")]
+    #[error("invalid identity {0:?}: expected hostwatch://agent|operator|viewer|collector/<name>")]
     BadIdentity(String),
     #[error("invalid name {0:?}: use 1 to 253 characters of letters, digits, '.', '-' and '_'")]
     BadName(String),
@@ -72,16 +77,25 @@ pub enum Role {
     Agent,
     /// Reads through Query and manages through Admin.
     Operator,
+    /// Reads through Query and the HTTP API; no Admin.
+    Viewer,
     /// Serves agents and operators.
     Collector,
 }
 
 impl Role {
+    /// Whether the role may read what the collector stores (Query, the
+    /// HTTP API): operators and viewers.
+    pub fn may_read(self) -> bool {
+        matches!(self, Role::Operator | Role::Viewer)
+    }
+
     /// The role's name in URIs, file names and the CLI.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Agent => "agent",
             Role::Operator => "operator",
+            Role::Viewer => "viewer",
             Role::Collector => "collector",
         }
     }
@@ -93,6 +107,7 @@ impl FromStr for Role {
         match s {
             "agent" => Ok(Role::Agent),
             "operator" => Ok(Role::Operator),
+            "viewer" => Ok(Role::Viewer),
             "collector" => Ok(Role::Collector),
             _ => Err(PkiError::BadIdentity(s.to_owned())),
         }
@@ -454,17 +469,42 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// What a server asks of its clients' certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// A certificate chaining to the CA, or no handshake (gRPC); ALPN h2.
+    Required,
+    /// A certificate chaining to the CA if one is presented; clients
+    /// without one complete the handshake and must authenticate otherwise
+    /// (the HTTP API). ALPN h2 and http/1.1.
+    Optional,
+}
+
 /// A TLS 1.3-only server configuration that requires a client certificate
 /// chaining to `files.ca`, with ALPN h2. Returns the server's own identity too.
 pub fn server_config(files: &TlsFiles) -> Result<(Arc<ServerConfig>, Identity), PkiError> {
+    server_config_with(files, ClientAuth::Required)
+}
+
+/// [`server_config`] with client certificates as `client_auth` says.
+pub fn server_config_with(
+    files: &TlsFiles,
+    client_auth: ClientAuth,
+) -> Result<(Arc<ServerConfig>, Identity), PkiError> {
     let loaded = files.load()?;
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(loaded.roots), provider()).build()?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(loaded.roots), provider());
+    let (verifier, alpn) = match client_auth {
+        ClientAuth::Required => (verifier.build()?, vec![ALPN_H2.to_vec()]),
+        ClientAuth::Optional => (
+            verifier.allow_unauthenticated().build()?,
+            vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()],
+        ),
+    };
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_single_cert(loaded.chain, loaded.key)?;
-    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    config.alpn_protocols = alpn;
     Ok((Arc::new(config), loaded.identity))
 }
 
@@ -509,6 +549,10 @@ mod tests {
         let id = Identity::new(Role::Agent, "web-1.example.com").unwrap();
         assert_eq!(id.uri(), "hostwatch://agent/web-1.example.com");
         assert_eq!(Identity::parse_uri(&id.uri()).unwrap(), id);
+        let viewer = Identity::parse_uri("hostwatch://viewer/grafana").unwrap();
+        assert_eq!(viewer, Identity::new(Role::Viewer, "grafana").unwrap());
+        assert!(viewer.role.may_read() && Role::Operator.may_read());
+        assert!(!Role::Agent.may_read() && !Role::Collector.may_read());
     }
 
     #[test]

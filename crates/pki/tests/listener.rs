@@ -146,7 +146,12 @@ async fn channel(pki: &Pki, addr: SocketAddr, role: Role, name: &str) -> Channel
 
 /// A health check as an operator, on a connection of its own.
 async fn operator_check(pki: &Pki, addr: SocketAddr) {
-    let mut client = HealthClient::new(channel(pki, addr, Role::Operator, "alice").await);
+    reader_check(pki, addr, Role::Operator).await;
+}
+
+/// A call by a reader (`Role::Operator` or `Role::Viewer`) succeeds.
+async fn reader_check(pki: &Pki, addr: SocketAddr, role: Role) {
+    let mut client = HealthClient::new(channel(pki, addr, role, "alice").await);
     client
         .check(HealthCheckRequest::default())
         .await
@@ -232,6 +237,8 @@ async fn an_operator_gets_in_while_agents_hold_their_limits() {
     assert_eq!(server.stats().connections_refused, 2);
     operator_check(&pki, addr).await;
     operator_check(&pki, addr).await;
+    // Viewers read as operators do: the reserve is theirs too.
+    reader_check(&pki, addr, Role::Viewer).await;
 }
 
 #[tokio::test]
@@ -427,4 +434,69 @@ async fn incomplete_messages_are_refused_after_the_message_timeout() {
         .check(HealthCheckRequest::default())
         .await
         .unwrap();
+}
+
+/// A TLS connection without a client certificate, trusting `pki`'s CA.
+async fn anonymous(pki: &Pki, addr: SocketAddr) -> tokio_rustls::client::TlsStream<TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = std::fs::read(pki.dir.path().join("ca.pem")).unwrap();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap()
+}
+
+/// With client certificates optional (the HTTPS API's listener), a client
+/// without one is admitted without an identity, a client with one by its
+/// identity; clients without one share one identity's limit.
+#[tokio::test]
+async fn optional_client_certificates_admit_anonymous_peers_as_one_identity() {
+    use hostwatch_pki::ClientAuth;
+    use tokio_stream::StreamExt;
+    use tonic::transport::server::Connected;
+    let pki = Pki::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let files = pki.files(Role::Collector, "test");
+    let tls = ServerTls::load_with(files, ClientAuth::Optional).unwrap();
+    let limits = ListenerLimits {
+        max_connections_per_identity: 2,
+        ..roomy()
+    };
+    let mut incoming = incoming(listener, tls, limits, std::future::pending());
+    let connections = incoming.connections();
+    let mut next = async || {
+        let next = tokio::time::timeout(WAIT, incoming.next()).await;
+        next.expect("an admitted connection").unwrap().unwrap()
+    };
+    let (mut clients, mut admitted) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        clients.push(anonymous(&pki, addr).await);
+        let conn = next().await;
+        assert_eq!(conn.connect_info().identity, None);
+        admitted.push(conn);
+    }
+    let _viewer = hold(&pki, addr, Role::Viewer, "grafana").await;
+    let conn = next().await;
+    let identity = conn.connect_info().identity.unwrap();
+    assert_eq!(
+        (identity.role, identity.name.as_str()),
+        (Role::Viewer, "grafana")
+    );
+    // A third client without a certificate is over the shared limit.
+    closed(anonymous(&pki, addr).await).await;
+    assert_eq!(connections.stats().connections_refused, 1);
+    assert_eq!(connections.stats().connections, 3);
 }

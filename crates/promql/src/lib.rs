@@ -34,7 +34,7 @@ mod value;
 #[cfg(test)]
 mod testdata;
 
-pub use value::{Sample, Series, Value};
+pub use value::{Sample, Series, Value, valid_label_name};
 
 use hostwatch_tsdb::Store;
 use std::time::{Duration, Instant};
@@ -148,6 +148,19 @@ impl Engine {
         let grid = eval::Grid::new(start_ms, end_ms, step_ms);
         let mut ev = eval::Evaluator::new(store, self.limits, Instant::now(), grid);
         ev.range(&expr)
+    }
+
+    /// The label sets (sorted by name, `__name__` included) of the stored
+    /// series matching any of `selectors` and, given a `range` (start and
+    /// end ms), with a sample in it; sorted, each once: the HTTP API's
+    /// series, labels and label values.
+    pub fn series(
+        &self,
+        store: &Store,
+        selectors: &[String],
+        range: Option<(i64, i64)>,
+    ) -> Result<Vec<Vec<hostwatch_tsdb::Label>>, PromqlError> {
+        select::matching_series(store, selectors, range)
     }
 }
 
@@ -306,6 +319,35 @@ mod tests {
             panic!("not a vector")
         };
         assert_eq!(v[0].point.value, 2.0);
+    }
+
+    #[test]
+    fn series_lists_each_matching_label_set_once_within_the_range() {
+        let fx = load(&[
+            ("a", "m", &[("cpu", "0")], vec![(0, 1.0)]),
+            ("b", "m", &[], vec![(600, 1.0)]),
+            ("a", "n", &[], vec![(0, 1.0)]),
+        ]);
+        let engine = Engine::default();
+        let names = |selectors: &[&str], range| {
+            let selectors: Vec<String> = selectors.iter().map(|s| s.to_string()).collect();
+            engine
+                .series(&fx.store, &selectors, range)
+                .unwrap()
+                .iter()
+                .map(|labels| testdata::show(labels))
+                .collect::<Vec<_>>()
+        };
+        let all = names(&["m", "{host=\"a\"}"], None);
+        assert_eq!(all.len(), 3, "{all:?}");
+        assert_eq!(names(&["m", "{host=\"a\"}"], Some((0, 600_000))).len(), 3);
+        assert_eq!(names(&["m"], Some((0, 0))).len(), 1);
+        let re = names(&["{__name__=~\"n|m\", host=\"b\"}"], None);
+        assert_eq!(re, ["__name__=m,host=b"]);
+        let err = engine
+            .series(&fx.store, &["sum(m)".to_owned()], None)
+            .unwrap_err();
+        assert_eq!(err.error_type(), "bad_data", "{err}");
     }
 
     #[test]

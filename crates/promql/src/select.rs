@@ -82,6 +82,36 @@ pub(crate) fn points(
         .map_err(execution)
 }
 
+/// The label sets of the stored series that match any of `selectors`
+/// (each a vector selector, as the HTTP API's `match[]`) and, with a
+/// `range`, hold a sample in it: sorted, each once.
+pub(crate) fn matching_series(
+    store: &Store,
+    selectors: &[String],
+    range: Option<(i64, i64)>,
+) -> Result<Vec<Labels>, PromqlError> {
+    let mut out = Vec::new();
+    for selector in selectors {
+        let expr = promql_parser::parser::parse(selector).map_err(PromqlError::BadData)?;
+        let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
+            return Err(PromqlError::BadData(format!(
+                "invalid parameter \"match[]\": {selector} is not a vector selector"
+            )));
+        };
+        for series in select(store, &vs)? {
+            if let Some((start, end)) = range
+                && points(store, &series, start, end)?.is_empty()
+            {
+                continue;
+            }
+            out.push(series.labels);
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
 fn execution(e: TsdbError) -> PromqlError {
     PromqlError::Execution(format!("reading series: {e}"))
 }

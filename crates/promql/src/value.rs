@@ -65,7 +65,7 @@ pub(crate) fn drop_name(mut labels: Labels) -> Labels {
 }
 
 /// Whether `name` is a valid label name (`[a-zA-Z_][a-zA-Z0-9_]*`).
-pub(crate) fn valid_label_name(name: &str) -> bool {
+pub fn valid_label_name(name: &str) -> bool {
     let mut bytes = name.bytes();
     bytes
         .next()

@@ -71,6 +71,28 @@ async fn agents_may_not_query() {
     collector.stop().await;
 }
 
+/// A viewer reads through Query like an operator, and is refused Admin.
+#[tokio::test]
+async fn viewers_may_query_but_not_administer() {
+    use hostwatch_proto::v1::StorageStatsRequest;
+    use hostwatch_proto::v1::admin_client::AdminClient;
+    let pki = TestPki::new();
+    let data = tempfile::tempdir().unwrap();
+    let collector = RunningCollector::start(collector_config(&pki, data.path())).await;
+    let viewer = pki.files(Role::Viewer, "grafana");
+    list_hosts_with(viewer.clone(), collector.addr)
+        .await
+        .unwrap();
+    let channel = channel(viewer, collector.addr).await.unwrap();
+    let status = AdminClient::new(channel)
+        .storage_stats(StorageStatsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("viewer/grafana"), "{status:?}");
+    collector.stop().await;
+}
+
 #[tokio::test]
 async fn operators_may_not_ingest_and_agents_only_for_their_own_host() {
     let pki = TestPki::new();

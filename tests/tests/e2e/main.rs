@@ -9,6 +9,7 @@ mod backoff;
 mod connections;
 mod disk_full;
 mod durability;
+mod http;
 mod ingest;
 mod outage;
 mod partition;

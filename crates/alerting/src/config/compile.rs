@@ -251,7 +251,7 @@ fn event(config: &EventRule) -> Result<Kind, KeyError> {
         EventRule::Reboot(e) => resolving(EventKind::Reboot, e)?,
         EventRule::DroppedData(e) => resolving(EventKind::DroppedData, e)?,
         EventRule::ProcessDown(r) => {
-            let metric = r.metric.as_deref().unwrap_or("host_process_running");
+            let metric = r.metric.as_deref().unwrap_or(super::rules::PROCESS_METRIC);
             last_value(metric_source(metric, &r.matchers, None)?, Op::Lt, 1.0)
         }
         EventRule::ClockSkew(r) => {

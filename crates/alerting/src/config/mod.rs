@@ -408,6 +408,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn each_default_rule_reads_as_one_line() {
+        let set = compile_text("[alerting]\n").unwrap();
+        let line = |name: &str| {
+            let rule = set.rules.iter().find(|r| r.name == name).unwrap();
+            rule.source.kind.to_string()
+        };
+        assert_eq!(
+            line("cpu_saturated"),
+            "avg over 1m of host_cpu_utilization_ratio{cpu=total} > 0.9"
+        );
+        assert_eq!(line("host_down"), "host down");
+        for rule in &set.rules {
+            let text = rule.source.kind.to_string();
+            assert!(
+                !text.is_empty() && !text.contains('\n'),
+                "{}: {text:?}",
+                rule.name
+            );
+        }
+    }
+
+    #[test]
     fn user_rules_replace_defaults_by_name_and_defaults_can_be_disabled() {
         let set = compile_text(
             r#"

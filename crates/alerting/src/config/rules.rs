@@ -7,7 +7,11 @@ use super::entry::{from_keys, read_entry, take_string, unknown};
 use super::{KeyError, Place};
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::time::Duration;
+
+/// The metric a process-down rule watches unless it names another.
+pub(crate) const PROCESS_METRIC: &str = "host_process_running";
 
 /// The rules that ship enabled, in the same format as `[[alerting.rules]]`.
 pub const DEFAULT_RULES: &str = include_str!("../default_rules.toml");
@@ -285,6 +289,74 @@ impl TryFrom<String> for Op {
             "<=" => Op::Le,
             _ => return Err(KeyError::new("op", format!("{s:?} must be >, >=, < or <="))),
         })
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Op::Gt => ">",
+            Op::Ge => ">=",
+            Op::Lt => "<",
+            Op::Le => "<=",
+        })
+    }
+}
+
+/// What a rule watches, on one line (the HTTP API's `query` of a rule):
+/// `avg(host_cpu_utilization_ratio{cpu=total}[5m]) > 0.9`.
+impl fmt::Display for RuleKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let series = |f: &mut fmt::Formatter<'_>,
+                      metric: &str,
+                      matchers: &[String],
+                      divide_by: &Option<String>| {
+            write!(f, "{metric}{{{}}}", matchers.join(","))?;
+            match divide_by {
+                Some(d) => write!(f, " / {d}"),
+                None => Ok(()),
+            }
+        };
+        match self {
+            RuleKind::Threshold(t) => {
+                if let (Some(aggregate), Some(window)) = (t.aggregate, t.window) {
+                    write!(
+                        f,
+                        "{aggregate} over {} of ",
+                        humantime::format_duration(window)
+                    )?;
+                }
+                series(f, &t.metric, &t.matchers, &t.divide_by)?;
+                write!(f, " {} {}", t.op, t.raise)
+            }
+            RuleKind::Prediction(p) => {
+                series(f, &p.metric, &p.matchers, &p.divide_by)?;
+                write!(
+                    f,
+                    " reaches {} within {} (trend over {})",
+                    p.limit,
+                    humantime::format_duration(p.horizon),
+                    humantime::format_duration(p.window)
+                )
+            }
+            RuleKind::HostDown(_) => f.write_str("host down"),
+            RuleKind::Event(EventRule::Reboot(_)) => f.write_str("event: reboot"),
+            RuleKind::Event(EventRule::DroppedData(_)) => f.write_str("event: dropped data"),
+            RuleKind::Event(EventRule::ProcessDown(p)) => {
+                let metric = p.metric.as_deref().unwrap_or(PROCESS_METRIC);
+                write!(
+                    f,
+                    "event: process down, {metric}{{{}}}",
+                    p.matchers.join(",")
+                )
+            }
+            RuleKind::Event(EventRule::ClockSkew(c)) => write!(
+                f,
+                "event: clock skew over {}",
+                humantime::format_duration(c.max_skew)
+            ),
+            RuleKind::NotStoring(_) => f.write_str("collector not storing"),
+        }
     }
 }
 

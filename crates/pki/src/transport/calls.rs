@@ -11,7 +11,7 @@
 //! the length), per connection and in total.
 
 use super::PeerInfo;
-use super::listener::{ConnectionState, OpenCall};
+use super::listener::{ConnectionState, OpenCall, Who};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use std::future::Future;
 use std::pin::Pin;
@@ -222,7 +222,7 @@ impl LimitedBody {
         let listener = &self.connection().listener;
         listener.message_refused();
         if let Some(suppressed) = super::listener::lock(&listener.message_log).admit() {
-            tracing::warn!(peer.addr = %self.peer.addr, peer.id = %self.peer.identity, message.bytes = len, suppressed, reason = %reason, "message refused");
+            tracing::warn!(peer.addr = %self.peer.addr, peer.id = %Who(&self.peer.identity), message.bytes = len, suppressed, reason = %reason, "message refused");
         }
         Status::resource_exhausted(format!("message of {len} bytes refused: {reason}"))
     }

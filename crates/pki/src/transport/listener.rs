@@ -13,7 +13,7 @@
 
 use super::throttle::Throttle;
 use super::{PeerInfo, ServerTls};
-use crate::{Identity, Role};
+use crate::{ClientAuth, Identity, Role};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::io;
@@ -36,8 +36,8 @@ use tonic::transport::server::Connected;
 pub struct ListenerLimits {
     /// Authenticated connections open at once.
     pub max_connections: usize,
-    /// Places among `max_connections` that only operators may take, so
-    /// agents (or anything else) filling the rest cannot lock them out.
+    /// Places among `max_connections` that only operators and viewers may
+    /// take, so agents (or anything else) filling the rest cannot lock them out.
     pub reserved_operator_connections: usize,
     /// Connections one identity (one certificate's URI SAN) may hold.
     pub max_connections_per_identity: usize,
@@ -103,11 +103,13 @@ struct Counters {
     messages_refused: AtomicU64,
 }
 
-/// Authenticated connections open, in total and per identity.
+/// Authenticated connections open, in total and per identity; clients
+/// without a certificate (on a listener that allows them) count as one
+/// identity, `None`.
 #[derive(Default)]
 struct Admitted {
     total: usize,
-    per_identity: HashMap<Identity, usize>,
+    per_identity: HashMap<Option<Identity>, usize>,
 }
 
 /// Why an authenticated peer was not admitted.
@@ -133,12 +135,14 @@ impl ListenerShared {
     }
 
     /// Takes a place for `identity`, or says why there is none.
-    fn admit(self: &Arc<Self>, identity: &Identity) -> Result<Admission, Refusal> {
+    fn admit(self: &Arc<Self>, identity: &Option<Identity>) -> Result<Admission, Refusal> {
         let limits = &self.limits;
         let mut admitted = lock(&self.admitted);
-        let room = match identity.role {
-            Role::Operator => limits.max_connections,
-            Role::Agent | Role::Collector => limits
+        // Viewers read as operators do, and the reserve keeps them a way
+        // in while agents fill the rest.
+        let room = match identity.as_ref().map(|id| id.role) {
+            Some(Role::Operator | Role::Viewer) => limits.max_connections,
+            Some(Role::Agent | Role::Collector) | None => limits
                 .max_connections
                 .saturating_sub(limits.reserved_operator_connections),
         };
@@ -167,7 +171,7 @@ impl ListenerShared {
 /// A place taken by an authenticated connection; given back on drop.
 struct Admission {
     listener: Arc<ListenerShared>,
-    identity: Identity,
+    identity: Option<Identity>,
 }
 
 impl Drop for Admission {
@@ -220,6 +224,18 @@ impl ConnectionState {
 
 /// A call counted open on its connection.
 pub(crate) struct OpenCall(Arc<ConnectionState>);
+
+/// A call counted open on its connection until dropped; see
+/// [`PeerInfo::call_opened`].
+pub struct CallGuard {
+    pub(crate) _open: OpenCall,
+}
+
+impl std::fmt::Debug for CallGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallGuard").finish_non_exhaustive()
+    }
+}
 
 impl Drop for OpenCall {
     fn drop(&mut self) {
@@ -416,7 +432,7 @@ pub fn incoming(
                 shared.clone(),
                 next_id,
                 cancel,
-                acceptor,
+                (acceptor, tls.client_auth()),
                 tcp,
                 addr,
                 tx.clone(),
@@ -438,7 +454,7 @@ async fn establish(
     shared: Arc<ListenerShared>,
     id: u64,
     cancel: CancellationToken,
-    acceptor: tokio_rustls::TlsAcceptor,
+    (acceptor, client_auth): (tokio_rustls::TlsAcceptor, ClientAuth),
     tcp: TcpStream,
     addr: SocketAddr,
     tx: mpsc::Sender<io::Result<TlsConnection>>,
@@ -446,7 +462,7 @@ async fn establish(
     let _ = tcp.set_nodelay(true);
     let result = tokio::select! {
         _ = cancel.cancelled() => return,
-        result = handshake(acceptor, tcp, addr, shared.limits.handshake_timeout) => result,
+        result = handshake(acceptor, client_auth, tcp, addr, shared.limits.handshake_timeout) => result,
     };
     // Whoever takes the entry out owns the peer: here, or an eviction that
     // came first.
@@ -477,10 +493,10 @@ async fn establish(
                 let limits = &shared.limits;
                 match refusal {
                     Refusal::Identity => {
-                        tracing::warn!(peer.addr = %addr, peer.id = %identity, suppressed, max_connections_per_identity = limits.max_connections_per_identity, "connection refused: its identity holds its limit of connections")
+                        tracing::warn!(peer.addr = %addr, peer.id = %Who(&identity), suppressed, max_connections_per_identity = limits.max_connections_per_identity, "connection refused: its identity holds its limit of connections")
                     }
                     Refusal::Role => {
-                        tracing::warn!(peer.addr = %addr, peer.id = %identity, suppressed, max_connections = limits.max_connections, reserved_operator_connections = limits.reserved_operator_connections, "connection refused: no place left for its role")
+                        tracing::warn!(peer.addr = %addr, peer.id = %Who(&identity), suppressed, max_connections = limits.max_connections, reserved_operator_connections = limits.reserved_operator_connections, "connection refused: no place left for its role")
                     }
                 }
             }
@@ -498,7 +514,7 @@ async fn establish(
         close.clone(),
         shared.limits.idle_timeout,
     ));
-    tracing::debug!(peer.addr = %addr, peer.id = %identity, "connection accepted");
+    tracing::debug!(peer.addr = %addr, peer.id = %Who(&identity), "connection accepted");
     let conn = TlsConnection {
         stream,
         peer: PeerInfo {
@@ -557,12 +573,15 @@ enum HandshakeError {
     Identity(crate::PkiError),
 }
 
+/// The TLS handshake and the peer's identity: `None` for a client without
+/// a certificate, which only [`ClientAuth::Optional`] lets through.
 async fn handshake(
     acceptor: tokio_rustls::TlsAcceptor,
+    client_auth: ClientAuth,
     tcp: TcpStream,
     addr: SocketAddr,
     timeout: Duration,
-) -> Result<(tokio_rustls::server::TlsStream<TcpStream>, Identity), HandshakeError> {
+) -> Result<(tokio_rustls::server::TlsStream<TcpStream>, Option<Identity>), HandshakeError> {
     let stream = tokio::time::timeout(timeout, acceptor.accept(tcp))
         .await
         .map_err(|_| HandshakeError::TimedOut { addr, timeout })?
@@ -571,8 +590,23 @@ async fn handshake(
         .get_ref()
         .1
         .peer_certificates()
-        .and_then(|c| c.first())
-        .ok_or(HandshakeError::NoClientCertificate)?;
-    let identity = crate::peer_identity(cert).map_err(HandshakeError::Identity)?;
+        .and_then(|c| c.first());
+    let identity = match (cert, client_auth) {
+        (Some(cert), _) => Some(crate::peer_identity(cert).map_err(HandshakeError::Identity)?),
+        (None, ClientAuth::Optional) => None,
+        (None, ClientAuth::Required) => return Err(HandshakeError::NoClientCertificate),
+    };
     Ok((stream, identity))
+}
+
+/// A peer's identity in log lines; "anonymous" without a certificate.
+pub(crate) struct Who<'a>(pub(crate) &'a Option<Identity>);
+
+impl std::fmt::Display for Who<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(identity) => identity.fmt(f),
+            None => f.write_str("anonymous"),
+        }
+    }
 }

@@ -13,9 +13,11 @@ mod listener;
 mod throttle;
 
 pub use calls::{CallLimit, CallLimitLayer};
-pub use listener::{Connections, Incoming, ListenerLimits, ListenerStats, TlsConnection, incoming};
+pub use listener::{
+    CallGuard, Connections, Incoming, ListenerLimits, ListenerStats, TlsConnection, incoming,
+};
 
-use crate::{Identity, PkiError, Role, TlsFiles};
+use crate::{ClientAuth, Identity, PkiError, Role, TlsFiles};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use std::io;
@@ -29,9 +31,23 @@ use tonic::transport::{Channel, Endpoint, Uri};
 #[derive(Debug, Clone)]
 pub struct PeerInfo {
     pub addr: SocketAddr,
-    pub identity: Identity,
+    /// From the client certificate; `None` only on a listener whose
+    /// [`ServerTls`] takes client certificates as optional
+    /// ([`ClientAuth::Optional`]) and a client that presented none.
+    pub identity: Option<Identity>,
     /// What the connection's calls share with it (see `calls`).
     connection: Arc<listener::ConnectionState>,
+}
+
+impl PeerInfo {
+    /// Counts a call open on this peer's connection until the guard is
+    /// dropped, so the idle timeout leaves the connection open meanwhile:
+    /// for servers other than tonic's (which [`CallLimitLayer`] counts).
+    pub fn call_opened(&self) -> CallGuard {
+        CallGuard {
+            _open: self.connection.call_opened(),
+        }
+    }
 }
 
 /// The server side's TLS settings, replaceable while the server runs so
@@ -39,6 +55,7 @@ pub struct PeerInfo {
 #[derive(Clone)]
 pub struct ServerTls {
     files: TlsFiles,
+    client_auth: ClientAuth,
     current: Arc<RwLock<Arc<rustls::ServerConfig>>>,
     identity: Identity,
 }
@@ -47,17 +64,25 @@ impl std::fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerTls")
             .field("files", &self.files)
+            .field("client_auth", &self.client_auth)
             .field("identity", &self.identity)
             .finish_non_exhaustive()
     }
 }
 
 impl ServerTls {
-    /// Loads the files; fails with a message naming the bad file.
+    /// Loads the files; fails with a message naming the bad file. Client
+    /// certificates are required.
     pub fn load(files: TlsFiles) -> Result<Self, PkiError> {
-        let (config, identity) = crate::server_config(&files)?;
+        Self::load_with(files, ClientAuth::Required)
+    }
+
+    /// [`ServerTls::load`] with client certificates as `client_auth` says.
+    pub fn load_with(files: TlsFiles, client_auth: ClientAuth) -> Result<Self, PkiError> {
+        let (config, identity) = crate::server_config_with(&files, client_auth)?;
         Ok(ServerTls {
             files,
+            client_auth,
             current: Arc::new(RwLock::new(config)),
             identity,
         })
@@ -66,7 +91,7 @@ impl ServerTls {
     /// Reads the files again; on error the running configuration stays.
     /// New connections use the new certificates, open ones are unaffected.
     pub fn reload(&self) -> Result<(), PkiError> {
-        let (config, _) = crate::server_config(&self.files)?;
+        let (config, _) = crate::server_config_with(&self.files, self.client_auth)?;
         match self.current.write() {
             Ok(mut current) => *current = config,
             Err(poisoned) => *poisoned.into_inner() = config,
@@ -77,6 +102,10 @@ impl ServerTls {
     /// This server's identity, from its certificate.
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    pub(crate) fn client_auth(&self) -> ClientAuth {
+        self.client_auth
     }
 
     pub(crate) fn config(&self) -> Arc<rustls::ServerConfig> {

@@ -1,0 +1,100 @@
+//! The HTTP API's errors, in Prometheus' shape:
+//! `{"status":"error","errorType":...,"error":...}` with its status code.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use hostwatch_promql::PromqlError;
+
+/// An API error: Prometheus' error type, its status, and the message.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ApiError {
+    /// A bad parameter or query (400).
+    #[error("{0}")]
+    BadData(String),
+    /// The query failed while evaluating (422).
+    #[error("{0}")]
+    Execution(String),
+    /// The query ran out of time, waiting or evaluating (503).
+    #[error("{0}")]
+    Timeout(String),
+    /// The collector cannot answer now (503).
+    #[error("{0}")]
+    Unavailable(String),
+    /// No operator or viewer certificate (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// No such endpoint (404).
+    #[error("{0}")]
+    NotFound(String),
+}
+
+impl ApiError {
+    fn error_type(&self) -> &'static str {
+        match self {
+            ApiError::BadData(_) => "bad_data",
+            ApiError::Execution(_) => "execution",
+            ApiError::Timeout(_) => "timeout",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::NotFound(_) => "not_found",
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadData(_) => StatusCode::BAD_REQUEST,
+            ApiError::Execution(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Timeout(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+        }
+    }
+
+    /// A bad parameter, worded as Prometheus words it.
+    pub(crate) fn param(name: &str, why: impl std::fmt::Display) -> Self {
+        ApiError::BadData(format!("invalid parameter \"{name}\": {why}"))
+    }
+}
+
+impl From<PromqlError> for ApiError {
+    fn from(e: PromqlError) -> Self {
+        match e {
+            PromqlError::BadData(_) => ApiError::BadData(e.to_string()),
+            PromqlError::Execution(_) | PromqlError::TooManySamples(_) => {
+                ApiError::Execution(e.to_string())
+            }
+            PromqlError::Timeout(_) => ApiError::Timeout(e.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "status": "error",
+            "errorType": self.error_type(),
+            "error": self.to_string(),
+        });
+        super::json::respond(self.status(), &body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_errors_keep_their_prometheus_type() {
+        for (e, status) in [
+            (PromqlError::BadData("x".into()), 400),
+            (PromqlError::Execution("x".into()), 422),
+            (PromqlError::TooManySamples("x"), 422),
+            (PromqlError::Timeout("x"), 503),
+        ] {
+            let error_type = e.error_type();
+            let api = ApiError::from(e);
+            assert_eq!(api.error_type(), error_type);
+            assert_eq!(api.status().as_u16(), status);
+        }
+    }
+}
