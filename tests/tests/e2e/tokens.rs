@@ -545,3 +545,97 @@ async fn only_operator_certificates_manage_tokens_and_bad_requests_name_the_fiel
     assert_eq!(listed.len(), 1, "{listed:?}");
     collector.stop().await;
 }
+
+/// Replaces the value of `key = "..."` in the TOML file at `path` by `value`.
+fn set_key(path: &Path, key: &str, value: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let prefix = format!("{key} = ");
+    let edited: Vec<String> = text
+        .lines()
+        .map(|line| match line.strip_prefix(&prefix) {
+            Some(_) => format!("{prefix}\"{value}\""),
+            None => line.to_owned(),
+        })
+        .collect();
+    assert_ne!(edited.join("\n"), text.trim_end(), "{key} not in {text}");
+    std::fs::write(path, edited.join("\n") + "\n").unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_quick_start_leaves_a_private_viewer_token_that_reads_its_collector() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let qs = dir.path().join("qs");
+    let run = |qs: std::path::PathBuf| async move {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_e2e-hostwatch"));
+        command
+            .args(["quickstart", "--duration", "1", "--dir"])
+            .arg(&qs);
+        tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap()
+    };
+    let out = run(qs.clone()).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let file = qs.join("grafana.token");
+    let token = std::fs::read_to_string(&file).unwrap();
+    assert!(token.starts_with("hwt_"), "{token}");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // Its path and a way to use it are printed; the token is not.
+    let printed = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(printed.contains(&file.display().to_string()), "{printed}");
+    assert!(
+        printed.contains("Authorization: Bearer $(cat "),
+        "{printed}"
+    );
+    assert!(!printed.contains(&token[4..]), "{printed}");
+    // A second start keeps a token that still works.
+    let again = run(qs.clone()).await;
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), token);
+
+    // The quick start's collector as a program (on ports free now: other
+    // quick starts may hold the ones it chose), read with the token alone.
+    let collector_toml = qs.join("collector.toml");
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    set_key(
+        &collector_toml,
+        "listen",
+        &format!("127.0.0.1:{}", free_port()),
+    );
+    set_key(&collector_toml, "http_listen", &http.to_string());
+    let collector = Process::start(
+        Path::new(env!("CARGO_BIN_EXE_e2e-collector")),
+        &collector_toml,
+        dir.path().join("collector.log"),
+    );
+    let client = {
+        let mut config = client_without_certificate(&qs.join("certs").join("ca.pem"));
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        reqwest::Client::builder()
+            .tls_backend_preconfigured(config)
+            .resolve("localhost", http)
+            .build()
+            .unwrap()
+    };
+    let (status, body) = eventually(Duration::from_secs(30), "the collector's HTTPS API", || {
+        let client = &client;
+        let token = &token;
+        async move {
+            let url = format!("https://localhost:{}/api/v1/query?query=1", http.port());
+            let response = client.get(url).bearer_auth(token).send().await.ok()?;
+            let status = response.status().as_u16();
+            let body: Value = serde_json::from_str(&response.text().await.ok()?).ok()?;
+            Some((status, body))
+        }
+    })
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["resultType"], "scalar", "{body}");
+    assert!(!collector.log().contains(&token[4..]));
+    assert_eq!(
+        collector.terminate(Duration::from_secs(30)).await.code(),
+        Some(0)
+    );
+}
