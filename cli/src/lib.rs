@@ -8,7 +8,8 @@
 //! - `quickstart`: PKI, configs, collector and agent in one process;
 //! - `read`: `hosts`, `query` and `processes`, as tables or JSON;
 //! - `alerts`: `alerts` (list, history, watch), `silence`, `reload`;
-//! - `storage`: `storage stats|verify`, the collector store's health.
+//! - `storage`: `storage stats|verify`, the collector store's health;
+//! - `tokens`: `token create|list|revoke`, the HTTPS API's bearer tokens.
 
 mod alerts;
 mod certs;
@@ -16,6 +17,7 @@ pub mod client;
 mod quickstart;
 mod read;
 mod storage;
+mod tokens;
 
 pub use client::ClientConfig;
 pub use quickstart::local_host_id;
@@ -76,6 +78,11 @@ enum Command {
         #[command(subcommand)]
         command: storage::StorageCommand,
     },
+    /// Create, list and revoke bearer tokens of the collector's HTTPS API.
+    Token {
+        #[command(subcommand)]
+        command: tokens::TokenCommand,
+    },
 }
 
 /// The whole program; `main.rs` only calls this.
@@ -115,5 +122,6 @@ fn dispatch(args: Args) -> anyhow::Result<()> {
         }
         Command::Reload => alerts::reload(&client::config_path(args.config)?),
         Command::Storage { command } => storage::run(&client::config_path(args.config)?, command),
+        Command::Token { command } => tokens::run(&client::config_path(args.config)?, command),
     }
 }

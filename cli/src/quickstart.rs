@@ -1,19 +1,24 @@
 //! `hostwatch quickstart`: everything needed to watch this machine, in one
 //! directory and one process. Creates (or reuses) a PKI and the three
-//! configuration files, runs a collector and an agent, and prints a live
-//! summary of this host until the duration ends or Ctrl-C.
+//! configuration files, runs a collector and an agent, gives Grafana and
+//! scripts a viewer token of the HTTPS API (`grafana.token`), and prints a
+//! live summary of this host until the duration ends or Ctrl-C.
 
 use crate::UsageError;
 use crate::certs::create_dir;
 use crate::client::ClientConfig;
 use crate::read::host_status_word;
+use crate::tokens::{DEFAULT_TTL, TokenRole, Ttl};
 use clap::Args;
 use hostwatch_agent::AgentConfig;
 use hostwatch_alerting::template::format_bytes;
 use hostwatch_collector::CollectorConfig;
 use hostwatch_pki::{Ca, Identity, IssueOptions, Role, cert_stem};
+use hostwatch_proto::v1::admin_client::AdminClient;
 use hostwatch_proto::v1::query_client::QueryClient;
-use hostwatch_proto::v1::{LatestRequest, ListHostsRequest, SeriesValue};
+use hostwatch_proto::v1::{
+    LatestRequest, ListHostsRequest, ListTokensRequest, RevokeTokenRequest, SeriesValue,
+};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -29,6 +34,10 @@ const AGENT_INTERVAL: &str = "2s";
 const SUMMARY_EVERY: Duration = Duration::from_secs(2);
 /// Name of the quick start's collector and operator certificates.
 const QUICKSTART: &str = "quickstart";
+/// Name of the quick start's viewer token, and its file's stem.
+const GRAFANA: &str = "grafana";
+/// How long the quick start waits for its collector to answer Admin.
+const COLLECTOR_UP_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Args)]
 pub(crate) struct QuickstartArgs {
@@ -73,18 +82,14 @@ async fn run_async(dir: PathBuf, duration: Option<Duration>) -> anyhow::Result<(
     println!(
         "  collector listening on {address}, agent for host {agent_host:?} every {AGENT_INTERVAL}"
     );
-    if let Some(http) = collector_config.http_listen {
+    let http_port = collector_config.http_listen.map(|http| http.port());
+    if let Some(port) = http_port {
         println!(
-            "  Prometheus HTTP API at https://localhost:{}/ (client certificate {})",
-            http.port(),
+            "  Prometheus HTTP API at https://localhost:{port}/ (client certificate {})",
             dir.join("certs")
                 .join(format!("operator-{QUICKSTART}.pem"))
                 .display()
         );
-    }
-    match duration {
-        Some(d) => println!("  running for {}s (Ctrl-C stops earlier)\n", d.as_secs()),
-        None => println!("  press Ctrl-C to stop\n"),
     }
 
     let stop = CancellationToken::new();
@@ -93,6 +98,16 @@ async fn run_async(dir: PathBuf, duration: Option<Duration>) -> anyhow::Result<(
         listener,
         stop.clone().cancelled_owned(),
     ));
+    if let Some(port) = http_port {
+        match ensure_grafana_token(&cli_config, &dir).await {
+            Ok(file) => print_token_use(&dir, &file, port),
+            Err(e) => println!("  no viewer token for the HTTP API: {e:#}"),
+        }
+    }
+    match duration {
+        Some(d) => println!("  running for {}s (Ctrl-C stops earlier)\n", d.as_secs()),
+        None => println!("  press Ctrl-C to stop\n"),
+    }
     let agent_stop = CancellationToken::new();
     let agent = tokio::spawn(hostwatch_agent::run(
         agent_config,
@@ -115,6 +130,74 @@ async fn run_async(dir: PathBuf, duration: Option<Duration>) -> anyhow::Result<(
     );
     print_next_steps(&paths, &agent_host);
     Ok(())
+}
+
+/// The file of a viewer token named [`GRAFANA`], created through Admin as
+/// `hostwatch token create` does. Kept if the file exists and the
+/// collector lists the token as live; otherwise (a first start, a lost
+/// file, an expired token) a new one replaces it. The token itself is
+/// never printed.
+async fn ensure_grafana_token(cli: &ClientConfig, dir: &Path) -> anyhow::Result<PathBuf> {
+    let file = dir.join(format!("{GRAFANA}.token"));
+    let deadline = tokio::time::Instant::now() + COLLECTOR_UP_WAIT;
+    let channel = loop {
+        match cli.connect().await {
+            Ok(channel) => break channel,
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let mut admin = AdminClient::new(channel.clone());
+    let tokens = admin
+        .list_tokens(ListTokensRequest {})
+        .await?
+        .into_inner()
+        .tokens;
+    let listed = tokens.iter().find(|t| t.name == GRAFANA);
+    if listed.is_some_and(|t| !t.expired) && file.exists() {
+        return Ok(file);
+    }
+    if listed.is_some() {
+        admin
+            .revoke_token(RevokeTokenRequest {
+                name: GRAFANA.to_owned(),
+            })
+            .await?;
+    }
+    let created =
+        crate::tokens::create(channel, GRAFANA, TokenRole::Viewer, Ttl::For(DEFAULT_TTL)).await?;
+    write_secret(&file, &created.token)?;
+    Ok(file)
+}
+
+/// Writes `text` to `path`, readable by its owner only.
+fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let cannot = |e: std::io::Error| anyhow::anyhow!("cannot write {}: {e}", path.display());
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(cannot)?;
+    // The mode above applies to a new file only.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(cannot)?;
+    file.write_all(text.as_bytes()).map_err(cannot)
+}
+
+fn print_token_use(dir: &Path, file: &Path, port: u16) {
+    println!(
+        "  viewer token for Grafana and scripts in {} (mode 0600); for example:",
+        file.display()
+    );
+    println!(
+        "    curl --cacert {} -H \"Authorization: Bearer $(cat {})\" 'https://localhost:{port}/api/v1/query?query=host_load1'",
+        dir.join("certs").join("ca.pem").display(),
+        file.display()
+    );
 }
 
 /// Where the quick start keeps each program's configuration.
@@ -216,6 +299,10 @@ fn print_next_steps(paths: &ConfigPaths, agent_host: &str) {
     );
     println!(
         "  cargo run --release --bin hostwatch -- --config {} query host_memory_available_bytes --host {agent_host}",
+        paths.cli.display()
+    );
+    println!(
+        "  cargo run --release --bin hostwatch -- --config {} token list",
         paths.cli.display()
     );
 }

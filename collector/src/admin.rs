@@ -1,15 +1,18 @@
-//! The Admin service: silences, reloading the alert rules, and the
-//! store's counters and verification.
+//! The Admin service: silences, reloading the alert rules, the store's
+//! counters and verification, and the HTTPS API's tokens.
 
 use crate::auth::{self, Access};
 use crate::convert;
 use crate::shared::{Shared, reload_alerting};
+use crate::tokens::{NewToken, TokenStore};
 use hostwatch_proto::v1::admin_server::Admin;
 use hostwatch_proto::v1::{
-    CreateSilenceRequest, ExpireSilenceRequest, ListSilencesRequest, ListSilencesResponse,
-    ReloadRequest, ReloadResponse, Silence, StorageStatsRequest, StorageStatsResponse,
-    VerifyStorageRequest, VerifyStorageResponse,
+    ApiToken, CreateSilenceRequest, CreateTokenRequest, CreateTokenResponse, ExpireSilenceRequest,
+    ListSilencesRequest, ListSilencesResponse, ListTokensRequest, ListTokensResponse,
+    ReloadRequest, ReloadResponse, RevokeTokenRequest, Silence, StorageStatsRequest,
+    StorageStatsResponse, VerifyStorageRequest, VerifyStorageResponse,
 };
+use hostwatch_stdx::now_ms;
 use tonic::{Request, Response, Status};
 
 pub(crate) struct AdminService {
@@ -106,5 +109,81 @@ impl Admin for AdminService {
             );
         }
         Ok(Response::new(convert::verify_out(report)))
+    }
+
+    async fn create_token(
+        &self,
+        request: Request<CreateTokenRequest>,
+    ) -> Result<Response<CreateTokenResponse>, Status> {
+        let peer = auth::require(&request, Access::Operate)?;
+        let request = request.into_inner();
+        let new = NewToken {
+            role: convert::token_role_in(request.role)?,
+            ttl: convert::token_ttl_in(request.ttl_ms, request.never_expires)?,
+            name: request.name,
+            created_by: peer.identity.name.clone(),
+        };
+        let (text, entry) = self
+            .on_tokens(move |tokens| tokens.create(new, now_ms()))
+            .await?;
+        // Never the token's text.
+        tracing::info!(token.name = %entry.name, token.kind = ?entry.kind, token.expires_ms = ?entry.expires_ms, by = %peer.identity, "API token created through Admin");
+        Ok(Response::new(CreateTokenResponse {
+            token: text,
+            entry: Some(convert::token_out(entry, now_ms())),
+        }))
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<ListTokensRequest>,
+    ) -> Result<Response<ListTokensResponse>, Status> {
+        auth::require(&request, Access::Operate)?;
+        let now = now_ms();
+        let tokens = self.shared.tokens.list();
+        Ok(Response::new(ListTokensResponse {
+            tokens: tokens
+                .into_iter()
+                .map(|entry| convert::token_out(entry, now))
+                .collect(),
+        }))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<RevokeTokenRequest>,
+    ) -> Result<Response<ApiToken>, Status> {
+        let peer = auth::require(&request, Access::Operate)?;
+        let name = request.into_inner().name;
+        convert::required(&name, "name")?;
+        let logged = name.clone();
+        let revoked = self.on_tokens(move |tokens| tokens.revoke(&name)).await;
+        match revoked {
+            Ok(entry) => {
+                tracing::info!(token.name = %logged, by = %peer.identity, "API token revoked through Admin");
+                Ok(Response::new(convert::token_out(entry, now_ms())))
+            }
+            Err(status) => {
+                if status.code() == tonic::Code::Unavailable {
+                    tracing::warn!(token.name = %logged, by = %peer.identity, "API token revoked through Admin, not stored yet");
+                }
+                Err(status)
+            }
+        }
+    }
+}
+
+impl AdminService {
+    /// Runs a token store change on the blocking pool (it writes and
+    /// flushes the database).
+    async fn on_tokens<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&TokenStore) -> Result<T, crate::tokens::TokenError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let tokens = self.shared.tokens.clone();
+        tokio::task::spawn_blocking(move || call(&tokens))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(convert::token_status)
     }
 }

@@ -1,6 +1,7 @@
 //! Translation between the protocol and the store's domain types: the only
 //! place where protobuf and `hostwatch-tsdb` meet.
 
+use crate::tokens;
 use hostwatch_alerting as alerting;
 use hostwatch_proto::v1 as pb;
 use hostwatch_tsdb as tsdb;
@@ -292,6 +293,71 @@ pub(crate) fn silence_out(s: alerting::Silence) -> pb::Silence {
     }
 }
 
+/// The role of a new API token: viewer or operator.
+pub(crate) fn token_role_in(role: i32) -> Result<tokens::TokenRole, Status> {
+    use pb::Role;
+    match Role::try_from(role) {
+        Ok(Role::Viewer) => Ok(tokens::TokenRole::Viewer),
+        Ok(Role::Operator) => Ok(tokens::TokenRole::Operator),
+        Ok(Role::Unspecified) => Err(Status::invalid_argument(
+            "role is required: ROLE_VIEWER or ROLE_OPERATOR",
+        )),
+        Ok(other) => Err(Status::invalid_argument(format!(
+            "role {} cannot hold an API token: ROLE_VIEWER or ROLE_OPERATOR",
+            other.as_str_name()
+        ))),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "role {role} is not a role: ROLE_VIEWER or ROLE_OPERATOR"
+        ))),
+    }
+}
+
+/// The lifetime of a new API token; its bounds are checked by the store.
+pub(crate) fn token_ttl_in(ttl_ms: i64, never_expires: bool) -> Result<tokens::Ttl, Status> {
+    match (never_expires, ttl_ms) {
+        (true, 0) => Ok(tokens::Ttl::Never),
+        (true, _) => Err(Status::invalid_argument(format!(
+            "ttl_ms must be 0 when never_expires is set, not {ttl_ms}"
+        ))),
+        (false, ms) => Ok(tokens::Ttl::Ms(ms)),
+    }
+}
+
+/// An API token's entry as listed at `now_ms`.
+pub(crate) fn token_out(entry: tokens::TokenEntry, now_ms: i64) -> pb::ApiToken {
+    let expired = entry.expired(now_ms);
+    let tokens::TokenKind::Api { role } = entry.kind;
+    let role = match role {
+        tokens::TokenRole::Viewer => pb::Role::Viewer,
+        tokens::TokenRole::Operator => pb::Role::Operator,
+    };
+    pb::ApiToken {
+        name: entry.name,
+        role: role as i32,
+        created_ms: entry.created_ms,
+        expires_ms: entry.expires_ms.unwrap_or(0),
+        expired,
+        created_by: entry.created_by,
+    }
+}
+
+pub(crate) fn token_status(error: tokens::TokenError) -> Status {
+    use tokens::TokenError;
+    match error {
+        TokenError::Invalid(m) => Status::invalid_argument(m),
+        e @ TokenError::Exists(_) => Status::already_exists(e.to_string()),
+        e @ TokenError::NotFound(_) => Status::not_found(e.to_string()),
+        // The state database's failure is logged once, by the state watch.
+        e @ (TokenError::Unavailable(_) | TokenError::RevokedNotStored { .. }) => {
+            Status::unavailable(e.to_string())
+        }
+        e @ TokenError::Random(_) => {
+            tracing::error!(error = %e, "cannot create an API token");
+            Status::internal(e.to_string())
+        }
+    }
+}
+
 pub(crate) fn storage_stats_out(
     s: tsdb::StoreStats,
     refused: &crate::shared::RefusedMessages,
@@ -478,6 +544,55 @@ mod tests {
         assert_eq!(batch.processes[0].t_ms, 4);
         assert_eq!(batch.series.len(), 1);
         assert_eq!((batch.host.as_str(), batch.source, batch.seq), ("h", 9, 3));
+    }
+
+    #[test]
+    fn token_roles_and_lifetimes_are_checked_naming_the_field() {
+        use crate::tokens::{TokenRole, Ttl};
+        assert_eq!(
+            token_role_in(pb::Role::Viewer as i32).unwrap(),
+            TokenRole::Viewer
+        );
+        assert_eq!(
+            token_role_in(pb::Role::Operator as i32).unwrap(),
+            TokenRole::Operator
+        );
+        for role in [
+            pb::Role::Unspecified as i32,
+            pb::Role::Agent as i32,
+            pb::Role::Collector as i32,
+            42,
+        ] {
+            let e = token_role_in(role).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+            assert!(e.message().starts_with("role"), "{}", e.message());
+        }
+        assert_eq!(token_ttl_in(0, true).unwrap(), Ttl::Never);
+        assert_eq!(token_ttl_in(5, false).unwrap(), Ttl::Ms(5));
+        let e = token_ttl_in(5, true).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().starts_with("ttl_ms"), "{}", e.message());
+        let codes = [
+            (
+                crate::tokens::TokenError::Invalid("name".into()),
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                crate::tokens::TokenError::Exists("a".into()),
+                tonic::Code::AlreadyExists,
+            ),
+            (
+                crate::tokens::TokenError::NotFound("a".into()),
+                tonic::Code::NotFound,
+            ),
+            (
+                crate::tokens::TokenError::Unavailable("x".into()),
+                tonic::Code::Unavailable,
+            ),
+        ];
+        for (e, code) in codes {
+            assert_eq!(token_status(e).code(), code);
+        }
     }
 
     #[test]

@@ -9,11 +9,12 @@
 //!   limits), and reloading the alert rules;
 //! - `ingest`: the agents' stream (Hello, batches, acknowledgements);
 //! - `query`: the operators' reads, alerts included;
-//! - `admin`: silences and reloading the alert rules;
+//! - `admin`: silences, reloading the alert rules, storage, API tokens;
 //! - `http`: the HTTPS API (Prometheus' query API, PromQL);
 //! - `hosts`: the host registry (facts, last seen, up/down);
-//! - `state`: the collector's own database (hosts, alert state, outbox),
-//!   reopened after a failed write;
+//! - `state`: the collector's own database (hosts, alert state, outbox,
+//!   API tokens), reopened after a failed write;
+//! - `tokens`: the HTTPS API's bearer tokens (digests, roles, expiry);
 //! - `auth`: role checks on the peer identity from the mTLS listener;
 //! - `convert`: protobuf <-> store types, and store errors -> gRPC status;
 //! - this file: [`CollectorError`], the crate's error.
@@ -30,6 +31,7 @@ mod query;
 mod server;
 mod shared;
 mod state;
+mod tokens;
 
 pub use config::CollectorConfig;
 /// The conversion of an agent's batch that ingest applies before storing

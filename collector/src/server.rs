@@ -9,6 +9,7 @@ use crate::ingest::IngestService;
 use crate::query::QueryService;
 use crate::shared::{Shared, reload_alerting};
 use crate::state::StateDb;
+use crate::tokens::TokenStore;
 use hostwatch_alerting::{Alerting, Clock, Refusal, SnapshotSource, StorageCondition};
 use hostwatch_pki::ClientAuth;
 use hostwatch_pki::transport::{CallLimitLayer, ListenerLimits, ServerTls, incoming};
@@ -181,7 +182,7 @@ fn start_http(
 }
 
 /// Opens what the services share: the collector's state database, the
-/// store, the host registry and the alerting engine.
+/// store, the host registry, the alerting engine and the API tokens.
 fn open_shared(config: &CollectorConfig, tls: &ServerTls) -> Result<Shared, CollectorError> {
     let open_data = |source| CollectorError::OpenData {
         path: config.data_dir.display().to_string(),
@@ -204,13 +205,15 @@ fn open_shared(config: &CollectorConfig, tls: &ServerTls) -> Result<Shared, Coll
         snapshot_source(&store),
         Clock::system(),
     )?;
-    // Registry and alerting hold their own trees; a handle kept here would
+    let tokens = TokenStore::open(&db).map_err(open_data)?;
+    // Registry, alerting and tokens hold their own trees; a handle kept here would
     // keep the database from being reopened.
     drop(db);
     Ok(Shared {
         store,
         hosts,
         alerting,
+        tokens,
         future_tolerance_ms: config.storage.future_tolerance.as_millis() as i64,
         config_path: config.path.clone(),
         identity: tls.identity().clone(),
@@ -331,15 +334,16 @@ fn spawn_store_watch(
                 _ = shared.stop.cancelled() => return,
                 _ = ticker.tick() => {}
             }
-            let (store, hosts, alerting, state) = (
+            let (store, hosts, alerting, tokens, state) = (
                 shared.store.clone(),
                 shared.hosts.clone(),
                 shared.alerting.clone(),
+                shared.tokens.clone(),
                 state.clone(),
             );
             // Reopening a database and reading free space block.
             let Ok(conditions) = tokio::task::spawn_blocking(move || {
-                let state = state.check(&hosts, &alerting);
+                let state = state.check(&hosts, &alerting, &tokens);
                 storage_conditions(&store, state)
             })
             .await

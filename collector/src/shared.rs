@@ -5,6 +5,7 @@
 use crate::config::{CollectorConfig, Limits};
 use crate::hosts::HostRegistry;
 use crate::state::StateDb;
+use crate::tokens::TokenStore;
 use hostwatch_alerting::Alerting;
 use hostwatch_pki::Identity;
 use hostwatch_tsdb::Store;
@@ -23,6 +24,8 @@ pub(crate) struct Shared {
     pub(crate) hosts: HostRegistry,
     /// Rules, alert state, silences and the notification outbox.
     pub(crate) alerting: Alerting,
+    /// The HTTPS API's bearer tokens.
+    pub(crate) tokens: TokenStore,
     /// `storage.future_tolerance`: newer samples are neither stored nor evaluated.
     pub(crate) future_tolerance_ms: i64,
     /// The configuration file, re-read on reload.
@@ -37,7 +40,7 @@ pub(crate) struct Shared {
     pub(crate) tasks: TaskTracker,
     /// Agent messages refused before they reached the store.
     pub(crate) refused_messages: Arc<RefusedMessages>,
-    /// The collector's own database (hosts, alert state, the outbox).
+    /// The collector's own database (hosts, alert state, the outbox, tokens).
     pub(crate) state: Arc<StateDb>,
 }
 
@@ -69,7 +72,8 @@ impl Shared {
 /// `storage stats`.
 #[derive(Debug, Default)]
 pub(crate) struct RefusedMessages {
-    /// HTTP API requests without an operator's or viewer's certificate.
+    /// HTTP API requests without an operator's or viewer's certificate
+    /// or a valid API token.
     pub(crate) http_unauthorized: AtomicU64,
     /// Larger than `limits.max_message_bytes`.
     pub(crate) oversized: AtomicU64,

@@ -1,30 +1,31 @@
 //! The collector's own state database (`data_dir`: the host registry, the
-//! alert state and the notification outbox) and how it heals after a
-//! failed write, without a restart.
+//! alert state, the notification outbox and the API tokens) and how it
+//! heals after a failed write, without a restart.
 //!
 //! sled refuses every write after one failed (a full disk) until its
-//! database is opened again. The host registry and the alert state each
-//! record their first failed write and go on in memory; notifications go
-//! out from memory. [`StateDb::check`], called every second by the state
+//! database is opened again. The host registry, the alert state and the
+//! tokens each record their first failed write and go on in memory;
+//! notifications go out from memory (new tokens are refused meanwhile). [`StateDb::check`], called every second by the state
 //! watch, logs the failure once and, as soon as the free space is back
 //! above the reserve (`storage.min_free_bytes`, and never under
-//! the store's [`REOPEN_MIN_FREE_BYTES`]), heals: both let go of their trees (sled
+//! the store's [`REOPEN_MIN_FREE_BYTES`]), heals: all three let go of their trees (sled
 //! keeps its files locked until every handle is gone), the database is
-//! reopened, both take the new trees and write back what memory holds
+//! reopened, they take the new trees and write back what memory holds
 //! (hosts, alerts, what hooks were told, silences, notifications waiting
-//! in memory), and the recovery is
+//! in memory, tokens and revocations), and the recovery is
 //! logged once. A reopen that fails (a handle still held, a write failing
 //! again) is tried again at the next check.
 
 use crate::CollectorError;
 use crate::hosts::HostRegistry;
+use crate::tokens::TokenStore;
 use hostwatch_alerting::Alerting;
 use hostwatch_tsdb::REOPEN_MIN_FREE_BYTES;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-/// sled's page cache for the collector's own state: hosts, alert state
-/// and the outbox are small and mostly written.
+/// sled's page cache for the collector's own state: hosts, alert state,
+/// the outbox and tokens are small and mostly written.
 const STATE_CACHE_BYTES: u64 = 4 << 20;
 
 /// The collector's state database, reopened after a failed write.
@@ -64,11 +65,19 @@ impl StateDb {
 
     /// Looks for a failed write and heals the database if it can; returns
     /// why the state cannot be written while it cannot.
-    pub(crate) fn check(&self, hosts: &HostRegistry, alerting: &Alerting) -> Option<String> {
+    pub(crate) fn check(
+        &self,
+        hosts: &HostRegistry,
+        alerting: &Alerting,
+        tokens: &TokenStore,
+    ) -> Option<String> {
         let mut failed = locked(&self.failed);
         if failed.is_none() {
-            let cause = hosts.failure().or_else(|| alerting.state_failure())?;
-            tracing::error!(error = %cause, path = %self.path.display(), "collector state database failed: hosts, alert state and notifications kept in memory until it is reopened");
+            let cause = hosts
+                .failure()
+                .or_else(|| alerting.state_failure())
+                .or_else(|| tokens.failure())?;
+            tracing::error!(error = %cause, path = %self.path.display(), "collector state database failed: hosts, alert state, notifications and token revocations kept in memory until it is reopened");
             *failed = Some(cause);
         }
         match hostwatch_tsdb::free_bytes(&self.path) {
@@ -76,7 +85,7 @@ impl StateDb {
             // Not yet: the reopen would fail again.
             Ok(_) | Err(_) => return failed.clone(),
         }
-        match self.reopen(hosts, alerting) {
+        match self.reopen(hosts, alerting, tokens) {
             Ok(()) => {
                 tracing::info!(path = %self.path.display(), "collector state database reopened: writing again");
                 *failed = None;
@@ -89,19 +98,26 @@ impl StateDb {
         }
     }
 
-    fn reopen(&self, hosts: &HostRegistry, alerting: &Alerting) -> Result<(), CollectorError> {
+    fn reopen(
+        &self,
+        hosts: &HostRegistry,
+        alerting: &Alerting,
+        tokens: &TokenStore,
+    ) -> Result<(), CollectorError> {
         let open_data = |source| CollectorError::OpenData {
             path: self.path.display().to_string(),
             source,
         };
         hosts.detach();
         alerting.detach_state();
+        tokens.detach();
         let mut db = locked(&self.db);
         drop(db.take());
         // Fails while a call still holds a handle of the old opening.
         let reopened = open_db(&self.path).map_err(open_data)?;
         hosts.attach(&reopened).map_err(open_data)?;
         alerting.attach_state(&reopened)?;
+        tokens.attach(&reopened).map_err(open_data)?;
         *db = Some(reopened);
         Ok(())
     }
@@ -139,23 +155,50 @@ mod tests {
             .compile(Duration::from_secs(30))
             .unwrap();
         let alerting = Alerting::open(&db, rules, Arc::new(|_, _| None), Clock::system()).unwrap();
+        let tokens = TokenStore::open(&db).unwrap();
         drop(db);
-        assert_eq!(state.check(&hosts, &alerting), None);
-        // What a failed write leaves: the registry refusing to write. (Here
-        // it let go of its tree; a real failure is in the e2e self_alert.)
+        let token = |name: &str| crate::tokens::NewToken {
+            name: name.to_owned(),
+            role: crate::tokens::TokenRole::Viewer,
+            ttl: crate::tokens::Ttl::Never,
+            created_by: "ops".to_owned(),
+        };
+        let now = hostwatch_stdx::now_ms();
+        for name in ["kept", "revoked"] {
+            tokens.create(token(name), now).unwrap();
+        }
+        assert_eq!(state.check(&hosts, &alerting, &tokens), None);
+        // What a failed write leaves: the registry and the tokens refusing
+        // to write. (Here they let go of their trees; a real failure is in
+        // the e2e self_alert.)
         hosts.detach();
         hosts.connected("web1", None, "boot-a");
+        tokens.detach();
+        // A revocation works at once, and says it is not stored yet; no
+        // token is handed out that a restart would lose.
+        assert!(matches!(
+            tokens.revoke("revoked"),
+            Err(crate::tokens::TokenError::RevokedNotStored { .. })
+        ));
+        assert!(matches!(
+            tokens.create(token("new"), now),
+            Err(crate::tokens::TokenError::Unavailable(_))
+        ));
         // Healed, as there is room: once the old database closed completely
         // (sled's threads may hold its lock a moment longer; the state watch
         // checks every second), the new one has the missed record.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while state.check(&hosts, &alerting).is_some() {
+        while state.check(&hosts, &alerting, &tokens).is_some() {
             assert!(std::time::Instant::now() < deadline, "not reopened");
             std::thread::sleep(Duration::from_millis(20));
         }
         assert_eq!(hosts.failure(), None);
         assert_eq!(alerting.state_failure(), None);
+        assert_eq!(tokens.failure(), None);
         let db = locked(&state.db).clone().unwrap();
+        let stored = db.open_tree("api_tokens").unwrap();
+        assert!(stored.get("kept").unwrap().is_some());
+        assert!(stored.get("revoked").unwrap().is_none());
         assert!(
             db.open_tree("hosts")
                 .unwrap()

@@ -20,7 +20,7 @@ pub(crate) enum ApiError {
     /// The collector cannot answer now (503).
     #[error("{0}")]
     Unavailable(String),
-    /// No operator or viewer certificate (401).
+    /// No operator or viewer certificate, and no valid API token (401).
     #[error("{0}")]
     Unauthorized(String),
     /// No such endpoint (404).
@@ -75,7 +75,15 @@ impl IntoResponse for ApiError {
             "errorType": self.error_type(),
             "error": self.to_string(),
         });
-        super::json::respond(self.status(), &body)
+        let mut response = super::json::respond(self.status(), &body);
+        if let ApiError::Unauthorized(_) = self {
+            // What a 401 must name (RFC 9110): the scheme it takes.
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"hostwatch\""),
+            );
+        }
+        response
     }
 }
 

@@ -3,9 +3,10 @@
 //!
 //! Connections come through the same TLS listener as gRPC's
 //! (`hostwatch_pki::transport`: handshake pool, admission, idle closing),
-//! with client certificates optional at the TLS layer so that other
-//! credentials can be added later; every request must still be
-//! authenticated, by an operator or viewer certificate, or gets 401.
+//! with client certificates optional at the TLS layer, since a client may
+//! bring an API token instead; every request must still be authenticated,
+//! by an operator or viewer certificate or a bearer token (`tokens`), or
+//! gets 401.
 //! HTTP/1.1 and HTTP/2 by ALPN, served by hyper-util's automatic builder.
 //!
 //! Layout: `api` (the routes and their handlers), `params` (parameters,
@@ -22,9 +23,11 @@ mod reference;
 pub(crate) use api::Api;
 
 use crate::auth::{self, Access};
-use axum::http::{HeaderMap, Request, header};
+use crate::tokens::{TokenKind, TokenStore};
+use axum::http::{HeaderMap, HeaderValue, Request, header};
 use axum::response::{IntoResponse, Response};
 use error::ApiError;
+use hostwatch_pki::Role;
 use hostwatch_pki::transport::{Connections, ListenerLimits, PeerInfo, ServerTls, incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -97,7 +100,7 @@ async fn handle(
     request: Request<hyper::body::Incoming>,
 ) -> Result<Response, Infallible> {
     let _call = peer.call_opened();
-    if let Err(e) = authenticate(&peer, request.headers()) {
+    if let Err(e) = authenticate(&peer, request.headers(), &api.shared.tokens) {
         let total = api
             .shared
             .refused_messages
@@ -110,14 +113,84 @@ async fn handle(
     router.oneshot(request.map(axum::body::Body::new)).await
 }
 
-/// An operator's or viewer's certificate, and no other credential: a
-/// request carrying an `Authorization` header is judged by it, and no
-/// such credential is accepted yet.
-fn authenticate(peer: &PeerInfo, headers: &HeaderMap) -> Result<auth::Caller, ApiError> {
-    if headers.contains_key(header::AUTHORIZATION) {
+/// The role a request reads with. A request with an `Authorization`
+/// header is judged by that header alone, whatever certificate its
+/// connection has: a valid bearer token reads with the token's role (even
+/// on an agent's connection), anything else there is refused (even on an
+/// operator's), so a client sees what its token is worth. Without the
+/// header, the certificate must be an operator's or a viewer's.
+fn authenticate(
+    peer: &PeerInfo,
+    headers: &HeaderMap,
+    tokens: &TokenStore,
+) -> Result<Role, ApiError> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let entry = tokens
+            .authenticate(bearer_token(value)?, hostwatch_stdx::now_ms())
+            .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+        let TokenKind::Api { role } = entry.kind;
+        return Ok(role.role());
+    }
+    auth::check(Some(peer), Access::Read)
+        .map(|caller| caller.identity.role)
+        .map_err(|e| ApiError::Unauthorized(e.to_string()))
+}
+
+/// The token of an `Authorization: Bearer <token>` header. Errors never
+/// quote the header: it may hold a secret.
+fn bearer_token(value: &HeaderValue) -> Result<&str, ApiError> {
+    let malformed = || {
+        ApiError::Unauthorized(
+            "malformed Authorization header: send \"Authorization: Bearer <token>\"".into(),
+        )
+    };
+    let (scheme, token) = value
+        .to_str()
+        .ok()
+        .and_then(|text| text.split_once(' '))
+        .ok_or_else(malformed)?;
+    // Schemes are case-insensitive (RFC 9110).
+    if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(ApiError::Unauthorized(
-            "the Authorization header is not accepted: authenticate with an operator or viewer client certificate".into(),
+            "only the Bearer scheme is accepted in the Authorization header: send \"Authorization: Bearer <token>\", or use an operator or viewer client certificate".into(),
         ));
     }
-    auth::check(Some(peer), Access::Read).map_err(|e| ApiError::Unauthorized(e.to_string()))
+    match token.trim_start_matches(' ') {
+        "" => Err(malformed()),
+        token => Ok(token),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_bearer_headers_yield_a_token_and_errors_never_quote_them() {
+        for (header, token) in [
+            ("Bearer hwt_abc", "hwt_abc"),
+            ("bearer hwt_abc", "hwt_abc"),
+            ("BEARER   hwt_abc", "hwt_abc"),
+        ] {
+            let value = HeaderValue::from_static(header);
+            assert_eq!(bearer_token(&value).unwrap(), token, "{header}");
+        }
+        for header in [
+            "Basic dXNlcjpzZWNyZXQ=",
+            "Token secret1",
+            "hwt_secret1",
+            "Bearer",
+            "Bearer ",
+            "Bearersecret1",
+        ] {
+            let value = HeaderValue::from_static(header);
+            let e = bearer_token(&value).unwrap_err().to_string();
+            assert!(
+                !e.contains("secret1") && !e.contains("dXNlcjpzZWNyZXQ="),
+                "{header}: {e}"
+            );
+        }
+        let binary = HeaderValue::from_bytes(b"Bearer \xffsecret1").unwrap();
+        assert!(bearer_token(&binary).is_err());
+    }
 }

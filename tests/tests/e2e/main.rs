@@ -18,3 +18,4 @@ mod rotation;
 mod self_alert;
 mod silent;
 mod storage;
+mod tokens;

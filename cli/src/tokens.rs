@@ -1,0 +1,252 @@
+//! `hostwatch token create|list|revoke`: the bearer tokens of the
+//! collector's HTTPS API (Admin `CreateToken`, `ListTokens`,
+//! `RevokeToken`). A token's text is printed once, at creation: the
+//! collector keeps only its digest.
+
+use crate::client::ClientConfig;
+use crate::read::print_table;
+use clap::{Subcommand, ValueEnum};
+use hostwatch_alerting::format_rfc3339;
+use hostwatch_proto::v1::admin_client::AdminClient;
+use hostwatch_proto::v1::{
+    ApiToken, CreateTokenRequest, CreateTokenResponse, ListTokensRequest, RevokeTokenRequest, Role,
+};
+use serde::Serialize;
+use std::path::Path;
+use std::time::Duration;
+use tonic::transport::Channel;
+
+/// A token's lifetime when `--ttl` is not given.
+pub(crate) const DEFAULT_TTL: Duration = Duration::from_secs(90 * 86_400);
+/// The longest lifetime the collector accepts.
+const MAX_TTL: Duration = Duration::from_secs(3650 * 86_400);
+
+#[derive(Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Create a token and print it, this once: the collector keeps only
+    /// its digest. Send it as `Authorization: Bearer <token>` to the HTTPS
+    /// API.
+    Create {
+        /// Unique name: 1 to 64 of A-Z a-z 0-9 . _ -, starting with a letter or digit.
+        #[arg(long)]
+        name: String,
+        /// What it may do: both roles read through the HTTPS API.
+        #[arg(long, value_enum)]
+        role: TokenRole,
+        /// Lifetime (90d, 12h, 1y ...), or `never`.
+        #[arg(long, default_value = "90d", value_parser = parse_ttl)]
+        ttl: Ttl,
+        /// Print JSON (the token and its entry) instead of the token alone.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tokens: name, role, creation, expiry (never their text).
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token: refused by the collector from this moment.
+    Revoke {
+        /// The token's name.
+        name: String,
+    },
+}
+
+/// A token's role.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum TokenRole {
+    Viewer,
+    Operator,
+}
+
+impl TokenRole {
+    fn wire(self) -> Role {
+        match self {
+            TokenRole::Viewer => Role::Viewer,
+            TokenRole::Operator => Role::Operator,
+        }
+    }
+}
+
+/// A token's lifetime.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Ttl {
+    Never,
+    For(Duration),
+}
+
+fn parse_ttl(s: &str) -> Result<Ttl, String> {
+    if s == "never" {
+        return Ok(Ttl::Never);
+    }
+    match crate::read::parse_duration(s) {
+        Ok(d) if d > MAX_TTL => Err(format!(
+            "{s:?} is more than ten years (3650d); `never` for no expiry"
+        )),
+        Ok(d) => Ok(Ttl::For(d)),
+        Err(e) => Err(format!("{e}; or `never` for no expiry")),
+    }
+}
+
+/// Creates a token through Admin on `channel`.
+pub(crate) async fn create(
+    channel: Channel,
+    name: &str,
+    role: TokenRole,
+    ttl: Ttl,
+) -> Result<CreateTokenResponse, tonic::Status> {
+    let (ttl_ms, never_expires) = match ttl {
+        Ttl::Never => (0, true),
+        Ttl::For(d) => (i64::try_from(d.as_millis()).unwrap_or(i64::MAX), false),
+    };
+    let request = CreateTokenRequest {
+        name: name.to_owned(),
+        role: role.wire() as i32,
+        ttl_ms,
+        never_expires,
+    };
+    Ok(AdminClient::new(channel)
+        .create_token(request)
+        .await?
+        .into_inner())
+}
+
+#[derive(Serialize)]
+struct TokenJson<'a> {
+    name: &'a str,
+    role: &'static str,
+    created: String,
+    /// `None`: never.
+    expires: Option<String>,
+    expired: bool,
+    created_by: &'a str,
+}
+
+fn token_json(t: &ApiToken) -> TokenJson<'_> {
+    TokenJson {
+        name: &t.name,
+        role: role_word(t.role),
+        created: format_rfc3339(t.created_ms),
+        expires: (t.expires_ms != 0).then(|| format_rfc3339(t.expires_ms)),
+        expired: t.expired,
+        created_by: &t.created_by,
+    }
+}
+
+fn role_word(role: i32) -> &'static str {
+    match Role::try_from(role) {
+        Ok(Role::Viewer) => "viewer",
+        Ok(Role::Operator) => "operator",
+        _ => "?",
+    }
+}
+
+/// The expiry column: `never`, the time, or `expired TIME`.
+fn expires_text(t: &TokenJson<'_>) -> String {
+    match (&t.expires, t.expired) {
+        (None, _) => "never".to_owned(),
+        (Some(at), false) => at.clone(),
+        (Some(at), true) => format!("expired {at}"),
+    }
+}
+
+pub(crate) fn run(config_path: &Path, command: TokenCommand) -> anyhow::Result<()> {
+    let config = ClientConfig::load(config_path)?;
+    match command {
+        TokenCommand::Create {
+            name,
+            role,
+            ttl,
+            json,
+        } => {
+            let created = crate::read::runtime()?.block_on(async {
+                let channel = config.connect().await?;
+                anyhow::Ok(create(channel, &name, role, ttl).await?)
+            })?;
+            let entry = created.entry.unwrap_or_default();
+            if json {
+                #[derive(Serialize)]
+                struct Created<'a> {
+                    token: &'a str,
+                    #[serde(flatten)]
+                    entry: TokenJson<'a>,
+                }
+                let out = Created {
+                    token: &created.token,
+                    entry: token_json(&entry),
+                };
+                println!("{}", serde_json::to_string_pretty(&out)?);
+                return Ok(());
+            }
+            // The token alone on stdout (`> file`), the explanation on stderr.
+            println!("{}", created.token);
+            let entry = token_json(&entry);
+            eprintln!(
+                "token {:?} created: role {}, expires {}.\n\
+                 It is shown only this once (the collector keeps only its digest): store it now.\n\
+                 Send it to the collector's HTTPS API (http_listen) as the header\n  \
+                 Authorization: Bearer <token>\n\
+                 for example: curl --cacert CA.pem -H \"Authorization: Bearer $(cat FILE)\" 'https://COLLECTOR:PORT/api/v1/query?query=host_load1'",
+                entry.name,
+                entry.role,
+                expires_text(&entry)
+            );
+        }
+        TokenCommand::List { json } => {
+            let tokens = config
+                .call(AdminClient::new, |mut admin| async move {
+                    admin.list_tokens(ListTokensRequest {}).await
+                })?
+                .tokens;
+            let out: Vec<TokenJson<'_>> = tokens.iter().map(token_json).collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+                return Ok(());
+            }
+            let mut rows = vec![[
+                "NAME".to_owned(),
+                "ROLE".to_owned(),
+                "CREATED".to_owned(),
+                "EXPIRES".to_owned(),
+                "BY".to_owned(),
+            ]];
+            for t in &out {
+                rows.push([
+                    t.name.to_owned(),
+                    t.role.to_owned(),
+                    t.created.clone(),
+                    expires_text(t),
+                    t.created_by.to_owned(),
+                ]);
+            }
+            print_table(&rows);
+        }
+        TokenCommand::Revoke { name } => {
+            let revoked = config.call(AdminClient::new, |mut admin| async move {
+                admin.revoke_token(RevokeTokenRequest { name }).await
+            })?;
+            println!("revoked {}", revoked.name);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls_read_durations_or_never_and_refuse_the_rest() {
+        assert_eq!(parse_ttl("never").unwrap(), Ttl::Never);
+        assert_eq!(parse_ttl("90d").unwrap(), Ttl::For(DEFAULT_TTL));
+        assert_eq!(
+            parse_ttl("12h").unwrap(),
+            Ttl::For(Duration::from_secs(12 * 3600))
+        );
+        assert_eq!(parse_ttl("3650d").unwrap(), Ttl::For(MAX_TTL));
+        for bad in ["", "0s", "soon", "-1d", "Never", "3651d", "20y"] {
+            assert!(parse_ttl(bad).is_err(), "{bad}");
+        }
+    }
+}
