@@ -11,6 +11,8 @@
 //! - `query`: the operators' reads, alerts included;
 //! - `admin`: silences and reloading the alert rules;
 //! - `http`: the HTTPS API (Prometheus' query API, PromQL);
+//! - `promql`: the one way into the PromQL engine, for `http` and `query`:
+//!   `[query]`'s limits, places and the blocking pool;
 //! - `hosts`: the host registry (facts, last seen, up/down);
 //! - `state`: the collector's own database (hosts, alert state, outbox),
 //!   reopened after a failed write;
@@ -26,6 +28,7 @@ mod convert;
 mod hosts;
 mod http;
 mod ingest;
+mod promql;
 mod query;
 mod server;
 mod shared;

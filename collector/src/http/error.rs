@@ -3,6 +3,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use crate::promql::QueryError;
 use hostwatch_promql::PromqlError;
 
 /// An API error: Prometheus' error type, its status, and the message.
@@ -64,6 +65,16 @@ impl From<PromqlError> for ApiError {
                 ApiError::Execution(e.to_string())
             }
             PromqlError::Timeout(_) => ApiError::Timeout(e.to_string()),
+        }
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> Self {
+        match e {
+            QueryError::Engine(e) => e.into(),
+            QueryError::NoPlace(_) => ApiError::Timeout(e.to_string()),
+            QueryError::Unavailable(m) => ApiError::Unavailable(m),
         }
     }
 }
