@@ -36,8 +36,9 @@ mod state;
 
 pub use config::CollectorConfig;
 /// The conversion of an agent's batch that ingest applies before storing
-/// it; public for the benchmark harness, which times ingest's CPU.
-pub use convert::{batch as convert_batch, matcher_out as convert_matcher};
+/// it; public for the benchmark harness, which times ingest's CPU. The
+/// matcher and PromQL JSON conversions are public for the CLI.
+pub use convert::{batch as convert_batch, matcher_out as convert_matcher, promql_json};
 pub use server::{serve, serve_with_http};
 
 /// Errors that stop the collector, or keep its state database from being

@@ -20,6 +20,7 @@ mod params;
 mod reference;
 
 pub(crate) use api::Api;
+pub(crate) use json::query_data;
 
 use crate::auth::{self, Access};
 use axum::http::{HeaderMap, Request, header};
