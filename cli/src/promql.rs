@@ -83,7 +83,7 @@ pub(crate) fn run(config_path: &Path, args: PromqlArgs) -> anyhow::Result<()> {
             .promql(request)
             .await
             .map(tonic::Response::into_inner)
-            .map_err(refused)
+            .map_err(|status| refused(&args.expr, &status))
     })?;
     if args.json {
         let data = hostwatch_collector::promql_json(&response);
@@ -91,7 +91,10 @@ pub(crate) fn run(config_path: &Path, args: PromqlArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
-    print!("{}", render(&response, units::of_expression(&args.expr), grid));
+    print!(
+        "{}",
+        render(&response, units::of_expression(&args.expr), grid)
+    );
     Ok(())
 }
 
@@ -99,12 +102,12 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// A refusal as an error naming the problem and the status; a bad
-/// expression, step or range is the user's to fix (exit 64).
-fn refused(status: tonic::Status) -> anyhow::Error {
-    let text = format!("{} ({:?})", status.message(), status.code());
+/// A refusal of `expr` as an error naming it, the problem and the status;
+/// a bad expression, step or range is the user's to fix (exit 64).
+fn refused(expr: &str, status: &tonic::Status) -> anyhow::Error {
+    let text = format!("{expr}: {} ({:?})", status.message(), status.code());
     if status.code() == tonic::Code::InvalidArgument {
-        UsageError(format!("the collector refused the query: {text}")).into()
+        UsageError(text).into()
     } else {
         anyhow::anyhow!(text)
     }
@@ -145,7 +148,11 @@ fn render(response: &PromqlResponse, expr_unit: Unit, grid: Option<Grid>) -> Str
                     "MAX".to_owned(),
                     "LAST".to_owned(),
                 ]];
-                rows.extend(m.series.iter().map(|s| trend_row(s, unit_of(&s.labels), grid)));
+                rows.extend(
+                    m.series
+                        .iter()
+                        .map(|s| trend_row(s, unit_of(&s.labels), grid)),
+                );
                 table(&rows)
             }
             None => m
@@ -260,10 +267,11 @@ mod tests {
         let flat = vec![5.0; 8];
         assert_eq!(sparkline(&t, &flat, grid), "▄▄▄▄▄▄▄▄");
         // Steps 2 and 3 missing, a NaN at 5: blanks.
-        let (t2, v2): (Vec<i64>, Vec<f64>) = [(0, 0.0), (1, 7.0), (4, 7.0), (5, f64::NAN), (7, 0.0)]
-            .iter()
-            .map(|(i, v)| (i * 1_000, *v))
-            .unzip();
+        let (t2, v2): (Vec<i64>, Vec<f64>) =
+            [(0, 0.0), (1, 7.0), (4, 7.0), (5, f64::NAN), (7, 0.0)]
+                .iter()
+                .map(|(i, v)| (i * 1_000, *v))
+                .unzip();
         assert_eq!(sparkline(&t2, &v2, grid), "▁█  █  ▁");
         assert_eq!(sparkline(&[], &[], grid), "        ");
         // 601 steps fold into 60 columns; a spike stays visible.
@@ -273,7 +281,9 @@ mod tests {
             step: 1_000,
         };
         let t3: Vec<i64> = (0..=600).map(|i| i * 1_000).collect();
-        let v3: Vec<f64> = (0..=600).map(|i| if i == 301 { 9.0 } else { 1.0 }).collect();
+        let v3: Vec<f64> = (0..=600)
+            .map(|i| if i == 301 { 9.0 } else { 1.0 })
+            .collect();
         let line = sparkline(&t3, &v3, wide);
         assert_eq!(line.chars().count(), SPARKLINE_WIDTH);
         assert_eq!(line.chars().filter(|c| *c == '█').count(), 1, "{line}");
@@ -330,8 +340,16 @@ mod tests {
         let trend = render(&matrix, Unit::BytesPerSecond, Some(grid));
         let row = trend.lines().nth(1).unwrap();
         assert_eq!(
-            row.split("  ").filter(|c| !c.is_empty()).collect::<Vec<_>>(),
-            ["{device=\"eth0\"}", "▁█▅", "1.0 KiB/s", "3.0 KiB/s", "2.0 KiB/s"],
+            row.split("  ")
+                .filter(|c| !c.is_empty())
+                .collect::<Vec<_>>(),
+            [
+                "{device=\"eth0\"}",
+                "▁█▅",
+                "1.0 KiB/s",
+                "3.0 KiB/s",
+                "2.0 KiB/s"
+            ],
             "{trend}"
         );
         let points = render(&matrix, Unit::Bytes, None);

@@ -187,8 +187,9 @@ fn unit_of(expr: &Expr) -> Option<Unit> {
                 "increase" | "delta" | "idelta" | "predict_linear" | "abs" | "ceil" | "floor"
                 | "round" | "clamp" | "clamp_min" | "clamp_max" | "sort" | "sort_desc"
                 | "label_replace" | "label_join" | "avg_over_time" | "min_over_time"
-                | "max_over_time" | "last_over_time" | "stddev_over_time" | "scalar"
-                | "vector" => arg(0),
+                | "max_over_time" | "last_over_time" | "stddev_over_time" | "scalar" | "vector" => {
+                    arg(0)
+                }
                 _ => None,
             }
         }
@@ -254,9 +255,15 @@ mod tests {
         use Unit::*;
         for (expr, unit) in [
             ("host_memory_available_bytes", Bytes),
-            ("{__name__=\"host_memory_available_bytes\", host=\"a\"}", Bytes),
+            (
+                "{__name__=\"host_memory_available_bytes\", host=\"a\"}",
+                Bytes,
+            ),
             ("rate(host_network_receive_bytes_total[5m])", BytesPerSecond),
-            ("irate(host_network_receive_bytes_total[1m])", BytesPerSecond),
+            (
+                "irate(host_network_receive_bytes_total[1m])",
+                BytesPerSecond,
+            ),
             (
                 "sum by (host) (rate(host_network_receive_bytes_total{device!=\"lo\"}[5m]))",
                 BytesPerSecond,
@@ -266,18 +273,36 @@ mod tests {
             ("rate(host_pressure_stalled_seconds_total[5m])", Ratio),
             ("increase(host_disk_io_time_seconds_total[1h])", Seconds),
             ("deriv(host_filesystem_free_bytes[1h])", BytesPerSecond),
-            ("predict_linear(host_filesystem_free_bytes[1h], 3600)", Bytes),
+            (
+                "predict_linear(host_filesystem_free_bytes[1h], 3600)",
+                Bytes,
+            ),
             (
                 "topk(10, avg_over_time(host_cpu_utilization_ratio{cpu=\"total\"}[5m]))",
                 Ratio,
             ),
-            ("quantile_over_time(0.9, host_cpu_utilization_ratio[10m])", Ratio),
-            ("max_over_time(rate(host_forks_total[1m])[1h:1m])", PerSecond),
-            ("(host_memory_total_bytes - host_memory_available_bytes)", Bytes),
-            ("host_memory_available_bytes / host_memory_total_bytes", Ratio),
+            (
+                "quantile_over_time(0.9, host_cpu_utilization_ratio[10m])",
+                Ratio,
+            ),
+            (
+                "max_over_time(rate(host_forks_total[1m])[1h:1m])",
+                PerSecond,
+            ),
+            (
+                "(host_memory_total_bytes - host_memory_available_bytes)",
+                Bytes,
+            ),
+            (
+                "host_memory_available_bytes / host_memory_total_bytes",
+                Ratio,
+            ),
             ("host_cpu_utilization_ratio > 0.9", Ratio),
             ("0.9 < host_cpu_utilization_ratio", Ratio),
-            ("host_cpu_utilization_ratio and on(host) host_load1 > 1", Ratio),
+            (
+                "host_cpu_utilization_ratio and on(host) host_load1 > 1",
+                Ratio,
+            ),
             ("-host_uptime_seconds", Seconds),
             ("scalar(sum(host_memory_used_bytes))", Bytes),
             ("sort_desc(clamp_min(host_swap_used_bytes, 0))", Bytes),

@@ -435,9 +435,9 @@ pub(crate) fn promql_status(error: QueryError) -> Status {
     let message = error.to_string();
     match error {
         QueryError::Engine(PromqlError::BadData(_)) => Status::invalid_argument(message),
-        QueryError::Engine(PromqlError::TooManySamples(_)) => Status::resource_exhausted(format!(
-            "{message} (more than query.max_samples samples)"
-        )),
+        QueryError::Engine(PromqlError::TooManySamples(_)) => {
+            Status::resource_exhausted(format!("{message} (more than query.max_samples samples)"))
+        }
         QueryError::Engine(PromqlError::Timeout(_)) | QueryError::NoPlace(_) => {
             Status::deadline_exceeded(message)
         }
@@ -489,7 +489,8 @@ pub(crate) fn promql_out(value: Value) -> pb::PromqlResponse {
             series: series
                 .into_iter()
                 .map(|s| {
-                    let (timestamps_ms, values) = s.points.iter().map(|p| (p.t_ms, p.value)).unzip();
+                    let (timestamps_ms, values) =
+                        s.points.iter().map(|p| (p.t_ms, p.value)).unzip();
                     pb::PromqlSeries {
                         labels: promql_labels_out(s.labels),
                         timestamps_ms,
@@ -610,9 +611,15 @@ mod tests {
         for value in values {
             assert_eq!(promql_in(&promql_out(value.clone())), Some(value));
         }
-        assert_eq!(promql_json(&pb::PromqlResponse::default()), serde_json::Value::Null);
+        assert_eq!(
+            promql_json(&pb::PromqlResponse::default()),
+            serde_json::Value::Null
+        );
         let json = promql_json(&promql_out(Value::Scalar(p(1_000, 0.5))));
-        assert_eq!(json, serde_json::json!({"resultType": "scalar", "result": [1, "0.5"]}));
+        assert_eq!(
+            json,
+            serde_json::json!({"resultType": "scalar", "result": [1, "0.5"]})
+        );
     }
 
     #[test]

@@ -66,7 +66,6 @@ impl Api {
         }
         Ok(params)
     }
-
 }
 
 /// The request's `timeout` parameter, which may only shorten

@@ -1,9 +1,9 @@
 //! The HTTP API's errors, in Prometheus' shape:
 //! `{"status":"error","errorType":...,"error":...}` with its status code.
 
+use crate::promql::QueryError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use crate::promql::QueryError;
 use hostwatch_promql::PromqlError;
 
 /// An API error: Prometheus' error type, its status, and the message.

@@ -1,8 +1,8 @@
 //! Reading series from the store: PromQL matchers to the store's, and
 //! `__name__` matched against the stored metric names.
 
-use crate::{Limits, PromqlError};
 use crate::value::{Labels, METRIC_NAME, set};
+use crate::{Limits, PromqlError};
 use hostwatch_tsdb::{Matcher, Point, SeriesKey, Store, TsdbError};
 use promql_parser::label::MatchOp;
 use promql_parser::parser::VectorSelector;
