@@ -118,3 +118,55 @@ impl Promql {
         .map_err(QueryError::Engine)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hostwatch_tsdb::{Options, Point};
+
+    #[tokio::test]
+    async fn queries_take_a_place_within_their_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path(), Options::default()).unwrap());
+        let query = config::Query {
+            max_concurrent: 1,
+            ..config::Query::default()
+        };
+        let promql = Promql::new(store, &query);
+        let held = promql.places.clone().acquire_owned().await.unwrap();
+        let err = promql
+            .instant("1".into(), 0, Some(Duration::ZERO))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, QueryError::NoPlace(_)), "{err}");
+        assert!(err.to_string().contains("query.max_concurrent"), "{err}");
+        drop(held);
+        let value = promql.instant("1 + 1".into(), 1_000, None).await.unwrap();
+        let two = Point {
+            t_ms: 1_000,
+            value: 2.0,
+        };
+        assert_eq!(value, Value::Scalar(two));
+        // A place, but no time left for the engine.
+        let err = promql
+            .instant("1".into(), 0, Some(Duration::ZERO))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, QueryError::Engine(PromqlError::Timeout(_))),
+            "{err}"
+        );
+        let err = promql
+            .range("1".into(), (0, 1_000, 0), None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, QueryError::Engine(PromqlError::BadData(_))),
+            "{err}"
+        );
+        let none = promql.series(vec!["up".into()], None).await.unwrap();
+        assert!(none.is_empty());
+        // Every place is free again.
+        assert_eq!(promql.places.available_permits(), 1);
+    }
+}
