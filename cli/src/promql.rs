@@ -290,6 +290,35 @@ mod tests {
         assert_eq!(line.chars().filter(|c| *c == '▁').count(), 59, "{line}");
     }
 
+    proptest::proptest! {
+        /// Any series: one character per column, at most the width,
+        /// levels or blanks only.
+        #[test]
+        fn sparklines_stay_within_their_width_and_scale(
+            values in proptest::collection::vec(proptest::option::of(-1e12f64..1e12), 1..300),
+        ) {
+            let steps = values.len() as i64;
+            let grid = Grid { start: 0, end: (steps - 1) * 1_000, step: 1_000 };
+            let (t, v): (Vec<i64>, Vec<f64>) = values
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| v.map(|v| (i as i64 * 1_000, v)))
+                .unzip();
+            let line = sparkline(&t, &v, grid);
+            let width = values.len().min(SPARKLINE_WIDTH);
+            proptest::prop_assert_eq!(line.chars().count(), width);
+            proptest::prop_assert!(line.chars().all(|c| c == ' ' || LEVELS.contains(&c)), "{}", line);
+            let low = v.iter().copied().reduce(f64::min);
+            let high = v.iter().copied().reduce(f64::max);
+            // Unfolded (a step a column), the lowest and highest values
+            // are the scale's ends.
+            let unfolded = values.len() <= SPARKLINE_WIDTH;
+            if let (Some(low), Some(high)) = (low, high) && low < high && unfolded {
+                proptest::prop_assert!(line.contains('▁') && line.contains('█'), "{}", line);
+            }
+        }
+    }
+
     #[test]
     fn answers_render_in_their_units() {
         let vector = PromqlResponse {

@@ -413,7 +413,62 @@ mod tests {
         number(text)
     }
 
+    /// Metrics of every unit, and wrappers (operators parenthesized, so
+    /// that any nesting parses as written) that keep a unit or lose it.
+    const METRICS: [&str; 6] = [
+        "host_cpu_utilization_ratio",
+        "host_memory_available_bytes",
+        "host_uptime_seconds",
+        "host_boot_time_seconds",
+        "host_load1",
+        "host_network_receive_bytes_total",
+    ];
+    const KEEPING: [&str; 9] = [
+        "abs({})",
+        "sort_desc({})",
+        "sum by (host) ({})",
+        "({})",
+        "-({})",
+        "clamp_min({}, 0)",
+        "topk(3, {})",
+        "max_over_time(({})[10m:1m])",
+        "({}) > 0",
+    ];
+    const LOSING: [&str; 5] = [
+        "count({})",
+        "({}) * 2",
+        "({}) > bool 0",
+        "exp({})",
+        "count_over_time(({})[10m:1m])",
+    ];
+
     proptest! {
+        /// Any chain of unit-keeping wrappers keeps the metric's unit (or
+        /// its rate's, inside `rate`); one losing wrapper anywhere makes
+        /// it unknown.
+        #[test]
+        fn wrappers_keep_or_lose_the_unit(
+            metric in prop::sample::select(METRICS.to_vec()),
+            inner in prop::collection::vec(prop::sample::select(KEEPING.to_vec()), 0..4),
+            outer in prop::collection::vec(prop::sample::select(KEEPING.to_vec()), 0..4),
+            losing in prop::sample::select(LOSING.to_vec()),
+            rate in any::<bool>(),
+        ) {
+            let wrap = |expr: String, wrappers: &[&str]| {
+                wrappers.iter().fold(expr, |e, w| w.replace("{}", &e))
+            };
+            let (mut expr, mut unit) = (metric.to_owned(), Unit::of_metric(metric));
+            if rate {
+                expr = format!("rate({metric}[5m])");
+                unit = unit.per_second();
+            }
+            let kept = wrap(expr.clone(), &inner);
+            let kept = wrap(kept, &outer);
+            prop_assert_eq!(of_expression(&kept), unit, "{}", kept);
+            let lost = wrap(losing.replace("{}", &wrap(expr, &inner)), &outer);
+            prop_assert_eq!(of_expression(&lost), Unit::Number, "{}", lost);
+        }
+
         /// Whatever the magnitude, what is written reads back close to the
         /// value: within 5 % (a duration keeps its two largest parts, a
         /// size one decimal), or within the rounding of the smallest unit.
