@@ -7,6 +7,8 @@
 //! - `certs`: `hostwatch certs init|issue`;
 //! - `quickstart`: PKI, configs, collector and agent in one process;
 //! - `read`: `hosts`, `query` and `processes`, as tables or JSON;
+//! - `promql`: `promql`, PromQL through the collector's engine;
+//! - `units`: values in their unit (from metric names and expressions);
 //! - `alerts`: `alerts` (list, history, watch), `silence`, `reload`;
 //! - `storage`: `storage stats|verify`, the collector store's health;
 //! - `tokens`: `token create|list|revoke`, the HTTPS API's bearer tokens.
@@ -14,10 +16,12 @@
 mod alerts;
 mod certs;
 pub mod client;
+mod promql;
 mod quickstart;
 mod read;
 mod storage;
 mod tokens;
+mod units;
 
 pub use client::ClientConfig;
 pub use quickstart::local_host_id;
@@ -62,6 +66,8 @@ enum Command {
     },
     /// Show the samples of a metric of one host.
     Query(read::QueryArgs),
+    /// Evaluate a PromQL expression: now, at a time, or over a range.
+    Promql(promql::PromqlArgs),
     /// Show the top processes of one host, now or at a past time.
     Processes(read::ProcessesArgs),
     /// List alerts (pending and firing); `history` and `watch` their transitions.
@@ -115,6 +121,7 @@ fn dispatch(args: Args) -> anyhow::Result<()> {
         Command::Quickstart(q) => quickstart::run(q),
         Command::Hosts { json } => read::hosts(&client::config_path(args.config)?, json),
         Command::Query(q) => read::query(&client::config_path(args.config)?, q),
+        Command::Promql(p) => promql::run(&client::config_path(args.config)?, p),
         Command::Processes(p) => read::processes(&client::config_path(args.config)?, p),
         Command::Alerts(a) => alerts::alerts(&client::config_path(args.config)?, a),
         Command::Silence { command } => {

@@ -3,6 +3,7 @@
 
 use crate::UsageError;
 use crate::client::ClientConfig;
+use crate::units::Unit;
 use clap::Args;
 use hostwatch_alerting::format_rfc3339;
 use hostwatch_alerting::template::format_bytes;
@@ -234,20 +235,28 @@ pub(crate) fn hosts(config_path: &Path, json: bool) -> anyhow::Result<()> {
 }
 
 pub(crate) fn print_table<const N: usize>(rows: &[[String; N]]) {
+    print!("{}", table(rows));
+}
+
+/// `rows` as aligned columns, one line each.
+pub(crate) fn table<const N: usize>(rows: &[[String; N]]) -> String {
     let mut widths = [0; N];
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
+    let mut out = String::new();
     for row in rows {
         let line: Vec<String> = row
             .iter()
             .zip(widths)
             .map(|(cell, w)| format!("{cell:<w$}"))
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
     }
+    out
 }
 
 #[derive(Serialize)]
@@ -324,11 +333,24 @@ pub(crate) fn query(config_path: &Path, args: QueryArgs) -> anyhow::Result<()> {
             .map(|l| format!("{}={:?}", l.name, l.value))
             .collect();
         println!("{}{{{}}}", s.metric, labels.join(","));
+        let unit = folded_unit(&s.metric, aggregation);
         for (t, v) in s.timestamps_ms.iter().zip(&s.values) {
-            println!("  {}  {v}", format_rfc3339(*t));
+            println!("  {}  {}", format_rfc3339(*t), unit.format(*v));
         }
     }
     Ok(())
+}
+
+/// The unit of `metric`'s points folded by `aggregation` (raw samples
+/// when unspecified): a rate per second, a count a plain number, the
+/// others the metric's own.
+fn folded_unit(metric: &str, aggregation: i32) -> Unit {
+    let unit = Unit::of_metric(metric);
+    match Aggregation::try_from(aggregation) {
+        Ok(Aggregation::Rate) => unit.per_second(),
+        Ok(Aggregation::Count) => Unit::Number,
+        _ => unit,
+    }
 }
 
 #[derive(Serialize)]
@@ -476,6 +498,23 @@ mod tests {
         assert!((ahead - now_ms() - 600_000).abs() < 5_000);
         assert_eq!(parse_until("1970-01-01T00:00:01Z").unwrap(), 1000);
         assert!(parse_until("+soon").is_err());
+    }
+
+    #[test]
+    fn folded_points_take_the_unit_of_their_aggregation() {
+        let metric = "host_network_receive_bytes_total";
+        for (aggregation, unit) in [
+            (Aggregation::Unspecified, Unit::Bytes),
+            (Aggregation::Max, Unit::Bytes),
+            (Aggregation::Rate, Unit::BytesPerSecond),
+            (Aggregation::Count, Unit::Number),
+        ] {
+            assert_eq!(folded_unit(metric, aggregation as i32), unit);
+        }
+        assert_eq!(
+            folded_unit("host_cpu_utilization_ratio", Aggregation::Avg as i32).format(0.0100502),
+            "1.01%"
+        );
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Translation between the protocol and the store's domain types: the only
 //! place where protobuf and `hostwatch-tsdb` meet.
 
+use crate::promql::QueryError;
 use crate::tokens;
 use hostwatch_alerting as alerting;
+use hostwatch_promql::{Sample, Series, Value};
 use hostwatch_proto::v1 as pb;
 use hostwatch_tsdb as tsdb;
 use tonic::Status;
@@ -490,9 +492,201 @@ pub(crate) fn retry_after(mut status: Status, delay: std::time::Duration) -> Sta
     status
 }
 
+/// A PromQL query's failure as a gRPC status: Prometheus' `bad_data` is
+/// INVALID_ARGUMENT, too many samples RESOURCE_EXHAUSTED, a timeout
+/// (waiting for a place included) DEADLINE_EXCEEDED, any other failed
+/// evaluation FAILED_PRECONDITION; the message names the problem.
+pub(crate) fn promql_status(error: QueryError) -> Status {
+    use hostwatch_promql::PromqlError;
+    let message = error.to_string();
+    match error {
+        QueryError::Engine(PromqlError::BadData(_)) => Status::invalid_argument(message),
+        QueryError::Engine(PromqlError::TooManySamples(_)) => {
+            Status::resource_exhausted(format!("{message} (more than query.max_samples samples)"))
+        }
+        QueryError::Engine(PromqlError::Timeout(_)) | QueryError::NoPlace(_) => {
+            Status::deadline_exceeded(message)
+        }
+        QueryError::Engine(PromqlError::Execution(_)) => Status::failed_precondition(message),
+        QueryError::Unavailable(_) => Status::unavailable(message),
+    }
+}
+
+fn promql_labels_out(labels: Vec<tsdb::Label>) -> Vec<pb::Label> {
+    labels
+        .into_iter()
+        .map(|l| pb::Label {
+            name: l.name,
+            value: l.value,
+        })
+        .collect()
+}
+
+fn promql_labels_in(labels: &[pb::Label]) -> Vec<tsdb::Label> {
+    labels
+        .iter()
+        .map(|l| tsdb::Label::new(&l.name, &l.value))
+        .collect()
+}
+
+/// A PromQL result for the wire.
+pub(crate) fn promql_out(value: Value) -> pb::PromqlResponse {
+    use pb::promql_response::Result as R;
+    let result = match value {
+        Value::Scalar(p) => R::Scalar(pb::PromqlScalar {
+            timestamp_ms: p.t_ms,
+            value: p.value,
+        }),
+        Value::String { t_ms, value } => R::String(pb::PromqlString {
+            timestamp_ms: t_ms,
+            value,
+        }),
+        Value::Vector(samples) => R::Vector(pb::PromqlVector {
+            samples: samples
+                .into_iter()
+                .map(|s| pb::PromqlSample {
+                    labels: promql_labels_out(s.labels),
+                    timestamp_ms: s.point.t_ms,
+                    value: s.point.value,
+                })
+                .collect(),
+        }),
+        Value::Matrix(series) => R::Matrix(pb::PromqlMatrix {
+            series: series
+                .into_iter()
+                .map(|s| {
+                    let (timestamps_ms, values) =
+                        s.points.iter().map(|p| (p.t_ms, p.value)).unzip();
+                    pb::PromqlSeries {
+                        labels: promql_labels_out(s.labels),
+                        timestamps_ms,
+                        values,
+                    }
+                })
+                .collect(),
+        }),
+    };
+    pb::PromqlResponse {
+        result: Some(result),
+    }
+}
+
+/// A PromQL result from the wire, `None` without one; a series' extra
+/// timestamps or values are left out.
+fn promql_in(response: &pb::PromqlResponse) -> Option<Value> {
+    use pb::promql_response::Result as R;
+    let point = |t_ms, value| tsdb::Point { t_ms, value };
+    Some(match response.result.as_ref()? {
+        R::Scalar(s) => Value::Scalar(point(s.timestamp_ms, s.value)),
+        R::String(s) => Value::String {
+            t_ms: s.timestamp_ms,
+            value: s.value.clone(),
+        },
+        R::Vector(v) => Value::Vector(
+            v.samples
+                .iter()
+                .map(|s| Sample {
+                    labels: promql_labels_in(&s.labels),
+                    point: point(s.timestamp_ms, s.value),
+                })
+                .collect(),
+        ),
+        R::Matrix(m) => Value::Matrix(
+            m.series
+                .iter()
+                .map(|s| Series {
+                    labels: promql_labels_in(&s.labels),
+                    points: s
+                        .timestamps_ms
+                        .iter()
+                        .zip(&s.values)
+                        .map(|(t, v)| point(*t, *v))
+                        .collect(),
+                })
+                .collect(),
+        ),
+    })
+}
+
+/// A `Query.Promql` answer in the shape of Prometheus' HTTP API's `data`
+/// (`{"resultType": ..., "result": ...}`, values as strings), written as
+/// the HTTPS API writes it; `null` without a result. Public for the CLI's
+/// `--json`.
+pub fn promql_json(response: &pb::PromqlResponse) -> serde_json::Value {
+    promql_in(response).map_or(serde_json::Value::Null, |v| crate::http::query_data(&v))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn promql_errors_get_their_status() {
+        use hostwatch_promql::PromqlError;
+        use std::time::Duration;
+        use tonic::Code;
+        for (error, code) in [
+            (
+                QueryError::Engine(PromqlError::BadData("x".into())),
+                Code::InvalidArgument,
+            ),
+            (
+                QueryError::Engine(PromqlError::TooManySamples("x")),
+                Code::ResourceExhausted,
+            ),
+            (
+                QueryError::Engine(PromqlError::Timeout("x")),
+                Code::DeadlineExceeded,
+            ),
+            (QueryError::NoPlace(Duration::ZERO), Code::DeadlineExceeded),
+            (
+                QueryError::Engine(PromqlError::Execution("x".into())),
+                Code::FailedPrecondition,
+            ),
+            (QueryError::Unavailable("x".into()), Code::Unavailable),
+        ] {
+            let message = error.to_string();
+            let status = promql_status(error);
+            assert_eq!(status.code(), code, "{message}");
+            assert!(status.message().contains(&message), "{status}");
+        }
+    }
+
+    #[test]
+    fn promql_results_cross_the_wire_unchanged() {
+        let p = |t_ms, value| tsdb::Point { t_ms, value };
+        let labels = vec![
+            tsdb::Label::new("__name__", "m"),
+            tsdb::Label::new("host", "a"),
+        ];
+        let values = [
+            Value::Scalar(p(1_000, 0.5)),
+            Value::String {
+                t_ms: 2_000,
+                value: "x".into(),
+            },
+            Value::Vector(vec![Sample {
+                labels: labels.clone(),
+                point: p(3_000, f64::INFINITY),
+            }]),
+            Value::Matrix(vec![Series {
+                labels,
+                points: vec![p(1_000, 1.0), p(2_000, -2.5)],
+            }]),
+        ];
+        for value in values {
+            assert_eq!(promql_in(&promql_out(value.clone())), Some(value));
+        }
+        assert_eq!(
+            promql_json(&pb::PromqlResponse::default()),
+            serde_json::Value::Null
+        );
+        let json = promql_json(&promql_out(Value::Scalar(p(1_000, 0.5))));
+        assert_eq!(
+            json,
+            serde_json::json!({"resultType": "scalar", "result": [1, "0.5"]})
+        );
+    }
 
     #[test]
     fn mismatched_arrays_are_counted_and_dropped() {

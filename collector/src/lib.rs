@@ -11,6 +11,8 @@
 //! - `query`: the operators' reads, alerts included;
 //! - `admin`: silences, reloading the alert rules, storage, API tokens;
 //! - `http`: the HTTPS API (Prometheus' query API, PromQL);
+//! - `promql`: the one way into the PromQL engine, for `http` and `query`:
+//!   `[query]`'s limits, places and the blocking pool;
 //! - `hosts`: the host registry (facts, last seen, up/down);
 //! - `state`: the collector's own database (hosts, alert state, outbox,
 //!   API tokens), reopened after a failed write;
@@ -27,6 +29,7 @@ mod convert;
 mod hosts;
 mod http;
 mod ingest;
+mod promql;
 mod query;
 mod server;
 mod shared;
@@ -35,8 +38,9 @@ mod tokens;
 
 pub use config::CollectorConfig;
 /// The conversion of an agent's batch that ingest applies before storing
-/// it; public for the benchmark harness, which times ingest's CPU.
-pub use convert::{batch as convert_batch, matcher_out as convert_matcher};
+/// it; public for the benchmark harness, which times ingest's CPU. The
+/// matcher and PromQL JSON conversions are public for the CLI.
+pub use convert::{batch as convert_batch, matcher_out as convert_matcher, promql_json};
 pub use server::{serve, serve_with_http};
 
 /// Errors that stop the collector, or keep its state database from being

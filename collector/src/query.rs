@@ -1,4 +1,5 @@
-//! The Query service: operators' reads.
+//! The Query service: operators' reads, PromQL through the one engine
+//! path (`crate::promql`).
 
 use crate::auth::{self, Access};
 use crate::convert;
@@ -7,7 +8,8 @@ use hostwatch_proto::v1::query_server::Query;
 use hostwatch_proto::v1::{
     AlertHistoryRequest, AlertHistoryResponse, AlertTransition, LatestRequest, LatestResponse,
     ListAlertsRequest, ListAlertsResponse, ListHostsRequest, ListHostsResponse, ProcessesRequest,
-    ProcessesResponse, RangeRequest, RangeResponse, WatchAlertsRequest,
+    ProcessesResponse, PromqlRequest, PromqlResponse, RangeRequest, RangeResponse,
+    WatchAlertsRequest,
 };
 use hostwatch_stdx::now_ms;
 use std::pin::Pin;
@@ -237,6 +239,27 @@ impl Query for QueryService {
         Ok(Response::new(ProcessesResponse {
             snapshot: snapshot.map(convert::process_snapshot_out),
         }))
+    }
+
+    async fn promql(
+        &self,
+        request: Request<PromqlRequest>,
+    ) -> Result<Response<PromqlResponse>, Status> {
+        use hostwatch_proto::v1::promql_request::When;
+        auth::require(&request, Access::Read)?;
+        let request = request.into_inner();
+        convert::required(&request.expr, "expr")?;
+        let promql = &self.shared.promql;
+        let value = match request.when {
+            None => promql.instant(request.expr, now_ms(), None).await,
+            Some(When::TimeMs(at)) => promql.instant(request.expr, at, None).await,
+            Some(When::Range(r)) => {
+                let range = (r.start_ms, r.end_ms, r.step_ms);
+                promql.range(request.expr, range, None).await
+            }
+        }
+        .map_err(convert::promql_status)?;
+        Ok(Response::new(convert::promql_out(value)))
     }
 }
 

@@ -210,6 +210,7 @@ fn open_shared(config: &CollectorConfig, tls: &ServerTls) -> Result<Shared, Coll
     // keep the database from being reopened.
     drop(db);
     Ok(Shared {
+        promql: crate::promql::Promql::new(store.clone(), &config.query),
         store,
         hosts,
         alerting,

@@ -4,6 +4,7 @@
 
 use crate::config::{CollectorConfig, Limits};
 use crate::hosts::HostRegistry;
+use crate::promql::Promql;
 use crate::state::StateDb;
 use crate::tokens::TokenStore;
 use hostwatch_alerting::Alerting;
@@ -42,6 +43,9 @@ pub(crate) struct Shared {
     pub(crate) refused_messages: Arc<RefusedMessages>,
     /// The collector's own database (hosts, alert state, the outbox, tokens).
     pub(crate) state: Arc<StateDb>,
+    /// The PromQL engine behind `[query]`'s limits, for the HTTP API and
+    /// `Query.Promql` alike.
+    pub(crate) promql: Promql,
 }
 
 impl Shared {

@@ -11,14 +11,11 @@ use axum::extract::{Path, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use hostwatch_promql::{Engine, Limits, PromqlError};
-use hostwatch_tsdb::{Label, Store};
+use hostwatch_tsdb::Label;
 use serde_json::{Value as Json, json};
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
 
 /// Largest form body read; a query is text, and Prometheus' clients send
 /// a few kilobytes at most.
@@ -29,55 +26,21 @@ const MAX_FORM_BYTES: usize = 1 << 20;
 /// Grafana pick the matching features.
 const PROMETHEUS_VERSION: &str = "2.42.0";
 
-/// What the endpoints share: the store, the engine's limits, and the
-/// places of queries running at once.
+/// What the endpoints share: the collector's state, with the one PromQL
+/// path (`shared.promql`: limits, places, blocking pool).
 #[derive(Clone)]
 pub(crate) struct Api {
     pub(crate) shared: Shared,
-    limits: Limits,
-    slots: Arc<Semaphore>,
     /// `limits.message_timeout`: a form body must arrive within it.
     message_timeout: Duration,
 }
 
 impl Api {
     pub(crate) fn new(shared: Shared, config: &crate::config::CollectorConfig) -> Self {
-        let query = &config.query;
         Api {
             message_timeout: config.limits.message_timeout,
             shared,
-            limits: Limits {
-                max_samples: query.max_samples,
-                timeout: query.timeout,
-            },
-            slots: Arc::new(Semaphore::new(query.max_concurrent)),
         }
-    }
-
-    /// Runs `call` on the blocking pool (the engine reads the store
-    /// synchronously) once a place among `query.max_concurrent` is free;
-    /// waiting for one counts against the query's timeout.
-    async fn run<T: Send + 'static>(
-        &self,
-        timeout: Duration,
-        call: impl FnOnce(&Store) -> Result<T, PromqlError> + Send + 'static,
-    ) -> Result<T, ApiError> {
-        let place = tokio::time::timeout(timeout, self.slots.clone().acquire_owned())
-            .await
-            .map_err(|_| {
-                ApiError::Timeout(format!(
-                    "query timed out waiting for one of query.max_concurrent places ({timeout:?})"
-                ))
-            })?
-            .map_err(|_| ApiError::Unavailable("the collector is stopping".into()))?;
-        let store = self.shared.store.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let _place = place;
-            call(&store)
-        })
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("query task failed: {e}")))?;
-        Ok(result?)
     }
 
     /// The request's parameters: its query string, then a form body,
@@ -103,17 +66,14 @@ impl Api {
         }
         Ok(params)
     }
+}
 
-    /// The engine for one request: the configured limits, the timeout
-    /// shortened by the request's `timeout` parameter.
-    fn engine(&self, params: &Params) -> Result<(Engine, Duration), ApiError> {
-        let mut limits = self.limits;
-        if let Some(ms) = params.duration("timeout")? {
-            let asked = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-            limits.timeout = limits.timeout.min(asked);
-        }
-        Ok((Engine::new(limits), limits.timeout))
-    }
+/// The request's `timeout` parameter, which may only shorten
+/// `query.timeout`.
+fn request_timeout(params: &Params) -> Result<Option<Duration>, ApiError> {
+    Ok(params
+        .duration("timeout")?
+        .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))))
 }
 
 /// The API's routes; every one answers GET and form-encoded POST.
@@ -150,10 +110,8 @@ async fn query(State(api): State<Api>, request: Request) -> Response {
         let params = api.params(request).await?;
         let expr = params.expression()?;
         let at = params.time_or("time", hostwatch_stdx::now_ms())?;
-        let (engine, timeout) = api.engine(&params)?;
-        let value = api
-            .run(timeout, move |store| engine.instant(store, &expr, at))
-            .await?;
+        let timeout = request_timeout(&params)?;
+        let value = api.shared.promql.instant(expr, at, timeout).await?;
         Ok(json::query_data(&value))
     })
     .await
@@ -165,11 +123,11 @@ async fn query_range(State(api): State<Api>, request: Request) -> Response {
         let expr = params.expression()?;
         let (start, end) = (params.time("start")?, params.time("end")?);
         let step = params.required_duration("step")?;
-        let (engine, timeout) = api.engine(&params)?;
+        let timeout = request_timeout(&params)?;
         let value = api
-            .run(timeout, move |store| {
-                engine.range(store, &expr, start, end, step)
-            })
+            .shared
+            .promql
+            .range(expr, (start, end, step), timeout)
             .await?;
         Ok(json::query_data(&value))
     })
@@ -191,11 +149,7 @@ async fn matching(api: &Api, params: &Params, all: bool) -> Result<Vec<Vec<Label
     // An open range needs no look at the points: every stored series has
     // samples.
     let range = (start > MIN_TIME_MS || end < MAX_TIME_MS).then_some((start, end));
-    let engine = Engine::new(api.limits);
-    api.run(api.limits.timeout, move |store| {
-        engine.series(store, &selectors, range)
-    })
-    .await
+    Ok(api.shared.promql.series(selectors, range).await?)
 }
 
 /// At most `limit` items (0: all).

@@ -1,6 +1,7 @@
 //! The HTTP API's errors, in Prometheus' shape:
 //! `{"status":"error","errorType":...,"error":...}` with its status code.
 
+use crate::promql::QueryError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use hostwatch_promql::PromqlError;
@@ -64,6 +65,16 @@ impl From<PromqlError> for ApiError {
                 ApiError::Execution(e.to_string())
             }
             PromqlError::Timeout(_) => ApiError::Timeout(e.to_string()),
+        }
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> Self {
+        match e {
+            QueryError::Engine(e) => e.into(),
+            QueryError::NoPlace(_) => ApiError::Timeout(e.to_string()),
+            QueryError::Unavailable(m) => ApiError::Unavailable(m),
         }
     }
 }

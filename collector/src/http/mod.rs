@@ -21,6 +21,7 @@ mod params;
 mod reference;
 
 pub(crate) use api::Api;
+pub(crate) use json::query_data;
 
 use crate::auth::{self, Access};
 use crate::tokens::{TokenKind, TokenStore};

@@ -153,14 +153,16 @@ impl Engine {
     /// The label sets (sorted by name, `__name__` included) of the stored
     /// series matching any of `selectors` and, given a `range` (start and
     /// end ms), with a sample in it; sorted, each once: the HTTP API's
-    /// series, labels and label values.
+    /// series, labels and label values. Each series looked at counts as
+    /// one sample against [`Limits::max_samples`]; [`Limits::timeout`]
+    /// holds as for queries.
     pub fn series(
         &self,
         store: &Store,
         selectors: &[String],
         range: Option<(i64, i64)>,
     ) -> Result<Vec<Vec<hostwatch_tsdb::Label>>, PromqlError> {
-        select::matching_series(store, selectors, range)
+        select::matching_series(store, selectors, range, self.limits, Instant::now())
     }
 }
 
@@ -348,6 +350,27 @@ mod tests {
             .series(&fx.store, &["sum(m)".to_owned()], None)
             .unwrap_err();
         assert_eq!(err.error_type(), "bad_data", "{err}");
+    }
+
+    #[test]
+    fn series_count_against_the_sample_limit_and_keep_the_deadline() {
+        let fx = load(&[
+            ("a", "m", &[], vec![(0, 1.0)]),
+            ("b", "m", &[], vec![(0, 1.0)]),
+        ]);
+        let selectors = ["m".to_owned()];
+        let limited = |max_samples, timeout| {
+            Engine::new(Limits {
+                max_samples,
+                timeout,
+            })
+            .series(&fx.store, &selectors, None)
+        };
+        assert_eq!(limited(2, Duration::from_secs(60)).unwrap().len(), 2);
+        let err = limited(1, Duration::from_secs(60)).unwrap_err();
+        assert_eq!(err, PromqlError::TooManySamples("series selection"));
+        let err = limited(2, Duration::ZERO).unwrap_err();
+        assert_eq!(err, PromqlError::Timeout("series selection"));
     }
 
     #[test]

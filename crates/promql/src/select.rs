@@ -1,11 +1,12 @@
 //! Reading series from the store: PromQL matchers to the store's, and
 //! `__name__` matched against the stored metric names.
 
-use crate::PromqlError;
 use crate::value::{Labels, METRIC_NAME, set};
+use crate::{Limits, PromqlError};
 use hostwatch_tsdb::{Matcher, Point, SeriesKey, Store, TsdbError};
 use promql_parser::label::MatchOp;
 use promql_parser::parser::VectorSelector;
+use std::time::Instant;
 
 /// A series computed by the engine (a subquery's): labels and points,
 /// oldest first.
@@ -84,13 +85,18 @@ pub(crate) fn points(
 
 /// The label sets of the stored series that match any of `selectors`
 /// (each a vector selector, as the HTTP API's `match[]`) and, with a
-/// `range`, hold a sample in it: sorted, each once.
+/// `range`, hold a sample in it: sorted, each once. Each series looked at
+/// counts as one sample against `limits.max_samples`, and the deadline is
+/// checked at each.
 pub(crate) fn matching_series(
     store: &Store,
     selectors: &[String],
     range: Option<(i64, i64)>,
+    limits: Limits,
+    started: Instant,
 ) -> Result<Vec<Labels>, PromqlError> {
     let mut out = Vec::new();
+    let mut looked_at = 0usize;
     for selector in selectors {
         let expr = promql_parser::parser::parse(selector).map_err(PromqlError::BadData)?;
         let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
@@ -99,6 +105,13 @@ pub(crate) fn matching_series(
             )));
         };
         for series in select(store, &vs)? {
+            looked_at += 1;
+            if looked_at > limits.max_samples {
+                return Err(PromqlError::TooManySamples("series selection"));
+            }
+            if started.elapsed() >= limits.timeout {
+                return Err(PromqlError::Timeout("series selection"));
+            }
             if let Some((start, end)) = range
                 && points(store, &series, start, end)?.is_empty()
             {

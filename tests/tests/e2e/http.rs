@@ -461,3 +461,44 @@ async fn bad_input_gets_its_status_and_error_type() {
     assert_eq!(status, 200, "{body}");
     collector.stop().await;
 }
+
+/// Series, labels and label values take the query limits: each series
+/// they look at counts as a sample against `query.max_samples` (422
+/// `execution`), and `query.timeout` holds (503 `timeout`).
+#[tokio::test]
+async fn series_endpoints_keep_the_query_limits() {
+    let pki = TestPki::new();
+    let viewer = pki.files(Role::Viewer, "v");
+    for (extra, status, error_type) in [
+        ("[query]\nmax_samples = 1\n", 422, "execution"),
+        ("[query]\ntimeout = \"1ns\"\n", 503, "timeout"),
+    ] {
+        let collector = Collector::start(&pki, extra).await;
+        // Two series of web1.
+        store_samples(&pki, collector.grpc).await;
+        let c = client(&pki, Some(&viewer), Version::Http1, collector.http);
+        let web1 = format!("match[]={}", enc("{host=\"web1\"}"));
+        for (path, query) in [
+            ("/api/v1/series", web1.as_str()),
+            ("/api/v1/labels", ""),
+            ("/api/v1/label/host/values", web1.as_str()),
+        ] {
+            let (got, body, _) = call(&c, collector.http, path, query, false).await;
+            assert_eq!(got, status, "{extra} {path}: {body}");
+            assert_eq!(body["errorType"], error_type, "{extra} {path}: {body}");
+            assert!(
+                body["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("series selection")),
+                "{body}"
+            );
+        }
+        // Within the limit, the same endpoint answers.
+        if status == 422 {
+            let q = "match[]=host_load1";
+            let (got, body, _) = call(&c, collector.http, "/api/v1/series", q, false).await;
+            assert_eq!(got, 200, "{body}");
+        }
+        collector.stop().await;
+    }
+}

@@ -14,6 +14,7 @@ mod ingest;
 mod outage;
 mod partition;
 mod peer_input;
+mod promql;
 mod rotation;
 mod self_alert;
 mod silent;
