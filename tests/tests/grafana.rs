@@ -585,3 +585,174 @@ async fn every_dashboard_panel_and_variable_answers_with_data() {
     println!("dashboards: {panels} panels, {queries} queries answered");
     assert!(panels >= 20, "{panels} panels");
 }
+
+/// What Grafana's Prometheus data source sends, in the order it sends it,
+/// and the shape of each answer it parses.
+async fn request_sequence(api: &Api, host: &str, version: Version) {
+    let expected = match version {
+        Version::Http1 => reqwest::Version::HTTP_11,
+        Version::Http2 => reqwest::Version::HTTP_2,
+    };
+    // "Save & test": the backend's health check, an instant `1+1` at the
+    // end of the range 1 s .. 4 s, which must be a scalar.
+    let answer = api
+        .post("/api/v1/query", &[("query", "1+1"), ("time", "4")])
+        .await;
+    assert_eq!(answer.version, expected, "{version:?}");
+    let data = answer.data("health check");
+    assert_eq!(
+        data,
+        &serde_json::json!({"resultType": "scalar", "result": [4, "2"]})
+    );
+    // Its heuristics: buildinfo without `features` is Prometheus (not
+    // Mimir), and the version is a release Grafana compares against.
+    let answer = api.get("/api/v1/status/buildinfo", &[]).await;
+    let data = answer.data("buildinfo");
+    assert!(data.get("features").is_none(), "{data}");
+    let version_text = data["version"].as_str().unwrap();
+    let parts: Vec<u32> = version_text
+        .split('.')
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert!(
+        parts.len() == 3 && parts[..2] >= [2, 24][..],
+        "{version_text}"
+    );
+
+    // The query editor: metric names, metadata, label names (with the
+    // data source's method, POST), a metric's labels.
+    let (from_ms, to_ms) = (now_ms() - 3_600_000, now_ms());
+    let start = grafana::prometheus_time(from_ms);
+    let end = grafana::prometheus_time(to_ms);
+    let range = [("start", start.as_str()), ("end", end.as_str())];
+    let answer = api.get("/api/v1/label/__name__/values", &range).await;
+    let names = strings(answer.data("metric names"));
+    for metric in [
+        "host_uptime_seconds",
+        "host_cpu_time_ratio",
+        "hostwatch_agent_connected",
+    ] {
+        assert!(
+            names.iter().any(|n| n == metric),
+            "{metric} not in {names:?}"
+        );
+    }
+    let answer = api.get("/api/v1/metadata", &[]).await;
+    let data = answer.data("metadata");
+    assert_eq!(data["host_uptime_seconds"][0]["type"], "gauge", "{data}");
+    assert_eq!(data["host_forks_total"][0]["type"], "counter", "{data}");
+    let answer = api.post("/api/v1/labels", &range).await;
+    let labels = strings(answer.data("label names"));
+    for label in ["__name__", "host", "mode", "mountpoint"] {
+        assert!(
+            labels.iter().any(|l| l == label),
+            "{label} not in {labels:?}"
+        );
+    }
+    let matched = [("match[]", "host_uptime_seconds"), range[0], range[1]];
+    let answer = api.post("/api/v1/labels", &matched).await;
+    assert_eq!(
+        strings(answer.data("a metric's labels")),
+        ["__name__", "host"]
+    );
+
+    // A variable `label_values(host_uptime_seconds, host)`: Grafana 10
+    // asks the label's values, Grafana 9 the series.
+    let answer = api.get("/api/v1/label/host/values", &matched).await;
+    assert_eq!(strings(answer.data("label values")), [host]);
+    let answer = api.post("/api/v1/series", &matched).await;
+    assert_eq!(
+        answer.data("series"),
+        &serde_json::json!([{"__name__": "host_uptime_seconds", "host": host}])
+    );
+
+    // A panel: query_range as a form POST, start and end aligned to the
+    // step, and an instant query at the range's end.
+    let timing = grafana::Timing::new(from_ms, to_ms, 960, scrape_interval_ms());
+    let expr = timing.interpolate(&format!(
+        "rate(host_context_switches_total{{host=\"{host}\"}}[$__rate_interval])"
+    ));
+    let (start_ms, end_ms) = (timing.align(from_ms), timing.align(to_ms));
+    let params = [
+        ("query", expr.as_str()),
+        ("start", &grafana::seconds_text(start_ms)),
+        ("end", &grafana::seconds_text(end_ms)),
+        ("step", &grafana::seconds_text(timing.step_ms)),
+    ];
+    let answer = api.post("/api/v1/query_range", &params).await;
+    let data = answer.data(&expr);
+    assert_eq!(data["resultType"], "matrix");
+    let series = data["result"].as_array().unwrap();
+    assert_eq!(series.len(), 1, "{data}");
+    assert_eq!(series[0]["metric"], serde_json::json!({"host": host}));
+    let points = series[0]["values"].as_array().unwrap();
+    assert!(!points.is_empty(), "{data}");
+    let mut previous = i64::MIN;
+    for point in points {
+        // Grafana reads [seconds, "value"]: a number, then a string
+        // strconv.ParseFloat reads.
+        let t_ms = (point[0].as_f64().unwrap() * 1000.0).round() as i64;
+        let value: f64 = point[1].as_str().unwrap().parse().unwrap();
+        assert!(value >= 0.0, "{point}");
+        assert!(
+            (start_ms..=end_ms).contains(&t_ms) && t_ms > previous,
+            "{point}"
+        );
+        assert_eq!(
+            (t_ms - start_ms) % timing.step_ms,
+            0,
+            "{point}: off the step"
+        );
+        previous = t_ms;
+    }
+    let time = grafana::seconds_text(to_ms);
+    let expr = format!("host_uptime_seconds{{host=\"{host}\"}}");
+    let answer = api
+        .post("/api/v1/query", &[("query", &expr), ("time", &time)])
+        .await;
+    let data = answer.data(&expr);
+    assert_eq!(data["resultType"], "vector");
+    let sample = &data["result"][0];
+    assert_eq!(
+        sample["metric"]["__name__"], "host_uptime_seconds",
+        "{data}"
+    );
+    assert_eq!(
+        sample["value"][0].as_f64().unwrap(),
+        time.parse::<f64>().unwrap()
+    );
+    assert!(sample["value"][1].as_str().unwrap().parse::<f64>().unwrap() > 0.0);
+
+    // A query Grafana shows the error of: its type and message.
+    let answer = api
+        .post(
+            "/api/v1/query_range",
+            &[("query", "rate("), params[1], params[2], params[3]],
+        )
+        .await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert_eq!(answer.body["status"], "error");
+    assert_eq!(answer.body["errorType"], "bad_data");
+    assert!(answer.body["error"].as_str().is_some_and(|e| !e.is_empty()));
+}
+
+/// A JSON array of strings.
+fn strings(data: &Value) -> Vec<String> {
+    data.as_array()
+        .unwrap_or_else(|| panic!("not an array: {data}"))
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grafanas_request_sequence_gets_the_answers_it_parses() {
+    let programs = programs();
+    let qs = QuickStart::start(&programs, AGENT_INTERVAL, "");
+    let viewer = qs.viewer(&programs, "grafana");
+    qs.wait_for_samples("host_uptime_seconds", SAMPLES, WAIT)
+        .await;
+    for version in [Version::Http1, Version::Http2] {
+        request_sequence(&Api::new(&viewer, qs.http, version), &qs.host, version).await;
+    }
+}
