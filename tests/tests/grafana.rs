@@ -574,7 +574,7 @@ async fn every_dashboard_panel_and_variable_answers_with_data() {
             assert_eq!(variable["name"], "host", "{file}: an unknown variable");
             let values = variable_values(&api, &dashboard, variable).await;
             queries += 1;
-            assert_eq!(values, [qs.host.clone()], "{file}: $host's values");
+            assert_eq!(values, [qs.host.as_str()], "{file}: $host's values");
             host = values[0].clone();
         }
         for panel in dashboard.panels() {
@@ -754,5 +754,82 @@ async fn grafanas_request_sequence_gets_the_answers_it_parses() {
         .await;
     for version in [Version::Http1, Version::Http2] {
         request_sequence(&Api::new(&viewer, qs.http, version), &qs.host, version).await;
+    }
+}
+
+/// The data source file's two variants (the second commented out with
+/// `#~ `, as in deploy/collector.toml) agree on what the dashboards and
+/// the collector need, and differ only in the credential.
+#[test]
+fn the_data_source_file_has_both_credentials_and_the_dashboards_link_up() {
+    let path = grafana_dir().join("provisioning/datasources/hostwatch.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let (mtls, token): (Vec<&str>, Vec<&str>) = {
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("# "))
+            .collect();
+        let token = lines.iter().filter_map(|l| l.strip_prefix("#~ ")).collect();
+        let mtls = lines.into_iter().filter(|l| !l.starts_with('#')).collect();
+        (mtls, token)
+    };
+    let setting = |entry: &[&str], key: &str| -> Option<String> {
+        entry
+            .iter()
+            .find_map(|l| {
+                l.trim()
+                    .trim_start_matches("- ")
+                    .strip_prefix(&format!("{key}:"))
+            })
+            .map(|v| v.trim().to_owned())
+    };
+    for entry in [&mtls, &token] {
+        for (key, value) in [
+            ("uid", "hostwatch"),
+            ("type", "prometheus"),
+            ("httpMethod", "POST"),
+            ("prometheusType", "Prometheus"),
+            ("prometheusVersion", "2.42.0"),
+            ("tlsAuthWithCACert", "true"),
+            ("url", "https://${HOSTWATCH_COLLECTOR}:9443"),
+        ] {
+            assert_eq!(
+                setting(entry, key).as_deref(),
+                Some(value),
+                "{key} in {entry:?}"
+            );
+        }
+        assert!(setting(entry, "tlsCACert").is_some_and(|v| v.contains("ca.pem")));
+    }
+    assert_eq!(setting(&mtls, "tlsAuth").as_deref(), Some("true"));
+    assert!(setting(&mtls, "tlsClientCert").is_some() && setting(&mtls, "tlsClientKey").is_some());
+    assert_eq!(setting(&token, "tlsAuth").as_deref(), Some("false"));
+    assert_eq!(
+        setting(&token, "httpHeaderName1").as_deref(),
+        Some("Authorization")
+    );
+    assert_eq!(
+        setting(&token, "httpHeaderValue1").as_deref(),
+        Some("Bearer $HOSTWATCH_TOKEN")
+    );
+    assert_eq!(
+        setting(&mtls, "timeInterval"),
+        setting(&token, "timeInterval")
+    );
+
+    // Links between dashboards name a shipped dashboard's uid.
+    let uids: Vec<String> = ["fleet.json", "host.json"]
+        .iter()
+        .map(|f| Dashboard::load(f).json["uid"].as_str().unwrap().to_owned())
+        .collect();
+    let fleet = std::fs::read_to_string(grafana_dir().join("dashboards/fleet.json")).unwrap();
+    let links: Vec<&str> = fleet.split("\"/d/").skip(1).collect();
+    assert!(!links.is_empty());
+    for link in links {
+        let uid = link.split('/').next().unwrap();
+        assert!(
+            uids.iter().any(|u| u == uid),
+            "a link to {uid}, not one of {uids:?}"
+        );
     }
 }

@@ -208,7 +208,7 @@ async fn promtool_queries_the_collector() {
         )]
     );
     let out = promtool(args(&["labels", &url, "host"]), vec![]).await;
-    assert_eq!(lines("labels host", &out), [host.clone()]);
+    assert_eq!(lines("labels host", &out), [host.as_str()]);
     let out = promtool(
         args(&[
             "labels",
