@@ -36,54 +36,78 @@ pub struct QuickStart {
     _tmp: TempDir,
 }
 
+/// Where a quick start's collector listens once [`write_files`] moved it.
+pub struct Addresses {
+    /// gRPC (`listen`).
+    pub grpc: SocketAddr,
+    /// The HTTPS API (`http_listen`).
+    pub http: SocketAddr,
+}
+
+/// Writes a quick start's files in `dir` (`hostwatch quickstart`, which
+/// also runs it for a second), then changes them for tests: both of the
+/// collector's addresses moved to free ports (those free when the quick
+/// start ran may be taken by other tests' by now), the agent sampling
+/// every `agent_interval` (a TOML duration) instead of 2 s, and
+/// `collector_toml` appended to collector.toml (sections such as
+/// `[[alerting.rules]]`).
+pub fn write_files(
+    hostwatch: &Path,
+    dir: &Path,
+    agent_interval: &str,
+    collector_toml: &str,
+) -> Addresses {
+    let out = Command::new(hostwatch)
+        .args(["quickstart", "--duration", "1", "--dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "quickstart: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let collector_toml_path = dir.join("collector.toml");
+    let text = std::fs::read_to_string(&collector_toml_path).unwrap();
+    let value = |key: &str| -> String {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key} = ")))
+            .unwrap_or_else(|| panic!("collector.toml has no {key} line"))
+            .trim_matches('"')
+            .to_owned()
+    };
+    let (listen, http_listen) = (value("listen"), value("http_listen"));
+    let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    for file in ["collector.toml", "agent.toml", "cli.toml"] {
+        edit(&dir.join(file), &listen, &grpc.to_string());
+    }
+    edit(&collector_toml_path, &http_listen, &http.to_string());
+    edit(
+        &dir.join("agent.toml"),
+        "interval = \"2s\"",
+        &format!("interval = \"{agent_interval}\""),
+    );
+    let mut text = std::fs::read_to_string(&collector_toml_path).unwrap();
+    text.push_str(collector_toml);
+    std::fs::write(&collector_toml_path, text).unwrap();
+    Addresses { grpc, http }
+}
+
 impl QuickStart {
-    /// Writes a quick start's files, moves both of the collector's
-    /// addresses to free ports, samples every `agent_interval` (TOML
-    /// duration) instead of the quick start's 2 s, appends `collector_toml`
-    /// to collector.toml (sections such as `[[alerting.rules]]`), and runs
-    /// the collector and the agent.
+    /// A quick start's files ([`write_files`]), and its collector and
+    /// agent running from them.
     pub fn start(programs: &Programs<'_>, agent_interval: &str, collector_toml: &str) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("qs");
-        let out = Command::new(programs.hostwatch)
-            .args(["quickstart", "--duration", "1", "--dir"])
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "quickstart: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let collector_toml_path = dir.join("collector.toml");
-        let text = std::fs::read_to_string(&collector_toml_path).unwrap();
-        let value = |key: &str| -> String {
-            text.lines()
-                .find_map(|l| l.strip_prefix(&format!("{key} = ")))
-                .unwrap_or_else(|| panic!("collector.toml has no {key} line"))
-                .trim_matches('"')
-                .to_owned()
-        };
-        // Ports free when the quick start ran may be taken by now (other
-        // tests' quick starts): move both.
-        let (listen, http_listen) = (value("listen"), value("http_listen"));
-        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        for file in ["collector.toml", "agent.toml", "cli.toml"] {
-            edit(&dir.join(file), &listen, &grpc.to_string());
-        }
-        edit(&collector_toml_path, &http_listen, &http.to_string());
-        edit(
-            &dir.join("agent.toml"),
-            "interval = \"2s\"",
-            &format!("interval = \"{agent_interval}\""),
-        );
-        let mut text = std::fs::read_to_string(&collector_toml_path).unwrap();
-        text.push_str(collector_toml);
-        std::fs::write(&collector_toml_path, text).unwrap();
-
+        let Addresses { grpc, http } =
+            write_files(programs.hostwatch, &dir, agent_interval, collector_toml);
         let log = |name: &str| tmp.path().join(format!("{name}.log"));
-        let collector = Process::start(programs.collector, &collector_toml_path, log("collector"));
+        let collector = Process::start(
+            programs.collector,
+            &dir.join("collector.toml"),
+            log("collector"),
+        );
         let agent = Process::start(programs.agent, &dir.join("agent.toml"), log("agent"));
         QuickStart {
             host: hostwatch::local_host_id(),

@@ -49,10 +49,8 @@ impl Forwarder {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut plain, _)) = listener.accept().await else {
-                    continue;
-                };
+            // Until dropped, or the listener fails.
+            while let Ok((mut plain, _)) = listener.accept().await {
                 let connector = connector.clone();
                 tokio::spawn(async move {
                     let tcp = tokio::net::TcpStream::connect(collector).await?;
