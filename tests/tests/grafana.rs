@@ -356,7 +356,9 @@ mod grafana {
         value.replace('\\', "\\\\").replace('\'', "\\\\'")
     }
 
-    /// `getPrometheusTime`: whole seconds, rounded up.
+    /// `getPrometheusTime`: whole seconds, rounded up; the times of the
+    /// metadata calls (label names and values, series) without the data
+    /// source's client-side cache, which would snap them to minutes.
     pub(super) fn prometheus_time(ms: i64) -> String {
         (ms.div_euclid(1000) + i64::from(ms.rem_euclid(1000) > 0)).to_string()
     }
