@@ -621,9 +621,15 @@ async fn request_sequence(api: &Api, host: &str, version: Version) {
         "{version_text}"
     );
 
-    // The query editor: metric names, metadata, label names (with the
-    // data source's method, POST), a metric's labels.
     let (from_ms, to_ms) = (now_ms() - 3_600_000, now_ms());
+    editor_calls(api, host, from_ms, to_ms).await;
+    panel_calls(api, host, from_ms, to_ms).await;
+}
+
+/// The query editor's calls: metric names, metadata, label names (with
+/// the data source's method, POST), a metric's labels; and a variable's
+/// values.
+async fn editor_calls(api: &Api, host: &str, from_ms: i64, to_ms: i64) {
     let start = grafana::prometheus_time(from_ms);
     let end = grafana::prometheus_time(to_ms);
     let range = [("start", start.as_str()), ("end", end.as_str())];
@@ -667,9 +673,11 @@ async fn request_sequence(api: &Api, host: &str, version: Version) {
         answer.data("series"),
         &serde_json::json!([{"__name__": "host_uptime_seconds", "host": host}])
     );
+}
 
-    // A panel: query_range as a form POST, start and end aligned to the
-    // step, and an instant query at the range's end.
+/// A panel's calls: query_range as a form POST, start and end aligned to
+/// the step, an instant query at the range's end, and a query that fails.
+async fn panel_calls(api: &Api, host: &str, from_ms: i64, to_ms: i64) {
     let timing = grafana::Timing::new(from_ms, to_ms, 960, scrape_interval_ms());
     let expr = timing.interpolate(&format!(
         "rate(host_context_switches_total{{host=\"{host}\"}}[$__rate_interval])"
