@@ -2,8 +2,9 @@
 # Compatibility with Prometheus itself: installs Debian's
 # prometheus package (prometheus and promtool, 2.42 on bookworm) if
 # missing, then runs the harness in tests/tests/compat.rs, which loads the
-# same samples into Prometheus and hostwatch and compares the answers to
-# every query of tests/compat/queries.txt.
+# same samples into Prometheus and a hostwatch collector and compares
+# their HTTP APIs' answers to every query of tests/compat/queries.txt, and
+# tests/tests/promtool.rs, promtool as a client of a collector.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -16,4 +17,4 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
 fi
 prometheus --version 2>&1 | head -n 1
 
-cargo test --locked -p hostwatch-tests --test compat -- --include-ignored --nocapture
+cargo test --locked -p hostwatch-tests --test compat --test promtool -- --include-ignored --nocapture

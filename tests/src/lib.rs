@@ -1,9 +1,12 @@
 //! Fixtures for hostwatch's end-to-end tests: a PKI generated at test
 //! time, collectors and agents running in-process on real loopback
 //! sockets with real mutual TLS, clients, an `eventually` helper, webhook
-//! receivers and small file systems that fill ([`Tmpfs`]).
+//! receivers and small file systems that fill ([`Tmpfs`]), and a quick
+//! start's collector and agent as processes ([`quickstart`]).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod quickstart;
 
 use hostwatch_agent::AgentConfig;
 use hostwatch_collector::CollectorConfig;

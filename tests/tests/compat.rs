@@ -1,18 +1,21 @@
 //! Compatibility with Prometheus itself: the same agent-like
 //! samples loaded into Debian's `prometheus` 2.42 (blocks written by
 //! `promtool tsdb create-blocks-from openmetrics`) and into a hostwatch
-//! store, then every query of `tests/compat/queries.txt` asked of both.
-//! Answers must have the same type, label sets, timestamps and values
-//! within a relative 1e-9 (NaN equal to NaN). Run by `tests/compat/run.sh`,
-//! which installs Prometheus where it is missing.
+//! store, then every query of `tests/compat/queries.txt` asked of both,
+//! each over its HTTP API: Prometheus' over HTTP, a hostwatch collector's
+//! (the `e2e-collector` program, on the store's directory) over HTTPS with
+//! an operator certificate. Answers must have the same type, label sets,
+//! timestamps and values within a relative 1e-9 (NaN equal to NaN). Run by
+//! `tests/compat/run.sh`, which installs Prometheus where it is missing.
 //!
 //! Layout: the data ([`data`]), the corpus ([`corpus`]), each side's
 //! answer normalised to an [`Answer`] ([`prometheus_answer`],
-//! [`hostwatch_answer`]), and the comparison ([`differences`]).
+//! [`Collector::answer`]), and the comparison ([`differences`]).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use hostwatch_promql::{Engine, Value};
+use hostwatch_pki::Role;
+use hostwatch_tests::{Process, TestPki, free_port};
 use hostwatch_tsdb::{Batch, Label, Options, Point, SeriesInput, Store};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -35,7 +38,9 @@ fn hostwatch_answers_as_prometheus_does() {
     assert!(corpus.len() >= 200, "{} corpus lines", corpus.len());
 
     let dir = tempfile::tempdir().unwrap();
-    let store = hostwatch_store(&dir.path().join("hostwatch"), &series);
+    let data_dir = dir.path().join("hostwatch");
+    write_store(&data_dir.join("store"), &series);
+    let collector = Collector::start(&data_dir);
     let prometheus = Prometheus::start(dir.path(), &series);
 
     let (mut asked, mut equal) = (0, 0);
@@ -44,7 +49,7 @@ fn hostwatch_answers_as_prometheus_does() {
         for eval in &query.evals {
             asked += 1;
             let want = prometheus_answer(&prometheus, &query.expr, eval);
-            let got = hostwatch_answer(&store, &query.expr, eval);
+            let got = collector.answer(&query.expr, eval);
             match differences(&query.expr, &got, &want) {
                 None => equal += 1,
                 Some(why) => {
@@ -466,9 +471,11 @@ enum Answer {
 
 type Labels = BTreeMap<String, String>;
 
-/// A hostwatch store in `dir` holding `series`, one batch per host,
-/// maintained once.
-fn hostwatch_store(dir: &Path, series: &[DataSeries]) -> Store {
+/// Writes a hostwatch store in `dir` holding `series`, one batch per
+/// host, maintained once (as on a running collector, finished windows are
+/// then read from sealed chunks and the newest from the head), and closes
+/// it for the collector to open.
+fn write_store(dir: &Path, series: &[DataSeries]) {
     let options = Options {
         maintenance_interval: None,
         ..Options::default()
@@ -507,47 +514,90 @@ fn hostwatch_store(dir: &Path, series: &[DataSeries]) -> Store {
         let outcome = store.append(&batch).unwrap();
         assert_eq!(outcome.rejected.total(), 0, "{:?}", outcome.first_error);
     }
-    // As on a running collector, finished windows are read from sealed
-    // chunks and the newest from the head.
     let report = store.maintain().unwrap();
     assert!(report.sealed_chunks > 0, "{report:?}");
-    store
 }
 
-/// hostwatch's answer, from the engine in-process. (Once the collector
-/// serves the HTTP API, this can ask it instead, as
-/// [`prometheus_answer`] asks Prometheus.)
-fn hostwatch_answer(store: &Store, expr: &str, eval: &Eval) -> Answer {
-    let engine = Engine::default();
-    let value = match *eval {
-        Eval::Instant(t) => engine.instant(store, expr, t),
-        Eval::Range { start, end, step } => engine.range(store, expr, start, end, step),
-    };
-    let labels = |labels: &[Label]| -> Labels {
-        labels
-            .iter()
-            .map(|l| (l.name.clone(), l.value.clone()))
-            .collect()
-    };
-    match value {
-        Err(e) => Answer::Error(e.error_type().to_owned(), e.to_string()),
-        Ok(Value::Scalar(p)) => Answer::Scalar(p.t_ms, p.value),
-        Ok(Value::String { t_ms, value }) => Answer::String(t_ms, value),
-        Ok(Value::Vector(samples)) => Answer::Vector(
-            samples
-                .iter()
-                .map(|s| (labels(&s.labels), s.point.t_ms, s.point.value))
-                .collect(),
-        ),
-        Ok(Value::Matrix(series)) => Answer::Matrix(
-            series
-                .iter()
-                .map(|s| {
-                    let points = s.points.iter().map(|p| (p.t_ms, p.value)).collect();
-                    (labels(&s.labels), points)
-                })
-                .collect(),
-        ),
+/// A hostwatch collector (the `e2e-collector` program) serving its HTTPS
+/// API over a data directory, killed when dropped; asked as Prometheus is
+/// asked, with an operator certificate.
+struct Collector {
+    _process: Process,
+    _pki: TestPki,
+    client: reqwest::Client,
+    port: u16,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Collector {
+    /// Starts the collector on `data_dir` and waits (bounded) until ready.
+    fn start(data_dir: &Path) -> Collector {
+        let pki = TestPki::new();
+        let server = pki.files(Role::Collector, "compat");
+        let port = free_port();
+        let config = data_dir.with_extension("toml");
+        let text = format!(
+            "listen = \"127.0.0.1:{}\"\nhttp_listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n\
+             [tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+            free_port(),
+            data_dir.display().to_string(),
+            server.ca.display().to_string(),
+            server.cert.display().to_string(),
+            server.key.display().to_string(),
+        );
+        std::fs::write(&config, text).unwrap();
+        let program = Path::new(env!("CARGO_BIN_EXE_e2e-collector"));
+        let process = Process::start(program, &config, data_dir.with_extension("log"));
+        let operator = pki.files(Role::Operator, "compat");
+        let tls = hostwatch_pki::client_config(&operator).unwrap().0;
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls.as_ref().clone())
+            .resolve("localhost", ([127, 0, 0, 1], port).into())
+            .timeout(Duration::from_secs(150))
+            .build()
+            .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let collector = Collector {
+            _process: process,
+            _pki: pki,
+            client,
+            port,
+            runtime,
+        };
+        for _ in 0..600 {
+            if collector
+                .get("/-/ready")
+                .is_ok_and(|(status, _)| status == 200)
+            {
+                return collector;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the collector is not ready");
+    }
+
+    /// `GET path` over HTTPS: the status and the body.
+    fn get(&self, path: &str) -> reqwest::Result<(u16, String)> {
+        let url = format!("https://localhost:{}{path}", self.port);
+        self.runtime.block_on(async {
+            let response = self.client.get(url).send().await?;
+            let status = response.status().as_u16();
+            Ok((status, response.text().await?))
+        })
+    }
+
+    /// hostwatch's answer, over its HTTP API.
+    fn answer(&self, expr: &str, eval: &Eval) -> Answer {
+        let (_, body) = self
+            .get(&api_path(expr, eval))
+            .unwrap_or_else(|e| panic!("collector: {e}"));
+        let json: serde_json::Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("the collector answered {body:?}: {e}"));
+        parse_prometheus(&json)
+            .unwrap_or_else(|| panic!("unexpected answer from the collector: {body}"))
     }
 }
 
@@ -643,10 +693,10 @@ fn openmetrics(series: &[DataSeries]) -> String {
     out
 }
 
-/// Prometheus' answer, over its HTTP API.
-fn prometheus_answer(prometheus: &Prometheus, expr: &str, eval: &Eval) -> Answer {
+/// The query API's path and query string for `expr` evaluated at `eval`.
+fn api_path(expr: &str, eval: &Eval) -> String {
     let seconds = |ms: i64| format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000));
-    let path = match *eval {
+    match *eval {
         Eval::Instant(t) => format!(
             "/api/v1/query?query={}&time={}",
             url_encode(expr),
@@ -659,8 +709,12 @@ fn prometheus_answer(prometheus: &Prometheus, expr: &str, eval: &Eval) -> Answer
             seconds(end),
             seconds(step)
         ),
-    };
-    let (_, body) = http_get(prometheus.port, &path)
+    }
+}
+
+/// Prometheus' answer, over its HTTP API.
+fn prometheus_answer(prometheus: &Prometheus, expr: &str, eval: &Eval) -> Answer {
+    let (_, body) = http_get(prometheus.port, &api_path(expr, eval))
         .unwrap_or_else(|e| panic!("prometheus: {e}\n{}", prometheus.log_tail()));
     let json: serde_json::Value =
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("prometheus answered {body:?}: {e}"));

@@ -11,6 +11,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use hostwatch_tests::quickstart::{edit, write_files};
 use hostwatch_tests::*;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
@@ -62,55 +63,11 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Replaces `from` (which must be there) by `to` in the file at `path`.
-fn edit(path: &Path, from: &str, to: &str) {
-    let text = std::fs::read_to_string(path).unwrap();
-    assert!(
-        text.contains(from),
-        "{} has no {from:?}:\n{text}",
-        path.display()
-    );
-    std::fs::write(path, text.replace(from, to)).unwrap();
-}
-
-/// The quick start's files in `dir`, changed for test time: a free port,
+/// The quick start's files in `dir`, changed for test time: free ports,
 /// a 250 ms agent, `host_down_after` of 3 s, `cpu_saturated` over 2 s with
 /// no `for`, and a webhook to `receiver` without grouping delay. Returns
 /// the host id (this machine's).
 fn quick_start_files(dir: &Path, receiver: std::net::SocketAddr) -> String {
-    let out = hostwatch(&[
-        "quickstart",
-        "--dir",
-        dir.to_str().unwrap(),
-        "--duration",
-        "1",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let host = hostwatch::local_host_id();
-    // The quick start's own port may be taken by the time the collector
-    // runs again (other quick starts): move all three files to a free one.
-    let collector_toml = dir.join("collector.toml");
-    let listen = std::fs::read_to_string(&collector_toml)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("listen = "))
-        .expect("collector.toml has a listen line")
-        .trim_matches('"')
-        .to_owned();
-    let addr = format!("127.0.0.1:{}", free_port());
-    for file in ["collector.toml", "agent.toml", "cli.toml"] {
-        edit(&dir.join(file), &listen, &addr);
-    }
-    edit(
-        &dir.join("agent.toml"),
-        "interval = \"2s\"",
-        "interval = \"250ms\"",
-    );
-    edit(
-        &collector_toml,
-        "host_down_after = \"10s\"",
-        &format!("host_down_after = \"{}s\"", HOST_DOWN_AFTER.as_secs()),
-    );
     let alerting = format!(
         r#"
 [alerting]
@@ -139,10 +96,14 @@ group_wait = "0s"
 group_interval = "1s"
 "#
     );
-    let mut text = std::fs::read_to_string(&collector_toml).unwrap();
-    text.push_str(&alerting);
-    std::fs::write(&collector_toml, text).unwrap();
-    host
+    let hostwatch = Path::new(env!("CARGO_BIN_EXE_e2e-hostwatch"));
+    write_files(hostwatch, dir, "250ms", &alerting);
+    edit(
+        &dir.join("collector.toml"),
+        "host_down_after = \"10s\"",
+        &format!("host_down_after = \"{}s\"", HOST_DOWN_AFTER.as_secs()),
+    );
+    hostwatch::local_host_id()
 }
 
 /// Milliseconds since the epoch of an RFC 3339 time in a notification.

@@ -1,0 +1,241 @@
+//! promtool as a client of the collector's HTTPS API: Debian's promtool
+//! (2.42, installed by `tests/compat/run.sh`, which runs this test) asks a
+//! quick start's collector, run as a process with its agent, `query
+//! instant`, `range`, `series` and `labels`, and must print what the API
+//! answers.
+//!
+//! promtool 2.42 has no TLS client settings for its queries (no client
+//! certificate; `--http.config.file` came with later releases), and sends
+//! extra headers only for `query range`: so it speaks plain HTTP to a
+//! loopback forwarder ([`Forwarder`]) that holds the operator certificate
+//! and opens a TLS 1.3 connection to the collector for each of promtool's,
+//! as stunnel would in a deployment (docs/grafana.md). Without it,
+//! promtool reaches the collector over TLS but, with no credential, gets
+//! the API's 401, which it reports.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use hostwatch_pki::TlsFiles;
+use hostwatch_tests::now_ms;
+use hostwatch_tests::quickstart::{Programs, QuickStart};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Samples of the agent's series before promtool asks.
+const SAMPLES: usize = 5;
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Forwards each loopback connection to the collector's HTTPS API over TLS
+/// 1.3 with a client certificate; stops when dropped.
+struct Forwarder {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Forwarder {
+    async fn start(files: &TlsFiles, collector: SocketAddr) -> Self {
+        let mut config = hostwatch_pki::client_config(files)
+            .unwrap()
+            .0
+            .as_ref()
+            .clone();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            // Until dropped, or the listener fails.
+            while let Ok((mut plain, _)) = listener.accept().await {
+                let connector = connector.clone();
+                tokio::spawn(async move {
+                    let tcp = tokio::net::TcpStream::connect(collector).await?;
+                    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                    let mut tls = connector.connect(name, tcp).await?;
+                    tokio::io::copy_bidirectional(&mut plain, &mut tls).await?;
+                    Ok::<_, std::io::Error>(())
+                });
+            }
+        });
+        Forwarder { addr, task }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Runs `promtool query ARGS...` (on the blocking pool: the forwarder
+/// runs on this runtime) and returns its output; fails the test if
+/// promtool is missing.
+async fn promtool(args: Vec<String>, env: Vec<(&'static str, String)>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new("promtool")
+            .arg("query")
+            .args(&args)
+            .envs(env)
+            .output()
+            .expect("promtool (tests/compat/run.sh installs Debian's prometheus package)")
+    })
+    .await
+    .unwrap()
+}
+
+/// promtool's `-o json` output, which must have succeeded.
+fn json(what: &str, out: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "promtool query {what}: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{what}: {e}: {stdout}"))
+}
+
+/// promtool's text output (one item a line), which must have succeeded.
+fn lines(what: &str, out: &Output) -> Vec<String> {
+    assert!(
+        out.status.success(),
+        "promtool query {what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A time in Unix seconds with milliseconds, as promtool's flags take it.
+fn seconds(ms: i64) -> String {
+    format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000))
+}
+
+/// `[[t, "v"], ...]` as (ms, value) pairs.
+fn points(values: &Value) -> Vec<(i64, f64)> {
+    values
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let t = (p[0].as_f64().unwrap() * 1000.0).round() as i64;
+            (t, p[1].as_str().unwrap().parse().unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Debian's promtool 2.42: tests/compat/run.sh"]
+async fn promtool_queries_the_collector() {
+    let programs = Programs {
+        hostwatch: Path::new(env!("CARGO_BIN_EXE_e2e-hostwatch")),
+        collector: Path::new(env!("CARGO_BIN_EXE_e2e-collector")),
+        agent: Path::new(env!("CARGO_BIN_EXE_e2e-agent")),
+    };
+    let qs = QuickStart::start(&programs, "1s", "");
+    qs.wait_for_samples("host_uptime_seconds", SAMPLES, WAIT)
+        .await;
+    let forwarder = Forwarder::start(&qs.operator(), qs.http).await;
+    let url = forwarder.url();
+    let host = qs.host.clone();
+    let at = now_ms();
+    let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    // instant: the newest uptime at `at`, for this host.
+    let expr = format!("host_uptime_seconds{{host=\"{host}\"}}");
+    let out = promtool(
+        args(&["-o", "json", "instant", "--time", &seconds(at), &url, &expr]),
+        vec![],
+    )
+    .await;
+    let vector = json("instant", &out);
+    assert_eq!(vector.as_array().unwrap().len(), 1, "{vector}");
+    let sample = &vector[0];
+    assert_eq!(
+        sample["metric"],
+        serde_json::json!({"__name__": "host_uptime_seconds", "host": host})
+    );
+    assert_eq!(
+        points(&Value::Array(vec![sample["value"].clone()]))[0].0,
+        at
+    );
+    let uptime: f64 = sample["value"][1].as_str().unwrap().parse().unwrap();
+    assert!(uptime > 0.0, "{sample}");
+
+    // range: the last minute at a 1 s step: a point every second from the
+    // agent's first sample to `at` (the 5-minute lookback fills the steps
+    // between samples).
+    let (start, end) = (seconds(at - 60_000), seconds(at));
+    let expr = format!("host_load1{{host=\"{host}\"}}");
+    let out = promtool(
+        args(&[
+            "-o", "json", "range", "--start", &start, "--end", &end, "--step", "1s", &url, &expr,
+        ]),
+        vec![],
+    )
+    .await;
+    let matrix = json("range", &out);
+    assert_eq!(matrix.as_array().unwrap().len(), 1, "{matrix}");
+    assert_eq!(matrix[0]["metric"]["host"], host.as_str());
+    let got = points(&matrix[0]["values"]);
+    assert!(got.len() >= SAMPLES, "{matrix}");
+    assert_eq!(got.last().unwrap().0, at, "{matrix}");
+    assert!(got.windows(2).all(|w| w[1].0 - w[0].0 == 1000), "{matrix}");
+    assert!(got.iter().all(|(_, load)| *load >= 0.0), "{matrix}");
+
+    // series and labels: this host's uptime series; the host label's values;
+    // the metric names of one selector.
+    let out = promtool(
+        args(&["series", "--match", "host_uptime_seconds", &url]),
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        lines("series", &out),
+        [format!(
+            "{{__name__=\"host_uptime_seconds\", host=\"{host}\"}}"
+        )]
+    );
+    let out = promtool(args(&["labels", &url, "host"]), vec![]).await;
+    assert_eq!(lines("labels host", &out), [host.as_str()]);
+    let out = promtool(
+        args(&[
+            "labels",
+            "--match",
+            "{__name__=~\"host_load.*\"}",
+            &url,
+            "__name__",
+        ]),
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        lines("labels __name__", &out),
+        ["host_load1", "host_load15", "host_load5"]
+    );
+
+    // Straight to the collector over TLS (the CA trusted through Go's
+    // SSL_CERT_FILE), without a credential: the API's 401, reported.
+    let direct = format!("https://localhost:{}", qs.http.port());
+    let ca = qs.dir.join("certs/ca.pem").display().to_string();
+    let out = promtool(
+        args(&["instant", &direct, "1"]),
+        vec![("SSL_CERT_FILE", ca)],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("401") || stderr.contains("unauthorized"),
+        "{stderr}"
+    );
+}
