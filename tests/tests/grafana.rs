@@ -15,14 +15,15 @@
 //! Grafana's definitions (its Go backend, `pkg/promlib` and the plugin
 //! SDK's `gtime`, and its front end's `rangeutil`) are in [`grafana`].
 //!
-//! Authentication is a viewer certificate (the data source's mTLS variant);
-//! the token variant's header is one line in [`Api::new`].
+//! The dashboards are read with a viewer certificate (the data source's
+//! mTLS variant), the request sequence with the quick start's viewer token
+//! (the bearer variant) over both HTTP versions, then with the certificate.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use hostwatch_pki::TlsFiles;
-use hostwatch_tests::now_ms;
 use hostwatch_tests::quickstart::{Programs, QuickStart};
+use hostwatch_tests::{client_without_certificate, now_ms};
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -93,6 +94,15 @@ enum Version {
     Http2,
 }
 
+/// How the data source authenticates: its two variants.
+enum Credential<'a> {
+    /// `tlsAuth`: a client certificate.
+    Certificate(&'a TlsFiles),
+    /// `httpHeaderName1: Authorization`: a bearer token, over TLS that
+    /// trusts the CA (`tlsAuthWithCACert`) and presents no certificate.
+    Token { ca: &'a Path, token: &'a str },
+}
+
 /// A client of the collector's API sending what Grafana's backend sends.
 struct Api {
     client: reqwest::Client,
@@ -100,22 +110,27 @@ struct Api {
 }
 
 impl Api {
-    fn new(files: &TlsFiles, http: SocketAddr, version: Version) -> Self {
-        let mut tls = hostwatch_pki::client_config(files)
-            .unwrap()
-            .0
-            .as_ref()
-            .clone();
-        tls.alpn_protocols = vec![match version {
-            Version::Http1 => b"http/1.1".to_vec(),
-            Version::Http2 => b"h2".to_vec(),
-        }];
+    fn new(credential: Credential<'_>, http: SocketAddr, version: Version) -> Self {
         let mut headers = HeaderMap::new();
         headers.insert("user-agent", HeaderValue::from_static("Grafana/10.4.1"));
         // Go's transport asks for gzip by itself; the answer may be plain.
         headers.insert("accept-encoding", HeaderValue::from_static("gzip"));
-        // The token variant (httpHeaderName1: Authorization) adds:
-        // headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let mut tls = match credential {
+            Credential::Certificate(files) => hostwatch_pki::client_config(files)
+                .unwrap()
+                .0
+                .as_ref()
+                .clone(),
+            Credential::Token { ca, token } => {
+                let bearer = format!("Bearer {}", token.trim());
+                headers.insert("authorization", bearer.parse().unwrap());
+                client_without_certificate(ca)
+            }
+        };
+        tls.alpn_protocols = vec![match version {
+            Version::Http1 => b"http/1.1".to_vec(),
+            Version::Http2 => b"h2".to_vec(),
+        }];
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .resolve("localhost", http)
@@ -566,7 +581,7 @@ async fn every_dashboard_panel_and_variable_answers_with_data() {
     let viewer = qs.viewer(&programs, "grafana");
     qs.wait_for_samples("host_uptime_seconds", SAMPLES, WAIT)
         .await;
-    let api = Api::new(&viewer, qs.http, Version::Http2);
+    let api = Api::new(Credential::Certificate(&viewer), qs.http, Version::Http2);
 
     let (mut queries, mut panels) = (0, 0);
     for file in ["fleet.json", "host.json"] {
@@ -760,11 +775,26 @@ async fn grafanas_request_sequence_gets_the_answers_it_parses() {
     let programs = programs();
     let qs = QuickStart::start(&programs, AGENT_INTERVAL, "");
     let viewer = qs.viewer(&programs, "grafana");
+    // The quick start's viewer token, as docs/grafana.md has Grafana use.
+    let token = std::fs::read_to_string(qs.dir.join("grafana.token")).unwrap();
+    let ca = qs.operator().ca;
     qs.wait_for_samples("host_uptime_seconds", SAMPLES, WAIT)
         .await;
     for version in [Version::Http1, Version::Http2] {
-        request_sequence(&Api::new(&viewer, qs.http, version), &qs.host, version).await;
+        let with_token = Credential::Token {
+            ca: &ca,
+            token: &token,
+        };
+        request_sequence(&Api::new(with_token, qs.http, version), &qs.host, version).await;
     }
+    let with_certificate = Credential::Certificate(&viewer);
+    let version = Version::Http2;
+    request_sequence(
+        &Api::new(with_certificate, qs.http, version),
+        &qs.host,
+        version,
+    )
+    .await;
 }
 
 /// The data source file's two variants (the second commented out with

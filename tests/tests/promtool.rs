@@ -5,79 +5,29 @@
 //! answers.
 //!
 //! promtool 2.42 has no TLS client settings for its queries (no client
-//! certificate; `--http.config.file` came with later releases), and sends
-//! extra headers only for `query range`: so it speaks plain HTTP to a
-//! loopback forwarder ([`Forwarder`]) that holds the operator certificate
-//! and opens a TLS 1.3 connection to the collector for each of promtool's,
-//! as stunnel would in a deployment (docs/grafana.md). Without it,
-//! promtool reaches the collector over TLS but, with no credential, gets
-//! the API's 401, which it reports.
+//! certificate; `--http.config.file` came with later releases), but Go
+//! trusts the CA named by `SSL_CERT_FILE` and sends a URL's user
+//! information as basic credentials, which the API reads with the token
+//! as the password: promtool asks `https://promtool:<token>@host:port`
+//! with the quick start's viewer token, as docs/grafana.md tells.
+//! Without the token, promtool gets the API's 401, which it reports.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use hostwatch_pki::TlsFiles;
 use hostwatch_tests::now_ms;
 use hostwatch_tests::quickstart::{Programs, QuickStart};
 use serde_json::Value;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 
 /// Samples of the agent's series before promtool asks.
 const SAMPLES: usize = 5;
 const WAIT: Duration = Duration::from_secs(60);
 
-/// Forwards each loopback connection to the collector's HTTPS API over TLS
-/// 1.3 with a client certificate; stops when dropped.
-struct Forwarder {
-    addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Forwarder {
-    async fn start(files: &TlsFiles, collector: SocketAddr) -> Self {
-        let mut config = hostwatch_pki::client_config(files)
-            .unwrap()
-            .0
-            .as_ref()
-            .clone();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            // Until dropped, or the listener fails.
-            while let Ok((mut plain, _)) = listener.accept().await {
-                let connector = connector.clone();
-                tokio::spawn(async move {
-                    let tcp = tokio::net::TcpStream::connect(collector).await?;
-                    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-                    let mut tls = connector.connect(name, tcp).await?;
-                    tokio::io::copy_bidirectional(&mut plain, &mut tls).await?;
-                    Ok::<_, std::io::Error>(())
-                });
-            }
-        });
-        Forwarder { addr, task }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-impl Drop for Forwarder {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Runs `promtool query ARGS...` (on the blocking pool: the forwarder
-/// runs on this runtime) and returns its output; fails the test if
-/// promtool is missing.
+/// Runs `promtool query ARGS...` (on the blocking pool, off the test's
+/// runtime) and returns its output; fails the test if promtool is
+/// missing.
 async fn promtool(args: Vec<String>, env: Vec<(&'static str, String)>) -> Output {
     tokio::task::spawn_blocking(move || {
         Command::new("promtool")
@@ -144,8 +94,15 @@ async fn promtool_queries_the_collector() {
     let qs = QuickStart::start(&programs, "1s", "");
     qs.wait_for_samples("host_uptime_seconds", SAMPLES, WAIT)
         .await;
-    let forwarder = Forwarder::start(&qs.operator(), qs.http).await;
-    let url = forwarder.url();
+    let token = std::fs::read_to_string(qs.dir.join("grafana.token")).unwrap();
+    let direct = format!("https://localhost:{}", qs.http.port());
+    let url = format!(
+        "https://promtool:{}@localhost:{}",
+        token.trim(),
+        qs.http.port()
+    );
+    let ca = qs.dir.join("certs/ca.pem").display().to_string();
+    let trust = || vec![("SSL_CERT_FILE", ca.clone())];
     let host = qs.host.clone();
     let at = now_ms();
     let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
@@ -154,7 +111,7 @@ async fn promtool_queries_the_collector() {
     let expr = format!("host_uptime_seconds{{host=\"{host}\"}}");
     let out = promtool(
         args(&["-o", "json", "instant", "--time", &seconds(at), &url, &expr]),
-        vec![],
+        trust(),
     )
     .await;
     let vector = json("instant", &out);
@@ -180,7 +137,7 @@ async fn promtool_queries_the_collector() {
         args(&[
             "-o", "json", "range", "--start", &start, "--end", &end, "--step", "1s", &url, &expr,
         ]),
-        vec![],
+        trust(),
     )
     .await;
     let matrix = json("range", &out);
@@ -196,7 +153,7 @@ async fn promtool_queries_the_collector() {
     // the metric names of one selector.
     let out = promtool(
         args(&["series", "--match", "host_uptime_seconds", &url]),
-        vec![],
+        trust(),
     )
     .await;
     assert_eq!(
@@ -205,7 +162,7 @@ async fn promtool_queries_the_collector() {
             "{{__name__=\"host_uptime_seconds\", host=\"{host}\"}}"
         )]
     );
-    let out = promtool(args(&["labels", &url, "host"]), vec![]).await;
+    let out = promtool(args(&["labels", &url, "host"]), trust()).await;
     assert_eq!(lines("labels host", &out), [host.as_str()]);
     let out = promtool(
         args(&[
@@ -215,7 +172,7 @@ async fn promtool_queries_the_collector() {
             &url,
             "__name__",
         ]),
-        vec![],
+        trust(),
     )
     .await;
     assert_eq!(
@@ -223,15 +180,8 @@ async fn promtool_queries_the_collector() {
         ["host_load1", "host_load15", "host_load5"]
     );
 
-    // Straight to the collector over TLS (the CA trusted through Go's
-    // SSL_CERT_FILE), without a credential: the API's 401, reported.
-    let direct = format!("https://localhost:{}", qs.http.port());
-    let ca = qs.dir.join("certs/ca.pem").display().to_string();
-    let out = promtool(
-        args(&["instant", &direct, "1"]),
-        vec![("SSL_CERT_FILE", ca)],
-    )
-    .await;
+    // Without the token: the API's 401, reported.
+    let out = promtool(args(&["instant", &direct, "1"]), trust()).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(

@@ -27,6 +27,7 @@ use crate::auth::{self, Access};
 use crate::tokens::{TokenKind, TokenStore};
 use axum::http::{HeaderMap, HeaderValue, Request, header};
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
 use error::ApiError;
 use hostwatch_pki::Role;
 use hostwatch_pki::transport::{Connections, ListenerLimits, PeerInfo, ServerTls, incoming};
@@ -127,7 +128,7 @@ fn authenticate(
 ) -> Result<Role, ApiError> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let entry = tokens
-            .authenticate(bearer_token(value)?, hostwatch_stdx::now_ms())
+            .authenticate(&header_token(value)?, hostwatch_stdx::now_ms())
             .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
         let TokenKind::Api { role } = entry.kind;
         return Ok(role.role());
@@ -137,29 +138,47 @@ fn authenticate(
         .map_err(|e| ApiError::Unauthorized(e.to_string()))
 }
 
-/// The token of an `Authorization: Bearer <token>` header. Errors never
-/// quote the header: it may hold a secret.
-fn bearer_token(value: &HeaderValue) -> Result<&str, ApiError> {
+/// The token of an `Authorization` header: `Bearer <token>`, or `Basic`
+/// with the token as the password (the user name is ignored), for
+/// clients that can send only basic credentials, such as promtool 2.42
+/// with `https://user:<token>@host` (Go sends a URL's user information
+/// as basic credentials). Errors never quote the header: it may hold a
+/// secret.
+fn header_token(value: &HeaderValue) -> Result<String, ApiError> {
     let malformed = || {
         ApiError::Unauthorized(
             "malformed Authorization header: send \"Authorization: Bearer <token>\"".into(),
         )
     };
-    let (scheme, token) = value
+    let (scheme, credentials) = value
         .to_str()
         .ok()
         .and_then(|text| text.split_once(' '))
         .ok_or_else(malformed)?;
+    let credentials = credentials.trim_start_matches(' ');
+    if credentials.is_empty() {
+        return Err(malformed());
+    }
     // Schemes are case-insensitive (RFC 9110).
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(ApiError::Unauthorized(
-            "only the Bearer scheme is accepted in the Authorization header: send \"Authorization: Bearer <token>\", or use an operator or viewer client certificate".into(),
-        ));
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(credentials.to_owned());
     }
-    match token.trim_start_matches(' ') {
-        "" => Err(malformed()),
-        token => Ok(token),
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(credentials)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .ok_or_else(malformed)?;
+        return match decoded.split_once(':') {
+            Some((_user, password)) if !password.is_empty() => Ok(password.to_owned()),
+            _ => Err(ApiError::Unauthorized(
+                "basic credentials carry no password: the password must be the token".into(),
+            )),
+        };
     }
+    Err(ApiError::Unauthorized(
+        "only the Bearer and Basic schemes are accepted in the Authorization header: send \"Authorization: Bearer <token>\", or use an operator or viewer client certificate".into(),
+    ))
 }
 
 #[cfg(test)]
@@ -167,17 +186,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_bearer_headers_yield_a_token_and_errors_never_quote_them() {
+    fn bearer_and_basic_headers_yield_a_token_and_errors_never_quote_them() {
         for (header, token) in [
             ("Bearer hwt_abc", "hwt_abc"),
             ("bearer hwt_abc", "hwt_abc"),
             ("BEARER   hwt_abc", "hwt_abc"),
+            // promtool:hwt_abc
+            ("Basic cHJvbXRvb2w6aHd0X2FiYw==", "hwt_abc"),
+            // :hwt_a:bc (no user; the password holds a colon)
+            ("basic Omh3dF9hOmJj", "hwt_a:bc"),
         ] {
             let value = HeaderValue::from_static(header);
-            assert_eq!(bearer_token(&value).unwrap(), token, "{header}");
+            assert_eq!(header_token(&value).unwrap(), token, "{header}");
         }
         for header in [
-            "Basic dXNlcjpzZWNyZXQ=",
+            // "user": no colon, so no password.
+            "Basic dXNlcg==",
+            "Basic not*base64secret1",
+            "Basic ",
             "Token secret1",
             "hwt_secret1",
             "Bearer",
@@ -185,13 +211,10 @@ mod tests {
             "Bearersecret1",
         ] {
             let value = HeaderValue::from_static(header);
-            let e = bearer_token(&value).unwrap_err().to_string();
-            assert!(
-                !e.contains("secret1") && !e.contains("dXNlcjpzZWNyZXQ="),
-                "{header}: {e}"
-            );
+            let e = header_token(&value).unwrap_err().to_string();
+            assert!(!e.contains("secret1"), "{header}: {e}");
         }
         let binary = HeaderValue::from_bytes(b"Bearer \xffsecret1").unwrap();
-        assert!(bearer_token(&binary).is_err());
+        assert!(header_token(&binary).is_err());
     }
 }

@@ -116,6 +116,17 @@ fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
+/// Basic credentials with `token` as the password, as Go sends
+/// `https://promtool:<token>@host`.
+fn basic(token: &str) -> String {
+    use base64::Engine as _;
+    let credentials = format!("promtool:{token}");
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(credentials)
+    )
+}
+
 /// A 401 in Prometheus' error shape whose message says `why`.
 #[track_caller]
 fn assert_unauthorized((status, body): (u16, Value), why: &str) {
@@ -209,6 +220,7 @@ async fn a_token_reads_until_revoked_or_expired_and_refusals_are_counted() {
     // Both roles read, with no certificate; with an agent's certificate
     // too, since the header is what is judged.
     assert_load(query(&anonymous, collector.http, Some(&bearer(&viewer.token))).await);
+    assert_load(query(&anonymous, collector.http, Some(&basic(&viewer.token))).await);
     assert_load(query(&anonymous, collector.http, Some(&bearer(&operator.token))).await);
     let agent = https(&pki, Some(&pki.files(Role::Agent, "web1")), collector.http);
     assert_load(query(&agent, collector.http, Some(&bearer(&viewer.token))).await);
@@ -226,9 +238,14 @@ async fn a_token_reads_until_revoked_or_expired_and_refusals_are_counted() {
             format!("Bearer {}x", viewer.token),
             "not a hostwatch API token",
         ),
+        // user:secret, a password that is no token.
         (
             "Basic dXNlcjpzZWNyZXQ=".to_owned(),
-            "only the Bearer scheme",
+            "not a hostwatch API token",
+        ),
+        (
+            format!("Token {}", viewer.token),
+            "only the Bearer and Basic schemes",
         ),
         (viewer.token.clone(), "malformed Authorization header"),
         ("Bearer ".to_owned(), "malformed Authorization header"),
