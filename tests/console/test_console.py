@@ -1,0 +1,338 @@
+#!/usr/bin/env python3
+"""The web console in a real browser (Debian's chromium, driven by Python
+playwright) against a real collector and a real agent on this machine.
+
+Run by tests/console/run.sh, which installs both and builds the programs.
+Certificates come from `hostwatch certs`; everything listens on 127.0.0.1.
+Exits non-zero on the first failed check, with the processes' logs.
+"""
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from playwright.sync_api import sync_playwright
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+HOST = "console-test-host"
+# Waits are bounded: data within this, a refresh within REFRESH_WAIT_S.
+DATA_WAIT_S = 60
+REFRESH_WAIT_S = 40
+IEC = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
+
+
+def iec(n):
+    """The console's IEC bytes (collector/console/format.js)."""
+    unit, value = 0, float(n)
+    while value >= 1024 and unit < len(IEC) - 1:
+        value /= 1024
+        unit += 1
+    digits = 0 if unit == 0 or value >= 100 else 1 if value >= 10 else 2
+    text = f"{value:.{digits}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return f"{text} {IEC[unit]}"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check(condition, what):
+    if not condition:
+        raise AssertionError(what)
+
+
+class Processes:
+    """The collector and agent, with their logs; stopped at exit."""
+
+    def __init__(self, work):
+        self.work = work
+        self.running = {}
+
+    def start(self, name, argv):
+        log = open(self.work / f"{name}.log", "wb")
+        self.running[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.work)
+
+    def stop(self, name):
+        process = self.running.pop(name)
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def kill(self, name):
+        process = self.running.pop(name)
+        process.kill()
+        process.wait()
+
+    def stop_all(self):
+        for name in list(self.running):
+            self.stop(name)
+
+    def logs(self):
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(self.work.glob("*.log"))
+        )
+
+
+def setup(bins, work):
+    """Certificates and configurations for a collector and an agent."""
+    certs = work / "certs"
+    hostwatch = str(bins / "hostwatch")
+
+    def run(*args):
+        subprocess.run([hostwatch, *args], check=True, capture_output=True)
+
+    run("certs", "init", "--dir", str(certs))
+    run("certs", "issue", "--role", "collector", "--name", "console", "--dir", str(certs), "--ip", "127.0.0.1")
+    run("certs", "issue", "--role", "agent", "--name", HOST, "--dir", str(certs))
+    run("certs", "issue", "--role", "viewer", "--name", "browser", "--dir", str(certs))
+    grpc, http = free_port(), free_port()
+    (work / "collector.toml").write_text(
+        f"""listen = "127.0.0.1:{grpc}"
+http_listen = "127.0.0.1:{http}"
+data_dir = "collector-data"
+host_down_after = "3s"
+
+[tls]
+ca = "certs/ca.pem"
+cert = "certs/collector-console.pem"
+key = "certs/collector-console.key"
+"""
+    )
+    (work / "agent.toml").write_text(
+        f"""collector = "127.0.0.1:{grpc}"
+interval = "1s"
+state_dir = "agent-state"
+
+[tls]
+ca = "certs/ca.pem"
+cert = "certs/agent-{HOST}.pem"
+key = "certs/agent-{HOST}.key"
+"""
+    )
+    return http, certs
+
+
+def api(http, certs, path, **params):
+    """GET on the HTTP API with the viewer's certificate: `data`."""
+    context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    context.load_cert_chain(str(certs / "viewer-browser.pem"), str(certs / "viewer-browser.key"))
+    url = f"https://127.0.0.1:{http}{path}?{urllib.parse.urlencode(params)}"
+    with urllib.request.urlopen(url, context=context, timeout=10) as response:
+        return json.load(response)["data"]
+
+
+def wait_for_data(http, certs, processes):
+    """Until the API holds the host's CPU (a rate, so two samples) and file systems."""
+    deadline = time.monotonic() + DATA_WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            cpu = api(http, certs, "/api/v1/query", query=f'host_cpu_utilization_ratio{{cpu="total",host="{HOST}"}}')
+            fs = api(http, certs, "/api/v1/query", query=f'host_filesystem_size_bytes{{host="{HOST}"}}')
+            if cpu["result"] and fs["result"]:
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"no data from the agent within {DATA_WAIT_S} s\n{processes.logs()}")
+
+
+def memory_total():
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no MemTotal in /proc/meminfo")
+
+
+def check_headers(headers, what):
+    csp = headers.get("content-security-policy", "")
+    check(csp.startswith("default-src 'self'") and "unsafe" not in csp, f"{what}: Content-Security-Policy {csp!r}")
+    for name, want in [
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        ("x-content-type-options", "nosniff"),
+    ]:
+        check(headers.get(name) == want, f"{what}: {name} is {headers.get(name)!r}, want {want!r}")
+
+
+def cell(row, column):
+    return row.locator(f".col-{column}").inner_text().strip()
+
+
+def check_host_row(page, http, certs):
+    """The host's row shows the machine's own figures."""
+    row = page.locator(f'tr[data-host="{HOST}"]')
+    row.wait_for(timeout=REFRESH_WAIT_S * 1000)
+    check(cell(row, "host") == HOST, f"host cell {cell(row, 'host')!r}")
+    check("Up" in cell(row, "status"), f"status {cell(row, 'status')!r}")
+    seen = cell(row, "seen")
+    check(re.fullmatch(r"just now|\d+ s ago", seen), f"last seen {seen!r}")
+    cpu = cell(row, "cpu")
+    match = re.fullmatch(r"(\d+(?:\.\d)?)%", cpu)
+    check(match and 0 <= float(match.group(1)) <= 100, f"CPU {cpu!r}")
+    memory = cell(row, "memory")
+    check(
+        re.match(r"\d+(\.\d)?%\s", memory) and f" of {iec(memory_total())}" in memory,
+        f"memory {memory!r} should end in 'of {iec(memory_total())}'",
+    )
+    fs = cell(row, "fs").split()
+    check(re.fullmatch(r"\d+(\.\d)?%", fs[0]) and os.path.ismount(fs[-1]), f"fullest file system {fs!r}")
+    cores = api(http, certs, "/api/v1/query", query=f'host_cpu_count{{host="{HOST}"}}')["result"]
+    cores = int(float(cores[0]["value"][1]))
+    load = cell(row, "load")
+    want = f"on {cores} CPU{'' if cores == 1 else 's'}"
+    check(re.match(r"\d+(\.\d+)?\s+load \d+(\.\d+)? ", load) and load.endswith(want), f"load {load!r}, want {want!r}")
+    check(cell(row, "alerts") == "none" or "firing" in cell(row, "alerts"), f"alerts {cell(row, 'alerts')!r}")
+    spark = row.locator("canvas.spark")
+    points = int(spark.get_attribute("data-points"))
+    label = spark.get_attribute("aria-label")
+    check(points >= 1 and f"{points} points" in label, f"sparkline {points} points, label {label!r}")
+    counts = page.locator("#counts").inner_text()
+    check(counts.startswith("1 host: 1 up · 0 down"), f"counts {counts!r}")
+
+
+def check_filter(page):
+    box = page.locator("#filter")
+    box.fill("no-such-host")
+    empty = page.locator("#fleet-empty")
+    check(empty.is_visible() and "no-such-host" in empty.inner_text(), "filter without match: no empty message")
+    box.fill("status=up")
+    page.locator(f'tr[data-host="{HOST}"]').wait_for(timeout=2000)
+    box.fill("")
+
+
+def run(bins, out):
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="hostwatch-console-") as tmp:
+        work = Path(tmp)
+        http, certs = setup(bins, work)
+        processes = Processes(work)
+        try:
+            processes.start("collector", [str(bins / "hostwatch-collector"), "--config", "collector.toml"])
+            processes.start("agent", [str(bins / "hostwatch-agent"), "--config", "agent.toml"])
+            wait_for_data(http, certs, processes)
+            browse(http, certs, out, processes)
+        except Exception:
+            print(processes.logs(), file=sys.stderr)
+            raise
+        finally:
+            processes.stop_all()
+
+
+def browse(http, certs, out, processes):
+    origin = f"https://127.0.0.1:{http}"
+    errors = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(
+            # The collector's certificate is from the test's own CA.
+            ignore_https_errors=True,
+            client_certificates=[
+                {
+                    "origin": origin,
+                    "certPath": str(certs / "viewer-browser.pem"),
+                    "keyPath": str(certs / "viewer-browser.key"),
+                }
+            ],
+            viewport={"width": 1280, "height": 800},
+        )
+        page = context.new_page()
+        page.on("console", lambda m: m.type in ("error", "warning") and errors.append(f"console {m.type}: {m.text}"))
+        page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+        assets = []
+        page.on("response", lambda r: r.url.startswith(f"{origin}/assets/") and assets.append(r))
+
+        response = page.goto(f"{origin}/")
+        check(response.status == 200, f"/ answered {response.status}")
+        check_headers(response.headers, "/")
+        check(response.headers.get("cache-control") == "no-cache", f"/ cache-control {response.headers}")
+        page.locator('main[data-loaded="true"]').wait_for(timeout=REFRESH_WAIT_S * 1000)
+        check_host_row(page, http, certs)
+        check(len(assets) >= 4, f"assets loaded: {[a.url for a in assets]}")
+        for asset in assets:
+            check(asset.status == 200, f"{asset.url} answered {asset.status}")
+            check_headers(asset.headers, asset.url)
+            check("immutable" in asset.headers.get("cache-control", ""), f"{asset.url}: {asset.headers}")
+        check_filter(page)
+        page.screenshot(path=str(out / "fleet-1280.png"), full_page=True)
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.screenshot(path=str(out / "fleet-390.png"), full_page=True)
+        page.set_viewport_size({"width": 1280, "height": 800})
+
+        check(not errors, "errors in the browser console:\n" + "\n".join(errors))
+
+        # The agent dies (a clean stop would not page): without a reload,
+        # the host turns down once the host-down alert fires.
+        processes.kill("agent")
+        page.locator(f'tr[data-host="{HOST}"][data-status="down"]').wait_for(timeout=REFRESH_WAIT_S * 1000)
+        counts = page.locator("#counts").inner_text()
+        check(counts.startswith("1 host: 0 up · 1 down"), f"counts after the agent stopped {counts!r}")
+        status = cell(page.locator(f'tr[data-host="{HOST}"]'), "status")
+        check("Down" in status, f"status after the agent stopped {status!r}")
+        page.screenshot(path=str(out / "fleet-down-1280.png"), full_page=True)
+
+        # Without a client certificate: refused, as by the API (401).
+        stranger = browser.new_context(ignore_https_errors=True)
+        response = stranger.new_page().goto(f"{origin}/")
+        check(response.status == 401, f"/ without a certificate answered {response.status}")
+        stranger.close()
+
+        not_found = context.new_page()
+        response = not_found.goto(f"{origin}/no/such/page")
+        check(response.status == 404, f"/no/such/page answered {response.status}")
+        check_headers(response.headers, "/no/such/page")
+        check(not_found.locator("h1").inner_text() == "Page not found", "no 404 page")
+        not_found.close()
+
+        # The collector stops: the page says so instead of going blank.
+        processes.stop("collector")
+        page.locator(".connection-down").wait_for(timeout=REFRESH_WAIT_S * 1000)
+        line = page.locator("#connection").inner_text()
+        check("Collector unreachable" in line, f"connection line {line!r}")
+        check(page.locator(f'tr[data-host="{HOST}"]').count() == 1, "the last data should stay on the page")
+        # The stopped collector's refused fetches are what the page reports,
+        # not errors of its own: leave out the browser's network messages.
+        own = [e for e in errors if "net::ERR_" not in e]
+        check(not own, "errors in the browser console:\n" + "\n".join(own))
+        page.screenshot(path=str(out / "fleet-unreachable-1280.png"), full_page=True)
+        browser.close()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--bin-dir", type=Path, required=True, help="where hostwatch, hostwatch-collector and hostwatch-agent are")
+    parser.add_argument("--out", type=Path, required=True, help="where to save screenshots")
+    args = parser.parse_args()
+    run(args.bin_dir.resolve(), args.out.resolve())
+    print(f"console: all checks passed; screenshots in {args.out}")
+
+
+if __name__ == "__main__":
+    main()
