@@ -1,6 +1,7 @@
 // The console's entry point: draws the page the URL names.
 
 import { mount as fleet } from "./fleet.js";
+import { mount as host } from "./host.js";
 
 const main = document.getElementById("main");
 const connection = document.getElementById("connection");
@@ -14,9 +15,12 @@ function notFound() {
 }
 
 const path = location.pathname;
+const hostPath = path.match(/^\/hosts\/([^/]+)$/);
 if (path === "/") {
   document.getElementById("nav-fleet").setAttribute("aria-current", "page");
   fleet(main, connection);
+} else if (hostPath) {
+  host(main, connection, decodeURIComponent(hostPath[1]));
 } else {
   notFound();
 }

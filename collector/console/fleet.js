@@ -232,7 +232,7 @@ function cells(h, nowMs) {
   const worst = h.firing.length > 0 ? h.firing.reduce((w, a) => (severityRank(a.labels.severity) < severityRank(w.labels.severity) ? a : w)) : null;
   const names = [...new Set(h.firing.map((a) => a.labels.alertname))].join(", ");
   return {
-    host: [el("span", { class: "host-name", text: h.id })],
+    host: [el("a", { class: "host-name", href: `/hosts/${encodeURIComponent(h.id)}`, text: h.id })],
     status: [el("span", { class: `status status-${h.status}`, title: status.help }, el("span", { "aria-hidden": "true", text: `${status.symbol} ` }), status.text)],
     seen: [el("span", { class: "ago", "data-ms": String(h.seenMs), title: fmt.dateTime(h.seenMs), text: fmt.ago(h.seenMs, nowMs) })],
     cpu: [el("span", { class: "figure", text: fmt.percent(h.cpu) }), meter(h.cpu)],

@@ -228,6 +228,89 @@ def check_filter(page):
     box.fill("")
 
 
+def chart_series(page, chart):
+    """A chart's series read back from its uPlot object: label -> non-null values."""
+    return page.locator(f'[data-chart="{chart}"]').evaluate(
+        """box => box.uplot ? Object.fromEntries(box.uplot.series.slice(1).map((s, i) =>
+            [s.label, box.uplot.data[i + 1].filter(v => v !== null)])) : null"""
+    )
+
+
+def x_range(page, chart):
+    return page.locator(f'[data-chart="{chart}"]').evaluate("box => [box.uplot.scales.x.min, box.uplot.scales.x.max]")
+
+
+def wait_loaded(page):
+    page.locator('main[data-loaded="true"]').wait_for(timeout=REFRESH_WAIT_S * 1000)
+
+
+def check_host_page(page, origin, out):
+    """Charts with the machine's data; presets, zoom and bad ranges."""
+    link = page.locator(f'tr[data-host="{HOST}"] a.host-name')
+    link.focus()
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{origin}/hosts/{HOST}")
+    wait_loaded(page)
+    cpu = chart_series(page, "cpu")
+    check(cpu and {"user", "system"} <= set(cpu) and all(cpu.values()), f"CPU chart {cpu}")
+    check(all(0 <= v <= 1 for values in cpu.values() for v in values), "CPU modes outside 0..1")
+    memory = chart_series(page, "memory")
+    check(memory and memory.get("total"), f"memory chart {memory}")
+    check(memory["total"][-1] == memory_total(), f"memory total {memory['total'][-1]} != {memory_total()}")
+    check(all(memory["used"]) and max(memory["used"]) < memory_total(), f"memory used {memory.get('used')}")
+    load = chart_series(page, "load")
+    check(load and set(load) == {"1 min", "5 min", "15 min"} and all(load.values()), f"load chart {load}")
+
+    # A preset: every chart spans it.
+    page.locator('button[data-range="6h"]').click()
+    page.wait_for_url("**range=6h")
+    wait_loaded(page)
+    check(page.locator('button[data-range="6h"]').get_attribute("aria-pressed") == "true", "6 h not pressed")
+    for chart in ("cpu", "memory", "load"):
+        lo, hi = x_range(page, chart)
+        check(abs((hi - lo) - 6 * 3600) < 120, f"{chart} spans {hi - lo} s after picking 6 h")
+
+    # Dragging across one chart zooms all of them to the same range.
+    now = time.time()
+    page.goto(f"{origin}/hosts/{HOST}?from={int(now - 60)}&to={int(now)}")
+    wait_loaded(page)
+    over = page.locator('[data-chart="cpu"] .u-over').bounding_box()
+    y = over["y"] + over["height"] / 2
+    page.mouse.move(over["x"] + over["width"] * 0.5, y)
+    page.mouse.down()
+    page.mouse.move(over["x"] + over["width"] * 0.75, y, steps=5)
+    page.mouse.move(over["x"] + over["width"] * 0.99, y, steps=5)
+    page.mouse.up()
+    page.wait_for_url(re.compile(r".*from=\d+&to=\d+$"))
+    wait_loaded(page)
+    query = urllib.parse.parse_qs(urllib.parse.urlparse(page.url).query)
+    start, end = float(query["from"][0]), float(query["to"][0])
+    check(now - 35 <= start and end - start < 35, f"zoomed to {start}..{end}, dragged over {now - 30:.0f}..{now:.0f}")
+    for chart in ("cpu", "memory", "load"):
+        lo, hi = x_range(page, chart)
+        check(abs(lo - start) <= 1 and abs(hi - end) <= 1, f"{chart} spans {lo}..{hi} after zooming to {start}..{end}")
+    # The zoomed range holds the agent's samples: the screenshots show them.
+    page.screenshot(path=str(out / "host-1280.png"), full_page=True)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.screenshot(path=str(out / "host-390.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 800})
+
+    # Bad ranges in the address: a message, and the last hour.
+    for search, message in [("?range=2x", "Unknown range"), ("?from=abc&to=1", "not valid"), (f"?from={int(now)}&to={int(now - 600)}", "not valid")]:
+        page.goto(f"{origin}/hosts/{HOST}{search}")
+        wait_loaded(page)
+        notice = page.locator("#host-notice")
+        check(notice.is_visible() and message in notice.inner_text(), f"{search}: notice {notice.inner_text()!r}")
+        check(chart_series(page, "cpu"), f"{search}: no CPU chart")
+
+    page.goto(f"{origin}/hosts/no-such-host")
+    wait_loaded(page)
+    empty = page.locator('[data-chart="cpu"] .empty').inner_text()
+    check("No host named “no-such-host”" in empty, f"unknown host: {empty!r}")
+    page.goto(f"{origin}/")
+    wait_loaded(page)
+
+
 def run(bins, out):
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="hostwatch-console-") as tmp:
@@ -285,6 +368,7 @@ def browse(http, certs, out, processes):
         page.set_viewport_size({"width": 390, "height": 844})
         page.screenshot(path=str(out / "fleet-390.png"), full_page=True)
         page.set_viewport_size({"width": 1280, "height": 800})
+        check_host_page(page, origin, out)
 
         check(not errors, "errors in the browser console:\n" + "\n".join(errors))
 

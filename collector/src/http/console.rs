@@ -27,6 +27,7 @@ const ASSETS: &[(&str, &[u8])] = &[
     ("api.js", include_bytes!("../../console/api.js")),
     ("format.js", include_bytes!("../../console/format.js")),
     ("fleet.js", include_bytes!("../../console/fleet.js")),
+    ("host.js", include_bytes!("../../console/host.js")),
     ("console.css", include_bytes!("../../console/console.css")),
     ("favicon.svg", include_bytes!("../../console/favicon.svg")),
     (
@@ -43,7 +44,8 @@ const ASSETS: &[(&str, &[u8])] = &[
     ),
 ];
 
-/// The one page of the console (its script draws the page the URL names),
+/// The one page of the console (its script draws the page the URL names:
+/// `/` the fleet, `/hosts/<host>` a host),
 /// and the page for unknown routes; `{{assets}}` stands for the assets'
 /// URL prefix.
 const INDEX_HTML: &str = include_str!("../../console/index.html");
@@ -56,6 +58,7 @@ const NOT_FOUND_HTML: &str = include_str!("../../console/404.html");
 pub(crate) fn router(api: Router) -> Router {
     Router::new()
         .route("/", get(index))
+        .route("/hosts/{host}", get(index))
         .route("/assets/{version}/{*file}", get(asset))
         .layer(map_response(secure))
         .fallback(move |request: Request| dispatch(api.clone(), request))
@@ -229,6 +232,8 @@ mod tests {
     async fn the_index_names_versioned_assets_that_are_served_immutable() {
         let (status, headers, body) = call(Method::GET, "/").await;
         assert_eq!(status, StatusCode::OK);
+        let (_, _, host_page) = call(Method::GET, "/hosts/db-1.example").await;
+        assert_eq!(host_page, body);
         assert_eq!(headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
         assert_eq!(headers[header::CACHE_CONTROL], "no-cache");
         assert_secure(&headers);

@@ -1,0 +1,287 @@
+// The host page: charts of one host over a time range shared by all of
+// them (picked from presets, typed in, or dragged on any chart), read
+// from the Prometheus API's range queries.
+
+import uPlot from "./vendor/uplot/uPlot.esm.js";
+import * as api from "./api.js";
+import * as fmt from "./format.js";
+
+const PRESETS = { "1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400 };
+const DEFAULT_PRESET = "1h";
+/** Points per series at most, so a chart stays light at any range. */
+const POINTS = 400;
+const MIN_STEP_S = 1;
+/** Custom ranges: no shorter than this, and not into the future. */
+const MIN_RANGE_S = 10;
+const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
+
+/** A PromQL string literal of `value`. */
+function literal(value) {
+  return `"${value.replace(/[\\"]/g, "\\$&")}"`;
+}
+
+/** The charts: a title, its queries (each series labelled), and its unit. */
+function charts(host) {
+  const h = `host=${literal(host)}`;
+  return [
+    {
+      id: "cpu",
+      title: "CPU by mode",
+      unit: "ratio",
+      queries: [{ expr: `host_cpu_time_ratio{${h},mode!="idle"}`, label: (m) => m.mode }],
+    },
+    {
+      id: "memory",
+      title: "Memory and swap",
+      unit: "bytes",
+      queries: [
+        { expr: `host_memory_used_bytes{${h}}`, label: () => "used" },
+        { expr: `host_memory_cached_bytes{${h}}`, label: () => "cached" },
+        { expr: `host_memory_buffers_bytes{${h}}`, label: () => "buffers" },
+        { expr: `host_memory_total_bytes{${h}}`, label: () => "total" },
+        { expr: `host_swap_used_bytes{${h}}`, label: () => "swap used" },
+      ],
+    },
+    {
+      id: "load",
+      title: "Load per core",
+      unit: "number",
+      queries: ["1", "5", "15"].map((m) => ({
+        expr: `host_load${m}{${h}} / on(host) host_cpu_count{${h}}`,
+        label: () => `${m} min`,
+      })),
+    },
+  ];
+}
+
+const FORMAT = { ratio: fmt.percent, bytes: fmt.bytes, number: (v) => fmt.number(v) };
+
+/**
+ * The range the URL asks for: `?range=` a preset, or `?from=&to=` (Unix
+ * seconds or ISO 8601). A malformed one gives the default and a message.
+ */
+export function parseRange(search, nowS) {
+  const params = new URLSearchParams(search);
+  const preset = (name) => ({ preset: name, start: nowS - PRESETS[name], end: nowS });
+  if (params.has("from") || params.has("to")) {
+    const time = (text) => {
+      if (text === null || text.trim() === "") return NaN;
+      const n = Number(text);
+      return Number.isFinite(n) ? n : Date.parse(text) / 1000;
+    };
+    const [start, end] = [time(params.get("from")), time(params.get("to"))];
+    let problem = null;
+    if (!Number.isFinite(start) || !Number.isFinite(end)) problem = "from and to must both be times (Unix seconds or ISO 8601)";
+    else if (end - start < MIN_RANGE_S) problem = `from must be at least ${MIN_RANGE_S} s before to`;
+    else if (start > nowS) problem = "from is in the future";
+    if (problem) return { ...preset(DEFAULT_PRESET), problem: `The range in the address is not valid (${problem}); showing the last hour.` };
+    return { preset: null, start, end: Math.min(end, nowS) };
+  }
+  const name = params.get("range") || DEFAULT_PRESET;
+  if (!(name in PRESETS)) {
+    return { ...preset(DEFAULT_PRESET), problem: `Unknown range “${name}” in the address (use ${Object.keys(PRESETS).join(", ")}); showing the last hour.` };
+  }
+  return preset(name);
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "text") node.textContent = v;
+    else if (k === "class") node.className = v;
+    else node.setAttribute(k, v);
+  }
+  node.append(...children);
+  return node;
+}
+
+/** `datetime-local` input text of a time in seconds (local time). */
+function localInput(s) {
+  const d = new Date(s * 1000 - new Date(s * 1000).getTimezoneOffset() * 60000);
+  return d.toISOString().slice(0, 19);
+}
+
+/** One chart's series on the grid [start, end] by step: uPlot's data and labels. */
+async function chartData(chart, range, step) {
+  const grid = [];
+  for (let t = range.start; t <= range.end + 1e-9; t += step) grid.push(t);
+  const index = new Map(grid.map((t, i) => [Math.round(t * 1000), i]));
+  const results = await Promise.all(chart.queries.map((q) => api.range(q.expr, range.start, range.end, step)));
+  const labels = [];
+  const data = [grid];
+  results.forEach((result, qi) => {
+    for (const s of result) {
+      const column = new Array(grid.length).fill(null);
+      for (const [t, v] of s.values) {
+        const i = index.get(Math.round(t * 1000));
+        if (i !== undefined) column[i] = Number(v);
+      }
+      labels.push(chart.queries[qi].label(s.metric));
+      data.push(column);
+    }
+  });
+  return { data, labels };
+}
+
+function css(name) {
+  return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+}
+
+/** A time axis' labels (local time, 24-hour), finer for short spans. */
+function axisTimes(spanS) {
+  const pad = (n) => String(n).padStart(2, "0");
+  return (u, splits) =>
+    splits.map((s) => {
+      const d = new Date(s * 1000);
+      const hm = `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+      if (spanS <= 600) return `${hm}:${pad(d.getSeconds())}`;
+      if (spanS <= 86400) return hm;
+      return `${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${hm}`;
+    });
+}
+
+function plot(box, chart, { data, labels }, spanS, onZoom) {
+  const format = FORMAT[chart.unit];
+  const axis = { stroke: css("--muted"), grid: { stroke: css("--grid"), width: 1 }, ticks: { stroke: css("--grid"), width: 1 } };
+  const options = {
+    width: Math.max(280, box.clientWidth),
+    height: 220,
+    cursor: { sync: { key: "host-charts" }, drag: { x: true, y: false, setScale: false } },
+    scales: { x: { time: true }, y: { range: (u, min, max) => [Math.min(0, min), max > 0 ? max * 1.05 : 1] } },
+    axes: [{ ...axis, values: axisTimes(spanS) }, { ...axis, size: 72, values: (u, splits) => splits.map(format) }],
+    series: [
+      { value: (u, v) => (v == null ? fmt.NONE : fmt.dateTime(v * 1000)) },
+      ...labels.map((label, i) => ({
+        label,
+        stroke: PALETTE[i % PALETTE.length],
+        width: 1.5,
+        value: (u, v) => (v == null ? fmt.NONE : format(v)),
+      })),
+    ],
+    hooks: {
+      setSelect: [
+        (u) => {
+          if (u.select.width < 3) return;
+          const from = u.posToVal(u.select.left, "x");
+          const to = u.posToVal(u.select.left + u.select.width, "x");
+          u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
+          onZoom(from, to);
+        },
+      ],
+    },
+  };
+  const u = new uPlot(options, data, box);
+  // For tests and debugging: the chart object behind the canvas.
+  box.uplot = u;
+  return u;
+}
+
+/** The host page for `host` in `main`. */
+export function mount(main, connection, host) {
+  document.title = `${host} · hostwatch`;
+  const status = el("p", { class: "counts", id: "host-status", "aria-live": "polite" }, "Loading…");
+  const notice = el("p", { class: "notice", id: "host-notice", role: "alert", hidden: "" });
+  const presets = el(
+    "div",
+    { class: "presets", role: "group", "aria-label": "Time range" },
+    ...Object.keys(PRESETS).map((name) => el("button", { type: "button", "data-range": name, "aria-pressed": "false", text: name.replace("h", " h").replace("d", " d") })),
+  );
+  const from = el("input", { type: "datetime-local", id: "range-from", step: "1", required: "" });
+  const to = el("input", { type: "datetime-local", id: "range-to", step: "1", required: "" });
+  const custom = el(
+    "form",
+    { class: "custom-range", id: "custom-range" },
+    el("label", { for: "range-from", text: "From" }),
+    from,
+    el("label", { for: "range-to", text: "to" }),
+    to,
+    el("button", { type: "submit", text: "Show" }),
+  );
+  const shown = el("p", { class: "help", id: "range-shown" });
+  const grid = el("div", { class: "charts" });
+  const boxes = new Map();
+  for (const chart of charts(host)) {
+    const box = el("div", { class: "chart-box", id: `chart-${chart.id}`, "data-chart": chart.id });
+    grid.append(el("section", { class: "chart", "aria-labelledby": `title-${chart.id}` }, el("h2", { id: `title-${chart.id}`, text: chart.title }), box));
+    boxes.set(chart.id, box);
+  }
+  main.replaceChildren(
+    el("p", { class: "crumbs" }, el("a", { href: "/", text: "Fleet" }), " / ", host),
+    el("div", { class: "page-head" }, el("h1", { id: "host-name", text: host }), status),
+    notice,
+    el("div", { class: "tools range-tools" }, presets, custom, shown),
+    grid,
+  );
+
+  const plots = [];
+  let generation = 0;
+
+  function go(search) {
+    history.pushState(null, "", `${location.pathname}${search}`);
+    draw();
+  }
+
+  async function draw() {
+    const mine = (generation += 1);
+    const nowS = Date.now() / 1000;
+    const range = parseRange(location.search, nowS);
+    notice.hidden = !range.problem;
+    notice.textContent = range.problem || "";
+    for (const b of presets.children) b.setAttribute("aria-pressed", String(b.dataset.range === range.preset));
+    from.value = localInput(range.start);
+    to.value = localInput(range.end);
+    const step = Math.max(MIN_STEP_S, Math.ceil((range.end - range.start) / POINTS));
+    shown.textContent = `${fmt.dateTime(range.start * 1000)} to ${fmt.dateTime(range.end * 1000)}, one point per ${fmt.duration(step)}; times in ${fmt.utcOffset(new Date())}; drag across a chart to zoom.`;
+    main.dataset.loaded = "false";
+    try {
+      const [seen, ...datas] = await Promise.all([
+        api.instant(`timestamp(host_uptime_seconds{host=${literal(host)}})`, nowS),
+        ...charts(host).map((c) => chartData(c, range, step)),
+      ]);
+      if (mine !== generation) return;
+      const known = seen.length > 0 || (await api.labelValues("host", `host_uptime_seconds{host=${literal(host)}}`, nowS - 365 * 86400, nowS)).length > 0;
+      if (mine !== generation) return;
+      status.textContent = seen.length > 0 ? `last sample ${fmt.ago(Number(seen[0].value[1]) * 1000)}` : known ? "no sample in the last 5 min" : "";
+      while (plots.length > 0) plots.pop().destroy();
+      charts(host).forEach((chart, i) => {
+        const box = boxes.get(chart.id);
+        box.replaceChildren();
+        delete box.uplot;
+        const data = datas[i];
+        const points = data.data.slice(1).reduce((n, col) => n + col.filter((v) => v !== null).length, 0);
+        box.dataset.points = String(points);
+        if (!known) {
+          box.append(el("p", { class: "empty", text: `No host named “${host}” has sent data in the last year.` }));
+        } else if (points === 0) {
+          box.append(el("p", { class: "empty", text: "No data for this host in this range." }));
+        } else {
+          plots.push(plot(box, chart, data, range.end - range.start, (a, b) => go(`?from=${Math.floor(a)}&to=${Math.ceil(b)}`)));
+        }
+      });
+      main.dataset.loaded = "true";
+      connection.className = "connection";
+      connection.textContent = `Updated ${fmt.time(Date.now())}`;
+    } catch (e) {
+      if (!(e instanceof api.ApiError)) throw e;
+      connection.className = `connection ${e.unreachable ? "connection-down" : "connection-error"}`;
+      connection.textContent = e.unreachable ? "⚠ Collector unreachable" : "⚠ The collector refused the request";
+      notice.hidden = false;
+      notice.textContent = `Could not read the charts: ${e.message}.`;
+    }
+  }
+
+  presets.addEventListener("click", (event) => {
+    const name = event.target.closest("button")?.dataset.range;
+    if (name) go(`?range=${name}`);
+  });
+  custom.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const [a, b] = [new Date(from.value).getTime() / 1000, new Date(to.value).getTime() / 1000];
+    go(`?from=${Math.floor(a)}&to=${Math.floor(b)}`);
+  });
+  window.addEventListener("popstate", draw);
+  new ResizeObserver(() => {
+    for (const u of plots) u.setSize({ width: Math.max(280, u.root.parentElement.clientWidth), height: 220 });
+  }).observe(grid);
+  draw();
+}
