@@ -11,6 +11,12 @@ const STALE_MS = 3 * REFRESH_MS;
 const HOSTS_WINDOW_S = 7 * 86_400;
 const SPARK_WINDOW_S = 3600;
 const SPARK_STEP_S = 60;
+/**
+ * Hosts quiet for longer than the lookback whose last sample time is looked
+ * up; beyond this many, their "last seen" stays unknown rather than the
+ * lookup growing with the outage.
+ */
+const MAX_QUIET_LOOKUPS = 200;
 /** PromQL's lookback: an instant query sees samples at most this old. */
 const LOOKBACK_S = 300;
 
@@ -59,7 +65,7 @@ async function load(nowS) {
   const seenS = api.byLabel(seen);
   const recent = new Set(seenS.keys());
   const missing = hosts.filter((h) => !seenS.has(h));
-  if (missing.length > 0) {
+  if (missing.length > 0 && missing.length <= MAX_QUIET_LOOKUPS) {
     // Hosts quiet for longer than the lookback: their newest sample time,
     // found on a grid no coarser than the lookback.
     const expr =
@@ -265,144 +271,178 @@ function meter(ratio) {
   return el("meter", { min: "0", max: "1", low: "0.75", high: "0.9", optimum: "0", value: String(value), class: `level-${level}`, "aria-hidden": "true" });
 }
 
-/** The fleet page in `main`; `connection` is the header's status line. */
-export function mount(main, connection) {
-  const params = new URLSearchParams(location.search);
-  const filter = el("input", { id: "filter", type: "search", autocomplete: "off", spellcheck: "false", placeholder: "name, or label=value", "aria-describedby": "filter-help" });
-  filter.value = params.get("q") || "";
-  const counts = el("p", { class: "counts", id: "counts", "aria-live": "polite" }, "Loading…");
-  const notice = el("p", { class: "notice", id: "fleet-notice", role: "alert", hidden: "" });
-  const tbody = el("tbody");
+/** The page's fixed parts: heading and counts, filter, notice, table, empty state. */
+function skeleton(main) {
+  const filter = el("input", {
+    id: "filter",
+    type: "search",
+    autocomplete: "off",
+    spellcheck: "false",
+    placeholder: "name, or label=value",
+    "aria-describedby": "filter-help",
+  });
+  filter.value = new URLSearchParams(location.search).get("q") || "";
+  const parts = {
+    filter,
+    counts: el("p", { class: "counts", id: "counts", "aria-live": "polite" }, "Loading…"),
+    notice: el("p", { class: "notice", id: "fleet-notice", role: "alert", hidden: "" }),
+    tbody: el("tbody"),
+    empty: el("p", { class: "empty", id: "fleet-empty", hidden: "" }),
+  };
   const head = el("tr", {}, ...COLUMNS.map(([key, title]) => el("th", { scope: "col", class: `col-${key}`, text: title })));
-  const table = el("table", { class: "hosts", id: "hosts" }, el("caption", { text: "Hosts, worst first: down, then by their firing alerts' severity, then busiest" }), el("thead", {}, head), tbody);
-  const empty = el("p", { class: "empty", id: "fleet-empty", hidden: "" });
+  const caption = "Hosts, worst first: down, then by their firing alerts' severity, then busiest";
+  parts.table = el("table", { class: "hosts", id: "hosts" }, el("caption", { text: caption }), el("thead", {}, head), parts.tbody);
+  const help = "Words match host names; name=value matches labels such as status=down, severity=critical or alertname=cpu_saturated.";
   main.replaceChildren(
-    el("div", { class: "page-head" }, el("h1", { text: "Fleet" }), counts),
-    el(
-      "div",
-      { class: "tools" },
-      el("label", { for: "filter", text: "Filter" }),
-      filter,
-      el("p", { id: "filter-help", class: "help", text: "Words match host names; name=value matches labels such as status=down, severity=critical or alertname=cpu_saturated." }),
-    ),
-    notice,
-    el("div", { class: "table-wrap" }, table),
-    empty,
+    el("div", { class: "page-head" }, el("h1", { text: "Fleet" }), parts.counts),
+    el("div", { class: "tools" }, el("label", { for: "filter", text: "Filter" }), filter, el("p", { id: "filter-help", class: "help", text: help })),
+    parts.notice,
+    el("div", { class: "table-wrap" }, parts.table),
+    parts.empty,
   );
+  return parts;
+}
 
-  const state = { loading: false, data: null, okMs: NaN, failedSinceMs: NaN, error: null, timer: 0, nowS: 0 };
-  const rows = new Map();
+/** "3 hosts: 2 up · 1 down · 1 alerting", and what else is worth a word. */
+function countsText(hosts, unattached) {
+  const down = hosts.filter((h) => h.status === "down").length;
+  const up = hosts.filter((h) => h.status === "up").length;
+  const alerting = hosts.filter((h) => h.firing.length > 0).length;
+  const silent = hosts.length - up - down;
+  const parts = [`${up} up`, `${down} down`, `${alerting} alerting`];
+  if (silent > 0) parts.push(`${silent} without recent data`);
+  if (unattached > 0) parts.push(`${unattached} firing alert${unattached === 1 ? "" : "s"} not about one host`);
+  return `${hosts.length} host${hosts.length === 1 ? "" : "s"}: ${parts.join(" · ")}`;
+}
 
-  function render() {
-    const nowMs = Date.now();
-    if (!state.data) return;
-    const { hosts, unattached } = state.data;
-    const down = hosts.filter((h) => h.status === "down").length;
-    const up = hosts.filter((h) => h.status === "up").length;
-    const alerting = hosts.filter((h) => h.firing.length > 0).length;
-    const silent = hosts.length - up - down;
-    const parts = [`${up} up`, `${down} down`, `${alerting} alerting`];
-    if (silent > 0) parts.push(`${silent} without recent data`);
-    if (unattached > 0) parts.push(`${unattached} firing alert${unattached === 1 ? "" : "s"} not about one host`);
-    counts.textContent = `${hosts.length} host${hosts.length === 1 ? "" : "s"}: ${parts.join(" · ")}`;
+class FleetPage {
+  constructor(main, connection) {
+    this.main = main;
+    this.connection = connection;
+    this.parts = skeleton(main);
+    /** Table rows by host, kept across refreshes so focus and scroll stay. */
+    this.rows = new Map();
+    Object.assign(this, { loading: false, data: null, nowS: 0, okMs: NaN, error: null, failedSinceMs: NaN, timer: 0 });
+  }
 
+  render() {
+    if (!this.data) return;
+    const { filter, counts, tbody, table, empty } = this.parts;
+    const { hosts, unattached } = this.data;
+    counts.textContent = countsText(hosts, unattached);
     const shown = hosts.filter((h) => matches(h, filter.value));
+    const nowMs = Date.now();
+    for (const h of shown) this.renderRow(h, nowMs);
     const order = shown.map((h) => h.id);
-    for (const h of shown) {
-      let row = rows.get(h.id);
-      if (!row) {
-        row = el("tr", { "data-host": h.id });
-        for (const [key, title] of COLUMNS) row.append(el(key === "host" ? "th" : "td", { class: `col-${key}`, "data-label": title, ...(key === "host" ? { scope: "row" } : {}) }));
-        rows.set(h.id, row);
+    const keep = new Set(order);
+    for (const [id, row] of this.rows) {
+      if (!keep.has(id)) {
+        row.remove();
+        this.rows.delete(id);
       }
-      row.dataset.status = h.status;
-      const content = cells(h, nowMs);
-      COLUMNS.forEach(([key], i) => row.children[i].replaceChildren(...content[key]));
     }
-    for (const [id, row] of rows) if (!order.includes(id)) (row.remove(), rows.delete(id));
     const current = [...tbody.children].map((r) => r.dataset.host);
-    if (current.join("\n") !== order.join("\n")) tbody.append(...order.map((id) => rows.get(id)));
-    for (const h of shown) {
-      const canvas = rows.get(h.id).querySelector("canvas.spark");
-      drawSpark(canvas, h.spark, state.nowS);
-    }
-
+    if (current.join("\n") !== order.join("\n")) tbody.append(...order.map((id) => this.rows.get(id)));
+    for (const h of shown) drawSpark(this.rows.get(h.id).querySelector("canvas.spark"), h.spark, this.nowS);
     table.hidden = shown.length === 0;
     empty.hidden = shown.length > 0;
     if (hosts.length === 0) {
-      empty.textContent = "No host has sent data in the last 7 days. Start an agent with a certificate from this collector's CA; it appears here within seconds.";
+      empty.textContent =
+        "No host has sent data in the last 7 days. Start an agent with a certificate from this collector's CA; it appears here within seconds.";
     } else if (shown.length === 0) {
       empty.textContent = `No host matches “${filter.value.trim()}”.`;
     }
   }
 
+  renderRow(h, nowMs) {
+    let row = this.rows.get(h.id);
+    if (!row) {
+      row = el("tr", { "data-host": h.id });
+      for (const [key, title] of COLUMNS) {
+        const attrs = { class: `col-${key}`, "data-label": title };
+        row.append(key === "host" ? el("th", { ...attrs, scope: "row" }) : el("td", attrs));
+      }
+      this.rows.set(h.id, row);
+    }
+    row.dataset.status = h.status;
+    const content = cells(h, nowMs);
+    COLUMNS.forEach(([key], i) => row.children[i].replaceChildren(...content[key]));
+  }
+
   /** The header's line and the page's notice: fresh, stale, or unreachable. */
-  function showConnection() {
+  showConnection() {
+    const { connection } = this;
+    const { notice } = this.parts;
     const nowMs = Date.now();
-    const age = nowMs - state.okMs;
     connection.className = "connection";
-    if (state.error) {
-      const since = fmt.time(state.failedSinceMs);
-      const held = Number.isFinite(state.okMs) ? `; showing data from ${fmt.ago(state.okMs, nowMs)}` : "";
-      connection.classList.add(state.error.unreachable ? "connection-down" : "connection-error");
-      connection.textContent = state.error.unreachable
+    notice.hidden = !this.error;
+    if (this.error) {
+      const since = fmt.time(this.failedSinceMs);
+      const held = Number.isFinite(this.okMs) ? `; showing data from ${fmt.ago(this.okMs, nowMs)}` : "";
+      connection.classList.add(this.error.unreachable ? "connection-down" : "connection-error");
+      connection.textContent = this.error.unreachable
         ? `⚠ Collector unreachable since ${since}${held}. Retrying every ${REFRESH_MS / 1000} s.`
         : `⚠ The collector refused the request since ${since}${held}.`;
-      notice.hidden = false;
-      notice.textContent = state.error.status === 401
-        ? `Not authorized: ${state.error.message}. The console needs an operator or viewer client certificate.`
-        : `Could not read the fleet: ${state.error.message}.`;
-    } else if (age > STALE_MS) {
+      notice.textContent =
+        this.error.status === 401
+          ? `Not authorized: ${this.error.message}. The console needs an operator or viewer client certificate.`
+          : `Could not read the fleet: ${this.error.message}.`;
+    } else if (nowMs - this.okMs > STALE_MS) {
       connection.classList.add("connection-stale");
-      connection.textContent = `⚠ Data is stale: last updated ${fmt.ago(state.okMs, nowMs)}.`;
-      notice.hidden = true;
+      connection.textContent = `⚠ Data is stale: last updated ${fmt.ago(this.okMs, nowMs)}.`;
     } else {
-      connection.textContent = Number.isFinite(state.okMs) ? `Updated ${fmt.time(state.okMs)}` : "Loading…";
-      notice.hidden = true;
+      connection.textContent = Number.isFinite(this.okMs) ? `Updated ${fmt.time(this.okMs)}` : "Loading…";
     }
   }
 
   /** Refreshes the relative times between data refreshes. */
-  function tick() {
+  tick() {
     const nowMs = Date.now();
-    for (const span of tbody.querySelectorAll(".ago")) span.textContent = fmt.ago(Number(span.dataset.ms), nowMs);
-    showConnection();
+    for (const span of this.parts.tbody.querySelectorAll(".ago")) span.textContent = fmt.ago(Number(span.dataset.ms), nowMs);
+    this.showConnection();
   }
 
-  async function refresh() {
-    clearTimeout(state.timer);
-    if (state.loading) return;
-    state.loading = true;
+  async refresh() {
+    clearTimeout(this.timer);
+    if (this.loading) return;
+    this.loading = true;
     const nowS = Date.now() / 1000;
     try {
       const data = await load(nowS);
-      Object.assign(state, { data, nowS, okMs: Date.now(), error: null, failedSinceMs: NaN });
-      main.dataset.loaded = "true";
-      render();
+      Object.assign(this, { data, nowS, okMs: Date.now(), error: null, failedSinceMs: NaN });
+      this.main.dataset.loaded = "true";
+      this.render();
     } catch (e) {
       if (!(e instanceof api.ApiError)) throw e;
-      if (!state.error) state.failedSinceMs = Date.now();
-      state.error = e;
-      if (!state.data) counts.textContent = "No data";
+      if (!this.error) this.failedSinceMs = Date.now();
+      this.error = e;
+      if (!this.data) this.parts.counts.textContent = "No data";
     } finally {
-      state.loading = false;
+      this.loading = false;
     }
-    showConnection();
-    if (!document.hidden) state.timer = setTimeout(refresh, REFRESH_MS);
+    this.showConnection();
+    if (!document.hidden) this.timer = setTimeout(() => this.refresh(), REFRESH_MS);
   }
 
-  filter.addEventListener("input", () => {
+  onFilter() {
+    const { filter } = this.parts;
     const url = new URL(location.href);
     if (filter.value) url.searchParams.set("q", filter.value);
     else url.searchParams.delete("q");
     history.replaceState(null, "", url);
-    render();
-  });
+    this.render();
+  }
+}
+
+/** The fleet page in `main`; `connection` is the header's status line. */
+export function mount(main, connection) {
+  const page = new FleetPage(main, connection);
+  page.parts.filter.addEventListener("input", () => page.onFilter());
   // Nobody looking, nothing asked of the collector.
   document.addEventListener("visibilitychange", () => {
-    if (document.hidden) clearTimeout(state.timer);
-    else refresh();
+    if (document.hidden) clearTimeout(page.timer);
+    else page.refresh();
   });
-  setInterval(tick, 1000);
-  refresh();
+  setInterval(() => page.tick(), 1000);
+  page.refresh();
 }

@@ -176,112 +176,152 @@ function plot(box, chart, { data, labels }, spanS, onZoom) {
   return u;
 }
 
-/** The host page for `host` in `main`. */
-export function mount(main, connection, host) {
-  document.title = `${host} · hostwatch`;
-  const status = el("p", { class: "counts", id: "host-status", "aria-live": "polite" }, "Loading…");
-  const notice = el("p", { class: "notice", id: "host-notice", role: "alert", hidden: "" });
-  const presets = el(
-    "div",
-    { class: "presets", role: "group", "aria-label": "Time range" },
-    ...Object.keys(PRESETS).map((name) => el("button", { type: "button", "data-range": name, "aria-pressed": "false", text: name.replace("h", " h").replace("d", " d") })),
-  );
-  const from = el("input", { type: "datetime-local", id: "range-from", step: "1", required: "" });
-  const to = el("input", { type: "datetime-local", id: "range-to", step: "1", required: "" });
-  const custom = el(
+/** The page's fixed parts: heading, notice, range controls, a box per chart. */
+function skeleton(main, host) {
+  const parts = {
+    status: el("p", { class: "counts", id: "host-status", "aria-live": "polite" }, "Loading…"),
+    notice: el("p", { class: "notice", id: "host-notice", role: "alert", hidden: "" }),
+    presets: el(
+      "div",
+      { class: "presets", role: "group", "aria-label": "Time range" },
+      ...Object.keys(PRESETS).map((name) =>
+        el("button", { type: "button", "data-range": name, "aria-pressed": "false", text: name.replace(/(\d+)/, "$1 ") }),
+      ),
+    ),
+    from: el("input", { type: "datetime-local", id: "range-from", step: "1", required: "" }),
+    to: el("input", { type: "datetime-local", id: "range-to", step: "1", required: "" }),
+    shown: el("p", { class: "help", id: "range-shown" }),
+    boxes: new Map(),
+  };
+  parts.custom = el(
     "form",
     { class: "custom-range", id: "custom-range" },
     el("label", { for: "range-from", text: "From" }),
-    from,
+    parts.from,
     el("label", { for: "range-to", text: "to" }),
-    to,
+    parts.to,
     el("button", { type: "submit", text: "Show" }),
   );
-  const shown = el("p", { class: "help", id: "range-shown" });
-  const grid = el("div", { class: "charts" });
-  const boxes = new Map();
+  parts.grid = el("div", { class: "charts" });
   for (const chart of charts(host)) {
     const box = el("div", { class: "chart-box", id: `chart-${chart.id}`, "data-chart": chart.id });
-    grid.append(el("section", { class: "chart", "aria-labelledby": `title-${chart.id}` }, el("h2", { id: `title-${chart.id}`, text: chart.title }), box));
-    boxes.set(chart.id, box);
+    const title = el("h2", { id: `title-${chart.id}`, text: chart.title });
+    parts.grid.append(el("section", { class: "chart", "aria-labelledby": title.id }, title, box));
+    parts.boxes.set(chart.id, box);
   }
   main.replaceChildren(
     el("p", { class: "crumbs" }, el("a", { href: "/", text: "Fleet" }), " / ", host),
-    el("div", { class: "page-head" }, el("h1", { id: "host-name", text: host }), status),
-    notice,
-    el("div", { class: "tools range-tools" }, presets, custom, shown),
-    grid,
+    el("div", { class: "page-head" }, el("h1", { id: "host-name", text: host }), parts.status),
+    parts.notice,
+    el("div", { class: "tools range-tools" }, parts.presets, parts.custom, parts.shown),
+    parts.grid,
   );
+  return parts;
+}
 
-  const plots = [];
-  let generation = 0;
+/** Whether `host` has ever sent data: a sample now, or in the last year. */
+async function known(host, seen, nowS) {
+  if (seen.length > 0) return true;
+  const match = `host_uptime_seconds{host=${literal(host)}}`;
+  return (await api.labelValues("host", match, nowS - 365 * 86400, nowS)).length > 0;
+}
 
-  function go(search) {
-    history.pushState(null, "", `${location.pathname}${search}`);
-    draw();
+class HostPage {
+  constructor(main, connection, host) {
+    Object.assign(this, { main, connection, host, plots: [], generation: 0 });
+    this.parts = skeleton(main, host);
   }
 
-  async function draw() {
-    const mine = (generation += 1);
-    const nowS = Date.now() / 1000;
+  /** Shows the range `search` names, as a new history entry. */
+  go(search) {
+    history.pushState(null, "", `${location.pathname}${search}`);
+    this.draw();
+  }
+
+  /** The range the address names, shown in the controls. */
+  showRange(nowS) {
+    const { notice, presets, from, to, shown } = this.parts;
     const range = parseRange(location.search, nowS);
     notice.hidden = !range.problem;
     notice.textContent = range.problem || "";
     for (const b of presets.children) b.setAttribute("aria-pressed", String(b.dataset.range === range.preset));
     from.value = localInput(range.start);
     to.value = localInput(range.end);
-    const step = Math.max(MIN_STEP_S, Math.ceil((range.end - range.start) / POINTS));
-    shown.textContent = `${fmt.dateTime(range.start * 1000)} to ${fmt.dateTime(range.end * 1000)}, one point per ${fmt.duration(step)}; times in ${fmt.utcOffset(new Date())}; drag across a chart to zoom.`;
-    main.dataset.loaded = "false";
+    range.step = Math.max(MIN_STEP_S, Math.ceil((range.end - range.start) / POINTS));
+    shown.textContent =
+      `${fmt.dateTime(range.start * 1000)} to ${fmt.dateTime(range.end * 1000)}, one point per ${fmt.duration(range.step)}; ` +
+      `times in ${fmt.utcOffset(new Date())}; drag across a chart to zoom.`;
+    return range;
+  }
+
+  async draw() {
+    const mine = (this.generation += 1);
+    const nowS = Date.now() / 1000;
+    const range = this.showRange(nowS);
+    this.main.dataset.loaded = "false";
     try {
       const [seen, ...datas] = await Promise.all([
-        api.instant(`timestamp(host_uptime_seconds{host=${literal(host)}})`, nowS),
-        ...charts(host).map((c) => chartData(c, range, step)),
+        api.instant(`timestamp(host_uptime_seconds{host=${literal(this.host)}})`, nowS),
+        ...charts(this.host).map((c) => chartData(c, range, range.step)),
       ]);
-      if (mine !== generation) return;
-      const known = seen.length > 0 || (await api.labelValues("host", `host_uptime_seconds{host=${literal(host)}}`, nowS - 365 * 86400, nowS)).length > 0;
-      if (mine !== generation) return;
-      status.textContent = seen.length > 0 ? `last sample ${fmt.ago(Number(seen[0].value[1]) * 1000)}` : known ? "no sample in the last 5 min" : "";
-      while (plots.length > 0) plots.pop().destroy();
-      charts(host).forEach((chart, i) => {
-        const box = boxes.get(chart.id);
-        box.replaceChildren();
-        delete box.uplot;
-        const data = datas[i];
-        const points = data.data.slice(1).reduce((n, col) => n + col.filter((v) => v !== null).length, 0);
-        box.dataset.points = String(points);
-        if (!known) {
-          box.append(el("p", { class: "empty", text: `No host named “${host}” has sent data in the last year.` }));
-        } else if (points === 0) {
-          box.append(el("p", { class: "empty", text: "No data for this host in this range." }));
-        } else {
-          plots.push(plot(box, chart, data, range.end - range.start, (a, b) => go(`?from=${Math.floor(a)}&to=${Math.ceil(b)}`)));
-        }
-      });
-      main.dataset.loaded = "true";
-      connection.className = "connection";
-      connection.textContent = `Updated ${fmt.time(Date.now())}`;
+      const ever = await known(this.host, seen, nowS);
+      // A newer range was asked for meanwhile: its drawing wins.
+      if (mine !== this.generation) return;
+      this.parts.status.textContent =
+        seen.length > 0 ? `last sample ${fmt.ago(Number(seen[0].value[1]) * 1000)}` : ever ? "no sample in the last 5 min" : "";
+      this.drawCharts(datas, ever, range);
+      this.main.dataset.loaded = "true";
+      this.connection.className = "connection";
+      this.connection.textContent = `Updated ${fmt.time(Date.now())}`;
     } catch (e) {
       if (!(e instanceof api.ApiError)) throw e;
-      connection.className = `connection ${e.unreachable ? "connection-down" : "connection-error"}`;
-      connection.textContent = e.unreachable ? "⚠ Collector unreachable" : "⚠ The collector refused the request";
-      notice.hidden = false;
-      notice.textContent = `Could not read the charts: ${e.message}.`;
+      this.connection.className = `connection ${e.unreachable ? "connection-down" : "connection-error"}`;
+      this.connection.textContent = e.unreachable ? "⚠ Collector unreachable" : "⚠ The collector refused the request";
+      this.parts.notice.hidden = false;
+      this.parts.notice.textContent = `Could not read the charts: ${e.message}.`;
     }
   }
 
-  presets.addEventListener("click", (event) => {
-    const name = event.target.closest("button")?.dataset.range;
-    if (name) go(`?range=${name}`);
-  });
-  custom.addEventListener("submit", (event) => {
+  drawCharts(datas, ever, range) {
+    while (this.plots.length > 0) this.plots.pop().destroy();
+    charts(this.host).forEach((chart, i) => {
+      const box = this.parts.boxes.get(chart.id);
+      box.replaceChildren();
+      delete box.uplot;
+      const data = datas[i];
+      const points = data.data.slice(1).reduce((n, column) => n + column.filter((v) => v !== null).length, 0);
+      box.dataset.points = String(points);
+      if (!ever) {
+        box.append(el("p", { class: "empty", text: `No host named “${this.host}” has sent data in the last year.` }));
+      } else if (points === 0) {
+        box.append(el("p", { class: "empty", text: "No data for this host in this range." }));
+      } else {
+        const zoom = (a, b) => this.go(`?from=${Math.floor(a)}&to=${Math.ceil(b)}`);
+        this.plots.push(plot(box, chart, data, range.end - range.start, zoom));
+      }
+    });
+  }
+
+  /** The range typed into the custom fields. */
+  onCustom(event) {
     event.preventDefault();
-    const [a, b] = [new Date(from.value).getTime() / 1000, new Date(to.value).getTime() / 1000];
-    go(`?from=${Math.floor(a)}&to=${Math.floor(b)}`);
+    const time = (input) => Math.floor(new Date(input.value).getTime() / 1000);
+    this.go(`?from=${time(this.parts.from)}&to=${time(this.parts.to)}`);
+  }
+}
+
+/** The host page for `host` in `main`; `connection` is the header's status line. */
+export function mount(main, connection, host) {
+  document.title = `${host} · hostwatch`;
+  const page = new HostPage(main, connection, host);
+  page.parts.presets.addEventListener("click", (event) => {
+    const name = event.target.closest("button")?.dataset.range;
+    if (name) page.go(`?range=${name}`);
   });
-  window.addEventListener("popstate", draw);
+  page.parts.custom.addEventListener("submit", (event) => page.onCustom(event));
+  window.addEventListener("popstate", () => page.draw());
   new ResizeObserver(() => {
-    for (const u of plots) u.setSize({ width: Math.max(280, u.root.parentElement.clientWidth), height: 220 });
-  }).observe(grid);
-  draw();
+    for (const u of page.plots) u.setSize({ width: Math.max(280, u.root.parentElement.clientWidth), height: 220 });
+  }).observe(page.parts.grid);
+  page.draw();
 }

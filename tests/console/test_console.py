@@ -270,6 +270,16 @@ def check_host_page(page, origin, out):
         lo, hi = x_range(page, chart)
         check(abs((hi - lo) - 6 * 3600) < 120, f"{chart} spans {hi - lo} s after picking 6 h")
 
+    # A range typed in (local time), sent with Enter.
+    now = time.time()
+    local = lambda t: time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t))
+    page.locator("#range-from").fill(local(now - 1800))
+    page.locator("#range-to").fill(local(now))
+    page.locator("#range-to").press("Enter")
+    page.wait_for_url(f"**from={int(now - 1800)}&to={int(now)}")
+    wait_loaded(page)
+    check(x_range(page, "load") == [int(now - 1800), int(now)], f"typed range: load spans {x_range(page, 'load')}")
+
     # Dragging across one chart zooms all of them to the same range.
     now = time.time()
     page.goto(f"{origin}/hosts/{HOST}?from={int(now - 60)}&to={int(now)}")
@@ -346,9 +356,16 @@ def browse(http, certs, out, processes):
             ],
             viewport={"width": 1280, "height": 800},
         )
+        # Every page of the context, the 404 page's included.
+        context.on(
+            "console",
+            lambda m: m.type in ("error", "warning")
+            # The browser notes the 404 page's own status; that is the point of it.
+            and not (m.location.get("url", "").endswith("/no/such/page") and "status of 404" in m.text)
+            and errors.append(f"console {m.type}: {m.text} ({m.location.get('url')})"),
+        )
+        context.on("weberror", lambda e: errors.append(f"page error: {e.error}"))
         page = context.new_page()
-        page.on("console", lambda m: m.type in ("error", "warning") and errors.append(f"console {m.type}: {m.text}"))
-        page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
         assets = []
         page.on("response", lambda r: r.url.startswith(f"{origin}/assets/") and assets.append(r))
 
@@ -394,6 +411,7 @@ def browse(http, certs, out, processes):
         check_headers(response.headers, "/no/such/page")
         check(not_found.locator("h1").inner_text() == "Page not found", "no 404 page")
         not_found.close()
+        check(not errors, "errors in the browser console:\n" + "\n".join(errors))
 
         # The collector stops: the page says so instead of going blank.
         processes.stop("collector")
