@@ -331,7 +331,7 @@ def run(bins, out):
             processes.start("collector", [str(bins / "hostwatch-collector"), "--config", "collector.toml"])
             processes.start("agent", [str(bins / "hostwatch-agent"), "--config", "agent.toml"])
             wait_for_data(http, certs, processes)
-            browse(http, certs, out, processes)
+            browse(bins, http, certs, out, processes)
         except Exception:
             print(processes.logs(), file=sys.stderr)
             raise
@@ -339,7 +339,7 @@ def run(bins, out):
             processes.stop_all()
 
 
-def browse(http, certs, out, processes):
+def browse(bins, http, certs, out, processes):
     origin = f"https://127.0.0.1:{http}"
     errors = []
     with sync_playwright() as p:
@@ -424,6 +424,15 @@ def browse(http, certs, out, processes):
         own = [e for e in errors if "net::ERR_" not in e]
         check(not own, "errors in the browser console:\n" + "\n".join(own))
         page.screenshot(path=str(out / "fleet-unreachable-1280.png"), full_page=True)
+
+        # The collector is back: the page picks up again without a reload.
+        processes.start("collector", [str(bins / "hostwatch-collector"), "--config", "collector.toml"])
+        page.wait_for_function(
+            "() => document.querySelector('#connection').textContent.startsWith('Updated')",
+            timeout=REFRESH_WAIT_S * 1000,
+        )
+        check(page.locator("#fleet-notice").is_hidden(), "the notice should go once the collector answers")
+        check(page.locator(f'tr[data-host="{HOST}"]').count() == 1, f"{HOST} gone after the collector's restart")
         browser.close()
 
 

@@ -293,6 +293,15 @@ mod tests {
         assert_secure(&headers);
     }
 
+    /// The fleet page knows a host-down rule by its `query` in
+    /// `/api/v1/rules`, the rule kind's one-line form, which the alerting
+    /// crate's tests pin to "host down".
+    #[test]
+    fn the_fleet_page_knows_host_down_rules_by_their_query() {
+        let fleet = include_str!("../../console/fleet.js");
+        assert!(fleet.contains(r#"rule.query === "host down""#));
+    }
+
     /// Every file of the console's folder is served (or is one of the HTML
     /// pages, or the vendored library's notes), so none is forgotten.
     #[test]
