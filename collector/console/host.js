@@ -11,6 +11,7 @@ const DEFAULT_PRESET = "1h";
 /** Points per series at most, so a chart stays light at any range. */
 const POINTS = 400;
 const MIN_STEP_S = 1;
+const MIN_RATE_WINDOW_S = 60;
 /** Custom ranges: no shorter than this, and not into the future. */
 const MIN_RANGE_S = 10;
 const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
@@ -20,16 +21,21 @@ function literal(value) {
   return `"${value.replace(/[\\"]/g, "\\$&")}"`;
 }
 
-/** The charts: a title, its queries (each series labelled), and its unit. */
-function charts(host) {
+/**
+ * The charts: a title, its queries (each series labelled) and its unit;
+ * counters as rates over `windowS` seconds.
+ */
+function charts(host, windowS = 60) {
   const h = `host=${literal(host)}`;
+  const w = `[${windowS}s]`;
+  // Used share of a file system as df counts it: used / (used + available).
+  const used = `(host_filesystem_size_bytes{${h}} - host_filesystem_free_bytes{${h}})`;
+  const perDevice = (metric, direction) => ({
+    expr: `rate(${metric}{${h}}${w})`,
+    label: (m) => `${m.device} ${direction}`,
+  });
   return [
-    {
-      id: "cpu",
-      title: "CPU by mode",
-      unit: "ratio",
-      queries: [{ expr: `host_cpu_time_ratio{${h},mode!="idle"}`, label: (m) => m.mode }],
-    },
+    { id: "cpu", title: "CPU by mode", unit: "ratio", queries: [{ expr: `host_cpu_time_ratio{${h},mode!="idle"}`, label: (m) => m.mode }] },
     {
       id: "memory",
       title: "Memory and swap",
@@ -46,15 +52,53 @@ function charts(host) {
       id: "load",
       title: "Load per core",
       unit: "number",
-      queries: ["1", "5", "15"].map((m) => ({
-        expr: `host_load${m}{${h}} / on(host) host_cpu_count{${h}}`,
-        label: () => `${m} min`,
-      })),
+      queries: ["1", "5", "15"].map((m) => ({ expr: `host_load${m}{${h}} / on(host) host_cpu_count{${h}}`, label: () => `${m} min` })),
+    },
+    {
+      id: "pressure",
+      title: "Pressure (share of time stalled)",
+      unit: "ratio",
+      queries: [{ expr: `host_pressure_avg10_ratio{${h}}`, label: (m) => `${m.resource} ${m.kind}` }],
+    },
+    {
+      id: "space",
+      title: "File system space used",
+      unit: "ratio",
+      queries: [{ expr: `${used} / (${used} + host_filesystem_available_bytes{${h}})`, label: (m) => m.mountpoint }],
+    },
+    {
+      id: "inodes",
+      title: "File system inodes used",
+      unit: "ratio",
+      queries: [{ expr: `1 - host_filesystem_inodes_free{${h}} / host_filesystem_inodes{${h}}`, label: (m) => m.mountpoint }],
+    },
+    {
+      id: "disk",
+      title: "Disk IO",
+      unit: "bytesPerSecond",
+      queries: [perDevice("host_disk_read_bytes_total", "read"), perDevice("host_disk_written_bytes_total", "written")],
+    },
+    {
+      id: "network",
+      title: "Network IO",
+      unit: "bytesPerSecond",
+      queries: [perDevice("host_network_receive_bytes_total", "in"), perDevice("host_network_transmit_bytes_total", "out")],
+    },
+    {
+      id: "spool",
+      title: "Agent spool (waiting to be sent)",
+      unit: "bytes",
+      queries: [{ expr: `hostwatch_agent_spool_bytes{${h}}`, label: () => "spool" }],
     },
   ];
 }
 
-const FORMAT = { ratio: fmt.percent, bytes: fmt.bytes, number: (v) => fmt.number(v) };
+const FORMAT = {
+  ratio: fmt.percent,
+  bytes: fmt.bytes,
+  bytesPerSecond: (v) => `${fmt.bytes(v)}/s`,
+  number: (v) => fmt.number(v),
+};
 
 /**
  * The range the URL asks for: `?range=` a preset, or `?from=&to=` (Unix
@@ -114,7 +158,8 @@ async function chartData(chart, range, step) {
       const column = new Array(grid.length).fill(null);
       for (const [t, v] of s.values) {
         const i = index.get(Math.round(t * 1000));
-        if (i !== undefined) column[i] = Number(v);
+        // NaN (0 / 0: a file system without inodes) and infinities are gaps.
+        if (i !== undefined && Number.isFinite(Number(v))) column[i] = Number(v);
       }
       labels.push(chart.queries[qi].label(s.metric));
       data.push(column);
@@ -148,7 +193,7 @@ function plot(box, chart, { data, labels }, spanS, onZoom) {
     height: 220,
     cursor: { sync: { key: "host-charts" }, drag: { x: true, y: false, setScale: false } },
     scales: { x: { time: true }, y: { range: (u, min, max) => [Math.min(0, min), max > 0 ? max * 1.05 : 1] } },
-    axes: [{ ...axis, values: axisTimes(spanS) }, { ...axis, size: 72, values: (u, splits) => splits.map(format) }],
+    axes: [{ ...axis, values: axisTimes(spanS) }, { ...axis, size: 84, values: (u, splits) => splits.map(format) }],
     series: [
       { value: (u, v) => (v == null ? fmt.NONE : fmt.dateTime(v * 1000)) },
       ...labels.map((label, i) => ({
@@ -248,6 +293,8 @@ class HostPage {
     from.value = localInput(range.start);
     to.value = localInput(range.end);
     range.step = Math.max(MIN_STEP_S, Math.ceil((range.end - range.start) / POINTS));
+    // A rate needs two samples in its window, whatever the agent's interval.
+    range.window = Math.max(MIN_RATE_WINDOW_S, 4 * range.step);
     shown.textContent =
       `${fmt.dateTime(range.start * 1000)} to ${fmt.dateTime(range.end * 1000)}, one point per ${fmt.duration(range.step)}; ` +
       `times in ${fmt.utcOffset(new Date())}; drag across a chart to zoom.`;
@@ -262,7 +309,7 @@ class HostPage {
     try {
       const [seen, ...datas] = await Promise.all([
         api.instant(`timestamp(host_uptime_seconds{host=${literal(this.host)}})`, nowS),
-        ...charts(this.host).map((c) => chartData(c, range, range.step)),
+        ...charts(this.host, range.window).map((c) => chartData(c, range, range.step)),
       ]);
       const ever = await known(this.host, seen, nowS);
       // A newer range was asked for meanwhile: its drawing wins.

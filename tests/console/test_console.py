@@ -244,7 +244,33 @@ def wait_loaded(page):
     page.locator('main[data-loaded="true"]').wait_for(timeout=REFRESH_WAIT_S * 1000)
 
 
-def check_host_page(page, origin, out):
+# Each chart of the host page and a metric it draws.
+CHART_METRICS = {
+    "cpu": "host_cpu_time_ratio",
+    "memory": "host_memory_used_bytes",
+    "load": "host_load1",
+    "pressure": "host_pressure_avg10_ratio",
+    "space": "host_filesystem_size_bytes",
+    "inodes": "host_filesystem_inodes",
+    "disk": "host_disk_read_bytes_total",
+    "network": "host_network_receive_bytes_total",
+    "spool": "hostwatch_agent_spool_bytes",
+}
+
+
+def check_every_chart(page, http, certs):
+    """A chart per metric the agent sends here, with points; the empty state for the others."""
+    for chart, metric in CHART_METRICS.items():
+        stored = api(http, certs, "/api/v1/query", query=f'{metric}{{host="{HOST}"}}')["result"]
+        series = chart_series(page, chart)
+        if stored:
+            check(series and any(series.values()), f"{chart}: the API holds {metric}, the chart has {series}")
+        else:
+            text = page.locator(f'[data-chart="{chart}"] .empty').inner_text()
+            check(text == "No data for this host in this range.", f"{chart}: no {metric} stored, chart says {text!r}")
+
+
+def check_host_page(page, origin, out, http, certs):
     """Charts with the machine's data; presets, zoom and bad ranges."""
     link = page.locator(f'tr[data-host="{HOST}"] a.host-name')
     link.focus()
@@ -260,6 +286,7 @@ def check_host_page(page, origin, out):
     check(all(memory["used"]) and max(memory["used"]) < memory_total(), f"memory used {memory.get('used')}")
     load = chart_series(page, "load")
     check(load and set(load) == {"1 min", "5 min", "15 min"} and all(load.values()), f"load chart {load}")
+    check_every_chart(page, http, certs)
 
     # A preset: every chart spans it.
     page.locator('button[data-range="6h"]').click()
@@ -385,7 +412,7 @@ def browse(bins, http, certs, out, processes):
         page.set_viewport_size({"width": 390, "height": 844})
         page.screenshot(path=str(out / "fleet-390.png"), full_page=True)
         page.set_viewport_size({"width": 1280, "height": 800})
-        check_host_page(page, origin, out)
+        check_host_page(page, origin, out, http, certs)
 
         check(not errors, "errors in the browser console:\n" + "\n".join(errors))
 
