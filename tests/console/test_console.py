@@ -218,6 +218,53 @@ def check_host_row(page, http, certs):
     check(counts.startswith("1 host: 1 up · 0 down"), f"counts {counts!r}")
 
 
+# The console's formatting and range parsing, run in the page itself:
+# (JavaScript expression, what it must give).
+JS_CASES = [
+    ("f.bytes(0)", "0 B"),
+    ("f.bytes(1023)", "1023 B"),
+    ("f.bytes(1536)", "1.5 KiB"),
+    ("f.bytes(300 * 1024 ** 3)", "300 GiB"),
+    ("f.bytes(12.34 * 1024 ** 4)", "12.3 TiB"),
+    ("f.bytes(NaN)", "—"),
+    ("f.percent(0.004)", "0.4%"),
+    ("f.percent(0.1234)", "12%"),
+    ("f.percent(1)", "100%"),
+    ("f.duration(45)", "45 s"),
+    ("f.duration(200)", "3 min 20 s"),
+    ("f.duration(7260)", "2 h 1 min"),
+    ("f.duration(90000)", "1 d 1 h"),
+    ("f.ago(Date.now() - 90000)", "1 min 30 s ago"),
+    ("/^\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d UTC([+−]\\d\\d:\\d\\d)?$/.test(f.dateTime(Date.now()))", True),
+    ("h.parseRange('?range=6h', 1e6).start", 1e6 - 6 * 3600),
+    ("h.parseRange('', 1e6).preset", "1h"),
+    ("h.parseRange('?range=9y', 1e6).problem.startsWith('Unknown range')", True),
+    ("h.parseRange('?from=2000&to=1000', 1e6).problem.includes('at least 10 s before')", True),
+    ("h.parseRange('?from=1970-01-01T00:10:00Z&to=1200', 1e6).start", 600),
+    ("h.parseRange('?from=100&to=2000000', 1e6).end", 1e6),
+    ("h.parseRange('?from=2000000&to=3000000', 1e6).problem.includes('future')", True),
+]
+
+
+def check_javascript(page):
+    """The pure functions of format.js and host.js, imported into the page.
+
+    The cases go into the evaluated script's text: the page's own
+    Content-Security-Policy forbids it to compile strings (no 'unsafe-eval').
+    """
+    got = page.evaluate(
+        """async () => {
+            const base = document.querySelector('script[type=module]').src.replace(/app\\.js$/, '');
+            const f = await import(base + 'format.js');
+            const h = await import(base + 'host.js');
+            return [%s];
+        }"""
+        % ", ".join(expr for expr, _ in JS_CASES)
+    )
+    for (expr, want), value in zip(JS_CASES, got):
+        check(value == want, f"{expr} gave {value!r}, want {want!r}")
+
+
 def check_filter(page):
     box = page.locator("#filter")
     box.fill("no-such-host")
@@ -408,6 +455,7 @@ def browse(bins, http, certs, out, processes):
             check_headers(asset.headers, asset.url)
             check("immutable" in asset.headers.get("cache-control", ""), f"{asset.url}: {asset.headers}")
         check_filter(page)
+        check_javascript(page)
         page.screenshot(path=str(out / "fleet-1280.png"), full_page=True)
         page.set_viewport_size({"width": 390, "height": 844})
         page.screenshot(path=str(out / "fleet-390.png"), full_page=True)
