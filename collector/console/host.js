@@ -185,6 +185,12 @@ function axisTimes(spanS) {
     });
 }
 
+/** A value axis' width: room for its longest label (uPlot asks again as labels change). */
+function labelWidth(u, values) {
+  const longest = Math.max(0, ...(values || []).map((v) => String(v).length));
+  return 20 + longest * 7.5;
+}
+
 function plot(box, chart, { data, labels }, spanS, onZoom) {
   const format = FORMAT[chart.unit];
   const axis = { stroke: css("--muted"), grid: { stroke: css("--grid"), width: 1 }, ticks: { stroke: css("--grid"), width: 1 } };
@@ -193,7 +199,7 @@ function plot(box, chart, { data, labels }, spanS, onZoom) {
     height: 220,
     cursor: { sync: { key: "host-charts" }, drag: { x: true, y: false, setScale: false } },
     scales: { x: { time: true }, y: { range: (u, min, max) => [Math.min(0, min), max > 0 ? max * 1.05 : 1] } },
-    axes: [{ ...axis, values: axisTimes(spanS) }, { ...axis, size: 84, values: (u, splits) => splits.map(format) }],
+    axes: [{ ...axis, values: axisTimes(spanS) }, { ...axis, size: labelWidth, values: (u, splits) => splits.map(format) }],
     series: [
       { value: (u, v) => (v == null ? fmt.NONE : fmt.dateTime(v * 1000)) },
       ...labels.map((label, i) => ({

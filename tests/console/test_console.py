@@ -182,6 +182,21 @@ def check_headers(headers, what):
         check(headers.get(name) == want, f"{what}: {name} is {headers.get(name)!r}, want {want!r}")
 
 
+def screenshots(page, out, name):
+    """Full-page screenshots at 1280 and 390 px wide; neither may scroll sideways."""
+    for width, height in [(1280, 800), (390, 844)]:
+        page.set_viewport_size({"width": width, "height": height})
+        # The charts follow their boxes' width (a resize observer).
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.chart-box')].every(b => !b.uplot || b.uplot.width <= b.clientWidth)",
+            timeout=5000,
+        )
+        overflow = page.evaluate("document.documentElement.scrollWidth")
+        check(overflow <= width, f"{name} at {width} px is {overflow} px wide")
+        page.screenshot(path=str(out / f"{name}-{width}.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 800})
+
+
 def cell(row, column):
     return row.locator(f".col-{column}").inner_text().strip()
 
@@ -374,10 +389,7 @@ def check_host_page(page, origin, out, http, certs):
         lo, hi = x_range(page, chart)
         check(abs(lo - start) <= 1 and abs(hi - end) <= 1, f"{chart} spans {lo}..{hi} after zooming to {start}..{end}")
     # The zoomed range holds the agent's samples: the screenshots show them.
-    page.screenshot(path=str(out / "host-1280.png"), full_page=True)
-    page.set_viewport_size({"width": 390, "height": 844})
-    page.screenshot(path=str(out / "host-390.png"), full_page=True)
-    page.set_viewport_size({"width": 1280, "height": 800})
+    screenshots(page, out, "host")
 
     # Bad ranges in the address: a message, and the last hour.
     for search, message in [("?range=2x", "Unknown range"), ("?from=abc&to=1", "not valid"), (f"?from={int(now)}&to={int(now - 600)}", "not valid")]:
@@ -456,10 +468,7 @@ def browse(bins, http, certs, out, processes):
             check("immutable" in asset.headers.get("cache-control", ""), f"{asset.url}: {asset.headers}")
         check_filter(page)
         check_javascript(page)
-        page.screenshot(path=str(out / "fleet-1280.png"), full_page=True)
-        page.set_viewport_size({"width": 390, "height": 844})
-        page.screenshot(path=str(out / "fleet-390.png"), full_page=True)
-        page.set_viewport_size({"width": 1280, "height": 800})
+        screenshots(page, out, "fleet")
         check_host_page(page, origin, out, http, certs)
 
         check(not errors, "errors in the browser console:\n" + "\n".join(errors))
