@@ -280,6 +280,23 @@ def check_javascript(page):
         check(value == want, f"{expr} gave {value!r}, want {want!r}")
 
 
+def check_quiet_host(context, origin):
+    """Seen from 10 minutes ahead, the host has no sample within PromQL's
+    lookback: "No recent data", with its real last sample time."""
+    page = context.new_page()
+    page.clock.set_fixed_time(time.time() + 600)
+    page.goto(f"{origin}/")
+    page.locator('main[data-loaded="true"]').wait_for(timeout=REFRESH_WAIT_S * 1000)
+    row = page.locator(f'tr[data-host="{HOST}"]')
+    check(row.get_attribute("data-status") == "silent", f"status ahead: {cell(row, 'status')!r}")
+    check("No recent data" in cell(row, "status"), f"status ahead: {cell(row, 'status')!r}")
+    seen = cell(row, "seen")
+    check(re.fullmatch(r"(9|10) min( \d+ s)? ago", seen), f"last seen ahead: {seen!r}")
+    counts = page.locator("#counts").inner_text()
+    check(counts == "1 host: 0 up · 0 down · 0 alerting · 1 without recent data", f"counts ahead: {counts!r}")
+    page.close()
+
+
 def check_filter(page):
     box = page.locator("#filter")
     box.fill("no-such-host")
@@ -468,6 +485,7 @@ def browse(bins, http, certs, out, processes):
             check("immutable" in asset.headers.get("cache-control", ""), f"{asset.url}: {asset.headers}")
         check_filter(page)
         check_javascript(page)
+        check_quiet_host(context, origin)
         screenshots(page, out, "fleet")
         check_host_page(page, origin, out, http, certs)
 
