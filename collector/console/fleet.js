@@ -371,28 +371,32 @@ class FleetPage {
 
   /** The header's line and the page's notice: fresh, stale, or unreachable. */
   showConnection() {
-    const { connection } = this;
     const { notice } = this.parts;
-    const nowMs = Date.now();
-    connection.className = "connection";
-    notice.hidden = !this.error;
+    const [kind, line, problem] = this.connectionState(Date.now());
+    // Live regions: changed only when their text does, so screen readers
+    // are not told the same thing every second.
+    const className = kind ? `connection connection-${kind}` : "connection";
+    if (this.connection.className !== className) this.connection.className = className;
+    if (this.connection.textContent !== line) this.connection.textContent = line;
+    notice.hidden = !problem;
+    if (problem && notice.textContent !== problem) notice.textContent = problem;
+  }
+
+  /** [class suffix or "", the header's line, the notice or ""]. */
+  connectionState(nowMs) {
     if (this.error) {
       const since = fmt.time(this.failedSinceMs);
-      const held = Number.isFinite(this.okMs) ? `; showing data from ${fmt.ago(this.okMs, nowMs)}` : "";
-      connection.classList.add(this.error.unreachable ? "connection-down" : "connection-error");
-      connection.textContent = this.error.unreachable
-        ? `⚠ Collector unreachable since ${since}${held}. Retrying every ${REFRESH_MS / 1000} s.`
-        : `⚠ The collector refused the request since ${since}${held}.`;
-      notice.textContent =
+      const held = Number.isFinite(this.okMs) ? `; showing data from ${fmt.time(this.okMs)}` : "";
+      const problem =
         this.error.status === 401
           ? `Not authorized: ${this.error.message}. The console needs an operator or viewer client certificate.`
           : `Could not read the fleet: ${this.error.message}.`;
-    } else if (nowMs - this.okMs > STALE_MS) {
-      connection.classList.add("connection-stale");
-      connection.textContent = `⚠ Data is stale: last updated ${fmt.ago(this.okMs, nowMs)}.`;
-    } else {
-      connection.textContent = Number.isFinite(this.okMs) ? `Updated ${fmt.time(this.okMs)}` : "Loading…";
+      return this.error.unreachable
+        ? ["down", `⚠ Collector unreachable since ${since}${held}. Retrying every ${REFRESH_MS / 1000} s.`, problem]
+        : ["error", `⚠ The collector refused the request since ${since}${held}.`, problem];
     }
+    if (nowMs - this.okMs > STALE_MS) return ["stale", `⚠ Data is stale: last updated at ${fmt.time(this.okMs)}.`, ""];
+    return ["", Number.isFinite(this.okMs) ? `Updated ${fmt.time(this.okMs)}` : "Loading…", ""];
   }
 
   /** Refreshes the relative times between data refreshes. */
