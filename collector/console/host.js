@@ -93,6 +93,9 @@ function charts(host, windowS = 60) {
   ];
 }
 
+/** Severities from worst. */
+const SEVERITIES = ["critical", "warning", "info"];
+
 const FORMAT = {
   ratio: fmt.percent,
   bytes: fmt.bytes,
@@ -253,6 +256,7 @@ function skeleton(main, host) {
     parts.to,
     el("button", { type: "submit", text: "Show" }),
   );
+  parts.alerts = el("ul", { class: "alert-list", id: "host-alerts" });
   parts.grid = el("div", { class: "charts" });
   for (const chart of charts(host)) {
     const box = el("div", { class: "chart-box", id: `chart-${chart.id}`, "data-chart": chart.id });
@@ -265,6 +269,7 @@ function skeleton(main, host) {
     el("div", { class: "page-head" }, el("h1", { id: "host-name", text: host }), parts.status),
     parts.notice,
     el("div", { class: "tools range-tools" }, parts.presets, parts.custom, parts.shown),
+    el("section", { class: "host-alerts", "aria-labelledby": "alerts-title" }, el("h2", { id: "alerts-title", text: "Alerts" }), parts.alerts),
     parts.grid,
   );
   return parts;
@@ -313,8 +318,9 @@ class HostPage {
     const range = this.showRange(nowS);
     this.main.dataset.loaded = "false";
     try {
-      const [seen, ...datas] = await Promise.all([
+      const [seen, rules, ...datas] = await Promise.all([
         api.instant(`timestamp(host_uptime_seconds{host=${literal(this.host)}})`, nowS),
+        api.rules(),
         ...charts(this.host, range.window).map((c) => chartData(c, range, range.step)),
       ]);
       const ever = await known(this.host, seen, nowS);
@@ -322,6 +328,7 @@ class HostPage {
       if (mine !== this.generation) return;
       this.parts.status.textContent =
         seen.length > 0 ? `last sample ${fmt.ago(Number(seen[0].value[1]) * 1000)}` : ever ? "no sample in the last 5 min" : "";
+      this.drawAlerts(rules);
       this.drawCharts(datas, ever, range);
       this.main.dataset.loaded = "true";
       this.connection.className = "connection";
@@ -333,6 +340,29 @@ class HostPage {
       this.parts.notice.hidden = false;
       this.parts.notice.textContent = `Could not read the charts: ${e.message}.`;
     }
+  }
+
+  /** The host's pending and firing alerts, firing first, then by severity. */
+  drawAlerts(rules) {
+    const rank = (a) => [a.state === "firing" ? 0 : 1, SEVERITIES.indexOf(a.labels.severity) + 1 || SEVERITIES.length + 1];
+    const alerts = rules
+      .flatMap((rule) => rule.alerts || [])
+      .filter((a) => a.labels.host === this.host)
+      .sort((a, b) => rank(a)[0] - rank(b)[0] || rank(a)[1] - rank(b)[1]);
+    const items = alerts.map((a) => {
+      const since = Date.parse(a.activeAt);
+      const severity = a.labels.severity || "no severity";
+      return el(
+        "li",
+        { class: `alert alert-${a.state}`, "data-alertname": a.labels.alertname || "" },
+        el("span", { class: `alerts severity-${a.labels.severity || "other"}`, text: `${a.state === "firing" ? "Firing" : "Pending"} · ${severity}` }),
+        " ",
+        el("strong", { text: a.labels.alertname || "" }),
+        el("span", { class: "detail", text: a.annotations.summary || "" }),
+        el("span", { class: "detail", title: fmt.dateTime(since), text: `since ${fmt.dateTime(since)} (${fmt.ago(since)})` }),
+      );
+    });
+    this.parts.alerts.replaceChildren(...(items.length > 0 ? items : [el("li", { class: "none", text: "No alerts pending or firing." })]));
   }
 
   drawCharts(datas, ever, range) {

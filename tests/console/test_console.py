@@ -366,6 +366,13 @@ def check_host_page(page, origin, out, http, certs):
     load = chart_series(page, "load")
     check(load and set(load) == {"1 min", "5 min", "15 min"} and all(load.values()), f"load chart {load}")
     check_every_chart(page, http, certs)
+    alerts = [a for a in api(http, certs, "/api/v1/alerts")["alerts"] if a["labels"].get("host") == HOST]
+    items = page.locator("#host-alerts li")
+    if alerts:
+        names = sorted(items.evaluate_all("lis => lis.map(li => li.dataset.alertname)"))
+        check(names == sorted(a["labels"]["alertname"] for a in alerts), f"host alerts {names} != API's {alerts}")
+    else:
+        check(items.all_inner_texts() == ["No alerts pending or firing."], f"host alerts {items.all_inner_texts()}")
 
     # A preset: every chart spans it.
     page.locator('button[data-range="6h"]').click()
@@ -500,6 +507,13 @@ def browse(bins, http, certs, out, processes):
         status = cell(page.locator(f'tr[data-host="{HOST}"]'), "status")
         check("Down" in status, f"status after the agent stopped {status!r}")
         page.screenshot(path=str(out / "fleet-down-1280.png"), full_page=True)
+        # The host page lists the firing host-down alert.
+        host_page = context.new_page()
+        host_page.goto(f"{origin}/hosts/{HOST}")
+        wait_loaded(host_page)
+        alert = host_page.locator('#host-alerts li[data-alertname="host_down"]').inner_text()
+        check(alert.startswith("Firing · critical") and "since" in alert, f"host_down on the host page: {alert!r}")
+        host_page.close()
 
         # Without a client certificate: refused, as by the API (401).
         stranger = browser.new_context(ignore_https_errors=True)
