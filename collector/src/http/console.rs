@@ -44,10 +44,9 @@ const ASSETS: &[(&str, &[u8])] = &[
     ),
 ];
 
-/// The one page of the console (its script draws the page the URL names:
-/// `/` the fleet, `/hosts/<host>` a host),
-/// and the page for unknown routes; `{{assets}}` stands for the assets'
-/// URL prefix.
+/// The console's one page (its script draws the page the URL names: `/`
+/// the fleet, `/hosts/<host>` a host) and the page for unknown routes;
+/// `{{assets}}` stands for the assets' URL prefix.
 const INDEX_HTML: &str = include_str!("../../console/index.html");
 const NOT_FOUND_HTML: &str = include_str!("../../console/404.html");
 
