@@ -15,6 +15,7 @@
 //! alerts); here the accept loop and authentication.
 
 mod api;
+mod console;
 mod error;
 mod json;
 mod params;
@@ -58,7 +59,7 @@ pub(crate) fn spawn(
 ) -> (JoinHandle<()>, Connections) {
     let mut incoming = incoming(listener, tls, listener_limits, stop.cancelled_owned());
     let connections = incoming.connections();
-    let router = api::router(api.clone());
+    let router = console::router(api::router(api.clone()));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // hyper's timers (HTTP/1 header reads, HTTP/2 keepalive) on tokio.
     builder.http1().timer(TokioTimer::new());

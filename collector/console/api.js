@@ -1,0 +1,95 @@
+// The collector's Prometheus-compatible HTTP API (docs/api.md), the
+// console's only source of data. Requests carry the browser's credentials
+// (its client certificate) and time out rather than hang.
+
+const TIMEOUT_MS = 8000;
+
+/** A failed request: `unreachable` when no HTTP answer came back. */
+export class ApiError extends Error {
+  constructor(message, { status = 0, unreachable = false } = {}) {
+    super(message);
+    this.name = "ApiError";
+    this.status = status;
+    this.unreachable = unreachable;
+  }
+}
+
+/** GET `path` with `params` (repeated keys as arrays); resolves to `data`. */
+export async function get(path, params = {}) {
+  const query = new URLSearchParams();
+  for (const [key, value] of Object.entries(params)) {
+    for (const v of Array.isArray(value) ? value : [value]) query.append(key, String(v));
+  }
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), TIMEOUT_MS);
+  let response;
+  try {
+    response = await fetch(`${path}?${query}`, {
+      headers: { Accept: "application/json" },
+      cache: "no-store",
+      credentials: "same-origin",
+      signal: controller.signal,
+    });
+  } catch (e) {
+    const why = e.name === "AbortError" ? `no answer within ${TIMEOUT_MS / 1000} s` : e.message;
+    throw new ApiError(`the collector is unreachable (${why})`, { unreachable: true });
+  } finally {
+    clearTimeout(timer);
+  }
+  let body;
+  try {
+    body = await response.json();
+  } catch {
+    throw new ApiError(`the collector answered ${response.status} without JSON`, {
+      status: response.status,
+      unreachable: response.status >= 500,
+    });
+  }
+  if (!response.ok || body.status !== "success") {
+    const kind = body.errorType ? `${body.errorType}: ` : "";
+    throw new ApiError(`${kind}${body.error || `HTTP ${response.status}`}`, {
+      status: response.status,
+    });
+  }
+  return body.data;
+}
+
+/** An instant query at `timeS` (seconds): its result list. */
+export async function instant(query, timeS) {
+  const data = await get("/api/v1/query", { query, time: timeS });
+  return data.result;
+}
+
+/** A range query: series with `values` as [seconds, "value"] pairs. */
+export async function range(query, startS, endS, stepS) {
+  const data = await get("/api/v1/query_range", { query, start: startS, end: endS, step: stepS });
+  return data.result;
+}
+
+/** A label's values among series matching `match` with a sample in [startS, endS]. */
+export async function labelValues(name, match, startS, endS) {
+  return get(`/api/v1/label/${encodeURIComponent(name)}/values`, {
+    "match[]": match,
+    start: startS,
+    end: endS,
+  });
+}
+
+/** The alert rules in force, each with its pending and firing alerts. */
+export async function rules() {
+  const data = await get("/api/v1/rules");
+  return data.groups.flatMap((g) => g.rules);
+}
+
+/** An instant vector's values by one label: Map(label value -> number). */
+export function byLabel(result, label = "host") {
+  const out = new Map();
+  for (const s of result) out.set(s.metric[label], Number(s.value[1]));
+  return out;
+}
+
+/** A PromQL string literal regex matching exactly the given values: `"a|b\\.c"`. */
+export function anyOf(values) {
+  const regex = values.map((v) => v.replace(/[\\^$.*+?()[\]{}|]/g, "\\$&")).join("|");
+  return `"${regex.replace(/[\\"]/g, "\\$&")}"`;
+}

@@ -1,0 +1,410 @@
+// The host page: charts of one host over a time range shared by all of
+// them (picked from presets, typed in, or dragged on any chart), read
+// from the Prometheus API's range queries.
+
+import uPlot from "./vendor/uplot/uPlot.esm.js";
+import * as api from "./api.js";
+import * as fmt from "./format.js";
+
+const PRESETS = { "1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400 };
+const DEFAULT_PRESET = "1h";
+/** Points per series at most, so a chart stays light at any range. */
+const POINTS = 400;
+const MIN_STEP_S = 1;
+const MIN_RATE_WINDOW_S = 60;
+/** Custom ranges: no shorter than this, and not into the future. */
+const MIN_RANGE_S = 10;
+const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
+
+/** A PromQL string literal of `value`. */
+function literal(value) {
+  return `"${value.replace(/[\\"]/g, "\\$&")}"`;
+}
+
+/**
+ * The charts: a title, its queries (each series labelled) and its unit;
+ * counters as rates over `windowS` seconds.
+ */
+function charts(host, windowS = 60) {
+  const h = `host=${literal(host)}`;
+  const w = `[${windowS}s]`;
+  // Used share of a file system as df counts it: used / (used + available).
+  const used = `(host_filesystem_size_bytes{${h}} - host_filesystem_free_bytes{${h}})`;
+  const perDevice = (metric, direction) => ({
+    expr: `rate(${metric}{${h}}${w})`,
+    label: (m) => `${m.device} ${direction}`,
+  });
+  return [
+    { id: "cpu", title: "CPU by mode", unit: "ratio", queries: [{ expr: `host_cpu_time_ratio{${h},mode!="idle"}`, label: (m) => m.mode }] },
+    {
+      id: "memory",
+      title: "Memory and swap",
+      unit: "bytes",
+      queries: [
+        { expr: `host_memory_used_bytes{${h}}`, label: () => "used" },
+        { expr: `host_memory_cached_bytes{${h}}`, label: () => "cached" },
+        { expr: `host_memory_buffers_bytes{${h}}`, label: () => "buffers" },
+        { expr: `host_memory_total_bytes{${h}}`, label: () => "total" },
+        { expr: `host_swap_used_bytes{${h}}`, label: () => "swap used" },
+      ],
+    },
+    {
+      id: "load",
+      title: "Load per core",
+      unit: "number",
+      queries: ["1", "5", "15"].map((m) => ({ expr: `host_load${m}{${h}} / on(host) host_cpu_count{${h}}`, label: () => `${m} min` })),
+    },
+    {
+      id: "pressure",
+      title: "Pressure (share of time stalled)",
+      unit: "ratio",
+      queries: [{ expr: `host_pressure_avg10_ratio{${h}}`, label: (m) => `${m.resource} ${m.kind}` }],
+    },
+    {
+      id: "space",
+      title: "File system space used",
+      unit: "ratio",
+      queries: [{ expr: `${used} / (${used} + host_filesystem_available_bytes{${h}})`, label: (m) => m.mountpoint }],
+    },
+    {
+      id: "inodes",
+      title: "File system inodes used",
+      unit: "ratio",
+      queries: [{ expr: `1 - host_filesystem_inodes_free{${h}} / host_filesystem_inodes{${h}}`, label: (m) => m.mountpoint }],
+    },
+    {
+      id: "disk",
+      title: "Disk IO",
+      unit: "bytesPerSecond",
+      queries: [perDevice("host_disk_read_bytes_total", "read"), perDevice("host_disk_written_bytes_total", "written")],
+    },
+    {
+      id: "network",
+      title: "Network IO",
+      unit: "bytesPerSecond",
+      queries: [perDevice("host_network_receive_bytes_total", "in"), perDevice("host_network_transmit_bytes_total", "out")],
+    },
+    {
+      id: "spool",
+      title: "Agent spool (waiting to be sent)",
+      unit: "bytes",
+      queries: [{ expr: `hostwatch_agent_spool_bytes{${h}}`, label: () => "spool" }],
+    },
+  ];
+}
+
+/** Severities from worst. */
+const SEVERITIES = ["critical", "warning", "info"];
+
+const FORMAT = {
+  ratio: fmt.percent,
+  bytes: fmt.bytes,
+  bytesPerSecond: (v) => `${fmt.bytes(v)}/s`,
+  number: (v) => fmt.number(v),
+};
+
+/**
+ * The range the URL asks for: `?range=` a preset, or `?from=&to=` (Unix
+ * seconds or ISO 8601). A malformed one gives the default and a message.
+ */
+export function parseRange(search, nowS) {
+  const params = new URLSearchParams(search);
+  const preset = (name) => ({ preset: name, start: nowS - PRESETS[name], end: nowS });
+  if (params.has("from") || params.has("to")) {
+    const time = (text) => {
+      if (text === null || text.trim() === "") return NaN;
+      const n = Number(text);
+      return Number.isFinite(n) ? n : Date.parse(text) / 1000;
+    };
+    const [start, end] = [time(params.get("from")), time(params.get("to"))];
+    let problem = null;
+    if (!Number.isFinite(start) || !Number.isFinite(end)) problem = "from and to must both be times (Unix seconds or ISO 8601)";
+    else if (end - start < MIN_RANGE_S) problem = `from must be at least ${MIN_RANGE_S} s before to`;
+    else if (start > nowS) problem = "from is in the future";
+    if (problem) return { ...preset(DEFAULT_PRESET), problem: `The range in the address is not valid (${problem}); showing the last hour.` };
+    return { preset: null, start, end: Math.min(end, nowS) };
+  }
+  const name = params.get("range") || DEFAULT_PRESET;
+  if (!(name in PRESETS)) {
+    return { ...preset(DEFAULT_PRESET), problem: `Unknown range “${name}” in the address (use ${Object.keys(PRESETS).join(", ")}); showing the last hour.` };
+  }
+  return preset(name);
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "text") node.textContent = v;
+    else if (k === "class") node.className = v;
+    else node.setAttribute(k, v);
+  }
+  node.append(...children);
+  return node;
+}
+
+/** `datetime-local` input text of a time in seconds (local time). */
+function localInput(s) {
+  const d = new Date(s * 1000 - new Date(s * 1000).getTimezoneOffset() * 60000);
+  return d.toISOString().slice(0, 19);
+}
+
+/** One chart's series on the grid [start, end] by step: uPlot's data and labels. */
+async function chartData(chart, range, step) {
+  const grid = [];
+  for (let t = range.start; t <= range.end + 1e-9; t += step) grid.push(t);
+  const index = new Map(grid.map((t, i) => [Math.round(t * 1000), i]));
+  const results = await Promise.all(chart.queries.map((q) => api.range(q.expr, range.start, range.end, step)));
+  const labels = [];
+  const data = [grid];
+  results.forEach((result, qi) => {
+    for (const s of result) {
+      const column = new Array(grid.length).fill(null);
+      for (const [t, v] of s.values) {
+        const i = index.get(Math.round(t * 1000));
+        // NaN (0 / 0: a file system without inodes) and infinities are gaps.
+        if (i !== undefined && Number.isFinite(Number(v))) column[i] = Number(v);
+      }
+      labels.push(chart.queries[qi].label(s.metric));
+      data.push(column);
+    }
+  });
+  return { data, labels };
+}
+
+function css(name) {
+  return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+}
+
+/** A time axis' labels (local time, 24-hour), finer for short spans. */
+function axisTimes(spanS) {
+  const pad = (n) => String(n).padStart(2, "0");
+  return (u, splits) =>
+    splits.map((s) => {
+      const d = new Date(s * 1000);
+      const hm = `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+      if (spanS <= 600) return `${hm}:${pad(d.getSeconds())}`;
+      if (spanS <= 86400) return hm;
+      return `${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${hm}`;
+    });
+}
+
+/** A value axis' width: room for its longest label (uPlot asks again as labels change). */
+function labelWidth(u, values) {
+  const longest = Math.max(0, ...(values || []).map((v) => String(v).length));
+  return 20 + longest * 7.5;
+}
+
+function plot(box, chart, { data, labels }, spanS, onZoom) {
+  const format = FORMAT[chart.unit];
+  const axis = { stroke: css("--muted"), grid: { stroke: css("--grid"), width: 1 }, ticks: { stroke: css("--grid"), width: 1 } };
+  const options = {
+    width: Math.max(280, box.clientWidth),
+    height: 220,
+    cursor: { sync: { key: "host-charts" }, drag: { x: true, y: false, setScale: false } },
+    scales: { x: { time: true }, y: { range: (u, min, max) => [Math.min(0, min), max > 0 ? max * 1.05 : 1] } },
+    axes: [{ ...axis, values: axisTimes(spanS) }, { ...axis, size: labelWidth, values: (u, splits) => splits.map(format) }],
+    series: [
+      { value: (u, v) => (v == null ? fmt.NONE : fmt.dateTime(v * 1000)) },
+      ...labels.map((label, i) => ({
+        label,
+        stroke: PALETTE[i % PALETTE.length],
+        width: 1.5,
+        value: (u, v) => (v == null ? fmt.NONE : format(v)),
+      })),
+    ],
+    hooks: {
+      setSelect: [
+        (u) => {
+          if (u.select.width < 3) return;
+          const from = u.posToVal(u.select.left, "x");
+          const to = u.posToVal(u.select.left + u.select.width, "x");
+          u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
+          onZoom(from, to);
+        },
+      ],
+    },
+  };
+  const u = new uPlot(options, data, box);
+  // For tests and debugging: the chart object behind the canvas.
+  box.uplot = u;
+  return u;
+}
+
+/** The page's fixed parts: heading, notice, range controls, a box per chart. */
+function skeleton(main, host) {
+  const parts = {
+    status: el("p", { class: "counts", id: "host-status", "aria-live": "polite" }, "Loading…"),
+    notice: el("p", { class: "notice", id: "host-notice", role: "alert", hidden: "" }),
+    presets: el(
+      "div",
+      { class: "presets", role: "group", "aria-label": "Time range" },
+      ...Object.keys(PRESETS).map((name) =>
+        el("button", { type: "button", "data-range": name, "aria-pressed": "false", text: name.replace(/(\d+)/, "$1 ") }),
+      ),
+    ),
+    from: el("input", { type: "datetime-local", id: "range-from", step: "1", required: "" }),
+    to: el("input", { type: "datetime-local", id: "range-to", step: "1", required: "" }),
+    shown: el("p", { class: "help", id: "range-shown" }),
+    boxes: new Map(),
+  };
+  parts.custom = el(
+    "form",
+    { class: "custom-range", id: "custom-range" },
+    el("label", { for: "range-from", text: "From" }),
+    parts.from,
+    el("label", { for: "range-to", text: "to" }),
+    parts.to,
+    el("button", { type: "submit", text: "Show" }),
+  );
+  parts.alerts = el("ul", { class: "alert-list", id: "host-alerts" });
+  parts.grid = el("div", { class: "charts" });
+  for (const chart of charts(host)) {
+    const box = el("div", { class: "chart-box", id: `chart-${chart.id}`, "data-chart": chart.id });
+    const title = el("h2", { id: `title-${chart.id}`, text: chart.title });
+    parts.grid.append(el("section", { class: "chart", "aria-labelledby": title.id }, title, box));
+    parts.boxes.set(chart.id, box);
+  }
+  main.replaceChildren(
+    el("p", { class: "crumbs" }, el("a", { href: "/", text: "Fleet" }), " / ", host),
+    el("div", { class: "page-head" }, el("h1", { id: "host-name", text: host }), parts.status),
+    parts.notice,
+    el("div", { class: "tools range-tools" }, parts.presets, parts.custom, parts.shown),
+    el("section", { class: "host-alerts", "aria-labelledby": "alerts-title" }, el("h2", { id: "alerts-title", text: "Alerts" }), parts.alerts),
+    parts.grid,
+  );
+  return parts;
+}
+
+/** Whether `host` has ever sent data: a sample now, or in the last year. */
+async function known(host, seen, nowS) {
+  if (seen.length > 0) return true;
+  const match = `host_uptime_seconds{host=${literal(host)}}`;
+  return (await api.labelValues("host", match, nowS - 365 * 86400, nowS)).length > 0;
+}
+
+class HostPage {
+  constructor(main, connection, host) {
+    Object.assign(this, { main, connection, host, plots: [], generation: 0 });
+    this.parts = skeleton(main, host);
+  }
+
+  /** Shows the range `search` names, as a new history entry. */
+  go(search) {
+    history.pushState(null, "", `${location.pathname}${search}`);
+    this.draw();
+  }
+
+  /** The range the address names, shown in the controls. */
+  showRange(nowS) {
+    const { notice, presets, from, to, shown } = this.parts;
+    const range = parseRange(location.search, nowS);
+    notice.hidden = !range.problem;
+    notice.textContent = range.problem || "";
+    for (const b of presets.children) b.setAttribute("aria-pressed", String(b.dataset.range === range.preset));
+    from.value = localInput(range.start);
+    to.value = localInput(range.end);
+    range.step = Math.max(MIN_STEP_S, Math.ceil((range.end - range.start) / POINTS));
+    // A rate needs two samples in its window, whatever the agent's interval.
+    range.window = Math.max(MIN_RATE_WINDOW_S, 4 * range.step);
+    shown.textContent =
+      `${fmt.dateTime(range.start * 1000)} to ${fmt.dateTime(range.end * 1000)}, one point per ${fmt.duration(range.step)}; ` +
+      `times in ${fmt.utcOffset(new Date())}; drag across a chart to zoom.`;
+    return range;
+  }
+
+  async draw() {
+    const mine = (this.generation += 1);
+    const nowS = Date.now() / 1000;
+    const range = this.showRange(nowS);
+    this.main.dataset.loaded = "false";
+    try {
+      const [seen, rules, ...datas] = await Promise.all([
+        api.instant(`timestamp(host_uptime_seconds{host=${literal(this.host)}})`, nowS),
+        api.rules(),
+        ...charts(this.host, range.window).map((c) => chartData(c, range, range.step)),
+      ]);
+      const ever = await known(this.host, seen, nowS);
+      // A newer range was asked for meanwhile: its drawing wins.
+      if (mine !== this.generation) return;
+      this.parts.status.textContent =
+        seen.length > 0 ? `last sample ${fmt.ago(Number(seen[0].value[1]) * 1000)}` : ever ? "no sample in the last 5 min" : "";
+      this.drawAlerts(rules);
+      this.drawCharts(datas, ever, range);
+      this.main.dataset.loaded = "true";
+      this.connection.className = "connection";
+      this.connection.textContent = `Updated ${fmt.time(Date.now())}`;
+    } catch (e) {
+      if (!(e instanceof api.ApiError)) throw e;
+      this.connection.className = `connection ${e.unreachable ? "connection-down" : "connection-error"}`;
+      this.connection.textContent = e.unreachable ? "⚠ Collector unreachable" : "⚠ The collector refused the request";
+      this.parts.notice.hidden = false;
+      this.parts.notice.textContent = `Could not read the charts: ${e.message}.`;
+    }
+  }
+
+  /** The host's pending and firing alerts, firing first, then by severity. */
+  drawAlerts(rules) {
+    const rank = (a) => [a.state === "firing" ? 0 : 1, SEVERITIES.indexOf(a.labels.severity) + 1 || SEVERITIES.length + 1];
+    const alerts = rules
+      .flatMap((rule) => rule.alerts || [])
+      .filter((a) => a.labels.host === this.host)
+      .sort((a, b) => rank(a)[0] - rank(b)[0] || rank(a)[1] - rank(b)[1]);
+    const items = alerts.map((a) => {
+      const since = Date.parse(a.activeAt);
+      const severity = a.labels.severity || "no severity";
+      return el(
+        "li",
+        { class: `alert alert-${a.state}`, "data-alertname": a.labels.alertname || "" },
+        el("span", { class: `alerts severity-${a.labels.severity || "other"}`, text: `${a.state === "firing" ? "Firing" : "Pending"} · ${severity}` }),
+        " ",
+        el("strong", { text: a.labels.alertname || "" }),
+        el("span", { class: "detail", text: a.annotations.summary || "" }),
+        el("span", { class: "detail", title: fmt.dateTime(since), text: `since ${fmt.dateTime(since)} (${fmt.ago(since)})` }),
+      );
+    });
+    this.parts.alerts.replaceChildren(...(items.length > 0 ? items : [el("li", { class: "none", text: "No alerts pending or firing." })]));
+  }
+
+  drawCharts(datas, ever, range) {
+    while (this.plots.length > 0) this.plots.pop().destroy();
+    charts(this.host).forEach((chart, i) => {
+      const box = this.parts.boxes.get(chart.id);
+      box.replaceChildren();
+      delete box.uplot;
+      const data = datas[i];
+      const points = data.data.slice(1).reduce((n, column) => n + column.filter((v) => v !== null).length, 0);
+      box.dataset.points = String(points);
+      if (!ever) {
+        box.append(el("p", { class: "empty", text: `No host named “${this.host}” has sent data in the last year.` }));
+      } else if (points === 0) {
+        box.append(el("p", { class: "empty", text: "No data for this host in this range." }));
+      } else {
+        const zoom = (a, b) => this.go(`?from=${Math.floor(a)}&to=${Math.ceil(b)}`);
+        this.plots.push(plot(box, chart, data, range.end - range.start, zoom));
+      }
+    });
+  }
+
+  /** The range typed into the custom fields. */
+  onCustom(event) {
+    event.preventDefault();
+    const time = (input) => Math.floor(new Date(input.value).getTime() / 1000);
+    this.go(`?from=${time(this.parts.from)}&to=${time(this.parts.to)}`);
+  }
+}
+
+/** The host page for `host` in `main`; `connection` is the header's status line. */
+export function mount(main, connection, host) {
+  document.title = `${host} · hostwatch`;
+  const page = new HostPage(main, connection, host);
+  page.parts.presets.addEventListener("click", (event) => {
+    const name = event.target.closest("button")?.dataset.range;
+    if (name) page.go(`?range=${name}`);
+  });
+  page.parts.custom.addEventListener("submit", (event) => page.onCustom(event));
+  window.addEventListener("popstate", () => page.draw());
+  new ResizeObserver(() => {
+    for (const u of page.plots) u.setSize({ width: Math.max(280, u.root.parentElement.clientWidth), height: 220 });
+  }).observe(page.parts.grid);
+  page.draw();
+}

@@ -1,0 +1,565 @@
+#!/usr/bin/env python3
+"""The web console in a real browser (Debian's chromium, driven by Python
+playwright) against a real collector and a real agent on this machine.
+
+Run by tests/console/run.sh, which installs both and builds the programs.
+Certificates come from `hostwatch certs`; everything listens on 127.0.0.1.
+Exits non-zero on the first failed check, with the processes' logs.
+"""
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from playwright.sync_api import sync_playwright
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+HOST = "console-test-host"
+# Waits are bounded: data within this, a refresh within REFRESH_WAIT_S.
+DATA_WAIT_S = 60
+REFRESH_WAIT_S = 40
+IEC = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
+
+
+def iec(n):
+    """The console's IEC bytes (collector/console/format.js)."""
+    unit, value = 0, float(n)
+    while value >= 1024 and unit < len(IEC) - 1:
+        value /= 1024
+        unit += 1
+    digits = 0 if unit == 0 or value >= 100 else 1 if value >= 10 else 2
+    text = f"{value:.{digits}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return f"{text} {IEC[unit]}"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check(condition, what):
+    if not condition:
+        raise AssertionError(what)
+
+
+class Processes:
+    """The collector and agent, with their logs; stopped at exit."""
+
+    def __init__(self, work):
+        self.work = work
+        self.running = {}
+
+    def start(self, name, argv):
+        log = open(self.work / f"{name}.log", "wb")
+        self.running[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.work)
+
+    def stop(self, name):
+        process = self.running.pop(name)
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def kill(self, name):
+        process = self.running.pop(name)
+        process.kill()
+        process.wait()
+
+    def stop_all(self):
+        for name in list(self.running):
+            self.stop(name)
+
+    def logs(self):
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(self.work.glob("*.log"))
+        )
+
+
+def setup(bins, work):
+    """Certificates and configurations for a collector and an agent."""
+    certs = work / "certs"
+    hostwatch = str(bins / "hostwatch")
+
+    def run(*args):
+        subprocess.run([hostwatch, *args], check=True, capture_output=True)
+
+    run("certs", "init", "--dir", str(certs))
+    run("certs", "issue", "--role", "collector", "--name", "console", "--dir", str(certs), "--ip", "127.0.0.1")
+    run("certs", "issue", "--role", "agent", "--name", HOST, "--dir", str(certs))
+    run("certs", "issue", "--role", "viewer", "--name", "browser", "--dir", str(certs))
+    grpc, http = free_port(), free_port()
+    (work / "collector.toml").write_text(
+        f"""listen = "127.0.0.1:{grpc}"
+http_listen = "127.0.0.1:{http}"
+data_dir = "collector-data"
+host_down_after = "3s"
+
+[tls]
+ca = "certs/ca.pem"
+cert = "certs/collector-console.pem"
+key = "certs/collector-console.key"
+"""
+    )
+    (work / "agent.toml").write_text(
+        f"""collector = "127.0.0.1:{grpc}"
+interval = "1s"
+state_dir = "agent-state"
+
+[tls]
+ca = "certs/ca.pem"
+cert = "certs/agent-{HOST}.pem"
+key = "certs/agent-{HOST}.key"
+"""
+    )
+    return http, certs
+
+
+def api(http, certs, path, **params):
+    """GET on the HTTP API with the viewer's certificate: `data`."""
+    context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    context.load_cert_chain(str(certs / "viewer-browser.pem"), str(certs / "viewer-browser.key"))
+    url = f"https://127.0.0.1:{http}{path}?{urllib.parse.urlencode(params)}"
+    with urllib.request.urlopen(url, context=context, timeout=10) as response:
+        return json.load(response)["data"]
+
+
+def wait_for_data(http, certs, processes):
+    """Until the API holds the host's CPU (a rate, so two samples) and file systems."""
+    deadline = time.monotonic() + DATA_WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            cpu = api(http, certs, "/api/v1/query", query=f'host_cpu_utilization_ratio{{cpu="total",host="{HOST}"}}')
+            fs = api(http, certs, "/api/v1/query", query=f'host_filesystem_size_bytes{{host="{HOST}"}}')
+            if cpu["result"] and fs["result"]:
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"no data from the agent within {DATA_WAIT_S} s\n{processes.logs()}")
+
+
+def memory_total():
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no MemTotal in /proc/meminfo")
+
+
+def check_headers(headers, what):
+    csp = headers.get("content-security-policy", "")
+    check(csp.startswith("default-src 'self'") and "unsafe" not in csp, f"{what}: Content-Security-Policy {csp!r}")
+    for name, want in [
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        ("x-content-type-options", "nosniff"),
+    ]:
+        check(headers.get(name) == want, f"{what}: {name} is {headers.get(name)!r}, want {want!r}")
+
+
+def screenshots(page, out, name):
+    """Full-page screenshots at 1280 and 390 px wide; neither may scroll sideways."""
+    for width, height in [(1280, 800), (390, 844)]:
+        page.set_viewport_size({"width": width, "height": height})
+        # The charts follow their boxes' width (a resize observer).
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.chart-box')].every(b => !b.uplot || b.uplot.width <= b.clientWidth)",
+            timeout=5000,
+        )
+        overflow = page.evaluate("document.documentElement.scrollWidth")
+        check(overflow <= width, f"{name} at {width} px is {overflow} px wide")
+        page.screenshot(path=str(out / f"{name}-{width}.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 800})
+
+
+def cell(row, column):
+    return row.locator(f".col-{column}").inner_text().strip()
+
+
+def check_host_row(page, http, certs):
+    """The host's row shows the machine's own figures."""
+    row = page.locator(f'tr[data-host="{HOST}"]')
+    row.wait_for(timeout=REFRESH_WAIT_S * 1000)
+    check(cell(row, "host") == HOST, f"host cell {cell(row, 'host')!r}")
+    check("Up" in cell(row, "status"), f"status {cell(row, 'status')!r}")
+    seen = cell(row, "seen")
+    check(re.fullmatch(r"just now|\d+ s ago", seen), f"last seen {seen!r}")
+    cpu = cell(row, "cpu")
+    match = re.fullmatch(r"(\d+(?:\.\d)?)%", cpu)
+    check(match and 0 <= float(match.group(1)) <= 100, f"CPU {cpu!r}")
+    memory = cell(row, "memory")
+    check(
+        re.match(r"\d+(\.\d)?%\s", memory) and f" of {iec(memory_total())}" in memory,
+        f"memory {memory!r} should end in 'of {iec(memory_total())}'",
+    )
+    fs = cell(row, "fs").split()
+    check(re.fullmatch(r"\d+(\.\d)?%", fs[0]) and os.path.ismount(fs[-1]), f"fullest file system {fs!r}")
+    cores = api(http, certs, "/api/v1/query", query=f'host_cpu_count{{host="{HOST}"}}')["result"]
+    cores = int(float(cores[0]["value"][1]))
+    load = cell(row, "load")
+    want = f"on {cores} CPU{'' if cores == 1 else 's'}"
+    check(re.match(r"\d+(\.\d+)?\s+load \d+(\.\d+)? ", load) and load.endswith(want), f"load {load!r}, want {want!r}")
+    check(cell(row, "alerts") == "none" or "firing" in cell(row, "alerts"), f"alerts {cell(row, 'alerts')!r}")
+    spark = row.locator("canvas.spark")
+    points = int(spark.get_attribute("data-points"))
+    label = spark.get_attribute("aria-label")
+    check(points >= 1 and f"{points} points" in label, f"sparkline {points} points, label {label!r}")
+    counts = page.locator("#counts").inner_text()
+    check(counts.startswith("1 host: 1 up · 0 down"), f"counts {counts!r}")
+
+
+# The console's formatting and range parsing, run in the page itself:
+# (JavaScript expression, what it must give).
+JS_CASES = [
+    ("f.bytes(0)", "0 B"),
+    ("f.bytes(1023)", "1023 B"),
+    ("f.bytes(1536)", "1.5 KiB"),
+    ("f.bytes(300 * 1024 ** 3)", "300 GiB"),
+    ("f.bytes(12.34 * 1024 ** 4)", "12.3 TiB"),
+    ("f.bytes(NaN)", "—"),
+    ("f.percent(0.004)", "0.4%"),
+    ("f.percent(0.1234)", "12%"),
+    ("f.percent(1)", "100%"),
+    ("f.duration(45)", "45 s"),
+    ("f.duration(200)", "3 min 20 s"),
+    ("f.duration(7260)", "2 h 1 min"),
+    ("f.duration(90000)", "1 d 1 h"),
+    ("f.ago(Date.now() - 90000)", "1 min 30 s ago"),
+    ("/^\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d UTC([+−]\\d\\d:\\d\\d)?$/.test(f.dateTime(Date.now()))", True),
+    ("h.parseRange('?range=6h', 1e6).start", 1e6 - 6 * 3600),
+    ("h.parseRange('', 1e6).preset", "1h"),
+    ("h.parseRange('?range=9y', 1e6).problem.startsWith('Unknown range')", True),
+    ("h.parseRange('?from=2000&to=1000', 1e6).problem.includes('at least 10 s before')", True),
+    ("h.parseRange('?from=1970-01-01T00:10:00Z&to=1200', 1e6).start", 600),
+    ("h.parseRange('?from=100&to=2000000', 1e6).end", 1e6),
+    ("h.parseRange('?from=2000000&to=3000000', 1e6).problem.includes('future')", True),
+]
+
+
+def check_javascript(page):
+    """The pure functions of format.js and host.js, imported into the page.
+
+    The cases go into the evaluated script's text: the page's own
+    Content-Security-Policy forbids it to compile strings (no 'unsafe-eval').
+    """
+    got = page.evaluate(
+        """async () => {
+            const base = document.querySelector('script[type=module]').src.replace(/app\\.js$/, '');
+            const f = await import(base + 'format.js');
+            const h = await import(base + 'host.js');
+            return [%s];
+        }"""
+        % ", ".join(expr for expr, _ in JS_CASES)
+    )
+    for (expr, want), value in zip(JS_CASES, got):
+        check(value == want, f"{expr} gave {value!r}, want {want!r}")
+
+
+def check_quiet_host(context, origin):
+    """Seen from 10 minutes ahead, the host has no sample within PromQL's
+    lookback: "No recent data", with its real last sample time."""
+    page = context.new_page()
+    page.clock.set_fixed_time(time.time() + 600)
+    page.goto(f"{origin}/")
+    page.locator('main[data-loaded="true"]').wait_for(timeout=REFRESH_WAIT_S * 1000)
+    row = page.locator(f'tr[data-host="{HOST}"]')
+    check(row.get_attribute("data-status") == "silent", f"status ahead: {cell(row, 'status')!r}")
+    check("No recent data" in cell(row, "status"), f"status ahead: {cell(row, 'status')!r}")
+    seen = cell(row, "seen")
+    check(re.fullmatch(r"(9|10) min( \d+ s)? ago", seen), f"last seen ahead: {seen!r}")
+    counts = page.locator("#counts").inner_text()
+    check(counts == "1 host: 0 up · 0 down · 0 alerting · 1 without recent data", f"counts ahead: {counts!r}")
+    page.close()
+
+
+def check_filter(page):
+    box = page.locator("#filter")
+    box.fill("no-such-host")
+    empty = page.locator("#fleet-empty")
+    check(empty.is_visible() and "no-such-host" in empty.inner_text(), "filter without match: no empty message")
+    box.fill("status=up")
+    page.locator(f'tr[data-host="{HOST}"]').wait_for(timeout=2000)
+    box.fill("")
+
+
+def chart_series(page, chart):
+    """A chart's series read back from its uPlot object: label -> non-null values."""
+    return page.locator(f'[data-chart="{chart}"]').evaluate(
+        """box => box.uplot ? Object.fromEntries(box.uplot.series.slice(1).map((s, i) =>
+            [s.label, box.uplot.data[i + 1].filter(v => v !== null)])) : null"""
+    )
+
+
+def x_range(page, chart):
+    return page.locator(f'[data-chart="{chart}"]').evaluate("box => [box.uplot.scales.x.min, box.uplot.scales.x.max]")
+
+
+def wait_loaded(page):
+    page.locator('main[data-loaded="true"]').wait_for(timeout=REFRESH_WAIT_S * 1000)
+
+
+# Each chart of the host page and a metric it draws.
+CHART_METRICS = {
+    "cpu": "host_cpu_time_ratio",
+    "memory": "host_memory_used_bytes",
+    "load": "host_load1",
+    "pressure": "host_pressure_avg10_ratio",
+    "space": "host_filesystem_size_bytes",
+    "inodes": "host_filesystem_inodes",
+    "disk": "host_disk_read_bytes_total",
+    "network": "host_network_receive_bytes_total",
+    "spool": "hostwatch_agent_spool_bytes",
+}
+
+
+def check_every_chart(page, http, certs):
+    """A chart per metric the agent sends here, with points; the empty state for the others."""
+    for chart, metric in CHART_METRICS.items():
+        stored = api(http, certs, "/api/v1/query", query=f'{metric}{{host="{HOST}"}}')["result"]
+        series = chart_series(page, chart)
+        if stored:
+            check(series and any(series.values()), f"{chart}: the API holds {metric}, the chart has {series}")
+        else:
+            text = page.locator(f'[data-chart="{chart}"] .empty').inner_text()
+            check(text == "No data for this host in this range.", f"{chart}: no {metric} stored, chart says {text!r}")
+
+
+def check_host_page(page, origin, out, http, certs):
+    """Charts with the machine's data; presets, zoom and bad ranges."""
+    link = page.locator(f'tr[data-host="{HOST}"] a.host-name')
+    link.focus()
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{origin}/hosts/{HOST}")
+    wait_loaded(page)
+    cpu = chart_series(page, "cpu")
+    check(cpu and {"user", "system"} <= set(cpu) and all(cpu.values()), f"CPU chart {cpu}")
+    check(all(0 <= v <= 1 for values in cpu.values() for v in values), "CPU modes outside 0..1")
+    memory = chart_series(page, "memory")
+    check(memory and memory.get("total"), f"memory chart {memory}")
+    check(memory["total"][-1] == memory_total(), f"memory total {memory['total'][-1]} != {memory_total()}")
+    check(all(memory["used"]) and max(memory["used"]) < memory_total(), f"memory used {memory.get('used')}")
+    load = chart_series(page, "load")
+    check(load and set(load) == {"1 min", "5 min", "15 min"} and all(load.values()), f"load chart {load}")
+    check_every_chart(page, http, certs)
+    alerts = [a for a in api(http, certs, "/api/v1/alerts")["alerts"] if a["labels"].get("host") == HOST]
+    items = page.locator("#host-alerts li")
+    if alerts:
+        names = sorted(items.evaluate_all("lis => lis.map(li => li.dataset.alertname)"))
+        check(names == sorted(a["labels"]["alertname"] for a in alerts), f"host alerts {names} != API's {alerts}")
+    else:
+        check(items.all_inner_texts() == ["No alerts pending or firing."], f"host alerts {items.all_inner_texts()}")
+
+    # A preset: every chart spans it.
+    page.locator('button[data-range="6h"]').click()
+    page.wait_for_url("**range=6h")
+    wait_loaded(page)
+    check(page.locator('button[data-range="6h"]').get_attribute("aria-pressed") == "true", "6 h not pressed")
+    for chart in ("cpu", "memory", "load"):
+        lo, hi = x_range(page, chart)
+        check(abs((hi - lo) - 6 * 3600) < 120, f"{chart} spans {hi - lo} s after picking 6 h")
+
+    # A range typed in (local time), sent with Enter.
+    now = time.time()
+    local = lambda t: time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t))
+    page.locator("#range-from").fill(local(now - 1800))
+    page.locator("#range-to").fill(local(now))
+    page.locator("#range-to").press("Enter")
+    page.wait_for_url(f"**from={int(now - 1800)}&to={int(now)}")
+    wait_loaded(page)
+    check(x_range(page, "load") == [int(now - 1800), int(now)], f"typed range: load spans {x_range(page, 'load')}")
+
+    # Dragging across one chart zooms all of them to the same range.
+    now = time.time()
+    page.goto(f"{origin}/hosts/{HOST}?from={int(now - 60)}&to={int(now)}")
+    wait_loaded(page)
+    over = page.locator('[data-chart="cpu"] .u-over').bounding_box()
+    y = over["y"] + over["height"] / 2
+    page.mouse.move(over["x"] + over["width"] * 0.5, y)
+    page.mouse.down()
+    page.mouse.move(over["x"] + over["width"] * 0.75, y, steps=5)
+    page.mouse.move(over["x"] + over["width"] * 0.99, y, steps=5)
+    page.mouse.up()
+    page.wait_for_url(re.compile(r".*from=\d+&to=\d+$"))
+    wait_loaded(page)
+    query = urllib.parse.parse_qs(urllib.parse.urlparse(page.url).query)
+    start, end = float(query["from"][0]), float(query["to"][0])
+    check(now - 35 <= start and end - start < 35, f"zoomed to {start}..{end}, dragged over {now - 30:.0f}..{now:.0f}")
+    for chart in ("cpu", "memory", "load"):
+        lo, hi = x_range(page, chart)
+        check(abs(lo - start) <= 1 and abs(hi - end) <= 1, f"{chart} spans {lo}..{hi} after zooming to {start}..{end}")
+    # The zoomed range holds the agent's samples: the screenshots show them.
+    screenshots(page, out, "host")
+
+    # Bad ranges in the address: a message, and the last hour.
+    for search, message in [("?range=2x", "Unknown range"), ("?from=abc&to=1", "not valid"), (f"?from={int(now)}&to={int(now - 600)}", "not valid")]:
+        page.goto(f"{origin}/hosts/{HOST}{search}")
+        wait_loaded(page)
+        notice = page.locator("#host-notice")
+        check(notice.is_visible() and message in notice.inner_text(), f"{search}: notice {notice.inner_text()!r}")
+        check(chart_series(page, "cpu"), f"{search}: no CPU chart")
+
+    page.goto(f"{origin}/hosts/no-such-host")
+    wait_loaded(page)
+    empty = page.locator('[data-chart="cpu"] .empty').inner_text()
+    check("No host named “no-such-host”" in empty, f"unknown host: {empty!r}")
+    page.goto(f"{origin}/")
+    wait_loaded(page)
+
+
+def run(bins, out):
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="hostwatch-console-") as tmp:
+        work = Path(tmp)
+        http, certs = setup(bins, work)
+        processes = Processes(work)
+        try:
+            processes.start("collector", [str(bins / "hostwatch-collector"), "--config", "collector.toml"])
+            processes.start("agent", [str(bins / "hostwatch-agent"), "--config", "agent.toml"])
+            wait_for_data(http, certs, processes)
+            browse(bins, http, certs, out, processes)
+        except Exception:
+            print(processes.logs(), file=sys.stderr)
+            raise
+        finally:
+            processes.stop_all()
+
+
+def browse(bins, http, certs, out, processes):
+    origin = f"https://127.0.0.1:{http}"
+    errors = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(
+            # The collector's certificate is from the test's own CA.
+            ignore_https_errors=True,
+            client_certificates=[
+                {
+                    "origin": origin,
+                    "certPath": str(certs / "viewer-browser.pem"),
+                    "keyPath": str(certs / "viewer-browser.key"),
+                }
+            ],
+            viewport={"width": 1280, "height": 800},
+        )
+        # Every page of the context, the 404 page's included.
+        context.on(
+            "console",
+            lambda m: m.type in ("error", "warning")
+            # The browser notes the 404 page's own status; that is the point of it.
+            and not (m.location.get("url", "").endswith("/no/such/page") and "status of 404" in m.text)
+            and errors.append(f"console {m.type}: {m.text} ({m.location.get('url')})"),
+        )
+        context.on("weberror", lambda e: errors.append(f"page error: {e.error}"))
+        page = context.new_page()
+        assets = []
+        page.on("response", lambda r: r.url.startswith(f"{origin}/assets/") and assets.append(r))
+
+        response = page.goto(f"{origin}/")
+        check(response.status == 200, f"/ answered {response.status}")
+        check_headers(response.headers, "/")
+        check(response.headers.get("cache-control") == "no-cache", f"/ cache-control {response.headers}")
+        page.locator('main[data-loaded="true"]').wait_for(timeout=REFRESH_WAIT_S * 1000)
+        check_host_row(page, http, certs)
+        check(len(assets) >= 4, f"assets loaded: {[a.url for a in assets]}")
+        for asset in assets:
+            check(asset.status == 200, f"{asset.url} answered {asset.status}")
+            check_headers(asset.headers, asset.url)
+            check("immutable" in asset.headers.get("cache-control", ""), f"{asset.url}: {asset.headers}")
+        check_filter(page)
+        check_javascript(page)
+        check_quiet_host(context, origin)
+        screenshots(page, out, "fleet")
+        check_host_page(page, origin, out, http, certs)
+
+        check(not errors, "errors in the browser console:\n" + "\n".join(errors))
+
+        # The agent dies (a clean stop would not page): without a reload,
+        # the host turns down once the host-down alert fires.
+        processes.kill("agent")
+        page.locator(f'tr[data-host="{HOST}"][data-status="down"]').wait_for(timeout=REFRESH_WAIT_S * 1000)
+        counts = page.locator("#counts").inner_text()
+        check(counts.startswith("1 host: 0 up · 1 down"), f"counts after the agent stopped {counts!r}")
+        status = cell(page.locator(f'tr[data-host="{HOST}"]'), "status")
+        check("Down" in status, f"status after the agent stopped {status!r}")
+        page.screenshot(path=str(out / "fleet-down-1280.png"), full_page=True)
+        # The host page lists the firing host-down alert.
+        host_page = context.new_page()
+        host_page.goto(f"{origin}/hosts/{HOST}")
+        wait_loaded(host_page)
+        alert = host_page.locator('#host-alerts li[data-alertname="host_down"]').inner_text()
+        check(alert.startswith("Firing · critical") and "since" in alert, f"host_down on the host page: {alert!r}")
+        host_page.close()
+
+        # Without a client certificate: refused, as by the API (401).
+        stranger = browser.new_context(ignore_https_errors=True)
+        response = stranger.new_page().goto(f"{origin}/")
+        check(response.status == 401, f"/ without a certificate answered {response.status}")
+        stranger.close()
+
+        not_found = context.new_page()
+        response = not_found.goto(f"{origin}/no/such/page")
+        check(response.status == 404, f"/no/such/page answered {response.status}")
+        check_headers(response.headers, "/no/such/page")
+        check(not_found.locator("h1").inner_text() == "Page not found", "no 404 page")
+        not_found.close()
+        check(not errors, "errors in the browser console:\n" + "\n".join(errors))
+
+        # The collector stops: the page says so instead of going blank.
+        processes.stop("collector")
+        page.locator(".connection-down").wait_for(timeout=REFRESH_WAIT_S * 1000)
+        line = page.locator("#connection").inner_text()
+        check("Collector unreachable" in line, f"connection line {line!r}")
+        check(page.locator(f'tr[data-host="{HOST}"]').count() == 1, "the last data should stay on the page")
+        # The stopped collector's refused fetches are what the page reports,
+        # not errors of its own: leave out the browser's network messages.
+        own = [e for e in errors if "net::ERR_" not in e]
+        check(not own, "errors in the browser console:\n" + "\n".join(own))
+        page.screenshot(path=str(out / "fleet-unreachable-1280.png"), full_page=True)
+
+        # The collector is back: the page picks up again without a reload.
+        processes.start("collector", [str(bins / "hostwatch-collector"), "--config", "collector.toml"])
+        page.wait_for_function(
+            "() => document.querySelector('#connection').textContent.startsWith('Updated')",
+            timeout=REFRESH_WAIT_S * 1000,
+        )
+        check(page.locator("#fleet-notice").is_hidden(), "the notice should go once the collector answers")
+        check(page.locator(f'tr[data-host="{HOST}"]').count() == 1, f"{HOST} gone after the collector's restart")
+        browser.close()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--bin-dir", type=Path, required=True, help="where hostwatch, hostwatch-collector and hostwatch-agent are")
+    parser.add_argument("--out", type=Path, required=True, help="where to save screenshots")
+    args = parser.parse_args()
+    run(args.bin_dir.resolve(), args.out.resolve())
+    print(f"console: all checks passed; screenshots in {args.out}")
+
+
+if __name__ == "__main__":
+    main()
