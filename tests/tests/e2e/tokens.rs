@@ -21,16 +21,21 @@ use tonic::transport::Channel;
 
 /// A collector with its HTTPS API, on a data directory it does not own
 /// (so that another can open it after a restart).
-struct Collector {
-    grpc: SocketAddr,
-    http: SocketAddr,
+pub(crate) struct Collector {
+    pub(crate) grpc: SocketAddr,
+    pub(crate) http: SocketAddr,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), hostwatch_collector::CollectorError>>,
 }
 
 impl Collector {
-    async fn start(pki: &TestPki, data: &Path) -> Self {
-        let config = collector_config(pki, data);
+    pub(crate) async fn start(pki: &TestPki, data: &Path) -> Self {
+        Self::start_with(pki, data, "").await
+    }
+
+    /// With `extra` TOML in its configuration (see `collector_config_with`).
+    pub(crate) async fn start_with(pki: &TestPki, data: &Path, extra: &str) -> Self {
+        let config = collector_config_with(pki, data, extra);
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (grpc_addr, http_addr) = (grpc.local_addr().unwrap(), http.local_addr().unwrap());
@@ -49,16 +54,16 @@ impl Collector {
         }
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.stop.cancel();
         self.task.await.unwrap().unwrap();
     }
 
-    async fn admin(&self, files: TlsFiles) -> AdminClient<Channel> {
+    pub(crate) async fn admin(&self, files: TlsFiles) -> AdminClient<Channel> {
         AdminClient::new(channel(files, self.grpc).await.unwrap())
     }
 
-    async fn unauthorized_total(&self, pki: &TestPki) -> u64 {
+    pub(crate) async fn unauthorized_total(&self, pki: &TestPki) -> u64 {
         self.admin(pki.files(Role::Operator, "ops"))
             .await
             .storage_stats(StorageStatsRequest::default())
@@ -138,7 +143,7 @@ fn assert_unauthorized((status, body): (u16, Value), why: &str) {
 }
 
 /// Stores one sample of `host_load1` for host `web1`.
-async fn store_load(pki: &TestPki, grpc: SocketAddr) {
+pub(crate) async fn store_load(pki: &TestPki, grpc: SocketAddr) {
     let batch = Batch {
         seq: 1,
         series: vec![SeriesPoints {
@@ -153,7 +158,7 @@ async fn store_load(pki: &TestPki, grpc: SocketAddr) {
 }
 
 /// The answer to `host_load1` with the sample of [`store_load`].
-fn assert_load((status, body): (u16, Value)) {
+pub(crate) fn assert_load((status, body): (u16, Value)) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body["data"]["result"][0]["metric"],
@@ -163,7 +168,7 @@ fn assert_load((status, body): (u16, Value)) {
     assert_eq!(body["data"]["result"][0]["value"][1], "2.5", "{body}");
 }
 
-async fn create(
+pub(crate) async fn create(
     admin: &mut AdminClient<Channel>,
     name: &str,
     role: hostwatch_proto::v1::Role,
