@@ -25,6 +25,7 @@ use tower::ServiceExt;
 const ASSETS: &[(&str, &[u8])] = &[
     ("app.js", include_bytes!("../../console/app.js")),
     ("api.js", include_bytes!("../../console/api.js")),
+    ("account.js", include_bytes!("../../console/account.js")),
     ("format.js", include_bytes!("../../console/format.js")),
     ("fleet.js", include_bytes!("../../console/fleet.js")),
     ("host.js", include_bytes!("../../console/host.js")),
