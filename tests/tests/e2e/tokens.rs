@@ -612,6 +612,25 @@ async fn the_quick_start_leaves_a_private_viewer_token_that_reads_its_collector(
         "{printed}"
     );
     assert!(!printed.contains(&token[4..]), "{printed}");
+    // And an operator token for the web console, the same way.
+    let console_file = qs.join("console.token");
+    let console_token = std::fs::read_to_string(&console_file).unwrap();
+    assert!(console_token.starts_with("hwt_"), "{console_token}");
+    let mode = std::fs::metadata(&console_file)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(
+        printed.contains("web console at https://localhost:"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(&console_file.display().to_string()),
+        "{printed}"
+    );
+    assert!(!printed.contains(&console_token[4..]), "{printed}");
     // A second start keeps a token that still works.
     let again = run(qs.clone()).await;
     assert!(again.status.success(), "{}", text(&again.stderr));
@@ -655,7 +674,19 @@ async fn the_quick_start_leaves_a_private_viewer_token_that_reads_its_collector(
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["resultType"], "scalar", "{body}");
+    // The console's token logs in as an operator.
+    let login = client
+        .post(format!("https://localhost:{}/login", http.port()))
+        .header("content-type", "application/json")
+        .body(json!({ "token": console_token }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status().as_u16(), 200);
+    let body: Value = serde_json::from_str(&login.text().await.unwrap()).unwrap();
+    assert_eq!(body["data"]["role"], "operator", "{body}");
     assert!(!collector.log().contains(&token[4..]));
+    assert!(!collector.log().contains(&console_token[4..]));
     assert_eq!(
         collector.terminate(Duration::from_secs(30)).await.code(),
         Some(0)
