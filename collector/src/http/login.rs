@@ -182,7 +182,7 @@ async fn login(State(api): State<Api>, request: Request) -> Response {
         Ok(created) => created,
         Err(e) => return refuse(shape, ApiError::Unavailable(e), &next),
     };
-    tracing::info!(peer.addr = %peer.addr, token = %entry.name, "console login");
+    tracing::info!(peer.addr = %peer.addr, token.name = %entry.name, "console login");
     // Rounded up, so a token about to expire still gets a cookie.
     let max_age_s = (session.expires_ms - now_ms + 999) / 1000;
     let mut response = match shape {
@@ -287,7 +287,7 @@ async fn logout(State(api): State<Api>, Mutation(principal): Mutation) -> Respon
         .into_response();
     };
     api.logins.sessions.end(digest);
-    tracing::info!(token = %principal.name(), "console logout");
+    tracing::info!(token.name = %principal.name(), "console logout");
     let mut response = json::success(json!({"loggedOut": true}));
     set_header(&mut response, header::SET_COOKIE, &clear_cookie());
     response

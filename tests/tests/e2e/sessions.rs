@@ -392,6 +392,36 @@ async fn bad_expired_and_revoked_tokens_are_refused_and_counted() {
     Answer::of(response)
         .await
         .assert_error(400, "bad_data", "send the token");
+    let response = browser
+        .post(url(http, "/login"))
+        .header("content-type", "application/json")
+        .body(json!({ "token": "A".repeat(5000) }).to_string())
+        .send()
+        .await
+        .unwrap();
+    Answer::of(response)
+        .await
+        .assert_error(400, "bad_data", "at most 4096 bytes");
+    // A page of another site may not log the browser in.
+    let response = browser
+        .post(url(http, "/login"))
+        .header("content-type", "application/json")
+        .header("sec-fetch-site", "cross-site")
+        .body(json!({ "token": unknown }).to_string())
+        .send()
+        .await
+        .unwrap();
+    Answer::of(response)
+        .await
+        .assert_error(403, "forbidden", "another site");
+    // The login page and the assets need no credential.
+    let page = get(&browser, http, "/login", "").await;
+    let html = page.body.as_str().unwrap().to_owned();
+    let css = html
+        .split('"')
+        .find(|s| s.starts_with("/assets/") && s.ends_with("/login.css"))
+        .unwrap();
+    assert_eq!(get(&browser, http, css, "").await.status, 200);
 
     // A session never outlives its token.
     let short = create(&mut admin, "short", Wire::Viewer, 60_000)
