@@ -166,30 +166,33 @@ async fn login(State(api): State<Api>, request: Request) -> Response {
         Ok(parsed) => parsed,
         Err(e) => return refuse(shape, e, "/"),
     };
+    start_session(&api, &peer, shape, &token, &next)
+}
+
+/// Checks `token` and answers with a new session's cookie: to a form,
+/// a redirect to `next`; to JSON, the session and its CSRF token.
+fn start_session(api: &Api, peer: &PeerInfo, shape: Shape, token: &str, next: &str) -> Response {
     let now_ms = hostwatch_stdx::now_ms();
-    let entry = match api.shared.tokens.authenticate(&token, now_ms) {
+    let entry = match api.shared.tokens.authenticate(token, now_ms) {
         Ok(entry) => entry,
         Err(refused) => {
-            count_refusal(&api, &peer, "login refused");
-            return refuse(shape, ApiError::Unauthorized(refused.to_string()), &next);
+            count_refusal(api, peer, "login refused");
+            return refuse(shape, ApiError::Unauthorized(refused.to_string()), next);
         }
     };
-    let created = api
-        .logins
-        .sessions
-        .create(&token, &entry, &api.shared.tokens, now_ms);
-    let (id, session) = match created {
+    let sessions = &api.logins.sessions;
+    let (id, session) = match sessions.create(token, &entry, &api.shared.tokens, now_ms) {
         Ok(created) => created,
-        Err(e) => return refuse(shape, ApiError::Unavailable(e), &next),
+        Err(e) => return refuse(shape, ApiError::Unavailable(e), next),
     };
     tracing::info!(peer.addr = %peer.addr, token.name = %entry.name, "console login");
     // Rounded up, so a token about to expire still gets a cookie.
     let max_age_s = (session.expires_ms - now_ms + 999) / 1000;
     let mut response = match shape {
-        Shape::Form => see_other(&next),
+        Shape::Form => see_other(next),
         Shape::Json => {
             let digest = crate::tokens::digest_of(&id);
-            let principal = session_principal(&api.logins.sessions, digest, session.clone());
+            let principal = session_principal(sessions, digest, session.clone());
             json::success(json!({
                 "role": session.role.as_str(),
                 "name": session.token_name,
@@ -198,11 +201,8 @@ async fn login(State(api): State<Api>, request: Request) -> Response {
             }))
         }
     };
-    set_header(
-        &mut response,
-        header::SET_COOKIE,
-        &set_cookie(&id, max_age_s),
-    );
+    let cookie = set_cookie(&id, max_age_s);
+    set_header(&mut response, header::SET_COOKIE, &cookie);
     response
 }
 
