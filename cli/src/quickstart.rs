@@ -1,8 +1,10 @@
 //! `hostwatch quickstart`: everything needed to watch this machine, in one
 //! directory and one process. Creates (or reuses) a PKI and the three
 //! configuration files, runs a collector and an agent, gives Grafana and
-//! scripts a viewer token of the HTTPS API (`grafana.token`), and prints a
-//! live summary of this host until the duration ends or Ctrl-C.
+//! scripts a viewer token of the HTTPS API (`grafana.token`) and the web
+//! console's user an operator token to log in with (`console.token`),
+//! and prints a live summary of this host until the duration ends or
+//! Ctrl-C.
 
 use crate::UsageError;
 use crate::certs::create_dir;
@@ -36,6 +38,9 @@ const SUMMARY_EVERY: Duration = Duration::from_secs(2);
 const QUICKSTART: &str = "quickstart";
 /// Name of the quick start's viewer token, and its file's stem.
 const GRAFANA: &str = "grafana";
+/// Name of the quick start's operator token for the web console, and
+/// its file's stem: an operator may also manage silences there.
+const CONSOLE: &str = "console";
 /// How long the quick start waits for its collector to answer Admin.
 const COLLECTOR_UP_WAIT: Duration = Duration::from_secs(10);
 
@@ -99,9 +104,13 @@ async fn run_async(dir: PathBuf, duration: Option<Duration>) -> anyhow::Result<(
         stop.clone().cancelled_owned(),
     ));
     if let Some(port) = http_port {
-        match ensure_grafana_token(&cli_config, &dir).await {
+        match ensure_token(&cli_config, &dir, GRAFANA, TokenRole::Viewer).await {
             Ok(file) => print_token_use(&dir, &file, port),
             Err(e) => println!("  no viewer token for the HTTP API: {e:#}"),
+        }
+        match ensure_token(&cli_config, &dir, CONSOLE, TokenRole::Operator).await {
+            Ok(file) => print_console_use(&dir, &file, port),
+            Err(e) => println!("  no operator token for the web console: {e:#}"),
         }
     }
     match duration {
@@ -132,13 +141,18 @@ async fn run_async(dir: PathBuf, duration: Option<Duration>) -> anyhow::Result<(
     Ok(())
 }
 
-/// The file of a viewer token named [`GRAFANA`], created through Admin as
-/// `hostwatch token create` does. Kept if the file exists and the
-/// collector lists the token as live; otherwise (a first start, a lost
-/// file, an expired token) a new one replaces it. The token itself is
-/// never printed.
-async fn ensure_grafana_token(cli: &ClientConfig, dir: &Path) -> anyhow::Result<PathBuf> {
-    let file = dir.join(format!("{GRAFANA}.token"));
+/// The file `<name>.token` of a token named `name` with `role`, created
+/// through Admin as `hostwatch token create` does. Kept if the file exists
+/// and the collector lists the token as live; otherwise (a first start, a
+/// lost file, an expired token) a new one replaces it. The token itself
+/// is never printed.
+async fn ensure_token(
+    cli: &ClientConfig,
+    dir: &Path,
+    name: &str,
+    role: TokenRole,
+) -> anyhow::Result<PathBuf> {
+    let file = dir.join(format!("{name}.token"));
     let deadline = tokio::time::Instant::now() + COLLECTOR_UP_WAIT;
     let channel = loop {
         match cli.connect().await {
@@ -153,19 +167,18 @@ async fn ensure_grafana_token(cli: &ClientConfig, dir: &Path) -> anyhow::Result<
         .await?
         .into_inner()
         .tokens;
-    let listed = tokens.iter().find(|t| t.name == GRAFANA);
+    let listed = tokens.iter().find(|t| t.name == name);
     if listed.is_some_and(|t| !t.expired) && file.exists() {
         return Ok(file);
     }
     if listed.is_some() {
         admin
             .revoke_token(RevokeTokenRequest {
-                name: GRAFANA.to_owned(),
+                name: name.to_owned(),
             })
             .await?;
     }
-    let created =
-        crate::tokens::create(channel, GRAFANA, TokenRole::Viewer, Ttl::For(DEFAULT_TTL)).await?;
+    let created = crate::tokens::create(channel, name, role, Ttl::For(DEFAULT_TTL)).await?;
     write_secret(&file, &created.token)?;
     Ok(file)
 }
@@ -196,6 +209,18 @@ fn print_token_use(dir: &Path, file: &Path, port: u16) {
     println!(
         "    curl --cacert {} -H \"Authorization: Bearer $(cat {})\" 'https://localhost:{port}/api/v1/query?query=host_load1'",
         dir.join("certs").join("ca.pem").display(),
+        file.display()
+    );
+}
+
+fn print_console_use(dir: &Path, file: &Path, port: u16) {
+    println!(
+        "  web console at https://localhost:{port}/ (its certificate is from {}):",
+        dir.join("certs").join("ca.pem").display()
+    );
+    println!(
+        "    log in with the operator token in {} (mode 0600): paste what `cat {}` prints",
+        file.display(),
         file.display()
     );
 }

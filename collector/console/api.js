@@ -1,6 +1,8 @@
 // The collector's Prometheus-compatible HTTP API (docs/api.md), the
 // console's only source of data. Requests carry the browser's credentials
-// (its client certificate) and time out rather than hang.
+// (its client certificate or its session cookie) and time out rather than
+// hang. A 401 means the session ended: the user is sent to the login page,
+// which says so. Changes (POST) carry the CSRF token of the credential.
 
 const TIMEOUT_MS = 8000;
 
@@ -14,18 +16,21 @@ export class ApiError extends Error {
   }
 }
 
-/** GET `path` with `params` (repeated keys as arrays); resolves to `data`. */
-export async function get(path, params = {}) {
-  const query = new URLSearchParams();
-  for (const [key, value] of Object.entries(params)) {
-    for (const v of Array.isArray(value) ? value : [value]) query.append(key, String(v));
-  }
+/** Sends the user to the login page, saying the session ended. */
+export function toLogin(reason = "expired") {
+  const next = location.pathname + location.search;
+  location.assign(`/login?${new URLSearchParams({ reason, next })}`);
+}
+
+/** `fetch` with the console's options and a time limit; resolves to `data`. */
+async function request(url, options) {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), TIMEOUT_MS);
   let response;
   try {
-    response = await fetch(`${path}?${query}`, {
-      headers: { Accept: "application/json" },
+    response = await fetch(url, {
+      ...options,
+      headers: { Accept: "application/json", ...options.headers },
       cache: "no-store",
       credentials: "same-origin",
       signal: controller.signal,
@@ -45,6 +50,9 @@ export async function get(path, params = {}) {
       unreachable: response.status >= 500,
     });
   }
+  if (response.status === 401) {
+    toLogin("expired");
+  }
   if (!response.ok || body.status !== "success") {
     const kind = body.errorType ? `${body.errorType}: ` : "";
     throw new ApiError(`${kind}${body.error || `HTTP ${response.status}`}`, {
@@ -52,6 +60,46 @@ export async function get(path, params = {}) {
     });
   }
   return body.data;
+}
+
+/** GET `path` with `params` (repeated keys as arrays); resolves to `data`. */
+export async function get(path, params = {}) {
+  const query = new URLSearchParams();
+  for (const [key, value] of Object.entries(params)) {
+    for (const v of Array.isArray(value) ? value : [value]) query.append(key, String(v));
+  }
+  return request(`${path}?${query}`, { method: "GET" });
+}
+
+let sessionInfo = null;
+
+/** Who the console runs as: `{via, role, name, expiresAt, csrfToken}`. */
+export async function session({ fresh = false } = {}) {
+  if (fresh || !sessionInfo) sessionInfo = await request("/api/v1/session", { method: "GET" });
+  return sessionInfo;
+}
+
+/**
+ * POST a change to `path` (`body` sent as JSON when given) with the CSRF
+ * token; when that token is refused (the collector restarted), fetches it
+ * again and tries once more.
+ */
+export async function post(path, body) {
+  const send = async (info) =>
+    request(path, {
+      method: "POST",
+      headers: {
+        "X-CSRF-Token": info.csrfToken || "",
+        ...(body === undefined ? {} : { "Content-Type": "application/json" }),
+      },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  try {
+    return await send(await session());
+  } catch (e) {
+    if (e.status !== 403 || !e.message.includes("X-CSRF-Token")) throw e;
+    return send(await session({ fresh: true }));
+  }
 }
 
 /** An instant query at `timeS` (seconds): its result list. */

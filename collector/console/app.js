@@ -1,5 +1,6 @@
 // The console's entry point: draws the page the URL names.
 
+import { mount as account } from "./account.js";
 import { mount as fleet } from "./fleet.js";
 import { mount as host } from "./host.js";
 
@@ -24,3 +25,4 @@ if (path === "/") {
 } else {
   notFound();
 }
+account(document.querySelector("header.top"));

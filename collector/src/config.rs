@@ -35,6 +35,9 @@ pub struct CollectorConfig {
     /// What PromQL queries may cost (the HTTP API).
     #[serde(default)]
     pub query: Query,
+    /// The web console's sessions and logins (the HTTPS listener).
+    #[serde(default)]
+    pub http: Http,
     /// Alert rules and hooks (see `deploy/collector.toml`).
     #[serde(default)]
     pub alerting: AlertingConfig,
@@ -165,6 +168,32 @@ impl Default for Query {
     }
 }
 
+/// The web console's sessions (docs/console.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    /// How long a session made at login lasts; never beyond its token's
+    /// own expiry.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+    /// Login attempts one client address (an IPv6 address by its /64)
+    /// may make in a minute; more get 429.
+    pub login_attempts_per_minute: u32,
+    /// Sessions one token may hold at once; a login beyond it ends the
+    /// token's oldest session.
+    pub max_sessions_per_token: usize,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            session_ttl: Duration::from_secs(12 * 3600),
+            login_attempts_per_minute: 10,
+            max_sessions_per_token: 32,
+        }
+    }
+}
+
 /// `http_listen`: an address, or an empty string for none.
 fn optional_address<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
@@ -274,6 +303,15 @@ impl CollectorConfig {
             ("query.max_samples", self.query.max_samples == 0),
             ("query.timeout", self.query.timeout.is_zero()),
             ("query.max_concurrent", self.query.max_concurrent == 0),
+            ("http.session_ttl", self.http.session_ttl.is_zero()),
+            (
+                "http.login_attempts_per_minute",
+                self.http.login_attempts_per_minute == 0,
+            ),
+            (
+                "http.max_sessions_per_token",
+                self.http.max_sessions_per_token == 0,
+            ),
         ];
         let limits = &self.limits;
         if limits.reserved_operator_connections >= limits.max_connections {
@@ -548,6 +586,19 @@ key = "collector.key"
                 "query.max_concurrent",
             ),
             (format!("{MINIMAL}\n[query]\nlimit = 1\n"), "limit"),
+            (
+                format!("{MINIMAL}\n[http]\nsession_ttl = \"0s\"\n"),
+                "http.session_ttl",
+            ),
+            (
+                format!("{MINIMAL}\n[http]\nlogin_attempts_per_minute = 0\n"),
+                "http.login_attempts_per_minute",
+            ),
+            (
+                format!("{MINIMAL}\n[http]\nmax_sessions_per_token = 0\n"),
+                "http.max_sessions_per_token",
+            ),
+            (format!("{MINIMAL}\n[http]\nsession = 1\n"), "session"),
         ]);
     }
 

@@ -44,7 +44,7 @@ pub(crate) const MAX_TTL_MS: i64 = 3650 * 86_400_000;
 const TREE: &str = "api_tokens";
 
 /// SHA-256 of a token's text.
-type TokenDigest = [u8; 32];
+pub(crate) type TokenDigest = [u8; 32];
 
 /// What an API token may do: read through the HTTPS API, as a
 /// certificate of the same role does.
@@ -323,11 +323,21 @@ impl TokenStore {
         if !well_formed(text) {
             return Err(Refused::Malformed);
         }
-        let digest = digest_of(text);
+        self.authenticate_digest(&digest_of(text), now_ms)
+    }
+
+    /// The token whose digest is `digest`, if it is known and has not
+    /// expired at `now_ms`: how a console session (which keeps its token's
+    /// digest) checks at each request that its token still holds.
+    pub(crate) fn authenticate_digest(
+        &self,
+        digest: &TokenDigest,
+        now_ms: i64,
+    ) -> Result<TokenEntry, Refused> {
         let index = self.read();
         let entry = index
             .by_digest
-            .get(&digest)
+            .get(digest)
             .and_then(|name| index.by_name.get(name))
             .map(|(_, entry)| entry)
             .ok_or(Refused::Unknown)?;
@@ -419,7 +429,8 @@ fn well_formed(text: &str) -> bool {
     })
 }
 
-fn digest_of(text: &str) -> TokenDigest {
+/// SHA-256 of `text`.
+pub(crate) fn digest_of(text: &str) -> TokenDigest {
     Sha256::digest(text.as_bytes()).into()
 }
 

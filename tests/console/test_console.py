@@ -113,6 +113,7 @@ def setup(bins, work):
     run("certs", "issue", "--role", "collector", "--name", "console", "--dir", str(certs), "--ip", "127.0.0.1")
     run("certs", "issue", "--role", "agent", "--name", HOST, "--dir", str(certs))
     run("certs", "issue", "--role", "viewer", "--name", "browser", "--dir", str(certs))
+    run("certs", "issue", "--role", "operator", "--name", "admin", "--dir", str(certs))
     grpc, http = free_port(), free_port()
     (work / "collector.toml").write_text(
         f"""listen = "127.0.0.1:{grpc}"
@@ -124,6 +125,15 @@ host_down_after = "3s"
 ca = "certs/ca.pem"
 cert = "certs/collector-console.pem"
 key = "certs/collector-console.key"
+"""
+    )
+    (work / "cli.toml").write_text(
+        f"""collector = "127.0.0.1:{grpc}"
+
+[tls]
+ca = "certs/ca.pem"
+cert = "certs/operator-admin.pem"
+key = "certs/operator-admin.key"
 """
     )
     (work / "agent.toml").write_text(
@@ -431,6 +441,90 @@ def check_host_page(page, origin, out, http, certs):
     wait_loaded(page)
 
 
+def hostwatch_cli(bins, work, *args):
+    """The `hostwatch` program as the operator `admin`: its stdout."""
+    argv = [str(bins / "hostwatch"), "--config", str(work / "cli.toml"), *args]
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+
+def check_token_login(browser, origin, bins, work, out):
+    """A browser without a client certificate logs in with a token, sees
+    the fleet, logs out; a bad token and an ended session say so."""
+    token = hostwatch_cli(bins, work, "token", "create", "--name", "console", "--role", "viewer").strip()
+    check(token.startswith("hwt_"), "no token from hostwatch token create")
+    errors = []
+    context = browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 800})
+    context.on(
+        "console",
+        lambda m: m.type in ("error", "warning")
+        # The refusals this test provokes, which the browser notes.
+        and "status of 401" not in m.text
+        and "net::ERR_ABORTED" not in m.text
+        and errors.append(f"console {m.type}: {m.text} ({m.location.get('url')})"),
+    )
+    context.on("weberror", lambda e: errors.append(f"page error: {e.error}"))
+    page = context.new_page()
+
+    # The console sends to the login page, which says why.
+    response = page.goto(f"{origin}/hosts/{HOST}")
+    check(page.url.startswith(f"{origin}/login?reason=required"), f"without a credential: {page.url}")
+    check(response.status == 200, f"the login page answered {response.status}")
+    check_headers(response.headers, "/login")
+    notice = page.locator("#notice").inner_text()
+    check("Log in with an API token" in notice, f"login notice {notice!r}")
+    screenshots(page, out, "login")
+
+    # A bad token: the page again, with the reason, and no session.
+    page.locator("#token").fill("hwt_" + "A" * 43)
+    with page.expect_navigation():
+        page.locator("button[type=submit]").click()
+    notice = page.locator('#notice[role="alert"]')
+    check("unknown or revoked" in notice.inner_text(), f"bad token: {notice.inner_text()!r}")
+    check(not context.cookies(), f"a cookie after a bad token: {context.cookies()}")
+
+    # The good token: back where the user was going, then the fleet.
+    page.locator("#token").fill(token)
+    with page.expect_navigation():
+        page.locator("button[type=submit]").click()
+    check(page.url == f"{origin}/hosts/{HOST}", f"after login: {page.url}")
+    cookies = context.cookies()
+    check(len(cookies) == 1, f"cookies {cookies}")
+    cookie = cookies[0]
+    check(
+        cookie["httpOnly"] and cookie["secure"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/",
+        f"session cookie {cookie}",
+    )
+    check(token[4:] not in cookie["value"], "the token is in the cookie")
+    page.goto(f"{origin}/")
+    page.locator('main[data-loaded="true"]').wait_for(timeout=REFRESH_WAIT_S * 1000)
+    page.locator(f'tr[data-host="{HOST}"]').wait_for(timeout=REFRESH_WAIT_S * 1000)
+    account = page.locator("#account").inner_text()
+    check("console (viewer, token)" in account, f"account line {account!r}")
+
+    # Logout: the login page, saying so; the console asks again.
+    with page.expect_navigation(url=re.compile(r".*/login\?reason=logged_out.*")):
+        page.locator("#logout").click()
+    notice = page.locator("#notice").inner_text()
+    check("logged out" in notice, f"after logout: {notice!r}")
+    check(not context.cookies(), f"a cookie after logout: {context.cookies()}")
+    page.goto(f"{origin}/")
+    check("/login?reason=required" in page.url, f"/ after logout: {page.url}")
+
+    # The session ends while the page is open (its token revoked): at its
+    # next refresh, the page sends to the login page, saying why.
+    page.locator("#token").fill(token)
+    with page.expect_navigation():
+        page.locator("button[type=submit]").click()
+    page.locator(f'tr[data-host="{HOST}"]').wait_for(timeout=REFRESH_WAIT_S * 1000)
+    hostwatch_cli(bins, work, "token", "revoke", "console")
+    page.wait_for_url(re.compile(r".*/login\?reason=expired.*"), timeout=REFRESH_WAIT_S * 1000)
+    notice = page.locator("#notice").inner_text()
+    check("session has expired or ended" in notice, f"after the session ended: {notice!r}")
+    check(urllib.parse.parse_qs(urllib.parse.urlparse(page.url).query)["next"] == ["/"], page.url)
+    context.close()
+    check(not errors, "errors in the browser console (token login):\n" + "\n".join(errors))
+
+
 def run(bins, out):
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="hostwatch-console-") as tmp:
@@ -441,7 +535,7 @@ def run(bins, out):
             processes.start("collector", [str(bins / "hostwatch-collector"), "--config", "collector.toml"])
             processes.start("agent", [str(bins / "hostwatch-agent"), "--config", "agent.toml"])
             wait_for_data(http, certs, processes)
-            browse(bins, http, certs, out, processes)
+            browse(bins, http, certs, out, processes, work)
         except Exception:
             print(processes.logs(), file=sys.stderr)
             raise
@@ -449,7 +543,7 @@ def run(bins, out):
             processes.stop_all()
 
 
-def browse(bins, http, certs, out, processes):
+def browse(bins, http, certs, out, processes, work):
     origin = f"https://127.0.0.1:{http}"
     errors = []
     with sync_playwright() as p:
@@ -515,11 +609,12 @@ def browse(bins, http, certs, out, processes):
         check(alert.startswith("Firing · critical") and "since" in alert, f"host_down on the host page: {alert!r}")
         host_page.close()
 
-        # Without a client certificate: refused, as by the API (401).
-        stranger = browser.new_context(ignore_https_errors=True)
-        response = stranger.new_page().goto(f"{origin}/")
-        check(response.status == 401, f"/ without a certificate answered {response.status}")
-        stranger.close()
+        # A certificate needs no login: the account line names it.
+        account = page.locator("#account").inner_text()
+        check("browser (viewer, certificate)" in account, f"account line {account!r}")
+        check(page.locator("#logout").count() == 0, "a logout button for a certificate")
+        # Without a client certificate: the login page, and a token.
+        check_token_login(browser, origin, bins, work, out)
 
         not_found = context.new_page()
         response = not_found.goto(f"{origin}/no/such/page")

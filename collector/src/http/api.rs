@@ -31,6 +31,8 @@ const PROMETHEUS_VERSION: &str = "2.42.0";
 #[derive(Clone)]
 pub(crate) struct Api {
     pub(crate) shared: Shared,
+    /// The web console's sessions and login limiter.
+    pub(crate) logins: super::login::Logins,
     /// `limits.message_timeout`: a form body must arrive within it.
     message_timeout: Duration,
 }
@@ -39,6 +41,7 @@ impl Api {
     pub(crate) fn new(shared: Shared, config: &crate::config::CollectorConfig) -> Self {
         Api {
             message_timeout: config.limits.message_timeout,
+            logins: super::login::Logins::new(&config.http),
             shared,
         }
     }

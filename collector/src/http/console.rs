@@ -25,10 +25,12 @@ use tower::ServiceExt;
 const ASSETS: &[(&str, &[u8])] = &[
     ("app.js", include_bytes!("../../console/app.js")),
     ("api.js", include_bytes!("../../console/api.js")),
+    ("account.js", include_bytes!("../../console/account.js")),
     ("format.js", include_bytes!("../../console/format.js")),
     ("fleet.js", include_bytes!("../../console/fleet.js")),
     ("host.js", include_bytes!("../../console/host.js")),
     ("console.css", include_bytes!("../../console/console.css")),
+    ("login.css", include_bytes!("../../console/login.css")),
     ("favicon.svg", include_bytes!("../../console/favicon.svg")),
     (
         "vendor/uplot/uPlot.esm.js",
@@ -49,6 +51,9 @@ const ASSETS: &[(&str, &[u8])] = &[
 /// `{{assets}}` stands for the assets' URL prefix.
 const INDEX_HTML: &str = include_str!("../../console/index.html");
 const NOT_FOUND_HTML: &str = include_str!("../../console/404.html");
+/// The login page (no script: a plain form); `{{notice}}` and `{{next}}`
+/// are filled in per answer.
+const LOGIN_HTML: &str = include_str!("../../console/login.html");
 
 /// The console's routes, in front of the API's router `api`: a path that
 /// is neither a console page nor an asset goes to the API, and where the
@@ -68,6 +73,7 @@ struct Pages {
     version: String,
     index: String,
     not_found: String,
+    login: String,
 }
 
 static PAGES: LazyLock<Pages> = LazyLock::new(|| {
@@ -76,6 +82,7 @@ static PAGES: LazyLock<Pages> = LazyLock::new(|| {
     Pages {
         index: INDEX_HTML.replace("{{assets}}", &prefix),
         not_found: NOT_FOUND_HTML.replace("{{assets}}", &prefix),
+        login: LOGIN_HTML.replace("{{assets}}", &prefix),
         version,
     }
 });
@@ -126,8 +133,56 @@ fn html(status: StatusCode, body: &str) -> Response {
         .into_response()
 }
 
+/// What the login page says above its form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LoginNotice {
+    /// Why the page is shown (a session ended, a logout).
+    Info(String),
+    /// Why a login was refused.
+    Error(String),
+}
+
+/// The login page with `notice`, sending the user to `next` (a local
+/// path) once logged in, with the console's headers.
+pub(crate) fn login_page(status: StatusCode, notice: Option<LoginNotice>, next: &str) -> Response {
+    let notice = match notice {
+        None => String::new(),
+        Some(LoginNotice::Info(text)) => {
+            format!(
+                r#"<p class="notice" id="notice" role="status">{}</p>"#,
+                escape(&text)
+            )
+        }
+        Some(LoginNotice::Error(text)) => format!(
+            r#"<p class="notice error" id="notice" role="alert">{}</p>"#,
+            escape(&text)
+        ),
+    };
+    let page = PAGES
+        .login
+        .replace("{{notice}}", &notice)
+        .replace("{{next}}", &escape(next));
+    with_security_headers(html(status, &page))
+}
+
+/// `text` safe inside HTML text and double-quoted attributes.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Paths under which the API answers, with its own JSON errors.
-fn is_api_path(path: &str) -> bool {
+pub(crate) fn is_api_path(path: &str) -> bool {
     path.starts_with("/api/") || path.starts_with("/-/")
 }
 
@@ -150,7 +205,12 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
     object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// Adds the console's security headers to `response`.
-async fn secure(mut response: Response) -> Response {
+async fn secure(response: Response) -> Response {
+    with_security_headers(response)
+}
+
+/// Adds the console's security headers to `response`.
+pub(crate) fn with_security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
     for (name, value) in [
         (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
@@ -292,6 +352,32 @@ mod tests {
         assert_secure(&headers);
     }
 
+    #[tokio::test]
+    async fn the_login_page_escapes_what_it_is_given_and_holds_no_script() {
+        let notice = LoginNotice::Error("bad <token> & \"more\"".into());
+        let response = login_page(StatusCode::UNAUTHORIZED, Some(notice), "/hosts/a\"><b>");
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_secure(response.headers());
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        assert!(
+            body.contains("bad &lt;token&gt; &amp; &quot;more&quot;"),
+            "{body}"
+        );
+        assert!(
+            body.contains(r#"value="/hosts/a&quot;&gt;&lt;b&gt;""#),
+            "{body}"
+        );
+        assert!(body.contains(r#"role="alert""#), "{body}");
+        assert!(!body.contains("{{") && !body.contains("<script") && !body.contains("style="));
+        for url in asset_urls(&body) {
+            let (status, _, _) = call(Method::GET, &url).await;
+            assert_eq!(status, StatusCode::OK, "{url}");
+        }
+    }
+
     /// The fleet page knows a host-down rule by its `query` in
     /// `/api/v1/rules`, the rule kind's one-line form, which the alerting
     /// crate's tests pin to "host down".
@@ -319,7 +405,12 @@ mod tests {
                 }
             }
         }
-        let pages = ["index.html", "404.html", "vendor/uplot/README.md"];
+        let pages = [
+            "index.html",
+            "404.html",
+            "login.html",
+            "vendor/uplot/README.md",
+        ];
         for file in files {
             assert!(
                 pages.contains(&file.as_str()) || ASSETS.iter().any(|(p, _)| *p == file),

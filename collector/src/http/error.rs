@@ -24,6 +24,14 @@ pub(crate) enum ApiError {
     /// No operator or viewer certificate, and no valid API token (401).
     #[error("{0}")]
     Unauthorized(String),
+    /// Authenticated, but not allowed: the wrong role, or a browser's
+    /// change without its CSRF token (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Too many login attempts from one address (429); retry after the
+    /// seconds given.
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after_s: u64 },
     /// No such endpoint (404).
     #[error("{0}")]
     NotFound(String),
@@ -37,16 +45,20 @@ impl ApiError {
             ApiError::Timeout(_) => "timeout",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::TooManyRequests { .. } => "too_many_requests",
             ApiError::NotFound(_) => "not_found",
         }
     }
 
-    fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ApiError::BadData(_) => StatusCode::BAD_REQUEST,
             ApiError::Execution(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Timeout(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
         }
     }
@@ -87,12 +99,19 @@ impl IntoResponse for ApiError {
             "error": self.to_string(),
         });
         let mut response = super::json::respond(self.status(), &body);
-        if let ApiError::Unauthorized(_) = self {
+        let headers = response.headers_mut();
+        match self {
             // What a 401 must name (RFC 9110): the scheme it takes.
-            response.headers_mut().insert(
-                axum::http::header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Bearer realm=\"hostwatch\""),
-            );
+            ApiError::Unauthorized(_) => {
+                headers.insert(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static("Bearer realm=\"hostwatch\""),
+                );
+            }
+            ApiError::TooManyRequests { retry_after_s, .. } => {
+                headers.insert(axum::http::header::RETRY_AFTER, retry_after_s.into());
+            }
+            _ => {}
         }
         response
     }

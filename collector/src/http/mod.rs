@@ -5,32 +5,35 @@
 //! (`hostwatch_pki::transport`: handshake pool, admission, idle closing),
 //! with client certificates optional at the TLS layer, since a client may
 //! bring an API token instead; every request must still be authenticated,
-//! by an operator or viewer certificate or a bearer token (`tokens`), or
-//! gets 401.
+//! by an operator or viewer certificate, a bearer token (`tokens`) or a
+//! console session's cookie, or gets 401 (a console page: the login page).
 //! HTTP/1.1 and HTTP/2 by ALPN, served by hyper-util's automatic builder.
 //!
 //! Layout: `api` (the routes and their handlers), `params` (parameters,
 //! times and durations), `json` (Prometheus' shapes), `error` (errors and
 //! their types), `reference` (metric metadata from docs/metrics.md, and
-//! alerts); here the accept loop and authentication.
+//! alerts), `caller` (who sent a request, and the CSRF check of
+//! mutations), `session` (the console's sessions), `login` (login,
+//! logout and the login limiter); here the accept loop and the
+//! `Authorization` header.
 
 mod api;
+mod caller;
 mod console;
 mod error;
 mod json;
+mod login;
 mod params;
 mod reference;
+mod session;
 
 pub(crate) use api::Api;
 pub(crate) use json::query_data;
 
-use crate::auth::{self, Access};
-use crate::tokens::{TokenKind, TokenStore};
-use axum::http::{HeaderMap, HeaderValue, Request, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderValue, Request};
+use axum::response::Response;
 use base64::Engine as _;
 use error::ApiError;
-use hostwatch_pki::Role;
 use hostwatch_pki::transport::{Connections, ListenerLimits, PeerInfo, ServerTls, incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -59,7 +62,7 @@ pub(crate) fn spawn(
 ) -> (JoinHandle<()>, Connections) {
     let mut incoming = incoming(listener, tls, listener_limits, stop.cancelled_owned());
     let connections = incoming.connections();
-    let router = console::router(api::router(api.clone()));
+    let router = console::router(login::router(api.clone()).merge(api::router(api.clone())));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // hyper's timers (HTTP/1 header reads, HTTP/2 keepalive) on tokio.
     builder.http1().timer(TokioTimer::new());
@@ -95,7 +98,8 @@ pub(crate) fn spawn(
 }
 
 /// One request: counted open on its connection (the idle timeout spares
-/// it), authenticated, then routed.
+/// it), authenticated (its sender in its extensions, with its peer), then
+/// routed. Only the login page and the assets need no credential.
 async fn handle(
     router: axum::Router,
     api: Api,
@@ -103,40 +107,35 @@ async fn handle(
     request: Request<hyper::body::Incoming>,
 ) -> Result<Response, Infallible> {
     let _call = peer.call_opened();
-    if let Err(e) = authenticate(&peer, request.headers(), &api.shared.tokens) {
-        let total = api
-            .shared
-            .refused_messages
-            .http_unauthorized
-            .fetch_add(1, Ordering::Relaxed)
-            + 1;
-        tracing::debug!(peer.addr = %peer.addr, error = %e, total, "HTTP request refused");
-        return Ok(e.into_response());
+    let (mut parts, body) = request.into_parts();
+    let tokens = &api.shared.tokens;
+    match caller::authenticate(&peer, &parts.headers, tokens, &api.logins.sessions) {
+        Ok(principal) => {
+            parts.extensions.insert(principal);
+        }
+        Err(_) if is_public(parts.uri.path()) => {}
+        Err(refusal) => {
+            let total = api
+                .shared
+                .refused_messages
+                .http_unauthorized
+                .fetch_add(1, Ordering::Relaxed)
+                + 1;
+            let e = refusal.error();
+            tracing::debug!(peer.addr = %peer.addr, error = %e, total, "HTTP request refused");
+            let had_cookie = login::has_session_cookie(&parts.headers);
+            return Ok(login::unauthenticated(&parts, &refusal, had_cookie));
+        }
     }
-    router.oneshot(request.map(axum::body::Body::new)).await
+    parts.extensions.insert(peer.clone());
+    let request = Request::from_parts(parts, axum::body::Body::new(body));
+    router.oneshot(request).await
 }
 
-/// The role a request reads with. A request with an `Authorization`
-/// header is judged by that header alone, whatever certificate its
-/// connection has: a valid bearer token reads with the token's role (even
-/// on an agent's connection), anything else there is refused (even on an
-/// operator's), so a client sees what its token is worth. Without the
-/// header, the certificate must be an operator's or a viewer's.
-fn authenticate(
-    peer: &PeerInfo,
-    headers: &HeaderMap,
-    tokens: &TokenStore,
-) -> Result<Role, ApiError> {
-    if let Some(value) = headers.get(header::AUTHORIZATION) {
-        let entry = tokens
-            .authenticate(&header_token(value)?, hostwatch_stdx::now_ms())
-            .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
-        let TokenKind::Api { role } = entry.kind;
-        return Ok(role.role());
-    }
-    auth::check(Some(peer), Access::Read)
-        .map(|caller| caller.identity.role)
-        .map_err(|e| ApiError::Unauthorized(e.to_string()))
+/// Whether `path` is served without a credential: the login page and the
+/// console's assets (the project's own files, no data).
+fn is_public(path: &str) -> bool {
+    login::is_public(path) || path.starts_with("/assets/")
 }
 
 /// The token of an `Authorization` header: `Bearer <token>`, or `Basic`

@@ -17,6 +17,7 @@ mod peer_input;
 mod promql;
 mod rotation;
 mod self_alert;
+mod sessions;
 mod silent;
 mod storage;
 mod tokens;

@@ -21,16 +21,21 @@ use tonic::transport::Channel;
 
 /// A collector with its HTTPS API, on a data directory it does not own
 /// (so that another can open it after a restart).
-struct Collector {
-    grpc: SocketAddr,
-    http: SocketAddr,
+pub(crate) struct Collector {
+    pub(crate) grpc: SocketAddr,
+    pub(crate) http: SocketAddr,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), hostwatch_collector::CollectorError>>,
 }
 
 impl Collector {
-    async fn start(pki: &TestPki, data: &Path) -> Self {
-        let config = collector_config(pki, data);
+    pub(crate) async fn start(pki: &TestPki, data: &Path) -> Self {
+        Self::start_with(pki, data, "").await
+    }
+
+    /// With `extra` TOML in its configuration (see `collector_config_with`).
+    pub(crate) async fn start_with(pki: &TestPki, data: &Path, extra: &str) -> Self {
+        let config = collector_config_with(pki, data, extra);
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (grpc_addr, http_addr) = (grpc.local_addr().unwrap(), http.local_addr().unwrap());
@@ -49,16 +54,16 @@ impl Collector {
         }
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.stop.cancel();
         self.task.await.unwrap().unwrap();
     }
 
-    async fn admin(&self, files: TlsFiles) -> AdminClient<Channel> {
+    pub(crate) async fn admin(&self, files: TlsFiles) -> AdminClient<Channel> {
         AdminClient::new(channel(files, self.grpc).await.unwrap())
     }
 
-    async fn unauthorized_total(&self, pki: &TestPki) -> u64 {
+    pub(crate) async fn unauthorized_total(&self, pki: &TestPki) -> u64 {
         self.admin(pki.files(Role::Operator, "ops"))
             .await
             .storage_stats(StorageStatsRequest::default())
@@ -138,7 +143,7 @@ fn assert_unauthorized((status, body): (u16, Value), why: &str) {
 }
 
 /// Stores one sample of `host_load1` for host `web1`.
-async fn store_load(pki: &TestPki, grpc: SocketAddr) {
+pub(crate) async fn store_load(pki: &TestPki, grpc: SocketAddr) {
     let batch = Batch {
         seq: 1,
         series: vec![SeriesPoints {
@@ -153,7 +158,7 @@ async fn store_load(pki: &TestPki, grpc: SocketAddr) {
 }
 
 /// The answer to `host_load1` with the sample of [`store_load`].
-fn assert_load((status, body): (u16, Value)) {
+pub(crate) fn assert_load((status, body): (u16, Value)) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body["data"]["result"][0]["metric"],
@@ -163,7 +168,7 @@ fn assert_load((status, body): (u16, Value)) {
     assert_eq!(body["data"]["result"][0]["value"][1], "2.5", "{body}");
 }
 
-async fn create(
+pub(crate) async fn create(
     admin: &mut AdminClient<Channel>,
     name: &str,
     role: hostwatch_proto::v1::Role,
@@ -607,6 +612,25 @@ async fn the_quick_start_leaves_a_private_viewer_token_that_reads_its_collector(
         "{printed}"
     );
     assert!(!printed.contains(&token[4..]), "{printed}");
+    // And an operator token for the web console, the same way.
+    let console_file = qs.join("console.token");
+    let console_token = std::fs::read_to_string(&console_file).unwrap();
+    assert!(console_token.starts_with("hwt_"), "{console_token}");
+    let mode = std::fs::metadata(&console_file)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(
+        printed.contains("web console at https://localhost:"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(&console_file.display().to_string()),
+        "{printed}"
+    );
+    assert!(!printed.contains(&console_token[4..]), "{printed}");
     // A second start keeps a token that still works.
     let again = run(qs.clone()).await;
     assert!(again.status.success(), "{}", text(&again.stderr));
@@ -650,7 +674,19 @@ async fn the_quick_start_leaves_a_private_viewer_token_that_reads_its_collector(
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["resultType"], "scalar", "{body}");
+    // The console's token logs in as an operator.
+    let login = client
+        .post(format!("https://localhost:{}/login", http.port()))
+        .header("content-type", "application/json")
+        .body(json!({ "token": console_token }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status().as_u16(), 200);
+    let body: Value = serde_json::from_str(&login.text().await.unwrap()).unwrap();
+    assert_eq!(body["data"]["role"], "operator", "{body}");
     assert!(!collector.log().contains(&token[4..]));
+    assert!(!collector.log().contains(&console_token[4..]));
     assert_eq!(
         collector.terminate(Duration::from_secs(30)).await.code(),
         Some(0)
