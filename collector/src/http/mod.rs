@@ -17,6 +17,7 @@
 mod api;
 mod console;
 mod error;
+mod hostwatch;
 mod json;
 mod params;
 mod reference;
