@@ -146,7 +146,9 @@ impl HostRegistry {
     /// The status of `host` at `now_ms`, if it ever connected.
     pub(crate) fn get(&self, host: &str, now_ms: i64) -> Option<HostStatus> {
         let hosts = self.lock();
-        hosts.get(host).map(|entry| self.status(host, entry, now_ms))
+        hosts
+            .get(host)
+            .map(|entry| self.status(host, entry, now_ms))
     }
 
     /// Every host's liveness, for host-down alerts.

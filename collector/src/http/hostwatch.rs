@@ -24,7 +24,10 @@ pub(crate) fn routes(router: Router<Api>) -> Router<Api> {
     router
         .route("/api/v1/hostwatch/hosts", get(hosts).post(hosts))
         .route("/api/v1/hostwatch/hosts/{host}", get(host).post(host))
-        .route("/api/v1/hostwatch/processes", get(processes).post(processes))
+        .route(
+            "/api/v1/hostwatch/processes",
+            get(processes).post(processes),
+        )
         .route(
             "/api/v1/hostwatch/alerts/history",
             get(history).post(history),
@@ -99,15 +102,20 @@ fn history_query(params: &Params) -> Result<HistoryQuery, ApiError> {
 
 /// A phase by its name, as transitions are written.
 fn phase(name: &str) -> Result<Phase, ApiError> {
-    [Phase::Pending, Phase::Firing, Phase::Resolved, Phase::Inactive]
-        .into_iter()
-        .find(|p| p.to_string() == name)
-        .ok_or_else(|| {
-            ApiError::param(
-                "state",
-                format!("{name:?} is not a state: use pending, firing, resolved or inactive"),
-            )
-        })
+    [
+        Phase::Pending,
+        Phase::Firing,
+        Phase::Resolved,
+        Phase::Inactive,
+    ]
+    .into_iter()
+    .find(|p| p.to_string() == name)
+    .ok_or_else(|| {
+        ApiError::param(
+            "state",
+            format!("{name:?} is not a state: use pending, firing, resolved or inactive"),
+        )
+    })
 }
 
 /// A host's status and facts; facts are `null` until its agent sent them.
