@@ -287,11 +287,17 @@ JS_CASES = [
     ("h.parseRange('?from=1970-01-01T00:10:00Z&to=1200', 1e6).start", 600),
     ("h.parseRange('?from=100&to=2000000', 1e6).end", 1e6),
     ("h.parseRange('?from=2000000&to=3000000', 1e6).problem.includes('future')", True),
+    # An alert's cause: the engine's annotations first, in their order, then the rule's; the summary left out.
+    ("a.cause({summary: 's'})", None),
+    (
+        "[...a.cause({summary: 's', zone: 'z', time_to_full: '3 h', mountpoint: '/'}).children].map(e => e.textContent).join('|')",
+        "Mount|/|Time to full|3 h|zone|z",
+    ),
 ]
 
 
 def check_javascript(page):
-    """The pure functions of format.js and host.js, imported into the page.
+    """The pure functions of format.js, host.js and alertview.js, imported into the page.
 
     The cases go into the evaluated script's text: the page's own
     Content-Security-Policy forbids it to compile strings (no 'unsafe-eval').
@@ -301,6 +307,7 @@ def check_javascript(page):
             const base = document.querySelector('script[type=module]').src.replace(/app\\.js$/, '');
             const f = await import(base + 'format.js');
             const h = await import(base + 'host.js');
+            const a = await import(base + 'alertview.js');
             return [%s];
         }"""
         % ", ".join(expr for expr, _ in JS_CASES)
