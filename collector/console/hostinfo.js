@@ -17,6 +17,14 @@ function fact(name, value, key) {
   return [el("dt", { text: name }), el("dd", { "data-fact": key, text: value })];
 }
 
+/** A certificate's expiry for people: when, and how long until (or since). */
+function certificate(expiry) {
+  if (!expiry) return "expiry not known yet (recorded when its agent next connects)";
+  const ms = Date.parse(expiry);
+  const left = (ms - Date.now()) / 1000;
+  return left > 0 ? `expires ${fmt.dateTime(ms)} (in ${fmt.duration(left)})` : `expired ${fmt.dateTime(ms)} (${fmt.ago(ms)})`;
+}
+
 /** The facts panel's content: the collector's record of the host, or why there is none. */
 export async function facts(host) {
   let status;
@@ -55,6 +63,7 @@ export async function facts(host) {
     ...fact("Booted", `${fmt.dateTime(boot)} (up ${fmt.duration((Date.now() - boot) / 1000)})`, "boot"),
     ...fact("Agent", `version ${f.agentVersion || fmt.NONE}`, "agent"),
   );
+  list.push(...fact("Certificate", certificate(status.certificateExpiry), "certificate"));
   return [el("dl", { class: "facts" }, ...list)];
 }
 

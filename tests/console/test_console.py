@@ -483,8 +483,8 @@ def fact(page, key):
     return page.locator(f'[data-fact="{key}"]').inner_text().strip()
 
 
-def check_facts(page):
-    """The facts panel against this machine: uname, /proc/stat, /proc/meminfo, /proc/cpuinfo."""
+def check_facts(page, certs):
+    """The facts panel against this machine (uname, /proc/stat, /proc/meminfo, /proc/cpuinfo) and the agent's certificate."""
     page.locator('#host-facts [data-fact="kernel"]').wait_for(timeout=REFRESH_WAIT_S * 1000)
     uname = os.uname()
     kernel = fact(page, "kernel")
@@ -505,6 +505,11 @@ def check_facts(page):
     seen = fact(page, "seen")
     check(re.search(r"\((just now|\d+ s ago)\)$", seen), f"last seen {seen!r}")
     check(re.fullmatch(r"version \d+\.\d+\.\d+\S*", fact(page, "agent")), f"agent {fact(page, 'agent')!r}")
+    # The agent's certificate's notAfter, in local time.
+    not_after = ssl.cert_time_to_seconds(ssl._ssl._test_decode_cert(str(certs / f"agent-{HOST}.pem"))["notAfter"])
+    expiry = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(not_after))
+    certificate = fact(page, "certificate")
+    check(certificate.startswith(f"expires {expiry} UTC") and "(in " in certificate, f"certificate {certificate!r}, the file says {expiry}")
 
 
 def machine_processes():
@@ -541,7 +546,7 @@ def check_host_panels(page, origin, out, http, certs, agent_pid):
     # A short range, so that a click near its end falls after the agent's first snapshot.
     page.goto(f"{origin}/hosts/{HOST}?from={int(now - 20)}&to={int(now)}")
     wait_loaded(page)
-    check_facts(page)
+    check_facts(page, certs)
 
     # A click at 95% of the CPU chart's width: that moment's snapshot.
     over = page.locator('[data-chart="cpu"] .u-over')

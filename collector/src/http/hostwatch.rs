@@ -118,9 +118,8 @@ fn phase(name: &str) -> Result<Phase, ApiError> {
     })
 }
 
-/// A host's status and facts; facts are `null` until its agent sent them.
-/// The agent's certificate expiry is not among them: the collector keeps
-/// no record of agents' certificates.
+/// A host's status and facts; facts are `null` until its agent sent them,
+/// the certificate's expiry `null` until an agent stream was seen with it.
 fn host_json(status: &HostStatus) -> Json {
     let facts = status.facts.as_ref().map_or(Json::Null, |f| {
         json!({
@@ -143,6 +142,8 @@ fn host_json(status: &HostStatus) -> Json {
         "lastSeen": format_rfc3339(status.last_seen_ms),
         "cleanShutdown": status.clean_shutdown,
         "bootId": status.boot_id,
+        "certificateExpiry": (status.certificate_expires_ms != 0)
+            .then(|| format_rfc3339(status.certificate_expires_ms)),
         "facts": facts,
     })
 }

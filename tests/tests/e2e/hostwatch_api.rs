@@ -4,7 +4,7 @@
 //! running processes, alert transitions from an always-firing rule, and
 //! the same answers as the gRPC Query service.
 
-use hostwatch_pki::{Role, TlsFiles};
+use hostwatch_pki::{IssueOptions, Role, TlsFiles};
 use hostwatch_proto::v1::{AlertHistoryRequest, ListHostsRequest};
 use hostwatch_tests::*;
 use serde_json::Value;
@@ -115,6 +115,11 @@ async fn hosts_processes_and_history_from_a_real_agent() {
     let mut agent_config = agent_config(&pki, HOST, grpc_addr, state.path());
     // Every process of a machine with few enough, this test's included.
     agent_config.processes.top = 128;
+    // A certificate expiring at a known second, which the host reports.
+    let expires_s = now_ms() / 1000 + 86_400 - 7;
+    let mut options = IssueOptions::valid_for_days(1);
+    options.not_after = time::OffsetDateTime::from_unix_timestamp(expires_s).unwrap();
+    agent_config.tls = pki.files_with(Role::Agent, HOST, &options);
     let agent = RunningAgent::start(agent_config);
     let viewer = client(&pki.files(Role::Viewer, "console"), http_addr);
     let c = (&viewer, http_addr);
@@ -139,6 +144,7 @@ async fn hosts_processes_and_history_from_a_real_agent() {
         (true.into(), false.into())
     );
     assert!(now_ms() - ms(&host["lastSeen"]) < 60_000, "{host}");
+    assert_eq!(ms(&host["certificateExpiry"]), expires_s * 1000, "{host}");
 
     // Listed alike by the gRPC Query service and the HTTP page.
     let (status, body) = get(c.0, c.1, "/api/v1/hostwatch/hosts", "").await;
@@ -157,6 +163,7 @@ async fn hosts_processes_and_history_from_a_real_agent() {
     let grpc_facts = grpc_hosts[0].facts.clone().unwrap();
     assert_eq!(listed[0]["facts"]["osName"], grpc_facts.os_name);
     assert_eq!(listed[0]["facts"]["cpuModel"], grpc_facts.cpu_model);
+    assert_eq!(grpc_hosts[0].certificate_expires_ms, expires_s * 1000);
 
     // The newest snapshot: real processes of this machine.
     let snapshot = eventually(WAIT, "a process snapshot", || async {
