@@ -141,3 +141,34 @@ export function anyOf(values) {
   const regex = values.map((v) => v.replace(/[\\^$.*+?()[\]{}|]/g, "\\$&")).join("|");
   return `"${regex.replace(/[\\"]/g, "\\$&")}"`;
 }
+
+/** `params` without the empty ones, so an unset filter is not sent. */
+function present(params) {
+  return Object.fromEntries(Object.entries(params).filter(([, v]) => v !== undefined && v !== null && v !== ""));
+}
+
+/** The first page of hosts (up to 500) with their status and facts: `{ hosts, next }`. */
+export async function hosts() {
+  return get("/api/v1/hostwatch/hosts");
+}
+
+/** A host's status and facts (hostwatch's own endpoint); 404 for a host never seen. */
+export async function host(id) {
+  return get(`/api/v1/hostwatch/hosts/${encodeURIComponent(id)}`);
+}
+
+/** The host's newest process snapshot at or before `timeS` (seconds), or null. */
+export async function processes(host, timeS) {
+  return get("/api/v1/hostwatch/processes", present({ host, time: timeS }));
+}
+
+/** Alert transitions, oldest first: `{ host, alertname, state, limit }`, each optional. */
+export async function alertHistory(filter = {}) {
+  return get("/api/v1/hostwatch/alerts/history", present(filter));
+}
+
+/** The pending and firing alerts. */
+export async function alerts() {
+  const data = await get("/api/v1/alerts");
+  return data.alerts;
+}

@@ -3,6 +3,7 @@
 import { mount as account } from "./account.js";
 import { mount as fleet } from "./fleet.js";
 import { mount as host } from "./host.js";
+import { mount as alerts } from "./alerts.js";
 
 const main = document.getElementById("main");
 const connection = document.getElementById("connection");
@@ -20,8 +21,19 @@ const hostPath = path.match(/^\/hosts\/([^/]+)$/);
 if (path === "/") {
   document.getElementById("nav-fleet").setAttribute("aria-current", "page");
   fleet(main, connection);
+} else if (path === "/alerts") {
+  document.getElementById("nav-alerts").setAttribute("aria-current", "page");
+  alerts(main, connection);
 } else if (hostPath) {
-  host(main, connection, decodeURIComponent(hostPath[1]));
+  const name = decodeURIComponent(hostPath[1]);
+  // The host being looked at, as the navigation's current page.
+  const link = document.createElement("a");
+  link.href = location.pathname;
+  link.id = "nav-host";
+  link.textContent = `Host ${name}`;
+  link.setAttribute("aria-current", "page");
+  document.getElementById("nav-alerts").after(link);
+  host(main, connection, name);
 } else {
   notFound();
 }

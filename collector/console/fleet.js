@@ -3,6 +3,7 @@
 
 import * as api from "./api.js";
 import * as fmt from "./format.js";
+import { el } from "./dom.js";
 
 const REFRESH_MS = 10_000;
 /** Data older than this is called stale. */
@@ -170,17 +171,6 @@ function matches(h, filter) {
     const [name, value] = [term.slice(0, eq), term.slice(eq + 1)];
     return hostLabels(h).some(([k, v]) => k.toLowerCase() === name && String(v).toLowerCase().includes(value));
   });
-}
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "text") node.textContent = v;
-    else if (k === "class") node.className = v;
-    else node.setAttribute(k, v);
-  }
-  node.append(...children);
-  return node;
 }
 
 const COLUMNS = [

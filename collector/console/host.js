@@ -1,10 +1,15 @@
 // The host page: charts of one host over a time range shared by all of
 // them (picked from presets, typed in, or dragged on any chart), read
-// from the Prometheus API's range queries.
+// from the Prometheus API's range queries; beside them its facts, the
+// process snapshot at a moment clicked on a chart, its alerts and their
+// history (hostinfo.js).
 
 import uPlot from "./vendor/uplot/uPlot.esm.js";
 import * as api from "./api.js";
 import * as fmt from "./format.js";
+import { el } from "./dom.js";
+import * as info from "./hostinfo.js";
+import { cause } from "./alertview.js";
 
 const PRESETS = { "1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400 };
 const DEFAULT_PRESET = "1h";
@@ -131,17 +136,6 @@ export function parseRange(search, nowS) {
   return preset(name);
 }
 
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "text") node.textContent = v;
-    else if (k === "class") node.className = v;
-    else node.setAttribute(k, v);
-  }
-  node.append(...children);
-  return node;
-}
-
 /** `datetime-local` input text of a time in seconds (local time). */
 function localInput(s) {
   const d = new Date(s * 1000 - new Date(s * 1000).getTimezoneOffset() * 60000);
@@ -194,7 +188,19 @@ function labelWidth(u, values) {
   return 20 + longest * 7.5;
 }
 
-function plot(box, chart, { data, labels }, spanS, onZoom) {
+/** Calls `onPick` with the time (seconds) of a click on `u`'s plot, not of a drag's end. */
+function onClick(u, onPick) {
+  let downX = null;
+  u.over.addEventListener("mousedown", (e) => {
+    downX = e.clientX;
+  });
+  u.over.addEventListener("click", (e) => {
+    if (downX === null || Math.abs(e.clientX - downX) > 2) return;
+    onPick(u.posToVal(e.offsetX, "x"));
+  });
+}
+
+function plot(box, chart, { data, labels }, spanS, onZoom, onPick) {
   const format = FORMAT[chart.unit];
   const axis = { stroke: css("--muted"), grid: { stroke: css("--grid"), width: 1 }, ticks: { stroke: css("--grid"), width: 1 } };
   const options = {
@@ -225,6 +231,7 @@ function plot(box, chart, { data, labels }, spanS, onZoom) {
     },
   };
   const u = new uPlot(options, data, box);
+  onClick(u, onPick);
   // For tests and debugging: the chart object behind the canvas.
   box.uplot = u;
   return u;
@@ -257,20 +264,37 @@ function skeleton(main, host) {
     el("button", { type: "submit", text: "Show" }),
   );
   parts.alerts = el("ul", { class: "alert-list", id: "host-alerts" });
+  parts.facts = el("div", { id: "host-facts" }, "Loading…");
+  parts.history = el("div", { id: "host-history" }, "Loading…");
+  parts.processesAt = el("input", { type: "datetime-local", id: "processes-time", step: "1", required: "" });
+  parts.processesForm = el(
+    "form",
+    { class: "custom-range", id: "processes-form" },
+    el("label", { for: "processes-time", text: "At" }),
+    parts.processesAt,
+    el("button", { type: "submit", text: "Show processes" }),
+  );
+  parts.processes = el("div", { id: "processes", "aria-live": "polite" }, el("p", { class: "none", text: "Click a moment on any chart, or pick a time, to see the top processes then." }));
+  parts.ttf = el("ul", { class: "alert-list", id: "time-to-full", "aria-label": "Space and predicted time to full per mount" });
   parts.grid = el("div", { class: "charts" });
   for (const chart of charts(host)) {
     const box = el("div", { class: "chart-box", id: `chart-${chart.id}`, "data-chart": chart.id });
     const title = el("h2", { id: `title-${chart.id}`, text: chart.title });
-    parts.grid.append(el("section", { class: "chart", "aria-labelledby": title.id }, title, box));
+    const section = el("section", { class: "chart", "aria-labelledby": title.id }, title, box);
+    if (chart.id === "space") section.append(parts.ttf);
+    parts.grid.append(section);
     parts.boxes.set(chart.id, box);
   }
+  const panel = (id, title, ...content) => el("section", { class: "panel", id: `${id}-panel`, "aria-labelledby": `${id}-title` }, el("h2", { id: `${id}-title`, tabindex: "-1", text: title }), ...content);
   main.replaceChildren(
     el("p", { class: "crumbs" }, el("a", { href: "/", text: "Fleet" }), " / ", host),
     el("div", { class: "page-head" }, el("h1", { id: "host-name", text: host }), parts.status),
     parts.notice,
+    el("div", { class: "panels" }, panel("facts", "Facts", parts.facts), panel("alerts", "Alerts", parts.alerts)),
     el("div", { class: "tools range-tools" }, parts.presets, parts.custom, parts.shown),
-    el("section", { class: "host-alerts", "aria-labelledby": "alerts-title" }, el("h2", { id: "alerts-title", text: "Alerts" }), parts.alerts),
     parts.grid,
+    panel("processes", "Top processes", parts.processesForm, parts.processes),
+    panel("history", "Alert history", parts.history),
   );
   return parts;
 }
@@ -318,9 +342,12 @@ class HostPage {
     const range = this.showRange(nowS);
     this.main.dataset.loaded = "false";
     try {
-      const [seen, rules, ...datas] = await Promise.all([
+      const [seen, rules, facts, history, ttf, ...datas] = await Promise.all([
         api.instant(`timestamp(host_uptime_seconds{host=${literal(this.host)}})`, nowS),
         api.rules(),
+        info.facts(this.host),
+        info.history(this.host),
+        info.timeToFull(`host=${literal(this.host)}`, range),
         ...charts(this.host, range.window).map((c) => chartData(c, range, range.step)),
       ]);
       const ever = await known(this.host, seen, nowS);
@@ -329,7 +356,11 @@ class HostPage {
       this.parts.status.textContent =
         seen.length > 0 ? `last sample ${fmt.ago(Number(seen[0].value[1]) * 1000)}` : ever ? "no sample in the last 5 min" : "";
       this.drawAlerts(rules);
+      this.parts.facts.replaceChildren(...facts);
+      this.parts.history.replaceChildren(...history);
+      this.parts.ttf.replaceChildren(...ttf);
       this.drawCharts(datas, ever, range);
+      if (!this.parts.processesAt.value) this.parts.processesAt.value = localInput(range.end);
       this.main.dataset.loaded = "true";
       this.connection.className = "connection";
       this.connection.textContent = `Updated ${fmt.time(Date.now())}`;
@@ -360,6 +391,7 @@ class HostPage {
         el("strong", { text: a.labels.alertname || "" }),
         el("span", { class: "detail", text: a.annotations.summary || "" }),
         el("span", { class: "detail", title: fmt.dateTime(since), text: `since ${fmt.dateTime(since)} (${fmt.ago(since)})` }),
+        cause(a.annotations) || "",
       );
     });
     this.parts.alerts.replaceChildren(...(items.length > 0 ? items : [el("li", { class: "none", text: "No alerts pending or firing." })]));
@@ -380,9 +412,36 @@ class HostPage {
         box.append(el("p", { class: "empty", text: "No data for this host in this range." }));
       } else {
         const zoom = (a, b) => this.go(`?from=${Math.floor(a)}&to=${Math.ceil(b)}`);
-        this.plots.push(plot(box, chart, data, range.end - range.start, zoom));
+        const pick = (t) => this.showProcesses(t, true);
+        this.plots.push(plot(box, chart, data, range.end - range.start, zoom, pick));
       }
     });
+  }
+
+  /**
+   * The top processes of the snapshot at or before `timeS`; after a click
+   * on a chart, the panel is scrolled to and its heading focused.
+   */
+  async showProcesses(timeS, clicked = false) {
+    const mine = (this.processesAsked = (this.processesAsked || 0) + 1);
+    this.parts.processesAt.value = localInput(Math.round(timeS));
+    this.parts.processes.dataset.loaded = "false";
+    let content;
+    try {
+      content = await info.processes(this.host, timeS);
+    } catch (e) {
+      if (!(e instanceof api.ApiError)) throw e;
+      content = [el("p", { class: "notice", text: `Could not read the processes: ${e.message}.` })];
+    }
+    // A later click won meanwhile.
+    if (mine !== this.processesAsked) return;
+    this.parts.processes.replaceChildren(...content);
+    this.parts.processes.dataset.loaded = "true";
+    if (clicked) {
+      const title = document.getElementById("processes-title");
+      title.scrollIntoView({ block: "start" });
+      title.focus({ preventScroll: true });
+    }
   }
 
   /** The range typed into the custom fields. */
@@ -402,6 +461,11 @@ export function mount(main, connection, host) {
     if (name) page.go(`?range=${name}`);
   });
   page.parts.custom.addEventListener("submit", (event) => page.onCustom(event));
+  page.parts.processesForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const t = new Date(page.parts.processesAt.value).getTime() / 1000;
+    if (Number.isFinite(t)) page.showProcesses(t);
+  });
   window.addEventListener("popstate", () => page.draw());
   new ResizeObserver(() => {
     for (const u of page.plots) u.setSize({ width: Math.max(280, u.root.parentElement.clientWidth), height: 220 });

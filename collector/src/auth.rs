@@ -42,6 +42,8 @@ impl Access {
 pub(crate) struct Caller {
     pub(crate) addr: SocketAddr,
     pub(crate) identity: Identity,
+    /// When its certificate expires (ms since the Unix epoch), if known.
+    pub(crate) certificate_expires_ms: Option<i64>,
 }
 
 /// Why a caller was turned away.
@@ -74,6 +76,7 @@ pub(crate) fn check(peer: Option<&PeerInfo>, access: Access) -> Result<Caller, D
     Ok(Caller {
         addr: peer.addr,
         identity,
+        certificate_expires_ms: peer.certificate_expires_ms,
     })
 }
 

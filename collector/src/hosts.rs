@@ -27,6 +27,8 @@ struct HostEntry {
     open_streams: u32,
     /// The agent said goodbye before its last stream closed.
     clean_shutdown: bool,
+    /// When the certificate of its latest stream expires (ms); 0 if unknown.
+    certificate_expires_ms: i64,
 }
 
 /// Where host records are written.
@@ -65,6 +67,7 @@ impl HostRegistry {
                     last_seen_ms: status.last_seen_ms,
                     open_streams: 0,
                     clean_shutdown: status.clean_shutdown,
+                    certificate_expires_ms: status.certificate_expires_ms,
                 },
             );
         }
@@ -97,6 +100,16 @@ impl HostRegistry {
         entry.clean_shutdown = false;
         self.persist(host, entry);
         previous
+    }
+
+    /// The certificate of `host`'s newest stream expires at `expires_ms`.
+    pub(crate) fn certificate(&self, host: &str, expires_ms: i64) {
+        if let Some(entry) = self.lock().get_mut(host)
+            && entry.certificate_expires_ms != expires_ms
+        {
+            entry.certificate_expires_ms = expires_ms;
+            self.persist(host, entry);
+        }
     }
 
     /// A batch of `host` was stored.
@@ -143,6 +156,14 @@ impl HostRegistry {
         (page, more)
     }
 
+    /// The status of `host` at `now_ms`, if it ever connected.
+    pub(crate) fn get(&self, host: &str, now_ms: i64) -> Option<HostStatus> {
+        let hosts = self.lock();
+        hosts
+            .get(host)
+            .map(|entry| self.status(host, entry, now_ms))
+    }
+
     /// Every host's liveness, for host-down alerts.
     pub(crate) fn liveness(&self) -> Vec<hostwatch_alerting::HostLiveness> {
         self.lock()
@@ -166,6 +187,7 @@ impl HostRegistry {
             boot_id: entry.boot_id.clone(),
             facts: entry.facts.clone(),
             clean_shutdown: entry.clean_shutdown,
+            certificate_expires_ms: entry.certificate_expires_ms,
         }
     }
 
@@ -211,6 +233,7 @@ impl HostRegistry {
             boot_id: entry.boot_id.clone(),
             facts: entry.facts.clone(),
             clean_shutdown: entry.clean_shutdown,
+            certificate_expires_ms: entry.certificate_expires_ms,
             ..HostStatus::default()
         }
     }
@@ -304,6 +327,9 @@ mod tests {
         let db = sled::open(dir.path()).unwrap();
         let registry = HostRegistry::open(&db, 1_000).unwrap();
         assert_eq!(registry.connected("web1", None, "boot-a"), "");
+        registry.certificate("web1", 1_234_000);
+        // Unknown hosts are not recorded by their certificate alone.
+        registry.certificate("web2", 1_234_000);
         let now = now_ms();
         let listed = registry.page(now, "", 10).0;
         assert!(listed[0].up && listed[0].connected);
@@ -315,6 +341,8 @@ mod tests {
         let listed = reopened.page(now, "", 10).0;
         assert_eq!(listed[0].host_id, "web1");
         assert_eq!(listed[0].boot_id, "boot-a");
+        assert_eq!(listed[0].certificate_expires_ms, 1_234_000);
+        assert_eq!(listed.len(), 1);
         assert!(!listed[0].connected);
         assert_eq!(reopened.connected("web1", None, "boot-b"), "boot-a");
         assert!(reopened.page(now_ms(), "", 10).0[0].connected);

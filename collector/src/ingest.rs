@@ -85,6 +85,9 @@ impl Ingest for IngestService {
             .shared
             .hosts
             .connected(&host, hello.facts, &hello.boot_id);
+        if let Some(expires_ms) = peer.certificate_expires_ms {
+            self.shared.hosts.certificate(&host, expires_ms);
+        }
         self.shared
             .alerting
             .host_connected(&host, &previous_boot_id, &hello.boot_id);

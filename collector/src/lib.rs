@@ -9,6 +9,8 @@
 //!   limits), and reloading the alert rules;
 //! - `ingest`: the agents' stream (Hello, batches, acknowledgements);
 //! - `query`: the operators' reads, alerts included;
+//! - `reads`: the reads `query` and `http` both answer (hosts, process
+//!   snapshots, alert history), so both answer alike;
 //! - `admin`: silences, reloading the alert rules, storage, API tokens;
 //! - `http`: the HTTPS API (Prometheus' query API, PromQL);
 //! - `promql`: the one way into the PromQL engine, for `http` and `query`:
@@ -31,6 +33,7 @@ mod http;
 mod ingest;
 mod promql;
 mod query;
+mod reads;
 mod server;
 mod shared;
 mod state;

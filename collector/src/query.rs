@@ -3,6 +3,7 @@
 
 use crate::auth::{self, Access};
 use crate::convert;
+use crate::reads;
 use crate::shared::Shared;
 use hostwatch_proto::v1::query_server::Query;
 use hostwatch_proto::v1::{
@@ -18,13 +19,6 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-/// Hosts in a `ListHosts` page when the request names no size, and the
-/// most it may name: with facts bounded, a full page stays well inside a
-/// client's default 4 MiB receive limit.
-const DEFAULT_HOSTS_PAGE: usize = 500;
-const MAX_HOSTS_PAGE: usize = 1_000;
-/// Most transitions one history call returns.
-const MAX_HISTORY: usize = 10_000;
 /// Transitions queued per watcher on the way out.
 const WATCH_QUEUE: usize = 256;
 
@@ -68,20 +62,14 @@ impl Query for QueryService {
     ) -> Result<Response<AlertHistoryResponse>, Status> {
         auth::require(&request, Access::Read)?;
         let request = request.into_inner();
-        let filter = hostwatch_alerting::HistoryFilter {
+        let query = reads::HistoryQuery {
             since_ms: request.since_ms,
             host: request.host_id,
             rule: request.rule,
-            limit: match request.limit as usize {
-                0 => MAX_HISTORY,
-                n => n.min(MAX_HISTORY),
-            },
+            to: None,
+            limit: request.limit as usize,
         };
-        let alerting = self.shared.alerting.clone();
-        let transitions = tokio::task::spawn_blocking(move || alerting.history(&filter))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(convert::alerting_status)?;
+        let transitions = reads::alert_history(&self.shared, query).await?;
         Ok(Response::new(AlertHistoryResponse {
             transitions: transitions
                 .into_iter()
@@ -136,27 +124,11 @@ impl Query for QueryService {
     ) -> Result<Response<ListHostsResponse>, Status> {
         auth::require(&request, Access::Read)?;
         let request = request.into_inner();
-        let page_size = match usize::try_from(request.page_size) {
-            Ok(0) => DEFAULT_HOSTS_PAGE,
-            Ok(n) => n.min(MAX_HOSTS_PAGE),
-            Err(_) => {
-                return Err(Status::invalid_argument(format!(
-                    "page_size must not be negative, not {}",
-                    request.page_size
-                )));
-            }
-        };
-        // The token is the last host id of the previous page: hosts are
-        // listed in id order, so the next page starts after it even if
-        // hosts came or went meanwhile.
-        let (hosts, more) = self
-            .shared
-            .hosts
-            .page(now_ms(), &request.page_token, page_size);
-        let next_page_token = match hosts.last() {
-            Some(last) if more => last.host_id.clone(),
-            _ => String::new(),
-        };
+        let (hosts, next_page_token) = reads::hosts_page(
+            &self.shared,
+            &request.page_token,
+            i64::from(request.page_size),
+        )?;
         Ok(Response::new(ListHostsResponse {
             hosts,
             next_page_token,
@@ -227,15 +199,8 @@ impl Query for QueryService {
         auth::require(&request, Access::Read)?;
         let request = request.into_inner();
         convert::required(&request.host_id, "host_id")?;
-        let at_ms = if request.at_ms == 0 {
-            i64::MAX
-        } else {
-            request.at_ms
-        };
-        let snapshot = self
-            .shared
-            .on_store(move |store| store.process_snapshot_at(&request.host_id, at_ms))
-            .await?;
+        let at_ms = (request.at_ms != 0).then_some(request.at_ms);
+        let snapshot = reads::processes(&self.shared, request.host_id, at_ms).await?;
         Ok(Response::new(ProcessesResponse {
             snapshot: snapshot.map(convert::process_snapshot_out),
         }))
@@ -267,6 +232,7 @@ impl Query for QueryService {
 mod tests {
     use super::*;
     use crate::hosts::{HostRegistry, MAX_FACT_BYTES};
+    use crate::reads::MAX_HOSTS_PAGE;
     use hostwatch_proto::v1::HostFacts;
     use prost::Message;
 

@@ -40,6 +40,26 @@ HOST = "console-test-host"
 DATA_WAIT_S = 60
 REFRESH_WAIT_S = 40
 IEC = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
+# Fires as soon as the host has sent its uptime; added to the collector's
+# configuration (and reloaded) only for the alerts page's checks, so the
+# earlier checks see the host without alerts of the test's own.
+FIRING_RULE_NAME = "console_test_has_uptime"
+FIRING_RULE = f"""
+[[alerting.rules]]
+name = "{FIRING_RULE_NAME}"
+kind = "threshold"
+metric = "host_uptime_seconds"
+aggregate = "last"
+window = "1s"
+op = ">"
+raise = 0
+for = "0s"
+labels = {{ severity = "info" }}
+annotations = {{ summary = "{{{{ host }}}} is up" }}
+"""
+# The agent's top-N processes: every process of a machine with at most
+# this many, the agent's own included.
+AGENT_TOP_PROCESSES = 128
 
 
 def iec(n):
@@ -85,6 +105,12 @@ class Processes:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+    def signal(self, name, number):
+        self.running[name].send_signal(number)
+
+    def pid(self, name):
+        return self.running[name].pid
 
     def kill(self, name):
         process = self.running.pop(name)
@@ -140,6 +166,9 @@ key = "certs/operator-admin.key"
         f"""collector = "127.0.0.1:{grpc}"
 interval = "1s"
 state_dir = "agent-state"
+
+[processes]
+top = {AGENT_TOP_PROCESSES}
 
 [tls]
 ca = "certs/ca.pem"
@@ -268,11 +297,17 @@ JS_CASES = [
     ("h.parseRange('?from=1970-01-01T00:10:00Z&to=1200', 1e6).start", 600),
     ("h.parseRange('?from=100&to=2000000', 1e6).end", 1e6),
     ("h.parseRange('?from=2000000&to=3000000', 1e6).problem.includes('future')", True),
+    # An alert's cause: the engine's annotations first, in their order, then the rule's; the summary left out.
+    ("a.cause({summary: 's'})", None),
+    (
+        "[...a.cause({summary: 's', zone: 'z', time_to_full: '3 h', mountpoint: '/'}).children].map(e => e.textContent).join('|')",
+        "Mount|/|Time to full|3 h|zone|z",
+    ),
 ]
 
 
 def check_javascript(page):
-    """The pure functions of format.js and host.js, imported into the page.
+    """The pure functions of format.js, host.js and alertview.js, imported into the page.
 
     The cases go into the evaluated script's text: the page's own
     Content-Security-Policy forbids it to compile strings (no 'unsafe-eval').
@@ -282,6 +317,7 @@ def check_javascript(page):
             const base = document.querySelector('script[type=module]').src.replace(/app\\.js$/, '');
             const f = await import(base + 'format.js');
             const h = await import(base + 'host.js');
+            const a = await import(base + 'alertview.js');
             return [%s];
         }"""
         % ", ".join(expr for expr, _ in JS_CASES)
@@ -525,6 +561,184 @@ def check_token_login(browser, origin, bins, work, out):
     check(not errors, "errors in the browser console (token login):\n" + "\n".join(errors))
 
 
+def cpu_count():
+    """The CPUs /proc/stat lists, as the agent counts them."""
+    return sum(1 for line in Path("/proc/stat").read_text().splitlines() if re.match(r"cpu\d", line))
+
+
+def boot_time():
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return int(line.split()[1])
+    raise AssertionError("no btime in /proc/stat")
+
+
+def fact(page, key):
+    return page.locator(f'[data-fact="{key}"]').inner_text().strip()
+
+
+def check_facts(page, certs):
+    """The facts panel against this machine (uname, /proc/stat, /proc/meminfo, /proc/cpuinfo) and the agent's certificate."""
+    page.locator('#host-facts [data-fact="kernel"]').wait_for(timeout=REFRESH_WAIT_S * 1000)
+    uname = os.uname()
+    kernel = fact(page, "kernel")
+    check(kernel == f"{uname.release} ({uname.machine})" or kernel.startswith(f"{uname.release} "), f"kernel {kernel!r}, uname says {uname.release}")
+    cpu = fact(page, "cpu")
+    check(cpu.startswith(f"{cpu_count()} × "), f"CPU {cpu!r}, /proc/stat lists {cpu_count()}")
+    models = re.findall(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+    if models:
+        check(cpu.endswith(models[0].strip()), f"CPU {cpu!r}, /proc/cpuinfo says {models[0]!r}")
+    memory = fact(page, "memory")
+    check(memory == iec(memory_total()), f"memory {memory!r}, /proc/meminfo says {iec(memory_total())}")
+    # Local time with its UTC offset, within a second of the kernel's boot time.
+    boot = fact(page, "boot")
+    shown = [time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(boot_time() + d)) for d in (-1, 0, 1)]
+    check(any(boot.startswith(f"{t} UTC") for t in shown) and " (up " in boot, f"booted {boot!r}, /proc/stat says {shown[1]}")
+    status = fact(page, "status")
+    check("Up" in status and "connected" in status and "not connected" not in status, f"status {status!r}")
+    seen = fact(page, "seen")
+    check(re.search(r"\((just now|\d+ s ago)\)$", seen), f"last seen {seen!r}")
+    check(re.fullmatch(r"version \d+\.\d+\.\d+\S*", fact(page, "agent")), f"agent {fact(page, 'agent')!r}")
+    # The agent's certificate's notAfter, in local time.
+    not_after = ssl.cert_time_to_seconds(ssl._ssl._test_decode_cert(str(certs / f"agent-{HOST}.pem"))["notAfter"])
+    expiry = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(not_after))
+    certificate = fact(page, "certificate")
+    check(certificate.startswith(f"expires {expiry} UTC") and "(in " in certificate, f"certificate {certificate!r}, the file says {expiry}")
+
+
+def machine_processes():
+    return sum(1 for p in Path("/proc").iterdir() if p.name.isdigit())
+
+
+def check_process_table(page, agent_pid, before_ms):
+    """The process table: real processes (names as /proc has them), the
+    agent's own among them, from a snapshot at or before `before_ms`."""
+    page.locator('#processes[data-loaded="true"]').wait_for(timeout=REFRESH_WAIT_S * 1000)
+    rows = page.locator("#processes-table tbody tr")
+    check(rows.count() > 0, f"no processes: {page.locator('#processes').inner_text()!r}")
+    at = int(page.locator("#processes-at").get_attribute("data-ms"))
+    check(at <= before_ms + 1, f"snapshot at {at} after the moment asked, {before_ms}")
+    pids = []
+    for row in rows.all():
+        pid = int(cell(row, "pid"))
+        pids.append(pid)
+        comm = Path(f"/proc/{pid}/comm")
+        try:
+            name = comm.read_text().strip()
+        except OSError:
+            continue  # ended since the snapshot
+        check(cell(row, "name") == name, f"pid {pid}: {cell(row, 'name')!r}, /proc says {name!r}")
+        check(re.fullmatch(r"\d+(\.\d)?%", cell(row, "cpu")), f"pid {pid}: CPU {cell(row, 'cpu')!r}")
+        check(re.fullmatch(r"\d+(\.\d+)? (B|KiB|MiB|GiB)", cell(row, "memory")), f"pid {pid}: memory {cell(row, 'memory')!r}")
+    check(agent_pid in pids or machine_processes() > AGENT_TOP_PROCESSES, f"the agent ({agent_pid}) is not among {pids}")
+
+
+def check_host_panels(page, origin, out, http, certs, agent_pid):
+    """Facts, a click on a chart showing that moment's processes (and the
+    same from the keyboard), the predicted time to full, the alert history."""
+    now = time.time()
+    # A short range, so that a click near its end falls after the agent's first snapshot.
+    page.goto(f"{origin}/hosts/{HOST}?from={int(now - 20)}&to={int(now)}")
+    wait_loaded(page)
+    check_facts(page, certs)
+
+    # A click at 95% of the CPU chart's width: that moment's snapshot.
+    over = page.locator('[data-chart="cpu"] .u-over')
+    box = over.bounding_box()
+    clicked = page.locator('[data-chart="cpu"]').evaluate(
+        "(b, x) => b.uplot.posToVal(x, 'x')", box["width"] * 0.95
+    )
+    page.mouse.click(box["x"] + box["width"] * 0.95, box["y"] + box["height"] / 2)
+    check(page.url.endswith(f"to={int(now)}"), f"a click must not zoom: {page.url}")
+    check_process_table(page, agent_pid, clicked * 1000)
+    focused = page.evaluate("document.activeElement.id")
+    check(focused == "processes-title", f"after a click the focus is on {focused!r}")
+    screenshots(page, out, "host-processes")
+
+    # From the keyboard: a time typed in, sent with Enter.
+    moment = time.time() - 5
+    page.locator("#processes-time").fill(time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(moment)))
+    page.locator("#processes-time").press("Enter")
+    check_process_table(page, agent_pid, int(moment) * 1000 + 1000)
+    # Before the agent's first sample: no snapshot, said so.
+    page.locator("#processes-time").fill("2001-01-01T00:00:00")
+    page.locator("#processes-time").press("Enter")
+    page.locator("#processes-empty").wait_for(timeout=5000)
+
+    # Every mount of the space chart, with its prediction.
+    mounts = api(http, certs, "/api/v1/query", query=f'host_filesystem_available_bytes{{host="{HOST}"}}')["result"]
+    items = page.locator("#time-to-full li[data-mount]")
+    shown = sorted(items.evaluate_all("lis => lis.map(li => li.dataset.mount)"))
+    check(shown == sorted({m["metric"]["mountpoint"] for m in mounts}), f"time to full lists {shown}")
+    for text in items.all_inner_texts():
+        check(re.search(r"% used, .+ available; (full in .+|not filling)$", text), f"time to full {text!r}")
+
+    # The alert history: as the API has it.
+    history = api(http, certs, "/api/v1/hostwatch/alerts/history", host=HOST, limit=20)
+    rows = page.locator("#host-history tbody tr")
+    if history:
+        check(rows.count() == len(history), f"host history shows {rows.count()} of {len(history)}")
+    else:
+        check(page.locator("#history-empty").is_visible(), "no empty state for the host's history")
+
+
+def history_rows(page):
+    return page.locator("#history tbody tr").evaluate_all(
+        "trs => trs.map(tr => [tr.dataset.alertname, tr.dataset.to, tr.dataset.host])"
+    )
+
+
+def check_alerts_page(page, origin, out, http, certs, processes):
+    """The alerts page: its empty state, then an always-firing rule added
+    (by reloading the collector's rules) listed with its cause, and the
+    history's filters."""
+    page.goto(f"{origin}/")
+    wait_loaded(page)
+    page.locator("#nav-alerts").focus()
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{origin}/alerts")
+    wait_loaded(page)
+    check(page.locator("#nav-alerts").get_attribute("aria-current") == "page", "Alerts not the current page")
+    active = api(http, certs, "/api/v1/alerts")["alerts"]
+    if not active:
+        check(page.locator("#no-alerts").inner_text() == "No alerts firing or pending.", "no empty state")
+
+    config = Path(processes.work / "collector.toml")
+    config.write_text(config.read_text().replace("[tls]", FIRING_RULE + "\n[tls]", 1))
+    processes.signal("collector", signal.SIGHUP)
+    firing = page.locator(f'#active-alerts li[data-alertname="{FIRING_RULE_NAME}"][data-state="firing"]')
+    firing.wait_for(timeout=REFRESH_WAIT_S * 1000)
+    text = firing.inner_text()
+    check(text.startswith("Firing · info") and HOST in text and f"{HOST} is up" in text and "since" in text, f"firing alert {text!r}")
+    counts = page.locator("#alert-counts").inner_text()
+    check(re.fullmatch(r"[1-9]\d* firing · \d+ pending", counts), f"counts {counts!r}")
+    page.locator(f'#history tbody tr[data-alertname="{FIRING_RULE_NAME}"][data-to="firing"]').wait_for(timeout=REFRESH_WAIT_S * 1000)
+    screenshots(page, out, "alerts")
+
+    # The filter, from the keyboard: the rule and the state it entered.
+    page.locator("#filter-alertname").fill(FIRING_RULE_NAME)
+    page.locator("#filter-state").select_option("firing")
+    page.locator("#filter-alertname").press("Enter")
+    page.wait_for_url(f"**/alerts?alertname={FIRING_RULE_NAME}&state=firing")
+    wait_loaded(page)
+    rows = history_rows(page)
+    want = api(http, certs, "/api/v1/hostwatch/alerts/history", alertname=FIRING_RULE_NAME, state="firing", limit=200)
+    check(rows and all(r == [FIRING_RULE_NAME, "firing", HOST] for r in rows), f"filtered history {rows}")
+    check(len(rows) == len(want), f"filtered history shows {len(rows)}, the API has {len(want)}")
+    # A state it never entered: the empty state.
+    page.goto(f"{origin}/alerts?alertname={FIRING_RULE_NAME}&state=resolved")
+    wait_loaded(page)
+    empty = page.locator("#history-empty").inner_text()
+    check(empty.startswith("No alert changed state matching alertname"), f"empty history {empty!r}")
+    check(page.locator("#filter-state").input_value() == "resolved", "the address' filter is not in the form")
+    # An unknown host: the API's message, not a blank page.
+    page.goto(f"{origin}/alerts?host=no-such-host")
+    wait_loaded(page)
+    notice = page.locator("#history-notice")
+    check(notice.is_visible() and "not_found" in notice.inner_text(), f"unknown host: {notice.inner_text()!r}")
+    check(firing.count() == 1, "the firing alert should stay listed whatever the filter")
+
+
 def run(bins, out):
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="hostwatch-console-") as tmp:
@@ -548,27 +762,35 @@ def browse(bins, http, certs, out, processes, work):
     errors = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(
-            # The collector's certificate is from the test's own CA.
-            ignore_https_errors=True,
-            client_certificates=[
-                {
-                    "origin": origin,
-                    "certPath": str(certs / "viewer-browser.pem"),
-                    "keyPath": str(certs / "viewer-browser.key"),
-                }
-            ],
-            viewport={"width": 1280, "height": 800},
-        )
-        # Every page of the context, the 404 page's included.
-        context.on(
-            "console",
-            lambda m: m.type in ("error", "warning")
-            # The browser notes the 404 page's own status; that is the point of it.
-            and not (m.location.get("url", "").endswith("/no/such/page") and "status of 404" in m.text)
-            and errors.append(f"console {m.type}: {m.text} ({m.location.get('url')})"),
-        )
-        context.on("weberror", lambda e: errors.append(f"page error: {e.error}"))
+
+        def reader_context():
+            """A context holding the viewer's certificate, its console errors collected."""
+            context = browser.new_context(
+                # The collector's certificate is from the test's own CA.
+                ignore_https_errors=True,
+                client_certificates=[
+                    {
+                        "origin": origin,
+                        "certPath": str(certs / "viewer-browser.pem"),
+                        "keyPath": str(certs / "viewer-browser.key"),
+                    }
+                ],
+                viewport={"width": 1280, "height": 800},
+            )
+            # Every page of the context, the 404 page's included.
+            context.on(
+                "console",
+                lambda m: m.type in ("error", "warning")
+                # The browser notes the 404 page's own status; that is the point of it.
+                and not (m.location.get("url", "").endswith("/no/such/page") and "status of 404" in m.text)
+                # Nor the API's 404 for the unknown host the test asks about on purpose.
+                and not ("no-such-host" in m.location.get("url", "") and "status of 404" in m.text)
+                and errors.append(f"console {m.type}: {m.text} ({m.location.get('url')})"),
+            )
+            context.on("weberror", lambda e: errors.append(f"page error: {e.error}"))
+            return context
+
+        context = reader_context()
         page = context.new_page()
         assets = []
         page.on("response", lambda r: r.url.startswith(f"{origin}/assets/") and assets.append(r))
@@ -589,6 +811,13 @@ def browse(bins, http, certs, out, processes, work):
         check_quiet_host(context, origin)
         screenshots(page, out, "fleet")
         check_host_page(page, origin, out, http, certs)
+        # The first context's clock was moved ahead (check_quiet_host):
+        # these checks compare times with this machine's, so in a new one.
+        fresh = reader_context()
+        now_page = fresh.new_page()
+        check_host_panels(now_page, origin, out, http, certs, processes.pid("agent"))
+        check_alerts_page(now_page, origin, out, http, certs, processes)
+        fresh.close()
 
         check(not errors, "errors in the browser console:\n" + "\n".join(errors))
 

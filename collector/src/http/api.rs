@@ -48,7 +48,7 @@ impl Api {
 
     /// The request's parameters: its query string, then a form body,
     /// which must arrive within `limits.message_timeout`.
-    async fn params(&self, request: Request) -> Result<Params, ApiError> {
+    pub(super) async fn params(&self, request: Request) -> Result<Params, ApiError> {
         let (parts, body) = request.into_parts();
         let mut params = Params::default();
         if let Some(query) = parts.uri.query() {
@@ -81,7 +81,7 @@ fn request_timeout(params: &Params) -> Result<Option<Duration>, ApiError> {
 
 /// The API's routes; every one answers GET and form-encoded POST.
 pub(crate) fn router(api: Api) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/api/v1/query", get(query).post(query))
         .route("/api/v1/query_range", get(query_range).post(query_range))
         .route("/api/v1/series", get(series).post(series))
@@ -95,13 +95,14 @@ pub(crate) fn router(api: Api) -> Router {
         .route("/api/v1/rules", get(rules).post(rules))
         .route("/api/v1/status/buildinfo", get(buildinfo).post(buildinfo))
         .route("/-/healthy", get(healthy).post(healthy))
-        .route("/-/ready", get(ready).post(ready))
+        .route("/-/ready", get(ready).post(ready));
+    super::hostwatch::routes(router)
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()).into_response() })
         .with_state(api)
 }
 
 /// An endpoint's answer: `data` on success, the error's shape otherwise.
-async fn answer(data: impl Future<Output = Result<Json, ApiError>>) -> Response {
+pub(super) async fn answer(data: impl Future<Output = Result<Json, ApiError>>) -> Response {
     match data.await {
         Ok(data) => json::success(data),
         Err(e) => e.into_response(),

@@ -1,7 +1,8 @@
 //! The web console: HTML, CSS and JavaScript modules from
 //! `collector/console/`, embedded in the binary and served on the API's
-//! listener at `/`. The pages read everything through the Prometheus API
-//! beside them (`/api/v1/...`); this module only serves files.
+//! listener at `/`. The pages read everything through the API beside
+//! them (Prometheus' `/api/v1/...` and hostwatch's `/api/v1/hostwatch/...`);
+//! this module only serves files.
 //!
 //! Assets live under `/assets/<version>/`, where the version is a hash of
 //! every asset's name and content: a changed file changes every asset URL,
@@ -29,6 +30,10 @@ const ASSETS: &[(&str, &[u8])] = &[
     ("format.js", include_bytes!("../../console/format.js")),
     ("fleet.js", include_bytes!("../../console/fleet.js")),
     ("host.js", include_bytes!("../../console/host.js")),
+    ("hostinfo.js", include_bytes!("../../console/hostinfo.js")),
+    ("alerts.js", include_bytes!("../../console/alerts.js")),
+    ("alertview.js", include_bytes!("../../console/alertview.js")),
+    ("dom.js", include_bytes!("../../console/dom.js")),
     ("console.css", include_bytes!("../../console/console.css")),
     ("login.css", include_bytes!("../../console/login.css")),
     ("favicon.svg", include_bytes!("../../console/favicon.svg")),
@@ -47,7 +52,8 @@ const ASSETS: &[(&str, &[u8])] = &[
 ];
 
 /// The console's one page (its script draws the page the URL names: `/`
-/// the fleet, `/hosts/<host>` a host) and the page for unknown routes;
+/// the fleet, `/hosts/<host>` a host, `/alerts` the alerts) and the page
+/// for unknown routes;
 /// `{{assets}}` stands for the assets' URL prefix.
 const INDEX_HTML: &str = include_str!("../../console/index.html");
 const NOT_FOUND_HTML: &str = include_str!("../../console/404.html");
@@ -63,6 +69,7 @@ pub(crate) fn router(api: Router) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/hosts/{host}", get(index))
+        .route("/alerts", get(index))
         .route("/assets/{version}/{*file}", get(asset))
         .layer(map_response(secure))
         .fallback(move |request: Request| dispatch(api.clone(), request))
@@ -293,6 +300,8 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         let (_, _, host_page) = call(Method::GET, "/hosts/db-1.example").await;
         assert_eq!(host_page, body);
+        let (_, _, alerts_page) = call(Method::GET, "/alerts").await;
+        assert_eq!(alerts_page, body);
         assert_eq!(headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
         assert_eq!(headers[header::CACHE_CONTROL], "no-cache");
         assert_secure(&headers);

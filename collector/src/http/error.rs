@@ -91,6 +91,18 @@ impl From<QueryError> for ApiError {
     }
 }
 
+/// A status from the reads the gRPC Query service shares (`crate::reads`).
+impl From<tonic::Status> for ApiError {
+    fn from(status: tonic::Status) -> Self {
+        let message = status.message().to_owned();
+        match status.code() {
+            tonic::Code::InvalidArgument => ApiError::BadData(message),
+            tonic::Code::NotFound => ApiError::NotFound(message),
+            _ => ApiError::Unavailable(message),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({

@@ -21,6 +21,7 @@ mod api;
 mod caller;
 mod console;
 mod error;
+mod hostwatch;
 mod json;
 mod login;
 mod params;

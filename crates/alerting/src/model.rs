@@ -105,6 +105,8 @@ pub struct HistoryFilter {
     pub host: String,
     /// Only this rule (all if empty).
     pub rule: String,
+    /// Only transitions into this phase (all if `None`).
+    pub to: Option<Phase>,
     /// At most this many, the newest.
     pub limit: usize,
 }

@@ -355,7 +355,8 @@ impl Persist {
             }
             let host_ok = filter.host.is_empty() || t.labels.get("host") == Some(&filter.host);
             let rule_ok = filter.rule.is_empty() || t.rule == filter.rule;
-            if host_ok && rule_ok {
+            let to_ok = filter.to.is_none_or(|to| t.to == to);
+            if host_ok && rule_ok && to_ok {
                 out.push(t);
                 if out.len() >= limit {
                     break;

@@ -201,6 +201,20 @@ async fn threshold_goes_pending_firing_resolved_with_hysteresis() {
     let history = h.alerting.history(&HistoryFilter::default()).unwrap();
     assert_eq!(history.len(), 3);
     assert!(history.windows(2).all(|w| w[0].id < w[1].id));
+    let fired = h
+        .alerting
+        .history(&HistoryFilter {
+            to: Some(Phase::Firing),
+            ..HistoryFilter::default()
+        })
+        .unwrap();
+    let want: Vec<u64> = history
+        .iter()
+        .filter(|t| t.to == Phase::Firing)
+        .map(|t| t.id)
+        .collect();
+    assert!(!want.is_empty());
+    assert_eq!(fired.iter().map(|t| t.id).collect::<Vec<_>>(), want);
     assert_eq!(
         h.alerting
             .history(&HistoryFilter {

@@ -540,6 +540,13 @@ pub fn peer_identity(cert: &CertificateDer<'_>) -> Result<Identity, PkiError> {
         .unwrap_or(Err(PkiError::NoIdentity))
 }
 
+/// When a certificate stops being valid (its notAfter), in milliseconds
+/// since the Unix epoch; `None` if it cannot be parsed.
+pub fn certificate_expiry_ms(cert: &CertificateDer<'_>) -> Option<i64> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    parsed.validity().not_after.timestamp().checked_mul(1000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -469,7 +469,7 @@ async fn establish(
     if lock(&shared.handshakes).remove(&id).is_none() {
         return;
     }
-    let (stream, identity) = match result {
+    let (stream, (identity, certificate_expires_ms)) = match result {
         Ok(established) => established,
         Err(e) => {
             shared
@@ -520,6 +520,7 @@ async fn establish(
         peer: PeerInfo {
             addr,
             identity,
+            certificate_expires_ms,
             connection,
         },
         closed: Box::pin(close.clone().cancelled_owned()),
@@ -581,7 +582,7 @@ async fn handshake(
     tcp: TcpStream,
     addr: SocketAddr,
     timeout: Duration,
-) -> Result<(tokio_rustls::server::TlsStream<TcpStream>, Option<Identity>), HandshakeError> {
+) -> Result<(tokio_rustls::server::TlsStream<TcpStream>, PeerCertificate), HandshakeError> {
     let stream = tokio::time::timeout(timeout, acceptor.accept(tcp))
         .await
         .map_err(|_| HandshakeError::TimedOut { addr, timeout })?
@@ -596,8 +597,13 @@ async fn handshake(
         (None, ClientAuth::Optional) => None,
         (None, ClientAuth::Required) => return Err(HandshakeError::NoClientCertificate),
     };
-    Ok((stream, identity))
+    let expires_ms = cert.and_then(crate::certificate_expiry_ms);
+    Ok((stream, (identity, expires_ms)))
 }
+
+/// What a handshake learnt of the client certificate: its identity and
+/// when it expires (ms), both `None` without one.
+type PeerCertificate = (Option<Identity>, Option<i64>);
 
 /// A peer's identity in log lines; "anonymous" without a certificate.
 pub(crate) struct Who<'a>(pub(crate) &'a Option<Identity>);

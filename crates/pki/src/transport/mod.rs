@@ -35,6 +35,9 @@ pub struct PeerInfo {
     /// [`ServerTls`] takes client certificates as optional
     /// ([`ClientAuth::Optional`]) and a client that presented none.
     pub identity: Option<Identity>,
+    /// When the client certificate expires (ms since the Unix epoch); `None`
+    /// without one.
+    pub certificate_expires_ms: Option<i64>,
     /// What the connection's calls share with it (see `calls`).
     connection: Arc<listener::ConnectionState>,
 }
