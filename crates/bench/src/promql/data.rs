@@ -154,12 +154,24 @@ pub(super) fn write(
     while let Some(p) = pending.pop_front() {
         settle(&store, Some(p))?;
     }
-    // As on a running collector: finished windows sealed, the newest in
-    // the head and its WAL.
-    store.maintain()?;
     drop(store);
+    seal_finished(store_dir)?;
     families.finish(text)?;
     Ok(written)
+}
+
+/// Seals every finished window of the store in `dir`, as a collector's
+/// maintenance has once its hosts have been quiet for its idle time: the
+/// instant tier's hosts stopped a day ago; the fleet's newest window stays
+/// in the head and its WAL.
+pub(super) fn seal_finished(dir: &Path) -> anyhow::Result<()> {
+    let options = Options {
+        maintenance_interval: None,
+        idle_seal_ms: 1,
+        ..Options::default()
+    };
+    Store::open(dir, options)?.maintain()?;
+    Ok(())
 }
 
 /// Waits for a submitted batch; any refused sample is an error (the two

@@ -72,6 +72,13 @@ pub(crate) struct Args {
     /// Only the in-process engine timings (no servers): for profiling.
     #[arg(long)]
     engine_only: bool,
+    /// sled's page cache of the collector and of the in-process engine
+    /// (the collector's `storage.cache_bytes`, same default).
+    #[arg(long, default_value = "16777216")]
+    cache_bytes: u64,
+    /// Only the queries whose name contains this (e.g. `instant_`).
+    #[arg(long)]
+    only: Option<String>,
 }
 
 /// One query of the bench.
@@ -258,22 +265,27 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let temp = tempfile::tempdir()?;
     let dir = args.dir.clone().unwrap_or_else(|| temp.path().join("data"));
     let shape = data_set(&args, &dir)?;
-    let queries = queries(&shape);
+    let mut queries = queries(&shape);
+    if let Some(only) = &args.only {
+        queries.retain(|q| q.name.contains(only.as_str()));
+        ensure!(!queries.is_empty(), "no query's name contains {only:?}");
+    }
     if args.engine_only {
-        return engine_timings(&dir, &queries, args.runs);
+        return engine_timings(&dir, &queries, args.runs, args.cache_bytes);
     }
     let collector_bin = match &args.collector {
         Some(path) => path.clone(),
         None => std::env::current_exe()?.with_file_name("hostwatch-collector"),
     };
-    let pki = servers::Pki::new(&temp.path().join("pki"))?;
+    let pki = servers::Pki::new(&temp.path().join("pki"), args.cache_bytes)?;
     let collector = servers::collector(&collector_bin, &dir.join("collector"), &pki)?;
     let prometheus = servers::prometheus(&args.prometheus, &dir.join("prometheus"), temp.path())?;
     compare(&collector, &prometheus, &queries, args.runs)?;
     drop(collector);
     drop(prometheus);
     memory(&collector_bin, &dir, &pki, &shape)?;
-    engine_timings(&dir, &queries, args.runs)
+    println!("cache_bytes={}", args.cache_bytes);
+    engine_timings(&dir, &queries, args.runs, args.cache_bytes)
 }
 
 /// The data set in `dir`: written there unless it holds one already.
@@ -283,6 +295,7 @@ fn data_set(args: &Args, dir: &Path) -> anyhow::Result<Shape> {
         let text = std::fs::read_to_string(&marker)?;
         let shape = parse_shape(&text).with_context(|| format!("reading {}", marker.display()))?;
         println!("# promql: reusing the data set in {}", dir.display());
+        data::seal_finished(&dir.join("collector").join("store"))?;
         print_shape(&shape);
         return Ok(shape);
     }
@@ -557,9 +570,15 @@ fn reset_peak(probe: &Probe) -> anyhow::Result<()> {
 }
 
 /// The queries through the engine in this process: no HTTP, no JSON.
-fn engine_timings(dir: &Path, queries: &[Query], runs: u32) -> anyhow::Result<()> {
+fn engine_timings(
+    dir: &Path,
+    queries: &[Query],
+    runs: u32,
+    cache_bytes: u64,
+) -> anyhow::Result<()> {
     let options = Options {
         maintenance_interval: None,
+        cache_bytes,
         ..Options::default()
     };
     let store = Store::open(&dir.join("collector").join("store"), options)?;

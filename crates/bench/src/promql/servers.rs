@@ -76,10 +76,12 @@ pub(super) struct Pki {
     dir: PathBuf,
     collector: hostwatch_pki::TlsFiles,
     client: Arc<rustls::ClientConfig>,
+    /// The collector's `storage.cache_bytes`.
+    cache_bytes: u64,
 }
 
 impl Pki {
-    pub(super) fn new(dir: &Path) -> anyhow::Result<Pki> {
+    pub(super) fn new(dir: &Path, cache_bytes: u64) -> anyhow::Result<Pki> {
         std::fs::create_dir_all(dir)?;
         let ca = Ca::generate("bench CA", 2)?;
         ca.write(dir)?;
@@ -92,6 +94,7 @@ impl Pki {
             dir: dir.to_owned(),
             collector,
             client: Arc::new(config),
+            cache_bytes,
         })
     }
 }
@@ -105,11 +108,13 @@ pub(super) fn collector(binary: &Path, data_dir: &Path, pki: &Pki) -> anyhow::Re
         &config,
         format!(
             "listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n\
-             [tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n[alerting]\ndefault_rules = false\n",
+             [tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n[alerting]\ndefault_rules = false\n\
+             [storage]\ncache_bytes = {}\n",
             data_dir.display().to_string(),
             pki.collector.ca.display().to_string(),
             pki.collector.cert.display().to_string(),
             pki.collector.key.display().to_string(),
+            pki.cache_bytes,
         ),
     )?;
     let log = pki.dir.join("collector.log");
