@@ -169,3 +169,56 @@ pub(super) fn url_encode(s: &str) -> String {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server on loopback answering each connection's requests with
+    /// `responses` in turn, then closing it.
+    fn serve(responses: Vec<&'static str>) -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut writer = stream;
+            for response in responses {
+                let mut line = String::new();
+                // The request's head, up to its empty line.
+                while reader.read_line(&mut line).unwrap() > 0 && !line.ends_with("\r\n\r\n") {}
+                writer.write_all(response.as_bytes()).unwrap();
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn reads_sized_and_chunked_bodies_on_one_connection() {
+        let addr = serve(vec![
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+            "HTTP/1.1 422 Unprocessable\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n",
+        ]);
+        let mut client = Client::new(Endpoint::Plain(addr));
+        assert_eq!(client.get("/a").unwrap(), (200, b"hello".to_vec()));
+        assert_eq!(client.get("/b").unwrap(), (422, b"abcde".to_vec()));
+    }
+
+    #[test]
+    fn a_malformed_response_is_an_error() {
+        for bad in [
+            "nonsense\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nno colon\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        ] {
+            let addr = serve(vec![bad]);
+            let mut client = Client::new(Endpoint::Plain(addr));
+            assert!(client.get("/").is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn url_encoding_keeps_only_unreserved_bytes() {
+        assert_eq!(url_encode("a{b=\"c d\"}"), "a%7Bb%3D%22c%20d%22%7D");
+    }
+}

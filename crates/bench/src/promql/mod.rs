@@ -295,6 +295,11 @@ fn data_set(args: &Args, dir: &Path) -> anyhow::Result<Shape> {
         let text = std::fs::read_to_string(&marker)?;
         let shape = parse_shape(&text).with_context(|| format!("reading {}", marker.display()))?;
         println!("# promql: reusing the data set in {}", dir.display());
+        ensure!(
+            args.engine_only || dir.join("prometheus").exists(),
+            "{} was written with --engine-only: it holds no Prometheus blocks",
+            dir.display()
+        );
         data::seal_finished(&dir.join("collector").join("store"))?;
         print_shape(&shape);
         return Ok(shape);
@@ -382,7 +387,7 @@ fn compare(
             Some(why) => println!("# promql: {} differs from prometheus: {why}", q.name),
         }
     }
-    println!("answers_equal={agree}/{}", queries.len());
+    println!("answers_equal={agree} of {}", queries.len());
     let mut hw_ms = vec![Vec::new(); queries.len()];
     let mut prom_ms = vec![Vec::new(); queries.len()];
     for round in 0..runs {
@@ -421,7 +426,7 @@ fn compare(
         p99 <= TARGET_DASHBOARD_P99_MS
     );
     println!("ratio_worst={worst:.2} target<={TARGET_RATIO}");
-    println!("queries_within_ratio_target={within}/{}", queries.len());
+    println!("queries_within_ratio_target={within} of {}", queries.len());
     Ok(())
 }
 
@@ -604,4 +609,125 @@ fn engine_timings(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(json: &str) -> Answer {
+        parse_answer(&serde_json::from_str(json).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn answers_of_both_shapes_compare_by_labels_times_and_values() {
+        let matrix = r#"{"status":"success","data":{"resultType":"matrix","result":[
+            {"metric":{"host":"b"},"values":[[1,"2"],[2,"NaN"]]},
+            {"metric":{"host":"a","__name__":"m"},"values":[[1,"1"]]}]}}"#;
+        let a = answer(matrix);
+        assert_eq!(a[0].0[1], ("host".to_owned(), "a".to_owned()), "sorted");
+        assert_eq!(differences(&a, &answer(matrix)), None, "NaN equals NaN");
+        let vector = |v: &str| {
+            answer(&format!(
+                r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{"host":"a"}},"value":[1.5,"{v}"]}}]}}}}"#
+            ))
+        };
+        assert_eq!(vector("1")[0].1, vec![(1500, 1.0)]);
+        assert_eq!(differences(&vector("1"), &vector("1.0000000000001")), None);
+        for other in [vector("1.001"), vector("NaN"), answer(matrix)] {
+            assert!(differences(&vector("1"), &other).is_some(), "{other:?}");
+        }
+        let error = r#"{"status":"error","errorType":"bad_data","error":"x"}"#;
+        assert!(parse_answer(&serde_json::from_str(error).unwrap()).is_err());
+    }
+
+    #[test]
+    fn the_shape_file_reads_back_and_refuses_what_it_does_not_hold() {
+        let shape = parse_shape("1000 10000 10000 86400000 1765000000000\n").unwrap();
+        assert_eq!(
+            shape.instant_ms(),
+            1_765_000_000_000 - 86_400_000 - data::INSTANT_GAP_MS
+        );
+        for bad in ["", "1 2 3 4", "1 2 3 4 x", "-1 2 3 4 5"] {
+            assert!(parse_shape(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    fn args(extra: &[&str]) -> Result<Args, clap::Error> {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: Args,
+        }
+        let argv = ["promql"].iter().chain(extra);
+        Cli::try_parse_from(argv).map(|cli| cli.args)
+    }
+
+    #[test]
+    fn bad_flags_are_refused_naming_the_flag() {
+        for (flag, bad) in [
+            ("--fleet-hosts", "0"),
+            ("--instant-hosts", "x"),
+            ("--hours", "0"),
+            ("--interval-s", "0"),
+            ("--runs", "0"),
+            ("--cache-bytes", "-5"),
+        ] {
+            let e = args(&[flag, bad]).err().expect("refused");
+            assert!(
+                e.to_string().contains(flag) || e.to_string().contains(bad),
+                "{flag} {bad}: {e}"
+            );
+        }
+    }
+
+    /// The whole data path on a small data set, without the servers: the
+    /// store is written, sealed, reopened, and every query answers.
+    #[test]
+    fn a_small_data_set_answers_every_query_in_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let small = [
+            "--fleet-hosts",
+            "2",
+            "--instant-hosts",
+            "3",
+            "--hours",
+            "1",
+            "--runs",
+            "1",
+            "--engine-only",
+            "--dir",
+        ];
+        let run_with = |extra: &[&str]| {
+            let mut argv = small.to_vec();
+            argv.push(data.to_str().unwrap());
+            argv.extend_from_slice(extra);
+            run(args(&argv).unwrap())
+        };
+        run_with(&[]).unwrap();
+        // Reused, not rewritten; a filter that matches nothing is refused.
+        run_with(&["--only", "fleet_"]).unwrap();
+        let e = run(args(
+            &[
+                &small[..small.len() - 2],
+                &["--dir", data.to_str().unwrap()],
+            ]
+            .concat(),
+        )
+        .unwrap())
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("--engine-only"), "{e:#}");
+        let e = run_with(&["--only", "no_such_query"]).unwrap_err();
+        assert!(format!("{e:#}").contains("no_such_query"), "{e:#}");
+        // A directory holding something else is not overwritten.
+        let other = dir.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        std::fs::write(other.join("file"), "x").unwrap();
+        let mut argv = small.to_vec();
+        argv.push(other.to_str().unwrap());
+        let e = run(args(&argv).unwrap()).unwrap_err();
+        assert!(format!("{e:#}").contains("holds no data set"), "{e:#}");
+    }
 }
