@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what `hostwatch-bench` compares against, from Debian packages:
 # prometheus-node-exporter (for `hostwatch-bench agent`) and prometheus,
-# whose promtool builds TSDB blocks (for `hostwatch-bench storage`). The
+# whose promtool builds TSDB blocks (for `hostwatch-bench storage` and
+# `promql`, which also runs the server). The
 # benches start their own processes; packaged services, if they start,
 # are left alone.
 set -euo pipefail

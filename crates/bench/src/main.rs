@@ -4,7 +4,8 @@
 //!
 //! Layout: `measure` (process CPU and memory from /proc and getrusage,
 //! thread CPU, medians and percentiles), one module per subcommand
-//! (`agent`, `storage`, `sled_space`, `alerts`, `connections`), and
+//! (`agent`, `storage`, `sled_space`, `alerts`, `connections`,
+//! `promql`), and
 //! `figures`, which writes their output into `docs/benchmarks.md`.
 
 mod agent;
@@ -14,6 +15,7 @@ mod connections;
 mod figures;
 mod fixture;
 mod measure;
+mod promql;
 mod sled_space;
 mod storage;
 
@@ -51,6 +53,10 @@ enum Command {
     /// limit (idle mTLS from one certificate, idle TCP, half handshakes),
     /// and its memory under streams holding incomplete batches.
     Connections(connections::Args),
+    /// PromQL over the collector's HTTPS API against Prometheus 2.42 on
+    /// the same data: a host dashboard, fleet queries over a day, instant
+    /// queries over many hosts; and a query's memory.
+    Promql(promql::Args),
     /// Rewrites the figures table of docs/benchmarks.md from output files
     /// of one benchmark's runs.
     Figures(figures::Args),
@@ -74,6 +80,7 @@ fn main() -> ExitCode {
         Command::Alerts(args) => alerts::run(args),
         Command::BatchShapes(args) => batch_shapes::run(args),
         Command::Connections(args) => connections::run(args),
+        Command::Promql(args) => promql::run(args),
         Command::Figures(args) => figures::run(args),
         Command::StorageCrashChild(args) => storage::crash_child(args),
     };

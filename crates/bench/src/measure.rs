@@ -13,6 +13,11 @@ impl Probe {
         Probe { pid }
     }
 
+    /// The process' id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
     fn dir(&self) -> PathBuf {
         PathBuf::from(format!("/proc/{}", self.pid))
     }

@@ -117,4 +117,66 @@ mod tests {
                 .is_empty()
         );
     }
+
+    /// Sealed windows are read by key for a window or two and by range
+    /// for more, the open window from the head: every range gives the
+    /// points a plain filter of everything written gives.
+    #[test]
+    fn series_points_read_sealed_and_open_windows_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let hour = 3_600_000;
+        let options = Options {
+            maintenance_interval: None,
+            clock: std::sync::Arc::new(move || 10 * hour),
+            ..Options::default()
+        };
+        let store = Store::open(dir.path(), options).unwrap();
+        let every = |from: i64, to: i64| -> Vec<Point> {
+            (from..to)
+                .step_by(600_000)
+                .map(|t| Point {
+                    t_ms: t,
+                    value: t as f64,
+                })
+                .collect()
+        };
+        let append = |seq: u64, points: Vec<Point>| {
+            let batch = Batch {
+                host: "a".to_owned(),
+                source: 1,
+                seq,
+                series: vec![SeriesInput {
+                    metric: "m".to_owned(),
+                    labels: vec![],
+                    points,
+                }],
+                processes: vec![],
+                malformed: 0,
+            };
+            assert_eq!(store.append(&batch).unwrap().rejected.total(), 0);
+        };
+        // Hours 2 to 6 sealed, hour 6 to 7 left open in the head.
+        append(1, every(2 * hour, 6 * hour));
+        store.seal_all().unwrap();
+        append(2, every(6 * hour, 7 * hour));
+        let all = every(2 * hour, 7 * hour);
+        let (key, id) = store.select("m", &[]).unwrap().remove(0);
+        for (start, end) in [
+            (3 * hour + 60_000, 3 * hour + 360_000),
+            (3 * hour - 300_000, 3 * hour + 300_000),
+            (2 * hour, 6 * hour),
+            (hour, 8 * hour),
+            (6 * hour - 300_000, 6 * hour + 300_000),
+            (6 * hour, 7 * hour),
+            (7 * hour, 9 * hour),
+        ] {
+            let want: Vec<Point> = all
+                .iter()
+                .copied()
+                .filter(|p| p.t_ms >= start && p.t_ms < end)
+                .collect();
+            let got = store.series_points(&key, id, start, end).unwrap();
+            assert_eq!(got, want, "[{start}, {end})");
+        }
+    }
 }

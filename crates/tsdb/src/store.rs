@@ -1118,13 +1118,42 @@ impl Inner {
         if start >= end {
             return Ok(points);
         }
-        let from = keys::chunk(keys::TIER_RAW, id, self.options.window_of(start));
-        let to = keys::chunk(keys::TIER_RAW, id, self.options.window_of(end - 1));
-        for entry in self.tree.range(from..=to) {
-            let (k, value) = entry?;
-            let Some((_, _, chunk_start)) = keys::parse_chunk(&k) else {
-                continue;
-            };
+        let (first, last) = (
+            self.options.window_of(start),
+            self.options.window_of(end - 1),
+        );
+        let window = self.options.chunk_window_ms;
+        // A window or two (an instant query's lookback) are read by key: a
+        // range would walk on to the next key past them, often in another
+        // leaf, which costs a page read of its own.
+        let chunks: Vec<(i64, sled::IVec)> = if last.saturating_sub(first) <= window {
+            let mut chunks = Vec::with_capacity(2);
+            for chunk_start in [first, last] {
+                let seen = chunks.last().is_some_and(|(s, _)| *s == chunk_start);
+                if seen || open.contains(&chunk_start) {
+                    continue;
+                }
+                if let Some(value) = self
+                    .tree
+                    .get(keys::chunk(keys::TIER_RAW, id, chunk_start))?
+                {
+                    chunks.push((chunk_start, value));
+                }
+            }
+            chunks
+        } else {
+            let from = keys::chunk(keys::TIER_RAW, id, first);
+            let to = keys::chunk(keys::TIER_RAW, id, last);
+            let mut chunks = Vec::new();
+            for entry in self.tree.range(from..=to) {
+                let (k, value) = entry?;
+                if let Some((_, _, chunk_start)) = keys::parse_chunk(&k) {
+                    chunks.push((chunk_start, value));
+                }
+            }
+            chunks
+        };
+        for (chunk_start, value) in chunks {
             if open.contains(&chunk_start) {
                 continue;
             }

@@ -112,24 +112,24 @@ impl Shape {
     }
 }
 
-pub(super) struct SeriesGen {
-    pub(super) metric: String,
-    pub(super) labels: Vec<Label>,
+pub(crate) struct SeriesGen {
+    pub(crate) metric: String,
+    pub(crate) labels: Vec<Label>,
     shape: Shape,
 }
 
 /// One simulated host: the agent's series with a typical machine's shape
 /// (4 cores, 2 mounts, 2 disks, 2 network devices, 2 watched processes).
-pub(super) struct HostGen {
-    pub(super) name: String,
-    pub(super) series: Vec<SeriesGen>,
+pub(crate) struct HostGen {
+    pub(crate) name: String,
+    pub(crate) series: Vec<SeriesGen>,
     rng: SmallRng,
     /// The host's processes, when batches carry snapshots.
     processes: Option<ProcessGen>,
 }
 
 impl HostGen {
-    pub(super) fn new(index: u32, snapshots: bool) -> Self {
+    pub(crate) fn new(index: u32, snapshots: bool) -> Self {
         let mut rng = SmallRng::seed_from_u64(u64::from(index));
         let mut series = HostSeries::default();
         let level = 0.05 + (rng.random_range(0..30) as f64) / 100.0;
@@ -149,13 +149,13 @@ impl HostGen {
         }
     }
 
-    pub(super) fn next_values(&mut self) -> Vec<f64> {
+    pub(crate) fn next_values(&mut self) -> Vec<f64> {
         let rng = &mut self.rng;
         self.series.iter_mut().map(|s| s.shape.next(rng)).collect()
     }
 
     /// An empty batch with this host's series.
-    pub(super) fn batch(&self) -> Batch {
+    pub(crate) fn batch(&self) -> Batch {
         Batch {
             host: self.name.clone(),
             source: 1,

@@ -31,7 +31,7 @@
 //! Layout: this module runs and reports the phases; `data` generates the
 //! hosts' batches.
 
-mod data;
+pub(crate) mod data;
 
 use crate::measure::{Probe, median, percentile, process_cpu_ns};
 use anyhow::{Context, bail};
