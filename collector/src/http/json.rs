@@ -74,7 +74,7 @@ fn query_success_bytes(value: &Value) -> Vec<u8> {
 
 /// Roughly the answer's length, so that its buffer rarely grows.
 fn answer_size_hint(value: &Value) -> usize {
-    const PER_POINT: usize = 24;
+    const PER_POINT: usize = 32;
     const PER_SERIES: usize = 128;
     match value {
         Value::Scalar(_) | Value::String { .. } => 128,
