@@ -425,6 +425,34 @@ impl<'s> Evaluator<'s> {
         }
     }
 
+    /// Gives `sink` each series of the instant vector `expr`, in the order
+    /// [`Evaluator::eval_vector`] gives them: one at a time as each is read
+    /// for a selector or a range function, from the whole vector for any
+    /// other expression. A consumer that reduces them (an aggregation)
+    /// then holds its result, not every input series.
+    pub(crate) fn each_series(
+        &mut self,
+        expr: &Expr,
+        grid: &Grid,
+        sink: &mut dyn FnMut(StepSeries) -> Result<(), PromqlError>,
+    ) -> Result<(), PromqlError> {
+        self.check_deadline()?;
+        match expr {
+            Expr::Paren(p) => return self.each_series(&p.expr, grid, sink),
+            Expr::VectorSelector(vs) => return self.vector_selector_each(vs, grid, false, sink),
+            Expr::Call(call) => {
+                if let Some(done) = crate::instant_fns::range_call_series(self, call, grid, sink) {
+                    return done;
+                }
+            }
+            _ => {}
+        }
+        for series in self.eval_vector(expr, grid)? {
+            sink(series)?;
+        }
+        Ok(())
+    }
+
     /// The instant vector of `vs` over `grid`: at each step the newest
     /// sample at most [`LOOKBACK_MS`] before the step's time (moved by
     /// `@` and `offset`), both ends included as in Prometheus 2.42. With
@@ -436,12 +464,28 @@ impl<'s> Evaluator<'s> {
         grid: &Grid,
         timestamps: bool,
     ) -> Result<Vec<StepSeries>, PromqlError> {
+        let mut out = Vec::new();
+        self.vector_selector_each(vs, grid, timestamps, &mut |series| {
+            out.push(series);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// [`Evaluator::vector_selector`]'s series, each given to `sink` once
+    /// read.
+    fn vector_selector_each(
+        &mut self,
+        vs: &VectorSelector,
+        grid: &Grid,
+        timestamps: bool,
+        sink: &mut dyn FnMut(StepSeries) -> Result<(), PromqlError>,
+    ) -> Result<(), PromqlError> {
         let refs = self.ref_times(&vs.at, &vs.offset, grid);
         let (first, last) = (refs[0], refs[refs.len() - 1]);
         let span = (first.min(last).saturating_sub(LOOKBACK_MS), first.max(last));
         let selected = select::select(self.store, vs)?;
         let mut read_together = self.read_short(&selected, span)?.map(Vec::into_iter);
-        let mut out = Vec::with_capacity(selected.len());
         for series in selected {
             self.check_deadline()?;
             let points = &match &mut read_together {
@@ -472,13 +516,13 @@ impl<'s> Evaluator<'s> {
             }
             self.charge(values.len())?;
             if !values.is_empty() {
-                out.push(StepSeries {
+                sink(StepSeries {
                     labels: series.labels,
                     points: values,
-                });
+                })?;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The windows of a range selector or subquery (through parentheses)
