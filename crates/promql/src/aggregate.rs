@@ -13,6 +13,7 @@ use promql_parser::parser::token::{
 use promql_parser::parser::{AggregateExpr, LabelModifier};
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::hash::{BuildHasherDefault, Hasher};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
@@ -72,7 +73,12 @@ impl Group {
             },
             mean: v,
             count: 1,
-            heap: vec![(si, v)],
+            // Only topk, bottomk and quantile keep samples.
+            heap: if matches!(op, Op::Topk | Op::Bottomk | Op::Quantile) {
+                vec![(si, v)]
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -283,7 +289,7 @@ struct Fold {
     /// Input series seen so far.
     series: usize,
     /// (step, group) to its place in `by_step[step]`.
-    slots: HashMap<(usize, usize), usize>,
+    slots: HashMap<(usize, usize), usize, BuildHasherDefault<NumberHasher>>,
     by_step: Vec<Vec<Group>>,
 }
 
@@ -292,7 +298,7 @@ impl Fold {
         Fold {
             op,
             series: 0,
-            slots: HashMap::new(),
+            slots: HashMap::default(),
             by_step: (0..steps).map(|_| Vec::new()).collect(),
         }
     }
@@ -307,6 +313,32 @@ impl Fold {
                 groups.push(Group::new(self.op, key, si, v));
             }
         }
+    }
+}
+
+/// A multiplicative hash (as rustc's `FxHasher`) for the fold's (step,
+/// group) numbers, looked up once per input sample: they are the engine's
+/// own, so SipHash's resistance to chosen keys buys nothing there.
+#[derive(Default)]
+struct NumberHasher(u64);
+
+impl Hasher for NumberHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
     }
 }
 
