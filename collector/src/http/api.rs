@@ -11,6 +11,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use hostwatch_promql::Value;
 use hostwatch_tsdb::Label;
 use serde_json::{Value as Json, json};
 use std::collections::BTreeSet;
@@ -109,20 +110,28 @@ pub(super) async fn answer(data: impl Future<Output = Result<Json, ApiError>>) -
     }
 }
 
+/// A query's answer: its result written straight as JSON on success.
+async fn query_answer(value: impl Future<Output = Result<Value, ApiError>>) -> Response {
+    match value.await {
+        Ok(value) => json::query_success(&value),
+        Err(e) => e.into_response(),
+    }
+}
+
 async fn query(State(api): State<Api>, request: Request) -> Response {
-    answer(async move {
+    query_answer(async move {
         let params = api.params(request).await?;
         let expr = params.expression()?;
         let at = params.time_or("time", hostwatch_stdx::now_ms())?;
         let timeout = request_timeout(&params)?;
         let value = api.shared.promql.instant(expr, at, timeout).await?;
-        Ok(json::query_data(&value))
+        Ok(value)
     })
     .await
 }
 
 async fn query_range(State(api): State<Api>, request: Request) -> Response {
-    answer(async move {
+    query_answer(async move {
         let params = api.params(request).await?;
         let expr = params.expression()?;
         let (start, end) = (params.time("start")?, params.time("end")?);
@@ -133,7 +142,7 @@ async fn query_range(State(api): State<Api>, request: Request) -> Response {
             .promql
             .range(expr, (start, end, step), timeout)
             .await?;
-        Ok(json::query_data(&value))
+        Ok(value)
     })
     .await
 }

@@ -2,7 +2,7 @@
 //! step, as Prometheus 2.42's `aggregation` computes them.
 
 use crate::PromqlError;
-use crate::eval::{Evaluator, Grid, StepCursor, StepSeries, Stepped, unsupported};
+use crate::eval::{Evaluator, Grid, StepSeries, Stepped, unsupported};
 use crate::instant_fns::string_arg;
 use crate::range_fns::quantile;
 use crate::value::{Labels, METRIC_NAME, set, valid_label_name};
@@ -12,6 +12,8 @@ use promql_parser::parser::token::{
 };
 use promql_parser::parser::{AggregateExpr, LabelModifier};
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::hash::{BuildHasherDefault, Hasher};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
@@ -71,7 +73,12 @@ impl Group {
             },
             mean: v,
             count: 1,
-            heap: vec![(si, v)],
+            // Only topk, bottomk and quantile keep samples.
+            heap: if matches!(op, Op::Topk | Op::Bottomk | Op::Quantile) {
+                vec![(si, v)]
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -212,49 +219,47 @@ pub(crate) fn eval(
             params = ev.eval_scalar(param, grid)?;
         }
     }
-    let input = ev.eval_vector(&agg.expr, grid)?;
     let grouping = Grouping::new(agg, op, &value_label);
-    let group_labels = |labels: &Labels| grouping.labels_of(labels);
-    // Each input series' group, computed once (count_values' depends on
-    // the value, so per sample).
-    let mut interned = Interner::default();
-    let groups_of: Vec<usize> = input
-        .iter()
-        .map(|s| interned.id(group_labels(&s.labels)))
-        .collect();
-    let mut cursor = StepCursor::new(&input);
-    let mut out = Output::default();
     // Empty unless the aggregation takes a number.
     let param = |step: usize| params.get(step).copied().unwrap_or(f64::NAN);
-    for step in 0..grid.len() {
+    // topk's and bottomk's k per step; an error is given once the input is
+    // evaluated, as Prometheus gives its input's errors first.
+    let ks: Result<Vec<Option<usize>>, PromqlError> = if matches!(op, Op::Topk | Op::Bottomk) {
+        (0..grid.len()).map(|step| topk_k(param(step))).collect()
+    } else {
+        Ok(vec![Some(0); grid.len()])
+    };
+    let mut fold = Fold::new(op, grid.len());
+    let mut interned = Interner::default();
+    // topk and bottomk give input series: their labels are kept.
+    let mut input_labels: Vec<Labels> = Vec::new();
+    let keeps_input = matches!(op, Op::Topk | Op::Bottomk);
+    ev.each_series(&agg.expr, grid, &mut |series| {
+        let Ok(ks) = &ks else { return Ok(()) };
+        let si = fold.series;
+        fold.series += 1;
+        let group = interned.id(grouping.labels_of(&series.labels));
+        for &(step, v) in &series.points {
+            let Some(k) = ks[step] else { continue };
+            let key = if op == Op::CountValues {
+                let mut labels = series.labels.clone();
+                set(&mut labels, &value_label, &format_value(v));
+                interned.id(grouping.labels_of(&labels))
+            } else {
+                group
+            };
+            fold.add(step, key, k, si, v);
+        }
+        if keeps_input {
+            input_labels.push(series.labels);
+        }
+        Ok(())
+    })?;
+    ks?;
+    let mut out = Output::default();
+    for (step, groups) in fold.by_step.into_iter().enumerate() {
         if step % 64 == 0 {
             ev.check_deadline()?;
-        }
-        let samples = cursor.at(step);
-        let k = if matches!(op, Op::Topk | Op::Bottomk) {
-            match topk_k(param(step))? {
-                Some(k) => k,
-                None => continue,
-            }
-        } else {
-            0
-        };
-        let mut index: HashMap<usize, usize> = HashMap::new();
-        let mut groups: Vec<Group> = Vec::new();
-        for &(si, v) in &samples {
-            let key = if op == Op::CountValues {
-                let mut labels = cursor.labels(si).clone();
-                set(&mut labels, &value_label, &format_value(v));
-                interned.id(group_labels(&labels))
-            } else {
-                groups_of[si]
-            };
-            let Some(&g) = index.get(&key) else {
-                index.insert(key, groups.len());
-                groups.push(Group::new(op, key, si, v));
-                continue;
-            };
-            groups[g].add(op, k, si, v);
         }
         for g in groups {
             g.emit(op, param(step), step, &mut out);
@@ -267,12 +272,74 @@ pub(crate) fn eval(
         .map(|(key, points)| StepSeries {
             labels: match key {
                 Key::Group(id) => std::mem::take(&mut interned.labels[id]),
-                Key::Series(si) => cursor.labels(si).clone(),
+                Key::Series(si) => std::mem::take(&mut input_labels[si]),
             },
             points,
         })
         .collect();
     Ok(Stepped::Vector(series))
+}
+
+/// The groups' running values per step, fed one input series at a time:
+/// at each step, a group's samples come in input order, and the groups in
+/// the order their first samples came, as a step-by-step walk over the
+/// whole input gives them.
+struct Fold {
+    op: Op,
+    /// Input series seen so far.
+    series: usize,
+    /// (step, group) to its place in `by_step[step]`.
+    slots: HashMap<(usize, usize), usize, BuildHasherDefault<NumberHasher>>,
+    by_step: Vec<Vec<Group>>,
+}
+
+impl Fold {
+    fn new(op: Op, steps: usize) -> Self {
+        Fold {
+            op,
+            series: 0,
+            slots: HashMap::default(),
+            by_step: (0..steps).map(|_| Vec::new()).collect(),
+        }
+    }
+
+    /// Adds sample `v` of input series `si` to group `key` at `step`.
+    fn add(&mut self, step: usize, key: usize, k: usize, si: usize, v: f64) {
+        let groups = &mut self.by_step[step];
+        match self.slots.entry((step, key)) {
+            Entry::Occupied(slot) => groups[*slot.get()].add(self.op, k, si, v),
+            Entry::Vacant(slot) => {
+                slot.insert(groups.len());
+                groups.push(Group::new(self.op, key, si, v));
+            }
+        }
+    }
+}
+
+/// A multiplicative hash (as rustc's `FxHasher`) for the fold's (step,
+/// group) numbers, looked up once per input sample: they are the engine's
+/// own, so SipHash's resistance to chosen keys buys nothing there.
+#[derive(Default)]
+struct NumberHasher(u64);
+
+impl Hasher for NumberHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
 }
 
 /// Label sets by number, each stored once.

@@ -62,7 +62,8 @@ pub(crate) struct Windows {
 pub(crate) enum Source {
     /// A stored series, read when its windows are walked.
     Stored(Selected),
-    /// A subquery's series, already evaluated.
+    /// A series' points at hand: a subquery's, or a stored series' read
+    /// with others over a short span.
     Evaluated(RawSeries),
 }
 
@@ -424,6 +425,34 @@ impl<'s> Evaluator<'s> {
         }
     }
 
+    /// Gives `sink` each series of the instant vector `expr`, in the order
+    /// [`Evaluator::eval_vector`] gives them: one at a time as each is read
+    /// for a selector or a range function, from the whole vector for any
+    /// other expression. A consumer that reduces them (an aggregation)
+    /// then holds its result, not every input series.
+    pub(crate) fn each_series(
+        &mut self,
+        expr: &Expr,
+        grid: &Grid,
+        sink: &mut dyn FnMut(StepSeries) -> Result<(), PromqlError>,
+    ) -> Result<(), PromqlError> {
+        self.check_deadline()?;
+        match expr {
+            Expr::Paren(p) => return self.each_series(&p.expr, grid, sink),
+            Expr::VectorSelector(vs) => return self.vector_selector_each(vs, grid, false, sink),
+            Expr::Call(call) => {
+                if let Some(done) = crate::instant_fns::range_call_series(self, call, grid, sink) {
+                    return done;
+                }
+            }
+            _ => {}
+        }
+        for series in self.eval_vector(expr, grid)? {
+            sink(series)?;
+        }
+        Ok(())
+    }
+
     /// The instant vector of `vs` over `grid`: at each step the newest
     /// sample at most [`LOOKBACK_MS`] before the step's time (moved by
     /// `@` and `offset`), both ends included as in Prometheus 2.42. With
@@ -435,14 +464,34 @@ impl<'s> Evaluator<'s> {
         grid: &Grid,
         timestamps: bool,
     ) -> Result<Vec<StepSeries>, PromqlError> {
+        let mut out = Vec::new();
+        self.vector_selector_each(vs, grid, timestamps, &mut |series| {
+            out.push(series);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// [`Evaluator::vector_selector`]'s series, each given to `sink` once
+    /// read.
+    fn vector_selector_each(
+        &mut self,
+        vs: &VectorSelector,
+        grid: &Grid,
+        timestamps: bool,
+        sink: &mut dyn FnMut(StepSeries) -> Result<(), PromqlError>,
+    ) -> Result<(), PromqlError> {
         let refs = self.ref_times(&vs.at, &vs.offset, grid);
         let (first, last) = (refs[0], refs[refs.len() - 1]);
         let span = (first.min(last).saturating_sub(LOOKBACK_MS), first.max(last));
         let selected = select::select(self.store, vs)?;
-        let mut out = Vec::with_capacity(selected.len());
+        let mut read_together = self.read_short(&selected, span)?.map(Vec::into_iter);
         for series in selected {
             self.check_deadline()?;
-            let points = &self.read(&series, span)?;
+            let points = &match &mut read_together {
+                Some(read) => read.next().unwrap_or_default(),
+                None => self.read(&series, span)?,
+            };
             let mut next = 0;
             let mut values = Vec::new();
             for (step, &r) in refs.iter().enumerate() {
@@ -467,13 +516,13 @@ impl<'s> Evaluator<'s> {
             }
             self.charge(values.len())?;
             if !values.is_empty() {
-                out.push(StepSeries {
+                sink(StepSeries {
                     labels: series.labels,
                     points: values,
-                });
+                })?;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The windows of a range selector or subquery (through parentheses)
@@ -498,15 +547,26 @@ impl<'s> Evaluator<'s> {
     ) -> Result<Windows, PromqlError> {
         let range_ms = duration_ms(ms.range);
         let ends = self.ref_times(&ms.vs.at, &ms.vs.offset, grid);
-        let series = select::select(self.store, &ms.vs)?
-            .into_iter()
-            .map(Source::Stored)
-            .collect();
-        Ok(Windows {
-            series,
+        let selected = select::select(self.store, &ms.vs)?;
+        let mut windows = Windows {
+            series: Vec::new(),
             ends,
             range_ms,
-        })
+        };
+        windows.series = match self.read_short(&selected, windows.span())? {
+            Some(read) => selected
+                .into_iter()
+                .zip(read)
+                .map(|(s, points)| {
+                    Source::Evaluated(RawSeries {
+                        labels: s.labels,
+                        points,
+                    })
+                })
+                .collect(),
+            None => selected.into_iter().map(Source::Stored).collect(),
+        };
+        Ok(windows)
     }
 
     /// A subquery: its expression evaluated on a grid of its own step,
@@ -566,6 +626,24 @@ impl<'s> Evaluator<'s> {
         let points = select::points(self.store, series, span.0, span.1)?;
         self.charge(points.len())?;
         Ok(points)
+    }
+
+    /// The points of every series of `selected` in `span` when the span is
+    /// short and there are several series, read together (in the store's
+    /// order, which spares most page reads) and counted against the sample
+    /// limit; `None` otherwise, to be read one series at a time.
+    fn read_short(
+        &mut self,
+        selected: &[Selected],
+        span: (i64, i64),
+    ) -> Result<Option<Vec<Vec<Point>>>, PromqlError> {
+        if selected.len() < 2 || span.1.saturating_sub(span.0) > select::MANY_SPAN_MS {
+            return Ok(None);
+        }
+        self.check_deadline()?;
+        let read = select::points_many(self.store, selected, span.0, span.1)?;
+        self.charge(read.iter().map(Vec::len).sum())?;
+        Ok(Some(read))
     }
 
     /// Calls `f(step, points of the window)` for each step whose window

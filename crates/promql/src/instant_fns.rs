@@ -288,6 +288,35 @@ fn range_call(
     args: &[&Expr],
     grid: &Grid,
 ) -> Result<Stepped, PromqlError> {
+    let mut out = Vec::new();
+    range_call_each(ev, f, args, grid, |series| {
+        out.push(series);
+        Ok(())
+    })?;
+    Ok(Stepped::Vector(out))
+}
+
+/// A call of a range function as `sink` takes its result: one series at
+/// a time, as each is read; `None` for any other call.
+pub(crate) fn range_call_series(
+    ev: &mut Evaluator<'_>,
+    call: &Call,
+    grid: &Grid,
+    sink: &mut dyn FnMut(StepSeries) -> Result<(), PromqlError>,
+) -> Option<Result<(), PromqlError>> {
+    let f = range_fns::lookup(call.func.name)?;
+    let args: Vec<&Expr> = call.args.args.iter().map(|a| a.as_ref()).collect();
+    Some(range_call_each(ev, f, &args, grid, sink))
+}
+
+/// [`range_call`]'s series, each given to `sink` once computed.
+fn range_call_each(
+    ev: &mut Evaluator<'_>,
+    f: RangeFn,
+    args: &[&Expr],
+    grid: &Grid,
+    mut sink: impl FnMut(StepSeries) -> Result<(), PromqlError>,
+) -> Result<(), PromqlError> {
     let matrix_at = usize::from(f == RangeFn::QuantileOverTime);
     let mut scalars = Vec::new();
     for (i, arg) in args.iter().enumerate() {
@@ -298,7 +327,6 @@ fn range_call(
     let windows = ev.maybe_windows(args[matrix_at], grid)?.ok_or_else(|| {
         PromqlError::BadData(format!("expected a range vector: {}", args[matrix_at]))
     })?;
-    let mut out = Vec::new();
     let mut seen = HashSet::new();
     let mut step_args = vec![0.0; scalars.len()];
     for i in 0..windows.series.len() {
@@ -331,9 +359,9 @@ fn range_call(
         if !seen.insert(labels.clone()) {
             return Err(crate::eval::duplicate_labelset());
         }
-        out.push(StepSeries { labels, points });
+        sink(StepSeries { labels, points })?;
     }
-    Ok(Stepped::Vector(out))
+    Ok(())
 }
 
 /// Applies a label mapping and a value mapping (`None` drops the point)

@@ -6,6 +6,7 @@ use crate::{Limits, PromqlError};
 use hostwatch_tsdb::{Matcher, Point, SeriesKey, Store, TsdbError};
 use promql_parser::label::MatchOp;
 use promql_parser::parser::VectorSelector;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// A series computed by the engine (a subquery's): labels and points,
@@ -20,7 +21,7 @@ pub(crate) struct RawSeries {
 /// at a time.
 pub(crate) struct Selected {
     pub(crate) labels: Labels,
-    key: SeriesKey,
+    key: Arc<SeriesKey>,
     id: u64,
 }
 
@@ -61,8 +62,9 @@ pub(crate) fn select(store: &Store, vs: &VectorSelector) -> Result<Vec<Selected>
         if !names.iter().all(|m| m.matches_value(Some(&metric))) {
             continue;
         }
-        for (key, id) in store.select(&metric, &labels).map_err(execution)? {
-            let mut labels = key.labels.clone();
+        for (key, id) in store.select_shared(&metric, &labels).map_err(execution)? {
+            let mut labels = Vec::with_capacity(key.labels.len() + 1);
+            labels.extend_from_slice(&key.labels);
             set(&mut labels, METRIC_NAME, &key.metric);
             out.push(Selected { labels, key, id });
         }
@@ -80,6 +82,26 @@ pub(crate) fn points(
 ) -> Result<Vec<Point>, PromqlError> {
     store
         .series_points(&series.key, series.id, start, end.saturating_add(1))
+        .map_err(execution)
+}
+
+/// The longest span whose points [`points_many`] reads for many series at
+/// once: a few lookbacks (an instant query's `[5m]`), so that holding every
+/// selected series' points together stays about the size of the answer.
+pub(crate) const MANY_SPAN_MS: i64 = 15 * 60 * 1000;
+
+/// The points of each of `series` in `[start, end]`, oldest first, in the
+/// order given, read together in the store's key order (see
+/// `Store::series_points_many`); for spans of at most [`MANY_SPAN_MS`].
+pub(crate) fn points_many(
+    store: &Store,
+    series: &[Selected],
+    start: i64,
+    end: i64,
+) -> Result<Vec<Vec<Point>>, PromqlError> {
+    let asked: Vec<(&SeriesKey, u64)> = series.iter().map(|s| (&*s.key, s.id)).collect();
+    store
+        .series_points_many(&asked, start, end.saturating_add(1))
         .map_err(execution)
 }
 

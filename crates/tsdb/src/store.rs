@@ -280,6 +280,16 @@ impl Store {
             .collect())
     }
 
+    /// [`Store::select`] sharing the index's keys rather than copying
+    /// them: for engines selecting many series per query.
+    pub fn select_shared(
+        &self,
+        metric: &str,
+        matchers: &[Matcher],
+    ) -> Result<Vec<(Arc<SeriesKey>, u64)>, TsdbError> {
+        self.supervisor.inner()?.select(metric, matchers)
+    }
+
     /// Points in `[start_ms, end_ms)` of every series of `metric` matching
     /// every matcher; series without points in the range are left out.
     pub fn range(
