@@ -719,7 +719,17 @@ async fn without_a_writable_outbox_notifications_go_out_from_memory_and_state_is
     // web2 paging (through the outbox again) is the barrier.
     engine.cpu("web2", now_ms(), 0.99);
     receiver.wait_for("web2's page", 3).await;
-    assert_eq!(receiver.for_host("web1").len(), 2, "web1 paged again");
+    // The page delivered from memory may be sent once more from the
+    // outbox, with the same key (attach_state requeues what a worker may
+    // be delivering); paging web1 again would be a new notification.
+    let web1 = receiver.for_host("web1");
+    assert!(web1.len() >= 2, "{} requests for web1", web1.len());
+    for request in &web1 {
+        assert_eq!(
+            request.headers["idempotency-key"], got[0].headers["idempotency-key"],
+            "web1 paged again"
+        );
+    }
     engine.stop().await;
 }
 
