@@ -4,13 +4,15 @@
 //!
 //! Layout: `measure` (process CPU and memory from /proc and getrusage,
 //! thread CPU, medians and percentiles), one module per subcommand
-//! (`agent`, `storage`, `sled_space`, `alerts`, `connections`), and
+//! (`agent`, `storage`, `sled_space`, `alerts`, `connections`,
+//! `console`), and
 //! `figures`, which writes their output into `docs/benchmarks.md`.
 
 mod agent;
 mod alerts;
 mod batch_shapes;
 mod connections;
+mod console;
 mod figures;
 mod fixture;
 mod measure;
@@ -51,6 +53,10 @@ enum Command {
     /// limit (idle mTLS from one certificate, idle TCP, half handshakes),
     /// and its memory under streams holding incomplete batches.
     Connections(connections::Args),
+    /// The web console with 10,000 simulated hosts: the fleet page's API
+    /// requests replayed, page loads in headless chromium, the tab's
+    /// memory, and ingest CPU with the console idle against off.
+    Console(console::Args),
     /// Rewrites the figures table of docs/benchmarks.md from output files
     /// of one benchmark's runs.
     Figures(figures::Args),
@@ -74,6 +80,7 @@ fn main() -> ExitCode {
         Command::Alerts(args) => alerts::run(args),
         Command::BatchShapes(args) => batch_shapes::run(args),
         Command::Connections(args) => connections::run(args),
+        Command::Console(args) => console::run(args),
         Command::Figures(args) => figures::run(args),
         Command::StorageCrashChild(args) => storage::crash_child(args),
     };

@@ -112,7 +112,7 @@ impl Shape {
     }
 }
 
-pub(super) struct SeriesGen {
+pub(crate) struct SeriesGen {
     pub(super) metric: String,
     pub(super) labels: Vec<Label>,
     shape: Shape,
@@ -120,16 +120,16 @@ pub(super) struct SeriesGen {
 
 /// One simulated host: the agent's series with a typical machine's shape
 /// (4 cores, 2 mounts, 2 disks, 2 network devices, 2 watched processes).
-pub(super) struct HostGen {
-    pub(super) name: String,
-    pub(super) series: Vec<SeriesGen>,
+pub(crate) struct HostGen {
+    pub(crate) name: String,
+    pub(crate) series: Vec<SeriesGen>,
     rng: SmallRng,
     /// The host's processes, when batches carry snapshots.
     processes: Option<ProcessGen>,
 }
 
 impl HostGen {
-    pub(super) fn new(index: u32, snapshots: bool) -> Self {
+    pub(crate) fn new(index: u32, snapshots: bool) -> Self {
         let mut rng = SmallRng::seed_from_u64(u64::from(index));
         let mut series = HostSeries::default();
         let level = 0.05 + (rng.random_range(0..30) as f64) / 100.0;
@@ -155,7 +155,7 @@ impl HostGen {
     }
 
     /// An empty batch with this host's series.
-    pub(super) fn batch(&self) -> Batch {
+    pub(crate) fn batch(&self) -> Batch {
         Batch {
             host: self.name.clone(),
             source: 1,
@@ -175,7 +175,7 @@ impl HostGen {
     }
 
     /// Refills `batch` with `n` ticks from `t_ms`, as batch `seq`.
-    pub(super) fn fill(&mut self, batch: &mut Batch, seq: u64, t_ms: i64, n: i64) {
+    pub(crate) fn fill(&mut self, batch: &mut Batch, seq: u64, t_ms: i64, n: i64) {
         batch.seq = seq;
         for input in &mut batch.series {
             input.points.clear();
