@@ -85,6 +85,15 @@ const PIPELINE: usize = 64;
 const TICKS_PER_BATCH: i64 = 30;
 
 pub(crate) fn run(args: Args) -> anyhow::Result<()> {
+    let collector_bin = match &args.collector_bin {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?.with_file_name("hostwatch-collector"),
+    };
+    ensure!(
+        collector_bin.is_file(),
+        "no collector program at {} (build it with `cargo build --release -p hostwatch-collector` or give --collector-bin)",
+        collector_bin.display()
+    );
     let temp;
     let dir = match &args.dir {
         Some(dir) => {
@@ -97,15 +106,6 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             temp.path().to_owned()
         }
     };
-    let collector_bin = match &args.collector_bin {
-        Some(path) => path.clone(),
-        None => std::env::current_exe()?.with_file_name("hostwatch-collector"),
-    };
-    ensure!(
-        collector_bin.is_file(),
-        "no collector program at {} (build it with `cargo build --release -p hostwatch-collector` or give --collector-bin)",
-        collector_bin.display()
-    );
     let ca = Ca::generate("bench CA", 2)?;
     ca.write(&dir)?;
     let server = issue(&ca, &dir, Role::Collector, "bench")?;
@@ -113,7 +113,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
 
     let end_ms = (hostwatch_stdx::now_ms() / INTERVAL_MS) * INTERVAL_MS
         + i64::from(args.lead_minutes) * 60_000;
-    generate(&args, &dir.join("data").join("store"), end_ms)?;
+    let started = Instant::now();
+    let samples = generate(&args, &dir.join("data").join("store"), end_ms)?;
+    println!("hosts={}", args.hosts);
+    println!("generated_samples={samples}");
+    println!("generation_seconds={:.0}", started.elapsed().as_secs_f64());
     browse(&args, &dir, &collector_bin, &server, &viewer)?;
     if args.ingest_hosts > 0 {
         ingest_comparison(&args, &dir, &collector_bin, &ca, &server)?;
@@ -121,8 +125,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes the fleet's history into a store at `path`, ending at `end_ms`.
-fn generate(args: &Args, path: &Path, end_ms: i64) -> anyhow::Result<()> {
+/// Writes the fleet's history into a store at `path`, ending at `end_ms`;
+/// the samples stored.
+fn generate(args: &Args, path: &Path, end_ms: i64) -> anyhow::Result<u64> {
     let options = Options {
         // The lead lies in the future; the collector checks its agents'
         // clocks on ingest, not the data it reopens.
@@ -130,7 +135,6 @@ fn generate(args: &Args, path: &Path, end_ms: i64) -> anyhow::Result<()> {
         ..Options::default()
     };
     let store = Store::open(path, options).with_context(|| format!("open {}", path.display()))?;
-    let started = Instant::now();
     let lead_ticks = i64::from(args.lead_minutes) * 60_000 / INTERVAL_MS;
     let fleet_ticks = i64::from(args.minutes) * 60_000 / INTERVAL_MS + lead_ticks;
     let host_ticks = i64::from(args.host_hours) * 3_600_000 / INTERVAL_MS + lead_ticks;
@@ -150,13 +154,7 @@ fn generate(args: &Args, path: &Path, end_ms: i64) -> anyhow::Result<()> {
             .map(|h| h.join().expect("a generating thread panicked"))
             .collect::<anyhow::Result<Vec<u64>>>()
     })?;
-    samples += counts.iter().sum::<u64>();
-    let seconds = started.elapsed().as_secs_f64();
-    drop(store);
-    println!("hosts={}", args.hosts);
-    println!("generated_samples={samples}");
-    println!("generation_seconds={seconds:.0}");
-    Ok(())
+    Ok(samples + counts.iter().sum::<u64>())
 }
 
 /// `ticks` ticks of each of `hosts` ending at `end_ms`, time-major (as
@@ -511,5 +509,29 @@ impl AgentStream {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn the_store_takes_every_generated_sample() {
+        let dir = tempfile::tempdir().unwrap();
+        let argv = ["console", "--hosts", "3", "--minutes", "2", "--host-hours", "1"];
+        let args = Cli::parse_from(argv.iter().chain(&["--lead-minutes", "1"])).args;
+        let end_ms = hostwatch_stdx::now_ms() / INTERVAL_MS * INTERVAL_MS + 60_000;
+        let stored = generate(&args, &dir.path().join("store"), end_ms).unwrap();
+        let series = HostGen::new(0, false).series.len() as u64;
+        // host-0: 1 h and the lead; hosts 1 and 2: 2 min and the lead.
+        assert_eq!(stored, series * ((360 + 6) + 2 * (12 + 6)));
     }
 }

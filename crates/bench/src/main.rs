@@ -130,6 +130,49 @@ mod tests {
         batch_shapes::run(parse(&["--samples", "100"]).unwrap()).unwrap();
     }
 
+    fn console_args(args: &[&str]) -> Result<console::Args, clap::Error> {
+        let argv = ["hostwatch-bench", "console"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Console(args) => Ok(args),
+            _ => unreachable!("parsed as console"),
+        }
+    }
+
+    #[test]
+    fn console_flags_refuse_bad_values() {
+        for (flag, bad) in [
+            ("--hosts", "0"),
+            ("--minutes", "0"),
+            ("--host-hours", "0"),
+            ("--host-hours", "721"),
+            ("--lead-minutes", "0"),
+            ("--runs", "0"),
+            ("--replays", "x"),
+            ("--ingest-seconds", "0"),
+            ("--ingest-pairs", "1.5"),
+        ] {
+            let e = console_args(&[flag, bad]).err().expect("refused");
+            assert!(e.to_string().contains(flag), "{flag} {bad}: {e}");
+        }
+        assert!(console_args(&["--ingest-hosts", "0"]).is_ok());
+    }
+
+    #[test]
+    fn console_refuses_a_missing_collector_and_an_existing_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-collector");
+        let args = ["--collector-bin", missing.to_str().unwrap()];
+        let e = console::run(console_args(&args).unwrap()).expect_err("refused");
+        assert!(format!("{e:#}").contains("no collector program"), "{e:#}");
+        // Any existing file stands in for the collector: the directory is
+        // refused before it runs.
+        let bin = std::env::current_exe().unwrap();
+        let args = ["--collector-bin", bin.to_str().unwrap()];
+        let args = [&args[..], &["--dir", dir.path().to_str().unwrap()]].concat();
+        let e = console::run(console_args(&args).unwrap()).expect_err("refused");
+        assert!(format!("{e:#}").contains("exists"), "{e:#}");
+    }
+
     #[test]
     fn sled_space_flags_refuse_bad_values() {
         for (flag, bad) in [
