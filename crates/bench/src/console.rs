@@ -54,6 +54,9 @@ pub(crate) struct Args {
     runs: u32,
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     replays: u32,
+    /// Seconds a page load may take before it counts as not interactive.
+    #[arg(long, default_value_t = 180, value_parser = clap::value_parser!(u32).range(1..))]
+    page_timeout_s: u32,
     /// The collector program; by default the one next to this program.
     #[arg(long)]
     collector_bin: Option<PathBuf>,
@@ -322,6 +325,7 @@ fn run_script(args: &Args, script: &Path, http: u16, viewer: &TlsFiles) -> anyho
         .args(["--host", "host-0", "--hosts", &args.hosts.to_string()])
         .args(["--runs", &args.runs.to_string()])
         .args(["--replays", &args.replays.to_string()])
+        .args(["--page-timeout-s", &args.page_timeout_s.to_string()])
         .stdout(Stdio::piped())
         .spawn()
         .with_context(|| format!("starting {}", args.python.display()))?;
