@@ -142,7 +142,7 @@ fn generate(args: &Args, path: &Path, end_ms: i64) -> anyhow::Result<u64> {
     let fleet_ticks = i64::from(args.minutes) * 60_000 / INTERVAL_MS + lead_ticks;
     let host_ticks = i64::from(args.host_hours) * 3_600_000 / INTERVAL_MS + lead_ticks;
     // host-0 alone, then the rest on two threads (this machine's cores).
-    let mut samples = write_hosts(&store, &[0], end_ms, host_ticks)?;
+    let samples = write_hosts(&store, &[0], end_ms, host_ticks)?;
     let threads = 2;
     let counts = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
@@ -209,6 +209,7 @@ fn free_port() -> anyhow::Result<u16> {
 struct Collector {
     child: Child,
     name: String,
+    log: PathBuf,
 }
 
 impl Collector {
@@ -243,28 +244,31 @@ impl Collector {
         let mut collector = Collector {
             child,
             name: name.to_owned(),
+            log: dir.join(format!("{name}.log")),
         };
-        collector.wait_listening(grpc)?;
-        if let Some(http) = http {
-            collector.wait_listening(http)?;
-        }
+        collector.wait_serving()?;
         Ok(collector)
     }
 
-    fn wait_listening(&mut self, port: u16) -> anyhow::Result<()> {
+    /// Until the collector logs that it serves: its listeners accept
+    /// connections while it still opens (replays) its store.
+    fn wait_serving(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        loop {
+            let log = std::fs::read_to_string(&self.log)?;
+            if log.contains("collector serving") {
+                return Ok(());
+            }
             if let Some(status) = self.child.try_wait()? {
-                bail!("collector {} exited ({status}); see its log", self.name);
+                bail!("collector {} exited ({status}); see {}", self.name, self.log.display());
             }
             ensure!(
                 Instant::now() < deadline,
-                "collector {} not listening within {START_TIMEOUT:?}",
+                "collector {} not serving within {START_TIMEOUT:?}",
                 self.name
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        Ok(())
     }
 
     fn pid(&self) -> u32 {
@@ -300,7 +304,7 @@ fn browse(
     let http = free_port()?;
     let started = Instant::now();
     let collector = Collector::start(bin, dir, "data", server, free_port()?, Some(http))?;
-    println!("collector_start_seconds={:.1}", started.elapsed().as_secs_f64());
+    println!("collector_open_seconds={:.1}", started.elapsed().as_secs_f64());
     let script = dir.join("console_bench.py");
     std::fs::write(&script, SCRIPT)?;
     let result = run_script(args, &script, http, viewer);
