@@ -5,7 +5,7 @@ driving Debian's chromium (never `playwright install`).
 
 1. Records the API requests the fleet page makes on its first load, then
    replays exactly those requests `--replays` times, all at once as the
-   page sends them (one keep-alive connection each), with the browser's
+   page sends them (one keep-alive connection each), with another viewer's
    client certificate: per request and per set, time from sending to the
    last byte of the answer.
 2. Loads the fleet page, then the host page at 24 h, `--runs` times each
@@ -90,7 +90,9 @@ def record_fleet_requests(context, origin):
 
 def tls_context(args):
     context = ssl.create_default_context(cafile=args.ca)
-    context.load_cert_chain(args.cert, args.key)
+    # An identity of its own: the collector limits each identity's
+    # connections, and the browser holds some of the viewer's.
+    context.load_cert_chain(args.replay_cert, args.replay_key)
     return context
 
 
@@ -302,6 +304,8 @@ def main():
     parser.add_argument("--ca", required=True)
     parser.add_argument("--cert", required=True)
     parser.add_argument("--key", required=True)
+    parser.add_argument("--replay-cert", required=True)
+    parser.add_argument("--replay-key", required=True)
     parser.add_argument("--host", required=True, help="the host whose page is loaded")
     parser.add_argument("--hosts", type=int, required=True, help="hosts the fleet page must list")
     parser.add_argument("--runs", type=int, default=7)

@@ -113,6 +113,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     ca.write(&dir)?;
     let server = issue(&ca, &dir, Role::Collector, "bench")?;
     let viewer = issue(&ca, &dir, Role::Viewer, "browser")?;
+    let replayer = issue(&ca, &dir, Role::Viewer, "replay")?;
 
     let end_ms = (hostwatch_stdx::now_ms() / INTERVAL_MS) * INTERVAL_MS
         + i64::from(args.lead_minutes) * 60_000;
@@ -121,7 +122,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     println!("hosts={}", args.hosts);
     println!("generated_samples={samples}");
     println!("generation_seconds={:.0}", started.elapsed().as_secs_f64());
-    browse(&args, &dir, &collector_bin, &server, &viewer)?;
+    browse(&args, &dir, &collector_bin, &server, [&viewer, &replayer])?;
     if args.ingest_hosts > 0 {
         ingest_comparison(&args, &dir, &collector_bin, &ca, &server)?;
     }
@@ -299,7 +300,7 @@ fn browse(
     dir: &Path,
     bin: &Path,
     server: &TlsFiles,
-    viewer: &TlsFiles,
+    viewers: [&TlsFiles; 2],
 ) -> anyhow::Result<()> {
     let http = free_port()?;
     let started = Instant::now();
@@ -307,7 +308,7 @@ fn browse(
     println!("collector_open_seconds={:.1}", started.elapsed().as_secs_f64());
     let script = dir.join("console_bench.py");
     std::fs::write(&script, SCRIPT)?;
-    let result = run_script(args, &script, http, viewer);
+    let result = run_script(args, &script, http, viewers);
     let rss = Probe::new(collector.pid()).rss_bytes();
     collector.stop()?;
     result?;
@@ -315,7 +316,13 @@ fn browse(
     Ok(())
 }
 
-fn run_script(args: &Args, script: &Path, http: u16, viewer: &TlsFiles) -> anyhow::Result<()> {
+/// The browser half, signed in as the first viewer, replaying as the second.
+fn run_script(
+    args: &Args,
+    script: &Path,
+    http: u16,
+    [viewer, replayer]: [&TlsFiles; 2],
+) -> anyhow::Result<()> {
     let mut child = Command::new(&args.python)
         .arg(script)
         .arg("--origin")
@@ -326,6 +333,10 @@ fn run_script(args: &Args, script: &Path, http: u16, viewer: &TlsFiles) -> anyho
         .arg(&viewer.cert)
         .arg("--key")
         .arg(&viewer.key)
+        .arg("--replay-cert")
+        .arg(&replayer.cert)
+        .arg("--replay-key")
+        .arg(&replayer.key)
         .args(["--host", "host-0", "--hosts", &args.hosts.to_string()])
         .args(["--runs", &args.runs.to_string()])
         .args(["--replays", &args.replays.to_string()])
