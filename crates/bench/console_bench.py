@@ -5,8 +5,7 @@ driving Debian's chromium (never `playwright install`).
 
 1. Records the API requests the fleet page makes on its first load, then
    replays exactly those requests `--replays` times, all at once as the
-   page sends them (one keep-alive connection each), with another viewer's
-   client certificate: per request and per set, time from sending to the
+   page sends them, each on a new connection as a viewer of its own: per request and per set, time from sending to the
    last byte of the answer.
 2. Loads the fleet page, then the host page at 24 h, `--runs` times each
    in a fresh tab. Time to interactive (fleet) and to charts complete
@@ -88,35 +87,42 @@ def record_fleet_requests(context, origin):
     return [urllib.parse.urlsplit(u) for u in urls]
 
 
-def tls_context(args):
-    context = ssl.create_default_context(cafile=args.ca)
-    # An identity of its own: the collector limits each identity's
-    # connections, and the browser holds some of the viewer's.
-    context.load_cert_chain(args.replay_cert, args.replay_key)
-    return context
+def tls_contexts(args, n):
+    """One per request: each its own viewer (replay-0, replay-1, ...), as the
+    collector limits each identity's connections."""
+    contexts = []
+    for i in range(n):
+        context = ssl.create_default_context(cafile=args.ca)
+        stem = Path(args.replay_dir) / f"viewer-replay-{i}"
+        context.load_cert_chain(f"{stem}.pem", f"{stem}.key")
+        contexts.append(context)
+    return contexts
 
 
 def replay(args, origin, requests):
-    """Per request and per set latencies (ms) of `--replays` concurrent sets."""
+    """Per request and per set latencies (ms) of `--replays` concurrent sets,
+    each request on a new connection (its TLS handshake included)."""
     netloc = urllib.parse.urlsplit(origin).netloc
     host, port = netloc.rsplit(":", 1)
-    context = tls_context(args)
-    connections = [http.client.HTTPSConnection(host, int(port), context=context, timeout=30) for _ in requests]
+    contexts = tls_contexts(args, len(requests))
     per_request = [[] for _ in requests]
     sets = []
     errors = []
 
     def one(i, barrier):
         target = requests[i].path + ("?" + requests[i].query if requests[i].query else "")
+        connection = http.client.HTTPSConnection(host, int(port), context=contexts[i], timeout=60)
         barrier.wait()
         start = time.perf_counter()
         try:
-            connections[i].request("GET", target, headers={"Accept": "application/json"})
-            response = connections[i].getresponse()
+            connection.request("GET", target, headers={"Accept": "application/json", "Connection": "close"})
+            response = connection.getresponse()
             body = response.read()
         except (OSError, http.client.HTTPException) as e:
             errors.append(f"{target}: {e}")
             return
+        finally:
+            connection.close()
         elapsed = (time.perf_counter() - start) * 1000
         if response.status != 200:
             errors.append(f"{target}: HTTP {response.status} {body[:200]!r}")
@@ -130,7 +136,7 @@ def replay(args, origin, requests):
         barrier.wait()
         start = time.perf_counter()
         for t in threads:
-            t.join(timeout=60)
+            t.join(timeout=120)
         sets.append((time.perf_counter() - start) * 1000)
         if errors:
             raise SystemExit("replay failed: " + "; ".join(errors[:3]))
@@ -304,8 +310,7 @@ def main():
     parser.add_argument("--ca", required=True)
     parser.add_argument("--cert", required=True)
     parser.add_argument("--key", required=True)
-    parser.add_argument("--replay-cert", required=True)
-    parser.add_argument("--replay-key", required=True)
+    parser.add_argument("--replay-dir", required=True, help="holds viewer-replay-N.pem and .key")
     parser.add_argument("--host", required=True, help="the host whose page is loaded")
     parser.add_argument("--hosts", type=int, required=True, help="hosts the fleet page must list")
     parser.add_argument("--runs", type=int, default=7)

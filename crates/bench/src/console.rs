@@ -84,6 +84,9 @@ const SCRIPT: &str = include_str!("../console_bench.py");
 const START_TIMEOUT: Duration = Duration::from_secs(300);
 /// Batches in flight per generating thread (they share group commits).
 const PIPELINE: usize = 64;
+/// Viewers the replay's requests are spread over (more than the fleet
+/// page's requests).
+const REPLAY_VIEWERS: u32 = 16;
 /// Ticks per generated batch.
 const TICKS_PER_BATCH: i64 = 30;
 
@@ -113,7 +116,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     ca.write(&dir)?;
     let server = issue(&ca, &dir, Role::Collector, "bench")?;
     let viewer = issue(&ca, &dir, Role::Viewer, "browser")?;
-    let replayer = issue(&ca, &dir, Role::Viewer, "replay")?;
+    // The replay's requests, each as a viewer of its own: the collector
+    // limits each identity's connections.
+    for i in 0..REPLAY_VIEWERS {
+        issue(&ca, &dir, Role::Viewer, &format!("replay-{i}"))?;
+    }
 
     let end_ms = (hostwatch_stdx::now_ms() / INTERVAL_MS) * INTERVAL_MS
         + i64::from(args.lead_minutes) * 60_000;
@@ -122,7 +129,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     println!("hosts={}", args.hosts);
     println!("generated_samples={samples}");
     println!("generation_seconds={:.0}", started.elapsed().as_secs_f64());
-    browse(&args, &dir, &collector_bin, &server, [&viewer, &replayer])?;
+    browse(&args, &dir, &collector_bin, &server, &viewer)?;
     if args.ingest_hosts > 0 {
         ingest_comparison(&args, &dir, &collector_bin, &ca, &server)?;
     }
@@ -300,7 +307,7 @@ fn browse(
     dir: &Path,
     bin: &Path,
     server: &TlsFiles,
-    viewers: [&TlsFiles; 2],
+    viewer: &TlsFiles,
 ) -> anyhow::Result<()> {
     let http = free_port()?;
     let started = Instant::now();
@@ -308,7 +315,7 @@ fn browse(
     println!("collector_open_seconds={:.1}", started.elapsed().as_secs_f64());
     let script = dir.join("console_bench.py");
     std::fs::write(&script, SCRIPT)?;
-    let result = run_script(args, &script, http, viewers);
+    let result = run_script(args, &script, http, viewer);
     let rss = Probe::new(collector.pid()).rss_bytes();
     collector.stop()?;
     result?;
@@ -316,13 +323,8 @@ fn browse(
     Ok(())
 }
 
-/// The browser half, signed in as the first viewer, replaying as the second.
-fn run_script(
-    args: &Args,
-    script: &Path,
-    http: u16,
-    [viewer, replayer]: [&TlsFiles; 2],
-) -> anyhow::Result<()> {
+/// The browser half, signed in as `viewer`, replaying as the replay viewers.
+fn run_script(args: &Args, script: &Path, http: u16, viewer: &TlsFiles) -> anyhow::Result<()> {
     let mut child = Command::new(&args.python)
         .arg(script)
         .arg("--origin")
@@ -333,10 +335,8 @@ fn run_script(
         .arg(&viewer.cert)
         .arg("--key")
         .arg(&viewer.key)
-        .arg("--replay-cert")
-        .arg(&replayer.cert)
-        .arg("--replay-key")
-        .arg(&replayer.key)
+        .arg("--replay-dir")
+        .arg(script.parent().context("the script's directory")?)
         .args(["--host", "host-0", "--hosts", &args.hosts.to_string()])
         .args(["--runs", &args.runs.to_string()])
         .args(["--replays", &args.replays.to_string()])
