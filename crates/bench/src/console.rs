@@ -103,7 +103,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let temp;
     let dir = match &args.dir {
         Some(dir) => {
-            ensure!(!dir.exists(), "--dir {} exists: give a new directory", dir.display());
+            ensure!(
+                !dir.exists(),
+                "--dir {} exists: give a new directory",
+                dir.display()
+            );
             std::fs::create_dir_all(dir)?;
             dir.clone()
         }
@@ -268,7 +272,11 @@ impl Collector {
                 return Ok(());
             }
             if let Some(status) = self.child.try_wait()? {
-                bail!("collector {} exited ({status}); see {}", self.name, self.log.display());
+                bail!(
+                    "collector {} exited ({status}); see {}",
+                    self.name,
+                    self.log.display()
+                );
             }
             ensure!(
                 Instant::now() < deadline,
@@ -312,7 +320,10 @@ fn browse(
     let http = free_port()?;
     let started = Instant::now();
     let collector = Collector::start(bin, dir, "data", server, free_port()?, Some(http))?;
-    println!("collector_open_seconds={:.1}", started.elapsed().as_secs_f64());
+    println!(
+        "collector_open_seconds={:.1}",
+        started.elapsed().as_secs_f64()
+    );
     let script = dir.join("console_bench.py");
     std::fs::write(&script, SCRIPT)?;
     let result = run_script(args, &script, http, viewer);
@@ -391,7 +402,10 @@ fn ingest_comparison(
     );
     println!("ingest_cpu_ns_per_sample_console_idle={on:.0}");
     println!("ingest_cpu_ns_per_sample_console_off={off:.0}");
-    println!("ingest_console_idle_over_off_pct={:.1}", (on / off - 1.0) * 100.0);
+    println!(
+        "ingest_console_idle_over_off_pct={:.1}",
+        (on / off - 1.0) * 100.0
+    );
     Ok(())
 }
 
@@ -545,7 +559,15 @@ mod tests {
     #[test]
     fn the_store_takes_every_generated_sample() {
         let dir = tempfile::tempdir().unwrap();
-        let argv = ["console", "--hosts", "3", "--minutes", "2", "--host-hours", "1"];
+        let argv = [
+            "console",
+            "--hosts",
+            "3",
+            "--minutes",
+            "2",
+            "--host-hours",
+            "1",
+        ];
         let args = Cli::parse_from(argv.iter().chain(&["--lead-minutes", "1"])).args;
         let end_ms = hostwatch_stdx::now_ms() / INTERVAL_MS * INTERVAL_MS + 60_000;
         let stored = generate(&args, &dir.path().join("store"), end_ms).unwrap();
