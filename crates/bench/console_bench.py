@@ -93,7 +93,7 @@ def tls_contexts(args, n):
     contexts = []
     for i in range(n):
         context = ssl.create_default_context(cafile=args.ca)
-        stem = Path(args.replay_dir) / f"viewer-replay-{i}"
+        stem = Path(args.replay_dir) / f"viewer-replay-{i % args.replay_viewers}"
         context.load_cert_chain(f"{stem}.pem", f"{stem}.key")
         contexts.append(context)
     return contexts
@@ -311,6 +311,7 @@ def main():
     parser.add_argument("--cert", required=True)
     parser.add_argument("--key", required=True)
     parser.add_argument("--replay-dir", required=True, help="holds viewer-replay-N.pem and .key")
+    parser.add_argument("--replay-viewers", type=int, required=True, help="N from 0 to this")
     parser.add_argument("--host", required=True, help="the host whose page is loaded")
     parser.add_argument("--hosts", type=int, required=True, help="hosts the fleet page must list")
     parser.add_argument("--runs", type=int, default=7)

@@ -348,6 +348,7 @@ fn run_script(args: &Args, script: &Path, http: u16, viewer: &TlsFiles) -> anyho
         .arg(&viewer.key)
         .arg("--replay-dir")
         .arg(script.parent().context("the script's directory")?)
+        .args(["--replay-viewers", &REPLAY_VIEWERS.to_string()])
         .args(["--host", "host-0", "--hosts", &args.hosts.to_string()])
         .args(["--runs", &args.runs.to_string()])
         .args(["--replays", &args.replays.to_string()])
