@@ -166,7 +166,10 @@ fn generate(args: &Args, path: &Path, end_ms: i64) -> anyhow::Result<u64> {
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().expect("a generating thread panicked"))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a generating thread panicked")))
+            })
             .collect::<anyhow::Result<Vec<u64>>>()
     })?;
     Ok(samples + counts.iter().sum::<u64>())
