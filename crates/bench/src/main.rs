@@ -5,13 +5,14 @@
 //! Layout: `measure` (process CPU and memory from /proc and getrusage,
 //! thread CPU, medians and percentiles), one module per subcommand
 //! (`agent`, `storage`, `sled_space`, `alerts`, `connections`,
-//! `promql`), and
+//! `promql`, `console`), and
 //! `figures`, which writes their output into `docs/benchmarks.md`.
 
 mod agent;
 mod alerts;
 mod batch_shapes;
 mod connections;
+mod console;
 mod figures;
 mod fixture;
 mod measure;
@@ -57,6 +58,10 @@ enum Command {
     /// the same data: a host dashboard, fleet queries over a day, instant
     /// queries over many hosts; and a query's memory.
     Promql(promql::Args),
+    /// The web console with 10,000 simulated hosts: the fleet page's API
+    /// requests replayed, page loads in headless chromium, the tab's
+    /// memory, and ingest CPU with the console idle against off.
+    Console(console::Args),
     /// Rewrites the figures table of docs/benchmarks.md from output files
     /// of one benchmark's runs.
     Figures(figures::Args),
@@ -81,6 +86,7 @@ fn main() -> ExitCode {
         Command::BatchShapes(args) => batch_shapes::run(args),
         Command::Connections(args) => connections::run(args),
         Command::Promql(args) => promql::run(args),
+        Command::Console(args) => console::run(args),
         Command::Figures(args) => figures::run(args),
         Command::StorageCrashChild(args) => storage::crash_child(args),
     };
@@ -128,6 +134,49 @@ mod tests {
             assert!(e.to_string().contains("--samples"), "{bad}: {e}");
         }
         batch_shapes::run(parse(&["--samples", "100"]).unwrap()).unwrap();
+    }
+
+    fn console_args(args: &[&str]) -> Result<console::Args, clap::Error> {
+        let argv = ["hostwatch-bench", "console"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Console(args) => Ok(args),
+            _ => unreachable!("parsed as console"),
+        }
+    }
+
+    #[test]
+    fn console_flags_refuse_bad_values() {
+        for (flag, bad) in [
+            ("--hosts", "0"),
+            ("--minutes", "0"),
+            ("--host-hours", "0"),
+            ("--host-hours", "721"),
+            ("--lead-minutes", "0"),
+            ("--runs", "0"),
+            ("--replays", "x"),
+            ("--ingest-seconds", "0"),
+            ("--ingest-pairs", "1.5"),
+        ] {
+            let e = console_args(&[flag, bad]).err().expect("refused");
+            assert!(e.to_string().contains(flag), "{flag} {bad}: {e}");
+        }
+        assert!(console_args(&["--ingest-hosts", "0"]).is_ok());
+    }
+
+    #[test]
+    fn console_refuses_a_missing_collector_and_an_existing_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-collector");
+        let args = ["--collector-bin", missing.to_str().unwrap()];
+        let e = console::run(console_args(&args).unwrap()).expect_err("refused");
+        assert!(format!("{e:#}").contains("no collector program"), "{e:#}");
+        // Any existing file stands in for the collector: the directory is
+        // refused before it runs.
+        let bin = std::env::current_exe().unwrap();
+        let args = ["--collector-bin", bin.to_str().unwrap()];
+        let args = [&args[..], &["--dir", dir.path().to_str().unwrap()]].concat();
+        let e = console::run(console_args(&args).unwrap()).expect_err("refused");
+        assert!(format!("{e:#}").contains("exists"), "{e:#}");
     }
 
     #[test]

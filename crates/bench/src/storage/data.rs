@@ -175,7 +175,7 @@ impl HostGen {
     }
 
     /// Refills `batch` with `n` ticks from `t_ms`, as batch `seq`.
-    pub(super) fn fill(&mut self, batch: &mut Batch, seq: u64, t_ms: i64, n: i64) {
+    pub(crate) fn fill(&mut self, batch: &mut Batch, seq: u64, t_ms: i64, n: i64) {
         batch.seq = seq;
         for input in &mut batch.series {
             input.points.clear();

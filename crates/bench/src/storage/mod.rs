@@ -49,7 +49,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-const INTERVAL_MS: i64 = 10_000;
+pub(crate) const INTERVAL_MS: i64 = 10_000;
 const HOUR_MS: i64 = 3_600_000;
 /// The targets (listed in docs/benchmarks.md).
 const TARGET_INGEST: f64 = 1_000_000.0;

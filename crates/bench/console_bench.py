@@ -1,0 +1,348 @@
+#!/usr/bin/env python3
+"""The browser half of `hostwatch-bench console` (crates/bench/src/console.rs),
+which starts the collector and runs this script with Python playwright
+driving Debian's chromium (never `playwright install`).
+
+1. Records the API requests the fleet page makes on its first load, then
+   replays exactly those requests `--replays` times, all at once as the
+   page sends them, each on a new connection as a viewer of its own: per request and per set, time from sending to the
+   last byte of the answer.
+2. Loads the fleet page, then the host page at 24 h, `--runs` times each
+   in a fresh tab. Time to interactive (fleet) and to charts complete
+   (host) is measured from navigation start (performance.timeOrigin) to
+   the first frame after the page marked itself loaded (`main`'s
+   data-loaded="true", set once the data is in and drawn: every row with
+   its figures, every chart); the rows and charts are counted. A fleet
+   page not interactive within `--page-timeout-s` is reported as such and
+   not loaded again. Then, as a diagnosis, the fleet page up to 3 times
+   with its canvases' sizes answered without a layout (FIXED_CANVAS).
+3. The tab's memory after the fleet page (the fixed-canvas one when the
+   page as it ships did not finish): its JS heap (DevTools'
+   Performance.getMetrics), DOM nodes and its renderer's resident memory.
+
+Prints `name=value` lines (milliseconds, bytes) and `#` comments.
+"""
+
+import argparse
+import http.client
+import os
+import ssl
+import statistics
+import sys
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import sync_playwright
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# Bounded wait for the recording load (canvas sizes fixed, see FIXED_CANVAS).
+RECORD_TIMEOUT_MS = 300_000
+
+# Installed before any page script: notes when `main` is marked loaded and
+# when the frame after that has been produced.
+MARK_LOADED = """
+window.__bench = {};
+new MutationObserver(() => {
+  const main = document.getElementById("main");
+  if (!main || main.dataset.loaded !== "true" || window.__bench.loaded) return;
+  window.__bench.loaded = performance.now();
+  requestAnimationFrame(() => setTimeout(() => { window.__bench.painted = performance.now(); }, 0));
+}).observe(document, { subtree: true, attributes: true, attributeFilter: ["data-loaded"] });
+"""
+
+
+def percentile(values, p):
+    """Nearest rank, as crates/bench/src/measure.rs computes it."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), -(-p * len(ordered) // 100)))
+    return ordered[int(rank) - 1]
+
+
+def figure(name, value):
+    print(f"{name}={value:.1f}" if isinstance(value, float) else f"{name}={value}", flush=True)
+
+
+def record_fleet_requests(context, origin):
+    """The API requests of the fleet page's first load, as sent."""
+    page = context.new_page()
+    urls = []
+    page.on("request", lambda r: "/api/" in r.url and urls.append(r.url))
+    page.goto(f"{origin}/")
+    page.locator('main[data-loaded="true"]').wait_for(timeout=RECORD_TIMEOUT_MS)
+    page.close()
+    if not urls:
+        raise SystemExit("the fleet page made no API request")
+    # One set: a load whose requests outlived api.js's time limit is
+    # retried by the page, and the retry's requests differ only in time.
+    requests, seen = [], set()
+    for url in map(urllib.parse.urlsplit, urls):
+        params = [(k, v) for k, v in urllib.parse.parse_qsl(url.query) if k not in ("time", "start", "end")]
+        key = (url.path, tuple(params))
+        if key not in seen:
+            seen.add(key)
+            requests.append(url)
+    if len(requests) < len(urls):
+        print(f"# the fleet page sent {len(urls)} requests: its set of {len(requests)} retried", flush=True)
+    return requests
+
+
+def tls_contexts(args, n):
+    """One per request: each its own viewer (replay-0, replay-1, ...), as the
+    collector limits each identity's connections."""
+    contexts = []
+    for i in range(n):
+        context = ssl.create_default_context(cafile=args.ca)
+        stem = Path(args.replay_dir) / f"viewer-replay-{i % args.replay_viewers}"
+        context.load_cert_chain(f"{stem}.pem", f"{stem}.key")
+        contexts.append(context)
+    return contexts
+
+
+def replay(args, origin, requests):
+    """Per request and per set latencies (ms) of `--replays` concurrent sets,
+    each request on a new connection (its TLS handshake included)."""
+    netloc = urllib.parse.urlsplit(origin).netloc
+    host, port = netloc.rsplit(":", 1)
+    contexts = tls_contexts(args, len(requests))
+    per_request = [[] for _ in requests]
+    sets = []
+    errors = []
+
+    def one(i, barrier):
+        target = requests[i].path + ("?" + requests[i].query if requests[i].query else "")
+        connection = http.client.HTTPSConnection(host, int(port), context=contexts[i], timeout=60)
+        barrier.wait()
+        start = time.perf_counter()
+        try:
+            connection.request("GET", target, headers={"Accept": "application/json", "Connection": "close"})
+            response = connection.getresponse()
+            body = response.read()
+        except (OSError, http.client.HTTPException) as e:
+            errors.append(f"{target}: {e}")
+            return
+        finally:
+            connection.close()
+        elapsed = (time.perf_counter() - start) * 1000
+        if response.status != 200:
+            errors.append(f"{target}: HTTP {response.status} {body[:200]!r}")
+        per_request[i].append((elapsed, len(body)))
+
+    for _ in range(args.replays):
+        barrier = threading.Barrier(len(requests) + 1)
+        threads = [threading.Thread(target=one, args=(i, barrier)) for i in range(len(requests))]
+        for t in threads:
+            t.start()
+        barrier.wait()
+        start = time.perf_counter()
+        for t in threads:
+            t.join(timeout=120)
+        sets.append((time.perf_counter() - start) * 1000)
+        if errors:
+            raise SystemExit("replay failed: " + "; ".join(errors[:3]))
+    return per_request, sets
+
+
+def report_replay(requests, per_request, sets):
+    worst = 0.0
+    for request, samples in zip(requests, per_request):
+        times = [t for t, _ in samples]
+        query = urllib.parse.parse_qs(request.query)
+        what = request.path + (" " + query["query"][0] if "query" in query else "")
+        p99 = percentile(times, 99)
+        worst = max(worst, p99)
+        print(
+            f"# {what[:110]}: p50 {statistics.median(times):.1f} ms, p99 {p99:.1f} ms, {samples[0][1]} bytes",
+            flush=True,
+        )
+    figure("fleet_requests", len(requests))
+    figure("fleet_request_p99_ms_worst", worst)
+    figure("fleet_set_p50_ms", statistics.median(sets))
+    figure("fleet_set_p99_ms", percentile(sets, 99))
+
+
+def timed_load(context, url, check, timeout_s):
+    """Milliseconds from navigation start to the first frame after loaded,
+    and what `check` (JavaScript) counts on the loaded page."""
+    page = context.new_page()
+    page.goto(url, wait_until="commit")
+    try:
+        page.wait_for_function("() => window.__bench && window.__bench.painted", timeout=timeout_s * 1000)
+    except PlaywrightTimeout:
+        page.close()
+        raise
+    painted = page.evaluate("window.__bench.painted")
+    counted = page.evaluate(check)
+    return page, painted, counted
+
+
+def renderer_rss_bytes():
+    """Resident bytes of this script's largest chromium renderer (the tab's)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+
+    def descends(pid):
+        for _ in range(64):
+            if pid == os.getpid():
+                return True
+            pid = parents.get(pid, 0)
+            if pid <= 1:
+                return False
+        return False
+
+    best = 0
+    for pid in parents:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        if b"--type=renderer" in cmdline and descends(pid):
+            for line in status.splitlines():
+                if line.startswith("VmRSS:"):
+                    best = max(best, int(line.split()[1]) * 1024)
+    return best
+
+
+FLEET_CHECK = """() => ({
+  rows: document.querySelectorAll("#hosts tbody tr").length,
+  withCpu: [...document.querySelectorAll("#hosts tbody td.col-cpu")].filter(c => /\\d/.test(c.textContent)).length,
+})"""
+HOST_CHECK = """() => ({
+  charts: document.querySelectorAll(".chart-box").length,
+  drawn: document.querySelectorAll(".chart-box .uplot").length,
+})"""
+# The diagnostic variant: canvases report their CSS size (120 x 28 px) without
+# a layout, so drawing each row's sparkline no longer forces one.
+FIXED_CANVAS = """
+for (const [prop, size] of [["clientWidth", 120], ["clientHeight", 28]]) {
+  const layout = Object.getOwnPropertyDescriptor(Element.prototype, prop);
+  Object.defineProperty(Element.prototype, prop, {
+    get() { return this instanceof HTMLCanvasElement ? size : layout.get.call(this); },
+  });
+}
+"""
+
+
+def memory(context, page):
+    cdp = context.new_cdp_session(page)
+    cdp.send("Performance.enable")
+    metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+    figure("fleet_js_heap_used_bytes", int(metrics["JSHeapUsedSize"]))
+    figure("fleet_js_heap_total_bytes", int(metrics["JSHeapTotalSize"]))
+    figure("fleet_dom_nodes", int(metrics["Nodes"]))
+    figure("fleet_renderer_rss_bytes", renderer_rss_bytes())
+
+
+def fleet_loads(args, context, origin, runs, measure_memory):
+    """Fleet page loads (ms) until `runs` or the first not interactive within
+    `--page-timeout-s`; the tab's memory after the last when asked."""
+    times = []
+    for run in range(runs):
+        try:
+            page, ms, counted = timed_load(context, f"{origin}/", FLEET_CHECK, args.page_timeout_s)
+        except PlaywrightTimeout:
+            print(f"# fleet page not interactive within {args.page_timeout_s} s (run {run})", flush=True)
+            return times, False
+        if counted["rows"] != args.hosts or counted["withCpu"] != args.hosts:
+            raise SystemExit(f"fleet run {run}: {counted} for {args.hosts} hosts")
+        times.append(ms)
+        if measure_memory and run == runs - 1:
+            memory(context, page)
+        page.close()
+    return times, True
+
+
+def report_loads(name, times, complete, timeout_s):
+    print(f"# {name} (ms): {', '.join(f'{t:.0f}' for t in times) or 'none'}", flush=True)
+    if complete:
+        figure(f"{name}_ms_median", statistics.median(times))
+        figure(f"{name}_ms_p99", percentile(times, 99))
+    else:
+        figure(f"{name}_ms_median", f"over-{timeout_s}-s")
+        figure(f"{name}_ms_p99", f"over-{timeout_s}-s")
+
+
+def pages(args, browser, origin):
+    context = new_context(browser, args)
+    fleet, complete = fleet_loads(args, context, origin, args.runs, True)
+    report_loads("fleet_interactive", fleet, complete, args.page_timeout_s)
+    host = []
+    for _ in range(args.runs):
+        page, ms, counted = timed_load(context, f"{origin}/hosts/{args.host}?range=24h", HOST_CHECK, args.page_timeout_s)
+        host.append(ms)
+        page.close()
+    context.close()
+    print(f"# host page charts drawn: {counted['drawn']} of {counted['charts']}", flush=True)
+    report_loads("host_24h_charts", host, True, args.page_timeout_s)
+    figure("host_24h_charts_drawn", counted["drawn"])
+    # Where the fleet page's time goes: the same loads without the layout
+    # each sparkline forces (a diagnosis, not the console as it ships).
+    context = new_context(browser, args)
+    context.add_init_script(FIXED_CANVAS)
+    if not complete:
+        print("# memory below: after the last fixed-canvas load", flush=True)
+    fixed, fixed_complete = fleet_loads(args, context, origin, min(args.runs, 3), not complete)
+    report_loads("fleet_interactive_fixed_canvas", fixed, fixed_complete, args.page_timeout_s)
+    context.close()
+
+
+def new_context(browser, args):
+    context = browser.new_context(
+        # The collector's certificate is from the bench's own CA.
+        ignore_https_errors=True,
+        viewport={"width": 1280, "height": 800},
+        client_certificates=[{"origin": args.origin, "certPath": args.cert, "keyPath": args.key}],
+    )
+    context.add_init_script(MARK_LOADED)
+    return context
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--origin", required=True)
+    parser.add_argument("--ca", required=True)
+    parser.add_argument("--cert", required=True)
+    parser.add_argument("--key", required=True)
+    parser.add_argument("--replay-dir", required=True, help="holds viewer-replay-N.pem and .key")
+    parser.add_argument("--replay-viewers", type=int, required=True, help="N from 0 to this")
+    parser.add_argument("--host", required=True, help="the host whose page is loaded")
+    parser.add_argument("--hosts", type=int, required=True, help="hosts the fleet page must list")
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--replays", type=int, default=100)
+    parser.add_argument("--page-timeout-s", type=int, default=180)
+    parser.add_argument("--chromium", default="/usr/bin/chromium")
+    args = parser.parse_args()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
+        context = new_context(browser, args)
+        # The requests are sent before the page draws anything.
+        context.add_init_script(FIXED_CANVAS)
+        requests = record_fleet_requests(context, args.origin)
+        context.close()
+        per_request, sets = replay(args, args.origin, requests)
+        report_replay(requests, per_request, sets)
+        pages(args, browser, args.origin)
+        browser.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

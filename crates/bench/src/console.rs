@@ -1,0 +1,582 @@
+//! `hostwatch-bench console`: the web console against a fleet of
+//! `--hosts` simulated agents, served by a real collector process.
+//!
+//! 1. Data: every host's agent series (storage's generator: about 90 per
+//!    host, one sample per 10 s) for the last `--minutes`, and `--host-hours`
+//!    for `host-0`, written straight into a store in the collector's data
+//!    directory. The data runs `--lead-minutes` past the start of the
+//!    measurement, so the pages see a live fleet without 10,000 agents'
+//!    streams running meanwhile.
+//! 2. The collector binary (`--collector-bin`) serves that directory with
+//!    its HTTPS listener; `console_bench.py` (run by `--python`, which must
+//!    have playwright) records the fleet page's API requests in headless
+//!    chromium, replays them with a viewer's client certificate, then times
+//!    the fleet page and the host page at 24 h and reports the tab's memory.
+//! 3. Ingest cost with the console on but idle against off: a fresh
+//!    collector per phase, with and without `http_listen`, alternated,
+//!    `--ingest-hosts` agents' streams sending one tick a second each; the
+//!    collector process's CPU per stored sample, per phase.
+
+use crate::fixture::issue;
+use crate::measure::{Probe, median};
+use crate::storage::INTERVAL_MS;
+use crate::storage::data::HostGen;
+use anyhow::{Context, bail, ensure};
+use hostwatch_pki::transport::{ClientTarget, Keepalive, connect};
+use hostwatch_pki::{Ca, Role, TlsFiles};
+use hostwatch_proto::v1 as pb;
+use hostwatch_tsdb::{Batch, Options, Store};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// Hosts in the fleet.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    hosts: u32,
+    /// History of every host, in minutes (the fleet's sparklines show 60).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
+    minutes: u32,
+    /// History of host-0, whose page is loaded, in hours.
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=720))]
+    host_hours: u32,
+    /// Minutes of data past the start of the measurement.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=120))]
+    lead_minutes: u32,
+    /// Page loads of each page, and sets of the fleet's requests replayed.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..))]
+    runs: u32,
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    replays: u32,
+    /// Seconds a page load may take before it counts as not interactive.
+    #[arg(long, default_value_t = 180, value_parser = clap::value_parser!(u32).range(1..))]
+    page_timeout_s: u32,
+    /// The collector program; by default the one next to this program.
+    #[arg(long)]
+    collector_bin: Option<PathBuf>,
+    /// A Python with playwright (tests/console/run.sh installs one in
+    /// `$CARGO_TARGET_DIR/console-venv`).
+    #[arg(long, default_value = "python3")]
+    python: PathBuf,
+    /// Streams sending in the ingest comparison (0: no comparison).
+    #[arg(long, default_value_t = 200)]
+    ingest_hosts: u32,
+    /// Seconds each ingest phase is measured.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    ingest_seconds: u32,
+    /// Pairs of ingest phases (console on, then off).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    ingest_pairs: u32,
+    /// Work directory (kept); a temporary one by default.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+/// The browser half, written into the work directory and run there.
+const SCRIPT: &str = include_str!("../console_bench.py");
+/// Longest wait for a collector to listen, or to stop.
+const START_TIMEOUT: Duration = Duration::from_secs(300);
+/// Batches in flight per generating thread (they share group commits).
+const PIPELINE: usize = 64;
+/// Viewers the replay's requests are spread over (more than the fleet
+/// page's requests).
+const REPLAY_VIEWERS: u32 = 16;
+/// Ticks per generated batch.
+const TICKS_PER_BATCH: i64 = 30;
+
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
+    let collector_bin = match &args.collector_bin {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?.with_file_name("hostwatch-collector"),
+    };
+    ensure!(
+        collector_bin.is_file(),
+        "no collector program at {} (build it with `cargo build --release -p hostwatch-collector` or give --collector-bin)",
+        collector_bin.display()
+    );
+    let temp;
+    let dir = match &args.dir {
+        Some(dir) => {
+            ensure!(
+                !dir.exists(),
+                "--dir {} exists: give a new directory",
+                dir.display()
+            );
+            std::fs::create_dir_all(dir)?;
+            dir.clone()
+        }
+        None => {
+            temp = tempfile::tempdir()?;
+            temp.path().to_owned()
+        }
+    };
+    let ca = Ca::generate("bench CA", 2)?;
+    ca.write(&dir)?;
+    let server = issue(&ca, &dir, Role::Collector, "bench")?;
+    let viewer = issue(&ca, &dir, Role::Viewer, "browser")?;
+    // The replay's requests, each as a viewer of its own: the collector
+    // limits each identity's connections.
+    for i in 0..REPLAY_VIEWERS {
+        issue(&ca, &dir, Role::Viewer, &format!("replay-{i}"))?;
+    }
+
+    let end_ms = (hostwatch_stdx::now_ms() / INTERVAL_MS) * INTERVAL_MS
+        + i64::from(args.lead_minutes) * 60_000;
+    let started = Instant::now();
+    let samples = generate(&args, &dir.join("data").join("store"), end_ms)?;
+    println!("hosts={}", args.hosts);
+    println!("generated_samples={samples}");
+    println!("generation_seconds={:.0}", started.elapsed().as_secs_f64());
+    browse(&args, &dir, &collector_bin, &server, &viewer)?;
+    if args.ingest_hosts > 0 {
+        ingest_comparison(&args, &dir, &collector_bin, &ca, &server)?;
+    }
+    Ok(())
+}
+
+/// Writes the fleet's history into a store at `path`, ending at `end_ms`;
+/// the samples stored.
+fn generate(args: &Args, path: &Path, end_ms: i64) -> anyhow::Result<u64> {
+    let options = Options {
+        // The lead lies in the future; the collector checks its agents'
+        // clocks on ingest, not the data it reopens.
+        future_tolerance_ms: i64::from(args.lead_minutes + 1) * 60_000,
+        ..Options::default()
+    };
+    let store = Store::open(path, options).with_context(|| format!("open {}", path.display()))?;
+    let lead_ticks = i64::from(args.lead_minutes) * 60_000 / INTERVAL_MS;
+    let fleet_ticks = i64::from(args.minutes) * 60_000 / INTERVAL_MS + lead_ticks;
+    let host_ticks = i64::from(args.host_hours) * 3_600_000 / INTERVAL_MS + lead_ticks;
+    // host-0 alone, then the rest on two threads (this machine's cores).
+    let samples = write_hosts(&store, &[0], end_ms, host_ticks)?;
+    let threads = 2;
+    let counts = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (store, hosts) = (&store, (1..args.hosts).skip(t).step_by(threads));
+                let hosts: Vec<u32> = hosts.collect();
+                scope.spawn(move || write_hosts(store, &hosts, end_ms, fleet_ticks))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a generating thread panicked")))
+            })
+            .collect::<anyhow::Result<Vec<u64>>>()
+    })?;
+    Ok(samples + counts.iter().sum::<u64>())
+}
+
+/// `ticks` ticks of each of `hosts` ending at `end_ms`, time-major (as
+/// agents send them), pipelined; the samples stored.
+fn write_hosts(store: &Store, hosts: &[u32], end_ms: i64, ticks: i64) -> anyhow::Result<u64> {
+    let mut gens: Vec<(HostGen, Batch)> = hosts
+        .iter()
+        .map(|&i| {
+            let host = HostGen::new(i, false);
+            let batch = host.batch();
+            (host, batch)
+        })
+        .collect();
+    let start_ms = end_ms - (ticks - 1) * INTERVAL_MS;
+    let mut stored = 0;
+    let mut tick = 0;
+    let mut seq = 0;
+    while tick < ticks {
+        let n = TICKS_PER_BATCH.min(ticks - tick);
+        seq += 1;
+        for chunk in gens.chunks_mut(PIPELINE) {
+            let mut pending = Vec::with_capacity(chunk.len());
+            for (host, batch) in chunk.iter_mut() {
+                host.fill(batch, seq, start_ms + tick * INTERVAL_MS, n);
+                pending.push(store.submit(batch)?);
+            }
+            for p in pending {
+                let outcome = store.wait(p)?;
+                if let Some(e) = outcome.first_error {
+                    bail!("the store refused generated samples: {e}");
+                }
+                stored += outcome.stored;
+            }
+        }
+        tick += n;
+    }
+    Ok(stored)
+}
+
+/// A free port on 127.0.0.1 (released for the collector to take).
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A collector process on `data`, its gRPC listener at `grpc` and, with
+/// `http`, its HTTPS listener; its output goes to `<name>.log`.
+struct Collector {
+    child: Child,
+    name: String,
+    log: PathBuf,
+}
+
+impl Collector {
+    fn start(
+        bin: &Path,
+        dir: &Path,
+        name: &str,
+        tls: &TlsFiles,
+        grpc: u16,
+        http: Option<u16>,
+    ) -> anyhow::Result<Self> {
+        let http_line = http
+            .map(|p| format!("http_listen = \"127.0.0.1:{p}\"\n"))
+            .unwrap_or_default();
+        let config = format!(
+            "listen = \"127.0.0.1:{grpc}\"\n{http_line}data_dir = {data:?}\n\n[tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\n",
+            data = dir.join(name).display().to_string(),
+            ca = tls.ca.display().to_string(),
+            cert = tls.cert.display().to_string(),
+            key = tls.key.display().to_string(),
+        );
+        let config_path = dir.join(format!("{name}.toml"));
+        std::fs::write(&config_path, config)?;
+        let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+        let child = Command::new(bin)
+            .arg("--config")
+            .arg(&config_path)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut collector = Collector {
+            child,
+            name: name.to_owned(),
+            log: dir.join(format!("{name}.log")),
+        };
+        collector.wait_serving()?;
+        Ok(collector)
+    }
+
+    /// Until the collector logs that it serves: its listeners accept
+    /// connections while it still opens (replays) its store.
+    fn wait_serving(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let log = std::fs::read_to_string(&self.log)?;
+            if log.contains("collector serving") {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "collector {} exited ({status}); see {}",
+                    self.name,
+                    self.log.display()
+                );
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "collector {} not serving within {START_TIMEOUT:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then SIGKILL when it has not stopped within the timeout.
+    fn stop(mut self) -> anyhow::Result<()> {
+        use nix::sys::signal::{Signal, kill};
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        kill(pid, Signal::SIGTERM)?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        while self.child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                self.child.kill()?;
+                self.child.wait()?;
+                bail!("collector {} did not stop on SIGTERM", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+}
+
+/// The collector on the generated data, and the browser half against it.
+fn browse(
+    args: &Args,
+    dir: &Path,
+    bin: &Path,
+    server: &TlsFiles,
+    viewer: &TlsFiles,
+) -> anyhow::Result<()> {
+    let http = free_port()?;
+    let started = Instant::now();
+    let collector = Collector::start(bin, dir, "data", server, free_port()?, Some(http))?;
+    println!(
+        "collector_open_seconds={:.1}",
+        started.elapsed().as_secs_f64()
+    );
+    let script = dir.join("console_bench.py");
+    std::fs::write(&script, SCRIPT)?;
+    let result = run_script(args, &script, http, viewer);
+    let rss = Probe::new(collector.pid()).rss_bytes();
+    collector.stop()?;
+    result?;
+    println!("collector_rss_bytes={}", rss?.0);
+    Ok(())
+}
+
+/// The browser half, signed in as `viewer`, replaying as the replay viewers.
+fn run_script(args: &Args, script: &Path, http: u16, viewer: &TlsFiles) -> anyhow::Result<()> {
+    let mut child = Command::new(&args.python)
+        .arg(script)
+        .arg("--origin")
+        .arg(format!("https://127.0.0.1:{http}"))
+        .arg("--ca")
+        .arg(&viewer.ca)
+        .arg("--cert")
+        .arg(&viewer.cert)
+        .arg("--key")
+        .arg(&viewer.key)
+        .arg("--replay-dir")
+        .arg(script.parent().context("the script's directory")?)
+        .args(["--replay-viewers", &REPLAY_VIEWERS.to_string()])
+        .args(["--host", "host-0", "--hosts", &args.hosts.to_string()])
+        .args(["--runs", &args.runs.to_string()])
+        .args(["--replays", &args.replays.to_string()])
+        .args(["--page-timeout-s", &args.page_timeout_s.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", args.python.display()))?;
+    let stdout = child.stdout.take().context("the script's output")?;
+    for line in BufReader::new(stdout).lines() {
+        println!("{}", line?);
+    }
+    let status = child.wait()?;
+    ensure!(status.success(), "{} failed ({status})", script.display());
+    Ok(())
+}
+
+/// Collector CPU per stored sample with the console on (listening, nobody
+/// looking) and off, phases alternated.
+fn ingest_comparison(
+    args: &Args,
+    dir: &Path,
+    bin: &Path,
+    ca: &Ca,
+    server: &TlsFiles,
+) -> anyhow::Result<()> {
+    let agents = (0..args.ingest_hosts)
+        .map(|i| {
+            let host = HostGen::new(i, false);
+            let tls = issue(ca, dir, Role::Agent, &host.name)?;
+            Ok((host, tls))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let mut agents = agents;
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for pair in 0..args.ingest_pairs {
+        for console in [true, false] {
+            let name = format!("ingest-{pair}-{}", if console { "on" } else { "off" });
+            let grpc = free_port()?;
+            let http = if console { Some(free_port()?) } else { None };
+            let collector = Collector::start(bin, dir, &name, server, grpc, http)?;
+            let result = runtime.block_on(ingest_phase(args, &mut agents, &collector, grpc));
+            collector.stop()?;
+            let ns = result?;
+            println!("# {name}: {ns:.0} ns of collector CPU per sample");
+            if console { &mut on } else { &mut off }.push(ns);
+        }
+    }
+    let (on, off) = (
+        median(&on).context("no phase")?,
+        median(&off).context("no phase")?,
+    );
+    println!("ingest_cpu_ns_per_sample_console_idle={on:.0}");
+    println!("ingest_cpu_ns_per_sample_console_off={off:.0}");
+    println!(
+        "ingest_console_idle_over_off_pct={:.1}",
+        (on / off - 1.0) * 100.0
+    );
+    Ok(())
+}
+
+/// One phase: every agent streams a tick a second for `--ingest-seconds`
+/// after one warm-up tick; the collector's CPU per stored sample.
+async fn ingest_phase(
+    args: &Args,
+    agents: &mut [(HostGen, TlsFiles)],
+    collector: &Collector,
+    grpc: u16,
+) -> anyhow::Result<f64> {
+    let mut streams = Vec::with_capacity(agents.len());
+    for (host, tls) in agents.iter() {
+        streams.push(AgentStream::open(grpc, &host.name, tls).await?);
+    }
+    let probe = Probe::new(collector.pid());
+    let mut batches: Vec<Batch> = agents.iter().map(|(h, _)| h.batch()).collect();
+    let mut samples = 0u64;
+    let mut cpu_start = 0;
+    for round in 0..=args.ingest_seconds {
+        let due = Instant::now() + Duration::from_secs(1);
+        if round == 1 {
+            cpu_start = probe.cpu_ns()?;
+        }
+        let t_ms = hostwatch_stdx::now_ms();
+        for (((host, _), batch), stream) in agents.iter_mut().zip(&mut batches).zip(&mut streams) {
+            stream.seq += 1;
+            host.fill(batch, stream.seq, t_ms, 1);
+            stream.send(batch).await?;
+            if round > 0 {
+                samples += batch.series.len() as u64;
+            }
+        }
+        tokio::time::sleep_until(due.into()).await;
+    }
+    for stream in &streams {
+        stream.acked(Duration::from_secs(30)).await?;
+    }
+    let cpu = probe.cpu_ns()? - cpu_start;
+    Ok(cpu as f64 / samples as f64)
+}
+
+/// An agent's ingest stream, sending whole batches.
+struct AgentStream {
+    tx: mpsc::Sender<pb::AgentMessage>,
+    seq: u64,
+    acked: Arc<AtomicU64>,
+    _acks: tokio::task::JoinHandle<()>,
+}
+
+impl AgentStream {
+    async fn open(grpc: u16, host: &str, tls: &TlsFiles) -> anyhow::Result<Self> {
+        let target = ClientTarget {
+            address: format!("127.0.0.1:{grpc}"),
+            server_name: Some("localhost".to_owned()),
+            tls: tls.clone(),
+            connect_timeout: Duration::from_secs(10),
+            keepalive: Keepalive::default(),
+        };
+        let (channel, _) = connect(&target).await?;
+        let (tx, rx) = mpsc::channel(8);
+        tx.send(pb::AgentMessage {
+            kind: Some(pb::agent_message::Kind::Hello(pb::Hello {
+                host_id: host.to_owned(),
+                spool_id: 1,
+                boot_id: "bench".to_owned(),
+                facts: None,
+            })),
+        })
+        .await?;
+        let mut replies = pb::ingest_client::IngestClient::new(channel)
+            .stream(ReceiverStream::new(rx))
+            .await
+            .context("opening the ingest stream")?
+            .into_inner();
+        let acked = Arc::new(AtomicU64::new(0));
+        let acks = {
+            let acked = acked.clone();
+            tokio::spawn(async move {
+                while let Ok(Some(reply)) = replies.message().await {
+                    if let Some(pb::collector_message::Kind::Ack(ack)) = reply.kind {
+                        acked.fetch_max(ack.seq, Ordering::Relaxed);
+                    }
+                }
+            })
+        };
+        Ok(AgentStream {
+            tx,
+            seq: 0,
+            acked,
+            _acks: acks,
+        })
+    }
+
+    async fn send(&self, batch: &Batch) -> anyhow::Result<()> {
+        let series = batch
+            .series
+            .iter()
+            .map(|s| pb::SeriesPoints {
+                metric: s.metric.clone(),
+                labels: s
+                    .labels
+                    .iter()
+                    .map(|l| pb::Label {
+                        name: l.name.clone(),
+                        value: l.value.clone(),
+                    })
+                    .collect(),
+                timestamps_ms: s.points.iter().map(|p| p.t_ms).collect(),
+                values: s.points.iter().map(|p| p.value).collect(),
+            })
+            .collect();
+        let message = pb::Batch {
+            seq: batch.seq,
+            series,
+            ..pb::Batch::default()
+        };
+        self.tx
+            .send(pb::AgentMessage {
+                kind: Some(pb::agent_message::Kind::Batch(message)),
+            })
+            .await
+            .context("the collector closed the stream")
+    }
+
+    /// Until the collector has acknowledged every batch sent, within `limit`.
+    async fn acked(&self, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        while self.acked.load(Ordering::Relaxed) < self.seq {
+            ensure!(
+                Instant::now() < deadline,
+                "batches unacknowledged after {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn the_store_takes_every_generated_sample() {
+        let dir = tempfile::tempdir().unwrap();
+        let argv = [
+            "console",
+            "--hosts",
+            "3",
+            "--minutes",
+            "2",
+            "--host-hours",
+            "1",
+        ];
+        let args = Cli::parse_from(argv.iter().chain(&["--lead-minutes", "1"])).args;
+        let end_ms = hostwatch_stdx::now_ms() / INTERVAL_MS * INTERVAL_MS + 60_000;
+        let stored = generate(&args, &dir.path().join("store"), end_ms).unwrap();
+        let series = HostGen::new(0, false).series.len() as u64;
+        // host-0: 1 h and the lead; hosts 1 and 2: 2 min and the lead.
+        assert_eq!(stored, series * ((360 + 6) + 2 * (12 + 6)));
+    }
+}
