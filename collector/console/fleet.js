@@ -186,16 +186,31 @@ const COLUMNS = [
 ];
 
 /** Draws `points` ([seconds, ratio]) over the last hour into a small canvas. */
-function drawSpark(canvas, points, nowS) {
+/**
+ * What drawing a sparkline needs to know of its canvas: its size and
+ * colours. Read for every row before any is drawn, because setting a
+ * canvas's size invalidates the layout, and a read after each write
+ * would lay the whole table out again once per row.
+ */
+function measureSpark(canvas) {
+  const style = getComputedStyle(canvas);
+  return {
+    canvas,
+    w: canvas.clientWidth || 120,
+    h: canvas.clientHeight || 28,
+    grid: style.getPropertyValue("--grid").trim() || "#ccc",
+    line: style.getPropertyValue("color").trim(),
+  };
+}
+
+function drawSpark({ canvas, w, h, grid, line }, points, nowS) {
   const ratio = window.devicePixelRatio || 1;
-  const [w, h] = [canvas.clientWidth || 120, canvas.clientHeight || 28];
   canvas.width = Math.round(w * ratio);
   canvas.height = Math.round(h * ratio);
   const ctx = canvas.getContext("2d");
   ctx.scale(ratio, ratio);
   ctx.clearRect(0, 0, w, h);
-  const style = getComputedStyle(canvas);
-  ctx.strokeStyle = style.getPropertyValue("--grid").trim() || "#ccc";
+  ctx.strokeStyle = grid;
   ctx.lineWidth = 1;
   ctx.beginPath();
   ctx.moveTo(0, h - 0.5);
@@ -205,7 +220,7 @@ function drawSpark(canvas, points, nowS) {
   if (values.length === 0) return;
   const x = (t) => ((t - (nowS - SPARK_WINDOW_S)) / SPARK_WINDOW_S) * (w - 2) + 1;
   const y = (v) => h - 1 - Math.min(1, Math.max(0, v)) * (h - 2);
-  ctx.strokeStyle = style.getPropertyValue("color").trim();
+  ctx.strokeStyle = line;
   ctx.lineWidth = 1.5;
   ctx.beginPath();
   values.forEach(([t, v], i) => (i === 0 ? ctx.moveTo(x(t), y(v)) : ctx.lineTo(x(t), y(v))));
@@ -333,7 +348,8 @@ class FleetPage {
     }
     const current = [...tbody.children].map((r) => r.dataset.host);
     if (current.join("\n") !== order.join("\n")) tbody.append(...order.map((id) => this.rows.get(id)));
-    for (const h of shown) drawSpark(this.rows.get(h.id).querySelector("canvas.spark"), h.spark, this.nowS);
+    const sparks = shown.map((h) => measureSpark(this.rows.get(h.id).querySelector("canvas.spark")));
+    shown.forEach((h, i) => drawSpark(sparks[i], h.spark, this.nowS));
     table.hidden = shown.length === 0;
     empty.hidden = shown.length > 0;
     if (hosts.length === 0) {
