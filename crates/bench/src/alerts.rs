@@ -22,7 +22,7 @@
 //!    cut; the time until the webhook holds each host's host-down page,
 //!    beyond `host_down_after`, is measured.
 
-use crate::fixture::{issue, spawn_collector};
+use crate::fixture::{issue, series_to_proto, spawn_collector};
 use crate::measure::{median, percentile, process_cpu_ns, thread_cpu_ns};
 use anyhow::{Context, bail};
 use hostwatch_alerting::{Alerting, AlertingConfig, BatchContext, Clock, SnapshotSource};
@@ -369,23 +369,7 @@ struct Wire {
 
 /// The protobuf form of a store batch, as an agent sends it.
 fn encode(batch: &Batch) -> Wire {
-    let series = batch
-        .series
-        .iter()
-        .map(|s| pb::SeriesPoints {
-            metric: s.metric.clone(),
-            labels: s
-                .labels
-                .iter()
-                .map(|l| pb::Label {
-                    name: l.name.clone(),
-                    value: l.value.clone(),
-                })
-                .collect(),
-            timestamps_ms: s.points.iter().map(|p| p.t_ms).collect(),
-            values: s.points.iter().map(|p| p.value).collect(),
-        })
-        .collect();
+    let series = series_to_proto(batch);
     let processes = batch
         .processes
         .iter()

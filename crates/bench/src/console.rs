@@ -17,7 +17,7 @@
 //!    `--ingest-hosts` agents' streams sending one tick a second each; the
 //!    collector process's CPU per stored sample, per phase.
 
-use crate::fixture::issue;
+use crate::fixture::{issue, series_to_proto};
 use crate::measure::{Probe, median};
 use crate::storage::INTERVAL_MS;
 use crate::storage::data::HostGen;
@@ -505,23 +505,7 @@ impl AgentStream {
     }
 
     async fn send(&self, batch: &Batch) -> anyhow::Result<()> {
-        let series = batch
-            .series
-            .iter()
-            .map(|s| pb::SeriesPoints {
-                metric: s.metric.clone(),
-                labels: s
-                    .labels
-                    .iter()
-                    .map(|l| pb::Label {
-                        name: l.name.clone(),
-                        value: l.value.clone(),
-                    })
-                    .collect(),
-                timestamps_ms: s.points.iter().map(|p| p.t_ms).collect(),
-                values: s.points.iter().map(|p| p.value).collect(),
-            })
-            .collect();
+        let series = series_to_proto(batch);
         let message = pb::Batch {
             seq: batch.seq,
             series,

@@ -1,5 +1,6 @@
 //! What several benchmarks set up the same way: role certificates from a
-//! test CA, and a collector running in this process.
+//! test CA, a collector running in this process, and batches in the
+//! protobuf form an agent sends.
 
 use anyhow::Context;
 use hostwatch_pki::{Ca, Identity, IssueOptions, Role, TlsFiles, cert_stem};
@@ -47,4 +48,28 @@ pub(crate) async fn spawn_collector(
         })
     };
     Ok((addr, stop, task))
+}
+
+/// A store batch's series in the protobuf form an agent sends them.
+pub(crate) fn series_to_proto(
+    batch: &hostwatch_tsdb::Batch,
+) -> Vec<hostwatch_proto::v1::SeriesPoints> {
+    use hostwatch_proto::v1 as pb;
+    batch
+        .series
+        .iter()
+        .map(|s| pb::SeriesPoints {
+            metric: s.metric.clone(),
+            labels: s
+                .labels
+                .iter()
+                .map(|l| pb::Label {
+                    name: l.name.clone(),
+                    value: l.value.clone(),
+                })
+                .collect(),
+            timestamps_ms: s.points.iter().map(|p| p.t_ms).collect(),
+            values: s.points.iter().map(|p| p.value).collect(),
+        })
+        .collect()
 }
