@@ -12,6 +12,7 @@
 //! memory only, and written back when the collector hands over the
 //! reopened database ([`HostRegistry::attach`]).
 
+use crate::state::{Records, Writes};
 use hostwatch_proto::v1::{Hello, HostFacts, HostStatus};
 use hostwatch_stdx::now_ms;
 use prost::Message;
@@ -31,19 +32,11 @@ struct HostEntry {
     certificate_expires_ms: i64,
 }
 
-/// Where host records are written.
-enum Records {
-    Writable(sled::Tree),
-    /// A write failed (the cause): nothing is written until the database
-    /// is reopened.
-    Failed(String),
-}
-
 /// The registry; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct HostRegistry {
     /// Locked after `hosts`, where both are.
-    records: Arc<Mutex<Records>>,
+    records: Records,
     hosts: Arc<Mutex<HashMap<String, HostEntry>>>,
     down_after_ms: i64,
 }
@@ -72,7 +65,7 @@ impl HostRegistry {
             );
         }
         Ok(HostRegistry {
-            records: Arc::new(Mutex::new(Records::Writable(tree))),
+            records: Records::new(tree),
             hosts: Arc::new(Mutex::new(hosts)),
             down_after_ms,
         })
@@ -191,26 +184,15 @@ impl HostRegistry {
         }
     }
 
-    fn records(&self) -> MutexGuard<'_, Records> {
-        // A single assignment is the only update.
-        self.records.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Why host records cannot be written, if so: a write failed.
     pub(crate) fn failure(&self) -> Option<String> {
-        match &*self.records() {
-            Records::Writable(_) => None,
-            Records::Failed(cause) => Some(cause.clone()),
-        }
+        self.records.failure()
     }
 
     /// Lets go of the tree, so that the database can be reopened; records
     /// are kept in memory only until [`HostRegistry::attach`].
     pub(crate) fn detach(&self) {
-        let mut records = self.records();
-        if let Records::Writable(_) = &*records {
-            *records = Records::Failed("the database is being reopened".to_owned());
-        }
+        self.records.detach();
     }
 
     /// Takes the tree of the reopened database `db` and writes every host
@@ -222,7 +204,7 @@ impl HostRegistry {
             tree.insert(host.as_bytes(), Self::record(host, entry).encode_to_vec())?;
         }
         tree.flush()?;
-        *self.records() = Records::Writable(tree);
+        *self.records.lock() = Writes::Writable(tree);
         Ok(())
     }
 
@@ -240,15 +222,15 @@ impl HostRegistry {
 
     fn persist(&self, host: &str, entry: &HostEntry) {
         let record = Self::record(host, entry).encode_to_vec();
-        let mut records = self.records();
-        let Records::Writable(tree) = &*records else {
+        let mut records = self.records.lock();
+        let Writes::Writable(tree) = &*records else {
             return;
         };
         // Durable with the next store flush; losing a last-seen update in a
         // crash only makes the host look down a little earlier. A failure
         // is logged once, by the collector's state watch.
         if let Err(e) = tree.insert(host.as_bytes(), record) {
-            *records = Records::Failed(format!("a write failed ({e})"));
+            *records = Writes::Failed(format!("a write failed ({e})"));
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::tokens::TokenStore;
 use hostwatch_alerting::Alerting;
 use hostwatch_tsdb::REOPEN_MIN_FREE_BYTES;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// sled's page cache for the collector's own state: hosts, alert state,
 /// the outbox and tokens are small and mostly written.
@@ -42,6 +42,48 @@ pub(crate) struct StateDb {
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Each update is a single assignment.
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Where a tree's records are written, shared by the stores of the
+/// collector's database (hosts, API tokens) that keep their records in
+/// memory and heal with it; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Records(Arc<Mutex<Writes>>);
+
+/// Whether a tree can be written.
+pub(crate) enum Writes {
+    Writable(sled::Tree),
+    /// A write failed (the cause): nothing is written until the database
+    /// is reopened.
+    Failed(String),
+}
+
+impl Records {
+    pub(crate) fn new(tree: sled::Tree) -> Self {
+        Records(Arc::new(Mutex::new(Writes::Writable(tree))))
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Writes> {
+        // A single assignment is the only update.
+        locked(&self.0)
+    }
+
+    /// Why records cannot be written, if so: a write failed.
+    pub(crate) fn failure(&self) -> Option<String> {
+        match &*self.lock() {
+            Writes::Writable(_) => None,
+            Writes::Failed(cause) => Some(cause.clone()),
+        }
+    }
+
+    /// Lets go of the tree, so that the database can be reopened; the
+    /// owner keeps its records in memory until it attaches a new tree.
+    pub(crate) fn detach(&self) {
+        let mut writes = self.lock();
+        if let Writes::Writable(_) = &*writes {
+            *writes = Writes::Failed("the database is being reopened".to_owned());
+        }
+    }
 }
 
 impl StateDb {

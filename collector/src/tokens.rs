@@ -21,13 +21,14 @@
 //! Expired tokens stay listed (as expired) until revoked, or replaced by a
 //! new token of the same name.
 
+use crate::state::{Records, Writes};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hostwatch_pki::Role;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, RwLock};
 
 /// The beginning of every token's text.
 pub(crate) const TOKEN_PREFIX: &str = "hwt_";
@@ -156,14 +157,6 @@ pub(crate) enum Refused {
     Expired,
 }
 
-/// Where records are written.
-enum Records {
-    Writable(sled::Tree),
-    /// A write failed (the cause): nothing is written until the database
-    /// is reopened.
-    Failed(String),
-}
-
 /// The tokens in memory, by name and by digest.
 #[derive(Default)]
 struct Index {
@@ -192,7 +185,7 @@ impl Index {
 pub(crate) struct TokenStore {
     /// Locked for a whole change, before `index`: changes go one at a time,
     /// while lookups only take `index` for a moment.
-    records: Arc<Mutex<Records>>,
+    records: Records,
     index: Arc<RwLock<Index>>,
 }
 
@@ -209,14 +202,9 @@ impl TokenStore {
             }
         }
         Ok(TokenStore {
-            records: Arc::new(Mutex::new(Records::Writable(tree))),
+            records: Records::new(tree),
             index: Arc::new(RwLock::new(index)),
         })
-    }
-
-    fn records(&self) -> MutexGuard<'_, Records> {
-        // A single assignment is the only update.
-        self.records.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
@@ -250,15 +238,15 @@ impl TokenStore {
             }
             Ttl::Ms(ms) => Some(now_ms.saturating_add(ms)),
         };
-        let mut records = self.records();
+        let mut records = self.records.lock();
         if let Some((_, existing)) = self.read().by_name.get(&new.name)
             && !existing.expired(now_ms)
         {
             return Err(TokenError::Exists(new.name));
         }
         let tree = match &*records {
-            Records::Writable(tree) => tree.clone(),
-            Records::Failed(cause) => return Err(TokenError::Unavailable(cause.clone())),
+            Writes::Writable(tree) => tree.clone(),
+            Writes::Failed(cause) => return Err(TokenError::Unavailable(cause.clone())),
         };
         let text = new_token_text()?;
         let digest = digest_of(&text);
@@ -274,7 +262,7 @@ impl TokenStore {
             .and_then(|_| tree.flush());
         if let Err(e) = written {
             let cause = format!("a write failed ({e})");
-            *records = Records::Failed(cause.clone());
+            *records = Writes::Failed(cause.clone());
             return Err(TokenError::Unavailable(cause));
         }
         self.write().insert(digest, entry.clone());
@@ -293,19 +281,19 @@ impl TokenStore {
     /// Revokes the token named `name`: refused from this moment, then
     /// deleted from the disk. Blocks on the disk.
     pub(crate) fn revoke(&self, name: &str) -> Result<TokenEntry, TokenError> {
-        let mut records = self.records();
+        let mut records = self.records.lock();
         let entry = self
             .write()
             .remove(name)
             .ok_or_else(|| TokenError::NotFound(name.to_owned()))?;
         let cause = match &*records {
-            Records::Failed(cause) => cause.clone(),
-            Records::Writable(tree) => {
+            Writes::Failed(cause) => cause.clone(),
+            Writes::Writable(tree) => {
                 match tree.remove(name.as_bytes()).and_then(|_| tree.flush()) {
                     Ok(_) => return Ok(entry),
                     Err(e) => {
                         let cause = format!("a write failed ({e})");
-                        *records = Records::Failed(cause.clone());
+                        *records = Writes::Failed(cause.clone());
                         cause
                     }
                 }
@@ -349,19 +337,13 @@ impl TokenStore {
 
     /// Why token records cannot be written, if so: a write failed.
     pub(crate) fn failure(&self) -> Option<String> {
-        match &*self.records() {
-            Records::Writable(_) => None,
-            Records::Failed(cause) => Some(cause.clone()),
-        }
+        self.records.failure()
     }
 
     /// Lets go of the tree, so that the database can be reopened; tokens
     /// are kept in memory only until [`TokenStore::attach`].
     pub(crate) fn detach(&self) {
-        let mut records = self.records();
-        if let Records::Writable(_) = &*records {
-            *records = Records::Failed("the database is being reopened".to_owned());
-        }
+        self.records.detach();
     }
 
     /// Takes the tree of the reopened database `db` and makes it hold what
@@ -369,7 +351,7 @@ impl TokenStore {
     /// written.
     pub(crate) fn attach(&self, db: &sled::Db) -> Result<(), sled::Error> {
         let tree = db.open_tree(TREE)?;
-        let mut records = self.records();
+        let mut records = self.records.lock();
         let index = self.read();
         for key in tree.iter().keys() {
             let key = key?;
@@ -382,7 +364,7 @@ impl TokenStore {
             tree.insert(name.as_bytes(), encode(digest, entry))?;
         }
         tree.flush()?;
-        *records = Records::Writable(tree);
+        *records = Writes::Writable(tree);
         Ok(())
     }
 }
