@@ -14,6 +14,7 @@ use hostwatch_proto::v1::{
 };
 use hostwatch_stdx::now_ms;
 use std::pin::Pin;
+use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -212,20 +213,43 @@ impl Query for QueryService {
     ) -> Result<Response<PromqlResponse>, Status> {
         use hostwatch_proto::v1::promql_request::When;
         auth::require(&request, Access::Read)?;
+        let deadline = client_deadline(request.metadata());
         let request = request.into_inner();
         convert::required(&request.expr, "expr")?;
         let promql = &self.shared.promql;
         let value = match request.when {
-            None => promql.instant(request.expr, now_ms(), None).await,
-            Some(When::TimeMs(at)) => promql.instant(request.expr, at, None).await,
+            None => promql.instant(request.expr, now_ms(), deadline).await,
+            Some(When::TimeMs(at)) => promql.instant(request.expr, at, deadline).await,
             Some(When::Range(r)) => {
                 let range = (r.start_ms, r.end_ms, r.step_ms);
-                promql.range(request.expr, range, None).await
+                promql.range(request.expr, range, deadline).await
             }
         }
         .map_err(convert::promql_status)?;
         Ok(Response::new(convert::promql_out(value)))
     }
+}
+
+/// The client's deadline (gRPC's `grpc-timeout` header: at most eight
+/// digits and a unit, H M S m u n), so that a query the client has given
+/// up on gives back its place; `None` without one, or if it is malformed
+/// (`query.timeout` still applies).
+fn client_deadline(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let text = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -235,6 +259,28 @@ mod tests {
     use crate::reads::MAX_HOSTS_PAGE;
     use hostwatch_proto::v1::HostFacts;
     use prost::Message;
+
+    #[test]
+    fn the_client_deadline_is_read_from_grpc_timeout() {
+        let deadline = |value: &str| {
+            let mut metadata = tonic::metadata::MetadataMap::new();
+            metadata.insert("grpc-timeout", value.parse().unwrap());
+            client_deadline(&metadata)
+        };
+        assert_eq!(deadline("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(deadline("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(deadline("10S"), Some(Duration::from_secs(10)));
+        assert_eq!(deadline("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(deadline("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(
+            deadline("99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
+        for malformed in ["", "S", "10", "10s", "123456789S", "-1S", "1.5S", "1 S"] {
+            assert_eq!(deadline(malformed), None, "{malformed:?}");
+        }
+        assert_eq!(client_deadline(&tonic::metadata::MetadataMap::new()), None);
+    }
 
     #[test]
     fn a_full_page_of_the_largest_hosts_fits_a_default_client() {
