@@ -2,50 +2,40 @@
 //! (reqwest over rustls, with and without client certificates), HTTP/1.1
 //! and HTTP/2, Prometheus' shapes and errors on stored data.
 
+use super::tokens;
 use hostwatch_pki::{Role, TlsFiles};
 use hostwatch_proto::v1::admin_client::AdminClient;
 use hostwatch_proto::v1::{Batch, Label, SeriesPoints, StorageStatsRequest};
 use hostwatch_tests::*;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
-/// A collector with its HTTPS API on a port of its own.
+/// A collector with its HTTPS API on a port of its own
+/// ([`tokens::Collector`]), over a data directory of its own.
 struct Collector {
-    grpc: SocketAddr,
-    http: SocketAddr,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), hostwatch_collector::CollectorError>>,
+    served: tokens::Collector,
     _data: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Collector {
+    type Target = tokens::Collector;
+    fn deref(&self) -> &tokens::Collector {
+        &self.served
+    }
 }
 
 impl Collector {
     async fn start(pki: &TestPki, extra: &str) -> Self {
         let data = tempfile::tempdir().unwrap();
-        let config = collector_config_with(pki, data.path(), extra);
-        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (grpc_addr, http_addr) = (grpc.local_addr().unwrap(), http.local_addr().unwrap());
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(hostwatch_collector::serve_with_http(
-            config,
-            grpc,
-            Some(http),
-            stop.clone().cancelled_owned(),
-        ));
+        let served = tokens::Collector::start_with(pki, data.path(), extra).await;
         Collector {
-            grpc: grpc_addr,
-            http: http_addr,
-            stop,
-            task,
+            served,
             _data: data,
         }
     }
 
     async fn stop(self) {
-        self.stop.cancel();
-        self.task.await.unwrap().unwrap();
+        self.served.stop().await;
     }
 }
 
