@@ -22,11 +22,11 @@
 //!    cut; the time until the webhook holds each host's host-down page,
 //!    beyond `host_down_after`, is measured.
 
-use crate::fixture::{issue, series_to_proto, spawn_collector};
+use crate::fixture::{issue, open_ingest, series_to_proto, spawn_collector};
 use crate::measure::{median, percentile, process_cpu_ns, thread_cpu_ns};
 use anyhow::{Context, bail};
 use hostwatch_alerting::{Alerting, AlertingConfig, BatchContext, Clock, SnapshotSource};
-use hostwatch_pki::transport::{ClientTarget, connect};
+use hostwatch_pki::transport::ClientTarget;
 use hostwatch_pki::{Ca, Role, TlsFiles};
 use hostwatch_proto::v1 as pb;
 use hostwatch_stdx::now_ms;
@@ -39,7 +39,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args)]
@@ -698,22 +697,7 @@ impl Stream {
             connect_timeout: Duration::from_secs(10),
             keepalive: hostwatch_pki::transport::Keepalive::default(),
         };
-        let (channel, _) = connect(&target).await?;
-        let (tx, rx) = mpsc::channel(64);
-        tx.send(pb::AgentMessage {
-            kind: Some(pb::agent_message::Kind::Hello(pb::Hello {
-                host_id: host.to_owned(),
-                spool_id: 1,
-                boot_id: "bench".to_owned(),
-                facts: None,
-            })),
-        })
-        .await?;
-        let mut replies = pb::ingest_client::IngestClient::new(channel)
-            .stream(ReceiverStream::new(rx))
-            .await
-            .context("opening the ingest stream")?
-            .into_inner();
+        let (tx, mut replies) = open_ingest(&target, host, 64).await?;
         // Acknowledgements are read so the stream flows; their content is the collector's business.
         let acks = tokio::spawn(async move { while let Ok(Some(_)) = replies.message().await {} });
         Ok(Stream {

@@ -17,12 +17,12 @@
 //!    `--ingest-hosts` agents' streams sending one tick a second each; the
 //!    collector process's CPU per stored sample, per phase.
 
-use crate::fixture::{issue, series_to_proto};
+use crate::fixture::{issue, open_ingest, series_to_proto};
 use crate::measure::{Probe, median};
 use crate::storage::INTERVAL_MS;
 use crate::storage::data::HostGen;
 use anyhow::{Context, bail, ensure};
-use hostwatch_pki::transport::{ClientTarget, Keepalive, connect};
+use hostwatch_pki::transport::{ClientTarget, Keepalive};
 use hostwatch_pki::{Ca, Role, TlsFiles};
 use hostwatch_proto::v1 as pb;
 use hostwatch_tsdb::{Batch, Options, Store};
@@ -33,7 +33,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -469,22 +468,7 @@ impl AgentStream {
             connect_timeout: Duration::from_secs(10),
             keepalive: Keepalive::default(),
         };
-        let (channel, _) = connect(&target).await?;
-        let (tx, rx) = mpsc::channel(8);
-        tx.send(pb::AgentMessage {
-            kind: Some(pb::agent_message::Kind::Hello(pb::Hello {
-                host_id: host.to_owned(),
-                spool_id: 1,
-                boot_id: "bench".to_owned(),
-                facts: None,
-            })),
-        })
-        .await?;
-        let mut replies = pb::ingest_client::IngestClient::new(channel)
-            .stream(ReceiverStream::new(rx))
-            .await
-            .context("opening the ingest stream")?
-            .into_inner();
+        let (tx, mut replies) = open_ingest(&target, host, 8).await?;
         let acked = Arc::new(AtomicU64::new(0));
         let acks = {
             let acked = acked.clone();

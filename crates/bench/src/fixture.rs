@@ -73,3 +73,34 @@ pub(crate) fn series_to_proto(
         })
         .collect()
 }
+
+/// An agent's ingest stream for `host` to `target`, its Hello sent (spool
+/// 1, boot id `bench`): what to send batches on, holding up to `capacity`,
+/// and the collector's replies.
+pub(crate) async fn open_ingest(
+    target: &hostwatch_pki::transport::ClientTarget,
+    host: &str,
+    capacity: usize,
+) -> anyhow::Result<(
+    tokio::sync::mpsc::Sender<hostwatch_proto::v1::AgentMessage>,
+    tonic::Streaming<hostwatch_proto::v1::CollectorMessage>,
+)> {
+    use hostwatch_proto::v1 as pb;
+    let (channel, _) = hostwatch_pki::transport::connect(target).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+    tx.send(pb::AgentMessage {
+        kind: Some(pb::agent_message::Kind::Hello(pb::Hello {
+            host_id: host.to_owned(),
+            spool_id: 1,
+            boot_id: "bench".to_owned(),
+            facts: None,
+        })),
+    })
+    .await?;
+    let replies = pb::ingest_client::IngestClient::new(channel)
+        .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .context("opening the ingest stream")?
+        .into_inner();
+    Ok((tx, replies))
+}
