@@ -28,8 +28,11 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Port the quick start's collector prefers; another is picked if it is taken.
+/// Ports the quick start's collector prefers for its agents' gRPC and for
+/// its HTTPS API and console, so that bookmarks and a Grafana data source
+/// outlive a fresh quick start; another is picked if one is taken.
 const PREFERRED_PORT: u16 = 7070;
+const PREFERRED_HTTP_PORT: u16 = 9443;
 /// Sampling interval of the quick start's agent: short, so figures show up fast.
 const AGENT_INTERVAL: &str = "2s";
 /// Time between summary lines.
@@ -246,15 +249,10 @@ async fn write_configs(dir: &Path, host_id: &str) -> anyhow::Result<(TcpListener
         let config = CollectorConfig::load(&paths.collector)?;
         bind(config.listen).await?
     } else {
-        let listener = match bind(SocketAddr::from(([127, 0, 0, 1], PREFERRED_PORT))).await {
-            Ok(l) => l,
-            Err(_) => bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?,
-        };
+        let listener = bind_preferred(PREFERRED_PORT).await?;
         // A free loopback port for the HTTPS API, which the collector
         // binds again when it starts.
-        let http = bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await?
-            .local_addr()?;
+        let http = bind_preferred(PREFERRED_HTTP_PORT).await?.local_addr()?;
         write_collector_config(&paths.collector, listener.local_addr()?, http)?;
         listener
     };
@@ -266,6 +264,14 @@ async fn write_configs(dir: &Path, host_id: &str) -> anyhow::Result<(TcpListener
         write_cli_config(&paths.cli, address)?;
     }
     Ok((listener, paths))
+}
+
+/// A loopback listener on `port`, or on a free port if it is taken.
+async fn bind_preferred(port: u16) -> anyhow::Result<TcpListener> {
+    match bind(SocketAddr::from(([127, 0, 0, 1], port))).await {
+        Ok(listener) => Ok(listener),
+        Err(_) => bind(SocketAddr::from(([127, 0, 0, 1], 0))).await,
+    }
 }
 
 /// Prints a line on what the collector holds of `agent_host` every
@@ -538,4 +544,22 @@ fn root_disk(latest: &[SeriesValue]) -> Option<(String, f64, f64)> {
         })?
         .value;
     Some((mountpoint, available, size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bind_preferred;
+
+    #[tokio::test]
+    async fn a_taken_preferred_port_gives_another_and_a_free_one_is_kept() {
+        let held = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let taken = held.local_addr().unwrap().port();
+        let other = bind_preferred(taken).await.unwrap();
+        assert_ne!(other.local_addr().unwrap().port(), taken);
+
+        let free = other.local_addr().unwrap().port();
+        drop(other);
+        let again = bind_preferred(free).await.unwrap();
+        assert_eq!(again.local_addr().unwrap().port(), free);
+    }
 }
