@@ -47,22 +47,44 @@ fn run(config: AgentConfig, path: &Path) -> anyhow::Result<()> {
 }
 
 /// On every SIGHUP, reads the configuration file again and applies it
-/// (certificates included: the stream reconnects with them). A file that
+/// (certificates included: the stream reconnects with them); and every
+/// `tls_check_interval`, applies the running configuration again if its
+/// certificate, key or CA file changed (a renewal, a new CA). A file that
 /// does not load, or certificates that do not, leave the running
-/// configuration in place.
+/// configuration in place; a broken file is reported once per change.
 async fn reload_on_hangup(
     mut hangups: Signal,
     path: PathBuf,
     host_id: String,
     configs: watch::Sender<AgentConfig>,
 ) {
-    while hangups.recv().await.is_some() {
+    let mut seen = configs.borrow().tls.digest();
+    loop {
+        let check_every = configs.borrow().tls_check_interval;
+        let loaded = tokio::select! {
+            signal = hangups.recv() => {
+                if signal.is_none() {
+                    return;
+                }
+                AgentConfig::load(&path).map_err(crate::AgentError::from)
+            }
+            _ = hostwatch_runtime::tls_check_due(check_every) => {
+                let current = configs.borrow().clone();
+                let digest = current.tls.digest();
+                if digest == seen {
+                    continue;
+                }
+                seen = digest;
+                tracing::info!(cert = %current.tls.cert.display(), "certificate files changed: reloading them");
+                Ok(current)
+            }
+        };
         crate::service::reloading();
-        let loaded = AgentConfig::load(&path).map_err(crate::AgentError::from);
         let checked = loaded
             .and_then(|new| crate::check_reload(&host_id, &configs.borrow(), &new).map(|()| new));
         match checked {
             Ok(new) => {
+                seen = new.tls.digest();
                 configs.send_replace(new);
                 tracing::info!(path = %path.display(), "configuration reloaded");
             }

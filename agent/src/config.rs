@@ -29,6 +29,11 @@ pub struct AgentConfig {
     /// Directory for the agent's state: the spool lives in `spool/` under it.
     pub state_dir: PathBuf,
     pub tls: TlsFiles,
+    /// How often the `tls` files are read to see whether they changed (a
+    /// renewed certificate, a new CA); a change reconnects the stream with
+    /// them, as SIGHUP does. Zero: only on SIGHUP.
+    #[serde(with = "humantime_serde", default = "default_tls_check_interval")]
+    pub tls_check_interval: Duration,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
@@ -290,6 +295,10 @@ fn default_interval() -> Duration {
     Duration::from_secs(10)
 }
 
+fn default_tls_check_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
 impl AgentConfig {
     /// Reads and validates `path`; relative paths in it are relative to its directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -398,6 +407,7 @@ key = "agent.key"
     fn minimal_config_gets_defaults() {
         let config = load_text(MINIMAL).unwrap();
         assert_eq!(config.interval, Duration::from_secs(10));
+        assert_eq!(config.tls_check_interval, Duration::from_secs(10));
         assert!(config.state_dir.is_absolute());
         assert!(config.spool_dir().ends_with("state/spool"));
         assert!(config.tls.key.is_absolute());
@@ -476,6 +486,10 @@ key = "agent.key"
             (format!("interval = \"0s\"\n{MINIMAL}"), "interval"),
             (format!("interval = \"-5s\"\n{MINIMAL}"), "interval"),
             (format!("interval = 10\n{MINIMAL}"), "interval"),
+            (
+                format!("tls_check_interval = \"often\"\n{MINIMAL}"),
+                "tls_check_interval",
+            ),
             (MINIMAL.replace("127.0.0.1:7070", "nohost"), "collector"),
             (format!("intervall = \"5s\"\n{MINIMAL}"), "intervall"),
             (MINIMAL.replace("state_dir = \"state\"", ""), "state_dir"),

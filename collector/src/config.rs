@@ -28,6 +28,11 @@ pub struct CollectorConfig {
     #[serde(with = "humantime_serde", default = "default_host_down_after")]
     pub host_down_after: Duration,
     pub tls: TlsFiles,
+    /// How often the `tls` files are read to see whether they changed
+    /// (a renewed certificate, a new CA), which are then loaded for new
+    /// connections; zero: only on SIGHUP and Admin.Reload.
+    #[serde(with = "humantime_serde", default = "default_tls_check_interval")]
+    pub tls_check_interval: Duration,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
@@ -233,6 +238,10 @@ fn default_host_down_after() -> Duration {
     Duration::from_secs(30)
 }
 
+fn default_tls_check_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
 impl CollectorConfig {
     /// Reads and validates `path`; relative paths in it are relative to its directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -379,6 +388,7 @@ key = "collector.key"
     fn minimal_config_gets_defaults_and_resolved_paths() {
         let config = load_text(MINIMAL).unwrap();
         assert_eq!(config.host_down_after, Duration::from_secs(30));
+        assert_eq!(config.tls_check_interval, Duration::from_secs(10));
         assert!(config.data_dir.is_absolute());
         assert!(config.tls.ca.ends_with("ca.pem"));
         assert_eq!(config.limits.max_series_per_host, 10_000);
@@ -433,6 +443,10 @@ key = "collector.key"
                 "host_down_after",
             ),
             (MINIMAL.replace("data_dir = \"data\"", ""), "data_dir"),
+            (
+                format!("tls_check_interval = \"often\"\n{MINIMAL}"),
+                "tls_check_interval",
+            ),
             (format!("{MINIMAL}\nlisten_port = 1\n"), "listen_port"),
         ]);
     }

@@ -102,7 +102,7 @@ pub async fn serve_with_http(
     let http = start_http(&config, &shared, http)?;
     let mut reloaded = vec![tls.clone()];
     reloaded.extend(http.as_ref().map(|h| h.tls.clone()));
-    spawn_alerting(&shared, reloaded);
+    spawn_alerting(&shared, reloaded, config.tls_check_interval);
     spawn_store_watch(&shared, shared.state.clone(), health_reporter.clone());
     // Logged once SIGHUP is handled: from here on it reloads, not kills.
     tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), collector = %shared.identity, data_dir = %config.data_dir.display(), "collector serving");
@@ -406,8 +406,9 @@ fn storage_conditions(store: &Store, state_failure: Option<String>) -> [StorageC
 }
 
 /// The alerting tasks: notification delivery, the host-down ticker, and
-/// reloads on SIGHUP (certificates and alert rules).
-fn spawn_alerting(shared: &Shared, tls: Vec<ServerTls>) {
+/// reloads: on SIGHUP (certificates and alert rules), and of certificate
+/// files that changed, checked every `tls_check_interval`.
+fn spawn_alerting(shared: &Shared, tls: Vec<ServerTls>, tls_check_interval: Duration) {
     let alerting = shared.alerting.clone();
     let stop = shared.stop.clone().cancelled_owned();
     shared.tasks.spawn(async move { alerting.run(stop).await });
@@ -441,6 +442,10 @@ fn spawn_alerting(shared: &Shared, tls: Vec<ServerTls>) {
         loop {
             tokio::select! {
                 _ = shared.stop.cancelled() => return,
+                _ = hostwatch_runtime::tls_check_due(tls_check_interval) => {
+                    reload_changed_certificates(&tls);
+                    continue;
+                }
                 _ = hangup.recv() => {}
             }
             tracing::info!("SIGHUP: reloading certificates and alert rules");
@@ -458,4 +463,19 @@ fn spawn_alerting(shared: &Shared, tls: Vec<ServerTls>) {
             }
         }
     });
+}
+
+/// Loads the certificate files that changed on disk since they were last
+/// read, for new connections; a broken file is logged once, and the
+/// running certificates stay.
+fn reload_changed_certificates(tls: &[ServerTls]) {
+    for tls in tls {
+        match tls.reload_if_changed() {
+            Ok(false) => {}
+            Ok(true) => tracing::info!("certificate files changed: reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "certificate files changed but do not load; the running ones stay")
+            }
+        }
+    }
 }

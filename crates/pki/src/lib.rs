@@ -391,6 +391,14 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+impl TlsFiles {
+    /// [`files_digest`](hostwatch_stdx::files_digest) of the CA,
+    /// certificate and key files: changes when any of them does.
+    pub fn digest(&self) -> u64 {
+        hostwatch_stdx::files_digest(&[&self.ca, &self.cert, &self.key])
+    }
+}
+
 struct LoadedFiles {
     roots: RootCertStore,
     chain: Vec<CertificateDer<'static>>,

@@ -500,3 +500,62 @@ async fn optional_client_certificates_admit_anonymous_peers_as_one_identity() {
     assert_eq!(connections.stats().connections_refused, 1);
     assert_eq!(connections.stats().connections, 3);
 }
+
+/// The certificate a handshake with `addr` presents, as DER.
+async fn presented(pki: &Pki, addr: SocketAddr) -> Vec<u8> {
+    let stream = anonymous(pki, addr).await;
+    let (_, session) = stream.get_ref();
+    session.peer_certificates().unwrap()[0].to_vec()
+}
+
+fn der(path: &std::path::Path) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    let pem = std::fs::read(path).unwrap();
+    let first = rustls::pki_types::CertificateDer::pem_slice_iter(&pem).next();
+    first.unwrap().unwrap().to_vec()
+}
+
+/// Certificates replaced in place (as renewal or an operator's copy does)
+/// are served to new connections once `reload_if_changed` sees them; a
+/// broken replacement is reported once and the running ones stay.
+#[tokio::test]
+async fn reload_if_changed_serves_replaced_files_and_keeps_them_when_broken() {
+    use hostwatch_pki::ClientAuth;
+    use tokio_stream::StreamExt;
+    let pki = Pki::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let files = pki.files(Role::Collector, "test");
+    let tls = ServerTls::load_with(files.clone(), ClientAuth::Optional).unwrap();
+    let mut incoming = incoming(listener, tls.clone(), roomy(), std::future::pending());
+    tokio::spawn(async move { while incoming.next().await.is_some() {} });
+    let first = der(&files.cert);
+    assert_eq!(presented(&pki, addr).await, first);
+    assert!(!tls.reload_if_changed().unwrap(), "nothing changed yet");
+
+    let renewed = pki.files(Role::Collector, "test");
+    std::fs::copy(&renewed.cert, &files.cert).unwrap();
+    std::fs::copy(&renewed.key, &files.key).unwrap();
+    assert!(tls.reload_if_changed().unwrap());
+    let second = der(&files.cert);
+    assert_ne!(second, first);
+    assert_eq!(presented(&pki, addr).await, second);
+    assert!(
+        !tls.reload_if_changed().unwrap(),
+        "reloaded once per change"
+    );
+
+    // A torn write: the error names the file, once; the running
+    // certificate stays until a good file comes.
+    std::fs::write(&files.cert, "-----BEGIN CERTIFICATE-----\nAAAA").unwrap();
+    let e = tls.reload_if_changed().unwrap_err().to_string();
+    assert!(e.contains(&files.cert.display().to_string()), "{e}");
+    assert!(
+        !tls.reload_if_changed().unwrap(),
+        "a broken file is reported once"
+    );
+    assert_eq!(presented(&pki, addr).await, second);
+    std::fs::copy(&renewed.cert, &files.cert).unwrap();
+    assert!(tls.reload_if_changed().unwrap());
+    assert_eq!(presented(&pki, addr).await, second);
+}

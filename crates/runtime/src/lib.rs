@@ -10,7 +10,7 @@
 //!   characters escaped;
 //! - `program`: [`run_main`], a daemon's `main` once its arguments are
 //!   parsed (logging, configuration, exit codes);
-//! - this file: [`shutdown_signal`] and [`EXIT_USAGE`].
+//! - this file: [`shutdown_signal`], [`tls_check_due`] and [`EXIT_USAGE`].
 
 pub mod config;
 mod logging;
@@ -40,4 +40,13 @@ pub async fn shutdown_signal() {
         }
     }
     tracing::info!("shutdown requested");
+}
+
+/// Completes after `every`, the `tls_check_interval` of the agent's and
+/// the collector's configuration; never when it is zero (checks are off).
+pub async fn tls_check_due(every: std::time::Duration) {
+    if every.is_zero() {
+        std::future::pending::<()>().await;
+    }
+    tokio::time::sleep(every).await;
 }

@@ -4,12 +4,14 @@
 //! programs' runtime (tokio, logging set-up), and the agent does not
 //! depend on the storage engine.
 //!
-//! Layout: this one file: [`now_ms`], [`backoff`], [`error_chain`] and
-//! [`with_sources`].
+//! Layout: this one file: [`now_ms`], [`backoff`], [`error_chain`],
+//! [`with_sources`] and [`files_digest`].
 
 #![forbid(unsafe_code)]
 
 use rand::Rng;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch by the system clock: the time base of
@@ -49,6 +51,25 @@ pub fn with_sources(mut text: String, mut source: Option<&dyn std::error::Error>
         source = e.source();
     }
     text
+}
+
+/// A digest of the contents of `paths`, to tell whether any of them
+/// changed since an earlier digest: the contents, not the modification
+/// times, which a copy keeps and a write within the same second may not
+/// move. A file that cannot be read counts by its error kind, so that one
+/// going missing and coming back is a change each time. For change
+/// detection within one process only: the digest is not stable across
+/// Rust versions and is not a checksum to keep.
+pub fn files_digest(paths: &[&Path]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    for path in paths {
+        path.hash(&mut hasher);
+        match std::fs::read(path) {
+            Ok(contents) => contents.hash(&mut hasher),
+            Err(e) => format!("{:?}", e.kind()).hash(&mut hasher),
+        }
+    }
+    hasher.finish()
 }
 
 #[cfg(test)]
@@ -99,5 +120,28 @@ mod tests {
     fn now_ms_is_after_this_code_was_written() {
         // 2026-01-01T00:00:00Z: a clock reading before it is not milliseconds.
         assert!(now_ms() > 1_767_225_600_000);
+    }
+
+    #[test]
+    fn files_digest_changes_with_contents_and_presence_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, "one").unwrap();
+        std::fs::write(&b, "two").unwrap();
+        let paths = [a.as_path(), b.as_path()];
+        let first = files_digest(&paths);
+        assert_eq!(files_digest(&paths), first, "nothing changed");
+        std::fs::write(&b, "two").unwrap();
+        assert_eq!(files_digest(&paths), first, "rewritten with the same bytes");
+        std::fs::write(&b, "three").unwrap();
+        let changed = files_digest(&paths);
+        assert_ne!(changed, first);
+        std::fs::remove_file(&b).unwrap();
+        let missing = files_digest(&paths);
+        assert_ne!(missing, changed);
+        std::fs::write(&b, "three").unwrap();
+        assert_eq!(files_digest(&paths), changed, "back as it was");
+        // The same contents under swapped names differ.
+        assert_ne!(files_digest(&[b.as_path(), a.as_path()]), changed);
     }
 }

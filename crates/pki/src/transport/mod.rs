@@ -22,6 +22,7 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -60,6 +61,9 @@ pub struct ServerTls {
     files: TlsFiles,
     client_auth: ClientAuth,
     current: Arc<RwLock<Arc<rustls::ServerConfig>>>,
+    /// [`files_digest`](hostwatch_stdx::files_digest) of the files as last
+    /// read, loaded or not: what [`ServerTls::reload_if_changed`] compares.
+    digest: Arc<std::sync::atomic::AtomicU64>,
     identity: Identity,
 }
 
@@ -82,11 +86,15 @@ impl ServerTls {
 
     /// [`ServerTls::load`] with client certificates as `client_auth` says.
     pub fn load_with(files: TlsFiles, client_auth: ClientAuth) -> Result<Self, PkiError> {
+        // Before reading them: a change made meanwhile is seen at the
+        // next check rather than missed.
+        let digest = files.digest();
         let (config, identity) = crate::server_config_with(&files, client_auth)?;
         Ok(ServerTls {
             files,
             client_auth,
             current: Arc::new(RwLock::new(config)),
+            digest: Arc::new(digest.into()),
             identity,
         })
     }
@@ -94,12 +102,25 @@ impl ServerTls {
     /// Reads the files again; on error the running configuration stays.
     /// New connections use the new certificates, open ones are unaffected.
     pub fn reload(&self) -> Result<(), PkiError> {
+        self.digest.store(self.files.digest(), Ordering::Relaxed);
         let (config, _) = crate::server_config_with(&self.files, self.client_auth)?;
         match self.current.write() {
             Ok(mut current) => *current = config,
             Err(poisoned) => *poisoned.into_inner() = config,
         }
         Ok(())
+    }
+
+    /// [`ServerTls::reload`] if the files' contents changed since they
+    /// were last read: `Ok(true)` when reloaded, `Ok(false)` when
+    /// unchanged. Files that fail to load are not tried again until they
+    /// change once more, so a broken file is reported once, not at every
+    /// check.
+    pub fn reload_if_changed(&self) -> Result<bool, PkiError> {
+        if self.files.digest() == self.digest.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        self.reload().map(|()| true)
     }
 
     /// This server's identity, from its certificate.
