@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -741,6 +742,100 @@ def check_alerts_page(page, origin, out, http, certs, processes):
     check(firing.count() == 1, "the firing alert should stay listed whatever the filter")
 
 
+def api_as(http, certs, who, method, path, body=None, headers=None):
+    """A request with the certificate `who` (viewer-browser, operator-admin): (status, JSON answer)."""
+    context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    context.load_cert_chain(str(certs / f"{who}.pem"), str(certs / f"{who}.key"))
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"https://127.0.0.1:{http}{path}", data=data, method=method, headers=headers or {})
+    if body is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=10) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as e:
+        return e.code, json.load(e)
+
+
+def cli_silences(bins, work):
+    """`hostwatch silence list --json`, run as the operator `admin`."""
+    return json.loads(hostwatch_cli(bins, work, "silence", "list", "--json"))
+
+
+def check_silences(operator, viewer, origin, out, http, certs, bins, work):
+    """An operator silences the firing alert from the alerts page (from the
+    keyboard), the CLI lists it, a viewer sees it but may not make one,
+    and expiring it in the page ends it."""
+    comment = "console test: silenced from the page"
+    operator.goto(f"{origin}/alerts")
+    wait_loaded(operator)
+    alert = operator.locator(f'#active-alerts li[data-alertname="{FIRING_RULE_NAME}"][data-state="firing"]')
+    alert.wait_for(timeout=REFRESH_WAIT_S * 1000)
+    alert.locator("button.silence-alert").focus()
+    operator.keyboard.press("Enter")
+    form = operator.locator("#silence-form")
+    form.wait_for(state="visible", timeout=5000)
+    names = form.locator('.matcher-row [name="name"]').evaluate_all("inputs => inputs.map(i => i.value)")
+    check({"alertname", "host", "severity"} <= set(names), f"the form's matchers {names}")
+    values = form.locator('.matcher-row [name="value"]').evaluate_all("inputs => inputs.map(i => i.value)")
+    check(FIRING_RULE_NAME in values and HOST in values, f"the form's matcher values {values}")
+    # Remove the severity matcher; four hours; a comment; Enter submits.
+    row = form.locator(".matcher-row").filter(has=operator.locator('[name="name"][value="severity"]'))
+    row.locator("button.remove").click()
+    check(form.locator(".matcher-row").count() == len(names) - 1, "the matcher was not removed")
+    form.locator("#silence-duration").select_option("4h")
+    form.locator("#silence-comment").fill(comment)
+    form.locator("#silence-comment").press("Enter")
+    item = operator.locator("#silences li.silence")
+    item.first.wait_for(timeout=10_000)
+    check(form.is_hidden(), "the form stays open after the silence was made")
+    text = item.first.inner_text()
+    check("by admin" in text and comment in text and f'alertname="{FIRING_RULE_NAME}"' in text, f"silence shown {text!r}")
+    silence_id = item.first.get_attribute("data-id")
+
+    # The CLI lists it: made by the operator's certificate, four hours.
+    made = [s for s in cli_silences(bins, work) if s["id"] == silence_id]
+    check(len(made) == 1, f"silence {silence_id} not in `hostwatch silence list`")
+    made = made[0]
+    check(made["active"] and made["created_by"] == "admin" and made["comment"] == comment, f"silence {made}")
+    check(
+        sorted(made["matchers"]) == sorted([f"alertname={FIRING_RULE_NAME}", f"host={HOST}"]),
+        f"silence matchers {made['matchers']}",
+    )
+    span_s = (time_ms(made["ends"]) - time_ms(made["starts"])) / 1000
+    check(abs(span_s - 4 * 3600) <= 1, f"silence lasts {span_s} s, want 4 h")
+    screenshots(operator, out, "alerts-silenced")
+
+    # A viewer sees the silence, no button to make or end one, and the
+    # collector refuses the viewer's change even with its CSRF token.
+    viewer.goto(f"{origin}/alerts")
+    wait_loaded(viewer)
+    viewer.locator(f'#silences li[data-id="{silence_id}"]').wait_for(timeout=5000)
+    check(viewer.locator("button.silence-alert").count() == 0, "a viewer has a Silence button")
+    check(viewer.locator("#silences button.expire").count() == 0, "a viewer has an Expire button")
+    _, session = api_as(http, certs, "viewer-browser", "GET", "/api/v1/session")
+    body = {"matchers": [{"name": "host", "op": "=", "value": HOST}], "duration": "1h"}
+    status, answer = api_as(
+        http, certs, "viewer-browser", "POST", "/api/v1/hostwatch/silences", body, {"X-CSRF-Token": session["data"]["csrfToken"]}
+    )
+    check(status == 403 and "operator role" in answer["error"], f"a viewer's POST: {status} {answer}")
+    status, answer = api_as(http, certs, "operator-admin", "POST", "/api/v1/hostwatch/silences", body)
+    check(status == 403 and "X-CSRF-Token" in answer["error"], f"a POST without the CSRF token: {status} {answer}")
+
+    # Expired in the page: gone from the active list, ended for the CLI.
+    operator.locator(f'#silences li[data-id="{silence_id}"] button.expire').click()
+    operator.locator(f'#silences li[data-id="{silence_id}"]').wait_for(state="detached", timeout=10_000)
+    ended = [s for s in cli_silences(bins, work) if s["id"] == silence_id]
+    check(ended and not ended[0]["active"], f"silence after Expire: {ended}")
+
+
+def time_ms(rfc3339):
+    """Milliseconds since the epoch of an RFC 3339 time ("...Z")."""
+    from datetime import datetime
+
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp() * 1000
+
+
 def run(bins, out):
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="hostwatch-console-") as tmp:
@@ -765,16 +860,16 @@ def browse(bins, http, certs, out, processes, work):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
-        def reader_context():
-            """A context holding the viewer's certificate, its console errors collected."""
+        def reader_context(who="viewer-browser"):
+            """A context holding the certificate `who` (the viewer's by default), its console errors collected."""
             context = browser.new_context(
                 # The collector's certificate is from the test's own CA.
                 ignore_https_errors=True,
                 client_certificates=[
                     {
                         "origin": origin,
-                        "certPath": str(certs / "viewer-browser.pem"),
-                        "keyPath": str(certs / "viewer-browser.key"),
+                        "certPath": str(certs / f"{who}.pem"),
+                        "keyPath": str(certs / f"{who}.key"),
                     }
                 ],
                 viewport={"width": 1280, "height": 800},
@@ -819,6 +914,9 @@ def browse(bins, http, certs, out, processes, work):
         now_page = fresh.new_page()
         check_host_panels(now_page, origin, out, http, certs, processes.pid("agent"))
         check_alerts_page(now_page, origin, out, http, certs, processes)
+        operator = reader_context("operator-admin")
+        check_silences(operator.new_page(), now_page, origin, out, http, certs, bins, work)
+        operator.close()
         fresh.close()
 
         check(not errors, "errors in the browser console:\n" + "\n".join(errors))
