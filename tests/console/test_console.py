@@ -381,6 +381,7 @@ CHART_METRICS = {
     "disk": "host_disk_read_bytes_total",
     "network": "host_network_receive_bytes_total",
     "spool": "hostwatch_agent_spool_bytes",
+    "agent": "hostwatch_agent_connected",
 }
 
 
@@ -444,6 +445,8 @@ def check_host_page(page, origin, out, http, certs):
     now = time.time()
     page.goto(f"{origin}/hosts/{HOST}?from={int(now - 60)}&to={int(now)}")
     wait_loaded(page)
+    # Whole in the window (the alerts above it may be long on a busy machine).
+    page.locator('[data-chart="cpu"]').scroll_into_view_if_needed()
     over = page.locator('[data-chart="cpu"] .u-over').bounding_box()
     y = over["y"] + over["height"] / 2
     page.mouse.move(over["x"] + over["width"] * 0.5, y)
@@ -453,6 +456,7 @@ def check_host_page(page, origin, out, http, certs):
     page.mouse.up()
     page.wait_for_url(re.compile(r".*from=\d+&to=\d+$"))
     wait_loaded(page)
+    check(page.locator("main").get_attribute("data-refreshing") == "false", "a zoomed range refreshes itself")
     query = urllib.parse.parse_qs(urllib.parse.urlparse(page.url).query)
     start, end = float(query["from"][0]), float(query["to"][0])
     check(now - 35 <= start and end - start < 35, f"zoomed to {start}..{end}, dragged over {now - 30:.0f}..{now:.0f}")
@@ -636,6 +640,28 @@ def check_process_table(page, agent_pid, before_ms):
     check(agent_pid in pids or machine_processes() > AGENT_TOP_PROCESSES, f"the agent ({agent_pid}) is not among {pids}")
 
 
+def check_host_refresh(page, origin):
+    """A preset range reads its data again by itself, without a reload;
+    the agent's health chart holds every series it names, with points."""
+    page.goto(f"{origin}/hosts/{HOST}?range=1h")
+    wait_loaded(page)
+    check(page.locator("main").get_attribute("data-refreshing") == "true", "the last hour does not refresh itself")
+    agent = chart_series(page, "agent")
+    want = {"batches waiting", "reconnects", "dropped batches", "connected (1 = yes)"}
+    check(agent and set(agent) == want and all(agent.values()), f"agent health chart {agent}")
+    check(agent["connected (1 = yes)"][-1] == 1, f"the agent is connected, the chart says {agent['connected (1 = yes)']}")
+    check(all(v >= 0 for v in agent["reconnects"] + agent["dropped batches"]), f"negative increases {agent}")
+    page.evaluate("() => { window.beforeRefresh = true; }")
+    end = x_range(page, "cpu")[1]
+    page.wait_for_function(
+        f"() => document.querySelector('[data-chart=\"cpu\"]').uplot.scales.x.max > {end}",
+        timeout=REFRESH_WAIT_S * 1000,
+    )
+    check(page.evaluate("() => window.beforeRefresh === true"), "the page was reloaded rather than refreshed")
+    line = page.locator("#connection").inner_text()
+    check(line.startswith("Updated"), f"connection line after a refresh {line!r}")
+
+
 def check_host_panels(page, origin, out, http, certs, agent_pid):
     """Facts, a click on a chart showing that moment's processes (and the
     same from the keyboard), the predicted time to full, the alert history."""
@@ -647,6 +673,8 @@ def check_host_panels(page, origin, out, http, certs, agent_pid):
 
     # A click at 95% of the CPU chart's width: that moment's snapshot.
     over = page.locator('[data-chart="cpu"] .u-over')
+    # Whole in the window, so that the click lands on it.
+    page.locator('[data-chart="cpu"]').scroll_into_view_if_needed()
     box = over.bounding_box()
     clicked = page.locator('[data-chart="cpu"]').evaluate(
         "(b, x) => b.uplot.posToVal(x, 'x')", box["width"] * 0.95
@@ -913,6 +941,7 @@ def browse(bins, http, certs, out, processes, work):
         fresh = reader_context()
         now_page = fresh.new_page()
         check_host_panels(now_page, origin, out, http, certs, processes.pid("agent"))
+        check_host_refresh(now_page, origin)
         check_alerts_page(now_page, origin, out, http, certs, processes)
         operator = reader_context("operator-admin")
         check_silences(operator.new_page(), now_page, origin, out, http, certs, bins, work)

@@ -37,6 +37,10 @@ const ASSETS: &[(&str, &[u8])] = &[
         "silenceview.js",
         include_bytes!("../../console/silenceview.js"),
     ),
+    (
+        "connection.js",
+        include_bytes!("../../console/connection.js"),
+    ),
     ("dom.js", include_bytes!("../../console/dom.js")),
     ("console.css", include_bytes!("../../console/console.css")),
     ("login.css", include_bytes!("../../console/login.css")),
