@@ -237,7 +237,8 @@ function plot(box, chart, { data, labels }, spanS, onZoom, onPick) {
     height: 220,
     cursor: { sync: { key: "host-charts" }, drag: { x: true, y: false, setScale: false } },
     scales: { x: { time: true }, y: { range: (u, min, max) => [Math.min(0, min), max > 0 ? max * 1.05 : 1] } },
-    axes: [{ ...axis, values: axisTimes(spanS) }, { ...axis, size: labelWidth, values: (u, splits) => splits.map(format) }],
+    // Room between time labels for "hh:mm:ss", the widest.
+    axes: [{ ...axis, space: 80, values: axisTimes(spanS) }, { ...axis, size: labelWidth, values: (u, splits) => splits.map(format) }],
     series: [
       { value: (u, v) => (v == null ? fmt.NONE : fmt.dateTime(v * 1000)) },
       ...labels.map((label, i) => ({
