@@ -662,6 +662,25 @@ def check_host_refresh(page, origin):
     check(line.startswith("Updated"), f"connection line after a refresh {line!r}")
 
 
+def docs_screenshots(page, origin, out):
+    """The pictures of docs/img (copied there by hand): the fleet at 1280
+    and 390 px and the host page's top at 1280 px, each as much as a
+    window shows (not the whole page), with the machine's clock."""
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.goto(f"{origin}/")
+    page.locator(f'tr[data-host="{HOST}"]').wait_for(timeout=REFRESH_WAIT_S * 1000)
+    page.screenshot(path=str(out / "docs-fleet-1280.png"))
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.screenshot(path=str(out / "docs-fleet-390.png"))
+    page.set_viewport_size({"width": 1280, "height": 1300})
+    now = int(time.time())
+    # The agent started a minute or two ago: a range its samples fill.
+    page.goto(f"{origin}/hosts/{HOST}?from={now - 60}&to={now}")
+    wait_loaded(page)
+    page.screenshot(path=str(out / "docs-host-1280.png"))
+    page.set_viewport_size({"width": 1280, "height": 800})
+
+
 def check_host_panels(page, origin, out, http, certs, agent_pid):
     """Facts, a click on a chart showing that moment's processes (and the
     same from the keyboard), the predicted time to full, the alert history."""
@@ -942,6 +961,7 @@ def browse(bins, http, certs, out, processes, work):
         now_page = fresh.new_page()
         check_host_panels(now_page, origin, out, http, certs, processes.pid("agent"))
         check_host_refresh(now_page, origin)
+        docs_screenshots(now_page, origin, out)
         check_alerts_page(now_page, origin, out, http, certs, processes)
         operator = reader_context("operator-admin")
         check_silences(operator.new_page(), now_page, origin, out, http, certs, bins, work)
