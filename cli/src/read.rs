@@ -145,6 +145,28 @@ struct HostJson<'a> {
     cpu_count: u32,
     memory_total_bytes: u64,
     agent_version: &'a str,
+    /// The notAfter of the certificate the host's agent last connected
+    /// with; `None` before the collector recorded one.
+    certificate_expires_ms: Option<i64>,
+    certificate_expires: Option<String>,
+}
+
+/// When a host's agent certificate expires (ms since the epoch; 0 when
+/// the collector has not recorded it), for the hosts table: the UTC date
+/// and how far off it is at `now_ms`, in whole days ("in 364 d", "expired
+/// 3 d ago"; "in 0 d" is within a day); "-" when unknown.
+pub(crate) fn certificate_expiry_text(expires_ms: i64, now_ms: i64) -> String {
+    if expires_ms == 0 {
+        return "-".to_owned();
+    }
+    let date = format_rfc3339(expires_ms);
+    let date = date.split('T').next().unwrap_or(&date).to_owned();
+    let days = (expires_ms - now_ms) / 86_400_000;
+    if expires_ms > now_ms {
+        format!("{date} (in {days} d)")
+    } else {
+        format!("{date} (expired {} d ago)", -days)
+    }
 }
 
 pub(crate) fn host_status_word(host: &HostStatus) -> &'static str {
@@ -201,6 +223,10 @@ pub(crate) fn hosts(config_path: &Path, json: bool) -> anyhow::Result<()> {
                     cpu_count: facts.cpu_count,
                     memory_total_bytes: facts.memory_total_bytes,
                     agent_version: f.map(|f| f.agent_version.as_str()).unwrap_or(""),
+                    certificate_expires_ms: (h.certificate_expires_ms != 0)
+                        .then_some(h.certificate_expires_ms),
+                    certificate_expires: (h.certificate_expires_ms != 0)
+                        .then(|| format_rfc3339(h.certificate_expires_ms)),
                 }
             })
             .collect();
@@ -215,6 +241,7 @@ pub(crate) fn hosts(config_path: &Path, json: bool) -> anyhow::Result<()> {
         "OS".to_owned(),
         "CPUS".to_owned(),
         "MEMORY".to_owned(),
+        "CERT EXPIRES".to_owned(),
     ]];
     for h in &hosts {
         let facts = h.facts.clone().unwrap_or_default();
@@ -228,6 +255,7 @@ pub(crate) fn hosts(config_path: &Path, json: bool) -> anyhow::Result<()> {
                 .to_owned(),
             facts.cpu_count.to_string(),
             format_bytes(facts.memory_total_bytes as f64),
+            certificate_expiry_text(h.certificate_expires_ms, now),
         ]);
     }
     print_table(&rows);
@@ -525,5 +553,25 @@ mod tests {
         assert_eq!(format_bytes(512.0), "512 B");
         assert_eq!(format_bytes(1.5 * 1024.0 * 1024.0 * 1024.0), "1.5 GiB");
         assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn certificate_expiry_shows_the_date_and_whole_days() {
+        assert_eq!(certificate_expiry_text(0, 5), "-");
+        let day = 86_400_000;
+        // 2027-01-01T12:00:00Z, seen 364 and a half days before.
+        let expires = 1_798_804_800_000;
+        assert_eq!(
+            certificate_expiry_text(expires, expires - 364 * day - day / 2),
+            "2027-01-01 (in 364 d)"
+        );
+        assert_eq!(
+            certificate_expiry_text(expires, expires - day / 2),
+            "2027-01-01 (in 0 d)"
+        );
+        assert_eq!(
+            certificate_expiry_text(expires, expires + 3 * day + 1),
+            "2027-01-01 (expired 3 d ago)"
+        );
     }
 }

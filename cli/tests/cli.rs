@@ -273,6 +273,29 @@ fn quick_start_then_collector_serves_hosts_and_queries() {
         "{}",
         text(&hosts.stdout)
     );
+    // The agent certificate's expiry, recorded at ingest and kept: the
+    // quick start issues certificates for 825 days.
+    let listed: serde_json::Value = serde_json::from_slice(&hosts.stdout).unwrap();
+    let expires_ms = listed[0]["certificate_expires_ms"].as_i64().unwrap();
+    let day = 86_400_000;
+    let now = hostwatch_stdx::now_ms();
+    assert!(
+        (expires_ms - (now + 825 * day)).abs() < day,
+        "{expires_ms}: {listed}"
+    );
+    let expires = listed[0]["certificate_expires"].as_str().unwrap();
+    assert!(expires.ends_with('Z'), "{expires}");
+    let table = hostwatch(&["--config", path(&cli), "hosts"]);
+    assert!(table.status.success(), "{}", text(&table.stderr));
+    let table = text(&table.stdout);
+    let days = (expires_ms - hostwatch_stdx::now_ms()) / day;
+    let date = &expires[..10];
+    assert!(
+        table.lines().next().unwrap().contains("CERT EXPIRES")
+            && (table.contains(&format!("{date} (in {days} d)"))
+                || table.contains(&format!("{date} (in {} d)", days + 1))),
+        "{table}"
+    );
     let query = hostwatch(&[
         "--config",
         path(&cli),

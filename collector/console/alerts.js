@@ -1,11 +1,14 @@
-// The alerts page: pending and firing alerts with their cause, and the
-// transition history, filtered by host, alert name and state (kept in the
-// address). Refreshed at most every REFRESH_MS while the page is seen.
+// The alerts page: pending and firing alerts with their cause, the
+// active silences (created from an alert and expired here by operators),
+// and the transition history, filtered by host, alert name and state
+// (kept in the address). Refreshed at most every REFRESH_MS while the
+// page is seen.
 
 import * as api from "./api.js";
 import * as fmt from "./format.js";
 import { el } from "./dom.js";
 import { cause, historyTable } from "./alertview.js";
+import { SilenceForm, silenceList } from "./silenceview.js";
 
 const REFRESH_MS = 10_000;
 /** Transitions shown at most, the newest. */
@@ -20,8 +23,8 @@ function rank(a) {
   return [a.state === "firing" ? 0 : 1, severity < 0 ? SEVERITIES.length : severity];
 }
 
-/** One pending or firing alert, with its cause. */
-function alertItem(a) {
+/** One pending or firing alert, with its cause; `onSilence(alert, button)` when the user may silence it (else null). */
+function alertItem(a, onSilence) {
   const since = Date.parse(a.activeAt);
   const host = a.labels.host;
   return el(
@@ -34,10 +37,17 @@ function alertItem(a) {
     el("span", { class: "detail", text: a.annotations.summary || "" }),
     el("span", { class: "detail", text: `since ${fmt.dateTime(since)} (${fmt.ago(since)})` }),
     cause(a.annotations) || "",
+    onSilence ? silenceButton(a, onSilence) : "",
   );
 }
 
-function skeleton(main) {
+function silenceButton(a, onSilence) {
+  const button = el("button", { type: "button", class: "silence-alert", text: "Silence", "aria-label": `Silence ${a.labels.alertname || "this alert"}${a.labels.host ? ` on ${a.labels.host}` : ""}` });
+  button.addEventListener("click", () => onSilence(a, button));
+  return el("div", { class: "alert-actions" }, button);
+}
+
+function skeleton(main, silenceForm) {
   const input = (name, label, attrs = {}) => [
     el("label", { for: `filter-${name}`, text: label }),
     el("input", { id: `filter-${name}`, name, autocomplete: "off", ...attrs }),
@@ -50,6 +60,9 @@ function skeleton(main) {
     hosts: el("datalist", { id: "known-hosts" }),
     rules: el("datalist", { id: "known-rules" }),
     history: el("div", { id: "history" }),
+    silences: el("ul", { class: "alert-list", id: "silences", tabindex: "-1" }),
+    silenceNotice: el("p", { class: "notice", id: "silences-notice", role: "alert", hidden: "" }),
+    announce: el("p", { class: "sr-status", id: "silences-status", role: "status" }),
     historyNotice: el("p", { class: "notice", id: "history-notice", role: "alert", hidden: "" }),
   };
   parts.form = el(
@@ -69,6 +82,8 @@ function skeleton(main) {
     el("div", { class: "page-head" }, el("h1", { text: "Alerts" }), parts.counts),
     parts.notice,
     section("active-title", "Pending and firing", parts.active),
+    silenceForm,
+    section("silences-title", "Silences", parts.silenceNotice, parts.announce, parts.silences),
     section("history-title", "History", parts.form, parts.historyNotice, parts.history),
   );
   return parts;
@@ -82,8 +97,9 @@ function filterOf(search) {
 
 class AlertsPage {
   constructor(main, connection) {
-    Object.assign(this, { main, connection, generation: 0 });
-    this.parts = skeleton(main);
+    Object.assign(this, { main, connection, generation: 0, operator: false });
+    this.silenceForm = new SilenceForm((silence) => this.onSilenced(silence));
+    this.parts = skeleton(main, this.silenceForm.form);
   }
 
   /** Shows the filter the address names in the form. */
@@ -99,7 +115,8 @@ class AlertsPage {
     const filter = refill ? this.showFilter() : filterOf(location.search);
     this.main.dataset.loaded = "false";
     try {
-      const [alerts, rules, hosts] = await Promise.all([api.alerts(), api.rules(), api.hosts()]);
+      const [alerts, rules, hosts, silences, session] = await Promise.all([api.alerts(), api.rules(), api.hosts(), api.silences(), api.session()]);
+      this.operator = session.role === "operator";
       let history;
       let problem = "";
       try {
@@ -111,6 +128,7 @@ class AlertsPage {
       }
       if (mine !== this.generation) return;
       this.drawActive(alerts);
+      this.drawSilences(silences);
       this.parts.rules.replaceChildren(...rules.map((r) => el("option", { value: r.name })));
       this.parts.hosts.replaceChildren(...hosts.hosts.map((h) => el("option", { value: h.host })));
       this.parts.historyNotice.hidden = !problem;
@@ -134,8 +152,43 @@ class AlertsPage {
     alerts.sort((a, b) => rank(a)[0] - rank(b)[0] || rank(a)[1] - rank(b)[1]);
     const firing = alerts.filter((a) => a.state === "firing").length;
     this.parts.counts.textContent = `${firing} firing · ${alerts.length - firing} pending`;
-    const items = alerts.map(alertItem);
+    const onSilence = this.operator ? (a, button) => this.silenceForm.open(a, button) : null;
+    const items = alerts.map((a) => alertItem(a, onSilence));
     this.parts.active.replaceChildren(...(items.length > 0 ? items : [el("li", { class: "none", id: "no-alerts", text: "No alerts firing or pending." })]));
+  }
+
+  drawSilences(silences) {
+    const onExpire = this.operator ? (s, button) => this.expire(s, button) : null;
+    this.parts.silences.replaceChildren(...silenceList(silences, onExpire));
+  }
+
+  /** Ends the silence `s`, then shows the silences again. */
+  async expire(s, button) {
+    button.disabled = true;
+    try {
+      await api.expireSilence(s.id);
+      this.parts.silenceNotice.hidden = true;
+      this.parts.announce.textContent = `Silence ${s.id} expired.`;
+      this.drawSilences(await api.silences());
+      this.parts.silences.focus();
+    } catch (e) {
+      if (!(e instanceof api.ApiError)) throw e;
+      button.disabled = false;
+      this.parts.silenceNotice.textContent = `The silence was not expired: ${e.message}.`;
+      this.parts.silenceNotice.hidden = false;
+    }
+  }
+
+  async onSilenced(silence) {
+    this.parts.announce.textContent = `Silence ${silence.id} created.`;
+    try {
+      this.drawSilences(await api.silences());
+    } catch (e) {
+      if (!(e instanceof api.ApiError)) throw e;
+      this.parts.silenceNotice.textContent = `Could not read the silences: ${e.message}.`;
+      this.parts.silenceNotice.hidden = false;
+    }
+    this.parts.silences.focus();
   }
 
   drawHistory(history, filter) {

@@ -80,14 +80,14 @@ export async function session({ fresh = false } = {}) {
 }
 
 /**
- * POST a change to `path` (`body` sent as JSON when given) with the CSRF
- * token; when that token is refused (the collector restarted), fetches it
- * again and tries once more.
+ * Sends a change (`method`, POST by default) to `path` (`body` sent as
+ * JSON when given) with the CSRF token; when that token is refused (the
+ * collector restarted), fetches it again and tries once more.
  */
-export async function post(path, body) {
+export async function post(path, body, method = "POST") {
   const send = async (info) =>
     request(path, {
-      method: "POST",
+      method,
       headers: {
         "X-CSRF-Token": info.csrfToken || "",
         ...(body === undefined ? {} : { "Content-Type": "application/json" }),
@@ -171,4 +171,19 @@ export async function alertHistory(filter = {}) {
 export async function alerts() {
   const data = await get("/api/v1/alerts");
   return data.alerts;
+}
+
+/** Silences, including those that ended in the last day, newest first. */
+export async function silences() {
+  return get("/api/v1/hostwatch/silences");
+}
+
+/** Creates a silence: `{ matchers: [{name, op, value}], duration | endsAt, comment }` (operators only). */
+export async function createSilence(silence) {
+  return post("/api/v1/hostwatch/silences", silence);
+}
+
+/** Ends the silence `id` now (operators only). */
+export async function expireSilence(id) {
+  return post(`/api/v1/hostwatch/silences/${encodeURIComponent(id)}`, undefined, "DELETE");
 }

@@ -2,7 +2,9 @@
 // them (picked from presets, typed in, or dragged on any chart), read
 // from the Prometheus API's range queries; beside them its facts, the
 // process snapshot at a moment clicked on a chart, its alerts and their
-// history (hostinfo.js).
+// history (hostinfo.js). While the range is a preset (the last hour ...)
+// and the tab is seen, the page reads everything again every REFRESH_MS;
+// a zoomed or typed range stays as drawn.
 
 import uPlot from "./vendor/uplot/uPlot.esm.js";
 import * as api from "./api.js";
@@ -10,7 +12,9 @@ import * as fmt from "./format.js";
 import { el } from "./dom.js";
 import * as info from "./hostinfo.js";
 import { cause } from "./alertview.js";
+import { Connection } from "./connection.js";
 
+const REFRESH_MS = 10_000;
 const PRESETS = { "1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400 };
 const DEFAULT_PRESET = "1h";
 /** Points per series at most, so a chart stays light at any range. */
@@ -28,7 +32,8 @@ function literal(value) {
 
 /**
  * The charts: a title, its queries (each series labelled) and its unit;
- * counters as rates over `windowS` seconds.
+ * counters as rates over `windowS` seconds, or (`delta`) as their
+ * increase from one point to the next.
  */
 function charts(host, windowS = 60) {
   const h = `host=${literal(host)}`;
@@ -95,6 +100,17 @@ function charts(host, windowS = 60) {
       unit: "bytes",
       queries: [{ expr: `hostwatch_agent_spool_bytes{${h}}`, label: () => "spool" }],
     },
+    {
+      id: "agent",
+      title: "Agent health (per point: reconnects, dropped batches)",
+      unit: "number",
+      queries: [
+        { expr: `hostwatch_agent_spool_batches{${h}}`, label: () => "batches waiting" },
+        { expr: `hostwatch_agent_reconnects_total{${h}}`, label: () => "reconnects", delta: true },
+        { expr: `hostwatch_agent_spool_dropped_batches_total{${h}}`, label: () => "dropped batches", delta: true },
+        { expr: `hostwatch_agent_connected{${h}}`, label: () => "connected (1 = yes)" },
+      ],
+    },
   ];
 }
 
@@ -159,10 +175,23 @@ async function chartData(chart, range, step) {
         if (i !== undefined && Number.isFinite(Number(v))) column[i] = Number(v);
       }
       labels.push(chart.queries[qi].label(s.metric));
-      data.push(column);
+      data.push(chart.queries[qi].delta ? increases(column) : column);
     }
   });
   return { data, labels };
+}
+
+/**
+ * A counter's increase from each point to the next (the first point and
+ * those after a gap have none); a drop is a restart from 0, so the
+ * increase is the new value, as PromQL's `increase` counts resets.
+ */
+export function increases(column) {
+  return column.map((v, i) => {
+    const before = i > 0 ? column[i - 1] : null;
+    if (v === null || before === null) return null;
+    return v >= before ? v - before : v;
+  });
 }
 
 function css(name) {
@@ -208,7 +237,8 @@ function plot(box, chart, { data, labels }, spanS, onZoom, onPick) {
     height: 220,
     cursor: { sync: { key: "host-charts" }, drag: { x: true, y: false, setScale: false } },
     scales: { x: { time: true }, y: { range: (u, min, max) => [Math.min(0, min), max > 0 ? max * 1.05 : 1] } },
-    axes: [{ ...axis, values: axisTimes(spanS) }, { ...axis, size: labelWidth, values: (u, splits) => splits.map(format) }],
+    // Room between time labels for "hh:mm:ss", the widest.
+    axes: [{ ...axis, space: 80, values: axisTimes(spanS) }, { ...axis, size: labelWidth, values: (u, splits) => splits.map(format) }],
     series: [
       { value: (u, v) => (v == null ? fmt.NONE : fmt.dateTime(v * 1000)) },
       ...labels.map((label, i) => ({
@@ -242,6 +272,7 @@ function skeleton(main, host) {
   const parts = {
     status: el("p", { class: "counts", id: "host-status", "aria-live": "polite" }, "Loading…"),
     notice: el("p", { class: "notice", id: "host-notice", role: "alert", hidden: "" }),
+    connectionNotice: el("p", { class: "notice", id: "host-connection-notice", role: "alert", hidden: "" }),
     presets: el(
       "div",
       { class: "presets", role: "group", "aria-label": "Time range" },
@@ -290,6 +321,7 @@ function skeleton(main, host) {
     el("p", { class: "crumbs" }, el("a", { href: "/", text: "Fleet" }), " / ", host),
     el("div", { class: "page-head" }, el("h1", { id: "host-name", text: host }), parts.status),
     parts.notice,
+    parts.connectionNotice,
     el("div", { class: "panels" }, panel("facts", "Facts", parts.facts), panel("alerts", "Alerts", parts.alerts)),
     el("div", { class: "tools range-tools" }, parts.presets, parts.custom, parts.shown),
     parts.grid,
@@ -308,8 +340,14 @@ async function known(host, seen, nowS) {
 
 class HostPage {
   constructor(main, connection, host) {
-    Object.assign(this, { main, connection, host, plots: [], generation: 0 });
+    Object.assign(this, { main, host, plots: [], generation: 0, timer: 0, range: null });
     this.parts = skeleton(main, host);
+    this.connection = new Connection(connection, this.parts.connectionNotice, { what: "the charts", refreshMs: REFRESH_MS });
+  }
+
+  /** Whether the page reads its data again by itself: a preset range, the tab seen. */
+  refreshing() {
+    return Boolean(this.range && this.range.preset && !this.range.problem) && !document.hidden;
   }
 
   /** Shows the range `search` names, as a new history entry. */
@@ -336,11 +374,17 @@ class HostPage {
     return range;
   }
 
-  async draw() {
+  /**
+   * Reads and draws everything for the address' range; `refresh` when
+   * only time moved on (the page stays marked loaded meanwhile).
+   */
+  async draw({ refresh = false } = {}) {
+    clearTimeout(this.timer);
     const mine = (this.generation += 1);
     const nowS = Date.now() / 1000;
     const range = this.showRange(nowS);
-    this.main.dataset.loaded = "false";
+    this.range = range;
+    if (!refresh) this.main.dataset.loaded = "false";
     try {
       const [seen, rules, facts, history, ttf, ...datas] = await Promise.all([
         api.instant(`timestamp(host_uptime_seconds{host=${literal(this.host)}})`, nowS),
@@ -362,15 +406,17 @@ class HostPage {
       this.drawCharts(datas, ever, range);
       if (!this.parts.processesAt.value) this.parts.processesAt.value = localInput(range.end);
       this.main.dataset.loaded = "true";
-      this.connection.className = "connection";
-      this.connection.textContent = `Updated ${fmt.time(Date.now())}`;
+      this.connection.ok();
     } catch (e) {
       if (!(e instanceof api.ApiError)) throw e;
-      this.connection.className = `connection ${e.unreachable ? "connection-down" : "connection-error"}`;
-      this.connection.textContent = e.unreachable ? "⚠ Collector unreachable" : "⚠ The collector refused the request";
-      this.parts.notice.hidden = false;
-      this.parts.notice.textContent = `Could not read the charts: ${e.message}.`;
+      if (mine !== this.generation) return;
+      this.connection.failed(e);
     }
+    const refreshing = this.refreshing();
+    this.connection.show(refreshing);
+    // For tests and debugging: whether the page refreshes itself.
+    this.main.dataset.refreshing = String(refreshing);
+    if (refreshing) this.timer = setTimeout(() => this.draw({ refresh: true }), REFRESH_MS);
   }
 
   /** The host's pending and firing alerts, firing first, then by severity. */
@@ -467,6 +513,13 @@ export function mount(main, connection, host) {
     if (Number.isFinite(t)) page.showProcesses(t);
   });
   window.addEventListener("popstate", () => page.draw());
+  // Nobody looking, nothing asked of the collector; back in view, fresh data at once.
+  document.addEventListener("visibilitychange", () => {
+    if (document.hidden) clearTimeout(page.timer);
+    else if (page.range && page.range.preset) page.draw({ refresh: true });
+  });
+  // "Updated at", "stale" and "unreachable since" follow the clock.
+  setInterval(() => page.connection.show(page.refreshing()), 1000);
   new ResizeObserver(() => {
     for (const u of page.plots) u.setSize({ width: Math.max(280, u.root.parentElement.clientWidth), height: 220 });
   }).observe(page.parts.grid);

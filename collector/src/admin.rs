@@ -4,6 +4,7 @@
 use crate::auth::{self, Access};
 use crate::convert;
 use crate::shared::{Shared, reload_alerting};
+use crate::silences;
 use crate::tokens::{NewToken, TokenStore};
 use hostwatch_proto::v1::admin_server::Admin;
 use hostwatch_proto::v1::{
@@ -27,18 +28,13 @@ impl Admin for AdminService {
     ) -> Result<Response<Silence>, Status> {
         let peer = auth::require(&request, Access::Operate)?;
         let request = request.into_inner();
-        let silence = self
-            .shared
-            .alerting
-            .create_silence(hostwatch_alerting::NewSilence {
-                matchers: convert::silence_matchers(&request.matchers)?,
-                starts_ms: request.starts_ms,
-                ends_ms: request.ends_ms,
-                created_by: peer.identity.name,
-                comment: request.comment,
-            })
-            .await
-            .map_err(convert::alerting_status)?;
+        let request = silences::SilenceRequest {
+            matchers: convert::silence_matchers(&request.matchers)?,
+            starts_ms: request.starts_ms,
+            ends_ms: request.ends_ms,
+            comment: request.comment,
+        };
+        let silence = silences::create(&self.shared, &peer.identity.name, request).await?;
         Ok(Response::new(convert::silence_out(silence)))
     }
 
@@ -47,7 +43,7 @@ impl Admin for AdminService {
         request: Request<ListSilencesRequest>,
     ) -> Result<Response<ListSilencesResponse>, Status> {
         auth::require(&request, Access::Operate)?;
-        let silences = self.shared.alerting.silences();
+        let silences = silences::list(&self.shared);
         Ok(Response::new(ListSilencesResponse {
             silences: silences.into_iter().map(convert::silence_out).collect(),
         }))
@@ -59,14 +55,8 @@ impl Admin for AdminService {
     ) -> Result<Response<Silence>, Status> {
         let peer = auth::require(&request, Access::Operate)?;
         let id = request.into_inner().id;
-        convert::required(&id, "id")?;
-        let silence = self
-            .shared
-            .alerting
-            .expire_silence(&id)
-            .await
-            .map_err(convert::alerting_status)?;
-        tracing::info!(silence.id = %id, by = %peer.identity, "silence expired through Admin");
+        let by = peer.identity.to_string();
+        let silence = silences::expire(&self.shared, &id, &by, "Admin").await?;
         Ok(Response::new(convert::silence_out(silence)))
     }
 

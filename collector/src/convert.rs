@@ -240,15 +240,16 @@ pub(crate) fn transition_out(t: alerting::Transition) -> pb::AlertTransition {
 
 /// Silence matchers from the wire, in the text form alerting stores.
 pub(crate) fn silence_matchers(matchers: &[pb::Matcher]) -> Result<Vec<String>, Status> {
+    use alerting::matcher::MatchOp;
     use pb::matcher::Op;
     matchers
         .iter()
         .map(|m| {
-            let token = match Op::try_from(m.op).unwrap_or(Op::Unspecified) {
-                Op::Equal => "=",
-                Op::NotEqual => "!=",
-                Op::Regex => "=~",
-                Op::NotRegex => "!~",
+            let op = match Op::try_from(m.op).unwrap_or(Op::Unspecified) {
+                Op::Equal => MatchOp::Equal,
+                Op::NotEqual => MatchOp::NotEqual,
+                Op::Regex => MatchOp::Regex,
+                Op::NotRegex => MatchOp::NotRegex,
                 Op::Unspecified => {
                     return Err(Status::invalid_argument(format!(
                         "matcher on {:?}: op must be EQUAL, NOT_EQUAL, REGEX or NOT_REGEX",
@@ -256,7 +257,7 @@ pub(crate) fn silence_matchers(matchers: &[pb::Matcher]) -> Result<Vec<String>, 
                     )));
                 }
             };
-            Ok(format!("{}{token}{}", m.name, m.value))
+            crate::silences::matcher_text(&m.name, op, &m.value)
         })
         .collect()
 }

@@ -12,6 +12,8 @@
 //! - `reads`: the reads `query` and `http` both answer (hosts, process
 //!   snapshots, alert history), so both answer alike;
 //! - `admin`: silences, reloading the alert rules, storage, API tokens;
+//! - `silences`: the silence changes `admin` and `http` both make, so
+//!   both check and answer alike;
 //! - `http`: the HTTPS API (Prometheus' query API, PromQL);
 //! - `promql`: the one way into the PromQL engine, for `http` and `query`:
 //!   `[query]`'s limits, places and the blocking pool;
@@ -36,6 +38,7 @@ mod query;
 mod reads;
 mod server;
 mod shared;
+mod silences;
 mod state;
 mod tokens;
 

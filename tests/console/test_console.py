@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -380,6 +381,7 @@ CHART_METRICS = {
     "disk": "host_disk_read_bytes_total",
     "network": "host_network_receive_bytes_total",
     "spool": "hostwatch_agent_spool_bytes",
+    "agent": "hostwatch_agent_connected",
 }
 
 
@@ -443,6 +445,8 @@ def check_host_page(page, origin, out, http, certs):
     now = time.time()
     page.goto(f"{origin}/hosts/{HOST}?from={int(now - 60)}&to={int(now)}")
     wait_loaded(page)
+    # Whole in the window (the alerts above it may be long on a busy machine).
+    page.locator('[data-chart="cpu"]').scroll_into_view_if_needed()
     over = page.locator('[data-chart="cpu"] .u-over').bounding_box()
     y = over["y"] + over["height"] / 2
     page.mouse.move(over["x"] + over["width"] * 0.5, y)
@@ -452,6 +456,7 @@ def check_host_page(page, origin, out, http, certs):
     page.mouse.up()
     page.wait_for_url(re.compile(r".*from=\d+&to=\d+$"))
     wait_loaded(page)
+    check(page.locator("main").get_attribute("data-refreshing") == "false", "a zoomed range refreshes itself")
     query = urllib.parse.parse_qs(urllib.parse.urlparse(page.url).query)
     start, end = float(query["from"][0]), float(query["to"][0])
     check(now - 35 <= start and end - start < 35, f"zoomed to {start}..{end}, dragged over {now - 30:.0f}..{now:.0f}")
@@ -635,6 +640,47 @@ def check_process_table(page, agent_pid, before_ms):
     check(agent_pid in pids or machine_processes() > AGENT_TOP_PROCESSES, f"the agent ({agent_pid}) is not among {pids}")
 
 
+def check_host_refresh(page, origin):
+    """A preset range reads its data again by itself, without a reload;
+    the agent's health chart holds every series it names, with points."""
+    page.goto(f"{origin}/hosts/{HOST}?range=1h")
+    wait_loaded(page)
+    check(page.locator("main").get_attribute("data-refreshing") == "true", "the last hour does not refresh itself")
+    agent = chart_series(page, "agent")
+    want = {"batches waiting", "reconnects", "dropped batches", "connected (1 = yes)"}
+    check(agent and set(agent) == want and all(agent.values()), f"agent health chart {agent}")
+    check(agent["connected (1 = yes)"][-1] == 1, f"the agent is connected, the chart says {agent['connected (1 = yes)']}")
+    check(all(v >= 0 for v in agent["reconnects"] + agent["dropped batches"]), f"negative increases {agent}")
+    page.evaluate("() => { window.beforeRefresh = true; }")
+    end = x_range(page, "cpu")[1]
+    page.wait_for_function(
+        f"() => document.querySelector('[data-chart=\"cpu\"]').uplot.scales.x.max > {end}",
+        timeout=REFRESH_WAIT_S * 1000,
+    )
+    check(page.evaluate("() => window.beforeRefresh === true"), "the page was reloaded rather than refreshed")
+    line = page.locator("#connection").inner_text()
+    check(line.startswith("Updated"), f"connection line after a refresh {line!r}")
+
+
+def docs_screenshots(page, origin, out):
+    """The pictures of docs/img (copied there by hand): the fleet at 1280
+    and 390 px and the host page's top at 1280 px, each as much as a
+    window shows (not the whole page), with the machine's clock."""
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.goto(f"{origin}/")
+    page.locator(f'tr[data-host="{HOST}"]').wait_for(timeout=REFRESH_WAIT_S * 1000)
+    page.screenshot(path=str(out / "docs-fleet-1280.png"))
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.screenshot(path=str(out / "docs-fleet-390.png"))
+    page.set_viewport_size({"width": 1280, "height": 1300})
+    now = int(time.time())
+    # The agent started a minute or two ago: a range its samples fill.
+    page.goto(f"{origin}/hosts/{HOST}?from={now - 60}&to={now}")
+    wait_loaded(page)
+    page.screenshot(path=str(out / "docs-host-1280.png"))
+    page.set_viewport_size({"width": 1280, "height": 800})
+
+
 def check_host_panels(page, origin, out, http, certs, agent_pid):
     """Facts, a click on a chart showing that moment's processes (and the
     same from the keyboard), the predicted time to full, the alert history."""
@@ -646,6 +692,8 @@ def check_host_panels(page, origin, out, http, certs, agent_pid):
 
     # A click at 95% of the CPU chart's width: that moment's snapshot.
     over = page.locator('[data-chart="cpu"] .u-over')
+    # Whole in the window, so that the click lands on it.
+    page.locator('[data-chart="cpu"]').scroll_into_view_if_needed()
     box = over.bounding_box()
     clicked = page.locator('[data-chart="cpu"]').evaluate(
         "(b, x) => b.uplot.posToVal(x, 'x')", box["width"] * 0.95
@@ -741,6 +789,100 @@ def check_alerts_page(page, origin, out, http, certs, processes):
     check(firing.count() == 1, "the firing alert should stay listed whatever the filter")
 
 
+def api_as(http, certs, who, method, path, body=None, headers=None):
+    """A request with the certificate `who` (viewer-browser, operator-admin): (status, JSON answer)."""
+    context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    context.load_cert_chain(str(certs / f"{who}.pem"), str(certs / f"{who}.key"))
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"https://127.0.0.1:{http}{path}", data=data, method=method, headers=headers or {})
+    if body is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=10) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as e:
+        return e.code, json.load(e)
+
+
+def cli_silences(bins, work):
+    """`hostwatch silence list --json`, run as the operator `admin`."""
+    return json.loads(hostwatch_cli(bins, work, "silence", "list", "--json"))
+
+
+def check_silences(operator, viewer, origin, out, http, certs, bins, work):
+    """An operator silences the firing alert from the alerts page (from the
+    keyboard), the CLI lists it, a viewer sees it but may not make one,
+    and expiring it in the page ends it."""
+    comment = "console test: silenced from the page"
+    operator.goto(f"{origin}/alerts")
+    wait_loaded(operator)
+    alert = operator.locator(f'#active-alerts li[data-alertname="{FIRING_RULE_NAME}"][data-state="firing"]')
+    alert.wait_for(timeout=REFRESH_WAIT_S * 1000)
+    alert.locator("button.silence-alert").focus()
+    operator.keyboard.press("Enter")
+    form = operator.locator("#silence-form")
+    form.wait_for(state="visible", timeout=5000)
+    names = form.locator('.matcher-row [name="name"]').evaluate_all("inputs => inputs.map(i => i.value)")
+    check({"alertname", "host", "severity"} <= set(names), f"the form's matchers {names}")
+    values = form.locator('.matcher-row [name="value"]').evaluate_all("inputs => inputs.map(i => i.value)")
+    check(FIRING_RULE_NAME in values and HOST in values, f"the form's matcher values {values}")
+    # Remove the severity matcher; four hours; a comment; Enter submits.
+    row = form.locator(".matcher-row").filter(has=operator.locator('[name="name"][value="severity"]'))
+    row.locator("button.remove").click()
+    check(form.locator(".matcher-row").count() == len(names) - 1, "the matcher was not removed")
+    form.locator("#silence-duration").select_option("4h")
+    form.locator("#silence-comment").fill(comment)
+    form.locator("#silence-comment").press("Enter")
+    item = operator.locator("#silences li.silence")
+    item.first.wait_for(timeout=10_000)
+    check(form.is_hidden(), "the form stays open after the silence was made")
+    text = item.first.inner_text()
+    check("by admin" in text and comment in text and f'alertname="{FIRING_RULE_NAME}"' in text, f"silence shown {text!r}")
+    silence_id = item.first.get_attribute("data-id")
+
+    # The CLI lists it: made by the operator's certificate, four hours.
+    made = [s for s in cli_silences(bins, work) if s["id"] == silence_id]
+    check(len(made) == 1, f"silence {silence_id} not in `hostwatch silence list`")
+    made = made[0]
+    check(made["active"] and made["created_by"] == "admin" and made["comment"] == comment, f"silence {made}")
+    check(
+        sorted(made["matchers"]) == sorted([f"alertname={FIRING_RULE_NAME}", f"host={HOST}"]),
+        f"silence matchers {made['matchers']}",
+    )
+    span_s = (time_ms(made["ends"]) - time_ms(made["starts"])) / 1000
+    check(abs(span_s - 4 * 3600) <= 1, f"silence lasts {span_s} s, want 4 h")
+    screenshots(operator, out, "alerts-silenced")
+
+    # A viewer sees the silence, no button to make or end one, and the
+    # collector refuses the viewer's change even with its CSRF token.
+    viewer.goto(f"{origin}/alerts")
+    wait_loaded(viewer)
+    viewer.locator(f'#silences li[data-id="{silence_id}"]').wait_for(timeout=5000)
+    check(viewer.locator("button.silence-alert").count() == 0, "a viewer has a Silence button")
+    check(viewer.locator("#silences button.expire").count() == 0, "a viewer has an Expire button")
+    _, session = api_as(http, certs, "viewer-browser", "GET", "/api/v1/session")
+    body = {"matchers": [{"name": "host", "op": "=", "value": HOST}], "duration": "1h"}
+    status, answer = api_as(
+        http, certs, "viewer-browser", "POST", "/api/v1/hostwatch/silences", body, {"X-CSRF-Token": session["data"]["csrfToken"]}
+    )
+    check(status == 403 and "operator role" in answer["error"], f"a viewer's POST: {status} {answer}")
+    status, answer = api_as(http, certs, "operator-admin", "POST", "/api/v1/hostwatch/silences", body)
+    check(status == 403 and "X-CSRF-Token" in answer["error"], f"a POST without the CSRF token: {status} {answer}")
+
+    # Expired in the page: gone from the active list, ended for the CLI.
+    operator.locator(f'#silences li[data-id="{silence_id}"] button.expire').click()
+    operator.locator(f'#silences li[data-id="{silence_id}"]').wait_for(state="detached", timeout=10_000)
+    ended = [s for s in cli_silences(bins, work) if s["id"] == silence_id]
+    check(ended and not ended[0]["active"], f"silence after Expire: {ended}")
+
+
+def time_ms(rfc3339):
+    """Milliseconds since the epoch of an RFC 3339 time ("...Z")."""
+    from datetime import datetime
+
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp() * 1000
+
+
 def run(bins, out):
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="hostwatch-console-") as tmp:
@@ -765,16 +907,16 @@ def browse(bins, http, certs, out, processes, work):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
-        def reader_context():
-            """A context holding the viewer's certificate, its console errors collected."""
+        def reader_context(who="viewer-browser"):
+            """A context holding the certificate `who` (the viewer's by default), its console errors collected."""
             context = browser.new_context(
                 # The collector's certificate is from the test's own CA.
                 ignore_https_errors=True,
                 client_certificates=[
                     {
                         "origin": origin,
-                        "certPath": str(certs / "viewer-browser.pem"),
-                        "keyPath": str(certs / "viewer-browser.key"),
+                        "certPath": str(certs / f"{who}.pem"),
+                        "keyPath": str(certs / f"{who}.key"),
                     }
                 ],
                 viewport={"width": 1280, "height": 800},
@@ -818,7 +960,12 @@ def browse(bins, http, certs, out, processes, work):
         fresh = reader_context()
         now_page = fresh.new_page()
         check_host_panels(now_page, origin, out, http, certs, processes.pid("agent"))
+        check_host_refresh(now_page, origin)
+        docs_screenshots(now_page, origin, out)
         check_alerts_page(now_page, origin, out, http, certs, processes)
+        operator = reader_context("operator-admin")
+        check_silences(operator.new_page(), now_page, origin, out, http, certs, bins, work)
+        operator.close()
         fresh.close()
 
         check(not errors, "errors in the browser console:\n" + "\n".join(errors))

@@ -72,6 +72,36 @@ impl Api {
     }
 }
 
+impl Api {
+    /// The request's body, which must be JSON (`what` says what it should
+    /// hold), at most `MAX_FORM_BYTES` and arrive within
+    /// `limits.message_timeout`.
+    pub(super) async fn json_body<T: serde::de::DeserializeOwned>(
+        &self,
+        request: Request,
+        what: &str,
+    ) -> Result<T, ApiError> {
+        let (parts, body) = request.into_parts();
+        let json = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if !json {
+            return Err(ApiError::BadData(format!(
+                "send a JSON body (Content-Type: application/json): {what}"
+            )));
+        }
+        let read = axum::body::to_bytes(body, MAX_FORM_BYTES);
+        let body = tokio::time::timeout(self.message_timeout, read)
+            .await
+            .map_err(|_| ApiError::BadData("the body took too long".into()))?
+            .map_err(|e| ApiError::BadData(format!("cannot read the body: {e}")))?;
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadData(format!("invalid body: {e}; send {what}")))
+    }
+}
+
 /// The request's `timeout` parameter, which may only shorten
 /// `query.timeout`.
 fn request_timeout(params: &Params) -> Result<Option<Duration>, ApiError> {

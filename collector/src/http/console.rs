@@ -33,6 +33,14 @@ const ASSETS: &[(&str, &[u8])] = &[
     ("hostinfo.js", include_bytes!("../../console/hostinfo.js")),
     ("alerts.js", include_bytes!("../../console/alerts.js")),
     ("alertview.js", include_bytes!("../../console/alertview.js")),
+    (
+        "silenceview.js",
+        include_bytes!("../../console/silenceview.js"),
+    ),
+    (
+        "connection.js",
+        include_bytes!("../../console/connection.js"),
+    ),
     ("dom.js", include_bytes!("../../console/dom.js")),
     ("console.css", include_bytes!("../../console/console.css")),
     ("login.css", include_bytes!("../../console/login.css")),

@@ -1,8 +1,9 @@
 //! hostwatch's own read endpoints, under `/api/v1/hostwatch/`, beside
 //! Prometheus' (which have no place for them): hosts and their facts,
-//! process snapshots, and alert transitions. They answer through the
-//! same reads as the gRPC Query service (`crate::reads`), in Prometheus'
-//! envelope and error shapes, with times in RFC 3339.
+//! process snapshots, and alert transitions (silences are in `silences`).
+//! They answer through the same reads as the gRPC Query service
+//! (`crate::reads`), in Prometheus' envelope and error shapes, with times
+//! in RFC 3339.
 
 use super::api::{Api, answer};
 use super::error::ApiError;
@@ -18,10 +19,10 @@ use hostwatch_proto::v1::HostStatus;
 use hostwatch_tsdb::ProcessSnapshot;
 use serde_json::{Value as Json, json};
 
-/// `router` with hostwatch's endpoints added; each answers GET and
-/// form-encoded POST, as Prometheus' do.
+/// `router` with hostwatch's endpoints added; each read answers GET and
+/// form-encoded POST, as Prometheus' do; the silences' are their own.
 pub(crate) fn routes(router: Router<Api>) -> Router<Api> {
-    router
+    super::silences::routes(router)
         .route("/api/v1/hostwatch/hosts", get(hosts).post(hosts))
         .route("/api/v1/hostwatch/hosts/{host}", get(host).post(host))
         .route(

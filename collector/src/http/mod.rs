@@ -14,7 +14,8 @@
 //! their types), `reference` (metric metadata from docs/metrics.md, and
 //! alerts), `caller` (who sent a request, and the CSRF check of
 //! mutations), `session` (the console's sessions), `login` (login,
-//! logout and the login limiter); here the accept loop and the
+//! logout and the login limiter), `hostwatch` (hostwatch's own reads),
+//! `silences` (creating, listing and expiring silences); here the accept loop and the
 //! `Authorization` header.
 
 mod api;
@@ -27,6 +28,7 @@ mod login;
 mod params;
 mod reference;
 mod session;
+mod silences;
 
 pub(crate) use api::Api;
 pub(crate) use json::query_data;

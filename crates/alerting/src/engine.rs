@@ -21,6 +21,10 @@ use tokio::sync::{Notify, broadcast, watch};
 /// Transitions buffered per watcher; a slower watcher misses some and is told.
 const WATCH_BUFFER: usize = 4096;
 
+/// The longest a silence may last: longer is a mistake (a unit typed
+/// wrong), or a rule that should be changed instead.
+pub const MAX_SILENCE_MS: i64 = 365 * 86_400_000;
+
 /// The alerting engine; cheap to clone.
 #[derive(Clone)]
 pub struct Alerting {
@@ -245,7 +249,8 @@ impl Alerting {
     }
 
     /// Creates a silence; matchers are validated, the end must be after
-    /// the start and in the future.
+    /// the start and in the future, and at most [`MAX_SILENCE_MS`] after
+    /// the start.
     pub async fn create_silence(&self, new: NewSilence) -> Result<Silence, AlertingError> {
         let now = self.inner.clock.now_ms();
         if new.matchers.is_empty() {
@@ -264,6 +269,13 @@ impl Alerting {
         if new.ends_ms <= starts_ms || new.ends_ms <= now {
             return Err(AlertingError::Invalid(format!(
                 "the silence must end after it starts and in the future (starts {}, ends {})",
+                crate::format_rfc3339(starts_ms),
+                crate::format_rfc3339(new.ends_ms)
+            )));
+        }
+        if new.ends_ms.saturating_sub(starts_ms) > MAX_SILENCE_MS {
+            return Err(AlertingError::Invalid(format!(
+                "a silence may last at most 365 days (starts {}, ends {})",
                 crate::format_rfc3339(starts_ms),
                 crate::format_rfc3339(new.ends_ms)
             )));
@@ -294,7 +306,7 @@ impl Alerting {
         out
     }
 
-    /// Ends a silence now.
+    /// Ends a silence now; one that has ended already is refused.
     pub async fn expire_silence(&self, id: &str) -> Result<Silence, AlertingError> {
         let now = self.inner.clock.now_ms();
         let silence = {
@@ -303,7 +315,13 @@ impl Alerting {
                 .iter_mut()
                 .find(|s| s.id == id)
                 .ok_or_else(|| AlertingError::NotFound(format!("no silence with id {id:?}")))?;
-            s.ends_ms = s.ends_ms.min(now);
+            if s.ends_ms <= now {
+                return Err(AlertingError::Invalid(format!(
+                    "silence {id:?} has already ended (at {})",
+                    crate::format_rfc3339(s.ends_ms)
+                )));
+            }
+            s.ends_ms = now;
             s.clone()
         };
         self.inner.persist.save_silence(&silence).await?;

@@ -37,7 +37,7 @@ mod window;
 
 pub use clock::Clock;
 pub use config::{AlertingConfig, ConfigError, RuleSet};
-pub use engine::Alerting;
+pub use engine::{Alerting, MAX_SILENCE_MS};
 pub use eval::{BatchContext, HostLiveness, Refusal, SnapshotSource, StorageCondition};
 pub use machine::Phase;
 pub use model::{Alert, DeliveryStats, HistoryFilter, NewSilence, Silence, Transition};

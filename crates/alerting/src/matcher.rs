@@ -43,7 +43,21 @@ pub enum MatchOp {
 }
 
 impl MatchOp {
-    fn token(self) -> &'static str {
+    /// Every operator, longest tokens first.
+    const ALL: [MatchOp; 4] = [
+        MatchOp::Regex,
+        MatchOp::NotRegex,
+        MatchOp::NotEqual,
+        MatchOp::Equal,
+    ];
+
+    /// The operator written `token` (`=`, `!=`, `=~`, `!~`), if any.
+    pub fn from_token(token: &str) -> Option<MatchOp> {
+        MatchOp::ALL.into_iter().find(|op| op.token() == token)
+    }
+
+    /// As written between a matcher's name and value.
+    pub fn token(self) -> &'static str {
         match self {
             MatchOp::Equal => "=",
             MatchOp::NotEqual => "!=",
@@ -83,13 +97,8 @@ impl LabelMatcher {
     /// A value may be wrapped in double quotes, as in PromQL.
     pub fn parse(text: &str) -> Result<Self, MatcherError> {
         // Longest operators first, so "!=" is not read as "=" after "x!".
-        for (token, op) in [
-            ("=~", MatchOp::Regex),
-            ("!~", MatchOp::NotRegex),
-            ("!=", MatchOp::NotEqual),
-            ("=", MatchOp::Equal),
-        ] {
-            if let Some((name, value)) = text.split_once(token) {
+        for op in MatchOp::ALL {
+            if let Some((name, value)) = text.split_once(op.token()) {
                 let name = name.trim();
                 if name.is_empty() || name.ends_with(['!', '=']) {
                     continue;

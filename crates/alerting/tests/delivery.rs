@@ -554,6 +554,18 @@ async fn silenced_alerts_are_notified_once_the_silence_ends() {
         })
         .await;
     assert!(bad.unwrap_err().to_string().contains("host=~("));
+    let too_long = engine
+        .alerting
+        .create_silence(NewSilence {
+            matchers: vec!["host=web1".into()],
+            starts_ms: 0,
+            ends_ms: now_ms() + hostwatch_alerting::MAX_SILENCE_MS + 60_000,
+            created_by: "tester".into(),
+            comment: String::new(),
+        })
+        .await;
+    let e = too_long.unwrap_err().to_string();
+    assert!(e.contains("at most 365 days"), "{e}");
     let silence = engine
         .alerting
         .create_silence(NewSilence {
@@ -580,6 +592,9 @@ async fn silenced_alerts_are_notified_once_the_silence_ends() {
         std::slice::from_ref(&silence.id)
     );
     engine.alerting.expire_silence(&silence.id).await.unwrap();
+    let again = engine.alerting.expire_silence(&silence.id).await;
+    let e = again.unwrap_err().to_string();
+    assert!(e.contains("has already ended"), "{e}");
     receiver.wait_for("web1's page after the silence", 2).await;
     assert_eq!(receiver.for_host("web1").len(), 1);
     assert!(engine.alerting.expire_silence("nope").await.is_err());

@@ -19,6 +19,7 @@ mod promql;
 mod rotation;
 mod self_alert;
 mod sessions;
+mod silences;
 mod silent;
 mod storage;
 mod tokens;

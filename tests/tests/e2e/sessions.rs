@@ -17,7 +17,7 @@ const COOKIE: &str = "__Host-hostwatch_session";
 
 /// A browser-like client: TLS 1.3 trusting the test CA, with `files`'
 /// certificate (none when `None`), following no redirects.
-fn client(pki: &TestPki, files: Option<&TlsFiles>, http: SocketAddr) -> reqwest::Client {
+pub(crate) fn client(pki: &TestPki, files: Option<&TlsFiles>, http: SocketAddr) -> reqwest::Client {
     let mut config = match files {
         Some(files) => hostwatch_pki::client_config(files)
             .unwrap()
@@ -54,19 +54,19 @@ fn form(pairs: &[(&str, &str)]) -> String {
     pairs.join("&")
 }
 
-fn url(http: SocketAddr, path: &str) -> String {
+pub(crate) fn url(http: SocketAddr, path: &str) -> String {
     format!("https://localhost:{}{path}", http.port())
 }
 
 /// An answer: status, headers and body (JSON when it parses).
-struct Answer {
-    status: u16,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
     headers: reqwest::header::HeaderMap,
-    body: Value,
+    pub(crate) body: Value,
 }
 
 impl Answer {
-    async fn of(response: reqwest::Response) -> Self {
+    pub(crate) async fn of(response: reqwest::Response) -> Self {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let text = response.text().await.unwrap();
@@ -95,7 +95,7 @@ impl Answer {
 
     /// An API error of `error_type` whose message says `why`.
     #[track_caller]
-    fn assert_error(&self, status: u16, error_type: &str, why: &str) {
+    pub(crate) fn assert_error(&self, status: u16, error_type: &str, why: &str) {
         let body = &self.body;
         assert_eq!(self.status, status, "{body}");
         assert_eq!(body["status"], "error", "{body}");
@@ -116,7 +116,12 @@ async fn login_json(client: &reqwest::Client, http: SocketAddr, token: &str) -> 
     Answer::of(response).await
 }
 
-async fn get(client: &reqwest::Client, http: SocketAddr, path: &str, cookie: &str) -> Answer {
+pub(crate) async fn get(
+    client: &reqwest::Client,
+    http: SocketAddr,
+    path: &str,
+    cookie: &str,
+) -> Answer {
     let mut request = client.get(url(http, path));
     if !cookie.is_empty() {
         request = request.header("cookie", cookie);
@@ -145,7 +150,11 @@ fn load(answer: Answer) -> (u16, Value) {
 }
 
 /// Logs in with `token`: the cookie to send and the CSRF token.
-async fn session(client: &reqwest::Client, http: SocketAddr, token: &str) -> (String, String) {
+pub(crate) async fn session(
+    client: &reqwest::Client,
+    http: SocketAddr,
+    token: &str,
+) -> (String, String) {
     let answer = login_json(client, http, token).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     let csrf = answer.body["data"]["csrfToken"]
