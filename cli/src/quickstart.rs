@@ -78,7 +78,13 @@ pub(crate) fn run(args: QuickstartArgs) -> anyhow::Result<()> {
 async fn run_async(dir: PathBuf, duration: Option<Duration>) -> anyhow::Result<()> {
     let host_id = local_host_id();
     ensure_certificates(&dir, &host_id)?;
-    let (listener, paths) = write_configs(&dir, &host_id).await?;
+    let (
+        Listeners {
+            grpc: listener,
+            http,
+        },
+        paths,
+    ) = write_configs(&dir, &host_id).await?;
     let address = listener.local_addr()?;
     // Read back through the real loaders: what runs is what the files say.
     let collector_config = CollectorConfig::load(&paths.collector)?;
@@ -101,9 +107,10 @@ async fn run_async(dir: PathBuf, duration: Option<Duration>) -> anyhow::Result<(
     }
 
     let stop = CancellationToken::new();
-    let collector = tokio::spawn(hostwatch_collector::serve(
+    let collector = tokio::spawn(hostwatch_collector::serve_with_http(
         collector_config,
         listener,
+        http,
         stop.clone().cancelled_owned(),
     ));
     if let Some(port) = http_port {
@@ -235,42 +242,60 @@ struct ConfigPaths {
     cli: PathBuf,
 }
 
-/// Binds the collector's listener (the address collector.toml names, or
-/// a new one written there) and writes the configuration files that do
+/// The collector's listeners, bound before the collector runs and kept
+/// until it does, so that another quick start starting meanwhile cannot
+/// take the same preferred port.
+struct Listeners {
+    grpc: TcpListener,
+    /// `http_listen`, when collector.toml sets it.
+    http: Option<TcpListener>,
+}
+
+/// Binds the collector's listeners (the addresses collector.toml names, or
+/// new ones written there) and writes the configuration files that do
 /// not exist yet, so a second quick start in the same folder keeps the
-/// first one's address and whatever the operator edited.
-async fn write_configs(dir: &Path, host_id: &str) -> anyhow::Result<(TcpListener, ConfigPaths)> {
+/// first one's addresses and whatever the operator edited.
+async fn write_configs(dir: &Path, host_id: &str) -> anyhow::Result<(Listeners, ConfigPaths)> {
     let paths = ConfigPaths {
         collector: dir.join("collector.toml"),
         agent: dir.join("agent.toml"),
         cli: dir.join("cli.toml"),
     };
-    let listener = if paths.collector.exists() {
+    let listeners = if paths.collector.exists() {
         let config = CollectorConfig::load(&paths.collector)?;
-        bind(config.listen).await?
+        let http = match config.http_listen {
+            Some(address) => Some(bind(address, "http_listen").await?),
+            None => None,
+        };
+        Listeners {
+            grpc: bind(config.listen, "listen").await?,
+            http,
+        }
     } else {
-        let listener = bind_preferred(PREFERRED_PORT).await?;
-        // A free loopback port for the HTTPS API, which the collector
-        // binds again when it starts.
-        let http = bind_preferred(PREFERRED_HTTP_PORT).await?.local_addr()?;
-        write_collector_config(&paths.collector, listener.local_addr()?, http)?;
-        listener
+        let grpc = bind_preferred(PREFERRED_PORT).await?;
+        let http = bind_preferred(PREFERRED_HTTP_PORT).await?;
+        write_collector_config(&paths.collector, grpc.local_addr()?, http.local_addr()?)?;
+        Listeners {
+            grpc,
+            http: Some(http),
+        }
     };
-    let address = listener.local_addr()?;
+    let address = listeners.grpc.local_addr()?;
     if !paths.agent.exists() {
         write_agent_config(&paths.agent, address, host_id)?;
     }
     if !paths.cli.exists() {
         write_cli_config(&paths.cli, address)?;
     }
-    Ok((listener, paths))
+    Ok((listeners, paths))
 }
 
 /// A loopback listener on `port`, or on a free port if it is taken.
 async fn bind_preferred(port: u16) -> anyhow::Result<TcpListener> {
-    match bind(SocketAddr::from(([127, 0, 0, 1], port))).await {
+    let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
+    match TcpListener::bind(loopback(port)).await {
         Ok(listener) => Ok(listener),
-        Err(_) => bind(SocketAddr::from(([127, 0, 0, 1], 0))).await,
+        Err(_) => Ok(TcpListener::bind(loopback(0)).await?),
     }
 }
 
@@ -338,10 +363,11 @@ fn print_next_steps(paths: &ConfigPaths, agent_host: &str) {
     );
 }
 
-async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+/// A listener on `addr`, which collector.toml's `key` names.
+async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (listen in collector.toml): {e}"))
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({key} in collector.toml): {e}"))
 }
 
 /// This machine's host id, which the quick start gives its agent: the

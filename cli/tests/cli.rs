@@ -368,23 +368,31 @@ fn quick_start_then_collector_serves_hosts_and_queries() {
 
 #[test]
 fn quick_start_reports_a_port_in_use() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
-    std::fs::create_dir_all(d.join("certs")).unwrap();
-    std::fs::write(
-        d.join("collector.toml"),
-        format!("listen = \"{addr}\"\ndata_dir = \"data\"\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/collector-quickstart.pem\"\nkey = \"certs/collector-quickstart.key\"\n"),
-    )
-    .unwrap();
-    let out = hostwatch(&["quickstart", "--dir", path(d), "--duration", "2"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains(&addr.to_string()),
-        "{}",
-        text(&out.stderr)
-    );
+    for (addresses, key) in [
+        (format!("listen = \"{addr}\"\n"), "listen in"),
+        (
+            format!("listen = \"127.0.0.1:0\"\nhttp_listen = \"{addr}\"\n"),
+            "http_listen in",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("certs")).unwrap();
+        std::fs::write(
+            d.join("collector.toml"),
+            format!("{addresses}data_dir = \"data\"\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/collector-quickstart.pem\"\nkey = \"certs/collector-quickstart.key\"\n"),
+        )
+        .unwrap();
+        let out = hostwatch(&["quickstart", "--dir", path(d), "--duration", "2"]);
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains(&addr.to_string()) && stderr.contains(key),
+            "{stderr}"
+        );
+    }
 }
 
 /// Runs `hostwatch` until `check` accepts its output, or panics after 30 s.
