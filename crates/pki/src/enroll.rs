@@ -70,6 +70,30 @@ impl Ca {
         Ca::load_paths(cert_path, key_path)
     }
 
+    /// Checks that this CA's certificate is signed by a CA certificate of
+    /// the PEM file `ca_file` (the deployment's root), so that what it
+    /// issues chains to what listeners trust.
+    pub fn check_issued_by(&self, ca_file: &Path) -> Result<(), PkiError> {
+        let own = self.cert_der()?;
+        let (_, own) = x509_parser::parse_x509_certificate(own.as_ref())
+            .map_err(|e| PkiError::BadCertificate(e.to_string()))?;
+        let roots = crate::read_certs(ca_file)?;
+        let signed = roots.iter().any(|root| {
+            x509_parser::parse_x509_certificate(root.as_ref()).is_ok_and(|(_, root)| {
+                root.subject().as_raw() == own.issuer().as_raw()
+                    && own.verify_signature(Some(root.public_key())).is_ok()
+            })
+        });
+        if signed {
+            Ok(())
+        } else {
+            Err(PkiError::BadFile {
+                path: ca_file.to_owned(),
+                what: "no CA certificate here signed the issuing CA (enroll.issuer_cert): agents it enrolled could not connect".to_owned(),
+            })
+        }
+    }
+
     /// Writes `issuing.pem` and `issuing.key` to `dir`.
     pub fn write_issuing(&self, dir: &Path) -> Result<(), PkiError> {
         self.pair.write(dir, Self::ISSUING_STEM).map(|_| ())
