@@ -104,7 +104,8 @@ pub async fn serve_with_http(
     })
     .max_decoding_message_size(max_message);
     let http = start_http(&config, &shared, http)?;
-    let enroll = start_enroll(&config, &shared).await?;
+    let ingest_port = listener.local_addr().map(|a| a.port()).unwrap_or(config.listen.port());
+    let enroll = start_enroll(&config, &shared, ingest_port).await?;
     let mut reloaded = vec![tls.clone()];
     reloaded.extend(http.as_ref().map(|h| h.tls.clone()));
     reloaded.extend(enroll.as_ref().map(|e| e.tls.clone()));
@@ -203,14 +204,16 @@ struct EnrollListener {
 /// Starts the enrollment listener on `enroll_listen`, if set: the Enroll
 /// service alone, with the collector's certificate, the main listener's
 /// handshake limits, and `enroll.max_connections` anonymous connections.
+/// Enrolled agents are told `ingest_port`, the main listener's.
 async fn start_enroll(
     config: &CollectorConfig,
     shared: &Shared,
+    ingest_port: u16,
 ) -> Result<Option<EnrollListener>, CollectorError> {
     let Some(address) = config.enroll_listen else {
         return Ok(None);
     };
-    let issuing = Arc::new(Issuing::load(config)?);
+    let issuing = Arc::new(Issuing::load(config, ingest_port)?);
     let tls = ServerTls::load_with(config.tls.clone(), ClientAuth::Anonymous)?;
     let listener = TcpListener::bind(address)
         .await
