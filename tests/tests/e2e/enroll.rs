@@ -29,12 +29,17 @@ struct Site {
 
 impl Site {
     async fn start() -> Self {
+        Self::start_with("").await
+    }
+
+    /// With `extra` keys in `[enroll]`.
+    async fn start_with(extra: &str) -> Self {
         let pki = TestPki::new();
         let (cert, key) = pki.issuing();
         let data = tempfile::tempdir().unwrap();
         let enroll_addr = format!("127.0.0.1:{}", free_port());
         let extra = format!(
-            "enroll_listen = {enroll_addr:?}\n[enroll]\nissuer_cert = {:?}\nissuer_key = {:?}\n",
+            "enroll_listen = {enroll_addr:?}\n[enroll]\nissuer_cert = {:?}\nissuer_key = {:?}\n{extra}\n",
             cert.display().to_string(),
             key.display().to_string()
         );
@@ -115,7 +120,7 @@ impl Site {
             WAIT,
         )
         .await
-        .unwrap();
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         EnrollClient::new(channel)
             .enroll(request)
             .await
@@ -415,6 +420,38 @@ async fn bad_enrollment_token_fields_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::AlreadyExists);
+    site.collector.stop().await;
+}
+
+/// Clients without certificates share `enroll.max_connections`: past
+/// it, a new connection is closed; once one closes, there is room again.
+#[tokio::test]
+async fn anonymous_connections_are_bounded() {
+    let site = Site::start_with("max_connections = 1").await;
+    let (token, _) = site.token(2, 3_600_000, "").await;
+    let (_, csr) = hostwatch_pki::enroll::agent_request("web-1").unwrap();
+    let request = EnrollRequest {
+        token: token.clone(),
+        host_id: "web-1".to_owned(),
+        csr,
+        replace: false,
+    };
+    let held = hostwatch_pki::transport::connect_pinned(&site.enroll_addr, None, site.pki.pin(), WAIT)
+        .await
+        .unwrap();
+    let mut held = EnrollClient::new(held);
+    held.enroll(request.clone()).await.unwrap();
+    // The listener closes the second connection once its handshake is over.
+    assert!(site.raw(request.clone()).await.is_err());
+    drop(held);
+    let mut again = request;
+    again.replace = true;
+    eventually(WAIT, "room for a new connection", || {
+        let again = again.clone();
+        let site = &site;
+        async move { site.raw(again).await.ok() }
+    })
+    .await;
     site.collector.stop().await;
 }
 
