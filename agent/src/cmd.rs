@@ -30,7 +30,20 @@ enum Command {
 /// The binary's whole behaviour, in the library so that end-to-end tests
 /// can build the same program as a real process.
 pub fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            // Bad usage exits 64, as a bad configuration does; --help and
+            // --version succeed.
+            let code = if e.use_stderr() {
+                hostwatch_runtime::EXIT_USAGE
+            } else {
+                0
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
     let path = match (args.command, args.config) {
         (Some(Command::Enroll(enroll)), _) => return enroll_main(&enroll),
         (None, Some(path)) => path,

@@ -41,12 +41,12 @@ pub(crate) enum TokenCommand {
         /// enroll`), at most --uses times, until it expires.
         #[arg(long)]
         enroll: bool,
-        /// Enrollments it allows (1 to 100000).
-        #[arg(long, requires = "enroll", default_value_t = 1)]
-        uses: u32,
+        /// Enrollments it allows (1 to 100000); default 1.
+        #[arg(long)]
+        uses: Option<u32>,
         /// Host ids it may enroll: a glob where * stands for any run of
         /// characters (web-*); any host id if absent.
-        #[arg(long, requires = "enroll")]
+        #[arg(long)]
         hosts: Option<String>,
         /// Lifetime (90d, 12h, 1y ...), or `never`; default 90d, and 1h
         /// for an enrollment token (which must expire within 30d).
@@ -230,11 +230,17 @@ pub(crate) fn run(config_path: &Path, command: TokenCommand) -> anyhow::Result<(
             ttl,
             json,
         } => {
+            if !enroll && (uses.is_some() || hosts.is_some()) {
+                return Err(UsageError(
+                    "--uses and --hosts are for enrollment tokens: add --enroll".to_owned(),
+                )
+                .into());
+            }
             let (new, default_ttl) = match (enroll, role, name) {
                 (true, _, name) => (
                     NewToken::Enroll {
                         name: name.unwrap_or_default(),
-                        uses,
+                        uses: uses.unwrap_or(1),
                         hosts: hosts.unwrap_or_default(),
                     },
                     DEFAULT_ENROLL_TTL,

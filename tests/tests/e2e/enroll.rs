@@ -529,7 +529,40 @@ async fn the_deployment_steps_run_as_programs() {
         async move { out.status.success().then(|| text(&out.stdout).trim().to_owned()) }
     })
     .await;
+    // Bad usage: exit status 64, the flag named, nothing created or sent.
+    for (args, named) in [
+        (&["token", "create", "--enroll", "--ttl", "never"][..], "--ttl never"),
+        (&["token", "create", "--enroll", "--ttl", "soon"][..], "--ttl"),
+        (&["token", "create", "--uses", "2", "--name", "x", "--role", "viewer"][..], "--enroll"),
+        (&["token", "create", "--hosts", "web-*", "--name", "x", "--role", "viewer"][..], "--enroll"),
+        (&["token", "create", "--enroll", "--role", "viewer"][..], "--role"),
+        (&["token", "create", "--name", "x"][..], "--role"),
+        (&["token", "create", "--enroll", "--uses", "many"][..], "--uses"),
+    ] {
+        let mut all = vec!["--config", cli.as_str()];
+        all.extend_from_slice(args);
+        let out = run(hostwatch, &all);
+        let said = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {said}");
+        assert!(said.contains(named), "{args:?}: {said}");
+    }
     let enroll_addr = format!("127.0.0.1:{enroll_listen}");
+    let host_dir = p(&host);
+    for (args, named) in [
+        (&["--ca-pin", "sha256:00", "--host-id", "web-1"][..], "--ca-pin"),
+        (&["--ca-pin", pin.as_str(), "--host-id", "a/b"][..], "--host-id"),
+        (&["--ca-pin", pin.as_str(), "--host-id", "web-1", "--ingest", "nowhere"][..], "--ingest"),
+    ] {
+        let mut all = vec!["enroll", "--collector", &enroll_addr, "--token", &token, "--dir", &host_dir];
+        all.extend_from_slice(args);
+        let out = run(agent, &all);
+        let said = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {said}");
+        assert!(said.contains(named) && !said.contains(&token), "{args:?}: {said}");
+    }
+    let out = run(agent, &["enroll", "--collector", "nowhere", "--token", &token, "--ca-pin", &pin]);
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--collector"));
     let out = run(
         agent,
         &[
@@ -538,6 +571,16 @@ async fn the_deployment_steps_run_as_programs() {
         ],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
+    // Enrolled once: the key stays unless --replace.
+    let again = run(
+        agent,
+        &[
+            "enroll", "--collector", &enroll_addr, "--token", &token, "--ca-pin", &pin,
+            "--host-id", "web-1", "--dir", &p(&host),
+        ],
+    );
+    assert_eq!(again.status.code(), Some(64));
+    assert!(text(&again.stderr).contains("--replace"), "{}", text(&again.stderr));
     let list = run(hostwatch, &["--config", &cli, "token", "list"]);
     let list = text(&list.stdout);
     assert!(list.contains("0/1") && list.contains("web-*"), "{list}");
