@@ -56,7 +56,8 @@ pub struct EnrollArgs {
 }
 
 fn parse_pin(text: &str) -> Result<CaPin, String> {
-    text.parse().map_err(|e: hostwatch_pki::PkiError| e.to_string())
+    text.parse()
+        .map_err(|e: hostwatch_pki::PkiError| e.to_string())
 }
 
 /// Why enrolling failed.
@@ -100,8 +101,12 @@ pub async fn enroll(args: &EnrollArgs) -> Result<Enrolled, EnrollError> {
             .ok_or_else(|| usage("cannot read this host's name: give --host-id".to_owned()))?,
     };
     Identity::new(Role::Agent, &host_id).map_err(|e| usage(format!("--host-id: {e}")))?;
-    let (host, _) = split_address(&args.collector)
-        .ok_or_else(|| usage(format!("--collector {:?}: expected host:port", args.collector)))?;
+    let (host, _) = split_address(&args.collector).ok_or_else(|| {
+        usage(format!(
+            "--collector {:?}: expected host:port",
+            args.collector
+        ))
+    })?;
     if let Some(ingest) = &args.ingest {
         split_address(ingest)
             .ok_or_else(|| usage(format!("--ingest {ingest:?}: expected host:port")))?;
@@ -237,8 +242,19 @@ mod tests {
             split_address("collector.example.com:7071"),
             Some(("collector.example.com".to_owned(), 7071))
         );
-        assert_eq!(split_address("[::1]:7071"), Some(("[::1]".to_owned(), 7071)));
-        for bad in ["", "collector", "collector:", "a:b", "a:1/x", "user@a:1", ":1"] {
+        assert_eq!(
+            split_address("[::1]:7071"),
+            Some(("[::1]".to_owned(), 7071))
+        );
+        for bad in [
+            "",
+            "collector",
+            "collector:",
+            "a:b",
+            "a:1/x",
+            "user@a:1",
+            ":1",
+        ] {
             assert_eq!(split_address(bad), None, "{bad}");
         }
     }

@@ -35,7 +35,12 @@ pub(crate) enum TokenCommand {
         #[arg(long)]
         name: Option<String>,
         /// What it may do: both roles read through the HTTPS API. Not with --enroll.
-        #[arg(long, value_enum, required_unless_present = "enroll", conflicts_with = "enroll")]
+        #[arg(
+            long,
+            value_enum,
+            required_unless_present = "enroll",
+            conflicts_with = "enroll"
+        )]
         role: Option<TokenRole>,
         /// An enrollment token: agents enroll with it (`hostwatch-agent
         /// enroll`), at most --uses times, until it expires.
@@ -134,8 +139,15 @@ pub(crate) async fn create(
 
 /// What `token create` was asked for.
 enum NewToken {
-    Api { name: String, role: TokenRole },
-    Enroll { name: String, uses: u32, hosts: String },
+    Api {
+        name: String,
+        role: TokenRole,
+    },
+    Enroll {
+        name: String,
+        uses: u32,
+        hosts: String,
+    },
 }
 
 fn new_token_request(new: &NewToken, ttl: Ttl) -> Result<CreateTokenRequest, UsageError> {
@@ -256,7 +268,8 @@ pub(crate) fn run(config_path: &Path, command: TokenCommand) -> anyhow::Result<(
             let request = new_token_request(&new, ttl.unwrap_or(Ttl::For(default_ttl)))?;
             let created = config.call(AdminClient::new, |mut admin| async move {
                 admin.create_token(request).await
-            })?;            let entry = created.entry.unwrap_or_default();
+            })?;
+            let entry = created.entry.unwrap_or_default();
             if json {
                 #[derive(Serialize)]
                 struct Created<'a> {
@@ -326,7 +339,9 @@ pub(crate) fn run(config_path: &Path, command: TokenCommand) -> anyhow::Result<(
                     t.uses_left
                         .zip(t.uses)
                         .map_or("-".to_owned(), |(left, of)| format!("{left}/{of}")),
-                    t.hosts.unwrap_or(if t.uses.is_some() { "*" } else { "-" }).to_owned(),
+                    t.hosts
+                        .unwrap_or(if t.uses.is_some() { "*" } else { "-" })
+                        .to_owned(),
                     t.created_by.to_owned(),
                 ]);
             }

@@ -287,10 +287,13 @@ impl CollectorConfig {
         let base = base_dir(path);
         config.data_dir = resolve(&base, &config.data_dir);
         config.tls = config.tls.resolve(&base);
-        for path in [&mut config.enroll.issuer_cert, &mut config.enroll.issuer_key]
-            .into_iter()
-            .flatten()
-            .filter(|path| !path.as_os_str().is_empty())
+        for path in [
+            &mut config.enroll.issuer_cert,
+            &mut config.enroll.issuer_key,
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|path| !path.as_os_str().is_empty())
         {
             *path = resolve(&base, path);
         }
@@ -643,15 +646,27 @@ key = "collector.key"
     fn enroll_is_off_by_default_and_resolves_its_files() {
         let config = load_text(MINIMAL).unwrap();
         assert_eq!(config.enroll_listen, None);
-        assert_eq!(config.enroll.cert_lifetime, Duration::from_secs(30 * 86_400));
+        assert_eq!(
+            config.enroll.cert_lifetime,
+            Duration::from_secs(30 * 86_400)
+        );
         let text = format!(
             "enroll_listen = \"127.0.0.1:7071\"\n{MINIMAL}\n[enroll]\nissuer_cert = \"issuing.pem\"\nissuer_key = \"/abs/issuing.key\"\ncert_lifetime = \"1h\"\n"
         );
         let config = load_text(&text).unwrap();
-        assert_eq!(config.enroll_listen, Some("127.0.0.1:7071".parse().unwrap()));
+        assert_eq!(
+            config.enroll_listen,
+            Some("127.0.0.1:7071".parse().unwrap())
+        );
         let cert = config.enroll.issuer_cert.unwrap();
-        assert!(cert.is_absolute() && cert.ends_with("issuing.pem"), "{cert:?}");
-        assert_eq!(config.enroll.issuer_key, Some(PathBuf::from("/abs/issuing.key")));
+        assert!(
+            cert.is_absolute() && cert.ends_with("issuing.pem"),
+            "{cert:?}"
+        );
+        assert_eq!(
+            config.enroll.issuer_key,
+            Some(PathBuf::from("/abs/issuing.key"))
+        );
         assert_eq!(config.enroll.cert_lifetime, Duration::from_secs(3600));
     }
 
@@ -660,7 +675,10 @@ key = "collector.key"
         let on = format!("enroll_listen = \"127.0.0.1:7071\"\n{MINIMAL}");
         let files = "[enroll]\nissuer_cert = \"i.pem\"\nissuer_key = \"i.key\"\n";
         assert_refused_naming_the_key(&[
-            (format!("enroll_listen = \"nowhere\"\n{MINIMAL}"), "enroll_listen"),
+            (
+                format!("enroll_listen = \"nowhere\"\n{MINIMAL}"),
+                "enroll_listen",
+            ),
             (on.clone(), "enroll.issuer_cert"),
             (
                 format!("{on}\n[enroll]\nissuer_cert = \"i.pem\"\n"),
@@ -670,10 +688,22 @@ key = "collector.key"
                 format!("{on}\n[enroll]\nissuer_cert = \"\"\nissuer_key = \"k\"\n"),
                 "enroll.issuer_cert",
             ),
-            (format!("{on}\n{files}cert_lifetime = \"30s\"\n"), "enroll.cert_lifetime"),
-            (format!("{on}\n{files}cert_lifetime = \"367d\"\n"), "enroll.cert_lifetime"),
-            (format!("{on}\n{files}cert_lifetime = \"soon\"\n"), "cert_lifetime"),
-            (format!("{on}\n{files}max_connections = 0\n"), "enroll.max_connections"),
+            (
+                format!("{on}\n{files}cert_lifetime = \"30s\"\n"),
+                "enroll.cert_lifetime",
+            ),
+            (
+                format!("{on}\n{files}cert_lifetime = \"367d\"\n"),
+                "enroll.cert_lifetime",
+            ),
+            (
+                format!("{on}\n{files}cert_lifetime = \"soon\"\n"),
+                "cert_lifetime",
+            ),
+            (
+                format!("{on}\n{files}max_connections = 0\n"),
+                "enroll.max_connections",
+            ),
             (format!("{on}\n{files}issuer = \"x\"\n"), "issuer"),
         ]);
     }

@@ -3,8 +3,8 @@
 
 use crate::CollectorError;
 use crate::admin::AdminService;
-use crate::enroll::{EnrollService, Issuing};
 use crate::config::{CollectorConfig, Limits};
+use crate::enroll::{EnrollService, Issuing};
 use crate::hosts::HostRegistry;
 use crate::ingest::IngestService;
 use crate::query::QueryService;
@@ -104,7 +104,10 @@ pub async fn serve_with_http(
     })
     .max_decoding_message_size(max_message);
     let http = start_http(&config, &shared, http)?;
-    let ingest_port = listener.local_addr().map(|a| a.port()).unwrap_or(config.listen.port());
+    let ingest_port = listener
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or(config.listen.port());
     let enroll = start_enroll(&config, &shared, ingest_port).await?;
     let mut reloaded = vec![tls.clone()];
     reloaded.extend(http.as_ref().map(|h| h.tls.clone()));

@@ -21,7 +21,13 @@ fn example_configurations_load() {
     let enroll = hostwatch_collector::config::EnrollConfig::default();
     assert_eq!(collector.enroll.cert_lifetime, enroll.cert_lifetime);
     assert_eq!(collector.enroll.max_connections, enroll.max_connections);
-    assert!(collector.enroll.issuer_cert.unwrap().ends_with("deploy/issuing.pem"));
+    assert!(
+        collector
+            .enroll
+            .issuer_cert
+            .unwrap()
+            .ends_with("deploy/issuing.pem")
+    );
     assert!(collector.tls.key.ends_with("deploy/collector.key"));
     let agent = hostwatch_agent::AgentConfig::load(&deploy().join("agent.toml")).unwrap();
     assert_eq!(agent.interval, std::time::Duration::from_secs(10));

@@ -51,7 +51,10 @@ pub(crate) struct Issuing {
 impl Issuing {
     /// The issuing CA of `[enroll]`; it must be signed by a CA of `tls.ca`
     /// (or agents it enrolls could not connect).
-    pub(crate) fn load(config: &CollectorConfig, ingest_port: u16) -> Result<Issuing, CollectorError> {
+    pub(crate) fn load(
+        config: &CollectorConfig,
+        ingest_port: u16,
+    ) -> Result<Issuing, CollectorError> {
         let enroll = &config.enroll;
         let missing = |key: &str| {
             CollectorError::Config(hostwatch_runtime::config::ConfigError::new(

@@ -155,7 +155,10 @@ pub(crate) enum Refused {
 }
 
 enum Trees {
-    Writable { tokens: sled::Tree, hosts: sled::Tree },
+    Writable {
+        tokens: sled::Tree,
+        hosts: sled::Tree,
+    },
     Failed(String),
 }
 
@@ -341,7 +344,11 @@ impl EnrollStore {
 
     /// Every enrollment token, by name.
     pub(crate) fn list(&self) -> Vec<EnrollEntry> {
-        self.lock().tokens.values().map(|(_, e)| e.clone()).collect()
+        self.lock()
+            .tokens
+            .values()
+            .map(|(_, e)| e.clone())
+            .collect()
     }
 
     /// Revokes the token named `name`; `Ok(None)` if there is none.
@@ -564,14 +571,18 @@ mod tests {
     #[test]
     fn a_token_is_used_up_expires_and_is_revoked() {
         let (_dir, db, store) = open();
-        let (text, entry) = store.create(new(2, 1_000, Some("web-*")), 0, |_| false).unwrap();
+        let (text, entry) = store
+            .create(new(2, 1_000, Some("web-*")), 0, |_| false)
+            .unwrap();
         assert!(entry.name.starts_with("enroll-") && entry.uses_left == 2);
         assert_eq!(store.check(&text, "web-1", false, 0).unwrap(), entry.name);
         assert!(matches!(
             store.check(&text, "db-1", false, 0),
             Err(Refused::HostNotAllowed { .. })
         ));
-        store.redeem(&text, "web-1", false, issued("01", 500), 0).unwrap();
+        store
+            .redeem(&text, "web-1", false, issued("01", 500), 0)
+            .unwrap();
         assert!(matches!(
             store.check(&text, "web-1", false, 10),
             Err(Refused::HostEnrolled { .. })
@@ -579,7 +590,9 @@ mod tests {
         // Replace, or once the certificate has expired.
         store.check(&text, "web-1", true, 10).unwrap();
         store.check(&text, "web-1", false, 500).unwrap();
-        let left = store.redeem(&text, "web-2", false, issued("02", 500), 10).unwrap();
+        let left = store
+            .redeem(&text, "web-2", false, issued("02", 500), 10)
+            .unwrap();
         assert_eq!(left.uses_left, 0);
         assert_eq!(store.check(&text, "web-3", false, 10), Err(Refused::UsedUp));
         // Memory and disk agree after a reopen; the text is nowhere on disk.
@@ -587,15 +600,28 @@ mod tests {
         let store = EnrollStore::open(&db).unwrap();
         assert_eq!(store.list()[0].uses_left, 0);
         assert_eq!(store.issued("web-2").unwrap().serial, "02");
-        let raw = db.open_tree(TOKENS_TREE).unwrap().iter().next().unwrap().unwrap().1;
+        let raw = db
+            .open_tree(TOKENS_TREE)
+            .unwrap()
+            .iter()
+            .next()
+            .unwrap()
+            .unwrap()
+            .1;
         assert!(!String::from_utf8_lossy(&raw).contains(&text[4..]));
         let (other, entry) = store.create(new(1, 1_000, None), 0, |_| false).unwrap();
-        assert_eq!(store.check(&other, "x", false, 1_000), Err(Refused::Expired));
+        assert_eq!(
+            store.check(&other, "x", false, 1_000),
+            Err(Refused::Expired)
+        );
         let name = entry.name;
         assert!(store.revoke(&name).unwrap().is_some());
         assert_eq!(store.check(&other, "x", false, 0), Err(Refused::Unknown));
         assert_eq!(store.revoke(&name).unwrap(), None);
-        assert_eq!(store.check("hwt_short", "x", false, 0), Err(Refused::Malformed));
+        assert_eq!(
+            store.check("hwt_short", "x", false, 0),
+            Err(Refused::Malformed)
+        );
     }
 
     #[test]

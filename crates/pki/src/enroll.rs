@@ -193,7 +193,9 @@ impl CaPin {
     pub fn of(cert: &CertificateDer<'_>) -> Result<CaPin, PkiError> {
         let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
             .map_err(|e| PkiError::BadCertificate(e.to_string()))?;
-        Ok(CaPin(Sha256::digest(parsed.tbs_certificate.subject_pki.raw).into()))
+        Ok(CaPin(
+            Sha256::digest(parsed.tbs_certificate.subject_pki.raw).into(),
+        ))
     }
 
     /// The pin of the first certificate of the PEM file `path`.
@@ -253,14 +255,12 @@ pub enum CsrError {
 /// another identity than `hostwatch://agent/<host>`. Returns the public
 /// key (SubjectPublicKeyInfo, DER), the only thing taken from it.
 pub fn check_csr(der: &[u8], host: &str) -> Result<Vec<u8>, CsrError> {
-    let (rest, csr) =
-        x509_parser::certification_request::X509CertificationRequest::from_der(der)
-            .map_err(|e| CsrError::Malformed(e.to_string()))?;
+    let (rest, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(der)
+        .map_err(|e| CsrError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
         return Err(CsrError::Malformed("bytes after the request".to_owned()));
     }
-    csr.verify_signature()
-        .map_err(|_| CsrError::BadSignature)?;
+    csr.verify_signature().map_err(|_| CsrError::BadSignature)?;
     let expected = Identity {
         role: Role::Agent,
         name: host.to_owned(),
@@ -409,7 +409,10 @@ mod tests {
             &text.replace("sha256", "sha1"),
             &format!("sha256:{}", "g".repeat(64)),
         ] {
-            assert!(matches!(bad.parse::<CaPin>(), Err(PkiError::BadPin(_))), "{bad}");
+            assert!(
+                matches!(bad.parse::<CaPin>(), Err(PkiError::BadPin(_))),
+                "{bad}"
+            );
         }
     }
 
@@ -430,7 +433,10 @@ mod tests {
             Identity::new(Role::Agent, "web-1").unwrap()
         );
         let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
-        assert_eq!(cert.raw_serial_as_string().replace(':', ""), issued.serial_hex);
+        assert_eq!(
+            cert.raw_serial_as_string().replace(':', ""),
+            issued.serial_hex
+        );
         assert!(!cert.is_ca());
         let eku = cert.extended_key_usage().unwrap().unwrap().value;
         assert!(eku.client_auth && !eku.server_auth);
@@ -438,7 +444,10 @@ mod tests {
 
     #[test]
     fn bad_csrs_are_refused_with_their_reason() {
-        assert!(matches!(check_csr(b"garbage", "a"), Err(CsrError::Malformed(_))));
+        assert!(matches!(
+            check_csr(b"garbage", "a"),
+            Err(CsrError::Malformed(_))
+        ));
         let (_, mut der) = agent_request("a").unwrap();
         let last = der.len() - 1;
         der[last] ^= 0x01;

@@ -539,9 +539,8 @@ pub fn server_config_with(
             Some(ca.subject().as_raw().to_vec())
         })
         .collect();
-    let verifier = || {
-        WebPkiClientVerifier::builder_with_provider(Arc::new(loaded.roots.clone()), provider())
-    };
+    let verifier =
+        || WebPkiClientVerifier::builder_with_provider(Arc::new(loaded.roots.clone()), provider());
     let (mut config, alpn) = match client_auth {
         ClientAuth::Required => (
             builder
@@ -618,8 +617,9 @@ impl rustls::server::danger::ClientCertVerifier for IssuerRoles {
         let verified = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
-        let (_, cert) = x509_parser::parse_x509_certificate(end_entity.as_ref())
-            .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(end_entity.as_ref()).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+        })?;
         let by_anchor = self
             .anchors
             .iter()

@@ -627,8 +627,8 @@ async fn an_anonymous_listener_presents_the_ca_its_pin_verifies() {
     let pki = Pki::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let tls = ServerTls::load_with(pki.files(Role::Collector, "test"), ClientAuth::Anonymous)
-        .unwrap();
+    let tls =
+        ServerTls::load_with(pki.files(Role::Collector, "test"), ClientAuth::Anonymous).unwrap();
     let mut incoming = incoming(listener, tls, roomy(), std::future::pending());
     tokio::spawn(async move {
         let mut held = Vec::new();
@@ -652,6 +652,12 @@ async fn an_anonymous_listener_presents_the_ca_its_pin_verifies() {
     let err = handshake(wrong, "localhost").await.unwrap_err().to_string();
     assert!(err.contains("pinned"), "{err}");
     // The right CA, the wrong server name.
-    let err = handshake(pin, "elsewhere.example").await.unwrap_err().to_string();
-    assert!(err.contains("not valid for name") || err.contains("NotValidForName"), "{err}");
+    let err = handshake(pin, "elsewhere.example")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("not valid for name") || err.contains("NotValidForName"),
+        "{err}"
+    );
 }

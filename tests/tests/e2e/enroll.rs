@@ -113,14 +113,10 @@ impl Site {
 
     /// An Enroll call as the agent makes it, with any request.
     async fn raw(&self, request: EnrollRequest) -> Result<EnrollResponse, tonic::Status> {
-        let channel = hostwatch_pki::transport::connect_pinned(
-            &self.enroll_addr,
-            None,
-            self.pki.pin(),
-            WAIT,
-        )
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let channel =
+            hostwatch_pki::transport::connect_pinned(&self.enroll_addr, None, self.pki.pin(), WAIT)
+                .await
+                .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         EnrollClient::new(channel)
             .enroll(request)
             .await
@@ -141,7 +137,11 @@ fn openssl_verify(root: &Path, issuing: &Path, chain: &Path) {
     let pem = std::fs::read_to_string(chain).unwrap();
     let end = "-----END CERTIFICATE-----";
     let leaf = &pem[..pem.find(end).unwrap() + end.len()];
-    assert_eq!(pem.matches(end).count(), 2, "agent.pem is the leaf and the issuing CA");
+    assert_eq!(
+        pem.matches(end).count(),
+        2,
+        "agent.pem is the leaf and the issuing CA"
+    );
     let leaf_path = chain.with_extension("leaf.pem");
     std::fs::write(&leaf_path, format!("{leaf}\n")).unwrap();
     let out = std::process::Command::new("openssl")
@@ -157,7 +157,10 @@ fn openssl_verify(root: &Path, issuing: &Path, chain: &Path) {
         .unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && said.contains(": OK"), "{said} {err}");
+    assert!(
+        out.status.success() && said.contains(": OK"),
+        "{said} {err}"
+    );
 }
 
 #[tokio::test]
@@ -165,17 +168,32 @@ async fn an_enrolled_agent_streams_with_the_files_it_wrote() {
     let site = Site::start().await;
     let (token, name) = site.token(1, 3_600_000, "web-*").await;
     let dir = tempfile::tempdir().unwrap();
-    let done = enroll(&site.args(&token, "web-1", dir.path())).await.unwrap();
+    let done = enroll(&site.args(&token, "web-1", dir.path()))
+        .await
+        .unwrap();
     assert_eq!(done.ingest, site.collector.addr.to_string());
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(dir.path().join("agent.key")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(dir.path().join("agent.key"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
-    openssl_verify(&dir.path().join("ca.pem"), &site.issuing, &dir.path().join("agent.pem"));
+    openssl_verify(
+        &dir.path().join("ca.pem"),
+        &site.issuing,
+        &dir.path().join("agent.pem"),
+    );
     // The issued certificate: the agent's identity, client-auth only.
     let chain = std::fs::read(dir.path().join("agent.pem")).unwrap();
-    let leaf = rustls::pki_types::pem::PemObject::pem_slice_iter(&chain).next().unwrap().unwrap();
+    let leaf = rustls::pki_types::pem::PemObject::pem_slice_iter(&chain)
+        .next()
+        .unwrap()
+        .unwrap();
     let leaf: rustls::pki_types::CertificateDer<'_> = leaf;
-    assert_eq!(hostwatch_pki::peer_identity(&leaf).unwrap().to_string(), "agent/web-1");
+    assert_eq!(
+        hostwatch_pki::peer_identity(&leaf).unwrap().to_string(),
+        "agent/web-1"
+    );
     assert_eq!(site.listed(&name).await.uses_left, 0);
     assert_eq!(site.counted().await, (1, 0));
 
@@ -183,7 +201,12 @@ async fn an_enrolled_agent_streams_with_the_files_it_wrote() {
     config.interval = Duration::from_millis(200);
     let agent = RunningAgent::start(config);
     eventually(WAIT, "the enrolled agent's samples", || {
-        host_series(&site.pki, site.collector.addr, "web-1", "hostwatch_agent_batches_total")
+        host_series(
+            &site.pki,
+            site.collector.addr,
+            "web-1",
+            "hostwatch_agent_batches_total",
+        )
     })
     .await;
     agent.stop().await;
@@ -194,7 +217,10 @@ async fn an_enrolled_agent_streams_with_the_files_it_wrote() {
         enroll(&site.args(&token, "web-2", other.path())).await,
         Code::Unauthenticated,
     );
-    assert!(message.contains("no uses left") && !message.contains(&token), "{message}");
+    assert!(
+        message.contains("no uses left") && !message.contains(&token),
+        "{message}"
+    );
     assert!(!other.path().join("agent.key").exists());
     site.collector.stop().await;
 }
@@ -210,7 +236,10 @@ async fn bad_tokens_are_refused_without_using_them() {
     let last = if unknown.ends_with('A') { "B" } else { "A" };
     unknown.replace_range(unknown.len() - 1.., last);
     for bad in [unknown.as_str(), "hwt_short", ""] {
-        refused_with(enroll(&site.args(bad, "web-1", dir.path())).await, Code::Unauthenticated);
+        refused_with(
+            enroll(&site.args(bad, "web-1", dir.path())).await,
+            Code::Unauthenticated,
+        );
     }
     // Outside the pattern.
     let message = refused_with(
@@ -251,7 +280,10 @@ async fn bad_tokens_are_refused_without_using_them() {
         .unwrap()
         .into_inner()
         .token;
-    refused_with(enroll(&site.args(&api, "web-1", dir.path())).await, Code::Unauthenticated);
+    refused_with(
+        enroll(&site.args(&api, "web-1", dir.path())).await,
+        Code::Unauthenticated,
+    );
     assert!(!dir.path().join("agent.key").exists());
     assert_eq!(site.listed(&name).await.uses_left, 5);
     assert_eq!(site.counted().await, (0, 7));
@@ -288,13 +320,41 @@ async fn bad_requests_are_refused_with_their_reason() {
         )]
     });
     for (request, code, said) in [
-        (request("web-1", tampered), Code::InvalidArgument, "signature"),
-        (request("web-1", b"not a csr".to_vec()), Code::InvalidArgument, "PKCS#10"),
-        (request("web-1", Vec::new()), Code::InvalidArgument, "PKCS#10"),
-        (request("web-1", ca), Code::PermissionDenied, "CA certificate"),
-        (request("web-1", operator), Code::PermissionDenied, "operator/web-1"),
-        (request("web-1", other_host), Code::PermissionDenied, "agent/web-2"),
-        (request("a/b", good.clone()), Code::InvalidArgument, "host_id"),
+        (
+            request("web-1", tampered),
+            Code::InvalidArgument,
+            "signature",
+        ),
+        (
+            request("web-1", b"not a csr".to_vec()),
+            Code::InvalidArgument,
+            "PKCS#10",
+        ),
+        (
+            request("web-1", Vec::new()),
+            Code::InvalidArgument,
+            "PKCS#10",
+        ),
+        (
+            request("web-1", ca),
+            Code::PermissionDenied,
+            "CA certificate",
+        ),
+        (
+            request("web-1", operator),
+            Code::PermissionDenied,
+            "operator/web-1",
+        ),
+        (
+            request("web-1", other_host),
+            Code::PermissionDenied,
+            "agent/web-2",
+        ),
+        (
+            request("a/b", good.clone()),
+            Code::InvalidArgument,
+            "host_id",
+        ),
         (request("", good.clone()), Code::InvalidArgument, "host_id"),
     ] {
         let status = site.raw(request).await.unwrap_err();
@@ -314,7 +374,9 @@ async fn a_live_host_is_enrolled_again_only_with_replace() {
     let site = Site::start().await;
     let (token, name) = site.token(3, 3_600_000, "").await;
     let dir = tempfile::tempdir().unwrap();
-    let first = enroll(&site.args(&token, "web-1", dir.path())).await.unwrap();
+    let first = enroll(&site.args(&token, "web-1", dir.path()))
+        .await
+        .unwrap();
     // The same directory: the key is kept unless --replace (nothing sent).
     match enroll(&site.args(&token, "web-1", dir.path())).await {
         Err(EnrollError::Usage(m)) => assert!(m.contains("agent.key"), "{m}"),
@@ -333,8 +395,15 @@ async fn a_live_host_is_enrolled_again_only_with_replace() {
     args.replace = true;
     let second = enroll(&args).await.unwrap();
     assert_ne!(second.serial, first.serial);
-    assert_ne!(std::fs::read(dir.path().join("agent.key")).unwrap(), key_before);
-    openssl_verify(&dir.path().join("ca.pem"), &site.issuing, &dir.path().join("agent.pem"));
+    assert_ne!(
+        std::fs::read(dir.path().join("agent.key")).unwrap(),
+        key_before
+    );
+    openssl_verify(
+        &dir.path().join("ca.pem"),
+        &site.issuing,
+        &dir.path().join("agent.pem"),
+    );
     assert_eq!(site.listed(&name).await.uses_left, 1);
     site.collector.stop().await;
 }
@@ -377,7 +446,11 @@ async fn concurrent_enrollments_share_a_token_s_last_use() {
     );
     let (first, second) = tokio::join!(enroll(&args_a), enroll(&args_b));
     let results = [first, second];
-    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
     let loser = results.into_iter().find(|r| r.is_err()).unwrap();
     refused_with(loser, Code::Unauthenticated);
     assert_eq!(site.counted().await, (1, 1));
@@ -392,15 +465,91 @@ async fn bad_enrollment_token_fields_are_refused() {
     let viewer = hostwatch_proto::v1::Role::Viewer as i32;
     let hour = 3_600_000;
     for (request, said) in [
-        (CreateTokenRequest { role: agent, uses: 0, ttl_ms: hour, ..Default::default() }, "uses"),
-        (CreateTokenRequest { role: agent, uses: 100_001, ttl_ms: hour, ..Default::default() }, "uses"),
-        (CreateTokenRequest { role: agent, uses: 1, ttl_ms: 0, ..Default::default() }, "ttl_ms"),
-        (CreateTokenRequest { role: agent, uses: 1, ttl_ms: 31 * 86_400_000, ..Default::default() }, "ttl_ms"),
-        (CreateTokenRequest { role: agent, uses: 1, never_expires: true, ..Default::default() }, "never_expires"),
-        (CreateTokenRequest { role: agent, uses: 1, ttl_ms: hour, hosts: "web/*".to_owned(), ..Default::default() }, "hosts"),
-        (CreateTokenRequest { role: agent, uses: 1, ttl_ms: hour, name: "-x".to_owned(), ..Default::default() }, "name"),
-        (CreateTokenRequest { role: viewer, name: "v".to_owned(), uses: 2, ttl_ms: hour, ..Default::default() }, "uses"),
-        (CreateTokenRequest { role: viewer, name: "v".to_owned(), ttl_ms: hour, hosts: "a".to_owned(), ..Default::default() }, "hosts"),
+        (
+            CreateTokenRequest {
+                role: agent,
+                uses: 0,
+                ttl_ms: hour,
+                ..Default::default()
+            },
+            "uses",
+        ),
+        (
+            CreateTokenRequest {
+                role: agent,
+                uses: 100_001,
+                ttl_ms: hour,
+                ..Default::default()
+            },
+            "uses",
+        ),
+        (
+            CreateTokenRequest {
+                role: agent,
+                uses: 1,
+                ttl_ms: 0,
+                ..Default::default()
+            },
+            "ttl_ms",
+        ),
+        (
+            CreateTokenRequest {
+                role: agent,
+                uses: 1,
+                ttl_ms: 31 * 86_400_000,
+                ..Default::default()
+            },
+            "ttl_ms",
+        ),
+        (
+            CreateTokenRequest {
+                role: agent,
+                uses: 1,
+                never_expires: true,
+                ..Default::default()
+            },
+            "never_expires",
+        ),
+        (
+            CreateTokenRequest {
+                role: agent,
+                uses: 1,
+                ttl_ms: hour,
+                hosts: "web/*".to_owned(),
+                ..Default::default()
+            },
+            "hosts",
+        ),
+        (
+            CreateTokenRequest {
+                role: agent,
+                uses: 1,
+                ttl_ms: hour,
+                name: "-x".to_owned(),
+                ..Default::default()
+            },
+            "name",
+        ),
+        (
+            CreateTokenRequest {
+                role: viewer,
+                name: "v".to_owned(),
+                uses: 2,
+                ttl_ms: hour,
+                ..Default::default()
+            },
+            "uses",
+        ),
+        (
+            CreateTokenRequest {
+                role: viewer,
+                name: "v".to_owned(),
+                ttl_ms: hour,
+                hosts: "a".to_owned(),
+                ..Default::default()
+            },
+            "hosts",
+        ),
     ] {
         let status = site.admin().await.create_token(request).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{said}: {status:?}");
@@ -436,9 +585,10 @@ async fn anonymous_connections_are_bounded() {
         csr,
         replace: false,
     };
-    let held = hostwatch_pki::transport::connect_pinned(&site.enroll_addr, None, site.pki.pin(), WAIT)
-        .await
-        .unwrap();
+    let held =
+        hostwatch_pki::transport::connect_pinned(&site.enroll_addr, None, site.pki.pin(), WAIT)
+            .await
+            .unwrap();
     let mut held = EnrollClient::new(held);
     held.enroll(request.clone()).await.unwrap();
     // The listener closes the second connection once its handshake is over.
@@ -484,7 +634,16 @@ async fn the_deployment_steps_run_as_programs() {
     assert!(init.status.success(), "{}", text(&init.stderr));
     let pin = text(&init.stdout).trim().to_owned();
     for args in [
-        &["--role", "collector", "--name", "main", "--dns", "localhost", "--ip", "127.0.0.1"][..],
+        &[
+            "--role",
+            "collector",
+            "--name",
+            "main",
+            "--dns",
+            "localhost",
+            "--ip",
+            "127.0.0.1",
+        ][..],
         &["--role", "operator", "--name", "ops"][..],
     ] {
         let mut all = vec!["certs", "issue", "--dir"];
@@ -524,20 +683,49 @@ async fn the_deployment_steps_run_as_programs() {
     let token = eventually(WAIT, "an enrollment token from the collector", || {
         let out = run(
             hostwatch,
-            &["--config", &cli, "token", "create", "--enroll", "--uses", "1", "--ttl", "1h", "--hosts", "web-*"],
+            &[
+                "--config", &cli, "token", "create", "--enroll", "--uses", "1", "--ttl", "1h",
+                "--hosts", "web-*",
+            ],
         );
-        async move { out.status.success().then(|| text(&out.stdout).trim().to_owned()) }
+        async move {
+            out.status
+                .success()
+                .then(|| text(&out.stdout).trim().to_owned())
+        }
     })
     .await;
     // Bad usage: exit status 64, the flag named, nothing created or sent.
     for (args, named) in [
-        (&["token", "create", "--enroll", "--ttl", "never"][..], "--ttl never"),
-        (&["token", "create", "--enroll", "--ttl", "soon"][..], "--ttl"),
-        (&["token", "create", "--uses", "2", "--name", "x", "--role", "viewer"][..], "--enroll"),
-        (&["token", "create", "--hosts", "web-*", "--name", "x", "--role", "viewer"][..], "--enroll"),
-        (&["token", "create", "--enroll", "--role", "viewer"][..], "--role"),
+        (
+            &["token", "create", "--enroll", "--ttl", "never"][..],
+            "--ttl never",
+        ),
+        (
+            &["token", "create", "--enroll", "--ttl", "soon"][..],
+            "--ttl",
+        ),
+        (
+            &[
+                "token", "create", "--uses", "2", "--name", "x", "--role", "viewer",
+            ][..],
+            "--enroll",
+        ),
+        (
+            &[
+                "token", "create", "--hosts", "web-*", "--name", "x", "--role", "viewer",
+            ][..],
+            "--enroll",
+        ),
+        (
+            &["token", "create", "--enroll", "--role", "viewer"][..],
+            "--role",
+        ),
         (&["token", "create", "--name", "x"][..], "--role"),
-        (&["token", "create", "--enroll", "--uses", "many"][..], "--uses"),
+        (
+            &["token", "create", "--enroll", "--uses", "many"][..],
+            "--uses",
+        ),
     ] {
         let mut all = vec!["--config", cli.as_str()];
         all.extend_from_slice(args);
@@ -549,25 +737,74 @@ async fn the_deployment_steps_run_as_programs() {
     let enroll_addr = format!("127.0.0.1:{enroll_listen}");
     let host_dir = p(&host);
     for (args, named) in [
-        (&["--ca-pin", "sha256:00", "--host-id", "web-1"][..], "--ca-pin"),
-        (&["--ca-pin", pin.as_str(), "--host-id", "a/b"][..], "--host-id"),
-        (&["--ca-pin", pin.as_str(), "--host-id", "web-1", "--ingest", "nowhere"][..], "--ingest"),
+        (
+            &["--ca-pin", "sha256:00", "--host-id", "web-1"][..],
+            "--ca-pin",
+        ),
+        (
+            &["--ca-pin", pin.as_str(), "--host-id", "a/b"][..],
+            "--host-id",
+        ),
+        (
+            &[
+                "--ca-pin",
+                pin.as_str(),
+                "--host-id",
+                "web-1",
+                "--ingest",
+                "nowhere",
+            ][..],
+            "--ingest",
+        ),
     ] {
-        let mut all = vec!["enroll", "--collector", &enroll_addr, "--token", &token, "--dir", &host_dir];
+        let mut all = vec![
+            "enroll",
+            "--collector",
+            &enroll_addr,
+            "--token",
+            &token,
+            "--dir",
+            &host_dir,
+        ];
         all.extend_from_slice(args);
         let out = run(agent, &all);
         let said = text(&out.stderr);
         assert_eq!(out.status.code(), Some(64), "{args:?}: {said}");
-        assert!(said.contains(named) && !said.contains(&token), "{args:?}: {said}");
+        assert!(
+            said.contains(named) && !said.contains(&token),
+            "{args:?}: {said}"
+        );
     }
-    let out = run(agent, &["enroll", "--collector", "nowhere", "--token", &token, "--ca-pin", &pin]);
+    let out = run(
+        agent,
+        &[
+            "enroll",
+            "--collector",
+            "nowhere",
+            "--token",
+            &token,
+            "--ca-pin",
+            &pin,
+        ],
+    );
     assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("--collector"));
     let out = run(
         agent,
         &[
-            "enroll", "--collector", &enroll_addr, "--token", &token, "--ca-pin", &pin,
-            "--host-id", "web-1", "--dir", &p(&host), "--state-dir", &p(&host.join("state")),
+            "enroll",
+            "--collector",
+            &enroll_addr,
+            "--token",
+            &token,
+            "--ca-pin",
+            &pin,
+            "--host-id",
+            "web-1",
+            "--dir",
+            &p(&host),
+            "--state-dir",
+            &p(&host.join("state")),
         ],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -575,12 +812,25 @@ async fn the_deployment_steps_run_as_programs() {
     let again = run(
         agent,
         &[
-            "enroll", "--collector", &enroll_addr, "--token", &token, "--ca-pin", &pin,
-            "--host-id", "web-1", "--dir", &p(&host),
+            "enroll",
+            "--collector",
+            &enroll_addr,
+            "--token",
+            &token,
+            "--ca-pin",
+            &pin,
+            "--host-id",
+            "web-1",
+            "--dir",
+            &p(&host),
         ],
     );
     assert_eq!(again.status.code(), Some(64));
-    assert!(text(&again.stderr).contains("--replace"), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stderr).contains("--replace"),
+        "{}",
+        text(&again.stderr)
+    );
     let list = run(hostwatch, &["--config", &cli, "token", "list"]);
     let list = text(&list.stdout);
     assert!(list.contains("0/1") && list.contains("web-*"), "{list}");
@@ -621,7 +871,10 @@ async fn the_deployment_steps_run_as_programs() {
                 .ok()?
                 .into_inner()
                 .series;
-            series.iter().any(|s| !s.timestamps_ms.is_empty()).then_some(())
+            series
+                .iter()
+                .any(|s| !s.timestamps_ms.is_empty())
+                .then_some(())
         }
     })
     .await;

@@ -110,7 +110,9 @@ async fn certificates_rotated_in_place_are_picked_up_without_a_signal() {
     std::fs::write(dir.path().join("agent.pem"), "not a certificate").unwrap();
     let refused = eventually(WAIT, "the broken file reported", || async {
         let log = agent.log();
-        let line = log.lines().find(|l| l.contains("configuration not reloaded"));
+        let line = log
+            .lines()
+            .find(|l| l.contains("configuration not reloaded"));
         line.map(str::to_owned)
     })
     .await;

@@ -191,10 +191,7 @@ impl ClientTarget {
 
 /// The name a server at `address` (`host:port`) must carry: `explicit`,
 /// or the host part of `address`.
-fn server_name(
-    address: &str,
-    explicit: Option<&str>,
-) -> Result<ServerName<'static>, ConnectError> {
+fn server_name(address: &str, explicit: Option<&str>) -> Result<ServerName<'static>, ConnectError> {
     let bad = || ConnectError::Address(address.to_owned());
     let name = match explicit {
         Some(name) => name.to_owned(),
