@@ -159,10 +159,14 @@ pub async fn enroll(args: &EnrollArgs) -> Result<Enrolled, EnrollError> {
 fn split_address(address: &str) -> Option<(String, u16)> {
     let uri: tonic::transport::Uri = format!("https://{address}").parse().ok()?;
     let authority = uri.authority()?;
-    if authority.as_str() != address {
+    if authority.as_str() != address || address.contains('@') {
         return None;
     }
-    Some((authority.host().to_owned(), authority.port_u16()?))
+    let host = authority.host();
+    if host.is_empty() {
+        return None;
+    }
+    Some((host.to_owned(), authority.port_u16()?))
 }
 
 fn write_files(
