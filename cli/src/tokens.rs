@@ -374,4 +374,26 @@ mod tests {
             assert!(parse_ttl(bad).is_err(), "{bad}");
         }
     }
+
+    #[test]
+    fn enrollment_tokens_ask_for_the_agent_role_and_must_expire() {
+        let enroll = NewToken::Enroll {
+            name: String::new(),
+            uses: 3,
+            hosts: "web-*".to_owned(),
+        };
+        let request = new_token_request(&enroll, Ttl::For(DEFAULT_ENROLL_TTL)).unwrap();
+        assert_eq!(request.role, Role::Agent as i32);
+        assert_eq!((request.uses, request.hosts.as_str()), (3, "web-*"));
+        assert_eq!(request.ttl_ms, 3_600_000);
+        assert!(!request.never_expires);
+        let err = new_token_request(&enroll, Ttl::Never).unwrap_err();
+        assert!(err.0.contains("--ttl never"), "{}", err.0);
+        let api = NewToken::Api {
+            name: "g".to_owned(),
+            role: TokenRole::Viewer,
+        };
+        let request = new_token_request(&api, Ttl::Never).unwrap();
+        assert!(request.never_expires && request.ttl_ms == 0 && request.uses == 0);
+    }
 }

@@ -651,6 +651,39 @@ mod tests {
     }
 
     #[test]
+    fn detached_it_refuses_redemptions_and_attach_writes_memory_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let store = EnrollStore::open(&db).unwrap();
+        let (text, _) = store.create(new(2, 1_000, None), 0, |_| false).unwrap();
+        store
+            .redeem(&text, "a", false, issued("01", 500), 0)
+            .unwrap();
+        store.detach();
+        drop(db);
+        assert!(store.failure().is_some());
+        assert!(matches!(
+            store.redeem(&text, "b", false, issued("02", 500), 0),
+            Err(Refused::Unavailable(_))
+        ));
+        assert!(matches!(
+            store.create(new(1, 1_000, None), 0, |_| false),
+            Err(crate::tokens::TokenError::Unavailable(_))
+        ));
+        let db = sled::open(dir.path()).unwrap();
+        store.attach(&db).unwrap();
+        assert_eq!(store.failure(), None);
+        store
+            .redeem(&text, "b", false, issued("02", 500), 0)
+            .unwrap();
+        drop(store);
+        let reopened = EnrollStore::open(&db).unwrap();
+        assert_eq!(reopened.list()[0].uses_left, 0);
+        assert_eq!(reopened.issued("a").unwrap().serial, "01");
+        assert_eq!(reopened.issued("b").unwrap().serial, "02");
+    }
+
+    #[test]
     fn bad_uses_lifetimes_and_names_are_refused_naming_the_field() {
         let (_dir, _db, store) = open();
         for (uses, ttl, name, field) in [
