@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "hostwatch/v1/query.proto",
         "hostwatch/v1/alerts.proto",
         "hostwatch/v1/admin.proto",
+        "hostwatch/v1/enroll.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

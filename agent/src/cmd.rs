@@ -1,4 +1,4 @@
-//! The `hostwatch-agent --config FILE` command.
+//! The `hostwatch-agent --config FILE` and `hostwatch-agent enroll` commands.
 
 use crate::AgentConfig;
 use anyhow::Context;
@@ -11,22 +11,89 @@ use tokio::sync::watch;
 /// hostwatch's agent: samples this host and streams the samples to the
 /// collector over mutual TLS.
 #[derive(Parser)]
-#[command(version)]
+#[command(version, subcommand_negates_reqs = true)]
 struct Args {
     /// Path of agent.toml.
-    #[arg(long, short)]
-    config: PathBuf,
+    #[arg(long, short, required = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Enroll this host with an enrollment token: make its key, have the
+    /// collector sign it, write ca.pem, agent.pem, agent.key and agent.toml.
+    Enroll(crate::enroll::EnrollArgs),
 }
 
 /// The binary's whole behaviour, in the library so that end-to-end tests
 /// can build the same program as a real process.
 pub fn main() -> ExitCode {
-    let path = Args::parse().config;
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            // Bad usage exits 64, as a bad configuration does; --help and
+            // --version succeed.
+            let code = if e.use_stderr() {
+                hostwatch_runtime::EXIT_USAGE
+            } else {
+                0
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let path = match (args.command, args.config) {
+        (Some(Command::Enroll(enroll)), _) => return enroll_main(&enroll),
+        (None, Some(path)) => path,
+        // clap requires --config without a subcommand.
+        (None, None) => return ExitCode::from(hostwatch_runtime::EXIT_USAGE),
+    };
     hostwatch_runtime::run_main(
         "hostwatch-agent",
         || AgentConfig::load(&path),
         |config| run(config, &path),
     )
+}
+
+/// `hostwatch-agent enroll`: exit 0 enrolled, 64 bad arguments or an
+/// existing key (nothing sent), 1 any other failure.
+fn enroll_main(args: &crate::enroll::EnrollArgs) -> ExitCode {
+    hostwatch_runtime::init_tracing("warn");
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("hostwatch-agent enroll: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::enroll::enroll(args)) {
+        Ok(done) => {
+            println!(
+                "enrolled {} (certificate serial {}); wrote {} streaming to {}.\n\
+                 Start the agent: systemctl enable --now hostwatch-agent (or hostwatch-agent --config {}).",
+                done.host_id,
+                done.serial,
+                done.config.display(),
+                done.ingest,
+                done.config.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hostwatch-agent enroll: {e}");
+            match e {
+                crate::enroll::EnrollError::Usage(_) => {
+                    ExitCode::from(hostwatch_runtime::EXIT_USAGE)
+                }
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
 }
 
 fn run(config: AgentConfig, path: &Path) -> anyhow::Result<()> {

@@ -10,10 +10,12 @@
 //! - `shipper`: the stream to the collector, acknowledgements, reconnects;
 //! - `health`: the agent's own figures (CPU, memory, spool, sending);
 //! - `service`: systemd notifications (ready, watchdog, reloading, stopping);
+//! - `enroll`: `hostwatch-agent enroll`, a certificate for a token;
 //! - `cmd`: the binary (configuration, signals, runtime).
 
 pub mod cmd;
 pub mod config;
+pub mod enroll;
 pub mod facts;
 mod health;
 pub mod sampler;

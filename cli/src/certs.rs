@@ -1,16 +1,20 @@
-//! `hostwatch certs init|issue`: a CA and role certificates for quick
-//! starts and tests. Production deployments may bring their own PKI; the
-//! only requirement is the `hostwatch://<role>/<name>` URI SAN.
+//! `hostwatch certs init|issue|pin`: a root CA, the issuing CA that signs
+//! enrolled agents, and role certificates. Production deployments may
+//! bring their own PKI; the only requirement is the
+//! `hostwatch://<role>/<name>` URI SAN.
 
 use crate::UsageError;
 use clap::Subcommand;
-use hostwatch_pki::{Ca, Identity, IssueOptions, Role, cert_stem};
+use hostwatch_pki::{Ca, CaPin, Identity, IssueOptions, Role, cert_stem};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
 pub(crate) enum CertsCommand {
-    /// Create a CA (ca.pem, ca.key) in DIR.
+    /// Create a root CA (ca.pem, ca.key) and the issuing CA it signs for
+    /// enrolled agents (issuing.pem, issuing.key) in DIR; print the CA pin.
+    /// Once the collector's and operators' certificates are issued, ca.key
+    /// can go offline: the collector needs ca.pem, issuing.pem and issuing.key.
     Init {
         #[arg(long)]
         dir: PathBuf,
@@ -38,6 +42,13 @@ pub(crate) enum CertsCommand {
         #[arg(long = "ip")]
         ip_addresses: Vec<IpAddr>,
     },
+    /// Print the CA pin agents enroll with: sha256: and the hex SHA-256 of
+    /// the CA certificate's SubjectPublicKeyInfo.
+    Pin {
+        /// The root CA's certificate.
+        #[arg(long, default_value = "/etc/hostwatch/ca.pem")]
+        ca: PathBuf,
+    },
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -58,11 +69,19 @@ pub(crate) fn run(command: CertsCommand) -> anyhow::Result<()> {
             }
             check_days(days)?;
             create_dir(&dir)?;
-            Ca::generate("hostwatch CA", days)?.write(&dir)?;
-            println!(
-                "created {} and {}",
+            let root = Ca::generate("hostwatch CA", days)?;
+            root.write(&dir)?;
+            root.generate_issuing(days)?.write_issuing(&dir)?;
+            let pin = CaPin::of(&root.cert_der()?)?;
+            // The pin alone on stdout (`PIN=$(...)`), the rest on stderr.
+            println!("{pin}");
+            eprintln!(
+                "created the root CA {} ({}) and the issuing CA for agents {} ({}).\n\
+                 Agents enroll with --ca-pin {pin} (`hostwatch certs pin` prints it again).",
                 ca_path.display(),
-                dir.join("ca.key").display()
+                dir.join("ca.key").display(),
+                dir.join("issuing.pem").display(),
+                dir.join("issuing.key").display(),
             );
             Ok(())
         }
@@ -90,6 +109,10 @@ pub(crate) fn run(command: CertsCommand) -> anyhow::Result<()> {
                 cert.display(),
                 key.display()
             );
+            Ok(())
+        }
+        CertsCommand::Pin { ca } => {
+            println!("{}", CaPin::of_file(&ca)?);
             Ok(())
         }
     }

@@ -1,8 +1,10 @@
 //! `hostwatch token create|list|revoke`: the bearer tokens of the
-//! collector's HTTPS API (Admin `CreateToken`, `ListTokens`,
-//! `RevokeToken`). A token's text is printed once, at creation: the
-//! collector keeps only its digest.
+//! collector's HTTPS API, and enrollment tokens (`--enroll`: agents enroll
+//! with them, a number of times, until they expire) (Admin `CreateToken`,
+//! `ListTokens`, `RevokeToken`). A token's text is printed once, at
+//! creation: the collector keeps only its digest.
 
+use crate::UsageError;
 use crate::client::ClientConfig;
 use crate::read::print_table;
 use clap::{Subcommand, ValueEnum};
@@ -25,17 +27,36 @@ const MAX_TTL: Duration = Duration::from_secs(3650 * 86_400);
 pub(crate) enum TokenCommand {
     /// Create a token and print it, this once: the collector keeps only
     /// its digest. Send it as `Authorization: Bearer <token>` to the HTTPS
-    /// API.
+    /// API; or, with --enroll, give it to `hostwatch-agent enroll --token`.
     Create {
-        /// Unique name: 1 to 64 of A-Z a-z 0-9 . _ -, starting with a letter or digit.
+        /// Unique name: 1 to 64 of A-Z a-z 0-9 . _ -, starting with a letter
+        /// or digit. Required for API tokens; an enrollment token without
+        /// one is named enroll-<8 hex digits>.
         #[arg(long)]
-        name: String,
-        /// What it may do: both roles read through the HTTPS API.
-        #[arg(long, value_enum)]
-        role: TokenRole,
-        /// Lifetime (90d, 12h, 1y ...), or `never`.
-        #[arg(long, default_value = "90d", value_parser = parse_ttl)]
-        ttl: Ttl,
+        name: Option<String>,
+        /// What it may do: both roles read through the HTTPS API. Not with --enroll.
+        #[arg(
+            long,
+            value_enum,
+            required_unless_present = "enroll",
+            conflicts_with = "enroll"
+        )]
+        role: Option<TokenRole>,
+        /// An enrollment token: agents enroll with it (`hostwatch-agent
+        /// enroll`), at most --uses times, until it expires.
+        #[arg(long)]
+        enroll: bool,
+        /// Enrollments it allows (1 to 100000); default 1.
+        #[arg(long)]
+        uses: Option<u32>,
+        /// Host ids it may enroll: a glob where * stands for any run of
+        /// characters (web-*); any host id if absent.
+        #[arg(long)]
+        hosts: Option<String>,
+        /// Lifetime (90d, 12h, 1y ...), or `never`; default 90d, and 1h
+        /// for an enrollment token (which must expire within 30d).
+        #[arg(long, value_parser = parse_ttl)]
+        ttl: Option<Ttl>,
         /// Print JSON (the token and its entry) instead of the token alone.
         #[arg(long)]
         json: bool,
@@ -68,6 +89,9 @@ impl TokenRole {
         }
     }
 }
+
+/// An enrollment token's lifetime when `--ttl` is not given.
+const DEFAULT_ENROLL_TTL: Duration = Duration::from_secs(3600);
 
 /// A token's lifetime.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -105,11 +129,54 @@ pub(crate) async fn create(
         role: role.wire() as i32,
         ttl_ms,
         never_expires,
+        ..Default::default()
     };
     Ok(AdminClient::new(channel)
         .create_token(request)
         .await?
         .into_inner())
+}
+
+/// What `token create` was asked for.
+enum NewToken {
+    Api {
+        name: String,
+        role: TokenRole,
+    },
+    Enroll {
+        name: String,
+        uses: u32,
+        hosts: String,
+    },
+}
+
+fn new_token_request(new: &NewToken, ttl: Ttl) -> Result<CreateTokenRequest, UsageError> {
+    let ttl_ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    Ok(match (new, ttl) {
+        (NewToken::Api { name, role }, ttl) => CreateTokenRequest {
+            name: name.clone(),
+            role: role.wire() as i32,
+            ttl_ms: match ttl {
+                Ttl::Never => 0,
+                Ttl::For(d) => ttl_ms(d),
+            },
+            never_expires: ttl == Ttl::Never,
+            ..Default::default()
+        },
+        (NewToken::Enroll { .. }, Ttl::Never) => {
+            return Err(UsageError(
+                "--ttl never: an enrollment token must expire (at most 30d)".to_owned(),
+            ));
+        }
+        (NewToken::Enroll { name, uses, hosts }, Ttl::For(d)) => CreateTokenRequest {
+            name: name.clone(),
+            role: Role::Agent as i32,
+            ttl_ms: ttl_ms(d),
+            never_expires: false,
+            uses: *uses,
+            hosts: hosts.clone(),
+        },
+    })
 }
 
 #[derive(Serialize)]
@@ -121,9 +188,17 @@ struct TokenJson<'a> {
     expires: Option<String>,
     expired: bool,
     created_by: &'a str,
+    /// Enrollment tokens: the uses it allowed and has left, its host pattern.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uses: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uses_left: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hosts: Option<&'a str>,
 }
 
 fn token_json(t: &ApiToken) -> TokenJson<'_> {
+    let enroll = t.role == Role::Agent as i32;
     TokenJson {
         name: &t.name,
         role: role_word(t.role),
@@ -131,6 +206,9 @@ fn token_json(t: &ApiToken) -> TokenJson<'_> {
         expires: (t.expires_ms != 0).then(|| format_rfc3339(t.expires_ms)),
         expired: t.expired,
         created_by: &t.created_by,
+        uses: enroll.then_some(t.uses),
+        uses_left: enroll.then_some(t.uses_left),
+        hosts: (enroll && !t.hosts.is_empty()).then_some(t.hosts.as_str()),
     }
 }
 
@@ -138,6 +216,7 @@ fn role_word(role: i32) -> &'static str {
     match Role::try_from(role) {
         Ok(Role::Viewer) => "viewer",
         Ok(Role::Operator) => "operator",
+        Ok(Role::Agent) => "enroll",
         _ => "?",
     }
 }
@@ -157,12 +236,38 @@ pub(crate) fn run(config_path: &Path, command: TokenCommand) -> anyhow::Result<(
         TokenCommand::Create {
             name,
             role,
+            enroll,
+            uses,
+            hosts,
             ttl,
             json,
         } => {
-            let created = crate::read::runtime()?.block_on(async {
-                let channel = config.connect().await?;
-                anyhow::Ok(create(channel, &name, role, ttl).await?)
+            if !enroll && (uses.is_some() || hosts.is_some()) {
+                return Err(UsageError(
+                    "--uses and --hosts are for enrollment tokens: add --enroll".to_owned(),
+                )
+                .into());
+            }
+            let (new, default_ttl) = match (enroll, role, name) {
+                (true, _, name) => (
+                    NewToken::Enroll {
+                        name: name.unwrap_or_default(),
+                        uses: uses.unwrap_or(1),
+                        hosts: hosts.unwrap_or_default(),
+                    },
+                    DEFAULT_ENROLL_TTL,
+                ),
+                (false, Some(role), Some(name)) => (NewToken::Api { name, role }, DEFAULT_TTL),
+                (false, _, _) => {
+                    return Err(UsageError(
+                        "--name and --role are required for an API token (or --enroll)".to_owned(),
+                    )
+                    .into());
+                }
+            };
+            let request = new_token_request(&new, ttl.unwrap_or(Ttl::For(default_ttl)))?;
+            let created = config.call(AdminClient::new, |mut admin| async move {
+                admin.create_token(request).await
             })?;
             let entry = created.entry.unwrap_or_default();
             if json {
@@ -182,6 +287,18 @@ pub(crate) fn run(config_path: &Path, command: TokenCommand) -> anyhow::Result<(
             // The token alone on stdout (`> file`), the explanation on stderr.
             println!("{}", created.token);
             let entry = token_json(&entry);
+            if let NewToken::Enroll { .. } = new {
+                eprintln!(
+                    "enrollment token {:?} created: {} uses, host ids {}, expires {}.\n\
+                     It is shown only this once (the collector keeps only its digest).\n\
+                     On each host: hostwatch-agent enroll --collector COLLECTOR:ENROLL_PORT --token <token> --ca-pin $(hostwatch certs pin)",
+                    entry.name,
+                    entry.uses.unwrap_or_default(),
+                    entry.hosts.unwrap_or("any"),
+                    expires_text(&entry)
+                );
+                return Ok(());
+            }
             eprintln!(
                 "token {:?} created: role {}, expires {}.\n\
                  It is shown only this once (the collector keeps only its digest): store it now.\n\
@@ -209,6 +326,8 @@ pub(crate) fn run(config_path: &Path, command: TokenCommand) -> anyhow::Result<(
                 "ROLE".to_owned(),
                 "CREATED".to_owned(),
                 "EXPIRES".to_owned(),
+                "USES LEFT".to_owned(),
+                "HOSTS".to_owned(),
                 "BY".to_owned(),
             ]];
             for t in &out {
@@ -217,6 +336,12 @@ pub(crate) fn run(config_path: &Path, command: TokenCommand) -> anyhow::Result<(
                     t.role.to_owned(),
                     t.created.clone(),
                     expires_text(t),
+                    t.uses_left
+                        .zip(t.uses)
+                        .map_or("-".to_owned(), |(left, of)| format!("{left}/{of}")),
+                    t.hosts
+                        .unwrap_or(if t.uses.is_some() { "*" } else { "-" })
+                        .to_owned(),
                     t.created_by.to_owned(),
                 ]);
             }
@@ -248,5 +373,27 @@ mod tests {
         for bad in ["", "0s", "soon", "-1d", "Never", "3651d", "20y"] {
             assert!(parse_ttl(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn enrollment_tokens_ask_for_the_agent_role_and_must_expire() {
+        let enroll = NewToken::Enroll {
+            name: String::new(),
+            uses: 3,
+            hosts: "web-*".to_owned(),
+        };
+        let request = new_token_request(&enroll, Ttl::For(DEFAULT_ENROLL_TTL)).unwrap();
+        assert_eq!(request.role, Role::Agent as i32);
+        assert_eq!((request.uses, request.hosts.as_str()), (3, "web-*"));
+        assert_eq!(request.ttl_ms, 3_600_000);
+        assert!(!request.never_expires);
+        let err = new_token_request(&enroll, Ttl::Never).unwrap_err();
+        assert!(err.0.contains("--ttl never"), "{}", err.0);
+        let api = NewToken::Api {
+            name: "g".to_owned(),
+            role: TokenRole::Viewer,
+        };
+        let request = new_token_request(&api, Ttl::Never).unwrap();
+        assert!(request.never_expires && request.ttl_ms == 0 && request.uses == 0);
     }
 }

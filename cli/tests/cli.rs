@@ -62,7 +62,27 @@ fn certs_init_and_issue_write_files_and_refuse_mistakes() {
         text(&out.stderr)
     );
 
-    assert!(hostwatch(&["certs", "init", "--dir", d]).status.success());
+    let init = hostwatch(&["certs", "init", "--dir", d]);
+    assert!(init.status.success(), "{}", text(&init.stderr));
+    for file in ["ca.pem", "ca.key", "issuing.pem", "issuing.key"] {
+        assert!(dir.path().join(file).exists(), "{file}");
+    }
+    // The pin on stdout, the same as `certs pin` prints; openssl agrees
+    // that the issuing CA is the root's.
+    let pin = text(&init.stdout).trim().to_owned();
+    assert!(pin.starts_with("sha256:") && pin.len() == 71, "{pin}");
+    let ca = dir.path().join("ca.pem");
+    let again = hostwatch(&["certs", "pin", "--ca", path(&ca)]);
+    assert_eq!(text(&again.stdout).trim(), pin);
+    let verified = Command::new("openssl")
+        .args(["verify", "-CAfile", path(&ca)])
+        .arg(dir.path().join("issuing.pem"))
+        .output()
+        .unwrap();
+    assert!(verified.status.success(), "{}", text(&verified.stdout));
+    let missing = hostwatch(&["certs", "pin", "--ca", &format!("{d}/none.pem")]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing.stderr).contains("none.pem"));
     let again = hostwatch(&["certs", "init", "--dir", d]);
     assert_eq!(again.status.code(), Some(64));
     assert!(

@@ -5,7 +5,7 @@ use crate::auth::{self, Access};
 use crate::convert;
 use crate::shared::{Shared, reload_alerting};
 use crate::silences;
-use crate::tokens::{NewToken, TokenStore};
+use crate::tokens::{AnyToken, NewToken, TokenStore};
 use hostwatch_proto::v1::admin_server::Admin;
 use hostwatch_proto::v1::{
     ApiToken, CreateSilenceRequest, CreateTokenRequest, CreateTokenResponse, ExpireSilenceRequest,
@@ -107,6 +107,23 @@ impl Admin for AdminService {
     ) -> Result<Response<CreateTokenResponse>, Status> {
         let peer = auth::require(&request, Access::Operate)?;
         let request = request.into_inner();
+        if convert::is_enroll_role(request.role) {
+            let new = convert::enroll_token_in(request, peer.identity.name.clone())?;
+            let (text, entry) = self
+                .on_tokens(move |tokens| tokens.create_enroll(new, now_ms()))
+                .await?;
+            // Never the token's text.
+            tracing::info!(token.name = %entry.name, token.uses = entry.uses, token.hosts = ?entry.hosts, token.expires_ms = entry.expires_ms, by = %peer.identity, "enrollment token created through Admin");
+            return Ok(Response::new(CreateTokenResponse {
+                token: text,
+                entry: Some(convert::enroll_token_out(entry, now_ms())),
+            }));
+        }
+        if request.uses != 0 || !request.hosts.is_empty() {
+            return Err(Status::invalid_argument(
+                "uses and hosts are for enrollment tokens (ROLE_AGENT) only",
+            ));
+        }
         let new = NewToken {
             role: convert::token_role_in(request.role)?,
             ttl: convert::token_ttl_in(request.ttl_ms, request.never_expires)?,
@@ -130,13 +147,14 @@ impl Admin for AdminService {
     ) -> Result<Response<ListTokensResponse>, Status> {
         auth::require(&request, Access::Operate)?;
         let now = now_ms();
-        let tokens = self.shared.tokens.list();
-        Ok(Response::new(ListTokensResponse {
-            tokens: tokens
-                .into_iter()
-                .map(|entry| convert::token_out(entry, now))
-                .collect(),
-        }))
+        let api = self.shared.tokens.list().into_iter();
+        let enroll = self.shared.tokens.enroll.list().into_iter();
+        let mut tokens: Vec<ApiToken> = api
+            .map(|entry| convert::token_out(entry, now))
+            .chain(enroll.map(|entry| convert::enroll_token_out(entry, now)))
+            .collect();
+        tokens.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Response::new(ListTokensResponse { tokens }))
     }
 
     async fn revoke_token(
@@ -147,11 +165,15 @@ impl Admin for AdminService {
         let name = request.into_inner().name;
         convert::required(&name, "name")?;
         let logged = name.clone();
-        let revoked = self.on_tokens(move |tokens| tokens.revoke(&name)).await;
+        let revoked = self.on_tokens(move |tokens| tokens.revoke_any(&name)).await;
         match revoked {
-            Ok(entry) => {
+            Ok(AnyToken::Api(entry)) => {
                 tracing::info!(token.name = %logged, by = %peer.identity, "API token revoked through Admin");
                 Ok(Response::new(convert::token_out(entry, now_ms())))
+            }
+            Ok(AnyToken::Enroll(entry)) => {
+                tracing::info!(token.name = %logged, by = %peer.identity, "enrollment token revoked through Admin");
+                Ok(Response::new(convert::enroll_token_out(entry, now_ms())))
             }
             Err(status) => {
                 if status.code() == tonic::Code::Unavailable {

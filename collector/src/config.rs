@@ -22,6 +22,10 @@ pub struct CollectorConfig {
     /// or absent.
     #[serde(default, deserialize_with = "optional_address")]
     pub http_listen: Option<SocketAddr>,
+    /// Address of the enrollment listener (TLS without client
+    /// certificates, the Enroll service only); off when empty or absent.
+    #[serde(default, deserialize_with = "optional_address")]
+    pub enroll_listen: Option<SocketAddr>,
     /// Directory of the sled database.
     pub data_dir: PathBuf,
     /// A host none of whose batches was stored for this long is down.
@@ -43,6 +47,9 @@ pub struct CollectorConfig {
     /// The web console's sessions and logins (the HTTPS listener).
     #[serde(default)]
     pub http: Http,
+    /// Enrollment: the issuing CA and the certificates it issues.
+    #[serde(default)]
+    pub enroll: EnrollConfig,
     /// Alert rules and hooks (see `deploy/collector.toml`).
     #[serde(default)]
     pub alerting: AlertingConfig,
@@ -199,7 +206,38 @@ impl Default for Http {
     }
 }
 
-/// `http_listen`: an address, or an empty string for none.
+/// `[enroll]`: what the enrollment listener issues.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrollConfig {
+    /// The issuing CA's certificate (signed by a CA of `tls.ca`) and key;
+    /// required when `enroll_listen` is set.
+    pub issuer_cert: Option<PathBuf>,
+    pub issuer_key: Option<PathBuf>,
+    /// Validity of an issued agent certificate.
+    #[serde(with = "humantime_serde")]
+    pub cert_lifetime: Duration,
+    /// Connections open at once on the enrollment listener: its clients
+    /// have no certificate, so they all count as one identity.
+    pub max_connections: usize,
+}
+
+impl Default for EnrollConfig {
+    fn default() -> Self {
+        EnrollConfig {
+            issuer_cert: None,
+            issuer_key: None,
+            cert_lifetime: Duration::from_secs(30 * 86_400),
+            max_connections: 64,
+        }
+    }
+}
+
+/// Shortest and longest `enroll.cert_lifetime`.
+const MIN_CERT_LIFETIME: Duration = Duration::from_secs(60);
+const MAX_CERT_LIFETIME: Duration = Duration::from_secs(366 * 86_400);
+
+/// `http_listen`, `enroll_listen`: an address, or an empty string for none.
 fn optional_address<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<SocketAddr>, D::Error> {
@@ -249,6 +287,16 @@ impl CollectorConfig {
         let base = base_dir(path);
         config.data_dir = resolve(&base, &config.data_dir);
         config.tls = config.tls.resolve(&base);
+        for path in [
+            &mut config.enroll.issuer_cert,
+            &mut config.enroll.issuer_key,
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|path| !path.as_os_str().is_empty())
+        {
+            *path = resolve(&base, path);
+        }
         config.alerting.resolve_paths(&base);
         config.path = Some(path.to_owned());
         config.validate(path)?;
@@ -337,6 +385,23 @@ impl CollectorConfig {
                 "limits.max_pending_bytes must be at least limits.max_pending_bytes_per_connection"
                     .to_owned(),
             );
+        }
+        let enroll = &self.enroll;
+        if !(MIN_CERT_LIFETIME..=MAX_CERT_LIFETIME).contains(&enroll.cert_lifetime) {
+            return invalid("enroll.cert_lifetime must be 1m to 366d".to_owned());
+        }
+        if enroll.max_connections == 0 {
+            return invalid("enroll.max_connections must be greater than zero".to_owned());
+        }
+        if self.enroll_listen.is_some() {
+            for (key, value) in [
+                ("enroll.issuer_cert", &enroll.issuer_cert),
+                ("enroll.issuer_key", &enroll.issuer_key),
+            ] {
+                if value.as_ref().is_none_or(|p| p.as_os_str().is_empty()) {
+                    return invalid(format!("{key} is required when enroll_listen is set"));
+                }
+            }
         }
         if self.storage.retention_bytes == Some(0) {
             return invalid("storage.retention_bytes must be greater than zero (leave it out for no size limit)".to_owned());
@@ -575,6 +640,72 @@ key = "collector.key"
         );
         let config = load_text(&text).unwrap();
         assert_eq!(config.http_listen, Some("127.0.0.1:9090".parse().unwrap()));
+    }
+
+    #[test]
+    fn enroll_is_off_by_default_and_resolves_its_files() {
+        let config = load_text(MINIMAL).unwrap();
+        assert_eq!(config.enroll_listen, None);
+        assert_eq!(
+            config.enroll.cert_lifetime,
+            Duration::from_secs(30 * 86_400)
+        );
+        let text = format!(
+            "enroll_listen = \"127.0.0.1:7071\"\n{MINIMAL}\n[enroll]\nissuer_cert = \"issuing.pem\"\nissuer_key = \"/abs/issuing.key\"\ncert_lifetime = \"1h\"\n"
+        );
+        let config = load_text(&text).unwrap();
+        assert_eq!(
+            config.enroll_listen,
+            Some("127.0.0.1:7071".parse().unwrap())
+        );
+        let cert = config.enroll.issuer_cert.unwrap();
+        assert!(
+            cert.is_absolute() && cert.ends_with("issuing.pem"),
+            "{cert:?}"
+        );
+        assert_eq!(
+            config.enroll.issuer_key,
+            Some(PathBuf::from("/abs/issuing.key"))
+        );
+        assert_eq!(config.enroll.cert_lifetime, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn bad_enroll_values_name_their_key() {
+        let on = format!("enroll_listen = \"127.0.0.1:7071\"\n{MINIMAL}");
+        let files = "[enroll]\nissuer_cert = \"i.pem\"\nissuer_key = \"i.key\"\n";
+        assert_refused_naming_the_key(&[
+            (
+                format!("enroll_listen = \"nowhere\"\n{MINIMAL}"),
+                "enroll_listen",
+            ),
+            (on.clone(), "enroll.issuer_cert"),
+            (
+                format!("{on}\n[enroll]\nissuer_cert = \"i.pem\"\n"),
+                "enroll.issuer_key",
+            ),
+            (
+                format!("{on}\n[enroll]\nissuer_cert = \"\"\nissuer_key = \"k\"\n"),
+                "enroll.issuer_cert",
+            ),
+            (
+                format!("{on}\n{files}cert_lifetime = \"30s\"\n"),
+                "enroll.cert_lifetime",
+            ),
+            (
+                format!("{on}\n{files}cert_lifetime = \"367d\"\n"),
+                "enroll.cert_lifetime",
+            ),
+            (
+                format!("{on}\n{files}cert_lifetime = \"soon\"\n"),
+                "cert_lifetime",
+            ),
+            (
+                format!("{on}\n{files}max_connections = 0\n"),
+                "enroll.max_connections",
+            ),
+            (format!("{on}\n{files}issuer = \"x\"\n"), "issuer"),
+        ]);
     }
 
     #[test]

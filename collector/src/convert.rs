@@ -306,7 +306,7 @@ pub(crate) fn token_role_in(role: i32) -> Result<tokens::TokenRole, Status> {
             "role is required: ROLE_VIEWER or ROLE_OPERATOR",
         )),
         Ok(other) => Err(Status::invalid_argument(format!(
-            "role {} cannot hold an API token: ROLE_VIEWER or ROLE_OPERATOR",
+            "role {} cannot hold an API token: ROLE_VIEWER or ROLE_OPERATOR (ROLE_AGENT: an enrollment token)",
             other.as_str_name()
         ))),
         Err(_) => Err(Status::invalid_argument(format!(
@@ -341,7 +341,53 @@ pub(crate) fn token_out(entry: tokens::TokenEntry, now_ms: i64) -> pb::ApiToken 
         expires_ms: entry.expires_ms.unwrap_or(0),
         expired,
         created_by: entry.created_by,
+        uses: 0,
+        uses_left: 0,
+        hosts: String::new(),
     }
+}
+
+/// An enrollment token's entry as listed at `now_ms`.
+pub(crate) fn enroll_token_out(entry: crate::enroll::EnrollEntry, now_ms: i64) -> pb::ApiToken {
+    pb::ApiToken {
+        expired: entry.expired(now_ms),
+        name: entry.name,
+        role: pb::Role::Agent as i32,
+        created_ms: entry.created_ms,
+        expires_ms: entry.expires_ms,
+        created_by: entry.created_by,
+        uses: entry.uses,
+        uses_left: entry.uses_left,
+        hosts: entry.hosts.unwrap_or_default(),
+    }
+}
+
+/// Whether a CreateToken request is for an enrollment token (ROLE_AGENT).
+pub(crate) fn is_enroll_role(role: i32) -> bool {
+    pb::Role::try_from(role) == Ok(pb::Role::Agent)
+}
+
+/// An enrollment token to create from a CreateToken request.
+pub(crate) fn enroll_token_in(
+    request: pb::CreateTokenRequest,
+    created_by: String,
+) -> Result<crate::enroll::NewEnrollToken, Status> {
+    if request.never_expires {
+        return Err(Status::invalid_argument(
+            "never_expires: an enrollment token must expire (ttl_ms, at most 30 days)",
+        ));
+    }
+    let hosts = match request.hosts.as_str() {
+        "" => None,
+        text => Some(crate::enroll::HostPattern::parse(text).map_err(Status::invalid_argument)?),
+    };
+    Ok(crate::enroll::NewEnrollToken {
+        name: (!request.name.is_empty()).then_some(request.name),
+        uses: request.uses,
+        ttl_ms: request.ttl_ms,
+        hosts,
+        created_by,
+    })
 }
 
 pub(crate) fn token_status(error: tokens::TokenError) -> Status {
@@ -382,6 +428,12 @@ pub(crate) fn storage_stats_out(
         state_database_failure: state_database_failure.unwrap_or_default(),
         unauthorized_http_requests: refused
             .http_unauthorized
+            .load(std::sync::atomic::Ordering::Relaxed),
+        enrollments: refused
+            .enrollments
+            .load(std::sync::atomic::Ordering::Relaxed),
+        enrollments_refused: refused
+            .enrollments_refused
             .load(std::sync::atomic::Ordering::Relaxed),
         hosts: s.hosts,
         series: s.series,

@@ -21,6 +21,7 @@
 //! - `state`: the collector's own database (hosts, alert state, outbox,
 //!   API tokens), reopened after a failed write;
 //! - `tokens`: the HTTPS API's bearer tokens (digests, roles, expiry);
+//! - `enroll`: the Enroll service, its issuing CA and enrollment tokens;
 //! - `auth`: role checks on the peer identity from the mTLS listener;
 //! - `convert`: protobuf <-> store types, and store errors -> gRPC status;
 //! - this file: [`CollectorError`], the crate's error.
@@ -30,6 +31,7 @@ mod auth;
 pub mod cmd;
 pub mod config;
 mod convert;
+mod enroll;
 mod hosts;
 mod http;
 mod ingest;

@@ -4,6 +4,7 @@
 use crate::CollectorError;
 use crate::admin::AdminService;
 use crate::config::{CollectorConfig, Limits};
+use crate::enroll::{EnrollService, Issuing};
 use crate::hosts::HostRegistry;
 use crate::ingest::IngestService;
 use crate::query::QueryService;
@@ -14,6 +15,7 @@ use hostwatch_alerting::{Alerting, Clock, Refusal, SnapshotSource, StorageCondit
 use hostwatch_pki::ClientAuth;
 use hostwatch_pki::transport::{CallLimitLayer, ListenerLimits, ServerTls, incoming};
 use hostwatch_proto::v1::admin_server::AdminServer;
+use hostwatch_proto::v1::enroll_server::EnrollServer;
 use hostwatch_proto::v1::ingest_server::IngestServer;
 use hostwatch_proto::v1::query_server::QueryServer;
 use hostwatch_tsdb::{Condition, Options, Store};
@@ -31,6 +33,8 @@ const STORE_WATCH_TICK: Duration = Duration::from_secs(1);
 /// stream's task still in a store call gets this long to finish it before
 /// the database is flushed and closed.
 const STORE_CALL_GRACE: Duration = Duration::from_secs(5);
+/// Largest Enroll request: a token, a host id and a CSR fit many times.
+const MAX_ENROLL_MESSAGE_BYTES: usize = 64 << 10;
 /// How often host-down alerts look at the registry: a host is reported
 /// down at most this long after its timeout.
 const HOST_DOWN_TICK: Duration = Duration::from_millis(250);
@@ -100,8 +104,14 @@ pub async fn serve_with_http(
     })
     .max_decoding_message_size(max_message);
     let http = start_http(&config, &shared, http)?;
+    let ingest_port = listener
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or(config.listen.port());
+    let enroll = start_enroll(&config, &shared, ingest_port).await?;
     let mut reloaded = vec![tls.clone()];
     reloaded.extend(http.as_ref().map(|h| h.tls.clone()));
+    reloaded.extend(enroll.as_ref().map(|e| e.tls.clone()));
     spawn_alerting(&shared, reloaded, config.tls_check_interval);
     spawn_store_watch(&shared, shared.state.clone(), health_reporter.clone());
     // Logged once SIGHUP is handled: from here on it reloads, not kills.
@@ -121,6 +131,7 @@ pub async fn serve_with_http(
     );
     let mut open = vec![connections.connections()];
     open.extend(http.as_ref().map(|h| h.connections.clone()));
+    open.extend(enroll.as_ref().map(|e| e.connections.clone()));
     let drained = close_after_drain(&shared.stop, limits.drain_timeout, open);
     let served = tonic::transport::Server::builder()
         .layer(CallLimitLayer)
@@ -137,6 +148,9 @@ pub async fn serve_with_http(
     if let Some(http) = http {
         // Ends once its connections have closed, by themselves or by the drain.
         let _ = http.task.await;
+    }
+    if let Some(enroll) = enroll {
+        let _ = enroll.task.await;
     }
     drained.cancel();
     finish(&shared).await;
@@ -177,6 +191,74 @@ fn start_http(
     Ok(Some(HttpApi {
         task,
         connections,
+        tls,
+    }))
+}
+
+/// The enrollment listener while it runs.
+struct EnrollListener {
+    task: tokio::task::JoinHandle<()>,
+    connections: hostwatch_pki::transport::Connections,
+    /// Its own TLS settings (no client certificates, the CA presented),
+    /// reloaded with the gRPC listener's.
+    tls: ServerTls,
+}
+
+/// Starts the enrollment listener on `enroll_listen`, if set: the Enroll
+/// service alone, with the collector's certificate, the main listener's
+/// handshake limits, and `enroll.max_connections` anonymous connections.
+/// Enrolled agents are told `ingest_port`, the main listener's.
+async fn start_enroll(
+    config: &CollectorConfig,
+    shared: &Shared,
+    ingest_port: u16,
+) -> Result<Option<EnrollListener>, CollectorError> {
+    let Some(address) = config.enroll_listen else {
+        return Ok(None);
+    };
+    let issuing = Arc::new(Issuing::load(config, ingest_port)?);
+    let tls = ServerTls::load_with(config.tls.clone(), ClientAuth::Anonymous)?;
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|source| CollectorError::Listen {
+            key: "enroll_listen",
+            address,
+            source,
+        })?;
+    tracing::info!(enroll_listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "enrollment listener serving");
+    let limits = &config.limits;
+    let anonymous = config.enroll.max_connections;
+    let connections = incoming(
+        listener,
+        tls.clone(),
+        ListenerLimits {
+            // Every client is anonymous: one identity, all the places.
+            max_connections: anonymous,
+            reserved_operator_connections: 0,
+            max_connections_per_identity: anonymous,
+            ..listener_limits(limits)
+        },
+        shared.stop.clone().cancelled_owned(),
+    );
+    let control = connections.connections();
+    let service = EnrollServer::new(EnrollService {
+        shared: shared.clone(),
+        issuing,
+    })
+    .max_decoding_message_size(MAX_ENROLL_MESSAGE_BYTES);
+    let server = tonic::transport::Server::builder()
+        .layer(CallLimitLayer)
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        .add_service(service)
+        .serve_with_incoming_shutdown(connections, shared.stop.clone().cancelled_owned());
+    let task = tokio::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!(error = %hostwatch_stdx::error_chain(&e), "enrollment listener failed");
+        }
+    });
+    Ok(Some(EnrollListener {
+        task,
+        connections: control,
         tls,
     }))
 }

@@ -83,6 +83,10 @@ pub(crate) struct RefusedMessages {
     pub(crate) oversized: AtomicU64,
     /// Not a decodable `AgentMessage`.
     pub(crate) undecodable: AtomicU64,
+    /// Agent certificates issued through Enroll.
+    pub(crate) enrollments: AtomicU64,
+    /// Enroll calls refused, whatever the reason.
+    pub(crate) enrollments_refused: AtomicU64,
 }
 
 /// Re-reads the configuration file and applies its `[alerting]` section;

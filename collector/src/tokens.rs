@@ -21,6 +21,7 @@
 //! Expired tokens stay listed (as expired) until revoked, or replaced by a
 //! new token of the same name.
 
+use crate::enroll::{EnrollEntry, EnrollStore, NewEnrollToken};
 use crate::state::{Records, Writes};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -67,7 +68,8 @@ impl TokenRole {
 }
 
 /// What a token is for, with what only that kind needs. Enrollment tokens
-/// (issue 17: uses left, a host pattern) would be another kind.
+/// are kept apart, by `enroll::EnrollStore` (this store's `enroll`): they
+/// never authenticate an HTTP request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub(crate) enum TokenKind {
@@ -101,6 +103,13 @@ struct Record {
     #[serde(flatten)]
     entry: TokenEntry,
     sha256: String,
+}
+
+/// A token of either kind, as revoked.
+#[derive(Debug, Clone)]
+pub(crate) enum AnyToken {
+    Api(TokenEntry),
+    Enroll(EnrollEntry),
 }
 
 /// How long a new token lives.
@@ -187,6 +196,9 @@ pub(crate) struct TokenStore {
     /// while lookups only take `index` for a moment.
     records: Records,
     index: Arc<RwLock<Index>>,
+    /// Enrollment tokens and the certificates issued with them; they share
+    /// the names of API tokens, and heal with them.
+    pub(crate) enroll: EnrollStore,
 }
 
 impl TokenStore {
@@ -204,6 +216,7 @@ impl TokenStore {
         Ok(TokenStore {
             records: Records::new(tree),
             index: Arc::new(RwLock::new(index)),
+            enroll: EnrollStore::open(db)?,
         })
     }
 
@@ -239,9 +252,12 @@ impl TokenStore {
             Ttl::Ms(ms) => Some(now_ms.saturating_add(ms)),
         };
         let mut records = self.records.lock();
-        if let Some((_, existing)) = self.read().by_name.get(&new.name)
-            && !existing.expired(now_ms)
-        {
+        let live = self
+            .read()
+            .by_name
+            .get(&new.name)
+            .is_some_and(|(_, existing)| !existing.expired(now_ms));
+        if live || self.enroll.holds_live(&new.name, now_ms) {
             return Err(TokenError::Exists(new.name));
         }
         let tree = match &*records {
@@ -337,13 +353,42 @@ impl TokenStore {
 
     /// Why token records cannot be written, if so: a write failed.
     pub(crate) fn failure(&self) -> Option<String> {
-        self.records.failure()
+        self.records.failure().or_else(|| self.enroll.failure())
+    }
+
+    /// Creates an enrollment token; its name must not be a live API
+    /// token's either. Blocks on the disk.
+    pub(crate) fn create_enroll(
+        &self,
+        new: NewEnrollToken,
+        now_ms: i64,
+    ) -> Result<(String, EnrollEntry), TokenError> {
+        let _changes = self.records.lock();
+        self.enroll.create(new, now_ms, |name| {
+            self.read()
+                .by_name
+                .get(name)
+                .is_some_and(|(_, e)| !e.expired(now_ms))
+        })
+    }
+
+    /// Revokes the API or enrollment token named `name`.
+    pub(crate) fn revoke_any(&self, name: &str) -> Result<AnyToken, TokenError> {
+        match self.enroll.revoke(name) {
+            Ok(Some(entry)) => Ok(AnyToken::Enroll(entry)),
+            Ok(None) => self.revoke(name).map(AnyToken::Api),
+            Err((_, cause)) => Err(TokenError::RevokedNotStored {
+                name: name.to_owned(),
+                cause,
+            }),
+        }
     }
 
     /// Lets go of the tree, so that the database can be reopened; tokens
     /// are kept in memory only until [`TokenStore::attach`].
     pub(crate) fn detach(&self) {
         self.records.detach();
+        self.enroll.detach();
     }
 
     /// Takes the tree of the reopened database `db` and makes it hold what
@@ -365,13 +410,13 @@ impl TokenStore {
         }
         tree.flush()?;
         *records = Writes::Writable(tree);
-        Ok(())
+        self.enroll.attach(db)
     }
 }
 
 /// A token name: 1 to [`MAX_NAME_BYTES`] of `A-Z a-z 0-9 . _ -`, starting
 /// with a letter or digit (so it cannot pass for a command-line option).
-fn check_name(name: &str) -> Result<(), TokenError> {
+pub(crate) fn check_name(name: &str) -> Result<(), TokenError> {
     let problem = if name.is_empty() {
         "is required".to_owned()
     } else if name.len() > MAX_NAME_BYTES {
@@ -392,7 +437,7 @@ fn check_name(name: &str) -> Result<(), TokenError> {
     Err(TokenError::Invalid(format!("name {problem}")))
 }
 
-fn new_token_text() -> Result<String, TokenError> {
+pub(crate) fn new_token_text() -> Result<String, TokenError> {
     use rand::TryRngCore;
     let mut bytes = [0u8; TOKEN_BYTES];
     rand::rngs::OsRng
@@ -402,7 +447,7 @@ fn new_token_text() -> Result<String, TokenError> {
 }
 
 /// Whether `text` has a token's shape: the prefix and the base64 alphabet.
-fn well_formed(text: &str) -> bool {
+pub(crate) fn well_formed(text: &str) -> bool {
     text.strip_prefix(TOKEN_PREFIX).is_some_and(|rest| {
         rest.len() == TOKEN_CHARS
             && rest

@@ -57,6 +57,22 @@ impl TestPki {
         self.files_with(role, name, &options)
     }
 
+    /// An issuing CA signed by this CA (`issuing.pem`, `issuing.key`), as
+    /// `hostwatch certs init` makes it: its certificate and key paths.
+    pub fn issuing(&self) -> (PathBuf, PathBuf) {
+        let issuing = self.ca.generate_issuing(1).unwrap();
+        issuing.write_issuing(self.dir.path()).unwrap();
+        (
+            self.dir.path().join("issuing.pem"),
+            self.dir.path().join("issuing.key"),
+        )
+    }
+
+    /// The CA's pin, as `hostwatch certs pin` prints it.
+    pub fn pin(&self) -> hostwatch_pki::CaPin {
+        hostwatch_pki::CaPin::of(&self.ca.cert_der().unwrap()).unwrap()
+    }
+
     /// A certificate with explicit options (expired ones, say).
     pub fn files_with(&self, role: Role, name: &str, options: &IssueOptions) -> TlsFiles {
         let identity = Identity::new(role, name).unwrap();

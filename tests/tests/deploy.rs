@@ -16,6 +16,18 @@ fn example_configurations_load() {
     let collector =
         hostwatch_collector::CollectorConfig::load(&deploy().join("collector.toml")).unwrap();
     assert_eq!(collector.listen.port(), 7070);
+    // Enrollment is off, its defaults spelled out.
+    assert_eq!(collector.enroll_listen, None);
+    let enroll = hostwatch_collector::config::EnrollConfig::default();
+    assert_eq!(collector.enroll.cert_lifetime, enroll.cert_lifetime);
+    assert_eq!(collector.enroll.max_connections, enroll.max_connections);
+    assert!(
+        collector
+            .enroll
+            .issuer_cert
+            .unwrap()
+            .ends_with("deploy/issuing.pem")
+    );
     assert!(collector.tls.key.ends_with("deploy/collector.key"));
     let agent = hostwatch_agent::AgentConfig::load(&deploy().join("agent.toml")).unwrap();
     assert_eq!(agent.interval, std::time::Duration::from_secs(10));
@@ -124,6 +136,10 @@ fn example_configurations_set_every_documented_default() {
         "flap_window",
         "history_limit",
         "max_alerts",
+        "enroll_listen",
+        "issuer_cert",
+        "issuer_key",
+        "cert_lifetime",
     ] {
         assert!(
             collector.contains(&format!("\n{key} = ")),

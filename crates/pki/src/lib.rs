@@ -13,10 +13,15 @@
 //! - [`TlsFiles`], [`server_config`] ([`server_config_with`]),
 //!   [`client_config`]: rustls configurations from PEM files;
 //! - [`peer_identity`]: identity of a verified peer certificate;
+//! - [`enroll`]: the issuing CA, CA pins, certificate signing requests and
+//!   the agent certificates issued from them;
 //! - [`transport`]: the TLS listener (for tonic, and for the HTTPS API)
 //!   and the channel connector for tonic.
 
+pub mod enroll;
 pub mod transport;
+
+pub use enroll::{CaPin, CsrError, IssuedAgent};
 
 use hostwatch_runtime::config;
 use rcgen::{
@@ -68,6 +73,14 @@ pub enum PkiError {
     Tls(#[from] rustls::Error),
     #[error("client verifier: {0}")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("a certificate issued by an intermediate (issuing) CA may only be an agent's")]
+    IntermediateNotAgent,
+    #[error("no random bytes from the operating system")]
+    Random,
+    #[error("invalid CA pin {0:?}: expected sha256: and 64 hex digits (`hostwatch certs pin`)")]
+    BadPin(String),
+    #[error("not a usable certificate: {0}")]
+    BadCertificate(String),
 }
 
 /// What a certificate holder may do.
@@ -290,7 +303,9 @@ impl Ca {
         params
             .distinguished_name
             .push(DnType::CommonName, common_name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        // Path length 1: the root signs role certificates and one level of
+        // CAs, the issuing CA (`enroll`), which signs no CA.
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         params.not_before = options.not_before;
         params.not_after = options.not_after;
@@ -308,16 +323,21 @@ impl Ca {
 
     /// Loads `ca.pem` and `ca.key` from `dir`.
     pub fn load(dir: &Path) -> Result<Self, PkiError> {
-        let cert_path = dir.join(format!("{}.pem", Self::STEM));
-        let key_path = dir.join(format!("{}.key", Self::STEM));
-        let cert_pem = read_file(&cert_path)?;
-        let key_pem = read_file(&key_path)?;
+        Ca::load_paths(
+            &dir.join(format!("{}.pem", Self::STEM)),
+            &dir.join(format!("{}.key", Self::STEM)),
+        )
+    }
+
+    fn load_paths(cert_path: &Path, key_path: &Path) -> Result<Self, PkiError> {
+        let cert_pem = read_file(cert_path)?;
+        let key_pem = read_file(key_path)?;
         let key = KeyPair::from_pem(&key_pem).map_err(|e| PkiError::BadFile {
-            path: key_path.clone(),
+            path: key_path.to_owned(),
             what: format!("not a usable private key: {e}"),
         })?;
         let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| PkiError::BadFile {
-            path: cert_path.clone(),
+            path: cert_path.to_owned(),
             what: format!("not a usable CA certificate: {e}"),
         })?;
         Ok(Ca {
@@ -486,6 +506,11 @@ pub enum ClientAuth {
     /// without one complete the handshake and must authenticate otherwise
     /// (the HTTP API). ALPN h2 and http/1.1.
     Optional,
+    /// No client certificate is asked for: every client is anonymous
+    /// (enrollment, whose clients have none yet). The server presents its
+    /// chain followed by the CA certificate(s), so that a client holding
+    /// only a pin of the CA's key finds the CA to verify against. ALPN h2.
+    Anonymous,
 }
 
 /// A TLS 1.3-only server configuration that requires a client certificate
@@ -495,25 +520,142 @@ pub fn server_config(files: &TlsFiles) -> Result<(Arc<ServerConfig>, Identity), 
 }
 
 /// [`server_config`] with client certificates as `client_auth` says.
+///
+/// A client certificate issued by a CA other than a trust anchor of
+/// `files.ca` itself (an issuing CA, see [`enroll`]) is accepted only with
+/// the agent role: the root may sign every role, an intermediate only agents.
 pub fn server_config_with(
     files: &TlsFiles,
     client_auth: ClientAuth,
 ) -> Result<(Arc<ServerConfig>, Identity), PkiError> {
     let loaded = files.load()?;
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(loaded.roots), provider());
-    let (verifier, alpn) = match client_auth {
-        ClientAuth::Required => (verifier.build()?, vec![ALPN_H2.to_vec()]),
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?;
+    // Whole DER names, as x509-parser gives the client certificate's issuer.
+    let anchors: Vec<Vec<u8>> = read_certs(&files.ca)?
+        .iter()
+        .filter_map(|ca| {
+            let (_, ca) = x509_parser::parse_x509_certificate(ca.as_ref()).ok()?;
+            Some(ca.subject().as_raw().to_vec())
+        })
+        .collect();
+    let verifier =
+        || WebPkiClientVerifier::builder_with_provider(Arc::new(loaded.roots.clone()), provider());
+    let (mut config, alpn) = match client_auth {
+        ClientAuth::Required => (
+            builder
+                .with_client_cert_verifier(IssuerRoles::wrap(verifier().build()?, anchors))
+                .with_single_cert(loaded.chain, loaded.key)?,
+            vec![ALPN_H2.to_vec()],
+        ),
         ClientAuth::Optional => (
-            verifier.allow_unauthenticated().build()?,
+            builder
+                .with_client_cert_verifier(IssuerRoles::wrap(
+                    verifier().allow_unauthenticated().build()?,
+                    anchors,
+                ))
+                .with_single_cert(loaded.chain, loaded.key)?,
             vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()],
         ),
+        ClientAuth::Anonymous => {
+            let mut chain = loaded.chain;
+            for ca in read_certs(&files.ca)? {
+                if !chain.contains(&ca) {
+                    chain.push(ca);
+                }
+            }
+            (
+                builder
+                    .with_no_client_auth()
+                    .with_single_cert(chain, loaded.key)?,
+                vec![ALPN_H2.to_vec()],
+            )
+        }
     };
-    let mut config = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(loaded.chain, loaded.key)?;
     config.alpn_protocols = alpn;
     Ok((Arc::new(config), loaded.identity))
+}
+
+/// A client verifier that, once webpki has verified a chain, also refuses
+/// a certificate not issued by a trust anchor itself unless it is an
+/// agent's (see [`server_config_with`]).
+#[derive(Debug)]
+struct IssuerRoles {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    /// Subjects (DER) of the trust anchors.
+    anchors: Vec<Vec<u8>>,
+}
+
+impl IssuerRoles {
+    fn wrap(
+        inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+        anchors: Vec<Vec<u8>>,
+    ) -> Arc<dyn rustls::server::danger::ClientCertVerifier> {
+        Arc::new(IssuerRoles { inner, anchors })
+    }
+}
+
+impl rustls::server::danger::ClientCertVerifier for IssuerRoles {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let (_, cert) = x509_parser::parse_x509_certificate(end_entity.as_ref()).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+        })?;
+        let by_anchor = self
+            .anchors
+            .iter()
+            .any(|subject| subject.as_slice() == cert.issuer().as_raw());
+        if by_anchor || peer_identity(end_entity).is_ok_and(|id| id.role == Role::Agent) {
+            Ok(verified)
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Other(rustls::OtherError(Arc::new(
+                    PkiError::IntermediateNotAgent,
+                ))),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// A TLS 1.3-only client configuration presenting `files.cert`, trusting

@@ -559,3 +559,105 @@ async fn reload_if_changed_serves_replaced_files_and_keeps_them_when_broken() {
     assert!(tls.reload_if_changed().unwrap());
     assert_eq!(presented(&pki, addr).await, second);
 }
+
+/// A client certificate signed by the issuing CA (an intermediate) gets in
+/// as an agent only: an operator's is refused at the handshake, though it
+/// chains to the root as the agent's does.
+#[tokio::test]
+async fn the_issuing_ca_signs_agents_only() {
+    let pki = Pki::new();
+    let issuing = pki.ca.generate_issuing(1).unwrap();
+    let server = Server::start(&pki, roomy()).await;
+    let connect_as = |role: Role| {
+        let now = time::OffsetDateTime::now_utc();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let identity = Identity::new(role, "issued").unwrap();
+        let issued = issuing
+            .issue_client(
+                &rcgen::PublicKeyData::subject_public_key_info(&key),
+                &identity,
+                now - time::Duration::hours(1),
+                now + time::Duration::days(1),
+            )
+            .unwrap();
+        let dir = pki.dir.path();
+        let cert = dir.join(format!("{role}-by-issuing.pem"));
+        let keyfile = dir.join(format!("{role}-by-issuing.key"));
+        std::fs::write(&cert, format!("{}{}", issued.cert_pem, issuing.cert_pem())).unwrap();
+        std::fs::write(&keyfile, key.serialize_pem()).unwrap();
+        let target = ClientTarget {
+            address: server.addr.to_string(),
+            server_name: Some("localhost".to_owned()),
+            tls: TlsFiles {
+                ca: dir.join("ca.pem"),
+                cert,
+                key: keyfile,
+            },
+            connect_timeout: Duration::from_secs(5),
+            keepalive: hostwatch_pki::transport::Keepalive::default(),
+        };
+        async move {
+            let channel = connect(&target).await?.0;
+            HealthClient::new(channel)
+                .check(HealthCheckRequest::default())
+                .await
+                .map_err(|e| hostwatch_pki::transport::ConnectError::Connect {
+                    address: String::new(),
+                    reason: e.to_string(),
+                })
+        }
+    };
+    connect_as(Role::Agent).await.expect("the agent's call");
+    assert_eq!(server.stats().handshakes_refused, 0);
+    for role in [Role::Operator, Role::Viewer, Role::Collector] {
+        assert!(connect_as(role).await.is_err(), "{role} admitted");
+    }
+    server
+        .until("three refused handshakes", |s| s.handshakes_refused == 3)
+        .await;
+}
+
+/// The enrollment listener asks for no client certificate and presents the
+/// CA after its own chain; a client holding the CA's pin verifies it, a
+/// client with another pin refuses it during the handshake.
+#[tokio::test]
+async fn an_anonymous_listener_presents_the_ca_its_pin_verifies() {
+    use hostwatch_pki::{CaPin, ClientAuth};
+    use tokio_stream::StreamExt;
+    let pki = Pki::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let tls =
+        ServerTls::load_with(pki.files(Role::Collector, "test"), ClientAuth::Anonymous).unwrap();
+    let mut incoming = incoming(listener, tls, roomy(), std::future::pending());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some(conn) = incoming.next().await {
+            held.push(conn);
+        }
+    });
+    let handshake = |pin: CaPin, name: &'static str| async move {
+        let config = hostwatch_pki::enroll::pinned_client_config(pin).unwrap();
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from(name).unwrap();
+        tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+    };
+    let pin = CaPin::of(&pki.ca.cert_der().unwrap()).unwrap();
+    let stream = handshake(pin, "localhost").await.unwrap();
+    assert_eq!(stream.get_ref().1.peer_certificates().unwrap().len(), 2);
+    let other = Ca::generate("other", 1).unwrap();
+    let wrong = CaPin::of(&other.cert_der().unwrap()).unwrap();
+    let err = handshake(wrong, "localhost").await.unwrap_err().to_string();
+    assert!(err.contains("pinned"), "{err}");
+    // The right CA, the wrong server name.
+    let err = handshake(pin, "elsewhere.example")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("not valid for name") || err.contains("NotValidForName"),
+        "{err}"
+    );
+}

@@ -9,6 +9,7 @@ mod backoff;
 mod connections;
 mod disk_full;
 mod durability;
+mod enroll;
 mod hostwatch_api;
 mod http;
 mod ingest;

@@ -180,6 +180,7 @@ pub(crate) async fn create(
             role: role as i32,
             ttl_ms,
             never_expires: ttl_ms == 0,
+            ..Default::default()
         })
         .await
         .map(|r| r.into_inner())
@@ -475,6 +476,7 @@ async fn only_operator_certificates_manage_tokens_and_bad_requests_name_the_fiel
             role: Wire::Operator as i32,
             ttl_ms: 60_000,
             never_expires: false,
+            ..Default::default()
         });
         request
             .metadata_mut()
@@ -509,6 +511,7 @@ async fn only_operator_certificates_manage_tokens_and_bad_requests_name_the_fiel
         role: role as i32,
         ttl_ms,
         never_expires,
+        ..Default::default()
     };
     let ten_years_ms = 3650 * 86_400_000;
     for (request, field) in [
@@ -517,7 +520,8 @@ async fn only_operator_certificates_manage_tokens_and_bad_requests_name_the_fiel
         (bad(&"n".repeat(65), Wire::Viewer, 1_000, false), "name"),
         (bad("-x", Wire::Viewer, 1_000, false), "name"),
         (bad("a", Wire::Unspecified, 1_000, false), "role"),
-        (bad("a", Wire::Agent, 1_000, false), "role"),
+        // ROLE_AGENT asks for an enrollment token, which needs uses.
+        (bad("a", Wire::Agent, 1_000, false), "uses"),
         (bad("a", Wire::Collector, 1_000, false), "role"),
         (bad("a", Wire::Viewer, -1, false), "ttl_ms"),
         (bad("a", Wire::Viewer, 0, false), "ttl_ms"),

@@ -594,7 +594,7 @@ async fn handshake(
         .and_then(|c| c.first());
     let identity = match (cert, client_auth) {
         (Some(cert), _) => Some(crate::peer_identity(cert).map_err(HandshakeError::Identity)?),
-        (None, ClientAuth::Optional) => None,
+        (None, ClientAuth::Optional | ClientAuth::Anonymous) => None,
         (None, ClientAuth::Required) => return Err(HandshakeError::NoClientCertificate),
     };
     let expires_ms = cert.and_then(crate::certificate_expiry_ms);

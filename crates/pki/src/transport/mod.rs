@@ -185,20 +185,81 @@ pub enum ConnectError {
 
 impl ClientTarget {
     fn server_name(&self) -> Result<ServerName<'static>, ConnectError> {
-        let bad = || ConnectError::Address(self.address.clone());
-        let name = match &self.server_name {
-            Some(name) => name.clone(),
-            None => {
-                let uri: Uri = format!("https://{}", self.address)
-                    .parse()
-                    .map_err(|_| bad())?;
-                let host = uri.host().ok_or_else(bad)?;
-                host.trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_owned()
-            }
-        };
-        ServerName::try_from(name).map_err(|_| bad())
+        server_name(&self.address, self.server_name.as_deref())
+    }
+}
+
+/// The name a server at `address` (`host:port`) must carry: `explicit`,
+/// or the host part of `address`.
+fn server_name(address: &str, explicit: Option<&str>) -> Result<ServerName<'static>, ConnectError> {
+    let bad = || ConnectError::Address(address.to_owned());
+    let name = match explicit {
+        Some(name) => name.to_owned(),
+        None => {
+            let uri: Uri = format!("https://{address}").parse().map_err(|_| bad())?;
+            let host = uri.host().ok_or_else(bad)?;
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned()
+        }
+    };
+    ServerName::try_from(name).map_err(|_| bad())
+}
+
+/// Connects to a collector's enrollment listener at `address` over TLS
+/// 1.3 without a client certificate, trusting it only if its chain holds
+/// the CA whose key is `pin` and its certificate carries the server name
+/// (`server_name`, or the host of `address`) and the collector role
+/// ([`crate::enroll::pinned_client_config`]). The handshake is over, and
+/// checked, when this returns: nothing is sent to a server that failed it.
+pub async fn connect_pinned(
+    address: &str,
+    server_name_override: Option<&str>,
+    pin: crate::CaPin,
+    connect_timeout: Duration,
+) -> Result<Channel, ConnectError> {
+    let config = crate::enroll::pinned_client_config(pin)?;
+    let name = server_name(address, server_name_override)?;
+    let endpoint = Endpoint::from_shared(format!("https://{address}"))
+        .map_err(|_| ConnectError::Address(address.to_owned()))?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true);
+    let target = address.to_owned();
+    let connector = tower::service_fn(move |_: Uri| {
+        let connector = tokio_rustls::TlsConnector::from(config.clone());
+        let (name, target) = (name.clone(), target.clone());
+        async move {
+            let tcp = TcpStream::connect(&target).await?;
+            tcp.set_nodelay(true)?;
+            let tls = connector.connect(name, tcp).await?;
+            collector_only(tls.get_ref().1.peer_certificates())?;
+            Ok::<_, io::Error>(TokioIo::new(tls))
+        }
+    });
+    tokio::time::timeout(connect_timeout, endpoint.connect_with_connector(connector))
+        .await
+        .map_err(|_| ConnectError::Connect {
+            address: address.to_owned(),
+            reason: format!("no TLS handshake within {connect_timeout:?}"),
+        })?
+        .map_err(|e| ConnectError::Connect {
+            address: address.to_owned(),
+            reason: hostwatch_stdx::error_chain(&e),
+        })
+}
+
+/// Whether the server's certificate (the first of `certs`) is a collector's.
+fn collector_only(certs: Option<&[rustls::pki_types::CertificateDer<'_>]>) -> io::Result<()> {
+    match certs.and_then(|c| c.first()).map(crate::peer_identity) {
+        Some(Ok(id)) if id.role == Role::Collector => Ok(()),
+        Some(Ok(id)) => Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("server is {id}, not a collector"),
+        )),
+        _ => Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "server certificate has no hostwatch identity",
+        )),
     }
 }
 
@@ -223,23 +284,8 @@ pub async fn connect(target: &ClientTarget) -> Result<(Channel, Identity), Conne
             let tcp = TcpStream::connect(&address).await?;
             tcp.set_nodelay(true)?;
             let tls = connector.connect(server_name, tcp).await?;
-            let peer = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(crate::peer_identity);
-            match peer {
-                Some(Ok(id)) if id.role == Role::Collector => Ok(TokioIo::new(tls)),
-                Some(Ok(id)) => Err(io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    format!("server is {id}, not a collector"),
-                )),
-                _ => Err(io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    "server certificate has no hostwatch identity",
-                )),
-            }
+            collector_only(tls.get_ref().1.peer_certificates())?;
+            Ok::<_, io::Error>(TokioIo::new(tls))
         }
     });
     let channel = endpoint

@@ -1,0 +1,270 @@
+//! `hostwatch-agent enroll`: makes this host's key, has the collector sign
+//! it with an enrollment token, and writes what the agent needs to run
+//! (`ca.pem`, `agent.pem`, `agent.key`, `agent.toml`).
+//!
+//! Order matters: nothing is sent before the collector's chain has been
+//! verified against the pinned CA and the collector's name (the TLS
+//! handshake, [`hostwatch_pki::transport::connect_pinned`]), so a wrong pin
+//! or a collector of another deployment never sees the token; the key is
+//! made on this host and never leaves it; nothing is written before the
+//! certificate is in hand, and an existing key is replaced only when asked.
+
+use hostwatch_pki::{CaPin, CertPair, Identity, Role};
+use hostwatch_proto::v1::EnrollRequest;
+use hostwatch_proto::v1::enroll_client::EnrollClient;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Longest wait for the connection, and then for the answer.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What `enroll` was asked for.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EnrollArgs {
+    /// host:port of the collector's enrollment listener (enroll_listen).
+    #[arg(long)]
+    pub collector: String,
+    /// The enrollment token (`hostwatch token create --enroll`); from the
+    /// environment rather than the command line keeps it out of `ps`.
+    #[arg(long, env = "HOSTWATCH_ENROLL_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// The CA pin (`hostwatch certs pin`): sha256: and 64 hex digits.
+    #[arg(long, value_parser = parse_pin)]
+    pub ca_pin: CaPin,
+    /// This host's id; default: the host name.
+    #[arg(long)]
+    pub host_id: Option<String>,
+    /// Where the files are written.
+    #[arg(long, default_value = "/etc/hostwatch")]
+    pub dir: PathBuf,
+    /// Replace an existing agent.key, and ask the collector to issue a
+    /// certificate even if this host id holds one that has not expired.
+    #[arg(long)]
+    pub replace: bool,
+    /// host:port where the agent streams its samples (the collector's
+    /// listen); default: the host of --collector and the port the
+    /// collector tells.
+    #[arg(long)]
+    pub ingest: Option<String>,
+    /// Name the collector's certificate must carry; default: the host of
+    /// --collector.
+    #[arg(long)]
+    pub server_name: Option<String>,
+    /// state_dir of the written agent.toml.
+    #[arg(long, default_value = "/var/lib/hostwatch-agent")]
+    pub state_dir: PathBuf,
+}
+
+fn parse_pin(text: &str) -> Result<CaPin, String> {
+    text.parse()
+        .map_err(|e: hostwatch_pki::PkiError| e.to_string())
+}
+
+/// Why enrolling failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    /// Bad arguments or files in the way: nothing was sent.
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Connect(#[from] hostwatch_pki::transport::ConnectError),
+    #[error("the collector refused the enrollment ({code:?}): {message}")]
+    Refused { code: tonic::Code, message: String },
+    #[error(transparent)]
+    Pki(#[from] hostwatch_pki::PkiError),
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the collector's answer is unusable: {0}")]
+    Answer(String),
+}
+
+/// What was written.
+#[derive(Debug, Clone)]
+pub struct Enrolled {
+    pub host_id: String,
+    pub config: PathBuf,
+    pub serial: String,
+    pub not_after_ms: i64,
+    pub ingest: String,
+}
+
+/// Enrolls this host (see the module's doc).
+pub async fn enroll(args: &EnrollArgs) -> Result<Enrolled, EnrollError> {
+    let usage = EnrollError::Usage;
+    let host_id = match &args.host_id {
+        Some(id) => id.clone(),
+        None => sysinfo::System::host_name()
+            .filter(|name| !name.is_empty())
+            .ok_or_else(|| usage("cannot read this host's name: give --host-id".to_owned()))?,
+    };
+    Identity::new(Role::Agent, &host_id).map_err(|e| usage(format!("--host-id: {e}")))?;
+    let (host, _) = split_address(&args.collector).ok_or_else(|| {
+        usage(format!(
+            "--collector {:?}: expected host:port",
+            args.collector
+        ))
+    })?;
+    if let Some(ingest) = &args.ingest {
+        split_address(ingest)
+            .ok_or_else(|| usage(format!("--ingest {ingest:?}: expected host:port")))?;
+    }
+    let key_path = args.dir.join("agent.key");
+    if key_path.exists() && !args.replace {
+        return Err(usage(format!(
+            "{} exists: this host is enrolled; --replace makes a new key and certificate",
+            key_path.display()
+        )));
+    }
+    let (key, csr) = hostwatch_pki::enroll::agent_request(&host_id)?;
+    let channel = hostwatch_pki::transport::connect_pinned(
+        &args.collector,
+        args.server_name.as_deref(),
+        args.ca_pin,
+        TIMEOUT,
+    )
+    .await?;
+    let request = EnrollRequest {
+        token: args.token.clone(),
+        host_id: host_id.clone(),
+        csr,
+        replace: args.replace,
+    };
+    let answer = tokio::time::timeout(TIMEOUT, EnrollClient::new(channel).enroll(request))
+        .await
+        .map_err(|_| EnrollError::Answer(format!("no answer within {TIMEOUT:?}")))?
+        .map_err(|status| EnrollError::Refused {
+            code: status.code(),
+            message: status.message().to_owned(),
+        })?
+        .into_inner();
+    let port = u16::try_from(answer.ingest_port)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| EnrollError::Answer(format!("ingest port {}", answer.ingest_port)))?;
+    let ingest = args.ingest.clone().unwrap_or(format!("{host}:{port}"));
+    write_files(args, &key.serialize_pem(), &answer, &ingest)?;
+    Ok(Enrolled {
+        host_id,
+        config: args.dir.join("agent.toml"),
+        serial: answer.serial,
+        not_after_ms: answer.not_after_ms,
+        ingest,
+    })
+}
+
+/// The host (brackets kept around an IPv6 address) and port of `host:port`.
+fn split_address(address: &str) -> Option<(String, u16)> {
+    let uri: tonic::transport::Uri = format!("https://{address}").parse().ok()?;
+    let authority = uri.authority()?;
+    if authority.as_str() != address || address.contains('@') {
+        return None;
+    }
+    let host = authority.host();
+    if host.is_empty() {
+        return None;
+    }
+    Some((host.to_owned(), authority.port_u16()?))
+}
+
+fn write_files(
+    args: &EnrollArgs,
+    key_pem: &str,
+    answer: &hostwatch_proto::v1::EnrollResponse,
+    ingest: &str,
+) -> Result<(), EnrollError> {
+    let write_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| EnrollError::Write { path, source }
+    };
+    std::fs::create_dir_all(&args.dir).map_err(write_err(&args.dir))?;
+    let ca = args.dir.join("ca.pem");
+    std::fs::write(&ca, &answer.ca_pem).map_err(write_err(&ca))?;
+    CertPair {
+        cert_pem: answer.certificate_chain_pem.clone(),
+        key_pem: key_pem.to_owned(),
+    }
+    .write(&args.dir, "agent")?;
+    let config = args.dir.join("agent.toml");
+    std::fs::write(&config, agent_toml(args, ingest, answer)).map_err(write_err(&config))
+}
+
+/// A ready agent.toml: the defaults of every other key apply (see
+/// `deploy/agent.toml` for them).
+fn agent_toml(
+    args: &EnrollArgs,
+    ingest: &str,
+    answer: &hostwatch_proto::v1::EnrollResponse,
+) -> String {
+    let quoted = |s: &str| toml_string(s);
+    let server_name = match &args.server_name {
+        Some(name) => format!("server_name = {}\n", quoted(name)),
+        None => String::new(),
+    };
+    format!(
+        "# Written by `hostwatch-agent enroll` (certificate serial {serial}).\n\
+         # Every key not here has its default: deploy/agent.toml lists them.\n\
+         collector = {collector}\n\
+         {server_name}\
+         state_dir = {state_dir}\n\
+         \n\
+         [tls]\n\
+         ca = \"ca.pem\"\n\
+         cert = \"agent.pem\"\n\
+         key = \"agent.key\"\n",
+        serial = answer.serial,
+        collector = quoted(ingest),
+        state_dir = quoted(&args.state_dir.display().to_string()),
+    )
+}
+
+/// `text` as a TOML basic string.
+fn toml_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_split_into_host_and_port() {
+        assert_eq!(
+            split_address("collector.example.com:7071"),
+            Some(("collector.example.com".to_owned(), 7071))
+        );
+        assert_eq!(
+            split_address("[::1]:7071"),
+            Some(("[::1]".to_owned(), 7071))
+        );
+        for bad in [
+            "",
+            "collector",
+            "collector:",
+            "a:b",
+            "a:1/x",
+            "user@a:1",
+            ":1",
+        ] {
+            assert_eq!(split_address(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn toml_strings_escape_quotes_and_controls() {
+        assert_eq!(toml_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000A\"");
+    }
+}

@@ -1,0 +1,204 @@
+//! Enrollment: a host without a certificate trades an enrollment token and
+//! a certificate signing request for its agent certificate, on a listener
+//! of its own (`enroll_listen`: TLS 1.3 with the collector's certificate
+//! followed by the CA, no client certificate, the Enroll service only).
+//!
+//! Layout: `store` (enrollment tokens, their uses, the certificates issued
+//! per host); here the issuing CA as configured (`[enroll]`) and the
+//! service. A request is checked in this order, so that nothing about a
+//! host or a request is told to a caller without a usable token: the
+//! token (and its host pattern, and whether the host holds a live
+//! certificate), the CSR, then the certificate is made, and only then is
+//! the token's use taken and the certificate recorded, in one step
+//! (`EnrollStore::redeem`), which checks the token and the host again:
+//! a refused request never uses a token up.
+//!
+//! Architecture invariant: the collector signs with the issuing CA only,
+//! and only agent certificates, whose every field it chooses (URI SAN,
+//! clientAuth, not a CA, a random serial, `enroll.cert_lifetime`); only
+//! the public key comes from the request.
+
+mod store;
+
+pub(crate) use store::{EnrollEntry, EnrollStore, HostPattern, Issued, NewEnrollToken, Refused};
+
+use crate::CollectorError;
+use crate::config::CollectorConfig;
+use crate::shared::Shared;
+use hostwatch_pki::transport::PeerInfo;
+use hostwatch_pki::{Ca, CsrError, Identity, Role};
+use hostwatch_proto::v1::enroll_server::Enroll;
+use hostwatch_proto::v1::{EnrollRequest, EnrollResponse};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+
+/// Certificates are valid from this long before they are issued, for
+/// agents whose clock is a little behind.
+const CLOCK_SKEW: Duration = Duration::from_secs(300);
+
+/// The issuing CA and what an enrolled agent is handed with its certificate.
+pub(crate) struct Issuing {
+    ca: Ca,
+    /// The root CA(s): the collector's `tls.ca`.
+    root_pem: String,
+    lifetime: Duration,
+    /// The port of the main listener.
+    ingest_port: u16,
+}
+
+impl Issuing {
+    /// The issuing CA of `[enroll]`; it must be signed by a CA of `tls.ca`
+    /// (or agents it enrolls could not connect).
+    pub(crate) fn load(
+        config: &CollectorConfig,
+        ingest_port: u16,
+    ) -> Result<Issuing, CollectorError> {
+        let enroll = &config.enroll;
+        let missing = |key: &str| {
+            CollectorError::Config(hostwatch_runtime::config::ConfigError::new(
+                config
+                    .path
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new("collector.toml")),
+                format!("{key} is required when enroll_listen is set"),
+            ))
+        };
+        let cert = enroll
+            .issuer_cert
+            .as_ref()
+            .ok_or_else(|| missing("enroll.issuer_cert"))?;
+        let key = enroll
+            .issuer_key
+            .as_ref()
+            .ok_or_else(|| missing("enroll.issuer_key"))?;
+        let ca = Ca::load_files(cert, key)?;
+        ca.check_issued_by(&config.tls.ca)?;
+        let root_pem = std::fs::read_to_string(&config.tls.ca).map_err(|source| {
+            hostwatch_pki::PkiError::Read {
+                path: config.tls.ca.clone(),
+                source,
+            }
+        })?;
+        Ok(Issuing {
+            ca,
+            root_pem,
+            lifetime: enroll.cert_lifetime,
+            ingest_port,
+        })
+    }
+}
+
+/// The Enroll service.
+pub(crate) struct EnrollService {
+    pub(crate) shared: Shared,
+    pub(crate) issuing: Arc<Issuing>,
+}
+
+/// Why an Enroll call failed: the token store's refusals, the request's.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    #[error(transparent)]
+    Csr(#[from] CsrError),
+    #[error("host_id: {0}")]
+    HostId(String),
+    #[error("cannot issue the certificate: {0}")]
+    Issue(String),
+}
+
+impl Failure {
+    fn status(&self) -> Status {
+        let message = self.to_string();
+        match self {
+            Failure::Refused(
+                Refused::Malformed | Refused::Unknown | Refused::Expired | Refused::UsedUp,
+            ) => Status::unauthenticated(message),
+            Failure::Refused(Refused::HostNotAllowed { .. })
+            | Failure::Csr(CsrError::AsksForCa | CsrError::OtherIdentity { .. }) => {
+                Status::permission_denied(message)
+            }
+            Failure::Refused(Refused::HostEnrolled { .. }) => Status::already_exists(message),
+            Failure::Refused(Refused::Unavailable(_)) => Status::unavailable(message),
+            Failure::Csr(CsrError::Malformed(_) | CsrError::BadSignature) | Failure::HostId(_) => {
+                Status::invalid_argument(message)
+            }
+            Failure::Issue(_) => Status::internal(message),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Enroll for EnrollService {
+    async fn enroll(
+        &self,
+        request: Request<EnrollRequest>,
+    ) -> Result<Response<EnrollResponse>, Status> {
+        let addr = request
+            .extensions()
+            .get::<PeerInfo>()
+            .map(|peer| peer.addr.to_string())
+            .unwrap_or_default();
+        let request = request.into_inner();
+        let (tokens, issuing) = (self.shared.tokens.enroll.clone(), self.issuing.clone());
+        let host = request.host_id.clone();
+        let replace = request.replace;
+        // Signing and the store's flush block.
+        let result = tokio::task::spawn_blocking(move || enroll(&tokens, &issuing, &request))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let counters = &self.shared.refused_messages;
+        match result {
+            Ok((response, token)) => {
+                counters.enrollments.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(peer.addr = %addr, host.id = %host, token.name = %token, serial = %response.serial, not_after_ms = response.not_after_ms, replace, "agent enrolled");
+                Ok(Response::new(response))
+            }
+            Err(e) => {
+                counters.enrollments_refused.fetch_add(1, Ordering::Relaxed);
+                // The error never holds the token's text.
+                tracing::warn!(peer.addr = %addr, host.id = %host, error = %e, "enrollment refused");
+                Err(e.status())
+            }
+        }
+    }
+}
+
+/// One enrollment (see the module's doc for the order); the response and
+/// the token's name.
+fn enroll(
+    tokens: &EnrollStore,
+    issuing: &Issuing,
+    request: &EnrollRequest,
+) -> Result<(EnrollResponse, String), Failure> {
+    let host = &request.host_id;
+    Identity::new(Role::Agent, host).map_err(|e| Failure::HostId(e.to_string()))?;
+    let now = time::OffsetDateTime::now_utc();
+    let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
+    tokens.check(&request.token, host, request.replace, now_ms)?;
+    let spki = hostwatch_pki::enroll::check_csr(&request.csr, host)?;
+    let not_after = now + issuing.lifetime;
+    let issued = issuing
+        .ca
+        .issue_agent(&spki, host, now - CLOCK_SKEW, not_after)
+        .map_err(|e| Failure::Issue(e.to_string()))?;
+    let record = Issued {
+        serial: issued.serial_hex.clone(),
+        not_after_ms: issued.not_after_ms,
+        issued_ms: now_ms,
+        token: String::new(),
+    };
+    let used = tokens.redeem(&request.token, host, request.replace, record, now_ms)?;
+    Ok((
+        EnrollResponse {
+            certificate_chain_pem: format!("{}{}", issued.cert_pem, issuing.ca.cert_pem()),
+            ca_pem: issuing.root_pem.clone(),
+            serial: issued.serial_hex,
+            not_after_ms: issued.not_after_ms,
+            ingest_port: u32::from(issuing.ingest_port),
+        },
+        used.name,
+    ))
+}

@@ -1,0 +1,710 @@
+//! Enrollment tokens and the agent certificates issued with them, in the
+//! collector's database: tree `enroll_tokens` (name -> JSON record with
+//! the token's SHA-256 digest, never its text) and tree `enrolled_hosts`
+//! (host id -> the last certificate issued for it: serial, expiry).
+//!
+//! Tokens share the API tokens' text format and digest (`tokens.rs`) and
+//! their names (a name is unique among both kinds). Memory is the index,
+//! as for API tokens; one mutex guards memory and trees together, so a
+//! redemption (a use taken, the host's certificate recorded) is one step
+//! for every caller. On disk it is one sled transaction over both trees
+//! that also checks that the token's record is still the one memory
+//! holds, so the use count cannot go below zero even if memory and disk
+//! disagreed. A redemption that cannot be written is refused: a
+//! certificate is handed out only once its use is stored. Like the other
+//! stores, this one lets go of its trees when the state database is
+//! reopened after a failed write and writes memory back when it attaches.
+
+use crate::tokens::{TokenDigest, digest_of, new_token_text};
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+const TOKENS_TREE: &str = "enroll_tokens";
+const HOSTS_TREE: &str = "enrolled_hosts";
+/// Most enrollments one token may allow.
+pub(crate) const MAX_USES: u32 = 100_000;
+/// Longest lifetime of an enrollment token: it is meant for a rollout,
+/// and a leaked one enrolls hosts until it expires or is revoked.
+pub(crate) const MAX_TTL_MS: i64 = 30 * 86_400_000;
+/// Longest host pattern: a host id's longest.
+const MAX_PATTERN_BYTES: usize = 253;
+
+/// An enrollment token as operators see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct EnrollEntry {
+    pub(crate) name: String,
+    /// Enrollments it allowed at creation.
+    pub(crate) uses: u32,
+    pub(crate) uses_left: u32,
+    /// Host ids it allows (see [`HostPattern`]); `None`: any.
+    pub(crate) hosts: Option<String>,
+    /// ms since the Unix epoch.
+    pub(crate) created_ms: i64,
+    pub(crate) created_by: String,
+    /// ms since the Unix epoch.
+    pub(crate) expires_ms: i64,
+}
+
+impl EnrollEntry {
+    pub(crate) fn expired(&self, now_ms: i64) -> bool {
+        now_ms >= self.expires_ms
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct TokenRecord {
+    #[serde(flatten)]
+    entry: EnrollEntry,
+    sha256: String,
+}
+
+/// The last certificate issued for a host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Issued {
+    /// Serial number, lowercase hex.
+    pub(crate) serial: String,
+    /// ms since the Unix epoch.
+    pub(crate) not_after_ms: i64,
+    pub(crate) issued_ms: i64,
+    /// The enrollment token's name.
+    pub(crate) token: String,
+}
+
+/// Host ids a token allows: a glob in which `*` stands for any run of
+/// characters (none included) and every other character for itself,
+/// matched against the whole host id. Globs rather than regular
+/// expressions: host names are written as globs elsewhere (shells,
+/// inventories), and a glob cannot be made to match more than it shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HostPattern(String);
+
+impl HostPattern {
+    /// The pattern `text`: 1 to 253 of the host id alphabet and `*`.
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
+        let ok = !text.is_empty()
+            && text.len() <= MAX_PATTERN_BYTES
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'*'));
+        if ok {
+            Ok(HostPattern(text.to_owned()))
+        } else {
+            Err(format!(
+                "hosts {text:?} is not a host pattern: 1 to {MAX_PATTERN_BYTES} of A-Z a-z 0-9 . - _ and * (any run of characters)"
+            ))
+        }
+    }
+
+    /// Whether the whole of `host` matches.
+    pub(crate) fn matches(&self, host: &str) -> bool {
+        let mut parts = self.0.split('*');
+        // `split` yields at least one part.
+        let first = parts.next().unwrap_or_default();
+        let Some(mut rest) = host.strip_prefix(first) else {
+            return false;
+        };
+        let parts: Vec<&str> = parts.collect();
+        let Some((last, middle)) = parts.split_last() else {
+            return rest.is_empty();
+        };
+        for part in middle {
+            match rest.find(part) {
+                Some(at) => rest = &rest[at + part.len()..],
+                None => return false,
+            }
+        }
+        rest.len() >= last.len() && rest.ends_with(last)
+    }
+}
+
+/// What to create.
+#[derive(Debug, Clone)]
+pub(crate) struct NewEnrollToken {
+    /// `None`: `enroll-` and 8 random hex digits.
+    pub(crate) name: Option<String>,
+    pub(crate) uses: u32,
+    pub(crate) ttl_ms: i64,
+    pub(crate) hosts: Option<HostPattern>,
+    pub(crate) created_by: String,
+}
+
+/// Why an enrollment is refused. Worded for the client: never the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Refused {
+    #[error("the enrollment token is not a hostwatch token (hwt_...)")]
+    Malformed,
+    #[error("the enrollment token is unknown or revoked")]
+    Unknown,
+    #[error("the enrollment token has expired")]
+    Expired,
+    #[error("the enrollment token has no uses left")]
+    UsedUp,
+    #[error("the enrollment token does not allow host id {host:?} (it allows {pattern:?})")]
+    HostNotAllowed { host: String, pattern: String },
+    #[error(
+        "host id {host:?} holds a certificate issued by this collector that has not expired (serial {serial}); enroll with replace to issue another"
+    )]
+    HostEnrolled { host: String, serial: String },
+    #[error(
+        "the collector's state database cannot be written ({0}); try again once it is reopened"
+    )]
+    Unavailable(String),
+}
+
+enum Trees {
+    Writable {
+        tokens: sled::Tree,
+        hosts: sled::Tree,
+    },
+    Failed(String),
+}
+
+struct Inner {
+    trees: Trees,
+    tokens: BTreeMap<String, (TokenDigest, EnrollEntry)>,
+    by_digest: HashMap<TokenDigest, String>,
+    hosts: BTreeMap<String, Issued>,
+}
+
+impl Inner {
+    fn insert(&mut self, digest: TokenDigest, entry: EnrollEntry) {
+        if let Some((old, _)) = self.tokens.remove(&entry.name) {
+            self.by_digest.remove(&old);
+        }
+        self.by_digest.insert(digest, entry.name.clone());
+        self.tokens.insert(entry.name.clone(), (digest, entry));
+    }
+
+    /// The token whose text is `text`, usable at `now_ms`.
+    fn find(&self, text: &str, now_ms: i64) -> Result<&(TokenDigest, EnrollEntry), Refused> {
+        if !crate::tokens::well_formed(text) {
+            return Err(Refused::Malformed);
+        }
+        let found = self
+            .by_digest
+            .get(&digest_of(text))
+            .and_then(|name| self.tokens.get(name))
+            .ok_or(Refused::Unknown)?;
+        let entry = &found.1;
+        if entry.expired(now_ms) {
+            Err(Refused::Expired)
+        } else if entry.uses_left == 0 {
+            Err(Refused::UsedUp)
+        } else {
+            Ok(found)
+        }
+    }
+
+    /// Whether `entry` allows `host`, and the host is free (or `replace`).
+    fn allows(
+        &self,
+        entry: &EnrollEntry,
+        host: &str,
+        replace: bool,
+        now_ms: i64,
+    ) -> Result<(), Refused> {
+        if let Some(pattern) = &entry.hosts
+            && !HostPattern(pattern.clone()).matches(host)
+        {
+            return Err(Refused::HostNotAllowed {
+                host: host.to_owned(),
+                pattern: pattern.clone(),
+            });
+        }
+        match self.hosts.get(host) {
+            Some(issued) if !replace && now_ms < issued.not_after_ms => {
+                Err(Refused::HostEnrolled {
+                    host: host.to_owned(),
+                    serial: issued.serial.clone(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The enrollment token store; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct EnrollStore(Arc<Mutex<Inner>>);
+
+impl EnrollStore {
+    /// Loads the tokens and hosts of `db`; undecodable records are skipped.
+    pub(crate) fn open(db: &sled::Db) -> Result<Self, sled::Error> {
+        let (tokens, hosts) = (db.open_tree(TOKENS_TREE)?, db.open_tree(HOSTS_TREE)?);
+        let mut inner = Inner {
+            trees: Trees::Failed(String::new()),
+            tokens: BTreeMap::new(),
+            by_digest: HashMap::new(),
+            hosts: BTreeMap::new(),
+        };
+        for item in tokens.iter() {
+            let (key, value) = item?;
+            match decode_token(&value) {
+                Some((digest, entry)) => inner.insert(digest, entry),
+                None => tracing::warn!(key = ?key, "skipping undecodable enrollment token record"),
+            }
+        }
+        for item in hosts.iter() {
+            let (key, value) = item?;
+            match (std::str::from_utf8(&key), serde_json::from_slice(&value)) {
+                (Ok(host), Ok(issued)) => {
+                    inner.hosts.insert(host.to_owned(), issued);
+                }
+                _ => tracing::warn!(key = ?key, "skipping undecodable enrolled host record"),
+            }
+        }
+        inner.trees = Trees::Writable { tokens, hosts };
+        Ok(EnrollStore(Arc::new(Mutex::new(inner))))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every change leaves memory whole before anything can panic.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a token that has not expired is named `name`.
+    pub(crate) fn holds_live(&self, name: &str, now_ms: i64) -> bool {
+        self.lock()
+            .tokens
+            .get(name)
+            .is_some_and(|(_, entry)| !entry.expired(now_ms))
+    }
+
+    /// Creates a token: its text (shown once) and entry. `taken` says
+    /// whether another kind of token holds a name. Blocks on the disk.
+    pub(crate) fn create(
+        &self,
+        new: NewEnrollToken,
+        now_ms: i64,
+        taken: impl Fn(&str) -> bool,
+    ) -> Result<(String, EnrollEntry), crate::tokens::TokenError> {
+        use crate::tokens::TokenError;
+        if !(1..=MAX_USES).contains(&new.uses) {
+            return Err(TokenError::Invalid(format!(
+                "uses must be 1 to {MAX_USES}, not {}",
+                new.uses
+            )));
+        }
+        if !(1..=MAX_TTL_MS).contains(&new.ttl_ms) {
+            return Err(TokenError::Invalid(format!(
+                "ttl_ms of an enrollment token must be 1 to {MAX_TTL_MS} (30 days), not {}",
+                new.ttl_ms
+            )));
+        }
+        let text = new_token_text()?;
+        let digest = digest_of(&text);
+        let name = match new.name {
+            Some(name) => {
+                crate::tokens::check_name(&name)?;
+                name
+            }
+            None => format!(
+                "enroll-{}",
+                digest[..4]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            ),
+        };
+        let mut inner = self.lock();
+        let live = inner
+            .tokens
+            .get(&name)
+            .is_some_and(|(_, e)| !e.expired(now_ms));
+        if live || taken(&name) {
+            return Err(TokenError::Exists(name));
+        }
+        let tokens = match &inner.trees {
+            Trees::Writable { tokens, .. } => tokens.clone(),
+            Trees::Failed(cause) => return Err(TokenError::Unavailable(cause.clone())),
+        };
+        let entry = EnrollEntry {
+            name,
+            uses: new.uses,
+            uses_left: new.uses,
+            hosts: new.hosts.map(|p| p.0),
+            created_ms: now_ms,
+            created_by: new.created_by,
+            expires_ms: now_ms.saturating_add(new.ttl_ms),
+        };
+        let written = tokens
+            .insert(entry.name.as_bytes(), encode_token(&digest, &entry))
+            .and_then(|_| tokens.flush());
+        if let Err(e) = written {
+            let cause = format!("a write failed ({e})");
+            inner.trees = Trees::Failed(cause.clone());
+            return Err(TokenError::Unavailable(cause));
+        }
+        inner.insert(digest, entry.clone());
+        Ok((text, entry))
+    }
+
+    /// Every enrollment token, by name.
+    pub(crate) fn list(&self) -> Vec<EnrollEntry> {
+        self.lock()
+            .tokens
+            .values()
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+
+    /// Revokes the token named `name`; `Ok(None)` if there is none.
+    /// Refused from this moment; `Err` (the cause) if the deletion is not
+    /// stored yet (it is when the database is reopened).
+    pub(crate) fn revoke(&self, name: &str) -> Result<Option<EnrollEntry>, (EnrollEntry, String)> {
+        let mut inner = self.lock();
+        let Some((digest, entry)) = inner.tokens.remove(name) else {
+            return Ok(None);
+        };
+        inner.by_digest.remove(&digest);
+        let cause = match &inner.trees {
+            Trees::Failed(cause) => cause.clone(),
+            Trees::Writable { tokens, .. } => {
+                match tokens.remove(name.as_bytes()).and_then(|_| tokens.flush()) {
+                    Ok(_) => return Ok(Some(entry)),
+                    Err(e) => format!("a write failed ({e})"),
+                }
+            }
+        };
+        inner.trees = Trees::Failed(cause.clone());
+        Err((entry, cause))
+    }
+
+    /// Checks, without taking a use, that `text` is a usable token that
+    /// allows `host`; returns its name (for logs).
+    pub(crate) fn check(
+        &self,
+        text: &str,
+        host: &str,
+        replace: bool,
+        now_ms: i64,
+    ) -> Result<String, Refused> {
+        let inner = self.lock();
+        let (_, entry) = inner.find(text, now_ms)?;
+        inner.allows(entry, host, replace, now_ms)?;
+        Ok(entry.name.clone())
+    }
+
+    /// Takes one use of the token `text` for `host` and records `issued`
+    /// as the host's certificate, in one step, after checking everything
+    /// [`EnrollStore::check`] does again. Blocks on the disk.
+    pub(crate) fn redeem(
+        &self,
+        text: &str,
+        host: &str,
+        replace: bool,
+        issued: Issued,
+        now_ms: i64,
+    ) -> Result<EnrollEntry, Refused> {
+        let mut inner = self.lock();
+        let (digest, entry) = inner.find(text, now_ms)?.clone();
+        inner.allows(&entry, host, replace, now_ms)?;
+        let issued = Issued {
+            token: entry.name.clone(),
+            ..issued
+        };
+        let (tokens, hosts) = match &inner.trees {
+            Trees::Writable { tokens, hosts } => (tokens.clone(), hosts.clone()),
+            Trees::Failed(cause) => return Err(Refused::Unavailable(cause.clone())),
+        };
+        let before = encode_token(&digest, &entry);
+        let used = EnrollEntry {
+            uses_left: entry.uses_left - 1,
+            ..entry
+        };
+        let after = encode_token(&digest, &used);
+        // A struct of strings and integers always serializes.
+        let host_record = serde_json::to_vec(&issued).unwrap_or_default();
+        let written = (&tokens, &hosts)
+            .transaction(|(tokens, hosts)| {
+                // The compare of a compare-and-swap: the record on disk is
+                // the one memory checked.
+                if tokens.get(used.name.as_bytes())?.as_deref() != Some(before.as_slice()) {
+                    return Err(ConflictableTransactionError::Abort(()));
+                }
+                tokens.insert(used.name.as_bytes(), after.as_slice())?;
+                hosts.insert(host.as_bytes(), host_record.as_slice())?;
+                Ok(())
+            })
+            .and_then(|()| tokens.flush().map(drop).map_err(TransactionError::Storage));
+        match written {
+            Ok(()) => {}
+            Err(TransactionError::Abort(())) => {
+                tracing::error!(token.name = %used.name, "enrollment token record on disk differs from memory; refusing it");
+                return Err(Refused::Unknown);
+            }
+            Err(TransactionError::Storage(e)) => {
+                let cause = format!("a write failed ({e})");
+                inner.trees = Trees::Failed(cause.clone());
+                return Err(Refused::Unavailable(cause));
+            }
+        }
+        inner.insert(digest, used.clone());
+        inner.hosts.insert(host.to_owned(), issued);
+        Ok(used)
+    }
+
+    /// The last certificate issued for `host`, if any.
+    #[cfg(test)]
+    pub(crate) fn issued(&self, host: &str) -> Option<Issued> {
+        self.lock().hosts.get(host).cloned()
+    }
+
+    /// Why records cannot be written, if so.
+    pub(crate) fn failure(&self) -> Option<String> {
+        match &self.lock().trees {
+            Trees::Writable { .. } => None,
+            Trees::Failed(cause) => Some(cause.clone()),
+        }
+    }
+
+    /// Lets go of the trees so the database can be reopened.
+    pub(crate) fn detach(&self) {
+        let mut inner = self.lock();
+        if let Trees::Writable { .. } = inner.trees {
+            inner.trees = Trees::Failed("the state database is being reopened".to_owned());
+        }
+    }
+
+    /// Takes the trees of the reopened `db` and makes them hold what
+    /// memory holds.
+    pub(crate) fn attach(&self, db: &sled::Db) -> Result<(), sled::Error> {
+        let (tokens, hosts) = (db.open_tree(TOKENS_TREE)?, db.open_tree(HOSTS_TREE)?);
+        let mut inner = self.lock();
+        tokens.clear()?;
+        for (name, (digest, entry)) in &inner.tokens {
+            tokens.insert(name.as_bytes(), encode_token(digest, entry))?;
+        }
+        for (host, issued) in &inner.hosts {
+            hosts.insert(
+                host.as_bytes(),
+                serde_json::to_vec(issued).unwrap_or_default(),
+            )?;
+        }
+        tokens.flush()?;
+        inner.trees = Trees::Writable { tokens, hosts };
+        Ok(())
+    }
+}
+
+fn encode_token(digest: &TokenDigest, entry: &EnrollEntry) -> Vec<u8> {
+    let record = TokenRecord {
+        entry: entry.clone(),
+        sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
+    };
+    // A struct of strings and integers always serializes.
+    serde_json::to_vec(&record).unwrap_or_default()
+}
+
+fn decode_token(value: &[u8]) -> Option<(TokenDigest, EnrollEntry)> {
+    let record: TokenRecord = serde_json::from_slice(value).ok()?;
+    let hex = record.sha256.as_bytes();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut digest = [0u8; 32];
+    for (byte, pair) in digest.iter_mut().zip(hex.chunks(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some((digest, record.entry))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open() -> (tempfile::TempDir, sled::Db, EnrollStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let store = EnrollStore::open(&db).unwrap();
+        (dir, db, store)
+    }
+
+    fn new(uses: u32, ttl_ms: i64, hosts: Option<&str>) -> NewEnrollToken {
+        NewEnrollToken {
+            name: None,
+            uses,
+            ttl_ms,
+            hosts: hosts.map(|h| HostPattern::parse(h).unwrap()),
+            created_by: "ops".to_owned(),
+        }
+    }
+
+    fn issued(serial: &str, not_after_ms: i64) -> Issued {
+        Issued {
+            serial: serial.to_owned(),
+            not_after_ms,
+            issued_ms: 0,
+            token: "t".to_owned(),
+        }
+    }
+
+    #[test]
+    fn host_patterns_match_whole_ids() {
+        let cases = [
+            ("web-*", "web-1", true),
+            ("web-*", "web-", true),
+            ("web-*", "db-1", false),
+            ("web-*", "xweb-1", false),
+            ("*.prod", "a.b.prod", true),
+            ("*.prod", "a.prod.x", false),
+            ("a*b*c", "abc", true),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "acb", false),
+            ("ab*ba", "aba", false),
+            ("exact", "exact", true),
+            ("exact", "exact2", false),
+            ("*", "anything", true),
+        ];
+        for (pattern, host, expected) in cases {
+            let pattern = HostPattern::parse(pattern).unwrap();
+            assert_eq!(pattern.matches(host), expected, "{pattern:?} {host}");
+        }
+        for bad in ["", "web/*", "a b", "[ab]", "web-?", &"a".repeat(254)] {
+            assert!(HostPattern::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_token_is_used_up_expires_and_is_revoked() {
+        let (_dir, db, store) = open();
+        let (text, entry) = store
+            .create(new(2, 1_000, Some("web-*")), 0, |_| false)
+            .unwrap();
+        assert!(entry.name.starts_with("enroll-") && entry.uses_left == 2);
+        assert_eq!(store.check(&text, "web-1", false, 0).unwrap(), entry.name);
+        assert!(matches!(
+            store.check(&text, "db-1", false, 0),
+            Err(Refused::HostNotAllowed { .. })
+        ));
+        store
+            .redeem(&text, "web-1", false, issued("01", 500), 0)
+            .unwrap();
+        assert!(matches!(
+            store.check(&text, "web-1", false, 10),
+            Err(Refused::HostEnrolled { .. })
+        ));
+        // Replace, or once the certificate has expired.
+        store.check(&text, "web-1", true, 10).unwrap();
+        store.check(&text, "web-1", false, 500).unwrap();
+        let left = store
+            .redeem(&text, "web-2", false, issued("02", 500), 10)
+            .unwrap();
+        assert_eq!(left.uses_left, 0);
+        assert_eq!(store.check(&text, "web-3", false, 10), Err(Refused::UsedUp));
+        // Memory and disk agree after a reopen; the text is nowhere on disk.
+        drop(store);
+        let store = EnrollStore::open(&db).unwrap();
+        assert_eq!(store.list()[0].uses_left, 0);
+        assert_eq!(store.issued("web-2").unwrap().serial, "02");
+        let raw = db
+            .open_tree(TOKENS_TREE)
+            .unwrap()
+            .iter()
+            .next()
+            .unwrap()
+            .unwrap()
+            .1;
+        assert!(!String::from_utf8_lossy(&raw).contains(&text[4..]));
+        let (other, entry) = store.create(new(1, 1_000, None), 0, |_| false).unwrap();
+        assert_eq!(
+            store.check(&other, "x", false, 1_000),
+            Err(Refused::Expired)
+        );
+        let name = entry.name;
+        assert!(store.revoke(&name).unwrap().is_some());
+        assert_eq!(store.check(&other, "x", false, 0), Err(Refused::Unknown));
+        assert_eq!(store.revoke(&name).unwrap(), None);
+        assert_eq!(
+            store.check("hwt_short", "x", false, 0),
+            Err(Refused::Malformed)
+        );
+    }
+
+    #[test]
+    fn two_redemptions_of_a_last_use_race_and_one_wins() {
+        let (_dir, _db, store) = open();
+        for round in 0..20 {
+            let (text, _) = store.create(new(1, 1_000, None), 0, |_| false).unwrap();
+            let barrier = std::sync::Barrier::new(2);
+            let results: Vec<Result<EnrollEntry, Refused>> = std::thread::scope(|s| {
+                let handles: Vec<_> = ["a", "b"]
+                    .iter()
+                    .map(|host| {
+                        let (store, text, barrier) = (&store, &text, &barrier);
+                        let host = format!("{host}{round}");
+                        s.spawn(move || {
+                            barrier.wait();
+                            store.redeem(text, &host, false, issued("01", 500), 0)
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let won = results.iter().filter(|r| r.is_ok()).count();
+            assert_eq!(won, 1, "{results:?}");
+            assert!(results.contains(&Err(Refused::UsedUp)), "{results:?}");
+        }
+    }
+
+    #[test]
+    fn detached_it_refuses_redemptions_and_attach_writes_memory_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let store = EnrollStore::open(&db).unwrap();
+        let (text, _) = store.create(new(2, 1_000, None), 0, |_| false).unwrap();
+        store
+            .redeem(&text, "a", false, issued("01", 500), 0)
+            .unwrap();
+        store.detach();
+        drop(db);
+        assert!(store.failure().is_some());
+        assert!(matches!(
+            store.redeem(&text, "b", false, issued("02", 500), 0),
+            Err(Refused::Unavailable(_))
+        ));
+        assert!(matches!(
+            store.create(new(1, 1_000, None), 0, |_| false),
+            Err(crate::tokens::TokenError::Unavailable(_))
+        ));
+        let db = sled::open(dir.path()).unwrap();
+        store.attach(&db).unwrap();
+        assert_eq!(store.failure(), None);
+        store
+            .redeem(&text, "b", false, issued("02", 500), 0)
+            .unwrap();
+        drop(store);
+        let reopened = EnrollStore::open(&db).unwrap();
+        assert_eq!(reopened.list()[0].uses_left, 0);
+        assert_eq!(reopened.issued("a").unwrap().serial, "01");
+        assert_eq!(reopened.issued("b").unwrap().serial, "02");
+    }
+
+    #[test]
+    fn bad_uses_lifetimes_and_names_are_refused_naming_the_field() {
+        let (_dir, _db, store) = open();
+        for (uses, ttl, name, field) in [
+            (0, 1_000, None, "uses"),
+            (MAX_USES + 1, 1_000, None, "uses"),
+            (1, 0, None, "ttl_ms"),
+            (1, MAX_TTL_MS + 1, None, "ttl_ms"),
+            (1, 1_000, Some("-x"), "name"),
+        ] {
+            let mut token = new(uses, ttl, None);
+            token.name = name.map(str::to_owned);
+            match store.create(token, 0, |_| false) {
+                Err(crate::tokens::TokenError::Invalid(m)) => assert!(m.starts_with(field), "{m}"),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+        let mut named = new(1, 1_000, None);
+        named.name = Some("taken".to_owned());
+        assert!(matches!(
+            store.create(named, 0, |n| n == "taken"),
+            Err(crate::tokens::TokenError::Exists(_))
+        ));
+    }
+}
