@@ -215,8 +215,12 @@ async fn a_partitioned_host_is_paged_once_and_the_late_close_changes_nothing() {
         host(&pki, collector.addr).await.filter(|h| !h.connected)
     })
     .await;
+    // A batch already past the proxy when it cut may be stored a moment
+    // later; the close comes seconds after the cut (the keepalive), so a
+    // close counted as a sign of life would show far beyond this.
+    let in_flight_ms = 1_000;
     assert!(
-        closed.last_seen_ms <= cut_ms,
+        closed.last_seen_ms <= cut_ms + in_flight_ms,
         "last seen {} after the cut at {cut_ms}: the closing stream counted as a sign of life",
         closed.last_seen_ms
     );
