@@ -292,9 +292,26 @@ fn vector_vector(
     let (many, one) = if swapped { (r, l) } else { (l, r) };
     let many_sigs: Vec<Labels> = many.iter().map(|s| matching.signature(&s.labels)).collect();
     let one_sigs: Vec<Labels> = one.iter().map(|s| matching.signature(&s.labels)).collect();
+    // Signatures by number, so each step looks them up in arrays rather
+    // than hashing label sets.
+    let mut sig_ids: HashMap<&Labels, usize> = HashMap::new();
+    let mut sig_id = |sig| {
+        let next = sig_ids.len();
+        *sig_ids.entry(sig).or_insert(next)
+    };
+    let many_ids: Vec<usize> = many_sigs.iter().map(&mut sig_id).collect();
+    let one_ids: Vec<usize> = one_sigs.iter().map(&mut sig_id).collect();
+    let sigs = sig_ids.len();
+    // Per signature, the step (plus one) at which the "one" side had it
+    // and its (series, value); the step at which a "many" sample matched
+    // it (one-to-one); the (signature, result) pairs matched at this step
+    // (group_left/group_right).
+    let mut one_at: Vec<(usize, usize, f64)> = vec![(0, 0, 0.0); sigs];
+    let mut matched_at = vec![0; sigs];
+    let mut matched: HashSet<(usize, usize)> = HashSet::new();
     let (mut mc, mut oc) = (StepCursor::new(many), StepCursor::new(one));
-    // Each matched pair's result series, by number.
-    let mut result_slot: HashMap<(usize, usize), usize> = HashMap::new();
+    // Each matched pair's result series: per "many" series, (one, slot).
+    let mut result_slots: Vec<Vec<(usize, usize)>> = vec![Vec::new(); many.len()];
     let mut collect = Collect::default();
     for step in 0..steps {
         if step % 64 == 0 {
@@ -304,25 +321,27 @@ fn vector_vector(
         if ms.is_empty() || os.is_empty() {
             continue;
         }
-        let mut one_by_sig: HashMap<&Labels, (usize, f64)> = HashMap::new();
+        let stamp = step + 1;
         for &(i, v) in &os {
-            if let Some(&(dup, _)) = one_by_sig.get(&one_sigs[i]) {
+            let at = &mut one_at[one_ids[i]];
+            if at.0 == stamp {
                 let side = if swapped { "left" } else { "right" };
                 return Err(PromqlError::Execution(format!(
                     "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
                     show(&one_sigs[i]),
                     show(&one[i].labels),
-                    show(&one[dup].labels)
+                    show(&one[at.1].labels)
                 )));
             }
-            one_by_sig.insert(&one_sigs[i], (i, v));
+            *at = (stamp, i, v);
         }
-        let mut matched: HashMap<&Labels, HashSet<usize>> = HashMap::new();
+        matched.clear();
         for &(mi, mv) in &ms {
-            let sig = &many_sigs[mi];
-            let Some(&(oi, ov)) = one_by_sig.get(sig) else {
+            let sig = many_ids[mi];
+            let (at, oi, ov) = one_at[sig];
+            if at != stamp {
                 continue;
-            };
+            }
             let (lv, rv) = if swapped { (ov, mv) } else { (mv, ov) };
             let (mut value, keep) = op.apply(lv, rv);
             if matching.return_bool {
@@ -330,29 +349,33 @@ fn vector_vector(
             } else if !keep {
                 continue;
             }
-            let slot = *result_slot.entry((mi, oi)).or_insert_with(|| {
-                collect.slot(result_metric(
-                    op,
-                    matching,
-                    include,
-                    &many[mi].labels,
-                    &one[oi].labels,
-                ))
-            });
-            let seen = matched.entry(sig).or_default();
+            let slot = match result_slots[mi].iter().find(|(o, _)| *o == oi) {
+                Some(&(_, slot)) => slot,
+                None => {
+                    let slot = collect.slot(result_metric(
+                        op,
+                        matching,
+                        include,
+                        &many[mi].labels,
+                        &one[oi].labels,
+                    ));
+                    result_slots[mi].push((oi, slot));
+                    slot
+                }
+            };
             if include.is_none() {
-                if !seen.is_empty() {
+                if matched_at[sig] == stamp {
                     return Err(PromqlError::Execution(
                         "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
                     ));
                 }
-            } else if seen.contains(&slot) {
+                matched_at[sig] = stamp;
+            } else if !matched.insert((sig, slot)) {
                 return Err(PromqlError::Execution(
                     "multiple matches for labels: grouping labels must ensure unique matches"
                         .into(),
                 ));
             }
-            seen.insert(slot);
             collect.push_slot(slot, step, value)?;
         }
     }
