@@ -223,6 +223,9 @@ fn set_op(
 ) -> Result<Vec<StepSeries>, PromqlError> {
     let l_sigs: Vec<Labels> = l.iter().map(|s| matching.signature(&s.labels)).collect();
     let r_sigs: Vec<Labels> = r.iter().map(|s| matching.signature(&s.labels)).collect();
+    let (l_ids, r_ids, sigs) = number_signatures(&l_sigs, &r_sigs);
+    // Per signature, the step (plus one) at which the other side had it.
+    let mut present_at = vec![0; sigs];
     let (mut lc, mut rc) = (StepCursor::new(l), StepCursor::new(r));
     let mut collect = Collect::default();
     // Each input series' result series, by number, made on first use.
@@ -240,24 +243,27 @@ fn set_op(
             ev.check_deadline()?;
         }
         let (ls, rs) = (lc.at(step), rc.at(step));
+        let stamp = step + 1;
         match op {
             Op::And | Op::Unless => {
-                let right: HashSet<&Labels> = rs.iter().map(|(i, _)| &r_sigs[*i]).collect();
+                for &(i, _) in &rs {
+                    present_at[r_ids[i]] = stamp;
+                }
                 for &(i, v) in &ls {
-                    if right.contains(&l_sigs[i]) == (op == Op::And) {
+                    if (present_at[l_ids[i]] == stamp) == (op == Op::And) {
                         let at = slot(&mut collect, &mut l_slots, l, i);
                         collect.push_slot(at, step, v)?;
                     }
                 }
             }
             _ => {
-                let left: HashSet<&Labels> = ls.iter().map(|(i, _)| &l_sigs[*i]).collect();
                 for &(i, v) in &ls {
+                    present_at[l_ids[i]] = stamp;
                     let at = slot(&mut collect, &mut l_slots, l, i);
                     collect.push_slot(at, step, v)?;
                 }
                 for &(i, v) in &rs {
-                    if !left.contains(&r_sigs[i]) {
+                    if present_at[r_ids[i]] != stamp {
                         let at = slot(&mut collect, &mut r_slots, r, i);
                         collect.push_slot(at, step, v)?;
                     }
@@ -292,16 +298,7 @@ fn vector_vector(
     let (many, one) = if swapped { (r, l) } else { (l, r) };
     let many_sigs: Vec<Labels> = many.iter().map(|s| matching.signature(&s.labels)).collect();
     let one_sigs: Vec<Labels> = one.iter().map(|s| matching.signature(&s.labels)).collect();
-    // Signatures by number, so each step looks them up in arrays rather
-    // than hashing label sets.
-    let mut sig_ids: HashMap<&Labels, usize> = HashMap::new();
-    let mut sig_id = |sig| {
-        let next = sig_ids.len();
-        *sig_ids.entry(sig).or_insert(next)
-    };
-    let many_ids: Vec<usize> = many_sigs.iter().map(&mut sig_id).collect();
-    let one_ids: Vec<usize> = one_sigs.iter().map(&mut sig_id).collect();
-    let sigs = sig_ids.len();
+    let (many_ids, one_ids, sigs) = number_signatures(&many_sigs, &one_sigs);
     // Per signature, the step (plus one) at which the "one" side had it
     // and its (series, value); the step at which a "many" sample matched
     // it (one-to-one); the (signature, result) pairs matched at this step
@@ -380,6 +377,20 @@ fn vector_vector(
         }
     }
     collect.finish()
+}
+
+/// The signatures of two operands by number (equal label sets, equal
+/// numbers), and how many there are: each step then looks them up in
+/// arrays rather than hashing label sets.
+fn number_signatures(a: &[Labels], b: &[Labels]) -> (Vec<usize>, Vec<usize>, usize) {
+    let mut ids: HashMap<&Labels, usize> = HashMap::new();
+    let mut id = |sig| {
+        let next = ids.len();
+        *ids.entry(sig).or_insert(next)
+    };
+    let a_ids = a.iter().map(&mut id).collect();
+    let b_ids = b.iter().map(&mut id).collect();
+    (a_ids, b_ids, ids.len())
 }
 
 /// The label set of a matched pair: the "many" side's, without the name
