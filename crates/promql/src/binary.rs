@@ -223,6 +223,9 @@ fn set_op(
 ) -> Result<Vec<StepSeries>, PromqlError> {
     let l_sigs: Vec<Labels> = l.iter().map(|s| matching.signature(&s.labels)).collect();
     let r_sigs: Vec<Labels> = r.iter().map(|s| matching.signature(&s.labels)).collect();
+    let (l_ids, r_ids, sigs) = number_signatures(&l_sigs, &r_sigs);
+    // Per signature, the step (plus one) at which the other side had it.
+    let mut present_at = vec![0; sigs];
     let (mut lc, mut rc) = (StepCursor::new(l), StepCursor::new(r));
     let mut collect = Collect::default();
     // Each input series' result series, by number, made on first use.
@@ -240,24 +243,27 @@ fn set_op(
             ev.check_deadline()?;
         }
         let (ls, rs) = (lc.at(step), rc.at(step));
+        let stamp = step + 1;
         match op {
             Op::And | Op::Unless => {
-                let right: HashSet<&Labels> = rs.iter().map(|(i, _)| &r_sigs[*i]).collect();
+                for &(i, _) in &rs {
+                    present_at[r_ids[i]] = stamp;
+                }
                 for &(i, v) in &ls {
-                    if right.contains(&l_sigs[i]) == (op == Op::And) {
+                    if (present_at[l_ids[i]] == stamp) == (op == Op::And) {
                         let at = slot(&mut collect, &mut l_slots, l, i);
                         collect.push_slot(at, step, v)?;
                     }
                 }
             }
             _ => {
-                let left: HashSet<&Labels> = ls.iter().map(|(i, _)| &l_sigs[*i]).collect();
                 for &(i, v) in &ls {
+                    present_at[l_ids[i]] = stamp;
                     let at = slot(&mut collect, &mut l_slots, l, i);
                     collect.push_slot(at, step, v)?;
                 }
                 for &(i, v) in &rs {
-                    if !left.contains(&r_sigs[i]) {
+                    if present_at[r_ids[i]] != stamp {
                         let at = slot(&mut collect, &mut r_slots, r, i);
                         collect.push_slot(at, step, v)?;
                     }
@@ -292,9 +298,17 @@ fn vector_vector(
     let (many, one) = if swapped { (r, l) } else { (l, r) };
     let many_sigs: Vec<Labels> = many.iter().map(|s| matching.signature(&s.labels)).collect();
     let one_sigs: Vec<Labels> = one.iter().map(|s| matching.signature(&s.labels)).collect();
+    let (many_ids, one_ids, sigs) = number_signatures(&many_sigs, &one_sigs);
+    // Per signature, the step (plus one) at which the "one" side had it
+    // and its (series, value); the step at which a "many" sample matched
+    // it (one-to-one); the (signature, result) pairs matched at this step
+    // (group_left/group_right).
+    let mut one_at: Vec<(usize, usize, f64)> = vec![(0, 0, 0.0); sigs];
+    let mut matched_at = vec![0; sigs];
+    let mut matched: HashSet<(usize, usize)> = HashSet::new();
     let (mut mc, mut oc) = (StepCursor::new(many), StepCursor::new(one));
-    // Each matched pair's result series, by number.
-    let mut result_slot: HashMap<(usize, usize), usize> = HashMap::new();
+    // Each matched pair's result series: per "many" series, (one, slot).
+    let mut result_slots: Vec<Vec<(usize, usize)>> = vec![Vec::new(); many.len()];
     let mut collect = Collect::default();
     for step in 0..steps {
         if step % 64 == 0 {
@@ -304,25 +318,27 @@ fn vector_vector(
         if ms.is_empty() || os.is_empty() {
             continue;
         }
-        let mut one_by_sig: HashMap<&Labels, (usize, f64)> = HashMap::new();
+        let stamp = step + 1;
         for &(i, v) in &os {
-            if let Some(&(dup, _)) = one_by_sig.get(&one_sigs[i]) {
+            let at = &mut one_at[one_ids[i]];
+            if at.0 == stamp {
                 let side = if swapped { "left" } else { "right" };
                 return Err(PromqlError::Execution(format!(
                     "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
                     show(&one_sigs[i]),
                     show(&one[i].labels),
-                    show(&one[dup].labels)
+                    show(&one[at.1].labels)
                 )));
             }
-            one_by_sig.insert(&one_sigs[i], (i, v));
+            *at = (stamp, i, v);
         }
-        let mut matched: HashMap<&Labels, HashSet<usize>> = HashMap::new();
+        matched.clear();
         for &(mi, mv) in &ms {
-            let sig = &many_sigs[mi];
-            let Some(&(oi, ov)) = one_by_sig.get(sig) else {
+            let sig = many_ids[mi];
+            let (at, oi, ov) = one_at[sig];
+            if at != stamp {
                 continue;
-            };
+            }
             let (lv, rv) = if swapped { (ov, mv) } else { (mv, ov) };
             let (mut value, keep) = op.apply(lv, rv);
             if matching.return_bool {
@@ -330,33 +346,51 @@ fn vector_vector(
             } else if !keep {
                 continue;
             }
-            let slot = *result_slot.entry((mi, oi)).or_insert_with(|| {
-                collect.slot(result_metric(
-                    op,
-                    matching,
-                    include,
-                    &many[mi].labels,
-                    &one[oi].labels,
-                ))
-            });
-            let seen = matched.entry(sig).or_default();
+            let slot = match result_slots[mi].iter().find(|(o, _)| *o == oi) {
+                Some(&(_, slot)) => slot,
+                None => {
+                    let slot = collect.slot(result_metric(
+                        op,
+                        matching,
+                        include,
+                        &many[mi].labels,
+                        &one[oi].labels,
+                    ));
+                    result_slots[mi].push((oi, slot));
+                    slot
+                }
+            };
             if include.is_none() {
-                if !seen.is_empty() {
+                if matched_at[sig] == stamp {
                     return Err(PromqlError::Execution(
                         "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
                     ));
                 }
-            } else if seen.contains(&slot) {
+                matched_at[sig] = stamp;
+            } else if !matched.insert((sig, slot)) {
                 return Err(PromqlError::Execution(
                     "multiple matches for labels: grouping labels must ensure unique matches"
                         .into(),
                 ));
             }
-            seen.insert(slot);
             collect.push_slot(slot, step, value)?;
         }
     }
     collect.finish()
+}
+
+/// The signatures of two operands by number (equal label sets, equal
+/// numbers), and how many there are: each step then looks them up in
+/// arrays rather than hashing label sets.
+fn number_signatures(a: &[Labels], b: &[Labels]) -> (Vec<usize>, Vec<usize>, usize) {
+    let mut ids: HashMap<&Labels, usize> = HashMap::new();
+    let mut id = |sig| {
+        let next = ids.len();
+        *ids.entry(sig).or_insert(next)
+    };
+    let a_ids = a.iter().map(&mut id).collect();
+    let b_ids = b.iter().map(&mut id).collect();
+    (a_ids, b_ids, ids.len())
 }
 
 /// The label set of a matched pair: the "many" side's, without the name

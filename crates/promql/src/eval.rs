@@ -87,14 +87,19 @@ impl Windows {
     }
 }
 
-/// Calls `f(step, points of the window)` for each step whose window holds
-/// any of `points` (oldest first), sliding over them once.
-fn slide(
-    points: &[Point],
-    ends: &[i64],
-    range_ms: i64,
-    mut f: impl FnMut(usize, &[Point]) -> Result<(), PromqlError>,
-) -> Result<(), PromqlError> {
+/// One step's window over a series' points: `points[start..end]`, never
+/// empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Span {
+    pub(crate) step: usize,
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+}
+
+/// Sets `spans` to the window of each step that holds any of `points`
+/// (oldest first), sliding over them once.
+fn window_spans(points: &[Point], ends: &[i64], range_ms: i64, spans: &mut Vec<Span>) {
+    spans.clear();
     let (mut lo, mut hi) = (0, 0);
     for (step, &end) in ends.iter().enumerate() {
         let start = end.saturating_sub(range_ms);
@@ -111,10 +116,13 @@ fn slide(
             hi += 1;
         }
         if hi > lo {
-            f(step, &points[lo..hi])?;
+            spans.push(Span {
+                step,
+                start: lo,
+                end: hi,
+            });
         }
     }
-    Ok(())
 }
 
 /// Gathers per-step results into series, refusing two equal label sets
@@ -653,15 +661,38 @@ impl<'s> Evaluator<'s> {
         &mut self,
         windows: &Windows,
         i: usize,
-        f: impl FnMut(usize, &[Point]) -> Result<(), PromqlError>,
+        mut f: impl FnMut(usize, &[Point]) -> Result<(), PromqlError>,
     ) -> Result<(), PromqlError> {
-        match &windows.series[i] {
-            Source::Stored(series) => {
-                let points = self.read(series, windows.span())?;
-                slide(&points, &windows.ends, windows.range_ms, f)
+        let mut spans = Vec::new();
+        self.with_windows(windows, i, &mut spans, |points, spans| {
+            for s in spans {
+                f(s.step, &points[s.start..s.end])?;
             }
-            Source::Evaluated(series) => slide(&series.points, &windows.ends, windows.range_ms, f),
-        }
+            Ok(())
+        })?
+    }
+
+    /// Calls `f(points, spans)` once with the points of series `i` of
+    /// `windows` (a stored series read once) and the window of each step
+    /// that holds any of them, in `spans` (a buffer kept across calls), so
+    /// a function can walk several windows at once.
+    pub(crate) fn with_windows<R>(
+        &mut self,
+        windows: &Windows,
+        i: usize,
+        spans: &mut Vec<Span>,
+        f: impl FnOnce(&[Point], &[Span]) -> R,
+    ) -> Result<R, PromqlError> {
+        let read;
+        let points = match &windows.series[i] {
+            Source::Stored(series) => {
+                read = self.read(series, windows.span())?;
+                &read
+            }
+            Source::Evaluated(series) => &series.points,
+        };
+        window_spans(points, &windows.ends, windows.range_ms, spans);
+        Ok(f(points, spans))
     }
 
     /// Each step's reference time: the step's time (or the `@` time),

@@ -3,7 +3,7 @@
 
 use crate::PromqlError;
 use crate::eval::{Collect, Evaluator, Grid, StepCursor, StepSeries, Stepped, unsupported};
-use crate::range_fns::{self, RangeFn, Window};
+use crate::range_fns::{self, RangeFn, Scratch, Steps};
 use crate::value::{Labels, drop_name, get, set, valid_label_name};
 use promql_parser::label::MatchOp;
 use promql_parser::parser::{Call, Expr, VectorSelector};
@@ -328,23 +328,19 @@ fn range_call_each(
         PromqlError::BadData(format!("expected a range vector: {}", args[matrix_at]))
     })?;
     let mut seen = HashSet::new();
-    let mut step_args = vec![0.0; scalars.len()];
+    let steps = Steps {
+        ends: &windows.ends,
+        range_ms: windows.range_ms,
+        grid: *grid,
+        scalars: &scalars,
+    };
+    let mut scratch = Scratch::default();
+    let mut spans = Vec::new();
     for i in 0..windows.series.len() {
         ev.check_deadline()?;
         let mut points = Vec::new();
-        ev.each_window(&windows, i, |step, window| {
-            for (a, values) in step_args.iter_mut().zip(&scalars) {
-                *a = values[step];
-            }
-            let w = Window {
-                end: windows.ends[step],
-                range_ms: windows.range_ms,
-                eval_ts: grid.ts(step),
-            };
-            if let Some(v) = f.apply(window, &w, &step_args) {
-                points.push((step, v));
-            }
-            Ok(())
+        ev.with_windows(&windows, i, &mut spans, |series, spans| {
+            f.apply_windows(series, spans, &steps, &mut scratch, &mut points);
         })?;
         if points.is_empty() {
             continue;

@@ -1,6 +1,7 @@
 //! Functions over range vectors, as Prometheus 2.42's `functions.go`
 //! defines them: each sees one series' points in one window.
 
+use crate::eval::{Grid, Span};
 use hostwatch_tsdb::Point;
 
 /// What a range function knows besides the window's points.
@@ -65,7 +66,13 @@ pub(crate) enum RangeFn {
 impl RangeFn {
     /// The function's value for one window (never empty), given its scalar
     /// arguments in order; `None` leaves the step out.
-    pub(crate) fn apply(self, points: &[Point], w: &Window, args: &[f64]) -> Option<f64> {
+    pub(crate) fn apply(
+        self,
+        points: &[Point],
+        w: &Window,
+        args: &[f64],
+        scratch: &mut Scratch,
+    ) -> Option<f64> {
         use RangeFn::*;
         let values = || points.iter().map(|p| p.value);
         match self {
@@ -78,13 +85,13 @@ impl RangeFn {
                 if points.len() < 2 {
                     return None;
                 }
-                Some(linear_regression(points, points[0].t_ms).0)
+                Some(scratch.regression.fit(points, points[0].t_ms).0)
             }
             PredictLinear => {
                 if points.len() < 2 {
                     return None;
                 }
-                let (slope, intercept) = linear_regression(points, w.eval_ts);
+                let (slope, intercept) = scratch.regression.fit(points, w.eval_ts);
                 Some(slope * args[0] + intercept)
             }
             Resets => Some(
@@ -102,7 +109,11 @@ impl RangeFn {
                     })
                     .count() as f64,
             ),
-            AvgOverTime => Some(avg(values())),
+            AvgOverTime => {
+                let mut mean = Mean::default();
+                values().for_each(|v| mean.add(v));
+                Some(mean.value())
+            }
             MinOverTime => {
                 Some(values().fold(
                     points[0].value,
@@ -129,8 +140,52 @@ impl RangeFn {
             LastOverTime => points.last().map(|p| p.value),
             PresentOverTime => Some(1.0),
             QuantileOverTime => {
-                let mut values: Vec<f64> = values().collect();
-                Some(quantile(args[0], &mut values))
+                scratch.values.clear();
+                scratch.values.extend(values());
+                Some(quantile(args[0], &mut scratch.values))
+            }
+        }
+    }
+}
+
+/// Where each step's window ends and what a function is called with.
+pub(crate) struct Steps<'a> {
+    /// Each step's window is `[ends[step] - range_ms, ends[step]]`.
+    pub(crate) ends: &'a [i64],
+    pub(crate) range_ms: i64,
+    /// The evaluation times.
+    pub(crate) grid: Grid,
+    /// The function's scalar arguments in order, each a value per step.
+    pub(crate) scalars: &'a [Vec<f64>],
+}
+
+impl RangeFn {
+    /// The function's value for each window of `spans` over `points` that
+    /// has one, pushed to `out` as (step, value); `avg_over_time` walks
+    /// several windows at once.
+    pub(crate) fn apply_windows(
+        self,
+        points: &[Point],
+        spans: &[Span],
+        steps: &Steps<'_>,
+        scratch: &mut Scratch,
+        out: &mut Vec<(usize, f64)>,
+    ) {
+        if self == RangeFn::AvgOverTime {
+            return avg_windows(points, spans, out);
+        }
+        let mut args = vec![0.0; steps.scalars.len()];
+        for s in spans {
+            for (a, values) in args.iter_mut().zip(steps.scalars) {
+                *a = values[s.step];
+            }
+            let w = Window {
+                end: steps.ends[s.step],
+                range_ms: steps.range_ms,
+                eval_ts: steps.grid.ts(s.step),
+            };
+            if let Some(v) = self.apply(&points[s.start..s.end], &w, &args, scratch) {
+                out.push((s.step, v));
             }
         }
     }
@@ -218,21 +273,69 @@ pub(crate) fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
 
 /// The mean as `avg_over_time` computes it: incrementally, compensated,
 /// infinities kept.
-fn avg(values: impl Iterator<Item = f64>) -> f64 {
-    let (mut mean, mut c, mut count) = (0.0f64, 0.0, 0.0);
-    for v in values {
-        count += 1.0;
-        if mean.is_infinite() {
-            if v.is_infinite() && (mean > 0.0) == (v > 0.0) {
-                continue;
+#[derive(Debug, Default, Clone, Copy)]
+struct Mean {
+    mean: f64,
+    c: f64,
+    count: f64,
+}
+
+impl Mean {
+    fn add(&mut self, v: f64) {
+        self.count += 1.0;
+        if self.mean.is_infinite() {
+            if v.is_infinite() && (self.mean > 0.0) == (v > 0.0) {
+                return;
             }
             if !v.is_infinite() && !v.is_nan() {
-                continue;
+                return;
             }
         }
-        (mean, c) = kahan_inc(v / count - mean / count, mean, c);
+        let inc = v / self.count - self.mean / self.count;
+        (self.mean, self.c) = kahan_inc(inc, self.mean, self.c);
     }
-    if mean.is_infinite() { mean } else { mean + c }
+
+    fn value(&self) -> f64 {
+        if self.mean.is_infinite() {
+            self.mean
+        } else {
+            self.mean + self.c
+        }
+    }
+}
+
+/// Windows `avg_over_time` walks in step: each window's mean is a chain
+/// of divisions, each waiting for the one before; several chains at once
+/// keep the divider busy.
+const MEAN_LANES: usize = 4;
+
+/// `avg_over_time` of every window in `spans` of `points`, pushed to
+/// `out` as (step, mean). Each window still takes its own samples in
+/// order, so each mean is the one a window alone gives, to the bit.
+fn avg_windows(points: &[Point], spans: &[Span], out: &mut Vec<(usize, f64)>) {
+    let mut groups = spans.chunks_exact(MEAN_LANES);
+    for group in &mut groups {
+        let mut means = [Mean::default(); MEAN_LANES];
+        let windows: [&[Point]; MEAN_LANES] =
+            std::array::from_fn(|j| &points[group[j].start..group[j].end]);
+        let common = windows.iter().map(|w| w.len()).min().unwrap_or(0);
+        for i in 0..common {
+            for (mean, window) in means.iter_mut().zip(&windows) {
+                mean.add(window[i].value);
+            }
+        }
+        for ((mean, window), span) in means.iter_mut().zip(&windows).zip(group) {
+            window[common..].iter().for_each(|p| mean.add(p.value));
+            out.push((span.step, mean.value()));
+        }
+    }
+    for span in groups.remainder() {
+        let mut mean = Mean::default();
+        points[span.start..span.end]
+            .iter()
+            .for_each(|p| mean.add(p.value));
+        out.push((span.step, mean.value()));
+    }
 }
 
 /// Population variance, Welford's method with compensated sums.
@@ -247,34 +350,121 @@ fn variance(values: impl Iterator<Item = f64>) -> f64 {
     (aux + c_aux) / count
 }
 
-/// Least-squares slope (per second) and intercept at `intercept_ms`.
-fn linear_regression(points: &[Point], intercept_ms: i64) -> (f64, f64) {
-    let (mut n, mut sx, mut cx, mut sy, mut cy) = (0.0, 0.0, 0.0, 0.0, 0.0);
-    let (mut sxy, mut cxy, mut sx2, mut cx2) = (0.0, 0.0, 0.0, 0.0);
-    let init_y = points[0].value;
-    let mut const_y = true;
-    for (i, p) in points.iter().enumerate() {
-        if const_y && i > 0 && p.value != init_y {
-            const_y = false;
+/// What range functions keep from one window to the next: the windows of
+/// a range query overlap, and a function called for each of them reuses
+/// its buffers and what it can of the previous window's work.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    /// `quantile_over_time`'s values, sorted in place.
+    values: Vec<f64>,
+    regression: Regression,
+}
+
+/// The least-squares fit of `deriv` and `predict_linear`, computed as
+/// Prometheus' `linearRegression` (compensated sums, each in the same
+/// order) so its results are Prometheus' to the last bit. The sums of x
+/// and x² depend only on the window's times relative to the intercept:
+/// regular samples read at a regular step repeat them from window to
+/// window, and those two sums are then taken from the previous window.
+#[derive(Default)]
+struct Regression {
+    /// The last window's times relative to its intercept (ms).
+    relative_ms: Vec<i64>,
+    /// The same in seconds: the regression's x.
+    xs: Vec<f64>,
+    /// Σx and Σx² over `xs`, with their compensations.
+    sum_x: (f64, f64),
+    sum_x2: (f64, f64),
+}
+
+impl Regression {
+    /// Least-squares slope (per second) and intercept at `intercept_ms`
+    /// of `points` (at least two).
+    fn fit(&mut self, points: &[Point], intercept_ms: i64) -> (f64, f64) {
+        if !self.same_times(points, intercept_ms) {
+            self.set_times(points, intercept_ms);
         }
-        n += 1.0;
-        let x = (p.t_ms - intercept_ms) as f64 / 1e3;
-        (sx, cx) = kahan_inc(x, sx, cx);
-        (sy, cy) = kahan_inc(p.value, sy, cy);
-        (sxy, cxy) = kahan_inc(x * p.value, sxy, cxy);
-        (sx2, cx2) = kahan_inc(x * x, sx2, cx2);
-    }
-    if const_y {
-        if init_y.is_infinite() {
-            return (f64::NAN, f64::NAN);
+        let mut ys = YSums::new(points[0].value);
+        for (i, (p, &x)) in points.iter().zip(&self.xs).enumerate() {
+            ys.add(i == 0, x, p.value);
         }
-        return (0.0, init_y);
+        self.line(&ys)
     }
-    let (sx, sy, sxy, sx2) = (sx + cx, sy + cy, sxy + cxy, sx2 + cx2);
-    let cov_xy = sxy - sx * sy / n;
-    let var_x = sx2 - sx * sx / n;
-    let slope = cov_xy / var_x;
-    (slope, sy / n - slope * sx / n)
+
+    /// Whether `points` relative to `intercept_ms` are the last window's.
+    fn same_times(&self, points: &[Point], intercept_ms: i64) -> bool {
+        self.relative_ms.len() == points.len()
+            && points
+                .iter()
+                .zip(&self.relative_ms)
+                .all(|(p, &r)| p.t_ms - intercept_ms == r)
+    }
+
+    fn set_times(&mut self, points: &[Point], intercept_ms: i64) {
+        self.relative_ms.clear();
+        self.xs.clear();
+        let ((mut sx, mut cx), (mut sx2, mut cx2)) = ((0.0, 0.0), (0.0, 0.0));
+        for p in points {
+            let relative = p.t_ms - intercept_ms;
+            let x = relative as f64 / 1e3;
+            self.relative_ms.push(relative);
+            self.xs.push(x);
+            (sx, cx) = kahan_inc(x, sx, cx);
+            (sx2, cx2) = kahan_inc(x * x, sx2, cx2);
+        }
+        (self.sum_x, self.sum_x2) = ((sx, cx), (sx2, cx2));
+    }
+
+    /// Slope and intercept from the window's sums and the last times'.
+    fn line(&self, ys: &YSums) -> (f64, f64) {
+        if ys.const_y {
+            if ys.init_y.is_infinite() {
+                return (f64::NAN, f64::NAN);
+            }
+            return (0.0, ys.init_y);
+        }
+        let n = self.xs.len() as f64;
+        let (sx, sy) = (self.sum_x.0 + self.sum_x.1, ys.sy + ys.cy);
+        let (sxy, sx2) = (ys.sxy + ys.cxy, self.sum_x2.0 + self.sum_x2.1);
+        let cov_xy = sxy - sx * sy / n;
+        let var_x = sx2 - sx * sx / n;
+        let slope = cov_xy / var_x;
+        (slope, sy / n - slope * sx / n)
+    }
+}
+
+/// A window's compensated sums of y and x·y, and whether y stayed at its
+/// first value.
+#[derive(Debug, Clone, Copy)]
+struct YSums {
+    init_y: f64,
+    const_y: bool,
+    sy: f64,
+    cy: f64,
+    sxy: f64,
+    cxy: f64,
+}
+
+impl YSums {
+    fn new(init_y: f64) -> Self {
+        YSums {
+            init_y,
+            const_y: true,
+            sy: 0.0,
+            cy: 0.0,
+            sxy: 0.0,
+            cxy: 0.0,
+        }
+    }
+
+    /// Adds the point (`x`, `y`), `first` the window's first.
+    #[inline(always)]
+    fn add(&mut self, first: bool, x: f64, y: f64) {
+        // Prometheus' `i > 0 && y != initY` clears it.
+        self.const_y &= first || y == self.init_y;
+        (self.sy, self.cy) = kahan_inc(y, self.sy, self.cy);
+        (self.sxy, self.cxy) = kahan_inc(x * y, self.sxy, self.cxy);
+    }
 }
 
 /// The φ-quantile of `values` (sorted here), interpolating between the
@@ -306,7 +496,10 @@ pub(crate) fn quantile(q: f64, values: &mut [f64]) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    use super::{Mean, Regression, avg_windows};
+    use crate::eval::Span;
     use crate::testdata::{Fixture, assert_close, every, load};
+    use hostwatch_tsdb::Point;
 
     /// `c`, a counter on host a every minute from 0 s to 600 s:
     /// 0 10 20 30 40, reset at 300 s to 5, then 15 25 35 45 55;
@@ -486,5 +679,61 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.error_type(), "execution");
         assert!(err.to_string().contains("same labelset"), "{err}");
+    }
+
+    /// Irregular values over irregular times: sums that round differently
+    /// in any other order.
+    fn wobbly(n: usize) -> Vec<Point> {
+        (0..n)
+            .map(|i| Point {
+                t_ms: 1_700_000_000_000 + i as i64 * 10_000 + (i as i64 % 3) * 7,
+                value: 1e11 + (i as f64).sin() * 4096.0 + 1.0 / (i as f64 + 3.0),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn windows_averaged_in_step_give_each_windows_own_mean_to_the_bit() {
+        let mut points = wobbly(200);
+        points[150].value = f64::INFINITY;
+        points[160].value = f64::NAN;
+        // Eleven windows of different lengths, overlapping: two groups of
+        // four walked in step, three alone.
+        let spans: Vec<Span> = (0..11)
+            .map(|k| Span {
+                step: k * 2,
+                start: k * 13,
+                end: k * 13 + 20 + k % 4 * 5,
+            })
+            .collect();
+        let mut out = Vec::new();
+        avg_windows(&points, &spans, &mut out);
+        assert_eq!(out.len(), spans.len());
+        for (span, &(step, got)) in spans.iter().zip(&out) {
+            let mut alone = Mean::default();
+            points[span.start..span.end]
+                .iter()
+                .for_each(|p| alone.add(p.value));
+            assert_eq!(step, span.step);
+            assert_eq!(got.to_bits(), alone.value().to_bits(), "{span:?}");
+        }
+    }
+
+    #[test]
+    fn a_regression_reusing_the_last_windows_times_matches_a_fresh_one() {
+        let points = wobbly(400);
+        let mut kept = Regression::default();
+        // Windows of 60 points every 6, read at an intercept that moves
+        // with them (the same relative times, reused) or stays (new ones),
+        // and one window a point shorter.
+        let cases = (0..40).map(|k| (k * 6, 60, points[k * 6 + 59].t_ms + 5));
+        let cases = cases.chain([(7, 59, points[70].t_ms), (13, 60, points[0].t_ms)]);
+        for (start, len, intercept) in cases {
+            let window = &points[start..start + len];
+            let got = kept.fit(window, intercept);
+            let want = Regression::default().fit(window, intercept);
+            assert_eq!(got.0.to_bits(), want.0.to_bits(), "slope at {start}");
+            assert_eq!(got.1.to_bits(), want.1.to_bits(), "intercept at {start}");
+        }
     }
 }
