@@ -39,9 +39,10 @@ function detailQueries(hosts) {
   return {
     memUsed: of("host_memory_used_bytes"),
     memTotal: of("host_memory_total_bytes"),
-    // Used share of a file system as df counts it, used / (used + available),
-    // as 1 - available / (used + available): one operand fewer.
-    fs: `1 - ${avail} / (${size} - ${free} + ${avail})`,
+    // Used share of a file system as df counts it, used / (used + available)
+    // with used = size - free, written with each operand once (an empty
+    // file system: available / 0 is +Inf, the share 0).
+    fs: `1 / (1 + ${avail} / (${size} - ${free}))`,
     load1: of("host_load1"),
     cores: of("host_cpu_count"),
     spark: `host_cpu_utilization_ratio{cpu="total",host=~${hosts}}`,
