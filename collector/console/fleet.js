@@ -1,5 +1,13 @@
 // The fleet page: every host, worst first, with its figures, refreshed
-// from the Prometheus API at most every REFRESH_MS while the page is seen.
+// from the collector at most every REFRESH_MS while the page is seen.
+//
+// Built for fleets of tens of thousands of hosts: the host list and last
+// seen times come from the collector's host registry (one compact
+// request, no series read), and the only query over every host is the
+// CPU that orders them. The table renders only the rows in view (a
+// window over the sorted, filtered list, rows of one height), and the
+// figures only rows show (memory, file systems, load, the sparkline) are
+// asked for those rows' hosts alone, as they come into view.
 
 import * as api from "./api.js";
 import * as fmt from "./format.js";
@@ -8,31 +16,38 @@ import { el } from "./dom.js";
 const REFRESH_MS = 10_000;
 /** Data older than this is called stale. */
 const STALE_MS = 3 * REFRESH_MS;
-/** Hosts listed: those with a sample in this window. */
+/** Hosts listed: those the registry saw within this window. */
 const HOSTS_WINDOW_S = 7 * 86_400;
 const SPARK_WINDOW_S = 3600;
 const SPARK_STEP_S = 60;
-/**
- * Hosts quiet for longer than the lookback whose last sample time is looked
- * up; beyond this many, their "last seen" stays unknown rather than the
- * lookup growing with the outage.
- */
-const MAX_QUIET_LOOKUPS = 200;
 /** PromQL's lookback: an instant query sees samples at most this old. */
 const LOOKBACK_S = 300;
+/** Rows rendered beyond each edge of the view, so that a short scroll shows rows at once. */
+const OVERSCAN_ROWS = 8;
+/** A row's pitch until one is measured (px): console.css fixes rows' height. */
+const ROW_GUESS_PX = 57;
+/** Quiet time after scrolling before the figures of the rows come into view are asked for. */
+const DETAILS_DEBOUNCE_MS = 150;
 
-const QUERIES = {
-  seen: "timestamp(host_uptime_seconds)",
-  cpu: 'host_cpu_utilization_ratio{cpu="total"}',
-  memUsed: "host_memory_used_bytes",
-  memTotal: "host_memory_total_bytes",
-  // Used share of a file system as df counts it: used / (used + available).
-  fs:
-    "(host_filesystem_size_bytes - host_filesystem_free_bytes)" +
-    " / (host_filesystem_size_bytes - host_filesystem_free_bytes + host_filesystem_available_bytes)",
-  load1: "host_load1",
-  cores: "host_cpu_count",
-};
+/** The one query over every host: it orders the fleet (busiest first) and says which send data. */
+const CPU = 'host_cpu_utilization_ratio{cpu="total"}';
+
+/** The queries of the figures rows show, for the hosts `hosts` (a PromQL regex literal) matches. */
+function detailQueries(hosts) {
+  const of = (metric) => `${metric}{host=~${hosts}}`;
+  const [size, free, avail] = ["size", "free", "available"].map((k) => of(`host_filesystem_${k}_bytes`));
+  return {
+    memUsed: of("host_memory_used_bytes"),
+    memTotal: of("host_memory_total_bytes"),
+    // Used share of a file system as df counts it, used / (used + available)
+    // with used = size - free, written with each operand once (an empty
+    // file system: available / 0 is +Inf, the share 0).
+    fs: `1 / (1 + ${avail} / (${size} - ${free}))`,
+    load1: of("host_load1"),
+    cores: of("host_cpu_count"),
+    spark: `host_cpu_utilization_ratio{cpu="total",host=~${hosts}}`,
+  };
+}
 
 /** Severities from worst; others rank after them. */
 const SEVERITIES = ["critical", "warning", "info"];
@@ -48,34 +63,52 @@ const STATUS = {
   silent: { symbol: "◌", text: "No recent data", help: `no sample in the last ${LOOKBACK_S / 60} min and no host-down alert (a planned stop)` },
 };
 
-/** Reads everything the page shows, as of `nowS`. */
+/**
+ * Every host, worst first, as of `nowS`: the registry's hosts seen within
+ * HOSTS_WINDOW_S and any other with a CPU sample, with their CPU and alerts.
+ */
 async function load(nowS) {
-  const q = (expr) => api.instant(expr, nowS);
-  const [hosts, seen, cpu, memUsed, memTotal, fs, load1, cores, spark, rules] = await Promise.all([
-    api.labelValues("host", "host_uptime_seconds", nowS - HOSTS_WINDOW_S, nowS),
-    q(QUERIES.seen),
-    q(QUERIES.cpu),
-    q(QUERIES.memUsed),
-    q(QUERIES.memTotal),
-    q(QUERIES.fs),
-    q(QUERIES.load1),
-    q(QUERIES.cores),
-    api.range(QUERIES.cpu, nowS - SPARK_WINDOW_S, nowS, SPARK_STEP_S),
+  const [registry, cpu, rules] = await Promise.all([
+    api.get("/api/v1/hostwatch/hosts", { compact: "true" }),
+    api.instant(CPU, nowS),
     api.rules(),
   ]);
-  const seenS = api.byLabel(seen);
-  const recent = new Set(seenS.keys());
-  const missing = hosts.filter((h) => !seenS.has(h));
-  if (missing.length > 0 && missing.length <= MAX_QUIET_LOOKUPS) {
-    // Hosts quiet for longer than the lookback: their newest sample time,
-    // found on a grid no coarser than the lookback.
-    const expr =
-      `max by (host) (max_over_time(timestamp(host_uptime_seconds{host=~${api.anyOf(missing)}})` +
-      `[${HOSTS_WINDOW_S}s:${LOOKBACK_S}s]))`;
-    for (const [host, t] of api.byLabel(await q(expr))) seenS.set(host, t);
+  const cpuByHost = api.byLabel(cpu);
+  const seenMs = new Map();
+  for (const h of registry.hosts) {
+    const ms = Date.parse(h.lastSeen);
+    if (ms >= (nowS - HOSTS_WINDOW_S) * 1000) seenMs.set(h.host, ms);
   }
+  const alerts = alertsByHost(rules);
+  const list = [...new Set([...seenMs.keys(), ...cpuByHost.keys()])].map((id) => {
+    const a = alerts.byHost.get(id) || { firing: [], pending: [], down: false };
+    return {
+      id,
+      seenMs: seenMs.has(id) ? seenMs.get(id) : NaN,
+      // Up: a sample within the lookback, as an instant query sees them.
+      status: a.down ? "down" : cpuByHost.has(id) ? "up" : "silent",
+      cpu: cpuByHost.get(id),
+      firing: a.firing,
+      pending: a.pending,
+    };
+  });
+  list.sort(worstFirst);
+  return { hosts: list, unattached: alerts.unattached };
+}
+
+/** The figures of the rows of hosts `ids` as of `nowS`: Map(host -> figures). */
+async function loadDetails(ids, nowS) {
+  const queries = detailQueries(api.anyOf(ids));
+  const q = (expr) => api.instant(expr, nowS);
+  const [memUsed, memTotal, fs, load1, cores, spark] = await Promise.all([
+    q(queries.memUsed),
+    q(queries.memTotal),
+    q(queries.fs),
+    q(queries.load1),
+    q(queries.cores),
+    api.range(queries.spark, nowS - SPARK_WINDOW_S, nowS, SPARK_STEP_S),
+  ]);
   const figures = {
-    cpu: api.byLabel(cpu),
     memUsed: api.byLabel(memUsed),
     memTotal: api.byLabel(memTotal),
     load1: api.byLabel(load1),
@@ -90,26 +123,20 @@ async function load(nowS) {
     }
   }
   const sparks = new Map(spark.map((s) => [s.metric.host, s.values.map(([t, v]) => [t, Number(v)])]));
-  const alerts = alertsByHost(rules);
-  const list = hosts.map((id) => {
-    const a = alerts.byHost.get(id) || { firing: [], pending: [], down: false };
-    return {
+  return new Map(
+    ids.map((id) => [
       id,
-      seenMs: seenS.has(id) ? seenS.get(id) * 1000 : NaN,
-      status: a.down ? "down" : recent.has(id) ? "up" : "silent",
-      cpu: figures.cpu.get(id),
-      memUsed: figures.memUsed.get(id),
-      memTotal: figures.memTotal.get(id),
-      load1: figures.load1.get(id),
-      cores: figures.cores.get(id),
-      fs: fullest.get(id),
-      spark: sparks.get(id) || [],
-      firing: a.firing,
-      pending: a.pending,
-    };
-  });
-  list.sort(worstFirst);
-  return { hosts: list, unattached: alerts.unattached };
+      {
+        atS: nowS,
+        memUsed: figures.memUsed.get(id),
+        memTotal: figures.memTotal.get(id),
+        load1: figures.load1.get(id),
+        cores: figures.cores.get(id),
+        fs: fullest.get(id),
+        spark: sparks.get(id) || [],
+      },
+    ]),
+  );
 }
 
 /**
@@ -185,7 +212,6 @@ const COLUMNS = [
   ["alerts", "Alerts"],
 ];
 
-/** Draws `points` ([seconds, ratio]) over the last hour into a small canvas. */
 /**
  * What drawing a sparkline needs to know of its canvas: its size and
  * colours. Read for every row before any is drawn, because setting a
@@ -235,37 +261,51 @@ function sparkLabel(points) {
   return `CPU over the last hour: ${values.length} points, from ${fmt.percent(lo)} to ${fmt.percent(hi)}`;
 }
 
-/** The cells of host `h`'s row, by column. */
-function cells(h, nowMs) {
+/** Shown in a figure's place until the row's figures are in. */
+function pending() {
+  return [el("span", { class: "none", text: "…", title: "loading" })];
+}
+
+/** The cells of host `h`'s row, by column; `d` its figures (undefined until loaded). */
+function cells(h, d, nowMs) {
   const status = STATUS[h.status];
-  const memRatio = h.memUsed / h.memTotal;
-  const perCore = h.load1 / h.cores;
   const worst = h.firing.length > 0 ? h.firing.reduce((w, a) => (severityRank(a.labels.severity) < severityRank(w.labels.severity) ? a : w)) : null;
   const names = [...new Set(h.firing.map((a) => a.labels.alertname))].join(", ");
-  return {
-    host: [el("a", { class: "host-name", href: `/hosts/${encodeURIComponent(h.id)}`, text: h.id })],
+  const quiet = h.pending.length > 0 ? `none firing, ${h.pending.length} pending` : "none";
+  const out = {
+    host: [el("a", { class: "host-name", href: `/hosts/${encodeURIComponent(h.id)}`, text: h.id, title: h.id })],
     status: [el("span", { class: `status status-${h.status}`, title: status.help }, el("span", { "aria-hidden": "true", text: `${status.symbol} ` }), status.text)],
     seen: [el("span", { class: "ago", "data-ms": String(h.seenMs), title: fmt.dateTime(h.seenMs), text: fmt.ago(h.seenMs, nowMs) })],
     cpu: [el("span", { class: "figure", text: fmt.percent(h.cpu) }), meter(h.cpu)],
-    spark: [el("canvas", { class: "spark", role: "img", "aria-label": sparkLabel(h.spark), "data-points": String(h.spark.length) })],
-    memory: [
-      el("span", { class: "figure", text: fmt.percent(memRatio) }),
-      meter(memRatio),
-      el("span", { class: "detail", text: Number.isFinite(memRatio) ? `${fmt.bytes(h.memUsed)} of ${fmt.bytes(h.memTotal)}` : "" }),
-    ],
-    fs: h.fs
-      ? [el("span", { class: "figure", text: fmt.percent(h.fs.ratio) }), meter(h.fs.ratio), el("span", { class: "detail mount", text: h.fs.mountpoint })]
-      : [el("span", { class: "none", text: fmt.NONE, title: "no file system reported" })],
-    load: [
-      el("span", { class: "figure", text: fmt.number(perCore) }),
-      el("span", { class: "detail", text: Number.isFinite(perCore) ? `load ${fmt.number(h.load1)} on ${h.cores} CPU${h.cores === 1 ? "" : "s"}` : "" }),
-    ],
     alerts: h.firing.length > 0
       ? [
           el("span", { class: `alerts severity-${worst.labels.severity || "other"}` }, `${h.firing.length} firing · ${worst.labels.severity || "no severity"}`),
-          el("span", { class: "detail", text: names }),
+          el("span", { class: "detail", text: names, title: names }),
         ]
-      : [el("span", { class: "none", text: h.pending.length > 0 ? `none firing, ${h.pending.length} pending` : "none" })],
+      : [el("span", { class: "none", text: quiet, title: quiet })],
+  };
+  if (!d) {
+    const spark = el("canvas", { class: "spark", role: "img", "aria-label": "CPU over the last hour: loading", "data-points": "0" });
+    return { ...out, spark: [spark], memory: pending(), fs: pending(), load: pending() };
+  }
+  const memRatio = d.memUsed / d.memTotal;
+  const perCore = d.load1 / d.cores;
+  const loadText = Number.isFinite(perCore) ? `load ${fmt.number(d.load1)} on ${d.cores} CPU${d.cores === 1 ? "" : "s"}` : "";
+  return {
+    ...out,
+    spark: [el("canvas", { class: "spark", role: "img", "aria-label": sparkLabel(d.spark), "data-points": String(d.spark.length) })],
+    memory: [
+      el("span", { class: "figure", text: fmt.percent(memRatio) }),
+      meter(memRatio),
+      el("span", { class: "detail", text: Number.isFinite(memRatio) ? `${fmt.bytes(d.memUsed)} of ${fmt.bytes(d.memTotal)}` : "" }),
+    ],
+    fs: d.fs
+      ? [el("span", { class: "figure", text: fmt.percent(d.fs.ratio) }), meter(d.fs.ratio), el("span", { class: "detail mount", text: d.fs.mountpoint, title: d.fs.mountpoint })]
+      : [el("span", { class: "none", text: fmt.NONE, title: "no file system reported" })],
+    load: [
+      el("span", { class: "figure", text: fmt.number(perCore) }),
+      el("span", { class: "detail", text: loadText, title: loadText }),
+    ],
   };
 }
 
@@ -285,22 +325,27 @@ function skeleton(main) {
     spellcheck: "false",
     placeholder: "name, or label=value",
     "aria-describedby": "filter-help",
+    "aria-controls": "hosts",
   });
   filter.value = new URLSearchParams(location.search).get("q") || "";
   const parts = {
     filter,
     counts: el("p", { class: "counts", id: "counts", "aria-live": "polite" }, "Loading…"),
+    matched: el("p", { class: "matched", id: "fleet-matched", "aria-live": "polite", hidden: "" }),
     notice: el("p", { class: "notice", id: "fleet-notice", role: "alert", hidden: "" }),
     tbody: el("tbody"),
     empty: el("p", { class: "empty", id: "fleet-empty", hidden: "" }),
   };
-  const head = el("tr", {}, ...COLUMNS.map(([key, title]) => el("th", { scope: "col", class: `col-${key}`, text: title })));
-  const caption = "Hosts, worst first: down, then by their firing alerts' severity, then busiest";
-  parts.table = el("table", { class: "hosts", id: "hosts" }, el("caption", { text: caption }), el("thead", {}, head), parts.tbody);
-  const help = "Words match host names; name=value matches labels such as status=down, severity=critical or alertname=cpu_saturated.";
+  const head = el("tr", { "aria-rowindex": "1" }, ...COLUMNS.map(([key, title]) => el("th", { scope: "col", class: `col-${key}`, text: title })));
+  const caption = "Hosts, worst first: down, then by their firing alerts' severity, then busiest. Rows are drawn as they scroll into view.";
+  parts.table = el("table", { class: "hosts", id: "hosts", "aria-rowcount": "1" }, el("caption", { text: caption }), el("thead", {}, head), parts.tbody);
+  const help =
+    "Words match host names; name=value matches labels such as status=down, severity=critical or alertname=cpu_saturated. " +
+    "In the table, ↑ and ↓, Page Up and Page Down, Home and End move between hosts.";
   main.replaceChildren(
     el("div", { class: "page-head" }, el("h1", { text: "Fleet" }), parts.counts),
     el("div", { class: "tools" }, el("label", { for: "filter", text: "Filter" }), filter, el("p", { id: "filter-help", class: "help", text: help })),
+    parts.matched,
     parts.notice,
     el("div", { class: "table-wrap" }, parts.table),
     parts.empty,
@@ -320,47 +365,127 @@ function countsText(hosts, unattached) {
   return `${hosts.length} host${hosts.length === 1 ? "" : "s"}: ${parts.join(" · ")}`;
 }
 
+/** A row of `px` pixels standing for the rows not rendered. */
+function spacer(px) {
+  const row = el("tr", { class: "spacer", "aria-hidden": "true" }, el("td", { colspan: String(COLUMNS.length) }));
+  // A CSSOM property, which the Content-Security-Policy allows (a style attribute it would not).
+  row.style.height = `${px}px`;
+  return row;
+}
+
+function clamp(x, lo, hi) {
+  return Math.min(hi, Math.max(lo, x));
+}
+
+/** Keys that move the focus between the table's rows. */
+const MOVES = new Set(["ArrowDown", "ArrowUp", "PageDown", "PageUp", "Home", "End"]);
+
 class FleetPage {
   constructor(main, connection) {
     this.main = main;
     this.connection = connection;
     this.parts = skeleton(main);
-    /** Table rows by host, kept across refreshes so focus and scroll stay. */
+    /** Rendered rows by host: those in view and near it, and the focused one. */
     this.rows = new Map();
+    /** Figures of hosts whose rows were rendered, by host; read again when older than the data. */
+    this.details = new Map();
+    /** The hosts the filter matches, in order, and their positions by host. */
+    this.shown = [];
+    this.index = new Map();
+    /** The distance between two rows' tops (px), measured; 0 until then. */
+    this.pitch = 0;
     Object.assign(this, { loading: false, data: null, nowS: 0, okMs: NaN, error: null, failedSinceMs: NaN, timer: 0 });
+    Object.assign(this, { frame: 0, detailsTimer: 0, detailsBusy: false, detailsFailedS: NaN });
   }
 
+  /** Counts, what the filter matches, and the table's rows in view. */
   render() {
     if (!this.data) return;
-    const { filter, counts, tbody, table, empty } = this.parts;
+    const { filter, counts, matched, table, empty } = this.parts;
     const { hosts, unattached } = this.data;
-    counts.textContent = countsText(hosts, unattached);
-    const shown = hosts.filter((h) => matches(h, filter.value));
-    const nowMs = Date.now();
-    for (const h of shown) this.renderRow(h, nowMs);
-    const order = shown.map((h) => h.id);
-    const keep = new Set(order);
+    const text = countsText(hosts, unattached);
+    if (counts.textContent !== text) counts.textContent = text;
+    const term = filter.value.trim();
+    this.shown = term ? hosts.filter((h) => matches(h, term)) : hosts;
+    this.index = new Map(this.shown.map((h, i) => [h.id, i]));
+    table.setAttribute("aria-rowcount", String(this.shown.length + 1));
+    table.hidden = this.shown.length === 0;
+    empty.hidden = this.shown.length > 0;
+    matched.hidden = !term || this.shown.length === 0;
+    const matchedText = `${this.shown.length} of ${hosts.length} host${hosts.length === 1 ? "" : "s"} match “${term}”.`;
+    if (term && matched.textContent !== matchedText) matched.textContent = matchedText;
+    if (hosts.length === 0) {
+      empty.textContent =
+        "No host has sent data in the last 7 days. Start an agent with a certificate from this collector's CA; it appears here within seconds.";
+    } else if (this.shown.length === 0) {
+      empty.textContent = `No host matches “${term}”.`;
+    }
+    this.renderWindow();
+  }
+
+  /**
+   * The rows in view and OVERSCAN_ROWS beyond, and the row holding the
+   * focus wherever it is; spacer rows stand for the others, so the
+   * table is as tall as all its rows and scrolls as such.
+   */
+  renderWindow() {
+    const { tbody } = this.parts;
+    const pitch = this.pitch || ROW_GUESS_PX;
+    const n = this.shown.length;
+    const top = tbody.getBoundingClientRect().top;
+    const first = clamp(Math.floor(-top / pitch) - OVERSCAN_ROWS, 0, n);
+    const last = clamp(Math.ceil((window.innerHeight - top) / pitch) + OVERSCAN_ROWS, first, n);
+    const indices = [];
+    for (let i = first; i < last; i += 1) indices.push(i);
+    const active = document.activeElement;
+    const focusedRow = active && active.closest ? active.closest("tr[data-host]") : null;
+    const focused = focusedRow && tbody.contains(focusedRow) ? this.index.get(focusedRow.dataset.host) : undefined;
+    if (focused !== undefined && (focused < first || focused >= last)) {
+      indices.push(focused);
+      indices.sort((a, b) => a - b);
+    }
+    const wanted = new Set(indices.map((i) => this.shown[i].id));
     for (const [id, row] of this.rows) {
-      if (!keep.has(id)) {
+      if (!wanted.has(id)) {
         row.remove();
         this.rows.delete(id);
       }
     }
-    const current = [...tbody.children].map((r) => r.dataset.host);
-    if (current.join("\n") !== order.join("\n")) tbody.append(...order.map((id) => this.rows.get(id)));
-    const sparks = shown.map((h) => measureSpark(this.rows.get(h.id).querySelector("canvas.spark")));
-    shown.forEach((h, i) => drawSpark(sparks[i], h.spark, this.nowS));
-    table.hidden = shown.length === 0;
-    empty.hidden = shown.length > 0;
-    if (hosts.length === 0) {
-      empty.textContent =
-        "No host has sent data in the last 7 days. Start an agent with a certificate from this collector's CA; it appears here within seconds.";
-    } else if (shown.length === 0) {
-      empty.textContent = `No host matches “${filter.value.trim()}”.`;
+    for (const old of tbody.querySelectorAll("tr.spacer")) old.remove();
+    const nowMs = Date.now();
+    const nodes = [];
+    const changed = [];
+    let next = 0;
+    for (const i of indices) {
+      if (i > next) nodes.push(spacer((i - next) * pitch));
+      nodes.push(this.renderRow(this.shown[i], i, nowMs, changed));
+      next = i + 1;
     }
+    if (n > next) nodes.push(spacer((n - next) * pitch));
+    // Rows kept stay in place (moving the focused one would blur it);
+    // the others go in around them, in order.
+    let cursor = tbody.firstChild;
+    for (const node of nodes) {
+      if (node === cursor) cursor = cursor.nextSibling;
+      else tbody.insertBefore(node, cursor);
+    }
+    while (cursor) {
+      const after = cursor.nextSibling;
+      cursor.remove();
+      cursor = after;
+    }
+    if (active && active.isConnected && document.activeElement !== active) active.focus({ preventScroll: true });
+    const sparks = changed.map(([row]) => measureSpark(row.querySelector("canvas.spark")));
+    changed.forEach(([, d], i) => d && drawSpark(sparks[i], d.spark, d.atS));
+    if (!this.pitch && this.measurePitch() && Math.abs(this.pitch - pitch) > 1) {
+      this.renderWindow();
+      return;
+    }
+    this.wantDetails();
   }
 
-  renderRow(h, nowMs) {
+  /** Host `h`'s row at position `i`, its cells redrawn (and noted in `changed`) when its data changed. */
+  renderRow(h, i, nowMs, changed) {
     let row = this.rows.get(h.id);
     if (!row) {
       row = el("tr", { "data-host": h.id });
@@ -370,9 +495,60 @@ class FleetPage {
       }
       this.rows.set(h.id, row);
     }
-    row.dataset.status = h.status;
-    const content = cells(h, nowMs);
-    COLUMNS.forEach(([key], i) => row.children[i].replaceChildren(...content[key]));
+    row.setAttribute("aria-rowindex", String(i + 2));
+    const d = this.details.get(h.id);
+    if (row.host !== h || row.figures !== d) {
+      row.host = h;
+      row.figures = d;
+      row.dataset.status = h.status;
+      const content = cells(h, d, nowMs);
+      // The host's link is drawn once, so that it keeps the focus.
+      if (!row.children[0].firstElementChild) row.children[0].replaceChildren(...content.host);
+      COLUMNS.forEach(([key], c) => c > 0 && row.children[c].replaceChildren(...content[key]));
+      changed.push([row, d]);
+    }
+    return row;
+  }
+
+  /** The pitch of the rendered rows (px), from two neighbours or one row; whether one was measured. */
+  measurePitch() {
+    const rows = [...this.parts.tbody.querySelectorAll("tr[data-host]")];
+    if (rows.length === 0) return false;
+    const tops = rows.slice(0, 2).map((r) => r.getBoundingClientRect().top);
+    const neighbours = rows.length > 1 && Number(rows[1].getAttribute("aria-rowindex")) === Number(rows[0].getAttribute("aria-rowindex")) + 1;
+    this.pitch = neighbours ? tops[1] - tops[0] : rows[0].getBoundingClientRect().height;
+    return this.pitch > 0;
+  }
+
+  /** Rendered hosts whose figures are missing or older than the data. */
+  missingDetails() {
+    return [...this.rows.keys()].filter((id) => {
+      const d = this.details.get(id);
+      return !d || d.atS < this.nowS;
+    });
+  }
+
+  /** Asks for the figures rows lack once scrolling has paused. */
+  wantDetails() {
+    clearTimeout(this.detailsTimer);
+    if (this.detailsBusy || this.detailsFailedS === this.nowS || this.missingDetails().length === 0) return;
+    this.detailsTimer = setTimeout(() => this.fetchDetails(), DETAILS_DEBOUNCE_MS);
+  }
+
+  async fetchDetails() {
+    const ids = this.missingDetails();
+    if (this.detailsBusy || ids.length === 0) return;
+    this.detailsBusy = true;
+    try {
+      for (const [id, d] of await loadDetails(ids, this.nowS)) this.details.set(id, d);
+    } catch (e) {
+      if (!(e instanceof api.ApiError)) throw e;
+      // Tried again with the next refresh, which reports the failure.
+      this.detailsFailedS = this.nowS;
+    } finally {
+      this.detailsBusy = false;
+    }
+    this.renderWindow();
   }
 
   /** The header's line and the page's notice: fresh, stale, or unreachable. */
@@ -412,6 +588,7 @@ class FleetPage {
     this.showConnection();
   }
 
+  /** The fleet, then the figures of the rows it puts in view; the page is loaded once both are drawn. */
   async refresh() {
     clearTimeout(this.timer);
     if (this.loading) return;
@@ -419,9 +596,23 @@ class FleetPage {
     const nowS = Date.now() / 1000;
     try {
       const data = await load(nowS);
-      Object.assign(this, { data, nowS, okMs: Date.now(), error: null, failedSinceMs: NaN });
-      this.main.dataset.loaded = "true";
+      Object.assign(this, { data, nowS });
+      // Figures of hosts out of view are read again when they come back.
+      for (const id of this.details.keys()) if (!this.rows.has(id)) this.details.delete(id);
       this.render();
+      clearTimeout(this.detailsTimer);
+      const ids = this.missingDetails();
+      if (ids.length > 0 && !this.detailsBusy) {
+        this.detailsBusy = true;
+        try {
+          for (const [id, d] of await loadDetails(ids, nowS)) this.details.set(id, d);
+        } finally {
+          this.detailsBusy = false;
+        }
+      }
+      Object.assign(this, { okMs: Date.now(), error: null, failedSinceMs: NaN, detailsFailedS: NaN });
+      this.renderWindow();
+      this.main.dataset.loaded = "true";
     } catch (e) {
       if (!(e instanceof api.ApiError)) throw e;
       if (!this.error) this.failedSinceMs = Date.now();
@@ -442,12 +633,45 @@ class FleetPage {
     history.replaceState(null, "", url);
     this.render();
   }
+
+  /** Draws the rows in view at the next frame, once however many times asked. */
+  schedule() {
+    if (this.frame) return;
+    this.frame = requestAnimationFrame(() => {
+      this.frame = 0;
+      if (this.data) this.renderWindow();
+    });
+  }
+
+  /** Arrows, pages, Home and End on a row move the focus to another row's link, drawn first if need be. */
+  onKey(event) {
+    if (!MOVES.has(event.key) || event.altKey || event.ctrlKey || event.metaKey || event.shiftKey) return;
+    const row = event.target.closest("tr[data-host]");
+    const from = row ? this.index.get(row.dataset.host) : undefined;
+    if (from === undefined) return;
+    event.preventDefault();
+    const pitch = this.pitch || ROW_GUESS_PX;
+    const page = Math.max(1, Math.floor(window.innerHeight / pitch) - 1);
+    const last = this.shown.length - 1;
+    const to = clamp({ ArrowDown: from + 1, ArrowUp: from - 1, PageDown: from + page, PageUp: from - page, Home: 0, End: last }[event.key], 0, last);
+    const rowTop = this.parts.tbody.getBoundingClientRect().top + to * pitch;
+    if (rowTop < 0 || rowTop + pitch > window.innerHeight) window.scrollBy(0, rowTop - (window.innerHeight - pitch) / 2);
+    this.renderWindow();
+    const target = this.rows.get(this.shown[to].id);
+    if (target) target.querySelector("a.host-name").focus();
+  }
 }
 
 /** The fleet page in `main`; `connection` is the header's status line. */
 export function mount(main, connection) {
   const page = new FleetPage(main, connection);
   page.parts.filter.addEventListener("input", () => page.onFilter());
+  page.parts.tbody.addEventListener("keydown", (e) => page.onKey(e));
+  window.addEventListener("scroll", () => page.schedule(), { passive: true });
+  window.addEventListener("resize", () => {
+    page.pitch = 0;
+    page.schedule();
+  });
   // Nobody looking, nothing asked of the collector.
   document.addEventListener("visibilitychange", () => {
     if (document.hidden) clearTimeout(page.timer);

@@ -129,6 +129,7 @@ impl Query for QueryService {
             &self.shared,
             &request.page_token,
             i64::from(request.page_size),
+            reads::HostsPage::Full,
         )?;
         Ok(Response::new(ListHostsResponse {
             hosts,

@@ -16,6 +16,19 @@ use tonic::Status;
 /// client's default 4 MiB receive limit.
 const DEFAULT_HOSTS_PAGE: usize = 500;
 pub(crate) const MAX_HOSTS_PAGE: usize = 1_000;
+/// Hosts in a page of hosts without their facts (HTTP's `compact`), by
+/// default and at most: a console's whole fleet in one answer, each host
+/// a few dozen bytes of JSON.
+pub(crate) const MAX_COMPACT_HOSTS_PAGE: usize = 100_000;
+
+/// How large a page of hosts may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HostsPage {
+    /// With facts: [`DEFAULT_HOSTS_PAGE`], at most [`MAX_HOSTS_PAGE`].
+    Full,
+    /// Without facts: up to [`MAX_COMPACT_HOSTS_PAGE`].
+    Compact,
+}
 /// Most transitions one history read returns.
 pub(crate) const MAX_HISTORY: usize = 10_000;
 
@@ -26,10 +39,15 @@ pub(crate) fn hosts_page(
     shared: &Shared,
     after: &str,
     page_size: i64,
+    kind: HostsPage,
 ) -> Result<(Vec<HostStatus>, String), Status> {
+    let (default, most) = match kind {
+        HostsPage::Full => (DEFAULT_HOSTS_PAGE, MAX_HOSTS_PAGE),
+        HostsPage::Compact => (MAX_COMPACT_HOSTS_PAGE, MAX_COMPACT_HOSTS_PAGE),
+    };
     let page_size = match usize::try_from(page_size) {
-        Ok(0) => DEFAULT_HOSTS_PAGE,
-        Ok(n) => n.min(MAX_HOSTS_PAGE),
+        Ok(0) => default,
+        Ok(n) => n.min(most),
         Err(_) => {
             return Err(Status::invalid_argument(format!(
                 "page_size must not be negative, not {page_size}"

@@ -11,13 +11,12 @@ driving Debian's chromium (never `playwright install`).
    in a fresh tab. Time to interactive (fleet) and to charts complete
    (host) is measured from navigation start (performance.timeOrigin) to
    the first frame after the page marked itself loaded (`main`'s
-   data-loaded="true", set once the data is in and drawn: every row with
-   its figures, every chart); the rows and charts are counted. A fleet
-   page not interactive within `--page-timeout-s` is reported as such and
-   not loaded again. Then, as a diagnosis, the fleet page up to 3 times
-   with its canvases' sizes answered without a layout (FIXED_CANVAS).
-3. The tab's memory after the fleet page (the fixed-canvas one when the
-   page as it ships did not finish): its JS heap (DevTools'
+   data-loaded="true", set once the data is in and drawn: the rows in view
+   with all their figures, every chart); the fleet's table must count
+   every host (aria-rowcount) and the charts are counted. A fleet page not
+   interactive within `--page-timeout-s` is reported as such and not
+   loaded again.
+3. The tab's memory after the last fleet load: its JS heap (DevTools'
    Performance.getMetrics), DOM nodes and its renderer's resident memory.
 
 Prints `name=value` lines (milliseconds, bytes) and `#` comments.
@@ -47,7 +46,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-# Bounded wait for the recording load (canvas sizes fixed, see FIXED_CANVAS).
+# Bounded wait for the recording load.
 RECORD_TIMEOUT_MS = 300_000
 
 # Installed before any page script: notes when `main` is marked loaded and
@@ -221,26 +220,21 @@ def renderer_rss_bytes():
     return best
 
 
-FLEET_CHECK = """() => ({
-  rows: document.querySelectorAll("#hosts tbody tr").length,
-  withCpu: [...document.querySelectorAll("#hosts tbody td.col-cpu")].filter(c => /\\d/.test(c.textContent)).length,
-})"""
+# The table holds a row for what is in view; it counts every host, and
+# each row drawn has its CPU and its sparkline's points.
+FLEET_CHECK = """() => {
+  const rows = [...document.querySelectorAll("#hosts tbody tr[data-host]")];
+  return {
+    rowcount: Number(document.querySelector("#hosts").getAttribute("aria-rowcount")),
+    rendered: rows.length,
+    withCpu: rows.filter(r => /\\d/.test(r.querySelector(".col-cpu").textContent)).length,
+    withSpark: rows.filter(r => Number(r.querySelector("canvas.spark").dataset.points) > 0).length,
+  };
+}"""
 HOST_CHECK = """() => ({
   charts: document.querySelectorAll(".chart-box").length,
   drawn: document.querySelectorAll(".chart-box .uplot").length,
 })"""
-# The diagnostic variant: canvases report their CSS size (120 x 28 px) without
-# a layout, so drawing each row's sparkline no longer forces one.
-FIXED_CANVAS = """
-for (const [prop, size] of [["clientWidth", 120], ["clientHeight", 28]]) {
-  const layout = Object.getOwnPropertyDescriptor(Element.prototype, prop);
-  Object.defineProperty(Element.prototype, prop, {
-    get() { return this instanceof HTMLCanvasElement ? size : layout.get.call(this); },
-  });
-}
-"""
-
-
 def memory(context, page):
     cdp = context.new_cdp_session(page)
     cdp.send("Performance.enable")
@@ -261,9 +255,12 @@ def fleet_loads(args, context, origin, runs, measure_memory):
         except PlaywrightTimeout:
             print(f"# fleet page not interactive within {args.page_timeout_s} s (run {run})", flush=True)
             return times, False
-        if counted["rows"] != args.hosts or counted["withCpu"] != args.hosts:
+        rendered = counted["rendered"]
+        if counted["rowcount"] != args.hosts + 1 or not 0 < rendered == counted["withCpu"] == counted["withSpark"]:
             raise SystemExit(f"fleet run {run}: {counted} for {args.hosts} hosts")
         times.append(ms)
+        if run == 0:
+            figure("fleet_rows_rendered", rendered)
         if measure_memory and run == runs - 1:
             memory(context, page)
         page.close()
@@ -293,15 +290,6 @@ def pages(args, browser, origin):
     print(f"# host page charts drawn: {counted['drawn']} of {counted['charts']}", flush=True)
     report_loads("host_24h_charts", host, True, args.page_timeout_s)
     figure("host_24h_charts_drawn", counted["drawn"])
-    # Where the fleet page's time goes: the same loads without the layout
-    # each sparkline forces (a diagnosis, not the console as it ships).
-    context = new_context(browser, args)
-    context.add_init_script(FIXED_CANVAS)
-    if not complete:
-        print("# memory below: after the last fixed-canvas load", flush=True)
-    fixed, fixed_complete = fleet_loads(args, context, origin, min(args.runs, 3), not complete)
-    report_loads("fleet_interactive_fixed_canvas", fixed, fixed_complete, args.page_timeout_s)
-    context.close()
 
 
 def new_context(browser, args):
@@ -333,8 +321,6 @@ def main():
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
         context = new_context(browser, args)
-        # The requests are sent before the page draws anything.
-        context.add_init_script(FIXED_CANVAS)
         requests = record_fleet_requests(context, args.origin)
         context.close()
         per_request, sets = replay(args, args.origin, requests)

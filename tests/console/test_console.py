@@ -344,6 +344,107 @@ def check_quiet_host(context, origin):
     page.close()
 
 
+# Hosts added for the windowed table's checks: more than a short window's rows.
+FLEET_HOSTS = [f"fleet-{i:02}" for i in range(24)]
+
+
+def start_fleet(bins, work, processes):
+    """An agent for each of FLEET_HOSTS, a certificate and state of its own."""
+    hostwatch = str(bins / "hostwatch")
+    grpc = re.search(r'listen = "127.0.0.1:(\d+)"', (work / "collector.toml").read_text()).group(1)
+    for name in FLEET_HOSTS:
+        subprocess.run(
+            [hostwatch, "certs", "issue", "--role", "agent", "--name", name, "--dir", str(work / "certs")],
+            check=True,
+            capture_output=True,
+        )
+        (work / f"agent-{name}.toml").write_text(
+            f"""collector = "127.0.0.1:{grpc}"
+interval = "2s"
+state_dir = "agent-state-{name}"
+
+[tls]
+ca = "certs/ca.pem"
+cert = "certs/agent-{name}.pem"
+key = "certs/agent-{name}.key"
+"""
+        )
+        processes.start(name, [str(bins / "hostwatch-agent"), "--config", f"agent-{name}.toml"])
+
+
+def rendered(page):
+    """The hosts of the table's rendered rows, by their row index."""
+    pairs = page.evaluate(
+        """() => [...document.querySelectorAll('#hosts tbody tr[data-host]')]
+            .map(r => [Number(r.getAttribute('aria-rowindex')), r.dataset.host])"""
+    )
+    return dict(pairs)
+
+
+def focused_row(page):
+    """The row index of the row holding the focus, or None."""
+    return page.evaluate("(() => { const r = document.activeElement.closest('tr'); return r && r.getAttribute('aria-rowindex'); })()")
+
+
+def check_window(context, origin, bins, work, processes):
+    """With more hosts than fit, the table renders the rows in view only:
+    its row count is every host's; scrolling shows later hosts with their
+    figures; the keyboard moves between rows and the focused row stays
+    while scrolled away; the filter finds a host that was not rendered."""
+    start_fleet(bins, work, processes)
+    total = len(FLEET_HOSTS) + 1
+    page = context.new_page()
+    page.set_viewport_size({"width": 1280, "height": 400})
+    page.goto(f"{origin}/")
+    page.wait_for_function(
+        f"() => document.querySelector('#hosts').getAttribute('aria-rowcount') === '{total + 1}'",
+        timeout=REFRESH_WAIT_S * 1000,
+    )
+    counts = page.locator("#counts").inner_text()
+    check(counts.startswith(f"{total} hosts:"), f"counts with the fleet {counts!r}")
+    rows = rendered(page)
+    check(2 in rows and len(rows) < total, f"rows rendered at the top: {rows}")
+    check(total + 1 not in rows, f"the last row rendered before scrolling: {rows}")
+    off_screen = next(h for h in FLEET_HOSTS if h not in rows.values())
+
+    # Scrolled to the bottom: the last rows, with their figures.
+    page.evaluate("window.scrollTo(0, document.documentElement.scrollHeight)")
+    last = page.locator(f'#hosts tbody tr[aria-rowindex="{total + 1}"]')
+    last.wait_for(timeout=5000)
+    page.wait_for_function(
+        f"""() => {{
+            const row = document.querySelector('#hosts tbody tr[aria-rowindex="{total + 1}"]');
+            return row && /%/.test(row.querySelector('.col-memory').textContent);
+        }}""",
+        timeout=REFRESH_WAIT_S * 1000,
+    )
+    rows = rendered(page)
+    check(len(rows) < total and 2 not in rows, f"rows rendered at the bottom: {rows}")
+
+    # The keyboard: Home from the last row's link, then the focused row
+    # stays rendered while the view scrolls away from it.
+    last.locator("a.host-name").focus()
+    page.keyboard.press("Home")
+    check(focused_row(page) == "2", f"Home focused row {focused_row(page)}")
+    page.keyboard.press("ArrowDown")
+    check(focused_row(page) == "3", f"ArrowDown focused row {focused_row(page)}")
+    page.keyboard.press("End")
+    check(focused_row(page) == str(total + 1), f"End focused row {focused_row(page)}")
+    page.evaluate("window.scrollTo(0, 0)")
+    page.locator('#hosts tbody tr[aria-rowindex="2"]').wait_for(timeout=5000)
+    page.wait_for_timeout(300)
+    check(focused_row(page) == str(total + 1), f"focus after scrolling away: row {focused_row(page)}")
+
+    # The filter looks at every host, rendered or not.
+    page.locator("#filter").fill(off_screen)
+    page.locator(f'#hosts tbody tr[data-host="{off_screen}"]').wait_for(timeout=2000)
+    matched = page.locator("#fleet-matched").inner_text()
+    check(matched == f"1 of {total} hosts match “{off_screen}”.", f"filter's count {matched!r}")
+    page.close()
+    for name in FLEET_HOSTS:
+        processes.stop(name)
+
+
 def check_filter(page):
     box = page.locator("#filter")
     box.fill("no-such-host")
@@ -1000,6 +1101,11 @@ def browse(bins, http, certs, out, processes, work):
         check_headers(response.headers, "/no/such/page")
         check(not_found.locator("h1").inner_text() == "Page not found", "no 404 page")
         not_found.close()
+        check(not errors, "errors in the browser console:\n" + "\n".join(errors))
+        # In a context of its own: the first one's clock was moved ahead.
+        fresh = reader_context()
+        check_window(fresh, origin, bins, work, processes)
+        fresh.close()
         check(not errors, "errors in the browser console:\n" + "\n".join(errors))
 
         # The collector stops: the page says so instead of going blank.

@@ -6,7 +6,10 @@
 //!    for `host-0`, written straight into a store in the collector's data
 //!    directory. The data runs `--lead-minutes` past the start of the
 //!    measurement, so the pages see a live fleet without 10,000 agents'
-//!    streams running meanwhile.
+//!    streams running meanwhile. Every host is entered in the collector's
+//!    host registry as if its agent's last batch had been stored at the
+//!    data's end. With `--dir` and `--reuse`, a fleet an earlier run wrote
+//!    there is used again while its data still runs past now.
 //! 2. The collector binary (`--collector-bin`) serves that directory with
 //!    its HTTPS listener; `console_bench.py` (run by `--python`, which must
 //!    have playwright) records the fleet page's API requests in headless
@@ -75,6 +78,46 @@ pub(crate) struct Args {
     /// Work directory (kept); a temporary one by default.
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// With `--dir`: the fleet an earlier run generated there, used again
+    /// while its data runs at least 5 minutes past now; generated
+    /// when there is none.
+    #[arg(long, requires = "dir")]
+    reuse: bool,
+}
+
+/// What an earlier run generated, in `generated.txt` of its directory.
+struct Generated {
+    end_ms: i64,
+    hosts: u32,
+    samples: u64,
+}
+
+impl Generated {
+    const FILE: &str = "generated.txt";
+
+    fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        let text = format!("{} {} {}\n", self.end_ms, self.hosts, self.samples);
+        Ok(std::fs::write(dir.join(Self::FILE), text)?)
+    }
+
+    /// The earlier run's fleet in `dir`, if there is one.
+    fn read(dir: &Path) -> anyhow::Result<Option<Self>> {
+        let path = dir.join(Self::FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+        };
+        let fields: Vec<&str> = text.split_whitespace().collect();
+        let [end_ms, hosts, samples] = fields[..] else {
+            bail!("{}: not `end_ms hosts samples`", path.display());
+        };
+        Ok(Some(Generated {
+            end_ms: end_ms.parse()?,
+            hosts: hosts.parse()?,
+            samples: samples.parse()?,
+        }))
+    }
 }
 
 /// The browser half, written into the work directory and run there.
@@ -88,6 +131,8 @@ const PIPELINE: usize = 64;
 const REPLAY_VIEWERS: u32 = 16;
 /// Ticks per generated batch.
 const TICKS_PER_BATCH: i64 = 30;
+/// Least time a reused fleet's data must still run past now.
+const REUSE_MARGIN_MS: i64 = 5 * 60_000;
 
 pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let collector_bin = match &args.collector_bin {
@@ -103,8 +148,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let dir = match &args.dir {
         Some(dir) => {
             ensure!(
-                !dir.exists(),
-                "--dir {} exists: give a new directory",
+                args.reuse || !dir.exists(),
+                "--dir {} exists: give a new directory (or --reuse)",
                 dir.display()
             );
             std::fs::create_dir_all(dir)?;
@@ -125,13 +170,62 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         issue(&ca, &dir, Role::Viewer, &format!("replay-{i}"))?;
     }
 
-    let end_ms = (hostwatch_stdx::now_ms() / INTERVAL_MS) * INTERVAL_MS
-        + i64::from(args.lead_minutes) * 60_000;
-    let started = Instant::now();
-    let samples = generate(&args, &dir.join("data").join("store"), end_ms)?;
+    let earlier = if args.reuse {
+        Generated::read(&dir)?
+    } else {
+        None
+    };
+    let samples = match earlier {
+        Some(earlier) => {
+            ensure!(
+                earlier.hosts == args.hosts,
+                "--reuse: {} holds {} hosts, not {}",
+                dir.display(),
+                earlier.hosts,
+                args.hosts
+            );
+            let left_ms = earlier.end_ms - hostwatch_stdx::now_ms();
+            ensure!(
+                left_ms >= REUSE_MARGIN_MS,
+                "--reuse: the data in {} runs {} s past now, less than {} s: give a new directory",
+                dir.display(),
+                left_ms / 1000,
+                REUSE_MARGIN_MS / 1000
+            );
+            println!("# reusing the fleet in {}", dir.display());
+            // The ingest comparison's collectors start empty.
+            for entry in std::fs::read_dir(&dir)? {
+                let path = entry?.path();
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if name.starts_with("ingest-") && path.is_dir() {
+                    std::fs::remove_dir_all(&path)?;
+                }
+            }
+            earlier.samples
+        }
+        None => {
+            let now_ms = hostwatch_stdx::now_ms();
+            let end_ms =
+                (now_ms / INTERVAL_MS) * INTERVAL_MS + i64::from(args.lead_minutes) * 60_000;
+            let started = Instant::now();
+            let data = dir.join("data");
+            let samples = generate(&args, &data.join("store"), end_ms)?;
+            // Seen at the data's end, as a live fleet is during the
+            // measurement: a host last seen before it would turn down
+            // (host-down alerts firing for the whole fleet).
+            register_hosts(&data, args.hosts, end_ms)?;
+            println!("generation_seconds={:.0}", started.elapsed().as_secs_f64());
+            let generated = Generated {
+                end_ms,
+                hosts: args.hosts,
+                samples,
+            };
+            generated.write(&dir)?;
+            samples
+        }
+    };
     println!("hosts={}", args.hosts);
     println!("generated_samples={samples}");
-    println!("generation_seconds={:.0}", started.elapsed().as_secs_f64());
     browse(&args, &dir, &collector_bin, &server, &viewer)?;
     if args.ingest_hosts > 0 {
         ingest_comparison(&args, &dir, &collector_bin, &ca, &server)?;
@@ -172,6 +266,28 @@ fn generate(args: &Args, path: &Path, end_ms: i64) -> anyhow::Result<u64> {
             .collect::<anyhow::Result<Vec<u64>>>()
     })?;
     Ok(samples + counts.iter().sum::<u64>())
+}
+
+/// Enters hosts `host-0` to `host-<hosts - 1>` in the host registry of
+/// the collector whose data directory is `data`, last seen at `seen_ms`,
+/// as the collector records a host whose agent connected
+/// (collector/src/hosts.rs: the `hosts` tree of its state database, a
+/// `HostStatus` by host id); the fleet page lists the registry's hosts.
+fn register_hosts(data: &Path, hosts: u32, seen_ms: i64) -> anyhow::Result<()> {
+    use prost::Message;
+    let db = sled::open(data).with_context(|| format!("open {}", data.display()))?;
+    let tree = db.open_tree("hosts")?;
+    for i in 0..hosts {
+        let host_id = HostGen::new(i, false).name;
+        let record = pb::HostStatus {
+            host_id: host_id.clone(),
+            last_seen_ms: seen_ms,
+            ..pb::HostStatus::default()
+        };
+        tree.insert(host_id.as_bytes(), record.encode_to_vec())?;
+    }
+    db.flush()?;
+    Ok(())
 }
 
 /// `ticks` ticks of each of `hosts` ending at `end_ms`, time-major (as
@@ -546,5 +662,38 @@ mod tests {
         let series = HostGen::new(0, false).series.len() as u64;
         // host-0: 1 h and the lead; hosts 1 and 2: 2 min and the lead.
         assert_eq!(stored, series * ((360 + 6) + 2 * (12 + 6)));
+    }
+
+    #[test]
+    fn registered_hosts_are_in_the_registry_tree() {
+        use prost::Message;
+        let dir = tempfile::tempdir().unwrap();
+        register_hosts(dir.path(), 3, 1_234).unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let tree = db.open_tree("hosts").unwrap();
+        let records: Vec<pb::HostStatus> = tree
+            .iter()
+            .map(|e| pb::HostStatus::decode(&*e.unwrap().1).unwrap())
+            .collect();
+        let ids: Vec<&str> = records.iter().map(|r| r.host_id.as_str()).collect();
+        assert_eq!(ids, ["host-0", "host-1", "host-2"]);
+        assert!(records.iter().all(|r| r.last_seen_ms == 1_234));
+    }
+
+    #[test]
+    fn a_generated_fleet_is_read_back_and_a_bad_note_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(Generated::read(dir.path()).unwrap().is_none());
+        let generated = Generated {
+            end_ms: 99,
+            hosts: 7,
+            samples: 1_000,
+        };
+        generated.write(dir.path()).unwrap();
+        let read = Generated::read(dir.path()).unwrap().unwrap();
+        assert_eq!((read.end_ms, read.hosts, read.samples), (99, 7, 1_000));
+        std::fs::write(dir.path().join(Generated::FILE), "99 7\n").unwrap();
+        let e = Generated::read(dir.path()).err().unwrap();
+        assert!(e.to_string().contains("end_ms hosts samples"), "{e}");
     }
 }

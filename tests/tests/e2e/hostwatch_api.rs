@@ -164,6 +164,23 @@ async fn hosts_processes_and_history_from_a_real_agent() {
     assert_eq!(listed[0]["facts"]["osName"], grpc_facts.os_name);
     assert_eq!(listed[0]["facts"]["cpuModel"], grpc_facts.cpu_model);
     assert_eq!(grpc_hosts[0].certificate_expires_ms, expires_s * 1000);
+    // Compact: the same hosts with their status only, no facts.
+    let (status, body) = get(c.0, c.1, "/api/v1/hostwatch/hosts", "compact=true").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["next"], "");
+    let compact = body["data"]["hosts"].as_array().unwrap();
+    assert_eq!(compact.len(), listed.len());
+    let mut keys: Vec<&str> = compact[0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["connected", "host", "lastSeen", "up"], "{body}");
+    assert_eq!(compact[0]["host"], listed[0]["host"]);
+    assert_eq!(compact[0]["up"], listed[0]["up"]);
+    assert!(now_ms() - ms(&compact[0]["lastSeen"]) < 60_000, "{body}");
 
     // The newest snapshot: real processes of this machine.
     let snapshot = eventually(WAIT, "a process snapshot", || async {
@@ -323,6 +340,13 @@ async fn bad_input_gets_bad_data_and_unknown_hosts_not_found() {
             400,
             "bad_data",
             "\"limit\"",
+        ),
+        (
+            "/api/v1/hostwatch/hosts",
+            "compact=yes",
+            400,
+            "bad_data",
+            "\"compact\"",
         ),
         (
             "/api/v1/hostwatch/hosts/nope",
