@@ -32,7 +32,10 @@ export class Connection {
       const since = fmt.time(this.failedSinceMs);
       const held = Number.isFinite(this.okMs) ? `; showing data from ${fmt.time(this.okMs)}` : "";
       const retry = refreshing ? ` Retrying every ${this.refreshMs / 1000} s.` : "";
-      const problem = `Could not read ${this.what}: ${this.error.message}.`;
+      const problem =
+        this.error.status === 401
+          ? `Not authorized: ${this.error.message}. The console needs an operator or viewer client certificate, or a login.`
+          : `Could not read ${this.what}: ${this.error.message}.`;
       return this.error.unreachable
         ? ["down", `⚠ Collector unreachable since ${since}${held}.${retry}`, problem]
         : ["error", `⚠ The collector refused the request since ${since}${held}.`, problem];

@@ -12,10 +12,9 @@
 import * as api from "./api.js";
 import * as fmt from "./format.js";
 import { el } from "./dom.js";
+import { Connection } from "./connection.js";
 
 const REFRESH_MS = 10_000;
-/** Data older than this is called stale. */
-const STALE_MS = 3 * REFRESH_MS;
 /** Hosts listed: those the registry saw within this window. */
 const HOSTS_WINDOW_S = 7 * 86_400;
 const SPARK_WINDOW_S = 3600;
@@ -383,8 +382,8 @@ const MOVES = new Set(["ArrowDown", "ArrowUp", "PageDown", "PageUp", "Home", "En
 class FleetPage {
   constructor(main, connection) {
     this.main = main;
-    this.connection = connection;
     this.parts = skeleton(main);
+    this.connection = new Connection(connection, this.parts.notice, { what: "the fleet", refreshMs: REFRESH_MS });
     /** Rendered rows by host: those in view and near it, and the focused one. */
     this.rows = new Map();
     /** Figures of hosts whose rows were rendered, by host; read again when older than the data. */
@@ -394,7 +393,7 @@ class FleetPage {
     this.index = new Map();
     /** The distance between two rows' tops (px), measured; 0 until then. */
     this.pitch = 0;
-    Object.assign(this, { loading: false, data: null, nowS: 0, okMs: NaN, error: null, failedSinceMs: NaN, timer: 0 });
+    Object.assign(this, { loading: false, data: null, nowS: 0, timer: 0 });
     Object.assign(this, { frame: 0, detailsTimer: 0, detailsBusy: false, detailsFailedS: NaN });
   }
 
@@ -551,41 +550,11 @@ class FleetPage {
     this.renderWindow();
   }
 
-  /** The header's line and the page's notice: fresh, stale, or unreachable. */
-  showConnection() {
-    const { notice } = this.parts;
-    const [kind, line, problem] = this.connectionState(Date.now());
-    // Live regions: changed only when their text does, so screen readers
-    // are not told the same thing every second.
-    const className = kind ? `connection connection-${kind}` : "connection";
-    if (this.connection.className !== className) this.connection.className = className;
-    if (this.connection.textContent !== line) this.connection.textContent = line;
-    notice.hidden = !problem;
-    if (problem && notice.textContent !== problem) notice.textContent = problem;
-  }
-
-  /** [class suffix or "", the header's line, the notice or ""]. */
-  connectionState(nowMs) {
-    if (this.error) {
-      const since = fmt.time(this.failedSinceMs);
-      const held = Number.isFinite(this.okMs) ? `; showing data from ${fmt.time(this.okMs)}` : "";
-      const problem =
-        this.error.status === 401
-          ? `Not authorized: ${this.error.message}. The console needs an operator or viewer client certificate.`
-          : `Could not read the fleet: ${this.error.message}.`;
-      return this.error.unreachable
-        ? ["down", `⚠ Collector unreachable since ${since}${held}. Retrying every ${REFRESH_MS / 1000} s.`, problem]
-        : ["error", `⚠ The collector refused the request since ${since}${held}.`, problem];
-    }
-    if (nowMs - this.okMs > STALE_MS) return ["stale", `⚠ Data is stale: last updated at ${fmt.time(this.okMs)}.`, ""];
-    return ["", Number.isFinite(this.okMs) ? `Updated ${fmt.time(this.okMs)}` : "Loading…", ""];
-  }
-
   /** Refreshes the relative times between data refreshes. */
   tick() {
     const nowMs = Date.now();
     for (const span of this.parts.tbody.querySelectorAll(".ago")) span.textContent = fmt.ago(Number(span.dataset.ms), nowMs);
-    this.showConnection();
+    this.connection.show(true);
   }
 
   /** The fleet, then the figures of the rows it puts in view; the page is loaded once both are drawn. */
@@ -610,18 +579,18 @@ class FleetPage {
           this.detailsBusy = false;
         }
       }
-      Object.assign(this, { okMs: Date.now(), error: null, failedSinceMs: NaN, detailsFailedS: NaN });
+      this.connection.ok();
+      this.detailsFailedS = NaN;
       this.renderWindow();
       this.main.dataset.loaded = "true";
     } catch (e) {
       if (!(e instanceof api.ApiError)) throw e;
-      if (!this.error) this.failedSinceMs = Date.now();
-      this.error = e;
+      this.connection.failed(e);
       if (!this.data) this.parts.counts.textContent = "No data";
     } finally {
       this.loading = false;
     }
-    this.showConnection();
+    this.connection.show(true);
     if (!document.hidden) this.timer = setTimeout(() => this.refresh(), REFRESH_MS);
   }
 
