@@ -206,12 +206,14 @@ impl Default for Http {
     }
 }
 
-/// `[enroll]`: what the enrollment listener issues.
+/// `[enroll]`: what the enrollment listener issues, and the issuing CA
+/// that renews agent certificates (Ingest.Renew) even without it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EnrollConfig {
     /// The issuing CA's certificate (signed by a CA of `tls.ca`) and key;
-    /// required when `enroll_listen` is set.
+    /// required when `enroll_listen` is set; both or neither otherwise
+    /// (without them, agents cannot renew their certificates here).
     pub issuer_cert: Option<PathBuf>,
     pub issuer_key: Option<PathBuf>,
     /// Validity of an issued agent certificate.
@@ -234,7 +236,8 @@ impl Default for EnrollConfig {
 }
 
 /// Shortest and longest `enroll.cert_lifetime`.
-const MIN_CERT_LIFETIME: Duration = Duration::from_secs(60);
+/// Lifetimes of seconds let tests watch agents renew again and again.
+const MIN_CERT_LIFETIME: Duration = Duration::from_secs(10);
 const MAX_CERT_LIFETIME: Duration = Duration::from_secs(366 * 86_400);
 
 /// `http_listen`, `enroll_listen`: an address, or an empty string for none.
@@ -388,7 +391,7 @@ impl CollectorConfig {
         }
         let enroll = &self.enroll;
         if !(MIN_CERT_LIFETIME..=MAX_CERT_LIFETIME).contains(&enroll.cert_lifetime) {
-            return invalid("enroll.cert_lifetime must be 1m to 366d".to_owned());
+            return invalid("enroll.cert_lifetime must be 10s to 366d".to_owned());
         }
         if enroll.max_connections == 0 {
             return invalid("enroll.max_connections must be greater than zero".to_owned());
@@ -402,6 +405,15 @@ impl CollectorConfig {
                     return invalid(format!("{key} is required when enroll_listen is set"));
                 }
             }
+        }
+        match (&enroll.issuer_cert, &enroll.issuer_key) {
+            (Some(_), None) => {
+                return invalid("enroll.issuer_key is required with enroll.issuer_cert".to_owned());
+            }
+            (None, Some(_)) => {
+                return invalid("enroll.issuer_cert is required with enroll.issuer_key".to_owned());
+            }
+            _ => {}
         }
         if self.storage.retention_bytes == Some(0) {
             return invalid("storage.retention_bytes must be greater than zero (leave it out for no size limit)".to_owned());
@@ -689,7 +701,7 @@ key = "collector.key"
                 "enroll.issuer_cert",
             ),
             (
-                format!("{on}\n{files}cert_lifetime = \"30s\"\n"),
+                format!("{on}\n{files}cert_lifetime = \"9s\"\n"),
                 "enroll.cert_lifetime",
             ),
             (
@@ -705,6 +717,15 @@ key = "collector.key"
                 "enroll.max_connections",
             ),
             (format!("{on}\n{files}issuer = \"x\"\n"), "issuer"),
+            // Without the enrollment listener, for renewals: both or neither.
+            (
+                format!("{MINIMAL}\n[enroll]\nissuer_cert = \"i.pem\"\n"),
+                "enroll.issuer_key",
+            ),
+            (
+                format!("{MINIMAL}\n[enroll]\nissuer_key = \"i.key\"\n"),
+                "enroll.issuer_cert",
+            ),
         ]);
     }
 

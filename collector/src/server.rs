@@ -90,8 +90,14 @@ pub async fn serve_with_http(
         .build_v1()
         .map_err(|e| CollectorError::Serve(e.to_string()))?;
     let max_message = config.limits.max_message_bytes;
+    let ingest_port = listener
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or(config.listen.port());
+    let issuing = Issuing::configured(&config, ingest_port)?.map(Arc::new);
     let ingest = IngestServer::new(IngestService {
         shared: shared.clone(),
+        issuing: issuing.clone(),
     })
     .max_decoding_message_size(max_message);
     let query = QueryServer::new(QueryService {
@@ -104,11 +110,7 @@ pub async fn serve_with_http(
     })
     .max_decoding_message_size(max_message);
     let http = start_http(&config, &shared, http)?;
-    let ingest_port = listener
-        .local_addr()
-        .map(|a| a.port())
-        .unwrap_or(config.listen.port());
-    let enroll = start_enroll(&config, &shared, ingest_port).await?;
+    let enroll = start_enroll(&config, &shared, issuing).await?;
     let mut reloaded = vec![tls.clone()];
     reloaded.extend(http.as_ref().map(|h| h.tls.clone()));
     reloaded.extend(enroll.as_ref().map(|e| e.tls.clone()));
@@ -206,17 +208,16 @@ struct EnrollListener {
 
 /// Starts the enrollment listener on `enroll_listen`, if set: the Enroll
 /// service alone, with the collector's certificate, the main listener's
-/// handshake limits, and `enroll.max_connections` anonymous connections.
-/// Enrolled agents are told `ingest_port`, the main listener's.
+/// handshake limits, and `enroll.max_connections` anonymous connections,
+/// issuing with `issuing` (loaded whenever `enroll_listen` is set).
 async fn start_enroll(
     config: &CollectorConfig,
     shared: &Shared,
-    ingest_port: u16,
+    issuing: Option<Arc<Issuing>>,
 ) -> Result<Option<EnrollListener>, CollectorError> {
-    let Some(address) = config.enroll_listen else {
+    let (Some(address), Some(issuing)) = (config.enroll_listen, issuing) else {
         return Ok(None);
     };
-    let issuing = Arc::new(Issuing::load(config, ingest_port)?);
     let tls = ServerTls::load_with(config.tls.clone(), ClientAuth::Anonymous)?;
     let listener = TcpListener::bind(address)
         .await

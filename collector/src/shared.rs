@@ -87,6 +87,10 @@ pub(crate) struct RefusedMessages {
     pub(crate) enrollments: AtomicU64,
     /// Enroll calls refused, whatever the reason.
     pub(crate) enrollments_refused: AtomicU64,
+    /// Agent certificates renewed through Ingest.Renew.
+    pub(crate) renewals: AtomicU64,
+    /// Renew calls refused, whatever the reason.
+    pub(crate) renewals_refused: AtomicU64,
 }
 
 /// Re-reads the configuration file and applies its `[alerting]` section;

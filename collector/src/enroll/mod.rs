@@ -35,8 +35,14 @@ use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 /// Certificates are valid from this long before they are issued, for
-/// agents whose clock is a little behind.
+/// agents whose clock is a little behind; at most a tenth of the
+/// lifetime, so that an agent renewing at two thirds of the validity it
+/// sees renews at about two thirds of the lifetime.
 const CLOCK_SKEW: Duration = Duration::from_secs(300);
+
+fn clock_skew(lifetime: Duration) -> Duration {
+    CLOCK_SKEW.min(lifetime / 10)
+}
 
 /// The issuing CA and what an enrolled agent is handed with its certificate.
 pub(crate) struct Issuing {
@@ -49,6 +55,22 @@ pub(crate) struct Issuing {
 }
 
 impl Issuing {
+    /// The issuing CA of `[enroll]` if it is configured (required with
+    /// `enroll_listen`, see [`Issuing::load`]); without one, agents
+    /// cannot renew their certificates here.
+    pub(crate) fn configured(
+        config: &CollectorConfig,
+        ingest_port: u16,
+    ) -> Result<Option<Issuing>, CollectorError> {
+        let enroll = &config.enroll;
+        if config.enroll_listen.is_none()
+            && (enroll.issuer_cert.is_none() || enroll.issuer_key.is_none())
+        {
+            return Ok(None);
+        }
+        Issuing::load(config, ingest_port).map(Some)
+    }
+
     /// The issuing CA of `[enroll]`; it must be signed by a CA of `tls.ca`
     /// (or agents it enrolls could not connect).
     pub(crate) fn load(
@@ -182,7 +204,7 @@ fn enroll(
     let not_after = now + issuing.lifetime;
     let issued = issuing
         .ca
-        .issue_agent(&spki, host, now - CLOCK_SKEW, not_after)
+        .issue_agent(&spki, host, now - clock_skew(issuing.lifetime), not_after)
         .map_err(|e| Failure::Issue(e.to_string()))?;
     let record = Issued {
         serial: issued.serial_hex.clone(),
@@ -201,4 +223,75 @@ fn enroll(
         },
         used.name,
     ))
+}
+
+/// Why a Renew call failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RenewFailure {
+    #[error(
+        "this collector has no issuing CA (enroll.issuer_cert, enroll.issuer_key): it cannot renew certificates"
+    )]
+    NoIssuingCa,
+    #[error(transparent)]
+    Csr(#[from] CsrError),
+    #[error("{0}")]
+    Refused(Refused),
+    #[error("cannot issue the certificate: {0}")]
+    Issue(String),
+}
+
+impl RenewFailure {
+    pub(crate) fn status(&self) -> Status {
+        let message = self.to_string();
+        match self {
+            RenewFailure::NoIssuingCa => Status::failed_precondition(message),
+            RenewFailure::Csr(CsrError::AsksForCa | CsrError::OtherIdentity { .. }) => {
+                Status::permission_denied(message)
+            }
+            RenewFailure::Csr(CsrError::Malformed(_) | CsrError::BadSignature) => {
+                Status::invalid_argument(message)
+            }
+            RenewFailure::Refused(Refused::Unavailable(_)) => Status::unavailable(message),
+            RenewFailure::Refused(_) => Status::permission_denied(message),
+            RenewFailure::Issue(_) => Status::internal(message),
+        }
+    }
+}
+
+/// Renews the certificate of agent `host` (the caller's, from its client
+/// certificate) for the key of `csr`, with the checks of enrollment, and
+/// records it. Blocks on signing and on the disk.
+pub(crate) fn renew(
+    tokens: &EnrollStore,
+    issuing: Option<&Issuing>,
+    host: &str,
+    csr: &[u8],
+) -> Result<hostwatch_proto::v1::RenewResponse, RenewFailure> {
+    let issuing = issuing.ok_or(RenewFailure::NoIssuingCa)?;
+    let spki = hostwatch_pki::enroll::check_csr(csr, host)?;
+    let now = time::OffsetDateTime::now_utc();
+    let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
+    let issued = issuing
+        .ca
+        .issue_agent(
+            &spki,
+            host,
+            now - clock_skew(issuing.lifetime),
+            now + issuing.lifetime,
+        )
+        .map_err(|e| RenewFailure::Issue(e.to_string()))?;
+    let record = Issued {
+        serial: issued.serial_hex.clone(),
+        not_after_ms: issued.not_after_ms,
+        issued_ms: now_ms,
+        token: String::new(),
+    };
+    tokens
+        .record_renewal(host, record)
+        .map_err(RenewFailure::Refused)?;
+    Ok(hostwatch_proto::v1::RenewResponse {
+        certificate_chain_pem: format!("{}{}", issued.cert_pem, issuing.ca.cert_pem()),
+        serial: issued.serial_hex,
+        not_after_ms: issued.not_after_ms,
+    })
 }

@@ -447,6 +447,38 @@ impl EnrollStore {
         Ok(used)
     }
 
+    /// Records `issued`, a renewal of `host`'s certificate, as the host's
+    /// last certificate (the token it was enrolled with is kept). A
+    /// renewal that cannot be written is refused: the certificate is
+    /// handed out only once it is stored. Blocks on the disk.
+    pub(crate) fn record_renewal(&self, host: &str, issued: Issued) -> Result<(), Refused> {
+        let mut inner = self.lock();
+        let hosts = match &inner.trees {
+            Trees::Writable { hosts, .. } => hosts.clone(),
+            Trees::Failed(cause) => return Err(Refused::Unavailable(cause.clone())),
+        };
+        let issued = Issued {
+            token: inner
+                .hosts
+                .get(host)
+                .map(|before| before.token.clone())
+                .unwrap_or_default(),
+            ..issued
+        };
+        // A struct of strings and integers always serializes.
+        let record = serde_json::to_vec(&issued).unwrap_or_default();
+        let written = hosts
+            .insert(host.as_bytes(), record)
+            .and_then(|_| hosts.flush());
+        if let Err(e) = written {
+            let cause = format!("a write failed ({e})");
+            inner.trees = Trees::Failed(cause.clone());
+            return Err(Refused::Unavailable(cause));
+        }
+        inner.hosts.insert(host.to_owned(), issued);
+        Ok(())
+    }
+
     /// The last certificate issued for `host`, if any.
     #[cfg(test)]
     pub(crate) fn issued(&self, host: &str) -> Option<Issued> {
@@ -622,6 +654,31 @@ mod tests {
             store.check("hwt_short", "x", false, 0),
             Err(Refused::Malformed)
         );
+    }
+
+    #[test]
+    fn a_renewal_replaces_the_hosts_certificate_and_keeps_its_token() {
+        let (_dir, db, store) = open();
+        let (text, entry) = store.create(new(1, 1_000, None), 0, |_| false).unwrap();
+        store
+            .redeem(&text, "web-1", false, issued("01", 500), 0)
+            .unwrap();
+        store.record_renewal("web-1", issued("02", 900)).unwrap();
+        let renewed = store.issued("web-1").unwrap();
+        assert_eq!((renewed.serial.as_str(), renewed.not_after_ms), ("02", 900));
+        assert_eq!(renewed.token, entry.name);
+        // A host not enrolled here (a certificate made by `certs issue`).
+        store.record_renewal("db-1", issued("03", 900)).unwrap();
+        assert_eq!(store.issued("db-1").unwrap().token, "");
+        drop(store);
+        let store = EnrollStore::open(&db).unwrap();
+        assert_eq!(store.issued("web-1").unwrap().serial, "02");
+        store.detach();
+        assert!(matches!(
+            store.record_renewal("web-1", issued("04", 900)),
+            Err(Refused::Unavailable(_))
+        ));
+        assert_eq!(store.issued("web-1").unwrap().serial, "02");
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod outage;
 mod partition;
 mod peer_input;
 mod promql;
+mod renew;
 mod rotation;
 mod self_alert;
 mod sessions;
