@@ -215,6 +215,10 @@ fn alert_silence_and_storage_arguments_are_checked_before_connecting() {
         (&["silence", "mute"][..], "mute"),
         (&["storage", "check"][..], "check"),
         (&["storage", "verify", "--repair"][..], "--repair"),
+        (&["hosts", "revoke"][..], "<HOST>"),
+        (&["hosts", "revoke", "web-1", "--reason"][..], "--reason"),
+        (&["hosts", "revoked", "--all"][..], "--all"),
+        (&["hosts", "forget", "web-1"][..], "forget"),
     ] {
         let mut all = vec!["--config", c];
         all.extend_from_slice(args);

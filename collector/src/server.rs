@@ -74,6 +74,7 @@ pub async fn serve_with_http(
 ) -> Result<(), CollectorError> {
     let tls = ServerTls::load(config.tls.clone())?;
     let shared = open_shared(&config, &tls)?;
+    let tls = tls.with_denylist(shared.denylist.clone());
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<IngestServer<IngestService>>()
@@ -180,7 +181,8 @@ fn start_http(
     let Some(listener) = listener else {
         return Ok(None);
     };
-    let tls = ServerTls::load_with(config.tls.clone(), ClientAuth::Optional)?;
+    let tls = ServerTls::load_with(config.tls.clone(), ClientAuth::Optional)?
+        .with_denylist(shared.denylist.clone());
     tracing::info!(http_listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "HTTPS API serving");
     let (task, connections) = crate::http::spawn(
         crate::http::Api::new(shared.clone(), config),
@@ -292,7 +294,12 @@ fn open_shared(config: &CollectorConfig, tls: &ServerTls) -> Result<Shared, Coll
     // Registry, alerting and tokens hold their own trees; a handle kept here would
     // keep the database from being reopened.
     drop(db);
+    let denylist = hostwatch_pki::transport::Denylist::default();
+    for revoked in tokens.enroll.revoked() {
+        denylist.deny(&revoked.host, &revoked.serials);
+    }
     Ok(Shared {
+        denylist,
         promql: crate::promql::Promql::new(store.clone(), &config.query),
         store,
         hosts,

@@ -46,6 +46,9 @@ pub(crate) struct Shared {
     /// The PromQL engine behind `[query]`'s limits, for the HTTP API and
     /// `Query.Promql` alike.
     pub(crate) promql: Promql,
+    /// Revoked hosts and serials, which every listener refuses; filled
+    /// from the enrollment store's `revoked_hosts` at start.
+    pub(crate) denylist: hostwatch_pki::transport::Denylist,
 }
 
 impl Shared {

@@ -20,7 +20,9 @@
 
 mod store;
 
-pub(crate) use store::{EnrollEntry, EnrollStore, HostPattern, Issued, NewEnrollToken, Refused};
+pub(crate) use store::{
+    EnrollEntry, EnrollStore, HostPattern, Issued, NewEnrollToken, Refused, Revoked,
+};
 
 use crate::CollectorError;
 use crate::config::CollectorConfig;
@@ -138,7 +140,7 @@ impl Failure {
             Failure::Refused(
                 Refused::Malformed | Refused::Unknown | Refused::Expired | Refused::UsedUp,
             ) => Status::unauthenticated(message),
-            Failure::Refused(Refused::HostNotAllowed { .. })
+            Failure::Refused(Refused::HostNotAllowed { .. } | Refused::HostRevoked { .. })
             | Failure::Csr(CsrError::AsksForCa | CsrError::OtherIdentity { .. }) => {
                 Status::permission_denied(message)
             }
@@ -173,8 +175,12 @@ impl Enroll for EnrollService {
             .map_err(|e| Status::internal(e.to_string()))?;
         let counters = &self.shared.refused_messages;
         match result {
-            Ok((response, token)) => {
+            Ok((response, token, reinstated)) => {
                 counters.enrollments.fetch_add(1, Ordering::Relaxed);
+                if let Some(revoked) = reinstated {
+                    self.shared.denylist.allow(&revoked.host, &revoked.serials);
+                    tracing::warn!(host.id = %host, token.name = %token, revoked_ms = revoked.revoked_ms, "revoked host reinstated by a newer enrollment token");
+                }
                 tracing::info!(peer.addr = %addr, host.id = %host, token.name = %token, serial = %response.serial, not_after_ms = response.not_after_ms, replace, "agent enrolled");
                 Ok(Response::new(response))
             }
@@ -194,7 +200,7 @@ fn enroll(
     tokens: &EnrollStore,
     issuing: &Issuing,
     request: &EnrollRequest,
-) -> Result<(EnrollResponse, String), Failure> {
+) -> Result<(EnrollResponse, String, Option<store::Revoked>), Failure> {
     let host = &request.host_id;
     Identity::new(Role::Agent, host).map_err(|e| Failure::HostId(e.to_string()))?;
     let now = time::OffsetDateTime::now_utc();
@@ -212,7 +218,8 @@ fn enroll(
         issued_ms: now_ms,
         token: String::new(),
     };
-    let used = tokens.redeem(&request.token, host, request.replace, record, now_ms)?;
+    let (used, reinstated) =
+        tokens.redeem(&request.token, host, request.replace, record, now_ms)?;
     Ok((
         EnrollResponse {
             certificate_chain_pem: format!("{}{}", issued.cert_pem, issuing.ca.cert_pem()),
@@ -222,6 +229,7 @@ fn enroll(
             ingest_port: u32::from(issuing.ingest_port),
         },
         used.name,
+        reinstated,
     ))
 }
 

@@ -1,7 +1,9 @@
 //! Enrollment tokens and the agent certificates issued with them, in the
 //! collector's database: tree `enroll_tokens` (name -> JSON record with
 //! the token's SHA-256 digest, never its text) and tree `enrolled_hosts`
-//! (host id -> the last certificate issued for it: serial, expiry).
+//! (host id -> the last certificate issued for it: serial, expiry) and
+//! tree `revoked_hosts` (host id -> why, when, by whom it was revoked and
+//! the serials denied with it).
 //!
 //! Tokens share the API tokens' text format and digest (`tokens.rs`) and
 //! their names (a name is unique among both kinds). Memory is the index,
@@ -24,6 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 const TOKENS_TREE: &str = "enroll_tokens";
 const HOSTS_TREE: &str = "enrolled_hosts";
+const REVOKED_TREE: &str = "revoked_hosts";
 /// Most enrollments one token may allow.
 pub(crate) const MAX_USES: u32 = 100_000;
 /// Longest lifetime of an enrollment token: it is meant for a rollout,
@@ -71,6 +74,22 @@ pub(crate) struct Issued {
     pub(crate) issued_ms: i64,
     /// The enrollment token's name.
     pub(crate) token: String,
+}
+
+/// A revoked host: refused at every handshake, its renewals and
+/// enrollments refused, until a token created after the revocation
+/// enrolls it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Revoked {
+    pub(crate) host: String,
+    pub(crate) reason: String,
+    /// ms since the Unix epoch.
+    pub(crate) revoked_ms: i64,
+    /// The operator who revoked it.
+    pub(crate) by: String,
+    /// Serials of its certificates, lowercase hex: the last one issued
+    /// here and those of the connections open when it was revoked.
+    pub(crate) serials: Vec<String>,
 }
 
 /// Host ids a token allows: a glob in which `*` stands for any run of
@@ -152,12 +171,17 @@ pub(crate) enum Refused {
         "the collector's state database cannot be written ({0}); try again once it is reopened"
     )]
     Unavailable(String),
+    #[error(
+        "host id {host:?} is revoked (since {revoked_ms} ms after the epoch); only an enrollment token created after that enrolls it again"
+    )]
+    HostRevoked { host: String, revoked_ms: i64 },
 }
 
 enum Trees {
     Writable {
         tokens: sled::Tree,
         hosts: sled::Tree,
+        revoked: sled::Tree,
     },
     Failed(String),
 }
@@ -167,6 +191,7 @@ struct Inner {
     tokens: BTreeMap<String, (TokenDigest, EnrollEntry)>,
     by_digest: HashMap<TokenDigest, String>,
     hosts: BTreeMap<String, Issued>,
+    revoked: BTreeMap<String, Revoked>,
 }
 
 impl Inner {
@@ -214,8 +239,18 @@ impl Inner {
                 pattern: pattern.clone(),
             });
         }
+        if let Some(revoked) = self.revoked.get(host)
+            && entry.created_ms <= revoked.revoked_ms
+        {
+            return Err(Refused::HostRevoked {
+                host: host.to_owned(),
+                revoked_ms: revoked.revoked_ms,
+            });
+        }
         match self.hosts.get(host) {
-            Some(issued) if !replace && now_ms < issued.not_after_ms => {
+            Some(issued)
+                if !replace && !self.revoked.contains_key(host) && now_ms < issued.not_after_ms =>
+            {
                 Err(Refused::HostEnrolled {
                     host: host.to_owned(),
                     serial: issued.serial.clone(),
@@ -234,12 +269,23 @@ impl EnrollStore {
     /// Loads the tokens and hosts of `db`; undecodable records are skipped.
     pub(crate) fn open(db: &sled::Db) -> Result<Self, sled::Error> {
         let (tokens, hosts) = (db.open_tree(TOKENS_TREE)?, db.open_tree(HOSTS_TREE)?);
+        let revoked = db.open_tree(REVOKED_TREE)?;
         let mut inner = Inner {
             trees: Trees::Failed(String::new()),
             tokens: BTreeMap::new(),
             by_digest: HashMap::new(),
             hosts: BTreeMap::new(),
+            revoked: BTreeMap::new(),
         };
+        for item in revoked.iter() {
+            let (key, value) = item?;
+            match serde_json::from_slice::<Revoked>(&value) {
+                Ok(record) => {
+                    inner.revoked.insert(record.host.clone(), record);
+                }
+                Err(_) => tracing::warn!(key = ?key, "skipping undecodable revoked host record"),
+            }
+        }
         for item in tokens.iter() {
             let (key, value) = item?;
             match decode_token(&value) {
@@ -256,7 +302,11 @@ impl EnrollStore {
                 _ => tracing::warn!(key = ?key, "skipping undecodable enrolled host record"),
             }
         }
-        inner.trees = Trees::Writable { tokens, hosts };
+        inner.trees = Trees::Writable {
+            tokens,
+            hosts,
+            revoked,
+        };
         Ok(EnrollStore(Arc::new(Mutex::new(inner))))
     }
 
@@ -398,16 +448,22 @@ impl EnrollStore {
         replace: bool,
         issued: Issued,
         now_ms: i64,
-    ) -> Result<EnrollEntry, Refused> {
+    ) -> Result<(EnrollEntry, Option<Revoked>), Refused> {
         let mut inner = self.lock();
         let (digest, entry) = inner.find(text, now_ms)?.clone();
         inner.allows(&entry, host, replace, now_ms)?;
+        // A token newer than the host's revocation reinstates it.
+        let reinstated = inner.revoked.get(host).cloned();
         let issued = Issued {
             token: entry.name.clone(),
             ..issued
         };
-        let (tokens, hosts) = match &inner.trees {
-            Trees::Writable { tokens, hosts } => (tokens.clone(), hosts.clone()),
+        let (tokens, hosts, revoked) = match &inner.trees {
+            Trees::Writable {
+                tokens,
+                hosts,
+                revoked,
+            } => (tokens.clone(), hosts.clone(), revoked.clone()),
             Trees::Failed(cause) => return Err(Refused::Unavailable(cause.clone())),
         };
         let before = encode_token(&digest, &entry);
@@ -418,8 +474,8 @@ impl EnrollStore {
         let after = encode_token(&digest, &used);
         // A struct of strings and integers always serializes.
         let host_record = serde_json::to_vec(&issued).unwrap_or_default();
-        let written = (&tokens, &hosts)
-            .transaction(|(tokens, hosts)| {
+        let written = (&tokens, &hosts, &revoked)
+            .transaction(|(tokens, hosts, revoked)| {
                 // The compare of a compare-and-swap: the record on disk is
                 // the one memory checked.
                 if tokens.get(used.name.as_bytes())?.as_deref() != Some(before.as_slice()) {
@@ -427,6 +483,7 @@ impl EnrollStore {
                 }
                 tokens.insert(used.name.as_bytes(), after.as_slice())?;
                 hosts.insert(host.as_bytes(), host_record.as_slice())?;
+                revoked.remove(host.as_bytes())?;
                 Ok(())
             })
             .and_then(|()| tokens.flush().map(drop).map_err(TransactionError::Storage));
@@ -444,7 +501,8 @@ impl EnrollStore {
         }
         inner.insert(digest, used.clone());
         inner.hosts.insert(host.to_owned(), issued);
-        Ok(used)
+        inner.revoked.remove(host);
+        Ok((used, reinstated))
     }
 
     /// Records `issued`, a renewal of `host`'s certificate, as the host's
@@ -453,6 +511,12 @@ impl EnrollStore {
     /// handed out only once it is stored. Blocks on the disk.
     pub(crate) fn record_renewal(&self, host: &str, issued: Issued) -> Result<(), Refused> {
         let mut inner = self.lock();
+        if let Some(revoked) = inner.revoked.get(host) {
+            return Err(Refused::HostRevoked {
+                host: host.to_owned(),
+                revoked_ms: revoked.revoked_ms,
+            });
+        }
         let hosts = match &inner.trees {
             Trees::Writable { hosts, .. } => hosts.clone(),
             Trees::Failed(cause) => return Err(Refused::Unavailable(cause.clone())),
@@ -477,6 +541,57 @@ impl EnrollStore {
         }
         inner.hosts.insert(host.to_owned(), issued);
         Ok(())
+    }
+
+    /// Revokes `host` (see [`Revoked`]), with the serials of the last
+    /// certificate issued here and `seen`; a host revoked again gets the
+    /// new reason and time, and keeps its serials. Blocks on the disk.
+    pub(crate) fn revoke_host(
+        &self,
+        host: &str,
+        reason: &str,
+        by: &str,
+        now_ms: i64,
+        seen: &[String],
+    ) -> Result<Revoked, Refused> {
+        let mut inner = self.lock();
+        let mut serials: Vec<String> = inner
+            .revoked
+            .get(host)
+            .map(|r| r.serials.clone())
+            .unwrap_or_default();
+        serials.extend(inner.hosts.get(host).map(|i| i.serial.clone()));
+        serials.extend(seen.iter().cloned());
+        serials.sort();
+        serials.dedup();
+        let record = Revoked {
+            host: host.to_owned(),
+            reason: reason.to_owned(),
+            revoked_ms: now_ms,
+            by: by.to_owned(),
+            serials,
+        };
+        let tree = match &inner.trees {
+            Trees::Writable { revoked, .. } => revoked.clone(),
+            Trees::Failed(cause) => return Err(Refused::Unavailable(cause.clone())),
+        };
+        // A struct of strings and integers always serializes.
+        let value = serde_json::to_vec(&record).unwrap_or_default();
+        if let Err(e) = tree
+            .insert(host.as_bytes(), value)
+            .and_then(|_| tree.flush())
+        {
+            let cause = format!("a write failed ({e})");
+            inner.trees = Trees::Failed(cause.clone());
+            return Err(Refused::Unavailable(cause));
+        }
+        inner.revoked.insert(host.to_owned(), record.clone());
+        Ok(record)
+    }
+
+    /// Every revoked host, by host id.
+    pub(crate) fn revoked(&self) -> Vec<Revoked> {
+        self.lock().revoked.values().cloned().collect()
     }
 
     /// The last certificate issued for `host`, if any.
@@ -505,8 +620,16 @@ impl EnrollStore {
     /// memory holds.
     pub(crate) fn attach(&self, db: &sled::Db) -> Result<(), sled::Error> {
         let (tokens, hosts) = (db.open_tree(TOKENS_TREE)?, db.open_tree(HOSTS_TREE)?);
+        let revoked = db.open_tree(REVOKED_TREE)?;
         let mut inner = self.lock();
         tokens.clear()?;
+        revoked.clear()?;
+        for (host, record) in &inner.revoked {
+            revoked.insert(
+                host.as_bytes(),
+                serde_json::to_vec(record).unwrap_or_default(),
+            )?;
+        }
         for (name, (digest, entry)) in &inner.tokens {
             tokens.insert(name.as_bytes(), encode_token(digest, entry))?;
         }
@@ -517,7 +640,11 @@ impl EnrollStore {
             )?;
         }
         tokens.flush()?;
-        inner.trees = Trees::Writable { tokens, hosts };
+        inner.trees = Trees::Writable {
+            tokens,
+            hosts,
+            revoked,
+        };
         Ok(())
     }
 }
@@ -625,7 +752,7 @@ mod tests {
         let left = store
             .redeem(&text, "web-2", false, issued("02", 500), 10)
             .unwrap();
-        assert_eq!(left.uses_left, 0);
+        assert_eq!(left.0.uses_left, 0);
         assert_eq!(store.check(&text, "web-3", false, 10), Err(Refused::UsedUp));
         // Memory and disk agree after a reopen; the text is nowhere on disk.
         drop(store);
@@ -682,12 +809,53 @@ mod tests {
     }
 
     #[test]
+    fn a_revoked_host_is_enrolled_again_only_with_a_newer_token() {
+        let (_dir, db, store) = open();
+        let (old, _) = store.create(new(5, 10_000, None), 0, |_| false).unwrap();
+        store
+            .redeem(&old, "web-1", false, issued("0a", 5_000), 0)
+            .unwrap();
+        let revoked = store
+            .revoke_host("web-1", "stolen", "operator/ops", 100, &["0b".to_owned()])
+            .unwrap();
+        assert_eq!(revoked.serials, ["0a", "0b"]);
+        let refused = Refused::HostRevoked {
+            host: "web-1".to_owned(),
+            revoked_ms: 100,
+        };
+        assert_eq!(store.check(&old, "web-1", true, 200), Err(refused.clone()));
+        assert_eq!(
+            store.redeem(&old, "web-1", true, issued("0c", 5_000), 200),
+            Err(refused.clone())
+        );
+        assert_eq!(
+            store.record_renewal("web-1", issued("0c", 5_000)),
+            Err(refused)
+        );
+        // Other hosts are not affected; the record survives a reopen.
+        store.check(&old, "web-2", false, 200).unwrap();
+        drop(store);
+        let store = EnrollStore::open(&db).unwrap();
+        assert_eq!(store.revoked(), std::slice::from_ref(&revoked));
+        // A token made after the revocation reinstates the host, even
+        // though its last certificate has not expired.
+        let (newer, _) = store.create(new(1, 10_000, None), 200, |_| false).unwrap();
+        let (_, reinstated) = store
+            .redeem(&newer, "web-1", false, issued("0d", 5_000), 300)
+            .unwrap();
+        assert_eq!(reinstated, Some(revoked));
+        assert!(store.revoked().is_empty());
+        drop(store);
+        assert!(EnrollStore::open(&db).unwrap().revoked().is_empty());
+    }
+
+    #[test]
     fn two_redemptions_of_a_last_use_race_and_one_wins() {
         let (_dir, _db, store) = open();
         for round in 0..20 {
             let (text, _) = store.create(new(1, 1_000, None), 0, |_| false).unwrap();
             let barrier = std::sync::Barrier::new(2);
-            let results: Vec<Result<EnrollEntry, Refused>> = std::thread::scope(|s| {
+            let results: Vec<Result<_, Refused>> = std::thread::scope(|s| {
                 let handles: Vec<_> = ["a", "b"]
                     .iter()
                     .map(|host| {

@@ -749,6 +749,23 @@ pub fn certificate_expiry_ms(cert: &CertificateDer<'_>) -> Option<i64> {
     parsed.validity().not_after.timestamp().checked_mul(1000)
 }
 
+/// A certificate's serial number, lowercase hex without leading zeros;
+/// `None` if it cannot be parsed.
+pub fn certificate_serial_hex(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let hex: String = parsed
+        .raw_serial()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let trimmed = hex.trim_start_matches('0');
+    Some(if trimmed.is_empty() {
+        "0".to_owned()
+    } else {
+        trimmed.to_owned()
+    })
+}
+
 /// When a certificate starts and stops being valid (notBefore, notAfter),
 /// in milliseconds since the Unix epoch; `None` if it cannot be parsed.
 pub fn certificate_validity_ms(cert: &CertificateDer<'_>) -> Option<(i64, i64)> {

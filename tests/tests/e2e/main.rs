@@ -18,6 +18,7 @@ mod partition;
 mod peer_input;
 mod promql;
 mod renew;
+mod revoke;
 mod rotation;
 mod self_alert;
 mod sessions;

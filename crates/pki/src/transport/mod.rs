@@ -9,10 +9,12 @@
 //! here the server's reloadable TLS settings and the client's connector.
 
 mod calls;
+mod denylist;
 mod listener;
 mod throttle;
 
 pub use calls::{CallLimit, CallLimitLayer};
+pub use denylist::Denylist;
 pub use listener::{
     CallGuard, Connections, Incoming, ListenerLimits, ListenerStats, TlsConnection, incoming,
 };
@@ -65,6 +67,8 @@ pub struct ServerTls {
     /// read, loaded or not: what [`ServerTls::reload_if_changed`] compares.
     digest: Arc<std::sync::atomic::AtomicU64>,
     identity: Identity,
+    /// Peers refused after the handshake, shared with other listeners.
+    denylist: Denylist,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -96,7 +100,19 @@ impl ServerTls {
             current: Arc::new(RwLock::new(config)),
             digest: Arc::new(digest.into()),
             identity,
+            denylist: Denylist::default(),
         })
+    }
+
+    /// These settings, refusing what `denylist` denies (see [`Denylist`]);
+    /// set before the listener starts.
+    pub fn with_denylist(mut self, denylist: Denylist) -> Self {
+        self.denylist = denylist;
+        self
+    }
+
+    pub(crate) fn denylist(&self) -> &Denylist {
+        &self.denylist
     }
 
     /// Reads the files again; on error the running configuration stays.
