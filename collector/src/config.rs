@@ -37,6 +37,11 @@ pub struct CollectorConfig {
     /// connections; zero: only on SIGHUP and Admin.Reload.
     #[serde(with = "humantime_serde", default = "default_tls_check_interval")]
     pub tls_check_interval: Duration,
+    /// Certificate revocation lists (PEM) of the CAs of `tls.ca`: client
+    /// certificates they name are refused by the gRPC and HTTPS
+    /// listeners; reloaded with the `tls` files.
+    #[serde(default)]
+    pub tls_crl: Option<PathBuf>,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
@@ -293,6 +298,7 @@ impl CollectorConfig {
         for path in [
             &mut config.enroll.issuer_cert,
             &mut config.enroll.issuer_key,
+            &mut config.tls_crl,
         ]
         .into_iter()
         .flatten()
@@ -405,6 +411,13 @@ impl CollectorConfig {
                     return invalid(format!("{key} is required when enroll_listen is set"));
                 }
             }
+        }
+        if self
+            .tls_crl
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return invalid("tls_crl must name a file (leave it out for none)".to_owned());
         }
         match (&enroll.issuer_cert, &enroll.issuer_key) {
             (Some(_), None) => {
@@ -717,6 +730,8 @@ key = "collector.key"
                 "enroll.max_connections",
             ),
             (format!("{on}\n{files}issuer = \"x\"\n"), "issuer"),
+            (format!("tls_crl = \"\"\n{MINIMAL}"), "tls_crl"),
+            (format!("tls_crl = [\"a\"]\n{MINIMAL}"), "tls_crl"),
             // Without the enrollment listener, for renewals: both or neither.
             (
                 format!("{MINIMAL}\n[enroll]\nissuer_cert = \"i.pem\"\n"),

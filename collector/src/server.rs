@@ -72,7 +72,11 @@ pub async fn serve_with_http(
     http: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), CollectorError> {
-    let tls = ServerTls::load(config.tls.clone())?;
+    let tls = ServerTls::load_with_crl(
+        config.tls.clone(),
+        ClientAuth::Required,
+        config.tls_crl.clone(),
+    )?;
     let shared = open_shared(&config, &tls)?;
     let tls = tls.with_denylist(shared.denylist.clone());
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -181,8 +185,12 @@ fn start_http(
     let Some(listener) = listener else {
         return Ok(None);
     };
-    let tls = ServerTls::load_with(config.tls.clone(), ClientAuth::Optional)?
-        .with_denylist(shared.denylist.clone());
+    let tls = ServerTls::load_with_crl(
+        config.tls.clone(),
+        ClientAuth::Optional,
+        config.tls_crl.clone(),
+    )?
+    .with_denylist(shared.denylist.clone());
     tracing::info!(http_listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "HTTPS API serving");
     let (task, connections) = crate::http::spawn(
         crate::http::Api::new(shared.clone(), config),

@@ -580,6 +580,41 @@ pub fn server_config_with(
     files: &TlsFiles,
     client_auth: ClientAuth,
 ) -> Result<(Arc<ServerConfig>, Identity), PkiError> {
+    server_config_with_crl(files, client_auth, None)
+}
+
+/// Reads the certificate revocation lists (PEM, one or more) of `path`.
+pub fn read_crls(
+    path: &Path,
+) -> Result<Vec<rustls::pki_types::CertificateRevocationListDer<'static>>, PkiError> {
+    use rustls::pki_types::CertificateRevocationListDer;
+    let pem = read_file(path)?;
+    let bad = |what: String| PkiError::BadFile {
+        path: path.to_owned(),
+        what,
+    };
+    let crls = CertificateRevocationListDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("invalid PEM: {e}")))?;
+    if crls.is_empty() {
+        return Err(bad("no PEM X509 CRL in file".to_owned()));
+    }
+    Ok(crls)
+}
+
+/// [`server_config_with`], refusing client certificates that the
+/// certificate revocation lists of the file `crl` (PEM) name. Those lists
+/// must be signed by a CA of the chain; certificates of CAs without a list
+/// there are not refused for it.
+pub fn server_config_with_crl(
+    files: &TlsFiles,
+    client_auth: ClientAuth,
+    crl: Option<&Path>,
+) -> Result<(Arc<ServerConfig>, Identity), PkiError> {
+    let crls = match crl {
+        Some(path) => read_crls(path)?,
+        None => Vec::new(),
+    };
     let loaded = files.load()?;
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?;
@@ -591,19 +626,38 @@ pub fn server_config_with(
             Some(ca.subject().as_raw().to_vec())
         })
         .collect();
-    let verifier =
-        || WebPkiClientVerifier::builder_with_provider(Arc::new(loaded.roots.clone()), provider());
+    let verifier = || {
+        WebPkiClientVerifier::builder_with_provider(Arc::new(loaded.roots.clone()), provider())
+            .with_crls(crls.clone())
+            // A CRL covers its issuer's certificates only; the others
+            // (the issuing CA's, say, with a CRL for the root) are not
+            // refused for having none.
+            .allow_unknown_revocation_status()
+    };
+    let crl_error = |e: rustls::server::VerifierBuilderError| match crl {
+        Some(path) => PkiError::BadFile {
+            path: path.to_owned(),
+            what: format!("the certificate revocation list does not load: {e}"),
+        },
+        None => PkiError::from(e),
+    };
     let (mut config, alpn) = match client_auth {
         ClientAuth::Required => (
             builder
-                .with_client_cert_verifier(IssuerRoles::wrap(verifier().build()?, anchors))
+                .with_client_cert_verifier(IssuerRoles::wrap(
+                    verifier().build().map_err(crl_error)?,
+                    anchors,
+                ))
                 .with_single_cert(loaded.chain, loaded.key)?,
             vec![ALPN_H2.to_vec()],
         ),
         ClientAuth::Optional => (
             builder
                 .with_client_cert_verifier(IssuerRoles::wrap(
-                    verifier().allow_unauthenticated().build()?,
+                    verifier()
+                        .allow_unauthenticated()
+                        .build()
+                        .map_err(crl_error)?,
                     anchors,
                 ))
                 .with_single_cert(loaded.chain, loaded.key)?,

@@ -219,3 +219,41 @@ async fn bad_revocations_are_refused_naming_the_field() {
     assert!(listed.is_empty(), "{listed:?}");
     collector.stop().await;
 }
+
+#[tokio::test]
+async fn a_certificate_on_the_crl_is_refused_and_a_bad_crl_names_its_file() {
+    let pki = TestPki::new();
+    let (cert, key) = pki.issuing();
+    let listed = pki.files(Role::Agent, "web-1");
+    let bystander = pki.files(Role::Agent, "web-2");
+    let pem = std::fs::read(&listed.cert).unwrap();
+    let der = rustls::pki_types::pem::PemObject::pem_slice_iter(&pem)
+        .next()
+        .unwrap()
+        .unwrap();
+    let serial = hostwatch_pki::certificate_serial_hex(&der).unwrap();
+    let ca = hostwatch_pki::Ca::load(pki.dir.path()).unwrap();
+    let crl = pki.dir.path().join("crl.pem");
+    std::fs::write(&crl, ca.revocation_list_pem(&[serial], 1).unwrap()).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "tls_crl = {:?}\n[enroll]\nissuer_cert = {:?}\nissuer_key = {:?}\n",
+        crl.display().to_string(),
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    let config = collector_config_with(&pki, data.path(), &extra);
+    let collector = RunningCollector::start(config.clone()).await;
+    assert!(!renews(listed, collector.addr).await);
+    assert!(renews(bystander, collector.addr).await);
+    collector.stop().await;
+
+    // A file that holds no CRL: the collector does not start, and says which.
+    std::fs::write(&crl, "not a revocation list").unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = hostwatch_collector::serve(config, listener, std::future::pending())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("crl.pem") && err.contains("CRL"), "{err}");
+}
