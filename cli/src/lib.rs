@@ -64,6 +64,8 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        filter: read::HostFilter,
         #[command(subcommand)]
         command: Option<revoke::HostsCommand>,
     },
@@ -128,8 +130,9 @@ fn dispatch(args: Args) -> anyhow::Result<()> {
         } => revoke::run(&client::config_path(args.config)?, command),
         Command::Hosts {
             json,
+            filter,
             command: None,
-        } => read::hosts(&client::config_path(args.config)?, json),
+        } => read::hosts(&client::config_path(args.config)?, json, &filter),
         Command::Query(q) => read::query(&client::config_path(args.config)?, q),
         Command::Promql(p) => promql::run(&client::config_path(args.config)?, p),
         Command::Processes(p) => read::processes(&client::config_path(args.config)?, p),

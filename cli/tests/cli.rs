@@ -219,6 +219,10 @@ fn alert_silence_and_storage_arguments_are_checked_before_connecting() {
         (&["hosts", "revoke", "web-1", "--reason"][..], "--reason"),
         (&["hosts", "revoked", "--all"][..], "--all"),
         (&["hosts", "forget", "web-1"][..], "forget"),
+        (&["hosts", "--expiring", "soon"][..], "soon"),
+        (&["hosts", "--expiring"][..], "--expiring"),
+        (&["hosts", "--version-below", "one"][..], "one"),
+        (&["hosts", "--version-below", "1.2"][..], "1.2"),
     ] {
         let mut all = vec!["--config", c];
         all.extend_from_slice(args);
@@ -319,6 +323,24 @@ fn quick_start_then_collector_serves_hosts_and_queries() {
             && (table.contains(&format!("{date} (in {days} d)"))
                 || table.contains(&format!("{date} (in {} d)", days + 1))),
         "{table}"
+    );
+    // Filters: certificates expiring within a time, agents below a version.
+    let listed = |args: &[&str]| -> usize {
+        let mut all = vec!["--config", path(&cli), "hosts", "--json"];
+        all.extend_from_slice(args);
+        let out = hostwatch(&all);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        let hosts: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        hosts.as_array().unwrap().len()
+    };
+    assert_eq!(listed(&["--expiring", "900d"]), 1);
+    assert_eq!(listed(&["--expiring", "7d"]), 0);
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(listed(&["--version-below", version]), 0);
+    assert_eq!(listed(&["--version-below", "999.0.0"]), 1);
+    assert_eq!(
+        listed(&["--version-below", "999.0.0", "--expiring", "7d"]),
+        0
     );
     let query = hostwatch(&[
         "--config",
