@@ -389,6 +389,28 @@ fn quick_start_then_collector_serves_hosts_and_queries() {
             .any(|l| l.starts_with("damaged_total") && l.ends_with(" 0")),
         "{listing}"
     );
+    // Revoking a host (one that is not this machine's: the quick start
+    // below runs its agent again) and listing it.
+    let revoke = ["--config", path(&cli), "hosts", "revoke", "retired-1"];
+    let out = hostwatch(&[&revoke[..], &["--reason", "decommissioned"]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("revoked retired-1"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = hostwatch(&["--config", path(&cli), "hosts", "revoked", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let revoked: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(revoked[0]["host"], "retired-1", "{revoked}");
+    assert_eq!(revoked[0]["reason"], "decommissioned", "{revoked}");
+    let out = hostwatch(&["--config", path(&cli), "hosts", "revoke", "a/b"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("host_id"),
+        "{}",
+        text(&out.stderr)
+    );
     stop.cancel();
     runtime.block_on(collector).unwrap().unwrap();
     // Its tasks (alerting's) hold the database until the runtime ends, and
