@@ -321,3 +321,67 @@ async fn bad_renewals_are_refused_with_their_status() {
     );
     collector.stop().await;
 }
+
+/// The shipped `agent_certificate_expiring` rule pages from the agent's
+/// own metric, and resolves once a renewed certificate reports more left.
+#[tokio::test]
+async fn the_shipped_rule_pages_a_certificate_close_to_expiry() {
+    use hostwatch_proto::v1::query_client::QueryClient;
+    use hostwatch_proto::v1::{AlertState, Batch, ListAlertsRequest, SeriesPoints};
+    let pki = TestPki::new();
+    let data = tempfile::tempdir().unwrap();
+    let collector = RunningCollector::start(collector_config(&pki, data.path())).await;
+    let files = pki.files(Role::Agent, "web-1");
+    let batch = |seq: u64, ratio: f64| Batch {
+        seq,
+        series: vec![SeriesPoints {
+            metric: "hostwatch_agent_certificate_lifetime_left_ratio".to_owned(),
+            timestamps_ms: vec![hostwatch_stdx::now_ms()],
+            values: vec![ratio],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    // The rule's alert among the active ones; a failed call fails the test.
+    let state = || async {
+        let channel = channel(pki.files(Role::Operator, "ops"), collector.addr)
+            .await
+            .unwrap();
+        let alerts = QueryClient::new(channel)
+            .list_alerts(ListAlertsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .alerts;
+        alerts
+            .into_iter()
+            .find(|a| a.rule == "agent_certificate_expiring")
+    };
+    deliver_batch(files.clone(), collector.addr, "web-1", 1, batch(1, 0.5)).await;
+    assert!(state().await.is_none());
+    deliver_batch(files.clone(), collector.addr, "web-1", 1, batch(2, 0.15)).await;
+    let alert = eventually(WAIT, "the page", || async {
+        state()
+            .await
+            .filter(|a| a.state == AlertState::Firing as i32)
+    })
+    .await;
+    assert_eq!(alert.labels["host"], "web-1");
+    assert_eq!(alert.labels["severity"], "critical");
+    assert!(
+        alert.annotations["summary"].contains("15%"),
+        "{:?}",
+        alert.annotations
+    );
+    // Renewed: most of the new certificate's lifetime is ahead.
+    deliver_batch(files, collector.addr, "web-1", 1, batch(3, 0.95)).await;
+    // Resolved alerts leave the list of active ones.
+    eventually(WAIT, "the page resolved", || async {
+        match state().await {
+            Some(a) if a.state != AlertState::Resolved as i32 => None,
+            _ => Some(()),
+        }
+    })
+    .await;
+    collector.stop().await;
+}
