@@ -37,6 +37,8 @@ struct RevokedJson<'a> {
     revoked: String,
     revoked_by: &'a str,
     serials: &'a [String],
+    /// When a newer enrollment token enrolled it again, if it did.
+    reinstated: Option<String>,
 }
 
 fn revoked_json(r: &RevokedHost) -> RevokedJson<'_> {
@@ -46,6 +48,7 @@ fn revoked_json(r: &RevokedHost) -> RevokedJson<'_> {
         revoked: format_rfc3339(r.revoked_ms),
         revoked_by: &r.revoked_by,
         serials: &r.serials,
+        reinstated: (r.reinstated_ms != 0).then(|| format_rfc3339(r.reinstated_ms)),
     }
 }
 
@@ -88,6 +91,7 @@ pub(crate) fn run(config_path: &Path, command: HostsCommand) -> anyhow::Result<(
                 "BY".to_owned(),
                 "REASON".to_owned(),
                 "SERIALS".to_owned(),
+                "REINSTATED".to_owned(),
             ]];
             rows.extend(out.iter().map(|r| {
                 [
@@ -96,6 +100,7 @@ pub(crate) fn run(config_path: &Path, command: HostsCommand) -> anyhow::Result<(
                     r.revoked_by.to_owned(),
                     r.reason.to_owned(),
                     r.serials.join(","),
+                    r.reinstated.clone().unwrap_or_else(|| "-".to_owned()),
                 ]
             }));
             print_table(&rows);

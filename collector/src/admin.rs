@@ -218,15 +218,9 @@ impl Admin for AdminService {
             }
             Err(e) => {
                 // Not stored: a restart would forget it, so it is not in force.
-                if !self
-                    .shared
-                    .tokens
-                    .enroll
-                    .revoked()
-                    .iter()
-                    .any(|r| r.host == host_id)
-                {
-                    denylist.allow(&host_id, &[]);
+                let in_force = self.shared.tokens.enroll.revoked();
+                if !in_force.iter().any(|r| r.host == host_id && r.in_force()) {
+                    denylist.allow(&host_id);
                 }
                 tracing::error!(host.id = %host_id, by = %peer.identity, error = %e, "host not revoked");
                 Err(Status::unavailable(e.to_string()))
@@ -257,6 +251,7 @@ fn revoked_out(revoked: crate::enroll::Revoked) -> RevokedHost {
         revoked_by: revoked.by,
         serials: revoked.serials,
         connections_closed: 0,
+        reinstated_ms: revoked.reinstated_ms.unwrap_or_default(),
     }
 }
 

@@ -304,7 +304,11 @@ fn open_shared(config: &CollectorConfig, tls: &ServerTls) -> Result<Shared, Coll
     drop(db);
     let denylist = hostwatch_pki::transport::Denylist::default();
     for revoked in tokens.enroll.revoked() {
-        denylist.deny(&revoked.host, &revoked.serials);
+        if revoked.in_force() {
+            denylist.deny(&revoked.host, &revoked.serials);
+        } else {
+            denylist.deny_serials(&revoked.serials);
+        }
     }
     Ok(Shared {
         denylist,

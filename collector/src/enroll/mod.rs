@@ -178,7 +178,7 @@ impl Enroll for EnrollService {
             Ok((response, token, reinstated)) => {
                 counters.enrollments.fetch_add(1, Ordering::Relaxed);
                 if let Some(revoked) = reinstated {
-                    self.shared.denylist.allow(&revoked.host, &revoked.serials);
+                    self.shared.denylist.allow(&revoked.host);
                     tracing::warn!(host.id = %host, token.name = %token, revoked_ms = revoked.revoked_ms, "revoked host reinstated by a newer enrollment token");
                 }
                 tracing::info!(peer.addr = %addr, host.id = %host, token.name = %token, serial = %response.serial, not_after_ms = response.not_after_ms, replace, "agent enrolled");

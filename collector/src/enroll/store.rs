@@ -88,8 +88,21 @@ pub(crate) struct Revoked {
     /// The operator who revoked it.
     pub(crate) by: String,
     /// Serials of its certificates, lowercase hex: the last one issued
-    /// here and those of the connections open when it was revoked.
+    /// here and those of the connections open when it was revoked. They
+    /// stay denied after the host is reinstated: a stolen certificate
+    /// must not come back with it.
     pub(crate) serials: Vec<String>,
+    /// When a newer enrollment token enrolled it again (ms since the
+    /// Unix epoch): the host is admitted, its old certificates are not.
+    #[serde(default)]
+    pub(crate) reinstated_ms: Option<i64>,
+}
+
+impl Revoked {
+    /// Whether the host itself is refused (not reinstated).
+    pub(crate) fn in_force(&self) -> bool {
+        self.reinstated_ms.is_none()
+    }
 }
 
 /// Host ids a token allows: a glob in which `*` stands for any run of
@@ -239,7 +252,8 @@ impl Inner {
                 pattern: pattern.clone(),
             });
         }
-        if let Some(revoked) = self.revoked.get(host)
+        let revoked = self.revoked.get(host).filter(|r| r.in_force());
+        if let Some(revoked) = revoked
             && entry.created_ms <= revoked.revoked_ms
         {
             return Err(Refused::HostRevoked {
@@ -248,9 +262,7 @@ impl Inner {
             });
         }
         match self.hosts.get(host) {
-            Some(issued)
-                if !replace && !self.revoked.contains_key(host) && now_ms < issued.not_after_ms =>
-            {
+            Some(issued) if !replace && revoked.is_none() && now_ms < issued.not_after_ms => {
                 Err(Refused::HostEnrolled {
                     host: host.to_owned(),
                     serial: issued.serial.clone(),
@@ -453,7 +465,18 @@ impl EnrollStore {
         let (digest, entry) = inner.find(text, now_ms)?.clone();
         inner.allows(&entry, host, replace, now_ms)?;
         // A token newer than the host's revocation reinstates it.
-        let reinstated = inner.revoked.get(host).cloned();
+        let reinstated = inner
+            .revoked
+            .get(host)
+            .filter(|r| r.in_force())
+            .map(|r| Revoked {
+                reinstated_ms: Some(now_ms),
+                ..r.clone()
+            });
+        // A struct of strings and integers always serializes.
+        let reinstated_record = reinstated
+            .as_ref()
+            .map(|r| serde_json::to_vec(r).unwrap_or_default());
         let issued = Issued {
             token: entry.name.clone(),
             ..issued
@@ -483,7 +506,9 @@ impl EnrollStore {
                 }
                 tokens.insert(used.name.as_bytes(), after.as_slice())?;
                 hosts.insert(host.as_bytes(), host_record.as_slice())?;
-                revoked.remove(host.as_bytes())?;
+                if let Some(record) = &reinstated_record {
+                    revoked.insert(host.as_bytes(), record.as_slice())?;
+                }
                 Ok(())
             })
             .and_then(|()| tokens.flush().map(drop).map_err(TransactionError::Storage));
@@ -501,7 +526,9 @@ impl EnrollStore {
         }
         inner.insert(digest, used.clone());
         inner.hosts.insert(host.to_owned(), issued);
-        inner.revoked.remove(host);
+        if let Some(record) = &reinstated {
+            inner.revoked.insert(host.to_owned(), record.clone());
+        }
         Ok((used, reinstated))
     }
 
@@ -511,7 +538,7 @@ impl EnrollStore {
     /// handed out only once it is stored. Blocks on the disk.
     pub(crate) fn record_renewal(&self, host: &str, issued: Issued) -> Result<(), Refused> {
         let mut inner = self.lock();
-        if let Some(revoked) = inner.revoked.get(host) {
+        if let Some(revoked) = inner.revoked.get(host).filter(|r| r.in_force()) {
             return Err(Refused::HostRevoked {
                 host: host.to_owned(),
                 revoked_ms: revoked.revoked_ms,
@@ -570,6 +597,7 @@ impl EnrollStore {
             revoked_ms: now_ms,
             by: by.to_owned(),
             serials,
+            reinstated_ms: None,
         };
         let tree = match &inner.trees {
             Trees::Writable { revoked, .. } => revoked.clone(),
@@ -843,10 +871,16 @@ mod tests {
         let (_, reinstated) = store
             .redeem(&newer, "web-1", false, issued("0d", 5_000), 300)
             .unwrap();
-        assert_eq!(reinstated, Some(revoked));
-        assert!(store.revoked().is_empty());
+        let reinstated = reinstated.unwrap();
+        assert_eq!(reinstated.reinstated_ms, Some(300));
+        assert_eq!(reinstated.serials, revoked.serials);
+        assert_eq!(store.revoked(), std::slice::from_ref(&reinstated));
+        // Renewals and other tokens work again.
+        store.record_renewal("web-1", issued("0e", 5_000)).unwrap();
+        store.check(&old, "web-1", true, 400).unwrap();
         drop(store);
-        assert!(EnrollStore::open(&db).unwrap().revoked().is_empty());
+        let store = EnrollStore::open(&db).unwrap();
+        assert_eq!(store.revoked(), [reinstated]);
     }
 
     #[test]

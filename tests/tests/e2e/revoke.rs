@@ -136,7 +136,7 @@ async fn a_revoked_host_is_cut_off_until_a_newer_token_enrolls_it() {
 
     // Still revoked after a restart.
     collector.stop().await;
-    let collector = RunningCollector::start(config).await;
+    let collector = RunningCollector::start(config.clone()).await;
     let addr = collector.addr;
     let ready = enroll_addr.clone();
     eventually(WAIT, "the enrollment listener, restarted", || {
@@ -154,7 +154,15 @@ async fn a_revoked_host_is_cut_off_until_a_newer_token_enrolls_it() {
         }
         other => panic!("{other:?}"),
     }
-    // A newer one does, and the new certificate is admitted.
+    // A newer one does, and the new certificate is admitted; the old
+    // one (stolen, say) stays refused.
+    let old_files = TlsFiles {
+        ca: files.ca.clone(),
+        cert: dir.path().join("old-agent.pem"),
+        key: dir.path().join("old-agent.key"),
+    };
+    std::fs::copy(&files.cert, &old_files.cert).unwrap();
+    std::fs::copy(&files.key, &old_files.key).unwrap();
     let new_token = enroll_token(&pki, addr).await;
     enroll(&args(&pki, &enroll_addr, &new_token, dir.path()))
         .await
@@ -162,7 +170,8 @@ async fn a_revoked_host_is_cut_off_until_a_newer_token_enrolls_it() {
     let files = hostwatch_agent::AgentConfig::load(&enrolled.config)
         .unwrap()
         .tls;
-    assert!(renews(files, addr).await);
+    assert!(renews(files.clone(), addr).await);
+    assert!(!renews(old_files.clone(), addr).await);
     let listed = admin(&pki, addr)
         .await
         .list_revoked_hosts(ListRevokedHostsRequest {})
@@ -170,7 +179,16 @@ async fn a_revoked_host_is_cut_off_until_a_newer_token_enrolls_it() {
         .unwrap()
         .into_inner()
         .hosts;
-    assert!(listed.is_empty(), "{listed:?}");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert!(
+        listed[0].reinstated_ms >= listed[0].revoked_ms,
+        "{listed:?}"
+    );
+    // And so after a restart.
+    collector.stop().await;
+    let collector = RunningCollector::start(config).await;
+    assert!(renews(files, collector.addr).await);
+    assert!(!renews(old_files, collector.addr).await);
     collector.stop().await;
 }
 

@@ -49,13 +49,16 @@ impl Denylist {
             .collect()
     }
 
-    /// Admits agent `host` and the certificates `serials` again.
-    pub fn allow(&self, host: &str, serials: &[String]) {
-        let mut denied = lock(&self.0);
-        denied.hosts.remove(host);
-        for serial in serials {
-            denied.serials.remove(&normalize(serial));
-        }
+    /// Denies the certificates `serials` only (of a reinstated host).
+    pub fn deny_serials(&self, serials: &[String]) {
+        lock(&self.0)
+            .serials
+            .extend(serials.iter().map(|s| normalize(s)));
+    }
+
+    /// Admits agent `host` again; the serials denied stay denied.
+    pub fn allow(&self, host: &str) {
+        lock(&self.0).hosts.remove(host);
     }
 
     /// Whether a peer with `identity` and a certificate of serial `serial`
@@ -98,7 +101,10 @@ mod tests {
         assert!(!list.denies(&operator, None));
         assert!(list.denies(&operator, Some("ab")));
         assert!(!list.denies(&None, Some("abc")));
-        list.allow("web-1", &["ab".to_owned()]);
-        assert!(!list.denies(&agent, Some("ab")));
+        list.allow("web-1");
+        assert!(!list.denies(&agent, Some("cd")));
+        assert!(list.denies(&agent, Some("ab")), "its serials stay denied");
+        list.deny_serials(&["cd".to_owned()]);
+        assert!(list.denies(&agent, Some("cd")));
     }
 }
