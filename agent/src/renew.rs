@@ -59,17 +59,29 @@ pub(crate) async fn run(
     host_id: String,
 ) {
     let mut attempt: u32 = 0;
+    let mut unreadable: Option<String> = None;
     loop {
         let config = configs.borrow_and_update().clone();
         let (not_before, not_after) = match config.tls.cert_validity_ms() {
             Ok(validity) => validity,
             Err(e) => {
-                // The shipper reports unusable files; look again later.
-                tracing::warn!(error = %e, "cannot read the certificate's validity; no renewal until it loads");
-                wait_or_reload(&mut configs, config.tls_check_interval).await;
+                // The shipper reports unusable files too; said once per
+                // change here, and looked at again later (not in a spin
+                // when tls_check_interval is zero).
+                let text = e.to_string();
+                if unreadable.as_ref() != Some(&text) {
+                    tracing::warn!(error = %text, "cannot read the certificate's validity; no renewal until it loads");
+                    unreadable = Some(text);
+                }
+                let again = match config.tls_check_interval {
+                    Duration::ZERO => MAX_RETRY,
+                    every => every,
+                };
+                wait_or_reload(&mut configs, again).await;
                 continue;
             }
         };
+        unreadable = None;
         health.certificate(not_before, not_after);
         let now = hostwatch_stdx::now_ms();
         let due = due_ms(not_before, not_after);
