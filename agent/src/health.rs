@@ -5,7 +5,7 @@
 
 use crate::sampler::Samples;
 use crate::spool::Spool;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Figures the shipper updates and the sampling loop reads.
@@ -16,6 +16,11 @@ pub(crate) struct Health {
     /// Longest time from sending a batch to its acknowledgement since the
     /// last sample, in microseconds; 0 when none was acknowledged.
     max_latency_us: AtomicU64,
+    /// The certificate file's validity, ms since the Unix epoch; 0 until read.
+    cert_not_before_ms: AtomicI64,
+    cert_not_after_ms: AtomicI64,
+    renewals: AtomicU64,
+    renewal_failures: AtomicU64,
 }
 
 impl Health {
@@ -35,8 +40,52 @@ impl Health {
         self.max_latency_us.fetch_max(us.max(1), Ordering::Relaxed);
     }
 
+    /// The validity of the certificate the agent uses (or will, once reloaded).
+    pub(crate) fn certificate(&self, not_before_ms: i64, not_after_ms: i64) {
+        self.cert_not_before_ms
+            .store(not_before_ms, Ordering::Relaxed);
+        self.cert_not_after_ms
+            .store(not_after_ms, Ordering::Relaxed);
+    }
+
+    pub(crate) fn renewed(&self) {
+        self.renewals.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn renewal_failed(&self) {
+        self.renewal_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Appends the certificate's series at `now_ms`: its expiry, the part
+    /// of its lifetime left (what `agent_certificate_expiring` watches),
+    /// renewals and failed renewals.
+    fn sample_certificate(&self, now_ms: i64, out: &mut Samples) {
+        let not_after = self.cert_not_after_ms.load(Ordering::Relaxed);
+        if not_after != 0 {
+            let not_before = self.cert_not_before_ms.load(Ordering::Relaxed);
+            out.push(
+                "hostwatch_agent_certificate_expiry_timestamp_seconds",
+                not_after as f64 / 1e3,
+            );
+            let lifetime = (not_after - not_before).max(1) as f64;
+            out.push(
+                "hostwatch_agent_certificate_lifetime_left_ratio",
+                ((not_after - now_ms) as f64 / lifetime).clamp(0.0, 1.0),
+            );
+        }
+        out.push(
+            "hostwatch_agent_certificate_renewals_total",
+            self.renewals.load(Ordering::Relaxed) as f64,
+        );
+        out.push(
+            "hostwatch_agent_certificate_renewal_failures_total",
+            self.renewal_failures.load(Ordering::Relaxed) as f64,
+        );
+    }
+
     /// Appends the agent's own series.
     pub(crate) fn sample(&self, spool: &Spool, out: &mut Samples) {
+        self.sample_certificate(hostwatch_stdx::now_ms(), out);
         if let Ok(usage) = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
         {
             let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
@@ -104,6 +153,45 @@ fn resident_bytes() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reports_the_certificates_lifetime_left_and_renewals() {
+        let health = Health::default();
+        let mut out = Samples::default();
+        health.sample_certificate(0, &mut out);
+        assert!(
+            out.get("hostwatch_agent_certificate_lifetime_left_ratio", &[])
+                .is_none()
+        );
+        health.certificate(10_000, 110_000);
+        health.renewed();
+        health.renewal_failed();
+        health.renewal_failed();
+        let mut out = Samples::default();
+        health.sample_certificate(90_000, &mut out);
+        assert_eq!(
+            out.get("hostwatch_agent_certificate_lifetime_left_ratio", &[]),
+            Some(0.2)
+        );
+        assert_eq!(
+            out.get("hostwatch_agent_certificate_expiry_timestamp_seconds", &[]),
+            Some(110.0)
+        );
+        assert_eq!(
+            out.get("hostwatch_agent_certificate_renewals_total", &[]),
+            Some(1.0)
+        );
+        assert_eq!(
+            out.get("hostwatch_agent_certificate_renewal_failures_total", &[]),
+            Some(2.0)
+        );
+        let mut out = Samples::default();
+        health.sample_certificate(200_000, &mut out);
+        assert_eq!(
+            out.get("hostwatch_agent_certificate_lifetime_left_ratio", &[]),
+            Some(0.0)
+        );
+    }
 
     #[test]
     fn reports_own_figures_and_resets_latency() {

@@ -11,6 +11,7 @@
 //! - `health`: the agent's own figures (CPU, memory, spool, sending);
 //! - `service`: systemd notifications (ready, watchdog, reloading, stopping);
 //! - `enroll`: `hostwatch-agent enroll`, a certificate for a token;
+//! - `renew`: renewing the certificate over the shipper's connection;
 //! - `cmd`: the binary (configuration, signals, runtime).
 
 pub mod cmd;
@@ -18,6 +19,7 @@ pub mod config;
 pub mod enroll;
 pub mod facts;
 mod health;
+mod renew;
 pub mod sampler;
 pub mod service;
 mod shipper;
@@ -119,9 +121,17 @@ pub async fn run_reloadable(
     ));
     let watchdog = tokio::spawn(service::watchdog());
     service::ready();
-    let shipper = shipper::Shipper::new(&config, spool.clone(), health, hello);
+    let (channel, connection) = watch::channel(None);
+    let renewal = tokio::spawn(renew::run(
+        configs.clone(),
+        connection,
+        health.clone(),
+        host_id.clone(),
+    ));
+    let shipper = shipper::Shipper::new(&config, spool.clone(), health, hello, channel);
     shipper.run(configs, stop.cancelled()).await;
     let _ = sampling.await;
+    renewal.abort();
     watchdog.abort();
     spool.sync();
     tracing::info!(spooled = spool.len(), "agent stopped");

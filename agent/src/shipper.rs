@@ -36,6 +36,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
+use tonic::transport::Channel;
 
 /// How long a stopping agent keeps sending what it has spooled.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -60,6 +61,9 @@ pub(crate) struct Shipper {
     /// The collector's `host_down_after` (or a host-down rule's shorter
     /// timeout), from its latest Welcome.
     host_down_after: Option<Duration>,
+    /// The connection of the open stream, for renewals; `None` between
+    /// streams (held here, a closed connection would stay open).
+    channel: watch::Sender<Option<Channel>>,
 }
 
 /// What a session achieved, for the reconnection that follows.
@@ -153,6 +157,7 @@ impl Shipper {
         spool: Arc<Spool>,
         health: Arc<Health>,
         hello: Hello,
+        channel: watch::Sender<Option<Channel>>,
     ) -> Self {
         let mut shipper = Shipper {
             target: crate::client_target(config),
@@ -164,6 +169,7 @@ impl Shipper {
             max_backoff: Duration::ZERO,
             ack_timeout: Duration::ZERO,
             host_down_after: None,
+            channel,
         };
         shipper.apply(config);
         shipper
@@ -232,6 +238,7 @@ impl Shipper {
             let result = self
                 .session(&mut stop, &mut configs, &mut progress, sessions > 0)
                 .await;
+            self.channel.send_replace(None);
             if progress.welcomed {
                 sessions += 1;
                 self.health.disconnected();
@@ -300,6 +307,7 @@ impl Shipper {
             _ = crate::config_changed(configs) => return Err(SessionError::Reconfigured),
             connected = connect(&self.target) => connected?,
         };
+        self.channel.send_replace(Some(channel.clone()));
         let mut client = IngestClient::new(channel)
             .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(crate::MAX_MESSAGE_BYTES);

@@ -19,6 +19,7 @@ pub mod client;
 mod promql;
 mod quickstart;
 mod read;
+mod revoke;
 mod storage;
 mod tokens;
 mod units;
@@ -58,11 +59,15 @@ enum Command {
     },
     /// Run a collector and an agent for this machine and show a live summary.
     Quickstart(quickstart::QuickstartArgs),
-    /// List hosts with their status.
+    /// List hosts with their status; revoke a host, list revoked hosts.
     Hosts {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        filter: read::HostFilter,
+        #[command(subcommand)]
+        command: Option<revoke::HostsCommand>,
     },
     /// Show the samples of a metric of one host.
     Query(read::QueryArgs),
@@ -119,7 +124,15 @@ fn dispatch(args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Certs { command } => certs::run(command),
         Command::Quickstart(q) => quickstart::run(q),
-        Command::Hosts { json } => read::hosts(&client::config_path(args.config)?, json),
+        Command::Hosts {
+            command: Some(command),
+            ..
+        } => revoke::run(&client::config_path(args.config)?, command),
+        Command::Hosts {
+            json,
+            filter,
+            command: None,
+        } => read::hosts(&client::config_path(args.config)?, json, &filter),
         Command::Query(q) => read::query(&client::config_path(args.config)?, q),
         Command::Promql(p) => promql::run(&client::config_path(args.config)?, p),
         Command::Processes(p) => read::processes(&client::config_path(args.config)?, p),

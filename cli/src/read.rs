@@ -177,7 +177,45 @@ pub(crate) fn host_status_word(host: &HostStatus) -> &'static str {
     }
 }
 
-pub(crate) fn hosts(config_path: &Path, json: bool) -> anyhow::Result<()> {
+/// Which hosts `hostwatch hosts` lists.
+#[derive(clap::Args, Debug, Default)]
+pub(crate) struct HostFilter {
+    /// Only hosts whose agent certificate expires within this (7d, 12h;
+    /// expired ones too); hosts whose expiry is unknown are left out.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    expiring: Option<Duration>,
+    /// Only hosts whose agent version is below this semantic version
+    /// (1.4.0); hosts whose version is unknown or not one are listed too,
+    /// as they may need an upgrade as well.
+    #[arg(long, value_parser = parse_version)]
+    version_below: Option<semver::Version>,
+}
+
+fn parse_version(text: &str) -> Result<semver::Version, String> {
+    semver::Version::parse(text)
+        .map_err(|e| format!("{text:?} is not a semantic version (MAJOR.MINOR.PATCH): {e}"))
+}
+
+impl HostFilter {
+    /// Whether `host` is listed at `now_ms`.
+    fn keeps(&self, host: &HostStatus, now_ms: i64) -> bool {
+        let expiring = self.expiring.is_none_or(|within| {
+            host.certificate_expires_ms != 0
+                && host.certificate_expires_ms
+                    <= now_ms.saturating_add(i64::try_from(within.as_millis()).unwrap_or(i64::MAX))
+        });
+        let below = self.version_below.as_ref().is_none_or(|limit| {
+            let version = host.facts.as_ref().map(|f| f.agent_version.as_str());
+            match version.map(semver::Version::parse) {
+                Some(Ok(version)) => version < *limit,
+                _ => true,
+            }
+        });
+        expiring && below
+    }
+}
+
+pub(crate) fn hosts(config_path: &Path, json: bool, filter: &HostFilter) -> anyhow::Result<()> {
     let config = ClientConfig::load(config_path)?;
     let hosts = runtime()?.block_on(async {
         let mut client = QueryClient::new(config.connect().await?);
@@ -199,6 +237,8 @@ pub(crate) fn hosts(config_path: &Path, json: bool) -> anyhow::Result<()> {
         }
         anyhow::Ok(hosts)
     })?;
+    let now = now_ms();
+    let hosts: Vec<HostStatus> = hosts.into_iter().filter(|h| filter.keeps(h, now)).collect();
     if json {
         let out: Vec<HostJson<'_>> = hosts
             .iter()
@@ -233,7 +273,6 @@ pub(crate) fn hosts(config_path: &Path, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    let now = now_ms();
     let mut rows = vec![[
         "HOST".to_owned(),
         "STATUS".to_owned(),
@@ -241,6 +280,7 @@ pub(crate) fn hosts(config_path: &Path, json: bool) -> anyhow::Result<()> {
         "OS".to_owned(),
         "CPUS".to_owned(),
         "MEMORY".to_owned(),
+        "AGENT".to_owned(),
         "CERT EXPIRES".to_owned(),
     ]];
     for h in &hosts {
@@ -255,6 +295,7 @@ pub(crate) fn hosts(config_path: &Path, json: bool) -> anyhow::Result<()> {
                 .to_owned(),
             facts.cpu_count.to_string(),
             format_bytes(facts.memory_total_bytes as f64),
+            facts.agent_version.clone(),
             certificate_expiry_text(h.certificate_expires_ms, now),
         ]);
     }
@@ -476,6 +517,40 @@ fn series_json(s: SeriesPoints) -> SeriesJson {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_filters_keep_expiring_certificates_and_old_agents() {
+        let day = 86_400_000;
+        let host = |expires_ms: i64, version: &str| HostStatus {
+            certificate_expires_ms: expires_ms,
+            facts: Some(hostwatch_proto::v1::HostFacts {
+                agent_version: version.to_owned(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let filter = |expiring: Option<u64>, below: Option<&str>| HostFilter {
+            expiring: expiring.map(|d| Duration::from_secs(d * 86_400)),
+            version_below: below.map(|v| parse_version(v).unwrap()),
+        };
+        let now = 1_000 * day;
+        let seven = filter(Some(7), None);
+        assert!(seven.keeps(&host(now + 6 * day, ""), now));
+        assert!(seven.keeps(&host(now - day, ""), now), "expired");
+        assert!(!seven.keeps(&host(now + 8 * day, ""), now));
+        assert!(!seven.keeps(&host(0, ""), now), "unknown expiry");
+        let below = filter(None, Some("1.4.0"));
+        assert!(below.keeps(&host(0, "1.3.9"), now));
+        assert!(below.keeps(&host(0, "1.4.0-rc.1"), now));
+        assert!(!below.keeps(&host(0, "1.4.0"), now));
+        assert!(!below.keeps(&host(0, "1.10.0"), now));
+        assert!(below.keeps(&host(0, ""), now), "unknown version");
+        assert!(below.keeps(&host(0, "old"), now), "not a version");
+        assert!(HostFilter::default().keeps(&host(0, ""), now));
+        for bad in ["", "1", "1.2", "v1.2.3", "one"] {
+            assert!(parse_version(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn matchers_parse_every_operator() {

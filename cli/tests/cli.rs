@@ -215,6 +215,14 @@ fn alert_silence_and_storage_arguments_are_checked_before_connecting() {
         (&["silence", "mute"][..], "mute"),
         (&["storage", "check"][..], "check"),
         (&["storage", "verify", "--repair"][..], "--repair"),
+        (&["hosts", "revoke"][..], "<HOST>"),
+        (&["hosts", "revoke", "web-1", "--reason"][..], "--reason"),
+        (&["hosts", "revoked", "--all"][..], "--all"),
+        (&["hosts", "forget", "web-1"][..], "forget"),
+        (&["hosts", "--expiring", "soon"][..], "soon"),
+        (&["hosts", "--expiring"][..], "--expiring"),
+        (&["hosts", "--version-below", "one"][..], "one"),
+        (&["hosts", "--version-below", "1.2"][..], "1.2"),
     ] {
         let mut all = vec!["--config", c];
         all.extend_from_slice(args);
@@ -316,6 +324,24 @@ fn quick_start_then_collector_serves_hosts_and_queries() {
                 || table.contains(&format!("{date} (in {} d)", days + 1))),
         "{table}"
     );
+    // Filters: certificates expiring within a time, agents below a version.
+    let listed = |args: &[&str]| -> usize {
+        let mut all = vec!["--config", path(&cli), "hosts", "--json"];
+        all.extend_from_slice(args);
+        let out = hostwatch(&all);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        let hosts: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        hosts.as_array().unwrap().len()
+    };
+    assert_eq!(listed(&["--expiring", "900d"]), 1);
+    assert_eq!(listed(&["--expiring", "7d"]), 0);
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(listed(&["--version-below", version]), 0);
+    assert_eq!(listed(&["--version-below", "999.0.0"]), 1);
+    assert_eq!(
+        listed(&["--version-below", "999.0.0", "--expiring", "7d"]),
+        0
+    );
     let query = hostwatch(&[
         "--config",
         path(&cli),
@@ -362,6 +388,28 @@ fn quick_start_then_collector_serves_hosts_and_queries() {
             .lines()
             .any(|l| l.starts_with("damaged_total") && l.ends_with(" 0")),
         "{listing}"
+    );
+    // Revoking a host (one that is not this machine's: the quick start
+    // below runs its agent again) and listing it.
+    let revoke = ["--config", path(&cli), "hosts", "revoke", "retired-1"];
+    let out = hostwatch(&[&revoke[..], &["--reason", "decommissioned"]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("revoked retired-1"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = hostwatch(&["--config", path(&cli), "hosts", "revoked", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let revoked: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(revoked[0]["host"], "retired-1", "{revoked}");
+    assert_eq!(revoked[0]["reason"], "decommissioned", "{revoked}");
+    let out = hostwatch(&["--config", path(&cli), "hosts", "revoke", "a/b"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("host_id"),
+        "{}",
+        text(&out.stderr)
     );
     stop.cancel();
     runtime.block_on(collector).unwrap().unwrap();

@@ -9,9 +9,10 @@ use crate::tokens::{AnyToken, NewToken, TokenStore};
 use hostwatch_proto::v1::admin_server::Admin;
 use hostwatch_proto::v1::{
     ApiToken, CreateSilenceRequest, CreateTokenRequest, CreateTokenResponse, ExpireSilenceRequest,
-    ListSilencesRequest, ListSilencesResponse, ListTokensRequest, ListTokensResponse,
-    ReloadRequest, ReloadResponse, RevokeTokenRequest, Silence, StorageStatsRequest,
-    StorageStatsResponse, VerifyStorageRequest, VerifyStorageResponse,
+    ListRevokedHostsRequest, ListRevokedHostsResponse, ListSilencesRequest, ListSilencesResponse,
+    ListTokensRequest, ListTokensResponse, ReloadRequest, ReloadResponse, RevokeHostRequest,
+    RevokeTokenRequest, RevokedHost, Silence, StorageStatsRequest, StorageStatsResponse,
+    VerifyStorageRequest, VerifyStorageResponse,
 };
 use hostwatch_stdx::now_ms;
 use tonic::{Request, Response, Status};
@@ -182,6 +183,75 @@ impl Admin for AdminService {
                 Err(status)
             }
         }
+    }
+
+    async fn revoke_host(
+        &self,
+        request: Request<RevokeHostRequest>,
+    ) -> Result<Response<RevokedHost>, Status> {
+        let peer = auth::require(&request, Access::Operate)?;
+        let RevokeHostRequest { host_id, reason } = request.into_inner();
+        hostwatch_pki::Identity::new(hostwatch_pki::Role::Agent, &host_id)
+            .map_err(|e| Status::invalid_argument(format!("host_id: {e}")))?;
+        if reason.len() > MAX_REASON_BYTES || reason.chars().any(char::is_control) {
+            return Err(Status::invalid_argument(format!(
+                "reason must be at most {MAX_REASON_BYTES} bytes without control characters"
+            )));
+        }
+        // Denied first, so its connections close now and tell their serials.
+        let denylist = self.shared.denylist.clone();
+        let closed = denylist.deny(&host_id, &[]);
+        let (store, by) = (self.shared.tokens.enroll.clone(), peer.identity.to_string());
+        let (host, seen) = (host_id.clone(), closed.clone());
+        let stored = tokio::task::spawn_blocking(move || {
+            store.revoke_host(&host, &reason, &by, now_ms(), &seen)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        match stored {
+            Ok(revoked) => {
+                denylist.deny(&host_id, &revoked.serials);
+                tracing::warn!(host.id = %host_id, by = %peer.identity, reason = %revoked.reason, serials = ?revoked.serials, connections_closed = closed.len(), "host revoked through Admin");
+                let mut out = revoked_out(revoked);
+                out.connections_closed = u32::try_from(closed.len()).unwrap_or(u32::MAX);
+                Ok(Response::new(out))
+            }
+            Err(e) => {
+                // Not stored: a restart would forget it, so it is not in force.
+                let in_force = self.shared.tokens.enroll.revoked();
+                if !in_force.iter().any(|r| r.host == host_id && r.in_force()) {
+                    denylist.allow(&host_id);
+                }
+                tracing::error!(host.id = %host_id, by = %peer.identity, error = %e, "host not revoked");
+                Err(Status::unavailable(e.to_string()))
+            }
+        }
+    }
+
+    async fn list_revoked_hosts(
+        &self,
+        request: Request<ListRevokedHostsRequest>,
+    ) -> Result<Response<ListRevokedHostsResponse>, Status> {
+        auth::require(&request, Access::Operate)?;
+        let hosts = self.shared.tokens.enroll.revoked();
+        Ok(Response::new(ListRevokedHostsResponse {
+            hosts: hosts.into_iter().map(revoked_out).collect(),
+        }))
+    }
+}
+
+/// Longest reason of a revocation.
+const MAX_REASON_BYTES: usize = 1024;
+
+fn revoked_out(revoked: crate::enroll::Revoked) -> RevokedHost {
+    RevokedHost {
+        host_id: revoked.host,
+        reason: revoked.reason,
+        revoked_ms: revoked.revoked_ms,
+        revoked_by: revoked.by,
+        serials: revoked.serials,
+        connections_closed: 0,
+        reinstated_ms: revoked.reinstated_ms.unwrap_or_default(),
     }
 }
 

@@ -37,6 +37,11 @@ pub struct CollectorConfig {
     /// connections; zero: only on SIGHUP and Admin.Reload.
     #[serde(with = "humantime_serde", default = "default_tls_check_interval")]
     pub tls_check_interval: Duration,
+    /// Certificate revocation lists (PEM) of the CAs of `tls.ca`: client
+    /// certificates they name are refused by the gRPC and HTTPS
+    /// listeners; reloaded with the `tls` files.
+    #[serde(default)]
+    pub tls_crl: Option<PathBuf>,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
@@ -206,12 +211,14 @@ impl Default for Http {
     }
 }
 
-/// `[enroll]`: what the enrollment listener issues.
+/// `[enroll]`: what the enrollment listener issues, and the issuing CA
+/// that renews agent certificates (Ingest.Renew) even without it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EnrollConfig {
     /// The issuing CA's certificate (signed by a CA of `tls.ca`) and key;
-    /// required when `enroll_listen` is set.
+    /// required when `enroll_listen` is set; both or neither otherwise
+    /// (without them, agents cannot renew their certificates here).
     pub issuer_cert: Option<PathBuf>,
     pub issuer_key: Option<PathBuf>,
     /// Validity of an issued agent certificate.
@@ -234,7 +241,8 @@ impl Default for EnrollConfig {
 }
 
 /// Shortest and longest `enroll.cert_lifetime`.
-const MIN_CERT_LIFETIME: Duration = Duration::from_secs(60);
+/// Lifetimes of seconds let tests watch agents renew again and again.
+const MIN_CERT_LIFETIME: Duration = Duration::from_secs(10);
 const MAX_CERT_LIFETIME: Duration = Duration::from_secs(366 * 86_400);
 
 /// `http_listen`, `enroll_listen`: an address, or an empty string for none.
@@ -290,6 +298,7 @@ impl CollectorConfig {
         for path in [
             &mut config.enroll.issuer_cert,
             &mut config.enroll.issuer_key,
+            &mut config.tls_crl,
         ]
         .into_iter()
         .flatten()
@@ -388,7 +397,7 @@ impl CollectorConfig {
         }
         let enroll = &self.enroll;
         if !(MIN_CERT_LIFETIME..=MAX_CERT_LIFETIME).contains(&enroll.cert_lifetime) {
-            return invalid("enroll.cert_lifetime must be 1m to 366d".to_owned());
+            return invalid("enroll.cert_lifetime must be 10s to 366d".to_owned());
         }
         if enroll.max_connections == 0 {
             return invalid("enroll.max_connections must be greater than zero".to_owned());
@@ -402,6 +411,22 @@ impl CollectorConfig {
                     return invalid(format!("{key} is required when enroll_listen is set"));
                 }
             }
+        }
+        if self
+            .tls_crl
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return invalid("tls_crl must name a file (leave it out for none)".to_owned());
+        }
+        match (&enroll.issuer_cert, &enroll.issuer_key) {
+            (Some(_), None) => {
+                return invalid("enroll.issuer_key is required with enroll.issuer_cert".to_owned());
+            }
+            (None, Some(_)) => {
+                return invalid("enroll.issuer_cert is required with enroll.issuer_key".to_owned());
+            }
+            _ => {}
         }
         if self.storage.retention_bytes == Some(0) {
             return invalid("storage.retention_bytes must be greater than zero (leave it out for no size limit)".to_owned());
@@ -689,7 +714,7 @@ key = "collector.key"
                 "enroll.issuer_cert",
             ),
             (
-                format!("{on}\n{files}cert_lifetime = \"30s\"\n"),
+                format!("{on}\n{files}cert_lifetime = \"9s\"\n"),
                 "enroll.cert_lifetime",
             ),
             (
@@ -705,6 +730,17 @@ key = "collector.key"
                 "enroll.max_connections",
             ),
             (format!("{on}\n{files}issuer = \"x\"\n"), "issuer"),
+            (format!("tls_crl = \"\"\n{MINIMAL}"), "tls_crl"),
+            (format!("tls_crl = [\"a\"]\n{MINIMAL}"), "tls_crl"),
+            // Without the enrollment listener, for renewals: both or neither.
+            (
+                format!("{MINIMAL}\n[enroll]\nissuer_cert = \"i.pem\"\n"),
+                "enroll.issuer_key",
+            ),
+            (
+                format!("{MINIMAL}\n[enroll]\nissuer_key = \"i.key\"\n"),
+                "enroll.issuer_cert",
+            ),
         ]);
     }
 

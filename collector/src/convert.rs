@@ -435,6 +435,10 @@ pub(crate) fn storage_stats_out(
         enrollments_refused: refused
             .enrollments_refused
             .load(std::sync::atomic::Ordering::Relaxed),
+        renewals: refused.renewals.load(std::sync::atomic::Ordering::Relaxed),
+        renewals_refused: refused
+            .renewals_refused
+            .load(std::sync::atomic::Ordering::Relaxed),
         hosts: s.hosts,
         series: s.series,
         head_samples: s.head_samples,

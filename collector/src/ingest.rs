@@ -11,7 +11,9 @@ use hostwatch_alerting::BatchContext;
 use hostwatch_proto::v1::agent_message::Kind as AgentKind;
 use hostwatch_proto::v1::collector_message::Kind as CollectorKind;
 use hostwatch_proto::v1::ingest_server::Ingest;
-use hostwatch_proto::v1::{Ack, AgentMessage, CollectorMessage, Welcome};
+use hostwatch_proto::v1::{
+    Ack, AgentMessage, CollectorMessage, RenewRequest, RenewResponse, Welcome,
+};
 use hostwatch_stdx::now_ms;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -31,6 +33,8 @@ const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 pub(crate) struct IngestService {
     pub(crate) shared: Shared,
+    /// The issuing CA that renews agent certificates, if configured.
+    pub(crate) issuing: Option<std::sync::Arc<crate::enroll::Issuing>>,
 }
 
 type ReplyStream = Pin<Box<dyn Stream<Item = Result<CollectorMessage, Status>> + Send>>;
@@ -38,6 +42,37 @@ type ReplyStream = Pin<Box<dyn Stream<Item = Result<CollectorMessage, Status>> +
 #[tonic::async_trait]
 impl Ingest for IngestService {
     type StreamStream = ReplyStream;
+
+    async fn renew(
+        &self,
+        request: Request<RenewRequest>,
+    ) -> Result<Response<RenewResponse>, Status> {
+        // The host is the certificate's, never the request's.
+        let peer = auth::require(&request, Access::Agent)?;
+        let host = peer.identity.name.clone();
+        let csr = request.into_inner().csr;
+        let (tokens, issuing) = (self.shared.tokens.enroll.clone(), self.issuing.clone());
+        let renewed_host = host.clone();
+        // Signing and the store's flush block.
+        let result = tokio::task::spawn_blocking(move || {
+            crate::enroll::renew(&tokens, issuing.as_deref(), &renewed_host, &csr)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        let counters = &self.shared.refused_messages;
+        match result {
+            Ok(response) => {
+                counters.renewals.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(peer.addr = %peer.addr, host.id = %host, serial = %response.serial, not_after_ms = response.not_after_ms, "agent certificate renewed");
+                Ok(Response::new(response))
+            }
+            Err(e) => {
+                counters.renewals_refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(peer.addr = %peer.addr, host.id = %host, error = %e, "certificate renewal refused");
+                Err(e.status())
+            }
+        }
+    }
 
     async fn stream(
         &self,

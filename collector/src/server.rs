@@ -72,8 +72,13 @@ pub async fn serve_with_http(
     http: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), CollectorError> {
-    let tls = ServerTls::load(config.tls.clone())?;
+    let tls = ServerTls::load_with_crl(
+        config.tls.clone(),
+        ClientAuth::Required,
+        config.tls_crl.clone(),
+    )?;
     let shared = open_shared(&config, &tls)?;
+    let tls = tls.with_denylist(shared.denylist.clone());
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<IngestServer<IngestService>>()
@@ -90,8 +95,14 @@ pub async fn serve_with_http(
         .build_v1()
         .map_err(|e| CollectorError::Serve(e.to_string()))?;
     let max_message = config.limits.max_message_bytes;
+    let ingest_port = listener
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or(config.listen.port());
+    let issuing = Issuing::configured(&config, ingest_port)?.map(Arc::new);
     let ingest = IngestServer::new(IngestService {
         shared: shared.clone(),
+        issuing: issuing.clone(),
     })
     .max_decoding_message_size(max_message);
     let query = QueryServer::new(QueryService {
@@ -104,11 +115,7 @@ pub async fn serve_with_http(
     })
     .max_decoding_message_size(max_message);
     let http = start_http(&config, &shared, http)?;
-    let ingest_port = listener
-        .local_addr()
-        .map(|a| a.port())
-        .unwrap_or(config.listen.port());
-    let enroll = start_enroll(&config, &shared, ingest_port).await?;
+    let enroll = start_enroll(&config, &shared, issuing).await?;
     let mut reloaded = vec![tls.clone()];
     reloaded.extend(http.as_ref().map(|h| h.tls.clone()));
     reloaded.extend(enroll.as_ref().map(|e| e.tls.clone()));
@@ -178,7 +185,12 @@ fn start_http(
     let Some(listener) = listener else {
         return Ok(None);
     };
-    let tls = ServerTls::load_with(config.tls.clone(), ClientAuth::Optional)?;
+    let tls = ServerTls::load_with_crl(
+        config.tls.clone(),
+        ClientAuth::Optional,
+        config.tls_crl.clone(),
+    )?
+    .with_denylist(shared.denylist.clone());
     tracing::info!(http_listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "HTTPS API serving");
     let (task, connections) = crate::http::spawn(
         crate::http::Api::new(shared.clone(), config),
@@ -206,17 +218,16 @@ struct EnrollListener {
 
 /// Starts the enrollment listener on `enroll_listen`, if set: the Enroll
 /// service alone, with the collector's certificate, the main listener's
-/// handshake limits, and `enroll.max_connections` anonymous connections.
-/// Enrolled agents are told `ingest_port`, the main listener's.
+/// handshake limits, and `enroll.max_connections` anonymous connections,
+/// issuing with `issuing` (loaded whenever `enroll_listen` is set).
 async fn start_enroll(
     config: &CollectorConfig,
     shared: &Shared,
-    ingest_port: u16,
+    issuing: Option<Arc<Issuing>>,
 ) -> Result<Option<EnrollListener>, CollectorError> {
-    let Some(address) = config.enroll_listen else {
+    let (Some(address), Some(issuing)) = (config.enroll_listen, issuing) else {
         return Ok(None);
     };
-    let issuing = Arc::new(Issuing::load(config, ingest_port)?);
     let tls = ServerTls::load_with(config.tls.clone(), ClientAuth::Anonymous)?;
     let listener = TcpListener::bind(address)
         .await
@@ -291,7 +302,16 @@ fn open_shared(config: &CollectorConfig, tls: &ServerTls) -> Result<Shared, Coll
     // Registry, alerting and tokens hold their own trees; a handle kept here would
     // keep the database from being reopened.
     drop(db);
+    let denylist = hostwatch_pki::transport::Denylist::default();
+    for revoked in tokens.enroll.revoked() {
+        if revoked.in_force() {
+            denylist.deny(&revoked.host, &revoked.serials);
+        } else {
+            denylist.deny_serials(&revoked.serials);
+        }
+    }
     Ok(Shared {
+        denylist,
         promql: crate::promql::Promql::new(store.clone(), &config.query),
         store,
         hosts,

@@ -46,6 +46,9 @@ pub(crate) struct Shared {
     /// The PromQL engine behind `[query]`'s limits, for the HTTP API and
     /// `Query.Promql` alike.
     pub(crate) promql: Promql,
+    /// Revoked hosts and serials, which every listener refuses; filled
+    /// from the enrollment store's `revoked_hosts` at start.
+    pub(crate) denylist: hostwatch_pki::transport::Denylist,
 }
 
 impl Shared {
@@ -87,6 +90,10 @@ pub(crate) struct RefusedMessages {
     pub(crate) enrollments: AtomicU64,
     /// Enroll calls refused, whatever the reason.
     pub(crate) enrollments_refused: AtomicU64,
+    /// Agent certificates renewed through Ingest.Renew.
+    pub(crate) renewals: AtomicU64,
+    /// Renew calls refused, whatever the reason.
+    pub(crate) renewals_refused: AtomicU64,
 }
 
 /// Re-reads the configuration file and applies its `[alerting]` section;

@@ -20,7 +20,9 @@
 
 mod store;
 
-pub(crate) use store::{EnrollEntry, EnrollStore, HostPattern, Issued, NewEnrollToken, Refused};
+pub(crate) use store::{
+    EnrollEntry, EnrollStore, HostPattern, Issued, NewEnrollToken, Refused, Revoked,
+};
 
 use crate::CollectorError;
 use crate::config::CollectorConfig;
@@ -35,8 +37,14 @@ use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 /// Certificates are valid from this long before they are issued, for
-/// agents whose clock is a little behind.
+/// agents whose clock is a little behind; at most a tenth of the
+/// lifetime, so that an agent renewing at two thirds of the validity it
+/// sees renews at about two thirds of the lifetime.
 const CLOCK_SKEW: Duration = Duration::from_secs(300);
+
+fn clock_skew(lifetime: Duration) -> Duration {
+    CLOCK_SKEW.min(lifetime / 10)
+}
 
 /// The issuing CA and what an enrolled agent is handed with its certificate.
 pub(crate) struct Issuing {
@@ -49,6 +57,22 @@ pub(crate) struct Issuing {
 }
 
 impl Issuing {
+    /// The issuing CA of `[enroll]` if it is configured (required with
+    /// `enroll_listen`, see [`Issuing::load`]); without one, agents
+    /// cannot renew their certificates here.
+    pub(crate) fn configured(
+        config: &CollectorConfig,
+        ingest_port: u16,
+    ) -> Result<Option<Issuing>, CollectorError> {
+        let enroll = &config.enroll;
+        if config.enroll_listen.is_none()
+            && (enroll.issuer_cert.is_none() || enroll.issuer_key.is_none())
+        {
+            return Ok(None);
+        }
+        Issuing::load(config, ingest_port).map(Some)
+    }
+
     /// The issuing CA of `[enroll]`; it must be signed by a CA of `tls.ca`
     /// (or agents it enrolls could not connect).
     pub(crate) fn load(
@@ -116,7 +140,7 @@ impl Failure {
             Failure::Refused(
                 Refused::Malformed | Refused::Unknown | Refused::Expired | Refused::UsedUp,
             ) => Status::unauthenticated(message),
-            Failure::Refused(Refused::HostNotAllowed { .. })
+            Failure::Refused(Refused::HostNotAllowed { .. } | Refused::HostRevoked { .. })
             | Failure::Csr(CsrError::AsksForCa | CsrError::OtherIdentity { .. }) => {
                 Status::permission_denied(message)
             }
@@ -151,8 +175,12 @@ impl Enroll for EnrollService {
             .map_err(|e| Status::internal(e.to_string()))?;
         let counters = &self.shared.refused_messages;
         match result {
-            Ok((response, token)) => {
+            Ok((response, token, reinstated)) => {
                 counters.enrollments.fetch_add(1, Ordering::Relaxed);
+                if let Some(revoked) = reinstated {
+                    self.shared.denylist.allow(&revoked.host);
+                    tracing::warn!(host.id = %host, token.name = %token, revoked_ms = revoked.revoked_ms, "revoked host reinstated by a newer enrollment token");
+                }
                 tracing::info!(peer.addr = %addr, host.id = %host, token.name = %token, serial = %response.serial, not_after_ms = response.not_after_ms, replace, "agent enrolled");
                 Ok(Response::new(response))
             }
@@ -172,7 +200,7 @@ fn enroll(
     tokens: &EnrollStore,
     issuing: &Issuing,
     request: &EnrollRequest,
-) -> Result<(EnrollResponse, String), Failure> {
+) -> Result<(EnrollResponse, String, Option<store::Revoked>), Failure> {
     let host = &request.host_id;
     Identity::new(Role::Agent, host).map_err(|e| Failure::HostId(e.to_string()))?;
     let now = time::OffsetDateTime::now_utc();
@@ -182,7 +210,7 @@ fn enroll(
     let not_after = now + issuing.lifetime;
     let issued = issuing
         .ca
-        .issue_agent(&spki, host, now - CLOCK_SKEW, not_after)
+        .issue_agent(&spki, host, now - clock_skew(issuing.lifetime), not_after)
         .map_err(|e| Failure::Issue(e.to_string()))?;
     let record = Issued {
         serial: issued.serial_hex.clone(),
@@ -190,7 +218,8 @@ fn enroll(
         issued_ms: now_ms,
         token: String::new(),
     };
-    let used = tokens.redeem(&request.token, host, request.replace, record, now_ms)?;
+    let (used, reinstated) =
+        tokens.redeem(&request.token, host, request.replace, record, now_ms)?;
     Ok((
         EnrollResponse {
             certificate_chain_pem: format!("{}{}", issued.cert_pem, issuing.ca.cert_pem()),
@@ -200,5 +229,77 @@ fn enroll(
             ingest_port: u32::from(issuing.ingest_port),
         },
         used.name,
+        reinstated,
     ))
+}
+
+/// Why a Renew call failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RenewFailure {
+    #[error(
+        "this collector has no issuing CA (enroll.issuer_cert, enroll.issuer_key): it cannot renew certificates"
+    )]
+    NoIssuingCa,
+    #[error(transparent)]
+    Csr(#[from] CsrError),
+    #[error("{0}")]
+    Refused(Refused),
+    #[error("cannot issue the certificate: {0}")]
+    Issue(String),
+}
+
+impl RenewFailure {
+    pub(crate) fn status(&self) -> Status {
+        let message = self.to_string();
+        match self {
+            RenewFailure::NoIssuingCa => Status::failed_precondition(message),
+            RenewFailure::Csr(CsrError::AsksForCa | CsrError::OtherIdentity { .. }) => {
+                Status::permission_denied(message)
+            }
+            RenewFailure::Csr(CsrError::Malformed(_) | CsrError::BadSignature) => {
+                Status::invalid_argument(message)
+            }
+            RenewFailure::Refused(Refused::Unavailable(_)) => Status::unavailable(message),
+            RenewFailure::Refused(_) => Status::permission_denied(message),
+            RenewFailure::Issue(_) => Status::internal(message),
+        }
+    }
+}
+
+/// Renews the certificate of agent `host` (the caller's, from its client
+/// certificate) for the key of `csr`, with the checks of enrollment, and
+/// records it. Blocks on signing and on the disk.
+pub(crate) fn renew(
+    tokens: &EnrollStore,
+    issuing: Option<&Issuing>,
+    host: &str,
+    csr: &[u8],
+) -> Result<hostwatch_proto::v1::RenewResponse, RenewFailure> {
+    let issuing = issuing.ok_or(RenewFailure::NoIssuingCa)?;
+    let spki = hostwatch_pki::enroll::check_csr(csr, host)?;
+    let now = time::OffsetDateTime::now_utc();
+    let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
+    let issued = issuing
+        .ca
+        .issue_agent(
+            &spki,
+            host,
+            now - clock_skew(issuing.lifetime),
+            now + issuing.lifetime,
+        )
+        .map_err(|e| RenewFailure::Issue(e.to_string()))?;
+    let record = Issued {
+        serial: issued.serial_hex.clone(),
+        not_after_ms: issued.not_after_ms,
+        issued_ms: now_ms,
+        token: String::new(),
+    };
+    tokens
+        .record_renewal(host, record)
+        .map_err(RenewFailure::Refused)?;
+    Ok(hostwatch_proto::v1::RenewResponse {
+        certificate_chain_pem: format!("{}{}", issued.cert_pem, issuing.ca.cert_pem()),
+        serial: issued.serial_hex,
+        not_after_ms: issued.not_after_ms,
+    })
 }

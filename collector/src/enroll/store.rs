@@ -1,7 +1,9 @@
 //! Enrollment tokens and the agent certificates issued with them, in the
 //! collector's database: tree `enroll_tokens` (name -> JSON record with
 //! the token's SHA-256 digest, never its text) and tree `enrolled_hosts`
-//! (host id -> the last certificate issued for it: serial, expiry).
+//! (host id -> the last certificate issued for it: serial, expiry) and
+//! tree `revoked_hosts` (host id -> why, when, by whom it was revoked and
+//! the serials denied with it).
 //!
 //! Tokens share the API tokens' text format and digest (`tokens.rs`) and
 //! their names (a name is unique among both kinds). Memory is the index,
@@ -24,6 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 const TOKENS_TREE: &str = "enroll_tokens";
 const HOSTS_TREE: &str = "enrolled_hosts";
+const REVOKED_TREE: &str = "revoked_hosts";
 /// Most enrollments one token may allow.
 pub(crate) const MAX_USES: u32 = 100_000;
 /// Longest lifetime of an enrollment token: it is meant for a rollout,
@@ -71,6 +74,35 @@ pub(crate) struct Issued {
     pub(crate) issued_ms: i64,
     /// The enrollment token's name.
     pub(crate) token: String,
+}
+
+/// A revoked host: refused at every handshake, its renewals and
+/// enrollments refused, until a token created after the revocation
+/// enrolls it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Revoked {
+    pub(crate) host: String,
+    pub(crate) reason: String,
+    /// ms since the Unix epoch.
+    pub(crate) revoked_ms: i64,
+    /// The operator who revoked it.
+    pub(crate) by: String,
+    /// Serials of its certificates, lowercase hex: the last one issued
+    /// here and those of the connections open when it was revoked. They
+    /// stay denied after the host is reinstated: a stolen certificate
+    /// must not come back with it.
+    pub(crate) serials: Vec<String>,
+    /// When a newer enrollment token enrolled it again (ms since the
+    /// Unix epoch): the host is admitted, its old certificates are not.
+    #[serde(default)]
+    pub(crate) reinstated_ms: Option<i64>,
+}
+
+impl Revoked {
+    /// Whether the host itself is refused (not reinstated).
+    pub(crate) fn in_force(&self) -> bool {
+        self.reinstated_ms.is_none()
+    }
 }
 
 /// Host ids a token allows: a glob in which `*` stands for any run of
@@ -152,12 +184,17 @@ pub(crate) enum Refused {
         "the collector's state database cannot be written ({0}); try again once it is reopened"
     )]
     Unavailable(String),
+    #[error(
+        "host id {host:?} is revoked (since {revoked_ms} ms after the epoch); only an enrollment token created after that enrolls it again"
+    )]
+    HostRevoked { host: String, revoked_ms: i64 },
 }
 
 enum Trees {
     Writable {
         tokens: sled::Tree,
         hosts: sled::Tree,
+        revoked: sled::Tree,
     },
     Failed(String),
 }
@@ -167,6 +204,7 @@ struct Inner {
     tokens: BTreeMap<String, (TokenDigest, EnrollEntry)>,
     by_digest: HashMap<TokenDigest, String>,
     hosts: BTreeMap<String, Issued>,
+    revoked: BTreeMap<String, Revoked>,
 }
 
 impl Inner {
@@ -214,8 +252,17 @@ impl Inner {
                 pattern: pattern.clone(),
             });
         }
+        let revoked = self.revoked.get(host).filter(|r| r.in_force());
+        if let Some(revoked) = revoked
+            && entry.created_ms <= revoked.revoked_ms
+        {
+            return Err(Refused::HostRevoked {
+                host: host.to_owned(),
+                revoked_ms: revoked.revoked_ms,
+            });
+        }
         match self.hosts.get(host) {
-            Some(issued) if !replace && now_ms < issued.not_after_ms => {
+            Some(issued) if !replace && revoked.is_none() && now_ms < issued.not_after_ms => {
                 Err(Refused::HostEnrolled {
                     host: host.to_owned(),
                     serial: issued.serial.clone(),
@@ -234,12 +281,23 @@ impl EnrollStore {
     /// Loads the tokens and hosts of `db`; undecodable records are skipped.
     pub(crate) fn open(db: &sled::Db) -> Result<Self, sled::Error> {
         let (tokens, hosts) = (db.open_tree(TOKENS_TREE)?, db.open_tree(HOSTS_TREE)?);
+        let revoked = db.open_tree(REVOKED_TREE)?;
         let mut inner = Inner {
             trees: Trees::Failed(String::new()),
             tokens: BTreeMap::new(),
             by_digest: HashMap::new(),
             hosts: BTreeMap::new(),
+            revoked: BTreeMap::new(),
         };
+        for item in revoked.iter() {
+            let (key, value) = item?;
+            match serde_json::from_slice::<Revoked>(&value) {
+                Ok(record) => {
+                    inner.revoked.insert(record.host.clone(), record);
+                }
+                Err(_) => tracing::warn!(key = ?key, "skipping undecodable revoked host record"),
+            }
+        }
         for item in tokens.iter() {
             let (key, value) = item?;
             match decode_token(&value) {
@@ -256,7 +314,11 @@ impl EnrollStore {
                 _ => tracing::warn!(key = ?key, "skipping undecodable enrolled host record"),
             }
         }
-        inner.trees = Trees::Writable { tokens, hosts };
+        inner.trees = Trees::Writable {
+            tokens,
+            hosts,
+            revoked,
+        };
         Ok(EnrollStore(Arc::new(Mutex::new(inner))))
     }
 
@@ -398,16 +460,33 @@ impl EnrollStore {
         replace: bool,
         issued: Issued,
         now_ms: i64,
-    ) -> Result<EnrollEntry, Refused> {
+    ) -> Result<(EnrollEntry, Option<Revoked>), Refused> {
         let mut inner = self.lock();
         let (digest, entry) = inner.find(text, now_ms)?.clone();
         inner.allows(&entry, host, replace, now_ms)?;
+        // A token newer than the host's revocation reinstates it.
+        let reinstated = inner
+            .revoked
+            .get(host)
+            .filter(|r| r.in_force())
+            .map(|r| Revoked {
+                reinstated_ms: Some(now_ms),
+                ..r.clone()
+            });
+        // A struct of strings and integers always serializes.
+        let reinstated_record = reinstated
+            .as_ref()
+            .map(|r| serde_json::to_vec(r).unwrap_or_default());
         let issued = Issued {
             token: entry.name.clone(),
             ..issued
         };
-        let (tokens, hosts) = match &inner.trees {
-            Trees::Writable { tokens, hosts } => (tokens.clone(), hosts.clone()),
+        let (tokens, hosts, revoked) = match &inner.trees {
+            Trees::Writable {
+                tokens,
+                hosts,
+                revoked,
+            } => (tokens.clone(), hosts.clone(), revoked.clone()),
             Trees::Failed(cause) => return Err(Refused::Unavailable(cause.clone())),
         };
         let before = encode_token(&digest, &entry);
@@ -418,8 +497,8 @@ impl EnrollStore {
         let after = encode_token(&digest, &used);
         // A struct of strings and integers always serializes.
         let host_record = serde_json::to_vec(&issued).unwrap_or_default();
-        let written = (&tokens, &hosts)
-            .transaction(|(tokens, hosts)| {
+        let written = (&tokens, &hosts, &revoked)
+            .transaction(|(tokens, hosts, revoked)| {
                 // The compare of a compare-and-swap: the record on disk is
                 // the one memory checked.
                 if tokens.get(used.name.as_bytes())?.as_deref() != Some(before.as_slice()) {
@@ -427,6 +506,9 @@ impl EnrollStore {
                 }
                 tokens.insert(used.name.as_bytes(), after.as_slice())?;
                 hosts.insert(host.as_bytes(), host_record.as_slice())?;
+                if let Some(record) = &reinstated_record {
+                    revoked.insert(host.as_bytes(), record.as_slice())?;
+                }
                 Ok(())
             })
             .and_then(|()| tokens.flush().map(drop).map_err(TransactionError::Storage));
@@ -444,7 +526,100 @@ impl EnrollStore {
         }
         inner.insert(digest, used.clone());
         inner.hosts.insert(host.to_owned(), issued);
-        Ok(used)
+        if let Some(record) = &reinstated {
+            inner.revoked.insert(host.to_owned(), record.clone());
+        }
+        Ok((used, reinstated))
+    }
+
+    /// Records `issued`, a renewal of `host`'s certificate, as the host's
+    /// last certificate (the token it was enrolled with is kept). A
+    /// renewal that cannot be written is refused: the certificate is
+    /// handed out only once it is stored. Blocks on the disk.
+    pub(crate) fn record_renewal(&self, host: &str, issued: Issued) -> Result<(), Refused> {
+        let mut inner = self.lock();
+        if let Some(revoked) = inner.revoked.get(host).filter(|r| r.in_force()) {
+            return Err(Refused::HostRevoked {
+                host: host.to_owned(),
+                revoked_ms: revoked.revoked_ms,
+            });
+        }
+        let hosts = match &inner.trees {
+            Trees::Writable { hosts, .. } => hosts.clone(),
+            Trees::Failed(cause) => return Err(Refused::Unavailable(cause.clone())),
+        };
+        let issued = Issued {
+            token: inner
+                .hosts
+                .get(host)
+                .map(|before| before.token.clone())
+                .unwrap_or_default(),
+            ..issued
+        };
+        // A struct of strings and integers always serializes.
+        let record = serde_json::to_vec(&issued).unwrap_or_default();
+        let written = hosts
+            .insert(host.as_bytes(), record)
+            .and_then(|_| hosts.flush());
+        if let Err(e) = written {
+            let cause = format!("a write failed ({e})");
+            inner.trees = Trees::Failed(cause.clone());
+            return Err(Refused::Unavailable(cause));
+        }
+        inner.hosts.insert(host.to_owned(), issued);
+        Ok(())
+    }
+
+    /// Revokes `host` (see [`Revoked`]), with the serials of the last
+    /// certificate issued here and `seen`; a host revoked again gets the
+    /// new reason and time, and keeps its serials. Blocks on the disk.
+    pub(crate) fn revoke_host(
+        &self,
+        host: &str,
+        reason: &str,
+        by: &str,
+        now_ms: i64,
+        seen: &[String],
+    ) -> Result<Revoked, Refused> {
+        let mut inner = self.lock();
+        let mut serials: Vec<String> = inner
+            .revoked
+            .get(host)
+            .map(|r| r.serials.clone())
+            .unwrap_or_default();
+        serials.extend(inner.hosts.get(host).map(|i| i.serial.clone()));
+        serials.extend(seen.iter().cloned());
+        serials.sort();
+        serials.dedup();
+        let record = Revoked {
+            host: host.to_owned(),
+            reason: reason.to_owned(),
+            revoked_ms: now_ms,
+            by: by.to_owned(),
+            serials,
+            reinstated_ms: None,
+        };
+        let tree = match &inner.trees {
+            Trees::Writable { revoked, .. } => revoked.clone(),
+            Trees::Failed(cause) => return Err(Refused::Unavailable(cause.clone())),
+        };
+        // A struct of strings and integers always serializes.
+        let value = serde_json::to_vec(&record).unwrap_or_default();
+        if let Err(e) = tree
+            .insert(host.as_bytes(), value)
+            .and_then(|_| tree.flush())
+        {
+            let cause = format!("a write failed ({e})");
+            inner.trees = Trees::Failed(cause.clone());
+            return Err(Refused::Unavailable(cause));
+        }
+        inner.revoked.insert(host.to_owned(), record.clone());
+        Ok(record)
+    }
+
+    /// Every revoked host, by host id.
+    pub(crate) fn revoked(&self) -> Vec<Revoked> {
+        self.lock().revoked.values().cloned().collect()
     }
 
     /// The last certificate issued for `host`, if any.
@@ -473,8 +648,16 @@ impl EnrollStore {
     /// memory holds.
     pub(crate) fn attach(&self, db: &sled::Db) -> Result<(), sled::Error> {
         let (tokens, hosts) = (db.open_tree(TOKENS_TREE)?, db.open_tree(HOSTS_TREE)?);
+        let revoked = db.open_tree(REVOKED_TREE)?;
         let mut inner = self.lock();
         tokens.clear()?;
+        revoked.clear()?;
+        for (host, record) in &inner.revoked {
+            revoked.insert(
+                host.as_bytes(),
+                serde_json::to_vec(record).unwrap_or_default(),
+            )?;
+        }
         for (name, (digest, entry)) in &inner.tokens {
             tokens.insert(name.as_bytes(), encode_token(digest, entry))?;
         }
@@ -485,7 +668,11 @@ impl EnrollStore {
             )?;
         }
         tokens.flush()?;
-        inner.trees = Trees::Writable { tokens, hosts };
+        inner.trees = Trees::Writable {
+            tokens,
+            hosts,
+            revoked,
+        };
         Ok(())
     }
 }
@@ -593,7 +780,7 @@ mod tests {
         let left = store
             .redeem(&text, "web-2", false, issued("02", 500), 10)
             .unwrap();
-        assert_eq!(left.uses_left, 0);
+        assert_eq!(left.0.uses_left, 0);
         assert_eq!(store.check(&text, "web-3", false, 10), Err(Refused::UsedUp));
         // Memory and disk agree after a reopen; the text is nowhere on disk.
         drop(store);
@@ -625,12 +812,84 @@ mod tests {
     }
 
     #[test]
+    fn a_renewal_replaces_the_hosts_certificate_and_keeps_its_token() {
+        let (_dir, db, store) = open();
+        let (text, entry) = store.create(new(1, 1_000, None), 0, |_| false).unwrap();
+        store
+            .redeem(&text, "web-1", false, issued("01", 500), 0)
+            .unwrap();
+        store.record_renewal("web-1", issued("02", 900)).unwrap();
+        let renewed = store.issued("web-1").unwrap();
+        assert_eq!((renewed.serial.as_str(), renewed.not_after_ms), ("02", 900));
+        assert_eq!(renewed.token, entry.name);
+        // A host not enrolled here (a certificate made by `certs issue`).
+        store.record_renewal("db-1", issued("03", 900)).unwrap();
+        assert_eq!(store.issued("db-1").unwrap().token, "");
+        drop(store);
+        let store = EnrollStore::open(&db).unwrap();
+        assert_eq!(store.issued("web-1").unwrap().serial, "02");
+        store.detach();
+        assert!(matches!(
+            store.record_renewal("web-1", issued("04", 900)),
+            Err(Refused::Unavailable(_))
+        ));
+        assert_eq!(store.issued("web-1").unwrap().serial, "02");
+    }
+
+    #[test]
+    fn a_revoked_host_is_enrolled_again_only_with_a_newer_token() {
+        let (_dir, db, store) = open();
+        let (old, _) = store.create(new(5, 10_000, None), 0, |_| false).unwrap();
+        store
+            .redeem(&old, "web-1", false, issued("0a", 5_000), 0)
+            .unwrap();
+        let revoked = store
+            .revoke_host("web-1", "stolen", "operator/ops", 100, &["0b".to_owned()])
+            .unwrap();
+        assert_eq!(revoked.serials, ["0a", "0b"]);
+        let refused = Refused::HostRevoked {
+            host: "web-1".to_owned(),
+            revoked_ms: 100,
+        };
+        assert_eq!(store.check(&old, "web-1", true, 200), Err(refused.clone()));
+        assert_eq!(
+            store.redeem(&old, "web-1", true, issued("0c", 5_000), 200),
+            Err(refused.clone())
+        );
+        assert_eq!(
+            store.record_renewal("web-1", issued("0c", 5_000)),
+            Err(refused)
+        );
+        // Other hosts are not affected; the record survives a reopen.
+        store.check(&old, "web-2", false, 200).unwrap();
+        drop(store);
+        let store = EnrollStore::open(&db).unwrap();
+        assert_eq!(store.revoked(), std::slice::from_ref(&revoked));
+        // A token made after the revocation reinstates the host, even
+        // though its last certificate has not expired.
+        let (newer, _) = store.create(new(1, 10_000, None), 200, |_| false).unwrap();
+        let (_, reinstated) = store
+            .redeem(&newer, "web-1", false, issued("0d", 5_000), 300)
+            .unwrap();
+        let reinstated = reinstated.unwrap();
+        assert_eq!(reinstated.reinstated_ms, Some(300));
+        assert_eq!(reinstated.serials, revoked.serials);
+        assert_eq!(store.revoked(), std::slice::from_ref(&reinstated));
+        // Renewals and other tokens work again.
+        store.record_renewal("web-1", issued("0e", 5_000)).unwrap();
+        store.check(&old, "web-1", true, 400).unwrap();
+        drop(store);
+        let store = EnrollStore::open(&db).unwrap();
+        assert_eq!(store.revoked(), [reinstated]);
+    }
+
+    #[test]
     fn two_redemptions_of_a_last_use_race_and_one_wins() {
         let (_dir, _db, store) = open();
         for round in 0..20 {
             let (text, _) = store.create(new(1, 1_000, None), 0, |_| false).unwrap();
             let barrier = std::sync::Barrier::new(2);
-            let results: Vec<Result<EnrollEntry, Refused>> = std::thread::scope(|s| {
+            let results: Vec<Result<_, Refused>> = std::thread::scope(|s| {
                 let handles: Vec<_> = ["a", "b"]
                     .iter()
                     .map(|host| {

@@ -94,6 +94,44 @@ impl Ca {
         }
     }
 
+    /// A certificate revocation list (PEM) signed by this CA naming the
+    /// certificates of serial numbers `serials` (hex), valid for `days`
+    /// days: what a listener's `tls_crl` reads.
+    pub fn revocation_list_pem(&self, serials: &[String], days: i64) -> Result<String, PkiError> {
+        let now = OffsetDateTime::now_utc();
+        let revoked_certs = serials
+            .iter()
+            .map(|hex| {
+                // Whole bytes: a leading zero may have been left out.
+                let hex = if hex.len() % 2 == 1 {
+                    format!("0{hex}")
+                } else {
+                    hex.clone()
+                };
+                let bytes = (0..hex.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("?"), 16))
+                    .collect::<Result<Vec<u8>, _>>()
+                    .map_err(|_| PkiError::BadCertificate(format!("serial {hex:?} is not hex")))?;
+                Ok(rcgen::RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(&bytes),
+                    revocation_time: now,
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+            })
+            .collect::<Result<Vec<_>, PkiError>>()?;
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: now - time::Duration::minutes(5),
+            next_update: now + time::Duration::days(days),
+            crl_number: SerialNumber::from_slice(&random_serial()?),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.pem()?)
+    }
+
     /// Writes `issuing.pem` and `issuing.key` to `dir`.
     pub fn write_issuing(&self, dir: &Path) -> Result<(), PkiError> {
         self.pair.write(dir, Self::ISSUING_STEM).map(|_| ())
@@ -303,6 +341,26 @@ pub fn agent_request(host: &str) -> Result<(KeyPair, Vec<u8>), PkiError> {
     Ok((key, csr.der().to_vec()))
 }
 
+/// Checks that the first certificate of `chain_pem` (what a collector
+/// answered a renewal with) is the agent certificate of `host` for `key`,
+/// before it replaces a working one.
+pub fn check_issued(chain_pem: &str, key: &KeyPair, host: &str) -> Result<(), PkiError> {
+    let bad = |what: String| PkiError::BadCertificate(what);
+    let cert = first_cert(chain_pem).ok_or_else(|| bad("no PEM certificate".to_owned()))?;
+    let identity = crate::peer_identity(&cert)?;
+    let expected = Identity::new(Role::Agent, host)?;
+    if identity != expected {
+        return Err(bad(format!("it is for {identity}, not {expected}")));
+    }
+    let (_, parsed) =
+        x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|e| bad(e.to_string()))?;
+    if parsed.tbs_certificate.subject_pki.raw != rcgen::PublicKeyData::subject_public_key_info(key)
+    {
+        return Err(bad("it is not for the key this host made".to_owned()));
+    }
+    Ok(())
+}
+
 /// A TLS 1.3-only client configuration without a client certificate that
 /// trusts a server only if the chain it presents holds a CA certificate
 /// whose key is `pin`, and the server's certificate chains to that CA (as
@@ -440,6 +498,26 @@ mod tests {
         assert!(!cert.is_ca());
         let eku = cert.extended_key_usage().unwrap().unwrap().value;
         assert!(eku.client_auth && !eku.server_auth);
+    }
+
+    #[test]
+    fn an_issued_certificate_is_checked_against_its_key_and_host() {
+        let (key, csr) = agent_request("web-1").unwrap();
+        let spki = check_csr(&csr, "web-1").unwrap();
+        let issuing = Ca::generate("root", 1)
+            .unwrap()
+            .generate_issuing(1)
+            .unwrap();
+        let now = OffsetDateTime::now_utc();
+        let later = now + time::Duration::days(1);
+        let issued = issuing.issue_agent(&spki, "web-1", now, later).unwrap();
+        check_issued(&issued.cert_pem, &key, "web-1").unwrap();
+        let err = check_issued(&issued.cert_pem, &key, "web-2").unwrap_err();
+        assert!(err.to_string().contains("not agent/web-2"), "{err}");
+        let (other, _) = agent_request("web-1").unwrap();
+        let err = check_issued(&issued.cert_pem, &other, "web-1").unwrap_err();
+        assert!(err.to_string().contains("not for the key"), "{err}");
+        assert!(check_issued("garbage", &key, "web-1").is_err());
     }
 
     #[test]

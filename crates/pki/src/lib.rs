@@ -254,6 +254,58 @@ impl CertPair {
     }
 }
 
+impl CertPair {
+    /// Replaces the files `cert` and `key` with this pair, each at once:
+    /// written to a temporary file beside it (the key with mode 0600),
+    /// synced, then renamed over it, and the directory synced; a reader
+    /// sees the old file or the new one, never a part. The key is renamed
+    /// first, so the pair on disk mismatches only between the two renames.
+    pub fn replace_files(&self, cert: &Path, key: &Path) -> Result<(), PkiError> {
+        let key_temp = temp_beside(key);
+        let cert_temp = temp_beside(cert);
+        let written = write_file(&key_temp, self.key_pem.as_bytes(), 0o600)
+            .and_then(|()| write_file(&cert_temp, self.cert_pem.as_bytes(), 0o644))
+            .and_then(|()| rename(&key_temp, key))
+            .and_then(|()| rename(&cert_temp, cert))
+            .and_then(|()| sync_dir(key))
+            .and_then(|()| sync_dir(cert));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&key_temp);
+            let _ = std::fs::remove_file(&cert_temp);
+        }
+        written
+    }
+}
+
+/// `path` with `.new` appended: in the same directory, so a rename over
+/// `path` is atomic.
+fn temp_beside(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".new");
+    PathBuf::from(name)
+}
+
+fn rename(from: &Path, to: &Path) -> Result<(), PkiError> {
+    std::fs::rename(from, to).map_err(|source| PkiError::Write {
+        path: to.to_owned(),
+        source,
+    })
+}
+
+/// Syncs the directory of `path`, so that a rename in it survives a crash.
+fn sync_dir(path: &Path) -> Result<(), PkiError> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| PkiError::Write {
+            path: dir.to_owned(),
+            source,
+        })
+}
+
 fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -528,6 +580,41 @@ pub fn server_config_with(
     files: &TlsFiles,
     client_auth: ClientAuth,
 ) -> Result<(Arc<ServerConfig>, Identity), PkiError> {
+    server_config_with_crl(files, client_auth, None)
+}
+
+/// Reads the certificate revocation lists (PEM, one or more) of `path`.
+pub fn read_crls(
+    path: &Path,
+) -> Result<Vec<rustls::pki_types::CertificateRevocationListDer<'static>>, PkiError> {
+    use rustls::pki_types::CertificateRevocationListDer;
+    let pem = read_file(path)?;
+    let bad = |what: String| PkiError::BadFile {
+        path: path.to_owned(),
+        what,
+    };
+    let crls = CertificateRevocationListDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("invalid PEM: {e}")))?;
+    if crls.is_empty() {
+        return Err(bad("no PEM X509 CRL in file".to_owned()));
+    }
+    Ok(crls)
+}
+
+/// [`server_config_with`], refusing client certificates that the
+/// certificate revocation lists of the file `crl` (PEM) name. Those lists
+/// must be signed by a CA of the chain; certificates of CAs without a list
+/// there are not refused for it.
+pub fn server_config_with_crl(
+    files: &TlsFiles,
+    client_auth: ClientAuth,
+    crl: Option<&Path>,
+) -> Result<(Arc<ServerConfig>, Identity), PkiError> {
+    let crls = match crl {
+        Some(path) => read_crls(path)?,
+        None => Vec::new(),
+    };
     let loaded = files.load()?;
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?;
@@ -539,19 +626,38 @@ pub fn server_config_with(
             Some(ca.subject().as_raw().to_vec())
         })
         .collect();
-    let verifier =
-        || WebPkiClientVerifier::builder_with_provider(Arc::new(loaded.roots.clone()), provider());
+    let verifier = || {
+        WebPkiClientVerifier::builder_with_provider(Arc::new(loaded.roots.clone()), provider())
+            .with_crls(crls.clone())
+            // A CRL covers its issuer's certificates only; the others
+            // (the issuing CA's, say, with a CRL for the root) are not
+            // refused for having none.
+            .allow_unknown_revocation_status()
+    };
+    let crl_error = |e: rustls::server::VerifierBuilderError| match crl {
+        Some(path) => PkiError::BadFile {
+            path: path.to_owned(),
+            what: format!("the certificate revocation list does not load: {e}"),
+        },
+        None => PkiError::from(e),
+    };
     let (mut config, alpn) = match client_auth {
         ClientAuth::Required => (
             builder
-                .with_client_cert_verifier(IssuerRoles::wrap(verifier().build()?, anchors))
+                .with_client_cert_verifier(IssuerRoles::wrap(
+                    verifier().build().map_err(crl_error)?,
+                    anchors,
+                ))
                 .with_single_cert(loaded.chain, loaded.key)?,
             vec![ALPN_H2.to_vec()],
         ),
         ClientAuth::Optional => (
             builder
                 .with_client_cert_verifier(IssuerRoles::wrap(
-                    verifier().allow_unauthenticated().build()?,
+                    verifier()
+                        .allow_unauthenticated()
+                        .build()
+                        .map_err(crl_error)?,
                     anchors,
                 ))
                 .with_single_cert(loaded.chain, loaded.key)?,
@@ -697,6 +803,45 @@ pub fn certificate_expiry_ms(cert: &CertificateDer<'_>) -> Option<i64> {
     parsed.validity().not_after.timestamp().checked_mul(1000)
 }
 
+/// A certificate's serial number, lowercase hex without leading zeros;
+/// `None` if it cannot be parsed.
+pub fn certificate_serial_hex(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let hex: String = parsed
+        .raw_serial()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let trimmed = hex.trim_start_matches('0');
+    Some(if trimmed.is_empty() {
+        "0".to_owned()
+    } else {
+        trimmed.to_owned()
+    })
+}
+
+/// When a certificate starts and stops being valid (notBefore, notAfter),
+/// in milliseconds since the Unix epoch; `None` if it cannot be parsed.
+pub fn certificate_validity_ms(cert: &CertificateDer<'_>) -> Option<(i64, i64)> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let validity = parsed.validity();
+    Some((
+        validity.not_before.timestamp().checked_mul(1000)?,
+        validity.not_after.timestamp().checked_mul(1000)?,
+    ))
+}
+
+impl TlsFiles {
+    /// [`certificate_validity_ms`] of the first certificate of `cert`.
+    pub fn cert_validity_ms(&self) -> Result<(i64, i64), PkiError> {
+        let certs = read_certs(&self.cert)?;
+        certificate_validity_ms(&certs[0]).ok_or_else(|| PkiError::BadFile {
+            path: self.cert.clone(),
+            what: "the certificate's validity cannot be read".to_owned(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -806,5 +951,44 @@ mod tests {
         let err = client_config(&missing).err().unwrap().to_string();
         assert!(err.contains("missing-ca.pem"), "{err}");
         assert!(Ca::load(dir.path()).is_err());
+    }
+
+    #[test]
+    fn replaced_files_are_whole_and_the_key_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::generate("test", 1).unwrap();
+        let identity = Identity::new(Role::Agent, "web-1").unwrap();
+        let old = ca
+            .issue(&identity, &IssueOptions::valid_for_days(1))
+            .unwrap();
+        let (cert, key) = old.write(dir.path(), "agent").unwrap();
+        let new = ca
+            .issue(&identity, &IssueOptions::valid_for_days(2))
+            .unwrap();
+        new.replace_files(&cert, &key).unwrap();
+        assert_eq!(std::fs::read_to_string(&cert).unwrap(), new.cert_pem);
+        assert_eq!(std::fs::read_to_string(&key).unwrap(), new.key_pem);
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        let files = TlsFiles {
+            ca: cert.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
+        };
+        let (not_before, not_after) = files.cert_validity_ms().unwrap();
+        assert!(
+            not_after - not_before >= 2 * 86_400_000,
+            "{not_before} {not_after}"
+        );
+        // A directory that is not there: an error naming the file, the old pair kept.
+        let gone = dir.path().join("gone/agent.pem");
+        let err = new.replace_files(&gone, &key).unwrap_err().to_string();
+        assert!(err.contains("gone"), "{err}");
     }
 }

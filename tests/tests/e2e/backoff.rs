@@ -50,6 +50,15 @@ type Replies = Pin<Box<dyn Stream<Item = Result<CollectorMessage, Status>> + Sen
 impl Ingest for FakeCollector {
     type StreamStream = Replies;
 
+    async fn renew(
+        &self,
+        _request: Request<hostwatch_proto::v1::RenewRequest>,
+    ) -> Result<Response<hostwatch_proto::v1::RenewResponse>, Status> {
+        Err(Status::unimplemented(
+            "this test's collector renews nothing",
+        ))
+    }
+
     async fn stream(
         &self,
         request: Request<Streaming<AgentMessage>>,

@@ -17,6 +17,8 @@ mod outage;
 mod partition;
 mod peer_input;
 mod promql;
+mod renew;
+mod revoke;
 mod rotation;
 mod self_alert;
 mod sessions;

@@ -24,6 +24,15 @@ struct Silent {
 impl Ingest for Silent {
     type StreamStream = Pin<Box<dyn Stream<Item = Result<CollectorMessage, Status>> + Send>>;
 
+    async fn renew(
+        &self,
+        _request: Request<hostwatch_proto::v1::RenewRequest>,
+    ) -> Result<Response<hostwatch_proto::v1::RenewResponse>, Status> {
+        Err(Status::unimplemented(
+            "this test's collector renews nothing",
+        ))
+    }
+
     async fn stream(
         &self,
         _request: Request<Streaming<AgentMessage>>,

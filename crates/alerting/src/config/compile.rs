@@ -380,6 +380,7 @@ mod tests {
             "host_rebooted",
             "process_down",
             "agent_dropped_data",
+            "agent_certificate_expiring",
             "clock_skew",
             "collector_not_storing",
         ] {

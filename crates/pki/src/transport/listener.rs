@@ -12,7 +12,7 @@
 //! for operators.
 
 use super::throttle::Throttle;
-use super::{PeerInfo, ServerTls};
+use super::{Denylist, PeerInfo, ServerTls};
 use crate::{ClientAuth, Identity, Role};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -92,6 +92,15 @@ pub(crate) struct ListenerShared {
     handshake_log: Mutex<Throttle>,
     refusal_log: Mutex<Throttle>,
     pub(crate) message_log: Mutex<Throttle>,
+    /// Admitted connections by id: the peer, its certificate's serial and
+    /// the token that closes it, for closing those a deny list refuses.
+    open: Mutex<HashMap<u64, OpenConnection>>,
+}
+
+struct OpenConnection {
+    identity: Option<Identity>,
+    serial: Option<String>,
+    close: CancellationToken,
 }
 
 #[derive(Default)]
@@ -131,7 +140,26 @@ impl ListenerShared {
             handshake_log: Mutex::new(Throttle::new()),
             refusal_log: Mutex::new(Throttle::new()),
             message_log: Mutex::new(Throttle::new()),
+            open: Mutex::default(),
         }
+    }
+
+    /// Closes the open connections whose peer and serial `denied` says;
+    /// returns their serials.
+    pub(crate) fn close_matching(
+        &self,
+        denied: impl Fn(&Option<Identity>, Option<&str>) -> bool,
+    ) -> Vec<String> {
+        let open = lock(&self.open);
+        let mut closed = Vec::new();
+        for connection in open.values() {
+            if denied(&connection.identity, connection.serial.as_deref()) {
+                tracing::warn!(peer.id = %Who(&connection.identity), serial = connection.serial.as_deref().unwrap_or(""), "closing the connection of a revoked peer");
+                connection.close.cancel();
+                closed.extend(connection.serial.clone());
+            }
+        }
+        closed
     }
 
     /// Takes a place for `identity`, or says why there is none.
@@ -158,6 +186,7 @@ impl ListenerShared {
         Ok(Admission {
             listener: self.clone(),
             identity: identity.clone(),
+            id: None,
         })
     }
 
@@ -172,10 +201,15 @@ impl ListenerShared {
 struct Admission {
     listener: Arc<ListenerShared>,
     identity: Option<Identity>,
+    /// The connection's id among the listener's open ones, once listed.
+    id: Option<u64>,
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
+        if let Some(id) = self.id {
+            lock(&self.listener.open).remove(&id);
+        }
         let mut admitted = lock(&self.listener.admitted);
         admitted.total -= 1;
         if let Some(held) = admitted.per_identity.get_mut(&self.identity) {
@@ -390,6 +424,7 @@ pub fn incoming(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Incoming {
     let shared = Arc::new(ListenerShared::new(limits));
+    tls.denylist().register(&shared);
     let (tx, rx) = mpsc::channel(16);
     let accepting = shared.clone();
     tokio::spawn(async move {
@@ -432,7 +467,7 @@ pub fn incoming(
                 shared.clone(),
                 next_id,
                 cancel,
-                (acceptor, tls.client_auth()),
+                (acceptor, tls.client_auth(), tls.denylist().clone()),
                 tcp,
                 addr,
                 tx.clone(),
@@ -454,7 +489,7 @@ async fn establish(
     shared: Arc<ListenerShared>,
     id: u64,
     cancel: CancellationToken,
-    (acceptor, client_auth): (tokio_rustls::TlsAcceptor, ClientAuth),
+    (acceptor, client_auth, denylist): (tokio_rustls::TlsAcceptor, ClientAuth, Denylist),
     tcp: TcpStream,
     addr: SocketAddr,
     tx: mpsc::Sender<io::Result<TlsConnection>>,
@@ -469,7 +504,7 @@ async fn establish(
     if lock(&shared.handshakes).remove(&id).is_none() {
         return;
     }
-    let (stream, (identity, certificate_expires_ms)) = match result {
+    let (stream, (identity, certificate_expires_ms, serial)) = match result {
         Ok(established) => established,
         Err(e) => {
             shared
@@ -482,7 +517,17 @@ async fn establish(
             return;
         }
     };
-    let admission = match shared.admit(&identity) {
+    if denylist.denies(&identity, serial.as_deref()) {
+        shared
+            .counters
+            .connections_refused
+            .fetch_add(1, Ordering::Relaxed);
+        if let Some(suppressed) = lock(&shared.refusal_log).admit() {
+            tracing::warn!(peer.addr = %addr, peer.id = %Who(&identity), serial = serial.as_deref().unwrap_or(""), suppressed, "connection refused: revoked");
+        }
+        return;
+    }
+    let mut admission = match shared.admit(&identity) {
         Ok(admission) => admission,
         Err(refusal) => {
             shared
@@ -509,6 +554,19 @@ async fn establish(
         pending_bytes: AtomicUsize::new(0),
     });
     let close = shared.close_all.child_token();
+    lock(&shared.open).insert(
+        id,
+        OpenConnection {
+            identity: identity.clone(),
+            serial,
+            close: close.clone(),
+        },
+    );
+    admission.id = Some(id);
+    // Denied between the check above and the listing: closed all the same.
+    if denylist.denies(&identity, None) {
+        close.cancel();
+    }
     tokio::spawn(close_when_idle(
         connection.clone(),
         close.clone(),
@@ -598,12 +656,13 @@ async fn handshake(
         (None, ClientAuth::Required) => return Err(HandshakeError::NoClientCertificate),
     };
     let expires_ms = cert.and_then(crate::certificate_expiry_ms);
-    Ok((stream, (identity, expires_ms)))
+    let serial = cert.and_then(crate::certificate_serial_hex);
+    Ok((stream, (identity, expires_ms, serial)))
 }
 
-/// What a handshake learnt of the client certificate: its identity and
-/// when it expires (ms), both `None` without one.
-type PeerCertificate = (Option<Identity>, Option<i64>);
+/// What a handshake learnt of the client certificate: its identity, when
+/// it expires (ms) and its serial (hex), all `None` without one.
+type PeerCertificate = (Option<Identity>, Option<i64>, Option<String>);
 
 /// A peer's identity in log lines; "anonymous" without a certificate.
 pub(crate) struct Who<'a>(pub(crate) &'a Option<Identity>);

@@ -9,10 +9,12 @@
 //! here the server's reloadable TLS settings and the client's connector.
 
 mod calls;
+mod denylist;
 mod listener;
 mod throttle;
 
 pub use calls::{CallLimit, CallLimitLayer};
+pub use denylist::Denylist;
 pub use listener::{
     CallGuard, Connections, Incoming, ListenerLimits, ListenerStats, TlsConnection, incoming,
 };
@@ -54,17 +56,30 @@ impl PeerInfo {
     }
 }
 
+/// The digest of the TLS files and the CRL file, if any.
+fn digest_of(files: &TlsFiles, crl: Option<&std::path::Path>) -> u64 {
+    match crl {
+        Some(crl) => hostwatch_stdx::files_digest(&[&files.ca, &files.cert, &files.key, crl]),
+        None => files.digest(),
+    }
+}
+
 /// The server side's TLS settings, replaceable while the server runs so
 /// certificates can be reloaded without a restart.
 #[derive(Clone)]
 pub struct ServerTls {
     files: TlsFiles,
     client_auth: ClientAuth,
+    /// Certificate revocation lists (PEM) client certificates are checked
+    /// against, reloaded with the files.
+    crl: Option<std::path::PathBuf>,
     current: Arc<RwLock<Arc<rustls::ServerConfig>>>,
     /// [`files_digest`](hostwatch_stdx::files_digest) of the files as last
     /// read, loaded or not: what [`ServerTls::reload_if_changed`] compares.
     digest: Arc<std::sync::atomic::AtomicU64>,
     identity: Identity,
+    /// Peers refused after the handshake, shared with other listeners.
+    denylist: Denylist,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -86,24 +101,53 @@ impl ServerTls {
 
     /// [`ServerTls::load`] with client certificates as `client_auth` says.
     pub fn load_with(files: TlsFiles, client_auth: ClientAuth) -> Result<Self, PkiError> {
+        Self::load_with_crl(files, client_auth, None)
+    }
+
+    /// [`ServerTls::load_with`], refusing the client certificates the
+    /// revocation lists of the file `crl` name (see
+    /// [`crate::server_config_with_crl`]); the file is reloaded with the others.
+    pub fn load_with_crl(
+        files: TlsFiles,
+        client_auth: ClientAuth,
+        crl: Option<std::path::PathBuf>,
+    ) -> Result<Self, PkiError> {
         // Before reading them: a change made meanwhile is seen at the
         // next check rather than missed.
-        let digest = files.digest();
-        let (config, identity) = crate::server_config_with(&files, client_auth)?;
+        let digest = digest_of(&files, crl.as_deref());
+        let (config, identity) =
+            crate::server_config_with_crl(&files, client_auth, crl.as_deref())?;
         Ok(ServerTls {
             files,
             client_auth,
+            crl,
             current: Arc::new(RwLock::new(config)),
             digest: Arc::new(digest.into()),
             identity,
+            denylist: Denylist::default(),
         })
+    }
+
+    /// These settings, refusing what `denylist` denies (see [`Denylist`]);
+    /// set before the listener starts.
+    pub fn with_denylist(mut self, denylist: Denylist) -> Self {
+        self.denylist = denylist;
+        self
+    }
+
+    pub(crate) fn denylist(&self) -> &Denylist {
+        &self.denylist
     }
 
     /// Reads the files again; on error the running configuration stays.
     /// New connections use the new certificates, open ones are unaffected.
     pub fn reload(&self) -> Result<(), PkiError> {
-        self.digest.store(self.files.digest(), Ordering::Relaxed);
-        let (config, _) = crate::server_config_with(&self.files, self.client_auth)?;
+        self.digest.store(
+            digest_of(&self.files, self.crl.as_deref()),
+            Ordering::Relaxed,
+        );
+        let (config, _) =
+            crate::server_config_with_crl(&self.files, self.client_auth, self.crl.as_deref())?;
         match self.current.write() {
             Ok(mut current) => *current = config,
             Err(poisoned) => *poisoned.into_inner() = config,
@@ -117,7 +161,7 @@ impl ServerTls {
     /// change once more, so a broken file is reported once, not at every
     /// check.
     pub fn reload_if_changed(&self) -> Result<bool, PkiError> {
-        if self.files.digest() == self.digest.load(Ordering::Relaxed) {
+        if digest_of(&self.files, self.crl.as_deref()) == self.digest.load(Ordering::Relaxed) {
             return Ok(false);
         }
         self.reload().map(|()| true)

@@ -1,0 +1,175 @@
+//! Renewal of the agent's certificate: once two thirds of its validity
+//! have passed, the agent makes a new key and a certificate signing
+//! request, asks the collector to sign it (Ingest.Renew, over the mTLS
+//! connection the shipper streams on, authenticated by the current
+//! certificate), and replaces its key and certificate files, each
+//! atomically. The configuration's `tls_check_interval` reload then sees
+//! the files changed and the stream reconnects with them; the spool and
+//! acknowledgements carry every batch across that reconnection.
+//!
+//! A failed renewal is retried with backoff, at most a tenth of the time
+//! left (and at most [`MAX_RETRY`]) apart, counted and logged; the old
+//! certificate stays until a new one is in hand. The collector pages
+//! (`agent_certificate_expiring`) if the certificate gets close to expiry.
+
+use crate::config::AgentConfig;
+use crate::health::Health;
+use hostwatch_pki::CertPair;
+use hostwatch_proto::v1::RenewRequest;
+use hostwatch_proto::v1::ingest_client::IngestClient;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+/// First retry delay after a failed renewal; doubles from there.
+const RETRY_BASE: Duration = Duration::from_secs(1);
+/// Longest delay between renewal attempts.
+const MAX_RETRY: Duration = Duration::from_secs(300);
+/// Longest wait for the collector's answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a renewal failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RenewError {
+    #[error("the agent is stopping")]
+    Stopping,
+    #[error("the collector refused the renewal ({code:?}): {message}")]
+    Refused { code: tonic::Code, message: String },
+    #[error("no answer from the collector within {0:?}")]
+    NoAnswer(Duration),
+    #[error("the renewed certificate is unusable: {0}")]
+    Answer(hostwatch_pki::PkiError),
+    #[error(transparent)]
+    Pki(#[from] hostwatch_pki::PkiError),
+}
+
+/// When a certificate valid from `not_before_ms` to `not_after_ms` is
+/// renewed: two thirds of the way.
+pub(crate) fn due_ms(not_before_ms: i64, not_after_ms: i64) -> i64 {
+    not_before_ms + (not_after_ms - not_before_ms).max(0) * 2 / 3
+}
+
+/// Renews the certificate of `host_id` whenever it is due, until dropped.
+/// `channel` is the shipper's connection, when it has one.
+pub(crate) async fn run(
+    mut configs: watch::Receiver<AgentConfig>,
+    channel: watch::Receiver<Option<Channel>>,
+    health: Arc<Health>,
+    host_id: String,
+) {
+    let mut attempt: u32 = 0;
+    let mut unreadable: Option<String> = None;
+    loop {
+        let config = configs.borrow_and_update().clone();
+        let (not_before, not_after) = match config.tls.cert_validity_ms() {
+            Ok(validity) => validity,
+            Err(e) => {
+                // The shipper reports unusable files too; said once per
+                // change here, and looked at again later (not in a spin
+                // when tls_check_interval is zero).
+                let text = e.to_string();
+                if unreadable.as_ref() != Some(&text) {
+                    tracing::warn!(error = %text, "cannot read the certificate's validity; no renewal until it loads");
+                    unreadable = Some(text);
+                }
+                let again = match config.tls_check_interval {
+                    Duration::ZERO => MAX_RETRY,
+                    every => every,
+                };
+                wait_or_reload(&mut configs, again).await;
+                continue;
+            }
+        };
+        unreadable = None;
+        health.certificate(not_before, not_after);
+        let now = hostwatch_stdx::now_ms();
+        let due = due_ms(not_before, not_after);
+        if now < due && attempt == 0 {
+            let wait = Duration::from_millis((due - now) as u64);
+            wait_or_reload(&mut configs, wait).await;
+            continue;
+        }
+        match renew_once(&config, &channel, &host_id).await {
+            Ok((serial, not_after_ms)) => {
+                attempt = 0;
+                health.renewed();
+                tracing::info!(host.id = %host_id, serial = %serial, not_after_ms, cert = %config.tls.cert.display(), "certificate renewed; the stream switches to it at the next tls check");
+                // The files changed: wait for their reload rather than
+                // reading them again at once.
+                wait_or_reload(&mut configs, config.tls_check_interval).await;
+            }
+            Err(e) => {
+                health.renewal_failed();
+                let left = Duration::from_millis((not_after - now).max(0) as u64);
+                let max = (left / 10).clamp(RETRY_BASE, MAX_RETRY);
+                let delay = hostwatch_stdx::backoff(attempt, RETRY_BASE, max);
+                attempt = attempt.saturating_add(1);
+                tracing::warn!(host.id = %host_id, error = %e, retry_in = ?delay, not_after_ms = not_after, "certificate renewal failed; the current certificate stays");
+                wait_or_reload(&mut configs, delay).await;
+            }
+        }
+    }
+}
+
+/// Waits `wait`, or less if the configuration changes.
+async fn wait_or_reload(configs: &mut watch::Receiver<AgentConfig>, wait: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => {}
+        _ = crate::config_changed(configs) => {}
+    }
+}
+
+/// One renewal: a new key and request, the collector's answer checked,
+/// the files replaced. Returns the new serial and expiry.
+async fn renew_once(
+    config: &AgentConfig,
+    channel: &watch::Receiver<Option<Channel>>,
+    host_id: &str,
+) -> Result<(String, i64), RenewError> {
+    // The certificate is renewed over the stream's connection: wait for one.
+    let channel = channel
+        .clone()
+        .wait_for(Option::is_some)
+        .await
+        .map_err(|_| RenewError::Stopping)?
+        .clone()
+        .ok_or(RenewError::Stopping)?;
+    let (key, csr) = hostwatch_pki::enroll::agent_request(host_id)?;
+    let answer = tokio::time::timeout(
+        ANSWER_TIMEOUT,
+        IngestClient::new(channel).renew(RenewRequest { csr }),
+    )
+    .await
+    .map_err(|_| RenewError::NoAnswer(ANSWER_TIMEOUT))?
+    .map_err(|status| RenewError::Refused {
+        code: status.code(),
+        message: status.message().to_owned(),
+    })?
+    .into_inner();
+    hostwatch_pki::enroll::check_issued(&answer.certificate_chain_pem, &key, host_id)
+        .map_err(RenewError::Answer)?;
+    let pair = CertPair {
+        cert_pem: answer.certificate_chain_pem,
+        key_pem: key.serialize_pem(),
+    };
+    // Writing and syncing block.
+    let (cert, key) = (config.tls.cert.clone(), config.tls.key.clone());
+    tokio::task::spawn_blocking(move || pair.replace_files(&cert, &key))
+        .await
+        .map_err(|e| RenewError::Pki(hostwatch_pki::PkiError::BadCertificate(e.to_string())))??;
+    Ok((answer.serial, answer.not_after_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_is_due_two_thirds_of_the_way() {
+        assert_eq!(due_ms(0, 30), 20);
+        assert_eq!(due_ms(1_000, 91_000), 61_000);
+        // A certificate that ends before it starts is due at once.
+        assert_eq!(due_ms(50, 10), 50);
+    }
+}
