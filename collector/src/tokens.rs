@@ -97,11 +97,12 @@ impl TokenEntry {
     }
 }
 
-/// A stored record: the entry and its token's digest (hex).
+/// A stored record: the entry (an API token's, or an enrollment
+/// token's) and its token's digest (hex).
 #[derive(Serialize, Deserialize)]
-struct Record {
+struct Record<E> {
     #[serde(flatten)]
-    entry: TokenEntry,
+    entry: E,
     sha256: String,
 }
 
@@ -461,17 +462,19 @@ pub(crate) fn digest_of(text: &str) -> TokenDigest {
     Sha256::digest(text.as_bytes()).into()
 }
 
-fn encode(digest: &TokenDigest, entry: &TokenEntry) -> Vec<u8> {
+/// The stored form of a token record: `entry` and the digest, as JSON.
+pub(crate) fn encode<E: Serialize>(digest: &TokenDigest, entry: &E) -> Vec<u8> {
     let record = Record {
-        entry: entry.clone(),
+        entry,
         sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
     };
     // A struct of strings and integers always serializes.
     serde_json::to_vec(&record).unwrap_or_default()
 }
 
-fn decode(value: &[u8]) -> Option<(TokenDigest, TokenEntry)> {
-    let record: Record = serde_json::from_slice(value).ok()?;
+/// A record [`encode`] wrote; `None` if it is not one.
+pub(crate) fn decode<E: serde::de::DeserializeOwned>(value: &[u8]) -> Option<(TokenDigest, E)> {
+    let record: Record<E> = serde_json::from_slice(value).ok()?;
     let hex = record.sha256.as_bytes();
     if hex.len() != 64 {
         return None;

@@ -57,13 +57,6 @@ impl EnrollEntry {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct TokenRecord {
-    #[serde(flatten)]
-    entry: EnrollEntry,
-    sha256: String,
-}
-
 /// The last certificate issued for a host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Issued {
@@ -300,7 +293,7 @@ impl EnrollStore {
         }
         for item in tokens.iter() {
             let (key, value) = item?;
-            match decode_token(&value) {
+            match crate::tokens::decode::<EnrollEntry>(&value) {
                 Some((digest, entry)) => inner.insert(digest, entry),
                 None => tracing::warn!(key = ?key, "skipping undecodable enrollment token record"),
             }
@@ -393,7 +386,7 @@ impl EnrollStore {
             expires_ms: now_ms.saturating_add(new.ttl_ms),
         };
         let written = tokens
-            .insert(entry.name.as_bytes(), encode_token(&digest, &entry))
+            .insert(entry.name.as_bytes(), crate::tokens::encode(&digest, &entry))
             .and_then(|_| tokens.flush());
         if let Err(e) = written {
             let cause = format!("a write failed ({e})");
@@ -489,12 +482,12 @@ impl EnrollStore {
             } => (tokens.clone(), hosts.clone(), revoked.clone()),
             Trees::Failed(cause) => return Err(Refused::Unavailable(cause.clone())),
         };
-        let before = encode_token(&digest, &entry);
+        let before = crate::tokens::encode(&digest, &entry);
         let used = EnrollEntry {
             uses_left: entry.uses_left - 1,
             ..entry
         };
-        let after = encode_token(&digest, &used);
+        let after = crate::tokens::encode(&digest, &used);
         // A struct of strings and integers always serializes.
         let host_record = serde_json::to_vec(&issued).unwrap_or_default();
         let written = (&tokens, &hosts, &revoked)
@@ -659,7 +652,7 @@ impl EnrollStore {
             )?;
         }
         for (name, (digest, entry)) in &inner.tokens {
-            tokens.insert(name.as_bytes(), encode_token(digest, entry))?;
+            tokens.insert(name.as_bytes(), crate::tokens::encode(digest, entry))?;
         }
         for (host, issued) in &inner.hosts {
             hosts.insert(
@@ -675,28 +668,6 @@ impl EnrollStore {
         };
         Ok(())
     }
-}
-
-fn encode_token(digest: &TokenDigest, entry: &EnrollEntry) -> Vec<u8> {
-    let record = TokenRecord {
-        entry: entry.clone(),
-        sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
-    };
-    // A struct of strings and integers always serializes.
-    serde_json::to_vec(&record).unwrap_or_default()
-}
-
-fn decode_token(value: &[u8]) -> Option<(TokenDigest, EnrollEntry)> {
-    let record: TokenRecord = serde_json::from_slice(value).ok()?;
-    let hex = record.sha256.as_bytes();
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut digest = [0u8; 32];
-    for (byte, pair) in digest.iter_mut().zip(hex.chunks(2)) {
-        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
-    }
-    Some((digest, record.entry))
 }
 
 #[cfg(test)]
