@@ -42,10 +42,19 @@ impl<'w> IntStream<'w> {
     }
 }
 
-/// Reads `count` numbers written by [`IntStream`].
-fn read_ints(r: &mut BitReader<'_>, count: usize, out: &mut Vec<u64>) -> Result<(), TsdbError> {
-    let end = out.len() + count;
-    while out.len() < end {
+/// Reads the first `take` of `count` numbers written by [`IntStream`].
+fn read_ints(
+    r: &mut BitReader<'_>,
+    count: usize,
+    take: usize,
+    out: &mut Vec<u64>,
+) -> Result<(), TsdbError> {
+    let base = out.len();
+    let end = base + count;
+    let wanted = base + take.min(count);
+    // `decoded` counts a zero run whole, `out` only its part below `wanted`.
+    let mut decoded = base;
+    while decoded < wanted {
         if r.bit()? {
             let n = r.gamma()?;
             if n > 64 {
@@ -54,12 +63,15 @@ fn read_ints(r: &mut BitReader<'_>, count: usize, out: &mut Vec<u64>) -> Result<
             let n = n as u32;
             let rest = r.read(n - 1)?;
             out.push((1u64 << (n - 1)) | rest);
+            decoded += 1;
         } else {
             let run = r.gamma()?;
-            if run > (end - out.len()) as u64 {
+            if run > (end - decoded) as u64 {
                 return Err(corrupt("zero run past the end"));
             }
-            out.extend(std::iter::repeat_n(0, run as usize));
+            let run = run as usize;
+            out.extend(std::iter::repeat_n(0, run.min(wanted - decoded)));
+            decoded += run;
         }
     }
     Ok(())
@@ -217,14 +229,17 @@ pub(super) fn int_stream_bits(zs: &[u64]) -> u64 {
     bits
 }
 
+/// Reads the first `take` of `count` numbers coded as `coding`: a reader
+/// that needs only the start of a stream stops there.
 pub(super) fn read_ints_coded(
     r: &mut BitReader<'_>,
     coding: Coding,
     count: usize,
+    take: usize,
     out: &mut Vec<u64>,
 ) -> Result<(), TsdbError> {
     match coding {
-        Coding::Gamma => read_ints(r, count, out),
-        Coding::Rice(k) => read_rice(r, count, k, out),
+        Coding::Gamma => read_ints(r, count, take, out),
+        Coding::Rice(k) => read_rice(r, take.min(count), k, out),
     }
 }

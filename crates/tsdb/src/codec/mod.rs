@@ -38,7 +38,9 @@ mod xor;
 use crate::TsdbError;
 pub(crate) use bytes::{ByteReader, put_ivarint, put_str, put_uvarint, unzigzag, zigzag};
 pub(crate) use head::HeadChunk;
-pub(crate) use times::{decode_points, decode_times, encode_points, encode_times};
+pub(crate) use times::{
+    decode_points, decode_points_through, decode_times, encode_points, encode_times,
+};
 pub(crate) use values::{decode_values, encode_values};
 
 /// Most points one encoded block may claim; a larger count is corruption.
@@ -56,7 +58,7 @@ mod tests {
     use super::ints::{
         IntStream, MAX_RICE_K, int_stream_bits, read_rice, rice_bits, write_ints_best, write_rice,
     };
-    use super::times::{decode_points, encode_points};
+    use super::times::{decode_points, decode_points_through, encode_points};
     use super::values::{
         INTS_OFFSET, INTS_RICE, VALUES_NEAR_SCALED, as_fraction, as_scaled_ints, decode_ints,
         decode_values, encode_ints, encode_values,
@@ -161,6 +163,33 @@ mod tests {
         #[test]
         fn chunks_and_head_chunks_round_trip_bit_exactly(points in points()) {
             round_trip(&points);
+        }
+
+        #[test]
+        fn blocks_decoded_through_a_range_give_the_range_of_the_whole(
+            points in points(),
+            a in any::<prop::sample::Index>(),
+            b in any::<prop::sample::Index>(),
+            da in -1i64..=1,
+            db in -1i64..=1,
+        ) {
+            let mut out = Vec::new();
+            encode_points(&points, &mut out);
+            // Bounds on, just before and just after the points' times.
+            let first = points[a.index(points.len())].t_ms + da;
+            let last = points[b.index(points.len())].t_ms + db;
+            let want: Vec<Point> = points
+                .iter()
+                .copied()
+                .filter(|p| p.t_ms >= first && p.t_ms <= last)
+                .collect();
+            let kept = Point { t_ms: -7, value: 7.0 };
+            let mut got = vec![kept];
+            let mut r = ByteReader::new(&out);
+            decode_points_through(&mut r, first, last, &mut got).unwrap();
+            prop_assert!(r.is_empty(), "the reader moves past the whole block");
+            prop_assert_eq!(bits(&got[..1]), bits(&[kept]));
+            prop_assert_eq!(bits(&got[1..]), bits(&want));
         }
 
         #[test]
