@@ -315,7 +315,8 @@ impl Store {
                 out.push(((*series.key).clone(), last));
             }
         }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
+        // Keys are distinct: an unstable sort gives the same order, faster.
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
 
@@ -1071,7 +1072,8 @@ impl Inner {
             .filter(|(key, _)| key.metric == metric && matchers.iter().all(|m| m.matches(key)))
             .collect();
         drop(index);
-        out.sort_by(|a, b| a.0.cmp(&b.0));
+        // Keys are distinct: an unstable sort gives the same order, faster.
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
 

@@ -122,6 +122,27 @@ impl<'a> BitReader<'a> {
         Ok((word << offset) >> (64 - n))
     }
 
+    /// The next 57 bits or more, left-aligned (the first in the top bit),
+    /// without consuming them, when the buffer has eight bytes from here;
+    /// bits past the stream's end are included, so the caller checks
+    /// [`BitReader::left`] before consuming what it found.
+    pub(super) fn peek57(&self) -> Option<u64> {
+        let eight = self.buf.get(self.pos / 8..)?.first_chunk::<8>()?;
+        Some(u64::from_be_bytes(*eight) << (self.pos % 8))
+    }
+
+    /// Bits not read yet.
+    pub(super) fn left(&self) -> usize {
+        self.bits - self.pos
+    }
+
+    /// Consumes `n` bits a [`BitReader::peek57`] looked at (at most
+    /// [`BitReader::left`]).
+    pub(super) fn skip(&mut self, n: usize) {
+        debug_assert!(n <= self.left());
+        self.pos += n;
+    }
+
     pub(crate) fn bit(&mut self) -> Result<bool, TsdbError> {
         Ok(self.read(1)? == 1)
     }

@@ -55,6 +55,29 @@ fn read_ints(
     // `decoded` counts a zero run whole, `out` only its part below `wanted`.
     let mut decoded = base;
     while decoded < wanted {
+        // Most numbers: the flag, gamma length and bits within one peek.
+        if let Some(window) = r.peek57()
+            && window >> 63 == 1
+        {
+            // `1`, gamma(n): `zeros` zeros and n's zeros + 1 bits, then
+            // the number's n - 1 bits below its leading one.
+            let zeros = (window << 1).leading_zeros();
+            if zeros <= 6 {
+                let n = ((window << (1 + zeros)) >> (63 - zeros)) as u32;
+                let head = 2 + 2 * zeros;
+                let width = (head + n - 1) as usize;
+                if (1..=57).contains(&n) && width <= 57 && width <= r.left() {
+                    let rest = match n {
+                        1 => 0,
+                        _ => (window << head) >> (65 - n),
+                    };
+                    r.skip(width);
+                    out.push((1u64 << (n - 1)) | rest);
+                    decoded += 1;
+                    continue;
+                }
+            }
+        }
         if r.bit()? {
             let n = r.gamma()?;
             if n > 64 {
@@ -150,6 +173,21 @@ pub(super) fn read_rice(
         return Err(corrupt("Rice parameter out of range"));
     }
     for _ in 0..count {
+        // Most numbers: the quotient and the low bits within one peek.
+        if let Some(window) = r.peek57() {
+            let q = u64::from(window.leading_ones());
+            let width = q as usize + 1 + k as usize;
+            if q < RICE_ESCAPE && width <= 57 && width <= r.left() {
+                let low = if k == 0 {
+                    0
+                } else {
+                    (window << (q + 1)) >> (64 - k)
+                };
+                r.skip(width);
+                out.push((q << k) | low);
+                continue;
+            }
+        }
         let q = r.ones(RICE_ESCAPE)?;
         if q < RICE_ESCAPE {
             out.push((q << k) | r.read(k)?);

@@ -56,7 +56,8 @@ mod tests {
     use super::bytes::{ByteReader, zigzag};
     use super::head::{GorillaRun, HeadChunk};
     use super::ints::{
-        IntStream, MAX_RICE_K, int_stream_bits, read_rice, rice_bits, write_ints_best, write_rice,
+        Coding, IntStream, MAX_RICE_K, int_stream_bits, read_ints_coded, read_rice, rice_bits,
+        write_ints_best, write_rice,
     };
     use super::times::{decode_points, decode_points_through, encode_points};
     use super::values::{
@@ -218,6 +219,13 @@ mod tests {
             }
             stream.finish();
             prop_assert_eq!(w.bit_len() as u64, int_stream_bits(&zs));
+            // Read back whole, and cut short (zero runs cut at the cut).
+            for take in [zs.len(), zs.len() / 2] {
+                let mut r = BitReader::new(w.bytes(), w.bit_len());
+                let mut out = Vec::new();
+                read_ints_coded(&mut r, Coding::Gamma, zs.len(), take, &mut out).unwrap();
+                prop_assert_eq!(&out[..], &zs[..take]);
+            }
         }
 
         #[test]
