@@ -133,9 +133,12 @@ impl Inner {
     /// window may.
     fn sealed_windows(&self, start: i64, end: i64, head: &HeadPart) -> Option<(i64, i64)> {
         let through = head.sealed_through?;
+        if start >= end {
+            return None;
+        }
         let first = self.options.window_of(start);
         let last = self.options.window_of(end - 1).min(through);
-        (start < end && first <= last).then_some((first, last))
+        (first <= last).then_some((first, last))
     }
 
     /// Appends the points of the sealed raw chunks of one series in
@@ -257,7 +260,13 @@ impl Inner {
             }
         }
         // The edge windows, partly inside the range: decoded.
-        for edge in [first, last] {
+        let edges = [first, last];
+        let edges = if first == last {
+            &edges[..1]
+        } else {
+            &edges[..]
+        };
+        for &edge in edges {
             if inside(edge) || head.open.contains(&edge) {
                 continue;
             }
