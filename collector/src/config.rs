@@ -271,10 +271,10 @@ impl Default for Storage {
             retention_bytes: None,
             future_tolerance: Duration::from_secs(600),
             out_of_order_tolerance: Duration::from_secs(600),
-            // sled holds a multiple of its cache capacity; a larger cache
-            // cost resident memory a series without making queries faster
-            // (`hostwatch-bench storage --cache-bytes`, docs/benchmarks.md).
-            cache_bytes: 16 << 20,
+            // Enough for the pages an instant query over 10,000 hosts
+            // touches (`hostwatch-bench promql --cache-bytes`); sled holds
+            // a multiple of it once full (docs/operations.md).
+            cache_bytes: 64 << 20,
             min_free_bytes: 64 << 20,
         }
     }

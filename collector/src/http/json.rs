@@ -103,20 +103,19 @@ fn write_list<T>(out: &mut Vec<u8>, items: &[T], mut write: impl FnMut(&mut Vec<
 /// A label set as a JSON object with its names in sorted order, as a
 /// `serde_json::Map` writes them (the last value of a repeated name).
 fn write_labels(out: &mut Vec<u8>, labels: &[Label]) {
-    let pairs: Vec<(&str, &str)> = if labels.windows(2).all(|w| w[0].name < w[1].name) {
-        labels
-            .iter()
-            .map(|l| (l.name.as_str(), l.value.as_str()))
-            .collect()
+    let pairs = labels.iter().map(|l| (l.name.as_str(), l.value.as_str()));
+    if labels.windows(2).all(|w| w[0].name < w[1].name) {
+        // The engine's label sets are sorted: written as they are.
+        write_pairs(out, pairs);
     } else {
-        let sorted: std::collections::BTreeMap<&str, &str> = labels
-            .iter()
-            .map(|l| (l.name.as_str(), l.value.as_str()))
-            .collect();
-        sorted.into_iter().collect()
-    };
+        let sorted: std::collections::BTreeMap<&str, &str> = pairs.collect();
+        write_pairs(out, sorted.into_iter());
+    }
+}
+
+fn write_pairs<'a>(out: &mut Vec<u8>, pairs: impl Iterator<Item = (&'a str, &'a str)>) {
     out.push(b'{');
-    for (i, (name, value)) in pairs.into_iter().enumerate() {
+    for (i, (name, value)) in pairs.enumerate() {
         if i > 0 {
             out.push(b',');
         }

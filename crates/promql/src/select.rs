@@ -85,6 +85,14 @@ pub(crate) fn points(
         .map_err(execution)
 }
 
+/// Whether `series` has a point in `[start, end]`, decoding no more of
+/// it than that takes.
+fn has_points(store: &Store, series: &Selected, start: i64, end: i64) -> Result<bool, PromqlError> {
+    store
+        .series_has_points(&series.key, series.id, start, end.saturating_add(1))
+        .map_err(execution)
+}
+
 /// The longest span whose points [`points_many`] reads for many series at
 /// once: a few lookbacks (an instant query's `[5m]`), so that holding every
 /// selected series' points together stays about the size of the answer.
@@ -107,7 +115,8 @@ pub(crate) fn points_many(
 
 /// The label sets of the stored series that match any of `selectors`
 /// (each a vector selector, as the HTTP API's `match[]`) and, with a
-/// `range`, hold a sample in it: sorted, each once. Each series looked at
+/// `range`, hold a sample in it (an existence check: see
+/// `Store::series_has_points`): sorted, each once. Each series looked at
 /// counts as one sample against `limits.max_samples`, and the deadline is
 /// checked at each.
 pub(crate) fn matching_series(
@@ -135,7 +144,7 @@ pub(crate) fn matching_series(
                 return Err(PromqlError::Timeout("series selection"));
             }
             if let Some((start, end)) = range
-                && points(store, &series, start, end)?.is_empty()
+                && !has_points(store, &series, start, end)?
             {
                 continue;
             }

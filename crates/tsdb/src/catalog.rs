@@ -32,7 +32,22 @@ impl Store {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<Point>, TsdbError> {
-        self.inner()?.raw_points(key, id, start_ms, end_ms)
+        self.inner()?.raw_points(key.host(), id, start_ms, end_ms)
+    }
+
+    /// Whether one series as [`Store::select`] lists it has a point in
+    /// `[start_ms, end_ms)`, decoding as few chunks as it can (none when
+    /// a window inside the range answers).
+    pub fn series_has_points(
+        &self,
+        key: &SeriesKey,
+        id: u64,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<bool, TsdbError> {
+        let inner = self.inner()?;
+        let host = inner.host(key.host())?;
+        inner.has_points(host.as_ref(), id, start_ms, end_ms)
     }
 
     /// [`Store::series_points`] of many series over one short span (an
@@ -50,10 +65,12 @@ impl Store {
         let inner = self.inner()?;
         let mut order: Vec<usize> = (0..series.len()).collect();
         order.sort_unstable_by_key(|&i| series[i].1);
+        // Hosts looked up under one hold of the hosts' lock, not one each.
+        let hosts = inner.hosts_of(series.iter().map(|(key, _)| key.host()))?;
         let mut out = vec![Vec::new(); series.len()];
         for i in order {
-            let (key, id) = series[i];
-            out[i] = inner.raw_points(key, id, start_ms, end_ms)?;
+            let id = series[i].1;
+            inner.raw_points_into(hosts[i].as_ref(), id, start_ms, end_ms, &mut out[i])?;
         }
         Ok(out)
     }

@@ -64,6 +64,33 @@ pub(crate) fn decode_raw(value: &[u8]) -> Result<(u64, Vec<Point>), TsdbError> {
     Ok((max_lsn, points))
 }
 
+/// Appends the points of a raw chunk with times in `[start, end)` to
+/// `out` (decoding no value past `end`); returns the chunk's max LSN. On
+/// an error `out` is as it was.
+pub(crate) fn decode_raw_within(
+    value: &[u8],
+    start: i64,
+    end: i64,
+    out: &mut Vec<Point>,
+) -> Result<u64, TsdbError> {
+    let (max_lsn, payload) = open(KIND_RAW, value)?;
+    if start >= end {
+        return Ok(max_lsn);
+    }
+    let before = out.len();
+    let mut r = ByteReader::new(payload);
+    let decoded = crate::codec::decode_points_through(&mut r, start, end - 1, out);
+    let result = match decoded {
+        Ok(()) if !r.is_empty() => Err(TsdbError::Corrupt("trailing bytes in chunk".to_owned())),
+        Ok(()) => Ok(max_lsn),
+        Err(e) => Err(e),
+    };
+    if result.is_err() {
+        out.truncate(before);
+    }
+    result
+}
+
 /// Aggregates of the samples of one bucket (a minute or an hour).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Row {

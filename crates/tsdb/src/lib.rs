@@ -51,6 +51,7 @@ mod maintain;
 mod model;
 mod options;
 mod query;
+mod read;
 mod shape;
 mod snapshot;
 mod stats;

@@ -287,7 +287,9 @@ impl Inner {
     /// The 1 h rows of the raw chunks of a series' day sealed so far.
     fn sealed_hours(&self, id: u64, day: i64) -> Result<Vec<Row>, TsdbError> {
         let end = day.saturating_add(DAY_MS);
-        let points = self.sealed_points(id, day, end, &[])?;
+        let mut points = Vec::new();
+        let every_window = crate::read::HeadPart::unknown();
+        self.sealed_points(id, day, end, &every_window, &mut points)?;
         Ok(chunk::rows(&points, HOUR_MS))
     }
 

@@ -74,7 +74,7 @@ impl Default for Options {
             idle_seal_ms: 15 * MINUTE_MS,
             wal_generation_bytes: 32 << 20,
             maintenance_interval: Some(Duration::from_secs(5)),
-            cache_bytes: 16 << 20,
+            cache_bytes: 64 << 20,
             min_free_bytes: 0,
             clock: Arc::new(hostwatch_stdx::now_ms),
         }

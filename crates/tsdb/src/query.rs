@@ -93,7 +93,7 @@ impl Store {
         let mut selected = 0usize;
         for (key, id) in inner.select(metric, matchers)? {
             let points = match fold_by {
-                None => inner.raw_points(&key, id, start, end)?,
+                None => inner.raw_points(key.host(), id, start, end)?,
                 Some((step_ms, aggregation)) => fold(
                     inner.items(&key, id, start, end, step_ms)?,
                     step_ms,
@@ -141,13 +141,16 @@ impl Inner {
         }
         if step % HOUR_MS != 0 {
             return Ok(self
-                .raw_points(key, id, start, end)?
+                .raw_points(key.host(), id, start, end)?
                 .into_iter()
                 .map(Item::Sample)
                 .collect());
         }
-        let (open, head) = self.head_points(key, id, start, end)?;
-        let mut items: Vec<Item> = head.into_iter().map(Item::Sample).collect();
+        let mut head_samples = Vec::new();
+        let host = self.host(key.host())?;
+        let head = self.head_points(host.as_ref(), id, start, end, &mut head_samples)?;
+        let open = &head.open;
+        let mut items: Vec<Item> = head_samples.into_iter().map(Item::Sample).collect();
         let in_range = |r: &Row| r.t_ms >= start && r.t_ms < end;
         let open_window = |t: i64| open.contains(&self.options.window_of(t));
         let (from, to) = (align(start, DAY_MS), align(end - 1, DAY_MS));
@@ -177,11 +180,9 @@ impl Inner {
         gaps.push((covered_to, end));
         for (gap_start, gap_end) in gaps {
             let (s, e) = (gap_start.max(start), gap_end.min(end));
-            items.extend(
-                self.sealed_points(id, s, e, &open)?
-                    .into_iter()
-                    .map(Item::Sample),
-            );
+            let mut sealed = Vec::new();
+            self.sealed_points(id, s, e, &head, &mut sealed)?;
+            items.extend(sealed.into_iter().map(Item::Sample));
         }
         items.sort_by_key(Item::t_ms);
         Ok(items)

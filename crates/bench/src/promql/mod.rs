@@ -74,7 +74,7 @@ pub(crate) struct Args {
     engine_only: bool,
     /// sled's page cache of the collector and of the in-process engine
     /// (the collector's `storage.cache_bytes`, same default).
-    #[arg(long, default_value = "16777216")]
+    #[arg(long, default_value = "67108864")]
     cache_bytes: u64,
     /// Only the queries whose name contains this (e.g. `instant_`).
     #[arg(long)]

@@ -110,7 +110,7 @@ pub(crate) struct Args {
     #[arg(long)]
     crash_seed: Option<u64>,
     /// sled's page cache, as the collector's `storage.cache_bytes` (same default).
-    #[arg(long, default_value = "16777216")]
+    #[arg(long, default_value = "67108864")]
     cache_bytes: u64,
     /// WAL bytes after which the store starts a new WAL database (its
     /// `wal_generation_bytes`; default the store's).

@@ -106,13 +106,41 @@ impl<'a> BitReader<'a> {
             return Ok((high << 32) | low);
         }
         let byte = self.pos / 8;
-        let mut word = [0u8; 8];
-        let avail = (self.buf.len() - byte).min(8);
-        word[..avail].copy_from_slice(&self.buf[byte..byte + avail]);
-        let word = u64::from_be_bytes(word);
+        // Eight whole bytes when the buffer has them (all reads but the
+        // last few of a stream), without copying through a padded array.
+        let word = match self.buf[byte..].first_chunk::<8>() {
+            Some(eight) => u64::from_be_bytes(*eight),
+            None => {
+                let mut word = [0u8; 8];
+                let avail = (self.buf.len() - byte).min(8);
+                word[..avail].copy_from_slice(&self.buf[byte..byte + avail]);
+                u64::from_be_bytes(word)
+            }
+        };
         let offset = (self.pos % 8) as u32;
         self.pos += n as usize;
         Ok((word << offset) >> (64 - n))
+    }
+
+    /// The next 57 bits or more, left-aligned (the first in the top bit),
+    /// without consuming them, when the buffer has eight bytes from here;
+    /// bits past the stream's end are included, so the caller checks
+    /// [`BitReader::left`] before consuming what it found.
+    pub(super) fn peek57(&self) -> Option<u64> {
+        let eight = self.buf.get(self.pos / 8..)?.first_chunk::<8>()?;
+        Some(u64::from_be_bytes(*eight) << (self.pos % 8))
+    }
+
+    /// Bits not read yet.
+    pub(super) fn left(&self) -> usize {
+        self.bits - self.pos
+    }
+
+    /// Consumes `n` bits a [`BitReader::peek57`] looked at (at most
+    /// [`BitReader::left`]).
+    pub(super) fn skip(&mut self, n: usize) {
+        debug_assert!(n <= self.left());
+        self.pos += n;
     }
 
     pub(crate) fn bit(&mut self) -> Result<bool, TsdbError> {
@@ -142,11 +170,23 @@ impl<'a> BitReader<'a> {
 
     /// Elias gamma code of a number >= 1.
     pub(super) fn gamma(&mut self) -> Result<u64, TsdbError> {
-        let mut zeros = 0;
-        while !self.bit()? {
-            zeros += 1;
+        // The zeros before the leading one, counted up to 32 at a time.
+        let mut zeros = 0u32;
+        loop {
+            let n = (self.bits - self.pos).min(32) as u32;
+            if n == 0 {
+                return Err(corrupt("bit stream truncated"));
+            }
+            let start = self.pos;
+            let window = self.read(n)?;
+            let z = (window << (64 - n)).leading_zeros().min(n);
+            zeros += z;
             if zeros > 63 {
                 return Err(corrupt("gamma code too long"));
+            }
+            if z < n {
+                self.pos = start + z as usize + 1;
+                break;
             }
         }
         let rest = self.read(zeros)?;

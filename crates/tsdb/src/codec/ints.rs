@@ -42,10 +42,42 @@ impl<'w> IntStream<'w> {
     }
 }
 
-/// Reads `count` numbers written by [`IntStream`].
-fn read_ints(r: &mut BitReader<'_>, count: usize, out: &mut Vec<u64>) -> Result<(), TsdbError> {
-    let end = out.len() + count;
-    while out.len() < end {
+/// Reads the first `take` of `count` numbers written by [`IntStream`].
+fn read_ints(
+    r: &mut BitReader<'_>,
+    count: usize,
+    take: usize,
+    out: &mut Vec<u64>,
+) -> Result<(), TsdbError> {
+    let base = out.len();
+    let end = base + count;
+    let wanted = base + take.min(count);
+    // `decoded` counts a zero run whole, `out` only its part below `wanted`.
+    let mut decoded = base;
+    while decoded < wanted {
+        // Most numbers: the flag, gamma length and bits within one peek.
+        if let Some(window) = r.peek57()
+            && window >> 63 == 1
+        {
+            // `1`, gamma(n): `zeros` zeros and n's zeros + 1 bits, then
+            // the number's n - 1 bits below its leading one.
+            let zeros = (window << 1).leading_zeros();
+            if zeros <= 6 {
+                let n = ((window << (1 + zeros)) >> (63 - zeros)) as u32;
+                let head = 2 + 2 * zeros;
+                let width = (head + n - 1) as usize;
+                if (1..=57).contains(&n) && width <= 57 && width <= r.left() {
+                    let rest = match n {
+                        1 => 0,
+                        _ => (window << head) >> (65 - n),
+                    };
+                    r.skip(width);
+                    out.push((1u64 << (n - 1)) | rest);
+                    decoded += 1;
+                    continue;
+                }
+            }
+        }
         if r.bit()? {
             let n = r.gamma()?;
             if n > 64 {
@@ -54,12 +86,15 @@ fn read_ints(r: &mut BitReader<'_>, count: usize, out: &mut Vec<u64>) -> Result<
             let n = n as u32;
             let rest = r.read(n - 1)?;
             out.push((1u64 << (n - 1)) | rest);
+            decoded += 1;
         } else {
             let run = r.gamma()?;
-            if run > (end - out.len()) as u64 {
+            if run > (end - decoded) as u64 {
                 return Err(corrupt("zero run past the end"));
             }
-            out.extend(std::iter::repeat_n(0, run as usize));
+            let run = run as usize;
+            out.extend(std::iter::repeat_n(0, run.min(wanted - decoded)));
+            decoded += run;
         }
     }
     Ok(())
@@ -138,6 +173,21 @@ pub(super) fn read_rice(
         return Err(corrupt("Rice parameter out of range"));
     }
     for _ in 0..count {
+        // Most numbers: the quotient and the low bits within one peek.
+        if let Some(window) = r.peek57() {
+            let q = u64::from(window.leading_ones());
+            let width = q as usize + 1 + k as usize;
+            if q < RICE_ESCAPE && width <= 57 && width <= r.left() {
+                let low = if k == 0 {
+                    0
+                } else {
+                    (window << (q + 1)) >> (64 - k)
+                };
+                r.skip(width);
+                out.push((q << k) | low);
+                continue;
+            }
+        }
         let q = r.ones(RICE_ESCAPE)?;
         if q < RICE_ESCAPE {
             out.push((q << k) | r.read(k)?);
@@ -217,14 +267,17 @@ pub(super) fn int_stream_bits(zs: &[u64]) -> u64 {
     bits
 }
 
+/// Reads the first `take` of `count` numbers coded as `coding`: a reader
+/// that needs only the start of a stream stops there.
 pub(super) fn read_ints_coded(
     r: &mut BitReader<'_>,
     coding: Coding,
     count: usize,
+    take: usize,
     out: &mut Vec<u64>,
 ) -> Result<(), TsdbError> {
     match coding {
-        Coding::Gamma => read_ints(r, count, out),
-        Coding::Rice(k) => read_rice(r, count, k, out),
+        Coding::Gamma => read_ints(r, count, take, out),
+        Coding::Rice(k) => read_rice(r, take.min(count), k, out),
     }
 }

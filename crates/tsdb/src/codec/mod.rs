@@ -38,7 +38,9 @@ mod xor;
 use crate::TsdbError;
 pub(crate) use bytes::{ByteReader, put_ivarint, put_str, put_uvarint, unzigzag, zigzag};
 pub(crate) use head::HeadChunk;
-pub(crate) use times::{decode_points, decode_times, encode_points, encode_times};
+pub(crate) use times::{
+    decode_points, decode_points_through, decode_times, encode_points, encode_times,
+};
 pub(crate) use values::{decode_values, encode_values};
 
 /// Most points one encoded block may claim; a larger count is corruption.
@@ -54,9 +56,10 @@ mod tests {
     use super::bytes::{ByteReader, zigzag};
     use super::head::{GorillaRun, HeadChunk};
     use super::ints::{
-        IntStream, MAX_RICE_K, int_stream_bits, read_rice, rice_bits, write_ints_best, write_rice,
+        Coding, IntStream, MAX_RICE_K, int_stream_bits, read_ints_coded, read_rice, rice_bits,
+        write_ints_best, write_rice,
     };
-    use super::times::{decode_points, encode_points};
+    use super::times::{decode_points, decode_points_through, encode_points};
     use super::values::{
         INTS_OFFSET, INTS_RICE, VALUES_NEAR_SCALED, as_fraction, as_scaled_ints, decode_ints,
         decode_values, encode_ints, encode_values,
@@ -164,6 +167,33 @@ mod tests {
         }
 
         #[test]
+        fn blocks_decoded_through_a_range_give_the_range_of_the_whole(
+            points in points(),
+            a in any::<prop::sample::Index>(),
+            b in any::<prop::sample::Index>(),
+            da in -1i64..=1,
+            db in -1i64..=1,
+        ) {
+            let mut out = Vec::new();
+            encode_points(&points, &mut out);
+            // Bounds on, just before and just after the points' times.
+            let first = points[a.index(points.len())].t_ms + da;
+            let last = points[b.index(points.len())].t_ms + db;
+            let want: Vec<Point> = points
+                .iter()
+                .copied()
+                .filter(|p| p.t_ms >= first && p.t_ms <= last)
+                .collect();
+            let kept = Point { t_ms: -7, value: 7.0 };
+            let mut got = vec![kept];
+            let mut r = ByteReader::new(&out);
+            decode_points_through(&mut r, first, last, &mut got).unwrap();
+            prop_assert!(r.is_empty(), "the reader moves past the whole block");
+            prop_assert_eq!(bits(&got[..1]), bits(&[kept]));
+            prop_assert_eq!(bits(&got[1..]), bits(&want));
+        }
+
+        #[test]
         fn rice_streams_round_trip_and_cost_what_they_claim(
             zs in prop::collection::vec(prop_oneof![0u64..64, 0u64..1_000_000, any::<u64>()], 0..200),
             k in 0u32..=MAX_RICE_K,
@@ -189,6 +219,13 @@ mod tests {
             }
             stream.finish();
             prop_assert_eq!(w.bit_len() as u64, int_stream_bits(&zs));
+            // Read back whole, and cut short (zero runs cut at the cut).
+            for take in [zs.len(), zs.len() / 2] {
+                let mut r = BitReader::new(w.bytes(), w.bit_len());
+                let mut out = Vec::new();
+                read_ints_coded(&mut r, Coding::Gamma, zs.len(), take, &mut out).unwrap();
+                prop_assert_eq!(&out[..], &zs[..take]);
+            }
         }
 
         #[test]

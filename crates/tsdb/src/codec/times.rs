@@ -3,7 +3,7 @@
 use super::bits::{put_bits, read_bits};
 use super::bytes::{ByteReader, put_ivarint, put_uvarint, unzigzag, zigzag};
 use super::ints::{Coding, read_ints_coded, write_ints_best};
-use super::values::{decode_values, encode_values};
+use super::values::{decode_values_prefix, encode_values};
 use super::{MAX_BLOCK_POINTS, corrupt};
 use crate::TsdbError;
 use crate::model::Point;
@@ -58,11 +58,26 @@ pub(crate) fn decode_times(
     count: usize,
     out: &mut Vec<i64>,
 ) -> Result<(), TsdbError> {
+    decode_times_through(r, count, i64::MAX, out)
+}
+
+/// Reads a column of `count` increasing timestamps up to the first one
+/// after `last` (the ones up to `last`), moving the reader past the whole
+/// column. Times are checked for order by the caller.
+fn decode_times_through(
+    r: &mut ByteReader<'_>,
+    count: usize,
+    last: i64,
+    out: &mut Vec<i64>,
+) -> Result<(), TsdbError> {
     if count == 0 {
         return Ok(());
     }
     let mut t = r.ivarint()?;
-    out.push(t);
+    let mut keep = t <= last;
+    if keep {
+        out.push(t);
+    }
     if count == 1 {
         return Ok(());
     }
@@ -73,21 +88,35 @@ pub(crate) fn decode_times(
     };
     let mut delta = r.ivarint()?;
     t = t.wrapping_add(delta);
-    out.push(t);
+    keep &= t <= last;
+    if keep {
+        out.push(t);
+    }
     match mode {
         TIMES_REGULAR => {
             for _ in 2..count {
                 t = t.wrapping_add(delta);
+                if !keep || t > last {
+                    break;
+                }
                 out.push(t);
             }
         }
         TIMES_DOD | TIMES_DOD_RICE => {
+            // The stream is read (so the reader moves past it) even when
+            // none of its times are wanted.
             let mut bits = read_bits(r)?;
+            if !keep {
+                return Ok(());
+            }
             let mut zs = Vec::with_capacity(count - 2);
-            read_ints_coded(&mut bits, coding, count - 2, &mut zs)?;
+            read_ints_coded(&mut bits, coding, count - 2, count - 2, &mut zs)?;
             for z in zs {
                 delta = delta.wrapping_add(unzigzag(z));
                 t = t.wrapping_add(delta);
+                if t > last {
+                    break;
+                }
                 out.push(t);
             }
         }
@@ -107,17 +136,36 @@ pub(crate) fn encode_points(points: &[Point], out: &mut Vec<u8>) {
 
 /// Decodes what [`encode_points`] wrote; refuses times that do not increase.
 pub(crate) fn decode_points(r: &mut ByteReader<'_>) -> Result<Vec<Point>, TsdbError> {
+    let mut points = Vec::new();
+    decode_points_through(r, i64::MIN, i64::MAX, &mut points)?;
+    Ok(points)
+}
+
+/// Appends the points of what [`encode_points`] wrote with times in
+/// `[first, last]` to `out`, moving the reader past the whole block. Values
+/// after `last` are not decoded, nor times after the first past it, so a
+/// query ending early in a chunk pays for the part it reads. Refuses times
+/// that do not increase (among those decoded).
+pub(crate) fn decode_points_through(
+    r: &mut ByteReader<'_>,
+    first: i64,
+    last: i64,
+    out: &mut Vec<Point>,
+) -> Result<(), TsdbError> {
     let count = r.len(MAX_BLOCK_POINTS)?;
     let mut times = Vec::with_capacity(count);
-    decode_times(r, count, &mut times)?;
+    decode_times_through(r, count, last, &mut times)?;
     if times.windows(2).any(|w| w[1] <= w[0]) {
         return Err(corrupt("timestamps do not increase"));
     }
-    let mut values = Vec::with_capacity(count);
-    decode_values(r, count, &mut values)?;
-    Ok(times
-        .into_iter()
-        .zip(values)
-        .map(|(t_ms, value)| Point { t_ms, value })
-        .collect())
+    let mut values = Vec::with_capacity(times.len());
+    decode_values_prefix(r, count, times.len(), &mut values)?;
+    let from = times.partition_point(|&t| t < first);
+    out.extend(
+        times[from..]
+            .iter()
+            .zip(&values[from..])
+            .map(|(&t_ms, &value)| Point { t_ms, value }),
+    );
+    Ok(())
 }

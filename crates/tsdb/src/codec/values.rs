@@ -313,7 +313,18 @@ pub(super) fn encode_ints(ints: &[i64], out: &mut Vec<u8>) {
 }
 
 /// Reads `count` integers written by [`encode_ints`].
+#[cfg(test)]
 pub(super) fn decode_ints(r: &mut ByteReader<'_>, count: usize) -> Result<Vec<i64>, TsdbError> {
+    decode_ints_prefix(r, count, count)
+}
+
+/// The first `take` of the `count` integers of a column, the reader moved
+/// past the whole column.
+fn decode_ints_prefix(
+    r: &mut ByteReader<'_>,
+    count: usize,
+    take: usize,
+) -> Result<Vec<i64>, TsdbError> {
     let tag = r.u8()?;
     let order = tag & INTS_ORDER;
     if tag > (INTS_ORDER | INTS_RICE | INTS_OFFSET) || order > INTS_LEVEL {
@@ -332,9 +343,19 @@ pub(super) fn decode_ints(r: &mut ByteReader<'_>, count: usize) -> Result<Vec<i6
         None
     };
     let mut bits = read_bits(r)?;
-    let mut zs = Vec::with_capacity(count.saturating_sub(1));
-    read_ints_coded(&mut bits, coding, count.saturating_sub(1), &mut zs)?;
-    let mut out = Vec::with_capacity(count);
+    let take = take.min(count);
+    if take == 0 {
+        return Ok(Vec::new());
+    }
+    let mut zs = Vec::with_capacity(take - 1);
+    read_ints_coded(
+        &mut bits,
+        coding,
+        count.saturating_sub(1),
+        take - 1,
+        &mut zs,
+    )?;
+    let mut out = Vec::with_capacity(take);
     out.push(first);
     let (mut x, mut delta) = (first, 0i64);
     for z in zs {
@@ -361,22 +382,36 @@ pub(crate) fn decode_values(
     count: usize,
     out: &mut Vec<f64>,
 ) -> Result<(), TsdbError> {
+    decode_values_prefix(r, count, count, out)
+}
+
+/// Reads the first `take` of `count` values written by [`encode_values`],
+/// moving the reader past all of them: the values of a chunk's points up
+/// to a query's end, without decoding the rest.
+pub(crate) fn decode_values_prefix(
+    r: &mut ByteReader<'_>,
+    count: usize,
+    take: usize,
+    out: &mut Vec<f64>,
+) -> Result<(), TsdbError> {
     if count == 0 {
         return Ok(());
     }
+    let take = take.min(count);
     match r.u8()? {
         VALUES_CONSTANT => {
             let v = f64::from_bits(r.u64_le()?);
-            out.extend(std::iter::repeat_n(v, count));
+            out.extend(std::iter::repeat_n(v, take));
         }
         VALUES_INT => {
             let e = usize::from(r.u8()?);
             let scale = *POW10.get(e).ok_or_else(|| corrupt("decimal exponent"))?;
-            out.extend(decode_ints(r, count)?.into_iter().map(|x| x as f64 / scale));
+            let ints = decode_ints_prefix(r, count, take)?;
+            out.extend(ints.into_iter().map(|x| x as f64 / scale));
         }
         VALUES_RATIO => {
-            let denominators = decode_ints(r, count)?;
-            let numerators = decode_ints(r, count)?;
+            let denominators = decode_ints_prefix(r, count, take)?;
+            let numerators = decode_ints_prefix(r, count, take)?;
             out.extend(
                 numerators
                     .into_iter()
@@ -387,8 +422,8 @@ pub(crate) fn decode_values(
         VALUES_NEAR_SCALED => {
             let e = usize::from(r.u8()?);
             let scale = *POW10.get(e).ok_or_else(|| corrupt("decimal exponent"))?;
-            let ints = decode_ints(r, count)?;
-            let ulps = decode_ints(r, count)?;
+            let ints = decode_ints_prefix(r, count, take)?;
+            let ulps = decode_ints_prefix(r, count, take)?;
             out.extend(ints.into_iter().zip(ulps).map(|(i, d)| {
                 f64::from_bits(((i as f64 / scale).to_bits() as i64).wrapping_add(d) as u64)
             }));
@@ -397,8 +432,8 @@ pub(crate) fn decode_values(
             let e = usize::from(r.u8()?);
             let scale = *POW10.get(e).ok_or_else(|| corrupt("decimal exponent"))?;
             let mut bits = read_bits(r)?;
-            let mut raw = Vec::with_capacity(count);
-            read_xor(&mut bits, count, 32, &mut raw)?;
+            let mut raw = Vec::with_capacity(take);
+            read_xor(&mut bits, count, take, 32, &mut raw)?;
             out.extend(
                 raw.into_iter()
                     .map(|b| f64::from(f32::from_bits(b as u32)) / scale),
@@ -406,8 +441,8 @@ pub(crate) fn decode_values(
         }
         VALUES_XOR => {
             let mut bits = read_bits(r)?;
-            let mut raw = Vec::with_capacity(count);
-            read_xor(&mut bits, count, 64, &mut raw)?;
+            let mut raw = Vec::with_capacity(take);
+            read_xor(&mut bits, count, take, 64, &mut raw)?;
             out.extend(raw.into_iter().map(f64::from_bits));
         }
         _ => return Err(corrupt("unknown value encoding")),

@@ -53,27 +53,34 @@ pub(super) fn write_xor(w: &mut BitWriter, values: &[u64], width: u32) {
     }
 }
 
+/// Reads the first `take` of `count` values written by [`write_xor`].
 pub(super) fn read_xor(
     r: &mut BitReader<'_>,
     count: usize,
+    take: usize,
     width: u32,
     out: &mut Vec<u64>,
 ) -> Result<(), TsdbError> {
-    if count == 0 {
+    if count == 0 || take == 0 {
         return Ok(());
     }
     let field = if width == 64 { 6 } else { 5 };
     let end = out.len() + count;
+    let wanted = out.len() + take.min(count);
     let mut prev = r.read(width)?;
     out.push(prev);
+    // `decoded` counts a repeat run whole, `out` only its part below `wanted`.
+    let mut decoded = out.len();
     let mut window: Option<(u32, u32)> = None;
-    while out.len() < end {
+    while decoded < wanted {
         if !r.bit()? {
             let run = r.gamma()?;
-            if run > (end - out.len()) as u64 {
+            if run > (end - decoded) as u64 {
                 return Err(corrupt("repeat run past the end"));
             }
-            out.extend(std::iter::repeat_n(prev, run as usize));
+            let run = run as usize;
+            out.extend(std::iter::repeat_n(prev, run.min(wanted - decoded)));
+            decoded += run;
             continue;
         }
         let (lead, trail) = if r.bit()? {
@@ -91,6 +98,7 @@ pub(super) fn read_xor(
         let bits = r.read(width - lead - trail)?;
         prev ^= bits << trail;
         out.push(prev);
+        decoded += 1;
     }
     Ok(())
 }
