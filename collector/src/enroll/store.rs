@@ -386,7 +386,10 @@ impl EnrollStore {
             expires_ms: now_ms.saturating_add(new.ttl_ms),
         };
         let written = tokens
-            .insert(entry.name.as_bytes(), crate::tokens::encode(&digest, &entry))
+            .insert(
+                entry.name.as_bytes(),
+                crate::tokens::encode(&digest, &entry),
+            )
             .and_then(|_| tokens.flush());
         if let Err(e) = written {
             let cause = format!("a write failed ({e})");
