@@ -155,11 +155,15 @@ fn retry_delay(attempt: u32) -> Duration {
 }
 
 /// Whether a refusal may pass by itself: no place on the listener, or
-/// the connection cut (what a full listener does), not a refused request.
+/// the connection cut (a full listener closes new connections, which the
+/// client sees as its call cancelled), not a refused request.
 fn transient(code: tonic::Code) -> bool {
     matches!(
         code,
-        tonic::Code::Unavailable | tonic::Code::ResourceExhausted | tonic::Code::Unknown
+        tonic::Code::Unavailable
+            | tonic::Code::ResourceExhausted
+            | tonic::Code::Cancelled
+            | tonic::Code::Unknown
     )
 }
 
@@ -454,6 +458,7 @@ mod tests {
     fn only_a_full_listener_or_a_cut_connection_is_retried() {
         assert!(transient(tonic::Code::Unavailable));
         assert!(transient(tonic::Code::ResourceExhausted));
+        assert!(transient(tonic::Code::Cancelled));
         for code in [
             tonic::Code::Unauthenticated,
             tonic::Code::PermissionDenied,
