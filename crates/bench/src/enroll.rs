@@ -29,7 +29,7 @@ use hostwatch_pki::transport::{ClientTarget, Keepalive, connect, connect_pinned}
 use hostwatch_pki::{Ca, CaPin, CertPair, Role, TlsFiles};
 use hostwatch_proto::v1 as pb;
 use rcgen::KeyPair;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
@@ -90,11 +90,17 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let server = issue(&ca, dir, Role::Collector, "bench")?;
     let operator = issue(&ca, dir, Role::Operator, "ops")?;
     let pin = CaPin::of_file(&dir.join("ca.pem"))?;
+    let site = Site {
+        bin,
+        dir: dir.to_owned(),
+        server,
+        operator,
+        pin,
+    };
     let runtime = tokio::runtime::Runtime::new()?;
     let mut rounds = Vec::new();
     for round in 0..args.rounds {
-        let figures =
-            runtime.block_on(one_round(&args, &bin, dir, round, &server, &operator, pin))?;
+        let figures = runtime.block_on(one_round(&args, &site, round))?;
         println!("# round {round}: {figures:?}");
         rounds.push(figures);
     }
@@ -167,15 +173,19 @@ fn transient(code: tonic::Code) -> bool {
     )
 }
 
-async fn one_round(
-    args: &Args,
-    bin: &Path,
-    dir: &Path,
-    round: u32,
-    server: &TlsFiles,
-    operator: &TlsFiles,
+/// What every round uses: the collector program, the work directory with
+/// the CAs, the collector's and an operator's certificates, the CA pin.
+struct Site {
+    bin: PathBuf,
+    dir: PathBuf,
+    server: TlsFiles,
+    operator: TlsFiles,
     pin: CaPin,
-) -> anyhow::Result<Round> {
+}
+
+/// A fresh collector, the round measured against it, the collector stopped.
+async fn one_round(args: &Args, site: &Site, round: u32) -> anyhow::Result<Round> {
+    let dir = &site.dir;
     let enroll_port = free_port()?;
     let grpc = free_port()?;
     let keys = format!("enroll_listen = \"127.0.0.1:{enroll_port}\"\n");
@@ -187,37 +197,29 @@ async fn one_round(
     );
     let name = format!("round-{round}");
     let collector = tokio::task::block_in_place(|| {
-        Collector::start_with(bin, dir, &name, server, grpc, None, (&keys, &tables))
+        let extra = (keys.as_str(), tables.as_str());
+        Collector::start_with(&site.bin, dir, &name, &site.server, grpc, None, extra)
     })?;
-    let result = measure_round(
-        args,
-        dir,
-        &name,
-        collector.pid(),
-        enroll_port,
-        grpc,
-        operator,
-        pin,
-    )
-    .await;
+    let ports = (enroll_port, grpc);
+    let result = measure_round(args, site, &name, collector.pid(), ports).await;
     tokio::task::block_in_place(|| collector.stop())?;
     result
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The round's enrollments and renewals against the collector `pid`
+/// serving Enroll on `ports.0` and its main listener on `ports.1`.
 async fn measure_round(
     args: &Args,
-    dir: &Path,
+    site: &Site,
     name: &str,
     pid: u32,
-    enroll_port: u16,
-    grpc: u16,
-    operator: &TlsFiles,
-    pin: CaPin,
+    ports: (u16, u16),
 ) -> anyhow::Result<Round> {
+    let (enroll_port, grpc) = ports;
+    let (dir, pin) = (&site.dir, site.pin);
     let enroll_addr = format!("127.0.0.1:{enroll_port}");
     wait_listening(&enroll_addr).await?;
-    let token = create_token(grpc, operator, args.agents).await?;
+    let token = create_token(grpc, &site.operator, args.agents).await?;
     let probe = Probe::new(pid);
     let deadline = Duration::from_secs(args.deadline_s);
     let mut round = Round::default();

@@ -5,7 +5,7 @@
 //! Layout: `measure` (process CPU and memory from /proc and getrusage,
 //! thread CPU, medians and percentiles), one module per subcommand
 //! (`agent`, `storage`, `sled_space`, `alerts`, `connections`,
-//! `promql`, `console`), and
+//! `promql`, `console`, `enroll`), and
 //! `figures`, which writes their output into `docs/benchmarks.md`.
 
 mod agent;
