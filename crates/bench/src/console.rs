@@ -328,7 +328,7 @@ fn write_hosts(store: &Store, hosts: &[u32], end_ms: i64, ticks: i64) -> anyhow:
 }
 
 /// A free port on 127.0.0.1 (released for the collector to take).
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -336,7 +336,7 @@ fn free_port() -> anyhow::Result<u16> {
 
 /// A collector process on `data`, its gRPC listener at `grpc` and, with
 /// `http`, its HTTPS listener; its output goes to `<name>.log`.
-struct Collector {
+pub(crate) struct Collector {
     child: Child,
     name: String,
     log: PathBuf,
@@ -351,11 +351,26 @@ impl Collector {
         grpc: u16,
         http: Option<u16>,
     ) -> anyhow::Result<Self> {
+        Self::start_with(bin, dir, name, tls, grpc, http, ("", ""))
+    }
+
+    /// With `extra`: top-level keys put before the tables, and tables
+    /// after them.
+    pub(crate) fn start_with(
+        bin: &Path,
+        dir: &Path,
+        name: &str,
+        tls: &TlsFiles,
+        grpc: u16,
+        http: Option<u16>,
+        extra: (&str, &str),
+    ) -> anyhow::Result<Self> {
         let http_line = http
             .map(|p| format!("http_listen = \"127.0.0.1:{p}\"\n"))
             .unwrap_or_default();
+        let (keys, tables) = extra;
         let config = format!(
-            "listen = \"127.0.0.1:{grpc}\"\n{http_line}data_dir = {data:?}\n\n[tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\n",
+            "listen = \"127.0.0.1:{grpc}\"\n{http_line}{keys}data_dir = {data:?}\n\n[tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\n{tables}",
             data = dir.join(name).display().to_string(),
             ca = tls.ca.display().to_string(),
             cert = tls.cert.display().to_string(),
@@ -405,12 +420,12 @@ impl Collector {
         }
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// SIGTERM, then SIGKILL when it has not stopped within the timeout.
-    fn stop(mut self) -> anyhow::Result<()> {
+    pub(crate) fn stop(mut self) -> anyhow::Result<()> {
         use nix::sys::signal::{Signal, kill};
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         kill(pid, Signal::SIGTERM)?;

@@ -5,7 +5,7 @@
 //! Layout: `measure` (process CPU and memory from /proc and getrusage,
 //! thread CPU, medians and percentiles), one module per subcommand
 //! (`agent`, `storage`, `sled_space`, `alerts`, `connections`,
-//! `promql`, `console`), and
+//! `promql`, `console`, `enroll`), and
 //! `figures`, which writes their output into `docs/benchmarks.md`.
 
 mod agent;
@@ -13,6 +13,7 @@ mod alerts;
 mod batch_shapes;
 mod connections;
 mod console;
+mod enroll;
 mod figures;
 mod fixture;
 mod measure;
@@ -62,6 +63,10 @@ enum Command {
     /// requests replayed, page loads in headless chromium, the tab's
     /// memory, and ingest CPU with the console idle against off.
     Console(console::Args),
+    /// 1,000 simulated agents enrolling at once against one collector
+    /// process, then renewing: the time for all, and the collector's CPU
+    /// per enrollment and per renewal.
+    Enroll(enroll::Args),
     /// Rewrites the figures table of docs/benchmarks.md from output files
     /// of one benchmark's runs.
     Figures(figures::Args),
@@ -87,6 +92,7 @@ fn main() -> ExitCode {
         Command::Connections(args) => connections::run(args),
         Command::Promql(args) => promql::run(args),
         Command::Console(args) => console::run(args),
+        Command::Enroll(args) => enroll::run(args),
         Command::Figures(args) => figures::run(args),
         Command::StorageCrashChild(args) => storage::crash_child(args),
     };
@@ -177,6 +183,32 @@ mod tests {
         let args = [&args[..], &["--dir", dir.path().to_str().unwrap()]].concat();
         let e = console::run(console_args(&args).unwrap()).expect_err("refused");
         assert!(format!("{e:#}").contains("exists"), "{e:#}");
+    }
+
+    #[test]
+    fn enroll_flags_refuse_bad_values() {
+        let parse = |args: &[&str]| {
+            let argv = ["hostwatch-bench", "enroll"].iter().chain(args);
+            match Cli::try_parse_from(argv)?.command {
+                Command::Enroll(args) => Ok(args),
+                _ => unreachable!("parsed as enroll"),
+            }
+        };
+        for (flag, bad) in [
+            ("--agents", "0"),
+            ("--rounds", "0"),
+            ("--deadline-s", "0"),
+            ("--enroll-max-connections", "0"),
+            ("--agents", "x"),
+        ] {
+            let e: clap::Error = parse(&[flag, bad]).err().expect("refused");
+            assert!(e.to_string().contains(flag), "{flag} {bad}: {e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-collector");
+        let args = parse(&["--collector-bin", missing.to_str().unwrap()]).unwrap();
+        let e = enroll::run(args).expect_err("refused");
+        assert!(format!("{e:#}").contains("no collector program"), "{e:#}");
     }
 
     #[test]
