@@ -29,9 +29,14 @@ done
 version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"/\1/p' "$root/Cargo.toml")
 [ -n "$version" ] || { echo "build.sh: no version in $root/Cargo.toml [workspace.package]" >&2; exit 1; }
 arch=$(dpkg --print-architecture)
+license=$(sed -n '/^\[workspace.package\]/,/^\[/s/^license = "\(.*\)"/\1/p' "$root/Cargo.toml")
 mkdir -p "$out"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+# dpkg-shlibdeps looks for a source package's debian/control.
+mkdir "$work/debian" && touch "$work/debian/control"
+# Maintainer: DEBFULLNAME and DEBEMAIL, as Debian's tools take them.
+maintainer="${DEBFULLNAME:-hostwatch} <${DEBEMAIL:-hostwatch@hostwatch.invalid}>"
 
 # package NAME BINARY DEPENDS DESCRIPTION: a tree in $work/NAME with the
 # binary and DEBIAN/control; the caller adds the rest, then `finish NAME`.
@@ -42,6 +47,16 @@ package() {
   install -m 0755 "$bin" "$tree/usr/bin/"
   # Debian policy 10.1: binaries are shipped stripped.
   strip --strip-unneeded "$tree/usr/bin/$(basename "$bin")" 2>/dev/null || true
+  # The shared libraries it links and their minimum versions.
+  local libs
+  if command -v dpkg-shlibdeps >/dev/null; then
+    libs=$(cd "$work" && dpkg-shlibdeps -O -e "$tree/usr/bin/$(basename "$bin")" 2>/dev/null \
+      | sed -n 's/^shlibs:Depends=//p')
+  else
+    echo "build.sh: no dpkg-shlibdeps (package dpkg-dev): library versions left out of Depends" >&2
+    libs="libc6, libgcc-s1"
+  fi
+  depends=${depends:+$depends, }$libs
   cat > "$tree/usr/share/doc/$name/copyright" <<COPY
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: hostwatch
@@ -49,16 +64,18 @@ Source: https://github.com/hostwatch/hostwatch
 
 Files: *
 Copyright: the hostwatch authors
-License: see the hostwatch source repository
+License: $license
+ On Debian systems the full text of the Apache License 2.0 is in
+ /usr/share/common-licenses/Apache-2.0.
 COPY
-  printf '%s (%s) unstable; urgency=medium\n\n  * Built by deploy/debian/build.sh.\n\n -- hostwatch <hostwatch@localhost>  %s\n' \
-    "$name" "$version" "$(date -R -u -d @"${SOURCE_DATE_EPOCH:-0}")" | gzip -n -9 > "$tree/usr/share/doc/$name/changelog.gz"
+  printf '%s (%s) unstable; urgency=medium\n\n  * Built by deploy/debian/build.sh.\n\n -- %s  %s\n' \
+    "$name" "$version" "$maintainer" "$(date -R -u -d @"${SOURCE_DATE_EPOCH:-0}")" | gzip -n -9 > "$tree/usr/share/doc/$name/changelog.gz"
   chmod 0644 "$tree/usr/share/doc/$name/copyright" "$tree/usr/share/doc/$name/changelog.gz"
   {
     echo "Package: $name"
     echo "Version: $version"
     echo "Architecture: $arch"
-    echo "Maintainer: hostwatch <hostwatch@localhost>"
+    echo "Maintainer: $maintainer"
     echo "Section: admin"
     echo "Priority: optional"
     [ -n "$depends" ] && echo "Depends: $depends"
@@ -112,7 +129,7 @@ daemon hostwatch-collector collector
 finish hostwatch-collector
 
 package hostwatch "$bin_dir/hostwatch" "" \
-  "hostwatch command-line client for operators" \
+  "command-line client of hostwatch for operators" \
   "Queries a hostwatch collector, manages certificates, enrollment
 tokens, hosts and alerts."
 install -d -m 0755 "$work/hostwatch/etc/hostwatch"
