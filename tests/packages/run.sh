@@ -112,10 +112,25 @@ dpkg --remove hostwatch-agent >/dev/null
 dpkg --purge hostwatch-agent >/dev/null
 [ ! -e /var/lib/hostwatch-agent ] || fail "purge left /var/lib/hostwatch-agent"
 getent passwd hostwatch >/dev/null || fail "purging the agent removed the user the collector runs as"
+# A new host's one step, install.sh and the package's own: both install
+# and run the enroll command (nothing listens on port 1 of 127.0.0.1, so
+# it fails there, naming the collector, with the package installed).
+pin=sha256:$(printf '0%.0s' {1..64})
+if msg=$(HOSTWATCH_ENROLL_TOKEN=t deploy/install.sh agent --deb "$(deb hostwatch-agent)" \
+  --collector 127.0.0.1:1 --ca-pin "$pin" 2>&1 </dev/null); then
+  fail "install.sh enrolled against nothing"
+fi
+grep -q "enroll: cannot connect to 127.0.0.1:1" <<<"$msg" || fail "install.sh: $msg"
+[ -x /usr/bin/hostwatch-agent ] || fail "install.sh --deb did not install the package"
+msg=$(HOSTWATCH_COLLECTOR=127.0.0.1:1 HOSTWATCH_ENROLL_TOKEN=t HOSTWATCH_CA_PIN=$pin \
+  dpkg -i "$(deb hostwatch-agent)" 2>&1 </dev/null) || fail "dpkg -i failed with a failed enrollment: $msg"
+grep -q "enrollment failed; installed, not enrolled" <<<"$msg" || fail "postinst: $msg"
+[ ! -e /etc/hostwatch/agent.key ] || fail "a failed enrollment left agent.key"
+dpkg --purge hostwatch-agent >/dev/null
 dpkg --purge hostwatch-collector hostwatch >/dev/null
 ! getent passwd hostwatch >/dev/null || fail "purge left the hostwatch user"
 ! getent group hostwatch >/dev/null || fail "purge left the hostwatch group"
 [ ! -e /etc/hostwatch ] || fail "purge left /etc/hostwatch: $(ls -A /etc/hostwatch)"
 [ ! -e /lib/systemd/system/hostwatch-agent.service ] || fail "purge left the unit"
 [ ! -e /etc/systemd/system/multi-user.target.wants/hostwatch-agent.service ] || fail "purge left the unit enabled"
-echo "packages: installed, checked (user, files, units enabled, not running), upgraded, removed, purged"
+echo "packages: installed, checked (user, files, units enabled, not running), upgraded, removed, enroll run by install.sh and postinst, purged"
