@@ -12,6 +12,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 bin_dir=$root/target/release out=$root/target/debian agent_bin_dir=
+# xz level: 6 (dpkg-deb's default) for releases; tests ask for 1 (faster).
+level=${HOSTWATCH_DEB_XZ_LEVEL:-6}
 usage() { echo "usage: build.sh [--bin-dir DIR] [--agent-bin-dir DIR] [--out DIR]" >&2; exit 64; }
 while (($#)); do
   case "$1" in
@@ -107,7 +109,7 @@ finish() {
   local size
   size=$(du -sk --exclude=DEBIAN "$work/$name" | cut -f1)
   sed -i "/^Homepage:/i Installed-Size: $size" "$work/$name/DEBIAN/control"
-  dpkg-deb --root-owner-group -Zxz --build "$work/$name" "$out/${name}_${version}_${arch}.deb" >/dev/null
+  dpkg-deb --root-owner-group -Zxz -z"$level" --build "$work/$name" "$out/${name}_${version}_${arch}.deb" >/dev/null
   echo "$out/${name}_${version}_${arch}.deb"
 }
 

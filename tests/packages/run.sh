@@ -20,7 +20,7 @@ if msg=$(deploy/debian/build.sh --bin-dir "$empty" --out "$out/none" 2>&1); then
 fi
 grep -q "no binary $empty/hostwatch-agent" <<<"$msg" || fail "build.sh said: $msg"
 
-deploy/debian/build.sh --bin-dir "$target/debug" --out "$out/debs" >/dev/null
+HOSTWATCH_DEB_XZ_LEVEL=1 deploy/debian/build.sh --bin-dir "$target/debug" --out "$out/debs" >/dev/null
 version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"/\1/p' Cargo.toml)
 arch=$(dpkg --print-architecture)
 deb() { echo "$out/debs/${1}_${version}_${arch}.deb"; }
