@@ -107,6 +107,11 @@ dpkg -i "$(deb hostwatch-agent)" >/dev/null </dev/null
 # Removal keeps configuration and data; purge deletes them and the user.
 dpkg --remove hostwatch-agent >/dev/null
 [ -e /var/lib/hostwatch-agent/spool/kept ] || fail "remove deleted the agent's state"
+# Installed again after a removal: unmasked and enabled again.
+dpkg -i "$(deb hostwatch-agent)" >/dev/null </dev/null
+[ -L /etc/systemd/system/multi-user.target.wants/hostwatch-agent.service ] || fail "reinstall: not enabled"
+[ ! -L /etc/systemd/system/hostwatch-agent.service ] || fail "reinstall: still masked"
+dpkg --remove hostwatch-agent >/dev/null
 [ -e /etc/hostwatch/agent.toml.example ] || fail "remove deleted the configuration"
 [ ! -e /usr/bin/hostwatch-agent ] || fail "remove left the binary"
 dpkg --purge hostwatch-agent >/dev/null
