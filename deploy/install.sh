@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs hostwatch on this machine from a release build: binaries in
+# Installs hostwatch on this machine, from a Debian package
+# (deploy/debian/build.sh) or from a release build: binaries in
 # /usr/local/bin, systemd units, a dedicated user, and /etc/hostwatch with
 # the example configurations (existing files are kept).
 #
@@ -8,11 +9,64 @@
 #   sudo deploy/install.sh agent       # on every monitored host
 #   sudo deploy/install.sh collector   # on the collector host
 #
-# Certificates: put ca.pem and this machine's certificate and key in
-# /etc/hostwatch (see docs/operations.md, "Deploying").
+# A new agent host in one step: install the package and enroll it (the
+# token is passed to hostwatch-agent in its environment, not its arguments):
+#
+#   sudo deploy/install.sh agent --deb hostwatch-agent_VERSION_ARCH.deb \
+#     --collector collector.example.com:7071 --token T --ca-pin sha256:HEX
+# (or HOSTWATCH_ENROLL_TOKEN=T in the environment instead of --token).
+#
+# Certificates otherwise: put ca.pem and this machine's certificate and
+# key in /etc/hostwatch (see docs/operations.md, "Deploying").
 set -euo pipefail
-role=${1:?usage: install.sh agent|collector}
-case "$role" in agent|collector) ;; *) echo "usage: install.sh agent|collector" >&2; exit 64;; esac
+usage() {
+  echo "usage: install.sh agent|collector [--deb FILE] [--collector HOST:PORT --token T --ca-pin sha256:HEX]" >&2
+  exit 64
+}
+role=${1:-}
+case "$role" in agent|collector) shift;; *) usage;; esac
+deb= collector= token= ca_pin=
+while (($#)); do
+  case "$1" in
+    --deb) deb=${2:-}; [ -n "$deb" ] || usage; shift 2;;
+    --collector) collector=${2:-}; [ -n "$collector" ] || usage; shift 2;;
+    --token) token=${2:-}; [ -n "$token" ] || usage; shift 2;;
+    --ca-pin) ca_pin=${2:-}; [ -n "$ca_pin" ] || usage; shift 2;;
+    *) usage;;
+  esac
+done
+enroll=
+# HOSTWATCH_ENROLL_TOKEN in the environment keeps the token out of `ps`.
+if [ -n "$collector$ca_pin" ] && [ -z "$token" ]; then token=${HOSTWATCH_ENROLL_TOKEN:-}; fi
+if [ -n "$collector$token$ca_pin" ]; then
+  [ "$role" = agent ] || { echo "install.sh: --collector, --token and --ca-pin enroll an agent" >&2; exit 64; }
+  [ -n "$collector" ] && [ -n "$token" ] && [ -n "$ca_pin" ] \
+    || { echo "install.sh: enrolling needs all of --collector, --token and --ca-pin" >&2; exit 64; }
+  enroll=yes
+fi
+
+# enroll_agent: the one enroll command, then the key readable by the
+# service's group, then the service started (it is configured now).
+enroll_agent() {
+  local agent=$1
+  HOSTWATCH_ENROLL_TOKEN=$token "$agent" enroll --collector "$collector" \
+    --ca-pin "$ca_pin" --dir /etc/hostwatch
+  chgrp hostwatch /etc/hostwatch/agent.key
+  chmod 0640 /etc/hostwatch/agent.key
+  if [ -d /run/systemd/system ]; then
+    systemctl enable --now hostwatch-agent
+  else
+    echo "enrolled; systemd is not running here: start hostwatch-agent by hand"
+  fi
+}
+
+if [ -n "$deb" ]; then
+  [ -f "$deb" ] || { echo "install.sh: no package $deb" >&2; exit 1; }
+  dpkg -i "$deb"
+  [ -z "$enroll" ] || enroll_agent /usr/bin/hostwatch-agent
+  exit 0
+fi
+
 here=$(cd "$(dirname "$0")" && pwd)
 # The agent ships in the size-optimised profile: its memory target (8 MiB
 # steady RSS) is met only there (docs/benchmarks.md, "agent").
@@ -31,6 +85,10 @@ install -m 0755 "$here/../target/release/hostwatch" /usr/local/bin/ 2>/dev/null 
 install -d -m 0750 -o root -g hostwatch /etc/hostwatch
 [ -e "/etc/hostwatch/$role.toml" ] || install -m 0640 -o root -g hostwatch "$here/$role.toml" /etc/hostwatch/
 install -m 0644 "$here/systemd/hostwatch-$role.service" /etc/systemd/system/
-systemctl daemon-reload
+[ ! -d /run/systemd/system ] || systemctl daemon-reload
+if [ -n "$enroll" ]; then
+  enroll_agent /usr/local/bin/hostwatch-agent
+  exit 0
+fi
 echo "installed hostwatch-$role; add certificates to /etc/hostwatch (keys: mode 0640, group hostwatch),"
 echo "edit /etc/hostwatch/$role.toml, then: systemctl enable --now hostwatch-$role"
