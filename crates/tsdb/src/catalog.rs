@@ -203,38 +203,11 @@ mod tests {
     /// points a plain filter of everything written gives.
     #[test]
     fn series_points_read_sealed_and_open_windows_alike() {
+        use crate::read::tests::{HOUR as hour, append, every, open};
         let dir = tempfile::tempdir().unwrap();
-        let hour = 3_600_000;
-        let options = Options {
-            maintenance_interval: None,
-            clock: std::sync::Arc::new(move || 10 * hour),
-            ..Options::default()
-        };
-        let store = Store::open(dir.path(), options).unwrap();
-        let every = |from: i64, to: i64| -> Vec<Point> {
-            (from..to)
-                .step_by(600_000)
-                .map(|t| Point {
-                    t_ms: t,
-                    value: t as f64,
-                })
-                .collect()
-        };
-        let append = |seq: u64, points: Vec<Point>| {
-            let batch = Batch {
-                host: "a".to_owned(),
-                source: 1,
-                seq,
-                series: vec![SeriesInput {
-                    metric: "m".to_owned(),
-                    labels: vec![],
-                    points,
-                }],
-                processes: vec![],
-                malformed: 0,
-            };
-            assert_eq!(store.append(&batch).unwrap().rejected.total(), 0);
-        };
+        let store = open(dir.path());
+        let every = |from, to| every(from, to, 600_000);
+        let append = |seq, points| append(&store, seq, points);
         // Hours 2 to 6 sealed, hour 6 to 7 left open in the head.
         append(1, every(2 * hour, 6 * hour));
         store.seal_all().unwrap();

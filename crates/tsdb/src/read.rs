@@ -286,12 +286,15 @@ impl Inner {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    //! Also the store the catalog's read tests use: one series `m` of
+    //! host `a`, appended batch by batch, a clock at hour 10.
+
     use crate::{Batch, Options, Point, SeriesInput, Store};
 
-    const HOUR: i64 = 3_600_000;
+    pub(crate) const HOUR: i64 = 3_600_000;
 
-    fn open(dir: &std::path::Path) -> Store {
+    pub(crate) fn open(dir: &std::path::Path) -> Store {
         let options = Options {
             maintenance_interval: None,
             clock: std::sync::Arc::new(move || 10 * HOUR),
@@ -300,7 +303,7 @@ mod tests {
         Store::open(dir, options).unwrap()
     }
 
-    fn append(store: &Store, seq: u64, points: Vec<Point>) {
+    pub(crate) fn append(store: &Store, seq: u64, points: Vec<Point>) {
         let batch = Batch {
             host: "a".to_owned(),
             source: 1,
@@ -316,7 +319,8 @@ mod tests {
         assert_eq!(store.append(&batch).unwrap().rejected.total(), 0);
     }
 
-    fn every(from: i64, to: i64, step: i64) -> Vec<Point> {
+    /// A point every `step` in `[from, to)`, its value its time.
+    pub(crate) fn every(from: i64, to: i64, step: i64) -> Vec<Point> {
         (from..to)
             .step_by(step as usize)
             .map(|t| Point {
