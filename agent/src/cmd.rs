@@ -73,8 +73,12 @@ fn enroll_main(args: &crate::enroll::EnrollArgs) -> ExitCode {
     };
     match runtime.block_on(crate::enroll::enroll(args)) {
         Ok(done) => {
+            let owner = match &done.owner {
+                Some(user) => format!(" (key and certificate owned by {user})"),
+                None => String::new(),
+            };
             println!(
-                "enrolled {} (certificate serial {}); wrote {} streaming to {}.\n\
+                "enrolled {} (certificate serial {}); wrote {} streaming to {}{owner}.\n\
                  Start the agent: systemctl enable --now hostwatch-agent (or hostwatch-agent --config {}).",
                 done.host_id,
                 done.serial,

@@ -8,10 +8,14 @@
 //! or a collector of another deployment never sees the token; the key is
 //! made on this host and never leaves it; nothing is written before the
 //! certificate is in hand, and an existing key is replaced only when asked.
+//! Run as root, it gives the key and the certificate to the user the agent
+//! runs as (`--user`, by default the packages' `hostwatch` when it
+//! exists): the key is that user's alone (mode 0600).
 
 use hostwatch_pki::{CaPin, CertPair, Identity, Role};
 use hostwatch_proto::v1::EnrollRequest;
 use hostwatch_proto::v1::enroll_client::EnrollClient;
+use nix::unistd::{Uid, User};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -53,7 +57,15 @@ pub struct EnrollArgs {
     /// state_dir of the written agent.toml.
     #[arg(long, default_value = "/var/lib/hostwatch-agent")]
     pub state_dir: PathBuf,
+    /// The user the agent runs as, who gets the written files (only root
+    /// can give them away); default, when run as root: `hostwatch`, the
+    /// packages' service user, if it exists.
+    #[arg(long)]
+    pub user: Option<String>,
 }
+
+/// The user the packages create and the systemd units run as.
+pub const SERVICE_USER: &str = "hostwatch";
 
 fn parse_pin(text: &str) -> Result<CaPin, String> {
     text.parse()
@@ -89,6 +101,8 @@ pub struct Enrolled {
     pub serial: String,
     pub not_after_ms: i64,
     pub ingest: String,
+    /// The user the files were given to, if not the caller.
+    pub owner: Option<String>,
 }
 
 /// Enrolls this host (see the module's doc).
@@ -111,6 +125,7 @@ pub async fn enroll(args: &EnrollArgs) -> Result<Enrolled, EnrollError> {
         split_address(ingest)
             .ok_or_else(|| usage(format!("--ingest {ingest:?}: expected host:port")))?;
     }
+    let owner = owner(args.user.as_deref(), nix::unistd::geteuid())?;
     let key_path = args.dir.join("agent.key");
     if key_path.exists() && !args.replace {
         return Err(usage(format!(
@@ -145,14 +160,62 @@ pub async fn enroll(args: &EnrollArgs) -> Result<Enrolled, EnrollError> {
         .filter(|p| *p != 0)
         .ok_or_else(|| EnrollError::Answer(format!("ingest port {}", answer.ingest_port)))?;
     let ingest = args.ingest.clone().unwrap_or(format!("{host}:{port}"));
-    write_files(args, &key.serialize_pem(), &answer, &ingest)?;
+    write_files(args, &key.serialize_pem(), &answer, &ingest, owner.as_ref())?;
     Ok(Enrolled {
         host_id,
         config: args.dir.join("agent.toml"),
         serial: answer.serial,
         not_after_ms: answer.not_after_ms,
         ingest,
+        owner: owner.map(|user| user.name),
     })
+}
+
+/// Whom the written files are given to: `None` leaves them the caller's
+/// (`euid`). Decided before anything is sent, so that a user who does not
+/// exist stops the enrollment before the token is used.
+fn owner(requested: Option<&str>, euid: Uid) -> Result<Option<User>, EnrollError> {
+    let lookup = |name: &str| {
+        User::from_name(name)
+            .map_err(|e| EnrollError::Usage(format!("--user {name}: cannot look it up: {e}")))
+    };
+    let user = match requested {
+        Some(name) => lookup(name)?.ok_or_else(|| {
+            EnrollError::Usage(format!(
+                "--user {name}: no such user; the packages create {SERVICE_USER:?}: \
+                 name the user the agent runs as"
+            ))
+        })?,
+        // Unprivileged, the files stay the caller's: it runs the agent.
+        None if !euid.is_root() => return Ok(None),
+        None => match lookup(SERVICE_USER)? {
+            Some(user) => user,
+            None => return Ok(None),
+        },
+    };
+    if user.uid == euid {
+        return Ok(None);
+    }
+    if !euid.is_root() {
+        return Err(EnrollError::Usage(format!(
+            "--user {}: only root can give files to another user; run enroll as root or as {}",
+            user.name, user.name
+        )));
+    }
+    Ok(Some(user))
+}
+
+/// Gives `paths` to `user` (and its primary group).
+fn give(paths: &[PathBuf], user: &User) -> Result<(), EnrollError> {
+    for path in paths {
+        std::os::unix::fs::chown(path, Some(user.uid.as_raw()), Some(user.gid.as_raw())).map_err(
+            |source| EnrollError::Write {
+                path: path.clone(),
+                source,
+            },
+        )?;
+    }
+    Ok(())
 }
 
 /// The host (brackets kept around an IPv6 address) and port of `host:port`.
@@ -169,11 +232,17 @@ fn split_address(address: &str) -> Option<(String, u16)> {
     Some((host.to_owned(), authority.port_u16()?))
 }
 
+/// Writes ca.pem, agent.pem, agent.key (mode 0600, also over an existing
+/// key of another mode) and agent.toml. `owner` gets the certificate and
+/// the key, which are the agent's to read and renew; the CA and the
+/// configuration stay the caller's, so the agent cannot change whom it
+/// trusts.
 fn write_files(
     args: &EnrollArgs,
     key_pem: &str,
     answer: &hostwatch_proto::v1::EnrollResponse,
     ingest: &str,
+    owner: Option<&User>,
 ) -> Result<(), EnrollError> {
     let write_err = |path: &Path| {
         let path = path.to_owned();
@@ -182,13 +251,18 @@ fn write_files(
     std::fs::create_dir_all(&args.dir).map_err(write_err(&args.dir))?;
     let ca = args.dir.join("ca.pem");
     std::fs::write(&ca, &answer.ca_pem).map_err(write_err(&ca))?;
+    let (cert, key) = (args.dir.join("agent.pem"), args.dir.join("agent.key"));
     CertPair {
         cert_pem: answer.certificate_chain_pem.clone(),
         key_pem: key_pem.to_owned(),
     }
-    .write(&args.dir, "agent")?;
+    .replace_files(&cert, &key)?;
     let config = args.dir.join("agent.toml");
-    std::fs::write(&config, agent_toml(args, ingest, answer)).map_err(write_err(&config))
+    std::fs::write(&config, agent_toml(args, ingest, answer)).map_err(write_err(&config))?;
+    match owner {
+        Some(user) => give(&[cert, key], user),
+        None => Ok(()),
+    }
 }
 
 /// A ready agent.toml: the defaults of every other key apply (see
@@ -261,6 +335,69 @@ mod tests {
         ] {
             assert_eq!(split_address(bad), None, "{bad}");
         }
+    }
+
+    fn usage(result: Result<Option<User>, EnrollError>) -> String {
+        match result {
+            Err(EnrollError::Usage(message)) => message,
+            other => panic!("expected a usage error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_unknown_user_is_refused_by_name() {
+        let message = usage(owner(Some("hostwatch-no-such-user"), Uid::current()));
+        assert!(
+            message.contains("--user hostwatch-no-such-user") && message.contains("no such user"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn unprivileged_enrollment_gives_nothing_away() {
+        let unprivileged = Uid::from_raw(65534);
+        // Whether or not the packages' user exists here.
+        assert!(owner(None, unprivileged).unwrap().is_none());
+        let message = usage(owner(Some("root"), unprivileged));
+        assert!(message.contains("only root"), "{message}");
+        // Naming oneself changes nothing.
+        let me = User::from_uid(Uid::current()).unwrap().unwrap();
+        assert!(owner(Some(&me.name), Uid::current()).unwrap().is_none());
+    }
+
+    #[test]
+    fn root_gives_the_files_to_the_named_or_the_service_user() {
+        let root = Uid::from_raw(0);
+        let nobody = owner(Some("nobody"), root).unwrap().unwrap();
+        assert_eq!(nobody.name, "nobody");
+        assert!(owner(Some("root"), root).unwrap().is_none());
+        let service = User::from_name(SERVICE_USER).unwrap();
+        assert_eq!(
+            owner(None, root).unwrap().map(|u| u.name),
+            service.map(|u| u.name)
+        );
+    }
+
+    #[test]
+    fn given_files_change_owner() {
+        if !Uid::effective().is_root() {
+            println!("NOT RUN: only root can give files away (owner() is tested unprivileged)");
+            return;
+        }
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("agent.key");
+        std::fs::write(&key, "k").unwrap();
+        let nobody = User::from_name("nobody").unwrap().unwrap();
+        give(std::slice::from_ref(&key), &nobody).unwrap();
+        let meta = std::fs::metadata(&key).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (nobody.uid.as_raw(), nobody.gid.as_raw())
+        );
+        let gone = dir.path().join("gone");
+        let err = give(&[gone], &nobody).unwrap_err().to_string();
+        assert!(err.contains("gone"), "{err}");
     }
 
     #[test]

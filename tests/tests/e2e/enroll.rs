@@ -108,6 +108,7 @@ impl Site {
             ingest: None,
             server_name: None,
             state_dir: dir.join("state"),
+            user: None,
         }
     }
 

@@ -52,6 +52,7 @@ fn args(pki: &TestPki, enroll_addr: &str, token: &str, dir: &Path) -> EnrollArgs
         ingest: None,
         server_name: None,
         state_dir: dir.join("state"),
+        user: None,
     }
 }
 
