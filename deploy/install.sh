@@ -45,14 +45,12 @@ if [ -n "$collector$token$ca_pin" ]; then
   enroll=yes
 fi
 
-# enroll_agent: the one enroll command, then the key readable by the
-# service's group, then the service started (it is configured now).
+# enroll_agent: the one enroll command (the key and certificate given to
+# the service's user), then the service started (it is configured now).
 enroll_agent() {
   local agent=$1
   HOSTWATCH_ENROLL_TOKEN=$token "$agent" enroll --collector "$collector" \
-    --ca-pin "$ca_pin" --dir /etc/hostwatch
-  chgrp hostwatch /etc/hostwatch/agent.key
-  chmod 0640 /etc/hostwatch/agent.key
+    --ca-pin "$ca_pin" --dir /etc/hostwatch --user hostwatch
   if [ -d /run/systemd/system ]; then
     systemctl enable --now hostwatch-agent
   else

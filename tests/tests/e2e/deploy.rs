@@ -330,6 +330,15 @@ async fn the_readme_deployment_enrolls_renews_and_revokes() {
         Host::enroll_and_start(&site, "web-1", &token),
         Host::enroll_and_start(&site, "web-2", &token),
     ];
+    // Enrolled once: the key stays unless --replace (nothing sent).
+    let again = site.enroll("web-2", &token, &[]);
+    assert_eq!(again.status.code(), Some(64));
+    assert!(text(&again.stderr).contains("--replace"), "{again:?}");
+    let tokens = ok("token list", site.cli(&["token", "list"]));
+    assert!(
+        tokens.contains("1/3") && tokens.contains("web-*"),
+        "{tokens}"
+    );
     for host in &hosts {
         eventually(WAIT, &format!("{}'s batches", host.name), || {
             site.last(host.name, "hostwatch_agent_batches_total")
@@ -353,6 +362,20 @@ async fn the_readme_deployment_enrolls_renews_and_revokes() {
         )
         .await;
         assert_ne!(serial(&host.tls), host.enrolled_serial, "{}", host.name);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&host.tls.key)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", host.name);
+        let ratio = "hostwatch_agent_certificate_lifetime_left_ratio";
+        let ratio = site.last(host.name, ratio).await.unwrap();
+        assert!(ratio > 0.0 && ratio <= 1.0, "{ratio}");
+        assert!(
+            host.agent.log().contains("certificate renewed"),
+            "{}",
+            host.agent.log()
+        );
         eventually(
             WAIT,
             "a batch after the enrolled certificate expired",
@@ -367,6 +390,8 @@ async fn the_readme_deployment_enrolls_renews_and_revokes() {
         .await;
         site.batches_without_a_gap(host.name).await;
     }
+    let log = site.collector.log();
+    assert!(log.contains("agent certificate renewed"), "{log}");
     revoke_one_keep_the_other(&site, &hosts, &token).await;
     let [web1, web2] = hosts;
     web1.agent.terminate(WAIT).await;
