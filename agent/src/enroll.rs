@@ -126,6 +126,14 @@ pub async fn enroll(args: &EnrollArgs) -> Result<Enrolled, EnrollError> {
             .ok_or_else(|| usage(format!("--ingest {ingest:?}: expected host:port")))?;
     }
     let owner = owner(args.user.as_deref(), nix::unistd::geteuid())?;
+    // agent.toml's relative paths are relative to its directory, not to
+    // where enroll ran.
+    let state_dir = std::path::absolute(&args.state_dir).map_err(|e| {
+        usage(format!(
+            "--state-dir {}: cannot make it absolute: {e}",
+            args.state_dir.display()
+        ))
+    })?;
     let key_path = args.dir.join("agent.key");
     if key_path.exists() && !args.replace {
         return Err(usage(format!(
@@ -160,7 +168,8 @@ pub async fn enroll(args: &EnrollArgs) -> Result<Enrolled, EnrollError> {
         .filter(|p| *p != 0)
         .ok_or_else(|| EnrollError::Answer(format!("ingest port {}", answer.ingest_port)))?;
     let ingest = args.ingest.clone().unwrap_or(format!("{host}:{port}"));
-    write_files(args, &key.serialize_pem(), &answer, &ingest, owner.as_ref())?;
+    let config = agent_toml(args.server_name.as_deref(), &state_dir, &ingest, &answer);
+    write_files(args, &key.serialize_pem(), &answer, &config, owner.as_ref())?;
     Ok(Enrolled {
         host_id,
         config: args.dir.join("agent.toml"),
@@ -241,7 +250,7 @@ fn write_files(
     args: &EnrollArgs,
     key_pem: &str,
     answer: &hostwatch_proto::v1::EnrollResponse,
-    ingest: &str,
+    agent_toml: &str,
     owner: Option<&User>,
 ) -> Result<(), EnrollError> {
     let write_err = |path: &Path| {
@@ -258,7 +267,7 @@ fn write_files(
     }
     .replace_files(&cert, &key)?;
     let config = args.dir.join("agent.toml");
-    std::fs::write(&config, agent_toml(args, ingest, answer)).map_err(write_err(&config))?;
+    std::fs::write(&config, agent_toml).map_err(write_err(&config))?;
     match owner {
         Some(user) => give(&[cert, key], user),
         None => Ok(()),
@@ -268,18 +277,20 @@ fn write_files(
 /// A ready agent.toml: the defaults of every other key apply (see
 /// `deploy/agent.toml` for them).
 fn agent_toml(
-    args: &EnrollArgs,
+    server_name: Option<&str>,
+    state_dir: &Path,
     ingest: &str,
     answer: &hostwatch_proto::v1::EnrollResponse,
 ) -> String {
     let quoted = |s: &str| toml_string(s);
-    let server_name = match &args.server_name {
+    let server_name = match server_name {
         Some(name) => format!("server_name = {}\n", quoted(name)),
         None => String::new(),
     };
     format!(
         "# Written by `hostwatch-agent enroll` (certificate serial {serial}).\n\
-         # Every key not here has its default: deploy/agent.toml lists them.\n\
+         # Every key not here has its default: deploy/agent.toml lists them\n\
+         # (/etc/hostwatch/agent.toml.example from the package).\n\
          collector = {collector}\n\
          {server_name}\
          state_dir = {state_dir}\n\
@@ -290,7 +301,7 @@ fn agent_toml(
          key = \"agent.key\"\n",
         serial = answer.serial,
         collector = quoted(ingest),
-        state_dir = quoted(&args.state_dir.display().to_string()),
+        state_dir = quoted(&state_dir.display().to_string()),
     )
 }
 
@@ -398,6 +409,28 @@ mod tests {
         let gone = dir.path().join("gone");
         let err = give(&[gone], &nobody).unwrap_err().to_string();
         assert!(err.contains("gone"), "{err}");
+    }
+
+    #[test]
+    fn the_written_agent_toml_loads_with_an_absolute_state_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let answer = hostwatch_proto::v1::EnrollResponse {
+            serial: "0a".to_owned(),
+            ..Default::default()
+        };
+        let state_dir = std::path::absolute(Path::new("relative/state")).unwrap();
+        let text = agent_toml(
+            Some("collector.example.com"),
+            &state_dir,
+            "10.0.0.1:7070",
+            &answer,
+        );
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, text).unwrap();
+        let config = crate::AgentConfig::load(&path).unwrap();
+        assert_eq!(config.collector, "10.0.0.1:7070");
+        assert_eq!(config.state_dir, state_dir);
+        assert_eq!(config.tls.key, dir.path().join("agent.key"));
     }
 
     #[test]

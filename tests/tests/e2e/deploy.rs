@@ -52,7 +52,13 @@ const COLLECTOR: &str = env!("CARGO_BIN_EXE_e2e-collector");
 
 /// Runs `program` to its end, with `env` in its environment.
 fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    run_in(Path::new("."), program, args, env)
+}
+
+/// Runs `program` to its end in the directory `cwd`.
+fn run_in(cwd: &Path, program: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     std::process::Command::new(program)
+        .current_dir(cwd)
         .args(args)
         .env_remove("HOSTWATCH_CONFIG")
         .env_remove("HOSTWATCH_ENROLL_TOKEN")
@@ -155,10 +161,11 @@ impl Site {
         run(HOSTWATCH, &[&["--config", &cli][..], args].concat(), &[])
     }
 
-    /// `hostwatch-agent enroll` for `host` with `token`, files in
-    /// `<dir>/<host>`.
+    /// `hostwatch-agent enroll` for `host` with `token`, run in the
+    /// site's directory: files in `<host>`, state in `<host>/state`, as
+    /// an operator would type them (relative).
     fn enroll(&self, host: &str, token: &str, extra: &[&str]) -> Output {
-        let dir = self.dir.path().join(host);
+        let dir = Path::new(host);
         let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
             .unwrap()
             .unwrap()
@@ -178,7 +185,8 @@ impl Site {
             "--user",
             &user,
         ];
-        run(
+        run_in(
+            self.dir.path(),
             AGENT,
             &[&args[..], extra].concat(),
             &[("HOSTWATCH_ENROLL_TOKEN", token)],
@@ -309,17 +317,22 @@ async fn renews(tls: TlsFiles, addr: SocketAddr, host: &str) -> bool {
 async fn the_readme_deployment_enrolls_renews_and_revokes() {
     let site = Site::start();
     // The collector may still be starting: asked until it answers.
-    let token = eventually(WAIT, "an enrollment token", || {
+    let created = eventually(WAIT, "an enrollment token", || {
         let out = site.cli(&[
             "token", "create", "--enroll", "--uses", "3", "--ttl", "1h", "--hosts", "web-*",
         ]);
-        async move {
-            out.status
-                .success()
-                .then(|| text(&out.stdout).trim().to_owned())
-        }
+        async move { out.status.success().then_some(out) }
     })
     .await;
+    let token = text(&created.stdout).trim().to_owned();
+    // The command to run on each host, with the pin, the token kept out of it.
+    let hint = text(&created.stderr);
+    assert!(
+        hint.contains("HOSTWATCH_ENROLL_TOKEN=<token> hostwatch-agent enroll")
+            && hint.contains(&format!("--ca-pin {}", site.pin))
+            && !hint.contains(&token),
+        "{hint}"
+    );
     let enroll = site.enroll.clone();
     eventually(WAIT, "the enrollment listener", || {
         let enroll = enroll.clone();
@@ -344,6 +357,9 @@ async fn the_readme_deployment_enrolls_renews_and_revokes() {
             site.last(host.name, "hostwatch_agent_batches_total")
         })
         .await;
+        // The spool is in the state directory given to enroll.
+        let spool = site.dir.path().join(host.name).join("state/spool");
+        assert!(spool.is_dir(), "{}", spool.display());
     }
     let listed = ok("hosts", site.cli(&["hosts", "--json"]));
     assert!(
