@@ -40,6 +40,11 @@ pub(crate) enum RenewError {
     NoAnswer(Duration),
     #[error("the renewed certificate is unusable: {0}")]
     Answer(hostwatch_pki::PkiError),
+    #[error(
+        "a renewed certificate could not be saved, so none is asked for: {0} \
+         (the agent's user must be able to create files beside tls.cert and tls.key)"
+    )]
+    Unwritable(hostwatch_pki::PkiError),
     #[error(transparent)]
     Pki(#[from] hostwatch_pki::PkiError),
 }
@@ -127,6 +132,11 @@ async fn renew_once(
     channel: &watch::Receiver<Option<Channel>>,
     host_id: &str,
 ) -> Result<(String, i64), RenewError> {
+    let (cert, key) = (config.tls.cert.clone(), config.tls.key.clone());
+    tokio::task::spawn_blocking(move || CertPair::check_replaceable(&cert, &key))
+        .await
+        .map_err(|e| RenewError::Pki(hostwatch_pki::PkiError::BadCertificate(e.to_string())))?
+        .map_err(RenewError::Unwritable)?;
     // The certificate is renewed over the stream's connection: wait for one.
     let channel = channel
         .clone()
@@ -164,6 +174,35 @@ async fn renew_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Files that could not be replaced: refused at once, before waiting
+    /// for a connection to ask over (there is none here).
+    #[tokio::test]
+    async fn no_certificate_is_asked_for_that_could_not_be_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            "collector = \"127.0.0.1:1\"\nstate_dir = \"state\"\n\
+             [tls]\nca = \"ca.pem\"\ncert = \"gone/agent.pem\"\nkey = \"gone/agent.key\"\n",
+        )
+        .unwrap();
+        let config = AgentConfig::load(&path).unwrap();
+        let (_keep, channel) = watch::channel(None);
+        let result = tokio::time::timeout(
+            Duration::from_secs(30),
+            renew_once(&config, &channel, "web-1"),
+        )
+        .await
+        .expect("refused without waiting for a connection");
+        let err = result.unwrap_err();
+        assert!(matches!(err, RenewError::Unwritable(_)), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("agent.key.new") && text.contains("tls.cert"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn renewal_is_due_two_thirds_of_the_way() {

@@ -275,6 +275,21 @@ impl CertPair {
         }
         written
     }
+
+    /// Checks that [`replace_files`](Self::replace_files) could write
+    /// beside `cert` and `key`, by creating and removing the temporary
+    /// files it writes: a renewal asks for no certificate it could not save.
+    pub fn check_replaceable(cert: &Path, key: &Path) -> Result<(), PkiError> {
+        for path in [key, cert] {
+            let temp = temp_beside(path);
+            write_file(&temp, b"", 0o600)?;
+            std::fs::remove_file(&temp).map_err(|source| PkiError::Write {
+                path: temp.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
 }
 
 /// `path` with `.new` appended: in the same directory, so a rename over
@@ -990,5 +1005,16 @@ mod tests {
         let gone = dir.path().join("gone/agent.pem");
         let err = new.replace_files(&gone, &key).unwrap_err().to_string();
         assert!(err.contains("gone"), "{err}");
+        // Checked beforehand the same, leaving nothing behind.
+        CertPair::check_replaceable(&cert, &key).unwrap();
+        let err = CertPair::check_replaceable(&gone, &key)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("gone/agent.pem.new"), "{err}");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
     }
 }
