@@ -278,6 +278,7 @@ pub(crate) fn hosts(config_path: &Path, json: bool, filter: &HostFilter) -> anyh
         "STATUS".to_owned(),
         "LAST SEEN".to_owned(),
         "OS".to_owned(),
+        "KERNEL".to_owned(),
         "CPUS".to_owned(),
         "MEMORY".to_owned(),
         "AGENT".to_owned(),
@@ -293,6 +294,7 @@ pub(crate) fn hosts(config_path: &Path, json: bool, filter: &HostFilter) -> anyh
             format!("{} {}", facts.os_name, facts.os_version)
                 .trim()
                 .to_owned(),
+            facts.kernel_version.clone(),
             facts.cpu_count.to_string(),
             format_bytes(facts.memory_total_bytes as f64),
             facts.agent_version.clone(),

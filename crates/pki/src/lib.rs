@@ -822,17 +822,19 @@ pub fn certificate_expiry_ms(cert: &CertificateDer<'_>) -> Option<i64> {
 /// `None` if it cannot be parsed.
 pub fn certificate_serial_hex(cert: &CertificateDer<'_>) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    let hex: String = parsed
-        .raw_serial()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    Some(serial_hex(parsed.raw_serial()))
+}
+
+/// The serial number of big-endian bytes `raw`, lowercase hex without
+/// leading zeros: the one form logs, answers and deny lists show.
+pub(crate) fn serial_hex(raw: &[u8]) -> String {
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
     let trimmed = hex.trim_start_matches('0');
-    Some(if trimmed.is_empty() {
+    if trimmed.is_empty() {
         "0".to_owned()
     } else {
         trimmed.to_owned()
-    })
+    }
 }
 
 /// When a certificate starts and stops being valid (notBefore, notAfter),
