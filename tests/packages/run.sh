@@ -76,7 +76,11 @@ done
 ! getent passwd hostwatch >/dev/null || { echo "packages: dpkg -i NOT RUN (a hostwatch user exists here)"; exit 0; }
 [ ! -e /etc/hostwatch ] || { echo "packages: dpkg -i NOT RUN (/etc/hostwatch exists here)"; exit 0; }
 
-cleanup() { dpkg --purge hostwatch-agent hostwatch-collector hostwatch >/dev/null 2>&1 || true; rm -rf "$out"; }
+cleanup() {
+  [ -z "${collector_pid:-}" ] || kill "$collector_pid" 2>/dev/null || true
+  dpkg --purge hostwatch-agent hostwatch-collector hostwatch >/dev/null 2>&1 || true
+  rm -rf "$out"
+}
 trap cleanup EXIT
 dpkg -i "$(deb hostwatch-agent)" "$(deb hostwatch-collector)" "$(deb hostwatch)" >/dev/null
 [[ "$(getent passwd hostwatch)" == *:/usr/sbin/nologin ]] || fail "no hostwatch system user without a login shell"
@@ -131,6 +135,48 @@ msg=$(HOSTWATCH_COLLECTOR=127.0.0.1:1 HOSTWATCH_ENROLL_TOKEN=t HOSTWATCH_CA_PIN=
   dpkg -i "$(deb hostwatch-agent)" 2>&1 </dev/null) || fail "dpkg -i failed with a failed enrollment: $msg"
 grep -q "enrollment failed; installed, not enrolled" <<<"$msg" || fail "postinst: $msg"
 [ ! -e /etc/hostwatch/agent.key ] || fail "a failed enrollment left agent.key"
+# Against a real collector (the debug build, on loopback): install.sh
+# enrolls, and the key is the service user's alone.
+enroll_for_real() {
+  local hw=$target/debug/hostwatch pki=$out/pki listen enroll_port token
+  "$hw" certs init --dir "$pki" >"$out/pin" 2>/dev/null
+  "$hw" certs issue --role collector --name main --ip 127.0.0.1 --dir "$pki" >/dev/null
+  "$hw" certs issue --role operator --name ops --dir "$pki" >/dev/null
+  listen=$(free_port) enroll_port=$(free_port)
+  printf '%s\n' "listen = \"127.0.0.1:$listen\"" "enroll_listen = \"127.0.0.1:$enroll_port\"" \
+    'data_dir = "data"' '[tls]' 'ca = "pki/ca.pem"' 'cert = "pki/collector-main.pem"' \
+    'key = "pki/collector-main.key"' '[enroll]' 'issuer_cert = "pki/issuing.pem"' \
+    'issuer_key = "pki/issuing.key"' >"$out/collector.toml"
+  printf '%s\n' "collector = \"127.0.0.1:$listen\"" '[tls]' 'ca = "pki/ca.pem"' \
+    'cert = "pki/operator-ops.pem"' 'key = "pki/operator-ops.key"' >"$out/cli.toml"
+  "$target/debug/hostwatch-collector" --config "$out/collector.toml" 2>"$out/collector.log" &
+  collector_pid=$!
+  # Bounded: the collector may take a moment to listen.
+  for _ in $(seq 150); do
+    token=$("$hw" --config "$out/cli.toml" token create --enroll 2>/dev/null) && break
+    sleep 0.2
+  done
+  [ -n "$token" ] || fail "no enrollment token: $(cat "$out/collector.log")"
+  HOSTWATCH_ENROLL_TOKEN=$token deploy/install.sh agent --deb "$(deb hostwatch-agent)" \
+    --collector "127.0.0.1:$enroll_port" --ca-pin "$(cat "$out/pin")" </dev/null >/dev/null \
+    || fail "install.sh did not enroll: $(cat "$out/collector.log")"
+  local owners; owners=$(stat -c '%n %a %U' /etc/hostwatch/agent.key /etc/hostwatch/agent.pem \
+    /etc/hostwatch/agent.toml /etc/hostwatch/ca.pem | tr '\n' ';')
+  [ "$owners" = "/etc/hostwatch/agent.key 600 hostwatch;/etc/hostwatch/agent.pem 644 hostwatch;/etc/hostwatch/agent.toml 644 root;/etc/hostwatch/ca.pem 644 root;" ] \
+    || fail "enrolled files: $owners"
+  kill "$collector_pid"; wait "$collector_pid" || true; collector_pid=
+}
+# free_port: a loopback port nothing answers on (bounded tries).
+free_port() {
+  local port
+  for _ in $(seq 100); do
+    port=$(shuf -i 20000-32000 -n 1)
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
+  done
+  fail "no free port"
+}
+collector_pid=
+enroll_for_real
 dpkg --purge hostwatch-agent >/dev/null
 dpkg --purge hostwatch-collector hostwatch >/dev/null
 ! getent passwd hostwatch >/dev/null || fail "purge left the hostwatch user"
@@ -138,4 +184,4 @@ dpkg --purge hostwatch-collector hostwatch >/dev/null
 [ ! -e /etc/hostwatch ] || fail "purge left /etc/hostwatch: $(ls -A /etc/hostwatch)"
 [ ! -e /lib/systemd/system/hostwatch-agent.service ] || fail "purge left the unit"
 [ ! -e /etc/systemd/system/multi-user.target.wants/hostwatch-agent.service ] || fail "purge left the unit enabled"
-echo "packages: installed, checked (user, files, units enabled, not running), upgraded, removed, enroll run by install.sh and postinst, purged"
+echo "packages: installed, checked (user, files, units enabled, not running), upgraded, removed, enroll run by install.sh and postinst, enrolled against a collector (key the service user's), purged"
