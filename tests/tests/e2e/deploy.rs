@@ -179,7 +179,7 @@ impl Site {
             "--host-id",
             host,
             "--dir",
-            &p(&dir),
+            &p(dir),
             "--state-dir",
             &p(&dir.join("state")),
             "--user",
