@@ -57,9 +57,9 @@ pub struct EnrollArgs {
     /// state_dir of the written agent.toml.
     #[arg(long, default_value = "/var/lib/hostwatch-agent")]
     pub state_dir: PathBuf,
-    /// The user the agent runs as, who gets the written files (only root
-    /// can give them away); default, when run as root: `hostwatch`, the
-    /// packages' service user, if it exists.
+    /// The user the agent runs as, who gets the key and the certificate
+    /// (only root can give them away); default, when run as root:
+    /// `hostwatch`, the packages' service user, if it exists.
     #[arg(long)]
     pub user: Option<String>,
 }
@@ -180,7 +180,7 @@ pub async fn enroll(args: &EnrollArgs) -> Result<Enrolled, EnrollError> {
     })
 }
 
-/// Whom the written files are given to: `None` leaves them the caller's
+/// Whom the key and the certificate are given to: `None` leaves them the caller's
 /// (`euid`). Decided before anything is sent, so that a user who does not
 /// exist stops the enrollment before the token is used.
 fn owner(requested: Option<&str>, euid: Uid) -> Result<Option<User>, EnrollError> {
