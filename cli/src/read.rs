@@ -215,9 +215,9 @@ impl HostFilter {
     }
 }
 
-pub(crate) fn hosts(config_path: &Path, json: bool, filter: &HostFilter) -> anyhow::Result<()> {
-    let config = ClientConfig::load(config_path)?;
-    let hosts = runtime()?.block_on(async {
+/// Every host the collector knows, all pages of `Query.ListHosts`.
+pub(crate) fn fetch_hosts(config: &ClientConfig) -> anyhow::Result<Vec<HostStatus>> {
+    runtime()?.block_on(async {
         let mut client = QueryClient::new(config.connect().await?);
         let mut hosts = Vec::new();
         let mut page_token = String::new();
@@ -236,7 +236,12 @@ pub(crate) fn hosts(config_path: &Path, json: bool, filter: &HostFilter) -> anyh
             page_token = page.next_page_token;
         }
         anyhow::Ok(hosts)
-    })?;
+    })
+}
+
+pub(crate) fn hosts(config_path: &Path, json: bool, filter: &HostFilter) -> anyhow::Result<()> {
+    let config = ClientConfig::load(config_path)?;
+    let hosts = fetch_hosts(&config)?;
     let now = now_ms();
     let hosts: Vec<HostStatus> = hosts.into_iter().filter(|h| filter.keeps(h, now)).collect();
     if json {

@@ -491,6 +491,14 @@ async fn revoke_one_keep_the_other(site: &Site, hosts: &[Host; 2], token: &str) 
         "{revoked}"
     );
     assert!(!revoked.contains("web-2"), "{revoked}");
+    // A name no host has: revoked all the same, with a warning.
+    let typo = site.cli(&["hosts", "revoke", "web-3"]);
+    assert!(typo.status.success(), "{typo:?}");
+    let warning = text(&typo.stderr);
+    assert!(
+        warning.contains("web-3 is not a host this collector knows"),
+        "{warning}"
+    );
     // web-2 streams on, on a certificate still renewed.
     eventually(WAIT, "web-2's batches after the revocation", || async {
         let last = site.last("web-2", "hostwatch_agent_batches_total").await?;
