@@ -14,20 +14,27 @@
 //! What a test cannot run as the README does, and what runs instead:
 //! - `deploy/debian/build.sh`, `dpkg -i` and `deploy/install.sh` need root
 //!   and a machine without hostwatch installed: `tests/packages/run.sh`
-//!   builds and installs the packages and runs their enroll command; here
-//!   the programs run directly, built by this crate (`e2e-hostwatch`,
-//!   `e2e-collector`, `e2e-agent`: the same code as the real binaries).
+//!   builds and installs the packages and enrolls through them against a
+//!   collector; here the programs run directly, built by this crate
+//!   (`e2e-hostwatch`, `e2e-collector`, `e2e-agent`: the same code as the
+//!   real binaries).
 //! - `systemctl start`: each daemon runs as the unit's `ExecStart=` runs it
-//!   (`--config FILE`), from files in a temporary directory rather than
-//!   `/etc/hostwatch` (enroll's `--dir`, `--state-dir`), as the user
+//!   (`--config FILE`), without the unit's sandbox, from files in a
+//!   temporary directory rather than `/etc/hostwatch` (enroll's `--dir`
+//!   and `--state-dir`, relative, as typed in that directory), as the user
 //!   running the test (`--user` names it, since the `hostwatch` user of
-//!   the packages may not exist here).
+//!   the packages may not exist here). Renewal needs a directory the agent
+//!   may write, which the shipped unit does not give it yet
+//!   (docs/operations.md, "Renewal").
+//! - Two hosts on one machine: `--host-id web-1` and `web-2` instead of
+//!   the host name.
 //! - Addresses: loopback ports chosen at test time; the collector's
 //!   certificate names `localhost` and 127.0.0.1.
 //! - Test time instead of production time: `enroll.cert_lifetime` of
 //!   20 s (30 days by default), so that certificates renew within the
 //!   test; the agents sample and look at their certificate files every
-//!   200 ms (keys added to the agent.toml enroll wrote).
+//!   200 ms and reconnect within 500 ms (keys added to the agent.toml
+//!   enroll wrote).
 
 use hostwatch_pki::TlsFiles;
 use hostwatch_proto::v1::ingest_client::IngestClient;
