@@ -1,6 +1,11 @@
 //! `hostwatch-agent enroll`: makes this host's key, has the collector sign
-//! it with an enrollment token, and writes what the agent needs to run
-//! (`ca.pem`, `agent.pem`, `agent.key`, `agent.toml`).
+//! it with an enrollment token, and writes what the agent needs to run:
+//! `agent.toml` and `agent-ca.pem` in `--dir` (`/etc/hostwatch`, root's:
+//! the agent cannot change whom it trusts, and a collector's `ca.pem` on
+//! the same host is left alone), `agent.pem` and `agent.key` in
+//! `--pki-dir` (`/var/lib/hostwatch-agent/pki`, in the state directory the
+//! systemd unit lets the agent write, as kubelet's `/var/lib/kubelet/pki`),
+//! where renewal replaces them.
 //!
 //! Order matters: nothing is sent before the collector's chain has been
 //! verified against the pinned CA and the collector's name (the TLS
@@ -8,9 +13,10 @@
 //! or a collector of another deployment never sees the token; the key is
 //! made on this host and never leaves it; nothing is written before the
 //! certificate is in hand, and an existing key is replaced only when asked.
-//! Run as root, it gives the key and the certificate to the user the agent
-//! runs as (`--user`, by default the packages' `hostwatch` when it
-//! exists): the key is that user's alone (mode 0600).
+//! Run as root, it gives the key and the certificate, their directory and
+//! a state directory it creates to the user the agent runs as (`--user`,
+//! by default the packages' `hostwatch` when it exists): the key is that
+//! user's alone (mode 0600).
 
 use hostwatch_pki::{CaPin, CertPair, Identity, Role};
 use hostwatch_proto::v1::EnrollRequest;
@@ -38,9 +44,14 @@ pub struct EnrollArgs {
     /// This host's id; default: the host name.
     #[arg(long)]
     pub host_id: Option<String>,
-    /// Where the files are written.
+    /// Where agent.toml and agent-ca.pem are written (they stay the
+    /// caller's).
     #[arg(long, default_value = "/etc/hostwatch")]
     pub dir: PathBuf,
+    /// Where agent.pem and agent.key are written, and renewed (the agent's
+    /// user's, mode 0700); default: pki in --state-dir.
+    #[arg(long)]
+    pub pki_dir: Option<PathBuf>,
     /// Replace an existing agent.key, and ask the collector to issue a
     /// certificate even if this host id holds one that has not expired.
     #[arg(long)]
@@ -54,7 +65,8 @@ pub struct EnrollArgs {
     /// --collector.
     #[arg(long)]
     pub server_name: Option<String>,
-    /// state_dir of the written agent.toml.
+    /// state_dir of the written agent.toml; made the agent's user's if
+    /// enroll creates it.
     #[arg(long, default_value = "/var/lib/hostwatch-agent")]
     pub state_dir: PathBuf,
     /// The user the agent runs as, who gets the key and the certificate
@@ -101,6 +113,8 @@ pub struct Enrolled {
     pub serial: String,
     pub not_after_ms: i64,
     pub ingest: String,
+    /// Where the key and the certificate are.
+    pub pki_dir: PathBuf,
     /// The user the files were given to, if not the caller.
     pub owner: Option<String>,
 }
@@ -134,7 +148,23 @@ pub async fn enroll(args: &EnrollArgs) -> Result<Enrolled, EnrollError> {
             args.state_dir.display()
         ))
     })?;
-    let key_path = args.dir.join("agent.key");
+    let pki_dir = match &args.pki_dir {
+        Some(dir) => std::path::absolute(dir).map_err(|e| {
+            usage(format!(
+                "--pki-dir {}: cannot make it absolute: {e}",
+                dir.display()
+            ))
+        })?,
+        None => state_dir.join("pki"),
+    };
+    let files = Files {
+        dir: args.dir.clone(),
+        state_dir,
+        cert: pki_dir.join("agent.pem"),
+        key: pki_dir.join("agent.key"),
+        pki_dir,
+    };
+    let key_path = &files.key;
     if key_path.exists() && !args.replace {
         return Err(usage(format!(
             "{} exists: this host is enrolled; --replace makes a new key and certificate",
@@ -168,14 +198,15 @@ pub async fn enroll(args: &EnrollArgs) -> Result<Enrolled, EnrollError> {
         .filter(|p| *p != 0)
         .ok_or_else(|| EnrollError::Answer(format!("ingest port {}", answer.ingest_port)))?;
     let ingest = args.ingest.clone().unwrap_or(format!("{host}:{port}"));
-    let config = agent_toml(args.server_name.as_deref(), &state_dir, &ingest, &answer);
-    write_files(args, &key.serialize_pem(), &answer, &config, owner.as_ref())?;
+    let config = agent_toml(args.server_name.as_deref(), &files, &ingest, &answer);
+    write_files(&files, &key.serialize_pem(), &answer, &config, owner.as_ref())?;
     Ok(Enrolled {
         host_id,
         config: args.dir.join("agent.toml"),
         serial: answer.serial,
         not_after_ms: answer.not_after_ms,
         ingest,
+        pki_dir: files.pki_dir,
         owner: owner.map(|user| user.name),
     })
 }
@@ -241,13 +272,30 @@ fn split_address(address: &str) -> Option<(String, u16)> {
     Some((host.to_owned(), authority.port_u16()?))
 }
 
-/// Writes ca.pem, agent.pem, agent.key (mode 0600, also over an existing
-/// key of another mode) and agent.toml. `owner` gets the certificate and
-/// the key, which are the agent's to read and renew; the CA and the
-/// configuration stay the caller's, so the agent cannot change whom it
-/// trusts.
+/// Where enroll writes (absolute but for `dir`, which agent.toml's
+/// relative paths are not needed for).
+struct Files {
+    /// agent.toml and agent-ca.pem.
+    dir: PathBuf,
+    state_dir: PathBuf,
+    /// agent.pem and agent.key.
+    pki_dir: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// The name of the CA file the agent trusts: not `ca.pem`, which a
+/// collector on the same host has in the same directory.
+pub const AGENT_CA_FILE: &str = "agent-ca.pem";
+
+/// Writes agent-ca.pem, agent.pem, agent.key (mode 0600, also over an
+/// existing key of another mode) and agent.toml. `owner` gets the
+/// certificate, the key and their directory, which are the agent's to
+/// read and renew, and the state directory if enroll makes it; the CA and
+/// the configuration stay the caller's, so the agent cannot change whom
+/// it trusts.
 fn write_files(
-    args: &EnrollArgs,
+    files: &Files,
     key_pem: &str,
     answer: &hostwatch_proto::v1::EnrollResponse,
     agent_toml: &str,
@@ -257,28 +305,56 @@ fn write_files(
         let path = path.to_owned();
         move |source| EnrollError::Write { path, source }
     };
-    std::fs::create_dir_all(&args.dir).map_err(write_err(&args.dir))?;
-    let ca = args.dir.join("ca.pem");
+    std::fs::create_dir_all(&files.dir).map_err(write_err(&files.dir))?;
+    let ca = files.dir.join(AGENT_CA_FILE);
     std::fs::write(&ca, &answer.ca_pem).map_err(write_err(&ca))?;
-    let (cert, key) = (args.dir.join("agent.pem"), args.dir.join("agent.key"));
+    let made_state_dir = !files.state_dir.exists();
+    if made_state_dir {
+        private_dir(&files.state_dir)?;
+    }
+    private_dir(&files.pki_dir)?;
+    if let Some(user) = owner {
+        if made_state_dir {
+            give(std::slice::from_ref(&files.state_dir), user)?;
+        }
+        give(std::slice::from_ref(&files.pki_dir), user)?;
+    }
     CertPair {
         cert_pem: answer.certificate_chain_pem.clone(),
         key_pem: key_pem.to_owned(),
     }
-    .replace_files(&cert, &key)?;
-    let config = args.dir.join("agent.toml");
+    .replace_files(&files.cert, &files.key)?;
+    let config = files.dir.join("agent.toml");
     std::fs::write(&config, agent_toml).map_err(write_err(&config))?;
     match owner {
-        Some(user) => give(&[cert, key], user),
+        Some(user) => give(&[files.cert.clone(), files.key.clone()], user),
         None => Ok(()),
     }
+}
+
+/// Makes `dir` mode 0700 (as the unit's StateDirectoryMode), its missing
+/// parents with the default mode (the agent's user passes through them).
+fn private_dir(dir: &Path) -> Result<(), EnrollError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let err = |source| EnrollError::Write {
+        path: dir.to_owned(),
+        source,
+    };
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent).map_err(err)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(err(e)),
+        _ => {}
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)
 }
 
 /// A ready agent.toml: the defaults of every other key apply (see
 /// `deploy/agent.toml` for them).
 fn agent_toml(
     server_name: Option<&str>,
-    state_dir: &Path,
+    files: &Files,
     ingest: &str,
     answer: &hostwatch_proto::v1::EnrollResponse,
 ) -> String {
@@ -295,13 +371,19 @@ fn agent_toml(
          {server_name}\
          state_dir = {state_dir}\n\
          \n\
+         \n\
+         # The certificate and key are renewed where they are: a directory\n\
+         # the agent's user may write. It trusts agent-ca.pem, which it may not.\n\
          [tls]\n\
-         ca = \"ca.pem\"\n\
-         cert = \"agent.pem\"\n\
-         key = \"agent.key\"\n",
+         ca = {ca}\n\
+         cert = {cert}\n\
+         key = {key}\n",
         serial = answer.serial,
         collector = quoted(ingest),
-        state_dir = quoted(&state_dir.display().to_string()),
+        state_dir = quoted(&files.state_dir.display().to_string()),
+        ca = quoted(AGENT_CA_FILE),
+        cert = quoted(&files.cert.display().to_string()),
+        key = quoted(&files.key.display().to_string()),
     )
 }
 
@@ -419,9 +501,16 @@ mod tests {
             ..Default::default()
         };
         let state_dir = std::path::absolute(Path::new("relative/state")).unwrap();
+        let files = Files {
+            dir: dir.path().to_owned(),
+            state_dir: state_dir.clone(),
+            pki_dir: state_dir.join("pki"),
+            cert: state_dir.join("pki/agent.pem"),
+            key: state_dir.join("pki/agent.key"),
+        };
         let text = agent_toml(
             Some("collector.example.com"),
-            &state_dir,
+            &files,
             "10.0.0.1:7070",
             &answer,
         );
@@ -430,7 +519,9 @@ mod tests {
         let config = crate::AgentConfig::load(&path).unwrap();
         assert_eq!(config.collector, "10.0.0.1:7070");
         assert_eq!(config.state_dir, state_dir);
-        assert_eq!(config.tls.key, dir.path().join("agent.key"));
+        assert_eq!(config.tls.key, state_dir.join("pki/agent.key"));
+        assert_eq!(config.tls.cert, state_dir.join("pki/agent.pem"));
+        assert_eq!(config.tls.ca, dir.path().join("agent-ca.pem"));
     }
 
     #[test]

@@ -145,10 +145,16 @@ impl SessionError {
         let SessionError::Refused(status) = self else {
             return None;
         };
-        let value = status.metadata().get(PUSHBACK_KEY)?.to_str().ok()?;
-        let ms: u64 = value.trim().parse().ok()?;
-        Some(Duration::from_millis(ms).min(MAX_PUSHBACK))
+        pushback(status)
     }
+}
+
+/// The delay a collector asked for with the refusal `status`, at most
+/// [`MAX_PUSHBACK`]; a value that is not a decimal number is ignored.
+pub(crate) fn pushback(status: &tonic::Status) -> Option<Duration> {
+    let value = status.metadata().get(PUSHBACK_KEY)?.to_str().ok()?;
+    let ms: u64 = value.trim().parse().ok()?;
+    Some(Duration::from_millis(ms).min(MAX_PUSHBACK))
 }
 
 impl Shipper {

@@ -21,6 +21,10 @@ fn example_configurations_load() {
     let enroll = hostwatch_collector::config::EnrollConfig::default();
     assert_eq!(collector.enroll.cert_lifetime, enroll.cert_lifetime);
     assert_eq!(collector.enroll.max_connections, enroll.max_connections);
+    assert_eq!(
+        collector.enroll.min_renew_interval,
+        enroll.min_renew_interval
+    );
     assert!(
         collector
             .enroll
@@ -140,6 +144,7 @@ fn example_configurations_set_every_documented_default() {
         "issuer_cert",
         "issuer_key",
         "cert_lifetime",
+        "min_renew_interval",
     ] {
         assert!(
             collector.contains(&format!("\n{key} = ")),

@@ -328,10 +328,16 @@ fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
         path: path.to_owned(),
         source,
     };
+    // Made anew, never opened through what is there: the directory may be
+    // the agent's while root writes in it (enroll), and a link left at
+    // `path` must not point root's write elsewhere.
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(e)),
+        _ => {}
+    }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(mode)
         .open(path)
         .map_err(err)?;
@@ -1018,5 +1024,25 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    /// A link left where the temporary key is written (by whoever owns
+    /// the directory) is replaced, not written through.
+    #[test]
+    fn a_link_at_the_temporary_file_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::generate("test", 1).unwrap();
+        let identity = Identity::new(Role::Agent, "web-1").unwrap();
+        let pair = ca
+            .issue(&identity, &IssueOptions::valid_for_days(1))
+            .unwrap();
+        let (cert, key) = pair.write(dir.path(), "agent").unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::write(&elsewhere, "untouched").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, temp_beside(&key)).unwrap();
+        pair.replace_files(&cert, &key).unwrap();
+        assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "untouched");
+        assert_eq!(std::fs::read_to_string(&key).unwrap(), pair.key_pem);
+        assert!(!std::fs::symlink_metadata(&key).unwrap().is_symlink());
     }
 }

@@ -108,6 +108,7 @@ impl Site {
             ingest: None,
             server_name: None,
             state_dir: dir.join("state"),
+            pki_dir: None,
             user: None,
         }
     }
@@ -169,23 +170,43 @@ async fn an_enrolled_agent_streams_with_the_files_it_wrote() {
     let site = Site::start().await;
     let (token, name) = site.token(1, 3_600_000, "web-*").await;
     let dir = tempfile::tempdir().unwrap();
+    // A collector on the same host keeps its CA file in the same place.
+    let collectors_ca = dir.path().join("ca.pem");
+    std::fs::write(&collectors_ca, "the collector's").unwrap();
     let done = enroll(&site.args(&token, "web-1", dir.path()))
         .await
         .unwrap();
     assert_eq!(done.ingest, site.collector.addr.to_string());
+    assert_eq!(
+        std::fs::read_to_string(&collectors_ca).unwrap(),
+        "the collector's"
+    );
+    // The key and certificate in the state directory, which the agent
+    // may write (renewal), the rest beside agent.toml.
+    assert_eq!(done.pki_dir, dir.path().join("state/pki"));
+    let written = hostwatch_agent::AgentConfig::load(&done.config).unwrap();
+    assert_eq!(written.tls.cert, dir.path().join("state/pki/agent.pem"));
+    assert_eq!(written.tls.ca, dir.path().join("agent-ca.pem"));
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(dir.path().join("agent.key"))
+    for private in ["state", "state/pki"] {
+        let mode = std::fs::metadata(dir.path().join(private))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "{private}");
+    }
+    let mode = std::fs::metadata(dir.path().join("state/pki/agent.key"))
         .unwrap()
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
     openssl_verify(
-        &dir.path().join("ca.pem"),
+        &dir.path().join("agent-ca.pem"),
         &site.issuing,
-        &dir.path().join("agent.pem"),
+        &dir.path().join("state/pki/agent.pem"),
     );
     // The issued certificate: the agent's identity, client-auth only.
-    let chain = std::fs::read(dir.path().join("agent.pem")).unwrap();
+    let chain = std::fs::read(dir.path().join("state/pki/agent.pem")).unwrap();
     let leaf = rustls::pki_types::pem::PemObject::pem_slice_iter(&chain)
         .next()
         .unwrap()
@@ -222,7 +243,7 @@ async fn an_enrolled_agent_streams_with_the_files_it_wrote() {
         message.contains("no uses left") && !message.contains(&token),
         "{message}"
     );
-    assert!(!other.path().join("agent.key").exists());
+    assert!(!other.path().join("state/pki/agent.key").exists());
     site.collector.stop().await;
 }
 
@@ -285,7 +306,7 @@ async fn bad_tokens_are_refused_without_using_them() {
         enroll(&site.args(&api, "web-1", dir.path())).await,
         Code::Unauthenticated,
     );
-    assert!(!dir.path().join("agent.key").exists());
+    assert!(!dir.path().join("state/pki/agent.key").exists());
     assert_eq!(site.listed(&name).await.uses_left, 5);
     assert_eq!(site.counted().await, (0, 7));
     site.collector.stop().await;
@@ -391,7 +412,7 @@ async fn a_live_host_is_enrolled_again_only_with_replace() {
     );
     assert!(message.contains(&first.serial), "{message}");
     assert_eq!(site.listed(&name).await.uses_left, 2);
-    let key_path = dir.path().join("agent.key");
+    let key_path = dir.path().join("state/pki/agent.key");
     let key_before = std::fs::read(&key_path).unwrap();
     // A key someone made readable to all: the new one is not.
     use std::os::unix::fs::PermissionsExt;
@@ -404,9 +425,9 @@ async fn a_live_host_is_enrolled_again_only_with_replace() {
     let mode = std::fs::metadata(&key_path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
     openssl_verify(
-        &dir.path().join("ca.pem"),
+        &dir.path().join("agent-ca.pem"),
         &site.issuing,
-        &dir.path().join("agent.pem"),
+        &dir.path().join("state/pki/agent.pem"),
     );
     assert_eq!(site.listed(&name).await.uses_left, 1);
     site.collector.stop().await;
@@ -433,7 +454,7 @@ async fn a_wrong_pin_refuses_the_collector_before_sending_the_token() {
     assert!(bad.is_err());
     assert_eq!(site.counted().await, (0, 0));
     assert_eq!(site.listed(&name).await.uses_left, 1);
-    assert!(!dir.path().join("agent.key").exists());
+    assert!(!dir.path().join("state/pki/agent.key").exists());
     site.collector.stop().await;
 }
 

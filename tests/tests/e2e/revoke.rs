@@ -41,6 +41,10 @@ async fn enroll_token(pki: &TestPki, addr: std::net::SocketAddr) -> String {
         .token
 }
 
+/// Renewals checked right after enrollment, and again: not held back by
+/// `enroll.min_renew_interval` (tested in renew.rs).
+const RENEW_AT_ONCE: &str = "min_renew_interval = \"1ms\"\n";
+
 fn args(pki: &TestPki, enroll_addr: &str, token: &str, dir: &Path) -> EnrollArgs {
     EnrollArgs {
         collector: enroll_addr.to_owned(),
@@ -52,6 +56,7 @@ fn args(pki: &TestPki, enroll_addr: &str, token: &str, dir: &Path) -> EnrollArgs
         ingest: None,
         server_name: None,
         state_dir: dir.join("state"),
+        pki_dir: None,
         user: None,
     }
 }
@@ -78,7 +83,7 @@ async fn a_revoked_host_is_cut_off_until_a_newer_token_enrolls_it() {
     let data = tempfile::tempdir().unwrap();
     let enroll_addr = format!("127.0.0.1:{}", free_port());
     let extra = format!(
-        "enroll_listen = {enroll_addr:?}\n[enroll]\nissuer_cert = {:?}\nissuer_key = {:?}\n",
+        "enroll_listen = {enroll_addr:?}\n[enroll]\nissuer_cert = {:?}\nissuer_key = {:?}\n{RENEW_AT_ONCE}",
         cert.display().to_string(),
         key.display().to_string()
     );
@@ -256,7 +261,7 @@ async fn a_certificate_on_the_crl_is_refused_and_a_bad_crl_names_its_file() {
     std::fs::write(&crl, ca.revocation_list_pem(&[serial], 1).unwrap()).unwrap();
     let data = tempfile::tempdir().unwrap();
     let extra = format!(
-        "tls_crl = {:?}\n[enroll]\nissuer_cert = {:?}\nissuer_key = {:?}\n",
+        "tls_crl = {:?}\n[enroll]\nissuer_cert = {:?}\nissuer_key = {:?}\n{RENEW_AT_ONCE}",
         crl.display().to_string(),
         cert.display().to_string(),
         key.display().to_string()
