@@ -46,7 +46,8 @@ if [ -n "$collector$token$ca_pin" ]; then
 fi
 
 # enroll_agent: the one enroll command (the key and certificate given to
-# the service's user), then the service started (it is configured now).
+# the service's user, in /var/lib/hostwatch-agent/pki where it renews
+# them), then the service started (it is configured now).
 enroll_agent() {
   local agent=$1
   HOSTWATCH_ENROLL_TOKEN=$token "$agent" enroll --collector "$collector" \

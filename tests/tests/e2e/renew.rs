@@ -193,8 +193,19 @@ async fn bad_renewals_are_refused_with_their_status() {
         assert!(status.message().contains(said), "{said}: {status:?}");
     }
     // The host is the certificate's: web-1 renews for web-1 only.
-    let renewed = renew(agent, good).await.unwrap();
+    let renewed = renew(agent.clone(), good).await.unwrap();
     hostwatch_pki::enroll::check_issued(&renewed.certificate_chain_pem, &key, "web-1").unwrap();
+    // Again at once (an agent that could not save it, say): no second
+    // certificate within enroll.min_renew_interval, and the wait told.
+    let (_, again) = hostwatch_pki::enroll::agent_request("web-1").unwrap();
+    let status = renew(agent, again).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("enroll.min_renew_interval"),
+        "{status:?}"
+    );
+    let pushback: u64 = status.metadata().get("grpc-retry-pushback-ms").unwrap().to_str().unwrap().parse().unwrap();
+    assert!(pushback > 0 && pushback <= 600_000, "{pushback}");
     let mut admin = hostwatch_proto::v1::admin_client::AdminClient::new(
         channel(pki.files(Role::Operator, "ops"), collector.addr)
             .await
@@ -206,7 +217,7 @@ async fn bad_renewals_are_refused_with_their_status() {
         .unwrap()
         .into_inner();
     // The operator was refused before the call was one (as for Stream).
-    assert_eq!((stats.renewals, stats.renewals_refused), (1, 4));
+    assert_eq!((stats.renewals, stats.renewals_refused), (1, 5));
     collector.stop().await;
 
     // A collector without an issuing CA says so.
