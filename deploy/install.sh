@@ -16,8 +16,10 @@
 #     --collector collector.example.com:7071 --token T --ca-pin sha256:HEX
 # (or HOSTWATCH_ENROLL_TOKEN=T in the environment instead of --token).
 #
-# Certificates otherwise: put ca.pem and this machine's certificate and
-# key in /etc/hostwatch (see docs/operations.md, "Deploying").
+# Certificates otherwise: put the CA and this machine's certificate and
+# key where <role>.toml's [tls] names them; an agent's certificate and key
+# in /var/lib/hostwatch-agent/pki, the agent's, so that it can renew them
+# (see docs/operations.md, "Deploying").
 set -euo pipefail
 usage() {
   echo "usage: install.sh agent|collector [--deb FILE] [--collector HOST:PORT --token T --ca-pin sha256:HEX]" >&2

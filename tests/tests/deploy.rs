@@ -35,6 +35,12 @@ fn example_configurations_load() {
     assert!(collector.tls.key.ends_with("deploy/collector.key"));
     let agent = hostwatch_agent::AgentConfig::load(&deploy().join("agent.toml")).unwrap();
     assert_eq!(agent.interval, std::time::Duration::from_secs(10));
+    // Where enroll puts them: renewable under the unit.
+    assert_eq!(
+        agent.tls.key,
+        Path::new("/var/lib/hostwatch-agent/pki/agent.key")
+    );
+    assert!(agent.tls.ca.ends_with("deploy/agent-ca.pem"));
     // The example spells out the defaults, not other values.
     use hostwatch_agent::config as c;
     assert_eq!(agent.limits, c::Limits::default());
