@@ -149,6 +149,8 @@ struct HostJson<'a> {
     /// with; `None` before the collector recorded one.
     certificate_expires_ms: Option<i64>,
     certificate_expires: Option<String>,
+    /// When the host was revoked, if it is.
+    revoked: Option<String>,
 }
 
 /// When a host's agent certificate expires (ms since the epoch; 0 when
@@ -169,11 +171,14 @@ pub(crate) fn certificate_expiry_text(expires_ms: i64, now_ms: i64) -> String {
     }
 }
 
+/// `revoked` before anything else: a revoked host is refused on
+/// purpose, neither up nor down (host-down rules do not page it).
 pub(crate) fn host_status_word(host: &HostStatus) -> &'static str {
-    match (host.up, host.clean_shutdown) {
-        (true, _) => "up",
-        (false, true) => "stopped",
-        (false, false) => "down",
+    match (host.revoked_ms != 0, host.up, host.clean_shutdown) {
+        (true, _, _) => "revoked",
+        (false, true, _) => "up",
+        (false, false, true) => "stopped",
+        (false, false, false) => "down",
     }
 }
 
@@ -272,6 +277,7 @@ pub(crate) fn hosts(config_path: &Path, json: bool, filter: &HostFilter) -> anyh
                         .then_some(h.certificate_expires_ms),
                     certificate_expires: (h.certificate_expires_ms != 0)
                         .then(|| format_rfc3339(h.certificate_expires_ms)),
+                    revoked: (h.revoked_ms != 0).then(|| format_rfc3339(h.revoked_ms)),
                 }
             })
             .collect();
@@ -524,6 +530,22 @@ fn series_json(s: SeriesPoints) -> SeriesJson {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_revoked_host_is_revoked_whether_up_or_down() {
+        let host = |up: bool, clean_shutdown: bool, revoked_ms: i64| HostStatus {
+            up,
+            clean_shutdown,
+            revoked_ms,
+            ..Default::default()
+        };
+        assert_eq!(host_status_word(&host(true, false, 0)), "up");
+        assert_eq!(host_status_word(&host(false, true, 0)), "stopped");
+        assert_eq!(host_status_word(&host(false, false, 0)), "down");
+        for (up, clean) in [(true, false), (false, true), (false, false)] {
+            assert_eq!(host_status_word(&host(up, clean, 5)), "revoked");
+        }
+    }
 
     #[test]
     fn host_filters_keep_expiring_certificates_and_old_agents() {

@@ -632,6 +632,15 @@ impl EnrollStore {
         Ok(inner.hosts.get(host).cloned())
     }
 
+    /// When `host` was revoked, if its revocation is in force.
+    pub(crate) fn revoked_since(&self, host: &str) -> Option<i64> {
+        self.lock()
+            .revoked
+            .get(host)
+            .filter(|r| r.in_force())
+            .map(|r| r.revoked_ms)
+    }
+
     /// The last certificate issued for `host`, if any.
     #[cfg(test)]
     pub(crate) fn issued(&self, host: &str) -> Option<Issued> {
@@ -832,7 +841,7 @@ mod tests {
             .redeem(&old, "web-1", false, issued("0a", 5_000), 0)
             .unwrap();
         let revoked = store
-            .revoke_host("web-1", "stolen", "operator/ops", 100, &["0b".to_owned()])
+            .revoke_host("web-1", "stolen", "ops", 100, &["0b".to_owned()])
             .unwrap();
         assert_eq!(revoked.serials, ["0a", "0b"]);
         let refused = Refused::HostRevoked {

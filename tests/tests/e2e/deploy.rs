@@ -548,6 +548,24 @@ async fn revoke_one_keep_the_other(site: &Site, hosts: &[Host; 2], token: &str) 
         "{revoked}"
     );
     assert!(!revoked.contains("web-2"), "{revoked}");
+    // Listed as revoked, not as down; web-2 as up.
+    let listed = ok("hosts", site.cli(&["hosts"]));
+    let status = |host: &str| {
+        let line = listed.lines().find(|l| l.starts_with(host));
+        let line = line.unwrap_or_else(|| panic!("{listed}"));
+        line.split_whitespace().nth(1).unwrap().to_owned()
+    };
+    assert_eq!(
+        (status("web-1"), status("web-2")),
+        ("revoked".to_owned(), "up".to_owned()),
+        "{listed}"
+    );
+    // Who did it, named as the token list names who made the token.
+    let revoked: serde_json::Value = serde_json::from_str(&revoked).unwrap();
+    let tokens = ok("token list", site.cli(&["token", "list", "--json"]));
+    let tokens: serde_json::Value = serde_json::from_str(&tokens).unwrap();
+    assert_eq!(revoked[0]["revoked_by"], "alice", "{revoked}");
+    assert_eq!(tokens[0]["created_by"], "alice", "{tokens}");
     // A name no host has: revoked all the same, with a warning.
     let typo = site.cli(&["hosts", "revoke", "web-3"]);
     assert!(typo.status.success(), "{typo:?}");
