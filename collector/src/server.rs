@@ -78,7 +78,7 @@ pub async fn serve_with_http(
         config.tls_crl.clone(),
     )?;
     let shared = open_shared(&config, &tls)?;
-    let tls = tls.with_denylist(shared.denylist.clone());
+    let tls = tls.with_denylist(shared.denylist.clone())?;
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<IngestServer<IngestService>>()
@@ -190,7 +190,7 @@ fn start_http(
         ClientAuth::Optional,
         config.tls_crl.clone(),
     )?
-    .with_denylist(shared.denylist.clone());
+    .with_denylist(shared.denylist.clone())?;
     tracing::info!(http_listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "HTTPS API serving");
     let (task, connections) = crate::http::spawn(
         crate::http::Api::new(shared.clone(), config),

@@ -632,6 +632,17 @@ pub fn server_config_with_crl(
     client_auth: ClientAuth,
     crl: Option<&Path>,
 ) -> Result<(Arc<ServerConfig>, Identity), PkiError> {
+    server_config_denying(files, client_auth, crl, None)
+}
+
+/// [`server_config_with_crl`], refusing in the handshake the client
+/// certificates `denylist` denies, with the `certificate_revoked` alert.
+pub(crate) fn server_config_denying(
+    files: &TlsFiles,
+    client_auth: ClientAuth,
+    crl: Option<&Path>,
+    denylist: Option<&transport::Denylist>,
+) -> Result<(Arc<ServerConfig>, Identity), PkiError> {
     let crls = match crl {
         Some(path) => read_crls(path)?,
         None => Vec::new(),
@@ -668,6 +679,7 @@ pub fn server_config_with_crl(
                 .with_client_cert_verifier(IssuerRoles::wrap(
                     verifier().build().map_err(crl_error)?,
                     anchors,
+                    denylist,
                 ))
                 .with_single_cert(loaded.chain, loaded.key)?,
             vec![ALPN_H2.to_vec()],
@@ -680,6 +692,7 @@ pub fn server_config_with_crl(
                         .build()
                         .map_err(crl_error)?,
                     anchors,
+                    denylist,
                 ))
                 .with_single_cert(loaded.chain, loaded.key)?,
             vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()],
@@ -705,20 +718,28 @@ pub fn server_config_with_crl(
 
 /// A client verifier that, once webpki has verified a chain, also refuses
 /// a certificate not issued by a trust anchor itself unless it is an
-/// agent's (see [`server_config_with`]).
+/// agent's (see [`server_config_with`]), and one the deny list denies
+/// (`CertificateError::Revoked`, which rustls sends as the
+/// `certificate_revoked` alert: the agent can say it was revoked).
 #[derive(Debug)]
 struct IssuerRoles {
     inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
     /// Subjects (DER) of the trust anchors.
     anchors: Vec<Vec<u8>>,
+    denylist: Option<transport::Denylist>,
 }
 
 impl IssuerRoles {
     fn wrap(
         inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
         anchors: Vec<Vec<u8>>,
+        denylist: Option<&transport::Denylist>,
     ) -> Arc<dyn rustls::server::danger::ClientCertVerifier> {
-        Arc::new(IssuerRoles { inner, anchors })
+        Arc::new(IssuerRoles {
+            inner,
+            anchors,
+            denylist: denylist.cloned(),
+        })
     }
 }
 
@@ -751,6 +772,15 @@ impl rustls::server::danger::ClientCertVerifier for IssuerRoles {
             .anchors
             .iter()
             .any(|subject| subject.as_slice() == cert.issuer().as_raw());
+        if self
+            .denylist
+            .as_ref()
+            .is_some_and(|denylist| denylist.refuses_certificate(end_entity))
+        {
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Revoked,
+            ));
+        }
         if by_anchor || peer_identity(end_entity).is_ok_and(|id| id.role == Role::Agent) {
             Ok(verified)
         } else {

@@ -534,6 +534,14 @@ async fn revoke_one_keep_the_other(site: &Site, hosts: &[Host; 2], token: &str) 
             .then_some(())
     })
     .await;
+    // And told why: the handshake's certificate_revoked alert.
+    eventually(WAIT, "web-1's agent saying it was revoked", || async {
+        let log = web1.agent.log();
+        log[agent_log_before..]
+            .contains("refused this agent's certificate: it was revoked")
+            .then_some(())
+    })
+    .await;
     // The token still has a use, but not for web-1.
     let again = site.enroll("web-1", token, &["--replace"]);
     let refusal = text(&again.stderr);
