@@ -199,7 +199,13 @@ pub async fn enroll(args: &EnrollArgs) -> Result<Enrolled, EnrollError> {
         .ok_or_else(|| EnrollError::Answer(format!("ingest port {}", answer.ingest_port)))?;
     let ingest = args.ingest.clone().unwrap_or(format!("{host}:{port}"));
     let config = agent_toml(args.server_name.as_deref(), &files, &ingest, &answer);
-    write_files(&files, &key.serialize_pem(), &answer, &config, owner.as_ref())?;
+    write_files(
+        &files,
+        &key.serialize_pem(),
+        &answer,
+        &config,
+        owner.as_ref(),
+    )?;
     Ok(Enrolled {
         host_id,
         config: args.dir.join("agent.toml"),

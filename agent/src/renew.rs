@@ -232,7 +232,9 @@ mod tests {
         let left = Duration::from_secs(30 * 86_400);
         let failed = RenewError::NoAnswer(ANSWER_TIMEOUT);
         for attempt in 0..30 {
-            let ceiling = RETRY_BASE.saturating_mul(1 << attempt.min(20)).min(MAX_RETRY);
+            let ceiling = RETRY_BASE
+                .saturating_mul(1 << attempt.min(20))
+                .min(MAX_RETRY);
             let delay = retry_delay(attempt, left, &failed);
             assert!(
                 delay >= ceiling / 2 && delay <= ceiling,

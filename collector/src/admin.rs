@@ -202,7 +202,10 @@ impl Admin for AdminService {
         let denylist = self.shared.denylist.clone();
         let closed = denylist.deny(&host_id, &[]);
         // By name, as tokens and silences record their creator.
-        let (store, by) = (self.shared.tokens.enroll.clone(), peer.identity.name.clone());
+        let (store, by) = (
+            self.shared.tokens.enroll.clone(),
+            peer.identity.name.clone(),
+        );
         let (host, seen) = (host_id.clone(), closed.clone());
         let stored = tokio::task::spawn_blocking(move || {
             store.revoke_host(&host, &reason, &by, now_ms(), &seen)

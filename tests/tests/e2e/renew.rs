@@ -204,7 +204,14 @@ async fn bad_renewals_are_refused_with_their_status() {
         status.message().contains("enroll.min_renew_interval"),
         "{status:?}"
     );
-    let pushback: u64 = status.metadata().get("grpc-retry-pushback-ms").unwrap().to_str().unwrap().parse().unwrap();
+    let pushback: u64 = status
+        .metadata()
+        .get("grpc-retry-pushback-ms")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(pushback > 0 && pushback <= 600_000, "{pushback}");
     let mut admin = hostwatch_proto::v1::admin_client::AdminClient::new(
         channel(pki.files(Role::Operator, "ops"), collector.addr)

@@ -245,9 +245,8 @@ pub enum ConnectError {
 /// certificate as revoked ([`Denylist`]).
 pub fn is_certificate_revoked(error: &(dyn std::error::Error + 'static)) -> bool {
     let alert = rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRevoked);
-    let is_alert = |e: &(dyn std::error::Error + 'static)| {
-        e.downcast_ref::<rustls::Error>() == Some(&alert)
-    };
+    let is_alert =
+        |e: &(dyn std::error::Error + 'static)| e.downcast_ref::<rustls::Error>() == Some(&alert);
     // h2 shows the I/O error it failed on in its text but does not give it
     // as its source: the alert's own text stands for it there.
     let text = alert.to_string();
