@@ -16,8 +16,10 @@
 #     --collector collector.example.com:7071 --token T --ca-pin sha256:HEX
 # (or HOSTWATCH_ENROLL_TOKEN=T in the environment instead of --token).
 #
-# Certificates otherwise: put ca.pem and this machine's certificate and
-# key in /etc/hostwatch (see docs/operations.md, "Deploying").
+# Certificates otherwise: put the CA and this machine's certificate and
+# key where <role>.toml's [tls] names them; an agent's certificate and key
+# in /var/lib/hostwatch-agent/pki, the agent's, so that it can renew them
+# (see docs/operations.md, "Deploying").
 set -euo pipefail
 usage() {
   echo "usage: install.sh agent|collector [--deb FILE] [--collector HOST:PORT --token T --ca-pin sha256:HEX]" >&2
@@ -45,14 +47,13 @@ if [ -n "$collector$token$ca_pin" ]; then
   enroll=yes
 fi
 
-# enroll_agent: the one enroll command, then the key readable by the
-# service's group, then the service started (it is configured now).
+# enroll_agent: the one enroll command (the key and certificate given to
+# the service's user, in /var/lib/hostwatch-agent/pki where it renews
+# them), then the service started (it is configured now).
 enroll_agent() {
   local agent=$1
   HOSTWATCH_ENROLL_TOKEN=$token "$agent" enroll --collector "$collector" \
-    --ca-pin "$ca_pin" --dir /etc/hostwatch
-  chgrp hostwatch /etc/hostwatch/agent.key
-  chmod 0640 /etc/hostwatch/agent.key
+    --ca-pin "$ca_pin" --dir /etc/hostwatch --user hostwatch
   if [ -d /run/systemd/system ]; then
     systemctl enable --now hostwatch-agent
   else

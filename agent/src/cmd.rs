@@ -23,7 +23,8 @@ struct Args {
 #[derive(clap::Subcommand)]
 enum Command {
     /// Enroll this host with an enrollment token: make its key, have the
-    /// collector sign it, write ca.pem, agent.pem, agent.key and agent.toml.
+    /// collector sign it, write agent.toml, agent-ca.pem, agent.pem and
+    /// agent.key.
     Enroll(crate::enroll::EnrollArgs),
 }
 
@@ -73,13 +74,18 @@ fn enroll_main(args: &crate::enroll::EnrollArgs) -> ExitCode {
     };
     match runtime.block_on(crate::enroll::enroll(args)) {
         Ok(done) => {
+            let owner = match &done.owner {
+                Some(user) => format!(", owned by {user}"),
+                None => String::new(),
+            };
             println!(
-                "enrolled {} (certificate serial {}); wrote {} streaming to {}.\n\
+                "enrolled {} (certificate serial {}); wrote {} streaming to {} (key and certificate in {}{owner}).\n\
                  Start the agent: systemctl enable --now hostwatch-agent (or hostwatch-agent --config {}).",
                 done.host_id,
                 done.serial,
                 done.config.display(),
                 done.ingest,
+                done.pki_dir.display(),
                 done.config.display()
             );
             ExitCode::SUCCESS

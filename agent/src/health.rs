@@ -21,6 +21,8 @@ pub(crate) struct Health {
     cert_not_after_ms: AtomicI64,
     renewals: AtomicU64,
     renewal_failures: AtomicU64,
+    /// The collector refused the certificate as revoked at the last try.
+    revoked: AtomicBool,
 }
 
 impl Health {
@@ -52,6 +54,12 @@ impl Health {
         self.renewals.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Whether the last connection was refused because the certificate
+    /// was revoked.
+    pub(crate) fn revoked(&self, revoked: bool) {
+        self.revoked.store(revoked, Ordering::Relaxed);
+    }
+
     pub(crate) fn renewal_failed(&self) {
         self.renewal_failures.fetch_add(1, Ordering::Relaxed);
     }
@@ -80,6 +88,11 @@ impl Health {
         out.push(
             "hostwatch_agent_certificate_renewal_failures_total",
             self.renewal_failures.load(Ordering::Relaxed) as f64,
+        );
+        // Spooled while refused, shipped once enrolled again.
+        out.push(
+            "hostwatch_agent_certificate_revoked",
+            f64::from(u8::from(self.revoked.load(Ordering::Relaxed))),
         );
     }
 
@@ -185,6 +198,16 @@ mod tests {
             out.get("hostwatch_agent_certificate_renewal_failures_total", &[]),
             Some(2.0)
         );
+        let revoked = |health: &Health| {
+            let mut out = Samples::default();
+            health.sample_certificate(90_000, &mut out);
+            out.get("hostwatch_agent_certificate_revoked", &[])
+        };
+        assert_eq!(revoked(&health), Some(0.0));
+        health.revoked(true);
+        assert_eq!(revoked(&health), Some(1.0));
+        health.revoked(false);
+        assert_eq!(revoked(&health), Some(0.0));
         let mut out = Samples::default();
         health.sample_certificate(200_000, &mut out);
         assert_eq!(

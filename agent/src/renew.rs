@@ -7,9 +7,11 @@
 //! the files changed and the stream reconnects with them; the spool and
 //! acknowledgements carry every batch across that reconnection.
 //!
-//! A failed renewal is retried with backoff, at most a tenth of the time
-//! left (and at most [`MAX_RETRY`]) apart, counted and logged; the old
-//! certificate stays until a new one is in hand. The collector pages
+//! A failed renewal is retried with jittered exponential backoff, at most
+//! a tenth of the time left (and at most [`MAX_RETRY`]) apart, and no
+//! sooner than a refusing collector asks (`grpc-retry-pushback-ms`: it
+//! issues one host at most one certificate per `enroll.min_renew_interval`),
+//! counted and logged; the old certificate stays until a new one is in hand. The collector pages
 //! (`agent_certificate_expiring`) if the certificate gets close to expiry.
 
 use crate::config::AgentConfig;
@@ -35,11 +37,21 @@ pub(crate) enum RenewError {
     #[error("the agent is stopping")]
     Stopping,
     #[error("the collector refused the renewal ({code:?}): {message}")]
-    Refused { code: tonic::Code, message: String },
+    Refused {
+        code: tonic::Code,
+        message: String,
+        /// How long the collector asked the agent to wait.
+        pushback: Option<Duration>,
+    },
     #[error("no answer from the collector within {0:?}")]
     NoAnswer(Duration),
     #[error("the renewed certificate is unusable: {0}")]
     Answer(hostwatch_pki::PkiError),
+    #[error(
+        "a renewed certificate could not be saved, so none is asked for: {0} \
+         (the agent's user must be able to create files beside tls.cert and tls.key)"
+    )]
+    Unwritable(hostwatch_pki::PkiError),
     #[error(transparent)]
     Pki(#[from] hostwatch_pki::PkiError),
 }
@@ -102,13 +114,28 @@ pub(crate) async fn run(
             Err(e) => {
                 health.renewal_failed();
                 let left = Duration::from_millis((not_after - now).max(0) as u64);
-                let max = (left / 10).clamp(RETRY_BASE, MAX_RETRY);
-                let delay = hostwatch_stdx::backoff(attempt, RETRY_BASE, max);
+                let delay = retry_delay(attempt, left, &e);
                 attempt = attempt.saturating_add(1);
                 tracing::warn!(host.id = %host_id, error = %e, retry_in = ?delay, not_after_ms = not_after, "certificate renewal failed; the current certificate stays");
                 wait_or_reload(&mut configs, delay).await;
             }
         }
+    }
+}
+
+/// How long to wait after `failure`, the `attempt`th in a row with `left`
+/// of the certificate's validity: jittered exponential backoff from
+/// [`RETRY_BASE`] up to a tenth of `left` (within [`RETRY_BASE`] and
+/// [`MAX_RETRY`]), and at least what a refusing collector asked for.
+fn retry_delay(attempt: u32, left: Duration, failure: &RenewError) -> Duration {
+    let max = (left / 10).clamp(RETRY_BASE, MAX_RETRY);
+    let backoff = hostwatch_stdx::backoff(attempt, RETRY_BASE, max);
+    match failure {
+        RenewError::Refused {
+            pushback: Some(asked),
+            ..
+        } => backoff.max(*asked),
+        _ => backoff,
     }
 }
 
@@ -127,6 +154,11 @@ async fn renew_once(
     channel: &watch::Receiver<Option<Channel>>,
     host_id: &str,
 ) -> Result<(String, i64), RenewError> {
+    let (cert, key) = (config.tls.cert.clone(), config.tls.key.clone());
+    tokio::task::spawn_blocking(move || CertPair::check_replaceable(&cert, &key))
+        .await
+        .map_err(|e| RenewError::Pki(hostwatch_pki::PkiError::BadCertificate(e.to_string())))?
+        .map_err(RenewError::Unwritable)?;
     // The certificate is renewed over the stream's connection: wait for one.
     let channel = channel
         .clone()
@@ -145,6 +177,7 @@ async fn renew_once(
     .map_err(|status| RenewError::Refused {
         code: status.code(),
         message: status.message().to_owned(),
+        pushback: crate::shipper::pushback(&status),
     })?
     .into_inner();
     hostwatch_pki::enroll::check_issued(&answer.certificate_chain_pem, &key, host_id)
@@ -164,6 +197,60 @@ async fn renew_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Files that could not be replaced: refused at once, before waiting
+    /// for a connection to ask over (there is none here).
+    #[tokio::test]
+    async fn no_certificate_is_asked_for_that_could_not_be_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            "collector = \"127.0.0.1:1\"\nstate_dir = \"state\"\n\
+             [tls]\nca = \"ca.pem\"\ncert = \"gone/agent.pem\"\nkey = \"gone/agent.key\"\n",
+        )
+        .unwrap();
+        let config = AgentConfig::load(&path).unwrap();
+        let (_keep, channel) = watch::channel(None);
+        let result = tokio::time::timeout(
+            Duration::from_secs(30),
+            renew_once(&config, &channel, "web-1"),
+        )
+        .await
+        .expect("refused without waiting for a connection");
+        let err = result.unwrap_err();
+        assert!(matches!(err, RenewError::Unwritable(_)), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("agent.key.new") && text.contains("tls.cert"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn failed_renewals_back_off_and_wait_as_long_as_the_collector_asks() {
+        let left = Duration::from_secs(30 * 86_400);
+        let failed = RenewError::NoAnswer(ANSWER_TIMEOUT);
+        for attempt in 0..30 {
+            let ceiling = RETRY_BASE
+                .saturating_mul(1 << attempt.min(20))
+                .min(MAX_RETRY);
+            let delay = retry_delay(attempt, left, &failed);
+            assert!(
+                delay >= ceiling / 2 && delay <= ceiling,
+                "{attempt}: {delay:?}"
+            );
+        }
+        // Little left: retried sooner, but never in a spin.
+        let delay = retry_delay(30, Duration::ZERO, &failed);
+        assert!(delay >= RETRY_BASE / 2 && delay <= RETRY_BASE, "{delay:?}");
+        let too_soon = RenewError::Refused {
+            code: tonic::Code::ResourceExhausted,
+            message: "renewals are at least 10m apart".to_owned(),
+            pushback: Some(Duration::from_secs(120)),
+        };
+        assert_eq!(retry_delay(0, left, &too_soon), Duration::from_secs(120));
+    }
 
     #[test]
     fn renewal_is_due_two_thirds_of_the_way() {

@@ -80,7 +80,16 @@ struct Progress {
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
     #[error(transparent)]
-    Connect(#[from] ConnectError),
+    Connect(ConnectError),
+    /// The collector refused the certificate as revoked, in the handshake
+    /// (its `certificate_revoked` alert, which may only reach the agent
+    /// with the first call).
+    #[error(
+        "the collector refused this agent's certificate: it was revoked (hostwatch hosts \
+         revoke); enroll this host again with a new enrollment token \
+         (hostwatch-agent enroll --replace)"
+    )]
+    Revoked,
     #[error("collector refused: {}: {}", .0.code(), .0.message())]
     Refused(tonic::Status),
     #[error("connection to the collector lost: {0}")]
@@ -102,11 +111,23 @@ enum SessionError {
     Reconfigured,
 }
 
+impl From<ConnectError> for SessionError {
+    fn from(e: ConnectError) -> Self {
+        match e {
+            ConnectError::Revoked { .. } => SessionError::Revoked,
+            other => SessionError::Connect(other),
+        }
+    }
+}
+
 impl From<tonic::Status> for SessionError {
     /// tonic reports a broken connection (a keepalive timeout, a reset) as
     /// a status too, with the transport error as its source; a status the
     /// collector sent has none.
     fn from(status: tonic::Status) -> Self {
+        if hostwatch_pki::transport::is_certificate_revoked(&status) {
+            return SessionError::Revoked;
+        }
         let Some(cause) = std::error::Error::source(&status) else {
             return SessionError::Refused(status);
         };
@@ -136,7 +157,8 @@ impl SessionError {
     /// a protocol violation. Still retried (certificates get fixed and
     /// reloaded), but at the slowest pace.
     fn is_permanent(&self) -> bool {
-        matches!(self, SessionError::Refused(s) if matches!(s.code(), Code::PermissionDenied | Code::Unauthenticated | Code::InvalidArgument))
+        matches!(self, SessionError::Revoked)
+            || matches!(self, SessionError::Refused(s) if matches!(s.code(), Code::PermissionDenied | Code::Unauthenticated | Code::InvalidArgument))
     }
 
     /// The delay the collector asked for with its refusal, at most
@@ -145,10 +167,16 @@ impl SessionError {
         let SessionError::Refused(status) = self else {
             return None;
         };
-        let value = status.metadata().get(PUSHBACK_KEY)?.to_str().ok()?;
-        let ms: u64 = value.trim().parse().ok()?;
-        Some(Duration::from_millis(ms).min(MAX_PUSHBACK))
+        pushback(status)
     }
+}
+
+/// The delay a collector asked for with the refusal `status`, at most
+/// [`MAX_PUSHBACK`]; a value that is not a decimal number is ignored.
+pub(crate) fn pushback(status: &tonic::Status) -> Option<Duration> {
+    let value = status.metadata().get(PUSHBACK_KEY)?.to_str().ok()?;
+    let ms: u64 = value.trim().parse().ok()?;
+    Some(Duration::from_millis(ms).min(MAX_PUSHBACK))
 }
 
 impl Shipper {
@@ -249,6 +277,8 @@ impl Shipper {
             if let Some(down) = progress.host_down_after {
                 self.learn_host_down_after(down);
             }
+            self.health
+                .revoked(matches!(result, Err(SessionError::Revoked)));
             let e = match result {
                 Ok(()) => return,
                 Err(SessionError::Reconfigured) => {
@@ -547,6 +577,29 @@ mod tests {
             .metadata_mut()
             .insert(PUSHBACK_KEY, value.parse().unwrap());
         SessionError::from(status)
+    }
+
+    #[test]
+    fn a_revoked_certificate_is_said_so_and_retried_slowest() {
+        let refused = SessionError::from(ConnectError::Revoked {
+            address: "collector:7070".to_owned(),
+        });
+        assert!(matches!(refused, SessionError::Revoked), "{refused}");
+        assert!(refused.is_permanent());
+        let text = refused.to_string();
+        assert!(
+            text.contains("revoked") && text.contains("enroll --replace"),
+            "{text}"
+        );
+        // The alert as h2 passes it on: in the text of a transport error.
+        let alert = std::io::Error::other("received fatal alert: CertificateRevoked");
+        let lost = SessionError::from(tonic::Status::from_error(Box::new(alert)));
+        assert!(matches!(lost, SessionError::Revoked), "{lost}");
+        let other = SessionError::from(ConnectError::Connect {
+            address: "collector:7070".to_owned(),
+            reason: "connection refused".to_owned(),
+        });
+        assert!(!other.is_permanent(), "{other}");
     }
 
     #[test]

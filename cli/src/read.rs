@@ -149,6 +149,8 @@ struct HostJson<'a> {
     /// with; `None` before the collector recorded one.
     certificate_expires_ms: Option<i64>,
     certificate_expires: Option<String>,
+    /// When the host was revoked, if it is.
+    revoked: Option<String>,
 }
 
 /// When a host's agent certificate expires (ms since the epoch; 0 when
@@ -169,11 +171,14 @@ pub(crate) fn certificate_expiry_text(expires_ms: i64, now_ms: i64) -> String {
     }
 }
 
+/// `revoked` before anything else: a revoked host is refused on
+/// purpose, neither up nor down (host-down rules do not page it).
 pub(crate) fn host_status_word(host: &HostStatus) -> &'static str {
-    match (host.up, host.clean_shutdown) {
-        (true, _) => "up",
-        (false, true) => "stopped",
-        (false, false) => "down",
+    match (host.revoked_ms != 0, host.up, host.clean_shutdown) {
+        (true, _, _) => "revoked",
+        (false, true, _) => "up",
+        (false, false, true) => "stopped",
+        (false, false, false) => "down",
     }
 }
 
@@ -215,9 +220,9 @@ impl HostFilter {
     }
 }
 
-pub(crate) fn hosts(config_path: &Path, json: bool, filter: &HostFilter) -> anyhow::Result<()> {
-    let config = ClientConfig::load(config_path)?;
-    let hosts = runtime()?.block_on(async {
+/// Every host the collector knows, all pages of `Query.ListHosts`.
+pub(crate) fn fetch_hosts(config: &ClientConfig) -> anyhow::Result<Vec<HostStatus>> {
+    runtime()?.block_on(async {
         let mut client = QueryClient::new(config.connect().await?);
         let mut hosts = Vec::new();
         let mut page_token = String::new();
@@ -236,7 +241,12 @@ pub(crate) fn hosts(config_path: &Path, json: bool, filter: &HostFilter) -> anyh
             page_token = page.next_page_token;
         }
         anyhow::Ok(hosts)
-    })?;
+    })
+}
+
+pub(crate) fn hosts(config_path: &Path, json: bool, filter: &HostFilter) -> anyhow::Result<()> {
+    let config = ClientConfig::load(config_path)?;
+    let hosts = fetch_hosts(&config)?;
     let now = now_ms();
     let hosts: Vec<HostStatus> = hosts.into_iter().filter(|h| filter.keeps(h, now)).collect();
     if json {
@@ -267,6 +277,7 @@ pub(crate) fn hosts(config_path: &Path, json: bool, filter: &HostFilter) -> anyh
                         .then_some(h.certificate_expires_ms),
                     certificate_expires: (h.certificate_expires_ms != 0)
                         .then(|| format_rfc3339(h.certificate_expires_ms)),
+                    revoked: (h.revoked_ms != 0).then(|| format_rfc3339(h.revoked_ms)),
                 }
             })
             .collect();
@@ -278,6 +289,7 @@ pub(crate) fn hosts(config_path: &Path, json: bool, filter: &HostFilter) -> anyh
         "STATUS".to_owned(),
         "LAST SEEN".to_owned(),
         "OS".to_owned(),
+        "KERNEL".to_owned(),
         "CPUS".to_owned(),
         "MEMORY".to_owned(),
         "AGENT".to_owned(),
@@ -293,6 +305,7 @@ pub(crate) fn hosts(config_path: &Path, json: bool, filter: &HostFilter) -> anyh
             format!("{} {}", facts.os_name, facts.os_version)
                 .trim()
                 .to_owned(),
+            facts.kernel_version.clone(),
             facts.cpu_count.to_string(),
             format_bytes(facts.memory_total_bytes as f64),
             facts.agent_version.clone(),
@@ -517,6 +530,22 @@ fn series_json(s: SeriesPoints) -> SeriesJson {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_revoked_host_is_revoked_whether_up_or_down() {
+        let host = |up: bool, clean_shutdown: bool, revoked_ms: i64| HostStatus {
+            up,
+            clean_shutdown,
+            revoked_ms,
+            ..Default::default()
+        };
+        assert_eq!(host_status_word(&host(true, false, 0)), "up");
+        assert_eq!(host_status_word(&host(false, true, 0)), "stopped");
+        assert_eq!(host_status_word(&host(false, false, 0)), "down");
+        for (up, clean) in [(true, false), (false, true), (false, false)] {
+            assert_eq!(host_status_word(&host(up, clean, 5)), "revoked");
+        }
+    }
 
     #[test]
     fn host_filters_keep_expiring_certificates_and_old_agents() {

@@ -4,7 +4,7 @@
 //! every revoked host with its reason and time (`ListRevokedHosts`).
 
 use crate::client::ClientConfig;
-use crate::read::print_table;
+use crate::read::{fetch_hosts, print_table};
 use hostwatch_alerting::format_rfc3339;
 use hostwatch_proto::v1::admin_client::AdminClient;
 use hostwatch_proto::v1::{ListRevokedHostsRequest, RevokeHostRequest, RevokedHost};
@@ -73,6 +73,17 @@ pub(crate) fn run(config_path: &Path, command: HostsCommand) -> anyhow::Result<(
                     revoked.serials.join(", ")
                 }
             );
+            // Nothing issued, connected or ever seen: a typo would leave
+            // the host meant untouched, so say so (the revocation stands).
+            if revoked.serials.is_empty() && revoked.connections_closed == 0 {
+                let known = fetch_hosts(&config)?;
+                if !known.iter().any(|h| h.host_id == revoked.host_id) {
+                    eprintln!(
+                        "warning: {} is not a host this collector knows (none connected or was enrolled with that id): check the name",
+                        revoked.host_id
+                    );
+                }
+            }
         }
         HostsCommand::Revoked { json } => {
             let hosts = config

@@ -288,10 +288,18 @@ pub(crate) fn run(config_path: &Path, command: TokenCommand) -> anyhow::Result<(
             println!("{}", created.token);
             let entry = token_json(&entry);
             if let NewToken::Enroll { .. } = new {
+                // The pin of the CA this client trusts the collector by:
+                // the deployment's root, as a rule (a wrong one makes
+                // enroll stop before it sends the token).
+                let pin = match hostwatch_pki::CaPin::of_file(&config.tls.ca) {
+                    Ok(pin) => format!("{pin} (the pin of {})", config.tls.ca.display()),
+                    Err(_) => "$(hostwatch certs pin)".to_owned(),
+                };
                 eprintln!(
                     "enrollment token {:?} created: {} uses, host ids {}, expires {}.\n\
                      It is shown only this once (the collector keeps only its digest).\n\
-                     On each host: hostwatch-agent enroll --collector COLLECTOR:ENROLL_PORT --token <token> --ca-pin $(hostwatch certs pin)",
+                     On each host: HOSTWATCH_ENROLL_TOKEN=<token> hostwatch-agent enroll \
+                     --collector COLLECTOR:ENROLL_PORT --ca-pin {pin}",
                     entry.name,
                     entry.uses.unwrap_or_default(),
                     entry.hosts.unwrap_or("any"),

@@ -60,6 +60,7 @@ const STATUS = {
   down: { symbol: "✕", text: "Down", help: "a host-down alert is firing" },
   up: { symbol: "●", text: "Up", help: "sending data" },
   silent: { symbol: "◌", text: "No recent data", help: `no sample in the last ${LOOKBACK_S / 60} min and no host-down alert (a planned stop)` },
+  revoked: { symbol: "⊘", text: "Revoked", help: "refused by the collector (hosts revoke); not paged as down" },
 };
 
 /**
@@ -74,6 +75,7 @@ async function load(nowS) {
   ]);
   const cpuByHost = api.byLabel(cpu);
   const seenMs = new Map();
+  const revoked = new Set(registry.hosts.filter((h) => h.revoked).map((h) => h.host));
   for (const h of registry.hosts) {
     const ms = Date.parse(h.lastSeen);
     if (ms >= (nowS - HOSTS_WINDOW_S) * 1000) seenMs.set(h.host, ms);
@@ -85,7 +87,7 @@ async function load(nowS) {
       id,
       seenMs: seenMs.has(id) ? seenMs.get(id) : NaN,
       // Up: a sample within the lookback, as an instant query sees them.
-      status: a.down ? "down" : cpuByHost.has(id) ? "up" : "silent",
+      status: revoked.has(id) ? "revoked" : a.down ? "down" : cpuByHost.has(id) ? "up" : "silent",
       cpu: cpuByHost.get(id),
       firing: a.firing,
       pending: a.pending,

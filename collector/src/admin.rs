@@ -201,7 +201,11 @@ impl Admin for AdminService {
         // Denied first, so its connections close now and tell their serials.
         let denylist = self.shared.denylist.clone();
         let closed = denylist.deny(&host_id, &[]);
-        let (store, by) = (self.shared.tokens.enroll.clone(), peer.identity.to_string());
+        // By name, as tokens and silences record their creator.
+        let (store, by) = (
+            self.shared.tokens.enroll.clone(),
+            peer.identity.name.clone(),
+        );
         let (host, seen) = (host_id.clone(), closed.clone());
         let stored = tokio::task::spawn_blocking(move || {
             store.revoke_host(&host, &reason, &by, now_ms(), &seen)

@@ -224,6 +224,13 @@ pub struct EnrollConfig {
     /// Validity of an issued agent certificate.
     #[serde(with = "humantime_serde")]
     pub cert_lifetime: Duration,
+    /// The shortest time between two certificates issued to one host (an
+    /// enrollment or renewal, then a renewal); at most a tenth of
+    /// `cert_lifetime` applies. A renewal sooner is refused with the time
+    /// left, so an agent that cannot keep its certificates does not have
+    /// one issued at every retry.
+    #[serde(with = "humantime_serde")]
+    pub min_renew_interval: Duration,
     /// Connections open at once on the enrollment listener: its clients
     /// have no certificate, so they all count as one identity.
     pub max_connections: usize,
@@ -235,6 +242,7 @@ impl Default for EnrollConfig {
             issuer_cert: None,
             issuer_key: None,
             cert_lifetime: Duration::from_secs(30 * 86_400),
+            min_renew_interval: Duration::from_secs(600),
             max_connections: 64,
         }
     }
@@ -398,6 +406,9 @@ impl CollectorConfig {
         let enroll = &self.enroll;
         if !(MIN_CERT_LIFETIME..=MAX_CERT_LIFETIME).contains(&enroll.cert_lifetime) {
             return invalid("enroll.cert_lifetime must be 10s to 366d".to_owned());
+        }
+        if enroll.min_renew_interval.is_zero() {
+            return invalid("enroll.min_renew_interval must be greater than zero".to_owned());
         }
         if enroll.max_connections == 0 {
             return invalid("enroll.max_connections must be greater than zero".to_owned());
@@ -716,6 +727,10 @@ key = "collector.key"
             (
                 format!("{on}\n{files}cert_lifetime = \"9s\"\n"),
                 "enroll.cert_lifetime",
+            ),
+            (
+                format!("{on}\n{files}min_renew_interval = \"0s\"\n"),
+                "enroll.min_renew_interval",
             ),
             (
                 format!("{on}\n{files}cert_lifetime = \"367d\"\n"),

@@ -165,6 +165,8 @@ impl HostRegistry {
                 host: id.clone(),
                 last_seen_ms: entry.last_seen_ms,
                 clean_shutdown: entry.clean_shutdown,
+                // The caller knows revocations (`Shared::liveness`).
+                revoked: false,
             })
             .collect()
     }
@@ -181,6 +183,8 @@ impl HostRegistry {
             facts: entry.facts.clone(),
             clean_shutdown: entry.clean_shutdown,
             certificate_expires_ms: entry.certificate_expires_ms,
+            // The enrollment store knows revocations (`reads`).
+            revoked_ms: 0,
         }
     }
 

@@ -57,7 +57,10 @@ pub(crate) fn hosts_page(
     // The token is the last host id of the previous page: hosts are
     // listed in id order, so the next page starts after it even if hosts
     // came or went meanwhile.
-    let (hosts, more) = shared.hosts.page(now_ms(), after, page_size);
+    let (mut hosts, more) = shared.hosts.page(now_ms(), after, page_size);
+    for host in &mut hosts {
+        revocation(shared, host);
+    }
     let next = match hosts.last() {
         Some(last) if more => last.host_id.clone(),
         _ => String::new(),
@@ -68,10 +71,22 @@ pub(crate) fn hosts_page(
 /// The status and facts of `host`; NOT_FOUND if it never connected.
 pub(crate) fn host(shared: &Shared, host: &str) -> Result<HostStatus, Status> {
     convert::required(host, "host")?;
-    shared
+    let mut status = shared
         .hosts
         .get(host, now_ms())
-        .ok_or_else(|| Status::not_found(format!("no host {host:?} has ever connected")))
+        .ok_or_else(|| Status::not_found(format!("no host {host:?} has ever connected")))?;
+    revocation(shared, &mut status);
+    Ok(status)
+}
+
+/// Notes in `status` whether its host is revoked (the enrollment store
+/// keeps revocations, the registry liveness).
+fn revocation(shared: &Shared, status: &mut HostStatus) {
+    status.revoked_ms = shared
+        .tokens
+        .enroll
+        .revoked_since(&status.host_id)
+        .unwrap_or(0);
 }
 
 /// The newest process snapshot of `host` at or before `at_ms` (the

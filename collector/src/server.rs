@@ -78,7 +78,7 @@ pub async fn serve_with_http(
         config.tls_crl.clone(),
     )?;
     let shared = open_shared(&config, &tls)?;
-    let tls = tls.with_denylist(shared.denylist.clone());
+    let tls = tls.with_denylist(shared.denylist.clone())?;
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<IngestServer<IngestService>>()
@@ -190,7 +190,7 @@ fn start_http(
         ClientAuth::Optional,
         config.tls_crl.clone(),
     )?
-    .with_denylist(shared.denylist.clone());
+    .with_denylist(shared.denylist.clone())?;
     tracing::info!(http_listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "HTTPS API serving");
     let (task, connections) = crate::http::spawn(
         crate::http::Api::new(shared.clone(), config),
@@ -507,6 +507,19 @@ fn storage_conditions(store: &Store, state_failure: Option<String>) -> [StorageC
     ]
 }
 
+/// Every host's liveness for host-down rules, revoked hosts marked: they
+/// are refused on purpose, not down.
+fn liveness(
+    hosts: &crate::hosts::HostRegistry,
+    enroll: &crate::enroll::EnrollStore,
+) -> Vec<hostwatch_alerting::HostLiveness> {
+    let mut live = hosts.liveness();
+    for host in &mut live {
+        host.revoked = enroll.revoked_since(&host.host).is_some();
+    }
+    live
+}
+
 /// The alerting tasks: notification delivery, the host-down ticker, and
 /// reloads: on SIGHUP (certificates and alert rules), and of certificate
 /// files that changed, checked every `tls_check_interval`.
@@ -519,13 +532,14 @@ fn spawn_alerting(shared: &Shared, tls: Vec<ServerTls>, tls_check_interval: Dura
         shared.hosts.clone(),
         shared.stop.clone(),
     );
+    let enroll = shared.tokens.enroll.clone();
     shared.tasks.spawn(async move {
         let mut ticker = tokio::time::interval(HOST_DOWN_TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = ticker.tick() => alerting.check_hosts(&hosts.liveness()),
+                _ = ticker.tick() => alerting.check_hosts(&liveness(&hosts, &enroll)),
             }
         }
     });

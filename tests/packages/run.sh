@@ -76,7 +76,11 @@ done
 ! getent passwd hostwatch >/dev/null || { echo "packages: dpkg -i NOT RUN (a hostwatch user exists here)"; exit 0; }
 [ ! -e /etc/hostwatch ] || { echo "packages: dpkg -i NOT RUN (/etc/hostwatch exists here)"; exit 0; }
 
-cleanup() { dpkg --purge hostwatch-agent hostwatch-collector hostwatch >/dev/null 2>&1 || true; rm -rf "$out"; }
+cleanup() {
+  [ -z "${collector_pid:-}" ] || kill "$collector_pid" 2>/dev/null || true
+  dpkg --purge hostwatch-agent hostwatch-collector hostwatch >/dev/null 2>&1 || true
+  rm -rf "$out"
+}
 trap cleanup EXIT
 dpkg -i "$(deb hostwatch-agent)" "$(deb hostwatch-collector)" "$(deb hostwatch)" >/dev/null
 [[ "$(getent passwd hostwatch)" == *:/usr/sbin/nologin ]] || fail "no hostwatch system user without a login shell"
@@ -130,7 +134,91 @@ grep -q "enroll: cannot connect to 127.0.0.1:1" <<<"$msg" || fail "install.sh: $
 msg=$(HOSTWATCH_COLLECTOR=127.0.0.1:1 HOSTWATCH_ENROLL_TOKEN=t HOSTWATCH_CA_PIN=$pin \
   dpkg -i "$(deb hostwatch-agent)" 2>&1 </dev/null) || fail "dpkg -i failed with a failed enrollment: $msg"
 grep -q "enrollment failed; installed, not enrolled" <<<"$msg" || fail "postinst: $msg"
-[ ! -e /etc/hostwatch/agent.key ] || fail "a failed enrollment left agent.key"
+[ ! -e /var/lib/hostwatch-agent/pki/agent.key ] || fail "a failed enrollment left agent.key"
+[ ! -e /etc/hostwatch/agent.toml ] || fail "a failed enrollment left agent.toml"
+# Against a real collector (the debug build, on loopback, issuing
+# certificates of the shortest lifetime): install.sh enrolls, the key is
+# the service user's alone, in the state directory; the agent run as the
+# unit runs it renews and saves there.
+enroll_for_real() {
+  local hw=$target/debug/hostwatch pki=$out/pki listen enroll_port token
+  "$hw" certs init --dir "$pki" >"$out/pin" 2>/dev/null
+  "$hw" certs issue --role collector --name main --ip 127.0.0.1 --dir "$pki" >/dev/null
+  "$hw" certs issue --role operator --name ops --dir "$pki" >/dev/null
+  listen=$(free_port) enroll_port=$(free_port)
+  printf '%s\n' "listen = \"127.0.0.1:$listen\"" "enroll_listen = \"127.0.0.1:$enroll_port\"" \
+    'data_dir = "data"' '[tls]' 'ca = "pki/ca.pem"' 'cert = "pki/collector-main.pem"' \
+    'key = "pki/collector-main.key"' '[enroll]' 'issuer_cert = "pki/issuing.pem"' \
+    'issuer_key = "pki/issuing.key"' 'cert_lifetime = "10s"' >"$out/collector.toml"
+  printf '%s\n' "collector = \"127.0.0.1:$listen\"" '[tls]' 'ca = "pki/ca.pem"' \
+    'cert = "pki/operator-ops.pem"' 'key = "pki/operator-ops.key"' >"$out/cli.toml"
+  "$target/debug/hostwatch-collector" --config "$out/collector.toml" 2>"$out/collector.log" &
+  collector_pid=$!
+  # Bounded: the collector may take a moment to listen.
+  for _ in $(seq 150); do
+    token=$("$hw" --config "$out/cli.toml" token create --enroll 2>/dev/null) && break
+    sleep 0.2
+  done
+  [ -n "$token" ] || fail "no enrollment token: $(cat "$out/collector.log")"
+  HOSTWATCH_ENROLL_TOKEN=$token deploy/install.sh agent --deb "$(deb hostwatch-agent)" \
+    --collector "127.0.0.1:$enroll_port" --ca-pin "$(cat "$out/pin")" </dev/null >/dev/null \
+    || fail "install.sh did not enroll: $(cat "$out/collector.log")"
+  enrolled_files
+  renew_under_the_unit
+  enrolled_files
+  kill "$collector_pid"; wait "$collector_pid" || true; collector_pid=
+}
+# enrolled_files: the agent's key and certificate its user's, in its state
+# directory; what it trusts and its configuration root's, in /etc/hostwatch.
+enrolled_files() {
+  local state=/var/lib/hostwatch-agent owners
+  owners=$(stat -c '%n %a %U' $state $state/pki $state/pki/agent.key $state/pki/agent.pem \
+    /etc/hostwatch/agent.toml /etc/hostwatch/agent-ca.pem | tr '\n' ';')
+  [ "$owners" = "$state 700 hostwatch;$state/pki 700 hostwatch;$state/pki/agent.key 600 hostwatch;$state/pki/agent.pem 644 hostwatch;/etc/hostwatch/agent.toml 644 root;/etc/hostwatch/agent-ca.pem 644 root;" ] \
+    || fail "enrolled files: $owners"
+  [ ! -e /etc/hostwatch/ca.pem ] || fail "enroll wrote /etc/hostwatch/ca.pem, a collector's file"
+}
+# renew_under_the_unit: the installed agent as hostwatch-agent.service runs
+# it, as far as this machine allows: the hostwatch user, and the file
+# system read-only but for its state directory (ProtectSystem=strict,
+# StateDirectory=) in a mount namespace of its own, since systemd may not
+# be PID 1 here. It renews its 10 s certificate and saves it.
+renew_under_the_unit() {
+  local log=$out/agent.log before agent_pid
+  if ! unshare --mount --propagation private true 2>/dev/null; then
+    echo "packages: renewal under the unit's sandbox NOT RUN (no mount namespace here)"
+    return
+  fi
+  before=$(cat /var/lib/hostwatch-agent/pki/agent.pem)
+  unshare --mount --propagation private sh -c '
+    mount -o remount,bind,ro / &&
+    mount --bind /var/lib/hostwatch-agent /var/lib/hostwatch-agent &&
+    mount -o remount,bind,rw /var/lib/hostwatch-agent &&
+    exec setpriv --reuid=hostwatch --regid=hostwatch --init-groups \
+      /usr/bin/hostwatch-agent --config /etc/hostwatch/agent.toml' 2>"$log" </dev/null &
+  agent_pid=$!
+  # Bounded: renewal comes about 7 s after enrollment.
+  for _ in $(seq 300); do
+    grep -q "certificate renewed" "$log" && break
+    kill -0 "$agent_pid" 2>/dev/null || break
+    sleep 0.2
+  done
+  kill "$agent_pid" 2>/dev/null || true; wait "$agent_pid" || true
+  grep -q "certificate renewed" "$log" || fail "the agent did not renew under the unit's sandbox: $(cat "$log")"
+  ! grep -q "could not be saved" "$log" || fail "renewal not saved: $(cat "$log")"
+  [ "$(cat /var/lib/hostwatch-agent/pki/agent.pem)" != "$before" ] || fail "agent.pem unchanged after renewal"
+}
+# free_port: a loopback port nothing answers on (bounded tries).
+free_port() {
+  local port
+  for _ in $(seq 100); do
+    port=$(shuf -i 20000-32000 -n 1)
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
+  done
+  fail "no free port"
+}
+collector_pid=
+enroll_for_real
 dpkg --purge hostwatch-agent >/dev/null
 dpkg --purge hostwatch-collector hostwatch >/dev/null
 ! getent passwd hostwatch >/dev/null || fail "purge left the hostwatch user"
@@ -138,4 +226,4 @@ dpkg --purge hostwatch-collector hostwatch >/dev/null
 [ ! -e /etc/hostwatch ] || fail "purge left /etc/hostwatch: $(ls -A /etc/hostwatch)"
 [ ! -e /lib/systemd/system/hostwatch-agent.service ] || fail "purge left the unit"
 [ ! -e /etc/systemd/system/multi-user.target.wants/hostwatch-agent.service ] || fail "purge left the unit enabled"
-echo "packages: installed, checked (user, files, units enabled, not running), upgraded, removed, enroll run by install.sh and postinst, purged"
+echo "packages: installed, checked (user, files, units enabled, not running), upgraded, removed, enroll run by install.sh and postinst, enrolled against a collector (key the service user's, in its state directory), renewed as the unit runs the agent, purged"

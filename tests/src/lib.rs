@@ -493,20 +493,36 @@ pub struct Process {
 impl Process {
     /// Runs `program --config config`, logging at `info`.
     pub fn start(program: &Path, config: &Path, log: PathBuf) -> Self {
+        Process::start_as(program, config, log, None)
+    }
+
+    /// As [`start`](Self::start), as `user` (and its group) if given:
+    /// only root can.
+    pub fn start_as(
+        program: &Path,
+        config: &Path,
+        log: PathBuf,
+        user: Option<&nix::unistd::User>,
+    ) -> Self {
+        use std::os::unix::process::CommandExt;
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .unwrap();
-        let child = std::process::Command::new(program)
+        let mut command = std::process::Command::new(program);
+        command
             .arg("--config")
             .arg(config)
             .env("RUST_LOG", "info")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(file)
-            .spawn()
-            .unwrap();
+            .stderr(file);
+        if let Some(user) = user {
+            // std drops root's supplementary groups with the uid.
+            command.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+        }
+        let child = command.spawn().unwrap();
         Process {
             child,
             name: program.display().to_string(),

@@ -21,6 +21,10 @@ fn example_configurations_load() {
     let enroll = hostwatch_collector::config::EnrollConfig::default();
     assert_eq!(collector.enroll.cert_lifetime, enroll.cert_lifetime);
     assert_eq!(collector.enroll.max_connections, enroll.max_connections);
+    assert_eq!(
+        collector.enroll.min_renew_interval,
+        enroll.min_renew_interval
+    );
     assert!(
         collector
             .enroll
@@ -31,6 +35,12 @@ fn example_configurations_load() {
     assert!(collector.tls.key.ends_with("deploy/collector.key"));
     let agent = hostwatch_agent::AgentConfig::load(&deploy().join("agent.toml")).unwrap();
     assert_eq!(agent.interval, std::time::Duration::from_secs(10));
+    // Where enroll puts them: renewable under the unit.
+    assert_eq!(
+        agent.tls.key,
+        Path::new("/var/lib/hostwatch-agent/pki/agent.key")
+    );
+    assert!(agent.tls.ca.ends_with("deploy/agent-ca.pem"));
     // The example spells out the defaults, not other values.
     use hostwatch_agent::config as c;
     assert_eq!(agent.limits, c::Limits::default());
@@ -140,6 +150,7 @@ fn example_configurations_set_every_documented_default() {
         "issuer_cert",
         "issuer_key",
         "cert_lifetime",
+        "min_renew_interval",
     ] {
         assert!(
             collector.contains(&format!("\n{key} = ")),

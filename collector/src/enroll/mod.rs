@@ -52,6 +52,8 @@ pub(crate) struct Issuing {
     /// The root CA(s): the collector's `tls.ca`.
     root_pem: String,
     lifetime: Duration,
+    /// Shortest time between two certificates for one host.
+    min_renew_interval: Duration,
     /// The port of the main listener.
     ingest_port: u16,
 }
@@ -109,6 +111,7 @@ impl Issuing {
             ca,
             root_pem,
             lifetime: enroll.cert_lifetime,
+            min_renew_interval: enroll.min_renew_interval.min(enroll.cert_lifetime / 10),
             ingest_port,
         })
     }
@@ -244,6 +247,15 @@ pub(crate) enum RenewFailure {
     Csr(#[from] CsrError),
     #[error("{0}")]
     Refused(Refused),
+    #[error(
+        "this host was issued a certificate {ago_ms} ms ago; renewals are at least \
+         {interval:?} apart (enroll.min_renew_interval): retry in {retry_in_ms} ms"
+    )]
+    TooSoon {
+        ago_ms: i64,
+        interval: Duration,
+        retry_in_ms: u64,
+    },
     #[error("cannot issue the certificate: {0}")]
     Issue(String),
 }
@@ -261,9 +273,32 @@ impl RenewFailure {
             }
             RenewFailure::Refused(Refused::Unavailable(_)) => Status::unavailable(message),
             RenewFailure::Refused(_) => Status::permission_denied(message),
+            RenewFailure::TooSoon { retry_in_ms, .. } => crate::convert::retry_after(
+                Status::resource_exhausted(message),
+                Duration::from_millis(*retry_in_ms),
+            ),
             RenewFailure::Issue(_) => Status::internal(message),
         }
     }
+}
+
+/// Refuses a certificate issued `interval` or less after the last one,
+/// issued at `last_ms`: an agent that fails to save what it is given must
+/// not have certificates made at every retry. Checked before signing; two
+/// renewals at once may both pass, which bounds nothing worse than one
+/// more certificate.
+fn too_soon(last_ms: i64, now_ms: i64, interval: Duration) -> Result<(), RenewFailure> {
+    let ago_ms = now_ms - last_ms;
+    let interval_ms = i64::try_from(interval.as_millis()).unwrap_or(i64::MAX);
+    if ago_ms >= interval_ms {
+        return Ok(());
+    }
+    Err(RenewFailure::TooSoon {
+        ago_ms,
+        interval,
+        // A clock stepped back counts as just issued.
+        retry_in_ms: (interval_ms - ago_ms.max(0)) as u64,
+    })
 }
 
 /// Renews the certificate of agent `host` (the caller's, from its client
@@ -279,6 +314,10 @@ pub(crate) fn renew(
     let spki = hostwatch_pki::enroll::check_csr(csr, host)?;
     let now = time::OffsetDateTime::now_utc();
     let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
+    let last = tokens.renewable(host).map_err(RenewFailure::Refused)?;
+    if let Some(last) = last {
+        too_soon(last.issued_ms, now_ms, issuing.min_renew_interval)?;
+    }
     let issued = issuing
         .ca
         .issue_agent(
@@ -302,4 +341,34 @@ pub(crate) fn renew(
         serial: issued.serial_hex,
         not_after_ms: issued.not_after_ms,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_renewal_within_the_interval_is_refused_with_the_time_left() {
+        let minute = Duration::from_secs(60);
+        assert!(too_soon(0, 60_000, minute).is_ok());
+        assert!(too_soon(0, 600_000, minute).is_ok());
+        let refused = too_soon(0, 20_000, minute).unwrap_err();
+        let status = refused.status();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            status.metadata().get("grpc-retry-pushback-ms").unwrap(),
+            "40000"
+        );
+        assert!(
+            status.message().contains("enroll.min_renew_interval"),
+            "{}",
+            status.message()
+        );
+        // A clock stepped back: the whole interval.
+        let RenewFailure::TooSoon { retry_in_ms, .. } = too_soon(30_000, 0, minute).unwrap_err()
+        else {
+            panic!("not TooSoon")
+        };
+        assert_eq!(retry_in_ms, 60_000);
+    }
 }

@@ -201,6 +201,17 @@ struct Inner {
 }
 
 impl Inner {
+    /// Refuses `host` if its revocation is in force.
+    fn not_revoked(&self, host: &str) -> Result<(), Refused> {
+        match self.revoked.get(host).filter(|r| r.in_force()) {
+            Some(revoked) => Err(Refused::HostRevoked {
+                host: host.to_owned(),
+                revoked_ms: revoked.revoked_ms,
+            }),
+            None => Ok(()),
+        }
+    }
+
     fn insert(&mut self, digest: TokenDigest, entry: EnrollEntry) {
         if let Some((old, _)) = self.tokens.remove(&entry.name) {
             self.by_digest.remove(&old);
@@ -534,12 +545,7 @@ impl EnrollStore {
     /// handed out only once it is stored. Blocks on the disk.
     pub(crate) fn record_renewal(&self, host: &str, issued: Issued) -> Result<(), Refused> {
         let mut inner = self.lock();
-        if let Some(revoked) = inner.revoked.get(host).filter(|r| r.in_force()) {
-            return Err(Refused::HostRevoked {
-                host: host.to_owned(),
-                revoked_ms: revoked.revoked_ms,
-            });
-        }
+        inner.not_revoked(host)?;
         let hosts = match &inner.trees {
             Trees::Writable { hosts, .. } => hosts.clone(),
             Trees::Failed(cause) => return Err(Refused::Unavailable(cause.clone())),
@@ -616,6 +622,23 @@ impl EnrollStore {
     /// Every revoked host, by host id.
     pub(crate) fn revoked(&self) -> Vec<Revoked> {
         self.lock().revoked.values().cloned().collect()
+    }
+
+    /// The last certificate issued for `host`, if any, unless the host is
+    /// revoked: what a renewal is checked against before it is signed.
+    pub(crate) fn renewable(&self, host: &str) -> Result<Option<Issued>, Refused> {
+        let inner = self.lock();
+        inner.not_revoked(host)?;
+        Ok(inner.hosts.get(host).cloned())
+    }
+
+    /// When `host` was revoked, if its revocation is in force.
+    pub(crate) fn revoked_since(&self, host: &str) -> Option<i64> {
+        self.lock()
+            .revoked
+            .get(host)
+            .filter(|r| r.in_force())
+            .map(|r| r.revoked_ms)
     }
 
     /// The last certificate issued for `host`, if any.
@@ -818,7 +841,7 @@ mod tests {
             .redeem(&old, "web-1", false, issued("0a", 5_000), 0)
             .unwrap();
         let revoked = store
-            .revoke_host("web-1", "stolen", "operator/ops", 100, &["0b".to_owned()])
+            .revoke_host("web-1", "stolen", "ops", 100, &["0b".to_owned()])
             .unwrap();
         assert_eq!(revoked.serials, ["0a", "0b"]);
         let refused = Refused::HostRevoked {

@@ -166,6 +166,7 @@ fn host_json(status: &HostStatus) -> Json {
         "bootId": status.boot_id,
         "certificateExpiry": (status.certificate_expires_ms != 0)
             .then(|| format_rfc3339(status.certificate_expires_ms)),
+        "revoked": (status.revoked_ms != 0).then(|| format_rfc3339(status.revoked_ms)),
         "facts": facts,
     })
 }
@@ -177,6 +178,7 @@ fn compact_host_json(status: &HostStatus) -> Json {
         "up": status.up,
         "connected": status.connected,
         "lastSeen": format_rfc3339(status.last_seen_ms),
+        "revoked": (status.revoked_ms != 0).then(|| format_rfc3339(status.revoked_ms)),
     })
 }
 

@@ -54,6 +54,9 @@ pub struct HostLiveness {
     pub last_seen_ms: i64,
     /// The agent said goodbye before its stream closed (a planned stop).
     pub clean_shutdown: bool,
+    /// The host was revoked: cut off on purpose, so its silence pages no
+    /// one, and a host-down alert it had resolves.
+    pub revoked: bool,
 }
 
 /// Whether a part of the collector's storage stores, for `not_storing` rules.
@@ -513,7 +516,9 @@ impl Evaluator {
                 } else {
                     now_ms - h.last_seen_ms.max(self.started_ms)
                 };
-                let down = watched_ms > timeout_ms && (page_on_clean_shutdown || !h.clean_shutdown);
+                let down = !h.revoked
+                    && watched_ms > timeout_ms
+                    && (page_on_clean_shutdown || !h.clean_shutdown);
                 match (down, state.down[pos]) {
                     (true, None) => {
                         let labels = alert_labels(rule, &h.host, &[]);

@@ -492,7 +492,50 @@ fn liveness(host: &str, last_seen_ms: i64, clean_shutdown: bool) -> HostLiveness
         host: host.to_owned(),
         last_seen_ms,
         clean_shutdown,
+        revoked: false,
     }
+}
+
+/// A revoked host was cut off on purpose: its silence pages no one, and
+/// the alert of a host down before its revocation resolves.
+#[tokio::test(start_paused = true)]
+async fn a_revoked_host_is_not_paged_as_down() {
+    let mut h = Harness::new(HOST_DOWN);
+    let seen = h.now();
+    let revoked = |host: &str| HostLiveness {
+        revoked: true,
+        ..liveness(host, seen, false)
+    };
+    h.alerting
+        .check_hosts(&[liveness("a", seen, false), revoked("b")]);
+    advance(61).await;
+    h.alerting
+        .check_hosts(&[liveness("a", seen, false), revoked("b")]);
+    let mut firing: Vec<(String, String)> = h
+        .alerting
+        .alerts()
+        .iter()
+        .map(|a| (a.rule.clone(), a.labels["host"].clone()))
+        .collect();
+    firing.sort();
+    assert_eq!(
+        firing,
+        [
+            ("host_down".to_owned(), "a".to_owned()),
+            ("host_stopped".to_owned(), "a".to_owned())
+        ]
+    );
+    h.transitions();
+    // a, down, is revoked now: its alerts resolve.
+    h.alerting.check_hosts(&[revoked("a"), revoked("b")]);
+    let t = h.transitions();
+    assert_eq!(
+        t,
+        [
+            ("host_down".to_owned(), Phase::Firing, Phase::Resolved),
+            ("host_stopped".to_owned(), Phase::Firing, Phase::Resolved)
+        ]
+    );
 }
 
 #[tokio::test(start_paused = true)]

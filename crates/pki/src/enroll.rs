@@ -182,7 +182,7 @@ impl Ca {
         let cert = params.signed_by(&public_key, &self.issuer)?;
         Ok(IssuedAgent {
             cert_pem: cert.pem(),
-            serial_hex: hex(&serial),
+            serial_hex: crate::serial_hex(&serial),
             not_after_ms: not_after.unix_timestamp().saturating_mul(1000),
         })
     }
@@ -192,7 +192,8 @@ impl Ca {
 #[derive(Debug, Clone)]
 pub struct IssuedAgent {
     pub cert_pem: String,
-    /// The serial number, lowercase hex.
+    /// The serial number, lowercase hex without leading zeros (as
+    /// [`crate::certificate_serial_hex`] reads it back).
     pub serial_hex: String,
     /// ms since the Unix epoch.
     pub not_after_ms: i64,
@@ -492,9 +493,12 @@ mod tests {
         );
         let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
         assert_eq!(
-            cert.raw_serial_as_string().replace(':', ""),
+            crate::certificate_serial_hex(&der).unwrap(),
             issued.serial_hex
         );
+        // Leading zeros are not shown, whichever way the serial is read.
+        assert_eq!(crate::serial_hex(&[0x00, 0x0a, 0xbc]), "abc");
+        assert_eq!(crate::serial_hex(&[0x00]), "0");
         assert!(!cert.is_ca());
         let eku = cert.extended_key_usage().unwrap().unwrap().value;
         assert!(eku.client_auth && !eku.server_auth);

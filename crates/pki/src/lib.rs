@@ -275,6 +275,21 @@ impl CertPair {
         }
         written
     }
+
+    /// Checks that [`replace_files`](Self::replace_files) could write
+    /// beside `cert` and `key`, by creating and removing the temporary
+    /// files it writes: a renewal asks for no certificate it could not save.
+    pub fn check_replaceable(cert: &Path, key: &Path) -> Result<(), PkiError> {
+        for path in [key, cert] {
+            let temp = temp_beside(path);
+            write_file(&temp, b"", 0o600)?;
+            std::fs::remove_file(&temp).map_err(|source| PkiError::Write {
+                path: temp.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
 }
 
 /// `path` with `.new` appended: in the same directory, so a rename over
@@ -313,10 +328,16 @@ fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
         path: path.to_owned(),
         source,
     };
+    // Made anew, never opened through what is there: the directory may be
+    // the agent's while root writes in it (enroll), and a link left at
+    // `path` must not point root's write elsewhere.
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(e)),
+        _ => {}
+    }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(mode)
         .open(path)
         .map_err(err)?;
@@ -611,6 +632,17 @@ pub fn server_config_with_crl(
     client_auth: ClientAuth,
     crl: Option<&Path>,
 ) -> Result<(Arc<ServerConfig>, Identity), PkiError> {
+    server_config_denying(files, client_auth, crl, None)
+}
+
+/// [`server_config_with_crl`], refusing in the handshake the client
+/// certificates `denylist` denies, with the `certificate_revoked` alert.
+pub(crate) fn server_config_denying(
+    files: &TlsFiles,
+    client_auth: ClientAuth,
+    crl: Option<&Path>,
+    denylist: Option<&transport::Denylist>,
+) -> Result<(Arc<ServerConfig>, Identity), PkiError> {
     let crls = match crl {
         Some(path) => read_crls(path)?,
         None => Vec::new(),
@@ -647,6 +679,7 @@ pub fn server_config_with_crl(
                 .with_client_cert_verifier(IssuerRoles::wrap(
                     verifier().build().map_err(crl_error)?,
                     anchors,
+                    denylist,
                 ))
                 .with_single_cert(loaded.chain, loaded.key)?,
             vec![ALPN_H2.to_vec()],
@@ -659,6 +692,7 @@ pub fn server_config_with_crl(
                         .build()
                         .map_err(crl_error)?,
                     anchors,
+                    denylist,
                 ))
                 .with_single_cert(loaded.chain, loaded.key)?,
             vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()],
@@ -684,20 +718,28 @@ pub fn server_config_with_crl(
 
 /// A client verifier that, once webpki has verified a chain, also refuses
 /// a certificate not issued by a trust anchor itself unless it is an
-/// agent's (see [`server_config_with`]).
+/// agent's (see [`server_config_with`]), and one the deny list denies
+/// (`CertificateError::Revoked`, which rustls sends as the
+/// `certificate_revoked` alert: the agent can say it was revoked).
 #[derive(Debug)]
 struct IssuerRoles {
     inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
     /// Subjects (DER) of the trust anchors.
     anchors: Vec<Vec<u8>>,
+    denylist: Option<transport::Denylist>,
 }
 
 impl IssuerRoles {
     fn wrap(
         inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
         anchors: Vec<Vec<u8>>,
+        denylist: Option<&transport::Denylist>,
     ) -> Arc<dyn rustls::server::danger::ClientCertVerifier> {
-        Arc::new(IssuerRoles { inner, anchors })
+        Arc::new(IssuerRoles {
+            inner,
+            anchors,
+            denylist: denylist.cloned(),
+        })
     }
 }
 
@@ -730,6 +772,15 @@ impl rustls::server::danger::ClientCertVerifier for IssuerRoles {
             .anchors
             .iter()
             .any(|subject| subject.as_slice() == cert.issuer().as_raw());
+        if self
+            .denylist
+            .as_ref()
+            .is_some_and(|denylist| denylist.refuses_certificate(end_entity))
+        {
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Revoked,
+            ));
+        }
         if by_anchor || peer_identity(end_entity).is_ok_and(|id| id.role == Role::Agent) {
             Ok(verified)
         } else {
@@ -807,17 +858,19 @@ pub fn certificate_expiry_ms(cert: &CertificateDer<'_>) -> Option<i64> {
 /// `None` if it cannot be parsed.
 pub fn certificate_serial_hex(cert: &CertificateDer<'_>) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    let hex: String = parsed
-        .raw_serial()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    Some(serial_hex(parsed.raw_serial()))
+}
+
+/// The serial number of big-endian bytes `raw`, lowercase hex without
+/// leading zeros: the one form logs, answers and deny lists show.
+pub(crate) fn serial_hex(raw: &[u8]) -> String {
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
     let trimmed = hex.trim_start_matches('0');
-    Some(if trimmed.is_empty() {
+    if trimmed.is_empty() {
         "0".to_owned()
     } else {
         trimmed.to_owned()
-    })
+    }
 }
 
 /// When a certificate starts and stops being valid (notBefore, notAfter),
@@ -990,5 +1043,36 @@ mod tests {
         let gone = dir.path().join("gone/agent.pem");
         let err = new.replace_files(&gone, &key).unwrap_err().to_string();
         assert!(err.contains("gone"), "{err}");
+        // Checked beforehand the same, leaving nothing behind.
+        CertPair::check_replaceable(&cert, &key).unwrap();
+        let err = CertPair::check_replaceable(&gone, &key)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("gone/agent.pem.new"), "{err}");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    /// A link left where the temporary key is written (by whoever owns
+    /// the directory) is replaced, not written through.
+    #[test]
+    fn a_link_at_the_temporary_file_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::generate("test", 1).unwrap();
+        let identity = Identity::new(Role::Agent, "web-1").unwrap();
+        let pair = ca
+            .issue(&identity, &IssueOptions::valid_for_days(1))
+            .unwrap();
+        let (cert, key) = pair.write(dir.path(), "agent").unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::write(&elsewhere, "untouched").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, temp_beside(&key)).unwrap();
+        pair.replace_files(&cert, &key).unwrap();
+        assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "untouched");
+        assert_eq!(std::fs::read_to_string(&key).unwrap(), pair.key_pem);
+        assert!(!std::fs::symlink_metadata(&key).unwrap().is_symlink());
     }
 }

@@ -661,3 +661,65 @@ async fn an_anonymous_listener_presents_the_ca_its_pin_verifies() {
         "{err}"
     );
 }
+
+/// A denied agent is refused in the handshake with the
+/// `certificate_revoked` alert, which its client recognises, and counted
+/// as a refused connection; other peers get in.
+#[tokio::test]
+async fn a_revoked_agent_is_told_it_was_revoked() {
+    use hostwatch_pki::transport::{ConnectError, Denylist, is_certificate_revoked};
+    let pki = Pki::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let denylist = Denylist::default();
+    denylist.deny("web-1", &[]);
+    let tls = ServerTls::load(pki.files(Role::Collector, "test"))
+        .unwrap()
+        .with_denylist(denylist)
+        .unwrap();
+    let incoming = incoming(listener, tls, roomy(), std::future::pending());
+    let connections = incoming.connections();
+    let (_health, service) = tonic_health::server::health_reporter();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(incoming),
+    );
+    let target = |name: &str| ClientTarget {
+        address: addr.to_string(),
+        server_name: Some("localhost".to_owned()),
+        tls: pki.files(Role::Agent, name),
+        connect_timeout: Duration::from_secs(5),
+        keepalive: hostwatch_pki::transport::Keepalive::default(),
+    };
+    // The alert comes after the client's side of the handshake: on the
+    // connection, or with the first call.
+    let refusal: Box<dyn std::error::Error> = match connect(&target("web-1")).await {
+        Err(e) => {
+            assert!(matches!(e, ConnectError::Revoked { .. }), "{e}");
+            assert!(e.to_string().contains("revoked"), "{e}");
+            Box::new(e)
+        }
+        Ok((channel, _)) => {
+            let status = HealthClient::new(channel)
+                .check(HealthCheckRequest::default())
+                .await
+                .unwrap_err();
+            assert!(is_certificate_revoked(&status), "{status:?}");
+            Box::new(status)
+        }
+    };
+    assert!(!refusal.to_string().is_empty());
+    let (channel, _) = connect(&target("web-2")).await.unwrap();
+    let status = HealthClient::new(channel)
+        .check(HealthCheckRequest::default())
+        .await;
+    assert!(status.is_ok(), "{status:?}");
+    eventually("the refusal counted", || async {
+        (connections.stats().connections_refused >= 1).then_some(())
+    })
+    .await;
+    // Other failures are not taken for a revocation.
+    let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+    assert!(!is_certificate_revoked(&reset));
+}

@@ -108,6 +108,8 @@ impl Site {
             ingest: None,
             server_name: None,
             state_dir: dir.join("state"),
+            pki_dir: None,
+            user: None,
         }
     }
 
@@ -168,23 +170,43 @@ async fn an_enrolled_agent_streams_with_the_files_it_wrote() {
     let site = Site::start().await;
     let (token, name) = site.token(1, 3_600_000, "web-*").await;
     let dir = tempfile::tempdir().unwrap();
+    // A collector on the same host keeps its CA file in the same place.
+    let collectors_ca = dir.path().join("ca.pem");
+    std::fs::write(&collectors_ca, "the collector's").unwrap();
     let done = enroll(&site.args(&token, "web-1", dir.path()))
         .await
         .unwrap();
     assert_eq!(done.ingest, site.collector.addr.to_string());
+    assert_eq!(
+        std::fs::read_to_string(&collectors_ca).unwrap(),
+        "the collector's"
+    );
+    // The key and certificate in the state directory, which the agent
+    // may write (renewal), the rest beside agent.toml.
+    assert_eq!(done.pki_dir, dir.path().join("state/pki"));
+    let written = hostwatch_agent::AgentConfig::load(&done.config).unwrap();
+    assert_eq!(written.tls.cert, dir.path().join("state/pki/agent.pem"));
+    assert_eq!(written.tls.ca, dir.path().join("agent-ca.pem"));
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(dir.path().join("agent.key"))
+    for private in ["state", "state/pki"] {
+        let mode = std::fs::metadata(dir.path().join(private))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "{private}");
+    }
+    let mode = std::fs::metadata(dir.path().join("state/pki/agent.key"))
         .unwrap()
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
     openssl_verify(
-        &dir.path().join("ca.pem"),
+        &dir.path().join("agent-ca.pem"),
         &site.issuing,
-        &dir.path().join("agent.pem"),
+        &dir.path().join("state/pki/agent.pem"),
     );
     // The issued certificate: the agent's identity, client-auth only.
-    let chain = std::fs::read(dir.path().join("agent.pem")).unwrap();
+    let chain = std::fs::read(dir.path().join("state/pki/agent.pem")).unwrap();
     let leaf = rustls::pki_types::pem::PemObject::pem_slice_iter(&chain)
         .next()
         .unwrap()
@@ -221,7 +243,7 @@ async fn an_enrolled_agent_streams_with_the_files_it_wrote() {
         message.contains("no uses left") && !message.contains(&token),
         "{message}"
     );
-    assert!(!other.path().join("agent.key").exists());
+    assert!(!other.path().join("state/pki/agent.key").exists());
     site.collector.stop().await;
 }
 
@@ -284,7 +306,7 @@ async fn bad_tokens_are_refused_without_using_them() {
         enroll(&site.args(&api, "web-1", dir.path())).await,
         Code::Unauthenticated,
     );
-    assert!(!dir.path().join("agent.key").exists());
+    assert!(!dir.path().join("state/pki/agent.key").exists());
     assert_eq!(site.listed(&name).await.uses_left, 5);
     assert_eq!(site.counted().await, (0, 7));
     site.collector.stop().await;
@@ -390,19 +412,22 @@ async fn a_live_host_is_enrolled_again_only_with_replace() {
     );
     assert!(message.contains(&first.serial), "{message}");
     assert_eq!(site.listed(&name).await.uses_left, 2);
-    let key_before = std::fs::read(dir.path().join("agent.key")).unwrap();
+    let key_path = dir.path().join("state/pki/agent.key");
+    let key_before = std::fs::read(&key_path).unwrap();
+    // A key someone made readable to all: the new one is not.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let mut args = site.args(&token, "web-1", dir.path());
     args.replace = true;
     let second = enroll(&args).await.unwrap();
     assert_ne!(second.serial, first.serial);
-    assert_ne!(
-        std::fs::read(dir.path().join("agent.key")).unwrap(),
-        key_before
-    );
+    assert_ne!(std::fs::read(&key_path).unwrap(), key_before);
+    let mode = std::fs::metadata(&key_path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
     openssl_verify(
-        &dir.path().join("ca.pem"),
+        &dir.path().join("agent-ca.pem"),
         &site.issuing,
-        &dir.path().join("agent.pem"),
+        &dir.path().join("state/pki/agent.pem"),
     );
     assert_eq!(site.listed(&name).await.uses_left, 1);
     site.collector.stop().await;
@@ -429,7 +454,7 @@ async fn a_wrong_pin_refuses_the_collector_before_sending_the_token() {
     assert!(bad.is_err());
     assert_eq!(site.counted().await, (0, 0));
     assert_eq!(site.listed(&name).await.uses_left, 1);
-    assert!(!dir.path().join("agent.key").exists());
+    assert!(!dir.path().join("state/pki/agent.key").exists());
     site.collector.stop().await;
 }
 
@@ -619,83 +644,45 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// The deployment of the operations guide with real processes: `certs
-/// init`, the collector's and the operator's certificates, the root's key
-/// taken offline, the collector, `token create --enroll`, `hostwatch-agent
-/// enroll` on the host, and the agent run from the files it wrote.
-#[tokio::test]
-async fn the_deployment_steps_run_as_programs() {
+/// Bad usage of the deployment's commands (`token create --enroll`,
+/// `hostwatch-agent enroll`), as programs: exit status 64, the flag named,
+/// the token never echoed, nothing sent. Nothing listens at the addresses
+/// given: a command that tried to connect would fail otherwise (exit 1).
+/// The commands used rightly run in `deploy.rs`.
+#[test]
+fn bad_usage_of_the_deployment_commands_exits_64() {
     let hostwatch = env!("CARGO_BIN_EXE_e2e-hostwatch");
     let agent = env!("CARGO_BIN_EXE_e2e-agent");
     let dir = tempfile::tempdir().unwrap();
-    let (pki, host) = (dir.path().join("pki"), dir.path().join("host"));
     let p = |path: &Path| path.display().to_string();
+    let pki = dir.path().join("pki");
     let init = run(hostwatch, &["certs", "init", "--dir", &p(&pki)]);
     assert!(init.status.success(), "{}", text(&init.stderr));
     let pin = text(&init.stdout).trim().to_owned();
-    for args in [
+    let out = run(
+        hostwatch,
         &[
+            "certs",
+            "issue",
+            "--dir",
+            &p(&pki),
             "--role",
-            "collector",
+            "operator",
             "--name",
-            "main",
-            "--dns",
-            "localhost",
-            "--ip",
-            "127.0.0.1",
-        ][..],
-        &["--role", "operator", "--name", "ops"][..],
-    ] {
-        let mut all = vec!["certs", "issue", "--dir"];
-        let pki_dir = p(&pki);
-        all.push(&pki_dir);
-        all.extend_from_slice(args);
-        let out = run(hostwatch, &all);
-        assert!(out.status.success(), "{}", text(&out.stderr));
-    }
-    // The collector runs without the root's key.
-    std::fs::rename(pki.join("ca.key"), dir.path().join("ca.key.offline")).unwrap();
-    let (listen, enroll_listen) = (free_port(), free_port());
-    let collector_toml = dir.path().join("collector.toml");
-    std::fs::write(
-        &collector_toml,
-        format!(
-            "listen = \"127.0.0.1:{listen}\"\nenroll_listen = \"127.0.0.1:{enroll_listen}\"\ndata_dir = \"data\"\n\
-             [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/collector-main.pem\"\nkey = \"pki/collector-main.key\"\n\
-             [enroll]\nissuer_cert = \"pki/issuing.pem\"\nissuer_key = \"pki/issuing.key\"\ncert_lifetime = \"1d\"\n"
-        ),
-    )
-    .unwrap();
-    let collector = Process::start(
-        Path::new(env!("CARGO_BIN_EXE_e2e-collector")),
-        &collector_toml,
-        dir.path().join("collector.log"),
+            "ops",
+        ],
     );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let nowhere = format!("127.0.0.1:{}", free_port());
     let cli_toml = dir.path().join("cli.toml");
     std::fs::write(
         &cli_toml,
         format!(
-            "collector = \"127.0.0.1:{listen}\"\nserver_name = \"localhost\"\n[tls]\nca = \"pki/ca.pem\"\ncert = \"pki/operator-ops.pem\"\nkey = \"pki/operator-ops.key\"\n"
+            "collector = \"{nowhere}\"\nserver_name = \"localhost\"\n[tls]\nca = \"pki/ca.pem\"\ncert = \"pki/operator-ops.pem\"\nkey = \"pki/operator-ops.key\"\n"
         ),
     )
     .unwrap();
     let cli = p(&cli_toml);
-    let token = eventually(WAIT, "an enrollment token from the collector", || {
-        let out = run(
-            hostwatch,
-            &[
-                "--config", &cli, "token", "create", "--enroll", "--uses", "1", "--ttl", "1h",
-                "--hosts", "web-*",
-            ],
-        );
-        async move {
-            out.status
-                .success()
-                .then(|| text(&out.stdout).trim().to_owned())
-        }
-    })
-    .await;
-    // Bad usage: exit status 64, the flag named, nothing created or sent.
     for (args, named) in [
         (
             &["token", "create", "--enroll", "--ttl", "never"][..],
@@ -734,21 +721,37 @@ async fn the_deployment_steps_run_as_programs() {
         assert_eq!(out.status.code(), Some(64), "{args:?}: {said}");
         assert!(said.contains(named), "{args:?}: {said}");
     }
-    let enroll_addr = format!("127.0.0.1:{enroll_listen}");
-    let host_dir = p(&host);
+    let token = "hwt_not-a-real-token-but-secret-all-the-same";
+    let host = p(&dir.path().join("host"));
     for (args, named) in [
         (
-            &["--ca-pin", "sha256:00", "--host-id", "web-1"][..],
+            &[
+                "--collector",
+                &nowhere,
+                "--ca-pin",
+                "sha256:00",
+                "--host-id",
+                "web-1",
+            ][..],
             "--ca-pin",
         ),
         (
-            &["--ca-pin", pin.as_str(), "--host-id", "a/b"][..],
+            &[
+                "--collector",
+                &nowhere,
+                "--ca-pin",
+                &pin,
+                "--host-id",
+                "a/b",
+            ][..],
             "--host-id",
         ),
         (
             &[
+                "--collector",
+                &nowhere,
                 "--ca-pin",
-                pin.as_str(),
+                &pin,
                 "--host-id",
                 "web-1",
                 "--ingest",
@@ -756,130 +759,40 @@ async fn the_deployment_steps_run_as_programs() {
             ][..],
             "--ingest",
         ),
-    ] {
-        let mut all = vec![
-            "enroll",
+        (
+            &[
+                "--collector",
+                "nowhere",
+                "--ca-pin",
+                &pin,
+                "--host-id",
+                "web-1",
+            ][..],
             "--collector",
-            &enroll_addr,
-            "--token",
-            &token,
-            "--dir",
-            &host_dir,
-        ];
+        ),
+        (
+            &[
+                "--collector",
+                &nowhere,
+                "--ca-pin",
+                &pin,
+                "--host-id",
+                "web-1",
+                "--user",
+                "hostwatch-no-such-user",
+            ][..],
+            "--user hostwatch-no-such-user",
+        ),
+    ] {
+        let mut all = vec!["enroll", "--token", token, "--dir", &host];
         all.extend_from_slice(args);
         let out = run(agent, &all);
         let said = text(&out.stderr);
         assert_eq!(out.status.code(), Some(64), "{args:?}: {said}");
         assert!(
-            said.contains(named) && !said.contains(&token),
+            said.contains(named) && !said.contains(token),
             "{args:?}: {said}"
         );
     }
-    let out = run(
-        agent,
-        &[
-            "enroll",
-            "--collector",
-            "nowhere",
-            "--token",
-            &token,
-            "--ca-pin",
-            &pin,
-        ],
-    );
-    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("--collector"));
-    let out = run(
-        agent,
-        &[
-            "enroll",
-            "--collector",
-            &enroll_addr,
-            "--token",
-            &token,
-            "--ca-pin",
-            &pin,
-            "--host-id",
-            "web-1",
-            "--dir",
-            &p(&host),
-            "--state-dir",
-            &p(&host.join("state")),
-        ],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    // Enrolled once: the key stays unless --replace.
-    let again = run(
-        agent,
-        &[
-            "enroll",
-            "--collector",
-            &enroll_addr,
-            "--token",
-            &token,
-            "--ca-pin",
-            &pin,
-            "--host-id",
-            "web-1",
-            "--dir",
-            &p(&host),
-        ],
-    );
-    assert_eq!(again.status.code(), Some(64));
-    assert!(
-        text(&again.stderr).contains("--replace"),
-        "{}",
-        text(&again.stderr)
-    );
-    let list = run(hostwatch, &["--config", &cli, "token", "list"]);
-    let list = text(&list.stdout);
-    assert!(list.contains("0/1") && list.contains("web-*"), "{list}");
-    // Sooner than the default 10 s.
-    let agent_toml = host.join("agent.toml");
-    let written = std::fs::read_to_string(&agent_toml).unwrap();
-    std::fs::write(&agent_toml, format!("interval = \"200ms\"\n{written}")).unwrap();
-    let running = Process::start(Path::new(agent), &agent_toml, dir.path().join("agent.log"));
-    let operator = hostwatch_pki::TlsFiles {
-        ca: pki.join("ca.pem"),
-        cert: pki.join("operator-ops.pem"),
-        key: pki.join("operator-ops.key"),
-    };
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{listen}").parse().unwrap();
-    eventually(WAIT, "web-1's samples in the collector", || {
-        let operator = operator.clone();
-        async move {
-            use hostwatch_proto::v1::query_client::QueryClient;
-            use hostwatch_proto::v1::{Matcher, RangeRequest, matcher};
-            let mut query = QueryClient::new(channel(operator, addr).await.ok()?);
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis() as i64;
-            let series = query
-                .range(RangeRequest {
-                    metric: "hostwatch_agent_batches_total".into(),
-                    matchers: vec![Matcher {
-                        name: "host".into(),
-                        op: matcher::Op::Equal as i32,
-                        value: "web-1".into(),
-                    }],
-                    start_ms: now - 3_600_000,
-                    end_ms: now + 60_000,
-                    ..Default::default()
-                })
-                .await
-                .ok()?
-                .into_inner()
-                .series;
-            series
-                .iter()
-                .any(|s| !s.timestamps_ms.is_empty())
-                .then_some(())
-        }
-    })
-    .await;
-    let hosts = text(&run(hostwatch, &["--config", &cli, "hosts", "--json"]).stdout);
-    assert!(hosts.contains("\"web-1\""), "{hosts}");
-    running.terminate(WAIT).await;
-    collector.terminate(WAIT).await;
+    assert!(!dir.path().join("host").exists());
 }

@@ -7,6 +7,7 @@ mod alerts;
 mod auth;
 mod backoff;
 mod connections;
+mod deploy;
 mod disk_full;
 mod durability;
 mod enroll;

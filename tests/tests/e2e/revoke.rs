@@ -41,6 +41,10 @@ async fn enroll_token(pki: &TestPki, addr: std::net::SocketAddr) -> String {
         .token
 }
 
+/// Renewals checked right after enrollment, and again: not held back by
+/// `enroll.min_renew_interval` (tested in renew.rs).
+const RENEW_AT_ONCE: &str = "min_renew_interval = \"1ms\"\n";
+
 fn args(pki: &TestPki, enroll_addr: &str, token: &str, dir: &Path) -> EnrollArgs {
     EnrollArgs {
         collector: enroll_addr.to_owned(),
@@ -52,6 +56,8 @@ fn args(pki: &TestPki, enroll_addr: &str, token: &str, dir: &Path) -> EnrollArgs
         ingest: None,
         server_name: None,
         state_dir: dir.join("state"),
+        pki_dir: None,
+        user: None,
     }
 }
 
@@ -77,7 +83,7 @@ async fn a_revoked_host_is_cut_off_until_a_newer_token_enrolls_it() {
     let data = tempfile::tempdir().unwrap();
     let enroll_addr = format!("127.0.0.1:{}", free_port());
     let extra = format!(
-        "enroll_listen = {enroll_addr:?}\n[enroll]\nissuer_cert = {:?}\nissuer_key = {:?}\n",
+        "enroll_listen = {enroll_addr:?}\n[enroll]\nissuer_cert = {:?}\nissuer_key = {:?}\n{RENEW_AT_ONCE}",
         cert.display().to_string(),
         key.display().to_string()
     );
@@ -130,7 +136,7 @@ async fn a_revoked_host_is_cut_off_until_a_newer_token_enrolls_it() {
     assert_eq!(listed.len(), 1);
     assert_eq!(
         (listed[0].reason.as_str(), listed[0].revoked_by.as_str()),
-        ("disk stolen", "operator/ops")
+        ("disk stolen", "ops")
     );
     agent.stop().await;
 
@@ -255,7 +261,7 @@ async fn a_certificate_on_the_crl_is_refused_and_a_bad_crl_names_its_file() {
     std::fs::write(&crl, ca.revocation_list_pem(&[serial], 1).unwrap()).unwrap();
     let data = tempfile::tempdir().unwrap();
     let extra = format!(
-        "tls_crl = {:?}\n[enroll]\nissuer_cert = {:?}\nissuer_key = {:?}\n",
+        "tls_crl = {:?}\n[enroll]\nissuer_cert = {:?}\nissuer_key = {:?}\n{RENEW_AT_ONCE}",
         crl.display().to_string(),
         cert.display().to_string(),
         key.display().to_string()
@@ -274,4 +280,76 @@ async fn a_certificate_on_the_crl_is_refused_and_a_bad_crl_names_its_file() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("crl.pem") && err.contains("CRL"), "{err}");
+}
+
+/// A revoked host is refused on purpose, not down: `ListHosts` says it is
+/// revoked, and a host-down alert it had resolves (that none is raised
+/// for one is the alerting crate's test: it needs a wait).
+#[tokio::test]
+async fn a_revoked_host_is_listed_revoked_and_its_host_down_alert_resolves() {
+    use hostwatch_proto::v1::query_client::QueryClient;
+    use hostwatch_proto::v1::{AlertState, ListAlertsRequest, ListHostsRequest};
+    let pki = TestPki::new();
+    let data = tempfile::tempdir().unwrap();
+    let rules = "host_down_after = \"1s\"\n[alerting]\ndefault_rules = false\nflap_window = \"0s\"\n\
+                 [[alerting.rules]]\nname = \"host_down\"\nkind = \"host_down\"\n";
+    let collector = RunningCollector::start(collector_config_with(&pki, data.path(), rules)).await;
+    let addr = collector.addr;
+    let state = tempfile::tempdir().unwrap();
+    let agent = RunningAgent::start(agent_config(&pki, "web-1", addr, state.path()));
+    eventually(WAIT, "web-1's samples", || {
+        host_series(&pki, addr, "web-1", "hostwatch_agent_batches_total")
+    })
+    .await;
+    // Gone without a goodbye: a planned stop would not page.
+    agent.kill().await;
+    let query = || async {
+        QueryClient::new(
+            channel(pki.files(Role::Operator, "ops"), addr)
+                .await
+                .unwrap(),
+        )
+    };
+    let host_down = || async {
+        let alerts = query()
+            .await
+            .list_alerts(ListAlertsRequest {
+                host_id: "web-1".into(),
+                include_resolved: true,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .alerts;
+        alerts
+            .into_iter()
+            .find(|a| a.rule == "host_down")
+            .map(|a| a.state)
+    };
+    eventually(WAIT, "web-1 paged as down", || async {
+        (host_down().await == Some(AlertState::Firing as i32)).then_some(())
+    })
+    .await;
+    let listed = |hosts: Vec<hostwatch_proto::v1::HostStatus>| {
+        hosts.into_iter().find(|h| h.host_id == "web-1").unwrap()
+    };
+    let hosts = query().await.list_hosts(ListHostsRequest::default()).await;
+    assert_eq!(listed(hosts.unwrap().into_inner().hosts).revoked_ms, 0);
+
+    admin(&pki, addr)
+        .await
+        .revoke_host(RevokeHostRequest {
+            host_id: "web-1".into(),
+            reason: "decommissioned".into(),
+        })
+        .await
+        .unwrap();
+    eventually(WAIT, "web-1's host-down alert resolved", || async {
+        (host_down().await == Some(AlertState::Resolved as i32)).then_some(())
+    })
+    .await;
+    let hosts = query().await.list_hosts(ListHostsRequest::default()).await;
+    let web1 = listed(hosts.unwrap().into_inner().hosts);
+    assert!(web1.revoked_ms > 0 && !web1.up, "{web1:?}");
+    collector.stop().await;
 }

@@ -1,9 +1,12 @@
 //! Revoked hosts and certificate serials, which every listener sharing the
-//! deny list refuses after the TLS handshake (before the connection is
-//! admitted), and whose open connections it closes when they are denied.
+//! deny list refuses in the TLS handshake, with the `certificate_revoked`
+//! alert, so the peer learns why (and again after it, before the
+//! connection is admitted, for a revocation that came meanwhile), and
+//! whose open connections it closes when they are denied.
 
 use super::listener::{ListenerShared, lock};
 use crate::{Identity, Role};
+use rustls::pki_types::CertificateDer;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, Weak};
 
@@ -71,9 +74,45 @@ impl Denylist {
         host || serial.is_some_and(|s| denied.serials.contains(&normalize(s)))
     }
 
+    /// Whether the client certificate `end_entity` is refused; if so, the
+    /// listener's handshake in this task learns whom it refused
+    /// ([`refused_in`]). Called by the certificate verifier, which has no
+    /// other way to tell the listener (rustls calls it without context).
+    pub(crate) fn refuses_certificate(&self, end_entity: &CertificateDer<'_>) -> bool {
+        let identity = crate::peer_identity(end_entity).ok();
+        let serial = crate::certificate_serial_hex(end_entity);
+        if !self.denies(&identity, serial.as_deref()) {
+            return false;
+        }
+        let _ = REFUSED.try_with(|refused| *refused.borrow_mut() = Some((identity, serial)));
+        true
+    }
+
     pub(crate) fn register(&self, listener: &Arc<ListenerShared>) {
         lock(&self.0).listeners.push(Arc::downgrade(listener));
     }
+}
+
+/// A peer refused as revoked: its identity and certificate serial.
+pub(crate) type RefusedPeer = (Option<Identity>, Option<String>);
+
+tokio::task_local! {
+    /// The peer the verifier refused as revoked in the handshake this task
+    /// runs (see [`Denylist::refuses_certificate`]).
+    static REFUSED: std::cell::RefCell<Option<RefusedPeer>>;
+}
+
+/// Runs `handshake`, and tells whom the verifier refused as revoked in it,
+/// if it did.
+pub(crate) async fn refused_in<F: std::future::Future>(
+    handshake: F,
+) -> (F::Output, Option<RefusedPeer>) {
+    REFUSED
+        .scope(std::cell::RefCell::new(None), async {
+            let output = handshake.await;
+            (output, REFUSED.with(|refused| refused.borrow_mut().take()))
+        })
+        .await
 }
 
 /// Serials compare as numbers: lowercase, without leading zeros.

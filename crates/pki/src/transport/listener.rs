@@ -495,18 +495,23 @@ async fn establish(
     tx: mpsc::Sender<io::Result<TlsConnection>>,
 ) {
     let _ = tcp.set_nodelay(true);
-    let result = tokio::select! {
+    let timeout = shared.limits.handshake_timeout;
+    let (result, revoked) = tokio::select! {
         _ = cancel.cancelled() => return,
-        result = handshake(acceptor, client_auth, tcp, addr, shared.limits.handshake_timeout) => result,
+        result = super::denylist::refused_in(handshake(acceptor, client_auth, tcp, addr, timeout)) => result,
     };
     // Whoever takes the entry out owns the peer: here, or an eviction that
     // came first.
     if lock(&shared.handshakes).remove(&id).is_none() {
         return;
     }
-    let (stream, (identity, certificate_expires_ms, serial)) = match result {
-        Ok(established) => established,
-        Err(e) => {
+    let (stream, (identity, certificate_expires_ms, serial)) = match (result, revoked) {
+        (Err(_), Some((identity, serial))) => {
+            refused_revoked(&shared, addr, &identity, serial.as_deref());
+            return;
+        }
+        (Ok(established), _) => established,
+        (Err(e), None) => {
             shared
                 .counters
                 .handshakes_refused
@@ -517,14 +522,9 @@ async fn establish(
             return;
         }
     };
+    // Denied since the handshake's check.
     if denylist.denies(&identity, serial.as_deref()) {
-        shared
-            .counters
-            .connections_refused
-            .fetch_add(1, Ordering::Relaxed);
-        if let Some(suppressed) = lock(&shared.refusal_log).admit() {
-            tracing::warn!(peer.addr = %addr, peer.id = %Who(&identity), serial = serial.as_deref().unwrap_or(""), suppressed, "connection refused: revoked");
-        }
+        refused_revoked(&shared, addr, &identity, serial.as_deref());
         return;
     }
     let mut admission = match shared.admit(&identity) {
@@ -587,6 +587,22 @@ async fn establish(
         _admission: admission,
     };
     let _ = tx.send(Ok(conn)).await;
+}
+
+/// Counts and logs (rate-limited) a peer refused as revoked.
+fn refused_revoked(
+    shared: &ListenerShared,
+    addr: SocketAddr,
+    identity: &Option<Identity>,
+    serial: Option<&str>,
+) {
+    shared
+        .counters
+        .connections_refused
+        .fetch_add(1, Ordering::Relaxed);
+    if let Some(suppressed) = lock(&shared.refusal_log).admit() {
+        tracing::warn!(peer.addr = %addr, peer.id = %Who(identity), serial = serial.unwrap_or(""), suppressed, "connection refused: revoked");
+    }
 }
 
 /// Closes the connection once it has had no open call for `idle_timeout`

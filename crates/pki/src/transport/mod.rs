@@ -116,7 +116,7 @@ impl ServerTls {
         // next check rather than missed.
         let digest = digest_of(&files, crl.as_deref());
         let (config, identity) =
-            crate::server_config_with_crl(&files, client_auth, crl.as_deref())?;
+            crate::server_config_denying(&files, client_auth, crl.as_deref(), None)?;
         Ok(ServerTls {
             files,
             client_auth,
@@ -129,10 +129,12 @@ impl ServerTls {
     }
 
     /// These settings, refusing what `denylist` denies (see [`Denylist`]);
-    /// set before the listener starts.
-    pub fn with_denylist(mut self, denylist: Denylist) -> Self {
+    /// set before the listener starts. Reads the files again, so that the
+    /// handshake refuses them (with the `certificate_revoked` alert).
+    pub fn with_denylist(mut self, denylist: Denylist) -> Result<Self, PkiError> {
         self.denylist = denylist;
-        self
+        self.reload()?;
+        Ok(self)
     }
 
     pub(crate) fn denylist(&self) -> &Denylist {
@@ -146,8 +148,12 @@ impl ServerTls {
             digest_of(&self.files, self.crl.as_deref()),
             Ordering::Relaxed,
         );
-        let (config, _) =
-            crate::server_config_with_crl(&self.files, self.client_auth, self.crl.as_deref())?;
+        let (config, _) = crate::server_config_denying(
+            &self.files,
+            self.client_auth,
+            self.crl.as_deref(),
+            Some(&self.denylist),
+        )?;
         match self.current.write() {
             Ok(mut current) => *current = config,
             Err(poisoned) => *poisoned.into_inner() = config,
@@ -225,6 +231,37 @@ pub enum ConnectError {
     /// "transport error".
     #[error("cannot connect to {address}: {reason}")]
     Connect { address: String, reason: String },
+    /// The server refused this client's certificate as revoked (its
+    /// `certificate_revoked` alert).
+    #[error(
+        "{address} refused this certificate: it was revoked (hostwatch hosts revoke); \
+         enroll this host again, with a new enrollment token"
+    )]
+    Revoked { address: String },
+}
+
+/// Whether `error`, or an error it wraps, is the server's
+/// `certificate_revoked` alert: the collector refused this client's
+/// certificate as revoked ([`Denylist`]).
+pub fn is_certificate_revoked(error: &(dyn std::error::Error + 'static)) -> bool {
+    let alert = rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRevoked);
+    let is_alert =
+        |e: &(dyn std::error::Error + 'static)| e.downcast_ref::<rustls::Error>() == Some(&alert);
+    // h2 shows the I/O error it failed on in its text but does not give it
+    // as its source: the alert's own text stands for it there.
+    let text = alert.to_string();
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let wrapped = e
+            .downcast_ref::<io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| is_alert(inner));
+        if is_alert(e) || wrapped || e.to_string().contains(&text) {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 impl ClientTarget {
@@ -335,9 +372,16 @@ pub async fn connect(target: &ClientTarget) -> Result<(Channel, Identity), Conne
     let channel = endpoint
         .connect_with_connector(connector)
         .await
-        .map_err(|e| ConnectError::Connect {
-            address: target.address.clone(),
-            reason: hostwatch_stdx::error_chain(&e),
+        .map_err(|e| {
+            let address = target.address.clone();
+            if is_certificate_revoked(&e) {
+                ConnectError::Revoked { address }
+            } else {
+                ConnectError::Connect {
+                    address,
+                    reason: hostwatch_stdx::error_chain(&e),
+                }
+            }
         })?;
     Ok((channel, identity))
 }
