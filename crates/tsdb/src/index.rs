@@ -205,10 +205,14 @@ impl MetricSeries {
             if matcher.matches_value(None) {
                 excluded.extend(places);
             } else {
-                included = Some(match included {
+                let places = match included {
                     Some(before) => intersection(&before, &places),
                     None => places,
-                });
+                };
+                if places.is_empty() {
+                    return Some(places);
+                }
+                included = Some(places);
             }
         }
         if excluded.is_empty() {
