@@ -1,9 +1,9 @@
 //! Reading series from the store: PromQL matchers to the store's, and
 //! `__name__` matched against the stored metric names.
 
-use crate::value::{Labels, METRIC_NAME, set};
+use crate::value::{Labels, METRIC_NAME};
 use crate::{Limits, PromqlError};
-use hostwatch_tsdb::{Matcher, Point, SeriesKey, Store, TsdbError};
+use hostwatch_tsdb::{Label, Matcher, Point, SeriesKey, Store, TsdbError};
 use promql_parser::label::MatchOp;
 use promql_parser::parser::VectorSelector;
 use std::sync::Arc;
@@ -63,14 +63,35 @@ pub(crate) fn select(store: &Store, vs: &VectorSelector) -> Result<Vec<Selected>
             continue;
         }
         for (key, id) in store.select_shared(&metric, &labels).map_err(execution)? {
-            let mut labels = Vec::with_capacity(key.labels.len() + 1);
-            labels.extend_from_slice(&key.labels);
-            set(&mut labels, METRIC_NAME, &key.metric);
-            out.push(Selected { labels, key, id });
+            out.push(Selected {
+                labels: promql_labels(&key),
+                key,
+                id,
+            });
         }
     }
+    // The store answers in key order, which is label order but for label
+    // names sorting before `__name__`: then this sorts, else it only checks.
     out.sort_by(|a, b| a.labels.cmp(&b.labels));
     Ok(out)
+}
+
+/// A stored series' labels as PromQL has them: the key's, with the metric
+/// name as `__name__` in its place by name (replacing a stored label of
+/// that name, as `value::set` would), built in one pass.
+fn promql_labels(key: &SeriesKey) -> Labels {
+    let mut labels = Vec::with_capacity(key.labels.len() + 1);
+    let at = key
+        .labels
+        .partition_point(|l| l.name.as_str() < METRIC_NAME);
+    labels.extend_from_slice(&key.labels[..at]);
+    labels.push(Label::new(METRIC_NAME, key.metric.as_str()));
+    let after = match key.labels.get(at) {
+        Some(l) if l.name == METRIC_NAME => at + 1,
+        _ => at,
+    };
+    labels.extend_from_slice(&key.labels[after..]);
+    labels
 }
 
 /// The points of `series` in `[start, end]`, oldest first.
@@ -158,4 +179,22 @@ pub(crate) fn matching_series(
 
 fn execution(e: TsdbError) -> PromqlError {
     PromqlError::Execution(format!("reading series: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::set;
+
+    #[test]
+    fn a_series_labels_hold_its_metric_name_in_order() {
+        for names in [&["cpu"][..], &["A", "cpu"], &["Z", "__name__", "a"], &[]] {
+            let labels: Vec<Label> = names.iter().map(|n| Label::new(*n, "v")).collect();
+            let key = SeriesKey::for_host("h", "m", &labels).unwrap();
+            let mut expected = key.labels.clone();
+            set(&mut expected, METRIC_NAME, &key.metric);
+            assert_eq!(promql_labels(&key), expected, "{names:?}");
+            assert!(expected.is_sorted_by(|a, b| a.name < b.name));
+        }
+    }
 }

@@ -32,6 +32,8 @@
 //! - `head`: per-host in-memory state; `shape`: the previous batch's series,
 //!   for lookups; `keys`: the sled key layout;
 //! - `store`: open and replay, append, reads; `query`: steps and aggregations;
+//! - `index`: the series index in memory: keys, each metric's key order and
+//!   postings by label value, for selecting series;
 //! - `catalog`: metric names, and one series's raw points, for the PromQL engine;
 //! - `maintain`: sealing, WAL truncation, retention; `stats`, `verify`;
 //! - `supervise`: the free-space reserve, failures and rebuilding from
@@ -46,6 +48,7 @@ mod chunk;
 mod codec;
 mod commit;
 mod head;
+mod index;
 mod keys;
 mod maintain;
 mod model;

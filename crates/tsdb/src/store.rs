@@ -8,6 +8,7 @@ use crate::TsdbError;
 use crate::chunk;
 use crate::commit::{Committer, Generation};
 use crate::head::{HostState, IdMap, Inserted, Inserts};
+use crate::index::Index;
 use crate::keys;
 use crate::maintain::MaintenanceState;
 use crate::model::{
@@ -46,30 +47,6 @@ pub struct Pending {
     /// replayed one) durable; `None` when it already is.
     group: Option<u64>,
     outcome: AppendOutcome,
-}
-
-/// The series index: ids to keys, metrics and hosts to ids.
-#[derive(Default)]
-pub(crate) struct Index {
-    pub(crate) keys: IdMap<Arc<SeriesKey>>,
-    pub(crate) by_metric: HashMap<String, Vec<u64>>,
-    pub(crate) by_host: HashMap<String, Vec<u64>>,
-    pub(crate) next_id: u64,
-}
-
-impl Index {
-    fn insert(&mut self, id: u64, key: Arc<SeriesKey>) {
-        self.by_metric
-            .entry(key.metric.clone())
-            .or_default()
-            .push(id);
-        self.by_host
-            .entry(key.host().to_owned())
-            .or_default()
-            .push(id);
-        self.keys.insert(id, key);
-        self.next_id = self.next_id.max(id + 1);
-    }
 }
 
 /// Counters since the store was opened.
@@ -1026,7 +1003,7 @@ impl Inner {
         let key = Arc::new(key);
         let mut index = self.index.write().map_err(|_| poisoned())?;
         let id = index.next_id;
-        index.insert(id, key.clone());
+        index.insert_created(id, key.clone());
         drop(index);
         defs.push((keys::series(id).to_vec(), key.encode()));
         host.add(id, key);
@@ -1052,29 +1029,7 @@ impl Inner {
         matchers: &[Matcher],
     ) -> Result<Vec<(Arc<SeriesKey>, u64)>, TsdbError> {
         let index = self.index.read().map_err(|_| poisoned())?;
-        // Candidates: the metric's series, or the host's when a matcher
-        // names the host and it has fewer.
-        let mut candidates = index.by_metric.get(metric);
-        for m in matchers {
-            if let Matcher::Equal(name, host) = m
-                && name == crate::model::HOST_LABEL
-            {
-                let of_host = index.by_host.get(host);
-                if of_host.map_or(0, Vec::len) < candidates.map_or(0, Vec::len) {
-                    candidates = of_host;
-                }
-            }
-        }
-        let mut out: Vec<(Arc<SeriesKey>, u64)> = candidates
-            .into_iter()
-            .flatten()
-            .filter_map(|id| index.keys.get(id).map(|k| (k.clone(), *id)))
-            .filter(|(key, _)| key.metric == metric && matchers.iter().all(|m| m.matches(key)))
-            .collect();
-        drop(index);
-        // Keys are distinct: an unstable sort gives the same order, faster.
-        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        Ok(out)
+        Ok(index.select(metric, matchers))
     }
 
     fn snapshot_at(&self, host: &str, at_ms: i64) -> Result<Option<ProcessSnapshot>, TsdbError> {
@@ -1154,6 +1109,7 @@ fn read_index(
             }
         }
     }
+    index.order_all();
     Ok(index)
 }
 

@@ -5,7 +5,8 @@ mod common;
 
 use common::*;
 use hostwatch_tsdb::{
-    Aggregation, Batch, Label, Matcher, Point, ProcessInfo, ProcessSnapshot, SeriesInput, Store,
+    Aggregation, Batch, Label, Matcher, Point, ProcessInfo, ProcessSnapshot, SeriesInput,
+    SeriesKey, Store,
 };
 use std::sync::Arc;
 
@@ -690,6 +691,75 @@ fn matchers_select_by_label() {
     assert_eq!(count(&[Matcher::regex("cpu", "[0-9]+", false).unwrap()]), 2);
     assert_eq!(count(&[Matcher::Equal("host".into(), "b".into())]), 0);
     assert_eq!(store.select("nothing", &[]).unwrap().len(), 0);
+}
+
+/// Selections agree with looking at every series the test created, as
+/// series are created (past the point where the index merges new series
+/// into its key order) and after a reopen builds the index from disk.
+#[test]
+fn selections_agree_with_every_series_created_and_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(NOW);
+    let mut created: Vec<SeriesKey> = Vec::new();
+    let matchers = [
+        vec![],
+        vec![Matcher::Equal("cpu".into(), "total".into())],
+        vec![Matcher::Equal("host".into(), "h1".into())],
+        vec![Matcher::NotEqual("mode".into(), "idle".into())],
+        vec![Matcher::Equal("mode".into(), "".into())],
+        vec![
+            Matcher::regex("cpu", "1.*", false).unwrap(),
+            Matcher::regex("host", "h[02]", true).unwrap(),
+        ],
+    ];
+    let check = |store: &Store, created: &[SeriesKey]| {
+        for m in &matchers {
+            let mut expected: Vec<&SeriesKey> = created
+                .iter()
+                .filter(|k| m.iter().all(|m| m.matches(k)))
+                .collect();
+            expected.sort();
+            let got: Vec<SeriesKey> = store
+                .select("cpu", m)
+                .unwrap()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            assert_eq!(got.iter().collect::<Vec<_>>(), expected, "{m:?}");
+        }
+    };
+    let store = open(dir.path(), options(&clock));
+    let mut seq = 0;
+    // Hosts in turn, so that each host's series come in bursts and the
+    // newest ones are often not yet in the key order when selected.
+    for round in 0..3 {
+        for host in ["h2", "h0", "h1"] {
+            for i in (round * 40..round * 40 + 40).rev() {
+                let cpu = if i % 10 == 0 {
+                    "total".to_owned()
+                } else {
+                    i.to_string()
+                };
+                let mut labels = vec![("cpu", cpu.as_str())];
+                if i % 3 == 0 {
+                    labels.push(("mode", if i % 2 == 0 { "idle" } else { "user" }));
+                }
+                seq += 1;
+                store
+                    .append(&batch(host, seq, "cpu", &labels, &[(NOW, 0.5)]))
+                    .unwrap();
+                let labels: Vec<Label> = labels.iter().map(|(n, v)| Label::new(*n, *v)).collect();
+                let key = SeriesKey::for_host(host, "cpu", &labels).unwrap();
+                if !created.contains(&key) {
+                    created.push(key);
+                }
+            }
+            check(&store, &created);
+        }
+    }
+    drop(store);
+    let store = open(dir.path(), options(&clock));
+    check(&store, &created);
 }
 
 /// A minute-by-minute series `m` of host `a` over `[from, to)`, one batch per hour.
