@@ -33,6 +33,7 @@
 //!   for lookups; `keys`: the sled key layout;
 //! - `store`: open and replay, append, reads; `query`: steps and aggregations;
 //! - `catalog`: metric names, and one series's raw points, for the PromQL engine;
+//! - `forward`: the accept log and cursors forwarding reads;
 //! - `maintain`: sealing, WAL truncation, retention; `stats`, `verify`;
 //! - `supervise`: the free-space reserve, failures and rebuilding from
 //!   disk, the background thread;
@@ -45,6 +46,7 @@ mod catalog;
 mod chunk;
 mod codec;
 mod commit;
+mod forward;
 mod head;
 mod keys;
 mod maintain;
@@ -62,6 +64,7 @@ mod wal;
 #[cfg(feature = "test-util")]
 pub mod workload;
 
+pub use forward::{AcceptedGroup, AcceptedSpan};
 pub use maintain::MaintenanceReport;
 pub use model::{
     Aggregation, AppendOutcome, Batch, HOST_LABEL, Label, MAX_LABEL_VALUE_LEN, MAX_LABELS,
