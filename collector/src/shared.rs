@@ -46,6 +46,8 @@ pub(crate) struct Shared {
     /// The PromQL engine behind `[query]`'s limits, for the HTTP API and
     /// `Query.Promql` alike.
     pub(crate) promql: Promql,
+    /// The `[[forward]]` destinations' counters.
+    pub(crate) forwarding: crate::forward::Forwarding,
     /// Revoked hosts and serials, which every listener refuses; filled
     /// from the enrollment store's `revoked_hosts` at start.
     pub(crate) denylist: hostwatch_pki::transport::Denylist,
