@@ -10,6 +10,7 @@ mod connections;
 mod disk_full;
 mod durability;
 mod enroll;
+mod forward;
 mod hostwatch_api;
 mod http;
 mod ingest;

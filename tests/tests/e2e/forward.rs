@@ -1,0 +1,242 @@
+//! Forwarding (remote_write) against a small local receiver that answers
+//! as told: 5xx is retried, 429 waits for its `Retry-After`, other 4xx
+//! is dropped and not sent again, and a destination that is down does not
+//! hold the others back. The real receivers (Prometheus, VictoriaMetrics)
+//! are in `tests/remote_write.rs`.
+
+use hostwatch_pki::Role;
+use hostwatch_proto::prometheus::WriteRequest;
+use hostwatch_proto::v1::{Batch, Label, SeriesPoints};
+use hostwatch_tests::*;
+use prost::Message;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(20);
+const HOST: &str = "fw";
+
+/// One request the receiver got, and how it answered.
+#[derive(Debug, Clone)]
+struct Request {
+    at: Instant,
+    status: u16,
+    headers: axum::http::HeaderMap,
+    /// (metric, labels as `name=value` sorted, time, value) of every sample.
+    samples: Vec<(String, Vec<String>, i64, f64)>,
+}
+
+/// A remote_write receiver on 127.0.0.1 that answers each request with
+/// the next scripted answer (status, Retry-After, body), 204 once none
+/// is left.
+struct FakeReceiver {
+    addr: std::net::SocketAddr,
+    requests: Arc<Mutex<Vec<Request>>>,
+    script: Arc<Mutex<VecDeque<(u16, Option<&'static str>, &'static str)>>>,
+}
+
+impl FakeReceiver {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests: Arc<Mutex<Vec<Request>>> = Arc::default();
+        let script: Arc<Mutex<VecDeque<_>>> = Arc::default();
+        let (r, s) = (requests.clone(), script.clone());
+        let app = axum::Router::new().route(
+            "/api/v1/write",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let (requests, script) = (r.clone(), s.clone());
+                    async move {
+                        let (status, retry_after, text) = script
+                            .lock()
+                            .unwrap()
+                            .pop_front()
+                            .unwrap_or((204, None, ""));
+                        requests.lock().unwrap().push(Request {
+                            at: Instant::now(),
+                            status,
+                            headers,
+                            samples: decode(&body),
+                        });
+                        let mut response = axum::response::Response::builder().status(status);
+                        if let Some(after) = retry_after {
+                            response = response.header("Retry-After", after);
+                        }
+                        response.body(axum::body::Body::from(text)).unwrap()
+                    }
+                },
+            ),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        FakeReceiver {
+            addr,
+            requests,
+            script,
+        }
+    }
+
+    fn then_answer(&self, status: u16, retry_after: Option<&'static str>, body: &'static str) {
+        self.script
+            .lock()
+            .unwrap()
+            .push_back((status, retry_after, body));
+    }
+
+    fn requests(&self) -> Vec<Request> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// The requests holding a sample of `metric` at `t`.
+    fn with_sample(&self, metric: &str, t: i64) -> Vec<Request> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.samples.iter().any(|s| s.0 == metric && s.2 == t))
+            .collect()
+    }
+}
+
+/// The samples of a snappy-compressed `WriteRequest`.
+fn decode(body: &[u8]) -> Vec<(String, Vec<String>, i64, f64)> {
+    let raw = snap::raw::Decoder::new().decompress_vec(body).unwrap();
+    let request = WriteRequest::decode(&raw[..]).unwrap();
+    let mut out = Vec::new();
+    for series in request.timeseries {
+        let names: Vec<&str> = series.labels.iter().map(|l| l.name.as_str()).collect();
+        assert!(names.is_sorted(), "labels not sorted by name: {names:?}");
+        let metric = series
+            .labels
+            .iter()
+            .find(|l| l.name == "__name__")
+            .map(|l| l.value.clone())
+            .unwrap_or_default();
+        let labels: Vec<String> = series
+            .labels
+            .iter()
+            .filter(|l| l.name != "__name__")
+            .map(|l| format!("{}={}", l.name, l.value))
+            .collect();
+        for s in series.samples {
+            out.push((metric.clone(), labels.clone(), s.timestamp, s.value));
+        }
+    }
+    out
+}
+
+fn batch(seq: u64, t: i64) -> Batch {
+    let series = |metric: &str| SeriesPoints {
+        metric: metric.into(),
+        labels: vec![Label {
+            name: "cpu".into(),
+            value: "0".into(),
+        }],
+        timestamps_ms: vec![t],
+        values: vec![seq as f64 + 0.5],
+    };
+    Batch {
+        seq,
+        series: vec![series("fw_metric"), series("fw_ignored")],
+        ..Default::default()
+    }
+}
+
+// One scenario: each answer is checked on the batch sent after the
+// previous one was answered, over one collector and one receiver.
+#[tokio::test]
+async fn answers_decide_between_retry_wait_and_drop() {
+    let pki = TestPki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = FakeReceiver::start().await;
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t0ken\n").unwrap();
+    let dead = free_port();
+    let extra = format!(
+        "[[forward]]\nname = \"fake\"\nurl = \"http://{}/api/v1/write\"\nbearer_token_file = {token:?}\nmatch = [\"__name__!=fw_ignored\"]\nheaders = {{ X-Scope-OrgID = \"tenant-1\" }}\n[forward.queue]\nshards = 1\nmax_age = \"20ms\"\nmin_backoff = \"10ms\"\nmax_backoff = \"20ms\"\n\
+         [[forward]]\nname = \"down\"\nurl = \"http://127.0.0.1:{dead}/api/v1/write\"\n[forward.queue]\nmin_backoff = \"10ms\"\nmax_backoff = \"20ms\"\n",
+        receiver.addr
+    );
+    let collector = RunningCollector::start(collector_config_with(
+        &pki,
+        &dir.path().join("data"),
+        &extra,
+    ))
+    .await;
+    let files = || pki.files(Role::Agent, HOST);
+    let t0 = hostwatch_stdx::now_ms() - 10_000;
+
+    // 500 twice: the same request again until it is taken.
+    receiver.then_answer(500, None, "try later");
+    receiver.then_answer(503, None, "try later");
+    deliver_batch(files(), collector.addr, HOST, 1, batch(1, t0)).await;
+    eventually(WAIT, "the first batch taken after two 5xx", || async {
+        let seen = receiver.with_sample("fw_metric", t0);
+        seen.iter().any(|r| r.status == 204).then_some(())
+    })
+    .await;
+    let seen = receiver.with_sample("fw_metric", t0);
+    let statuses: Vec<u16> = seen.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![500, 503, 204]);
+    let first = &seen[0];
+    assert_eq!(
+        first.samples,
+        vec![(
+            "fw_metric".to_owned(),
+            vec!["cpu=0".to_owned(), format!("host={HOST}")],
+            t0,
+            1.5
+        )]
+    );
+    let header = |name: &str| first.headers[name].to_str().unwrap().to_owned();
+    assert_eq!(header("content-encoding"), "snappy");
+    assert_eq!(header("content-type"), "application/x-protobuf");
+    assert_eq!(header("x-prometheus-remote-write-version"), "0.1.0");
+    assert!(header("user-agent").starts_with("hostwatch/"));
+    assert_eq!(header("authorization"), "Bearer t0ken");
+    assert_eq!(header("x-scope-orgid"), "tenant-1");
+
+    // 429 with Retry-After: 1 s; the backoff alone would retry within 20 ms.
+    receiver.then_answer(429, Some("1"), "slow down");
+    deliver_batch(files(), collector.addr, HOST, 2, batch(2, t0 + 1)).await;
+    eventually(WAIT, "the second batch taken after a 429", || async {
+        let seen = receiver.with_sample("fw_metric", t0 + 1);
+        seen.iter().any(|r| r.status == 204).then_some(())
+    })
+    .await;
+    let seen = receiver.with_sample("fw_metric", t0 + 1);
+    assert_eq!(
+        seen.iter().map(|r| r.status).collect::<Vec<_>>(),
+        vec![429, 204]
+    );
+    let waited = seen[1].at - seen[0].at;
+    assert!(
+        waited >= Duration::from_millis(900),
+        "retried after {waited:?}"
+    );
+
+    // 400: dropped, never sent again; what follows still goes.
+    receiver.then_answer(400, None, "out of bounds");
+    deliver_batch(files(), collector.addr, HOST, 3, batch(3, t0 + 2)).await;
+    eventually(WAIT, "the third batch refused", || async {
+        (!receiver.with_sample("fw_metric", t0 + 2).is_empty()).then_some(())
+    })
+    .await;
+    deliver_batch(files(), collector.addr, HOST, 4, batch(4, t0 + 3)).await;
+    eventually(WAIT, "the fourth batch taken", || async {
+        let seen = receiver.with_sample("fw_metric", t0 + 3);
+        seen.iter().any(|r| r.status == 204).then_some(())
+    })
+    .await;
+    let refused = receiver.with_sample("fw_metric", t0 + 2);
+    assert_eq!(refused.len(), 1, "a refused request was sent again");
+    assert_eq!(refused[0].status, 400);
+
+    // The matcher kept the other metric back, from every request.
+    assert!(
+        receiver
+            .requests()
+            .iter()
+            .all(|r| r.samples.iter().all(|s| s.0 == "fw_metric")),
+        "a series the matchers exclude was sent"
+    );
+    collector.stop().await;
+}
