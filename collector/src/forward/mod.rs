@@ -40,6 +40,9 @@ const GROUPS_PER_READ: usize = 256;
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// How often the figures are logged and the accept log trimmed.
 const REPORT_INTERVAL: Duration = Duration::from_secs(60);
+/// At shutdown, how long a shard's request in flight may take to be
+/// answered (and the cursor moved for it) before it is abandoned.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Counters of one destination since the collector started (a later
 /// `/metrics` reads them).
@@ -218,6 +221,8 @@ struct Reader {
     destination: Arc<Destination>,
     stats: Arc<DestinationStats>,
     shards: Vec<mpsc::Sender<Item>>,
+    /// The shards' tasks, awaited at shutdown.
+    senders: Vec<tokio::task::JoinHandle<()>>,
     /// Per shard, the highest mark it acknowledged.
     acked: Vec<Arc<AtomicU64>>,
     /// Labels of each series seen (`None`: not matched), by id.
@@ -241,6 +246,7 @@ impl Reader {
         let places = (q.capacity / q.max_samples_per_request).max(1) * 64;
         let mut shards = Vec::with_capacity(q.shards);
         let mut acked = Vec::with_capacity(q.shards);
+        let mut senders = Vec::with_capacity(q.shards);
         for index in 0..q.shards {
             let (tx, rx) = mpsc::channel(places);
             let ack = Arc::new(AtomicU64::new(cursor));
@@ -251,7 +257,7 @@ impl Reader {
                 acked: ack.clone(),
                 stop: stop.clone(),
             };
-            tasks.spawn(shard.run(rx));
+            senders.push(tasks.spawn(shard.run(rx)));
             shards.push(tx);
             acked.push(ack);
         }
@@ -260,6 +266,7 @@ impl Reader {
             destination,
             stats,
             shards,
+            senders,
             acked,
             labels: HashMap::new(),
             stop,
@@ -267,6 +274,22 @@ impl Reader {
     }
 
     async fn run(mut self) {
+        self.follow().await;
+        // Stopping: the requests in flight get a moment to be answered,
+        // so that the cursor covers them and a restart does not send
+        // them again.
+        self.shards.clear();
+        for sender in std::mem::take(&mut self.senders) {
+            let abort = sender.abort_handle();
+            if tokio::time::timeout(SHUTDOWN_GRACE, sender).await.is_err() {
+                abort.abort();
+            }
+        }
+        self.advance_cursor().await;
+    }
+
+    /// Reads the accept log and feeds the shards until stopped.
+    async fn follow(&mut self) {
         let name = self.destination.name.clone();
         let mut read_to = self.stats.cursor.load(Ordering::Relaxed);
         let mut attempt = 0u32;

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(20);
 const HOST: &str = "fw";
+/// A scripted answer that never comes in time.
+const HANG: u16 = 299;
 
 /// One request the receiver got, and how it answered.
 #[derive(Debug, Clone)]
@@ -59,6 +61,10 @@ impl FakeReceiver {
                             headers,
                             samples: decode(&body),
                         });
+                        if status == HANG {
+                            // Longer than the destination's timeout.
+                            tokio::time::sleep(Duration::from_secs(5)).await;
+                        }
                         let mut response = axum::response::Response::builder().status(status);
                         if let Some(after) = retry_after {
                             response = response.header("Retry-After", after);
@@ -151,7 +157,7 @@ async fn answers_decide_between_retry_wait_and_drop() {
     std::fs::write(&token, "t0ken\n").unwrap();
     let dead = free_port();
     let extra = format!(
-        "[[forward]]\nname = \"fake\"\nurl = \"http://{}/api/v1/write\"\nbearer_token_file = {token:?}\nmatch = [\"__name__!=fw_ignored\"]\nheaders = {{ X-Scope-OrgID = \"tenant-1\" }}\n[forward.queue]\nshards = 1\nmax_age = \"20ms\"\nmin_backoff = \"10ms\"\nmax_backoff = \"20ms\"\n\
+        "[[forward]]\nname = \"fake\"\nurl = \"http://{}/api/v1/write\"\nbearer_token_file = {token:?}\ntimeout = \"500ms\"\nmatch = [\"__name__!=fw_ignored\"]\nheaders = {{ X-Scope-OrgID = \"tenant-1\" }}\n[forward.queue]\nshards = 1\nmax_age = \"20ms\"\nmin_backoff = \"10ms\"\nmax_backoff = \"20ms\"\n\
          [[forward]]\nname = \"down\"\nurl = \"http://127.0.0.1:{dead}/api/v1/write\"\n[forward.queue]\nmin_backoff = \"10ms\"\nmax_backoff = \"20ms\"\n",
         receiver.addr
     );
@@ -230,6 +236,28 @@ async fn answers_decide_between_retry_wait_and_drop() {
     assert_eq!(refused.len(), 1, "a refused request was sent again");
     assert_eq!(refused[0].status, 400);
 
+    // A token refused (401) is dropped too; a receiver that does not
+    // answer within the timeout is asked again.
+    receiver.then_answer(401, None, "bad token");
+    deliver_batch(files(), collector.addr, HOST, 5, batch(5, t0 + 4)).await;
+    eventually(WAIT, "the fifth batch refused", || async {
+        (!receiver.with_sample("fw_metric", t0 + 4).is_empty()).then_some(())
+    })
+    .await;
+    receiver.then_answer(HANG, None, "");
+    deliver_batch(files(), collector.addr, HOST, 6, batch(6, t0 + 5)).await;
+    eventually(WAIT, "the sixth batch taken after a timeout", || async {
+        let seen = receiver.with_sample("fw_metric", t0 + 5);
+        seen.iter().any(|r| r.status == 204).then_some(())
+    })
+    .await;
+    let statuses = |t| {
+        let seen = receiver.with_sample("fw_metric", t);
+        seen.iter().map(|r| r.status).collect::<Vec<_>>()
+    };
+    assert_eq!(statuses(t0 + 4), vec![401]);
+    assert_eq!(statuses(t0 + 5), vec![HANG, 204]);
+
     // The matcher kept the other metric back, from every request.
     assert!(
         receiver
@@ -239,4 +267,54 @@ async fn answers_decide_between_retry_wait_and_drop() {
         "a series the matchers exclude was sent"
     );
     collector.stop().await;
+}
+
+#[tokio::test]
+async fn a_destination_removed_from_the_configuration_loses_its_cursor() {
+    let pki = TestPki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = FakeReceiver::start().await;
+    let section = |name: &str| {
+        format!(
+            "[[forward]]\nname = \"{name}\"\nurl = \"http://{}/api/v1/write\"\n[forward.queue]\nmax_age = \"20ms\"\n",
+            receiver.addr
+        )
+    };
+    let data = dir.path().join("data");
+    let both = format!("{}{}", section("keep"), section("gone"));
+    let collector = RunningCollector::start(collector_config_with(&pki, &data, &both)).await;
+    let t = hostwatch_stdx::now_ms() - 1_000;
+    deliver_batch(
+        pki.files(Role::Agent, HOST),
+        collector.addr,
+        HOST,
+        1,
+        batch(1, t),
+    )
+    .await;
+    eventually(WAIT, "the batch at both destinations", || async {
+        let taken = receiver.with_sample("fw_metric", t);
+        (taken.iter().filter(|r| r.status == 204).count() == 2).then_some(())
+    })
+    .await;
+    collector.stop().await;
+    let store = hostwatch_tsdb::Store::open(&data.join("store"), Default::default()).unwrap();
+    let mut names: Vec<String> = store
+        .forward_cursors()
+        .unwrap()
+        .into_iter()
+        .map(|c| c.0)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["gone", "keep"]);
+    drop(store);
+
+    let collector =
+        RunningCollector::start(collector_config_with(&pki, &data, &section("keep"))).await;
+    collector.stop().await;
+    let store = hostwatch_tsdb::Store::open(&data.join("store"), Default::default()).unwrap();
+    let cursors = store.forward_cursors().unwrap();
+    assert_eq!(cursors.len(), 1, "{cursors:?}");
+    assert_eq!(cursors[0].0, "keep");
+    assert!(cursors[0].1 > 0, "{cursors:?}");
 }
