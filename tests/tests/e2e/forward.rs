@@ -18,6 +18,9 @@ const HOST: &str = "fw";
 /// A scripted answer that never comes in time.
 const HANG: u16 = 299;
 
+/// A scripted answer: status, `Retry-After`, body.
+type Answer = (u16, Option<&'static str>, &'static str);
+
 /// One request the receiver got, and how it answered.
 #[derive(Debug, Clone)]
 struct Request {
@@ -34,7 +37,7 @@ struct Request {
 struct FakeReceiver {
     addr: std::net::SocketAddr,
     requests: Arc<Mutex<Vec<Request>>>,
-    script: Arc<Mutex<VecDeque<(u16, Option<&'static str>, &'static str)>>>,
+    script: Arc<Mutex<VecDeque<Answer>>>,
 }
 
 impl FakeReceiver {
