@@ -378,71 +378,98 @@ impl Reader {
         }
     }
 
-    /// Reads one group's matching series back and hands them to their shards.
+    /// Reads one group's matching series back (in one call on the
+    /// blocking pool) and hands them to their shards.
     async fn feed(&mut self, group: AcceptedGroup) -> Result<(), hostwatch_tsdb::TsdbError> {
-        for span in group.spans {
-            let mut wanted = Vec::new();
-            for id in span.series {
-                if let Some(labels) = self.labels_of(id).await? {
-                    wanted.push((id, labels));
-                }
+        self.learn(&group).await?;
+        // Per span: its bounds and the series wanted from it.
+        let spans: Vec<(i64, i64, Vec<u64>)> = group
+            .spans
+            .into_iter()
+            .map(|span| {
+                let wanted: Vec<u64> = span
+                    .series
+                    .into_iter()
+                    .filter(|id| self.labels.get(id).is_some_and(Option::is_some))
+                    .collect();
+                (span.start_ms, span.end_ms, wanted)
+            })
+            .filter(|span| !span.2.is_empty())
+            .collect();
+        if spans.is_empty() {
+            return Ok(());
+        }
+        let store = self.store.clone();
+        let read = blocking(move || {
+            let mut out = Vec::new();
+            for (start, end, ids) in spans {
+                let points = read_points(&store, &ids, start, end)?;
+                out.extend(ids.into_iter().zip(points));
             }
-            if wanted.is_empty() {
+            Ok(out)
+        })
+        .await?;
+        for (id, points) in read {
+            let Some(Some(labels)) = self.labels.get(&id).cloned() else {
+                continue;
+            };
+            if points.is_empty() {
                 continue;
             }
-            let store = self.store.clone();
-            let ids: Vec<u64> = wanted.iter().map(|(id, _)| *id).collect();
-            let (start, end) = (span.start_ms, span.end_ms);
-            let read = blocking(move || read_points(&store, &ids, start, end)).await?;
-            for (points, (id, labels)) in read.into_iter().zip(&wanted) {
-                if points.is_empty() {
-                    continue;
-                }
+            self.stats
+                .pending
+                .fetch_add(points.len() as u64, Ordering::Relaxed);
+            if let Some(last) = points.last() {
                 self.stats
-                    .pending
-                    .fetch_add(points.len() as u64, Ordering::Relaxed);
-                if let Some(last) = points.last() {
-                    self.stats
-                        .newest_read_ms
-                        .fetch_max(last.t_ms, Ordering::Relaxed);
-                }
-                let shard = &self.shards[(id % self.shards.len() as u64) as usize];
-                let item = Item::Series(SeriesSamples {
-                    labels: labels.clone(),
-                    points,
-                });
-                if shard.send(item).await.is_err() {
-                    return Ok(());
-                }
+                    .newest_read_ms
+                    .fetch_max(last.t_ms, Ordering::Relaxed);
+            }
+            let shard = &self.shards[(id % self.shards.len() as u64) as usize];
+            let item = Item::Series(SeriesSamples { labels, points });
+            if shard.send(item).await.is_err() {
+                return Ok(());
             }
         }
         Ok(())
     }
 
-    /// The remote_write labels of series `id` if the destination wants it.
-    async fn labels_of(
-        &mut self,
-        id: u64,
-    ) -> Result<Option<Arc<Vec<Label>>>, hostwatch_tsdb::TsdbError> {
-        if let Some(known) = self.labels.get(&id) {
-            return Ok(known.clone());
+    /// Looks up, in one call, the keys of the group's series not seen
+    /// before, and whether the destination wants each (its labels if so).
+    async fn learn(&mut self, group: &AcceptedGroup) -> Result<(), hostwatch_tsdb::TsdbError> {
+        let mut unknown: Vec<u64> = group
+            .spans
+            .iter()
+            .flat_map(|s| s.series.iter().copied())
+            .filter(|id| !self.labels.contains_key(id))
+            .collect();
+        if unknown.is_empty() {
+            return Ok(());
         }
+        unknown.sort_unstable();
+        unknown.dedup();
         let store = self.store.clone();
-        let Some(key) = blocking(move || store.series_key(id)).await? else {
-            // Not known (yet): asked again next time.
-            return Ok(None);
-        };
-        let value = |name: &str| {
-            if name == "__name__" {
-                Some(key.metric.as_str())
-            } else {
-                key.label(name)
-            }
-        };
-        let wanted = self.destination.matchers.iter().all(|m| m.matches(value));
-        let labels = wanted.then(|| Arc::new(remote_labels(&key)));
-        self.labels.insert(id, labels.clone());
-        Ok(labels)
+        let keys = blocking(move || {
+            unknown
+                .into_iter()
+                .map(|id| Ok((id, store.series_key(id)?)))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
+        for (id, key) in keys {
+            // A series the store does not know (yet) is looked up again.
+            let Some(key) = key else { continue };
+            let value = |name: &str| {
+                if name == "__name__" {
+                    Some(key.metric.as_str())
+                } else {
+                    key.label(name)
+                }
+            };
+            let wanted = self.destination.matchers.iter().all(|m| m.matches(value));
+            self.labels
+                .insert(id, wanted.then(|| Arc::new(remote_labels(&key))));
+        }
+        Ok(())
     }
 }
 
