@@ -549,30 +549,29 @@ impl Shard {
                 },
             };
             match item {
-                Some(Item::Series(mut series)) => {
-                    deadline.get_or_insert_with(|| tokio::time::Instant::now() + q.max_age);
-                    // Split so that no request exceeds the limit.
-                    while samples + series.points.len() > q.max_samples_per_request {
+                Some(Item::Series(SeriesSamples { labels, mut points })) => {
+                    // Split so that no request exceeds the limit; the batch
+                    // is sent once full, so there is always room.
+                    while !points.is_empty() {
                         let room = q.max_samples_per_request - samples;
-                        let rest = series.points.split_off(room);
-                        samples += series.points.len();
-                        if !series.points.is_empty() {
-                            batch.push(series.clone());
+                        let rest = if points.len() > room {
+                            points.split_off(room)
+                        } else {
+                            Vec::new()
+                        };
+                        samples += points.len();
+                        batch.push(SeriesSamples {
+                            labels: labels.clone(),
+                            points,
+                        });
+                        deadline.get_or_insert_with(|| tokio::time::Instant::now() + q.max_age);
+                        points = rest;
+                        if samples >= q.max_samples_per_request {
+                            if !self.flush(&mut batch, &mut samples).await {
+                                return;
+                            }
+                            deadline = None;
                         }
-                        series.points = rest;
-                        if !self.flush(&mut batch, &mut samples).await {
-                            return;
-                        }
-                    }
-                    samples += series.points.len();
-                    if !series.points.is_empty() {
-                        batch.push(series);
-                    }
-                    if samples >= q.max_samples_per_request {
-                        if !self.flush(&mut batch, &mut samples).await {
-                            return;
-                        }
-                        deadline = None;
                     }
                 }
                 Some(Item::Mark(group)) => mark = Some(group),

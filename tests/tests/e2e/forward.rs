@@ -321,3 +321,62 @@ async fn a_destination_removed_from_the_configuration_loses_its_cursor() {
     assert_eq!(cursors[0].0, "keep");
     assert!(cursors[0].1 > 0, "{cursors:?}");
 }
+
+#[tokio::test]
+async fn requests_keep_to_their_size_and_each_series_in_order() {
+    let pki = TestPki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = FakeReceiver::start().await;
+    let extra = format!(
+        "[[forward]]\nname = \"small\"\nurl = \"http://{}/api/v1/write\"\n[forward.queue]\nshards = 2\nmax_samples_per_request = 3\ncapacity = 3\nmax_age = \"20ms\"\n",
+        receiver.addr
+    );
+    let collector = RunningCollector::start(collector_config_with(
+        &pki,
+        &dir.path().join("data"),
+        &extra,
+    ))
+    .await;
+    let t0 = hostwatch_stdx::now_ms() - 10_000;
+    let times: Vec<i64> = (0..5).map(|i| t0 + i * 100).collect();
+    let series = (0..4)
+        .map(|s| SeriesPoints {
+            metric: "fw_sized".into(),
+            labels: vec![Label {
+                name: "s".into(),
+                value: s.to_string(),
+            }],
+            timestamps_ms: times.clone(),
+            values: times.iter().map(|t| (t - t0 + s) as f64).collect(),
+        })
+        .collect();
+    let batch = Batch {
+        seq: 1,
+        series,
+        ..Default::default()
+    };
+    deliver_batch(pki.files(Role::Agent, HOST), collector.addr, HOST, 1, batch).await;
+    eventually(WAIT, "all 20 samples taken", || async {
+        let n: usize = receiver.requests().iter().map(|r| r.samples.len()).sum();
+        (n >= 20).then_some(())
+    })
+    .await;
+    let requests = receiver.requests();
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.status == 204 && r.samples.len() <= 3)
+    );
+    for s in 0..4i64 {
+        let label = format!("s={s}");
+        let got: Vec<(i64, f64)> = requests
+            .iter()
+            .flat_map(|r| &r.samples)
+            .filter(|x| x.1.contains(&label))
+            .map(|x| (x.2, x.3))
+            .collect();
+        let want: Vec<(i64, f64)> = times.iter().map(|t| (*t, (t - t0 + s) as f64)).collect();
+        assert_eq!(got, want, "series {label}");
+    }
+    collector.stop().await;
+}
