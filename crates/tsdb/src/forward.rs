@@ -223,9 +223,10 @@ impl Store {
     }
 
     /// Deletes the accept-log entries no destination needs: those of groups
-    /// up to `through` (the lowest cursor), and the oldest ones whose
-    /// every span is older than the retention (their samples are gone).
-    /// Returns how many it deleted.
+    /// up to `through` (the lowest cursor, which must be stored already),
+    /// and the oldest ones whose every span is older than the retention
+    /// (their samples are gone). Flushes the cursors first. Returns how
+    /// many it deleted.
     pub fn trim_accept_log(&self, through: u64) -> Result<u64, TsdbError> {
         let inner = self.inner()?;
         let cutoff = (inner.options.clock)().saturating_sub(inner.options.retention_ms);
@@ -243,7 +244,12 @@ impl Store {
                 break;
             }
         }
-        inner.tree.apply_batch(batch)?;
+        if deleted > 0 {
+            // The cursors that allow the deletion are on disk first: after
+            // a crash, no cursor can point before a deleted entry.
+            inner.db.flush()?;
+            inner.tree.apply_batch(batch)?;
+        }
         Ok(deleted)
     }
 }
