@@ -8,7 +8,7 @@ use crate::enroll::{EnrollService, Issuing};
 use crate::hosts::HostRegistry;
 use crate::ingest::IngestService;
 use crate::query::QueryService;
-use crate::shared::{Shared, reload_alerting};
+use crate::shared::{Shared, reload_config};
 use crate::state::StateDb;
 use crate::tokens::TokenStore;
 use hostwatch_alerting::{Alerting, Clock, Refusal, SnapshotSource, StorageCondition};
@@ -562,13 +562,13 @@ fn spawn_alerting(shared: &Shared, tls: Vec<ServerTls>, tls_check_interval: Dura
                 }
                 _ = hangup.recv() => {}
             }
-            tracing::info!("SIGHUP: reloading certificates and alert rules");
+            tracing::info!("SIGHUP: reloading certificates, alert rules and forwarding");
             for tls in &tls {
                 if let Err(e) = tls.reload() {
                     tracing::error!(error = %e, "certificates not reloaded; the running ones stay");
                 }
             }
-            match reload_alerting(&shared).await {
+            match reload_config(&shared).await {
                 // The engine logs what it now runs.
                 Ok(_) => {}
                 Err(e) => {

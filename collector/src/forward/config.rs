@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// One `[[forward]]` section.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ForwardConfig {
     /// Names the destination in logs and counters, and its cursor in the
@@ -42,7 +42,7 @@ pub struct ForwardConfig {
 }
 
 /// `[forward.basic_auth]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BasicAuth {
     pub username: String,
@@ -117,6 +117,16 @@ pub(crate) struct Destination {
     pub(crate) headers: HeaderMap,
     pub(crate) matchers: Vec<LabelMatcher>,
     pub(crate) queue: QueueConfig,
+    /// The section as written, to tell a reload what changed.
+    pub(crate) section: ForwardConfig,
+}
+
+impl Destination {
+    /// Whether a reload must restart the destination: its section, or
+    /// the secrets its files held, changed.
+    pub(crate) fn differs(&self, other: &Destination) -> bool {
+        self.section != other.section || self.headers != other.headers
+    }
 }
 
 /// A refused `[[forward]]` section: the error names the section and key.
@@ -202,6 +212,7 @@ impl ForwardConfig {
             headers,
             matchers,
             queue: self.queue.clone(),
+            section: self.clone(),
         })
     }
 

@@ -95,25 +95,47 @@ impl DestinationStats {
     }
 }
 
+/// One destination being forwarded to.
+struct Running {
+    destination: Destination,
+    stats: Arc<DestinationStats>,
+    /// Stops this destination alone (a child of the collector's stop).
+    stop: CancellationToken,
+    reader: tokio::task::JoinHandle<()>,
+}
+
 /// The running destinations and their counters.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct Forwarding {
-    pub(crate) destinations: Arc<Vec<(String, Arc<DestinationStats>)>>,
+    running: Arc<std::sync::Mutex<Vec<Running>>>,
+    store: Arc<Store>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+    /// Whether the store keeps its accept log (set at open: with at
+    /// least one destination configured).
+    logging: bool,
 }
 
 impl Forwarding {
+    fn running(&self) -> std::sync::MutexGuard<'_, Vec<Running>> {
+        // A panic while holding it leaves a list that is still whole.
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Figures of every destination, by name.
     pub(crate) fn figures(&self) -> Vec<(String, ForwardFigures)> {
-        self.destinations
+        self.running()
             .iter()
-            .map(|(name, stats)| (name.clone(), stats.figures()))
+            .map(|r| (r.destination.name.clone(), r.stats.figures()))
             .collect()
     }
 
     /// Starts forwarding to `destinations` on `tasks` until `stop`; drops
     /// the cursors of destinations no longer configured (and the accept
-    /// log, when none is).
-    /// Called once at start, in the runtime: it reads the cursors in place.
+    /// log, when none is). Called once at start, in the runtime: it reads
+    /// the cursors in place.
     pub(crate) fn start(
         store: Arc<Store>,
         destinations: Vec<Destination>,
@@ -122,22 +144,104 @@ impl Forwarding {
     ) -> Result<Forwarding, hostwatch_tsdb::TsdbError> {
         let names: Vec<String> = destinations.iter().map(|d| d.name.clone()).collect();
         let cursors = prepare(&store, &names)?;
-        let mut running = Vec::with_capacity(destinations.len());
+        let forwarding = Forwarding {
+            running: Arc::default(),
+            store: store.clone(),
+            tasks: tasks.clone(),
+            stop: stop.clone(),
+            logging: !destinations.is_empty(),
+        };
         for (destination, cursor) in destinations.into_iter().zip(cursors) {
             let stats = Arc::new(DestinationStats::default());
-            stats.cursor.store(cursor, Ordering::Relaxed);
-            running.push((destination.name.clone(), stats.clone()));
-            tracing::info!(destination = %destination.name, cursor, "forwarding starts");
-            let reader = Reader::new(store.clone(), destination, stats, tasks, stop.clone());
-            tasks.spawn(reader.run());
+            forwarding.launch(destination, stats, cursor);
         }
-        let forwarding = Forwarding {
-            destinations: Arc::new(running),
-        };
-        if !forwarding.destinations.is_empty() {
+        if forwarding.logging {
             tasks.spawn(forwarding.clone().report(store, stop));
         }
         Ok(forwarding)
+    }
+
+    /// Starts a destination's reader from `cursor`.
+    fn launch(&self, destination: Destination, stats: Arc<DestinationStats>, cursor: u64) {
+        stats.cursor.store(cursor, Ordering::Relaxed);
+        tracing::info!(destination = %destination.name, cursor, "forwarding starts");
+        let stop = self.stop.child_token();
+        let reader = Reader::new(
+            self.store.clone(),
+            destination.clone(),
+            stats.clone(),
+            &self.tasks,
+            stop.clone(),
+        );
+        let reader = self.tasks.spawn(reader.run());
+        self.running().push(Running {
+            destination,
+            stats,
+            stop,
+            reader,
+        });
+    }
+
+    /// Applies a reloaded configuration: destinations removed stop and
+    /// lose their cursor, changed ones restart from theirs, new ones start
+    /// from the present. The first destination needs a restart (the store
+    /// keeps its accept log only when one was configured at start).
+    /// Returns the names forwarded to.
+    pub(crate) async fn reload(&self, destinations: Vec<Destination>) -> Vec<String> {
+        if !self.logging && !destinations.is_empty() {
+            tracing::error!(
+                "[[forward]] sections added: forwarding starts at the next restart (the store keeps its accept log only when a destination is configured at start)"
+            );
+            return Vec::new();
+        }
+        let stopped: Vec<Running> = {
+            let mut running = self.running();
+            let (keep, stop): (Vec<Running>, Vec<Running>) = running.drain(..).partition(|r| {
+                destinations
+                    .iter()
+                    .any(|d| d.name == r.destination.name && !d.differs(&r.destination))
+            });
+            *running = keep;
+            stop
+        };
+        let mut kept_stats = HashMap::new();
+        for r in stopped {
+            r.stop.cancel();
+            // The reader waits for its shards (bounded) and stores the cursor.
+            let abort = r.reader.abort_handle();
+            if tokio::time::timeout(2 * SHUTDOWN_GRACE, r.reader)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+            kept_stats.insert(r.destination.name.clone(), r.stats);
+        }
+        let names: Vec<String> = destinations.iter().map(|d| d.name.clone()).collect();
+        let store = self.store.clone();
+        let all = names.clone();
+        let cursors = match blocking(move || prepare(&store, &all)).await {
+            Ok(cursors) => cursors,
+            Err(e) => {
+                tracing::error!(error = %e, "forwarding not reloaded: cannot read the cursors");
+                return self.figures().into_iter().map(|(n, _)| n).collect();
+            }
+        };
+        for (destination, cursor) in destinations.into_iter().zip(cursors) {
+            if self
+                .running()
+                .iter()
+                .any(|r| r.destination.name == destination.name)
+            {
+                continue;
+            }
+            let stats = kept_stats.remove(&destination.name).unwrap_or_default();
+            self.launch(destination, stats, cursor);
+        }
+        for name in kept_stats.keys() {
+            tracing::info!(destination = %name, "forwarding stopped: no longer configured");
+        }
+        names
     }
 
     /// Logs the figures and trims the accept log behind the lowest cursor.

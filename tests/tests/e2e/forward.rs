@@ -380,3 +380,86 @@ async fn requests_keep_to_their_size_and_each_series_in_order() {
     }
     collector.stop().await;
 }
+
+#[tokio::test]
+async fn a_reload_stops_removed_destinations_and_starts_added_ones() {
+    let pki = TestPki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = FakeReceiver::start().await;
+    let section = |name: &str| {
+        format!(
+            "[[forward]]\nname = \"{name}\"\nurl = \"http://{}/api/v1/write\"\nheaders = {{ X-Dest = \"{name}\" }}\n[forward.queue]\nmax_age = \"20ms\"\n",
+            receiver.addr
+        )
+    };
+    let data = dir.path().join("data");
+    let config = collector_config_with(
+        &pki,
+        &data,
+        &format!("{}{}", section("keep"), section("gone")),
+    );
+    let path = config.path.clone().unwrap();
+    let collector = RunningCollector::start(config).await;
+    let files = || pki.files(Role::Agent, HOST);
+    let taken_by = |t: i64| {
+        let mut names: Vec<String> = receiver
+            .with_sample("fw_metric", t)
+            .iter()
+            .filter(|r| r.status == 204)
+            .map(|r| r.headers["x-dest"].to_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let t = hostwatch_stdx::now_ms() - 1_000;
+    deliver_batch(files(), collector.addr, HOST, 1, batch(1, t)).await;
+    eventually(WAIT, "the first batch at both destinations", || async {
+        (taken_by(t) == ["gone", "keep"]).then_some(())
+    })
+    .await;
+
+    // An invalid section is refused, naming it; forwarding goes on.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut admin = hostwatch_proto::v1::admin_client::AdminClient::new(
+        channel(pki.files(Role::Operator, "tester"), collector.addr)
+            .await
+            .unwrap(),
+    );
+    std::fs::write(
+        &path,
+        text.replace("name = \"gone\"", "name = \"bad name\""),
+    )
+    .unwrap();
+    let refused = admin
+        .reload(hostwatch_proto::v1::ReloadRequest {})
+        .await
+        .unwrap_err();
+    assert!(
+        refused.message().contains("forward.name"),
+        "{}",
+        refused.message()
+    );
+
+    std::fs::write(&path, text.replace("\"gone\"", "\"new\"")).unwrap();
+    admin
+        .reload(hostwatch_proto::v1::ReloadRequest {})
+        .await
+        .unwrap();
+    deliver_batch(files(), collector.addr, HOST, 2, batch(2, t + 1)).await;
+    eventually(
+        WAIT,
+        "the second batch at the kept and the new destination",
+        || async { (taken_by(t + 1) == ["keep", "new"]).then_some(()) },
+    )
+    .await;
+    collector.stop().await;
+    let store = hostwatch_tsdb::Store::open(&data.join("store"), Default::default()).unwrap();
+    let mut names: Vec<String> = store
+        .forward_cursors()
+        .unwrap()
+        .into_iter()
+        .map(|c| c.0)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["keep", "new"]);
+}
