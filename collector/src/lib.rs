@@ -6,7 +6,7 @@
 //! - `server`: wiring of store, registry, alerting and services; [`serve`];
 //!   SIGHUP reloads certificates and alert rules;
 //! - `shared`: the state the services share (store, registry, alerting,
-//!   limits), and reloading the alert rules;
+//!   limits), and reloading the alert rules and forwarding;
 //! - `ingest`: the agents' stream (Hello, batches, acknowledgements);
 //! - `query`: the operators' reads, alerts included;
 //! - `reads`: the reads `query` and `http` both answer (hosts, process
