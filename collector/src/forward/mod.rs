@@ -414,11 +414,15 @@ impl Reader {
                 }
             };
             attempt = 0;
-            let Some(last) = groups.last().map(|g| g.group) else {
+            if groups.is_empty() {
                 self.pause(POLL_INTERVAL).await;
                 continue;
-            };
+            }
+            // The last group fed whole: a group cut short by an error is
+            // read again, so only whole groups are marked.
+            let mut done = read_to;
             for group in groups {
+                let number = group.group;
                 if let Err(e) = self.feed(group).await {
                     tracing::warn!(destination = %name, error = %e, "cannot read accepted samples back");
                     self.pause(POLL_INTERVAL).await;
@@ -427,17 +431,17 @@ impl Reader {
                 if self.stop.is_cancelled() {
                     return;
                 }
+                done = number;
             }
-            // A group cut short by an error is read again: only whole groups are marked.
-            if self.stop.is_cancelled() {
-                return;
+            if done == read_to {
+                continue;
             }
             for shard in &self.shards {
-                if shard.send(Item::Mark(last)).await.is_err() {
+                if shard.send(Item::Mark(done)).await.is_err() {
                     return;
                 }
             }
-            read_to = last;
+            read_to = done;
         }
     }
 
