@@ -74,10 +74,18 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         read_ns += read - appended;
         if (tick + 1) % per_part == 0 || tick + 1 == ticks {
             let minute = (tick + 1) * INTERVAL_MS / 60_000;
+            // One `name=value` line per figure, named by the part's end.
             println!(
-                "minutes_to={minute} samples={samples} append_cpu_ns_per_sample={:.0} readback_cpu_ns_per_sample={:.0} read_samples={read_samples}",
-                append_ns as f64 / samples.max(1) as f64,
-                read_ns as f64 / read_samples.max(1) as f64,
+                "append_cpu_ns_per_sample_to_minute_{minute}={:.0}",
+                append_ns as f64 / samples.max(1) as f64
+            );
+            println!(
+                "readback_cpu_ns_per_sample_to_minute_{minute}={:.0}",
+                read_ns as f64 / read_samples.max(1) as f64
+            );
+            println!(
+                "readback_samples_per_sample_to_minute_{minute}={:.3}",
+                read_samples as f64 / samples.max(1) as f64
             );
             (append_ns, read_ns, samples, read_samples) = (0, 0, 0, 0);
         }
