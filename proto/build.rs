@@ -1,5 +1,7 @@
 //! Compiles `hostwatch/v1/*.proto` with protox (pure Rust, no system
-//! `protoc`) and writes the descriptor set that the reflection service serves.
+//! `protoc`) and writes the descriptor set that the reflection service
+//! serves; compiles the remote_write messages of `prometheus/*.proto`
+//! (messages only, not served).
 
 use prost::Message;
 use std::path::PathBuf;
@@ -34,5 +36,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     builder.compile_fds(descriptors)?;
+    let remote = ["prometheus/types.proto", "prometheus/remote.proto"];
+    for file in remote {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(false)
+        .compile_fds(protox::compile(remote, ["."])?)?;
     Ok(())
 }

@@ -3,7 +3,7 @@
 
 use crate::auth::{self, Access};
 use crate::convert;
-use crate::shared::{Shared, reload_alerting};
+use crate::shared::{Shared, reload_config};
 use crate::silences;
 use crate::tokens::{AnyToken, NewToken, TokenStore};
 use hostwatch_proto::v1::admin_server::Admin;
@@ -67,7 +67,7 @@ impl Admin for AdminService {
     ) -> Result<Response<ReloadResponse>, Status> {
         let peer = auth::require(&request, Access::Operate)?;
         tracing::info!(by = %peer.identity, "reload requested through Admin");
-        let (rules, hooks) = reload_alerting(&self.shared)
+        let (rules, hooks) = reload_config(&self.shared)
             .await
             .map_err(Status::invalid_argument)?;
         Ok(Response::new(ReloadResponse { rules, hooks }))

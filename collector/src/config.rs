@@ -1,5 +1,6 @@
 //! The collector's configuration file.
 
+pub use crate::forward::config::{BasicAuth, ForwardConfig, QueueConfig};
 use hostwatch_alerting::{AlertingConfig, RuleSet};
 use hostwatch_pki::TlsFiles;
 use hostwatch_pki::transport::Keepalive;
@@ -58,6 +59,9 @@ pub struct CollectorConfig {
     /// Alert rules and hooks (see `deploy/collector.toml`).
     #[serde(default)]
     pub alerting: AlertingConfig,
+    /// Prometheus remote_write destinations (`[[forward]]`), any number.
+    #[serde(default)]
+    pub forward: Vec<ForwardConfig>,
     /// The file this was loaded from, for reloads (SIGHUP, Admin.Reload).
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -315,9 +319,13 @@ impl CollectorConfig {
             *path = resolve(&base, path);
         }
         config.alerting.resolve_paths(&base);
+        for forward in &mut config.forward {
+            forward.resolve_paths(&base);
+        }
         config.path = Some(path.to_owned());
         config.validate(path)?;
         config.alert_rules()?;
+        config.forward_destinations()?;
         Ok(config)
     }
 
@@ -327,6 +335,19 @@ impl CollectorConfig {
             ConfigError::new(
                 self.path.as_deref().unwrap_or(Path::new("collector.toml")),
                 e.to_string(),
+            )
+        })
+    }
+
+    /// The `[[forward]]` destinations, checked, their secrets read and
+    /// clients built; the error names the section and the key.
+    pub(crate) fn forward_destinations(
+        &self,
+    ) -> Result<Vec<crate::forward::config::Destination>, ConfigError> {
+        crate::forward::config::compile_all(&self.forward).map_err(|message| {
+            ConfigError::new(
+                self.path.as_deref().unwrap_or(Path::new("collector.toml")),
+                message,
             )
         })
     }
@@ -824,6 +845,179 @@ key = "collector.key"
                 ),
                 "alerting.hooks[0] \"h\": url",
             ),
+        ]);
+    }
+
+    /// A `[[forward]]` section named `f` to `url`, with more keys.
+    fn forward(more: &str) -> String {
+        format!(
+            "{MINIMAL}\n[[forward]]\nname = \"f\"\nurl = \"http://127.0.0.1:9/api/v1/write\"\n{more}\n"
+        )
+    }
+
+    #[test]
+    fn forward_sections_get_defaults_and_read_their_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "s3cret\n").unwrap();
+        let path = dir.path().join("collector.toml");
+        let text = forward(
+            "bearer_token_file = \"token\"\nmatch = [\"__name__=~host_cpu.*\", \"host!=db\"]\nheaders = { X-Scope-OrgID = \"tenant-1\" }\n",
+        );
+        std::fs::write(&path, text).unwrap();
+        let config = CollectorConfig::load(&path).unwrap();
+        assert_eq!(config.forward[0].queue, QueueConfig::default());
+        assert_eq!(
+            config.forward[0].bearer_token_file,
+            Some(dir.path().join("token"))
+        );
+        let destinations = config.forward_destinations().unwrap();
+        let headers = &destinations[0].headers;
+        assert_eq!(headers["x-scope-orgid"], "tenant-1");
+        assert_eq!(headers["authorization"], "Bearer s3cret");
+        assert!(headers["authorization"].is_sensitive());
+        assert_eq!(destinations[0].matchers.len(), 2);
+        // The secret is never shown.
+        assert!(!format!("{:?}", destinations[0]).contains("s3cret"));
+    }
+
+    #[test]
+    fn bad_forward_values_name_their_section_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, " \n").unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "pw").unwrap();
+        let (empty, secret) = (empty.display(), secret.display());
+        assert_refused_naming_the_key(&[
+            (
+                forward("url = \"x\"").replacen(
+                    "url = \"http://127.0.0.1:9/api/v1/write\"\n",
+                    "",
+                    1,
+                ),
+                "forward[f].url",
+            ),
+            (format!("{MINIMAL}\n[[forward]]\nname = \"f\"\n"), "url"),
+            (
+                format!("{MINIMAL}\n[[forward]]\nurl = \"http://x\"\n"),
+                "name",
+            ),
+            (
+                forward("").replace("name = \"f\"", "name = \"a b\""),
+                "forward.name",
+            ),
+            (
+                forward("").replace("http://127.0.0.1:9/api/v1/write", "ftp://x/"),
+                "forward[f].url",
+            ),
+            (
+                forward("").replace("http://127.0.0.1:9/api/v1/write", "http//x"),
+                "forward[f].url",
+            ),
+            (
+                format!(
+                    "{}{}",
+                    forward(""),
+                    "[[forward]]\nname = \"f\"\nurl = \"http://y\"\n"
+                ),
+                "used by two sections",
+            ),
+            (forward("bogus = 1"), "bogus"),
+            (forward("timeout = \"0s\""), "forward[f].timeout"),
+            (forward("timeout = \"soon\""), "timeout"),
+            (forward("match = [\"nooperator\"]"), "forward[f].match"),
+            (forward("match = [\"a=~(\"]"), "forward[f].match"),
+            (
+                forward("bearer_token_file = \"/nonexistent/token\""),
+                "forward[f].bearer_token_file",
+            ),
+            (
+                forward(&format!("bearer_token_file = \"{empty}\"")),
+                "forward[f].bearer_token_file",
+            ),
+            (
+                forward(&format!(
+                    "bearer_token_file = \"{secret}\"\n[forward.basic_auth]\nusername = \"u\"\npassword_file = \"{secret}\""
+                )),
+                "cannot be used with basic_auth",
+            ),
+            (
+                forward(
+                    "[forward.basic_auth]\nusername = \"u\"\npassword_file = \"/nonexistent/pw\"",
+                ),
+                "forward[f].basic_auth.password_file",
+            ),
+            (
+                forward(&format!(
+                    "[forward.basic_auth]\nusername = \"a:b\"\npassword_file = \"{secret}\""
+                )),
+                "forward[f].basic_auth.username",
+            ),
+            (
+                forward("[forward.basic_auth]\nusername = \"u\""),
+                "password_file",
+            ),
+            (
+                forward("headers = { \"bad header\" = \"x\" }"),
+                "forward[f].headers.bad header",
+            ),
+            (
+                forward("headers = { X-A = \"line\\nbreak\" }"),
+                "forward[f].headers.X-A",
+            ),
+            (
+                forward("headers = { Authorization = \"Bearer x\" }"),
+                "forward[f].headers.Authorization",
+            ),
+            (
+                forward("headers = { Content-Type = \"text/plain\" }"),
+                "forward[f].headers.Content-Type",
+            ),
+            (
+                forward("[forward.tls]\nca = \"/nonexistent/ca.pem\""),
+                "forward[f].tls.ca",
+            ),
+            (
+                forward("[forward.tls]\ncert = \"/etc/hostname\""),
+                "forward[f].tls.key",
+            ),
+            (
+                forward("[forward.tls]\nmin_version = \"1.1\""),
+                "forward[f].tls.min_version",
+            ),
+            (
+                forward("[forward.queue]\nshards = 0"),
+                "forward[f].queue.shards",
+            ),
+            (
+                forward("[forward.queue]\nshards = 65"),
+                "forward[f].queue.shards",
+            ),
+            (
+                forward("[forward.queue]\nmax_samples_per_request = 0"),
+                "forward[f].queue.max_samples_per_request",
+            ),
+            (
+                forward("[forward.queue]\nmax_samples_per_request = 100001"),
+                "forward[f].queue.max_samples_per_request",
+            ),
+            (
+                forward("[forward.queue]\ncapacity = 10"),
+                "forward[f].queue.capacity",
+            ),
+            (
+                forward("[forward.queue]\nmax_age = \"0s\""),
+                "forward[f].queue.max_age",
+            ),
+            (
+                forward("[forward.queue]\nmin_backoff = \"0s\""),
+                "forward[f].queue.min_backoff",
+            ),
+            (
+                forward("[forward.queue]\nmax_backoff = \"1ms\""),
+                "forward[f].queue.max_backoff",
+            ),
+            (forward("[forward.queue]\nspeed = 1"), "speed"),
         ]);
     }
 }

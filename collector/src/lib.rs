@@ -6,7 +6,7 @@
 //! - `server`: wiring of store, registry, alerting and services; [`serve`];
 //!   SIGHUP reloads certificates and alert rules;
 //! - `shared`: the state the services share (store, registry, alerting,
-//!   limits), and reloading the alert rules;
+//!   limits), and reloading the alert rules and forwarding;
 //! - `ingest`: the agents' stream (Hello, batches, acknowledgements);
 //! - `query`: the operators' reads, alerts included;
 //! - `reads`: the reads `query` and `http` both answer (hosts, process
@@ -17,6 +17,8 @@
 //! - `http`: the HTTPS API (Prometheus' query API, PromQL);
 //! - `promql`: the one way into the PromQL engine, for `http` and `query`:
 //!   `[query]`'s limits, places and the blocking pool;
+//! - `forward`: Prometheus remote_write to `[[forward]]` destinations,
+//!   from the store's accept log;
 //! - `hosts`: the host registry (facts, last seen, up/down);
 //! - `state`: the collector's own database (hosts, alert state, outbox,
 //!   API tokens), reopened after a failed write;
@@ -32,6 +34,7 @@ pub mod cmd;
 pub mod config;
 mod convert;
 mod enroll;
+mod forward;
 mod hosts;
 mod http;
 mod ingest;
@@ -49,6 +52,7 @@ pub use config::CollectorConfig;
 /// it; public for the benchmark harness, which times ingest's CPU. The
 /// matcher and PromQL JSON conversions are public for the CLI.
 pub use convert::{batch as convert_batch, matcher_out as convert_matcher, promql_json};
+pub use forward::ForwardFigures;
 pub use server::{serve, serve_with_http};
 
 /// Errors that stop the collector, or keep its state database from being

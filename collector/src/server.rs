@@ -8,7 +8,7 @@ use crate::enroll::{EnrollService, Issuing};
 use crate::hosts::HostRegistry;
 use crate::ingest::IngestService;
 use crate::query::QueryService;
-use crate::shared::{Shared, reload_alerting};
+use crate::shared::{Shared, reload_config};
 use crate::state::StateDb;
 use crate::tokens::TokenStore;
 use hostwatch_alerting::{Alerting, Clock, Refusal, SnapshotSource, StorageCondition};
@@ -299,6 +299,13 @@ fn open_shared(config: &CollectorConfig, tls: &ServerTls) -> Result<Shared, Coll
         Clock::system(),
     )?;
     let tokens = TokenStore::open(&db).map_err(open_data)?;
+    let (stop, tasks) = (CancellationToken::new(), TaskTracker::new());
+    let forwarding = crate::forward::Forwarding::start(
+        store.clone(),
+        config.forward_destinations()?,
+        &tasks,
+        stop.clone(),
+    )?;
     // Registry, alerting and tokens hold their own trees; a handle kept here would
     // keep the database from being reopened.
     drop(db);
@@ -321,8 +328,9 @@ fn open_shared(config: &CollectorConfig, tls: &ServerTls) -> Result<Shared, Coll
         config_path: config.path.clone(),
         identity: tls.identity().clone(),
         limits: config.limits.clone(),
-        stop: CancellationToken::new(),
-        tasks: TaskTracker::new(),
+        stop,
+        tasks,
+        forwarding,
         refused_messages: Arc::default(),
         state: Arc::new(state),
     })
@@ -339,6 +347,7 @@ fn store_options(config: &CollectorConfig) -> Options {
         max_series_per_host: config.limits.max_series_per_host,
         cache_bytes: storage.cache_bytes,
         min_free_bytes: storage.min_free_bytes,
+        accept_log: !config.forward.is_empty(),
         ..Options::default()
     }
 }
@@ -409,6 +418,9 @@ async fn finish(shared: &Shared) {
         tracing::warn!(
             "stream tasks still running {STORE_CALL_GRACE:?} after their connections closed; closing the database anyway"
         );
+    }
+    for (name, f) in shared.forwarding.figures() {
+        tracing::info!(destination = %name, sent = f.sent, failed = f.failed, dropped = f.dropped, pending = f.pending, cursor = f.cursor, "forwarding stopped");
     }
     if let Err(e) = shared.state.flush().await {
         tracing::error!(error = %e, "final flush failed");
@@ -564,13 +576,13 @@ fn spawn_alerting(shared: &Shared, tls: Vec<ServerTls>, tls_check_interval: Dura
                 }
                 _ = hangup.recv() => {}
             }
-            tracing::info!("SIGHUP: reloading certificates and alert rules");
+            tracing::info!("SIGHUP: reloading certificates, alert rules and forwarding");
             for tls in &tls {
                 if let Err(e) = tls.reload() {
                     tracing::error!(error = %e, "certificates not reloaded; the running ones stay");
                 }
             }
-            match reload_alerting(&shared).await {
+            match reload_config(&shared).await {
                 // The engine logs what it now runs.
                 Ok(_) => {}
                 Err(e) => {

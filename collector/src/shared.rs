@@ -46,6 +46,8 @@ pub(crate) struct Shared {
     /// The PromQL engine behind `[query]`'s limits, for the HTTP API and
     /// `Query.Promql` alike.
     pub(crate) promql: Promql,
+    /// The `[[forward]]` destinations' counters.
+    pub(crate) forwarding: crate::forward::Forwarding,
     /// Revoked hosts and serials, which every listener refuses; filled
     /// from the enrollment store's `revoked_hosts` at start.
     pub(crate) denylist: hostwatch_pki::transport::Denylist,
@@ -96,20 +98,26 @@ pub(crate) struct RefusedMessages {
     pub(crate) renewals_refused: AtomicU64,
 }
 
-/// Re-reads the configuration file and applies its `[alerting]` section;
-/// an invalid file leaves the running rules in place. Returns the names of
-/// the rules and hooks in force. Other sections need a restart.
-pub(crate) async fn reload_alerting(shared: &Shared) -> Result<(Vec<String>, Vec<String>), String> {
+/// Re-reads the configuration file and applies its `[alerting]` and
+/// `[[forward]]` sections; an invalid file leaves the running ones in
+/// place. Returns the names of the rules and hooks in force. Other
+/// sections need a restart.
+pub(crate) async fn reload_config(shared: &Shared) -> Result<(Vec<String>, Vec<String>), String> {
     let path = shared
         .config_path
         .clone()
         .ok_or("the collector was not started from a configuration file")?;
-    let rules = tokio::task::spawn_blocking(move || {
-        CollectorConfig::load(&path).and_then(|config| config.alert_rules())
+    let (rules, destinations) = tokio::task::spawn_blocking(move || {
+        let config = CollectorConfig::load(&path)?;
+        Ok::<_, hostwatch_runtime::config::ConfigError>((
+            config.alert_rules()?,
+            config.forward_destinations()?,
+        ))
     })
     .await
     .map_err(|e| e.to_string())?
     .map_err(|e| e.to_string())?;
     shared.alerting.reload(rules);
+    shared.forwarding.reload(destinations).await;
     Ok(shared.alerting.rule_names())
 }

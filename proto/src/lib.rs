@@ -1,6 +1,7 @@
 //! hostwatch's wire protocol, generated from `proto/hostwatch/v1/*.proto`.
 //!
 //! Layout: `v1` holds the generated messages, clients and servers;
+//! `prometheus` the remote_write messages;
 //! [`FILE_DESCRIPTOR_SET`] feeds the gRPC reflection service.
 
 #![allow(unreachable_pub, clippy::all)]
@@ -8,6 +9,12 @@
 /// Version 1 of the protocol.
 pub mod v1 {
     tonic::include_proto!("hostwatch.v1");
+}
+
+/// Prometheus remote_write 1.0 messages (`prometheus/*.proto`): what the
+/// collector's forwarding sends.
+pub mod prometheus {
+    include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
 }
 
 /// Encoded `FileDescriptorSet` of every hostwatch proto, for reflection.

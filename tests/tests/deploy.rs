@@ -60,7 +60,7 @@ fn example_configurations_load() {
 }
 
 #[test]
-fn example_alerting_section_and_its_commented_hooks_load() {
+fn example_alerting_section_and_its_commented_hooks_and_forwarding_load() {
     let collector =
         hostwatch_collector::CollectorConfig::load(&deploy().join("collector.toml")).unwrap();
     let rules = collector.alert_rules().unwrap();
@@ -73,6 +73,7 @@ fn example_alerting_section_and_its_commented_hooks_load() {
     let mut text = text.replace("\n#~ ", "\n");
     for (shipped, name, content) in [
         ("/etc/hostwatch/webhook.secret", "webhook.secret", "key"),
+        ("/etc/hostwatch/forward.token", "forward.token", "token"),
         ("/usr/local/bin/hostwatch-page", "page", "#!/bin/sh\n"),
     ] {
         let path = dir.path().join(name);
@@ -103,6 +104,8 @@ fn example_alerting_section_and_its_commented_hooks_load() {
     let hooks = collector.alert_rules().unwrap().hooks;
     let names: Vec<&str> = hooks.iter().map(|h| h.name.as_str()).collect();
     assert_eq!(names, ["oncall", "alertmanager", "pager-script"]);
+    let forward: Vec<&str> = collector.forward.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(forward, ["mimir"]);
 }
 
 #[test]

@@ -16,6 +16,7 @@ mod console;
 mod enroll;
 mod figures;
 mod fixture;
+mod forward_read;
 mod measure;
 mod promql;
 mod sled_space;
@@ -67,6 +68,10 @@ enum Command {
     /// process, then renewing: the time for all, and the collector's CPU
     /// per enrollment and per renewal.
     Enroll(enroll::Args),
+    /// Forwarding's read path (the accept log, then each listed series'
+    /// points read back) against ingest, in CPU per sample, as the
+    /// hour's windows fill.
+    ForwardRead(forward_read::Args),
     /// Rewrites the figures table of docs/benchmarks.md from output files
     /// of one benchmark's runs.
     Figures(figures::Args),
@@ -85,6 +90,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Agent(args) => agent::run(args),
+        Command::ForwardRead(args) => forward_read::run(args),
         Command::Storage(args) => storage::run(args),
         Command::SledSpace(args) => sled_space::run(args),
         Command::Alerts(args) => alerts::run(args),

@@ -227,6 +227,8 @@ struct Queue {
     starts: Vec<usize>,
     /// Series definitions (key, value) to write with the next group.
     defs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The next group's accept-log entry (see `forward`).
+    accepted: Vec<u8>,
     /// Number of the next group.
     next: u64,
     /// A leader is writing a group.
@@ -239,6 +241,9 @@ struct Queue {
 
 pub(crate) struct Committer {
     dir: PathBuf,
+    /// Where each group's accept-log entry goes once the group is
+    /// durable; `None` when the log is off.
+    accept_log: Option<sled::Tree>,
     queue: Mutex<Queue>,
     /// Every generation, oldest first (the current one last).
     generations: Mutex<Vec<Arc<Generation>>>,
@@ -258,11 +263,13 @@ pub(crate) struct Committer {
 impl Committer {
     /// A committer over the generations under `dir` (oldest first; a new
     /// one is created when there is none) whose next group is `next`;
-    /// everything before it is durable.
+    /// everything before it is durable. Accept-log entries go to
+    /// `accept_log` when set.
     pub(crate) fn new(
         dir: &Path,
         mut generations: Vec<Generation>,
         next: u64,
+        accept_log: Option<sled::Tree>,
     ) -> Result<Self, TsdbError> {
         if generations.is_empty() {
             generations.push(Generation::create(dir, 1)?);
@@ -278,10 +285,12 @@ impl Committer {
             .ok_or_else(|| TsdbError::Failed("no WAL generation".into()))?;
         Ok(Committer {
             dir: dir.to_owned(),
+            accept_log,
             queue: Mutex::new(Queue {
                 frames: Vec::new(),
                 starts: Vec::new(),
                 defs: Vec::new(),
+                accepted: Vec::new(),
                 next,
                 writing: false,
                 failed: None,
@@ -412,11 +421,13 @@ impl Committer {
         }
     }
 
-    /// Queues a frame (and the series definitions it needs); returns its group.
+    /// Queues a frame (and the series definitions it needs, and its
+    /// accept-log record); returns its group.
     pub(crate) fn enqueue(
         &self,
         frame: &[u8],
         defs: Vec<(Vec<u8>, Vec<u8>)>,
+        accepted: &[u8],
     ) -> Result<u64, TsdbError> {
         let mut q = self.lock()?;
         if let Some(why) = &q.failed {
@@ -426,6 +437,7 @@ impl Committer {
         q.starts.push(at);
         q.frames.extend_from_slice(frame);
         q.defs.extend(defs);
+        q.accepted.extend_from_slice(accepted);
         Ok(q.next)
     }
 
@@ -467,10 +479,13 @@ impl Committer {
             let frames = std::mem::take(&mut q.frames);
             let starts = std::mem::take(&mut q.starts);
             let defs = std::mem::take(&mut q.defs);
+            let accepted = std::mem::take(&mut q.accepted);
             let generation = q.current.clone();
             generation.last_group.store(number, Ordering::Release);
             drop(q);
-            let result = self.write(&generation, number, &frames, &starts, defs);
+            let result = self
+                .write(&generation, number, &frames, &starts, defs)
+                .and_then(|()| self.log_accepted(number, &accepted));
             drop(generation);
             q = self.lock()?;
             q.writing = false;
@@ -482,6 +497,18 @@ impl Committer {
                 Err(e) => q.failed = Some(format!("WAL write failed: {e}")),
             }
             self.done.notify_all();
+        }
+    }
+
+    /// Writes a durable group's accept-log entry before the group is
+    /// marked durable, so that forwarding, which reads durable groups,
+    /// finds it complete.
+    fn log_accepted(&self, group: u64, accepted: &[u8]) -> Result<(), TsdbError> {
+        match &self.accept_log {
+            Some(tree) if !accepted.is_empty() => {
+                crate::forward::write_entry(tree, group, accepted)
+            }
+            _ => Ok(()),
         }
     }
 

@@ -11,7 +11,9 @@
 //! - `L` + series id: the series' newest sealed sample (time, value bits);
 //! - `C` + tier + series id + start: a chunk (tier 0 raw samples of one
 //!   window, tier 2 a day of 1 h aggregates; tier 1 is not used);
-//! - `P` + host + NUL + start: a window of a host's process snapshots.
+//! - `P` + host + NUL + start: a window of a host's process snapshots;
+//! - `A` + group: the accept log's entry of a commit group (see `forward`);
+//! - `F` + name: a forwarding destination's cursor (see `forward`).
 //!
 //! Numbers are big-endian and times order-preserving, so a series' chunks
 //! sort by start and a range query is one ordered scan.
@@ -23,6 +25,8 @@ pub(crate) const META: u8 = b'M';
 pub(crate) const LAST: u8 = b'L';
 pub(crate) const CHUNK: u8 = b'C';
 pub(crate) const SNAPSHOTS: u8 = b'P';
+pub(crate) const ACCEPTED: u8 = b'A';
+pub(crate) const CURSOR: u8 = b'F';
 
 /// Raw samples, one chunk per window.
 pub(crate) const TIER_RAW: u8 = 0;

@@ -35,6 +35,7 @@
 //! - `index`: the series index in memory: keys, each metric's key order and
 //!   postings by label value, for selecting series;
 //! - `catalog`: metric names, and one series's raw points, for the PromQL engine;
+//! - `forward`: the accept log and cursors forwarding reads;
 //! - `maintain`: sealing, WAL truncation, retention; `stats`, `verify`;
 //! - `supervise`: the free-space reserve, failures and rebuilding from
 //!   disk, the background thread;
@@ -47,6 +48,7 @@ mod catalog;
 mod chunk;
 mod codec;
 mod commit;
+mod forward;
 mod head;
 mod index;
 mod keys;
@@ -65,6 +67,7 @@ mod wal;
 #[cfg(feature = "test-util")]
 pub mod workload;
 
+pub use forward::{AcceptedGroup, AcceptedSpan};
 pub use maintain::MaintenanceReport;
 pub use model::{
     Aggregation, AppendOutcome, Batch, HOST_LABEL, Label, MAX_LABEL_VALUE_LEN, MAX_LABELS,

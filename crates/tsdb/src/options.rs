@@ -57,6 +57,9 @@ pub struct Options {
     /// space than this (0: never), before the disk is full; see
     /// [`crate::Condition::ReadOnly`].
     pub min_free_bytes: u64,
+    /// Keep the accept log that forwarding reads (see
+    /// [`crate::Store::accepted_after`]): off when nothing forwards.
+    pub accept_log: bool,
     /// Current time; injectable for tests.
     pub clock: Clock,
 }
@@ -76,6 +79,7 @@ impl Default for Options {
             maintenance_interval: Some(Duration::from_secs(5)),
             cache_bytes: 64 << 20,
             min_free_bytes: 0,
+            accept_log: false,
             clock: Arc::new(hostwatch_stdx::now_ms),
         }
     }
@@ -96,6 +100,7 @@ impl std::fmt::Debug for Options {
             .field("maintenance_interval", &self.maintenance_interval)
             .field("cache_bytes", &self.cache_bytes)
             .field("min_free_bytes", &self.min_free_bytes)
+            .field("accept_log", &self.accept_log)
             .finish_non_exhaustive()
     }
 }

@@ -374,7 +374,12 @@ impl Inner {
             .collect();
         let inner = Inner {
             incarnation,
-            commit: Committer::new(wal_dir, generations, next_group.max(1))?,
+            commit: Committer::new(
+                wal_dir,
+                generations,
+                next_group.max(1),
+                options.accept_log.then(|| tree.clone()),
+            )?,
             db,
             tree,
             options,
@@ -384,6 +389,11 @@ impl Inner {
             maintenance: Mutex::new(MaintenanceState::default()),
         };
         inner.replay(low)?;
+        if inner.options.accept_log {
+            inner
+                .commit
+                .with_generations(|generations| inner.rebuild_accept_log(generations, low))?;
+        }
         // Everything is durable now: the generations replay read are
         // closed, and their pages with them.
         inner.commit.close_idle()?;
@@ -750,7 +760,11 @@ impl Inner {
             &snapshots,
             &mut frame,
         );
-        let group = self.commit.enqueue(&frame, defs)?;
+        let mut log = Vec::new();
+        if self.options.accept_log {
+            crate::forward::encode_record(&accepted, &mut log);
+        }
+        let group = self.commit.enqueue(&frame, defs, &log)?;
         let mut guard = lock(&state)?;
         guard
             .sources

@@ -150,6 +150,16 @@ impl Store {
                 }
             }
             Some(&keys::META) => {}
+            Some(&keys::ACCEPTED) => {
+                if key.len() != 9 || crate::forward::decode_entry(value).is_err() {
+                    report.damage(format!("accept log entry {}", hex(key)));
+                }
+            }
+            Some(&keys::CURSOR) => {
+                if value.len() != 8 {
+                    report.damage(format!("forwarding cursor {}", hex(key)));
+                }
+            }
             _ => report.damage(format!("unknown record {}", hex(key))),
         }
         Ok(())

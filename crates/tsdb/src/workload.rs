@@ -90,13 +90,48 @@ impl Workload {
 
     /// Store options of the child: maintenance every few milliseconds and
     /// small WAL generations, so kills land during sealing and while WAL
-    /// generations are started and deleted too.
+    /// generations are started and deleted too; the accept log on, so
+    /// that what forwarding reads is checked across kills as well.
     pub fn options(&self) -> Options {
         Options {
             maintenance_interval: Some(Duration::from_millis(5)),
             wal_generation_bytes: 16 << 10,
+            accept_log: true,
             ..Options::default()
         }
+    }
+
+    /// Every stored sample must be in a span of the accept log that lists
+    /// its series: forwarding, which reads the log, would miss it otherwise.
+    fn check_accept_log(&self, store: &Store) -> Result<(), WorkloadError> {
+        let mut spans: HashMap<u64, Vec<(i64, i64)>> = HashMap::new();
+        for group in store.accepted_after(0, usize::MAX)? {
+            for span in group.spans {
+                for id in span.series {
+                    spans
+                        .entry(id)
+                        .or_default()
+                        .push((span.start_ms, span.end_ms));
+                }
+            }
+        }
+        for metric in ["crash_value", "crash_late"] {
+            for (key, id) in store.select(metric, &[])? {
+                let listed = spans.get(&id).map_or(&[][..], Vec::as_slice);
+                for p in store.series_points(&key, id, i64::MIN, i64::MAX)? {
+                    if !listed
+                        .iter()
+                        .any(|(start, end)| (*start..*end).contains(&p.t_ms))
+                    {
+                        return Err(WorkloadError::Violation(format!(
+                            "{key} at {} is stored but in no accept log span",
+                            p.t_ms
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn host(&self, writer: u32) -> String {
@@ -272,6 +307,7 @@ impl Workload {
                 }
             }
         }
+        self.check_accept_log(store)?;
         let stats = store.stats()?;
         report.replayed_frames = stats.replayed_frames;
         Ok(report)

@@ -225,7 +225,8 @@ impl AlertmanagerConfig {
 }
 
 impl HookTls {
-    fn resolve_paths(&mut self, base: &Path) {
+    /// Makes its relative file names relative to `base`.
+    pub fn resolve_paths(&mut self, base: &Path) {
         for p in [&mut self.ca, &mut self.cert, &mut self.key]
             .into_iter()
             .flatten()
@@ -267,11 +268,12 @@ fn read_secret(path: &Path) -> Result<Secret, KeyError> {
     Ok(Secret(trimmed))
 }
 
-/// An HTTP client for a hook: rustls with the ring provider, TLS 1.3
+/// An HTTP client for a hook (and for the collector's forwarding, whose
+/// receivers are not ours either): rustls with the ring provider, TLS 1.3
 /// unless `min_version = "1.2"`, the system's roots or `tls.ca`, and a
 /// client certificate if configured. Proxies from the environment are not
-/// used: a hook goes where its URL says.
-fn http_client(tls: Option<&HookTls>, timeout: Duration) -> Result<reqwest::Client, KeyError> {
+/// used: a request goes where its URL says.
+pub fn http_client(tls: Option<&HookTls>, timeout: Duration) -> Result<reqwest::Client, KeyError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let versions: &[&rustls::SupportedProtocolVersion] =
         match tls.and_then(|t| t.min_version.as_deref()) {

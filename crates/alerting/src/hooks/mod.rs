@@ -13,7 +13,7 @@ mod http;
 
 pub use config::{DeliveryConfig, HookConfig, HookKind};
 pub use exec::{EXIT_RETRY, ExecConfig};
-pub use http::{AlertmanagerConfig, HookTls, WebhookConfig};
+pub use http::{AlertmanagerConfig, HookTls, WebhookConfig, http_client};
 
 use crate::matcher::LabelMatcher;
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,765 @@
+//! Forwarding: Prometheus remote_write of what the store accepted to each
+//! `[[forward]]` destination, at least once, in order per series.
+//!
+//! Per destination, a reader follows the store's accept log from the
+//! destination's cursor (see `hostwatch_tsdb`'s `forward` module): for
+//! each accepted group, it reads the matching series' points back and
+//! hands each series to the shard its id picks, so a series' samples go
+//! through one queue in the order read. Each shard batches by size
+//! (`queue.max_samples_per_request`) and age (`queue.max_age`) and sends
+//! one request at a time, retrying network errors, 5xx and 429 with
+//! jittered backoff (or the receiver's `Retry-After`), and dropping
+//! requests refused otherwise (4xx), counted and logged with the
+//! receiver's message. After each read the reader marks the last group
+//! read in every shard; a shard acknowledges a mark once everything
+//! before it got an answer, and the cursor moves to the lowest group every
+//! shard acknowledged. A restart resumes from the cursor: some samples may
+//! arrive twice, none is skipped.
+//!
+//! Layout: `config` (the sections, validation, the client), `send` (one
+//! request and its answer), this file (reader, shards, counters).
+
+pub(crate) mod config;
+mod send;
+
+use config::Destination;
+use hostwatch_proto::prometheus::Label;
+use hostwatch_tsdb::{AcceptedGroup, SeriesKey, Store};
+use send::{Outcome, SeriesSamples};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Accept-log groups read per pass.
+const GROUPS_PER_READ: usize = 256;
+/// How often a destination that is up to date looks for new groups.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// How often the figures are logged and the accept log trimmed.
+const REPORT_INTERVAL: Duration = Duration::from_secs(60);
+/// At shutdown, how long a shard's request in flight may take to be
+/// answered (and the cursor moved for it) before it is abandoned.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Counters of one destination since the collector started (a later
+/// `/metrics` reads them).
+#[derive(Debug, Default)]
+pub(crate) struct DestinationStats {
+    /// Samples the receiver accepted (2xx).
+    pub(crate) sent: AtomicU64,
+    /// Samples in requests that failed and were retried (network errors,
+    /// 5xx, 429), counted once per failed attempt.
+    pub(crate) failed: AtomicU64,
+    /// Samples in requests the receiver refused (other 4xx): not sent again.
+    pub(crate) dropped: AtomicU64,
+    /// Samples read from the store and not yet answered.
+    pub(crate) pending: AtomicU64,
+    /// The destination's cursor: every group up to it is delivered.
+    pub(crate) cursor: AtomicU64,
+    /// Accepted groups not yet delivered (the store's newest group less the cursor).
+    pub(crate) lag_groups: AtomicU64,
+    /// Newest sample time read less the newest delivered (ms); 0 when
+    /// nothing waits.
+    pub(crate) lag_ms: AtomicI64,
+    newest_read_ms: AtomicI64,
+    newest_sent_ms: AtomicI64,
+}
+
+/// A point-in-time copy of [`DestinationStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForwardFigures {
+    pub sent: u64,
+    pub failed: u64,
+    pub dropped: u64,
+    pub pending: u64,
+    pub cursor: u64,
+    pub lag_groups: u64,
+    pub lag_ms: i64,
+}
+
+impl DestinationStats {
+    pub(crate) fn figures(&self) -> ForwardFigures {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ForwardFigures {
+            sent: get(&self.sent),
+            failed: get(&self.failed),
+            dropped: get(&self.dropped),
+            pending: get(&self.pending),
+            cursor: get(&self.cursor),
+            lag_groups: get(&self.lag_groups),
+            lag_ms: self.lag_ms.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// One destination being forwarded to.
+struct Running {
+    destination: Destination,
+    stats: Arc<DestinationStats>,
+    /// Stops this destination alone (a child of the collector's stop).
+    stop: CancellationToken,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+/// The running destinations and their counters.
+#[derive(Clone)]
+pub(crate) struct Forwarding {
+    running: Arc<std::sync::Mutex<Vec<Running>>>,
+    store: Arc<Store>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+    /// Whether the store keeps its accept log (set at open: with at
+    /// least one destination configured).
+    logging: bool,
+}
+
+impl Forwarding {
+    fn running(&self) -> std::sync::MutexGuard<'_, Vec<Running>> {
+        // A panic while holding it leaves a list that is still whole.
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Figures of every destination, by name.
+    pub(crate) fn figures(&self) -> Vec<(String, ForwardFigures)> {
+        self.running()
+            .iter()
+            .map(|r| (r.destination.name.clone(), r.stats.figures()))
+            .collect()
+    }
+
+    /// Starts forwarding to `destinations` on `tasks` until `stop`; drops
+    /// the cursors of destinations no longer configured (and the accept
+    /// log, when none is). Called once at start, in the runtime: it reads
+    /// the cursors in place.
+    pub(crate) fn start(
+        store: Arc<Store>,
+        destinations: Vec<Destination>,
+        tasks: &TaskTracker,
+        stop: CancellationToken,
+    ) -> Result<Forwarding, hostwatch_tsdb::TsdbError> {
+        let names: Vec<String> = destinations.iter().map(|d| d.name.clone()).collect();
+        let cursors = prepare(&store, &names)?;
+        let forwarding = Forwarding {
+            running: Arc::default(),
+            store: store.clone(),
+            tasks: tasks.clone(),
+            stop: stop.clone(),
+            logging: !destinations.is_empty(),
+        };
+        for (destination, cursor) in destinations.into_iter().zip(cursors) {
+            let stats = Arc::new(DestinationStats::default());
+            forwarding.launch(destination, stats, cursor);
+        }
+        if forwarding.logging {
+            tasks.spawn(forwarding.clone().report(store, stop));
+        }
+        Ok(forwarding)
+    }
+
+    /// Starts a destination's reader from `cursor`.
+    fn launch(&self, destination: Destination, stats: Arc<DestinationStats>, cursor: u64) {
+        stats.cursor.store(cursor, Ordering::Relaxed);
+        tracing::info!(destination = %destination.name, cursor, "forwarding starts");
+        let stop = self.stop.child_token();
+        let reader = Reader::new(
+            self.store.clone(),
+            destination.clone(),
+            stats.clone(),
+            &self.tasks,
+            stop.clone(),
+        );
+        let reader = self.tasks.spawn(reader.run());
+        self.running().push(Running {
+            destination,
+            stats,
+            stop,
+            reader,
+        });
+    }
+
+    /// Applies a reloaded configuration: destinations removed stop and
+    /// lose their cursor, changed ones restart from theirs, new ones start
+    /// from the present. The first destination needs a restart (the store
+    /// keeps its accept log only when one was configured at start).
+    /// Returns the names forwarded to.
+    pub(crate) async fn reload(&self, destinations: Vec<Destination>) -> Vec<String> {
+        if !self.logging && !destinations.is_empty() {
+            tracing::error!(
+                "[[forward]] sections added: forwarding starts at the next restart (the store keeps its accept log only when a destination is configured at start)"
+            );
+            return Vec::new();
+        }
+        let stopped: Vec<Running> = {
+            let mut running = self.running();
+            let (keep, stop): (Vec<Running>, Vec<Running>) = running.drain(..).partition(|r| {
+                destinations
+                    .iter()
+                    .any(|d| d.name == r.destination.name && !d.differs(&r.destination))
+            });
+            *running = keep;
+            stop
+        };
+        let mut kept_stats = HashMap::new();
+        for r in stopped {
+            r.stop.cancel();
+            // The reader waits for its shards (bounded) and stores the cursor.
+            let abort = r.reader.abort_handle();
+            if tokio::time::timeout(2 * SHUTDOWN_GRACE, r.reader)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+            kept_stats.insert(r.destination.name.clone(), r.stats);
+        }
+        let names: Vec<String> = destinations.iter().map(|d| d.name.clone()).collect();
+        let store = self.store.clone();
+        let all = names.clone();
+        let cursors = match blocking(move || prepare(&store, &all)).await {
+            Ok(cursors) => cursors,
+            Err(e) => {
+                tracing::error!(error = %e, "forwarding not reloaded: cannot read the cursors");
+                return self.figures().into_iter().map(|(n, _)| n).collect();
+            }
+        };
+        for (destination, cursor) in destinations.into_iter().zip(cursors) {
+            if self
+                .running()
+                .iter()
+                .any(|r| r.destination.name == destination.name)
+            {
+                continue;
+            }
+            let stats = kept_stats.remove(&destination.name).unwrap_or_default();
+            self.launch(destination, stats, cursor);
+        }
+        for name in kept_stats.keys() {
+            tracing::info!(destination = %name, "forwarding stopped: no longer configured");
+        }
+        names
+    }
+
+    /// Logs the figures and trims the accept log behind the lowest cursor.
+    async fn report(self, store: Arc<Store>, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(REPORT_INTERVAL) => {}
+            }
+            let mut lowest = u64::MAX;
+            for (name, figures) in self.figures() {
+                lowest = lowest.min(figures.cursor);
+                tracing::info!(
+                    destination = %name,
+                    sent = figures.sent,
+                    failed = figures.failed,
+                    dropped = figures.dropped,
+                    pending = figures.pending,
+                    lag_groups = figures.lag_groups,
+                    lag_ms = figures.lag_ms,
+                    "forwarding"
+                );
+            }
+            let store = store.clone();
+            if let Err(e) = blocking(move || store.trim_accept_log(lowest)).await {
+                tracing::warn!(error = %e, "cannot trim the accept log");
+            }
+        }
+    }
+}
+
+/// Runs a store call on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, hostwatch_tsdb::TsdbError> + Send + 'static,
+) -> Result<T, hostwatch_tsdb::TsdbError> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .map_err(|e| hostwatch_tsdb::TsdbError::Failed(format!("forwarding task: {e}")))?
+}
+
+/// The cursor of each of `names`: its stored one, or for a new
+/// destination the newest accepted group (it receives what is accepted
+/// from now on). Cursors of other names are dropped; with no destination,
+/// the whole accept log too.
+fn prepare(store: &Store, names: &[String]) -> Result<Vec<u64>, hostwatch_tsdb::TsdbError> {
+    let stored = store.forward_cursors()?;
+    for (name, _) in &stored {
+        if !names.contains(name) {
+            tracing::info!(destination = %name, "dropping the cursor of a destination no longer configured");
+            store.remove_forward_cursor(name)?;
+        }
+    }
+    if names.is_empty() {
+        store.trim_accept_log(u64::MAX)?;
+        return Ok(Vec::new());
+    }
+    let now = store.accepted_through()?;
+    names
+        .iter()
+        .map(|name| match stored.iter().find(|(n, _)| n == name) {
+            Some((_, cursor)) => Ok(*cursor),
+            None => {
+                store.set_forward_cursor(name, now)?;
+                Ok(now)
+            }
+        })
+        .collect()
+}
+
+/// What a shard receives, in order.
+enum Item {
+    Series(SeriesSamples),
+    /// Everything before this was read from groups up to this one.
+    Mark(u64),
+}
+
+/// A destination's reader: follows the accept log, feeds the shards,
+/// moves the cursor.
+struct Reader {
+    store: Arc<Store>,
+    destination: Arc<Destination>,
+    stats: Arc<DestinationStats>,
+    shards: Vec<mpsc::Sender<Item>>,
+    /// The shards' tasks, awaited at shutdown.
+    senders: Vec<tokio::task::JoinHandle<()>>,
+    /// Per shard, the highest mark it acknowledged.
+    acked: Vec<Arc<AtomicU64>>,
+    /// Labels of each series seen (`None`: not matched), by id.
+    labels: HashMap<u64, Option<Arc<Vec<Label>>>>,
+    stop: CancellationToken,
+}
+
+impl Reader {
+    fn new(
+        store: Arc<Store>,
+        destination: Destination,
+        stats: Arc<DestinationStats>,
+        tasks: &TaskTracker,
+        stop: CancellationToken,
+    ) -> Self {
+        let destination = Arc::new(destination);
+        let cursor = stats.cursor.load(Ordering::Relaxed);
+        let q = &destination.queue;
+        // Channel places are series items: a capacity in samples over a
+        // request's worth per item, at least one.
+        let places = (q.capacity / q.max_samples_per_request).max(1) * 64;
+        let mut shards = Vec::with_capacity(q.shards);
+        let mut acked = Vec::with_capacity(q.shards);
+        let mut senders = Vec::with_capacity(q.shards);
+        for index in 0..q.shards {
+            let (tx, rx) = mpsc::channel(places);
+            let ack = Arc::new(AtomicU64::new(cursor));
+            let shard = Shard {
+                index,
+                destination: destination.clone(),
+                stats: stats.clone(),
+                acked: ack.clone(),
+                stop: stop.clone(),
+            };
+            senders.push(tasks.spawn(shard.run(rx)));
+            shards.push(tx);
+            acked.push(ack);
+        }
+        Reader {
+            store,
+            destination,
+            stats,
+            shards,
+            senders,
+            acked,
+            labels: HashMap::new(),
+            stop,
+        }
+    }
+
+    async fn run(mut self) {
+        self.follow().await;
+        // Stopping: the requests in flight get a moment to be answered,
+        // so that the cursor covers them and a restart does not send
+        // them again.
+        self.shards.clear();
+        for sender in std::mem::take(&mut self.senders) {
+            let abort = sender.abort_handle();
+            if tokio::time::timeout(SHUTDOWN_GRACE, sender).await.is_err() {
+                abort.abort();
+            }
+        }
+        self.advance_cursor().await;
+    }
+
+    /// Reads the accept log and feeds the shards until stopped.
+    async fn follow(&mut self) {
+        let name = self.destination.name.clone();
+        let mut read_to = self.stats.cursor.load(Ordering::Relaxed);
+        let mut attempt = 0u32;
+        while !self.stop.is_cancelled() {
+            self.advance_cursor().await;
+            let store = self.store.clone();
+            let groups = match blocking(move || store.accepted_after(read_to, GROUPS_PER_READ))
+                .await
+            {
+                Ok(groups) => groups,
+                Err(e) => {
+                    tracing::warn!(destination = %name, error = %e, "cannot read the accept log");
+                    let q = &self.destination.queue;
+                    let delay = hostwatch_stdx::backoff(attempt, q.min_backoff, q.max_backoff);
+                    attempt = attempt.saturating_add(1);
+                    self.pause(delay).await;
+                    continue;
+                }
+            };
+            attempt = 0;
+            if groups.is_empty() {
+                self.pause(POLL_INTERVAL).await;
+                continue;
+            }
+            // The last group fed whole: a group cut short by an error is
+            // read again, so only whole groups are marked.
+            let mut done = read_to;
+            for group in groups {
+                let number = group.group;
+                if let Err(e) = self.feed(group).await {
+                    tracing::warn!(destination = %name, error = %e, "cannot read accepted samples back");
+                    self.pause(POLL_INTERVAL).await;
+                    break;
+                }
+                if self.stop.is_cancelled() {
+                    return;
+                }
+                done = number;
+            }
+            if done == read_to {
+                continue;
+            }
+            for shard in &self.shards {
+                if shard.send(Item::Mark(done)).await.is_err() {
+                    return;
+                }
+            }
+            read_to = done;
+        }
+    }
+
+    async fn pause(&self, delay: Duration) {
+        tokio::select! {
+            () = self.stop.cancelled() => {}
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+
+    /// Moves the cursor to the lowest group every shard acknowledged.
+    async fn advance_cursor(&self) {
+        let lowest = self
+            .acked
+            .iter()
+            .map(|a| a.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(0);
+        let store = self.store.clone();
+        let name = self.destination.name.clone();
+        let current = self.stats.cursor.load(Ordering::Relaxed);
+        let through = if lowest > current {
+            blocking(move || {
+                store.set_forward_cursor(&name, lowest)?;
+                store.accepted_through()
+            })
+            .await
+        } else {
+            blocking(move || store.accepted_through()).await
+        };
+        match through {
+            Ok(through) => {
+                let cursor = lowest.max(current);
+                self.stats.cursor.store(cursor, Ordering::Relaxed);
+                self.stats
+                    .lag_groups
+                    .store(through.saturating_sub(cursor), Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::warn!(destination = %self.destination.name, error = %e, "cannot store the forwarding cursor");
+            }
+        }
+    }
+
+    /// Reads one group's matching series back (in one call on the
+    /// blocking pool) and hands them to their shards.
+    async fn feed(&mut self, group: AcceptedGroup) -> Result<(), hostwatch_tsdb::TsdbError> {
+        self.learn(&group).await?;
+        // Per span: its bounds and the series wanted from it.
+        let spans: Vec<(i64, i64, Vec<u64>)> = group
+            .spans
+            .into_iter()
+            .map(|span| {
+                let wanted: Vec<u64> = span
+                    .series
+                    .into_iter()
+                    .filter(|id| self.labels.get(id).is_some_and(Option::is_some))
+                    .collect();
+                (span.start_ms, span.end_ms, wanted)
+            })
+            .filter(|span| !span.2.is_empty())
+            .collect();
+        if spans.is_empty() {
+            return Ok(());
+        }
+        let store = self.store.clone();
+        let read = blocking(move || {
+            let mut out = Vec::new();
+            for (start, end, ids) in spans {
+                let points = read_points(&store, &ids, start, end)?;
+                out.extend(ids.into_iter().zip(points));
+            }
+            Ok(out)
+        })
+        .await?;
+        for (id, points) in read {
+            let Some(Some(labels)) = self.labels.get(&id).cloned() else {
+                continue;
+            };
+            if points.is_empty() {
+                continue;
+            }
+            self.stats
+                .pending
+                .fetch_add(points.len() as u64, Ordering::Relaxed);
+            if let Some(last) = points.last() {
+                self.stats
+                    .newest_read_ms
+                    .fetch_max(last.t_ms, Ordering::Relaxed);
+            }
+            let shard = &self.shards[(id % self.shards.len() as u64) as usize];
+            let item = Item::Series(SeriesSamples { labels, points });
+            if shard.send(item).await.is_err() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Looks up, in one call, the keys of the group's series not seen
+    /// before, and whether the destination wants each (its labels if so).
+    async fn learn(&mut self, group: &AcceptedGroup) -> Result<(), hostwatch_tsdb::TsdbError> {
+        let mut unknown: Vec<u64> = group
+            .spans
+            .iter()
+            .flat_map(|s| s.series.iter().copied())
+            .filter(|id| !self.labels.contains_key(id))
+            .collect();
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        unknown.sort_unstable();
+        unknown.dedup();
+        let store = self.store.clone();
+        let keys = blocking(move || {
+            unknown
+                .into_iter()
+                .map(|id| Ok((id, store.series_key(id)?)))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
+        for (id, key) in keys {
+            // A series the store does not know (yet) is looked up again.
+            let Some(key) = key else { continue };
+            let value = |name: &str| {
+                if name == "__name__" {
+                    Some(key.metric.as_str())
+                } else {
+                    key.label(name)
+                }
+            };
+            let wanted = self.destination.matchers.iter().all(|m| m.matches(value));
+            self.labels
+                .insert(id, wanted.then(|| Arc::new(remote_labels(&key))));
+        }
+        Ok(())
+    }
+}
+
+/// The points of each series of `ids` in `[start, end)`, in the order
+/// given (none for a series the store does not know).
+fn read_points(
+    store: &Store,
+    ids: &[u64],
+    start: i64,
+    end: i64,
+) -> Result<Vec<Vec<hostwatch_tsdb::Point>>, hostwatch_tsdb::TsdbError> {
+    let mut keys = Vec::with_capacity(ids.len());
+    let mut known = Vec::with_capacity(ids.len());
+    for (i, id) in ids.iter().enumerate() {
+        if let Some(key) = store.series_key(*id)? {
+            keys.push((key, *id));
+            known.push(i);
+        }
+    }
+    let refs: Vec<(&SeriesKey, u64)> = keys.iter().map(|(k, id)| (&**k, *id)).collect();
+    let mut out = vec![Vec::new(); ids.len()];
+    for (i, points) in known
+        .into_iter()
+        .zip(store.series_points_many(&refs, start, end)?)
+    {
+        out[i] = points;
+    }
+    Ok(out)
+}
+
+/// `__name__` and the key's labels, sorted by name as remote_write wants.
+fn remote_labels(key: &SeriesKey) -> Vec<Label> {
+    let mut labels: Vec<Label> = std::iter::once(Label {
+        name: "__name__".to_owned(),
+        value: key.metric.clone(),
+    })
+    .chain(key.labels.iter().map(|l| Label {
+        name: l.name.clone(),
+        value: l.value.clone(),
+    }))
+    .collect();
+    labels.sort_by(|a, b| a.name.cmp(&b.name));
+    labels
+}
+
+/// One shard of a destination: batches its series and sends one request
+/// at a time.
+struct Shard {
+    index: usize,
+    destination: Arc<Destination>,
+    stats: Arc<DestinationStats>,
+    acked: Arc<AtomicU64>,
+    stop: CancellationToken,
+}
+
+impl Shard {
+    async fn run(self, mut rx: mpsc::Receiver<Item>) {
+        let q = &self.destination.queue;
+        let mut batch: Vec<SeriesSamples> = Vec::new();
+        let mut samples = 0usize;
+        // The newest mark received; acknowledged once the batch is answered.
+        let mut mark: Option<u64> = None;
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let due = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let item = tokio::select! {
+                () = self.stop.cancelled() => return,
+                () = due => None,
+                item = rx.recv() => match item {
+                    Some(item) => Some(item),
+                    None => return,
+                },
+            };
+            match item {
+                Some(Item::Series(SeriesSamples { labels, mut points })) => {
+                    // Split so that no request exceeds the limit; the batch
+                    // is sent once full, so there is always room.
+                    while !points.is_empty() {
+                        let room = q.max_samples_per_request - samples;
+                        let rest = if points.len() > room {
+                            points.split_off(room)
+                        } else {
+                            Vec::new()
+                        };
+                        samples += points.len();
+                        batch.push(SeriesSamples {
+                            labels: labels.clone(),
+                            points,
+                        });
+                        deadline.get_or_insert_with(|| tokio::time::Instant::now() + q.max_age);
+                        points = rest;
+                        if samples >= q.max_samples_per_request {
+                            if !self.flush(&mut batch, &mut samples).await {
+                                return;
+                            }
+                            deadline = None;
+                        }
+                    }
+                }
+                Some(Item::Mark(group)) => mark = Some(group),
+                None => {
+                    if !self.flush(&mut batch, &mut samples).await {
+                        return;
+                    }
+                    deadline = None;
+                }
+            }
+            if batch.is_empty() {
+                if let Some(group) = mark.take() {
+                    self.acked.store(group, Ordering::Release);
+                }
+                deadline = None;
+            }
+        }
+    }
+
+    /// Sends the batch until it is answered (sent or refused); false when
+    /// stopped first.
+    async fn flush(&self, batch: &mut Vec<SeriesSamples>, samples: &mut usize) -> bool {
+        if batch.is_empty() {
+            return true;
+        }
+        let n = *samples as u64;
+        let newest = batch
+            .iter()
+            .filter_map(|s| s.points.last())
+            .map(|p| p.t_ms)
+            .max()
+            .unwrap_or(i64::MIN);
+        let body = send::encode(batch);
+        let q = &self.destination.queue;
+        let name = &self.destination.name;
+        let mut attempt = 0u32;
+        loop {
+            match send::post(&self.destination, body.clone()).await {
+                Outcome::Sent => {
+                    self.stats.sent.fetch_add(n, Ordering::Relaxed);
+                    self.stats
+                        .newest_sent_ms
+                        .fetch_max(newest, Ordering::Relaxed);
+                    break;
+                }
+                Outcome::Refused(message) => {
+                    self.stats.dropped.fetch_add(n, Ordering::Relaxed);
+                    tracing::warn!(destination = %name, shard = self.index, samples = n, reason = %message, "the receiver refused a request: dropped");
+                    break;
+                }
+                Outcome::Retry { after, message } => {
+                    self.stats.failed.fetch_add(n, Ordering::Relaxed);
+                    let delay = after.unwrap_or_else(|| {
+                        hostwatch_stdx::backoff(attempt, q.min_backoff, q.max_backoff)
+                    });
+                    attempt = attempt.saturating_add(1);
+                    tracing::warn!(destination = %name, shard = self.index, samples = n, attempt, retry_in = ?delay, reason = %message, "a request failed: retrying");
+                    tokio::select! {
+                        () = self.stop.cancelled() => return false,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        let _ = self
+            .stats
+            .pending
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
+                Some(p.saturating_sub(n))
+            });
+        let read = self.stats.newest_read_ms.load(Ordering::Relaxed);
+        let sent = self.stats.newest_sent_ms.load(Ordering::Relaxed);
+        let lag = if self.stats.pending.load(Ordering::Relaxed) == 0 {
+            0
+        } else {
+            read.saturating_sub(sent).max(0)
+        };
+        self.stats.lag_ms.store(lag, Ordering::Relaxed);
+        batch.clear();
+        *samples = 0;
+        true
+    }
+}
