@@ -67,10 +67,7 @@ impl Inner {
         for w in &series.windows {
             if w.start < end && w.start.saturating_add(window) > start {
                 open.push(w.start);
-                let points = w.points();
-                let from = points.partition_point(|p| p.t_ms < start);
-                let to = points.partition_point(|p| p.t_ms < end);
-                out.extend_from_slice(&points[from..to]);
+                w.points_within(start, end, out);
             }
         }
         // No sealed chunk starts after the window of the newest sealed
@@ -379,6 +376,38 @@ pub(crate) mod tests {
                 let exists = store.series_has_points(&key, id, start, end).unwrap();
                 assert_eq!(exists, !want.is_empty(), "[{start}, {end}) {round}");
             }
+        }
+    }
+
+    /// Lookbacks over open windows of many head blocks (an hour at 10 s,
+    /// and the next hour begun): every 5-minute span, stepped across
+    /// block and window edges, reads what was written in it, alone and
+    /// with other series, and its existence check agrees.
+    #[test]
+    fn lookbacks_over_open_windows_read_only_their_span() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let points = every(8 * HOUR, 9 * HOUR + 600_000, 10_000);
+        append(&store, 1, points.clone());
+        let (key, id) = store.select("m", &[]).unwrap().remove(0);
+        for end in (8 * HOUR - 300_000..9 * HOUR + 900_000).step_by(70_000) {
+            let start = end - 300_000;
+            let want: Vec<Point> = points
+                .iter()
+                .copied()
+                .filter(|p| p.t_ms >= start && p.t_ms < end)
+                .collect();
+            assert_eq!(
+                store.series_points(&key, id, start, end).unwrap(),
+                want,
+                "[{start}, {end})"
+            );
+            let many = store
+                .series_points_many(&[(&key, id), (&key, id)], start, end)
+                .unwrap();
+            assert_eq!(many, vec![want.clone(), want.clone()], "[{start}, {end})");
+            let exists = store.series_has_points(&key, id, start, end).unwrap();
+            assert_eq!(exists, !want.is_empty(), "[{start}, {end})");
         }
     }
 
