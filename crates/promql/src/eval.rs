@@ -493,12 +493,39 @@ impl<'s> Evaluator<'s> {
         let (first, last) = (refs[0], refs[refs.len() - 1]);
         let span = (first.min(last).saturating_sub(LOOKBACK_MS), first.max(last));
         let selected = select::select(self.store, vs)?;
-        let mut read_together = self.read_short(&selected, span)?.map(Vec::into_iter);
+        // One step (an instant query) keeps each series' newest point in
+        // the lookback, which the store mostly knows without reading.
+        let mut newest = if refs.len() == 1 {
+            self.check_deadline()?;
+            let newest = select::newest_many(self.store, &selected, span.0, span.1)?;
+            self.charge(newest.iter().flatten().count())?;
+            Some(newest.into_iter())
+        } else {
+            None
+        };
+        let mut read_together = match newest {
+            Some(_) => None,
+            None => self.read_short(&selected, span)?.map(Vec::into_iter),
+        };
         for series in selected {
             self.check_deadline()?;
-            let points = &match &mut read_together {
-                Some(read) => read.next().unwrap_or_default(),
-                None => self.read(&series, span)?,
+            let (one, read): ([Point; 1], Vec<Point>);
+            let points: &[Point] = match (&mut newest, &mut read_together) {
+                (Some(newest), _) => match newest.next().flatten() {
+                    Some(p) => {
+                        one = [p];
+                        &one
+                    }
+                    None => &[],
+                },
+                (None, Some(together)) => {
+                    read = together.next().unwrap_or_default();
+                    &read
+                }
+                (None, None) => {
+                    read = self.read(&series, span)?;
+                    &read
+                }
             };
             let mut next = 0;
             let mut values = Vec::new();
@@ -916,9 +943,10 @@ mod tests {
     #[test]
     fn sample_limit_and_deadline_are_enforced() {
         let fx = fixture();
-        // m at 600 s reads 6 + 3 samples and gives 2.
+        // m at 600 s reads the newest sample of each of its 2 series and
+        // gives them: 2 + 2 touched.
         let engine = Engine::new(Limits {
-            max_samples: 10,
+            max_samples: 3,
             ..Limits::default()
         });
         let err = engine.instant(&fx.store, "m", 600_000).unwrap_err();

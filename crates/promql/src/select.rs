@@ -134,6 +134,21 @@ pub(crate) fn points_many(
         .map_err(execution)
 }
 
+/// The newest point of each of `series` in `[start, end]`, in the order
+/// given (see `Store::series_newest_many`): an instant vector selector's
+/// sample, mostly known without reading a chunk.
+pub(crate) fn newest_many(
+    store: &Store,
+    series: &[Selected],
+    start: i64,
+    end: i64,
+) -> Result<Vec<Option<Point>>, PromqlError> {
+    let asked: Vec<(&SeriesKey, u64)> = series.iter().map(|s| (&*s.key, s.id)).collect();
+    store
+        .series_newest_many(&asked, start, end.saturating_add(1))
+        .map_err(execution)
+}
+
 /// The label sets of the stored series that match any of `selectors`
 /// (each a vector selector, as the HTTP API's `match[]`) and, with a
 /// `range`, hold a sample in it (an existence check: see

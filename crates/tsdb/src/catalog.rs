@@ -74,6 +74,30 @@ impl Store {
         }
         Ok(out)
     }
+
+    /// The newest point in `[start_ms, end_ms)` of each of many series,
+    /// in the order given: what an instant vector selector keeps of
+    /// [`Store::series_points_many`]. A series whose newest sample lies
+    /// in the range or before it (a live series at now, one that stopped)
+    /// is answered from memory; the others are read in key order.
+    pub fn series_newest_many(
+        &self,
+        series: &[(&SeriesKey, u64)],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Option<Point>>, TsdbError> {
+        let inner = self.inner()?;
+        let mut order: Vec<usize> = (0..series.len()).collect();
+        order.sort_unstable_by_key(|&i| series[i].1);
+        let hosts = inner.hosts_of(series.iter().map(|(key, _)| key.host()))?;
+        let mut out = vec![None; series.len()];
+        let mut scratch = Vec::new();
+        for i in order {
+            let id = series[i].1;
+            out[i] = inner.newest_point(hosts[i].as_ref(), id, start_ms, end_ms, &mut scratch)?;
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]

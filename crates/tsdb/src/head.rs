@@ -151,6 +151,21 @@ impl OpenWindow {
         points
     }
 
+    /// Appends the samples with times in `[start, end)` to `out`, oldest
+    /// first, decoding only the part of the window that may hold them.
+    pub(crate) fn points_within(&self, start: i64, end: i64, out: &mut Vec<Point>) {
+        let from = out.len();
+        if let Some(chunk) = &self.chunk {
+            chunk.points_within(start, end, out);
+        }
+        let first = self.late.partition_point(|p| p.t_ms < start);
+        let past = self.late.partition_point(|p| p.t_ms < end);
+        if first < past {
+            out.extend_from_slice(&self.late[first..past]);
+            out[from..].sort_by_key(|p| p.t_ms);
+        }
+    }
+
     pub(crate) fn heap_bytes(&self) -> usize {
         self.chunk.as_ref().map_or(0, HeadChunk::heap_bytes)
             + self.late.capacity() * std::mem::size_of::<Point>()
@@ -477,6 +492,18 @@ mod tests {
         assert_eq!((counts.stored, counts.duplicate), (1, 3));
         let w = &s.windows[0];
         assert_eq!(w.points(), vec![p(10, 1.0), p(20, 2.0), p(30, 3.0)]);
+        // A range takes the late samples in it, merged in time order.
+        for (start, end, want) in [
+            (0, 100, vec![p(10, 1.0), p(20, 2.0), p(30, 3.0)]),
+            (10, 30, vec![p(10, 1.0), p(20, 2.0)]),
+            (11, 31, vec![p(20, 2.0), p(30, 3.0)]),
+            (0, 10, vec![]),
+            (20, 20, vec![]),
+        ] {
+            let mut got = Vec::new();
+            w.points_within(start, end, &mut got);
+            assert_eq!(got, want, "[{start}, {end})");
+        }
         assert_eq!((w.min_lsn, w.max_lsn, w.len()), (1, 2, 3));
         assert_eq!(s.last, Some(p(30, 3.0)));
     }

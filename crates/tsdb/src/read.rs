@@ -67,10 +67,7 @@ impl Inner {
         for w in &series.windows {
             if w.start < end && w.start.saturating_add(window) > start {
                 open.push(w.start);
-                let points = w.points();
-                let from = points.partition_point(|p| p.t_ms < start);
-                let to = points.partition_point(|p| p.t_ms < end);
-                out.extend_from_slice(&points[from..to]);
+                w.points_within(start, end, out);
             }
         }
         // No sealed chunk starts after the window of the newest sealed
@@ -125,6 +122,43 @@ impl Inner {
         let host = self.host(host)?;
         self.raw_points_into(host.as_ref(), id, start, end, &mut points)?;
         Ok(points)
+    }
+
+    /// The newest point of series `id` of `host` in `[start, end)`. The
+    /// head knows each series' newest sample (`last`, kept by appends,
+    /// replay and the `L` record; what [`crate::Store::latest`] reports)
+    /// once its `L` record is read: when it lies in the range it is the
+    /// answer, and when it lies before, nothing is, both without a lookup
+    /// or a decoded sample. Otherwise (a range in the past, a series whose
+    /// sealed part is not known) the range is read, into `scratch`.
+    pub(crate) fn newest_point(
+        &self,
+        host: Option<&HostRef>,
+        id: u64,
+        start: i64,
+        end: i64,
+        scratch: &mut Vec<Point>,
+    ) -> Result<Option<Point>, TsdbError> {
+        if start >= end {
+            return Ok(None);
+        }
+        if let Some(host) = host {
+            let state = lock(host)?;
+            if let Some(series) = state.series.get(&id)
+                && series.sealed_known
+                && let Some(last) = series.last
+            {
+                if last.t_ms < start {
+                    return Ok(None);
+                }
+                if last.t_ms < end {
+                    return Ok(Some(last));
+                }
+            }
+        }
+        scratch.clear();
+        self.raw_points_into(host, id, start, end, scratch)?;
+        Ok(scratch.last().copied())
     }
 
     /// The window starts of series `id`'s sealed chunks that may hold
@@ -378,7 +412,80 @@ pub(crate) mod tests {
                 assert_eq!(got, want, "[{start}, {end}) {round}");
                 let exists = store.series_has_points(&key, id, start, end).unwrap();
                 assert_eq!(exists, !want.is_empty(), "[{start}, {end}) {round}");
+                let newest = store.series_newest_many(&[(&key, id)], start, end);
+                assert_eq!(
+                    newest.unwrap(),
+                    [want.last().copied()],
+                    "[{start}, {end}) {round}"
+                );
             }
+        }
+    }
+
+    /// Lookbacks over open windows of many head blocks (an hour at 10 s,
+    /// and the next hour begun): every 5-minute span, stepped across
+    /// block and window edges, reads what was written in it, alone and
+    /// with other series, and its existence check agrees.
+    ///
+    /// The newest point of each span is the last of them, from memory
+    /// or, after a restart (no `L` record: nothing was sealed), read.
+    #[test]
+    fn lookbacks_over_open_windows_read_only_their_span() {
+        let dir = tempfile::tempdir().unwrap();
+        let points = every(8 * HOUR, 9 * HOUR + 600_000, 10_000);
+        append(&open(dir.path()), 1, points.clone());
+        let store = open(dir.path());
+        let other = Batch {
+            host: "b".to_owned(),
+            source: 1,
+            seq: 1,
+            series: vec![SeriesInput {
+                metric: "m".to_owned(),
+                labels: vec![],
+                points: points.clone(),
+            }],
+            processes: vec![],
+            malformed: 0,
+        };
+        store.append(&other).unwrap();
+        let selected = store.select("m", &[]).unwrap();
+        let asked: Vec<_> = selected.iter().map(|(key, id)| (key, *id)).collect();
+        // Ends stepping across blocks and windows, and on and around the
+        // newest sample's time, so that the lookback ends just before it,
+        // takes it, or starts on it or just past it.
+        let last = points[points.len() - 1].t_ms;
+        let ends = (8 * HOUR - 300_000..9 * HOUR + 900_000)
+            .step_by(70_000)
+            .chain([last, last + 1, last + 300_000, last + 300_001]);
+        for end in ends {
+            let start = end - 300_000;
+            let want: Vec<Point> = points
+                .iter()
+                .copied()
+                .filter(|p| p.t_ms >= start && p.t_ms < end)
+                .collect();
+            let newest = store.series_newest_many(&asked, start, end).unwrap();
+            assert_eq!(newest, [want.last().copied(); 2], "[{start}, {end})");
+        }
+        let (key, id) = selected.into_iter().next().unwrap();
+        for end in (8 * HOUR - 300_000..9 * HOUR + 900_000).step_by(70_000) {
+            let start = end - 300_000;
+            let want: Vec<Point> = points
+                .iter()
+                .copied()
+                .filter(|p| p.t_ms >= start && p.t_ms < end)
+                .collect();
+            assert_eq!(
+                store.series_points(&key, id, start, end).unwrap(),
+                want,
+                "[{start}, {end})"
+            );
+            let many = store
+                .series_points_many(&[(&key, id), (&key, id)], start, end)
+                .unwrap();
+            assert_eq!(many, vec![want.clone(), want.clone()], "[{start}, {end})");
+            let exists = store.series_has_points(&key, id, start, end).unwrap();
+            assert_eq!(exists, !want.is_empty(), "[{start}, {end})");
         }
     }
 

@@ -30,6 +30,9 @@ pub(super) const INSTANT_DATA_MS: i64 = 10 * 60_000;
 /// From the instant queries' time to the range queries' start: longer
 /// than the lookback and the fleet queries' 5-minute windows.
 pub(super) const INSTANT_GAP_MS: i64 = 10 * 60_000;
+/// How much data the live instant tier's hosts have before the instant
+/// (the console's fleet page shows an hour).
+pub(super) const LIVE_DATA_MS: i64 = 60 * 60_000;
 /// Ticks per batch (an hour of samples at 10 s).
 const TICKS_PER_BATCH: i64 = 360;
 /// Batches submitted and not yet durable.
@@ -101,49 +104,17 @@ pub(super) fn write(
         let keep: Vec<usize> = (0..host.series.len())
             .filter(|&i| index == 0 || FLEET_METRICS.contains(&host.series[i].metric.as_str()))
             .collect();
-        written.series += keep.len() as u64;
-        let ticks = (to - from) / shape.interval_ms + 1;
-        let mut seq = 0;
-        let mut tick = 0;
-        while tick < ticks {
-            let n = TICKS_PER_BATCH.min(ticks - tick);
-            let mut series: Vec<SeriesInput> = keep
-                .iter()
-                .map(|&i| SeriesInput {
-                    metric: host.series[i].metric.clone(),
-                    labels: host.series[i].labels.clone(),
-                    points: Vec::with_capacity(n as usize),
-                })
-                .collect();
-            for k in 0..n {
-                let t_ms = from + (tick + k) * shape.interval_ms;
-                let values = host.next_values();
-                for (input, &i) in series.iter_mut().zip(&keep) {
-                    input.points.push(Point {
-                        t_ms,
-                        value: values[i],
-                    });
-                }
-            }
-            for input in &series {
-                families.write(&host.name, input)?;
-                written.samples += input.points.len() as u64;
-            }
-            seq += 1;
-            let batch = Batch {
-                host: host.name.clone(),
-                source: 1,
-                seq,
-                series,
-                processes: Vec::new(),
-                malformed: 0,
-            };
-            pending.push_back(store.submit(&batch)?);
-            if pending.len() >= IN_FLIGHT {
-                settle(&store, pending.pop_front())?;
-            }
-            tick += n;
-        }
+        let span = Span {
+            from,
+            to,
+            interval_ms: shape.interval_ms,
+        };
+        let sink = Sink {
+            store: &store,
+            pending: &mut pending,
+            written: &mut written,
+        };
+        write_host(&mut host, &keep, span, sink, Some(&mut families))?;
         if index % HOSTS_PER_MAINTENANCE == HOSTS_PER_MAINTENANCE - 1 {
             while let Some(p) = pending.pop_front() {
                 settle(&store, Some(p))?;
@@ -158,6 +129,120 @@ pub(super) fn write(
     seal_finished(store_dir)?;
     families.finish(text)?;
     Ok(written)
+}
+
+/// The samples' times of one host: `[from, to]`, every `interval_ms`.
+#[derive(Clone, Copy)]
+struct Span {
+    from: i64,
+    to: i64,
+    interval_ms: i64,
+}
+
+/// Where a host's batches go: the store, its tickets not yet waited for,
+/// and the counts.
+struct Sink<'a> {
+    store: &'a Store,
+    pending: &'a mut VecDeque<Pending>,
+    written: &'a mut Written,
+}
+
+/// Submits the series `keep` of `host` over `span`, in batches of
+/// [`TICKS_PER_BATCH`] ticks, keeping at most [`IN_FLIGHT`] in flight;
+/// with `families`, writes them as OpenMetrics text too.
+fn write_host(
+    host: &mut HostGen,
+    keep: &[usize],
+    span: Span,
+    sink: Sink<'_>,
+    mut families: Option<&mut Families>,
+) -> anyhow::Result<()> {
+    sink.written.series += keep.len() as u64;
+    let ticks = (span.to - span.from) / span.interval_ms + 1;
+    let mut seq = 0;
+    let mut tick = 0;
+    while tick < ticks {
+        let n = TICKS_PER_BATCH.min(ticks - tick);
+        let mut series: Vec<SeriesInput> = keep
+            .iter()
+            .map(|&i| SeriesInput {
+                metric: host.series[i].metric.clone(),
+                labels: host.series[i].labels.clone(),
+                points: Vec::with_capacity(n as usize),
+            })
+            .collect();
+        for k in 0..n {
+            let t_ms = span.from + (tick + k) * span.interval_ms;
+            let values = host.next_values();
+            for (input, &i) in series.iter_mut().zip(keep) {
+                input.points.push(Point {
+                    t_ms,
+                    value: values[i],
+                });
+            }
+        }
+        for input in &series {
+            if let Some(families) = families.as_deref_mut() {
+                families.write(&host.name, input)?;
+            }
+            sink.written.samples += input.points.len() as u64;
+        }
+        seq += 1;
+        let batch = Batch {
+            host: host.name.clone(),
+            source: 1,
+            seq,
+            series,
+            processes: Vec::new(),
+            malformed: 0,
+        };
+        sink.pending.push_back(sink.store.submit(&batch)?);
+        if sink.pending.len() >= IN_FLIGHT {
+            settle(sink.store, sink.pending.pop_front())?;
+        }
+        tick += n;
+    }
+    Ok(())
+}
+
+/// The instant tier live, as the console's fleet page finds it: `hosts`
+/// hosts with the fleet metrics' series over the hour up to `end_ms`,
+/// written into a store in `store_dir` and left in its head (nothing
+/// sealed, as a collector holds its agents' current hour).
+pub(super) fn write_live(
+    hosts: u32,
+    interval_ms: i64,
+    end_ms: i64,
+    store_dir: &Path,
+) -> anyhow::Result<(Store, Written)> {
+    let options = Options {
+        maintenance_interval: None,
+        ..Options::default()
+    };
+    let store = Store::open(store_dir, options)?;
+    let mut written = Written::default();
+    let mut pending = VecDeque::new();
+    let span = Span {
+        from: end_ms - LIVE_DATA_MS,
+        to: end_ms,
+        interval_ms,
+    };
+    for index in 0..hosts {
+        let mut host = HostGen::new(index, false);
+        let keep: Vec<usize> = (0..host.series.len())
+            .filter(|&i| FLEET_METRICS.contains(&host.series[i].metric.as_str()))
+            .collect();
+        let sink = Sink {
+            store: &store,
+            pending: &mut pending,
+            written: &mut written,
+        };
+        write_host(&mut host, &keep, span, sink, None)?;
+    }
+    while let Some(p) = pending.pop_front() {
+        settle(&store, Some(p))?;
+    }
+    Ok((store, written))
 }
 
 /// Seals every finished window of the store in `dir`, as a collector's

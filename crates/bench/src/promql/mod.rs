@@ -27,7 +27,7 @@ mod data;
 mod http;
 mod servers;
 
-use crate::measure::{Probe, median, percentile};
+use crate::measure::{Probe, median, percentile, thread_cpu_ns};
 use anyhow::{Context, bail, ensure};
 use data::Shape;
 use hostwatch_promql::{Engine, Value};
@@ -79,6 +79,12 @@ pub(crate) struct Args {
     /// Only the queries whose name contains this (e.g. `instant_`).
     #[arg(long)]
     only: Option<String>,
+    /// With `--engine-only`: the instant queries over a fleet of
+    /// `--instant-hosts` whose last hour is live in the store's head (as
+    /// the console's fleet page asks them), written afresh into a
+    /// temporary store, instead of over the data set's sealed tier.
+    #[arg(long, requires = "engine_only")]
+    instant_in_head: bool,
 }
 
 /// One query of the bench.
@@ -263,6 +269,9 @@ fn memory_queries(shape: &Shape) -> Vec<Query> {
 
 pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let temp = tempfile::tempdir()?;
+    if args.instant_in_head {
+        return live_timings(&args, temp.path());
+    }
     let dir = args.dir.clone().unwrap_or_else(|| temp.path().join("data"));
     let shape = data_set(&args, &dir)?;
     let mut queries = queries(&shape);
@@ -587,25 +596,72 @@ fn engine_timings(
         ..Options::default()
     };
     let store = Store::open(&dir.join("collector").join("store"), options)?;
+    time_engine(&store, queries, runs)
+}
+
+/// `--instant-in-head`: the instant queries through the engine alone, at
+/// the newest sample of a fleet whose data is all in the store's head.
+fn live_timings(args: &Args, temp: &Path) -> anyhow::Result<()> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64;
+    let end_ms = now / 60_000 * 60_000;
+    let interval_ms = i64::from(args.interval_s) * 1000;
+    let started = Instant::now();
+    let (store, written) =
+        data::write_live(args.instant_hosts, interval_ms, end_ms, &temp.join("live"))?;
+    println!("live_hosts={}", args.instant_hosts);
+    println!(
+        "live_generate_seconds={:.1}",
+        started.elapsed().as_secs_f64()
+    );
+    println!("live_samples={}", written.samples);
+    println!("live_series={}", written.series);
+    let mut queries: Vec<Query> = INSTANT
+        .iter()
+        .map(|(name, expr)| Query {
+            name: format!("{name}_in_head"),
+            expr: (*expr).to_owned(),
+            at: Eval::Instant(end_ms),
+        })
+        .collect();
+    if let Some(only) = &args.only {
+        queries.retain(|q| q.name.contains(only.as_str()));
+        ensure!(!queries.is_empty(), "no query's name contains {only:?}");
+    }
+    time_engine(&store, &queries, args.runs)
+}
+
+/// Each query's median time through the engine alone, after one untimed
+/// evaluation.
+fn time_engine(store: &Store, queries: &[Query], runs: u32) -> anyhow::Result<()> {
     let engine = Engine::default();
     let eval = |q: &Query| -> anyhow::Result<Value> {
         Ok(match q.at {
-            Eval::Instant(t) => engine.instant(&store, &q.expr, t)?,
-            Eval::Range { start, end, step } => engine.range(&store, &q.expr, start, end, step)?,
+            Eval::Instant(t) => engine.instant(store, &q.expr, t)?,
+            Eval::Range { start, end, step } => engine.range(store, &q.expr, start, end, step)?,
         })
     };
     for q in queries {
-        eval(q)?;
+        if let Value::Vector(samples) = eval(q)? {
+            println!("{}_answer_samples={}", q.name, samples.len());
+        }
         let mut ms = Vec::with_capacity(runs as usize);
+        // CPU time too: on a busy machine it moves less than wall time.
+        let mut cpu_ms = Vec::with_capacity(runs as usize);
         for _ in 0..runs {
-            let started = Instant::now();
+            let (started, cpu) = (Instant::now(), thread_cpu_ns()?);
             std::hint::black_box(eval(q)?);
             ms.push(started.elapsed().as_secs_f64() * 1000.0);
+            cpu_ms.push((thread_cpu_ns()? - cpu) as f64 / 1e6);
         }
         println!(
             "{}_engine_ms_median={:.2}",
             q.name,
             median(&ms).unwrap_or(f64::NAN)
+        );
+        println!(
+            "{}_engine_cpu_ms_median={:.2}",
+            q.name,
+            median(&cpu_ms).unwrap_or(f64::NAN)
         );
     }
     Ok(())

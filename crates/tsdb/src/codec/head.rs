@@ -1,8 +1,8 @@
 //! The head encoder: samples still in memory.
 
 use super::bits::{BitReader, BitWriter};
-use super::bytes::{ByteReader, unzigzag, zigzag};
-use super::times::{decode_points, encode_points};
+use super::bytes::{ByteReader, put_uvarint, unzigzag, zigzag};
+use super::times::{decode_points_through, encode_points};
 use crate::TsdbError;
 use crate::model::Point;
 
@@ -14,8 +14,10 @@ use crate::model::Point;
 /// per series.
 #[derive(Debug, Clone)]
 pub(crate) struct HeadChunk {
-    /// Complete runs, [`encode_points`] blocks back to back, oldest first;
-    /// grown to the exact size, since most series' heads live an hour.
+    /// Complete runs, oldest first, each its length (a uvarint) and an
+    /// [`encode_points`] block, so that a read of a short span steps over
+    /// the blocks before it without decoding them; grown to the exact
+    /// size, since most series' heads live an hour.
     blocks: Vec<u8>,
     /// Samples in `blocks`.
     block_points: u32,
@@ -57,11 +59,14 @@ impl HeadChunk {
         let points = run.points();
         let mut block = Vec::new();
         encode_points(&points, &mut block);
+        let mut len = Vec::with_capacity(3);
+        put_uvarint(&mut len, block.len() as u64);
         // Exact growth while the head is small (most series' heads live an
         // hour), an eighth more at a time once it is large, so a dense
         // window is not copied whole for every block.
         self.blocks
-            .reserve_exact(block.len().max(self.blocks.len() / 8));
+            .reserve_exact((len.len() + block.len()).max(self.blocks.len() / 8));
+        self.blocks.extend_from_slice(&len);
         self.blocks.extend_from_slice(&block);
         self.block_points += points.len() as u32;
     }
@@ -69,17 +74,69 @@ impl HeadChunk {
     /// Every sample, oldest first.
     pub(crate) fn points(&self) -> Vec<Point> {
         let mut out = Vec::with_capacity(self.len());
-        let mut r = ByteReader::new(&self.blocks);
-        while !r.is_empty() {
-            // Written by `push` only; a decoding error would be a bug here.
-            match decode_points(&mut r) {
-                Ok(points) => out.extend(points),
-                Err(_) => break,
-            }
-        }
-        out.extend(self.run.points());
+        self.points_through(i64::MIN, i64::MAX, &mut out);
         out
     }
+
+    /// Appends the samples with times in `[start, end)` to `out`, oldest
+    /// first. Blocks wholly before `start` are stepped over by their
+    /// lengths (a block ends before the next one's first time), and none
+    /// is decoded past `end`: an instant query's lookback decodes the one
+    /// or two blocks it needs and the newest run, not the whole window.
+    pub(crate) fn points_within(&self, start: i64, end: i64, out: &mut Vec<Point>) {
+        if start < end {
+            self.points_through(start, end - 1, out);
+        }
+    }
+
+    /// The samples with times in `[first, last]`, appended to `out`.
+    fn points_through(&self, first: i64, last: i64, out: &mut Vec<Point>) {
+        // Written by `push` only; a decoding error would be a bug here, and
+        // what was decoded before it is kept.
+        let mut blocks = ByteReader::new(&self.blocks);
+        // The block read last, whose times end before the next first one.
+        let mut previous: Option<&[u8]> = None;
+        while !blocks.is_empty() {
+            let Ok(block) = blocks.uvarint().and_then(|n| blocks.bytes(n as usize)) else {
+                return;
+            };
+            let Ok(block_first) = first_time(block) else {
+                return;
+            };
+            if block_first > last {
+                break;
+            }
+            if let Some(done) = previous.take()
+                && block_first > first
+                && decode_points_through(&mut ByteReader::new(done), first, last, out).is_err()
+            {
+                return;
+            }
+            previous = Some(block);
+        }
+        let run_first = self.run.first_t;
+        if let Some(done) = previous
+            && run_first > first
+            && decode_points_through(&mut ByteReader::new(done), first, last, out).is_err()
+        {
+            return;
+        }
+        if run_first <= last && self.run.last_t >= first {
+            let from = out.len();
+            let _ = self.run.decode_into(out);
+            let keep = out[from..].partition_point(|p| p.t_ms < first);
+            out.drain(from..from + keep);
+            let past = out[from..].partition_point(|p| p.t_ms <= last);
+            out.truncate(from + past);
+        }
+    }
+}
+
+/// The first time of an [`encode_points`] block, without decoding it.
+fn first_time(block: &[u8]) -> Result<i64, TsdbError> {
+    let mut r = ByteReader::new(block);
+    r.uvarint()?;
+    r.ivarint()
 }
 
 /// Gorilla (VLDB 2015) as published, appendable one sample at a time:

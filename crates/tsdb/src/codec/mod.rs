@@ -194,6 +194,34 @@ mod tests {
         }
 
         #[test]
+        fn head_chunks_read_within_a_range_give_the_range_of_the_whole(
+            points in points(),
+            a in any::<prop::sample::Index>(),
+            b in any::<prop::sample::Index>(),
+            da in -1i64..=1,
+            db in -1i64..=1,
+        ) {
+            let mut head = HeadChunk::new(points[0]);
+            for p in &points[1..] {
+                head.push(*p);
+            }
+            // Bounds on, just before and just after the points' times,
+            // so across and on block edges; empty and reversed ones too.
+            let start = points[a.index(points.len())].t_ms + da;
+            let end = points[b.index(points.len())].t_ms + db;
+            let want: Vec<Point> = points
+                .iter()
+                .copied()
+                .filter(|p| p.t_ms >= start && p.t_ms < end)
+                .collect();
+            let kept = Point { t_ms: -7, value: 7.0 };
+            let mut got = vec![kept];
+            head.points_within(start, end, &mut got);
+            prop_assert_eq!(bits(&got[..1]), bits(&[kept]));
+            prop_assert_eq!(bits(&got[1..]), bits(&want));
+        }
+
+        #[test]
         fn rice_streams_round_trip_and_cost_what_they_claim(
             zs in prop::collection::vec(prop_oneof![0u64..64, 0u64..1_000_000, any::<u64>()], 0..200),
             k in 0u32..=MAX_RICE_K,
@@ -330,6 +358,41 @@ mod tests {
             head.heap_bytes(),
             gorilla.bits.bytes().len()
         );
+    }
+
+    /// Ranges over a head of several blocks and a run: each gives what a
+    /// filter of all its samples gives, at and around every block's edges.
+    #[test]
+    fn head_chunks_read_within_block_edges_and_outside_them() {
+        use super::head::HEAD_BLOCK_POINTS;
+        let n = HEAD_BLOCK_POINTS as i64 * 3 + 10;
+        let points: Vec<Point> = (0..n)
+            .map(|i| Point {
+                t_ms: 1_000 + i * 10,
+                value: (i % 13) as f64 / 7.0,
+            })
+            .collect();
+        let mut head = HeadChunk::new(points[0]);
+        for p in &points[1..] {
+            head.push(*p);
+        }
+        let edges: Vec<i64> = (0..=4)
+            .map(|b| 1_000 + b * HEAD_BLOCK_POINTS as i64 * 10)
+            .flat_map(|t| [t - 11, t - 10, t - 1, t, t + 1, t + 10])
+            .chain([i64::MIN, 0, 1_000 + n * 10, i64::MAX])
+            .collect();
+        for &start in &edges {
+            for &end in &edges {
+                let want: Vec<Point> = points
+                    .iter()
+                    .copied()
+                    .filter(|p| p.t_ms >= start && p.t_ms < end)
+                    .collect();
+                let mut got = Vec::new();
+                head.points_within(start, end, &mut got);
+                assert_eq!(bits(&got), bits(&want), "[{start}, {end})");
+            }
+        }
     }
 
     #[test]
