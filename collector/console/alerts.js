@@ -7,7 +7,7 @@
 import * as api from "./api.js";
 import * as fmt from "./format.js";
 import { el } from "./dom.js";
-import { cause, historyTable } from "./alertview.js";
+import { byId, cause, historyTable, silencedBy, stateText } from "./alertview.js";
 import { SilenceForm, silenceList } from "./silenceview.js";
 
 const REFRESH_MS = 10_000;
@@ -23,20 +23,39 @@ function rank(a) {
   return [a.state === "firing" ? 0 : 1, severity < 0 ? SEVERITIES.length : severity];
 }
 
-/** One pending or firing alert, with its cause; `onSilence(alert, button)` when the user may silence it (else null). */
-function alertItem(a, onSilence) {
+/**
+ * One pending or firing alert, with its cause and the silences muting
+ * it (`silences` by id); for operators, `onSilence(alert, button)` and
+ * `onExpire(silence, button)` (else null).
+ */
+function alertItem(a, silences, onSilence, onExpire) {
   const since = Date.parse(a.activeAt);
   const host = a.labels.host;
+  const silenced = (a.silencedBy || []).length > 0;
+  const expire = onExpire
+    ? (s) => {
+        const button = el("button", { type: "button", class: "expire-silence", text: "Expire silence", "aria-label": `Expire silence ${s.id}` });
+        button.addEventListener("click", () => onExpire(s, button));
+        return el("span", { class: "alert-actions" }, button);
+      }
+    : null;
   return el(
     "li",
-    { class: `alert alert-${a.state}`, "data-alertname": a.labels.alertname || "", "data-host": host || "", "data-state": a.state },
-    el("span", { class: `alerts severity-${a.labels.severity || "other"}`, text: `${a.state === "firing" ? "Firing" : "Pending"} · ${a.labels.severity || "no severity"}` }),
+    {
+      class: `alert alert-${a.state}${silenced ? " alert-silenced" : ""}`,
+      "data-alertname": a.labels.alertname || "",
+      "data-host": host || "",
+      "data-state": a.state,
+      "data-silenced": String(silenced),
+    },
+    el("span", { class: `alerts severity-${a.labels.severity || "other"}`, text: stateText(a) }),
     " ",
     el("strong", { text: a.labels.alertname || "" }),
     host ? el("span", {}, " on ", el("a", { href: `/hosts/${encodeURIComponent(host)}`, text: host })) : "",
     el("span", { class: "detail", text: a.annotations.summary || "" }),
     el("span", { class: "detail", text: `since ${fmt.dateTime(since)} (${fmt.ago(since)})` }),
     cause(a.annotations) || "",
+    silencedBy(a, silences, expire),
     onSilence ? silenceButton(a, onSilence) : "",
   );
 }
@@ -127,7 +146,7 @@ class AlertsPage {
         problem = `No history for this filter: ${e.message}.`;
       }
       if (mine !== this.generation) return;
-      this.drawActive(alerts);
+      this.drawActive(alerts, silences);
       this.drawSilences(silences);
       this.parts.rules.replaceChildren(...rules.map((r) => el("option", { value: r.name })));
       this.parts.hosts.replaceChildren(...hosts.hosts.map((h) => el("option", { value: h.host })));
@@ -148,28 +167,39 @@ class AlertsPage {
     this.main.dataset.loaded = "true";
   }
 
-  drawActive(alerts) {
+  drawActive(alerts, silences) {
     alerts.sort((a, b) => rank(a)[0] - rank(b)[0] || rank(a)[1] - rank(b)[1]);
     const firing = alerts.filter((a) => a.state === "firing").length;
-    this.parts.counts.textContent = `${firing} firing · ${alerts.length - firing} pending`;
+    const silenced = alerts.filter((a) => (a.silencedBy || []).length > 0).length;
+    this.parts.counts.textContent = `${firing} firing · ${alerts.length - firing} pending · ${silenced} silenced`;
     const onSilence = this.operator ? (a, button) => this.silenceForm.open(a, button) : null;
-    const items = alerts.map((a) => alertItem(a, onSilence));
+    const onExpire = this.operator ? (s, button) => this.expire(s, button) : null;
+    const known = byId(silences);
+    const items = alerts.map((a) => alertItem(a, known, onSilence, onExpire));
     this.parts.active.replaceChildren(...(items.length > 0 ? items : [el("li", { class: "none", id: "no-alerts", text: "No alerts firing or pending." })]));
   }
 
   drawSilences(silences) {
     const onExpire = this.operator ? (s, button) => this.expire(s, button) : null;
     this.parts.silences.replaceChildren(...silenceList(silences, onExpire));
+    // Opened from a host page's link to a silence: shown and focused once,
+    // not again at each refresh.
+    const target = !this.targetShown && location.hash ? document.getElementById(decodeURIComponent(location.hash.slice(1))) : null;
+    if (target && this.parts.silences.contains(target)) {
+      this.targetShown = true;
+      target.scrollIntoView({ block: "center" });
+      target.focus({ preventScroll: true });
+    }
   }
 
-  /** Ends the silence `s`, then shows the silences again. */
+  /** Ends the silence `s`, then shows the alerts and silences again. */
   async expire(s, button) {
     button.disabled = true;
     try {
       await api.expireSilence(s.id);
       this.parts.silenceNotice.hidden = true;
       this.parts.announce.textContent = `Silence ${s.id} expired.`;
-      this.drawSilences(await api.silences());
+      await this.redrawSilenced();
       this.parts.silences.focus();
     } catch (e) {
       if (!(e instanceof api.ApiError)) throw e;
@@ -179,10 +209,17 @@ class AlertsPage {
     }
   }
 
+  /** The alerts (which silences mute them) and the silences, read again after a change. */
+  async redrawSilenced() {
+    const [alerts, silences] = await Promise.all([api.alerts(), api.silences()]);
+    this.drawActive(alerts, silences);
+    this.drawSilences(silences);
+  }
+
   async onSilenced(silence) {
     this.parts.announce.textContent = `Silence ${silence.id} created.`;
     try {
-      this.drawSilences(await api.silences());
+      await this.redrawSilenced();
     } catch (e) {
       if (!(e instanceof api.ApiError)) throw e;
       this.parts.silenceNotice.textContent = `Could not read the silences: ${e.message}.`;

@@ -40,6 +40,44 @@ export function cause(annotations = {}) {
   );
 }
 
+/**
+ * The silences muting alert `a` (its `silencedBy` ids, looked up in
+ * `silences`, a Map by id): each with its id, comment and end, and, when
+ * `expire(silence)` is given (operators), the control it returns to end
+ * it. Nothing for an alert no silence mutes.
+ */
+export function silencedBy(a, silences, expire = null) {
+  const ids = a.silencedBy || [];
+  if (ids.length === 0) return "";
+  const items = ids.map((id) => {
+    const s = silences.get(id);
+    const ends = s ? Date.parse(s.endsAt) : NaN;
+    return el(
+      "li",
+      { class: "silenced", "data-silence": id },
+      "Silenced by ",
+      el("code", { text: id }),
+      // A silence made since the list was read: its id alone until the next read.
+      s ? ` · ends ${fmt.dateTime(ends)} (in ${fmt.duration((ends - Date.now()) / 1000)})` : "",
+      s && s.comment ? el("span", { class: "comment", text: ` · “${s.comment}”` }) : "",
+      s && expire ? expire(s) : "",
+    );
+  });
+  return el("ul", { class: "silenced-by", "aria-label": "Silenced: notifications muted" }, ...items);
+}
+
+/** The silences as a Map by id. */
+export function byId(silences) {
+  return new Map(silences.map((s) => [s.id, s]));
+}
+
+/** An alert's state in words (with "silenced" when a silence mutes it), for its badge. */
+export function stateText(a) {
+  const state = a.state === "firing" ? "Firing" : "Pending";
+  const silenced = (a.silencedBy || []).length > 0 ? " · silenced" : "";
+  return `${state} · ${a.labels.severity || "no severity"}${silenced}`;
+}
+
 const PHASES = { pending: "Pending", firing: "Firing", resolved: "Resolved", inactive: "Inactive" };
 
 /**

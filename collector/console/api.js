@@ -71,11 +71,18 @@ export async function get(path, params = {}) {
   return request(`${path}?${query}`, { method: "GET" });
 }
 
+/** The session's answer, asked once for the page's parts that need it (a failed one is asked again). */
 let sessionInfo = null;
 
 /** Who the console runs as: `{via, role, name, expiresAt, csrfToken}`. */
 export async function session({ fresh = false } = {}) {
-  if (fresh || !sessionInfo) sessionInfo = await request("/api/v1/session", { method: "GET" });
+  if (fresh || !sessionInfo) {
+    const asked = request("/api/v1/session", { method: "GET" });
+    sessionInfo = asked;
+    asked.catch(() => {
+      if (sessionInfo === asked) sessionInfo = null;
+    });
+  }
   return sessionInfo;
 }
 

@@ -16,6 +16,9 @@ function notFound() {
   main.replaceChildren(h1, p);
 }
 
+// First, so that its one request goes out before the page's many.
+account(document.querySelector("header.top"));
+
 const path = location.pathname;
 const hostPath = path.match(/^\/hosts\/([^/]+)$/);
 if (path === "/") {
@@ -37,4 +40,3 @@ if (path === "/") {
 } else {
   notFound();
 }
-account(document.querySelector("header.top"));

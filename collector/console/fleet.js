@@ -57,37 +57,52 @@ function severityRank(severity) {
 }
 
 const STATUS = {
-  down: { symbol: "✕", text: "Down", help: "a host-down alert is firing" },
+  down: { symbol: "✕", text: "Down", help: "the collector stored nothing of it within host_down_after, and its agent did not stop cleanly" },
   up: { symbol: "●", text: "Up", help: "sending data" },
-  silent: { symbol: "◌", text: "No recent data", help: `no sample in the last ${LOOKBACK_S / 60} min and no host-down alert (a planned stop)` },
+  silent: { symbol: "◌", text: "No recent data", help: `no sample in the last ${LOOKBACK_S / 60} min and not down (such as a planned stop)` },
   revoked: { symbol: "⊘", text: "Revoked", help: "refused by the collector (hosts revoke); not paged as down" },
 };
+
+/**
+ * A host's status from the collector's host registry (`registered`, its
+ * compact record, or undefined for a host only its samples name) and
+ * whether it has a CPU sample within the lookback: down when the
+ * registry says no batch of it was stored within `host_down_after` and
+ * its agent did not say goodbye (what host-down rules page on), up with
+ * a recent sample, else without recent data. A revoked host is only
+ * revoked: the collector refuses it, and host-down rules do not page it.
+ */
+export function hostStatus(registered, hasSample) {
+  if (registered && registered.revoked) return "revoked";
+  if (registered && !registered.up && !registered.cleanShutdown) return "down";
+  return hasSample ? "up" : "silent";
+}
 
 /**
  * Every host, worst first, as of `nowS`: the registry's hosts seen within
  * HOSTS_WINDOW_S and any other with a CPU sample, with their CPU and alerts.
  */
 async function load(nowS) {
-  const [registry, cpu, rules] = await Promise.all([
+  const [registry, cpu, active] = await Promise.all([
     api.get("/api/v1/hostwatch/hosts", { compact: "true" }),
     api.instant(CPU, nowS),
-    api.rules(),
+    api.alerts(),
   ]);
   const cpuByHost = api.byLabel(cpu);
-  const seenMs = new Map();
-  const revoked = new Set(registry.hosts.filter((h) => h.revoked).map((h) => h.host));
+  const registered = new Map();
   for (const h of registry.hosts) {
     const ms = Date.parse(h.lastSeen);
-    if (ms >= (nowS - HOSTS_WINDOW_S) * 1000) seenMs.set(h.host, ms);
+    if (ms >= (nowS - HOSTS_WINDOW_S) * 1000) registered.set(h.host, Object.assign(h, { seenMs: ms }));
   }
-  const alerts = alertsByHost(rules);
-  const list = [...new Set([...seenMs.keys(), ...cpuByHost.keys()])].map((id) => {
-    const a = alerts.byHost.get(id) || { firing: [], pending: [], down: false };
+  const alerts = alertsByHost(active);
+  const list = [...new Set([...registered.keys(), ...cpuByHost.keys()])].map((id) => {
+    const a = alerts.byHost.get(id) || { firing: [], pending: [] };
+    const entry = registered.get(id);
     return {
       id,
-      seenMs: seenMs.has(id) ? seenMs.get(id) : NaN,
-      // Up: a sample within the lookback, as an instant query sees them.
-      status: revoked.has(id) ? "revoked" : a.down ? "down" : cpuByHost.has(id) ? "up" : "silent",
+      seenMs: entry ? entry.seenMs : NaN,
+      // A recent sample as an instant query sees them, within the lookback.
+      status: hostStatus(entry, cpuByHost.has(id)),
       cpu: cpuByHost.get(id),
       firing: a.firing,
       pending: a.pending,
@@ -140,25 +155,19 @@ async function loadDetails(ids, nowS) {
   );
 }
 
-/**
- * Pending and firing alerts by their `host` label; a host is down while
- * an alert of a host-down rule (its `query` is "host down") fires for it.
- */
-function alertsByHost(rules) {
+/** Pending and firing alerts by their `host` label, and how many firing ones have none. */
+function alertsByHost(alerts) {
   const byHost = new Map();
   let unattached = 0;
-  for (const rule of rules) {
-    for (const alert of rule.alerts || []) {
-      const host = alert.labels.host;
-      if (!host) {
-        if (alert.state === "firing") unattached += 1;
-        continue;
-      }
-      if (!byHost.has(host)) byHost.set(host, { firing: [], pending: [], down: false });
-      const entry = byHost.get(host);
-      (alert.state === "firing" ? entry.firing : entry.pending).push(alert);
-      if (alert.state === "firing" && rule.query === "host down") entry.down = true;
+  for (const alert of alerts) {
+    const host = alert.labels.host;
+    if (!host) {
+      if (alert.state === "firing") unattached += 1;
+      continue;
     }
+    if (!byHost.has(host)) byHost.set(host, { firing: [], pending: [] });
+    const entry = byHost.get(host);
+    (alert.state === "firing" ? entry.firing : entry.pending).push(alert);
   }
   return { byHost, unattached };
 }
@@ -359,9 +368,11 @@ function countsText(hosts, unattached) {
   const down = hosts.filter((h) => h.status === "down").length;
   const up = hosts.filter((h) => h.status === "up").length;
   const alerting = hosts.filter((h) => h.firing.length > 0).length;
-  const silent = hosts.length - up - down;
+  const revoked = hosts.filter((h) => h.status === "revoked").length;
+  const silent = hosts.length - up - down - revoked;
   const parts = [`${up} up`, `${down} down`, `${alerting} alerting`];
   if (silent > 0) parts.push(`${silent} without recent data`);
+  if (revoked > 0) parts.push(`${revoked} revoked`);
   if (unattached > 0) parts.push(`${unattached} firing alert${unattached === 1 ? "" : "s"} not about one host`);
   return `${hosts.length} host${hosts.length === 1 ? "" : "s"}: ${parts.join(" · ")}`;
 }

@@ -6,20 +6,28 @@
 // and the tab is seen, the page reads everything again every REFRESH_MS;
 // a zoomed or typed range stays as drawn.
 
-import uPlot from "./vendor/uplot/uPlot.esm.js";
 import * as api from "./api.js";
 import * as fmt from "./format.js";
 import { el } from "./dom.js";
 import * as info from "./hostinfo.js";
-import { cause } from "./alertview.js";
+import { byId, cause, silencedBy, stateText } from "./alertview.js";
 import { Connection } from "./connection.js";
 
 const REFRESH_MS = 10_000;
 const PRESETS = { "1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400 };
 const DEFAULT_PRESET = "1h";
-/** Points per series at most, so a chart stays light at any range. */
-const POINTS = 400;
+/**
+ * Points per series: one per PX_PER_POINT pixels of the chart's width (a
+ * line drawn finer than that shows nothing more, as Grafana's
+ * maxDataPoints follows a panel's width), between MIN_POINTS and
+ * MAX_POINTS, so a chart stays light at any range and width.
+ */
+const PX_PER_POINT = 2;
+const MIN_POINTS = 100;
+const MAX_POINTS = 400;
 const MIN_STEP_S = 1;
+const CHART_HEIGHT = 220;
+const MIN_CHART_WIDTH = 280;
 const MIN_RATE_WINDOW_S = 60;
 /** Custom ranges: no shorter than this, and not into the future. */
 const MIN_RANGE_S = 10;
@@ -30,10 +38,17 @@ function literal(value) {
   return `"${value.replace(/[\\"]/g, "\\$&")}"`;
 }
 
+/** A selector of the metrics `names` (a regex of metric names) of `h` (a host matcher). */
+function metrics(names, h) {
+  return `{__name__=~"${names}",${h}}`;
+}
+
 /**
- * The charts: a title, its queries (each series labelled) and its unit;
- * counters as rates over `windowS` seconds, or (`delta`) as their
- * increase from one point to the next.
+ * The charts: a title, its queries (each series labelled, each query a
+ * request, so a chart's metrics are read together where PromQL can tell
+ * their series apart) and its unit; counters as rates over `windowS`
+ * seconds, or (`delta`) as their increase from one point to the next.
+ * `order` lists a chart's series labels in the order they are drawn.
  */
 function charts(host, windowS = 60) {
   const h = `host=${literal(host)}`;
@@ -50,19 +65,21 @@ function charts(host, windowS = 60) {
       id: "memory",
       title: "Memory and swap",
       unit: "bytes",
-      queries: [
-        { expr: `host_memory_used_bytes{${h}}`, label: () => "used" },
-        { expr: `host_memory_cached_bytes{${h}}`, label: () => "cached" },
-        { expr: `host_memory_buffers_bytes{${h}}`, label: () => "buffers" },
-        { expr: `host_memory_total_bytes{${h}}`, label: () => "total" },
-        { expr: `host_swap_used_bytes{${h}}`, label: () => "swap used" },
-      ],
+      queries: [{ expr: metrics(Object.keys(MEMORY).join("|"), h), label: (m) => MEMORY[m.__name__] }],
+      order: Object.values(MEMORY),
     },
     {
       id: "load",
       title: "Load per core",
       unit: "number",
-      queries: ["1", "5", "15"].map((m) => ({ expr: `host_load${m}{${h}} / on(host) host_cpu_count{${h}}`, label: () => `${m} min` })),
+      // Division drops the metric's name: its minutes become a label first.
+      queries: [
+        {
+          expr: `label_replace(${metrics("host_load(1|5|15)", h)}, "minutes", "$1", "__name__", "host_load(.+)") / on(host) group_left host_cpu_count{${h}}`,
+          label: (m) => `${m.minutes} min`,
+        },
+      ],
+      order: ["1 min", "5 min", "15 min"],
     },
     {
       id: "pressure",
@@ -105,14 +122,33 @@ function charts(host, windowS = 60) {
       title: "Agent health (per point: reconnects, dropped batches)",
       unit: "number",
       queries: [
-        { expr: `hostwatch_agent_spool_batches{${h}}`, label: () => "batches waiting" },
-        { expr: `hostwatch_agent_reconnects_total{${h}}`, label: () => "reconnects", delta: true },
-        { expr: `hostwatch_agent_spool_dropped_batches_total{${h}}`, label: () => "dropped batches", delta: true },
-        { expr: `hostwatch_agent_connected{${h}}`, label: () => "connected (1 = yes)" },
+        {
+          expr: metrics(Object.keys(AGENT).join("|"), h),
+          label: (m) => AGENT[m.__name__].label,
+          delta: (m) => AGENT[m.__name__].delta,
+        },
       ],
+      order: Object.values(AGENT).map((a) => a.label),
     },
   ];
 }
+
+/** The memory chart's metrics and their series' labels, in the order drawn. */
+const MEMORY = {
+  host_memory_used_bytes: "used",
+  host_memory_cached_bytes: "cached",
+  host_memory_buffers_bytes: "buffers",
+  host_memory_total_bytes: "total",
+  host_swap_used_bytes: "swap used",
+};
+
+/** The agent health chart's metrics: labels in the order drawn, counters drawn as increases. */
+const AGENT = {
+  hostwatch_agent_spool_batches: { label: "batches waiting", delta: false },
+  hostwatch_agent_reconnects_total: { label: "reconnects", delta: true },
+  hostwatch_agent_spool_dropped_batches_total: { label: "dropped batches", delta: true },
+  hostwatch_agent_connected: { label: "connected (1 = yes)", delta: false },
+};
 
 /** Severities from worst. */
 const SEVERITIES = ["critical", "warning", "info"];
@@ -160,25 +196,30 @@ function localInput(s) {
 
 /** One chart's series on the grid [start, end] by step: uPlot's data and labels. */
 async function chartData(chart, range, step) {
-  const grid = [];
-  for (let t = range.start; t <= range.end + 1e-9; t += step) grid.push(t);
-  const index = new Map(grid.map((t, i) => [Math.round(t * 1000), i]));
   const results = await Promise.all(chart.queries.map((q) => api.range(q.expr, range.start, range.end, step)));
-  const labels = [];
-  const data = [grid];
+  const n = Math.floor((range.end - range.start) / step + 1e-9) + 1;
+  const grid = Array.from({ length: n }, (_, i) => range.start + i * step);
+  const series = [];
   results.forEach((result, qi) => {
+    const query = chart.queries[qi];
     for (const s of result) {
-      const column = new Array(grid.length).fill(null);
-      for (const [t, v] of s.values) {
-        const i = index.get(Math.round(t * 1000));
+      const column = new Array(n).fill(null);
+      // An indexed loop: this runs once per point of every chart, mostly
+      // before the engine has compiled it, where iterators cost most.
+      const values = s.values;
+      for (let k = 0; k < values.length; k += 1) {
+        // The answer's times are the grid's: start + i × step.
+        const i = Math.round((values[k][0] - range.start) / step);
+        const value = Number(values[k][1]);
         // NaN (0 / 0: a file system without inodes) and infinities are gaps.
-        if (i !== undefined && Number.isFinite(Number(v))) column[i] = Number(v);
+        if (i >= 0 && i < n && Number.isFinite(value)) column[i] = value;
       }
-      labels.push(chart.queries[qi].label(s.metric));
-      data.push(chart.queries[qi].delta ? increases(column) : column);
+      const delta = typeof query.delta === "function" ? query.delta(s.metric) : query.delta;
+      series.push({ label: query.label(s.metric), column: delta ? increases(column) : column });
     }
   });
-  return { data, labels };
+  if (chart.order) series.sort((a, b) => chart.order.indexOf(a.label) - chart.order.indexOf(b.label));
+  return { data: [grid, ...series.map((s) => s.column)], labels: series.map((s) => s.label) };
 }
 
 /**
@@ -229,14 +270,47 @@ function onClick(u, onPick) {
   });
 }
 
-function plot(box, chart, { data, labels }, spanS, onZoom, onPick) {
+let uPlotLoaded = null;
+
+/**
+ * The chart library's class, evaluated on first use rather than with the
+ * console's modules (index.html preloads the file): the host page's
+ * requests go out first, and the other pages never evaluate it.
+ */
+function uPlotClass() {
+  if (!uPlotLoaded) uPlotLoaded = import("./vendor/uplot/uPlot.esm.js").then((m) => m.default);
+  return uPlotLoaded;
+}
+
+/** The axes' colours of the page's theme (light or dark), read once per drawing. */
+function axisStyle() {
+  const grid = css("--grid");
+  return { stroke: css("--muted"), grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 } };
+}
+
+/** Points (values not null) in uPlot's `data`, the time column left out. */
+function countPoints(data) {
+  let points = 0;
+  for (let c = 1; c < data.length; c += 1) {
+    for (let i = 0; i < data[c].length; i += 1) if (data[c][i] !== null) points += 1;
+  }
+  return points;
+}
+
+/**
+ * A chart in `box`, `width` pixels wide, of `data` over [`start`, `end`]
+ * (seconds), drawn by `uPlot` (the library's class).
+ */
+function plot(uPlot, box, chart, { data, labels }, { width, start, end, axis }, onZoom, onPick) {
+  const spanS = end - start;
   const format = FORMAT[chart.unit];
-  const axis = { stroke: css("--muted"), grid: { stroke: css("--grid"), width: 1 }, ticks: { stroke: css("--grid"), width: 1 } };
   const options = {
-    width: Math.max(280, box.clientWidth),
-    height: 220,
+    width,
+    height: CHART_HEIGHT,
     cursor: { sync: { key: "host-charts" }, drag: { x: true, y: false, setScale: false } },
-    scales: { x: { time: true }, y: { range: (u, min, max) => [Math.min(0, min), max > 0 ? max * 1.05 : 1] } },
+    // The whole range asked for, though its last point may fall short of
+    // its end (the grid steps from its start).
+    scales: { x: { time: true, range: () => [start, end] }, y: { range: (u, min, max) => [Math.min(0, min), max > 0 ? max * 1.05 : 1] } },
     // Room between time labels for "hh:mm:ss", the widest.
     axes: [{ ...axis, space: 80, values: axisTimes(spanS) }, { ...axis, size: labelWidth, values: (u, splits) => splits.map(format) }],
     series: [
@@ -340,7 +414,7 @@ async function known(host, seen, nowS) {
 
 class HostPage {
   constructor(main, connection, host) {
-    Object.assign(this, { main, host, plots: [], generation: 0, timer: 0, range: null });
+    Object.assign(this, { main, host, plots: new Map(), generation: 0, timer: 0, range: null, width: 0 });
     this.parts = skeleton(main, host);
     this.connection = new Connection(connection, this.parts.connectionNotice, { what: "the charts", refreshMs: REFRESH_MS });
   }
@@ -358,25 +432,39 @@ class HostPage {
 
   /** The range the address names, shown in the controls. */
   showRange(nowS) {
-    const { notice, presets, from, to, shown } = this.parts;
+    const { notice, presets, from, to } = this.parts;
     const range = parseRange(location.search, nowS);
     notice.hidden = !range.problem;
     notice.textContent = range.problem || "";
     for (const b of presets.children) b.setAttribute("aria-pressed", String(b.dataset.range === range.preset));
     from.value = localInput(range.start);
     to.value = localInput(range.end);
-    range.step = Math.max(MIN_STEP_S, Math.ceil((range.end - range.start) / POINTS));
+    return range;
+  }
+
+  /** The step (and rate window) of `range` for charts `width` pixels wide, shown with the range. */
+  showStep(range, width) {
+    const points = Math.min(MAX_POINTS, Math.max(MIN_POINTS, Math.floor(width / PX_PER_POINT)));
+    range.step = Math.max(MIN_STEP_S, Math.ceil((range.end - range.start) / points));
     // A rate needs two samples in its window, whatever the agent's interval.
     range.window = Math.max(MIN_RATE_WINDOW_S, 4 * range.step);
-    shown.textContent =
+    this.parts.shown.textContent =
       `${fmt.dateTime(range.start * 1000)} to ${fmt.dateTime(range.end * 1000)}, one point per ${fmt.duration(range.step)}; ` +
       `times in ${fmt.utcOffset(new Date())}; drag across a chart to zoom.`;
-    return range;
+  }
+
+  /** The charts' width in pixels: all of them share the grid's column width. */
+  chartWidth() {
+    const box = this.parts.boxes.values().next().value;
+    return Math.max(MIN_CHART_WIDTH, box.clientWidth);
   }
 
   /**
    * Reads and draws everything for the address' range; `refresh` when
-   * only time moved on (the page stays marked loaded meanwhile).
+   * only time moved on (the page stays marked loaded meanwhile). Every
+   * request is sent at once and each part (a chart, a panel) is drawn as
+   * soon as its own answers are in, so none waits for the slowest; the
+   * page is marked loaded once all are drawn.
    */
   async draw({ refresh = false } = {}) {
     clearTimeout(this.timer);
@@ -385,31 +473,46 @@ class HostPage {
     const range = this.showRange(nowS);
     this.range = range;
     if (!refresh) this.main.dataset.loaded = "false";
+    const host = literal(this.host);
+    // A newer range asked for meanwhile: its drawing wins.
+    const current = () => mine === this.generation;
+    const when = (promise, drawPart) =>
+      promise.then((value) => {
+        if (current()) drawPart(value);
+      });
     try {
-      const [seen, rules, facts, history, ttf, ...datas] = await Promise.all([
-        api.instant(`timestamp(host_uptime_seconds{host=${literal(this.host)}})`, nowS),
-        api.rules(),
-        info.facts(this.host),
-        info.history(this.host),
-        info.timeToFull(`host=${literal(this.host)}`, range),
-        ...charts(this.host, range.window).map((c) => chartData(c, range, range.step)),
+      // The panels' requests first: they need no layout; the charts' step
+      // needs their width, which the first read of it lays the page out for.
+      const seen = api.instant(`timestamp(host_uptime_seconds{host=${host}})`, nowS);
+      const ever = seen.then((result) => known(this.host, result, nowS));
+      const parts = [
+        when(Promise.all([api.alerts(), api.silences(), api.session()]), ([alerts, silences, session]) => this.drawAlerts(alerts, silences, session)),
+        when(info.facts(this.host), (facts) => this.parts.facts.replaceChildren(...facts)),
+        when(info.history(this.host), (rows) => this.parts.history.replaceChildren(...rows)),
+        when(info.timeToFull(`host=${host}`, range), (ttf) => this.parts.ttf.replaceChildren(...ttf)),
+        when(Promise.all([seen, ever]), ([result, e]) => {
+          this.parts.status.textContent =
+            result.length > 0 ? `last sample ${fmt.ago(Number(result[0].value[1]) * 1000)}` : e ? "no sample in the last 5 min" : "";
+        }),
+      ];
+      this.width = this.chartWidth();
+      this.showStep(range, this.width);
+      const list = charts(this.host, range.window);
+      const datas = list.map((c) => chartData(c, range, range.step));
+      const style = { width: this.width, start: range.start, end: range.end, axis: axisStyle() };
+      await Promise.all([
+        ...parts,
+        ...list.map((chart, i) =>
+          when(Promise.all([datas[i], ever, uPlotClass()]), ([data, e, uPlot]) => this.drawChart(chart, data, e, { ...style, uPlot })),
+        ),
       ]);
-      const ever = await known(this.host, seen, nowS);
-      // A newer range was asked for meanwhile: its drawing wins.
-      if (mine !== this.generation) return;
-      this.parts.status.textContent =
-        seen.length > 0 ? `last sample ${fmt.ago(Number(seen[0].value[1]) * 1000)}` : ever ? "no sample in the last 5 min" : "";
-      this.drawAlerts(rules);
-      this.parts.facts.replaceChildren(...facts);
-      this.parts.history.replaceChildren(...history);
-      this.parts.ttf.replaceChildren(...ttf);
-      this.drawCharts(datas, ever, range);
+      if (!current()) return;
       if (!this.parts.processesAt.value) this.parts.processesAt.value = localInput(range.end);
       this.main.dataset.loaded = "true";
       this.connection.ok();
     } catch (e) {
       if (!(e instanceof api.ApiError)) throw e;
-      if (mine !== this.generation) return;
+      if (!current()) return;
       this.connection.failed(e);
     }
     const refreshing = this.refreshing();
@@ -419,49 +522,56 @@ class HostPage {
     if (refreshing) this.timer = setTimeout(() => this.draw({ refresh: true }), REFRESH_MS);
   }
 
-  /** The host's pending and firing alerts, firing first, then by severity. */
-  drawAlerts(rules) {
+  /**
+   * The host's pending and firing alerts, firing first, then by
+   * severity, with the silences muting them (`silences`); operators get a
+   * link to each silence on the alerts page, where they can expire it.
+   */
+  drawAlerts(active, silences, session) {
     const rank = (a) => [a.state === "firing" ? 0 : 1, SEVERITIES.indexOf(a.labels.severity) + 1 || SEVERITIES.length + 1];
-    const alerts = rules
-      .flatMap((rule) => rule.alerts || [])
-      .filter((a) => a.labels.host === this.host)
-      .sort((a, b) => rank(a)[0] - rank(b)[0] || rank(a)[1] - rank(b)[1]);
+    const alerts = active.filter((a) => a.labels.host === this.host).sort((a, b) => rank(a)[0] - rank(b)[0] || rank(a)[1] - rank(b)[1]);
+    const known = byId(silences);
+    const expire =
+      session.role === "operator"
+        ? (s) => el("a", { class: "expire-silence", href: `/alerts#silence-${encodeURIComponent(s.id)}`, text: "expire it on the Alerts page" })
+        : null;
     const items = alerts.map((a) => {
       const since = Date.parse(a.activeAt);
-      const severity = a.labels.severity || "no severity";
+      const silenced = (a.silencedBy || []).length > 0;
       return el(
         "li",
-        { class: `alert alert-${a.state}`, "data-alertname": a.labels.alertname || "" },
-        el("span", { class: `alerts severity-${a.labels.severity || "other"}`, text: `${a.state === "firing" ? "Firing" : "Pending"} · ${severity}` }),
+        { class: `alert alert-${a.state}${silenced ? " alert-silenced" : ""}`, "data-alertname": a.labels.alertname || "", "data-silenced": String(silenced) },
+        el("span", { class: `alerts severity-${a.labels.severity || "other"}`, text: stateText(a) }),
         " ",
         el("strong", { text: a.labels.alertname || "" }),
         el("span", { class: "detail", text: a.annotations.summary || "" }),
         el("span", { class: "detail", title: fmt.dateTime(since), text: `since ${fmt.dateTime(since)} (${fmt.ago(since)})` }),
         cause(a.annotations) || "",
+        silencedBy(a, known, expire),
       );
     });
     this.parts.alerts.replaceChildren(...(items.length > 0 ? items : [el("li", { class: "none", text: "No alerts pending or firing." })]));
   }
 
-  drawCharts(datas, ever, range) {
-    while (this.plots.length > 0) this.plots.pop().destroy();
-    charts(this.host).forEach((chart, i) => {
-      const box = this.parts.boxes.get(chart.id);
-      box.replaceChildren();
-      delete box.uplot;
-      const data = datas[i];
-      const points = data.data.slice(1).reduce((n, column) => n + column.filter((v) => v !== null).length, 0);
-      box.dataset.points = String(points);
-      if (!ever) {
-        box.append(el("p", { class: "empty", text: `No host named “${this.host}” has sent data in the last year.` }));
-      } else if (points === 0) {
-        box.append(el("p", { class: "empty", text: "No data for this host in this range." }));
-      } else {
-        const zoom = (a, b) => this.go(`?from=${Math.floor(a)}&to=${Math.ceil(b)}`);
-        const pick = (t) => this.showProcesses(t, true);
-        this.plots.push(plot(box, chart, data, range.end - range.start, zoom, pick));
-      }
-    });
+  /** One chart, in place of its earlier drawing; `ever`: whether the host has ever sent data. */
+  drawChart(chart, data, ever, style) {
+    const box = this.parts.boxes.get(chart.id);
+    const old = this.plots.get(chart.id);
+    if (old) old.destroy();
+    this.plots.delete(chart.id);
+    box.replaceChildren();
+    delete box.uplot;
+    const points = countPoints(data.data);
+    box.dataset.points = String(points);
+    if (!ever) {
+      box.append(el("p", { class: "empty", text: `No host named “${this.host}” has sent data in the last year.` }));
+    } else if (points === 0) {
+      box.append(el("p", { class: "empty", text: "No data for this host in this range." }));
+    } else {
+      const zoom = (a, b) => this.go(`?from=${Math.floor(a)}&to=${Math.ceil(b)}`);
+      const pick = (t) => this.showProcesses(t, true);
+      this.plots.set(chart.id, plot(style.uPlot, box, chart, data, style, zoom, pick));
+    }
   }
 
   /**
@@ -520,8 +630,13 @@ export function mount(main, connection, host) {
   });
   // "Updated at", "stale" and "unreachable since" follow the clock.
   setInterval(() => page.connection.show(page.refreshing()), 1000);
+  // Charts follow the grid's width; a change of its height alone (charts
+  // drawn, panels filled) redraws nothing.
   new ResizeObserver(() => {
-    for (const u of page.plots) u.setSize({ width: Math.max(280, u.root.parentElement.clientWidth), height: 220 });
+    const width = page.chartWidth();
+    if (width === page.width) return;
+    page.width = width;
+    for (const u of page.plots.values()) u.setSize({ width, height: CHART_HEIGHT });
   }).observe(page.parts.grid);
   page.draw();
 }

@@ -132,13 +132,15 @@ export async function timeToFull(selector, range) {
   // until nothing is available, positive only while space shrinks.
   const ttf = `${now} / (${now} - predict_linear(${avail}${w}, 3600)) * 3600`;
   const used = `(host_filesystem_size_bytes{${selector}} - host_filesystem_free_bytes{${selector}})`;
-  const [ratios, free, left] = await Promise.all([
-    api.instant(`${used} / (${used} + ${avail})`, range.end),
-    api.instant(avail, range.end),
-    api.instant(ttf, range.end),
-  ]);
-  const byMount = (result) => api.byLabel(result, "mountpoint");
-  const [ratio, bytes, seconds] = [byMount(ratios), byMount(free), byMount(left)];
+  // The three figures in one request, each series tagged with its figure
+  // (`or` keeps them all: their labels differ by the tag).
+  const tag = (expr, figure) => `label_replace(${expr}, "figure", "${figure}", "", "")`;
+  const result = await api.instant(
+    `${tag(`${used} / (${used} + ${avail})`, "ratio")} or ${tag(avail, "available")} or ${tag(ttf, "seconds")}`,
+    range.end,
+  );
+  const byMount = (figure) => api.byLabel(result.filter((s) => s.metric.figure === figure), "mountpoint");
+  const [ratio, bytes, seconds] = [byMount("ratio"), byMount("available"), byMount("seconds")];
   if (ratio.size === 0) return [el("li", { class: "none", text: "No file system reported at the end of this range." })];
   return [...ratio.keys()].sort().map((mount) => {
     const s = seconds.get(mount);

@@ -29,7 +29,8 @@ export function silenceList(silences, onExpire) {
     const ends = Date.parse(s.endsAt);
     const item = el(
       "li",
-      { class: "silence", "data-id": s.id },
+      // The id is a link target: the host page links an alert's silence here.
+      { class: "silence", id: `silence-${s.id}`, "data-id": s.id, tabindex: "-1" },
       el("span", { class: "matchers" }, ...s.matchers.map((m) => el("code", { class: "matcher", text: matcherText(m) }))),
       el("span", { class: "detail", text: `by ${s.createdBy} · ends ${fmt.dateTime(ends)} (in ${fmt.duration((ends - Date.now()) / 1000)})` }),
       s.comment ? el("span", { class: "detail comment", text: s.comment }) : "",

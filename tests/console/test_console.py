@@ -298,6 +298,25 @@ JS_CASES = [
     ("h.parseRange('?from=1970-01-01T00:10:00Z&to=1200', 1e6).start", 600),
     ("h.parseRange('?from=100&to=2000000', 1e6).end", 1e6),
     ("h.parseRange('?from=2000000&to=3000000', 1e6).problem.includes('future')", True),
+    # The fleet's status comes from the collector's host registry, never
+    # from alerts or a rule's text: down is no batch stored within
+    # host_down_after (`up` false) without a clean stop.
+    ("fl.hostStatus({up: false, cleanShutdown: false}, false)", "down"),
+    ("fl.hostStatus({up: false, cleanShutdown: false}, true)", "down"),
+    ("fl.hostStatus({up: false, cleanShutdown: true}, false)", "silent"),
+    ("fl.hostStatus({up: true, cleanShutdown: false}, true)", "up"),
+    ("fl.hostStatus({up: true, cleanShutdown: false}, false)", "silent"),
+    ("fl.hostStatus(undefined, true)", "up"),
+    ("fl.hostStatus(undefined, false)", "silent"),
+    ("fl.hostStatus({up: false, cleanShutdown: false, revoked: \"2026-12-06T07:00:00Z\"}, false)", "revoked"),
+    # A silenced alert says so in words, and names its silence.
+    ("a.stateText({state: 'firing', labels: {severity: 'critical'}, silencedBy: ['ab12']})", "Firing · critical · silenced"),
+    ("a.stateText({state: 'pending', labels: {}})", "Pending · no severity"),
+    ("a.silencedBy({silencedBy: []}, new Map())", ""),
+    (
+        "a.silencedBy({silencedBy: ['ab12']}, a.byId([{id: 'ab12', comment: 'disk swap', endsAt: new Date(Date.now() + 7290e3).toISOString()}])).textContent.replace(/ends .* \\(/, 'ends (')",
+        "Silenced by ab12 · ends (in 2 h 1 min) · “disk swap”",
+    ),
     # An alert's cause: the engine's annotations first, in their order, then the rule's; the summary left out.
     ("a.cause({summary: 's'})", None),
     (
@@ -308,7 +327,7 @@ JS_CASES = [
 
 
 def check_javascript(page):
-    """The pure functions of format.js, host.js and alertview.js, imported into the page.
+    """The pure functions of format.js, host.js, fleet.js and alertview.js, imported into the page.
 
     The cases go into the evaluated script's text: the page's own
     Content-Security-Policy forbids it to compile strings (no 'unsafe-eval').
@@ -319,6 +338,7 @@ def check_javascript(page):
             const f = await import(base + 'format.js');
             const h = await import(base + 'host.js');
             const a = await import(base + 'alertview.js');
+            const fl = await import(base + 'fleet.js');
             return [%s];
         }"""
         % ", ".join(expr for expr, _ in JS_CASES)
@@ -747,6 +767,14 @@ def check_host_refresh(page, origin):
     page.goto(f"{origin}/hosts/{HOST}?range=1h")
     wait_loaded(page)
     check(page.locator("main").get_attribute("data-refreshing") == "true", "the last hour does not refresh itself")
+    # A counter's increase takes two points a step apart (a step fits the
+    # chart's width: seconds at 1 h): for a young agent, the page's own
+    # refreshes bring them.
+    page.wait_for_function(
+        """() => { const u = document.querySelector('[data-chart="agent"]').uplot;
+                   return u && u.data.slice(1).every(c => c.some(v => v !== null)); }""",
+        timeout=(DATA_WAIT_S + REFRESH_WAIT_S) * 1000,
+    )
     agent = chart_series(page, "agent")
     want = {"batches waiting", "reconnects", "dropped batches", "connected (1 = yes)"}
     check(agent and set(agent) == want and all(agent.values()), f"agent health chart {agent}")
@@ -862,7 +890,7 @@ def check_alerts_page(page, origin, out, http, certs, processes):
     text = firing.inner_text()
     check(text.startswith("Firing · info") and HOST in text and f"{HOST} is up" in text and "since" in text, f"firing alert {text!r}")
     counts = page.locator("#alert-counts").inner_text()
-    check(re.fullmatch(r"[1-9]\d* firing · \d+ pending", counts), f"counts {counts!r}")
+    check(re.fullmatch(r"[1-9]\d* firing · \d+ pending · 0 silenced", counts), f"counts {counts!r}")
     page.locator(f'#history tbody tr[data-alertname="{FIRING_RULE_NAME}"][data-to="firing"]').wait_for(timeout=REFRESH_WAIT_S * 1000)
     screenshots(page, out, "alerts")
 
@@ -910,6 +938,23 @@ def cli_silences(bins, work):
     return json.loads(hostwatch_cli(bins, work, "silence", "list", "--json"))
 
 
+def check_silenced(alert, silence_id, comment, expire):
+    """`alert` (a locator of an alert's item) is marked silenced in words,
+    names the silence with its comment and end, and has the `expire`
+    control (a selector; None: none, as for viewers)."""
+    alert.and_(alert.page.locator('[data-silenced="true"]')).wait_for(timeout=10_000)
+    badge = alert.locator(".alerts").inner_text()
+    check(badge.endswith("· silenced"), f"silenced alert's state {badge!r}")
+    note = alert.locator(f'.silenced-by li[data-silence="{silence_id}"]')
+    text = note.inner_text()
+    check(f"Silenced by {silence_id}" in text and comment in text and "ends " in text, f"silenced note {text!r}")
+    controls = note.locator("button, a").count()
+    if expire is None:
+        check(controls == 0, f"a viewer has {controls} controls to expire the silence")
+    else:
+        check(note.locator(expire).count() == 1, f"no {expire} on the silenced alert")
+
+
 def check_silences(operator, viewer, origin, out, http, certs, bins, work):
     """An operator silences the firing alert from the alerts page (from the
     keyboard), the CLI lists it, a viewer sees it but may not make one,
@@ -952,7 +997,20 @@ def check_silences(operator, viewer, origin, out, http, certs, bins, work):
     )
     span_s = (time_ms(made["ends"]) - time_ms(made["starts"])) / 1000
     check(abs(span_s - 4 * 3600) <= 1, f"silence lasts {span_s} s, want 4 h")
+    # The alert it mutes says so, naming the silence, with its Expire button.
+    check_silenced(alert, silence_id, comment, "button.expire-silence")
+    muted = [a for a in api(http, certs, "/api/v1/alerts")["alerts"] if silence_id in a["silencedBy"]]
+    check([a["labels"]["alertname"] for a in muted] == [FIRING_RULE_NAME], f"the API's alerts muted by it: {muted}")
     screenshots(operator, out, "alerts-silenced")
+    # The host page's alert list too, with a link to the silence for operators.
+    operator.goto(f"{origin}/hosts/{HOST}")
+    wait_loaded(operator)
+    on_host = operator.locator(f'#host-alerts li[data-alertname="{FIRING_RULE_NAME}"]')
+    check_silenced(on_host, silence_id, comment, "a.expire-silence")
+    on_host.locator("a.expire-silence").click()
+    operator.wait_for_url(f"{origin}/alerts#silence-{silence_id}")
+    wait_loaded(operator)
+    operator.locator(f"#silence-{silence_id} button.expire").wait_for(timeout=5000)
 
     # A viewer sees the silence, no button to make or end one, and the
     # collector refuses the viewer's change even with its CSRF token.
@@ -961,6 +1019,10 @@ def check_silences(operator, viewer, origin, out, http, certs, bins, work):
     viewer.locator(f'#silences li[data-id="{silence_id}"]').wait_for(timeout=5000)
     check(viewer.locator("button.silence-alert").count() == 0, "a viewer has a Silence button")
     check(viewer.locator("#silences button.expire").count() == 0, "a viewer has an Expire button")
+    check_silenced(viewer.locator(f'#active-alerts li[data-alertname="{FIRING_RULE_NAME}"]'), silence_id, comment, None)
+    viewer.goto(f"{origin}/hosts/{HOST}")
+    wait_loaded(viewer)
+    check_silenced(viewer.locator(f'#host-alerts li[data-alertname="{FIRING_RULE_NAME}"]'), silence_id, comment, None)
     _, session = api_as(http, certs, "viewer-browser", "GET", "/api/v1/session")
     body = {"matchers": [{"name": "host", "op": "=", "value": HOST}], "duration": "1h"}
     status, answer = api_as(
@@ -970,9 +1032,12 @@ def check_silences(operator, viewer, origin, out, http, certs, bins, work):
     status, answer = api_as(http, certs, "operator-admin", "POST", "/api/v1/hostwatch/silences", body)
     check(status == 403 and "X-CSRF-Token" in answer["error"], f"a POST without the CSRF token: {status} {answer}")
 
-    # Expired in the page: gone from the active list, ended for the CLI.
-    operator.locator(f'#silences li[data-id="{silence_id}"] button.expire').click()
+    # Expired from the alert it mutes: gone from the active list, the
+    # alert no longer silenced, ended for the CLI.
+    alert.locator("button.expire-silence").click()
     operator.locator(f'#silences li[data-id="{silence_id}"]').wait_for(state="detached", timeout=10_000)
+    alert.and_(operator.locator('[data-silenced="false"]')).wait_for(timeout=10_000)
+    check(alert.locator(".silenced-by").count() == 0, "the alert still names the expired silence")
     ended = [s for s in cli_silences(bins, work) if s["id"] == silence_id]
     check(ended and not ended[0]["active"], f"silence after Expire: {ended}")
 
@@ -1072,7 +1137,8 @@ def browse(bins, http, certs, out, processes, work):
         check(not errors, "errors in the browser console:\n" + "\n".join(errors))
 
         # The agent dies (a clean stop would not page): without a reload,
-        # the host turns down once the host-down alert fires.
+        # the host turns down once the collector's registry has stored
+        # nothing of it within host_down_after.
         processes.kill("agent")
         page.locator(f'tr[data-host="{HOST}"][data-status="down"]').wait_for(timeout=REFRESH_WAIT_S * 1000)
         counts = page.locator("#counts").inner_text()

@@ -260,7 +260,9 @@ async fn metadata(State(api): State<Api>, request: Request) -> Response {
 }
 
 async fn alerts(State(api): State<Api>) -> Response {
-    json::success(reference::alerts_data(&api.shared.alerting.alerts()))
+    let alerts = api.shared.alerting.alerts();
+    let by = api.shared.alerting.silenced(&alerts);
+    json::success(reference::alerts_data(&reference::silenced(&alerts, &by)))
 }
 
 async fn rules(State(api): State<Api>) -> Response {
@@ -270,6 +272,8 @@ async fn rules(State(api): State<Api>) -> Response {
         .as_ref()
         .map_or_else(|| "collector.toml".to_owned(), |p| p.display().to_string());
     let (rules, alerts) = (shared.alerting.rules(), shared.alerting.alerts());
+    let by = shared.alerting.silenced(&alerts);
+    let alerts = reference::silenced(&alerts, &by);
     json::success(reference::rules_data(&rules, &alerts, &file))
 }
 

@@ -395,13 +395,18 @@ mod tests {
         }
     }
 
-    /// The fleet page knows a host-down rule by its `query` in
-    /// `/api/v1/rules`, the rule kind's one-line form, which the alerting
-    /// crate's tests pin to "host down".
+    /// The index asks for every module at once (app.js by its script
+    /// tag, the others preloaded), so none waits for the one importing it.
     #[test]
-    fn the_fleet_page_knows_host_down_rules_by_their_query() {
-        let fleet = include_str!("../../console/fleet.js");
-        assert!(fleet.contains(r#"rule.query === "host down""#));
+    fn the_index_preloads_every_module() {
+        for (name, _) in ASSETS.iter().filter(|(name, _)| name.ends_with(".js")) {
+            let tag = if *name == "app.js" {
+                format!(r#"<script type="module" src="{{{{assets}}}}/{name}">"#)
+            } else {
+                format!(r#"<link rel="modulepreload" href="{{{{assets}}}}/{name}">"#)
+            };
+            assert!(INDEX_HTML.contains(&tag), "index.html lacks {tag}");
+        }
     }
 
     /// Every file of the console's folder is served (or is one of the HTML

@@ -38,8 +38,8 @@ pub(crate) fn routes(router: Router<Api>) -> Router<Api> {
 /// A page of hosts in id order: `limit` (default 500, at most 1000)
 /// after the host id `after`; `next` is the `after` of the next page,
 /// empty on the last. With `compact=true`, each host's id, `up`,
-/// `connected` and `lastSeen` only, up to 100,000 a page: a whole fleet
-/// in one answer for the console's fleet page.
+/// `connected`, `lastSeen` and `cleanShutdown` only, up to 100,000 a
+/// page: a whole fleet in one answer for the console's fleet page.
 async fn hosts(State(api): State<Api>, request: Request) -> Response {
     answer(async move {
         let params = api.params(request).await?;
@@ -179,6 +179,7 @@ fn compact_host_json(status: &HostStatus) -> Json {
         "connected": status.connected,
         "lastSeen": format_rfc3339(status.last_seen_ms),
         "revoked": (status.revoked_ms != 0).then(|| format_rfc3339(status.revoked_ms)),
+        "cleanShutdown": status.clean_shutdown,
     })
 }
 

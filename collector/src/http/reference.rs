@@ -80,14 +80,36 @@ pub(crate) fn metadata_data(metric: Option<&str>, limit: usize) -> Json {
 /// Go's zero time, which Prometheus reports for what never happened.
 const NEVER: &str = "0001-01-01T00:00:00Z";
 
+/// An alert and the ids of the silences muting it now.
+pub(crate) struct Silenced<'a> {
+    pub(crate) alert: &'a Alert,
+    pub(crate) by: &'a [String],
+}
+
+/// `alerts` paired with the silences muting each (`silenced_by`, in the
+/// same order, as `Alerting::silenced` gives them).
+pub(crate) fn silenced<'a>(
+    alerts: &'a [Alert],
+    silenced_by: &'a [Vec<String>],
+) -> Vec<Silenced<'a>> {
+    alerts
+        .iter()
+        .zip(silenced_by)
+        .map(|(alert, by)| Silenced { alert, by })
+        .collect()
+}
+
 /// `/api/v1/alerts`' data: the pending and firing alerts.
-pub(crate) fn alerts_data(alerts: &[Alert]) -> Json {
+pub(crate) fn alerts_data(alerts: &[Silenced<'_>]) -> Json {
     let alerts: Vec<Json> = alerts.iter().filter_map(alert).collect();
     json!({ "alerts": alerts })
 }
 
-/// A pending or firing alert in Prometheus' shape; `None` otherwise.
-fn alert(a: &Alert) -> Option<Json> {
+/// A pending or firing alert in Prometheus' shape, and, as Alertmanager
+/// names it, `silencedBy`: the ids of the silences muting it (Prometheus
+/// clients ignore the field); `None` for an inactive or resolved alert.
+fn alert(s: &Silenced<'_>) -> Option<Json> {
+    let a = s.alert;
     let state = match a.phase() {
         Phase::Pending => "pending",
         Phase::Firing => "firing",
@@ -99,18 +121,19 @@ fn alert(a: &Alert) -> Option<Json> {
         "state": state,
         "activeAt": rfc3339(a.machine.active_since_ms),
         "value": go_exponent(a.value),
+        "silencedBy": s.by,
     }))
 }
 
 /// `/api/v1/rules`' data: the alert rules in force, as one group, each
 /// with its pending and firing alerts; `query` is the rule on one line.
-pub(crate) fn rules_data(rules: &[Rule], alerts: &[Alert], file: &str) -> Json {
+pub(crate) fn rules_data(rules: &[Rule], alerts: &[Silenced<'_>], file: &str) -> Json {
     let rules: Vec<Json> = rules
         .iter()
         .map(|rule| {
             let mine: Vec<Json> = alerts
                 .iter()
-                .filter(|a| a.rule == rule.name)
+                .filter(|s| s.alert.rule == rule.name)
                 .filter_map(alert)
                 .collect();
             let state = ["firing", "pending"]
@@ -219,7 +242,9 @@ mod tests {
     #[test]
     fn alerts_are_listed_pending_and_firing_in_prometheus_shape() {
         let alert = |phase: &str| an_alert("cpu", phase);
-        let data = alerts_data(&[alert("firing"), alert("pending"), alert("resolved")]);
+        let alerts = [alert("firing"), alert("pending"), alert("resolved")];
+        let by = [vec!["5eed".to_owned()], vec![], vec![]];
+        let data = alerts_data(&silenced(&alerts, &by));
         assert_eq!(
             data["alerts"][0],
             json!({
@@ -228,9 +253,11 @@ mod tests {
                 "state": "firing",
                 "activeAt": "1970-01-01T00:00:01Z",
                 "value": "9.5e-01",
+                "silencedBy": ["5eed"],
             })
         );
         assert_eq!(data["alerts"][1]["state"], "pending");
+        assert_eq!(data["alerts"][1]["silencedBy"], json!([]));
         assert_eq!(data["alerts"].as_array().unwrap().len(), 2);
     }
 
@@ -247,8 +274,9 @@ mod tests {
             crate::config::CollectorConfig::load(&path).unwrap()
         };
         let rules = config.alert_rules().unwrap().rules;
-        let firing = an_alert("cpu_saturated", "firing");
-        let data = rules_data(&rules, &[firing], "collector.toml");
+        let firing = [an_alert("cpu_saturated", "firing")];
+        let by = [vec!["5eed".to_owned()]];
+        let data = rules_data(&rules, &silenced(&firing, &by), "collector.toml");
         let group = &data["groups"][0];
         assert_eq!(group["rules"].as_array().unwrap().len(), rules.len());
         let rule = |name: &str| {
@@ -259,6 +287,7 @@ mod tests {
         assert_eq!(cpu["state"], "firing");
         assert_eq!(cpu["type"], "alerting");
         assert_eq!(cpu["alerts"][0]["labels"]["host"], "web1");
+        assert_eq!(cpu["alerts"][0]["silencedBy"], json!(["5eed"]));
         let query = cpu["query"].as_str().unwrap();
         assert!(query.contains("host_cpu_utilization_ratio"), "{query}");
         assert!(cpu["duration"].as_f64().unwrap() > 0.0, "{cpu}");

@@ -238,6 +238,27 @@ impl Alerting {
             .collect()
     }
 
+    /// For each of `alerts`, the ids of the silences muting it now: one
+    /// pass over the silences, each parsed once.
+    pub fn silenced(&self, alerts: &[Alert]) -> Vec<Vec<String>> {
+        let now = self.inner.clock.now_ms();
+        let active: Vec<(String, Vec<crate::matcher::LabelMatcher>)> = lock(&self.inner.silences)
+            .iter()
+            .filter(|s| s.active_at(now))
+            .map(|s| (s.id.clone(), s.parsed()))
+            .collect();
+        alerts
+            .iter()
+            .map(|a| {
+                active
+                    .iter()
+                    .filter(|(_, matchers)| crate::matcher::all_match(matchers, &a.labels))
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            })
+            .collect()
+    }
+
     /// Recorded transitions, oldest first.
     pub fn history(&self, filter: &HistoryFilter) -> Result<Vec<Transition>, AlertingError> {
         self.inner.persist.history(filter)

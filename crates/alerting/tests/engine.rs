@@ -871,6 +871,49 @@ async fn silences_survive_a_restart() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn each_alert_is_paired_with_the_active_silences_muting_it() {
+    let mut h = Harness::new(&CPU_RULE.replace("for = \"30s\"", "for = \"0s\""));
+    let now = h.now();
+    h.send("web1", cpu(now, 0.99), vec![]);
+    h.send("web2", cpu(now, 0.99), vec![]);
+    let silence = |matchers: &[&str], starts_ms: i64| hostwatch_alerting::NewSilence {
+        matchers: matchers.iter().map(|m| (*m).to_owned()).collect(),
+        starts_ms,
+        ends_ms: now + 3_600_000,
+        created_by: "alice".into(),
+        comment: String::new(),
+    };
+    let web1 = h.alerting.create_silence(silence(&["host=web1"], 0)).await;
+    let all = h
+        .alerting
+        .create_silence(silence(&["alertname=~cpu.*"], 0))
+        .await;
+    // Not started yet: mutes nothing now.
+    let later = h
+        .alerting
+        .create_silence(silence(&["host=web2"], now + 60_000))
+        .await;
+    let (web1, all) = (web1.unwrap().id, all.unwrap().id);
+    assert!(later.is_ok());
+    let alerts = h.alerting.alerts();
+    let hosts: Vec<&str> = alerts.iter().map(|a| a.labels["host"].as_str()).collect();
+    assert_eq!(hosts, ["web1", "web2"]);
+    let mut by = h.alerting.silenced(&alerts);
+    for ids in &mut by {
+        ids.sort();
+    }
+    let mut both = vec![web1.clone(), all.clone()];
+    both.sort();
+    assert_eq!(by, [both, vec![all]]);
+    // The same as asking alert by alert.
+    for (alert, ids) in alerts.iter().zip(&by) {
+        let mut one = h.alerting.silenced_by(&alert.labels);
+        one.sort();
+        assert_eq!(&one, ids);
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_sample_from_far_ahead_is_not_evaluated_and_hides_nothing() {
     let mut h = Harness::new(&CPU_RULE.replace("for = \"30s\"", "for = \"0s\""));
     let now = h.now();

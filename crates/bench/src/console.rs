@@ -2,8 +2,9 @@
 //! `--hosts` simulated agents, served by a real collector process.
 //!
 //! 1. Data: every host's agent series (storage's generator: about 90 per
-//!    host, one sample per 10 s) for the last `--minutes`, and `--host-hours`
-//!    for `host-0`, written straight into a store in the collector's data
+//!    host, and the agent's own health series, which the host page charts;
+//!    one sample per 10 s) for the last `--minutes`, and `--host-hours` for
+//!    `host-0`, written straight into a store in the collector's data
 //!    directory. The data runs `--lead-minutes` past the start of the
 //!    measurement, so the pages see a live fleet without 10,000 agents'
 //!    streams running meanwhile. Every host is entered in the collector's
@@ -296,7 +297,7 @@ fn write_hosts(store: &Store, hosts: &[u32], end_ms: i64, ticks: i64) -> anyhow:
     let mut gens: Vec<(HostGen, Batch)> = hosts
         .iter()
         .map(|&i| {
-            let host = HostGen::new(i, false);
+            let host = HostGen::new(i, false).with_agent_health();
             let batch = host.batch();
             (host, batch)
         })
@@ -674,7 +675,7 @@ mod tests {
         let args = Cli::parse_from(argv.iter().chain(&["--lead-minutes", "1"])).args;
         let end_ms = hostwatch_stdx::now_ms() / INTERVAL_MS * INTERVAL_MS + 60_000;
         let stored = generate(&args, &dir.path().join("store"), end_ms).unwrap();
-        let series = HostGen::new(0, false).series.len() as u64;
+        let series = HostGen::new(0, false).with_agent_health().series.len() as u64;
         // host-0: 1 h and the lead; hosts 1 and 2: 2 min and the lead.
         assert_eq!(stored, series * ((360 + 6) + 2 * (12 + 6)));
     }

@@ -179,13 +179,14 @@ async fn hosts_processes_and_history_from_a_real_agent() {
     keys.sort_unstable();
     assert_eq!(
         keys,
-        ["connected", "host", "lastSeen", "revoked", "up"],
+        ["cleanShutdown", "connected", "host", "lastSeen", "revoked", "up"],
         "{body}"
     );
     assert!(compact[0]["revoked"].is_null(), "{body}");
     assert!(listed[0]["revoked"].is_null(), "{body}");
     assert_eq!(compact[0]["host"], listed[0]["host"]);
     assert_eq!(compact[0]["up"], listed[0]["up"]);
+    assert_eq!(compact[0]["cleanShutdown"], listed[0]["cleanShutdown"]);
     assert!(now_ms() - ms(&compact[0]["lastSeen"]) < 60_000, "{body}");
 
     // The newest snapshot: real processes of this machine.

@@ -149,6 +149,17 @@ impl HostGen {
         }
     }
 
+    /// The same host with the agent's own health series too (spool,
+    /// connection, reconnects, its CPU and memory: agent/src/health.rs),
+    /// which the console's host page charts; the storage and PromQL
+    /// benches' hosts leave them out, so their figures stay comparable.
+    pub(crate) fn with_agent_health(mut self) -> Self {
+        let mut series = HostSeries(std::mem::take(&mut self.series));
+        agent_series(&mut series);
+        self.series = series.0;
+        self
+    }
+
     pub(crate) fn next_values(&mut self) -> Vec<f64> {
         let rng = &mut self.rng;
         self.series.iter_mut().map(|s| s.shape.next(rng)).collect()
@@ -543,6 +554,69 @@ fn pressure_series(s: &mut HostSeries) {
             },
         );
     }
+}
+
+/// The agent's own series, as agent/src/health.rs samples them: a
+/// connected agent whose spool holds a batch or two now and then, that
+/// has not reconnected, dropped or renewed anything.
+fn agent_series(s: &mut HostSeries) {
+    s.add(
+        "hostwatch_agent_cpu_seconds_total",
+        &[],
+        Shape::Seconds {
+            value: 0,
+            rate: 20.0,
+            per_second: 1e3,
+        },
+    );
+    s.add(
+        "hostwatch_agent_resident_bytes",
+        &[],
+        Shape::Pages {
+            pages: 4096,
+            step: 16,
+            min: 2048,
+        },
+    );
+    s.add(
+        "hostwatch_agent_batches_total",
+        &[],
+        Shape::Counter {
+            value: 0,
+            rate: 1.0,
+            unit: 1,
+        },
+    );
+    s.add(
+        "hostwatch_agent_spool_bytes",
+        &[],
+        Shape::Walk {
+            value: 0,
+            step: 2_000,
+            max: 12_000,
+        },
+    );
+    s.add(
+        "hostwatch_agent_spool_batches",
+        &[],
+        Shape::Walk {
+            value: 0,
+            step: 1,
+            max: 3,
+        },
+    );
+    for metric in [
+        "hostwatch_agent_reconnects_total",
+        "hostwatch_agent_spool_dropped_batches_total",
+        "hostwatch_agent_spool_corrupt_records_total",
+        "hostwatch_agent_spool_write_errors_total",
+        "hostwatch_agent_certificate_renewals_total",
+        "hostwatch_agent_certificate_renewal_failures_total",
+    ] {
+        s.add(metric, &[], Shape::Constant(0.0));
+    }
+    s.add("hostwatch_agent_spool_durable", &[], Shape::Constant(1.0));
+    s.add("hostwatch_agent_connected", &[], Shape::Constant(1.0));
 }
 
 /// A host's series of two watched processes.
