@@ -179,7 +179,14 @@ async fn hosts_processes_and_history_from_a_real_agent() {
     keys.sort_unstable();
     assert_eq!(
         keys,
-        ["cleanShutdown", "connected", "host", "lastSeen", "revoked", "up"],
+        [
+            "cleanShutdown",
+            "connected",
+            "host",
+            "lastSeen",
+            "revoked",
+            "up"
+        ],
         "{body}"
     );
     assert!(compact[0]["revoked"].is_null(), "{body}");
