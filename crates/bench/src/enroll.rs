@@ -189,8 +189,11 @@ async fn one_round(args: &Args, site: &Site, round: u32) -> anyhow::Result<Round
     let enroll_port = free_port()?;
     let grpc = free_port()?;
     let keys = format!("enroll_listen = \"127.0.0.1:{enroll_port}\"\n");
+    // The round renews every agent right after enrolling it, which
+    // `min_renew_interval` exists to refuse in production.
     let tables = format!(
-        "\n[enroll]\nissuer_cert = {:?}\nissuer_key = {:?}\nmax_connections = {}\n",
+        "\n[enroll]\nissuer_cert = {:?}\nissuer_key = {:?}\nmax_connections = {}\n\
+         min_renew_interval = \"1ms\"\n",
         dir.join("issuing.pem").display().to_string(),
         dir.join("issuing.key").display().to_string(),
         args.enroll_max_connections
