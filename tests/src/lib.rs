@@ -204,10 +204,18 @@ pub async fn host_series(
     host: &str,
     metric: &str,
 ) -> Option<Vec<hostwatch_proto::v1::SeriesPoints>> {
+    host_series_as(pki.files(Role::Operator, "tester"), addr, host, metric).await
+}
+
+/// [`host_series`] asked with the operator certificate `operator`.
+pub async fn host_series_as(
+    operator: TlsFiles,
+    addr: SocketAddr,
+    host: &str,
+    metric: &str,
+) -> Option<Vec<hostwatch_proto::v1::SeriesPoints>> {
     use hostwatch_proto::v1::{Matcher, RangeRequest, matcher};
-    let channel = channel(pki.files(Role::Operator, "tester"), addr)
-        .await
-        .ok()?;
+    let channel = channel(operator, addr).await.ok()?;
     let response = QueryClient::new(channel)
         .range(RangeRequest {
             metric: metric.into(),

@@ -42,8 +42,7 @@
 
 use hostwatch_pki::TlsFiles;
 use hostwatch_proto::v1::ingest_client::IngestClient;
-use hostwatch_proto::v1::query_client::QueryClient;
-use hostwatch_proto::v1::{Matcher, RangeRequest, RenewRequest, SeriesPoints, matcher};
+use hostwatch_proto::v1::{RenewRequest, SeriesPoints};
 use hostwatch_tests::*;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -212,22 +211,10 @@ impl Site {
     /// The raw points of `metric` for `host` in the last hour, through the
     /// query API; `None` while the collector cannot answer.
     async fn series(&self, host: &str, metric: &str) -> Option<SeriesPoints> {
-        let channel = channel(self.operator.clone(), self.grpc).await.ok()?;
-        let response = QueryClient::new(channel)
-            .range(RangeRequest {
-                metric: metric.into(),
-                matchers: vec![Matcher {
-                    name: "host".into(),
-                    op: matcher::Op::Equal as i32,
-                    value: host.into(),
-                }],
-                start_ms: now_ms() - 3_600_000,
-                end_ms: now_ms() + 60_000,
-                ..Default::default()
-            })
-            .await
-            .ok()?;
-        response.into_inner().series.into_iter().next()
+        host_series_as(self.operator.clone(), self.grpc, host, metric)
+            .await?
+            .into_iter()
+            .next()
     }
 
     /// The last stored value of the agent's self metric `metric`.
