@@ -685,7 +685,7 @@ mod tests {
         use prost::Message;
         let dir = tempfile::tempdir().unwrap();
         register_hosts(dir.path(), 3, 1_234).unwrap();
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::fixture::retry_while_locked(|| Ok(sled::open(dir.path())?)).unwrap();
         let tree = db.open_tree("hosts").unwrap();
         let records: Vec<pb::HostStatus> = tree
             .iter()

@@ -1,11 +1,12 @@
 //! What several benchmarks set up the same way: role certificates from a
-//! test CA, a collector running in this process, and batches in the
-//! protobuf form an agent sends.
+//! test CA, a collector running in this process, batches in the protobuf
+//! form an agent sends, and reopening a sled database just dropped.
 
 use anyhow::Context;
 use hostwatch_pki::{Ca, Identity, IssueOptions, Role, TlsFiles, cert_stem};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -103,4 +104,22 @@ pub(crate) async fn open_ingest(
         .context("opening the ingest stream")?
         .into_inner();
     Ok((tx, replies))
+}
+
+/// sled's background threads may hold the file lock of a database just
+/// dropped for a moment, so an open right after a drop polls on a lock
+/// error until it succeeds or 30 s pass.
+pub(crate) fn retry_while_locked<T>(
+    mut open: impl FnMut() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match open() {
+            Ok(opened) => return Ok(opened),
+            Err(e) if Instant::now() < deadline && format!("{e:#}").contains("lock") => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }

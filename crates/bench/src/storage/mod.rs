@@ -33,6 +33,7 @@
 
 pub(crate) mod data;
 
+use crate::fixture::retry_while_locked;
 use crate::measure::{Probe, median, percentile, process_cpu_ns};
 use anyhow::{Context, bail};
 use data::HostGen;
@@ -533,27 +534,12 @@ fn restart(dir: &Path, config: StoreConfig) -> anyhow::Result<(f64, Store)> {
     for _ in 0..3 {
         drop(last.take());
         let started = Instant::now();
-        let store = open_retrying(dir, config)?;
+        let store = retry_while_locked(|| open(dir, config))?;
         times.push(started.elapsed().as_secs_f64() * 1000.0);
         last = Some(store);
     }
     let store = last.context("no store")?;
     Ok((median(&times).unwrap_or(f64::NAN), store))
-}
-
-/// sled's background threads may hold the lock of a store just dropped
-/// for a moment; polls until it opens or 30 s pass.
-fn open_retrying(dir: &Path, config: StoreConfig) -> anyhow::Result<Store> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match open(dir, config) {
-            Ok(store) => return Ok(store),
-            Err(e) if Instant::now() < deadline && format!("{e:#}").contains("lock") => {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 struct Ingest {
