@@ -94,8 +94,12 @@ enum Ending {
     Stopped,
     /// A more preferred collector (this entry of `targets`) welcomed a
     /// probe: the session on the fallback is over, its stream goes on.
-    Switch(usize, Stream),
+    /// (Boxed: a stream is large, and an ending is moved around.)
+    Switch(usize, Box<Stream>),
 }
+
+/// A probe of the more preferred collectors, polled beside the stream.
+type Probe<'a> = Pin<Box<dyn Future<Output = Option<(usize, Stream)>> + Send + 'a>>;
 
 /// What a session achieved, for the reconnection that follows.
 #[derive(Debug, Default)]
@@ -270,7 +274,9 @@ impl Shipper {
         self.ack_timeout = config.limits.ack_timeout;
     }
 
-    /// The collector the agent streams to, or tries.
+    /// The collector the agent streams to, or tries. `current` is always
+    /// an index of `targets`, which the configuration keeps non-empty
+    /// (checked at load: `collectors` must list at least one).
     fn target(&self) -> &ClientTarget {
         &self.targets[self.current]
     }
@@ -402,7 +408,7 @@ impl Shipper {
                     self.failures_here = 0;
                     self.health.collector(index);
                     tracing::info!(from = %address, collector = %self.target().address, "returning to a more preferred collector");
-                    ready = Some(stream);
+                    ready = Some(*stream);
                     continue;
                 }
                 Err(SessionError::Reconfigured) => {
@@ -565,8 +571,7 @@ impl Shipper {
         // On a fallback, more preferred collectors are tried beside the stream.
         let probing = self.current > 0;
         let mut next_probe = Instant::now() + self.probe_delay();
-        let mut probe: Option<Pin<Box<dyn Future<Output = Option<(usize, Stream)>> + Send + '_>>> =
-            None;
+        let mut probe: Option<Probe<'_>> = None;
         let mut switch: Option<(usize, Stream)> = None;
         loop {
             let pushed = self.spool.pushed();
@@ -585,7 +590,7 @@ impl Shipper {
                 };
                 goodbye(outbound, inbound, window.in_flight.len(), reason).await;
                 return Ok(match switch {
-                    Some((index, stream)) => Ending::Switch(index, stream),
+                    Some((index, stream)) => Ending::Switch(index, Box::new(stream)),
                     None => Ending::Stopped,
                 });
             }
@@ -866,5 +871,83 @@ mod tests {
             refused.to_string(),
             "collector refused: Client specified an invalid argument: bad batch"
         );
+    }
+
+    #[test]
+    fn a_server_without_the_ingest_protocol_is_said_not_to_be_a_collector() {
+        let unimplemented = SessionError::from(tonic::Status::unimplemented(""));
+        let text = unimplemented.to_string();
+        assert!(
+            matches!(unimplemented, SessionError::NotACollector(_))
+                && text.contains("not a hostwatch collector"),
+            "{text}"
+        );
+        let refused = SessionError::from(tonic::Status::unavailable("store full"));
+        assert!(matches!(refused, SessionError::Refused(_)), "{refused}");
+    }
+
+    /// A shipper for `collectors`, with `limits` added to `[limits]`.
+    fn shipper(dir: &std::path::Path, collectors: &str, limits: &str) -> (Shipper, Arc<Health>) {
+        let path = dir.join("agent.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "collectors = [{collectors}]\nstate_dir = \"state\"\n[tls]\nca = \"ca.pem\"\n\
+                 cert = \"agent.pem\"\nkey = \"agent.key\"\n[limits]\n{limits}\n"
+            ),
+        )
+        .unwrap();
+        let config = AgentConfig::load(&path).unwrap();
+        let spool = Arc::new(Spool::open(&dir.join("spool"), 1 << 20));
+        let health = Arc::new(Health::default());
+        let (channel, _) = watch::channel(None);
+        let shipper = Shipper::new(&config, spool, health.clone(), Hello::default(), channel);
+        (shipper, health)
+    }
+
+    #[test]
+    fn failing_over_goes_round_the_list_and_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut shipper, health) = shipper(dir.path(), "\"a:1\", \"b:1\", \"c:1\"", "");
+        let e = SessionError::Closed;
+        let mut order = vec![shipper.target().address.clone()];
+        for _ in 0..3 {
+            let delay = shipper.fail_over(&e);
+            assert!(delay <= BACKOFF_BASE, "{delay:?}");
+            order.push(shipper.target().address.clone());
+        }
+        assert_eq!(order, ["a:1", "b:1", "c:1", "a:1"]);
+        let mut out = crate::sampler::Samples::default();
+        health.sample(&shipper.spool, &mut out);
+        assert_eq!(out.get("hostwatch_agent_failovers_total", &[]), Some(3.0));
+        assert_eq!(out.get("hostwatch_agent_collector_index", &[]), Some(0.0));
+    }
+
+    #[test]
+    fn probes_come_before_a_third_of_the_host_down_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut shipper, _) = shipper(
+            dir.path(),
+            "\"a:1\", \"b:1\"",
+            "probe_interval = \"20s\"\nmax_backoff = \"20s\"",
+        );
+        let delays = |shipper: &Shipper| (0..50).map(|_| shipper.probe_delay()).collect::<Vec<_>>();
+        assert!(
+            delays(&shipper)
+                .iter()
+                .all(|d| (Duration::from_secs(15)..=Duration::from_secs(20)).contains(d))
+        );
+        // Told by the preferred collector (or the fallback: the shorter).
+        shipper.learn_host_down_after("a:1", Duration::from_secs(30));
+        shipper.learn_host_down_after("b:1", Duration::from_secs(60));
+        let capped = delays(&shipper);
+        assert!(
+            capped
+                .iter()
+                .all(|d| (Duration::from_millis(7_500)..=Duration::from_secs(10)).contains(d)),
+            "{capped:?}"
+        );
+        assert!(capped.iter().any(|d| *d != capped[0]), "jittered");
+        assert_eq!(shipper.max_backoff(), Duration::from_secs(10));
     }
 }

@@ -79,7 +79,7 @@ async fn points(pki: &TestPki, at: SocketAddr, metric: &str) -> Option<Vec<(i64,
                 .zip(s.values.iter().copied())
         })
         .collect();
-    points.sort_by(|a, b| a.0.cmp(&b.0));
+    points.sort_by_key(|p| p.0);
     Some(points)
 }
 
