@@ -174,7 +174,11 @@ impl From<tonic::Status> for SessionError {
             && (status.code() == Code::Unimplemented
                 || status.message().contains("invalid content-type"))
         {
-            return SessionError::NotACollector(format!("{}: {}", status.code(), status.message()));
+            return SessionError::NotACollector(format!(
+                "{:?}: {}",
+                status.code(),
+                status.message()
+            ));
         }
         let Some(cause) = std::error::Error::source(&status) else {
             return SessionError::Refused(status);
