@@ -605,18 +605,26 @@ impl Shipper {
             tokio::select! {
                 _ = pushed, if self.has_room(&window) && drain_deadline.is_none() => {}
                 message = inbound.message() => match message
-                    .map_err(|s| read_error(s, heard.elapsed(), self.target().keepalive))?
-                    .and_then(|m| m.kind)
+                    .map_err(|s| read_error(s, heard.elapsed(), self.target().keepalive))
+                    .map(|m| m.and_then(|m| m.kind))
                 {
-                    Some(CollectorKind::Ack(ack)) => {
+                    // The fallback went away while the agent was leaving
+                    // it: what it did not acknowledge goes to the next.
+                    Err(_) | Ok(None) if switch.is_some() => {
+                        if let Some((index, stream)) = switch.take() {
+                            return Ok(Ending::Switch(index, Box::new(stream)));
+                        }
+                    }
+                    Err(e) => return Err(e),
+                    Ok(Some(CollectorKind::Ack(ack))) => {
                         heard = Instant::now();
                         self.spool.ack_through(ack.seq);
                         if window.acknowledge(ack.seq, &self.health) {
                             progress.acknowledged = true;
                         }
                     }
-                    Some(CollectorKind::Welcome(_)) => return Err(SessionError::NoWelcome("a second Welcome")),
-                    None => return Err(SessionError::Closed),
+                    Ok(Some(CollectorKind::Welcome(_))) => return Err(SessionError::NoWelcome("a second Welcome")),
+                    Ok(None) => return Err(SessionError::Closed),
                 },
                 _ = stop.as_mut(), if !stopping => {
                     // Stopping wins over a switch: what is spooled goes here.
