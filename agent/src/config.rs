@@ -18,11 +18,23 @@ pub const MAX_PROCESS_NAME: usize = 15;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
-    /// `host:port` of the collector.
-    pub collector: String,
-    /// Name the collector's certificate must carry; default: the host part of `collector`.
+    /// `host:port` of the one collector: the same as `collectors` with one
+    /// entry. Read into [`AgentConfig::collectors`].
+    #[serde(default)]
+    collector: Option<String>,
+    /// The collectors, in order of preference: the agent streams to the
+    /// first that answers. Each entry is `"host:port"` or
+    /// `{ address = "host:port", server_name = "..." }`.
+    #[serde(default, rename = "collectors")]
+    collector_list: Option<Vec<CollectorEntry>>,
+    /// Name every collector's certificate must carry, unless its entry
+    /// names its own; default: the host part of each entry's address.
     #[serde(default)]
     pub server_name: Option<String>,
+    /// The collectors to stream to, in order of preference, with the name
+    /// each one's certificate must carry; never empty once loaded.
+    #[serde(skip)]
+    pub collectors: Vec<CollectorEntry>,
     /// Time between samples.
     #[serde(with = "humantime_serde", default = "default_interval")]
     pub interval: Duration,
@@ -44,6 +56,48 @@ pub struct AgentConfig {
     pub disks: DisksConfig,
     #[serde(default)]
     pub network: NetworkConfig,
+}
+
+/// One collector the agent may stream to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CollectorEntry {
+    /// `host:port`.
+    pub address: String,
+    /// Name its certificate must carry; default: the host part of `address`.
+    pub server_name: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for CollectorEntry {
+    /// `"host:port"`, or a table with `address` and `server_name`.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            address: String,
+            #[serde(default)]
+            server_name: Option<String>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Address(String),
+            Table(Table),
+        }
+        match Either::deserialize(d) {
+            Ok(Either::Address(address)) => Ok(CollectorEntry {
+                address,
+                server_name: None,
+            }),
+            Ok(Either::Table(t)) => Ok(CollectorEntry {
+                address: t.address,
+                server_name: t.server_name,
+            }),
+            Err(_) => Err(serde::de::Error::custom(
+                "each entry of collectors must be \"host:port\" or \
+                 { address = \"host:port\", server_name = \"name\" }",
+            )),
+        }
+    }
 }
 
 /// Explicit bounds.
@@ -81,6 +135,17 @@ pub struct Limits {
     /// that answers pings but stores nothing is not waited for forever.
     #[serde(with = "humantime_serde")]
     pub ack_timeout: Duration,
+    /// With several `collectors`: failed attempts in a row on one
+    /// collector, without an acknowledged batch, after which the agent
+    /// moves on to the next.
+    pub failover_after: u32,
+    /// With several `collectors`, while streaming to one that is not the
+    /// first: how often a more preferred one is tried again. Kept below a
+    /// third of that collector's `host_down_after` (from its Welcome), so a
+    /// preferred collector back from an outage hears from its hosts before
+    /// it would page them as down.
+    #[serde(with = "humantime_serde")]
+    pub probe_interval: Duration,
 }
 
 impl Default for Limits {
@@ -95,6 +160,8 @@ impl Default for Limits {
             keepalive_interval: keepalive.interval,
             keepalive_timeout: keepalive.timeout,
             ack_timeout: Duration::from_secs(15),
+            failover_after: 3,
+            probe_interval: Duration::from_secs(10),
         }
     }
 }
@@ -278,6 +345,18 @@ impl PartialEq for Pattern {
     }
 }
 
+/// `host:port` with a host and a port from 1 to 65535 (`[::1]:7070` for IPv6).
+fn is_host_port(address: &str) -> bool {
+    match address.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && !host.contains(char::is_whitespace)
+                && port.parse::<u16>().is_ok_and(|p| p > 0)
+        }
+        None => false,
+    }
+}
+
 fn anchored_regex<'de, D: Deserializer<'de>>(d: D) -> Result<Pattern, D::Error> {
     let source = String::deserialize(d)?;
     Pattern::anchored(&source)
@@ -306,8 +385,69 @@ impl AgentConfig {
         let base = base_dir(path);
         config.state_dir = resolve(&base, &config.state_dir);
         config.tls = config.tls.resolve(&base);
+        config.collectors = config.collector_entries(path)?;
         config.validate(path)?;
         Ok(config)
+    }
+
+    /// The collectors of `collector` or `collectors` (exactly one of the
+    /// two), each checked, with the top-level `server_name` for entries
+    /// that name none of their own.
+    fn collector_entries(&self, path: &Path) -> Result<Vec<CollectorEntry>, ConfigError> {
+        let invalid = |message: String| Err(ConfigError::new(path, message));
+        let (key, entries) = match (&self.collector, &self.collector_list) {
+            (Some(_), Some(_)) => {
+                return invalid(
+                    "collector and collectors are both set: use collectors = [\"a:7070\", \
+                     \"b:7070\"] alone"
+                        .to_owned(),
+                );
+            }
+            (None, None) => {
+                return invalid(
+                    "collectors (or collector) must be set: the collectors' host:port".to_owned(),
+                );
+            }
+            (Some(one), None) => (
+                "collector",
+                vec![CollectorEntry {
+                    address: one.clone(),
+                    server_name: None,
+                }],
+            ),
+            (None, Some(list)) if list.is_empty() => {
+                return invalid("collectors must list at least one host:port".to_owned());
+            }
+            (None, Some(list)) => ("collectors", list.clone()),
+        };
+        if self.server_name.as_deref() == Some("") {
+            return invalid("server_name must not be empty".to_owned());
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut resolved = Vec::with_capacity(entries.len());
+        for (i, entry) in entries.into_iter().enumerate() {
+            let name = match key {
+                "collector" => key.to_owned(),
+                _ => format!("{key}[{i}]"),
+            };
+            if !is_host_port(&entry.address) {
+                return invalid(format!(
+                    "{name} {:?} must be host:port (a port from 1 to 65535)",
+                    entry.address
+                ));
+            }
+            if entry.server_name.as_deref() == Some("") {
+                return invalid(format!("{name}: server_name must not be empty"));
+            }
+            if !seen.insert(entry.address.clone()) {
+                return invalid(format!("{name}: {:?} appears twice", entry.address));
+            }
+            resolved.push(CollectorEntry {
+                server_name: entry.server_name.or_else(|| self.server_name.clone()),
+                address: entry.address,
+            });
+        }
+        Ok(resolved)
     }
 
     /// Where the spool keeps its files.
@@ -324,9 +464,6 @@ impl AgentConfig {
                 self.interval
             ));
         }
-        if !self.collector.contains(':') {
-            return invalid(format!("collector {:?} must be host:port", self.collector));
-        }
         let limits = &self.limits;
         if limits.spool_bytes < 64 * 1024 {
             return invalid("limits.spool_bytes must be at least 65536".to_owned());
@@ -342,6 +479,12 @@ impl AgentConfig {
         }
         if limits.max_backoff < Duration::from_millis(100) {
             return invalid("limits.max_backoff must be at least 100ms".to_owned());
+        }
+        if limits.failover_after == 0 {
+            return invalid("limits.failover_after must be greater than zero".to_owned());
+        }
+        if limits.probe_interval < Duration::from_millis(100) {
+            return invalid("limits.probe_interval must be at least 100ms".to_owned());
         }
         for (key, value) in [
             ("connect_timeout", limits.connect_timeout),
@@ -497,6 +640,80 @@ key = "agent.key"
     }
 
     #[test]
+    fn one_collector_or_a_list_by_preference() {
+        let one = load_text(MINIMAL).unwrap();
+        assert_eq!(
+            one.collectors,
+            [CollectorEntry {
+                address: "127.0.0.1:7070".to_owned(),
+                server_name: None,
+            }]
+        );
+        let named = load_text(&format!("server_name = \"localhost\"\n{MINIMAL}")).unwrap();
+        assert_eq!(
+            named.collectors[0].server_name.as_deref(),
+            Some("localhost")
+        );
+        let list = MINIMAL.replace(
+            "collector = \"127.0.0.1:7070\"",
+            "server_name = \"hostwatch\"\ncollectors = [\"10.0.0.1:7070\", \
+             { address = \"10.0.0.2:7070\", server_name = \"b.example\" }, \"[::1]:7071\"]",
+        );
+        let config = load_text(&list).unwrap();
+        let entries: Vec<(&str, Option<&str>)> = config
+            .collectors
+            .iter()
+            .map(|c| (c.address.as_str(), c.server_name.as_deref()))
+            .collect();
+        assert_eq!(
+            entries,
+            [
+                ("10.0.0.1:7070", Some("hostwatch")),
+                ("10.0.0.2:7070", Some("b.example")),
+                ("[::1]:7071", Some("hostwatch")),
+            ]
+        );
+        assert_eq!(config.limits.failover_after, 3);
+        assert_eq!(config.limits.probe_interval, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn bad_collectors_name_their_key() {
+        let with = |collectors: &str| MINIMAL.replace("collector = \"127.0.0.1:7070\"", collectors);
+        assert_refused_naming_the_key(&[
+            (
+                format!("collectors = [\"127.0.0.1:7071\"]\n{MINIMAL}"),
+                "collector and collectors are both set",
+            ),
+            (with(""), "collectors (or collector) must be set"),
+            (with("collectors = []"), "collectors must list at least one"),
+            (
+                with("collectors = [\"a:7070\", \"nohost\"]"),
+                "collectors[1]",
+            ),
+            (with("collectors = [\"a:0\"]"), "collectors[0]"),
+            (with("collectors = [\"a:http\"]"), "collectors[0]"),
+            (with("collectors = [\":7070\"]"), "collectors[0]"),
+            (
+                with("collectors = [\"a:7070\", \"a:7070\"]"),
+                "appears twice",
+            ),
+            (with("collectors = [7070]"), "each entry of collectors"),
+            (
+                with("collectors = [{ address = \"a:7070\", colour = \"red\" }]"),
+                "each entry of collectors",
+            ),
+            (
+                with("collectors = [{ address = \"a:7070\", server_name = \"\" }]"),
+                "collectors[0]: server_name",
+            ),
+            (with("collectors = \"a:7070\""), "collectors"),
+            (with("collector = \"a:99999\""), "collector"),
+            (format!("server_name = \"\"\n{MINIMAL}"), "server_name"),
+        ]);
+    }
+
+    #[test]
     fn bad_limits_name_their_key() {
         assert_refused_naming_the_key(&[
             (
@@ -534,6 +751,18 @@ key = "agent.key"
             (
                 format!("{MINIMAL}[limits]\nack_timeout = \"soon\"\n"),
                 "ack_timeout",
+            ),
+            (
+                format!("{MINIMAL}[limits]\nfailover_after = 0\n"),
+                "limits.failover_after",
+            ),
+            (
+                format!("{MINIMAL}[limits]\nfailover_after = -2\n"),
+                "failover_after",
+            ),
+            (
+                format!("{MINIMAL}[limits]\nprobe_interval = \"10ms\"\n"),
+                "limits.probe_interval",
             ),
             (format!("{MINIMAL}[limits]\nbogus = 0\n"), "bogus"),
             (

@@ -373,6 +373,8 @@ fn agent_toml(
         "# Written by `hostwatch-agent enroll` (certificate serial {serial}).\n\
          # Every key not here has its default: deploy/agent.toml lists them\n\
          # (/etc/hostwatch/agent.toml.example from the package).\n\
+         # A second collector to fail over to: replace `collector` with\n\
+         # collectors = [{collector}, \"other:7070\"] (docs/operations.md).\n\
          collector = {collector}\n\
          {server_name}\
          state_dir = {state_dir}\n\
@@ -523,7 +525,12 @@ mod tests {
         let path = dir.path().join("agent.toml");
         std::fs::write(&path, text).unwrap();
         let config = crate::AgentConfig::load(&path).unwrap();
-        assert_eq!(config.collector, "10.0.0.1:7070");
+        assert_eq!(config.collectors.len(), 1);
+        assert_eq!(config.collectors[0].address, "10.0.0.1:7070");
+        assert_eq!(
+            config.collectors[0].server_name.as_deref(),
+            Some("collector.example.com")
+        );
         assert_eq!(config.state_dir, state_dir);
         assert_eq!(config.tls.key, state_dir.join("pki/agent.key"));
         assert_eq!(config.tls.cert, state_dir.join("pki/agent.pem"));

@@ -1,7 +1,7 @@
 //! The agent's own figures, sent with every batch: its CPU time and
 //! memory, the batch's sequence number, the spool (bytes, batches, drops,
 //! damage, disk errors), and the stream (connected, reconnects,
-//! acknowledgement latency).
+//! acknowledgement latency, which collector, failovers).
 
 use crate::sampler::Samples;
 use crate::spool::Spool;
@@ -13,6 +13,10 @@ use std::time::Duration;
 pub(crate) struct Health {
     connected: AtomicBool,
     reconnects: AtomicU64,
+    /// The position in `collectors` of the collector streamed to or tried.
+    collector_index: AtomicU64,
+    /// Moves to the next collector after repeated failures.
+    failovers: AtomicU64,
     /// Longest time from sending a batch to its acknowledgement since the
     /// last sample, in microseconds; 0 when none was acknowledged.
     max_latency_us: AtomicU64,
@@ -31,6 +35,17 @@ impl Health {
         if reconnect {
             self.reconnects.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// The shipper streams to, or tries, entry `index` of `collectors`.
+    pub(crate) fn collector(&self, index: usize) {
+        self.collector_index.store(index as u64, Ordering::Relaxed);
+    }
+
+    /// The shipper moved on to entry `index` after repeated failures.
+    pub(crate) fn failed_over(&self, index: usize) {
+        self.collector(index);
+        self.failovers.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn disconnected(&self) {
@@ -144,6 +159,14 @@ impl Health {
             "hostwatch_agent_reconnects_total",
             self.reconnects.load(Ordering::Relaxed) as f64,
         );
+        out.push(
+            "hostwatch_agent_collector_index",
+            self.collector_index.load(Ordering::Relaxed) as f64,
+        );
+        out.push(
+            "hostwatch_agent_failovers_total",
+            self.failovers.load(Ordering::Relaxed) as f64,
+        );
         let latency = self.max_latency_us.swap(0, Ordering::Relaxed);
         if latency > 0 {
             out.push("hostwatch_agent_send_latency_seconds", latency as f64 / 1e6);
@@ -228,6 +251,8 @@ mod tests {
         health.acknowledged_after(Duration::from_millis(7));
         let mut out = Samples::default();
         health.sample(&spool, &mut out);
+        assert_eq!(out.get("hostwatch_agent_collector_index", &[]), Some(0.0));
+        assert_eq!(out.get("hostwatch_agent_failovers_total", &[]), Some(0.0));
         assert_eq!(out.get("hostwatch_agent_reconnects_total", &[]), Some(1.0));
         assert_eq!(out.get("hostwatch_agent_connected", &[]), Some(1.0));
         assert_eq!(
@@ -244,5 +269,12 @@ mod tests {
             out.get("hostwatch_agent_send_latency_seconds", &[])
                 .is_none()
         );
+        health.failed_over(1);
+        health.failed_over(0);
+        health.collector(1);
+        let mut out = Samples::default();
+        health.sample(&spool, &mut out);
+        assert_eq!(out.get("hostwatch_agent_collector_index", &[]), Some(1.0));
+        assert_eq!(out.get("hostwatch_agent_failovers_total", &[]), Some(2.0));
     }
 }

@@ -105,7 +105,12 @@ pub async fn run_reloadable(
         boot_id: facts::boot_id(),
         facts: Some(facts::host_facts()),
     };
-    tracing::info!(host.id = %host_id, collector = %config.collector, interval = ?config.interval, spool.id = hello.spool_id, "agent starting");
+    let collectors: Vec<&str> = config
+        .collectors
+        .iter()
+        .map(|c| c.address.as_str())
+        .collect();
+    tracing::info!(host.id = %host_id, collectors = ?collectors, interval = ?config.interval, spool.id = hello.spool_id, "agent starting");
     let stop = CancellationToken::new();
     let stop_on_shutdown = stop.clone();
     tokio::spawn(async move {
@@ -245,13 +250,18 @@ fn to_series(samples: sampler::Samples, t_ms: i64) -> Vec<SeriesPoints> {
         .collect()
 }
 
-/// Where and how the shipper reaches the collector, from the configuration.
-fn client_target(config: &AgentConfig) -> ClientTarget {
-    ClientTarget {
-        address: config.collector.clone(),
-        server_name: config.server_name.clone(),
-        tls: config.tls.clone(),
-        connect_timeout: config.limits.connect_timeout,
-        keepalive: config.limits.keepalive(),
-    }
+/// Where and how the shipper reaches each collector, in order of
+/// preference, from the configuration.
+fn client_targets(config: &AgentConfig) -> Vec<ClientTarget> {
+    config
+        .collectors
+        .iter()
+        .map(|c| ClientTarget {
+            address: c.address.clone(),
+            server_name: c.server_name.clone(),
+            tls: config.tls.clone(),
+            connect_timeout: config.limits.connect_timeout,
+            keepalive: config.limits.keepalive(),
+        })
+        .collect()
 }

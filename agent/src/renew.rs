@@ -2,7 +2,8 @@
 //! have passed, the agent makes a new key and a certificate signing
 //! request, asks the collector to sign it (Ingest.Renew, over the mTLS
 //! connection the shipper streams on, authenticated by the current
-//! certificate), and replaces its key and certificate files, each
+//! certificate; with several `collectors`, whichever one it streams to,
+//! which is why the collectors of a pair share the CA and issuing CA), and replaces its key and certificate files, each
 //! atomically. The configuration's `tls_check_interval` reload then sees
 //! the files changed and the stream reconnects with them; the spool and
 //! acknowledgements carry every batch across that reconnection.

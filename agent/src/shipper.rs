@@ -12,6 +12,19 @@
 //! A connection gone silent is given up after the keepalive timeout, or
 //! once batches wait `limits.ack_timeout` for an acknowledgement.
 //!
+//! With several collectors (`collectors`, by preference), the agent streams
+//! to one at a time: after `limits.failover_after` failed attempts in a
+//! row without an acknowledged batch it moves on to the next (and from the
+//! last back to the first). While on one that is not the first, it tries
+//! the more preferred ones every `limits.probe_interval` (jittered, below
+//! a third of the known `host_down_after`) beside the open stream; once one
+//! welcomes it, the stream it leaves gets its in-flight batches
+//! acknowledged (bounded) and a Goodbye, so that collector does not page
+//! the host as down. Each collector's Welcome says what that collector
+//! holds of this spool, so batches another collector acknowledged are
+//! simply not in the spool any more: the agent sends what it has after the
+//! Welcome's sequence, and a collector stores a batch above its last + 1.
+//!
 //! A backlog (after the collector was away) is replayed in order, several
 //! spooled batches coalesced per message (`limits.replay_batch_bytes`), with
 //! at most `limits.max_in_flight` messages and about one replay message of
@@ -29,7 +42,9 @@ use hostwatch_proto::v1::ingest_client::IngestClient;
 use hostwatch_proto::v1::{AgentMessage, CollectorMessage, Goodbye, Hello};
 use prost::Message;
 use rand::Rng;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -50,7 +65,14 @@ const PUSHBACK_KEY: &str = "grpc-retry-pushback-ms";
 const MAX_PUSHBACK: Duration = Duration::from_secs(300);
 
 pub(crate) struct Shipper {
-    target: ClientTarget,
+    /// The collectors, in order of preference; never empty.
+    targets: Vec<ClientTarget>,
+    /// The entry of `targets` the agent streams to, or tries.
+    current: usize,
+    /// Failed attempts in a row on `current` without an acknowledged batch.
+    failures_here: u32,
+    failover_after: u32,
+    probe_interval: Duration,
     spool: Arc<Spool>,
     health: Arc<Health>,
     hello: Hello,
@@ -58,13 +80,26 @@ pub(crate) struct Shipper {
     replay_batch_bytes: usize,
     max_backoff: Duration,
     ack_timeout: Duration,
-    /// The collector's `host_down_after` (or a host-down rule's shorter
-    /// timeout), from its latest Welcome.
-    host_down_after: Option<Duration>,
+    /// Each collector's `host_down_after` (or a host-down rule's shorter
+    /// timeout), from its latest Welcome, by address.
+    host_down_after: HashMap<String, Duration>,
     /// The connection of the open stream, for renewals; `None` between
     /// streams (held here, a closed connection would stay open).
     channel: watch::Sender<Option<Channel>>,
 }
+
+/// How a session ended without an error.
+enum Ending {
+    /// The agent is stopping; the drain is over.
+    Stopped,
+    /// A more preferred collector (this entry of `targets`) welcomed a
+    /// probe: the session on the fallback is over, its stream goes on.
+    /// (Boxed: a stream is large, and an ending is moved around.)
+    Switch(usize, Box<Stream>),
+}
+
+/// A probe of the more preferred collectors, polled beside the stream.
+type Probe<'a> = Pin<Box<dyn Future<Output = Option<(usize, Stream)>> + Send + 'a>>;
 
 /// What a session achieved, for the reconnection that follows.
 #[derive(Debug, Default)]
@@ -101,6 +136,11 @@ enum SessionError {
     KeepaliveTimeout { silent: Duration, cause: String },
     #[error("collector closed the stream")]
     Closed,
+    #[error(
+        "the server does not speak hostwatch's ingest protocol (not a hostwatch collector?): \
+         {0}"
+    )]
+    NotACollector(String),
     #[error("collector sent {0} where a Welcome was expected")]
     NoWelcome(&'static str),
     #[error("no Welcome from the collector within {0:?} (limits.connect_timeout)")]
@@ -127,6 +167,18 @@ impl From<tonic::Status> for SessionError {
     fn from(status: tonic::Status) -> Self {
         if hostwatch_pki::transport::is_certificate_revoked(&status) {
             return SessionError::Revoked;
+        }
+        // A gRPC server without the Ingest service, or a server that is not
+        // gRPC at all (tonic says which HTTP status it answered with).
+        if std::error::Error::source(&status).is_none()
+            && (status.code() == Code::Unimplemented
+                || status.message().contains("invalid content-type"))
+        {
+            return SessionError::NotACollector(format!(
+                "{:?}: {}",
+                status.code(),
+                status.message()
+            ));
         }
         let Some(cause) = std::error::Error::source(&status) else {
             return SessionError::Refused(status);
@@ -188,7 +240,11 @@ impl Shipper {
         channel: watch::Sender<Option<Channel>>,
     ) -> Self {
         let mut shipper = Shipper {
-            target: crate::client_target(config),
+            targets: Vec::new(),
+            current: 0,
+            failures_here: 0,
+            failover_after: 1,
+            probe_interval: Duration::ZERO,
             spool,
             health,
             hello,
@@ -196,7 +252,7 @@ impl Shipper {
             replay_batch_bytes: 0,
             max_backoff: Duration::ZERO,
             ack_timeout: Duration::ZERO,
-            host_down_after: None,
+            host_down_after: HashMap::new(),
             channel,
         };
         shipper.apply(config);
@@ -204,48 +260,108 @@ impl Shipper {
     }
 
     fn apply(&mut self, config: &AgentConfig) {
-        self.target = crate::client_target(config);
+        let targets = crate::client_targets(config);
+        let addresses =
+            |t: &[ClientTarget]| t.iter().map(|t| t.address.clone()).collect::<Vec<_>>();
+        if addresses(&targets) != addresses(&self.targets) {
+            // A new list starts over at its most preferred collector.
+            self.current = 0;
+            self.failures_here = 0;
+            self.health.collector(0);
+        }
+        self.targets = targets;
+        self.failover_after = config.limits.failover_after;
+        self.probe_interval = config.limits.probe_interval;
         self.max_in_flight = config.limits.max_in_flight;
         self.replay_batch_bytes = config.limits.replay_batch_bytes;
         self.max_backoff = config.limits.max_backoff;
         self.ack_timeout = config.limits.ack_timeout;
     }
 
+    /// The collector the agent streams to, or tries. `current` is always
+    /// an index of `targets`, which the configuration keeps non-empty
+    /// (checked at load: `collectors` must list at least one).
+    fn target(&self) -> &ClientTarget {
+        &self.targets[self.current]
+    }
+
+    /// A third of the shortest `host_down_after` the collectors told, if any.
+    fn down_cap(&self) -> Option<Duration> {
+        let shortest = self.host_down_after.values().min()?;
+        Some((*shortest / 3).max(BACKOFF_BASE))
+    }
+
     /// The longest backoff: the configured one, kept below a third of the
-    /// collector's `host_down_after`.
+    /// collectors' `host_down_after`.
     fn max_backoff(&self) -> Duration {
-        match self.host_down_after {
-            Some(down) => self.max_backoff.min((down / 3).max(BACKOFF_BASE)),
+        match self.down_cap() {
+            Some(cap) => self.max_backoff.min(cap),
             None => self.max_backoff,
         }
     }
 
-    /// The collector told its `host_down_after`; says if it caps the backoff.
-    fn learn_host_down_after(&mut self, down: Duration) {
-        if self.host_down_after == Some(down) {
+    /// How long until the next try of a more preferred collector:
+    /// `limits.probe_interval`, kept below a third of the collectors'
+    /// `host_down_after`, jittered down by up to a quarter so the hosts of
+    /// a fallback do not all return in the same instant.
+    fn probe_delay(&self) -> Duration {
+        let every = match self.down_cap() {
+            Some(cap) => self.probe_interval.min(cap),
+            None => self.probe_interval,
+        };
+        every.mul_f64(1.0 - 0.25 * rand::rng().random::<f64>())
+    }
+
+    /// The collector at `address` told its `host_down_after`; says if it
+    /// caps the backoff.
+    fn learn_host_down_after(&mut self, address: &str, down: Duration) {
+        if self.host_down_after.get(address) == Some(&down) {
             return;
         }
-        self.host_down_after = Some(down);
+        self.host_down_after.insert(address.to_owned(), down);
         if self.max_backoff() < self.max_backoff {
-            tracing::info!(host_down_after = ?down, max_backoff = ?self.max_backoff(), "reconnection backoff kept below a third of the collector's host_down_after (limits.max_backoff)");
+            tracing::info!(collector = %address, host_down_after = ?down, max_backoff = ?self.max_backoff(), "reconnection backoff kept below a third of the collector's host_down_after (limits.max_backoff)");
         }
+    }
+
+    /// After `e`, the failure that makes `limits.failover_after` in a row
+    /// on the current collector: moves on to the next one (from the last,
+    /// back to the first); the delay before trying it.
+    fn fail_over(&mut self, e: &SessionError) -> Duration {
+        let from = self.target().address.clone();
+        self.current = (self.current + 1) % self.targets.len();
+        self.failures_here = 0;
+        self.health.failed_over(self.current);
+        tracing::warn!(
+            error = %e,
+            collector = %from,
+            next = %self.target().address,
+            failures = self.failover_after,
+            spooled = self.spool.len(),
+            "collector failed {} times in a row (limits.failover_after): failing over to the next collector",
+            self.failover_after
+        );
+        // The next collector has not failed: tried soon, not after the
+        // grown backoff (still jittered, so hosts do not move together).
+        hostwatch_stdx::backoff(0, BACKOFF_BASE, self.max_backoff())
     }
 
     /// How long to wait after `e`, the `attempt`th failure since the last
     /// acknowledged progress.
     fn retry_delay(&self, e: &SessionError, attempt: u32) -> Duration {
         let max = self.max_backoff();
+        let collector = &self.target().address;
         if e.is_permanent() {
-            tracing::error!(error = %e, "collector refused this agent");
+            tracing::error!(collector = %collector, error = %e, "collector refused this agent");
             max.max(e.pushback().unwrap_or_default())
         } else if let Some(pushback) = e.pushback() {
             // Jittered, so agents told the same delay do not return together.
             let asked = pushback + pushback.mul_f64(0.2 * rand::rng().random::<f64>());
             let delay = asked.max(hostwatch_stdx::backoff(attempt, BACKOFF_BASE, max));
-            tracing::warn!(error = %e, retry_in = ?delay, spooled = self.spool.len(), "the collector asked to be retried later");
+            tracing::warn!(collector = %collector, error = %e, retry_in = ?delay, spooled = self.spool.len(), "the collector asked to be retried later");
             delay
         } else {
-            tracing::warn!(error = %e, spooled = self.spool.len(), "not connected to the collector");
+            tracing::warn!(collector = %collector, error = %e, spooled = self.spool.len(), "not connected to the collector");
             hostwatch_stdx::backoff(attempt, BACKOFF_BASE, max)
         }
     }
@@ -261,10 +377,19 @@ impl Shipper {
         // alone does not count, the collector may be unable to store.
         let mut attempt: u32 = 0;
         let mut sessions: u64 = 0;
+        // A stream a probe opened to a more preferred collector.
+        let mut ready: Option<Stream> = None;
         loop {
             let mut progress = Progress::default();
+            let address = self.target().address.clone();
             let result = self
-                .session(&mut stop, &mut configs, &mut progress, sessions > 0)
+                .session(
+                    &mut stop,
+                    &mut configs,
+                    &mut progress,
+                    sessions > 0,
+                    ready.take(),
+                )
                 .await;
             self.channel.send_replace(None);
             if progress.welcomed {
@@ -273,23 +398,37 @@ impl Shipper {
             }
             if progress.acknowledged {
                 attempt = 0;
+                self.failures_here = 0;
             }
             if let Some(down) = progress.host_down_after {
-                self.learn_host_down_after(down);
+                self.learn_host_down_after(&address, down);
             }
             self.health
                 .revoked(matches!(result, Err(SessionError::Revoked)));
             let e = match result {
-                Ok(()) => return,
+                Ok(Ending::Stopped) => return,
+                Ok(Ending::Switch(index, stream)) => {
+                    self.current = index;
+                    self.failures_here = 0;
+                    self.health.collector(index);
+                    tracing::info!(from = %address, collector = %self.target().address, "returning to a more preferred collector");
+                    ready = Some(*stream);
+                    continue;
+                }
                 Err(SessionError::Reconfigured) => {
                     let config = configs.borrow_and_update().clone();
                     self.apply(&config);
-                    tracing::info!(collector = %self.target.address, "reconnecting with the reloaded configuration");
+                    tracing::info!(collector = %self.target().address, "reconnecting with the reloaded configuration");
                     continue;
                 }
                 Err(e) => e,
             };
-            let delay = self.retry_delay(&e, attempt);
+            self.failures_here = self.failures_here.saturating_add(1);
+            let delay = if self.targets.len() > 1 && self.failures_here >= self.failover_after {
+                self.fail_over(&e)
+            } else {
+                self.retry_delay(&e, attempt)
+            };
             attempt = attempt.saturating_add(1);
             tokio::select! {
                 _ = &mut stop => return,
@@ -304,41 +443,69 @@ impl Shipper {
         }
     }
 
-    /// One stream; `Ok` only after a clean stop.
+    /// One stream, on `ready` (opened by a probe) or a new one to the
+    /// current collector.
     async fn session(
         &self,
         stop: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
         configs: &mut watch::Receiver<AgentConfig>,
         progress: &mut Progress,
         reconnect: bool,
-    ) -> Result<(), SessionError> {
-        let Some(stream) = self.open(stop, configs).await? else {
-            return Ok(());
+        ready: Option<Stream>,
+    ) -> Result<Ending, SessionError> {
+        let stream = match ready {
+            Some(stream) => stream,
+            None => match self.open(stop, configs).await? {
+                Some(stream) => stream,
+                None => return Ok(Ending::Stopped),
+            },
         };
-        let last_stored = stream.welcome(progress)?;
+        self.channel.send_replace(Some(stream.channel.clone()));
+        let last_stored = stream.last_stored;
+        progress.host_down_after = stream.host_down_after;
         progress.welcomed = true;
         self.health.connected(reconnect);
+        // After a failover, this collector may hold less than what another
+        // one acknowledged (and the spool dropped): the spool sends what it
+        // has after `last_stored`, the collector stores it despite the gap.
         self.spool.skip_past(last_stored);
         self.spool.ack_through(last_stored);
-        tracing::info!(collector = %self.target.address, last_stored, spooled = self.spool.len(), "connected to the collector");
+        tracing::info!(collector = %self.target().address, preference = self.current, last_stored, spooled = self.spool.len(), "connected to the collector");
         self.exchange(stream, last_stored, stop, configs, progress)
             .await
     }
 
-    /// Connects, says Hello and reads the collector's first message;
-    /// `None` when stopped meanwhile.
+    /// Connects to the current collector, says Hello and reads its
+    /// Welcome; `None` when stopped meanwhile.
     async fn open(
         &self,
         stop: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
         configs: &mut watch::Receiver<AgentConfig>,
     ) -> Result<Option<Stream>, SessionError> {
+        let target = self.target();
         let (channel, _) = tokio::select! {
             _ = stop.as_mut() => return Ok(None),
             _ = crate::config_changed(configs) => return Err(SessionError::Reconfigured),
-            connected = connect(&self.target) => connected?,
+            connected = connect(target) => connected?,
         };
+        // Renewals may use the connection even if the stream is refused.
         self.channel.send_replace(Some(channel.clone()));
-        let mut client = IngestClient::new(channel)
+        tokio::select! {
+            _ = stop.as_mut() => Ok(None),
+            _ = crate::config_changed(configs) => Err(SessionError::Reconfigured),
+            opened = self.handshake(target, channel) => opened.map(Some),
+        }
+    }
+
+    /// Says Hello on a new stream over `channel` and reads the Welcome,
+    /// within the target's `connect_timeout`: a server that accepts the
+    /// connection but never answers must not hold the agent.
+    async fn handshake(
+        &self,
+        target: &ClientTarget,
+        channel: Channel,
+    ) -> Result<Stream, SessionError> {
+        let mut client = IngestClient::new(channel.clone())
             .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(crate::MAX_MESSAGE_BYTES);
         let (outbound, rx) = mpsc::channel(self.max_in_flight + 2);
@@ -352,26 +519,42 @@ impl Shipper {
             let first = inbound.message().await?;
             Ok::<_, SessionError>((inbound, first))
         };
-        // A collector that accepts the connection but never answers must
-        // not hold the agent: bounded, and a stop or reload still acts.
-        let wait = self.target.connect_timeout;
-        let (inbound, first) = tokio::select! {
-            _ = stop.as_mut() => return Ok(None),
-            _ = crate::config_changed(configs) => return Err(SessionError::Reconfigured),
-            answered = tokio::time::timeout(wait, handshake) => {
-                answered.map_err(|_| SessionError::NoAnswer(wait))??
-            }
-        };
-        Ok(Some(Stream {
+        let wait = target.connect_timeout;
+        let (inbound, first) = tokio::time::timeout(wait, handshake)
+            .await
+            .map_err(|_| SessionError::NoAnswer(wait))??;
+        let (last_stored, host_down_after) = welcome(first)?;
+        Ok(Stream {
+            channel,
             outbound,
             inbound,
-            first,
-        }))
+            last_stored,
+            host_down_after,
+        })
+    }
+
+    /// Tries the collectors more preferred than the current one, in order;
+    /// the first that welcomes the agent, with its stream.
+    async fn probe(&self) -> Option<(usize, Stream)> {
+        for (index, target) in self.targets[..self.current].iter().enumerate() {
+            let opened = async {
+                let (channel, _) = connect(target).await?;
+                self.handshake(target, channel).await
+            };
+            match opened.await {
+                Ok(stream) => return Some((index, stream)),
+                Err(e) => {
+                    tracing::debug!(collector = %target.address, error = %e, "a more preferred collector is still unavailable")
+                }
+            }
+        }
+        None
     }
 
     /// Sends spooled batches and reads acknowledgements until the stream
-    /// fails, the configuration changes, or `stop` completes and the
-    /// drain is over (`Ok`).
+    /// fails, the configuration changes, `stop` completes and the drain is
+    /// over, or a probe found a more preferred collector and the batches
+    /// in flight here were acknowledged (or a bounded wait is over).
     async fn exchange(
         &self,
         stream: Stream,
@@ -379,7 +562,7 @@ impl Shipper {
         stop: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
         configs: &mut watch::Receiver<AgentConfig>,
         progress: &mut Progress,
-    ) -> Result<(), SessionError> {
+    ) -> Result<Ending, SessionError> {
         let Stream {
             outbound,
             mut inbound,
@@ -387,36 +570,67 @@ impl Shipper {
         } = stream;
         let mut window = Window::after(last_stored);
         let mut drain_deadline: Option<Instant> = None;
+        let mut stopping = false;
         let mut heard = Instant::now();
+        // On a fallback, more preferred collectors are tried beside the stream.
+        let probing = self.current > 0;
+        let mut next_probe = Instant::now() + self.probe_delay();
+        let mut probe: Option<Probe<'_>> = None;
+        let mut switch: Option<(usize, Stream)> = None;
         loop {
             let pushed = self.spool.pushed();
-            self.fill(&mut window, &outbound).await?;
+            if switch.is_none() {
+                self.fill(&mut window, &outbound).await?;
+            }
             if let Some(deadline) = drain_deadline
                 && (window.in_flight.is_empty() || Instant::now() >= deadline)
             {
-                goodbye(outbound, inbound, window.in_flight.len()).await;
-                return Ok(());
+                let reason = match &switch {
+                    Some((index, _)) => format!(
+                        "agent returning to its preferred collector {}",
+                        self.targets[*index].address
+                    ),
+                    None => "agent stopping".to_owned(),
+                };
+                goodbye(outbound, inbound, window.in_flight.len(), reason).await;
+                return Ok(match switch {
+                    Some((index, stream)) => Ending::Switch(index, Box::new(stream)),
+                    None => Ending::Stopped,
+                });
             }
             let far = Instant::now() + Duration::from_secs(3600);
             let deadline = drain_deadline.unwrap_or(far);
             let ack_due = window.ack_due(self.ack_timeout);
+            let probe_due = probing && probe.is_none() && drain_deadline.is_none();
             tokio::select! {
                 _ = pushed, if self.has_room(&window) && drain_deadline.is_none() => {}
                 message = inbound.message() => match message
-                    .map_err(|s| read_error(s, heard.elapsed(), self.target.keepalive))?
-                    .and_then(|m| m.kind)
+                    .map_err(|s| read_error(s, heard.elapsed(), self.target().keepalive))
+                    .map(|m| m.and_then(|m| m.kind))
                 {
-                    Some(CollectorKind::Ack(ack)) => {
+                    // The fallback went away while the agent was leaving
+                    // it: what it did not acknowledge goes to the next.
+                    Err(_) | Ok(None) if switch.is_some() => {
+                        if let Some((index, stream)) = switch.take() {
+                            return Ok(Ending::Switch(index, Box::new(stream)));
+                        }
+                    }
+                    Err(e) => return Err(e),
+                    Ok(Some(CollectorKind::Ack(ack))) => {
                         heard = Instant::now();
                         self.spool.ack_through(ack.seq);
                         if window.acknowledge(ack.seq, &self.health) {
                             progress.acknowledged = true;
                         }
                     }
-                    Some(CollectorKind::Welcome(_)) => return Err(SessionError::NoWelcome("a second Welcome")),
-                    None => return Err(SessionError::Closed),
+                    Ok(Some(CollectorKind::Welcome(_))) => return Err(SessionError::NoWelcome("a second Welcome")),
+                    Ok(None) => return Err(SessionError::Closed),
                 },
-                _ = stop.as_mut(), if drain_deadline.is_none() => {
+                _ = stop.as_mut(), if !stopping => {
+                    // Stopping wins over a switch: what is spooled goes here.
+                    stopping = true;
+                    switch = None;
+                    probe = None;
                     drain_deadline = Some(Instant::now() + DRAIN_TIMEOUT);
                 }
                 _ = crate::config_changed(configs), if drain_deadline.is_none() => {
@@ -425,6 +639,26 @@ impl Shipper {
                 _ = tokio::time::sleep_until(deadline), if drain_deadline.is_some() => {}
                 _ = tokio::time::sleep_until(ack_due.unwrap_or(far)), if ack_due.is_some() && drain_deadline.is_none() => {
                     return Err(SessionError::NoAck(self.ack_timeout));
+                }
+                _ = tokio::time::sleep_until(next_probe), if probe_due => {
+                    probe = Some(Box::pin(self.probe()));
+                }
+                found = async {
+                    match probe.as_mut() {
+                        Some(probe) => probe.await,
+                        None => std::future::pending().await,
+                    }
+                }, if probe.is_some() => {
+                    probe = None;
+                    match found {
+                        Some(found) => {
+                            // Nothing more is sent here; what is in flight
+                            // gets a bounded wait for its acknowledgement.
+                            switch = Some(found);
+                            drain_deadline = Some(Instant::now() + self.ack_timeout.min(DRAIN_TIMEOUT));
+                        }
+                        None => next_probe = Instant::now() + self.probe_delay(),
+                    }
                 }
             }
         }
@@ -459,29 +693,31 @@ impl Shipper {
     }
 }
 
-/// A session's stream, and the collector's first message on it.
+/// A session's stream, once the collector welcomed the agent on it.
 struct Stream {
+    /// The connection, for renewals.
+    channel: Channel,
     outbound: mpsc::Sender<AgentMessage>,
     inbound: tonic::Streaming<CollectorMessage>,
-    first: Option<CollectorMessage>,
+    /// The last sequence of this spool the collector holds.
+    last_stored: u64,
+    /// The collector's `host_down_after`, if its Welcome told it.
+    host_down_after: Option<Duration>,
 }
 
-impl Stream {
-    /// The last sequence the collector holds, from its Welcome, which must
-    /// be the first message; notes its `host_down_after` in `progress`.
-    fn welcome(&self, progress: &mut Progress) -> Result<u64, SessionError> {
-        let Some(message) = &self.first else {
-            return Err(SessionError::Closed);
-        };
-        match &message.kind {
-            Some(CollectorKind::Welcome(w)) => {
-                progress.host_down_after =
-                    (w.host_down_after_ms > 0).then(|| Duration::from_millis(w.host_down_after_ms));
-                Ok(w.last_stored_seq)
-            }
-            Some(CollectorKind::Ack(_)) => Err(SessionError::NoWelcome("an Ack")),
-            None => Err(SessionError::NoWelcome("an empty message")),
-        }
+/// The last sequence the collector holds and its `host_down_after`, from
+/// its Welcome, which must be the first message.
+fn welcome(first: Option<CollectorMessage>) -> Result<(u64, Option<Duration>), SessionError> {
+    let Some(message) = first else {
+        return Err(SessionError::Closed);
+    };
+    match message.kind {
+        Some(CollectorKind::Welcome(w)) => Ok((
+            w.last_stored_seq,
+            (w.host_down_after_ms > 0).then(|| Duration::from_millis(w.host_down_after_ms)),
+        )),
+        Some(CollectorKind::Ack(_)) => Err(SessionError::NoWelcome("an Ack")),
+        None => Err(SessionError::NoWelcome("an empty message")),
     }
 }
 
@@ -547,11 +783,10 @@ async fn goodbye(
     outbound: mpsc::Sender<AgentMessage>,
     mut inbound: tonic::Streaming<CollectorMessage>,
     unacknowledged: usize,
+    reason: String,
 ) {
     let goodbye = AgentMessage {
-        kind: Some(AgentKind::Goodbye(Goodbye {
-            reason: "agent stopping".to_owned(),
-        })),
+        kind: Some(AgentKind::Goodbye(Goodbye { reason })),
     };
     let _ = outbound.send(goodbye).await;
     drop(outbound);
@@ -562,7 +797,7 @@ async fn goodbye(
     if unacknowledged > 0 {
         tracing::warn!(
             unacknowledged,
-            "stopping with unacknowledged batches (they stay spooled)"
+            "leaving the stream with unacknowledged batches (they stay spooled)"
         );
     }
 }
@@ -648,5 +883,83 @@ mod tests {
             refused.to_string(),
             "collector refused: Client specified an invalid argument: bad batch"
         );
+    }
+
+    #[test]
+    fn a_server_without_the_ingest_protocol_is_said_not_to_be_a_collector() {
+        let unimplemented = SessionError::from(tonic::Status::unimplemented(""));
+        let text = unimplemented.to_string();
+        assert!(
+            matches!(unimplemented, SessionError::NotACollector(_))
+                && text.contains("not a hostwatch collector"),
+            "{text}"
+        );
+        let refused = SessionError::from(tonic::Status::unavailable("store full"));
+        assert!(matches!(refused, SessionError::Refused(_)), "{refused}");
+    }
+
+    /// A shipper for `collectors`, with `limits` added to `[limits]`.
+    fn shipper(dir: &std::path::Path, collectors: &str, limits: &str) -> (Shipper, Arc<Health>) {
+        let path = dir.join("agent.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "collectors = [{collectors}]\nstate_dir = \"state\"\n[tls]\nca = \"ca.pem\"\n\
+                 cert = \"agent.pem\"\nkey = \"agent.key\"\n[limits]\n{limits}\n"
+            ),
+        )
+        .unwrap();
+        let config = AgentConfig::load(&path).unwrap();
+        let spool = Arc::new(Spool::open(&dir.join("spool"), 1 << 20));
+        let health = Arc::new(Health::default());
+        let (channel, _) = watch::channel(None);
+        let shipper = Shipper::new(&config, spool, health.clone(), Hello::default(), channel);
+        (shipper, health)
+    }
+
+    #[test]
+    fn failing_over_goes_round_the_list_and_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut shipper, health) = shipper(dir.path(), "\"a:1\", \"b:1\", \"c:1\"", "");
+        let e = SessionError::Closed;
+        let mut order = vec![shipper.target().address.clone()];
+        for _ in 0..3 {
+            let delay = shipper.fail_over(&e);
+            assert!(delay <= BACKOFF_BASE, "{delay:?}");
+            order.push(shipper.target().address.clone());
+        }
+        assert_eq!(order, ["a:1", "b:1", "c:1", "a:1"]);
+        let mut out = crate::sampler::Samples::default();
+        health.sample(&shipper.spool, &mut out);
+        assert_eq!(out.get("hostwatch_agent_failovers_total", &[]), Some(3.0));
+        assert_eq!(out.get("hostwatch_agent_collector_index", &[]), Some(0.0));
+    }
+
+    #[test]
+    fn probes_come_before_a_third_of_the_host_down_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut shipper, _) = shipper(
+            dir.path(),
+            "\"a:1\", \"b:1\"",
+            "probe_interval = \"20s\"\nmax_backoff = \"20s\"",
+        );
+        let delays = |shipper: &Shipper| (0..50).map(|_| shipper.probe_delay()).collect::<Vec<_>>();
+        assert!(
+            delays(&shipper)
+                .iter()
+                .all(|d| (Duration::from_secs(15)..=Duration::from_secs(20)).contains(d))
+        );
+        // Told by the preferred collector (or the fallback: the shorter).
+        shipper.learn_host_down_after("a:1", Duration::from_secs(30));
+        shipper.learn_host_down_after("b:1", Duration::from_secs(60));
+        let capped = delays(&shipper);
+        assert!(
+            capped
+                .iter()
+                .all(|d| (Duration::from_millis(7_500)..=Duration::from_secs(10)).contains(d)),
+            "{capped:?}"
+        );
+        assert!(capped.iter().any(|d| *d != capped[0]), "jittered");
+        assert_eq!(shipper.max_backoff(), Duration::from_secs(10));
     }
 }

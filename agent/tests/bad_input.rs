@@ -36,6 +36,21 @@ fn invalid_configuration_exits_64_naming_the_problem() {
             CONFIG.replace("collector = \"127.0.0.1:9\"\n", ""),
             "collector",
         ),
+        (
+            CONFIG.replace("collector = \"127.0.0.1:9\"", "collectors = []"),
+            "collectors must list at least one",
+        ),
+        (
+            format!("collectors = [\"127.0.0.1:10\"]\n{CONFIG}"),
+            "collector and collectors are both set",
+        ),
+        (
+            CONFIG.replace(
+                "collector = \"127.0.0.1:9\"",
+                "collectors = [\"a:1\", \"b\"]",
+            ),
+            "collectors[1]",
+        ),
     ] {
         std::fs::write(&path, text).unwrap();
         let out = run(&path);

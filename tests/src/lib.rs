@@ -138,6 +138,29 @@ pub fn agent_config(
     config
 }
 
+/// An agent configuration as [`agent_config`], with `collectors` (in
+/// order of preference) instead of one collector, and `limits` (TOML
+/// lines) added to its `[limits]`.
+pub fn agent_config_failover(
+    pki: &TestPki,
+    host: &str,
+    collectors: &[SocketAddr],
+    state_dir: &Path,
+    limits: &str,
+) -> AgentConfig {
+    let list: Vec<String> = collectors.iter().map(|a| format!("\"{a}\"")).collect();
+    let text = format!(
+        "collectors = [{}]\nserver_name = \"localhost\"\ninterval = \"200ms\"\nstate_dir = {:?}\n[tls]\nca = \"x\"\ncert = \"x\"\nkey = \"x\"\n[limits]\nmax_backoff = \"500ms\"\n{limits}\n",
+        list.join(", "),
+        state_dir.join(host).display().to_string()
+    );
+    let path = pki.dir.path().join(format!("agent-{}.toml", rand_suffix()));
+    std::fs::write(&path, text).unwrap();
+    let mut config = AgentConfig::load(&path).unwrap();
+    config.tls = pki.files(Role::Agent, host);
+    config
+}
+
 /// A collector serving in this process until stopped.
 pub struct RunningCollector {
     pub addr: SocketAddr,

@@ -173,6 +173,8 @@ fn example_configurations_set_every_documented_default() {
         "keepalive_interval",
         "keepalive_timeout",
         "ack_timeout",
+        "failover_after",
+        "probe_interval",
         "top",
         "command_max_bytes",
         "watch",

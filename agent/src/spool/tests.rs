@@ -328,6 +328,27 @@ fn skipping_past_a_lost_end_continues_after_the_collector() {
     assert_eq!(Spool::open(dir.path(), 64 << 10).next_seq(), 11);
 }
 
+#[test]
+fn a_welcome_below_what_another_collector_acknowledged_sends_what_is_left() {
+    // After a failover: collector B acknowledged 1 to 6, collector A's
+    // Welcome says it holds only 2. The session with A does what
+    // `shipper` does with a Welcome: nothing is skipped or dropped, and
+    // A is sent 7 and up, the batches still spooled.
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path(), 1 << 20);
+    for i in 0..9 {
+        spool.push(batch(i, 1));
+    }
+    spool.ack_through(6);
+    spool.skip_past(2);
+    spool.ack_through(2);
+    assert_eq!(spool.next_seq(), 10, "the numbering goes on");
+    assert_eq!(spool.stats().dropped_total, 0);
+    assert_eq!(seqs(&spool), [7, 8, 9]);
+    assert_eq!(spool.batch_after(2, 1 << 20).unwrap().seq, 9);
+    assert_eq!(spool.batch_after(2, 0).unwrap().seq, 7);
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Push(usize),

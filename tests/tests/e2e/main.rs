@@ -11,6 +11,7 @@ mod deploy;
 mod disk_full;
 mod durability;
 mod enroll;
+mod failover;
 mod forward;
 mod hostwatch_api;
 mod http;
