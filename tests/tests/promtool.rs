@@ -144,7 +144,10 @@ async fn promtool_queries_the_collector() {
     assert_eq!(matrix.as_array().unwrap().len(), 1, "{matrix}");
     assert_eq!(matrix[0]["metric"]["host"], host.as_str());
     let got = points(&matrix[0]["values"]);
-    assert!(got.len() >= SAMPLES, "{matrix}");
+    // The spool's first batch is the quick start's own, sampled just before
+    // the agent started (its log: "next_seq=2 batches=1"), so SAMPLES
+    // samples may span less than SAMPLES - 1 seconds.
+    assert!(got.len() >= SAMPLES - 1, "{matrix}");
     assert_eq!(got.last().unwrap().0, at, "{matrix}");
     assert!(got.windows(2).all(|w| w[1].0 - w[0].0 == 1000), "{matrix}");
     assert!(got.iter().all(|(_, load)| *load >= 0.0), "{matrix}");
