@@ -72,6 +72,9 @@ pub(crate) struct Args {
     /// Of those, hosts whose every process snapshot is looked up.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..))]
     check_snapshot_hosts: u32,
+    /// The collector's `limits.max_handshakes`; its default when not given.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_handshakes: Option<u64>,
     /// Work directory, kept (certificates are reused from it); a
     /// temporary one by default.
     #[arg(long)]
@@ -89,6 +92,9 @@ const HOST_DOWN_AFTER: Duration = Duration::from_secs(30);
 /// for a page that would have been raised (the host-down tick, the hook's
 /// delivery).
 const PAGE_GRACE: Duration = Duration::from_secs(10);
+/// How long the collector gets to give back what its agents' connections
+/// held, once they are gone.
+const RELEASE_WAIT: Duration = Duration::from_secs(15);
 /// Descriptors beyond one per agent each process needs (the store's
 /// files, the listeners, the operator's connection).
 const SPARE_FILES: u64 = 512;
@@ -125,6 +131,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     println!("agents={}", args.agents);
     println!("interval_secs={}", args.interval_secs);
     println!("nofile_limit={nofile}");
+    let max_handshakes = args.max_handshakes.unwrap_or(
+        hostwatch_collector::config::Limits::default().max_handshakes as u64,
+    );
+    println!("max_handshakes={max_handshakes}");
     println!("certs_issued={}", certs.issued);
     println!("certs_seconds={:.1}", certs.seconds);
     let runtime = tokio::runtime::Runtime::new()?;
@@ -156,6 +166,10 @@ fn collector_config(
 ) -> String {
     // The operators' reserve comes out of max_connections.
     let max_connections = u64::from(args.agents) + 64 + 1_000;
+    let max_handshakes = args
+        .max_handshakes
+        .map(|n| format!("max_handshakes = {n}\n"))
+        .unwrap_or_default();
     format!(
         r#"listen = "127.0.0.1:{grpc}"
 data_dir = {data:?}
@@ -168,7 +182,7 @@ key = {key:?}
 
 [limits]
 max_connections = {max_connections}
-
+{max_handshakes}
 [alerting]
 default_rules = true
 
@@ -235,7 +249,7 @@ async fn bench(args: &Args, dir: &Path, bin: &Path, certs: &certs::Certs) -> any
     let load_start = load_average()?;
     let cpu_idle = probe.stat_cpu_ns()?;
     let started = Instant::now();
-    let (agents, hosts, mut tasks) = start_agents(args, &certs.agents, grpc, &fleet)?;
+    let (agents, mut tasks) = start_agents(args, &certs.agents, grpc, &fleet)?;
     wait_until(deadline, "every agent welcomed", || {
         agents
             .iter()
@@ -249,22 +263,9 @@ async fn bench(args: &Args, dir: &Path, bin: &Path, certs: &certs::Certs) -> any
         "connect_collector_cpu_ms_per_agent={:.2}",
         connect_cpu_ns as f64 / 1e6 / f64::from(args.agents)
     );
-    // Connected, welcomed, nothing sent yet: what the connections and
-    // their streams hold, apart from the store's series.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_connected = settled_rss(&probe).await?;
-    println!(
-        "collector_rss_connected_kib_per_agent={:.1}",
-        rss_connected.saturating_sub(rss_idle) as f64 / 1024.0 / f64::from(args.agents)
-    );
-    for (agent, host) in agents.iter().zip(hosts) {
-        // Each agent's first sample at its own moment of the interval.
-        let first = interval.mul_f64(rand::rng().random::<f64>());
-        tasks.spawn(agent::sample(agent.clone(), host, interval, first, fleet.clone()));
-    }
     // Every agent past its first batches (which create its series):
     // streaming, not starting.
-    tokio::time::sleep(interval * 2 + Duration::from_secs(2)).await;
+    tokio::time::sleep(interval * 2).await;
     let steady = measure_steady(args, &probe, &fleet, rss_idle).await?;
     steady.print(args);
 
@@ -306,25 +307,34 @@ async fn bench(args: &Args, dir: &Path, bin: &Path, certs: &certs::Certs) -> any
     }
     println!("load_average_start={load_start:.2}");
     println!("load_average_end={:.2}", load_average()?);
+    // What the connections held: given back once every agent is gone
+    // (jemalloc's background threads return freed pages within seconds).
+    let probe = Probe::new(collector.pid());
+    let rss_connected = settled_rss(&probe).await?;
     fleet.stop.cancel();
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
+    tokio::time::sleep(RELEASE_WAIT).await;
+    let rss_gone = settled_rss(&probe).await?;
+    println!(
+        "collector_rss_released_kib_per_agent={:.1}",
+        rss_connected.saturating_sub(rss_gone) as f64 / 1024.0 / f64::from(args.agents)
+    );
     tokio::task::spawn_blocking(move || collector.stop()).await??;
     Ok(())
 }
 
-/// Every agent's state and its host's generator, and their shipping
-/// tasks, each starting at a random moment of the first interval (a fleet
-/// whose agents started at different times).
+/// Every agent's state, and its sampling and shipping tasks, each agent
+/// starting at a random moment of the first interval (a fleet whose
+/// agents started at different times).
 fn start_agents(
     args: &Args,
     certs: &[TlsFiles],
     grpc: u16,
     fleet: &Arc<Fleet>,
-) -> anyhow::Result<(Vec<Arc<Agent>>, Vec<HostGen>, JoinSet<()>)> {
+) -> anyhow::Result<(Vec<Arc<Agent>>, JoinSet<()>)> {
     let interval = Duration::from_secs(args.interval_secs);
     let mut agents = Vec::with_capacity(args.agents as usize);
-    let mut hosts = Vec::with_capacity(args.agents as usize);
     let mut tasks = JoinSet::new();
     for (i, tls) in (0..args.agents).zip(certs) {
         let host = HostGen::new(i, true);
@@ -342,11 +352,13 @@ fn start_agents(
             hello: agent::hello(i, &agent.host),
             host_down_after: None,
         };
-        tasks.spawn(shipper.run(interval.mul_f64(rand::rng().random::<f64>())));
+        // The agent samples once at its start, then every interval.
+        let first = interval.mul_f64(rand::rng().random::<f64>());
+        tasks.spawn(agent::sample(agent.clone(), host, interval, first, fleet.clone()));
+        tasks.spawn(shipper.run(first));
         agents.push(agent);
-        hosts.push(host);
     }
-    Ok((agents, hosts, tasks))
+    Ok((agents, tasks))
 }
 
 /// Polls `done` every [`POLL`] until it holds, at most `deadline`.
@@ -477,6 +489,8 @@ struct RestartFigures {
     session_failures: u64,
     /// The store's counters just before the kill.
     stats_before: hostwatch_proto::v1::StorageStatsResponse,
+    /// Pages before the kill, and since.
+    host_down_pages_before: u64,
     host_down_pages: u64,
     down_hosts: Vec<String>,
     host_down_alerts: u64,
@@ -500,6 +514,7 @@ impl Restart<'_> {
             .map(|a| a.acked.load(Ordering::Acquire))
             .collect();
         let failures = self.fleet.failed_sessions.load(Ordering::Relaxed);
+        let (pages_before, _) = pager.host_down();
         let stats_before = verify::Operator::connect(self.grpc, self.operator)
             .await?
             .storage_stats()
@@ -562,7 +577,8 @@ impl Restart<'_> {
                 cpu_seconds,
                 session_failures,
                 stats_before,
-                host_down_pages: pages,
+                host_down_pages_before: pages_before,
+                host_down_pages: pages - pages_before,
                 down_hosts,
                 host_down_alerts,
                 host_down_transitions,
@@ -589,6 +605,10 @@ impl RestartFigures {
             self.cpu_seconds
         );
         println!("restart_session_failures={}", self.session_failures);
+        println!(
+            "host_down_pages_before_restart={}",
+            self.host_down_pages_before
+        );
         println!("host_down_pages={} target=0", self.host_down_pages);
         if !self.down_hosts.is_empty() {
             println!("# paged as down: {}", self.down_hosts.join(" "));

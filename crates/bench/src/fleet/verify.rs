@@ -105,7 +105,8 @@ impl Operator {
     }
 
     /// `host_down` alerts the collector holds (pending, firing or
-    /// recently resolved), and its `host_down` transitions since `since_ms`.
+    /// recently resolved) raised since `since_ms`, and its `host_down`
+    /// transitions since then.
     pub(super) async fn host_down_alerts(&mut self, since_ms: i64) -> anyhow::Result<(u64, u64)> {
         let request = pb::ListAlertsRequest {
             host_id: String::new(),
@@ -116,7 +117,11 @@ impl Operator {
             .context("no answer to ListAlerts")??
             .into_inner()
             .alerts;
-        let held = alerts.iter().filter(|a| a.rule == "host_down").count() as u64;
+        let held = alerts
+            .iter()
+            .filter(|a| a.rule == "host_down")
+            .filter(|a| a.active_since_ms >= since_ms || a.fired_ms >= since_ms)
+            .count() as u64;
         let request = pb::AlertHistoryRequest {
             since_ms,
             host_id: String::new(),
