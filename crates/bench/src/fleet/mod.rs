@@ -11,11 +11,12 @@
 //! 3. Its resident size idle; then every agent (`agent`: its own
 //!    certificate, connection and stream, a batch of about 90 series and
 //!    a process snapshot every `--interval-secs`) starts at a random
-//!    moment of the first interval. Once all are welcomed and an interval
-//!    has passed, `--duration-secs` are measured: the collector's CPU
-//!    (utime + stime from /proc/<pid>/stat) per sample acknowledged and as
-//!    a share of one core, its resident memory beyond idle per agent, and
-//!    the acknowledgement latency of the batches sent meanwhile.
+//!    moment of the first interval. Once all are welcomed and two
+//!    intervals have passed, `--duration-secs` are measured: the
+//!    collector's CPU (utime + stime from /proc/<pid>/stat) per sample
+//!    acknowledged and as a share of one core, its resident memory beyond
+//!    idle per agent, and the acknowledgement latency of the batches sent
+//!    meanwhile.
 //! 4. SIGKILL; `--outage-secs` later the collector starts again on the
 //!    same data directory. Measured from that start: until every agent is
 //!    welcomed again, and until every agent's batches made before it are
@@ -24,6 +25,7 @@
 //! 5. The agents stop sampling and drain; the samples the collector stored
 //!    for `--check-hosts` hosts (through PromQL) against those the agents
 //!    made, their process snapshots, and the store's duplicate counters.
+//!    Last, the memory the collector gives back once the agents are gone.
 
 mod agent;
 mod certs;
@@ -118,8 +120,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let temp;
     let dir = match &args.dir {
         Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             dir.clone()
         }
         None => {
@@ -131,9 +132,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     println!("agents={}", args.agents);
     println!("interval_secs={}", args.interval_secs);
     println!("nofile_limit={nofile}");
-    let max_handshakes = args.max_handshakes.unwrap_or(
-        hostwatch_collector::config::Limits::default().max_handshakes as u64,
-    );
+    let max_handshakes = args
+        .max_handshakes
+        .unwrap_or(hostwatch_collector::config::Limits::default().max_handshakes as u64);
     println!("max_handshakes={max_handshakes}");
     println!("certs_issued={}", certs.issued);
     println!("certs_seconds={:.1}", certs.seconds);
@@ -218,8 +219,7 @@ async fn start_collector(
     );
     let started = Instant::now();
     let collector =
-        tokio::task::spawn_blocking(move || Collector::spawn(&bin, &config, &log, &name))
-            .await??;
+        tokio::task::spawn_blocking(move || Collector::spawn(&bin, &config, &log, &name)).await??;
     Ok((collector, started.elapsed().as_secs_f64()))
 }
 
@@ -290,9 +290,9 @@ async fn bench(args: &Args, dir: &Path, bin: &Path, certs: &certs::Certs) -> any
     // The end: sampling stops, every agent drains, the collector is read.
     fleet.sampling.cancel();
     wait_until(deadline, "every agent drained at the end", || {
-        agents.iter().all(|a| {
-            a.acked.load(Ordering::Acquire) >= a.generated.load(Ordering::Acquire)
-        })
+        agents
+            .iter()
+            .all(|a| a.acked.load(Ordering::Acquire) >= a.generated.load(Ordering::Acquire))
     })
     .await?;
     let checked = check_stored(args, grpc, &certs.operator, &agents).await?;
@@ -354,7 +354,13 @@ fn start_agents(
         };
         // The agent samples once at its start, then every interval.
         let first = interval.mul_f64(rand::rng().random::<f64>());
-        tasks.spawn(agent::sample(agent.clone(), host, interval, first, fleet.clone()));
+        tasks.spawn(agent::sample(
+            agent.clone(),
+            host,
+            interval,
+            first,
+            fleet.clone(),
+        ));
         tasks.spawn(shipper.run(first));
         agents.push(agent);
     }
@@ -433,10 +439,7 @@ impl Steady {
         let ms = |v: Option<f64>| v.map_or("n/a".to_owned(), |s| format!("{:.1}", s * 1e3));
         let mib = |b: u64| b as f64 / f64::from(1 << 20);
         println!("duration_secs={}", args.duration_secs);
-        println!(
-            "samples_per_sec={:.0}",
-            self.samples as f64 / self.seconds
-        );
+        println!("samples_per_sec={:.0}", self.samples as f64 / self.seconds);
         println!(
             "collector_cpu_ns_per_sample={:.0}",
             self.cpu_ns as f64 / self.samples.max(1) as f64
@@ -600,10 +603,7 @@ impl RestartFigures {
             "restart_drained_seconds={:.1} target<=60",
             self.drained_seconds
         );
-        println!(
-            "restart_collector_cpu_seconds={:.1}",
-            self.cpu_seconds
-        );
+        println!("restart_collector_cpu_seconds={:.1}", self.cpu_seconds);
         println!("restart_session_failures={}", self.session_failures);
         println!(
             "host_down_pages_before_restart={}",

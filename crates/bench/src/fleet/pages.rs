@@ -24,15 +24,14 @@ impl Pager {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let pager = self.clone();
-        let app = axum::Router::new().fallback(axum::routing::post(
-            move |body: axum::body::Bytes| {
+        let app =
+            axum::Router::new().fallback(axum::routing::post(move |body: axum::body::Bytes| {
                 let pager = pager.clone();
                 async move {
                     pager.receive(&body);
                     axum::http::StatusCode::OK
                 }
-            },
-        ));
+            }));
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
