@@ -225,6 +225,35 @@ mod tests {
     }
 
     #[test]
+    fn fleet_flags_refuse_bad_values_and_a_missing_collector() {
+        let parse = |args: &[&str]| {
+            let argv = ["hostwatch-bench", "fleet"].iter().chain(args);
+            match Cli::try_parse_from(argv)?.command {
+                Command::Fleet(args) => Ok(args),
+                _ => unreachable!("parsed as fleet"),
+            }
+        };
+        for (flag, bad) in [
+            ("--agents", "0"),
+            ("--agents", "x"),
+            ("--interval-secs", "0"),
+            ("--duration-secs", "0"),
+            ("--outage-secs", "601"),
+            ("--deadline-secs", "5"),
+            ("--check-hosts", "0"),
+            ("--max-handshakes", "0"),
+        ] {
+            let e: clap::Error = parse(&[flag, bad]).err().expect("refused");
+            assert!(e.to_string().contains(flag), "{flag} {bad}: {e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-collector");
+        let args = parse(&["--collector-bin", missing.to_str().unwrap()]).unwrap();
+        let e = fleet::run(args).expect_err("refused");
+        assert!(format!("{e:#}").contains("no collector program"), "{e:#}");
+    }
+
+    #[test]
     fn sled_space_flags_refuse_bad_values() {
         for (flag, bad) in [
             ("--series", "0"),

@@ -498,7 +498,7 @@ struct RestartFigures {
     down_hosts: Vec<String>,
     host_down_alerts: u64,
     host_down_transitions: u64,
-    other_pages: Vec<((String, String), u64)>,
+    other_pages: pages::Counts,
 }
 
 impl Restart<'_> {

@@ -6,6 +6,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+/// Alerts received by (alertname, status), with their counts.
+pub(super) type Counts = Vec<((String, String), u64)>;
+
 /// Alerts received, by (alertname, status), and the hosts of firing
 /// `host_down` alerts.
 #[derive(Clone, Default)]
@@ -68,7 +71,7 @@ impl Pager {
     }
 
     /// Every (alertname, status) received, with counts; and deliveries.
-    pub(super) fn summary(&self) -> (Vec<((String, String), u64)>, u64) {
+    pub(super) fn summary(&self) -> (Counts, u64) {
         let received = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let alerts = received
             .alerts
