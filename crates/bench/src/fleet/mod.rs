@@ -223,6 +223,8 @@ async fn start_collector(
     Ok((collector, started.elapsed().as_secs_f64()))
 }
 
+/// The module doc's phases 2 to 5, in order: one function, so each
+/// phase's figures print as soon as it ends.
 async fn bench(args: &Args, dir: &Path, bin: &Path, certs: &certs::Certs) -> anyhow::Result<()> {
     let pager = pages::Pager::default();
     let hook = pager.serve().await?;
