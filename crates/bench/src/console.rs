@@ -379,18 +379,24 @@ impl Collector {
         );
         let config_path = dir.join(format!("{name}.toml"));
         std::fs::write(&config_path, config)?;
-        let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+        Self::spawn(bin, &config_path, &dir.join(format!("{name}.log")), name)
+    }
+
+    /// The collector program with the configuration at `config`, its
+    /// output in `log` (a new file), once it serves.
+    pub(crate) fn spawn(bin: &Path, config: &Path, log: &Path, name: &str) -> anyhow::Result<Self> {
+        let file = std::fs::File::create(log)?;
         let child = Command::new(bin)
             .arg("--config")
-            .arg(&config_path)
-            .stdout(log.try_clone()?)
-            .stderr(log)
+            .arg(config)
+            .stdout(file.try_clone()?)
+            .stderr(file)
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
         let mut collector = Collector {
             child,
             name: name.to_owned(),
-            log: dir.join(format!("{name}.log")),
+            log: log.to_owned(),
         };
         collector.wait_serving()?;
         Ok(collector)
@@ -425,6 +431,13 @@ impl Collector {
         self.child.id()
     }
 
+    /// SIGKILL, as a crash would, and the process reaped.
+    pub(crate) fn kill(mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
     /// SIGTERM, then SIGKILL when it has not stopped within the timeout.
     pub(crate) fn stop(mut self) -> anyhow::Result<()> {
         use nix::sys::signal::{Signal, kill};
@@ -440,6 +453,16 @@ impl Collector {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(())
+    }
+}
+
+/// A bench that fails midway leaves no collector behind.
+impl Drop for Collector {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 //! Layout: `measure` (process CPU and memory from /proc and getrusage,
 //! thread CPU, medians and percentiles), one module per subcommand
 //! (`agent`, `storage`, `sled_space`, `alerts`, `connections`,
-//! `promql`, `console`, `enroll`), and
+//! `promql`, `console`, `enroll`, `fleet`), and
 //! `figures`, which writes their output into `docs/benchmarks.md`.
 
 mod agent;
@@ -16,6 +16,7 @@ mod console;
 mod enroll;
 mod figures;
 mod fixture;
+mod fleet;
 mod forward_read;
 mod measure;
 mod promql;
@@ -68,6 +69,11 @@ enum Command {
     /// process, then renewing: the time for all, and the collector's CPU
     /// per enrollment and per renewal.
     Enroll(enroll::Args),
+    /// Simulated agents (each its own certificate, TLS connection and
+    /// stream) against a collector process: its CPU per sample, memory per
+    /// agent and acknowledgement latency, then a SIGKILL and restart: the
+    /// time until all are back and drained, host-down pages, samples lost.
+    Fleet(fleet::Args),
     /// Forwarding's read path (the accept log, then each listed series'
     /// points read back) against ingest, in CPU per sample, as the
     /// hour's windows fill.
@@ -99,6 +105,7 @@ fn main() -> ExitCode {
         Command::Promql(args) => promql::run(args),
         Command::Console(args) => console::run(args),
         Command::Enroll(args) => enroll::run(args),
+        Command::Fleet(args) => fleet::run(args),
         Command::Figures(args) => figures::run(args),
         Command::StorageCrashChild(args) => storage::crash_child(args),
     };
@@ -214,6 +221,35 @@ mod tests {
         let missing = dir.path().join("no-collector");
         let args = parse(&["--collector-bin", missing.to_str().unwrap()]).unwrap();
         let e = enroll::run(args).expect_err("refused");
+        assert!(format!("{e:#}").contains("no collector program"), "{e:#}");
+    }
+
+    #[test]
+    fn fleet_flags_refuse_bad_values_and_a_missing_collector() {
+        let parse = |args: &[&str]| {
+            let argv = ["hostwatch-bench", "fleet"].iter().chain(args);
+            match Cli::try_parse_from(argv)?.command {
+                Command::Fleet(args) => Ok(args),
+                _ => unreachable!("parsed as fleet"),
+            }
+        };
+        for (flag, bad) in [
+            ("--agents", "0"),
+            ("--agents", "x"),
+            ("--interval-secs", "0"),
+            ("--duration-secs", "0"),
+            ("--outage-secs", "601"),
+            ("--deadline-secs", "5"),
+            ("--check-hosts", "0"),
+            ("--max-handshakes", "0"),
+        ] {
+            let e: clap::Error = parse(&[flag, bad]).err().expect("refused");
+            assert!(e.to_string().contains(flag), "{flag} {bad}: {e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-collector");
+        let args = parse(&["--collector-bin", missing.to_str().unwrap()]).unwrap();
+        let e = fleet::run(args).expect_err("refused");
         assert!(format!("{e:#}").contains("no collector program"), "{e:#}");
     }
 
