@@ -151,7 +151,8 @@ pub fn format_value(value: f64) -> String {
 /// Backslashes and line feeds escaped, and double quotes too in a label
 /// value.
 fn escape(text: &str, quotes: bool) -> std::borrow::Cow<'_, str> {
-    if !text.contains(['\\', '\n']) && !(quotes && text.contains('"')) {
+    let special = |c: char| c == '\\' || c == '\n' || (quotes && c == '"');
+    if !text.contains(special) {
         return text.into();
     }
     let mut out = String::with_capacity(text.len() + 8);

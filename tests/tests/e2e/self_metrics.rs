@@ -236,13 +236,13 @@ async fn collector_metrics_follow_ingest_and_refusals_and_https_needs_credential
     let (_tx, refused) =
         open_stream(pki.files(Role::Operator, "ops"), collector.grpc, "web1", 1).await;
     assert_eq!(
-        refused.err().expect("refused").code(),
+        refused.expect_err("refused").code(),
         tonic::Code::PermissionDenied
     );
     let (_tx, refused) =
         open_stream(pki.files(Role::Agent, "web2"), collector.grpc, "web1", 1).await;
     assert_eq!(
-        refused.err().expect("refused").code(),
+        refused.expect_err("refused").code(),
         tonic::Code::PermissionDenied
     );
     let text = scraped_when(port, "two refused streams", |t| {
