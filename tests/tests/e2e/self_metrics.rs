@@ -415,6 +415,55 @@ async fn bad_metrics_listen_values_and_a_port_in_use_stop_the_collector_naming_t
     );
 }
 
+/// agent.toml for a process (its collector nowhere), with `top` as its
+/// first lines.
+fn agent_toml(pki: &TestPki, dir: &Path, top: &str) -> std::path::PathBuf {
+    let files = pki.files(Role::Agent, "web1");
+    let path = dir.join("agent.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{top}\ncollector = \"127.0.0.1:9\"\nserver_name = \"localhost\"\nstate_dir = {:?}\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+            dir.join("state"),
+            files.ca,
+            files.cert,
+            files.key
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test]
+async fn bad_metrics_listen_values_and_a_port_in_use_stop_the_agent_naming_the_key() {
+    let pki = TestPki::new();
+    let program = env!("CARGO_BIN_EXE_e2e-agent");
+    for (value, says) in [
+        ("0.0.0.0:9465", "not a loopback address"),
+        ("[::]:9465", "not a loopback address"),
+        ("127.0.0.1", "not an address"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = agent_toml(&pki, dir.path(), &format!("metrics_listen = \"{value}\""));
+        let (code, stderr) = run_to_end(program, config).await;
+        assert_eq!(code, Some(64), "{value}: {stderr}");
+        assert!(
+            stderr.contains("metrics_listen") && stderr.contains(says),
+            "{value}: {stderr}"
+        );
+    }
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = agent_toml(&pki, dir.path(), &format!("metrics_listen = \"{address}\""));
+    let (code, stderr) = run_to_end(program, config).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {address} (metrics_listen)")),
+        "{stderr}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_serves_its_own_figures_on_its_loopback_port() {
     let pki = TestPki::new();
