@@ -56,6 +56,14 @@ pub struct AgentConfig {
     pub disks: DisksConfig,
     #[serde(default)]
     pub network: NetworkConfig,
+    /// Loopback address of a plain-HTTP port serving the agent's own
+    /// figures at `/metrics`, for a Prometheus on this host; off when
+    /// empty or absent. Any other address is refused.
+    #[serde(
+        default,
+        deserialize_with = "hostwatch_runtime::metrics::optional_loopback"
+    )]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// One collector the agent may stream to.
@@ -544,6 +552,36 @@ key = "agent.key"
         let path = dir.path().join("agent.toml");
         std::fs::write(&path, text).unwrap();
         AgentConfig::load(&path)
+    }
+
+    #[test]
+    fn metrics_listen_is_off_by_default_and_loopback_only() {
+        assert_eq!(load_text(MINIMAL).unwrap().metrics_listen, None);
+        let with = |value: &str| format!("metrics_listen = \"{value}\"\n{MINIMAL}");
+        assert_eq!(
+            load_text(&with("127.0.0.1:9465")).unwrap().metrics_listen,
+            Some("127.0.0.1:9465".parse().unwrap())
+        );
+        assert!(
+            load_text(&with("[::1]:9465"))
+                .unwrap()
+                .metrics_listen
+                .is_some()
+        );
+        assert_eq!(load_text(&with("")).unwrap().metrics_listen, None);
+        for (value, says) in [
+            ("0.0.0.0:9465", "not a loopback address"),
+            ("[::]:9465", "not a loopback address"),
+            ("192.168.0.2:9465", "not a loopback address"),
+            ("127.0.0.1", "not an address"),
+            ("here:9465", "not an address"),
+        ] {
+            let e = load_text(&with(value)).unwrap_err().to_string();
+            assert!(
+                e.contains("metrics_listen") && e.contains(says),
+                "{value}: {e}"
+            );
+        }
     }
 
     #[test]

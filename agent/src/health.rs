@@ -1,10 +1,13 @@
 //! The agent's own figures, sent with every batch: its CPU time and
 //! memory, the batch's sequence number, the spool (bytes, batches, drops,
 //! damage, disk errors), and the stream (connected, reconnects,
-//! acknowledgement latency, which collector, failovers).
+//! acknowledgement latency, which collector, failovers); also written in
+//! the Prometheus text format for the loopback `metrics_listen` port
+//! ([`Health::exposition`]).
 
 use crate::sampler::Samples;
 use crate::spool::Spool;
+use hostwatch_stdx::exposition::{Kind, Text};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -20,6 +23,9 @@ pub(crate) struct Health {
     /// Longest time from sending a batch to its acknowledgement since the
     /// last sample, in microseconds; 0 when none was acknowledged.
     max_latency_us: AtomicU64,
+    /// What the last sample reported of it, for `/metrics` (which must not
+    /// take it from the next sample).
+    reported_latency_us: AtomicU64,
     /// The certificate file's validity, ms since the Unix epoch; 0 until read.
     cert_not_before_ms: AtomicI64,
     cert_not_after_ms: AtomicI64,
@@ -111,8 +117,52 @@ impl Health {
         );
     }
 
-    /// Appends the agent's own series.
+    /// Appends the agent's own series, and the longest acknowledgement
+    /// latency since the previous call.
     pub(crate) fn sample(&self, spool: &Spool, out: &mut Samples) {
+        self.figures(spool, out);
+        let latency = self.max_latency_us.swap(0, Ordering::Relaxed);
+        self.reported_latency_us.store(latency, Ordering::Relaxed);
+        if latency > 0 {
+            out.push("hostwatch_agent_send_latency_seconds", latency as f64 / 1e6);
+        }
+    }
+
+    /// The agent's own series (those of [`Health::sample`], the latency
+    /// as the last sample reported it) and this process's figures, in the
+    /// Prometheus text format.
+    pub(crate) fn exposition(&self, spool: &Spool) -> String {
+        let mut out = Samples::default();
+        self.figures(spool, &mut out);
+        let latency = self.reported_latency_us.load(Ordering::Relaxed);
+        if latency > 0 {
+            out.push("hostwatch_agent_send_latency_seconds", latency as f64 / 1e6);
+        }
+        let mut text = Text::new();
+        let mut previous = "";
+        for sample in &out.0 {
+            if sample.metric != previous {
+                let kind = if sample.metric.ends_with("_total") {
+                    Kind::Counter
+                } else {
+                    Kind::Gauge
+                };
+                text.family(sample.metric, kind, help(sample.metric));
+                previous = sample.metric;
+            }
+            let labels: Vec<(&str, &str)> = sample
+                .labels
+                .iter()
+                .map(|(name, value)| (*name, value.as_str()))
+                .collect();
+            text.sample(sample.metric, &labels, sample.value);
+        }
+        hostwatch_runtime::metrics::ProcessFigures::read().write(&mut text);
+        text.finish()
+    }
+
+    /// The series every sample and scrape have.
+    fn figures(&self, spool: &Spool, out: &mut Samples) {
         self.sample_certificate(hostwatch_stdx::now_ms(), out);
         if let Ok(usage) = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
         {
@@ -167,10 +217,47 @@ impl Health {
             "hostwatch_agent_failovers_total",
             self.failovers.load(Ordering::Relaxed) as f64,
         );
-        let latency = self.max_latency_us.swap(0, Ordering::Relaxed);
-        if latency > 0 {
-            out.push("hostwatch_agent_send_latency_seconds", latency as f64 / 1e6);
+    }
+}
+
+/// The `# HELP` of each of the agent's own series (docs/metrics.md says
+/// more).
+fn help(metric: &str) -> &'static str {
+    match metric {
+        "hostwatch_agent_certificate_expiry_timestamp_seconds" => {
+            "When the agent's certificate file expires (its notAfter), seconds since the Unix epoch."
         }
+        "hostwatch_agent_certificate_lifetime_left_ratio" => {
+            "The part of the certificate's validity still ahead, 0 to 1."
+        }
+        "hostwatch_agent_certificate_renewals_total" => "Certificates renewed.",
+        "hostwatch_agent_certificate_renewal_failures_total" => "Renewals that failed.",
+        "hostwatch_agent_certificate_revoked" => {
+            "1 while the collector refuses the certificate as revoked."
+        }
+        "hostwatch_agent_cpu_seconds_total" => "CPU time the agent used, in seconds.",
+        "hostwatch_agent_resident_bytes" => "Memory the agent holds, in bytes.",
+        "hostwatch_agent_batches_total" => {
+            "Batches numbered by this spool, across restarts: the next batch's sequence number."
+        }
+        "hostwatch_agent_spool_bytes" => "Bytes of batches waiting in the spool.",
+        "hostwatch_agent_spool_batches" => "Batches waiting in the spool.",
+        "hostwatch_agent_spool_dropped_batches_total" => {
+            "Batches dropped because the spool was full."
+        }
+        "hostwatch_agent_spool_corrupt_records_total" => "Torn or corrupt spool records skipped.",
+        "hostwatch_agent_spool_write_errors_total" => "Spool writes the disk refused.",
+        "hostwatch_agent_spool_durable" => "1 when batches go to disk, 0 when kept in memory.",
+        "hostwatch_agent_connected" => "1 when streaming to the collector.",
+        "hostwatch_agent_reconnects_total" => "Streams re-established.",
+        "hostwatch_agent_collector_index" => {
+            "Which of the configured collectors the agent is on (0: the most preferred)."
+        }
+        "hostwatch_agent_failovers_total" => "Moves to the next collector after repeated failures.",
+        "hostwatch_agent_send_latency_seconds" => {
+            "Longest send-to-acknowledgement time over the last sampling interval."
+        }
+        _ => "The agent's own figure (docs/metrics.md).",
     }
 }
 
@@ -237,6 +324,51 @@ mod tests {
             out.get("hostwatch_agent_certificate_lifetime_left_ratio", &[]),
             Some(0.0)
         );
+    }
+
+    #[test]
+    fn the_exposition_types_and_describes_every_series_without_taking_the_latency() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), 1 << 20);
+        let health = Health::default();
+        health.connected(false);
+        health.certificate(10_000, i64::MAX / 2);
+        health.acknowledged_after(Duration::from_millis(5));
+        let text = health.exposition(&spool);
+        // Not reported by a sample yet.
+        assert!(!text.contains("send_latency"), "{text}");
+        let mut out = Samples::default();
+        health.sample(&spool, &mut out);
+        assert_eq!(
+            out.get("hostwatch_agent_send_latency_seconds", &[]),
+            Some(0.005)
+        );
+        for _ in 0..2 {
+            let text = health.exposition(&spool);
+            assert!(
+                text.contains("\nhostwatch_agent_send_latency_seconds 0.005\n"),
+                "{text}"
+            );
+        }
+        let text = health.exposition(&spool);
+        assert!(text.contains("# TYPE hostwatch_agent_reconnects_total counter\n"));
+        assert!(
+            text.contains("# TYPE hostwatch_agent_connected gauge\nhostwatch_agent_connected 1\n")
+        );
+        assert!(text.contains("\nprocess_resident_memory_bytes "), "{text}");
+        // Every family once, with its own help.
+        let mut families = std::collections::BTreeSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, help) = rest.split_once(' ').unwrap();
+                assert!(families.insert(name.to_owned()), "{name} twice");
+                assert!(
+                    !help.contains("docs/metrics.md"),
+                    "{name} has no help of its own"
+                );
+            }
+        }
+        assert!(families.len() >= 20, "{families:?}");
     }
 
     #[test]

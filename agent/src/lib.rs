@@ -8,7 +8,8 @@
 //! - `facts`: host facts and boot id for the Hello;
 //! - `spool`: unacknowledged batches on disk, bounded, checksummed;
 //! - `shipper`: the stream to the collector, acknowledgements, reconnects;
-//! - `health`: the agent's own figures (CPU, memory, spool, sending);
+//! - `health`: the agent's own figures (CPU, memory, spool, sending),
+//!   also served at `/metrics` on the loopback `metrics_listen` port;
 //! - `service`: systemd notifications (ready, watchdog, reloading, stopping);
 //! - `enroll`: `hostwatch-agent enroll`, a certificate for a token;
 //! - `renew`: renewing the certificate over the shipper's connection;
@@ -54,6 +55,13 @@ pub enum AgentError {
     },
     #[error(transparent)]
     Config(#[from] hostwatch_runtime::config::ConfigError),
+    /// The metrics port cannot listen (`metrics_listen`: in use, or not
+    /// this host's).
+    #[error("cannot listen on {address} (metrics_listen): {source}")]
+    MetricsListen {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     /// The host id is where the spool's batches are stored: it changes
     /// only with a restart.
     #[error("{}: the new certificate is for host {host:?}, not {running:?}: a different host id needs a restart", path.display())]
@@ -97,6 +105,14 @@ pub async fn run_reloadable(
     let config = configs.borrow_and_update().clone();
     // Fail now, with a message naming the file, rather than in the loop.
     let host_id = host_id(&config)?;
+    let metrics_port = match config.metrics_listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|source| AgentError::MetricsListen { address, source })?,
+        ),
+        None => None,
+    };
     let spool = Arc::new(Spool::open(&config.spool_dir(), config.limits.spool_bytes));
     let health = Arc::new(Health::default());
     let hello = Hello {
@@ -112,6 +128,9 @@ pub async fn run_reloadable(
         .collect();
     tracing::info!(host.id = %host_id, collectors = ?collectors, interval = ?config.interval, spool.id = hello.spool_id, "agent starting");
     let stop = CancellationToken::new();
+    if let Some(port) = metrics_port {
+        serve_metrics(port, health.clone(), spool.clone(), stop.clone());
+    }
     let stop_on_shutdown = stop.clone();
     tokio::spawn(async move {
         shutdown.await;
@@ -143,6 +162,23 @@ pub async fn run_reloadable(
     Ok(())
 }
 
+/// Serves the agent's own figures at `/metrics` on the loopback `port`
+/// (`metrics_listen`) until `stop`.
+fn serve_metrics(
+    port: tokio::net::TcpListener,
+    health: Arc<Health>,
+    spool: Arc<Spool>,
+    stop: CancellationToken,
+) {
+    tracing::info!(metrics_listen = %port.local_addr().map(|a| a.to_string()).unwrap_or_default(), "metrics port serving (loopback, plain HTTP)");
+    let render = move || std::future::ready(health.exposition(&spool));
+    tokio::spawn(hostwatch_runtime::metrics::serve(
+        port,
+        render,
+        stop.cancelled_owned(),
+    ));
+}
+
 /// Whether `new` may replace the running `current` configuration of the
 /// agent running as `host_id`: its certificates must load, be an agent's,
 /// and name that same host (certificates are usually replaced in place, so
@@ -163,6 +199,9 @@ pub fn check_reload(
     }
     if new.state_dir != current.state_dir {
         tracing::warn!(state_dir = %new.state_dir.display(), "state_dir changes take effect at the next restart");
+    }
+    if new.metrics_listen != current.metrics_listen {
+        tracing::warn!("metrics_listen changes take effect at the next restart");
     }
     Ok(())
 }

@@ -27,6 +27,14 @@ pub struct CollectorConfig {
     /// certificates, the Enroll service only); off when empty or absent.
     #[serde(default, deserialize_with = "optional_address")]
     pub enroll_listen: Option<SocketAddr>,
+    /// Loopback address of a plain-HTTP port serving `/metrics` without
+    /// credentials, for a Prometheus on this host; off when empty or
+    /// absent. Any other address is refused.
+    #[serde(
+        default,
+        deserialize_with = "hostwatch_runtime::metrics::optional_loopback"
+    )]
+    pub metrics_listen: Option<SocketAddr>,
     /// Directory of the sled database.
     pub data_dir: PathBuf,
     /// A host none of whose batches was stored for this long is down.
@@ -697,6 +705,35 @@ key = "collector.key"
         );
         let config = load_text(&text).unwrap();
         assert_eq!(config.http_listen, Some("127.0.0.1:9090".parse().unwrap()));
+    }
+
+    #[test]
+    fn metrics_listen_is_off_by_default_and_loopback_only() {
+        assert_eq!(load_text(MINIMAL).unwrap().metrics_listen, None);
+        let with = |value: &str| format!("metrics_listen = \"{value}\"\n{MINIMAL}");
+        assert_eq!(load_text(&with("")).unwrap().metrics_listen, None);
+        assert_eq!(
+            load_text(&with("127.0.0.1:9464")).unwrap().metrics_listen,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        assert!(
+            load_text(&with("[::1]:9464"))
+                .unwrap()
+                .metrics_listen
+                .is_some()
+        );
+        for (value, says) in [
+            ("0.0.0.0:9464", "not a loopback address"),
+            ("10.1.2.3:9464", "not a loopback address"),
+            ("localhost:9464", "not an address"),
+            ("9464", "not an address"),
+        ] {
+            let e = load_text(&with(value)).unwrap_err().to_string();
+            assert!(
+                e.contains("metrics_listen") && e.contains(says),
+                "{value}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -128,6 +128,17 @@ impl HostRegistry {
         }
     }
 
+    /// Hosts with an open stream, and the streams open.
+    pub(crate) fn streams(&self) -> (u64, u64) {
+        let hosts = self.lock();
+        hosts
+            .values()
+            .filter(|e| e.open_streams > 0)
+            .fold((0, 0), |(hosts, streams), e| {
+                (hosts + 1, streams + u64::from(e.open_streams))
+            })
+    }
+
     /// `host_down_after`.
     pub(crate) fn down_after_ms(&self) -> u64 {
         u64::try_from(self.down_after_ms).unwrap_or(0)
@@ -319,7 +330,12 @@ mod tests {
         let now = now_ms();
         let listed = registry.page(now, "", 10).0;
         assert!(listed[0].up && listed[0].connected);
+        assert_eq!(registry.streams(), (1, 1));
+        registry.connected("web1", None, "boot-a");
+        assert_eq!(registry.streams(), (1, 2));
         registry.disconnected("web1");
+        registry.disconnected("web1");
+        assert_eq!(registry.streams(), (0, 0));
         let later = registry.page(now + 5_000, "", 10).0;
         assert!(!later[0].up && !later[0].connected);
         drop(registry);

@@ -6,6 +6,7 @@
 
 use crate::auth::{self, Access};
 use crate::convert;
+use crate::metrics::{Evaluation, MessageRefusal, StreamRefusal};
 use crate::shared::Shared;
 use hostwatch_alerting::BatchContext;
 use hostwatch_proto::v1::agent_message::Kind as AgentKind;
@@ -78,27 +79,33 @@ impl Ingest for IngestService {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<ReplyStream>, Status> {
-        let peer = auth::require(&request, Access::Agent)?;
+        let metrics = &self.shared.metrics;
+        let peer = auth::require(&request, Access::Agent)
+            .inspect_err(|_| metrics.stream_refused(StreamRefusal::Role))?;
         let host = peer.identity.name.clone();
         let mut inbound = request.into_inner();
         let timeout = self.shared.limits.handshake_timeout;
         let first = tokio::time::timeout(timeout, inbound.message())
             .await
-            .map_err(|_| Status::deadline_exceeded(format!("no Hello within {timeout:?}")))??;
+            .map_err(|_| Status::deadline_exceeded(format!("no Hello within {timeout:?}")))
+            .inspect_err(|_| metrics.stream_refused(StreamRefusal::NoHello))??;
         let Some(AgentMessage {
             kind: Some(AgentKind::Hello(hello)),
         }) = first
         else {
+            metrics.stream_refused(StreamRefusal::NoHello);
             return Err(Status::invalid_argument("the first message must be Hello"));
         };
         if hello.host_id != host {
+            metrics.stream_refused(StreamRefusal::HostMismatch);
             tracing::warn!(peer.addr = %peer.addr, host.id = %host, claimed = %hello.host_id, "agent claims another host");
             return Err(Status::permission_denied(format!(
                 "certificate is for host {host:?}, Hello claims {:?}",
                 hello.host_id
             )));
         }
-        crate::hosts::check_hello(&hello)?;
+        crate::hosts::check_hello(&hello)
+            .inspect_err(|_| metrics.stream_refused(StreamRefusal::BadHello))?;
         // An agent told to come back later keeps its batches; one welcomed
         // would only have each of them refused.
         if let Some(refusal) = convert::health_status(
@@ -106,8 +113,10 @@ impl Ingest for IngestService {
                 .shared
                 .store
                 .health()
-                .map_err(convert::storage_status)?,
+                .map_err(convert::storage_status)
+                .inspect_err(|_| metrics.stream_refused(StreamRefusal::StorageError))?,
         ) {
+            metrics.stream_refused(StreamRefusal::NotStoring);
             tracing::debug!(peer.addr = %peer.addr, host.id = %host, "agent turned away: the store is not storing");
             return Err(refusal);
         }
@@ -115,7 +124,8 @@ impl Ingest for IngestService {
         let last_stored_seq = self
             .shared
             .on_store(move |store| store.last_seq(&host_copy, spool_id))
-            .await?;
+            .await
+            .inspect_err(|_| metrics.stream_refused(StreamRefusal::StorageError))?;
         let previous_boot_id = self
             .shared
             .hosts
@@ -175,6 +185,9 @@ impl Session {
             let result = match message {
                 Ok(Some(AgentMessage { kind: Some(kind) })) => self.handle(kind).await,
                 Ok(Some(AgentMessage { kind: None })) => {
+                    self.shared
+                        .metrics
+                        .message_refused(MessageRefusal::Unexpected);
                     Err(Status::invalid_argument("empty message"))
                 }
                 Ok(None) => break,
@@ -243,7 +256,11 @@ impl Session {
                 // A batch stored before (an ack lost with a connection) is
                 // fine: the store skips it. Within one stream, though,
                 // sequences must increase, or the agent is broken.
+                let received = std::time::Instant::now();
                 if batch.seq <= self.stream_seq {
+                    self.shared
+                        .metrics
+                        .message_refused(MessageRefusal::BadSequence);
                     return Err(Status::invalid_argument(format!(
                         "batch sequence {} after {}: sequences must increase and start at 1",
                         batch.seq, self.stream_seq
@@ -258,18 +275,24 @@ impl Session {
                 let batch = convert::batch(&self.host, self.spool_id, batch);
                 let store = self.shared.store.clone();
                 let alerting = self.shared.alerting.clone();
+                let metrics = self.shared.metrics.clone();
                 let outcome = tokio::task::spawn_blocking(move || {
                     let outcome = store.append(&batch)?;
                     // Evaluated once, after it is durable; a replay the
                     // store skipped was evaluated when first stored.
                     if !outcome.duplicate {
-                        alerting.observe(&batch, context);
+                        metrics.evaluated(Evaluation::Batch, || alerting.observe(&batch, context));
                     }
                     Ok::<_, hostwatch_tsdb::TsdbError>(outcome)
                 })
                 .await
                 .map_err(|e| Status::internal(e.to_string()))?
-                .map_err(convert::storage_status)?;
+                .map_err(convert::storage_status)
+                .inspect_err(|_| {
+                    self.shared
+                        .metrics
+                        .message_refused(MessageRefusal::NotStored)
+                })?;
                 self.shared.hosts.seen(&self.host);
                 let rejected = outcome.rejected.total();
                 if rejected > 0 {
@@ -279,16 +302,23 @@ impl Session {
                 let ack = CollectorMessage {
                     kind: Some(CollectorKind::Ack(Ack { seq })),
                 };
-                Ok(self.replies.send(Ok(ack)).await.is_ok())
+                let sent = self.replies.send(Ok(ack)).await.is_ok();
+                self.shared.metrics.ack_latency.observe(received.elapsed());
+                Ok(sent)
             }
             AgentKind::Goodbye(goodbye) => {
                 tracing::info!(host.id = %self.host, reason = %goodbye.reason, "agent said goodbye");
                 self.shared.hosts.goodbye(&self.host);
                 Ok(false)
             }
-            AgentKind::Hello(_) => Err(Status::invalid_argument(
-                "Hello may only be the first message",
-            )),
+            AgentKind::Hello(_) => {
+                self.shared
+                    .metrics
+                    .message_refused(MessageRefusal::Unexpected);
+                Err(Status::invalid_argument(
+                    "Hello may only be the first message",
+                ))
+            }
         }
     }
 }

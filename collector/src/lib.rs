@@ -19,6 +19,8 @@
 //!   `[query]`'s limits, places and the blocking pool;
 //! - `forward`: Prometheus remote_write to `[[forward]]` destinations,
 //!   from the store's accept log;
+//! - `metrics`: self-monitoring: the collector's own figures at
+//!   `/metrics` (HTTPS, and the loopback port of `metrics_listen`);
 //! - `hosts`: the host registry (facts, last seen, up/down);
 //! - `state`: the collector's own database (hosts, alert state, outbox,
 //!   API tokens), reopened after a failed write;
@@ -38,6 +40,7 @@ mod forward;
 mod hosts;
 mod http;
 mod ingest;
+mod metrics;
 mod promql;
 mod query;
 mod reads;

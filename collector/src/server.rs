@@ -65,13 +65,28 @@ pub async fn serve(
 }
 
 /// [`serve`], with the HTTPS API on an already-bound `http` listener (or
-/// none), whatever `http_listen` says.
+/// none), whatever `http_listen` says. The plain-HTTP metrics port, when
+/// `metrics_listen` is set, is bound here, before anything is opened.
 pub async fn serve_with_http(
     config: CollectorConfig,
     listener: TcpListener,
     http: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), CollectorError> {
+    let metrics_port = match config.metrics_listen {
+        Some(address) => {
+            Some(
+                TcpListener::bind(address)
+                    .await
+                    .map_err(|source| CollectorError::Listen {
+                        key: "metrics_listen",
+                        address,
+                        source,
+                    })?,
+            )
+        }
+        None => None,
+    };
     let tls = ServerTls::load_with_crl(
         config.tls.clone(),
         ClientAuth::Required,
@@ -139,9 +154,19 @@ pub async fn serve_with_http(
     let mut open = vec![connections.connections()];
     open.extend(http.as_ref().map(|h| h.connections.clone()));
     open.extend(enroll.as_ref().map(|e| e.connections.clone()));
+    let names = std::iter::once("grpc")
+        .chain(http.as_ref().map(|_| "https"))
+        .chain(enroll.as_ref().map(|_| "enroll"));
+    shared
+        .metrics
+        .set_listeners(names.zip(open.iter().cloned()).collect());
+    if let Some(port) = metrics_port {
+        spawn_metrics_port(&shared, port);
+    }
     let drained = close_after_drain(&shared.stop, limits.drain_timeout, open);
     let served = tonic::transport::Server::builder()
         .layer(CallLimitLayer)
+        .layer(crate::metrics::GrpcLayer(shared.metrics.clone()))
         .max_concurrent_streams(limits.max_streams_per_connection)
         .http2_keepalive_interval(Some(limits.keepalive_interval))
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
@@ -164,6 +189,19 @@ pub async fn serve_with_http(
     served.map_err(|e| CollectorError::Serve(hostwatch_stdx::error_chain(&e)))?;
     tracing::info!("collector stopped");
     Ok(())
+}
+
+/// Serves `/metrics` without credentials on the loopback `port`
+/// (`metrics_listen`) until the collector stops.
+fn spawn_metrics_port(shared: &Shared, port: TcpListener) {
+    tracing::info!(metrics_listen = %port.local_addr().map(|a| a.to_string()).unwrap_or_default(), "metrics port serving (loopback, plain HTTP)");
+    let for_render = shared.clone();
+    let render = move || {
+        let shared = for_render.clone();
+        async move { crate::metrics::render(&shared).await }
+    };
+    let stop = shared.stop.clone().cancelled_owned();
+    tokio::spawn(hostwatch_runtime::metrics::serve(port, render, stop));
 }
 
 /// The HTTPS API while it runs.
@@ -332,6 +370,7 @@ fn open_shared(config: &CollectorConfig, tls: &ServerTls) -> Result<Shared, Coll
         tasks,
         forwarding,
         refused_messages: Arc::default(),
+        metrics: Arc::default(),
         state: Arc::new(state),
     })
 }
@@ -466,8 +505,12 @@ fn spawn_store_watch(
                 continue;
             };
             shared
-                .alerting
-                .check_storage(&shared.identity.name, &conditions);
+                .metrics
+                .evaluated(crate::metrics::Evaluation::Storage, || {
+                    shared
+                        .alerting
+                        .check_storage(&shared.identity.name, &conditions)
+                });
             let storing = conditions[0].refusal.is_none();
             if storing == serving {
                 continue;
@@ -545,13 +588,17 @@ fn spawn_alerting(shared: &Shared, tls: Vec<ServerTls>, tls_check_interval: Dura
         shared.stop.clone(),
     );
     let enroll = shared.tokens.enroll.clone();
+    let metrics = shared.metrics.clone();
     shared.tasks.spawn(async move {
         let mut ticker = tokio::time::interval(HOST_DOWN_TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = ticker.tick() => alerting.check_hosts(&liveness(&hosts, &enroll)),
+                _ = ticker.tick() => {
+                    let live = liveness(&hosts, &enroll);
+                    metrics.evaluated(crate::metrics::Evaluation::HostDown, || alerting.check_hosts(&live));
+                }
             }
         }
     });

@@ -51,6 +51,8 @@ pub(crate) struct Shared {
     /// Revoked hosts and serials, which every listener refuses; filled
     /// from the enrollment store's `revoked_hosts` at start.
     pub(crate) denylist: hostwatch_pki::transport::Denylist,
+    /// Figures for `/metrics` that have no counter elsewhere.
+    pub(crate) metrics: Arc<crate::metrics::SelfMetrics>,
 }
 
 impl Shared {

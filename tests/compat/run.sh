@@ -4,7 +4,8 @@
 # missing, then runs the harness in tests/tests/compat.rs, which loads the
 # same samples into Prometheus and a hostwatch collector and compares
 # their HTTP APIs' answers to every query of tests/compat/queries.txt, and
-# tests/tests/promtool.rs, promtool as a client of a collector.
+# tests/tests/promtool.rs, promtool as a client of a collector and
+# `promtool check metrics` on the collector's and the agent's /metrics.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 

@@ -731,3 +731,38 @@ impl Drop for Tmpfs {
             .status();
     }
 }
+
+/// One `GET /metrics` on a plain-HTTP metrics port (`metrics_listen`):
+/// the status line and the body; `Err` while nothing listens there.
+pub async fn scrape(addr: SocketAddr) -> Result<(String, String), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nAccept: text/plain\r\n\r\n")
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_string(&mut answer))
+        .await
+        .map_err(|_| "no answer within 30 s".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no HTTP head: {answer:?}"))?;
+    Ok((head.to_owned(), body.to_owned()))
+}
+
+/// The value of the sample `name{labels}` (labels exactly as written, in
+/// order, e.g. `reason="role"`; empty for none) in a text exposition.
+pub fn metric_value(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let series = if labels.is_empty() {
+        format!("{name} ")
+    } else {
+        format!("{name}{{{labels}}} ")
+    };
+    text.lines()
+        .find_map(|line| line.strip_prefix(series.as_str()))
+        .and_then(|value| value.trim().parse().ok())
+}

@@ -192,3 +192,93 @@ async fn promtool_queries_the_collector() {
         "{stderr}"
     );
 }
+
+/// Runs `promtool check metrics` on `text` (on the blocking pool): its
+/// output; fails the test, saying why, if promtool is missing.
+async fn promtool_check_metrics(text: String) -> Output {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool is missing: tests/compat/run.sh installs Debian's prometheus package, which has it");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// `promtool check metrics` (its 0.0.4 parser and its lint: help texts,
+/// `_total` counters, base units) accepts the collector's and the agent's
+/// `/metrics`, with every kind of family present: an agent streaming, a
+/// hook, a forwarding destination, HTTP and gRPC requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Debian's promtool 2.42: tests/compat/run.sh"]
+async fn promtool_accepts_the_collectors_and_the_agents_metrics() {
+    use hostwatch_tests::*;
+    let pki = TestPki::new();
+    let data = tempfile::tempdir().unwrap();
+    let collector_port: std::net::SocketAddr =
+        format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let agent_port: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    // Nothing listens on the discard port: forwarding and the hook retry.
+    let extra = format!(
+        "metrics_listen = \"{collector_port}\"\n\
+         [[forward]]\nname = \"nowhere\"\nurl = \"http://127.0.0.1:9/api/v1/push\"\n\
+         [alerting]\n[[alerting.hooks]]\nname = \"oncall\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\"\n"
+    );
+    let collector = RunningCollector::start(collector_config_with(&pki, data.path(), &extra)).await;
+    let state = tempfile::tempdir().unwrap();
+    let mut config = agent_config(&pki, "web1", collector.addr, state.path());
+    config.metrics_listen = Some(agent_port);
+    let agent = RunningAgent::start(config);
+    let collector_text = eventually(WAIT, "batches ingested and forwarding tried", || async {
+        let (_, text) = scrape(collector_port).await.ok()?;
+        let ingested = metric_value(&text, "hostwatch_collector_batches_ingested_total", "")?;
+        let failed = metric_value(
+            &text,
+            "hostwatch_collector_forward_samples_failed_total",
+            "destination=\"nowhere\"",
+        )?;
+        (ingested >= 3.0 && failed > 0.0).then_some(text)
+    })
+    .await;
+    for family in [
+        "hostwatch_collector_hook_outbox_notifications{hook=\"oncall\"}",
+        "hostwatch_collector_grpc_call_duration_seconds_bucket",
+        "hostwatch_collector_store_maintenance_duration_seconds_bucket",
+        "hostwatch_collector_connections_open{listener=\"grpc\"}",
+        "process_start_time_seconds ",
+    ] {
+        assert!(
+            collector_text.contains(family),
+            "{family}:\n{collector_text}"
+        );
+    }
+    let agent_text = eventually(WAIT, "the agent's figures", || async {
+        let (_, text) = scrape(agent_port).await.ok()?;
+        text.contains("hostwatch_agent_send_latency_seconds ")
+            .then_some(text)
+    })
+    .await;
+    for (what, text) in [("collector", collector_text), ("agent", agent_text)] {
+        let out = promtool_check_metrics(text.clone()).await;
+        assert!(
+            out.status.success(),
+            "promtool check metrics refuses the {what}'s /metrics: {}{}\n{text}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    agent.stop().await;
+    collector.stop().await;
+}

@@ -126,7 +126,8 @@ pub(crate) fn router(api: Api) -> Router {
         .route("/api/v1/rules", get(rules).post(rules))
         .route("/api/v1/status/buildinfo", get(buildinfo).post(buildinfo))
         .route("/-/healthy", get(healthy).post(healthy))
-        .route("/-/ready", get(ready).post(ready));
+        .route("/-/ready", get(ready).post(ready))
+        .route("/metrics", get(metrics));
     super::hostwatch::routes(router)
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()).into_response() })
         .with_state(api)
@@ -286,6 +287,19 @@ async fn buildinfo() -> Response {
         "buildDate": "",
         "goVersion": "",
     }))
+}
+
+/// The collector's own figures, in the Prometheus text format.
+async fn metrics(State(api): State<Api>) -> Response {
+    let text = crate::metrics::render(&api.shared).await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            hostwatch_stdx::exposition::CONTENT_TYPE,
+        )],
+        text,
+    )
+        .into_response()
 }
 
 async fn healthy() -> Response {

@@ -196,9 +196,11 @@ fn escape(text: &str) -> String {
     out
 }
 
-/// Paths under which the API answers, with its own JSON errors.
+/// Paths under which the API answers, with its own JSON errors (and a
+/// 401, not the login page, to a request without a credential): scrapers
+/// of `/metrics` are no browsers either.
 pub(crate) fn is_api_path(path: &str) -> bool {
-    path.starts_with("/api/") || path.starts_with("/-/")
+    path.starts_with("/api/") || path.starts_with("/-/") || path == "/metrics"
 }
 
 async fn dispatch(api: Router, request: Request) -> Response {

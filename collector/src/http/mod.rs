@@ -131,8 +131,18 @@ async fn handle(
         }
     }
     parts.extensions.insert(peer.clone());
+    let path = parts.uri.path().to_owned();
     let request = Request::from_parts(parts, axum::body::Body::new(body));
-    router.oneshot(request).await
+    let started = std::time::Instant::now();
+    let response = router.oneshot(request).await;
+    if let Ok(response) = &response {
+        let status = response.status().as_u16();
+        api.shared
+            .metrics
+            .http
+            .observe(&path, status, started.elapsed());
+    }
+    response
 }
 
 /// Whether `path` is served without a credential: the login page and the

@@ -405,6 +405,33 @@ impl Alerting {
         lock(&self.inner.stats).clone()
     }
 
+    /// Notifications waiting, per hook in force: in the outbox, and in
+    /// memory while the outbox cannot be written (those of the outbox are
+    /// not counted while its database is being reopened).
+    pub fn outbox_depth(&self) -> BTreeMap<String, u64> {
+        let hooks: Vec<String> = self
+            .inner
+            .rules
+            .borrow()
+            .hooks
+            .iter()
+            .map(|h| h.name.clone())
+            .collect();
+        let stored: Vec<usize> = hooks
+            .iter()
+            .map(|hook| self.inner.persist.outbox_count(hook).unwrap_or(0))
+            .collect();
+        let unqueued = lock(&self.inner.unqueued);
+        hooks
+            .into_iter()
+            .zip(stored)
+            .map(|(hook, stored)| {
+                let memory = unqueued.get(&hook).map_or(0, VecDeque::len);
+                (hook, (stored + memory) as u64)
+            })
+            .collect()
+    }
+
     pub(crate) fn mark_all_dirty(&self) {
         self.inner.mark_all_dirty();
     }

@@ -459,6 +459,11 @@ impl Persist {
         Ok(None)
     }
 
+    /// Entries in the outbox for `hook`.
+    pub(crate) fn outbox_count(&self, hook: &str) -> Result<usize, AlertingError> {
+        Ok(Self::outbox_len(&*self.trees()?, hook))
+    }
+
     /// Entries queued for `hook`.
     fn outbox_len(trees: &Trees, hook: &str) -> usize {
         trees.outbox.scan_prefix(hook_prefix(hook)).keys().count()

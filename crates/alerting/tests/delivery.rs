@@ -356,6 +356,10 @@ async fn a_receiver_down_for_a_while_gets_the_notification_when_back() {
             .then_some(())
     })
     .await;
+    assert_eq!(
+        engine.alerting.outbox_depth(),
+        std::collections::BTreeMap::from([("oncall".to_owned(), 1)])
+    );
     // The collector stops while the receiver is still down: the
     // notification waits in the outbox for the next start.
     engine.stop().await;
@@ -370,6 +374,10 @@ async fn a_receiver_down_for_a_while_gets_the_notification_when_back() {
             .get("oncall")
             .is_some_and(|s| s.delivered == 1)
             .then_some(())
+    })
+    .await;
+    eventually("the outbox emptied", || async {
+        (engine.alerting.outbox_depth().get("oncall") == Some(&0)).then_some(())
     })
     .await;
     assert_eq!(receiver.received().len(), 1);

@@ -498,6 +498,7 @@ async fn optional_client_certificates_admit_anonymous_peers_as_one_identity() {
     // A third client without a certificate is over the shared limit.
     closed(anonymous(&pki, addr).await).await;
     assert_eq!(connections.stats().connections_refused, 1);
+    assert_eq!(connections.stats().connections_revoked, 0);
     assert_eq!(connections.stats().connections, 3);
 }
 
@@ -715,8 +716,10 @@ async fn a_revoked_agent_is_told_it_was_revoked() {
         .check(HealthCheckRequest::default())
         .await;
     assert!(status.is_ok(), "{status:?}");
-    eventually("the refusal counted", || async {
-        (connections.stats().connections_refused >= 1).then_some(())
+    eventually("the refusal counted, as a revocation", || async {
+        let stats = connections.stats();
+        (stats.connections_refused >= 1 && stats.connections_revoked == stats.connections_refused)
+            .then_some(())
     })
     .await;
     // Other failures are not taken for a revocation.

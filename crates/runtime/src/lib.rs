@@ -10,10 +10,13 @@
 //!   characters escaped;
 //! - `program`: [`run_main`], a daemon's `main` once its arguments are
 //!   parsed (logging, configuration, exit codes);
+//! - [`metrics`]: self-monitoring: the loopback-only plain-HTTP
+//!   `/metrics` port (`metrics_listen`) and this process's figures;
 //! - this file: [`shutdown_signal`], [`tls_check_due`] and [`EXIT_USAGE`].
 
 pub mod config;
 mod logging;
+pub mod metrics;
 mod program;
 
 pub use logging::init_tracing;

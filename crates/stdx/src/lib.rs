@@ -4,10 +4,14 @@
 //! programs' runtime (tokio, logging set-up), and the agent does not
 //! depend on the storage engine.
 //!
-//! Layout: this one file: [`now_ms`], [`backoff`], [`error_chain`],
-//! [`with_sources`] and [`files_digest`].
+//! Layout: this file: [`now_ms`], [`backoff`], [`error_chain`],
+//! [`with_sources`] and [`files_digest`]; [`exposition`]: the Prometheus
+//! text format and a latency histogram, for the collector's and the
+//! agent's `/metrics`.
 
 #![forbid(unsafe_code)]
+
+pub mod exposition;
 
 use rand::Rng;
 use std::hash::{DefaultHasher, Hash, Hasher};

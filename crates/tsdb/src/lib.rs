@@ -68,7 +68,7 @@ mod wal;
 pub mod workload;
 
 pub use forward::{AcceptedGroup, AcceptedSpan};
-pub use maintain::MaintenanceReport;
+pub use maintain::{MaintenancePhase, MaintenanceReport};
 pub use model::{
     Aggregation, AppendOutcome, Batch, HOST_LABEL, Label, MAX_LABEL_VALUE_LEN, MAX_LABELS,
     MAX_NAME_LEN, Matcher, Point, ProcessInfo, ProcessSnapshot, Rejections, SeriesData,

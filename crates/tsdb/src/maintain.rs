@@ -19,6 +19,7 @@ use crate::store::{HostRef, Inner, bump, lock, poisoned};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 /// Series definitions written to the tree per sled batch.
 const DEFINITIONS_PER_BATCH: usize = 1024;
@@ -39,6 +40,35 @@ pub(crate) struct MaintenanceState {
     persisted_low: Option<u64>,
 }
 
+/// The phases of a maintenance pass, each timed (`Store::maintenance_durations`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaintenancePhase {
+    /// Sealing due windows into chunks.
+    Seal = 0,
+    /// Flushing the chunks, persisting where replay starts, deleting and
+    /// closing WAL generations.
+    Wal = 1,
+    /// Deleting partitions past the retention (age and size).
+    Retention = 2,
+}
+
+impl MaintenancePhase {
+    pub const ALL: [MaintenancePhase; 3] = [
+        MaintenancePhase::Seal,
+        MaintenancePhase::Wal,
+        MaintenancePhase::Retention,
+    ];
+
+    /// The phase's name, as a metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            MaintenancePhase::Seal => "seal",
+            MaintenancePhase::Wal => "wal",
+            MaintenancePhase::Retention => "retention",
+        }
+    }
+}
+
 /// What one maintenance pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MaintenanceReport {
@@ -57,6 +87,10 @@ impl Inner {
     pub(crate) fn maintain(&self, force: bool) -> Result<MaintenanceReport, TsdbError> {
         let mut state = self.maintenance.lock().map_err(|_| poisoned())?;
         let mut report = MaintenanceReport::default();
+        let timed = |phase: MaintenancePhase, started: Instant| {
+            self.counters.maintenance[phase as usize].observe(started.elapsed());
+        };
+        let started = Instant::now();
         let now = (self.options.clock)();
         self.commit.sync()?;
         let durable = self.commit.durable();
@@ -86,6 +120,8 @@ impl Inner {
                 low = low.min(m);
             }
         }
+        timed(MaintenancePhase::Seal, started);
+        let started = Instant::now();
         // Chunks are durable before the WAL groups they replace go.
         self.db.flush()?;
         self.commit
@@ -102,8 +138,11 @@ impl Inner {
         report.wal_generations_deleted += gone.len() as u64;
         self.commit.delete(gone)?;
         self.commit.close_idle()?;
+        timed(MaintenancePhase::Wal, started);
+        let started = Instant::now();
         self.expire_by_age(now, &mut state, &mut report)?;
         self.expire_by_size(&mut state, &mut report)?;
+        timed(MaintenancePhase::Retention, started);
         Ok(report)
     }
 

@@ -1,7 +1,7 @@
 //! Counters and sizes of a running store, and its maintenance entry points.
 
 use crate::TsdbError;
-use crate::maintain::MaintenanceReport;
+use crate::maintain::{MaintenancePhase, MaintenanceReport};
 use crate::model::Rejections;
 use crate::store::{Store, lock, poisoned};
 use crate::supervise::Health;
@@ -115,6 +115,21 @@ impl Store {
     /// windows reopen them.
     pub fn seal_all(&self) -> Result<MaintenanceReport, TsdbError> {
         self.supervisor().maintain(true)
+    }
+
+    /// How long each phase of the maintenance passes since the store was
+    /// opened took.
+    pub fn maintenance_durations(
+        &self,
+    ) -> Vec<(
+        MaintenancePhase,
+        hostwatch_stdx::exposition::HistogramSnapshot,
+    )> {
+        let c = self.supervisor().counters();
+        MaintenancePhase::ALL
+            .into_iter()
+            .map(|phase| (phase, c.maintenance[phase as usize].snapshot()))
+            .collect()
     }
 
     /// Whether the store is storing appends, and if not why.

@@ -67,6 +67,8 @@ pub(crate) struct Counters {
     pub(crate) sealed_chunks: AtomicU64,
     pub(crate) deleted_chunks: AtomicU64,
     pub(crate) maintenance_errors: AtomicU64,
+    /// Durations of maintenance passes' phases, by [`MaintenancePhase`].
+    pub(crate) maintenance: [hostwatch_stdx::exposition::Histogram; 3],
 }
 
 impl Counters {

@@ -186,6 +186,29 @@ fn passes_that_move_no_window_write_nothing_and_sequences_still_survive() {
 }
 
 #[test]
+fn every_maintenance_pass_times_each_of_its_phases() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(NOW);
+    let store = open(dir.path(), options(&clock));
+    let counts = |store: &Store| -> Vec<(&'static str, u64)> {
+        store
+            .maintenance_durations()
+            .into_iter()
+            .map(|(phase, h)| (phase.name(), h.count()))
+            .collect()
+    };
+    assert_eq!(counts(&store), [("seal", 0), ("wal", 0), ("retention", 0)]);
+    store
+        .append(&batch("a", 1, "m", &[], &[(NOW - 5 * HOUR, 1.0)]))
+        .unwrap();
+    store.maintain().unwrap();
+    store.seal_all().unwrap();
+    assert_eq!(counts(&store), [("seal", 2), ("wal", 2), ("retention", 2)]);
+    let durations = store.maintenance_durations();
+    assert!(durations.iter().all(|(_, h)| h.sum_seconds >= 0.0));
+}
+
+#[test]
 fn closed_wal_generations_are_read_verified_and_deleted_with_their_series() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new(NOW);

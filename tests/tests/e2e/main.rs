@@ -24,6 +24,7 @@ mod renew;
 mod revoke;
 mod rotation;
 mod self_alert;
+mod self_metrics;
 mod sessions;
 mod silences;
 mod silent;

@@ -69,8 +69,11 @@ pub struct ListenerStats {
     pub handshakes_refused: u64,
     /// Handshakes dropped to make room for a newer peer.
     pub handshakes_evicted: u64,
-    /// Authenticated peers refused: over their identity's or role's limit.
+    /// Authenticated peers refused: over their identity's or role's
+    /// limit, or revoked.
     pub connections_refused: u64,
+    /// Of `connections_refused`, those refused as revoked (the deny list).
+    pub connections_revoked: u64,
     /// Connections closed after `idle_timeout` without a call.
     pub connections_closed_idle: u64,
     /// Calls ended because a message exceeded the pending-bytes budget or
@@ -108,6 +111,7 @@ struct Counters {
     handshakes_refused: AtomicU64,
     handshakes_evicted: AtomicU64,
     connections_refused: AtomicU64,
+    connections_revoked: AtomicU64,
     connections_closed_idle: AtomicU64,
     messages_refused: AtomicU64,
 }
@@ -404,6 +408,7 @@ impl Connections {
             handshakes_refused: counters.handshakes_refused.load(Ordering::Relaxed),
             handshakes_evicted: counters.handshakes_evicted.load(Ordering::Relaxed),
             connections_refused: counters.connections_refused.load(Ordering::Relaxed),
+            connections_revoked: counters.connections_revoked.load(Ordering::Relaxed),
             connections_closed_idle: counters.connections_closed_idle.load(Ordering::Relaxed),
             messages_refused: counters.messages_refused.load(Ordering::Relaxed),
         }
@@ -599,6 +604,10 @@ fn refused_revoked(
     shared
         .counters
         .connections_refused
+        .fetch_add(1, Ordering::Relaxed);
+    shared
+        .counters
+        .connections_revoked
         .fetch_add(1, Ordering::Relaxed);
     if let Some(suppressed) = lock(&shared.refusal_log).admit() {
         tracing::warn!(peer.addr = %addr, peer.id = %Who(identity), serial = serial.unwrap_or(""), suppressed, "connection refused: revoked");
