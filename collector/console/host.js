@@ -405,6 +405,14 @@ function skeleton(main, host) {
   return parts;
 }
 
+/** Host ids' alphabet (crates/pki): a name outside it names no host. */
+const HOST_ID = /^[A-Za-z0-9_-][A-Za-z0-9._-]*$/;
+
+/** The pending and firing alerts of `host`, asked of the API by its label. */
+function hostAlerts(host) {
+  return HOST_ID.test(host) ? api.alerts([`host="${host}"`]) : Promise.resolve([]);
+}
+
 /** Whether `host` has ever sent data: a sample now, or in the last year. */
 async function known(host, seen, nowS) {
   if (seen.length > 0) return true;
@@ -486,7 +494,7 @@ class HostPage {
       const seen = api.instant(`timestamp(host_uptime_seconds{host=${host}})`, nowS);
       const ever = seen.then((result) => known(this.host, result, nowS));
       const parts = [
-        when(Promise.all([api.alerts(), api.silences(), api.session()]), ([alerts, silences, session]) => this.drawAlerts(alerts, silences, session)),
+        when(Promise.all([hostAlerts(this.host), api.silences(), api.session()]), ([alerts, silences, session]) => this.drawAlerts(alerts, silences, session)),
         when(info.facts(this.host), (facts) => this.parts.facts.replaceChildren(...facts)),
         when(info.history(this.host), (rows) => this.parts.history.replaceChildren(...rows)),
         when(info.timeToFull(`host=${host}`, range), (ttf) => this.parts.ttf.replaceChildren(...ttf)),
@@ -529,7 +537,7 @@ class HostPage {
    */
   drawAlerts(active, silences, session) {
     const rank = (a) => [a.state === "firing" ? 0 : 1, SEVERITIES.indexOf(a.labels.severity) + 1 || SEVERITIES.length + 1];
-    const alerts = active.filter((a) => a.labels.host === this.host).sort((a, b) => rank(a)[0] - rank(b)[0] || rank(a)[1] - rank(b)[1]);
+    const alerts = [...active].sort((a, b) => rank(a)[0] - rank(b)[0] || rank(a)[1] - rank(b)[1]);
     const known = byId(silences);
     const expire =
       session.role === "operator"
