@@ -13,9 +13,11 @@
 //!    there is used again while its data still runs past now.
 //! 2. The collector binary (`--collector-bin`) serves that directory with
 //!    its HTTPS listener; `console_bench.py` (run by `--python`, which must
-//!    have playwright) records the fleet page's API requests in headless
-//!    chromium, replays them with a viewer's client certificate, then times
-//!    the fleet page and the host page at 24 h and reports the tab's memory.
+//!    have playwright) logs headless chromium in with a viewer's token
+//!    (chromium trusting the collector's certificate by its key), records
+//!    the fleet page's API requests, replays them with viewers' client
+//!    certificates, then times the fleet page and the host page at 24 h
+//!    and reports the tab's memory.
 //! 3. Ingest cost with the console on but idle against off: a fresh
 //!    collector per phase, with and without `http_listen`, alternated,
 //!    `--ingest-hosts` agents' streams sending one tick a second each; the
