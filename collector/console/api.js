@@ -174,9 +174,13 @@ export async function alertHistory(filter = {}) {
   return get("/api/v1/hostwatch/alerts/history", present(filter));
 }
 
-/** The pending and firing alerts. */
-export async function alerts() {
-  const data = await get("/api/v1/alerts");
+/**
+ * The pending and firing alerts; with `filter`, only those whose labels
+ * match every matcher (`name="value"`, `!=`, `=~`, `!~`; Alertmanager's
+ * `filter`).
+ */
+export async function alerts(filter = []) {
+  const data = await get("/api/v1/alerts", { filter });
   return data.alerts;
 }
 

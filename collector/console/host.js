@@ -44,21 +44,42 @@ function metrics(names, h) {
 }
 
 /**
- * The charts: a title, its queries (each series labelled, each query a
- * request, so a chart's metrics are read together where PromQL can tell
- * their series apart) and its unit; counters as rates over `windowS`
- * seconds, or (`delta`) as their increase from one point to the next.
- * `order` lists a chart's series labels in the order they are drawn.
+ * The label `name` set to `value` on every series of `expr`: series of
+ * expressions joined by `or` keep apart by it (an operator drops a
+ * metric's name).
+ */
+function tagged(expr, name, value) {
+  return `label_replace(${expr}, "${name}", "${value}", "", "")`;
+}
+
+/**
+ * The charts: a title, its queries (each series labelled) and its unit;
+ * counters as rates over `windowS` seconds, or (`delta`) as their
+ * increase from one point to the next. `order` lists a chart's series
+ * labels in the order they are drawn. Each distinct `expr` is one
+ * request: a chart's metrics are read together where PromQL can tell
+ * their series apart, and two charts may share a request, each keeping
+ * the series its query's `pick` accepts, so that every request of the
+ * page fits in a connection's streams (`limits.max_streams_per_connection`).
  */
 function charts(host, windowS = 60) {
   const h = `host=${literal(host)}`;
   const w = `[${windowS}s]`;
   // Used share of a file system as df counts it: used / (used + available).
   const used = `(host_filesystem_size_bytes{${h}} - host_filesystem_free_bytes{${h}})`;
-  const perDevice = (metric, direction) => ({
-    expr: `rate(${metric}{${h}}${w})`,
-    label: (m) => `${m.device} ${direction}`,
+  const fileSystems = [
+    tagged(`${used} / (${used} + host_filesystem_available_bytes{${h}})`, "figure", "space"),
+    tagged(`1 - host_filesystem_inodes_free{${h}} / host_filesystem_inodes{${h}}`, "figure", "inodes"),
+  ].join(" or ");
+  const fileSystem = (figure) => ({ expr: fileSystems, pick: (m) => m.figure === figure, label: (m) => m.mountpoint });
+  // Both directions of a device's counters; rate() drops the metric's name, so it becomes a label.
+  const perDevice = (metrics) => ({
+    expr: Object.entries(metrics)
+      .map(([direction, metric]) => tagged(`rate(${metric}{${h}}${w})`, "direction", direction))
+      .join(" or "),
+    label: (m) => `${m.device} ${m.direction}`,
   });
+  const agent = { expr: metrics(["hostwatch_agent_spool_bytes", ...Object.keys(AGENT)].join("|"), h) };
   return [
     { id: "cpu", title: "CPU by mode", unit: "ratio", queries: [{ expr: `host_cpu_time_ratio{${h},mode!="idle"}`, label: (m) => m.mode }] },
     {
@@ -87,35 +108,25 @@ function charts(host, windowS = 60) {
       unit: "ratio",
       queries: [{ expr: `host_pressure_avg10_ratio{${h}}`, label: (m) => `${m.resource} ${m.kind}` }],
     },
-    {
-      id: "space",
-      title: "File system space used",
-      unit: "ratio",
-      queries: [{ expr: `${used} / (${used} + host_filesystem_available_bytes{${h}})`, label: (m) => m.mountpoint }],
-    },
-    {
-      id: "inodes",
-      title: "File system inodes used",
-      unit: "ratio",
-      queries: [{ expr: `1 - host_filesystem_inodes_free{${h}} / host_filesystem_inodes{${h}}`, label: (m) => m.mountpoint }],
-    },
+    { id: "space", title: "File system space used", unit: "ratio", queries: [fileSystem("space")] },
+    { id: "inodes", title: "File system inodes used", unit: "ratio", queries: [fileSystem("inodes")] },
     {
       id: "disk",
       title: "Disk IO",
       unit: "bytesPerSecond",
-      queries: [perDevice("host_disk_read_bytes_total", "read"), perDevice("host_disk_written_bytes_total", "written")],
+      queries: [perDevice({ read: "host_disk_read_bytes_total", written: "host_disk_written_bytes_total" })],
     },
     {
       id: "network",
       title: "Network IO",
       unit: "bytesPerSecond",
-      queries: [perDevice("host_network_receive_bytes_total", "in"), perDevice("host_network_transmit_bytes_total", "out")],
+      queries: [perDevice({ in: "host_network_receive_bytes_total", out: "host_network_transmit_bytes_total" })],
     },
     {
       id: "spool",
       title: "Agent spool (waiting to be sent)",
       unit: "bytes",
-      queries: [{ expr: `hostwatch_agent_spool_bytes{${h}}`, label: () => "spool" }],
+      queries: [{ ...agent, pick: (m) => m.__name__ === "hostwatch_agent_spool_bytes", label: () => "spool" }],
     },
     {
       id: "agent",
@@ -123,7 +134,8 @@ function charts(host, windowS = 60) {
       unit: "number",
       queries: [
         {
-          expr: metrics(Object.keys(AGENT).join("|"), h),
+          ...agent,
+          pick: (m) => Object.hasOwn(AGENT, m.__name__),
           label: (m) => AGENT[m.__name__].label,
           delta: (m) => AGENT[m.__name__].delta,
         },
@@ -194,15 +206,20 @@ function localInput(s) {
   return d.toISOString().slice(0, 19);
 }
 
-/** One chart's series on the grid [start, end] by step: uPlot's data and labels. */
-async function chartData(chart, range, step) {
-  const results = await Promise.all(chart.queries.map((q) => api.range(q.expr, range.start, range.end, step)));
+/**
+ * One chart's series on the grid [start, end] by step: uPlot's data and
+ * labels; `read(expr)` answers a query's range request (once per
+ * expression, shared by the charts that ask it).
+ */
+async function chartData(chart, range, step, read) {
+  const results = await Promise.all(chart.queries.map((q) => read(q.expr)));
   const n = Math.floor((range.end - range.start) / step + 1e-9) + 1;
   const grid = Array.from({ length: n }, (_, i) => range.start + i * step);
   const series = [];
   results.forEach((result, qi) => {
     const query = chart.queries[qi];
     for (const s of result) {
+      if (query.pick && !query.pick(s.metric)) continue;
       const column = new Array(n).fill(null);
       // An indexed loop: this runs once per point of every chart, mostly
       // before the engine has compiled it, where iterators cost most.
@@ -405,6 +422,14 @@ function skeleton(main, host) {
   return parts;
 }
 
+/** Host ids' alphabet (crates/pki): a name outside it names no host. */
+const HOST_ID = /^[A-Za-z0-9_-][A-Za-z0-9._-]*$/;
+
+/** The pending and firing alerts of `host`, asked of the API by its label. */
+function hostAlerts(host) {
+  return HOST_ID.test(host) ? api.alerts([`host="${host}"`]) : Promise.resolve([]);
+}
+
 /** Whether `host` has ever sent data: a sample now, or in the last year. */
 async function known(host, seen, nowS) {
   if (seen.length > 0) return true;
@@ -486,7 +511,7 @@ class HostPage {
       const seen = api.instant(`timestamp(host_uptime_seconds{host=${host}})`, nowS);
       const ever = seen.then((result) => known(this.host, result, nowS));
       const parts = [
-        when(Promise.all([api.alerts(), api.silences(), api.session()]), ([alerts, silences, session]) => this.drawAlerts(alerts, silences, session)),
+        when(Promise.all([hostAlerts(this.host), api.silences(), api.session()]), ([alerts, silences, session]) => this.drawAlerts(alerts, silences, session)),
         when(info.facts(this.host), (facts) => this.parts.facts.replaceChildren(...facts)),
         when(info.history(this.host), (rows) => this.parts.history.replaceChildren(...rows)),
         when(info.timeToFull(`host=${host}`, range), (ttf) => this.parts.ttf.replaceChildren(...ttf)),
@@ -498,7 +523,12 @@ class HostPage {
       this.width = this.chartWidth();
       this.showStep(range, this.width);
       const list = charts(this.host, range.window);
-      const datas = list.map((c) => chartData(c, range, range.step));
+      const asked = new Map();
+      const read = (expr) => {
+        if (!asked.has(expr)) asked.set(expr, api.range(expr, range.start, range.end, range.step));
+        return asked.get(expr);
+      };
+      const datas = list.map((c) => chartData(c, range, range.step, read));
       const style = { width: this.width, start: range.start, end: range.end, axis: axisStyle() };
       await Promise.all([
         ...parts,
@@ -529,7 +559,7 @@ class HostPage {
    */
   drawAlerts(active, silences, session) {
     const rank = (a) => [a.state === "firing" ? 0 : 1, SEVERITIES.indexOf(a.labels.severity) + 1 || SEVERITIES.length + 1];
-    const alerts = active.filter((a) => a.labels.host === this.host).sort((a, b) => rank(a)[0] - rank(b)[0] || rank(a)[1] - rank(b)[1]);
+    const alerts = [...active].sort((a, b) => rank(a)[0] - rank(b)[0] || rank(a)[1] - rank(b)[1]);
     const known = byId(silences);
     const expire =
       session.role === "operator"

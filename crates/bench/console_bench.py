@@ -7,8 +7,12 @@ driving Debian's chromium (never `playwright install`).
    replays exactly those requests `--replays` times, all at once as the
    page sends them, each on a new connection as a viewer of its own: per request and per set, time from sending to the
    last byte of the answer.
-2. Loads the fleet page, then the host page at 24 h, `--runs` times each
-   in a fresh tab. Time to interactive (fleet) and to charts complete
+2. Logs in with a viewer's token (CONSOLE_BENCH_TOKEN, which the bench
+   creates), as a user does once, chromium trusting the collector's
+   certificate by its key (`--spki-sha256`), so that it keeps the
+   console's assets in its cache as a user's browser does. Then loads the
+   fleet page, then the host page at 24 h, `--runs` times each in a
+   fresh tab. Time to interactive (fleet) and to charts complete
    (host) is measured from navigation start (performance.timeOrigin) to
    the first frame after the page marked itself loaded (`main`'s
    data-loaded="true", set once the data is in and drawn: the rows in view
@@ -23,6 +27,7 @@ Prints `name=value` lines (milliseconds, bytes) and `#` comments.
 """
 
 import argparse
+import base64
 import http.client
 import os
 import ssl
@@ -171,17 +176,36 @@ def report_replay(requests, per_request, sets):
     figure("fleet_set_p99_ms", percentile(sets, 99))
 
 
+# Resolves to MARK_LOADED's frame time once there is one, or null after
+# `limit` ms. Polled by a timer of the page's own: playwright's
+# `wait_for_function` would first evaluate its injected script (some
+# hundred kilobytes) in the page, on the main thread the page loads on.
+WAIT_PAINTED = """new Promise((resolve) => {
+  const until = performance.now() + %d;
+  const poll = () => {
+    if (window.__bench && window.__bench.painted) resolve(window.__bench.painted);
+    else if (performance.now() > until) resolve(null);
+    else setTimeout(poll, 50);
+  };
+  poll();
+})"""
+
+
 def timed_load(context, url, check, timeout_s):
     """Milliseconds from navigation start to the first frame after loaded,
     and what `check` (JavaScript) counts on the loaded page."""
     page = context.new_page()
+    cdp = context.new_cdp_session(page)
     page.goto(url, wait_until="commit")
-    try:
-        page.wait_for_function("() => window.__bench && window.__bench.painted", timeout=timeout_s * 1000)
-    except PlaywrightTimeout:
+    answer = cdp.send(
+        "Runtime.evaluate",
+        {"expression": WAIT_PAINTED % (timeout_s * 1000), "awaitPromise": True, "returnByValue": True},
+    )
+    cdp.detach()
+    painted = answer.get("result", {}).get("value")
+    if painted is None:
         page.close()
-        raise
-    painted = page.evaluate("window.__bench.painted")
+        raise PlaywrightTimeout(f"{url} not loaded within {timeout_s} s")
     counted = page.evaluate(check)
     return page, painted, counted
 
@@ -293,12 +317,15 @@ def pages(args, browser, origin):
 
 
 def new_context(browser, args):
-    context = browser.new_context(
-        # The collector's certificate is from the bench's own CA.
-        ignore_https_errors=True,
-        viewport={"width": 1280, "height": 800},
-        client_certificates=[{"origin": args.origin, "certPath": args.cert, "keyPath": args.key}],
-    )
+    """A browser context logged in with the viewer token (the session
+    cookie), as a user who logged in once."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.goto(f"{args.origin}/login")
+    page.locator("#token").fill(args.token)
+    page.locator("button[type=submit]").click()
+    page.wait_for_url(f"{args.origin}/", timeout=RECORD_TIMEOUT_MS)
+    page.close()
     context.add_init_script(MARK_LOADED)
     return context
 
@@ -307,8 +334,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--origin", required=True)
     parser.add_argument("--ca", required=True)
-    parser.add_argument("--cert", required=True)
-    parser.add_argument("--key", required=True)
+    parser.add_argument(
+        "--spki-sha256",
+        required=True,
+        help="hex SHA-256 of the collector's certificate's key, which chromium trusts",
+    )
     parser.add_argument("--replay-dir", required=True, help="holds viewer-replay-N.pem and .key")
     parser.add_argument("--replay-viewers", type=int, required=True, help="N from 0 to this")
     parser.add_argument("--host", required=True, help="the host whose page is loaded")
@@ -318,8 +348,19 @@ def main():
     parser.add_argument("--page-timeout-s", type=int, default=180)
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     args = parser.parse_args()
+    args.token = os.environ.get("CONSOLE_BENCH_TOKEN", "")
+    if not args.token:
+        raise SystemExit("CONSOLE_BENCH_TOKEN (a viewer's API token) is not set")
+    # The collector's certificate is from the bench's own CA: trusted by
+    # its key, as a deployment's CA is by its users' browsers, so that
+    # chromium caches the console's assets (it caches nothing from a site
+    # whose certificate it finds in error).
+    spki = base64.b64encode(bytes.fromhex(args.spki_sha256)).decode()
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(
+            executable_path=args.chromium,
+            args=[*CHROMIUM_ARGS, f"--ignore-certificate-errors-spki-list={spki}"],
+        )
         context = new_context(browser, args)
         requests = record_fleet_requests(context, args.origin)
         context.close()

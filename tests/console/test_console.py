@@ -521,10 +521,17 @@ def check_every_chart(page, http, certs):
 def check_host_page(page, origin, out, http, certs):
     """Charts with the machine's data; presets, zoom and bad ranges."""
     link = page.locator(f'tr[data-host="{HOST}"] a.host-name')
+    asked = []
+    record = lambda r: urllib.parse.urlsplit(r.url).path == "/api/v1/alerts" and asked.append(r.url)
+    page.on("request", record)
     link.focus()
     page.keyboard.press("Enter")
     page.wait_for_url(f"{origin}/hosts/{HOST}")
     wait_loaded(page)
+    page.remove_listener("request", record)
+    # The host's alerts only, by a label filter, not every host's.
+    filters = [urllib.parse.parse_qs(urllib.parse.urlsplit(u).query).get("filter") for u in asked]
+    check(filters and all(f == [f'host="{HOST}"'] for f in filters), f"the host page's alert requests {asked}")
     cpu = chart_series(page, "cpu")
     check(cpu and {"user", "system"} <= set(cpu) and all(cpu.values()), f"CPU chart {cpu}")
     check(all(0 <= v <= 1 for values in cpu.values() for v in values), "CPU modes outside 0..1")

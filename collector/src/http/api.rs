@@ -11,6 +11,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use hostwatch_alerting::matcher::{LabelMatcher, all_match};
 use hostwatch_promql::Value;
 use hostwatch_tsdb::Label;
 use serde_json::{Value as Json, json};
@@ -260,8 +261,25 @@ async fn metadata(State(api): State<Api>, request: Request) -> Response {
     .await
 }
 
-async fn alerts(State(api): State<Api>) -> Response {
-    let alerts = api.shared.alerting.alerts();
+/// `filter`'s label matchers (Alertmanager's `GET /api/v2/alerts?filter=`:
+/// `name="value"`, `!=`, `=~`, `!~`, each repeated filter one matcher, all
+/// of which an alert's labels must match), so a page about one host asks
+/// for that host's alerts only.
+fn alert_filter(params: &Params) -> Result<Vec<LabelMatcher>, ApiError> {
+    params
+        .all("filter")
+        .iter()
+        .map(|text| LabelMatcher::parse(text).map_err(|e| ApiError::param("filter", e)))
+        .collect()
+}
+
+async fn alerts(State(api): State<Api>, request: Request) -> Response {
+    let filter = match api.params(request).await.and_then(|p| alert_filter(&p)) {
+        Ok(filter) => filter,
+        Err(e) => return e.into_response(),
+    };
+    let mut alerts = api.shared.alerting.alerts();
+    alerts.retain(|a| all_match(&filter, &a.labels));
     let by = api.shared.alerting.silenced(&alerts);
     json::success(reference::alerts_data(&reference::silenced(&alerts, &by)))
 }

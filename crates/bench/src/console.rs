@@ -13,9 +13,11 @@
 //!    there is used again while its data still runs past now.
 //! 2. The collector binary (`--collector-bin`) serves that directory with
 //!    its HTTPS listener; `console_bench.py` (run by `--python`, which must
-//!    have playwright) records the fleet page's API requests in headless
-//!    chromium, replays them with a viewer's client certificate, then times
-//!    the fleet page and the host page at 24 h and reports the tab's memory.
+//!    have playwright) logs headless chromium in with a viewer's token
+//!    (chromium trusting the collector's certificate by its key), records
+//!    the fleet page's API requests, replays them with viewers' client
+//!    certificates, then times the fleet page and the host page at 24 h
+//!    and reports the tab's memory.
 //! 3. Ingest cost with the console on but idle against off: a fresh
 //!    collector per phase, with and without `http_listen`, alternated,
 //!    `--ingest-hosts` agents' streams sending one tick a second each; the
@@ -26,8 +28,8 @@ use crate::measure::{Probe, median};
 use crate::storage::INTERVAL_MS;
 use crate::storage::data::HostGen;
 use anyhow::{Context, bail, ensure};
-use hostwatch_pki::transport::{ClientTarget, Keepalive};
-use hostwatch_pki::{Ca, Role, TlsFiles};
+use hostwatch_pki::transport::{ClientTarget, Keepalive, connect};
+use hostwatch_pki::{Ca, CaPin, Role, TlsFiles};
 use hostwatch_proto::v1 as pb;
 use hostwatch_tsdb::{Batch, Options, Store};
 use std::io::{BufRead, BufReader};
@@ -164,7 +166,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let ca = Ca::generate("bench CA", 2)?;
     ca.write(&dir)?;
     let server = issue(&ca, &dir, Role::Collector, "bench")?;
-    let viewer = issue(&ca, &dir, Role::Viewer, "browser")?;
+    // The browser signs in with a viewer's token, which this operator
+    // creates (see `viewer_token`).
+    let operator = issue(&ca, &dir, Role::Operator, "bench")?;
     // The replay's requests, each as a viewer of its own: the collector
     // limits each identity's connections.
     for i in 0..REPLAY_VIEWERS {
@@ -227,7 +231,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     };
     println!("hosts={}", args.hosts);
     println!("generated_samples={samples}");
-    browse(&args, &dir, &collector_bin, &server, &viewer)?;
+    browse(&args, &dir, &collector_bin, &server, &operator)?;
     if args.ingest_hosts > 0 {
         ingest_comparison(&args, &dir, &collector_bin, &ca, &server)?;
     }
@@ -466,24 +470,28 @@ impl Drop for Collector {
     }
 }
 
-/// The collector on the generated data, and the browser half against it.
+/// The collector on the generated data, and the browser half against it,
+/// signed in with a viewer token `operator` creates.
 fn browse(
     args: &Args,
     dir: &Path,
     bin: &Path,
     server: &TlsFiles,
-    viewer: &TlsFiles,
+    operator: &TlsFiles,
 ) -> anyhow::Result<()> {
-    let http = free_port()?;
+    let (grpc, http) = (free_port()?, free_port()?);
     let started = Instant::now();
-    let collector = Collector::start(bin, dir, "data", server, free_port()?, Some(http))?;
+    let collector = Collector::start(bin, dir, "data", server, grpc, Some(http))?;
     println!(
         "collector_open_seconds={:.1}",
         started.elapsed().as_secs_f64()
     );
     let script = dir.join("console_bench.py");
     std::fs::write(&script, SCRIPT)?;
-    let result = run_script(args, &script, http, viewer);
+    let result = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(viewer_token(grpc, operator)))
+        .and_then(|token| run_script(args, &script, http, server, &token));
     let rss = Probe::new(collector.pid()).rss_bytes();
     collector.stop()?;
     result?;
@@ -491,18 +499,54 @@ fn browse(
     Ok(())
 }
 
-/// The browser half, signed in as `viewer`, replaying as the replay viewers.
-fn run_script(args: &Args, script: &Path, http: u16, viewer: &TlsFiles) -> anyhow::Result<()> {
+/// A viewer's API token, for the browser to log in with, created as
+/// `hostwatch token create --role viewer` does. The browser signs in
+/// with it rather than a client certificate: playwright presents client
+/// certificates through a proxy of its own in front of the browser, which
+/// a user's browser does not have.
+async fn viewer_token(grpc: u16, operator: &TlsFiles) -> anyhow::Result<String> {
+    let target = ClientTarget {
+        address: format!("127.0.0.1:{grpc}"),
+        server_name: Some("localhost".to_owned()),
+        tls: operator.clone(),
+        connect_timeout: Duration::from_secs(30),
+        keepalive: Keepalive::default(),
+    };
+    let (channel, _) = connect(&target).await.context("connecting as operator")?;
+    let created = pb::admin_client::AdminClient::new(channel)
+        .create_token(pb::CreateTokenRequest {
+            // Unique in a reused fleet's collector, which keeps its tokens.
+            name: format!("console-bench-{}", hostwatch_stdx::now_ms()),
+            role: pb::Role::Viewer as i32,
+            ttl_ms: 24 * 3_600_000,
+            ..Default::default()
+        })
+        .await
+        .context("creating the browser's viewer token")?;
+    Ok(created.into_inner().token)
+}
+
+/// The browser half, logged in with `token`, trusting the collector's
+/// certificate (`server`) by its key's digest, replaying as the replay
+/// viewers.
+fn run_script(
+    args: &Args,
+    script: &Path,
+    http: u16,
+    server: &TlsFiles,
+    token: &str,
+) -> anyhow::Result<()> {
+    let pin = CaPin::of_file(&server.cert)?.to_string();
+    let spki = pin.strip_prefix("sha256:").context("a pin's prefix")?;
     let mut child = Command::new(&args.python)
         .arg(script)
         .arg("--origin")
         .arg(format!("https://127.0.0.1:{http}"))
         .arg("--ca")
-        .arg(&viewer.ca)
-        .arg("--cert")
-        .arg(&viewer.cert)
-        .arg("--key")
-        .arg(&viewer.key)
+        .arg(&server.ca)
+        .args(["--spki-sha256", spki])
+        // In the environment, not on a command line others can read.
+        .env("CONSOLE_BENCH_TOKEN", token)
         .arg("--replay-dir")
         .arg(script.parent().context("the script's directory")?)
         .args(["--replay-viewers", &REPLAY_VIEWERS.to_string()])

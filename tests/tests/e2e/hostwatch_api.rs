@@ -326,6 +326,57 @@ async fn hosts_processes_and_history_from_a_real_agent() {
     .await;
     assert_eq!(body["data"], Value::Array(vec![]));
 
+    // The pending and firing alerts, filtered by label matchers (as the
+    // console's host page asks for its host's): every filter must match.
+    let alerts = |query: &'static str| async move {
+        let (status, body) = get(c.0, c.1, "/api/v1/alerts", query).await;
+        assert_eq!(status, 200, "{query}: {body}");
+        let mut found: Vec<(String, String)> = body["data"]["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| {
+                a["labels"]["alertname"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("api_test_")
+            })
+            .map(|a| {
+                assert_eq!(a["labels"]["host"], HOST, "{query}: {a}");
+                let name = a["labels"]["alertname"].as_str().unwrap().to_owned();
+                (name, a["state"].as_str().unwrap().to_owned())
+            })
+            .collect();
+        found.sort();
+        found
+    };
+    let both = vec![
+        (rule.to_owned(), "firing".to_owned()),
+        (pending_rule.to_owned(), "pending".to_owned()),
+    ];
+    assert_eq!(alerts("").await, both);
+    assert_eq!(alerts("filter=host%3D%22web1%22").await, both);
+    assert_eq!(alerts("filter=host%3Dweb1").await, both);
+    assert_eq!(alerts("filter=host%3D%22web2%22").await, vec![]);
+    assert_eq!(
+        alerts("filter=host%3D%22web1%22&filter=alertname%3D%22api_test_pending%22").await,
+        both[1..]
+    );
+    assert_eq!(
+        alerts("filter=alertname%3D~%22api_test_.%2A%22&filter=host!%3D%22web1%22").await,
+        vec![]
+    );
+    for bad in ["filter=host", "filter=alertname%3D~(", "filter=%3Dweb1"] {
+        let (status, body) = get(c.0, c.1, "/api/v1/alerts", bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["errorType"], "bad_data", "{bad}: {body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(
+            error.contains("invalid parameter \"filter\""),
+            "{bad}: {error}"
+        );
+    }
+
     agent.stop().await;
     stop.cancel();
     collector.await.unwrap().unwrap();
