@@ -24,8 +24,9 @@ pub(super) fn sample(fs: &mut ProcFs, out: &mut Samples) -> Result<(), FileError
         other => other?,
     };
     let max = fs.parse(MAX, number)?;
-    out.push("host_conntrack_entries", count as f64);
+    // The limit first: alert rules divide by it.
     out.push("host_conntrack_limit", max as f64);
+    out.push("host_conntrack_entries", count as f64);
     Ok(())
 }
 

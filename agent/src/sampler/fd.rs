@@ -14,8 +14,9 @@ pub(super) fn sample(text: &str, out: &mut Samples) -> Result<(), ParseError> {
     }
     let allocated: u64 = field(&fields, 0, "allocated")?;
     let maximum: u64 = field(&fields, 2, "maximum")?;
-    out.push("host_file_descriptors_allocated", allocated as f64);
+    // The limit first: alert rules divide by it.
     out.push("host_file_descriptors_limit", maximum as f64);
+    out.push("host_file_descriptors_allocated", allocated as f64);
     Ok(())
 }
 

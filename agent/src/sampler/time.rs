@@ -153,7 +153,7 @@ mod tests {
     #[test]
     fn an_unsynchronised_clock() {
         let mut out = Samples::default();
-        sample(&TimeSource::Recorded(fixture("unsynchronized/adjtimex")), &mut out).unwrap();
+        sample(&TimeSource::Recorded(fixture("alerting/adjtimex")), &mut out).unwrap();
         assert_eq!(out.get("host_time_synchronized", &[]), Some(0.0));
         assert_eq!(out.get("host_time_max_error_seconds", &[]), Some(16.0));
         assert_eq!(out.get("host_time_offset_seconds", &[]), Some(0.0));

@@ -12,6 +12,7 @@ mod disk_full;
 mod durability;
 mod enroll;
 mod forward;
+mod host_families;
 mod hostwatch_api;
 mod http;
 mod ingest;
