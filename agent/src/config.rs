@@ -633,7 +633,10 @@ key = "agent.key"
                 format!("{MINIMAL}[families]\ndisabled = [\"temperatures\"]\n"),
                 "temperatures",
             ),
-            (format!("{MINIMAL}[families]\ndisabled = \"time\"\n"), "disabled"),
+            (
+                format!("{MINIMAL}[families]\ndisabled = \"time\"\n"),
+                "disabled",
+            ),
             (format!("{MINIMAL}[families]\nenabled = []\n"), "enabled"),
         ]);
     }

@@ -28,8 +28,14 @@ mod tests {
     fn reads_allocated_and_maximum() {
         let mut out = Samples::default();
         sample("3179\t0\t2466246\n", &mut out).unwrap();
-        assert_eq!(out.get("host_file_descriptors_allocated", &[]), Some(3179.0));
-        assert_eq!(out.get("host_file_descriptors_limit", &[]), Some(2_466_246.0));
+        assert_eq!(
+            out.get("host_file_descriptors_allocated", &[]),
+            Some(3179.0)
+        );
+        assert_eq!(
+            out.get("host_file_descriptors_limit", &[]),
+            Some(2_466_246.0)
+        );
     }
 
     #[test]

@@ -43,11 +43,7 @@ fn not_applicable(e: &io::Error) -> bool {
 
 /// Reads `class/net/<name>/<attribute>` as trimmed text: `Ok(None)` when
 /// the attribute does not apply to this link.
-fn attribute(
-    sys: &mut ProcFs,
-    name: &str,
-    attribute: &str,
-) -> Result<Option<String>, io::Error> {
+fn attribute(sys: &mut ProcFs, name: &str, attribute: &str) -> Result<Option<String>, io::Error> {
     match sys.read_bytes(format!("class/net/{name}/{attribute}")) {
         Ok(bytes) => Ok(Some(String::from_utf8_lossy(bytes).trim().to_owned())),
         Err(e) if not_applicable(&e) => Ok(None),
@@ -74,15 +70,17 @@ fn read_link(sys: &mut ProcFs, name: &str) -> Result<Link, Problem> {
     let number = |text: Option<String>, what: &str| -> Result<Option<i64>, Problem> {
         text.map(|t| {
             t.parse::<i64>().map_err(|_| {
-                Problem::Other(format!("/sys/class/net/{name}/{what}: {t:?} is not a number"))
+                Problem::Other(format!(
+                    "/sys/class/net/{name}/{what}: {t:?} is not a number"
+                ))
             })
         })
         .transpose()
     };
     let up = read(sys, "operstate")?.is_some_and(|s| s == "up");
     let mtu = number(read(sys, "mtu")?, "mtu")?.and_then(|m| u64::try_from(m).ok());
-    let speed_mbps =
-        number(read(sys, "speed")?, "speed")?.and_then(|s| u64::try_from(s).ok().filter(|s| *s > 0));
+    let speed_mbps = number(read(sys, "speed")?, "speed")?
+        .and_then(|s| u64::try_from(s).ok().filter(|s| *s > 0));
     let full_duplex = match read(sys, "duplex")?.as_deref() {
         Some("full") => Some(true),
         Some("half") => Some(false),
@@ -149,7 +147,11 @@ impl State {
                 );
             }
             if let Some(full) = link.full_duplex {
-                out.push_labeled("host_network_full_duplex", labels(), f64::from(u8::from(full)));
+                out.push_labeled(
+                    "host_network_full_duplex",
+                    labels(),
+                    f64::from(u8::from(full)),
+                );
             }
             listed.insert(name);
         }
@@ -194,11 +196,17 @@ mod tests {
         let tun = [("device", "tun0")];
         assert_eq!(out.get("host_network_mtu_bytes", &tun), Some(1420.0));
         assert!(out.get("host_network_up", &tun).is_none());
-        assert!(out.get("host_network_speed_bytes_per_second", &tun).is_none());
+        assert!(
+            out.get("host_network_speed_bytes_per_second", &tun)
+                .is_none()
+        );
         assert!(out.get("host_network_full_duplex", &tun).is_none());
         // Down since before the agent started: not paged as a link gone down.
         assert!(out.get("host_network_up", &[("device", "eth1")]).is_none());
-        assert!(out.get("host_network_mtu_bytes", &[("device", "lo")]).is_none());
+        assert!(
+            out.get("host_network_mtu_bytes", &[("device", "lo")])
+                .is_none()
+        );
     }
 
     #[test]
@@ -223,8 +231,14 @@ mod tests {
         let mut out = Samples::default();
         let problems = state.sample(&mut sys, &none(), &mut out);
         assert!(problems.is_empty(), "{problems:?}");
-        assert!(out.get("host_network_mtu_bytes", &[("device", "eth0")]).is_none());
-        assert!(out.get("host_network_mtu_bytes", &[("device", "tun0")]).is_some());
+        assert!(
+            out.get("host_network_mtu_bytes", &[("device", "eth0")])
+                .is_none()
+        );
+        assert!(
+            out.get("host_network_mtu_bytes", &[("device", "tun0")])
+                .is_some()
+        );
     }
 
     #[test]
@@ -238,6 +252,9 @@ mod tests {
         assert!(out.get("host_network_up", &[("device", "eth0")]).is_none());
         let dir = tempfile::tempdir().unwrap();
         let mut sys = ProcFs::new(dir.path().to_owned());
-        assert_eq!(State::default().sample(&mut sys, &none(), &mut out).len(), 1);
+        assert_eq!(
+            State::default().sample(&mut sys, &none(), &mut out).len(),
+            1
+        );
     }
 }

@@ -603,7 +603,15 @@ pub(crate) mod tests {
         }
         // Files every supported kernel has; mounts, disks and processes
         // of an unusual test machine may legitimately be counted.
-        for family in ["cpu", "memory", "load", "host", "tcp", "time", "file_descriptors"] {
+        for family in [
+            "cpu",
+            "memory",
+            "load",
+            "host",
+            "tcp",
+            "time",
+            "file_descriptors",
+        ] {
             let errors = second
                 .samples
                 .get("hostwatch_agent_sample_errors_total", &[("family", family)]);
@@ -697,9 +705,15 @@ pub(crate) mod tests {
         assert!(s.get("host_filesystem_free_bytes", &root).is_some());
         assert_eq!(s.get("host_processes", &[]), Some(4.0));
         // The optional families, each from its recorded source.
-        assert_eq!(s.get("host_tcp_retransmitted_segments_total", &[]), Some(43.0));
+        assert_eq!(
+            s.get("host_tcp_retransmitted_segments_total", &[]),
+            Some(43.0)
+        );
         assert_eq!(s.get("host_tcp_listen_overflows_total", &[]), Some(7.0));
-        assert_eq!(s.get("host_tcp_connections", &[("state", "listen")]), Some(5.0));
+        assert_eq!(
+            s.get("host_tcp_connections", &[("state", "listen")]),
+            Some(5.0)
+        );
         assert_eq!(s.get("host_time_synchronized", &[]), Some(1.0));
         assert_eq!(s.get("host_file_descriptors_allocated", &[]), Some(3179.0));
         assert_eq!(s.get("host_conntrack_limit", &[]), Some(262_144.0));

@@ -230,7 +230,11 @@ impl State {
             }
         }
         for (state, n) in STATES.iter().zip(&counts[1..]) {
-            out.push_labeled("host_tcp_connections", vec![("state", (*state).to_owned())], *n as f64);
+            out.push_labeled(
+                "host_tcp_connections",
+                vec![("state", (*state).to_owned())],
+                *n as f64,
+            );
         }
         Ok(())
     }
@@ -260,7 +264,9 @@ impl State {
                 return Ok(());
             }
         }
-        Err(DiagError::Malformed(format!("no end after {MAX_RECVS} datagrams")))
+        Err(DiagError::Malformed(format!(
+            "no end after {MAX_RECVS} datagrams"
+        )))
     }
 }
 
@@ -307,7 +313,11 @@ mod tests {
         assert_eq!(count(&bytes, Some(7), &mut counts).unwrap(), Flow::More);
         assert_eq!((counts[1], counts[10], counts[6]), (2, 1, 1));
         // Another dump's leftovers are not counted.
-        bytes = [message(SOCK_DIAG_BY_FAMILY, 6, &[0, 1]), message(NLMSG_DONE, 7, &[0; 4])].concat();
+        bytes = [
+            message(SOCK_DIAG_BY_FAMILY, 6, &[0, 1]),
+            message(NLMSG_DONE, 7, &[0; 4]),
+        ]
+        .concat();
         assert_eq!(count(&bytes, Some(7), &mut counts).unwrap(), Flow::Done);
         assert_eq!(counts[1], 2);
     }
@@ -338,7 +348,10 @@ mod tests {
         // The request refused by the kernel, in its reply.
         let bytes = message(NLMSG_ERROR, 7, &(-nix::libc::EACCES).to_ne_bytes());
         let err = count(&bytes, Some(7), &mut [0; 12]).unwrap_err();
-        assert!(matches!(&err, DiagError::Io(e) if e.raw_os_error() == Some(nix::libc::EACCES)), "{err}");
+        assert!(
+            matches!(&err, DiagError::Io(e) if e.raw_os_error() == Some(nix::libc::EACCES)),
+            "{err}"
+        );
     }
 
     #[test]
@@ -376,8 +389,16 @@ mod tests {
             }
             // A sandbox without netlink: refused, never a panic or a hang.
             Err(DiagError::Io(e)) => {
-                let refused = [nix::libc::EPERM, nix::libc::EACCES, nix::libc::EAFNOSUPPORT, nix::libc::EPROTONOSUPPORT];
-                assert!(e.raw_os_error().is_some_and(|c| refused.contains(&c)), "{e}");
+                let refused = [
+                    nix::libc::EPERM,
+                    nix::libc::EACCES,
+                    nix::libc::EAFNOSUPPORT,
+                    nix::libc::EPROTONOSUPPORT,
+                ];
+                assert!(
+                    e.raw_os_error().is_some_and(|c| refused.contains(&c)),
+                    "{e}"
+                );
             }
             Err(e) => panic!("{e}"),
         }

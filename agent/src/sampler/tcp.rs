@@ -12,14 +12,26 @@ use std::io;
 const PAIRED: [(&str, &str, &str); 10] = [
     ("Tcp", "ActiveOpens", "host_tcp_active_opens_total"),
     ("Tcp", "PassiveOpens", "host_tcp_passive_opens_total"),
-    ("Tcp", "RetransSegs", "host_tcp_retransmitted_segments_total"),
+    (
+        "Tcp",
+        "RetransSegs",
+        "host_tcp_retransmitted_segments_total",
+    ),
     ("Tcp", "EstabResets", "host_tcp_established_resets_total"),
     ("Tcp", "OutRsts", "host_tcp_resets_sent_total"),
     ("Tcp", "InErrs", "host_tcp_receive_errors_total"),
-    ("TcpExt", "ListenOverflows", "host_tcp_listen_overflows_total"),
+    (
+        "TcpExt",
+        "ListenOverflows",
+        "host_tcp_listen_overflows_total",
+    ),
     ("TcpExt", "ListenDrops", "host_tcp_listen_drops_total"),
     ("Udp", "InErrors", "host_udp_receive_errors_total"),
-    ("Udp", "RcvbufErrors", "host_udp_receive_buffer_errors_total"),
+    (
+        "Udp",
+        "RcvbufErrors",
+        "host_udp_receive_buffer_errors_total",
+    ),
 ];
 
 /// (counter name, metric) of `/proc/net/snmp6`.
@@ -36,7 +48,8 @@ pub(super) fn sample_paired(text: &str, out: &mut Samples) -> Result<(), ParseEr
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     while let Some(header) = lines.next() {
         let Some(values) = lines.next() else {
-            first_problem.get_or_insert_with(|| ParseError::new(format!("no values after {header:?}")));
+            first_problem
+                .get_or_insert_with(|| ParseError::new(format!("no values after {header:?}")));
             break;
         };
         if let Err(e) = sample_pair(header, values, out) {
@@ -74,9 +87,12 @@ fn sample_pair(header: &str, values: &str, out: &mut Samples) -> Result<(), Pars
             // Older kernels lack some counters: no series, no problem.
             continue;
         };
-        let value: u64 = numbers[i]
-            .parse()
-            .map_err(|_| ParseError::new(format!("{prefix} {name}: {:?} is not a counter", numbers[i])))?;
+        let value: u64 = numbers[i].parse().map_err(|_| {
+            ParseError::new(format!(
+                "{prefix} {name}: {:?} is not a counter",
+                numbers[i]
+            ))
+        })?;
         match prefix {
             "Udp" => out.push_labeled(metric, vec![("ip", "4".to_owned())], value as f64),
             _ => out.push(metric, value as f64),
@@ -153,9 +169,15 @@ mod tests {
         let v4 = [("ip", "4")];
         let v6 = [("ip", "6")];
         assert_eq!(out.get("host_udp_receive_errors_total", &v4), Some(3.0));
-        assert_eq!(out.get("host_udp_receive_buffer_errors_total", &v4), Some(2.0));
+        assert_eq!(
+            out.get("host_udp_receive_buffer_errors_total", &v4),
+            Some(2.0)
+        );
         assert_eq!(out.get("host_udp_receive_errors_total", &v6), Some(5.0));
-        assert_eq!(out.get("host_udp_receive_buffer_errors_total", &v6), Some(4.0));
+        assert_eq!(
+            out.get("host_udp_receive_buffer_errors_total", &v6),
+            Some(4.0)
+        );
         assert_eq!(out.0.len(), 12);
     }
 

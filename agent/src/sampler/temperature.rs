@@ -40,7 +40,11 @@ impl Reading {
             out.push_labeled("host_temperature_max_celsius", labels.clone(), max);
         }
         if let Some(critical) = self.critical {
-            out.push_labeled("host_temperature_critical_celsius", labels.clone(), critical);
+            out.push_labeled(
+                "host_temperature_critical_celsius",
+                labels.clone(),
+                critical,
+            );
         }
         out.push_labeled("host_temperature_celsius", labels, self.celsius);
     }
@@ -134,11 +138,12 @@ fn hwmon(sys: &mut ProcFs, out: &mut Samples, problems: &mut Vec<String>) {
                 }
             };
             let mut threshold = |suffix: &str| {
-                millidegrees(sys, &format!("{base}/temp{index}_{suffix}"))
-                    .unwrap_or_else(|problem| {
+                millidegrees(sys, &format!("{base}/temp{index}_{suffix}")).unwrap_or_else(
+                    |problem| {
                         problems.push(problem);
                         None
-                    })
+                    },
+                )
             };
             let max = threshold("max");
             let critical = threshold("crit");
@@ -183,7 +188,11 @@ fn thermal(sys: &mut ProcFs, out: &mut Samples, problems: &mut Vec<String>) {
         let mut critical = None;
         let trips = list(&sys.root.join(&base), "trip_point_").unwrap_or_default();
         for trip in trips.iter().filter_map(|t| t.strip_suffix("_type")) {
-            if text(sys, &format!("{base}/{trip}_type")).ok().flatten().as_deref() == Some("critical")
+            if text(sys, &format!("{base}/{trip}_type"))
+                .ok()
+                .flatten()
+                .as_deref()
+                == Some("critical")
             {
                 match millidegrees(sys, &format!("{base}/{trip}_temp")) {
                     Ok(value) => critical = value,
@@ -228,8 +237,14 @@ mod tests {
         assert!(problems.is_empty(), "{problems:?}");
         let package = labels("coretemp", "Package id 0", "coretemp.0");
         assert_eq!(out.get("host_temperature_celsius", &package), Some(45.0));
-        assert_eq!(out.get("host_temperature_max_celsius", &package), Some(80.0));
-        assert_eq!(out.get("host_temperature_critical_celsius", &package), Some(100.0));
+        assert_eq!(
+            out.get("host_temperature_max_celsius", &package),
+            Some(80.0)
+        );
+        assert_eq!(
+            out.get("host_temperature_critical_celsius", &package),
+            Some(100.0)
+        );
         let nvme = labels("nvme", "Composite", "nvme0");
         assert_eq!(out.get("host_temperature_celsius", &nvme), Some(38.85));
         // No label, no device link, no max.
@@ -239,9 +254,15 @@ mod tests {
         let zone = labels("thermal", "x86_pkg_temp", "thermal_zone0");
         assert_eq!(out.get("host_temperature_celsius", &zone), Some(46.0));
         // The critical trip point, not the passive one before it.
-        assert_eq!(out.get("host_temperature_critical_celsius", &zone), Some(105.0));
         assert_eq!(
-            out.0.iter().filter(|s| s.metric == "host_temperature_celsius").count(),
+            out.get("host_temperature_critical_celsius", &zone),
+            Some(105.0)
+        );
+        assert_eq!(
+            out.0
+                .iter()
+                .filter(|s| s.metric == "host_temperature_celsius")
+                .count(),
             5
         );
     }
@@ -259,15 +280,32 @@ mod tests {
         let mut out = Samples::default();
         let problems = sample(&mut sys, &mut out);
         assert_eq!(problems.len(), 3, "{problems:?}");
-        assert!(problems.iter().any(|p| p.contains("temp2_input") && p.contains("os error 5")), "{problems:?}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("temp2_input") && p.contains("os error 5")),
+            "{problems:?}"
+        );
         let package = labels("coretemp", "Package id 0", "coretemp.0");
         assert_eq!(out.get("host_temperature_celsius", &package), Some(45.0));
-        assert!(out.get("host_temperature_critical_celsius", &package).is_none());
         assert!(
-            out.get("host_temperature_celsius", &labels("coretemp", "Core 0", "coretemp.0"))
+            out.get("host_temperature_critical_celsius", &package)
                 .is_none()
         );
-        assert!(out.get("host_temperature_celsius", &labels("nvme", "Composite", "nvme0")).is_some());
+        assert!(
+            out.get(
+                "host_temperature_celsius",
+                &labels("coretemp", "Core 0", "coretemp.0")
+            )
+            .is_none()
+        );
+        assert!(
+            out.get(
+                "host_temperature_celsius",
+                &labels("nvme", "Composite", "nvme0")
+            )
+            .is_some()
+        );
     }
 
     #[test]

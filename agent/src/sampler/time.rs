@@ -53,10 +53,20 @@ impl Status {
     }
 
     pub(super) fn push(&self, out: &mut Samples) {
-        let per_second = if self.status & STA_NANO != 0 { 1e9 } else { 1e6 };
-        out.push("host_time_synchronized", f64::from(u8::from(self.synchronized())));
+        let per_second = if self.status & STA_NANO != 0 {
+            1e9
+        } else {
+            1e6
+        };
+        out.push(
+            "host_time_synchronized",
+            f64::from(u8::from(self.synchronized())),
+        );
         out.push("host_time_offset_seconds", self.offset as f64 / per_second);
-        out.push("host_time_estimated_error_seconds", self.esterror as f64 / 1e6);
+        out.push(
+            "host_time_estimated_error_seconds",
+            self.esterror as f64 / 1e6,
+        );
         out.push("host_time_max_error_seconds", self.maxerror as f64 / 1e6);
     }
 }
@@ -126,7 +136,8 @@ pub(super) fn sample(source: &TimeSource, out: &mut Samples) -> Result<(), Strin
     let status = match source {
         TimeSource::Kernel => kernel().map_err(|e| format!("adjtimex: {e}"))?,
         TimeSource::Recorded(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
             parse_print(&text).map_err(|e| format!("{}: {e}", path.display()))?
         }
     };
@@ -145,15 +156,25 @@ mod tests {
         sample(&TimeSource::Recorded(fixture("host-a/adjtimex")), &mut out).unwrap();
         assert_eq!(out.get("host_time_synchronized", &[]), Some(1.0));
         // STA_NANO: -21357 ns.
-        assert_eq!(out.get("host_time_offset_seconds", &[]), Some(-21357.0 / 1e9));
-        assert_eq!(out.get("host_time_estimated_error_seconds", &[]), Some(0.000_115));
+        assert_eq!(
+            out.get("host_time_offset_seconds", &[]),
+            Some(-21357.0 / 1e9)
+        );
+        assert_eq!(
+            out.get("host_time_estimated_error_seconds", &[]),
+            Some(0.000_115)
+        );
         assert_eq!(out.get("host_time_max_error_seconds", &[]), Some(0.0625));
     }
 
     #[test]
     fn an_unsynchronised_clock() {
         let mut out = Samples::default();
-        sample(&TimeSource::Recorded(fixture("alerting/adjtimex")), &mut out).unwrap();
+        sample(
+            &TimeSource::Recorded(fixture("alerting/adjtimex")),
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(out.get("host_time_synchronized", &[]), Some(0.0));
         assert_eq!(out.get("host_time_max_error_seconds", &[]), Some(16.0));
         assert_eq!(out.get("host_time_offset_seconds", &[]), Some(0.0));
@@ -169,8 +190,20 @@ mod tests {
             esterror: 0,
         };
         assert!(ok.synchronized());
-        assert!(!Status { status: ok.status | STA_UNSYNC, ..ok }.synchronized());
-        assert!(!Status { state: TIME_ERROR, ..ok }.synchronized());
+        assert!(
+            !Status {
+                status: ok.status | STA_UNSYNC,
+                ..ok
+            }
+            .synchronized()
+        );
+        assert!(
+            !Status {
+                state: TIME_ERROR,
+                ..ok
+            }
+            .synchronized()
+        );
     }
 
     #[test]
@@ -185,8 +218,11 @@ mod tests {
             assert!(err.0.contains(what), "{err}");
         }
         let mut out = Samples::default();
-        let err = sample(&TimeSource::Recorded(PathBuf::from("/nonexistent/adjtimex")), &mut out)
-            .unwrap_err();
+        let err = sample(
+            &TimeSource::Recorded(PathBuf::from("/nonexistent/adjtimex")),
+            &mut out,
+        )
+        .unwrap_err();
         assert!(err.starts_with("/nonexistent/adjtimex:"), "{err}");
         assert!(out.0.is_empty());
     }

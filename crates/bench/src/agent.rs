@@ -214,7 +214,11 @@ fn start_agent(
             agent_tls.cert,
             agent_tls.key,
             watch.join(", "),
-            if args.families_off { OPTIONAL_FAMILIES } else { "[]" },
+            if args.families_off {
+                OPTIONAL_FAMILIES
+            } else {
+                "[]"
+            },
         ),
     )?;
     Ok(Reaped(
@@ -737,7 +741,11 @@ mod tests {
         assert_eq!(prometheus_value(TEXT, "node_load15", None), Some(0.3));
         assert_eq!(prometheus_value(TEXT, "node_load5", None), None);
         assert_eq!(
-            prometheus_value(TEXT, "node_filesystem_free_bytes", Some(("mountpoint", "/"))),
+            prometheus_value(
+                TEXT,
+                "node_filesystem_free_bytes",
+                Some(("mountpoint", "/"))
+            ),
             Some(1.5e10)
         );
     }

@@ -148,7 +148,9 @@ async fn the_host_family_rules_fire_with_their_cause_from_recorded_readings() {
                 .alerts;
             let firing: Vec<_> = alerts
                 .into_iter()
-                .filter(|a| a.state == AlertState::Firing as i32 && RULES.contains(&a.rule.as_str()))
+                .filter(|a| {
+                    a.state == AlertState::Firing as i32 && RULES.contains(&a.rule.as_str())
+                })
                 .collect();
             (firing.len() == RULES.len()).then_some(firing)
         }
@@ -156,7 +158,11 @@ async fn the_host_family_rules_fire_with_their_cause_from_recorded_readings() {
     .await;
     let alert = |rule: &str| firing.iter().find(|a| a.rule == rule).unwrap();
     for a in &firing {
-        assert_eq!(a.labels.get("host").map(String::as_str), Some(HOST), "{a:?}");
+        assert_eq!(
+            a.labels.get("host").map(String::as_str),
+            Some(HOST),
+            "{a:?}"
+        );
     }
 
     let hot = alert("temperature_high");
@@ -178,7 +184,10 @@ async fn the_host_family_rules_fire_with_their_cause_from_recorded_readings() {
     );
     // 1000 overflows in 10 s.
     let overflows = &alert("tcp_listen_overflows").annotations["summary"];
-    assert!(overflows.starts_with("hot drops 100 connections per second"), "{overflows}");
+    assert!(
+        overflows.starts_with("hot drops 100 connections per second"),
+        "{overflows}"
+    );
     let fds = &alert("file_descriptors_almost_exhausted").annotations["summary"];
     assert!(fds.contains("93"), "{fds}");
     let conntrack = &alert("conntrack_almost_full").annotations["summary"];
