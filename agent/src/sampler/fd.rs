@@ -3,7 +3,7 @@
 
 use super::{ParseError, Samples, field};
 
-/// `3179	0	2466246`: allocated, free (always 0 since Linux 2.6), maximum.
+/// `3179 0 2466246` (tab-separated): allocated, free (always 0 since Linux 2.6), maximum.
 pub(super) fn sample(text: &str, out: &mut Samples) -> Result<(), ParseError> {
     let fields: Vec<&str> = text.split_ascii_whitespace().collect();
     if fields.len() != 3 {

@@ -501,25 +501,25 @@ impl Sampler {
                 problems.note("tcp", &problem);
             }
         }
-        if families.enabled(Family::Sockets) {
-            if let Err(e) = self.sockets.sample(out) {
-                problems.note("sockets", &e);
-            }
+        if families.enabled(Family::Sockets)
+            && let Err(e) = self.sockets.sample(out)
+        {
+            problems.note("sockets", &e);
         }
-        if families.enabled(Family::Time) {
-            if let Err(e) = time::sample(&self.time, out) {
-                problems.note("time", &e);
-            }
+        if families.enabled(Family::Time)
+            && let Err(e) = time::sample(&self.time, out)
+        {
+            problems.note("time", &e);
         }
-        if families.enabled(Family::FileDescriptors) {
-            if let Err(e) = fs.parse("sys/fs/file-nr", |t| fd::sample(t, out)) {
-                problems.note("file_descriptors", &e);
-            }
+        if families.enabled(Family::FileDescriptors)
+            && let Err(e) = fs.parse("sys/fs/file-nr", |t| fd::sample(t, out))
+        {
+            problems.note("file_descriptors", &e);
         }
-        if families.enabled(Family::Conntrack) {
-            if let Err(e) = conntrack::sample(fs, out) {
-                problems.note("conntrack", &e);
-            }
+        if families.enabled(Family::Conntrack)
+            && let Err(e) = conntrack::sample(fs, out)
+        {
+            problems.note("conntrack", &e);
         }
         if families.enabled(Family::Links) {
             let exclude = &self.settings.network.exclude;
@@ -739,6 +739,22 @@ pub(crate) mod tests {
         assert_eq!(snapshot[0].command, "/usr/local/bin/busy --threads 1");
         let kthread = snapshot.iter().find(|p| p.pid == 2);
         assert!(kthread.is_none(), "no CPU, no memory: not a top process");
+    }
+
+    #[test]
+    fn every_series_of_a_recorded_host_is_in_the_metric_reference() {
+        let reference = include_str!("../../../docs/metrics.md");
+        let mut sampler = fixture_sampler("host-a");
+        let t0 = Instant::now();
+        sampler.sample(t0);
+        let tick = sampler.sample(t0 + Duration::from_secs(1));
+        for sample in &tick.samples.0 {
+            assert!(
+                reference.contains(&format!("`{}`", sample.metric)),
+                "{} is not in docs/metrics.md",
+                sample.metric
+            );
+        }
     }
 
     #[test]
