@@ -31,9 +31,11 @@ pub(super) struct State {
     seen_up: HashSet<String>,
 }
 
-/// The interface's files are gone with it.
+/// The interface's files are gone with it, or the entry is no interface
+/// (`bonding_masters`, a file, where the bonding module is loaded).
 fn vanished(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(nix::libc::ENODEV)
+    e.kind() == io::ErrorKind::NotFound
+        || [nix::libc::ENODEV, nix::libc::ENOTDIR].contains(&e.raw_os_error().unwrap_or(0))
 }
 
 /// The kernel has no such figure for this kind of link.
@@ -182,8 +184,10 @@ mod tests {
         let (_dir, mut sys) = sys_copy("host-a/sys");
         let mut state = State::default();
         let mut out = Samples::default();
+        // bonding_masters, a file beside the interfaces, is not one.
         let problems = state.sample(&mut sys, &none(), &mut out);
         assert!(problems.is_empty(), "{problems:?}");
+        assert!(!out.0.iter().any(|s| s.labels[0].1 == "bonding_masters"));
         let eth0 = [("device", "eth0")];
         assert_eq!(out.get("host_network_up", &eth0), Some(1.0));
         assert_eq!(out.get("host_network_mtu_bytes", &eth0), Some(1500.0));
