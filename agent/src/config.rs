@@ -64,6 +64,8 @@ pub struct AgentConfig {
         deserialize_with = "hostwatch_runtime::metrics::optional_loopback"
     )]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    #[serde(default)]
+    pub families: FamiliesConfig,
 }
 
 /// One collector the agent may stream to.
@@ -321,6 +323,42 @@ impl Default for NetworkConfig {
                 .unwrap_or_else(|_| unreachable!("the default pattern is valid")),
         }
     }
+}
+
+/// `[families]`: the metric families that can be turned off (all are on
+/// by default).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FamiliesConfig {
+    /// Families not sampled.
+    pub disabled: Vec<Family>,
+}
+
+impl FamiliesConfig {
+    pub fn enabled(&self, family: Family) -> bool {
+        !self.disabled.contains(&family)
+    }
+}
+
+/// A metric family `[families]` can turn off, by its name there (also its
+/// `family` label on `hostwatch_agent_sample_errors_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    /// /proc/net/snmp, /proc/net/netstat, /proc/net/snmp6.
+    Tcp,
+    /// Connections by state, over netlink sock_diag.
+    Sockets,
+    /// The kernel's clock synchronisation (adjtimex).
+    Time,
+    /// /proc/sys/fs/file-nr.
+    FileDescriptors,
+    /// /proc/sys/net/netfilter/nf_conntrack_{count,max}.
+    Conntrack,
+    /// /sys/class/net: state, speed, duplex, MTU.
+    Links,
+    /// /sys/class/hwmon and /sys/class/thermal.
+    Temperature,
 }
 
 /// A compiled regular expression that remembers its source text.
@@ -844,6 +882,29 @@ key = "agent.key"
                 format!("{MINIMAL}[processes]\nwatch = [{{ name = \"x\", colour = \"red\" }}]\n"),
                 "colour",
             ),
+        ]);
+    }
+
+    #[test]
+    fn families_are_turned_off_by_name() {
+        let config = load_text(&format!(
+            "{MINIMAL}[families]\ndisabled = [\"temperature\", \"sockets\"]\n"
+        ))
+        .unwrap();
+        assert!(!config.families.enabled(Family::Temperature));
+        assert!(!config.families.enabled(Family::Sockets));
+        assert!(config.families.enabled(Family::Tcp));
+        assert!(load_text(MINIMAL).unwrap().families.enabled(Family::Time));
+        assert_refused_naming_the_key(&[
+            (
+                format!("{MINIMAL}[families]\ndisabled = [\"temperatures\"]\n"),
+                "temperatures",
+            ),
+            (
+                format!("{MINIMAL}[families]\ndisabled = \"time\"\n"),
+                "disabled",
+            ),
+            (format!("{MINIMAL}[families]\nenabled = []\n"), "enabled"),
         ]);
     }
 

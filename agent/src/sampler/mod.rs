@@ -10,7 +10,13 @@
 //! /proc/vmstat), `load` (/proc/loadavg), `host` (uptime, boot time),
 //! `filesystem` (mountinfo + statvfs), `disk` (/proc/diskstats), `network`
 //! (/proc/net/dev), `process` (/proc/<pid>: counts, top-N snapshot,
-//! watched processes).
+//! watched processes); and the families `[families]` can turn off: `tcp`
+//! (/proc/net/snmp, netstat, snmp6), `sockets` (TCP connections by state
+//! over netlink sock_diag), `time` (adjtimex), `fd` (/proc/sys/fs/file-nr),
+//! `conntrack` (/proc/sys/net/netfilter), `link` (/sys/class/net) and
+//! `temperature` (/sys/class/hwmon, /sys/class/thermal). Sources other
+//! than files (netlink, adjtimex) can be replaced by recorded replies
+//! ([`Sources`]), so tests and fixtures never depend on this machine.
 //!
 //! Why not sysinfo here (it gives the host facts at start): most figures
 //! need /proc anyway (the CPU time split, PSI, disk and network error
@@ -20,17 +26,27 @@
 //! a node_exporter scrape (`hostwatch-bench agent` compares the two;
 //! docs/benchmarks.md has the figures).
 
+mod conntrack;
 mod cpu;
 mod disk;
+mod fd;
 mod filesystem;
 mod host;
+mod link;
 mod load;
 mod memory;
 mod network;
 mod pressure;
 mod process;
+mod sockets;
+mod tcp;
+mod temperature;
+mod time;
 
-use crate::config::AgentConfig;
+pub use sockets::SockDiagSource;
+pub use time::TimeSource;
+
+use crate::config::{AgentConfig, Family};
 use hostwatch_proto::v1::ProcessInfo;
 use std::collections::HashMap;
 use std::fmt;
@@ -133,7 +149,7 @@ fn field<T: std::str::FromStr>(fields: &[&str], index: usize, what: &str) -> Res
 }
 
 /// The metric families, as the `family` label of the error counter.
-pub const FAMILIES: [&str; 9] = [
+pub const FAMILIES: [&str; 16] = [
     "cpu",
     "pressure",
     "memory",
@@ -143,6 +159,13 @@ pub const FAMILIES: [&str; 9] = [
     "disk",
     "network",
     "process",
+    "tcp",
+    "sockets",
+    "time",
+    "file_descriptors",
+    "conntrack",
+    "links",
+    "temperature",
 ];
 
 /// Problems met while sampling, per family, since start.
@@ -287,6 +310,12 @@ pub struct Sources {
     pub proc: PathBuf,
     /// The user database for process owners, normally `/etc/passwd`.
     pub passwd: PathBuf,
+    /// The sys file system (links, temperatures), normally `/sys`.
+    pub sys: PathBuf,
+    /// The clock discipline, normally the kernel's `adjtimex`.
+    pub time: TimeSource,
+    /// TCP connections by state, normally the kernel's netlink sock_diag.
+    pub sock_diag: SockDiagSource,
 }
 
 impl Default for Sources {
@@ -294,6 +323,9 @@ impl Default for Sources {
         Sources {
             proc: PathBuf::from("/proc"),
             passwd: PathBuf::from("/etc/passwd"),
+            sys: PathBuf::from("/sys"),
+            time: TimeSource::Kernel,
+            sock_diag: SockDiagSource::Kernel,
         }
     }
 }
@@ -305,6 +337,7 @@ pub struct Settings {
     pub filesystems: crate::config::FilesystemsConfig,
     pub disks: crate::config::DisksConfig,
     pub network: crate::config::NetworkConfig,
+    pub families: crate::config::FamiliesConfig,
 }
 
 impl Settings {
@@ -314,6 +347,7 @@ impl Settings {
             filesystems: config.filesystems.clone(),
             disks: config.disks.clone(),
             network: config.network.clone(),
+            families: config.families.clone(),
         }
     }
 }
@@ -347,6 +381,11 @@ impl Kernel {
 /// Holds the state between ticks: counters whose rates need the previous reading.
 pub struct Sampler {
     fs: ProcFs,
+    /// The same reader, rooted at /sys.
+    sys: ProcFs,
+    time: TimeSource,
+    sockets: sockets::State,
+    link: link::State,
     settings: Settings,
     kernel: Kernel,
     problems: Problems,
@@ -365,6 +404,10 @@ impl Sampler {
         let kernel = Kernel::this();
         Sampler {
             fs: ProcFs::new(sources.proc),
+            sys: ProcFs::new(sources.sys),
+            time: sources.time,
+            sockets: sockets::State::new(sources.sock_diag),
+            link: link::State::default(),
             settings,
             kernel,
             problems: Problems::default(),
@@ -429,6 +472,9 @@ impl Sampler {
         if let Err(e) = fs.parse("net/dev", |t| network::sample(t, network, &mut out)) {
             problems.note("network", &e);
         }
+        self.sample_optional(&mut out);
+        let problems = &mut self.problems;
+        let fs = &mut self.fs;
         let processes = self.process.sample(
             fs,
             &self.settings.processes,
@@ -442,6 +488,49 @@ impl Sampler {
         Tick {
             samples: out,
             processes,
+        }
+    }
+
+    /// The families `[families]` can turn off.
+    fn sample_optional(&mut self, out: &mut Samples) {
+        let families = &self.settings.families;
+        let fs = &mut self.fs;
+        let problems = &mut self.problems;
+        if families.enabled(Family::Tcp) {
+            for problem in tcp::sample(fs, out) {
+                problems.note("tcp", &problem);
+            }
+        }
+        if families.enabled(Family::Sockets)
+            && let Err(e) = self.sockets.sample(out)
+        {
+            problems.note("sockets", &e);
+        }
+        if families.enabled(Family::Time)
+            && let Err(e) = time::sample(&self.time, out)
+        {
+            problems.note("time", &e);
+        }
+        if families.enabled(Family::FileDescriptors)
+            && let Err(e) = fs.parse("sys/fs/file-nr", |t| fd::sample(t, out))
+        {
+            problems.note("file_descriptors", &e);
+        }
+        if families.enabled(Family::Conntrack)
+            && let Err(e) = conntrack::sample(fs, out)
+        {
+            problems.note("conntrack", &e);
+        }
+        if families.enabled(Family::Links) {
+            let exclude = &self.settings.network.exclude;
+            for problem in self.link.sample(&mut self.sys, exclude, out) {
+                problems.note("links", &problem);
+            }
+        }
+        if families.enabled(Family::Temperature) {
+            for problem in temperature::sample(&mut self.sys, out) {
+                problems.note("temperature", &problem);
+            }
         }
     }
 }
@@ -458,15 +547,21 @@ pub(crate) mod tests {
             .join(name)
     }
 
-    fn fixture_sampler(name: &str) -> Sampler {
+    /// The sources of the recorded host `fixtures/<name>`, with its /proc at `proc`.
+    pub(crate) fn fixture_sources(name: &str, proc: PathBuf) -> Sources {
         let root = fixture(name);
-        Sampler::with_sources(
-            Settings::default(),
-            Sources {
-                proc: root.join("proc"),
-                passwd: root.join("passwd"),
-            },
-        )
+        Sources {
+            proc,
+            passwd: root.join("passwd"),
+            sys: root.join("sys"),
+            time: TimeSource::Recorded(root.join("adjtimex")),
+            sock_diag: SockDiagSource::Recorded(root.join("sock_diag")),
+        }
+    }
+
+    fn fixture_sampler(name: &str) -> Sampler {
+        let sources = fixture_sources(name, fixture(name).join("proc"));
+        Sampler::with_sources(Settings::default(), sources)
     }
 
     #[test]
@@ -508,7 +603,15 @@ pub(crate) mod tests {
         }
         // Files every supported kernel has; mounts, disks and processes
         // of an unusual test machine may legitimately be counted.
-        for family in ["cpu", "memory", "load", "host"] {
+        for family in [
+            "cpu",
+            "memory",
+            "load",
+            "host",
+            "tcp",
+            "time",
+            "file_descriptors",
+        ] {
             let errors = second
                 .samples
                 .get("hostwatch_agent_sample_errors_total", &[("family", family)]);
@@ -525,11 +628,14 @@ pub(crate) mod tests {
 
     /// Copies the files of `from` over those of `to`, in place (as /proc
     /// shows new figures through files kept open).
-    fn copy_over(from: &Path, to: &Path) {
+    pub(crate) fn copy_over(from: &Path, to: &Path) {
         for entry in std::fs::read_dir(from).unwrap() {
             let path = entry.unwrap().path();
             let target = to.join(path.file_name().unwrap());
-            if path.is_dir() {
+            if path.is_symlink() {
+                let _ = std::fs::remove_file(&target);
+                std::os::unix::fs::symlink(std::fs::read_link(&path).unwrap(), &target).unwrap();
+            } else if path.is_dir() {
                 std::fs::create_dir_all(&target).unwrap();
                 copy_over(&path, &target);
             } else {
@@ -543,13 +649,8 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let proc = dir.path().join("proc");
         copy_over(&fixture("host-a").join("proc"), &proc);
-        let mut sampler = Sampler::with_sources(
-            Settings::default(),
-            Sources {
-                proc: proc.clone(),
-                passwd: fixture("host-a").join("passwd"),
-            },
-        );
+        let mut sampler =
+            Sampler::with_sources(Settings::default(), fixture_sources("host-a", proc.clone()));
         let t0 = Instant::now();
         let first = sampler.sample(t0);
         // Ten seconds later.
@@ -603,6 +704,26 @@ pub(crate) mod tests {
         ];
         assert!(s.get("host_filesystem_free_bytes", &root).is_some());
         assert_eq!(s.get("host_processes", &[]), Some(4.0));
+        // The optional families, each from its recorded source.
+        assert_eq!(
+            s.get("host_tcp_retransmitted_segments_total", &[]),
+            Some(43.0)
+        );
+        assert_eq!(s.get("host_tcp_listen_overflows_total", &[]), Some(7.0));
+        assert_eq!(
+            s.get("host_tcp_connections", &[("state", "listen")]),
+            Some(5.0)
+        );
+        assert_eq!(s.get("host_time_synchronized", &[]), Some(1.0));
+        assert_eq!(s.get("host_file_descriptors_allocated", &[]), Some(3179.0));
+        assert_eq!(s.get("host_conntrack_limit", &[]), Some(262_144.0));
+        assert_eq!(s.get("host_network_up", &[("device", "eth0")]), Some(1.0));
+        let package = [
+            ("chip", "coretemp"),
+            ("sensor", "Package id 0"),
+            ("device", "coretemp.0"),
+        ];
+        assert_eq!(s.get("host_temperature_celsius", &package), Some(45.0));
         for family in FAMILIES {
             assert_eq!(
                 s.get("hostwatch_agent_sample_errors_total", &[("family", family)]),
@@ -621,6 +742,22 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn every_series_of_a_recorded_host_is_in_the_metric_reference() {
+        let reference = include_str!("../../../docs/metrics.md");
+        let mut sampler = fixture_sampler("host-a");
+        let t0 = Instant::now();
+        sampler.sample(t0);
+        let tick = sampler.sample(t0 + Duration::from_secs(1));
+        for sample in &tick.samples.0 {
+            assert!(
+                reference.contains(&format!("`{}`", sample.metric)),
+                "{} is not in docs/metrics.md",
+                sample.metric
+            );
+        }
+    }
+
+    #[test]
     fn unexpected_formats_are_counted_and_skipped() {
         let mut sampler = fixture_sampler("garbled");
         let t0 = Instant::now();
@@ -631,11 +768,55 @@ pub(crate) mod tests {
                 .get("hostwatch_agent_sample_errors_total", &[("family", family)])
                 .unwrap()
         };
-        for family in ["cpu", "memory", "load", "host", "disk", "network"] {
+        for family in [
+            "cpu",
+            "memory",
+            "load",
+            "host",
+            "disk",
+            "network",
+            "time",
+            "sockets",
+            "file_descriptors",
+            "conntrack",
+            "links",
+        ] {
             assert_eq!(errors(family), 2.0, "{family}");
         }
+        // snmp and netstat, each tick.
+        assert_eq!(errors("tcp"), 4.0);
+        // No sensors at all is not a problem.
+        assert_eq!(errors("temperature"), 0.0);
         // No pressure directory is not a problem: old kernels have none.
         assert_eq!(errors("pressure"), 0.0);
         assert!(tick.samples.get("host_load1", &[]).is_none());
+    }
+
+    #[test]
+    fn families_turned_off_are_not_read() {
+        let mut settings = Settings::default();
+        settings.families.disabled = vec![
+            Family::Tcp,
+            Family::Sockets,
+            Family::Time,
+            Family::FileDescriptors,
+            Family::Conntrack,
+            Family::Links,
+            Family::Temperature,
+        ];
+        let sources = fixture_sources("garbled", fixture("garbled").join("proc"));
+        let mut sampler = Sampler::with_sources(settings, sources);
+        let tick = sampler.sample(Instant::now());
+        for family in &FAMILIES[9..] {
+            assert_eq!(
+                tick.samples
+                    .get("hostwatch_agent_sample_errors_total", &[("family", family)]),
+                Some(0.0),
+                "{family}"
+            );
+        }
+        let mut sampler = fixture_sampler("host-a");
+        let all = sampler.sample(Instant::now()).samples.0.len();
+        assert!(all > tick.samples.0.len() + 30, "{all}");
     }
 }

@@ -60,7 +60,17 @@ pub(crate) struct Args {
     /// samples arrive again, and the agent's memory meanwhile.
     #[arg(long, default_value = "0")]
     outage_secs: u64,
+    /// Turn the agent's optional families off (`[families] disabled`:
+    /// TCP, sockets, time, file descriptors, conntrack, links,
+    /// temperatures), and leave node_exporter's off-by-default `tcpstat`
+    /// off; by default both sample them.
+    #[arg(long)]
+    families_off: bool,
 }
+
+/// The agent's families `--families-off` turns off.
+const OPTIONAL_FAMILIES: &str =
+    r#"["tcp", "sockets", "time", "file_descriptors", "conntrack", "links", "temperature"]"#;
 
 /// Kills a child process when dropped, so an error leaves nothing behind.
 struct Reaped(Child);
@@ -120,7 +130,7 @@ async fn bench(args: Args, agent_bin: PathBuf) -> anyhow::Result<()> {
 
     let agent = start_agent(&args, &agent_bin, dir.path(), collector_addr, &agent_tls)?;
     let agent_probe = Probe::new(agent.0.id());
-    let node = start_node_exporter(&args.node_exporter)?;
+    let node = start_node_exporter(&args.node_exporter, !args.families_off)?;
 
     let channel = connect(&ClientTarget {
         address: collector_addr.to_string(),
@@ -197,13 +207,18 @@ fn start_agent(
     std::fs::write(
         &agent_toml,
         format!(
-            "collector = \"{collector_addr}\"\nserver_name = \"localhost\"\ninterval = \"{}ms\"\nstate_dir = {:?}\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n[processes]\nwatch = [{}]\n",
+            "collector = \"{collector_addr}\"\nserver_name = \"localhost\"\ninterval = \"{}ms\"\nstate_dir = {:?}\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n[processes]\nwatch = [{}]\n[families]\ndisabled = {}\n",
             args.interval_ms,
             dir.join("agent-state"),
             agent_tls.ca,
             agent_tls.cert,
             agent_tls.key,
-            watch.join(", ")
+            watch.join(", "),
+            if args.families_off {
+                OPTIONAL_FAMILIES
+            } else {
+                "[]"
+            },
         ),
     )?;
     Ok(Reaped(
@@ -218,13 +233,18 @@ fn start_agent(
     ))
 }
 
-/// node_exporter on a free loopback port, if installed at `path`.
-fn start_node_exporter(path: &Path) -> anyhow::Result<Option<(Reaped, SocketAddr)>> {
+/// node_exporter on a free loopback port, if installed at `path`; with
+/// `tcpstat` (connections by state, off by default) when `tcpstat`. Its
+/// collectors for the agent's other optional families (hwmon,
+/// thermal_zone, netstat, conntrack, timex, filefd, netclass) are on by
+/// default.
+fn start_node_exporter(path: &Path, tcpstat: bool) -> anyhow::Result<Option<(Reaped, SocketAddr)>> {
     Ok(if path.exists() {
         let port = free_port()?;
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         let child = Command::new(path)
             .arg(format!("--web.listen-address={addr}"))
+            .args(tcpstat.then_some("--collector.tcpstat"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -285,6 +305,8 @@ fn print_figures(
     let agent_cpu_median = median(&measured.agent_cpu).unwrap_or(f64::NAN);
     let agent_rss_median = median(&measured.agent_rss).unwrap_or(f64::NAN);
     println!("agent_binary={}", agent_bin.display());
+    println!("families_off={}", args.families_off);
+    println!("load_average={}", load_average());
     println!("interval_ms={}", args.interval_ms);
     println!("duration_seconds={}", args.duration_secs);
     println!("agent_windows={stored}");
@@ -524,10 +546,21 @@ async fn outage(
     Ok(())
 }
 
-/// A series key: metric, and the mount point for file systems.
-fn key(metric: &str, mountpoint: Option<&str>) -> String {
-    match mountpoint {
-        Some(m) => format!("{metric}{{mountpoint={m}}}"),
+/// The 1, 5 and 15 minute load averages of this machine, as /proc/loadavg has them.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|t| t.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// A label a compared series is picked by: the mount point of file
+/// systems, the state of connections.
+const KEY_LABELS: [&str; 2] = ["mountpoint", "state"];
+
+/// A series key: metric, and its value of one of `KEY_LABELS`.
+fn key(metric: &str, label: Option<(&str, &str)>) -> String {
+    match label {
+        Some((name, value)) => format!("{metric}{{{name}={value}}}"),
         None => metric.to_owned(),
     }
 }
@@ -541,12 +574,12 @@ async fn latest(
         .await?
         .into_iter()
         .map(|v| {
-            let mountpoint = v
+            let label = v
                 .labels
                 .iter()
-                .find(|l| l.name == "mountpoint")
-                .map(|l| l.value.as_str());
-            (key(&v.metric, mountpoint), (v.timestamp_ms, v.value))
+                .find(|l| KEY_LABELS.contains(&l.name.as_str()))
+                .map(|l| (l.name.as_str(), l.value.as_str()));
+            (key(&v.metric, label), (v.timestamp_ms, v.value))
         })
         .collect())
 }
@@ -565,7 +598,8 @@ async fn latest_values(
 
 /// Relative differences between node_exporter's figures and the agent's.
 fn compare(text: &str, ours: &HashMap<String, (i64, f64)>, out: &mut HashMap<&str, Vec<f64>>) {
-    let pairs: [(&str, &str, Option<&str>, &str); 6] = [
+    type Pair<'a> = (&'a str, &'a str, Option<(&'a str, &'a str)>, &'a str);
+    let pairs: [Pair<'_>; 14] = [
         (
             "memory_available",
             "node_memory_MemAvailable_bytes",
@@ -575,8 +609,56 @@ fn compare(text: &str, ours: &HashMap<String, (i64, f64)>, out: &mut HashMap<&st
         (
             "filesystem_root_free",
             "node_filesystem_free_bytes",
-            Some("/"),
+            Some(("mountpoint", "/")),
             "host_filesystem_free_bytes",
+        ),
+        (
+            "tcp_retransmitted_segments",
+            "node_netstat_Tcp_RetransSegs",
+            None,
+            "host_tcp_retransmitted_segments_total",
+        ),
+        (
+            "tcp_listen_overflows",
+            "node_netstat_TcpExt_ListenOverflows",
+            None,
+            "host_tcp_listen_overflows_total",
+        ),
+        (
+            "tcp_established",
+            "node_tcp_connection_states",
+            Some(("state", "established")),
+            "host_tcp_connections",
+        ),
+        (
+            "tcp_listen",
+            "node_tcp_connection_states",
+            Some(("state", "listen")),
+            "host_tcp_connections",
+        ),
+        (
+            "file_descriptors_allocated",
+            "node_filefd_allocated",
+            None,
+            "host_file_descriptors_allocated",
+        ),
+        (
+            "conntrack_entries",
+            "node_nf_conntrack_entries",
+            None,
+            "host_conntrack_entries",
+        ),
+        (
+            "time_max_error",
+            "node_timex_maxerror_seconds",
+            None,
+            "host_time_max_error_seconds",
+        ),
+        (
+            "time_offset",
+            "node_timex_offset_seconds",
+            None,
+            "host_time_offset_seconds",
         ),
         ("load1", "node_load1", None, "host_load1"),
         ("load5", "node_load5", None, "host_load5"),
@@ -588,9 +670,9 @@ fn compare(text: &str, ours: &HashMap<String, (i64, f64)>, out: &mut HashMap<&st
             "host_boot_time_seconds",
         ),
     ];
-    for (name, node_metric, mountpoint, our_metric) in pairs {
-        let theirs = prometheus_value(text, node_metric, mountpoint);
-        let mine = ours.get(&key(our_metric, mountpoint)).map(|v| v.1);
+    for (name, node_metric, label, our_metric) in pairs {
+        let theirs = prometheus_value(text, node_metric, label);
+        let mine = ours.get(&key(our_metric, label)).map(|v| v.1);
         if let (Some(theirs), Some(mine)) = (theirs, mine) {
             let scale = theirs.abs().max(mine.abs());
             let diff = if scale == 0.0 {
@@ -603,9 +685,9 @@ fn compare(text: &str, ours: &HashMap<String, (i64, f64)>, out: &mut HashMap<&st
     }
 }
 
-/// The value of `metric` (with `mountpoint="..."` if given) in a
+/// The value of `metric` (with the label `name="value"` if given) in a
 /// Prometheus text exposition.
-fn prometheus_value(text: &str, metric: &str, mountpoint: Option<&str>) -> Option<f64> {
+fn prometheus_value(text: &str, metric: &str, label: Option<(&str, &str)>) -> Option<f64> {
     text.lines().find_map(|line| {
         let rest = line.strip_prefix(metric)?;
         let (labels, value) = match rest.strip_prefix('{') {
@@ -613,8 +695,8 @@ fn prometheus_value(text: &str, metric: &str, mountpoint: Option<&str>) -> Optio
             None if rest.starts_with(' ') => ("", rest),
             None => return None,
         };
-        if let Some(m) = mountpoint
-            && !labels.contains(&format!("mountpoint=\"{m}\""))
+        if let Some((name, value)) = label
+            && !labels.contains(&format!("{name}=\"{value}\""))
         {
             return None;
         }
@@ -659,7 +741,11 @@ mod tests {
         assert_eq!(prometheus_value(TEXT, "node_load15", None), Some(0.3));
         assert_eq!(prometheus_value(TEXT, "node_load5", None), None);
         assert_eq!(
-            prometheus_value(TEXT, "node_filesystem_free_bytes", Some("/")),
+            prometheus_value(
+                TEXT,
+                "node_filesystem_free_bytes",
+                Some(("mountpoint", "/"))
+            ),
             Some(1.5e10)
         );
     }

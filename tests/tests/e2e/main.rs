@@ -13,6 +13,7 @@ mod durability;
 mod enroll;
 mod failover;
 mod forward;
+mod host_families;
 mod hostwatch_api;
 mod http;
 mod ingest;

@@ -383,6 +383,12 @@ mod tests {
             "agent_certificate_expiring",
             "clock_skew",
             "collector_not_storing",
+            "temperature_high",
+            "clock_unsynchronized",
+            "tcp_listen_overflows",
+            "file_descriptors_almost_exhausted",
+            "conntrack_almost_full",
+            "network_link_down",
         ] {
             assert!(
                 names.contains(&expected),
