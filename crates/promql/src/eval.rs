@@ -74,6 +74,14 @@ impl Source {
             Source::Evaluated(s) => &s.labels,
         }
     }
+
+    /// Moves the labels out, leaving none: for the last use of a source.
+    pub(crate) fn take_labels(&mut self) -> Labels {
+        match self {
+            Source::Stored(s) => std::mem::take(&mut s.labels),
+            Source::Evaluated(s) => std::mem::take(&mut s.labels),
+        }
+    }
 }
 
 impl Windows {
@@ -269,7 +277,7 @@ impl<'s> Evaluator<'s> {
     pub(crate) fn instant(&mut self, expr: &Expr) -> Result<Value, PromqlError> {
         let grid = self.query;
         let t = grid.start;
-        if let Some(windows) = self.maybe_windows(expr, &grid)? {
+        if let Some(mut windows) = self.maybe_windows(expr, &grid)? {
             let mut out = Vec::new();
             for i in 0..windows.series.len() {
                 let mut points = Vec::new();
@@ -279,7 +287,7 @@ impl<'s> Evaluator<'s> {
                 })?;
                 if !points.is_empty() {
                     out.push(Series {
-                        labels: windows.series[i].labels().clone(),
+                        labels: windows.series[i].take_labels(),
                         points,
                     });
                 }

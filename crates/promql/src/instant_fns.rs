@@ -4,7 +4,7 @@
 use crate::PromqlError;
 use crate::eval::{Collect, Evaluator, Grid, StepCursor, StepSeries, Stepped, unsupported};
 use crate::range_fns::{self, RangeFn, Scratch, Steps};
-use crate::value::{Labels, drop_name, get, set, valid_label_name};
+use crate::value::{Labels, METRIC_NAME, drop_name, get, set, valid_label_name};
 use promql_parser::label::MatchOp;
 use promql_parser::parser::{Call, Expr, VectorSelector};
 use std::collections::HashSet;
@@ -324,10 +324,27 @@ fn range_call_each(
             scalars.push(ev.eval_scalar(arg, grid)?);
         }
     }
-    let windows = ev.maybe_windows(args[matrix_at], grid)?.ok_or_else(|| {
+    let mut windows = ev.maybe_windows(args[matrix_at], grid)?.ok_or_else(|| {
         PromqlError::BadData(format!("expected a range vector: {}", args[matrix_at]))
     })?;
-    let mut seen = HashSet::new();
+    let keeps_name = f == RangeFn::LastOverTime;
+    // Distinct inputs give distinct outputs when the name is kept, or
+    // when every input has the same name: then the set that catches
+    // duplicate outputs (and the copy of each label set it holds) is not
+    // needed. Inputs in strictly increasing order (a selector's) are
+    // distinct.
+    let distinct_inputs = windows
+        .series
+        .windows(2)
+        .all(|w| w[0].labels() < w[1].labels());
+    let one_name = windows.series.first().is_none_or(|first| {
+        let name = get(first.labels(), METRIC_NAME);
+        windows
+            .series
+            .iter()
+            .all(|s| get(s.labels(), METRIC_NAME) == name)
+    });
+    let mut seen = (!(distinct_inputs && (keeps_name || one_name))).then(HashSet::new);
     let steps = Steps {
         ends: &windows.ends,
         range_ms: windows.range_ms,
@@ -347,12 +364,14 @@ fn range_call_each(
         }
         ev.charge(points.len())?;
         // last_over_time acts like an offset and keeps the name.
-        let labels = if f == RangeFn::LastOverTime {
-            windows.series[i].labels().clone()
+        let labels = if keeps_name {
+            windows.series[i].take_labels()
         } else {
-            drop_name(windows.series[i].labels().clone())
+            drop_name(windows.series[i].take_labels())
         };
-        if !seen.insert(labels.clone()) {
+        if let Some(seen) = &mut seen
+            && !seen.insert(labels.clone())
+        {
             return Err(crate::eval::duplicate_labelset());
         }
         sink(StepSeries { labels, points })?;

@@ -5,6 +5,7 @@
 
 use crate::TsdbError;
 use crate::model::{Point, SeriesKey};
+use crate::read::Read;
 use crate::store::{Store, poisoned};
 
 impl Store {
@@ -70,7 +71,8 @@ impl Store {
         let mut out = vec![Vec::new(); series.len()];
         for i in order {
             let id = series[i].1;
-            inner.raw_points_into(hosts[i].as_ref(), id, start_ms, end_ms, &mut out[i])?;
+            let span = (start_ms, end_ms);
+            inner.raw_points_into(hosts[i].as_ref(), id, span, Read::Tails, &mut out[i])?;
         }
         Ok(out)
     }
@@ -103,6 +105,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use crate::{Batch, Label, Matcher, Options, Point, SeriesInput, Store};
+    use std::sync::Arc;
 
     fn open(dir: &std::path::Path) -> Store {
         let options = Options {
@@ -220,6 +223,76 @@ mod tests {
         }
         assert_eq!(many[0][0].value, 201.0);
         assert!(store.series_points_many(&[], 0, 1).unwrap().is_empty());
+    }
+
+    /// Lookbacks of many series over sealed windows are answered from the
+    /// tails kept of earlier ones, and never from a tail older than the
+    /// store: a window reopened by a late sample and sealed again, and
+    /// windows deleted by retention, read what the store holds.
+    #[test]
+    fn lookbacks_over_sealed_windows_follow_reseals_and_retention() {
+        use crate::read::tests::{HOUR as hour, append, every};
+        use std::sync::atomic::{AtomicI64, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let now = Arc::new(AtomicI64::new(10 * hour));
+        let clock = now.clone();
+        let options = Options {
+            maintenance_interval: None,
+            retention_ms: 20 * hour,
+            clock: Arc::new(move || clock.load(Ordering::SeqCst)),
+            ..Options::default()
+        };
+        let store = Store::open(dir.path(), options).unwrap();
+        let mut written = every(2 * hour, 4 * hour, 60_000);
+        append(&store, 1, written.clone());
+        store.seal_all().unwrap();
+        let (key, id) = store.select("m", &[]).unwrap().remove(0);
+        let asked = [(&key, id), (&key, id)];
+        let check = |written: &[Point], round: &str| {
+            for (start, end) in [
+                (3 * hour - 300_000, 3 * hour),
+                (3 * hour - 330_000, 3 * hour + 1),
+                (3 * hour - 200_000, 3 * hour - 100_000),
+                (3 * hour - 120_000, 3 * hour + 300_000),
+                (4 * hour - 300_000, 4 * hour + 1),
+                (5 * hour, 5 * hour + 300_000),
+            ] {
+                let want: Vec<Point> = written
+                    .iter()
+                    .copied()
+                    .filter(|p| p.t_ms >= start && p.t_ms < end)
+                    .collect();
+                for pass in ["read", "again"] {
+                    let got = store.series_points_many(&asked, start, end).unwrap();
+                    assert_eq!(
+                        got,
+                        [want.clone(), want.clone()],
+                        "[{start}, {end}) {round} {pass}"
+                    );
+                }
+            }
+        };
+        check(&written, "sealed");
+        // A late sample reopens the window of hour 3; sealed again, the
+        // chunk holds it.
+        let late = Point {
+            t_ms: 4 * hour - 90_000,
+            value: -1.0,
+        };
+        append(&store, 2, vec![late]);
+        written.push(late);
+        written.sort_by_key(|p| p.t_ms);
+        check(&written, "reopened");
+        store.seal_all().unwrap();
+        check(&written, "sealed again");
+        // Past the retention of hour 2's window, then of every window.
+        now.store(2 * hour + 20 * hour + hour, Ordering::SeqCst);
+        store.maintain().unwrap();
+        written.retain(|p| p.t_ms >= 3 * hour);
+        check(&written, "hour 2 expired");
+        now.store(30 * hour, Ordering::SeqCst);
+        store.maintain().unwrap();
+        check(&[], "every window expired");
     }
 
     /// Sealed windows are read by key for a window or two and by range

@@ -62,6 +62,7 @@ mod snapshot;
 mod stats;
 mod store;
 mod supervise;
+mod tails;
 mod verify;
 mod wal;
 #[cfg(feature = "test-util")]

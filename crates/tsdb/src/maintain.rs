@@ -15,6 +15,7 @@ use crate::commit::Generation;
 use crate::head::{HostState, SeriesHead};
 use crate::keys;
 use crate::options::{DAY_MS, HOUR_MS, align};
+use crate::read::Read;
 use crate::store::{HostRef, Inner, bump, lock, poisoned};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -219,6 +220,9 @@ impl Inner {
         if writes.chunks > 0 || writes.snapshot_blocks > 0 {
             self.tree.apply_batch(writes.batch)?;
         }
+        if writes.chunks > 0 {
+            self.tails.clear();
+        }
         report.sealed_chunks += writes.chunks;
         report.sealed_snapshot_blocks += writes.snapshot_blocks;
         bump(&self.counters.sealed_chunks, writes.chunks);
@@ -328,7 +332,7 @@ impl Inner {
         let end = day.saturating_add(DAY_MS);
         let mut points = Vec::new();
         let every_window = crate::read::HeadPart::unknown();
-        self.sealed_points(id, day, end, &every_window, &mut points)?;
+        self.sealed_points(id, day, end, &every_window, Read::Store, &mut points)?;
         Ok(chunk::rows(&points, HOUR_MS))
     }
 
@@ -434,6 +438,7 @@ impl Inner {
             // An empty sled batch still appends a record to its log.
             if deleted > 0 || cleared_last {
                 self.tree.apply_batch(batch)?;
+                self.tails.clear();
             }
             n += deleted;
         }

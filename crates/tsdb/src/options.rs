@@ -53,6 +53,10 @@ pub struct Options {
     pub maintenance_interval: Option<Duration>,
     /// Bytes of sled's page cache for chunks and the index.
     pub cache_bytes: u64,
+    /// Bytes of decoded sealed-chunk tails kept for reads of many series
+    /// over one short span (instant queries' lookbacks over sealed
+    /// windows); 0 keeps none. See the `tails` module.
+    pub read_cache_bytes: u64,
     /// Appends are refused while the store's file system has less free
     /// space than this (0: never), before the disk is full; see
     /// [`crate::Condition::ReadOnly`].
@@ -78,6 +82,7 @@ impl Default for Options {
             wal_generation_bytes: 32 << 20,
             maintenance_interval: Some(Duration::from_secs(5)),
             cache_bytes: 64 << 20,
+            read_cache_bytes: 32 << 20,
             min_free_bytes: 0,
             accept_log: false,
             clock: Arc::new(hostwatch_stdx::now_ms),
@@ -99,6 +104,7 @@ impl std::fmt::Debug for Options {
             .field("wal_generation_bytes", &self.wal_generation_bytes)
             .field("maintenance_interval", &self.maintenance_interval)
             .field("cache_bytes", &self.cache_bytes)
+            .field("read_cache_bytes", &self.read_cache_bytes)
             .field("min_free_bytes", &self.min_free_bytes)
             .field("accept_log", &self.accept_log)
             .finish_non_exhaustive()

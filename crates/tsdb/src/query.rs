@@ -19,6 +19,7 @@ use crate::chunk::{self, Row};
 use crate::keys;
 use crate::model::{Aggregation, Matcher, Point, SeriesData, SeriesKey};
 use crate::options::{DAY_MS, HOUR_MS, align};
+use crate::read::Read;
 use crate::store::{Inner, Store};
 
 /// One input of a bucket: a raw sample or a downsampled row.
@@ -181,7 +182,7 @@ impl Inner {
         for (gap_start, gap_end) in gaps {
             let (s, e) = (gap_start.max(start), gap_end.min(end));
             let mut sealed = Vec::new();
-            self.sealed_points(id, s, e, &head, &mut sealed)?;
+            self.sealed_points(id, s, e, &head, Read::Store, &mut sealed)?;
             items.extend(sealed.into_iter().map(Item::Sample));
         }
         items.sort_by_key(Item::t_ms);

@@ -13,6 +13,16 @@ use crate::keys;
 use crate::model::Point;
 use crate::store::{HostRef, Inner, lock};
 
+/// Where a read of sealed windows takes their points from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Read {
+    /// The store: a lookup and a decode for each chunk.
+    Store,
+    /// The decoded tails the store keeps (see the `tails` module), and the
+    /// store for the windows they do not hold, keeping what it decodes.
+    Tails,
+}
+
 /// What a read of one series learnt from the head, for its sealed part.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct HeadPart {
@@ -86,13 +96,16 @@ impl Inner {
     }
 
     /// Raw points of series `id` of `host` in `[start, end)`, oldest
-    /// first, appended to `out`.
+    /// first, appended to `out`. With `Read::Tails`, the sealed windows'
+    /// points come from the decoded tails kept in `tails` when they hold
+    /// them, and are kept there when read (for short spans asked of many
+    /// series).
     pub(crate) fn raw_points_into(
         &self,
         host: Option<&HostRef>,
         id: u64,
-        start: i64,
-        end: i64,
+        (start, end): (i64, i64),
+        read: Read,
         out: &mut Vec<Point>,
     ) -> Result<(), TsdbError> {
         if start >= end {
@@ -101,7 +114,7 @@ impl Inner {
         let from = out.len();
         let head = self.head_points(host, id, start, end, out)?;
         let sealed_from = out.len();
-        self.sealed_points(id, start, end, &head, out)?;
+        self.sealed_points(id, start, end, &head, read, out)?;
         // Windows never overlap: head and sealed points are each sorted,
         // and sorting merges them without duplicates.
         if sealed_from > from && out.len() > sealed_from {
@@ -120,7 +133,7 @@ impl Inner {
     ) -> Result<Vec<Point>, TsdbError> {
         let mut points = Vec::new();
         let host = self.host(host)?;
-        self.raw_points_into(host.as_ref(), id, start, end, &mut points)?;
+        self.raw_points_into(host.as_ref(), id, (start, end), Read::Store, &mut points)?;
         Ok(points)
     }
 
@@ -157,7 +170,7 @@ impl Inner {
             }
         }
         scratch.clear();
-        self.raw_points_into(host, id, start, end, scratch)?;
+        self.raw_points_into(host, id, (start, end), Read::Store, scratch)?;
         Ok(scratch.last().copied())
     }
 
@@ -184,12 +197,13 @@ impl Inner {
         start: i64,
         end: i64,
         head: &HeadPart,
+        read: Read,
         out: &mut Vec<Point>,
     ) -> Result<(), TsdbError> {
         let Some((first, last)) = self.sealed_windows(start, end, head) else {
             return Ok(());
         };
-        let mut decode = |chunk_start: i64, value: &[u8]| {
+        let decode = |chunk_start: i64, value: &[u8], out: &mut Vec<Point>| {
             if head.open.contains(&chunk_start) {
                 return;
             }
@@ -207,11 +221,13 @@ impl Inner {
                 &starts[..]
             };
             for &chunk_start in starts {
-                if let Some(value) = self
-                    .tree
-                    .get(keys::chunk(keys::TIER_RAW, id, chunk_start))?
+                if read == Read::Tails && !head.open.contains(&chunk_start) {
+                    self.sealed_tail(id, chunk_start, start, end, out)?;
+                } else if let Some(value) =
+                    self.tree
+                        .get(keys::chunk(keys::TIER_RAW, id, chunk_start))?
                 {
-                    decode(chunk_start, &value);
+                    decode(chunk_start, &value, out);
                 }
             }
             return Ok(());
@@ -221,8 +237,37 @@ impl Inner {
         for entry in self.tree.range(from..=to) {
             let (k, value) = entry?;
             if let Some((_, _, chunk_start)) = keys::parse_chunk(&k) {
-                decode(chunk_start, &value);
+                decode(chunk_start, &value, out);
             }
+        }
+        Ok(())
+    }
+
+    /// Appends the points in `[start, end)` of series `id`'s sealed chunk
+    /// of window `window` to `out`: from its decoded tail when one is kept
+    /// from `start` or earlier, else read and decoded from `start` to the
+    /// chunk's end, and kept (or, without a chunk, that there is none).
+    fn sealed_tail(
+        &self,
+        id: u64,
+        window: i64,
+        start: i64,
+        end: i64,
+        out: &mut Vec<Point>,
+    ) -> Result<(), TsdbError> {
+        let Err(miss) = self.tails.read(id, window, start, end, out) else {
+            return Ok(());
+        };
+        let Some(value) = self.tree.get(keys::chunk(keys::TIER_RAW, id, window))? else {
+            self.tails.insert(id, window, miss, i64::MIN, Vec::new());
+            return Ok(());
+        };
+        let mut tail = Vec::new();
+        let read = chunk::decode_raw_within(&value, start, i64::MAX, &mut tail);
+        if self.decoded(read, "chunk", id, window).is_some() {
+            let to = tail.partition_point(|p| p.t_ms < end);
+            out.extend_from_slice(&tail[..to]);
+            self.tails.insert(id, window, miss, start, tail);
         }
         Ok(())
     }
@@ -310,7 +355,7 @@ impl Inner {
                 sealed_through: Some(edge),
             };
             let (s, e) = (start.max(edge), end.min(edge.saturating_add(window)));
-            self.sealed_points(id, s, e, &edge_head, &mut points)?;
+            self.sealed_points(id, s, e, &edge_head, Read::Store, &mut points)?;
             if !points.is_empty() {
                 return Ok(true);
             }

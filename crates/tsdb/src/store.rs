@@ -159,6 +159,9 @@ pub(crate) struct Inner {
     /// Kept across rebuilds: counters count since the store was opened.
     pub(crate) counters: Arc<Counters>,
     pub(crate) maintenance: Mutex<MaintenanceState>,
+    /// Decoded tails of sealed chunks that short reads of many series
+    /// asked for; emptied by every write of raw chunks.
+    pub(crate) tails: crate::tails::Tails,
 }
 
 pub(crate) fn poisoned() -> TsdbError {
@@ -374,6 +377,7 @@ impl Inner {
                 (name, Arc::new(entry))
             })
             .collect();
+        let tails = crate::tails::Tails::new(options.read_cache_bytes);
         let inner = Inner {
             incarnation,
             commit: Committer::new(
@@ -389,6 +393,7 @@ impl Inner {
             hosts: RwLock::new(hosts),
             counters,
             maintenance: Mutex::new(MaintenanceState::default()),
+            tails,
         };
         inner.replay(low)?;
         if inner.options.accept_log {
