@@ -167,6 +167,9 @@ pub struct Storage {
     /// Memory sled may use to cache pages of the database, in bytes (the
     /// kernel's page cache holds the file too).
     pub cache_bytes: u64,
+    /// Memory for decoded sealed-chunk tails that instant queries'
+    /// lookbacks read again, in bytes; 0 keeps none.
+    pub read_cache_bytes: u64,
     /// Batches are refused (agents keep them and retry) while the data
     /// directory's file system has less free space than this, in bytes, so
     /// the store never writes into a full disk; 0 turns the reserve off.
@@ -295,6 +298,7 @@ impl Default for Storage {
             // touches (`hostwatch-bench promql --cache-bytes`); sled holds
             // a multiple of it once full (docs/operations.md).
             cache_bytes: 64 << 20,
+            read_cache_bytes: hostwatch_tsdb::Options::default().read_cache_bytes,
             min_free_bytes: 64 << 20,
         }
     }
@@ -672,6 +676,14 @@ key = "collector.key"
             (
                 format!("{MINIMAL}\n[storage]\nmin_free_bytes = -1\n"),
                 "min_free_bytes",
+            ),
+            (
+                format!("{MINIMAL}\n[storage]\nread_cache_bytes = -1\n"),
+                "read_cache_bytes",
+            ),
+            (
+                format!("{MINIMAL}\n[storage]\nread_cache_bytes = \"32MiB\"\n"),
+                "read_cache_bytes",
             ),
             (
                 format!("{MINIMAL}\n[storage]\nmin_free_bytes = \"64MiB\"\n"),

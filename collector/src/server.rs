@@ -385,6 +385,7 @@ fn store_options(config: &CollectorConfig) -> Options {
         out_of_order_tolerance_ms: storage.out_of_order_tolerance.as_millis() as i64,
         max_series_per_host: config.limits.max_series_per_host,
         cache_bytes: storage.cache_bytes,
+        read_cache_bytes: storage.read_cache_bytes,
         min_free_bytes: storage.min_free_bytes,
         accept_log: !config.forward.is_empty(),
         ..Options::default()
