@@ -23,9 +23,8 @@ pub(crate) mod config;
 mod send;
 
 use config::Destination;
-use hostwatch_proto::prometheus::Label;
 use hostwatch_tsdb::{AcceptedGroup, SeriesKey, Store};
-use send::{Outcome, SeriesSamples};
+use send::{Encoder, Outcome, SeriesLabels, SeriesSamples};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -64,6 +63,11 @@ pub(crate) struct DestinationStats {
     /// Newest sample time read less the newest delivered (ms); 0 when
     /// nothing waits.
     pub(crate) lag_ms: AtomicI64,
+    /// Time spent reading samples back from the store (ns, wall clock
+    /// on a blocking thread: the accept log, keys, points).
+    pub(crate) read_ns: AtomicU64,
+    /// Time spent encoding and compressing request bodies (ns).
+    pub(crate) encode_ns: AtomicU64,
     newest_read_ms: AtomicI64,
     newest_sent_ms: AtomicI64,
 }
@@ -78,6 +82,10 @@ pub struct ForwardFigures {
     pub cursor: u64,
     pub lag_groups: u64,
     pub lag_ms: i64,
+    /// Time spent reading samples back from the store, in nanoseconds.
+    pub read_ns: u64,
+    /// Time spent encoding and compressing requests, in nanoseconds.
+    pub encode_ns: u64,
 }
 
 impl DestinationStats {
@@ -91,6 +99,8 @@ impl DestinationStats {
             cursor: get(&self.cursor),
             lag_groups: get(&self.lag_groups),
             lag_ms: self.lag_ms.load(Ordering::Relaxed),
+            read_ns: get(&self.read_ns),
+            encode_ns: get(&self.encode_ns),
         }
     }
 }
@@ -273,6 +283,44 @@ impl Forwarding {
     }
 }
 
+/// Forwarding on its own, outside a collector, from a store opened with
+/// its accept log (what `hostwatch-bench forward` measures).
+pub struct Forwarder {
+    forwarding: Forwarding,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl Forwarder {
+    /// Starts forwarding what `store` accepts from now on to `sections`;
+    /// within a tokio runtime. The error names the section and key.
+    pub fn start(store: Arc<Store>, sections: &[config::ForwardConfig]) -> Result<Self, String> {
+        let destinations = config::compile_all(sections)?;
+        let tasks = TaskTracker::new();
+        let stop = CancellationToken::new();
+        let forwarding = Forwarding::start(store, destinations, &tasks, stop.clone())
+            .map_err(|e| e.to_string())?;
+        Ok(Forwarder {
+            forwarding,
+            tasks,
+            stop,
+        })
+    }
+
+    /// Figures of every destination, by name.
+    pub fn figures(&self) -> Vec<(String, ForwardFigures)> {
+        self.forwarding.figures()
+    }
+
+    /// Stops every destination and waits for their tasks (each bounded by
+    /// its shutdown grace).
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
 /// Runs a store call on the blocking pool.
 async fn blocking<T: Send + 'static>(
     call: impl FnOnce() -> Result<T, hostwatch_tsdb::TsdbError> + Send + 'static,
@@ -330,7 +378,7 @@ struct Reader {
     /// Per shard, the highest mark it acknowledged.
     acked: Vec<Arc<AtomicU64>>,
     /// Labels of each series seen (`None`: not matched), by id.
-    labels: HashMap<u64, Option<Arc<Vec<Label>>>>,
+    labels: HashMap<u64, Option<Arc<SeriesLabels>>>,
     stop: CancellationToken,
 }
 
@@ -508,12 +556,17 @@ impl Reader {
             return Ok(());
         }
         let store = self.store.clone();
+        let stats = self.stats.clone();
         let read = blocking(move || {
+            let began = std::time::Instant::now();
             let mut out = Vec::new();
             for (start, end, ids) in spans {
                 let points = read_points(&store, &ids, start, end)?;
                 out.extend(ids.into_iter().zip(points));
             }
+            stats
+                .read_ns
+                .fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
             Ok(out)
         })
         .await?;
@@ -575,7 +628,7 @@ impl Reader {
             };
             let wanted = self.destination.matchers.iter().all(|m| m.matches(value));
             self.labels
-                .insert(id, wanted.then(|| Arc::new(remote_labels(&key))));
+                .insert(id, wanted.then(|| Arc::new(SeriesLabels::new(&key))));
         }
         Ok(())
     }
@@ -608,21 +661,6 @@ fn read_points(
     Ok(out)
 }
 
-/// `__name__` and the key's labels, sorted by name as remote_write wants.
-fn remote_labels(key: &SeriesKey) -> Vec<Label> {
-    let mut labels: Vec<Label> = std::iter::once(Label {
-        name: "__name__".to_owned(),
-        value: key.metric.clone(),
-    })
-    .chain(key.labels.iter().map(|l| Label {
-        name: l.name.clone(),
-        value: l.value.clone(),
-    }))
-    .collect();
-    labels.sort_by(|a, b| a.name.cmp(&b.name));
-    labels
-}
-
 /// One shard of a destination: batches its series and sends one request
 /// at a time.
 struct Shard {
@@ -636,6 +674,7 @@ struct Shard {
 impl Shard {
     async fn run(self, mut rx: mpsc::Receiver<Item>) {
         let q = &self.destination.queue;
+        let mut encoder = Encoder::new(self.destination.protocol);
         let mut batch: Vec<SeriesSamples> = Vec::new();
         let mut samples = 0usize;
         // The newest mark received; acknowledged once the batch is answered.
@@ -675,7 +714,7 @@ impl Shard {
                         deadline.get_or_insert_with(|| tokio::time::Instant::now() + q.max_age);
                         points = rest;
                         if samples >= q.max_samples_per_request {
-                            if !self.flush(&mut batch, &mut samples).await {
+                            if !self.flush(&mut encoder, &mut batch, &mut samples).await {
                                 return;
                             }
                             deadline = None;
@@ -684,7 +723,7 @@ impl Shard {
                 }
                 Some(Item::Mark(group)) => mark = Some(group),
                 None => {
-                    if !self.flush(&mut batch, &mut samples).await {
+                    if !self.flush(&mut encoder, &mut batch, &mut samples).await {
                         return;
                     }
                     deadline = None;
@@ -701,7 +740,12 @@ impl Shard {
 
     /// Sends the batch until it is answered (sent or refused); false when
     /// stopped first.
-    async fn flush(&self, batch: &mut Vec<SeriesSamples>, samples: &mut usize) -> bool {
+    async fn flush(
+        &self,
+        encoder: &mut Encoder,
+        batch: &mut Vec<SeriesSamples>,
+        samples: &mut usize,
+    ) -> bool {
         if batch.is_empty() {
             return true;
         }
@@ -712,14 +756,33 @@ impl Shard {
             .map(|p| p.t_ms)
             .max()
             .unwrap_or(i64::MIN);
-        let body = send::encode(batch);
+        let began = std::time::Instant::now();
+        let encoded = encoder.encode(batch);
+        self.stats
+            .encode_ns
+            .fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
         let q = &self.destination.queue;
         let name = &self.destination.name;
         let mut attempt = 0u32;
         loop {
-            match send::post(&self.destination, body.clone()).await {
-                Outcome::Sent => {
-                    self.stats.sent.fetch_add(n, Ordering::Relaxed);
+            let body = match &encoded {
+                Ok(body) => body.clone(),
+                Err(message) => {
+                    self.stats.dropped.fetch_add(n, Ordering::Relaxed);
+                    tracing::warn!(destination = %name, shard = self.index, samples = n, reason = %message, "cannot encode a request: dropped");
+                    break;
+                }
+            };
+            match send::post(&self.destination, body).await {
+                Outcome::Sent { written } => {
+                    // A 2.0 receiver says how many it wrote; the rest it
+                    // refused for good.
+                    let written = written.map_or(n, |w| w.min(n));
+                    self.stats.sent.fetch_add(written, Ordering::Relaxed);
+                    if written < n {
+                        self.stats.dropped.fetch_add(n - written, Ordering::Relaxed);
+                        tracing::warn!(destination = %name, shard = self.index, samples = n, written, "the receiver wrote part of a request: the rest dropped");
+                    }
                     self.stats
                         .newest_sent_ms
                         .fetch_max(newest, Ordering::Relaxed);
