@@ -3,8 +3,9 @@
 //!
 //! Per destination, a reader follows the store's accept log from the
 //! destination's cursor (see `hostwatch_tsdb`'s `forward` module): for
-//! each accepted group, it reads the matching series' points back and
-//! hands each series to the shard its id picks, so a series' samples go
+//! the accepted groups of each pass, it reads each matching series' points
+//! back once, over the union of its spans, and hands each series to the
+//! shard its id picks, so a series' samples go
 //! through one queue in the order read. Each shard batches by size
 //! (`queue.max_samples_per_request`) and age (`queue.max_age`) and sends
 //! one request at a time, retrying network errors, 5xx and 429 with
@@ -35,6 +36,9 @@ use tokio_util::task::TaskTracker;
 
 /// Accept-log groups read per pass.
 const GROUPS_PER_READ: usize = 256;
+/// Most series listed (over all spans) in the groups read back at once:
+/// a bound on a read's memory, in samples for one-sample spans.
+const SERIES_PER_FEED: usize = 100_000;
 /// How often a destination that is up to date looks for new groups.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// How often the figures are logged and the accept log trimmed.
@@ -469,9 +473,9 @@ impl Reader {
             // The last group fed whole: a group cut short by an error is
             // read again, so only whole groups are marked.
             let mut done = read_to;
-            for group in groups {
-                let number = group.group;
-                if let Err(e) = self.feed(group).await {
+            for chunk in chunks(groups) {
+                let number = chunk.last().map_or(done, |g| g.group);
+                if let Err(e) = self.feed(chunk).await {
                     tracing::warn!(destination = %name, error = %e, "cannot read accepted samples back");
                     self.pause(POLL_INTERVAL).await;
                     break;
@@ -534,23 +538,39 @@ impl Reader {
         }
     }
 
-    /// Reads one group's matching series back (in one call on the
+    /// Reads the matching series of some groups back (in one call on the
     /// blocking pool) and hands them to their shards.
-    async fn feed(&mut self, group: AcceptedGroup) -> Result<(), hostwatch_tsdb::TsdbError> {
-        self.learn(&group).await?;
-        // Per span: its bounds and the series wanted from it.
-        let spans: Vec<(i64, i64, Vec<u64>)> = group
-            .spans
+    ///
+    /// Each series is read once over the union of its spans in these
+    /// groups: a head read decodes the blocks its span touches, so one
+    /// read of a series' several samples costs little more than one of a
+    /// single sample. The union may hold points of later groups too (a
+    /// late sample between two of these): sent again with them, which at
+    /// least once allows.
+    async fn feed(&mut self, groups: Vec<AcceptedGroup>) -> Result<(), hostwatch_tsdb::TsdbError> {
+        self.learn(&groups).await?;
+        let mut union: HashMap<u64, (i64, i64)> = HashMap::new();
+        for span in groups.iter().flat_map(|g| &g.spans) {
+            for id in &span.series {
+                if !self.labels.get(id).is_some_and(Option::is_some) {
+                    continue;
+                }
+                let bounds = union.entry(*id).or_insert((span.start_ms, span.end_ms));
+                bounds.0 = bounds.0.min(span.start_ms);
+                bounds.1 = bounds.1.max(span.end_ms);
+            }
+        }
+        // Series with the same bounds are read in one call.
+        let mut by_bounds: HashMap<(i64, i64), Vec<u64>> = HashMap::new();
+        for (id, bounds) in union {
+            by_bounds.entry(bounds).or_default().push(id);
+        }
+        let spans: Vec<(i64, i64, Vec<u64>)> = by_bounds
             .into_iter()
-            .map(|span| {
-                let wanted: Vec<u64> = span
-                    .series
-                    .into_iter()
-                    .filter(|id| self.labels.get(id).is_some_and(Option::is_some))
-                    .collect();
-                (span.start_ms, span.end_ms, wanted)
+            .map(|((start, end), mut ids)| {
+                ids.sort_unstable();
+                (start, end, ids)
             })
-            .filter(|span| !span.2.is_empty())
             .collect();
         if spans.is_empty() {
             return Ok(());
@@ -594,12 +614,12 @@ impl Reader {
         Ok(())
     }
 
-    /// Looks up, in one call, the keys of the group's series not seen
+    /// Looks up, in one call, the keys of the groups' series not seen
     /// before, and whether the destination wants each (its labels if so).
-    async fn learn(&mut self, group: &AcceptedGroup) -> Result<(), hostwatch_tsdb::TsdbError> {
-        let mut unknown: Vec<u64> = group
-            .spans
+    async fn learn(&mut self, groups: &[AcceptedGroup]) -> Result<(), hostwatch_tsdb::TsdbError> {
+        let mut unknown: Vec<u64> = groups
             .iter()
+            .flat_map(|g| &g.spans)
             .flat_map(|s| s.series.iter().copied())
             .filter(|id| !self.labels.contains_key(id))
             .collect();
@@ -632,6 +652,25 @@ impl Reader {
         }
         Ok(())
     }
+}
+
+/// `groups` in runs listing at most [`SERIES_PER_FEED`] series (a group
+/// listing more is a run of its own).
+fn chunks(groups: Vec<AcceptedGroup>) -> Vec<Vec<AcceptedGroup>> {
+    let mut out: Vec<Vec<AcceptedGroup>> = Vec::new();
+    let mut listed = 0;
+    for group in groups {
+        let n: usize = group.spans.iter().map(|s| s.series.len()).sum();
+        match out.last_mut() {
+            Some(run) if listed + n <= SERIES_PER_FEED => run.push(group),
+            _ => {
+                listed = 0;
+                out.push(vec![group]);
+            }
+        }
+        listed += n;
+    }
+    out
 }
 
 /// The points of each series of `ids` in `[start, end)`, in the order
