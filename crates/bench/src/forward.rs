@@ -583,10 +583,7 @@ pub(crate) fn receiver(_: ReceiverArgs) -> anyhow::Result<()> {
         let stdin_closed = async {
             let _ = tokio::task::spawn_blocking(|| {
                 let mut sink = String::new();
-                while std::io::stdin()
-                    .read_line(&mut sink)
-                    .map_or(false, |n| n > 0)
-                {
+                while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {
                     sink.clear();
                 }
             })
