@@ -1,7 +1,7 @@
 //! Compiles `hostwatch/v1/*.proto` with protox (pure Rust, no system
 //! `protoc`) and writes the descriptor set that the reflection service
-//! serves; compiles the remote_write messages of `prometheus/*.proto`
-//! (messages only, not served).
+//! serves; compiles the remote_write messages of `prometheus/*.proto` (1.0)
+//! and `prometheus/write/v2/*.proto` (2.0) (messages only, not served).
 
 use prost::Message;
 use std::path::PathBuf;
@@ -36,7 +36,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     builder.compile_fds(descriptors)?;
-    let remote = ["prometheus/types.proto", "prometheus/remote.proto"];
+    let remote = [
+        "prometheus/types.proto",
+        "prometheus/remote.proto",
+        "prometheus/write/v2/types.proto",
+    ];
     for file in remote {
         println!("cargo:rerun-if-changed={file}");
     }

@@ -1,6 +1,6 @@
 //! The collector's configuration file.
 
-pub use crate::forward::config::{BasicAuth, ForwardConfig, QueueConfig};
+pub use crate::forward::config::{BasicAuth, ForwardConfig, Protocol, QueueConfig};
 use hostwatch_alerting::{AlertingConfig, RuleSet};
 use hostwatch_pki::TlsFiles;
 use hostwatch_pki::transport::Keepalive;
@@ -915,6 +915,7 @@ key = "collector.key"
         std::fs::write(&path, text).unwrap();
         let config = CollectorConfig::load(&path).unwrap();
         assert_eq!(config.forward[0].queue, QueueConfig::default());
+        assert_eq!(config.forward[0].protocol, Protocol::V1);
         assert_eq!(
             config.forward[0].bearer_token_file,
             Some(dir.path().join("token"))
@@ -927,6 +928,12 @@ key = "collector.key"
         assert_eq!(destinations[0].matchers.len(), 2);
         // The secret is never shown.
         assert!(!format!("{:?}", destinations[0]).contains("s3cret"));
+        std::fs::write(&path, forward("protocol = \"2.0\"")).unwrap();
+        let config = CollectorConfig::load(&path).unwrap();
+        assert_eq!(
+            config.forward_destinations().unwrap()[0].protocol,
+            Protocol::V2
+        );
     }
 
     #[test]
@@ -972,6 +979,9 @@ key = "collector.key"
                 "used by two sections",
             ),
             (forward("bogus = 1"), "bogus"),
+            (forward("protocol = \"3.0\""), "protocol"),
+            (forward("protocol = \"2\""), "protocol"),
+            (forward("protocol = 2.0"), "protocol"),
             (forward("timeout = \"0s\""), "forward[f].timeout"),
             (forward("timeout = \"soon\""), "timeout"),
             (forward("match = [\"nooperator\"]"), "forward[f].match"),

@@ -55,7 +55,7 @@ pub use config::CollectorConfig;
 /// it; public for the benchmark harness, which times ingest's CPU. The
 /// matcher and PromQL JSON conversions are public for the CLI.
 pub use convert::{batch as convert_batch, matcher_out as convert_matcher, promql_json};
-pub use forward::ForwardFigures;
+pub use forward::{ForwardFigures, Forwarder};
 pub use server::{serve, serve_with_http};
 
 /// Errors that stop the collector, or keep its state database from being

@@ -37,8 +37,25 @@ pub struct ForwardConfig {
     /// Longest one request may take, connection included.
     #[serde(with = "humantime_serde", default = "default_timeout")]
     pub timeout: Duration,
+    /// The remote_write version spoken: "1.0" (the default, what every
+    /// receiver takes) or "2.0" (a symbol table per request; the receiver
+    /// must take it).
+    #[serde(default)]
+    pub protocol: Protocol,
     #[serde(default)]
     pub queue: QueueConfig,
+}
+
+/// `protocol`: the remote_write version a destination speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum Protocol {
+    /// `WriteRequest` (`prometheus.WriteRequest`), remote_write 1.0.
+    #[default]
+    #[serde(rename = "1.0")]
+    V1,
+    /// `io.prometheus.write.v2.Request`, remote_write 2.0.
+    #[serde(rename = "2.0")]
+    V2,
 }
 
 /// `[forward.basic_auth]`.
@@ -116,6 +133,7 @@ pub(crate) struct Destination {
     /// sensitive, so it is never shown.
     pub(crate) headers: HeaderMap,
     pub(crate) matchers: Vec<LabelMatcher>,
+    pub(crate) protocol: Protocol,
     pub(crate) queue: QueueConfig,
     /// The section as written, to tell a reload what changed.
     pub(crate) section: ForwardConfig,
@@ -211,6 +229,7 @@ impl ForwardConfig {
             client,
             headers,
             matchers,
+            protocol: self.protocol,
             queue: self.queue.clone(),
             section: self.clone(),
         })

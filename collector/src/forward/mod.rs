@@ -3,8 +3,9 @@
 //!
 //! Per destination, a reader follows the store's accept log from the
 //! destination's cursor (see `hostwatch_tsdb`'s `forward` module): for
-//! each accepted group, it reads the matching series' points back and
-//! hands each series to the shard its id picks, so a series' samples go
+//! the accepted groups of each pass, it reads each matching series' points
+//! back once, over the union of its spans, and hands each series to the
+//! shard its id picks, so a series' samples go
 //! through one queue in the order read. Each shard batches by size
 //! (`queue.max_samples_per_request`) and age (`queue.max_age`) and sends
 //! one request at a time, retrying network errors, 5xx and 429 with
@@ -23,9 +24,8 @@ pub(crate) mod config;
 mod send;
 
 use config::Destination;
-use hostwatch_proto::prometheus::Label;
 use hostwatch_tsdb::{AcceptedGroup, SeriesKey, Store};
-use send::{Outcome, SeriesSamples};
+use send::{Encoder, Outcome, SeriesLabels, SeriesSamples};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -36,6 +36,9 @@ use tokio_util::task::TaskTracker;
 
 /// Accept-log groups read per pass.
 const GROUPS_PER_READ: usize = 256;
+/// Most series listed (over all spans) in the groups read back at once:
+/// a bound on a read's memory, in samples for one-sample spans.
+const SERIES_PER_FEED: usize = 100_000;
 /// How often a destination that is up to date looks for new groups.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// How often the figures are logged and the accept log trimmed.
@@ -64,6 +67,11 @@ pub(crate) struct DestinationStats {
     /// Newest sample time read less the newest delivered (ms); 0 when
     /// nothing waits.
     pub(crate) lag_ms: AtomicI64,
+    /// Time spent reading samples back from the store (ns, wall clock
+    /// on a blocking thread: the accept log, keys, points).
+    pub(crate) read_ns: AtomicU64,
+    /// Time spent encoding and compressing request bodies (ns).
+    pub(crate) encode_ns: AtomicU64,
     newest_read_ms: AtomicI64,
     newest_sent_ms: AtomicI64,
 }
@@ -78,6 +86,10 @@ pub struct ForwardFigures {
     pub cursor: u64,
     pub lag_groups: u64,
     pub lag_ms: i64,
+    /// Time spent reading samples back from the store, in nanoseconds.
+    pub read_ns: u64,
+    /// Time spent encoding and compressing requests, in nanoseconds.
+    pub encode_ns: u64,
 }
 
 impl DestinationStats {
@@ -91,6 +103,8 @@ impl DestinationStats {
             cursor: get(&self.cursor),
             lag_groups: get(&self.lag_groups),
             lag_ms: self.lag_ms.load(Ordering::Relaxed),
+            read_ns: get(&self.read_ns),
+            encode_ns: get(&self.encode_ns),
         }
     }
 }
@@ -273,6 +287,44 @@ impl Forwarding {
     }
 }
 
+/// Forwarding on its own, outside a collector, from a store opened with
+/// its accept log (what `hostwatch-bench forward` measures).
+pub struct Forwarder {
+    forwarding: Forwarding,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl Forwarder {
+    /// Starts forwarding what `store` accepts from now on to `sections`;
+    /// within a tokio runtime. The error names the section and key.
+    pub fn start(store: Arc<Store>, sections: &[config::ForwardConfig]) -> Result<Self, String> {
+        let destinations = config::compile_all(sections)?;
+        let tasks = TaskTracker::new();
+        let stop = CancellationToken::new();
+        let forwarding = Forwarding::start(store, destinations, &tasks, stop.clone())
+            .map_err(|e| e.to_string())?;
+        Ok(Forwarder {
+            forwarding,
+            tasks,
+            stop,
+        })
+    }
+
+    /// Figures of every destination, by name.
+    pub fn figures(&self) -> Vec<(String, ForwardFigures)> {
+        self.forwarding.figures()
+    }
+
+    /// Stops every destination and waits for their tasks (each bounded by
+    /// its shutdown grace).
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
 /// Runs a store call on the blocking pool.
 async fn blocking<T: Send + 'static>(
     call: impl FnOnce() -> Result<T, hostwatch_tsdb::TsdbError> + Send + 'static,
@@ -330,7 +382,7 @@ struct Reader {
     /// Per shard, the highest mark it acknowledged.
     acked: Vec<Arc<AtomicU64>>,
     /// Labels of each series seen (`None`: not matched), by id.
-    labels: HashMap<u64, Option<Arc<Vec<Label>>>>,
+    labels: HashMap<u64, Option<Arc<SeriesLabels>>>,
     stop: CancellationToken,
 }
 
@@ -421,9 +473,9 @@ impl Reader {
             // The last group fed whole: a group cut short by an error is
             // read again, so only whole groups are marked.
             let mut done = read_to;
-            for group in groups {
-                let number = group.group;
-                if let Err(e) = self.feed(group).await {
+            for chunk in chunks(groups) {
+                let number = chunk.last().map_or(done, |g| g.group);
+                if let Err(e) = self.feed(chunk).await {
                     tracing::warn!(destination = %name, error = %e, "cannot read accepted samples back");
                     self.pause(POLL_INTERVAL).await;
                     break;
@@ -486,34 +538,55 @@ impl Reader {
         }
     }
 
-    /// Reads one group's matching series back (in one call on the
+    /// Reads the matching series of some groups back (in one call on the
     /// blocking pool) and hands them to their shards.
-    async fn feed(&mut self, group: AcceptedGroup) -> Result<(), hostwatch_tsdb::TsdbError> {
-        self.learn(&group).await?;
-        // Per span: its bounds and the series wanted from it.
-        let spans: Vec<(i64, i64, Vec<u64>)> = group
-            .spans
+    ///
+    /// Each series is read once over the union of its spans in these
+    /// groups: a head read decodes the blocks its span touches, so one
+    /// read of a series' several samples costs little more than one of a
+    /// single sample. The union may hold points of later groups too (a
+    /// late sample between two of these): sent again with them, which at
+    /// least once allows.
+    async fn feed(&mut self, groups: Vec<AcceptedGroup>) -> Result<(), hostwatch_tsdb::TsdbError> {
+        self.learn(&groups).await?;
+        let mut union: HashMap<u64, (i64, i64)> = HashMap::new();
+        for span in groups.iter().flat_map(|g| &g.spans) {
+            for id in &span.series {
+                if !self.labels.get(id).is_some_and(Option::is_some) {
+                    continue;
+                }
+                let bounds = union.entry(*id).or_insert((span.start_ms, span.end_ms));
+                bounds.0 = bounds.0.min(span.start_ms);
+                bounds.1 = bounds.1.max(span.end_ms);
+            }
+        }
+        // Series with the same bounds are read in one call.
+        let mut by_bounds: HashMap<(i64, i64), Vec<u64>> = HashMap::new();
+        for (id, bounds) in union {
+            by_bounds.entry(bounds).or_default().push(id);
+        }
+        let spans: Vec<(i64, i64, Vec<u64>)> = by_bounds
             .into_iter()
-            .map(|span| {
-                let wanted: Vec<u64> = span
-                    .series
-                    .into_iter()
-                    .filter(|id| self.labels.get(id).is_some_and(Option::is_some))
-                    .collect();
-                (span.start_ms, span.end_ms, wanted)
+            .map(|((start, end), mut ids)| {
+                ids.sort_unstable();
+                (start, end, ids)
             })
-            .filter(|span| !span.2.is_empty())
             .collect();
         if spans.is_empty() {
             return Ok(());
         }
         let store = self.store.clone();
+        let stats = self.stats.clone();
         let read = blocking(move || {
+            let began = std::time::Instant::now();
             let mut out = Vec::new();
             for (start, end, ids) in spans {
                 let points = read_points(&store, &ids, start, end)?;
                 out.extend(ids.into_iter().zip(points));
             }
+            stats
+                .read_ns
+                .fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
             Ok(out)
         })
         .await?;
@@ -541,12 +614,12 @@ impl Reader {
         Ok(())
     }
 
-    /// Looks up, in one call, the keys of the group's series not seen
+    /// Looks up, in one call, the keys of the groups' series not seen
     /// before, and whether the destination wants each (its labels if so).
-    async fn learn(&mut self, group: &AcceptedGroup) -> Result<(), hostwatch_tsdb::TsdbError> {
-        let mut unknown: Vec<u64> = group
-            .spans
+    async fn learn(&mut self, groups: &[AcceptedGroup]) -> Result<(), hostwatch_tsdb::TsdbError> {
+        let mut unknown: Vec<u64> = groups
             .iter()
+            .flat_map(|g| &g.spans)
             .flat_map(|s| s.series.iter().copied())
             .filter(|id| !self.labels.contains_key(id))
             .collect();
@@ -575,10 +648,29 @@ impl Reader {
             };
             let wanted = self.destination.matchers.iter().all(|m| m.matches(value));
             self.labels
-                .insert(id, wanted.then(|| Arc::new(remote_labels(&key))));
+                .insert(id, wanted.then(|| Arc::new(SeriesLabels::new(&key))));
         }
         Ok(())
     }
+}
+
+/// `groups` in runs listing at most [`SERIES_PER_FEED`] series (a group
+/// listing more is a run of its own).
+fn chunks(groups: Vec<AcceptedGroup>) -> Vec<Vec<AcceptedGroup>> {
+    let mut out: Vec<Vec<AcceptedGroup>> = Vec::new();
+    let mut listed = 0;
+    for group in groups {
+        let n: usize = group.spans.iter().map(|s| s.series.len()).sum();
+        match out.last_mut() {
+            Some(run) if listed + n <= SERIES_PER_FEED => run.push(group),
+            _ => {
+                listed = 0;
+                out.push(vec![group]);
+            }
+        }
+        listed += n;
+    }
+    out
 }
 
 /// The points of each series of `ids` in `[start, end)`, in the order
@@ -608,21 +700,6 @@ fn read_points(
     Ok(out)
 }
 
-/// `__name__` and the key's labels, sorted by name as remote_write wants.
-fn remote_labels(key: &SeriesKey) -> Vec<Label> {
-    let mut labels: Vec<Label> = std::iter::once(Label {
-        name: "__name__".to_owned(),
-        value: key.metric.clone(),
-    })
-    .chain(key.labels.iter().map(|l| Label {
-        name: l.name.clone(),
-        value: l.value.clone(),
-    }))
-    .collect();
-    labels.sort_by(|a, b| a.name.cmp(&b.name));
-    labels
-}
-
 /// One shard of a destination: batches its series and sends one request
 /// at a time.
 struct Shard {
@@ -636,6 +713,7 @@ struct Shard {
 impl Shard {
     async fn run(self, mut rx: mpsc::Receiver<Item>) {
         let q = &self.destination.queue;
+        let mut encoder = Encoder::new(self.destination.protocol);
         let mut batch: Vec<SeriesSamples> = Vec::new();
         let mut samples = 0usize;
         // The newest mark received; acknowledged once the batch is answered.
@@ -675,7 +753,7 @@ impl Shard {
                         deadline.get_or_insert_with(|| tokio::time::Instant::now() + q.max_age);
                         points = rest;
                         if samples >= q.max_samples_per_request {
-                            if !self.flush(&mut batch, &mut samples).await {
+                            if !self.flush(&mut encoder, &mut batch, &mut samples).await {
                                 return;
                             }
                             deadline = None;
@@ -684,7 +762,7 @@ impl Shard {
                 }
                 Some(Item::Mark(group)) => mark = Some(group),
                 None => {
-                    if !self.flush(&mut batch, &mut samples).await {
+                    if !self.flush(&mut encoder, &mut batch, &mut samples).await {
                         return;
                     }
                     deadline = None;
@@ -701,7 +779,12 @@ impl Shard {
 
     /// Sends the batch until it is answered (sent or refused); false when
     /// stopped first.
-    async fn flush(&self, batch: &mut Vec<SeriesSamples>, samples: &mut usize) -> bool {
+    async fn flush(
+        &self,
+        encoder: &mut Encoder,
+        batch: &mut Vec<SeriesSamples>,
+        samples: &mut usize,
+    ) -> bool {
         if batch.is_empty() {
             return true;
         }
@@ -712,14 +795,33 @@ impl Shard {
             .map(|p| p.t_ms)
             .max()
             .unwrap_or(i64::MIN);
-        let body = send::encode(batch);
+        let began = std::time::Instant::now();
+        let encoded = encoder.encode(batch);
+        self.stats
+            .encode_ns
+            .fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
         let q = &self.destination.queue;
         let name = &self.destination.name;
         let mut attempt = 0u32;
         loop {
-            match send::post(&self.destination, body.clone()).await {
-                Outcome::Sent => {
-                    self.stats.sent.fetch_add(n, Ordering::Relaxed);
+            let body = match &encoded {
+                Ok(body) => body.clone(),
+                Err(message) => {
+                    self.stats.dropped.fetch_add(n, Ordering::Relaxed);
+                    tracing::warn!(destination = %name, shard = self.index, samples = n, reason = %message, "cannot encode a request: dropped");
+                    break;
+                }
+            };
+            match send::post(&self.destination, body).await {
+                Outcome::Sent { written } => {
+                    // A 2.0 receiver says how many it wrote; the rest it
+                    // refused for good.
+                    let written = written.map_or(n, |w| w.min(n));
+                    self.stats.sent.fetch_add(written, Ordering::Relaxed);
+                    if written < n {
+                        self.stats.dropped.fetch_add(n - written, Ordering::Relaxed);
+                        tracing::warn!(destination = %name, shard = self.index, samples = n, written, "the receiver wrote part of a request: the rest dropped");
+                    }
                     self.stats
                         .newest_sent_ms
                         .fetch_max(newest, Ordering::Relaxed);

@@ -5,7 +5,8 @@
 //! Layout: `measure` (process CPU and memory from /proc and getrusage,
 //! thread CPU, medians and percentiles), one module per subcommand
 //! (`agent`, `storage`, `sled_space`, `alerts`, `connections`,
-//! `promql`, `console`, `enroll`, `fleet`), and
+//! `promql`, `console`, `enroll`, `fleet`, `forward_read`, `forward`),
+//! and
 //! `figures`, which writes their output into `docs/benchmarks.md`.
 
 mod agent;
@@ -17,6 +18,7 @@ mod enroll;
 mod figures;
 mod fixture;
 mod fleet;
+mod forward;
 mod forward_read;
 mod measure;
 mod promql;
@@ -78,12 +80,20 @@ enum Command {
     /// points read back) against ingest, in CPU per sample, as the
     /// hour's windows fill.
     ForwardRead(forward_read::Args),
+    /// One remote_write destination against a local receiver (a child
+    /// process, its limit measured too): ingest's CPU per sample with
+    /// forwarding against without, in the same run, and whether
+    /// forwarding keeps up.
+    Forward(forward::Args),
     /// Rewrites the figures table of docs/benchmarks.md from output files
     /// of one benchmark's runs.
     Figures(figures::Args),
     /// The crash rounds' child process (internal).
     #[command(hide = true)]
     StorageCrashChild(storage::CrashChildArgs),
+    /// The forward benchmark's receiver process (internal).
+    #[command(hide = true)]
+    ForwardReceiver(forward::ReceiverArgs),
 }
 
 /// The collector's allocator (collector/src/main.rs): the collector runs in
@@ -97,6 +107,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Agent(args) => agent::run(args),
         Command::ForwardRead(args) => forward_read::run(args),
+        Command::Forward(args) => forward::run(args),
+        Command::ForwardReceiver(args) => forward::receiver(args),
         Command::Storage(args) => storage::run(args),
         Command::SledSpace(args) => sled_space::run(args),
         Command::Alerts(args) => alerts::run(args),

@@ -6,6 +6,7 @@
 
 use hostwatch_pki::Role;
 use hostwatch_proto::prometheus::WriteRequest;
+use hostwatch_proto::prometheus_v2;
 use hostwatch_proto::v1::{Batch, Label, SeriesPoints};
 use hostwatch_tests::*;
 use prost::Message;
@@ -17,6 +18,10 @@ const WAIT: Duration = Duration::from_secs(20);
 const HOST: &str = "fw";
 /// A scripted answer that never comes in time.
 const HANG: u16 = 299;
+/// A scripted body: a 2xx to a 2.0 request without the samples-written
+/// header, as a 1.0 receiver that ignores the Content-Type answers.
+const NO_WRITTEN: &str = "(no samples-written header)";
+const V2_CONTENT_TYPE: &str = "application/x-protobuf;proto=io.prometheus.write.v2.Request";
 
 /// A scripted answer: status, `Retry-After`, body.
 type Answer = (u16, Option<&'static str>, &'static str);
@@ -58,11 +63,16 @@ impl FakeReceiver {
                             .unwrap()
                             .pop_front()
                             .unwrap_or((204, None, ""));
+                        let v2 = headers
+                            .get("content-type")
+                            .is_some_and(|v| v == V2_CONTENT_TYPE);
+                        let samples = decode(&headers, &body);
+                        let written = samples.len();
                         requests.lock().unwrap().push(Request {
                             at: Instant::now(),
                             status,
                             headers,
-                            samples: decode(&body),
+                            samples,
                         });
                         if status == HANG {
                             // Longer than the destination's timeout.
@@ -71,6 +81,10 @@ impl FakeReceiver {
                         let mut response = axum::response::Response::builder().status(status);
                         if let Some(after) = retry_after {
                             response = response.header("Retry-After", after);
+                        }
+                        if v2 && (200..300).contains(&status) && text != NO_WRITTEN {
+                            response = response
+                                .header("X-Prometheus-Remote-Write-Samples-Written", written);
                         }
                         response.body(axum::body::Body::from(text)).unwrap()
                     }
@@ -105,9 +119,16 @@ impl FakeReceiver {
     }
 }
 
-/// The samples of a snappy-compressed `WriteRequest`.
-fn decode(body: &[u8]) -> Vec<(String, Vec<String>, i64, f64)> {
+/// The samples of a snappy-compressed `WriteRequest`, or of a 2.0
+/// `Request` by its Content-Type.
+fn decode(headers: &axum::http::HeaderMap, body: &[u8]) -> Vec<(String, Vec<String>, i64, f64)> {
     let raw = snap::raw::Decoder::new().decompress_vec(body).unwrap();
+    if headers
+        .get("content-type")
+        .is_some_and(|v| v == V2_CONTENT_TYPE)
+    {
+        return decode_v2(&raw);
+    }
     let request = WriteRequest::decode(&raw[..]).unwrap();
     let mut out = Vec::new();
     for series in request.timeseries {
@@ -124,6 +145,44 @@ fn decode(body: &[u8]) -> Vec<(String, Vec<String>, i64, f64)> {
             .iter()
             .filter(|l| l.name != "__name__")
             .map(|l| format!("{}={}", l.name, l.value))
+            .collect();
+        for s in series.samples {
+            out.push((metric.clone(), labels.clone(), s.timestamp, s.value));
+        }
+    }
+    out
+}
+
+/// The samples of a 2.0 `Request`, checking its symbol table: "" first,
+/// each string once, every reference inside it, label pairs sorted by name.
+fn decode_v2(raw: &[u8]) -> Vec<(String, Vec<String>, i64, f64)> {
+    let request = prometheus_v2::Request::decode(raw).unwrap();
+    let symbols = &request.symbols;
+    assert_eq!(symbols.first().map(String::as_str), Some(""), "{symbols:?}");
+    let unique: std::collections::HashSet<&String> = symbols.iter().collect();
+    assert_eq!(unique.len(), symbols.len(), "a symbol twice: {symbols:?}");
+    let mut out = Vec::new();
+    for series in request.timeseries {
+        assert_eq!(series.labels_refs.len() % 2, 0, "{:?}", series.labels_refs);
+        let pairs: Vec<(&str, &str)> = series
+            .labels_refs
+            .chunks(2)
+            .map(|p| {
+                let at = |r: u32| symbols.get(r as usize).unwrap().as_str();
+                (at(p[0]), at(p[1]))
+            })
+            .collect();
+        let names: Vec<&str> = pairs.iter().map(|p| p.0).collect();
+        assert!(names.is_sorted(), "labels not sorted by name: {names:?}");
+        let metric = pairs
+            .iter()
+            .find(|p| p.0 == "__name__")
+            .map(|p| p.1.to_owned())
+            .unwrap_or_default();
+        let labels: Vec<String> = pairs
+            .iter()
+            .filter(|p| p.0 != "__name__")
+            .map(|(n, v)| format!("{n}={v}"))
             .collect();
         for s in series.samples {
             out.push((metric.clone(), labels.clone(), s.timestamp, s.value));
@@ -462,4 +521,59 @@ async fn a_reload_stops_removed_destinations_and_starts_added_ones() {
         .collect();
     names.sort();
     assert_eq!(names, ["keep", "new"]);
+}
+
+#[tokio::test]
+async fn a_2_0_destination_sends_its_symbol_table_and_headers() {
+    let pki = TestPki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = FakeReceiver::start().await;
+    let extra = format!(
+        "[[forward]]\nname = \"v2\"\nurl = \"http://{}/api/v1/write\"\nprotocol = \"2.0\"\n[forward.queue]\nshards = 1\nmax_age = \"20ms\"\nmin_backoff = \"20ms\"\nmax_backoff = \"50ms\"\n",
+        receiver.addr
+    );
+    let collector = RunningCollector::start(collector_config_with(
+        &pki,
+        &dir.path().join("data"),
+        &extra,
+    ))
+    .await;
+    let t = hostwatch_stdx::now_ms() - 5_000;
+    let files = pki.files(Role::Agent, HOST);
+    // A 1.0-only receiver answers 415, then one reading the body as 1.0
+    // answers 204 without the samples-written header: both retried,
+    // neither dropped; then it is taken.
+    receiver.then_answer(415, None, "unsupported media type");
+    receiver.then_answer(204, None, NO_WRITTEN);
+    deliver_batch(files.clone(), collector.addr, HOST, 1, batch(1, t)).await;
+    eventually(WAIT, "the batch taken after two refusals", || async {
+        (receiver.with_sample("fw_metric", t).len() >= 3).then_some(())
+    })
+    .await;
+    let requests = receiver.with_sample("fw_metric", t);
+    let statuses: Vec<u16> = requests.iter().map(|r| r.status).collect();
+    assert_eq!(statuses[..3], [415, 204, 204], "{statuses:?}");
+    for r in &requests {
+        assert_eq!(r.headers["content-type"], V2_CONTENT_TYPE);
+        assert_eq!(r.headers["content-encoding"], "snappy");
+        assert_eq!(r.headers["x-prometheus-remote-write-version"], "2.0.0");
+    }
+    let mut got: Vec<(String, Vec<String>, i64, f64)> = requests[2].samples.clone();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    let labels = vec!["cpu=0".to_owned(), format!("host={HOST}")];
+    assert_eq!(
+        got,
+        vec![
+            ("fw_ignored".to_owned(), labels.clone(), t, 1.5),
+            ("fw_metric".to_owned(), labels, t, 1.5),
+        ]
+    );
+    // Answered with its count: nothing more is sent for it.
+    deliver_batch(files, collector.addr, HOST, 2, batch(2, t + 1_000)).await;
+    eventually(WAIT, "the next batch taken", || async {
+        (!receiver.with_sample("fw_metric", t + 1_000).is_empty()).then_some(())
+    })
+    .await;
+    assert_eq!(receiver.with_sample("fw_metric", t).len(), 3);
+    collector.stop().await;
 }
