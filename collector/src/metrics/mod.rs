@@ -577,7 +577,7 @@ fn alerting(shared: &Shared, text: &mut Text) {
 fn forwarding(shared: &Shared, text: &mut Text) {
     let figures = shared.forwarding.figures();
     type Figure = fn(&crate::ForwardFigures) -> f64;
-    let families: [(&str, Kind, &str, Figure); 6] = [
+    let families: [(&str, Kind, &str, Figure); 8] = [
         (
             "hostwatch_collector_forward_samples_sent_total",
             Kind::Counter,
@@ -613,6 +613,18 @@ fn forwarding(shared: &Shared, text: &mut Text) {
             Kind::Gauge,
             "Commit groups accepted by the store and not yet delivered.",
             |f| f.lag_groups as f64,
+        ),
+        (
+            "hostwatch_collector_forward_read_seconds_total",
+            Kind::Counter,
+            "Time spent reading forwarded samples back from the store.",
+            |f| f.read_ns as f64 / 1e9,
+        ),
+        (
+            "hostwatch_collector_forward_encode_seconds_total",
+            Kind::Counter,
+            "Time spent encoding and compressing remote_write requests.",
+            |f| f.encode_ns as f64 / 1e9,
         ),
     ];
     if figures.is_empty() {
