@@ -269,7 +269,9 @@ fn ticker(interval: Duration) -> tokio::time::Interval {
     ticker
 }
 
-fn to_series(samples: sampler::Samples, t_ms: i64) -> Vec<SeriesPoints> {
+/// One tick's samples as the series of a batch, each with one point at
+/// `t_ms`; public for tests that ship a sampler's readings as the agent does.
+pub fn to_series(samples: sampler::Samples, t_ms: i64) -> Vec<SeriesPoints> {
     samples
         .0
         .into_iter()

@@ -9,7 +9,7 @@
 
 use hostwatch_agent::sampler::{Sampler, Settings, SockDiagSource, Sources, TimeSource};
 use hostwatch_pki::Role;
-use hostwatch_proto::v1::{AlertState, Batch, Label, ListAlertsRequest, SeriesPoints};
+use hostwatch_proto::v1::{AlertState, Batch, ListAlertsRequest};
 use hostwatch_tests::*;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -77,25 +77,7 @@ fn copy_over(from: &Path, to: &Path) {
 
 /// One tick of the sampler as the agent ships it.
 fn batch(seq: u64, sampler: &mut Sampler, now: Instant, t_ms: i64) -> Batch {
-    let series = sampler
-        .sample(now)
-        .samples
-        .0
-        .into_iter()
-        .map(|s| SeriesPoints {
-            metric: s.metric.to_owned(),
-            labels: s
-                .labels
-                .into_iter()
-                .map(|(name, value)| Label {
-                    name: name.to_owned(),
-                    value,
-                })
-                .collect(),
-            timestamps_ms: vec![t_ms],
-            values: vec![s.value],
-        })
-        .collect();
+    let series = hostwatch_agent::to_series(sampler.sample(now).samples, t_ms);
     Batch {
         seq,
         series,
