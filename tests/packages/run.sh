@@ -199,7 +199,8 @@ renew_under_the_unit() {
   agent_pid=$!
   # Bounded: renewal comes about 7 s after enrollment.
   for _ in $(seq 300); do
-    grep -q "certificate renewed" "$log" && break
+    # (The log may not exist yet in the first round.)
+    grep -qs "certificate renewed" "$log" && break
     kill -0 "$agent_pid" 2>/dev/null || break
     sleep 0.2
   done
