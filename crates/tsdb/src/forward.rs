@@ -512,7 +512,10 @@ mod tests {
         );
         assert_eq!(store.accepted_samples(&groups[1..]).unwrap(), got[1..]);
         assert!(store.accepted_samples(&[]).unwrap().is_empty());
-        assert_eq!(store.accepted_samples(&[groups[1] + 5]).unwrap(), vec![None]);
+        assert_eq!(
+            store.accepted_samples(&[groups[1] + 5]).unwrap(),
+            vec![None]
+        );
         let report = store.seal_all().unwrap();
         assert!(report.wal_generations_deleted > 0, "{report:?}");
         assert_eq!(store.accepted_samples(&groups).unwrap(), vec![None, None]);
