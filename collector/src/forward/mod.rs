@@ -3,9 +3,10 @@
 //!
 //! Per destination, a reader follows the store's accept log from the
 //! destination's cursor (see `hostwatch_tsdb`'s `forward` module): for
-//! the accepted groups of each pass, it reads each matching series' points
-//! back once, over the union of its spans, and hands each series to the
-//! shard its id picks, so a series' samples go
+//! the accepted groups of each pass, it takes the matching series'
+//! samples from the groups' WAL frames (or, for groups the WAL no longer
+//! holds, reads each series back once over the union of its spans), and
+//! hands each series to the shard its id picks, so a series' samples go
 //! through one queue in the order read. Each shard batches by size
 //! (`queue.max_samples_per_request`) and age (`queue.max_age`) and sends
 //! one request at a time, retrying network errors, 5xx and 429 with

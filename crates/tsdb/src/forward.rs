@@ -13,14 +13,17 @@
 //! stored samples writes one `A` + group entry to the store's tree after
 //! the group's WAL write: for each batch in the group, its time span and
 //! the ids of the series it stored samples in. Forwarding reads the
-//! entries after its cursor and reads each series' points over each span
-//! back from the head or the sealed chunks. An entry is not flushed with
+//! entries after its cursor and takes the groups' samples from their WAL
+//! frames ([`Store::accepted_samples`]: exactly what each group accepted,
+//! nothing decoded twice); for a group the WAL no longer holds, it reads
+//! each series' points over each span back from the head or the sealed
+//! chunks. An entry is not flushed with
 //! its group: a crash may lose it while the group is in the WAL, and open
 //! rebuilds the entries of the groups it replays; maintenance flushes the
 //! tree before it deletes a WAL generation, so the entries of deleted
 //! groups are on disk.
 //!
-//! A span may hold points of other groups too (late samples of a series
+//! A span read back may hold points of other groups too (late samples of a series
 //! among its fresher ones): those are sent again, which at-least-once
 //! delivery allows.
 //!
