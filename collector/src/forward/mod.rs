@@ -643,6 +643,9 @@ fn chunks(groups: Vec<AcceptedGroup>) -> Vec<Vec<AcceptedGroup>> {
     out
 }
 
+/// One series read for a destination: its id, its labels, its points.
+type ReadSeries = (u64, Arc<SeriesLabels>, Vec<hostwatch_tsdb::Point>);
+
 /// Labels and points of each series of `groups` that `labels` matches,
 /// in the order first met: from the groups' WAL frames, and for the
 /// groups the WAL no longer holds, read back over their spans first (they
@@ -651,10 +654,10 @@ fn read_groups(
     store: &Store,
     groups: &[AcceptedGroup],
     labels: &HashMap<u64, Option<Arc<SeriesLabels>>>,
-) -> Result<Vec<(u64, Arc<SeriesLabels>, Vec<hostwatch_tsdb::Point>)>, hostwatch_tsdb::TsdbError> {
+) -> Result<Vec<ReadSeries>, hostwatch_tsdb::TsdbError> {
     let numbers: Vec<u64> = groups.iter().map(|g| g.group).collect();
     let from_wal = store.accepted_samples(&numbers)?;
-    let mut out: Vec<(u64, Arc<SeriesLabels>, Vec<hostwatch_tsdb::Point>)> = Vec::new();
+    let mut out: Vec<ReadSeries> = Vec::new();
     let mut slot: HashMap<u64, usize> = HashMap::new();
     let mut push = |id: u64, points: &mut Vec<hostwatch_tsdb::Point>| {
         if points.is_empty() {
