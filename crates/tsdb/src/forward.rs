@@ -220,12 +220,8 @@ impl Store {
                     else {
                         continue;
                     };
-                    let decoded = wal::decode_value(&value);
-                    damaged[i] |= decoded.corrupt > 0;
                     let samples = out[i].get_or_insert_with(Vec::new);
-                    for record in decoded.records {
-                        samples.extend(record.series);
-                    }
+                    damaged[i] |= wal::samples_of_value(&value, samples) > 0;
                 }
                 if last >= high {
                     break;
