@@ -3,9 +3,10 @@
 //!
 //! Per destination, a reader follows the store's accept log from the
 //! destination's cursor (see `hostwatch_tsdb`'s `forward` module): for
-//! the accepted groups of each pass, it reads each matching series' points
-//! back once, over the union of its spans, and hands each series to the
-//! shard its id picks, so a series' samples go
+//! the accepted groups of each pass, it takes the matching series'
+//! samples from the groups' WAL frames (or, for groups the WAL no longer
+//! holds, reads each series back once over the union of its spans), and
+//! hands each series to the shard its id picks, so a series' samples go
 //! through one queue in the order read. Each shard batches by size
 //! (`queue.max_samples_per_request`) and age (`queue.max_age`) and sends
 //! one request at a time, retrying network errors, 5xx and 429 with
@@ -541,62 +542,31 @@ impl Reader {
     /// Reads the matching series of some groups back (in one call on the
     /// blocking pool) and hands them to their shards.
     ///
-    /// Each series is read once over the union of its spans in these
-    /// groups: a head read decodes the blocks its span touches, so one
-    /// read of a series' several samples costs little more than one of a
-    /// single sample. The union may hold points of later groups too (a
-    /// late sample between two of these): sent again with them, which at
-    /// least once allows.
+    /// The groups' samples come from their WAL frames, which hold exactly
+    /// what each group accepted: only the new samples are decoded. A group
+    /// the WAL no longer holds (its samples sealed and the generation
+    /// deleted: a destination far behind) is read back from the head or
+    /// the sealed chunks, each series once over the union of its spans in
+    /// these groups (points of other groups in the union are sent again,
+    /// which at least once allows). Each series' points of the chunk go
+    /// out as one item, in time order.
     async fn feed(&mut self, groups: Vec<AcceptedGroup>) -> Result<(), hostwatch_tsdb::TsdbError> {
         self.learn(&groups).await?;
-        let mut union: HashMap<u64, (i64, i64)> = HashMap::new();
-        for span in groups.iter().flat_map(|g| &g.spans) {
-            for id in &span.series {
-                if !self.labels.get(id).is_some_and(Option::is_some) {
-                    continue;
-                }
-                let bounds = union.entry(*id).or_insert((span.start_ms, span.end_ms));
-                bounds.0 = bounds.0.min(span.start_ms);
-                bounds.1 = bounds.1.max(span.end_ms);
-            }
-        }
-        // Series with the same bounds are read in one call.
-        let mut by_bounds: HashMap<(i64, i64), Vec<u64>> = HashMap::new();
-        for (id, bounds) in union {
-            by_bounds.entry(bounds).or_default().push(id);
-        }
-        let spans: Vec<(i64, i64, Vec<u64>)> = by_bounds
-            .into_iter()
-            .map(|((start, end), mut ids)| {
-                ids.sort_unstable();
-                (start, end, ids)
-            })
-            .collect();
-        if spans.is_empty() {
-            return Ok(());
-        }
         let store = self.store.clone();
         let stats = self.stats.clone();
-        let read = blocking(move || {
+        // Lent to the read, which keeps the matching series alone.
+        let labels = std::mem::take(&mut self.labels);
+        let (labels, read) = blocking(move || {
             let began = std::time::Instant::now();
-            let mut out = Vec::new();
-            for (start, end, ids) in spans {
-                let points = read_points(&store, &ids, start, end)?;
-                out.extend(ids.into_iter().zip(points));
-            }
+            let read = read_groups(&store, &groups, &labels);
             stats
                 .read_ns
                 .fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
-            Ok(out)
+            Ok((labels, read))
         })
         .await?;
-        for (id, points) in read {
-            let Some(Some(labels)) = self.labels.get(&id).cloned() else {
-                continue;
-            };
-            if points.is_empty() {
-                continue;
-            }
+        self.labels = labels;
+        for (id, labels, points) in read? {
             self.stats
                 .pending
                 .fetch_add(points.len() as u64, Ordering::Relaxed);
@@ -671,6 +641,79 @@ fn chunks(groups: Vec<AcceptedGroup>) -> Vec<Vec<AcceptedGroup>> {
         listed += n;
     }
     out
+}
+
+/// One series read for a destination: its id, its labels, its points.
+type ReadSeries = (u64, Arc<SeriesLabels>, Vec<hostwatch_tsdb::Point>);
+
+/// Labels and points of each series of `groups` that `labels` matches,
+/// in the order first met: from the groups' WAL frames, and for the
+/// groups the WAL no longer holds, read back over their spans first (they
+/// are older); each series' points sorted by time, without duplicates.
+fn read_groups(
+    store: &Store,
+    groups: &[AcceptedGroup],
+    labels: &HashMap<u64, Option<Arc<SeriesLabels>>>,
+) -> Result<Vec<ReadSeries>, hostwatch_tsdb::TsdbError> {
+    let numbers: Vec<u64> = groups.iter().map(|g| g.group).collect();
+    let from_wal = store.accepted_samples(&numbers)?;
+    let mut out: Vec<ReadSeries> = Vec::new();
+    let mut slot: HashMap<u64, usize> = HashMap::new();
+    let mut push = |id: u64, points: &mut Vec<hostwatch_tsdb::Point>| {
+        if points.is_empty() {
+            return;
+        }
+        if let Some(&i) = slot.get(&id) {
+            out[i].2.append(points);
+        } else if let Some(Some(labels)) = labels.get(&id) {
+            slot.insert(id, out.len());
+            out.push((id, labels.clone(), std::mem::take(points)));
+        }
+    };
+    // The groups the WAL no longer holds: each series once, over the
+    // union of its spans; series with the same bounds in one call.
+    let mut union: HashMap<u64, (i64, i64)> = HashMap::new();
+    for (group, samples) in groups.iter().zip(&from_wal) {
+        if samples.is_some() {
+            continue;
+        }
+        for span in &group.spans {
+            for id in &span.series {
+                if !labels.get(id).is_some_and(Option::is_some) {
+                    continue;
+                }
+                let bounds = union.entry(*id).or_insert((span.start_ms, span.end_ms));
+                bounds.0 = bounds.0.min(span.start_ms);
+                bounds.1 = bounds.1.max(span.end_ms);
+            }
+        }
+    }
+    let mut by_bounds: HashMap<(i64, i64), Vec<u64>> = HashMap::new();
+    for (id, bounds) in union {
+        by_bounds.entry(bounds).or_default().push(id);
+    }
+    for ((start, end), mut ids) in by_bounds {
+        ids.sort_unstable();
+        for (id, mut points) in ids
+            .iter()
+            .copied()
+            .zip(read_points(store, &ids, start, end)?)
+        {
+            push(id, &mut points);
+        }
+    }
+    for (id, mut points) in from_wal.into_iter().flatten().flatten() {
+        push(id, &mut points);
+    }
+    for (_, _, points) in &mut out {
+        // Usually in order already: a late batch, or points read back over
+        // spans and then from the WAL, are not.
+        if !points.windows(2).all(|w| w[0].t_ms < w[1].t_ms) {
+            points.sort_by_key(|p| p.t_ms);
+            points.dedup_by_key(|p| p.t_ms);
+        }
+    }
+    Ok(out)
 }
 
 /// The points of each series of `ids` in `[start, end)`, in the order
@@ -863,5 +906,111 @@ impl Shard {
         batch.clear();
         *samples = 0;
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hostwatch_tsdb::{Batch, Label, Options, Point, SeriesInput};
+
+    const HOUR: i64 = 3_600_000;
+
+    fn p(t_ms: i64) -> Point {
+        Point {
+            t_ms,
+            value: t_ms as f64,
+        }
+    }
+
+    fn append(store: &Store, seq: u64, series: &[&str], points: &[Point]) {
+        let batch = Batch {
+            host: "h".to_owned(),
+            source: 1,
+            seq,
+            series: series
+                .iter()
+                .map(|s| SeriesInput {
+                    metric: "m".to_owned(),
+                    labels: vec![Label::new("s", *s)],
+                    points: points.to_vec(),
+                })
+                .collect(),
+            processes: vec![],
+            malformed: 0,
+        };
+        assert_eq!(store.append(&batch).unwrap().rejected.total(), 0);
+    }
+
+    /// (series name, points) of each series read.
+    fn read(
+        store: &Store,
+        labels: &HashMap<u64, Option<Arc<SeriesLabels>>>,
+    ) -> Vec<(String, Vec<Point>)> {
+        let groups = store.accepted_after(0, usize::MAX).unwrap();
+        let mut out: Vec<(String, Vec<Point>)> = read_groups(store, &groups, labels)
+            .unwrap()
+            .into_iter()
+            .map(|(id, _, points)| {
+                let key = store.series_key(id).unwrap().unwrap();
+                (key.label("s").unwrap().to_owned(), points)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// The same samples, in time order, for the matching series alone,
+    /// whether the groups come from the WAL or, once sealed and gone from
+    /// it, are read back over their spans; a late batch included.
+    #[test]
+    fn groups_read_the_same_from_the_wal_and_from_their_spans() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options {
+            maintenance_interval: None,
+            accept_log: true,
+            clock: Arc::new(move || 10 * HOUR),
+            ..Options::default()
+        };
+        let store = Store::open(dir.path(), options).unwrap();
+        let t = 10 * HOUR - 60_000;
+        append(&store, 1, &["a", "b", "skip"], &[p(t), p(t + 10)]);
+        append(&store, 2, &["a"], &[p(t + 20)]);
+        append(&store, 3, &["a"], &[p(t - 1_000)]);
+        let mut labels = HashMap::new();
+        for (key, id) in store.select("m", &[]).unwrap() {
+            let wanted = key.label("s") != Some("skip");
+            labels.insert(id, wanted.then(|| Arc::new(SeriesLabels::new(&key))));
+        }
+        let want = vec![
+            (
+                "a".to_owned(),
+                vec![p(t - 1_000), p(t), p(t + 10), p(t + 20)],
+            ),
+            ("b".to_owned(), vec![p(t), p(t + 10)]),
+        ];
+        assert_eq!(read(&store, &labels), want);
+        let groups: Vec<u64> = store
+            .accepted_after(0, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|g| g.group)
+            .collect();
+        assert!(
+            store
+                .accepted_samples(&groups)
+                .unwrap()
+                .iter()
+                .all(Option::is_some)
+        );
+        assert!(store.seal_all().unwrap().wal_generations_deleted > 0);
+        assert!(
+            store
+                .accepted_samples(&groups)
+                .unwrap()
+                .iter()
+                .all(Option::is_none)
+        );
+        assert_eq!(read(&store, &labels), want);
     }
 }

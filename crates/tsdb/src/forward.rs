@@ -13,14 +13,17 @@
 //! stored samples writes one `A` + group entry to the store's tree after
 //! the group's WAL write: for each batch in the group, its time span and
 //! the ids of the series it stored samples in. Forwarding reads the
-//! entries after its cursor and reads each series' points over each span
-//! back from the head or the sealed chunks. An entry is not flushed with
+//! entries after its cursor and takes the groups' samples from their WAL
+//! frames ([`Store::accepted_samples`]: exactly what each group accepted,
+//! nothing decoded twice); for a group the WAL no longer holds, it reads
+//! each series' points over each span back from the head or the sealed
+//! chunks. An entry is not flushed with
 //! its group: a crash may lose it while the group is in the WAL, and open
 //! rebuilds the entries of the groups it replays; maintenance flushes the
 //! tree before it deletes a WAL generation, so the entries of deleted
 //! groups are on disk.
 //!
-//! A span may hold points of other groups too (late samples of a series
+//! A span read back may hold points of other groups too (late samples of a series
 //! among its fresher ones): those are sent again, which at-least-once
 //! delivery allows.
 //!
@@ -46,6 +49,11 @@ pub struct AcceptedSpan {
     /// Ids of the series it stored samples in, ascending.
     pub series: Vec<u64>,
 }
+
+/// What one accepted group stored, from its WAL frames (see
+/// [`Store::accepted_samples`]): points per series id, in the order
+/// accepted; `None` when the WAL no longer holds the group.
+pub type GroupSamples = Option<Vec<(u64, Vec<Point>)>>;
 
 /// One commit group's entry of the accept log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,6 +182,56 @@ impl Store {
                     bump(&inner.counters.corrupt_blocks, 1);
                     tracing::warn!(group, error = %e, "skipping a damaged accept log entry");
                 }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The samples each of `groups` (ascending, durable) stored, read from
+    /// the group's WAL frames, which hold exactly the accepted samples:
+    /// per series id, its points in the order accepted. `None` for a group
+    /// the WAL no longer holds (sealed, its generation deleted) or whose
+    /// frames are damaged: the caller reads those back over their spans.
+    ///
+    /// This costs a decode of the new samples alone, where a read over the
+    /// spans decodes the head blocks they fall in from their start.
+    pub fn accepted_samples(&self, groups: &[u64]) -> Result<Vec<GroupSamples>, TsdbError> {
+        let inner = self.inner()?;
+        let mut out: Vec<GroupSamples> = vec![None; groups.len()];
+        let (Some(&low), Some(&high)) = (groups.first(), groups.last()) else {
+            return Ok(out);
+        };
+        let mut damaged = vec![false; groups.len()];
+        // Held while reading: maintenance cannot delete a generation
+        // meanwhile (a deleted one reopened would be created empty).
+        inner.commit.with_generations(|generations| {
+            for g in generations {
+                // A generation holds the groups after its predecessor's
+                // last one, through its own.
+                let last = g.last_group.load(std::sync::atomic::Ordering::Acquire);
+                if last < low {
+                    continue;
+                }
+                let db = g.db()?;
+                let range = keys::wal_start(low)..keys::wal_start(high.saturating_add(1));
+                for item in db.range(range) {
+                    let (key, value) = item?;
+                    let Some(i) = keys::parse_wal(&key).and_then(|n| groups.binary_search(&n).ok())
+                    else {
+                        continue;
+                    };
+                    let samples = out[i].get_or_insert_with(Vec::new);
+                    damaged[i] |= wal::samples_of_value(&value, samples) > 0;
+                }
+                if last >= high {
+                    break;
+                }
+            }
+            Ok(())
+        })?;
+        for (samples, damaged) in out.iter_mut().zip(damaged) {
+            if damaged {
+                *samples = None;
             }
         }
         Ok(out)
@@ -414,6 +472,52 @@ mod tests {
         assert_eq!(log(&store, 0), before);
         let (key, id) = store.select("m", &[]).unwrap().remove(0);
         assert_eq!(store.series_points(&key, id, t, t + 1).unwrap(), vec![p(t)]);
+    }
+
+    /// The WAL gives each group's samples exactly, late ones included,
+    /// across a restart; once sealed and deleted from the WAL, a group
+    /// has none (read back over its spans instead).
+    #[test]
+    fn accepted_samples_come_from_the_wal_until_it_is_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = 10 * HOUR - 60_000;
+        let groups: Vec<u64>;
+        {
+            let store = open(dir.path(), true);
+            append(&store, 1, &["a", "b"], &[p(t), p(t + 10)]);
+            append(&store, 2, &["a"], &[p(t - 1_000)]);
+            groups = log(&store, 0).iter().map(|e| e.0).collect();
+            assert_eq!(groups.len(), 2);
+        }
+        let store = open(dir.path(), true);
+        let id = |s: &str| {
+            let selected = store.select("m", &[]).unwrap();
+            selected
+                .into_iter()
+                .find(|(k, _)| k.label("s") == Some(s))
+                .unwrap()
+                .1
+        };
+        let got = store.accepted_samples(&groups).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                Some(vec![
+                    (id("a"), vec![p(t), p(t + 10)]),
+                    (id("b"), vec![p(t), p(t + 10)])
+                ]),
+                Some(vec![(id("a"), vec![p(t - 1_000)])]),
+            ]
+        );
+        assert_eq!(store.accepted_samples(&groups[1..]).unwrap(), got[1..]);
+        assert!(store.accepted_samples(&[]).unwrap().is_empty());
+        assert_eq!(
+            store.accepted_samples(&[groups[1] + 5]).unwrap(),
+            vec![None]
+        );
+        let report = store.seal_all().unwrap();
+        assert!(report.wal_generations_deleted > 0, "{report:?}");
+        assert_eq!(store.accepted_samples(&groups).unwrap(), vec![None, None]);
     }
 
     #[test]

@@ -204,14 +204,61 @@ pub(crate) fn frames(value: &[u8]) -> impl Iterator<Item = Result<Frame<'_>, Tsd
     })
 }
 
-pub(crate) fn decode_payload(payload: &[u8]) -> Result<WalRecord, TsdbError> {
-    let mut r = ByteReader::new(payload);
+/// The accepted samples of the frames of one WAL value, per series id in
+/// the order appended, added to `out`, without decoding the process
+/// snapshots (what forwarding reads); returns the number of frames
+/// skipped as damaged.
+pub(crate) fn samples_of_value(value: &[u8], out: &mut Vec<(u64, Vec<Point>)>) -> u64 {
+    let mut corrupt = 0;
+    for frame in frames(value) {
+        let samples = frame.and_then(|f| {
+            if crc32fast::hash(f.payload) != f.crc {
+                return Err(TsdbError::Corrupt("WAL frame checksum mismatch".into()));
+            }
+            let mut r = ByteReader::new(f.payload);
+            read_batch(&mut r)?;
+            read_series(&mut r)
+        });
+        match samples {
+            Ok(samples) => out.extend(samples),
+            Err(_) => corrupt += 1,
+        }
+    }
+    corrupt
+}
+
+/// The version, host, source and sequence at the head of a payload.
+fn read_batch<'a>(r: &mut ByteReader<'a>) -> Result<(&'a str, u64, u64), TsdbError> {
     if r.u8()? != RECORD_VERSION {
         return Err(TsdbError::Corrupt("unknown WAL record version".to_owned()));
     }
-    let host = r.str(MAX_LABEL_VALUE_LEN)?.to_owned();
-    let source = r.uvarint()?;
-    let seq = r.uvarint()?;
+    let host = r.str(MAX_LABEL_VALUE_LEN)?;
+    Ok((host, r.uvarint()?, r.uvarint()?))
+}
+
+pub(crate) fn decode_payload(payload: &[u8]) -> Result<WalRecord, TsdbError> {
+    let mut r = ByteReader::new(payload);
+    let (host, source, seq) = read_batch(&mut r)?;
+    let host = host.to_owned();
+    let series = read_series(&mut r)?;
+    let n = r.count()?;
+    let snapshots = snapshot::decode_payload(r.bytes(n)?)?;
+    if !r.is_empty() {
+        return Err(TsdbError::Corrupt(
+            "trailing bytes in WAL record".to_owned(),
+        ));
+    }
+    Ok(WalRecord {
+        host,
+        source,
+        seq,
+        series,
+        snapshots,
+    })
+}
+
+/// The accepted samples of a payload, after its batch fields.
+fn read_series(r: &mut ByteReader<'_>) -> Result<Vec<(u64, Vec<Point>)>, TsdbError> {
     let base_t = r.ivarint()?;
     // Counts are bounded by the bytes left, not by constants: every frame
     // the encoder writes must replay, whatever size of batch was accepted.
@@ -237,7 +284,7 @@ pub(crate) fn decode_payload(payload: &[u8]) -> Result<WalRecord, TsdbError> {
             if i > 0 || header & AT_BASE == 0 {
                 t = t.wrapping_add(r.ivarint()?);
             }
-            bits = read_value(&mut r, bits)?;
+            bits = read_value(r, bits)?;
             points.push(Point {
                 t_ms: t,
                 value: f64::from_bits(bits),
@@ -245,20 +292,7 @@ pub(crate) fn decode_payload(payload: &[u8]) -> Result<WalRecord, TsdbError> {
         }
         series.push((id, points));
     }
-    let n = r.count()?;
-    let snapshots = snapshot::decode_payload(r.bytes(n)?)?;
-    if !r.is_empty() {
-        return Err(TsdbError::Corrupt(
-            "trailing bytes in WAL record".to_owned(),
-        ));
-    }
-    Ok(WalRecord {
-        host,
-        source,
-        seq,
-        series,
-        snapshots,
-    })
+    Ok(series)
 }
 
 #[cfg(test)]
@@ -356,5 +390,12 @@ mod tests {
         let torn = &value[..first_len + 8];
         let decoded = decode_value(torn);
         assert_eq!((decoded.records.len(), decoded.corrupt), (0, 2));
+        // Forwarding's samples-only read skips the same frames.
+        let mut samples = Vec::new();
+        assert_eq!(samples_of_value(&value, &mut samples), 1);
+        assert_eq!(samples, r.series);
+        samples.clear();
+        assert_eq!(samples_of_value(torn, &mut samples), 2);
+        assert!(samples.is_empty());
     }
 }
