@@ -73,6 +73,7 @@ fn roomy() -> ListenerLimits {
         max_connections_per_identity: 8,
         max_handshakes: 64,
         handshake_timeout: Duration::from_secs(3600),
+        handshake_evict_after: Duration::from_secs(3600),
         idle_timeout: Duration::from_secs(3600),
         max_pending_bytes_per_connection: 1 << 20,
         max_pending_bytes: 1536 << 10,
