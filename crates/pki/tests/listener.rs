@@ -824,7 +824,9 @@ async fn a_newcomer_is_closed_while_the_handshakes_are_young() {
     if started.elapsed() < evict_after {
         closed(newcomer).await;
         server
-            .until("the newcomer turned away", |s| s.handshakes_turned_away == 1)
+            .until("the newcomer turned away", |s| {
+                s.handshakes_turned_away == 1
+            })
             .await;
         assert_eq!(server.stats().handshakes_evicted, 0);
     } else {
