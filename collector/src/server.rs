@@ -414,9 +414,6 @@ fn listener_limits(limits: &Limits) -> ListenerLimits {
         max_connections_per_identity: limits.max_connections_per_identity,
         max_handshakes: limits.max_handshakes,
         handshake_timeout: limits.handshake_timeout,
-        // A legitimate handshake takes milliseconds, a few hundred under a
-        // stampede; a quarter of the timeout (2.5 s by default) is well past it.
-        handshake_evict_after: limits.handshake_timeout / 4,
         idle_timeout: limits.idle_timeout,
         max_pending_bytes_per_connection: limits.max_pending_bytes_per_connection,
         max_pending_bytes: limits.max_pending_bytes,

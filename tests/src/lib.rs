@@ -266,7 +266,6 @@ pub fn test_listener_limits() -> hostwatch_pki::transport::ListenerLimits {
         max_connections_per_identity: 16,
         max_handshakes: 16,
         handshake_timeout: Duration::from_secs(5),
-        handshake_evict_after: Duration::from_secs(1),
         idle_timeout: Duration::from_secs(3600),
         max_pending_bytes_per_connection: 1 << 20,
         max_pending_bytes: 1 << 20,

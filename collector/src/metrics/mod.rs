@@ -455,7 +455,7 @@ fn listeners(shared: &Shared, text: &mut Text) {
     };
     let stats: Vec<(&str, _)> = listeners.iter().map(|(n, c)| (*n, c.stats())).collect();
     type Figure = fn(&hostwatch_pki::transport::ListenerStats) -> u64;
-    let families: [(&str, Kind, &str, Figure); 7] = [
+    let families: [(&str, Kind, &str, Figure); 6] = [
         (
             "hostwatch_collector_connections_open",
             Kind::Gauge,
@@ -479,12 +479,6 @@ fn listeners(shared: &Shared, text: &mut Text) {
             Kind::Counter,
             "TLS handshakes dropped to make room for a newer peer, by listener.",
             |s| s.handshakes_evicted,
-        ),
-        (
-            "hostwatch_collector_tls_handshakes_turned_away_total",
-            Kind::Counter,
-            "New peers closed on arrival while TLS handshakes were at their limit, by listener.",
-            |s| s.handshakes_turned_away,
         ),
         (
             "hostwatch_collector_connections_closed_idle_total",

@@ -22,7 +22,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -41,19 +41,11 @@ pub struct ListenerLimits {
     pub reserved_operator_connections: usize,
     /// Connections one identity (one certificate's URI SAN) may hold.
     pub max_connections_per_identity: usize,
-    /// TLS handshakes in progress at once. When full, a new peer takes the
-    /// place of the one that has waited longest if that one has waited at
-    /// least `handshake_evict_after`; otherwise the new peer is closed at
-    /// once, so the handshakes admitted finish under a reconnection
-    /// stampede and the newcomers retry later.
+    /// TLS handshakes in progress at once; when full, a new peer takes the
+    /// place of the one that has waited longest.
     pub max_handshakes: usize,
     /// A peer that has not finished the TLS handshake by then is dropped.
     pub handshake_timeout: Duration,
-    /// How long a handshake in progress keeps its place against newcomers
-    /// when the handshakes are at their limit: below it, the newcomer is
-    /// closed; from it on, the newcomer takes its place (so peers that
-    /// never finish cannot hold every place for `handshake_timeout`).
-    pub handshake_evict_after: Duration,
     /// A connection without an open call for this long is closed.
     pub idle_timeout: Duration,
     /// Bytes of gRPC messages begun and not yet complete, on one connection.
@@ -77,9 +69,6 @@ pub struct ListenerStats {
     pub handshakes_refused: u64,
     /// Handshakes dropped to make room for a newer peer.
     pub handshakes_evicted: u64,
-    /// Peers closed on arrival: the handshakes at their limit, none of
-    /// them in progress for `handshake_evict_after` yet.
-    pub handshakes_turned_away: u64,
     /// Authenticated peers refused: over their identity's or role's
     /// limit, or revoked.
     pub connections_refused: u64,
@@ -95,9 +84,8 @@ pub struct ListenerStats {
 /// State shared by the accept loop, handshakes, connections and their calls.
 pub(crate) struct ListenerShared {
     pub(crate) limits: ListenerLimits,
-    /// Handshakes in progress by arrival, with when they arrived;
-    /// cancelling one drops its peer.
-    handshakes: Mutex<BTreeMap<u64, (Instant, CancellationToken)>>,
+    /// Handshakes in progress by arrival; cancelling one drops its peer.
+    handshakes: Mutex<BTreeMap<u64, CancellationToken>>,
     admitted: Mutex<Admitted>,
     /// Bytes of incomplete messages on every connection.
     pub(crate) pending_bytes: AtomicUsize,
@@ -122,7 +110,6 @@ struct OpenConnection {
 struct Counters {
     handshakes_refused: AtomicU64,
     handshakes_evicted: AtomicU64,
-    handshakes_turned_away: AtomicU64,
     connections_refused: AtomicU64,
     connections_revoked: AtomicU64,
     connections_closed_idle: AtomicU64,
@@ -420,7 +407,6 @@ impl Connections {
             pending_message_bytes: shared.pending_bytes.load(Ordering::Relaxed),
             handshakes_refused: counters.handshakes_refused.load(Ordering::Relaxed),
             handshakes_evicted: counters.handshakes_evicted.load(Ordering::Relaxed),
-            handshakes_turned_away: counters.handshakes_turned_away.load(Ordering::Relaxed),
             connections_refused: counters.connections_refused.load(Ordering::Relaxed),
             connections_revoked: counters.connections_revoked.load(Ordering::Relaxed),
             connections_closed_idle: counters.connections_closed_idle.load(Ordering::Relaxed),
@@ -467,39 +453,19 @@ pub fn incoming(
             let cancel = CancellationToken::new();
             {
                 let mut handshakes = lock(&shared.handshakes);
-                if handshakes.len() >= shared.limits.max_handshakes.max(1) {
-                    let now = Instant::now();
-                    let evictable = handshakes.first_key_value().is_some_and(|(_, (since, _))| {
-                        now.duration_since(*since) >= shared.limits.handshake_evict_after
-                    });
-                    if !evictable {
-                        // Every place is held by a handshake that may still
-                        // finish: evicting one would let a stampede of
-                        // newcomers evict each other before any finishes.
-                        // The newcomer retries after its backoff.
-                        drop(handshakes);
-                        drop(tcp);
-                        shared
-                            .counters
-                            .handshakes_turned_away
-                            .fetch_add(1, Ordering::Relaxed);
-                        if let Some(suppressed) = lock(&shared.handshake_log).admit() {
-                            tracing::warn!(peer.addr = %addr, suppressed, max_handshakes = shared.limits.max_handshakes, "TLS handshakes at their limit: closing the new peer");
-                        }
-                        continue;
-                    }
-                    if let Some((_, (_, oldest))) = handshakes.pop_first() {
-                        oldest.cancel();
-                        shared
-                            .counters
-                            .handshakes_evicted
-                            .fetch_add(1, Ordering::Relaxed);
-                        if let Some(suppressed) = lock(&shared.handshake_log).admit() {
-                            tracing::warn!(peer.addr = %addr, suppressed, max_handshakes = shared.limits.max_handshakes, "TLS handshakes at their limit: dropping the longest waiting");
-                        }
+                if handshakes.len() >= shared.limits.max_handshakes.max(1)
+                    && let Some((_, oldest)) = handshakes.pop_first()
+                {
+                    oldest.cancel();
+                    shared
+                        .counters
+                        .handshakes_evicted
+                        .fetch_add(1, Ordering::Relaxed);
+                    if let Some(suppressed) = lock(&shared.handshake_log).admit() {
+                        tracing::warn!(peer.addr = %addr, suppressed, max_handshakes = shared.limits.max_handshakes, "TLS handshakes at their limit: dropping the longest waiting");
                     }
                 }
-                handshakes.insert(next_id, (Instant::now(), cancel.clone()));
+                handshakes.insert(next_id, cancel.clone());
             }
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
             tokio::spawn(establish(
@@ -513,7 +479,7 @@ pub fn incoming(
             ));
         }
         // Peers still in their handshake would never be served.
-        for (_, (_, pending)) in std::mem::take(&mut *lock(&shared.handshakes)) {
+        for (_, pending) in std::mem::take(&mut *lock(&shared.handshakes)) {
             pending.cancel();
         }
     });
