@@ -384,17 +384,18 @@ async fn run_to_end(program: &'static str, config: std::path::PathBuf) -> (Optio
     .unwrap()
 }
 
-#[tokio::test]
-async fn bad_metrics_listen_values_and_a_port_in_use_stop_the_collector_naming_the_key() {
-    let pki = TestPki::new();
-    let program = env!("CARGO_BIN_EXE_e2e-collector");
-    for (value, says) in [
-        ("0.0.0.0:9464", "not a loopback address"),
-        ("192.168.1.10:9464", "not a loopback address"),
-        ("nowhere:9464", "not an address"),
-    ] {
+/// Runs `program` with `metrics_listen` set to each of `bad` (exit 64,
+/// naming the key and what is wrong) and to a port another process holds
+/// (exit 1, naming the key); `config` writes the program's file for a
+/// `metrics_listen` line into a directory.
+async fn metrics_listen_refusals(
+    program: &'static str,
+    bad: [(&str, &str); 3],
+    config: impl Fn(&Path, &str) -> std::path::PathBuf,
+) {
+    for (value, says) in bad {
         let dir = tempfile::tempdir().unwrap();
-        let config = collector_toml(&pki, dir.path(), &format!("metrics_listen = \"{value}\""));
+        let config = config(dir.path(), &format!("metrics_listen = \"{value}\""));
         let (code, stderr) = run_to_end(program, config).await;
         assert_eq!(code, Some(64), "{value}: {stderr}");
         assert!(
@@ -406,13 +407,27 @@ async fn bad_metrics_listen_values_and_a_port_in_use_stop_the_collector_naming_t
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = taken.local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = collector_toml(&pki, dir.path(), &format!("metrics_listen = \"{address}\""));
+    let config = config(dir.path(), &format!("metrics_listen = \"{address}\""));
     let (code, stderr) = run_to_end(program, config).await;
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!("cannot listen on {address} (metrics_listen)")),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn bad_metrics_listen_values_and_a_port_in_use_stop_the_collector_naming_the_key() {
+    let pki = TestPki::new();
+    let bad = [
+        ("0.0.0.0:9464", "not a loopback address"),
+        ("192.168.1.10:9464", "not a loopback address"),
+        ("nowhere:9464", "not an address"),
+    ];
+    metrics_listen_refusals(env!("CARGO_BIN_EXE_e2e-collector"), bad, |dir, top| {
+        collector_toml(&pki, dir, top)
+    })
+    .await;
 }
 
 /// agent.toml for a process (its collector nowhere), with `top` as its
@@ -437,31 +452,15 @@ fn agent_toml(pki: &TestPki, dir: &Path, top: &str) -> std::path::PathBuf {
 #[tokio::test]
 async fn bad_metrics_listen_values_and_a_port_in_use_stop_the_agent_naming_the_key() {
     let pki = TestPki::new();
-    let program = env!("CARGO_BIN_EXE_e2e-agent");
-    for (value, says) in [
+    let bad = [
         ("0.0.0.0:9465", "not a loopback address"),
         ("[::]:9465", "not a loopback address"),
         ("127.0.0.1", "not an address"),
-    ] {
-        let dir = tempfile::tempdir().unwrap();
-        let config = agent_toml(&pki, dir.path(), &format!("metrics_listen = \"{value}\""));
-        let (code, stderr) = run_to_end(program, config).await;
-        assert_eq!(code, Some(64), "{value}: {stderr}");
-        assert!(
-            stderr.contains("metrics_listen") && stderr.contains(says),
-            "{value}: {stderr}"
-        );
-    }
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = taken.local_addr().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = agent_toml(&pki, dir.path(), &format!("metrics_listen = \"{address}\""));
-    let (code, stderr) = run_to_end(program, config).await;
-    assert_eq!(code, Some(1), "{stderr}");
-    assert!(
-        stderr.contains(&format!("cannot listen on {address} (metrics_listen)")),
-        "{stderr}"
-    );
+    ];
+    metrics_listen_refusals(env!("CARGO_BIN_EXE_e2e-agent"), bad, |dir, top| {
+        agent_toml(&pki, dir, top)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
