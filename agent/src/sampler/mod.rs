@@ -569,7 +569,8 @@ impl Sampler {
     }
 }
 
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(test)]
+#[cfg(target_os = "linux")]
 pub(crate) mod tests {
     use super::*;
     use std::time::{Duration, Instant};
