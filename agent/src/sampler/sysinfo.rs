@@ -369,11 +369,24 @@ fn filesystems(list: Vec<Filesystem>, settings: &Settings, out: &mut Samples) {
 /// hangs on a dead network mount, and the agent's one runtime thread must
 /// not (ARCHITECTURE.md). A query that does not answer in time is a
 /// counted problem; until it answers, no new one is made.
-#[derive(Default)]
 struct Filesystems {
     helper: Option<Helper>,
     /// A query was sent and its answer has not come.
     waiting: bool,
+    /// What the helper runs per query: `sysinfo`'s listing; tests hang it.
+    list: fn(&mut Disks) -> Vec<Filesystem>,
+    timeout: Duration,
+}
+
+impl Default for Filesystems {
+    fn default() -> Self {
+        Filesystems {
+            helper: None,
+            waiting: false,
+            list: list_disks,
+            timeout: FILESYSTEMS_TIMEOUT,
+        }
+    }
 }
 
 struct Helper {
@@ -385,7 +398,8 @@ impl Filesystems {
     fn query(&mut self) -> Result<Vec<Filesystem>, String> {
         if self.helper.is_none() {
             self.helper = Some(
-                spawn_helper().map_err(|e| format!("cannot start the file system thread: {e}"))?,
+                spawn_helper(self.list)
+                    .map_err(|e| format!("cannot start the file system thread: {e}"))?,
             );
         }
         let helper = self.helper.as_ref().ok_or("no helper")?;
@@ -407,13 +421,14 @@ impl Filesystems {
             self.helper = None;
             return Err("the file system thread ended".to_owned());
         }
-        match helper.replies.recv_timeout(FILESYSTEMS_TIMEOUT) {
+        match helper.replies.recv_timeout(self.timeout) {
             Ok(list) => Ok(list),
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 self.waiting = true;
                 Err(format!(
-                    "file systems: no answer within {FILESYSTEMS_TIMEOUT:?} (a hung mount?); \
-                     skipped until it answers"
+                    "file systems: no answer within {:?} (a hung mount?); \
+                     skipped until it answers",
+                    self.timeout
                 ))
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -424,7 +439,23 @@ impl Filesystems {
     }
 }
 
-fn spawn_helper() -> std::io::Result<Helper> {
+/// The mounted file systems and their space, as `sysinfo` lists them.
+fn list_disks(disks: &mut Disks) -> Vec<Filesystem> {
+    disks.refresh_specifics(true, DiskRefreshKind::nothing().with_storage());
+    disks
+        .list()
+        .iter()
+        .map(|d| Filesystem {
+            mountpoint: d.mount_point().to_string_lossy().into_owned(),
+            device: d.name().to_string_lossy().into_owned(),
+            fstype: d.file_system().to_string_lossy().into_owned(),
+            size: d.total_space(),
+            available: d.available_space(),
+        })
+        .collect()
+}
+
+fn spawn_helper(list: fn(&mut Disks) -> Vec<Filesystem>) -> std::io::Result<Helper> {
     let (requests, inbox) = mpsc::channel::<()>();
     let (reply, replies) = mpsc::channel();
     std::thread::Builder::new()
@@ -433,19 +464,7 @@ fn spawn_helper() -> std::io::Result<Helper> {
             let mut disks = Disks::new();
             // Ends when the sampler is dropped (its sender with it).
             while inbox.recv().is_ok() {
-                disks.refresh_specifics(true, DiskRefreshKind::nothing().with_storage());
-                let list = disks
-                    .list()
-                    .iter()
-                    .map(|d| Filesystem {
-                        mountpoint: d.mount_point().to_string_lossy().into_owned(),
-                        device: d.name().to_string_lossy().into_owned(),
-                        fstype: d.file_system().to_string_lossy().into_owned(),
-                        size: d.total_space(),
-                        available: d.available_space(),
-                    })
-                    .collect();
-                if reply.send(list).is_err() {
+                if reply.send(list(&mut disks)).is_err() {
                     return;
                 }
             }
@@ -499,6 +518,40 @@ mod tests {
         assert!(out.get("host_filesystem_size_bytes", &data).is_some());
         // The root and the later /data: tmpfs, /boot and the hidden /data are not.
         assert_eq!(out.0.len(), 4, "{:?}", out.0);
+    }
+
+    /// Hangs while set, as statvfs on a dead NFS server does.
+    static HANG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+    fn hanging_list(_: &mut Disks) -> Vec<Filesystem> {
+        while HANG.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        vec![fs("/", "ext4", "/dev/vda1")]
+    }
+
+    #[test]
+    fn a_hanging_file_system_query_is_a_problem_until_it_answers() {
+        let mut filesystems = Filesystems {
+            list: hanging_list,
+            timeout: Duration::from_millis(100),
+            ..Filesystems::default()
+        };
+        let e = filesystems.query().unwrap_err();
+        assert!(e.contains("no answer within 100ms"), "{e}");
+        // The next tick does not queue another query behind the hung one.
+        let e = filesystems.query().unwrap_err();
+        assert!(e.contains("still has no answer"), "{e}");
+        HANG.store(false, std::sync::atomic::Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let list = loop {
+            match filesystems.query() {
+                Ok(list) => break list,
+                Err(e) => assert!(Instant::now() < deadline, "never answered: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(list[0].mountpoint, "/");
     }
 
     #[test]
