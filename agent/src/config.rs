@@ -38,6 +38,10 @@ pub struct AgentConfig {
     /// Time between samples.
     #[serde(with = "humantime_serde", default = "default_interval")]
     pub interval: Duration,
+    /// What reads the host: `/proc` (Linux only, the default there) or
+    /// the portable `sysinfo` crate (the default, and only choice, elsewhere).
+    #[serde(default)]
+    pub sampler: SamplerKind,
     /// Directory for the agent's state: the spool lives in `spool/` under it.
     pub state_dir: PathBuf,
     pub tls: TlsFiles,
@@ -66,6 +70,40 @@ pub struct AgentConfig {
     pub metrics_listen: Option<std::net::SocketAddr>,
     #[serde(default)]
     pub families: FamiliesConfig,
+}
+
+/// `sampler`: which code reads the host's figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SamplerKind {
+    /// The `/proc` and `/sys` readers of `sampler/` (Linux only).
+    Proc,
+    /// The `sysinfo` crate: the same metric names where it has the figure.
+    Sysinfo,
+}
+
+impl Default for SamplerKind {
+    fn default() -> Self {
+        if cfg!(target_os = "linux") {
+            SamplerKind::Proc
+        } else {
+            SamplerKind::Sysinfo
+        }
+    }
+}
+
+impl SamplerKind {
+    /// Whether this system can run it: `proc` needs Linux's `/proc`.
+    fn check(self, linux: bool) -> Result<(), String> {
+        match self {
+            SamplerKind::Proc if !linux => Err(format!(
+                "sampler = \"proc\" reads Linux's /proc, which this system ({}) does not \
+                 have: use sampler = \"sysinfo\"",
+                std::env::consts::OS
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// One collector the agent may stream to.
@@ -510,6 +548,9 @@ impl AgentConfig {
                 self.interval
             ));
         }
+        if let Err(message) = self.sampler.check(cfg!(target_os = "linux")) {
+            return invalid(message);
+        }
         let limits = &self.limits;
         if limits.spool_bytes < 64 * 1024 {
             return invalid("limits.spool_bytes must be at least 65536".to_owned());
@@ -906,6 +947,32 @@ key = "agent.key"
             ),
             (format!("{MINIMAL}[families]\nenabled = []\n"), "enabled"),
         ]);
+    }
+
+    #[test]
+    fn the_sampler_is_proc_or_sysinfo() {
+        let default = load_text(MINIMAL).unwrap().sampler;
+        assert_eq!(default == SamplerKind::Proc, cfg!(target_os = "linux"));
+        let with = |value: &str| format!("sampler = \"{value}\"\n{MINIMAL}");
+        assert_eq!(
+            load_text(&with("sysinfo")).unwrap().sampler,
+            SamplerKind::Sysinfo
+        );
+        #[cfg(target_os = "linux")]
+        assert_eq!(load_text(&with("proc")).unwrap().sampler, SamplerKind::Proc);
+        assert_refused_naming_the_key(&[
+            (with("wmi"), "sampler"),
+            (with("Proc"), "sampler"),
+            (format!("sampler = 1\n{MINIMAL}"), "sampler"),
+        ]);
+        // Elsewhere `proc` is refused with the reason and the way out.
+        let e = SamplerKind::Proc.check(false).unwrap_err();
+        assert!(
+            e.contains("sampler = \"proc\"") && e.contains("sampler = \"sysinfo\""),
+            "{e}"
+        );
+        assert!(SamplerKind::Sysinfo.check(false).is_ok());
+        assert!(SamplerKind::Proc.check(true).is_ok());
     }
 
     #[test]

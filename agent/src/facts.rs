@@ -4,6 +4,7 @@ use hostwatch_proto::v1::HostFacts;
 use sysinfo::System;
 
 /// Path of the kernel's per-boot random id.
+#[cfg(target_os = "linux")]
 const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
 
 /// Host facts, read once at start (they change only with a reboot or upgrade).
@@ -30,6 +31,7 @@ pub fn host_facts() -> HostFacts {
 }
 
 /// The kernel's boot id; empty where the kernel has none.
+#[cfg(target_os = "linux")]
 pub fn boot_id() -> String {
     match std::fs::read_to_string(BOOT_ID_PATH) {
         Ok(id) => id.trim().to_owned(),
@@ -38,4 +40,12 @@ pub fn boot_id() -> String {
             String::new()
         }
     }
+}
+
+/// What tells one boot from the next where the kernel has no boot id (the
+/// collector's reboot alert compares it): the boot time, which changes
+/// with each boot and only then.
+#[cfg(not(target_os = "linux"))]
+pub fn boot_id() -> String {
+    format!("boot-time-{}", System::boot_time())
 }

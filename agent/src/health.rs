@@ -262,6 +262,7 @@ fn help(metric: &str) -> &'static str {
 }
 
 /// This process's resident memory, from `/proc/self/statm` (pages).
+#[cfg(target_os = "linux")]
 fn resident_bytes() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = text.split_ascii_whitespace().nth(1)?.parse().ok()?;
@@ -271,6 +272,20 @@ fn resident_bytes() -> Option<u64> {
         .and_then(|p| u64::try_from(p).ok())
         .unwrap_or(4096);
     Some(pages * page)
+}
+
+/// This process's resident memory, as `sysinfo` reads it (no `/proc` here).
+#[cfg(not(target_os = "linux"))]
+fn resident_bytes() -> Option<u64> {
+    use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System};
+    let pid = sysinfo::get_current_pid().ok()?;
+    let mut system = System::new();
+    system.refresh_processes_specifics(
+        ProcessesToUpdate::Some(&[pid]),
+        false,
+        ProcessRefreshKind::nothing().with_memory(),
+    );
+    system.process(pid).map(|p| p.memory())
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 //!
 //! Layout:
 //! - `config`: `agent.toml`;
-//! - `sampler`: one file per metric family, reading `/proc` directly;
+//! - `sampler`: one file per metric family, reading `/proc` directly (on
+//!   Linux), and the portable `sysinfo` sampler (`sampler` in agent.toml);
 //! - `facts`: host facts and boot id for the Hello;
 //! - `spool`: unacknowledged batches on disk, bounded, checksummed;
 //! - `shipper`: the stream to the collector, acknowledgements, reconnects;
@@ -221,14 +222,21 @@ async fn sample_loop(
     stop: CancellationToken,
 ) {
     let mut config = configs.borrow_and_update().clone();
-    let mut sampler = sampler::Sampler::new(sampler::Settings::from_config(&config));
+    let mut sampler =
+        sampler::HostSampler::new(config.sampler, sampler::Settings::from_config(&config));
     let mut ticker = ticker(config.interval);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = config_changed(&mut configs) => {
                 let new = configs.borrow_and_update().clone();
-                sampler.reconfigure(sampler::Settings::from_config(&new));
+                let settings = sampler::Settings::from_config(&new);
+                if new.sampler == config.sampler {
+                    sampler.reconfigure(settings);
+                } else {
+                    // Another reader: its first tick has no rates yet.
+                    sampler = sampler::HostSampler::new(new.sampler, settings);
+                }
                 spool.set_max_bytes(new.limits.spool_bytes);
                 if new.interval != config.interval {
                     ticker = self::ticker(new.interval);

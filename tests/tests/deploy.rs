@@ -164,6 +164,7 @@ fn example_configurations_set_every_documented_default() {
     for key in [
         "collector",
         "interval",
+        "sampler",
         "state_dir",
         "spool_bytes",
         "max_in_flight",

@@ -3,6 +3,8 @@
 //! kernel drops new connections. Without the `nf_conntrack` module the
 //! files are absent: no series, and not a problem.
 
+#![cfg(target_os = "linux")]
+
 use super::{FileError, ParseError, ProcFs, Samples};
 use std::io;
 

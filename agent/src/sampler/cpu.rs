@@ -3,6 +3,8 @@
 //! interval, the number of online CPUs, and the scheduler's counters
 //! (context switches, forks, runnable and blocked tasks).
 
+#![cfg(target_os = "linux")]
+
 use super::{ParseError, Samples, field};
 
 /// Clock ticks spent in each mode since boot. `user` and `nice` include

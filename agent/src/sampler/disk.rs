@@ -2,6 +2,8 @@
 //! written, time busy as a counter and as the share of the interval
 //! (utilization). Devices are filtered by name (configuration `[disks]`).
 
+#![cfg(target_os = "linux")]
+
 use super::{ParseError, Samples, field};
 use crate::config::DisksConfig;
 use std::collections::HashMap;

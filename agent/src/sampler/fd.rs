@@ -1,6 +1,8 @@
 //! File handles of the whole system (`/proc/sys/fs/file-nr`): allocated,
 //! and the most the kernel allows (`fs.file-max`).
 
+#![cfg(target_os = "linux")]
+
 use super::{ParseError, Samples, field};
 
 /// `3179 0 2466246` (tab-separated): allocated, free (always 0 since Linux 2.6), maximum.

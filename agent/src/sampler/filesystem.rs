@@ -2,6 +2,8 @@
 //! (`/proc/self/mountinfo`) and `statvfs`. Mounts are filtered by type and
 //! mount point (configuration `[filesystems]`).
 
+#![cfg(target_os = "linux")]
+
 use super::{ParseError, Samples};
 use crate::config::FilesystemsConfig;
 use nix::errno::Errno;

@@ -1,5 +1,7 @@
 //! Uptime (`/proc/uptime`) and boot time (`btime` of `/proc/stat`), in seconds.
 
+#![cfg(target_os = "linux")]
+
 use super::{ParseError, Samples};
 
 pub(super) fn sample(

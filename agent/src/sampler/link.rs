@@ -10,6 +10,8 @@
 //! interface removed between the listing and the reading of its files
 //! (`ENOENT`, `ENODEV`) is simply gone: not a problem either.
 
+#![cfg(target_os = "linux")]
+
 use super::{ProcFs, Samples};
 use crate::config::Pattern;
 use std::collections::HashSet;

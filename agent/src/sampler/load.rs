@@ -1,6 +1,8 @@
 //! Load averages over 1, 5 and 15 minutes, and the number of threads, from
 //! `/proc/loadavg` (`0.52 0.40 0.31 2/345 6789`).
 
+#![cfg(target_os = "linux")]
+
 use super::{ParseError, Samples, field};
 
 pub(super) fn sample(text: &str, out: &mut Samples) -> Result<(), ParseError> {

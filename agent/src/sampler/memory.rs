@@ -1,6 +1,8 @@
 //! Memory and swap from `/proc/meminfo`, in bytes, and swap traffic from
 //! `/proc/vmstat`, as byte counters.
 
+#![cfg(target_os = "linux")]
+
 use super::{FileError, ParseError, ProcFs, Samples};
 
 /// The `/proc/meminfo` fields the agent uses, in bytes.

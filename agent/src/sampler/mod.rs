@@ -18,13 +18,19 @@
 //! than files (netlink, adjtimex) can be replaced by recorded replies
 //! ([`Sources`]), so tests and fixtures never depend on this machine.
 //!
-//! Why not sysinfo here (it gives the host facts at start): most figures
-//! need /proc anyway (the CPU time split, PSI, disk and network error
-//! counters, swap traffic, inodes), and sysinfo would read the same files
-//! again and keep a full record per process; reading each file once per
-//! tick, and only `stat` per process, is what keeps a sample cheaper than
-//! a node_exporter scrape (`hostwatch-bench agent` compares the two;
-//! docs/benchmarks.md has the figures).
+//! The families above are Linux's (each file is `cfg(target_os =
+//! "linux")`). `sysinfo` is the portable sampler: the one on other systems,
+//! and on Linux with `sampler = "sysinfo"` (so its tests run here); it
+//! writes the same metric names where it has the figure. `select` holds
+//! the choice ([`HostSampler`]).
+//!
+//! Why /proc on Linux rather than sysinfo: most figures need /proc anyway
+//! (the CPU time split, PSI, disk and network error counters, swap
+//! traffic, inodes), and sysinfo would read the same files again and keep
+//! a full record per process; reading each file once per tick, and only
+//! `stat` per process, is what keeps a sample cheaper than a node_exporter
+//! scrape (`hostwatch-bench agent` compares the three; docs/benchmarks.md
+//! has the figures).
 
 mod conntrack;
 mod cpu;
@@ -43,17 +49,30 @@ mod tcp;
 mod temperature;
 mod time;
 
+// The portable sampler, and the choice between it and the families above.
+mod select;
+mod sysinfo;
+
+pub use self::sysinfo::SysinfoSampler;
+pub use select::HostSampler;
+
+#[cfg(target_os = "linux")]
 pub use sockets::SockDiagSource;
+#[cfg(target_os = "linux")]
 pub use time::TimeSource;
 
-use crate::config::{AgentConfig, Family};
+use crate::config::AgentConfig;
 use hostwatch_proto::v1::ProcessInfo;
-use std::collections::HashMap;
 use std::fmt;
-use std::fs::File;
-use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+#[cfg(target_os = "linux")]
+use {
+    crate::config::Family,
+    std::collections::HashMap,
+    std::fs::File,
+    std::io::{self, Read},
+    std::os::unix::fs::FileExt,
+    std::path::{Path, PathBuf},
+};
 
 /// One value of one series at the tick's time.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,6 +137,7 @@ pub struct Tick {
 #[error("{0}")]
 pub struct ParseError(pub String);
 
+#[cfg(target_os = "linux")]
 /// Why a file under /proc gave no figures; the message starts with the file.
 #[derive(Debug, thiserror::Error)]
 enum FileError {
@@ -133,12 +153,14 @@ enum FileError {
     },
 }
 
+#[cfg(target_os = "linux")]
 impl ParseError {
     fn new(what: impl Into<String>) -> Self {
         ParseError(what.into())
     }
 }
 
+#[cfg(target_os = "linux")]
 /// Parses the whitespace-separated field `index` of `fields` as a number.
 fn field<T: std::str::FromStr>(fields: &[&str], index: usize, what: &str) -> Result<T, ParseError> {
     fields
@@ -198,6 +220,7 @@ impl Problems {
     }
 }
 
+#[cfg(target_os = "linux")]
 /// Reads files under a root (normally `/proc`) into one reused buffer.
 struct ProcFs {
     root: PathBuf,
@@ -209,6 +232,7 @@ struct ProcFs {
     kept: HashMap<&'static str, File>,
 }
 
+#[cfg(target_os = "linux")]
 impl ProcFs {
     fn new(root: PathBuf) -> Self {
         ProcFs {
@@ -261,15 +285,18 @@ impl ProcFs {
     }
 }
 
+#[cfg(target_os = "linux")]
 fn as_text(bytes: &[u8]) -> io::Result<&str> {
     std::str::from_utf8(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
+#[cfg(target_os = "linux")]
 /// Reads a kept-open file from its start to its end into `buf`.
 fn pread_all(file: &File, buf: &mut Vec<u8>) -> io::Result<()> {
     fill(buf, |buf, offset| file.read_at(buf, offset))
 }
 
+#[cfg(target_os = "linux")]
 /// Reads `file` to its end into `buf`. Unlike `read_to_end`, no `fstat`
 /// and `lseek` to size the buffer first: /proc files have no size, and
 /// those two calls were a third of the agent's system calls.
@@ -277,6 +304,7 @@ fn read_all(file: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<()> {
     fill(buf, |buf, _| file.read(buf))
 }
 
+#[cfg(target_os = "linux")]
 /// Replaces `buf` with what `read` returns until it returns 0; `read`
 /// gets the room to fill and how many bytes came before it.
 fn fill(
@@ -303,6 +331,7 @@ fn fill(
     }
 }
 
+#[cfg(target_os = "linux")]
 /// Where the sampler reads from; tests point it at recorded fixtures.
 #[derive(Debug, Clone)]
 pub struct Sources {
@@ -318,6 +347,7 @@ pub struct Sources {
     pub sock_diag: SockDiagSource,
 }
 
+#[cfg(target_os = "linux")]
 impl Default for Sources {
     fn default() -> Self {
         Sources {
@@ -352,6 +382,7 @@ impl Settings {
     }
 }
 
+#[cfg(target_os = "linux")]
 /// Kernel constants the parsers need.
 #[derive(Debug, Clone, Copy)]
 struct Kernel {
@@ -360,6 +391,7 @@ struct Kernel {
     page_size: u64,
 }
 
+#[cfg(target_os = "linux")]
 impl Kernel {
     fn this() -> Self {
         use nix::unistd::{SysconfVar, sysconf};
@@ -378,6 +410,7 @@ impl Kernel {
     }
 }
 
+#[cfg(target_os = "linux")]
 /// Holds the state between ticks: counters whose rates need the previous reading.
 pub struct Sampler {
     fs: ProcFs,
@@ -395,6 +428,7 @@ pub struct Sampler {
     process: process::State,
 }
 
+#[cfg(target_os = "linux")]
 impl Sampler {
     pub fn new(settings: Settings) -> Self {
         Self::with_sources(settings, Sources::default())
@@ -536,6 +570,7 @@ impl Sampler {
 }
 
 #[cfg(test)]
+#[cfg(target_os = "linux")]
 pub(crate) mod tests {
     use super::*;
     use std::time::{Duration, Instant};

@@ -2,6 +2,8 @@
 //! drops received and transmitted, as counters since boot. Interfaces are
 //! filtered by name (configuration `[network]`).
 
+#![cfg(target_os = "linux")]
+
 use super::{ParseError, Samples, field};
 use crate::config::NetworkConfig;
 

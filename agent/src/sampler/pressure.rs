@@ -3,6 +3,8 @@
 //! resource, and the total stall time. Kernels without PSI (before 4.20, or
 //! booted with `psi=0`) have no such files: that is not a problem.
 
+#![cfg(target_os = "linux")]
+
 use super::{ParseError, ProcFs, Samples};
 use std::io;
 

@@ -6,6 +6,8 @@
 //! for the processes that are shown or matched by a pattern, once per
 //! process lifetime (cached by pid and start time).
 
+#![cfg(target_os = "linux")]
+
 use super::{Kernel, ParseError, ProcFs, Samples, read_all};
 use crate::config::ProcessesConfig;
 use hostwatch_proto::v1::ProcessInfo;

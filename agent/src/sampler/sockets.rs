@@ -18,6 +18,8 @@
 //! failure is counted (family `sockets`, which `[families]` can turn off)
 //! and the other families go on.
 
+#![cfg(target_os = "linux")]
+
 use rustix::fd::OwnedFd;
 use rustix::net::netlink::{self, SocketAddrNetlink};
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};

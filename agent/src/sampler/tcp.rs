@@ -5,6 +5,8 @@
 //! is not a problem). The TCP MIB counts IPv4 and IPv6 together; UDP has one
 //! per IP version, hence the `ip` label.
 
+#![cfg(target_os = "linux")]
+
 use super::{ParseError, ProcFs, Samples};
 use std::io;
 

@@ -14,6 +14,8 @@
 //! asleep, or a driver that cannot read now); each such read is a problem,
 //! counted, and the other sensors are still read.
 
+#![cfg(target_os = "linux")]
+
 use super::{ProcFs, Samples};
 use std::io;
 use std::path::Path;

@@ -12,6 +12,8 @@
 //! `offset:`, `maxerror:`, `esterror:`, `status:` and `return value =` are
 //! the fields of `struct timex` and the call's result.
 
+#![cfg(target_os = "linux")]
+
 use super::{ParseError, Samples};
 use std::path::PathBuf;
 

@@ -8,7 +8,9 @@
 //! node_exporter once, so each window holds exactly one agent sample and
 //! one scrape. It prints medians of CPU per sample / per scrape, steady and
 //! peak memory, their ratios, and how far the two agree on memory
-//! available, filesystem free bytes, load and boot time.
+//! available, filesystem free bytes, load and boot time. With `--sysinfo`,
+//! a second agent with `sampler = "sysinfo"` runs beside the first (which
+//! reads /proc) and is measured in the same windows.
 
 use crate::fixture::issue;
 use crate::measure::{Probe, median};
@@ -27,6 +29,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 const HOST: &str = "bench-agent";
+/// The host id of the `--sysinfo` agent.
+const SYSINFO_HOST: &str = "bench-agent-sysinfo";
 /// The targets (docs/benchmarks.md): CPU per sample at most half of node_exporter's per
 /// scrape; steady resident memory at most 8 MiB.
 const TARGET_CPU_RATIO: f64 = 0.5;
@@ -66,6 +70,11 @@ pub(crate) struct Args {
     /// off; by default both sample them.
     #[arg(long)]
     families_off: bool,
+    /// Also run an agent with `sampler = "sysinfo"` (the portable sampler)
+    /// beside the /proc one, measured in the same windows: its CPU per
+    /// sample and memory, and their ratios to the /proc agent's.
+    #[arg(long)]
+    sysinfo: bool,
 }
 
 /// The agent's families `--families-off` turns off.
@@ -128,8 +137,31 @@ async fn bench(args: Args, agent_bin: PathBuf) -> anyhow::Result<()> {
         },
     ));
 
-    let agent = start_agent(&args, &agent_bin, dir.path(), collector_addr, &agent_tls)?;
+    let agent = start_agent(
+        &args,
+        &agent_bin,
+        &dir.path().join("agent"),
+        collector_addr,
+        &agent_tls,
+        "proc",
+    )?;
     let agent_probe = Probe::new(agent.0.id());
+    let portable = match args.sysinfo {
+        true => {
+            let tls = issue(&ca, &pki, Role::Agent, SYSINFO_HOST)?;
+            let dir = dir.path().join("agent-sysinfo");
+            Some(start_agent(
+                &args,
+                &agent_bin,
+                &dir,
+                collector_addr,
+                &tls,
+                "sysinfo",
+            )?)
+        }
+        false => None,
+    };
+    let portable_probe = portable.as_ref().map(|a| Probe::new(a.0.id()));
     let node = start_node_exporter(&args.node_exporter, !args.families_off)?;
 
     let channel = connect(&ClientTarget {
@@ -151,12 +183,16 @@ async fn bench(args: Args, agent_bin: PathBuf) -> anyhow::Result<()> {
         &args,
         uptime_at,
         &agent_probe,
+        portable_probe.as_ref(),
         node.as_ref().map(|(_, a)| *a),
         node_probe.as_ref(),
         &mut query,
     )
     .await?;
     print_figures(&args, &agent_bin, &agent_probe, &measured)?;
+    if let Some(probe) = &portable_probe {
+        print_sysinfo_figures(probe, &measured)?;
+    }
 
     let _ = stop_collector.send(());
     collector.await??;
@@ -164,6 +200,7 @@ async fn bench(args: Args, agent_bin: PathBuf) -> anyhow::Result<()> {
         outage(&args, config, collector_addr, &agent_probe, &mut query).await?;
     }
     drop(agent);
+    drop(portable);
     drop(node);
     Ok(())
 }
@@ -189,14 +226,16 @@ fn collector_config(
 }
 
 /// The agent, as operators run it: its configuration written to `dir`,
-/// sending to `collector_addr`.
+/// sending to `collector_addr`, reading the host with `sampler`.
 fn start_agent(
     args: &Args,
     agent_bin: &Path,
     dir: &Path,
     collector_addr: SocketAddr,
     agent_tls: &TlsFiles,
+    sampler: &str,
 ) -> anyhow::Result<Reaped> {
+    std::fs::create_dir_all(dir)?;
     let watch: Vec<String> = args
         .watch
         .split(',')
@@ -207,7 +246,7 @@ fn start_agent(
     std::fs::write(
         &agent_toml,
         format!(
-            "collector = \"{collector_addr}\"\nserver_name = \"localhost\"\ninterval = \"{}ms\"\nstate_dir = {:?}\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n[processes]\nwatch = [{}]\n[families]\ndisabled = {}\n",
+            "collector = \"{collector_addr}\"\nserver_name = \"localhost\"\nsampler = \"{sampler}\"\ninterval = \"{}ms\"\nstate_dir = {:?}\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n[processes]\nwatch = [{}]\n[families]\ndisabled = {}\n",
             args.interval_ms,
             dir.join("agent-state"),
             agent_tls.ca,
@@ -361,11 +400,34 @@ fn print_figures(
     Ok(())
 }
 
+/// The `--sysinfo` agent's figures, and their ratios to the /proc agent's
+/// measured in the same windows.
+fn print_sysinfo_figures(probe: &Probe, measured: &Measured) -> anyhow::Result<()> {
+    let mib = |b: f64| b / (1024.0 * 1024.0);
+    let cpu = median(&measured.sysinfo_cpu).unwrap_or(f64::NAN);
+    let rss = median(&measured.sysinfo_rss).unwrap_or(f64::NAN);
+    let proc_cpu = median(&measured.agent_cpu).unwrap_or(f64::NAN);
+    let proc_rss = median(&measured.agent_rss).unwrap_or(f64::NAN);
+    println!("sysinfo_agent_windows={}", measured.sysinfo_cpu.len());
+    println!("sysinfo_agent_cpu_per_sample_ms_median={cpu:.3}");
+    println!("sysinfo_agent_rss_steady_mib_median={:.2}", mib(rss));
+    println!(
+        "sysinfo_agent_rss_peak_mib={:.2}",
+        mib(probe.rss_bytes()?.1 as f64)
+    );
+    println!("ratio_cpu_sysinfo_to_proc_agent={:.3}", cpu / proc_cpu);
+    println!("ratio_rss_sysinfo_to_proc_agent={:.3}", rss / proc_rss);
+    Ok(())
+}
+
 /// What the measuring windows hold.
 struct Measured {
     /// The agent's CPU per window, in ms.
     agent_cpu: Vec<f64>,
     agent_rss: Vec<f64>,
+    /// The same of the `--sysinfo` agent, in the same windows.
+    sysinfo_cpu: Vec<f64>,
+    sysinfo_rss: Vec<f64>,
     /// node_exporter's CPU per window (one scrape each), in ms.
     node_cpu: Vec<f64>,
     node_rss: Vec<f64>,
@@ -386,6 +448,7 @@ async fn measure(
     args: &Args,
     uptime_at: i64,
     agent_probe: &Probe,
+    sysinfo_probe: Option<&Probe>,
     node: Option<SocketAddr>,
     node_probe: Option<&Probe>,
     query: &mut QueryClient<tonic::transport::Channel>,
@@ -401,6 +464,9 @@ async fn measure(
     let steps = args.duration_secs * 1000 / args.interval_ms;
     let mut agent_cpu = Vec::new();
     let mut agent_rss = Vec::new();
+    let mut sysinfo_cpu = Vec::new();
+    let mut sysinfo_rss = Vec::new();
+    let mut sysinfo_before: Option<u64> = None;
     let mut node_cpu = Vec::new();
     let mut node_rss = Vec::new();
     let mut accuracy: HashMap<&'static str, Vec<f64>> = HashMap::new();
@@ -410,6 +476,14 @@ async fn measure(
         tokio::time::sleep_until(start + interval * step as u32).await;
         let agent_ns = agent_probe.cpu_ns()?;
         agent_rss.push(agent_probe.rss_bytes()?.0 as f64);
+        if let Some(probe) = sysinfo_probe {
+            let ns = probe.cpu_ns()?;
+            sysinfo_rss.push(probe.rss_bytes()?.0 as f64);
+            if let Some(before) = sysinfo_before {
+                sysinfo_cpu.push((ns - before) as f64 / 1e6);
+            }
+            sysinfo_before = Some(ns);
+        }
         let node_ns = match node_probe {
             Some(p) => {
                 node_rss.push(p.rss_bytes()?.0 as f64);
@@ -446,6 +520,8 @@ async fn measure(
     Ok(Measured {
         agent_cpu,
         agent_rss,
+        sysinfo_cpu,
+        sysinfo_rss,
         node_cpu,
         node_rss,
         accuracy,
