@@ -487,9 +487,10 @@ class HostPage {
   /**
    * Reads and draws everything for the address' range; `refresh` when
    * only time moved on (the page stays marked loaded meanwhile). Every
-   * request is sent at once and each part (a chart, a panel) is drawn as
-   * soon as its own answers are in, so none waits for the slowest; the
-   * page is marked loaded once all are drawn.
+   * request is sent at once; once all are in, every chart and panel is
+   * drawn in one task, so the page is laid out and painted once rather
+   * than after each answer. A failed request leaves its part as it was;
+   * the others are drawn and the failure shown.
    */
   async draw({ refresh = false } = {}) {
     clearTimeout(this.timer);
@@ -501,49 +502,52 @@ class HostPage {
     const host = literal(this.host);
     // A newer range asked for meanwhile: its drawing wins.
     const current = () => mine === this.generation;
-    const when = (promise, drawPart) =>
-      promise.then((value) => {
-        if (current()) drawPart(value);
-      });
-    try {
-      // The panels' requests first: they need no layout; the charts' step
-      // needs their width, which the first read of it lays the page out for.
-      const seen = api.instant(`timestamp(host_uptime_seconds{host=${host}})`, nowS);
-      const ever = seen.then((result) => known(this.host, result, nowS));
-      const parts = [
-        when(Promise.all([hostAlerts(this.host), api.silences(), api.session()]), ([alerts, silences, session]) => this.drawAlerts(alerts, silences, session)),
-        when(info.facts(this.host), (facts) => this.parts.facts.replaceChildren(...facts)),
-        when(info.history(this.host), (rows) => this.parts.history.replaceChildren(...rows)),
-        when(info.timeToFull(`host=${host}`, range), (ttf) => this.parts.ttf.replaceChildren(...ttf)),
-        when(Promise.all([seen, ever]), ([result, e]) => {
+    // The panels' requests first: they need no layout; the charts' step
+    // needs their width, which the first read of it lays the page out for.
+    const seen = api.instant(`timestamp(host_uptime_seconds{host=${host}})`, nowS);
+    const ever = seen.then((result) => known(this.host, result, nowS));
+    // Each part: its data, and how it is drawn.
+    const parts = [
+      [Promise.all([hostAlerts(this.host), api.silences(), api.session()]), ([alerts, silences, session]) => this.drawAlerts(alerts, silences, session)],
+      [info.facts(this.host), (facts) => this.parts.facts.replaceChildren(...facts)],
+      [info.history(this.host), (rows) => this.parts.history.replaceChildren(...rows)],
+      [info.timeToFull(`host=${host}`, range), (ttf) => this.parts.ttf.replaceChildren(...ttf)],
+      [
+        Promise.all([seen, ever]),
+        ([result, e]) => {
           this.parts.status.textContent =
             result.length > 0 ? `last sample ${fmt.ago(Number(result[0].value[1]) * 1000)}` : e ? "no sample in the last 5 min" : "";
-        }),
-      ];
-      this.width = this.chartWidth();
-      this.showStep(range, this.width);
-      const list = charts(this.host, range.window);
-      const asked = new Map();
-      const read = (expr) => {
-        if (!asked.has(expr)) asked.set(expr, api.range(expr, range.start, range.end, range.step));
-        return asked.get(expr);
-      };
-      const datas = list.map((c) => chartData(c, range, range.step, read));
-      const style = { width: this.width, start: range.start, end: range.end, axis: axisStyle() };
-      await Promise.all([
-        ...parts,
-        ...list.map((chart, i) =>
-          when(Promise.all([datas[i], ever, uPlotClass()]), ([data, e, uPlot]) => this.drawChart(chart, data, e, { ...style, uPlot })),
-        ),
-      ]);
-      if (!current()) return;
+        },
+      ],
+    ];
+    this.width = this.chartWidth();
+    this.showStep(range, this.width);
+    // Read while the page's layout and style are fresh, before any drawing.
+    const style = { width: this.width, start: range.start, end: range.end, axis: axisStyle() };
+    const list = charts(this.host, range.window);
+    const asked = new Map();
+    const read = (expr) => {
+      if (!asked.has(expr)) asked.set(expr, api.range(expr, range.start, range.end, range.step));
+      return asked.get(expr);
+    };
+    for (const chart of list) {
+      const data = chartData(chart, range, range.step, read);
+      parts.push([Promise.all([data, ever, uPlotClass()]), ([d, e, uPlot]) => this.drawChart(chart, d, e, { ...style, uPlot })]);
+    }
+    const settled = await Promise.allSettled(parts.map(([promise]) => promise));
+    if (!current()) return;
+    let failure = null;
+    settled.forEach((outcome, i) => {
+      if (outcome.status === "fulfilled") parts[i][1](outcome.value);
+      else failure = failure || outcome.reason;
+    });
+    if (failure && !(failure instanceof api.ApiError)) throw failure;
+    if (failure) {
+      this.connection.failed(failure);
+    } else {
       if (!this.parts.processesAt.value) this.parts.processesAt.value = localInput(range.end);
       this.main.dataset.loaded = "true";
       this.connection.ok();
-    } catch (e) {
-      if (!(e instanceof api.ApiError)) throw e;
-      if (!current()) return;
-      this.connection.failed(e);
     }
     const refreshing = this.refreshing();
     this.connection.show(refreshing);

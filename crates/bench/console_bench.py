@@ -259,6 +259,34 @@ HOST_CHECK = """() => ({
   charts: document.querySelectorAll(".chart-box").length,
   drawn: document.querySelectorAll(".chart-box .uplot").length,
 })"""
+# Where a loaded host page's time went, from Navigation and Resource
+# Timing (ms from navigation start): the page's HTML in, its assets in
+# (from the cache), its first API request sent, its last range request
+# sent, its last API answer in, marked loaded, painted; and over its API
+# requests the median and longest wait for an answer's first byte
+# (the collector's time, queueing included), and the bytes they carried.
+HOST_BREAKDOWN = """() => {
+  const nav = performance.getEntriesByType("navigation")[0];
+  const all = performance.getEntriesByType("resource");
+  const api = all.filter((r) => new URL(r.name).pathname.startsWith("/api/"));
+  const ranges = api.filter((r) => r.name.includes("/query_range"));
+  const assets = all.filter((r) => new URL(r.name).pathname.startsWith("/assets/"));
+  const max = (xs) => (xs.length ? Math.max(...xs) : 0);
+  const waits = api.map((r) => r.responseStart - r.requestStart).sort((a, b) => a - b);
+  return {
+    html: nav.responseEnd,
+    assets: max(assets.map((r) => r.responseEnd)),
+    first_api: api.length ? Math.min(...api.map((r) => r.startTime)) : 0,
+    last_range_sent: max(ranges.map((r) => r.startTime)),
+    last_api: max(api.map((r) => r.responseEnd)),
+    loaded: window.__bench.loaded,
+    painted: window.__bench.painted,
+    api_wait_median: waits.length ? waits[Math.floor(waits.length / 2)] : 0,
+    api_wait_max: max(waits),
+    api_requests: api.length,
+    api_kb: api.reduce((sum, r) => sum + r.encodedBodySize, 0) / 1024,
+  };
+}"""
 def memory(context, page):
     cdp = context.new_cdp_session(page)
     cdp.send("Performance.enable")
@@ -305,13 +333,19 @@ def pages(args, browser, origin):
     context = new_context(browser, args)
     fleet, complete = fleet_loads(args, context, origin, args.runs, True)
     report_loads("fleet_interactive", fleet, complete, args.page_timeout_s)
-    host = []
+    host, breakdowns = [], []
     for _ in range(args.runs):
         page, ms, counted = timed_load(context, f"{origin}/hosts/{args.host}?range=24h", HOST_CHECK, args.page_timeout_s)
         host.append(ms)
+        breakdowns.append(page.evaluate(HOST_BREAKDOWN))
         page.close()
     context.close()
     print(f"# host page charts drawn: {counted['drawn']} of {counted['charts']}", flush=True)
+    print(
+        "# host page, medians of its loads (ms from navigation start unless named): "
+        + ", ".join(f"{k} {statistics.median(b[k] for b in breakdowns):.0f}" for k in breakdowns[0]),
+        flush=True,
+    )
     report_loads("host_24h_charts", host, True, args.page_timeout_s)
     figure("host_24h_charts_drawn", counted["drawn"])
 
