@@ -233,6 +233,10 @@ struct Member {
     ino: u64,
     /// Its counters at the previous tick it was read, with this inode.
     last: Option<Counters>,
+    /// Files it does not have (a controller not enabled, an older kernel,
+    /// PSI off): not looked for again until the next `rank_interval`, so
+    /// a host without them does not pay a failed open per file and tick.
+    absent: Vec<&'static str>,
 }
 
 /// A counter summed from differences: never goes down, whatever order
@@ -548,6 +552,7 @@ impl State {
                             cpu_usec: Some(0),
                             io: Some((0, 0)),
                         });
+                        member.absent.clear();
                     }
                     true
                 }
@@ -556,14 +561,18 @@ impl State {
                     false
                 }
             });
+        let due = self
+            .ranked_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= config.rank_interval);
+        if due {
+            self.ranked_at = Some(now);
+            for member in self.members.values_mut() {
+                member.absent.clear();
+            }
+        }
         let chosen: Vec<&Listed> = if listed.len() <= config.limit {
             listed.iter().collect()
-        } else if self.members.len() > config.limit
-            || self
-                .ranked_at
-                .is_none_or(|at| now.saturating_duration_since(at) >= config.rank_interval)
-        {
-            self.ranked_at = Some(now);
+        } else if due || self.members.len() > config.limit {
             let names = self.rank(listed, config.limit, problems);
             let files = &mut self.files;
             self.members.retain(|name, member| {
@@ -587,6 +596,7 @@ impl State {
                     path: l.path.clone(),
                     ino: l.ino,
                     last: None,
+                    absent: Vec::new(),
                 });
         }
     }
@@ -683,22 +693,24 @@ impl State {
                 None
             }
         };
-        let mut optional = |f: &str, parse: fn(&str) -> Result<u64, ParseError>| {
-            files
-                .parse(&file(f), true, parse)
-                .unwrap_or_else(|problem| {
-                    problems.push(problem);
-                    None
-                })
-        };
-        let memory = optional("memory.current", parse_bytes);
-        let peak = optional("memory.peak", parse_bytes);
-        let io = files
-            .parse(&file("io.stat"), true, parse_io_stat)
-            .unwrap_or_else(|problem| {
-                problems.push(problem);
-                None
-            });
+        let mut absent = std::mem::take(&mut self.members.get_mut(name)?.absent);
+        let memory = optional(
+            files,
+            &dir,
+            "memory.current",
+            &mut absent,
+            problems,
+            parse_bytes,
+        );
+        let peak = optional(
+            files,
+            &dir,
+            "memory.peak",
+            &mut absent,
+            problems,
+            parse_bytes,
+        );
+        let io = optional(files, &dir, "io.stat", &mut absent, problems, parse_io_stat);
         let labels = || vec![("unit", name.to_owned())];
         if let Some(usage) = cpu_usec {
             out.push_labeled(
@@ -722,26 +734,23 @@ impl State {
             );
         }
         for (resource, f) in PRESSURE {
-            match files.parse(&file(f), true, pressure::parse) {
-                Ok(Some(lines)) => {
-                    for line in lines {
-                        out.push_labeled(
-                            "host_service_pressure_stalled_seconds_total",
-                            vec![
-                                ("unit", name.to_owned()),
-                                ("resource", resource.to_owned()),
-                                ("kind", line.kind.to_owned()),
-                            ],
-                            line.total_us as f64 / 1e6,
-                        );
-                    }
+            if let Some(lines) = optional(files, &dir, f, &mut absent, problems, pressure::parse) {
+                for line in lines {
+                    out.push_labeled(
+                        "host_service_pressure_stalled_seconds_total",
+                        vec![
+                            ("unit", name.to_owned()),
+                            ("resource", resource.to_owned()),
+                            ("kind", line.kind.to_owned()),
+                        ],
+                        line.total_us as f64 / 1e6,
+                    );
                 }
-                Ok(None) => {}
-                Err(problem) => problems.push(problem),
             }
         }
         let now = Counters { cpu_usec, io };
         let member = self.members.get_mut(name)?;
+        member.absent = absent;
         let used = match member.last {
             Some(before) => now.since(&before),
             // New to the chosen set: what it used since the last tick
@@ -779,6 +788,33 @@ impl State {
                 problems.extend(memory.err());
                 SliceReading::Unreadable
             }
+        }
+    }
+}
+
+/// Reads and parses the file `name` of the group `dir`, unless it was
+/// found `absent` before (then `None`); a file that is not there is noted
+/// in `absent`.
+fn optional<T>(
+    files: &mut Files,
+    dir: &str,
+    name: &'static str,
+    absent: &mut Vec<&'static str>,
+    problems: &mut Vec<String>,
+    parse: impl FnOnce(&str) -> Result<T, ParseError>,
+) -> Option<T> {
+    if absent.contains(&name) {
+        return None;
+    }
+    match files.parse(&format!("{dir}/{name}"), true, parse) {
+        Ok(Some(value)) => Some(value),
+        Ok(None) => {
+            absent.push(name);
+            None
+        }
+        Err(problem) => {
+            problems.push(problem);
+            None
         }
     }
 }
@@ -1370,6 +1406,27 @@ mod tests {
         assert!(
             out.get("host_service_cpu_seconds_total", &unit(OTHER))
                 .is_some()
+        );
+    }
+
+    #[test]
+    fn a_file_found_absent_is_looked_for_again_only_every_rank_interval() {
+        let dir = host_copy();
+        let peak = dir.path().join("system.slice/nginx.service/memory.peak");
+        std::fs::remove_file(&peak).unwrap();
+        let config = config(dir.path());
+        let mut state = State::default();
+        let t0 = Instant::now();
+        let nginx = unit("nginx.service");
+        let (out, _) = tick(&mut state, &config, t0);
+        assert!(out.get("host_service_memory_peak_bytes", &nginx).is_none());
+        std::fs::write(&peak, "150000000\n").unwrap();
+        let (out, _) = tick(&mut state, &config, t0 + Duration::from_secs(10));
+        assert!(out.get("host_service_memory_peak_bytes", &nginx).is_none());
+        let (out, _) = tick(&mut state, &config, t0 + Duration::from_secs(60));
+        assert_eq!(
+            out.get("host_service_memory_peak_bytes", &nginx),
+            Some(150e6)
         );
     }
 
