@@ -918,7 +918,7 @@ mod tests {
         (out, problems)
     }
 
-    fn unit<'a>(name: &'a str) -> [(&'static str, &'a str); 1] {
+    fn unit(name: &str) -> [(&'static str, &str); 1] {
         [("unit", name)]
     }
 
