@@ -70,6 +70,8 @@ pub struct AgentConfig {
     pub metrics_listen: Option<std::net::SocketAddr>,
     #[serde(default)]
     pub families: FamiliesConfig,
+    #[serde(default)]
+    pub cgroups: CgroupsConfig,
 }
 
 /// `sampler`: which code reads the host's figures.
@@ -397,6 +399,92 @@ pub enum Family {
     Links,
     /// /sys/class/hwmon and /sys/class/thermal.
     Temperature,
+    /// Per-service resources from cgroup v2 (`[cgroups]`).
+    Cgroups,
+}
+
+/// `[cgroups]`: per-service resources from cgroup v2.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CgroupsConfig {
+    /// The cgroup v2 hierarchy (relative: to the configuration file).
+    pub root: PathBuf,
+    /// Directories under `root` whose services are reported, nested
+    /// `.slice` directories included.
+    pub slices: Vec<String>,
+    /// Which units are services: a regular expression over the whole
+    /// directory name.
+    #[serde(deserialize_with = "anchored_regex")]
+    pub units: Pattern,
+    /// Services with series of their own, at most; the rest are summed
+    /// as `unit="other"`.
+    pub limit: usize,
+    /// With more services than `limit`, how often they are ranked again.
+    #[serde(with = "humantime_serde")]
+    pub rank_interval: Duration,
+}
+
+/// The most `cgroups.limit` may be: each service has up to 11 series.
+pub const MAX_CGROUPS_LIMIT: usize = 500;
+
+impl Default for CgroupsConfig {
+    fn default() -> Self {
+        CgroupsConfig {
+            root: PathBuf::from("/sys/fs/cgroup"),
+            slices: vec!["system.slice".to_owned()],
+            units: Pattern::anchored(".+\\.service")
+                .unwrap_or_else(|_| unreachable!("the default pattern is valid")),
+            limit: 50,
+            rank_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+impl CgroupsConfig {
+    /// Checks what serde cannot; the message names the key.
+    fn validate(&self) -> Result<(), String> {
+        if self.root.as_os_str().is_empty() {
+            return Err("cgroups.root must not be empty".to_owned());
+        }
+        if !(1..=MAX_CGROUPS_LIMIT).contains(&self.limit) {
+            return Err(format!(
+                "cgroups.limit must be between 1 and {MAX_CGROUPS_LIMIT}, not {}",
+                self.limit
+            ));
+        }
+        if self.rank_interval > Duration::from_secs(3600) {
+            return Err("cgroups.rank_interval must be at most 1h".to_owned());
+        }
+        if self.slices.is_empty() {
+            return Err(
+                "cgroups.slices must list at least one slice (to turn the family off: \
+                 [families] disabled = [\"cgroups\"])"
+                    .to_owned(),
+            );
+        }
+        for (i, slice) in self.slices.iter().enumerate() {
+            let parts: Vec<&str> = slice.split('/').collect();
+            if parts
+                .iter()
+                .any(|p| p.is_empty() || *p == "." || *p == "..")
+            {
+                return Err(format!(
+                    "cgroups.slices[{i}] {slice:?} must be a path under cgroups.root, \
+                     such as \"system.slice\" (no leading or trailing /, no . or ..)"
+                ));
+            }
+            for (j, other) in self.slices.iter().enumerate().take(i) {
+                let nested = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
+                if nested(slice, other) || nested(other, slice) {
+                    return Err(format!(
+                        "cgroups.slices[{i}] {slice:?} overlaps cgroups.slices[{j}] {other:?}: \
+                         its services would be counted twice"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A compiled regular expression that remembers its source text.
@@ -468,6 +556,9 @@ impl AgentConfig {
         let mut config: AgentConfig = hostwatch_runtime::config::load(path, ENV_PREFIX)?;
         let base = base_dir(path);
         config.state_dir = resolve(&base, &config.state_dir);
+        if !config.cgroups.root.as_os_str().is_empty() {
+            config.cgroups.root = resolve(&base, &config.cgroups.root);
+        }
         config.tls = config.tls.resolve(&base);
         config.collectors = config.collector_entries(path)?;
         config.validate(path)?;
@@ -582,6 +673,9 @@ impl AgentConfig {
             if value.is_zero() {
                 return invalid(format!("limits.{key} must be greater than zero"));
             }
+        }
+        if let Err(message) = self.cgroups.validate() {
+            return invalid(message);
         }
         let processes = &self.processes;
         if processes.top > 128 {
@@ -987,6 +1081,70 @@ key = "agent.key"
                 format!("{MINIMAL}[filesystems]\nexclude_types = \"tmpfs\"\n"),
                 "exclude_types",
             ),
+        ]);
+    }
+
+    #[test]
+    fn cgroups_defaults_and_values() {
+        let config = load_text(MINIMAL).unwrap();
+        let cgroups = &config.cgroups;
+        assert_eq!(cgroups.root, Path::new("/sys/fs/cgroup"));
+        assert_eq!(cgroups.slices, ["system.slice"]);
+        assert_eq!(cgroups.limit, 50);
+        assert_eq!(cgroups.rank_interval, Duration::from_secs(60));
+        assert!(cgroups.units.is_match("nginx.service"));
+        assert!(cgroups.units.is_match("getty@tty1.service"));
+        assert!(!cgroups.units.is_match("dev-hugepages.mount"));
+        assert!(!cgroups.units.is_match("nginx.service.d"), "anchored");
+        assert!(config.families.enabled(Family::Cgroups));
+        let config = load_text(&format!(
+            "{MINIMAL}[cgroups]\nroot = \"cgroup\"\nslices = [\"system.slice\", \"machine.slice\"]\n\
+             units = \"(nginx|postgresql)\\\\.service\"\nlimit = 10\nrank_interval = \"5m\"\n\
+             [families]\ndisabled = [\"cgroups\"]\n"
+        ))
+        .unwrap();
+        let cgroups = &config.cgroups;
+        assert!(cgroups.root.is_absolute() && cgroups.root.ends_with("cgroup"));
+        assert_eq!(cgroups.slices.len(), 2);
+        assert!(cgroups.units.is_match("nginx.service"));
+        assert!(!cgroups.units.is_match("cron.service"));
+        assert_eq!(cgroups.limit, 10);
+        assert_eq!(cgroups.rank_interval, Duration::from_secs(300));
+        assert!(!config.families.enabled(Family::Cgroups));
+    }
+
+    #[test]
+    fn bad_cgroups_values_name_their_key() {
+        let with = |body: &str| format!("{MINIMAL}[cgroups]\n{body}\n");
+        assert_refused_naming_the_key(&[
+            (with("root = \"\""), "cgroups.root must not be empty"),
+            (with("root = [\"/sys\"]"), "root"),
+            (with("limit = 0"), "cgroups.limit"),
+            (with("limit = 501"), "cgroups.limit"),
+            (with("limit = -1"), "limit"),
+            (with("limit = \"many\""), "limit"),
+            (with("rank_interval = \"2h\""), "cgroups.rank_interval"),
+            (with("rank_interval = \"soon\""), "rank_interval"),
+            (with("slices = []"), "cgroups.slices must list"),
+            (with("slices = \"system.slice\""), "slices"),
+            (with("slices = [\"/system.slice\"]"), "cgroups.slices[0]"),
+            (with("slices = [\"system.slice/\"]"), "cgroups.slices[0]"),
+            (
+                with("slices = [\"a.slice/../b.slice\"]"),
+                "cgroups.slices[0]",
+            ),
+            (with("slices = [\"\"]"), "cgroups.slices[0]"),
+            (
+                with("slices = [\"system.slice\", \"system.slice/system-getty.slice\"]"),
+                "cgroups.slices[1]",
+            ),
+            (
+                with("slices = [\"system.slice\", \"system.slice\"]"),
+                "overlaps",
+            ),
+            (with("units = \"(\""), "regular expression"),
+            (with("units = [\"a\"]"), "units"),
+            (with("top = 5"), "top"),
         ]);
     }
 }

@@ -182,6 +182,11 @@ fn example_configurations_set_every_documented_default() {
         "exclude_types",
         "exclude_mountpoints",
         "exclude",
+        "root",
+        "slices",
+        "units",
+        "limit",
+        "rank_interval",
     ] {
         assert!(
             agent.contains(&format!("\n{key} = ")),

@@ -14,7 +14,8 @@
 //! (/proc/net/snmp, netstat, snmp6), `sockets` (TCP connections by state
 //! over netlink sock_diag), `time` (adjtimex), `fd` (/proc/sys/fs/file-nr),
 //! `conntrack` (/proc/sys/net/netfilter), `link` (/sys/class/net) and
-//! `temperature` (/sys/class/hwmon, /sys/class/thermal). Sources other
+//! `temperature` (/sys/class/hwmon, /sys/class/thermal); and `cgroups`
+//! (per-service resources from cgroup v2, under `[cgroups] root`). Sources other
 //! than files (netlink, adjtimex) can be replaced by recorded replies
 //! ([`Sources`]), so tests and fixtures never depend on this machine.
 //!
@@ -32,6 +33,7 @@
 //! scrape (`hostwatch-bench agent` compares the three; docs/benchmarks.md
 //! has the figures).
 
+mod cgroups;
 mod conntrack;
 mod cpu;
 mod disk;
@@ -171,7 +173,7 @@ fn field<T: std::str::FromStr>(fields: &[&str], index: usize, what: &str) -> Res
 }
 
 /// The metric families, as the `family` label of the error counter.
-pub const FAMILIES: [&str; 16] = [
+pub const FAMILIES: [&str; 17] = [
     "cpu",
     "pressure",
     "memory",
@@ -188,6 +190,7 @@ pub const FAMILIES: [&str; 16] = [
     "conntrack",
     "links",
     "temperature",
+    "cgroups",
 ];
 
 /// Problems met while sampling, per family, since start.
@@ -368,6 +371,7 @@ pub struct Settings {
     pub disks: crate::config::DisksConfig,
     pub network: crate::config::NetworkConfig,
     pub families: crate::config::FamiliesConfig,
+    pub cgroups: crate::config::CgroupsConfig,
 }
 
 impl Settings {
@@ -378,6 +382,7 @@ impl Settings {
             disks: config.disks.clone(),
             network: config.network.clone(),
             families: config.families.clone(),
+            cgroups: config.cgroups.clone(),
         }
     }
 }
@@ -426,6 +431,7 @@ pub struct Sampler {
     statfs: filesystem::Statfs,
     disk: disk::State,
     process: process::State,
+    cgroups: cgroups::State,
 }
 
 #[cfg(target_os = "linux")]
@@ -449,6 +455,7 @@ impl Sampler {
             statfs: filesystem::Statfs::new(),
             disk: disk::State::default(),
             process: process::State::new(sources.passwd),
+            cgroups: cgroups::State::default(),
         }
     }
 
@@ -506,7 +513,7 @@ impl Sampler {
         if let Err(e) = fs.parse("net/dev", |t| network::sample(t, network, &mut out)) {
             problems.note("network", &e);
         }
-        self.sample_optional(&mut out);
+        self.sample_optional(now, &mut out);
         let problems = &mut self.problems;
         let fs = &mut self.fs;
         let processes = self.process.sample(
@@ -526,7 +533,7 @@ impl Sampler {
     }
 
     /// The families `[families]` can turn off.
-    fn sample_optional(&mut self, out: &mut Samples) {
+    fn sample_optional(&mut self, now: std::time::Instant, out: &mut Samples) {
         let families = &self.settings.families;
         let fs = &mut self.fs;
         let problems = &mut self.problems;
@@ -566,6 +573,11 @@ impl Sampler {
                 problems.note("temperature", &problem);
             }
         }
+        if families.enabled(Family::Cgroups) {
+            for problem in self.cgroups.sample(&self.settings.cgroups, now, out) {
+                problems.note("cgroups", &problem);
+            }
+        }
     }
 }
 
@@ -594,9 +606,24 @@ pub(crate) mod tests {
         }
     }
 
+    /// The settings for the recorded host `fixtures/<name>`: its cgroup
+    /// hierarchy at `cgroup` (copied into `cgroup`, when given).
+    pub(crate) fn fixture_settings(name: &str, cgroup: Option<&Path>) -> Settings {
+        let mut settings = Settings::default();
+        settings.cgroups.root = match cgroup {
+            Some(copy) => {
+                std::fs::create_dir_all(copy).unwrap();
+                copy_over(&fixture(name).join("cgroup"), copy);
+                copy.to_owned()
+            }
+            None => fixture(name).join("cgroup"),
+        };
+        settings
+    }
+
     fn fixture_sampler(name: &str) -> Sampler {
         let sources = fixture_sources(name, fixture(name).join("proc"));
-        Sampler::with_sources(Settings::default(), sources)
+        Sampler::with_sources(fixture_settings(name, None), sources)
     }
 
     #[test]
@@ -684,12 +711,14 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let proc = dir.path().join("proc");
         copy_over(&fixture("host-a").join("proc"), &proc);
-        let mut sampler =
-            Sampler::with_sources(Settings::default(), fixture_sources("host-a", proc.clone()));
+        let cgroup = dir.path().join("cgroup");
+        let settings = fixture_settings("host-a", Some(&cgroup));
+        let mut sampler = Sampler::with_sources(settings, fixture_sources("host-a", proc.clone()));
         let t0 = Instant::now();
         let first = sampler.sample(t0);
         // Ten seconds later.
         copy_over(&fixture("host-a").join("proc2"), &proc);
+        copy_over(&fixture("host-a").join("cgroup2"), &cgroup);
         let second = sampler.sample(t0 + Duration::from_secs(10));
         let s = &second.samples;
         assert_eq!(
@@ -759,6 +788,17 @@ pub(crate) mod tests {
             ("device", "coretemp.0"),
         ];
         assert_eq!(s.get("host_temperature_celsius", &package), Some(45.0));
+        assert_eq!(
+            s.get(
+                "host_service_cpu_seconds_total",
+                &[("unit", "nginx.service")]
+            ),
+            Some(35.0)
+        );
+        assert_eq!(
+            s.get("host_service_cpu_seconds_total", &[("unit", "other")]),
+            Some(1.0)
+        );
         for family in FAMILIES {
             assert_eq!(
                 s.get("hostwatch_agent_sample_errors_total", &[("family", family)]),
@@ -824,6 +864,8 @@ pub(crate) mod tests {
         assert_eq!(errors("temperature"), 0.0);
         // No pressure directory is not a problem: old kernels have none.
         assert_eq!(errors("pressure"), 0.0);
+        // No cgroup v2 hierarchy: told once, not every tick.
+        assert_eq!(errors("cgroups"), 1.0);
         assert!(tick.samples.get("host_load1", &[]).is_none());
     }
 
@@ -838,7 +880,9 @@ pub(crate) mod tests {
             Family::Conntrack,
             Family::Links,
             Family::Temperature,
+            Family::Cgroups,
         ];
+        settings.cgroups.root = fixture("garbled").join("cgroup");
         let sources = fixture_sources("garbled", fixture("garbled").join("proc"));
         let mut sampler = Sampler::with_sources(settings, sources);
         let tick = sampler.sample(Instant::now());

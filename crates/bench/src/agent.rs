@@ -75,11 +75,85 @@ pub(crate) struct Args {
     /// sample and memory, and their ratios to the /proc agent's.
     #[arg(long)]
     sysinfo: bool,
+    /// Point the agent's `[cgroups] root` at a generated cgroup v2 tree
+    /// of this many services in `system.slice` (each with the files a
+    /// systemd service's cgroup has); 0: the host's own hierarchy (on a
+    /// cgroup v1 host the family then reads nothing after telling so).
+    #[arg(long, default_value = "0")]
+    cgroup_services: usize,
+    /// Point `[cgroups] root` at this existing hierarchy instead (such as
+    /// a cgroup2 mount with test groups), with `--cgroup-slice`.
+    #[arg(long, conflicts_with = "cgroup_services")]
+    cgroup_root: Option<PathBuf>,
+    /// The slice `[cgroups] slices` names, under `--cgroup-root`.
+    #[arg(long, default_value = "system.slice")]
+    cgroup_slice: String,
+    /// Turn the agent's `cgroups` family off (`[families] disabled`).
+    #[arg(long)]
+    cgroups_off: bool,
 }
 
 /// The agent's families `--families-off` turns off.
-const OPTIONAL_FAMILIES: &str =
-    r#"["tcp", "sockets", "time", "file_descriptors", "conntrack", "links", "temperature"]"#;
+const OPTIONAL_FAMILIES: [&str; 7] = [
+    "tcp",
+    "sockets",
+    "time",
+    "file_descriptors",
+    "conntrack",
+    "links",
+    "temperature",
+];
+
+/// Writes a cgroup v2 hierarchy at `root` with `services` services in
+/// `system.slice`, each with the files the agent reads (as a systemd
+/// service's cgroup has them: CPU, memory, two block devices, pressure),
+/// and the slice's own; returns `root`.
+fn write_cgroup_tree(root: &Path, services: usize) -> anyhow::Result<PathBuf> {
+    let group = |dir: &Path, i: u64| -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let pressure = format!(
+            "some avg10=0.00 avg60=0.00 avg300=0.00 total={}\nfull avg10=0.00 avg60=0.00 avg300=0.00 total={}\n",
+            i * 1000,
+            i * 100
+        );
+        for (file, text) in [
+            (
+                "cpu.stat",
+                format!(
+                    "usage_usec {}\nuser_usec {}\nsystem_usec {}\nnice_usec 0\nnr_periods 0\nnr_throttled 0\nthrottled_usec 0\n",
+                    i * 1_000_000,
+                    i * 700_000,
+                    i * 300_000
+                ),
+            ),
+            ("memory.current", format!("{}\n", i * 1_048_576)),
+            ("memory.peak", format!("{}\n", i * 2_097_152)),
+            (
+                "io.stat",
+                format!(
+                    "8:0 rbytes={} wbytes={} rios=1 wios=1 dbytes=0 dios=0\n253:0 rbytes={} wbytes=0 rios=1 wios=0 dbytes=0 dios=0\n",
+                    i * 4096,
+                    i * 8192,
+                    i * 512
+                ),
+            ),
+            ("cpu.pressure", pressure.clone()),
+            ("memory.pressure", pressure.clone()),
+            ("io.pressure", pressure),
+        ] {
+            std::fs::write(dir.join(file), text)?;
+        }
+        Ok(())
+    };
+    std::fs::create_dir_all(root)?;
+    std::fs::write(root.join("cgroup.controllers"), "cpu io memory pids\n")?;
+    let slice = root.join("system.slice");
+    group(&slice, 1_000_000)?;
+    for i in 0..services {
+        group(&slice.join(format!("service{i:04}.service")), i as u64 + 1)?;
+    }
+    Ok(root.to_owned())
+}
 
 /// Kills a child process when dropped, so an error leaves nothing behind.
 struct Reaped(Child);
@@ -242,22 +316,36 @@ fn start_agent(
         .filter(|n| !n.is_empty())
         .map(|n| format!("{{ name = {n:?} }}"))
         .collect();
+    let mut disabled: Vec<&str> = Vec::new();
+    if args.families_off {
+        disabled.extend(OPTIONAL_FAMILIES);
+    }
+    if args.cgroups_off {
+        disabled.push("cgroups");
+    }
+    let cgroups = match (&args.cgroup_root, args.cgroup_services) {
+        (Some(root), _) => format!(
+            "[cgroups]\nroot = {:?}\nslices = [{:?}]\n",
+            root, args.cgroup_slice
+        ),
+        (None, 0) => String::new(),
+        (None, services) => format!(
+            "[cgroups]\nroot = {:?}\n",
+            write_cgroup_tree(&dir.join("cgroup"), services)?
+        ),
+    };
     let agent_toml = dir.join("agent.toml");
     std::fs::write(
         &agent_toml,
         format!(
-            "collector = \"{collector_addr}\"\nserver_name = \"localhost\"\nsampler = \"{sampler}\"\ninterval = \"{}ms\"\nstate_dir = {:?}\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n[processes]\nwatch = [{}]\n[families]\ndisabled = {}\n",
+            "collector = \"{collector_addr}\"\nserver_name = \"localhost\"\nsampler = \"{sampler}\"\ninterval = \"{}ms\"\nstate_dir = {:?}\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n[processes]\nwatch = [{}]\n[families]\ndisabled = {:?}\n{cgroups}",
             args.interval_ms,
             dir.join("agent-state"),
             agent_tls.ca,
             agent_tls.cert,
             agent_tls.key,
             watch.join(", "),
-            if args.families_off {
-                OPTIONAL_FAMILIES
-            } else {
-                "[]"
-            },
+            disabled,
         ),
     )?;
     Ok(Reaped(
@@ -345,6 +433,11 @@ fn print_figures(
     let agent_rss_median = median(&measured.agent_rss).unwrap_or(f64::NAN);
     println!("agent_binary={}", agent_bin.display());
     println!("families_off={}", args.families_off);
+    println!("cgroups_off={}", args.cgroups_off);
+    match &args.cgroup_root {
+        Some(root) => println!("cgroup_root={}/{}", root.display(), args.cgroup_slice),
+        None => println!("cgroup_services={}", args.cgroup_services),
+    }
     println!("load_average={}", load_average());
     println!("interval_ms={}", args.interval_ms);
     println!("duration_seconds={}", args.duration_secs);
@@ -354,6 +447,11 @@ fn print_figures(
     println!(
         "agent_cpu_per_sample_ms_mean={:.3}",
         measured.agent_cpu.iter().sum::<f64>() / stored.max(1) as f64
+    );
+    // The sample that ranks the services (every cgroups.rank_interval).
+    println!(
+        "agent_cpu_per_sample_ms_max={:.3}",
+        measured.agent_cpu.iter().cloned().fold(0.0, f64::max)
     );
     println!("agent_rss_steady_mib_median={:.2}", mib(agent_rss_median));
     println!("agent_rss_peak_mib={:.2}", mib(measured.agent_peak as f64));

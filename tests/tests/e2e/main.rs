@@ -26,6 +26,7 @@ mod revoke;
 mod rotation;
 mod self_alert;
 mod self_metrics;
+mod services;
 mod sessions;
 mod silences;
 mod silent;
