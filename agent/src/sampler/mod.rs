@@ -14,9 +14,11 @@
 //! (/proc/net/snmp, netstat, snmp6), `sockets` (TCP connections by state
 //! over netlink sock_diag), `time` (adjtimex), `fd` (/proc/sys/fs/file-nr),
 //! `conntrack` (/proc/sys/net/netfilter), `link` (/sys/class/net) and
-//! `temperature` (/sys/class/hwmon, /sys/class/thermal). Sources other
-//! than files (netlink, adjtimex) can be replaced by recorded replies
-//! ([`Sources`]), so tests and fixtures never depend on this machine.
+//! `temperature` (/sys/class/hwmon, /sys/class/thermal), and `systemd`
+//! (units and systemd-timesyncd's server over D-Bus, followed by a task
+//! of its own between ticks). Sources other than files (netlink,
+//! adjtimex, the bus) can be replaced by recorded replies or a private
+//! bus ([`Sources`]), so tests and fixtures never depend on this machine.
 //!
 //! Why not sysinfo here (it gives the host facts at start): most figures
 //! need /proc anyway (the CPU time split, PSI, disk and network error
@@ -39,11 +41,13 @@ mod network;
 mod pressure;
 mod process;
 mod sockets;
+pub mod systemd;
 mod tcp;
 mod temperature;
 mod time;
 
 pub use sockets::SockDiagSource;
+pub use systemd::SystemdSource;
 pub use time::TimeSource;
 
 use crate::config::{AgentConfig, Family};
@@ -149,7 +153,7 @@ fn field<T: std::str::FromStr>(fields: &[&str], index: usize, what: &str) -> Res
 }
 
 /// The metric families, as the `family` label of the error counter.
-pub const FAMILIES: [&str; 16] = [
+pub const FAMILIES: [&str; 17] = [
     "cpu",
     "pressure",
     "memory",
@@ -166,6 +170,7 @@ pub const FAMILIES: [&str; 16] = [
     "conntrack",
     "links",
     "temperature",
+    "systemd",
 ];
 
 /// Problems met while sampling, per family, since start.
@@ -316,6 +321,8 @@ pub struct Sources {
     pub time: TimeSource,
     /// TCP connections by state, normally the kernel's netlink sock_diag.
     pub sock_diag: SockDiagSource,
+    /// systemd's units, normally on the system bus.
+    pub systemd: SystemdSource,
 }
 
 impl Default for Sources {
@@ -326,6 +333,7 @@ impl Default for Sources {
             sys: PathBuf::from("/sys"),
             time: TimeSource::Kernel,
             sock_diag: SockDiagSource::Kernel,
+            systemd: SystemdSource::SystemBus,
         }
     }
 }
@@ -338,6 +346,7 @@ pub struct Settings {
     pub disks: crate::config::DisksConfig,
     pub network: crate::config::NetworkConfig,
     pub families: crate::config::FamiliesConfig,
+    pub systemd: crate::config::SystemdConfig,
 }
 
 impl Settings {
@@ -348,6 +357,7 @@ impl Settings {
             disks: config.disks.clone(),
             network: config.network.clone(),
             families: config.families.clone(),
+            systemd: config.systemd.clone(),
         }
     }
 }
@@ -386,6 +396,7 @@ pub struct Sampler {
     time: TimeSource,
     sockets: sockets::State,
     link: link::State,
+    systemd: systemd::State,
     settings: Settings,
     kernel: Kernel,
     problems: Problems,
@@ -408,6 +419,7 @@ impl Sampler {
             time: sources.time,
             sockets: sockets::State::new(sources.sock_diag),
             link: link::State::default(),
+            systemd: systemd::State::new(sources.systemd),
             settings,
             kernel,
             problems: Problems::default(),
@@ -532,6 +544,13 @@ impl Sampler {
                 problems.note("temperature", &problem);
             }
         }
+        if families.enabled(Family::Systemd) {
+            let mut note = |problem: &dyn fmt::Display| problems.note("systemd", problem);
+            self.systemd
+                .sample(&self.settings.systemd, out, &mut note);
+        } else {
+            self.systemd.stop();
+        }
     }
 }
 
@@ -556,6 +575,7 @@ pub(crate) mod tests {
             sys: root.join("sys"),
             time: TimeSource::Recorded(root.join("adjtimex")),
             sock_diag: SockDiagSource::Recorded(root.join("sock_diag")),
+            systemd: SystemdSource::Absent,
         }
     }
 
@@ -803,6 +823,7 @@ pub(crate) mod tests {
             Family::Conntrack,
             Family::Links,
             Family::Temperature,
+            Family::Systemd,
         ];
         let sources = fixture_sources("garbled", fixture("garbled").join("proc"));
         let mut sampler = Sampler::with_sources(settings, sources);

@@ -30,4 +30,5 @@ mod sessions;
 mod silences;
 mod silent;
 mod storage;
+mod systemd;
 mod tokens;
