@@ -112,7 +112,7 @@ async fn session(
         .await
     {
         Ok(conn) => conn,
-        Err(zbus::Error::InputOutput(e))
+        Err(zbus::Error::Connection(e, _) | zbus::Error::InputOutput(e))
             if matches!(
                 e.kind(),
                 io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
@@ -214,10 +214,14 @@ async fn session(
 }
 
 /// A stream's next message; a malformed one is counted and skipped, the
-/// end of the stream ends the session.
+/// end of the stream or of the connection ends the session.
 fn next(item: Option<zbus::Result<Message>>, table: &Mutex<Table>) -> Result<Option<Message>, End> {
     match item {
         None => Err(End::Failed("the system bus connection closed".to_owned())),
+        // The connection is gone: every stream says so, once is enough.
+        Some(Err(zbus::Error::InputOutput(e))) => Err(End::Failed(format!(
+            "reading from the system bus: {e}"
+        ))),
         Some(Err(e)) => {
             lock(table).problem(format!("a message from the bus: {e}"));
             Ok(None)

@@ -225,8 +225,10 @@ async fn units_follow_systemd_over_the_bus() {
         .await
         .unwrap();
     let mut sampler = sampler_on(&bus.address, SystemdConfig::default());
-    let tick = tick_until(&mut sampler, "the units", |t| {
+    // The time server is read after the units: both there.
+    let tick = tick_until(&mut sampler, "the units and the time server", |t| {
         state(t, "nginx.service").is_some()
+            && t.samples.0.iter().any(|s| s.metric == "host_time_source_info")
     })
     .await;
     let s = &tick.samples;
