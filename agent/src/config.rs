@@ -962,7 +962,10 @@ key = "agent.key"
                 format!("{MINIMAL}[systemd]\ninclude = \"(\"\n"),
                 "regular expression",
             ),
-            (format!("{MINIMAL}[systemd]\nexclude = [\"a\"]\n"), "exclude"),
+            (
+                format!("{MINIMAL}[systemd]\nexclude = [\"a\"]\n"),
+                "exclude",
+            ),
             (
                 format!("{MINIMAL}[systemd]\nunits = [\"a.service\"]\n"),
                 "units",

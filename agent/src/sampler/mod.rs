@@ -546,8 +546,7 @@ impl Sampler {
         }
         if families.enabled(Family::Systemd) {
             let mut note = |problem: &dyn fmt::Display| problems.note("systemd", problem);
-            self.systemd
-                .sample(&self.settings.systemd, out, &mut note);
+            self.systemd.sample(&self.settings.systemd, out, &mut note);
         } else {
             self.systemd.stop();
         }

@@ -8,7 +8,9 @@
 
 use crate::host_families::{fixture, shipped_rules_without_delay};
 use hostwatch_agent::sampler::systemd::fake::{FakeSystemd, FakeUnit, PrivateBus};
-use hostwatch_agent::sampler::{Sampler, Settings, SockDiagSource, Sources, SystemdSource, TimeSource};
+use hostwatch_agent::sampler::{
+    Sampler, Settings, SockDiagSource, Sources, SystemdSource, TimeSource,
+};
 use hostwatch_pki::Role;
 use hostwatch_proto::v1::{AlertState, Batch, ListAlertsRequest};
 use hostwatch_tests::*;
@@ -80,8 +82,10 @@ async fn a_failed_and_a_flapping_service_page_with_their_unit() {
     let files = pki.files(Role::Agent, HOST);
 
     let first = batch_when(&mut sampler, 1, now_ms - 20_000, |s| {
-        s.get("host_systemd_unit_restarts_total", &service("worker.service"))
-            == Some(0.0)
+        s.get(
+            "host_systemd_unit_restarts_total",
+            &service("worker.service"),
+        ) == Some(0.0)
     })
     .await;
     deliver_batch(files.clone(), collector.addr, HOST, 7, first).await;
@@ -101,8 +105,10 @@ async fn a_failed_and_a_flapping_service_page_with_their_unit() {
     for (seq, t_ms) in [(2, now_ms - 10_000), (3, now_ms)] {
         let batch = batch_when(&mut sampler, seq, t_ms, |s| {
             s.get("host_systemd_unit_state", &service("web.service")) == Some(7.0)
-                && s.get("host_systemd_unit_restarts_total", &service("worker.service"))
-                    == Some(5.0)
+                && s.get(
+                    "host_systemd_unit_restarts_total",
+                    &service("worker.service"),
+                ) == Some(5.0)
         })
         .await;
         deliver_batch(files.clone(), collector.addr, HOST, 7, batch).await;
@@ -156,7 +162,10 @@ async fn a_failed_and_a_flapping_service_page_with_their_unit() {
         "{flapping:?}"
     );
     // The healthy one of each pages for neither.
-    assert!(!firing.iter().any(|a| a.labels["unit"] == "worker.service"
-        && a.rule == "systemd_unit_failed"));
+    assert!(
+        !firing
+            .iter()
+            .any(|a| a.labels["unit"] == "worker.service" && a.rule == "systemd_unit_failed")
+    );
     collector.stop().await;
 }

@@ -134,12 +134,12 @@ async fn session(
     let changed = |path: &str| {
         format!("type='signal',interface='{PROPERTIES}',member='PropertiesChanged',{path}")
     };
-    let mut unit_changes = subscribe(changed(&format!(
-        "path_namespace='{MANAGER_PATH}/unit'"
-    )))
+    let mut unit_changes =
+        subscribe(changed(&format!("path_namespace='{MANAGER_PATH}/unit'"))).await?;
+    let mut manager = subscribe(format!(
+        "type='signal',interface='{MANAGER}',path='{MANAGER_PATH}'"
+    ))
     .await?;
-    let mut manager =
-        subscribe(format!("type='signal',interface='{MANAGER}',path='{MANAGER_PATH}'")).await?;
     let owner_changes = |name: &str| {
         format!(
             "type='signal',sender='{DBUS}',interface='{DBUS}',member='NameOwnerChanged',arg0='{name}'"
@@ -155,9 +155,15 @@ async fn session(
     else {
         return Err(End::Absent(format!("no {SYSTEMD} on the system bus")));
     };
-    conn.call_method(Some(systemd.as_str()), MANAGER_PATH, Some(MANAGER), "Subscribe", &())
-        .await
-        .map_err(failed("Subscribe"))?;
+    conn.call_method(
+        Some(systemd.as_str()),
+        MANAGER_PATH,
+        Some(MANAGER),
+        "Subscribe",
+        &(),
+    )
+    .await
+    .map_err(failed("Subscribe"))?;
     refresh(&conn, &systemd, config, table).await?;
     *listed = true;
     let mut timesync = name_owner(&conn, TIMESYNC)
@@ -219,9 +225,9 @@ fn next(item: Option<zbus::Result<Message>>, table: &Mutex<Table>) -> Result<Opt
     match item {
         None => Err(End::Failed("the system bus connection closed".to_owned())),
         // The connection is gone: every stream says so, once is enough.
-        Some(Err(zbus::Error::InputOutput(e))) => Err(End::Failed(format!(
-            "reading from the system bus: {e}"
-        ))),
+        Some(Err(zbus::Error::InputOutput(e))) => {
+            Err(End::Failed(format!("reading from the system bus: {e}")))
+        }
         Some(Err(e)) => {
             lock(table).problem(format!("a message from the bus: {e}"));
             Ok(None)
@@ -337,16 +343,16 @@ async fn refresh(
         };
         let states = active_state(&active).and_then(|active| Ok((active, sub_state(sub)?)));
         let read = match states {
-            Ok((active, sub)) => read_details(conn, systemd, path.as_str(), kind)
-                .await
-                .map(|(changed_us, restarts)| Unit {
+            Ok((active, sub)) => read_details(conn, systemd, path.as_str(), kind).await.map(
+                |(changed_us, restarts)| Unit {
                     name: name.clone(),
                     kind,
                     active,
                     sub,
                     changed_us,
                     restarts,
-                }),
+                },
+            ),
             Err(e) => Err(e),
         };
         match read {
@@ -402,11 +408,16 @@ async fn read_unit(
     name: &str,
     kind: Kind,
 ) -> Result<Unit, String> {
-    let string = |v: OwnedVariant, what: &str| {
-        String::try_from(v).map_err(|e| format!("{what}: {e}"))
-    };
-    let active = string(get(conn, systemd, path, UNIT, "ActiveState").await?, "ActiveState")?;
-    let sub = string(get(conn, systemd, path, UNIT, "SubState").await?, "SubState")?;
+    let string =
+        |v: OwnedVariant, what: &str| String::try_from(v).map_err(|e| format!("{what}: {e}"));
+    let active = string(
+        get(conn, systemd, path, UNIT, "ActiveState").await?,
+        "ActiveState",
+    )?;
+    let sub = string(
+        get(conn, systemd, path, UNIT, "SubState").await?,
+        "SubState",
+    )?;
     let (changed_us, restarts) = read_details(conn, systemd, path, kind).await?;
     Ok(Unit {
         name: name.to_owned(),
@@ -426,16 +437,17 @@ async fn on_unit_changed(conn: &Connection, systemd: &str, msg: &Message, table:
         return;
     };
     let path = path.as_str();
-    let (interface, changed, invalidated) = match msg
-        .body()
-        .deserialize::<(String, HashMap<String, OwnedVariant>, Vec<String>)>()
-    {
-        Ok(body) => body,
-        Err(e) => {
-            lock(table).problem(format!("PropertiesChanged of {path}: {e}"));
-            return;
-        }
-    };
+    let (interface, changed, invalidated) =
+        match msg
+            .body()
+            .deserialize::<(String, HashMap<String, OwnedVariant>, Vec<String>)>()
+        {
+            Ok(body) => body,
+            Err(e) => {
+                lock(table).problem(format!("PropertiesChanged of {path}: {e}"));
+                return;
+            }
+        };
     let taken: &[&str] = match interface.as_str() {
         UNIT => &UNIT_PROPERTIES,
         SERVICE => &SERVICE_PROPERTIES,
@@ -549,10 +561,9 @@ async fn read_timesync(conn: &Connection, owner: Option<&str>, table: &Mutex<Tab
 }
 
 async fn timesync(conn: &Connection, owner: &str) -> Result<Option<TimeSync>, String> {
-    let property =
-        |name: &'static str| get(conn, owner, TIMESYNC_PATH, TIMESYNC_MANAGER, name);
-    let server = String::try_from(property("ServerName").await?)
-        .map_err(|e| format!("ServerName: {e}"))?;
+    let property = |name: &'static str| get(conn, owner, TIMESYNC_PATH, TIMESYNC_MANAGER, name);
+    let server =
+        String::try_from(property("ServerName").await?).map_err(|e| format!("ServerName: {e}"))?;
     if server.is_empty() {
         return Ok(None);
     }

@@ -263,9 +263,7 @@ const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
 
 impl FakeSystemd {
     pub async fn start(address: &str, units: Vec<FakeUnit>) -> zbus::Result<FakeSystemd> {
-        let conn = zbus::connection::Builder::address(address)
-            .build()
-            .await?;
+        let conn = zbus::connection::Builder::address(address).build().await?;
         let shared: Units = Arc::new(Mutex::new(Vec::new()));
         conn.object_server()
             .at(
@@ -293,7 +291,9 @@ impl FakeSystemd {
             let server = self.conn.object_server();
             if unit.is_service() {
                 let n_restarts = unit.n_restarts;
-                server.at(path.as_str(), ServiceObject { n_restarts }).await?;
+                server
+                    .at(path.as_str(), ServiceObject { n_restarts })
+                    .await?;
             }
             server
                 .at(path.as_str(), UnitObject { unit: unit.clone() })

@@ -256,7 +256,9 @@ fn push_unit(unit: &Unit, now_s: f64, out: &mut Samples) {
 pub(crate) fn lock(table: &Mutex<Table>) -> MutexGuard<'_, Table> {
     // A panic while holding the lock leaves plain data behind, still
     // consistent enough to report: keep going with it.
-    table.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    table
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Counts the problems the watcher met since the last tick, and writes

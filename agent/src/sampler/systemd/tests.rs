@@ -64,7 +64,12 @@ fn the_table_is_written_out_and_removed_units_go_inactive_for_a_while() {
     let mut table = Table::default();
     table.insert(
         "/a".to_owned(),
-        unit("a.service", ActiveState::Failed, 1_700_000_000_500_000, Some(3)),
+        unit(
+            "a.service",
+            ActiveState::Failed,
+            1_700_000_000_500_000,
+            Some(3),
+        ),
     );
     table.insert(
         "/b".to_owned(),
@@ -91,7 +96,10 @@ fn the_table_is_written_out_and_removed_units_go_inactive_for_a_while() {
     assert_eq!(out.get("host_systemd_unit_sub_state", &sub), Some(1.0));
     let b = [("unit", "b.socket"), ("type", "socket")];
     assert_eq!(out.get("host_systemd_unit_state", &b), Some(1.0));
-    assert_eq!(out.get("host_systemd_unit_failed_time_seconds", &b), Some(0.0));
+    assert_eq!(
+        out.get("host_systemd_unit_failed_time_seconds", &b),
+        Some(0.0)
+    );
     assert_eq!(out.get("host_systemd_unit_restarts_total", &b), None);
 
     table.remove("/a");
@@ -99,7 +107,10 @@ fn the_table_is_written_out_and_removed_units_go_inactive_for_a_while() {
         let mut out = Samples::default();
         table.emit(0.0, &mut out);
         assert_eq!(out.get("host_systemd_unit_state", &a), Some(0.0));
-        assert_eq!(out.get("host_systemd_unit_failed_time_seconds", &a), Some(0.0));
+        assert_eq!(
+            out.get("host_systemd_unit_failed_time_seconds", &a),
+            Some(0.0)
+        );
     }
     let mut out = Samples::default();
     table.emit(0.0, &mut out);
@@ -107,11 +118,17 @@ fn the_table_is_written_out_and_removed_units_go_inactive_for_a_while() {
     assert!(out.get("host_systemd_unit_state", &b).is_some());
 
     // A failed unit without a timestamp: the tick's time.
-    table.insert("/c".to_owned(), unit("c.service", ActiveState::Failed, 0, None));
+    table.insert(
+        "/c".to_owned(),
+        unit("c.service", ActiveState::Failed, 0, None),
+    );
     let mut out = Samples::default();
     table.emit(123.0, &mut out);
     let c = [("unit", "c.service"), ("type", "service")];
-    assert_eq!(out.get("host_systemd_unit_failed_time_seconds", &c), Some(123.0));
+    assert_eq!(
+        out.get("host_systemd_unit_failed_time_seconds", &c),
+        Some(123.0)
+    );
 }
 
 #[test]
@@ -121,16 +138,20 @@ fn problems_beyond_the_kept_ones_are_still_counted() {
         lock(&table).problem(format!("problem {i}"));
     }
     let mut notes = Vec::new();
-    write_out(&table, &mut Samples::default(), &mut |p: &dyn fmt::Display| {
-        notes.push(p.to_string())
-    });
+    write_out(
+        &table,
+        &mut Samples::default(),
+        &mut |p: &dyn fmt::Display| notes.push(p.to_string()),
+    );
     assert_eq!(notes.len(), MAX_PROBLEMS + 10);
     assert_eq!(notes[0], "problem 0");
     assert_eq!(notes[MAX_PROBLEMS], "more problems than logged");
     notes.clear();
-    write_out(&table, &mut Samples::default(), &mut |p: &dyn fmt::Display| {
-        notes.push(p.to_string())
-    });
+    write_out(
+        &table,
+        &mut Samples::default(),
+        &mut |p: &dyn fmt::Display| notes.push(p.to_string()),
+    );
     assert!(notes.is_empty(), "{notes:?}");
 }
 
@@ -139,15 +160,19 @@ fn absent_is_silent_and_no_runtime_is_a_problem() {
     let mut notes = Vec::new();
     let mut state = State::new(SystemdSource::Absent);
     let mut out = Samples::default();
-    state.sample(&SystemdConfig::default(), &mut out, &mut |p: &dyn fmt::Display| {
-        notes.push(p.to_string())
-    });
+    state.sample(
+        &SystemdConfig::default(),
+        &mut out,
+        &mut |p: &dyn fmt::Display| notes.push(p.to_string()),
+    );
     assert!(notes.is_empty() && out.0.is_empty());
     // Outside a runtime the watcher cannot start: that is a problem.
     let mut state = State::new(SystemdSource::Address("unix:path=/nonexistent".into()));
-    state.sample(&SystemdConfig::default(), &mut out, &mut |p: &dyn fmt::Display| {
-        notes.push(p.to_string())
-    });
+    state.sample(
+        &SystemdConfig::default(),
+        &mut out,
+        &mut |p: &dyn fmt::Display| notes.push(p.to_string()),
+    );
     assert_eq!(notes, ["no async runtime to watch the bus from"]);
 }
 
@@ -185,7 +210,10 @@ async fn tick_until(sampler: &mut Sampler, what: &str, done: impl Fn(&Tick) -> b
 
 fn errors(tick: &Tick) -> f64 {
     tick.samples
-        .get("hostwatch_agent_sample_errors_total", &[("family", "systemd")])
+        .get(
+            "hostwatch_agent_sample_errors_total",
+            &[("family", "systemd")],
+        )
         .unwrap()
 }
 
@@ -228,7 +256,10 @@ async fn units_follow_systemd_over_the_bus() {
     // The time server is read after the units: both there.
     let tick = tick_until(&mut sampler, "the units and the time server", |t| {
         state(t, "nginx.service").is_some()
-            && t.samples.0.iter().any(|s| s.metric == "host_time_source_info")
+            && t.samples
+                .0
+                .iter()
+                .any(|s| s.metric == "host_time_source_info")
     })
     .await;
     let s = &tick.samples;
@@ -249,7 +280,11 @@ async fn units_follow_systemd_over_the_bus() {
     assert_eq!(
         s.get(
             "host_systemd_unit_sub_state",
-            &[("unit", unusual), ("type", "service"), ("sub_state", "dead")]
+            &[
+                ("unit", unusual),
+                ("type", "service"),
+                ("sub_state", "dead")
+            ]
         ),
         Some(1.0)
     );
@@ -370,16 +405,21 @@ async fn another_peer_cannot_fake_a_units_state() {
             object_path("nginx.service").as_str(),
             "org.freedesktop.DBus.Properties",
             "PropertiesChanged",
-            &("org.freedesktop.systemd1.Unit", changed, Vec::<String>::new()),
+            &(
+                "org.freedesktop.systemd1.Unit",
+                changed,
+                Vec::<String>::new(),
+            ),
         )
         .await
         .unwrap();
     // The real one's next change arrives after the impostor's.
     systemd.set_restarts("nginx.service", 1).await.unwrap();
     let tick = tick_until(&mut sampler, "the real change", |t| {
-        t.samples
-            .get("host_systemd_unit_restarts_total", &service("nginx.service"))
-            == Some(1.0)
+        t.samples.get(
+            "host_systemd_unit_restarts_total",
+            &service("nginx.service"),
+        ) == Some(1.0)
     })
     .await;
     assert_eq!(state(&tick, "nginx.service"), Some(1.0));
