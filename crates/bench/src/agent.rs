@@ -227,7 +227,7 @@ async fn fake_systemd(
         for i in 0u64.. {
             ticker.tick().await;
             let name = &names[i as usize % names.len()];
-            let (active, sub) = if i / names.len() as u64 % 2 == 0 {
+            let (active, sub) = if (i / names.len() as u64).is_multiple_of(2) {
                 ("activating", "start")
             } else {
                 ("active", "running")
