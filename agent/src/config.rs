@@ -72,6 +72,8 @@ pub struct AgentConfig {
     pub families: FamiliesConfig,
     #[serde(default)]
     pub cgroups: CgroupsConfig,
+    #[serde(default)]
+    pub systemd: SystemdConfig,
 }
 
 /// `sampler`: which code reads the host's figures.
@@ -401,6 +403,8 @@ pub enum Family {
     Temperature,
     /// Per-service resources from cgroup v2 (`[cgroups]`).
     Cgroups,
+    /// systemd's units and systemd-timesyncd's server, over D-Bus.
+    Systemd,
 }
 
 /// `[cgroups]`: per-service resources from cgroup v2.
@@ -484,6 +488,35 @@ impl CgroupsConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// `[systemd]`: which units the `systemd` family reports (services,
+/// timers, mounts and sockets only, whatever the patterns say).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SystemdConfig {
+    /// Units reported: a regular expression over the whole unit name.
+    #[serde(deserialize_with = "anchored_regex")]
+    pub include: Pattern,
+    /// Units left out of those: a regular expression over the whole name.
+    #[serde(deserialize_with = "anchored_regex")]
+    pub exclude: Pattern,
+}
+
+/// Every service.
+pub const DEFAULT_SYSTEMD_INCLUDE: &str = ".+\\.service";
+
+impl Default for SystemdConfig {
+    fn default() -> Self {
+        let pattern = |source| {
+            Pattern::anchored(source).unwrap_or_else(|_| unreachable!("the default is valid"))
+        };
+        SystemdConfig {
+            include: pattern(DEFAULT_SYSTEMD_INCLUDE),
+            // Anchored, the empty pattern matches no unit name.
+            exclude: pattern(""),
+        }
     }
 }
 
@@ -1067,6 +1100,42 @@ key = "agent.key"
         );
         assert!(SamplerKind::Sysinfo.check(false).is_ok());
         assert!(SamplerKind::Proc.check(true).is_ok());
+    }
+
+    #[test]
+    fn systemd_units_are_services_by_default_and_filtered_by_pattern() {
+        let config = load_text(MINIMAL).unwrap();
+        assert!(config.families.enabled(Family::Systemd));
+        let systemd = &config.systemd;
+        assert!(systemd.include.is_match("nginx.service"));
+        assert!(!systemd.include.is_match("logrotate.timer"));
+        assert!(!systemd.include.is_match("nginx.service.d"), "anchored");
+        assert!(!systemd.exclude.is_match("nginx.service"));
+        let config = load_text(&format!(
+            "{MINIMAL}[systemd]\ninclude = \".+\\\\.(service|timer)\"\nexclude = \"user@.*\"\n"
+        ))
+        .unwrap();
+        assert!(config.systemd.include.is_match("logrotate.timer"));
+        assert!(config.systemd.exclude.is_match("user@1000.service"));
+        assert!(!config.systemd.exclude.is_match("nginx.service"));
+        assert_refused_naming_the_key(&[
+            (
+                format!("{MINIMAL}[systemd]\ninclude = \"(\"\n"),
+                "regular expression",
+            ),
+            (
+                format!("{MINIMAL}[systemd]\nexclude = [\"a\"]\n"),
+                "exclude",
+            ),
+            (
+                format!("{MINIMAL}[systemd]\nunits = [\"a.service\"]\n"),
+                "units",
+            ),
+            (
+                format!("{MINIMAL}[families]\ndisabled = [\"systemd-units\"]\n"),
+                "systemd-units",
+            ),
+        ]);
     }
 
     #[test]

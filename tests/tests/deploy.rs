@@ -55,6 +55,7 @@ fn example_configurations_load() {
     );
     assert_eq!(agent.disks.exclude, c::DisksConfig::default().exclude);
     assert_eq!(agent.network.exclude, c::NetworkConfig::default().exclude);
+    assert_eq!(agent.systemd, c::SystemdConfig::default());
     let cli = hostwatch::ClientConfig::load(&deploy().join("cli.toml")).unwrap();
     assert_eq!(cli.collector, "collector.example.com:7070");
 }
@@ -187,6 +188,7 @@ fn example_configurations_set_every_documented_default() {
         "units",
         "limit",
         "rank_interval",
+        "include",
     ] {
         assert!(
             agent.contains(&format!("\n{key} = ")),

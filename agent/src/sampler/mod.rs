@@ -14,10 +14,13 @@
 //! (/proc/net/snmp, netstat, snmp6), `sockets` (TCP connections by state
 //! over netlink sock_diag), `time` (adjtimex), `fd` (/proc/sys/fs/file-nr),
 //! `conntrack` (/proc/sys/net/netfilter), `link` (/sys/class/net) and
-//! `temperature` (/sys/class/hwmon, /sys/class/thermal); and `cgroups`
-//! (per-service resources from cgroup v2, under `[cgroups] root`). Sources other
-//! than files (netlink, adjtimex) can be replaced by recorded replies
-//! ([`Sources`]), so tests and fixtures never depend on this machine.
+//! `temperature` (/sys/class/hwmon, /sys/class/thermal); `cgroups`
+//! (per-service resources from cgroup v2, under `[cgroups] root`); and
+//! `systemd` (units and systemd-timesyncd's server over D-Bus, followed
+//! by a task of its own between ticks). Sources other than files
+//! (netlink, adjtimex, the bus) can be replaced by recorded replies or a
+//! private bus ([`Sources`]), so tests and fixtures never depend on this
+//! machine.
 //!
 //! The families above are Linux's (each file is `cfg(target_os =
 //! "linux")`). `sysinfo` is the portable sampler: the one on other systems,
@@ -47,6 +50,8 @@ mod network;
 mod pressure;
 mod process;
 mod sockets;
+#[cfg(target_os = "linux")]
+pub mod systemd;
 mod tcp;
 mod temperature;
 mod time;
@@ -60,6 +65,8 @@ pub use select::HostSampler;
 
 #[cfg(target_os = "linux")]
 pub use sockets::SockDiagSource;
+#[cfg(target_os = "linux")]
+pub use systemd::SystemdSource;
 #[cfg(target_os = "linux")]
 pub use time::TimeSource;
 
@@ -173,7 +180,7 @@ fn field<T: std::str::FromStr>(fields: &[&str], index: usize, what: &str) -> Res
 }
 
 /// The metric families, as the `family` label of the error counter.
-pub const FAMILIES: [&str; 17] = [
+pub const FAMILIES: [&str; 18] = [
     "cpu",
     "pressure",
     "memory",
@@ -191,6 +198,7 @@ pub const FAMILIES: [&str; 17] = [
     "links",
     "temperature",
     "cgroups",
+    "systemd",
 ];
 
 /// Problems met while sampling, per family, since start.
@@ -348,6 +356,8 @@ pub struct Sources {
     pub time: TimeSource,
     /// TCP connections by state, normally the kernel's netlink sock_diag.
     pub sock_diag: SockDiagSource,
+    /// systemd's units, normally on the system bus.
+    pub systemd: SystemdSource,
 }
 
 #[cfg(target_os = "linux")]
@@ -359,6 +369,7 @@ impl Default for Sources {
             sys: PathBuf::from("/sys"),
             time: TimeSource::Kernel,
             sock_diag: SockDiagSource::Kernel,
+            systemd: SystemdSource::SystemBus,
         }
     }
 }
@@ -372,6 +383,7 @@ pub struct Settings {
     pub network: crate::config::NetworkConfig,
     pub families: crate::config::FamiliesConfig,
     pub cgroups: crate::config::CgroupsConfig,
+    pub systemd: crate::config::SystemdConfig,
 }
 
 impl Settings {
@@ -383,6 +395,7 @@ impl Settings {
             network: config.network.clone(),
             families: config.families.clone(),
             cgroups: config.cgroups.clone(),
+            systemd: config.systemd.clone(),
         }
     }
 }
@@ -424,6 +437,7 @@ pub struct Sampler {
     time: TimeSource,
     sockets: sockets::State,
     link: link::State,
+    systemd: systemd::State,
     settings: Settings,
     kernel: Kernel,
     problems: Problems,
@@ -448,6 +462,7 @@ impl Sampler {
             time: sources.time,
             sockets: sockets::State::new(sources.sock_diag),
             link: link::State::default(),
+            systemd: systemd::State::new(sources.systemd),
             settings,
             kernel,
             problems: Problems::default(),
@@ -578,6 +593,12 @@ impl Sampler {
                 problems.note("cgroups", &problem);
             }
         }
+        if families.enabled(Family::Systemd) {
+            let mut note = |problem: &dyn fmt::Display| problems.note("systemd", problem);
+            self.systemd.sample(&self.settings.systemd, out, &mut note);
+        } else {
+            self.systemd.stop();
+        }
     }
 }
 
@@ -603,6 +624,7 @@ pub(crate) mod tests {
             sys: root.join("sys"),
             time: TimeSource::Recorded(root.join("adjtimex")),
             sock_diag: SockDiagSource::Recorded(root.join("sock_diag")),
+            systemd: SystemdSource::Absent,
         }
     }
 
@@ -881,6 +903,7 @@ pub(crate) mod tests {
             Family::Links,
             Family::Temperature,
             Family::Cgroups,
+            Family::Systemd,
         ];
         settings.cgroups.root = fixture("garbled").join("cgroup");
         let sources = fixture_sources("garbled", fixture("garbled").join("proc"));

@@ -1,6 +1,7 @@
 //! Annotation templates: `{{ host }}`, `{{ value }}`, `{{ threshold }}`,
 //! `{{ labels.mountpoint }}`, with an optional filter:
-//! `{{ value | percent }}`, `| bytes`, `| duration` (seconds), `| round`.
+//! `{{ value | percent }}`, `| bytes`, `| duration` (seconds), `| round`,
+//! `| time` (seconds since the Unix epoch as a UTC date and time).
 //! Templates are parsed when rules load, so a typo is a configuration
 //! error, not a broken page.
 
@@ -38,6 +39,7 @@ enum Filter {
     Bytes,
     Duration,
     Round,
+    Time,
 }
 
 /// What a template is rendered with.
@@ -61,7 +63,7 @@ pub enum TemplateError {
     Unclosed(String),
     #[error("unknown template variable {0:?} (known: {known}, labels.NAME)", known = VARIABLES.join(", "))]
     UnknownVariable(String),
-    #[error("unknown template filter {0:?} (known: percent, bytes, duration, round)")]
+    #[error("unknown template filter {0:?} (known: percent, bytes, duration, round, time)")]
     UnknownFilter(String),
 }
 
@@ -122,6 +124,7 @@ fn parse_filter(name: &str) -> Result<Filter, TemplateError> {
         "bytes" => Filter::Bytes,
         "duration" => Filter::Duration,
         "round" => Filter::Round,
+        "time" => Filter::Time,
         other => return Err(TemplateError::UnknownFilter(other.to_owned())),
     })
 }
@@ -152,6 +155,7 @@ fn render_var(name: &str, filter: Filter, ctx: &Context<'_>) -> String {
         Filter::Bytes => format_bytes(v),
         Filter::Duration => format_duration(v),
         Filter::Round => format_number(v, 0),
+        Filter::Time => format_time(v),
         Filter::None if duration_default => format_duration(v),
         Filter::None => format_number(v, 3),
     }
@@ -212,6 +216,18 @@ pub fn format_duration(seconds: f64) -> String {
     }
 }
 
+/// Seconds since the Unix epoch as `2026-12-06 10:41:40 UTC` (what
+/// `journalctl --since` takes); "?" outside what a date can be.
+pub fn format_time(seconds: f64) -> String {
+    if !seconds.is_finite() || !(0.0..=253_402_300_799.0).contains(&seconds) {
+        return "?".to_owned();
+    }
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds.round() as u64);
+    // RFC 3339 without its T and Z, which some readers of a page stumble on.
+    let text = humantime::format_rfc3339_seconds(at).to_string();
+    format!("{} UTC", text.replace('T', " ").trim_end_matches('Z'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,5 +286,19 @@ mod tests {
         assert_eq!(format_duration(90.0), "1m 30s");
         assert_eq!(format_duration(3.0 * 86_400.0 + 7_200.0 + 5.0), "3d 2h");
         assert_eq!(format_duration(f64::INFINITY), "never");
+    }
+
+    #[test]
+    fn times_are_utc_dates() {
+        let t = Template::parse("failed at {{ value | time }}").unwrap();
+        let ctx = Context {
+            value: Some(1_796_553_700.4),
+            ..Context::default()
+        };
+        assert_eq!(t.render(&ctx), "failed at 2026-12-06 10:41:40 UTC");
+        assert_eq!(format_time(0.0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(format_time(-1.0), "?");
+        assert_eq!(format_time(f64::NAN), "?");
+        assert_eq!(format_time(1e300), "?");
     }
 }

@@ -15,6 +15,7 @@
 use crate::fixture::issue;
 use crate::measure::{Probe, median};
 use anyhow::{Context, bail};
+use hostwatch_agent::sampler::systemd::fake::{FakeSystemd, FakeUnit, PrivateBus};
 use hostwatch_pki::transport::{ClientTarget, connect};
 use hostwatch_pki::{Ca, Role, TlsFiles};
 use hostwatch_proto::v1::query_client::QueryClient;
@@ -66,7 +67,7 @@ pub(crate) struct Args {
     outage_secs: u64,
     /// Turn the agent's optional families off (`[families] disabled`:
     /// TCP, sockets, time, file descriptors, conntrack, links,
-    /// temperatures), and leave node_exporter's off-by-default `tcpstat`
+    /// temperatures, systemd), and leave node_exporter's off-by-default `tcpstat`
     /// off; by default both sample them.
     #[arg(long)]
     families_off: bool,
@@ -91,10 +92,15 @@ pub(crate) struct Args {
     /// Turn the agent's `cgroups` family off (`[families] disabled`).
     #[arg(long)]
     cgroups_off: bool,
+    /// Give the agent a system bus of its own (a private `dbus-daemon`)
+    /// with a peer serving this many services as systemd does, one of
+    /// which changes state every second; 0: the machine's own bus, if any.
+    #[arg(long, default_value = "0")]
+    systemd_units: usize,
 }
 
 /// The agent's families `--families-off` turns off.
-const OPTIONAL_FAMILIES: [&str; 7] = [
+const OPTIONAL_FAMILIES: [&str; 8] = [
     "tcp",
     "sockets",
     "time",
@@ -102,6 +108,7 @@ const OPTIONAL_FAMILIES: [&str; 7] = [
     "conntrack",
     "links",
     "temperature",
+    "systemd",
 ];
 
 /// Writes a cgroup v2 hierarchy at `root` with `services` services in
@@ -211,6 +218,7 @@ async fn bench(args: Args, agent_bin: PathBuf) -> anyhow::Result<()> {
         },
     ));
 
+    let (bus, _systemd) = fake_systemd(args.systemd_units, dir.path()).await?;
     let agent = start_agent(
         &args,
         &agent_bin,
@@ -218,6 +226,7 @@ async fn bench(args: Args, agent_bin: PathBuf) -> anyhow::Result<()> {
         collector_addr,
         &agent_tls,
         "proc",
+        bus.as_ref().map(|b| b.address.as_str()),
     )?;
     let agent_probe = Probe::new(agent.0.id());
     let portable = match args.sysinfo {
@@ -231,6 +240,7 @@ async fn bench(args: Args, agent_bin: PathBuf) -> anyhow::Result<()> {
                 collector_addr,
                 &tls,
                 "sysinfo",
+                bus.as_ref().map(|b| b.address.as_str()),
             )?)
         }
         false => None,
@@ -299,8 +309,49 @@ fn collector_config(
     Ok(hostwatch_collector::CollectorConfig::load(&collector_toml)?)
 }
 
+/// With `units` > 0: a private bus in `dir` and a peer on it serving
+/// that many services as systemd does, one changing state every second
+/// (the task ends with the bus).
+async fn fake_systemd(
+    units: usize,
+    dir: &Path,
+) -> anyhow::Result<(Option<PrivateBus>, Option<tokio::task::JoinHandle<()>>)> {
+    if units == 0 {
+        return Ok((None, None));
+    }
+    let bus = PrivateBus::start(dir).context("starting dbus-daemon")?;
+    let changed_us = u64::try_from(now_ms())? * 1000;
+    let names: Vec<String> = (0..units).map(|i| format!("bench-{i}.service")).collect();
+    let systemd = FakeSystemd::start(
+        &bus.address,
+        names
+            .iter()
+            .map(|n| FakeUnit::new(n, "active", "running", changed_us))
+            .collect(),
+    )
+    .await?;
+    let churn = tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_secs(1));
+        for i in 0u64.. {
+            ticker.tick().await;
+            let name = &names[i as usize % names.len()];
+            let (active, sub) = if (i / names.len() as u64).is_multiple_of(2) {
+                ("activating", "start")
+            } else {
+                ("active", "running")
+            };
+            let at = u64::try_from(now_ms()).unwrap_or(0) * 1000;
+            if systemd.set_state(name, active, sub, at).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok((Some(bus), Some(churn)))
+}
+
 /// The agent, as operators run it: its configuration written to `dir`,
-/// sending to `collector_addr`, reading the host with `sampler`.
+/// sending to `collector_addr`, reading the host with `sampler`; its
+/// system bus at `bus` when given.
 fn start_agent(
     args: &Args,
     agent_bin: &Path,
@@ -308,6 +359,7 @@ fn start_agent(
     collector_addr: SocketAddr,
     agent_tls: &TlsFiles,
     sampler: &str,
+    bus: Option<&str>,
 ) -> anyhow::Result<Reaped> {
     std::fs::create_dir_all(dir)?;
     let watch: Vec<String> = args
@@ -348,8 +400,12 @@ fn start_agent(
             disabled,
         ),
     )?;
+    let mut agent = Command::new(agent_bin);
+    if let Some(bus) = bus {
+        agent.env("DBUS_SYSTEM_BUS_ADDRESS", bus);
+    }
     Ok(Reaped(
-        Command::new(agent_bin)
+        agent
             .arg("--config")
             .arg(&agent_toml)
             .env("RUST_LOG", "warn")
@@ -438,6 +494,7 @@ fn print_figures(
         Some(root) => println!("cgroup_root={}/{}", root.display(), args.cgroup_slice),
         None => println!("cgroup_services={}", args.cgroup_services),
     }
+    println!("systemd_units={}", args.systemd_units);
     println!("load_average={}", load_average());
     println!("interval_ms={}", args.interval_ms);
     println!("duration_seconds={}", args.duration_secs);

@@ -7,7 +7,9 @@
 //! mTLS as the agent sends them, and each rule, as shipped but for its
 //! `for` (shortened to 0 s for test time), fires with its cause.
 
-use hostwatch_agent::sampler::{Sampler, Settings, SockDiagSource, Sources, TimeSource};
+use hostwatch_agent::sampler::{
+    Sampler, Settings, SockDiagSource, Sources, SystemdSource, TimeSource,
+};
 use hostwatch_pki::Role;
 use hostwatch_proto::v1::{AlertState, Batch, ListAlertsRequest};
 use hostwatch_tests::*;
@@ -25,9 +27,9 @@ const RULES: [&str; 6] = [
     "network_link_down",
 ];
 
-/// The shipped rules named in `RULES`, as `[[alerting.rules]]` entries
+/// The shipped rules named in `rules`, as `[[alerting.rules]]` entries
 /// with `for = "0s"`.
-fn shipped_rules_without_delay() -> String {
+pub(crate) fn shipped_rules_without_delay(rules: &[&str]) -> String {
     let shipped = include_str!("../../../crates/alerting/src/default_rules.toml");
     let mut out = String::new();
     for block in shipped.split("[[rules]]").skip(1) {
@@ -36,7 +38,7 @@ fn shipped_rules_without_delay() -> String {
             .find_map(|l| l.strip_prefix("name = "))
             .unwrap()
             .trim_matches('"');
-        if !RULES.contains(&name) {
+        if !rules.contains(&name) {
             continue;
         }
         out.push_str("[[alerting.rules]]\n");
@@ -52,7 +54,7 @@ fn shipped_rules_without_delay() -> String {
     out
 }
 
-fn fixture(path: &str) -> PathBuf {
+pub(crate) fn fixture(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../agent/fixtures")
         .join(path)
@@ -91,7 +93,7 @@ async fn the_host_family_rules_fire_with_their_cause_from_recorded_readings() {
     let data = tempfile::tempdir().unwrap();
     let extra = format!(
         "[alerting]\nflap_window = \"0s\"\n{}",
-        shipped_rules_without_delay()
+        shipped_rules_without_delay(&RULES)
     );
     let collector = RunningCollector::start(collector_config_with(&pki, data.path(), &extra)).await;
 
@@ -105,6 +107,7 @@ async fn the_host_family_rules_fire_with_their_cause_from_recorded_readings() {
         sys: sys.clone(),
         time: TimeSource::Recorded(fixture("alerting/adjtimex")),
         sock_diag: SockDiagSource::Recorded(fixture("host-a/sock_diag")),
+        systemd: SystemdSource::Absent,
     };
     let mut sampler = Sampler::with_sources(Settings::default(), sources);
     let now_ms = hostwatch_stdx::now_ms();

@@ -31,4 +31,5 @@ mod sessions;
 mod silences;
 mod silent;
 mod storage;
+mod systemd;
 mod tokens;

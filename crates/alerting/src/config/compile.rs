@@ -389,6 +389,8 @@ mod tests {
             "file_descriptors_almost_exhausted",
             "conntrack_almost_full",
             "network_link_down",
+            "systemd_unit_failed",
+            "systemd_unit_flapping",
         ] {
             assert!(
                 names.contains(&expected),
