@@ -12,7 +12,6 @@ use bytes::Bytes;
 use hostwatch_proto::prometheus::{Label, Sample};
 use hostwatch_proto::prometheus_v2 as v2;
 use hostwatch_tsdb::{Point, SeriesKey};
-use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
@@ -318,6 +317,7 @@ fn excerpt(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message;
 
     fn points(values: &[(i64, f64)]) -> Vec<Point> {
         values
