@@ -6,8 +6,9 @@
 //! the accepted groups of each pass, it takes the matching series'
 //! samples from the groups' WAL frames (or, for groups the WAL no longer
 //! holds, reads each series back once over the union of its spans), and
-//! hands each series to the shard its id picks, so a series' samples go
-//! through one queue in the order read. Each shard batches by size
+//! hands each shard, in one message per read, the series its id picks, so a
+//! series' samples go through one queue in the order read (a shard's
+//! samples waiting are bounded by `queue.capacity`). Each shard batches by size
 //! (`queue.max_samples_per_request`) and age (`queue.max_age`) and sends
 //! one request at a time, retrying network errors, 5xx and 429 with
 //! jittered backoff (or the receiver's `Retry-After`), and dropping
@@ -26,12 +27,13 @@ mod send;
 
 use config::Destination;
 use hostwatch_tsdb::{AcceptedGroup, SeriesKey, Store};
+use rustc_hash::FxHashMap;
 use send::{Encoder, Outcome, SeriesLabels, SeriesSamples};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -364,9 +366,14 @@ fn prepare(store: &Store, names: &[String]) -> Result<Vec<u64>, hostwatch_tsdb::
         .collect()
 }
 
+/// Labels of each series seen (`None`: not matched), by id.
+type LabelMap = FxHashMap<u64, Option<Arc<SeriesLabels>>>;
+
 /// What a shard receives, in order.
 enum Item {
-    Series(SeriesSamples),
+    /// The shard's series of one read, with the places they hold in its
+    /// queue (released once the shard takes them).
+    Series(Vec<SeriesSamples>, OwnedSemaphorePermit),
     /// Everything before this was read from groups up to this one.
     Mark(u64),
 }
@@ -377,14 +384,27 @@ struct Reader {
     store: Arc<Store>,
     destination: Arc<Destination>,
     stats: Arc<DestinationStats>,
-    shards: Vec<mpsc::Sender<Item>>,
+    shards: Vec<ShardQueue>,
     /// The shards' tasks, awaited at shutdown.
     senders: Vec<tokio::task::JoinHandle<()>>,
     /// Per shard, the highest mark it acknowledged.
     acked: Vec<Arc<AtomicU64>>,
     /// Labels of each series seen (`None`: not matched), by id.
-    labels: HashMap<u64, Option<Arc<SeriesLabels>>>,
+    labels: LabelMap,
     stop: CancellationToken,
+}
+
+/// A shard queue's places: `queue.capacity`, at most what a semaphore
+/// takes in one call (far beyond any memory).
+fn places_of(q: &config::QueueConfig) -> u32 {
+    u32::try_from(q.capacity).unwrap_or(u32::MAX)
+}
+
+/// The sending end of a shard's queue.
+struct ShardQueue {
+    tx: mpsc::Sender<Item>,
+    /// `queue.capacity` places, one per sample waiting in the queue.
+    places: Arc<Semaphore>,
 }
 
 impl Reader {
@@ -398,9 +418,9 @@ impl Reader {
         let destination = Arc::new(destination);
         let cursor = stats.cursor.load(Ordering::Relaxed);
         let q = &destination.queue;
-        // Channel places are series items: a capacity in samples over a
-        // request's worth per item, at least one.
-        let places = (q.capacity / q.max_samples_per_request).max(1) * 64;
+        // Samples are bounded by the semaphore; the channel only holds
+        // a few reads' messages and marks.
+        let places = 64;
         let mut shards = Vec::with_capacity(q.shards);
         let mut acked = Vec::with_capacity(q.shards);
         let mut senders = Vec::with_capacity(q.shards);
@@ -415,7 +435,10 @@ impl Reader {
                 stop: stop.clone(),
             };
             senders.push(tasks.spawn(shard.run(rx)));
-            shards.push(tx);
+            shards.push(ShardQueue {
+                tx,
+                places: Arc::new(Semaphore::new(places_of(q) as usize)),
+            });
             acked.push(ack);
         }
         Reader {
@@ -425,7 +448,7 @@ impl Reader {
             shards,
             senders,
             acked,
-            labels: HashMap::new(),
+            labels: LabelMap::default(),
             stop,
         }
     }
@@ -490,7 +513,7 @@ impl Reader {
                 continue;
             }
             for shard in &self.shards {
-                if shard.send(Item::Mark(done)).await.is_err() {
+                if shard.tx.send(Item::Mark(done)).await.is_err() {
                     return;
                 }
             }
@@ -549,7 +572,7 @@ impl Reader {
     /// the sealed chunks, each series once over the union of its spans in
     /// these groups (points of other groups in the union are sent again,
     /// which at least once allows). Each series' points of the chunk go
-    /// out as one item, in time order.
+    /// out in time order, all of a shard's series in one message.
     async fn feed(&mut self, groups: Vec<AcceptedGroup>) -> Result<(), hostwatch_tsdb::TsdbError> {
         self.learn(&groups).await?;
         let store = self.store.clone();
@@ -566,18 +589,38 @@ impl Reader {
         })
         .await?;
         self.labels = labels;
+        let n = self.shards.len();
+        let mut per_shard: Vec<(Vec<SeriesSamples>, usize)> =
+            (0..n).map(|_| (Vec::new(), 0)).collect();
+        let mut newest = i64::MIN;
         for (id, labels, points) in read? {
+            if let Some(last) = points.last() {
+                newest = newest.max(last.t_ms);
+            }
+            let (series, samples) = &mut per_shard[(id % n as u64) as usize];
+            *samples += points.len();
+            series.push(SeriesSamples { labels, points });
+        }
+        self.stats
+            .newest_read_ms
+            .fetch_max(newest, Ordering::Relaxed);
+        for (shard, (series, samples)) in self.shards.iter().zip(per_shard) {
+            if series.is_empty() {
+                continue;
+            }
+            // A read larger than the queue waits for it to be empty.
+            let wanted = samples.min(places_of(&self.destination.queue) as usize) as u32;
+            let permit = tokio::select! {
+                () = self.stop.cancelled() => return Ok(()),
+                permit = shard.places.clone().acquire_many_owned(wanted) => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return Ok(()),
+                },
+            };
             self.stats
                 .pending
-                .fetch_add(points.len() as u64, Ordering::Relaxed);
-            if let Some(last) = points.last() {
-                self.stats
-                    .newest_read_ms
-                    .fetch_max(last.t_ms, Ordering::Relaxed);
-            }
-            let shard = &self.shards[(id % self.shards.len() as u64) as usize];
-            let item = Item::Series(SeriesSamples { labels, points });
-            if shard.send(item).await.is_err() {
+                .fetch_add(samples as u64, Ordering::Relaxed);
+            if shard.tx.send(Item::Series(series, permit)).await.is_err() {
                 return Ok(());
             }
         }
@@ -653,12 +696,12 @@ type ReadSeries = (u64, Arc<SeriesLabels>, Vec<hostwatch_tsdb::Point>);
 fn read_groups(
     store: &Store,
     groups: &[AcceptedGroup],
-    labels: &HashMap<u64, Option<Arc<SeriesLabels>>>,
+    labels: &LabelMap,
 ) -> Result<Vec<ReadSeries>, hostwatch_tsdb::TsdbError> {
     let numbers: Vec<u64> = groups.iter().map(|g| g.group).collect();
     let from_wal = store.accepted_samples(&numbers)?;
     let mut out: Vec<ReadSeries> = Vec::new();
-    let mut slot: HashMap<u64, usize> = HashMap::new();
+    let mut slot: FxHashMap<u64, usize> = FxHashMap::default();
     let mut push = |id: u64, points: &mut Vec<hostwatch_tsdb::Point>| {
         if points.is_empty() {
             return;
@@ -672,7 +715,7 @@ fn read_groups(
     };
     // The groups the WAL no longer holds: each series once, over the
     // union of its spans; series with the same bounds in one call.
-    let mut union: HashMap<u64, (i64, i64)> = HashMap::new();
+    let mut union: FxHashMap<u64, (i64, i64)> = FxHashMap::default();
     for (group, samples) in groups.iter().zip(&from_wal) {
         if samples.is_some() {
             continue;
@@ -688,7 +731,7 @@ fn read_groups(
             }
         }
     }
-    let mut by_bounds: HashMap<(i64, i64), Vec<u64>> = HashMap::new();
+    let mut by_bounds: FxHashMap<(i64, i64), Vec<u64>> = FxHashMap::default();
     for (id, bounds) in union {
         by_bounds.entry(bounds).or_default().push(id);
     }
@@ -778,28 +821,32 @@ impl Shard {
                 },
             };
             match item {
-                Some(Item::Series(SeriesSamples { labels, mut points })) => {
-                    // Split so that no request exceeds the limit; the batch
-                    // is sent once full, so there is always room.
-                    while !points.is_empty() {
-                        let room = q.max_samples_per_request - samples;
-                        let rest = if points.len() > room {
-                            points.split_off(room)
-                        } else {
-                            Vec::new()
-                        };
-                        samples += points.len();
-                        batch.push(SeriesSamples {
-                            labels: labels.clone(),
-                            points,
-                        });
-                        deadline.get_or_insert_with(|| tokio::time::Instant::now() + q.max_age);
-                        points = rest;
-                        if samples >= q.max_samples_per_request {
-                            if !self.flush(&mut encoder, &mut batch, &mut samples).await {
-                                return;
+                Some(Item::Series(series, places)) => {
+                    // Taken out of the queue: the reader may fill it again.
+                    drop(places);
+                    for SeriesSamples { labels, mut points } in series {
+                        // Split so that no request exceeds the limit; the
+                        // batch is sent once full, so there is always room.
+                        while !points.is_empty() {
+                            let room = q.max_samples_per_request - samples;
+                            let rest = if points.len() > room {
+                                points.split_off(room)
+                            } else {
+                                Vec::new()
+                            };
+                            samples += points.len();
+                            batch.push(SeriesSamples {
+                                labels: labels.clone(),
+                                points,
+                            });
+                            deadline.get_or_insert_with(|| tokio::time::Instant::now() + q.max_age);
+                            points = rest;
+                            if samples >= q.max_samples_per_request {
+                                if !self.flush(&mut encoder, &mut batch, &mut samples).await {
+                                    return;
+                                }
+                                deadline = None;
                             }
-                            deadline = None;
                         }
                     }
                 }
@@ -943,10 +990,7 @@ mod tests {
     }
 
     /// (series name, points) of each series read.
-    fn read(
-        store: &Store,
-        labels: &HashMap<u64, Option<Arc<SeriesLabels>>>,
-    ) -> Vec<(String, Vec<Point>)> {
+    fn read(store: &Store, labels: &LabelMap) -> Vec<(String, Vec<Point>)> {
         let groups = store.accepted_after(0, usize::MAX).unwrap();
         let mut out: Vec<(String, Vec<Point>)> = read_groups(store, &groups, labels)
             .unwrap()
@@ -977,7 +1021,7 @@ mod tests {
         append(&store, 1, &["a", "b", "skip"], &[p(t), p(t + 10)]);
         append(&store, 2, &["a"], &[p(t + 20)]);
         append(&store, 3, &["a"], &[p(t - 1_000)]);
-        let mut labels = HashMap::new();
+        let mut labels = LabelMap::default();
         for (key, id) in store.select("m", &[]).unwrap() {
             let wanted = key.label("s") != Some("skip");
             labels.insert(id, wanted.then(|| Arc::new(SeriesLabels::new(&key))));
