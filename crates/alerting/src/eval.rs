@@ -270,7 +270,8 @@ pub(crate) struct Evaluator {
     pub(crate) alerts: FxHashMap<u64, Alert>,
     /// When this evaluator started (the collector's start): host silence
     /// is counted from here at the earliest, as what hosts sent while the
-    /// collector was down is unknown.
+    /// collector was down is unknown (plus the agents' longest backoff,
+    /// a third of the timeout, for hosts not heard from since).
     started_ms: i64,
 }
 
@@ -510,11 +511,17 @@ impl Evaluator {
                 let silent_ms = now_ms - h.last_seen_ms;
                 // Raising takes a silence this collector watched for the
                 // whole timeout, so its own restart pages no host; a host
-                // already down stays down until its data are fresh.
+                // already down stays down until its data are fresh. A host
+                // not heard from since the start is given a third of the
+                // timeout more: its agent's longest reconnection backoff
+                // (kept below a third of the collector's shortest host-down
+                // timeout), so agents queued to reconnect are not paged.
                 let watched_ms = if state.down[pos].is_some() {
                     silent_ms
+                } else if h.last_seen_ms < self.started_ms {
+                    now_ms - self.started_ms - timeout_ms / 3
                 } else {
-                    now_ms - h.last_seen_ms.max(self.started_ms)
+                    now_ms - h.last_seen_ms
                 };
                 let down = !h.revoked
                     && watched_ms > timeout_ms

@@ -20,7 +20,7 @@
 //! 4. SIGKILL; `--outage-secs` later the collector starts again on the
 //!    same data directory. Measured from that start: until every agent is
 //!    welcomed again, and until every agent's batches made before it are
-//!    acknowledged; then, past `host_down_after`, the `host_down` pages
+//!    acknowledged; then, past `host_down_after` and a third, the `host_down` pages
 //!    the receiver got and the alerts the collector holds.
 //! 5. The agents stop sampling and drain; the samples the collector stored
 //!    for `--check-hosts` hosts (through PromQL) against those the agents
@@ -90,7 +90,7 @@ pub(crate) struct Args {
 const POLL: Duration = Duration::from_millis(50);
 /// The collector's `host_down_after` (its default).
 const HOST_DOWN_AFTER: Duration = Duration::from_secs(30);
-/// After `host_down_after` has passed since the restart, how long to wait
+/// After `host_down_after` and a third have passed since the restart, how long to wait
 /// for a page that would have been raised (the host-down tick, the hook's
 /// delivery).
 const PAGE_GRACE: Duration = Duration::from_secs(10);
@@ -564,8 +564,13 @@ impl Restart<'_> {
         let session_failures = self.fleet.failed_sessions.load(Ordering::Relaxed) - failures;
 
         // A host the restarted collector does not hear from within
-        // host_down_after of its start would be paged by now.
-        let pages_due = restarted + Duration::from_secs_f64(open_seconds) + HOST_DOWN_AFTER;
+        // host_down_after of its start, plus the third of it a host unseen
+        // since the start is given (the agents' longest backoff), would be
+        // paged by now.
+        let pages_due = restarted
+            + Duration::from_secs_f64(open_seconds)
+            + HOST_DOWN_AFTER
+            + HOST_DOWN_AFTER / 3;
         tokio::time::sleep_until(pages_due + PAGE_GRACE).await;
         let (pages, down_hosts) = pager.host_down();
         let (alerts, _) = pager.summary();
