@@ -161,7 +161,8 @@ impl Ingest for IngestService {
 }
 
 /// What a session answers next, with the session back.
-type NextReply = Pin<Box<dyn Future<Output = (Session, Option<Result<CollectorMessage, Status>>)> + Send>>;
+type NextReply =
+    Pin<Box<dyn Future<Output = (Session, Option<Result<CollectorMessage, Status>>)> + Send>>;
 
 /// The reply stream, which runs its session: the HTTP/2 stream's own task
 /// reads each message, stores it and answers it when it polls for the

@@ -476,7 +476,9 @@ async fn finish(shared: &Shared) {
         .await
         .is_err()
     {
-        tracing::warn!("ingest threads still storing {STORE_CALL_GRACE:?} after the streams ended; closing the database anyway");
+        tracing::warn!(
+            "ingest threads still storing {STORE_CALL_GRACE:?} after the streams ended; closing the database anyway"
+        );
     }
     for (name, f) in shared.forwarding.figures() {
         tracing::info!(destination = %name, sent = f.sent, failed = f.failed, dropped = f.dropped, pending = f.pending, cursor = f.cursor, "forwarding stopped");
