@@ -4,9 +4,10 @@
 //! the last sequence already stored, then batches, each acknowledged only
 //! after the store has flushed it.
 
+use crate::append::AppendError;
 use crate::auth::{self, Access};
 use crate::convert;
-use crate::metrics::{Evaluation, MessageRefusal, StreamRefusal};
+use crate::metrics::{MessageRefusal, StreamRefusal};
 use crate::shared::Shared;
 use hostwatch_alerting::BatchContext;
 use hostwatch_proto::v1::agent_message::Kind as AgentKind;
@@ -16,18 +17,16 @@ use hostwatch_proto::v1::{
     Ack, AgentMessage, CollectorMessage, RenewRequest, RenewResponse, Welcome,
 };
 use hostwatch_stdx::now_ms;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::Stream;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 use tonic::{Code, Request, Response, Status, Streaming};
 
-/// Replies queued per stream; the agent reads acks as fast as we make them,
-/// so this only absorbs scheduling jitter.
-const REPLY_QUEUE: usize = 64;
 /// A stream logs its first batch with refused samples, then at most one
 /// per this interval (a clock-skewed agent has them in every batch).
 const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(60);
@@ -138,7 +137,6 @@ impl Ingest for IngestService {
             .host_connected(&host, &previous_boot_id, &hello.boot_id);
         tracing::info!(peer.addr = %peer.addr, host.id = %host, spool.id = spool_id, last_stored_seq, "agent connected");
 
-        let (replies, rx) = mpsc::channel(REPLY_QUEUE);
         let welcome = CollectorMessage {
             kind: Some(CollectorKind::Welcome(Welcome {
                 collector: self.shared.identity.name.clone(),
@@ -146,18 +144,55 @@ impl Ingest for IngestService {
                 host_down_after_ms: self.shared.host_down_after_ms(),
             })),
         };
-        // Cannot fail: the channel is new and has room.
-        let _ = replies.try_send(Ok(welcome));
         let session = Session {
             shared: self.shared.clone(),
             host,
             spool_id,
             stream_seq: 0,
-            replies,
+            inbound,
             rejection_logs: LogThrottle::new(REJECTION_LOG_INTERVAL),
+            _tracked: self.shared.tasks.token(),
         };
-        self.shared.tasks.spawn(session.run(inbound));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(Replies {
+            welcome: Some(welcome),
+            next: Some(Box::pin(session.next_reply())),
+        })))
+    }
+}
+
+/// What a session answers next, with the session back.
+type NextReply =
+    Pin<Box<dyn Future<Output = (Session, Option<Result<CollectorMessage, Status>>)> + Send>>;
+
+/// The reply stream, which runs its session: the HTTP/2 stream's own task
+/// reads each message, stores it and answers it when it polls for the
+/// next reply, so a batch costs no task of its own and no channel to
+/// cross between them. The Welcome first; the stream ends after an error
+/// or when the session ends.
+struct Replies {
+    welcome: Option<CollectorMessage>,
+    next: Option<NextReply>,
+}
+
+impl Stream for Replies {
+    type Item = Result<CollectorMessage, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(welcome) = self.welcome.take() {
+            return Poll::Ready(Some(Ok(welcome)));
+        }
+        let Some(next) = self.next.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let Poll::Ready((session, reply)) = next.as_mut().poll(cx) else {
+            return Poll::Pending;
+        };
+        // An error is the stream's last message.
+        self.next = match &reply {
+            Some(Ok(_)) => Some(Box::pin(session.next_reply())),
+            Some(Err(_)) | None => None,
+        };
+        Poll::Ready(reply)
     }
 }
 
@@ -167,57 +202,68 @@ struct Session {
     spool_id: u64,
     /// Sequence of the previous batch on this stream, 0 before the first.
     stream_seq: u64,
-    replies: mpsc::Sender<Result<CollectorMessage, Status>>,
+    inbound: Streaming<AgentMessage>,
     /// Batches with refused samples: logged at most once an interval.
     rejection_logs: LogThrottle,
+    /// Counts the session among the tasks a shutdown waits for.
+    _tracked: TaskTrackerToken,
+}
+
+impl Drop for Session {
+    /// However the stream ended: by itself, or with its connection.
+    fn drop(&mut self) {
+        self.shared.hosts.disconnected(&self.host);
+        tracing::info!(host.id = %self.host, "agent disconnected");
+    }
 }
 
 impl Session {
-    async fn run(mut self, mut inbound: Streaming<AgentMessage>) {
+    /// Reads messages until one has a reply: `None` ends the stream
+    /// cleanly, an error ends it with that status.
+    async fn next_reply(mut self) -> (Self, Option<Result<CollectorMessage, Status>>) {
+        let reply = self.read_and_answer().await;
+        (self, reply)
+    }
+
+    async fn read_and_answer(&mut self) -> Option<Result<CollectorMessage, Status>> {
         let stop = self.shared.stop.clone();
-        loop {
-            let message = tokio::select! {
-                // Ending the reply stream lets the agent reconnect elsewhere
-                // or later; everything acknowledged so far is on disk.
-                _ = stop.cancelled() => break,
-                message = inbound.message() => message,
-            };
-            let result = match message {
-                Ok(Some(AgentMessage { kind: Some(kind) })) => self.handle(kind).await,
-                Ok(Some(AgentMessage { kind: None })) => {
-                    self.shared
-                        .metrics
-                        .message_refused(MessageRefusal::Unexpected);
-                    Err(Status::invalid_argument("empty message"))
+        let message = tokio::select! {
+            // Ending the reply stream lets the agent reconnect elsewhere
+            // or later; everything acknowledged so far is on disk.
+            _ = stop.cancelled() => return None,
+            message = self.inbound.message() => message,
+        };
+        let result = match message {
+            Ok(Some(AgentMessage { kind: Some(kind) })) => self.handle(kind).await,
+            Ok(Some(AgentMessage { kind: None })) => {
+                self.shared
+                    .metrics
+                    .message_refused(MessageRefusal::Unexpected);
+                Err(Status::invalid_argument("empty message"))
+            }
+            Ok(None) => return None,
+            Err(status) => match self.unreadable(&status) {
+                Some(refusal) => Err(refusal),
+                None => {
+                    tracing::debug!(host.id = %self.host, error = %status, "agent stream broke");
+                    return None;
                 }
-                Ok(None) => break,
-                Err(status) => match self.unreadable(&status) {
-                    Some(refusal) => Err(refusal),
-                    None => {
-                        tracing::debug!(host.id = %self.host, error = %status, "agent stream broke");
-                        break;
-                    }
-                },
-            };
-            match result {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(status) => {
-                    if matches!(status.code(), Code::Unavailable | Code::ResourceExhausted)
-                        && status.metadata().contains_key("grpc-retry-pushback-ms")
-                    {
-                        // The store logged why it cannot store, once.
-                        tracing::debug!(host.id = %self.host, error = %status, "ending agent stream");
-                    } else {
-                        tracing::warn!(host.id = %self.host, error = %status, "ending agent stream");
-                    }
-                    let _ = self.replies.send(Err(status)).await;
-                    break;
+            },
+        };
+        match result {
+            Ok(reply) => reply.map(Ok),
+            Err(status) => {
+                if matches!(status.code(), Code::Unavailable | Code::ResourceExhausted)
+                    && status.metadata().contains_key("grpc-retry-pushback-ms")
+                {
+                    // The store logged why it cannot store, once.
+                    tracing::debug!(host.id = %self.host, error = %status, "ending agent stream");
+                } else {
+                    tracing::warn!(host.id = %self.host, error = %status, "ending agent stream");
                 }
+                Some(Err(status))
             }
         }
-        self.shared.hosts.disconnected(&self.host);
-        tracing::info!(host.id = %self.host, "agent disconnected");
     }
 
     /// The status that answers a message that could not be read (counted
@@ -249,8 +295,9 @@ impl Session {
         }
     }
 
-    /// Handles one message; `Ok(false)` ends the stream cleanly.
-    async fn handle(&mut self, kind: AgentKind) -> Result<bool, Status> {
+    /// Handles one message: its reply, or `None` to end the stream
+    /// cleanly.
+    async fn handle(&mut self, kind: AgentKind) -> Result<Option<CollectorMessage>, Status> {
         match kind {
             AgentKind::Batch(batch) => {
                 // A batch stored before (an ack lost with a connection) is
@@ -273,43 +320,34 @@ impl Session {
                     future_tolerance_ms: self.shared.future_tolerance_ms,
                 };
                 let batch = convert::batch(&self.host, self.spool_id, batch);
-                let store = self.shared.store.clone();
-                let alerting = self.shared.alerting.clone();
-                let metrics = self.shared.metrics.clone();
-                let outcome = tokio::task::spawn_blocking(move || {
-                    let outcome = store.append(&batch)?;
-                    // Evaluated once, after it is durable; a replay the
-                    // store skipped was evaluated when first stored.
-                    if !outcome.duplicate {
-                        metrics.evaluated(Evaluation::Batch, || alerting.observe(&batch, context));
-                    }
-                    Ok::<_, hostwatch_tsdb::TsdbError>(outcome)
-                })
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?
-                .map_err(convert::storage_status)
-                .inspect_err(|_| {
-                    self.shared
-                        .metrics
-                        .message_refused(MessageRefusal::NotStored)
-                })?;
-                self.shared.hosts.seen(&self.host);
+                let outcome = self
+                    .shared
+                    .appender
+                    .append(batch, context)
+                    .await
+                    .map_err(|e| match e {
+                        AppendError::Store(e) => convert::storage_status(e),
+                        AppendError::Stopped => Status::unavailable(e.to_string()),
+                    })
+                    .inspect_err(|_| {
+                        self.shared
+                            .metrics
+                            .message_refused(MessageRefusal::NotStored)
+                    })?;
                 let rejected = outcome.rejected.total();
                 if rejected > 0 {
                     self.log_rejections(seq, &outcome);
                 }
                 self.stream_seq = seq;
-                let ack = CollectorMessage {
-                    kind: Some(CollectorKind::Ack(Ack { seq })),
-                };
-                let sent = self.replies.send(Ok(ack)).await.is_ok();
                 self.shared.metrics.ack_latency.observe(received.elapsed());
-                Ok(sent)
+                Ok(Some(CollectorMessage {
+                    kind: Some(CollectorKind::Ack(Ack { seq })),
+                }))
             }
             AgentKind::Goodbye(goodbye) => {
                 tracing::info!(host.id = %self.host, reason = %goodbye.reason, "agent said goodbye");
                 self.shared.hosts.goodbye(&self.host);
-                Ok(false)
+                Ok(None)
             }
             AgentKind::Hello(_) => {
                 self.shared

@@ -8,6 +8,7 @@
 //! - `shared`: the state the services share (store, registry, alerting,
 //!   limits), and reloading the alert rules and forwarding;
 //! - `ingest`: the agents' stream (Hello, batches, acknowledgements);
+//! - `append`: the threads that store, evaluate and acknowledge batches;
 //! - `query`: the operators' reads, alerts included;
 //! - `reads`: the reads `query` and `http` both answer (hosts, process
 //!   snapshots, alert history), so both answer alike;
@@ -31,6 +32,7 @@
 //! - this file: [`CollectorError`], the crate's error.
 
 mod admin;
+mod append;
 mod auth;
 pub mod cmd;
 pub mod config;

@@ -348,6 +348,7 @@ fn open_shared(config: &CollectorConfig, tls: &ServerTls) -> Result<Shared, Coll
     // keep the database from being reopened.
     drop(db);
     let denylist = hostwatch_pki::transport::Denylist::default();
+    let metrics = Arc::<crate::metrics::SelfMetrics>::default();
     for revoked in tokens.enroll.revoked() {
         if revoked.in_force() {
             denylist.deny(&revoked.host, &revoked.serials);
@@ -355,8 +356,18 @@ fn open_shared(config: &CollectorConfig, tls: &ServerTls) -> Result<Shared, Coll
             denylist.deny_serials(&revoked.serials);
         }
     }
+    let appender = crate::append::Appender::start(
+        store.clone(),
+        crate::append::AfterDurable {
+            alerting: alerting.clone(),
+            hosts: hosts.clone(),
+            metrics: metrics.clone(),
+        },
+    )
+    .map_err(|e| CollectorError::Serve(format!("cannot start the ingest threads: {e}")))?;
     Ok(Shared {
         denylist,
+        appender,
         promql: crate::promql::Promql::new(store.clone(), &config.query),
         store,
         hosts,
@@ -370,7 +381,7 @@ fn open_shared(config: &CollectorConfig, tls: &ServerTls) -> Result<Shared, Coll
         tasks,
         forwarding,
         refused_messages: Arc::default(),
-        metrics: Arc::default(),
+        metrics,
         state: Arc::new(state),
     })
 }
@@ -457,6 +468,16 @@ async fn finish(shared: &Shared) {
     {
         tracing::warn!(
             "stream tasks still running {STORE_CALL_GRACE:?} after their connections closed; closing the database anyway"
+        );
+    }
+    // Batches handed over by streams that are gone are stored and
+    // answered (to no one) before the database closes.
+    if tokio::time::timeout(STORE_CALL_GRACE, shared.appender.stop())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "ingest threads still storing {STORE_CALL_GRACE:?} after the streams ended; closing the database anyway"
         );
     }
     for (name, f) in shared.forwarding.figures() {

@@ -21,6 +21,8 @@ use tokio_util::task::TaskTracker;
 pub(crate) struct Shared {
     /// The time-series store: appends from agents, reads for operators.
     pub(crate) store: Arc<Store>,
+    /// Where agents' batches go into the store (its own threads).
+    pub(crate) appender: crate::append::Appender,
     /// Hosts that ever connected: facts, last seen, up/down.
     pub(crate) hosts: HostRegistry,
     /// Rules, alert state, silences and the notification outbox.
