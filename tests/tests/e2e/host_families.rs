@@ -53,6 +53,35 @@ pub(crate) fn shipped_rules_without_delay(rules: &[&str]) -> String {
     }
     out
 }
+/// The alerts of `rules`, once every one of them fires on the collector at
+/// `addr` (within `WAIT`); `what` names the wait in its failure.
+pub(crate) async fn all_firing(
+    pki: &TestPki,
+    addr: std::net::SocketAddr,
+    rules: &[&str],
+    what: &str,
+) -> Vec<hostwatch_proto::v1::Alert> {
+    let client = operator(pki, addr).await;
+    eventually(WAIT, what, || {
+        let mut client = client.clone();
+        async move {
+            let alerts = client
+                .list_alerts(ListAlertsRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .alerts;
+            let firing: Vec<_> = alerts
+                .into_iter()
+                .filter(|a| {
+                    a.state == AlertState::Firing as i32 && rules.contains(&a.rule.as_str())
+                })
+                .collect();
+            (firing.len() == rules.len()).then_some(firing)
+        }
+    })
+    .await
+}
 
 pub(crate) fn fixture(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -121,25 +150,12 @@ async fn the_host_family_rules_fire_with_their_cause_from_recorded_readings() {
     let second = batch(2, &mut sampler, t0 + Duration::from_secs(10), now_ms);
     deliver_batch(files, collector.addr, HOST, 7, second).await;
 
-    let client = operator(&pki, collector.addr).await;
-    let firing = eventually(WAIT, "every host family rule firing", || {
-        let mut client = client.clone();
-        async move {
-            let alerts = client
-                .list_alerts(ListAlertsRequest::default())
-                .await
-                .unwrap()
-                .into_inner()
-                .alerts;
-            let firing: Vec<_> = alerts
-                .into_iter()
-                .filter(|a| {
-                    a.state == AlertState::Firing as i32 && RULES.contains(&a.rule.as_str())
-                })
-                .collect();
-            (firing.len() == RULES.len()).then_some(firing)
-        }
-    })
+    let firing = all_firing(
+        &pki,
+        collector.addr,
+        &RULES,
+        "every host family rule firing",
+    )
     .await;
     let alert = |rule: &str| firing.iter().find(|a| a.rule == rule).unwrap();
     for a in &firing {

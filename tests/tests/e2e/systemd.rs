@@ -6,17 +6,16 @@
 //! sends them, and `systemd_unit_failed` and `systemd_unit_flapping`, as
 //! shipped but for their `for` (0 s for test time), fire with the unit.
 
-use crate::host_families::{fixture, shipped_rules_without_delay};
+use crate::host_families::{all_firing, fixture, shipped_rules_without_delay};
 use hostwatch_agent::sampler::systemd::fake::{FakeSystemd, FakeUnit, PrivateBus};
 use hostwatch_agent::sampler::{
     Sampler, Settings, SockDiagSource, Sources, SystemdSource, TimeSource,
 };
 use hostwatch_pki::Role;
-use hostwatch_proto::v1::{AlertState, Batch, ListAlertsRequest};
+use hostwatch_proto::v1::Batch;
 use hostwatch_tests::*;
 use std::time::{Duration, Instant};
 
-const WAIT: Duration = Duration::from_secs(30);
 const HOST: &str = "units";
 const RULES: [&str; 2] = ["systemd_unit_failed", "systemd_unit_flapping"];
 
@@ -114,26 +113,7 @@ async fn a_failed_and_a_flapping_service_page_with_their_unit() {
         deliver_batch(files.clone(), collector.addr, HOST, 7, batch).await;
     }
 
-    let client = operator(&pki, collector.addr).await;
-    let firing = eventually(WAIT, "both systemd rules firing", || {
-        let mut client = client.clone();
-        async move {
-            let alerts = client
-                .list_alerts(ListAlertsRequest::default())
-                .await
-                .unwrap()
-                .into_inner()
-                .alerts;
-            let firing: Vec<_> = alerts
-                .into_iter()
-                .filter(|a| {
-                    a.state == AlertState::Firing as i32 && RULES.contains(&a.rule.as_str())
-                })
-                .collect();
-            (firing.len() == RULES.len()).then_some(firing)
-        }
-    })
-    .await;
+    let firing = all_firing(&pki, collector.addr, &RULES, "both systemd rules firing").await;
     let alert = |rule: &str| firing.iter().find(|a| a.rule == rule).unwrap();
 
     let failed = alert("systemd_unit_failed");
