@@ -7,7 +7,9 @@
 //! taken only from the bus names' current owners, so another peer on the
 //! bus cannot fake a unit's state.
 
-use super::{ActiveState, Kind, SystemdSource, Table, TimeSync, Unit, invalid_name, lock};
+use super::{
+    ActiveState, Kind, ListedUnit, SystemdSource, Table, TimeSync, Unit, invalid_name, lock,
+};
 use crate::config::SystemdConfig;
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -320,19 +322,7 @@ async fn refresh(
         )
         .await
         .map_err(failed("ListUnitsByPatterns"))?;
-    type Listed = (
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-        OwnedObjectPath,
-        u32,
-        String,
-        OwnedObjectPath,
-    );
-    let listed: Vec<Listed> = reply
+    let listed: Vec<ListedUnit> = reply
         .body()
         .deserialize()
         .map_err(failed("ListUnitsByPatterns"))?;

@@ -150,25 +150,16 @@ struct Manager {
     units: Units,
 }
 
-type Listed = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    OwnedObjectPath,
-    u32,
-    String,
-    OwnedObjectPath,
-);
-
 #[zbus::interface(name = "org.freedesktop.systemd1.Manager")]
 impl Manager {
     fn subscribe(&self) {}
 
     /// Patterns: `*.suffix` globs (all the agent sends); states ignored.
-    fn list_units_by_patterns(&self, _states: Vec<String>, patterns: Vec<String>) -> Vec<Listed> {
+    fn list_units_by_patterns(
+        &self,
+        _states: Vec<String>,
+        patterns: Vec<String>,
+    ) -> Vec<super::ListedUnit> {
         let units = self.units.lock().unwrap();
         units
             .iter()

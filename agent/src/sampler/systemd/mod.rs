@@ -31,6 +31,22 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+/// One unit of the manager's `ListUnitsByPatterns` reply, as systemd
+/// sends it: name, description, load, active and sub state, the unit it
+/// follows, its object path, a queued job's id, type and path.
+type ListedUnit = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    zbus::OwnedObjectPath,
+    u32,
+    String,
+    zbus::OwnedObjectPath,
+);
+
 /// Where the units are read from.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub enum SystemdSource {
