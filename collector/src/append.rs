@@ -91,10 +91,14 @@ impl Appender {
         let commit_store = store.clone();
         // The commit thread ends once the submit thread (its sender) is
         // gone and it answered everything before; `stop` waits for that.
+        // Everything it holds of the databases (the store, and the state
+        // database through alerting and the registry) goes before `stop`
+        // is told, so a collector started right after can open them.
         std::thread::Builder::new()
             .name("ingest-commit".into())
             .spawn(move || {
                 commit_loop(&commit_store, &after, commits);
+                drop(after);
                 drop(commit_store);
                 drop(ended_tx);
             })?;
