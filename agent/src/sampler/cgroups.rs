@@ -34,10 +34,9 @@
 
 #![cfg(target_os = "linux")]
 
-use super::{ParseError, Samples, as_text, pread_all, pressure, read_all};
+use super::{ParseError, ProcFs, Samples, pressure};
 use crate::config::CgroupsConfig;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::File;
 use std::io;
 use std::os::unix::fs::DirEntryExt;
 use std::path::PathBuf;
@@ -127,40 +126,21 @@ fn gone(e: &io::Error) -> bool {
 /// the kernel write them anew): on the cgroup file system an open costs
 /// several reads (docs/benchmarks.md).
 struct Files {
-    root: PathBuf,
-    path: PathBuf,
-    buf: Vec<u8>,
-    kept: HashMap<String, File>,
+    fs: ProcFs<String>,
 }
 
 impl Files {
     fn new(root: PathBuf) -> Self {
         Files {
-            root,
-            path: PathBuf::new(),
-            buf: Vec::new(),
-            kept: HashMap::new(),
+            fs: ProcFs::new(root),
         }
     }
 
     /// `relative`'s text; with `keep`, the file stays open for the next tick.
     fn read(&mut self, relative: &str, keep: bool) -> io::Result<&str> {
-        if let Some(file) = self.kept.get(relative) {
-            if pread_all(file, &mut self.buf).is_ok() {
-                return as_text(&self.buf);
-            }
-            // Its cgroup was removed (ENODEV): opened again below.
-            self.kept.remove(relative);
-        }
-        self.path.clear();
-        self.path.push(&self.root);
-        self.path.push(relative);
-        let mut file = File::open(&self.path)?;
-        read_all(&mut file, &mut self.buf)?;
-        if keep && self.kept.len() < MAX_KEPT_OPEN {
-            self.kept.insert(relative.to_owned(), file);
-        }
-        as_text(&self.buf)
+        self.fs.read_keeping(relative, |kept| {
+            (keep && kept < MAX_KEPT_OPEN).then(|| relative.to_owned())
+        })
     }
 
     /// Reads and parses `relative`: `Ok(None)` when it does not exist
@@ -184,13 +164,14 @@ impl Files {
 
     /// Closes the files kept open in the directory `dir`.
     fn forget(&mut self, dir: &str) {
-        self.kept
+        self.fs
+            .kept
             .retain(|path, _| !(path.starts_with(dir) && path[dir.len()..].starts_with('/')));
     }
 
     /// The path of `relative` for messages.
     fn show(&self, relative: &str) -> String {
-        self.root.join(relative).display().to_string()
+        self.fs.root.join(relative).display().to_string()
     }
 }
 
@@ -463,7 +444,7 @@ impl State {
 
     /// Whether the root is cgroup v2: only v2 has `cgroup.controllers`.
     fn check_hierarchy(&self) -> Result<Hierarchy, String> {
-        match std::fs::metadata(self.files.root.join("cgroup.controllers")) {
+        match std::fs::metadata(self.files.fs.root.join("cgroup.controllers")) {
             Ok(_) => Ok(Hierarchy::V2),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Hierarchy::NotV2),
             Err(e) => Err(format!("{}: {e}", self.files.show("cgroup.controllers"))),
@@ -471,7 +452,7 @@ impl State {
     }
 
     fn not_v2(&self) -> String {
-        let root = &self.files.root;
+        let root = &self.files.fs.root;
         let hint = if root.join("unified/cgroup.controllers").exists() {
             format!(
                 "; this host mounts cgroup v2 at {}: set cgroups.root to it",
@@ -492,7 +473,7 @@ impl State {
         let mut listed = Vec::new();
         let mut names = HashSet::new();
         for slice in &config.slices {
-            match std::fs::read_dir(self.files.root.join(slice)) {
+            match std::fs::read_dir(self.files.fs.root.join(slice)) {
                 Ok(entries) => {
                     self.missing.remove(slice);
                     walk(
@@ -883,7 +864,7 @@ fn walk(
                 ino: entry.ino(),
             });
         } else if name.ends_with(".slice") && depth < MAX_DEPTH {
-            match std::fs::read_dir(files.root.join(&path)) {
+            match std::fs::read_dir(files.fs.root.join(&path)) {
                 Ok(entries) => walk(files, &path, entries, depth + 1, config, listed, problems),
                 // Removed since the listing.
                 Err(e) if gone(&e) => {}
@@ -1189,7 +1170,7 @@ mod tests {
             .filter(|s| s.labels.iter().any(|(k, v)| *k == "unit" && v != OTHER))
             .count();
         assert!(per_unit <= 50 * 11, "{per_unit}");
-        assert!(state.files.kept.len() <= MAX_KEPT_OPEN);
+        assert!(state.files.fs.kept.len() <= MAX_KEPT_OPEN);
 
         // svc300 gets busy: not chosen before the next ranking.
         let svc300 = dir.path().join("system.slice/svc300.service");
@@ -1216,7 +1197,7 @@ mod tests {
             assert!(problems.is_empty(), "{problems:?}");
             assert_eq!(units(&out).len(), 500);
         }
-        assert_eq!(state.files.kept.len(), MAX_KEPT_OPEN);
+        assert_eq!(state.files.fs.kept.len(), MAX_KEPT_OPEN);
     }
 
     #[test]
@@ -1273,8 +1254,8 @@ mod tests {
         let (out, problems) = tick(&mut state, &config, t0 + Duration::from_secs(10));
         assert!(problems.is_empty(), "{problems:?}");
         assert!(!units(&out).contains(&"nginx.service".to_owned()));
-        assert!(!state.files.kept.keys().any(|k| k.contains("nginx")));
-        assert!(state.files.kept.keys().any(|k| k.contains("postgresql")));
+        assert!(!state.files.fs.kept.keys().any(|k| k.contains("nginx")));
+        assert!(state.files.fs.kept.keys().any(|k| k.contains("postgresql")));
     }
 
     #[test]

@@ -233,18 +233,18 @@ impl Problems {
 
 #[cfg(target_os = "linux")]
 /// Reads files under a root (normally `/proc`) into one reused buffer.
-struct ProcFs {
+struct ProcFs<K = &'static str> {
     root: PathBuf,
     path: PathBuf,
     buf: Vec<u8>,
     /// The files read every tick, kept open and read again from offset 0
     /// (the kernel regenerates their text): no path lookup, open or close
     /// per tick.
-    kept: HashMap<&'static str, File>,
+    kept: HashMap<K, File>,
 }
 
 #[cfg(target_os = "linux")]
-impl ProcFs {
+impl<K: std::hash::Hash + Eq + std::borrow::Borrow<str>> ProcFs<K> {
     fn new(root: PathBuf) -> Self {
         ProcFs {
             root,
@@ -254,13 +254,18 @@ impl ProcFs {
         }
     }
 
-    /// A file read every tick, as text.
-    fn read(&mut self, relative: &'static str) -> io::Result<&str> {
+    /// `relative`'s text. A file not kept open yet is opened, and kept
+    /// under the key `keep` gives it (told how many are kept), if any.
+    fn read_keeping(
+        &mut self,
+        relative: &str,
+        keep: impl FnOnce(usize) -> Option<K>,
+    ) -> io::Result<&str> {
         if let Some(file) = self.kept.get(relative) {
             if pread_all(file, &mut self.buf).is_ok() {
                 return as_text(&self.buf);
             }
-            // Reopened below.
+            // Gone meanwhile (a removed cgroup answers ENODEV): reopened below.
             self.kept.remove(relative);
         }
         self.path.clear();
@@ -268,8 +273,29 @@ impl ProcFs {
         self.path.push(relative);
         let mut file = File::open(&self.path)?;
         read_all(&mut file, &mut self.buf)?;
-        self.kept.insert(relative, file);
+        if let Some(key) = keep(self.kept.len()) {
+            self.kept.insert(key, file);
+        }
         as_text(&self.buf)
+    }
+
+    /// A file read once in a while (a process's command line or owner),
+    /// opened each time.
+    fn read_bytes(&mut self, relative: impl AsRef<Path>) -> io::Result<&[u8]> {
+        self.path.clear();
+        self.path.push(&self.root);
+        self.path.push(relative);
+        let mut file = File::open(&self.path)?;
+        read_all(&mut file, &mut self.buf)?;
+        Ok(&self.buf)
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl ProcFs {
+    /// A file read every tick, as text, kept open.
+    fn read(&mut self, relative: &'static str) -> io::Result<&str> {
+        self.read_keeping(relative, |_| Some(relative))
     }
 
     /// A file read every tick, handed to `parse`.
@@ -282,17 +308,6 @@ impl ProcFs {
             .read(file)
             .map_err(|source| FileError::Read { file, source })?;
         parse(text).map_err(|source| FileError::Parse { file, source })
-    }
-
-    /// A file read once in a while (a process's command line or owner),
-    /// opened each time.
-    fn read_bytes(&mut self, relative: impl AsRef<Path>) -> io::Result<&[u8]> {
-        self.path.clear();
-        self.path.push(&self.root);
-        self.path.push(relative);
-        let mut file = File::open(&self.path)?;
-        read_all(&mut file, &mut self.buf)?;
-        Ok(&self.buf)
     }
 }
 
