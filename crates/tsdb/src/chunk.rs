@@ -15,7 +15,10 @@ use crate::model::Point;
 /// Kinds of blocks.
 pub(crate) const KIND_RAW: u8 = 1;
 pub(crate) const KIND_ROWS: u8 = 2;
+/// Process snapshots as rows (sealed before columns; the WAL's encoding).
 pub(crate) const KIND_SNAPSHOTS: u8 = 3;
+/// Process snapshots in columns.
+pub(crate) const KIND_SNAPSHOT_COLUMNS: u8 = 4;
 
 /// Wraps `payload` in the envelope.
 pub(crate) fn seal(kind: u8, max_lsn: u64, payload: &[u8]) -> Vec<u8> {

@@ -123,6 +123,7 @@ pub mod fuzzing {
         let _ = crate::chunk::decode_raw(bytes);
         let _ = crate::chunk::decode_rows(bytes);
         let _ = crate::snapshot::decode(bytes);
+        let _ = crate::snapshot::decode_columns(bytes);
         let mut r = crate::codec::ByteReader::new(bytes);
         let _ = crate::codec::decode_points(&mut r);
     }

@@ -41,7 +41,7 @@ pub(crate) use head::HeadChunk;
 pub(crate) use times::{
     decode_points, decode_points_through, decode_times, encode_points, encode_times,
 };
-pub(crate) use values::{decode_values, encode_values};
+pub(crate) use values::{decode_ints, decode_values, encode_ints, encode_values};
 
 /// Most points one encoded block may claim; a larger count is corruption.
 pub(crate) const MAX_BLOCK_POINTS: usize = 1 << 20;

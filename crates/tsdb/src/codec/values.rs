@@ -221,7 +221,7 @@ pub(crate) fn encode_values(values: &[f64], out: &mut Vec<u8>) {
 /// differences, and the differences divided by it as deltas,
 /// delta-of-deltas or distances from the first value, zigzagged or offset
 /// by their minimum, whichever of the six is smallest.
-pub(super) fn encode_ints(ints: &[i64], out: &mut Vec<u8>) {
+pub(crate) fn encode_ints(ints: &[i64], out: &mut Vec<u8>) {
     let first = ints.first().copied().unwrap_or(0);
     let deltas: Vec<i64> = ints.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
     let divisor = deltas
@@ -313,8 +313,7 @@ pub(super) fn encode_ints(ints: &[i64], out: &mut Vec<u8>) {
 }
 
 /// Reads `count` integers written by [`encode_ints`].
-#[cfg(test)]
-pub(super) fn decode_ints(r: &mut ByteReader<'_>, count: usize) -> Result<Vec<i64>, TsdbError> {
+pub(crate) fn decode_ints(r: &mut ByteReader<'_>, count: usize) -> Result<Vec<i64>, TsdbError> {
     decode_ints_prefix(r, count, count)
 }
 
