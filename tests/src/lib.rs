@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod providers;
 pub mod quickstart;
 
 use hostwatch_agent::AgentConfig;
