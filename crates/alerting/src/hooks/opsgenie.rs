@@ -260,6 +260,7 @@ fn explain(answer: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use crate::config::testing::{assert_refused, compile_text, hook};
+    use crate::hooks::HookTarget;
 
     #[test]
     fn bad_opsgenie_hooks_name_the_key() {
@@ -312,9 +313,21 @@ mod tests {
             ),
         ];
         assert_refused(&cases, Some("alerting.hooks[0] \"h\""));
-        for region in ["", "region = \"eu\"", "region = \"us\""] {
-            let ok = compile_text(&og(&format!("api_key_file = {key:?}\n{region}")));
-            assert!(ok.is_ok(), "{ok:?}");
+        for (region, url) in [
+            ("", "https://api.opsgenie.com/"),
+            ("region = \"eu\"", "https://api.eu.opsgenie.com/"),
+            ("region = \"us\"", "https://api.opsgenie.com/"),
+            (
+                "url = \"https://proxy.example.com/og\"",
+                "https://proxy.example.com/og",
+            ),
+        ] {
+            let set = compile_text(&og(&format!("api_key_file = {key:?}\n{region}"))).unwrap();
+            let HookTarget::Opsgenie(o) = &set.hooks[0].target else {
+                panic!("{:?}", set.hooks[0].target);
+            };
+            assert_eq!(o.url.as_str(), url);
+            assert_eq!(o.api_key.expose(), "eb243592-faa2-4ba2-a551q-1afdf565c889");
         }
     }
 }

@@ -144,7 +144,7 @@ impl PagerDuty {
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(super::http::IDEMPOTENCY_HEADER, key)
             .body(body);
-        let outcome = send_explained(request, |answer| explain(answer)).await;
+        let outcome = send_explained(request, explain).await;
         // PagerDuty's answer could quote what it was sent.
         match outcome {
             Outcome::Retry(m) => Outcome::Retry(self.routing_key.redact(&m)),
