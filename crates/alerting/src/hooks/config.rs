@@ -1,8 +1,9 @@
 //! `[[alerting.hooks]]` as written: the delivery keys every hook has, then
 //! the keys of its `kind`, held by that kind's own type beside it
 //! ([`WebhookConfig`] and [`AlertmanagerConfig`] in `http`, [`ExecConfig`]
-//! in `exec`), so a key that does not belong to a kind is refused by
-//! deserialization.
+//! in `exec`, [`PagerDutyConfig`], [`OpsgenieConfig`] and [`SlackConfig`]
+//! in their own files), so a key that does not belong to a kind is refused
+//! by deserialization.
 
 use super::exec::ExecConfig;
 use super::http::{AlertmanagerConfig, WebhookConfig};
