@@ -1,11 +1,13 @@
 //! Fixtures for hostwatch's end-to-end tests: a PKI generated at test
 //! time, collectors and agents running in-process on real loopback
 //! sockets with real mutual TLS, clients, an `eventually` helper, webhook
-//! receivers and small file systems that fill ([`Tmpfs`]), and a quick
-//! start's collector and agent as processes ([`quickstart`]).
+//! receivers, stand-ins for PagerDuty, Opsgenie and Slack ([`providers`]),
+//! small file systems that fill ([`Tmpfs`]), and a quick start's collector
+//! and agent as processes ([`quickstart`]).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod providers;
 pub mod quickstart;
 
 use hostwatch_agent::AgentConfig;
@@ -535,6 +537,27 @@ impl Process {
         log: PathBuf,
         user: Option<&nix::unistd::User>,
     ) -> Self {
+        Process::spawn(program, config, log, user, &[])
+    }
+
+    /// As [`start`](Self::start), with `env` added to (or overriding,
+    /// `RUST_LOG` too) its environment.
+    pub fn start_with_env(
+        program: &Path,
+        config: &Path,
+        log: PathBuf,
+        env: &[(&str, &str)],
+    ) -> Self {
+        Process::spawn(program, config, log, None, env)
+    }
+
+    fn spawn(
+        program: &Path,
+        config: &Path,
+        log: PathBuf,
+        user: Option<&nix::unistd::User>,
+        env: &[(&str, &str)],
+    ) -> Self {
         use std::os::unix::process::CommandExt;
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -546,6 +569,7 @@ impl Process {
             .arg("--config")
             .arg(config)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(file);

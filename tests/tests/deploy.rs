@@ -76,6 +76,17 @@ fn example_alerting_section_and_its_commented_hooks_and_forwarding_load() {
         ("/etc/hostwatch/webhook.secret", "webhook.secret", "key"),
         ("/etc/hostwatch/forward.token", "forward.token", "token"),
         ("/usr/local/bin/hostwatch-page", "page", "#!/bin/sh\n"),
+        (
+            "/etc/hostwatch/pagerduty.key",
+            "pagerduty.key",
+            "0123456789abcdef0123456789abcdef\n",
+        ),
+        ("/etc/hostwatch/opsgenie.key", "opsgenie.key", "key\n"),
+        (
+            "/etc/hostwatch/slack.url",
+            "slack.url",
+            "https://hooks.slack.com/services/T0/B0/x\n",
+        ),
     ] {
         let path = dir.path().join(name);
         std::fs::write(&path, content).unwrap();
@@ -104,7 +115,17 @@ fn example_alerting_section_and_its_commented_hooks_and_forwarding_load() {
     let collector = hostwatch_collector::CollectorConfig::load(&path).unwrap();
     let hooks = collector.alert_rules().unwrap().hooks;
     let names: Vec<&str> = hooks.iter().map(|h| h.name.as_str()).collect();
-    assert_eq!(names, ["oncall", "alertmanager", "pager-script"]);
+    assert_eq!(
+        names,
+        [
+            "oncall",
+            "alertmanager",
+            "pager-script",
+            "pagerduty",
+            "opsgenie",
+            "slack"
+        ]
+    );
     let forward: Vec<&str> = collector.forward.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(forward, ["mimir"]);
 }

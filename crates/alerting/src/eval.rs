@@ -1028,6 +1028,7 @@ fn render(
         window_s,
         horizon_s,
         limit,
+        ..Context::default()
     };
     rule.annotations
         .iter()

@@ -1,7 +1,7 @@
 //! hostwatch's alerting: rules evaluated incrementally on ingest, alert
 //! state persisted in the collector's sled database, and notifications
 //! delivered at least once through a durable outbox to webhooks, an
-//! Alertmanager or commands.
+//! Alertmanager, commands, PagerDuty, Opsgenie or Slack.
 //!
 //! Layout:
 //! - `config`: the `[alerting]` section (settings, rules as written with a
@@ -16,7 +16,7 @@
 //! - `engine`: [`Alerting`], the collector's handle; `persist`: sled trees;
 //! - `dispatch`: grouping, silences, repeats, the outbox; `deliver`: one
 //!   worker per hook with retries; `hooks`: webhook, Alertmanager, exec,
-//!   each with its configuration;
+//!   PagerDuty, Opsgenie, Slack, each with its configuration;
 //! - `clock`: wall-clock time on tokio's (pausable) clock.
 //!
 //! This crate sees neither protobuf nor tonic; the collector converts at its edge.

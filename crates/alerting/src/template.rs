@@ -4,10 +4,15 @@
 //! `| time` (seconds since the Unix epoch as a UTC date and time).
 //! Templates are parsed when rules load, so a typo is a configuration
 //! error, not a broken page.
+//!
+//! Hooks that write for people (PagerDuty, Opsgenie, Slack) use the same
+//! language for their title and body, with the notification's words
+//! instead of the rule's numbers: `{{ status }}`, `{{ count }}`,
+//! `{{ summary }}`, `{{ annotations.NAME }}` (see [`Vocabulary`]).
 
 use std::collections::BTreeMap;
 
-/// Variables a template may use besides `labels.NAME`.
+/// Variables a rule's template may use besides `labels.NAME`.
 const VARIABLES: &[&str] = &[
     "host",
     "value",
@@ -19,6 +24,50 @@ const VARIABLES: &[&str] = &[
     "horizon",
     "limit",
 ];
+
+/// Variables a hook's template may use besides `labels.NAME` and
+/// `annotations.NAME`.
+const NOTIFICATION_VARIABLES: &[&str] = &["host", "rule", "status", "count", "summary"];
+
+/// Which words a template may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vocabulary {
+    /// A rule's annotation: the rule's figures (`value`, `threshold`, ...)
+    /// and the alert's labels.
+    Rule,
+    /// A hook's title or body: the notification's `status` (firing or
+    /// resolved), `count` (its alerts), and the labels and annotations of
+    /// its first alert (firing ones first); `summary` is that alert's
+    /// summary annotation, or "RULE on HOST" without one.
+    Notification,
+}
+
+impl Vocabulary {
+    fn known(self, name: &str) -> bool {
+        let words = match self {
+            Vocabulary::Rule => VARIABLES,
+            Vocabulary::Notification => NOTIFICATION_VARIABLES,
+        };
+        let map_key = |prefix: &str| {
+            name.strip_prefix(prefix).is_some_and(|l| {
+                !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            })
+        };
+        words.contains(&name)
+            || map_key("labels.")
+            || (self == Vocabulary::Notification && map_key("annotations."))
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Vocabulary::Rule => format!("{}, labels.NAME", VARIABLES.join(", ")),
+            Vocabulary::Notification => format!(
+                "{}, labels.NAME, annotations.NAME",
+                NOTIFICATION_VARIABLES.join(", ")
+            ),
+        }
+    }
+}
 
 /// A parsed template.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +103,14 @@ pub struct Context<'a> {
     pub window_s: Option<f64>,
     pub horizon_s: Option<f64>,
     pub limit: Option<f64>,
+    /// Hooks' templates: the notification's alert's annotations.
+    pub annotations: Option<&'a BTreeMap<String, String>>,
+    /// Hooks' templates: "firing" or "resolved".
+    pub status: Option<&'a str>,
+    /// Hooks' templates: the number of alerts notified.
+    pub count: Option<f64>,
+    /// Hooks' templates: the alert's summary.
+    pub summary: Option<&'a str>,
 }
 
 /// A template that cannot be used.
@@ -61,15 +118,20 @@ pub struct Context<'a> {
 pub enum TemplateError {
     #[error("unclosed {{{{ in template {0:?}")]
     Unclosed(String),
-    #[error("unknown template variable {0:?} (known: {known}, labels.NAME)", known = VARIABLES.join(", "))]
-    UnknownVariable(String),
+    #[error("unknown template variable {name:?} (known: {known})")]
+    UnknownVariable { name: String, known: String },
     #[error("unknown template filter {0:?} (known: percent, bytes, duration, round, time)")]
     UnknownFilter(String),
 }
 
 impl Template {
-    /// Parses `text`; unknown variables and filters are errors.
+    /// Parses a rule's `text`; unknown variables and filters are errors.
     pub fn parse(text: &str) -> Result<Self, TemplateError> {
+        Self::parse_for(text, Vocabulary::Rule)
+    }
+
+    /// Parses `text` using the words of `vocabulary`.
+    pub fn parse_for(text: &str, vocabulary: Vocabulary) -> Result<Self, TemplateError> {
         let mut parts = Vec::new();
         let mut rest = text;
         while let Some(start) = rest.find("{{") {
@@ -85,12 +147,11 @@ impl Template {
                 Some((n, f)) => (n.trim(), parse_filter(f.trim())?),
                 None => (inner, Filter::None),
             };
-            let known = VARIABLES.contains(&name)
-                || name.strip_prefix("labels.").is_some_and(|l| {
-                    !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            if !vocabulary.known(name) {
+                return Err(TemplateError::UnknownVariable {
+                    name: name.to_owned(),
+                    known: vocabulary.describe(),
                 });
-            if !known {
-                return Err(TemplateError::UnknownVariable(name.to_owned()));
             }
             parts.push(Part::Var {
                 name: name.to_owned(),
@@ -134,6 +195,9 @@ fn render_var(name: &str, filter: Filter, ctx: &Context<'_>) -> String {
     let number = match name {
         "host" => return label("host").unwrap_or_else(|| "?".to_owned()),
         "rule" => return ctx.rule.to_owned(),
+        "status" => return ctx.status.unwrap_or("?").to_owned(),
+        "summary" => return ctx.summary.unwrap_or("?").to_owned(),
+        "count" => ctx.count,
         "value" => ctx.value,
         "threshold" => ctx.threshold,
         "clear" => ctx.clear,
@@ -142,6 +206,13 @@ fn render_var(name: &str, filter: Filter, ctx: &Context<'_>) -> String {
         "horizon" => ctx.horizon_s,
         "limit" => ctx.limit,
         other => {
+            if let Some(a) = other.strip_prefix("annotations.") {
+                return ctx
+                    .annotations
+                    .and_then(|m| m.get(a))
+                    .cloned()
+                    .unwrap_or_default();
+            }
             let l = other.strip_prefix("labels.").unwrap_or(other);
             return label(l).unwrap_or_default();
         }
@@ -278,6 +349,40 @@ mod tests {
                 .render(&Context::default()),
             "plain"
         );
+    }
+
+    #[test]
+    fn hook_templates_use_the_notification_words() {
+        let labels: BTreeMap<String, String> = [("host".into(), "web1".into())].into();
+        let annotations: BTreeMap<String, String> = [("cause".into(), "yes (pid 7)".into())].into();
+        let ctx = Context {
+            labels: Some(&labels),
+            annotations: Some(&annotations),
+            rule: "cpu_saturated",
+            status: Some("firing"),
+            count: Some(2.0),
+            summary: Some("CPU of web1 at 97%"),
+            ..Context::default()
+        };
+        let t = Template::parse_for(
+            "[{{ status }}:{{ count }}] {{ summary }} ({{ rule }} on {{ host }}; {{ annotations.cause }}{{ annotations.none }})",
+            Vocabulary::Notification,
+        )
+        .unwrap();
+        assert_eq!(
+            t.render(&ctx),
+            "[firing:2] CPU of web1 at 97% (cpu_saturated on web1; yes (pid 7))"
+        );
+        for (text, vocabulary) in [
+            ("{{ value }}", Vocabulary::Notification),
+            ("{{ annotations.summary }}", Vocabulary::Rule),
+            ("{{ status }}", Vocabulary::Rule),
+        ] {
+            let err = Template::parse_for(text, vocabulary)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("unknown template variable"), "{err}");
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ mod outage;
 mod partition;
 mod peer_input;
 mod promql;
+mod providers;
 mod renew;
 mod revoke;
 mod rotation;

@@ -1,12 +1,14 @@
 //! `[[alerting.hooks]]` as written: the delivery keys every hook has, then
 //! the keys of its `kind`, held by that kind's own type beside it
 //! ([`WebhookConfig`] and [`AlertmanagerConfig`] in `http`, [`ExecConfig`]
-//! in `exec`), so a key that does not belong to a kind is refused by
-//! deserialization.
+//! in `exec`, [`PagerDutyConfig`], [`OpsgenieConfig`] and [`SlackConfig`]
+//! in their own files), so a key that does not belong to a kind is refused
+//! by deserialization.
 
 use super::exec::ExecConfig;
 use super::http::{AlertmanagerConfig, WebhookConfig};
 use super::{Hook, HookTarget};
+use super::{OpsgenieConfig, PagerDutyConfig, SlackConfig};
 use crate::config::entry::{from_keys, read_entry, unknown};
 use crate::config::{KeyError, ms, parse_matchers, positive, valid_name};
 use serde::Deserialize;
@@ -77,7 +79,23 @@ pub enum HookKind {
     Alertmanager(AlertmanagerConfig),
     /// A command receiving the JSON body on stdin.
     Exec(ExecConfig),
+    /// PagerDuty's Events API v2.
+    PagerDuty(PagerDutyConfig),
+    /// Opsgenie's Alert API.
+    Opsgenie(OpsgenieConfig),
+    /// A Slack incoming webhook.
+    Slack(SlackConfig),
 }
+
+/// The values `kind` takes.
+const KINDS: &[&str] = &[
+    "webhook",
+    "alertmanager",
+    "exec",
+    "pagerduty",
+    "opsgenie",
+    "slack",
+];
 
 impl TryFrom<toml::Table> for HookConfig {
     type Error = KeyError;
@@ -89,7 +107,10 @@ impl TryFrom<toml::Table> for HookConfig {
             "webhook" => HookKind::Webhook(from_keys(own)?),
             "alertmanager" => HookKind::Alertmanager(from_keys(own)?),
             "exec" => HookKind::Exec(from_keys(own)?),
-            other => return Err(unknown("kind", other, &["webhook", "alertmanager", "exec"])),
+            "pagerduty" => HookKind::PagerDuty(from_keys(own)?),
+            "opsgenie" => HookKind::Opsgenie(from_keys(own)?),
+            "slack" => HookKind::Slack(from_keys(own)?),
+            other => return Err(unknown("kind", other, KINDS)),
         };
         Ok(HookConfig {
             name: entry.name,
@@ -131,6 +152,9 @@ impl HookConfig {
             HookKind::Webhook(w) => w.resolve_paths(base),
             HookKind::Alertmanager(a) => a.resolve_paths(base),
             HookKind::Exec(e) => e.resolve_paths(base),
+            HookKind::PagerDuty(p) => p.resolve_paths(base),
+            HookKind::Opsgenie(o) => o.resolve_paths(base),
+            HookKind::Slack(s) => s.resolve_paths(base),
         }
     }
 
@@ -146,7 +170,7 @@ impl HookConfig {
         let matchers = parse_matchers(&config.matchers)?;
         let defaults = match self.kind {
             HookKind::Alertmanager(_) => &ALERTMANAGER_DEFAULTS,
-            HookKind::Webhook(_) | HookKind::Exec(_) => &DEFAULTS,
+            _ => &DEFAULTS,
         };
         let group_by = config
             .group_by
@@ -193,6 +217,9 @@ impl HookConfig {
             HookKind::Exec(e) => HookTarget::Exec {
                 command: e.compile()?,
             },
+            HookKind::PagerDuty(p) => p.compile(timeout)?,
+            HookKind::Opsgenie(o) => o.compile(timeout)?,
+            HookKind::Slack(s) => s.compile(timeout)?,
         };
         Ok(Hook {
             name: self.name.clone(),

@@ -96,6 +96,16 @@ pub(super) async fn alertmanager(
 }
 
 async fn send(request: reqwest::RequestBuilder) -> Outcome {
+    send_explained(request, |body| excerpt(body, 200)).await
+}
+
+/// Sends `request`: a 2xx is delivered; 408, 429 and 5xx are retried;
+/// other statuses fail, with `explain` turning the receiver's answer into
+/// words for the log.
+pub(super) async fn send_explained(
+    request: reqwest::RequestBuilder,
+    explain: impl Fn(&[u8]) -> String,
+) -> Outcome {
     let response = match request.send().await {
         Ok(r) => r,
         Err(e) => return Outcome::Retry(hostwatch_stdx::error_chain(&without_secrets(e))),
@@ -105,7 +115,7 @@ async fn send(request: reqwest::RequestBuilder) -> Outcome {
         return Outcome::Delivered;
     }
     let body = response.bytes().await.unwrap_or_default();
-    let message = format!("HTTP {status}: {}", excerpt(&body, 200));
+    let message = format!("HTTP {status}: {}", explain(&body));
     // 408 and 429 are the receiver asking for time; 5xx its own failure.
     if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
         Outcome::Retry(message)
@@ -186,7 +196,7 @@ impl WebhookConfig {
         let url = parse_url(&self.url)?;
         let client = http_client(self.tls.as_ref(), timeout)?;
         let secret = match &self.hmac_secret_file {
-            Some(path) => Some(read_secret(path)?),
+            Some(path) => Some(super::secret::from_file("hmac_secret_file", path)?),
             None => None,
         };
         let header = self
@@ -236,13 +246,13 @@ impl HookTls {
     }
 }
 
-fn resolve(base: &Path, p: &mut PathBuf) {
+pub(super) fn resolve(base: &Path, p: &mut PathBuf) {
     if p.is_relative() {
         *p = base.join(&*p);
     }
 }
 
-fn parse_url(url: &str) -> Result<reqwest::Url, KeyError> {
+pub(super) fn parse_url(url: &str) -> Result<reqwest::Url, KeyError> {
     // The URL is not repeated: its path or query may hold a secret.
     let url = reqwest::Url::parse(url).map_err(|e| KeyError::new("url", format!("url: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -252,20 +262,6 @@ fn parse_url(url: &str) -> Result<reqwest::Url, KeyError> {
         ));
     }
     Ok(url)
-}
-
-fn read_secret(path: &Path) -> Result<Secret, KeyError> {
-    let key = "hmac_secret_file";
-    let bytes = std::fs::read(path)
-        .map_err(|e| KeyError::new(key, format!("{key} {}: {e}", path.display())))?;
-    let trimmed = bytes.trim_ascii().to_vec();
-    if trimmed.is_empty() {
-        return Err(KeyError::new(
-            key,
-            format!("{key} {} is empty", path.display()),
-        ));
-    }
-    Ok(Secret(trimmed))
 }
 
 /// An HTTP client for a hook (and for the collector's forwarding, whose

@@ -1,19 +1,34 @@
 //! Where notifications go: webhook (Alertmanager-compatible body), a real
-//! Alertmanager (`/api/v2/alerts`), or a command (`exec`). Each delivery
-//! attempt ends in an [`Outcome`] that decides whether the outbox retries.
+//! Alertmanager (`/api/v2/alerts`), a command (`exec`), or straight to
+//! PagerDuty, Opsgenie or Slack. Each delivery attempt ends in an
+//! [`Outcome`] that decides whether the outbox retries.
 //!
 //! Layout: this file holds the validated hook and the notification body;
 //! `config` a hook as written (the keys every kind has) and its
 //! validation; `http` the webhook and Alertmanager hooks (their keys, TLS,
-//! requests); `exec` the command hook (its keys, running it).
+//! requests); `exec` the command hook (its keys, running it);
+//! `pagerduty`, `opsgenie`, `slack` those hooks, each with its keys;
+//! `message` what those three take from a notification (title and body
+//! templates, severity, the group's key); `secret` reading secrets from a
+//! file or the environment.
 
 mod config;
 mod exec;
 mod http;
+mod message;
+mod opsgenie;
+mod pagerduty;
+mod secret;
+mod slack;
 
 pub use config::{DeliveryConfig, HookConfig, HookKind};
 pub use exec::{EXIT_RETRY, ExecConfig};
 pub use http::{AlertmanagerConfig, HookTls, WebhookConfig, http_client};
+pub use message::{DEFAULT_BODY, DEFAULT_TITLE, Texts};
+pub use opsgenie::{OPSGENIE_EU_URL, OPSGENIE_US_URL, Opsgenie, OpsgenieConfig};
+pub use pagerduty::{PAGERDUTY_URL, PagerDuty, PagerDutyConfig};
+pub use secret::SecretText;
+pub use slack::{Slack, SlackConfig};
 
 use crate::matcher::LabelMatcher;
 use serde::{Deserialize, Serialize};
@@ -58,9 +73,12 @@ pub enum HookTarget {
     Exec {
         command: Vec<String>,
     },
+    PagerDuty(Box<PagerDuty>),
+    Opsgenie(Box<Opsgenie>),
+    Slack(Box<Slack>),
 }
 
-/// An HMAC key; never printed.
+/// A secret (an HMAC key, say); never printed.
 #[derive(Clone)]
 pub struct Secret(pub(crate) Vec<u8>);
 
@@ -160,6 +178,9 @@ impl Hook {
             HookTarget::Exec { command } => {
                 exec::run(command, notification, key, &self.name, self.timeout).await
             }
+            HookTarget::PagerDuty(p) => p.deliver(notification, key).await,
+            HookTarget::Opsgenie(o) => o.deliver(notification, key).await,
+            HookTarget::Slack(s) => s.deliver(notification, key).await,
         }
     }
 }
