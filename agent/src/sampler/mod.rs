@@ -61,6 +61,7 @@ mod select;
 mod sysinfo;
 
 pub use self::sysinfo::SysinfoSampler;
+pub use process::cpu_cores;
 pub use select::HostSampler;
 
 #[cfg(target_os = "linux")]

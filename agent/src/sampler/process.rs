@@ -293,7 +293,7 @@ impl State {
                     // Started since the previous tick: all its time is new.
                     _ => stat.ticks,
                 };
-                used as f64 / kernel.clock_ticks as f64 / secs
+                cpu_cores(used, kernel.clock_ticks, secs)
             });
             self.next.insert(pid, (stat.start, stat.ticks));
             let at = self.names.len();
@@ -508,6 +508,19 @@ fn cached_command<'a>(
 /// kernel refuses reads of a dying task (ESRCH).
 fn gone(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(nix::libc::ESRCH)
+}
+
+/// CPU in cores from `ticks` of `clock_ticks` a second used over `secs`,
+/// rounded to the power of ten nearest a tenth of one tick's worth
+/// (0.0001 cores for 100 ticks over 10 s): the figure is a count of ticks,
+/// so the rounding, at most a sixth of a tick, loses nothing measured, and
+/// a short decimal is what the store codes in a byte or two where a
+/// float's full mantissa takes eight.
+pub fn cpu_cores(ticks: u64, clock_ticks: u64, secs: f64) -> f64 {
+    let tenth_tick = 0.1 / (clock_ticks as f64 * secs);
+    let digits = (-tenth_tick.log10()).round().clamp(0.0, 9.0) as i32;
+    let scale = 10f64.powi(digits);
+    (ticks as f64 / clock_ticks as f64 / secs * scale).round() / scale
 }
 
 #[cfg(test)]
@@ -789,5 +802,35 @@ mod tests {
         );
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert_eq!(out.get("host_processes", &[]), Some(0.0));
+    }
+
+    #[test]
+    fn cpu_is_rounded_below_a_tick_and_is_a_short_decimal() {
+        for (clock_ticks, secs) in [
+            (100, 0.1),
+            (100, 1.0),
+            (100, 10.004_321),
+            (100, 30.0),
+            (100, 60.0),
+            (1000, 10.0),
+            (100, 900.0),
+        ] {
+            let tick = 1.0 / (clock_ticks as f64 * secs);
+            for ticks in [0u64, 1, 7, 99, 1234, 1_000_000] {
+                let exact = ticks as f64 * tick;
+                let rounded = cpu_cores(ticks, clock_ticks, secs);
+                assert!(
+                    (rounded - exact).abs() <= tick / 6.0,
+                    "{ticks} ticks of {clock_ticks}/s over {secs} s: {rounded} for {exact}"
+                );
+                // At most as many decimals as a tenth of a tick needs.
+                let text = rounded.to_string();
+                let decimals = text.split('.').nth(1).map_or(0, str::len);
+                assert!(
+                    decimals as f64 <= (-(tick / 10.0).log10()).round(),
+                    "{text} for {secs} s"
+                );
+            }
+        }
     }
 }

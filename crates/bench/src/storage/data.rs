@@ -887,11 +887,14 @@ impl ProcessGen {
             if rng.random_range(0..4) == 0 {
                 p.rss_pages = (p.rss_pages + (noise(rng) * p.rss_step as f64) as i64).max(0);
             }
-            // CPU as the agent computes it: ticks of 1/100 s over 10 s.
-            let cpu = (p.cpu_level * (1.0 + 0.8 * noise(rng)) * 1000.0)
+            // CPU as the agent computes it: ticks of 1/100 s over the
+            // time since its previous tick, 10 s and the few milliseconds
+            // its timer runs late.
+            let ticks = (p.cpu_level * (1.0 + 0.8 * noise(rng)) * 1000.0)
                 .round()
                 .max(0.0);
-            cpus.push(cpu / 1000.0);
+            let secs = 10.0 + rng.random_range(0..5_000_000) as f64 * 1e-9;
+            cpus.push(hostwatch_agent::sampler::cpu_cores(ticks as u64, 100, secs));
         }
         // A short job now and then: cron, a backup, log rotation.
         if rng.random_range(0..10) == 0 {
