@@ -1,6 +1,6 @@
-//! `hostwatch alerts` (list, history, watch), `hostwatch silence` (add,
-//! list, expire) and `hostwatch reload`: the alert API, as tables for
-//! people or JSON for scripts.
+//! `hostwatch alerts` (list, history, watch, test-hook), `hostwatch
+//! silence` (add, list, expire) and `hostwatch reload`: the alert API, as
+//! tables for people or JSON for scripts.
 
 use crate::UsageError;
 use crate::client::ClientConfig;
@@ -12,7 +12,7 @@ use hostwatch_proto::v1::query_client::QueryClient;
 use hostwatch_proto::v1::{
     Alert, AlertHistoryRequest, AlertState, AlertTransition, CreateSilenceRequest,
     ExpireSilenceRequest, ListAlertsRequest, ListSilencesRequest, Matcher, ReloadRequest, Silence,
-    WatchAlertsRequest, matcher,
+    TestHookRequest, TestHookResult, WatchAlertsRequest, matcher,
 };
 use hostwatch_stdx::now_ms;
 use serde::Serialize;
@@ -55,6 +55,17 @@ enum AlertsCommand {
         /// Stop after this many transitions.
         #[arg(long)]
         count: Option<u64>,
+    },
+    /// Send a test notification through a hook now and print what its
+    /// receiver answered (operator role). Exits non-zero if the receiver
+    /// did not take it.
+    TestHook {
+        /// The hook's name, as in the collector's [[alerting.hooks]].
+        name: String,
+        /// Send the test alert's resolution (closing the incident a firing
+        /// test opened) instead of the firing alert.
+        #[arg(long)]
+        resolve: bool,
     },
 }
 
@@ -214,7 +225,49 @@ pub(crate) fn alerts(config_path: &Path, args: AlertsArgs) -> anyhow::Result<()>
             alert_history(&config, request, args.json)
         }
         Some(AlertsCommand::Watch { count }) => watch_alerts(&config, host, count, args.json),
+        Some(AlertsCommand::TestHook { name, resolve }) => {
+            test_hook(&config, name, resolve, args.json)
+        }
     }
+}
+
+#[derive(Serialize)]
+struct TestHookJson<'a> {
+    hook: &'a str,
+    result: &'static str,
+    answer: &'a str,
+}
+
+/// `hostwatch alerts test-hook`: one test notification through a hook.
+fn test_hook(config: &ClientConfig, hook: String, resolve: bool, json: bool) -> anyhow::Result<()> {
+    let request = TestHookRequest {
+        hook: hook.clone(),
+        resolve,
+    };
+    let response = config.call(AdminClient::new, |mut admin| async move {
+        admin.test_hook(request).await
+    })?;
+    let result = match response.result() {
+        TestHookResult::Delivered => "delivered",
+        TestHookResult::Retry => "not delivered (a retry might succeed)",
+        TestHookResult::Failed => "refused",
+        TestHookResult::Unspecified => "unknown",
+    };
+    let answer = &response.answer;
+    if json {
+        let out = TestHookJson {
+            hook: &hook,
+            result,
+            answer,
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else if response.result() == TestHookResult::Delivered {
+        println!("{hook}: delivered: {answer}");
+    }
+    if response.result() != TestHookResult::Delivered {
+        anyhow::bail!("{hook}: {result}: {answer}");
+    }
+    Ok(())
 }
 
 /// `hostwatch alerts`: pending and firing alerts (and resolved ones with

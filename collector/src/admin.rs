@@ -1,4 +1,5 @@
-//! The Admin service: silences, reloading the alert rules, the store's
+//! The Admin service: silences, reloading the alert rules, testing a
+//! hook, the store's
 //! counters and verification, and the HTTPS API's tokens.
 
 use crate::auth::{self, Access};
@@ -6,13 +7,14 @@ use crate::convert;
 use crate::shared::{Shared, reload_config};
 use crate::silences;
 use crate::tokens::{AnyToken, NewToken, TokenStore};
+use hostwatch_alerting::hooks::Outcome;
 use hostwatch_proto::v1::admin_server::Admin;
 use hostwatch_proto::v1::{
     ApiToken, CreateSilenceRequest, CreateTokenRequest, CreateTokenResponse, ExpireSilenceRequest,
     ListRevokedHostsRequest, ListRevokedHostsResponse, ListSilencesRequest, ListSilencesResponse,
     ListTokensRequest, ListTokensResponse, ReloadRequest, ReloadResponse, RevokeHostRequest,
     RevokeTokenRequest, RevokedHost, Silence, StorageStatsRequest, StorageStatsResponse,
-    VerifyStorageRequest, VerifyStorageResponse,
+    TestHookRequest, TestHookResponse, TestHookResult, VerifyStorageRequest, VerifyStorageResponse,
 };
 use hostwatch_stdx::now_ms;
 use tonic::{Request, Response, Status};
@@ -71,6 +73,30 @@ impl Admin for AdminService {
             .await
             .map_err(Status::invalid_argument)?;
         Ok(Response::new(ReloadResponse { rules, hooks }))
+    }
+
+    async fn test_hook(
+        &self,
+        request: Request<TestHookRequest>,
+    ) -> Result<Response<TestHookResponse>, Status> {
+        let peer = auth::require(&request, Access::Operate)?;
+        let TestHookRequest { hook, resolve } = request.into_inner();
+        tracing::info!(by = %peer.identity, %hook, resolve, "hook test requested through Admin");
+        let outcome = self
+            .shared
+            .alerting
+            .test_hook(&hook, resolve)
+            .await
+            .map_err(convert::alerting_status)?;
+        let (result, answer) = match outcome {
+            Outcome::Delivered(a) => (TestHookResult::Delivered, a),
+            Outcome::Retry(a) => (TestHookResult::Retry, a),
+            Outcome::Failed(a) => (TestHookResult::Failed, a),
+        };
+        Ok(Response::new(TestHookResponse {
+            result: result.into(),
+            answer,
+        }))
     }
 
     async fn storage_stats(

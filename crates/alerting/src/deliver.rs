@@ -71,8 +71,8 @@ pub(crate) async fn worker(
             outcome = hook.deliver(&entry.notification, &entry.key, now) => outcome,
         };
         match outcome {
-            Outcome::Delivered => {
-                tracing::debug!(hook = %hook.name, notification.key = %entry.key, status = %entry.notification.status, "notification delivered");
+            Outcome::Delivered(answer) => {
+                tracing::debug!(hook = %hook.name, notification.key = %entry.key, status = %entry.notification.status, %answer, "notification delivered");
                 lock(&inner.stats)
                     .entry(hook.name.clone())
                     .or_default()

@@ -560,6 +560,67 @@ fn notification(
     }
 }
 
+/// The alert name of [`test_notification`]'s alert.
+const TEST_ALERTNAME: &str = "HostwatchTestNotification";
+
+/// A notification of a made-up alert, firing or resolved, marked as a test
+/// in its name and summary: what `hostwatch alerts test-hook` sends to
+/// check a hook's receiver. Its labels do not change, so a resolved test
+/// closes what a firing one opened (an incident keyed by the group).
+pub(crate) fn test_notification(
+    hook: &Hook,
+    resolved: bool,
+    now_ms: i64,
+    external_url: &str,
+) -> Notification {
+    let labels: BTreeMap<String, String> =
+        [("alertname", TEST_ALERTNAME), ("host", "hostwatch-test")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into();
+    let annotations: BTreeMap<String, String> = [
+        (
+            "summary",
+            "Test notification from hostwatch: nothing is wrong".to_owned(),
+        ),
+        (
+            "description",
+            format!(
+                "Sent by `hostwatch alerts test-hook {}` to check that this hook reaches its receiver.",
+                hook.name
+            ),
+        ),
+    ]
+    .map(|(k, v)| (k.to_owned(), v))
+    .into();
+    let group_labels = hook.group_labels(&labels);
+    let status = if resolved { "resolved" } else { "firing" };
+    let alert = NotifiedAlert {
+        status: status.to_owned(),
+        starts_at: crate::format_rfc3339(now_ms),
+        ends_at: if resolved {
+            crate::format_rfc3339(now_ms)
+        } else {
+            "0001-01-01T00:00:00Z".to_owned()
+        },
+        generator_url: String::new(),
+        fingerprint: format!("{:016x}", crate::eval::fingerprint(&labels)),
+        labels: labels.clone(),
+        annotations: annotations.clone(),
+    };
+    Notification {
+        version: "4".to_owned(),
+        group_key: group_key(&hook.name, &group_labels),
+        truncated_alerts: 0,
+        status: status.to_owned(),
+        receiver: hook.name.clone(),
+        group_labels,
+        common_labels: labels,
+        common_annotations: annotations,
+        external_url: external_url.to_owned(),
+        alerts: vec![alert],
+    }
+}
+
 fn notified_alert(alert: &Alert, firing: bool, external_url: &str) -> NotifiedAlert {
     let starts = alert
         .machine

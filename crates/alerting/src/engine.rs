@@ -7,6 +7,7 @@ use crate::config::RuleSet;
 use crate::eval::{
     BatchContext, Effects, Evaluator, HostLiveness, Op, SnapshotSource, StorageCondition,
 };
+use crate::hooks::Outcome;
 use crate::machine::Phase;
 use crate::matcher::LabelMatcher;
 use crate::model::{Alert, DeliveryStats, HistoryFilter, NewSilence, Silence, Transition};
@@ -218,6 +219,25 @@ impl Alerting {
             set.rules.iter().map(|r| r.name.clone()).collect(),
             set.hooks.iter().map(|h| h.name.clone()).collect(),
         )
+    }
+
+    /// Sends a test notification (firing, or with `resolved` its
+    /// resolution) through the hook `name` at once, outside the outbox
+    /// and its retries, and returns what the receiver answered.
+    pub async fn test_hook(&self, name: &str, resolved: bool) -> Result<Outcome, AlertingError> {
+        let set = self.inner.rules.borrow().clone();
+        let hook = set
+            .hooks
+            .iter()
+            .find(|h| h.name == name)
+            .ok_or_else(|| AlertingError::NotFound(format!("no hook named {name:?}")))?;
+        let now = self.inner.clock.now_ms();
+        let notification =
+            dispatch::test_notification(hook, resolved, now, &set.settings.external_url);
+        let key = format!("test-{now}");
+        let outcome = hook.deliver(&notification, &key, now).await;
+        tracing::info!(hook = %name, resolved, outcome = ?outcome, "test notification sent");
+        Ok(outcome)
     }
 
     /// Alerts that are pending, firing or recently resolved, by fingerprint.

@@ -33,4 +33,5 @@ mod silences;
 mod silent;
 mod storage;
 mod systemd;
+mod test_hook;
 mod tokens;

@@ -320,14 +320,25 @@ async fn a_token_reads_until_revoked_or_expired_and_refusals_are_counted() {
 }
 
 /// Runs the `hostwatch` program as an operator of the collector at `grpc`.
-async fn hostwatch(
+pub(crate) async fn hostwatch(
     pki: &TestPki,
     grpc: SocketAddr,
     dir: &Path,
     args: &[&str],
 ) -> std::process::Output {
-    let files = pki.files(Role::Operator, "cli");
-    let cli_toml = dir.join(format!("cli-{}.toml", grpc.port()));
+    hostwatch_as(pki, Role::Operator, grpc, dir, args).await
+}
+
+/// Runs the `hostwatch` program with a certificate of `role`.
+pub(crate) async fn hostwatch_as(
+    pki: &TestPki,
+    role: Role,
+    grpc: SocketAddr,
+    dir: &Path,
+    args: &[&str],
+) -> std::process::Output {
+    let files = pki.files(role, "cli");
+    let cli_toml = dir.join(format!("cli-{role:?}-{}.toml", grpc.port()));
     std::fs::write(
         &cli_toml,
         format!(
@@ -343,7 +354,7 @@ async fn hostwatch(
         .unwrap()
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 

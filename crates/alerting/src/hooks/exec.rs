@@ -139,7 +139,7 @@ pub(super) async fn run(
         )),
         Ok(Err(e)) => Outcome::Retry(format!("{program}: {e}")),
         Ok(Ok(output)) => match output.status.code() {
-            Some(0) => Outcome::Delivered,
+            Some(0) => Outcome::Delivered(format!("{program} exited with 0")),
             Some(EXIT_RETRY) => Outcome::Retry(format!(
                 "{program} exited with {EXIT_RETRY} (retry): {}",
                 excerpt(&output.stderr, 200)

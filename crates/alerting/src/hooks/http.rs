@@ -111,11 +111,11 @@ pub(super) async fn send_explained(
         Err(e) => return Outcome::Retry(hostwatch_stdx::error_chain(&without_secrets(e))),
     };
     let status = response.status();
-    if status.is_success() {
-        return Outcome::Delivered;
-    }
     let body = response.bytes().await.unwrap_or_default();
     let message = format!("HTTP {status}: {}", explain(&body));
+    if status.is_success() {
+        return Outcome::Delivered(message);
+    }
     // 408 and 429 are the receiver asking for time; 5xx its own failure.
     if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
         Outcome::Retry(message)

@@ -126,7 +126,8 @@ pub struct NotifiedAlert {
 /// What a delivery attempt came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Delivered,
+    /// Taken; what the receiver answered (status and an excerpt).
+    Delivered(String),
     /// Worth another attempt later (network error, timeout, 5xx, 429).
     Retry(String),
     /// Another attempt would fail the same way (4xx, exit status).

@@ -177,7 +177,7 @@ impl Opsgenie {
         match send_explained(request, explain).await {
             Outcome::Retry(m) => Outcome::Retry(self.api_key.redact(&m)),
             Outcome::Failed(m) => Outcome::Failed(self.api_key.redact(&m)),
-            Outcome::Delivered => Outcome::Delivered,
+            Outcome::Delivered(m) => Outcome::Delivered(self.api_key.redact(&m)),
         }
     }
 

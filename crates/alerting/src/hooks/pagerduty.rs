@@ -149,7 +149,7 @@ impl PagerDuty {
         match outcome {
             Outcome::Retry(m) => Outcome::Retry(self.routing_key.redact(&m)),
             Outcome::Failed(m) => Outcome::Failed(self.routing_key.redact(&m)),
-            Outcome::Delivered => Outcome::Delivered,
+            Outcome::Delivered(m) => Outcome::Delivered(self.routing_key.redact(&m)),
         }
     }
 
