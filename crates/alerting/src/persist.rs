@@ -40,6 +40,12 @@ use std::sync::{Arc, Mutex, RwLock};
 pub(crate) struct Notified {
     pub(crate) status: Phase,
     pub(crate) sent_ms: i64,
+    /// Outbox id of the notification that opened the group's episode (the
+    /// first firing one since its alerts were all quiet): later
+    /// notifications of the episode are threaded to it (e-mail
+    /// `In-Reply-To`). Absent in records of older versions.
+    #[serde(default)]
+    pub(crate) thread: Option<u64>,
 }
 
 /// A notification waiting for delivery.
@@ -51,6 +57,10 @@ pub(crate) struct OutboxEntry {
     pub(crate) key: String,
     pub(crate) created_ms: i64,
     pub(crate) notification: Notification,
+    /// The key of the notification that opened the group's episode, if
+    /// not this one.
+    #[serde(default)]
+    pub(crate) thread: Option<String>,
 }
 
 /// Why calls fail between [`Persist::detach`] and [`Persist::attach`].

@@ -1,9 +1,10 @@
 //! `[[alerting.hooks]]` as written: the delivery keys every hook has, then
 //! the keys of its `kind`, held by that kind's own type beside it
 //! ([`WebhookConfig`] and [`AlertmanagerConfig`] in `http`, [`ExecConfig`]
-//! in `exec`), so a key that does not belong to a kind is refused by
+//! in `exec`, [`EmailConfig`] in `email`), so a key that does not belong to a kind is refused by
 //! deserialization.
 
+use super::email::EmailConfig;
 use super::exec::ExecConfig;
 use super::http::{AlertmanagerConfig, WebhookConfig};
 use super::{Hook, HookTarget};
@@ -77,6 +78,8 @@ pub enum HookKind {
     Alertmanager(AlertmanagerConfig),
     /// A command receiving the JSON body on stdin.
     Exec(ExecConfig),
+    /// A message per group over SMTP.
+    Email(EmailConfig),
 }
 
 impl TryFrom<toml::Table> for HookConfig {
@@ -89,7 +92,14 @@ impl TryFrom<toml::Table> for HookConfig {
             "webhook" => HookKind::Webhook(from_keys(own)?),
             "alertmanager" => HookKind::Alertmanager(from_keys(own)?),
             "exec" => HookKind::Exec(from_keys(own)?),
-            other => return Err(unknown("kind", other, &["webhook", "alertmanager", "exec"])),
+            "email" => HookKind::Email(from_keys(own)?),
+            other => {
+                return Err(unknown(
+                    "kind",
+                    other,
+                    &["webhook", "alertmanager", "exec", "email"],
+                ));
+            }
         };
         Ok(HookConfig {
             name: entry.name,
@@ -131,6 +141,7 @@ impl HookConfig {
             HookKind::Webhook(w) => w.resolve_paths(base),
             HookKind::Alertmanager(a) => a.resolve_paths(base),
             HookKind::Exec(e) => e.resolve_paths(base),
+            HookKind::Email(e) => e.resolve_paths(base),
         }
     }
 
@@ -146,7 +157,7 @@ impl HookConfig {
         let matchers = parse_matchers(&config.matchers)?;
         let defaults = match self.kind {
             HookKind::Alertmanager(_) => &ALERTMANAGER_DEFAULTS,
-            HookKind::Webhook(_) | HookKind::Exec(_) => &DEFAULTS,
+            HookKind::Webhook(_) | HookKind::Exec(_) | HookKind::Email(_) => &DEFAULTS,
         };
         let group_by = config
             .group_by
@@ -193,6 +204,7 @@ impl HookConfig {
             HookKind::Exec(e) => HookTarget::Exec {
                 command: e.compile()?,
             },
+            HookKind::Email(e) => e.compile(timeout)?,
         };
         Ok(Hook {
             name: self.name.clone(),

@@ -255,7 +255,12 @@ fn parse_url(url: &str) -> Result<reqwest::Url, KeyError> {
 }
 
 fn read_secret(path: &Path) -> Result<Secret, KeyError> {
-    let key = "hmac_secret_file";
+    read_secret_file("hmac_secret_file", path)
+}
+
+/// A secret from the file `path`, given as the value of `key`; surrounding
+/// white space is left out and an empty file refused.
+pub(super) fn read_secret_file(key: &str, path: &Path) -> Result<Secret, KeyError> {
     let bytes = std::fs::read(path)
         .map_err(|e| KeyError::new(key, format!("{key} {}: {e}", path.display())))?;
     let trimmed = bytes.trim_ascii().to_vec();
@@ -354,7 +359,7 @@ pub fn http_client(tls: Option<&HookTls>, timeout: Duration) -> Result<reqwest::
         .map_err(|e| KeyError::new("tls", format!("http client: {e}")))
 }
 
-fn read_certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, KeyError> {
+pub(super) fn read_certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, KeyError> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
         .map_err(|e| KeyError::new(key, format!("{key} {}: {e}", path.display())))?;

@@ -1,17 +1,20 @@
 //! Where notifications go: webhook (Alertmanager-compatible body), a real
-//! Alertmanager (`/api/v2/alerts`), or a command (`exec`). Each delivery
+//! Alertmanager (`/api/v2/alerts`), a command (`exec`) or e-mail. Each delivery
 //! attempt ends in an [`Outcome`] that decides whether the outbox retries.
 //!
 //! Layout: this file holds the validated hook and the notification body;
 //! `config` a hook as written (the keys every kind has) and its
 //! validation; `http` the webhook and Alertmanager hooks (their keys, TLS,
-//! requests); `exec` the command hook (its keys, running it).
+//! requests); `exec` the command hook (its keys, running it); `email` the
+//! e-mail hook (its keys, SMTP, the message).
 
 mod config;
+mod email;
 mod exec;
 mod http;
 
 pub use config::{DeliveryConfig, HookConfig, HookKind};
+pub use email::{EmailConfig, EmailTarget};
 pub use exec::{EXIT_RETRY, ExecConfig};
 pub use http::{AlertmanagerConfig, HookTls, WebhookConfig, http_client};
 
@@ -58,6 +61,7 @@ pub enum HookTarget {
     Exec {
         command: Vec<String>,
     },
+    Email(Box<EmailTarget>),
 }
 
 /// An HMAC key; never printed.
@@ -132,8 +136,16 @@ impl Hook {
             .collect()
     }
 
-    /// One delivery attempt; `key` is the notification's idempotency key.
-    pub async fn deliver(&self, notification: &Notification, key: &str, now_ms: i64) -> Outcome {
+    /// One delivery attempt; `key` is the notification's idempotency key,
+    /// `thread` that of the first notification of the group's episode (the
+    /// e-mail hook's replies point to it).
+    pub async fn deliver(
+        &self,
+        notification: &Notification,
+        key: &str,
+        thread: Option<&str>,
+        now_ms: i64,
+    ) -> Outcome {
         match &self.target {
             HookTarget::Webhook {
                 url,
@@ -160,6 +172,7 @@ impl Hook {
             HookTarget::Exec { command } => {
                 exec::run(command, notification, key, &self.name, self.timeout).await
             }
+            HookTarget::Email(target) => email::send(target, notification, key, thread).await,
         }
     }
 }
