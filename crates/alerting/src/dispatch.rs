@@ -9,8 +9,10 @@
 //! `max_queued`: an alert about a full disk still goes out. Once the
 //! database is reopened, those still waiting go into the outbox.
 //!
-//! Silenced alerts are left out (and told later if still firing when the
-//! silence ends); a firing alert whose data is stale (a replayed backlog)
+//! Outside a hook's time intervals (`active_time_intervals`,
+//! `mute_time_intervals`) its groups are held whole and looked at again
+//! when the window opens. Silenced alerts are left out (and told later if
+//! still firing when the silence ends); a firing alert whose data is stale (a replayed backlog)
 //! waits for fresh data; a resolution is announced only after the flap window.
 
 use crate::AlertingError;
@@ -259,6 +261,14 @@ impl Dispatcher {
         let Some(group) = self.groups.get_mut(&hook.name).and_then(|g| g.get_mut(key)) else {
             return;
         };
+        // Outside the hook's schedule nothing is decided: the group is
+        // looked at again when the window opens, as it then is.
+        if hook.schedule.muted_at(now) {
+            let open = hook.schedule.next_open(now);
+            tracing::debug!(hook = %hook.name, group = key, until = %crate::format_rfc3339(open), "notification held: outside the hook's time intervals");
+            group.next_flush = Some(open);
+            return;
+        }
         let stale_after = self.set.settings.stale_after_ms;
         let silences: Vec<_> = lock(&self.inner.silences)
             .iter()

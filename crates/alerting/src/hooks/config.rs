@@ -10,8 +10,11 @@ use super::http::{AlertmanagerConfig, WebhookConfig};
 use super::{Hook, HookTarget};
 use crate::config::entry::{from_keys, read_entry, unknown};
 use crate::config::{KeyError, ms, parse_matchers, positive, valid_name};
+use crate::quiet::{Schedule, TimeInterval};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One `[[alerting.hooks]]` entry, as written.
@@ -25,8 +28,10 @@ pub struct HookConfig {
 }
 
 /// The keys every kind of hook has, as [`DeliveryConfig`] holds them.
-const SHARED_KEYS: [&str; 11] = [
+const SHARED_KEYS: [&str; 13] = [
     "match",
+    "active_time_intervals",
+    "mute_time_intervals",
     "group_by",
     "group_wait",
     "group_interval",
@@ -46,6 +51,13 @@ pub struct DeliveryConfig {
     /// Which alerts this hook gets (all if empty).
     #[serde(default, rename = "match")]
     pub matchers: Vec<String>,
+    /// Names of `[[alerting.time_intervals]]` outside all of which the
+    /// hook's notifications are held (none: always active).
+    #[serde(default)]
+    pub active_time_intervals: Vec<String>,
+    /// Names of `[[alerting.time_intervals]]` during which they are held.
+    #[serde(default)]
+    pub mute_time_intervals: Vec<String>,
     /// Labels whose values form a group; `["..."]` groups by every label.
     pub group_by: Option<Vec<String>>,
     #[serde(default, with = "humantime_serde::option")]
@@ -145,8 +157,12 @@ impl HookConfig {
         }
     }
 
-    /// Validates the hook; the error names the key.
-    pub(crate) fn compile(&self) -> Result<Hook, KeyError> {
+    /// Validates the hook, given the named time intervals; the error
+    /// names the key.
+    pub(crate) fn compile(
+        &self,
+        intervals: &BTreeMap<String, Arc<TimeInterval>>,
+    ) -> Result<Hook, KeyError> {
         if self.name.is_empty() || self.name.len() > 100 || self.name.contains(['\0', '/']) {
             return Err(KeyError::new(
                 "name",
@@ -155,6 +171,27 @@ impl HookConfig {
         }
         let config = &self.delivery;
         let matchers = parse_matchers(&config.matchers)?;
+        let named = |key: &str, names: &[String]| {
+            names
+                .iter()
+                .map(|name| {
+                    intervals.get(name).cloned().ok_or_else(|| {
+                        let defined: Vec<&str> = intervals.keys().map(String::as_str).collect();
+                        KeyError::new(
+                            key,
+                            format!(
+                                "{key}: no time interval named {name:?} (defined: {})",
+                                defined.join(", ")
+                            ),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let schedule = Schedule {
+            active: named("active_time_intervals", &config.active_time_intervals)?,
+            mute: named("mute_time_intervals", &config.mute_time_intervals)?,
+        };
         let defaults = match self.kind {
             HookKind::Alertmanager(_) => &ALERTMANAGER_DEFAULTS,
             HookKind::Webhook(_) | HookKind::Exec(_) | HookKind::Email(_) => &DEFAULTS,
@@ -210,6 +247,7 @@ impl HookConfig {
             name: self.name.clone(),
             target,
             matchers,
+            schedule,
             group_by,
             group_wait_ms: ms(group_wait),
             group_interval_ms: ms(group_interval),

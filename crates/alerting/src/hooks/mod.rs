@@ -31,6 +31,8 @@ pub struct Hook {
     pub target: HookTarget,
     /// Which alerts this hook gets.
     pub matchers: Vec<LabelMatcher>,
+    /// When it may notify; outside, its notifications are held.
+    pub schedule: crate::quiet::Schedule,
     /// Labels whose values form a group; `["..."]`: every label.
     pub group_by: Vec<String>,
     pub group_wait_ms: i64,
