@@ -169,9 +169,9 @@ impl IntervalConfig {
         let mut months = 0u16;
         for text in &self.months {
             let (a, b) = range(&format!("{at}months"), text, |s| {
-                named(s, &MONTHS).map(|m| m + 1).or_else(|| {
-                    s.parse::<u8>().ok().filter(|m| (1..=12).contains(m))
-                })
+                named(s, &MONTHS)
+                    .map(|m| m + 1)
+                    .or_else(|| s.parse::<u8>().ok().filter(|m| (1..=12).contains(m)))
             })?;
             for m in a..=b {
                 months |= 1 << m;
@@ -273,17 +273,16 @@ fn time_zone(key: &str, text: &str) -> Result<TimeZone, KeyError> {
             .ok()
             .and_then(|minutes| Offset::from_seconds(sign * minutes * 60).ok())
             .ok_or_else(|| {
-                KeyError::new(
-                    key,
-                    format!("{key}: {text:?} is not a UTC offset ±HH:MM"),
-                )
+                KeyError::new(key, format!("{key}: {text:?} is not a UTC offset ±HH:MM"))
             })?;
         return Ok(TimeZone::fixed(offset));
     }
     TimeZone::get(text).map_err(|e| {
         KeyError::new(
             key,
-            format!("{key}: {text:?} is not a known time zone (an IANA name, \"UTC\" or ±HH:MM): {e}"),
+            format!(
+                "{key}: {text:?} is not a known time zone (an IANA name, \"UTC\" or ±HH:MM): {e}"
+            ),
         )
     })
 }
@@ -530,7 +529,10 @@ months = ["december"]
         let spec = |body: &str| section(&format!("[[alerting.time_intervals.intervals]]\n{body}"));
         let cases = [
             (section(""), "intervals"),
-            (section("intervals = []"), "intervals needs at least one entry"),
+            (
+                section("intervals = []"),
+                "intervals needs at least one entry",
+            ),
             (
                 spec("times = [{ start_time = \"9:00\", end_time = \"17:00\" }]"),
                 "intervals[0].times: \"9:00\" must be HH:MM",
@@ -548,19 +550,41 @@ months = ["december"]
                 "intervals[0].times",
             ),
             (spec("times = [{ start_time = \"10:00\" }]"), "end_time"),
-            (spec("weekdays = [\"funday\"]"), "intervals[0].weekdays: \"funday\""),
-            (spec("weekdays = [\"friday:monday\"]"), "intervals[0].weekdays"),
-            (spec("days_of_month = [\"0\"]"), "intervals[0].days_of_month"),
-            (spec("days_of_month = [\"-1:5\"]"), "intervals[0].days_of_month"),
-            (spec("days_of_month = [\"32\"]"), "intervals[0].days_of_month"),
+            (
+                spec("weekdays = [\"funday\"]"),
+                "intervals[0].weekdays: \"funday\"",
+            ),
+            (
+                spec("weekdays = [\"friday:monday\"]"),
+                "intervals[0].weekdays",
+            ),
+            (
+                spec("days_of_month = [\"0\"]"),
+                "intervals[0].days_of_month",
+            ),
+            (
+                spec("days_of_month = [\"-1:5\"]"),
+                "intervals[0].days_of_month",
+            ),
+            (
+                spec("days_of_month = [\"32\"]"),
+                "intervals[0].days_of_month",
+            ),
             (spec("months = [\"13\"]"), "intervals[0].months"),
             (spec("months = [\"smarch\"]"), "intervals[0].months"),
-            (spec("location = \"Mars/Olympus\""), "intervals[0].location: \"Mars/Olympus\""),
+            (
+                spec("location = \"Mars/Olympus\""),
+                "intervals[0].location: \"Mars/Olympus\"",
+            ),
             (spec("location = \"+25:00\""), "intervals[0].location"),
             (spec("colour = \"blue\""), "colour"),
         ];
         assert_refused(&cases, Some("alerting.time_intervals[0] \"quiet\""));
-        let twice = format!("{}{}", section("[[alerting.time_intervals.intervals]]"), "[[alerting.time_intervals]]\nname = \"quiet\"\n[[alerting.time_intervals.intervals]]\n");
+        let twice = format!(
+            "{}{}",
+            section("[[alerting.time_intervals.intervals]]"),
+            "[[alerting.time_intervals]]\nname = \"quiet\"\n[[alerting.time_intervals.intervals]]\n"
+        );
         assert_refused(
             &[(twice, "defined twice")],
             Some("alerting.time_intervals[1] \"quiet\""),
@@ -598,7 +622,10 @@ months = ["december"]
                     hook("active_time_intervals = [\"nights\"]"),
                     "active_time_intervals: no time interval named \"nights\"",
                 ),
-                (hook("active_time_intervals = \"quiet\""), "active_time_intervals"),
+                (
+                    hook("active_time_intervals = \"quiet\""),
+                    "active_time_intervals",
+                ),
             ],
             Some("alerting.hooks[0] \"h\""),
         );

@@ -21,13 +21,13 @@ pub use rules::{
 };
 
 use crate::hooks::{Hook, HookConfig};
-use crate::quiet::{TimeInterval, TimeIntervalConfig};
 use crate::matcher::LabelMatcher;
+use crate::quiet::{TimeInterval, TimeIntervalConfig};
 use serde::{Deserialize, Deserializer};
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// `[alerting]`.
