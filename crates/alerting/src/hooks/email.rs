@@ -8,7 +8,7 @@
 //! `References`, so mail readers thread the resolution under the page.
 //! The hook's keys as written, and their validation, are here too.
 
-use super::http::{HookTls, read_certs, read_secret_file};
+use super::http::{HookTls, read_certs};
 use super::{HookTarget, Notification, NotifiedAlert, Outcome};
 use crate::config::KeyError;
 use lettre::message::{Mailbox, MultiPart};
@@ -208,36 +208,8 @@ impl EmailConfig {
     /// password is read now, so a missing one refuses the configuration.
     fn credentials(&self) -> Result<Option<Credentials>, KeyError> {
         let password = match (&self.auth_password_file, &self.auth_password_env) {
-            (Some(_), Some(_)) => {
-                return Err(KeyError::new(
-                    "auth_password_env",
-                    "auth_password_file and auth_password_env exclude each other",
-                ));
-            }
-            (Some(path), None) => {
-                let secret = read_secret_file("auth_password_file", path)?;
-                Some(String::from_utf8(secret.0).map_err(|_| {
-                    KeyError::new(
-                        "auth_password_file",
-                        format!("auth_password_file {} is not UTF-8", path.display()),
-                    )
-                })?)
-            }
-            (None, Some(name)) => {
-                let key = "auth_password_env";
-                let value = std::env::var(name).map_err(|e| {
-                    KeyError::new(key, format!("{key}: environment variable {name}: {e}"))
-                })?;
-                let value = value.trim();
-                if value.is_empty() {
-                    return Err(KeyError::new(
-                        key,
-                        format!("{key}: environment variable {name} is empty"),
-                    ));
-                }
-                Some(value.to_owned())
-            }
             (None, None) => None,
+            (file, env) => Some(password(file.as_deref(), env.as_deref())?),
         };
         match (&self.auth_username, password) {
             (None, None) => Ok(None),
@@ -258,6 +230,49 @@ impl EmailConfig {
             )),
         }
     }
+}
+
+/// The password from `auth_password_file` or `auth_password_env` (one of
+/// them), surrounding white space dropped. Errors name the key, the file
+/// or the variable, never the value.
+fn password(file: Option<&Path>, env: Option<&str>) -> Result<String, KeyError> {
+    let (bytes, key) = match (file, env) {
+        (Some(_), Some(_)) => {
+            return Err(KeyError::new(
+                "auth_password_env",
+                "auth_password_file and auth_password_env: give one of them, not both",
+            ));
+        }
+        (Some(path), _) => (read_file("auth_password_file", path)?, "auth_password_file"),
+        (None, Some(var)) => {
+            let key = "auth_password_env";
+            if var.is_empty() || var.contains(['=', '\0']) {
+                return Err(KeyError::new(
+                    key,
+                    format!("{key}: {var:?} is not an environment variable name"),
+                ));
+            }
+            let value = std::env::var_os(var).ok_or_else(|| {
+                KeyError::new(
+                    key,
+                    format!("{key}: the environment variable {var} is not set"),
+                )
+            })?;
+            (value.into_encoded_bytes(), key)
+        }
+        (None, None) => {
+            return Err(KeyError::new(
+                "auth_password_file",
+                "auth_password_file or auth_password_env is required",
+            ));
+        }
+    };
+    let trimmed = bytes.trim_ascii();
+    if trimmed.is_empty() {
+        return Err(KeyError::new(key, format!("{key}: the password is empty")));
+    }
+    String::from_utf8(trimmed.to_vec())
+        .map_err(|_| KeyError::new(key, format!("{key}: the password is not UTF-8 text")))
 }
 
 fn read_file(key: &str, path: &Path) -> Result<Vec<u8>, KeyError> {
@@ -531,13 +546,13 @@ mod tests {
                 email(
                     "auth_password_env = \"HOSTWATCH_TEST_NO_SUCH_VARIABLE\"\nauth_username = \"u\"",
                 ),
-                "auth_password_env: environment variable HOSTWATCH_TEST_NO_SUCH_VARIABLE",
+                "auth_password_env: the environment variable HOSTWATCH_TEST_NO_SUCH_VARIABLE is not set",
             ),
             (
                 email(&format!(
                     "auth_password_file = {empty:?}\nauth_password_env = \"X\"\nauth_username = \"u\""
                 )),
-                "exclude each other",
+                "give one of them, not both",
             ),
             (email("url = \"http://x\""), "url does not apply"),
             (
@@ -578,6 +593,11 @@ mod tests {
         let set = crate::config::testing::compile_text(&text).unwrap();
         let shown = format!("{:?}", set.hooks[0]);
         assert!(!shown.contains("hunter2"), "{shown}");
+        // From the environment: PATH is set wherever tests run.
+        let text = email("auth_password_env = \"PATH\"\nauth_username = \"u\"");
+        crate::config::testing::compile_text(&text).unwrap();
+        let path = std::env::var("PATH").unwrap();
+        assert_eq!(password(None, Some("PATH")).unwrap(), path.trim());
     }
 
     #[test]

@@ -255,12 +255,7 @@ fn parse_url(url: &str) -> Result<reqwest::Url, KeyError> {
 }
 
 fn read_secret(path: &Path) -> Result<Secret, KeyError> {
-    read_secret_file("hmac_secret_file", path)
-}
-
-/// A secret from the file `path`, given as the value of `key`; surrounding
-/// white space is left out and an empty file refused.
-pub(super) fn read_secret_file(key: &str, path: &Path) -> Result<Secret, KeyError> {
+    let key = "hmac_secret_file";
     let bytes = std::fs::read(path)
         .map_err(|e| KeyError::new(key, format!("{key} {}: {e}", path.display())))?;
     let trimmed = bytes.trim_ascii().to_vec();
