@@ -76,6 +76,11 @@ fn example_alerting_section_and_its_commented_hooks_and_forwarding_load() {
         ("/etc/hostwatch/webhook.secret", "webhook.secret", "key"),
         ("/etc/hostwatch/forward.token", "forward.token", "token"),
         ("/usr/local/bin/hostwatch-page", "page", "#!/bin/sh\n"),
+        (
+            "/etc/hostwatch/smtp.password",
+            "smtp.password",
+            "password\n",
+        ),
     ] {
         let path = dir.path().join(name);
         std::fs::write(&path, content).unwrap();
@@ -104,7 +109,18 @@ fn example_alerting_section_and_its_commented_hooks_and_forwarding_load() {
     let collector = hostwatch_collector::CollectorConfig::load(&path).unwrap();
     let hooks = collector.alert_rules().unwrap().hooks;
     let names: Vec<&str> = hooks.iter().map(|h| h.name.as_str()).collect();
-    assert_eq!(names, ["oncall", "alertmanager", "pager-script"]);
+    assert_eq!(names, ["oncall", "alertmanager", "pager-script", "email"]);
+    // The quiet window holds on weekdays in working hours, Berlin time:
+    // Monday 2026-12-07 08:00 UTC is 09:00 there.
+    let windows: Vec<_> = collector
+        .alerting
+        .time_intervals
+        .iter()
+        .map(|i| i.compile().unwrap())
+        .collect();
+    assert_eq!(windows.len(), 1);
+    assert!(windows[0].contains(1_796_630_400_000));
+    assert!(!windows[0].contains(1_796_630_400_000 - 1));
     let forward: Vec<&str> = collector.forward.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(forward, ["mimir"]);
 }

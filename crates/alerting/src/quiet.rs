@@ -112,7 +112,7 @@ impl TryFrom<toml::Table> for TimeIntervalConfig {
 
 impl TimeIntervalConfig {
     /// Validates the interval; the error names the key.
-    pub(crate) fn compile(&self) -> Result<TimeInterval, KeyError> {
+    pub fn compile(&self) -> Result<TimeInterval, KeyError> {
         if !crate::config::valid_name(&self.name) {
             return Err(KeyError::new(
                 "name",
