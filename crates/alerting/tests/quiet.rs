@@ -19,7 +19,9 @@ const SATURDAY_NOON: i64 = 1_796_472_000_000;
 /// 2026-12-07T09:00:00Z, the Monday after.
 const MONDAY_NINE: i64 = 1_796_634_000_000;
 
-fn config(dir: &Path) -> String {
+/// The rule, the windows, and hooks "chat" (warnings, with `chat_keys`)
+/// and "mail" (everything).
+fn config(dir: &Path, chat_keys: &str) -> String {
     let hook = |name: &str, keys: &str| {
         format!(
             "[[alerting.hooks]]\nname = \"{name}\"\nkind = \"exec\"\ncommand = [\"sh\", \"-c\", \"cat >> \\\"$0\\\"; echo >> \\\"$0\\\"\", \"{}\"]\ngroup_wait = \"0s\"\ngroup_interval = \"0s\"\ntimeout = \"1h\"\n{keys}\n",
@@ -44,10 +46,15 @@ name = "working_hours"
 weekdays = ["monday:friday"]
 times = [{{ start_time = "09:00", end_time = "17:00" }}]
 location = "UTC"
+[[alerting.time_intervals]]
+name = "maintenance"
+[[alerting.time_intervals.intervals]]
+weekdays = ["saturday"]
+times = [{{ start_time = "13:00", end_time = "14:00" }}]
 {}{}"#,
         hook(
             "chat",
-            "match = [\"severity=warning\"]\nactive_time_intervals = [\"working_hours\"]"
+            &format!("match = [\"severity=warning\"]\n{chat_keys}")
         ),
         hook("mail", "")
     )
@@ -140,7 +147,10 @@ async fn warnings_outside_working_hours_are_held_until_monday_if_still_firing() 
     let clock = Clock::starting_at(SATURDAY_NOON);
     let alerting = Alerting::open(
         &db,
-        rules(&config(dir.path())),
+        rules(&config(
+            dir.path(),
+            "active_time_intervals = [\"working_hours\"]",
+        )),
         Arc::new(|_, _| None),
         clock,
     )
@@ -182,6 +192,53 @@ async fn warnings_outside_working_hours_are_held_until_monday_if_still_firing() 
     let got = wait_for(&chat, 2).await;
     assert_eq!(hosts(&got[1]), [("web1", "resolved")]);
     assert_eq!(received(&chat).len(), 2);
+    stop.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resolution_inside_a_mute_window_is_sent_when_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (chat, mail) = (dir.path().join("chat"), dir.path().join("mail"));
+    let db = sled::open(dir.path().join("db")).unwrap();
+    let clock = Clock::starting_at(SATURDAY_NOON);
+    let alerting = Alerting::open(
+        &db,
+        rules(&config(
+            dir.path(),
+            "mute_time_intervals = [\"maintenance\"]",
+        )),
+        Arc::new(|_, _| None),
+        clock,
+    )
+    .unwrap();
+    let stop = CancellationToken::new();
+    let task = {
+        let alerting = alerting.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move { alerting.run(stop.cancelled_owned()).await })
+    };
+    // 12:00, before the window: chat hears of it at once.
+    cpu(&alerting, &clock, 1, "web1", 0.99);
+    let got = wait_for(&chat, 1).await;
+    assert_eq!(hosts(&got[0]), [("web1", "firing")]);
+    // Both delivered before the clock jumps (past the commands' timeout).
+    wait_for(&mail, 1).await;
+    // 13:30, inside it: mail hears of the resolution, chat does not...
+    tokio::time::advance(Duration::from_secs(90 * 60)).await;
+    cpu(&alerting, &clock, 2, "web1", 0.1);
+    let got = wait_for(&mail, 2).await;
+    assert_eq!(hosts(&got[1]), [("web1", "resolved")]);
+    // ... for the half hour left, though resolved alerts are otherwise
+    // forgotten 15 minutes after their resolution.
+    for _ in 0..29 {
+        tokio::time::advance(Duration::from_secs(60)).await;
+    }
+    assert_eq!(received(&chat).len(), 1);
+    // 14:00: the window ends and the resolution goes out.
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let got = wait_for(&chat, 2).await;
+    assert_eq!(hosts(&got[1]), [("web1", "resolved")]);
     stop.cancel();
     task.await.unwrap();
 }
