@@ -585,3 +585,39 @@ impl Persist {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_written_before_threads_existed_still_load() {
+        let notified: Notified =
+            serde_json::from_str(r#"{"status":"firing","sent_ms":1}"#).unwrap();
+        assert_eq!(notified.thread, None);
+        let entry = OutboxEntry {
+            id: 7,
+            hook: "h".to_owned(),
+            key: "k".to_owned(),
+            created_ms: 1,
+            notification: crate::hooks::Notification {
+                version: "4".to_owned(),
+                group_key: "g".to_owned(),
+                truncated_alerts: 0,
+                status: "firing".to_owned(),
+                receiver: "h".to_owned(),
+                group_labels: BTreeMap::new(),
+                common_labels: BTreeMap::new(),
+                common_annotations: BTreeMap::new(),
+                external_url: String::new(),
+                alerts: Vec::new(),
+            },
+            thread: Some("root".to_owned()),
+        };
+        let mut old = serde_json::to_value(&entry).unwrap();
+        old.as_object_mut().unwrap().remove("thread");
+        let loaded: OutboxEntry = serde_json::from_value(old).unwrap();
+        assert_eq!(loaded.thread, None);
+        assert_eq!(loaded.notification, entry.notification);
+    }
+}
