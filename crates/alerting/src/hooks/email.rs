@@ -399,6 +399,19 @@ fn firing_then_resolved(n: &Notification) -> impl Iterator<Item = &NotifiedAlert
     firing.chain(resolved)
 }
 
+/// An alert's annotations, `summary` and `description` first.
+fn annotations(a: &NotifiedAlert) -> impl Iterator<Item = (&String, &String)> {
+    const FIRST: [&str; 2] = ["summary", "description"];
+    let first = FIRST
+        .into_iter()
+        .filter_map(|k| a.annotations.get_key_value(k));
+    let rest = a
+        .annotations
+        .iter()
+        .filter(|(k, _)| !FIRST.contains(&k.as_str()));
+    first.chain(rest)
+}
+
 fn title(a: &NotifiedAlert) -> String {
     let name = a.labels.get("alertname").map_or("alert", String::as_str);
     match a.labels.get("host") {
@@ -412,7 +425,7 @@ fn plain_text(n: &Notification) -> String {
     let _ = writeln!(out, "{}\n", subject(n));
     for a in firing_then_resolved(n) {
         let _ = writeln!(out, "[{}] {}", a.status.to_uppercase(), title(a));
-        for (name, value) in &a.annotations {
+        for (name, value) in annotations(a) {
             let _ = writeln!(out, "  {name}: {value}");
         }
         let _ = writeln!(out, "  labels: {}", pairs(&a.labels));
@@ -470,7 +483,7 @@ fn html(n: &Notification) -> String {
                 escape(value)
             );
         };
-        for (name, value) in &a.annotations {
+        for (name, value) in annotations(a) {
             row(name, value);
         }
         row("labels", &pairs(&a.labels));
@@ -643,6 +656,10 @@ mod tests {
         assert!(html.contains("&lt;b&gt;99%&lt;/b&gt; &amp; more"), "{html}");
         assert!(!html.contains("<b>99%"), "{html}");
         assert!(plain_text(&n).contains("[FIRING] cpu_busy on web1\n  summary: <b>99%</b> & more"));
+        n.alerts[0]
+            .annotations
+            .insert("cause".to_owned(), "busy".to_owned());
+        assert!(plain_text(&n).contains("summary: <b>99%</b> & more\n  cause: busy\n"));
         n.alerts.remove(0);
         assert_eq!(subject(&n), "[RESOLVED] cpu_busy");
     }
