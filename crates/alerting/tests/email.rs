@@ -2,7 +2,8 @@
 //! aiosmtpd (`tests/smtp/server.py`, installed by `tests/smtp/install.sh`
 //! into a virtual environment under the target directory), with STARTTLS
 //! or implicit TLS on a certificate from a test CA, and authentication.
-//! Without that environment the tests say so and pass without running.
+//! Without that environment the tests that need the server say so and
+//! pass without running.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -419,4 +420,39 @@ async fn refused_authentication_is_a_clear_error_retried_and_the_password_is_nev
         );
     }
     assert!(!text.contains(PASSWORD), "the password was logged:\n{text}");
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_is_retried_after_the_timeout() {
+    // Takes connections and says nothing, not even its greeting.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = listener.accept().await {
+            held.push(connection);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, _, _) = certificates(dir.path());
+    let password = dir.path().join("smtp.password");
+    std::fs::write(&password, PASSWORD).unwrap();
+    let text = config(port, &ca, &password, "starttls").replace(
+        "group_wait = \"0s\"",
+        "group_wait = \"0s\"\ntimeout = \"200ms\"",
+    );
+    let db = temp_db(dir.path());
+    let mut engine = Engine::start(&db, &text);
+    engine.cpu("web1", 0.99);
+    eventually("two attempts timed out", || async {
+        let stats = engine.alerting.delivery_stats();
+        stats
+            .get("mail")
+            .is_some_and(|s| s.retried >= 2 && s.delivered == 0 && s.failed == 0)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(engine.alerting.outbox_depth().get("mail"), Some(&1));
+    engine.stop().await;
+    silent.abort();
 }

@@ -61,6 +61,9 @@ pub struct EmailTarget {
     domain: String,
     /// `host:port`, for errors.
     server: String,
+    /// One attempt's time, all commands together (the transport's own
+    /// timeout is per command).
+    timeout: Duration,
 }
 
 impl fmt::Debug for EmailTarget {
@@ -145,6 +148,7 @@ impl EmailConfig {
             to,
             domain,
             server: self.smarthost.clone(),
+            timeout,
         })))
     }
 
@@ -319,9 +323,14 @@ pub(super) async fn send(
         Ok(m) => m,
         Err(e) => return Outcome::Failed(format!("cannot build the message: {e}")),
     };
-    match target.transport.send(message).await {
-        Ok(_) => Outcome::Delivered,
-        Err(e) => {
+    let sent = tokio::time::timeout(target.timeout, target.transport.send(message)).await;
+    match sent {
+        Err(_) => Outcome::Retry(format!(
+            "{}: not sent within {:?}",
+            target.server, target.timeout
+        )),
+        Ok(Ok(_)) => Outcome::Delivered,
+        Ok(Err(e)) => {
             let text = hostwatch_stdx::error_chain(&e);
             let code = e.status().map(u16::from);
             if code.is_some_and(|c| AUTH_REFUSED.contains(&c)) {
