@@ -50,6 +50,12 @@ fn python() -> Option<PathBuf> {
     if python.is_file() {
         Some(python)
     } else {
+        // .ci/run installs it: in CI a missing one is a failure, not a skip.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{} is missing in CI: crates/alerting/tests/smtp/install.sh did not run",
+            python.display()
+        );
         eprintln!(
             "SKIPPED: {} is missing; run crates/alerting/tests/smtp/install.sh (CI does)",
             python.display()
