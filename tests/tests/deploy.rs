@@ -87,6 +87,11 @@ fn example_alerting_section_and_its_commented_hooks_and_forwarding_load() {
             "slack.url",
             "https://hooks.slack.com/services/T0/B0/x\n",
         ),
+        (
+            "/etc/hostwatch/smtp.password",
+            "smtp.password",
+            "password\n",
+        ),
     ] {
         let path = dir.path().join(name);
         std::fs::write(&path, content).unwrap();
@@ -123,9 +128,21 @@ fn example_alerting_section_and_its_commented_hooks_and_forwarding_load() {
             "pager-script",
             "pagerduty",
             "opsgenie",
-            "slack"
+            "slack",
+            "email"
         ]
     );
+    // The quiet window holds on weekdays in working hours, Berlin time:
+    // Monday 2026-12-07 08:00 UTC is 09:00 there.
+    let windows: Vec<_> = collector
+        .alerting
+        .time_intervals
+        .iter()
+        .map(|i| i.compile().unwrap())
+        .collect();
+    assert_eq!(windows.len(), 1);
+    assert!(windows[0].contains(1_796_630_400_000));
+    assert!(!windows[0].contains(1_796_630_400_000 - 1));
     let forward: Vec<&str> = collector.forward.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(forward, ["mimir"]);
 }

@@ -68,7 +68,7 @@ pub(crate) async fn worker(
         }
         let outcome = tokio::select! {
             _ = stop.cancelled() => return,
-            outcome = hook.deliver(&entry.notification, &entry.key, now) => outcome,
+            outcome = hook.deliver(&entry.notification, &entry.key, entry.thread.as_deref(), now) => outcome,
         };
         match outcome {
             Outcome::Delivered(answer) => {

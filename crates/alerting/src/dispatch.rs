@@ -9,8 +9,10 @@
 //! `max_queued`: an alert about a full disk still goes out. Once the
 //! database is reopened, those still waiting go into the outbox.
 //!
-//! Silenced alerts are left out (and told later if still firing when the
-//! silence ends); a firing alert whose data is stale (a replayed backlog)
+//! Outside a hook's time intervals (`active_time_intervals`,
+//! `mute_time_intervals`) its groups are held whole and looked at again
+//! when the window opens. Silenced alerts are left out (and told later if
+//! still firing when the silence ends); a firing alert whose data is stale (a replayed backlog)
 //! waits for fresh data; a resolution is announced only after the flap window.
 
 use crate::AlertingError;
@@ -259,6 +261,14 @@ impl Dispatcher {
         let Some(group) = self.groups.get_mut(&hook.name).and_then(|g| g.get_mut(key)) else {
             return;
         };
+        // Outside the hook's schedule nothing is decided: the group is
+        // looked at again when the window opens, as it then is.
+        if hook.schedule.muted_at(now) {
+            let open = hook.schedule.next_open(now);
+            tracing::debug!(hook = %hook.name, group = key, until = %crate::format_rfc3339(open), "notification held: outside the hook's time intervals");
+            group.next_flush = Some(open);
+            return;
+        }
         let stale_after = self.set.settings.stale_after_ms;
         let silences: Vec<_> = lock(&self.inner.silences)
             .iter()
@@ -298,6 +308,8 @@ impl Dispatcher {
                     Some(Notified {
                         status: Phase::Firing,
                         sent_ms: now,
+                        // Set by enqueue, which names the notification.
+                        thread: None,
                     }),
                 ));
             }
@@ -310,7 +322,9 @@ impl Dispatcher {
                 if hook.send_resolved { &resolved } else { &[] },
                 &self.set.settings.external_url,
             );
-            self.enqueue(hook, notification, updates, now).await;
+            // Alerts told before carry the episode's first notification.
+            let thread = known.values().filter_map(|n| n.thread).min();
+            self.enqueue(hook, notification, updates, thread, now).await;
         } else if !updates.is_empty() {
             for (fp, _) in &updates {
                 self.forget_notified(&hook.name, *fp);
@@ -332,14 +346,17 @@ impl Dispatcher {
     }
 
     /// Writes a notification and the hook's new knowledge atomically, then
-    /// wakes the hook's worker. If the outbox cannot be written, the
+    /// wakes the hook's worker. `thread` is the outbox id of the
+    /// notification that opened the group's episode; without one, this
+    /// notification opens it. If the outbox cannot be written, the
     /// notification goes to the worker in memory, and what the hook was
     /// told is kept in memory (written back once the database is reopened).
     async fn enqueue(
         &mut self,
         hook: &Hook,
         notification: Notification,
-        updates: Vec<(u64, Option<Notified>)>,
+        mut updates: Vec<(u64, Option<Notified>)>,
+        thread: Option<u64>,
         now: i64,
     ) {
         // An id from memory only names the notification for the receiver's
@@ -349,16 +366,17 @@ impl Dispatcher {
             .persist
             .new_id()
             .unwrap_or_else(|_| rand::random());
+        let group = crate::eval::fingerprint(&notification.group_labels);
+        for n in updates.iter_mut().filter_map(|(_, n)| n.as_mut()) {
+            n.thread = Some(thread.unwrap_or(id));
+        }
         let entry = OutboxEntry {
             id,
             hook: hook.name.clone(),
-            key: format!(
-                "{:016x}-{:016x}",
-                id,
-                crate::eval::fingerprint(&notification.group_labels)
-            ),
+            key: outbox_key(id, group),
             created_ms: now,
             notification,
+            thread: thread.map(|root| outbox_key(root, group)),
         };
         let queued = self.inner.persist.enqueue(&entry, &updates).await;
         {
@@ -411,6 +429,11 @@ impl Dispatcher {
         queue.drain(..excess);
         excess as u64
     }
+}
+
+/// A notification's idempotency key: its outbox id and its group.
+fn outbox_key(id: u64, group: u64) -> String {
+    format!("{id:016x}-{group:016x}")
 }
 
 fn group_key(hook: &str, labels: &BTreeMap<String, String>) -> String {

@@ -235,7 +235,7 @@ impl Alerting {
         let notification =
             dispatch::test_notification(hook, resolved, now, &set.settings.external_url);
         let key = format!("test-{now}");
-        let outcome = hook.deliver(&notification, &key, now).await;
+        let outcome = hook.deliver(&notification, &key, None, now).await;
         tracing::info!(hook = %name, resolved, outcome = ?outcome, "test notification sent");
         Ok(outcome)
     }

@@ -16,7 +16,9 @@
 //! - `engine`: [`Alerting`], the collector's handle; `persist`: sled trees;
 //! - `dispatch`: grouping, silences, repeats, the outbox; `deliver`: one
 //!   worker per hook with retries; `hooks`: webhook, Alertmanager, exec,
-//!   PagerDuty, Opsgenie, Slack, each with its configuration;
+//!   PagerDuty, Opsgenie, Slack, e-mail, each with its configuration;
+//! - `quiet`: named time intervals (quiet windows) and a hook's schedule
+//!   of them;
 //! - `clock`: wall-clock time on tokio's (pausable) clock.
 //!
 //! This crate sees neither protobuf nor tonic; the collector converts at its edge.
@@ -32,6 +34,7 @@ mod machine;
 pub mod matcher;
 mod model;
 mod persist;
+pub mod quiet;
 pub mod template;
 mod window;
 

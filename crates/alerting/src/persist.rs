@@ -40,6 +40,12 @@ use std::sync::{Arc, Mutex, RwLock};
 pub(crate) struct Notified {
     pub(crate) status: Phase,
     pub(crate) sent_ms: i64,
+    /// Outbox id of the notification that opened the group's episode (the
+    /// first firing one since its alerts were all quiet): later
+    /// notifications of the episode are threaded to it (e-mail
+    /// `In-Reply-To`). Absent in records of older versions.
+    #[serde(default)]
+    pub(crate) thread: Option<u64>,
 }
 
 /// A notification waiting for delivery.
@@ -51,6 +57,10 @@ pub(crate) struct OutboxEntry {
     pub(crate) key: String,
     pub(crate) created_ms: i64,
     pub(crate) notification: Notification,
+    /// The key of the notification that opened the group's episode, if
+    /// not this one.
+    #[serde(default)]
+    pub(crate) thread: Option<String>,
 }
 
 /// Why calls fail between [`Persist::detach`] and [`Persist::attach`].
@@ -573,5 +583,41 @@ impl Persist {
                 .insert(Self::dropped_key(host, source), &count.to_be_bytes())?;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_written_before_threads_existed_still_load() {
+        let notified: Notified =
+            serde_json::from_str(r#"{"status":"firing","sent_ms":1}"#).unwrap();
+        assert_eq!(notified.thread, None);
+        let entry = OutboxEntry {
+            id: 7,
+            hook: "h".to_owned(),
+            key: "k".to_owned(),
+            created_ms: 1,
+            notification: crate::hooks::Notification {
+                version: "4".to_owned(),
+                group_key: "g".to_owned(),
+                truncated_alerts: 0,
+                status: "firing".to_owned(),
+                receiver: "h".to_owned(),
+                group_labels: BTreeMap::new(),
+                common_labels: BTreeMap::new(),
+                common_annotations: BTreeMap::new(),
+                external_url: String::new(),
+                alerts: Vec::new(),
+            },
+            thread: Some("root".to_owned()),
+        };
+        let mut old = serde_json::to_value(&entry).unwrap();
+        old.as_object_mut().unwrap().remove("thread");
+        let loaded: OutboxEntry = serde_json::from_value(old).unwrap();
+        assert_eq!(loaded.thread, None);
+        assert_eq!(loaded.notification, entry.notification);
     }
 }

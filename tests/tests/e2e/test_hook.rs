@@ -117,10 +117,7 @@ ca = {ca:?}
             &["alerts", "test-hook", "down"][..],
             "down: not delivered (a retry might succeed)",
         ),
-        (
-            &["alerts", "test-hook", "nope"][..],
-            "no hook named",
-        ),
+        (&["alerts", "test-hook", "nope"][..], "no hook named"),
     ] {
         let out = hostwatch(&pki, grpc, work.path(), args).await;
         assert_eq!(out.status.code(), Some(1), "{args:?}");

@@ -22,10 +22,12 @@ pub use rules::{
 
 use crate::hooks::{Hook, HookConfig};
 use crate::matcher::LabelMatcher;
+use crate::quiet::{TimeInterval, TimeIntervalConfig};
 use serde::{Deserialize, Deserializer};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// `[alerting]`.
@@ -64,6 +66,10 @@ pub struct AlertingConfig {
     /// Where notifications go.
     #[serde(default, deserialize_with = "hook_entries")]
     pub hooks: Vec<HookConfig>,
+    /// Named quiet windows, for hooks' `active_time_intervals` and
+    /// `mute_time_intervals`.
+    #[serde(default, deserialize_with = "time_interval_entries")]
+    pub time_intervals: Vec<TimeIntervalConfig>,
 }
 
 impl Default for AlertingConfig {
@@ -78,6 +84,7 @@ impl Default for AlertingConfig {
             max_alerts: default_max_alerts(),
             rules: Vec::new(),
             hooks: Vec::new(),
+            time_intervals: Vec::new(),
         }
     }
 }
@@ -102,6 +109,12 @@ fn rule_entries<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RuleConfig>, D::E
     entry::entries(d, |index, name| Place::Rule { index, name })
 }
 
+fn time_interval_entries<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<TimeIntervalConfig>, D::Error> {
+    entry::entries(d, |index, name| Place::TimeInterval { index, name })
+}
+
 fn hook_entries<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<HookConfig>, D::Error> {
     entry::entries(d, |index, name| Place::Hook { index, name })
 }
@@ -117,6 +130,8 @@ pub enum Place {
     Rule { index: usize, name: String },
     /// `[[alerting.hooks]]`, by index.
     Hook { index: usize, name: String },
+    /// `[[alerting.time_intervals]]`, by index.
+    TimeInterval { index: usize, name: String },
 }
 
 impl fmt::Display for Place {
@@ -126,6 +141,9 @@ impl fmt::Display for Place {
             Place::DefaultRule { name, .. } => write!(f, "default rule {name:?}"),
             Place::Rule { index, name } => write!(f, "alerting.rules[{index}] {name:?}"),
             Place::Hook { index, name } => write!(f, "alerting.hooks[{index}] {name:?}"),
+            Place::TimeInterval { index, name } => {
+                write!(f, "alerting.time_intervals[{index}] {name:?}")
+            }
         }
     }
 }
@@ -338,7 +356,31 @@ impl AlertingConfig {
         Ok(rules)
     }
 
+    /// The named time intervals, by name.
+    fn compile_time_intervals(&self) -> Result<BTreeMap<String, Arc<TimeInterval>>, ConfigError> {
+        let mut intervals = BTreeMap::new();
+        for (index, config) in self.time_intervals.iter().enumerate() {
+            let place = Place::TimeInterval {
+                index,
+                name: config.name.clone(),
+            };
+            let interval = config.compile().map_err(|e| e.at(place.clone()))?;
+            if intervals
+                .insert(config.name.clone(), Arc::new(interval))
+                .is_some()
+            {
+                return Err(KeyError::new(
+                    "name",
+                    "a time interval with this name is defined twice",
+                )
+                .at(place));
+            }
+        }
+        Ok(intervals)
+    }
+
     fn compile_hooks(&self) -> Result<Vec<Hook>, ConfigError> {
+        let intervals = self.compile_time_intervals()?;
         let mut names = HashSet::new();
         let mut hooks = Vec::with_capacity(self.hooks.len());
         for (index, config) in self.hooks.iter().enumerate() {
@@ -351,7 +393,7 @@ impl AlertingConfig {
                     KeyError::new("name", "a hook with this name is defined twice").at(place),
                 );
             }
-            hooks.push(config.compile().map_err(|e| e.at(place))?);
+            hooks.push(config.compile(&intervals).map_err(|e| e.at(place))?);
         }
         Ok(hooks)
     }

@@ -2,17 +2,21 @@
 //! the keys of its `kind`, held by that kind's own type beside it
 //! ([`WebhookConfig`] and [`AlertmanagerConfig`] in `http`, [`ExecConfig`]
 //! in `exec`, [`PagerDutyConfig`], [`OpsgenieConfig`] and [`SlackConfig`]
-//! in their own files), so a key that does not belong to a kind is refused
-//! by deserialization.
+//! in their own files, [`EmailConfig`] in `email`), so a key that does not
+//! belong to a kind is refused by deserialization.
 
+use super::email::EmailConfig;
 use super::exec::ExecConfig;
 use super::http::{AlertmanagerConfig, WebhookConfig};
 use super::{Hook, HookTarget};
 use super::{OpsgenieConfig, PagerDutyConfig, SlackConfig};
 use crate::config::entry::{from_keys, read_entry, unknown};
 use crate::config::{KeyError, ms, parse_matchers, positive, valid_name};
+use crate::quiet::{Schedule, TimeInterval};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One `[[alerting.hooks]]` entry, as written.
@@ -26,8 +30,10 @@ pub struct HookConfig {
 }
 
 /// The keys every kind of hook has, as [`DeliveryConfig`] holds them.
-const SHARED_KEYS: [&str; 11] = [
+const SHARED_KEYS: [&str; 13] = [
     "match",
+    "active_time_intervals",
+    "mute_time_intervals",
     "group_by",
     "group_wait",
     "group_interval",
@@ -47,6 +53,13 @@ pub struct DeliveryConfig {
     /// Which alerts this hook gets (all if empty).
     #[serde(default, rename = "match")]
     pub matchers: Vec<String>,
+    /// Names of `[[alerting.time_intervals]]` outside all of which the
+    /// hook's notifications are held (none: always active).
+    #[serde(default)]
+    pub active_time_intervals: Vec<String>,
+    /// Names of `[[alerting.time_intervals]]` during which they are held.
+    #[serde(default)]
+    pub mute_time_intervals: Vec<String>,
     /// Labels whose values form a group; `["..."]` groups by every label.
     pub group_by: Option<Vec<String>>,
     #[serde(default, with = "humantime_serde::option")]
@@ -85,6 +98,8 @@ pub enum HookKind {
     Opsgenie(OpsgenieConfig),
     /// A Slack incoming webhook.
     Slack(SlackConfig),
+    /// A message per group over SMTP.
+    Email(EmailConfig),
 }
 
 /// The values `kind` takes.
@@ -95,6 +110,7 @@ const KINDS: &[&str] = &[
     "pagerduty",
     "opsgenie",
     "slack",
+    "email",
 ];
 
 impl TryFrom<toml::Table> for HookConfig {
@@ -110,6 +126,7 @@ impl TryFrom<toml::Table> for HookConfig {
             "pagerduty" => HookKind::PagerDuty(from_keys(own)?),
             "opsgenie" => HookKind::Opsgenie(from_keys(own)?),
             "slack" => HookKind::Slack(from_keys(own)?),
+            "email" => HookKind::Email(from_keys(own)?),
             other => return Err(unknown("kind", other, KINDS)),
         };
         Ok(HookConfig {
@@ -155,11 +172,16 @@ impl HookConfig {
             HookKind::PagerDuty(p) => p.resolve_paths(base),
             HookKind::Opsgenie(o) => o.resolve_paths(base),
             HookKind::Slack(s) => s.resolve_paths(base),
+            HookKind::Email(e) => e.resolve_paths(base),
         }
     }
 
-    /// Validates the hook; the error names the key.
-    pub(crate) fn compile(&self) -> Result<Hook, KeyError> {
+    /// Validates the hook, given the named time intervals; the error
+    /// names the key.
+    pub(crate) fn compile(
+        &self,
+        intervals: &BTreeMap<String, Arc<TimeInterval>>,
+    ) -> Result<Hook, KeyError> {
         if self.name.is_empty() || self.name.len() > 100 || self.name.contains(['\0', '/']) {
             return Err(KeyError::new(
                 "name",
@@ -168,6 +190,27 @@ impl HookConfig {
         }
         let config = &self.delivery;
         let matchers = parse_matchers(&config.matchers)?;
+        let named = |key: &str, names: &[String]| {
+            names
+                .iter()
+                .map(|name| {
+                    intervals.get(name).cloned().ok_or_else(|| {
+                        let defined: Vec<&str> = intervals.keys().map(String::as_str).collect();
+                        KeyError::new(
+                            key,
+                            format!(
+                                "{key}: no time interval named {name:?} (defined: {})",
+                                defined.join(", ")
+                            ),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let schedule = Schedule {
+            active: named("active_time_intervals", &config.active_time_intervals)?,
+            mute: named("mute_time_intervals", &config.mute_time_intervals)?,
+        };
         let defaults = match self.kind {
             HookKind::Alertmanager(_) => &ALERTMANAGER_DEFAULTS,
             _ => &DEFAULTS,
@@ -220,11 +263,13 @@ impl HookConfig {
             HookKind::PagerDuty(p) => p.compile(timeout)?,
             HookKind::Opsgenie(o) => o.compile(timeout)?,
             HookKind::Slack(s) => s.compile(timeout)?,
+            HookKind::Email(e) => e.compile(timeout)?,
         };
         Ok(Hook {
             name: self.name.clone(),
             target,
             matchers,
+            schedule,
             group_by,
             group_wait_ms: ms(group_wait),
             group_interval_ms: ms(group_interval),

@@ -350,7 +350,7 @@ pub fn http_client(tls: Option<&HookTls>, timeout: Duration) -> Result<reqwest::
         .map_err(|e| KeyError::new("tls", format!("http client: {e}")))
 }
 
-fn read_certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, KeyError> {
+pub(super) fn read_certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, KeyError> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
         .map_err(|e| KeyError::new(key, format!("{key} {}: {e}", path.display())))?;

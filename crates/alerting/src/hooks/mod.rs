@@ -1,7 +1,7 @@
 //! Where notifications go: webhook (Alertmanager-compatible body), a real
-//! Alertmanager (`/api/v2/alerts`), a command (`exec`), or straight to
-//! PagerDuty, Opsgenie or Slack. Each delivery attempt ends in an
-//! [`Outcome`] that decides whether the outbox retries.
+//! Alertmanager (`/api/v2/alerts`), a command (`exec`), straight to
+//! PagerDuty, Opsgenie or Slack, or e-mail. Each delivery attempt ends in
+//! an [`Outcome`] that decides whether the outbox retries.
 //!
 //! Layout: this file holds the validated hook and the notification body;
 //! `config` a hook as written (the keys every kind has) and its
@@ -9,10 +9,12 @@
 //! requests); `exec` the command hook (its keys, running it);
 //! `pagerduty`, `opsgenie`, `slack` those hooks, each with its keys;
 //! `message` what those three take from a notification (title and body
-//! templates, severity, the group's key); `secret` reading secrets from a
-//! file or the environment.
+//! templates, severity, the group's key); `email` the e-mail hook (its
+//! keys, SMTP, the message); `secret` reading secrets from a file or the
+//! environment.
 
 mod config;
+mod email;
 mod exec;
 mod http;
 mod message;
@@ -22,6 +24,7 @@ mod secret;
 mod slack;
 
 pub use config::{DeliveryConfig, HookConfig, HookKind};
+pub use email::{EmailConfig, EmailTarget};
 pub use exec::{EXIT_RETRY, ExecConfig};
 pub use http::{AlertmanagerConfig, HookTls, WebhookConfig, http_client};
 pub use message::{DEFAULT_BODY, DEFAULT_TITLE, Texts};
@@ -43,6 +46,8 @@ pub struct Hook {
     pub target: HookTarget,
     /// Which alerts this hook gets.
     pub matchers: Vec<LabelMatcher>,
+    /// When it may notify; outside, its notifications are held.
+    pub schedule: crate::quiet::Schedule,
     /// Labels whose values form a group; `["..."]`: every label.
     pub group_by: Vec<String>,
     pub group_wait_ms: i64,
@@ -76,6 +81,7 @@ pub enum HookTarget {
     PagerDuty(Box<PagerDuty>),
     Opsgenie(Box<Opsgenie>),
     Slack(Box<Slack>),
+    Email(Box<EmailTarget>),
 }
 
 /// A secret (an HMAC key, say); never printed.
@@ -151,8 +157,16 @@ impl Hook {
             .collect()
     }
 
-    /// One delivery attempt; `key` is the notification's idempotency key.
-    pub async fn deliver(&self, notification: &Notification, key: &str, now_ms: i64) -> Outcome {
+    /// One delivery attempt; `key` is the notification's idempotency key,
+    /// `thread` that of the first notification of the group's episode (the
+    /// e-mail hook's replies point to it).
+    pub async fn deliver(
+        &self,
+        notification: &Notification,
+        key: &str,
+        thread: Option<&str>,
+        now_ms: i64,
+    ) -> Outcome {
         match &self.target {
             HookTarget::Webhook {
                 url,
@@ -182,6 +196,7 @@ impl Hook {
             HookTarget::PagerDuty(p) => p.deliver(notification, key).await,
             HookTarget::Opsgenie(o) => o.deliver(notification, key).await,
             HookTarget::Slack(s) => s.deliver(notification, key).await,
+            HookTarget::Email(target) => email::send(target, notification, key, thread).await,
         }
     }
 }
