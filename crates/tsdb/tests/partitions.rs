@@ -80,7 +80,10 @@ fn a_format_1_store_is_migrated_into_partitions_on_open() {
         assert_eq!(report.partitions, 2, "{round}");
         // The 29 sealed hours of 4 series; the last hour is in the WAL.
         assert_eq!(report.chunk_samples, 4 * 29 * 6, "{round}");
-        assert!(report.snapshot_blocks > 0 && report.row_chunks > 0, "{round}");
+        assert!(
+            report.snapshot_blocks > 0 && report.row_chunks > 0,
+            "{round}"
+        );
         assert_eq!(partition_dirs(dir.path()).len(), 2, "{round}");
     }
     // The main database holds no chunk any more.

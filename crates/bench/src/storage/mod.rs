@@ -128,16 +128,17 @@ pub(crate) struct Args {
     #[arg(long, default_value = "30")]
     maintain_every_ticks: u32,
     /// The store's retention in hours (default: the store's 30 days). The
-    /// store's clock then follows the writers' agent time, so windows older
-    /// than this are deleted during ingest, as in a collector that has run
-    /// longer than its retention; with more `--hours` than this, the disk
-    /// figures are those of that steady state.
+    /// store's clock then follows the writers' agent time, so partitions
+    /// (a day each) whose windows are all older than this are deleted
+    /// during ingest, as in a collector that has run longer than its
+    /// retention; with more `--hours` than this, the disk figures are
+    /// those of that steady state (over the samples held: up to a
+    /// partition more than the retention).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     retention_hours: Option<u32>,
-    /// The store's size limit (`retention_bytes`: chunks, snapshot blocks
-    /// and WAL, before sled's own overhead); with less than the data, the
-    /// oldest windows are deleted during ingest and the disk figures are
-    /// those of that steady state.
+    /// The store's size limit (`retention_bytes`: its whole directory);
+    /// with less than the data, the oldest partitions are deleted during
+    /// ingest and the disk figures are those of that steady state.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     retention_bytes: Option<u64>,
 }
