@@ -62,6 +62,8 @@ enum State {
     Open(sled::Db),
     /// Skipped by queries, reported by `verify`: why.
     Damaged(String),
+    /// Deleted by retention: a read that found it before is skipped.
+    Deleted,
 }
 
 /// One time partition: its span, its directory and its database.
@@ -158,7 +160,7 @@ impl Partition {
         let mut state = self.state()?;
         match &*state {
             State::Open(db) => return Ok(Some(db.clone())),
-            State::Damaged(_) => return Ok(None),
+            State::Damaged(_) | State::Deleted => return Ok(None),
             State::Closed => {}
         }
         let checked = std::fs::read_to_string(self.path.join(MARKER))
@@ -423,10 +425,11 @@ impl Partitions {
         Ok(out)
     }
 
-    /// The partition's database for a read; a damaged one is skipped and counted.
+    /// The partition's database for a read; a damaged one is skipped and
+    /// counted, one deleted meanwhile skipped.
     fn readable(&self, p: &Partition) -> Result<Option<sled::Db>, TsdbError> {
         let db = p.db()?;
-        if db.is_none() {
+        if db.is_none() && p.damage()?.is_some() {
             crate::store::bump(&self.counters.corrupt_blocks, 1);
         }
         Ok(db)
@@ -498,7 +501,7 @@ impl Partitions {
         let path = partition.path.clone();
         // Readers holding its database keep it until they let go; on Unix
         // that does not keep the directory from going.
-        *partition.state()? = State::Damaged("deleted".into());
+        *partition.state()? = State::Deleted;
         drop(partition);
         let mut gone = path.clone().into_os_string();
         gone.push(DELETED);
