@@ -141,6 +141,10 @@ pub(crate) struct Args {
     /// ingest and the disk figures are those of that steady state.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     retention_bytes: Option<u64>,
+    /// Hours of one time partition (`storage.partition`; default the
+    /// store's day): whole hours dividing a day, or whole days.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    partition_hours: Option<u32>,
 }
 
 /// Arguments of the crash child (`storage-crash-child`, hidden).
@@ -452,6 +456,7 @@ struct StoreConfig {
     wal_generation_bytes: u64,
     retention_ms: i64,
     retention_bytes: Option<u64>,
+    partition_ms: i64,
     /// The store's clock when the bench reopens it: with a retention by
     /// age, the end of the generated data, where the writers' clock left
     /// the running store (the system clock is the run's length past it,
@@ -469,6 +474,9 @@ impl StoreConfig {
                 .retention_hours
                 .map_or(Options::default().retention_ms, |h| i64::from(h) * HOUR_MS),
             retention_bytes: args.retention_bytes,
+            partition_ms: args
+                .partition_hours
+                .map_or(Options::default().partition_ms, |h| i64::from(h) * HOUR_MS),
             reopen_at_ms: None,
         }
     }
@@ -493,6 +501,7 @@ fn open_with_clock(dir: &Path, config: StoreConfig, clock: Clock) -> anyhow::Res
         wal_generation_bytes: config.wal_generation_bytes,
         retention_ms: config.retention_ms,
         retention_bytes: config.retention_bytes,
+        partition_ms: config.partition_ms,
         cache_bytes: config.cache_bytes,
         clock,
         ..Options::default()
