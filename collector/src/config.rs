@@ -483,8 +483,8 @@ impl CollectorConfig {
         let partition = self.storage.partition.as_secs();
         if partition == 0
             || self.storage.partition.subsec_nanos() != 0
-            || partition % 3600 != 0
-            || (86_400 % partition != 0 && partition % 86_400 != 0)
+            || !partition.is_multiple_of(3600)
+            || (!86_400u64.is_multiple_of(partition) && !partition.is_multiple_of(86_400))
         {
             return invalid(
                 "storage.partition must be a whole number of hours that divides a day, or a whole number of days"
