@@ -154,9 +154,13 @@ pub struct Storage {
     /// Samples older than this are refused, and deleted in the background.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
-    /// When set, the oldest hours are deleted in the background while the
-    /// stored data (chunks, snapshots, WAL) exceeds this many bytes.
+    /// When set, the oldest time partitions are deleted in the background
+    /// while the data directory exceeds this many bytes.
     pub retention_bytes: Option<u64>,
+    /// Time span of one partition of sealed data, which retention deletes
+    /// whole: a whole number of hours dividing a day, or of days.
+    #[serde(with = "humantime_serde")]
+    pub partition: Duration,
     /// Samples further than this in the future (agent clock ahead) are refused.
     #[serde(with = "humantime_serde")]
     pub future_tolerance: Duration,
@@ -292,6 +296,7 @@ impl Default for Storage {
         Storage {
             retention: Duration::from_secs(30 * 24 * 3600),
             retention_bytes: None,
+            partition: Duration::from_secs(24 * 3600),
             future_tolerance: Duration::from_secs(600),
             out_of_order_tolerance: Duration::from_secs(600),
             // Enough for the pages an instant query over 10,000 hosts
@@ -474,6 +479,17 @@ impl CollectorConfig {
         }
         if self.storage.retention_bytes == Some(0) {
             return invalid("storage.retention_bytes must be greater than zero (leave it out for no size limit)".to_owned());
+        }
+        let partition = self.storage.partition.as_secs();
+        if partition == 0
+            || self.storage.partition.subsec_nanos() != 0
+            || !partition.is_multiple_of(3600)
+            || (!86_400u64.is_multiple_of(partition) && !partition.is_multiple_of(86_400))
+        {
+            return invalid(
+                "storage.partition must be a whole number of hours that divides a day, or a whole number of days"
+                    .to_owned(),
+            );
         }
         if self.storage.cache_bytes < MIN_CACHE_BYTES {
             return invalid(format!(
@@ -672,6 +688,22 @@ key = "collector.key"
             (
                 format!("{MINIMAL}\n[storage]\ncache_bytes = 1000\n"),
                 "storage.cache_bytes",
+            ),
+            (
+                format!("{MINIMAL}\n[storage]\npartition = \"5h\"\n"),
+                "storage.partition",
+            ),
+            (
+                format!("{MINIMAL}\n[storage]\npartition = \"36h\"\n"),
+                "storage.partition",
+            ),
+            (
+                format!("{MINIMAL}\n[storage]\npartition = \"0s\"\n"),
+                "storage.partition",
+            ),
+            (
+                format!("{MINIMAL}\n[storage]\npartition = \"daily\"\n"),
+                "partition",
             ),
             (
                 format!("{MINIMAL}\n[storage]\nmin_free_bytes = -1\n"),

@@ -392,6 +392,7 @@ fn store_options(config: &CollectorConfig) -> Options {
     Options {
         retention_ms: storage.retention.as_millis() as i64,
         retention_bytes: storage.retention_bytes,
+        partition_ms: storage.partition.as_millis() as i64,
         future_tolerance_ms: storage.future_tolerance.as_millis() as i64,
         out_of_order_tolerance_ms: storage.out_of_order_tolerance.as_millis() as i64,
         max_series_per_host: config.limits.max_series_per_host,

@@ -1,17 +1,19 @@
-//! The key layout of the store's sled tree (`tsdb`) and of its WAL
-//! databases (their default tree: `W` and `S` keys only).
+//! The key layout of the store's main sled tree (`tsdb`), of its WAL
+//! databases (their default tree: `W` and `S` keys only) and of its time
+//! partitions (their default tree: `C` and `P` keys only, see `partition`).
 //!
 //! Every key starts with a kind byte, so each kind is one ordered range:
 //! - `S` + series id: the encoded [`crate::SeriesKey`] (in a WAL database
 //!   for a series created there, until the generation is deleted);
 //! - `W` + group + piece: WAL frames of one commit group (see `wal`);
 //! - `Q` + host + NUL + source: highest batch sequence stored (u64 BE);
-//! - `M` + name: store metadata (the next commit group, the lowest
-//!   group not sealed);
+//! - `M` + name: store metadata (the store's format, the next commit
+//!   group, the lowest group not sealed, and `Mpart` + start for each
+//!   time partition);
 //! - `L` + series id: the series' newest sealed sample (time, value bits);
-//! - `C` + tier + series id + start: a chunk (tier 0 raw samples of one
+//! - `C` + tier + series id + start (in a partition): a chunk (tier 0 raw samples of one
 //!   window, tier 2 a day of 1 h aggregates; tier 1 is not used);
-//! - `P` + host + NUL + start: a window of a host's process snapshots;
+//! - `P` + host + NUL + start (in a partition): a window of a host's process snapshots;
 //! - `A` + group: the accept log's entry of a commit group (see `forward`);
 //! - `F` + name: a forwarding destination's cursor (see `forward`).
 //!
@@ -38,6 +40,12 @@ pub(crate) const META_NEXT_GROUP: &[u8] = b"Mnext_group";
 /// The metadata key holding the lowest commit group not sealed: replay
 /// starts there.
 pub(crate) const META_LOW_GROUP: &[u8] = b"Mlow_group";
+/// The metadata key holding the store's format (u32 BE; see `partition`).
+pub(crate) const META_FORMAT: &[u8] = b"Mformat";
+/// The prefix of a time partition's registration (+ its start, order
+/// preserving): a registered partition whose directory is missing is
+/// reported, never silently forgotten.
+pub(crate) const META_PARTITION: &[u8] = b"Mpart";
 
 /// Maps i64 to u64 so that big-endian bytes sort like the signed numbers.
 pub(crate) fn order_preserving(t: i64) -> u64 {

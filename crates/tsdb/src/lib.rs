@@ -36,6 +36,8 @@
 //!   postings by label value, for selecting series;
 //! - `catalog`: metric names, and one series's raw points, for the PromQL engine;
 //! - `forward`: the accept log and cursors forwarding reads;
+//! - `partition`: time partitions (a sled database each) holding the
+//!   sealed chunks and snapshot blocks, and the store's format version;
 //! - `maintain`: sealing, WAL truncation, retention; `stats`, `verify`;
 //! - `supervise`: the free-space reserve, failures and rebuilding from
 //!   disk, the background thread;
@@ -55,6 +57,7 @@ mod keys;
 mod maintain;
 mod model;
 mod options;
+mod partition;
 mod query;
 mod read;
 mod shape;

@@ -2,8 +2,9 @@
 //! in the 1 h tier), truncating the WAL, persisting batch sequences, and
 //! retention by age and by size.
 //!
-//! Order matters for crash safety: sealed chunks are written and flushed
-//! first; then the batch sequences, the series definitions of the WAL
+//! Order matters for crash safety: sealed chunks are written to their
+//! partitions (see `partition`) and flushed first, then the newest sealed
+//! points in the main tree; then the batch sequences, the series definitions of the WAL
 //! generations about to go, and the lowest group not sealed (where replay
 //! starts), flushed again; only then are WAL generations whose every group
 //! lies below that deleted. Only windows whose samples are all durable are
@@ -19,7 +20,6 @@ use crate::read::Read;
 use crate::store::{HostRef, Inner, bump, lock, poisoned};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 /// Series definitions written to the tree per sled batch.
@@ -31,9 +31,6 @@ const SEAL_SERIES_PER_LOCK: usize = 8;
 /// State kept between maintenance passes.
 #[derive(Debug, Default)]
 pub(crate) struct MaintenanceState {
-    /// Bytes of chunks and snapshot blocks per window start, once counted
-    /// (retention by size needs them; counting takes one scan).
-    window_bytes: Option<BTreeMap<i64, u64>>,
     /// Windows before this start are already deleted by age (retention by
     /// size may have deleted later ones too).
     expired_before: Option<i64>,
@@ -81,6 +78,8 @@ pub struct MaintenanceReport {
     pub wal_generations_deleted: u64,
     /// Chunks and snapshot blocks deleted by retention (age or size).
     pub deleted: u64,
+    /// Partitions deleted by retention (each deleted whole).
+    pub deleted_partitions: u64,
 }
 
 impl Inner {
@@ -108,7 +107,7 @@ impl Inner {
         for (name, host) in &hosts {
             let ids: Vec<u64> = lock(host)?.series.keys().copied().collect();
             let mut seal = |host: &mut HostState, ids: Option<&[u64]>| {
-                self.seal_host(name, host, ids, due, &mut state, &mut report)
+                self.seal_host(name, host, ids, due, &mut report)
             };
             // A few series per hold of the host's lock: its queries and
             // appends wait for at most that much encoding.
@@ -124,6 +123,7 @@ impl Inner {
         timed(MaintenancePhase::Seal, started);
         let started = Instant::now();
         // Chunks are durable before the WAL groups they replace go.
+        self.partitions.flush()?;
         self.db.flush()?;
         self.commit
             .rotate_if_due(low, self.options.wal_generation_bytes)?;
@@ -142,7 +142,8 @@ impl Inner {
         timed(MaintenancePhase::Wal, started);
         let started = Instant::now();
         self.expire_by_age(now, &mut state, &mut report)?;
-        self.expire_by_size(&mut state, &mut report)?;
+        self.expire_by_size(now, &mut report)?;
+        self.partitions.close_idle()?;
         timed(MaintenancePhase::Retention, started);
         Ok(report)
     }
@@ -201,7 +202,6 @@ impl Inner {
         host: &mut HostState,
         ids: Option<&[u64]>,
         due: Due,
-        state: &mut MaintenanceState,
         report: &mut MaintenanceReport,
     ) -> Result<(), TsdbError> {
         let mut writes = SealWrites::default();
@@ -212,13 +212,19 @@ impl Inner {
         }
         self.write_hour_chunks(due, &mut writes)?;
         if ids.is_none() {
-            seal_snapshots(name, host, due, &mut writes);
+            seal_snapshots(name, host, due, |t| self.partitions.of(t), &mut writes);
         }
         // Every write above comes with a sealed window. Most passes seal
         // nothing for most series, and an empty sled batch still appends a
-        // record to sled's log (48 bytes).
-        if writes.chunks > 0 || writes.snapshot_blocks > 0 {
-            self.tree.apply_batch(writes.batch)?;
+        // record to sled's log (48 bytes). Chunks first, then the newest
+        // sealed points: a crash between leaves `L` records behind the
+        // chunks, which only costs lookups (the WAL still holds the
+        // windows, as `low` has not moved).
+        for (start, batch) in std::mem::take(&mut writes.parts) {
+            self.partitions.for_write(start)?.apply_batch(batch)?;
+        }
+        if writes.lasts > 0 {
+            self.tree.apply_batch(writes.main)?;
         }
         if writes.chunks > 0 {
             self.tails.clear();
@@ -226,11 +232,6 @@ impl Inner {
         report.sealed_chunks += writes.chunks;
         report.sealed_snapshot_blocks += writes.snapshot_blocks;
         bump(&self.counters.sealed_chunks, writes.chunks);
-        if let Some(bytes) = &mut state.window_bytes {
-            for (start, n) in writes.added {
-                *bytes.entry(start).or_default() += n;
-            }
-        }
         Ok(())
     }
 
@@ -259,9 +260,10 @@ impl Inner {
                 sealed_last = Some(last);
             }
             let raw = chunk::encode_raw(&points, w.max_lsn);
-            writes.added.push((w.start, (raw.len() + 18) as u64));
             writes
-                .batch
+                .parts
+                .entry(self.partitions.of(w.start))
+                .or_default()
                 .insert(&keys::chunk(keys::TIER_RAW, id, w.start)[..], raw);
             let day = align(w.start, DAY_MS);
             let (rows, completes_day) = writes.hour_rows.entry((id, day)).or_default();
@@ -283,8 +285,9 @@ impl Inner {
             && last.t_ms > series.persisted_last_t
         {
             writes
-                .batch
+                .main
                 .insert(&keys::last(id)[..], &keys::encode_last(last)[..]);
+            writes.lasts += 1;
             series.persisted_last_t = last.t_ms;
         }
         if sealed_any {
@@ -300,13 +303,18 @@ impl Inner {
     fn write_hour_chunks(&self, due: Due, writes: &mut SealWrites) -> Result<(), TsdbError> {
         for ((id, day), (rows, completes_day)) in std::mem::take(&mut writes.hour_rows) {
             let key = keys::chunk(keys::TIER_HOUR, id, day);
+            let home = self.partitions.of_day(day);
             // A day's hours are written once, with its last window (queries
             // read the raw chunks of a day without them): rewritten at every
             // window, the day's chunk was much of sled's writes and its
             // garbage (more disk in a replay of the storage bench's seal
             // writes). A window sealed again, or late, after that replaces
             // its hours.
-            let (mut lsn, mut merged) = match self.tree.get(key)? {
+            let stored = match self.partitions.get(home)? {
+                Some(db) => db.get(key)?,
+                None => None,
+            };
+            let (mut lsn, mut merged) = match stored {
                 Some(v) => self
                     .decoded(chunk::decode_rows(&v), "hour chunk", id, day)
                     .unwrap_or_default(),
@@ -320,9 +328,10 @@ impl Inner {
             lsn = lsn.max(due.durable);
             let value = chunk::encode_rows(&merged, lsn);
             writes
-                .added
-                .push((day + DAY_MS - due.window, value.len() as u64));
-            writes.batch.insert(&key[..], value);
+                .parts
+                .entry(home)
+                .or_default()
+                .insert(&key[..], value);
         }
         Ok(())
     }
@@ -336,7 +345,9 @@ impl Inner {
         Ok(chunk::rows(&points, HOUR_MS))
     }
 
-    /// Deletes chunks and snapshot blocks of windows entirely older than the retention.
+    /// Hides the windows entirely older than the retention from reads,
+    /// clears the latest values they held, and deletes the partitions
+    /// whose every window is among them.
     fn expire_by_age(
         &self,
         now: i64,
@@ -348,132 +359,91 @@ impl Inner {
         if state.expired_before.is_some_and(|done| done >= before) {
             return Ok(());
         }
-        self.delete_before(before, state, report)?;
+        self.partitions.raise_floor(before);
+        self.clear_expired_latest(before)?;
+        for p in self.partitions.all()? {
+            if p.end <= before {
+                self.delete_partition(p.start, report)?;
+            }
+        }
         state.expired_before = Some(before);
         Ok(())
     }
 
-    /// Deletes the oldest windows while the store is larger than `retention_bytes`.
-    fn expire_by_size(
-        &self,
-        state: &mut MaintenanceState,
-        report: &mut MaintenanceReport,
-    ) -> Result<(), TsdbError> {
+    /// Deletes the oldest partitions, whole, while the store's directory
+    /// is larger than `retention_bytes`; never the partition of the
+    /// current window.
+    fn expire_by_size(&self, now: i64, report: &mut MaintenanceReport) -> Result<(), TsdbError> {
         let Some(limit) = self.options.retention_bytes else {
             return Ok(());
         };
-        if state.window_bytes.is_none() {
-            state.window_bytes = Some(self.count_window_bytes()?);
-        }
-        let Some(bytes) = &state.window_bytes else {
+        let mut total = self.partitions.store_bytes();
+        if total <= limit {
             return Ok(());
-        };
-        let wal = self.commit.wal_bytes.load(Ordering::Relaxed);
-        let mut total: u64 = bytes.values().sum::<u64>() + wal;
-        // The start of the oldest window to keep.
-        let mut before = None;
+        }
+        let current = self.partitions.of(self.options.window_of(now));
+        let mut floor = None;
         let mut freed = 0;
-        for (start, size) in bytes {
-            if total <= limit {
+        for p in self.partitions.all()? {
+            if total <= limit || p.start >= current {
                 break;
             }
-            total = total.saturating_sub(*size);
-            freed += size;
-            before = Some(start + self.options.chunk_window_ms);
+            let bytes = p.disk_bytes();
+            self.delete_partition(p.start, report)?;
+            total = total.saturating_sub(bytes);
+            freed += bytes;
+            floor = Some(p.end);
         }
-        let Some(before) = before else {
+        let Some(floor) = floor else {
             return Ok(());
         };
-        self.delete_before(before, state, report)?;
+        self.partitions.raise_floor(floor);
+        self.clear_expired_latest(floor)?;
         tracing::info!(
-            before,
+            before = floor,
             bytes = freed,
-            "deleted the oldest windows: store over its size limit"
+            "deleted the oldest partitions: store over its size limit"
         );
         Ok(())
     }
 
-    /// Deletes the chunks and snapshot blocks of the windows that start
-    /// before `before` (and the 1 h chunks of the days before its day), and
-    /// the latest value of every series whose newest sample they held.
-    fn delete_before(
+    /// Deletes one partition (see `partition`), counting what it held.
+    fn delete_partition(
         &self,
-        before: i64,
-        state: &mut MaintenanceState,
+        start: i64,
         report: &mut MaintenanceReport,
     ) -> Result<(), TsdbError> {
-        let day_before = align(before, DAY_MS);
-        // A sled batch a host, not one for the store: in the storage bench
-        // past a retention, one batch of every expired chunk left far more
-        // bytes a series resident, and more bytes a sample on disk, than a
-        // batch a host.
-        let mut n = 0u64;
-        for (name, host) in self.all_hosts()? {
-            let mut batch = sled::Batch::default();
-            let (mut deleted, mut cleared_last) = (0u64, false);
-            let mut host = lock(&host)?;
-            for (id, series) in host.series.iter_mut() {
-                for (tier, end) in [(keys::TIER_RAW, before), (keys::TIER_HOUR, day_before)] {
-                    let range = keys::chunk(tier, *id, i64::MIN)..keys::chunk(tier, *id, end);
-                    for key in self.tree.range(range).keys() {
-                        batch.remove(key?);
-                        deleted += 1;
-                    }
-                }
-                // A series whose newest sample is gone has no latest value
-                // (its newest chunk goes in this batch too).
-                if series.windows.is_empty() && series.last.is_some_and(|p| p.t_ms < before) {
-                    series.last = None;
-                    series.persisted_last_t = i64::MIN;
-                    batch.remove(&keys::last(*id)[..]);
-                    cleared_last = true;
-                }
-            }
-            drop(host);
-            let range = keys::snapshots(&name, i64::MIN)..keys::snapshots(&name, before);
-            for key in self.tree.range(range).keys() {
-                batch.remove(key?);
-                deleted += 1;
-            }
-            // An empty sled batch still appends a record to its log.
-            if deleted > 0 || cleared_last {
-                self.tree.apply_batch(batch)?;
-                self.tails.clear();
-            }
-            n += deleted;
-        }
-        if let Some(bytes) = &mut state.window_bytes {
-            bytes.retain(|start, _| *start >= before);
-        }
+        let n = self.partitions.delete(start)?;
+        self.tails.clear();
         report.deleted += n;
+        report.deleted_partitions += 1;
         bump(&self.counters.deleted_chunks, n);
         Ok(())
     }
 
-    /// Bytes of chunks and snapshot blocks per window, by one scan (keys
-    /// and values: what the data costs before sled's own overhead).
-    fn count_window_bytes(&self) -> Result<BTreeMap<i64, u64>, TsdbError> {
-        let window = self.options.chunk_window_ms;
-        let mut out = BTreeMap::new();
-        for entry in self.tree.scan_prefix([keys::CHUNK]) {
-            let (key, value) = entry?;
-            let Some((tier, _, start)) = keys::parse_chunk(&key) else {
-                continue;
-            };
-            let start = if tier == keys::TIER_HOUR {
-                start + DAY_MS - window
-            } else {
-                start
-            };
-            *out.entry(start).or_default() += (key.len() + value.len()) as u64;
-        }
-        for entry in self.tree.scan_prefix([keys::SNAPSHOTS]) {
-            let (key, value) = entry?;
-            if let Some((_, start)) = keys::parse_snapshots(&key) {
-                *out.entry(start).or_default() += (key.len() + value.len()) as u64;
+    /// Clears the latest value of every series whose newest sample lies
+    /// before `before` (hidden or deleted by retention).
+    fn clear_expired_latest(&self, before: i64) -> Result<(), TsdbError> {
+        for (_, host) in self.all_hosts()? {
+            let mut batch = sled::Batch::default();
+            let mut cleared = false;
+            let mut host = lock(&host)?;
+            for (id, series) in host.series.iter_mut() {
+                if series.windows.is_empty() && series.last.is_some_and(|p| p.t_ms < before) {
+                    series.last = None;
+                    series.persisted_last_t = i64::MIN;
+                    batch.remove(&keys::last(*id)[..]);
+                    cleared = true;
+                }
+            }
+            drop(host);
+            // An empty sled batch still appends a record to its log.
+            if cleared {
+                self.tree.apply_batch(batch)?;
             }
         }
-        Ok(out)
+        self.tails.clear();
+        Ok(())
     }
 }
 
@@ -506,10 +476,16 @@ impl Due {
     }
 }
 
-/// What sealing one host writes: one sled batch, and its tallies.
+/// What sealing one host writes: a sled batch per partition, one for the
+/// main tree, and their tallies.
 #[derive(Default)]
 struct SealWrites {
-    batch: sled::Batch,
+    /// Chunks and snapshot blocks, by partition start.
+    parts: BTreeMap<i64, sled::Batch>,
+    /// Newest sealed points (`L` records).
+    main: sled::Batch,
+    /// `L` records in `main`.
+    lasts: u64,
     /// Raw chunks in the batch.
     chunks: u64,
     /// Snapshot blocks in the batch.
@@ -517,12 +493,16 @@ struct SealWrites {
     /// Per (series, day): the hours of the windows sealed now, and
     /// whether the day's last window is one of them.
     hour_rows: HashMap<(u64, i64), (Vec<Row>, bool)>,
-    /// (window start, bytes) of each value written, for retention by size.
-    added: Vec<(i64, u64)>,
 }
 
 /// Seals a host's due snapshot windows into blocks.
-fn seal_snapshots(name: &str, host: &mut HostState, due: Due, writes: &mut SealWrites) {
+fn seal_snapshots(
+    name: &str,
+    host: &mut HostState,
+    due: Due,
+    partition_of: impl Fn(i64) -> i64,
+    writes: &mut SealWrites,
+) {
     let (newest, touched) = (host.snapshot_max_t, host.snapshot_touched_ms);
     let before = writes.snapshot_blocks;
     for w in &host.snapshot_windows {
@@ -530,8 +510,11 @@ fn seal_snapshots(name: &str, host: &mut HostState, due: Due, writes: &mut SealW
             continue;
         }
         let value = w.block.seal(w.max_lsn);
-        writes.added.push((w.start, value.len() as u64));
-        writes.batch.insert(keys::snapshots(name, w.start), value);
+        writes
+            .parts
+            .entry(partition_of(w.start))
+            .or_default()
+            .insert(keys::snapshots(name, w.start), value);
         writes.snapshot_blocks += 1;
     }
     if writes.snapshot_blocks > before {

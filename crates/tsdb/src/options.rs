@@ -40,6 +40,11 @@ pub struct Options {
     pub max_window_samples: usize,
     /// Time span of one raw chunk (ms): a whole number of hours dividing a day.
     pub chunk_window_ms: i64,
+    /// Time span of one partition (ms; see the `partition` module): the
+    /// sealed chunks and snapshot blocks of its windows live in one sled
+    /// database, which retention deletes whole. A whole number of windows
+    /// that divides a day, or a whole number of days.
+    pub partition_ms: i64,
     /// A series that received nothing for this long (ms, wall clock) has its
     /// finished windows sealed even though no newer sample pushed them out.
     pub idle_seal_ms: i64,
@@ -78,6 +83,7 @@ impl Default for Options {
             max_series_per_host: 10_000,
             max_window_samples: MAX_WINDOW_SAMPLES,
             chunk_window_ms: HOUR_MS,
+            partition_ms: DAY_MS,
             idle_seal_ms: 15 * MINUTE_MS,
             wal_generation_bytes: 32 << 20,
             maintenance_interval: Some(Duration::from_secs(5)),
@@ -100,6 +106,7 @@ impl std::fmt::Debug for Options {
             .field("max_series_per_host", &self.max_series_per_host)
             .field("max_window_samples", &self.max_window_samples)
             .field("chunk_window_ms", &self.chunk_window_ms)
+            .field("partition_ms", &self.partition_ms)
             .field("idle_seal_ms", &self.idle_seal_ms)
             .field("wal_generation_bytes", &self.wal_generation_bytes)
             .field("maintenance_interval", &self.maintenance_interval)
@@ -137,6 +144,12 @@ impl Options {
         if w <= 0 || w % HOUR_MS != 0 || DAY_MS % w != 0 {
             return bad(format!(
                 "chunk_window_ms ({w}) must be a whole number of hours that divides a day"
+            ));
+        }
+        let p = self.partition_ms;
+        if p <= 0 || p % w != 0 || (DAY_MS % p != 0 && p % DAY_MS != 0) {
+            return bad(format!(
+                "partition_ms ({p}) must be a whole number of chunk windows ({w} ms) that divides a day, or a whole number of days"
             ));
         }
         if !(0..=w).contains(&self.out_of_order_tolerance_ms) {
@@ -177,7 +190,10 @@ mod tests {
         /// A change that makes the default options invalid, and the field
         /// the error must name.
         type Case = (fn(&mut Options), &'static str);
-        let cases: [Case; 10] = [
+        let cases: [Case; 13] = [
+            (|o| o.partition_ms = 0, "partition_ms"),
+            (|o| o.partition_ms = 5 * HOUR_MS, "partition_ms"),
+            (|o| o.partition_ms = 36 * HOUR_MS, "partition_ms"),
             (|o| o.retention_ms = 0, "retention_ms"),
             (|o| o.retention_bytes = Some(0), "retention_bytes"),
             (|o| o.chunk_window_ms = 5 * HOUR_MS, "chunk_window_ms"),

@@ -160,22 +160,31 @@ impl Inner {
         // gaps between the days that have their hours are read raw.
         let mut gaps = Vec::new();
         let mut covered_to = start;
-        for entry in self
-            .tree
-            .range(keys::chunk(keys::TIER_HOUR, id, from)..=keys::chunk(keys::TIER_HOUR, id, to))
-        {
-            let (k, value) = entry?;
-            let Some((_, _, day)) = keys::parse_chunk(&k) else {
-                continue;
-            };
-            if let Some((_, rows)) = self.decoded(chunk::decode_rows(&value), "rows", id, day) {
-                gaps.push((covered_to, day));
-                covered_to = covered_to.max(day.saturating_add(DAY_MS));
-                items.extend(
-                    rows.into_iter()
-                        .filter(|r| in_range(r) && !open_window(r.t_ms))
-                        .map(Item::Row),
-                );
+        // Days past the retention are not read (the day holding its
+        // cutoff is, as retention by key deleted it only after).
+        let from = from.max(align(self.partitions.floor(), DAY_MS));
+        let (first, last) = (self.partitions.of_day(from), self.partitions.of_day(to));
+        let range = keys::chunk(keys::TIER_HOUR, id, from)..=keys::chunk(keys::TIER_HOUR, id, to);
+        let dbs = if from <= to {
+            self.partitions.within(first, last)?
+        } else {
+            Vec::new()
+        };
+        for db in dbs {
+            for entry in db.range(range.clone()) {
+                let (k, value) = entry?;
+                let Some((_, _, day)) = keys::parse_chunk(&k) else {
+                    continue;
+                };
+                if let Some((_, rows)) = self.decoded(chunk::decode_rows(&value), "rows", id, day) {
+                    gaps.push((covered_to, day));
+                    covered_to = covered_to.max(day.saturating_add(DAY_MS));
+                    items.extend(
+                        rows.into_iter()
+                            .filter(|r| in_range(r) && !open_window(r.t_ms))
+                            .map(Item::Row),
+                    );
+                }
             }
         }
         gaps.push((covered_to, end));

@@ -183,7 +183,8 @@ impl Inner {
         if start >= end {
             return None;
         }
-        let first = self.options.window_of(start);
+        // Windows past the retention are not read, deleted or not yet.
+        let first = self.options.window_of(start).max(self.partitions.floor());
         let last = self.options.window_of(end - 1).min(through);
         (first <= last).then_some((first, last))
     }
@@ -223,9 +224,9 @@ impl Inner {
             for &chunk_start in starts {
                 if read == Read::Tails && !head.open.contains(&chunk_start) {
                     self.sealed_tail(id, chunk_start, start, end, out)?;
-                } else if let Some(value) =
-                    self.tree
-                        .get(keys::chunk(keys::TIER_RAW, id, chunk_start))?
+                } else if let Some(value) = self
+                    .partitions
+                    .value(chunk_start, &keys::chunk(keys::TIER_RAW, id, chunk_start))?
                 {
                     decode(chunk_start, &value, out);
                 }
@@ -234,10 +235,12 @@ impl Inner {
         }
         let from = keys::chunk(keys::TIER_RAW, id, first);
         let to = keys::chunk(keys::TIER_RAW, id, last);
-        for entry in self.tree.range(from..=to) {
-            let (k, value) = entry?;
-            if let Some((_, _, chunk_start)) = keys::parse_chunk(&k) {
-                decode(chunk_start, &value, out);
+        for db in self.partitions.within(first, last)? {
+            for entry in db.range(from..=to) {
+                let (k, value) = entry?;
+                if let Some((_, _, chunk_start)) = keys::parse_chunk(&k) {
+                    decode(chunk_start, &value, out);
+                }
             }
         }
         Ok(())
@@ -258,7 +261,8 @@ impl Inner {
         let Err(miss) = self.tails.read(id, window, start, end, out) else {
             return Ok(());
         };
-        let Some(value) = self.tree.get(keys::chunk(keys::TIER_RAW, id, window))? else {
+        let key = keys::chunk(keys::TIER_RAW, id, window);
+        let Some(value) = self.partitions.value(window, &key)? else {
             self.tails.insert(id, window, miss, i64::MIN, Vec::new());
             return Ok(());
         };
@@ -329,12 +333,14 @@ impl Inner {
         if inner_first <= inner_last {
             let from = keys::chunk(keys::TIER_RAW, id, inner_first);
             let to = keys::chunk(keys::TIER_RAW, id, inner_last);
-            for k in self.tree.range(from..=to).keys() {
-                let k = k?;
-                if let Some((_, _, w)) = keys::parse_chunk(&k)
-                    && !head.open.contains(&w)
-                {
-                    return Ok(true);
+            for db in self.partitions.within(inner_first, inner_last)? {
+                for k in db.range(from..=to).keys() {
+                    let k = k?;
+                    if let Some((_, _, w)) = keys::parse_chunk(&k)
+                        && !head.open.contains(&w)
+                    {
+                        return Ok(true);
+                    }
                 }
             }
         }

@@ -83,6 +83,7 @@ impl Store {
         stats.wal_bytes = get(&inner.commit.wal_bytes);
         stats.commit_groups = get(&inner.commit.groups);
         stats.disk_bytes = inner.db.size_on_disk()?
+            + inner.partitions.disk_bytes()?
             + inner.commit.with_generations(|generations| {
                 let mut bytes = 0;
                 for g in generations {

@@ -1,8 +1,9 @@
 //! The store: opening and replay, appends, and reads.
 //!
-//! Chunks, the index and the sequences live in one sled tree, `tsdb`
-//! (layout in `keys`); the WAL in sled databases of its own (see
-//! `commit`). See the crate documentation for the life of a sample.
+//! The index, the sequences and the metadata live in one sled tree,
+//! `tsdb` (layout in `keys`); sealed chunks and snapshot blocks in time
+//! partitions (see `partition`); the WAL in sled databases of its own
+//! (see `commit`). See the crate documentation for the life of a sample.
 
 use crate::TsdbError;
 use crate::chunk;
@@ -159,6 +160,8 @@ pub(crate) struct Inner {
     /// Kept across rebuilds: counters count since the store was opened.
     pub(crate) counters: Arc<Counters>,
     pub(crate) maintenance: Mutex<MaintenanceState>,
+    /// The time partitions holding sealed chunks and snapshot blocks.
+    pub(crate) partitions: crate::partition::Partitions,
     /// Decoded tails of sealed chunks that short reads of many series
     /// asked for; emptied by every write of raw chunks.
     pub(crate) tails: crate::tails::Tails,
@@ -330,16 +333,22 @@ impl Drop for Store {
 }
 
 impl Inner {
-    /// Opens the state on disk: chunks and the index in `db`, the WAL
-    /// under `wal_dir`, replayed into the head.
+    /// Opens the state on disk in `dir`: the index in `db`, sealed chunks
+    /// in the partitions under `dir/partitions` (a store of an older
+    /// format migrated first), the WAL under `dir/wal`, replayed into the
+    /// head.
     pub(crate) fn open(
         db: sled::Db,
-        wal_dir: &Path,
+        dir: &Path,
         options: Options,
         counters: Arc<Counters>,
         incarnation: u64,
     ) -> Result<Self, TsdbError> {
         let tree = db.open_tree("tsdb")?;
+        let partitions =
+            crate::partition::Partitions::open(dir, tree.clone(), &options, counters.clone())?;
+        crate::partition::check_format(dir, &tree, &partitions)?;
+        let wal_dir = &dir.join("wal");
         let generations = Generation::open_all(wal_dir)?;
         // Definitions of series created since the oldest WAL generation
         // are only there until it is deleted.
@@ -393,6 +402,7 @@ impl Inner {
             hosts: RwLock::new(hosts),
             counters,
             maintenance: Mutex::new(MaintenanceState::default()),
+            partitions,
             tails,
         };
         inner.replay(low)?;
@@ -694,7 +704,8 @@ impl Inner {
         id: u64,
         start: i64,
     ) -> Result<Option<(u64, Vec<Point>)>, TsdbError> {
-        let Some(value) = self.tree.get(keys::chunk(keys::TIER_RAW, id, start))? else {
+        let key = keys::chunk(keys::TIER_RAW, id, start);
+        let Some(value) = self.partitions.value(start, &key)? else {
             return Ok(None);
         };
         Ok(self.decoded(chunk::decode_raw(&value), "chunk", id, start))
@@ -705,7 +716,10 @@ impl Inner {
         host: &str,
         start: i64,
     ) -> Result<Option<(u64, Vec<ProcessSnapshot>)>, TsdbError> {
-        let Some(value) = self.tree.get(keys::snapshots(host, start))? else {
+        let Some(value) = self
+            .partitions
+            .value(start, &keys::snapshots(host, start))?
+        else {
             return Ok(None);
         };
         Ok(self.decoded(snapshot::decode(&value), "snapshot block", 0, start))
@@ -1034,11 +1048,19 @@ impl Inner {
     /// The newest sample of the newest raw chunk of a series that decodes.
     pub(crate) fn newest_sealed(&self, id: u64) -> Result<Option<Point>, TsdbError> {
         let prefix = keys::chunk(keys::TIER_RAW, id, 0);
-        for entry in self.tree.scan_prefix(&prefix[..10]).rev() {
-            let (key, value) = entry?;
-            let start = keys::parse_chunk(&key).map_or(0, |(_, _, s)| s);
-            if let Some((_, points)) = self.decoded(chunk::decode_raw(&value), "chunk", id, start) {
-                return Ok(points.last().copied());
+        let floor = self.partitions.floor();
+        for db in self.partitions.within(floor, i64::MAX)?.into_iter().rev() {
+            for entry in db.scan_prefix(&prefix[..10]).rev() {
+                let (key, value) = entry?;
+                let start = keys::parse_chunk(&key).map_or(0, |(_, _, s)| s);
+                if start < floor {
+                    break;
+                }
+                if let Some((_, points)) =
+                    self.decoded(chunk::decode_raw(&value), "chunk", id, start)
+                {
+                    return Ok(points.last().copied());
+                }
             }
         }
         Ok(None)
@@ -1070,32 +1092,42 @@ impl Inner {
                 }
             }
         }
-        let from = keys::snapshots(host, i64::MIN);
-        let to = keys::snapshots(host, self.options.window_of(at_ms));
-        for entry in self.tree.range(from..=to).rev() {
-            let (key, value) = entry?;
-            let Some((_, start)) = keys::parse_snapshots(&key) else {
-                continue;
-            };
-            if open.contains(&start) {
-                continue;
-            }
-            if best.as_ref().is_some_and(|b| b.t_ms >= start) {
-                break;
-            }
-            let Some(found) = self.decoded(
-                snapshot::decode_at(&value, at_ms),
-                "snapshot block",
-                0,
-                start,
-            ) else {
-                continue;
-            };
-            if let Some(s) = found {
-                if best.as_ref().is_none_or(|b| s.t_ms > b.t_ms) {
-                    best = Some(s);
+        let floor = self.partitions.floor();
+        let newest = self.options.window_of(at_ms);
+        let from = keys::snapshots(host, floor);
+        let to = keys::snapshots(host, newest);
+        if floor > newest {
+            return Ok(best);
+        }
+        // Newest partition first; each block starts its window, so the
+        // first block with a snapshot at or before `at_ms` answers unless
+        // an open window holds a newer one.
+        'partitions: for db in self.partitions.within(floor, newest)?.into_iter().rev() {
+            for entry in db.range(from.clone()..=to.clone()).rev() {
+                let (key, value) = entry?;
+                let Some((_, start)) = keys::parse_snapshots(&key) else {
+                    continue;
+                };
+                if open.contains(&start) {
+                    continue;
                 }
-                break;
+                if best.as_ref().is_some_and(|b| b.t_ms >= start) {
+                    break 'partitions;
+                }
+                let Some(found) = self.decoded(
+                    snapshot::decode_at(&value, at_ms),
+                    "snapshot block",
+                    0,
+                    start,
+                ) else {
+                    continue;
+                };
+                if let Some(s) = found {
+                    if best.as_ref().is_none_or(|b| s.t_ms > b.t_ms) {
+                        best = Some(s);
+                    }
+                    break 'partitions;
+                }
             }
         }
         Ok(best)

@@ -317,7 +317,7 @@ fn open_state(
     std::fs::create_dir_all(dir).map_err(|e| TsdbError::io("create", dir, e))?;
     sync_files(dir)?;
     let db = crate::commit::open_sled(dir, options.cache_bytes)?;
-    Inner::open(db, &dir.join("wal"), options.clone(), counters, incarnation)
+    Inner::open(db, dir, options.clone(), counters, incarnation)
 }
 
 /// Syncs every file below `dir`.

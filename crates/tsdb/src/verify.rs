@@ -26,6 +26,8 @@ pub struct VerifyReport {
     /// Chunks of 1 h aggregates.
     pub row_chunks: u64,
     pub snapshot_blocks: u64,
+    /// Time partitions walked (damaged or missing ones included).
+    pub partitions: u64,
     /// Bytes (keys and values, before sled's own overhead) of raw chunks,
     /// of aggregate chunks, of snapshot blocks, of the WAL, and of the rest
     /// (series definitions, sequences, metadata).
@@ -55,8 +57,9 @@ impl VerifyReport {
 
 impl Store {
     /// Reads and decodes every series definition, sequence, WAL frame (of
-    /// every WAL generation, sealed groups too), chunk and snapshot block,
-    /// reporting each damaged one. Reads only; damaged records stay where
+    /// every WAL generation, sealed groups too), chunk and snapshot block
+    /// (of every time partition), reporting each damaged one, and each
+    /// damaged or missing partition. Reads only; damaged records stay where
     /// they are (queries and replay skip them).
     pub fn verify(&self) -> Result<VerifyReport, TsdbError> {
         // A failed state's memory and sled instances are not what the disk
@@ -83,7 +86,51 @@ impl Store {
         })?;
         for entry in inner.tree.iter() {
             let (key, value) = entry?;
+            if matches!(key.first(), Some(&keys::CHUNK | &keys::SNAPSHOTS)) {
+                report.damage(format!(
+                    "block in the main database instead of a partition: {}",
+                    hex(&key)
+                ));
+                continue;
+            }
             self.verify_entry(&key, &value, &mut report, &mut series_seen)?;
+        }
+        let partitions = &inner.partitions;
+        for p in partitions.all()? {
+            report.partitions += 1;
+            let db = match p.db()? {
+                Some(db) => db,
+                None => {
+                    let why = p.damage()?.unwrap_or_default();
+                    report.damage(format!("partition {}: {why}", p.path.display()));
+                    continue;
+                }
+            };
+            for entry in db.iter() {
+                let (key, value) = entry?;
+                let home = match (keys::parse_chunk(&key), keys::parse_snapshots(&key)) {
+                    (Some((keys::TIER_HOUR, _, day)), _) => Some(partitions.of_day(day)),
+                    (Some((_, _, start)), _) | (None, Some((_, start))) => {
+                        Some(partitions.of(start))
+                    }
+                    (None, None) => None,
+                };
+                match home {
+                    Some(home) if home == p.start => {
+                        self.verify_entry(&key, &value, &mut report, &mut series_seen)?
+                    }
+                    Some(_) => report.damage(format!(
+                        "block outside its partition {}: {}",
+                        p.path.display(),
+                        hex(&key)
+                    )),
+                    None => report.damage(format!(
+                        "unknown record in partition {}: {}",
+                        p.path.display(),
+                        hex(&key)
+                    )),
+                }
+            }
         }
         Ok(report)
     }

@@ -79,23 +79,31 @@ pub struct Workload {
 
 impl Workload {
     /// A workload whose times start 29 days before `now_ms`, inside the
-    /// default 30-day retention, leaving room for 250,000 batches per writer.
+    /// default 30-day retention, leaving room for 250,000 batches per writer;
+    /// 2 minutes (12 batches) before an hour, so that the first rounds
+    /// cross a window and partition boundary and seal into a new partition
+    /// (see [`Workload::options`]).
     pub fn new(writers: u32, series: u32, now_ms: i64) -> Self {
+        let hour = crate::options::HOUR_MS;
+        let start = crate::options::align(now_ms - 29 * DAY_MS, hour);
         Workload {
             writers,
             series,
-            base_ms: now_ms - 29 * DAY_MS,
+            base_ms: start + hour - 2 * 60_000,
         }
     }
 
     /// Store options of the child: maintenance every few milliseconds and
     /// small WAL generations, so kills land during sealing and while WAL
-    /// generations are started and deleted too; the accept log on, so
-    /// that what forwarding reads is checked across kills as well.
+    /// generations are started and deleted too; partitions of an hour, so
+    /// kills land while partitions are created and written; the accept
+    /// log on, so that what forwarding reads is checked across kills as
+    /// well.
     pub fn options(&self) -> Options {
         Options {
             maintenance_interval: Some(Duration::from_millis(5)),
             wal_generation_bytes: 16 << 10,
+            partition_ms: crate::options::HOUR_MS,
             accept_log: true,
             ..Options::default()
         }

@@ -189,13 +189,14 @@ fn check(store: &Store, model: &Model) {
     }
 }
 
-fn run(ops: Vec<Op>, window_limit: usize) {
+fn run(ops: Vec<Op>, window_limit: usize, partition_ms: i64) {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new(NOW);
     let opts = || Options {
         max_series_per_host: LIMIT,
         out_of_order_tolerance_ms: TOLERANCE,
         max_window_samples: window_limit,
+        partition_ms,
         ..options(&clock)
     };
     let base = NOW - NOW.rem_euclid(24 * HOUR) - 2 * HOUR;
@@ -282,13 +283,21 @@ proptest! {
 
     #[test]
     fn the_store_behaves_like_a_map(ops in prop::collection::vec(op(), 1..40)) {
-        run(ops, hostwatch_tsdb::MAX_WINDOW_SAMPLES);
+        run(ops, hostwatch_tsdb::MAX_WINDOW_SAMPLES, 24 * HOUR);
+    }
+
+    /// Partitions of an hour: every window in a partition of its own, a
+    /// day's 1 h chunk in the partition of its last window, sealing,
+    /// resealing and reads across each boundary.
+    #[test]
+    fn the_store_behaves_like_a_map_across_hourly_partitions(ops in prop::collection::vec(op(), 1..40)) {
+        run(ops, hostwatch_tsdb::MAX_WINDOW_SAMPLES, HOUR);
     }
 
     /// Windows at their limit of samples, through appends, replays,
     /// reopens (replaying the WAL) and sealing.
     #[test]
     fn full_windows_behave_like_a_map_with_a_limit(ops in prop::collection::vec(op(), 1..40)) {
-        run(ops, 3);
+        run(ops, 3, 24 * HOUR);
     }
 }

@@ -801,8 +801,10 @@ fn fill(store: &Store, from: i64, to: i64) {
 fn retention_by_age_deletes_whole_old_hours_and_stale_latest_values() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new(NOW);
+    // Partitions of an hour: retention deletes whole partitions.
     let opts = || hostwatch_tsdb::Options {
         retention_ms: 4 * HOUR,
+        partition_ms: HOUR,
         ..options(&clock)
     };
     let store = open(dir.path(), opts());
@@ -836,8 +838,13 @@ fn retention_by_size_drops_the_oldest_hours_first() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new(NOW);
     let start = (NOW - 6 * HOUR).div_euclid(HOUR) * HOUR;
+    // Partitions of an hour: retention deletes whole partitions.
+    let hourly = || hostwatch_tsdb::Options {
+        partition_ms: HOUR,
+        ..options(&clock)
+    };
     let (all, stored, chunks) = {
-        let store = open(dir.path(), options(&clock));
+        let store = open(dir.path(), hourly());
         fill(&store, start, NOW);
         // Host b reported in the oldest hour only.
         let points = [(start, 1.0), (start + MINUTE, 2.0)];
@@ -851,9 +858,19 @@ fn retention_by_size_drops_the_oldest_hours_first() {
             v.chunks + v.row_chunks,
         )
     };
+    // The whole directory counts (sled's files, the WAL): the limit
+    // leaves room for about half the partitions' files, measured after
+    // a reopen (which writes to the main database).
+    drop(open(dir.path(), hourly()));
+    let parts: u64 = partition_dirs(dir.path())
+        .iter()
+        .map(|p| dir_bytes(p))
+        .sum();
+    let disk = dir_bytes(dir.path());
+    assert!(stored < parts, "{stored} {parts}");
     let opts = || hostwatch_tsdb::Options {
-        retention_bytes: Some(stored / 2),
-        ..options(&clock)
+        retention_bytes: Some(disk - parts / 2),
+        ..hourly()
     };
     let store = open(dir.path(), opts());
     let report = store.maintain().unwrap();
@@ -910,15 +927,18 @@ fn damaged_wal_frames_and_chunks_are_skipped_counted_and_reported() {
             value[middle] ^= 0x55;
             tree.insert(key, value).unwrap();
         };
-        let db = open_db(dir.path());
-        let tree = db.open_tree("tsdb").unwrap();
-        flip(&tree, &[b'C', 0]);
+        // Every chunk is in the partition of today.
+        let partitions = partition_dirs(dir.path());
+        assert_eq!(partitions.len(), 1, "{partitions:?}");
+        let db = open_db(&partitions[0]);
+        flip(&db, &[b'C', 0]);
         // A chunk of a tier this build does not write (tier 1).
-        let (key, value) = tree.scan_prefix([b'C', 0]).next_back().unwrap().unwrap();
+        let (key, value) = db.scan_prefix([b'C', 0]).next_back().unwrap().unwrap();
         let mut key = key.to_vec();
         key[1] = 1;
-        tree.insert(key, value).unwrap();
+        db.insert(key, value).unwrap();
         db.flush().unwrap();
+        drop(db);
         // The newest WAL generation holds the two later batches.
         let wal = wal_dir(dir.path());
         let newest = std::fs::read_dir(&wal)
@@ -929,6 +949,7 @@ fn damaged_wal_frames_and_chunks_are_skipped_counted_and_reported() {
         let db = open_db(&newest);
         flip(&db, b"W");
         db.flush().unwrap();
+        drop(db);
     }
     let store = open(dir.path(), options(&clock));
     let stats = store.stats().unwrap();

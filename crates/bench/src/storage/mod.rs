@@ -128,18 +128,23 @@ pub(crate) struct Args {
     #[arg(long, default_value = "30")]
     maintain_every_ticks: u32,
     /// The store's retention in hours (default: the store's 30 days). The
-    /// store's clock then follows the writers' agent time, so windows older
-    /// than this are deleted during ingest, as in a collector that has run
-    /// longer than its retention; with more `--hours` than this, the disk
-    /// figures are those of that steady state.
+    /// store's clock then follows the writers' agent time, so partitions
+    /// (a day each) whose windows are all older than this are deleted
+    /// during ingest, as in a collector that has run longer than its
+    /// retention; with more `--hours` than this, the disk figures are
+    /// those of that steady state (over the samples held: up to a
+    /// partition more than the retention).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     retention_hours: Option<u32>,
-    /// The store's size limit (`retention_bytes`: chunks, snapshot blocks
-    /// and WAL, before sled's own overhead); with less than the data, the
-    /// oldest windows are deleted during ingest and the disk figures are
-    /// those of that steady state.
+    /// The store's size limit (`retention_bytes`: its whole directory);
+    /// with less than the data, the oldest partitions are deleted during
+    /// ingest and the disk figures are those of that steady state.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     retention_bytes: Option<u64>,
+    /// Hours of one time partition (`storage.partition`; default the
+    /// store's day): whole hours dividing a day, or whole days.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    partition_hours: Option<u32>,
 }
 
 /// Arguments of the crash child (`storage-crash-child`, hidden).
@@ -451,6 +456,7 @@ struct StoreConfig {
     wal_generation_bytes: u64,
     retention_ms: i64,
     retention_bytes: Option<u64>,
+    partition_ms: i64,
     /// The store's clock when the bench reopens it: with a retention by
     /// age, the end of the generated data, where the writers' clock left
     /// the running store (the system clock is the run's length past it,
@@ -468,6 +474,9 @@ impl StoreConfig {
                 .retention_hours
                 .map_or(Options::default().retention_ms, |h| i64::from(h) * HOUR_MS),
             retention_bytes: args.retention_bytes,
+            partition_ms: args
+                .partition_hours
+                .map_or(Options::default().partition_ms, |h| i64::from(h) * HOUR_MS),
             reopen_at_ms: None,
         }
     }
@@ -492,6 +501,7 @@ fn open_with_clock(dir: &Path, config: StoreConfig, clock: Clock) -> anyhow::Res
         wal_generation_bytes: config.wal_generation_bytes,
         retention_ms: config.retention_ms,
         retention_bytes: config.retention_bytes,
+        partition_ms: config.partition_ms,
         cache_bytes: config.cache_bytes,
         clock,
         ..Options::default()

@@ -63,6 +63,32 @@ pub fn open_db(path: &Path) -> sled::Db {
     retrying(path, || Ok(sled::open(path)?))
 }
 
+/// The store's partition directories, oldest first.
+pub fn partition_dirs(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out: Vec<(i64, std::path::PathBuf)> = std::fs::read_dir(dir.join("partitions"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter_map(|p| Some((p.file_name()?.to_str()?.parse().ok()?, p)))
+        .collect();
+    out.sort();
+    out.into_iter().map(|(_, p)| p).collect()
+}
+
+/// Bytes of the files below `dir`.
+pub fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| {
+            if e.file_type().unwrap().is_dir() {
+                dir_bytes(&e.path())
+            } else {
+                e.metadata().unwrap().len()
+            }
+        })
+        .sum()
+}
+
 /// Where [`open`] puts the store's WAL.
 pub fn wal_dir(dir: &Path) -> std::path::PathBuf {
     dir.join("wal")
@@ -107,4 +133,61 @@ pub fn all_points(store: &Store, host: &str, metric: &str) -> Vec<(i64, f64)> {
         .flat_map(|s| s.points)
         .map(|p| (p.t_ms, p.value))
         .collect()
+}
+
+/// The batches of the format-1 fixture store (`tests/fixtures/format-1`),
+/// in the order they were appended: hosts `a` and `b`, series `m` and
+/// `n{k="v"}` each, a sample every 10 minutes from 30 h before [`NOW`] to
+/// [`NOW`], and a process snapshot of host `a` every 30 minutes; the
+/// fixture sealed every batch but the last hour's, which it left in the
+/// WAL.
+pub fn fixture_batches() -> (Vec<Batch>, Vec<Batch>) {
+    let start = NOW - 30 * HOUR;
+    let (mut sealed, mut open) = (Vec::new(), Vec::new());
+    for (i, t) in (start..NOW).step_by(10 * MINUTE as usize).enumerate() {
+        for host in ["a", "b"] {
+            let value = (t - start) as f64 / MINUTE as f64 + if host == "a" { 0.5 } else { 0.25 };
+            let processes = if host == "a" && i % 3 == 0 {
+                vec![hostwatch_tsdb::ProcessSnapshot {
+                    t_ms: t,
+                    processes: vec![hostwatch_tsdb::ProcessInfo {
+                        pid: 1 + i as u32,
+                        name: "init".to_owned(),
+                        command: "/sbin/init".to_owned(),
+                        user: "root".to_owned(),
+                        cpu_cores: 0.125,
+                        rss_bytes: 4096 * i as u64,
+                        start_time_ms: start,
+                    }],
+                }]
+            } else {
+                vec![]
+            };
+            let batch = Batch {
+                host: host.to_owned(),
+                source: 7,
+                seq: i as u64 + 1,
+                series: vec![
+                    SeriesInput {
+                        metric: "m".to_owned(),
+                        labels: vec![],
+                        points: points(&[(t, value)]),
+                    },
+                    SeriesInput {
+                        metric: "n".to_owned(),
+                        labels: vec![Label::new("k", "v")],
+                        points: points(&[(t, -value)]),
+                    },
+                ],
+                processes,
+                malformed: 0,
+            };
+            if t < NOW - HOUR {
+                sealed.push(batch);
+            } else {
+                open.push(batch);
+            }
+        }
+    }
+    (sealed, open)
 }

@@ -1,0 +1,626 @@
+//! Time partitions: sealed chunks (raw and 1 h tier) and process snapshot
+//! blocks live in one sled database per span of time
+//! ([`crate::Options::partition_ms`], a day by default) under
+//! `<store>/partitions/<start>/`, so that retention deletes a whole
+//! directory instead of rewriting every leaf key by key (sled does not
+//! give the space of deleted keys back).
+//!
+//! A partition's lifecycle ([`Partition`]):
+//! - *created* when the first window of its span is sealed: its directory,
+//!   its sled database, then its marker file (`partition`: the partition
+//!   format and its span), each durable; a directory without the marker
+//!   was cut short before anything was written to it and is removed at
+//!   open; then registered in the main database (`Mpart` + start), which
+//!   is what lets a missing directory be noticed;
+//! - *written* while its windows seal (each maintenance pass flushes the
+//!   partitions it wrote before the WAL groups they replace go);
+//! - *closed* once no maintenance pass has written or read it for
+//!   [`IDLE_CLOSE`]: its database is flushed and dropped (sled keeps the
+//!   pages it wrote or read resident far beyond its cache), reopened when
+//!   read or written again;
+//! - *deleted* by retention, whole: renamed to `<start>.deleted` (durably),
+//!   unregistered, then removed; open removes what a crash left of that.
+//!
+//! A partition whose directory is missing, whose marker does not read or
+//! names another format, or whose database does not open is *damaged*:
+//! queries skip it (counted in `corrupt_blocks`), `verify` reports it,
+//! sealing into it fails (the windows stay in the head and the WAL).
+//!
+//! Key layout inside a partition: the main tree's `C` and `P` keys (see
+//! `keys`); the 1 h chunk of a day lives in the partition of the day's
+//! last window, where the windows it summarizes end.
+
+use crate::TsdbError;
+use crate::keys;
+use crate::options::{DAY_MS, Options, align};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+/// The store's on-disk format: the main database's key layout (see
+/// `keys`), the WAL frame, the chunk and snapshot encodings and the
+/// partition directory. Stored under [`keys::META_FORMAT`]. Format 1 (no
+/// format key) kept chunks and snapshot blocks in the main database; it
+/// is migrated on open. Format 2 sealed snapshot blocks as rows only; 3
+/// seals them in columns and still reads rows, so a format-2 store is
+/// migrated by its format record alone.
+pub(crate) const STORE_FORMAT: u32 = 3;
+/// The format a store without a format key was written in.
+const FORMAT_UNVERSIONED: u32 = 1;
+/// Partitions with snapshot blocks as rows only.
+const FORMAT_ROW_SNAPSHOTS: u32 = 2;
+/// The format of a partition directory, in its marker file.
+pub(crate) const PARTITION_FORMAT: u32 = 1;
+/// The marker file of a partition directory.
+const MARKER: &str = "partition";
+/// Suffix a partition's directory is renamed to before it is removed.
+const DELETED: &str = ".deleted";
+/// A partition neither written nor read for this long is closed.
+pub(crate) const IDLE_CLOSE: Duration = Duration::from_secs(60);
+
+/// Where a partition's database is.
+enum State {
+    Closed,
+    Open(sled::Db),
+    /// Skipped by queries, reported by `verify`: why.
+    Damaged(String),
+    /// Deleted by retention: a read that found it before is skipped.
+    Deleted,
+}
+
+/// One time partition: its span, its directory and its database.
+pub(crate) struct Partition {
+    pub(crate) start: i64,
+    pub(crate) end: i64,
+    pub(crate) path: PathBuf,
+    cache_bytes: u64,
+    state: Mutex<State>,
+    /// Written since the last flush.
+    dirty: AtomicBool,
+    /// When it was last written or read.
+    used: Mutex<Instant>,
+}
+
+fn poisoned() -> TsdbError {
+    TsdbError::Failed("partition state poisoned by a panic".into())
+}
+
+fn sync_dir(path: &Path) -> Result<(), TsdbError> {
+    std::fs::File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| TsdbError::io("sync directory", path, e))
+}
+
+/// The marker file's text for a partition of `[start, end)`.
+fn marker_text(start: i64, end: i64) -> String {
+    format!("hostwatch-tsdb partition\nformat {PARTITION_FORMAT}\nstart {start}\nend {end}\n")
+}
+
+/// Checks a marker file's text against the partition's span; the error
+/// names what is wrong.
+fn check_marker(text: &str, start: i64, end: i64) -> Result<(), String> {
+    let mut lines = text.lines();
+    if lines.next() != Some("hostwatch-tsdb partition") {
+        return Err("its marker file is not a partition's".into());
+    }
+    let field = |line: Option<&str>, name: &str| -> Result<i64, String> {
+        line.and_then(|l| l.strip_prefix(name))
+            .and_then(|v| v.strip_prefix(' '))
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("its marker file has no {name}"))
+    };
+    let format = field(lines.next(), "format")?;
+    if format != i64::from(PARTITION_FORMAT) {
+        return Err(format!(
+            "it is in partition format {format}; this build reads partition format {PARTITION_FORMAT}"
+        ));
+    }
+    let (s, e) = (field(lines.next(), "start")?, field(lines.next(), "end")?);
+    if (s, e) != (start, end) {
+        return Err(format!(
+            "its marker spans [{s}, {e}), the store's options [{start}, {end}) (was partition_ms changed?)"
+        ));
+    }
+    Ok(())
+}
+
+impl Partition {
+    fn new(dir: &Path, start: i64, end: i64, cache_bytes: u64, state: State) -> Self {
+        Partition {
+            start,
+            end,
+            path: dir.join(start.to_string()),
+            cache_bytes,
+            state: Mutex::new(state),
+            dirty: AtomicBool::new(false),
+            used: Mutex::new(Instant::now()),
+        }
+    }
+
+    fn state(&self) -> Result<MutexGuard<'_, State>, TsdbError> {
+        self.state.lock().map_err(|_| poisoned())
+    }
+
+    fn touch(&self) {
+        if let Ok(mut used) = self.used.lock() {
+            *used = Instant::now();
+        }
+    }
+
+    /// Why the partition is damaged, if it is.
+    pub(crate) fn damage(&self) -> Result<Option<String>, TsdbError> {
+        Ok(match &*self.state()? {
+            State::Damaged(why) => Some(why.clone()),
+            _ => None,
+        })
+    }
+
+    /// Its database, opened if closed; `Ok(None)` when it is damaged (the
+    /// caller skips it). A database that does not open marks it damaged.
+    pub(crate) fn db(&self) -> Result<Option<sled::Db>, TsdbError> {
+        self.touch();
+        let mut state = self.state()?;
+        match &*state {
+            State::Open(db) => return Ok(Some(db.clone())),
+            State::Damaged(_) | State::Deleted => return Ok(None),
+            State::Closed => {}
+        }
+        let checked = std::fs::read_to_string(self.path.join(MARKER))
+            .map_err(|e| format!("its marker file does not read: {e}"))
+            .and_then(|text| check_marker(&text, self.start, self.end));
+        let opened = checked.and_then(|()| {
+            crate::commit::open_sled(&self.path, self.cache_bytes)
+                .map_err(|e| format!("its database does not open: {e}"))
+        });
+        match opened {
+            Ok(db) => {
+                *state = State::Open(db.clone());
+                Ok(Some(db))
+            }
+            Err(why) => {
+                tracing::error!(path = %self.path.display(), error = %why, "damaged partition: skipped by queries");
+                *state = State::Damaged(why);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Its database for a write: a damaged partition is an error.
+    pub(crate) fn db_for_write(&self) -> Result<sled::Db, TsdbError> {
+        self.dirty.store(true, Ordering::Release);
+        match self.db()? {
+            Some(db) => Ok(db),
+            None => Err(TsdbError::Corrupt(format!(
+                "cannot seal into partition {}: {}",
+                self.path.display(),
+                self.damage()?.unwrap_or_default()
+            ))),
+        }
+    }
+
+    /// Flushes what was written since the last flush.
+    pub(crate) fn flush(&self) -> Result<(), TsdbError> {
+        if self.dirty.swap(false, Ordering::AcqRel)
+            && let State::Open(db) = &*self.state()?
+            && let Err(e) = db.flush()
+        {
+            self.dirty.store(true, Ordering::Release);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Closes the database if it is open, clean and unused for `idle`.
+    fn close_if_idle(&self, idle: Duration) -> Result<(), TsdbError> {
+        let unused = self.used.lock().map_err(|_| poisoned())?.elapsed() >= idle;
+        if !unused || self.dirty.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut state = self.state()?;
+        if let State::Open(db) = &*state {
+            db.flush()?;
+            *state = State::Closed;
+        }
+        Ok(())
+    }
+
+    /// Bytes of its files.
+    pub(crate) fn disk_bytes(&self) -> u64 {
+        dir_bytes(&self.path)
+    }
+}
+
+/// Bytes of the files below `path` (0 for what does not read).
+fn dir_bytes(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    let mut total = 0;
+    for entry in entries.flatten() {
+        match entry.metadata() {
+            Ok(m) if m.is_dir() => total += dir_bytes(&entry.path()),
+            Ok(m) => total += m.len(),
+            Err(_) => {}
+        }
+    }
+    total
+}
+
+/// Every partition of a store, by start.
+pub(crate) struct Partitions {
+    dir: PathBuf,
+    span: i64,
+    window: i64,
+    cache_bytes: u64,
+    /// The main tree, where partitions are registered.
+    tree: sled::Tree,
+    map: RwLock<BTreeMap<i64, Arc<Partition>>>,
+    /// Windows starting before this are past the retention: not read,
+    /// whether or not their partition is deleted yet.
+    floor: AtomicI64,
+    /// Where a read skipping a damaged partition is counted.
+    counters: Arc<crate::store::Counters>,
+}
+
+/// The registry key of the partition starting at `start`.
+fn registry_key(start: i64) -> Vec<u8> {
+    let mut key = keys::META_PARTITION.to_vec();
+    key.extend_from_slice(&keys::order_preserving(start).to_be_bytes());
+    key
+}
+
+impl Partitions {
+    /// The partitions under `store/partitions`, registered in `tree`; what
+    /// a crash left of a creation or a deletion is cleaned up, a valid
+    /// directory not registered is registered, and a registered one whose
+    /// directory is missing is kept as damaged.
+    pub(crate) fn open(
+        store: &Path,
+        tree: sled::Tree,
+        options: &Options,
+        counters: Arc<crate::store::Counters>,
+    ) -> Result<Self, TsdbError> {
+        let dir = store.join("partitions");
+        std::fs::create_dir_all(&dir).map_err(|e| TsdbError::io("create", &dir, e))?;
+        let span = options.partition_ms;
+        let cache_bytes = (options.cache_bytes / 2).max(1 << 20);
+        let mut registered = BTreeMap::new();
+        for entry in tree.scan_prefix(keys::META_PARTITION) {
+            let (key, _) = entry?;
+            let start = key
+                .get(keys::META_PARTITION.len()..)
+                .and_then(|b| b.try_into().ok())
+                .map(|b| keys::from_order_preserving(u64::from_be_bytes(b)));
+            match start {
+                Some(start) => {
+                    registered.insert(start, ());
+                }
+                None => tracing::warn!(key = ?key, "ignoring a malformed partition registration"),
+            }
+        }
+        let mut map = BTreeMap::new();
+        let entries = std::fs::read_dir(&dir).map_err(|e| TsdbError::io("list", &dir, e))?;
+        for entry in entries {
+            let path = entry.map_err(|e| TsdbError::io("list", &dir, e))?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if let Some(start) = name.strip_suffix(DELETED) {
+                // A deletion cut short: finish it.
+                std::fs::remove_dir_all(&path).map_err(|e| TsdbError::io("remove", &path, e))?;
+                if let Ok(start) = start.parse::<i64>() {
+                    tree.remove(registry_key(start))?;
+                    registered.remove(&start);
+                }
+                continue;
+            }
+            let Ok(start) = name.parse::<i64>() else {
+                tracing::warn!(path = %path.display(), "ignoring a file that is not a partition");
+                continue;
+            };
+            if !path.join(MARKER).is_file() {
+                tracing::info!(path = %path.display(), "removing a partition cut short while being created");
+                std::fs::remove_dir_all(&path).map_err(|e| TsdbError::io("remove", &path, e))?;
+                continue;
+            }
+            if registered.remove(&start).is_none() {
+                tree.insert(registry_key(start), &[][..])?;
+            }
+            let end = start.saturating_add(span);
+            let state = if align(start, span) == start {
+                State::Closed
+            } else {
+                State::Damaged(format!(
+                    "its start is not a multiple of partition_ms ({span}) (was it changed?)"
+                ))
+            };
+            map.insert(
+                start,
+                Arc::new(Partition::new(&dir, start, end, cache_bytes, state)),
+            );
+        }
+        for start in registered.into_keys() {
+            let partition = Partition::new(
+                &dir,
+                start,
+                start.saturating_add(span),
+                cache_bytes,
+                State::Damaged("its directory is missing".into()),
+            );
+            tracing::error!(path = %partition.path.display(), "a registered partition's directory is missing: skipped by queries");
+            map.insert(start, Arc::new(partition));
+        }
+        tree.flush()?;
+        let now = (options.clock)();
+        let floor = options.window_of(now.saturating_sub(options.retention_ms));
+        Ok(Partitions {
+            dir,
+            span,
+            window: options.chunk_window_ms,
+            cache_bytes,
+            tree,
+            map: RwLock::new(map),
+            floor: AtomicI64::new(floor),
+            counters,
+        })
+    }
+
+    fn map(
+        &self,
+    ) -> Result<std::sync::RwLockReadGuard<'_, BTreeMap<i64, Arc<Partition>>>, TsdbError> {
+        self.map.read().map_err(|_| poisoned())
+    }
+
+    /// The start of the partition holding window `start`.
+    pub(crate) fn of(&self, t: i64) -> i64 {
+        align(t, self.span)
+    }
+
+    /// The partition holding the 1 h chunk of `day`: that of its last window.
+    pub(crate) fn of_day(&self, day: i64) -> i64 {
+        self.of(day.saturating_add(DAY_MS).saturating_sub(self.window))
+    }
+
+    /// Windows before this are past the retention and not read.
+    pub(crate) fn floor(&self) -> i64 {
+        self.floor.load(Ordering::Acquire)
+    }
+
+    /// Raises the floor to `to`.
+    pub(crate) fn raise_floor(&self, to: i64) {
+        self.floor.fetch_max(to, Ordering::AcqRel);
+    }
+
+    /// The database of the partition starting at `start`, if it exists
+    /// and is not damaged.
+    pub(crate) fn get(&self, start: i64) -> Result<Option<sled::Db>, TsdbError> {
+        let partition = self.map()?.get(&start).cloned();
+        match partition {
+            Some(p) => self.readable(&p),
+            None => Ok(None),
+        }
+    }
+
+    /// The value of `key` in the partition holding time `t`.
+    pub(crate) fn value(&self, t: i64, key: &[u8]) -> Result<Option<sled::IVec>, TsdbError> {
+        match self.get(self.of(t))? {
+            Some(db) => Ok(db.get(key)?),
+            None => Ok(None),
+        }
+    }
+
+    /// The readable partitions overlapping `[from, to]` (times), oldest
+    /// first.
+    pub(crate) fn within(&self, from: i64, to: i64) -> Result<Vec<sled::Db>, TsdbError> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let parts: Vec<Arc<Partition>> = self
+            .map()?
+            .range(self.of(from)..=self.of(to))
+            .map(|(_, p)| p.clone())
+            .collect();
+        let mut out = Vec::with_capacity(parts.len());
+        for p in parts {
+            if let Some(db) = self.readable(&p)? {
+                out.push(db);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The partition's database for a read; a damaged one is skipped and
+    /// counted, one deleted meanwhile skipped.
+    fn readable(&self, p: &Partition) -> Result<Option<sled::Db>, TsdbError> {
+        let db = p.db()?;
+        if db.is_none() && p.damage()?.is_some() {
+            crate::store::bump(&self.counters.corrupt_blocks, 1);
+        }
+        Ok(db)
+    }
+
+    /// Every partition, oldest first.
+    pub(crate) fn all(&self) -> Result<Vec<Arc<Partition>>, TsdbError> {
+        Ok(self.map()?.values().cloned().collect())
+    }
+
+    /// The partition starting at `start` for a write, created if missing.
+    pub(crate) fn for_write(&self, start: i64) -> Result<sled::Db, TsdbError> {
+        if let Some(p) = self.map()?.get(&start).cloned() {
+            return p.db_for_write();
+        }
+        let mut map = self.map.write().map_err(|_| poisoned())?;
+        if let Some(p) = map.get(&start).cloned() {
+            drop(map);
+            return p.db_for_write();
+        }
+        let end = start.saturating_add(self.span);
+        let partition = Partition::new(&self.dir, start, end, self.cache_bytes, State::Closed);
+        let path = &partition.path;
+        std::fs::create_dir_all(path).map_err(|e| TsdbError::io("create", path, e))?;
+        let db = crate::commit::open_sled(path, self.cache_bytes)?;
+        db.flush()?;
+        let marker = path.join(MARKER);
+        std::fs::write(&marker, marker_text(start, end))
+            .and_then(|()| std::fs::File::open(&marker)?.sync_all())
+            .map_err(|e| TsdbError::io("write", &marker, e))?;
+        sync_dir(path)?;
+        sync_dir(&self.dir)?;
+        self.tree.insert(registry_key(start), &[][..])?;
+        self.tree.flush()?;
+        *partition.state()? = State::Open(db.clone());
+        partition.dirty.store(true, Ordering::Release);
+        map.insert(start, Arc::new(partition));
+        Ok(db)
+    }
+
+    /// Flushes every partition written since its last flush.
+    pub(crate) fn flush(&self) -> Result<(), TsdbError> {
+        for p in self.all()? {
+            p.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Closes the partitions unused for [`IDLE_CLOSE`].
+    pub(crate) fn close_idle(&self) -> Result<(), TsdbError> {
+        for p in self.all()? {
+            p.close_if_idle(IDLE_CLOSE)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the partition starting at `start`: renamed durably, then
+    /// unregistered, then removed. Returns the chunks and snapshot blocks
+    /// it held (0 when it was damaged).
+    pub(crate) fn delete(&self, start: i64) -> Result<u64, TsdbError> {
+        let Some(partition) = self.map.write().map_err(|_| poisoned())?.remove(&start) else {
+            return Ok(0);
+        };
+        // Counted for the report and the stats: a key walk, once a partition.
+        let held = match partition.db()? {
+            Some(db) => db.len() as u64,
+            None => 0,
+        };
+        let path = partition.path.clone();
+        // Readers holding its database keep it until they let go; on Unix
+        // that does not keep the directory from going.
+        *partition.state()? = State::Deleted;
+        drop(partition);
+        let mut gone = path.clone().into_os_string();
+        gone.push(DELETED);
+        let gone = PathBuf::from(gone);
+        if path.exists() {
+            std::fs::rename(&path, &gone).map_err(|e| TsdbError::io("rename", &path, e))?;
+            sync_dir(&self.dir)?;
+        }
+        self.tree.remove(registry_key(start))?;
+        self.tree.flush()?;
+        if gone.exists() {
+            std::fs::remove_dir_all(&gone).map_err(|e| TsdbError::io("remove", &gone, e))?;
+        }
+        Ok(held)
+    }
+
+    /// Bytes of every partition's files.
+    pub(crate) fn disk_bytes(&self) -> Result<u64, TsdbError> {
+        Ok(self.all()?.iter().map(|p| p.disk_bytes()).sum())
+    }
+
+    /// Bytes of the whole store's files: the directory holding `partitions`.
+    pub(crate) fn store_bytes(&self) -> u64 {
+        self.dir.parent().map_or(0, dir_bytes)
+    }
+}
+
+/// Reads the store's format from `tree`, migrating a format-1 store
+/// (chunks and snapshot blocks in the main database) into partitions; a
+/// format this build does not know is refused, naming both.
+pub(crate) fn check_format(
+    store: &Path,
+    tree: &sled::Tree,
+    partitions: &Partitions,
+) -> Result<(), TsdbError> {
+    let format = match tree.get(keys::META_FORMAT)? {
+        Some(v) => match <[u8; 4]>::try_from(&v[..]) {
+            Ok(b) => u32::from_be_bytes(b),
+            Err(_) => {
+                return Err(TsdbError::Corrupt(format!(
+                    "the store in {} has a malformed format record ({} bytes)",
+                    store.display(),
+                    v.len()
+                )));
+            }
+        },
+        None => FORMAT_UNVERSIONED,
+    };
+    match format {
+        STORE_FORMAT => return Ok(()),
+        FORMAT_UNVERSIONED => migrate_unversioned(tree, partitions)?,
+        FORMAT_ROW_SNAPSHOTS => {
+            tree.insert(keys::META_FORMAT, &STORE_FORMAT.to_be_bytes()[..])?;
+            tree.flush()?;
+        }
+        _ => {
+            return Err(TsdbError::Failed(format!(
+                "the store in {} is in format {format}; this build reads format {STORE_FORMAT} and migrates formats {FORMAT_UNVERSIONED} and {FORMAT_ROW_SNAPSHOTS}: refusing to open it",
+                store.display()
+            )));
+        }
+    }
+    tracing::info!(store = %store.display(), from = format, to = STORE_FORMAT, "store format migrated");
+    Ok(())
+}
+
+/// Moves a format-1 store's chunks and snapshot blocks into their
+/// partitions. Copied first and flushed; then one atomic sled batch
+/// removes them from the main tree and writes the format: a crash before
+/// it leaves format 1, migrated again (the copies overwritten).
+fn migrate_unversioned(tree: &sled::Tree, partitions: &Partitions) -> Result<(), TsdbError> {
+    let mut remove = sled::Batch::default();
+    let mut writes: BTreeMap<i64, sled::Batch> = BTreeMap::new();
+    for prefix in [keys::CHUNK, keys::SNAPSHOTS] {
+        for entry in tree.scan_prefix([prefix]) {
+            let (key, value) = entry?;
+            let home = match (keys::parse_chunk(&key), keys::parse_snapshots(&key)) {
+                (Some((keys::TIER_HOUR, _, day)), _) => Some(partitions.of_day(day)),
+                (Some((_, _, start)), _) | (None, Some((_, start))) => Some(partitions.of(start)),
+                (None, None) => None,
+            };
+            // A key that does not parse stays where it is, for verify to report.
+            if let Some(home) = home {
+                writes.entry(home).or_default().insert(key.clone(), value);
+                remove.remove(key);
+            }
+        }
+    }
+    for (start, batch) in writes {
+        partitions.for_write(start)?.apply_batch(batch)?;
+    }
+    partitions.flush()?;
+    remove.insert(keys::META_FORMAT, &STORE_FORMAT.to_be_bytes()[..]);
+    tree.apply_batch(remove)?;
+    tree.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_name_what_is_wrong() {
+        let ok = marker_text(0, DAY_MS);
+        assert_eq!(check_marker(&ok, 0, DAY_MS), Ok(()));
+        let other = ok.replace("format 1", "format 9");
+        let err = check_marker(&other, 0, DAY_MS).unwrap_err();
+        assert!(
+            err.contains("format 9") && err.contains("format 1"),
+            "{err}"
+        );
+        let err = check_marker(&ok, 0, 2 * DAY_MS).unwrap_err();
+        assert!(err.contains("partition_ms"), "{err}");
+        assert!(check_marker("junk", 0, DAY_MS).is_err());
+        assert!(check_marker("hostwatch-tsdb partition\nformat x\n", 0, DAY_MS).is_err());
+    }
+}
