@@ -24,6 +24,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// The directory of the head's files, beside the WAL's (`<store>/head/`).
+pub(crate) const HEAD_DIR: &str = "head";
+
 /// Bytes appended to a file before they are written out.
 const FLUSH_BYTES: usize = 64 * 1024;
 

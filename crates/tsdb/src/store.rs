@@ -380,8 +380,10 @@ impl Inner {
             })
             .collect();
         let tails = crate::tails::Tails::new(options.read_cache_bytes);
-        let head_files =
-            crate::head_file::HeadFiles::open(&wal_dir.with_file_name("head"), incarnation)?;
+        let head_files = crate::head_file::HeadFiles::open(
+            &wal_dir.with_file_name(crate::head_file::HEAD_DIR),
+            incarnation,
+        )?;
         let inner = Inner {
             incarnation,
             commit: Committer::new(
