@@ -279,6 +279,70 @@ mod tests {
         assert!(Arc::ptr_eq(&second, &files.current()));
     }
 
+    /// Through the store: the open hour's blocks are read back from the
+    /// head's file, the file goes with the store, and a reopened store
+    /// rebuilds it from the WAL.
+    #[test]
+    fn a_store_reads_its_head_blocks_from_files_it_rebuilds_at_open() {
+        use crate::{Batch, Label, Options, Point, SeriesInput, Store};
+        const HOUR: i64 = 3_600_000;
+        let dir = tempfile::tempdir().unwrap();
+        let options = || Options {
+            maintenance_interval: None,
+            clock: Arc::new(|| 10 * HOUR),
+            ..Options::default()
+        };
+        let series: Vec<SeriesInput> = (0..300)
+            .map(|s| SeriesInput {
+                metric: "m".to_owned(),
+                labels: vec![Label::new("n", s.to_string())],
+                points: (0..360)
+                    .map(|i| Point {
+                        t_ms: 9 * HOUR + i * 10_000,
+                        value: (i * 7919 % 1000) as f64 / 7.0 + f64::from(s),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let batch = Batch {
+            host: "a".to_owned(),
+            source: 1,
+            seq: 1,
+            series: series.clone(),
+            processes: vec![],
+            malformed: 0,
+        };
+        let heads = dir.path().join(HEAD_DIR);
+        let head_file_bytes = || -> u64 {
+            std::fs::read_dir(&heads)
+                .unwrap()
+                .map(|e| e.unwrap().metadata().unwrap().len())
+                .sum()
+        };
+        let check = |store: &Store| {
+            let got = store.range("m", &[], 9 * HOUR, 10 * HOUR).unwrap();
+            assert_eq!(got.len(), series.len());
+            for data in got {
+                let n = data.key.label("n").unwrap();
+                let want = &series[n.parse::<usize>().unwrap()].points;
+                assert_eq!(&data.points, want, "series {n}");
+            }
+        };
+        {
+            let store = Store::open(dir.path(), options()).unwrap();
+            store.append(&batch).unwrap();
+            // Blocks past the first 64 KiB were written out to the file.
+            assert!(head_file_bytes() >= FLUSH_BYTES as u64);
+            check(&store);
+        }
+        assert_eq!(head_file_bytes(), 0, "the files go with the store");
+        std::fs::write(heads.join("left-by-a-crash"), b"x").unwrap();
+        let store = Store::open(dir.path(), options()).unwrap();
+        assert!(store.stats().unwrap().replayed_samples >= 300 * 360);
+        check(&store);
+        assert!(!heads.join("left-by-a-crash").exists());
+    }
+
     #[test]
     fn a_file_that_cannot_be_created_keeps_blocks_in_memory() {
         let dir = tempfile::tempdir().unwrap();
