@@ -52,6 +52,7 @@ mod codec;
 mod commit;
 mod forward;
 mod head;
+mod head_file;
 mod index;
 mod keys;
 mod maintain;
