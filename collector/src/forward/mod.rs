@@ -1083,17 +1083,17 @@ impl Shard {
 
     /// Sends the batch until it is answered (sent or refused); false when
     /// stopped first.
-    async fn flush(
-        &self,
-        encoder: &mut Encoder,
-        table: &LabelTable,
-        batch: &mut Batch,
-    ) -> bool {
+    async fn flush(&self, encoder: &mut Encoder, table: &LabelTable, batch: &mut Batch) -> bool {
         if batch.is_empty() {
             return true;
         }
         let n = batch.points.len() as u64;
-        let newest = batch.points.iter().map(|p| p.t_ms).max().unwrap_or(i64::MIN);
+        let newest = batch
+            .points
+            .iter()
+            .map(|p| p.t_ms)
+            .max()
+            .unwrap_or(i64::MIN);
         let began = std::time::Instant::now();
         let encoded = encoder.encode(table, batch);
         self.stats

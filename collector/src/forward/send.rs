@@ -66,7 +66,11 @@ impl LabelTable {
     /// Learns the next series' labels.
     pub(crate) fn push(&mut self, key: &SeriesKey) {
         let mut pairs: Vec<(&str, &str)> = std::iter::once(("__name__", key.metric.as_str()))
-            .chain(key.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())))
+            .chain(
+                key.labels
+                    .iter()
+                    .map(|l| (l.name.as_str(), l.value.as_str())),
+            )
             .collect();
         pairs.sort_unstable();
         match self {
@@ -480,22 +484,24 @@ mod tests {
             timeseries: sorted(series)
                 .into_iter()
                 .zip(series)
-                .map(|(pairs, (_, points))| hostwatch_proto::prometheus::TimeSeries {
-                    labels: pairs
-                        .iter()
-                        .map(|(name, value)| Label {
-                            name: (*name).to_owned(),
-                            value: (*value).to_owned(),
-                        })
-                        .collect(),
-                    samples: points
-                        .iter()
-                        .map(|p| Sample {
-                            value: p.value,
-                            timestamp: p.t_ms,
-                        })
-                        .collect(),
-                })
+                .map(
+                    |(pairs, (_, points))| hostwatch_proto::prometheus::TimeSeries {
+                        labels: pairs
+                            .iter()
+                            .map(|(name, value)| Label {
+                                name: (*name).to_owned(),
+                                value: (*value).to_owned(),
+                            })
+                            .collect(),
+                        samples: points
+                            .iter()
+                            .map(|p| Sample {
+                                value: p.value,
+                                timestamp: p.t_ms,
+                            })
+                            .collect(),
+                    },
+                )
                 .collect(),
         }
     }

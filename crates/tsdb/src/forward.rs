@@ -263,8 +263,7 @@ impl Store {
                         continue;
                     };
                     let begin = out.runs.len();
-                    let corrupt =
-                        wal::samples_of_value(&value, &mut out.runs, &mut out.points) > 0;
+                    let corrupt = wal::samples_of_value(&value, &mut out.runs, &mut out.points) > 0;
                     let end = out.runs.len();
                     match (&mut out.groups[i], current == Some(i)) {
                         (Some(range), true) => range.end = end,
@@ -570,8 +569,11 @@ mod tests {
         assert_eq!(samples(&store, &groups), vec![None, None]);
     }
 
+    /// A group's (series id, points) from the WAL, if it holds the group.
+    type Group = Option<Vec<(u64, Vec<Point>)>>;
+
     /// Per group, its (series id, points) from the WAL.
-    fn samples(store: &Store, groups: &[u64]) -> Vec<Option<Vec<(u64, Vec<Point>)>>> {
+    fn samples(store: &Store, groups: &[u64]) -> Vec<Group> {
         let mut out = AcceptedSamples::default();
         // Filled twice: nothing of the first read stays.
         store.accepted_samples(&[1, 2, 3], &mut out).unwrap();
