@@ -8,7 +8,12 @@
 //! holds, reads each series back once over the union of its spans), and
 //! hands each shard, in one message per read, the series its id picks, so a
 //! series' samples go through one queue in the order read (a shard's
-//! samples waiting are bounded by `queue.capacity`). Each shard batches by size
+//! samples waiting are bounded by `queue.capacity`). A read allocates
+//! nothing per series: the WAL's samples come flat, and a shard's part
+//! is one buffer of points with each series' index in the shard; the
+//! reader looks a series' key up once, when first met, and sends it to
+//! the shard with the series' first samples, which learns its labels
+//! (`send::LabelTable`) in the form the protocol writes. Each shard batches by size
 //! (`queue.max_samples_per_request`) and age (`queue.max_age`) and sends
 //! one request at a time, retrying network errors, 5xx and 429 with
 //! jittered backoff (or the receiver's `Retry-After`), and dropping
@@ -26,9 +31,10 @@ pub(crate) mod config;
 mod send;
 
 use config::Destination;
-use hostwatch_tsdb::{AcceptedGroup, SeriesKey, Store};
+use hostwatch_alerting::matcher::LabelMatcher;
+use hostwatch_tsdb::{AcceptedGroup, AcceptedSamples, Point, SeriesKey, Store};
 use rustc_hash::FxHashMap;
-use send::{Encoder, Outcome, SeriesLabels, SeriesSamples};
+use send::{Batch, Encoder, LabelTable, Outcome};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -366,14 +372,33 @@ fn prepare(store: &Store, names: &[String]) -> Result<Vec<u64>, hostwatch_tsdb::
         .collect()
 }
 
-/// Labels of each series seen (`None`: not matched), by id.
-type LabelMap = FxHashMap<u64, Option<Arc<SeriesLabels>>>;
+/// What the reader knows of a series seen, by id.
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    /// Its index in its shard's label table; `None`: not matched.
+    index: Option<u32>,
+    /// The read that last met it (its number), and its place in that
+    /// read's series.
+    read: u32,
+    slot: u32,
+}
+
+type LabelMap = FxHashMap<u64, Known>;
+
+/// One read's samples for one shard.
+struct ShardRead {
+    /// The keys of the series new to the shard, in the order of their
+    /// indexes: the shard learns their labels before it takes `batch`.
+    keys: Vec<Arc<SeriesKey>>,
+    /// Each series' index and points, in time order.
+    batch: Batch,
+}
 
 /// What a shard receives, in order.
 enum Item {
     /// The shard's series of one read, with the places they hold in its
     /// queue (released once the shard takes them).
-    Series(Vec<SeriesSamples>, OwnedSemaphorePermit),
+    Series(ShardRead, OwnedSemaphorePermit),
     /// Everything before this was read from groups up to this one.
     Mark(u64),
 }
@@ -389,8 +414,9 @@ struct Reader {
     senders: Vec<tokio::task::JoinHandle<()>>,
     /// Per shard, the highest mark it acknowledged.
     acked: Vec<Arc<AtomicU64>>,
-    /// Labels of each series seen (`None`: not matched), by id.
-    labels: LabelMap,
+    /// What it knows of the series seen: used by each read on the
+    /// blocking pool, then here.
+    state: Arc<std::sync::Mutex<ReadState>>,
     stop: CancellationToken,
 }
 
@@ -418,6 +444,7 @@ impl Reader {
         let destination = Arc::new(destination);
         let cursor = stats.cursor.load(Ordering::Relaxed);
         let q = &destination.queue;
+        let shards_n = q.shards;
         // Samples are bounded by the semaphore; the channel only holds
         // a few reads' messages and marks.
         let places = 64;
@@ -448,7 +475,7 @@ impl Reader {
             shards,
             senders,
             acked,
-            labels: LabelMap::default(),
+            state: Arc::new(std::sync::Mutex::new(ReadState::new(shards_n))),
             stop,
         }
     }
@@ -574,40 +601,44 @@ impl Reader {
     /// which at least once allows). Each series' points of the chunk go
     /// out in time order, all of a shard's series in one message.
     async fn feed(&mut self, groups: Vec<AcceptedGroup>) -> Result<(), hostwatch_tsdb::TsdbError> {
-        self.learn(&groups).await?;
         let store = self.store.clone();
         let stats = self.stats.clone();
-        // Lent to the read, which keeps the matching series alone.
-        let labels = std::mem::take(&mut self.labels);
-        let (labels, read) = blocking(move || {
+        let destination = self.destination.clone();
+        let state = self.state.clone();
+        let read = blocking(move || {
             let began = std::time::Instant::now();
-            let read = read_groups(&store, &groups, &labels);
+            let read = lock(&state).read(&store, &destination.matchers, &groups);
             stats
                 .read_ns
                 .fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
-            Ok((labels, read))
+            read
         })
         .await?;
-        self.labels = labels;
-        let n = self.shards.len();
-        let mut per_shard: Vec<(Vec<SeriesSamples>, usize)> =
-            (0..n).map(|_| (Vec::new(), 0)).collect();
         let mut newest = i64::MIN;
-        for (id, labels, points) in read? {
-            if let Some(last) = points.last() {
-                newest = newest.max(last.t_ms);
+        let mut reads = Vec::with_capacity(self.shards.len());
+        {
+            let mut state = lock(&self.state);
+            for (batch, keys) in read.into_iter().zip(&mut state.unsent) {
+                if let Some(t) = batch.points.iter().map(|p| p.t_ms).max() {
+                    newest = newest.max(t);
+                }
+                // New series go to their shard with its next samples.
+                let keys = if batch.is_empty() {
+                    Vec::new()
+                } else {
+                    std::mem::take(keys)
+                };
+                reads.push(ShardRead { keys, batch });
             }
-            let (series, samples) = &mut per_shard[(id % n as u64) as usize];
-            *samples += points.len();
-            series.push(SeriesSamples { labels, points });
         }
         self.stats
             .newest_read_ms
             .fetch_max(newest, Ordering::Relaxed);
-        for (shard, (series, samples)) in self.shards.iter().zip(per_shard) {
-            if series.is_empty() {
+        for (shard, read) in self.shards.iter().zip(reads) {
+            if read.batch.is_empty() {
                 continue;
             }
+            let samples = read.batch.points.len();
             // A read larger than the queue waits for it to be empty.
             let wanted = samples.min(places_of(&self.destination.queue) as usize) as u32;
             let permit = tokio::select! {
@@ -620,48 +651,9 @@ impl Reader {
             self.stats
                 .pending
                 .fetch_add(samples as u64, Ordering::Relaxed);
-            if shard.tx.send(Item::Series(series, permit)).await.is_err() {
+            if shard.tx.send(Item::Series(read, permit)).await.is_err() {
                 return Ok(());
             }
-        }
-        Ok(())
-    }
-
-    /// Looks up, in one call, the keys of the groups' series not seen
-    /// before, and whether the destination wants each (its labels if so).
-    async fn learn(&mut self, groups: &[AcceptedGroup]) -> Result<(), hostwatch_tsdb::TsdbError> {
-        let mut unknown: Vec<u64> = groups
-            .iter()
-            .flat_map(|g| &g.spans)
-            .flat_map(|s| s.series.iter().copied())
-            .filter(|id| !self.labels.contains_key(id))
-            .collect();
-        if unknown.is_empty() {
-            return Ok(());
-        }
-        unknown.sort_unstable();
-        unknown.dedup();
-        let store = self.store.clone();
-        let keys = blocking(move || {
-            unknown
-                .into_iter()
-                .map(|id| Ok((id, store.series_key(id)?)))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await?;
-        for (id, key) in keys {
-            // A series the store does not know (yet) is looked up again.
-            let Some(key) = key else { continue };
-            let value = |name: &str| {
-                if name == "__name__" {
-                    Some(key.metric.as_str())
-                } else {
-                    key.label(name)
-                }
-            };
-            let wanted = self.destination.matchers.iter().all(|m| m.matches(value));
-            self.labels
-                .insert(id, wanted.then(|| Arc::new(SeriesLabels::new(&key))));
         }
         Ok(())
     }
@@ -686,77 +678,302 @@ fn chunks(groups: Vec<AcceptedGroup>) -> Vec<Vec<AcceptedGroup>> {
     out
 }
 
-/// One series read for a destination: its id, its labels, its points.
-type ReadSeries = (u64, Arc<SeriesLabels>, Vec<hostwatch_tsdb::Point>);
+/// The reader's state: a panic while holding it leaves it usable (a
+/// read fills its buffers afresh).
+fn lock(state: &std::sync::Mutex<ReadState>) -> std::sync::MutexGuard<'_, ReadState> {
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
-/// Labels and points of each series of `groups` that `labels` matches,
-/// in the order first met: from the groups' WAL frames, and for the
-/// groups the WAL no longer holds, read back over their spans first (they
-/// are older); each series' points sorted by time, without duplicates.
-fn read_groups(
-    store: &Store,
-    groups: &[AcceptedGroup],
-    labels: &LabelMap,
-) -> Result<Vec<ReadSeries>, hostwatch_tsdb::TsdbError> {
-    let numbers: Vec<u64> = groups.iter().map(|g| g.group).collect();
-    let from_wal = store.accepted_samples(&numbers)?;
-    let mut out: Vec<ReadSeries> = Vec::new();
-    let mut slot: FxHashMap<u64, usize> = FxHashMap::default();
-    let mut push = |id: u64, points: &mut Vec<hostwatch_tsdb::Point>| {
-        if points.is_empty() {
-            return;
+/// A destination reader's knowledge of the series, and the buffers of
+/// its reads, reused from read to read.
+struct ReadState {
+    /// What it knows of each series seen, by id.
+    labels: LabelMap,
+    /// Per shard, the series it was given an index in the shard's label
+    /// table for and has not yet sent there.
+    unsent: Vec<Vec<Arc<SeriesKey>>>,
+    /// Per shard, the number of indexes given.
+    indexes: Vec<u32>,
+    /// Numbers the reads, to tell the series met in this one.
+    reads: u32,
+    /// The series met in this read, in the order first met.
+    slots: Vec<Slot>,
+    /// Their pieces of points, chained per series.
+    pieces: Vec<Piece>,
+    /// The groups' samples from the WAL.
+    wal: AcceptedSamples,
+    /// Points read back over spans.
+    back: Vec<Point>,
+}
+
+/// A series met in a read.
+struct Slot {
+    id: u64,
+    index: u32,
+    /// Its first and last pieces.
+    head: u32,
+    tail: u32,
+}
+
+/// Some points of a series: `points[start..end]` of the WAL's samples
+/// or of those read back; `next` is the series' next piece (`u32::MAX`:
+/// none).
+struct Piece {
+    from_wal: bool,
+    start: usize,
+    end: usize,
+    next: u32,
+}
+
+const NO_PIECE: u32 = u32::MAX;
+
+impl ReadState {
+    fn new(shards: usize) -> Self {
+        ReadState {
+            labels: LabelMap::default(),
+            unsent: vec![Vec::new(); shards],
+            indexes: vec![0; shards],
+            reads: 0,
+            slots: Vec::new(),
+            pieces: Vec::new(),
+            wal: AcceptedSamples::default(),
+            back: Vec::new(),
         }
-        if let Some(&i) = slot.get(&id) {
-            out[i].2.append(points);
-        } else if let Some(Some(labels)) = labels.get(&id) {
-            slot.insert(id, out.len());
-            out.push((id, labels.clone(), std::mem::take(points)));
+    }
+
+    /// The points of each series of `groups` that `matchers` select, per
+    /// shard (`id % shards`), in the order first met: from the groups'
+    /// WAL frames, and for the groups the WAL no longer holds, read back
+    /// over their spans first (they are older); each series' points
+    /// sorted by time, without duplicates. A series not seen before is
+    /// looked up once (its labels then go to its shard from `unsent`).
+    fn read(
+        &mut self,
+        store: &Store,
+        matchers: &[LabelMatcher],
+        groups: &[AcceptedGroup],
+    ) -> Result<Vec<Batch>, hostwatch_tsdb::TsdbError> {
+        self.reads = self.reads.wrapping_add(1);
+        self.slots.clear();
+        self.pieces.clear();
+        self.back.clear();
+        let numbers: Vec<u64> = groups.iter().map(|g| g.group).collect();
+        let mut wal = std::mem::take(&mut self.wal);
+        let read = self.read_into(store, matchers, groups, &numbers, &mut wal);
+        self.wal = wal;
+        read?;
+        let mut out: Vec<Batch> = (0..self.indexes.len()).map(|_| Batch::default()).collect();
+        let shards = out.len() as u64;
+        for slot in &self.slots {
+            let batch = &mut out[(slot.id % shards) as usize];
+            let at = batch.points.len();
+            let mut piece = slot.head;
+            while let Some(p) = self.pieces.get(piece as usize) {
+                let from = if p.from_wal {
+                    &self.wal.points
+                } else {
+                    &self.back
+                };
+                batch.points.extend_from_slice(&from[p.start..p.end]);
+                piece = p.next;
+            }
+            // Usually in order already: a late batch, or points read back
+            // over spans and then from the WAL, are not.
+            if !batch.points[at..].windows(2).all(|w| w[0].t_ms < w[1].t_ms) {
+                let mut own = batch.points.split_off(at);
+                own.sort_by_key(|p| p.t_ms);
+                own.dedup_by_key(|p| p.t_ms);
+                batch.points.extend(own);
+            }
+            let n = batch.points.len() - at;
+            batch.series.push((slot.index, n as u32));
         }
-    };
-    // The groups the WAL no longer holds: each series once, over the
-    // union of its spans; series with the same bounds in one call.
-    let mut union: FxHashMap<u64, (i64, i64)> = FxHashMap::default();
-    for (group, samples) in groups.iter().zip(&from_wal) {
-        if samples.is_some() {
-            continue;
-        }
-        for span in &group.spans {
-            for id in &span.series {
-                if !labels.get(id).is_some_and(Option::is_some) {
-                    continue;
+        Ok(out)
+    }
+
+    fn read_into(
+        &mut self,
+        store: &Store,
+        matchers: &[LabelMatcher],
+        groups: &[AcceptedGroup],
+        numbers: &[u64],
+        wal: &mut AcceptedSamples,
+    ) -> Result<(), hostwatch_tsdb::TsdbError> {
+        store.accepted_samples(numbers, wal)?;
+        // The groups the WAL no longer holds: each series once, over the
+        // union of its spans; series with the same bounds in one call.
+        let mut union: FxHashMap<u64, (i64, i64)> = FxHashMap::default();
+        for (i, group) in groups.iter().enumerate() {
+            if wal.runs_of(i).is_some() {
+                continue;
+            }
+            for span in &group.spans {
+                for id in &span.series {
+                    let bounds = union.entry(*id).or_insert((span.start_ms, span.end_ms));
+                    bounds.0 = bounds.0.min(span.start_ms);
+                    bounds.1 = bounds.1.max(span.end_ms);
                 }
-                let bounds = union.entry(*id).or_insert((span.start_ms, span.end_ms));
-                bounds.0 = bounds.0.min(span.start_ms);
-                bounds.1 = bounds.1.max(span.end_ms);
+            }
+        }
+        let mut by_bounds: FxHashMap<(i64, i64), Vec<u64>> = FxHashMap::default();
+        for (id, bounds) in union {
+            by_bounds.entry(bounds).or_default().push(id);
+        }
+        for ((start, end), mut ids) in by_bounds {
+            ids.sort_unstable();
+            let mut wanted = Vec::with_capacity(ids.len());
+            for id in ids {
+                if self.wanted(store, matchers, id)?.is_some_and(|(_, w)| w) {
+                    wanted.push(id);
+                }
+            }
+            for (id, points) in wanted
+                .iter()
+                .copied()
+                .zip(read_points(store, &wanted, start, end)?)
+            {
+                let at = self.back.len();
+                self.back.extend_from_slice(&points);
+                self.meet(store, matchers, id, false, at, self.back.len())?;
+            }
+        }
+        for i in 0..groups.len() {
+            let Some(range) = wal.groups[i].clone() else {
+                continue;
+            };
+            for r in range {
+                let run = wal.runs[r];
+                self.meet(store, matchers, run.id, true, run.start, run.end)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `matchers` select series `id`, learned if not seen before;
+    /// `None` for a series the store does not know (yet: looked up again
+    /// when met again). Returns its entry's place too.
+    fn wanted(
+        &mut self,
+        store: &Store,
+        matchers: &[LabelMatcher],
+        id: u64,
+    ) -> Result<Option<(&mut Known, bool)>, hostwatch_tsdb::TsdbError> {
+        Self::learn(
+            &mut self.labels,
+            &mut self.indexes,
+            &mut self.unsent,
+            self.reads,
+            store,
+            matchers,
+            id,
+        )
+    }
+
+    /// [`ReadState::wanted`] on the fields it needs, so that the others
+    /// stay free.
+    fn learn<'a>(
+        labels: &'a mut LabelMap,
+        indexes: &mut [u32],
+        unsent: &mut [Vec<Arc<SeriesKey>>],
+        reads: u32,
+        store: &Store,
+        matchers: &[LabelMatcher],
+        id: u64,
+    ) -> Result<Option<(&'a mut Known, bool)>, hostwatch_tsdb::TsdbError> {
+        use std::collections::hash_map::Entry;
+        match labels.entry(id) {
+            Entry::Occupied(known) => {
+                let known = known.into_mut();
+                let wanted = known.index.is_some();
+                Ok(Some((known, wanted)))
+            }
+            Entry::Vacant(vacant) => {
+                let Some(key) = store.series_key(id)? else {
+                    return Ok(None);
+                };
+                let value = |name: &str| {
+                    if name == "__name__" {
+                        Some(key.metric.as_str())
+                    } else {
+                        key.label(name)
+                    }
+                };
+                let index = matchers.iter().all(|m| m.matches(value)).then(|| {
+                    let shard = (id % indexes.len() as u64) as usize;
+                    let index = indexes[shard];
+                    indexes[shard] += 1;
+                    unsent[shard].push(key.clone());
+                    index
+                });
+                let known = vacant.insert(Known {
+                    index,
+                    read: reads.wrapping_sub(1),
+                    slot: 0,
+                });
+                Ok(Some((known, index.is_some())))
             }
         }
     }
-    let mut by_bounds: FxHashMap<(i64, i64), Vec<u64>> = FxHashMap::default();
-    for (id, bounds) in union {
-        by_bounds.entry(bounds).or_default().push(id);
-    }
-    for ((start, end), mut ids) in by_bounds {
-        ids.sort_unstable();
-        for (id, mut points) in ids
-            .iter()
-            .copied()
-            .zip(read_points(store, &ids, start, end)?)
-        {
-            push(id, &mut points);
+
+    /// Adds points `start..end` (of the WAL's samples or of those read
+    /// back) of series `id`, if wanted.
+    fn meet(
+        &mut self,
+        store: &Store,
+        matchers: &[LabelMatcher],
+        id: u64,
+        from_wal: bool,
+        start: usize,
+        end: usize,
+    ) -> Result<(), hostwatch_tsdb::TsdbError> {
+        if start == end {
+            return Ok(());
         }
-    }
-    for (id, mut points) in from_wal.into_iter().flatten().flatten() {
-        push(id, &mut points);
-    }
-    for (_, _, points) in &mut out {
-        // Usually in order already: a late batch, or points read back over
-        // spans and then from the WAL, are not.
-        if !points.windows(2).all(|w| w[0].t_ms < w[1].t_ms) {
-            points.sort_by_key(|p| p.t_ms);
-            points.dedup_by_key(|p| p.t_ms);
+        let reads = self.reads;
+        let (slots, pieces) = (&mut self.slots, &mut self.pieces);
+        let learned = Self::learn(
+            &mut self.labels,
+            &mut self.indexes,
+            &mut self.unsent,
+            reads,
+            store,
+            matchers,
+            id,
+        )?;
+        let Some((known, true)) = learned else {
+            return Ok(());
+        };
+        let piece = pieces.len() as u32;
+        let (index, seen, slot) = (known.index, known.read == reads, known.slot);
+        // The slot is checked by id too: a read number comes round again
+        // after 2^32 reads.
+        let met = seen && slots.get(slot as usize).is_some_and(|s| s.id == id);
+        if !met {
+            known.read = reads;
+            known.slot = slots.len() as u32;
         }
+        pieces.push(Piece {
+            from_wal,
+            start,
+            end,
+            next: NO_PIECE,
+        });
+        if met {
+            let s = &mut slots[slot as usize];
+            let tail = std::mem::replace(&mut s.tail, piece);
+            pieces[tail as usize].next = piece;
+        } else {
+            slots.push(Slot {
+                id,
+                index: index.unwrap_or_default(),
+                head: piece,
+                tail: piece,
+            });
+        }
+        Ok(())
     }
-    Ok(out)
 }
 
 /// The points of each series of `ids` in `[start, end)`, in the order
@@ -799,9 +1016,10 @@ struct Shard {
 impl Shard {
     async fn run(self, mut rx: mpsc::Receiver<Item>) {
         let q = &self.destination.queue;
-        let mut encoder = Encoder::new(self.destination.protocol);
-        let mut batch: Vec<SeriesSamples> = Vec::new();
-        let mut samples = 0usize;
+        let mut encoder = Encoder::new();
+        // The labels of the series the reader sent here, by index.
+        let mut table = LabelTable::new(self.destination.protocol);
+        let mut batch = Batch::default();
         // The newest mark received; acknowledged once the batch is answered.
         let mut mark: Option<u64> = None;
         let mut deadline: Option<tokio::time::Instant> = None;
@@ -821,28 +1039,24 @@ impl Shard {
                 },
             };
             match item {
-                Some(Item::Series(series, places)) => {
+                Some(Item::Series(read, places)) => {
                     // Taken out of the queue: the reader may fill it again.
                     drop(places);
-                    for SeriesSamples { labels, mut points } in series {
+                    for key in &read.keys {
+                        table.push(key);
+                    }
+                    for (index, mut points) in read.batch.each() {
                         // Split so that no request exceeds the limit; the
                         // batch is sent once full, so there is always room.
                         while !points.is_empty() {
-                            let room = q.max_samples_per_request - samples;
-                            let rest = if points.len() > room {
-                                points.split_off(room)
-                            } else {
-                                Vec::new()
-                            };
-                            samples += points.len();
-                            batch.push(SeriesSamples {
-                                labels: labels.clone(),
-                                points,
-                            });
+                            let room = q.max_samples_per_request - batch.points.len();
+                            let (now, rest) = points.split_at(room.min(points.len()));
+                            batch.series.push((index as u32, now.len() as u32));
+                            batch.points.extend_from_slice(now);
                             deadline.get_or_insert_with(|| tokio::time::Instant::now() + q.max_age);
                             points = rest;
-                            if samples >= q.max_samples_per_request {
-                                if !self.flush(&mut encoder, &mut batch, &mut samples).await {
+                            if batch.points.len() >= q.max_samples_per_request {
+                                if !self.flush(&mut encoder, &table, &mut batch).await {
                                     return;
                                 }
                                 deadline = None;
@@ -852,7 +1066,7 @@ impl Shard {
                 }
                 Some(Item::Mark(group)) => mark = Some(group),
                 None => {
-                    if !self.flush(&mut encoder, &mut batch, &mut samples).await {
+                    if !self.flush(&mut encoder, &table, &mut batch).await {
                         return;
                     }
                     deadline = None;
@@ -869,24 +1083,19 @@ impl Shard {
 
     /// Sends the batch until it is answered (sent or refused); false when
     /// stopped first.
-    async fn flush(
-        &self,
-        encoder: &mut Encoder,
-        batch: &mut Vec<SeriesSamples>,
-        samples: &mut usize,
-    ) -> bool {
+    async fn flush(&self, encoder: &mut Encoder, table: &LabelTable, batch: &mut Batch) -> bool {
         if batch.is_empty() {
             return true;
         }
-        let n = *samples as u64;
+        let n = batch.points.len() as u64;
         let newest = batch
+            .points
             .iter()
-            .filter_map(|s| s.points.last())
             .map(|p| p.t_ms)
             .max()
             .unwrap_or(i64::MIN);
         let began = std::time::Instant::now();
-        let encoded = encoder.encode(batch);
+        let encoded = encoder.encode(table, batch);
         self.stats
             .encode_ns
             .fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -951,7 +1160,6 @@ impl Shard {
         };
         self.stats.lag_ms.store(lag, Ordering::Relaxed);
         batch.clear();
-        *samples = 0;
         true
     }
 }
@@ -989,17 +1197,28 @@ mod tests {
         assert_eq!(store.append(&batch).unwrap().rejected.total(), 0);
     }
 
-    /// (series name, points) of each series read.
-    fn read(store: &Store, labels: &LabelMap) -> Vec<(String, Vec<Point>)> {
+    /// (series name, points) of each series read, by a reader of two
+    /// shards that wants series whose `s` is not "skip", whose state
+    /// `state` keeps from read to read.
+    fn read(store: &Store, state: &mut ReadState) -> Vec<(String, Vec<Point>)> {
         let groups = store.accepted_after(0, usize::MAX).unwrap();
-        let mut out: Vec<(String, Vec<Point>)> = read_groups(store, &groups, labels)
-            .unwrap()
-            .into_iter()
-            .map(|(id, _, points)| {
-                let key = store.series_key(id).unwrap().unwrap();
-                (key.label("s").unwrap().to_owned(), points)
-            })
-            .collect();
+        let matchers = [LabelMatcher::parse("s!=skip").unwrap()];
+        let batches = state.read(store, &matchers, &groups).unwrap();
+        assert_eq!(batches.len(), 2);
+        let mut out = Vec::new();
+        for (shard, batch) in batches.iter().enumerate() {
+            for (index, points) in batch.each() {
+                // The series given an index in this shard, by index.
+                let key = state
+                    .labels
+                    .iter()
+                    .filter(|(id, known)| *id % 2 == shard as u64 && known.index.is_some())
+                    .find(|(_, known)| known.index == Some(index as u32))
+                    .map(|(id, _)| store.series_key(*id).unwrap().unwrap())
+                    .unwrap();
+                out.push((key.label("s").unwrap().to_owned(), points.to_vec()));
+            }
+        }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
@@ -1021,11 +1240,7 @@ mod tests {
         append(&store, 1, &["a", "b", "skip"], &[p(t), p(t + 10)]);
         append(&store, 2, &["a"], &[p(t + 20)]);
         append(&store, 3, &["a"], &[p(t - 1_000)]);
-        let mut labels = LabelMap::default();
-        for (key, id) in store.select("m", &[]).unwrap() {
-            let wanted = key.label("s") != Some("skip");
-            labels.insert(id, wanted.then(|| Arc::new(SeriesLabels::new(&key))));
-        }
+        let mut state = ReadState::new(2);
         let want = vec![
             (
                 "a".to_owned(),
@@ -1033,28 +1248,23 @@ mod tests {
             ),
             ("b".to_owned(), vec![p(t), p(t + 10)]),
         ];
-        assert_eq!(read(&store, &labels), want);
+        assert_eq!(read(&store, &mut state), want);
         let groups: Vec<u64> = store
             .accepted_after(0, usize::MAX)
             .unwrap()
             .iter()
             .map(|g| g.group)
             .collect();
-        assert!(
-            store
-                .accepted_samples(&groups)
-                .unwrap()
-                .iter()
-                .all(Option::is_some)
-        );
+        // Each wanted series learned once, to go to its shard.
+        let unsent = |state: &ReadState| state.unsent.iter().map(Vec::len).sum::<usize>();
+        assert_eq!(unsent(&state), 2);
+        let mut wal = AcceptedSamples::default();
+        store.accepted_samples(&groups, &mut wal).unwrap();
+        assert!(wal.groups.iter().all(Option::is_some));
         assert!(store.seal_all().unwrap().wal_generations_deleted > 0);
-        assert!(
-            store
-                .accepted_samples(&groups)
-                .unwrap()
-                .iter()
-                .all(Option::is_none)
-        );
-        assert_eq!(read(&store, &labels), want);
+        store.accepted_samples(&groups, &mut wal).unwrap();
+        assert!(wal.groups.iter().all(Option::is_none));
+        assert_eq!(read(&store, &mut state), want);
+        assert_eq!(unsent(&state), 2);
     }
 }

@@ -2,10 +2,11 @@
 //! `Request` with its symbol table, snappy block compression), the
 //! spec's headers, and what the answer means.
 //!
-//! Bodies are written straight from the points: for 1.0, each series'
-//! labels are encoded once, when the series is first seen, and copied
-//! into every request; for 2.0, the symbol table is built per request.
-//! The raw buffer and the snappy encoder are reused per shard.
+//! Bodies are written straight from a shard's flat batch of points: for
+//! 1.0, each series' labels are encoded once, when the shard first gets
+//! the series, into one buffer of the shard's series ([`LabelTable`]),
+//! and copied into every request; for 2.0, the symbol table is built per
+//! request. The buffers and the snappy encoder are reused per shard.
 
 use super::config::{Destination, Protocol};
 use bytes::Bytes;
@@ -14,7 +15,6 @@ use hostwatch_proto::prometheus_v2 as v2;
 use hostwatch_tsdb::{Point, SeriesKey};
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 use rustc_hash::FxHashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Longest `Retry-After` honoured; a longer one is taken as this.
@@ -40,56 +40,96 @@ impl Protocol {
     }
 }
 
-/// A series' labels, ready for either protocol.
-#[derive(Debug)]
-pub(crate) struct SeriesLabels {
-    /// `__name__` and the key's labels, sorted by name as remote_write wants.
-    pairs: Vec<(String, String)>,
-    /// 1.0: the `labels` fields of the series' `TimeSeries`, encoded.
-    v1: Vec<u8>,
+/// The labels of a shard's series, by their index in the shard (given
+/// in the order the series are first sent to it), each learned once and
+/// kept in the form its protocol writes: `__name__` and the key's
+/// labels, sorted by name as remote_write wants.
+pub(crate) enum LabelTable {
+    /// The `labels` fields of each series' `TimeSeries`, encoded, one
+    /// after the other; `ends[i]` is where series `i`'s end.
+    V1 { bytes: Vec<u8>, ends: Vec<usize> },
+    /// Each series' (name, value) pairs.
+    V2(Vec<Vec<(String, String)>>),
 }
 
-impl SeriesLabels {
-    pub(crate) fn new(key: &SeriesKey) -> Self {
-        let mut pairs: Vec<(String, String)> =
-            std::iter::once(("__name__".to_owned(), key.metric.clone()))
-                .chain(key.labels.iter().map(|l| (l.name.clone(), l.value.clone())))
-                .collect();
-        pairs.sort();
-        let mut v1 = Vec::new();
-        for (name, value) in &pairs {
-            let label = Label {
-                name: name.clone(),
-                value: value.clone(),
-            };
-            prost::encoding::message::encode(1, &label, &mut v1);
+impl LabelTable {
+    pub(crate) fn new(protocol: Protocol) -> Self {
+        match protocol {
+            Protocol::V1 => LabelTable::V1 {
+                bytes: Vec::new(),
+                ends: Vec::new(),
+            },
+            Protocol::V2 => LabelTable::V2(Vec::new()),
         }
-        SeriesLabels { pairs, v1 }
     }
 
-    #[cfg(test)]
-    fn of(pairs: &[(&str, &str)]) -> Self {
-        let labels = pairs
-            .iter()
-            .filter(|(n, _)| *n != "__name__")
-            .map(|(n, v)| hostwatch_tsdb::Label {
-                name: (*n).to_owned(),
-                value: (*v).to_owned(),
-            })
+    /// Learns the next series' labels.
+    pub(crate) fn push(&mut self, key: &SeriesKey) {
+        let mut pairs: Vec<(&str, &str)> = std::iter::once(("__name__", key.metric.as_str()))
+            .chain(
+                key.labels
+                    .iter()
+                    .map(|l| (l.name.as_str(), l.value.as_str())),
+            )
             .collect();
-        let metric = pairs.iter().find(|(n, _)| *n == "__name__").map(|p| p.1);
-        SeriesLabels::new(&SeriesKey {
-            metric: metric.unwrap_or_default().to_owned(),
-            labels,
+        pairs.sort_unstable();
+        match self {
+            LabelTable::V1 { bytes, ends } => {
+                for (name, value) in pairs {
+                    let label = Label {
+                        name: name.to_owned(),
+                        value: value.to_owned(),
+                    };
+                    prost::encoding::message::encode(1, &label, bytes);
+                }
+                ends.push(bytes.len());
+            }
+            LabelTable::V2(all) => all.push(
+                pairs
+                    .into_iter()
+                    .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// How many series it holds.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            LabelTable::V1 { ends, .. } => ends.len(),
+            LabelTable::V2(all) => all.len(),
+        }
+    }
+}
+
+/// The series of one request: for each, its index in the shard's
+/// [`LabelTable`] and how many of `points` are its, in order.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    pub(crate) series: Vec<(u32, u32)>,
+    pub(crate) points: Vec<Point>,
+}
+
+impl Batch {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.series.clear();
+        self.points.clear();
+    }
+
+    /// Each series' index and points.
+    pub(crate) fn each(&self) -> impl Iterator<Item = (usize, &[Point])> {
+        let mut rest = &self.points[..];
+        self.series.iter().map(move |&(index, n)| {
+            let (own, tail) = rest.split_at((n as usize).min(rest.len()));
+            rest = tail;
+            (index as usize, own)
         })
     }
-}
-
-/// The samples of one series for one request.
-#[derive(Debug, Clone)]
-pub(crate) struct SeriesSamples {
-    pub(crate) labels: Arc<SeriesLabels>,
-    pub(crate) points: Vec<Point>,
 }
 
 /// What the receiver's answer means for a request.
@@ -108,65 +148,79 @@ pub(crate) enum Outcome {
     Refused(String),
 }
 
-/// Writes request bodies for one protocol, reusing its buffers.
+/// Writes request bodies, reusing its buffers.
 pub(crate) struct Encoder {
-    protocol: Protocol,
     raw: Vec<u8>,
     /// 2.0: each series' label references, in order.
     refs: Vec<u32>,
+    /// The compressed body, handed out by copy.
+    compressed: Vec<u8>,
     snappy: snap::raw::Encoder,
 }
 
 impl Encoder {
-    pub(crate) fn new(protocol: Protocol) -> Self {
+    pub(crate) fn new() -> Self {
         Encoder {
-            protocol,
             raw: Vec::new(),
             refs: Vec::new(),
+            compressed: Vec::new(),
             snappy: snap::raw::Encoder::new(),
         }
     }
 
-    /// The request body: the encoded request, snappy-compressed. Fails
-    /// only for a request larger than snappy takes (4 GiB).
-    pub(crate) fn encode(&mut self, series: &[SeriesSamples]) -> Result<Bytes, String> {
+    /// The request body of `batch`, whose series' labels `table` holds:
+    /// the encoded request, snappy-compressed. Fails for a series the
+    /// table does not hold, or a request larger than snappy takes (4 GiB).
+    pub(crate) fn encode(&mut self, table: &LabelTable, batch: &Batch) -> Result<Bytes, String> {
         self.raw.clear();
-        match self.protocol {
-            Protocol::V1 => encode_v1(series, &mut self.raw),
-            Protocol::V2 => encode_v2(series, &mut self.refs, &mut self.raw),
+        match table {
+            LabelTable::V1 { bytes, ends } => encode_v1(bytes, ends, batch, &mut self.raw)?,
+            LabelTable::V2(pairs) => encode_v2(pairs, batch, &mut self.refs, &mut self.raw)?,
         }
-        let mut out = vec![0; snap::raw::max_compress_len(self.raw.len())];
+        self.compressed
+            .resize(snap::raw::max_compress_len(self.raw.len()), 0);
         let n = self
             .snappy
-            .compress(&self.raw, &mut out)
+            .compress(&self.raw, &mut self.compressed)
             .map_err(|e| format!("cannot compress a request of {} bytes: {e}", self.raw.len()))?;
-        out.truncate(n);
-        Ok(Bytes::from(out))
+        Ok(Bytes::copy_from_slice(&self.compressed[..n]))
     }
+}
+
+fn unknown(index: usize) -> String {
+    format!("series {index} of the shard has no labels")
 }
 
 /// A 1.0 `WriteRequest`, written field by field: what prost would write
 /// for the same `TimeSeries`, without building them.
-fn encode_v1(series: &[SeriesSamples], out: &mut Vec<u8>) {
+fn encode_v1(
+    labels: &[u8],
+    ends: &[usize],
+    batch: &Batch,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
     let sample = |p: &Point| Sample {
         value: p.value,
         timestamp: p.t_ms,
     };
-    for s in series {
-        let samples: usize = s
-            .points
+    for (index, points) in batch.each() {
+        let end = *ends.get(index).ok_or_else(|| unknown(index))?;
+        let start = index.checked_sub(1).map_or(0, |i| ends[i]);
+        let own = &labels[start..end];
+        let samples: usize = points
             .iter()
             .map(|p| prost::encoding::message::encoded_len(2, &sample(p)))
             .sum();
-        let len = s.labels.v1.len() + samples;
+        let len = own.len() + samples;
         out.reserve(1 + encoded_len_varint(len as u64) + len);
         encode_key(1, WireType::LengthDelimited, out);
         encode_varint(len as u64, out);
-        out.extend_from_slice(&s.labels.v1);
-        for p in &s.points {
+        out.extend_from_slice(own);
+        for p in points {
             prost::encoding::message::encode(2, &sample(p), out);
         }
     }
+    Ok(())
 }
 
 /// A 2.0 `Request`, written field by field: what prost would write for
@@ -174,13 +228,18 @@ fn encode_v1(series: &[SeriesSamples], out: &mut Vec<u8>) {
 /// table, which starts with "", in the order first met; each series'
 /// labels as references into it), without building it. `refs` is
 /// scratch space, reused.
-fn encode_v2(series: &[SeriesSamples], refs: &mut Vec<u32>, out: &mut Vec<u8>) {
+fn encode_v2(
+    labels: &[Vec<(String, String)>],
+    batch: &Batch,
+    refs: &mut Vec<u32>,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
     let mut symbols: Vec<&str> = vec![""];
     let mut index: FxHashMap<&str, u32> = FxHashMap::default();
     index.insert("", 0);
     refs.clear();
-    for s in series {
-        for (name, value) in &s.labels.pairs {
+    for (i, _) in batch.each() {
+        for (name, value) in labels.get(i).ok_or_else(|| unknown(i))? {
             for text in [name.as_str(), value.as_str()] {
                 let r = *index.entry(text).or_insert_with(|| {
                     symbols.push(text);
@@ -200,11 +259,10 @@ fn encode_v2(series: &[SeriesSamples], refs: &mut Vec<u32>, out: &mut Vec<u8>) {
         timestamp: p.t_ms,
     };
     let mut rest = &refs[..];
-    for s in series {
-        let (own, tail) = rest.split_at(s.labels.pairs.len() * 2);
+    for (i, points) in batch.each() {
+        let (own, tail) = rest.split_at(labels[i].len() * 2);
         rest = tail;
-        let samples: usize = s
-            .points
+        let samples: usize = points
             .iter()
             .map(|p| prost::encoding::message::encoded_len(2, &sample(p)))
             .sum();
@@ -213,10 +271,11 @@ fn encode_v2(series: &[SeriesSamples], refs: &mut Vec<u32>, out: &mut Vec<u8>) {
         encode_key(5, WireType::LengthDelimited, out);
         encode_varint(len as u64, out);
         prost::encoding::uint32::encode_packed(1, own, out);
-        for p in &s.points {
+        for p in points {
             prost::encoding::message::encode(2, &sample(p), out);
         }
     }
+    Ok(())
 }
 
 /// Posts one body to the destination.
@@ -326,39 +385,72 @@ mod tests {
             .collect()
     }
 
-    fn series() -> Vec<SeriesSamples> {
-        let a = Arc::new(SeriesLabels::of(&[
-            ("host", "a"),
-            ("__name__", "m"),
-            ("cpu", "0"),
-        ]));
-        let b = Arc::new(SeriesLabels::of(&[("__name__", "n"), ("host", "a")]));
+    /// Each series' (name, value) pairs, unsorted, and points.
+    type Series = Vec<(Vec<(&'static str, &'static str)>, Vec<Point>)>;
+
+    fn series() -> Series {
         vec![
-            SeriesSamples {
-                labels: a,
-                points: points(&[(1, 0.5), (2, -3.0), (-5, 0.0)]),
-            },
-            SeriesSamples {
-                labels: b,
-                points: points(&[(i64::MAX, f64::MAX)]),
-            },
+            (
+                vec![("host", "a"), ("__name__", "m"), ("cpu", "0")],
+                points(&[(1, 0.5), (2, -3.0), (-5, 0.0)]),
+            ),
+            (
+                vec![("__name__", "n"), ("host", "a")],
+                points(&[(i64::MAX, f64::MAX)]),
+            ),
         ]
+    }
+
+    /// The series' labels learned in a table, in order, and a batch of
+    /// them all.
+    fn table_and_batch(protocol: Protocol, series: &Series) -> (LabelTable, Batch) {
+        let mut table = LabelTable::new(protocol);
+        let mut batch = Batch::default();
+        for (pairs, points) in series {
+            let key = SeriesKey {
+                metric: pairs
+                    .iter()
+                    .find(|(n, _)| *n == "__name__")
+                    .map_or("", |p| p.1)
+                    .to_owned(),
+                labels: pairs
+                    .iter()
+                    .filter(|(n, _)| *n != "__name__")
+                    .map(|(n, v)| hostwatch_tsdb::Label::new(*n, *v))
+                    .collect(),
+            };
+            batch.series.push((table.len() as u32, points.len() as u32));
+            batch.points.extend_from_slice(points);
+            table.push(&key);
+        }
+        (table, batch)
+    }
+
+    /// Each series' pairs sorted by name.
+    fn sorted(series: &Series) -> Vec<Vec<(&'static str, &'static str)>> {
+        series
+            .iter()
+            .map(|(pairs, _)| {
+                let mut pairs = pairs.clone();
+                pairs.sort();
+                pairs
+            })
+            .collect()
     }
 
     /// The 2.0 `Request` built as prost structs, symbols in the order first
     /// met: what `encode_v2` must write.
-    fn prost_v2(series: &[SeriesSamples]) -> v2::Request {
+    fn prost_v2(series: &Series) -> v2::Request {
         let mut symbols = vec![String::new()];
         let mut refs: std::collections::HashMap<&str, u32> =
             std::collections::HashMap::from([("", 0)]);
-        let timeseries = series
-            .iter()
-            .map(|s| {
-                let labels_refs = s
-                    .labels
-                    .pairs
+        let timeseries = sorted(series)
+            .into_iter()
+            .zip(series)
+            .map(|(pairs, (_, points))| {
+                let labels_refs = pairs
                     .iter()
-                    .flat_map(|(name, value)| [name.as_str(), value.as_str()])
+                    .flat_map(|(name, value)| [*name, *value])
                     .map(|text| {
                         *refs.entry(text).or_insert_with(|| {
                             symbols.push(text.to_owned());
@@ -368,8 +460,7 @@ mod tests {
                     .collect();
                 v2::TimeSeries {
                     labels_refs,
-                    samples: s
-                        .points
+                    samples: points
                         .iter()
                         .map(|p| v2::Sample {
                             value: p.value,
@@ -387,6 +478,34 @@ mod tests {
         }
     }
 
+    /// The 1.0 `WriteRequest` built as prost structs.
+    fn prost_v1(series: &Series) -> hostwatch_proto::prometheus::WriteRequest {
+        hostwatch_proto::prometheus::WriteRequest {
+            timeseries: sorted(series)
+                .into_iter()
+                .zip(series)
+                .map(
+                    |(pairs, (_, points))| hostwatch_proto::prometheus::TimeSeries {
+                        labels: pairs
+                            .iter()
+                            .map(|(name, value)| Label {
+                                name: (*name).to_owned(),
+                                value: (*value).to_owned(),
+                            })
+                            .collect(),
+                        samples: points
+                            .iter()
+                            .map(|p| Sample {
+                                value: p.value,
+                                timestamp: p.t_ms,
+                            })
+                            .collect(),
+                    },
+                )
+                .collect(),
+        }
+    }
+
     fn decompress(body: &[u8]) -> Vec<u8> {
         snap::raw::Decoder::new().decompress_vec(body).unwrap()
     }
@@ -394,58 +513,54 @@ mod tests {
     #[test]
     fn v1_bodies_are_what_prost_writes_and_decode_back() {
         let series = series();
-        let body = Encoder::new(Protocol::V1).encode(&series).unwrap();
+        let (table, batch) = table_and_batch(Protocol::V1, &series);
+        let body = Encoder::new().encode(&table, &batch).unwrap();
         let raw = decompress(&body);
         let request = hostwatch_proto::prometheus::WriteRequest::decode(&raw[..]).unwrap();
-        let expected = hostwatch_proto::prometheus::WriteRequest {
-            timeseries: series
-                .iter()
-                .map(|s| hostwatch_proto::prometheus::TimeSeries {
-                    labels: s
-                        .labels
-                        .pairs
-                        .iter()
-                        .map(|(name, value)| Label {
-                            name: name.clone(),
-                            value: value.clone(),
-                        })
-                        .collect(),
-                    samples: s
-                        .points
-                        .iter()
-                        .map(|p| Sample {
-                            value: p.value,
-                            timestamp: p.t_ms,
-                        })
-                        .collect(),
-                })
-                .collect(),
-        };
+        let expected = prost_v1(&series);
         assert_eq!(request, expected);
         assert_eq!(request.timeseries[0].labels[0].name, "__name__");
         assert_eq!(request.timeseries[0].labels[1].name, "cpu");
         // Byte for byte, but for the zeros prost leaves out.
-        let zero_free: Vec<SeriesSamples> = series[..1]
-            .iter()
-            .map(|s| SeriesSamples {
-                labels: s.labels.clone(),
-                points: points(&[(1, 0.5), (2, -3.0)]),
-            })
-            .collect();
-        let body = Encoder::new(Protocol::V1).encode(&zero_free).unwrap();
-        let mut prost_request = expected.clone();
-        prost_request.timeseries.truncate(1);
-        prost_request.timeseries[0].samples.truncate(2);
-        assert_eq!(decompress(&body), prost_request.encode_to_vec());
+        let zero_free: Series = vec![(series[0].0.clone(), points(&[(1, 0.5), (2, -3.0)]))];
+        let (table, batch) = table_and_batch(Protocol::V1, &zero_free);
+        let body = Encoder::new().encode(&table, &batch).unwrap();
+        assert_eq!(decompress(&body), prost_v1(&zero_free).encode_to_vec());
+        // Of the table, the series batched alone, in the batch's order.
+        let (table, _) = table_and_batch(Protocol::V1, &series);
+        let batch = Batch {
+            series: vec![(1, 1), (0, 2)],
+            points: points(&[(7, 1.0), (1, 0.5), (2, -3.0)]),
+        };
+        let body = Encoder::new().encode(&table, &batch).unwrap();
+        let request =
+            hostwatch_proto::prometheus::WriteRequest::decode(&decompress(&body)[..]).unwrap();
+        let swapped: Series = vec![
+            (series[1].0.clone(), points(&[(7, 1.0)])),
+            (series[0].0.clone(), points(&[(1, 0.5), (2, -3.0)])),
+        ];
+        assert_eq!(request, prost_v1(&swapped));
+    }
+
+    #[test]
+    fn a_series_the_table_lacks_is_an_error() {
+        for protocol in [Protocol::V1, Protocol::V2] {
+            let (table, mut batch) = table_and_batch(protocol, &series());
+            batch.series.push((2, 0));
+            let error = Encoder::new().encode(&table, &batch).unwrap_err();
+            assert!(error.contains("series 2"), "{error}");
+        }
     }
 
     #[test]
     fn v2_bodies_carry_a_symbol_table_and_decode_back() {
         let series = series();
-        let mut encoder = Encoder::new(Protocol::V2);
+        let mut encoder = Encoder::new();
         // The encoder's buffers are reused: a second body is whole too.
-        encoder.encode(&series[1..]).unwrap();
-        let body = encoder.encode(&series).unwrap();
+        let (table, batch) = table_and_batch(Protocol::V2, &series[1..].to_vec());
+        encoder.encode(&table, &batch).unwrap();
+        let (table, batch) = table_and_batch(Protocol::V2, &series);
+        let body = encoder.encode(&table, &batch).unwrap();
         let raw = decompress(&body);
         let request = v2::Request::decode(&raw[..]).unwrap();
         // Byte for byte what prost writes for the Request built the

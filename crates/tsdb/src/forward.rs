@@ -50,10 +50,41 @@ pub struct AcceptedSpan {
     pub series: Vec<u64>,
 }
 
-/// What one accepted group stored, from its WAL frames (see
-/// [`Store::accepted_samples`]): points per series id, in the order
-/// accepted; `None` when the WAL no longer holds the group.
-pub type GroupSamples = Option<Vec<(u64, Vec<Point>)>>;
+/// One series' run of points in [`AcceptedSamples::points`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SampleRun {
+    /// The series' id.
+    pub id: u64,
+    /// Its points: `points[start..end]`.
+    pub start: usize,
+    pub end: usize,
+}
+
+/// What some accepted groups stored, from their WAL frames (see
+/// [`Store::accepted_samples`]), flat so that a read allocates nothing
+/// per series: per group asked, the range of `runs` it holds, in the
+/// order accepted, or `None` when the WAL no longer holds the group.
+/// Reused from read to read.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct AcceptedSamples {
+    pub groups: Vec<Option<std::ops::Range<usize>>>,
+    pub runs: Vec<SampleRun>,
+    pub points: Vec<crate::model::Point>,
+}
+
+impl AcceptedSamples {
+    /// The runs of the `i`th group asked (none when the WAL no longer
+    /// holds it).
+    pub fn runs_of(&self, i: usize) -> Option<&[SampleRun]> {
+        let range = self.groups.get(i)?.clone()?;
+        self.runs.get(range)
+    }
+
+    /// The points of `run`.
+    pub fn points_of(&self, run: &SampleRun) -> &[crate::model::Point] {
+        &self.points[run.start..run.end]
+    }
+}
 
 /// One commit group's entry of the accept log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,23 +219,34 @@ impl Store {
     }
 
     /// The samples each of `groups` (ascending, durable) stored, read from
-    /// the group's WAL frames, which hold exactly the accepted samples:
-    /// per series id, its points in the order accepted. `None` for a group
-    /// the WAL no longer holds (sealed, its generation deleted) or whose
-    /// frames are damaged: the caller reads those back over their spans.
+    /// the group's WAL frames into `out` (cleared first), which hold
+    /// exactly the accepted samples: per series id, its points in the
+    /// order accepted. `None` for a group the WAL no longer holds (sealed,
+    /// its generation deleted) or whose frames are damaged: the caller
+    /// reads those back over their spans.
     ///
     /// This costs a decode of the new samples alone, where a read over the
     /// spans decodes the head blocks they fall in from their start.
-    pub fn accepted_samples(&self, groups: &[u64]) -> Result<Vec<GroupSamples>, TsdbError> {
+    pub fn accepted_samples(
+        &self,
+        groups: &[u64],
+        out: &mut AcceptedSamples,
+    ) -> Result<(), TsdbError> {
         let inner = self.inner()?;
-        let mut out: Vec<GroupSamples> = vec![None; groups.len()];
+        out.groups.clear();
+        out.groups.resize(groups.len(), None);
+        out.runs.clear();
+        out.points.clear();
         let (Some(&low), Some(&high)) = (groups.first(), groups.last()) else {
-            return Ok(out);
+            return Ok(());
         };
         let mut damaged = vec![false; groups.len()];
         // Held while reading: maintenance cannot delete a generation
         // meanwhile (a deleted one reopened would be created empty).
         inner.commit.with_generations(|generations| {
+            // The group whose runs are being added: keys come in group
+            // order, and a group lies in one generation.
+            let mut current: Option<usize> = None;
             for g in generations {
                 // A generation holds the groups after its predecessor's
                 // last one, through its own.
@@ -220,8 +262,18 @@ impl Store {
                     else {
                         continue;
                     };
-                    let samples = out[i].get_or_insert_with(Vec::new);
-                    damaged[i] |= wal::samples_of_value(&value, samples) > 0;
+                    let begin = out.runs.len();
+                    let corrupt = wal::samples_of_value(&value, &mut out.runs, &mut out.points) > 0;
+                    let end = out.runs.len();
+                    match (&mut out.groups[i], current == Some(i)) {
+                        (Some(range), true) => range.end = end,
+                        // Not contiguous with its earlier frames (not how
+                        // the WAL is laid out): read back over its spans.
+                        (Some(_), false) => damaged[i] = true,
+                        (slot @ None, _) => *slot = Some(begin..end),
+                    }
+                    current = Some(i);
+                    damaged[i] |= corrupt;
                 }
                 if last >= high {
                     break;
@@ -229,12 +281,12 @@ impl Store {
             }
             Ok(())
         })?;
-        for (samples, damaged) in out.iter_mut().zip(damaged) {
+        for (range, damaged) in out.groups.iter_mut().zip(damaged) {
             if damaged {
-                *samples = None;
+                *range = None;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The key of series `id`, if the store knows it.
@@ -498,7 +550,7 @@ mod tests {
                 .unwrap()
                 .1
         };
-        let got = store.accepted_samples(&groups).unwrap();
+        let got = samples(&store, &groups);
         assert_eq!(
             got,
             vec![
@@ -509,15 +561,33 @@ mod tests {
                 Some(vec![(id("a"), vec![p(t - 1_000)])]),
             ]
         );
-        assert_eq!(store.accepted_samples(&groups[1..]).unwrap(), got[1..]);
-        assert!(store.accepted_samples(&[]).unwrap().is_empty());
-        assert_eq!(
-            store.accepted_samples(&[groups[1] + 5]).unwrap(),
-            vec![None]
-        );
+        assert_eq!(samples(&store, &groups[1..]), got[1..]);
+        assert!(samples(&store, &[]).is_empty());
+        assert_eq!(samples(&store, &[groups[1] + 5]), vec![None]);
         let report = store.seal_all().unwrap();
         assert!(report.wal_generations_deleted > 0, "{report:?}");
-        assert_eq!(store.accepted_samples(&groups).unwrap(), vec![None, None]);
+        assert_eq!(samples(&store, &groups), vec![None, None]);
+    }
+
+    /// A group's (series id, points) from the WAL, if it holds the group.
+    type Group = Option<Vec<(u64, Vec<Point>)>>;
+
+    /// Per group, its (series id, points) from the WAL.
+    fn samples(store: &Store, groups: &[u64]) -> Vec<Group> {
+        let mut out = AcceptedSamples::default();
+        // Filled twice: nothing of the first read stays.
+        store.accepted_samples(&[1, 2, 3], &mut out).unwrap();
+        store.accepted_samples(groups, &mut out).unwrap();
+        assert_eq!(out.groups.len(), groups.len());
+        (0..groups.len())
+            .map(|i| {
+                out.runs_of(i).map(|runs| {
+                    runs.iter()
+                        .map(|run| (run.id, out.points_of(run).to_vec()))
+                        .collect()
+                })
+            })
+            .collect()
     }
 
     #[test]

@@ -72,7 +72,7 @@ mod wal;
 #[cfg(feature = "test-util")]
 pub mod workload;
 
-pub use forward::{AcceptedGroup, AcceptedSpan, GroupSamples};
+pub use forward::{AcceptedGroup, AcceptedSamples, AcceptedSpan, SampleRun};
 pub use maintain::{MaintenancePhase, MaintenanceReport};
 pub use model::{
     Aggregation, AppendOutcome, Batch, HOST_LABEL, Label, MAX_LABEL_VALUE_LEN, MAX_LABELS,

@@ -10,6 +10,7 @@
 
 use crate::TsdbError;
 use crate::codec::{ByteReader, put_ivarint, put_str, put_uvarint};
+use crate::forward::SampleRun;
 use crate::model::{MAX_LABEL_VALUE_LEN, Point, ProcessSnapshot};
 use crate::snapshot;
 
@@ -204,24 +205,31 @@ pub(crate) fn frames(value: &[u8]) -> impl Iterator<Item = Result<Frame<'_>, Tsd
     })
 }
 
-/// The accepted samples of the frames of one WAL value, per series id in
-/// the order appended, added to `out`, without decoding the process
-/// snapshots (what forwarding reads); returns the number of frames
-/// skipped as damaged.
-pub(crate) fn samples_of_value(value: &[u8], out: &mut Vec<(u64, Vec<Point>)>) -> u64 {
+/// The accepted samples of the frames of one WAL value, added flat to
+/// `runs` (per series, in the order appended: its id and its points'
+/// range in `points`) and `points`, without decoding the process
+/// snapshots (what forwarding reads: no allocation per series); returns
+/// the number of frames skipped as damaged (nothing of them is added).
+pub(crate) fn samples_of_value(
+    value: &[u8],
+    runs: &mut Vec<SampleRun>,
+    points: &mut Vec<Point>,
+) -> u64 {
     let mut corrupt = 0;
     for frame in frames(value) {
-        let samples = frame.and_then(|f| {
+        let (kept_runs, kept_points) = (runs.len(), points.len());
+        let read = frame.and_then(|f| {
             if crc32fast::hash(f.payload) != f.crc {
                 return Err(TsdbError::Corrupt("WAL frame checksum mismatch".into()));
             }
             let mut r = ByteReader::new(f.payload);
             read_batch(&mut r)?;
-            read_series(&mut r)
+            read_series_into(&mut r, &mut FlatSink { runs, points })
         });
-        match samples {
-            Ok(samples) => out.extend(samples),
-            Err(_) => corrupt += 1,
+        if read.is_err() {
+            runs.truncate(kept_runs);
+            points.truncate(kept_points);
+            corrupt += 1;
         }
     }
     corrupt
@@ -259,11 +267,70 @@ pub(crate) fn decode_payload(payload: &[u8]) -> Result<WalRecord, TsdbError> {
 
 /// The accepted samples of a payload, after its batch fields.
 fn read_series(r: &mut ByteReader<'_>) -> Result<Vec<(u64, Vec<Point>)>, TsdbError> {
+    let mut series = Vec::new();
+    read_series_into(r, &mut series)?;
+    Ok(series)
+}
+
+/// Where decoded samples go: a run of points per series.
+trait SeriesSink {
+    /// The payload holds `n` series.
+    fn reserve(&mut self, _n: usize) {}
+    /// A series' run of `n` points begins.
+    fn series(&mut self, id: u64, n: usize);
+    /// The next point of the current run.
+    fn point(&mut self, point: Point);
+}
+
+/// Replay's form: a `Vec` of points per series.
+impl SeriesSink for Vec<(u64, Vec<Point>)> {
+    fn reserve(&mut self, n: usize) {
+        Vec::reserve(self, n.min(4096));
+    }
+
+    fn series(&mut self, id: u64, n: usize) {
+        self.push((id, Vec::with_capacity(n.min(4096))));
+    }
+
+    fn point(&mut self, point: Point) {
+        if let Some((_, points)) = self.last_mut() {
+            points.push(point);
+        }
+    }
+}
+
+/// Forwarding's form: flat, no allocation per series.
+struct FlatSink<'a> {
+    runs: &'a mut Vec<SampleRun>,
+    points: &'a mut Vec<Point>,
+}
+
+impl SeriesSink for FlatSink<'_> {
+    fn series(&mut self, id: u64, _: usize) {
+        let at = self.points.len();
+        self.runs.push(SampleRun {
+            id,
+            start: at,
+            end: at,
+        });
+    }
+
+    fn point(&mut self, point: Point) {
+        self.points.push(point);
+        if let Some(run) = self.runs.last_mut() {
+            run.end = self.points.len();
+        }
+    }
+}
+
+/// Decodes the accepted samples of a payload, after its batch fields,
+/// into `sink`.
+fn read_series_into(r: &mut ByteReader<'_>, sink: &mut impl SeriesSink) -> Result<(), TsdbError> {
     let base_t = r.ivarint()?;
     // Counts are bounded by the bytes left, not by constants: every frame
     // the encoder writes must replay, whatever size of batch was accepted.
     let n_series = r.count()?;
-    let mut series = Vec::with_capacity(n_series.min(4096));
+    sink.reserve(n_series);
     let mut prev_id = 0u64;
     for _ in 0..n_series {
         let header = r.u8()?;
@@ -277,7 +344,7 @@ fn read_series(r: &mut ByteReader<'_>) -> Result<Vec<(u64, Vec<Point>)>, TsdbErr
             MANY_POINTS => r.count()?,
             few => usize::from(few) + 1,
         };
-        let mut points = Vec::with_capacity(n.min(4096));
+        sink.series(id, n);
         let mut t = base_t;
         let mut bits = 0u64;
         for i in 0..n {
@@ -285,14 +352,13 @@ fn read_series(r: &mut ByteReader<'_>) -> Result<Vec<(u64, Vec<Point>)>, TsdbErr
                 t = t.wrapping_add(r.ivarint()?);
             }
             bits = read_value(r, bits)?;
-            points.push(Point {
+            sink.point(Point {
                 t_ms: t,
                 value: f64::from_bits(bits),
             });
         }
-        series.push((id, points));
     }
-    Ok(series)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -391,11 +457,16 @@ mod tests {
         let decoded = decode_value(torn);
         assert_eq!((decoded.records.len(), decoded.corrupt), (0, 2));
         // Forwarding's samples-only read skips the same frames.
-        let mut samples = Vec::new();
-        assert_eq!(samples_of_value(&value, &mut samples), 1);
-        assert_eq!(samples, r.series);
-        samples.clear();
-        assert_eq!(samples_of_value(torn, &mut samples), 2);
-        assert!(samples.is_empty());
+        let (mut runs, mut points) = (Vec::new(), Vec::new());
+        assert_eq!(samples_of_value(&value, &mut runs, &mut points), 1);
+        let flat: Vec<(u64, Vec<Point>)> = runs
+            .iter()
+            .map(|run| (run.id, points[run.start..run.end].to_vec()))
+            .collect();
+        assert_eq!(flat, r.series);
+        runs.clear();
+        points.clear();
+        assert_eq!(samples_of_value(torn, &mut runs, &mut points), 2);
+        assert!(runs.is_empty() && points.is_empty());
     }
 }
