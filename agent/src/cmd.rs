@@ -103,6 +103,7 @@ fn enroll_main(args: &crate::enroll::EnrollArgs) -> ExitCode {
 }
 
 fn run(config: AgentConfig, path: &Path) -> anyhow::Result<()> {
+    crate::alloc::configure();
     // One thread: the agent's work is a few reads of /proc per interval.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -391,7 +391,8 @@ pub enum Family {
     Tcp,
     /// Connections by state, over netlink sock_diag.
     Sockets,
-    /// The kernel's clock synchronisation (adjtimex).
+    /// The kernel's clock synchronisation (adjtimex), and chronyd's
+    /// source (its command port).
     Time,
     /// /proc/sys/fs/file-nr.
     FileDescriptors,

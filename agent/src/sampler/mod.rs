@@ -12,13 +12,14 @@
 //! (/proc/net/dev), `process` (/proc/<pid>: counts, top-N snapshot,
 //! watched processes); and the families `[families]` can turn off: `tcp`
 //! (/proc/net/snmp, netstat, snmp6), `sockets` (TCP connections by state
-//! over netlink sock_diag), `time` (adjtimex), `fd` (/proc/sys/fs/file-nr),
+//! over netlink sock_diag), `time` (adjtimex, and chronyd's source from
+//! its command port in `chrony`), `fd` (/proc/sys/fs/file-nr),
 //! `conntrack` (/proc/sys/net/netfilter), `link` (/sys/class/net) and
 //! `temperature` (/sys/class/hwmon, /sys/class/thermal); `cgroups`
 //! (per-service resources from cgroup v2, under `[cgroups] root`); and
 //! `systemd` (units and systemd-timesyncd's server over D-Bus, followed
 //! by a task of its own between ticks). Sources other than files
-//! (netlink, adjtimex, the bus) can be replaced by recorded replies or a
+//! (netlink, adjtimex, chronyd, the bus) can be replaced by recorded replies or a
 //! private bus ([`Sources`]), so tests and fixtures never depend on this
 //! machine.
 //!
@@ -37,6 +38,7 @@
 //! has the figures).
 
 mod cgroups;
+mod chrony;
 mod conntrack;
 mod cpu;
 mod disk;
@@ -64,6 +66,8 @@ pub use self::sysinfo::SysinfoSampler;
 pub use process::cpu_cores;
 pub use select::HostSampler;
 
+#[cfg(target_os = "linux")]
+pub use chrony::{ChronySource, DEFAULT_ADDRESS as CHRONYD_ADDRESS};
 #[cfg(target_os = "linux")]
 pub use sockets::SockDiagSource;
 #[cfg(target_os = "linux")]
@@ -370,6 +374,8 @@ pub struct Sources {
     pub sys: PathBuf,
     /// The clock discipline, normally the kernel's `adjtimex`.
     pub time: TimeSource,
+    /// chronyd's command port, normally 127.0.0.1:323.
+    pub chrony: ChronySource,
     /// TCP connections by state, normally the kernel's netlink sock_diag.
     pub sock_diag: SockDiagSource,
     /// systemd's units, normally on the system bus.
@@ -384,6 +390,7 @@ impl Default for Sources {
             passwd: PathBuf::from("/etc/passwd"),
             sys: PathBuf::from("/sys"),
             time: TimeSource::Kernel,
+            chrony: ChronySource::default(),
             sock_diag: SockDiagSource::Kernel,
             systemd: SystemdSource::SystemBus,
         }
@@ -451,6 +458,7 @@ pub struct Sampler {
     /// The same reader, rooted at /sys.
     sys: ProcFs,
     time: TimeSource,
+    chrony: chrony::State,
     sockets: sockets::State,
     link: link::State,
     systemd: systemd::State,
@@ -476,6 +484,7 @@ impl Sampler {
             fs: ProcFs::new(sources.proc),
             sys: ProcFs::new(sources.sys),
             time: sources.time,
+            chrony: chrony::State::new(sources.chrony),
             sockets: sockets::State::new(sources.sock_diag),
             link: link::State::default(),
             systemd: systemd::State::new(sources.systemd),
@@ -578,10 +587,13 @@ impl Sampler {
         {
             problems.note("sockets", &e);
         }
-        if families.enabled(Family::Time)
-            && let Err(e) = time::sample(&self.time, out)
-        {
-            problems.note("time", &e);
+        if families.enabled(Family::Time) {
+            if let Err(e) = time::sample(&self.time, out) {
+                problems.note("time", &e);
+            }
+            if let Err(e) = self.chrony.sample(out) {
+                problems.note("time", &e);
+            }
         }
         if families.enabled(Family::FileDescriptors)
             && let Err(e) = fs.parse("sys/fs/file-nr", |t| fd::sample(t, out))
@@ -639,6 +651,7 @@ pub(crate) mod tests {
             passwd: root.join("passwd"),
             sys: root.join("sys"),
             time: TimeSource::Recorded(root.join("adjtimex")),
+            chrony: ChronySource::Absent,
             sock_diag: SockDiagSource::Recorded(root.join("sock_diag")),
             systemd: SystemdSource::Absent,
         }

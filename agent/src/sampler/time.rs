@@ -3,9 +3,9 @@
 //! systemd-timesyncd) keeps the clock synchronised, the current offset,
 //! and the kernel's estimated and maximum errors.
 //!
-//! Which time source the daemon uses is not reported: the kernel does not
-//! know it, and asking would mean chrony's command socket or
-//! systemd-timesyncd over D-Bus.
+//! Which time source the daemon uses, the kernel does not know: chronyd's
+//! is asked on its command port (`chrony`), systemd-timesyncd's over
+//! D-Bus (`systemd`).
 //!
 //! Tests and fixtures read a recorded status instead: the text that
 //! `adjtimex --print` (Debian's `adjtimex` package) writes, whose lines

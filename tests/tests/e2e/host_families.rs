@@ -8,7 +8,7 @@
 //! `for` (shortened to 0 s for test time), fires with its cause.
 
 use hostwatch_agent::sampler::{
-    Sampler, Settings, SockDiagSource, Sources, SystemdSource, TimeSource,
+    ChronySource, Sampler, Settings, SockDiagSource, Sources, SystemdSource, TimeSource,
 };
 use hostwatch_pki::Role;
 use hostwatch_proto::v1::{AlertState, Batch, ListAlertsRequest};
@@ -135,6 +135,7 @@ async fn the_host_family_rules_fire_with_their_cause_from_recorded_readings() {
         passwd: fixture("host-a/passwd"),
         sys: sys.clone(),
         time: TimeSource::Recorded(fixture("alerting/adjtimex")),
+        chrony: ChronySource::Absent,
         sock_diag: SockDiagSource::Recorded(fixture("host-a/sock_diag")),
         systemd: SystemdSource::Absent,
     };

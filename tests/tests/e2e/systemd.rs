@@ -9,7 +9,7 @@
 use crate::host_families::{all_firing, fixture, shipped_rules_without_delay};
 use hostwatch_agent::sampler::systemd::fake::{FakeSystemd, FakeUnit, PrivateBus};
 use hostwatch_agent::sampler::{
-    Sampler, Settings, SockDiagSource, Sources, SystemdSource, TimeSource,
+    ChronySource, Sampler, Settings, SockDiagSource, Sources, SystemdSource, TimeSource,
 };
 use hostwatch_pki::Role;
 use hostwatch_proto::v1::Batch;
@@ -74,6 +74,7 @@ async fn a_failed_and_a_flapping_service_page_with_their_unit() {
         passwd: fixture("host-a/passwd"),
         sys: fixture("host-a/sys"),
         time: TimeSource::Recorded(fixture("host-a/adjtimex")),
+        chrony: ChronySource::Absent,
         sock_diag: SockDiagSource::Recorded(fixture("host-a/sock_diag")),
         systemd: SystemdSource::Address(bus.address.clone()),
     };

@@ -39,8 +39,14 @@ const SERVICE_PROPERTIES: [&str; 1] = ["NRestarts"];
 /// Longest wait for one answer on the bus.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Signals queued per subscription while the watcher is busy (a refresh
-/// after a reload): systemd sends a few per unit that changes.
+/// after a reload): systemd sends a few per unit that changes. zbus
+/// reserves the whole queue up front (72 bytes a signal), and a full one
+/// stops it reading the bus, method replies included.
 const QUEUE: usize = 4096;
+/// The same for the subscriptions that see a signal now and then (a bus
+/// name's owner changing, timesyncd's NTP replies): 4,096 places each
+/// would be 288 KiB of the agent's memory for nothing.
+const QUIET_QUEUE: usize = 64;
 /// Waits between attempts to connect, jittered and doubling.
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
@@ -125,10 +131,10 @@ async fn session(
         Err(e) => return Err(failed("connecting to the system bus")(e)),
     };
     // Subscriptions first: a change while listing is queued, not lost.
-    let subscribe = |rule: String| {
+    let subscribe = |rule: String, queue: usize| {
         let conn = &conn;
         async move {
-            MessageStream::for_match_rule(rule.as_str(), conn, NonZeroUsize::new(QUEUE))
+            MessageStream::for_match_rule(rule.as_str(), conn, NonZeroUsize::new(queue))
                 .await
                 .map_err(failed("subscribing to signals"))
         }
@@ -136,20 +142,25 @@ async fn session(
     let changed = |path: &str| {
         format!("type='signal',interface='{PROPERTIES}',member='PropertiesChanged',{path}")
     };
-    let mut unit_changes =
-        subscribe(changed(&format!("path_namespace='{MANAGER_PATH}/unit'"))).await?;
-    let mut manager = subscribe(format!(
-        "type='signal',interface='{MANAGER}',path='{MANAGER_PATH}'"
-    ))
+    let mut unit_changes = subscribe(
+        changed(&format!("path_namespace='{MANAGER_PATH}/unit'")),
+        QUEUE,
+    )
+    .await?;
+    let mut manager = subscribe(
+        format!("type='signal',interface='{MANAGER}',path='{MANAGER_PATH}'"),
+        QUEUE,
+    )
     .await?;
     let owner_changes = |name: &str| {
         format!(
             "type='signal',sender='{DBUS}',interface='{DBUS}',member='NameOwnerChanged',arg0='{name}'"
         )
     };
-    let mut systemd_owners = subscribe(owner_changes(SYSTEMD)).await?;
-    let mut timesync_owners = subscribe(owner_changes(TIMESYNC)).await?;
-    let mut timesync_changes = subscribe(changed(&format!("path='{TIMESYNC_PATH}'"))).await?;
+    let mut systemd_owners = subscribe(owner_changes(SYSTEMD), QUIET_QUEUE).await?;
+    let mut timesync_owners = subscribe(owner_changes(TIMESYNC), QUIET_QUEUE).await?;
+    let mut timesync_changes =
+        subscribe(changed(&format!("path='{TIMESYNC_PATH}'")), QUIET_QUEUE).await?;
 
     let Some(systemd) = name_owner(&conn, SYSTEMD)
         .await
