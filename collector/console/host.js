@@ -315,13 +315,10 @@ function countPoints(data) {
 }
 
 /**
- * A chart `width` pixels wide of `data` over [`start`, `end`] (seconds),
- * drawn by `uPlot` (the library's class) off the page: its element
- * (`u.root`) is put in the page later. uPlot lays nothing out to draw
- * (it reads its position only once the pointer is over it), so a chart
- * is drawn while the page still waits for other charts' answers.
+ * A chart in `box`, `width` pixels wide, of `data` over [`start`, `end`]
+ * (seconds), drawn by `uPlot` (the library's class).
  */
-function plot(uPlot, chart, { data, labels }, { width, start, end, axis }, onZoom, onPick) {
+function plot(uPlot, box, chart, { data, labels }, { width, start, end, axis }, onZoom, onPick) {
   const spanS = end - start;
   const format = FORMAT[chart.unit];
   const options = {
@@ -354,8 +351,10 @@ function plot(uPlot, chart, { data, labels }, { width, start, end, axis }, onZoo
       ],
     },
   };
-  const u = new uPlot(options, data);
+  const u = new uPlot(options, data, box);
   onClick(u, onPick);
+  // For tests and debugging: the chart object behind the canvas.
+  box.uplot = u;
   return u;
 }
 
@@ -533,16 +532,10 @@ class HostPage {
     };
     for (const chart of list) {
       const data = chartData(chart, range, range.step, read);
-      // Drawn off the page as soon as its answers are in, put in place with the rest.
-      const built = Promise.all([data, ever, uPlotClass()]).then(([d, e, uPlot]) => this.buildChart(chart, d, e, { ...style, uPlot }));
-      parts.push([built, (b) => this.placeChart(chart, b)]);
+      parts.push([Promise.all([data, ever, uPlotClass()]), ([d, e, uPlot]) => this.drawChart(chart, d, e, { ...style, uPlot })]);
     }
     const settled = await Promise.allSettled(parts.map(([promise]) => promise));
-    if (!current()) {
-      // Charts drawn for a range no longer asked for.
-      for (const outcome of settled) if (outcome.status === "fulfilled" && outcome.value && outcome.value.plot) outcome.value.plot.destroy();
-      return;
-    }
+    if (!current()) return;
     let failure = null;
     settled.forEach((outcome, i) => {
       if (outcome.status === "fulfilled") parts[i][1](outcome.value);
@@ -594,38 +587,24 @@ class HostPage {
     this.parts.alerts.replaceChildren(...(items.length > 0 ? items : [el("li", { class: "none", text: "No alerts pending or firing." })]));
   }
 
-  /**
-   * One chart drawn off the page: `{ points, ever, plot }`, its plot null
-   * when there is nothing to draw; `ever`: whether the host has ever sent
-   * data.
-   */
-  buildChart(chart, data, ever, style) {
-    const points = countPoints(data.data);
-    if (!ever || points === 0) return { points, ever, plot: null };
-    const zoom = (a, b) => this.go(`?from=${Math.floor(a)}&to=${Math.ceil(b)}`);
-    const pick = (t) => this.showProcesses(t, true);
-    return { points, ever, plot: plot(style.uPlot, chart, data, style, zoom, pick) };
-  }
-
-  /** A chart `buildChart` drew, in place of its earlier drawing. */
-  placeChart(chart, { points, ever, plot: u }) {
+  /** One chart, in place of its earlier drawing; `ever`: whether the host has ever sent data. */
+  drawChart(chart, data, ever, style) {
     const box = this.parts.boxes.get(chart.id);
     const old = this.plots.get(chart.id);
     if (old) old.destroy();
     this.plots.delete(chart.id);
+    box.replaceChildren();
     delete box.uplot;
+    const points = countPoints(data.data);
     box.dataset.points = String(points);
     if (!ever) {
-      box.replaceChildren(el("p", { class: "empty", text: `No host named “${this.host}” has sent data in the last year.` }));
-    } else if (!u) {
-      box.replaceChildren(el("p", { class: "empty", text: "No data for this host in this range." }));
+      box.append(el("p", { class: "empty", text: `No host named “${this.host}” has sent data in the last year.` }));
+    } else if (points === 0) {
+      box.append(el("p", { class: "empty", text: "No data for this host in this range." }));
     } else {
-      box.replaceChildren(u.root);
-      // The grid's width changed while it was drawn.
-      if (u.width !== this.width) u.setSize({ width: this.width, height: CHART_HEIGHT });
-      // For tests and debugging: the chart object behind the canvas.
-      box.uplot = u;
-      this.plots.set(chart.id, u);
+      const zoom = (a, b) => this.go(`?from=${Math.floor(a)}&to=${Math.ceil(b)}`);
+      const pick = (t) => this.showProcesses(t, true);
+      this.plots.set(chart.id, plot(style.uPlot, box, chart, data, style, zoom, pick));
     }
   }
 
