@@ -1,8 +1,10 @@
 //! `hostwatch alerts test-hook` against real receivers: a webhook gets the
-//! test alert and its resolution; PagerDuty's stand-in opens an incident
-//! that the resolution closes; a receiver that refuses, one that is down
-//! and a hook that does not exist each end in a non-zero exit that says
-//! why; a viewer may not send tests.
+//! test alert and its resolution; PagerDuty's and Opsgenie's stand-ins
+//! open an incident that the resolution closes, Slack's gets both
+//! messages; a receiver that refuses, one that is down and a hook that
+//! does not exist each end in a non-zero exit that says why; a viewer may
+//! not send tests. (The e-mail hook's answer is tested with its SMTP
+//! server in crates/alerting/tests/email.rs.)
 
 use super::tokens::{Collector, hostwatch, hostwatch_as, text};
 use hostwatch_pki::Role;
@@ -10,6 +12,8 @@ use hostwatch_tests::providers::{Provider, ProviderReceiver};
 use hostwatch_tests::*;
 
 const ROUTING_KEY: &str = "TestHookRoutingKey0123456789abcd";
+const API_KEY: &str = "7e57h00c-0b1c-4d5e-8f90-a1b2c3d4e5f6";
+const SLACK_PATH: &str = "/services/TTEST0001/BTEST0001/testHookSlackPathXyZ";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_test_notification_reaches_each_receiver_and_its_answer_is_printed() {
@@ -17,15 +21,17 @@ async fn a_test_notification_reaches_each_receiver_and_its_answer_is_printed() {
     let webhook = WebhookReceiver::start().await;
     let refusing = WebhookReceiver::start().await;
     refusing.answer(400);
-    let pd = ProviderReceiver::start(
-        Provider::PagerDuty,
-        &pki.files(Role::Collector, "providers"),
-        ROUTING_KEY,
-    )
-    .await;
+    let provider_tls = pki.files(Role::Collector, "providers");
+    let pd = ProviderReceiver::start(Provider::PagerDuty, &provider_tls, ROUTING_KEY).await;
+    let og = ProviderReceiver::start(Provider::Opsgenie, &provider_tls, API_KEY).await;
+    let slack = ProviderReceiver::start(Provider::Slack, &provider_tls, SLACK_PATH).await;
     let (data, work) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let key_file = work.path().join("pd.key");
     std::fs::write(&key_file, ROUTING_KEY).unwrap();
+    let api_key_file = work.path().join("og.key");
+    std::fs::write(&api_key_file, API_KEY).unwrap();
+    let slack_url_file = work.path().join("slack.url");
+    std::fs::write(&slack_url_file, slack.url()).unwrap();
     let extra = format!(
         r#"
 [alerting]
@@ -50,11 +56,25 @@ routing_key_file = {key_file:?}
 url = {pd_url:?}
 [alerting.hooks.tls]
 ca = {ca:?}
+[[alerting.hooks]]
+name = "og"
+kind = "opsgenie"
+api_key_file = {api_key_file:?}
+url = {og_url:?}
+[alerting.hooks.tls]
+ca = {ca:?}
+[[alerting.hooks]]
+name = "slack"
+kind = "slack"
+webhook_url_file = {slack_url_file:?}
+[alerting.hooks.tls]
+ca = {ca:?}
 "#,
         webhook = webhook.addr,
         refusing = refusing.addr,
         down = free_port(),
         pd_url = pd.url(),
+        og_url = og.url(),
         ca = pki.ca_path(),
     );
     let collector = Collector::start_with(&pki, data.path(), &extra).await;
@@ -106,6 +126,41 @@ ca = {ca:?}
         (1, 1, false)
     );
     assert_eq!(pd.violations(), Vec::<String>::new());
+
+    // Opsgenie: created, then closed by its alias; Slack: both messages.
+    for hook in ["og", "slack"] {
+        for args in [
+            &["alerts", "test-hook", hook][..],
+            &["alerts", "test-hook", hook, "--resolve"][..],
+        ] {
+            let out = hostwatch(&pki, grpc, work.path(), args).await;
+            assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+            let printed = text(&out.stdout);
+            assert!(
+                printed.starts_with(&format!("{hook}: delivered: HTTP 20")),
+                "{printed}"
+            );
+            for secret in [API_KEY, SLACK_PATH] {
+                assert!(!printed.contains(secret), "{printed}");
+            }
+        }
+    }
+    let created = og.accepted();
+    assert_eq!(created.len(), 2, "{created:?}");
+    let alias = created[0].body["alias"].as_str().unwrap();
+    assert_eq!(created[1].path, format!("/v2/alerts/{alias}/close"));
+    let incidents = og.incidents();
+    let incident = &incidents[alias];
+    assert_eq!(
+        (incident.opened, incident.closed, incident.open),
+        (1, 1, false)
+    );
+    let messages = slack.accepted();
+    assert_eq!(messages.len(), 2);
+    assert!(messages[1].body.to_string().contains("[RESOLVED]"));
+    for receiver in [&og, &slack] {
+        assert_eq!(receiver.violations(), Vec::<String>::new());
+    }
 
     // What is not delivered fails, saying why.
     for (args, expected) in [
