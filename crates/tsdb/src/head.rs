@@ -8,7 +8,6 @@
 
 use crate::TsdbError;
 use crate::codec::HeadChunk;
-use crate::head_file::HeadFiles;
 use crate::model::{Label, Point, ProcessSnapshot, SeriesKey, series_hash};
 use crate::shape::BatchShape;
 use crate::snapshot::OpenBlock;
@@ -52,14 +51,13 @@ pub(crate) struct OpenWindow {
 
 impl OpenWindow {
     /// A window holding `base` (the sealed chunk it reopens, sorted, from
-    /// groups up to `base_lsn`), about to receive a sample of group `lsn`;
-    /// its complete blocks go to `files`.
-    fn new(start: i64, base: Vec<Point>, base_lsn: u64, lsn: u64, files: &HeadFiles) -> Self {
+    /// groups up to `base_lsn`), about to receive a sample of group `lsn`.
+    fn new(start: i64, base: Vec<Point>, base_lsn: u64, lsn: u64) -> Self {
         let mut points = base.into_iter();
         let chunk = points.next().map(|first| {
             let mut chunk = HeadChunk::new(first);
             for p in points {
-                chunk.push(p, files);
+                chunk.push(p);
             }
             chunk
         });
@@ -85,7 +83,6 @@ impl OpenWindow {
         lsn: u64,
         max_len: usize,
         counts: &mut Inserts,
-        files: &HeadFiles,
     ) -> Option<Point> {
         self.max_lsn = self.max_lsn.max(lsn);
         let mut newest = None;
@@ -97,14 +94,10 @@ impl OpenWindow {
             .map_or(0, |c| points.partition_point(|p| p.t_ms <= c.last_t()));
         let (late, fresh) = points.split_at(split);
         if !late.is_empty() {
-            // A head file that cannot be read (an I/O error) leaves the
-            // chunk's times unknown: the late samples are then taken as
-            // new, so none is lost, and a duplicate may be kept twice.
             let chunk_times: Vec<i64> = self
                 .chunk
                 .as_ref()
-                .and_then(|c| c.points().ok())
-                .map(|points| points.iter().map(|p| p.t_ms).collect())
+                .map(|c| c.points().iter().map(|p| p.t_ms).collect())
                 .unwrap_or_default();
             let mut added: Vec<Point> = Vec::new();
             for p in late {
@@ -135,7 +128,7 @@ impl OpenWindow {
                     counts.too_dense += 1;
                     continue;
                 }
-                Some(chunk) => chunk.push(*p, files),
+                Some(chunk) => chunk.push(*p),
                 None => self.chunk = Some(HeadChunk::new(*p)),
             }
             counts.stored += 1;
@@ -144,31 +137,26 @@ impl OpenWindow {
         newest
     }
 
-    /// Every sample, oldest first. Fails only when the head file cannot be read.
-    pub(crate) fn points(&self) -> Result<Vec<Point>, TsdbError> {
-        let mut points = match &self.chunk {
-            Some(chunk) => chunk.points()?,
-            None => Vec::new(),
-        };
+    /// Every sample, oldest first.
+    pub(crate) fn points(&self) -> Vec<Point> {
+        let mut points = self
+            .chunk
+            .as_ref()
+            .map(HeadChunk::points)
+            .unwrap_or_default();
         if !self.late.is_empty() {
             points.extend_from_slice(&self.late);
             points.sort_by_key(|p| p.t_ms);
         }
-        Ok(points)
+        points
     }
 
     /// Appends the samples with times in `[start, end)` to `out`, oldest
     /// first, decoding only the part of the window that may hold them.
-    /// Fails only when the head file cannot be read.
-    pub(crate) fn points_within(
-        &self,
-        start: i64,
-        end: i64,
-        out: &mut Vec<Point>,
-    ) -> Result<(), TsdbError> {
+    pub(crate) fn points_within(&self, start: i64, end: i64, out: &mut Vec<Point>) {
         let from = out.len();
         if let Some(chunk) = &self.chunk {
-            chunk.points_within(start, end, out)?;
+            chunk.points_within(start, end, out);
         }
         let first = self.late.partition_point(|p| p.t_ms < start);
         let past = self.late.partition_point(|p| p.t_ms < end);
@@ -176,7 +164,6 @@ impl OpenWindow {
             out.extend_from_slice(&self.late[first..past]);
             out[from..].sort_by_key(|p| p.t_ms);
         }
-        Ok(())
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {
@@ -226,28 +213,18 @@ impl SeriesHead {
         self.windows.iter_mut().find(|w| w.start == start)
     }
 
-    /// Opens window `start` on `base` (sealed points) for a sample of
-    /// group `lsn`; its complete blocks go to `files`.
-    pub(crate) fn open_window(
-        &mut self,
-        start: i64,
-        base: Vec<Point>,
-        base_lsn: u64,
-        lsn: u64,
-        files: &HeadFiles,
-    ) {
+    /// Opens window `start` on `base` (sealed points) for a sample of group `lsn`.
+    pub(crate) fn open_window(&mut self, start: i64, base: Vec<Point>, base_lsn: u64, lsn: u64) {
         let at = self.windows.partition_point(|w| w.start < start);
         // A series seldom has more than two windows open, and an amortized
         // insert into a one-window vector makes room for four.
         self.windows.reserve_exact(1);
         self.windows
-            .insert(at, OpenWindow::new(start, base, base_lsn, lsn, files));
+            .insert(at, OpenWindow::new(start, base, base_lsn, lsn));
     }
 
     /// Inserts `points` (sorted by time, all in window `start`, which must
-    /// be open) of commit group `lsn`, at most `max_len` in the window;
-    /// complete blocks go to `files`.
-    #[allow(clippy::too_many_arguments)]
+    /// be open) of commit group `lsn`, at most `max_len` in the window.
     pub(crate) fn insert_run(
         &mut self,
         start: i64,
@@ -256,13 +233,12 @@ impl SeriesHead {
         now_ms: i64,
         max_len: usize,
         counts: &mut Inserts,
-        files: &HeadFiles,
     ) {
         let Some(window) = self.window_mut(start) else {
             counts.duplicate += points.len() as u64;
             return;
         };
-        if let Some(newest) = window.insert_run(points, lsn, max_len, counts, files) {
+        if let Some(newest) = window.insert_run(points, lsn, max_len, counts) {
             self.touched_ms = now_ms;
             if self.last.is_none_or(|last| newest.t_ms > last.t_ms) {
                 self.last = Some(newest);
@@ -505,21 +481,17 @@ mod tests {
     fn windows_merge_late_samples_and_refuse_duplicates() {
         let key = Arc::new(SeriesKey::for_host("h", "m", &[]).unwrap());
         let mut s = SeriesHead::new(key);
-        let files = HeadFiles::memory();
-        s.open_window(0, vec![], 0, 1, &files);
+        s.open_window(0, vec![], 0, 1);
         let p = |t_ms, value| Point { t_ms, value };
         let mut counts = Inserts::default();
-        s.insert_run(0, &[p(20, 2.0), p(30, 3.0)], 1, 0, 10, &mut counts, &files);
+        s.insert_run(0, &[p(20, 2.0), p(30, 3.0)], 1, 0, 10, &mut counts);
         assert_eq!(counts.stored, 2);
         let mut counts = Inserts::default();
         let late = [p(10, 1.0), p(10, 9.0), p(20, 9.0), p(30, 9.0)];
-        s.insert_run(0, &late, 2, 0, 10, &mut counts, &files);
+        s.insert_run(0, &late, 2, 0, 10, &mut counts);
         assert_eq!((counts.stored, counts.duplicate), (1, 3));
         let w = &s.windows[0];
-        assert_eq!(
-            w.points().unwrap(),
-            vec![p(10, 1.0), p(20, 2.0), p(30, 3.0)]
-        );
+        assert_eq!(w.points(), vec![p(10, 1.0), p(20, 2.0), p(30, 3.0)]);
         // A range takes the late samples in it, merged in time order.
         for (start, end, want) in [
             (0, 100, vec![p(10, 1.0), p(20, 2.0), p(30, 3.0)]),
@@ -529,7 +501,7 @@ mod tests {
             (20, 20, vec![]),
         ] {
             let mut got = Vec::new();
-            w.points_within(start, end, &mut got).unwrap();
+            w.points_within(start, end, &mut got);
             assert_eq!(got, want, "[{start}, {end})");
         }
         assert_eq!((w.min_lsn, w.max_lsn, w.len()), (1, 2, 3));
@@ -540,8 +512,7 @@ mod tests {
     fn a_window_keeps_at_most_its_limit_of_samples() {
         let key = Arc::new(SeriesKey::for_host("h", "m", &[]).unwrap());
         let mut s = SeriesHead::new(key);
-        let files = HeadFiles::memory();
-        s.open_window(0, vec![], 0, 1, &files);
+        s.open_window(0, vec![], 0, 1);
         let points: Vec<Point> = (10..20)
             .map(|t| Point {
                 t_ms: t,
@@ -549,7 +520,7 @@ mod tests {
             })
             .collect();
         let mut counts = Inserts::default();
-        s.insert_run(0, &points, 1, 0, 4, &mut counts, &files);
+        s.insert_run(0, &points, 1, 0, 4, &mut counts);
         // Late samples count against the limit as well.
         s.insert_run(
             0,
@@ -561,7 +532,6 @@ mod tests {
             0,
             4,
             &mut counts,
-            &files,
         );
         assert_eq!((counts.stored, counts.too_dense), (4, 7));
         assert_eq!(s.windows[0].len(), 4);

@@ -52,7 +52,6 @@ mod codec;
 mod commit;
 mod forward;
 mod head;
-mod head_file;
 mod index;
 mod keys;
 mod maintain;

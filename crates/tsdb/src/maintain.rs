@@ -252,7 +252,7 @@ impl Inner {
                 continue;
             }
             sealed_any = true;
-            let points = w.points()?;
+            let points = w.points();
             let Some(&last) = points.last() else {
                 continue;
             };

@@ -58,7 +58,7 @@ impl Inner {
             return Ok(HeadPart::unknown());
         };
         let state = lock(host)?;
-        self.head_points_locked(&state, id, start, end, out)
+        Ok(self.head_points_locked(&state, id, start, end, out))
     }
 
     fn head_points_locked(
@@ -68,16 +68,16 @@ impl Inner {
         start: i64,
         end: i64,
         out: &mut Vec<Point>,
-    ) -> Result<HeadPart, TsdbError> {
+    ) -> HeadPart {
         let Some(series) = state.series.get(&id) else {
-            return Ok(HeadPart::unknown());
+            return HeadPart::unknown();
         };
         let window = self.options.chunk_window_ms;
         let mut open = Vec::new();
         for w in &series.windows {
             if w.start < end && w.start.saturating_add(window) > start {
                 open.push(w.start);
-                w.points_within(start, end, out)?;
+                w.points_within(start, end, out);
             }
         }
         // No sealed chunk starts after the window of the newest sealed
@@ -89,10 +89,10 @@ impl Inner {
         } else {
             Some(self.options.window_of(series.persisted_last_t))
         };
-        Ok(HeadPart {
+        HeadPart {
             open,
             sealed_through,
-        })
+        }
     }
 
     /// Raw points of series `id` of `host` in `[start, end)`, oldest
@@ -307,7 +307,7 @@ impl Inner {
                     }
                 }
                 let mut points = Vec::new();
-                let head = self.head_points_locked(&state, id, start, end, &mut points)?;
+                let head = self.head_points_locked(&state, id, start, end, &mut points);
                 if !points.is_empty() {
                     return Ok(true);
                 }

@@ -165,8 +165,6 @@ pub(crate) struct Inner {
     /// Decoded tails of sealed chunks that short reads of many series
     /// asked for; emptied by every write of raw chunks.
     pub(crate) tails: crate::tails::Tails,
-    /// Where the head's complete blocks go.
-    pub(crate) head_files: crate::head_file::HeadFiles,
 }
 
 pub(crate) fn poisoned() -> TsdbError {
@@ -389,10 +387,6 @@ impl Inner {
             })
             .collect();
         let tails = crate::tails::Tails::new(options.read_cache_bytes);
-        let head_files = crate::head_file::HeadFiles::open(
-            &wal_dir.with_file_name(crate::head_file::HEAD_DIR),
-            incarnation,
-        )?;
         let inner = Inner {
             incarnation,
             commit: Committer::new(
@@ -410,7 +404,6 @@ impl Inner {
             maintenance: Mutex::new(MaintenanceState::default()),
             partitions,
             tails,
-            head_files,
         };
         inner.replay(low)?;
         if inner.options.accept_log {
@@ -617,7 +610,7 @@ impl Inner {
             if self.open_window(state, id, start, lsn, &mut mode)? {
                 if let Some(series) = state.series.get_mut(&id) {
                     let max = self.options.max_window_samples;
-                    series.insert_run(start, run, lsn, now, max, counts, &self.head_files);
+                    series.insert_run(start, run, lsn, now, max, counts);
                 }
             } else {
                 counts.duplicate += run.len() as u64;
@@ -667,7 +660,7 @@ impl Inner {
                 return Ok(false);
             }
         }
-        series.open_window(start, base, base_lsn, lsn, &self.head_files);
+        series.open_window(start, base, base_lsn, lsn);
         Ok(true)
     }
 

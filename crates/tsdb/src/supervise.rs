@@ -320,15 +320,11 @@ fn open_state(
     Inner::open(db, dir, options.clone(), counters, incarnation)
 }
 
-/// Syncs every file below `dir`, but for the head's block files (which
-/// the WAL makes redundant, and open deletes).
+/// Syncs every file below `dir`.
 fn sync_files(dir: &Path) -> Result<(), TsdbError> {
     let entries = std::fs::read_dir(dir).map_err(|e| TsdbError::io("list", dir, e))?;
     for entry in entries {
         let path = entry.map_err(|e| TsdbError::io("list", dir, e))?.path();
-        if path.file_name().and_then(|n| n.to_str()) == Some(crate::head_file::HEAD_DIR) {
-            continue;
-        }
         if path.is_dir() {
             sync_files(&path)?;
         } else if path.is_file() {

@@ -1,31 +1,25 @@
 //! The head encoder: samples still in memory.
 
 use super::bits::{BitReader, BitWriter};
-use super::bytes::{ByteReader, put_ivarint, put_uvarint, unzigzag, zigzag};
+use super::bytes::{ByteReader, put_uvarint, unzigzag, zigzag};
 use super::times::{decode_points_through, encode_points};
 use crate::TsdbError;
-use crate::head_file::{HeadFile, HeadFiles};
 use crate::model::Point;
-use std::sync::Arc;
 
 /// Samples appended in time order, for the samples still in memory. The
 /// newest (up to [`HEAD_BLOCK_POINTS`]) are Gorilla-encoded as they come;
 /// each full run of them is re-encoded with the sealed-chunk codec, which
 /// takes a fraction of Gorilla's bytes on agent data (noisy decimals,
-/// counters, whole pages), and appended to a head file
-/// ([`crate::head_file`]), out of the heap: the chunk keeps where each
-/// block is.
+/// counters, whole pages), and the head is most of the collector's memory
+/// per series.
 #[derive(Debug, Clone)]
 pub(crate) struct HeadChunk {
-    /// The file of the complete blocks, from the first one on.
-    file: Option<Arc<HeadFile>>,
-    /// Per complete block, oldest first: its offset in `file` and length
-    /// (uvarints) and its first time (an ivarint, less the previous
-    /// block's), so that a read of a short span steps over the blocks
-    /// before it without reading them; grown to the exact size, since
-    /// most series' heads live an hour.
-    refs: Vec<u8>,
-    /// Samples in the blocks.
+    /// Complete runs, oldest first, each its length (a uvarint) and an
+    /// [`encode_points`] block, so that a read of a short span steps over
+    /// the blocks before it without decoding them; grown to the exact
+    /// size, since most series' heads live an hour.
+    blocks: Vec<u8>,
+    /// Samples in `blocks`.
     block_points: u32,
     /// The newest samples, at least one.
     run: GorillaRun,
@@ -34,19 +28,10 @@ pub(crate) struct HeadChunk {
 /// Samples a head keeps Gorilla-encoded before re-encoding them as a block.
 pub(crate) const HEAD_BLOCK_POINTS: usize = 64;
 
-/// One complete block as [`HeadChunk::refs`] lists it.
-#[derive(Debug, Clone, Copy)]
-struct BlockRef {
-    offset: u64,
-    len: usize,
-    first_t: i64,
-}
-
 impl HeadChunk {
     pub(crate) fn new(first: Point) -> Self {
         HeadChunk {
-            file: None,
-            refs: Vec::new(),
+            blocks: Vec::new(),
             block_points: 0,
             run: GorillaRun::new(first),
         }
@@ -60,14 +45,12 @@ impl HeadChunk {
         self.run.last_t
     }
 
-    /// Heap bytes of the chunk's own (its blocks are in its file).
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.refs.capacity() + self.run.bits.heap_bytes()
+        self.blocks.capacity() + self.run.bits.heap_bytes()
     }
 
-    /// Appends a sample later than every sample so far; a complete run
-    /// goes to a block in `files`' current file (or the chunk's own).
-    pub(crate) fn push(&mut self, p: Point, files: &HeadFiles) {
+    /// Appends a sample later than every sample so far.
+    pub(crate) fn push(&mut self, p: Point) {
         if self.run.len() < HEAD_BLOCK_POINTS {
             self.run.push(p);
             return;
@@ -76,106 +59,84 @@ impl HeadChunk {
         let points = run.points();
         let mut block = Vec::new();
         encode_points(&points, &mut block);
-        let previous_first = self.refs().last().map_or(0, |r| r.first_t);
-        let file = self.file.get_or_insert_with(|| files.current());
-        let offset = file.append(&block);
-        let mut entry = Vec::with_capacity(24);
-        put_uvarint(&mut entry, offset);
-        put_uvarint(&mut entry, block.len() as u64);
-        put_ivarint(&mut entry, points[0].t_ms.wrapping_sub(previous_first));
+        let mut len = Vec::with_capacity(3);
+        put_uvarint(&mut len, block.len() as u64);
         // Exact growth while the head is small (most series' heads live an
         // hour), an eighth more at a time once it is large, so a dense
         // window is not copied whole for every block.
-        self.refs
-            .reserve_exact(entry.len().max(self.refs.len() / 8));
-        self.refs.extend_from_slice(&entry);
+        self.blocks
+            .reserve_exact((len.len() + block.len()).max(self.blocks.len() / 8));
+        self.blocks.extend_from_slice(&len);
+        self.blocks.extend_from_slice(&block);
         self.block_points += points.len() as u32;
     }
 
-    /// The complete blocks, oldest first. `refs` is written by `push`
-    /// only: a decoding error would be a bug, and ends the list.
-    fn refs(&self) -> Vec<BlockRef> {
-        let mut out = Vec::new();
-        let mut r = ByteReader::new(&self.refs);
-        let mut first_t = 0i64;
-        while !r.is_empty() {
-            let (Ok(offset), Ok(len), Ok(delta)) = (r.uvarint(), r.uvarint(), r.ivarint()) else {
-                break;
-            };
-            first_t = first_t.wrapping_add(delta);
-            out.push(BlockRef {
-                offset,
-                len: len as usize,
-                first_t,
-            });
-        }
-        out
-    }
-
     /// Every sample, oldest first.
-    pub(crate) fn points(&self) -> Result<Vec<Point>, TsdbError> {
+    pub(crate) fn points(&self) -> Vec<Point> {
         let mut out = Vec::with_capacity(self.len());
-        self.points_through(i64::MIN, i64::MAX, &mut out)?;
-        Ok(out)
+        self.points_through(i64::MIN, i64::MAX, &mut out);
+        out
     }
 
     /// Appends the samples with times in `[start, end)` to `out`, oldest
     /// first. Blocks wholly before `start` are stepped over by their
-    /// first times (a block ends before the next one's first time), and
-    /// none is read past `end`: an instant query's lookback reads the one
+    /// lengths (a block ends before the next one's first time), and none
+    /// is decoded past `end`: an instant query's lookback decodes the one
     /// or two blocks it needs and the newest run, not the whole window.
-    /// Fails only when the head file cannot be read.
-    pub(crate) fn points_within(
-        &self,
-        start: i64,
-        end: i64,
-        out: &mut Vec<Point>,
-    ) -> Result<(), TsdbError> {
+    pub(crate) fn points_within(&self, start: i64, end: i64, out: &mut Vec<Point>) {
         if start < end {
-            self.points_through(start, end - 1, out)?;
+            self.points_through(start, end - 1, out);
         }
-        Ok(())
     }
 
     /// The samples with times in `[first, last]`, appended to `out`.
-    fn points_through(&self, first: i64, last: i64, out: &mut Vec<Point>) -> Result<(), TsdbError> {
-        let mut bytes = Vec::new();
-        let mut decode = |block: BlockRef, out: &mut Vec<Point>| -> Result<(), TsdbError> {
-            let Some(file) = &self.file else {
-                return Err(TsdbError::Failed("head blocks without their file".into()));
+    fn points_through(&self, first: i64, last: i64, out: &mut Vec<Point>) {
+        // Written by `push` only; a decoding error would be a bug here, and
+        // what was decoded before it is kept.
+        let mut blocks = ByteReader::new(&self.blocks);
+        // The block read last, whose times end before the next first one.
+        let mut previous: Option<&[u8]> = None;
+        while !blocks.is_empty() {
+            let Ok(block) = blocks.uvarint().and_then(|n| blocks.bytes(n as usize)) else {
+                return;
             };
-            file.read(block.offset, block.len, &mut bytes)?;
-            decode_points_through(&mut ByteReader::new(&bytes), first, last, out)
-        };
-        // The block listed last, whose times end before the next first one.
-        let mut previous: Option<BlockRef> = None;
-        for block in self.refs() {
-            if block.first_t > last {
+            let Ok(block_first) = first_time(block) else {
+                return;
+            };
+            if block_first > last {
                 break;
             }
             if let Some(done) = previous.take()
-                && block.first_t > first
+                && block_first > first
+                && decode_points_through(&mut ByteReader::new(done), first, last, out).is_err()
             {
-                decode(done, out)?;
+                return;
             }
             previous = Some(block);
         }
         let run_first = self.run.first_t;
         if let Some(done) = previous
             && run_first > first
+            && decode_points_through(&mut ByteReader::new(done), first, last, out).is_err()
         {
-            decode(done, out)?;
+            return;
         }
         if run_first <= last && self.run.last_t >= first {
             let from = out.len();
-            self.run.decode_into(out)?;
+            let _ = self.run.decode_into(out);
             let keep = out[from..].partition_point(|p| p.t_ms < first);
             out.drain(from..from + keep);
             let past = out[from..].partition_point(|p| p.t_ms <= last);
             out.truncate(from + past);
         }
-        Ok(())
     }
+}
+
+/// The first time of an [`encode_points`] block, without decoding it.
+fn first_time(block: &[u8]) -> Result<i64, TsdbError> {
+    let mut r = ByteReader::new(block);
+    r.uvarint()?;
+    r.ivarint()
 }
 
 /// Gorilla (VLDB 2015) as published, appendable one sample at a time:

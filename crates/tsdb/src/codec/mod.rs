@@ -65,7 +65,6 @@ mod tests {
         decode_values, encode_ints, encode_values,
     };
     use super::xor::write_xor;
-    use crate::head_file::HeadFiles;
     use crate::model::Point;
     use proptest::prelude::*;
 
@@ -78,12 +77,11 @@ mod tests {
         encode_points(points, &mut out);
         let back = decode_points(&mut ByteReader::new(&out)).unwrap();
         assert_eq!(bits(&back), bits(points));
-        let files = HeadFiles::memory();
         let mut head = HeadChunk::new(points[0]);
         for p in &points[1..] {
-            head.push(*p, &files);
+            head.push(*p);
         }
-        assert_eq!(bits(&head.points().unwrap()), bits(points));
+        assert_eq!(bits(&head.points()), bits(points));
         out.len()
     }
 
@@ -203,10 +201,9 @@ mod tests {
             da in -1i64..=1,
             db in -1i64..=1,
         ) {
-            let files = HeadFiles::memory();
-        let mut head = HeadChunk::new(points[0]);
+            let mut head = HeadChunk::new(points[0]);
             for p in &points[1..] {
-                head.push(*p, &files);
+                head.push(*p);
             }
             // Bounds on, just before and just after the points' times,
             // so across and on block edges; empty and reversed ones too.
@@ -219,7 +216,7 @@ mod tests {
                 .collect();
             let kept = Point { t_ms: -7, value: 7.0 };
             let mut got = vec![kept];
-            head.points_within(start, end, &mut got).unwrap();
+            head.points_within(start, end, &mut got);
             prop_assert_eq!(bits(&got[..1]), bits(&[kept]));
             prop_assert_eq!(bits(&got[1..]), bits(&want));
         }
@@ -347,28 +344,19 @@ mod tests {
                 value: (400 + (i * 7919) % 160) as f64 / (4000 + (i * 7) % 5) as f64,
             })
             .collect();
-        let files = HeadFiles::memory();
         let mut head = HeadChunk::new(points[0]);
         let mut gorilla = GorillaRun::new(points[0]);
         for p in &points[1..] {
-            head.push(*p, &files);
+            head.push(*p);
             gorilla.push(*p);
         }
-        assert_eq!(bits(&head.points().unwrap()), bits(&points));
+        assert_eq!(bits(&head.points()), bits(&points));
         assert_eq!(head.len(), 360);
-        // The blocks are in the head file; the heap keeps where they are
-        // and the newest run.
-        let blocks = files.current().len() as usize;
         assert!(
-            (head.heap_bytes() + blocks) * 2 < gorilla.bits.bytes().len(),
-            "head {} bytes and {blocks} in its file, Gorilla alone {}",
+            head.heap_bytes() * 2 < gorilla.bits.bytes().len(),
+            "head {} bytes, Gorilla alone {}",
             head.heap_bytes(),
             gorilla.bits.bytes().len()
-        );
-        assert!(
-            head.heap_bytes() < blocks,
-            "head {} bytes, {blocks} in its file",
-            head.heap_bytes()
         );
     }
 
@@ -384,10 +372,9 @@ mod tests {
                 value: (i % 13) as f64 / 7.0,
             })
             .collect();
-        let files = HeadFiles::memory();
         let mut head = HeadChunk::new(points[0]);
         for p in &points[1..] {
-            head.push(*p, &files);
+            head.push(*p);
         }
         let edges: Vec<i64> = (0..=4)
             .map(|b| 1_000 + b * HEAD_BLOCK_POINTS as i64 * 10)
@@ -402,7 +389,7 @@ mod tests {
                     .filter(|p| p.t_ms >= start && p.t_ms < end)
                     .collect();
                 let mut got = Vec::new();
-                head.points_within(start, end, &mut got).unwrap();
+                head.points_within(start, end, &mut got);
                 assert_eq!(bits(&got), bits(&want), "[{start}, {end})");
             }
         }
