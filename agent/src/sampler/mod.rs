@@ -63,8 +63,10 @@ mod select;
 mod sysinfo;
 
 pub use self::sysinfo::SysinfoSampler;
-pub use process::cpu_cores;
 pub use select::HostSampler;
+
+#[cfg(target_os = "linux")]
+pub use process::cpu_cores;
 
 #[cfg(target_os = "linux")]
 pub use chrony::{ChronySource, DEFAULT_ADDRESS as CHRONYD_ADDRESS};
