@@ -18,6 +18,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::map_response;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use hostwatch_stdx::escape_html;
 use std::hash::Hasher;
 use std::sync::LazyLock;
 use tower::ServiceExt;
@@ -165,35 +166,19 @@ pub(crate) fn login_page(status: StatusCode, notice: Option<LoginNotice>, next: 
         Some(LoginNotice::Info(text)) => {
             format!(
                 r#"<p class="notice" id="notice" role="status">{}</p>"#,
-                escape(&text)
+                escape_html(&text)
             )
         }
         Some(LoginNotice::Error(text)) => format!(
             r#"<p class="notice error" id="notice" role="alert">{}</p>"#,
-            escape(&text)
+            escape_html(&text)
         ),
     };
     let page = PAGES
         .login
         .replace("{{notice}}", &notice)
-        .replace("{{next}}", &escape(next));
+        .replace("{{next}}", &escape_html(next));
     with_security_headers(html(status, &page))
-}
-
-/// `text` safe inside HTML text and double-quoted attributes.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// Paths under which the API answers, with its own JSON errors (and a

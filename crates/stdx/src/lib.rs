@@ -5,7 +5,7 @@
 //! depend on the storage engine.
 //!
 //! Layout: this file: [`now_ms`], [`backoff`], [`error_chain`],
-//! [`with_sources`] and [`files_digest`]; [`exposition`]: the Prometheus
+//! [`with_sources`], [`files_digest`] and [`escape_html`]; [`exposition`]: the Prometheus
 //! text format and a latency histogram, for the collector's and the
 //! agent's `/metrics`.
 
@@ -74,6 +74,23 @@ pub fn files_digest(paths: &[&Path]) -> u64 {
         }
     }
     hasher.finish()
+}
+
+/// `text` safe inside HTML text and quoted attribute values: the
+/// console's pages and the e-mail hook's HTML part.
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 use super::http::{HookTls, read_certs};
 use super::{HookTarget, Notification, NotifiedAlert, Outcome};
 use crate::config::KeyError;
+use hostwatch_stdx::escape_html;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{
@@ -419,25 +420,9 @@ fn plain_text(n: &Notification) -> String {
     out
 }
 
-/// Text made safe inside HTML elements and attribute values.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 fn html(n: &Notification) -> String {
     let mut out = String::from("<!DOCTYPE html>\n<html><body style=\"font-family: sans-serif\">\n");
-    let _ = writeln!(out, "<h2>{}</h2>", escape(&subject(n)));
+    let _ = writeln!(out, "<h2>{}</h2>", escape_html(&subject(n)));
     for a in firing_then_resolved(n) {
         let colour = if a.status == "firing" {
             "#b00020"
@@ -447,15 +432,15 @@ fn html(n: &Notification) -> String {
         let _ = writeln!(
             out,
             "<h3><span style=\"color: {colour}\">{}</span> {}</h3>\n<table>",
-            escape(&a.status.to_uppercase()),
-            escape(&title(a))
+            escape_html(&a.status.to_uppercase()),
+            escape_html(&title(a))
         );
         let mut row = |name: &str, value: &str| {
             let _ = writeln!(
                 out,
                 "<tr><th align=\"left\">{}</th><td>{}</td></tr>",
-                escape(name),
-                escape(value)
+                escape_html(name),
+                escape_html(value)
             );
         };
         for (name, value) in annotations(a) {
@@ -468,7 +453,7 @@ fn html(n: &Notification) -> String {
         }
         out.push_str("</table>\n");
         if !a.generator_url.is_empty() {
-            let url = escape(&a.generator_url);
+            let url = escape_html(&a.generator_url);
             let _ = writeln!(out, "<p><a href=\"{url}\">{url}</a></p>");
         }
     }
