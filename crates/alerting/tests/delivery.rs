@@ -4,15 +4,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::*;
+
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use hmac::{KeyInit, Mac};
-use hostwatch_alerting::{
-    Alerting, AlertingConfig, BatchContext, Clock, NewSilence, Phase, RuleSet,
-};
+use hostwatch_alerting::{NewSilence, Phase};
 use hostwatch_stdx::now_ms;
-use hostwatch_tsdb::{Batch, Point, SeriesInput};
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::future::Future;
@@ -20,7 +21,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -126,70 +126,6 @@ impl Drop for Receiver {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-struct Engine {
-    alerting: Alerting,
-    stop: CancellationToken,
-    task: JoinHandle<()>,
-    seq: u64,
-}
-
-impl Engine {
-    fn start(db: &sled::Db, text: &str) -> Self {
-        let alerting =
-            Alerting::open(db, rules(text), Arc::new(|_, _| None), Clock::system()).unwrap();
-        let stop = CancellationToken::new();
-        let task = {
-            let alerting = alerting.clone();
-            let stop = stop.clone();
-            tokio::spawn(async move { alerting.run(stop.cancelled_owned()).await })
-        };
-        Engine {
-            alerting,
-            stop,
-            task,
-            seq: 0,
-        }
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        self.task.await.unwrap();
-    }
-
-    fn cpu(&mut self, host: &str, t_ms: i64, value: f64) {
-        self.seq += 1;
-        let batch = Batch {
-            host: host.to_owned(),
-            source: 1,
-            seq: self.seq,
-            series: vec![SeriesInput {
-                metric: "host_cpu_utilization_ratio".to_owned(),
-                labels: vec![],
-                points: vec![Point { t_ms, value }],
-            }],
-            processes: vec![],
-            malformed: 0,
-        };
-        self.alerting.observe(
-            &batch,
-            BatchContext {
-                received_ms: now_ms(),
-                dropped_batches_total: 0,
-                future_tolerance_ms: 600_000,
-            },
-        );
-    }
-}
-
-fn rules(text: &str) -> RuleSet {
-    #[derive(serde::Deserialize)]
-    struct File {
-        alerting: AlertingConfig,
-    }
-    let file: File = toml::from_str(text).unwrap();
-    file.alerting.compile(Duration::from_secs(30)).unwrap()
 }
 
 const RULE: &str = r#"

@@ -7,9 +7,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use hostwatch_alerting::{Alerting, AlertingConfig, BatchContext, Clock, RuleSet};
+mod common;
+
+use common::*;
+
 use hostwatch_stdx::now_ms;
-use hostwatch_tsdb::{Batch, Point, SeriesInput};
 use serde_json::Value;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -18,7 +20,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(20);
 /// Every test's SMTP password; the log test checks it never shows.
@@ -164,68 +165,10 @@ impl Drop for SmtpServer {
     }
 }
 
-struct Engine {
-    alerting: Alerting,
-    stop: CancellationToken,
-    task: JoinHandle<()>,
-    seq: u64,
-}
-
-impl Engine {
-    fn start(db: &sled::Db, text: &str) -> Self {
-        #[derive(serde::Deserialize)]
-        struct File {
-            alerting: AlertingConfig,
-        }
-        let file: File = toml::from_str(text).unwrap();
-        let rules: RuleSet = file.alerting.compile(Duration::from_secs(30)).unwrap();
-        let alerting = Alerting::open(db, rules, Arc::new(|_, _| None), Clock::system()).unwrap();
-        let stop = CancellationToken::new();
-        let task = {
-            let alerting = alerting.clone();
-            let stop = stop.clone();
-            tokio::spawn(async move { alerting.run(stop.cancelled_owned()).await })
-        };
-        Engine {
-            alerting,
-            stop,
-            task,
-            // Batches from an earlier run of the same host were numbered before.
-            seq: now_ms() as u64,
-        }
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        self.task.await.unwrap();
-    }
-
-    fn cpu(&mut self, host: &str, value: f64) {
-        self.seq += 1;
-        let batch = Batch {
-            host: host.to_owned(),
-            source: 1,
-            seq: self.seq,
-            series: vec![SeriesInput {
-                metric: "host_cpu_utilization_ratio".to_owned(),
-                labels: vec![],
-                points: vec![Point {
-                    t_ms: now_ms(),
-                    value,
-                }],
-            }],
-            processes: vec![],
-            malformed: 0,
-        };
-        self.alerting.observe(
-            &batch,
-            BatchContext {
-                received_ms: now_ms(),
-                dropped_batches_total: 0,
-                future_tolerance_ms: 600_000,
-            },
-        );
-    }
+/// An engine whose batches are numbered after those of an earlier run of
+/// the same host.
+fn start_engine(db: &sled::Db, text: &str) -> Engine {
+    Engine::start_after(db, text, now_ms() as u64)
 }
 
 /// A CPU rule and an e-mail hook to `port`, trusting `ca`, with the
@@ -287,8 +230,8 @@ async fn starttls_messages_arrive_with_both_parts_and_the_resolution_threads_to_
     let server = SmtpServer::start(&python, &cert, &key, "starttls", 0).await;
     let text = config(server.port, &ca, &password, "starttls");
     let db = temp_db(dir.path());
-    let mut engine = Engine::start(&db, &text);
-    engine.cpu("web1", 0.99);
+    let mut engine = start_engine(&db, &text);
+    engine.cpu("web1", now_ms(), 0.99);
     let firing = server.wait_for(1).await.remove(0);
     assert_eq!(firing["mail_from"], "alerts@example.com");
     assert_eq!(
@@ -320,8 +263,8 @@ async fn starttls_messages_arrive_with_both_parts_and_the_resolution_threads_to_
     // A restart between the page and its resolution: the thread is kept
     // with what the hook was told.
     engine.stop().await;
-    let mut engine = Engine::start(&db, &text);
-    engine.cpu("web1", 0.1);
+    let mut engine = start_engine(&db, &text);
+    engine.cpu("web1", now_ms(), 0.1);
     let resolved = server.wait_for(2).await.remove(1);
     assert_eq!(header(&resolved, "Subject"), "[RESOLVED] cpu_busy web1");
     assert_eq!(header(&resolved, "In-Reply-To"), id);
@@ -332,7 +275,7 @@ async fn starttls_messages_arrive_with_both_parts_and_the_resolution_threads_to_
     assert!(resolved["parts"]["text/html"].is_string());
 
     // A new episode starts a new thread.
-    engine.cpu("web1", 0.99);
+    engine.cpu("web1", now_ms(), 0.99);
     let again = server.wait_for(3).await.remove(2);
     assert!(again["headers"].get("In-Reply-To").is_none(), "{again:#}");
     engine.stop().await;
@@ -351,8 +294,8 @@ async fn implicit_tls_delivers_and_an_unknown_ca_is_refused() {
     let other = tempfile::tempdir().unwrap();
     let (other_ca, _, _) = certificates(other.path());
     let db = temp_db(dir.path());
-    let mut engine = Engine::start(&db, &config(server.port, &other_ca, &password, "implicit"));
-    engine.cpu("web1", 0.99);
+    let mut engine = start_engine(&db, &config(server.port, &other_ca, &password, "implicit"));
+    engine.cpu("web1", now_ms(), 0.99);
     eventually("a failed attempt", || async {
         let stats = engine.alerting.delivery_stats();
         stats
@@ -365,11 +308,11 @@ async fn implicit_tls_delivers_and_an_unknown_ca_is_refused() {
     engine.stop().await;
 
     // Trusting the right one, the queued page goes out.
-    let mut engine = Engine::start(&db, &config(server.port, &ca, &password, "implicit"));
+    let mut engine = start_engine(&db, &config(server.port, &ca, &password, "implicit"));
     let messages = server.wait_for(1).await;
     assert_eq!(header(&messages[0], "Subject"), "[FIRING:1] cpu_busy web1");
     assert_eq!(messages[0]["login"], USER);
-    engine.cpu("web1", 0.5);
+    engine.cpu("web1", now_ms(), 0.5);
     engine.stop().await;
 }
 
@@ -405,8 +348,8 @@ async fn refused_authentication_is_a_clear_error_retried_and_the_password_is_nev
     std::fs::write(&password, PASSWORD).unwrap();
     let server = SmtpServer::start(&python, &cert, &key, "starttls", 2).await;
     let db = temp_db(dir.path());
-    let mut engine = Engine::start(&db, &config(server.port, &ca, &password, "starttls"));
-    engine.cpu("web1", 0.99);
+    let mut engine = start_engine(&db, &config(server.port, &ca, &password, "starttls"));
+    engine.cpu("web1", now_ms(), 0.99);
     let messages = server.wait_for(1).await;
     assert_eq!(server.refusals(), 2);
     assert_eq!(header(&messages[0], "Subject"), "[FIRING:1] cpu_busy web1");
@@ -448,8 +391,8 @@ async fn a_server_that_never_answers_is_retried_after_the_timeout() {
         "group_wait = \"0s\"\ntimeout = \"200ms\"",
     );
     let db = temp_db(dir.path());
-    let mut engine = Engine::start(&db, &text);
-    engine.cpu("web1", 0.99);
+    let mut engine = start_engine(&db, &text);
+    engine.cpu("web1", now_ms(), 0.99);
     eventually("two attempts timed out", || async {
         let stats = engine.alerting.delivery_stats();
         stats

@@ -4,9 +4,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::*;
+
 use hostwatch_alerting::{
-    Alert, Alerting, AlertingConfig, BatchContext, Clock, HistoryFilter, HostLiveness, Phase,
-    Refusal, RuleSet, SnapshotSource, StorageCondition, Transition,
+    Alert, Alerting, BatchContext, Clock, HistoryFilter, HostLiveness, Phase, Refusal,
+    SnapshotSource, StorageCondition, Transition,
 };
 use hostwatch_tsdb::{Batch, Label, Point, ProcessInfo, ProcessSnapshot, SeriesInput};
 use std::sync::Arc;
@@ -14,15 +18,6 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 
 const T0: i64 = 1_800_000_000_000;
-
-fn rules(text: &str) -> RuleSet {
-    #[derive(serde::Deserialize)]
-    struct File {
-        alerting: AlertingConfig,
-    }
-    let file: File = toml::from_str(text).unwrap();
-    file.alerting.compile(Duration::from_secs(30)).unwrap()
-}
 
 fn no_snapshots() -> SnapshotSource {
     Arc::new(|_, _| None)

@@ -6,7 +6,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use hostwatch_alerting::{Alerting, AlertingConfig, BatchContext, Clock, RuleSet};
+mod common;
+
+use common::*;
+
+use hostwatch_alerting::{Alerting, BatchContext, Clock};
 use hostwatch_tsdb::{Batch, Point, SeriesInput};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -58,15 +62,6 @@ times = [{{ start_time = "13:00", end_time = "14:00" }}]
         ),
         hook("mail", "")
     )
-}
-
-fn rules(text: &str) -> RuleSet {
-    #[derive(serde::Deserialize)]
-    struct File {
-        alerting: AlertingConfig,
-    }
-    let file: File = toml::from_str(text).unwrap();
-    file.alerting.compile(Duration::from_secs(30)).unwrap()
 }
 
 /// The notifications a hook's command wrote, oldest first.
