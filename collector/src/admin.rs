@@ -90,7 +90,7 @@ impl Admin for AdminService {
             .map_err(convert::alerting_status)?;
         let (result, answer) = match outcome {
             Outcome::Delivered(a) => (TestHookResult::Delivered, a),
-            Outcome::Retry(a) => (TestHookResult::Retry, a),
+            Outcome::Retry { answer, .. } => (TestHookResult::Retry, answer),
             Outcome::Failed(a) => (TestHookResult::Failed, a),
         };
         Ok(Response::new(TestHookResponse {
