@@ -3,13 +3,18 @@
 //! open an incident that the resolution closes, Slack's gets both
 //! messages; a receiver that refuses, one that is down and a hook that
 //! does not exist each end in a non-zero exit that says why; a viewer may
-//! not send tests. (The e-mail hook's answer is tested with its SMTP
-//! server in crates/alerting/tests/email.rs.)
+//! not send tests. The console's endpoint sends the same test: to
+//! operators with their CSRF token only, its receiver's answer or error
+//! in a 200, an unknown hook a 404.
 
-use super::tokens::{Collector, hostwatch, hostwatch_as, text};
+use super::sessions::{client, get, session};
+use super::silences::{Via, send};
+use super::tokens::{Collector, create, hostwatch, hostwatch_as, text};
 use hostwatch_pki::Role;
+use hostwatch_proto::v1::Role as Wire;
 use hostwatch_tests::providers::{Provider, ProviderReceiver};
 use hostwatch_tests::*;
+use serde_json::{Value, json};
 
 const ROUTING_KEY: &str = "TestHookRoutingKey0123456789abcd";
 const API_KEY: &str = "7e57h00c-0b1c-4d5e-8f90-a1b2c3d4e5f6";
@@ -195,6 +200,187 @@ ca = {ca:?}
         text(&out.stderr).to_lowercase().contains("permission"),
         "{}",
         text(&out.stderr)
+    );
+    assert_eq!(webhook.received().len(), 2);
+    collector.stop().await;
+}
+
+/// The console's test of `hook` (`body` as JSON, none when `None`).
+async fn console_test(
+    client: &reqwest::Client,
+    http: std::net::SocketAddr,
+    via: Via<'_>,
+    hook: &str,
+    body: Option<Value>,
+) -> super::sessions::Answer {
+    let path = format!("/api/v1/hostwatch/hooks/{hook}/test");
+    send(client, http, reqwest::Method::POST, &path, via, body).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_endpoint_sends_the_same_test_for_operators_only() {
+    let pki = TestPki::new();
+    let webhook = WebhookReceiver::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let extra = format!(
+        r#"
+[alerting]
+default_rules = false
+[[alerting.hooks]]
+name = "wh"
+kind = "webhook"
+url = "http://{webhook}/hook"
+[[alerting.hooks]]
+name = "down"
+kind = "webhook"
+url = "http://127.0.0.1:{down}/hook"
+timeout = "2s"
+"#,
+        webhook = webhook.addr,
+        down = free_port(),
+    );
+    let collector = Collector::start_with(&pki, data.path(), &extra).await;
+    let http = collector.http;
+    let mut admin = collector.admin(pki.files(Role::Operator, "ops")).await;
+    let viewer_token = create(&mut admin, "watcher", Wire::Viewer, 0)
+        .await
+        .unwrap()
+        .token;
+    let operator_token = create(&mut admin, "scripts", Wire::Operator, 0)
+        .await
+        .unwrap()
+        .token;
+
+    // Any role lists the hooks, by name and kind.
+    let script = client(&pki, None, http);
+    let (cookie, viewer_csrf) = session(&script, http, &viewer_token).await;
+    let listed = get(&script, http, "/api/v1/hostwatch/hooks", &cookie).await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    assert_eq!(
+        listed.body["data"],
+        json!([{"name": "wh", "kind": "webhook"}, {"name": "down", "kind": "webhook"}])
+    );
+
+    // An operator's browser needs its CSRF token; a viewer may not test,
+    // by session, token or certificate.
+    let alice = client(&pki, Some(&pki.files(Role::Operator, "alice")), http);
+    let who = get(&alice, http, "/api/v1/session", "").await;
+    let csrf = who.body["data"]["csrfToken"].as_str().unwrap().to_owned();
+    let browser = |csrf| Via::Browser { cookie: "", csrf };
+    let firing = Some(json!({"resolve": false}));
+    console_test(&alice, http, browser(None), "wh", firing.clone())
+        .await
+        .assert_error(403, "forbidden", "missing X-CSRF-Token");
+    console_test(&alice, http, browser(Some("AAAA")), "wh", firing.clone())
+        .await
+        .assert_error(403, "forbidden", "does not match");
+    let viewer = Via::Browser {
+        cookie: &cookie,
+        csrf: Some(&viewer_csrf),
+    };
+    console_test(&script, http, viewer, "wh", firing.clone())
+        .await
+        .assert_error(403, "forbidden", "needs the operator role");
+    console_test(
+        &script,
+        http,
+        Via::Bearer(&viewer_token),
+        "wh",
+        firing.clone(),
+    )
+    .await
+    .assert_error(403, "forbidden", "the viewer role");
+    let val = client(&pki, Some(&pki.files(Role::Viewer, "val")), http);
+    let val_csrf = get(&val, http, "/api/v1/session", "").await.body["data"]["csrfToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    console_test(&val, http, browser(Some(&val_csrf)), "wh", firing.clone())
+        .await
+        .assert_error(403, "forbidden", "needs the operator role");
+    assert!(webhook.received().is_empty(), "{:?}", webhook.received());
+
+    // An unknown hook and bad bodies name the problem.
+    console_test(&alice, http, browser(Some(&csrf)), "nope", firing.clone())
+        .await
+        .assert_error(404, "not_found", "no hook named \"nope\"");
+    console_test(
+        &alice,
+        http,
+        browser(Some(&csrf)),
+        "wh",
+        Some(json!({"resolve": "yes"})),
+    )
+    .await
+    .assert_error(400, "bad_data", "invalid type");
+    console_test(
+        &alice,
+        http,
+        browser(Some(&csrf)),
+        "wh",
+        Some(json!({"hook": "wh"})),
+    )
+    .await
+    .assert_error(400, "bad_data", "unknown field `hook`");
+    console_test(&alice, http, browser(Some(&csrf)), "wh", None)
+        .await
+        .assert_error(400, "bad_data", "send a JSON body");
+    assert!(webhook.received().is_empty());
+
+    // The test alert, then its resolution (by an operator's token): the
+    // receiver's answer comes back.
+    let sent = console_test(&alice, http, browser(Some(&csrf)), "wh", firing.clone()).await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    let data = &sent.body["data"];
+    assert_eq!(
+        (&data["hook"], &data["resolve"], &data["result"]),
+        (&json!("wh"), &json!(false), &json!("delivered")),
+        "{data}"
+    );
+    assert!(
+        data["answer"].as_str().unwrap().starts_with("HTTP 200"),
+        "{data}"
+    );
+    let (labels, annotations) = webhook
+        .find("HostwatchTestNotification", "firing")
+        .expect("the firing test alert");
+    assert!(
+        annotations["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("Test notification from hostwatch"),
+        "{annotations}"
+    );
+    let resolved = console_test(
+        &script,
+        http,
+        Via::Bearer(&operator_token),
+        "wh",
+        Some(json!({"resolve": true})),
+    )
+    .await;
+    assert_eq!(
+        resolved.body["data"]["result"], "delivered",
+        "{}",
+        resolved.body
+    );
+    let (resolved_labels, _) = webhook
+        .find("HostwatchTestNotification", "resolved")
+        .expect("the resolved test alert");
+    assert_eq!(resolved_labels, labels);
+
+    // A receiver that is down: the error, in words, not a server error.
+    let down = console_test(&alice, http, browser(Some(&csrf)), "down", firing).await;
+    assert_eq!(down.status, 200, "{}", down.body);
+    assert_eq!(down.body["data"]["result"], "retry", "{}", down.body);
+    let answer = down.body["data"]["answer"].as_str().unwrap();
+    assert!(
+        answer.contains("error sending request") && answer.contains("127.0.0.1"),
+        "{answer}"
+    );
+    assert!(
+        !answer.contains("panicked") && !answer.contains("backtrace"),
+        "{answer}"
     );
     assert_eq!(webhook.received().len(), 2);
     collector.stop().await;

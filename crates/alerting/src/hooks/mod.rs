@@ -86,6 +86,21 @@ pub enum HookTarget {
     Email(Box<EmailTarget>),
 }
 
+impl HookTarget {
+    /// Its `kind` as written in the configuration.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HookTarget::Webhook { .. } => "webhook",
+            HookTarget::Alertmanager { .. } => "alertmanager",
+            HookTarget::Exec { .. } => "exec",
+            HookTarget::PagerDuty(_) => "pagerduty",
+            HookTarget::Opsgenie(_) => "opsgenie",
+            HookTarget::Slack(_) => "slack",
+            HookTarget::Email(_) => "email",
+        }
+    }
+}
+
 /// A secret (an HMAC key, say); never printed.
 #[derive(Clone)]
 pub struct Secret(pub(crate) Vec<u8>);
