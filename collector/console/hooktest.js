@@ -75,7 +75,8 @@ export class HookTest {
     if (!hook) return;
     const resolve = this.kind.value === "resolved";
     this.button.disabled = true;
-    this.result.dataset.result = "sending";
+    // What was sent, beside the result, so a reader (and the browser test) can tell one answer from the last.
+    Object.assign(this.result.dataset, { hook, kind: this.kind.value, result: "sending" });
     this.result.textContent = `Sending a test to ${hook}…`;
     try {
       const answer = await api.testHook(hook, resolve);

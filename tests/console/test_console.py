@@ -1118,7 +1118,8 @@ def send_hook_test(page, hook, kind):
     page.locator("#hook-test-kind").select_option(kind)
     page.locator("#hook-test-send").focus()
     page.keyboard.press("Enter")
-    result = page.locator("#hook-test-result:not([data-result='sending'])")
+    # This test's answer, not the one before it (the hook and kind are set as it is sent).
+    result = page.locator(f"#hook-test-result[data-hook='{hook}'][data-kind='{kind}']:not([data-result='sending'])")
     result.wait_for(timeout=20_000)
     return result
 

@@ -2,10 +2,10 @@
 //! first (so a resolution never overtakes its firing), from the outbox and
 //! from memory (those the outbox could not take), takes each off its queue
 //! once delivered, and retries with jittered exponential backoff when the
-//! hook's outcome asks for it: after the receiver's `Retry-After` when it
-//! sent one (capped at `hooks::MAX_RETRY_AFTER`) and its backoff is
-//! shorter; the time of that next attempt is in the hook's
-//! `DeliveryStats`. A notification is given up (and logged as
+//! hook's outcome asks for it: after the backoff, or after the receiver's
+//! `Retry-After` (capped at `hooks::MAX_RETRY_AFTER`) when that is later;
+//! the time of that next attempt is in the hook's `DeliveryStats`. A
+//! notification is given up (and logged as
 //! an error) after a permanent failure or after `retry_for`.
 //!
 //! While the outbox cannot be written, a delivered entry cannot be removed
