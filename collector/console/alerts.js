@@ -1,6 +1,6 @@
 // The alerts page: pending and firing alerts with their cause, the
 // active silences (created from an alert and expired here by operators),
-// and the transition history, filtered by host, alert name and state
+// a hook's test (operators only), and the transition history, filtered by host, alert name and state
 // (kept in the address). Refreshed at most every REFRESH_MS while the
 // page is seen.
 
@@ -9,6 +9,7 @@ import * as fmt from "./format.js";
 import { el } from "./dom.js";
 import { byId, cause, historyTable, silencedBy, stateText } from "./alertview.js";
 import { SilenceForm, silenceList } from "./silenceview.js";
+import { HookTest } from "./hooktest.js";
 
 const REFRESH_MS = 10_000;
 /** Transitions shown at most, the newest. */
@@ -66,7 +67,7 @@ function silenceButton(a, onSilence) {
   return el("div", { class: "alert-actions" }, button);
 }
 
-function skeleton(main, silenceForm) {
+function skeleton(main, silenceForm, hookTest) {
   const input = (name, label, attrs = {}) => [
     el("label", { for: `filter-${name}`, text: label }),
     el("input", { id: `filter-${name}`, name, autocomplete: "off", ...attrs }),
@@ -103,6 +104,7 @@ function skeleton(main, silenceForm) {
     section("active-title", "Pending and firing", parts.active),
     silenceForm,
     section("silences-title", "Silences", parts.silenceNotice, parts.announce, parts.silences),
+    hookTest,
     section("history-title", "History", parts.form, parts.historyNotice, parts.history),
   );
   return parts;
@@ -118,7 +120,8 @@ class AlertsPage {
   constructor(main, connection) {
     Object.assign(this, { main, connection, generation: 0, operator: false });
     this.silenceForm = new SilenceForm((silence) => this.onSilenced(silence));
-    this.parts = skeleton(main, this.silenceForm.form);
+    this.hookTest = new HookTest();
+    this.parts = skeleton(main, this.silenceForm.form, this.hookTest.section);
   }
 
   /** Shows the filter the address names in the form. */
@@ -136,6 +139,8 @@ class AlertsPage {
     try {
       const [alerts, rules, hosts, silences, session] = await Promise.all([api.alerts(), api.rules(), api.hosts(), api.silences(), api.session()]);
       this.operator = session.role === "operator";
+      // Only operators may test a hook: viewers are not offered it.
+      const hooks = this.operator ? await api.hooks() : null;
       let history;
       let problem = "";
       try {
@@ -148,6 +153,8 @@ class AlertsPage {
       if (mine !== this.generation) return;
       this.drawActive(alerts, silences);
       this.drawSilences(silences);
+      if (hooks) this.hookTest.show(hooks);
+      else this.hookTest.hide();
       this.parts.rules.replaceChildren(...rules.map((r) => el("option", { value: r.name })));
       this.parts.hosts.replaceChildren(...hosts.hosts.map((h) => el("option", { value: h.host })));
       this.parts.historyNotice.hidden = !problem;

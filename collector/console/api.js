@@ -198,3 +198,17 @@ export async function createSilence(silence) {
 export async function expireSilence(id) {
   return post(`/api/v1/hostwatch/silences/${encodeURIComponent(id)}`, undefined, "DELETE");
 }
+
+/** The hooks in force: `[{ name, kind }]`. */
+export async function hooks() {
+  return get("/api/v1/hostwatch/hooks");
+}
+
+/**
+ * Sends the hook `name` a test notification now (its resolution with
+ * `resolve`; operators only): `{ hook, resolve, result, answer }`, where
+ * `result` is delivered, retry or failed.
+ */
+export async function testHook(name, resolve) {
+  return post(`/api/v1/hostwatch/hooks/${encodeURIComponent(name)}/test`, { resolve });
+}

@@ -81,16 +81,11 @@ impl Admin for AdminService {
     ) -> Result<Response<TestHookResponse>, Status> {
         let peer = auth::require(&request, Access::Operate)?;
         let TestHookRequest { hook, resolve } = request.into_inner();
-        tracing::info!(by = %peer.identity, %hook, resolve, "hook test requested through Admin");
-        let outcome = self
-            .shared
-            .alerting
-            .test_hook(&hook, resolve)
-            .await
-            .map_err(convert::alerting_status)?;
+        let by = peer.identity.to_string();
+        let outcome = crate::hooks::test(&self.shared, &by, "Admin", &hook, resolve).await?;
         let (result, answer) = match outcome {
             Outcome::Delivered(a) => (TestHookResult::Delivered, a),
-            Outcome::Retry(a) => (TestHookResult::Retry, a),
+            Outcome::Retry { answer, .. } => (TestHookResult::Retry, answer),
             Outcome::Failed(a) => (TestHookResult::Failed, a),
         };
         Ok(Response::new(TestHookResponse {

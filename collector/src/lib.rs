@@ -15,6 +15,7 @@
 //! - `admin`: silences, reloading the alert rules, storage, API tokens;
 //! - `silences`: the silence changes `admin` and `http` both make, so
 //!   both check and answer alike;
+//! - `hooks`: the hook tests `admin` and `http` both send;
 //! - `http`: the HTTPS API (Prometheus' query API, PromQL);
 //! - `promql`: the one way into the PromQL engine, for `http` and `query`:
 //!   `[query]`'s limits, places and the blocking pool;
@@ -39,6 +40,7 @@ pub mod config;
 mod convert;
 mod enroll;
 mod forward;
+mod hooks;
 mod hosts;
 mod http;
 mod ingest;

@@ -8,6 +8,7 @@ Exits non-zero on the first failed check, with the processes' logs.
 """
 
 import argparse
+import http.server
 import json
 import os
 import re
@@ -17,6 +18,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -58,6 +60,26 @@ for = "0s"
 labels = {{ severity = "info" }}
 annotations = {{ summary = "{{{{ host }}}} is up" }}
 """
+# The hooks the alerts page's "Test a hook" offers: one to the test's own
+# webhook receiver, one to a port nothing listens on. Their matchers keep
+# real alerts away: only tests reach them.
+HOOK_OK = "console-webhook"
+HOOK_DOWN = "console-down"
+RECEIVER_ANSWER = "received by the console test's receiver"
+HOOKS = """
+[alerting]
+[[alerting.hooks]]
+name = "{ok}"
+kind = "webhook"
+url = "http://127.0.0.1:{receiver}/hook"
+match = ["alertname=only-tests-reach-this-hook"]
+[[alerting.hooks]]
+name = "{down}"
+kind = "webhook"
+url = "http://127.0.0.1:{closed}/hook"
+timeout = "2s"
+match = ["alertname=only-tests-reach-this-hook"]
+"""
 # The agent's top-N processes: every process of a machine with at most
 # this many, the agent's own included.
 AGENT_TOP_PROCESSES = 128
@@ -85,6 +107,45 @@ def free_port():
 def check(condition, what):
     if not condition:
         raise AssertionError(what)
+
+
+class WebhookReceiver:
+    """An HTTP receiver on 127.0.0.1 recording every POSTed JSON body and
+    answering 200 with RECEIVER_ANSWER."""
+
+    def __init__(self):
+        self.bodies = []
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", "0"))
+                receiver.bodies.append(json.loads(self.rfile.read(length)))
+                answer = RECEIVER_ANSWER.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def tests(self, status):
+        """The test notifications received with `status` (firing, resolved)."""
+        return [
+            b
+            for b in self.bodies
+            if b.get("status") == status and [a["labels"].get("alertname") for a in b["alerts"]] == ["HostwatchTestNotification"]
+        ]
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
 
 
 class Processes:
@@ -128,8 +189,9 @@ class Processes:
         )
 
 
-def setup(bins, work):
-    """Certificates and configurations for a collector and an agent."""
+def setup(bins, work, receiver):
+    """Certificates and configurations for a collector (its hooks to
+    `receiver` and to a closed port) and an agent."""
     certs = work / "certs"
     hostwatch = str(bins / "hostwatch")
 
@@ -147,7 +209,7 @@ def setup(bins, work):
 http_listen = "127.0.0.1:{http}"
 data_dir = "collector-data"
 host_down_after = "3s"
-
+{HOOKS.format(ok=HOOK_OK, down=HOOK_DOWN, receiver=receiver.port, closed=free_port())}
 [tls]
 ca = "certs/ca.pem"
 cert = "certs/collector-console.pem"
@@ -1049,6 +1111,64 @@ def check_silences(operator, viewer, origin, out, http, certs, bins, work):
     check(ended and not ended[0]["active"], f"silence after Expire: {ended}")
 
 
+def send_hook_test(page, hook, kind):
+    """Sends `kind` (firing, resolved) to `hook` from the keyboard: the
+    result line once it has the answer."""
+    page.locator("#hook-test-hook").select_option(hook)
+    page.locator("#hook-test-kind").select_option(kind)
+    page.locator("#hook-test-send").focus()
+    page.keyboard.press("Enter")
+    # This test's answer, not the one before it (the hook and kind are set as it is sent).
+    result = page.locator(f"#hook-test-result[data-hook='{hook}'][data-kind='{kind}']:not([data-result='sending'])")
+    result.wait_for(timeout=20_000)
+    return result
+
+
+def check_hook_test(operator, viewer, origin, out, http, certs, receiver):
+    """An operator tests hooks from the alerts page: the hooks in force are
+    offered, the receiver gets the test notification and its resolution,
+    the page shows its answer, and a receiver that is down shows the error;
+    a viewer has no control and is refused by the endpoint."""
+    operator.goto(f"{origin}/alerts")
+    wait_loaded(operator)
+    panel = operator.locator("#hook-test")
+    check(panel.is_visible(), "no Test a hook panel for an operator")
+    offered = operator.locator("#hook-test-hook option").evaluate_all("options => options.map(o => o.value)")
+    hooks = [h["name"] for h in api(http, certs, "/api/v1/hostwatch/hooks")]
+    check(offered == hooks and sorted(hooks) == sorted([HOOK_OK, HOOK_DOWN]), f"hooks offered {offered}, in force {hooks}")
+
+    result = send_hook_test(operator, HOOK_OK, "firing")
+    text = result.inner_text()
+    check(result.get_attribute("data-result") == "delivered", f"test result {text!r}")
+    check(text.startswith(f"{HOOK_OK}: delivered: HTTP 200") and RECEIVER_ANSWER in text, f"test result {text!r}")
+    firing = receiver.tests("firing")
+    check(len(firing) == 1, f"the receiver got {len(firing)} firing tests: {receiver.bodies}")
+    summary = firing[0]["alerts"][0]["annotations"]["summary"]
+    check(summary.startswith("Test notification from hostwatch"), f"test summary {summary!r}")
+    check(firing[0]["receiver"] == HOOK_OK, f"test receiver {firing[0]['receiver']!r}")
+    screenshots(operator, out, "alerts-hook-test")
+
+    send_hook_test(operator, HOOK_OK, "resolved")
+    check(len(receiver.tests("resolved")) == 1, f"the receiver got no resolved test: {receiver.bodies}")
+    result = send_hook_test(operator, HOOK_DOWN, "firing")
+    text = result.inner_text()
+    check(result.get_attribute("data-result") == "retry", f"a test to a closed port: {text!r}")
+    check(text.startswith(f"{HOOK_DOWN}: not delivered") and "127.0.0.1" in text, f"a test to a closed port: {text!r}")
+    check(len(receiver.bodies) == 2, f"the receiver got {len(receiver.bodies)} requests, want 2")
+
+    # A viewer sees no control; the endpoint refuses it with its CSRF token too.
+    viewer.goto(f"{origin}/alerts")
+    wait_loaded(viewer)
+    check(viewer.locator("#hook-test").is_hidden(), "a viewer sees the Test a hook panel")
+    check(viewer.locator("#hook-test-send:visible").count() == 0, "a viewer has a Send test button")
+    _, session = api_as(http, certs, "viewer-browser", "GET", "/api/v1/session")
+    status, answer = api_as(
+        http, certs, "viewer-browser", "POST", f"/api/v1/hostwatch/hooks/{HOOK_OK}/test", {"resolve": False}, {"X-CSRF-Token": session["data"]["csrfToken"]}
+    )
+    check(status == 403 and "operator role" in answer["error"], f"a viewer's test: {status} {answer}")
+    check(len(receiver.bodies) == 2, "a viewer's test reached the receiver")
+
+
 def time_ms(rfc3339):
     """Milliseconds since the epoch of an RFC 3339 time ("...Z")."""
     from datetime import datetime
@@ -1060,21 +1180,23 @@ def run(bins, out):
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="hostwatch-console-") as tmp:
         work = Path(tmp)
-        http, certs = setup(bins, work)
+        receiver = WebhookReceiver()
+        http, certs = setup(bins, work, receiver)
         processes = Processes(work)
         try:
             processes.start("collector", [str(bins / "hostwatch-collector"), "--config", "collector.toml"])
             processes.start("agent", [str(bins / "hostwatch-agent"), "--config", "agent.toml"])
             wait_for_data(http, certs, processes)
-            browse(bins, http, certs, out, processes, work)
+            browse(bins, http, certs, out, processes, work, receiver)
         except Exception:
             print(processes.logs(), file=sys.stderr)
             raise
         finally:
             processes.stop_all()
+            receiver.stop()
 
 
-def browse(bins, http, certs, out, processes, work):
+def browse(bins, http, certs, out, processes, work, receiver):
     origin = f"https://127.0.0.1:{http}"
     errors = []
     with sync_playwright() as p:
@@ -1138,6 +1260,7 @@ def browse(bins, http, certs, out, processes, work):
         check_alerts_page(now_page, origin, out, http, certs, processes)
         operator = reader_context("operator-admin")
         check_silences(operator.new_page(), now_page, origin, out, http, certs, bins, work)
+        check_hook_test(operator.new_page(), now_page, origin, out, http, certs, receiver)
         operator.close()
         fresh.close()
 

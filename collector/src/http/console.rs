@@ -38,6 +38,7 @@ const ASSETS: &[(&str, &[u8])] = &[
         "silenceview.js",
         include_bytes!("../../console/silenceview.js"),
     ),
+    ("hooktest.js", include_bytes!("../../console/hooktest.js")),
     (
         "connection.js",
         include_bytes!("../../console/connection.js"),

@@ -1,6 +1,7 @@
 //! hostwatch's own read endpoints, under `/api/v1/hostwatch/`, beside
 //! Prometheus' (which have no place for them): hosts and their facts,
-//! process snapshots, and alert transitions (silences are in `silences`).
+//! process snapshots, and alert transitions (silences are in `silences`,
+//! hooks in `hooks`).
 //! They answer through the same reads as the gRPC Query service
 //! (`crate::reads`), in Prometheus' envelope and error shapes, with times
 //! in RFC 3339.
@@ -22,7 +23,7 @@ use serde_json::{Value as Json, json};
 /// `router` with hostwatch's endpoints added; each read answers GET and
 /// form-encoded POST, as Prometheus' do; the silences' are their own.
 pub(crate) fn routes(router: Router<Api>) -> Router<Api> {
-    super::silences::routes(router)
+    super::hooks::routes(super::silences::routes(router))
         .route("/api/v1/hostwatch/hosts", get(hosts).post(hosts))
         .route("/api/v1/hostwatch/hosts/{host}", get(host).post(host))
         .route(

@@ -15,13 +15,15 @@
 //! alerts), `caller` (who sent a request, and the CSRF check of
 //! mutations), `session` (the console's sessions), `login` (login,
 //! logout and the login limiter), `hostwatch` (hostwatch's own reads),
-//! `silences` (creating, listing and expiring silences); here the accept loop and the
+//! `silences` (creating, listing and expiring silences), `hooks` (listing
+//! hooks and sending one a test); here the accept loop and the
 //! `Authorization` header.
 
 mod api;
 mod caller;
 mod console;
 mod error;
+mod hooks;
 mod hostwatch;
 mod json;
 mod login;

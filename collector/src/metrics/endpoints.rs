@@ -7,9 +7,9 @@ use hostwatch_stdx::exposition::{Histogram, Kind, Text};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// The routes of `http::api`, `http::hostwatch`, `http::silences` and
-/// `http::login`, then the two catch-alls.
-const HANDLERS: [&str; 23] = [
+/// The routes of `http::api`, `http::hostwatch`, `http::silences`,
+/// `http::hooks` and `http::login`, then the two catch-alls.
+const HANDLERS: [&str; 25] = [
     "/api/v1/query",
     "/api/v1/query_range",
     "/api/v1/series",
@@ -26,6 +26,8 @@ const HANDLERS: [&str; 23] = [
     "/api/v1/hostwatch/alerts/history",
     "/api/v1/hostwatch/silences",
     "/api/v1/hostwatch/silences/{id}",
+    "/api/v1/hostwatch/hooks",
+    "/api/v1/hostwatch/hooks/{name}/test",
     "/-/healthy",
     "/-/ready",
     "/metrics",
@@ -142,6 +144,11 @@ mod tests {
                 "/api/v1/hostwatch/silences/abc",
                 "/api/v1/hostwatch/silences/{id}",
             ),
+            (
+                "/api/v1/hostwatch/hooks/pager/test",
+                "/api/v1/hostwatch/hooks/{name}/test",
+            ),
+            ("/api/v1/hostwatch/hooks/pager", OTHER),
             ("/metrics", "/metrics"),
             ("/metrics/", OTHER),
             ("/", CONSOLE),

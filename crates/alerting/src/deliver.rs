@@ -2,7 +2,10 @@
 //! first (so a resolution never overtakes its firing), from the outbox and
 //! from memory (those the outbox could not take), takes each off its queue
 //! once delivered, and retries with jittered exponential backoff when the
-//! hook's outcome asks for it. A notification is given up (and logged as
+//! hook's outcome asks for it: after the backoff, or after the receiver's
+//! `Retry-After` (capped at `hooks::MAX_RETRY_AFTER`) when that is later;
+//! the time of that next attempt is in the hook's `DeliveryStats`. A
+//! notification is given up (and logged as
 //! an error) after a permanent failure or after `retry_for`.
 //!
 //! While the outbox cannot be written, a delivered entry cannot be removed
@@ -87,14 +90,23 @@ pub(crate) async fn worker(
                     .failed += 1;
                 finish(&inner, &hook, entry.id, &mut done);
             }
-            Outcome::Retry(reason) => {
-                lock(&inner.stats)
-                    .entry(hook.name.clone())
-                    .or_default()
-                    .retried += 1;
-                let delay = hostwatch_stdx::backoff(attempt, hook.min_backoff, hook.max_backoff);
+            Outcome::Retry { answer, after } => {
+                let backoff = hostwatch_stdx::backoff(attempt, hook.min_backoff, hook.max_backoff);
+                // Never sooner than the receiver asked (already capped at
+                // MAX_RETRY_AFTER), nor than the hook's own backoff.
+                let delay = after.map_or(backoff, |after| after.max(backoff));
+                let next_ms = inner
+                    .clock
+                    .now_ms()
+                    .saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+                {
+                    let mut stats = lock(&inner.stats);
+                    let stats = stats.entry(hook.name.clone()).or_default();
+                    stats.retried += 1;
+                    stats.next_attempt_ms = Some(next_ms);
+                }
                 attempt = attempt.saturating_add(1);
-                tracing::warn!(hook = %hook.name, notification.key = %entry.key, attempt, retry_in = ?delay, error = %reason, "notification not delivered; will retry");
+                tracing::warn!(hook = %hook.name, notification.key = %entry.key, attempt, retry_in = ?delay, retry_after = ?after, error = %answer, "notification not delivered; will retry");
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}
@@ -129,6 +141,9 @@ fn next(
 /// write failed may still be in the outbox (sled may have it in memory or
 /// on disk), so every finished id is also removed from there.
 fn finish(inner: &Inner, hook: &Hook, id: u64, done: &mut BTreeSet<u64>) {
+    if let Some(stats) = lock(&inner.stats).get_mut(&hook.name) {
+        stats.next_attempt_ms = None;
+    }
     if let Some(queue) = lock(&inner.unqueued).get_mut(&hook.name) {
         queue.retain(|e| e.id != id);
     }

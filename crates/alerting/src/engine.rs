@@ -221,6 +221,15 @@ impl Alerting {
         )
     }
 
+    /// The hooks in force: each one's name and kind, in configuration order.
+    pub fn hooks(&self) -> Vec<(String, &'static str)> {
+        let set = self.inner.rules.borrow().clone();
+        set.hooks
+            .iter()
+            .map(|h| (h.name.clone(), h.target.kind()))
+            .collect()
+    }
+
     /// Sends a test notification (firing, or with `resolved` its
     /// resolution) through the hook `name` at once, outside the outbox
     /// and its retries, and returns what the receiver answered.

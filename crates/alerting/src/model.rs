@@ -121,6 +121,10 @@ pub struct DeliveryStats {
     pub failed: u64,
     /// Oldest notifications dropped because the hook's queue was full.
     pub dropped: u64,
+    /// When the hook's oldest notification is next attempted (ms since
+    /// the Unix epoch, the engine's clock) while it waits to be retried:
+    /// after its backoff, or the receiver's `Retry-After` if later.
+    pub next_attempt_ms: Option<i64>,
 }
 
 /// Non-finite floats as JSON text ("+Inf", "NaN"), which JSON numbers cannot hold.

@@ -52,8 +52,9 @@ struct Received {
 #[derive(Default)]
 struct ReceiverState {
     received: Mutex<Vec<Received>>,
-    /// Status codes to answer with, in order; 200 once empty.
-    responses: Mutex<VecDeque<u16>>,
+    /// Status codes to answer with, in order, each with a `Retry-After`
+    /// header if given; 200 once empty.
+    responses: Mutex<VecDeque<(u16, Option<String>)>>,
 }
 
 /// An HTTP receiver on loopback recording every POST.
@@ -75,14 +76,26 @@ impl Receiver {
             State(state): State<Arc<ReceiverState>>,
             headers: HeaderMap,
             body: axum::body::Bytes,
-        ) -> StatusCode {
-            let code = state.responses.lock().unwrap().pop_front().unwrap_or(200);
+        ) -> axum::response::Response {
+            use axum::response::IntoResponse;
+            let (code, retry_after) = state
+                .responses
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or((200, None));
             state.received.lock().unwrap().push(Received {
                 headers,
                 body: serde_json::from_slice(&body).unwrap_or(Value::Null),
                 raw: body.to_vec(),
             });
-            StatusCode::from_u16(code).unwrap()
+            let mut response = StatusCode::from_u16(code).unwrap().into_response();
+            if let Some(value) = retry_after {
+                response
+                    .headers_mut()
+                    .insert("retry-after", value.parse().unwrap());
+            }
+            response
         }
         let app = axum::Router::new()
             .route("/hook", post(handle))
@@ -99,7 +112,14 @@ impl Receiver {
     }
 
     fn respond(&self, codes: &[u16]) {
-        self.state.responses.lock().unwrap().extend(codes);
+        let answers = codes.iter().map(|&code| (code, None));
+        self.state.responses.lock().unwrap().extend(answers);
+    }
+
+    /// The next answer: `code` with `Retry-After: value`.
+    fn respond_retry_after(&self, code: u16, value: &str) {
+        let answer = (code, Some(value.to_owned()));
+        self.state.responses.lock().unwrap().push_back(answer);
     }
 
     /// Notifications that mention `host`, with their alerts' statuses.
@@ -267,6 +287,90 @@ async fn server_errors_are_retried_and_client_errors_are_not() {
         stats
             .get("oncall")
             .is_some_and(|s| (s.delivered, s.failed, s.retried) == (2, 1, 3))
+            .then_some(())
+    })
+    .await;
+    engine.stop().await;
+}
+
+/// When the hook `oncall` attempts next, once `retries` attempts were
+/// answered with a retry.
+async fn next_attempt(engine: &Engine, retries: u64) -> i64 {
+    eventually("a retried attempt", || async {
+        let stats = engine.alerting.delivery_stats();
+        let stats = stats.get("oncall")?;
+        (stats.retried == retries)
+            .then_some(stats.next_attempt_ms)
+            .flatten()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_retry_after_answer_schedules_the_next_attempt_no_earlier_than_asked() {
+    let receiver = Receiver::start().await;
+    let (_dir, db) = temp_db();
+    // Backoff of 20 to 100 ms: only Retry-After can push an attempt further.
+    let mut engine = Engine::start(&db, &webhook(receiver.addr, ""));
+    receiver.respond_retry_after(429, "120");
+    let before = now_ms();
+    engine.cpu("web1", now_ms(), 0.99);
+    let next = next_attempt(&engine, 1).await;
+    assert!(
+        next >= before + 120_000,
+        "next attempt {next}, asked for {}",
+        before + 120_000
+    );
+    // Capped: a receiver cannot hold a hook back beyond MAX_RETRY_AFTER.
+    let cap = hostwatch_alerting::hooks::MAX_RETRY_AFTER.as_millis() as i64;
+    assert!(next <= now_ms() + cap, "{next}");
+    assert_eq!(receiver.received().len(), 1);
+    engine.stop().await;
+
+    // An HTTP-date, a date beyond the cap, and an unparseable value (the
+    // hook's own backoff, at most 100 ms) on a 503.
+    let receiver = Receiver::start().await;
+    let (_dir, db) = temp_db();
+    let mut engine = Engine::start(&db, &webhook(receiver.addr, ""));
+    let in_5_min = std::time::SystemTime::now() + Duration::from_secs(300);
+    receiver.respond_retry_after(503, &httpdate::fmt_http_date(in_5_min));
+    let before = now_ms();
+    engine.cpu("web1", now_ms(), 0.99);
+    let next = next_attempt(&engine, 1).await;
+    // The date has whole seconds: up to one less than asked.
+    assert!(
+        next >= before + 299_000,
+        "next attempt {next}, asked for {}",
+        before + 300_000
+    );
+    engine.stop().await;
+
+    let receiver = Receiver::start().await;
+    let (_dir, db) = temp_db();
+    let mut engine = Engine::start(&db, &webhook(receiver.addr, ""));
+    receiver.respond_retry_after(429, "86400");
+    let before = now_ms();
+    engine.cpu("web1", now_ms(), 0.99);
+    let next = next_attempt(&engine, 1).await;
+    assert!(
+        next <= now_ms() + cap,
+        "a day asked, {next} scheduled beyond the cap"
+    );
+    assert!(next >= before + cap, "{next}");
+    engine.stop().await;
+
+    let receiver = Receiver::start().await;
+    let (_dir, db) = temp_db();
+    let mut engine = Engine::start(&db, &webhook(receiver.addr, ""));
+    receiver.respond_retry_after(429, "soon");
+    engine.cpu("web1", now_ms(), 0.99);
+    // Retried after the backoff, so delivered, and nothing left to attempt.
+    receiver.wait_for("the retried attempt", 2).await;
+    eventually("delivered after the backoff", || async {
+        let stats = engine.alerting.delivery_stats();
+        stats
+            .get("oncall")
+            .is_some_and(|s| s.delivered == 1 && s.retried == 1 && s.next_attempt_ms.is_none())
             .then_some(())
     })
     .await;

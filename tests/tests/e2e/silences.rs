@@ -20,7 +20,7 @@ const SILENCES: &str = "/api/v1/hostwatch/silences";
 
 /// How a request proves who sent it.
 #[derive(Clone, Copy)]
-enum Via<'a> {
+pub(crate) enum Via<'a> {
     /// A browser: its session cookie (empty for a certificate's) and the
     /// CSRF header (none when `None`).
     Browser {
@@ -32,7 +32,7 @@ enum Via<'a> {
 }
 
 /// `method` on `path` with `body` as JSON (none when `None`).
-async fn send(
+pub(crate) async fn send(
     client: &reqwest::Client,
     http: SocketAddr,
     method: reqwest::Method,

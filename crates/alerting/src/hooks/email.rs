@@ -287,7 +287,7 @@ pub(super) async fn send(
     };
     let sent = tokio::time::timeout(target.timeout, target.transport.send(message)).await;
     match sent {
-        Err(_) => Outcome::Retry(format!(
+        Err(_) => Outcome::retry(format!(
             "{}: not sent within {:?}",
             target.server, target.timeout
         )),
@@ -301,14 +301,14 @@ pub(super) async fn send(
             let text = hostwatch_stdx::error_chain(&e);
             let code = e.status().map(u16::from);
             if code.is_some_and(|c| AUTH_REFUSED.contains(&c)) {
-                Outcome::Retry(format!(
+                Outcome::retry(format!(
                     "{}: authentication refused (check auth_username and the password): {text}",
                     target.server
                 ))
             } else if e.is_permanent() {
                 Outcome::Failed(format!("{}: {text}", target.server))
             } else {
-                Outcome::Retry(format!("{}: {text}", target.server))
+                Outcome::retry(format!("{}: {text}", target.server))
             }
         }
     }

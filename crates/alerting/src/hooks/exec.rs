@@ -121,7 +121,7 @@ pub(super) async fn run(
     {
         Ok(c) => c,
         // Perhaps being installed or fixed right now: try again later.
-        Err(e) => return Outcome::Retry(format!("cannot run {program}: {e}")),
+        Err(e) => return Outcome::retry(format!("cannot run {program}: {e}")),
     };
     let stdin = child.stdin.take();
     let finished = tokio::time::timeout(timeout, async move {
@@ -134,13 +134,13 @@ pub(super) async fn run(
     })
     .await;
     match finished {
-        Err(_) => Outcome::Retry(format!(
+        Err(_) => Outcome::retry(format!(
             "{program} did not finish within {timeout:?}; killed"
         )),
-        Ok(Err(e)) => Outcome::Retry(format!("{program}: {e}")),
+        Ok(Err(e)) => Outcome::retry(format!("{program}: {e}")),
         Ok(Ok(output)) => match output.status.code() {
             Some(0) => Outcome::Delivered(format!("{program} exited with 0")),
-            Some(EXIT_RETRY) => Outcome::Retry(format!(
+            Some(EXIT_RETRY) => Outcome::retry(format!(
                 "{program} exited with {EXIT_RETRY} (retry): {}",
                 excerpt(&output.stderr, 200)
             )),

@@ -26,7 +26,9 @@ mod slack;
 pub use config::{DeliveryConfig, HookConfig, HookKind};
 pub use email::{EmailConfig, EmailTarget};
 pub use exec::{EXIT_RETRY, ExecConfig};
-pub use http::{AlertmanagerConfig, HookTls, WebhookConfig, http_client};
+pub use http::{
+    AlertmanagerConfig, HookTls, MAX_RETRY_AFTER, WebhookConfig, http_client, retry_after,
+};
 pub use message::{DEFAULT_BODY, DEFAULT_TITLE, Texts};
 pub use opsgenie::{OPSGENIE_EU_URL, OPSGENIE_US_URL, Opsgenie, OpsgenieConfig};
 pub use pagerduty::{PAGERDUTY_URL, PagerDuty, PagerDutyConfig};
@@ -84,6 +86,21 @@ pub enum HookTarget {
     Email(Box<EmailTarget>),
 }
 
+impl HookTarget {
+    /// Its `kind` as written in the configuration.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HookTarget::Webhook { .. } => "webhook",
+            HookTarget::Alertmanager { .. } => "alertmanager",
+            HookTarget::Exec { .. } => "exec",
+            HookTarget::PagerDuty(_) => "pagerduty",
+            HookTarget::Opsgenie(_) => "opsgenie",
+            HookTarget::Slack(_) => "slack",
+            HookTarget::Email(_) => "email",
+        }
+    }
+}
+
 /// A secret (an HMAC key, say); never printed.
 #[derive(Clone)]
 pub struct Secret(pub(crate) Vec<u8>);
@@ -134,10 +151,45 @@ pub struct NotifiedAlert {
 pub enum Outcome {
     /// Taken; what the receiver answered (status and an excerpt).
     Delivered(String),
-    /// Worth another attempt later (network error, timeout, 5xx, 429).
-    Retry(String),
+    /// Worth another attempt later (network error, timeout, 5xx, 429):
+    /// what happened, and how long the receiver asked to wait (its
+    /// `Retry-After`, at most [`MAX_RETRY_AFTER`]) if it said.
+    Retry {
+        answer: String,
+        after: Option<Duration>,
+    },
     /// Another attempt would fail the same way (4xx, exit status).
     Failed(String),
+}
+
+impl Outcome {
+    /// A failure worth retrying, with no wait asked for.
+    pub fn retry(answer: impl Into<String>) -> Self {
+        Outcome::Retry {
+            answer: answer.into(),
+            after: None,
+        }
+    }
+
+    /// What the receiver answered, or why it could not be reached.
+    pub fn answer(&self) -> &str {
+        match self {
+            Outcome::Delivered(a) | Outcome::Failed(a) | Outcome::Retry { answer: a, .. } => a,
+        }
+    }
+
+    /// The same outcome with its answer passed through `f` (to redact a
+    /// secret the receiver may have quoted).
+    pub(crate) fn map_answer(self, f: impl FnOnce(&str) -> String) -> Self {
+        match self {
+            Outcome::Delivered(a) => Outcome::Delivered(f(&a)),
+            Outcome::Failed(a) => Outcome::Failed(f(&a)),
+            Outcome::Retry { answer, after } => Outcome::Retry {
+                answer: f(&answer),
+                after,
+            },
+        }
+    }
 }
 
 impl Hook {

@@ -174,11 +174,9 @@ impl Opsgenie {
             )
             .header(super::http::IDEMPOTENCY_HEADER, key)
             .body(body);
-        match send_explained(request, explain).await {
-            Outcome::Retry(m) => Outcome::Retry(self.api_key.redact(&m)),
-            Outcome::Failed(m) => Outcome::Failed(self.api_key.redact(&m)),
-            Outcome::Delivered(m) => Outcome::Delivered(self.api_key.redact(&m)),
-        }
+        send_explained(request, explain)
+            .await
+            .map_answer(|m| self.api_key.redact(m))
     }
 
     fn create<'a>(&self, m: &Message<'_>, alias: &'a str) -> Create<'a> {

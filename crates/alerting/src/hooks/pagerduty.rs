@@ -146,11 +146,7 @@ impl PagerDuty {
             .body(body);
         let outcome = send_explained(request, explain).await;
         // PagerDuty's answer could quote what it was sent.
-        match outcome {
-            Outcome::Retry(m) => Outcome::Retry(self.routing_key.redact(&m)),
-            Outcome::Failed(m) => Outcome::Failed(self.routing_key.redact(&m)),
-            Outcome::Delivered(m) => Outcome::Delivered(self.routing_key.redact(&m)),
-        }
+        outcome.map_answer(|m| self.routing_key.redact(m))
     }
 
     fn event<'a>(&'a self, m: &'a Message<'a>) -> Event<'a> {
