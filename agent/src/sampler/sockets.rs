@@ -552,7 +552,12 @@ mod tests {
                 let mut per_family = Samples::default();
                 state.sample(&mut per_family).unwrap();
                 assert_eq!(per_family.0.len(), 11);
-                assert!(per_family.get("host_tcp_connections", &[("state", "listen")]).unwrap() > 0.0);
+                assert!(
+                    per_family
+                        .get("host_tcp_connections", &[("state", "listen")])
+                        .unwrap()
+                        > 0.0
+                );
             }
             // A sandbox without netlink: refused, never a panic or a hang.
             Err(DiagError::Io(e)) => {
