@@ -1192,7 +1192,7 @@ key = "agent.key"
             // matched as something else.
             (
                 format!("{MINIMAL}[network]\nexclude = \"\\\\p{{L}}+\"\n"),
-                "regular expression",
+                "Unicode character classes are not supported for key `network.exclude`",
             ),
             (
                 format!("{MINIMAL}[network]\nexclude = \"[\"\n"),
