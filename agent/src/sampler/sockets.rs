@@ -85,7 +85,8 @@ pub enum SockDiagSource {
     #[default]
     Kernel,
     /// Recorded replies: the files `inet4` and `inet6` of this directory,
-    /// each the datagrams of one dump, one after the other.
+    /// each the datagrams of one dump, one after the other (`inet6` may
+    /// be left out: a dump of every family is recorded as `inet4`).
     Recorded(PathBuf),
 }
 
