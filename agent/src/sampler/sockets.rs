@@ -496,6 +496,22 @@ mod tests {
     }
 
     #[test]
+    fn a_recorded_dump_of_every_family_is_inet4_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut dump = [socket(1), socket(10)].concat();
+        let mut v6 = socket(1);
+        v6[NLMSG_HDR] = AF_INET6;
+        dump.extend(v6);
+        dump.extend(message(NLMSG_DONE, 7, &[0; 4]));
+        std::fs::write(dir.path().join("inet4"), dump).unwrap();
+        let mut state = State::new(SockDiagSource::Recorded(dir.path().to_owned()));
+        let mut out = Samples::default();
+        state.sample(&mut out).unwrap();
+        let get = |s: &str| out.get("host_tcp_connections", &[("state", s)]).unwrap();
+        assert_eq!((get("established"), get("listen")), (2.0, 1.0));
+    }
+
+    #[test]
     fn refused_netlink_is_an_error_not_a_panic() {
         // The socket itself refused, as under a seccomp policy.
         let mut state = State::new(SockDiagSource::Kernel);
