@@ -3,7 +3,7 @@
 use hostwatch_pki::TlsFiles;
 use hostwatch_pki::transport::Keepalive;
 use hostwatch_runtime::config::{ConfigError, base_dir, resolve};
-use regex::Regex;
+use regex_lite::Regex;
 use serde::{Deserialize, Deserializer};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -522,17 +522,22 @@ impl Default for SystemdConfig {
 }
 
 /// A compiled regular expression that remembers its source text.
+///
+/// `regex_lite`'s: Rust's `regex` syntax without Unicode classes (`\p{..}`
+/// is refused; `\d`, `\w`, `\s` and case folding are ASCII), enough for
+/// paths, device, interface and unit names, in a small part of `regex`'s
+/// code, which the agent's resident memory counts in full.
 #[derive(Debug, Clone)]
 pub struct Pattern(Regex);
 
 impl Pattern {
     /// Matches `text` anywhere.
-    pub fn search(source: &str) -> Result<Self, regex::Error> {
+    pub fn search(source: &str) -> Result<Self, regex_lite::Error> {
         Regex::new(source).map(Pattern)
     }
 
     /// Matches only the whole text.
-    pub fn anchored(source: &str) -> Result<Self, regex::Error> {
+    pub fn anchored(source: &str) -> Result<Self, regex_lite::Error> {
         Regex::new(&format!("^(?:{source})$")).map(Pattern)
     }
 
@@ -1140,8 +1145,55 @@ key = "agent.key"
     }
 
     #[test]
+    fn default_filters_match_what_they_name() {
+        let config = load_text(MINIMAL).unwrap();
+        let disks = &config.disks.exclude;
+        for name in [
+            "sda1",
+            "vdb12",
+            "nvme0n1p2",
+            "mmcblk0p1",
+            "loop7",
+            "zram0",
+            "ram3",
+        ] {
+            assert!(disks.is_match(name), "{name}");
+        }
+        for name in ["sda", "nvme0n1", "mmcblk0", "dm-0", "md127"] {
+            assert!(!disks.is_match(name), "{name}");
+        }
+        let interfaces = &config.network.exclude;
+        for name in ["lo", "veth1a2b", "cali0", "tap3", "vnet12", "ifb0"] {
+            assert!(interfaces.is_match(name), "{name}");
+        }
+        for name in ["eth0", "enp3s0", "wlan0", "lo0", "vnetx"] {
+            assert!(!interfaces.is_match(name), "{name}");
+        }
+        let mounts = &config.filesystems.exclude_mountpoints;
+        for path in [
+            "/proc",
+            "/sys/fs/cgroup",
+            "/dev/shm",
+            "/run/credentials/a.service",
+        ] {
+            assert!(mounts.is_match(path), "{path}");
+        }
+        for path in ["/", "/home", "/run", "/devices", "/var/lib/docker"] {
+            assert!(!mounts.is_match(path), "{path}");
+        }
+        assert!(config.cgroups.units.is_match("nginx.service"));
+        assert!(!config.cgroups.units.is_match("user.slice"));
+    }
+
+    #[test]
     fn bad_filters_name_their_key() {
         assert_refused_naming_the_key(&[
+            // Unicode classes are not in the patterns' syntax: said, not
+            // matched as something else.
+            (
+                format!("{MINIMAL}[network]\nexclude = \"\\\\p{{L}}+\"\n"),
+                "Unicode character classes are not supported for key `network.exclude`",
+            ),
             (
                 format!("{MINIMAL}[network]\nexclude = \"[\"\n"),
                 "regular expression",

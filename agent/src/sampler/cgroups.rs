@@ -35,7 +35,7 @@
 #![cfg(target_os = "linux")]
 
 use super::{ParseError, ProcFs, Samples, pressure};
-use crate::config::CgroupsConfig;
+use crate::config::{CgroupsConfig, Pattern};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::os::unix::fs::DirEntryExt;
@@ -272,6 +272,51 @@ pub(super) struct State {
     /// Each slice's counters at the previous tick.
     slices: HashMap<String, Counters>,
     other: Other,
+    unit_names: UnitNames,
+}
+
+/// Which directory names the `units` pattern takes, remembered between
+/// listings: the slices are listed every tick and their names rarely
+/// change, so each name is matched once while it stays (the pattern is
+/// `regex_lite`'s, without `regex`'s literal shortcuts). A name missing
+/// from a listing is forgotten, so this holds one listing's names.
+#[derive(Debug, Default)]
+struct UnitNames {
+    /// The pattern's source these answers are for.
+    pattern: String,
+    /// Each name: whether it is a unit, and the listing it was last in.
+    seen: HashMap<String, (bool, u64)>,
+    listing: u64,
+}
+
+impl UnitNames {
+    /// Starts a listing by `pattern`; another pattern than the last
+    /// listing's (a reload) forgets every answer.
+    fn start(&mut self, pattern: &Pattern) {
+        if self.pattern != pattern.as_str() {
+            self.seen.clear();
+            pattern.as_str().clone_into(&mut self.pattern);
+        }
+        self.listing += 1;
+    }
+
+    /// Whether `name` is a unit, by the pattern given to `start`.
+    fn is_unit(&mut self, pattern: &Pattern, name: &str) -> bool {
+        let listing = self.listing;
+        if let Some((unit, seen)) = self.seen.get_mut(name) {
+            *seen = listing;
+            return *unit;
+        }
+        let unit = pattern.is_match(name);
+        self.seen.insert(name.to_owned(), (unit, listing));
+        unit
+    }
+
+    /// Ends the listing: names it did not have are forgotten.
+    fn finish(&mut self) {
+        let listing = self.listing;
+        self.seen.retain(|_, (_, seen)| *seen == listing);
+    }
 }
 
 impl Default for State {
@@ -286,6 +331,7 @@ impl Default for State {
             ranking: HashMap::new(),
             slices: HashMap::new(),
             other: Other::default(),
+            unit_names: UnitNames::default(),
         }
     }
 }
@@ -472,19 +518,19 @@ impl State {
     fn list(&mut self, config: &CgroupsConfig, problems: &mut Vec<String>) -> Vec<Listed> {
         let mut listed = Vec::new();
         let mut names = HashSet::new();
+        self.unit_names.start(&config.units);
         for slice in &config.slices {
             match std::fs::read_dir(self.files.fs.root.join(slice)) {
                 Ok(entries) => {
                     self.missing.remove(slice);
-                    walk(
-                        &self.files,
-                        slice,
-                        entries,
-                        0,
+                    let listing = Listing {
+                        files: &self.files,
                         config,
-                        &mut listed,
+                        names: &mut self.unit_names,
+                        listed: &mut listed,
                         problems,
-                    );
+                    };
+                    walk(listing, slice, entries, 0);
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     if self.missing.insert(slice.clone()) {
@@ -497,6 +543,7 @@ impl State {
                 Err(e) => problems.push(format!("{}: {e}", self.files.show(slice))),
             }
         }
+        self.unit_names.finish();
         listed.retain(|l| {
             let first = names.insert(l.name.clone());
             if !first {
@@ -820,23 +867,26 @@ fn vanished(files: &Files, listed: &Listed) -> String {
     )
 }
 
+/// What a listing of the slices reads and fills.
+struct Listing<'a> {
+    files: &'a Files,
+    config: &'a CgroupsConfig,
+    names: &'a mut UnitNames,
+    listed: &'a mut Vec<Listed>,
+    problems: &'a mut Vec<String>,
+}
+
 /// Lists `entries` (of the directory `dir`, relative to the root): units
 /// the pattern takes are services; other `.slice` directories are searched
 /// in turn.
-fn walk(
-    files: &Files,
-    dir: &str,
-    entries: std::fs::ReadDir,
-    depth: usize,
-    config: &CgroupsConfig,
-    listed: &mut Vec<Listed>,
-    problems: &mut Vec<String>,
-) {
+fn walk(listing: Listing<'_>, dir: &str, entries: std::fs::ReadDir, depth: usize) {
     for entry in entries {
         let entry = match entry {
             Ok(entry) => entry,
             Err(e) => {
-                problems.push(format!("{}: {e}", files.show(dir)));
+                listing
+                    .problems
+                    .push(format!("{}: {e}", listing.files.show(dir)));
                 continue;
             }
         };
@@ -847,28 +897,39 @@ fn walk(
         let file_name = entry.file_name();
         let Some(name) = file_name.to_str().filter(|n| usable(n)) else {
             let shown = file_name.to_string_lossy().replace(char::is_control, "?");
-            if config.units.is_match(&shown) {
-                problems.push(format!(
+            if listing.config.units.is_match(&shown) {
+                listing.problems.push(format!(
                     "{}: unit name {shown:?} cannot be a label value (not UTF-8, control \
                      characters, or \"{OTHER}\"): skipped, its use counts in \"{OTHER}\"",
-                    files.show(dir)
+                    listing.files.show(dir)
                 ));
             }
             continue;
         };
-        let path = format!("{dir}/{name}");
-        if config.units.is_match(name) {
-            listed.push(Listed {
+        if listing.names.is_unit(&listing.config.units, name) {
+            listing.listed.push(Listed {
                 name: name.to_owned(),
-                path,
+                path: format!("{dir}/{name}"),
                 ino: entry.ino(),
             });
         } else if name.ends_with(".slice") && depth < MAX_DEPTH {
-            match std::fs::read_dir(files.fs.root.join(&path)) {
-                Ok(entries) => walk(files, &path, entries, depth + 1, config, listed, problems),
+            let path = format!("{dir}/{name}");
+            match std::fs::read_dir(listing.files.fs.root.join(&path)) {
+                Ok(entries) => {
+                    let nested = Listing {
+                        files: listing.files,
+                        config: listing.config,
+                        names: &mut *listing.names,
+                        listed: &mut *listing.listed,
+                        problems: &mut *listing.problems,
+                    };
+                    walk(nested, &path, entries, depth + 1);
+                }
                 // Removed since the listing.
                 Err(e) if gone(&e) => {}
-                Err(e) => problems.push(format!("{}: {e}", files.show(&path))),
+                Err(e) => listing
+                    .problems
+                    .push(format!("{}: {e}", listing.files.show(&path))),
             }
         }
     }
@@ -886,6 +947,30 @@ mod tests {
             root: root.to_owned(),
             ..CgroupsConfig::default()
         }
+    }
+
+    #[test]
+    fn unit_names_answer_as_the_pattern_and_hold_one_listing() {
+        let services = Pattern::anchored(".+\\.service").unwrap();
+        let mut names = UnitNames::default();
+        names.start(&services);
+        assert!(names.is_unit(&services, "a.service"));
+        assert!(!names.is_unit(&services, "b.slice"));
+        assert!(names.is_unit(&services, "a.service"), "remembered");
+        names.finish();
+        assert_eq!(names.seen.len(), 2);
+        // A listing without b.slice forgets it.
+        names.start(&services);
+        assert!(names.is_unit(&services, "a.service"));
+        names.finish();
+        assert_eq!(names.seen.keys().collect::<Vec<_>>(), ["a.service"]);
+        // A reloaded pattern answers anew, whatever was remembered.
+        let timers = Pattern::anchored(".+\\.timer").unwrap();
+        names.start(&timers);
+        assert!(!names.is_unit(&timers, "a.service"));
+        assert!(names.is_unit(&timers, "c.timer"));
+        names.finish();
+        assert_eq!(names.seen.len(), 2);
     }
 
     /// A copy of the recorded host's first tick.

@@ -472,6 +472,9 @@ pub struct Sampler {
     disk: disk::State,
     process: process::State,
     cgroups: cgroups::State,
+    /// Samples of the last tick: the next one's vector is made that large
+    /// at once rather than grown (and copied) a dozen times.
+    last_len: usize,
 }
 
 #[cfg(target_os = "linux")]
@@ -498,6 +501,7 @@ impl Sampler {
             disk: disk::State::default(),
             process: process::State::new(sources.passwd),
             cgroups: cgroups::State::default(),
+            last_len: 0,
         }
     }
 
@@ -508,7 +512,8 @@ impl Sampler {
 
     /// Reads every metric family once. `now` is monotonic time, for rates.
     pub fn sample(&mut self, now: std::time::Instant) -> Tick {
-        let mut out = Samples::default();
+        // Room for the agent's own series too (`health`), pushed after.
+        let mut out = Samples(Vec::with_capacity(self.last_len + 64));
         let fs = &mut self.fs;
         let problems = &mut self.problems;
 
@@ -568,6 +573,7 @@ impl Sampler {
             &mut |e| problems.note("process", &e),
         );
         problems.emit(&mut out);
+        self.last_len = out.0.len();
         Tick {
             samples: out,
             processes,

@@ -1,8 +1,17 @@
 //! TCP connections by state, counted from the kernel's socket dump over
-//! netlink `sock_diag` (`NETLINK_SOCK_DIAG`, `SOCK_DIAG_BY_FAMILY` with an
-//! `inet_diag_req_v2`), for IPv4 and IPv6. Not `/proc/net/tcp`: the kernel
-//! formats that text line by line under a lock, and reading it stalls at
-//! tens of thousands of sockets.
+//! netlink `sock_diag`. Not `/proc/net/tcp`: the kernel formats that text
+//! line by line under a lock, and reading it stalls at tens of thousands
+//! of sockets.
+//!
+//! One dump covers IPv4 and IPv6: the original request
+//! (`TCPDIAG_GETSOCK` with an `inet_diag_req`), which the kernel answers
+//! for every address family in one walk of its TCP hash tables. The newer
+//! `SOCK_DIAG_BY_FAMILY` request (`inet_diag_req_v2`) names one family,
+//! so it takes two walks, and the walk, not the sockets, is the cost on a
+//! host with few connections: the established table has a bucket per few
+//! kilobytes of memory, empty or not. A kernel that refuses the original
+//! request (`EINVAL`, `EOPNOTSUPP`, `ENOENT`) is asked per family from
+//! then on.
 //!
 //! The kernel has no call that counts by state, so it sends one message
 //! per socket; the request asks for no extension (`idiag_ext` = 0: no
@@ -52,6 +61,8 @@ const ALL_STATES: u32 = ((1 << (STATES.len() + 1)) - 1) & !1;
 const NLMSG_HDR: usize = 16;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
+/// The original request and its replies: every family at once.
+const TCPDIAG_GETSOCK: u16 = 18;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_DUMP: u16 = 0x300;
@@ -74,7 +85,8 @@ pub enum SockDiagSource {
     #[default]
     Kernel,
     /// Recorded replies: the files `inet4` and `inet6` of this directory,
-    /// each the datagrams of one dump, one after the other.
+    /// each the datagrams of one dump, one after the other (`inet6` may
+    /// be left out: a dump of every family is recorded as `inet4`).
     Recorded(PathBuf),
 }
 
@@ -85,6 +97,39 @@ pub(super) enum DiagError {
     Io(#[from] io::Error),
     #[error("netlink sock_diag: unexpected reply: {0}")]
     Malformed(String),
+}
+
+/// Which dump request the kernel is sent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Request {
+    /// `TCPDIAG_GETSOCK`: IPv4 and IPv6 in one walk.
+    Every,
+    /// `SOCK_DIAG_BY_FAMILY`, once per family: for a kernel without the first.
+    PerFamily,
+}
+
+/// The request for a dump of every family's TCP sockets in every state,
+/// with no extension: `TCPDIAG_GETSOCK` with an `inet_diag_req` (family,
+/// address lengths, extensions; the socket id, 48 bytes; the states; the
+/// tables, unused). The kernel ignores its family and dumps them all.
+fn request_every(seq: u32) -> [u8; 76] {
+    let mut req = [0u8; 76];
+    req[0..4].copy_from_slice(&76u32.to_ne_bytes());
+    req[4..6].copy_from_slice(&TCPDIAG_GETSOCK.to_ne_bytes());
+    req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    req[8..12].copy_from_slice(&seq.to_ne_bytes());
+    // Port id 0 (bytes 12..16): the kernel's. Family, lengths, idiag_ext
+    // (16..20) and the socket id (20..68) stay 0.
+    req[68..72].copy_from_slice(&ALL_STATES.to_ne_bytes());
+    req
+}
+
+/// Whether the kernel's answer to `TCPDIAG_GETSOCK` says it does not
+/// know that request, rather than that netlink is refused.
+fn unknown_request(e: &DiagError) -> bool {
+    matches!(e, DiagError::Io(e) if e.raw_os_error().is_some_and(|c| {
+        [nix::libc::EINVAL, nix::libc::EOPNOTSUPP, nix::libc::ENOENT].contains(&c)
+    }))
 }
 
 /// The request for a dump of `family`'s TCP sockets in every state, with
@@ -157,7 +202,7 @@ pub(super) fn count(
                     return Err(DiagError::Io(io::Error::from_raw_os_error(-errno)));
                 }
             }
-            SOCK_DIAG_BY_FAMILY => {
+            TCPDIAG_GETSOCK | SOCK_DIAG_BY_FAMILY => {
                 // inet_diag_msg: family, state, timer, retrans, ...
                 let state = *payload
                     .get(1)
@@ -182,6 +227,7 @@ pub(super) struct State {
     socket: Option<OwnedFd>,
     buf: Vec<u8>,
     seq: u32,
+    request: Request,
 }
 
 /// A netlink sock_diag socket whose reads give up after `RECV_TIMEOUT`.
@@ -208,28 +254,20 @@ impl State {
             socket: None,
             buf: Vec::new(),
             seq: 0,
+            request: Request::Every,
         }
     }
 
     /// Appends the connections by state, IPv4 and IPv6 together.
     pub(super) fn sample(&mut self, out: &mut Samples) -> Result<(), DiagError> {
         let mut counts = [0u64; STATES.len() + 1];
-        for family in [AF_INET, AF_INET6] {
-            let result = match &self.source {
-                SockDiagSource::Kernel => self.dump(family, &mut counts),
-                SockDiagSource::Recorded(dir) => {
-                    let file = if family == AF_INET { "inet4" } else { "inet6" };
-                    let bytes = std::fs::read(dir.join(file))?;
-                    match count(&bytes, None, &mut counts)? {
-                        Flow::Done => Ok(()),
-                        Flow::More => Err(DiagError::Malformed("dump without its end".into())),
-                    }
-                }
-            };
-            if let Err(e) = result {
-                self.socket = None;
-                return Err(e);
-            }
+        let result = match &self.source {
+            SockDiagSource::Kernel => self.dump_kernel(&mut counts),
+            SockDiagSource::Recorded(dir) => Self::read_recorded(dir, &mut counts),
+        };
+        if let Err(e) = result {
+            self.socket = None;
+            return Err(e);
         }
         for (state, n) in STATES.iter().zip(&counts[1..]) {
             out.push_labeled(
@@ -241,16 +279,61 @@ impl State {
         Ok(())
     }
 
-    /// One dump of `family` from the kernel.
-    fn dump(&mut self, family: u8, counts: &mut [u64; STATES.len() + 1]) -> Result<(), DiagError> {
+    /// Every family's sockets from the kernel: one dump, or one per
+    /// family where the kernel does not know the first request.
+    fn dump_kernel(&mut self, counts: &mut [u64; STATES.len() + 1]) -> Result<(), DiagError> {
+        if self.request == Request::Every {
+            self.seq = self.seq.wrapping_add(1);
+            let req = request_every(self.seq);
+            match self.dump(&req, counts) {
+                Err(e) if unknown_request(&e) => {
+                    tracing::info!(error = %e, "sock_diag: TCPDIAG_GETSOCK refused, asking per address family");
+                    self.request = Request::PerFamily;
+                    *counts = [0; STATES.len() + 1];
+                    // A fresh socket: nothing of the refused dump left.
+                    self.socket = None;
+                }
+                other => return other,
+            }
+        }
+        for family in [AF_INET, AF_INET6] {
+            self.seq = self.seq.wrapping_add(1);
+            let req = request(family, self.seq);
+            self.dump(&req, counts)?;
+        }
+        Ok(())
+    }
+
+    /// The recorded datagrams of `dir`: `inet4`, then `inet6` if there
+    /// is one (a dump of every family is recorded as `inet4` alone).
+    fn read_recorded(
+        dir: &std::path::Path,
+        counts: &mut [u64; STATES.len() + 1],
+    ) -> Result<(), DiagError> {
+        for file in ["inet4", "inet6"] {
+            let bytes = match std::fs::read(dir.join(file)) {
+                Ok(bytes) => bytes,
+                Err(e) if file == "inet6" && e.kind() == io::ErrorKind::NotFound => break,
+                Err(e) => return Err(e.into()),
+            };
+            match count(&bytes, None, counts)? {
+                Flow::Done => {}
+                Flow::More => return Err(DiagError::Malformed("dump without its end".into())),
+            }
+        }
+        Ok(())
+    }
+
+    /// One dump from the kernel: `req` sent, its replies (numbered
+    /// `self.seq`) counted.
+    fn dump(&mut self, req: &[u8], counts: &mut [u64; STATES.len() + 1]) -> Result<(), DiagError> {
         let socket = match &self.socket {
             Some(socket) => socket,
             None => self.socket.insert((self.open)()?),
         };
-        self.seq = self.seq.wrapping_add(1);
         rustix::net::sendto(
             socket,
-            &request(family, self.seq),
+            req,
             SendFlags::empty(),
             &SocketAddrNetlink::new(0, 0),
         )
@@ -309,6 +392,80 @@ mod tests {
     }
 
     #[test]
+    fn the_request_for_every_family_asks_every_state_and_no_extension() {
+        let req = request_every(9);
+        assert_eq!(u32_at(&req, 0), 76);
+        assert_eq!(u16::from_ne_bytes([req[4], req[5]]), TCPDIAG_GETSOCK);
+        assert_eq!(u32_at(&req, 8), 9);
+        // Family, lengths and extensions 0; the socket id 0; every state.
+        assert!(req[16..68].iter().all(|b| *b == 0));
+        assert_eq!(u32_at(&req, 68), 0b1111_1111_1110);
+        assert_eq!(u32_at(&req, 72), 0);
+    }
+
+    #[test]
+    fn only_an_unknown_request_falls_back_to_per_family() {
+        let errno = |c| DiagError::Io(io::Error::from_raw_os_error(c));
+        for c in [nix::libc::EINVAL, nix::libc::EOPNOTSUPP, nix::libc::ENOENT] {
+            assert!(unknown_request(&errno(c)), "{c}");
+        }
+        for c in [nix::libc::EPERM, nix::libc::EACCES, nix::libc::EAGAIN] {
+            assert!(!unknown_request(&errno(c)), "{c}");
+        }
+        assert!(!unknown_request(&DiagError::Malformed("x".into())));
+    }
+
+    #[test]
+    fn one_dump_has_ipv4_and_ipv6_sockets() {
+        // This test's listeners, one of each family, on loopback.
+        let v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let Ok(v6) = std::net::TcpListener::bind("[::1]:0") else {
+            return; // No IPv6 on this machine: nothing to tell apart.
+        };
+        let ports = [
+            (AF_INET, v4.local_addr().unwrap().port()),
+            (AF_INET6, v6.local_addr().unwrap().port()),
+        ];
+        let Ok(socket) = open_kernel() else {
+            return; // No netlink here: `this_kernel_answers_or_refuses`.
+        };
+        rustix::net::sendto(
+            &socket,
+            &request_every(1),
+            SendFlags::empty(),
+            &SocketAddrNetlink::new(0, 0),
+        )
+        .unwrap();
+        // inet_diag_msg: family, state, timer, retrans, then the source
+        // port (big-endian).
+        let mut listening = Vec::new();
+        let mut buf = vec![0u8; RECV_BUFFER];
+        'dump: loop {
+            let (n, _) = rustix::net::recv(&socket, &mut buf[..], RecvFlags::empty()).unwrap();
+            let mut bytes = &buf[..n];
+            while bytes.len() >= NLMSG_HDR {
+                let len = u32_at(bytes, 0) as usize;
+                let kind = u16::from_ne_bytes([bytes[4], bytes[5]]);
+                match kind {
+                    NLMSG_DONE => break 'dump,
+                    NLMSG_ERROR => panic!("refused: {}", u32_at(bytes, NLMSG_HDR) as i32),
+                    TCPDIAG_GETSOCK => {
+                        let m = &bytes[NLMSG_HDR..len];
+                        if m[1] == 10 {
+                            listening.push((m[0], u16::from_be_bytes([m[4], m[5]])));
+                        }
+                    }
+                    other => panic!("message type {other}"),
+                }
+                bytes = &bytes[len.next_multiple_of(4).min(bytes.len())..];
+            }
+        }
+        for port in ports {
+            assert!(listening.contains(&port), "{port:?} not in {listening:?}");
+        }
+    }
+
+    #[test]
     fn counts_states_until_done() {
         let mut bytes = [socket(1), socket(1), socket(10), socket(6)].concat();
         let mut counts = [0; 12];
@@ -336,6 +493,22 @@ mod tests {
         assert_eq!(get("time_wait"), 2.0);
         assert_eq!(get("close_wait"), 0.0);
         assert_eq!(out.0.len(), 11);
+    }
+
+    #[test]
+    fn a_recorded_dump_of_every_family_is_inet4_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut dump = [socket(1), socket(10)].concat();
+        let mut v6 = socket(1);
+        v6[NLMSG_HDR] = AF_INET6;
+        dump.extend(v6);
+        dump.extend(message(NLMSG_DONE, 7, &[0; 4]));
+        std::fs::write(dir.path().join("inet4"), dump).unwrap();
+        let mut state = State::new(SockDiagSource::Recorded(dir.path().to_owned()));
+        let mut out = Samples::default();
+        state.sample(&mut out).unwrap();
+        let get = |s: &str| out.get("host_tcp_connections", &[("state", s)]).unwrap();
+        assert_eq!((get("established"), get("listen")), (2.0, 1.0));
     }
 
     #[test]
@@ -381,6 +554,7 @@ mod tests {
 
     #[test]
     fn this_kernel_answers_or_refuses() {
+        let _listening = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let mut state = State::new(SockDiagSource::Kernel);
         let mut out = Samples::default();
         match state.sample(&mut out) {
@@ -388,6 +562,19 @@ mod tests {
                 // A second tick on the kept socket.
                 state.sample(&mut out).unwrap();
                 assert_eq!(out.0.len(), 22);
+                assert_eq!(state.request, Request::Every);
+                // The requests per family, as a kernel without the
+                // first would be asked, on the same socket.
+                state.request = Request::PerFamily;
+                let mut per_family = Samples::default();
+                state.sample(&mut per_family).unwrap();
+                assert_eq!(per_family.0.len(), 11);
+                assert!(
+                    per_family
+                        .get("host_tcp_connections", &[("state", "listen")])
+                        .unwrap()
+                        > 0.0
+                );
             }
             // A sandbox without netlink: refused, never a panic or a hang.
             Err(DiagError::Io(e)) => {
