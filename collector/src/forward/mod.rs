@@ -11,8 +11,10 @@
 //! samples waiting are bounded by `queue.capacity`). A read allocates
 //! nothing per series: the WAL's samples come flat, and a shard's part
 //! is one buffer of points with each series' index in the shard; the
-//! reader looks a series' key up once, when first met, and sends it to
-//! the shard with the series' first samples, which learns its labels
+//! reader keeps what it knows of each series in a table indexed by id
+//! (the store's ids are dense), looks a series' key up once, when first
+//! met (a read's new series in one call), and sends it to the shard with
+//! the series' first samples, which learns its labels
 //! (`send::LabelTable`) in the form the protocol writes. Each shard batches by size
 //! (`queue.max_samples_per_request`) and age (`queue.max_age`) and sends
 //! one request at a time, retrying network errors, 5xx and 429 with
