@@ -11,8 +11,10 @@
 //! samples waiting are bounded by `queue.capacity`). A read allocates
 //! nothing per series: the WAL's samples come flat, and a shard's part
 //! is one buffer of points with each series' index in the shard; the
-//! reader looks a series' key up once, when first met, and sends it to
-//! the shard with the series' first samples, which learns its labels
+//! reader keeps what it knows of each series in a table indexed by id
+//! (the store's ids are dense), looks a series' key up once, when first
+//! met (a read's new series in one call), and sends it to the shard with
+//! the series' first samples, which learns its labels
 //! (`send::LabelTable`) in the form the protocol writes. Each shard batches by size
 //! (`queue.max_samples_per_request`) and age (`queue.max_age`) and sends
 //! one request at a time, retrying network errors, 5xx and 429 with
@@ -372,18 +374,77 @@ fn prepare(store: &Store, names: &[String]) -> Result<Vec<u64>, hostwatch_tsdb::
         .collect()
 }
 
-/// What the reader knows of a series seen, by id.
+/// What the reader knows of a series, by id (see [`Series`]).
 #[derive(Debug, Clone, Copy)]
 struct Known {
-    /// Its index in its shard's label table; `None`: not matched.
-    index: Option<u32>,
+    /// Its index in its shard's label table, or [`UNSEEN`] (not looked
+    /// up yet, or unknown to the store when looked up) or [`UNWANTED`]
+    /// (the matchers do not select it).
+    index: u32,
     /// The read that last met it (its number), and its place in that
     /// read's series.
     read: u32,
     slot: u32,
 }
 
-type LabelMap = FxHashMap<u64, Known>;
+const UNSEEN: u32 = u32::MAX;
+const UNWANTED: u32 = u32::MAX - 1;
+
+impl Default for Known {
+    fn default() -> Self {
+        Known {
+            index: UNSEEN,
+            read: 0,
+            slot: 0,
+        }
+    }
+}
+
+impl Known {
+    /// Its index in its shard's label table, if it is wanted.
+    fn wanted(&self) -> Option<u32> {
+        (self.index < UNWANTED).then_some(self.index)
+    }
+}
+
+/// What the reader knows of each series, indexed by id: the store gives
+/// ids densely from its first series on, so a read's series (a batch's,
+/// created together) lie next to each other here, where a map would
+/// hash each to a line of its own. It grows only for series the store
+/// knows, so a damaged accept-log entry cannot make it huge.
+#[derive(Debug, Default)]
+struct Series(Vec<Known>);
+
+impl Series {
+    fn get(&self, id: u64) -> Known {
+        usize::try_from(id)
+            .ok()
+            .and_then(|i| self.0.get(i))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    fn get_mut(&mut self, id: u64) -> Option<&mut Known> {
+        self.0.get_mut(usize::try_from(id).ok()?)
+    }
+
+    /// Sets what it knows of a series the store knows.
+    fn set(&mut self, id: u64, known: Known) {
+        let Ok(i) = usize::try_from(id) else {
+            return;
+        };
+        if i >= self.0.len() {
+            self.0.resize(i + 1, Known::default());
+        }
+        self.0[i] = known;
+    }
+
+    /// The known series, by id (for tests).
+    #[cfg(test)]
+    fn iter(&self) -> impl Iterator<Item = (u64, &Known)> {
+        self.0.iter().enumerate().map(|(i, k)| (i as u64, k))
+    }
+}
 
 /// One read's samples for one shard.
 struct ShardRead {
@@ -690,7 +751,7 @@ fn lock(state: &std::sync::Mutex<ReadState>) -> std::sync::MutexGuard<'_, ReadSt
 /// its reads, reused from read to read.
 struct ReadState {
     /// What it knows of each series seen, by id.
-    labels: LabelMap,
+    series: Series,
     /// Per shard, the series it was given an index in the shard's label
     /// table for and has not yet sent there.
     unsent: Vec<Vec<Arc<SeriesKey>>>,
@@ -706,6 +767,10 @@ struct ReadState {
     wal: AcceptedSamples,
     /// Points read back over spans.
     back: Vec<Point>,
+    /// The series of a read not seen before, and their keys: scratch
+    /// space for looking them up in one call.
+    unseen: Vec<u64>,
+    keys: Vec<Option<Arc<SeriesKey>>>,
 }
 
 /// A series met in a read.
@@ -732,7 +797,7 @@ const NO_PIECE: u32 = u32::MAX;
 impl ReadState {
     fn new(shards: usize) -> Self {
         ReadState {
-            labels: LabelMap::default(),
+            series: Series::default(),
             unsent: vec![Vec::new(); shards],
             indexes: vec![0; shards],
             reads: 0,
@@ -740,6 +805,8 @@ impl ReadState {
             pieces: Vec::new(),
             wal: AcceptedSamples::default(),
             back: Vec::new(),
+            unseen: Vec::new(),
+            keys: Vec::new(),
         }
     }
 
@@ -817,18 +884,21 @@ impl ReadState {
                 }
             }
         }
+        let from_wal = wal
+            .groups
+            .iter()
+            .flatten()
+            .flat_map(|r| &wal.runs[r.clone()]);
+        let ids = union.keys().copied().chain(from_wal.map(|run| run.id));
+        self.learn(store, matchers, ids)?;
         let mut by_bounds: FxHashMap<(i64, i64), Vec<u64>> = FxHashMap::default();
         for (id, bounds) in union {
-            by_bounds.entry(bounds).or_default().push(id);
-        }
-        for ((start, end), mut ids) in by_bounds {
-            ids.sort_unstable();
-            let mut wanted = Vec::with_capacity(ids.len());
-            for id in ids {
-                if self.wanted(store, matchers, id)?.is_some_and(|(_, w)| w) {
-                    wanted.push(id);
-                }
+            if self.series.get(id).wanted().is_some() {
+                by_bounds.entry(bounds).or_default().push(id);
             }
+        }
+        for ((start, end), mut wanted) in by_bounds {
+            wanted.sort_unstable();
             for (id, points) in wanted
                 .iter()
                 .copied()
@@ -836,7 +906,7 @@ impl ReadState {
             {
                 let at = self.back.len();
                 self.back.extend_from_slice(&points);
-                self.meet(store, matchers, id, false, at, self.back.len())?;
+                self.meet(id, false, at, self.back.len());
             }
         }
         for i in 0..groups.len() {
@@ -845,108 +915,84 @@ impl ReadState {
             };
             for r in range {
                 let run = wal.runs[r];
-                self.meet(store, matchers, run.id, true, run.start, run.end)?;
+                self.meet(run.id, true, run.start, run.end);
             }
         }
         Ok(())
     }
 
-    /// Whether `matchers` select series `id`, learned if not seen before;
-    /// `None` for a series the store does not know (yet: looked up again
-    /// when met again). Returns its entry's place too.
-    fn wanted(
+    /// Looks up the series of `ids` not seen before, all in one call, and
+    /// learns whether `matchers` select them: a selected series gets the
+    /// next index in its shard (`id % shards`) and its key goes to
+    /// `unsent`. A series the store does not know (yet) stays unseen:
+    /// looked up again when met again.
+    fn learn(
         &mut self,
         store: &Store,
         matchers: &[LabelMatcher],
-        id: u64,
-    ) -> Result<Option<(&mut Known, bool)>, hostwatch_tsdb::TsdbError> {
-        Self::learn(
-            &mut self.labels,
-            &mut self.indexes,
-            &mut self.unsent,
-            self.reads,
-            store,
-            matchers,
-            id,
-        )
-    }
-
-    /// [`ReadState::wanted`] on the fields it needs, so that the others
-    /// stay free.
-    fn learn<'a>(
-        labels: &'a mut LabelMap,
-        indexes: &mut [u32],
-        unsent: &mut [Vec<Arc<SeriesKey>>],
-        reads: u32,
-        store: &Store,
-        matchers: &[LabelMatcher],
-        id: u64,
-    ) -> Result<Option<(&'a mut Known, bool)>, hostwatch_tsdb::TsdbError> {
-        use std::collections::hash_map::Entry;
-        match labels.entry(id) {
-            Entry::Occupied(known) => {
-                let known = known.into_mut();
-                let wanted = known.index.is_some();
-                Ok(Some((known, wanted)))
-            }
-            Entry::Vacant(vacant) => {
-                let Some(key) = store.series_key(id)? else {
-                    return Ok(None);
-                };
-                let value = |name: &str| {
-                    if name == "__name__" {
-                        Some(key.metric.as_str())
-                    } else {
-                        key.label(name)
-                    }
-                };
-                let index = matchers.iter().all(|m| m.matches(value)).then(|| {
-                    let shard = (id % indexes.len() as u64) as usize;
-                    let index = indexes[shard];
-                    indexes[shard] += 1;
-                    unsent[shard].push(key.clone());
-                    index
-                });
-                let known = vacant.insert(Known {
-                    index,
-                    read: reads.wrapping_sub(1),
-                    slot: 0,
-                });
-                Ok(Some((known, index.is_some())))
-            }
+        ids: impl Iterator<Item = u64>,
+    ) -> Result<(), hostwatch_tsdb::TsdbError> {
+        self.unseen.clear();
+        self.unseen
+            .extend(ids.filter(|id| self.series.get(*id).index == UNSEEN));
+        if self.unseen.is_empty() {
+            return Ok(());
         }
+        self.unseen.sort_unstable();
+        self.unseen.dedup();
+        store.series_keys(&self.unseen, &mut self.keys)?;
+        let read = self.reads.wrapping_sub(1);
+        for (id, key) in self.unseen.iter().zip(self.keys.drain(..)) {
+            let Some(key) = key else {
+                continue;
+            };
+            let value = |name: &str| {
+                if name == "__name__" {
+                    Some(key.metric.as_str())
+                } else {
+                    key.label(name)
+                }
+            };
+            let index = if matchers.iter().all(|m| m.matches(value)) {
+                let shard = (id % self.indexes.len() as u64) as usize;
+                // Far below UNWANTED: each index holds a series' labels
+                // in memory.
+                let index = self.indexes[shard];
+                self.indexes[shard] += 1;
+                self.unsent[shard].push(key);
+                index
+            } else {
+                UNWANTED
+            };
+            self.series.set(
+                *id,
+                Known {
+                    index,
+                    read,
+                    slot: 0,
+                },
+            );
+        }
+        Ok(())
     }
 
     /// Adds points `start..end` (of the WAL's samples or of those read
-    /// back) of series `id`, if wanted.
-    fn meet(
-        &mut self,
-        store: &Store,
-        matchers: &[LabelMatcher],
-        id: u64,
-        from_wal: bool,
-        start: usize,
-        end: usize,
-    ) -> Result<(), hostwatch_tsdb::TsdbError> {
+    /// back) of series `id`, if wanted (learned by [`ReadState::learn`]).
+    fn meet(&mut self, id: u64, from_wal: bool, start: usize, end: usize) {
         if start == end {
-            return Ok(());
+            return;
         }
         let reads = self.reads;
-        let (slots, pieces) = (&mut self.slots, &mut self.pieces);
-        let learned = Self::learn(
-            &mut self.labels,
-            &mut self.indexes,
-            &mut self.unsent,
-            reads,
-            store,
-            matchers,
-            id,
-        )?;
-        let Some((known, true)) = learned else {
-            return Ok(());
+        let Some(known) = self.series.get_mut(id) else {
+            return;
         };
+        let Some(index) = known.wanted() else {
+            return;
+        };
+        let slots = &mut self.slots;
+        let pieces = &mut self.pieces;
         let piece = pieces.len() as u32;
-        let (index, seen, slot) = (known.index, known.read == reads, known.slot);
+        let (seen, slot) = (known.read == reads, known.slot);
         // The slot is checked by id too: a read number comes round again
         // after 2^32 reads.
         let met = seen && slots.get(slot as usize).is_some_and(|s| s.id == id);
@@ -967,12 +1013,11 @@ impl ReadState {
         } else {
             slots.push(Slot {
                 id,
-                index: index.unwrap_or_default(),
+                index,
                 head: piece,
                 tail: piece,
             });
         }
-        Ok(())
     }
 }
 
@@ -1210,11 +1255,11 @@ mod tests {
             for (index, points) in batch.each() {
                 // The series given an index in this shard, by index.
                 let key = state
-                    .labels
+                    .series
                     .iter()
-                    .filter(|(id, known)| *id % 2 == shard as u64 && known.index.is_some())
-                    .find(|(_, known)| known.index == Some(index as u32))
-                    .map(|(id, _)| store.series_key(*id).unwrap().unwrap())
+                    .filter(|(id, _)| *id % 2 == shard as u64)
+                    .find(|(_, known)| known.wanted() == Some(index as u32))
+                    .map(|(id, _)| store.series_key(id).unwrap().unwrap())
                     .unwrap();
                 out.push((key.label("s").unwrap().to_owned(), points.to_vec()));
             }

@@ -10,8 +10,6 @@
 
 use super::config::{Destination, Protocol};
 use bytes::Bytes;
-use hostwatch_proto::prometheus::{Label, Sample};
-use hostwatch_proto::prometheus_v2 as v2;
 use hostwatch_tsdb::{Point, SeriesKey};
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 use rustc_hash::FxHashMap;
@@ -65,27 +63,34 @@ impl LabelTable {
 
     /// Learns the next series' labels.
     pub(crate) fn push(&mut self, key: &SeriesKey) {
-        let mut pairs: Vec<(&str, &str)> = std::iter::once(("__name__", key.metric.as_str()))
-            .chain(
-                key.labels
-                    .iter()
-                    .map(|l| (l.name.as_str(), l.value.as_str())),
-            )
-            .collect();
-        pairs.sort_unstable();
         match self {
             LabelTable::V1 { bytes, ends } => {
-                for (name, value) in pairs {
-                    let label = Label {
-                        name: name.to_owned(),
-                        value: value.to_owned(),
-                    };
-                    prost::encoding::message::encode(1, &label, bytes);
+                // Written as prost writes each `Label`, without building
+                // them: the table of a shard learns every series once, so
+                // this is forwarding's cost per new series.
+                if key.labels.is_sorted_by(|a, b| a.name <= b.name) {
+                    // The key's labels come sorted: `__name__` goes
+                    // before the first name after it.
+                    let at = key
+                        .labels
+                        .partition_point(|l| l.name.as_str() <= "__name__");
+                    let (before, after) = key.labels.split_at(at);
+                    for l in before {
+                        encode_label(&l.name, &l.value, bytes);
+                    }
+                    encode_label("__name__", &key.metric, bytes);
+                    for l in after {
+                        encode_label(&l.name, &l.value, bytes);
+                    }
+                } else {
+                    for (name, value) in sorted_pairs(key) {
+                        encode_label(name, value, bytes);
+                    }
                 }
                 ends.push(bytes.len());
             }
             LabelTable::V2(all) => all.push(
-                pairs
+                sorted_pairs(key)
                     .into_iter()
                     .map(|(n, v)| (n.to_owned(), v.to_owned()))
                     .collect(),
@@ -187,6 +192,73 @@ impl Encoder {
     }
 }
 
+/// `__name__` and the key's labels, sorted by name.
+fn sorted_pairs(key: &SeriesKey) -> Vec<(&str, &str)> {
+    let mut pairs: Vec<(&str, &str)> = std::iter::once(("__name__", key.metric.as_str()))
+        .chain(
+            key.labels
+                .iter()
+                .map(|l| (l.name.as_str(), l.value.as_str())),
+        )
+        .collect();
+    pairs.sort_unstable();
+    pairs
+}
+
+/// A `WriteRequest` `TimeSeries`' `labels` field (1) holding one
+/// `Label`, byte for byte what prost writes: empty strings left out.
+fn encode_label(name: &str, value: &str, out: &mut Vec<u8>) {
+    let field = |text: &str| {
+        if text.is_empty() {
+            0
+        } else {
+            1 + encoded_len_varint(text.len() as u64) + text.len()
+        }
+    };
+    let len = field(name) + field(value);
+    out.reserve(1 + encoded_len_varint(len as u64) + len);
+    encode_key(1, WireType::LengthDelimited, out);
+    encode_varint(len as u64, out);
+    for (tag, text) in [(1, name), (2, value)] {
+        if !text.is_empty() {
+            encode_key(tag, WireType::LengthDelimited, out);
+            encode_varint(text.len() as u64, out);
+            out.extend_from_slice(text.as_bytes());
+        }
+    }
+}
+
+/// A `TimeSeries`' `samples` field (2) holding one `Sample`, byte for
+/// byte what prost writes (zeros left out, -0.0 being zero too), and its
+/// length. 1.0's and 2.0's `Sample` have the same fields.
+fn sample_len(p: &Point) -> usize {
+    let len = sample_body_len(p);
+    1 + encoded_len_varint(len as u64) + len
+}
+
+fn sample_body_len(p: &Point) -> usize {
+    let value = if p.value != 0.0 { 9 } else { 0 };
+    let timestamp = if p.t_ms != 0 {
+        1 + encoded_len_varint(p.t_ms as u64)
+    } else {
+        0
+    };
+    value + timestamp
+}
+
+fn encode_sample(p: &Point, out: &mut Vec<u8>) {
+    encode_key(2, WireType::LengthDelimited, out);
+    encode_varint(sample_body_len(p) as u64, out);
+    if p.value != 0.0 {
+        encode_key(1, WireType::SixtyFourBit, out);
+        out.extend_from_slice(&p.value.to_le_bytes());
+    }
+    if p.t_ms != 0 {
+        encode_key(2, WireType::Varint, out);
+        encode_varint(p.t_ms as u64, out);
+    }
+}
+
 fn unknown(index: usize) -> String {
     format!("series {index} of the shard has no labels")
 }
@@ -199,25 +271,18 @@ fn encode_v1(
     batch: &Batch,
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
-    let sample = |p: &Point| Sample {
-        value: p.value,
-        timestamp: p.t_ms,
-    };
     for (index, points) in batch.each() {
         let end = *ends.get(index).ok_or_else(|| unknown(index))?;
         let start = index.checked_sub(1).map_or(0, |i| ends[i]);
         let own = &labels[start..end];
-        let samples: usize = points
-            .iter()
-            .map(|p| prost::encoding::message::encoded_len(2, &sample(p)))
-            .sum();
+        let samples: usize = points.iter().map(sample_len).sum();
         let len = own.len() + samples;
         out.reserve(1 + encoded_len_varint(len as u64) + len);
         encode_key(1, WireType::LengthDelimited, out);
         encode_varint(len as u64, out);
         out.extend_from_slice(own);
         for p in points {
-            prost::encoding::message::encode(2, &sample(p), out);
+            encode_sample(p, out);
         }
     }
     Ok(())
@@ -254,25 +319,18 @@ fn encode_v2(
         encode_varint(text.len() as u64, out);
         out.extend_from_slice(text.as_bytes());
     }
-    let sample = |p: &Point| v2::Sample {
-        value: p.value,
-        timestamp: p.t_ms,
-    };
     let mut rest = &refs[..];
     for (i, points) in batch.each() {
         let (own, tail) = rest.split_at(labels[i].len() * 2);
         rest = tail;
-        let samples: usize = points
-            .iter()
-            .map(|p| prost::encoding::message::encoded_len(2, &sample(p)))
-            .sum();
+        let samples: usize = points.iter().map(sample_len).sum();
         let len = prost::encoding::uint32::encoded_len_packed(1, own) + samples;
         out.reserve(1 + encoded_len_varint(len as u64) + len);
         encode_key(5, WireType::LengthDelimited, out);
         encode_varint(len as u64, out);
         prost::encoding::uint32::encode_packed(1, own, out);
         for p in points {
-            prost::encoding::message::encode(2, &sample(p), out);
+            encode_sample(p, out);
         }
     }
     Ok(())
@@ -376,6 +434,8 @@ fn excerpt(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hostwatch_proto::prometheus::{Label, Sample};
+    use hostwatch_proto::prometheus_v2 as v2;
     use prost::Message;
 
     fn points(values: &[(i64, f64)]) -> Vec<Point> {
@@ -526,6 +586,25 @@ mod tests {
         let (table, batch) = table_and_batch(Protocol::V1, &zero_free);
         let body = Encoder::new().encode(&table, &batch).unwrap();
         assert_eq!(decompress(&body), prost_v1(&zero_free).encode_to_vec());
+        // Zeros (-0.0 too), which prost leaves out, negative times, names
+        // sorting before `__name__`, a key's labels sorted or not: byte
+        // for byte all the same.
+        let odd: Series = vec![
+            (
+                vec![("Zone", "x"), ("__name__", "m"), ("cpu", "")],
+                points(&[(0, 0.0), (0, -0.0), (-5, 1.5), (3, f64::NAN)]),
+            ),
+            (
+                vec![("cpu", "1"), ("Zone", "y"), ("__name__", "m")],
+                points(&[(i64::MIN, -0.0)]),
+            ),
+        ];
+        let (table, batch) = table_and_batch(Protocol::V1, &odd);
+        let body = Encoder::new().encode(&table, &batch).unwrap();
+        assert_eq!(decompress(&body), prost_v1(&odd).encode_to_vec());
+        let (table, batch) = table_and_batch(Protocol::V2, &odd);
+        let body = Encoder::new().encode(&table, &batch).unwrap();
+        assert_eq!(decompress(&body), prost_v2(&odd).encode_to_vec());
         // Of the table, the series batched alone, in the batch's order.
         let (table, _) = table_and_batch(Protocol::V1, &series);
         let batch = Batch {

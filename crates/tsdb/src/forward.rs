@@ -39,6 +39,10 @@ use crate::store::{Inner, Store, bump, poisoned};
 use crate::wal;
 use std::sync::Arc;
 
+/// Series looked up per hold of the index's lock in
+/// [`Store::series_keys`].
+const KEYS_PER_LOCK: usize = 4096;
+
 /// One batch of an accepted group: its span and the series it stored in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AcceptedSpan {
@@ -294,6 +298,27 @@ impl Store {
         let inner = self.inner()?;
         let index = inner.index.read().map_err(|_| poisoned())?;
         Ok(index.keys.get(&id).cloned())
+    }
+
+    /// The keys of series `ids`, in their order, into `out` (cleared
+    /// first; `None` for a series the store does not know): what
+    /// [`Store::series_key`] gives for each, with the index locked once
+    /// per [`KEYS_PER_LOCK`] ids rather than once per id.
+    pub fn series_keys(
+        &self,
+        ids: &[u64],
+        out: &mut Vec<Option<Arc<SeriesKey>>>,
+    ) -> Result<(), TsdbError> {
+        let inner = self.inner()?;
+        out.clear();
+        out.reserve(ids.len());
+        for some in ids.chunks(KEYS_PER_LOCK) {
+            // Released between chunks: a writer creating series waits
+            // for one chunk's lookups at most.
+            let index = inner.index.read().map_err(|_| poisoned())?;
+            out.extend(some.iter().map(|id| index.keys.get(id).cloned()));
+        }
+        Ok(())
     }
 
     /// Every forwarding cursor: (destination name, highest group delivered).
@@ -611,6 +636,35 @@ mod tests {
         assert_eq!(log(&store, 0).len(), 2);
         store.remove_forward_cursor("vm").unwrap();
         assert_eq!(store.forward_cursors().unwrap().len(), 1);
+    }
+
+    /// Many keys at once are what one key at a time gives, unknown ids
+    /// included, across the lock's chunks.
+    #[test]
+    fn series_keys_match_series_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), true);
+        let t = 10 * HOUR - 60_000;
+        append(&store, 1, &["a", "b", "c"], &[p(t)]);
+        let mut ids: Vec<u64> = store
+            .select("m", &[])
+            .unwrap()
+            .iter()
+            .map(|s| s.1)
+            .collect();
+        assert_eq!(ids.len(), 3);
+        ids.extend(0..(KEYS_PER_LOCK as u64 + 10));
+        ids.push(u64::MAX);
+        let mut keys = vec![None];
+        store.series_keys(&ids, &mut keys).unwrap();
+        let one: Vec<_> = ids
+            .iter()
+            .map(|id| store.series_key(*id).unwrap())
+            .collect();
+        assert_eq!(keys, one);
+        assert_eq!(keys.iter().flatten().count(), 6, "each of the 3 twice");
+        store.series_keys(&[], &mut keys).unwrap();
+        assert!(keys.is_empty());
     }
 
     #[test]
