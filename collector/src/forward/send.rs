@@ -15,8 +15,6 @@ use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 use rustc_hash::FxHashMap;
 use std::time::Duration;
 
-/// Longest `Retry-After` honoured; a longer one is taken as this.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// The 2.0 answer's count of samples written.
 const SAMPLES_WRITTEN: &str = "x-prometheus-remote-write-samples-written";
 
@@ -405,24 +403,10 @@ fn samples_written(headers: &reqwest::header::HeaderMap) -> Option<u64> {
         .ok()
 }
 
-/// `Retry-After` in seconds or as an HTTP date, capped at an hour.
+/// The wait a receiver's `Retry-After` asks for (`hostwatch_stdx::retry_after`).
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let text = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
-    let after = match text.parse::<u64>() {
-        Ok(seconds) => Duration::from_secs(seconds),
-        Err(_) => {
-            let at =
-                time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc2822)
-                    .ok()?;
-            let now = time::OffsetDateTime::now_utc();
-            Duration::try_from(at - now).unwrap_or(Duration::ZERO)
-        }
-    };
-    Some(after.min(MAX_RETRY_AFTER))
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    hostwatch_stdx::retry_after(value, std::time::SystemTime::now())
 }
 
 /// The start of a receiver's answer, for logs: one line, at most 300 bytes.
@@ -706,7 +690,7 @@ mod tests {
             retry_after(&h)
         };
         assert_eq!(with("7"), Some(Duration::from_secs(7)));
-        assert_eq!(with("999999"), Some(MAX_RETRY_AFTER));
+        assert_eq!(with("999999"), Some(hostwatch_stdx::MAX_RETRY_AFTER));
         assert_eq!(with("Sun, 06 Nov 1994 08:49:37 GMT"), Some(Duration::ZERO));
         assert_eq!(with("soon"), None);
     }

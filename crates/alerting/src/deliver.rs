@@ -3,7 +3,7 @@
 //! from memory (those the outbox could not take), takes each off its queue
 //! once delivered, and retries with jittered exponential backoff when the
 //! hook's outcome asks for it: after the backoff, or after the receiver's
-//! `Retry-After` (capped at `hooks::MAX_RETRY_AFTER`) when that is later;
+//! `Retry-After` (capped at `hostwatch_stdx::MAX_RETRY_AFTER`) when that is later;
 //! the time of that next attempt is in the hook's `DeliveryStats`. A
 //! notification is given up (and logged as
 //! an error) after a permanent failure or after `retry_for`.

@@ -322,7 +322,7 @@ async fn a_retry_after_answer_schedules_the_next_attempt_no_earlier_than_asked()
         before + 120_000
     );
     // Capped: a receiver cannot hold a hook back beyond MAX_RETRY_AFTER.
-    let cap = hostwatch_alerting::hooks::MAX_RETRY_AFTER.as_millis() as i64;
+    let cap = hostwatch_stdx::MAX_RETRY_AFTER.as_millis() as i64;
     assert!(next <= now_ms() + cap, "{next}");
     assert_eq!(receiver.received().len(), 1);
     engine.stop().await;

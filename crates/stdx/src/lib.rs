@@ -5,7 +5,8 @@
 //! depend on the storage engine.
 //!
 //! Layout: this file: [`now_ms`], [`backoff`], [`error_chain`],
-//! [`with_sources`], [`files_digest`] and [`escape_html`]; [`exposition`]: the Prometheus
+//! [`with_sources`], [`files_digest`], [`escape_html`] and
+//! [`retry_after`]; [`exposition`]: the Prometheus
 //! text format and a latency histogram, for the collector's and the
 //! agent's `/metrics`.
 
@@ -93,6 +94,29 @@ pub fn escape_html(text: &str) -> String {
     out
 }
 
+/// The longest wait a receiver's `Retry-After` is honoured for: a
+/// longer one (or a date further ahead) is cut to it, so a receiver cannot
+/// hold a hook's notifications or a forwarding destination back for days.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// How long a `Retry-After` header's `value` asks to wait, from `now`:
+/// delay-seconds or an HTTP-date (RFC 9110, section 10.2.3), at most
+/// [`MAX_RETRY_AFTER`]; a date already past asks for no wait. Anything
+/// else is `None`, as if the header were absent.
+pub fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let wait = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // All digits: only too many of them fail to parse.
+        value
+            .parse::<u64>()
+            .map_or(MAX_RETRY_AFTER, Duration::from_secs)
+    } else {
+        let at = httpdate::parse_http_date(value).ok()?;
+        at.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,5 +188,46 @@ mod tests {
         assert_eq!(files_digest(&paths), changed, "back as it was");
         // The same contents under swapped names differ.
         assert_ne!(files_digest(&[b.as_path(), a.as_path()]), changed);
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_an_http_date_capped_and_ignores_the_rest() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        let secs = |s| Some(Duration::from_secs(s));
+        // delay-seconds
+        assert_eq!(retry_after("120", now), secs(120));
+        assert_eq!(retry_after(" 0 ", now), secs(0));
+        assert_eq!(retry_after("3600", now), secs(3600));
+        assert_eq!(retry_after("3601", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            retry_after("99999999999999999999999", now),
+            Some(MAX_RETRY_AFTER)
+        );
+        // HTTP-date in its three forms, 90 s after `now`.
+        for date in [
+            "Wed, 21 Oct 2015 07:29:30 GMT",
+            "Wednesday, 21-Oct-15 07:29:30 GMT",
+            "Wed Oct 21 07:29:30 2015",
+        ] {
+            assert_eq!(retry_after(date, now), secs(90), "{date}");
+        }
+        // Past: no wait; far ahead: the cap.
+        assert_eq!(retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now), secs(0));
+        assert_eq!(
+            retry_after("Thu, 22 Oct 2015 07:28:00 GMT", now),
+            Some(MAX_RETRY_AFTER)
+        );
+        // Unparseable: as if absent.
+        for bad in [
+            "",
+            "-5",
+            "+5",
+            "1.5",
+            "soon",
+            "5 s",
+            "Wed, 32 Oct 2015 07:29:30 GMT",
+        ] {
+            assert_eq!(retry_after(bad, now), None, "{bad:?}");
+        }
     }
 }

@@ -99,29 +99,6 @@ async fn send(request: reqwest::RequestBuilder) -> Outcome {
     send_explained(request, |body| excerpt(body, 200)).await
 }
 
-/// The longest wait a receiver's `Retry-After` is honoured for: a
-/// longer one (or a date further ahead) is cut to it, so a receiver cannot
-/// hold a hook's notifications back for days.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
-
-/// How long a `Retry-After` header's `value` asks to wait, from `now`:
-/// delay-seconds or an HTTP-date (RFC 9110, section 10.2.3), at most
-/// [`MAX_RETRY_AFTER`]; a date already past asks for no wait. Anything
-/// else is `None`, as if the header were absent.
-pub fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    let wait = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        // All digits: only too many of them fail to parse.
-        value
-            .parse::<u64>()
-            .map_or(MAX_RETRY_AFTER, Duration::from_secs)
-    } else {
-        let at = httpdate::parse_http_date(value).ok()?;
-        at.duration_since(now).unwrap_or(Duration::ZERO)
-    };
-    Some(wait.min(MAX_RETRY_AFTER))
-}
-
 /// Sends `request`: a 2xx is delivered; 408, 429 and 5xx are retried
 /// (after the receiver's `Retry-After`, if it sent one); other statuses
 /// fail, with `explain` turning the receiver's answer into words for the
@@ -139,7 +116,7 @@ pub(super) async fn send_explained(
         .headers()
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| retry_after(v, SystemTime::now()));
+        .and_then(|v| hostwatch_stdx::retry_after(v, SystemTime::now()));
     let body = response.bytes().await.unwrap_or_default();
     let message = format!("HTTP {status}: {}", explain(&body));
     if status.is_success() {
@@ -466,47 +443,6 @@ mod tests {
             signature(&secret, b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
-    }
-
-    #[test]
-    fn retry_after_takes_seconds_or_an_http_date_capped_and_ignores_the_rest() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
-        let secs = |s| Some(Duration::from_secs(s));
-        // delay-seconds
-        assert_eq!(retry_after("120", now), secs(120));
-        assert_eq!(retry_after(" 0 ", now), secs(0));
-        assert_eq!(retry_after("3600", now), secs(3600));
-        assert_eq!(retry_after("3601", now), Some(MAX_RETRY_AFTER));
-        assert_eq!(
-            retry_after("99999999999999999999999", now),
-            Some(MAX_RETRY_AFTER)
-        );
-        // HTTP-date in its three forms, 90 s after `now`.
-        for date in [
-            "Wed, 21 Oct 2015 07:29:30 GMT",
-            "Wednesday, 21-Oct-15 07:29:30 GMT",
-            "Wed Oct 21 07:29:30 2015",
-        ] {
-            assert_eq!(retry_after(date, now), secs(90), "{date}");
-        }
-        // Past: no wait; far ahead: the cap.
-        assert_eq!(retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now), secs(0));
-        assert_eq!(
-            retry_after("Thu, 22 Oct 2015 07:28:00 GMT", now),
-            Some(MAX_RETRY_AFTER)
-        );
-        // Unparseable: as if absent.
-        for bad in [
-            "",
-            "-5",
-            "+5",
-            "1.5",
-            "soon",
-            "5 s",
-            "Wed, 32 Oct 2015 07:29:30 GMT",
-        ] {
-            assert_eq!(retry_after(bad, now), None, "{bad:?}");
-        }
     }
 
     #[test]

@@ -26,9 +26,7 @@ mod slack;
 pub use config::{DeliveryConfig, HookConfig, HookKind};
 pub use email::{EmailConfig, EmailTarget};
 pub use exec::{EXIT_RETRY, ExecConfig};
-pub use http::{
-    AlertmanagerConfig, HookTls, MAX_RETRY_AFTER, WebhookConfig, http_client, retry_after,
-};
+pub use http::{AlertmanagerConfig, HookTls, WebhookConfig, http_client};
 pub use message::{DEFAULT_BODY, DEFAULT_TITLE, Texts};
 pub use opsgenie::{OPSGENIE_EU_URL, OPSGENIE_US_URL, Opsgenie, OpsgenieConfig};
 pub use pagerduty::{PAGERDUTY_URL, PagerDuty, PagerDutyConfig};
@@ -153,7 +151,7 @@ pub enum Outcome {
     Delivered(String),
     /// Worth another attempt later (network error, timeout, 5xx, 429):
     /// what happened, and how long the receiver asked to wait (its
-    /// `Retry-After`, at most [`MAX_RETRY_AFTER`]) if it said.
+    /// `Retry-After`, at most `hostwatch_stdx::MAX_RETRY_AFTER`) if it said.
     Retry {
         answer: String,
         after: Option<Duration>,
