@@ -21,7 +21,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Sample interval of the workload's series.
@@ -294,11 +294,12 @@ impl Workload {
                 // Of the samples retention cannot have deleted: how many,
                 // and how many are present.
                 let (mut live, mut present_live, mut present) = (0, 0, 0);
+                let mut missing = Vec::new();
                 for (metric, s, p) in &expected {
                     let is_live = p.t_ms >= expired;
                     live += usize::from(is_live);
                     match found.get(&(*metric, *s)).and_then(|m| m.get(&p.t_ms)) {
-                        None => {}
+                        None => missing.push(format!("{metric}{{s={s:?}}} at {}", p.t_ms)),
                         Some((1, v)) if v.to_bits() == p.value.to_bits() => {
                             present += 1;
                             present_live += usize::from(is_live);
@@ -313,12 +314,14 @@ impl Workload {
                 }
                 if seq <= acked && present_live != live {
                     return Err(WorkloadError::Violation(format!(
-                        "{host} seq {seq} was acknowledged but {present_live} of its {live} samples within the retention are present"
+                        "{host} seq {seq} was acknowledged but {present_live} of its {live} samples within the retention (from {expired}) are present; missing: {}",
+                        missing.join(", ")
                     )));
                 }
                 if present_live != 0 && present_live != live {
                     return Err(WorkloadError::Violation(format!(
-                        "{host} seq {seq} is half visible: {present_live} of {live} samples within the retention"
+                        "{host} seq {seq} is half visible: {present_live} of {live} samples within the retention (from {expired}); missing: {}",
+                        missing.join(", ")
                     )));
                 }
                 if present > 0 && seq > stored_seq {
@@ -388,41 +391,76 @@ pub fn child_main(dir: &Path, workload: Workload) -> Result<(), WorkloadError> {
         Arc::new(move || now.load(Ordering::Acquire))
     };
     let store = Arc::new(Store::open(dir, workload.options(clock))?);
+    // Each writer's sequence: a writer more than MAX_SKEW batches ahead of
+    // the slowest waits, as agents sending in real time keep together.
+    // Left to drift over many rounds, a writer fell hours behind the
+    // others, whose time is the store's clock, and its late samples were
+    // refused as older than the retention.
+    let mut progress = Vec::new();
     for writer in 0..workload.writers {
         let seq = store.last_seq(&workload.host(writer), 1)?;
         now.fetch_max(workload.t(seq), Ordering::AcqRel);
+        progress.push(AtomicU64::new(seq));
     }
+    let progress = Arc::new(progress);
     let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
     let threads: Vec<_> = (0..workload.writers)
         .map(|writer| {
             let (store, out, now) = (store.clone(), out.clone(), now.clone());
-            std::thread::spawn(move || -> Result<(), WorkloadError> {
-                let host = workload.host(writer);
-                let mut seq = store.last_seq(&host, 1)?;
-                loop {
-                    seq += 1;
-                    let outcome = store.append(&workload.batch(writer, seq))?;
-                    if outcome.rejected.total() > 0 || outcome.duplicate {
-                        return Err(WorkloadError::NotStored {
-                            writer,
-                            seq,
-                            outcome,
-                        });
-                    }
-                    // Durable now: a checker finds it stored, so the clock
-                    // never runs past the newest batch it sees.
-                    now.fetch_max(workload.t(seq), Ordering::AcqRel);
-                    let mut out = out.lock().map_err(|_| WorkloadError::StdoutPoisoned)?;
-                    writeln!(out, "ack {writer} {seq}")?;
-                    out.flush()?;
+            let progress = progress.clone();
+            std::thread::spawn(move || {
+                let written = write(&store, workload, writer, &progress, &now, &out);
+                if let Err(e) = written {
+                    // The others would wait for this writer for ever.
+                    eprintln!("crash child: writer {writer}: {e}");
+                    std::process::exit(1);
                 }
             })
         })
         .collect();
     for t in threads {
-        t.join().map_err(|_| WorkloadError::WriterPanicked)??;
+        t.join().map_err(|_| WorkloadError::WriterPanicked)?;
     }
     Ok(())
+}
+
+/// Most batches a child's writer runs ahead of the slowest.
+const MAX_SKEW: u64 = 30;
+
+/// One writer of [`child_main`]: appends its batches for ever, printing
+/// each acknowledgement.
+fn write(
+    store: &Store,
+    workload: Workload,
+    writer: u32,
+    progress: &[AtomicU64],
+    now: &AtomicI64,
+    out: &std::sync::Mutex<std::io::Stdout>,
+) -> Result<(), WorkloadError> {
+    let host = workload.host(writer);
+    let mut seq = store.last_seq(&host, 1)?;
+    loop {
+        seq += 1;
+        progress[writer as usize].store(seq, Ordering::Release);
+        let slowest = || progress.iter().map(|p| p.load(Ordering::Acquire)).min();
+        while slowest().is_some_and(|s| seq > s + MAX_SKEW) {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let outcome = store.append(&workload.batch(writer, seq))?;
+        if outcome.rejected.total() > 0 || outcome.duplicate {
+            return Err(WorkloadError::NotStored {
+                writer,
+                seq,
+                outcome,
+            });
+        }
+        // Durable now: a checker finds it stored, so the clock never runs
+        // past the newest batch it sees.
+        now.fetch_max(workload.t(seq), Ordering::AcqRel);
+        let mut out = out.lock().map_err(|_| WorkloadError::StdoutPoisoned)?;
+        writeln!(out, "ack {writer} {seq}")?;
+        out.flush()?;
+    }
 }
 
 /// When a crash round kills its child.
