@@ -67,6 +67,35 @@ pub(crate) fn decode_raw(value: &[u8]) -> Result<(u64, Vec<Point>), TsdbError> {
     Ok((max_lsn, points))
 }
 
+/// Where a raw chunk's bytes go: its envelope and sample count, its
+/// times column and its values column (see `docs/format/chunks.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RawParts {
+    pub(crate) samples: u64,
+    /// Kind, max LSN, CRC and the sample count.
+    pub(crate) header: u64,
+    pub(crate) times: u64,
+    pub(crate) values: u64,
+}
+
+/// The sizes of a raw chunk's parts (its values are not decoded).
+pub(crate) fn raw_parts(value: &[u8]) -> Result<RawParts, TsdbError> {
+    let (_, payload) = open(KIND_RAW, value)?;
+    let mut r = ByteReader::new(payload);
+    let n = r.len(MAX_BLOCK_POINTS)?;
+    let before_times = r.remaining();
+    let mut times = Vec::with_capacity(n);
+    decode_times(&mut r, n, &mut times)?;
+    let values = r.remaining() as u64;
+    let times = (before_times - r.remaining()) as u64;
+    Ok(RawParts {
+        samples: n as u64,
+        header: value.len() as u64 - times - values,
+        times,
+        values,
+    })
+}
+
 /// Appends the points of a raw chunk with times in `[start, end)` to
 /// `out` (decoding no value past `end`); returns the chunk's max LSN. On
 /// an error `out` is as it was.
@@ -241,6 +270,17 @@ mod tests {
             .collect();
         let value = encode_raw(&points, 77);
         assert_eq!(decode_raw(&value).unwrap(), (77, points.clone()));
+        let parts = raw_parts(&value).unwrap();
+        assert_eq!(parts.samples, 100);
+        assert_eq!(
+            parts.header + parts.times + parts.values,
+            value.len() as u64
+        );
+        // Kind, LSN 77, count 100 (one byte each) and the CRC; regular
+        // times are the first time, the mode byte and the delta.
+        assert_eq!(parts.header, 1 + 1 + 1 + 4);
+        assert_eq!(parts.times, 2 + 1 + 3);
+        assert!(raw_parts(&value[..value.len() - 1]).is_err());
         let mut bad = value.clone();
         bad[3] ^= 1;
         assert!(decode_raw(&bad).is_err());

@@ -83,7 +83,7 @@ pub use query::Step;
 pub use stats::StoreStats;
 pub use store::{Pending, Store};
 pub use supervise::{Condition, Health, REOPEN_MIN_FREE_BYTES, free_bytes};
-pub use verify::VerifyReport;
+pub use verify::{MetricBytes, RawBytes, VerifyReport};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]

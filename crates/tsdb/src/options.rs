@@ -56,6 +56,10 @@ pub struct Options {
     /// enforces retention; `None` runs no thread (call [`crate::Store::maintain`],
     /// and [`crate::Store::recover`] after a failure).
     pub maintenance_interval: Option<Duration>,
+    /// A partition neither written nor read for this long has its sled
+    /// database flushed and closed (see the `partition` module); reopened
+    /// by the next read or write.
+    pub partition_idle_close: Duration,
     /// Bytes of sled's page cache for chunks and the index.
     pub cache_bytes: u64,
     /// Bytes of decoded sealed-chunk tails kept for reads of many series
@@ -87,6 +91,7 @@ impl Default for Options {
             idle_seal_ms: 15 * MINUTE_MS,
             wal_generation_bytes: 32 << 20,
             maintenance_interval: Some(Duration::from_secs(5)),
+            partition_idle_close: Duration::from_secs(60),
             cache_bytes: 64 << 20,
             read_cache_bytes: 32 << 20,
             min_free_bytes: 0,
@@ -110,6 +115,7 @@ impl std::fmt::Debug for Options {
             .field("idle_seal_ms", &self.idle_seal_ms)
             .field("wal_generation_bytes", &self.wal_generation_bytes)
             .field("maintenance_interval", &self.maintenance_interval)
+            .field("partition_idle_close", &self.partition_idle_close)
             .field("cache_bytes", &self.cache_bytes)
             .field("read_cache_bytes", &self.read_cache_bytes)
             .field("min_free_bytes", &self.min_free_bytes)

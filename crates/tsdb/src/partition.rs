@@ -15,7 +15,7 @@
 //! - *written* while its windows seal (each maintenance pass flushes the
 //!   partitions it wrote before the WAL groups they replace go);
 //! - *closed* once no maintenance pass has written or read it for
-//!   [`IDLE_CLOSE`]: its database is flushed and dropped (sled keeps the
+//!   [`crate::Options::partition_idle_close`] (a minute by default): its database is flushed and dropped (sled keeps the
 //!   pages it wrote or read resident far beyond its cache), reopened when
 //!   read or written again;
 //! - *deleted* by retention, whole: renamed to `<start>.deleted` (durably),
@@ -57,8 +57,6 @@ pub(crate) const PARTITION_FORMAT: u32 = 1;
 const MARKER: &str = "partition";
 /// Suffix a partition's directory is renamed to before it is removed.
 const DELETED: &str = ".deleted";
-/// A partition neither written nor read for this long is closed.
-pub(crate) const IDLE_CLOSE: Duration = Duration::from_secs(60);
 
 /// Where a partition's database is.
 enum State {
@@ -254,6 +252,8 @@ pub(crate) struct Partitions {
     span: i64,
     window: i64,
     cache_bytes: u64,
+    /// How long a partition stays open unused.
+    idle_close: Duration,
     /// The main tree, where partitions are registered.
     tree: sled::Tree,
     map: RwLock<BTreeMap<i64, Arc<Partition>>>,
@@ -358,6 +358,7 @@ impl Partitions {
             span,
             window: options.chunk_window_ms,
             cache_bytes,
+            idle_close: options.partition_idle_close,
             tree,
             map: RwLock::new(map),
             floor: AtomicI64::new(floor),
@@ -482,10 +483,10 @@ impl Partitions {
         Ok(())
     }
 
-    /// Closes the partitions unused for [`IDLE_CLOSE`].
+    /// Closes the partitions unused for `partition_idle_close`.
     pub(crate) fn close_idle(&self) -> Result<(), TsdbError> {
         for p in self.all()? {
-            p.close_if_idle(IDLE_CLOSE)?;
+            p.close_if_idle(self.idle_close)?;
         }
         Ok(())
     }

@@ -8,7 +8,7 @@ use crate::snapshot;
 use crate::store::{Store, poisoned};
 use crate::supervise::Condition;
 use crate::wal;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 /// Most damaged records described one by one; the rest are only counted.
 const MAX_DESCRIBED: usize = 1000;
@@ -36,9 +36,32 @@ pub struct VerifyReport {
     pub snapshot_bytes: u64,
     pub wal_bytes: u64,
     pub other_bytes: u64,
+    /// Where the raw chunks' bytes (`raw_bytes`) go: their keys, their
+    /// envelopes and sample counts, their times and their values columns.
+    pub raw_parts: RawBytes,
+    /// The raw chunks' samples and values-column bytes per metric.
+    pub raw_by_metric: BTreeMap<String, MetricBytes>,
     /// Damaged records found (described in `damaged`, up to a limit).
     pub damaged_total: u64,
     pub damaged: Vec<String>,
+}
+
+/// The parts of the raw chunks' bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RawBytes {
+    pub keys: u64,
+    /// Kind, max LSN, CRC and sample count of each chunk.
+    pub headers: u64,
+    pub times: u64,
+    pub values: u64,
+}
+
+/// A metric's raw chunks: their samples and their values columns' bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetricBytes {
+    pub chunks: u64,
+    pub samples: u64,
+    pub value_bytes: u64,
 }
 
 impl VerifyReport {
@@ -222,22 +245,37 @@ impl Store {
             report.damage(format!("chunk key {}", hex(key)));
             return Ok(());
         };
-        let known = self
+        let metric = self
             .inner()?
             .index
             .read()
             .map_err(|_| poisoned())?
             .keys
-            .contains_key(&id);
+            .get(&id)
+            .map(|k| k.metric.clone());
         let place = format!("series {id} tier {tier} start {start}");
-        if !known {
+        if metric.is_none() {
             report.damage(format!("chunk of an unknown series: {place}"));
         }
         let result = match tier {
             keys::TIER_RAW => {
                 report.chunks += 1;
-                chunk::decode_raw(value)
-                    .map(|(_, points)| report.chunk_samples += points.len() as u64)
+                chunk::decode_raw(value).and_then(|(_, points)| {
+                    report.chunk_samples += points.len() as u64;
+                    let parts = chunk::raw_parts(value)?;
+                    let raw = &mut report.raw_parts;
+                    raw.keys += key.len() as u64;
+                    raw.headers += parts.header;
+                    raw.times += parts.times;
+                    raw.values += parts.values;
+                    if let Some(metric) = metric {
+                        let m = report.raw_by_metric.entry(metric).or_default();
+                        m.chunks += 1;
+                        m.samples += parts.samples;
+                        m.value_bytes += parts.values;
+                    }
+                    Ok(())
+                })
             }
             keys::TIER_HOUR => {
                 report.row_chunks += 1;

@@ -14,13 +14,14 @@ use crate::TsdbError;
 use crate::model::{
     AppendOutcome, Batch, Label, Matcher, Point, ProcessInfo, ProcessSnapshot, SeriesInput,
 };
-use crate::options::{DAY_MS, Options};
+use crate::options::{Clock, DAY_MS, Options};
 use crate::store::Store;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Sample interval of the workload's series.
@@ -28,6 +29,9 @@ const STEP_MS: i64 = 10_000;
 /// How far before its batch's time the late series' sample lies (within
 /// the out-of-order tolerance).
 const LATE_MS: i64 = 5 * 60_000;
+/// The child's retention, on the workload's clock: two partitions of an
+/// hour, so that rounds keep deleting the oldest.
+const RETENTION_MS: i64 = 2 * crate::options::HOUR_MS;
 
 /// Why a crash round, the child's writers or a check failed.
 #[derive(Debug, thiserror::Error)]
@@ -78,8 +82,9 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// A workload whose times start 29 days before `now_ms`, inside the
-    /// default 30-day retention, leaving room for 250,000 batches per writer;
+    /// A workload whose times start 29 days before `now_ms` (the child's
+    /// clock is the workload's own time, see [`child_main`]), leaving room
+    /// for 250,000 batches per writer;
     /// 2 minutes (12 batches) before an hour, so that the first rounds
     /// cross a window and partition boundary and seal into a new partition
     /// (see [`Workload::options`]).
@@ -96,17 +101,32 @@ impl Workload {
     /// Store options of the child: maintenance every few milliseconds and
     /// small WAL generations, so kills land during sealing and while WAL
     /// generations are started and deleted too; partitions of an hour, so
-    /// kills land while partitions are created and written; the accept
-    /// log on, so that what forwarding reads is checked across kills as
-    /// well.
-    pub fn options(&self) -> Options {
+    /// kills land while partitions are created and written; partitions
+    /// closed as soon as a pass leaves them unused, so kills land while
+    /// they are closed and reopened; a retention of [`RETENTION_MS`] on
+    /// `clock` (the workload's time, see [`child_main`]), so kills land
+    /// while retention deletes whole partitions; the accept log on, so
+    /// that what forwarding reads is checked across kills as well.
+    pub fn options(&self, clock: Clock) -> Options {
         Options {
             maintenance_interval: Some(Duration::from_millis(5)),
             wal_generation_bytes: 16 << 10,
             partition_ms: crate::options::HOUR_MS,
+            partition_idle_close: Duration::ZERO,
+            retention_ms: RETENTION_MS,
             accept_log: true,
+            clock,
             ..Options::default()
         }
+    }
+
+    /// Samples before this may have been deleted by retention in a store
+    /// whose clock reached at most `now` (see [`Workload::options`]).
+    fn expired_before(now: i64) -> i64 {
+        crate::options::align(
+            now.saturating_sub(RETENTION_MS),
+            Options::default().chunk_window_ms,
+        )
     }
 
     /// Every stored sample must be in a span of the accept log that lists
@@ -229,12 +249,23 @@ impl Workload {
 
     /// Checks the store after a crash against the highest acknowledged
     /// sequence per writer; returns the batches found per writer.
+    /// Samples retention may have deleted (before
+    /// [`Workload::expired_before`] the newest batch stored: the child's
+    /// clock never passed it) may be absent; present, each must be there
+    /// once with its value.
     pub fn check(
         &self,
         store: &Store,
         acked: &HashMap<u32, u64>,
     ) -> Result<CheckReport, WorkloadError> {
         let mut report = CheckReport::default();
+        let mut stored = HashMap::new();
+        for writer in 0..self.writers {
+            let acked = acked.get(&writer).copied().unwrap_or(0);
+            stored.insert(writer, store.last_seq(&self.host(writer), 1)?.max(acked));
+        }
+        let newest = stored.values().copied().max().unwrap_or(0);
+        let expired = Self::expired_before(self.t(newest));
         for writer in 0..self.writers {
             let host = self.host(writer);
             let acked = acked.get(&writer).copied().unwrap_or(0);
@@ -260,11 +291,19 @@ impl Workload {
             }
             for seq in 1..=stored_seq.max(acked) + 2 {
                 let expected = self.expected(writer, seq);
-                let mut present = 0;
+                // Of the samples retention cannot have deleted: how many,
+                // and how many are present.
+                let (mut live, mut present_live, mut present) = (0, 0, 0);
+                let mut missing = Vec::new();
                 for (metric, s, p) in &expected {
+                    let is_live = p.t_ms >= expired;
+                    live += usize::from(is_live);
                     match found.get(&(*metric, *s)).and_then(|m| m.get(&p.t_ms)) {
-                        None => {}
-                        Some((1, v)) if v.to_bits() == p.value.to_bits() => present += 1,
+                        None => missing.push(format!("{metric}{{s={s:?}}} at {}", p.t_ms)),
+                        Some((1, v)) if v.to_bits() == p.value.to_bits() => {
+                            present += 1;
+                            present_live += usize::from(is_live);
+                        }
                         Some((n, v)) => {
                             return Err(WorkloadError::Violation(format!(
                                 "{host} seq {seq} {metric}{{s={s:?}}} at {}: {n} copies, value {v} (expected one, {})",
@@ -273,16 +312,16 @@ impl Workload {
                         }
                     }
                 }
-                if seq <= acked && present != expected.len() {
+                if seq <= acked && present_live != live {
                     return Err(WorkloadError::Violation(format!(
-                        "{host} seq {seq} was acknowledged but {present} of {} samples are present",
-                        expected.len()
+                        "{host} seq {seq} was acknowledged but {present_live} of its {live} samples within the retention (from {expired}) are present; missing: {}",
+                        missing.join(", ")
                     )));
                 }
-                if present != 0 && present != expected.len() {
+                if present_live != 0 && present_live != live {
                     return Err(WorkloadError::Violation(format!(
-                        "{host} seq {seq} is half visible: {present} of {} samples",
-                        expected.len()
+                        "{host} seq {seq} is half visible: {present_live} of {live} samples within the retention (from {expired}); missing: {}",
+                        missing.join(", ")
                     )));
                 }
                 if present > 0 && seq > stored_seq {
@@ -290,19 +329,24 @@ impl Workload {
                         "{host} seq {seq} is stored but the store remembers only {stored_seq}"
                     )));
                 }
-                if seq <= stored_seq && present == 0 {
+                if seq <= stored_seq && live > 0 && present_live == 0 {
                     return Err(WorkloadError::Violation(format!(
                         "{host} seq {seq} is remembered as stored but absent"
                     )));
                 }
-                if present > 0 {
+                if present > 0 && self.t(seq) >= expired {
                     let snapshot = store.process_snapshot_at(&host, self.t(seq))?;
                     if snapshot.map(|s| s.t_ms) != Some(self.t(seq)) {
                         return Err(WorkloadError::Violation(format!(
                             "{host} seq {seq}: process snapshot missing"
                         )));
                     }
+                }
+                if present > 0 {
                     report.batches += 1;
+                }
+                if live < expected.len() && present < expected.len() {
+                    report.expired_batches += 1;
                 }
             }
             // Replays of stored batches are recognized, across the restart.
@@ -329,40 +373,152 @@ pub struct CheckReport {
     pub batches: u64,
     /// WAL frames the reopen replayed.
     pub replayed_frames: u64,
+    /// Batches some of whose samples retention had deleted.
+    pub expired_batches: u64,
+    /// Time partitions the store holds.
+    pub partitions: u64,
 }
 
 /// Runs the writers against the store in `dir` until killed, printing
-/// `ack <writer> <seq>` on stdout once each append returns.
+/// `ack <writer> <seq>` on stdout once each append returns. The store's
+/// clock is the workload's time: that of the newest batch stored (at
+/// start, of the newest any earlier child stored), so its retention
+/// deletes partitions as the writers move on.
 pub fn child_main(dir: &Path, workload: Workload) -> Result<(), WorkloadError> {
-    let store = Arc::new(Store::open(dir, workload.options())?);
+    let now = Arc::new(AtomicI64::new(workload.base_ms));
+    let clock: Clock = {
+        let now = now.clone();
+        Arc::new(move || now.load(Ordering::Acquire))
+    };
+    let store = Arc::new(Store::open(dir, workload.options(clock))?);
+    // Each writer's sequence: a writer more than MAX_SKEW batches ahead of
+    // the slowest waits, as agents sending in real time keep together.
+    // Left to drift over many rounds, a writer fell hours behind the
+    // others, whose time is the store's clock, and its late samples were
+    // refused as older than the retention.
+    let mut progress = Vec::new();
+    for writer in 0..workload.writers {
+        let seq = store.last_seq(&workload.host(writer), 1)?;
+        now.fetch_max(workload.t(seq), Ordering::AcqRel);
+        progress.push(AtomicU64::new(seq));
+    }
+    let progress = Arc::new(progress);
     let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
     let threads: Vec<_> = (0..workload.writers)
         .map(|writer| {
-            let (store, out) = (store.clone(), out.clone());
-            std::thread::spawn(move || -> Result<(), WorkloadError> {
-                let host = workload.host(writer);
-                let mut seq = store.last_seq(&host, 1)?;
-                loop {
-                    seq += 1;
-                    let outcome = store.append(&workload.batch(writer, seq))?;
-                    if outcome.rejected.total() > 0 || outcome.duplicate {
-                        return Err(WorkloadError::NotStored {
-                            writer,
-                            seq,
-                            outcome,
-                        });
-                    }
-                    let mut out = out.lock().map_err(|_| WorkloadError::StdoutPoisoned)?;
-                    writeln!(out, "ack {writer} {seq}")?;
-                    out.flush()?;
+            let (store, out, now) = (store.clone(), out.clone(), now.clone());
+            let progress = progress.clone();
+            std::thread::spawn(move || {
+                let written = write(&store, workload, writer, &progress, &now, &out);
+                if let Err(e) = written {
+                    // The others would wait for this writer for ever.
+                    eprintln!("crash child: writer {writer}: {e}");
+                    std::process::exit(1);
                 }
             })
         })
         .collect();
     for t in threads {
-        t.join().map_err(|_| WorkloadError::WriterPanicked)??;
+        t.join().map_err(|_| WorkloadError::WriterPanicked)?;
     }
     Ok(())
+}
+
+/// Most batches a child's writer runs ahead of the slowest.
+const MAX_SKEW: u64 = 30;
+
+/// One writer of [`child_main`]: appends its batches for ever, printing
+/// each acknowledgement.
+fn write(
+    store: &Store,
+    workload: Workload,
+    writer: u32,
+    progress: &[AtomicU64],
+    now: &AtomicI64,
+    out: &std::sync::Mutex<std::io::Stdout>,
+) -> Result<(), WorkloadError> {
+    let host = workload.host(writer);
+    let mut seq = store.last_seq(&host, 1)?;
+    loop {
+        seq += 1;
+        progress[writer as usize].store(seq, Ordering::Release);
+        let slowest = || progress.iter().map(|p| p.load(Ordering::Acquire)).min();
+        while slowest().is_some_and(|s| seq > s + MAX_SKEW) {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let outcome = store.append(&workload.batch(writer, seq))?;
+        if outcome.rejected.total() > 0 || outcome.duplicate {
+            return Err(WorkloadError::NotStored {
+                writer,
+                seq,
+                outcome,
+            });
+        }
+        // Durable now: a checker finds it stored, so the clock never runs
+        // past the newest batch it sees.
+        now.fetch_max(workload.t(seq), Ordering::AcqRel);
+        let mut out = out.lock().map_err(|_| WorkloadError::StdoutPoisoned)?;
+        writeln!(out, "ack {writer} {seq}")?;
+        out.flush()?;
+    }
+}
+
+/// When a crash round kills its child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillAt {
+    /// This long after the first acknowledgement.
+    After(Duration),
+    /// As soon as a partition directory appears (a partition is being
+    /// created), or after `fallback` past the first acknowledgement.
+    PartitionCreated { fallback: Duration },
+    /// As soon as a partition directory is renamed for deletion
+    /// (retention is deleting it), or after `fallback`.
+    PartitionDeleted { fallback: Duration },
+}
+
+/// How a round's kill came: at its moment, or on the lifecycle step it
+/// waited for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KilledOn {
+    #[default]
+    Moment,
+    PartitionCreated,
+    PartitionDeleted,
+}
+
+/// The names under `<dir>/partitions`.
+fn partition_entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir.join("partitions"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether the child is at the lifecycle step `kill` waits for, given
+/// the partition directories there were when it started.
+fn at_step(kill: KillAt, dir: &Path, before: &[String]) -> Option<KilledOn> {
+    match kill {
+        KillAt::After(_) => None,
+        KillAt::PartitionCreated { .. } => partition_entries(dir)
+            .iter()
+            .any(|e| !e.ends_with(".deleted") && !before.contains(e))
+            .then_some(KilledOn::PartitionCreated),
+        KillAt::PartitionDeleted { .. } => partition_entries(dir)
+            .iter()
+            .any(|e| e.ends_with(".deleted"))
+            .then_some(KilledOn::PartitionDeleted)
+            .or_else(|| {
+                // Removed between two looks: just after the deletion.
+                let now = partition_entries(dir);
+                before
+                    .iter()
+                    .any(|e| !now.contains(e))
+                    .then_some(KilledOn::PartitionDeleted)
+            }),
+    }
 }
 
 /// One crash round's findings.
@@ -370,18 +526,24 @@ pub fn child_main(dir: &Path, workload: Workload) -> Result<(), WorkloadError> {
 pub struct RoundReport {
     /// Acknowledgements the child printed before it died.
     pub acked: u64,
+    /// What the kill came on.
+    pub killed_on: KilledOn,
     pub check: CheckReport,
 }
 
+/// How often a round waiting for a lifecycle step looks at the
+/// partition directories.
+const STEP_POLL: Duration = Duration::from_millis(1);
+
 /// Starts `command` (which must end up in [`child_main`] on `dir`), kills
-/// it with SIGKILL `kill_after` after its first acknowledgement, reopens
-/// the store and checks it.
+/// it with SIGKILL as `kill` says, reopens the store and checks it.
 pub fn crash_round(
     mut command: Command,
     dir: &Path,
     workload: Workload,
-    kill_after: Duration,
+    kill: KillAt,
 ) -> Result<RoundReport, WorkloadError> {
+    let before = partition_entries(dir);
     let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -404,9 +566,16 @@ pub fn crash_round(
             }
         }
     });
+    let kill_after = match kill {
+        KillAt::After(d)
+        | KillAt::PartitionCreated { fallback: d }
+        | KillAt::PartitionDeleted { fallback: d } => d,
+    };
     let mut acked: HashMap<u32, u64> = HashMap::new();
     let mut count = 0u64;
-    // Wait (bounded) for the first acknowledgement, then for the kill moment.
+    let mut killed_on = KilledOn::Moment;
+    // Wait (bounded) for the first acknowledgement, then for the kill
+    // moment or the lifecycle step.
     let started = Instant::now();
     let first_deadline = started + Duration::from_secs(60);
     let mut kill_at = None;
@@ -416,14 +585,24 @@ pub fn crash_round(
         if now >= deadline {
             break;
         }
-        match rx.recv_timeout(deadline - now) {
+        if kill_at.is_some()
+            && let Some(step) = at_step(kill, dir, &before)
+        {
+            killed_on = step;
+            break;
+        }
+        let wait = match kill {
+            KillAt::After(_) => deadline - now,
+            _ => (deadline - now).min(STEP_POLL),
+        };
+        match rx.recv_timeout(wait) {
             Ok((w, s)) => {
                 let a = acked.entry(w).or_default();
                 *a = (*a).max(s);
                 count += 1;
                 kill_at.get_or_insert_with(|| Instant::now() + kill_after);
             }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
@@ -440,18 +619,25 @@ pub fn crash_round(
     if kill_at.is_none() {
         return Err(WorkloadError::NothingAcknowledged(status));
     }
+    // The store's clock at reopen: the newest acknowledged batch (the
+    // child's was there or a few batches later); retention past it is
+    // what the check allows for.
+    let newest = acked.values().copied().max().unwrap_or(0);
+    let reopened_at = workload.t(newest);
     let options = Options {
         maintenance_interval: None,
-        ..workload.options()
+        ..workload.options(Arc::new(move || reopened_at))
     };
     let store = Store::open(dir, options).map_err(WorkloadError::Reopen)?;
-    let check = workload.check(&store, &acked)?;
+    let mut check = workload.check(&store, &acked)?;
     let verify = store.verify()?;
     if !verify.is_clean() {
         return Err(WorkloadError::Damaged(verify.damaged));
     }
+    check.partitions = verify.partitions;
     Ok(RoundReport {
         acked: count,
+        killed_on,
         check,
     })
 }

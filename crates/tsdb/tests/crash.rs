@@ -2,12 +2,15 @@
 //! are killed with SIGKILL at random moments; after each kill the store is
 //! reopened and every acknowledged batch must be present exactly once,
 //! every other batch whole or absent, replays recognized, `verify` clean.
+//! Kills land at random moments, while a partition is created, and while
+//! retention deletes one (the child's partitions are also closed at every
+//! maintenance pass), see `Workload::options` and `KillAt`.
 //!
 //! A custom harness (`harness = false`), so the child mode is not a test.
 //! `HOSTWATCH_CRASH_ROUNDS` and `HOSTWATCH_CRASH_SEED` override the
 //! bounded defaults; `hostwatch-bench storage --crash-rounds N` runs many more.
 
-use hostwatch_tsdb::workload::{Workload, child_main, crash_round};
+use hostwatch_tsdb::workload::{KillAt, Workload, child_main, crash_round};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::process::{Command, ExitCode};
@@ -17,6 +20,8 @@ const CHILD_DIR: &str = "HOSTWATCH_TSDB_CRASH_CHILD_DIR";
 const CHILD_BASE: &str = "HOSTWATCH_TSDB_CRASH_CHILD_BASE";
 const WRITERS: u32 = 4;
 const SERIES: u32 = 8;
+/// How long a round waits for the lifecycle step it kills on.
+const STEP_WAIT: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     if let Ok(dir) = std::env::var(CHILD_DIR) {
@@ -62,25 +67,47 @@ fn main() -> ExitCode {
         }
     };
     let mut jitter = StdRng::seed_from_u64(seed);
+    let mut expired = 0;
     for round in 1..=rounds {
-        let kill_after = Duration::from_millis(jitter.random_range(0..150));
+        // A random moment, or the next partition's creation, or
+        // retention's next deletion of a whole partition.
+        let moment = Duration::from_millis(jitter.random_range(0..150));
+        let kill = match round % 3 {
+            0 => KillAt::PartitionCreated {
+                fallback: STEP_WAIT,
+            },
+            1 => KillAt::After(moment),
+            _ => KillAt::PartitionDeleted {
+                fallback: STEP_WAIT,
+            },
+        };
         let mut command = Command::new(&exe);
         command
             .env(CHILD_DIR, dir.path())
             .env(CHILD_BASE, workload.base_ms.to_string());
-        match crash_round(command, dir.path(), workload, kill_after) {
-            Ok(report) => println!(
-                "round {round}: killed {kill_after:?} after the first ack, {} acks seen, {} batches stored, {} WAL frames replayed",
-                report.acked, report.check.batches, report.check.replayed_frames
-            ),
+        match crash_round(command, dir.path(), workload, kill) {
+            Ok(report) => {
+                expired = report.check.expired_batches;
+                println!(
+                    "round {round}: {kill:?}, killed on {:?}, {} acks seen, {} batches stored, {} partly deleted by retention, {} partitions, {} WAL frames replayed",
+                    report.killed_on,
+                    report.acked,
+                    report.check.batches,
+                    report.check.expired_batches,
+                    report.check.partitions,
+                    report.check.replayed_frames
+                )
+            }
             Err(e) => {
-                eprintln!("round {round} (kill after {kill_after:?}, seed {seed}): {e}");
+                eprintln!("round {round} ({kill:?}, seed {seed}): {e}");
                 return ExitCode::FAILURE;
             }
         }
     }
-    // Partitions of an hour (`Workload::options`): how many the rounds sealed into.
+    // Partitions of an hour and a retention of two (`Workload::options`).
     let partitions = std::fs::read_dir(dir.path().join("partitions")).map_or(0, |d| d.count());
-    println!("crash test: ok, {partitions} partition(s) written");
+    println!(
+        "crash test: ok, {partitions} partition(s) held, {expired} batch(es) deleted by retention"
+    );
     ExitCode::SUCCESS
 }

@@ -38,7 +38,7 @@ use crate::measure::{Probe, median, percentile, process_cpu_ns};
 use anyhow::{Context, bail};
 use data::HostGen;
 use hostwatch_stdx::now_ms;
-use hostwatch_tsdb::workload::{Workload, child_main, crash_round};
+use hostwatch_tsdb::workload::{KillAt, KilledOn, Workload, child_main, crash_round};
 use hostwatch_tsdb::{Aggregation, Batch, Clock, Matcher, Options, Store, StoreStats};
 use rand::rngs::{SmallRng, StdRng};
 use rand::{Rng, SeedableRng};
@@ -426,6 +426,23 @@ fn print_sealed(dir: &Path, config: StoreConfig, stats: &StoreStats) -> anyhow::
     );
     let per = |b: u64| b as f64 / stored as f64;
     println!("raw_chunk_bytes_per_sample={:.3}", per(verify.raw_bytes));
+    // Where the raw chunks' bytes go, and each metric's values.
+    let raw = verify.raw_parts;
+    println!("raw_key_bytes_per_sample={:.3}", per(raw.keys));
+    println!("raw_header_bytes_per_sample={:.3}", per(raw.headers));
+    println!("raw_time_bytes_per_sample={:.3}", per(raw.times));
+    println!("raw_value_bytes_per_sample={:.3}", per(raw.values));
+    println!(
+        "raw_bytes_per_chunk={:.1}",
+        verify.raw_bytes as f64 / verify.chunks.max(1) as f64
+    );
+    for (metric, m) in &verify.raw_by_metric {
+        println!(
+            "# raw_value_bytes_per_sample{{metric=\"{metric}\"}}={:.3} ({} samples)",
+            m.value_bytes as f64 / m.samples.max(1) as f64,
+            m.samples
+        );
+    }
     println!("tier_chunk_bytes_per_sample={:.3}", per(verify.row_bytes));
     println!(
         "wal_and_other_bytes_per_sample={:.3}",
@@ -1013,6 +1030,7 @@ fn crash_rounds(args: &Args, temp: &Path) -> anyhow::Result<()> {
     let mut jitter = StdRng::seed_from_u64(seed);
     let mut current = None;
     let mut acked = 0;
+    let (mut on_created, mut on_deleted, mut expired) = (0, 0, 0);
     for round in 0..args.crash_rounds {
         // A fresh store every 50 rounds keeps each round's check short;
         // the workload's times are fixed per store.
@@ -1024,7 +1042,20 @@ fn crash_rounds(args: &Args, temp: &Path) -> anyhow::Result<()> {
         }
         let (dir, workload) = current.as_ref().context("no directory")?;
         let (dir, workload) = (dir.as_path(), *workload);
-        let kill_after = Duration::from_millis(jitter.random_range(0..300));
+        // A random moment, or the next partition's creation, or
+        // retention's next deletion of a whole partition (with a random
+        // moment if it does not come within 2 s).
+        let moment = Duration::from_millis(jitter.random_range(0..300));
+        let step_wait = Duration::from_secs(2);
+        let kill = match round % 3 {
+            0 => KillAt::After(moment),
+            1 => KillAt::PartitionCreated {
+                fallback: step_wait,
+            },
+            _ => KillAt::PartitionDeleted {
+                fallback: step_wait,
+            },
+        };
         let mut command = Command::new(&exe);
         command
             .arg("storage-crash-child")
@@ -1032,12 +1063,21 @@ fn crash_rounds(args: &Args, temp: &Path) -> anyhow::Result<()> {
             .arg(dir)
             .arg("--base-ms")
             .arg(workload.base_ms.to_string());
-        let report = crash_round(command, dir, workload, kill_after)
-            .map_err(|e| anyhow::anyhow!("crash round {round} (seed {seed}): {e}"))?;
+        let report = crash_round(command, dir, workload, kill)
+            .map_err(|e| anyhow::anyhow!("crash round {round} ({kill:?}, seed {seed}): {e}"))?;
         acked += report.acked;
+        match report.killed_on {
+            KilledOn::Moment => {}
+            KilledOn::PartitionCreated => on_created += 1,
+            KilledOn::PartitionDeleted => on_deleted += 1,
+        }
+        expired = expired.max(report.check.expired_batches);
     }
     println!("crash_rounds_passed={}", args.crash_rounds);
     println!("crash_acks_checked={acked}");
+    println!("crash_kills_on_partition_creation={on_created}");
+    println!("crash_kills_on_partition_deletion={on_deleted}");
+    println!("crash_batches_deleted_by_retention_max={expired}");
     println!("crash_seed={seed}");
     Ok(())
 }
