@@ -15,8 +15,9 @@
 //! (`columns`), a fifth of the rows' size; blocks sealed as rows before
 //! that are still read. The head keeps an open window's snapshots
 //! ([`OpenBlock`]) as rows, appending each snapshot as it arrives, and
-//! rewrites every complete run of [`RUN_SNAPSHOTS`] of them in columns, so
-//! an hour of a host's snapshots costs about what its sealed block will.
+//! rewrites every complete run of [`RUN_SNAPSHOTS`] of them in columns
+//! (merging runs of the same length), so an hour of a host's snapshots
+//! costs not much more than its sealed block.
 
 mod columns;
 
@@ -37,10 +38,14 @@ struct Known {
 }
 
 /// Snapshots of an open window held in the head, in time order: the older
-/// ones in runs of [`RUN_SNAPSHOTS`], each a payload in columns, the newest
-/// as rows, encoded as they arrive. An hour of a host's snapshots so costs
-/// about what its sealed block will (each run has its own table of
-/// strings), not the rows' five times that.
+/// ones in runs, each a payload in columns, the newest (fewer than
+/// [`RUN_SNAPSHOTS`]) as rows, encoded as they arrive. Each complete run
+/// of rows becomes a run in columns, and two runs of the same length
+/// merge into one, as a binary counter carries: a window holds a few runs
+/// (powers of two times [`RUN_SNAPSHOTS`]) and so a few tables of
+/// strings, and each snapshot is rewritten a few times over its window's
+/// life. An hour of a host's snapshots so costs not much more than its
+/// sealed block, not the rows' five times that.
 #[derive(Debug, Default)]
 pub(crate) struct OpenBlock {
     runs: Vec<Run>,
@@ -51,6 +56,7 @@ pub(crate) struct OpenBlock {
 /// in columns.
 #[derive(Debug)]
 struct Run {
+    count: u64,
     first_t: i64,
     last_t: i64,
     payload: Box<[u8]>,
@@ -83,7 +89,7 @@ impl OpenBlock {
 
     /// Snapshots held.
     pub(crate) fn len(&self) -> usize {
-        self.runs.len() * RUN_SNAPSHOTS as usize + self.rows.count as usize
+        self.runs.iter().map(|run| run.count as usize).sum::<usize>() + self.rows.count as usize
     }
 
     /// Appends a snapshot newer than every one held (the caller checks).
@@ -108,11 +114,23 @@ impl OpenBlock {
         let mut payload = Vec::with_capacity(self.rows.body.len() / 3);
         builder.finish(&mut payload);
         self.runs.push(Run {
+            count: self.rows.count,
             first_t,
             last_t,
             payload: payload.into_boxed_slice(),
         });
         self.rows = Rows::default();
+        while let [.., older, newer] = &self.runs[..]
+            && older.count == newer.count
+        {
+            let Ok(merged) = merge(older, newer) else {
+                // Runs this block wrote decode; were they not to, they
+                // stay apart rather than be lost.
+                return;
+            };
+            self.runs.truncate(self.runs.len() - 2);
+            self.runs.push(merged);
+        }
     }
 
     /// The block in columns, sealed in the chunk envelope.
@@ -157,6 +175,21 @@ impl OpenBlock {
             + self.runs.iter().map(|run| run.payload.len()).sum::<usize>()
             + self.rows.heap_bytes()
     }
+}
+
+/// One run of two consecutive ones.
+fn merge(older: &Run, newer: &Run) -> Result<Run, TsdbError> {
+    let mut builder = columns::Builder::default();
+    builder.add_columns(&older.payload)?;
+    builder.add_columns(&newer.payload)?;
+    let mut payload = Vec::with_capacity(older.payload.len() + newer.payload.len());
+    builder.finish(&mut payload);
+    Ok(Run {
+        count: older.count + newer.count,
+        first_t: older.first_t,
+        last_t: newer.last_t,
+        payload: payload.into_boxed_slice(),
+    })
 }
 
 /// Snapshots encoded as rows as they are pushed (in any order): a payload
@@ -602,7 +635,9 @@ mod tests {
         for s in &snapshots {
             block.push(s);
         }
-        assert_eq!(block.runs.len(), 3);
+        // Runs of 128 and 64 snapshots: the first two merged.
+        let counts: Vec<u64> = block.runs.iter().map(|run| run.count).collect();
+        assert_eq!(counts, [2 * RUN_SNAPSHOTS, RUN_SNAPSHOTS]);
         assert_eq!(block.len(), n as usize);
         assert_eq!(block.last_t(), Some(snapshots[n as usize - 1].t_ms));
         assert_same(&block.snapshots().unwrap(), &snapshots);
