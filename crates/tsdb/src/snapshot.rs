@@ -89,7 +89,11 @@ impl OpenBlock {
 
     /// Snapshots held.
     pub(crate) fn len(&self) -> usize {
-        self.runs.iter().map(|run| run.count as usize).sum::<usize>() + self.rows.count as usize
+        self.runs
+            .iter()
+            .map(|run| run.count as usize)
+            .sum::<usize>()
+            + self.rows.count as usize
     }
 
     /// Appends a snapshot newer than every one held (the caller checks).

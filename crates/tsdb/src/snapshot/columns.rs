@@ -50,7 +50,9 @@ impl<'a> Builder<'a> {
     /// source of its own), after those added before.
     pub(super) fn add_rows(&mut self, count: u64, body: &'a [u8]) -> Result<(), TsdbError> {
         self.local.clear();
-        walk(count, body, |t_ms, listed, known| self.add(t_ms, listed, known))?;
+        walk(count, body, |t_ms, listed, known| {
+            self.add(t_ms, listed, known)
+        })?;
         Ok(())
     }
 
