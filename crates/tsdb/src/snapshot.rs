@@ -42,7 +42,7 @@ struct Known {
 /// [`RUN_SNAPSHOTS`]) as rows, encoded as they arrive. Each complete run
 /// of rows becomes a run in columns, and two runs of the same length
 /// merge into one, as a binary counter carries: a window holds a few runs
-/// (powers of two times [`RUN_SNAPSHOTS`]) and so a few tables of
+/// (mostly powers of two times [`RUN_SNAPSHOTS`]) and so a few tables of
 /// strings, and each snapshot is rewritten a few times over its window's
 /// life. An hour of a host's snapshots so costs not much more than its
 /// sealed block, not the rows' five times that.
@@ -65,7 +65,7 @@ struct Run {
 /// Snapshots an open block keeps as rows before it writes them in
 /// columns: a run long enough for columns to pay (its strings are written
 /// once), short enough that the rows stay a small part of the window.
-pub(crate) const RUN_SNAPSHOTS: u64 = 64;
+pub(crate) const RUN_SNAPSHOTS: u64 = 32;
 
 impl OpenBlock {
     /// A block holding `snapshots` (any order; the result is sorted and
@@ -100,6 +100,15 @@ impl OpenBlock {
     pub(crate) fn push(&mut self, snapshot: &ProcessSnapshot) {
         self.rows.push(snapshot);
         if self.rows.count >= RUN_SNAPSHOTS {
+            self.close_run();
+        }
+    }
+
+    /// Rewrites the newest snapshots, held as rows, in columns: for a
+    /// window that newer snapshots have passed (a late one is still
+    /// taken, as rows again).
+    pub(crate) fn close_rows(&mut self) {
+        if self.rows.count > 0 {
             self.close_run();
         }
     }
@@ -672,6 +681,21 @@ mod tests {
             }
         }
         assert!(block.at(snapshots[0].t_ms - 1).unwrap().is_none());
+        // A window passed by newer snapshots keeps its rows in columns
+        // too, and still takes a late one.
+        block.close_rows();
+        let counts: Vec<u64> = block.runs.iter().map(|run| run.count).collect();
+        assert_eq!(counts, [2 * RUN_SNAPSHOTS, RUN_SNAPSHOTS, 5]);
+        assert_eq!(block.rows.count, 0);
+        assert_same(&block.snapshots().unwrap(), &snapshots);
+        assert_eq!(block.seal(7).unwrap(), sealed);
+        let mut later = snapshots[0].clone();
+        later.t_ms = snapshots[n as usize - 1].t_ms + 1;
+        block.push(&later);
+        assert_eq!(block.last_t(), Some(later.t_ms));
+        let got = block.at(i64::MAX).unwrap().into_iter().collect::<Vec<_>>();
+        assert_same(&got, std::slice::from_ref(&later));
+        assert_eq!(block.snapshots().unwrap().len(), n as usize + 1);
     }
 
     #[test]
