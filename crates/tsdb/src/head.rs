@@ -442,6 +442,13 @@ impl HostState {
             .get(at)
             .is_none_or(|w| w.start != start)
         {
+            // Snapshots come in time order but for replays: the window
+            // before a new newest one is complete.
+            if at == self.snapshot_windows.len()
+                && let Some(previous) = self.snapshot_windows.last_mut()
+            {
+                previous.block.close_rows();
+            }
             self.open_snapshot_window(start, Vec::new(), 0, lsn);
         }
         let window = &mut self.snapshot_windows[at];

@@ -505,11 +505,22 @@ fn seal_snapshots(
 ) {
     let (newest, touched) = (host.snapshot_max_t, host.snapshot_touched_ms);
     let before = writes.snapshot_blocks;
+    let mut unsealed = Vec::new();
     for w in &host.snapshot_windows {
         if !due.seals(w.start, w.max_lsn, newest, touched) {
             continue;
         }
-        let value = w.block.seal(w.max_lsn);
+        let value = match w.block.seal(w.max_lsn) {
+            Ok(value) => value,
+            // The head's own encoding failed to decode: a bug, not data
+            // on disk. The window stays open (and its WAL groups with it)
+            // rather than being sealed without some of its snapshots.
+            Err(e) => {
+                tracing::error!(host.id = name, window = w.start, error = %e, "cannot seal a snapshot window");
+                unsealed.push(w.start);
+                continue;
+            }
+        };
         writes
             .parts
             .entry(partition_of(w.start))
@@ -518,7 +529,8 @@ fn seal_snapshots(
         writes.snapshot_blocks += 1;
     }
     if writes.snapshot_blocks > before {
-        host.snapshot_windows
-            .retain(|w| !due.seals(w.start, w.max_lsn, newest, touched));
+        host.snapshot_windows.retain(|w| {
+            unsealed.contains(&w.start) || !due.seals(w.start, w.max_lsn, newest, touched)
+        });
     }
 }

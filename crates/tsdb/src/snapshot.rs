@@ -11,12 +11,13 @@
 //! ivarint][processes varint]` and per process `[index varint]` (a new
 //! index is followed by pid, start time, name, command and user) `[cpu
 //! xor][rss delta zigzag]`. A sealed block wraps a payload in the chunk
-//! envelope (`chunk::seal`); the head keeps an open window's snapshots as
-//! a payload without its count ([`OpenBlock`]), appending each snapshot
-//! as it arrives, so an hour of a host's snapshots costs a few dozen
-//! kilobytes instead of a few megabytes of decoded strings. A sealed block
-//! is rewritten in columns (`columns`), a fifth of the rows' size; blocks
-//! sealed as rows before that are still read.
+//! envelope (`chunk::seal`). A sealed block is written in columns
+//! (`columns`), a fifth of the rows' size; blocks sealed as rows before
+//! that are still read. The head keeps an open window's snapshots
+//! ([`OpenBlock`]) as rows, appending each snapshot as it arrives, and
+//! rewrites every complete run of [`RUN_SNAPSHOTS`] of them in columns
+//! (merging runs of the same length), so an hour of a host's snapshots
+//! costs not much more than its sealed block.
 
 mod columns;
 
@@ -36,19 +37,35 @@ struct Known {
     rss: u64,
 }
 
-/// Snapshots in time order, encoded as they are pushed: a payload without
-/// its leading count.
+/// Snapshots of an open window held in the head, in time order: the older
+/// ones in runs, each a payload in columns, the newest (fewer than
+/// [`RUN_SNAPSHOTS`]) as rows, encoded as they arrive. Each complete run
+/// of rows becomes a run in columns, and two runs of the same length
+/// merge into one, as a binary counter carries: a window holds a few runs
+/// (mostly powers of two times [`RUN_SNAPSHOTS`]) and so a few tables of
+/// strings, and each snapshot is rewritten a few times over its window's
+/// life. An hour of a host's snapshots so costs not much more than its
+/// sealed block, not the rows' five times that.
 #[derive(Debug, Default)]
 pub(crate) struct OpenBlock {
-    body: Vec<u8>,
-    count: u64,
-    /// Time of the newest snapshot (the base of the next delta).
-    last_t: Option<i64>,
-    known: Vec<Known>,
-    /// Index in `known` of the latest process with a given (pid, start
-    /// time) hash; a hit is checked against the identity in `body`.
-    by_pid: IdMap<u32>,
+    runs: Vec<Run>,
+    rows: Rows,
 }
+
+/// Snapshots of an open block, once a run of them is complete: a payload
+/// in columns.
+#[derive(Debug)]
+struct Run {
+    count: u64,
+    first_t: i64,
+    last_t: i64,
+    payload: Box<[u8]>,
+}
+
+/// Snapshots an open block keeps as rows before it writes them in
+/// columns: a run long enough for columns to pay (its strings are written
+/// once), short enough that the rows stay a small part of the window.
+pub(crate) const RUN_SNAPSHOTS: u64 = 32;
 
 impl OpenBlock {
     /// A block holding `snapshots` (any order; the result is sorted and
@@ -65,12 +82,150 @@ impl OpenBlock {
 
     /// Time of the newest snapshot.
     pub(crate) fn last_t(&self) -> Option<i64> {
-        self.last_t
+        self.rows
+            .last_t
+            .or_else(|| self.runs.last().map(|run| run.last_t))
+    }
+
+    /// Snapshots held.
+    pub(crate) fn len(&self) -> usize {
+        self.runs
+            .iter()
+            .map(|run| run.count as usize)
+            .sum::<usize>()
+            + self.rows.count as usize
     }
 
     /// Appends a snapshot newer than every one held (the caller checks).
     pub(crate) fn push(&mut self, snapshot: &ProcessSnapshot) {
+        self.rows.push(snapshot);
+        if self.rows.count >= RUN_SNAPSHOTS {
+            self.close_run();
+        }
+    }
+
+    /// Rewrites the newest snapshots, held as rows, in columns: for a
+    /// window that newer snapshots have passed (a late one is still
+    /// taken, as rows again).
+    pub(crate) fn close_rows(&mut self) {
+        if self.rows.count > 0 {
+            self.close_run();
+        }
+    }
+
+    /// Rewrites the rows as a run in columns.
+    fn close_run(&mut self) {
+        let (Some(first_t), Some(last_t)) = (self.rows.first_t, self.rows.last_t) else {
+            return;
+        };
+        let mut builder = columns::Builder::default();
+        // The rows are this block's own encoding, so they decode; were
+        // they not to, they stay rows (sealed as rows, never lost).
+        if builder.add_rows(self.rows.count, &self.rows.body).is_err() {
+            return;
+        }
+        let mut payload = Vec::with_capacity(self.rows.body.len() / 3);
+        builder.finish(&mut payload);
+        self.runs.push(Run {
+            count: self.rows.count,
+            first_t,
+            last_t,
+            payload: payload.into_boxed_slice(),
+        });
+        self.rows = Rows::default();
+        while let [.., older, newer] = &self.runs[..]
+            && older.count == newer.count
+        {
+            let Ok(merged) = merge(older, newer) else {
+                // Runs this block wrote decode; were they not to, they
+                // stay apart rather than be lost.
+                return;
+            };
+            self.runs.truncate(self.runs.len() - 2);
+            self.runs.push(merged);
+        }
+    }
+
+    /// The block in columns, sealed in the chunk envelope.
+    pub(crate) fn seal(&self, max_lsn: u64) -> Result<Vec<u8>, TsdbError> {
+        if self.runs.is_empty() {
+            return Ok(self.rows.seal(max_lsn));
+        }
+        let mut builder = columns::Builder::default();
+        for run in &self.runs {
+            builder.add_columns(&run.payload)?;
+        }
+        builder.add_rows(self.rows.count, &self.rows.body)?;
+        let mut payload = Vec::new();
+        builder.finish(&mut payload);
+        Ok(seal(KIND_SNAPSHOT_COLUMNS, max_lsn, &payload))
+    }
+
+    /// Every snapshot, oldest first.
+    pub(crate) fn snapshots(&self) -> Result<Vec<ProcessSnapshot>, TsdbError> {
+        let mut out = Vec::with_capacity(self.len());
+        for run in &self.runs {
+            out.extend(columns::decode(&run.payload)?);
+        }
+        out.extend(self.rows.snapshots()?);
+        Ok(out)
+    }
+
+    /// The newest snapshot at or before `at_ms`.
+    pub(crate) fn at(&self, at_ms: i64) -> Result<Option<ProcessSnapshot>, TsdbError> {
+        if self.rows.first_t.is_some_and(|t| t <= at_ms) {
+            return self.rows.at(at_ms);
+        }
+        match self.runs.iter().rev().find(|run| run.first_t <= at_ms) {
+            Some(run) => columns::decode_at(&run.payload, at_ms),
+            None => Ok(None),
+        }
+    }
+
+    /// Heap bytes held.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.runs.capacity() * std::mem::size_of::<Run>()
+            + self.runs.iter().map(|run| run.payload.len()).sum::<usize>()
+            + self.rows.heap_bytes()
+    }
+}
+
+/// One run of two consecutive ones.
+fn merge(older: &Run, newer: &Run) -> Result<Run, TsdbError> {
+    let mut builder = columns::Builder::default();
+    builder.add_columns(&older.payload)?;
+    builder.add_columns(&newer.payload)?;
+    let mut payload = Vec::with_capacity(older.payload.len() + newer.payload.len());
+    builder.finish(&mut payload);
+    Ok(Run {
+        count: older.count + newer.count,
+        first_t: older.first_t,
+        last_t: newer.last_t,
+        payload: payload.into_boxed_slice(),
+    })
+}
+
+/// Snapshots encoded as rows as they are pushed (in any order): a payload
+/// without its leading count.
+#[derive(Debug, Default)]
+struct Rows {
+    body: Vec<u8>,
+    count: u64,
+    /// Time of the first snapshot pushed.
+    first_t: Option<i64>,
+    /// Time of the snapshot pushed last (the base of the next delta).
+    last_t: Option<i64>,
+    known: Vec<Known>,
+    /// Index in `known` of the latest process with a given (pid, start
+    /// time) hash; a hit is checked against the identity in `body`.
+    by_pid: IdMap<u32>,
+}
+
+impl Rows {
+    /// Appends a snapshot.
+    fn push(&mut self, snapshot: &ProcessSnapshot) {
         let prev_t = self.last_t.unwrap_or(0);
+        self.first_t.get_or_insert(snapshot.t_ms);
         put_ivarint(&mut self.body, snapshot.t_ms.wrapping_sub(prev_t));
         self.last_t = Some(snapshot.t_ms);
         self.count += 1;
@@ -121,11 +276,15 @@ impl OpenBlock {
         (index, true)
     }
 
-    /// The block in columns, sealed in the chunk envelope.
-    pub(crate) fn seal(&self, max_lsn: u64) -> Vec<u8> {
-        let mut payload = Vec::with_capacity(self.body.len() / 4);
-        match columns::encode(self.count, &self.body, &mut payload) {
-            Ok(()) => seal(KIND_SNAPSHOT_COLUMNS, max_lsn, &payload),
+    /// The rows in columns, sealed in the chunk envelope.
+    fn seal(&self, max_lsn: u64) -> Vec<u8> {
+        let mut builder = columns::Builder::default();
+        match builder.add_rows(self.count, &self.body) {
+            Ok(()) => {
+                let mut payload = Vec::with_capacity(self.body.len() / 4);
+                builder.finish(&mut payload);
+                seal(KIND_SNAPSHOT_COLUMNS, max_lsn, &payload)
+            }
             // The body is this block's own encoding, so it decodes; were
             // it not to, its rows are sealed as they are rather than lost.
             Err(_) => seal(KIND_SNAPSHOTS, max_lsn, &self.payload()),
@@ -133,25 +292,25 @@ impl OpenBlock {
     }
 
     /// The payload: count, then the body.
-    pub(crate) fn payload(&self) -> Vec<u8> {
+    fn payload(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.body.len() + 10);
         put_uvarint(&mut out, self.count);
         out.extend_from_slice(&self.body);
         out
     }
 
-    /// Every snapshot, oldest first.
-    pub(crate) fn snapshots(&self) -> Result<Vec<ProcessSnapshot>, TsdbError> {
+    /// Every snapshot, in the order pushed.
+    fn snapshots(&self) -> Result<Vec<ProcessSnapshot>, TsdbError> {
         decode_body(self.count, &self.body)
     }
 
     /// The newest snapshot at or before `at_ms`.
-    pub(crate) fn at(&self, at_ms: i64) -> Result<Option<ProcessSnapshot>, TsdbError> {
+    fn at(&self, at_ms: i64) -> Result<Option<ProcessSnapshot>, TsdbError> {
         body_at(self.count, &self.body, at_ms)
     }
 
     /// Heap bytes held.
-    pub(crate) fn heap_bytes(&self) -> usize {
+    fn heap_bytes(&self) -> usize {
         self.body.capacity()
             + self.known.capacity() * std::mem::size_of::<Known>()
             + self.by_pid.capacity() * (std::mem::size_of::<(u64, u32)>() + 1)
@@ -165,7 +324,7 @@ fn pid_key(pid: u32, start_time_ms: i64) -> u64 {
 }
 
 /// A process identity as encoded, borrowed from the bytes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Identity<'a> {
     pid: u32,
     start_time_ms: i64,
@@ -203,11 +362,11 @@ fn identity_at(body: &[u8], at: usize) -> Option<Identity<'_>> {
 pub(crate) fn encode_payload<'a>(
     snapshots: impl IntoIterator<Item = &'a ProcessSnapshot>,
 ) -> Vec<u8> {
-    let mut block = OpenBlock::default();
+    let mut rows = Rows::default();
     for s in snapshots {
-        block.push(s);
+        rows.push(s);
     }
-    block.payload()
+    rows.payload()
 }
 
 /// Eight bytes without their trailing zero bytes: a count byte, then the rest.
@@ -409,7 +568,7 @@ mod tests {
         let snapshots = hour();
         let block = OpenBlock::from_snapshots(snapshots.clone());
         assert_same(&block.snapshots().unwrap(), &snapshots);
-        let sealed = block.seal(9);
+        let sealed = block.seal(9).unwrap();
         let (lsn, back) = decode(&sealed).unwrap();
         assert_eq!(lsn, 9);
         assert_same(&back, &snapshots);
@@ -422,9 +581,9 @@ mod tests {
             "{} vs {postcard} bytes",
             sealed.len()
         );
-        // Held encoded, an hour costs about its rows (the buffer grows by
-        // doubling).
-        let rows = block.payload().len();
+        // Held encoded, a run's worth costs about its rows (the buffer
+        // grows by doubling).
+        let rows = encode_payload(&snapshots).len();
         assert!(
             block.heap_bytes() < rows * 3,
             "{} vs {rows}",
@@ -448,8 +607,8 @@ mod tests {
             })
             .collect();
         let block = OpenBlock::from_snapshots(snapshots.clone());
-        let columns = block.seal(4);
-        let rows = seal(KIND_SNAPSHOTS, 4, &block.payload());
+        let columns = block.seal(4).unwrap();
+        let rows = seal(KIND_SNAPSHOTS, 4, &encode_payload(&snapshots));
         assert!(
             columns.len() * 4 < rows.len(),
             "{} vs {} bytes",
@@ -466,10 +625,84 @@ mod tests {
     }
 
     #[test]
+    fn a_block_of_several_runs_reads_and_seals_as_one() {
+        // Three runs and a few rows, processes coming and going across
+        // them, one exec under a pid that the next run lists again.
+        let n = RUN_SNAPSHOTS as i64 * 3 + 5;
+        let snapshots: Vec<ProcessSnapshot> = (0..n)
+            .map(|i| {
+                let mut processes: Vec<ProcessInfo> = (0..10)
+                    .map(|p| process(p, f64::from(p) * 0.25 + i as f64 * 1e-3, 4096 * i as u64))
+                    .collect();
+                processes.push(process(100 + (i / 50) as u32, 0.5, 4096));
+                if i % 70 == 3 {
+                    processes[0].name = "exec".into();
+                }
+                ProcessSnapshot {
+                    t_ms: 1_800_000_000_000 + i * 10_000,
+                    processes,
+                }
+            })
+            .collect();
+        let mut block = OpenBlock::default();
+        for s in &snapshots {
+            block.push(s);
+        }
+        // Runs of 128 and 64 snapshots: the first two merged.
+        let counts: Vec<u64> = block.runs.iter().map(|run| run.count).collect();
+        assert_eq!(counts, [2 * RUN_SNAPSHOTS, RUN_SNAPSHOTS]);
+        assert_eq!(block.len(), n as usize);
+        assert_eq!(block.last_t(), Some(snapshots[n as usize - 1].t_ms));
+        assert_same(&block.snapshots().unwrap(), &snapshots);
+        let sealed = block.seal(7).unwrap();
+        let (lsn, back) = decode(&sealed).unwrap();
+        assert_eq!(lsn, 7);
+        assert_same(&back, &snapshots);
+        // Identities met in several runs are written once when sealed:
+        // the same block as from the rows of the whole window.
+        let mut rows = Rows::default();
+        for s in &snapshots {
+            rows.push(s);
+        }
+        assert_eq!(sealed, rows.seal(7));
+        // Held as runs in columns, it costs a fraction of its rows.
+        assert!(
+            block.heap_bytes() * 2 < rows.payload().len(),
+            "{} vs {} bytes",
+            block.heap_bytes(),
+            rows.payload().len()
+        );
+        let (_, none) = decode(&OpenBlock::default().seal(7).unwrap()).unwrap();
+        assert!(none.is_empty());
+        for (i, s) in snapshots.iter().enumerate() {
+            for at in [s.t_ms, s.t_ms + 9_999] {
+                let got = block.at(at).unwrap();
+                assert_same(&got.into_iter().collect::<Vec<_>>(), &snapshots[i..=i]);
+            }
+        }
+        assert!(block.at(snapshots[0].t_ms - 1).unwrap().is_none());
+        // A window passed by newer snapshots keeps its rows in columns
+        // too, and still takes a late one.
+        block.close_rows();
+        let counts: Vec<u64> = block.runs.iter().map(|run| run.count).collect();
+        assert_eq!(counts, [2 * RUN_SNAPSHOTS, RUN_SNAPSHOTS, 5]);
+        assert_eq!(block.rows.count, 0);
+        assert_same(&block.snapshots().unwrap(), &snapshots);
+        assert_eq!(block.seal(7).unwrap(), sealed);
+        let mut later = snapshots[0].clone();
+        later.t_ms = snapshots[n as usize - 1].t_ms + 1;
+        block.push(&later);
+        assert_eq!(block.last_t(), Some(later.t_ms));
+        let got = block.at(i64::MAX).unwrap().into_iter().collect::<Vec<_>>();
+        assert_same(&got, std::slice::from_ref(&later));
+        assert_eq!(block.snapshots().unwrap().len(), n as usize + 1);
+    }
+
+    #[test]
     fn the_snapshot_at_a_time_is_the_newest_not_after_it() {
         let snapshots = hour();
         let block = OpenBlock::from_snapshots(snapshots.clone());
-        let sealed = block.seal(1);
+        let sealed = block.seal(1).unwrap();
         let t0 = snapshots[0].t_ms;
         for (at, want) in [
             (t0 - 1, None),
@@ -517,7 +750,7 @@ mod tests {
     #[test]
     fn damaged_blocks_are_errors_not_panics() {
         let block = OpenBlock::from_snapshots(hour());
-        let sealed = block.seal(3);
+        let sealed = block.seal(3).unwrap();
         // Any flipped byte fails the checksum.
         for i in [0, 1, sealed.len() / 2, sealed.len() - 1] {
             let mut bad = sealed.clone();
@@ -531,7 +764,7 @@ mod tests {
         // Payloads (checked by the WAL frame's checksum, not here) cut
         // short, with a reference to an unknown process, or with trailing
         // bytes.
-        let payload = block.payload();
+        let payload = encode_payload(&hour());
         for cut in [1, 2, 5, payload.len() / 3, payload.len() - 1] {
             assert!(decode_payload(&payload[..cut]).is_err(), "cut at {cut}");
         }
@@ -557,7 +790,7 @@ mod tests {
         long_cpu.push(9);
         assert!(decode_payload(&long_cpu).is_err());
         // Columns cut short, or with trailing bytes.
-        let sealed = block.seal(3);
+        let sealed = block.seal(3).unwrap();
         let (_, columns) = open(KIND_SNAPSHOT_COLUMNS, &sealed).unwrap();
         assert!(decode_columns(columns).is_ok());
         for cut in 0..columns.len() {

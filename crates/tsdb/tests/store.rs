@@ -1050,6 +1050,59 @@ fn snapshots_out_of_order_reopened_and_replayed_keep_one_per_time() {
 }
 
 #[test]
+fn a_window_of_many_snapshots_reads_back_each_from_head_replay_and_block() {
+    // More snapshots than the head keeps as rows, in runs of several
+    // lengths, one of them arriving late into an older run.
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(NOW);
+    let store = open(dir.path(), options(&clock));
+    let hour = NOW - NOW.rem_euclid(HOUR) - HOUR;
+    let times: Vec<i64> = (0..300).map(|i| hour + 1000 + i * 10).collect();
+    let late = times[100] + 5;
+    for (seq, chunk) in times.chunks(7).enumerate() {
+        let mut b = batch("a", seq as u64 + 1, "m", &[], &[]);
+        b.processes = chunk
+            .iter()
+            .map(|&t| snapshot(t, (t / 10) as u32))
+            .collect();
+        store.append(&b).unwrap();
+    }
+    let mut b = batch("a", 1000, "m", &[], &[]);
+    b.processes = vec![snapshot(late, 1)];
+    store.append(&b).unwrap();
+    let check = |store: &Store| {
+        for &t in &times {
+            let got = store.process_snapshot_at("a", t + 1).unwrap().unwrap();
+            assert_eq!(
+                (got.t_ms, got.processes[0].pid),
+                (t, (t / 10) as u32),
+                "at hour + {}",
+                t - hour
+            );
+        }
+        let got = store.process_snapshot_at("a", late + 4).unwrap().unwrap();
+        assert_eq!((got.t_ms, got.processes[0].pid), (late, 1));
+        assert!(
+            store
+                .process_snapshot_at("a", times[0] - 1)
+                .unwrap()
+                .is_none()
+        );
+    };
+    check(&store);
+    assert_eq!(store.stats().unwrap().snapshots_stored, 301);
+    drop(store);
+    let store = open(dir.path(), options(&clock));
+    check(&store);
+    store.seal_all().unwrap();
+    check(&store);
+    drop(store);
+    let store = open(dir.path(), options(&clock));
+    check(&store);
+    assert_eq!(store.verify().unwrap().damaged_total, 0);
+}
+
+#[test]
 fn batches_whose_series_change_order_or_labels_store_each_sample_in_its_series() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new(NOW);

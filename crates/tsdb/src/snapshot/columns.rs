@@ -26,56 +26,108 @@ use crate::codec::{
 use crate::model::ProcessSnapshot;
 use std::collections::HashMap;
 
-/// Rewrites `count` snapshots of an open block's `body` as columns.
-pub(super) fn encode(count: u64, body: &[u8], out: &mut Vec<u8>) -> Result<(), TsdbError> {
-    let capacity = (count as usize).min(MAX_BLOCK_POINTS);
-    let mut times = Vec::with_capacity(capacity);
-    let mut sizes = Vec::with_capacity(capacity);
-    let mut members: Vec<i64> = Vec::new();
-    let mut cpu: Vec<Vec<f64>> = Vec::new();
-    let mut rss: Vec<Vec<i64>> = Vec::new();
-    let identities = walk(count, body, |t_ms, listed, known| {
-        times.push(t_ms);
-        sizes.push(listed.len() as i64);
-        cpu.resize_with(known.len(), Vec::new);
-        rss.resize_with(known.len(), Vec::new);
-        for &(index, cpu_bits, rss_bytes) in listed {
-            members.push(index as i64);
-            cpu[index].push(f64::from_bits(cpu_bits));
-            rss[index].push(rss_bytes as i64);
-        }
-    })?;
-    put_uvarint(out, count);
-    encode_times(&times, out);
-    encode_ints(&sizes, out);
+/// Snapshots gathered for one payload in columns, from one or more
+/// sources (an open block's rows, payloads in columns) whose identity
+/// indices are their own: an identity met in several sources is kept once.
+#[derive(Debug, Default)]
+pub(super) struct Builder<'a> {
+    times: Vec<i64>,
+    sizes: Vec<i64>,
+    members: Vec<i64>,
+    identities: Vec<Identity<'a>>,
+    /// Per identity: its CPU figures and RSS over the snapshots listing it.
+    cpu: Vec<Vec<f64>>,
+    rss: Vec<Vec<i64>>,
+    /// The index in `identities` of each identity.
+    ids: HashMap<Identity<'a>, usize>,
+    /// Per identity index of the current source: its index in
+    /// `identities`, `usize::MAX` until it is listed.
+    local: Vec<usize>,
+}
 
-    let mut strings: Vec<&str> = Vec::new();
-    let mut string_index: HashMap<&str, i64> = HashMap::new();
-    let mut index_of = |s| {
-        *string_index.entry(s).or_insert_with(|| {
-            strings.push(s);
-            strings.len() as i64 - 1
-        })
-    };
-    let names: Vec<i64> = identities.iter().map(|id| index_of(id.name)).collect();
-    let commands: Vec<i64> = identities.iter().map(|id| index_of(id.command)).collect();
-    let users: Vec<i64> = identities.iter().map(|id| index_of(id.user)).collect();
-    put_uvarint(out, strings.len() as u64);
-    for s in &strings {
-        put_str(out, s);
+impl<'a> Builder<'a> {
+    /// Adds the snapshots of `count` rows of an open block's `body` (a
+    /// source of its own), after those added before.
+    pub(super) fn add_rows(&mut self, count: u64, body: &'a [u8]) -> Result<(), TsdbError> {
+        self.local.clear();
+        walk(count, body, |t_ms, listed, known| {
+            self.add(t_ms, listed, known)
+        })?;
+        Ok(())
     }
-    put_uvarint(out, identities.len() as u64);
-    let pids: Vec<i64> = identities.iter().map(|id| i64::from(id.pid)).collect();
-    let starts: Vec<i64> = identities.iter().map(|id| id.start_time_ms).collect();
-    for column in [&pids, &starts, &names, &commands, &users] {
-        encode_ints(column, out);
+
+    /// Adds the snapshots of a payload in columns (a source of its own),
+    /// after those added before.
+    pub(super) fn add_columns(&mut self, payload: &'a [u8]) -> Result<(), TsdbError> {
+        let columns = decode_columns(payload)?;
+        self.local.clear();
+        let mut listed: Vec<Listed> = Vec::new();
+        for i in 0..columns.times.len() {
+            columns.listed(i, &mut listed);
+            self.add(columns.times[i], &listed, &columns.identities);
+        }
+        Ok(())
     }
-    encode_ints(&members, out);
-    for (cpu, rss) in cpu.iter().zip(&rss) {
-        encode_values(cpu, out);
-        encode_ints(rss, out);
+
+    fn add(&mut self, t_ms: i64, listed: &[Listed], known: &[Identity<'a>]) {
+        self.times.push(t_ms);
+        self.sizes.push(listed.len() as i64);
+        for &(index, cpu_bits, rss_bytes) in listed {
+            if self.local.len() < known.len() {
+                self.local.resize(known.len(), usize::MAX);
+            }
+            let mut global = self.local[index];
+            if global == usize::MAX {
+                let identities = &mut self.identities;
+                let (cpu, rss) = (&mut self.cpu, &mut self.rss);
+                global = *self.ids.entry(known[index]).or_insert_with(|| {
+                    identities.push(known[index]);
+                    cpu.push(Vec::new());
+                    rss.push(Vec::new());
+                    identities.len() - 1
+                });
+                self.local[index] = global;
+            }
+            self.members.push(global as i64);
+            self.cpu[global].push(f64::from_bits(cpu_bits));
+            self.rss[global].push(rss_bytes as i64);
+        }
     }
-    Ok(())
+
+    /// Writes the payload.
+    pub(super) fn finish(&self, out: &mut Vec<u8>) {
+        put_uvarint(out, self.times.len() as u64);
+        encode_times(&self.times, out);
+        encode_ints(&self.sizes, out);
+
+        let identities = &self.identities;
+        let mut strings: Vec<&str> = Vec::new();
+        let mut string_index: HashMap<&str, i64> = HashMap::new();
+        let mut index_of = |s| {
+            *string_index.entry(s).or_insert_with(|| {
+                strings.push(s);
+                strings.len() as i64 - 1
+            })
+        };
+        let names: Vec<i64> = identities.iter().map(|id| index_of(id.name)).collect();
+        let commands: Vec<i64> = identities.iter().map(|id| index_of(id.command)).collect();
+        let users: Vec<i64> = identities.iter().map(|id| index_of(id.user)).collect();
+        put_uvarint(out, strings.len() as u64);
+        for s in &strings {
+            put_str(out, s);
+        }
+        put_uvarint(out, identities.len() as u64);
+        let pids: Vec<i64> = identities.iter().map(|id| i64::from(id.pid)).collect();
+        let starts: Vec<i64> = identities.iter().map(|id| id.start_time_ms).collect();
+        for column in [&pids, &starts, &names, &commands, &users] {
+            encode_ints(column, out);
+        }
+        encode_ints(&self.members, out);
+        for (cpu, rss) in self.cpu.iter().zip(&self.rss) {
+            encode_values(cpu, out);
+            encode_ints(rss, out);
+        }
+    }
 }
 
 /// A decoded payload: everything but the snapshots' assembly.
@@ -90,11 +142,19 @@ struct Columns<'a> {
 }
 
 impl Columns<'_> {
+    /// The processes of snapshot `i`, into `out`.
+    fn listed(&self, i: usize, out: &mut Vec<Listed>) {
+        out.clear();
+        out.extend(
+            (self.bounds[i]..self.bounds[i + 1])
+                .map(|m| (self.members[m], self.figures[m].0, self.figures[m].1)),
+        );
+    }
+
     /// Snapshot `i`.
     fn snapshot(&self, i: usize) -> ProcessSnapshot {
-        let listed: Vec<Listed> = (self.bounds[i]..self.bounds[i + 1])
-            .map(|m| (self.members[m], self.figures[m].0, self.figures[m].1))
-            .collect();
+        let mut listed = Vec::new();
+        self.listed(i, &mut listed);
         ProcessSnapshot {
             t_ms: self.times[i],
             processes: materialize(&listed, &self.identities),
