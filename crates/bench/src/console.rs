@@ -125,8 +125,10 @@ impl Generated {
 
 /// The browser half, written into the work directory and run there.
 const SCRIPT: &str = include_str!("../console_bench.py");
-/// Longest wait for a collector to listen, or to stop.
-const START_TIMEOUT: Duration = Duration::from_secs(300);
+/// Longest wait for a collector to listen, or to stop: replaying a
+/// 10,000-host fleet's open hours on a loaded 2-core machine may take
+/// several minutes.
+const START_TIMEOUT: Duration = Duration::from_secs(900);
 /// Batches in flight per generating thread (they share group commits).
 const PIPELINE: usize = 64;
 /// Viewers the replay's requests are spread over (more than the fleet

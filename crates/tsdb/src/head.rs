@@ -166,6 +166,17 @@ impl OpenWindow {
         }
     }
 
+    /// The newest sample before `end`, decoding at most one block (see
+    /// [`HeadChunk::newest_before`]).
+    pub(crate) fn newest_before(&self, end: i64) -> Option<Point> {
+        let chunk = self.chunk.as_ref().and_then(|c| c.newest_before(end));
+        let late = self.late[..self.late.partition_point(|p| p.t_ms < end)].last();
+        chunk
+            .into_iter()
+            .chain(late.copied())
+            .max_by_key(|p| p.t_ms)
+    }
+
     pub(crate) fn heap_bytes(&self) -> usize {
         self.chunk.as_ref().map_or(0, HeadChunk::heap_bytes)
             + self.late.capacity() * std::mem::size_of::<Point>()

@@ -142,8 +142,12 @@ impl Inner {
     /// replay and the `L` record; what [`crate::Store::latest`] reports)
     /// once its `L` record is read: when it lies in the range it is the
     /// answer, and when it lies before, nothing is, both without a lookup
-    /// or a decoded sample. Otherwise (a range in the past, a series whose
-    /// sealed part is not known) the range is read, into `scratch`.
+    /// or a decoded sample. When it lies at or past `end` and the window
+    /// of `end - 1` is open, that window holds every sample of its hour
+    /// (a sealed chunk of it is stale): its newest sample before `end`,
+    /// decoded from one block, is the answer or lies before the range.
+    /// Otherwise (a range in the past, a series whose sealed part is not
+    /// known) the range is read, into `scratch`.
     pub(crate) fn newest_point(
         &self,
         host: Option<&HostRef>,
@@ -157,15 +161,23 @@ impl Inner {
         }
         if let Some(host) = host {
             let state = lock(host)?;
-            if let Some(series) = state.series.get(&id)
-                && series.sealed_known
-                && let Some(last) = series.last
-            {
-                if last.t_ms < start {
-                    return Ok(None);
+            if let Some(series) = state.series.get(&id) {
+                if series.sealed_known
+                    && let Some(last) = series.last
+                {
+                    if last.t_ms < start {
+                        return Ok(None);
+                    }
+                    if last.t_ms < end {
+                        return Ok(Some(last));
+                    }
                 }
-                if last.t_ms < end {
-                    return Ok(Some(last));
+                // Points of earlier windows lie before this window's.
+                let window = self.options.window_of(end - 1);
+                if let Some(open) = series.windows.iter().find(|w| w.start == window)
+                    && let Some(newest) = open.newest_before(end)
+                {
+                    return Ok((newest.t_ms >= start).then_some(newest));
                 }
             }
         }
@@ -538,6 +550,101 @@ pub(crate) mod tests {
             let exists = store.series_has_points(&key, id, start, end).unwrap();
             assert_eq!(exists, !want.is_empty(), "[{start}, {end})");
         }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+        /// The newest point of a span is the last point a read of the
+        /// span gives, whichever way it is found (the newest sample in
+        /// memory, an open window's newest before the span's end, or the
+        /// read itself): over sealed windows, windows reopened on their
+        /// sealed chunk, late samples and open windows, before and after a
+        /// restart.
+        #[test]
+        fn the_newest_point_of_a_span_is_the_last_read_in_it(
+            times in proptest::collection::btree_set(2 * HOUR / 1000..8 * HOUR / 1000, 1..300),
+            groups in proptest::collection::vec(0u8..3, 300),
+            spans in proptest::collection::vec((HOUR / 1000..9 * HOUR / 1000, 0i64..3 * HOUR / 1000), 40),
+            edges in proptest::collection::vec(
+                (proptest::arbitrary::any::<proptest::sample::Index>(), proptest::arbitrary::any::<proptest::sample::Index>(), -1i64..=1, -1i64..=1),
+                40,
+            ),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            // Three batches of the times, in order of group: the first
+            // sealed, the later ones reopening windows and landing before
+            // samples already there (late samples).
+            let mut batches = vec![Vec::new(); 3];
+            for (t, g) in times.iter().zip(&groups) {
+                batches[usize::from(*g)].push(Point { t_ms: t * 1000, value: *t as f64 });
+            }
+            batches[2].reverse();
+            // Spans anywhere, and spans starting and ending on, just before
+            // and just after written times.
+            let written: Vec<i64> = times.iter().map(|t| t * 1000).collect();
+            let on = |i: &proptest::sample::Index, d: i64| written[i.index(written.len())] + d;
+            let spans: Vec<(i64, i64)> = spans
+                .iter()
+                .map(|&(end, len)| ((end - len) * 1000, end * 1000))
+                .chain(edges.iter().map(|(a, b, da, db)| (on(a, *da), on(b, *db))))
+                .collect();
+            // Samples more than an hour older than the newest are refused,
+            // and need not be stored: the reads are the model.
+            let open = |dir: &std::path::Path| {
+                let options = Options {
+                    maintenance_interval: None,
+                    clock: std::sync::Arc::new(move || 10 * HOUR),
+                    out_of_order_tolerance_ms: HOUR,
+                    ..Options::default()
+                };
+                Store::open(dir, options).unwrap()
+            };
+            {
+                let store = open(dir.path());
+                let mut seq = 0;
+                let mut append = |points: Vec<Point>| {
+                    seq += 1;
+                    let batch = Batch {
+                        host: "a".to_owned(),
+                        source: 1,
+                        seq,
+                        series: vec![SeriesInput { metric: "m".to_owned(), labels: vec![], points }],
+                        processes: vec![],
+                        malformed: 0,
+                    };
+                    store.append(&batch).unwrap();
+                };
+                for (i, batch) in batches.iter().enumerate() {
+                    if i == 2 {
+                        // One by one, newest first: each a late sample.
+                        for p in batch {
+                            append(vec![*p]);
+                        }
+                    } else if !batch.is_empty() {
+                        append(batch.clone());
+                    }
+                    if i == 0 {
+                        store.seal_all().unwrap();
+                    }
+                }
+                check_newest(&store, &spans)?;
+            }
+            check_newest(&open(dir.path()), &spans)?;
+        }
+    }
+
+    fn check_newest(
+        store: &Store,
+        spans: &[(i64, i64)],
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        let (key, id) = store.select("m", &[]).unwrap().remove(0);
+        for &(start, end) in spans {
+            let read = store.series_points(&key, id, start, end).unwrap();
+            let newest = store.series_newest_many(&[(&key, id)], start, end).unwrap();
+            proptest::prop_assert_eq!(newest, vec![read.last().copied()], "[{}, {})", start, end);
+        }
+        Ok(())
     }
 
     /// A series that never had a window sealed is read from the head

@@ -78,6 +78,34 @@ impl HeadChunk {
         out
     }
 
+    /// The newest sample before `end`, if any: from the newest run when it
+    /// begins before `end`, else from the newest block that does (a block
+    /// ends before the next one's first time), decoded only up to `end`.
+    /// An instant query at a time inside the window (the past hour in a
+    /// dashboard, a fleet whose data runs past the query) decodes one
+    /// block's prefix or the run's, not every sample since `end - lookback`.
+    pub(crate) fn newest_before(&self, end: i64) -> Option<Point> {
+        let mut out = Vec::new();
+        if self.run.first_t < end {
+            // Written by `push` only; a decoding error would be a bug here.
+            let _ = self.run.decode_into(end.saturating_sub(1), &mut out);
+            return out.last().copied();
+        }
+        let mut blocks = ByteReader::new(&self.blocks);
+        let mut newest = None;
+        while !blocks.is_empty() {
+            let Ok(block) = blocks.uvarint().and_then(|n| blocks.bytes(n as usize)) else {
+                break;
+            };
+            match first_time(block) {
+                Ok(first) if first < end => newest = Some(block),
+                _ => break,
+            }
+        }
+        let _ = decode_points_through(&mut ByteReader::new(newest?), i64::MIN, end - 1, &mut out);
+        out.last().copied()
+    }
+
     /// Appends the samples with times in `[start, end)` to `out`, oldest
     /// first. Blocks wholly before `start` are stepped over by their
     /// lengths (a block ends before the next one's first time), and none
@@ -123,11 +151,9 @@ impl HeadChunk {
         }
         if run_first <= last && self.run.last_t >= first {
             let from = out.len();
-            let _ = self.run.decode_into(out);
+            let _ = self.run.decode_into(last, out);
             let keep = out[from..].partition_point(|p| p.t_ms < first);
             out.drain(from..from + keep);
-            let past = out[from..].partition_point(|p| p.t_ms <= last);
-            out.truncate(from + past);
         }
     }
 }
@@ -241,14 +267,19 @@ impl GorillaRun {
     fn points(&self) -> Vec<Point> {
         let mut out = Vec::with_capacity(self.len());
         // The stream is written by `push` only; a decoding error would be a bug here.
-        let _ = self.decode_into(&mut out);
+        let _ = self.decode_into(i64::MAX, &mut out);
         out
     }
 
-    fn decode_into(&self, out: &mut Vec<Point>) -> Result<(), TsdbError> {
+    /// Appends the samples up to time `last` to `out`, oldest first,
+    /// decoding none after the first one past it.
+    fn decode_into(&self, last: i64, out: &mut Vec<Point>) -> Result<(), TsdbError> {
         let mut r = BitReader::new(self.bits.bytes(), self.bits.bit_len());
         let mut t = self.first_t;
         let mut value = self.first_value;
+        if t > last {
+            return Ok(());
+        }
         out.push(Point {
             t_ms: t,
             value: f64::from_bits(value),
@@ -280,6 +311,9 @@ impl GorillaRun {
                     trail = 64u32.saturating_sub(lead + len);
                 }
                 value ^= r.read(64 - lead - trail)? << trail;
+            }
+            if t > last {
+                break;
             }
             out.push(Point {
                 t_ms: t,

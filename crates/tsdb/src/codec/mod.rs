@@ -222,6 +222,25 @@ mod tests {
         }
 
         #[test]
+        fn head_chunks_newest_before_a_time_is_the_last_read_before_it(
+            points in points(),
+            a in any::<prop::sample::Index>(),
+            da in -1i64..=1,
+        ) {
+            let mut head = HeadChunk::new(points[0]);
+            for p in &points[1..] {
+                head.push(*p);
+            }
+            // On, just before and just after a point's time: across block
+            // edges and the run's, before the first point and past the last.
+            let end = points[a.index(points.len())].t_ms + da;
+            let mut before = Vec::new();
+            head.points_within(i64::MIN, end, &mut before);
+            let got = head.newest_before(end);
+            prop_assert_eq!(bits(&got.into_iter().collect::<Vec<_>>()), bits(&before[before.len().saturating_sub(1)..]));
+        }
+
+        #[test]
         fn rice_streams_round_trip_and_cost_what_they_claim(
             zs in prop::collection::vec(prop_oneof![0u64..64, 0u64..1_000_000, any::<u64>()], 0..200),
             k in 0u32..=MAX_RICE_K,
