@@ -195,7 +195,10 @@ impl Manifest {
                 "skipped" => manifest.skipped.push(rest.to_owned()),
                 "file" => {
                     let mut parts = rest.splitn(3, ' ');
-                    let sha = parts.next().and_then(unhex).ok_or_else(|| bad("bad checksum"))?;
+                    let sha = parts
+                        .next()
+                        .and_then(unhex)
+                        .ok_or_else(|| bad("bad checksum"))?;
                     let size = parts
                         .next()
                         .and_then(|s| s.parse().ok())
@@ -214,7 +217,10 @@ impl Manifest {
             }
         }
         if seen != 31 {
-            return Err("a field is missing (format, store_format, partition_format, created_ms, group)".into());
+            return Err(
+                "a field is missing (format, store_format, partition_format, created_ms, group)"
+                    .into(),
+            );
         }
         if manifest.format != BACKUP_FORMAT {
             return Err(format!(
@@ -515,9 +521,9 @@ impl Target {
                 .collect();
             before.len() == listed.len()
                 && before.iter().zip(&listed).all(|(a, b)| *a == b)
-                && listed.iter().all(|f| {
-                    std::fs::metadata(self.path(&f.path)).is_ok_and(|m| m.len() == f.size)
-                })
+                && listed
+                    .iter()
+                    .all(|f| std::fs::metadata(self.path(&f.path)).is_ok_and(|m| m.len() == f.size))
         });
         if kept {
             self.files.extend(listed);
@@ -646,11 +652,9 @@ impl Store {
         inner.commit.with_generations(|generations| {
             for g in generations {
                 let rel = format!("{store}/wal/{:020}", g.number);
-                target.copy_sled(&rel, &g.db()?, |_, key, value| {
-                    match keys::parse_wal(key) {
-                        Some(n) if n > group => None,
-                        _ => Some(value),
-                    }
+                target.copy_sled(&rel, &g.db()?, |_, key, value| match keys::parse_wal(key) {
+                    Some(n) if n > group => None,
+                    _ => Some(value),
                 })?;
                 target.write_file(&format!("{rel}/ready"), b"")?;
                 wal.push(rel);
@@ -830,6 +834,5 @@ pub fn restore(from: &Path, data_dir: &Path) -> Result<Manifest, TsdbError> {
         }
         return Err(e);
     }
-    tracing::info!(from = %from.display(), data_dir = %data_dir.display(), group = manifest.group, created_ms = manifest.created_ms, "data directory restored from a backup");
     Ok(manifest)
 }

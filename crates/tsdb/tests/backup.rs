@@ -189,7 +189,10 @@ fn a_damaged_file_is_named_and_nothing_is_restored() {
     bytes[0] ^= 0xff;
     std::fs::write(&path, bytes).unwrap();
     let err = backup_err(backup::verify_backup(&target));
-    assert!(err.contains(&victim.path) && err.contains("checksum"), "{err}");
+    assert!(
+        err.contains(&victim.path) && err.contains("checksum"),
+        "{err}"
+    );
     let restored = tmp.path().join("restored");
     let err = backup_err(backup::restore(&target, &restored));
     assert!(err.contains("damaged"), "{err}");
@@ -209,7 +212,10 @@ fn a_backup_of_a_newer_format_is_refused_naming_both() {
     assert_ne!(newer, manifest);
     std::fs::write(target.join(MANIFEST), newer).unwrap();
     let err = backup_err(backup::restore(&target, &tmp.path().join("restored")));
-    assert!(err.contains("format 9") && err.contains("format 3"), "{err}");
+    assert!(
+        err.contains("format 9") && err.contains("format 3"),
+        "{err}"
+    );
     let other = manifest.replace("format 1\n", "format 2\n");
     std::fs::write(target.join(MANIFEST), other).unwrap();
     let err = backup_err(backup::verify_backup(&target));
@@ -233,7 +239,10 @@ fn bad_targets_and_data_directories_are_refused() {
     std::fs::write(busy.join("notes.txt"), "mine").unwrap();
     let err = backup_err(store.backup(&busy, BackupOptions::default()));
     assert!(err.contains("not empty") && err.contains("not"), "{err}");
-    assert_eq!(std::fs::read_to_string(busy.join("notes.txt")).unwrap(), "mine");
+    assert_eq!(
+        std::fs::read_to_string(busy.join("notes.txt")).unwrap(),
+        "mine"
+    );
     // Not writable: a path below a regular file (mode bits do not stop root).
     let file = tmp.path().join("file");
     std::fs::write(&file, "").unwrap();
