@@ -626,6 +626,13 @@ impl Store {
         let _one = self.backup_lock().try_lock().map_err(|_| {
             TsdbError::Invalid("a backup is already running; try again once it is done".into())
         })?;
+        // A failed state's memory is ahead of its files: back up the state
+        // rebuilt from them instead.
+        if let crate::Condition::Failed { cause } = self.health()?.condition {
+            return Err(TsdbError::Failed(format!(
+                "cannot back up while the store is failed ({cause}); it rebuilds itself from disk once writes can succeed"
+            )));
+        }
         let inner = self.inner()?;
         let created_ms = (inner.options.clock)();
         let mut target = Target::prepare(dir, options.incremental)?;
@@ -835,4 +842,64 @@ pub fn restore(from: &Path, data_dir: &Path) -> Result<Manifest, TsdbError> {
         return Err(e);
     }
     Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> Manifest {
+        Manifest {
+            format: BACKUP_FORMAT,
+            store_format: STORE_FORMAT,
+            partition_format: PARTITION_FORMAT,
+            created_ms: 1_800_000_000_000,
+            group: 42,
+            partitions: vec![(0, 86_400_000)],
+            skipped: vec!["partition /x/1: its directory is missing".into()],
+            files: vec![BackupFile {
+                path: "data/store/partitions/0/a file".into(),
+                size: 7,
+                sha256: [0xab; 32],
+            }],
+        }
+    }
+
+    #[test]
+    fn a_manifest_reads_back_as_written() {
+        let m = manifest();
+        assert_eq!(Manifest::parse(&m.encode()).unwrap(), m);
+    }
+
+    #[test]
+    fn a_bad_manifest_is_refused_naming_the_problem() {
+        let text = manifest().encode();
+        let cases = [
+            (
+                text.replacen("hostwatch backup", "something else", 1),
+                "does not start",
+            ),
+            (text.replace("group 42\n", ""), "missing"),
+            (
+                text.replace("group 42", "group many"),
+                "line 6: not a number",
+            ),
+            (text.replace("file ab", "file zz"), "bad checksum"),
+            (text.replace(" 7 data/", " seven data/"), "bad size"),
+            (text.replace("data/store", "/etc"), "leaves the backup"),
+            (
+                text.replace("data/store/partitions/0", "data/../x"),
+                "leaves the backup",
+            ),
+            (format!("{text}color blue\n"), "unknown field"),
+            (
+                text.replace("partition_format 1", "partition_format 2"),
+                "partitions in format 2",
+            ),
+        ];
+        for (bad, why) in cases {
+            let err = Manifest::parse(&bad).unwrap_err();
+            assert!(err.contains(why), "{why}: {err}");
+        }
+    }
 }
