@@ -436,7 +436,7 @@ impl Target {
                 if path.file_name().is_some_and(|n| n == "store") {
                     for entry in std::fs::read_dir(&path).map_err(|e| io("list", &path, e))? {
                         let inner = entry.map_err(|e| io("list", &path, e))?.path();
-                        if !inner.file_name().is_some_and(|n| n == "partitions") {
+                        if inner.file_name().is_none_or(|n| n != "partitions") {
                             remove_path(&inner)?;
                         }
                     }
