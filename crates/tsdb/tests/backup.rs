@@ -238,11 +238,19 @@ fn bad_targets_and_data_directories_are_refused() {
     std::fs::create_dir(&busy).unwrap();
     std::fs::write(busy.join("notes.txt"), "mine").unwrap();
     let err = backup_err(store.backup(&busy, BackupOptions::default()));
-    assert!(err.contains("not empty") && err.contains("not"), "{err}");
+    assert!(err.contains("is not empty"), "{err}");
     assert_eq!(
         std::fs::read_to_string(busy.join("notes.txt")).unwrap(),
         "mine"
     );
+    // Incremental or not: it is not a backup to update.
+    let incremental = BackupOptions {
+        incremental: true,
+        ..BackupOptions::default()
+    };
+    let err = backup_err(store.backup(&busy, incremental));
+    assert!(err.contains("does not hold a hostwatch backup"), "{err}");
+    assert_eq!(std::fs::read_dir(&busy).unwrap().count(), 1);
     // Not writable: a path below a regular file (mode bits do not stop root).
     let file = tmp.path().join("file");
     std::fs::write(&file, "").unwrap();
