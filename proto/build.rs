@@ -29,6 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "StorageStatsResponse",
         "Rejections",
         "VerifyStorageResponse",
+        "BackupResponse",
     ] {
         builder = builder.type_attribute(
             format!("hostwatch.v1.{message}"),

@@ -11,6 +11,7 @@
 //! - `units`: values in their unit (from metric names and expressions);
 //! - `alerts`: `alerts` (list, history, watch), `silence`, `reload`;
 //! - `storage`: `storage stats|verify`, the collector store's health;
+//!   `storage backup|restore`, its backups;
 //! - `tokens`: `token create|list|revoke`, the HTTPS API's bearer tokens.
 
 mod alerts;
@@ -84,7 +85,8 @@ enum Command {
     },
     /// Make the collector re-read its configuration's [alerting] section.
     Reload,
-    /// The collector's store: counters and sizes, or a check for damage.
+    /// The collector's store: counters and sizes, a check for damage,
+    /// backups and restoring from one.
     Storage {
         #[command(subcommand)]
         command: storage::StorageCommand,
@@ -141,7 +143,7 @@ fn dispatch(args: Args) -> anyhow::Result<()> {
             alerts::silence(&client::config_path(args.config)?, command)
         }
         Command::Reload => alerts::reload(&client::config_path(args.config)?),
-        Command::Storage { command } => storage::run(&client::config_path(args.config)?, command),
+        Command::Storage { command } => storage::run(args.config, command),
         Command::Token { command } => tokens::run(&client::config_path(args.config)?, command),
     }
 }

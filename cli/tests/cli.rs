@@ -215,6 +215,15 @@ fn alert_silence_and_storage_arguments_are_checked_before_connecting() {
         (&["silence", "mute"][..], "mute"),
         (&["storage", "check"][..], "check"),
         (&["storage", "verify", "--repair"][..], "--repair"),
+        (&["storage", "backup"][..], "--to"),
+        (
+            &["storage", "backup", "--to", "relative/dir"][..],
+            "absolute",
+        ),
+        (
+            &["storage", "restore", "--from", "/tmp/b"][..],
+            "--data-dir",
+        ),
         (&["hosts", "revoke"][..], "<HOST>"),
         (&["hosts", "revoke", "web-1", "--reason"][..], "--reason"),
         (&["hosts", "revoked", "--all"][..], "--all"),
@@ -236,6 +245,38 @@ fn alert_silence_and_storage_arguments_are_checked_before_connecting() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// Backups on this host need no collector: what is not a backup, or an
+/// occupied data directory, is refused (exit 1) with the reason.
+#[test]
+fn storage_restore_and_verify_backup_refuse_what_they_cannot_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let out = hostwatch(&["storage", "verify", "--backup", path(&empty)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("MANIFEST is missing"),
+        "{}",
+        text(&out.stderr)
+    );
+    let data = dir.path().join("data");
+    let out = hostwatch(&[
+        "storage",
+        "restore",
+        "--from",
+        path(&empty),
+        "--data-dir",
+        path(&data),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no complete backup"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!data.exists(), "nothing written");
 }
 
 // One scenario, as an operator runs it: each step reads what the steps

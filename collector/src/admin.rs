@@ -10,11 +10,12 @@ use crate::tokens::{AnyToken, NewToken, TokenStore};
 use hostwatch_alerting::hooks::Outcome;
 use hostwatch_proto::v1::admin_server::Admin;
 use hostwatch_proto::v1::{
-    ApiToken, CreateSilenceRequest, CreateTokenRequest, CreateTokenResponse, ExpireSilenceRequest,
-    ListRevokedHostsRequest, ListRevokedHostsResponse, ListSilencesRequest, ListSilencesResponse,
-    ListTokensRequest, ListTokensResponse, ReloadRequest, ReloadResponse, RevokeHostRequest,
-    RevokeTokenRequest, RevokedHost, Silence, StorageStatsRequest, StorageStatsResponse,
-    TestHookRequest, TestHookResponse, TestHookResult, VerifyStorageRequest, VerifyStorageResponse,
+    ApiToken, BackupRequest, BackupResponse, CreateSilenceRequest, CreateTokenRequest,
+    CreateTokenResponse, ExpireSilenceRequest, ListRevokedHostsRequest, ListRevokedHostsResponse,
+    ListSilencesRequest, ListSilencesResponse, ListTokensRequest, ListTokensResponse,
+    ReloadRequest, ReloadResponse, RevokeHostRequest, RevokeTokenRequest, RevokedHost, Silence,
+    StorageStatsRequest, StorageStatsResponse, TestHookRequest, TestHookResponse, TestHookResult,
+    VerifyStorageRequest, VerifyStorageResponse,
 };
 use hostwatch_stdx::now_ms;
 use tonic::{Request, Response, Status};
@@ -121,6 +122,37 @@ impl Admin for AdminService {
             );
         }
         Ok(Response::new(convert::verify_out(report)))
+    }
+
+    async fn backup(
+        &self,
+        request: Request<BackupRequest>,
+    ) -> Result<Response<BackupResponse>, Status> {
+        let peer = auth::require(&request, Access::Operate)?;
+        let BackupRequest { to, incremental } = request.into_inner();
+        let to = std::path::PathBuf::from(to);
+        if !to.is_absolute() {
+            return Err(Status::invalid_argument(format!(
+                "to must be an absolute path on the collector's host, not {:?}",
+                to.display().to_string()
+            )));
+        }
+        tracing::info!(by = %peer.identity, to = %to.display(), incremental, "backup requested through Admin");
+        let databases = self.shared.state.database().map_err(|why| {
+            Status::unavailable(format!(
+                "the collector's own database cannot be read now ({why}); try again"
+            ))
+        })?;
+        let options = hostwatch_tsdb::BackupOptions {
+            incremental,
+            databases: vec![(String::new(), databases)],
+        };
+        let report = self
+            .shared
+            .on_store(move |store| store.backup(&to, options))
+            .await
+            .inspect_err(|status| tracing::warn!(error = %status.message(), "backup failed"))?;
+        Ok(Response::new(convert::backup_out(report)))
     }
 
     async fn create_token(

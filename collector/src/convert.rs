@@ -488,6 +488,22 @@ pub(crate) fn verify_out(r: tsdb::VerifyReport) -> pb::VerifyStorageResponse {
     }
 }
 
+pub(crate) fn backup_out(r: tsdb::BackupReport) -> pb::BackupResponse {
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    pb::BackupResponse {
+        group: r.manifest.group,
+        created_ms: r.manifest.created_ms,
+        files: r.manifest.files.len() as u64,
+        bytes_total: r.bytes_total,
+        bytes_written: r.bytes_written,
+        partitions_copied: r.partitions_copied,
+        partitions_kept: r.partitions_kept,
+        skipped: r.manifest.skipped,
+        duration_ms: ms(r.duration),
+        maintenance_paused_ms: ms(r.maintenance_paused),
+    }
+}
+
 /// The one mapping of alerting errors to gRPC statuses.
 pub(crate) fn alerting_status(error: alerting::AlertingError) -> Status {
     match error {
@@ -515,6 +531,7 @@ pub(crate) const STORAGE_RETRY: std::time::Duration = std::time::Duration::from_
 pub(crate) fn storage_status(error: tsdb::TsdbError) -> Status {
     match error {
         tsdb::TsdbError::Invalid(m) => Status::invalid_argument(m),
+        tsdb::TsdbError::Backup(m) => Status::failed_precondition(m),
         tsdb::TsdbError::TooManyPoints { limit } => Status::resource_exhausted(format!(
             "the query selects more than limits.max_query_points ({limit}) points; narrow the range or the matchers"
         )),

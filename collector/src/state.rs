@@ -164,6 +164,17 @@ impl StateDb {
         Ok(())
     }
 
+    /// A handle of the database for a backup to copy, unless it failed
+    /// (then why). Held, it keeps a reopen waiting until the copy is done.
+    pub(crate) fn database(&self) -> Result<sled::Db, String> {
+        if let Some(why) = self.failure() {
+            return Err(why);
+        }
+        locked(&self.db)
+            .clone()
+            .ok_or_else(|| "it is being reopened".to_owned())
+    }
+
     /// Flushes the database (at shutdown).
     pub(crate) async fn flush(&self) -> Result<(), sled::Error> {
         let db = locked(&self.db).clone();

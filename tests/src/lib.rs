@@ -551,12 +551,28 @@ impl Process {
         Process::spawn(program, config, log, None, env)
     }
 
+    /// As [`start`](Self::start), with `args` after `--config FILE`.
+    pub fn start_with_args(program: &Path, config: &Path, log: PathBuf, args: &[&str]) -> Self {
+        Process::spawn_with(program, config, log, None, &[], args)
+    }
+
     fn spawn(
         program: &Path,
         config: &Path,
         log: PathBuf,
         user: Option<&nix::unistd::User>,
         env: &[(&str, &str)],
+    ) -> Self {
+        Process::spawn_with(program, config, log, user, env, &[])
+    }
+
+    fn spawn_with(
+        program: &Path,
+        config: &Path,
+        log: PathBuf,
+        user: Option<&nix::unistd::User>,
+        env: &[(&str, &str)],
+        args: &[&str],
     ) -> Self {
         use std::os::unix::process::CommandExt;
         let file = std::fs::OpenOptions::new()
@@ -568,6 +584,7 @@ impl Process {
         command
             .arg("--config")
             .arg(config)
+            .args(args)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
             .stdin(std::process::Stdio::null())

@@ -4,13 +4,14 @@
 //!
 //! Layout: `measure` (process CPU and memory from /proc and getrusage,
 //! thread CPU, medians and percentiles), one module per subcommand
-//! (`agent`, `storage`, `sled_space`, `alerts`, `connections`,
+//! (`agent`, `storage`, `sled_space`, `alerts`, `connections`, `backup`,
 //! `promql`, `console`, `enroll`, `fleet`, `forward_read`, `forward`),
 //! and
 //! `figures`, which writes their output into `docs/benchmarks.md`.
 
 mod agent;
 mod alerts;
+mod backup;
 mod batch_shapes;
 mod connections;
 mod console;
@@ -88,6 +89,11 @@ enum Command {
     /// Rewrites the figures table of docs/benchmarks.md from output files
     /// of one benchmark's runs.
     Figures(figures::Args),
+    /// Online backups of a collector under ingest: a store of a known size
+    /// backed up (full, then incremental) while agents stream batches;
+    /// duration, bytes, and acknowledgement latency during a backup
+    /// against without.
+    Backup(backup::Args),
     /// The crash rounds' child process (internal).
     #[command(hide = true)]
     StorageCrashChild(storage::CrashChildArgs),
@@ -106,6 +112,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Agent(args) => agent::run(args),
+        Command::Backup(args) => backup::run(args),
         Command::ForwardRead(args) => forward_read::run(args),
         Command::Forward(args) => forward::run(args),
         Command::ForwardReceiver(args) => forward::receiver(args),

@@ -175,7 +175,7 @@ pub(crate) fn write_entry(tree: &sled::Tree, group: u64, entry: &[u8]) -> Result
     Ok(())
 }
 
-fn group_of(key: &[u8]) -> Option<u64> {
+pub(crate) fn group_of(key: &[u8]) -> Option<u64> {
     (key.len() == 9 && key[0] == keys::ACCEPTED)
         .then(|| key[1..].try_into().ok().map(u64::from_be_bytes))
         .flatten()

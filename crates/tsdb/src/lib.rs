@@ -39,6 +39,7 @@
 //! - `partition`: time partitions (a sled database each) holding the
 //!   sealed chunks and snapshot blocks, and the store's format version;
 //! - `maintain`: sealing, WAL truncation, retention; `stats`, `verify`;
+//! - `backup`: online backups, their verification, restoring from one;
 //! - `supervise`: the free-space reserve, failures and rebuilding from
 //!   disk, the background thread;
 //! - `workload` (feature `test-util`): the deterministic writer the crash
@@ -46,6 +47,7 @@
 //!
 //! This crate sees neither tokio nor protobuf; the collector converts at its edge.
 
+pub mod backup;
 mod catalog;
 mod chunk;
 mod codec;
@@ -71,6 +73,7 @@ mod wal;
 #[cfg(feature = "test-util")]
 pub mod workload;
 
+pub use backup::{BackupOptions, BackupReport, Manifest};
 pub use forward::{AcceptedGroup, AcceptedSamples, AcceptedSpan, SampleRun};
 pub use maintain::{MaintenancePhase, MaintenanceReport};
 pub use model::{
@@ -106,6 +109,11 @@ pub enum TsdbError {
     /// ([`Options::min_free_bytes`]): appends are refused until it is back.
     #[error("store read-only: {0}")]
     ReadOnly(String),
+    /// A backup could not be written, checked or restored: the target, a
+    /// file, or the backup itself (cut short, damaged, of a newer format);
+    /// the message names it.
+    #[error("backup: {0}")]
+    Backup(String),
     #[error("storage error: {0}")]
     Sled(#[from] sled::Error),
 }

@@ -224,6 +224,28 @@ impl Partition {
         Ok(())
     }
 
+    /// Runs `f` on its directory with its database flushed and closed,
+    /// and kept closed (reads and writes of it wait) until `f` returns: a
+    /// backup copies its files as they are. `Ok(Err(why))` when it is
+    /// damaged or deleted.
+    pub(crate) fn with_closed<T>(
+        &self,
+        f: impl FnOnce(&Path) -> Result<T, TsdbError>,
+    ) -> Result<Result<T, String>, TsdbError> {
+        let mut state = self.state()?;
+        match &*state {
+            State::Damaged(why) => return Ok(Err(why.clone())),
+            State::Deleted => return Ok(Err("deleted by retention".into())),
+            State::Open(db) => {
+                db.flush()?;
+                self.dirty.store(false, Ordering::Release);
+                *state = State::Closed;
+            }
+            State::Closed => {}
+        }
+        f(&self.path).map(Ok)
+    }
+
     /// Bytes of its files.
     pub(crate) fn disk_bytes(&self) -> u64 {
         dir_bytes(&self.path)

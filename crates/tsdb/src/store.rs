@@ -31,6 +31,8 @@ use std::sync::{Arc, Mutex, RwLock};
 pub struct Store {
     supervisor: Arc<Supervisor>,
     worker: Option<Worker>,
+    /// Held by the backup running, if any: one at a time.
+    backup: Mutex<()>,
 }
 
 /// Most threads replaying the WAL at open.
@@ -189,7 +191,11 @@ impl Store {
             Some(interval) => Some(Worker::spawn(supervisor.clone(), interval)?),
             None => None,
         };
-        Ok(Store { supervisor, worker })
+        Ok(Store {
+            supervisor,
+            worker,
+            backup: Mutex::new(()),
+        })
     }
 
     /// Stores a batch durably, unless (host, source, seq) was stored before:
@@ -321,6 +327,10 @@ impl Store {
 
     pub(crate) fn supervisor(&self) -> &Supervisor {
         &self.supervisor
+    }
+
+    pub(crate) fn backup_lock(&self) -> &Mutex<()> {
+        &self.backup
     }
 }
 

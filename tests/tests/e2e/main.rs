@@ -6,6 +6,7 @@
 mod alerts;
 mod auth;
 mod backoff;
+mod backup;
 mod connections;
 mod deploy;
 mod disk_full;
