@@ -59,6 +59,26 @@ impl TestPki {
         self.files_with(role, name, &options)
     }
 
+    /// Writes `path`, a collector.toml for a collector process named
+    /// `name` listening on 127.0.0.1:`port` with its data in `data_dir`,
+    /// followed by `extra` (more sections, or nothing).
+    pub fn collector_toml(
+        &self,
+        path: &Path,
+        name: &str,
+        port: u16,
+        data_dir: &Path,
+        extra: &str,
+    ) -> PathBuf {
+        let tls = self.files(Role::Collector, name);
+        let text = format!(
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = {data_dir:?}\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n{extra}",
+            tls.ca, tls.cert, tls.key
+        );
+        std::fs::write(path, text).unwrap();
+        path.to_path_buf()
+    }
+
     /// An issuing CA signed by this CA (`issuing.pem`, `issuing.key`), as
     /// `hostwatch certs init` makes it: its certificate and key paths.
     pub fn issuing(&self) -> (PathBuf, PathBuf) {

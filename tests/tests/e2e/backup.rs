@@ -34,20 +34,8 @@ const BACK_MS: i64 = 3 * 3_600_000;
 const SERIES: usize = 20;
 
 fn collector_toml(pki: &TestPki, dir: &Path, name: &str, port: u16) -> PathBuf {
-    let files = pki.files(Role::Collector, "test");
     let path = dir.join(format!("{name}.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
-            dir.join(name),
-            files.ca,
-            files.cert,
-            files.key
-        ),
-    )
-    .unwrap();
-    path
+    pki.collector_toml(&path, "test", port, &dir.join(name), "")
 }
 
 fn cli_toml(pki: &TestPki, dir: &Path, port: u16) -> PathBuf {

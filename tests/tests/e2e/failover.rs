@@ -23,20 +23,8 @@ const HOST: &str = "roaming";
 
 /// The TOML of a collector named `name` on `port`, its data in `dir/name`.
 fn write_collector(pki: &TestPki, dir: &Path, name: &str, port: u16) -> PathBuf {
-    let files = pki.files(Role::Collector, name);
     let path = dir.join(format!("collector-{name}.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
-            dir.join(name),
-            files.ca,
-            files.cert,
-            files.key
-        ),
-    )
-    .unwrap();
-    path
+    pki.collector_toml(&path, name, port, &dir.join(name), "")
 }
 
 /// The TOML of the agent, streaming to the collectors on `ports` by

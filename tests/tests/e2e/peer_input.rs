@@ -49,20 +49,13 @@ fn hello(host: &str) -> Hello {
 }
 
 fn collector_toml(pki: &TestPki, dir: &Path, port: u16) -> std::path::PathBuf {
-    let files = pki.files(Role::Collector, "test");
-    let path = dir.join("collector.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
-            dir.join("data"),
-            files.ca,
-            files.cert,
-            files.key
-        ),
+    pki.collector_toml(
+        &dir.join("collector.toml"),
+        "test",
+        port,
+        &dir.join("data"),
+        "",
     )
-    .unwrap();
-    path
 }
 
 #[tokio::test]

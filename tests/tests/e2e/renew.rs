@@ -45,17 +45,13 @@ fn agent_files(
 /// collector.toml for a collector process on `port`, with `enroll` (the
 /// `[enroll]` section's keys, or none).
 fn collector_toml(pki: &TestPki, dir: &Path, port: u16, enroll: &str) -> PathBuf {
-    let tls = pki.files(Role::Collector, "test");
-    let text = format!(
-        "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n[enroll]\n{enroll}\n",
-        dir.join("data").display().to_string(),
-        tls.ca.display().to_string(),
-        tls.cert.display().to_string(),
-        tls.key.display().to_string(),
-    );
-    let path = dir.join("collector.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    pki.collector_toml(
+        &dir.join("collector.toml"),
+        "test",
+        port,
+        &dir.join("data"),
+        &format!("[enroll]\n{enroll}\n"),
+    )
 }
 
 /// agent.toml for an agent process with `tls`, sampling every 200 ms and
