@@ -40,7 +40,6 @@ use hostwatch_proto::v1::agent_message::Kind as AgentKind;
 use hostwatch_proto::v1::collector_message::Kind as CollectorKind;
 use hostwatch_proto::v1::ingest_client::IngestClient;
 use hostwatch_proto::v1::{AgentMessage, CollectorMessage, Goodbye, Hello};
-use prost::Message;
 use rand::Rng;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -678,10 +677,15 @@ impl Shipper {
         outbound: &mpsc::Sender<AgentMessage>,
     ) -> Result<(), SessionError> {
         while self.has_room(window) {
-            let Some(batch) = self.spool.batch_after(window.sent, self.replay_batch_bytes) else {
+            let Some((batch, size)) = self
+                .spool
+                .sized_batch_after(window.sent, self.replay_batch_bytes)
+            else {
                 break;
             };
-            window.sending(batch.seq, batch.encoded_len());
+            // The spooled size: `encoded_len` would walk every series of
+            // the batch once more each tick.
+            window.sending(batch.seq, size);
             let message = AgentMessage {
                 kind: Some(AgentKind::Batch(batch)),
             };

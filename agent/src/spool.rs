@@ -221,6 +221,14 @@ impl Spool {
     /// `max_bytes` encoded (or a single larger one); its sequence is the
     /// last one included. Damaged records are skipped and counted.
     pub fn batch_after(&self, seq: u64, max_bytes: usize) -> Option<Batch> {
+        self.sized_batch_after(seq, max_bytes)
+            .map(|(batch, _)| batch)
+    }
+
+    /// [`Spool::batch_after`] and the spooled (encoded) bytes of the
+    /// batches it holds, known without encoding it again: a coalesced
+    /// batch encodes to at most that many.
+    pub fn sized_batch_after(&self, seq: u64, max_bytes: usize) -> Option<(Batch, usize)> {
         let mut inner = self.lock();
         let mut merger: Option<Merger> = None;
         let mut size = 0;
@@ -254,7 +262,7 @@ impl Spool {
                 }
             }
         }
-        merger.map(|m| m.batch)
+        merger.map(|m| (m.batch, size))
     }
 
     /// Forgets every batch up to and including `seq`: the collector has it.

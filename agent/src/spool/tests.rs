@@ -313,6 +313,30 @@ fn backlog_is_coalesced_in_order_within_the_size() {
 }
 
 #[test]
+fn a_backlog_message_is_sized_by_its_spooled_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path(), 1 << 20);
+    for i in 0..6 {
+        spool.push(batch(i, 2));
+    }
+    let sizes: Vec<usize> = contents(&spool).iter().map(|b| b.encoded_len()).collect();
+    // One batch: its size is exactly its encoding.
+    let (one, size) = spool.sized_batch_after(0, 0).unwrap();
+    assert_eq!((one.seq, size), (1, sizes[0]));
+    assert_eq!(size, one.encoded_len());
+    // Coalesced: the spooled batches' sum, never less than the message.
+    let (merged, size) = spool.sized_batch_after(2, 1 << 20).unwrap();
+    assert_eq!(merged.seq, 6);
+    assert_eq!(size, sizes[2..].iter().sum::<usize>());
+    assert!(
+        merged.encoded_len() <= size,
+        "{} > {size}",
+        merged.encoded_len()
+    );
+    assert!(spool.sized_batch_after(6, 1 << 20).is_none());
+}
+
+#[test]
 fn skipping_past_a_lost_end_continues_after_the_collector() {
     let dir = tempfile::tempdir().unwrap();
     let spool = Spool::open(dir.path(), 64 << 10);
