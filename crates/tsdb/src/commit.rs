@@ -97,7 +97,7 @@ pub(crate) fn open_sled(path: &Path, cache_bytes: u64) -> Result<sled::Db, TsdbE
 }
 
 /// Makes a directory's entries (a created or renamed file) durable.
-fn sync_dir(path: &Path) -> Result<(), TsdbError> {
+pub(crate) fn sync_dir(path: &Path) -> Result<(), TsdbError> {
     std::fs::File::open(path)
         .and_then(|d| d.sync_all())
         .map_err(|e| TsdbError::io("sync directory", path, e))

@@ -31,6 +31,7 @@
 //! last window, where the windows it summarizes end.
 
 use crate::TsdbError;
+use crate::commit::sync_dir;
 use crate::keys;
 use crate::options::{DAY_MS, Options, align};
 use std::collections::BTreeMap;
@@ -83,12 +84,6 @@ pub(crate) struct Partition {
 
 fn poisoned() -> TsdbError {
     TsdbError::Failed("partition state poisoned by a panic".into())
-}
-
-fn sync_dir(path: &Path) -> Result<(), TsdbError> {
-    std::fs::File::open(path)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| TsdbError::io("sync directory", path, e))
 }
 
 /// The marker file's text for a partition of `[start, end)`.
