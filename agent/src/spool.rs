@@ -217,17 +217,18 @@ impl Spool {
         seq
     }
 
-    /// The batches after `seq`, oldest first, coalesced into one of at most
-    /// `max_bytes` encoded (or a single larger one); its sequence is the
-    /// last one included. Damaged records are skipped and counted.
+    /// [`Spool::sized_batch_after`]'s batch alone.
+    #[cfg(test)]
     pub fn batch_after(&self, seq: u64, max_bytes: usize) -> Option<Batch> {
         self.sized_batch_after(seq, max_bytes)
             .map(|(batch, _)| batch)
     }
 
-    /// [`Spool::batch_after`] and the spooled (encoded) bytes of the
-    /// batches it holds, known without encoding it again: a coalesced
-    /// batch encodes to at most that many.
+    /// The batches after `seq`, oldest first, coalesced into one of at most
+    /// `max_bytes` encoded (or a single larger one); its sequence is the
+    /// last one included. Damaged records are skipped and counted. With it,
+    /// the spooled (encoded) bytes of the batches it holds, known without
+    /// encoding it again: a coalesced batch encodes to at most that many.
     pub fn sized_batch_after(&self, seq: u64, max_bytes: usize) -> Option<(Batch, usize)> {
         let mut inner = self.lock();
         let mut merger: Option<Merger> = None;
