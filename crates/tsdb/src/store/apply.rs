@@ -11,7 +11,7 @@ use crate::snapshot;
 use std::collections::HashMap;
 
 /// How a sample reaches the head.
-pub(crate) enum Mode<'a> {
+pub(super) enum Mode<'a> {
     Append,
     /// From the WAL at open: a sealed chunk already holding the sample's
     /// group makes it a no-op. Remembers the newest group of each sealed
@@ -22,7 +22,7 @@ pub(crate) enum Mode<'a> {
 /// Newest commit group of sealed windows met during replay: series
 /// windows by (series id, start), snapshot windows by (host, start).
 #[derive(Default)]
-pub(crate) struct Sealed {
+pub(super) struct Sealed {
     series: HashMap<(u64, i64), u64>,
     snapshots: HashMap<(String, i64), u64>,
 }
@@ -31,7 +31,7 @@ impl Inner {
     /// Puts samples of one series (sorted by time) into their windows,
     /// opening (or reopening from its sealed chunk) each window first.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn insert_runs(
+    pub(super) fn insert_runs(
         &self,
         state: &mut HostState,
         id: u64,
@@ -101,7 +101,7 @@ impl Inner {
         Ok(true)
     }
 
-    pub(crate) fn insert_snapshot(
+    pub(super) fn insert_snapshot(
         &self,
         host: &str,
         state: &mut HostState,
@@ -136,7 +136,7 @@ impl Inner {
 
     /// The sealed raw chunk of (series, window), if any; a damaged one is
     /// counted and treated as absent.
-    pub(crate) fn sealed_raw(
+    fn sealed_raw(
         &self,
         id: u64,
         start: i64,
