@@ -35,6 +35,23 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 /// size (a single larger frame gets a value of its own).
 const MAX_WAL_VALUE: usize = 8 << 10;
 
+/// A commit group, as the head is applied with it: made only here, for
+/// a frame queued into the group ([`Committer::enqueue`]) or for a group
+/// read back from a WAL generation ([`Generation::groups_from`]). The
+/// store's head insertions take one, so nothing reaches the head that is
+/// not in a WAL group; sealing takes only windows whose every group is
+/// durable, and an append is acknowledged only once its group is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Group(u64);
+
+impl Group {
+    /// The group's number (its LSN): groups are numbered in the order
+    /// they become durable.
+    pub(crate) fn number(self) -> u64 {
+        self.0
+    }
+}
+
 /// One WAL database.
 pub(crate) struct Generation {
     /// Position in the order of generations (the directory name).
@@ -163,6 +180,22 @@ impl Generation {
                 .collect::<Result<Vec<_>, _>>()?),
             State::Closed { series, .. } => Ok(series.clone()),
         }
+    }
+
+    /// The WAL values of the groups from `from` on, in group order, each
+    /// with its group; `None` for a key that does not parse (damage).
+    pub(crate) fn groups_from(
+        &self,
+        from: u64,
+    ) -> Result<impl Iterator<Item = Result<(Option<Group>, sled::IVec), TsdbError>>, TsdbError>
+    {
+        let values = self
+            .db()?
+            .range(keys::wal_start(from)..keys::wal_start(u64::MAX));
+        Ok(values.map(|entry| {
+            let (key, value) = entry?;
+            Ok((keys::parse_wal(&key).map(Group), value))
+        }))
     }
 
     pub(crate) fn size_on_disk(&self) -> Result<u64, TsdbError> {
@@ -422,13 +455,14 @@ impl Committer {
     }
 
     /// Queues a frame (and the series definitions it needs, and its
-    /// accept-log record); returns its group.
+    /// accept-log record); returns its group, which the frame's samples
+    /// go into the head with.
     pub(crate) fn enqueue(
         &self,
         frame: &[u8],
         defs: Vec<(Vec<u8>, Vec<u8>)>,
         accepted: &[u8],
-    ) -> Result<u64, TsdbError> {
+    ) -> Result<Group, TsdbError> {
         let mut q = self.lock()?;
         if let Some(why) = &q.failed {
             return Err(TsdbError::Failed(why.clone()));
@@ -438,7 +472,7 @@ impl Committer {
         q.frames.extend_from_slice(frame);
         q.defs.extend(defs);
         q.accepted.extend_from_slice(accepted);
-        Ok(q.next)
+        Ok(Group(q.next))
     }
 
     /// Makes everything queued so far durable.

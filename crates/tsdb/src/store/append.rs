@@ -1,8 +1,12 @@
-//! The append path: a batch validated, logged and applied to the head.
+//! The append path: a batch checked against its host's head, then
+//! logged and applied by an [`Appender`] (the WAL frame queued first,
+//! the head applied with its group after), then acknowledged by
+//! `Store::wait` once the group is durable.
 
 use super::apply::Mode;
 use super::{HostRef, Inner, Pending, bump, lock, poisoned};
 use crate::TsdbError;
+use crate::commit::Group;
 use crate::head::{HostState, IdMap, Inserted, Inserts};
 use crate::keys;
 use crate::model::{
@@ -15,13 +19,55 @@ use std::sync::Arc;
 /// Samples an append inserts per hold of its host's state lock.
 const INSERTS_PER_LOCK: usize = 4096;
 
+/// A batch checked against its host's head: its series resolved (the
+/// definitions of those it creates in `defs`), the samples and snapshots
+/// it stores and the count of what it refused. Made only by
+/// [`Inner::prepare`]; its one way on is [`Appender::commit`], which
+/// owns the order of an append.
+struct Appender<'a> {
+    inner: &'a Inner,
+    batch: &'a Batch,
+    state: &'a HostRef,
+    now: i64,
+    defs: Vec<(Vec<u8>, Vec<u8>)>,
+    accepted: Vec<(u64, Point)>,
+    snapshots: Vec<&'a ProcessSnapshot>,
+    outcome: AppendOutcome,
+}
+
+/// What checking a batch found.
+enum Prepared<'a> {
+    /// Its (host, source, sequence) was stored before: acknowledged once
+    /// the original is durable, stored again never.
+    Replayed(Pending),
+    New(Appender<'a>),
+}
+
 impl Inner {
+    /// Stores a batch: checked, then logged and applied by an
+    /// [`Appender`]; the returned ticket says when it may be acknowledged
+    /// (`Store::wait`).
     pub(super) fn submit(&self, batch: &Batch) -> Result<Pending, TsdbError> {
         self.commit.check()?;
         crate::model::validate_host(&batch.host)?;
         let state = self.host_or_create(&batch.host)?;
+        // Held to the end: the host's WAL frames go in the order its head
+        // applies them.
         let _in_order = state.appends.lock().map_err(|_| poisoned())?;
-        let mut guard = lock(&state)?;
+        match self.prepare(batch, &state)? {
+            Prepared::Replayed(pending) => Ok(pending),
+            Prepared::New(appender) => appender.commit(),
+        }
+    }
+
+    /// Checks a batch under its host's state lock: a replay of a stored
+    /// sequence, or what an [`Appender`] will log and apply.
+    fn prepare<'a>(
+        &'a self,
+        batch: &'a Batch,
+        state: &'a HostRef,
+    ) -> Result<Prepared<'a>, TsdbError> {
+        let mut guard = lock(state)?;
         let host = &mut *guard;
         let mut outcome = AppendOutcome::default();
         let source = host.sources.entry(batch.source).or_default();
@@ -32,18 +78,51 @@ impl Inner {
             drop(guard);
             bump(&self.counters.duplicate_batches, 1);
             outcome.duplicate = true;
-            return Ok(Pending {
+            return Ok(Prepared::Replayed(Pending {
                 incarnation: self.incarnation,
                 group,
                 outcome,
-            });
+            }));
         }
         let now = (self.options.clock)();
         let mut defs = Vec::new();
         let listed = self.list_series(batch, host, &mut defs, &mut outcome);
         let accepted = self.accept_samples(listed, host, now, &mut outcome);
         let snapshots = self.accept_snapshots(batch, now, &mut outcome);
-        drop(guard);
+        Ok(Prepared::New(Appender {
+            inner: self,
+            batch,
+            state,
+            now,
+            defs,
+            accepted,
+            snapshots,
+            outcome,
+        }))
+    }
+}
+
+impl Appender<'_> {
+    /// Logs the batch, then applies it, as Prometheus' head appender
+    /// commits: the WAL frame (with the definitions of the series the
+    /// batch created, and its accept-log record) is queued into a commit
+    /// group first, and the samples and snapshots go into the head only
+    /// with that [`Group`], so the head never holds what the WAL does not.
+    /// They are visible to queries at once; the group is made durable by
+    /// whoever waits on it, and the returned ticket yields the outcome
+    /// (the acknowledgement) only then. Should the group's write fail,
+    /// the store fails and is rebuilt from disk, without them.
+    fn commit(self) -> Result<Pending, TsdbError> {
+        let Appender {
+            inner,
+            batch,
+            state,
+            now,
+            defs,
+            accepted,
+            snapshots,
+            mut outcome,
+        } = self;
         // Even an empty batch is logged: its sequence must be remembered.
         let mut frame = Vec::with_capacity(64 + accepted.len() * 16);
         wal::encode_frame(
@@ -55,39 +134,41 @@ impl Inner {
             &mut frame,
         );
         let mut log = Vec::new();
-        if self.options.accept_log {
+        if inner.options.accept_log {
             crate::forward::encode_record(&accepted, &mut log);
         }
-        let group = self.commit.enqueue(&frame, defs, &log)?;
-        let mut guard = lock(&state)?;
+        let group = inner.commit.enqueue(&frame, defs, &log)?;
+        let mut guard = lock(state)?;
         guard
             .sources
             .entry(batch.source)
             .or_default()
             .pending
-            .push((group, batch.seq));
+            .push((group.number(), batch.seq));
         drop(guard);
-        self.insert_accepted(&state, &accepted, group, now, &mut outcome)?;
+        inner.insert_accepted(state, &accepted, group, now, &mut outcome)?;
         outcome.rejected.malformed += batch.malformed;
-        let mut guard = lock(&state)?;
+        let mut guard = lock(state)?;
         for s in snapshots {
-            if self.insert_snapshot(&batch.host, &mut guard, s, group, Mode::Append, now)?
+            if inner.insert_snapshot(&batch.host, &mut guard, s, group, Mode::Append, now)?
                 == Inserted::Stored
             {
-                bump(&self.counters.snapshots, 1);
+                bump(&inner.counters.snapshots, 1);
             }
         }
         drop(guard);
-        bump(&self.counters.batches, 1);
-        bump(&self.counters.samples, outcome.stored);
-        self.counters.reject(&outcome.rejected);
+        bump(&inner.counters.batches, 1);
+        bump(&inner.counters.samples, outcome.stored);
+        inner.counters.reject(&outcome.rejected);
         Ok(Pending {
-            incarnation: self.incarnation,
-            group: Some(group),
+            incarnation: inner.incarnation,
+            group: Some(group.number()),
             outcome,
         })
     }
+}
 
+impl Inner {
     /// The batch's series, each once with the inputs that list it: a
     /// series listed twice is validated and stored as one, so a batch's
     /// work stays linear in its samples however it repeats itself. Series
@@ -241,7 +322,7 @@ impl Inner {
         &self,
         state: &HostRef,
         accepted: &[(u64, Point)],
-        group: u64,
+        group: Group,
         now: i64,
         outcome: &mut AppendOutcome,
     ) -> Result<(), TsdbError> {

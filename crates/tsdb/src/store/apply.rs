@@ -1,9 +1,16 @@
 //! Putting samples and snapshots of a WAL group into the head: shared
 //! by appends and by replay.
+//!
+//! Every insertion takes the [`Group`] its samples are logged in, which
+//! only the committer hands out (for a frame it queued) or a WAL
+//! generation gives back (for a frame read at replay): the head holds
+//! nothing that is not in the WAL, and each window knows its newest
+//! group, so sealing can wait until that group is durable.
 
 use super::Inner;
 use crate::TsdbError;
 use crate::chunk;
+use crate::commit::Group;
 use crate::head::{HostState, Inserted, Inserts};
 use crate::keys;
 use crate::model::{Point, ProcessSnapshot};
@@ -36,11 +43,12 @@ impl Inner {
         state: &mut HostState,
         id: u64,
         points: &[Point],
-        lsn: u64,
+        group: Group,
         mut mode: Mode<'_>,
         now: i64,
         counts: &mut Inserts,
     ) -> Result<(), TsdbError> {
+        let lsn = group.number();
         let window_of = |p: &Point| self.options.window_of(p.t_ms);
         for run in points.chunk_by(|a, b| window_of(a) == window_of(b)) {
             let start = window_of(&run[0]);
@@ -101,15 +109,18 @@ impl Inner {
         Ok(true)
     }
 
+    /// Puts a process snapshot into its window, opening (or reopening
+    /// from its sealed block) the window first.
     pub(super) fn insert_snapshot(
         &self,
         host: &str,
         state: &mut HostState,
         snapshot: &ProcessSnapshot,
-        lsn: u64,
+        group: Group,
         mode: Mode<'_>,
         now: i64,
     ) -> Result<Inserted, TsdbError> {
+        let lsn = group.number();
         let start = self.options.window_of(snapshot.t_ms);
         if !state.snapshot_windows.iter().any(|w| w.start == start) {
             if let Mode::Replay(sealed) = &mode
@@ -136,11 +147,7 @@ impl Inner {
 
     /// The sealed raw chunk of (series, window), if any; a damaged one is
     /// counted and treated as absent.
-    fn sealed_raw(
-        &self,
-        id: u64,
-        start: i64,
-    ) -> Result<Option<(u64, Vec<Point>)>, TsdbError> {
+    fn sealed_raw(&self, id: u64, start: i64) -> Result<Option<(u64, Vec<Point>)>, TsdbError> {
         let key = keys::chunk(keys::TIER_RAW, id, start);
         let Some(value) = self.partitions.value(start, &key)? else {
             return Ok(None);

@@ -4,7 +4,7 @@
 use super::apply::{Mode, Sealed};
 use super::{Counters, HostEntry, Inner, bump, lock};
 use crate::TsdbError;
-use crate::commit::{Committer, Generation};
+use crate::commit::{Committer, Generation, Group};
 use crate::head::{HostState, Inserts};
 use crate::index::Index;
 use crate::keys;
@@ -163,13 +163,10 @@ impl Inner {
         let mut sizes = Vec::with_capacity(generations.len());
         for g in generations {
             let mut bytes = 0;
-            for entry in g
-                .db()?
-                .range(keys::wal_start(low)..keys::wal_start(u64::MAX))
-            {
-                let (key, value) = entry?;
+            for entry in g.groups_from(low)? {
+                let (group, value) = entry?;
                 bytes += value.len() as u64;
-                let Some(group) = keys::parse_wal(&key) else {
+                let Some(group) = group else {
                     if share == 0 {
                         bump(&self.counters.corrupt_wal_frames, 1);
                     }
@@ -185,7 +182,7 @@ impl Inner {
                     match record {
                         Ok(record) => self.replay_record(group, record, &mut sealed)?,
                         Err(e) => {
-                            tracing::warn!(group, error = %e, "skipping a damaged WAL frame");
+                            tracing::warn!(group = group.number(), error = %e, "skipping a damaged WAL frame");
                             bump(&self.counters.corrupt_wal_frames, 1);
                         }
                     }
@@ -198,7 +195,7 @@ impl Inner {
 
     fn replay_record(
         &self,
-        group: u64,
+        group: Group,
         record: WalRecord,
         sealed: &mut Sealed,
     ) -> Result<(), TsdbError> {
