@@ -253,6 +253,55 @@ impl Generation {
     }
 }
 
+/// A truncation of the WAL, whose steps can only go in the order that
+/// survives a crash at any of them: every queued group is made durable
+/// ([`Committer::truncation`]); the caller seals windows whose every group
+/// is at or below [`Truncation::durable`]; then [`Truncation::finish`]
+/// makes the sealed chunks durable, persists where replay starts (the
+/// lowest group not sealed) with the definitions of the series created
+/// in the generations about to go, and only then deletes those
+/// generations, whose every group lies below it. A crash before the
+/// deletion leaves every group not sealed, and more, in the WAL.
+#[must_use = "a truncation deletes nothing until it is finished"]
+pub(crate) struct Truncation<'c> {
+    commit: &'c Committer,
+    durable: u64,
+}
+
+impl Truncation<'_> {
+    /// The highest durable group: windows holding a later group are not
+    /// sealed, so a chunk never holds a sample the WAL could still lose.
+    pub(crate) fn durable(&self) -> u64 {
+        self.durable
+    }
+
+    /// Ends the truncation at `low`, the lowest group not sealed: `flush`
+    /// makes the chunks sealed since [`Committer::truncation`] durable; a
+    /// new generation is started when the current one holds
+    /// `generation_bytes` or nothing unsealed; `persist(durable, low,
+    /// gone)` writes and flushes where replay starts, the batch sequences
+    /// and the series definitions of the generations `gone`; only then
+    /// are those deleted, and the idle ones closed. Returns how many went.
+    pub(crate) fn finish(
+        self,
+        low: u64,
+        generation_bytes: u64,
+        flush: impl FnOnce() -> Result<(), TsdbError>,
+        persist: impl FnOnce(u64, u64, &[Arc<Generation>]) -> Result<(), TsdbError>,
+    ) -> Result<u64, TsdbError> {
+        // Groups after `durable` may be in no chunk yet, whatever `low` says.
+        let low = low.min(self.durable + 1);
+        flush()?;
+        self.commit.rotate_if_due(low, generation_bytes)?;
+        let gone = self.commit.deletable(low)?;
+        persist(self.durable, low, &gone)?;
+        let deleted = gone.len() as u64;
+        self.commit.delete(gone)?;
+        self.commit.close_idle()?;
+        Ok(deleted)
+    }
+}
+
 struct Queue {
     /// Encoded frames of the next group.
     frames: Vec<u8>,
@@ -360,7 +409,7 @@ impl Committer {
     /// be deleted while the WAL still holds the newest hour), or holds
     /// frames and no group at or above `low` (nothing unsealed: it can go
     /// at once).
-    pub(crate) fn rotate_if_due(&self, low: u64, max_bytes: u64) -> Result<(), TsdbError> {
+    fn rotate_if_due(&self, low: u64, max_bytes: u64) -> Result<(), TsdbError> {
         let current = self.lock()?.current.clone();
         let bytes = current.bytes.load(Ordering::Relaxed);
         let last = current.last_group.load(Ordering::Acquire);
@@ -396,7 +445,7 @@ impl Committer {
     /// Generations older than the current one whose every group is below
     /// `low`: what maintenance may delete once everything below `low` is
     /// durable outside the WAL.
-    pub(crate) fn deletable(&self, low: u64) -> Result<Vec<Arc<Generation>>, TsdbError> {
+    fn deletable(&self, low: u64) -> Result<Vec<Arc<Generation>>, TsdbError> {
         let generations = self.generations()?;
         let n = generations.len().saturating_sub(1);
         Ok(generations[..n]
@@ -408,7 +457,7 @@ impl Committer {
 
     /// Deletes the generations `gone` (from [`Committer::deletable`]): their
     /// directories are removed once their databases are closed.
-    pub(crate) fn delete(&self, gone: Vec<Arc<Generation>>) -> Result<(), TsdbError> {
+    fn delete(&self, gone: Vec<Arc<Generation>>) -> Result<(), TsdbError> {
         let mut generations = self.generations()?;
         for g in gone {
             generations.retain(|other| other.number != g.number);
@@ -475,8 +524,18 @@ impl Committer {
         Ok(Group(q.next))
     }
 
+    /// Starts a truncation of the WAL (see [`Truncation`]): everything
+    /// queued so far is made durable first.
+    pub(crate) fn truncation(&self) -> Result<Truncation<'_>, TsdbError> {
+        self.sync()?;
+        Ok(Truncation {
+            commit: self,
+            durable: self.durable(),
+        })
+    }
+
     /// Makes everything queued so far durable.
-    pub(crate) fn sync(&self) -> Result<(), TsdbError> {
+    fn sync(&self) -> Result<(), TsdbError> {
         let target = {
             let q = self.lock()?;
             if q.frames.is_empty() && q.defs.is_empty() {
