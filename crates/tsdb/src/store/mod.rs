@@ -73,7 +73,7 @@ pub(crate) struct Counters {
     pub(crate) sealed_chunks: AtomicU64,
     pub(crate) deleted_chunks: AtomicU64,
     pub(crate) maintenance_errors: AtomicU64,
-    /// Durations of maintenance passes' phases, by [`MaintenancePhase`].
+    /// Durations of maintenance passes' phases, by [`crate::MaintenancePhase`].
     pub(crate) maintenance: [hostwatch_stdx::exposition::Histogram; 3],
 }
 
