@@ -112,32 +112,23 @@ impl Appender<'_> {
     /// whoever waits on it, and the returned ticket yields the outcome
     /// (the acknowledgement) only then. Should the group's write fail,
     /// the store fails and is rebuilt from disk, without them.
-    fn commit(self) -> Result<Pending, TsdbError> {
-        let Appender {
-            inner,
-            batch,
-            state,
-            now,
-            defs,
-            accepted,
-            snapshots,
-            mut outcome,
-        } = self;
+    fn commit(mut self) -> Result<Pending, TsdbError> {
+        let (inner, batch, state, now) = (self.inner, self.batch, self.state, self.now);
         // Even an empty batch is logged: its sequence must be remembered.
-        let mut frame = Vec::with_capacity(64 + accepted.len() * 16);
+        let mut frame = Vec::with_capacity(64 + self.accepted.len() * 16);
         wal::encode_frame(
             &batch.host,
             batch.source,
             batch.seq,
-            &accepted,
-            &snapshots,
+            &self.accepted,
+            &self.snapshots,
             &mut frame,
         );
         let mut log = Vec::new();
         if inner.options.accept_log {
-            crate::forward::encode_record(&accepted, &mut log);
+            crate::forward::encode_record(&self.accepted, &mut log);
         }
-        let group = inner.commit.enqueue(&frame, defs, &log)?;
+        let group = inner.commit.enqueue(&frame, self.defs, &log)?;
         let mut guard = lock(state)?;
         guard
             .sources
@@ -146,10 +137,11 @@ impl Appender<'_> {
             .pending
             .push((group.number(), batch.seq));
         drop(guard);
-        inner.insert_accepted(state, &accepted, group, now, &mut outcome)?;
+        let outcome = &mut self.outcome;
+        inner.insert_accepted(state, &self.accepted, group, now, outcome)?;
         outcome.rejected.malformed += batch.malformed;
         let mut guard = lock(state)?;
-        for s in snapshots {
+        for s in self.snapshots {
             if inner.insert_snapshot(&batch.host, &mut guard, s, group, Mode::Append, now)?
                 == Inserted::Stored
             {
@@ -158,12 +150,12 @@ impl Appender<'_> {
         }
         drop(guard);
         bump(&inner.counters.batches, 1);
-        bump(&inner.counters.samples, outcome.stored);
-        inner.counters.reject(&outcome.rejected);
+        bump(&inner.counters.samples, self.outcome.stored);
+        inner.counters.reject(&self.outcome.rejected);
         Ok(Pending {
             incarnation: inner.incarnation,
             group: Some(group.number()),
-            outcome,
+            outcome: self.outcome,
         })
     }
 }
