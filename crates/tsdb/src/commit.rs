@@ -648,3 +648,85 @@ impl Committer {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    /// A committer over a fresh WAL directory with one durable group in
+    /// generation 1; returns it with generation 1's directory.
+    fn with_one_group(wal: &Path) -> (Committer, PathBuf) {
+        let c = Committer::new(wal, Generation::open_all(wal).unwrap(), 1, None).unwrap();
+        let group = c.enqueue(b"frame", Vec::new(), &[]).unwrap();
+        c.wait(group.number()).unwrap();
+        (c, Generation::path(wal, 1))
+    }
+
+    #[test]
+    fn a_truncation_deletes_a_generation_only_after_flush_and_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = dir.path().join("wal");
+        let (c, first) = with_one_group(&wal);
+        let queued = c.enqueue(b"frame", Vec::new(), &[]).unwrap();
+        let t = c.truncation().unwrap();
+        // Starting a truncation made the queued group durable.
+        assert_eq!(t.durable(), queued.number());
+        let steps = RefCell::new(Vec::new());
+        let deleted = t
+            .finish(
+                // Nothing unsealed: everything is below `low`, and more
+                // than `durable + 1` is clamped to it.
+                u64::MAX,
+                u64::MAX,
+                || {
+                    steps.borrow_mut().push("flush");
+                    Ok(())
+                },
+                |durable, low, gone| {
+                    assert!(first.is_dir(), "a generation went before persist");
+                    assert_eq!((durable, low), (2, 3));
+                    assert_eq!(gone.iter().map(|g| g.number).collect::<Vec<_>>(), [1]);
+                    steps.borrow_mut().push("persist");
+                    Ok(())
+                },
+            )
+            .unwrap();
+        assert_eq!(steps.into_inner(), ["flush", "persist"]);
+        assert_eq!(deleted, 1);
+        assert!(!first.exists());
+    }
+
+    #[test]
+    fn a_failed_flush_or_persist_deletes_no_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = dir.path().join("wal");
+        let (c, first) = with_one_group(&wal);
+        let failed = || Err(TsdbError::Failed("disk full".into()));
+        let persisted = RefCell::new(false);
+        let result = c
+            .truncation()
+            .unwrap()
+            .finish(2, u64::MAX, failed, |_, _, _| {
+                *persisted.borrow_mut() = true;
+                Ok(())
+            });
+        assert!(result.is_err());
+        assert!(!*persisted.borrow(), "persisted after a failed flush");
+        assert!(first.is_dir());
+        let result = c
+            .truncation()
+            .unwrap()
+            .finish(2, u64::MAX, || Ok(()), |_, _, _| failed());
+        assert!(result.is_err());
+        assert!(first.is_dir());
+        // Once both succeed, it goes.
+        let deleted = c
+            .truncation()
+            .unwrap()
+            .finish(2, u64::MAX, || Ok(()), |_, _, _| Ok(()))
+            .unwrap();
+        assert_eq!(deleted, 1);
+        assert!(!first.exists());
+    }
+}
