@@ -284,7 +284,7 @@ impl Partition {
     }
 
     /// Its database for a write: a damaged partition is an error.
-    pub(crate) fn db_for_write(&self) -> Result<sled::Db, TsdbError> {
+    fn db_for_write(&self) -> Result<sled::Db, TsdbError> {
         self.dirty.store(true, Ordering::Release);
         match self.db()? {
             Some(db) => Ok(db),
