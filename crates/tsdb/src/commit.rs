@@ -35,6 +35,23 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 /// size (a single larger frame gets a value of its own).
 const MAX_WAL_VALUE: usize = 8 << 10;
 
+/// A commit group, as the head is applied with it: made only here, for
+/// a frame queued into the group ([`Committer::enqueue`]) or for a group
+/// read back from a WAL generation ([`Generation::groups_from`]). The
+/// store's head insertions take one, so nothing reaches the head that is
+/// not in a WAL group; sealing takes only windows whose every group is
+/// durable, and an append is acknowledged only once its group is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Group(u64);
+
+impl Group {
+    /// The group's number (its LSN): groups are numbered in the order
+    /// they become durable.
+    pub(crate) fn number(self) -> u64 {
+        self.0
+    }
+}
+
 /// One WAL database.
 pub(crate) struct Generation {
     /// Position in the order of generations (the directory name).
@@ -165,6 +182,22 @@ impl Generation {
         }
     }
 
+    /// The WAL values of the groups from `from` on, in group order, each
+    /// with its group; `None` for a key that does not parse (damage).
+    pub(crate) fn groups_from(
+        &self,
+        from: u64,
+    ) -> Result<impl Iterator<Item = Result<(Option<Group>, sled::IVec), TsdbError>>, TsdbError>
+    {
+        let values = self
+            .db()?
+            .range(keys::wal_start(from)..keys::wal_start(u64::MAX));
+        Ok(values.map(|entry| {
+            let (key, value) = entry?;
+            Ok((keys::parse_wal(&key).map(Group), value))
+        }))
+    }
+
     pub(crate) fn size_on_disk(&self) -> Result<u64, TsdbError> {
         match &*self.state()? {
             State::Open(db) => Ok(db.size_on_disk()?),
@@ -217,6 +250,55 @@ impl Generation {
         }
         numbers.sort_unstable();
         numbers.into_iter().map(|n| Self::open(dir, n)).collect()
+    }
+}
+
+/// A truncation of the WAL, whose steps can only go in the order that
+/// survives a crash at any of them: every queued group is made durable
+/// ([`Committer::truncation`]); the caller seals windows whose every group
+/// is at or below [`Truncation::durable`]; then [`Truncation::finish`]
+/// makes the sealed chunks durable, persists where replay starts (the
+/// lowest group not sealed) with the definitions of the series created
+/// in the generations about to go, and only then deletes those
+/// generations, whose every group lies below it. A crash before the
+/// deletion leaves every group not sealed, and more, in the WAL.
+#[must_use = "a truncation deletes nothing until it is finished"]
+pub(crate) struct Truncation<'c> {
+    commit: &'c Committer,
+    durable: u64,
+}
+
+impl Truncation<'_> {
+    /// The highest durable group: windows holding a later group are not
+    /// sealed, so a chunk never holds a sample the WAL could still lose.
+    pub(crate) fn durable(&self) -> u64 {
+        self.durable
+    }
+
+    /// Ends the truncation at `low`, the lowest group not sealed: `flush`
+    /// makes the chunks sealed since [`Committer::truncation`] durable; a
+    /// new generation is started when the current one holds
+    /// `generation_bytes` or nothing unsealed; `persist(durable, low,
+    /// gone)` writes and flushes where replay starts, the batch sequences
+    /// and the series definitions of the generations `gone`; only then
+    /// are those deleted, and the idle ones closed. Returns how many went.
+    pub(crate) fn finish(
+        self,
+        low: u64,
+        generation_bytes: u64,
+        flush: impl FnOnce() -> Result<(), TsdbError>,
+        persist: impl FnOnce(u64, u64, &[Arc<Generation>]) -> Result<(), TsdbError>,
+    ) -> Result<u64, TsdbError> {
+        // Groups after `durable` may be in no chunk yet, whatever `low` says.
+        let low = low.min(self.durable + 1);
+        flush()?;
+        self.commit.rotate_if_due(low, generation_bytes)?;
+        let gone = self.commit.deletable(low)?;
+        persist(self.durable, low, &gone)?;
+        let deleted = gone.len() as u64;
+        self.commit.delete(gone)?;
+        self.commit.close_idle()?;
+        Ok(deleted)
     }
 }
 
@@ -327,7 +409,7 @@ impl Committer {
     /// be deleted while the WAL still holds the newest hour), or holds
     /// frames and no group at or above `low` (nothing unsealed: it can go
     /// at once).
-    pub(crate) fn rotate_if_due(&self, low: u64, max_bytes: u64) -> Result<(), TsdbError> {
+    fn rotate_if_due(&self, low: u64, max_bytes: u64) -> Result<(), TsdbError> {
         let current = self.lock()?.current.clone();
         let bytes = current.bytes.load(Ordering::Relaxed);
         let last = current.last_group.load(Ordering::Acquire);
@@ -363,7 +445,7 @@ impl Committer {
     /// Generations older than the current one whose every group is below
     /// `low`: what maintenance may delete once everything below `low` is
     /// durable outside the WAL.
-    pub(crate) fn deletable(&self, low: u64) -> Result<Vec<Arc<Generation>>, TsdbError> {
+    fn deletable(&self, low: u64) -> Result<Vec<Arc<Generation>>, TsdbError> {
         let generations = self.generations()?;
         let n = generations.len().saturating_sub(1);
         Ok(generations[..n]
@@ -375,7 +457,7 @@ impl Committer {
 
     /// Deletes the generations `gone` (from [`Committer::deletable`]): their
     /// directories are removed once their databases are closed.
-    pub(crate) fn delete(&self, gone: Vec<Arc<Generation>>) -> Result<(), TsdbError> {
+    fn delete(&self, gone: Vec<Arc<Generation>>) -> Result<(), TsdbError> {
         let mut generations = self.generations()?;
         for g in gone {
             generations.retain(|other| other.number != g.number);
@@ -422,13 +504,14 @@ impl Committer {
     }
 
     /// Queues a frame (and the series definitions it needs, and its
-    /// accept-log record); returns its group.
+    /// accept-log record); returns its group, which the frame's samples
+    /// go into the head with.
     pub(crate) fn enqueue(
         &self,
         frame: &[u8],
         defs: Vec<(Vec<u8>, Vec<u8>)>,
         accepted: &[u8],
-    ) -> Result<u64, TsdbError> {
+    ) -> Result<Group, TsdbError> {
         let mut q = self.lock()?;
         if let Some(why) = &q.failed {
             return Err(TsdbError::Failed(why.clone()));
@@ -438,11 +521,21 @@ impl Committer {
         q.frames.extend_from_slice(frame);
         q.defs.extend(defs);
         q.accepted.extend_from_slice(accepted);
-        Ok(q.next)
+        Ok(Group(q.next))
+    }
+
+    /// Starts a truncation of the WAL (see [`Truncation`]): everything
+    /// queued so far is made durable first.
+    pub(crate) fn truncation(&self) -> Result<Truncation<'_>, TsdbError> {
+        self.sync()?;
+        Ok(Truncation {
+            commit: self,
+            durable: self.durable(),
+        })
     }
 
     /// Makes everything queued so far durable.
-    pub(crate) fn sync(&self) -> Result<(), TsdbError> {
+    fn sync(&self) -> Result<(), TsdbError> {
         let target = {
             let q = self.lock()?;
             if q.frames.is_empty() && q.defs.is_empty() {
@@ -553,5 +646,87 @@ impl Committer {
         generation.bytes.fetch_add(n, Ordering::Relaxed);
         self.wal_bytes.fetch_add(n, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    /// A committer over a fresh WAL directory with one durable group in
+    /// generation 1; returns it with generation 1's directory.
+    fn with_one_group(wal: &Path) -> (Committer, PathBuf) {
+        let c = Committer::new(wal, Generation::open_all(wal).unwrap(), 1, None).unwrap();
+        let group = c.enqueue(b"frame", Vec::new(), &[]).unwrap();
+        c.wait(group.number()).unwrap();
+        (c, Generation::path(wal, 1))
+    }
+
+    #[test]
+    fn a_truncation_deletes_a_generation_only_after_flush_and_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = dir.path().join("wal");
+        let (c, first) = with_one_group(&wal);
+        let queued = c.enqueue(b"frame", Vec::new(), &[]).unwrap();
+        let t = c.truncation().unwrap();
+        // Starting a truncation made the queued group durable.
+        assert_eq!(t.durable(), queued.number());
+        let steps = RefCell::new(Vec::new());
+        let deleted = t
+            .finish(
+                // Nothing unsealed: everything is below `low`, and more
+                // than `durable + 1` is clamped to it.
+                u64::MAX,
+                u64::MAX,
+                || {
+                    steps.borrow_mut().push("flush");
+                    Ok(())
+                },
+                |durable, low, gone| {
+                    assert!(first.is_dir(), "a generation went before persist");
+                    assert_eq!((durable, low), (2, 3));
+                    assert_eq!(gone.iter().map(|g| g.number).collect::<Vec<_>>(), [1]);
+                    steps.borrow_mut().push("persist");
+                    Ok(())
+                },
+            )
+            .unwrap();
+        assert_eq!(steps.into_inner(), ["flush", "persist"]);
+        assert_eq!(deleted, 1);
+        assert!(!first.exists());
+    }
+
+    #[test]
+    fn a_failed_flush_or_persist_deletes_no_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = dir.path().join("wal");
+        let (c, first) = with_one_group(&wal);
+        let failed = || Err(TsdbError::Failed("disk full".into()));
+        let persisted = RefCell::new(false);
+        let result = c
+            .truncation()
+            .unwrap()
+            .finish(2, u64::MAX, failed, |_, _, _| {
+                *persisted.borrow_mut() = true;
+                Ok(())
+            });
+        assert!(result.is_err());
+        assert!(!*persisted.borrow(), "persisted after a failed flush");
+        assert!(first.is_dir());
+        let result = c
+            .truncation()
+            .unwrap()
+            .finish(2, u64::MAX, || Ok(()), |_, _, _| failed());
+        assert!(result.is_err());
+        assert!(first.is_dir());
+        // Once both succeed, it goes.
+        let deleted = c
+            .truncation()
+            .unwrap()
+            .finish(2, u64::MAX, || Ok(()), |_, _, _| Ok(()))
+            .unwrap();
+        assert_eq!(deleted, 1);
+        assert!(!first.exists());
     }
 }

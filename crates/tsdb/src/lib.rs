@@ -28,10 +28,15 @@
 //! - `codec`: bit streams, the head encoder, the sealed-chunk codec;
 //! - `chunk`, `snapshot`: stored blocks (raw chunks, aggregate rows,
 //!   process snapshots) in a checksummed envelope;
-//! - `wal`: WAL frames; `commit`: group commit;
+//! - `wal`: WAL frames; `commit`: group commit, WAL generations and their
+//!   truncation (`Truncation`, the order sealing follows);
 //! - `head`: per-host in-memory state; `shape`: the previous batch's series,
 //!   for lookups; `keys`: the sled key layout;
-//! - `store`: open and replay, append, reads; `query`: steps and aggregations;
+//! - `store`: the `Store` facade and the state it opens; under it `open`
+//!   (open and replay), `append` (the append path: an `Appender` logs a
+//!   batch before applying it) and `apply` (the head insertions, which
+//!   take a WAL `commit::Group`); `read`: the store's reads; `query`:
+//!   steps and aggregations;
 //! - `index`: the series index in memory: keys, each metric's key order and
 //!   postings by label value, for selecting series;
 //! - `catalog`: metric names, and one series's raw points, for the PromQL engine;

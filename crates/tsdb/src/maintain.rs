@@ -8,7 +8,8 @@
 //! generations about to go, and the lowest group not sealed (where replay
 //! starts), flushed again; only then are WAL generations whose every group
 //! lies below that deleted. Only windows whose samples are all durable are
-//! sealed, so a chunk never holds a sample the WAL could still lose.
+//! sealed, so a chunk never holds a sample the WAL could still lose. A
+//! `commit::Truncation` takes the WAL's side of these steps in this order.
 
 use crate::TsdbError;
 use crate::chunk::{self, Row};
@@ -92,8 +93,8 @@ impl Inner {
         };
         let started = Instant::now();
         let now = (self.options.clock)();
-        self.commit.sync()?;
-        let durable = self.commit.durable();
+        let truncation = self.commit.truncation()?;
+        let durable = truncation.durable();
         let mut low = durable + 1;
         let due = Due {
             now,
@@ -123,22 +124,23 @@ impl Inner {
         timed(MaintenancePhase::Seal, started);
         let started = Instant::now();
         // Chunks are durable before the WAL groups they replace go.
-        self.partitions.flush()?;
-        self.db.flush()?;
-        self.commit
-            .rotate_if_due(low, self.options.wal_generation_bytes)?;
-        let gone = self.commit.deletable(low)?;
+        let flush = || {
+            self.partitions.flush()?;
+            Ok(self.db.flush().map(drop)?)
+        };
         // Replay starts at `low` and recovers the sequences of every batch
         // from there on, so they and the metadata need writing only when
         // `low` moves (about once a window) or a generation goes, not at
         // every pass (every 5 s: a key per agent source and two flushes).
-        if state.persisted_low != Some(low) || !gone.is_empty() {
-            self.persist_low(&hosts, durable, low, &gone)?;
-            state.persisted_low = Some(low);
-        }
-        report.wal_generations_deleted += gone.len() as u64;
-        self.commit.delete(gone)?;
-        self.commit.close_idle()?;
+        let persist = |durable, low, gone: &[Arc<Generation>]| {
+            if state.persisted_low != Some(low) || !gone.is_empty() {
+                self.persist_low(&hosts, durable, low, gone)?;
+                state.persisted_low = Some(low);
+            }
+            Ok(())
+        };
+        report.wal_generations_deleted +=
+            truncation.finish(low, self.options.wal_generation_bytes, flush, persist)?;
         timed(MaintenancePhase::Wal, started);
         let started = Instant::now();
         self.expire_by_age(now, &mut state, &mut report)?;

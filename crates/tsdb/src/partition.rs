@@ -21,6 +21,12 @@
 //! - *deleted* by retention, whole: renamed to `<start>.deleted` (durably),
 //!   unregistered, then removed; open removes what a crash left of that.
 //!
+//! Each step is a method of [`Partition`] (`create`, `db_for_write` and
+//! `flush`, `close_if_idle`, `delete`, and `recover` at open, which
+//! finishes what a crash cut short); [`Partitions`] registers, finds and
+//! counts them, and hands `create` and `delete` the registry's step, which
+//! they take in its place in the order.
+//!
 //! A partition whose directory is missing, whose marker does not read or
 //! names another format, or whose database does not open is *damaged*:
 //! queries skip it (counted in `corrupt_blocks`), `verify` reports it,
@@ -67,6 +73,17 @@ enum State {
     Damaged(String),
     /// Deleted by retention: a read that found it before is skipped.
     Deleted,
+}
+
+/// An entry of the partitions directory, as open finds it.
+enum Found {
+    /// A partition starting there.
+    Partition(i64),
+    /// A deletion cut short, now finished: the partition it was (if its
+    /// name says), still to unregister.
+    Deleted(Option<i64>),
+    /// Not a partition, or a creation cut short (now removed).
+    Other,
 }
 
 /// One time partition: its span, its directory and its database.
@@ -136,6 +153,92 @@ impl Partition {
         self.state.lock().map_err(|_| poisoned())
     }
 
+    /// Creates the partition of `[start, end)` under `dir`, open for
+    /// writes: its directory and database, then its marker file, each
+    /// durable, then `register` (its registration in the main tree). A
+    /// crash before the marker leaves a directory that open removes; one
+    /// before the registration, a valid partition that open registers.
+    fn create(
+        dir: &Path,
+        start: i64,
+        end: i64,
+        cache_bytes: u64,
+        register: impl FnOnce() -> Result<(), TsdbError>,
+    ) -> Result<(Self, sled::Db), TsdbError> {
+        let partition = Partition::new(dir, start, end, cache_bytes, State::Closed);
+        let path = &partition.path;
+        std::fs::create_dir_all(path).map_err(|e| TsdbError::io("create", path, e))?;
+        let db = crate::commit::open_sled(path, cache_bytes)?;
+        db.flush()?;
+        let marker = path.join(MARKER);
+        std::fs::write(&marker, marker_text(start, end))
+            .and_then(|()| std::fs::File::open(&marker)?.sync_all())
+            .map_err(|e| TsdbError::io("write", &marker, e))?;
+        sync_dir(path)?;
+        sync_dir(dir)?;
+        register()?;
+        *partition.state()? = State::Open(db.clone());
+        partition.dirty.store(true, Ordering::Release);
+        Ok((partition, db))
+    }
+
+    /// What `path`, an entry of the partitions directory, is, once what a
+    /// crash left of a creation or a deletion there is removed.
+    fn recover(path: &Path) -> Result<Found, TsdbError> {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if let Some(start) = name.strip_suffix(DELETED) {
+            // A deletion cut short: finish it.
+            std::fs::remove_dir_all(path).map_err(|e| TsdbError::io("remove", path, e))?;
+            return Ok(Found::Deleted(start.parse().ok()));
+        }
+        let Ok(start) = name.parse::<i64>() else {
+            tracing::warn!(path = %path.display(), "ignoring a file that is not a partition");
+            return Ok(Found::Other);
+        };
+        if !path.join(MARKER).is_file() {
+            tracing::info!(path = %path.display(), "removing a partition cut short while being created");
+            std::fs::remove_dir_all(path).map_err(|e| TsdbError::io("remove", path, e))?;
+            return Ok(Found::Other);
+        }
+        Ok(Found::Partition(start))
+    }
+
+    /// Deletes the partition, whole, once nothing can find it any more
+    /// (the caller took it out of the map): marked deleted (a read that
+    /// found it before skips it), its directory renamed to
+    /// `<start>.deleted` durably, then `unregister`, then the directory
+    /// removed. A crash after the rename leaves a directory that open
+    /// removes, unregistering it. Returns the chunks and snapshot blocks
+    /// it held (0 when it was damaged).
+    fn delete(
+        self: Arc<Self>,
+        dir: &Path,
+        unregister: impl FnOnce() -> Result<(), TsdbError>,
+    ) -> Result<u64, TsdbError> {
+        // Counted for the report and the stats: a key walk, once a partition.
+        let held = match self.db()? {
+            Some(db) => db.len() as u64,
+            None => 0,
+        };
+        let path = self.path.clone();
+        // Readers holding its database keep it until they let go; on Unix
+        // that does not keep the directory from going.
+        *self.state()? = State::Deleted;
+        drop(self);
+        let mut gone = path.clone().into_os_string();
+        gone.push(DELETED);
+        let gone = PathBuf::from(gone);
+        if path.exists() {
+            std::fs::rename(&path, &gone).map_err(|e| TsdbError::io("rename", &path, e))?;
+            sync_dir(dir)?;
+        }
+        unregister()?;
+        if gone.exists() {
+            std::fs::remove_dir_all(&gone).map_err(|e| TsdbError::io("remove", &gone, e))?;
+        }
+        Ok(held)
+    }
+
     fn touch(&self) {
         if let Ok(mut used) = self.used.lock() {
             *used = Instant::now();
@@ -181,7 +284,7 @@ impl Partition {
     }
 
     /// Its database for a write: a damaged partition is an error.
-    pub(crate) fn db_for_write(&self) -> Result<sled::Db, TsdbError> {
+    fn db_for_write(&self) -> Result<sled::Db, TsdbError> {
         self.dirty.store(true, Ordering::Release);
         match self.db()? {
             Some(db) => Ok(db),
@@ -321,25 +424,15 @@ impl Partitions {
         let entries = std::fs::read_dir(&dir).map_err(|e| TsdbError::io("list", &dir, e))?;
         for entry in entries {
             let path = entry.map_err(|e| TsdbError::io("list", &dir, e))?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if let Some(start) = name.strip_suffix(DELETED) {
-                // A deletion cut short: finish it.
-                std::fs::remove_dir_all(&path).map_err(|e| TsdbError::io("remove", &path, e))?;
-                if let Ok(start) = start.parse::<i64>() {
+            let start = match Partition::recover(&path)? {
+                Found::Partition(start) => start,
+                Found::Deleted(Some(start)) => {
                     tree.remove(registry_key(start))?;
                     registered.remove(&start);
+                    continue;
                 }
-                continue;
-            }
-            let Ok(start) = name.parse::<i64>() else {
-                tracing::warn!(path = %path.display(), "ignoring a file that is not a partition");
-                continue;
+                Found::Deleted(None) | Found::Other => continue,
             };
-            if !path.join(MARKER).is_file() {
-                tracing::info!(path = %path.display(), "removing a partition cut short while being created");
-                std::fs::remove_dir_all(&path).map_err(|e| TsdbError::io("remove", &path, e))?;
-                continue;
-            }
             if registered.remove(&start).is_none() {
                 tree.insert(registry_key(start), &[][..])?;
             }
@@ -473,21 +566,11 @@ impl Partitions {
             return p.db_for_write();
         }
         let end = start.saturating_add(self.span);
-        let partition = Partition::new(&self.dir, start, end, self.cache_bytes, State::Closed);
-        let path = &partition.path;
-        std::fs::create_dir_all(path).map_err(|e| TsdbError::io("create", path, e))?;
-        let db = crate::commit::open_sled(path, self.cache_bytes)?;
-        db.flush()?;
-        let marker = path.join(MARKER);
-        std::fs::write(&marker, marker_text(start, end))
-            .and_then(|()| std::fs::File::open(&marker)?.sync_all())
-            .map_err(|e| TsdbError::io("write", &marker, e))?;
-        sync_dir(path)?;
-        sync_dir(&self.dir)?;
-        self.tree.insert(registry_key(start), &[][..])?;
-        self.tree.flush()?;
-        *partition.state()? = State::Open(db.clone());
-        partition.dirty.store(true, Ordering::Release);
+        let register = || {
+            self.tree.insert(registry_key(start), &[][..])?;
+            Ok(self.tree.flush().map(drop)?)
+        };
+        let (partition, db) = Partition::create(&self.dir, start, end, self.cache_bytes, register)?;
         map.insert(start, Arc::new(partition));
         Ok(db)
     }
@@ -515,29 +598,10 @@ impl Partitions {
         let Some(partition) = self.map.write().map_err(|_| poisoned())?.remove(&start) else {
             return Ok(0);
         };
-        // Counted for the report and the stats: a key walk, once a partition.
-        let held = match partition.db()? {
-            Some(db) => db.len() as u64,
-            None => 0,
-        };
-        let path = partition.path.clone();
-        // Readers holding its database keep it until they let go; on Unix
-        // that does not keep the directory from going.
-        *partition.state()? = State::Deleted;
-        drop(partition);
-        let mut gone = path.clone().into_os_string();
-        gone.push(DELETED);
-        let gone = PathBuf::from(gone);
-        if path.exists() {
-            std::fs::rename(&path, &gone).map_err(|e| TsdbError::io("rename", &path, e))?;
-            sync_dir(&self.dir)?;
-        }
-        self.tree.remove(registry_key(start))?;
-        self.tree.flush()?;
-        if gone.exists() {
-            std::fs::remove_dir_all(&gone).map_err(|e| TsdbError::io("remove", &gone, e))?;
-        }
-        Ok(held)
+        partition.delete(&self.dir, || {
+            self.tree.remove(registry_key(start))?;
+            Ok(self.tree.flush().map(drop)?)
+        })
     }
 
     /// Bytes of every partition's files.

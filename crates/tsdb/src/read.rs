@@ -10,8 +10,10 @@ use crate::TsdbError;
 use crate::chunk;
 use crate::head::HostState;
 use crate::keys;
-use crate::model::Point;
-use crate::store::{HostRef, Inner, lock};
+use crate::model::{Matcher, Point, ProcessSnapshot, SeriesData, SeriesKey};
+use crate::snapshot;
+use crate::store::{HostRef, Inner, Store, lock, poisoned};
+use std::sync::Arc;
 
 /// Where a read of sealed windows takes their points from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -379,6 +381,161 @@ impl Inner {
             }
         }
         Ok(false)
+    }
+}
+
+impl Store {
+    /// Series of `metric` matching every matcher, sorted by key.
+    pub fn select(
+        &self,
+        metric: &str,
+        matchers: &[Matcher],
+    ) -> Result<Vec<(SeriesKey, u64)>, TsdbError> {
+        Ok(self
+            .inner()?
+            .select(metric, matchers)?
+            .into_iter()
+            .map(|(key, id)| ((*key).clone(), id))
+            .collect())
+    }
+
+    /// [`Store::select`] sharing the index's keys rather than copying
+    /// them: for engines selecting many series per query.
+    pub fn select_shared(
+        &self,
+        metric: &str,
+        matchers: &[Matcher],
+    ) -> Result<Vec<(Arc<SeriesKey>, u64)>, TsdbError> {
+        self.inner()?.select(metric, matchers)
+    }
+
+    /// Points in `[start_ms, end_ms)` of every series of `metric` matching
+    /// every matcher; series without points in the range are left out.
+    pub fn range(
+        &self,
+        metric: &str,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<SeriesData>, TsdbError> {
+        let step = crate::query::Step::Raw;
+        self.range_within(metric, matchers, start_ms, end_ms, step, usize::MAX)
+    }
+
+    /// The newest point of every series of `host`, sorted by key.
+    pub fn latest(&self, host: &str) -> Result<Vec<(SeriesKey, Point)>, TsdbError> {
+        let Some(state) = self.inner()?.host(host)? else {
+            return Ok(Vec::new());
+        };
+        let state = lock(&state)?;
+        let mut out = Vec::with_capacity(state.series.len());
+        for series in state.series.values() {
+            if let Some(last) = series.last {
+                out.push(((*series.key).clone(), last));
+            }
+        }
+        // Keys are distinct: an unstable sort gives the same order, faster.
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// The newest process snapshot of `host` at or before `at_ms`.
+    pub fn process_snapshot_at(
+        &self,
+        host: &str,
+        at_ms: i64,
+    ) -> Result<Option<ProcessSnapshot>, TsdbError> {
+        self.inner()?.snapshot_at(host, at_ms)
+    }
+}
+
+impl Inner {
+    /// The newest sample of the newest raw chunk of a series that decodes.
+    pub(crate) fn newest_sealed(&self, id: u64) -> Result<Option<Point>, TsdbError> {
+        let prefix = keys::chunk(keys::TIER_RAW, id, 0);
+        let floor = self.partitions.floor();
+        for db in self.partitions.within(floor, i64::MAX)?.into_iter().rev() {
+            for entry in db.scan_prefix(&prefix[..10]).rev() {
+                let (key, value) = entry?;
+                let start = keys::parse_chunk(&key).map_or(0, |(_, _, s)| s);
+                if start < floor {
+                    break;
+                }
+                if let Some((_, points)) =
+                    self.decoded(chunk::decode_raw(&value), "chunk", id, start)
+                {
+                    return Ok(points.last().copied());
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    pub(crate) fn select(
+        &self,
+        metric: &str,
+        matchers: &[Matcher],
+    ) -> Result<Vec<(Arc<SeriesKey>, u64)>, TsdbError> {
+        let index = self.index.read().map_err(|_| poisoned())?;
+        Ok(index.select(metric, matchers))
+    }
+
+    fn snapshot_at(&self, host: &str, at_ms: i64) -> Result<Option<ProcessSnapshot>, TsdbError> {
+        let mut best: Option<ProcessSnapshot> = None;
+        let mut open = Vec::new();
+        if let Some(state) = self.host(host)? {
+            let state = lock(&state)?;
+            for w in &state.snapshot_windows {
+                open.push(w.start);
+                if w.start > at_ms {
+                    continue;
+                }
+                if let Some(s) = w.block.at(at_ms)?
+                    && best.as_ref().is_none_or(|b| s.t_ms > b.t_ms)
+                {
+                    best = Some(s);
+                }
+            }
+        }
+        let floor = self.partitions.floor();
+        let newest = self.options.window_of(at_ms);
+        let from = keys::snapshots(host, floor);
+        let to = keys::snapshots(host, newest);
+        if floor > newest {
+            return Ok(best);
+        }
+        // Newest partition first; each block starts its window, so the
+        // first block with a snapshot at or before `at_ms` answers unless
+        // an open window holds a newer one.
+        'partitions: for db in self.partitions.within(floor, newest)?.into_iter().rev() {
+            for entry in db.range(from.clone()..=to.clone()).rev() {
+                let (key, value) = entry?;
+                let Some((_, start)) = keys::parse_snapshots(&key) else {
+                    continue;
+                };
+                if open.contains(&start) {
+                    continue;
+                }
+                if best.as_ref().is_some_and(|b| b.t_ms >= start) {
+                    break 'partitions;
+                }
+                let Some(found) = self.decoded(
+                    snapshot::decode_at(&value, at_ms),
+                    "snapshot block",
+                    0,
+                    start,
+                ) else {
+                    continue;
+                };
+                if let Some(s) = found {
+                    if best.as_ref().is_none_or(|b| s.t_ms > b.t_ms) {
+                        best = Some(s);
+                    }
+                    break 'partitions;
+                }
+            }
+        }
+        Ok(best)
     }
 }
 
