@@ -229,8 +229,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         },
         start,
         ticks,
+        config.retention_bytes.map(|_| dir.clone()),
     )?;
     print_ingest(&ingest, &store)?;
+    if let (Some(limit), Some(sizes)) = (config.retention_bytes, &ingest.sizes) {
+        print_sizes(limit, sizes);
+    }
     let stats = print_memory(&store, &me, rss_before)?;
     if args.ingest_only {
         return Ok(());
@@ -577,6 +581,9 @@ struct Ingest {
     /// Maintenance passes the bench ran, and their wall time.
     maintenance_passes: u32,
     maintenance_seconds: f64,
+    /// With a size limit: the directory's size while ingest ran, once
+    /// retention had deleted a partition.
+    sizes: Option<DirSizes>,
 }
 
 /// How ingest writes: batches in flight per writer, ticks per batch.
@@ -588,7 +595,8 @@ struct Writers {
 }
 
 /// Runs a writer for each of `progress`' entries and, every
-/// `maintain_every` ticks of the slowest, maintenance.
+/// `maintain_every` ticks of the slowest, maintenance; with `watch`, the
+/// store's directory, samples its size meanwhile.
 fn ingest(
     store: &Arc<Store>,
     progress: &Progress,
@@ -596,6 +604,7 @@ fn ingest(
     writers: Writers,
     start: i64,
     ticks: i64,
+    watch: Option<PathBuf>,
 ) -> anyhow::Result<Ingest> {
     let Writers {
         in_flight,
@@ -646,6 +655,10 @@ fn ingest(
         let (done, finished) = (done.clone(), finished.clone());
         std::thread::spawn(move || rates_while(&done, &finished))
     };
+    let sampler = watch.map(|dir| {
+        let finished = finished.clone();
+        std::thread::spawn(move || sizes_while(&dir, &finished))
+    });
     let mut failure = None;
     for w in writers {
         match w.join() {
@@ -663,6 +676,13 @@ fn ingest(
     let (maintenance_passes, maintenance_time) = maintainer
         .join()
         .map_err(|_| anyhow::anyhow!("maintenance thread panicked"))??;
+    let sizes = match sampler {
+        Some(s) => Some(
+            s.join()
+                .map_err(|_| anyhow::anyhow!("size sampler panicked"))?,
+        ),
+        None => None,
+    };
     if let Some(e) = failure {
         return Err(e);
     }
@@ -674,7 +694,82 @@ fn ingest(
         median_rate: median(&rates).unwrap_or(samples as f64 / seconds),
         maintenance_passes,
         maintenance_seconds: maintenance_time.as_secs_f64(),
+        sizes,
     })
+}
+
+/// The store directory's sizes sampled while ingest ran, from the first
+/// sample after retention deleted a partition on: the whole directory
+/// and its WAL.
+#[derive(Default)]
+struct DirSizes {
+    whole: Vec<f64>,
+    wal: Vec<f64>,
+    /// Times the oldest partition went between two samples (retention
+    /// deleted one or more).
+    deletions: u32,
+}
+
+/// How often the directory's size is sampled during ingest.
+const SIZE_EVERY: Duration = Duration::from_millis(250);
+
+/// Samples `dir`'s size every SIZE_EVERY until `finished`, keeping the
+/// samples taken once its oldest partition has gone (retention deleted
+/// it). A file that vanishes during a walk (a WAL generation or a
+/// partition being deleted) skips that sample.
+fn sizes_while(dir: &Path, finished: &AtomicBool) -> DirSizes {
+    let mut sizes = DirSizes::default();
+    let mut oldest: Option<i64> = None;
+    while !finished.load(Ordering::Relaxed) {
+        std::thread::sleep(SIZE_EVERY);
+        let Some(now_oldest) = oldest_partition(dir) else {
+            continue;
+        };
+        if oldest.is_some_and(|o| now_oldest > o) {
+            sizes.deletions += 1;
+        }
+        oldest = Some(oldest.map_or(now_oldest, |o| o.max(now_oldest)));
+        if sizes.deletions == 0 {
+            continue;
+        }
+        if let (Ok((whole, _)), Ok((wal, _))) = (dir_size(dir), dir_size(&dir.join("wal"))) {
+            sizes.whole.push(whole as f64);
+            sizes.wal.push(wal as f64);
+        }
+    }
+    sizes
+}
+
+/// The start of the oldest partition directory in the store at `dir`.
+fn oldest_partition(dir: &Path) -> Option<i64> {
+    std::fs::read_dir(dir.join("partitions"))
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i64>().ok())
+        .min()
+}
+
+/// The directory against the size limit while ingest ran.
+fn print_sizes(limit: u64, sizes: &DirSizes) {
+    let limit = limit as f64;
+    let stat = |v: &[f64], p: f64| percentile(v, p).unwrap_or(f64::NAN) / limit;
+    println!(
+        "size_limit_partitions_deleted={} samples={}",
+        sizes.deletions,
+        sizes.whole.len()
+    );
+    println!(
+        "dir_over_limit_min={:.3} median={:.3} max={:.3} target=0.9..1.1",
+        stat(&sizes.whole, 0.0),
+        stat(&sizes.whole, 50.0),
+        stat(&sizes.whole, 100.0)
+    );
+    println!(
+        "wal_over_limit_min={:.3} median={:.3} max={:.3}",
+        stat(&sizes.wal, 0.0),
+        stat(&sizes.wal, 50.0),
+        stat(&sizes.wal, 100.0)
+    );
 }
 
 /// One writer of the ingest: its hosts' batches, `in_flight` of them
@@ -934,7 +1029,7 @@ fn promtool(args: &Args, start: i64, ticks: i64, temp: &Path) -> anyhow::Result<
         maintain_every: args.maintain_every_ticks,
     };
     let progress = writer_progress(args.writers.min(hosts));
-    let ingested = ingest(&store, &progress, gens, writers, start, ticks)?;
+    let ingested = ingest(&store, &progress, gens, writers, start, ticks, None)?;
     store.seal_all()?;
     drop(store);
     let (ours, _) = dir_size(&dir)?;
