@@ -123,7 +123,11 @@ pub fn decode_records(bytes: &[u8]) {
         assert_eq!(&encoded[..], bytes, "an L record");
     }
     if let Some((tier, id, start)) = crate::keys::parse_chunk(bytes) {
-        assert_eq!(&crate::keys::chunk(tier, id, start)[..], bytes, "a chunk key");
+        assert_eq!(
+            &crate::keys::chunk(tier, id, start)[..],
+            bytes,
+            "a chunk key"
+        );
     }
     if let Some((host, start)) = crate::keys::parse_snapshots(bytes) {
         assert_eq!(crate::keys::snapshots(host, start), bytes, "a snapshot key");
