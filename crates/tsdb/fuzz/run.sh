@@ -17,7 +17,8 @@ root="$target_dir/cargo-fuzz"
 if [ ! -x "$root/bin/cargo-fuzz" ]; then
   cargo install cargo-fuzz --locked --root "$root"
 fi
-export PATH="$root/bin:$PATH" RUSTC_BOOTSTRAP=1
+# The sanitizer builds apart from the others (and their lock).
+export PATH="$root/bin:$PATH" RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$target_dir/fuzz"
 seconds=${1:-60}
 shift || true
 cd "$here/.."
@@ -27,7 +28,7 @@ else
   mapfile -t targets < <(cargo fuzz list)
 fi
 for t in "${targets[@]}"; do
-  log="$target_dir/fuzz-$t.log"
+  log="$CARGO_TARGET_DIR/$t.log"
   if ! cargo fuzz run "$t" -- -max_total_time="$seconds" >"$log" 2>&1; then
     tail -40 "$log"
     echo "fuzz target $t failed: see $log and $here/artifacts/$t/" >&2
