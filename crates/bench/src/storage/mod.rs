@@ -127,6 +127,12 @@ pub(crate) struct Args {
     /// bench's wall time (over an hour of data at full speed).
     #[arg(long, default_value = "30")]
     maintain_every_ticks: u32,
+    /// Writers wait for maintenance: none gets more than two
+    /// `--maintain-every-ticks` ahead of the last pass, as agents sending
+    /// in real time are of a collector's passes every 5 s. Without it,
+    /// ingest outruns sealing and the WAL holds hours of data.
+    #[arg(long)]
+    paced: bool,
     /// The store's retention in hours (default: the store's 30 days). The
     /// store's clock then follows the writers' agent time, so partitions
     /// (a day each) whose windows are all older than this are deleted
@@ -226,6 +232,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             in_flight: args.in_flight,
             ticks_per_batch: args.ticks_per_batch,
             maintain_every: args.maintain_every_ticks,
+            paced: args.paced,
         },
         start,
         ticks,
@@ -592,6 +599,8 @@ struct Writers {
     in_flight: u32,
     ticks_per_batch: u32,
     maintain_every: u32,
+    /// Whether writers wait for maintenance.
+    paced: bool,
 }
 
 /// Runs a writer for each of `progress`' entries and, every
@@ -610,6 +619,7 @@ fn ingest(
         in_flight,
         ticks_per_batch,
         maintain_every,
+        paced,
     } = writers;
     let writers = progress.len();
     let done = Arc::new(AtomicU64::new(0));
@@ -620,6 +630,13 @@ fn ingest(
     }
     let per_batch = i64::from(ticks_per_batch);
     let maintain_every = i64::from(maintain_every);
+    // The tick the last maintenance pass started at; unpaced writers
+    // never wait for it.
+    let maintained = Arc::new(AtomicI64::new(if paced && maintain_every > 0 {
+        0
+    } else {
+        i64::MAX / 4
+    }));
     // getrusage: the writers' CPU counts after they exit too.
     let cpu_before = process_cpu_ns()?;
     let started = Instant::now();
@@ -637,6 +654,8 @@ fn ingest(
                 per_batch,
                 start,
                 ticks,
+                maintained: maintained.clone(),
+                ahead: 2 * maintain_every,
             };
             std::thread::spawn(move || writer.run())
         })
@@ -648,7 +667,10 @@ fn ingest(
     // its memory held that much more than a collector's do.
     let maintainer = {
         let (store, progress, finished) = (store.clone(), progress.clone(), finished.clone());
-        std::thread::spawn(move || maintain_while(&store, &progress, &finished, maintain_every))
+        let maintained = maintained.clone();
+        std::thread::spawn(move || {
+            maintain_while(&store, &progress, &finished, &maintained, maintain_every)
+        })
     };
     // Per-second rates while the writers run.
     let monitor = {
@@ -786,6 +808,10 @@ struct Writer {
     per_batch: i64,
     start: i64,
     ticks: i64,
+    /// The tick the last maintenance pass started at (see `--paced`).
+    maintained: Arc<AtomicI64>,
+    /// Ticks a writer may run past it.
+    ahead: i64,
 }
 
 impl Writer {
@@ -799,7 +825,9 @@ impl Writer {
         let mut seq = 0;
         while tick < self.ticks {
             progress[me].store(tick, Ordering::Release);
-            while tick > slowest(progress) + MAX_TICK_SKEW {
+            while tick > slowest(progress) + MAX_TICK_SKEW
+                || tick > self.maintained.load(Ordering::Acquire) + self.ahead
+            {
                 std::thread::sleep(Duration::from_micros(200));
             }
             let n = self.per_batch.min(self.ticks - tick);
@@ -826,11 +854,13 @@ impl Writer {
 }
 
 /// Runs maintenance every `maintain_every` ticks of the slowest writer
-/// until `finished`; the passes run and their wall time.
+/// until `finished`, recording in `maintained` the tick each pass
+/// started at once it is done; the passes run and their wall time.
 fn maintain_while(
     store: &Store,
     progress: &Progress,
     finished: &AtomicBool,
+    maintained: &AtomicI64,
     maintain_every: i64,
 ) -> anyhow::Result<(u32, Duration)> {
     let (mut last, mut passes, mut took) = (0, 0, Duration::ZERO);
@@ -842,6 +872,7 @@ fn maintain_while(
             took += started.elapsed();
             passes += 1;
             last = now;
+            maintained.fetch_max(now, Ordering::AcqRel);
         } else {
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -1027,6 +1058,7 @@ fn promtool(args: &Args, start: i64, ticks: i64, temp: &Path) -> anyhow::Result<
         in_flight: args.in_flight,
         ticks_per_batch: args.ticks_per_batch,
         maintain_every: args.maintain_every_ticks,
+        paced: args.paced,
     };
     let progress = writer_progress(args.writers.min(hosts));
     let ingested = ingest(&store, &progress, gens, writers, start, ticks, None)?;
