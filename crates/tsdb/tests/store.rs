@@ -916,7 +916,8 @@ fn four_sealed_hours(
         },
     );
     fill(&store, NOW - 4 * HOUR, NOW);
-    store.seal_all().unwrap();
+    let sealed = store.seal_all();
+    assert!(sealed.is_ok(), "{sealed:?}");
     let all = all_points(&store, "a", "m");
     drop(store);
     let parts = partition_dirs(dir);
