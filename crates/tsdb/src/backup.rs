@@ -133,7 +133,7 @@ impl Manifest {
         self.files.iter().map(|f| f.size).sum()
     }
 
-    fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut out = format!(
             "{HEADER}\nformat {}\nstore_format {}\npartition_format {}\ncreated_ms {}\ngroup {}\n",
             self.format, self.store_format, self.partition_format, self.created_ms, self.group
@@ -176,16 +176,26 @@ impl Manifest {
         for (n, line) in lines {
             let bad = |what: &str| format!("line {}: {what}: {line:?}", n + 1);
             let (field, rest) = line.split_once(' ').ok_or_else(|| bad("no value"))?;
-            let number = |bit: u8, seen: &mut u8| -> Result<i64, String> {
+            // Each number in its own type: read as a wider one and cast,
+            // `format 4294967297` passed for format 1 and `group -1` for
+            // the highest group.
+            fn number<T: std::str::FromStr>(
+                rest: &str,
+                bit: u8,
+                seen: &mut u8,
+                bad: impl Fn(&str) -> String,
+            ) -> Result<T, String> {
                 *seen |= bit;
                 rest.parse().map_err(|_| bad("not a number"))
-            };
+            }
             match field {
-                "format" => manifest.format = number(1, &mut seen)? as u32,
-                "store_format" => manifest.store_format = number(2, &mut seen)? as u32,
-                "partition_format" => manifest.partition_format = number(4, &mut seen)? as u32,
-                "created_ms" => manifest.created_ms = number(8, &mut seen)?,
-                "group" => manifest.group = number(16, &mut seen)? as u64,
+                "format" => manifest.format = number(rest, 1, &mut seen, bad)?,
+                "store_format" => manifest.store_format = number(rest, 2, &mut seen, bad)?,
+                "partition_format" => {
+                    manifest.partition_format = number(rest, 4, &mut seen, bad)?;
+                }
+                "created_ms" => manifest.created_ms = number(rest, 8, &mut seen, bad)?,
+                "group" => manifest.group = number(rest, 16, &mut seen, bad)?,
                 "partition" => {
                     let (s, e) = rest.split_once(' ').ok_or_else(|| bad("no end"))?;
                     let s = s.parse().map_err(|_| bad("not a start"))?;

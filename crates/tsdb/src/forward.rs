@@ -133,7 +133,10 @@ pub(crate) fn decode_entry(bytes: &[u8]) -> Result<Vec<AcceptedSpan>, TsdbError>
     while !r.is_empty() {
         let n = r.count()?;
         let start_ms = r.ivarint()?;
-        let length = r.uvarint()? as i64;
+        // Written as `end - start` of a batch's times: more than i64::MAX
+        // would be a span ending before it starts.
+        let length = i64::try_from(r.uvarint()?)
+            .map_err(|_| TsdbError::Corrupt("accept log span is negative".into()))?;
         let end_ms = start_ms
             .checked_add(length)
             .and_then(|t| t.checked_add(1))
@@ -708,5 +711,14 @@ mod tests {
         put_uvarint(&mut huge, u64::MAX);
         put_uvarint(&mut huge, u64::MAX);
         assert!(decode_entry(&huge).is_err());
+        // A length past i64::MAX read as a negative one gave a span
+        // ending before it starts.
+        let mut inverted = Vec::new();
+        put_uvarint(&mut inverted, 1);
+        put_ivarint(&mut inverted, 10);
+        put_uvarint(&mut inverted, u64::MAX - 5);
+        put_uvarint(&mut inverted, 3);
+        let err = decode_entry(&inverted).unwrap_err();
+        assert!(err.to_string().contains("negative"), "{err}");
     }
 }

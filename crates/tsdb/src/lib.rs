@@ -47,6 +47,8 @@
 //! - `backup`: online backups, their verification, restoring from one;
 //! - `supervise`: the free-space reserve, failures and rebuilding from
 //!   disk, the background thread;
+//! - `fuzzing`: every decoder of stored bytes, for the fuzz targets
+//!   (`fuzz/`) and their property tests;
 //! - `workload` (feature `test-util`): the deterministic writer the crash
 //!   test and the benchmark kill.
 //!
@@ -133,21 +135,4 @@ impl TsdbError {
 
 /// Entry points for the fuzz targets: decoders of untrusted bytes.
 #[doc(hidden)]
-pub mod fuzzing {
-    /// Decodes a raw chunk value; must never panic.
-    pub fn decode_chunk(bytes: &[u8]) {
-        let _ = crate::chunk::decode_raw(bytes);
-        let _ = crate::chunk::decode_rows(bytes);
-        let _ = crate::snapshot::decode(bytes);
-        let _ = crate::snapshot::decode_columns(bytes);
-        let mut r = crate::codec::ByteReader::new(bytes);
-        let _ = crate::codec::decode_points(&mut r);
-    }
-
-    /// Decodes a WAL value, and the same bytes as one frame's payload
-    /// (past the checksum a fuzzer would rarely get right); must never panic.
-    pub fn decode_wal(bytes: &[u8]) {
-        let _ = crate::wal::decode_value(bytes);
-        let _ = crate::wal::decode_payload(bytes);
-    }
-}
+pub mod fuzzing;

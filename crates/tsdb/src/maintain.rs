@@ -37,6 +37,9 @@ pub(crate) struct MaintenanceState {
     expired_before: Option<i64>,
     /// The lowest unsealed group last written to `META_LOW_GROUP`.
     persisted_low: Option<u64>,
+    /// The store is over `retention_bytes` with nothing left that
+    /// retention may delete, and was said so (once until it is not).
+    over_size_limit: bool,
 }
 
 /// The phases of a maintenance pass, each timed (`Store::maintenance_durations`).
@@ -144,7 +147,7 @@ impl Inner {
         timed(MaintenancePhase::Wal, started);
         let started = Instant::now();
         self.expire_by_age(now, &mut state, &mut report)?;
-        self.expire_by_size(now, &mut report)?;
+        self.expire_by_size(now, &mut state, &mut report)?;
         self.partitions.close_idle()?;
         timed(MaintenancePhase::Retention, started);
         Ok(report)
@@ -373,29 +376,49 @@ impl Inner {
     }
 
     /// Deletes the oldest partitions, whole, while the store's directory
-    /// is larger than `retention_bytes`; never the partition of the
-    /// current window.
-    fn expire_by_size(&self, now: i64, report: &mut MaintenanceReport) -> Result<(), TsdbError> {
+    /// (the WAL and the main database included) is larger than
+    /// `retention_bytes`; never the partition of the current window nor
+    /// the newest one, so the newest data stays even when the clock has
+    /// run past it (no data for days) or one partition alone is over the
+    /// limit. Over the limit with nothing left to delete, it warns once.
+    fn expire_by_size(
+        &self,
+        now: i64,
+        state: &mut MaintenanceState,
+        report: &mut MaintenanceReport,
+    ) -> Result<(), TsdbError> {
         let Some(limit) = self.options.retention_bytes else {
             return Ok(());
         };
         let mut total = self.partitions.store_bytes();
         if total <= limit {
+            state.over_size_limit = false;
             return Ok(());
         }
         let current = self.partitions.of(self.options.window_of(now));
-        let mut floor = None;
-        let mut freed = 0;
-        for p in self.partitions.all()? {
-            if total <= limit || p.start >= current {
+        let partitions = self.partitions.all()?;
+        let newest = partitions.last().map(|p| p.start);
+        let (mut floor, mut freed, mut deleted) = (None, 0, 0);
+        for p in &partitions {
+            if total <= limit || p.start >= current || Some(p.start) == newest {
                 break;
             }
             let bytes = p.disk_bytes();
             self.delete_partition(p.start, report)?;
             total = total.saturating_sub(bytes);
             freed += bytes;
+            deleted += 1;
             floor = Some(p.end);
         }
+        if total > limit && !state.over_size_limit {
+            tracing::warn!(
+                bytes = total,
+                limit,
+                partitions = partitions.len() - deleted,
+                "the store is over retention_bytes and may delete none of the partitions left (the newest, the current window's): raise the limit"
+            );
+        }
+        state.over_size_limit = total > limit;
         let Some(floor) = floor else {
             return Ok(());
         };
@@ -404,6 +427,8 @@ impl Inner {
         tracing::info!(
             before = floor,
             bytes = freed,
+            left = total,
+            limit,
             "deleted the oldest partitions: store over its size limit"
         );
         Ok(())

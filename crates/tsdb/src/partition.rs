@@ -104,13 +104,13 @@ fn poisoned() -> TsdbError {
 }
 
 /// The marker file's text for a partition of `[start, end)`.
-fn marker_text(start: i64, end: i64) -> String {
+pub(crate) fn marker_text(start: i64, end: i64) -> String {
     format!("hostwatch-tsdb partition\nformat {PARTITION_FORMAT}\nstart {start}\nend {end}\n")
 }
 
 /// Checks a marker file's text against the partition's span; the error
 /// names what is wrong.
-fn check_marker(text: &str, start: i64, end: i64) -> Result<(), String> {
+pub(crate) fn check_marker(text: &str, start: i64, end: i64) -> Result<(), String> {
     let mut lines = text.lines();
     if lines.next() != Some("hostwatch-tsdb partition") {
         return Err("its marker file is not a partition's".into());
@@ -385,10 +385,17 @@ pub(crate) struct Partitions {
 }
 
 /// The registry key of the partition starting at `start`.
-fn registry_key(start: i64) -> Vec<u8> {
+pub(crate) fn registry_key(start: i64) -> Vec<u8> {
     let mut key = keys::META_PARTITION.to_vec();
     key.extend_from_slice(&keys::order_preserving(start).to_be_bytes());
     key
+}
+
+/// The start of a registry key; `None` for a malformed one.
+pub(crate) fn parse_registry_key(key: &[u8]) -> Option<i64> {
+    key.strip_prefix(keys::META_PARTITION)
+        .and_then(|b| b.try_into().ok())
+        .map(|b| keys::from_order_preserving(u64::from_be_bytes(b)))
 }
 
 impl Partitions {
@@ -409,11 +416,7 @@ impl Partitions {
         let mut registered = BTreeMap::new();
         for entry in tree.scan_prefix(keys::META_PARTITION) {
             let (key, _) = entry?;
-            let start = key
-                .get(keys::META_PARTITION.len()..)
-                .and_then(|b| b.try_into().ok())
-                .map(|b| keys::from_order_preserving(u64::from_be_bytes(b)));
-            match start {
+            match parse_registry_key(&key) {
                 Some(start) => {
                     registered.insert(start, ());
                 }

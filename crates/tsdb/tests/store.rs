@@ -902,6 +902,80 @@ fn retention_by_size_drops_the_oldest_hours_first() {
     assert!(store.verify().unwrap().is_clean());
 }
 
+/// A store of host a's minutes over the four hours before NOW, sealed
+/// into partitions of an hour: its points and partition directories.
+fn four_sealed_hours(
+    dir: &std::path::Path,
+    clock: &TestClock,
+) -> (Vec<(i64, f64)>, Vec<std::path::PathBuf>) {
+    let store = open(
+        dir,
+        hostwatch_tsdb::Options {
+            partition_ms: HOUR,
+            ..options(clock)
+        },
+    );
+    fill(&store, NOW - 4 * HOUR, NOW);
+    let sealed = store.seal_all();
+    assert!(sealed.is_ok(), "{sealed:?}");
+    let all = all_points(&store, "a", "m");
+    drop(store);
+    let parts = partition_dirs(dir);
+    assert_eq!(parts.len(), 4, "{parts:?}");
+    (all, parts)
+}
+
+#[test]
+fn retention_by_size_deletes_only_while_the_store_is_over_its_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(NOW);
+    let (all, parts) = four_sealed_hours(dir.path(), &clock);
+    let opts = |limit| hostwatch_tsdb::Options {
+        partition_ms: HOUR,
+        retention_bytes: Some(limit),
+        ..options(&clock)
+    };
+    // Room for everything but half the oldest partition: it alone goes.
+    drop(open(dir.path(), opts(u64::MAX)));
+    let limit = dir_bytes(dir.path()) - dir_bytes(&parts[0]) / 2;
+    let store = open(dir.path(), opts(limit));
+    assert_eq!(store.maintain().unwrap().deleted_partitions, 1);
+    assert_eq!(partition_dirs(dir.path()), parts[1..]);
+    assert!(dir_bytes(dir.path()) <= limit);
+    // Under the limit now: later passes delete nothing.
+    assert_eq!(store.maintain().unwrap().deleted_partitions, 0);
+    let left = all_points(&store, "a", "m");
+    assert_eq!(left[..], all[60..]);
+}
+
+#[test]
+fn retention_by_size_keeps_the_newest_partition_when_no_data_came_for_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(NOW);
+    let (all, parts) = four_sealed_hours(dir.path(), &clock);
+    // Every agent gone for three days: the current window has no
+    // partition, and one byte is far less than the newest one alone.
+    clock.set(NOW + 72 * HOUR);
+    let store = open(
+        dir.path(),
+        hostwatch_tsdb::Options {
+            partition_ms: HOUR,
+            retention_bytes: Some(1),
+            ..options(&clock)
+        },
+    );
+    let report = store.maintain().unwrap();
+    assert_eq!(report.deleted_partitions, 3, "{report:?}");
+    assert_eq!(partition_dirs(dir.path()), parts[3..]);
+    let left = all_points(&store, "a", "m");
+    assert_eq!(left[..], all[180..]);
+    assert_eq!(store.latest("a").unwrap().len(), 1);
+    // Still over the limit, with nothing more it may delete.
+    assert_eq!(store.maintain().unwrap().deleted_partitions, 0);
+    assert_eq!(all_points(&store, "a", "m"), left);
+    assert!(store.verify().unwrap().is_clean());
+}
+
 #[test]
 fn damaged_wal_frames_and_chunks_are_skipped_counted_and_reported() {
     let dir = tempfile::tempdir().unwrap();

@@ -127,6 +127,12 @@ pub(crate) struct Args {
     /// bench's wall time (over an hour of data at full speed).
     #[arg(long, default_value = "30")]
     maintain_every_ticks: u32,
+    /// Writers wait for maintenance: none gets more than two
+    /// `--maintain-every-ticks` ahead of the last pass, as agents sending
+    /// in real time are of a collector's passes every 5 s. Without it,
+    /// ingest outruns sealing and the WAL holds hours of data.
+    #[arg(long)]
+    paced: bool,
     /// The store's retention in hours (default: the store's 30 days). The
     /// store's clock then follows the writers' agent time, so partitions
     /// (a day each) whose windows are all older than this are deleted
@@ -226,11 +232,16 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             in_flight: args.in_flight,
             ticks_per_batch: args.ticks_per_batch,
             maintain_every: args.maintain_every_ticks,
+            paced: args.paced,
         },
         start,
         ticks,
+        config.retention_bytes.map(|_| dir.clone()),
     )?;
     print_ingest(&ingest, &store)?;
+    if let (Some(limit), Some(sizes)) = (config.retention_bytes, &ingest.sizes) {
+        print_sizes(limit, sizes);
+    }
     let stats = print_memory(&store, &me, rss_before)?;
     if args.ingest_only {
         return Ok(());
@@ -577,6 +588,9 @@ struct Ingest {
     /// Maintenance passes the bench ran, and their wall time.
     maintenance_passes: u32,
     maintenance_seconds: f64,
+    /// With a size limit: the directory's size while ingest ran, once
+    /// retention had deleted a partition.
+    sizes: Option<DirSizes>,
 }
 
 /// How ingest writes: batches in flight per writer, ticks per batch.
@@ -585,10 +599,13 @@ struct Writers {
     in_flight: u32,
     ticks_per_batch: u32,
     maintain_every: u32,
+    /// Whether writers wait for maintenance.
+    paced: bool,
 }
 
 /// Runs a writer for each of `progress`' entries and, every
-/// `maintain_every` ticks of the slowest, maintenance.
+/// `maintain_every` ticks of the slowest, maintenance; with `watch`, the
+/// store's directory, samples its size meanwhile.
 fn ingest(
     store: &Arc<Store>,
     progress: &Progress,
@@ -596,11 +613,13 @@ fn ingest(
     writers: Writers,
     start: i64,
     ticks: i64,
+    watch: Option<PathBuf>,
 ) -> anyhow::Result<Ingest> {
     let Writers {
         in_flight,
         ticks_per_batch,
         maintain_every,
+        paced,
     } = writers;
     let writers = progress.len();
     let done = Arc::new(AtomicU64::new(0));
@@ -611,6 +630,13 @@ fn ingest(
     }
     let per_batch = i64::from(ticks_per_batch);
     let maintain_every = i64::from(maintain_every);
+    // The tick the last maintenance pass started at; unpaced writers
+    // never wait for it.
+    let maintained = Arc::new(AtomicI64::new(if paced && maintain_every > 0 {
+        0
+    } else {
+        i64::MAX / 4
+    }));
     // getrusage: the writers' CPU counts after they exit too.
     let cpu_before = process_cpu_ns()?;
     let started = Instant::now();
@@ -628,6 +654,8 @@ fn ingest(
                 per_batch,
                 start,
                 ticks,
+                maintained: maintained.clone(),
+                ahead: 2 * maintain_every,
             };
             std::thread::spawn(move || writer.run())
         })
@@ -639,13 +667,20 @@ fn ingest(
     // its memory held that much more than a collector's do.
     let maintainer = {
         let (store, progress, finished) = (store.clone(), progress.clone(), finished.clone());
-        std::thread::spawn(move || maintain_while(&store, &progress, &finished, maintain_every))
+        let maintained = maintained.clone();
+        std::thread::spawn(move || {
+            maintain_while(&store, &progress, &finished, &maintained, maintain_every)
+        })
     };
     // Per-second rates while the writers run.
     let monitor = {
         let (done, finished) = (done.clone(), finished.clone());
         std::thread::spawn(move || rates_while(&done, &finished))
     };
+    let sampler = watch.map(|dir| {
+        let finished = finished.clone();
+        std::thread::spawn(move || sizes_while(&dir, &finished))
+    });
     let mut failure = None;
     for w in writers {
         match w.join() {
@@ -663,6 +698,13 @@ fn ingest(
     let (maintenance_passes, maintenance_time) = maintainer
         .join()
         .map_err(|_| anyhow::anyhow!("maintenance thread panicked"))??;
+    let sizes = match sampler {
+        Some(s) => Some(
+            s.join()
+                .map_err(|_| anyhow::anyhow!("size sampler panicked"))?,
+        ),
+        None => None,
+    };
     if let Some(e) = failure {
         return Err(e);
     }
@@ -674,7 +716,82 @@ fn ingest(
         median_rate: median(&rates).unwrap_or(samples as f64 / seconds),
         maintenance_passes,
         maintenance_seconds: maintenance_time.as_secs_f64(),
+        sizes,
     })
+}
+
+/// The store directory's sizes sampled while ingest ran, from the first
+/// sample after retention deleted a partition on: the whole directory
+/// and its WAL.
+#[derive(Default)]
+struct DirSizes {
+    whole: Vec<f64>,
+    wal: Vec<f64>,
+    /// Times the oldest partition went between two samples (retention
+    /// deleted one or more).
+    deletions: u32,
+}
+
+/// How often the directory's size is sampled during ingest.
+const SIZE_EVERY: Duration = Duration::from_millis(250);
+
+/// Samples `dir`'s size every SIZE_EVERY until `finished`, keeping the
+/// samples taken once its oldest partition has gone (retention deleted
+/// it). A file that vanishes during a walk (a WAL generation or a
+/// partition being deleted) skips that sample.
+fn sizes_while(dir: &Path, finished: &AtomicBool) -> DirSizes {
+    let mut sizes = DirSizes::default();
+    let mut oldest: Option<i64> = None;
+    while !finished.load(Ordering::Relaxed) {
+        std::thread::sleep(SIZE_EVERY);
+        let Some(now_oldest) = oldest_partition(dir) else {
+            continue;
+        };
+        if oldest.is_some_and(|o| now_oldest > o) {
+            sizes.deletions += 1;
+        }
+        oldest = Some(oldest.map_or(now_oldest, |o| o.max(now_oldest)));
+        if sizes.deletions == 0 {
+            continue;
+        }
+        if let (Ok((whole, _)), Ok((wal, _))) = (dir_size(dir), dir_size(&dir.join("wal"))) {
+            sizes.whole.push(whole as f64);
+            sizes.wal.push(wal as f64);
+        }
+    }
+    sizes
+}
+
+/// The start of the oldest partition directory in the store at `dir`.
+fn oldest_partition(dir: &Path) -> Option<i64> {
+    std::fs::read_dir(dir.join("partitions"))
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i64>().ok())
+        .min()
+}
+
+/// The directory against the size limit while ingest ran.
+fn print_sizes(limit: u64, sizes: &DirSizes) {
+    let limit = limit as f64;
+    let stat = |v: &[f64], p: f64| percentile(v, p).unwrap_or(f64::NAN) / limit;
+    println!(
+        "size_limit_partitions_deleted={} samples={}",
+        sizes.deletions,
+        sizes.whole.len()
+    );
+    println!(
+        "dir_over_limit_min={:.3} median={:.3} max={:.3} target=0.9..1.1",
+        stat(&sizes.whole, 0.0),
+        stat(&sizes.whole, 50.0),
+        stat(&sizes.whole, 100.0)
+    );
+    println!(
+        "wal_over_limit_min={:.3} median={:.3} max={:.3}",
+        stat(&sizes.wal, 0.0),
+        stat(&sizes.wal, 50.0),
+        stat(&sizes.wal, 100.0)
+    );
 }
 
 /// One writer of the ingest: its hosts' batches, `in_flight` of them
@@ -691,6 +808,10 @@ struct Writer {
     per_batch: i64,
     start: i64,
     ticks: i64,
+    /// The tick the last maintenance pass started at (see `--paced`).
+    maintained: Arc<AtomicI64>,
+    /// Ticks a writer may run past it.
+    ahead: i64,
 }
 
 impl Writer {
@@ -704,7 +825,9 @@ impl Writer {
         let mut seq = 0;
         while tick < self.ticks {
             progress[me].store(tick, Ordering::Release);
-            while tick > slowest(progress) + MAX_TICK_SKEW {
+            while tick > slowest(progress) + MAX_TICK_SKEW
+                || tick > self.maintained.load(Ordering::Acquire) + self.ahead
+            {
                 std::thread::sleep(Duration::from_micros(200));
             }
             let n = self.per_batch.min(self.ticks - tick);
@@ -731,11 +854,13 @@ impl Writer {
 }
 
 /// Runs maintenance every `maintain_every` ticks of the slowest writer
-/// until `finished`; the passes run and their wall time.
+/// until `finished`, recording in `maintained` the tick each pass
+/// started at once it is done; the passes run and their wall time.
 fn maintain_while(
     store: &Store,
     progress: &Progress,
     finished: &AtomicBool,
+    maintained: &AtomicI64,
     maintain_every: i64,
 ) -> anyhow::Result<(u32, Duration)> {
     let (mut last, mut passes, mut took) = (0, 0, Duration::ZERO);
@@ -747,6 +872,7 @@ fn maintain_while(
             took += started.elapsed();
             passes += 1;
             last = now;
+            maintained.fetch_max(now, Ordering::AcqRel);
         } else {
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -932,9 +1058,10 @@ fn promtool(args: &Args, start: i64, ticks: i64, temp: &Path) -> anyhow::Result<
         in_flight: args.in_flight,
         ticks_per_batch: args.ticks_per_batch,
         maintain_every: args.maintain_every_ticks,
+        paced: args.paced,
     };
     let progress = writer_progress(args.writers.min(hosts));
-    let ingested = ingest(&store, &progress, gens, writers, start, ticks)?;
+    let ingested = ingest(&store, &progress, gens, writers, start, ticks, None)?;
     store.seal_all()?;
     drop(store);
     let (ours, _) = dir_size(&dir)?;
