@@ -949,6 +949,32 @@ fn retention_by_size_deletes_only_while_the_store_is_over_its_limit() {
 }
 
 #[test]
+fn a_sample_behind_what_retention_by_size_deleted_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(NOW);
+    let (_, parts) = four_sealed_hours(dir.path(), &clock);
+    let opts = |limit| hostwatch_tsdb::Options {
+        partition_ms: HOUR,
+        retention_bytes: Some(limit),
+        ..options(&clock)
+    };
+    drop(open(dir.path(), opts(u64::MAX)));
+    let limit = dir_bytes(dir.path()) - dir_bytes(&parts[0]) / 2;
+    let store = open(dir.path(), opts(limit));
+    assert_eq!(store.maintain().unwrap().deleted_partitions, 1);
+    // Within the retention by age, but in the hour just deleted: stored,
+    // it would be sealed into a partition that reads no longer look at.
+    let late = NOW - 4 * HOUR + MINUTE;
+    let outcome = store
+        .append(&batch("a", 1000, "n", &[], &[(late, 1.0), (NOW, 2.0)]))
+        .unwrap();
+    assert_eq!(outcome.rejected.too_old, 1, "{outcome:?}");
+    assert_eq!(all_points(&store, "a", "n"), vec![(NOW, 2.0)]);
+    store.seal_all().unwrap();
+    assert!(!partition_dirs(dir.path()).contains(&parts[0]));
+}
+
+#[test]
 fn retention_by_size_keeps_the_newest_partition_when_no_data_came_for_days() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new(NOW);

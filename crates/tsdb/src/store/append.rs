@@ -217,6 +217,15 @@ impl Inner {
         listed
     }
 
+    /// The oldest time a sample or snapshot may have to be accepted: the
+    /// retention by age, or the end of the partitions retention by size
+    /// deleted, whichever is later. A sample behind the latter would
+    /// recreate a partition that reads no longer look at.
+    fn oldest_accepted(&self, now: i64) -> i64 {
+        now.saturating_sub(self.options.retention_ms)
+            .max(self.partitions.floor())
+    }
+
     /// The samples of `listed` the store accepts, as (series id, point)
     /// with each series' points adjacent and in time order; the others are
     /// counted in `outcome` by reason.
@@ -227,7 +236,7 @@ impl Inner {
         now: i64,
         outcome: &mut AppendOutcome,
     ) -> Vec<(u64, Point)> {
-        let oldest = now.saturating_sub(self.options.retention_ms);
+        let oldest = self.oldest_accepted(now);
         let newest = now.saturating_add(self.options.future_tolerance_ms);
         let mut accepted: Vec<(u64, Point)> = Vec::with_capacity(listed.len());
         for (id, first, more) in listed {
@@ -285,7 +294,7 @@ impl Inner {
         now: i64,
         outcome: &mut AppendOutcome,
     ) -> Vec<&'b ProcessSnapshot> {
-        let oldest = now.saturating_sub(self.options.retention_ms);
+        let oldest = self.oldest_accepted(now);
         let newest = now.saturating_add(self.options.future_tolerance_ms);
         let mut snapshots = Vec::with_capacity(batch.processes.len());
         for s in &batch.processes {
