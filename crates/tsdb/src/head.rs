@@ -8,10 +8,10 @@
 
 use crate::TsdbError;
 use crate::codec::HeadChunk;
-use crate::model::{Label, Point, ProcessSnapshot, SeriesKey, series_hash};
+use crate::index::Key;
+use crate::model::{HOST_LABEL, Label, Point, ProcessSnapshot, series_hash_of};
 use crate::shape::BatchShape;
 use crate::snapshot::OpenBlock;
-use std::sync::Arc;
 
 /// A map keyed by series ids (assigned by the store) or by hashes: such
 /// keys need mixing, not SipHash's protection against chosen keys, and
@@ -186,7 +186,7 @@ impl OpenWindow {
 /// A series of the host: identity, newest sample, open windows.
 #[derive(Debug)]
 pub(crate) struct SeriesHead {
-    pub(crate) key: Arc<SeriesKey>,
+    pub(crate) key: Key,
     /// The newest sample: from appends, replay, or the series' `L` record
     /// (the newest sealed sample, loaded at open).
     pub(crate) last: Option<Point>,
@@ -204,7 +204,7 @@ pub(crate) struct SeriesHead {
 }
 
 impl SeriesHead {
-    pub(crate) fn new(key: Arc<SeriesKey>) -> Self {
+    pub(crate) fn new(key: Key) -> Self {
         SeriesHead {
             key,
             last: None,
@@ -339,16 +339,12 @@ pub(crate) struct HostState {
 }
 
 /// Whether `key` is `metric` with exactly `labels` plus its host label.
-fn same_series(key: &SeriesKey, metric: &str, labels: &[Label]) -> bool {
-    key.metric == metric
-        && key.labels.len() == labels.len() + 1
-        && labels.iter().all(|l| {
-            l.name != crate::model::HOST_LABEL
-                && key
-                    .labels
-                    .binary_search_by(|k| k.name.as_str().cmp(&l.name))
-                    .is_ok_and(|i| key.labels[i].value == l.value)
-        })
+fn same_series(key: &Key, metric: &str, labels: &[Label]) -> bool {
+    key.metric() == metric
+        && key.label_count() == labels.len() + 1
+        && labels
+            .iter()
+            .all(|l| l.name != HOST_LABEL && key.label(&l.name) == Some(l.value.as_str()))
 }
 
 impl Default for HostState {
@@ -380,14 +376,9 @@ impl HostState {
     }
 
     /// Adds a series to the host.
-    pub(crate) fn add(&mut self, id: u64, key: Arc<SeriesKey>) {
-        let own: Vec<Label> = key
-            .labels
-            .iter()
-            .filter(|l| l.name != crate::model::HOST_LABEL)
-            .cloned()
-            .collect();
-        let hash = series_hash(&key.metric, &own);
+    pub(crate) fn add(&mut self, id: u64, key: Key) {
+        let own = key.labels().filter(|(name, _)| *name != HOST_LABEL);
+        let hash = series_hash_of(key.metric(), own);
         match self.by_hash.get_mut(&hash) {
             None => {
                 self.by_hash.insert(hash, Ids::One(id));
@@ -494,11 +485,17 @@ impl HostState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::index::Index;
+    use crate::model::{SeriesKey, series_hash};
+
+    /// The key of series `m` of host `h` with `labels`, as the index holds it.
+    fn key(labels: &[Label]) -> Key {
+        Index::default().insert(1, &SeriesKey::for_host("h", "m", labels).unwrap())
+    }
 
     #[test]
     fn windows_merge_late_samples_and_refuse_duplicates() {
-        let key = Arc::new(SeriesKey::for_host("h", "m", &[]).unwrap());
-        let mut s = SeriesHead::new(key);
+        let mut s = SeriesHead::new(key(&[]));
         s.open_window(0, vec![], 0, 1);
         let p = |t_ms, value| Point { t_ms, value };
         let mut counts = Inserts::default();
@@ -528,8 +525,7 @@ mod tests {
 
     #[test]
     fn a_window_keeps_at_most_its_limit_of_samples() {
-        let key = Arc::new(SeriesKey::for_host("h", "m", &[]).unwrap());
-        let mut s = SeriesHead::new(key);
+        let mut s = SeriesHead::new(key(&[]));
         s.open_window(0, vec![], 0, 1);
         let points: Vec<Point> = (10..20)
             .map(|t| Point {
@@ -559,8 +555,7 @@ mod tests {
     fn lookups_ignore_label_order_and_check_equality() {
         let mut h = HostState::default();
         let labels = vec![Label::new("b", "2"), Label::new("a", "1")];
-        let key = SeriesKey::for_host("h", "m", &labels).unwrap();
-        h.add(7, Arc::new(key));
+        h.add(7, key(&labels));
         let swapped = vec![Label::new("a", "1"), Label::new("b", "2")];
         assert_eq!(h.find(series_hash("m", &swapped), "m", &swapped), Some(7));
         let other = vec![Label::new("a", "1"), Label::new("b", "3")];

@@ -79,7 +79,7 @@ impl Store {
         let Ok(inner) = self.inner() else {
             return Ok(stats);
         };
-        stats.series = inner.index.read().map_err(|_| poisoned())?.keys.len() as u64;
+        stats.series = inner.index.read().map_err(|_| poisoned())?.len() as u64;
         stats.wal_bytes = get(&inner.commit.wal_bytes);
         stats.commit_groups = get(&inner.commit.groups);
         stats.disk_bytes = inner.db.size_on_disk()?

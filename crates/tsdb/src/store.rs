@@ -267,7 +267,7 @@ impl Store {
             .inner()?
             .select(metric, matchers)?
             .into_iter()
-            .map(|(key, id)| ((*key).clone(), id))
+            .map(|(key, id)| (Arc::unwrap_or_clone(key), id))
             .collect())
     }
 
@@ -303,7 +303,7 @@ impl Store {
         let mut out = Vec::with_capacity(state.series.len());
         for series in state.series.values() {
             if let Some(last) = series.last {
-                out.push(((*series.key).clone(), last));
+                out.push((series.key.to_series_key(), last));
             }
         }
         // Keys are distinct: an unstable sort gives the same order, faster.
@@ -1045,13 +1045,12 @@ impl Inner {
         if host.series.len() >= self.options.max_series_per_host {
             return Ok(None);
         }
-        let key = Arc::new(key);
         let mut index = self.index.write().map_err(|_| poisoned())?;
         let id = index.next_id;
-        index.insert_created(id, key.clone());
+        let held = index.insert_created(id, &key);
         drop(index);
         defs.push((keys::series(id).to_vec(), key.encode()));
-        host.add(id, key);
+        host.add(id, held);
         Ok(Some(id))
     }
 
@@ -1157,17 +1156,17 @@ fn read_index(
     trees: impl Iterator<Item = sled::Tree>,
     counters: &Counters,
 ) -> Result<Index, TsdbError> {
-    let mut index = Index {
-        next_id: 1,
-        ..Index::default()
-    };
+    let mut index = Index::default();
+    index.next_id = 1;
     for tree in trees {
         for entry in tree.scan_prefix([keys::SERIES]) {
             let (key, value) = entry?;
             let id = key_series_id(&key);
             match (id, SeriesKey::decode(&value)) {
                 (Some(id), _) if index.keys.contains_key(&id) => {}
-                (Some(id), Ok(series)) if key.len() == 9 => index.insert(id, Arc::new(series)),
+                (Some(id), Ok(series)) if key.len() == 9 => {
+                    index.insert(id, &series);
+                }
                 _ => bump(&counters.corrupt_series, 1),
             }
         }
