@@ -39,14 +39,14 @@ pub(crate) enum Inserted {
 /// One window of a series still in memory.
 #[derive(Debug)]
 pub(crate) struct OpenWindow {
-    pub(crate) start: i64,
+    start: i64,
     /// Samples in time order; `None` until the first sample.
     chunk: Option<HeadChunk>,
     /// Samples older than the chunk's newest, sorted, not in `chunk`.
     late: Vec<Point>,
     /// Lowest and highest commit group whose samples this window holds.
-    pub(crate) min_lsn: u64,
-    pub(crate) max_lsn: u64,
+    min_lsn: u64,
+    max_lsn: u64,
 }
 
 impl OpenWindow {
@@ -72,6 +72,15 @@ impl OpenWindow {
 
     pub(crate) fn len(&self) -> usize {
         self.chunk.as_ref().map_or(0, HeadChunk::len) + self.late.len()
+    }
+
+    pub(crate) fn start(&self) -> i64 {
+        self.start
+    }
+
+    /// Highest commit group whose samples this window holds.
+    pub(crate) fn max_lsn(&self) -> u64 {
+        self.max_lsn
     }
 
     /// Inserts `points` (sorted by time; of equal times the first counts)
@@ -186,21 +195,21 @@ impl OpenWindow {
 /// A series of the host: identity, newest sample, open windows.
 #[derive(Debug)]
 pub(crate) struct SeriesHead {
-    pub(crate) key: Key,
+    key: Key,
     /// The newest sample: from appends, replay, or the series' `L` record
     /// (the newest sealed sample, loaded at open).
-    pub(crate) last: Option<Point>,
+    last: Option<Point>,
     /// Time of the sample in the series' `L` record, `i64::MIN` if none.
     /// No sealed chunk starts after this sample's window.
-    pub(crate) persisted_last_t: i64,
+    persisted_last_t: i64,
     /// Whether `persisted_last_t` is known to bound the sealed chunks
     /// (false after a restart until the `L` record is read, and for good
     /// if it is missing or damaged: then every window is looked up).
-    pub(crate) sealed_known: bool,
+    sealed_known: bool,
     /// Open windows, sorted by start.
-    pub(crate) windows: Vec<OpenWindow>,
+    windows: Vec<OpenWindow>,
     /// Wall-clock time of the last sample inserted.
-    pub(crate) touched_ms: i64,
+    touched_ms: i64,
 }
 
 impl SeriesHead {
@@ -215,13 +224,116 @@ impl SeriesHead {
         }
     }
 
+    pub(crate) fn key(&self) -> &Key {
+        &self.key
+    }
+
+    /// The newest sample known.
+    pub(crate) fn last(&self) -> Option<Point> {
+        self.last
+    }
+
     /// Newest sample time known, `i64::MIN` if none.
     pub(crate) fn max_t(&self) -> i64 {
         self.last.map_or(i64::MIN, |p| p.t_ms)
     }
 
-    pub(crate) fn window_mut(&mut self, start: i64) -> Option<&mut OpenWindow> {
+    /// Wall-clock time of the last sample inserted.
+    pub(crate) fn touched_ms(&self) -> i64 {
+        self.touched_ms
+    }
+
+    /// Open windows, sorted by start.
+    pub(crate) fn windows(&self) -> &[OpenWindow] {
+        &self.windows
+    }
+
+    /// Samples in the open windows.
+    pub(crate) fn samples(&self) -> usize {
+        self.windows.iter().map(OpenWindow::len).sum()
+    }
+
+    pub(crate) fn has_window(&self, start: i64) -> bool {
+        self.windows.iter().any(|w| w.start == start)
+    }
+
+    fn window_mut(&mut self, start: i64) -> Option<&mut OpenWindow> {
         self.windows.iter_mut().find(|w| w.start == start)
+    }
+
+    /// The newest sample, when it is known to be newer than every sealed
+    /// one (so a sealed chunk cannot hold a newer sample).
+    pub(crate) fn known_last(&self) -> Option<Point> {
+        self.last.filter(|_| self.sealed_known)
+    }
+
+    /// The window (by `window_of` a time) after which no sealed chunk
+    /// starts: `Some(i64::MAX)` when that is not known, `None` when
+    /// nothing was sealed.
+    pub(crate) fn sealed_through(&self, window_of: impl Fn(i64) -> i64) -> Option<i64> {
+        if !self.sealed_known {
+            Some(i64::MAX)
+        } else if self.persisted_last_t == i64::MIN {
+            None
+        } else {
+            Some(window_of(self.persisted_last_t))
+        }
+    }
+
+    /// Whether window `start` may have a sealed chunk (by `window_of` a time).
+    pub(crate) fn may_be_sealed(&self, start: i64, window_of: impl Fn(i64) -> i64) -> bool {
+        self.sealed_through(window_of).is_some_and(|w| start <= w)
+    }
+
+    /// Whether the series' newest sealed sample is unknown (its `L` record
+    /// missing or damaged, or not read yet).
+    pub(crate) fn sealed_unknown(&self) -> bool {
+        !self.sealed_known
+    }
+
+    /// The series' `L` record, read at open.
+    pub(crate) fn restore_last(&mut self, p: Point) {
+        self.last = Some(p);
+        self.persisted_last_t = p.t_ms;
+        self.sealed_known = true;
+    }
+
+    /// The newest sealed sample, found by looking at the sealed chunks
+    /// (`None`: there are none): the sealed chunks are known from now on.
+    pub(crate) fn learn_sealed(&mut self, newest: Option<Point>) {
+        if let Some(p) = newest {
+            self.persisted_last_t = self.persisted_last_t.max(p.t_ms);
+        }
+        self.sealed_known = true;
+    }
+
+    /// Notes `last` sealed; true when it is newer than the sealed sample
+    /// recorded, so its `L` record is to be written.
+    pub(crate) fn record_sealed(&mut self, last: Point) -> bool {
+        if last.t_ms > self.persisted_last_t {
+            self.persisted_last_t = last.t_ms;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Closes the windows `sealed` says were sealed.
+    pub(crate) fn drop_windows(&mut self, mut sealed: impl FnMut(&OpenWindow) -> bool) {
+        self.windows.retain(|w| !sealed(w));
+        self.windows.shrink_to_fit();
+    }
+
+    /// Forgets the newest sample if the series has no open window and it
+    /// is older than `before` (retention); true if it did.
+    pub(crate) fn forget_last_before(&mut self, before: i64) -> bool {
+        if self.windows.is_empty() && self.last.is_some_and(|p| p.t_ms < before) {
+            self.last = None;
+            self.persisted_last_t = i64::MIN;
+            true
+        } else {
+            false
+        }
     }
 
     /// Opens window `start` on `base` (sealed points) for a sample of group `lsn`.
@@ -269,25 +381,71 @@ impl SeriesHead {
 /// One window of a host's process snapshots still in memory, encoded.
 #[derive(Debug)]
 pub(crate) struct SnapshotWindow {
-    pub(crate) start: i64,
+    start: i64,
     /// Sorted by time, distinct times.
-    pub(crate) block: OpenBlock,
-    pub(crate) min_lsn: u64,
-    pub(crate) max_lsn: u64,
+    block: OpenBlock,
+    min_lsn: u64,
+    max_lsn: u64,
+}
+
+impl SnapshotWindow {
+    pub(crate) fn start(&self) -> i64 {
+        self.start
+    }
+
+    /// The window's snapshots, sorted by time, distinct times.
+    pub(crate) fn block(&self) -> &OpenBlock {
+        &self.block
+    }
+
+    /// Highest commit group whose snapshots this window holds.
+    pub(crate) fn max_lsn(&self) -> u64 {
+        self.max_lsn
+    }
 }
 
 /// Batch sequences of one (host, source).
 #[derive(Debug, Default)]
 pub(crate) struct SourceSeq {
     /// Highest sequence whose group is known durable.
-    pub(crate) durable: u64,
+    durable: u64,
     /// (group, sequence) of appends whose group may not be durable yet.
-    pub(crate) pending: Vec<(u64, u64)>,
+    pending: Vec<(u64, u64)>,
     /// The value last written under the `Q` key.
-    pub(crate) persisted: u64,
+    persisted: u64,
 }
 
 impl SourceSeq {
+    /// The sequence persisted under the `Q` key, read at open.
+    pub(crate) fn restore(&mut self, seq: u64) {
+        self.durable = seq;
+        self.persisted = seq;
+    }
+
+    /// Highest sequence whose group is known durable.
+    pub(crate) fn durable(&self) -> u64 {
+        self.durable
+    }
+
+    /// A batch replayed from the WAL: durable.
+    pub(crate) fn replayed(&mut self, seq: u64) {
+        self.durable = self.durable.max(seq);
+    }
+
+    /// A batch appended in group `group`, not durable yet.
+    pub(crate) fn push_pending(&mut self, group: u64, seq: u64) {
+        self.pending.push((group, seq));
+    }
+
+    /// The durable sequence if it is past the one persisted, which it
+    /// becomes (the caller writes it under the `Q` key).
+    pub(crate) fn take_unpersisted(&mut self) -> Option<u64> {
+        (self.durable > self.persisted).then(|| {
+            self.persisted = self.durable;
+            self.durable
+        })
+    }
+
     /// Moves pending sequences of groups up to `durable_group` into `durable`.
     pub(crate) fn promote(&mut self, durable_group: u64) {
         let durable = &mut self.durable;
@@ -326,16 +484,16 @@ enum Ids {
 /// by its lock, so a host's WAL frames are in the order its head applied them.
 #[derive(Debug)]
 pub(crate) struct HostState {
-    pub(crate) series: IdMap<SeriesHead>,
+    series: IdMap<SeriesHead>,
     by_hash: IdMap<Ids>,
-    pub(crate) sources: IdMap<SourceSeq>,
-    pub(crate) snapshot_windows: Vec<SnapshotWindow>,
+    sources: IdMap<SourceSeq>,
+    snapshot_windows: Vec<SnapshotWindow>,
     /// Newest snapshot time known.
-    pub(crate) snapshot_max_t: i64,
+    snapshot_max_t: i64,
     /// Wall-clock time of the last snapshot inserted.
-    pub(crate) snapshot_touched_ms: i64,
+    snapshot_touched_ms: i64,
     /// The previous batch's series and their ids, for the next batch's lookups.
-    pub(crate) last_batch: BatchShape,
+    last_batch: BatchShape,
 }
 
 /// Whether `key` is `metric` with exactly `labels` plus its host label.
@@ -362,6 +520,90 @@ impl Default for HostState {
 }
 
 impl HostState {
+    pub(crate) fn series(&self, id: u64) -> Option<&SeriesHead> {
+        self.series.get(&id)
+    }
+
+    pub(crate) fn series_mut(&mut self, id: u64) -> Option<&mut SeriesHead> {
+        self.series.get_mut(&id)
+    }
+
+    pub(crate) fn has_series(&self, id: u64) -> bool {
+        self.series.contains_key(&id)
+    }
+
+    pub(crate) fn series_count(&self) -> usize {
+        self.series.len()
+    }
+
+    pub(crate) fn series_ids(&self) -> Vec<u64> {
+        self.series.keys().copied().collect()
+    }
+
+    pub(crate) fn all_series(&self) -> impl Iterator<Item = &SeriesHead> {
+        self.series.values()
+    }
+
+    pub(crate) fn all_series_mut(&mut self) -> impl Iterator<Item = (u64, &mut SeriesHead)> {
+        self.series.iter_mut().map(|(id, s)| (*id, s))
+    }
+
+    /// The sequences of `source`, starting empty.
+    pub(crate) fn source(&mut self, source: u64) -> &mut SourceSeq {
+        self.sources.entry(source).or_default()
+    }
+
+    /// The sequences of `source`, if it sent anything.
+    pub(crate) fn known_source(&mut self, source: u64) -> Option<&mut SourceSeq> {
+        self.sources.get_mut(&source)
+    }
+
+    pub(crate) fn sources_mut(&mut self) -> impl Iterator<Item = (u64, &mut SourceSeq)> {
+        self.sources.iter_mut().map(|(id, s)| (*id, s))
+    }
+
+    /// The previous batch's series, for the next batch's lookups (to be
+    /// given back with [`HostState::set_last_batch`]).
+    pub(crate) fn take_last_batch(&mut self) -> BatchShape {
+        std::mem::take(&mut self.last_batch)
+    }
+
+    pub(crate) fn set_last_batch(&mut self, shape: BatchShape) {
+        self.last_batch = shape;
+    }
+
+    /// Open snapshot windows, sorted by start.
+    pub(crate) fn snapshot_windows(&self) -> &[SnapshotWindow] {
+        &self.snapshot_windows
+    }
+
+    pub(crate) fn has_snapshot_window(&self, start: i64) -> bool {
+        self.snapshot_windows.iter().any(|w| w.start == start)
+    }
+
+    /// Newest snapshot time known, and the wall-clock time of the last
+    /// snapshot inserted.
+    pub(crate) fn snapshot_times(&self) -> (i64, i64) {
+        (self.snapshot_max_t, self.snapshot_touched_ms)
+    }
+
+    /// Closes the snapshot windows `sealed` says were sealed.
+    pub(crate) fn drop_snapshot_windows(
+        &mut self,
+        mut sealed: impl FnMut(&SnapshotWindow) -> bool,
+    ) {
+        self.snapshot_windows.retain(|w| !sealed(w));
+    }
+
+    /// Adds a series found at open: until its `L` record is read, any of
+    /// its windows may be sealed.
+    pub(crate) fn add_stored(&mut self, id: u64, key: Key) {
+        self.add(id, key);
+        if let Some(series) = self.series.get_mut(&id) {
+            series.sealed_known = false;
+        }
+    }
+
     /// The id of the series `metric` + `labels` (as an agent sends them), if known.
     pub(crate) fn find(&self, hash: u64, metric: &str, labels: &[Label]) -> Option<u64> {
         let matches = |id: &u64| {
@@ -472,8 +714,14 @@ impl HostState {
         Ok(Inserted::Stored)
     }
 
+    /// Heap bytes of the host's own structures: the open snapshot
+    /// windows and the previous batch's series.
+    pub(crate) fn host_heap_bytes(&self) -> usize {
+        self.snapshot_heap_bytes() + self.last_batch.heap_bytes()
+    }
+
     /// Heap bytes of the open snapshot windows.
-    pub(crate) fn snapshot_heap_bytes(&self) -> usize {
+    fn snapshot_heap_bytes(&self) -> usize {
         self.snapshot_windows
             .iter()
             .map(|w| w.block.heap_bytes())

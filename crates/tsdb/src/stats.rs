@@ -94,11 +94,10 @@ impl Store {
         for (_, host) in inner.all_hosts()? {
             let host = lock(&host)?;
             stats.hosts += 1;
-            stats.head_host_bytes +=
-                (host.snapshot_heap_bytes() + host.last_batch.heap_bytes()) as u64;
-            for series in host.series.values() {
+            stats.head_host_bytes += host.host_heap_bytes() as u64;
+            for series in host.all_series() {
                 stats.head_bytes += series.heap_bytes() as u64;
-                stats.head_samples += series.windows.iter().map(|w| w.len() as u64).sum::<u64>();
+                stats.head_samples += series.samples() as u64;
             }
         }
         Ok(stats)

@@ -250,9 +250,9 @@ impl Store {
             return Ok(0);
         };
         let mut state = lock(&state)?;
-        Ok(state.sources.get_mut(&source).map_or(0, |s| {
+        Ok(state.known_source(source).map_or(0, |s| {
             s.promote(inner.commit.durable());
-            s.durable
+            s.durable()
         }))
     }
 
@@ -300,10 +300,10 @@ impl Store {
             return Ok(Vec::new());
         };
         let state = lock(&state)?;
-        let mut out = Vec::with_capacity(state.series.len());
-        for series in state.series.values() {
-            if let Some(last) = series.last {
-                out.push((series.key.to_series_key(), last));
+        let mut out = Vec::with_capacity(state.series_count());
+        for series in state.all_series() {
+            if let Some(last) = series.last() {
+                out.push((series.key().to_series_key(), last));
             }
         }
         // Keys are distinct: an unstable sort gives the same order, faster.
@@ -564,11 +564,10 @@ impl Inner {
         bump(&self.counters.replayed_frames, 1);
         let state = self.host_or_create(&record.host)?;
         let mut state = lock(&state)?;
-        let source = state.sources.entry(record.source).or_default();
-        source.durable = source.durable.max(record.seq);
+        state.source(record.source).replayed(record.seq);
         let now = (self.options.clock)();
         for (id, mut points) in record.series {
-            if !state.series.contains_key(&id) {
+            if !state.has_series(id) {
                 // Its definition is missing or damaged: nothing to file the samples under.
                 bump(&self.counters.orphan_samples, points.len() as u64);
                 continue;
@@ -618,7 +617,7 @@ impl Inner {
         for run in points.chunk_by(|a, b| window_of(a) == window_of(b)) {
             let start = window_of(&run[0]);
             if self.open_window(state, id, start, lsn, &mut mode)? {
-                if let Some(series) = state.series.get_mut(&id) {
+                if let Some(series) = state.series_mut(id) {
                     let max = self.options.max_window_samples;
                     series.insert_run(start, run, lsn, now, max, counts);
                 }
@@ -640,10 +639,10 @@ impl Inner {
         lsn: u64,
         mode: &mut Mode<'_>,
     ) -> Result<bool, TsdbError> {
-        let Some(series) = state.series.get_mut(&id) else {
+        let Some(series) = state.series_mut(id) else {
             return Ok(false);
         };
-        if series.window_mut(start).is_some() {
+        if series.has_window(start) {
             return Ok(true);
         }
         if let Mode::Replay(sealed) = mode
@@ -653,9 +652,7 @@ impl Inner {
         }
         // No sealed chunk starts after the window of the newest sealed
         // sample (the `L` record), so new windows need no lookup.
-        let may_be_sealed = !series.sealed_known
-            || (series.persisted_last_t != i64::MIN
-                && start <= self.options.window_of(series.persisted_last_t));
+        let may_be_sealed = series.may_be_sealed(start, |t| self.options.window_of(t));
         let (base_lsn, base) = if may_be_sealed {
             self.sealed_raw(id, start)?.unwrap_or_default()
         } else {
@@ -684,7 +681,7 @@ impl Inner {
         now: i64,
     ) -> Result<Inserted, TsdbError> {
         let start = self.options.window_of(snapshot.t_ms);
-        if !state.snapshot_windows.iter().any(|w| w.start == start) {
+        if !state.has_snapshot_window(start) {
             if let Mode::Replay(sealed) = &mode
                 && sealed
                     .snapshots
@@ -761,7 +758,7 @@ impl Inner {
         let mut guard = lock(&state)?;
         let host = &mut *guard;
         let mut outcome = AppendOutcome::default();
-        let source = host.sources.entry(batch.source).or_default();
+        let source = host.source(batch.source);
         source.promote(self.commit.durable());
         if batch.seq <= source.highest() {
             // A replay: acknowledge it once the original is durable too.
@@ -797,12 +794,7 @@ impl Inner {
         }
         let group = self.commit.enqueue(&frame, defs, &log)?;
         let mut guard = lock(&state)?;
-        guard
-            .sources
-            .entry(batch.source)
-            .or_default()
-            .pending
-            .push((group, batch.seq));
+        guard.source(batch.source).push_pending(group, batch.seq);
         drop(guard);
         self.insert_accepted(&state, &accepted, group, now, &mut outcome)?;
         outcome.rejected.malformed += batch.malformed;
@@ -840,13 +832,13 @@ impl Inner {
         let mut listed: Vec<(u64, &SeriesInput, Vec<&SeriesInput>)> =
             Vec::with_capacity(batch.series.len());
         let mut position: IdMap<usize> = IdMap::default();
-        let mut shape = ShapeMatch::new(std::mem::take(&mut host.last_batch));
+        let mut shape = ShapeMatch::new(host.take_last_batch());
         for input in &batch.series {
             if input.points.is_empty() {
                 continue;
             }
             let n = input.points.len() as u64;
-            let known = shape.known(input).filter(|id| host.series.contains_key(id));
+            let known = shape.known(input).filter(|id| host.has_series(*id));
             let resolved = match known {
                 Some(id) => Ok(Some(id)),
                 None => self.resolve(&batch.host, host, input, defs),
@@ -877,7 +869,7 @@ impl Inner {
                 }
             }
         }
-        host.last_batch = shape.finish(batch.series.iter().filter(|s| !s.points.is_empty()));
+        host.set_last_batch(shape.finish(batch.series.iter().filter(|s| !s.points.is_empty())));
         listed
     }
 
@@ -895,7 +887,7 @@ impl Inner {
         let newest = now.saturating_add(self.options.future_tolerance_ms);
         let mut accepted: Vec<(u64, Point)> = Vec::with_capacity(listed.len());
         for (id, first, more) in listed {
-            let Some(series) = host.series.get(&id) else {
+            let Some(series) = host.series(id) else {
                 continue;
             };
             // Sorted, so that in-order samples append and the others are
@@ -933,9 +925,9 @@ impl Inner {
                     accepted.push((id, *p));
                     continue;
                 };
-                outcome
-                    .first_error
-                    .get_or_insert_with(|| format!("{}: sample {p:?} rejected: {why}", series.key));
+                outcome.first_error.get_or_insert_with(|| {
+                    format!("{}: sample {p:?} rejected: {why}", series.key())
+                });
             }
         }
         accepted
@@ -1009,7 +1001,7 @@ impl Inner {
                 )?;
                 if counts.duplicate > before.duplicate || counts.too_dense > before.too_dense {
                     outcome.first_error.get_or_insert_with(|| {
-                        let key = guard.series.get(&id).map(|s| s.key.to_string()).unwrap_or_default();
+                        let key = guard.series(id).map(|s| s.key().to_string()).unwrap_or_default();
                         if counts.too_dense > before.too_dense {
                             format!(
                                 "{key}: samples rejected: a series holds at most {} samples in one {} ms window",
@@ -1042,7 +1034,7 @@ impl Inner {
             return Ok(Some(id));
         }
         let key = SeriesKey::for_host(host_name, &input.metric, &input.labels)?;
-        if host.series.len() >= self.options.max_series_per_host {
+        if host.series_count() >= self.options.max_series_per_host {
             return Ok(None);
         }
         let mut index = self.index.write().map_err(|_| poisoned())?;
@@ -1089,12 +1081,12 @@ impl Inner {
         let mut open = Vec::new();
         if let Some(state) = self.host(host)? {
             let state = lock(&state)?;
-            for w in &state.snapshot_windows {
-                open.push(w.start);
-                if w.start > at_ms {
+            for w in state.snapshot_windows() {
+                open.push(w.start());
+                if w.start() > at_ms {
                     continue;
                 }
-                if let Some(s) = w.block.at(at_ms)?
+                if let Some(s) = w.block().at(at_ms)?
                     && best.as_ref().is_none_or(|b| s.t_ms > b.t_ms)
                 {
                     best = Some(s);
@@ -1180,11 +1172,7 @@ fn hosts_of(index: &Index) -> HashMap<String, HostState> {
     let mut hosts: HashMap<String, HostState> = HashMap::new();
     for (id, key) in &index.keys {
         let host = hosts.entry(key.host().to_owned()).or_default();
-        host.add(*id, key.clone());
-        if let Some(series) = host.series.get_mut(id) {
-            // Until its `L` record is read, any window may be sealed.
-            series.sealed_known = false;
-        }
+        host.add_stored(*id, key.clone());
     }
     hosts
 }
@@ -1201,13 +1189,9 @@ fn read_last_points(
         let (key, value) = entry?;
         let series = key_series_id(&key)
             .and_then(|id| index.keys.get(&id).map(|k| (id, k)))
-            .and_then(|(id, k)| hosts.get_mut(k.host())?.series.get_mut(&id));
+            .and_then(|(id, k)| hosts.get_mut(k.host())?.series_mut(id));
         match (series, keys::decode_last(&value)) {
-            (Some(series), Some(p)) => {
-                series.last = Some(p);
-                series.persisted_last_t = p.t_ms;
-                series.sealed_known = true;
-            }
+            (Some(series), Some(p)) => series.restore_last(p),
             _ => bump(&counters.corrupt_series, 1),
         }
     }
@@ -1227,9 +1211,7 @@ fn read_sequences(
             (Some((host, source)), Ok(seq)) => {
                 let seq = u64::from_be_bytes(seq);
                 let state = hosts.entry(host.to_owned()).or_default();
-                let source = state.sources.entry(source).or_default();
-                source.durable = seq;
-                source.persisted = seq;
+                state.source(source).restore(seq);
             }
             _ => bump(&counters.corrupt_sequences, 1),
         }
