@@ -36,6 +36,10 @@ pub(crate) enum Inserted {
     Duplicate,
 }
 
+/// A window's samples older than its chunk's newest: seldom any, so a
+/// window without them holds a pointer, not an empty vector.
+type Late = Option<Box<Vec<Point>>>;
+
 /// One window of a series still in memory.
 #[derive(Debug)]
 pub(crate) struct OpenWindow {
@@ -43,7 +47,7 @@ pub(crate) struct OpenWindow {
     /// Samples in time order; `None` until the first sample.
     chunk: Option<HeadChunk>,
     /// Samples older than the chunk's newest, sorted, not in `chunk`.
-    late: Vec<Point>,
+    late: Late,
     /// Lowest and highest commit group whose samples this window holds.
     min_lsn: u64,
     max_lsn: u64,
@@ -64,14 +68,18 @@ impl OpenWindow {
         OpenWindow {
             start,
             chunk,
-            late: Vec::new(),
+            late: Late::default(),
             min_lsn: lsn,
             max_lsn: base_lsn.max(lsn),
         }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.chunk.as_ref().map_or(0, HeadChunk::len) + self.late.len()
+        self.chunk.as_ref().map_or(0, HeadChunk::len) + self.late().len()
+    }
+
+    fn late(&self) -> &[Point] {
+        self.late.as_deref().map_or(&[], Vec::as_slice)
     }
 
     pub(crate) fn start(&self) -> i64 {
@@ -111,7 +119,10 @@ impl OpenWindow {
             let mut added: Vec<Point> = Vec::new();
             for p in late {
                 let duplicate = chunk_times.binary_search(&p.t_ms).is_ok()
-                    || self.late.binary_search_by_key(&p.t_ms, |q| q.t_ms).is_ok()
+                    || self
+                        .late()
+                        .binary_search_by_key(&p.t_ms, |q| q.t_ms)
+                        .is_ok()
                     || added.last().is_some_and(|q| q.t_ms == p.t_ms);
                 if duplicate {
                     counts.duplicate += 1;
@@ -123,8 +134,11 @@ impl OpenWindow {
             }
             counts.stored += added.len() as u64;
             newest = added.last().copied();
-            self.late.extend(added);
-            self.late.sort_by_key(|p| p.t_ms);
+            if !added.is_empty() {
+                let late = self.late.get_or_insert_with(Box::default);
+                late.extend(added);
+                late.sort_by_key(|p| p.t_ms);
+            }
         }
         for p in fresh {
             let full = self.len() >= max_len;
@@ -153,8 +167,8 @@ impl OpenWindow {
             .as_ref()
             .map(HeadChunk::points)
             .unwrap_or_default();
-        if !self.late.is_empty() {
-            points.extend_from_slice(&self.late);
+        if !self.late().is_empty() {
+            points.extend_from_slice(self.late());
             points.sort_by_key(|p| p.t_ms);
         }
         points
@@ -167,10 +181,11 @@ impl OpenWindow {
         if let Some(chunk) = &self.chunk {
             chunk.points_within(start, end, out);
         }
-        let first = self.late.partition_point(|p| p.t_ms < start);
-        let past = self.late.partition_point(|p| p.t_ms < end);
+        let late = self.late();
+        let first = late.partition_point(|p| p.t_ms < start);
+        let past = late.partition_point(|p| p.t_ms < end);
         if first < past {
-            out.extend_from_slice(&self.late[first..past]);
+            out.extend_from_slice(&late[first..past]);
             out[from..].sort_by_key(|p| p.t_ms);
         }
     }
@@ -179,7 +194,8 @@ impl OpenWindow {
     /// [`HeadChunk::newest_before`]).
     pub(crate) fn newest_before(&self, end: i64) -> Option<Point> {
         let chunk = self.chunk.as_ref().and_then(|c| c.newest_before(end));
-        let late = self.late[..self.late.partition_point(|p| p.t_ms < end)].last();
+        let late = self.late();
+        let late = late[..late.partition_point(|p| p.t_ms < end)].last();
         chunk
             .into_iter()
             .chain(late.copied())
@@ -188,7 +204,9 @@ impl OpenWindow {
 
     pub(crate) fn heap_bytes(&self) -> usize {
         self.chunk.as_ref().map_or(0, HeadChunk::heap_bytes)
-            + self.late.capacity() * std::mem::size_of::<Point>()
+            + self.late.as_ref().map_or(0, |late| {
+                std::mem::size_of::<Vec<Point>>() + late.capacity() * std::mem::size_of::<Point>()
+            })
     }
 }
 
