@@ -300,7 +300,7 @@ impl Store {
     pub fn series_key(&self, id: u64) -> Result<Option<Arc<SeriesKey>>, TsdbError> {
         let inner = self.inner()?;
         let index = inner.index.read().map_err(|_| poisoned())?;
-        Ok(index.keys.get(&id).cloned())
+        Ok(index.series_key(id))
     }
 
     /// The keys of series `ids`, in their order, into `out` (cleared
@@ -319,7 +319,7 @@ impl Store {
             // Released between chunks: a writer creating series waits
             // for one chunk's lookups at most.
             let index = inner.index.read().map_err(|_| poisoned())?;
-            out.extend(some.iter().map(|id| index.keys.get(id).cloned()));
+            out.extend(some.iter().map(|id| index.series_key(*id)));
         }
         Ok(())
     }

@@ -8,10 +8,10 @@
 
 use crate::TsdbError;
 use crate::codec::HeadChunk;
-use crate::model::{Label, Point, ProcessSnapshot, SeriesKey, series_hash};
+use crate::index::Key;
+use crate::model::{HOST_LABEL, Label, Point, ProcessSnapshot, series_hash_of};
 use crate::shape::BatchShape;
 use crate::snapshot::OpenBlock;
-use std::sync::Arc;
 
 /// A map keyed by series ids (assigned by the store) or by hashes: such
 /// keys need mixing, not SipHash's protection against chosen keys, and
@@ -36,17 +36,21 @@ pub(crate) enum Inserted {
     Duplicate,
 }
 
+/// A window's samples older than its chunk's newest: seldom any, so a
+/// window without them holds a pointer, not an empty vector.
+type Late = Option<Box<Vec<Point>>>;
+
 /// One window of a series still in memory.
 #[derive(Debug)]
 pub(crate) struct OpenWindow {
-    pub(crate) start: i64,
+    start: i64,
     /// Samples in time order; `None` until the first sample.
     chunk: Option<HeadChunk>,
     /// Samples older than the chunk's newest, sorted, not in `chunk`.
-    late: Vec<Point>,
+    late: Late,
     /// Lowest and highest commit group whose samples this window holds.
-    pub(crate) min_lsn: u64,
-    pub(crate) max_lsn: u64,
+    min_lsn: u64,
+    max_lsn: u64,
 }
 
 impl OpenWindow {
@@ -64,14 +68,27 @@ impl OpenWindow {
         OpenWindow {
             start,
             chunk,
-            late: Vec::new(),
+            late: Late::default(),
             min_lsn: lsn,
             max_lsn: base_lsn.max(lsn),
         }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.chunk.as_ref().map_or(0, HeadChunk::len) + self.late.len()
+        self.chunk.as_ref().map_or(0, HeadChunk::len) + self.late().len()
+    }
+
+    fn late(&self) -> &[Point] {
+        self.late.as_deref().map_or(&[], Vec::as_slice)
+    }
+
+    pub(crate) fn start(&self) -> i64 {
+        self.start
+    }
+
+    /// Highest commit group whose samples this window holds.
+    pub(crate) fn max_lsn(&self) -> u64 {
+        self.max_lsn
     }
 
     /// Inserts `points` (sorted by time; of equal times the first counts)
@@ -102,7 +119,10 @@ impl OpenWindow {
             let mut added: Vec<Point> = Vec::new();
             for p in late {
                 let duplicate = chunk_times.binary_search(&p.t_ms).is_ok()
-                    || self.late.binary_search_by_key(&p.t_ms, |q| q.t_ms).is_ok()
+                    || self
+                        .late()
+                        .binary_search_by_key(&p.t_ms, |q| q.t_ms)
+                        .is_ok()
                     || added.last().is_some_and(|q| q.t_ms == p.t_ms);
                 if duplicate {
                     counts.duplicate += 1;
@@ -114,8 +134,11 @@ impl OpenWindow {
             }
             counts.stored += added.len() as u64;
             newest = added.last().copied();
-            self.late.extend(added);
-            self.late.sort_by_key(|p| p.t_ms);
+            if !added.is_empty() {
+                let late = self.late.get_or_insert_with(Box::default);
+                late.extend(added);
+                late.sort_by_key(|p| p.t_ms);
+            }
         }
         for p in fresh {
             let full = self.len() >= max_len;
@@ -144,8 +167,8 @@ impl OpenWindow {
             .as_ref()
             .map(HeadChunk::points)
             .unwrap_or_default();
-        if !self.late.is_empty() {
-            points.extend_from_slice(&self.late);
+        if !self.late().is_empty() {
+            points.extend_from_slice(self.late());
             points.sort_by_key(|p| p.t_ms);
         }
         points
@@ -158,10 +181,11 @@ impl OpenWindow {
         if let Some(chunk) = &self.chunk {
             chunk.points_within(start, end, out);
         }
-        let first = self.late.partition_point(|p| p.t_ms < start);
-        let past = self.late.partition_point(|p| p.t_ms < end);
+        let late = self.late();
+        let first = late.partition_point(|p| p.t_ms < start);
+        let past = late.partition_point(|p| p.t_ms < end);
         if first < past {
-            out.extend_from_slice(&self.late[first..past]);
+            out.extend_from_slice(&late[first..past]);
             out[from..].sort_by_key(|p| p.t_ms);
         }
     }
@@ -170,7 +194,8 @@ impl OpenWindow {
     /// [`HeadChunk::newest_before`]).
     pub(crate) fn newest_before(&self, end: i64) -> Option<Point> {
         let chunk = self.chunk.as_ref().and_then(|c| c.newest_before(end));
-        let late = self.late[..self.late.partition_point(|p| p.t_ms < end)].last();
+        let late = self.late();
+        let late = late[..late.partition_point(|p| p.t_ms < end)].last();
         chunk
             .into_iter()
             .chain(late.copied())
@@ -179,32 +204,34 @@ impl OpenWindow {
 
     pub(crate) fn heap_bytes(&self) -> usize {
         self.chunk.as_ref().map_or(0, HeadChunk::heap_bytes)
-            + self.late.capacity() * std::mem::size_of::<Point>()
+            + self.late.as_ref().map_or(0, |late| {
+                std::mem::size_of::<Vec<Point>>() + late.capacity() * std::mem::size_of::<Point>()
+            })
     }
 }
 
 /// A series of the host: identity, newest sample, open windows.
 #[derive(Debug)]
 pub(crate) struct SeriesHead {
-    pub(crate) key: Arc<SeriesKey>,
+    key: Key,
     /// The newest sample: from appends, replay, or the series' `L` record
     /// (the newest sealed sample, loaded at open).
-    pub(crate) last: Option<Point>,
+    last: Option<Point>,
     /// Time of the sample in the series' `L` record, `i64::MIN` if none.
     /// No sealed chunk starts after this sample's window.
-    pub(crate) persisted_last_t: i64,
+    persisted_last_t: i64,
     /// Whether `persisted_last_t` is known to bound the sealed chunks
     /// (false after a restart until the `L` record is read, and for good
     /// if it is missing or damaged: then every window is looked up).
-    pub(crate) sealed_known: bool,
+    sealed_known: bool,
     /// Open windows, sorted by start.
-    pub(crate) windows: Vec<OpenWindow>,
+    windows: Vec<OpenWindow>,
     /// Wall-clock time of the last sample inserted.
-    pub(crate) touched_ms: i64,
+    touched_ms: i64,
 }
 
 impl SeriesHead {
-    pub(crate) fn new(key: Arc<SeriesKey>) -> Self {
+    pub(crate) fn new(key: Key) -> Self {
         SeriesHead {
             key,
             last: None,
@@ -215,13 +242,116 @@ impl SeriesHead {
         }
     }
 
+    pub(crate) fn key(&self) -> &Key {
+        &self.key
+    }
+
+    /// The newest sample known.
+    pub(crate) fn last(&self) -> Option<Point> {
+        self.last
+    }
+
     /// Newest sample time known, `i64::MIN` if none.
     pub(crate) fn max_t(&self) -> i64 {
         self.last.map_or(i64::MIN, |p| p.t_ms)
     }
 
-    pub(crate) fn window_mut(&mut self, start: i64) -> Option<&mut OpenWindow> {
+    /// Wall-clock time of the last sample inserted.
+    pub(crate) fn touched_ms(&self) -> i64 {
+        self.touched_ms
+    }
+
+    /// Open windows, sorted by start.
+    pub(crate) fn windows(&self) -> &[OpenWindow] {
+        &self.windows
+    }
+
+    /// Samples in the open windows.
+    pub(crate) fn samples(&self) -> usize {
+        self.windows.iter().map(OpenWindow::len).sum()
+    }
+
+    pub(crate) fn has_window(&self, start: i64) -> bool {
+        self.windows.iter().any(|w| w.start == start)
+    }
+
+    fn window_mut(&mut self, start: i64) -> Option<&mut OpenWindow> {
         self.windows.iter_mut().find(|w| w.start == start)
+    }
+
+    /// The newest sample, when it is known to be newer than every sealed
+    /// one (so a sealed chunk cannot hold a newer sample).
+    pub(crate) fn known_last(&self) -> Option<Point> {
+        self.last.filter(|_| self.sealed_known)
+    }
+
+    /// The window (by `window_of` a time) after which no sealed chunk
+    /// starts: `Some(i64::MAX)` when that is not known, `None` when
+    /// nothing was sealed.
+    pub(crate) fn sealed_through(&self, window_of: impl Fn(i64) -> i64) -> Option<i64> {
+        if !self.sealed_known {
+            Some(i64::MAX)
+        } else if self.persisted_last_t == i64::MIN {
+            None
+        } else {
+            Some(window_of(self.persisted_last_t))
+        }
+    }
+
+    /// Whether window `start` may have a sealed chunk (by `window_of` a time).
+    pub(crate) fn may_be_sealed(&self, start: i64, window_of: impl Fn(i64) -> i64) -> bool {
+        self.sealed_through(window_of).is_some_and(|w| start <= w)
+    }
+
+    /// Whether the series' newest sealed sample is unknown (its `L` record
+    /// missing or damaged, or not read yet).
+    pub(crate) fn sealed_unknown(&self) -> bool {
+        !self.sealed_known
+    }
+
+    /// The series' `L` record, read at open.
+    pub(crate) fn restore_last(&mut self, p: Point) {
+        self.last = Some(p);
+        self.persisted_last_t = p.t_ms;
+        self.sealed_known = true;
+    }
+
+    /// The newest sealed sample, found by looking at the sealed chunks
+    /// (`None`: there are none): the sealed chunks are known from now on.
+    pub(crate) fn learn_sealed(&mut self, newest: Option<Point>) {
+        if let Some(p) = newest {
+            self.persisted_last_t = self.persisted_last_t.max(p.t_ms);
+        }
+        self.sealed_known = true;
+    }
+
+    /// Notes `last` sealed; true when it is newer than the sealed sample
+    /// recorded, so its `L` record is to be written.
+    pub(crate) fn record_sealed(&mut self, last: Point) -> bool {
+        if last.t_ms > self.persisted_last_t {
+            self.persisted_last_t = last.t_ms;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Closes the windows `sealed` says were sealed.
+    pub(crate) fn drop_windows(&mut self, mut sealed: impl FnMut(&OpenWindow) -> bool) {
+        self.windows.retain(|w| !sealed(w));
+        self.windows.shrink_to_fit();
+    }
+
+    /// Forgets the newest sample if the series has no open window and it
+    /// is older than `before` (retention); true if it did.
+    pub(crate) fn forget_last_before(&mut self, before: i64) -> bool {
+        if self.windows.is_empty() && self.last.is_some_and(|p| p.t_ms < before) {
+            self.last = None;
+            self.persisted_last_t = i64::MIN;
+            true
+        } else {
+            false
+        }
     }
 
     /// Opens window `start` on `base` (sealed points) for a sample of group `lsn`.
@@ -269,25 +399,71 @@ impl SeriesHead {
 /// One window of a host's process snapshots still in memory, encoded.
 #[derive(Debug)]
 pub(crate) struct SnapshotWindow {
-    pub(crate) start: i64,
+    start: i64,
     /// Sorted by time, distinct times.
-    pub(crate) block: OpenBlock,
-    pub(crate) min_lsn: u64,
-    pub(crate) max_lsn: u64,
+    block: OpenBlock,
+    min_lsn: u64,
+    max_lsn: u64,
+}
+
+impl SnapshotWindow {
+    pub(crate) fn start(&self) -> i64 {
+        self.start
+    }
+
+    /// The window's snapshots, sorted by time, distinct times.
+    pub(crate) fn block(&self) -> &OpenBlock {
+        &self.block
+    }
+
+    /// Highest commit group whose snapshots this window holds.
+    pub(crate) fn max_lsn(&self) -> u64 {
+        self.max_lsn
+    }
 }
 
 /// Batch sequences of one (host, source).
 #[derive(Debug, Default)]
 pub(crate) struct SourceSeq {
     /// Highest sequence whose group is known durable.
-    pub(crate) durable: u64,
+    durable: u64,
     /// (group, sequence) of appends whose group may not be durable yet.
-    pub(crate) pending: Vec<(u64, u64)>,
+    pending: Vec<(u64, u64)>,
     /// The value last written under the `Q` key.
-    pub(crate) persisted: u64,
+    persisted: u64,
 }
 
 impl SourceSeq {
+    /// The sequence persisted under the `Q` key, read at open.
+    pub(crate) fn restore(&mut self, seq: u64) {
+        self.durable = seq;
+        self.persisted = seq;
+    }
+
+    /// Highest sequence whose group is known durable.
+    pub(crate) fn durable(&self) -> u64 {
+        self.durable
+    }
+
+    /// A batch replayed from the WAL: durable.
+    pub(crate) fn replayed(&mut self, seq: u64) {
+        self.durable = self.durable.max(seq);
+    }
+
+    /// A batch appended in group `group`, not durable yet.
+    pub(crate) fn push_pending(&mut self, group: u64, seq: u64) {
+        self.pending.push((group, seq));
+    }
+
+    /// The durable sequence if it is past the one persisted, which it
+    /// becomes (the caller writes it under the `Q` key).
+    pub(crate) fn take_unpersisted(&mut self) -> Option<u64> {
+        (self.durable > self.persisted).then(|| {
+            self.persisted = self.durable;
+            self.durable
+        })
+    }
+
     /// Moves pending sequences of groups up to `durable_group` into `durable`.
     pub(crate) fn promote(&mut self, durable_group: u64) {
         let durable = &mut self.durable;
@@ -326,29 +502,25 @@ enum Ids {
 /// by its lock, so a host's WAL frames are in the order its head applied them.
 #[derive(Debug)]
 pub(crate) struct HostState {
-    pub(crate) series: IdMap<SeriesHead>,
+    series: IdMap<SeriesHead>,
     by_hash: IdMap<Ids>,
-    pub(crate) sources: IdMap<SourceSeq>,
-    pub(crate) snapshot_windows: Vec<SnapshotWindow>,
+    sources: IdMap<SourceSeq>,
+    snapshot_windows: Vec<SnapshotWindow>,
     /// Newest snapshot time known.
-    pub(crate) snapshot_max_t: i64,
+    snapshot_max_t: i64,
     /// Wall-clock time of the last snapshot inserted.
-    pub(crate) snapshot_touched_ms: i64,
+    snapshot_touched_ms: i64,
     /// The previous batch's series and their ids, for the next batch's lookups.
-    pub(crate) last_batch: BatchShape,
+    last_batch: BatchShape,
 }
 
 /// Whether `key` is `metric` with exactly `labels` plus its host label.
-fn same_series(key: &SeriesKey, metric: &str, labels: &[Label]) -> bool {
-    key.metric == metric
-        && key.labels.len() == labels.len() + 1
-        && labels.iter().all(|l| {
-            l.name != crate::model::HOST_LABEL
-                && key
-                    .labels
-                    .binary_search_by(|k| k.name.as_str().cmp(&l.name))
-                    .is_ok_and(|i| key.labels[i].value == l.value)
-        })
+fn same_series(key: &Key, metric: &str, labels: &[Label]) -> bool {
+    key.metric() == metric
+        && key.label_count() == labels.len() + 1
+        && labels
+            .iter()
+            .all(|l| l.name != HOST_LABEL && key.label(&l.name) == Some(l.value.as_str()))
 }
 
 impl Default for HostState {
@@ -366,6 +538,90 @@ impl Default for HostState {
 }
 
 impl HostState {
+    pub(crate) fn series(&self, id: u64) -> Option<&SeriesHead> {
+        self.series.get(&id)
+    }
+
+    pub(crate) fn series_mut(&mut self, id: u64) -> Option<&mut SeriesHead> {
+        self.series.get_mut(&id)
+    }
+
+    pub(crate) fn has_series(&self, id: u64) -> bool {
+        self.series.contains_key(&id)
+    }
+
+    pub(crate) fn series_count(&self) -> usize {
+        self.series.len()
+    }
+
+    pub(crate) fn series_ids(&self) -> Vec<u64> {
+        self.series.keys().copied().collect()
+    }
+
+    pub(crate) fn all_series(&self) -> impl Iterator<Item = &SeriesHead> {
+        self.series.values()
+    }
+
+    pub(crate) fn all_series_mut(&mut self) -> impl Iterator<Item = (u64, &mut SeriesHead)> {
+        self.series.iter_mut().map(|(id, s)| (*id, s))
+    }
+
+    /// The sequences of `source`, starting empty.
+    pub(crate) fn source(&mut self, source: u64) -> &mut SourceSeq {
+        self.sources.entry(source).or_default()
+    }
+
+    /// The sequences of `source`, if it sent anything.
+    pub(crate) fn known_source(&mut self, source: u64) -> Option<&mut SourceSeq> {
+        self.sources.get_mut(&source)
+    }
+
+    pub(crate) fn sources_mut(&mut self) -> impl Iterator<Item = (u64, &mut SourceSeq)> {
+        self.sources.iter_mut().map(|(id, s)| (*id, s))
+    }
+
+    /// The previous batch's series, for the next batch's lookups (to be
+    /// given back with [`HostState::set_last_batch`]).
+    pub(crate) fn take_last_batch(&mut self) -> BatchShape {
+        std::mem::take(&mut self.last_batch)
+    }
+
+    pub(crate) fn set_last_batch(&mut self, shape: BatchShape) {
+        self.last_batch = shape;
+    }
+
+    /// Open snapshot windows, sorted by start.
+    pub(crate) fn snapshot_windows(&self) -> &[SnapshotWindow] {
+        &self.snapshot_windows
+    }
+
+    pub(crate) fn has_snapshot_window(&self, start: i64) -> bool {
+        self.snapshot_windows.iter().any(|w| w.start == start)
+    }
+
+    /// Newest snapshot time known, and the wall-clock time of the last
+    /// snapshot inserted.
+    pub(crate) fn snapshot_times(&self) -> (i64, i64) {
+        (self.snapshot_max_t, self.snapshot_touched_ms)
+    }
+
+    /// Closes the snapshot windows `sealed` says were sealed.
+    pub(crate) fn drop_snapshot_windows(
+        &mut self,
+        mut sealed: impl FnMut(&SnapshotWindow) -> bool,
+    ) {
+        self.snapshot_windows.retain(|w| !sealed(w));
+    }
+
+    /// Adds a series found at open: until its `L` record is read, any of
+    /// its windows may be sealed.
+    pub(crate) fn add_stored(&mut self, id: u64, key: Key) {
+        self.add(id, key);
+        if let Some(series) = self.series.get_mut(&id) {
+            series.sealed_known = false;
+        }
+    }
+
     /// The id of the series `metric` + `labels` (as an agent sends them), if known.
     pub(crate) fn find(&self, hash: u64, metric: &str, labels: &[Label]) -> Option<u64> {
         let matches = |id: &u64| {
@@ -380,14 +636,9 @@ impl HostState {
     }
 
     /// Adds a series to the host.
-    pub(crate) fn add(&mut self, id: u64, key: Arc<SeriesKey>) {
-        let own: Vec<Label> = key
-            .labels
-            .iter()
-            .filter(|l| l.name != crate::model::HOST_LABEL)
-            .cloned()
-            .collect();
-        let hash = series_hash(&key.metric, &own);
+    pub(crate) fn add(&mut self, id: u64, key: Key) {
+        let own = key.labels().filter(|(name, _)| *name != HOST_LABEL);
+        let hash = series_hash_of(key.metric(), own);
         match self.by_hash.get_mut(&hash) {
             None => {
                 self.by_hash.insert(hash, Ids::One(id));
@@ -481,8 +732,14 @@ impl HostState {
         Ok(Inserted::Stored)
     }
 
+    /// Heap bytes of the host's own structures: the open snapshot
+    /// windows and the previous batch's series.
+    pub(crate) fn host_heap_bytes(&self) -> usize {
+        self.snapshot_heap_bytes() + self.last_batch.heap_bytes()
+    }
+
     /// Heap bytes of the open snapshot windows.
-    pub(crate) fn snapshot_heap_bytes(&self) -> usize {
+    fn snapshot_heap_bytes(&self) -> usize {
         self.snapshot_windows
             .iter()
             .map(|w| w.block.heap_bytes())
@@ -494,11 +751,17 @@ impl HostState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::index::Index;
+    use crate::model::{SeriesKey, series_hash};
+
+    /// The key of series `m` of host `h` with `labels`, as the index holds it.
+    fn key(labels: &[Label]) -> Key {
+        Index::default().insert(1, &SeriesKey::for_host("h", "m", labels).unwrap())
+    }
 
     #[test]
     fn windows_merge_late_samples_and_refuse_duplicates() {
-        let key = Arc::new(SeriesKey::for_host("h", "m", &[]).unwrap());
-        let mut s = SeriesHead::new(key);
+        let mut s = SeriesHead::new(key(&[]));
         s.open_window(0, vec![], 0, 1);
         let p = |t_ms, value| Point { t_ms, value };
         let mut counts = Inserts::default();
@@ -528,8 +791,7 @@ mod tests {
 
     #[test]
     fn a_window_keeps_at_most_its_limit_of_samples() {
-        let key = Arc::new(SeriesKey::for_host("h", "m", &[]).unwrap());
-        let mut s = SeriesHead::new(key);
+        let mut s = SeriesHead::new(key(&[]));
         s.open_window(0, vec![], 0, 1);
         let points: Vec<Point> = (10..20)
             .map(|t| Point {
@@ -559,8 +821,7 @@ mod tests {
     fn lookups_ignore_label_order_and_check_equality() {
         let mut h = HostState::default();
         let labels = vec![Label::new("b", "2"), Label::new("a", "1")];
-        let key = SeriesKey::for_host("h", "m", &labels).unwrap();
-        h.add(7, Arc::new(key));
+        h.add(7, key(&labels));
         let swapped = vec![Label::new("a", "1"), Label::new("b", "2")];
         assert_eq!(h.find(series_hash("m", &swapped), "m", &swapped), Some(7));
         let other = vec![Label::new("a", "1"), Label::new("b", "3")];

@@ -109,7 +109,7 @@ impl Inner {
         };
         let hosts = self.all_hosts()?;
         for (name, host) in &hosts {
-            let ids: Vec<u64> = lock(host)?.series.keys().copied().collect();
+            let ids: Vec<u64> = lock(host)?.series_ids();
             let mut seal = |host: &mut HostState, ids: Option<&[u64]>| {
                 self.seal_host(name, host, ids, due, &mut report)
             };
@@ -166,14 +166,10 @@ impl Inner {
         let mut batch = sled::Batch::default();
         for (name, host) in hosts {
             let mut host = lock(host)?;
-            for (source, seq) in host.sources.iter_mut() {
+            for (source, seq) in host.sources_mut() {
                 seq.promote(durable);
-                if seq.durable > seq.persisted {
-                    batch.insert(
-                        keys::sequence(name, *source),
-                        &seq.durable.to_be_bytes()[..],
-                    );
-                    seq.persisted = seq.durable;
+                if let Some(durable) = seq.take_unpersisted() {
+                    batch.insert(keys::sequence(name, source), &durable.to_be_bytes()[..]);
                 }
             }
         }
@@ -211,7 +207,7 @@ impl Inner {
     ) -> Result<(), TsdbError> {
         let mut writes = SealWrites::default();
         for id in ids.unwrap_or_default() {
-            if let Some(series) = host.series.get_mut(id) {
+            if let Some(series) = host.series_mut(*id) {
                 self.seal_series(*id, series, due, &mut writes)?;
             }
         }
@@ -249,11 +245,11 @@ impl Inner {
         due: Due,
         writes: &mut SealWrites,
     ) -> Result<(), TsdbError> {
-        let (newest, touched) = (series.max_t(), series.touched_ms);
+        let (newest, touched) = (series.max_t(), series.touched_ms());
         let mut sealed_any = false;
         let mut sealed_last: Option<crate::model::Point> = None;
-        for w in &series.windows {
-            if !due.seals(w.start, w.max_lsn, newest, touched) {
+        for w in series.windows() {
+            if !due.seals(w.start(), w.max_lsn(), newest, touched) {
                 continue;
             }
             sealed_any = true;
@@ -264,42 +260,38 @@ impl Inner {
             if sealed_last.is_none_or(|p| last.t_ms > p.t_ms) {
                 sealed_last = Some(last);
             }
-            let raw = chunk::encode_raw(&points, w.max_lsn);
+            let raw = chunk::encode_raw(&points, w.max_lsn());
             writes
                 .parts
-                .entry(self.partitions.of(w.start))
+                .entry(self.partitions.of(w.start()))
                 .or_default()
-                .insert(&keys::chunk(keys::TIER_RAW, id, w.start)[..], raw);
-            let day = align(w.start, DAY_MS);
+                .insert(&keys::chunk(keys::TIER_RAW, id, w.start())[..], raw);
+            let day = align(w.start(), DAY_MS);
             let (rows, completes_day) = writes.hour_rows.entry((id, day)).or_default();
             rows.extend(chunk::rows(&points, HOUR_MS));
-            *completes_day |= w.start.saturating_add(due.window) >= day.saturating_add(DAY_MS);
+            *completes_day |= w.start().saturating_add(due.window) >= day.saturating_add(DAY_MS);
             writes.chunks += 1;
         }
-        if sealed_last.is_some() && !series.sealed_known {
+        if sealed_last.is_some() && series.sealed_unknown() {
             // No trustworthy `L` record: find the newest chunk once.
-            if let Some(p) = self.newest_sealed(id)? {
-                series.persisted_last_t = series.persisted_last_t.max(p.t_ms);
-                if sealed_last.is_none_or(|s| p.t_ms > s.t_ms) {
-                    sealed_last = Some(p);
-                }
+            let found = self.newest_sealed(id)?;
+            if let Some(p) = found
+                && sealed_last.is_none_or(|s| p.t_ms > s.t_ms)
+            {
+                sealed_last = Some(p);
             }
-            series.sealed_known = true;
+            series.learn_sealed(found);
         }
         if let Some(last) = sealed_last
-            && last.t_ms > series.persisted_last_t
+            && series.record_sealed(last)
         {
             writes
                 .main
                 .insert(&keys::last(id)[..], &keys::encode_last(last)[..]);
             writes.lasts += 1;
-            series.persisted_last_t = last.t_ms;
         }
         if sealed_any {
-            series
-                .windows
-                .retain(|w| !due.seals(w.start, w.max_lsn, newest, touched));
-            series.windows.shrink_to_fit();
+            series.drop_windows(|w| due.seals(w.start(), w.max_lsn(), newest, touched));
         }
         Ok(())
     }
@@ -455,11 +447,9 @@ impl Inner {
             let mut batch = sled::Batch::default();
             let mut cleared = false;
             let mut host = lock(&host)?;
-            for (id, series) in host.series.iter_mut() {
-                if series.windows.is_empty() && series.last.is_some_and(|p| p.t_ms < before) {
-                    series.last = None;
-                    series.persisted_last_t = i64::MIN;
-                    batch.remove(&keys::last(*id)[..]);
+            for (id, series) in host.all_series_mut() {
+                if series.forget_last_before(before) {
+                    batch.remove(&keys::last(id)[..]);
                     cleared = true;
                 }
             }
@@ -530,34 +520,34 @@ fn seal_snapshots(
     partition_of: impl Fn(i64) -> i64,
     writes: &mut SealWrites,
 ) {
-    let (newest, touched) = (host.snapshot_max_t, host.snapshot_touched_ms);
+    let (newest, touched) = host.snapshot_times();
     let before = writes.snapshot_blocks;
     let mut unsealed = Vec::new();
-    for w in &host.snapshot_windows {
-        if !due.seals(w.start, w.max_lsn, newest, touched) {
+    for w in host.snapshot_windows() {
+        if !due.seals(w.start(), w.max_lsn(), newest, touched) {
             continue;
         }
-        let value = match w.block.seal(w.max_lsn) {
+        let value = match w.block().seal(w.max_lsn()) {
             Ok(value) => value,
             // The head's own encoding failed to decode: a bug, not data
             // on disk. The window stays open (and its WAL groups with it)
             // rather than being sealed without some of its snapshots.
             Err(e) => {
-                tracing::error!(host.id = name, window = w.start, error = %e, "cannot seal a snapshot window");
-                unsealed.push(w.start);
+                tracing::error!(host.id = name, window = w.start(), error = %e, "cannot seal a snapshot window");
+                unsealed.push(w.start());
                 continue;
             }
         };
         writes
             .parts
-            .entry(partition_of(w.start))
+            .entry(partition_of(w.start()))
             .or_default()
-            .insert(keys::snapshots(name, w.start), value);
+            .insert(keys::snapshots(name, w.start()), value);
         writes.snapshot_blocks += 1;
     }
     if writes.snapshot_blocks > before {
-        host.snapshot_windows.retain(|w| {
-            unsealed.contains(&w.start) || !due.seals(w.start, w.max_lsn, newest, touched)
+        host.drop_snapshot_windows(|w| {
+            !unsealed.contains(&w.start()) && due.seals(w.start(), w.max_lsn(), newest, touched)
         });
     }
 }

@@ -33,14 +33,23 @@ impl Label {
 /// of one FxHash per label). Kept in memory only, never stored: the store's
 /// and the evaluator's per-sample series lookups start from it.
 pub fn series_hash(metric: &str, labels: &[Label]) -> u64 {
+    series_hash_of(
+        metric,
+        labels.iter().map(|l| (l.name.as_str(), l.value.as_str())),
+    )
+}
+
+/// [`series_hash`] of labels given as (name, value) pairs.
+pub(crate) fn series_hash_of<'a>(
+    metric: &str,
+    labels: impl Iterator<Item = (&'a str, &'a str)>,
+) -> u64 {
     fn one(value: impl Hash) -> u64 {
         let mut h = rustc_hash::FxHasher::default();
         value.hash(&mut h);
         h.finish()
     }
-    labels.iter().fold(one(metric), |sum, l| {
-        sum.wrapping_add(one((&l.name, &l.value)))
-    })
+    labels.fold(one(metric), |sum, pair| sum.wrapping_add(one(pair)))
 }
 
 /// A series' identity: metric name plus labels sorted by name, `host` among them.

@@ -71,26 +71,20 @@ impl Inner {
         end: i64,
         out: &mut Vec<Point>,
     ) -> HeadPart {
-        let Some(series) = state.series.get(&id) else {
+        let Some(series) = state.series(id) else {
             return HeadPart::unknown();
         };
         let window = self.options.chunk_window_ms;
         let mut open = Vec::new();
-        for w in &series.windows {
-            if w.start < end && w.start.saturating_add(window) > start {
-                open.push(w.start);
+        for w in series.windows() {
+            if w.start() < end && w.start().saturating_add(window) > start {
+                open.push(w.start());
                 w.points_within(start, end, out);
             }
         }
         // No sealed chunk starts after the window of the newest sealed
         // sample (the `L` record), when that is known.
-        let sealed_through = if !series.sealed_known {
-            Some(i64::MAX)
-        } else if series.persisted_last_t == i64::MIN {
-            None
-        } else {
-            Some(self.options.window_of(series.persisted_last_t))
-        };
+        let sealed_through = series.sealed_through(|t| self.options.window_of(t));
         HeadPart {
             open,
             sealed_through,
@@ -163,10 +157,8 @@ impl Inner {
         }
         if let Some(host) = host {
             let state = lock(host)?;
-            if let Some(series) = state.series.get(&id) {
-                if series.sealed_known
-                    && let Some(last) = series.last
-                {
+            if let Some(series) = state.series(id) {
+                if let Some(last) = series.known_last() {
                     if last.t_ms < start {
                         return Ok(None);
                     }
@@ -176,7 +168,7 @@ impl Inner {
                 }
                 // Points of earlier windows lie before this window's.
                 let window = self.options.window_of(end - 1);
-                if let Some(open) = series.windows.iter().find(|w| w.start == window)
+                if let Some(open) = series.windows().iter().find(|w| w.start() == window)
                     && let Some(newest) = open.newest_before(end)
                 {
                     return Ok((newest.t_ms >= start).then_some(newest));
@@ -311,11 +303,11 @@ impl Inner {
             None => HeadPart::unknown(),
             Some(host) => {
                 let state = lock(host)?;
-                if let Some(series) = state.series.get(&id) {
+                if let Some(series) = state.series(id) {
                     let whole = series
-                        .windows
+                        .windows()
                         .iter()
-                        .any(|w| inside(w.start) && w.len() > 0);
+                        .any(|w| inside(w.start()) && w.len() > 0);
                     if whole {
                         return Ok(true);
                     }
@@ -395,7 +387,7 @@ impl Store {
             .inner()?
             .select(metric, matchers)?
             .into_iter()
-            .map(|(key, id)| ((*key).clone(), id))
+            .map(|(key, id)| (Arc::unwrap_or_clone(key), id))
             .collect())
     }
 
@@ -428,10 +420,10 @@ impl Store {
             return Ok(Vec::new());
         };
         let state = lock(&state)?;
-        let mut out = Vec::with_capacity(state.series.len());
-        for series in state.series.values() {
-            if let Some(last) = series.last {
-                out.push(((*series.key).clone(), last));
+        let mut out = Vec::with_capacity(state.series_count());
+        for series in state.all_series() {
+            if let Some(last) = series.last() {
+                out.push((series.key().to_series_key(), last));
             }
         }
         // Keys are distinct: an unstable sort gives the same order, faster.
@@ -485,12 +477,12 @@ impl Inner {
         let mut open = Vec::new();
         if let Some(state) = self.host(host)? {
             let state = lock(&state)?;
-            for w in &state.snapshot_windows {
-                open.push(w.start);
-                if w.start > at_ms {
+            for w in state.snapshot_windows() {
+                open.push(w.start());
+                if w.start() > at_ms {
                     continue;
                 }
-                if let Some(s) = w.block.at(at_ms)?
+                if let Some(s) = w.block().at(at_ms)?
                     && best.as_ref().is_none_or(|b| s.t_ms > b.t_ms)
                 {
                     best = Some(s);

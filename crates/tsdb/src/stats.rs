@@ -79,7 +79,7 @@ impl Store {
         let Ok(inner) = self.inner() else {
             return Ok(stats);
         };
-        stats.series = inner.index.read().map_err(|_| poisoned())?.keys.len() as u64;
+        stats.series = inner.index.read().map_err(|_| poisoned())?.len() as u64;
         stats.wal_bytes = get(&inner.commit.wal_bytes);
         stats.commit_groups = get(&inner.commit.groups);
         stats.disk_bytes = inner.db.size_on_disk()?
@@ -94,11 +94,10 @@ impl Store {
         for (_, host) in inner.all_hosts()? {
             let host = lock(&host)?;
             stats.hosts += 1;
-            stats.head_host_bytes +=
-                (host.snapshot_heap_bytes() + host.last_batch.heap_bytes()) as u64;
-            for series in host.series.values() {
+            stats.head_host_bytes += host.host_heap_bytes() as u64;
+            for series in host.all_series() {
                 stats.head_bytes += series.heap_bytes() as u64;
-                stats.head_samples += series.windows.iter().map(|w| w.len() as u64).sum::<u64>();
+                stats.head_samples += series.samples() as u64;
             }
         }
         Ok(stats)

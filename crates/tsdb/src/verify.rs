@@ -252,7 +252,7 @@ impl Store {
             .map_err(|_| poisoned())?
             .keys
             .get(&id)
-            .map(|k| k.metric.clone());
+            .map(|k| k.metric().to_owned());
         let place = format!("series {id} tier {tier} start {start}");
         if metric.is_none() {
             report.damage(format!("chunk of an unknown series: {place}"));

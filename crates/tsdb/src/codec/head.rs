@@ -176,8 +176,11 @@ pub(super) struct GorillaRun {
     last_t: i64,
     last_delta: i64,
     last_value: u64,
-    lead: u32,
-    trail: u32,
+    /// Leading and trailing zero bits of the last value's XOR block
+    /// (`u8::MAX` before the first), at most 63: bytes, as every open
+    /// window holds one run.
+    lead: u8,
+    trail: u8,
 }
 
 impl GorillaRun {
@@ -190,7 +193,7 @@ impl GorillaRun {
             last_t: first.t_ms,
             last_delta: 0,
             last_value: first.value.to_bits(),
-            lead: u32::MAX,
+            lead: u8::MAX,
             trail: 0,
         }
     }
@@ -243,18 +246,20 @@ impl GorillaRun {
             self.bits.bit(true);
             let lead = x.leading_zeros().min(31);
             let trail = x.trailing_zeros();
-            if self.lead != u32::MAX && lead >= self.lead && trail >= self.trail {
+            let (block_lead, block_trail) = (u32::from(self.lead), u32::from(self.trail));
+            if self.lead != u8::MAX && lead >= block_lead && trail >= block_trail {
                 self.bits.bit(false);
                 self.bits
-                    .write(x >> self.trail, 64 - self.lead - self.trail);
+                    .write(x >> block_trail, 64 - block_lead - block_trail);
             } else {
                 let len = 64 - lead - trail;
                 self.bits.bit(true);
                 self.bits.write(u64::from(lead), 5);
                 self.bits.write(u64::from(len - 1), 6);
                 self.bits.write(x >> trail, len);
-                self.lead = lead;
-                self.trail = trail;
+                // Both below 64: x is not 0.
+                self.lead = lead as u8;
+                self.trail = trail as u8;
             }
         }
         self.last_delta = delta;

@@ -14,7 +14,6 @@ use crate::model::{
 };
 use crate::shape::ShapeMatch;
 use crate::wal;
-use std::sync::Arc;
 
 /// Samples an append inserts per hold of its host's state lock.
 const INSERTS_PER_LOCK: usize = 4096;
@@ -70,7 +69,7 @@ impl Inner {
         let mut guard = lock(state)?;
         let host = &mut *guard;
         let mut outcome = AppendOutcome::default();
-        let source = host.sources.entry(batch.source).or_default();
+        let source = host.source(batch.source);
         source.promote(self.commit.durable());
         if batch.seq <= source.highest() {
             // A replay: acknowledge it once the original is durable too.
@@ -131,11 +130,8 @@ impl Appender<'_> {
         let group = inner.commit.enqueue(&frame, self.defs, &log)?;
         let mut guard = lock(state)?;
         guard
-            .sources
-            .entry(batch.source)
-            .or_default()
-            .pending
-            .push((group.number(), batch.seq));
+            .source(batch.source)
+            .push_pending(group.number(), batch.seq);
         drop(guard);
         let outcome = &mut self.outcome;
         inner.insert_accepted(state, &self.accepted, group, now, outcome)?;
@@ -176,13 +172,13 @@ impl Inner {
         let mut listed: Vec<(u64, &SeriesInput, Vec<&SeriesInput>)> =
             Vec::with_capacity(batch.series.len());
         let mut position: IdMap<usize> = IdMap::default();
-        let mut shape = ShapeMatch::new(std::mem::take(&mut host.last_batch));
+        let mut shape = ShapeMatch::new(host.take_last_batch());
         for input in &batch.series {
             if input.points.is_empty() {
                 continue;
             }
             let n = input.points.len() as u64;
-            let known = shape.known(input).filter(|id| host.series.contains_key(id));
+            let known = shape.known(input).filter(|id| host.has_series(*id));
             let resolved = match known {
                 Some(id) => Ok(Some(id)),
                 None => self.resolve(&batch.host, host, input, defs),
@@ -213,7 +209,7 @@ impl Inner {
                 }
             }
         }
-        host.last_batch = shape.finish(batch.series.iter().filter(|s| !s.points.is_empty()));
+        host.set_last_batch(shape.finish(batch.series.iter().filter(|s| !s.points.is_empty())));
         listed
     }
 
@@ -240,7 +236,7 @@ impl Inner {
         let newest = now.saturating_add(self.options.future_tolerance_ms);
         let mut accepted: Vec<(u64, Point)> = Vec::with_capacity(listed.len());
         for (id, first, more) in listed {
-            let Some(series) = host.series.get(&id) else {
+            let Some(series) = host.series(id) else {
                 continue;
             };
             // Sorted, so that in-order samples append and the others are
@@ -278,9 +274,9 @@ impl Inner {
                     accepted.push((id, *p));
                     continue;
                 };
-                outcome
-                    .first_error
-                    .get_or_insert_with(|| format!("{}: sample {p:?} rejected: {why}", series.key));
+                outcome.first_error.get_or_insert_with(|| {
+                    format!("{}: sample {p:?} rejected: {why}", series.key())
+                });
             }
         }
         accepted
@@ -354,7 +350,7 @@ impl Inner {
                 )?;
                 if counts.duplicate > before.duplicate || counts.too_dense > before.too_dense {
                     outcome.first_error.get_or_insert_with(|| {
-                        let key = guard.series.get(&id).map(|s| s.key.to_string()).unwrap_or_default();
+                        let key = guard.series(id).map(|s| s.key().to_string()).unwrap_or_default();
                         if counts.too_dense > before.too_dense {
                             format!(
                                 "{key}: samples rejected: a series holds at most {} samples in one {} ms window",
@@ -387,16 +383,15 @@ impl Inner {
             return Ok(Some(id));
         }
         let key = SeriesKey::for_host(host_name, &input.metric, &input.labels)?;
-        if host.series.len() >= self.options.max_series_per_host {
+        if host.series_count() >= self.options.max_series_per_host {
             return Ok(None);
         }
-        let key = Arc::new(key);
         let mut index = self.index.write().map_err(|_| poisoned())?;
         let id = index.next_id;
-        index.insert_created(id, key.clone());
+        let held = index.insert_created(id, &key);
         drop(index);
         defs.push((keys::series(id).to_vec(), key.encode()));
-        host.add(id, key);
+        host.add(id, held);
         Ok(Some(id))
     }
 }

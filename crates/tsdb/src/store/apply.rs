@@ -53,7 +53,7 @@ impl Inner {
         for run in points.chunk_by(|a, b| window_of(a) == window_of(b)) {
             let start = window_of(&run[0]);
             if self.open_window(state, id, start, lsn, &mut mode)? {
-                if let Some(series) = state.series.get_mut(&id) {
+                if let Some(series) = state.series_mut(id) {
                     let max = self.options.max_window_samples;
                     series.insert_run(start, run, lsn, now, max, counts);
                 }
@@ -75,10 +75,10 @@ impl Inner {
         lsn: u64,
         mode: &mut Mode<'_>,
     ) -> Result<bool, TsdbError> {
-        let Some(series) = state.series.get_mut(&id) else {
+        let Some(series) = state.series_mut(id) else {
             return Ok(false);
         };
-        if series.window_mut(start).is_some() {
+        if series.has_window(start) {
             return Ok(true);
         }
         if let Mode::Replay(sealed) = mode
@@ -88,9 +88,7 @@ impl Inner {
         }
         // No sealed chunk starts after the window of the newest sealed
         // sample (the `L` record), so new windows need no lookup.
-        let may_be_sealed = !series.sealed_known
-            || (series.persisted_last_t != i64::MIN
-                && start <= self.options.window_of(series.persisted_last_t));
+        let may_be_sealed = series.may_be_sealed(start, |t| self.options.window_of(t));
         let (base_lsn, base) = if may_be_sealed {
             self.sealed_raw(id, start)?.unwrap_or_default()
         } else {
@@ -122,7 +120,7 @@ impl Inner {
     ) -> Result<Inserted, TsdbError> {
         let lsn = group.number();
         let start = self.options.window_of(snapshot.t_ms);
-        if !state.snapshot_windows.iter().any(|w| w.start == start) {
+        if !state.has_snapshot_window(start) {
             if let Mode::Replay(sealed) = &mode
                 && sealed
                     .snapshots

@@ -233,9 +233,9 @@ impl Store {
             return Ok(0);
         };
         let mut state = lock(&state)?;
-        Ok(state.sources.get_mut(&source).map_or(0, |s| {
+        Ok(state.known_source(source).map_or(0, |s| {
             s.promote(inner.commit.durable());
-            s.durable
+            s.durable()
         }))
     }
 

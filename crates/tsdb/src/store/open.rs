@@ -202,11 +202,10 @@ impl Inner {
         bump(&self.counters.replayed_frames, 1);
         let state = self.host_or_create(&record.host)?;
         let mut state = lock(&state)?;
-        let source = state.sources.entry(record.source).or_default();
-        source.durable = source.durable.max(record.seq);
+        state.source(record.source).replayed(record.seq);
         let now = (self.options.clock)();
         for (id, mut points) in record.series {
-            if !state.series.contains_key(&id) {
+            if !state.has_series(id) {
                 // Its definition is missing or damaged: nothing to file the samples under.
                 bump(&self.counters.orphan_samples, points.len() as u64);
                 continue;
@@ -254,17 +253,17 @@ fn read_index(
     trees: impl Iterator<Item = sled::Tree>,
     counters: &Counters,
 ) -> Result<Index, TsdbError> {
-    let mut index = Index {
-        next_id: 1,
-        ..Index::default()
-    };
+    let mut index = Index::default();
+    index.next_id = 1;
     for tree in trees {
         for entry in tree.scan_prefix([keys::SERIES]) {
             let (key, value) = entry?;
             let id = key_series_id(&key);
             match (id, SeriesKey::decode(&value)) {
                 (Some(id), _) if index.keys.contains_key(&id) => {}
-                (Some(id), Ok(series)) if key.len() == 9 => index.insert(id, Arc::new(series)),
+                (Some(id), Ok(series)) if key.len() == 9 => {
+                    index.insert(id, &series);
+                }
                 _ => bump(&counters.corrupt_series, 1),
             }
         }
@@ -278,11 +277,7 @@ fn hosts_of(index: &Index) -> HashMap<String, HostState> {
     let mut hosts: HashMap<String, HostState> = HashMap::new();
     for (id, key) in &index.keys {
         let host = hosts.entry(key.host().to_owned()).or_default();
-        host.add(*id, key.clone());
-        if let Some(series) = host.series.get_mut(id) {
-            // Until its `L` record is read, any window may be sealed.
-            series.sealed_known = false;
-        }
+        host.add_stored(*id, key.clone());
     }
     hosts
 }
@@ -299,13 +294,9 @@ fn read_last_points(
         let (key, value) = entry?;
         let series = key_series_id(&key)
             .and_then(|id| index.keys.get(&id).map(|k| (id, k)))
-            .and_then(|(id, k)| hosts.get_mut(k.host())?.series.get_mut(&id));
+            .and_then(|(id, k)| hosts.get_mut(k.host())?.series_mut(id));
         match (series, keys::decode_last(&value)) {
-            (Some(series), Some(p)) => {
-                series.last = Some(p);
-                series.persisted_last_t = p.t_ms;
-                series.sealed_known = true;
-            }
+            (Some(series), Some(p)) => series.restore_last(p),
             _ => bump(&counters.corrupt_series, 1),
         }
     }
@@ -325,9 +316,7 @@ fn read_sequences(
             (Some((host, source)), Ok(seq)) => {
                 let seq = u64::from_be_bytes(seq);
                 let state = hosts.entry(host.to_owned()).or_default();
-                let source = state.sources.entry(source).or_default();
-                source.durable = seq;
-                source.persisted = seq;
+                state.source(source).restore(seq);
             }
             _ => bump(&counters.corrupt_sequences, 1),
         }
