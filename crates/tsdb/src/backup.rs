@@ -127,6 +127,13 @@ fn sync_dir(path: &Path) -> Result<(), TsdbError> {
         .map_err(|e| io("sync directory", path, e))
 }
 
+/// A skipped partition's reason as one manifest line: control
+/// characters (a line break, or a `\r` that reading by lines would drop)
+/// become spaces, so a manifest read back and written again is the same.
+fn one_line(why: &str) -> String {
+    why.replace(|c: char| c.is_control(), " ")
+}
+
 impl Manifest {
     /// Bytes of every file listed.
     pub fn bytes(&self) -> u64 {
@@ -142,7 +149,7 @@ impl Manifest {
             out.push_str(&format!("partition {start} {end}\n"));
         }
         for why in &self.skipped {
-            out.push_str(&format!("skipped {}\n", why.replace('\n', " ")));
+            out.push_str(&format!("skipped {}\n", one_line(why)));
         }
         for f in &self.files {
             out.push_str(&format!(
@@ -202,7 +209,7 @@ impl Manifest {
                     let e = e.parse().map_err(|_| bad("not an end"))?;
                     manifest.partitions.push((s, e));
                 }
-                "skipped" => manifest.skipped.push(rest.to_owned()),
+                "skipped" => manifest.skipped.push(one_line(rest)),
                 "file" => {
                     let mut parts = rest.splitn(3, ' ');
                     let sha = parts
