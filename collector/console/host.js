@@ -28,6 +28,13 @@ const MAX_POINTS = 400;
 const MIN_STEP_S = 1;
 const CHART_HEIGHT = 220;
 const MIN_CHART_WIDTH = 280;
+/**
+ * How console.css lays out the charts, in CSS pixels (the root's font is
+ * 15 px): `main`'s width and side padding (narrower under 760 px), the
+ * grid's least column and gap, a chart's side border and padding. Only
+ * the first drawing's step is estimated from them (see `estimatedChartWidth`).
+ */
+const LAYOUT = { mainMax: 1600, mainPad: 18.75, phoneMax: 760, phonePad: 11.25, column: 520, gap: 15, chartEdge: 2 + 22.5 };
 const MIN_RATE_WINDOW_S = 60;
 /** Custom ranges: no shorter than this, and not into the future. */
 const MIN_RANGE_S = 10;
@@ -211,7 +218,7 @@ function localInput(s) {
  * labels; `read(expr)` answers a query's range request (once per
  * expression, shared by the charts that ask it).
  */
-async function chartData(chart, range, step, read) {
+async function seriesOf(chart, range, step, read) {
   const results = await Promise.all(chart.queries.map((q) => read(q.expr)));
   const n = Math.floor((range.end - range.start) / step + 1e-9) + 1;
   const grid = Array.from({ length: n }, (_, i) => range.start + i * step);
@@ -422,6 +429,23 @@ function skeleton(main, host) {
   return parts;
 }
 
+/**
+ * The charts' width in a window `viewport` pixels wide, as console.css
+ * lays them out, without laying the page out: reading a laid-out width
+ * would style and lay out the whole page (its date inputs, fonts, every
+ * panel) before any range request could go out; laid out while the
+ * requests are in flight, it costs the page nothing. The charts are then
+ * drawn at their laid-out width; only the step (a point per
+ * PX_PER_POINT pixels) comes from this estimate.
+ */
+export function estimatedChartWidth(viewport) {
+  const pad = viewport <= LAYOUT.phoneMax ? LAYOUT.phonePad : LAYOUT.mainPad;
+  const content = Math.min(viewport, LAYOUT.mainMax) - 2 * pad;
+  const columns = Math.max(1, Math.floor((content + LAYOUT.gap) / (LAYOUT.column + LAYOUT.gap)));
+  const column = (content - (columns - 1) * LAYOUT.gap) / columns;
+  return Math.max(MIN_CHART_WIDTH, Math.floor(column - LAYOUT.chartEdge));
+}
+
 /** Host ids' alphabet (crates/pki): a name outside it names no host. */
 const HOST_ID = /^[A-Za-z0-9_-][A-Za-z0-9._-]*$/;
 
@@ -438,10 +462,15 @@ async function known(host, seen, nowS) {
 }
 
 class HostPage {
+  /** The page's elements are built by its first drawing, once its requests are out (`build`). */
   constructor(main, connection, host) {
-    Object.assign(this, { main, host, plots: new Map(), generation: 0, timer: 0, range: null, width: 0 });
-    this.parts = skeleton(main, host);
-    this.connection = new Connection(connection, this.parts.connectionNotice, { what: "the charts", refreshMs: REFRESH_MS });
+    Object.assign(this, { main, host, header: connection, parts: null, plots: new Map(), generation: 0, timer: 0, range: null, width: 0 });
+  }
+
+  /** The page's fixed parts, and its connection status. */
+  build() {
+    this.parts = skeleton(this.main, this.host);
+    this.connection = new Connection(this.header, this.parts.connectionNotice, { what: "the charts", refreshMs: REFRESH_MS });
   }
 
   /** Whether the page reads its data again by itself: a preset range, the tab seen. */
@@ -455,24 +484,26 @@ class HostPage {
     this.draw();
   }
 
-  /** The range the address names, shown in the controls. */
-  showRange(nowS) {
+  /** Shows `range` (the address') in the controls. */
+  showRange(range) {
     const { notice, presets, from, to } = this.parts;
-    const range = parseRange(location.search, nowS);
     notice.hidden = !range.problem;
     notice.textContent = range.problem || "";
     for (const b of presets.children) b.setAttribute("aria-pressed", String(b.dataset.range === range.preset));
     from.value = localInput(range.start);
     to.value = localInput(range.end);
-    return range;
   }
 
-  /** The step (and rate window) of `range` for charts `width` pixels wide, shown with the range. */
-  showStep(range, width) {
+  /** The step (and rate window) of `range` for charts `width` pixels wide. */
+  static step(range, width) {
     const points = Math.min(MAX_POINTS, Math.max(MIN_POINTS, Math.floor(width / PX_PER_POINT)));
     range.step = Math.max(MIN_STEP_S, Math.ceil((range.end - range.start) / points));
     // A rate needs two samples in its window, whatever the agent's interval.
     range.window = Math.max(MIN_RATE_WINDOW_S, 4 * range.step);
+  }
+
+  /** `range` and its step, shown. */
+  showStep(range) {
     this.parts.shown.textContent =
       `${fmt.dateTime(range.start * 1000)} to ${fmt.dateTime(range.end * 1000)}, one point per ${fmt.duration(range.step)}; ` +
       `times in ${fmt.utcOffset(new Date())}; drag across a chart to zoom.`;
@@ -496,16 +527,25 @@ class HostPage {
     clearTimeout(this.timer);
     const mine = (this.generation += 1);
     const nowS = Date.now() / 1000;
-    const range = this.showRange(nowS);
+    const range = parseRange(location.search, nowS);
     this.range = range;
-    if (!refresh) this.main.dataset.loaded = "false";
     const host = literal(this.host);
     // A newer range asked for meanwhile: its drawing wins.
     const current = () => mine === this.generation;
-    // The panels' requests first: they need no layout; the charts' step
-    // needs their width, which the first read of it lays the page out for.
     const seen = api.instant(`timestamp(host_uptime_seconds{host=${host}})`, nowS);
     const ever = seen.then((result) => known(this.host, result, nowS));
+    // The charts' requests first, the page's largest: their step needs the
+    // charts' width, known once the page has been laid out (the resize
+    // observer's), estimated from the window's before that, so that no
+    // request waits for the first layout.
+    HostPage.step(range, this.width || estimatedChartWidth(window.innerWidth));
+    const list = charts(this.host, range.window);
+    const asked = new Map();
+    const read = (expr) => {
+      if (!asked.has(expr)) asked.set(expr, api.range(expr, range.start, range.end, range.step));
+      return asked.get(expr);
+    };
+    const chartData = list.map((chart) => seriesOf(chart, range, range.step, read));
     // Each part: its data, and how it is drawn.
     const parts = [
       [Promise.all([hostAlerts(this.host), api.silences(), api.session()]), ([alerts, silences, session]) => this.drawAlerts(alerts, silences, session)],
@@ -520,22 +560,20 @@ class HostPage {
         },
       ],
     ];
-    this.width = this.chartWidth();
-    this.showStep(range, this.width);
-    // Read while the page's layout and style are fresh, before any drawing.
-    const style = { width: this.width, start: range.start, end: range.end, axis: axisStyle() };
-    const list = charts(this.host, range.window);
-    const asked = new Map();
-    const read = (expr) => {
-      if (!asked.has(expr)) asked.set(expr, api.range(expr, range.start, range.end, range.step));
-      return asked.get(expr);
-    };
-    for (const chart of list) {
-      const data = chartData(chart, range, range.step, read);
-      parts.push([Promise.all([data, ever, uPlotClass()]), ([d, e, uPlot]) => this.drawChart(chart, d, e, { ...style, uPlot })]);
-    }
+    // The page's elements, built once every request is out.
+    if (!this.parts) this.build();
+    if (!refresh) this.main.dataset.loaded = "false";
+    this.showRange(range);
+    this.showStep(range);
+    let style = null;
+    list.forEach((chart, i) => {
+      parts.push([Promise.all([chartData[i], ever, uPlotClass()]), ([d, e, uPlot]) => this.drawChart(chart, d, e, { ...style, uPlot })]);
+    });
     const settled = await Promise.allSettled(parts.map(([promise]) => promise));
     if (!current()) return;
+    // Read once, before any drawing: the page has been laid out meanwhile.
+    this.width = this.chartWidth();
+    style = { width: this.width, start: range.start, end: range.end, axis: axisStyle() };
     let failure = null;
     settled.forEach((outcome, i) => {
       if (outcome.status === "fulfilled") parts[i][1](outcome.value);
@@ -646,6 +684,8 @@ class HostPage {
 export function mount(main, connection, host) {
   document.title = `${host} · hostwatch`;
   const page = new HostPage(main, connection, host);
+  // Sends the requests, then builds the page's elements (synchronously).
+  page.draw();
   page.parts.presets.addEventListener("click", (event) => {
     const name = event.target.closest("button")?.dataset.range;
     if (name) page.go(`?range=${name}`);
@@ -672,5 +712,4 @@ export function mount(main, connection, host) {
     page.width = width;
     for (const u of page.plots.values()) u.setSize({ width, height: CHART_HEIGHT });
   }).observe(page.parts.grid);
-  page.draw();
 }

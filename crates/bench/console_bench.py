@@ -22,6 +22,10 @@ driving Debian's chromium (never `playwright install`).
    loaded again.
 3. The tab's memory after the last fleet load: its JS heap (DevTools'
    Performance.getMetrics), DOM nodes and its renderer's resident memory.
+4. With `--trace-loads N`, N more host page loads, each under a DevTools
+   trace: the renderer main thread's CPU time up to the frame after the
+   mark, by kind of work (medians), which a loaded machine stretches far
+   less than the wall time.
 
 Prints `name=value` lines (milliseconds, bytes) and `#` comments.
 """
@@ -29,6 +33,7 @@ Prints `name=value` lines (milliseconds, bytes) and `#` comments.
 import argparse
 import base64
 import http.client
+import json
 import os
 import ssl
 import statistics
@@ -287,6 +292,104 @@ HOST_BREAKDOWN = """() => {
     api_kb: api.reduce((sum, r) => sum + r.encodedBodySize, 0) / 1024,
   };
 }"""
+# What a trace of a load records: the timeline (tasks, style, layout,
+# paint), V8's compilation and execution, loading and the navigation's
+# marks, with each event's thread CPU time.
+TRACE_CATEGORIES = [
+    "devtools.timeline",
+    "disabled-by-default-devtools.timeline",
+    "blink.user_timing",
+    "loading",
+    "toplevel",
+    "v8",
+    "v8.execute",
+    "disabled-by-default-v8.compile",
+]
+# Kinds of main-thread work, by the first of their event names' parts that
+# matches (exclusive CPU time: an event's own, less its children's).
+TRACE_KINDS = [
+    ("script", ("v8", "V8", "FunctionCall", "EvaluateScript", "RunMicrotasks", "AsyncTask", "GC")),
+    ("style", ("UpdateLayoutTree", "recalcStyle", "updateStyle", "ParseAuthorStyleSheet", "CSSParser")),
+    ("layout", ("Layout", "performLayout", "InlineNode", "Font")),
+    ("paint", ("Paint", "Commit", "Canvas", "Raster", "Image")),
+]
+
+
+def main_thread_cpu(trace_path, painted_ms):
+    """The host page's renderer main thread's CPU time (ms) from navigation
+    start to `painted_ms`: in all, and per kind of work; None when the trace
+    lacks the page's navigation."""
+    with open(trace_path) as f:
+        events = json.load(f)
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    thread = next(
+        ((e["pid"], e["tid"]) for e in events if e.get("name") == "ParseHTML" and "/hosts/" in json.dumps(e.get("args", {}))),
+        None,
+    )
+    starts = [e["ts"] for e in events if e.get("name") == "navigationStart" and "/hosts/" in json.dumps(e.get("args", {}))]
+    if thread is None or not starts:
+        return None
+    start = starts[-1]
+    end = start + painted_ms * 1000
+    spans = sorted(
+        (e for e in events if (e["pid"], e["tid"]) == thread and e.get("ph") == "X" and "tdur" in e and start <= e["ts"] <= end),
+        key=lambda e: (e["ts"], -e["dur"]),
+    )
+    kinds = {name: 0.0 for name, _ in TRACE_KINDS}
+    kinds["other"] = 0.0
+    total, open_spans = 0.0, []
+    for e in spans:
+        while open_spans and open_spans[-1][0] <= e["ts"]:
+            open_spans.pop()
+        kind = next((name for name, parts in TRACE_KINDS if any(p in e["name"] for p in parts)), "other")
+        kinds[kind] += e["tdur"] / 1000
+        if open_spans:
+            kinds[open_spans[-1][1]] -= e["tdur"] / 1000
+        else:
+            total += e["tdur"] / 1000
+        open_spans.append((e["ts"] + e["dur"], kind))
+    return total, kinds
+
+
+def traced_loads(args, browser, context, url):
+    """`--trace-loads` host page loads, each traced: medians of the main
+    thread's CPU per load, next to the loads' wall times."""
+    walls, totals, kinds = [], [], []
+    trace_path = Path(args.replay_dir) / "host-page-trace.json"
+    for _ in range(args.trace_loads):
+        page = context.new_page()
+        browser.start_tracing(page=page, path=str(trace_path), categories=TRACE_CATEGORIES)
+        cdp = context.new_cdp_session(page)
+        page.goto(url, wait_until="commit")
+        answer = cdp.send(
+            "Runtime.evaluate",
+            {"expression": WAIT_PAINTED % (args.page_timeout_s * 1000), "awaitPromise": True, "returnByValue": True},
+        )
+        cdp.detach()
+        browser.stop_tracing()
+        page.close()
+        painted = answer.get("result", {}).get("value")
+        if painted is None:
+            raise SystemExit(f"traced host page not loaded within {args.page_timeout_s} s")
+        cpu = main_thread_cpu(trace_path, painted)
+        trace_path.unlink()
+        if cpu is None:
+            print("# a traced host page load lacks its navigation in the trace: left out", flush=True)
+            continue
+        walls.append(painted)
+        totals.append(cpu[0])
+        kinds.append(cpu[1])
+    if not totals:
+        raise SystemExit("no traced host page load could be read")
+    print(
+        f"# host page traced, {len(totals)} loads: wall {statistics.median(walls):.0f} ms, main thread CPU "
+        + ", ".join(f"{k} {statistics.median(c[k] for c in kinds):.0f}" for k in kinds[0])
+        + " ms (medians)",
+        flush=True,
+    )
+    figure("host_24h_main_thread_cpu_ms_median", statistics.median(totals))
+
+
 def memory(context, page):
     cdp = context.new_cdp_session(page)
     cdp.send("Performance.enable")
@@ -339,6 +442,8 @@ def pages(args, browser, origin):
         host.append(ms)
         breakdowns.append(page.evaluate(HOST_BREAKDOWN))
         page.close()
+    if args.trace_loads > 0:
+        traced_loads(args, browser, context, f"{origin}/hosts/{args.host}?range=24h")
     context.close()
     print(f"# host page charts drawn: {counted['drawn']} of {counted['charts']}", flush=True)
     print(
@@ -380,6 +485,7 @@ def main():
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--replays", type=int, default=100)
     parser.add_argument("--page-timeout-s", type=int, default=180)
+    parser.add_argument("--trace-loads", type=int, default=0, help="host page loads traced after the timed ones")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     args = parser.parse_args()
     args.token = os.environ.get("CONSOLE_BENCH_TOKEN", "")

@@ -62,6 +62,10 @@ pub(crate) struct Args {
     /// Seconds a page load may take before it counts as not interactive.
     #[arg(long, default_value_t = 180, value_parser = clap::value_parser!(u32).range(1..))]
     page_timeout_s: u32,
+    /// Host page loads traced after the timed ones: the renderer main
+    /// thread's CPU time per load, by kind of work (0: none).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
+    trace_loads: u32,
     /// The collector program; by default the one next to this program.
     #[arg(long)]
     collector_bin: Option<PathBuf>,
@@ -556,6 +560,7 @@ fn run_script(
         .args(["--runs", &args.runs.to_string()])
         .args(["--replays", &args.replays.to_string()])
         .args(["--page-timeout-s", &args.page_timeout_s.to_string()])
+        .args(["--trace-loads", &args.trace_loads.to_string()])
         .stdout(Stdio::piped())
         .spawn()
         .with_context(|| format!("starting {}", args.python.display()))?;
@@ -747,6 +752,22 @@ mod tests {
         let series = HostGen::new(0, false).with_agent_health().series.len() as u64;
         // host-0: 1 h and the lead; hosts 1 and 2: 2 min and the lead.
         assert_eq!(stored, series * ((360 + 6) + 2 * (12 + 6)));
+    }
+
+    #[test]
+    fn traced_loads_default_to_none_and_a_count_past_100_is_refused() {
+        assert_eq!(Cli::parse_from(["console"]).args.trace_loads, 0);
+        assert_eq!(
+            Cli::parse_from(["console", "--trace-loads", "5"])
+                .args
+                .trace_loads,
+            5
+        );
+        let e = Cli::try_parse_from(["console", "--trace-loads", "101"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("--trace-loads"), "{e}");
     }
 
     #[test]
