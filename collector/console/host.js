@@ -462,15 +462,10 @@ async function known(host, seen, nowS) {
 }
 
 class HostPage {
-  /** The page's elements are built by its first drawing, once its requests are out (`build`). */
   constructor(main, connection, host) {
-    Object.assign(this, { main, host, header: connection, parts: null, plots: new Map(), generation: 0, timer: 0, range: null, width: 0 });
-  }
-
-  /** The page's fixed parts, and its connection status. */
-  build() {
-    this.parts = skeleton(this.main, this.host);
-    this.connection = new Connection(this.header, this.parts.connectionNotice, { what: "the charts", refreshMs: REFRESH_MS });
+    Object.assign(this, { main, host, plots: new Map(), generation: 0, timer: 0, range: null, width: 0 });
+    this.parts = skeleton(main, host);
+    this.connection = new Connection(connection, this.parts.connectionNotice, { what: "the charts", refreshMs: REFRESH_MS });
   }
 
   /** Whether the page reads its data again by itself: a preset range, the tab seen. */
@@ -484,26 +479,24 @@ class HostPage {
     this.draw();
   }
 
-  /** Shows `range` (the address') in the controls. */
-  showRange(range) {
+  /** The range the address names, shown in the controls. */
+  showRange(nowS) {
     const { notice, presets, from, to } = this.parts;
+    const range = parseRange(location.search, nowS);
     notice.hidden = !range.problem;
     notice.textContent = range.problem || "";
     for (const b of presets.children) b.setAttribute("aria-pressed", String(b.dataset.range === range.preset));
     from.value = localInput(range.start);
     to.value = localInput(range.end);
+    return range;
   }
 
-  /** The step (and rate window) of `range` for charts `width` pixels wide. */
-  static step(range, width) {
+  /** The step (and rate window) of `range` for charts `width` pixels wide, shown with the range. */
+  showStep(range, width) {
     const points = Math.min(MAX_POINTS, Math.max(MIN_POINTS, Math.floor(width / PX_PER_POINT)));
     range.step = Math.max(MIN_STEP_S, Math.ceil((range.end - range.start) / points));
     // A rate needs two samples in its window, whatever the agent's interval.
     range.window = Math.max(MIN_RATE_WINDOW_S, 4 * range.step);
-  }
-
-  /** `range` and its step, shown. */
-  showStep(range) {
     this.parts.shown.textContent =
       `${fmt.dateTime(range.start * 1000)} to ${fmt.dateTime(range.end * 1000)}, one point per ${fmt.duration(range.step)}; ` +
       `times in ${fmt.utcOffset(new Date())}; drag across a chart to zoom.`;
@@ -527,8 +520,9 @@ class HostPage {
     clearTimeout(this.timer);
     const mine = (this.generation += 1);
     const nowS = Date.now() / 1000;
-    const range = parseRange(location.search, nowS);
+    const range = this.showRange(nowS);
     this.range = range;
+    if (!refresh) this.main.dataset.loaded = "false";
     const host = literal(this.host);
     // A newer range asked for meanwhile: its drawing wins.
     const current = () => mine === this.generation;
@@ -538,7 +532,7 @@ class HostPage {
     // charts' width, known once the page has been laid out (the resize
     // observer's), estimated from the window's before that, so that no
     // request waits for the first layout.
-    HostPage.step(range, this.width || estimatedChartWidth(window.innerWidth));
+    this.showStep(range, this.width || estimatedChartWidth(window.innerWidth));
     const list = charts(this.host, range.window);
     const asked = new Map();
     const read = (expr) => {
@@ -560,11 +554,6 @@ class HostPage {
         },
       ],
     ];
-    // The page's elements, built once every request is out.
-    if (!this.parts) this.build();
-    if (!refresh) this.main.dataset.loaded = "false";
-    this.showRange(range);
-    this.showStep(range);
     let style = null;
     list.forEach((chart, i) => {
       parts.push([Promise.all([chartData[i], ever, uPlotClass()]), ([d, e, uPlot]) => this.drawChart(chart, d, e, { ...style, uPlot })]);
@@ -684,8 +673,6 @@ class HostPage {
 export function mount(main, connection, host) {
   document.title = `${host} · hostwatch`;
   const page = new HostPage(main, connection, host);
-  // Sends the requests, then builds the page's elements (synchronously).
-  page.draw();
   page.parts.presets.addEventListener("click", (event) => {
     const name = event.target.closest("button")?.dataset.range;
     if (name) page.go(`?range=${name}`);
@@ -712,4 +699,5 @@ export function mount(main, connection, host) {
     page.width = width;
     for (const u of page.plots.values()) u.setSize({ width, height: CHART_HEIGHT });
   }).observe(page.parts.grid);
+  page.draw();
 }
