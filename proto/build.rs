@@ -24,7 +24,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         descriptors.encode_to_vec(),
     )?;
     // The CLI prints the store's figures as JSON straight from the messages.
-    let mut builder = tonic_prost_build::configure();
+    // Small starting buffers: see src/codec.rs.
+    let mut builder = tonic_prost_build::configure().codec_path("crate::codec::ProstCodec");
     for message in [
         "StorageStatsResponse",
         "Rejections",
