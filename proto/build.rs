@@ -23,9 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("hostwatch_descriptor.bin"),
         descriptors.encode_to_vec(),
     )?;
-    // Small starting buffers: see src/codec.rs.
-    let mut builder = tonic_prost_build::configure().codec_path("crate::codec::ProstCodec");
     // The CLI prints the store's figures as JSON straight from the messages.
+    let mut builder = tonic_prost_build::configure();
     for message in [
         "StorageStatsResponse",
         "Rejections",

@@ -1,13 +1,10 @@
 //! hostwatch's wire protocol, generated from `proto/hostwatch/v1/*.proto`.
 //!
 //! Layout: `v1` holds the generated messages, clients and servers;
-//! `codec` the codec they use (prost's, with small starting buffers);
 //! `prometheus` and `prometheus_v2` the remote_write 1.0 and 2.0 messages;
 //! [`FILE_DESCRIPTOR_SET`] feeds the gRPC reflection service.
 
 #![allow(unreachable_pub, clippy::all)]
-
-pub mod codec;
 
 /// Version 1 of the protocol.
 pub mod v1 {
