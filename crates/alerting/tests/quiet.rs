@@ -13,7 +13,7 @@ use common::*;
 use hostwatch_alerting::{Alerting, BatchContext, Clock};
 use hostwatch_tsdb::{Batch, Point, SeriesInput};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -65,7 +65,7 @@ times = [{{ start_time = "13:00", end_time = "14:00" }}]
 }
 
 /// The notifications a hook's command wrote, oldest first.
-fn received(file: &PathBuf) -> Vec<Value> {
+fn received(file: &Path) -> Vec<Value> {
     std::fs::read_to_string(file)
         .unwrap_or_default()
         .lines()
@@ -75,17 +75,22 @@ fn received(file: &PathBuf) -> Vec<Value> {
 }
 
 /// Waits (in real time: the commands run outside tokio's clock) until
-/// `file` holds `count` notifications.
-async fn wait_for(file: &PathBuf, count: usize) -> Vec<Value> {
+/// `file` holds `count` notifications and the hook of that name has
+/// nothing left in its outbox: a command that has written its line may
+/// not have exited yet, and a clock advanced past the hook's timeout
+/// before it exits would fail the delivery and send it again.
+async fn wait_for(alerting: &Alerting, file: &Path, count: usize) -> Vec<Value> {
+    let hook = file.file_name().unwrap().to_str().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let got = received(file);
-        if got.len() >= count {
+        let pending = alerting.outbox_depth().get(hook).copied().unwrap_or(0);
+        if got.len() >= count && pending == 0 {
             return got;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "timed out waiting for {count} notifications in {}: {got:?}",
+            "timed out waiting for {count} notifications in {} ({pending} in the outbox): {got:?}",
             file.display()
         );
         std::thread::sleep(Duration::from_millis(10));
@@ -160,11 +165,11 @@ async fn warnings_outside_working_hours_are_held_until_monday_if_still_firing() 
     // Saturday: web1 fires and stays; web2 fires and ends within the hour.
     cpu(&alerting, &clock, 1, "web1", 0.99);
     cpu(&alerting, &clock, 1, "web2", 0.99);
-    let got = wait_for(&mail, 2).await;
+    let got = wait_for(&alerting, &mail, 2).await;
     assert!(got.iter().all(|n| n["status"] == "firing"));
     tokio::time::advance(Duration::from_secs(3600)).await;
     cpu(&alerting, &clock, 2, "web2", 0.1);
-    let got = wait_for(&mail, 3).await;
+    let got = wait_for(&alerting, &mail, 3).await;
     assert_eq!(hosts(&got[2]), [("web2", "resolved")]);
     // Chat heard nothing, and has nothing queued: it is held, not queued.
     assert!(received(&chat).is_empty());
@@ -179,12 +184,12 @@ async fn warnings_outside_working_hours_are_held_until_monday_if_still_firing() 
 
     // 09:00: the window opens and chat hears of web1 only.
     tokio::time::advance(Duration::from_secs(61)).await;
-    let got = wait_for(&chat, 1).await;
+    let got = wait_for(&alerting, &chat, 1).await;
     assert_eq!(hosts(&got[0]), [("web1", "firing")]);
     assert!(clock.now_ms() >= MONDAY_NINE);
     // Once told, its resolution in working hours goes at once.
     cpu(&alerting, &clock, 4, "web1", 0.1);
-    let got = wait_for(&chat, 2).await;
+    let got = wait_for(&alerting, &chat, 2).await;
     assert_eq!(hosts(&got[1]), [("web1", "resolved")]);
     assert_eq!(received(&chat).len(), 2);
     stop.cancel();
@@ -215,14 +220,14 @@ async fn a_resolution_inside_a_mute_window_is_sent_when_it_ends() {
     };
     // 12:00, before the window: chat hears of it at once.
     cpu(&alerting, &clock, 1, "web1", 0.99);
-    let got = wait_for(&chat, 1).await;
+    let got = wait_for(&alerting, &chat, 1).await;
     assert_eq!(hosts(&got[0]), [("web1", "firing")]);
     // Both delivered before the clock jumps (past the commands' timeout).
-    wait_for(&mail, 1).await;
+    wait_for(&alerting, &mail, 1).await;
     // 13:30, inside it: mail hears of the resolution, chat does not...
     tokio::time::advance(Duration::from_secs(90 * 60)).await;
     cpu(&alerting, &clock, 2, "web1", 0.1);
-    let got = wait_for(&mail, 2).await;
+    let got = wait_for(&alerting, &mail, 2).await;
     assert_eq!(hosts(&got[1]), [("web1", "resolved")]);
     // ... for the half hour left, though resolved alerts are otherwise
     // forgotten 15 minutes after their resolution.
@@ -232,7 +237,7 @@ async fn a_resolution_inside_a_mute_window_is_sent_when_it_ends() {
     assert_eq!(received(&chat).len(), 1);
     // 14:00: the window ends and the resolution goes out.
     tokio::time::advance(Duration::from_secs(61)).await;
-    let got = wait_for(&chat, 2).await;
+    let got = wait_for(&alerting, &chat, 2).await;
     assert_eq!(hosts(&got[1]), [("web1", "resolved")]);
     stop.cancel();
     task.await.unwrap();
