@@ -28,13 +28,6 @@ const MAX_POINTS = 400;
 const MIN_STEP_S = 1;
 const CHART_HEIGHT = 220;
 const MIN_CHART_WIDTH = 280;
-/**
- * How console.css lays out the charts, in CSS pixels (the root's font is
- * 15 px): `main`'s width and side padding (narrower under 760 px), the
- * grid's least column and gap, a chart's side border and padding. Only
- * the first drawing's step is estimated from them (see `estimatedChartWidth`).
- */
-const LAYOUT = { mainMax: 1600, mainPad: 18.75, phoneMax: 760, phonePad: 11.25, column: 520, gap: 15, chartEdge: 2 + 22.5 };
 const MIN_RATE_WINDOW_S = 60;
 /** Custom ranges: no shorter than this, and not into the future. */
 const MIN_RANGE_S = 10;
@@ -218,7 +211,7 @@ function localInput(s) {
  * labels; `read(expr)` answers a query's range request (once per
  * expression, shared by the charts that ask it).
  */
-async function seriesOf(chart, range, step, read) {
+async function chartData(chart, range, step, read) {
   const results = await Promise.all(chart.queries.map((q) => read(q.expr)));
   const n = Math.floor((range.end - range.start) / step + 1e-9) + 1;
   const grid = Array.from({ length: n }, (_, i) => range.start + i * step);
@@ -429,23 +422,6 @@ function skeleton(main, host) {
   return parts;
 }
 
-/**
- * The charts' width in a window `viewport` pixels wide, as console.css
- * lays them out, without laying the page out: reading a laid-out width
- * would style and lay out the whole page (its date inputs, fonts, every
- * panel) before any range request could go out; laid out while the
- * requests are in flight, it costs the page nothing. The charts are then
- * drawn at their laid-out width; only the step (a point per
- * PX_PER_POINT pixels) comes from this estimate.
- */
-export function estimatedChartWidth(viewport) {
-  const pad = viewport <= LAYOUT.phoneMax ? LAYOUT.phonePad : LAYOUT.mainPad;
-  const content = Math.min(viewport, LAYOUT.mainMax) - 2 * pad;
-  const columns = Math.max(1, Math.floor((content + LAYOUT.gap) / (LAYOUT.column + LAYOUT.gap)));
-  const column = (content - (columns - 1) * LAYOUT.gap) / columns;
-  return Math.max(MIN_CHART_WIDTH, Math.floor(column - LAYOUT.chartEdge));
-}
-
 /** Host ids' alphabet (crates/pki): a name outside it names no host. */
 const HOST_ID = /^[A-Za-z0-9_-][A-Za-z0-9._-]*$/;
 
@@ -526,20 +502,10 @@ class HostPage {
     const host = literal(this.host);
     // A newer range asked for meanwhile: its drawing wins.
     const current = () => mine === this.generation;
+    // The panels' requests first: they need no layout; the charts' step
+    // needs their width, which the first read of it lays the page out for.
     const seen = api.instant(`timestamp(host_uptime_seconds{host=${host}})`, nowS);
     const ever = seen.then((result) => known(this.host, result, nowS));
-    // The charts' requests first, the page's largest: their step needs the
-    // charts' width, known once the page has been laid out (the resize
-    // observer's), estimated from the window's before that, so that no
-    // request waits for the first layout.
-    this.showStep(range, this.width || estimatedChartWidth(window.innerWidth));
-    const list = charts(this.host, range.window);
-    const asked = new Map();
-    const read = (expr) => {
-      if (!asked.has(expr)) asked.set(expr, api.range(expr, range.start, range.end, range.step));
-      return asked.get(expr);
-    };
-    const chartData = list.map((chart) => seriesOf(chart, range, range.step, read));
     // Each part: its data, and how it is drawn.
     const parts = [
       [Promise.all([hostAlerts(this.host), api.silences(), api.session()]), ([alerts, silences, session]) => this.drawAlerts(alerts, silences, session)],
@@ -554,15 +520,22 @@ class HostPage {
         },
       ],
     ];
-    let style = null;
-    list.forEach((chart, i) => {
-      parts.push([Promise.all([chartData[i], ever, uPlotClass()]), ([d, e, uPlot]) => this.drawChart(chart, d, e, { ...style, uPlot })]);
-    });
+    this.width = this.chartWidth();
+    this.showStep(range, this.width);
+    // Read while the page's layout and style are fresh, before any drawing.
+    const style = { width: this.width, start: range.start, end: range.end, axis: axisStyle() };
+    const list = charts(this.host, range.window);
+    const asked = new Map();
+    const read = (expr) => {
+      if (!asked.has(expr)) asked.set(expr, api.range(expr, range.start, range.end, range.step));
+      return asked.get(expr);
+    };
+    for (const chart of list) {
+      const data = chartData(chart, range, range.step, read);
+      parts.push([Promise.all([data, ever, uPlotClass()]), ([d, e, uPlot]) => this.drawChart(chart, d, e, { ...style, uPlot })]);
+    }
     const settled = await Promise.allSettled(parts.map(([promise]) => promise));
     if (!current()) return;
-    // Read once, before any drawing: the page has been laid out meanwhile.
-    this.width = this.chartWidth();
-    style = { width: this.width, start: range.start, end: range.end, axis: axisStyle() };
     let failure = null;
     settled.forEach((outcome, i) => {
       if (outcome.status === "fulfilled") parts[i][1](outcome.value);
