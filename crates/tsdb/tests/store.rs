@@ -925,21 +925,35 @@ fn four_sealed_hours(
     (all, parts)
 }
 
+/// `four_sealed_hours` reopened with room for everything but half the
+/// oldest partition, and one maintenance pass, which deletes it alone:
+/// the store, its limit, and what `four_sealed_hours` gave.
+fn four_hours_the_oldest_deleted_by_size(
+    dir: &std::path::Path,
+    clock: &TestClock,
+) -> (Store, u64, Vec<(i64, f64)>, Vec<std::path::PathBuf>) {
+    let (all, parts) = four_sealed_hours(dir, clock);
+    let opts = |limit| hostwatch_tsdb::Options {
+        partition_ms: HOUR,
+        retention_bytes: Some(limit),
+        ..options(clock)
+    };
+    drop(open(dir, opts(u64::MAX)));
+    let limit = dir_bytes(dir) - dir_bytes(&parts[0]) / 2;
+    let store = open(dir, opts(limit));
+    let report = store.maintain();
+    assert!(
+        report.as_ref().is_ok_and(|r| r.deleted_partitions == 1),
+        "{report:?}"
+    );
+    (store, limit, all, parts)
+}
+
 #[test]
 fn retention_by_size_deletes_only_while_the_store_is_over_its_limit() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new(NOW);
-    let (all, parts) = four_sealed_hours(dir.path(), &clock);
-    let opts = |limit| hostwatch_tsdb::Options {
-        partition_ms: HOUR,
-        retention_bytes: Some(limit),
-        ..options(&clock)
-    };
-    // Room for everything but half the oldest partition: it alone goes.
-    drop(open(dir.path(), opts(u64::MAX)));
-    let limit = dir_bytes(dir.path()) - dir_bytes(&parts[0]) / 2;
-    let store = open(dir.path(), opts(limit));
-    assert_eq!(store.maintain().unwrap().deleted_partitions, 1);
+    let (store, limit, all, parts) = four_hours_the_oldest_deleted_by_size(dir.path(), &clock);
     assert_eq!(partition_dirs(dir.path()), parts[1..]);
     assert!(dir_bytes(dir.path()) <= limit);
     // Under the limit now: later passes delete nothing.
@@ -952,16 +966,7 @@ fn retention_by_size_deletes_only_while_the_store_is_over_its_limit() {
 fn a_sample_behind_what_retention_by_size_deleted_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new(NOW);
-    let (_, parts) = four_sealed_hours(dir.path(), &clock);
-    let opts = |limit| hostwatch_tsdb::Options {
-        partition_ms: HOUR,
-        retention_bytes: Some(limit),
-        ..options(&clock)
-    };
-    drop(open(dir.path(), opts(u64::MAX)));
-    let limit = dir_bytes(dir.path()) - dir_bytes(&parts[0]) / 2;
-    let store = open(dir.path(), opts(limit));
-    assert_eq!(store.maintain().unwrap().deleted_partitions, 1);
+    let (store, _, _, parts) = four_hours_the_oldest_deleted_by_size(dir.path(), &clock);
     // Within the retention by age, but in the hour just deleted: stored,
     // it would be sealed into a partition that reads no longer look at.
     let late = NOW - 4 * HOUR + MINUTE;
