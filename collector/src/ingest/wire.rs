@@ -476,6 +476,53 @@ mod tests {
         }
     }
 
+    /// `bytes` cut into chunks at `cuts` (positions, any order).
+    fn cut(bytes: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+        let mut at: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+        at.extend([0, bytes.len()]);
+        at.sort_unstable();
+        at.dedup();
+        at.windows(2).map(|w| bytes[w[0]..w[1]].to_vec()).collect()
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime")
+    }
+
+    proptest::proptest! {
+        /// Whatever the bytes and however they are cut, the reader ends
+        /// with messages, a clean end or a refusal, never a panic.
+        #[test]
+        fn garbage_in_any_chunks_ends_in_a_refusal_or_messages(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+            cuts in proptest::collection::vec(0usize..300, 0..8),
+        ) {
+            let (messages, error) = runtime().block_on(read_all(cut(&bytes, &cuts), 256));
+            if let Some(error) = error {
+                proptest::prop_assert!(!matches!(error, FrameError::Broken(_) | FrameError::Limit(_)));
+                let code = error.status().code();
+                proptest::prop_assert!(matches!(code, Code::InvalidArgument | Code::ResourceExhausted), "{error:?}");
+            }
+            proptest::prop_assert!(messages.len() <= bytes.len() / PREFIX);
+        }
+
+        /// Batches framed back to back come out whole and in order,
+        /// however the stream is cut.
+        #[test]
+        fn framed_batches_come_out_whatever_the_cuts(
+            seqs in proptest::collection::vec(1u64..u64::MAX, 0..6),
+            cuts in proptest::collection::vec(0usize..400, 0..12),
+        ) {
+            let sent: Vec<AgentMessage> = seqs.iter().map(|&s| batch(s)).collect();
+            let stream: Vec<u8> = sent.iter().flat_map(|m| framed(0, &m.encode_to_vec())).collect();
+            let (messages, error) = runtime().block_on(read_all(cut(&stream, &cuts), 1024));
+            proptest::prop_assert!(error.is_none(), "{error:?}");
+            proptest::prop_assert_eq!(messages, sent);
+        }
+    }
+
     #[test]
     fn a_reply_is_framed_and_a_status_goes_in_the_trailers() {
         let message = CollectorMessage {
