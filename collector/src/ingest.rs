@@ -3,6 +3,15 @@
 //! Hello first (host id checked against the certificate), Welcome back with
 //! the last sequence already stored, then batches, each acknowledged only
 //! after the store has flushed it.
+//!
+//! Layout: this file, the session (tonic's `Ingest` trait: Renew, and
+//! Stream for a server built without [`IngestRoutes`]); `wire`, the
+//! stream's framing read and written by the collector itself, which is
+//! how `serve` runs Ingest.Stream.
+
+mod wire;
+
+pub(crate) use wire::IngestRoutes;
 
 use crate::append::AppendError;
 use crate::auth::{self, Access};
@@ -78,16 +87,28 @@ impl Ingest for IngestService {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<ReplyStream>, Status> {
+        let (metadata, extensions, inbound) = request.into_parts();
+        let call = Request::from_parts(metadata, extensions, ());
+        let replies = self.open(call, Inbound::Tonic(inbound)).await?;
+        Ok(Response::new(Box::pin(replies)))
+    }
+}
+
+impl IngestService {
+    /// Opens an agent's session on `call` (its peer, the request's
+    /// metadata): reads the Hello from `inbound`, and returns the replies,
+    /// which run the session as they are polled.
+    async fn open(&self, call: Request<()>, mut inbound: Inbound) -> Result<Replies, Status> {
         let metrics = &self.shared.metrics;
-        let peer = auth::require(&request, Access::Agent)
+        let peer = auth::require(&call, Access::Agent)
             .inspect_err(|_| metrics.stream_refused(StreamRefusal::Role))?;
         let host = peer.identity.name.clone();
-        let mut inbound = request.into_inner();
         let timeout = self.shared.limits.handshake_timeout;
         let first = tokio::time::timeout(timeout, inbound.message())
             .await
             .map_err(|_| Status::deadline_exceeded(format!("no Hello within {timeout:?}")))
-            .inspect_err(|_| metrics.stream_refused(StreamRefusal::NoHello))??;
+            .inspect_err(|_| metrics.stream_refused(StreamRefusal::NoHello))?
+            .map_err(|e| refusal(&self.shared, e).unwrap_or_else(|broken| broken))?;
         let Some(AgentMessage {
             kind: Some(AgentKind::Hello(hello)),
         }) = first
@@ -153,11 +174,84 @@ impl Ingest for IngestService {
             rejection_logs: LogThrottle::new(REJECTION_LOG_INTERVAL),
             _tracked: self.shared.tasks.token(),
         };
-        Ok(Response::new(Box::pin(Replies {
+        Ok(Replies {
             welcome: Some(welcome),
             next: Some(Box::pin(session.next_reply())),
-        })))
+        })
     }
+}
+
+/// Where a session reads the agent's messages.
+enum Inbound {
+    /// The collector's own reader of the request body (`wire`).
+    Frames(wire::Frames),
+    /// tonic's decoder (the `Ingest` trait's).
+    Tonic(Streaming<AgentMessage>),
+}
+
+/// Why no message could be read.
+enum Unread {
+    Frames(wire::FrameError),
+    Tonic(Status),
+}
+
+impl Inbound {
+    /// The next message, `None` once the agent has ended its side.
+    async fn message(&mut self) -> Result<Option<AgentMessage>, Unread> {
+        match self {
+            Inbound::Frames(frames) => frames.message().await.map_err(Unread::Frames),
+            Inbound::Tonic(streaming) => streaming.message().await.map_err(Unread::Tonic),
+        }
+    }
+}
+
+/// The status that answers a message that could not be read (counted
+/// here or by the listener), or, as the error, the status of a stream
+/// that broke by itself (the agent went away).
+fn refusal(shared: &Shared, unread: Unread) -> Result<Status, Status> {
+    let refused = &shared.refused_messages;
+    let status = match unread {
+        Unread::Frames(e) => {
+            match &e {
+                wire::FrameError::Broken(status) => return Err(status.clone()),
+                // The listener counted and logged it.
+                wire::FrameError::Limit(_) => {}
+                wire::FrameError::Oversized { .. } => {
+                    refused.oversized.fetch_add(1, Ordering::Relaxed);
+                }
+                wire::FrameError::Compressed
+                | wire::FrameError::BadFlag(_)
+                | wire::FrameError::Truncated(_)
+                | wire::FrameError::Undecodable(_) => {
+                    refused.undecodable.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            e.status()
+        }
+        Unread::Tonic(status) => match status.code() {
+            Code::OutOfRange => {
+                refused.oversized.fetch_add(1, Ordering::Relaxed);
+                Status::resource_exhausted(format!(
+                    "message refused: {} (limits.max_message_bytes)",
+                    status.message()
+                ))
+            }
+            // The listener's budget for incomplete messages ended the call
+            // (it counted and logged that): the agent is told why.
+            Code::ResourceExhausted => Status::resource_exhausted(status.message()),
+            // Transport errors carry their cause; a message that does not
+            // decode has none.
+            Code::Internal if std::error::Error::source(&status).is_none() => {
+                refused.undecodable.fetch_add(1, Ordering::Relaxed);
+                Status::invalid_argument(format!(
+                    "message refused: not an AgentMessage: {}",
+                    status.message()
+                ))
+            }
+            _ => return Err(status),
+        },
+    };
+    Ok(status)
 }
 
 /// What a session answers next, with the session back.
@@ -202,7 +296,7 @@ struct Session {
     spool_id: u64,
     /// Sequence of the previous batch on this stream, 0 before the first.
     stream_seq: u64,
-    inbound: Streaming<AgentMessage>,
+    inbound: Inbound,
     /// Batches with refused samples: logged at most once an interval.
     rejection_logs: LogThrottle,
     /// Counts the session among the tasks a shutdown waits for.
@@ -242,9 +336,9 @@ impl Session {
                 Err(Status::invalid_argument("empty message"))
             }
             Ok(None) => return None,
-            Err(status) => match self.unreadable(&status) {
-                Some(refusal) => Err(refusal),
-                None => {
+            Err(unread) => match refusal(&self.shared, unread) {
+                Ok(refusal) => Err(refusal),
+                Err(status) => {
                     tracing::debug!(host.id = %self.host, error = %status, "agent stream broke");
                     return None;
                 }
@@ -263,35 +357,6 @@ impl Session {
                 }
                 Some(Err(status))
             }
-        }
-    }
-
-    /// The status that answers a message that could not be read (counted
-    /// here or by the listener), or `None` when the stream itself broke
-    /// (the agent went away).
-    fn unreadable(&self, status: &Status) -> Option<Status> {
-        let refused = &self.shared.refused_messages;
-        match status.code() {
-            Code::OutOfRange => {
-                refused.oversized.fetch_add(1, Ordering::Relaxed);
-                Some(Status::resource_exhausted(format!(
-                    "message refused: {} (limits.max_message_bytes)",
-                    status.message()
-                )))
-            }
-            // The listener's budget for incomplete messages ended the call
-            // (it counted and logged that): the agent is told why.
-            Code::ResourceExhausted => Some(Status::resource_exhausted(status.message())),
-            // Transport errors carry their cause; a message that does not
-            // decode has none.
-            Code::Internal if std::error::Error::source(status).is_none() => {
-                refused.undecodable.fetch_add(1, Ordering::Relaxed);
-                Some(Status::invalid_argument(format!(
-                    "message refused: not an AgentMessage: {}",
-                    status.message()
-                )))
-            }
-            _ => None,
         }
     }
 

@@ -6,7 +6,7 @@ use crate::admin::AdminService;
 use crate::config::{CollectorConfig, Limits};
 use crate::enroll::{EnrollService, Issuing};
 use crate::hosts::HostRegistry;
-use crate::ingest::IngestService;
+use crate::ingest::{IngestRoutes, IngestService};
 use crate::query::QueryService;
 use crate::shared::{Shared, reload_config};
 use crate::state::StateDb;
@@ -115,11 +115,13 @@ pub async fn serve_with_http(
         .map(|a| a.port())
         .unwrap_or(config.listen.port());
     let issuing = Issuing::configured(&config, ingest_port)?.map(Arc::new);
-    let ingest = IngestServer::new(IngestService {
-        shared: shared.clone(),
-        issuing: issuing.clone(),
-    })
-    .max_decoding_message_size(max_message);
+    let ingest = IngestRoutes::new(
+        IngestService {
+            shared: shared.clone(),
+            issuing: issuing.clone(),
+        },
+        max_message,
+    );
     let query = QueryServer::new(QueryService {
         shared: shared.clone(),
     })

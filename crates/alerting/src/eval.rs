@@ -102,8 +102,10 @@ struct DenKey {
 /// One rule watching one series.
 struct Tracker {
     rule: usize,
+    /// The fingerprint of its alert's labels; the labels themselves are
+    /// made again from the rule and the series when an alert is raised,
+    /// as most trackers never raise one.
     fp: u64,
-    labels: Arc<BTreeMap<String, String>>,
     denominator: Option<DenKey>,
     /// For aggregates over a window (`last` needs none); boxed, as most
     /// trackers have none and the per-host array of trackers stays small.
@@ -829,6 +831,7 @@ impl HostState {
             let pos = self.watched_position(index, step, s, u, cursor);
             cursor = pos + 1;
             let w = self.watched[pos];
+            let labels = &self.names[pos].1;
             let trackers = &mut self.trackers[w.first as usize..(w.first + w.count) as usize];
             for point in &s.points {
                 if !point.value.is_finite() || point.t_ms > horizon {
@@ -840,7 +843,7 @@ impl HostState {
                     }
                     if let Some(value) = over_denominator(&self.denominators, tracker, point.value)
                     {
-                        step.point(tracker, point.t_ms, value);
+                        step.point(tracker, labels, point.t_ms, value);
                     }
                 }
             }
@@ -910,7 +913,7 @@ impl HostState {
         }
         for tracker in &mut self.skew_trackers {
             if received_ms > tracker.last_t {
-                step.point(tracker, received_ms, (offset as f64 / 1000.0).abs());
+                step.point(tracker, &[], received_ms, (offset as f64 / 1000.0).abs());
             }
         }
     }
@@ -1065,7 +1068,6 @@ fn new_tracker(
     Tracker {
         rule: i,
         fp,
-        labels: Arc::new(alert_labels),
         denominator,
         window,
         trend,
@@ -1113,8 +1115,13 @@ fn build_trackers(
             continue;
         }
         if let Some(pos) = reuse.iter().position(|t| t.rule == i) {
-            out.push(reuse.swap_remove(pos));
-            continue;
+            let tracker = reuse.swap_remove(pos);
+            // A rule whose labels changed makes other alerts: its tracker
+            // starts again.
+            if tracker.fp == fingerprint(&alert_labels(&set.rules[i], host, labels)) {
+                out.push(tracker);
+                continue;
+            }
         }
         let denominator = divide_by.as_ref().map(|d| DenKey {
             same_labels: series_hash(d, labels),
@@ -1127,7 +1134,8 @@ fn build_trackers(
 
 impl Step<'_> {
     /// Feeds one value at `t_ms` to `tracker` and steps its alert.
-    fn point(&mut self, tracker: &mut Tracker, t_ms: i64, value: f64) {
+    /// `labels` are the series' (sorted), none for the clock skew.
+    fn point(&mut self, tracker: &mut Tracker, labels: &[Label], t_ms: i64, value: f64) {
         tracker.last_t = t_ms;
         let rule = &self.set.rules[tracker.rule];
         let Kind::Series(sr) = &rule.kind else {
@@ -1187,9 +1195,9 @@ impl Step<'_> {
                     tracker.machine = Machine::default();
                     return;
                 }
-                self.alerts
-                    .entry(tracker.fp)
-                    .or_insert_with(|| new_alert(rule, tracker.fp, (*tracker.labels).clone()))
+                self.alerts.entry(tracker.fp).or_insert_with(|| {
+                    new_alert(rule, tracker.fp, alert_labels(rule, self.host, labels))
+                })
             }
         };
         alert.value = figure;
@@ -1200,8 +1208,15 @@ impl Step<'_> {
         };
         alert.annotations = render(rule, &alert.labels, Some(figure), Some(sr));
         if change.to == Phase::Firing || change.to == Phase::Pending {
-            let cause =
-                cause_annotations(sr, tracker, self.host, t_ms, self.processes, self.snapshots);
+            let cause = cause_annotations(
+                sr,
+                tracker,
+                labels,
+                self.host,
+                t_ms,
+                self.processes,
+                self.snapshots,
+            );
             alert.annotations.extend(cause);
         }
         if change.to == Phase::Resolved {
@@ -1216,6 +1231,7 @@ impl Step<'_> {
 fn cause_annotations(
     sr: &SeriesRule,
     tracker: &Tracker,
+    labels: &[Label],
     host: &str,
     t_ms: i64,
     processes: &[ProcessSnapshot],
@@ -1266,8 +1282,8 @@ fn cause_annotations(
         }
         Cause::Disk => {
             let mut out = Vec::new();
-            if let Some(m) = tracker.labels.get("mountpoint") {
-                out.push(("mountpoint".to_owned(), m.clone()));
+            if let Some(m) = labels.iter().find(|l| l.name == "mountpoint") {
+                out.push(("mountpoint".to_owned(), m.value.clone()));
             }
             let seconds = match sr.eval {
                 Eval::Predict { limit, .. } => tracker

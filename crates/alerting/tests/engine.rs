@@ -765,6 +765,39 @@ async fn a_reload_keeps_unchanged_rules_and_resolves_removed_ones() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_reload_that_changes_a_rules_labels_raises_its_alerts_with_them() {
+    let page = CPU_RULE.replace("for = \"30s\"", "for = \"0s\"");
+    let mut h = Harness::new(&page);
+    h.send("web1", cpu(h.now(), 0.95), vec![]);
+    assert_eq!(h.alert("cpu_busy").unwrap().labels["severity"], "page");
+    h.alerting.reload(rules(
+        &page.replace("severity = \"page\"", "severity = \"ticket\""),
+    ));
+    advance(10).await;
+    h.send("web1", cpu(h.now(), 0.95), vec![]);
+    // The old alert resolved by the reload, a new one with the new labels.
+    let phases = |h: &Harness| {
+        let mut alerts: Vec<(String, Phase)> = h
+            .alerting
+            .alerts()
+            .into_iter()
+            .map(|a| (a.labels["severity"].clone(), a.phase()))
+            .collect();
+        alerts.sort_by(|a, b| a.0.cmp(&b.0));
+        alerts
+    };
+    let expected = [
+        ("page".to_owned(), Phase::Resolved),
+        ("ticket".to_owned(), Phase::Firing),
+    ];
+    assert_eq!(phases(&h), expected);
+    // Its fingerprint is that of its labels: the next batch finds it.
+    advance(10).await;
+    h.send("web1", cpu(h.now(), 0.95), vec![]);
+    assert_eq!(phases(&h), expected);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_denominator_without_labels_divides_every_series_of_its_host() {
     let text = r#"
 [alerting]

@@ -473,6 +473,149 @@ async fn oversized_and_undecodable_messages_end_the_stream_with_a_reason_and_are
     collector.stop().await;
 }
 
+/// Sends `body` (raw bytes, gRPC's framing or not) as the request body of
+/// an Ingest.Stream call as agent `host`, with `headers` besides gRPC's;
+/// returns the call's status, from its trailers or its headers.
+async fn raw_framing(
+    pki: &TestPki,
+    addr: std::net::SocketAddr,
+    host: &str,
+    headers: &[(&'static str, &'static str)],
+    body: Vec<u8>,
+) -> tonic::Status {
+    use http_body_util::BodyExt;
+    use tower::Service;
+    let mut channel = channel(pki.files(Role::Agent, host), addr).await.unwrap();
+    let mut request = tonic::codegen::http::Request::builder()
+        .method("POST")
+        .uri(format!("https://{addr}/hostwatch.v1.Ingest/Stream"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(tonic::body::Body::new(http_body_util::Full::new(
+            bytes::Bytes::from(body),
+        )))
+        .unwrap();
+    std::future::poll_fn(|cx| Service::poll_ready(&mut channel, cx))
+        .await
+        .unwrap();
+    let response = tokio::time::timeout(WAIT, channel.call(request))
+        .await
+        .expect("an answer")
+        .unwrap();
+    if let Some(status) = tonic::Status::from_header_map(response.headers()) {
+        return status;
+    }
+    let collected = tokio::time::timeout(WAIT, response.into_body().collect())
+        .await
+        .expect("the end of the replies")
+        .unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers");
+    tonic::Status::from_header_map(&trailers).expect("a grpc-status")
+}
+
+#[tokio::test]
+async fn bad_framing_ends_the_stream_with_a_status_naming_it() {
+    use prost::Message;
+    let pki = TestPki::new();
+    let data = tempfile::tempdir().unwrap();
+    let config = collector_config_with(&pki, data.path(), "[limits]\nmax_message_bytes = 65536\n");
+    let collector = RunningCollector::start(config).await;
+    let framed = |flag: u8, message: &[u8]| {
+        let mut bytes = vec![flag];
+        bytes.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(message);
+        bytes
+    };
+    let hello = AgentMessage {
+        kind: Some(Kind::Hello(Hello {
+            host_id: "eta".into(),
+            spool_id: 1,
+            ..Default::default()
+        })),
+    }
+    .encode_to_vec();
+    let batch = AgentMessage {
+        kind: Some(Kind::Batch(Batch {
+            seq: 1,
+            ..Default::default()
+        })),
+    }
+    .encode_to_vec();
+    let with_hello = |rest: &[u8]| [framed(0, &hello), rest.to_vec()].concat();
+    let cases: Vec<(Vec<u8>, tonic::Code, &str)> = vec![
+        (
+            with_hello(&[0, 0, 0]),
+            tonic::Code::InvalidArgument,
+            "inside a message's 5-byte prefix",
+        ),
+        (
+            with_hello(&framed(0, &batch)[..4 + batch.len()]),
+            tonic::Code::InvalidArgument,
+            "inside a message (",
+        ),
+        (
+            with_hello(&framed(1, &batch)),
+            tonic::Code::InvalidArgument,
+            "compressed, but the call negotiated no compression",
+        ),
+        (
+            // Refused at its prefix, before any of its 4 GiB.
+            with_hello(&[0, 0xff, 0xff, 0xff, 0xff]),
+            tonic::Code::ResourceExhausted,
+            "more than limits.max_message_bytes (65536)",
+        ),
+        (
+            framed(0, &hello)[..3].to_vec(),
+            tonic::Code::InvalidArgument,
+            "inside a message's 5-byte prefix",
+        ),
+    ];
+    for (body, code, text) in cases {
+        let status = raw_framing(&pki, collector.addr, "eta", &[], body).await;
+        assert_eq!(status.code(), code, "{status:?}");
+        assert!(status.message().contains(text), "{status:?} lacks {text:?}");
+    }
+    let status = raw_framing(
+        &pki,
+        collector.addr,
+        "eta",
+        &[("grpc-encoding", "gzip")],
+        framed(1, &hello),
+    )
+    .await;
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    assert!(status.message().contains("gzip"), "{status:?}");
+    // A clean end after a batch: OK, and the batch stored.
+    let status = raw_framing(
+        &pki,
+        collector.addr,
+        "eta",
+        &[],
+        with_hello(&framed(0, &batch)),
+    )
+    .await;
+    assert_eq!(status.code(), tonic::Code::Ok, "{status:?}");
+
+    let admin = channel(pki.files(Role::Operator, "ops"), collector.addr)
+        .await
+        .unwrap();
+    let stats = hostwatch_proto::v1::admin_client::AdminClient::new(admin)
+        .storage_stats(hostwatch_proto::v1::StorageStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (stats.oversized_messages, stats.undecodable_messages),
+        (1, 4),
+        "{stats:?}"
+    );
+    collector.stop().await;
+}
+
 #[tokio::test]
 async fn a_query_over_max_query_points_is_refused() {
     use hostwatch_proto::v1::{Batch, Label, SeriesPoints};
