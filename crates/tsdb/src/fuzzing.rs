@@ -152,8 +152,13 @@ pub fn check_marker(bytes: &[u8]) {
     let (start, rest) = split_i64(bytes);
     let (end, text) = split_i64(rest);
     let _ = crate::partition::check_marker(&String::from_utf8_lossy(text), start, end);
-    let written = crate::partition::marker_text(start, end);
-    assert_eq!(crate::partition::check_marker(&written, start, end), Ok(()));
+    for format in [crate::partition::FORMAT_SLED, crate::partition::FORMAT_FILE] {
+        let written = crate::partition::marker_text(format, start, end);
+        assert_eq!(
+            crate::partition::check_marker(&written, start, end),
+            Ok(format)
+        );
+    }
 }
 
 /// Parses a backup manifest (the bytes lossily as UTF-8); one that
@@ -270,7 +275,7 @@ mod tests {
 
         #[test]
         fn damaged_markers_are_refused(at in any::<prop::sample::Index>(), byte in any::<u8>()) {
-            let mut text = crate::partition::marker_text(0, 86_400_000).into_bytes();
+            let mut text = crate::partition::marker_text(crate::partition::FORMAT_SLED, 0, 86_400_000).into_bytes();
             let i = at.index(text.len());
             text[i] = byte;
             let mut bytes = 0i64.to_le_bytes().to_vec();

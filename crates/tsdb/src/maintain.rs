@@ -50,7 +50,8 @@ pub enum MaintenancePhase {
     /// Flushing the chunks, persisting where replay starts, deleting and
     /// closing WAL generations.
     Wal = 1,
-    /// Deleting partitions past the retention (age and size).
+    /// Deleting partitions past the retention (age and size), and
+    /// rewriting closed ones into their immutable files.
     Retention = 2,
 }
 
@@ -84,6 +85,8 @@ pub struct MaintenanceReport {
     pub deleted: u64,
     /// Partitions deleted by retention (each deleted whole).
     pub deleted_partitions: u64,
+    /// Closed partitions rewritten into their immutable files.
+    pub rewritten_partitions: u64,
 }
 
 impl Inner {
@@ -148,6 +151,7 @@ impl Inner {
         let started = Instant::now();
         self.expire_by_age(now, &mut state, &mut report)?;
         self.expire_by_size(now, &mut state, &mut report)?;
+        self.rewrite_closed(now, force, &mut report);
         self.partitions.close_idle()?;
         timed(MaintenancePhase::Retention, started);
         Ok(report)
@@ -308,7 +312,7 @@ impl Inner {
             // writes). A window sealed again, or late, after that replaces
             // its hours.
             let stored = match self.partitions.get(home)? {
-                Some(db) => db.get(key)?,
+                Some(part) => part.get(&key)?,
                 None => None,
             };
             let (mut lsn, mut merged) = match stored {
@@ -340,6 +344,26 @@ impl Inner {
         let every_window = crate::read::HeadPart::unknown();
         self.sealed_points(id, day, end, &every_window, Read::Store, &mut points)?;
         Ok(chunk::rows(&points, HOUR_MS))
+    }
+
+    /// Rewrites the partitions no accepted sample is expected in any more
+    /// (see `partition`): those ending before the clock minus the
+    /// out-of-order tolerance and the idle sealing delay, past which
+    /// every window of theirs is sealed unless a series comes back after
+    /// a long silence (then a late write thaws the partition). All of
+    /// them when forced, else one a pass. A failure is logged and leaves
+    /// the partition as it was: the store goes on.
+    fn rewrite_closed(&self, now: i64, force: bool, report: &mut MaintenanceReport) {
+        let before = now
+            .saturating_sub(self.options.out_of_order_tolerance_ms)
+            .saturating_sub(self.options.idle_seal_ms);
+        match self.partitions.rewrite_closed(before, force) {
+            Ok(n) => report.rewritten_partitions += n,
+            Err(e) => {
+                bump(&self.counters.maintenance_errors, 1);
+                tracing::warn!(error = %e, "cannot rewrite a closed partition: it stays in its sled database");
+            }
+        }
     }
 
     /// Hides the windows entirely older than the retention from reads,
