@@ -276,6 +276,11 @@ fn unhex(s: &str) -> Option<[u8; 32]> {
 
 /// A relative path of plain components under `data/`.
 fn safe_relative(path: &str) -> bool {
+    // No control character: a path ending in `\r` read back without it
+    // (lines end in `\n` or `\r\n`), and the store writes none.
+    if path.chars().any(char::is_control) {
+        return false;
+    }
     let mut parts = path.split('/');
     parts.next() == Some(DATA)
         && parts.all(|p| !p.is_empty() && p != "." && p != "..")

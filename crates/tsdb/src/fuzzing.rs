@@ -14,8 +14,9 @@
 //! - the main tree: series definitions, newest sealed points (`L`), the
 //!   key layouts, batch sequences, partition registrations and the
 //!   accept log: [`decode_records`], [`decode_accept_log`];
-//! - files: a partition's marker, a backup's manifest: [`check_marker`],
-//!   [`parse_manifest`];
+//! - files: a partition's marker, a backup's manifest, a rewritten
+//!   partition's file: [`check_marker`], [`parse_manifest`],
+//!   [`read_partition_file`];
 //! - memory: the head's encoder, only ever decoding what it wrote, checked
 //!   by a round trip of arbitrary points: [`head_round_trip`].
 
@@ -161,6 +162,42 @@ pub fn check_marker(bytes: &[u8]) {
     }
 }
 
+/// Opens `bytes` as a rewritten partition's file (written to a temporary
+/// file, removed after) and, when it opens, reads every entry from both
+/// ends, looks keys up and checks every block; then the same for a valid
+/// file of entries cut from `bytes`, which must read back whole.
+pub fn read_partition_file(bytes: &[u8]) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "hostwatch-fuzz-partition-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_file(&path);
+    if std::fs::write(&path, bytes).is_ok() {
+        let _ = crate::partition::fuzz_read_file(&path);
+    }
+    let _ = std::fs::remove_file(&path);
+    // Entries cut from the bytes: keys made distinct and sorted.
+    let mut entries: Vec<(Vec<u8>, Vec<u8>)> = bytes
+        .chunks(9)
+        .enumerate()
+        .map(|(i, c)| {
+            let mut key = (i as u32).to_be_bytes().to_vec();
+            key.extend_from_slice(&c[..c.len().min(3)]);
+            (key, c[c.len().min(3)..].to_vec())
+        })
+        .collect();
+    entries.sort();
+    let written = crate::partition::fuzz_write_file(&path, &entries);
+    let read = crate::partition::fuzz_read_file(&path);
+    let _ = std::fs::remove_file(&path);
+    if written.is_ok() {
+        assert_eq!(read.as_ref(), Ok(&entries), "a written file reads back");
+    }
+}
+
 /// Parses a backup manifest (the bytes lossily as UTF-8); one that
 /// parses, written again, parses the same.
 pub fn parse_manifest(bytes: &[u8]) {
@@ -256,6 +293,33 @@ mod tests {
             check_marker(&bytes);
             parse_manifest(&bytes);
             head_round_trip(&bytes);
+        }
+    }
+
+    proptest! {
+        // A file written and read per case: fewer cases.
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn damaged_partition_files_are_refused_or_read(
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+            cut in any::<bool>(),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("chunks");
+            let entries: Vec<(Vec<u8>, Vec<u8>)> = (0u32..40)
+                .map(|i| (i.to_be_bytes().to_vec(), vec![i as u8; (i * 7) as usize]))
+                .collect();
+            crate::partition::fuzz_write_file(&path, &entries).unwrap();
+            let mut bytes = std::fs::read(&path).unwrap();
+            let i = at.index(bytes.len());
+            if cut {
+                bytes.truncate(i);
+            } else {
+                bytes[i] = byte;
+            }
+            read_partition_file(&bytes);
         }
 
         #[test]

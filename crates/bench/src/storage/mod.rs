@@ -1157,7 +1157,7 @@ fn crash_rounds(args: &Args, temp: &Path) -> anyhow::Result<()> {
     let mut jitter = StdRng::seed_from_u64(seed);
     let mut current = None;
     let mut acked = 0;
-    let (mut on_created, mut on_deleted, mut expired) = (0, 0, 0);
+    let (mut on_created, mut on_deleted, mut on_rewritten, mut expired) = (0, 0, 0, 0);
     for round in 0..args.crash_rounds {
         // A fresh store every 50 rounds keeps each round's check short;
         // the workload's times are fixed per store.
@@ -1169,14 +1169,17 @@ fn crash_rounds(args: &Args, temp: &Path) -> anyhow::Result<()> {
         }
         let (dir, workload) = current.as_ref().context("no directory")?;
         let (dir, workload) = (dir.as_path(), *workload);
-        // A random moment, or the next partition's creation, or
-        // retention's next deletion of a whole partition (with a random
-        // moment if it does not come within 2 s).
+        // A random moment, or the next partition's creation, or its
+        // rewrite into its file, or retention's next deletion of a whole
+        // partition (with a random moment if it does not come within 2 s).
         let moment = Duration::from_millis(jitter.random_range(0..300));
         let step_wait = Duration::from_secs(2);
-        let kill = match round % 3 {
+        let kill = match round % 4 {
             0 => KillAt::After(moment),
             1 => KillAt::PartitionCreated {
+                fallback: step_wait,
+            },
+            2 => KillAt::PartitionRewritten {
                 fallback: step_wait,
             },
             _ => KillAt::PartitionDeleted {
@@ -1197,6 +1200,7 @@ fn crash_rounds(args: &Args, temp: &Path) -> anyhow::Result<()> {
             KilledOn::Moment => {}
             KilledOn::PartitionCreated => on_created += 1,
             KilledOn::PartitionDeleted => on_deleted += 1,
+            KilledOn::PartitionRewritten => on_rewritten += 1,
         }
         expired = expired.max(report.check.expired_batches);
     }
@@ -1204,6 +1208,7 @@ fn crash_rounds(args: &Args, temp: &Path) -> anyhow::Result<()> {
     println!("crash_acks_checked={acked}");
     println!("crash_kills_on_partition_creation={on_created}");
     println!("crash_kills_on_partition_deletion={on_deleted}");
+    println!("crash_kills_on_partition_rewrite={on_rewritten}");
     println!("crash_batches_deleted_by_retention_max={expired}");
     println!("crash_seed={seed}");
     Ok(())

@@ -16,8 +16,9 @@
 //!   partitions it wrote before the WAL groups they replace go);
 //! - *closed* once no maintenance pass has written or read it for
 //!   [`crate::Options::partition_idle_close`] (a minute by default): its database is flushed and dropped (sled keeps the
-//!   pages it wrote or read resident far beyond its cache), reopened when
-//!   read or written again;
+//!   pages it wrote or read resident far beyond its cache), or, once
+//!   rewritten, its file's index dropped; reopened when read or written
+//!   again;
 //! - *rewritten* once no accepted sample is expected in it any more (its
 //!   end older than the store's clock by the out-of-order tolerance, the
 //!   idle sealing delay and `partition_idle_close`) and nothing was
@@ -507,7 +508,7 @@ impl Partition {
         };
         let tmp = self.path.join(FILE_TMP);
         remove_if_present(&self.path, FILE_TMP)?;
-        let n = file::write(&tmp, db.iter().map(|e| e.map_err(TsdbError::from)))?;
+        let n = file::write(&tmp, db.iter().map(|e| e.map_err(TsdbError::from)), true)?;
         let path = self.path.join(FILE);
         std::fs::rename(&tmp, &path).map_err(|e| TsdbError::io("rename", &tmp, e))?;
         sync_dir(&self.path)?;
@@ -538,16 +539,21 @@ impl Partition {
         Ok(())
     }
 
-    /// Closes the database if it is open, clean and unused for `idle`.
+    /// Closes the database if it is open, clean and unused for `idle`;
+    /// or the file, whose index then leaves memory until the next read.
     fn close_if_idle(&self, idle: Duration) -> Result<(), TsdbError> {
         let unused = self.used.lock().map_err(|_| poisoned())?.elapsed() >= idle;
         if !unused || self.dirty.load(Ordering::Acquire) {
             return Ok(());
         }
         let mut state = self.state()?;
-        if let State::Open(db) = &*state {
-            db.flush()?;
-            *state = State::Closed;
+        match &*state {
+            State::Open(db) => {
+                db.flush()?;
+                *state = State::Closed;
+            }
+            State::File(_) => *state = State::Closed,
+            State::Closed | State::Damaged(_) | State::Deleted => {}
         }
         Ok(())
     }
@@ -889,6 +895,49 @@ impl Partitions {
     pub(crate) fn store_bytes(&self) -> u64 {
         self.dir.parent().map_or(0, dir_bytes)
     }
+}
+
+/// Writes `entries` (sorted) as a partition file at `path`: for the fuzz
+/// targets.
+pub(crate) fn fuzz_write_file(
+    path: &Path,
+    entries: &[(Vec<u8>, Vec<u8>)],
+) -> Result<u64, TsdbError> {
+    let entries = entries
+        .iter()
+        .map(|(k, v)| Ok((sled::IVec::from(&k[..]), sled::IVec::from(&v[..]))));
+    file::write(path, entries, false)
+}
+
+/// Opens the partition file at `path` and reads it every way a store
+/// does: every entry from both ends (which must agree), each key looked
+/// up, every block checked; returns the entries, or why it does not
+/// open. For the fuzz targets.
+pub(crate) fn fuzz_read_file(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+    let counters = Arc::new(crate::store::Counters::default());
+    let file = Arc::new(PartFile::open(path, counters)?);
+    let read = PartRead::File(file.clone());
+    let forward: Vec<(Vec<u8>, Vec<u8>)> = read
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect();
+    let mut backward: Vec<(Vec<u8>, Vec<u8>)> = read
+        .iter()
+        .rev()
+        .flatten()
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect();
+    backward.reverse();
+    assert_eq!(forward, backward, "a file reads alike from both ends");
+    for (k, v) in &forward {
+        assert_eq!(read.get(k).ok().flatten().as_deref(), Some(&v[..]));
+    }
+    let problems = file.check(|_, _| Ok(())).map_err(|e| e.to_string())?;
+    if let Some(p) = problems.first() {
+        return Err(p.clone());
+    }
+    Ok(forward)
 }
 
 /// Whether the rewritten partition directories `a` and `b` hold the same

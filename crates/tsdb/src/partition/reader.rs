@@ -114,7 +114,8 @@ mod tests {
             db.insert(key, vec![7; (i % 300) as usize]).unwrap();
         }
         let path = dir.path().join("chunks");
-        super::super::file::write(&path, db.iter().map(|e| e.map_err(TsdbError::from))).unwrap();
+        let entries = db.iter().map(|e| e.map_err(TsdbError::from));
+        super::super::file::write(&path, entries, true).unwrap();
         let counters = Arc::new(crate::store::Counters::default());
         let file = PartRead::File(Arc::new(PartFile::open(&path, counters).unwrap()));
         let sled = PartRead::Sled(db);
