@@ -131,7 +131,7 @@ impl Store {
                 }
             };
             let mut check = |key: &[u8], value: &[u8]| -> Result<(), TsdbError> {
-                let home = match (keys::parse_chunk(&key), keys::parse_snapshots(&key)) {
+                let home = match (keys::parse_chunk(key), keys::parse_snapshots(key)) {
                     (Some((keys::TIER_HOUR, _, day)), _) => Some(partitions.of_day(day)),
                     (Some((_, _, start)), _) | (None, Some((_, start))) => {
                         Some(partitions.of(start))

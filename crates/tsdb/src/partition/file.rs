@@ -626,28 +626,25 @@ mod tests {
 
     #[test]
     fn a_damaged_header_footer_or_index_is_refused_naming_the_problem() {
-        let cases: [(&str, Box<dyn FnOnce(&mut Vec<u8>)>); 6] = [
-            ("wrong magic", Box::new(|b| b[0] = b'X')),
+        type Damage = fn(&mut Vec<u8>);
+        let cases: [(&str, Damage); 6] = [
+            ("wrong magic", |b| b[0] = b'X'),
             (
                 "partition file format 7; this build reads partition file format 1",
-                Box::new(|b| b[8] = 7),
+                |b| b[8] = 7,
             ),
-            ("truncated", Box::new(|b| b.truncate(b.len() - 100))),
-            ("truncated", Box::new(|b| b.truncate(20))),
-            (
-                "damaged footer",
-                Box::new(|b| {
-                    let n = b.len();
-                    b[n - 30] ^= 1;
-                }),
-            ),
-            (
-                "damaged index",
-                Box::new(|b| {
-                    let n = b.len();
-                    b[n - 45] ^= 1;
-                }),
-            ),
+            ("truncated", |b| b.truncate(b.len() - 100)),
+            ("truncated", |b| b.truncate(20)),
+            // In the footer's fields.
+            ("damaged footer", |b| {
+                let n = b.len();
+                b[n - 30] ^= 1;
+            }),
+            // In the index's CRC, just before the footer.
+            ("damaged index", |b| {
+                let n = b.len();
+                b[n - 45] ^= 1;
+            }),
         ];
         for (want, damage) in cases {
             let (opened, _) = damaged(damage);

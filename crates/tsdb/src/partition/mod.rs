@@ -897,12 +897,12 @@ impl Partitions {
     }
 }
 
+/// (key, value) entries, owned: for the fuzz targets.
+pub(crate) type OwnedEntries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Writes `entries` (sorted) as a partition file at `path`: for the fuzz
 /// targets.
-pub(crate) fn fuzz_write_file(
-    path: &Path,
-    entries: &[(Vec<u8>, Vec<u8>)],
-) -> Result<u64, TsdbError> {
+pub(crate) fn fuzz_write_file(path: &Path, entries: &OwnedEntries) -> Result<u64, TsdbError> {
     let entries = entries
         .iter()
         .map(|(k, v)| Ok((sled::IVec::from(&k[..]), sled::IVec::from(&v[..]))));
@@ -913,7 +913,7 @@ pub(crate) fn fuzz_write_file(
 /// does: every entry from both ends (which must agree), each key looked
 /// up, every block checked; returns the entries, or why it does not
 /// open. For the fuzz targets.
-pub(crate) fn fuzz_read_file(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+pub(crate) fn fuzz_read_file(path: &Path) -> Result<OwnedEntries, String> {
     let counters = Arc::new(crate::store::Counters::default());
     let file = Arc::new(PartFile::open(path, counters)?);
     let read = PartRead::File(file.clone());
