@@ -18,7 +18,8 @@
 //!   WAL), then after sealing everything (median of 3 each);
 //! - latest values of one host and the range of one series over the whole
 //!   run (24 h by default): p50 and p99 over `--queries` random queries,
-//!   also for 1 min and 1 h steps;
+//!   also for 1 min and 1 h steps; cold after the restart, warm, and
+//!   (`sealed_`) once sealing rewrote the closed partitions into files;
 //! - disk: the store's directory (the WAL's databases included) over the
 //!   samples stored, after ingest (the open hour in the WAL) and after
 //!   sealing;
@@ -260,6 +261,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     queries(&store, &args, queried_from, retained_ticks, "cold_")?;
     queries(&store, &args, queried_from, retained_ticks, "")?;
     store.seal_all()?;
+    // Again once sealing rewrote every closed partition into its file:
+    // the same queries, read from there.
+    queries(&store, &args, queried_from, retained_ticks, "sealed_")?;
     drop(store);
 
     print_sealed(&dir, config, &stats)?;
@@ -429,6 +433,8 @@ fn print_sealed(dir: &Path, config: StoreConfig, stats: &StoreStats) -> anyhow::
         );
     }
     println!("samples_held_sealed={stored}");
+    let (files, partitions) = rewritten_partitions(dir);
+    println!("partitions_rewritten={files} of {partitions}");
     println!("disk_bytes={apparent}");
     println!("disk_allocated_bytes={allocated}");
     println!(
@@ -1004,6 +1010,17 @@ fn queries(store: &Store, args: &Args, start: i64, ticks: i64, prefix: &str) -> 
         println!("{prefix}{name}_p99_ms={p99:.3} (points per query: {n})");
     }
     Ok(())
+}
+
+/// Partitions of the store in `dir` rewritten into their immutable file
+/// (a `chunks` file in their directory), and all of them.
+fn rewritten_partitions(dir: &Path) -> (usize, usize) {
+    let Ok(entries) = std::fs::read_dir(dir.join("partitions")) else {
+        return (0, 0);
+    };
+    let dirs: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    let files = dirs.iter().filter(|d| d.join("chunks").is_file()).count();
+    (files, dirs.len())
 }
 
 /// Apparent and allocated bytes of every file under `dir`.
