@@ -21,6 +21,7 @@ use crate::read::Read;
 use crate::store::{HostRef, Inner, bump, lock, poisoned};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// Series definitions written to the tree per sled batch.
@@ -90,8 +91,13 @@ pub struct MaintenanceReport {
 }
 
 impl Inner {
-    /// One pass; `force` seals every window regardless of its age.
-    pub(crate) fn maintain(&self, force: bool) -> Result<MaintenanceReport, TsdbError> {
+    /// One pass; `force` seals every window regardless of its age. A
+    /// partition rewrite stops once `closing` is set.
+    pub(crate) fn maintain(
+        &self,
+        force: bool,
+        closing: &AtomicBool,
+    ) -> Result<MaintenanceReport, TsdbError> {
         let mut state = self.maintenance.lock().map_err(|_| poisoned())?;
         let mut report = MaintenanceReport::default();
         let timed = |phase: MaintenancePhase, started: Instant| {
@@ -151,7 +157,7 @@ impl Inner {
         let started = Instant::now();
         self.expire_by_age(now, &mut state, &mut report)?;
         self.expire_by_size(now, &mut state, &mut report)?;
-        self.rewrite_closed(now, force, &mut report);
+        self.rewrite_closed(now, force, closing, &mut report);
         self.partitions.close_idle()?;
         timed(MaintenancePhase::Retention, started);
         Ok(report)
@@ -353,12 +359,21 @@ impl Inner {
     /// a long silence (then a late write thaws the partition). All of
     /// them when forced, else one a pass. A failure is logged and leaves
     /// the partition as it was: the store goes on.
-    fn rewrite_closed(&self, now: i64, force: bool, report: &mut MaintenanceReport) {
+    fn rewrite_closed(
+        &self,
+        now: i64,
+        force: bool,
+        closing: &AtomicBool,
+        report: &mut MaintenanceReport,
+    ) {
         let before = now
             .saturating_sub(self.options.out_of_order_tolerance_ms)
             .saturating_sub(self.options.idle_seal_ms);
-        match self.partitions.rewrite_closed(before, force) {
+        match self.partitions.rewrite_closed(before, force, closing) {
             Ok(n) => report.rewritten_partitions += n,
+            Err(_) if closing.load(Ordering::Acquire) => {
+                tracing::info!("a partition rewrite stopped: the store is closing");
+            }
             Err(e) => {
                 bump(&self.counters.maintenance_errors, 1);
                 tracing::warn!(error = %e, "cannot rewrite a closed partition: it stays in its sled database");

@@ -502,13 +502,21 @@ impl Partition {
     /// (writes come from maintenance, which calls this). Reads go on from
     /// the database until the file replaces it. Returns the entries
     /// written.
-    fn rewrite(&self) -> Result<u64, TsdbError> {
+    fn rewrite(&self, closing: &AtomicBool) -> Result<u64, TsdbError> {
         let Some(PartRead::Sled(db)) = self.read()? else {
             return Ok(0);
         };
         let tmp = self.path.join(FILE_TMP);
         remove_if_present(&self.path, FILE_TMP)?;
-        let n = file::write(&tmp, db.iter().map(|e| e.map_err(TsdbError::from)), true)?;
+        // Stopped once the store is closing: the leftover `chunks.tmp` is
+        // removed by the next attempt or at open.
+        let entries = db.iter().enumerate().map(|(i, e)| {
+            if i % 4096 == 0 && closing.load(Ordering::Acquire) {
+                return Err(TsdbError::Failed("the store is closing".into()));
+            }
+            e.map_err(TsdbError::from)
+        });
+        let n = file::write(&tmp, entries, true)?;
         let path = self.path.join(FILE);
         std::fs::rename(&tmp, &path).map_err(|e| TsdbError::io("rename", &tmp, e))?;
         sync_dir(&self.path)?;
@@ -849,7 +857,12 @@ impl Partitions {
     /// `partition_idle_close`; at most one unless `all`, so that a pass
     /// after an upgrade does not hold maintenance for every partition.
     /// Returns the partitions rewritten.
-    pub(crate) fn rewrite_closed(&self, before: i64, all: bool) -> Result<u64, TsdbError> {
+    pub(crate) fn rewrite_closed(
+        &self,
+        before: i64,
+        all: bool,
+        closing: &AtomicBool,
+    ) -> Result<u64, TsdbError> {
         let floor = self.floor();
         let mut done = 0;
         for p in self.all()? {
@@ -857,7 +870,7 @@ impl Partitions {
                 continue;
             }
             let started = Instant::now();
-            let entries = p.rewrite()?;
+            let entries = p.rewrite(closing)?;
             tracing::info!(
                 path = %p.path.display(),
                 entries,
@@ -1048,5 +1061,39 @@ mod tests {
         assert!(err.contains("partition_ms"), "{err}");
         assert!(check_marker("junk", 0, DAY_MS).is_err());
         assert!(check_marker("hostwatch-tsdb partition\nformat x\n", 0, DAY_MS).is_err());
+    }
+
+    /// A rewrite stops once the store is closing, leaving the partition
+    /// in sled; the next pass rewrites it whole.
+    #[test]
+    fn a_rewrite_stops_when_the_store_closes_and_is_done_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::commit::open_sled(&dir.path().join("main"), 1 << 20).unwrap();
+        let options = Options {
+            partition_idle_close: Duration::ZERO,
+            clock: Arc::new(|| 10 * DAY_MS),
+            ..Options::default()
+        };
+        let counters = Arc::new(crate::store::Counters::default());
+        let tree = db.open_tree("tsdb").unwrap();
+        let parts = Partitions::open(dir.path(), tree, &options, counters).unwrap();
+        let written = parts.for_write(0).unwrap();
+        for i in 0..10_000u32 {
+            written.insert(i.to_be_bytes(), &b"value"[..]).unwrap();
+        }
+        drop(written);
+        parts.flush().unwrap();
+        let path = dir.path().join("partitions/0");
+        let closing = AtomicBool::new(true);
+        assert!(parts.rewrite_closed(DAY_MS, true, &closing).is_err());
+        assert!(!path.join(FILE).exists());
+        let marker = std::fs::read_to_string(path.join(MARKER)).unwrap();
+        assert_eq!(check_marker(&marker, 0, DAY_MS), Ok(FORMAT_SLED));
+        closing.store(false, Ordering::Release);
+        assert_eq!(parts.rewrite_closed(DAY_MS, true, &closing).unwrap(), 1);
+        assert!(!path.join(FILE_TMP).exists() && path.join(FILE).exists());
+        let read = parts.get(0).unwrap().unwrap();
+        assert!(matches!(read, PartRead::File(_)));
+        assert_eq!(read.len(), 10_000);
     }
 }
