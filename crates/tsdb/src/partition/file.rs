@@ -30,7 +30,7 @@ const FOOTER_LEN: u64 = 44;
 /// Entries are added to a block until it holds at least this many bytes:
 /// a range read of one series reads a block or two; the index keeps one
 /// first key per block.
-const BLOCK_TARGET: usize = 64 << 10;
+const BLOCK_TARGET: usize = 16 << 10;
 /// No block or index is larger than this (a damaged length is refused
 /// before anything is allocated for it).
 const MAX_SECTION: u64 = 1 << 31;
