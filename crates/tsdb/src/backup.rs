@@ -33,7 +33,7 @@
 
 use crate::TsdbError;
 use crate::keys;
-use crate::partition::{PARTITION_FORMAT, STORE_FORMAT};
+use crate::partition::{self, PARTITION_FORMAT, STORE_FORMAT};
 use crate::store::Store;
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
@@ -251,9 +251,11 @@ impl Manifest {
                 manifest.store_format
             ));
         }
-        if manifest.partition_format != PARTITION_FORMAT {
+        // Format 2 added rewritten partitions beside format 1's: a build
+        // reads every format up to its own.
+        if !(1..=PARTITION_FORMAT).contains(&manifest.partition_format) {
             return Err(format!(
-                "it holds partitions in format {}; this build reads partition format {PARTITION_FORMAT}",
+                "it holds partitions in format {}; this build reads partition formats 1 to {PARTITION_FORMAT}",
                 manifest.partition_format
             ));
         }
@@ -274,6 +276,11 @@ fn unhex(s: &str) -> Option<[u8; 32]> {
 
 /// A relative path of plain components under `data/`.
 fn safe_relative(path: &str) -> bool {
+    // No control character: a path ending in `\r` read back without it
+    // (lines end in `\n` or `\r\n`), and the store writes none.
+    if path.chars().any(char::is_control) {
+        return false;
+    }
     let mut parts = path.split('/');
     parts.next() == Some(DATA)
         && parts.all(|p| !p.is_empty() && p != "." && p != "..")
@@ -517,9 +524,35 @@ impl Target {
     }
 
     /// Copies a partition's files to `rel`, or keeps the earlier backup's
-    /// copy when every file matches it. Returns whether it copied.
-    fn copy_partition(&mut self, rel: &str, from: &Path) -> Result<bool, TsdbError> {
+    /// copy when every file matches it. Returns whether it copied. A
+    /// `rewritten` partition's files never change: the earlier copy is
+    /// kept without reading them when it lists the same files and
+    /// [`partition::same_rewritten`] holds.
+    fn copy_partition(
+        &mut self,
+        rel: &str,
+        from: &Path,
+        rewritten: bool,
+    ) -> Result<bool, TsdbError> {
         let files = list_files(from)?;
+        let prefix = format!("{rel}/");
+        if rewritten && let Some(previous) = &self.previous {
+            let before: Vec<&BackupFile> = previous
+                .files
+                .iter()
+                .filter(|f| f.path.starts_with(&prefix))
+                .collect();
+            let same_names = before.len() == files.len()
+                && before
+                    .iter()
+                    .zip(&files)
+                    .all(|(b, name)| b.path.strip_prefix(&prefix) == Some(name.as_str()));
+            if same_names && partition::same_rewritten(from, &self.path(rel)) {
+                let kept: Vec<BackupFile> = before.into_iter().cloned().collect();
+                self.files.extend(kept);
+                return Ok(false);
+            }
+        }
         let mut listed = Vec::with_capacity(files.len());
         for file in &files {
             let (size, sha256) = copy_hashed(&from.join(file), None)?;
@@ -529,7 +562,6 @@ impl Target {
                 sha256,
             });
         }
-        let prefix = format!("{rel}/");
         let kept = self.previous.as_ref().is_some_and(|previous| {
             let before: Vec<&BackupFile> = previous
                 .files
@@ -703,7 +735,8 @@ impl Store {
         let (mut copied, mut kept) = (0, 0);
         for p in inner.partitions.all()? {
             let rel = format!("{store}/partitions/{}", p.start);
-            match p.with_closed(|path| target.copy_partition(&rel, path))? {
+            let copy = |path: &Path, rewritten| target.copy_partition(&rel, path, rewritten);
+            match p.with_closed(copy)? {
                 Ok(true) => copied += 1,
                 Ok(false) => kept += 1,
                 Err(why) => {
@@ -910,8 +943,12 @@ mod tests {
             ),
             (format!("{text}color blue\n"), "unknown field"),
             (
-                text.replace("partition_format 1", "partition_format 2"),
-                "partitions in format 2",
+                text.replace("partition_format 2", "partition_format 3"),
+                "partitions in format 3",
+            ),
+            (
+                text.replace("partition_format 2", "partition_format 0"),
+                "partitions in format 0",
             ),
         ];
         for (bad, why) in cases {

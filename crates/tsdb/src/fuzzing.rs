@@ -14,8 +14,9 @@
 //! - the main tree: series definitions, newest sealed points (`L`), the
 //!   key layouts, batch sequences, partition registrations and the
 //!   accept log: [`decode_records`], [`decode_accept_log`];
-//! - files: a partition's marker, a backup's manifest: [`check_marker`],
-//!   [`parse_manifest`];
+//! - files: a partition's marker, a backup's manifest, a rewritten
+//!   partition's file: [`check_marker`], [`parse_manifest`],
+//!   [`read_partition_file`];
 //! - memory: the head's encoder, only ever decoding what it wrote, checked
 //!   by a round trip of arbitrary points: [`head_round_trip`].
 
@@ -152,8 +153,49 @@ pub fn check_marker(bytes: &[u8]) {
     let (start, rest) = split_i64(bytes);
     let (end, text) = split_i64(rest);
     let _ = crate::partition::check_marker(&String::from_utf8_lossy(text), start, end);
-    let written = crate::partition::marker_text(start, end);
-    assert_eq!(crate::partition::check_marker(&written, start, end), Ok(()));
+    for format in [crate::partition::FORMAT_SLED, crate::partition::FORMAT_FILE] {
+        let written = crate::partition::marker_text(format, start, end);
+        assert_eq!(
+            crate::partition::check_marker(&written, start, end),
+            Ok(format)
+        );
+    }
+}
+
+/// Opens `bytes` as a rewritten partition's file (written to a temporary
+/// file, removed after) and, when it opens, reads every entry from both
+/// ends, looks keys up and checks every block; then the same for a valid
+/// file of entries cut from `bytes`, which must read back whole.
+pub fn read_partition_file(bytes: &[u8]) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "hostwatch-fuzz-partition-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_file(&path);
+    if std::fs::write(&path, bytes).is_ok() {
+        let _ = crate::partition::fuzz_read_file(&path);
+    }
+    let _ = std::fs::remove_file(&path);
+    // Entries cut from the bytes: keys made distinct and sorted.
+    let mut entries: Vec<(Vec<u8>, Vec<u8>)> = bytes
+        .chunks(9)
+        .enumerate()
+        .map(|(i, c)| {
+            let mut key = (i as u32).to_be_bytes().to_vec();
+            key.extend_from_slice(&c[..c.len().min(3)]);
+            (key, c[c.len().min(3)..].to_vec())
+        })
+        .collect();
+    entries.sort();
+    let written = crate::partition::fuzz_write_file(&path, &entries);
+    let read = crate::partition::fuzz_read_file(&path);
+    let _ = std::fs::remove_file(&path);
+    if written.is_ok() {
+        assert_eq!(read.as_ref(), Ok(&entries), "a written file reads back");
+    }
 }
 
 /// Parses a backup manifest (the bytes lossily as UTF-8); one that
@@ -252,6 +294,33 @@ mod tests {
             parse_manifest(&bytes);
             head_round_trip(&bytes);
         }
+    }
+
+    proptest! {
+        // A file written and read per case: fewer cases.
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn damaged_partition_files_are_refused_or_read(
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+            cut in any::<bool>(),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("chunks");
+            let entries: Vec<(Vec<u8>, Vec<u8>)> = (0u32..40)
+                .map(|i| (i.to_be_bytes().to_vec(), vec![i as u8; (i * 7) as usize]))
+                .collect();
+            crate::partition::fuzz_write_file(&path, &entries).unwrap();
+            let mut bytes = std::fs::read(&path).unwrap();
+            let i = at.index(bytes.len());
+            if cut {
+                bytes.truncate(i);
+            } else {
+                bytes[i] = byte;
+            }
+            read_partition_file(&bytes);
+        }
 
         #[test]
         fn damaged_manifests_are_refused_or_read_back(
@@ -270,7 +339,7 @@ mod tests {
 
         #[test]
         fn damaged_markers_are_refused(at in any::<prop::sample::Index>(), byte in any::<u8>()) {
-            let mut text = crate::partition::marker_text(0, 86_400_000).into_bytes();
+            let mut text = crate::partition::marker_text(crate::partition::FORMAT_SLED, 0, 86_400_000).into_bytes();
             let i = at.index(text.len());
             text[i] = byte;
             let mut bytes = 0i64.to_le_bytes().to_vec();

@@ -21,6 +21,7 @@ use crate::read::Read;
 use crate::store::{HostRef, Inner, bump, lock, poisoned};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// Series definitions written to the tree per sled batch.
@@ -50,7 +51,8 @@ pub enum MaintenancePhase {
     /// Flushing the chunks, persisting where replay starts, deleting and
     /// closing WAL generations.
     Wal = 1,
-    /// Deleting partitions past the retention (age and size).
+    /// Deleting partitions past the retention (age and size), and
+    /// rewriting closed ones into their immutable files.
     Retention = 2,
 }
 
@@ -84,11 +86,18 @@ pub struct MaintenanceReport {
     pub deleted: u64,
     /// Partitions deleted by retention (each deleted whole).
     pub deleted_partitions: u64,
+    /// Closed partitions rewritten into their immutable files.
+    pub rewritten_partitions: u64,
 }
 
 impl Inner {
-    /// One pass; `force` seals every window regardless of its age.
-    pub(crate) fn maintain(&self, force: bool) -> Result<MaintenanceReport, TsdbError> {
+    /// One pass; `force` seals every window regardless of its age. A
+    /// partition rewrite stops once `closing` is set.
+    pub(crate) fn maintain(
+        &self,
+        force: bool,
+        closing: &AtomicBool,
+    ) -> Result<MaintenanceReport, TsdbError> {
         let mut state = self.maintenance.lock().map_err(|_| poisoned())?;
         let mut report = MaintenanceReport::default();
         let timed = |phase: MaintenancePhase, started: Instant| {
@@ -148,6 +157,7 @@ impl Inner {
         let started = Instant::now();
         self.expire_by_age(now, &mut state, &mut report)?;
         self.expire_by_size(now, &mut state, &mut report)?;
+        self.rewrite_closed(now, force, closing, &mut report);
         self.partitions.close_idle()?;
         timed(MaintenancePhase::Retention, started);
         Ok(report)
@@ -308,7 +318,7 @@ impl Inner {
             // writes). A window sealed again, or late, after that replaces
             // its hours.
             let stored = match self.partitions.get(home)? {
-                Some(db) => db.get(key)?,
+                Some(part) => part.get(&key)?,
                 None => None,
             };
             let (mut lsn, mut merged) = match stored {
@@ -340,6 +350,35 @@ impl Inner {
         let every_window = crate::read::HeadPart::unknown();
         self.sealed_points(id, day, end, &every_window, Read::Store, &mut points)?;
         Ok(chunk::rows(&points, HOUR_MS))
+    }
+
+    /// Rewrites the partitions no accepted sample is expected in any more
+    /// (see `partition`): those ending before the clock minus the
+    /// out-of-order tolerance and the idle sealing delay, past which
+    /// every window of theirs is sealed unless a series comes back after
+    /// a long silence (then a late write thaws the partition). All of
+    /// them when forced, else one a pass. A failure is logged and leaves
+    /// the partition as it was: the store goes on.
+    fn rewrite_closed(
+        &self,
+        now: i64,
+        force: bool,
+        closing: &AtomicBool,
+        report: &mut MaintenanceReport,
+    ) {
+        let before = now
+            .saturating_sub(self.options.out_of_order_tolerance_ms)
+            .saturating_sub(self.options.idle_seal_ms);
+        match self.partitions.rewrite_closed(before, force, closing) {
+            Ok(n) => report.rewritten_partitions += n,
+            Err(_) if closing.load(Ordering::Acquire) => {
+                tracing::info!("a partition rewrite stopped: the store is closing");
+            }
+            Err(e) => {
+                bump(&self.counters.maintenance_errors, 1);
+                tracing::warn!(error = %e, "cannot rewrite a closed partition: it stays in its sled database");
+            }
+        }
     }
 
     /// Hides the windows entirely older than the retention from reads,

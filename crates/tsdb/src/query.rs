@@ -171,7 +171,7 @@ impl Inner {
             Vec::new()
         };
         for db in dbs {
-            for entry in db.range(range.clone()) {
+            for entry in db.range(range.start(), range.end()) {
                 let (k, value) = entry?;
                 let Some((_, _, day)) = keys::parse_chunk(&k) else {
                     continue;

@@ -242,7 +242,7 @@ impl Inner {
         let from = keys::chunk(keys::TIER_RAW, id, first);
         let to = keys::chunk(keys::TIER_RAW, id, last);
         for db in self.partitions.within(first, last)? {
-            for entry in db.range(from..=to) {
+            for entry in db.range(&from, &to) {
                 let (k, value) = entry?;
                 if let Some((_, _, chunk_start)) = keys::parse_chunk(&k) {
                     decode(chunk_start, &value, out);
@@ -340,8 +340,8 @@ impl Inner {
             let from = keys::chunk(keys::TIER_RAW, id, inner_first);
             let to = keys::chunk(keys::TIER_RAW, id, inner_last);
             for db in self.partitions.within(inner_first, inner_last)? {
-                for k in db.range(from..=to).keys() {
-                    let k = k?;
+                for entry in db.range(&from, &to) {
+                    let (k, _) = entry?;
                     if let Some((_, _, w)) = keys::parse_chunk(&k)
                         && !head.open.contains(&w)
                     {
@@ -500,7 +500,7 @@ impl Inner {
         // first block with a snapshot at or before `at_ms` answers unless
         // an open window holds a newer one.
         'partitions: for db in self.partitions.within(floor, newest)?.into_iter().rev() {
-            for entry in db.range(from.clone()..=to.clone()).rev() {
+            for entry in db.range(&from, &to).rev() {
                 let (key, value) = entry?;
                 let Some((_, start)) = keys::parse_snapshots(&key) else {
                     continue;

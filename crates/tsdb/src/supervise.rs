@@ -22,7 +22,7 @@ use crate::maintain::MaintenanceReport;
 use crate::options::Options;
 use crate::store::{Counters, Inner, bump};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -110,6 +110,9 @@ pub(crate) struct Supervisor {
     started: Instant,
     /// One rebuild at a time.
     rebuilding: Mutex<()>,
+    /// Set when the store is being dropped: a partition rewrite under way
+    /// stops (it is done again later), so closing does not wait for it.
+    pub(crate) closing: AtomicBool,
 }
 
 fn poisoned() -> TsdbError {
@@ -134,6 +137,7 @@ impl Supervisor {
             space_checked_ms: AtomicU64::new(0),
             started: Instant::now(),
             rebuilding: Mutex::new(()),
+            closing: AtomicBool::new(false),
         };
         supervisor.check_space(true)?;
         Ok(supervisor)
@@ -245,7 +249,7 @@ impl Supervisor {
     /// One maintenance pass over the current state.
     pub(crate) fn maintain(&self, force: bool) -> Result<MaintenanceReport, TsdbError> {
         let inner = self.inner()?;
-        let result = inner.maintain(force);
+        let result = inner.maintain(force, &self.closing);
         if result.is_err() {
             bump(&self.counters.maintenance_errors, 1);
         }

@@ -4,6 +4,7 @@ use crate::TsdbError;
 use crate::chunk;
 use crate::keys;
 use crate::model::SeriesKey;
+use crate::partition::PartRead;
 use crate::snapshot;
 use crate::store::{Store, poisoned};
 use crate::supervise::Condition;
@@ -121,17 +122,16 @@ impl Store {
         let partitions = &inner.partitions;
         for p in partitions.all()? {
             report.partitions += 1;
-            let db = match p.db()? {
-                Some(db) => db,
+            let part = match p.read()? {
+                Some(part) => part,
                 None => {
                     let why = p.damage()?.unwrap_or_default();
                     report.damage(format!("partition {}: {why}", p.path.display()));
                     continue;
                 }
             };
-            for entry in db.iter() {
-                let (key, value) = entry?;
-                let home = match (keys::parse_chunk(&key), keys::parse_snapshots(&key)) {
+            let mut check = |key: &[u8], value: &[u8]| -> Result<(), TsdbError> {
+                let home = match (keys::parse_chunk(key), keys::parse_snapshots(key)) {
                     (Some((keys::TIER_HOUR, _, day)), _) => Some(partitions.of_day(day)),
                     (Some((_, _, start)), _) | (None, Some((_, start))) => {
                         Some(partitions.of(start))
@@ -140,18 +140,37 @@ impl Store {
                 };
                 match home {
                     Some(home) if home == p.start => {
-                        self.verify_entry(&key, &value, &mut report, &mut series_seen)?
+                        self.verify_entry(key, value, &mut report, &mut series_seen)?
                     }
                     Some(_) => report.damage(format!(
                         "block outside its partition {}: {}",
                         p.path.display(),
-                        hex(&key)
+                        hex(key)
                     )),
                     None => report.damage(format!(
                         "unknown record in partition {}: {}",
                         p.path.display(),
-                        hex(&key)
+                        hex(key)
                     )),
+                }
+                Ok(())
+            };
+            match &part {
+                PartRead::Sled(_) => {
+                    for entry in part.iter() {
+                        let (key, value) = entry?;
+                        check(&key, &value)?;
+                    }
+                }
+                // Every block of the file checked, each damaged one named.
+                PartRead::File(file) => {
+                    for problem in file.check(&mut check)? {
+                        report.damage(format!(
+                            "partition {}: its file {} {problem}",
+                            p.path.display(),
+                            file.path().display()
+                        ));
+                    }
                 }
             }
         }

@@ -474,6 +474,10 @@ pub enum KillAt {
     /// As soon as a partition directory is renamed for deletion
     /// (retention is deleting it), or after `fallback`.
     PartitionDeleted { fallback: Duration },
+    /// As soon as a closed partition is being rewritten into its file
+    /// (`chunks.tmp` there, or a `chunks` it did not have), or after
+    /// `fallback`.
+    PartitionRewritten { fallback: Duration },
 }
 
 /// How a round's kill came: at its moment, or on the lifecycle step it
@@ -484,6 +488,7 @@ pub enum KilledOn {
     Moment,
     PartitionCreated,
     PartitionDeleted,
+    PartitionRewritten,
 }
 
 /// The names under `<dir>/partitions`.
@@ -497,11 +502,32 @@ fn partition_entries(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The partition directories holding a file named `name`.
+fn partitions_with(dir: &Path, name: &str) -> Vec<String> {
+    partition_entries(dir)
+        .into_iter()
+        .filter(|e| dir.join("partitions").join(e).join(name).exists())
+        .collect()
+}
+
+/// The partition directories, and those rewritten, when a round started.
+struct Before {
+    entries: Vec<String>,
+    rewritten: Vec<String>,
+}
+
 /// Whether the child is at the lifecycle step `kill` waits for, given
 /// the partition directories there were when it started.
-fn at_step(kill: KillAt, dir: &Path, before: &[String]) -> Option<KilledOn> {
+fn at_step(kill: KillAt, dir: &Path, before: &Before) -> Option<KilledOn> {
+    let before_rewritten = &before.rewritten;
+    let before = &before.entries;
     match kill {
         KillAt::After(_) => None,
+        KillAt::PartitionRewritten { .. } => (!partitions_with(dir, "chunks.tmp").is_empty()
+            || partitions_with(dir, "chunks")
+                .iter()
+                .any(|e| !before_rewritten.contains(e)))
+        .then_some(KilledOn::PartitionRewritten),
         KillAt::PartitionCreated { .. } => partition_entries(dir)
             .iter()
             .any(|e| !e.ends_with(".deleted") && !before.contains(e))
@@ -543,7 +569,10 @@ pub fn crash_round(
     workload: Workload,
     kill: KillAt,
 ) -> Result<RoundReport, WorkloadError> {
-    let before = partition_entries(dir);
+    let before = Before {
+        entries: partition_entries(dir),
+        rewritten: partitions_with(dir, "chunks"),
+    };
     let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -569,7 +598,8 @@ pub fn crash_round(
     let kill_after = match kill {
         KillAt::After(d)
         | KillAt::PartitionCreated { fallback: d }
-        | KillAt::PartitionDeleted { fallback: d } => d,
+        | KillAt::PartitionDeleted { fallback: d }
+        | KillAt::PartitionRewritten { fallback: d } => d,
     };
     let mut acked: HashMap<u32, u64> = HashMap::new();
     let mut count = 0u64;

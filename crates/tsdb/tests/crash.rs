@@ -2,9 +2,10 @@
 //! are killed with SIGKILL at random moments; after each kill the store is
 //! reopened and every acknowledged batch must be present exactly once,
 //! every other batch whole or absent, replays recognized, `verify` clean.
-//! Kills land at random moments, while a partition is created, and while
-//! retention deletes one (the child's partitions are also closed at every
-//! maintenance pass), see `Workload::options` and `KillAt`.
+//! Kills land at random moments, while a partition is created, while one
+//! is rewritten into its immutable file, and while retention deletes one
+//! (the child's partitions are also closed at every maintenance pass),
+//! see `Workload::options` and `KillAt`.
 //!
 //! A custom harness (`harness = false`), so the child mode is not a test.
 //! `HOSTWATCH_CRASH_ROUNDS` and `HOSTWATCH_CRASH_SEED` override the
@@ -69,14 +70,18 @@ fn main() -> ExitCode {
     let mut jitter = StdRng::seed_from_u64(seed);
     let mut expired = 0;
     for round in 1..=rounds {
-        // A random moment, or the next partition's creation, or
-        // retention's next deletion of a whole partition.
+        // A random moment, or the next partition's creation, or its
+        // rewrite into its file, or retention's next deletion of a whole
+        // partition.
         let moment = Duration::from_millis(jitter.random_range(0..150));
-        let kill = match round % 3 {
+        let kill = match round % 4 {
             0 => KillAt::PartitionCreated {
                 fallback: STEP_WAIT,
             },
             1 => KillAt::After(moment),
+            3 => KillAt::PartitionRewritten {
+                fallback: STEP_WAIT,
+            },
             _ => KillAt::PartitionDeleted {
                 fallback: STEP_WAIT,
             },

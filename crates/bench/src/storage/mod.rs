@@ -18,7 +18,8 @@
 //!   WAL), then after sealing everything (median of 3 each);
 //! - latest values of one host and the range of one series over the whole
 //!   run (24 h by default): p50 and p99 over `--queries` random queries,
-//!   also for 1 min and 1 h steps;
+//!   also for 1 min and 1 h steps; cold after the restart, warm, and
+//!   (`sealed_`) once sealing rewrote the closed partitions into files;
 //! - disk: the store's directory (the WAL's databases included) over the
 //!   samples stored, after ingest (the open hour in the WAL) and after
 //!   sealing;
@@ -260,6 +261,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     queries(&store, &args, queried_from, retained_ticks, "cold_")?;
     queries(&store, &args, queried_from, retained_ticks, "")?;
     store.seal_all()?;
+    // Again once sealing rewrote every closed partition into its file:
+    // the same queries, read from there.
+    queries(&store, &args, queried_from, retained_ticks, "sealed_")?;
     drop(store);
 
     print_sealed(&dir, config, &stats)?;
@@ -429,6 +433,8 @@ fn print_sealed(dir: &Path, config: StoreConfig, stats: &StoreStats) -> anyhow::
         );
     }
     println!("samples_held_sealed={stored}");
+    let (files, partitions) = rewritten_partitions(dir);
+    println!("partitions_rewritten={files} of {partitions}");
     println!("disk_bytes={apparent}");
     println!("disk_allocated_bytes={allocated}");
     println!(
@@ -1006,6 +1012,17 @@ fn queries(store: &Store, args: &Args, start: i64, ticks: i64, prefix: &str) -> 
     Ok(())
 }
 
+/// Partitions of the store in `dir` rewritten into their immutable file
+/// (a `chunks` file in their directory), and all of them.
+fn rewritten_partitions(dir: &Path) -> (usize, usize) {
+    let Ok(entries) = std::fs::read_dir(dir.join("partitions")) else {
+        return (0, 0);
+    };
+    let dirs: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    let files = dirs.iter().filter(|d| d.join("chunks").is_file()).count();
+    (files, dirs.len())
+}
+
 /// Apparent and allocated bytes of every file under `dir`.
 pub(crate) fn dir_size(dir: &Path) -> anyhow::Result<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
@@ -1157,7 +1174,7 @@ fn crash_rounds(args: &Args, temp: &Path) -> anyhow::Result<()> {
     let mut jitter = StdRng::seed_from_u64(seed);
     let mut current = None;
     let mut acked = 0;
-    let (mut on_created, mut on_deleted, mut expired) = (0, 0, 0);
+    let (mut on_created, mut on_deleted, mut on_rewritten, mut expired) = (0, 0, 0, 0);
     for round in 0..args.crash_rounds {
         // A fresh store every 50 rounds keeps each round's check short;
         // the workload's times are fixed per store.
@@ -1169,14 +1186,17 @@ fn crash_rounds(args: &Args, temp: &Path) -> anyhow::Result<()> {
         }
         let (dir, workload) = current.as_ref().context("no directory")?;
         let (dir, workload) = (dir.as_path(), *workload);
-        // A random moment, or the next partition's creation, or
-        // retention's next deletion of a whole partition (with a random
-        // moment if it does not come within 2 s).
+        // A random moment, or the next partition's creation, or its
+        // rewrite into its file, or retention's next deletion of a whole
+        // partition (with a random moment if it does not come within 2 s).
         let moment = Duration::from_millis(jitter.random_range(0..300));
         let step_wait = Duration::from_secs(2);
-        let kill = match round % 3 {
+        let kill = match round % 4 {
             0 => KillAt::After(moment),
             1 => KillAt::PartitionCreated {
+                fallback: step_wait,
+            },
+            2 => KillAt::PartitionRewritten {
                 fallback: step_wait,
             },
             _ => KillAt::PartitionDeleted {
@@ -1197,6 +1217,7 @@ fn crash_rounds(args: &Args, temp: &Path) -> anyhow::Result<()> {
             KilledOn::Moment => {}
             KilledOn::PartitionCreated => on_created += 1,
             KilledOn::PartitionDeleted => on_deleted += 1,
+            KilledOn::PartitionRewritten => on_rewritten += 1,
         }
         expired = expired.max(report.check.expired_batches);
     }
@@ -1204,6 +1225,7 @@ fn crash_rounds(args: &Args, temp: &Path) -> anyhow::Result<()> {
     println!("crash_acks_checked={acked}");
     println!("crash_kills_on_partition_creation={on_created}");
     println!("crash_kills_on_partition_deletion={on_deleted}");
+    println!("crash_kills_on_partition_rewrite={on_rewritten}");
     println!("crash_batches_deleted_by_retention_max={expired}");
     println!("crash_seed={seed}");
     Ok(())

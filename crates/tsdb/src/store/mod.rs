@@ -256,6 +256,7 @@ impl Store {
 impl Drop for Store {
     fn drop(&mut self) {
         if let Some(worker) = self.worker.take() {
+            self.supervisor.closing.store(true, Ordering::Release);
             worker.stop();
         }
     }

@@ -16,30 +16,56 @@
 //!   partitions it wrote before the WAL groups they replace go);
 //! - *closed* once no maintenance pass has written or read it for
 //!   [`crate::Options::partition_idle_close`] (a minute by default): its database is flushed and dropped (sled keeps the
-//!   pages it wrote or read resident far beyond its cache), reopened when
-//!   read or written again;
+//!   pages it wrote or read resident far beyond its cache), or, once
+//!   rewritten, its file's index dropped; reopened when read or written
+//!   again;
+//! - *rewritten* once no accepted sample is expected in it any more (its
+//!   end older than the store's clock by the out-of-order tolerance, the
+//!   idle sealing delay and `partition_idle_close`) and nothing was
+//!   written to it for `partition_idle_close`: its entries, in key order,
+//!   into one immutable file (`chunks`, see `file`), written as
+//!   `chunks.tmp`, synced, renamed, the directory synced; then its marker
+//!   is replaced (atomically) by one of format 2, which is the commit
+//!   point; then its sled database is removed. A late sample whose window
+//!   lands in it after all (a series seen again within the retention)
+//!   *thaws* it: its entries go back into a fresh sled database, flushed,
+//!   the marker back to format 1, the file removed, and it is written and
+//!   later rewritten as before;
 //! - *deleted* by retention, whole: renamed to `<start>.deleted` (durably),
 //!   unregistered, then removed; open removes what a crash left of that.
 //!
 //! Each step is a method of [`Partition`] (`create`, `db_for_write` and
-//! `flush`, `close_if_idle`, `delete`, and `recover` at open, which
-//! finishes what a crash cut short); [`Partitions`] registers, finds and
+//! `flush`, `close_if_idle`, `rewrite`, `thaw`, `delete`, and `recover`
+//! at open, which finishes what a crash cut short: under a format-1
+//! marker a leftover file is removed, under a format-2 one whatever is
+//! left of the sled database); [`Partitions`] registers, finds and
 //! counts them, and hands `create` and `delete` the registry's step, which
 //! they take in its place in the order.
 //!
+//! Reads go through [`PartRead`], backed by either.
+//!
 //! A partition whose directory is missing, whose marker does not read or
-//! names another format, or whose database does not open is *damaged*:
+//! names another format, whose database does not open, or whose file's
+//! header, footer or index does not check is *damaged*:
 //! queries skip it (counted in `corrupt_blocks`), `verify` reports it,
-//! sealing into it fails (the windows stay in the head and the WAL).
+//! sealing into it fails (the windows stay in the head and the WAL). A
+//! block of a file that does not check is skipped by reads and counted
+//! the same way, and reported by `verify`.
 //!
 //! Key layout inside a partition: the main tree's `C` and `P` keys (see
 //! `keys`); the 1 h chunk of a day lives in the partition of the day's
 //! last window, where the windows it summarizes end.
 
+mod file;
+mod reader;
+
+pub(crate) use reader::PartRead;
+
 use crate::TsdbError;
 use crate::commit::sync_dir;
 use crate::keys;
 use crate::options::{DAY_MS, Options, align};
+use file::PartFile;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -58,10 +84,21 @@ pub(crate) const STORE_FORMAT: u32 = 3;
 const FORMAT_UNVERSIONED: u32 = 1;
 /// Partitions with snapshot blocks as rows only.
 const FORMAT_ROW_SNAPSHOTS: u32 = 2;
-/// The format of a partition directory, in its marker file.
-pub(crate) const PARTITION_FORMAT: u32 = 1;
+/// The newest format of a partition directory, in its marker file: 1 is
+/// a sled database, 2 an immutable file ([`file`]). This build reads both.
+pub(crate) const PARTITION_FORMAT: u32 = FORMAT_FILE;
+/// A partition held in a sled database.
+pub(crate) const FORMAT_SLED: u32 = 1;
+/// A partition rewritten into one immutable file.
+pub(crate) const FORMAT_FILE: u32 = 2;
 /// The marker file of a partition directory.
 const MARKER: &str = "partition";
+/// A marker being replaced.
+const MARKER_TMP: &str = "partition.tmp";
+/// A rewritten partition's file.
+const FILE: &str = "chunks";
+/// A file being written.
+const FILE_TMP: &str = "chunks.tmp";
 /// Suffix a partition's directory is renamed to before it is removed.
 const DELETED: &str = ".deleted";
 
@@ -69,6 +106,8 @@ const DELETED: &str = ".deleted";
 enum State {
     Closed,
     Open(sled::Db),
+    /// Rewritten into its immutable file.
+    File(Arc<PartFile>),
     /// Skipped by queries, reported by `verify`: why.
     Damaged(String),
     /// Deleted by retention: a read that found it before is skipped.
@@ -97,20 +136,24 @@ pub(crate) struct Partition {
     dirty: AtomicBool,
     /// When it was last written or read.
     used: Mutex<Instant>,
+    /// When it was last written (`None`: not since the store opened).
+    written: Mutex<Option<Instant>>,
+    /// Where a damaged block of its file is counted.
+    counters: Arc<crate::store::Counters>,
 }
 
 fn poisoned() -> TsdbError {
     TsdbError::Failed("partition state poisoned by a panic".into())
 }
 
-/// The marker file's text for a partition of `[start, end)`.
-pub(crate) fn marker_text(start: i64, end: i64) -> String {
-    format!("hostwatch-tsdb partition\nformat {PARTITION_FORMAT}\nstart {start}\nend {end}\n")
+/// The marker file's text for a partition of `[start, end)` in `format`.
+pub(crate) fn marker_text(format: u32, start: i64, end: i64) -> String {
+    format!("hostwatch-tsdb partition\nformat {format}\nstart {start}\nend {end}\n")
 }
 
-/// Checks a marker file's text against the partition's span; the error
-/// names what is wrong.
-pub(crate) fn check_marker(text: &str, start: i64, end: i64) -> Result<(), String> {
+/// Checks a marker file's text against the partition's span; returns its
+/// format, or an error naming what is wrong.
+pub(crate) fn check_marker(text: &str, start: i64, end: i64) -> Result<u32, String> {
     let mut lines = text.lines();
     if lines.next() != Some("hostwatch-tsdb partition") {
         return Err("its marker file is not a partition's".into());
@@ -122,22 +165,77 @@ pub(crate) fn check_marker(text: &str, start: i64, end: i64) -> Result<(), Strin
             .ok_or_else(|| format!("its marker file has no {name}"))
     };
     let format = field(lines.next(), "format")?;
-    if format != i64::from(PARTITION_FORMAT) {
-        return Err(format!(
-            "it is in partition format {format}; this build reads partition format {PARTITION_FORMAT}"
-        ));
-    }
+    let format = match u32::try_from(format) {
+        Ok(f @ (FORMAT_SLED | FORMAT_FILE)) => f,
+        _ => {
+            return Err(format!(
+                "it is in partition format {format}; this build reads partition formats {FORMAT_SLED} and {FORMAT_FILE}"
+            ));
+        }
+    };
     let (s, e) = (field(lines.next(), "start")?, field(lines.next(), "end")?);
     if (s, e) != (start, end) {
         return Err(format!(
             "its marker spans [{s}, {e}), the store's options [{start}, {end}) (was partition_ms changed?)"
         ));
     }
+    Ok(format)
+}
+
+/// Writes `text` to `dir/name`, synced, through a temporary file renamed
+/// over it, and syncs `dir`: a crash leaves the old or the new text.
+fn replace_file(dir: &Path, name: &str, text: &str) -> Result<(), TsdbError> {
+    let tmp = dir.join(MARKER_TMP);
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+        .map_err(|e| TsdbError::io("write", &tmp, e))?;
+    let to = dir.join(name);
+    std::fs::rename(&tmp, &to).map_err(|e| TsdbError::io("rename", &tmp, e))?;
+    sync_dir(dir)
+}
+
+/// Removes the entries of `dir` not named in `keep`.
+fn remove_all_but(dir: &Path, keep: &[&str]) -> Result<(), TsdbError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| TsdbError::io("list", dir, e))?;
+    let mut removed = false;
+    for entry in entries {
+        let entry = entry.map_err(|e| TsdbError::io("list", dir, e))?;
+        if keep.iter().any(|k| entry.file_name() == **k) {
+            continue;
+        }
+        let path = entry.path();
+        let gone = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        gone.map_err(|e| TsdbError::io("remove", &path, e))?;
+        removed = true;
+    }
+    if removed {
+        sync_dir(dir)?;
+    }
     Ok(())
 }
 
+/// Removes `dir/name` if it exists, and syncs `dir` then.
+fn remove_if_present(dir: &Path, name: &str) -> Result<(), TsdbError> {
+    let path = dir.join(name);
+    match std::fs::remove_file(&path) {
+        Ok(()) => sync_dir(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(TsdbError::io("remove", &path, e)),
+    }
+}
+
 impl Partition {
-    fn new(dir: &Path, start: i64, end: i64, cache_bytes: u64, state: State) -> Self {
+    fn new(
+        dir: &Path,
+        (start, end): (i64, i64),
+        cache_bytes: u64,
+        state: State,
+        counters: Arc<crate::store::Counters>,
+    ) -> Self {
         Partition {
             start,
             end,
@@ -146,6 +244,8 @@ impl Partition {
             state: Mutex::new(state),
             dirty: AtomicBool::new(false),
             used: Mutex::new(Instant::now()),
+            written: Mutex::new(None),
+            counters,
         }
     }
 
@@ -160,18 +260,18 @@ impl Partition {
     /// before the registration, a valid partition that open registers.
     fn create(
         dir: &Path,
-        start: i64,
-        end: i64,
+        (start, end): (i64, i64),
         cache_bytes: u64,
+        counters: Arc<crate::store::Counters>,
         register: impl FnOnce() -> Result<(), TsdbError>,
     ) -> Result<(Self, sled::Db), TsdbError> {
-        let partition = Partition::new(dir, start, end, cache_bytes, State::Closed);
+        let partition = Partition::new(dir, (start, end), cache_bytes, State::Closed, counters);
         let path = &partition.path;
         std::fs::create_dir_all(path).map_err(|e| TsdbError::io("create", path, e))?;
         let db = crate::commit::open_sled(path, cache_bytes)?;
         db.flush()?;
         let marker = path.join(MARKER);
-        std::fs::write(&marker, marker_text(start, end))
+        std::fs::write(&marker, marker_text(FORMAT_SLED, start, end))
             .and_then(|()| std::fs::File::open(&marker)?.sync_all())
             .map_err(|e| TsdbError::io("write", &marker, e))?;
         sync_dir(path)?;
@@ -179,6 +279,7 @@ impl Partition {
         register()?;
         *partition.state()? = State::Open(db.clone());
         partition.dirty.store(true, Ordering::Release);
+        *partition.written.lock().map_err(|_| poisoned())? = Some(Instant::now());
         Ok((partition, db))
     }
 
@@ -200,6 +301,26 @@ impl Partition {
             std::fs::remove_dir_all(path).map_err(|e| TsdbError::io("remove", path, e))?;
             return Ok(Found::Other);
         }
+        // A rewrite or a thaw cut short: the marker says which side holds
+        // the partition (it is replaced only once that side is whole);
+        // what is left of the other goes. A marker that does not read
+        // leaves everything as it is, for `verify` to report.
+        remove_if_present(path, MARKER_TMP)?;
+        let format = std::fs::read_to_string(path.join(MARKER))
+            .ok()
+            .and_then(|text| {
+                let mut lines = text.lines().skip(1);
+                lines.next()?.strip_prefix("format ")?.parse::<u32>().ok()
+            });
+        match format {
+            Some(FORMAT_SLED) => {
+                for leftover in [FILE_TMP, FILE] {
+                    remove_if_present(path, leftover)?;
+                }
+            }
+            Some(FORMAT_FILE) => remove_all_but(path, &[MARKER, FILE])?,
+            _ => {}
+        }
         Ok(Found::Partition(start))
     }
 
@@ -216,8 +337,8 @@ impl Partition {
         unregister: impl FnOnce() -> Result<(), TsdbError>,
     ) -> Result<u64, TsdbError> {
         // Counted for the report and the stats: a key walk, once a partition.
-        let held = match self.db()? {
-            Some(db) => db.len() as u64,
+        let held = match self.read()? {
+            Some(r) => r.len(),
             None => 0,
         };
         let path = self.path.clone();
@@ -253,27 +374,39 @@ impl Partition {
         })
     }
 
-    /// Its database, opened if closed; `Ok(None)` when it is damaged (the
-    /// caller skips it). A database that does not open marks it damaged.
-    pub(crate) fn db(&self) -> Result<Option<sled::Db>, TsdbError> {
+    /// What reads it, opened if closed; `Ok(None)` when it is damaged (the
+    /// caller skips it) or deleted. One that does not open marks it damaged.
+    pub(crate) fn read(&self) -> Result<Option<PartRead>, TsdbError> {
         self.touch();
         let mut state = self.state()?;
         match &*state {
-            State::Open(db) => return Ok(Some(db.clone())),
+            State::Open(db) => return Ok(Some(PartRead::Sled(db.clone()))),
+            State::File(f) => return Ok(Some(PartRead::File(f.clone()))),
             State::Damaged(_) | State::Deleted => return Ok(None),
             State::Closed => {}
         }
         let checked = std::fs::read_to_string(self.path.join(MARKER))
             .map_err(|e| format!("its marker file does not read: {e}"))
             .and_then(|text| check_marker(&text, self.start, self.end));
-        let opened = checked.and_then(|()| {
-            crate::commit::open_sled(&self.path, self.cache_bytes)
-                .map_err(|e| format!("its database does not open: {e}"))
+        let opened = checked.and_then(|format| match format {
+            FORMAT_FILE => {
+                let path = self.path.join(FILE);
+                PartFile::open(&path, self.counters.clone())
+                    .map(|f| State::File(Arc::new(f)))
+                    .map_err(|why| format!("its file {} {why}", path.display()))
+            }
+            _ => crate::commit::open_sled(&self.path, self.cache_bytes)
+                .map(State::Open)
+                .map_err(|e| format!("its database does not open: {e}")),
         });
         match opened {
-            Ok(db) => {
-                *state = State::Open(db.clone());
-                Ok(Some(db))
+            Ok(opened) => {
+                *state = opened;
+                Ok(match &*state {
+                    State::Open(db) => Some(PartRead::Sled(db.clone())),
+                    State::File(f) => Some(PartRead::File(f.clone())),
+                    _ => None,
+                })
             }
             Err(why) => {
                 tracing::error!(path = %self.path.display(), error = %why, "damaged partition: skipped by queries");
@@ -283,17 +416,123 @@ impl Partition {
         }
     }
 
-    /// Its database for a write: a damaged partition is an error.
+    /// Its database for a write: a damaged partition is an error; a
+    /// rewritten one is thawed first.
     fn db_for_write(&self) -> Result<sled::Db, TsdbError> {
         self.dirty.store(true, Ordering::Release);
-        match self.db()? {
-            Some(db) => Ok(db),
+        *self.written.lock().map_err(|_| poisoned())? = Some(Instant::now());
+        match self.read()? {
+            Some(PartRead::Sled(db)) => Ok(db),
+            Some(PartRead::File(file)) => self.thaw(&file),
             None => Err(TsdbError::Corrupt(format!(
                 "cannot seal into partition {}: {}",
                 self.path.display(),
                 self.damage()?.unwrap_or_default()
             ))),
         }
+    }
+
+    /// Brings a rewritten partition back into a sled database, for a
+    /// write: its entries copied into a fresh database, flushed; the
+    /// marker back to format 1 (the commit point); the file removed.
+    /// Reads wait meanwhile (a late sample this old is rare).
+    fn thaw(&self, file: &Arc<PartFile>) -> Result<sled::Db, TsdbError> {
+        let mut state = self.state()?;
+        tracing::info!(path = %self.path.display(), "a late write thaws a rewritten partition");
+        remove_all_but(&self.path, &[MARKER, FILE])?;
+        let db = crate::commit::open_sled(&self.path, self.cache_bytes)?;
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        let problems = file.check(|key, value| {
+            batch.insert(key, value);
+            n += 1;
+            if n % 4096 == 0 {
+                db.apply_batch(std::mem::take(&mut batch))?;
+            }
+            Ok(())
+        })?;
+        if let Some(problem) = problems.first() {
+            // Written back without its damaged blocks, they would be lost
+            // for good: the window stays in the head and the WAL instead.
+            drop(db);
+            remove_all_but(&self.path, &[MARKER, FILE])?;
+            return Err(TsdbError::Corrupt(format!(
+                "cannot seal into partition {}: its file {} {problem}",
+                self.path.display(),
+                file.path().display()
+            )));
+        }
+        db.apply_batch(batch)?;
+        db.flush()?;
+        replace_file(
+            &self.path,
+            MARKER,
+            &marker_text(FORMAT_SLED, self.start, self.end),
+        )?;
+        remove_if_present(&self.path, FILE)?;
+        *state = State::Open(db.clone());
+        Ok(db)
+    }
+
+    /// Whether it may be rewritten now: held in sled, not damaged, and
+    /// not written for `idle` (nor since the store opened).
+    fn rewritable(&self, idle: Duration) -> Result<bool, TsdbError> {
+        let quiet = self
+            .written
+            .lock()
+            .map_err(|_| poisoned())?
+            .is_none_or(|w| w.elapsed() >= idle);
+        if !quiet || self.dirty.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        Ok(match &*self.state()? {
+            State::Open(_) => true,
+            State::Closed => {
+                std::fs::read_to_string(self.path.join(MARKER))
+                    .ok()
+                    .and_then(|t| check_marker(&t, self.start, self.end).ok())
+                    == Some(FORMAT_SLED)
+            }
+            State::File(_) | State::Damaged(_) | State::Deleted => false,
+        })
+    }
+
+    /// Rewrites the partition into its immutable file (see the module's
+    /// lifecycle); the caller makes sure nothing writes to it meanwhile
+    /// (writes come from maintenance, which calls this). Reads go on from
+    /// the database until the file replaces it. Returns the entries
+    /// written.
+    fn rewrite(&self, closing: &AtomicBool) -> Result<u64, TsdbError> {
+        let Some(PartRead::Sled(db)) = self.read()? else {
+            return Ok(0);
+        };
+        let tmp = self.path.join(FILE_TMP);
+        remove_if_present(&self.path, FILE_TMP)?;
+        // Stopped once the store is closing: the leftover `chunks.tmp` is
+        // removed by the next attempt or at open.
+        let entries = db.iter().enumerate().map(|(i, e)| {
+            if i % 4096 == 0 && closing.load(Ordering::Acquire) {
+                return Err(TsdbError::Failed("the store is closing".into()));
+            }
+            e.map_err(TsdbError::from)
+        });
+        let n = file::write(&tmp, entries, true)?;
+        let path = self.path.join(FILE);
+        std::fs::rename(&tmp, &path).map_err(|e| TsdbError::io("rename", &tmp, e))?;
+        sync_dir(&self.path)?;
+        let opened = PartFile::open(&path, self.counters.clone())
+            .map_err(|why| TsdbError::Corrupt(format!("{} {why}", path.display())))?;
+        let mut state = self.state()?;
+        replace_file(
+            &self.path,
+            MARKER,
+            &marker_text(FORMAT_FILE, self.start, self.end),
+        )?;
+        *state = State::File(Arc::new(opened));
+        drop(state);
+        drop(db);
+        remove_all_but(&self.path, &[MARKER, FILE])?;
+        Ok(n)
     }
 
     /// Flushes what was written since the last flush.
@@ -308,32 +547,42 @@ impl Partition {
         Ok(())
     }
 
-    /// Closes the database if it is open, clean and unused for `idle`.
+    /// Closes the database if it is open, clean and unused for `idle`;
+    /// or the file, whose index then leaves memory until the next read.
     fn close_if_idle(&self, idle: Duration) -> Result<(), TsdbError> {
         let unused = self.used.lock().map_err(|_| poisoned())?.elapsed() >= idle;
         if !unused || self.dirty.load(Ordering::Acquire) {
             return Ok(());
         }
         let mut state = self.state()?;
-        if let State::Open(db) = &*state {
-            db.flush()?;
-            *state = State::Closed;
+        match &*state {
+            State::Open(db) => {
+                db.flush()?;
+                *state = State::Closed;
+            }
+            State::File(_) => *state = State::Closed,
+            State::Closed | State::Damaged(_) | State::Deleted => {}
         }
         Ok(())
     }
 
     /// Runs `f` on its directory with its database flushed and closed,
     /// and kept closed (reads and writes of it wait) until `f` returns: a
-    /// backup copies its files as they are. `Ok(Err(why))` when it is
-    /// damaged or deleted.
+    /// backup copies its files as they are. A rewritten partition's files
+    /// do not change: reads go on. `f` gets whether it is rewritten.
+    /// `Ok(Err(why))` when it is damaged or deleted.
     pub(crate) fn with_closed<T>(
         &self,
-        f: impl FnOnce(&Path) -> Result<T, TsdbError>,
+        f: impl FnOnce(&Path, bool) -> Result<T, TsdbError>,
     ) -> Result<Result<T, String>, TsdbError> {
         let mut state = self.state()?;
         match &*state {
             State::Damaged(why) => return Ok(Err(why.clone())),
             State::Deleted => return Ok(Err("deleted by retention".into())),
+            State::File(_) => {
+                drop(state);
+                return f(&self.path, true).map(Ok);
+            }
             State::Open(db) => {
                 db.flush()?;
                 self.dirty.store(false, Ordering::Release);
@@ -341,7 +590,11 @@ impl Partition {
             }
             State::Closed => {}
         }
-        f(&self.path).map(Ok)
+        let rewritten = std::fs::read_to_string(self.path.join(MARKER))
+            .ok()
+            .and_then(|t| check_marker(&t, self.start, self.end).ok())
+            == Some(FORMAT_FILE);
+        f(&self.path, rewritten).map(Ok)
     }
 
     /// Bytes of its files.
@@ -447,18 +700,16 @@ impl Partitions {
                     "its start is not a multiple of partition_ms ({span}) (was it changed?)"
                 ))
             };
-            map.insert(
-                start,
-                Arc::new(Partition::new(&dir, start, end, cache_bytes, state)),
-            );
+            let p = Partition::new(&dir, (start, end), cache_bytes, state, counters.clone());
+            map.insert(start, Arc::new(p));
         }
         for start in registered.into_keys() {
             let partition = Partition::new(
                 &dir,
-                start,
-                start.saturating_add(span),
+                (start, start.saturating_add(span)),
                 cache_bytes,
                 State::Damaged("its directory is missing".into()),
+                counters.clone(),
             );
             tracing::error!(path = %partition.path.display(), "a registered partition's directory is missing: skipped by queries");
             map.insert(start, Arc::new(partition));
@@ -505,9 +756,8 @@ impl Partitions {
         self.floor.fetch_max(to, Ordering::AcqRel);
     }
 
-    /// The database of the partition starting at `start`, if it exists
-    /// and is not damaged.
-    pub(crate) fn get(&self, start: i64) -> Result<Option<sled::Db>, TsdbError> {
+    /// The partition starting at `start`, if it exists and is not damaged.
+    pub(crate) fn get(&self, start: i64) -> Result<Option<PartRead>, TsdbError> {
         let partition = self.map()?.get(&start).cloned();
         match partition {
             Some(p) => self.readable(&p),
@@ -518,14 +768,14 @@ impl Partitions {
     /// The value of `key` in the partition holding time `t`.
     pub(crate) fn value(&self, t: i64, key: &[u8]) -> Result<Option<sled::IVec>, TsdbError> {
         match self.get(self.of(t))? {
-            Some(db) => Ok(db.get(key)?),
+            Some(r) => r.get(key),
             None => Ok(None),
         }
     }
 
     /// The readable partitions overlapping `[from, to]` (times), oldest
     /// first.
-    pub(crate) fn within(&self, from: i64, to: i64) -> Result<Vec<sled::Db>, TsdbError> {
+    pub(crate) fn within(&self, from: i64, to: i64) -> Result<Vec<PartRead>, TsdbError> {
         if from > to {
             return Ok(Vec::new());
         }
@@ -536,21 +786,21 @@ impl Partitions {
             .collect();
         let mut out = Vec::with_capacity(parts.len());
         for p in parts {
-            if let Some(db) = self.readable(&p)? {
-                out.push(db);
+            if let Some(r) = self.readable(&p)? {
+                out.push(r);
             }
         }
         Ok(out)
     }
 
-    /// The partition's database for a read; a damaged one is skipped and
-    /// counted, one deleted meanwhile skipped.
-    fn readable(&self, p: &Partition) -> Result<Option<sled::Db>, TsdbError> {
-        let db = p.db()?;
-        if db.is_none() && p.damage()?.is_some() {
+    /// The partition for a read; a damaged one is skipped and counted,
+    /// one deleted meanwhile skipped.
+    fn readable(&self, p: &Partition) -> Result<Option<PartRead>, TsdbError> {
+        let r = p.read()?;
+        if r.is_none() && p.damage()?.is_some() {
             crate::store::bump(&self.counters.corrupt_blocks, 1);
         }
-        Ok(db)
+        Ok(r)
     }
 
     /// Every partition, oldest first.
@@ -573,7 +823,14 @@ impl Partitions {
             self.tree.insert(registry_key(start), &[][..])?;
             Ok(self.tree.flush().map(drop)?)
         };
-        let (partition, db) = Partition::create(&self.dir, start, end, self.cache_bytes, register)?;
+        let counters = self.counters.clone();
+        let (partition, db) = Partition::create(
+            &self.dir,
+            (start, end),
+            self.cache_bytes,
+            counters,
+            register,
+        )?;
         map.insert(start, Arc::new(partition));
         Ok(db)
     }
@@ -592,6 +849,41 @@ impl Partitions {
             p.close_if_idle(self.idle_close)?;
         }
         Ok(())
+    }
+
+    /// Rewrites into their immutable files the partitions that no sample
+    /// is expected in any more: those ending at or before `before` (and
+    /// after the retention's floor), not written for
+    /// `partition_idle_close`; at most one unless `all`, so that a pass
+    /// after an upgrade does not hold maintenance for every partition.
+    /// Returns the partitions rewritten.
+    pub(crate) fn rewrite_closed(
+        &self,
+        before: i64,
+        all: bool,
+        closing: &AtomicBool,
+    ) -> Result<u64, TsdbError> {
+        let floor = self.floor();
+        let mut done = 0;
+        for p in self.all()? {
+            if p.end > before || p.end <= floor || !p.rewritable(self.idle_close)? {
+                continue;
+            }
+            let started = Instant::now();
+            let entries = p.rewrite(closing)?;
+            tracing::info!(
+                path = %p.path.display(),
+                entries,
+                bytes = p.disk_bytes(),
+                ms = started.elapsed().as_millis() as u64,
+                "rewrote a closed partition into its immutable file"
+            );
+            done += 1;
+            if !all {
+                break;
+            }
+        }
+        Ok(done)
     }
 
     /// Deletes the partition starting at `start`: renamed durably, then
@@ -616,6 +908,66 @@ impl Partitions {
     pub(crate) fn store_bytes(&self) -> u64 {
         self.dir.parent().map_or(0, dir_bytes)
     }
+}
+
+/// (key, value) entries, owned: for the fuzz targets.
+pub(crate) type OwnedEntries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Writes `entries` (sorted) as a partition file at `path`: for the fuzz
+/// targets.
+pub(crate) fn fuzz_write_file(path: &Path, entries: &OwnedEntries) -> Result<u64, TsdbError> {
+    let entries = entries
+        .iter()
+        .map(|(k, v)| Ok((sled::IVec::from(&k[..]), sled::IVec::from(&v[..]))));
+    file::write(path, entries, false)
+}
+
+/// Opens the partition file at `path` and reads it every way a store
+/// does: every entry from both ends (which must agree), each key looked
+/// up, every block checked; returns the entries, or why it does not
+/// open. For the fuzz targets.
+pub(crate) fn fuzz_read_file(path: &Path) -> Result<OwnedEntries, String> {
+    let counters = Arc::new(crate::store::Counters::default());
+    let file = Arc::new(PartFile::open(path, counters)?);
+    let read = PartRead::File(file.clone());
+    let forward: Vec<(Vec<u8>, Vec<u8>)> = read
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect();
+    let mut backward: Vec<(Vec<u8>, Vec<u8>)> = read
+        .iter()
+        .rev()
+        .flatten()
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect();
+    backward.reverse();
+    assert_eq!(forward, backward, "a file reads alike from both ends");
+    for (k, v) in &forward {
+        assert_eq!(read.get(k).ok().flatten().as_deref(), Some(&v[..]));
+    }
+    let problems = file.check(|_, _| Ok(())).map_err(|e| e.to_string())?;
+    if let Some(p) = problems.first() {
+        return Err(p.clone());
+    }
+    Ok(forward)
+}
+
+/// Whether the rewritten partition directories `a` and `b` hold the same
+/// files: the same marker, and files of the same size with the same
+/// footer (which holds a CRC of every block's CRC and of the index). A
+/// backup keeps its earlier copy of a rewritten partition then, without
+/// reading it whole.
+pub(crate) fn same_rewritten(a: &Path, b: &Path) -> bool {
+    let marker = |d: &Path| std::fs::read(d.join(MARKER)).ok();
+    let size = |d: &Path| std::fs::metadata(d.join(FILE)).ok().map(|m| m.len());
+    let footer = |d: &Path| PartFile::footer_of(&d.join(FILE));
+    marker(a).is_some()
+        && marker(a) == marker(b)
+        && size(a).is_some()
+        && size(a) == size(b)
+        && footer(a).is_some()
+        && footer(a) == footer(b)
 }
 
 /// Reads the store's format from `tree`, migrating a format-1 store
@@ -695,17 +1047,53 @@ mod tests {
 
     #[test]
     fn markers_name_what_is_wrong() {
-        let ok = marker_text(0, DAY_MS);
-        assert_eq!(check_marker(&ok, 0, DAY_MS), Ok(()));
+        let ok = marker_text(FORMAT_SLED, 0, DAY_MS);
+        assert_eq!(check_marker(&ok, 0, DAY_MS), Ok(FORMAT_SLED));
+        let file = marker_text(FORMAT_FILE, 0, DAY_MS);
+        assert_eq!(check_marker(&file, 0, DAY_MS), Ok(FORMAT_FILE));
         let other = ok.replace("format 1", "format 9");
         let err = check_marker(&other, 0, DAY_MS).unwrap_err();
         assert!(
-            err.contains("format 9") && err.contains("format 1"),
+            err.contains("format 9") && err.contains("formats 1 and 2"),
             "{err}"
         );
         let err = check_marker(&ok, 0, 2 * DAY_MS).unwrap_err();
         assert!(err.contains("partition_ms"), "{err}");
         assert!(check_marker("junk", 0, DAY_MS).is_err());
         assert!(check_marker("hostwatch-tsdb partition\nformat x\n", 0, DAY_MS).is_err());
+    }
+
+    /// A rewrite stops once the store is closing, leaving the partition
+    /// in sled; the next pass rewrites it whole.
+    #[test]
+    fn a_rewrite_stops_when_the_store_closes_and_is_done_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::commit::open_sled(&dir.path().join("main"), 1 << 20).unwrap();
+        let options = Options {
+            partition_idle_close: Duration::ZERO,
+            clock: Arc::new(|| 10 * DAY_MS),
+            ..Options::default()
+        };
+        let counters = Arc::new(crate::store::Counters::default());
+        let tree = db.open_tree("tsdb").unwrap();
+        let parts = Partitions::open(dir.path(), tree, &options, counters).unwrap();
+        let written = parts.for_write(0).unwrap();
+        for i in 0..10_000u32 {
+            written.insert(i.to_be_bytes(), &b"value"[..]).unwrap();
+        }
+        drop(written);
+        parts.flush().unwrap();
+        let path = dir.path().join("partitions/0");
+        let closing = AtomicBool::new(true);
+        assert!(parts.rewrite_closed(DAY_MS, true, &closing).is_err());
+        assert!(!path.join(FILE).exists());
+        let marker = std::fs::read_to_string(path.join(MARKER)).unwrap();
+        assert_eq!(check_marker(&marker, 0, DAY_MS), Ok(FORMAT_SLED));
+        closing.store(false, Ordering::Release);
+        assert_eq!(parts.rewrite_closed(DAY_MS, true, &closing).unwrap(), 1);
+        assert!(!path.join(FILE_TMP).exists() && path.join(FILE).exists());
+        let read = parts.get(0).unwrap().unwrap();
+        assert!(matches!(read, PartRead::File(_)));
+        assert_eq!(read.len(), 10_000);
     }
 }
