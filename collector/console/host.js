@@ -291,10 +291,10 @@ let uPlotLoaded = null;
 
 /**
  * The chart library's class: uPlot's minified build (vendor/uplot), a
- * classic script that defines the global `uPlot`, loaded on first use
- * rather than with the console's modules: the host page's requests go out
- * first, and the other pages never fetch it. A failed load is tried again
- * on the next drawing.
+ * classic script that defines the global `uPlot`, run on first use
+ * rather than with the console's modules (the host page's HTML preloads
+ * it): the host page's requests go out first, and the other pages never
+ * fetch it. A failed load is tried again on the next drawing.
  */
 function uPlotClass() {
   if (!uPlotLoaded) {

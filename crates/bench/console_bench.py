@@ -19,7 +19,10 @@ driving Debian's chromium (never `playwright install`).
    with all their figures, every chart); the fleet's table must count
    every host (aria-rowcount) and the charts are counted. A fleet page not
    interactive within `--page-timeout-s` is reported as such and not
-   loaded again.
+   loaded again. For the host page, where its loads' time went (Navigation,
+   Resource and Paint Timing) and each process' CPU per load; then as many
+   loads again in tabs left to finish starting before they navigate,
+   reported beside the figure (`host_24h_charts_settled_tab_*`).
 3. The tab's memory after the last fleet load: its JS heap (DevTools'
    Performance.getMetrics), DOM nodes and its renderer's resident memory.
 4. With `--trace-loads N`, N more host page loads, each under a DevTools
@@ -56,6 +59,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+# How long a settled load's new tab is left idle before it navigates.
+SETTLE_S = 0.5
 # Bounded wait for the recording load.
 RECORD_TIMEOUT_MS = 300_000
 
@@ -196,13 +201,18 @@ WAIT_PAINTED = """new Promise((resolve) => {
 })"""
 
 
-def timed_load(context, url, check, timeout_s, cpu=None):
+def timed_load(context, url, check, timeout_s, cpu=None, settle=False):
     """Milliseconds from navigation start to the first frame after loaded,
     and what `check` (JavaScript) counts on the loaded page; with `cpu` (a
     `ProcessCpu`), the CPU time each kind of process spent from opening
-    the tab to that frame is added to it."""
+    the tab to that frame is added to it. With `settle`, the new tab's
+    renderer is left to finish starting (idle, then SETTLE_S) before the
+    navigation begins."""
     before = cpu.sample() if cpu else None
     page = context.new_page()
+    if settle:
+        page.evaluate("() => new Promise((r) => requestIdleCallback(() => r(), { timeout: 2000 }))")
+        time.sleep(SETTLE_S)
     cdp = context.new_cdp_session(page)
     page.goto(url, wait_until="commit")
     answer = cdp.send(
@@ -524,6 +534,16 @@ def pages(args, browser, origin):
         host.append(ms)
         breakdowns.append(page.evaluate(HOST_BREAKDOWN))
         page.close()
+    # The same loads, each in a tab whose renderer has finished starting:
+    # a fresh tab's renderer process starts while the page loads (the
+    # browser opens the tab and navigates at once) and shares the cores
+    # with it; a user's browser keeps a renderer started ahead, or
+    # navigates a tab already open. Reported beside the figure, not in it.
+    settled = []
+    for _ in range(args.runs):
+        page, ms, _ = timed_load(context, f"{origin}/hosts/{args.host}?range=24h", HOST_CHECK, args.page_timeout_s, settle=True)
+        settled.append(ms)
+        page.close()
     if args.trace_loads > 0:
         traced_loads(args, browser, context, f"{origin}/hosts/{args.host}?range=24h")
     context.close()
@@ -537,6 +557,7 @@ def pages(args, browser, origin):
     report_loads("host_24h_charts", host, True, args.page_timeout_s)
     figure("host_24h_charts_drawn", counted["drawn"])
     figure("host_24h_cpu_ms_per_load", round(all_cpu))
+    report_loads("host_24h_charts_settled_tab", settled, True, args.page_timeout_s)
 
 
 def new_context(browser, args):

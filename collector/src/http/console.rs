@@ -100,15 +100,15 @@ struct Pages {
 static PAGES: LazyLock<Pages> = LazyLock::new(|| {
     let version = assets_version();
     let prefix = format!("/assets/{version}");
-    let index = |module: &'static str| {
+    let index = |module: &'static str, scripts: &[&str]| {
         INDEX_HTML
-            .replace("{{modules}}", &preloads(module))
+            .replace("{{modules}}", &preloads(module, scripts))
             .replace("{{assets}}", &prefix)
     };
     Pages {
-        fleet: index("fleet.js"),
-        host: index("host.js"),
-        alerts: index("alerts.js"),
+        fleet: index("fleet.js", &[]),
+        host: index("host.js", &[UPLOT]),
+        alerts: index("alerts.js", &[]),
         not_found: NOT_FOUND_HTML.replace("{{assets}}", &prefix),
         login: LOGIN_HTML.replace("{{assets}}", &prefix),
         version,
@@ -166,15 +166,21 @@ fn imports(module: &str) -> Vec<&'static str> {
         .collect()
 }
 
+/// The chart library, a classic script host.js loads once its requests
+/// are out; the host page preloads it, so it is in by then.
+const UPLOT: &str = "vendor/uplot/uPlot.iife.min.js";
+
 /// The preload tags of the modules a page whose own module is `module`
 /// runs, so that the browser asks for them all at once rather than level
-/// by level as it finds imports.
-fn preloads(module: &'static str) -> String {
-    page_modules(module)
+/// by level as it finds imports, and of the classic `scripts` it loads.
+fn preloads(module: &'static str, scripts: &[&str]) -> String {
+    let modules = page_modules(module)
+        .into_iter()
+        .map(|name| format!(r#"<link rel="modulepreload" href="{{{{assets}}}}/{name}">"#));
+    let scripts = scripts
         .iter()
-        .map(|name| format!(r#"<link rel="modulepreload" href="{{{{assets}}}}/{name}">"#))
-        .collect::<Vec<_>>()
-        .join("\n")
+        .map(|name| format!(r#"<link rel="preload" as="script" href="{{{{assets}}}}/{name}">"#));
+    modules.chain(scripts).collect::<Vec<_>>().join("\n")
 }
 
 async fn asset(Path((version, file)): Path<(String, String)>) -> Response {
@@ -451,7 +457,7 @@ mod tests {
     /// script tag, the others preloaded), so none waits for the one
     /// importing it, and for no other page's; every module is some page's.
     /// The chart library is a classic script the host page loads itself
-    /// (host.js), so no page preloads it.
+    /// (host.js) and preloads; the other pages never ask for it.
     #[test]
     fn each_page_preloads_the_modules_it_runs_and_no_others() {
         let app = format!(r#"<script type="module" src="{{{{assets}}}}/{APP_MODULE}">"#);
@@ -475,7 +481,9 @@ mod tests {
                     assert!(modules.iter().any(|m| m == import), "{own}'s page lacks {import}, which {module} imports");
                 }
             }
-            assert!(!page.contains("vendor/uplot/uPlot.iife.min.js"));
+            let library = format!(r#"<link rel="preload" as="script" href="/assets/{}/{UPLOT}">"#, PAGES.version);
+            assert_eq!(page.contains(&library), own == "host.js", "{own}");
+            assert_eq!(page.matches(UPLOT).count(), usize::from(own == "host.js"), "{own}");
             everywhere.extend(modules);
         }
         assert!(preloaded(&PAGES.host).iter().any(|m| m == "hostinfo.js"));
