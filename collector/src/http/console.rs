@@ -162,7 +162,12 @@ fn imports(module: &str) -> Vec<&'static str> {
     text.lines()
         .filter(|line| line.starts_with("import "))
         .filter_map(|line| line.split(" from \"./").nth(1)?.split('"').next())
-        .filter_map(|name| ASSETS.iter().map(|(path, _)| *path).find(|path| *path == name))
+        .filter_map(|name| {
+            ASSETS
+                .iter()
+                .map(|(path, _)| *path)
+                .find(|path| *path == name)
+        })
         .collect()
 }
 
@@ -446,7 +451,10 @@ mod tests {
 
     /// The modules a page preloads.
     fn preloaded(page: &str) -> Vec<String> {
-        let prefix = format!(r#"<link rel="modulepreload" href="/assets/{}/"#, PAGES.version);
+        let prefix = format!(
+            r#"<link rel="modulepreload" href="/assets/{}/"#,
+            PAGES.version
+        );
         page.lines()
             .filter_map(|line| line.strip_prefix(&prefix)?.strip_suffix(r#"">"#))
             .map(str::to_owned)
@@ -470,24 +478,43 @@ mod tests {
         ] {
             let modules = preloaded(page);
             for name in [own, "account.js", "api.js"] {
-                assert!(modules.iter().any(|m| m == name), "{own}'s page lacks {name}: {modules:?}");
+                assert!(
+                    modules.iter().any(|m| m == name),
+                    "{own}'s page lacks {name}: {modules:?}"
+                );
             }
             for name in others {
-                assert!(!modules.iter().any(|m| m == name), "{own}'s page preloads {name}");
+                assert!(
+                    !modules.iter().any(|m| m == name),
+                    "{own}'s page preloads {name}"
+                );
             }
             // Every import of a preloaded module is preloaded too.
             for module in &modules {
                 for import in imports(module) {
-                    assert!(modules.iter().any(|m| m == import), "{own}'s page lacks {import}, which {module} imports");
+                    assert!(
+                        modules.iter().any(|m| m == import),
+                        "{own}'s page lacks {import}, which {module} imports"
+                    );
                 }
             }
-            let library = format!(r#"<link rel="preload" as="script" href="/assets/{}/{UPLOT}">"#, PAGES.version);
+            let library = format!(
+                r#"<link rel="preload" as="script" href="/assets/{}/{UPLOT}">"#,
+                PAGES.version
+            );
             assert_eq!(page.contains(&library), own == "host.js", "{own}");
-            assert_eq!(page.matches(UPLOT).count(), usize::from(own == "host.js"), "{own}");
+            assert_eq!(
+                page.matches(UPLOT).count(),
+                usize::from(own == "host.js"),
+                "{own}"
+            );
             everywhere.extend(modules);
         }
         assert!(preloaded(&PAGES.host).iter().any(|m| m == "hostinfo.js"));
-        for (name, _) in ASSETS.iter().filter(|(n, _)| n.ends_with(".js") && !n.starts_with("vendor/")) {
+        for (name, _) in ASSETS
+            .iter()
+            .filter(|(n, _)| n.ends_with(".js") && !n.starts_with("vendor/"))
+        {
             assert!(everywhere.iter().any(|m| m == name), "no page runs {name}");
         }
     }
@@ -496,7 +523,10 @@ mod tests {
     /// makes: one written over several lines would be missed.
     #[test]
     fn every_import_of_a_module_is_on_an_import_line() {
-        for (name, bytes) in ASSETS.iter().filter(|(n, _)| n.ends_with(".js") && !n.starts_with("vendor/")) {
+        for (name, bytes) in ASSETS
+            .iter()
+            .filter(|(n, _)| n.ends_with(".js") && !n.starts_with("vendor/"))
+        {
             let text = std::str::from_utf8(bytes).unwrap();
             let written = text.matches(" from \"./").count();
             assert_eq!(imports(name).len(), written, "{name}");
