@@ -290,12 +290,25 @@ function onClick(u, onPick) {
 let uPlotLoaded = null;
 
 /**
- * The chart library's class, evaluated on first use rather than with the
- * console's modules (index.html preloads the file): the host page's
- * requests go out first, and the other pages never evaluate it.
+ * The chart library's class: uPlot's minified build (vendor/uplot), a
+ * classic script that defines the global `uPlot`, run on first use
+ * rather than with the console's modules (the host page's HTML preloads
+ * it): the host page's requests go out first, and the other pages never
+ * fetch it. A failed load is tried again on the next drawing.
  */
 function uPlotClass() {
-  if (!uPlotLoaded) uPlotLoaded = import("./vendor/uplot/uPlot.esm.js").then((m) => m.default);
+  if (!uPlotLoaded) {
+    uPlotLoaded = new Promise((resolve, reject) => {
+      const script = document.createElement("script");
+      script.src = new URL("./vendor/uplot/uPlot.iife.min.js", import.meta.url).href;
+      script.addEventListener("load", () => (typeof window.uPlot === "function" ? resolve(window.uPlot) : reject(new Error("the chart library defined no uPlot"))));
+      script.addEventListener("error", () => reject(new api.ApiError("the chart library could not be loaded", { unreachable: true })));
+      document.head.append(script);
+    });
+    uPlotLoaded.catch(() => {
+      uPlotLoaded = null;
+    });
+  }
   return uPlotLoaded;
 }
 

@@ -19,7 +19,10 @@ driving Debian's chromium (never `playwright install`).
    with all their figures, every chart); the fleet's table must count
    every host (aria-rowcount) and the charts are counted. A fleet page not
    interactive within `--page-timeout-s` is reported as such and not
-   loaded again.
+   loaded again. For the host page, where its loads' time went (Navigation,
+   Resource and Paint Timing) and each process' CPU per load; then as many
+   loads again in tabs left to finish starting before they navigate,
+   reported beside the figure (`host_24h_charts_settled_tab_*`).
 3. The tab's memory after the last fleet load: its JS heap (DevTools'
    Performance.getMetrics), DOM nodes and its renderer's resident memory.
 4. With `--trace-loads N`, N more host page loads, each under a DevTools
@@ -56,6 +59,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+# How long a settled load's new tab is left idle before it navigates.
+SETTLE_S = 0.5
 # Bounded wait for the recording load.
 RECORD_TIMEOUT_MS = 300_000
 
@@ -196,10 +201,18 @@ WAIT_PAINTED = """new Promise((resolve) => {
 })"""
 
 
-def timed_load(context, url, check, timeout_s):
+def timed_load(context, url, check, timeout_s, cpu=None, settle=False):
     """Milliseconds from navigation start to the first frame after loaded,
-    and what `check` (JavaScript) counts on the loaded page."""
+    and what `check` (JavaScript) counts on the loaded page; with `cpu` (a
+    `ProcessCpu`), the CPU time each kind of process spent from opening
+    the tab to that frame is added to it. With `settle`, the new tab's
+    renderer is left to finish starting (idle, then SETTLE_S) before the
+    navigation begins."""
+    before = cpu.sample() if cpu else None
     page = context.new_page()
+    if settle:
+        page.evaluate("() => new Promise((r) => requestIdleCallback(() => r(), { timeout: 2000 }))")
+        time.sleep(SETTLE_S)
     cdp = context.new_cdp_session(page)
     page.goto(url, wait_until="commit")
     answer = cdp.send(
@@ -207,12 +220,83 @@ def timed_load(context, url, check, timeout_s):
         {"expression": WAIT_PAINTED % (timeout_s * 1000), "awaitPromise": True, "returnByValue": True},
     )
     cdp.detach()
+    if cpu:
+        cpu.add(before, cpu.sample())
     painted = answer.get("result", {}).get("value")
     if painted is None:
         page.close()
         raise PlaywrightTimeout(f"{url} not loaded within {timeout_s} s")
     counted = page.evaluate(check)
     return page, painted, counted
+
+
+class ProcessCpu:
+    """CPU time (user and system, from /proc) of the processes a page load
+    keeps busy on this machine, by kind: chromium's browser, renderer, GPU
+    and network processes (and its other helpers), playwright's driver,
+    this script and the collector run with `--config collector_config`. Loads are
+    summed; the per-load mean is reported, since /proc counts in ticks."""
+
+    def __init__(self, collector_config):
+        self.collector_config = collector_config
+        self.tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+        self.kinds = {}
+        self.loads = 0
+
+    def kind(self, pid, cmdline):
+        if pid == os.getpid():
+            return "python"
+        if f"--config {self.collector_config}" in cmdline:
+            return "collector"
+        if "chromium" in cmdline:
+            if "--type=" not in cmdline:
+                return "browser"
+            kind = cmdline.split("--type=", 1)[1].split()[0]
+            if kind == "utility" and "NetworkService" in cmdline:
+                return "network"
+            return {"renderer": "renderer", "gpu-process": "gpu"}.get(kind, "chromium other")
+        if "playwright" in cmdline and "node" in cmdline:
+            return "playwright"
+        return None
+
+    def sample(self):
+        """{pid: (kind, CPU ms)} of the processes of interest."""
+        out = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                kind = self.kind(int(entry.name), cmdline)
+                if kind is None:
+                    continue
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            out[int(entry.name)] = (kind, (int(fields[11]) + int(fields[12])) * self.tick_ms)
+        return out
+
+    def add(self, before, after):
+        """One load: each process' CPU from `before` to `after` (a process
+        started meanwhile, such as the tab's renderer, counts in full; one
+        that ended meanwhile is left out)."""
+        self.loads += 1
+        for pid, (kind, ms) in after.items():
+            earlier = before.get(pid)
+            spent = ms - (earlier[1] if earlier and earlier[0] == kind else 0)
+            self.kinds[kind] = self.kinds.get(kind, 0.0) + spent
+
+    def report(self, what):
+        if not self.loads:
+            return
+        per_load = {k: v / self.loads for k, v in sorted(self.kinds.items(), key=lambda kv: -kv[1])}
+        print(
+            f"# {what}, CPU per load by process (ms, mean of {self.loads}, from opening the tab to the frame after the mark): "
+            + ", ".join(f"{k} {v:.0f}" for k, v in per_load.items())
+            + f", all {sum(per_load.values()):.0f}",
+            flush=True,
+        )
+        return sum(per_load.values())
 
 
 def renderer_rss_bytes():
@@ -264,24 +348,31 @@ HOST_CHECK = """() => ({
   charts: document.querySelectorAll(".chart-box").length,
   drawn: document.querySelectorAll(".chart-box .uplot").length,
 })"""
-# Where a loaded host page's time went, from Navigation and Resource
-# Timing (ms from navigation start): the page's HTML in, its assets in
-# (from the cache), its first API request sent, its last range request
-# sent, its last API answer in, marked loaded, painted; and over its API
-# requests the median and longest wait for an answer's first byte
-# (the collector's time, queueing included), and the bytes they carried.
+# Where a loaded host page's time went, from Navigation, Resource and
+# Paint Timing (ms from navigation start): the page's HTML in, its parser's
+# first asset asked for, the style sheets and modules it starts with in
+# (from the cache), its first paint, its first API request sent, its
+# last range request sent, its last API answer in, marked
+# loaded, painted; and over its API requests the median and longest wait
+# for an answer's first byte (the collector's time, queueing included),
+# and the bytes they carried.
 HOST_BREAKDOWN = """() => {
   const nav = performance.getEntriesByType("navigation")[0];
   const all = performance.getEntriesByType("resource");
   const api = all.filter((r) => new URL(r.name).pathname.startsWith("/api/"));
   const ranges = api.filter((r) => r.name.includes("/query_range"));
-  const assets = all.filter((r) => new URL(r.name).pathname.startsWith("/assets/"));
   const max = (xs) => (xs.length ? Math.max(...xs) : 0);
+  const min = (xs) => (xs.length ? Math.min(...xs) : 0);
+  const firstApi = min(api.map((r) => r.startTime));
+  const assets = all.filter((r) => new URL(r.name).pathname.startsWith("/assets/") && r.startTime < firstApi);
+  const paint = performance.getEntriesByName("first-paint")[0];
   const waits = api.map((r) => r.responseStart - r.requestStart).sort((a, b) => a - b);
   return {
     html: nav.responseEnd,
+    parse: min(assets.map((r) => r.startTime)),
     assets: max(assets.map((r) => r.responseEnd)),
-    first_api: api.length ? Math.min(...api.map((r) => r.startTime)) : 0,
+    first_paint: paint ? paint.startTime : 0,
+    first_api: firstApi,
     last_range_sent: max(ranges.map((r) => r.startTime)),
     last_api: max(api.map((r) => r.responseEnd)),
     loaded: window.__bench.loaded,
@@ -437,10 +528,21 @@ def pages(args, browser, origin):
     fleet, complete = fleet_loads(args, context, origin, args.runs, True)
     report_loads("fleet_interactive", fleet, complete, args.page_timeout_s)
     host, breakdowns = [], []
+    cpu = ProcessCpu(str(Path(args.replay_dir) / "data.toml"))
     for _ in range(args.runs):
-        page, ms, counted = timed_load(context, f"{origin}/hosts/{args.host}?range=24h", HOST_CHECK, args.page_timeout_s)
+        page, ms, counted = timed_load(context, f"{origin}/hosts/{args.host}?range=24h", HOST_CHECK, args.page_timeout_s, cpu)
         host.append(ms)
         breakdowns.append(page.evaluate(HOST_BREAKDOWN))
+        page.close()
+    # The same loads, each in a tab whose renderer has finished starting:
+    # a fresh tab's renderer process starts while the page loads (the
+    # browser opens the tab and navigates at once) and shares the cores
+    # with it; a user's browser keeps a renderer started ahead, or
+    # navigates a tab already open. Reported beside the figure, not in it.
+    settled = []
+    for _ in range(args.runs):
+        page, ms, _ = timed_load(context, f"{origin}/hosts/{args.host}?range=24h", HOST_CHECK, args.page_timeout_s, settle=True)
+        settled.append(ms)
         page.close()
     if args.trace_loads > 0:
         traced_loads(args, browser, context, f"{origin}/hosts/{args.host}?range=24h")
@@ -451,8 +553,11 @@ def pages(args, browser, origin):
         + ", ".join(f"{k} {statistics.median(b[k] for b in breakdowns):.0f}" for k in breakdowns[0]),
         flush=True,
     )
+    all_cpu = cpu.report("host page")
     report_loads("host_24h_charts", host, True, args.page_timeout_s)
     figure("host_24h_charts_drawn", counted["drawn"])
+    figure("host_24h_cpu_ms_per_load", round(all_cpu))
+    report_loads("host_24h_charts_settled_tab", settled, True, args.page_timeout_s)
 
 
 def new_context(browser, args):

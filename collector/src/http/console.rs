@@ -48,8 +48,8 @@ const ASSETS: &[(&str, &[u8])] = &[
     ("login.css", include_bytes!("../../console/login.css")),
     ("favicon.svg", include_bytes!("../../console/favicon.svg")),
     (
-        "vendor/uplot/uPlot.esm.js",
-        include_bytes!("../../console/vendor/uplot/uPlot.esm.js"),
+        "vendor/uplot/uPlot.iife.min.js",
+        include_bytes!("../../console/vendor/uplot/uPlot.iife.min.js"),
     ),
     (
         "vendor/uplot/uPlot.min.css",
@@ -64,7 +64,8 @@ const ASSETS: &[(&str, &[u8])] = &[
 /// The console's one page (its script draws the page the URL names: `/`
 /// the fleet, `/hosts/<host>` a host, `/alerts` the alerts) and the page
 /// for unknown routes;
-/// `{{assets}}` stands for the assets' URL prefix.
+/// `{{assets}}` stands for the assets' URL prefix, `{{modules}}` for the
+/// preloads of the modules the page runs ([`preloads`]).
 const INDEX_HTML: &str = include_str!("../../console/index.html");
 const NOT_FOUND_HTML: &str = include_str!("../../console/404.html");
 /// The login page (no script: a plain form); `{{notice}}` and `{{next}}`
@@ -77,18 +78,21 @@ const LOGIN_HTML: &str = include_str!("../../console/login.html");
 /// gets the console's 404 page (under them, the API's JSON error).
 pub(crate) fn router(api: Router) -> Router {
     Router::new()
-        .route("/", get(index))
-        .route("/hosts/{host}", get(index))
-        .route("/alerts", get(index))
+        .route("/", get(|| page(&PAGES.fleet)))
+        .route("/hosts/{host}", get(|| page(&PAGES.host)))
+        .route("/alerts", get(|| page(&PAGES.alerts)))
         .route("/assets/{version}/{*file}", get(asset))
         .layer(map_response(secure))
         .fallback(move |request: Request| dispatch(api.clone(), request))
 }
 
-/// The HTML pages with the assets' version filled in, built once.
+/// The HTML pages with the assets' version filled in, built once; the
+/// index once per page, each preloading the modules that page runs.
 struct Pages {
     version: String,
-    index: String,
+    fleet: String,
+    host: String,
+    alerts: String,
     not_found: String,
     login: String,
 }
@@ -96,8 +100,15 @@ struct Pages {
 static PAGES: LazyLock<Pages> = LazyLock::new(|| {
     let version = assets_version();
     let prefix = format!("/assets/{version}");
+    let index = |module: &'static str, scripts: &[&str]| {
+        INDEX_HTML
+            .replace("{{modules}}", &preloads(module, scripts))
+            .replace("{{assets}}", &prefix)
+    };
     Pages {
-        index: INDEX_HTML.replace("{{assets}}", &prefix),
+        fleet: index("fleet.js", &[]),
+        host: index("host.js", &[UPLOT]),
+        alerts: index("alerts.js", &[]),
         not_found: NOT_FOUND_HTML.replace("{{assets}}", &prefix),
         login: LOGIN_HTML.replace("{{assets}}", &prefix),
         version,
@@ -116,8 +127,65 @@ fn assets_version() -> String {
     format!("{:016x}", hasher.finish())
 }
 
-async fn index() -> Response {
-    html(StatusCode::OK, &PAGES.index)
+async fn page(html_text: &str) -> Response {
+    html(StatusCode::OK, html_text)
+}
+
+/// The modules a page whose own module is `module` runs: app.js' static
+/// imports (not the pages it imports when shown), `module` and its
+/// imports, directly or not, each once.
+fn page_modules(module: &'static str) -> Vec<&'static str> {
+    let mut found = Vec::new();
+    let mut pending = vec![module, APP_MODULE];
+    while let Some(name) = pending.pop() {
+        if found.contains(&name) {
+            continue;
+        }
+        found.push(name);
+        pending.extend(imports(name));
+    }
+    found.retain(|name| *name != APP_MODULE);
+    found
+}
+
+/// The module every page runs by its script tag.
+const APP_MODULE: &str = "app.js";
+
+/// The modules `module` imports statically: its `import ... from "./x.js"`
+/// lines (the console's modules write each import on one line).
+fn imports(module: &str) -> Vec<&'static str> {
+    let text = ASSETS
+        .iter()
+        .find(|(path, _)| *path == module)
+        .and_then(|(_, bytes)| std::str::from_utf8(bytes).ok())
+        .unwrap_or("");
+    text.lines()
+        .filter(|line| line.starts_with("import "))
+        .filter_map(|line| line.split(" from \"./").nth(1)?.split('"').next())
+        .filter_map(|name| {
+            ASSETS
+                .iter()
+                .map(|(path, _)| *path)
+                .find(|path| *path == name)
+        })
+        .collect()
+}
+
+/// The chart library, a classic script host.js loads once its requests
+/// are out; the host page preloads it, so it is in by then.
+const UPLOT: &str = "vendor/uplot/uPlot.iife.min.js";
+
+/// The preload tags of the modules a page whose own module is `module`
+/// runs, so that the browser asks for them all at once rather than level
+/// by level as it finds imports, and of the classic `scripts` it loads.
+fn preloads(module: &'static str, scripts: &[&str]) -> String {
+    let modules = page_modules(module)
+        .into_iter()
+        .map(|name| format!(r#"<link rel="modulepreload" href="{{{{assets}}}}/{name}">"#));
+    let scripts = scripts
+        .iter()
+        .map(|name| format!(r#"<link rel="preload" as="script" href="{{{{assets}}}}/{name}">"#));
+    modules.chain(scripts).collect::<Vec<_>>().join("\n")
 }
 
 async fn asset(Path((version, file)): Path<(String, String)>) -> Response {
@@ -292,29 +360,27 @@ mod tests {
 
     #[tokio::test]
     async fn the_index_names_versioned_assets_that_are_served_immutable() {
-        let (status, headers, body) = call(Method::GET, "/").await;
-        assert_eq!(status, StatusCode::OK);
-        let (_, _, host_page) = call(Method::GET, "/hosts/db-1.example").await;
-        assert_eq!(host_page, body);
-        let (_, _, alerts_page) = call(Method::GET, "/alerts").await;
-        assert_eq!(alerts_page, body);
-        assert_eq!(headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
-        assert_eq!(headers[header::CACHE_CONTROL], "no-cache");
-        assert_secure(&headers);
-        assert!(!body.contains("{{"), "{body}");
-        let urls = asset_urls(&body);
-        assert!(urls.len() >= 3, "{urls:?}");
-        for url in urls {
-            assert!(url.starts_with(&format!("/assets/{}/", PAGES.version)));
-            let (status, headers, _) = call(Method::GET, &url).await;
-            assert_eq!(status, StatusCode::OK, "{url}");
-            assert_eq!(
-                headers[header::CACHE_CONTROL],
-                "public, max-age=31536000, immutable"
-            );
-            let want = content_type(&url);
-            assert_eq!(headers[header::CONTENT_TYPE], want, "{url}");
+        for path in ["/", "/hosts/db-1.example", "/alerts"] {
+            let (status, headers, body) = call(Method::GET, path).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
+            assert_eq!(headers[header::CACHE_CONTROL], "no-cache");
             assert_secure(&headers);
+            assert!(!body.contains("{{"), "{body}");
+            let urls = asset_urls(&body);
+            assert!(urls.len() >= 3, "{urls:?}");
+            for url in urls {
+                assert!(url.starts_with(&format!("/assets/{}/", PAGES.version)));
+                let (status, headers, _) = call(Method::GET, &url).await;
+                assert_eq!(status, StatusCode::OK, "{url}");
+                assert_eq!(
+                    headers[header::CACHE_CONTROL],
+                    "public, max-age=31536000, immutable"
+                );
+                let want = content_type(&url);
+                assert_eq!(headers[header::CONTENT_TYPE], want, "{url}");
+                assert_secure(&headers);
+            }
         }
         let (_, headers, _) = call(Method::GET, &format!("/assets/{}/app.js", PAGES.version)).await;
         assert_eq!(
@@ -383,17 +449,87 @@ mod tests {
         }
     }
 
-    /// The index asks for every module at once (app.js by its script
-    /// tag, the others preloaded), so none waits for the one importing it.
+    /// The modules a page preloads.
+    fn preloaded(page: &str) -> Vec<String> {
+        let prefix = format!(
+            r#"<link rel="modulepreload" href="/assets/{}/"#,
+            PAGES.version
+        );
+        page.lines()
+            .filter_map(|line| line.strip_prefix(&prefix)?.strip_suffix(r#"">"#))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Each page asks for the modules it runs at once (app.js by its
+    /// script tag, the others preloaded), so none waits for the one
+    /// importing it, and for no other page's; every module is some page's.
+    /// The chart library is a classic script the host page loads itself
+    /// (host.js) and preloads; the other pages never ask for it.
     #[test]
-    fn the_index_preloads_every_module() {
-        for (name, _) in ASSETS.iter().filter(|(name, _)| name.ends_with(".js")) {
-            let tag = if *name == "app.js" {
-                format!(r#"<script type="module" src="{{{{assets}}}}/{name}">"#)
-            } else {
-                format!(r#"<link rel="modulepreload" href="{{{{assets}}}}/{name}">"#)
-            };
-            assert!(INDEX_HTML.contains(&tag), "index.html lacks {tag}");
+    fn each_page_preloads_the_modules_it_runs_and_no_others() {
+        let app = format!(r#"<script type="module" src="{{{{assets}}}}/{APP_MODULE}">"#);
+        assert!(INDEX_HTML.contains(&app), "index.html lacks {app}");
+        let mut everywhere = vec![APP_MODULE.to_owned()];
+        for (page, own, others) in [
+            (&PAGES.fleet, "fleet.js", ["host.js", "alerts.js"]),
+            (&PAGES.host, "host.js", ["fleet.js", "alerts.js"]),
+            (&PAGES.alerts, "alerts.js", ["fleet.js", "host.js"]),
+        ] {
+            let modules = preloaded(page);
+            for name in [own, "account.js", "api.js"] {
+                assert!(
+                    modules.iter().any(|m| m == name),
+                    "{own}'s page lacks {name}: {modules:?}"
+                );
+            }
+            for name in others {
+                assert!(
+                    !modules.iter().any(|m| m == name),
+                    "{own}'s page preloads {name}"
+                );
+            }
+            // Every import of a preloaded module is preloaded too.
+            for module in &modules {
+                for import in imports(module) {
+                    assert!(
+                        modules.iter().any(|m| m == import),
+                        "{own}'s page lacks {import}, which {module} imports"
+                    );
+                }
+            }
+            let library = format!(
+                r#"<link rel="preload" as="script" href="/assets/{}/{UPLOT}">"#,
+                PAGES.version
+            );
+            assert_eq!(page.contains(&library), own == "host.js", "{own}");
+            assert_eq!(
+                page.matches(UPLOT).count(),
+                usize::from(own == "host.js"),
+                "{own}"
+            );
+            everywhere.extend(modules);
+        }
+        assert!(preloaded(&PAGES.host).iter().any(|m| m == "hostinfo.js"));
+        for (name, _) in ASSETS
+            .iter()
+            .filter(|(n, _)| n.ends_with(".js") && !n.starts_with("vendor/"))
+        {
+            assert!(everywhere.iter().any(|m| m == name), "no page runs {name}");
+        }
+    }
+
+    /// The import lines the preloads follow are every import a module
+    /// makes: one written over several lines would be missed.
+    #[test]
+    fn every_import_of_a_module_is_on_an_import_line() {
+        for (name, bytes) in ASSETS
+            .iter()
+            .filter(|(n, _)| n.ends_with(".js") && !n.starts_with("vendor/"))
+        {
+            let text = std::str::from_utf8(bytes).unwrap();
+            let written = text.matches(" from \"./").count();
+            assert_eq!(imports(name).len(), written, "{name}");
         }
     }
 
