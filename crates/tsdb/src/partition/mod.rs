@@ -270,11 +270,10 @@ impl Partition {
         std::fs::create_dir_all(path).map_err(|e| TsdbError::io("create", path, e))?;
         let db = crate::commit::open_sled(path, cache_bytes)?;
         db.flush()?;
-        let marker = path.join(MARKER);
-        std::fs::write(&marker, marker_text(FORMAT_SLED, start, end))
-            .and_then(|()| std::fs::File::open(&marker)?.sync_all())
-            .map_err(|e| TsdbError::io("write", &marker, e))?;
-        sync_dir(path)?;
+        // Through a renamed temporary file: a kill while the marker is
+        // written must leave no marker (a creation cut short), never an
+        // empty one (a damaged partition).
+        replace_file(path, MARKER, &marker_text(FORMAT_SLED, start, end))?;
         sync_dir(dir)?;
         register()?;
         *partition.state()? = State::Open(db.clone());
