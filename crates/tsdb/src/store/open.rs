@@ -172,29 +172,27 @@ impl Inner {
             std::hash::Hasher::finish(&h) as usize % shares == share
         };
         let mut bytes = 0;
-        {
-            for entry in g.groups_from(low)? {
-                let (group, value) = entry?;
-                bytes += value.len() as u64;
-                let Some(group) = group else {
-                    if share == 0 {
-                        bump(&self.counters.corrupt_wal_frames, 1);
-                    }
-                    continue;
+        for entry in g.groups_from(low)? {
+            let (group, value) = entry?;
+            bytes += value.len() as u64;
+            let Some(group) = group else {
+                if share == 0 {
+                    bump(&self.counters.corrupt_wal_frames, 1);
+                }
+                continue;
+            };
+            for frame in wal::frames(&value) {
+                let record = match frame {
+                    Ok(frame) if !mine(frame.host()) => continue,
+                    Ok(frame) => frame.decode(),
+                    Err(e) if share == 0 => Err(e),
+                    Err(_) => continue,
                 };
-                for frame in wal::frames(&value) {
-                    let record = match frame {
-                        Ok(frame) if !mine(frame.host()) => continue,
-                        Ok(frame) => frame.decode(),
-                        Err(e) if share == 0 => Err(e),
-                        Err(_) => continue,
-                    };
-                    match record {
-                        Ok(record) => self.replay_record(group, record, sealed)?,
-                        Err(e) => {
-                            tracing::warn!(group = group.number(), error = %e, "skipping a damaged WAL frame");
-                            bump(&self.counters.corrupt_wal_frames, 1);
-                        }
+                match record {
+                    Ok(record) => self.replay_record(group, record, sealed)?,
+                    Err(e) => {
+                        tracing::warn!(group = group.number(), error = %e, "skipping a damaged WAL frame");
+                        bump(&self.counters.corrupt_wal_frames, 1);
                     }
                 }
             }
