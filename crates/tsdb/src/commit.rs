@@ -81,21 +81,13 @@ const DELETED: &str = ".deleted";
 
 enum State {
     Open(sled::Db),
-    /// Closed, with what deletion and the stats need: the ids of the
-    /// series its groups created and its size on disk. Their definitions
-    /// are the index's keys, which the store holds anyway: a closed
-    /// generation's definitions kept as bytes were a tenth of the store's
-    /// own memory a series (heaptrack, docs/benchmarks.md).
+    /// Closed, with what deletion and the stats need: its series
+    /// definitions and its size on disk.
     Closed {
-        /// `None` when a definition's key does not parse (damage): they
-        /// are read again from the database.
-        series: Option<Vec<u64>>,
+        series: Vec<(sled::IVec, sled::IVec)>,
         disk_bytes: u64,
     },
 }
-
-/// A series definition as a generation holds it: key, series key.
-pub(crate) type Definition = (sled::IVec, sled::IVec);
 
 fn poisoned() -> TsdbError {
     TsdbError::Failed("WAL generation poisoned by a panic".into())
@@ -139,26 +131,15 @@ impl Generation {
     }
 
     fn open(dir: &Path, number: u64) -> Result<Self, TsdbError> {
-        let generation = Self::unread(dir, number);
-        generation.db()?;
-        Ok(generation)
-    }
-
-    /// Generation `number` under `dir`, its database not opened yet: it
-    /// opens when first read, so that opening a store reads one
-    /// generation at a time (each sled database allocates megabytes when
-    /// it opens and keeps what it read).
-    fn unread(dir: &Path, number: u64) -> Self {
-        Generation {
+        let path = Self::path(dir, number);
+        let db = Self::open_db(&path)?;
+        Ok(Generation {
             number,
-            path: Self::path(dir, number),
-            state: Mutex::new(State::Closed {
-                series: None,
-                disk_bytes: 0,
-            }),
+            path,
+            state: Mutex::new(State::Open(db)),
             last_group: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
-        }
+        })
     }
 
     fn state(&self) -> Result<MutexGuard<'_, State>, TsdbError> {
@@ -177,52 +158,28 @@ impl Generation {
     }
 
     /// Closes the database, keeping what deletion and the stats need.
-    pub(crate) fn close(&self) -> Result<(), TsdbError> {
+    fn close(&self) -> Result<(), TsdbError> {
         let mut state = self.state()?;
         let State::Open(db) = &*state else {
             return Ok(());
         };
-        let mut series = Some(Vec::new());
-        for key in db.scan_prefix([keys::SERIES]).keys() {
-            let id = keys::parse_series(&key?);
-            series = series.zip(id).map(|(mut ids, id)| {
-                ids.push(id);
-                ids
-            });
-        }
+        let series = db
+            .scan_prefix([keys::SERIES])
+            .collect::<Result<Vec<_>, _>>()?;
         db.flush()?;
         let disk_bytes = db.size_on_disk()?;
         *state = State::Closed { series, disk_bytes };
         Ok(())
     }
 
-    /// Its series definitions (created by its groups). Once closed, they
-    /// are `definition(id)` for the ids it defines; when that does not
-    /// know one (or an id did not parse), they are read from the database.
-    pub(crate) fn series(
-        &self,
-        definition: impl Fn(u64) -> Option<Vec<u8>>,
-    ) -> Result<Vec<Definition>, TsdbError> {
-        if let State::Closed {
-            series: Some(ids), ..
-        } = &*self.state()?
-        {
-            let known = ids
-                .iter()
-                .map(|&id| Some((keys::series(id)[..].into(), definition(id)?.into())))
-                .collect::<Option<Vec<_>>>();
-            if let Some(known) = known {
-                return Ok(known);
-            }
-            tracing::warn!(
-                generation = self.number,
-                "a WAL generation defines a series the index does not know: reading its definitions"
-            );
+    /// Its series definitions (created by its groups).
+    pub(crate) fn series(&self) -> Result<Vec<(sled::IVec, sled::IVec)>, TsdbError> {
+        match &*self.state()? {
+            State::Open(db) => Ok(db
+                .scan_prefix([keys::SERIES])
+                .collect::<Result<Vec<_>, _>>()?),
+            State::Closed { series, .. } => Ok(series.clone()),
         }
-        Ok(self
-            .db()?
-            .scan_prefix([keys::SERIES])
-            .collect::<Result<Vec<_>, _>>()?)
     }
 
     /// The WAL values of the groups from `from` on, in group order, each
@@ -263,8 +220,7 @@ impl Generation {
     }
 
     /// Every ready generation under `dir` (created if missing), oldest
-    /// first, none of them opened yet; what a crash left of a creation or
-    /// a removal is removed.
+    /// first; what a crash left of a creation or a removal is removed.
     pub(crate) fn open_all(dir: &Path) -> Result<Vec<Self>, TsdbError> {
         std::fs::create_dir_all(dir).map_err(|e| TsdbError::io("create WAL directory", dir, e))?;
         let entries =
@@ -293,7 +249,7 @@ impl Generation {
             }
         }
         numbers.sort_unstable();
-        Ok(numbers.into_iter().map(|n| Self::unread(dir, n)).collect())
+        numbers.into_iter().map(|n| Self::open(dir, n)).collect()
     }
 }
 
@@ -705,42 +661,6 @@ mod tests {
         let group = c.enqueue(b"frame", Vec::new(), &[]).unwrap();
         c.wait(group.number()).unwrap();
         (c, Generation::path(wal, 1))
-    }
-
-    #[test]
-    fn a_closed_generation_gives_its_definitions_from_the_index_or_its_database() {
-        let dir = tempfile::tempdir().unwrap();
-        let wal = dir.path().join("wal");
-        let c = Committer::new(&wal, Generation::open_all(&wal).unwrap(), 1, None).unwrap();
-        let defs = vec![
-            (keys::series(7).to_vec(), b"seven".to_vec()),
-            (keys::series(9).to_vec(), b"nine".to_vec()),
-        ];
-        let group = c.enqueue(b"frame", defs.clone(), &[]).unwrap();
-        c.wait(group.number()).unwrap();
-        let g = c.with_generations(|g| Ok(g[0].clone())).unwrap();
-        let as_vecs = |d: Vec<Definition>| {
-            d.into_iter()
-                .map(|(k, v)| (k.to_vec(), v.to_vec()))
-                .collect::<Vec<_>>()
-        };
-        let none = |_| None;
-        assert_eq!(as_vecs(g.series(none).unwrap()), defs);
-        g.close().unwrap();
-        assert!(matches!(
-            &*g.state().unwrap(),
-            State::Closed { series: Some(ids), .. } if ids == &[7, 9]
-        ));
-        // Closed: what the index says, without opening the database.
-        let index = |id| Some(format!("index {id}").into_bytes());
-        let from_index = as_vecs(g.series(index).unwrap());
-        assert_eq!(
-            from_index[1],
-            (keys::series(9).to_vec(), b"index 9".to_vec())
-        );
-        assert!(matches!(&*g.state().unwrap(), State::Closed { .. }));
-        // An id the index does not know: read from the database again.
-        assert_eq!(as_vecs(g.series(none).unwrap()), defs);
     }
 
     #[test]

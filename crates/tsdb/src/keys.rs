@@ -63,14 +63,6 @@ pub(crate) fn series(id: u64) -> [u8; 9] {
     key
 }
 
-/// The series id of an `S` key.
-pub(crate) fn parse_series(key: &[u8]) -> Option<u64> {
-    match key {
-        [SERIES, id @ ..] => Some(u64::from_be_bytes(id.try_into().ok()?)),
-        _ => None,
-    }
-}
-
 pub(crate) fn last(id: u64) -> [u8; 9] {
     let mut key = [0u8; 9];
     key[0] = LAST;

@@ -179,12 +179,8 @@ impl Inner {
         // batches of DEFINITIONS_PER_BATCH: one sled batch of them all
         // left sled's leaf writes and node splits under it resident
         // (heaptrack).
-        let definition = |id| {
-            let index = self.index.read().ok()?;
-            Some(index.series_key(id)?.encode())
-        };
         for g in gone {
-            for definitions in g.series(definition)?.chunks(DEFINITIONS_PER_BATCH) {
+            for definitions in g.series()?.chunks(DEFINITIONS_PER_BATCH) {
                 let mut batch = sled::Batch::default();
                 for (key, value) in definitions {
                     batch.insert(key, value);

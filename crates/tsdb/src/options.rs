@@ -50,9 +50,7 @@ pub struct Options {
     pub idle_seal_ms: i64,
     /// WAL bytes after which new commit groups go to a new WAL database
     /// (a generation), so that the older one can be deleted whole once
-    /// sealed; see the `commit` module. It also bounds the memory of the
-    /// WAL: sled keeps what the current generation was written until it
-    /// is closed, whatever its cache capacity.
+    /// sealed; see the `commit` module.
     pub wal_generation_bytes: u64,
     /// How often the background thread seals chunks, truncates the WAL and
     /// enforces retention; `None` runs no thread (call [`crate::Store::maintain`],
@@ -91,7 +89,7 @@ impl Default for Options {
             chunk_window_ms: HOUR_MS,
             partition_ms: DAY_MS,
             idle_seal_ms: 15 * MINUTE_MS,
-            wal_generation_bytes: 4 << 20,
+            wal_generation_bytes: 32 << 20,
             maintenance_interval: Some(Duration::from_secs(5)),
             partition_idle_close: Duration::from_secs(60),
             cache_bytes: 64 << 20,

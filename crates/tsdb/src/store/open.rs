@@ -38,26 +38,13 @@ impl Inner {
         crate::partition::check_format(dir, &tree, &partitions)?;
         let wal_dir = &dir.join("wal");
         let generations = Generation::open_all(wal_dir)?;
-        let mut index = Index::default();
-        index.next_id = 1;
-        read_definitions(&mut index, &tree, &counters)?;
-        let mut next_group = 1;
         // Definitions of series created since the oldest WAL generation
-        // are only there until it is deleted. One generation is open at a
-        // time, here and in replay.
-        for g in &generations {
-            let db = g.db()?;
-            read_definitions(&mut index, &db, &counters)?;
-            if let Some(entry) = db.scan_prefix([keys::WAL]).keys().next_back()
-                && let Some(last) = keys::parse_wal(&entry?)
-            {
-                g.last_group.store(last, Ordering::Relaxed);
-                next_group = last + 1;
-            }
-            drop(db);
-            g.close()?;
-        }
-        index.order_all();
+        // are only there until it is deleted.
+        let wal_trees = generations
+            .iter()
+            .map(|g| Ok((*g.db()?).clone()))
+            .collect::<Result<Vec<_>, TsdbError>>()?;
+        let index = read_index(std::iter::once(tree.clone()).chain(wal_trees), &counters)?;
         let mut hosts = hosts_of(&index);
         read_last_points(&tree, &index, &mut hosts, &counters)?;
         read_sequences(&tree, &mut hosts, &counters)?;
@@ -67,8 +54,16 @@ impl Inner {
                 _ => default,
             })
         };
-        let next_group = meta(keys::META_NEXT_GROUP, 1)?.max(next_group);
+        let mut next_group = meta(keys::META_NEXT_GROUP, 1)?;
         let low = meta(keys::META_LOW_GROUP, 0)?;
+        for g in &generations {
+            if let Some(entry) = g.db()?.scan_prefix([keys::WAL]).keys().next_back()
+                && let Some(last) = keys::parse_wal(&entry?)
+            {
+                g.last_group.store(last, Ordering::Relaxed);
+                next_group = next_group.max(last + 1);
+            }
+        }
         let hosts = hosts
             .into_iter()
             .map(|(name, state)| {
@@ -113,56 +108,49 @@ impl Inner {
     /// Replays the WAL from group `low` on into the head: every group
     /// below it is sealed, its sequences and series definitions persisted.
     /// Hosts are independent, so each of a few threads replays the frames
-    /// of its share of the hosts, in WAL order. Generations are read one
-    /// at a time, each closed once read (sled keeps what it read).
+    /// of its share of the hosts, in WAL order.
     fn replay(&self, low: u64) -> Result<(), TsdbError> {
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .clamp(1, MAX_REPLAY_THREADS);
         self.commit.with_generations(|generations| {
-            let mut sealed: Vec<Sealed> = (0..threads).map(|_| Sealed::default()).collect();
-            let mut total = 0;
-            for g in generations {
-                let results: Vec<Result<u64, TsdbError>> = std::thread::scope(|scope| {
-                    let workers: Vec<_> = sealed
-                        .iter_mut()
-                        .enumerate()
-                        .map(|(share, sealed)| {
-                            scope.spawn(move || self.replay_share(g, low, share, threads, sealed))
+            let results: Vec<Result<Vec<u64>, TsdbError>> = std::thread::scope(|scope| {
+                let workers: Vec<_> = (0..threads)
+                    .map(|share| {
+                        scope.spawn(move || self.replay_share(generations, low, share, threads))
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .map(|w| {
+                        w.join().unwrap_or_else(|_| {
+                            Err(TsdbError::Failed("a WAL replay thread panicked".into()))
                         })
-                        .collect();
-                    workers
-                        .into_iter()
-                        .map(|w| {
-                            w.join().unwrap_or_else(|_| {
-                                Err(TsdbError::Failed("a WAL replay thread panicked".into()))
-                            })
-                        })
-                        .collect()
-                });
-                let results = results.into_iter().collect::<Result<Vec<_>, TsdbError>>()?;
-                // Every share read every value; the first one's size serves.
-                let bytes = results.into_iter().next().unwrap_or_default();
-                g.bytes.store(bytes, Ordering::Relaxed);
-                total += bytes;
-                g.close()?;
+                    })
+                    .collect()
+            });
+            let results = results.into_iter().collect::<Result<Vec<_>, TsdbError>>()?;
+            // Every share read every value; the first one's sizes serve.
+            let sizes = results.into_iter().next().unwrap_or_default();
+            for (g, bytes) in generations.iter().zip(&sizes) {
+                g.bytes.store(*bytes, Ordering::Relaxed);
             }
+            let total = sizes.iter().sum();
             self.commit.wal_bytes.store(total, Ordering::Relaxed);
             Ok(())
         })
     }
 
-    /// Replays the frames in generation `g` of the hosts that hash to
-    /// `share` of `shares`; damage that names no host is counted by share
-    /// 0. Returns the bytes of the WAL values read.
+    /// Replays the frames of the hosts that hash to `share` of `shares`;
+    /// damage that names no host is counted by share 0. Returns the bytes
+    /// of the WAL values read, per generation.
     fn replay_share(
         &self,
-        g: &Generation,
+        generations: &[Arc<Generation>],
         low: u64,
         share: usize,
         shares: usize,
-        sealed: &mut Sealed,
-    ) -> Result<u64, TsdbError> {
+    ) -> Result<Vec<u64>, TsdbError> {
         let mine = |host: Option<&str>| {
             let Some(host) = host else {
                 return share == 0;
@@ -171,33 +159,38 @@ impl Inner {
             std::hash::Hash::hash(host, &mut h);
             std::hash::Hasher::finish(&h) as usize % shares == share
         };
-        let mut bytes = 0;
-        for entry in g.groups_from(low)? {
-            let (group, value) = entry?;
-            bytes += value.len() as u64;
-            let Some(group) = group else {
-                if share == 0 {
-                    bump(&self.counters.corrupt_wal_frames, 1);
-                }
-                continue;
-            };
-            for frame in wal::frames(&value) {
-                let record = match frame {
-                    Ok(frame) if !mine(frame.host()) => continue,
-                    Ok(frame) => frame.decode(),
-                    Err(e) if share == 0 => Err(e),
-                    Err(_) => continue,
-                };
-                match record {
-                    Ok(record) => self.replay_record(group, record, sealed)?,
-                    Err(e) => {
-                        tracing::warn!(group = group.number(), error = %e, "skipping a damaged WAL frame");
+        let mut sealed = Sealed::default();
+        let mut sizes = Vec::with_capacity(generations.len());
+        for g in generations {
+            let mut bytes = 0;
+            for entry in g.groups_from(low)? {
+                let (group, value) = entry?;
+                bytes += value.len() as u64;
+                let Some(group) = group else {
+                    if share == 0 {
                         bump(&self.counters.corrupt_wal_frames, 1);
+                    }
+                    continue;
+                };
+                for frame in wal::frames(&value) {
+                    let record = match frame {
+                        Ok(frame) if !mine(frame.host()) => continue,
+                        Ok(frame) => frame.decode(),
+                        Err(e) if share == 0 => Err(e),
+                        Err(_) => continue,
+                    };
+                    match record {
+                        Ok(record) => self.replay_record(group, record, &mut sealed)?,
+                        Err(e) => {
+                            tracing::warn!(group = group.number(), error = %e, "skipping a damaged WAL frame");
+                            bump(&self.counters.corrupt_wal_frames, 1);
+                        }
                     }
                 }
             }
+            sizes.push(bytes);
         }
-        Ok(bytes)
+        Ok(sizes)
     }
 
     fn replay_record(
@@ -253,26 +246,30 @@ fn key_series_id(key: &[u8]) -> Option<u64> {
         .map(u64::from_be_bytes)
 }
 
-/// Adds the series definitions in `tree` (the store's, then each WAL
-/// generation's) to `index`; the first definition of an id wins, and one
-/// that does not decode is counted.
-fn read_definitions(
-    index: &mut Index,
-    tree: &sled::Tree,
+/// The series definitions in `trees` (the store's, then the WAL
+/// generations'); the first definition of an id wins, and one that does
+/// not decode is counted.
+fn read_index(
+    trees: impl Iterator<Item = sled::Tree>,
     counters: &Counters,
-) -> Result<(), TsdbError> {
-    for entry in tree.scan_prefix([keys::SERIES]) {
-        let (key, value) = entry?;
-        let id = key_series_id(&key);
-        match (id, SeriesKey::decode(&value)) {
-            (Some(id), _) if index.keys.contains_key(&id) => {}
-            (Some(id), Ok(series)) if key.len() == 9 => {
-                index.insert(id, &series);
+) -> Result<Index, TsdbError> {
+    let mut index = Index::default();
+    index.next_id = 1;
+    for tree in trees {
+        for entry in tree.scan_prefix([keys::SERIES]) {
+            let (key, value) = entry?;
+            let id = key_series_id(&key);
+            match (id, SeriesKey::decode(&value)) {
+                (Some(id), _) if index.keys.contains_key(&id) => {}
+                (Some(id), Ok(series)) if key.len() == 9 => {
+                    index.insert(id, &series);
+                }
+                _ => bump(&counters.corrupt_series, 1),
             }
-            _ => bump(&counters.corrupt_series, 1),
         }
     }
-    Ok(())
+    index.order_all();
+    Ok(index)
 }
 
 /// The hosts of the series in `index`, each with its series.
