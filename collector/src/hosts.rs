@@ -458,7 +458,7 @@ mod tests {
         registry.connected("web2", None, "boot-b");
         registry.goodbye("web1");
         // Every handle was let go: the database opens again in-process.
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::state::reopen_dropped(dir.path());
         registry.attach(&db).unwrap();
         assert_eq!(registry.failure(), None);
         drop(registry);

@@ -192,6 +192,23 @@ fn open_db(path: &Path) -> Result<sled::Db, sled::Error> {
         .open()
 }
 
+/// Opens the database at `path` again in a test that just dropped its
+/// last handle: sled's threads of that opening hold the file lock a
+/// moment longer (longer on a loaded machine), so a lock error is
+/// retried for up to 10 s.
+#[cfg(test)]
+pub(crate) fn reopen_dropped(path: &Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::open(path) {
+            Err(e) if e.to_string().contains("lock") && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other.unwrap(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

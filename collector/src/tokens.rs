@@ -642,7 +642,7 @@ mod tests {
             store.create(new("c", TokenRole::Viewer, Ttl::Never), 0),
             Err(TokenError::Unavailable(_))
         ));
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::state::reopen_dropped(dir.path());
         store.attach(&db).unwrap();
         assert_eq!(store.failure(), None);
         drop(store);

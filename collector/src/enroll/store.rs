@@ -926,7 +926,7 @@ mod tests {
             store.create(new(1, 1_000, None), 0, |_| false),
             Err(crate::tokens::TokenError::Unavailable(_))
         ));
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::state::reopen_dropped(dir.path());
         store.attach(&db).unwrap();
         assert_eq!(store.failure(), None);
         store
