@@ -262,6 +262,7 @@ async fn starttls_messages_arrive_with_both_parts_and_the_resolution_threads_to_
 
     // A restart between the page and its resolution: the thread is kept
     // with what the hook was told.
+    engine.until_delivered("mail").await;
     engine.stop().await;
     let mut engine = start_engine(&db, &text);
     engine.cpu("web1", now_ms(), 0.1);

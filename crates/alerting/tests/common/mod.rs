@@ -51,6 +51,25 @@ impl Engine {
         }
     }
 
+    /// Waits (up to 10 s) until hook `hook` has nothing left in its
+    /// outbox: a message the receiver has may not be marked delivered
+    /// yet, and an engine stopped before that sends it again when it
+    /// starts (at least once).
+    pub async fn until_delivered(&self, hook: &str) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let pending = self.alerting.outbox_depth().get(hook).copied().unwrap_or(0);
+            if pending == 0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{pending} deliveries of {hook} still in the outbox after 10 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     pub async fn stop(self) {
         self.stop.cancel();
         self.task.await.unwrap();
