@@ -138,6 +138,8 @@ impl Admin for AdminService {
             )));
         }
         tracing::info!(by = %peer.identity, to = %to.display(), incremental, "backup requested through Admin");
+        // The copy holds memory's last seen, as after a clean stop.
+        self.shared.hosts.write_seen();
         let databases = self.shared.state.database().map_err(|why| {
             Status::unavailable(format!(
                 "the collector's own database cannot be read now ({why}); try again"
