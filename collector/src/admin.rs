@@ -147,9 +147,14 @@ impl Admin for AdminService {
             incremental,
             databases: vec![(String::new(), databases)],
         };
+        let hosts = self.shared.hosts.clone();
         let report = self
             .shared
-            .on_store(move |store| store.backup(&to, options))
+            .on_store(move |store| {
+                // The copy holds memory's last seen, as after a clean stop.
+                hosts.write_seen();
+                store.backup(&to, options)
+            })
             .await
             .inspect_err(|status| tracing::warn!(error = %status.message(), "backup failed"))?;
         Ok(Response::new(convert::backup_out(report)))

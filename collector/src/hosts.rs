@@ -7,10 +7,22 @@
 //! a dead connection closing late, or an agent reconnecting to a collector
 //! that cannot store, does not make a silent host look alive.
 //!
-//! Memory is the registry; the tree follows it. After a failed write (sled
-//! refuses writes until its database is reopened) records are kept in
-//! memory only, and written back when the collector hands over the
-//! reopened database ([`HostRegistry::attach`]).
+//! Memory is the registry; the tree follows it. A change of hello, facts,
+//! boot id, goodbye or certificate expiry is written at once; last seen,
+//! which moves with every stored batch, is written at most once per
+//! [`SEEN_WRITE_INTERVAL_MS`] per host (with any other change, or when it
+//! is older than that in the tree), and every newer one is written at a
+//! clean stop and before a backup ([`HostRegistry::write_seen`]). The
+//! persisted last seen is read only when the registry opens: after a
+//! clean restart it is memory's; after a crash it may be up to the
+//! interval older, which pages no one (a `host_down` rule watches a host
+//! not heard from since the collector started from the start, plus a
+//! third of its timeout) and at worst lists a host down a little earlier
+//! until its first batch after the restart.
+//!
+//! After a failed write (sled refuses writes until its database is
+//! reopened) records are kept in memory only, and written back when the
+//! collector hands over the reopened database ([`HostRegistry::attach`]).
 
 use crate::state::{Records, Writes};
 use hostwatch_proto::v1::{Hello, HostFacts, HostStatus};
@@ -19,12 +31,22 @@ use prost::Message;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+/// How much older than memory's a host's persisted last seen may get
+/// while its batches are stored. Only a crash lets the difference show
+/// (a clean stop writes memory's), and then only in the host list before
+/// the host's first batch after the restart: host-down rules never page
+/// on the persisted value (see the module doc). A minute writes one
+/// record in six at the agents' default 10 s interval.
+pub(crate) const SEEN_WRITE_INTERVAL_MS: i64 = 60_000;
+
 #[derive(Debug, Clone, Default)]
 struct HostEntry {
     facts: Option<HostFacts>,
     boot_id: String,
     /// When a batch of the host was last stored (or it first connected).
     last_seen_ms: i64,
+    /// The last seen of the record last written to the tree.
+    written_seen_ms: i64,
     open_streams: u32,
     /// The agent said goodbye before its last stream closed.
     clean_shutdown: bool,
@@ -58,6 +80,7 @@ impl HostRegistry {
                     facts: status.facts.map(|f| bounded_facts(&status.host_id, f)),
                     boot_id: status.boot_id,
                     last_seen_ms: status.last_seen_ms,
+                    written_seen_ms: status.last_seen_ms,
                     open_streams: 0,
                     clean_shutdown: status.clean_shutdown,
                     certificate_expires_ms: status.certificate_expires_ms,
@@ -107,9 +130,31 @@ impl HostRegistry {
 
     /// A batch of `host` was stored.
     pub(crate) fn seen(&self, host: &str) {
+        self.seen_at(host, now_ms());
+    }
+
+    /// A batch of `host` was stored at `now_ms`; written to the tree only
+    /// if the tree's last seen is [`SEEN_WRITE_INTERVAL_MS`] old (or ahead,
+    /// after the clock stepped back).
+    fn seen_at(&self, host: &str, now_ms: i64) {
         if let Some(entry) = self.lock().get_mut(host) {
-            entry.last_seen_ms = now_ms();
-            self.persist(host, entry);
+            entry.last_seen_ms = now_ms;
+            let written = entry.written_seen_ms;
+            if now_ms < written || now_ms - written >= SEEN_WRITE_INTERVAL_MS {
+                self.persist(host, entry);
+            }
+        }
+    }
+
+    /// Writes the record of every host whose last seen is newer in memory
+    /// than in the tree: at a clean stop, so a restart loses nothing, and
+    /// before a backup copies the tree.
+    pub(crate) fn write_seen(&self) {
+        let mut hosts = self.lock();
+        for (host, entry) in hosts.iter_mut() {
+            if entry.last_seen_ms != entry.written_seen_ms {
+                self.persist(host, entry);
+            }
         }
     }
 
@@ -214,11 +259,14 @@ impl HostRegistry {
     /// record from memory into it.
     pub(crate) fn attach(&self, db: &sled::Db) -> Result<(), sled::Error> {
         let tree = db.open_tree("hosts")?;
-        let hosts = self.lock();
+        let mut hosts = self.lock();
         for (host, entry) in hosts.iter() {
             tree.insert(host.as_bytes(), Self::record(host, entry).encode_to_vec())?;
         }
         tree.flush()?;
+        for entry in hosts.values_mut() {
+            entry.written_seen_ms = entry.last_seen_ms;
+        }
         *self.records.lock() = Writes::Writable(tree);
         Ok(())
     }
@@ -235,17 +283,19 @@ impl HostRegistry {
         }
     }
 
-    fn persist(&self, host: &str, entry: &HostEntry) {
-        let record = Self::record(host, entry).encode_to_vec();
+    fn persist(&self, host: &str, entry: &mut HostEntry) {
         let mut records = self.records.lock();
         let Writes::Writable(tree) = &*records else {
+            // `attach` writes every record back.
             return;
         };
+        let record = Self::record(host, entry).encode_to_vec();
         // Durable with the next store flush; losing a last-seen update in a
         // crash only makes the host look down a little earlier. A failure
         // is logged once, by the collector's state watch.
-        if let Err(e) = tree.insert(host.as_bytes(), record) {
-            *records = Writes::Failed(format!("a write failed ({e})"));
+        match tree.insert(host.as_bytes(), record) {
+            Ok(_) => entry.written_seen_ms = entry.last_seen_ms,
+            Err(e) => *records = Writes::Failed(format!("a write failed ({e})")),
         }
     }
 }
@@ -381,9 +431,92 @@ mod tests {
         assert!(stored > first);
         tick(stored);
         registry.disconnected("web1");
+        // The clean stop's write.
+        registry.write_seen();
         drop(registry);
         let reopened = HostRegistry::open(&db, 1_000).unwrap();
         assert_eq!(last_seen(&reopened), stored);
+    }
+
+    /// The last seen of `host`'s record in the tree.
+    fn written_seen(db: &sled::Db, host: &str) -> i64 {
+        let value = db.open_tree("hosts").unwrap().get(host).unwrap().unwrap();
+        HostStatus::decode(&*value).unwrap().last_seen_ms
+    }
+
+    #[test]
+    fn last_seen_is_written_once_per_interval_and_at_a_clean_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let registry = HostRegistry::open(&db, 1_000).unwrap();
+        let interval = SEEN_WRITE_INTERVAL_MS;
+        registry.connected("web1", None, "boot-a");
+        let t0 = registry.liveness()[0].last_seen_ms;
+        assert_eq!(written_seen(&db, "web1"), t0);
+        // Within the interval: memory moves, the tree does not.
+        registry.seen_at("web1", t0 + 10_000);
+        registry.seen_at("web1", t0 + interval - 1);
+        assert_eq!(registry.liveness()[0].last_seen_ms, t0 + interval - 1);
+        assert!(registry.get("web1", t0 + interval).unwrap().up);
+        assert_eq!(written_seen(&db, "web1"), t0);
+        // An interval after the last write, it is written.
+        registry.seen_at("web1", t0 + interval);
+        assert_eq!(written_seen(&db, "web1"), t0 + interval);
+        registry.seen_at("web1", t0 + interval + 1_000);
+        assert_eq!(written_seen(&db, "web1"), t0 + interval);
+        // The clock stepped back: the tree is not left ahead of memory.
+        registry.seen_at("web1", t0 + 1_000);
+        assert_eq!(written_seen(&db, "web1"), t0 + 1_000);
+
+        // The clean stop writes every newer last seen, and only those.
+        registry.connected("web2", None, "boot-b");
+        let web2 = written_seen(&db, "web2");
+        registry.seen_at("web1", t0 + 2_000);
+        registry.write_seen();
+        assert_eq!(written_seen(&db, "web1"), t0 + 2_000);
+        assert_eq!(written_seen(&db, "web2"), web2);
+        drop(registry);
+        let reopened = HostRegistry::open(&db, 1_000).unwrap();
+        let seen = |host: &str| reopened.get(host, 0).unwrap().last_seen_ms;
+        assert_eq!(seen("web1"), t0 + 2_000);
+        // What was read at open is what the tree holds: not written again.
+        reopened.seen_at("web1", t0 + 3_000);
+        assert_eq!(written_seen(&db, "web1"), t0 + 2_000);
+    }
+
+    #[test]
+    fn other_changes_are_written_at_once_with_the_newest_last_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let registry = HostRegistry::open(&db, 1_000).unwrap();
+        let record = |host: &str| {
+            let value = db.open_tree("hosts").unwrap().get(host).unwrap().unwrap();
+            HostStatus::decode(&*value).unwrap()
+        };
+        registry.connected("web1", None, "boot-a");
+        let t0 = registry.liveness()[0].last_seen_ms;
+        registry.seen_at("web1", t0 + 1_000);
+        registry.goodbye("web1");
+        assert!(record("web1").clean_shutdown);
+        assert_eq!(record("web1").last_seen_ms, t0 + 1_000);
+        registry.seen_at("web1", t0 + 2_000);
+        registry.certificate("web1", 9_000);
+        assert_eq!(record("web1").certificate_expires_ms, 9_000);
+        assert_eq!(record("web1").last_seen_ms, t0 + 2_000);
+        registry.seen_at("web1", t0 + 3_000);
+        let facts = HostFacts {
+            hostname: "web1.example".to_owned(),
+            ..HostFacts::default()
+        };
+        assert_eq!(registry.connected("web1", Some(facts), "boot-b"), "boot-a");
+        let written = record("web1");
+        assert_eq!(written.boot_id, "boot-b");
+        assert_eq!(written.facts.unwrap().hostname, "web1.example");
+        assert!(!written.clean_shutdown);
+        assert_eq!(written.last_seen_ms, t0 + 3_000);
+        // The interval counts from that write.
+        registry.seen_at("web1", t0 + 3_000 + SEEN_WRITE_INTERVAL_MS - 1);
+        assert_eq!(record("web1").last_seen_ms, t0 + 3_000);
     }
 
     #[test]
@@ -457,15 +590,26 @@ mod tests {
         // Memory goes on while nothing can be written.
         registry.connected("web2", None, "boot-b");
         registry.goodbye("web1");
+        let t0 = registry.get("web1", 0).unwrap().last_seen_ms;
+        let seen = t0 + 2 * SEEN_WRITE_INTERVAL_MS;
+        registry.seen_at("web1", seen);
+        registry.write_seen();
         // Every handle was let go: the database opens again in-process.
         let db = crate::state::reopen_dropped(dir.path());
         registry.attach(&db).unwrap();
         assert_eq!(registry.failure(), None);
+        assert_eq!(written_seen(&db, "web1"), seen);
+        // The write-back counts as the last write.
+        registry.seen_at("web1", seen + 1_000);
+        assert_eq!(written_seen(&db, "web1"), seen);
+        registry.seen_at("web1", seen + SEEN_WRITE_INTERVAL_MS);
+        assert_eq!(written_seen(&db, "web1"), seen + SEEN_WRITE_INTERVAL_MS);
         drop(registry);
         let reopened = HostRegistry::open(&db, 1_000).unwrap();
         let listed = reopened.page(now_ms(), "", usize::MAX).0;
         assert_eq!(listed.len(), 2);
         assert!(listed[0].clean_shutdown);
+        assert_eq!(listed[0].last_seen_ms, seen + SEEN_WRITE_INTERVAL_MS);
         assert_eq!(listed[1].boot_id, "boot-b");
     }
 }

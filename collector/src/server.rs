@@ -460,8 +460,8 @@ fn close_after_drain(
 }
 
 /// Once the server is done: stops the background tasks, gives the stream
-/// tasks still in a store call [`STORE_CALL_GRACE`], and flushes the state
-/// database.
+/// tasks still in a store call [`STORE_CALL_GRACE`], writes the hosts'
+/// newest last seen and flushes the state database.
 async fn finish(shared: &Shared) {
     shared.stop.cancel();
     shared.tasks.close();
@@ -486,6 +486,9 @@ async fn finish(shared: &Shared) {
     for (name, f) in shared.forwarding.figures() {
         tracing::info!(destination = %name, sent = f.sent, failed = f.failed, dropped = f.dropped, pending = f.pending, cursor = f.cursor, "forwarding stopped");
     }
+    // Last seen is written at most once a minute per host while batches
+    // come; a clean stop writes memory's, so a restart loses none.
+    shared.hosts.write_seen();
     if let Err(e) = shared.state.flush().await {
         tracing::error!(error = %e, "final flush failed");
     }

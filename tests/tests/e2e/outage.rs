@@ -4,6 +4,9 @@
 //! rule's, shorter than `host_down_after`) from the collector's Welcome
 //! and keeps its backoff below a third of it, whatever its own
 //! `limits.max_backoff`.
+//!
+//! A clean stop keeps every host's newest last seen, though the registry
+//! writes it at most once a minute while batches come.
 
 use hostwatch_proto::v1::ListHostsRequest;
 use hostwatch_tests::*;
@@ -14,7 +17,7 @@ use tokio::net::TcpListener;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-async fn last_seen(pki: &TestPki, addr: std::net::SocketAddr) -> Option<i64> {
+async fn last_seen(pki: &TestPki, addr: std::net::SocketAddr, host: &str) -> Option<i64> {
     let hosts = operator(pki, addr)
         .await
         .list_hosts(ListHostsRequest::default())
@@ -24,7 +27,7 @@ async fn last_seen(pki: &TestPki, addr: std::net::SocketAddr) -> Option<i64> {
         .hosts;
     hosts
         .iter()
-        .find(|h| h.host_id == "returning")
+        .find(|h| h.host_id == host)
         .map(|h| h.last_seen_ms)
 }
 
@@ -52,7 +55,7 @@ async fn a_returning_collector_pages_no_host_for_its_outage() {
     agent_config.limits.max_backoff = Duration::from_secs(60);
     let agent = RunningAgent::start(agent_config);
     eventually(WAIT, "the host's first batch", || async {
-        last_seen(&pki, addr).await.filter(|&t| t > 0)
+        last_seen(&pki, addr, "returning").await.filter(|&t| t > 0)
     })
     .await;
 
@@ -82,7 +85,9 @@ async fn a_returning_collector_pages_no_host_for_its_outage() {
     let back_ms = now_ms();
     let collector = RunningCollector::start_on(config, TcpListener::bind(addr).await.unwrap());
     eventually(WAIT, "data after the collector's return", || async {
-        last_seen(&pki, addr).await.filter(|&t| t > back_ms)
+        last_seen(&pki, addr, "returning")
+            .await
+            .filter(|&t| t > back_ms)
     })
     .await;
     let pages: Vec<_> = receiver
@@ -92,5 +97,44 @@ async fn a_returning_collector_pages_no_host_for_its_outage() {
         .collect();
     assert!(pages.is_empty(), "the outage paged the host: {pages:?}");
     agent.stop().await;
+    collector.stop().await;
+}
+
+#[tokio::test]
+async fn a_clean_stop_keeps_the_newest_last_seen() {
+    let pki = TestPki::new();
+    let data = tempfile::tempdir().unwrap();
+    let config = collector_config(&pki, data.path());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let collector = RunningCollector::start_on(config.clone(), listener);
+    let state = tempfile::tempdir().unwrap();
+    let agent = RunningAgent::start(agent_config(&pki, "steady", addr, state.path()));
+    let first = eventually(WAIT, "the host's first batch", || async {
+        last_seen(&pki, addr, "steady").await.filter(|&t| t > 0)
+    })
+    .await;
+    // Batches a second after the first, well within the interval the
+    // registry writes last seen at.
+    eventually(WAIT, "batches after the first", || async {
+        last_seen(&pki, addr, "steady")
+            .await
+            .filter(|&t| t > first + 1_000)
+    })
+    .await;
+    // No goodbye, which would write the record itself.
+    agent.kill().await;
+    let before_stop = last_seen(&pki, addr, "steady").await.unwrap();
+    collector.stop().await;
+
+    let collector = RunningCollector::start_on(config, TcpListener::bind(addr).await.unwrap());
+    let after_restart = eventually(WAIT, "the restarted collector's host list", || async {
+        last_seen(&pki, addr, "steady").await
+    })
+    .await;
+    assert!(
+        after_restart >= before_stop,
+        "the restart lost last seen: {after_restart} < {before_stop} (first batch {first})"
+    );
     collector.stop().await;
 }
