@@ -494,29 +494,37 @@ impl SourceSeq {
 }
 
 /// What a maintenance pass needs to know of a host's open series windows
-/// without visiting its series: a window that neither the clock nor the
-/// newest sample has passed the end of cannot be due, and the lowest
-/// commit group held bounds where WAL replay starts.
+/// without visiting its series: a window is sealed (unless forced) only
+/// once its series' newest sample is past its end, or the clock is and
+/// the series has been idle long enough; and the lowest commit group held
+/// bounds where WAL replay starts.
 ///
-/// Kept by the [`HostState`] methods that open windows, insert samples and
-/// restore a series' newest sample; closing a window forgets the bounds
-/// until the next walk recomputes them ([`HostState::series_bounds`]).
+/// Over the series with an open window; kept by the [`HostState`]
+/// methods that open windows, insert samples and restore a series' newest
+/// sample. Closing a window forgets them until the next walk over the
+/// series ([`HostState::series_bounds`]); a walk also makes them exact
+/// again ([`HostState::refresh_series_bounds`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SeriesBounds {
     /// At or before the start of every open series window; `i64::MAX`
     /// when there is none.
     pub(crate) earliest_start: i64,
-    /// At or after every series' newest sample time ([`SeriesHead::max_t`]).
+    /// At or after the newest sample time ([`SeriesHead::max_t`]) of
+    /// every series with an open window.
     pub(crate) newest: i64,
+    /// At or before the last insertion ([`SeriesHead::touched_ms`]) into
+    /// every series with an open window.
+    pub(crate) earliest_touched: i64,
     /// The lowest commit group an open series window holds, exactly.
     pub(crate) min_lsn: Option<u64>,
 }
 
 impl SeriesBounds {
-    /// The bounds of a host with no open window and no sample.
+    /// The bounds of a host with no open series window.
     const NONE: SeriesBounds = SeriesBounds {
         earliest_start: i64::MAX,
         newest: i64::MIN,
+        earliest_touched: i64::MAX,
         min_lsn: None,
     };
 
@@ -525,18 +533,25 @@ impl SeriesBounds {
         self.min_lsn.is_some()
     }
 
-    fn open(&mut self, start: i64, lsn: u64) {
+    /// Takes in `series`, which has window `start` holding group `lsn` open.
+    fn open(&mut self, series: &SeriesHead, start: i64, lsn: u64) {
         self.earliest_start = self.earliest_start.min(start);
         self.min_lsn = Some(self.min_lsn.map_or(lsn, |m| m.min(lsn)));
+        self.inserted(series);
+    }
+
+    /// Takes in `series`' newest sample and last insertion.
+    fn inserted(&mut self, series: &SeriesHead) {
+        self.newest = self.newest.max(series.max_t());
+        self.earliest_touched = self.earliest_touched.min(series.touched_ms());
     }
 
     /// The exact bounds of `series`.
     fn of<'a>(series: impl Iterator<Item = &'a SeriesHead>) -> Self {
         let mut bounds = SeriesBounds::NONE;
         for s in series {
-            bounds.newest = bounds.newest.max(s.max_t());
             for w in &s.windows {
-                bounds.open(w.start, w.min_lsn);
+                bounds.open(s, w.start, w.min_lsn);
             }
         }
         bounds
@@ -723,6 +738,12 @@ impl HostState {
             .get_or_insert_with(|| SeriesBounds::of(self.series.values()))
     }
 
+    /// Walks the series to make the bounds exact again: kept bounds only
+    /// ever widen (an earlier insertion stays their earliest).
+    pub(crate) fn refresh_series_bounds(&mut self) {
+        self.bounds = Some(SeriesBounds::of(self.series.values()));
+    }
+
     /// Opens window `start` of series `id` (which must not be open) on
     /// `base` (its sealed points, from groups up to `base_lsn`) for a
     /// sample of group `lsn`.
@@ -739,7 +760,7 @@ impl HostState {
         };
         series.open_window(start, base, base_lsn, lsn);
         if let Some(bounds) = &mut self.bounds {
-            bounds.open(start, lsn);
+            bounds.open(series, start, lsn);
         }
     }
 
@@ -762,7 +783,7 @@ impl HostState {
         };
         series.insert_run(start, points, lsn, now_ms, max_len, counts);
         if let Some(bounds) = &mut self.bounds {
-            bounds.newest = bounds.newest.max(series.max_t());
+            bounds.inserted(series);
         }
     }
 
@@ -781,8 +802,10 @@ impl HostState {
             return false;
         };
         series.restore_last(p);
-        if let Some(bounds) = &mut self.bounds {
-            bounds.newest = bounds.newest.max(series.max_t());
+        if let Some(bounds) = &mut self.bounds
+            && !series.windows.is_empty()
+        {
+            bounds.inserted(series);
         }
         true
     }
@@ -951,7 +974,7 @@ mod tests {
         /// over its series finds, and a walk finds them again after a close.
         #[test]
         fn series_bounds_follow_every_change(
-            ops in proptest::collection::vec((0u8..5, 0u64..3, 0i64..6, 0i64..1000), 1..80),
+            ops in proptest::collection::vec((0u8..6, 0u64..3, 0i64..6, 0i64..1000), 1..80),
         ) {
             let mut h = HostState::default();
             for (id, name) in ["a", "b", "c"].into_iter().enumerate() {
@@ -972,6 +995,7 @@ mod tests {
                         h.restore_last(id, p(start + t));
                     }
                     // A maintenance pass's walk.
+                    5 => h.refresh_series_bounds(),
                     _ => {
                         let walked = SeriesBounds::of(h.series.values());
                         let lowest = h
@@ -990,6 +1014,7 @@ mod tests {
                 if let Some(kept) = h.bounds {
                     proptest::prop_assert!(kept.earliest_start <= walked.earliest_start);
                     proptest::prop_assert!(kept.newest >= walked.newest);
+                    proptest::prop_assert!(kept.earliest_touched <= walked.earliest_touched);
                     proptest::prop_assert_eq!(kept.min_lsn, walked.min_lsn);
                 }
             }

@@ -155,6 +155,10 @@ impl Inner {
                     seal(&mut *lock(entry)?, Some(part))?;
                 }
                 host = lock(entry)?;
+                // Kept bounds only widen (an idle series' old insertion
+                // stays their earliest): the walk that `min_lsn` did at
+                // every pass, now once a visit, narrows them again.
+                host.refresh_series_bounds();
             }
             seal(&mut host, None)?;
             if let Some(m) = host.min_lsn() {
@@ -566,13 +570,19 @@ impl Due {
     }
 
     /// Whether a window of a host with `bounds` may be sealed now; false
-    /// proves none is. A window is sealed only when forced, or once the
-    /// newest sample or the clock is past its end, and no window ends
-    /// before the one starting at `bounds.earliest_start`, nor any series
-    /// has a sample after `bounds.newest`.
+    /// proves none is. Unless forced, a window is sealed only once its
+    /// series' newest sample is past its end, or the clock is and the
+    /// series was last written `idle` ago; no window ends before the one
+    /// starting at `bounds.earliest_start`, no series with an open window
+    /// has a sample after `bounds.newest` nor was last written before
+    /// `bounds.earliest_touched`.
     fn may_seal(&self, bounds: &SeriesBounds) -> bool {
         let end = self.end(bounds.earliest_start);
-        bounds.any_open() && (self.force || bounds.newest >= end || self.now >= end)
+        bounds.any_open()
+            && (self.force
+                || bounds.newest >= end
+                || (self.now >= end
+                    && self.now.saturating_sub(bounds.earliest_touched) >= self.idle))
     }
 }
 
@@ -801,12 +811,27 @@ mod tests {
         host.open_window(1, T0, vec![], 0, 1);
         let mut counts = crate::head::Inserts::default();
         let p = |t_ms| Point { t_ms, value: 1.0 };
-        host.insert_run(1, T0, &[p(T0 + 5)], 1, T0, 100, &mut counts);
         let end = T0 + HOUR_MS + options.out_of_order_tolerance_ms;
+        // Written a minute before the window's end, by the wall clock.
+        let written = end - MINUTE_MS;
+        host.insert_run(1, T0, &[p(T0 + 5)], 1, written, 100, &mut counts);
+        // The window opened before its series was ever written: kept
+        // bounds count it as idle until a visit's walk.
+        assert!(due(end, false).may_seal(&host.series_bounds()));
+        host.refresh_series_bounds();
         let bounds = host.series_bounds();
         assert!(!due(end - 1, false).may_seal(&bounds));
         assert!(due(end - 1, true).may_seal(&bounds), "forced");
-        assert!(due(end, false).may_seal(&bounds), "the clock past the end");
+        assert!(
+            !due(end, false).may_seal(&bounds),
+            "the clock past the end, not idle"
+        );
+        let idle = written + options.idle_seal_ms;
+        assert!(!due(idle - 1, false).may_seal(&bounds));
+        assert!(
+            due(idle, false).may_seal(&bounds),
+            "the clock past the end, idle"
+        );
         host.open_window(1, T0 + HOUR_MS, vec![], 0, 2);
         host.insert_run(1, T0 + HOUR_MS, &[p(end)], 2, T0, 100, &mut counts);
         assert!(
