@@ -310,7 +310,7 @@ impl SeriesHead {
     }
 
     /// The series' `L` record, read at open.
-    pub(crate) fn restore_last(&mut self, p: Point) {
+    fn restore_last(&mut self, p: Point) {
         self.last = Some(p);
         self.persisted_last_t = p.t_ms;
         self.sealed_known = true;
@@ -336,10 +336,12 @@ impl SeriesHead {
         }
     }
 
-    /// Closes the windows `sealed` says were sealed.
-    pub(crate) fn drop_windows(&mut self, mut sealed: impl FnMut(&OpenWindow) -> bool) {
+    /// Closes the windows `sealed` says were sealed; true if any was.
+    fn drop_windows(&mut self, mut sealed: impl FnMut(&OpenWindow) -> bool) -> bool {
+        let open = self.windows.len();
         self.windows.retain(|w| !sealed(w));
         self.windows.shrink_to_fit();
+        self.windows.len() < open
     }
 
     /// Forgets the newest sample if the series has no open window and it
@@ -355,7 +357,7 @@ impl SeriesHead {
     }
 
     /// Opens window `start` on `base` (sealed points) for a sample of group `lsn`.
-    pub(crate) fn open_window(&mut self, start: i64, base: Vec<Point>, base_lsn: u64, lsn: u64) {
+    fn open_window(&mut self, start: i64, base: Vec<Point>, base_lsn: u64, lsn: u64) {
         let at = self.windows.partition_point(|w| w.start < start);
         // A series seldom has more than two windows open, and an amortized
         // insert into a one-window vector makes room for four.
@@ -366,7 +368,7 @@ impl SeriesHead {
 
     /// Inserts `points` (sorted by time, all in window `start`, which must
     /// be open) of commit group `lsn`, at most `max_len` in the window.
-    pub(crate) fn insert_run(
+    fn insert_run(
         &mut self,
         start: i64,
         points: &[Point],
@@ -491,6 +493,71 @@ impl SourceSeq {
     }
 }
 
+/// What a maintenance pass needs to know of a host's open series windows
+/// without visiting its series: a window is sealed (unless forced) only
+/// once its series' newest sample is past its end, or the clock is and
+/// the series has been idle long enough; and the lowest commit group held
+/// bounds where WAL replay starts.
+///
+/// Over the series with an open window; kept by the [`HostState`]
+/// methods that open windows, insert samples and restore a series' newest
+/// sample. Closing a window forgets them until the next walk over the
+/// series ([`HostState::series_bounds`]); a walk also makes them exact
+/// again ([`HostState::refresh_series_bounds`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SeriesBounds {
+    /// At or before the start of every open series window; `i64::MAX`
+    /// when there is none.
+    pub(crate) earliest_start: i64,
+    /// At or after the newest sample time ([`SeriesHead::max_t`]) of
+    /// every series with an open window.
+    pub(crate) newest: i64,
+    /// At or before the last insertion ([`SeriesHead::touched_ms`]) into
+    /// every series with an open window.
+    pub(crate) earliest_touched: i64,
+    /// The lowest commit group an open series window holds, exactly.
+    pub(crate) min_lsn: Option<u64>,
+}
+
+impl SeriesBounds {
+    /// The bounds of a host with no open series window.
+    const NONE: SeriesBounds = SeriesBounds {
+        earliest_start: i64::MAX,
+        newest: i64::MIN,
+        earliest_touched: i64::MAX,
+        min_lsn: None,
+    };
+
+    /// Whether the host has an open series window.
+    pub(crate) fn any_open(&self) -> bool {
+        self.min_lsn.is_some()
+    }
+
+    /// Takes in `series`, which has window `start` holding group `lsn` open.
+    fn open(&mut self, series: &SeriesHead, start: i64, lsn: u64) {
+        self.earliest_start = self.earliest_start.min(start);
+        self.min_lsn = Some(self.min_lsn.map_or(lsn, |m| m.min(lsn)));
+        self.inserted(series);
+    }
+
+    /// Takes in `series`' newest sample and last insertion.
+    fn inserted(&mut self, series: &SeriesHead) {
+        self.newest = self.newest.max(series.max_t());
+        self.earliest_touched = self.earliest_touched.min(series.touched_ms());
+    }
+
+    /// The exact bounds of `series`.
+    fn of<'a>(series: impl Iterator<Item = &'a SeriesHead>) -> Self {
+        let mut bounds = SeriesBounds::NONE;
+        for s in series {
+            for w in &s.windows {
+                bounds.open(s, w.start, w.min_lsn);
+            }
+        }
+        bounds
+    }
+}
+
 /// Ids of the series whose (metric, labels) hash to one value.
 #[derive(Debug)]
 enum Ids {
@@ -506,6 +573,9 @@ pub(crate) struct HostState {
     by_hash: IdMap<Ids>,
     sources: IdMap<SourceSeq>,
     snapshot_windows: Vec<SnapshotWindow>,
+    /// Bounds over the series' open windows; `None` once a window was
+    /// closed, until the next walk over the series (see [`SeriesBounds`]).
+    bounds: Option<SeriesBounds>,
     /// Newest snapshot time known.
     snapshot_max_t: i64,
     /// Wall-clock time of the last snapshot inserted.
@@ -530,6 +600,7 @@ impl Default for HostState {
             by_hash: IdMap::default(),
             sources: IdMap::default(),
             snapshot_windows: Vec::new(),
+            bounds: Some(SeriesBounds::NONE),
             snapshot_max_t: i64::MIN,
             snapshot_touched_ms: i64::MIN,
             last_batch: BatchShape::default(),
@@ -653,13 +724,90 @@ impl HostState {
     }
 
     /// Lowest commit group any open window of this host holds, if any.
-    pub(crate) fn min_lsn(&self) -> Option<u64> {
-        let series = self
-            .series
-            .values()
-            .flat_map(|s| s.windows.iter().map(|w| w.min_lsn));
+    pub(crate) fn min_lsn(&mut self) -> Option<u64> {
+        let series = self.series_bounds().min_lsn;
         let snapshots = self.snapshot_windows.iter().map(|w| w.min_lsn);
-        series.chain(snapshots).min()
+        series.into_iter().chain(snapshots).min()
+    }
+
+    /// Bounds over the open series windows; after a window was closed,
+    /// the series are walked once to recompute them.
+    pub(crate) fn series_bounds(&mut self) -> SeriesBounds {
+        *self
+            .bounds
+            .get_or_insert_with(|| SeriesBounds::of(self.series.values()))
+    }
+
+    /// Walks the series to make the bounds exact again: kept bounds only
+    /// ever widen (an earlier insertion stays their earliest).
+    pub(crate) fn refresh_series_bounds(&mut self) {
+        self.bounds = Some(SeriesBounds::of(self.series.values()));
+    }
+
+    /// Opens window `start` of series `id` (which must not be open) on
+    /// `base` (its sealed points, from groups up to `base_lsn`) for a
+    /// sample of group `lsn`.
+    pub(crate) fn open_window(
+        &mut self,
+        id: u64,
+        start: i64,
+        base: Vec<Point>,
+        base_lsn: u64,
+        lsn: u64,
+    ) {
+        let Some(series) = self.series.get_mut(&id) else {
+            return;
+        };
+        series.open_window(start, base, base_lsn, lsn);
+        if let Some(bounds) = &mut self.bounds {
+            bounds.open(series, start, lsn);
+        }
+    }
+
+    /// Inserts `points` (sorted by time, all in window `start`, which must
+    /// be open) of commit group `lsn` into series `id`, at most `max_len`
+    /// in the window.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn insert_run(
+        &mut self,
+        id: u64,
+        start: i64,
+        points: &[Point],
+        lsn: u64,
+        now_ms: i64,
+        max_len: usize,
+        counts: &mut Inserts,
+    ) {
+        let Some(series) = self.series.get_mut(&id) else {
+            return;
+        };
+        series.insert_run(start, points, lsn, now_ms, max_len, counts);
+        if let Some(bounds) = &mut self.bounds {
+            bounds.inserted(series);
+        }
+    }
+
+    /// Closes the windows of series `id` that `sealed` says were sealed.
+    pub(crate) fn drop_windows(&mut self, id: u64, sealed: impl FnMut(&OpenWindow) -> bool) {
+        if let Some(series) = self.series.get_mut(&id)
+            && series.drop_windows(sealed)
+        {
+            self.bounds = None;
+        }
+    }
+
+    /// Series `id`'s `L` record, read at open; false if there is no such series.
+    pub(crate) fn restore_last(&mut self, id: u64, p: Point) -> bool {
+        let Some(series) = self.series.get_mut(&id) else {
+            return false;
+        };
+        series.restore_last(p);
+        if let Some(bounds) = &mut self.bounds
+            && !series.windows.is_empty()
+        {
+            bounds.inserted(series);
+        }
+        true
     }
 
     /// Opens snapshot window `start` on `base` (the sealed block it
@@ -815,6 +963,62 @@ mod tests {
         );
         assert_eq!((counts.stored, counts.too_dense), (4, 7));
         assert_eq!(s.windows[0].len(), 4);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever opens windows, inserts samples, restores a newest
+        /// sample or closes windows, the bounds a host keeps (when it
+        /// keeps them) are no later, no older and exactly as low as a walk
+        /// over its series finds, and a walk finds them again after a close.
+        #[test]
+        fn series_bounds_follow_every_change(
+            ops in proptest::collection::vec((0u8..6, 0u64..3, 0i64..6, 0i64..1000), 1..80),
+        ) {
+            let mut h = HostState::default();
+            for (id, name) in ["a", "b", "c"].into_iter().enumerate() {
+                h.add(id as u64, key(&[Label::new("s", name)]));
+            }
+            let p = |t_ms| Point { t_ms, value: 1.0 };
+            let mut counts = Inserts::default();
+            for (lsn, (op, id, w, t)) in (1..).zip(ops) {
+                let start = w * 1000;
+                let open = h.series(id).is_some_and(|s| s.has_window(start));
+                match op {
+                    0 if !open => h.open_window(id, start, vec![], 0, lsn),
+                    // Reopened from a sealed chunk.
+                    1 if !open => h.open_window(id, start, vec![p(start + t)], lsn / 2, lsn),
+                    0 | 1 => h.insert_run(id, start, &[p(start + t)], lsn, t, 100, &mut counts),
+                    2 => h.drop_windows(id, |w| w.start() <= start),
+                    3 => {
+                        h.restore_last(id, p(start + t));
+                    }
+                    // A maintenance pass's walk.
+                    5 => h.refresh_series_bounds(),
+                    _ => {
+                        let walked = SeriesBounds::of(h.series.values());
+                        let lowest = h
+                            .series
+                            .values()
+                            .flat_map(|s| s.windows.iter().map(|w| w.min_lsn))
+                            .min();
+                        let forgotten = h.bounds.is_none();
+                        proptest::prop_assert_eq!(h.min_lsn(), lowest);
+                        if forgotten {
+                            proptest::prop_assert_eq!(h.series_bounds(), walked);
+                        }
+                    }
+                }
+                let walked = SeriesBounds::of(h.series.values());
+                if let Some(kept) = h.bounds {
+                    proptest::prop_assert!(kept.earliest_start <= walked.earliest_start);
+                    proptest::prop_assert!(kept.newest >= walked.newest);
+                    proptest::prop_assert!(kept.earliest_touched <= walked.earliest_touched);
+                    proptest::prop_assert_eq!(kept.min_lsn, walked.min_lsn);
+                }
+            }
+        }
     }
 
     #[test]

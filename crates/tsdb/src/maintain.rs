@@ -14,7 +14,7 @@
 use crate::TsdbError;
 use crate::chunk::{self, Row};
 use crate::commit::Generation;
-use crate::head::{HostState, SeriesHead};
+use crate::head::{HostState, SeriesBounds};
 use crate::keys;
 use crate::options::{DAY_MS, HOUR_MS, align};
 use crate::read::Read;
@@ -90,6 +90,17 @@ pub struct MaintenanceReport {
     pub rewritten_partitions: u64,
 }
 
+/// Which hosts' series a maintenance pass visits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Visit {
+    /// Those whose [`SeriesBounds`] do not prove that none of their
+    /// windows is due.
+    MayBeDue,
+    /// Every host's: what the bounds must not change (tests compare).
+    #[cfg(test)]
+    Every,
+}
+
 impl Inner {
     /// One pass; `force` seals every window regardless of its age. A
     /// partition rewrite stops once `closing` is set.
@@ -97,6 +108,16 @@ impl Inner {
         &self,
         force: bool,
         closing: &AtomicBool,
+    ) -> Result<MaintenanceReport, TsdbError> {
+        self.maintain_visiting(force, closing, Visit::MayBeDue)
+    }
+
+    /// One pass visiting the series of the hosts `visit` says.
+    pub(crate) fn maintain_visiting(
+        &self,
+        force: bool,
+        closing: &AtomicBool,
+        visit: Visit,
     ) -> Result<MaintenanceReport, TsdbError> {
         let mut state = self.maintenance.lock().map_err(|_| poisoned())?;
         let mut report = MaintenanceReport::default();
@@ -117,17 +138,28 @@ impl Inner {
             idle: self.options.idle_seal_ms,
         };
         let hosts = self.all_hosts()?;
-        for (name, host) in &hosts {
-            let ids: Vec<u64> = lock(host)?.series_ids();
+        for (name, entry) in &hosts {
             let mut seal = |host: &mut HostState, ids: Option<&[u64]>| {
                 self.seal_host(name, host, ids, due, &mut report)
             };
-            // A few series per hold of the host's lock: its queries and
-            // appends wait for at most that much encoding.
-            for part in ids.chunks(SEAL_SERIES_PER_LOCK) {
-                seal(&mut *lock(host)?, Some(part))?;
+            let mut host = lock(entry)?;
+            // Most passes seal nothing of most hosts: their bounds prove
+            // it without a visit to each series.
+            let bounds = host.series_bounds();
+            if visit != Visit::MayBeDue || due.may_seal(&bounds) {
+                let ids = host.series_ids();
+                drop(host);
+                // A few series per hold of the host's lock: its queries and
+                // appends wait for at most that much encoding.
+                for part in ids.chunks(SEAL_SERIES_PER_LOCK) {
+                    seal(&mut *lock(entry)?, Some(part))?;
+                }
+                host = lock(entry)?;
+                // Kept bounds only widen (an idle series' old insertion
+                // stays their earliest): the walk that `min_lsn` did at
+                // every pass, now once a visit, narrows them again.
+                host.refresh_series_bounds();
             }
-            let mut host = lock(host)?;
             seal(&mut host, None)?;
             if let Some(m) = host.min_lsn() {
                 low = low.min(m);
@@ -217,9 +249,7 @@ impl Inner {
     ) -> Result<(), TsdbError> {
         let mut writes = SealWrites::default();
         for id in ids.unwrap_or_default() {
-            if let Some(series) = host.series_mut(*id) {
-                self.seal_series(*id, series, due, &mut writes)?;
-            }
+            self.seal_series(host, *id, due, &mut writes)?;
         }
         self.write_hour_chunks(due, &mut writes)?;
         if ids.is_none() {
@@ -250,11 +280,14 @@ impl Inner {
     /// hours for the 1 h tier and records the series' newest sealed point.
     fn seal_series(
         &self,
+        host: &mut HostState,
         id: u64,
-        series: &mut SeriesHead,
         due: Due,
         writes: &mut SealWrites,
     ) -> Result<(), TsdbError> {
+        let Some(series) = host.series_mut(id) else {
+            return Ok(());
+        };
         let (newest, touched) = (series.max_t(), series.touched_ms());
         let mut sealed_any = false;
         let mut sealed_last: Option<crate::model::Point> = None;
@@ -301,7 +334,7 @@ impl Inner {
             writes.lasts += 1;
         }
         if sealed_any {
-            series.drop_windows(|w| due.seals(w.start(), w.max_lsn(), newest, touched));
+            host.drop_windows(id, |w| due.seals(w.start(), w.max_lsn(), newest, touched));
         }
         Ok(())
     }
@@ -522,13 +555,34 @@ impl Due {
     /// `max_lsn`, of a series (or host) last written at `touched` with its
     /// newest sample at `newest`, is sealed now.
     fn seals(&self, start: i64, max_lsn: u64, newest: i64, touched: i64) -> bool {
-        let end = start
-            .saturating_add(self.window)
-            .saturating_add(self.tolerance);
+        let end = self.end(start);
         max_lsn <= self.durable
             && (self.force
                 || newest >= end
                 || (self.now >= end && self.now.saturating_sub(touched) >= self.idle))
+    }
+
+    /// Past this time no sample lands in the window starting at `start`.
+    fn end(&self, start: i64) -> i64 {
+        start
+            .saturating_add(self.window)
+            .saturating_add(self.tolerance)
+    }
+
+    /// Whether a window of a host with `bounds` may be sealed now; false
+    /// proves none is. Unless forced, a window is sealed only once its
+    /// series' newest sample is past its end, or the clock is and the
+    /// series was last written `idle` ago; no window ends before the one
+    /// starting at `bounds.earliest_start`, no series with an open window
+    /// has a sample after `bounds.newest` nor was last written before
+    /// `bounds.earliest_touched`.
+    fn may_seal(&self, bounds: &SeriesBounds) -> bool {
+        let end = self.end(bounds.earliest_start);
+        bounds.any_open()
+            && (self.force
+                || bounds.newest >= end
+                || (self.now >= end
+                    && self.now.saturating_sub(bounds.earliest_touched) >= self.idle))
     }
 }
 
@@ -588,5 +642,201 @@ fn seal_snapshots(
         host.drop_snapshot_windows(|w| {
             !unsealed.contains(&w.start()) && due.seals(w.start(), w.max_lsn(), newest, touched)
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Batch, Matcher, Point, SeriesInput};
+    use crate::options::{MINUTE_MS, Options};
+    use crate::store::Store;
+    use proptest::prelude::*;
+    use std::sync::atomic::AtomicI64;
+
+    /// An hour boundary.
+    const T0: i64 = 1_800_000_000_000;
+    const HOSTS: [&str; 3] = ["a", "b", "c"];
+    const METRICS: [&str; 3] = ["m0", "m1", "m2"];
+
+    /// What happens to the two stores alike.
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// A sample of metric `series` of host `host`, at the host's data
+        /// time moved `step` ms on (up to the clock) less `back` ms: late
+        /// (out of order), or behind the clock as an agent's backlog is.
+        Append {
+            host: usize,
+            series: usize,
+            step: i64,
+            back: i64,
+        },
+        /// The wall clock moves on.
+        Tick(i64),
+        Maintain,
+        /// Seals every window: later samples of theirs reopen them.
+        SealAll,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0..HOSTS.len(), 0..METRICS.len(), 0..20 * MINUTE_MS, 0..15 * MINUTE_MS)
+                .prop_map(|(host, series, step, back)| Op::Append { host, series, step, back }),
+            3 => prop_oneof![Just(MINUTE_MS), Just(5 * MINUTE_MS), Just(20 * MINUTE_MS), Just(2 * HOUR_MS)]
+                .prop_map(Op::Tick),
+            3 => Just(Op::Maintain),
+            1 => Just(Op::SealAll),
+        ]
+    }
+
+    /// Every open window of the store's head: (host, series, start,
+    /// samples, newest group).
+    fn open_windows(inner: &Inner) -> Vec<(String, u64, i64, usize, u64)> {
+        let mut open = Vec::new();
+        for (name, host) in inner.all_hosts().unwrap() {
+            let host = lock(&host).unwrap();
+            for id in host.series_ids() {
+                for w in host.series(id).unwrap().windows() {
+                    open.push((name.clone(), id, w.start(), w.len(), w.max_lsn()));
+                }
+            }
+        }
+        open.sort();
+        open
+    }
+
+    fn stored(store: &Store) -> Vec<(String, Vec<Point>)> {
+        let mut all = Vec::new();
+        for metric in METRICS {
+            let any = Matcher::regex("host", ".+", false).unwrap();
+            for s in store.range(metric, &[any], 0, i64::MAX).unwrap() {
+                all.push((format!("{:?}", s.key), s.points));
+            }
+        }
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    fn low_group(inner: &Inner) -> Option<sled::IVec> {
+        inner.tree.get(keys::META_LOW_GROUP).unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        /// A pass that skips the hosts whose bounds prove nothing due
+        /// seals the same windows, writes the same `low` and reports the
+        /// same as one visiting every series: over windows opening, late
+        /// samples, windows reopened from their sealed chunk, idle series
+        /// and forced passes.
+        #[test]
+        fn skipping_hosts_seals_what_visiting_every_series_does(
+            ops in proptest::collection::vec(op(), 1..120),
+        ) {
+            let now = Arc::new(AtomicI64::new(T0));
+            let clock = now.clone();
+            let options = Options {
+                clock: Arc::new(move || clock.load(Ordering::Relaxed)),
+                maintenance_interval: None,
+                ..Options::default()
+            };
+            let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+            let stores = dirs.each_ref().map(|d| Store::open(d.path(), options.clone()).unwrap());
+            let visits = [Visit::MayBeDue, Visit::Every];
+            let closing = AtomicBool::new(false);
+            let mut data_t = [T0; HOSTS.len()];
+            for (seq, op) in (1..).zip(ops) {
+                match op {
+                    Op::Append { host, series, step, back } => {
+                        let clock = now.load(Ordering::Relaxed);
+                        data_t[host] = (data_t[host] + step).min(clock);
+                        let batch = Batch {
+                            host: HOSTS[host].into(),
+                            source: 1,
+                            seq,
+                            series: vec![SeriesInput {
+                                metric: METRICS[series].into(),
+                                labels: vec![],
+                                points: vec![Point { t_ms: data_t[host] - back, value: seq as f64 }],
+                            }],
+                            processes: vec![],
+                            malformed: 0,
+                        };
+                        let [a, b] = stores.each_ref().map(|s| s.append(&batch).unwrap());
+                        prop_assert_eq!(a, b);
+                    }
+                    Op::Tick(ms) => {
+                        now.fetch_add(ms, Ordering::Relaxed);
+                    }
+                    Op::Maintain | Op::SealAll => {
+                        let force = matches!(op, Op::SealAll);
+                        let mut reports = Vec::new();
+                        for (store, visit) in stores.iter().zip(visits) {
+                            let inner = store.inner().unwrap();
+                            reports.push(inner.maintain_visiting(force, &closing, visit).unwrap());
+                        }
+                        prop_assert_eq!(reports[0], reports[1]);
+                        let [a, b] = stores.each_ref().map(|s| s.inner().unwrap());
+                        prop_assert_eq!(open_windows(&a), open_windows(&b));
+                        prop_assert_eq!(low_group(&a), low_group(&b));
+                    }
+                }
+            }
+            let [a, b] = stores.each_ref().map(stored);
+            prop_assert_eq!(a, b);
+        }
+    }
+
+    /// The skip is taken: a host whose windows are all open for more
+    /// samples is proven to have nothing due, until its newest sample or
+    /// the clock passes the end of a window.
+    #[test]
+    fn a_host_with_nothing_due_is_not_visited() {
+        let options = Options::default();
+        let due = |now, force| Due {
+            now,
+            durable: u64::MAX,
+            force,
+            window: options.chunk_window_ms,
+            tolerance: options.out_of_order_tolerance_ms,
+            idle: options.idle_seal_ms,
+        };
+        let mut host = HostState::default();
+        assert!(!due(T0, true).may_seal(&host.series_bounds()), "no window");
+        let key = crate::index::Index::default().insert(
+            1,
+            &crate::model::SeriesKey::for_host("a", "m", &[]).unwrap(),
+        );
+        host.add(1, key);
+        host.open_window(1, T0, vec![], 0, 1);
+        let mut counts = crate::head::Inserts::default();
+        let p = |t_ms| Point { t_ms, value: 1.0 };
+        let end = T0 + HOUR_MS + options.out_of_order_tolerance_ms;
+        // Written a minute before the window's end, by the wall clock.
+        let written = end - MINUTE_MS;
+        host.insert_run(1, T0, &[p(T0 + 5)], 1, written, 100, &mut counts);
+        // The window opened before its series was ever written: kept
+        // bounds count it as idle until a visit's walk.
+        assert!(due(end, false).may_seal(&host.series_bounds()));
+        host.refresh_series_bounds();
+        let bounds = host.series_bounds();
+        assert!(!due(end - 1, false).may_seal(&bounds));
+        assert!(due(end - 1, true).may_seal(&bounds), "forced");
+        assert!(
+            !due(end, false).may_seal(&bounds),
+            "the clock past the end, not idle"
+        );
+        let idle = written + options.idle_seal_ms;
+        assert!(!due(idle - 1, false).may_seal(&bounds));
+        assert!(
+            due(idle, false).may_seal(&bounds),
+            "the clock past the end, idle"
+        );
+        host.open_window(1, T0 + HOUR_MS, vec![], 0, 2);
+        host.insert_run(1, T0 + HOUR_MS, &[p(end)], 2, T0, 100, &mut counts);
+        assert!(
+            due(T0, false).may_seal(&host.series_bounds()),
+            "a sample past the end"
+        );
     }
 }

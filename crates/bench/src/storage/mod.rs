@@ -13,7 +13,9 @@
 //!   (median of per-second rates, and overall), and the process' CPU per
 //!   sample meanwhile (the store's work and the generator's);
 //! - memory: resident bytes added per series and per host, and the head's
-//!   own bytes (`--ingest-only` stops here);
+//!   own bytes;
+//! - maintenance right after ingest, as a collector's every 5 s: the
+//!   median time of a pass's sealing phase (`--ingest-only` stops here);
 //! - restart: reopening the store as left by ingest (the open hour in the
 //!   WAL), then after sealing everything (median of 3 each);
 //! - latest values of one host and the range of one series over the whole
@@ -40,7 +42,9 @@ use anyhow::{Context, bail};
 use data::HostGen;
 use hostwatch_stdx::now_ms;
 use hostwatch_tsdb::workload::{KillAt, KilledOn, Workload, child_main, crash_round};
-use hostwatch_tsdb::{Aggregation, Batch, Clock, Matcher, Options, Store, StoreStats};
+use hostwatch_tsdb::{
+    Aggregation, Batch, Clock, MaintenancePhase, Matcher, Options, Store, StoreStats,
+};
 use rand::rngs::{SmallRng, StdRng};
 use rand::{Rng, SeedableRng};
 use std::collections::VecDeque;
@@ -244,6 +248,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         print_sizes(limit, sizes);
     }
     let stats = print_memory(&store, &me, rss_before)?;
+    print_passes(&store)?;
     if args.ingest_only {
         return Ok(());
     }
@@ -391,6 +396,37 @@ fn print_memory(store: &Store, me: &Probe, rss_before: u64) -> anyhow::Result<St
     );
     println!("wal_bytes={}", stats.wal_bytes);
     Ok(stats)
+}
+
+/// Maintenance passes timed after ingest.
+const PASSES: usize = 9;
+
+/// The median time of the sealing phase of a maintenance pass, over
+/// [`PASSES`] passes (with the background thread's passes in between,
+/// each is the mean of those it ran meanwhile).
+fn print_passes(store: &Store) -> anyhow::Result<()> {
+    let mut seal_ms = Vec::new();
+    for _ in 0..PASSES {
+        let before = seal_phase(store);
+        store.maintain()?;
+        let (seconds, passes) = seal_phase(store);
+        let passes = passes.saturating_sub(before.1).max(1);
+        seal_ms.push((seconds - before.0) * 1000.0 / passes as f64);
+    }
+    println!(
+        "maintenance_seal_ms_median={:.2}",
+        median(&seal_ms).unwrap_or(f64::NAN)
+    );
+    Ok(())
+}
+
+/// Seconds spent sealing by the maintenance passes so far, and their number.
+fn seal_phase(store: &Store) -> (f64, u64) {
+    store
+        .maintenance_durations()
+        .into_iter()
+        .find(|(phase, _)| *phase == MaintenancePhase::Seal)
+        .map_or((0.0, 0), |(_, h)| (h.sum_seconds, h.count()))
 }
 
 /// What the store takes while running, the open hour still in the WAL;
@@ -1229,4 +1265,25 @@ fn crash_rounds(args: &Args, temp: &Path) -> anyhow::Result<()> {
     println!("crash_batches_deleted_by_retention_max={expired}");
     println!("crash_seed={seed}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seal_phase_counts_each_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options {
+            maintenance_interval: None,
+            ..Options::default()
+        };
+        let store = Store::open(dir.path(), options).unwrap();
+        assert_eq!(seal_phase(&store), (0.0, 0));
+        store.maintain().unwrap();
+        store.maintain().unwrap();
+        let (seconds, passes) = seal_phase(&store);
+        assert_eq!(passes, 2);
+        assert!(seconds > 0.0, "{seconds}");
+    }
 }

@@ -53,10 +53,8 @@ impl Inner {
         for run in points.chunk_by(|a, b| window_of(a) == window_of(b)) {
             let start = window_of(&run[0]);
             if self.open_window(state, id, start, lsn, &mut mode)? {
-                if let Some(series) = state.series_mut(id) {
-                    let max = self.options.max_window_samples;
-                    series.insert_run(start, run, lsn, now, max, counts);
-                }
+                let max = self.options.max_window_samples;
+                state.insert_run(id, start, run, lsn, now, max, counts);
             } else {
                 counts.duplicate += run.len() as u64;
             }
@@ -75,7 +73,7 @@ impl Inner {
         lsn: u64,
         mode: &mut Mode<'_>,
     ) -> Result<bool, TsdbError> {
-        let Some(series) = state.series_mut(id) else {
+        let Some(series) = state.series(id) else {
             return Ok(false);
         };
         if series.has_window(start) {
@@ -103,7 +101,7 @@ impl Inner {
                 return Ok(false);
             }
         }
-        series.open_window(start, base, base_lsn, lsn);
+        state.open_window(id, start, base, base_lsn, lsn);
         Ok(true)
     }
 

@@ -294,10 +294,13 @@ fn read_last_points(
         let (key, value) = entry?;
         let series = key_series_id(&key)
             .and_then(|id| index.keys.get(&id).map(|k| (id, k)))
-            .and_then(|(id, k)| hosts.get_mut(k.host())?.series_mut(id));
-        match (series, keys::decode_last(&value)) {
-            (Some(series), Some(p)) => series.restore_last(p),
-            _ => bump(&counters.corrupt_series, 1),
+            .and_then(|(id, k)| Some((id, hosts.get_mut(k.host())?)));
+        let restored = match (series, keys::decode_last(&value)) {
+            (Some((id, host)), Some(p)) => host.restore_last(id, p),
+            _ => false,
+        };
+        if !restored {
+            bump(&counters.corrupt_series, 1);
         }
     }
     Ok(())
