@@ -10,22 +10,6 @@ use common::*;
 use hostwatch_tsdb::{Batch, Options, Store};
 use std::path::Path;
 
-const DAY: i64 = 24 * HOUR;
-
-/// Copies the directory `from` to `to`, recursively.
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 /// The points of series `metric` of `host` that `batches` hold, in time order.
 fn expected(batches: &[&Batch], host: &str, metric: &str) -> Vec<(i64, f64)> {
     let mut out: Vec<(i64, f64)> = batches
@@ -178,28 +162,9 @@ fn an_unknown_format_is_refused_naming_both_versions() {
     }
 }
 
-/// Hours of points of series `m` of host `a`, a point a minute, from
-/// `from` to `to`.
-fn fill(store: &Store, seq: &mut u64, from: i64, to: i64) -> Vec<(i64, f64)> {
-    let values: Vec<(i64, f64)> = (from..to)
-        .step_by(MINUTE as usize)
-        .map(|t| (t, (t / MINUTE % 1000) as f64))
-        .collect();
-    for part in values.chunks(60) {
-        *seq += 1;
-        let outcome = store.append(&batch("a", *seq, "m", &[], part)).unwrap();
-        assert_eq!(outcome.rejected.total(), 0, "{outcome:?}");
-    }
-    values
-}
-
-/// Six hours on each side of NOW's midnight, sealed: two day partitions.
+/// [`write_two_days`]'s store, its two day partitions checked.
 fn two_days(dir: &Path, clock: &TestClock) -> (Vec<(i64, f64)>, i64) {
-    let midnight = NOW - NOW.rem_euclid(DAY);
-    let store = open(dir, options(clock));
-    let mut seq = 0;
-    let written = fill(&store, &mut seq, midnight - 6 * HOUR, midnight + 6 * HOUR);
-    store.seal_all().unwrap();
+    let (written, midnight, _) = write_two_days(dir, clock);
     assert_eq!(partition_dirs(dir).len(), 2);
     (written, midnight)
 }
@@ -259,12 +224,7 @@ fn damaged_and_missing_partitions_are_reported_and_skipped() {
             report.damaged
         );
         assert_eq!(report.partitions, 2, "{case}");
-        let outcome = store
-            .append(&batch("a", 1000, "m", &[], &[(NOW, 1.0)]))
-            .unwrap();
-        assert_eq!(outcome.stored, 1, "{case}");
-        store.seal_all().unwrap();
-        assert_eq!(all_points(&store, "a", "m").last(), Some(&(NOW, 1.0)));
+        check_writes_go_on(&store, 1000, case);
     }
 }
 

@@ -13,38 +13,10 @@ use hostwatch_tsdb::backup;
 use hostwatch_tsdb::{BackupOptions, Options, Store};
 use std::path::{Path, PathBuf};
 
-const DAY: i64 = 24 * HOUR;
-
-/// Hours of points of series `metric` of host `a`, a point a minute,
-/// from `from` to `to`.
-fn fill(store: &Store, seq: &mut u64, metric: &str, from: i64, to: i64) -> Vec<(i64, f64)> {
-    let values: Vec<(i64, f64)> = (from..to)
-        .step_by(MINUTE as usize)
-        .map(|t| (t, (t / MINUTE % 1000) as f64))
-        .collect();
-    for part in values.chunks(60) {
-        *seq += 1;
-        let outcome = store.append(&batch("a", *seq, metric, &[], part)).unwrap();
-        assert_eq!(outcome.rejected.total(), 0, "{outcome:?}");
-    }
-    values
-}
-
-/// Six hours on each side of NOW's midnight (NOW is 08:00), sealed: two
-/// day partitions, the first closed. Returns the points and midnight.
+/// [`write_two_days`]'s store; the first partition is closed, and,
+/// written just now, not rewritten before `partition_idle_close`.
 fn two_days(dir: &Path, clock: &TestClock) -> (Vec<(i64, f64)>, i64) {
-    let midnight = NOW - NOW.rem_euclid(DAY);
-    let store = open(dir, options(clock));
-    let mut seq = 0;
-    let written = fill(
-        &store,
-        &mut seq,
-        "m",
-        midnight - 6 * HOUR,
-        midnight + 6 * HOUR,
-    );
-    let report = store.seal_all().unwrap();
-    // Written just now: not rewritten before `partition_idle_close`.
+    let (written, midnight, report) = write_two_days(dir, clock);
     assert_eq!(report.rewritten_partitions, 0, "{report:?}");
     (written, midnight)
 }
@@ -153,20 +125,6 @@ fn a_late_write_thaws_a_rewritten_partition() {
     assert!(store.verify().unwrap().is_clean());
 }
 
-/// Copies the regular files of `from` into `to` (sled's `blobs` too).
-fn copy_files(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_files(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 /// What a kill leaves at each step of a rewrite opens whole: a file
 /// being written (`chunks.tmp`), a file renamed into place before the
 /// marker said so (the sled database wins, the file goes), a marker
@@ -179,7 +137,7 @@ fn a_kill_at_each_step_of_a_rewrite_leaves_the_store_whole() {
     let (written, _) = two_days(dir.path(), &clock);
     let first = partition_dirs(dir.path())[0].clone();
     let saved = dir.path().join("saved-sled");
-    copy_files(&first, &saved);
+    copy_dir(&first, &saved);
     let (store, _) = rewritten(dir.path(), &clock);
     drop(store);
     let file = std::fs::read(first.join("chunks")).unwrap();
@@ -198,7 +156,7 @@ fn a_kill_at_each_step_of_a_rewrite_leaves_the_store_whole() {
     // Killed after the file was renamed into place, before the marker:
     // the sled database as it was, the file beside it.
     std::fs::remove_dir_all(&first).unwrap();
-    copy_files(&saved, &first);
+    copy_dir(&saved, &first);
     std::fs::write(first.join("chunks"), &file).unwrap();
     std::fs::write(first.join("chunks.tmp"), &file[..file.len() / 2]).unwrap();
     let store = open(dir.path(), options(&clock));
@@ -258,12 +216,7 @@ fn a_damaged_file_is_reported_and_skipped() {
             "{case}: {:?}",
             report.damaged
         );
-        let outcome = store
-            .append(&batch("a", 100_000, "m", &[], &[(NOW, 1.0)]))
-            .unwrap();
-        assert_eq!(outcome.stored, 1, "{case}");
-        store.seal_all().unwrap();
-        assert_eq!(all_points(&store, "a", "m").last(), Some(&(NOW, 1.0)));
+        check_writes_go_on(&store, 100_000, case);
     }
 }
 

@@ -1,7 +1,9 @@
 //! Helpers shared by the store's integration tests.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
-use hostwatch_tsdb::{Batch, Label, Options, Point, SeriesInput, Store, TsdbError};
+use hostwatch_tsdb::{
+    Batch, Label, MaintenanceReport, Options, Point, SeriesInput, Store, TsdbError,
+};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -10,6 +12,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 pub const NOW: i64 = 1_800_000_000_000;
 pub const HOUR: i64 = 3_600_000;
 pub const MINUTE: i64 = 60_000;
+pub const DAY: i64 = 24 * HOUR;
 
 /// A clock tests move by hand.
 #[derive(Clone)]
@@ -190,4 +193,62 @@ pub fn fixture_batches() -> (Vec<Batch>, Vec<Batch>) {
         }
     }
     (sealed, open)
+}
+
+/// Copies `from` into `to`, directories and regular files (sled's `blobs` too).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Points of series `metric` of host `a`, a point a minute, from `from`
+/// to `to`, appended in batches of an hour.
+pub fn fill(store: &Store, seq: &mut u64, metric: &str, from: i64, to: i64) -> Vec<(i64, f64)> {
+    let values: Vec<(i64, f64)> = (from..to)
+        .step_by(MINUTE as usize)
+        .map(|t| (t, (t / MINUTE % 1000) as f64))
+        .collect();
+    for part in values.chunks(60) {
+        *seq += 1;
+        let outcome = store.append(&batch("a", *seq, metric, &[], part)).unwrap();
+        assert_eq!(outcome.rejected.total(), 0, "{outcome:?}");
+    }
+    values
+}
+
+/// A store in `dir` with six hours of `a`'s series `m` on each side of
+/// [`NOW`]'s midnight, sealed: two day partitions. Returns the points,
+/// midnight and what sealing did.
+pub fn write_two_days(dir: &Path, clock: &TestClock) -> (Vec<(i64, f64)>, i64, MaintenanceReport) {
+    let midnight = NOW - NOW.rem_euclid(DAY);
+    let store = open(dir, options(clock));
+    let mut seq = 0;
+    let written = fill(
+        &store,
+        &mut seq,
+        "m",
+        midnight - 6 * HOUR,
+        midnight + 6 * HOUR,
+    );
+    let report = store.seal_all().unwrap();
+    (written, midnight, report)
+}
+
+/// After a partition was found damaged (`case`): a new sample of `a`'s
+/// series `m` at [`NOW`] (batch `seq`) is stored, sealed and read back.
+pub fn check_writes_go_on(store: &Store, seq: u64, case: &str) {
+    let outcome = store
+        .append(&batch("a", seq, "m", &[], &[(NOW, 1.0)]))
+        .unwrap();
+    assert_eq!(outcome.stored, 1, "{case}");
+    store.seal_all().unwrap();
+    assert_eq!(all_points(store, "a", "m").last(), Some(&(NOW, 1.0)));
 }
